@@ -1,0 +1,134 @@
+"""voltorch.Client: one channel, one typed sub-client per service, the raw stubs as an escape hatch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import grpc
+
+from voltorch.v1 import (
+    coordination_pb2_grpc,
+    events_pb2_grpc,
+    orchestrator_pb2_grpc,
+    state_pb2_grpc,
+    workflows_pb2_grpc,
+)
+
+from ._state import StateClient
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings: PEM bytes. Give certificate_chain + private_key for mTLS."""
+
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+    server_name: str | None = None
+
+
+class _TokenAuth(grpc.AuthMetadataPlugin):
+    def __init__(self, token: str):
+        self._token = token
+
+    def __call__(self, context, callback):
+        callback((("authorization", f"Bearer {self._token}"),), None)
+
+
+class _InsecureToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the bearer token on a plaintext channel (call credentials need TLS)."""
+
+    def __init__(self, token: str):
+        self._md = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        md = list(d.metadata or []) + [self._md]
+        return d._replace(metadata=md) if hasattr(d, "_replace") else _Details(d, md)
+
+    def intercept_unary_unary(self, continuation, d, request):
+        return continuation(self._details(d), request)
+
+    def intercept_unary_stream(self, continuation, d, request):
+        return continuation(self._details(d), request)
+
+    def intercept_stream_unary(self, continuation, d, it):
+        return continuation(self._details(d), it)
+
+    def intercept_stream_stream(self, continuation, d, it):
+        return continuation(self._details(d), it)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d, metadata):
+        self.method = d.method
+        self.timeout = d.timeout
+        self.metadata = metadata
+        self.credentials = d.credentials
+        self.wait_for_ready = getattr(d, "wait_for_ready", None)
+        self.compression = getattr(d, "compression", None)
+
+
+class Client:
+    """A connection to a voltorch server.
+
+    >>> with voltorch.Client("127.0.0.1:50051") as client:
+    ...     client.state.set("project.config", {"max_retries": 3})
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
+        timeout: float | None = 30.0,
+        options: list[tuple[str, object]] | None = None,
+        interceptors: list[grpc.UnaryUnaryClientInterceptor] | None = None,
+    ):
+        self.target = target
+        self.timeout = timeout
+        opts = [("grpc.max_receive_message_length", 8 * 1024 * 1024), *(options or [])]
+        if tls:
+            t = tls if isinstance(tls, TLS) else TLS()
+            creds = grpc.ssl_channel_credentials(t.root_certificates, t.private_key, t.certificate_chain)
+            if token:
+                creds = grpc.composite_channel_credentials(
+                    creds, grpc.metadata_call_credentials(_TokenAuth(token))
+                )
+            if t.server_name:
+                opts.append(("grpc.ssl_target_name_override", t.server_name))
+            channel = grpc.secure_channel(target, creds, options=opts)
+        else:
+            channel = grpc.insecure_channel(target, options=opts)
+        chain = list(interceptors or [])
+        if token and not tls:
+            chain.append(_InsecureToken(token))
+        self._raw_channel = channel
+        self.channel = grpc.intercept_channel(channel, *chain) if chain else channel
+        self.stubs = SimpleNamespace(
+            state=state_pb2_grpc.StateServiceStub(self.channel),
+            events=events_pb2_grpc.EventServiceStub(self.channel),
+            coordination=coordination_pb2_grpc.CoordinationServiceStub(self.channel),
+            workflows=workflows_pb2_grpc.WorkflowServiceStub(self.channel),
+            orchestrator=orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel),
+        )
+        self.state = StateClient(self.stubs.state, timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the channel is connected (raises grpc.FutureTimeoutError)."""
+        grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
+
+    def close(self) -> None:
+        self._raw_channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Generated code for the voltorch.v1 API (make protos). Do not edit."""

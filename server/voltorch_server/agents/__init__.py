@@ -1,0 +1,1 @@
+"""Agent runtimes: OpenAI-compatible LLM agent, offline agent, remote-worker proxy."""

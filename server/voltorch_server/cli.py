@@ -1,0 +1,106 @@
+"""The `voltorch` command: serve, and client commands against a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from . import config as config_mod
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import VoltorchServer
+
+    try:
+        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db)
+    except (OSError, ValueError) as exc:
+        print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = VoltorchServer(cfg).start()
+    print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    done.wait()
+    print("voltorch: shutting down", flush=True)
+    server.stop()
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from voltorch import Client
+
+    return Client(args.target)
+
+
+def _print(obj: Any) -> None:
+    from dataclasses import asdict, is_dataclass
+
+    print(json.dumps(asdict(obj) if is_dataclass(obj) else obj, indent=2, default=str))
+
+
+def _state(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "get":
+            _print(c.state.get(args.key))
+        elif args.action == "set":
+            try:
+                value = json.loads(args.value)
+            except json.JSONDecodeError:
+                value = args.value
+            _print(c.state.set(args.key, value))
+        elif args.action == "delete":
+            _print({"revision": c.state.delete(args.key)})
+        elif args.action == "list":
+            for kv in c.state.list(args.key or ""):
+                print(f"{kv.key} = {json.dumps(kv.value)}  (v{kv.version})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voltorch", description="voltorch: an orchestration server for AI agents"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the server")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--db", help="SQLite database file")
+    s.add_argument("--config", help="TOML or JSON config file")
+    s.set_defaults(fn=_serve)
+
+    st = sub.add_parser("state", help="read and write global state")
+    st.add_argument("action", choices=["get", "set", "delete", "list"])
+    st.add_argument("key", nargs="?")
+    st.add_argument("value", nargs="?")
+    st.set_defaults(fn=_state)
+
+    for sp in (st,):
+        sp.add_argument("--target", default="127.0.0.1:50051", help="server address (host:port)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from voltorch.errors import VoltorchError
+
+    try:
+        return args.fn(args)
+    except VoltorchError as exc:
+        print(f"voltorch: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plain-Python components (state, events, coordination, workflows, watcher). They never import grpc."""

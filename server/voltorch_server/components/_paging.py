@@ -1,0 +1,43 @@
+"""AIP-158 paging: page sizes and opaque page tokens that remember the query they belong to."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(value: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE) -> int:
+    if value < 0:
+        raise InvalidArgument(field, f"must not be negative (got {value})")
+    return min(value or default, MAX_PAGE_SIZE)
+
+
+def encode_token(query: dict[str, Any], position: Any) -> str:
+    raw = json.dumps({"q": query, "p": position}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, query: dict[str, Any], *, field: str = "page_token") -> Any:
+    """Return the position stored in token, or None for an empty token.
+
+    A token that is not ours, or that was issued for a different query, is INVALID_ARGUMENT.
+    """
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        position = data["p"]
+        issued_for = data["q"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument(field, "malformed page token; pass back next_page_token unchanged") from None
+    if issued_for != json.loads(json.dumps(query, sort_keys=True)):
+        raise InvalidArgument(field, "page token was issued for a different query")
+    return position

@@ -1,0 +1,631 @@
+"""Global key/value state with etcd-style revisions, compare-and-set, TTLs, watch, history, snapshots.
+
+Every write runs in one SQLite transaction that updates `kv`, appends to `kv_history`, advances the
+global revision and appends a `state.changed` event — so a write, its history and its event are
+acknowledged together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._ids import new_id
+from ..errors import Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from ..storage import Database, Tx
+from ._base import Component
+from ._follow import Broadcaster, Follower
+from ._paging import decode_token, encode_token, page_size
+from .events import EventLog, NewEvent
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 1 << 20
+_KEY_RE = re.compile(r"[\x21-\x7e]+")
+PUT, DELETE = "PUT", "DELETE"
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: Any
+    version: int
+    create_revision: int
+    mod_revision: int
+    expire_time: float | None
+    update_time: float
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of one key, as Watch and History report it."""
+
+    id: int  # position in the history log (several changes can share a revision)
+    revision: int
+    type: str  # PUT or DELETE
+    kv: KeyValue
+    previous: KeyValue | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    version_equals: int | None = None
+    exists: bool | None = None
+    value_equals: Any = field(default=None)
+    has_value_equals: bool = False
+
+
+@dataclass(frozen=True)
+class SetOp:
+    key: str
+    value: Any
+    expected_version: int | None = None
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    key: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    failed_conditions: list[int]
+    kvs: list[KeyValue]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    revision: int
+    key_count: int
+    prefix: str
+    description: str
+    create_time: float
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    revision: int
+    keys_restored: int
+    keys_deleted: int
+
+
+def validate_key(key: str, field_name: str = "key") -> None:
+    if not key:
+        raise InvalidArgument(field_name, "a key must not be empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(field_name, f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key.encode())})")
+    if not _KEY_RE.fullmatch(key):
+        raise InvalidArgument(field_name, "a key is printable ASCII without spaces or control characters")
+
+
+def _encode_value(value: Any, field_name: str) -> str:
+    try:
+        raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(field_name, f"value is not JSON: {exc}") from None
+    if len(raw.encode()) > MAX_VALUE_BYTES:
+        raise InvalidArgument(
+            field_name, f"value is {len(raw.encode())} bytes encoded; the limit is {MAX_VALUE_BYTES}"
+        )
+    return raw
+
+
+def _validate_ttl(ttl: float | None, field_name: str) -> None:
+    if ttl is not None and ttl < 0:
+        raise InvalidArgument(field_name, "ttl must not be negative")
+
+
+def _validate_version(v: int | None, field_name: str) -> None:
+    if v is not None and v < 0:
+        raise InvalidArgument(field_name, "expected_version must not be negative")
+
+
+def _kv(row: Any) -> KeyValue:
+    return KeyValue(
+        key=row["key"],
+        value=json.loads(row["value"]),
+        version=row["version"],
+        create_revision=row["create_revision"],
+        mod_revision=row["mod_revision"],
+        expire_time=row["expire_at"],
+        update_time=row["update_time"],
+    )
+
+
+def _change(row: Any) -> Change:
+    kv = KeyValue(
+        key=row["key"],
+        value=json.loads(row["value"]) if row["value"] is not None else None,
+        version=row["version"],
+        create_revision=row["create_revision"],
+        mod_revision=row["revision"],
+        expire_time=row["expire_at"],
+        update_time=row["update_time"],
+    )
+    prev = None
+    if row["prev_version"] is not None:
+        prev = KeyValue(
+            key=row["key"],
+            value=json.loads(row["prev_value"]),
+            version=row["prev_version"],
+            create_revision=row["create_revision"],
+            mod_revision=row["prev_mod_revision"],
+            expire_time=None,
+            update_time=row["update_time"],
+        )
+    return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
+
+
+class _Writer:
+    """The write half of one transaction: one new revision shared by every change it makes."""
+
+    def __init__(self, state: StateStore, tx: Tx, now: float):
+        self.state = state
+        self.tx = tx
+        self.now = now
+        self._revision: int | None = None
+        self.changes: list[Change] = []
+
+    @property
+    def revision(self) -> int:
+        if self._revision is None:
+            row = self.tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value"
+            ).fetchone()
+            self._revision = row[0]
+        return self._revision
+
+    def current(self, key: str) -> KeyValue | None:
+        """The key's live value; an expired key is deleted here first (with its DELETE change)."""
+        row = self.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        kv = _kv(row)
+        if kv.expire_time is not None and kv.expire_time <= self.now:
+            self.delete(kv)
+            return None
+        return kv
+
+    def put(self, key: str, raw_value: str, prev: KeyValue | None, expire_at: float | None) -> KeyValue:
+        rev = self.revision
+        version = prev.version + 1 if prev else 1
+        create_rev = prev.create_revision if prev else rev
+        self.tx.execute(
+            "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
+            " mod_revision=excluded.mod_revision, expire_at=excluded.expire_at, update_time=excluded.update_time",
+            (key, raw_value, version, create_rev, rev, expire_at, self.now),
+        )
+        kv = KeyValue(key, json.loads(raw_value), version, create_rev, rev, expire_at, self.now)
+        self._record(PUT, kv, raw_value, prev)
+        return kv
+
+    def delete(self, prev: KeyValue) -> None:
+        self.tx.execute("DELETE FROM kv WHERE key = ?", (prev.key,))
+        kv = KeyValue(prev.key, None, prev.version, prev.create_revision, self.revision, None, self.now)
+        self._record(DELETE, kv, None, prev)
+
+    def _record(self, type_: str, kv: KeyValue, raw_value: str | None, prev: KeyValue | None) -> None:
+        prev_raw = json.dumps(prev.value, separators=(",", ":")) if prev else None
+        cur = self.tx.execute(
+            "INSERT INTO kv_history(revision, key, type, value, version, create_revision, expire_at, update_time,"
+            " prev_value, prev_version, prev_mod_revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                kv.mod_revision,
+                kv.key,
+                type_,
+                raw_value,
+                kv.version,
+                kv.create_revision,
+                kv.expire_time,
+                self.now,
+                prev_raw,
+                prev.version if prev else None,
+                prev.mod_revision if prev else None,
+            ),
+        )
+        self.changes.append(Change(cur.lastrowid, kv.mod_revision, type_, kv, prev))
+
+    def finish(self) -> None:
+        """Publish `state.changed` for every change (same transaction) and wake watchers after commit."""
+        if not self.changes:
+            return
+        events = [
+            NewEvent(
+                type="state.changed",
+                source="state",
+                data={
+                    "key": c.kv.key,
+                    "type": c.type.lower(),
+                    "version": c.kv.version,
+                    "revision": c.revision,
+                    "value": c.kv.value,
+                },
+            )
+            for c in self.changes
+        ]
+        self.state.events.append(self.tx, events)
+        changes = list(self.changes)
+        self.tx.after_commit(lambda: self.state._broadcaster.publish(changes))
+
+
+class StateStore(Component):
+    name = "state"
+
+    def __init__(
+        self, db: Database, events: EventLog, *, sweep_interval: float = 1.0, watch_buffer: int = 1000
+    ):
+        self.db = db
+        self.events = events
+        self.sweep_interval = sweep_interval
+        self.watch_buffer = watch_buffer
+        self._broadcaster: Broadcaster[Change] = Broadcaster()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._sweeper and self._sweeper.is_alive():
+            return
+        self._stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="state-ttl-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sweeper:
+            self._sweeper.join(timeout=5)
+        self._broadcaster.close_all()
+
+    def check(self) -> None:
+        self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval):
+            try:
+                self.expire_due()
+            except Exception:  # the watcher sees persistent failures through check()
+                pass
+
+    def expire_due(self, now: float | None = None) -> int:
+        """Delete every key whose TTL has passed (one revision); return how many."""
+        now = time.time() if now is None else now
+        due = self.db.query(
+            "SELECT key FROM kv WHERE expire_at IS NOT NULL AND expire_at <= ? LIMIT 1000", (now,)
+        )
+        if not due:
+            return 0
+        with self.db.write() as tx:
+            w = _Writer(self, tx, now)
+            for row in due:
+                w.current(row["key"])  # deletes it when still expired
+            w.finish()
+        return len(w.changes)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+
+    def get(self, key: str) -> KeyValue:
+        validate_key(key)
+        row = self.db.query_one("SELECT * FROM kv WHERE key = ?", (key,))
+        if row is None or (row["expire_at"] is not None and row["expire_at"] <= time.time()):
+            raise NotFound("key", key)
+        return _kv(row)
+
+    def list(
+        self, prefix: str = "", page_size_: int = 0, page_token: str = ""
+    ) -> tuple[list[KeyValue], str, int]:
+        if prefix and not _KEY_RE.fullmatch(prefix):
+            raise InvalidArgument(
+                "prefix", "a prefix is printable ASCII without spaces or control characters"
+            )
+        size = page_size(page_size_)
+        after = decode_token(page_token, {"prefix": prefix})
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument("page_token", "malformed page token")
+        conn = self.db.read()
+        conn.execute("BEGIN")
+        try:
+            revision = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+            rows = conn.execute(
+                "SELECT * FROM kv WHERE substr(key, 1, ?) = ? AND key > ? AND (expire_at IS NULL OR expire_at > ?)"
+                " ORDER BY key LIMIT ?",
+                (len(prefix), prefix, after or "", time.time(), size + 1),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        kvs = [_kv(r) for r in rows[:size]]
+        token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
+        return kvs, token, revision
+
+    def history(self, key: str, page_size_: int = 0, page_token: str = "") -> tuple[list[Change], str]:
+        validate_key(key)
+        size = page_size(page_size_)
+        before = decode_token(page_token, {"key": key})
+        if before is not None and not isinstance(before, int):
+            raise InvalidArgument("page_token", "malformed page token")
+        rows = self.db.query(
+            "SELECT * FROM kv_history WHERE key = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (key, before if before is not None else 1 << 62, size + 1),
+        )
+        if not rows and before is None:
+            raise NotFound("key", key, f"key {key!r} has no history")
+        changes = [_change(r) for r in rows[:size]]
+        token = encode_token({"key": key}, changes[-1].id) if len(rows) > size else ""
+        return changes, token
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def set(
+        self, key: str, value: Any, *, expected_version: int | None = None, ttl: float | None = None
+    ) -> tuple[KeyValue, int]:
+        validate_key(key)
+        raw = _encode_value(value, "value")
+        _validate_version(expected_version, "expected_version")
+        _validate_ttl(ttl, "ttl")
+        now = time.time()
+        with self.db.write() as tx:
+            w = _Writer(self, tx, now)
+            prev = w.current(key)
+            _check_version(key, prev, expected_version)
+            kv = w.put(key, raw, prev, now + ttl if ttl else None)
+            w.finish()
+        return kv, kv.mod_revision
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> tuple[int, KeyValue]:
+        validate_key(key)
+        _validate_version(expected_version, "expected_version")
+        with self.db.write() as tx:
+            w = _Writer(self, tx, time.time())
+            prev = w.current(key)
+            if prev is None:
+                if expected_version not in (None, 0):
+                    _check_version(key, None, expected_version)
+                raise NotFound("key", key)
+            _check_version(key, prev, expected_version)
+            w.delete(prev)
+            w.finish()
+            return w.revision, prev
+
+    def transaction(
+        self,
+        conditions: Sequence[Condition],
+        on_success: Sequence[SetOp | DeleteOp],
+        on_failure: Sequence[SetOp | DeleteOp] = (),
+    ) -> TxnResult:
+        for i, c in enumerate(conditions):
+            validate_key(c.key, f"conditions[{i}].key")
+            if c.version_equals is None and c.exists is None and not c.has_value_equals:
+                raise InvalidArgument(
+                    f"conditions[{i}]", "a condition needs version_equals, exists or value_equals"
+                )
+            _validate_version(c.version_equals, f"conditions[{i}].version_equals")
+        encoded = {
+            "on_success": _validate_ops(on_success, "on_success"),
+            "on_failure": _validate_ops(on_failure, "on_failure"),
+        }
+        now = time.time()
+        with self.db.write() as tx:
+            w = _Writer(self, tx, now)
+            failed = [i for i, c in enumerate(conditions) if not _holds(c, w.current(c.key))]
+            branch = "on_failure" if failed else "on_success"
+            ops = on_failure if failed else on_success
+            current = {op.key: w.current(op.key) for op in ops}
+            failed_ops = [
+                i
+                for i, op in enumerate(ops)
+                if (op.expected_version is not None and _version_of(current[op.key]) != op.expected_version)
+                or (isinstance(op, DeleteOp) and current[op.key] is None)
+            ]
+            if failed_ops:
+                # An operation's own precondition failed: nothing of the branch is applied. Indexes past
+                # the conditions name the branch's operations.
+                w.finish()
+                return TxnResult(
+                    False, self._revision_in(tx), failed + [len(conditions) + i for i in failed_ops], []
+                )
+            kvs = []
+            for op, raw in zip(ops, encoded[branch], strict=True):
+                prev = current[op.key]
+                if isinstance(op, SetOp):
+                    kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
+                elif prev is not None:
+                    w.delete(prev)
+            w.finish()
+            return TxnResult(not failed, self._revision_in(tx), failed, kvs)
+
+    @staticmethod
+    def _revision_in(tx: Tx) -> int:
+        return tx.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    def watch(
+        self, *, key: str | None = None, prefix: str | None = None, start_revision: int = 0
+    ) -> Follower[Change]:
+        """Changes of a key or prefix from start_revision (inclusive; 0 = only new ones), then live."""
+        if key is not None:
+            validate_key(key)
+            match = lambda c: c.kv.key == key  # noqa: E731
+            where, arg = "key = ?", (key,)
+        else:
+            prefix = prefix or ""
+            if prefix and not _KEY_RE.fullmatch(prefix):
+                raise InvalidArgument(
+                    "prefix", "a prefix is printable ASCII without spaces or control characters"
+                )
+            n = len(prefix)
+            match = lambda c: c.kv.key[:n] == prefix  # noqa: E731
+            where, arg = "substr(key, 1, ?) = ?", (n, prefix)
+        if start_revision < 0:
+            raise InvalidArgument("start_revision", "must not be negative")
+        after = None
+        if start_revision > 0:
+            row = self.db.query_one("SELECT MIN(id) FROM kv_history WHERE revision >= ?", (start_revision,))
+            if row[0] is not None:
+                after = row[0] - 1
+            else:
+                after = self.db.query_one("SELECT COALESCE(MAX(id), 0) FROM kv_history")[0]
+
+        def replay(after_id: int, limit: int) -> list[Change]:
+            rows = self.db.query(
+                f"SELECT * FROM kv_history WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+                (after_id, *arg, limit),
+            )
+            return [_change(r) for r in rows]
+
+        return Follower(
+            self._broadcaster,
+            match=match,
+            replay=replay,
+            position=lambda c: c.id,
+            after=after,
+            capacity=self.watch_buffer,
+        )
+
+    def revision_at(self, history_id: int) -> int:
+        """The revision a watcher should resume at to see history entry `history_id` and after."""
+        row = self.db.query_one(
+            "SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1", (history_id,)
+        )
+        return row[0] if row else self.revision + 1
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def snapshot(self, prefix: str = "", description: str = "") -> SnapshotInfo:
+        if prefix and not _KEY_RE.fullmatch(prefix):
+            raise InvalidArgument(
+                "prefix", "a prefix is printable ASCII without spaces or control characters"
+            )
+        if len(description) > 1024:
+            raise InvalidArgument("description", "at most 1024 characters")
+        sid = new_id("snap")
+        now = time.time()
+        with self.db.write() as tx:
+            revision = self._revision_in(tx)
+            tx.execute(
+                "INSERT INTO snapshot_items(snapshot_id, key, value, expire_at) SELECT ?, key, value, expire_at"
+                " FROM kv WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)",
+                (sid, len(prefix), prefix, now),
+            )
+            count = tx.execute(
+                "SELECT COUNT(*) FROM snapshot_items WHERE snapshot_id = ?", (sid,)
+            ).fetchone()[0]
+            tx.execute(
+                "INSERT INTO snapshots(id, revision, prefix, description, key_count, create_time) VALUES (?,?,?,?,?,?)",
+                (sid, revision, prefix, description, count, now),
+            )
+        return SnapshotInfo(sid, revision, count, prefix, description, now)
+
+    def restore(self, snapshot_id: str) -> RestoreResult:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id", "required")
+        now = time.time()
+        with self.db.write() as tx:
+            snap = tx.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+            if snap is None:
+                raise NotFound("snapshot", snapshot_id)
+            prefix = snap["prefix"]
+            w = _Writer(self, tx, now)
+            items = {
+                r["key"]: (r["value"], r["expire_at"])
+                for r in tx.execute(
+                    "SELECT key, value, expire_at FROM snapshot_items WHERE snapshot_id = ?", (snapshot_id,)
+                )
+            }
+            existing = [
+                r["key"]
+                for r in tx.execute("SELECT key FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            ]
+            deleted = 0
+            for key in existing:
+                if key not in items:
+                    prev = w.current(key)
+                    if prev is not None:
+                        w.delete(prev)
+                        deleted += 1
+            restored = 0
+            for key, (raw, expire_at) in items.items():
+                if expire_at is not None and expire_at <= now:
+                    continue
+                w.put(key, raw, w.current(key), expire_at)
+                restored += 1
+            w.finish()
+            return RestoreResult(self._revision_in(tx), restored, deleted)
+
+    def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:
+        size = page_size(page_size_)
+        before = decode_token(page_token, {})
+        if before is not None and not isinstance(before, str):
+            raise InvalidArgument("page_token", "malformed page token")
+        rows = self.db.query(
+            "SELECT * FROM snapshots WHERE id < ? ORDER BY id DESC LIMIT ?", (before or "\x7f", size + 1)
+        )
+        snaps = [
+            SnapshotInfo(
+                r["id"], r["revision"], r["key_count"], r["prefix"], r["description"], r["create_time"]
+            )
+            for r in rows[:size]
+        ]
+        return snaps, (encode_token({}, snaps[-1].id) if len(rows) > size else "")
+
+
+def _version_of(kv: KeyValue | None) -> int:
+    return kv.version if kv else 0
+
+
+def _check_version(key: str, current: KeyValue | None, expected: int | None) -> None:
+    if expected is None or _version_of(current) == expected:
+        return
+    actual = _version_of(current)
+    what = "does not exist" if actual == 0 else f"is at version {actual}"
+    raise Conflict(
+        f"key {key!r} {what}, not version {expected}",
+        violations=[PreconditionViolation("VERSION", key, f"expected version {expected}, current {actual}")],
+        metadata={"key": key, "expected_version": str(expected), "current_version": str(actual)},
+    )
+
+
+def _holds(c: Condition, kv: KeyValue | None) -> bool:
+    if c.version_equals is not None and _version_of(kv) != c.version_equals:
+        return False
+    if c.exists is not None and (kv is not None) != c.exists:
+        return False
+    return not (c.has_value_equals and (kv is None or kv.value != c.value_equals))
+
+
+def _validate_ops(ops: Sequence[SetOp | DeleteOp], name: str) -> list[str | None]:
+    seen: set[str] = set()
+    encoded: list[str | None] = []
+    problems: list[FieldViolation] = []
+    for i, op in enumerate(ops):
+        kind = "set" if isinstance(op, SetOp) else "delete"
+        validate_key(op.key, f"{name}[{i}].{kind}.key")
+        if op.key in seen:
+            problems.append(
+                FieldViolation(f"{name}[{i}].{kind}.key", f"key {op.key!r} appears twice in one branch")
+            )
+        seen.add(op.key)
+        _validate_version(op.expected_version, f"{name}[{i}].{kind}.expected_version")
+        if isinstance(op, SetOp):
+            _validate_ttl(op.ttl, f"{name}[{i}].set.ttl")
+            encoded.append(_encode_value(op.value, f"{name}[{i}].set.value"))
+        else:
+            encoded.append(None)
+    if problems:
+        raise InvalidArgument(problems[0].field, problems[0].description, more=problems[1:])
+    return encoded

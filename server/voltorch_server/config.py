@@ -1,0 +1,78 @@
+"""Server settings: defaults < config file (TOML or JSON) < VOLTORCH_* environment < command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VOLTORCH_"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port (printed at start)
+    db: str = "./voltorch.db"
+    db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
+    # long-lived streams, so `max_workers - max_streams` always remain for unary calls.
+    max_workers: int = 768
+    max_streams: int = 512
+    max_concurrent_rpcs: int = 2048  # beyond this new RPCs get RESOURCE_EXHAUSTED instead of queueing
+    max_message_bytes: int = 4 * 1024 * 1024
+    subscriber_buffer: int = 1000  # events buffered per subscriber before its stream is ended
+    shutdown_grace: float = 10.0
+    log_level: str = "INFO"
+    # Event retention (0 = keep forever)
+    event_retention_seconds: float = 0.0
+    event_retention_count: int = 0
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, **values: Any) -> Config:
+        """Apply overrides, ignoring None (flags that were not given)."""
+        return replace(self, **_coerce({k: v for k, v in values.items() if v is not None}))
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    types = {f.name: f.type for f in fields(Config)}
+    for key, raw in values.items():
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(types))}")
+        kind = types[key]
+        try:
+            if kind == "bool":
+                out[key] = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+            elif kind == "int":
+                out[key] = int(raw)
+            elif kind == "float":
+                out[key] = float(raw)
+            else:
+                out[key] = str(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
+    return out
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+    cfg = Config()
+    if path:
+        p = Path(path)
+        text = p.read_text()
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+        cfg = cfg.with_overrides(**data)
+    env = os.environ if env is None else env
+    from_env = {
+        name: env[ENV_PREFIX + name.upper()]
+        for name in Config.field_names()
+        if ENV_PREFIX + name.upper() in env
+    }
+    cfg = cfg.with_overrides(**from_env)
+    return cfg.with_overrides(**overrides)

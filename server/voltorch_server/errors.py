@@ -1,0 +1,151 @@
+"""The server's one domain error hierarchy.
+
+Components raise these (they know nothing of gRPC); `servicers/_status.py` maps them to gRPC status
+codes with `google.rpc.Status` details in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    type: str
+    subject: str
+    description: str
+
+
+class VoltorchError(Exception):
+    """Base of every error a client may see. `reason` is a stable UPPER_SNAKE identifier."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(VoltorchError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, description: str, *, more: list[FieldViolation] | None = None):
+        violations = [FieldViolation(field, description), *(more or [])]
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+
+class NotFound(VoltorchError):
+    reason = "NOT_FOUND"
+
+    def __init__(self, kind: str, name: str, message: str | None = None):
+        super().__init__(
+            message or f"{kind} {name!r} not found", metadata={"resource_type": kind, "name": name}
+        )
+        self.kind = kind
+        self.name = name
+
+
+class AlreadyExists(VoltorchError):
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(VoltorchError):
+    """The system is not in the state the request needs (e.g. a version conflict)."""
+
+    reason = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, violations: list[PreconditionViolation] | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.violations = list(violations or [])
+
+
+class Conflict(FailedPrecondition):
+    """A compare-and-set lost: the version the caller expected is not the current one."""
+
+    reason = "VERSION_CONFLICT"
+
+
+class OutOfRange(VoltorchError):
+    """A revision or sequence the caller asked for is not available (e.g. compacted away)."""
+
+    reason = "OUT_OF_RANGE"
+
+
+class ResourceExhausted(VoltorchError):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Aborted(VoltorchError):
+    reason = "ABORTED"
+
+
+class Unavailable(VoltorchError):
+    reason = "UNAVAILABLE"
+
+
+class Cancelled(VoltorchError):
+    reason = "CANCELLED"
+
+
+class DeadlineExceeded(VoltorchError):
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(VoltorchError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(VoltorchError):
+    reason = "PERMISSION_DENIED"
+
+
+class Unimplemented(VoltorchError):
+    reason = "UNIMPLEMENTED"
+
+
+class Internal(VoltorchError):
+    reason = "INTERNAL"
+
+
+@dataclass
+class ErrorInfo:
+    """What gets recorded about an error (for GetHealth / ListErrors)."""
+
+    component: str
+    reason: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
+    "Conflict",
+    "DeadlineExceeded",
+    "ErrorInfo",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "PreconditionViolation",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "VoltorchError",
+]

@@ -1,0 +1,24 @@
+"""Priorities shared by events, coordinations and workflows (same numbers as voltorch.v1.Priority)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Priority(IntEnum):
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def of(cls, value: int | str | None) -> Priority:
+        """Accept the proto number (0 = unspecified = NORMAL) or a name such as 'high'."""
+        if value in (None, 0, ""):
+            return cls.NORMAL
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                raise ValueError(f"unknown priority {value!r}") from None
+        return cls(value)

@@ -1,0 +1,72 @@
+"""Proto <-> Python conversions shared by the servicers (JSON values, times, durations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+
+from ..errors import InvalidArgument
+
+
+def value_to_py(v: struct_pb2.Value) -> Any:
+    return _ints(json_format.MessageToDict(v))
+
+
+def _ints(obj: Any) -> Any:
+    """JSON numbers travel as doubles; give integral ones back as int (3, not 3.0)."""
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: _ints(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_ints(v) for v in obj]
+    return obj
+
+
+def py_to_value(obj: Any) -> struct_pb2.Value:
+    v = struct_pb2.Value()
+    if obj is None:
+        v.null_value = struct_pb2.NULL_VALUE
+        return v
+    json_format.ParseDict(obj, v)
+    return v
+
+
+def struct_to_py(s: struct_pb2.Struct) -> dict[str, Any]:
+    return _ints(json_format.MessageToDict(s))
+
+
+def py_to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if obj:
+        s.update(obj)
+    return s
+
+
+def ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    t.FromNanoseconds(int(seconds * 1e9))
+    return t
+
+
+def ts_to_float(t: timestamp_pb2.Timestamp) -> float:
+    return t.ToNanoseconds() / 1e9
+
+
+def duration_to_seconds(d: duration_pb2.Duration, field: str) -> float | None:
+    """None when unset/zero; INVALID_ARGUMENT when negative."""
+    seconds = d.ToNanoseconds() / 1e9
+    if seconds < 0:
+        raise InvalidArgument(field, "a duration must not be negative")
+    return seconds or None
+
+
+def duration(seconds: float | None) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d

@@ -1,0 +1,149 @@
+"""The one place where errors become gRPC status.
+
+A server interceptor wraps every handler (unary and streaming): a domain error becomes its status code
+with `google.rpc.Status` details (ErrorInfo always; BadRequest field violations; PreconditionFailure);
+anything else becomes INTERNAL with an error id — never a stack trace to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .. import errors as e
+from .._ids import new_id
+
+log = logging.getLogger("voltorch.errors")
+DOMAIN = "voltorch.dev"
+
+_CODES: list[tuple[type[e.VoltorchError], grpc.StatusCode]] = [
+    (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.NotFound, grpc.StatusCode.NOT_FOUND),
+    (e.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (e.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (e.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.Aborted, grpc.StatusCode.ABORTED),
+    (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.Cancelled, grpc.StatusCode.CANCELLED),
+    (e.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (e.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+]
+
+# Observers of every error mapped (the watcher records them with their trace ids).
+error_hooks: list[Callable[[str, BaseException, grpc.StatusCode], None]] = []
+
+
+def code_for(exc: BaseException) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(msg: object) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
+
+
+def to_status(exc: BaseException) -> grpc.Status:
+    """A grpc.Status carrying google.rpc.Status details for exc."""
+    code = code_for(exc)
+    if isinstance(exc, e.VoltorchError) and code != grpc.StatusCode.INTERNAL:
+        message, reason, metadata = exc.message, exc.reason, exc.metadata
+    else:
+        error_id = new_id("err")
+        log.error("internal error %s", error_id, exc_info=exc)
+        message = f"internal error (id {error_id}); the server log has the details"
+        reason, metadata = "INTERNAL", {"error_id": error_id}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
+    if isinstance(exc, e.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    if isinstance(exc, e.FailedPrecondition) and exc.violations:
+        details.append(
+            _pack(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=v.type, subject=v.subject, description=v.description
+                        )
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    return rpc_status.to_status(status)
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
+    status = to_status(exc)
+    for hook in error_hooks:
+        try:
+            hook(method, exc, status.code)
+        except Exception:
+            log.exception("error hook failed")
+    context.abort_with_status(status)
+
+
+def _wrap_unary(fn: Callable, method: str) -> Callable:
+    def handler(request, context):
+        try:
+            return fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc, context):
+                raise
+            _abort(context, method, exc)
+
+    return handler
+
+
+def _wrap_stream(fn: Callable, method: str) -> Callable:
+    def handler(request, context):
+        try:
+            yield from fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc, context):
+                raise
+            _abort(context, method, exc)
+
+    return handler
+
+
+def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    # context.abort() raises a bare Exception after setting the code; let it through untouched.
+    return type(exc) is Exception and context.code() is not None
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+        return handler

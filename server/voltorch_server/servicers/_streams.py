@@ -1,0 +1,54 @@
+"""Running a Follower as a gRPC server stream: notice cancelled clients, end overflowed streams clearly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from ..components._follow import Closed, Follower, Overflow
+from ..errors import ResourceExhausted, Unavailable
+
+T = TypeVar("T")
+
+POLL_SECONDS = 0.25  # how soon a stream notices a cancelled client or a stopping server
+
+
+def pump(
+    follower: Follower[T],
+    context: grpc.ServicerContext,
+    render: Callable[[T], Any],
+    *,
+    resume_point: Callable[[int], tuple[str, int]],
+    stop: Callable[[T], bool] | None = None,
+) -> Iterator[Any]:
+    """Yield render(item) for each followed item until the client goes away.
+
+    resume_point(position) names where a client should resume, as (field name, value), for the
+    status that ends an overflowed or server-closed stream.
+    """
+    try:
+        while context.is_active():
+            item = follower.get(timeout=POLL_SECONDS)
+            if item is None:
+                continue
+            yield render(item)
+            if stop is not None and stop(item):
+                return
+    except Overflow as exc:
+        name, value = resume_point(exc.resume_from)
+        raise ResourceExhausted(
+            f"subscriber fell behind its buffer; resume with {name}={value} to lose nothing",
+            reason="SUBSCRIBER_OVERFLOW",
+            metadata={name: str(value)},
+        ) from None
+    except Closed as exc:
+        name, value = resume_point(exc.resume_from)
+        raise Unavailable(
+            f"stream closed by the server (restart or shutdown); resume with {name}={value}",
+            reason="STREAM_CLOSED",
+            metadata={name: str(value)},
+        ) from None
+    finally:
+        follower.close()

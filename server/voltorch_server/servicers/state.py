@@ -1,0 +1,170 @@
+"""StateService: proto <-> StateStore."""
+
+from __future__ import annotations
+
+import grpc
+from voltorch.v1 import state_pb2, state_pb2_grpc
+
+from ..components.state import PUT, Change, Condition, DeleteOp, KeyValue, SetOp, StateStore
+from ..errors import InvalidArgument
+from ._convert import duration_to_seconds, py_to_value, ts, value_to_py
+from ._streams import pump
+
+_TYPES = {"PUT": state_pb2.WATCH_EVENT_TYPE_PUT, "DELETE": state_pb2.WATCH_EVENT_TYPE_DELETE}
+
+
+def kv_pb(kv: KeyValue) -> state_pb2.KeyValue:
+    return state_pb2.KeyValue(
+        key=kv.key,
+        value=py_to_value(kv.value),
+        version=kv.version,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        expire_time=ts(kv.expire_time),
+        update_time=ts(kv.update_time),
+    )
+
+
+def _change_kv_pb(c: Change) -> state_pb2.KeyValue:
+    pb = kv_pb(c.kv)
+    if c.type != PUT:
+        pb.ClearField("value")
+    return pb
+
+
+def _set_op(req: state_pb2.SetKeyRequest, field: str) -> SetOp:
+    if not req.HasField("value"):
+        raise InvalidArgument(f"{field}.value", "a value is required (use a JSON null to store null)")
+    return SetOp(
+        key=req.key,
+        value=value_to_py(req.value),
+        expected_version=req.expected_version if req.HasField("expected_version") else None,
+        ttl=duration_to_seconds(req.ttl, f"{field}.ttl"),
+    )
+
+
+def _ops(ops, name: str) -> list[SetOp | DeleteOp]:
+    out: list[SetOp | DeleteOp] = []
+    for i, op in enumerate(ops):
+        kind = op.WhichOneof("op")
+        if kind == "set":
+            out.append(_set_op(op.set, f"{name}[{i}].set"))
+        elif kind == "delete":
+            d = op.delete
+            out.append(DeleteOp(d.key, d.expected_version if d.HasField("expected_version") else None))
+        else:
+            raise InvalidArgument(f"{name}[{i}]", "an operation needs set or delete")
+    return out
+
+
+class StateServicer(state_pb2_grpc.StateServiceServicer):
+    def __init__(self, state: StateStore):
+        self.state = state
+
+    def GetKey(self, request, context):
+        return state_pb2.GetKeyResponse(kv=kv_pb(self.state.get(request.key)))
+
+    def SetKey(self, request, context):
+        op = _set_op(request, "")
+        kv, revision = self.state.set(op.key, op.value, expected_version=op.expected_version, ttl=op.ttl)
+        return state_pb2.SetKeyResponse(kv=kv_pb(kv), revision=revision)
+
+    def DeleteKey(self, request, context):
+        expected = request.expected_version if request.HasField("expected_version") else None
+        revision, prev = self.state.delete(request.key, expected_version=expected)
+        return state_pb2.DeleteKeyResponse(revision=revision, previous=kv_pb(prev))
+
+    def ListKeys(self, request, context):
+        kvs, token, revision = self.state.list(request.prefix, request.page_size, request.page_token)
+        return state_pb2.ListKeysResponse(
+            kvs=[kv_pb(k) for k in kvs], next_page_token=token, revision=revision
+        )
+
+    def Transaction(self, request, context):
+        conditions = []
+        for i, c in enumerate(request.conditions):
+            check = c.WhichOneof("check")
+            if check is None:
+                raise InvalidArgument(
+                    f"conditions[{i}]", "a condition needs version_equals, exists or value_equals"
+                )
+            conditions.append(
+                Condition(
+                    key=c.key,
+                    version_equals=c.version_equals if check == "version_equals" else None,
+                    exists=c.exists if check == "exists" else None,
+                    value_equals=value_to_py(c.value_equals) if check == "value_equals" else None,
+                    has_value_equals=check == "value_equals",
+                )
+            )
+        result = self.state.transaction(
+            conditions, _ops(request.on_success, "on_success"), _ops(request.on_failure, "on_failure")
+        )
+        return state_pb2.TransactionResponse(
+            succeeded=result.succeeded,
+            revision=result.revision,
+            failed_conditions=result.failed_conditions,
+            kvs=[kv_pb(k) for k in result.kvs],
+        )
+
+    def Watch(self, request, context):
+        target = request.WhichOneof("target")
+        follower = self.state.watch(
+            key=request.key if target == "key" else None,
+            prefix=request.prefix if target == "prefix" else "",
+            start_revision=request.start_revision,
+        )
+
+        def render(c: Change) -> state_pb2.WatchResponse:
+            resp = state_pb2.WatchResponse(type=_TYPES[c.type], kv=_change_kv_pb(c), revision=c.revision)
+            if request.include_previous and c.previous is not None:
+                resp.previous.CopyFrom(kv_pb(c.previous))
+            return resp
+
+        yield from pump(
+            follower,
+            context,
+            render,
+            resume_point=lambda pos: ("start_revision", self.state.revision_at(pos)),
+        )
+
+    def GetHistory(self, request, context):
+        changes, token = self.state.history(request.key, request.page_size, request.page_token)
+        return state_pb2.GetHistoryResponse(
+            entries=[
+                state_pb2.HistoryEntry(type=_TYPES[c.type], kv=_change_kv_pb(c), revision=c.revision)
+                for c in changes
+            ],
+            next_page_token=token,
+        )
+
+    def CreateSnapshot(self, request, context):
+        return state_pb2.CreateSnapshotResponse(
+            snapshot=_snap_pb(self.state.snapshot(request.prefix, request.description))
+        )
+
+    def RestoreSnapshot(self, request, context):
+        r = self.state.restore(request.snapshot_id)
+        return state_pb2.RestoreSnapshotResponse(
+            revision=r.revision, keys_restored=r.keys_restored, keys_deleted=r.keys_deleted
+        )
+
+    def ListSnapshots(self, request, context):
+        snaps, token = self.state.list_snapshots(request.page_size, request.page_token)
+        return state_pb2.ListSnapshotsResponse(snapshots=[_snap_pb(s) for s in snaps], next_page_token=token)
+
+
+def _snap_pb(s) -> state_pb2.SnapshotInfo:
+    return state_pb2.SnapshotInfo(
+        id=s.id,
+        revision=s.revision,
+        key_count=s.key_count,
+        prefix=s.prefix,
+        description=s.description,
+        create_time=ts(s.create_time),
+    )
+
+
+def register(server: grpc.Server, runtime) -> list[str]:
+    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(runtime.state), server)
+    return ["voltorch.v1.StateService"]

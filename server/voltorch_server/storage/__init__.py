@@ -1,0 +1,6 @@
+"""SQLite storage: one database file in WAL mode, named migrations."""
+
+from .db import Database, Tx
+from .migrations import MIGRATIONS, migrate
+
+__all__ = ["MIGRATIONS", "Database", "Tx", "migrate"]

@@ -1,0 +1,112 @@
+"""Named, ordered schema migrations, recorded in `_migrations` so each runs exactly once.
+
+Append new migrations at the end of MIGRATIONS; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .db import Database, Tx
+
+
+def _state_0001(tx: Tx) -> None:
+    tx.execute(
+        """CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            create_revision INTEGER NOT NULL,
+            mod_revision INTEGER NOT NULL,
+            expire_at REAL,
+            update_time REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    tx.execute("CREATE INDEX kv_expire ON kv(expire_at) WHERE expire_at IS NOT NULL")
+    # One row per change of a key; several rows share a revision when a transaction wrote them.
+    tx.execute(
+        """CREATE TABLE kv_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            revision INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            type TEXT NOT NULL,
+            value TEXT,
+            version INTEGER NOT NULL,
+            create_revision INTEGER NOT NULL,
+            expire_at REAL,
+            update_time REAL NOT NULL,
+            prev_value TEXT,
+            prev_version INTEGER,
+            prev_mod_revision INTEGER
+        )"""
+    )
+    tx.execute("CREATE INDEX kv_history_key ON kv_history(key, id)")
+    tx.execute("CREATE INDEX kv_history_revision ON kv_history(revision)")
+    tx.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
+    tx.execute("INSERT INTO meta(name, value) VALUES ('revision', 0)")
+    tx.execute(
+        """CREATE TABLE snapshots (
+            id TEXT PRIMARY KEY,
+            revision INTEGER NOT NULL,
+            prefix TEXT NOT NULL,
+            description TEXT NOT NULL,
+            key_count INTEGER NOT NULL,
+            create_time REAL NOT NULL
+        )"""
+    )
+    tx.execute(
+        """CREATE TABLE snapshot_items (
+            snapshot_id TEXT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expire_at REAL,
+            PRIMARY KEY (snapshot_id, key)
+        ) WITHOUT ROWID"""
+    )
+
+
+def _events_0001(tx: Tx) -> None:
+    tx.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            data TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            causation_id TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            traceparent TEXT NOT NULL,
+            tracestate TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            time REAL NOT NULL
+        )"""
+    )
+    tx.execute("CREATE INDEX events_correlation ON events(correlation_id, seq) WHERE correlation_id != ''")
+    tx.execute("CREATE INDEX events_time ON events(time)")
+    tx.execute("CREATE INDEX events_trace ON events(trace_id) WHERE trace_id != ''")
+
+
+MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
+    ("0001_state", _state_0001),
+    ("0002_events", _events_0001),
+]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    with db.write() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {row[0] for row in tx.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.write() as tx:
+            fn(tx)
+            tx.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
+        applied.append(name)
+    return applied
