@@ -23,6 +23,7 @@ from voltorch.v1 import (
 from . import servicers
 from .config import Config
 from .runtime import Runtime
+from .servicers._auth import AuthInterceptor, parse_tokens
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._status import ErrorInterceptor
 
@@ -64,9 +65,13 @@ class VoltorchServer:
         self.config = config
         self.runtime = Runtime(config)
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
+        interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
+        tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        if tokens:
+            interceptors.insert(0, AuthInterceptor(tokens))
         self.grpc = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorInterceptor(), self.stream_limit],
+            interceptors=interceptors,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -84,7 +89,12 @@ class VoltorchServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        self.port = (
+            self.grpc.add_secure_port(address, _server_credentials(config))
+            if config.tls_cert
+            else self.grpc.add_insecure_port(address)
+        )
         if self.port == 0:
             raise RuntimeError(f"could not bind {config.host}:{config.port}")
         self._stopped = False
@@ -121,3 +131,17 @@ class VoltorchServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _server_credentials(config: Config) -> grpc.ServerCredentials:
+    """TLS from PEM files; with tls_client_ca, clients must present a certificate it signed (mTLS)."""
+    from pathlib import Path
+
+    if not config.tls_key:
+        raise ValueError("tls_cert is set but tls_key is not")
+    pair = [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+    if config.tls_client_ca:
+        return grpc.ssl_server_credentials(
+            pair, root_certificates=Path(config.tls_client_ca).read_bytes(), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials(pair)

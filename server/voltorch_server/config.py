@@ -27,6 +27,13 @@ class Config:
     subscriber_buffer: int = 1000  # events buffered per subscriber before its stream is ended
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # Security: bearer tokens with roles ("role:token,role:token" and/or a JSON file {"token": "role"});
+    # none configured = open. TLS from PEM files; tls_client_ca makes it mutual TLS (client certs required).
+    auth_tokens: str = ""
+    auth_tokens_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Event retention (0 = keep forever)
     event_retention_seconds: float = 0.0
     event_retention_count: int = 0
