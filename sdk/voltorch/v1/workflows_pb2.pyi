@@ -109,18 +109,20 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., initial_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff_multiplier: _Optional[float] = ..., max_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., non_retryable_errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentTaskStep(_message.Message):
-    __slots__ = ("agent_id", "capabilities", "task", "context", "json_output")
+    __slots__ = ("agent_id", "capabilities", "task", "context", "json_output", "fallback_to_any_agent")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     JSON_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_TO_ANY_AGENT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     task: str
     context: _struct_pb2.Struct
     json_output: bool
-    def __init__(self, agent_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., json_output: _Optional[bool] = ...) -> None: ...
+    fallback_to_any_agent: bool
+    def __init__(self, agent_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., json_output: _Optional[bool] = ..., fallback_to_any_agent: _Optional[bool] = ...) -> None: ...
 
 class CoordinationStep(_message.Message):
     __slots__ = ("mode", "source_agent_id", "target_agent_id", "agent_ids", "capabilities", "task", "condition")
@@ -153,18 +155,22 @@ class ConditionStep(_message.Message):
     def __init__(self, source_step_id: _Optional[str] = ..., predicate: _Optional[_Union[_coordination_pb2.CoordinationCondition, _Mapping]] = ..., then_steps: _Optional[_Iterable[str]] = ..., else_steps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FanOutStep(_message.Message):
-    __slots__ = ("items_from_step_id", "items_path", "task", "max_parallel", "max_items")
+    __slots__ = ("items_from_step_id", "items_path", "task", "max_parallel", "max_items", "truncate_items", "item_dependencies")
     ITEMS_FROM_STEP_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PATH_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     items_from_step_id: str
     items_path: str
     task: AgentTaskStep
     max_parallel: int
     max_items: int
-    def __init__(self, items_from_step_id: _Optional[str] = ..., items_path: _Optional[str] = ..., task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., max_parallel: _Optional[int] = ..., max_items: _Optional[int] = ...) -> None: ...
+    truncate_items: bool
+    item_dependencies: bool
+    def __init__(self, items_from_step_id: _Optional[str] = ..., items_path: _Optional[str] = ..., task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., max_parallel: _Optional[int] = ..., max_items: _Optional[int] = ..., truncate_items: _Optional[bool] = ..., item_dependencies: _Optional[bool] = ...) -> None: ...
 
 class StepSpec(_message.Message):
     __slots__ = ("id", "name", "agent_task", "coordination", "condition", "fan_out", "depends_on", "retry", "timeout", "allow_failure")

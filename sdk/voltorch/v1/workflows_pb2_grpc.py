@@ -41,6 +41,11 @@ class WorkflowServiceStub:
     A referenced step must be an ancestor (direct or transitive dependency), checked at RegisterTemplate.
 
     More executions than the concurrency limit (config) are QUEUED by priority, never rejected.
+
+    Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
+    workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
+    workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    The last four execution events are terminal: exactly one of them ends every execution.
     """
 
     def __init__(self, channel):
@@ -122,6 +127,11 @@ class WorkflowServiceServicer:
     A referenced step must be an ancestor (direct or transitive dependency), checked at RegisterTemplate.
 
     More executions than the concurrency limit (config) are QUEUED by priority, never rejected.
+
+    Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
+    workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
+    workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    The last four execution events are terminal: exactly one of them ends every execution.
     """
 
     def RegisterTemplate(self, request, context):
@@ -303,6 +313,11 @@ class WorkflowService:
     A referenced step must be an ancestor (direct or transitive dependency), checked at RegisterTemplate.
 
     More executions than the concurrency limit (config) are QUEUED by priority, never rejected.
+
+    Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
+    workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
+    workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    The last four execution events are terminal: exactly one of them ends every execution.
     """
 
     @staticmethod
