@@ -24,7 +24,7 @@ class Config:
     max_streams: int = 512
     max_concurrent_rpcs: int = 2048  # beyond this new RPCs get RESOURCE_EXHAUSTED instead of queueing
     max_message_bytes: int = 4 * 1024 * 1024
-    subscriber_buffer: int = 1000  # events buffered per subscriber before its stream is ended
+    subscriber_buffer: int = 10000  # events buffered per subscriber before its stream is ended
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     # Security: bearer tokens with roles ("role:token,role:token" and/or a JSON file {"token": "role"});
@@ -37,6 +37,7 @@ class Config:
     # Event retention (0 = keep forever)
     event_retention_seconds: float = 0.0
     event_retention_count: int = 0
+    event_compaction_interval: float = 60.0  # seconds between retention runs (when a retention is set)
 
     @classmethod
     def field_names(cls) -> list[str]:

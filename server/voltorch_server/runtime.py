@@ -18,7 +18,13 @@ class Runtime:
         self.config = config
         self.db = Database(config.db, synchronous=config.db_synchronous)
         migrate(self.db)
-        self.events = EventLog(self.db, subscriber_buffer=config.subscriber_buffer)
+        self.events = EventLog(
+            self.db,
+            subscriber_buffer=config.subscriber_buffer,
+            retention_seconds=config.event_retention_seconds,
+            retention_count=config.event_retention_count,
+            compaction_interval=config.event_compaction_interval,
+        )
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
         self.components: dict[str, Component] = {c.name: c for c in (self.events, self.state)}
 

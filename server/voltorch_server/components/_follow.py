@@ -162,6 +162,10 @@ class Follower(Generic[T]):
             self.last = pos
             return item
 
+    def caught_up(self) -> bool:
+        """True when nothing matched is waiting: every live record offered so far has been returned."""
+        return not self._pending and not self._replaying and not self._sub.overflowed and self._sub.queue.empty()
+
     def close(self) -> None:
         self._b.unregister(self._sub)
 

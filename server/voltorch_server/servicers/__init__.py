@@ -1,7 +1,7 @@
 """One thin gRPC adapter per service. Each module exposes register(server, runtime)."""
 
-from . import state
+from . import events, state
 
-MODULES = [state]
+MODULES = [state, events]
 
 __all__ = ["MODULES"]

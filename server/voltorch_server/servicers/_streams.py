@@ -22,16 +22,22 @@ def pump(
     *,
     resume_point: Callable[[int], tuple[str, int]],
     stop: Callable[[T], bool] | None = None,
+    idle: Callable[[], Any | None] | None = None,
 ) -> Iterator[Any]:
     """Yield render(item) for each followed item until the client goes away.
 
     resume_point(position) names where a client should resume, as (field name, value), for the
-    status that ends an overflowed or server-closed stream.
+    status that ends an overflowed or server-closed stream. idle() is called whenever no item came
+    for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
     """
     try:
         while context.is_active():
             item = follower.get(timeout=POLL_SECONDS)
             if item is None:
+                if idle is not None:
+                    msg = idle()
+                    if msg is not None:
+                        yield msg
                 continue
             yield render(item)
             if stop is not None and stop(item):

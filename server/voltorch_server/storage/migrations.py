@@ -90,9 +90,22 @@ def _events_0001(tx: Tx) -> None:
     tx.execute("CREATE INDEX events_trace ON events(trace_id) WHERE trace_id != ''")
 
 
+def _events_0002_compaction(tx: Tx) -> None:
+    # What retention has removed: every event with seq <= through_seq (the newest was at through_time).
+    tx.execute(
+        """CREATE TABLE event_compaction (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            through_seq INTEGER NOT NULL,
+            through_time REAL NOT NULL
+        )"""
+    )
+    tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
+    ("events_0002_compaction", _events_0002_compaction),
 ]
 
 

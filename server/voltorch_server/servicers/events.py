@@ -1,0 +1,206 @@
+"""EventService: proto <-> EventLog."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
+
+from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
+from ..errors import InvalidArgument
+from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
+from ._streams import pump
+
+DEFAULT_HEARTBEAT = 30.0
+MIN_HEARTBEAT = 1.0
+_MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the protobuf Timestamp range
+
+
+def event_pb(e: Event) -> events_pb2.Event:
+    pb = events_pb2.Event(
+        sequence=e.sequence,
+        id=e.id,
+        type=e.type,
+        source=e.source,
+        target=e.target,
+        correlation_id=e.correlation_id,
+        causation_id=e.causation_id,
+        priority=int(e.priority),
+        trace_id=e.trace_id,
+        span_id=e.span_id,
+        time=ts(e.time),
+    )
+    if e.data is not None:
+        pb.data.CopyFrom(py_to_value(e.data))
+    if e.traceparent:
+        pb.trace_context.CopyFrom(common_pb2.TraceContext(traceparent=e.traceparent, tracestate=e.tracestate))
+    return pb
+
+
+def new_event(pb: events_pb2.Event) -> NewEvent:
+    return NewEvent(
+        type=pb.type,
+        source=pb.source,
+        target=pb.target,
+        data=value_to_py(pb.data) if pb.HasField("data") else None,
+        correlation_id=pb.correlation_id,
+        causation_id=pb.causation_id,
+        priority=pb.priority,
+        traceparent=pb.trace_context.traceparent,
+        tracestate=pb.trace_context.tracestate,
+        id=pb.id,
+    )
+
+
+def event_filter(pb: events_pb2.EventFilter) -> EventFilter:
+    return EventFilter(
+        types=tuple(pb.types),
+        source=pb.source,
+        target=pb.target,
+        correlation_id=pb.correlation_id,
+        min_priority=pb.min_priority,
+        trace_id=pb.trace_id,
+    )
+
+
+def timestamp(t, field: str) -> float:
+    """Seconds from a Timestamp, INVALID_ARGUMENT when it is outside the Timestamp range."""
+    if not 0 <= t.nanos < 1_000_000_000 or not -62135596800 <= t.seconds <= _MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(field, "not a valid timestamp (seconds or nanos out of range)")
+    return ts_to_float(t)
+
+
+def _receipt(r: Receipt) -> events_pb2.EventReceipt:
+    return events_pb2.EventReceipt(
+        sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
+    )
+
+
+class _Rendered:
+    """SubscribeResponses by sequence, so N subscribers of one event build its message once."""
+
+    def __init__(self, capacity: int = 8192):
+        self.capacity = capacity
+        self._items: dict[int, events_pb2.SubscribeResponse] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, e: Event) -> events_pb2.SubscribeResponse:
+        resp = self._items.get(e.sequence)
+        if resp is None:
+            resp = events_pb2.SubscribeResponse(event=event_pb(e))
+            with self._lock:
+                self._items[e.sequence] = resp
+                if len(self._items) > self.capacity:
+                    del self._items[next(iter(self._items))]
+        return resp
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, events: EventLog):
+        self.events = events
+        self._render = _Rendered()
+
+    def Publish(self, request, context):
+        r = self.events.publish_one(new_event(request.event), field="event")
+        return events_pb2.PublishResponse(
+            sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
+        )
+
+    def PublishBatch(self, request, context):
+        receipts = self.events.publish_batch([new_event(e) for e in request.events], field="events")
+        return events_pb2.PublishBatchResponse(receipts=[_receipt(r) for r in receipts])
+
+    def Subscribe(self, request, context):
+        flt = event_filter(request.filter)
+        start = request.WhichOneof("start")
+        interval = DEFAULT_HEARTBEAT
+        if request.HasField("heartbeat_interval"):
+            interval = duration_to_seconds(request.heartbeat_interval, "heartbeat_interval")
+            if interval is not None and interval < MIN_HEARTBEAT:
+                raise InvalidArgument(
+                    "heartbeat_interval", f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)"
+                )
+        follower = self.events.subscribe(
+            flt,
+            from_sequence=request.from_sequence if start == "from_sequence" else None,
+            from_time=timestamp(request.from_time, "from_time") if start == "from_time" else None,
+        )
+        last_sent = time.monotonic()
+
+        def heartbeat() -> events_pb2.SubscribeResponse:
+            nonlocal last_sent
+            last_sent = time.monotonic()
+            delivered = self.events.delivered_sequence  # read before caught_up(): see _follow.Follower
+            examined = max(follower.last, delivered) if follower.caught_up() else follower.last
+            hb = events_pb2.SubscribeHeartbeat(resume_sequence=examined + 1, time=ts(time.time()))
+            return events_pb2.SubscribeResponse(heartbeat=hb)
+
+        def render(e: Event) -> events_pb2.SubscribeResponse:
+            nonlocal last_sent
+            last_sent = time.monotonic()
+            return self._render(e)
+
+        def idle() -> events_pb2.SubscribeResponse | None:
+            if interval and time.monotonic() - last_sent >= interval:
+                return heartbeat()
+            return None
+
+        try:
+            if interval:
+                # The first heartbeat tells the client the subscription is in place and where it stands.
+                yield heartbeat()
+            yield from pump(
+                follower,
+                context,
+                render,
+                resume_point=lambda pos: ("resume_sequence", pos),
+                idle=idle,
+            )
+        finally:
+            follower.close()
+
+    def ListEvents(self, request, context):
+        order = request.order
+        if order not in (
+            events_pb2.EVENT_ORDER_UNSPECIFIED,
+            events_pb2.EVENT_ORDER_ASCENDING,
+            events_pb2.EVENT_ORDER_DESCENDING,
+        ):
+            raise InvalidArgument("order", f"unknown order {order}")
+        page = self.events.list(
+            event_filter(request.filter),
+            page_size_=request.page_size,
+            page_token=request.page_token,
+            descending=order == events_pb2.EVENT_ORDER_DESCENDING,
+            start_sequence=request.start_sequence,
+            end_sequence=request.end_sequence,
+            start_time=timestamp(request.start_time, "start_time")
+            if request.HasField("start_time")
+            else None,
+            end_time=timestamp(request.end_time, "end_time") if request.HasField("end_time") else None,
+        )
+        return events_pb2.ListEventsResponse(
+            events=[event_pb(e) for e in page.events],
+            next_page_token=page.next_page_token,
+            head_sequence=page.head_sequence,
+        )
+
+    def GetCorrelation(self, request, context):
+        c = self.events.correlation(request.correlation_id, request.max_events)
+        return events_pb2.GetCorrelationResponse(
+            nodes=[
+                events_pb2.CorrelationNode(
+                    event=event_pb(n.event), parent_id=n.parent_id, child_ids=n.child_ids, depth=n.depth
+                )
+                for n in c.nodes
+            ],
+            root_ids=c.root_ids,
+            truncated=c.truncated,
+        )
+
+
+def register(server: grpc.Server, runtime) -> list[str]:
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), server)
+    return ["voltorch.v1.EventService"]
