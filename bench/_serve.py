@@ -1,0 +1,110 @@
+"""A benchmark server in its own process: `python -m bench._serve echo|voltorch [--db PATH] [--profile OUT]`.
+
+Prints one JSON line `{"port": N}` once it is serving, then serves until stdin closes (the parent
+exits or calls `ServerProcess.stop()`), then shuts down and, with --profile, writes merged cProfile
+stats to OUT and their text summary to OUT + ".txt".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+ECHO_SERVICE = "bench.Echo"
+UNARY = f"/{ECHO_SERVICE}/Unary"
+STREAM = f"/{ECHO_SERVICE}/Stream"
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+    return request
+
+
+def _stream(request: bytes, context: grpc.ServicerContext):
+    """Yields `count` copies of the payload; the request is a 4-byte big-endian count then the payload."""
+    count = int.from_bytes(request[:4], "big")
+    payload = request[4:]
+    for _ in range(count):
+        yield payload
+
+
+def encode_stream_request(count: int, payload: bytes) -> bytes:
+    return count.to_bytes(4, "big") + payload
+
+
+def echo_server(config) -> grpc.Server:
+    """The bare-grpcio baseline: the same thread pool and limits as voltorch, no interceptors, bytes in/out."""
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE,
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(
+                _unary, request_deserializer=_identity, response_serializer=_identity
+            ),
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                _stream, request_deserializer=_identity, response_serializer=_identity
+            ),
+        },
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        handlers=[handler],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench._serve")
+    p.add_argument("kind", choices=["echo", "voltorch"])
+    p.add_argument("--db", help="database file (voltorch)")
+    p.add_argument("--profile", help="write cProfile stats of every thread here on exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from voltorch_server.config import Config
+
+    config = Config(
+        host="127.0.0.1", port=0, db=args.db or ":memory:", shutdown_grace=1.0, log_level="WARNING"
+    )
+    if args.profile:
+        from . import _profile
+
+        _profile.enable()
+    if args.kind == "echo":
+        server = echo_server(config)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        stop = lambda: server.stop(1.0).wait()  # noqa: E731
+    else:
+        from voltorch_server.app import VoltorchServer
+
+        vs = VoltorchServer(config).start()
+        port = vs.port
+        stop = lambda: vs.stop(1.0)  # noqa: E731
+    print(json.dumps({"port": port}), flush=True)
+    sys.stdin.read()  # returns at EOF: the parent is done with us
+    stop()
+    if args.profile:
+        from . import _profile
+
+        summary = _profile.dump(args.profile)
+        with open(args.profile + ".txt", "w") as f:
+            f.write(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
