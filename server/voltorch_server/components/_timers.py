@@ -1,0 +1,86 @@
+"""One thread that runs callbacks at given times (retry backoffs, workflow deadlines) — instead of a
+sleeping thread per waiting step. Cancelled timers drop their callback at once so they hold no memory."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("voltorch.timers")
+
+
+class Timer:
+    __slots__ = ("when", "fn")
+
+    def __init__(self, when: float, fn: Callable[[], None]):
+        self.when = when
+        self.fn: Callable[[], None] | None = fn
+
+    def cancel(self) -> None:
+        self.fn = None
+
+
+class TimerQueue:
+    def __init__(self, name: str = "timers"):
+        self.name = name
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        with self._cond:
+            self._stopped = False
+            if self._thread and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify_all()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def at(self, when: float, fn: Callable[[], None]) -> Timer:
+        """Run fn (on the timer thread; keep it short) at wall-clock time `when`."""
+        timer = Timer(when, fn)
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), timer))
+            if self._heap[0][2] is timer:
+                self._cond.notify()
+        return timer
+
+    def after(self, delay: float, fn: Callable[[], None]) -> Timer:
+        return self.at(time.time() + max(delay, 0.0), fn)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    while self._heap and self._heap[0][2].fn is None:
+                        heapq.heappop(self._heap)
+                    if self._heap and self._heap[0][0] <= time.time():
+                        break
+                    timeout = self._heap[0][0] - time.time() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, timer = heapq.heappop(self._heap)
+                fn, timer.fn = timer.fn, None
+            if fn is None:
+                continue
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback failed")
