@@ -6,7 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voltorch.v1 import (
     coordination_pb2,
@@ -26,6 +26,8 @@ from .runtime import Runtime
 from .servicers._auth import AuthInterceptor, parse_tokens
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._status import ErrorInterceptor
+from .servicers._tracing import telemetry_interceptor
+from .servicers.orchestrator import bind_health
 
 log = logging.getLogger("voltorch")
 
@@ -69,6 +71,7 @@ class VoltorchServer:
         tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
+        interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
         self.grpc = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             interceptors=interceptors,
@@ -106,9 +109,8 @@ class VoltorchServer:
     def start(self) -> VoltorchServer:
         self.runtime.start()
         self.grpc.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for name in SERVICES:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
+        self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
         return self
 
@@ -118,6 +120,8 @@ class VoltorchServer:
             return
         self._stopped = True
         self.health.enter_graceful_shutdown()
+        self.runtime.watcher.announce_stopping()
+        self.runtime.watcher.stop()  # no automatic restarts while the components stop
         for c in self.runtime.components.values():
             c.stop()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()

@@ -38,6 +38,26 @@ class Config:
     event_retention_seconds: float = 0.0
     event_retention_count: int = 0
     event_compaction_interval: float = 60.0  # seconds between retention runs (when a retention is set)
+    # Watcher: health checks, automatic restarts with exponential backoff up to a limit.
+    watch_interval: float = 5.0  # seconds between health checks of every component
+    health_check_timeout: float = 5.0  # a check that has not returned by then fails
+    health_slow_seconds: float = 1.0  # a passing check slower than this reports DEGRADED
+    restart_limit: int = 5  # automatic restarts of a failing component before the watcher gives up
+    restart_backoff: float = 1.0  # wait before the 2nd automatic restart; doubles per attempt
+    restart_backoff_max: float = 60.0
+    restart_stable_seconds: float = 300.0  # passing this long after a failure resets the restart count
+    # Metrics: OpenTelemetry; history persisted every interval; Prometheus /metrics when a port is set.
+    metrics_interval: float = 10.0  # seconds between collections (history, system.metrics.collected)
+    metrics_retention_seconds: float = 21600.0  # metric history kept in SQLite
+    error_retention_seconds: float = 7 * 86400.0  # recorded errors kept in SQLite
+    prometheus_port: int = 0  # 0 = off; -1 = any free port (shown in GetHealth's watcher details)
+    # Tracing: a span per RPC, W3C context continued from clients. OTLP export from the standard OTEL_*
+    # variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...); trace_export adds a local
+    # exporter for debugging: "console" (stderr) or a file path (one JSON span per line).
+    tracing: bool = True
+    trace_export: str = ""
+    record_client_errors: bool = False  # also record INVALID_ARGUMENT, NOT_FOUND, ... RPC errors
+
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 from .components._base import Component
+from .components._errors_log import ErrorLog
 from .components.events import EventLog
 from .components.state import StateStore
+from .components.watcher import Watcher
 from .config import Config
+from .metrics import Metrics
 from .storage import Database, migrate
+from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
 
@@ -18,6 +22,8 @@ class Runtime:
         self.config = config
         self.db = Database(config.db, synchronous=config.db_synchronous)
         migrate(self.db)
+        self.tracing = Tracing.from_config(config)  # exporters attached while running
+        self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
             self.db,
             subscriber_buffer=config.subscriber_buffer,
@@ -25,17 +31,33 @@ class Runtime:
             retention_count=config.event_retention_count,
             compaction_interval=config.event_compaction_interval,
         )
+        self.errors = ErrorLog(self.db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
         self.components: dict[str, Component] = {c.name: c for c in (self.events, self.state)}
 
+
+        # The watcher watches every component in the dict (also ones added after this line).
+        self.watcher = Watcher(
+            config, self.components, db=self.db, events=self.events, errors=self.errors, metrics=self.metrics
+        )
+        self.components[self.watcher.name] = self.watcher
+
     def start(self) -> None:
+        self.tracing.start()
         for c in self.components.values():
-            c.start()
+            c.metrics, c.error_log = self.metrics, self.errors
+        for c in self.components.values():
+            if c is not self.watcher:
+                c.start()
+        self.watcher.start()  # last: its first check round sees every component started
 
     def stop(self) -> None:
+        self.watcher.stop()  # first: no restarts while the others stop
         for c in reversed(list(self.components.values())):
             try:
                 c.stop()
             except Exception:
                 log.exception("stopping %s failed", c.name)
+        self.tracing.stop()
+        self.metrics.shutdown()
         self.db.close()

@@ -1,16 +1,57 @@
-"""OpenTelemetry set-up and the trace-context helpers every component uses."""
+"""OpenTelemetry set-up and the trace-context helpers every component uses.
+
+Tracing is process-wide (OpenTelemetry has one global TracerProvider): the first server installs an SDK
+provider whose sampler records spans only while some exporter is attached, so with nothing exporting a
+span costs little more than two random ids — yet every event and error still carries real trace ids.
+Each server adds its exporters (OTLP from the standard OTEL_* variables, a console/file exporter from
+config) while it runs and removes them when it stops; tests attach an in-memory exporter the same way.
+
+Conventions for components (spans come from `tracer`):
+  * name spans `<component>.<operation>`: "workflow.execute", "workflow.step", "coordination.dispatch",
+    "agent.run", "llm.chat" (the GenAI convention: "chat <model>" for the LLM call itself is fine too);
+  * work that continues later or elsewhere (a queued coordination, a resumed workflow, a remote worker's
+    task) stores `current_trace().traceparent` and starts its span with `context=context_from(...)`;
+  * attributes: `voltorch.execution_id`, `voltorch.step_id`, `voltorch.coordination_id`, `voltorch.agent_id`,
+    `voltorch.correlation_id`; LLM calls: `gen_ai.system`, `gen_ai.request.model`,
+    `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` (see the GEN_AI_* constants);
+  * `with correlated(execution_id):` makes errors recorded inside carry that correlation id.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import IO, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger("voltorch.telemetry")
 
 _propagator = TraceContextTextMapPropagator()
 
 tracer = trace.get_tracer("voltorch_server")
+
+# GenAI semantic-convention attribute names (LLM call spans and metrics).
+GEN_AI_SYSTEM = "gen_ai.system"  # e.g. "openai"
+GEN_AI_OPERATION = "gen_ai.operation.name"  # e.g. "chat"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # metric attribute: "input" | "output"
 
 
 @dataclass(frozen=True)
@@ -50,3 +91,222 @@ def trace_ids_from(traceparent: str, tracestate: str = "") -> TraceIds:
 def context_from(traceparent: str, tracestate: str = "") -> otel_context.Context:
     """An OpenTelemetry context to start child spans under a propagated trace."""
     return _propagator.extract({"traceparent": traceparent, "tracestate": tracestate})
+
+
+def context_from_metadata(metadata: Any) -> otel_context.Context | None:
+    """The trace context carried by gRPC metadata (traceparent/tracestate), or None when absent."""
+    traceparent = tracestate = ""
+    for key, value in metadata or ():
+        if key == "traceparent":
+            traceparent = value
+        elif key == "tracestate":
+            tracestate = value
+    if not traceparent:
+        return None
+    return context_from(traceparent, tracestate)
+
+
+# -- correlation ids --------------------------------------------------------------------------------
+
+_correlation: contextvars.ContextVar[str] = contextvars.ContextVar("voltorch_correlation", default="")
+
+
+def current_correlation() -> str:
+    """The correlation id set by the innermost `correlated()` block ("" outside one)."""
+    return _correlation.get()
+
+
+@contextlib.contextmanager
+def correlated(correlation_id: str) -> Iterator[None]:
+    """Errors recorded inside this block (on this thread) carry `correlation_id`."""
+    token = _correlation.set(correlation_id)
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
+
+
+# -- the process-wide pipeline --------------------------------------------------------------------
+
+
+class _Fanout(SpanProcessor):
+    """The one processor installed on the global provider; servers and tests attach theirs to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.processors: tuple[SpanProcessor, ...] = ()
+
+    def add(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self.processors = (*self.processors, processor)
+
+    def remove(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self.processors = tuple(p for p in self.processors if p is not processor)
+
+    def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
+        for p in self.processors:
+            p.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:
+        for p in self.processors:
+            p._on_ending(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for p in self.processors:
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        for p in self.processors:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self.processors)
+
+
+_fanout = _Fanout()
+
+
+class _RecordWhileExporting(Sampler):
+    """Parent-based sampling while an exporter is attached; otherwise DROP (ids are still generated)."""
+
+    def __init__(self) -> None:
+        self._on = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: trace.SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if _fanout.processors:
+            return self._on.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+        parent = trace.get_current_span(parent_context).get_span_context()
+        return SamplingResult(Decision.DROP, None, parent.trace_state if parent.is_valid else None)
+
+    def get_description(self) -> str:
+        return "RecordWhileExporting{ParentBased{ALWAYS_ON}}"
+
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Once per process: make the global TracerProvider an SDK one feeding the fan-out processor.
+
+    An SDK provider the embedding application installed first is kept (its sampler decides); the
+    fan-out is added to it. OTEL_SDK_DISABLED=true leaves tracing to the no-op API.
+    """
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        _installed = True
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return
+        current = trace.get_tracer_provider()
+        if isinstance(current, SdkTracerProvider):
+            current.add_span_processor(_fanout)
+            return
+        resource = Resource.create()
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": "voltorch"}))
+        provider = SdkTracerProvider(
+            sampler=_RecordWhileExporting(), resource=resource, shutdown_on_exit=False
+        )
+        provider.add_span_processor(_fanout)
+        trace.set_tracer_provider(provider)
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Send every span this process records to `processor` (e.g. an in-memory exporter in a test)."""
+    install()
+    _fanout.add(processor)
+
+
+def remove_span_processor(processor: SpanProcessor) -> None:
+    _fanout.remove(processor)
+
+
+def recording() -> bool:
+    """Whether spans are being recorded (some exporter is attached)."""
+    return bool(_fanout.processors)
+
+
+class _JsonLines(ConsoleSpanExporter):
+    """One JSON span per line, to a file or stderr (local debugging)."""
+
+    def __init__(self, out: IO[str], owned: bool):
+        super().__init__(out=out, formatter=lambda span: span.to_json(indent=None) + os.linesep)
+        self._file, self._owned = out, owned
+
+    def shutdown(self) -> None:
+        if self._owned:
+            self._file.close()
+
+
+def exporters_from_env(env: Mapping[str, str]) -> list[str]:
+    """Exporter names from OTEL_TRACES_EXPORTER; "otlp" also when only an OTLP endpoint is set."""
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    if not names and (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        names = ["otlp"]
+    return [n for n in names if n != "none"]
+
+
+class Tracing:
+    """The exporters one server attaches to the process's trace pipeline while it runs."""
+
+    def __init__(self, processors: list[SpanProcessor], *, enabled: bool = True):
+        self.processors = processors
+        self.enabled = enabled
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: Any, env: Mapping[str, str] | None = None) -> Tracing:
+        env = os.environ if env is None else env
+        processors: list[SpanProcessor] = []
+        for name in exporters_from_env(env):
+            if name == "otlp":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+                processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+            elif name == "console":
+                processors.append(BatchSpanProcessor(_JsonLines(sys.stderr, owned=False)))
+            else:
+                log.warning("OTEL_TRACES_EXPORTER=%s is not supported here (use otlp or console)", name)
+        target = getattr(config, "trace_export", "")
+        if target == "console":
+            processors.append(BatchSpanProcessor(_JsonLines(sys.stderr, owned=False)))
+        elif target:
+            processors.append(BatchSpanProcessor(_JsonLines(open(target, "a", encoding="utf-8"), owned=True)))  # noqa: SIM115
+        return cls(processors, enabled=getattr(config, "tracing", True))
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        install()
+        for p in self.processors:
+            _fanout.add(p)
+
+    def stop(self) -> None:
+        """Detach and flush this server's exporters."""
+        if not self._started:
+            return
+        self._started = False
+        for p in self.processors:
+            _fanout.remove(p)
+        for p in self.processors:
+            try:
+                p.shutdown()
+            except Exception:
+                log.exception("span exporter shutdown failed")

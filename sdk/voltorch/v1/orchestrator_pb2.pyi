@@ -99,7 +99,7 @@ class GetHealthRequest(_message.Message):
     def __init__(self, refresh: _Optional[bool] = ...) -> None: ...
 
 class GetHealthResponse(_message.Message):
-    __slots__ = ("status", "components", "uptime", "version", "start_time", "active_workflows", "queued_workflows", "registered_agents", "connected_workers", "error_count")
+    __slots__ = ("status", "components", "uptime", "version", "start_time", "active_workflows", "queued_workflows", "registered_agents", "connected_workers", "error_count", "last_error")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class GetHealthResponse(_message.Message):
     REGISTERED_AGENTS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     status: HealthStatus
     components: _containers.RepeatedCompositeFieldContainer[ComponentHealth]
     uptime: _duration_pb2.Duration
@@ -120,7 +121,8 @@ class GetHealthResponse(_message.Message):
     registered_agents: int
     connected_workers: int
     error_count: int
-    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., components: _Optional[_Iterable[_Union[ComponentHealth, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_workflows: _Optional[int] = ..., queued_workflows: _Optional[int] = ..., registered_agents: _Optional[int] = ..., connected_workers: _Optional[int] = ..., error_count: _Optional[int] = ...) -> None: ...
+    last_error: ErrorRecord
+    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., components: _Optional[_Iterable[_Union[ComponentHealth, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_workflows: _Optional[int] = ..., queued_workflows: _Optional[int] = ..., registered_agents: _Optional[int] = ..., connected_workers: _Optional[int] = ..., error_count: _Optional[int] = ..., last_error: _Optional[_Union[ErrorRecord, _Mapping]] = ...) -> None: ...
 
 class ListComponentsRequest(_message.Message):
     __slots__ = ()

@@ -29,8 +29,15 @@ class OrchestratorServiceStub:
     """OrchestratorService: the system as a whole — health, components, metrics, recorded errors and traces.
 
     Components are named "state", "events", "coordination", "workflows" and "watcher". The standard
-    grpc.health.v1.Health service (service names "" and "voltorch.v1.<Name>Service") and server reflection are
-    served alongside.
+    grpc.health.v1.Health service and server reflection are served alongside; health service names are ""
+    (overall), "voltorch.v1.<Name>Service" (the component behind that service) and each component's own name
+    ("workflows", ...). HEALTHY and DEGRADED map to SERVING, UNHEALTHY to NOT_SERVING.
+
+    Health rules (the watcher checks every component each `watch_interval`): a component is UNHEALTHY when its
+    check fails or does not return within `health_check_timeout`; DEGRADED when the check passes but is slower
+    than `health_slow_seconds`, when it failed within the last `restart_stable_seconds`, or while it restarts;
+    else HEALTHY. An UNHEALTHY component is restarted at once, then with exponential backoff, at most
+    `restart_limit` times until it has been stable for `restart_stable_seconds`.
     """
 
     def __init__(self, channel):
@@ -75,8 +82,15 @@ class OrchestratorServiceServicer:
     """OrchestratorService: the system as a whole — health, components, metrics, recorded errors and traces.
 
     Components are named "state", "events", "coordination", "workflows" and "watcher". The standard
-    grpc.health.v1.Health service (service names "" and "voltorch.v1.<Name>Service") and server reflection are
-    served alongside.
+    grpc.health.v1.Health service and server reflection are served alongside; health service names are ""
+    (overall), "voltorch.v1.<Name>Service" (the component behind that service) and each component's own name
+    ("workflows", ...). HEALTHY and DEGRADED map to SERVING, UNHEALTHY to NOT_SERVING.
+
+    Health rules (the watcher checks every component each `watch_interval`): a component is UNHEALTHY when its
+    check fails or does not return within `health_check_timeout`; DEGRADED when the check passes but is slower
+    than `health_slow_seconds`, when it failed within the last `restart_stable_seconds`, or while it restarts;
+    else HEALTHY. An UNHEALTHY component is restarted at once, then with exponential backoff, at most
+    `restart_limit` times until it has been stable for `restart_stable_seconds`.
     """
 
     def GetHealth(self, request, context):
@@ -172,8 +186,15 @@ class OrchestratorService:
     """OrchestratorService: the system as a whole — health, components, metrics, recorded errors and traces.
 
     Components are named "state", "events", "coordination", "workflows" and "watcher". The standard
-    grpc.health.v1.Health service (service names "" and "voltorch.v1.<Name>Service") and server reflection are
-    served alongside.
+    grpc.health.v1.Health service and server reflection are served alongside; health service names are ""
+    (overall), "voltorch.v1.<Name>Service" (the component behind that service) and each component's own name
+    ("workflows", ...). HEALTHY and DEGRADED map to SERVING, UNHEALTHY to NOT_SERVING.
+
+    Health rules (the watcher checks every component each `watch_interval`): a component is UNHEALTHY when its
+    check fails or does not return within `health_check_timeout`; DEGRADED when the check passes but is slower
+    than `health_slow_seconds`, when it failed within the last `restart_stable_seconds`, or while it restarts;
+    else HEALTHY. An UNHEALTHY component is restarted at once, then with exponential backoff, at most
+    `restart_limit` times until it has been stable for `restart_stable_seconds`.
     """
 
     @staticmethod

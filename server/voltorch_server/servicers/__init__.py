@@ -1,7 +1,7 @@
 """One thin gRPC adapter per service. Each module exposes register(server, runtime)."""
 
-from . import events, state
+from . import events, orchestrator, state
 
-MODULES = [state, events]
+MODULES = [state, events, orchestrator]
 
 __all__ = ["MODULES"]

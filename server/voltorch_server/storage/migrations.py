@@ -102,10 +102,45 @@ def _events_0002_compaction(tx: Tx) -> None:
     tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
 
 
+def _watcher_0001(tx: Tx) -> None:
+    # Errors recorded by components and RPCs; event_seq is the system.error event written with it.
+    tx.execute(
+        """CREATE TABLE errors (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            component TEXT NOT NULL,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            time REAL NOT NULL,
+            details TEXT NOT NULL,
+            event_seq INTEGER
+        )"""
+    )
+    tx.execute("CREATE INDEX errors_trace ON errors(trace_id) WHERE trace_id != ''")
+    tx.execute("CREATE INDEX errors_correlation ON errors(correlation_id) WHERE correlation_id != ''")
+    tx.execute("CREATE INDEX errors_time ON errors(time)")
+    # Metric history: one row per series per collection interval.
+    tx.execute(
+        """CREATE TABLE metric_samples (
+            name TEXT NOT NULL,
+            attributes TEXT NOT NULL,
+            time REAL NOT NULL,
+            value REAL NOT NULL,
+            histogram TEXT
+        )"""
+    )
+    tx.execute("CREATE INDEX metric_samples_name ON metric_samples(name, time)")
+    tx.execute("CREATE INDEX metric_samples_time ON metric_samples(time)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
+    ("watcher_0001", _watcher_0001),
 ]
 
 

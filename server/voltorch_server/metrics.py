@@ -1,0 +1,277 @@
+"""Every OpenTelemetry metric instrument of one server, in one place.
+
+Each server has its own (non-global) MeterProvider, so several servers in one process (the tests) keep
+separate numbers. Components reach this server's instruments as `self.metrics` (set by the Runtime;
+a no-op set until then) and push what *happens*:
+
+    self.metrics.workflow_finished("completed", duration_s)        # or "failed" / "cancelled" / "timed_out"
+    self.metrics.workflows_started.add(1)
+    self.metrics.record_step(duration_s, "completed", kind="agent")
+    self.metrics.record_coordination(duration_s, "completed", mode="parallel")
+    self.metrics.record_agent_task(agent_id, duration_s, success=True)
+    self.metrics.agent_load.set(in_flight, {"agent.id": agent_id})
+    self.metrics.record_llm_call(model, input_tokens, output_tokens, duration_s, error_type="")
+
+Levels (workflows active/queued, coordination queue depth, registered agents, connected workers,
+subscribers) are *pulled*: the watcher reads them from each component's `details()` (keys in LEVELS) and
+sets the gauges, so they never drift. RPC counts/latencies and event publish/deliver counts are recorded
+by the server itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import psutil
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, MetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from . import __version__
+from .telemetry import (
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_TOKEN_TYPE,
+)
+
+_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+_S_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+# details() key of a component -> level gauge name (summed over components).
+LEVELS = {
+    "active_workflows": "voltorch.workflows.active",
+    "queued_workflows": "voltorch.workflows.queued",
+    "queue_depth": "voltorch.coordination.queue_depth",
+    "registered_agents": "voltorch.agents.registered",
+    "connected_workers": "voltorch.workers.connected",
+    "subscribers": "voltorch.subscribers",
+}
+
+# Event type prefixes reported as the `event.domain` attribute; anything else is "custom".
+_DOMAINS = frozenset(
+    {"orchestrator", "workflow", "coordination", "agent", "state", "component", "system", "worker", "event"}
+)
+
+
+def _views() -> list[View]:
+    def buckets(name: str, bounds: tuple[float, ...]) -> View:
+        return View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(bounds))
+
+    return [
+        buckets("rpc.server.duration", _MS_BUCKETS),
+        buckets("voltorch.*.duration", _S_BUCKETS),
+        buckets("gen_ai.client.operation.duration", _S_BUCKETS),
+        buckets("gen_ai.client.token.usage", _TOKEN_BUCKETS),
+    ]
+
+
+class Metrics:
+    """The instruments of one server. Build with `Metrics.for_server(config)`; `Metrics.noop()` records nothing."""
+
+    def __init__(self, provider: metrics_api.MeterProvider, reader: InMemoryMetricReader | None = None):
+        self.provider = provider
+        self.reader = reader  # what GetMetrics and the history read (None for the no-op set)
+        self._prometheus: Any = None
+        self.prometheus_port = 0
+        m = provider.get_meter("voltorch_server", __version__)
+        self.meter = m
+        # RPC (the server interceptor)
+        self.rpc_duration = m.create_histogram(
+            "rpc.server.duration", unit="ms", description="Server RPC latency by method and status code"
+        )
+        self.rpc_stream_messages = m.create_counter(
+            "rpc.server.stream.messages_sent", unit="{message}", description="Messages sent on server streams"
+        )
+        # Events
+        self.events_published = m.create_counter(
+            "voltorch.events.published", unit="{event}", description="Events appended to the log"
+        )
+        self.events_delivered = m.create_counter(
+            "voltorch.events.delivered", unit="{event}", description="Events sent to stream subscribers"
+        )
+        # Workflows
+        self.workflows_started = m.create_counter("voltorch.workflows.started", unit="{workflow}")
+        self.workflows_completed = m.create_counter("voltorch.workflows.completed", unit="{workflow}")
+        self.workflows_failed = m.create_counter(
+            "voltorch.workflows.failed", unit="{workflow}", description="Failed or timed-out executions"
+        )
+        self.workflows_cancelled = m.create_counter("voltorch.workflows.cancelled", unit="{workflow}")
+        self.workflow_duration = m.create_histogram("voltorch.workflow.duration", unit="s")
+        self.step_duration = m.create_histogram(
+            "voltorch.workflow.step.duration", unit="s", description="Step run time by status and kind"
+        )
+        # Coordination and agents
+        self.coordinations = m.create_counter("voltorch.coordinations", unit="{coordination}")
+        self.coordination_duration = m.create_histogram("voltorch.coordination.duration", unit="s")
+        self.agent_tasks = m.create_counter(
+            "voltorch.agent.tasks", unit="{task}", description="Agent tasks by agent and outcome"
+        )
+        self.agent_task_duration = m.create_histogram("voltorch.agent.task.duration", unit="s")
+        self.agent_load = m.create_gauge("voltorch.agent.load", unit="{task}", description="Tasks in flight")
+        # LLM (GenAI semantic conventions + a plain token counter)
+        self.llm_tokens = m.create_counter(
+            "voltorch.llm.tokens", unit="{token}", description="LLM tokens used"
+        )
+        self.llm_token_usage = m.create_histogram("gen_ai.client.token.usage", unit="{token}")
+        self.llm_duration = m.create_histogram("gen_ai.client.operation.duration", unit="s")
+        # The system
+        self.component_restarts = m.create_counter("voltorch.component.restarts", unit="{restart}")
+        self.errors = m.create_counter("voltorch.errors", unit="{error}", description="Recorded errors")
+        self.levels = {
+            key: m.create_gauge(name, unit="1", description=f"Sum of components' '{key}'")
+            for key, name in LEVELS.items()
+        }
+        self._process = psutil.Process(os.getpid())
+        self._process_lock = threading.Lock()
+        m.create_observable_gauge(
+            "process.memory.usage", [self._memory], unit="By", description="Resident memory"
+        )
+        m.create_observable_gauge(
+            "process.cpu.utilization", [self._cpu], unit="1", description="CPU use since the last collection"
+        )
+        m.create_observable_counter("process.cpu.time", [self._cpu_time], unit="s")
+        m.create_observable_gauge("process.thread.count", [self._threads], unit="{thread}")
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def for_server(cls, config: Any = None) -> Metrics:
+        """A private MeterProvider with an in-memory reader (delta counters/histograms, folded by the
+        watcher) and, with config.prometheus_port (-1 = any free port), a Prometheus /metrics endpoint."""
+        reader = InMemoryMetricReader(
+            preferred_temporality={
+                Counter: AggregationTemporality.DELTA,
+                Histogram: AggregationTemporality.DELTA,
+            }
+        )
+        readers: list[MetricReader] = [reader]
+        prometheus = None
+        port = getattr(config, "prometheus_port", 0) if config is not None else 0
+        if port:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry()
+            readers.append(PrometheusMetricReader(registry=registry))
+            prometheus = registry
+        provider = MeterProvider(metric_readers=readers, views=_views(), shutdown_on_exit=False)
+        out = cls(provider, reader)
+        out._prometheus = prometheus
+        if port:
+            out.serve_prometheus(getattr(config, "host", "127.0.0.1"), max(port, 0))
+        return out
+
+    @classmethod
+    def noop(cls) -> Metrics:
+        return cls(metrics_api.NoOpMeterProvider())
+
+    def serve_prometheus(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP (port 0 = any free port); returns the port."""
+        if self._prometheus is None:
+            raise RuntimeError("this Metrics has no Prometheus reader (prometheus_port is 0)")
+        from prometheus_client import start_http_server
+
+        httpd, thread = start_http_server(port, addr=host, registry=self._prometheus)
+        self._http = (httpd, thread)
+        self.prometheus_port = httpd.server_port
+        return self.prometheus_port
+
+    def shutdown(self) -> None:
+        http = getattr(self, "_http", None)
+        if http:
+            http[0].shutdown()
+            http[0].server_close()
+            self._http = None
+        if isinstance(self.provider, MeterProvider):
+            self.provider.shutdown(timeout_millis=5000)
+
+    # -- helpers for components -----------------------------------------------------------------------
+
+    def workflow_finished(self, status: str, duration: float | None = None, **attributes: str) -> None:
+        """An execution ended: status "completed", "failed", "timed_out" or "cancelled"."""
+        counter = {
+            "completed": self.workflows_completed,
+            "cancelled": self.workflows_cancelled,
+        }.get(status, self.workflows_failed)
+        attrs = {"status": status, **attributes}
+        counter.add(1, attrs)
+        if duration is not None:
+            self.workflow_duration.record(duration, attrs)
+
+    def record_step(self, duration: float, status: str, *, kind: str = "") -> None:
+        """A step attempt ended ("completed", "failed", "retrying", "skipped", ...) after `duration` s."""
+        self.step_duration.record(duration, {"status": status, "kind": kind} if kind else {"status": status})
+
+    def record_coordination(self, duration: float, status: str, *, mode: str = "") -> None:
+        attrs = {"status": status, "mode": mode} if mode else {"status": status}
+        self.coordinations.add(1, attrs)
+        self.coordination_duration.record(duration, attrs)
+
+    def record_agent_task(self, agent_id: str, duration: float, *, success: bool) -> None:
+        """One task run by an agent: success rate = tasks{outcome=success} / tasks; latency histogram."""
+        attrs = {"agent.id": agent_id, "outcome": "success" if success else "failure"}
+        self.agent_tasks.add(1, attrs)
+        self.agent_task_duration.record(duration, attrs)
+
+    def record_llm_call(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        duration: float | None = None,
+        *,
+        error_type: str = "",
+        operation: str = "chat",
+    ) -> None:
+        """Token counts and latency of one LLM call; also sets gen_ai.usage.* on the current span."""
+        base = {GEN_AI_REQUEST_MODEL: model, "gen_ai.operation.name": operation}
+        for kind, n in (("input", input_tokens), ("output", output_tokens)):
+            if n:
+                attrs = {**base, GEN_AI_TOKEN_TYPE: kind}
+                self.llm_tokens.add(n, attrs)
+                self.llm_token_usage.record(n, attrs)
+        if duration is not None:
+            self.llm_duration.record(duration, {**base, "error.type": error_type} if error_type else base)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(GEN_AI_REQUEST_MODEL, model)
+            span.set_attribute(GEN_AI_INPUT_TOKENS, input_tokens)
+            span.set_attribute(GEN_AI_OUTPUT_TOKENS, output_tokens)
+
+    def event_published(self, event_type: str) -> None:
+        domain = event_type.split(".", 1)[0]
+        self.events_published.add(1, {"event.domain": domain if domain in _DOMAINS else "custom"})
+
+    def set_levels(self, values: dict[str, float]) -> None:
+        """Set the level gauges from summed details() values (keys of LEVELS)."""
+        for key, gauge in self.levels.items():
+            gauge.set(values.get(key, 0))
+
+    # -- process (psutil) ---------------------------------------------------------------------------
+
+    def _memory(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._process.memory_info().rss)
+
+    def _cpu(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._process_lock:
+            percent = self._process.cpu_percent(None)
+        yield Observation(percent / 100.0)
+
+    def _cpu_time(self, _: CallbackOptions) -> Iterable[Observation]:
+        t = self._process.cpu_times()
+        yield Observation(t.user, {"cpu.mode": "user"})
+        yield Observation(t.system, {"cpu.mode": "system"})
+
+    def _threads(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(threading.active_count())
+
+
+NOOP = Metrics.noop()

@@ -1,0 +1,276 @@
+"""A span and a latency sample per RPC, and failed RPCs recorded with their trace ids.
+
+The outermost server interceptor: continues the caller's W3C trace context (`traceparent` metadata)
+or starts a new trace, keeps the span current while the handler runs (for streams: around each step
+of the generator, so nothing leaks between the RPC threads' calls), and records
+`rpc.server.duration` per method and status code. Errors mapped by `_status` reach this server's
+error log through `_status.error_hooks`, routed by a context variable set here — so several servers
+in one process each record their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .. import errors as e
+from ..components._errors_log import ErrorLog
+from ..metrics import Metrics
+from ..telemetry import context_from_metadata, tracer
+from . import _status
+
+ErrorRecorder = Callable[[str, BaseException, grpc.StatusCode], None]
+
+_recorder: contextvars.ContextVar[ErrorRecorder | None] = contextvars.ContextVar(
+    "voltorch_rpc_errors", default=None
+)
+
+# Codes that mean the server failed (OpenTelemetry's rule for server spans); others are the caller's.
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+# Flow control rather than failure: a stream ended with a resume point.
+_NOT_ERRORS = frozenset({"STREAM_CLOSED", "SUBSCRIBER_OVERFLOW"})
+# Which component a service's failures belong to.
+COMPONENT_OF_SERVICE = {
+    "voltorch.v1.StateService": "state",
+    "voltorch.v1.EventService": "events",
+    "voltorch.v1.CoordinationService": "coordination",
+    "voltorch.v1.WorkflowService": "workflows",
+    "voltorch.v1.OrchestratorService": "watcher",
+}
+# Streams whose messages are events delivered to a subscriber.
+EVENT_STREAMS = frozenset(
+    {"/voltorch.v1.EventService/Subscribe", "/voltorch.v1.WorkflowService/WatchExecution"}
+)
+_FLUSH_EVERY = 64  # stream messages counted locally before adding to the counter
+_EMPTY = otel_context.Context()
+
+
+def _route(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
+    recorder = _recorder.get()
+    if recorder is not None:
+        recorder(method, exc, code)
+
+
+if _route not in _status.error_hooks:
+    _status.error_hooks.append(_route)
+
+
+def rpc_error_recorder(errors: ErrorLog, *, record_client_errors: bool = False) -> ErrorRecorder:
+    """Record failed RPCs: server-side failures always, the caller's mistakes only when asked."""
+
+    def record(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
+        reason = exc.reason if isinstance(exc, e.VoltorchError) else "INTERNAL"
+        if reason in _NOT_ERRORS:
+            return
+        server_side = code in SERVER_ERRORS
+        span = trace.get_current_span()
+        if server_side and span.is_recording():
+            span.record_exception(exc)
+        if not (server_side or record_client_errors):
+            return
+        service, _, name = method.lstrip("/").rpartition("/")
+        message = exc.message if isinstance(exc, e.VoltorchError) else f"{type(exc).__name__}: {exc}"
+        errors.record(
+            COMPONENT_OF_SERVICE.get(service, "server"),
+            reason,
+            message,
+            details={"method": method, "grpc_code": code.name, **getattr(exc, "metadata", {})},
+        )
+
+    return record
+
+
+class _Method:
+    """Per-method constants, computed once: span name, attributes, metric attribute sets per code."""
+
+    __slots__ = ("name", "attributes", "_by_code", "events")
+
+    def __init__(self, full: str):
+        service, _, method = full.lstrip("/").rpartition("/")
+        self.name = f"{service}/{method}"
+        self.attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        self._by_code: dict[grpc.StatusCode, dict[str, Any]] = {}
+        self.events = full in EVENT_STREAMS
+
+    def metric_attributes(self, code: grpc.StatusCode) -> dict[str, Any]:
+        attrs = self._by_code.get(code)
+        if attrs is None:
+            attrs = self._by_code[code] = {
+                "rpc.service": self.attributes["rpc.service"],
+                "rpc.method": self.attributes["rpc.method"],
+                "rpc.grpc.status_code": code.value[0],
+            }
+        return attrs
+
+
+class TelemetryInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: Metrics, on_error: ErrorRecorder | None = None, *, tracing: bool = True):
+        self.metrics = metrics
+        self.on_error = on_error
+        self.tracing = tracing
+        self._methods: dict[str, _Method] = {}
+
+    def _method(self, full: str) -> _Method:
+        m = self._methods.get(full)
+        if m is None:
+            m = self._methods[full] = _Method(full)
+        return m
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        m = self._method(handler_call_details.method)
+        md = handler_call_details.invocation_metadata
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, m, md))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, m, md))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._stream(handler.unary_stream, m, md))
+        return handler._replace(stream_stream=self._stream(handler.stream_stream, m, md))
+
+    def _start(self, m: _Method, md: Any) -> tuple[trace.Span | None, otel_context.Context | None]:
+        if not self.tracing:
+            return None, None
+        parent = context_from_metadata(md) or _EMPTY
+        span = tracer.start_span(m.name, context=parent, kind=SpanKind.SERVER, attributes=m.attributes)
+        return span, trace.set_span_in_context(span, parent)
+
+    def _finish(
+        self, span: trace.Span | None, m: _Method, code: grpc.StatusCode, t0: float, ctx: Any
+    ) -> None:
+        self.metrics.rpc_duration.record((time.perf_counter() - t0) * 1e3, m.metric_attributes(code))
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in SERVER_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, _details(ctx) or code.name))
+            span.end()
+
+    def _unary(self, fn: Callable, m: _Method, md: Any) -> Callable:
+        def handler(request, context):
+            t0 = time.perf_counter()
+            span, ctx = self._start(m, md)
+            token = otel_context.attach(ctx) if ctx is not None else None
+            rtoken = _recorder.set(self.on_error)
+            code = grpc.StatusCode.OK
+            try:
+                return fn(request, context)
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                _recorder.reset(rtoken)
+                if token is not None:
+                    otel_context.detach(token)
+                if code is grpc.StatusCode.OK:
+                    code = _code(context, grpc.StatusCode.OK)
+                self._finish(span, m, code, t0, context)
+
+        return handler
+
+    def _stream(self, fn: Callable, m: _Method, md: Any) -> Callable:
+        def handler(request, context) -> Iterator[Any]:
+            t0 = time.perf_counter()
+            span, ctx = self._start(m, md)
+            code = grpc.StatusCode.OK
+            sent = pending = 0
+            it: Iterator[Any] | None = None
+            try:
+                while True:
+                    token = otel_context.attach(ctx) if ctx is not None else None
+                    rtoken = _recorder.set(self.on_error)
+                    try:
+                        if it is None:
+                            it = iter(fn(request, context))
+                        item = next(it)
+                    except StopIteration:
+                        break
+                    finally:
+                        _recorder.reset(rtoken)
+                        if token is not None:
+                            otel_context.detach(token)
+                    yield item
+                    sent += 1
+                    pending += 1
+                    if pending >= _FLUSH_EVERY:
+                        self._count(m, pending)
+                        pending = 0
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED
+                if it is not None and hasattr(it, "close"):
+                    token = otel_context.attach(ctx) if ctx is not None else None
+                    try:
+                        it.close()  # run the handler's cleanup (e.g. unsubscribe) now, on this thread
+                    finally:
+                        if token is not None:
+                            otel_context.detach(token)
+                raise
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                if pending:
+                    self._count(m, pending)
+                if code is grpc.StatusCode.OK:
+                    code = _code(context, grpc.StatusCode.OK)
+                if span is not None and span.is_recording():
+                    span.set_attribute("rpc.server.messages_sent", sent)
+                self._finish(span, m, code, t0, context)
+
+        return handler
+
+    def _count(self, m: _Method, n: int) -> None:
+        attrs = m.metric_attributes(grpc.StatusCode.OK)
+        self.metrics.rpc_stream_messages.add(n, attrs)
+        if m.events:
+            self.metrics.events_delivered.add(n, attrs)
+
+
+def _code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    try:
+        code = context.code()
+    except Exception:
+        return default
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code
+    for c in grpc.StatusCode:  # an int code set by the handler
+        if c.value[0] == code:
+            return c
+    return default
+
+
+def _details(context: Any) -> str:
+    try:
+        return str(context.details() or "")
+    except Exception:
+        return ""
+
+
+def telemetry_interceptor(runtime: Any) -> TelemetryInterceptor:
+    """The interceptor for one server: its metrics, its error log, tracing per its config."""
+    cfg = runtime.config
+    return TelemetryInterceptor(
+        runtime.metrics,
+        rpc_error_recorder(runtime.errors, record_client_errors=cfg.record_client_errors),
+        tracing=cfg.tracing,
+    )
