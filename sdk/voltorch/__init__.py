@@ -1,6 +1,17 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
 from ._client import TLS, Client
+from ._events import (
+    Correlation,
+    CorrelationNode,
+    Event,
+    EventHeartbeat,
+    EventPage,
+    NewEvent,
+    PublishResult,
+    Subscription,
+)
+from ._priority import Priority
 from ._state import (
     Change,
     Exists,
@@ -33,17 +44,26 @@ __all__ = [
     "Change",
     "Client",
     "ConflictError",
+    "Correlation",
+    "CorrelationNode",
+    "Event",
+    "EventHeartbeat",
+    "EventPage",
     "Exists",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "KeyValue",
+    "NewEvent",
     "NotFoundError",
     "OutOfRangeError",
+    "Priority",
+    "PublishResult",
     "Put",
     "Remove",
     "ResourceExhaustedError",
     "SetResult",
     "SnapshotInfo",
+    "Subscription",
     "TransactionResult",
     "UnavailableError",
     "ValueIs",

@@ -15,6 +15,7 @@ from voltorch.v1 import (
     workflows_pb2_grpc,
 )
 
+from ._events import EventsClient
 from ._state import StateClient
 
 
@@ -119,6 +120,7 @@ class Client:
             orchestrator=orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel),
         )
         self.state = StateClient(self.stubs.state, timeout)
+        self.events = EventsClient(self.stubs.events, timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the channel is connected (raises grpc.FutureTimeoutError)."""
