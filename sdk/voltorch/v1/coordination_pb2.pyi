@@ -19,6 +19,7 @@ class AgentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_KIND_LLM: _ClassVar[AgentKind]
     AGENT_KIND_OFFLINE: _ClassVar[AgentKind]
     AGENT_KIND_REMOTE: _ClassVar[AgentKind]
+    AGENT_KIND_FUNCTION: _ClassVar[AgentKind]
 
 class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ AGENT_KIND_UNSPECIFIED: AgentKind
 AGENT_KIND_LLM: AgentKind
 AGENT_KIND_OFFLINE: AgentKind
 AGENT_KIND_REMOTE: AgentKind
+AGENT_KIND_FUNCTION: AgentKind
 AGENT_STATUS_UNSPECIFIED: AgentStatus
 AGENT_STATUS_IDLE: AgentStatus
 AGENT_STATUS_BUSY: AgentStatus

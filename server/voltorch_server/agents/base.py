@@ -1,0 +1,177 @@
+"""The one interface every agent kind implements, and the values that cross it.
+
+The coordination engine hands an `AgentTask` to an `Agent` and gets back an `AgentOutput` or an
+`AgentError`. Threaded agents (offline, LLM, function) block in `run()` on an engine thread; agents that
+deliver results from elsewhere (remote workers) set `threaded = False` and implement `start()`.
+Cancellation is one `CancelSignal` per task: agents poll it, wait on it, or hang callbacks on it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..priority import Priority
+
+OFFLINE_LABEL = "voltorch offline agent (deterministic, no LLM)"
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TokenUsage:
+        d = d or {}
+        return cls(
+            int(d.get("prompt_tokens", 0)), int(d.get("completion_tokens", 0)), int(d.get("total_tokens", 0))
+        )
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    """One unit of work for one agent. `context` holds the caller's JSON context plus, in chained
+    modes, the previous agent's output under "previous_output" (and "previous_structured_output")."""
+
+    task_id: str
+    coordination_id: str
+    text: str
+    context: dict[str, Any] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = ()  # what the request asked for (may be empty)
+    attempt: int = 1
+    deadline: float | None = None  # epoch seconds; the engine gives up after this
+    traceparent: str = ""
+    correlation_id: str = ""
+    priority: Priority = Priority.NORMAL
+    execution_id: str = ""
+    step_id: str = ""
+    agent_id: str = ""  # the agent it was dispatched to
+    agent_capabilities: tuple[str, ...] = ()  # that agent's capabilities at dispatch
+
+    def remaining(self, now: float) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - now)
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    output: str
+    structured_output: Any = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class AgentError(Exception):
+    """A task failed. `code` is a stable UPPER_SNAKE id; `retryable` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = False, code: str = "AGENT_ERROR"):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.code = code
+
+
+class CancelSignal:
+    """Set once when the engine gives up on a task (cancel, timeout, re-dispatch, shutdown)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[str], None]] = []
+        self.reason = ""
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(reason)
+            except Exception:  # one agent's bug must not break cancelling
+                pass
+
+    def add_callback(self, fn: Callable[[str], None]) -> None:
+        """Call fn(reason) when set (at once if already set)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self.reason)
+
+
+Outcome = AgentOutput | AgentError
+DoneCallback = Callable[[Outcome], None]
+
+
+class Agent(ABC):  # noqa: B024 - run() or start() is overridden, depending on `threaded`
+    """An agent runtime. Subclasses override `run` (threaded) or `start` (threaded = False)."""
+
+    kind = ""
+    threaded = True
+
+    def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
+        """Do the task, blocking; raise AgentError on failure. Return early when `cancel` is set."""
+        raise NotImplementedError
+
+    def start(self, task: AgentTask, cancel: CancelSignal, done: DoneCallback) -> None:
+        """Begin the task without blocking; call done(outcome) exactly once (unless cancelled)."""
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        """Whether the agent can take tasks now (remote workers: a live session)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (the agent was unregistered or the engine stopped)."""
+
+
+class FunctionAgent(Agent):
+    """An in-process agent from a Python callable: fn(task, cancel) -> str | dict | AgentOutput.
+
+    A dict becomes the structured output (its JSON text the output). Registered programmatically on the
+    engine (tests, benches, embedding); never reachable through the API.
+    """
+
+    kind = "function"
+
+    def __init__(self, fn: Callable[[AgentTask, CancelSignal], Any]):
+        self.fn = fn
+
+    def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
+        return as_output(self.fn(task, cancel))
+
+
+def as_output(value: Any) -> AgentOutput:
+    """Normalise what a handler returned into an AgentOutput."""
+    if isinstance(value, AgentOutput):
+        return value
+    if value is None:
+        return AgentOutput("")
+    if isinstance(value, str):
+        return AgentOutput(value)
+    try:
+        text = json.dumps(value, indent=2, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        raise AgentError(f"agent returned a value that is not JSON: {exc}", code="INVALID_OUTPUT") from None
+    return AgentOutput(text, value)

@@ -1,0 +1,329 @@
+"""The LLM agent: any OpenAI-compatible Chat Completions endpoint (OpenAI, vLLM, Ollama, ...) through the
+real `openai` package.
+
+The API key is read from the server's environment at call time (the variable named in the settings)
+and is never stored or returned; without it the agent answers as the offline agent and says so.
+Retries are ours (the client's own `max_retries` is 0) so they are visible: 429, 5xx, timeouts and
+connection errors are retried with exponential backoff, honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from ..telemetry import context_from, tracer
+from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
+from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
+
+log = logging.getLogger("voltorch.agents.llm")
+
+MAX_RETRY_AFTER = 60.0
+MAX_CONTEXT_CHARS = 200_000
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """Settings of one LLM agent; empty/None fields fall back to the server config."""
+
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+    system_prompt: str = ""
+    temperature: float | None = None
+    timeout: float | None = None
+    max_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> LlmSettings | None:
+        return None if d is None else cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class LlmDefaults:
+    model: str = "gpt-4o-mini"
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_retries: int = 3
+
+
+# The JSON shape each capability answers with, so a pipeline works the same with LLM or offline agents.
+_SHAPES: list[tuple[tuple[str, ...], str]] = [
+    (
+        ANALYSIS,
+        '{"summary": str, "requirements": [{"id", "title", "description", "priority"}], '
+        '"components": [{"name", "responsibility"}], "risks": [{"risk", "mitigation"}]}',
+    ),
+    (
+        PLANNING,
+        '{"tasks": [{"id": "task-1", "title", "description", "capability": "coding"|"testing"|'
+        '"documentation", "depends_on": [task ids]}]} with 3 to 8 tasks',
+    ),
+    (
+        tuple(DELIVERY),
+        '{"task_id", "deliverable", "files": [{"path", "language", "content"}], "notes": [str]}',
+    ),
+    (REVIEW, '{"approved": bool, "score": number 0..1, "findings": [{"severity", "task_id", "message"}]}'),
+    (SUMMARY, '{"summary": markdown string}'),
+]
+
+
+def _system_prompt(settings: LlmSettings, task: AgentTask) -> str:
+    if settings.system_prompt:
+        base = settings.system_prompt
+    else:
+        caps = ", ".join(task.agent_capabilities) or "general tasks"
+        base = f"You are {task.agent_id or 'an agent'} in a team of AI agents; your capabilities: {caps}."
+    cap = choose_capability(task.capabilities, task.agent_capabilities, task.context)
+    for group, shape in _SHAPES:
+        if cap in group:
+            return f"{base}\nAnswer with one JSON object only (no prose, no code fences) shaped as: {shape}."
+    return base
+
+
+def _user_message(task: AgentTask) -> str:
+    if not task.context:
+        return task.text
+    ctx = json.dumps(task.context, indent=1, default=str)
+    if len(ctx) > MAX_CONTEXT_CHARS:
+        ctx = ctx[:MAX_CONTEXT_CHARS] + "\n... (truncated)"
+    return f"{task.text}\n\nContext (JSON):\n{ctx}"
+
+
+def parse_json_output(text: str) -> Any:
+    """The JSON value in a model's answer (code fences allowed), or None when it is not JSON."""
+    s = text.strip()
+    m = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", s, re.DOTALL)
+    if m:
+        s = m.group(1)
+    if not s or s[0] not in "{[":
+        return None
+    try:
+        return json.loads(s)
+    except ValueError:
+        return None
+
+
+def retry_after(exc: Exception) -> float | None:
+    """Seconds from a Retry-After / retry-after-ms header of a failed response, if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return min(MAX_RETRY_AFTER, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return None if when is None else min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code >= 500 or exc.status_code in (408, 409)
+    )
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
+    return min(cap, base * 2**attempt) * (1 + random.random() * 0.1)
+
+
+class LlmAgent(Agent):
+    kind = "llm"
+
+    def __init__(
+        self,
+        settings: LlmSettings,
+        defaults: LlmDefaults | None = None,
+        env: Mapping[str, str] | None = None,
+        on_call: Callable[..., None] | None = None,
+    ):
+        """on_call(model, input_tokens, output_tokens, duration, error_type=...) observes every HTTP call
+        (the server passes Metrics.record_llm_call)."""
+        self.settings = settings
+        self.defaults = defaults or LlmDefaults()
+        self.env = os.environ if env is None else env
+        self.on_call = on_call
+        self._clients: dict[tuple[str, str], openai.OpenAI] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def key_env(self) -> str:
+        return self.settings.api_key_env or self.defaults.api_key_env
+
+    @property
+    def model(self) -> str:
+        return self.settings.model or self.defaults.model
+
+    def _client(self, key: str) -> openai.OpenAI:
+        base_url = self.settings.base_url or self.defaults.base_url
+        with self._lock:
+            client = self._clients.get((key, base_url))
+            if client is None:
+                client = openai.OpenAI(api_key=key, base_url=base_url or None, max_retries=0)
+                self._clients[(key, base_url)] = client
+            return client
+
+    def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
+        key = self.env.get(self.key_env, "")
+        if not key:
+            return offline_output(task, note=f"(LLM agent running offline: ${self.key_env} is not set)")
+        client = self._client(key)
+        messages = [
+            {"role": "system", "content": _system_prompt(self.settings, task)},
+            {"role": "user", "content": _user_message(task)},
+        ]
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.settings.temperature is not None:
+            kwargs["temperature"] = self.settings.temperature
+        if self.settings.max_tokens is not None:
+            kwargs["max_tokens"] = self.settings.max_tokens
+        per_call = self.settings.timeout or self.defaults.timeout
+        retries = max(0, self.defaults.max_retries)
+        for attempt in range(retries + 1):
+            if cancel.is_set():
+                raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
+            remaining = task.remaining(time.time())
+            timeout = per_call if remaining is None else max(0.001, min(per_call, remaining))
+            with tracer.start_as_current_span(
+                "llm.chat", context=context_from(task.traceparent) if task.traceparent else None
+            ) as span:
+                span.set_attribute("llm.model", self.model)
+                span.set_attribute("llm.attempt", attempt + 1)
+                began = time.monotonic()
+                try:
+                    resp = client.chat.completions.create(**kwargs, timeout=timeout)
+                except Exception as exc:
+                    self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
+                    span.record_exception(exc)
+                    delay = self._retry_delay(exc, attempt, retries, task)
+                    log.warning(
+                        "LLM call %s/%s for %s failed (%s); retrying in %.2fs",
+                        attempt + 1,
+                        retries + 1,
+                        task.task_id,
+                        _describe(exc),
+                        delay,
+                    )
+                    span.add_event("retry", {"delay": delay})
+                    if cancel.wait(delay):
+                        raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
+                    continue
+                try:
+                    out = self._parse(resp)
+                except AgentError as exc:
+                    self._observe(0, 0, time.monotonic() - began, exc.code)
+                    raise
+                self._observe(
+                    out.usage.prompt_tokens, out.usage.completion_tokens, time.monotonic() - began, ""
+                )
+                return out
+        raise AssertionError("unreachable")  # the last attempt raises in _retry_delay
+
+    def _observe(self, input_tokens: int, output_tokens: int, duration: float, error_type: str) -> None:
+        if self.on_call is not None:
+            try:
+                self.on_call(self.model, input_tokens, output_tokens, duration, error_type=error_type)
+            except Exception:
+                log.exception("LLM call observer failed")
+
+    def _retry_delay(self, exc: Exception, attempt: int, retries: int, task: AgentTask) -> float:
+        """How long to wait before the next attempt; raises AgentError when there is none."""
+        if isinstance(exc, AgentError):
+            raise exc
+        if not isinstance(exc, openai.OpenAIError):
+            if isinstance(exc, ValueError):  # the body was not JSON
+                raise AgentError(
+                    f"LLM endpoint returned a malformed response (not JSON): {exc}", code="INVALID_OUTPUT"
+                ) from None
+            raise AgentError(f"LLM call failed: {_describe(exc)}", code="LLM_ERROR", retryable=True) from None
+        if not _retryable(exc):
+            code = (
+                "LLM_AUTH"
+                if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
+                else "LLM_ERROR"
+            )
+            raise AgentError(f"LLM endpoint rejected the request: {_describe(exc)}", code=code) from None
+        if attempt >= retries:
+            code = "LLM_RATE_LIMITED" if isinstance(exc, openai.RateLimitError) else "LLM_UNAVAILABLE"
+            raise AgentError(
+                f"LLM endpoint still failing after {attempt + 1} attempts: {_describe(exc)}",
+                code=code,
+                retryable=True,
+            ) from None
+        delay = retry_after(exc)
+        delay = backoff(attempt) if delay is None else delay
+        remaining = task.remaining(time.time())
+        if remaining is not None and delay >= remaining:
+            raise AgentError(
+                f"LLM endpoint asked to retry after {delay:.1f}s, beyond the task deadline: {_describe(exc)}",
+                code="LLM_RATE_LIMITED" if isinstance(exc, openai.RateLimitError) else "LLM_UNAVAILABLE",
+                retryable=True,
+            ) from None
+        return delay
+
+    def _parse(self, resp: Any) -> AgentOutput:
+        choices = getattr(resp, "choices", None)
+        if not isinstance(resp, openai.BaseModel) or not choices:
+            raise AgentError(
+                "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
+                "/v1 endpoint?)",
+                code="INVALID_OUTPUT",
+            )
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if not isinstance(content, str):
+            refusal = getattr(message, "refusal", None)
+            if refusal:
+                raise AgentError(f"the model refused: {refusal}", code="LLM_REFUSED")
+            raise AgentError(
+                "LLM endpoint returned a malformed response: choices[0].message.content is missing",
+                code="INVALID_OUTPUT",
+            )
+        u = getattr(resp, "usage", None)
+        usage = TokenUsage(
+            int(getattr(u, "prompt_tokens", 0) or 0),
+            int(getattr(u, "completion_tokens", 0) or 0),
+            int(getattr(u, "total_tokens", 0) or 0),
+        )
+        return AgentOutput(content, parse_json_output(content), usage)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
