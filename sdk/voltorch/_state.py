@@ -231,26 +231,41 @@ class StateClient:
     ) -> Iterator[Change]:
         """Changes of a key (or every key under prefix), from start_revision, then live.
 
-        With resume=True a stream the server ends with a resume point (slow consumer, restart) is
-        reopened from there, skipping what was already delivered, so nothing is missed or repeated.
+        The stream opens on the first iteration; start_revision=0 means changes from then on, so to
+        miss nothing after a write you made, pass its revision + 1. With resume=True a stream the
+        server ends with a resume point (slow consumer, restart) is reopened from there, skipping
+        what was already delivered, so nothing is missed or repeated.
         """
         if (key is None) == (prefix is None):
             raise ValueError("watch needs exactly one of key or prefix")
+        return self._watch(key, prefix, start_revision, include_previous, resume)
+
+    def _watch(
+        self, key: str | None, prefix: str | None, start_revision: int, include_previous: bool, resume: bool
+    ) -> Iterator[Change]:
         revision = start_revision
-        seen: tuple[int, set[str]] = (0, set())
+        # A resumed stream restarts at a revision, and one revision can hold several changes (a
+        # transaction, or a TTL expiry plus the write that noticed it). Skip what was already yielded:
+        # every change of an older revision, and the first `count` changes of the last one.
+        last_rev, count = 0, 0
         while True:
             req = state_pb2.WatchRequest(start_revision=revision, include_previous=include_previous)
             if key is not None:
                 req.key = key
             else:
                 req.prefix = prefix or ""
+            skip = count
             try:
                 for resp in stream(self.stub.Watch, req):
-                    if resp.revision == seen[0] and resp.kv.key in seen[1]:
+                    if resp.revision < last_rev:
                         continue
-                    if resp.revision != seen[0]:
-                        seen = (resp.revision, set())
-                    seen[1].add(resp.kv.key)
+                    if resp.revision == last_rev:
+                        if skip:
+                            skip -= 1
+                            continue
+                        count += 1
+                    else:
+                        last_rev, count, skip = resp.revision, 1, 0
                     yield Change(
                         type=_TYPE_NAMES.get(resp.type, "unknown"),
                         key=resp.kv.key,

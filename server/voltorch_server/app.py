@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -72,8 +73,9 @@ class VoltorchServer:
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
+        self._pool = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc")
         self.grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+            self._pool,
             interceptors=interceptors,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
@@ -125,6 +127,11 @@ class VoltorchServer:
         for c in self.runtime.components.values():
             c.stop()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        # grpc returns once calls are over, but handler threads may still run (a stream computing its
+        # resume point): let them finish (bounded) before the database they use is closed under them.
+        drain = threading.Thread(target=self._pool.shutdown, kwargs={"wait": True}, daemon=True)
+        drain.start()
+        drain.join(timeout=5.0)
         self.runtime.stop()
 
     def wait(self, timeout: float | None = None) -> bool:

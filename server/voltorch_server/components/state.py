@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,16 @@ def validate_key(key: str, field_name: str = "key") -> None:
         raise InvalidArgument(field_name, f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key.encode())})")
     if not _KEY_RE.fullmatch(key):
         raise InvalidArgument(field_name, "a key is printable ASCII without spaces or control characters")
+
+
+def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
+    """A prefix is empty (everything) or looks like the start of a key."""
+    if not prefix:
+        return
+    if len(prefix.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(field_name, f"a prefix is at most {MAX_KEY_BYTES} bytes")
+    if not _KEY_RE.fullmatch(prefix):
+        raise InvalidArgument(field_name, "a prefix is printable ASCII without spaces or control characters")
 
 
 def _encode_value(value: Any, field_name: str) -> str:
@@ -263,9 +273,16 @@ class StateStore(Component):
     name = "state"
 
     def __init__(
-        self, db: Database, events: EventLog, *, sweep_interval: float = 1.0, watch_buffer: int = 1000
+        self,
+        db: Database,
+        events: EventLog,
+        *,
+        sweep_interval: float = 1.0,
+        watch_buffer: int = 1000,
+        clock: Callable[[], float] = time.time,
     ):
         self.db = db
+        self.clock = clock  # wall clock in seconds; injectable so TTL expiry is testable without waiting
         self.events = events
         self.sweep_interval = sweep_interval
         self.watch_buffer = watch_buffer
@@ -300,7 +317,7 @@ class StateStore(Component):
 
     def expire_due(self, now: float | None = None) -> int:
         """Delete every key whose TTL has passed (one revision); return how many."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         due = self.db.query(
             "SELECT key FROM kv WHERE expire_at IS NOT NULL AND expire_at <= ? LIMIT 1000", (now,)
         )
@@ -322,17 +339,14 @@ class StateStore(Component):
     def get(self, key: str) -> KeyValue:
         validate_key(key)
         row = self.db.query_one("SELECT * FROM kv WHERE key = ?", (key,))
-        if row is None or (row["expire_at"] is not None and row["expire_at"] <= time.time()):
+        if row is None or (row["expire_at"] is not None and row["expire_at"] <= self.clock()):
             raise NotFound("key", key)
         return _kv(row)
 
     def list(
         self, prefix: str = "", page_size_: int = 0, page_token: str = ""
     ) -> tuple[list[KeyValue], str, int]:
-        if prefix and not _KEY_RE.fullmatch(prefix):
-            raise InvalidArgument(
-                "prefix", "a prefix is printable ASCII without spaces or control characters"
-            )
+        validate_prefix(prefix)
         size = page_size(page_size_)
         after = decode_token(page_token, {"prefix": prefix})
         if after is not None and not isinstance(after, str):
@@ -344,7 +358,7 @@ class StateStore(Component):
             rows = conn.execute(
                 "SELECT * FROM kv WHERE substr(key, 1, ?) = ? AND key > ? AND (expire_at IS NULL OR expire_at > ?)"
                 " ORDER BY key LIMIT ?",
-                (len(prefix), prefix, after or "", time.time(), size + 1),
+                (len(prefix), prefix, after or "", self.clock(), size + 1),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
@@ -377,7 +391,7 @@ class StateStore(Component):
         raw = _encode_value(value, "value")
         _validate_version(expected_version, "expected_version")
         _validate_ttl(ttl, "ttl")
-        now = time.time()
+        now = self.clock()
         with self.db.write() as tx:
             w = _Writer(self, tx, now)
             prev = w.current(key)
@@ -390,7 +404,7 @@ class StateStore(Component):
         validate_key(key)
         _validate_version(expected_version, "expected_version")
         with self.db.write() as tx:
-            w = _Writer(self, tx, time.time())
+            w = _Writer(self, tx, self.clock())
             prev = w.current(key)
             if prev is None:
                 if expected_version not in (None, 0):
@@ -418,35 +432,37 @@ class StateStore(Component):
             "on_success": _validate_ops(on_success, "on_success"),
             "on_failure": _validate_ops(on_failure, "on_failure"),
         }
-        now = time.time()
+        now = self.clock()
+        n = len(conditions)
         with self.db.write() as tx:
             w = _Writer(self, tx, now)
             failed = [i for i, c in enumerate(conditions) if not _holds(c, w.current(c.key))]
-            branch = "on_failure" if failed else "on_success"
-            ops = on_failure if failed else on_success
+            if not failed:
+                # An on_success operation's own precondition (its expected_version; a delete needs the
+                # key) is one more condition: index n + i when it fails, and on_failure runs instead.
+                current = {op.key: w.current(op.key) for op in on_success}
+                failed = [n + i for i in _failed_ops(on_success, current)]
+            succeeded = not failed
+            ops = on_success if succeeded else on_failure
+            raws = encoded["on_success" if succeeded else "on_failure"]
             current = {op.key: w.current(op.key) for op in ops}
-            failed_ops = [
-                i
-                for i, op in enumerate(ops)
-                if (op.expected_version is not None and _version_of(current[op.key]) != op.expected_version)
-                or (isinstance(op, DeleteOp) and current[op.key] is None)
-            ]
-            if failed_ops:
-                # An operation's own precondition failed: nothing of the branch is applied. Indexes past
-                # the conditions name the branch's operations.
-                w.finish()
-                return TxnResult(
-                    False, self._revision_in(tx), failed + [len(conditions) + i for i in failed_ops], []
-                )
+            if not succeeded:
+                blocked = _failed_ops(on_failure, current)
+                if blocked:
+                    # on_failure's own preconditions failed too: nothing is applied. Its operations
+                    # are numbered after on_success's.
+                    w.finish()  # TTL expiries noticed while reading are real changes
+                    offset = n + len(on_success)
+                    return TxnResult(False, self._revision_in(tx), failed + [offset + i for i in blocked], [])
             kvs = []
-            for op, raw in zip(ops, encoded[branch], strict=True):
+            for op, raw in zip(ops, raws, strict=True):
                 prev = current[op.key]
                 if isinstance(op, SetOp):
                     kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
-                elif prev is not None:
+                elif prev is not None:  # always: a delete of a missing key failed above
                     w.delete(prev)
             w.finish()
-            return TxnResult(not failed, self._revision_in(tx), failed, kvs)
+            return TxnResult(succeeded, self._revision_in(tx), failed, kvs)
 
     @staticmethod
     def _revision_in(tx: Tx) -> int:
@@ -460,31 +476,31 @@ class StateStore(Component):
         """Changes of a key or prefix from start_revision (inclusive; 0 = only new ones), then live."""
         if key is not None:
             validate_key(key)
-            match = lambda c: c.kv.key == key  # noqa: E731
+            selects = lambda c: c.kv.key == key  # noqa: E731
             where, arg = "key = ?", (key,)
         else:
             prefix = prefix or ""
-            if prefix and not _KEY_RE.fullmatch(prefix):
-                raise InvalidArgument(
-                    "prefix", "a prefix is printable ASCII without spaces or control characters"
-                )
+            validate_prefix(prefix)
             n = len(prefix)
-            match = lambda c: c.kv.key[:n] == prefix  # noqa: E731
+            selects = lambda c: c.kv.key[:n] == prefix  # noqa: E731
             where, arg = "substr(key, 1, ?) = ?", (n, prefix)
         if start_revision < 0:
             raise InvalidArgument("start_revision", "must not be negative")
-        after = None
-        if start_revision > 0:
-            row = self.db.query_one("SELECT MIN(id) FROM kv_history WHERE revision >= ?", (start_revision,))
-            if row[0] is not None:
-                after = row[0] - 1
-            else:
-                after = self.db.query_one("SELECT COALESCE(MAX(id), 0) FROM kv_history")[0]
+        # Start from a history position even for "only new changes" (0), so a stream that ends before
+        # delivering anything still names an exact resume point rather than the start of history.
+        # One statement: one consistent read, however writers interleave.
+        after = self.db.query_one(
+            "SELECT COALESCE((SELECT MIN(id) - 1 FROM kv_history WHERE revision >= ?),"
+            " (SELECT COALESCE(MAX(id), 0) FROM kv_history))",
+            (start_revision if start_revision > 0 else 1 << 62,),
+        )[0]
+        # A start revision still in the future excludes whatever commits before it.
+        match = lambda c: c.revision >= start_revision and selects(c)  # noqa: E731
 
         def replay(after_id: int, limit: int) -> list[Change]:
             rows = self.db.query(
-                f"SELECT * FROM kv_history WHERE id > ? AND {where} ORDER BY id LIMIT ?",
-                (after_id, *arg, limit),
+                f"SELECT * FROM kv_history WHERE id > ? AND revision >= ? AND {where} ORDER BY id LIMIT ?",
+                (after_id, start_revision, *arg, limit),
             )
             return [_change(r) for r in rows]
 
@@ -499,42 +515,40 @@ class StateStore(Component):
 
     def revision_at(self, history_id: int) -> int:
         """The revision a watcher should resume at to see history entry `history_id` and after."""
-        row = self.db.query_one(
-            "SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1", (history_id,)
-        )
-        return row[0] if row else self.revision + 1
+        # One statement, so a write committing meanwhile cannot make the answer skip it.
+        return self.db.query_one(
+            "SELECT COALESCE((SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1),"
+            " (SELECT value FROM meta WHERE name = 'revision') + 1)",
+            (history_id,),
+        )[0]
 
     # -- snapshots -------------------------------------------------------------------------------
 
     def snapshot(self, prefix: str = "", description: str = "") -> SnapshotInfo:
-        if prefix and not _KEY_RE.fullmatch(prefix):
-            raise InvalidArgument(
-                "prefix", "a prefix is printable ASCII without spaces or control characters"
-            )
+        validate_prefix(prefix)
         if len(description) > 1024:
             raise InvalidArgument("description", "at most 1024 characters")
         sid = new_id("snap")
-        now = time.time()
+        now = self.clock()
         with self.db.write() as tx:
             revision = self._revision_in(tx)
+            # The snapshot row first: its items reference it (foreign key).
             tx.execute(
+                "INSERT INTO snapshots(id, revision, prefix, description, key_count, create_time) VALUES (?,?,?,?,0,?)",
+                (sid, revision, prefix, description, now),
+            )
+            count = tx.execute(
                 "INSERT INTO snapshot_items(snapshot_id, key, value, expire_at) SELECT ?, key, value, expire_at"
                 " FROM kv WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)",
                 (sid, len(prefix), prefix, now),
-            )
-            count = tx.execute(
-                "SELECT COUNT(*) FROM snapshot_items WHERE snapshot_id = ?", (sid,)
-            ).fetchone()[0]
-            tx.execute(
-                "INSERT INTO snapshots(id, revision, prefix, description, key_count, create_time) VALUES (?,?,?,?,?,?)",
-                (sid, revision, prefix, description, count, now),
-            )
+            ).rowcount
+            tx.execute("UPDATE snapshots SET key_count = ? WHERE id = ?", (count, sid))
         return SnapshotInfo(sid, revision, count, prefix, description, now)
 
     def restore(self, snapshot_id: str) -> RestoreResult:
         if not snapshot_id:
             raise InvalidArgument("snapshot_id", "required")
-        now = time.time()
+        now = self.clock()
         with self.db.write() as tx:
             snap = tx.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
             if snap is None:
@@ -570,10 +584,12 @@ class StateStore(Component):
     def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:
         size = page_size(page_size_)
         before = decode_token(page_token, {})
-        if before is not None and not isinstance(before, str):
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
             raise InvalidArgument("page_token", "malformed page token")
+        # rowid is the creation order, exact even for snapshots taken within the same microsecond.
         rows = self.db.query(
-            "SELECT * FROM snapshots WHERE id < ? ORDER BY id DESC LIMIT ?", (before or "\x7f", size + 1)
+            "SELECT rowid, * FROM snapshots WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+            (before if before is not None else 1 << 62, size + 1),
         )
         snaps = [
             SnapshotInfo(
@@ -581,7 +597,7 @@ class StateStore(Component):
             )
             for r in rows[:size]
         ]
-        return snaps, (encode_token({}, snaps[-1].id) if len(rows) > size else "")
+        return snaps, (encode_token({}, rows[size - 1]["rowid"]) if len(rows) > size else "")
 
 
 def _version_of(kv: KeyValue | None) -> int:
@@ -598,6 +614,16 @@ def _check_version(key: str, current: KeyValue | None, expected: int | None) -> 
         violations=[PreconditionViolation("VERSION", key, f"expected version {expected}, current {actual}")],
         metadata={"key": key, "expected_version": str(expected), "current_version": str(actual)},
     )
+
+
+def _failed_ops(ops: Sequence[SetOp | DeleteOp], current: dict[str, KeyValue | None]) -> list[int]:
+    """Indexes of operations whose own precondition does not hold against the current values."""
+    return [
+        i
+        for i, op in enumerate(ops)
+        if (op.expected_version is not None and _version_of(current[op.key]) != op.expected_version)
+        or (isinstance(op, DeleteOp) and current[op.key] is None)
+    ]
 
 
 def _holds(c: Condition, kv: KeyValue | None) -> bool:

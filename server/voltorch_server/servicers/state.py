@@ -32,14 +32,15 @@ def _change_kv_pb(c: Change) -> state_pb2.KeyValue:
     return pb
 
 
-def _set_op(req: state_pb2.SetKeyRequest, field: str) -> SetOp:
+def _set_op(req: state_pb2.SetKeyRequest, prefix: str) -> SetOp:
+    """A SetOp from a SetKeyRequest; prefix names where the request sits ("" at top level)."""
     if not req.HasField("value"):
-        raise InvalidArgument(f"{field}.value", "a value is required (use a JSON null to store null)")
+        raise InvalidArgument(f"{prefix}value", "a value is required (use a JSON null to store null)")
     return SetOp(
         key=req.key,
         value=value_to_py(req.value),
         expected_version=req.expected_version if req.HasField("expected_version") else None,
-        ttl=duration_to_seconds(req.ttl, f"{field}.ttl"),
+        ttl=duration_to_seconds(req.ttl, f"{prefix}ttl"),
     )
 
 
@@ -48,7 +49,7 @@ def _ops(ops, name: str) -> list[SetOp | DeleteOp]:
     for i, op in enumerate(ops):
         kind = op.WhichOneof("op")
         if kind == "set":
-            out.append(_set_op(op.set, f"{name}[{i}].set"))
+            out.append(_set_op(op.set, f"{name}[{i}].set."))
         elif kind == "delete":
             d = op.delete
             out.append(DeleteOp(d.key, d.expected_version if d.HasField("expected_version") else None))
