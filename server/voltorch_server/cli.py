@@ -22,16 +22,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = VoltorchServer(cfg).start()
-    print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         done.set()
 
+    # Handlers before the banner, so a signal sent as soon as the port is known stops us cleanly.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    done.wait()
+    server = VoltorchServer(cfg).start()
+    print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    # A timed wait: a signal delivered to one of grpc's threads does not interrupt an untimed wait in
+    # the main thread, and Python runs signal handlers only in the main thread.
+    while not done.wait(0.5):
+        pass
     print("voltorch: shutting down", flush=True)
     server.stop()
     return 0
