@@ -11,6 +11,17 @@ from ._events import (
     PublishResult,
     Subscription,
 )
+from ._orchestrator import (
+    ComponentHealth,
+    ErrorRecord,
+    Health,
+    HistogramSummary,
+    Metric,
+    Metrics,
+    MetricSample,
+    MetricSeries,
+    Trace,
+)
 from ._priority import Priority
 from ._state import (
     Change,
@@ -69,4 +80,15 @@ __all__ = [
     "ValueIs",
     "VersionIs",
     "VoltorchError",
+]
+__all__ += [  # the system: health, metrics, errors, traces
+    "ComponentHealth",
+    "ErrorRecord",
+    "Health",
+    "HistogramSummary",
+    "Metric",
+    "MetricSample",
+    "MetricSeries",
+    "Metrics",
+    "Trace",
 ]

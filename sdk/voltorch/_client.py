@@ -16,7 +16,9 @@ from voltorch.v1 import (
 )
 
 from ._events import EventsClient
+from ._orchestrator import OrchestratorClient
 from ._state import StateClient
+from ._tracing import TraceContextInterceptor
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Client:
         timeout: float | None = 30.0,
         options: list[tuple[str, object]] | None = None,
         interceptors: list[grpc.UnaryUnaryClientInterceptor] | None = None,
+        tracing: bool = True,  # send the caller's OpenTelemetry trace context (W3C) with every call
     ):
         self.target = target
         self.timeout = timeout
@@ -108,6 +111,8 @@ class Client:
         else:
             channel = grpc.insecure_channel(target, options=opts)
         chain = list(interceptors or [])
+        if tracing:
+            chain.insert(0, TraceContextInterceptor())
         if token and not tls:
             chain.append(_InsecureToken(token))
         self._raw_channel = channel
@@ -121,6 +126,10 @@ class Client:
         )
         self.state = StateClient(self.stubs.state, timeout)
         self.events = EventsClient(self.stubs.events, timeout)
+        self.orchestrator = OrchestratorClient(self.stubs.orchestrator, timeout)
+        o = self.orchestrator  # the system calls, also reachable directly: client.health(), ...
+        self.health, self.components, self.restart_component = o.health, o.components, o.restart_component
+        self.metrics, self.errors, self.trace = o.metrics, o.errors, o.trace
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the channel is connected (raises grpc.FutureTimeoutError)."""

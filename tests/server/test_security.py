@@ -8,9 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 import voltorch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voltorch.errors import PermissionDeniedError, UnauthenticatedError, UnavailableError
 from voltorch_server.app import VoltorchServer
 from voltorch_server.servicers._auth import allowed, parse_tokens
@@ -164,9 +163,9 @@ def test_mutual_tls_requires_a_client_certificate(config, pki):
     )
     with VoltorchServer(cfg) as srv:
         ca = (pki / "ca.pem").read_bytes()
-        with voltorch.Client(srv.target, tls=voltorch.TLS(root_certificates=ca), timeout=3) as anon:
-            with pytest.raises(UnavailableError):
-                anon.state.get("x")
+        anon = voltorch.Client(srv.target, tls=voltorch.TLS(root_certificates=ca), timeout=3)
+        with anon, pytest.raises(UnavailableError):
+            anon.state.get("x")
         mtls = voltorch.TLS(
             root_certificates=ca,
             private_key=(pki / "client.key").read_bytes(),

@@ -279,6 +279,8 @@ class Watcher(Component):
         now_wall, now = time.time(), time.monotonic()
         if comp is self:
             alive = self._thread is None or self._thread.is_alive()
+            with self._lock:
+                st.details = self.details()
             self._set(st, HealthStatus.HEALTHY if alive else HealthStatus.UNHEALTHY, "ok", 0.0, now_wall)
             return
         if not getattr(comp, "enabled", True):

@@ -57,7 +57,9 @@ COMPONENT_OF_SERVICE = {
 EVENT_STREAMS = frozenset(
     {"/voltorch.v1.EventService/Subscribe", "/voltorch.v1.WorkflowService/WatchExecution"}
 )
-_FLUSH_EVERY = 64  # stream messages counted locally before adding to the counter
+# Stream messages are counted locally and added to the counters every 64 messages or 0.5 s.
+_FLUSH_EVERY = 64
+_FLUSH_SECONDS = 0.5
 _EMPTY = otel_context.Context()
 
 
@@ -192,6 +194,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
             span, ctx = self._start(m, md)
             code = grpc.StatusCode.OK
             sent = pending = 0
+            flushed = t0
             it: Iterator[Any] | None = None
             try:
                 while True:
@@ -207,12 +210,12 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                         _recorder.reset(rtoken)
                         if token is not None:
                             otel_context.detach(token)
-                    yield item
                     sent += 1
                     pending += 1
-                    if pending >= _FLUSH_EVERY:
+                    if pending >= _FLUSH_EVERY or time.perf_counter() - flushed >= _FLUSH_SECONDS:
                         self._count(m, pending)
-                        pending = 0
+                        pending, flushed = 0, time.perf_counter()
+                    yield item
             except GeneratorExit:
                 code = grpc.StatusCode.CANCELLED
                 if it is not None and hasattr(it, "close"):
@@ -231,6 +234,8 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                     self._count(m, pending)
                 if code is grpc.StatusCode.OK:
                     code = _code(context, grpc.StatusCode.OK)
+                    if code is grpc.StatusCode.OK and not context.is_active():
+                        code = grpc.StatusCode.CANCELLED  # the handler noticed the client had left
                 if span is not None and span.is_recording():
                     span.set_attribute("rpc.server.messages_sent", sent)
                 self._finish(span, m, code, t0, context)

@@ -1,0 +1,64 @@
+"""W3C trace context from the caller to the server: a client interceptor, on by default.
+
+When the calling code runs inside an OpenTelemetry span (its app configured the OpenTelemetry SDK, or
+it continues a propagated context), the span's context is injected into the call's metadata
+(`traceparent`, `tracestate`, and baggage per OTEL_PROPAGATORS), and the server's spans, events and
+errors join that trace. Without a current span nothing is added, so the cost is one context lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+try:
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover - opentelemetry-api is a dependency; tolerate its absence
+    propagate = trace = None  # type: ignore[assignment]
+
+
+def _metadata() -> list[tuple[str, str]]:
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return []
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
+
+
+def _with_metadata(details: Any, extra: list[tuple[str, str]]) -> Any:
+    md = [*(details.metadata or ()), *extra]
+    if hasattr(details, "_replace"):
+        return details._replace(metadata=md)
+    from ._client import _Details  # the plain ClientCallDetails holder
+
+    return _Details(details, md)
+
+
+class TraceContextInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the current OpenTelemetry trace context to every call's metadata."""
+
+    def _details(self, details: Any) -> Any:
+        extra = _metadata()
+        return _with_metadata(details, extra) if extra else details
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+def available() -> bool:
+    return trace is not None
