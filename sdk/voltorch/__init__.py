@@ -1,6 +1,15 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
 from ._client import TLS, Client
+from ._coordination import (
+    Agent,
+    AgentResult,
+    AgentSelection,
+    Coordination,
+    LlmSettings,
+    SelectionCandidate,
+    TokenUsage,
+)
 from ._events import (
     Correlation,
     CorrelationNode,
@@ -46,6 +55,7 @@ from .errors import (
     UnavailableError,
     VoltorchError,
 )
+from .worker import TaskFailed, Worker, WorkerTask
 
 __version__ = "0.1.0"
 
@@ -81,6 +91,30 @@ __all__ = [
     "VersionIs",
     "VoltorchError",
 ]
+__all__ += [  # the system: health, metrics, errors, traces
+    "ComponentHealth",
+    "ErrorRecord",
+    "Health",
+    "HistogramSummary",
+    "Metric",
+    "MetricSample",
+    "MetricSeries",
+    "Metrics",
+    "Trace",
+]
+__all__ += [  # coordination and workers
+    "Agent",
+    "AgentResult",
+    "AgentSelection",
+    "Coordination",
+    "LlmSettings",
+    "SelectionCandidate",
+    "TaskFailed",
+    "TokenUsage",
+    "Worker",
+    "WorkerTask",
+]
+
 __all__ += [  # the system: health, metrics, errors, traces
     "ComponentHealth",
     "ErrorRecord",

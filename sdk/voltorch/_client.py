@@ -15,6 +15,7 @@ from voltorch.v1 import (
     workflows_pb2_grpc,
 )
 
+from ._coordination import CoordinationClient
 from ._events import EventsClient
 from ._orchestrator import OrchestratorClient
 from ._state import StateClient
@@ -126,6 +127,7 @@ class Client:
         )
         self.state = StateClient(self.stubs.state, timeout)
         self.events = EventsClient(self.stubs.events, timeout)
+        self.coordination = CoordinationClient(self.stubs.coordination, timeout)
         self.orchestrator = OrchestratorClient(self.stubs.orchestrator, timeout)
         o = self.orchestrator  # the system calls, also reachable directly: client.health(), ...
         self.health, self.components, self.restart_component = o.health, o.components, o.restart_component

@@ -38,6 +38,21 @@ class Config:
     event_retention_seconds: float = 0.0
     event_retention_count: int = 0
     event_compaction_interval: float = 60.0  # seconds between retention runs (when a retention is set)
+    # Coordination: LLM defaults (the key itself is only ever read from the env var named here),
+    # the built-in agent team, remote-worker liveness, request timeout and queue aging.
+    openai_model: str = "gpt-4o-mini"
+    openai_base_url: str = ""  # empty = OpenAI's API; any OpenAI-compatible endpoint (vLLM, Ollama, ...)
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    openai_timeout: float = 60.0  # per LLM call
+    llm_max_retries: int = 3  # retries of 429 / 5xx / connection errors, with backoff and Retry-After
+    builtin_agents: bool = True  # register analyst, planner, coder, tester, writer, reviewer at start
+    builtin_agent_concurrency: int = 4
+    worker_heartbeat_interval: float = 5.0
+    worker_heartbeat_timeout: float = 15.0
+    coordination_timeout: float = 300.0  # default per-request deadline, queueing included
+    coordination_aging_seconds: float = 30.0  # waiting this long raises a request one priority level
+    coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
+    agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
     # Watcher: health checks, automatic restarts with exponential backoff up to a limit.
     watch_interval: float = 5.0  # seconds between health checks of every component
     health_check_timeout: float = 5.0  # a check that has not returned by then fails

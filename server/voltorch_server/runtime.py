@@ -6,6 +6,7 @@ import logging
 
 from .components._base import Component
 from .components._errors_log import ErrorLog
+from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.state import StateStore
 from .components.watcher import Watcher
@@ -33,7 +34,10 @@ class Runtime:
         )
         self.errors = ErrorLog(self.db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
-        self.components: dict[str, Component] = {c.name: c for c in (self.events, self.state)}
+        self.coordination = CoordinationEngine(self.db, self.events, config)
+        self.components: dict[str, Component] = {
+            c.name: c for c in (self.events, self.state, self.coordination)
+        }
 
 
         # The watcher watches every component in the dict (also ones added after this line).

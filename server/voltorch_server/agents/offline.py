@@ -231,7 +231,7 @@ def review(text: str, context: dict[str, Any]) -> dict[str, Any]:
             "not correctness",
         }
     )
-    score = round(max(0.0, min(1.0, 1.0 - 0.25 * major - 0.05 * minor)), 2)
+    score = round(max(0.0, min(1.0, 1.0 - 0.25 * major - 0.05 * minor)), 2) if deliverables else 0.0
     return {"approved": major == 0 and score >= 0.7, "score": score, "findings": findings}
 
 

@@ -191,11 +191,13 @@ class WorkerSession:
             self._outbox.put_nowait(None)  # wake the stream
         except queue.Full:
             pass
-        for _task_id, entry in lost:
-            entry.done(
-                AgentError(f"worker {self.agent_id} lost: {reason}", retryable=True, code="WORKER_LOST")
-            )
-        self._on_close(self)
+        try:
+            self._on_close(self)  # first: the agent is offline before its tasks look for a new home
+        finally:
+            for _task_id, entry in lost:
+                entry.done(
+                    AgentError(f"worker {self.agent_id} lost: {reason}", retryable=True, code="WORKER_LOST")
+                )
 
 
 class RemoteAgent(Agent):

@@ -1,7 +1,7 @@
 """One thin gRPC adapter per service. Each module exposes register(server, runtime)."""
 
-from . import events, orchestrator, state
+from . import coordination, events, orchestrator, state
 
-MODULES = [state, events, orchestrator]
+MODULES = [state, events, coordination, orchestrator]
 
 __all__ = ["MODULES"]

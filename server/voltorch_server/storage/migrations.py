@@ -136,11 +136,79 @@ def _watcher_0001(tx: Tx) -> None:
     tx.execute("CREATE INDEX metric_samples_time ON metric_samples(time)")
 
 
+def _coordination_0001(tx: Tx) -> None:
+    # Agent definitions and statistics (window = the last 100 outcomes as [ok, latency]).
+    tx.execute(
+        """CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            capabilities TEXT NOT NULL,
+            max_concurrency INTEGER NOT NULL,
+            llm TEXT,
+            labels TEXT NOT NULL,
+            register_time REAL NOT NULL,
+            window TEXT NOT NULL,
+            tasks_completed INTEGER NOT NULL,
+            tasks_failed INTEGER NOT NULL,
+            last_error TEXT,
+            last_seen REAL
+        ) WITHOUT ROWID"""
+    )
+    # One row per coordination; `plan` lists the slots (agent id, or "" = selected), `agent_ids` the
+    # resolved participants; results/attempts grow as tasks finish / are dispatched.
+    tx.execute(
+        """CREATE TABLE coordinations (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source_agent_id TEXT NOT NULL,
+            target_agent_id TEXT NOT NULL,
+            requested_agent_ids TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            agent_ids TEXT NOT NULL,
+            required_capabilities TEXT NOT NULL,
+            task TEXT NOT NULL,
+            context TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            timeout REAL NOT NULL,
+            deadline REAL NOT NULL,
+            condition TEXT,
+            correlation_id TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            traceparent TEXT NOT NULL,
+            max_agents INTEGER NOT NULL,
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            attempts TEXT NOT NULL,
+            results TEXT NOT NULL,
+            output TEXT NOT NULL,
+            structured_output TEXT,
+            error TEXT,
+            selection TEXT,
+            create_time REAL NOT NULL,
+            start_time REAL,
+            end_time REAL
+        ) WITHOUT ROWID"""
+    )
+    tx.execute(
+        "CREATE UNIQUE INDEX coordinations_request ON coordinations(request_id) WHERE request_id != ''"
+    )
+    tx.execute(
+        "CREATE INDEX coordinations_active ON coordinations(status) WHERE status IN ('queued', 'running')"
+    )
+    tx.execute("CREATE INDEX coordinations_status ON coordinations(status, id)")
+    tx.execute("CREATE INDEX coordinations_correlation ON coordinations(correlation_id, id)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
     ("watcher_0001", _watcher_0001),
+    ("coordination_0001", _coordination_0001),
 ]
 
 

@@ -1,0 +1,300 @@
+"""voltorch.Worker: run a remote agent from a Python function.
+
+    def handle(task: voltorch.WorkerTask) -> str | dict:
+        return {"answer": task.text.upper()}
+
+    voltorch.Worker(client, "upper-1", ["text"], handle, max_concurrency=4).run()
+
+The worker opens CoordinationService.Connect, says hello (id, capabilities), runs each assigned task
+in its own thread (at most max_concurrency at once), sends heartbeats listing its running tasks, and
+reports one result per assignment. When the stream breaks it reconnects with backoff under the same
+id; the server re-dispatches whatever was in flight. stop() ends the session gracefully.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from voltorch.v1 import coordination_pb2 as pb
+
+from ._convert import from_duration, from_struct, to_datetime, to_duration, to_struct, to_timestamp, to_value
+from ._priority import Priority
+from .errors import from_rpc_error
+
+log = logging.getLogger("voltorch.worker")
+
+SDK_VERSION = "voltorch-python/0.1.0"
+
+
+class TaskFailed(Exception):
+    """Raise from a handler to fail the task with a code; retryable=False stops workflow retries."""
+
+    def __init__(self, message: str, *, code: str = "TASK_FAILED", retryable: bool = False):
+        super().__init__(message)
+        self.message, self.code, self.retryable = message, code, retryable
+
+
+@dataclass
+class WorkerTask:
+    """One assignment, as the handler sees it."""
+
+    task_id: str
+    attempt: int
+    text: str
+    context: dict[str, Any]
+    coordination_id: str = ""
+    execution_id: str = ""
+    step_id: str = ""
+    deadline: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    correlation_id: str = ""
+    traceparent: str = ""
+    cancelled: threading.Event = field(default_factory=threading.Event)  # set on CancelTask or stop()
+    _send: Callable[[pb.WorkerMessage], None] | None = field(default=None, repr=False)
+
+    def progress(
+        self, message: str, fraction: float | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        """Report progress (published as a coordination.task.progress event)."""
+        if self._send is None:
+            return
+        p = pb.TaskProgress(
+            task_id=self.task_id, attempt=self.attempt, message=message, details=to_struct(details)
+        )
+        if fraction is not None:
+            p.fraction = fraction
+        self._send(pb.WorkerMessage(progress=p))
+
+
+Handler = Callable[[WorkerTask], Any]
+
+
+def _result_message(task: WorkerTask, value: Any, started: float) -> pb.WorkerMessage:
+    r = pb.TaskResult(
+        task_id=task.task_id, attempt=task.attempt, duration=to_duration(time.monotonic() - started)
+    )
+    if isinstance(value, TaskFailed):
+        r.error.CopyFrom(
+            pb.TaskError(code=value.code, message=value.message[:4096], retryable=value.retryable)
+        )
+    elif isinstance(value, BaseException):
+        r.error.CopyFrom(
+            pb.TaskError(
+                code="HANDLER_ERROR", message=f"{type(value).__name__}: {value}"[:4096], retryable=False
+            )
+        )
+    elif value is None or isinstance(value, str):
+        r.output = value or ""
+    else:
+        r.output = json.dumps(value, indent=2, default=str)
+        r.structured_output.CopyFrom(to_value(json.loads(r.output)))
+    return pb.WorkerMessage(result=r)
+
+
+class Worker:
+    def __init__(
+        self,
+        client: Any,
+        agent_id: str,
+        capabilities: Sequence[str],
+        handler: Handler,
+        *,
+        name: str = "",
+        max_concurrency: int = 1,
+        labels: dict[str, str] | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+    ):
+        self.client = client
+        self.agent_id = agent_id
+        self.capabilities = list(capabilities)
+        self.handler = handler
+        self.name = name
+        self.max_concurrency = max(1, max_concurrency)
+        self.labels = dict(labels or {})
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self.session_id = ""
+        self.connected = threading.Event()  # set while a session is open (after the welcome)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running: dict[str, WorkerTask] = {}
+        self._call: Any = None
+        self._outbox: queue.Queue[pb.WorkerMessage | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"worker-{agent_id}")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve tasks until stop(); reconnects after a broken stream (unless reconnect=False)."""
+        backoff = 0.1
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._session()
+                    backoff = 0.1
+                except grpc.RpcError as err:
+                    exc = from_rpc_error(err)
+                    if self._stop.is_set():
+                        break
+                    if not self.reconnect:
+                        raise exc from None
+                    log.warning(
+                        "worker %s: stream ended (%s); reconnecting in %.1fs", self.agent_id, exc, backoff
+                    )
+                if not self.reconnect or self._stop.wait(backoff):
+                    break
+                backoff = min(self.max_backoff, backoff * 2)
+        finally:
+            self.connected.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start(self) -> Worker:
+        """run() in a background thread; returns self."""
+        self._thread = threading.Thread(target=self.run, name=f"worker-{self.agent_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the session gracefully (the server re-dispatches unfinished tasks) and stop."""
+        self._stop.set()
+        with self._lock:
+            for t in self._running.values():
+                t.cancelled.set()
+        outbox, call_ = self._outbox, self._call
+        if outbox is not None:
+            outbox.put(None)  # half-close: a graceful disconnect
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive() and call_ is not None:
+                call_.cancel()
+                self._thread.join(timeout)
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- one session ----------------------------------------------------------------------------
+
+    def _session(self) -> None:
+        outbox: queue.Queue[pb.WorkerMessage | None] = queue.Queue()
+        outbox.put(
+            pb.WorkerMessage(
+                hello=pb.WorkerHello(
+                    agent_id=self.agent_id,
+                    name=self.name,
+                    capabilities=self.capabilities,
+                    max_concurrency=self.max_concurrency,
+                    labels=self.labels,
+                    sdk_version=SDK_VERSION,
+                )
+            )
+        )
+
+        def requests():
+            while True:
+                m = outbox.get()
+                if m is None:
+                    return
+                yield m
+
+        call_ = self.client.stubs.coordination.Connect(requests())
+        self._call, self._outbox = call_, outbox
+        if self._stop.is_set():
+            outbox.put(None)
+        beat = threading.Event()
+        try:
+            for msg in call_:
+                kind = msg.WhichOneof("message")
+                if kind == "welcome":
+                    self.agent_id = msg.welcome.agent_id or self.agent_id
+                    self.session_id = msg.welcome.session_id
+                    interval = from_duration(msg.welcome.heartbeat_interval) or 5.0
+                    threading.Thread(
+                        target=self._heartbeats,
+                        args=(outbox, interval, beat),
+                        name="worker-heartbeat",
+                        daemon=True,
+                    ).start()
+                    self.connected.set()
+                elif kind == "assignment":
+                    self._assign(msg.assignment, outbox)
+                elif kind == "cancel":
+                    with self._lock:
+                        t = self._running.get(msg.cancel.task_id)
+                    if t is not None and (msg.cancel.attempt in (0, t.attempt)):
+                        t.cancelled.set()
+        finally:
+            self.connected.clear()
+            beat.set()
+            outbox.put(None)
+            with self._lock:
+                for t in self._running.values():
+                    t.cancelled.set()
+                self._running.clear()
+
+    def _heartbeats(self, outbox: queue.Queue, interval: float, stop: threading.Event) -> None:
+        while not stop.wait(interval):
+            with self._lock:
+                running = list(self._running)
+            outbox.put(
+                pb.WorkerMessage(
+                    heartbeat=pb.WorkerHeartbeat(running_task_ids=running, time=to_timestamp(time.time()))
+                )
+            )
+
+    def _assign(self, a: pb.TaskAssignment, outbox: queue.Queue) -> None:
+        task = WorkerTask(
+            task_id=a.task_id,
+            attempt=a.attempt,
+            text=a.task,
+            context=from_struct(a.context),
+            coordination_id=a.coordination_id,
+            execution_id=a.execution_id,
+            step_id=a.step_id,
+            deadline=to_datetime(a.deadline, a.HasField("deadline")),
+            priority=Priority.of(a.priority),
+            correlation_id=a.correlation_id,
+            traceparent=a.trace_context.traceparent,
+            _send=outbox.put,
+        )
+        with self._lock:
+            self._running[task.task_id] = task
+        self._pool.submit(self._run_task, task, outbox)
+
+    def _run_task(self, task: WorkerTask, outbox: queue.Queue) -> None:
+        started = time.monotonic()
+        try:
+            value: Any = self.handler(task)
+        except Exception as exc:  # reported to the server as the task's error
+            if not isinstance(exc, TaskFailed):
+                log.exception("worker %s: handler failed on %s", self.agent_id, task.task_id)
+            value = exc
+        with self._lock:
+            current = self._running.get(task.task_id) is task
+            if current:
+                del self._running[task.task_id]
+        if current and not task.cancelled.is_set():
+            try:
+                msg = _result_message(task, value, started)
+            except (TypeError, ValueError) as exc:
+                msg = _result_message(
+                    task,
+                    TaskFailed(f"handler returned a value that is not JSON: {exc}", code="INVALID_OUTPUT"),
+                    started,
+                )
+            outbox.put(msg)

@@ -1,0 +1,207 @@
+"""The LLM agent through the real `openai` client against a local OpenAI-compatible stub server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, parse_json_output
+from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
+from voltorch_server.components.events import EventLog
+from voltorch_server.config import Config
+
+KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
+
+
+def completion(content: str, prompt_tokens: int = 11, completion_tokens: int = 7) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "stub-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class StubLLM:
+    """An OpenAI-compatible /v1/chat/completions endpoint answering from a script of responses."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str], object]] = []
+        self.requests: list[dict] = []
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                with stub.lock:
+                    stub.requests.append(
+                        {"path": self.path, "auth": self.headers.get("authorization"), **body}
+                    )
+                    stub.times.append(time.monotonic())
+                    status, headers, payload = (
+                        stub.script.pop(0) if stub.script else (200, {}, completion("default"))
+                    )
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubLLM]:
+    s = StubLLM()
+    yield s
+    s.close()
+
+
+def agent(stub: StubLLM, retries: int = 2, **settings) -> LlmAgent:
+    return LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV, **settings),
+        LlmDefaults(model="stub-model", max_retries=retries, timeout=5),
+        env={KEY_ENV: "sk-test-123"},
+    )
+
+
+def task(text: str = "Say hi", **kw) -> AgentTask:
+    return AgentTask(task_id="c:0", coordination_id="c", text=text, **kw)
+
+
+def test_success_records_usage_and_sends_model_settings(stub):
+    stub.script.append((200, {}, completion("Hello there")))
+    a = agent(stub, system_prompt="You are terse.", temperature=0.2, max_tokens=50)
+    out = a.run(task(context={"k": "v"}), CancelSignal())
+    assert out.output == "Hello there" and out.structured_output is None
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens, out.usage.total_tokens) == (11, 7, 18)
+    (req,) = stub.requests
+    assert req["path"] == "/v1/chat/completions"
+    assert req["auth"] == "Bearer sk-test-123"
+    assert req["model"] == "stub-model" and req["temperature"] == 0.2 and req["max_tokens"] == 50
+    assert req["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert "Say hi" in req["messages"][1]["content"] and '"k": "v"' in req["messages"][1]["content"]
+
+
+def test_json_answers_become_structured_output_and_capabilities_ask_for_a_shape(stub):
+    stub.script.append((200, {}, completion('```json\n{"tasks": [{"id": "task-1"}]}\n```')))
+    out = agent(stub).run(task(capabilities=("planning",), agent_capabilities=("planning",)), CancelSignal())
+    assert out.structured_output == {"tasks": [{"id": "task-1"}]}
+    assert '"tasks"' in stub.requests[0]["messages"][0]["content"]
+    assert parse_json_output("not json") is None and parse_json_output("[1, 2]") == [1, 2]
+
+
+def test_429_is_retried_after_retry_after_then_succeeds(stub):
+    stub.script += [
+        (429, {"retry-after": "0.3"}, {"error": {"message": "slow down", "type": "rate_limit_error"}}),
+        (200, {}, completion("after the wait")),
+    ]
+    out = agent(stub).run(task(), CancelSignal())
+    assert out.output == "after the wait"
+    assert len(stub.requests) == 2
+    assert stub.times[1] - stub.times[0] >= 0.3  # honoured Retry-After
+
+
+def test_5xx_exhausting_retries_is_a_clear_retryable_error(stub):
+    stub.script += [(503, {"retry-after-ms": "10"}, {"error": {"message": "overloaded"}})] * 3
+    with pytest.raises(AgentError) as exc:
+        agent(stub, retries=2).run(task(), CancelSignal())
+    assert exc.value.code == "LLM_UNAVAILABLE" and exc.value.retryable
+    assert "3 attempts" in exc.value.message and "503" in exc.value.message
+    assert len(stub.requests) == 3
+
+
+def test_client_errors_are_not_retried(stub):
+    stub.script.append((401, {}, {"error": {"message": "bad key"}}))
+    with pytest.raises(AgentError) as exc:
+        agent(stub).run(task(), CancelSignal())
+    assert exc.value.code == "LLM_AUTH" and not exc.value.retryable and len(stub.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "hint"),
+    [
+        ({"unexpected": True}, "no choices"),
+        ({"choices": []}, "no choices"),
+        ({"choices": [{"index": 0, "message": {"role": "assistant"}}]}, "content is missing"),
+        (b"<html>not json</html>", "not JSON"),
+    ],
+)
+def test_malformed_responses_fail_clearly(stub, payload, hint):
+    stub.script.append((200, {}, payload))
+    with pytest.raises(AgentError) as exc:
+        agent(stub).run(task(), CancelSignal())
+    assert exc.value.code == "INVALID_OUTPUT" and not exc.value.retryable
+    assert "malformed response" in exc.value.message and hint in exc.value.message
+
+
+def test_cancel_during_backoff_stops_at_once(stub):
+    stub.script.append((429, {"retry-after": "30"}, {"error": {"message": "later"}}))
+    cancel = CancelSignal()
+    threading.Timer(0.05, cancel.set, args=("user",)).start()
+    started = time.monotonic()
+    with pytest.raises(AgentError) as exc:
+        agent(stub).run(task(), cancel)
+    assert exc.value.code == "CANCELLED" and time.monotonic() - started < 5
+
+
+def test_without_a_key_the_llm_agent_answers_offline_and_says_so(stub):
+    a = LlmAgent(LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV), env={})
+    out = a.run(task(capabilities=("analysis",)), CancelSignal())
+    assert out.output.splitlines()[0].startswith(f"[{OFFLINE_LABEL}]")
+    assert KEY_ENV in out.output.splitlines()[0]
+    assert out.structured_output["generated_by"] == OFFLINE_LABEL
+    assert stub.requests == []
+
+
+def test_llm_agent_in_a_coordination_records_usage(stub, db, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test-456")
+    stub.script.append((429, {"retry-after": "0"}, {"error": {"message": "busy"}}))
+    stub.script.append((200, {}, completion('{"summary": "ok", "requirements": []}', 20, 5)))
+    eng = CoordinationEngine(db, EventLog(db), Config(builtin_agents=False, llm_max_retries=2))
+    eng.start()
+    try:
+        info = eng.register_agent(
+            "gpt",
+            kind="llm",
+            capabilities=["analysis"],
+            llm=LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, timeout=5),
+        )
+        assert info.llm.model == "stub-model" and info.llm.api_key_env == KEY_ENV
+        c = eng.wait(
+            eng.request(CoordinationRequest(task="Analyse this", required_capabilities=("analysis",))).id, 10
+        )
+        assert c.status == "completed"
+        assert c.structured_output == {"summary": "ok", "requirements": []}
+        assert c.results[0].usage.total_tokens == 25
+        assert len(stub.requests) == 2
+        assert "sk-test-456" not in json.dumps(info.llm.to_dict())
+    finally:
+        eng.stop()
