@@ -4,10 +4,16 @@ One writer connection guarded by a lock (SQLite allows one writer at a time anyw
 connection per thread (WAL lets readers run beside the writer and see the last committed state).
 `write()` runs a transaction and, while still holding the writer lock, runs the callbacks registered
 with `Tx.after_commit` — so subscribers see committed records in commit order.
+
+WAL checkpoints (copying committed pages from the WAL into the database file, with an fsync) run on a
+background thread instead of inside whichever COMMIT crossed SQLite's auto-checkpoint threshold: that
+COMMIT used to hold the writer lock for the fsync (milliseconds), stalling every writer behind it.
+Durability is unchanged: a COMMIT still returns only once its pages are in the WAL.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
+
+log = logging.getLogger("voltorch.db")
+
+CHECKPOINT_EVERY = 100  # commits between background checkpoints (~ SQLite's default of 1000 pages)
+CHECKPOINT_IDLE = 5.0  # seconds: also checkpoint what a quiet period left in the WAL
+# Under a steady stream of commits a checkpoint never catches up with the last frames, so the WAL
+# never starts over: past this many frames the checkpointer pauses writers (takes the writer lock)
+# for a short final pass. Most of the copying and syncing has been done by then, beside the writers.
+WAL_RESTART_FRAMES = 2000
+# The writer still checkpoints by itself past this many WAL pages (only if the background one is stuck).
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 class Tx:
@@ -49,6 +66,10 @@ class Database:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self.utils = sqlite_utils.Database(self._writer)
+        self._checkpointer: _Checkpointer | None = None
+        if not self.memory:
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+            self._checkpointer = _Checkpointer(self._connect(), self._lock)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -71,7 +92,14 @@ class Database:
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
-            self._writer.execute("COMMIT")
+            try:
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
+                    self._writer.execute("ROLLBACK")
+                raise
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
             for fn in tx._after:
                 fn()
 
@@ -96,6 +124,8 @@ class Database:
 
     def close(self) -> None:
         """Checkpoint the WAL and close every connection."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             if self._closed:
                 return
@@ -112,3 +142,63 @@ class Database:
             except sqlite3.Error:
                 pass
             self._writer.close()
+
+
+class _Checkpointer:
+    """Checkpoints the WAL from its own connection and thread, every `every` commits or after a quiet
+    CHECKPOINT_IDLE seconds. PASSIVE: it never waits for readers or the writer."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        writer_lock: threading.RLock,
+        *,
+        every: int = CHECKPOINT_EVERY,
+        restart_frames: int = WAL_RESTART_FRAMES,
+    ):
+        self._conn = conn
+        self._writer_lock = writer_lock
+        self.every = every
+        self.restart_frames = restart_frames
+        self._commits = 0  # since the last pass (a plain counter: the writer lock guards it)
+        self._due = threading.Event()
+        self._running = threading.Lock()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits >= self.every:
+            self._due.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._due.wait(CHECKPOINT_IDLE)
+            self._due.clear()
+            if self._stopping or not self._commits:
+                continue
+            try:
+                self.run_once()
+            except sqlite3.Error as exc:  # the writer's own auto-checkpoint is the fallback
+                log.warning("background WAL checkpoint failed: %s", exc)
+        with self._running:
+            self._conn.close()
+
+    def run_once(self) -> None:
+        """One pass: checkpoint beside the writers; if the WAL is long, finish with writers paused."""
+        with self._running:
+            self._commits = 0
+            if self._checkpoint() >= self.restart_frames:
+                with self._writer_lock:
+                    self._checkpoint()  # no commit can slip in: the WAL starts over at the next one
+
+    def _checkpoint(self) -> int:
+        """One PASSIVE checkpoint; returns the WAL's length in frames."""
+        _busy, frames, _done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self._thread.join(timeout=30)
