@@ -74,15 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from voltorch_server.config import Config
+    from voltorch_server.config import load
 
-    config = Config(
-        host="127.0.0.1", port=0, db=args.db or ":memory:", shutdown_grace=1.0, log_level="WARNING"
-    )
-    if args.profile:
-        from . import _profile
-
-        _profile.enable()
+    # VOLTORCH_* variables apply (e.g. VOLTORCH_DB_SYNCHRONOUS=FULL); the address and database do not.
+    config = load(None, host="127.0.0.1", port=0, db=args.db or ":memory:", shutdown_grace=1.0)
     if args.kind == "echo":
         server = echo_server(config)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -94,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         vs = VoltorchServer(config).start()
         port = vs.port
         stop = lambda: vs.stop(1.0)  # noqa: E731
+    if args.profile:  # after start-up, so imports and migrations stay out of the profile
+        from . import _profile
+
+        _profile.enable()
     print(json.dumps({"port": port}), flush=True)
     sys.stdin.read()  # returns at EOF: the parent is done with us
     stop()
