@@ -35,7 +35,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger("voltorch.telemetry")
@@ -167,11 +176,32 @@ class _Fanout(SpanProcessor):
 _fanout = _Fanout()
 
 
+def sampler_from_env(env: Mapping[str, str]) -> Sampler:
+    """OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (the standard names); default parentbased_always_on."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    try:
+        ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    except ValueError:
+        ratio = 1.0
+    samplers = {
+        "always_on": lambda: ALWAYS_ON,
+        "always_off": lambda: ALWAYS_OFF,
+        "traceidratio": lambda: TraceIdRatioBased(ratio),
+        "parentbased_always_on": lambda: ParentBased(ALWAYS_ON),
+        "parentbased_always_off": lambda: ParentBased(ALWAYS_OFF),
+        "parentbased_traceidratio": lambda: ParentBasedTraceIdRatio(ratio),
+    }
+    if name not in samplers:
+        log.warning("OTEL_TRACES_SAMPLER=%s is not supported; using parentbased_always_on", name)
+        name = "parentbased_always_on"
+    return samplers[name]()
+
+
 class _RecordWhileExporting(Sampler):
-    """Parent-based sampling while an exporter is attached; otherwise DROP (ids are still generated)."""
+    """The configured sampler while an exporter is attached; otherwise DROP (ids are still generated)."""
 
     def __init__(self) -> None:
-        self._on = ParentBased(ALWAYS_ON)
+        self._on = sampler_from_env(os.environ)
 
     def should_sample(
         self,
@@ -191,7 +221,7 @@ class _RecordWhileExporting(Sampler):
         return SamplingResult(Decision.DROP, None, parent.trace_state if parent.is_valid else None)
 
     def get_description(self) -> str:
-        return "RecordWhileExporting{ParentBased{ALWAYS_ON}}"
+        return f"RecordWhileExporting{{{self._on.get_description()}}}"
 
 
 _install_lock = threading.Lock()
