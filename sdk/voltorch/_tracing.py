@@ -8,14 +8,17 @@ errors join that trace. Without a current span nothing is added, so the cost is 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
 except ImportError:  # pragma: no cover - opentelemetry-api is a dependency; tolerate its absence
-    propagate = trace = None  # type: ignore[assignment]
+    otel_context = propagate = trace = None  # type: ignore[assignment]
 
 
 def _metadata() -> list[tuple[str, str]]:
@@ -62,3 +65,20 @@ class TraceContextInterceptor(
 
 def available() -> bool:
     return trace is not None
+
+
+@contextlib.contextmanager
+def continue_trace(traceparent: str, name: str, attributes: dict[str, Any] | None = None) -> Iterator[None]:
+    """Run a block inside a propagated trace (e.g. a worker's task): the remote context becomes current,
+    so calls made inside carry it, and with an OpenTelemetry SDK configured a CONSUMER span is recorded."""
+    if trace is None or not traceparent:
+        yield
+        return
+    token = otel_context.attach(propagate.extract({"traceparent": traceparent}))
+    try:
+        with trace.get_tracer("voltorch.sdk").start_as_current_span(
+            name, kind=trace.SpanKind.CONSUMER, attributes=attributes
+        ):
+            yield
+    finally:
+        otel_context.detach(token)

@@ -30,6 +30,7 @@ from voltorch.v1 import coordination_pb2 as pb
 
 from ._convert import from_duration, from_struct, to_datetime, to_duration, to_struct, to_timestamp, to_value
 from ._priority import Priority
+from ._tracing import continue_trace
 from .errors import from_rpc_error
 
 log = logging.getLogger("voltorch.worker")
@@ -279,7 +280,8 @@ class Worker:
     def _run_task(self, task: WorkerTask, outbox: queue.Queue) -> None:
         started = time.monotonic()
         try:
-            value: Any = self.handler(task)
+            with continue_trace(task.traceparent, "worker.task", {"voltorch.task_id": task.task_id}):
+                value: Any = self.handler(task)
         except Exception as exc:  # reported to the server as the task's error
             if not isinstance(exc, TaskFailed):
                 log.exception("worker %s: handler failed on %s", self.agent_id, task.task_id)

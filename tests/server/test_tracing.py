@@ -282,3 +282,22 @@ def test_trace_export_to_a_file(config: Config, tmp_path: Path) -> None:
     assert any(
         s["name"] == "voltorch.v1.StateService/SetKey" and s["context"]["trace_id"] == tid for s in lines
     )
+
+
+def test_a_remote_worker_joins_the_callers_trace(spans: InMemorySpanExporter, config: Config) -> None:
+    seen: dict[str, str] = {}
+
+    def handler(task: voltorch.WorkerTask) -> str:
+        seen["trace_id"] = format(trace.get_current_span().get_span_context().trace_id, "032x")
+        return "done"
+
+    with VoltorchServer(replace(config, builtin_agents=False)) as srv, voltorch.Client(srv.target) as c:
+        with voltorch.Worker(c, "traced-worker", ["trace"], handler) as worker:
+            assert worker.connected.wait(15)
+            with tracer.start_as_current_span("test.worker") as root:
+                result = c.coordination.run("work", source_agent_id="traced-worker", wait_timeout=15)
+        tid = hex_trace(root)
+        assert result.output == "done" and seen["trace_id"] == tid
+        assert [s for s in spans.get_finished_spans() if s.name == "worker.task" and hex_trace(s) == tid]
+        story = [e.type for e in c.trace(tid).events]
+        assert "coordination.completed" in story
