@@ -44,6 +44,22 @@ from ._state import (
     ValueIs,
     VersionIs,
 )
+from ._workflows import (
+    AgentTask,
+    Condition,
+    ConditionStep,
+    CoordinationStep,
+    Execution,
+    FanOut,
+    ParameterSpec,
+    RetryPolicy,
+    StartResult,
+    Step,
+    StepExecution,
+    TaskError,
+    WorkflowEvent,
+    WorkflowTemplate,
+)
 from .errors import (
     AlreadyExistsError,
     ConflictError,
@@ -91,16 +107,21 @@ __all__ = [
     "VersionIs",
     "VoltorchError",
 ]
-__all__ += [  # the system: health, metrics, errors, traces
-    "ComponentHealth",
-    "ErrorRecord",
-    "Health",
-    "HistogramSummary",
-    "Metric",
-    "MetricSample",
-    "MetricSeries",
-    "Metrics",
-    "Trace",
+__all__ += [  # workflows
+    "AgentTask",
+    "Condition",
+    "ConditionStep",
+    "CoordinationStep",
+    "Execution",
+    "FanOut",
+    "ParameterSpec",
+    "RetryPolicy",
+    "StartResult",
+    "Step",
+    "StepExecution",
+    "TaskError",
+    "WorkflowEvent",
+    "WorkflowTemplate",
 ]
 __all__ += [  # coordination and workers
     "Agent",

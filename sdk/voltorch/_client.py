@@ -20,6 +20,7 @@ from ._events import EventsClient
 from ._orchestrator import OrchestratorClient
 from ._state import StateClient
 from ._tracing import TraceContextInterceptor
+from ._workflows import WorkflowsClient
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class Client:
         self.events = EventsClient(self.stubs.events, timeout)
         self.coordination = CoordinationClient(self.stubs.coordination, timeout)
         self.orchestrator = OrchestratorClient(self.stubs.orchestrator, timeout)
+        self.workflows = WorkflowsClient(self.stubs.workflows, timeout)
         o = self.orchestrator  # the system calls, also reachable directly: client.health(), ...
         self.health, self.components, self.restart_component = o.health, o.components, o.restart_component
         self.metrics, self.errors, self.trace = o.metrics, o.errors, o.trace

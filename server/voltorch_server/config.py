@@ -53,6 +53,10 @@ class Config:
     coordination_aging_seconds: float = 30.0  # waiting this long raises a request one priority level
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
+    # Workflows: executions running at once (more are queued by priority, never rejected) and the threads
+    # that wait on their in-flight steps.
+    workflow_concurrency: int = 100
+    workflow_threads: int = 256
     # Watcher: health checks, automatic restarts with exponential backoff up to a limit.
     watch_interval: float = 5.0  # seconds between health checks of every component
     health_check_timeout: float = 5.0  # a check that has not returned by then fails
@@ -72,7 +76,6 @@ class Config:
     tracing: bool = True
     trace_export: str = ""
     record_client_errors: bool = False  # also record INVALID_ARGUMENT, NOT_FOUND, ... RPC errors
-
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -10,6 +10,7 @@ from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.state import StateStore
 from .components.watcher import Watcher
+from .components.workflows import WorkflowEngine
 from .config import Config
 from .metrics import Metrics
 from .storage import Database, migrate
@@ -35,10 +36,17 @@ class Runtime:
         self.errors = ErrorLog(self.db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
         self.coordination = CoordinationEngine(self.db, self.events, config)
+        self.workflows = WorkflowEngine(
+            self.db,
+            self.events,
+            self.state,
+            self.coordination,
+            concurrency=config.workflow_concurrency,
+            threads=config.workflow_threads,
+        )
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination)
+            c.name: c for c in (self.events, self.state, self.coordination, self.workflows)
         }
-
 
         # The watcher watches every component in the dict (also ones added after this line).
         self.watcher = Watcher(

@@ -327,7 +327,7 @@ class RequirementState:
         }
         if run.status != COMPLETED:
             failed = [r for r in recs.values() if r.error and r.status == "failed" and not r.parent_id]
-            record["error"] = failed[0].error.as_dict() if failed else None
+            record["error"] = failed[0].error.to_dict() if failed else None
         self._set(self.key(run.id), record)
         if run.recovered:  # catch up on keys a crash may have missed
             for rec in recs.values():

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..priority import Priority
 from ..storage import Database, Tx
+from ._coordination_model import TaskError
 from ._paging import decode_token, encode_token, page_size
 
 # Execution statuses
@@ -20,20 +21,6 @@ EXECUTION_STATUSES = (PENDING, QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, CANCE
 # Step statuses (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED shared with executions)
 SKIPPED, RETRYING = "skipped", "retrying"
 STEP_DONE = frozenset({COMPLETED, FAILED, SKIPPED, CANCELLED})
-
-
-@dataclass(frozen=True)
-class StepError:
-    code: str
-    message: str
-    retryable: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "retryable": self.retryable}
-
-    @classmethod
-    def of(cls, d: dict[str, Any] | None) -> StepError | None:
-        return cls(d["code"], d["message"], d.get("retryable", False)) if d else None
 
 
 @dataclass
@@ -48,7 +35,7 @@ class StepRecord:
     attempts: int = 0
     output: str = ""
     structured: Any = None
-    error: StepError | None = None
+    error: TaskError | None = None
     agent_id: str = ""
     coordination_id: str = ""
     item: Any = None
@@ -65,7 +52,7 @@ class StepExecution:
     attempts: int
     output: str
     structured_output: Any
-    error: StepError | None
+    error: TaskError | None
     agent_id: str
     coordination_id: str
     start_time: float | None
@@ -83,7 +70,7 @@ class Execution:
     status: str
     parameters: dict[str, Any]
     result: Any
-    error: StepError | None
+    error: TaskError | None
     priority: Priority
     labels: dict[str, str]
     correlation_id: str
@@ -127,7 +114,7 @@ def save_step(tx: Tx, execution_id: str, s: StepRecord) -> None:
             s.attempts,
             s.output,
             _j(s.structured),
-            _j(s.error.as_dict() if s.error else None),
+            _j(s.error.to_dict() if s.error else None),
             s.agent_id,
             s.coordination_id,
             _j(s.item),
@@ -148,7 +135,7 @@ def _step_record(r: Any) -> StepRecord:
         attempts=r["attempts"],
         output=r["output"],
         structured=_unj(r["structured"]),
-        error=StepError.of(_unj(r["error"])),
+        error=TaskError.from_dict(_unj(r["error"])),
         agent_id=r["agent_id"],
         coordination_id=r["coordination_id"],
         item=_unj(r["item"]),
@@ -255,7 +242,7 @@ class ExecutionStore:
             status=row["status"],
             parameters=json.loads(row["parameters"]),
             result=_unj(row["result"]),
-            error=StepError.of(_unj(row["error"])),
+            error=TaskError.from_dict(_unj(row["error"])),
             priority=Priority(row["priority"]),
             labels=json.loads(row["labels"]),
             correlation_id=row["correlation_id"],

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from ..priority import Priority
 from ..telemetry import context_from, current_trace, tracer
 from . import _dag
-from ._coordination_model import evaluate
+from ._coordination_model import TaskError, evaluate
 from ._executions import (
     CANCELLED,
     COMPLETED,
@@ -33,7 +33,6 @@ from ._executions import (
     STEP_DONE,
     TERMINAL,
     TIMED_OUT,
-    StepError,
     StepRecord,
     save_step,
 )
@@ -187,7 +186,7 @@ class ExecutionRun:
     def cancel(self, reason: str) -> bool:
         return self.terminate(
             CANCELLED,
-            StepError("CANCELLED", reason or "cancelled by request"),
+            TaskError("CANCELLED", reason or "cancelled by request"),
             "workflow.execution.cancelled",
             reason=reason,
         )
@@ -200,7 +199,7 @@ class ExecutionRun:
             self._deadline.cancel()
             self._deadline = None
 
-    def terminate(self, status: str, error: StepError, event: str, **data: Any) -> bool:
+    def terminate(self, status: str, error: TaskError, event: str, **data: Any) -> bool:
         """End the execution (FAILED, CANCELLED, TIMED_OUT): unfinished steps become CANCELLED and their
         coordinations are cancelled."""
         with self.lock:
@@ -219,9 +218,9 @@ class ExecutionRun:
             self.error_message = error.message
             self._commit(
                 changed,
-                [self._event(event, status=status, error=error.as_dict(), **data)],
+                [self._event(event, status=status, error=error.to_dict(), **data)],
                 status=status,
-                error=error.as_dict(),
+                error=error.to_dict(),
                 end_time=now,
                 run_since=None,
                 run_elapsed=self.run_elapsed,
@@ -260,7 +259,7 @@ class ExecutionRun:
                 return
         self.terminate(
             TIMED_OUT,
-            StepError("TIMEOUT", f"the workflow exceeded its timeout of {timeout:g}s", False),
+            TaskError("TIMEOUT", f"the workflow exceeded its timeout of {timeout:g}s", False),
             "workflow.execution.timed_out",
         )
 
@@ -349,17 +348,17 @@ class ExecutionRun:
         src = self.records[fo.items_from_step_id]
         items, why = items_of(src.output, src.structured, fo.items_path)
         if items is None:
-            return self._fail_now(rec, StepError("INVALID_ITEMS", why))
+            return self._fail_now(rec, TaskError("INVALID_ITEMS", why))
         if len(items) > fo.item_limit:
             if not fo.truncate_items:
                 return self._fail_now(
-                    rec, StepError("TOO_MANY_ITEMS", f"{len(items)} elements; the limit is {fo.item_limit}")
+                    rec, TaskError("TOO_MANY_ITEMS", f"{len(items)} elements; the limit is {fo.item_limit}")
                 )
             items = items[: fo.item_limit]
         if fo.item_dependencies:
             order, why = item_order(items)
             if order is None:
-                return self._fail_now(rec, StepError("INVALID_ITEMS", why))
+                return self._fail_now(rec, TaskError("INVALID_ITEMS", why))
         now = time.time()
         kids = []
         spec = self.specs[sid]
@@ -434,11 +433,11 @@ class ExecutionRun:
                     running.append(k.coordination_id)
                 k.status, k.end_time, k.next_retry_time = CANCELLED, now, None
                 changed.append(k)
-        err = failed.error or StepError("FAILED", "element failed")
-        prec.error = StepError(err.code, f"{failed.step_id} ({failed.name}) failed: {err.message}", False)
+        err = failed.error or TaskError("FAILED", "element failed")
+        prec.error = TaskError(err.code, f"{failed.step_id} ({failed.name}) failed: {err.message}", False)
         prec.status, prec.end_time = FAILED, now
         self._commit(
-            [prec, *changed], [self._step_event("workflow.step.failed", prec, error=prec.error.as_dict())]
+            [prec, *changed], [self._step_event("workflow.step.failed", prec, error=prec.error.to_dict())]
         )
         for cid in running:
             try:
@@ -466,15 +465,15 @@ class ExecutionRun:
         )
         self.host.step_completed(self, prec)
 
-    def _fail_now(self, rec: StepRecord, error: StepError) -> None:
+    def _fail_now(self, rec: StepRecord, error: TaskError) -> None:
         """A step failed without an attempt (bad items, unrenderable task)."""
         now = time.time()
         rec.status, rec.error, rec.end_time = FAILED, error, now
         rec.start_time = rec.start_time or now
-        self._commit([rec], [self._step_event("workflow.step.failed", rec, error=error.as_dict())])
+        self._commit([rec], [self._step_event("workflow.step.failed", rec, error=error.to_dict())])
         self._after_failure(rec, error)
 
-    def _after_failure(self, rec: StepRecord, error: StepError) -> None:
+    def _after_failure(self, rec: StepRecord, error: TaskError) -> None:
         if rec.parent_id:
             self._pump(rec.parent_id)
         elif not self.specs[rec.step_id].allow_failure:
@@ -524,7 +523,7 @@ class ExecutionRun:
         try:
             call = self._render(rec)
         except Exception as exc:  # a template that cannot be rendered with these values
-            return self._fail_now(rec, StepError("RENDER_ERROR", f"cannot render the step: {exc}"))
+            return self._fail_now(rec, TaskError("RENDER_ERROR", f"cannot render the step: {exc}"))
         now = time.time()
         rec.attempts += 1
         rec.status, rec.next_retry_time, rec.coordination_id = RUNNING, None, ""
@@ -552,7 +551,7 @@ class ExecutionRun:
                 try:
                     call = self._render(rec)
                 except Exception as exc:
-                    self._fail_now(rec, StepError("RENDER_ERROR", f"cannot render the step: {exc}"))
+                    self._fail_now(rec, TaskError("RENDER_ERROR", f"cannot render the step: {exc}"))
                     continue
                 self._submit(rec, call, rec.coordination_id)
             elif rec.status == RETRYING and rec.step_id not in self._retry_timers:
@@ -605,7 +604,7 @@ class ExecutionRun:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
         except Exception as exc:
             log.exception("workflow %s step %s attempt %d crashed", self.id, sid, attempt)
-            result = AttemptResult(error=StepError("INTERNAL", f"step attempt crashed: {exc!r}", True))
+            result = AttemptResult(error=TaskError("INTERNAL", f"step attempt crashed: {exc!r}", True))
         with self.lock:
             self._inflight.discard(sid)
             if result is None or self.host.stopping.is_set():
@@ -666,7 +665,7 @@ class ExecutionRun:
                     self._step_event(
                         "workflow.step.retrying",
                         rec,
-                        error=err.as_dict(),
+                        error=err.to_dict(),
                         delay=round(delay, 3),
                         next_attempt=rec.attempts + 1,
                         agent_id=rec.agent_id,
@@ -677,7 +676,7 @@ class ExecutionRun:
             return
         rec.status, rec.end_time = FAILED, now
         self._commit(
-            [rec], [self._step_event("workflow.step.failed", rec, error=err.as_dict(), agent_id=rec.agent_id)]
+            [rec], [self._step_event("workflow.step.failed", rec, error=err.to_dict(), agent_id=rec.agent_id)]
         )
         self._after_failure(rec, err)
         self.advance()

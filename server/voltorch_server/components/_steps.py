@@ -21,8 +21,7 @@ from ..errors import (
     VoltorchError,
 )
 from ..priority import Priority
-from ._coordination_model import CoordinationCondition, CoordinationRequest
-from ._executions import StepError
+from ._coordination_model import CoordinationCondition, CoordinationRequest, TaskError
 from ._placeholders import PathError, resolve
 
 WAIT_SLICE = 1.0  # how often a waiting attempt notices a stopping server
@@ -51,7 +50,7 @@ class AgentCall:
 class AttemptResult:
     output: str = ""
     structured: Any = None
-    error: StepError | None = None
+    error: TaskError | None = None
     agent_id: str = ""
     coordination_id: str = ""
 
@@ -94,7 +93,7 @@ def run_attempt(
         cid = created
     if not on_coordination(cid):
         _cancel(engine, cid, "workflow step cancelled")
-        return AttemptResult(error=StepError("CANCELLED", "step cancelled"), coordination_id=cid)
+        return AttemptResult(error=TaskError("CANCELLED", "step cancelled"), coordination_id=cid)
     deadline = time.monotonic() + ctx.timeout + TIMEOUT_GRACE
     while True:
         if stop.is_set():
@@ -103,7 +102,7 @@ def run_attempt(
         if remaining <= 0:
             _cancel(engine, cid, "workflow step timed out")
             return AttemptResult(
-                error=StepError("TIMEOUT", f"step attempt exceeded its timeout of {ctx.timeout:g}s", True),
+                error=TaskError("TIMEOUT", f"step attempt exceeded its timeout of {ctx.timeout:g}s", True),
                 coordination_id=cid,
             )
         began = time.monotonic()
@@ -116,7 +115,7 @@ def run_attempt(
             continue
         except NotFound:
             return AttemptResult(
-                error=StepError("COORDINATION_LOST", f"coordination {cid} no longer exists", True),
+                error=TaskError("COORDINATION_LOST", f"coordination {cid} no longer exists", True),
                 coordination_id=cid,
             )
         if _status(c) in TERMINAL:
@@ -158,14 +157,14 @@ def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | Attempt
         return AttemptResult(error=_request_error(exc))
 
 
-def _request_error(exc: VoltorchError) -> StepError:
+def _request_error(exc: VoltorchError) -> TaskError:
     if isinstance(exc, FailedPrecondition):
-        return StepError("NO_CAPABLE_AGENT", exc.message, True)
+        return TaskError("NO_CAPABLE_AGENT", exc.message, True)
     if isinstance(exc, NotFound):
-        return StepError("AGENT_NOT_FOUND", exc.message, False)
+        return TaskError("AGENT_NOT_FOUND", exc.message, False)
     if isinstance(exc, InvalidArgument):
-        return StepError("INVALID_TASK", exc.message, False)
-    return StepError("COORDINATION_ERROR", exc.message, True)
+        return TaskError("INVALID_TASK", exc.message, False)
+    return TaskError("COORDINATION_ERROR", exc.message, True)
 
 
 def _cancel(engine: Any, cid: str, reason: str) -> None:
@@ -193,7 +192,7 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
                 preview = (c.output or "").strip().replace("\n", " ")[:200]
                 return AttemptResult(
                     output=c.output or "",
-                    error=StepError(
+                    error=TaskError(
                         "INVALID_OUTPUT", f"agent {agent_id} did not return JSON: {preview!r}", True
                     ),
                     agent_id=agent_id,
@@ -202,13 +201,13 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
         return AttemptResult(c.output or "", structured, None, agent_id, c.id)
     err = getattr(c, "error", None)
     if status == "timed_out":
-        error = StepError("TIMEOUT", getattr(err, "message", "") or "coordination timed out", True)
+        error = TaskError("TIMEOUT", getattr(err, "message", "") or "coordination timed out", True)
     elif err is not None:
-        error = StepError(err.code or "AGENT_ERROR", err.message, bool(err.retryable))
+        error = TaskError(err.code or "AGENT_ERROR", err.message, bool(err.retryable))
     elif status == "cancelled":
-        error = StepError("CANCELLED", "coordination cancelled", False)
+        error = TaskError("CANCELLED", "coordination cancelled", False)
     else:
-        error = StepError("AGENT_ERROR", f"coordination ended {status}", True)
+        error = TaskError("AGENT_ERROR", f"coordination ended {status}", True)
     return AttemptResult(error=error, agent_id=agent_id, coordination_id=c.id)
 
 

@@ -233,7 +233,7 @@ class WorkflowEngine(Component):
             attributes={"voltorch.execution_id": eid, "voltorch.template": t.name},
         ):
             trace = current_trace()
-        now = time.time()
+        now = round(time.time(), 6)  # microseconds: what a client's datetime can express, for created_after
         steps = [StepRecord(step_id=s.id, position=i, name=s.display_name) for i, s in enumerate(t.steps)]
         row = {
             "id": eid,

@@ -9,7 +9,7 @@ from voltorch.v1 import coordination_pb2, workflows_pb2, workflows_pb2_grpc
 
 from ..components import _complete_workflow as complete
 from ..components._coordination_model import CoordinationCondition
-from ..components._executions import Execution, StepError, StepExecution
+from ..components._executions import Execution, StepExecution
 from ..components._templates import (
     AgentTask,
     ConditionSpec,
@@ -33,6 +33,7 @@ from ._convert import (
     ts_to_float,
     value_to_py,
 )
+from ._coordination_pb import MODE_NAMES, MODES, condition_from_pb, condition_pb, enum_name, task_error_pb
 from ._streams import pump
 from .events import event_pb
 
@@ -46,14 +47,6 @@ _PARAM_TYPES = {
     workflows_pb2.PARAMETER_TYPE_OBJECT: "object",
 }
 _PARAM_TYPES_PB = {v: k for k, v in _PARAM_TYPES.items() if k}
-_MODES = {
-    coordination_pb2.COORDINATION_MODE_UNSPECIFIED: "sequential",
-    coordination_pb2.COORDINATION_MODE_SEQUENTIAL: "sequential",
-    coordination_pb2.COORDINATION_MODE_PARALLEL: "parallel",
-    coordination_pb2.COORDINATION_MODE_CONDITIONAL: "conditional",
-    coordination_pb2.COORDINATION_MODE_PIPELINE: "pipeline",
-}
-_MODES_PB = {v: k for k, v in _MODES.items() if k}
 _EXEC_STATUS = {
     "pending": workflows_pb2.EXECUTION_STATUS_PENDING,
     "queued": workflows_pb2.EXECUTION_STATUS_QUEUED,
@@ -83,15 +76,9 @@ def _seconds(msg: Any, name: str, field: str) -> float | None:
     return duration_to_seconds(getattr(msg, name), field) if msg.HasField(name) else None
 
 
-def condition(pb: coordination_pb2.CoordinationCondition) -> CoordinationCondition:
-    kind = pb.WhichOneof("predicate")
-    return CoordinationCondition(
-        contains=pb.contains if kind == "contains" else None,
-        regex=pb.regex if kind == "regex" else None,
-        json_path=pb.json_field_equals.path if kind == "json_field_equals" else None,
-        json_value=value_to_py(pb.json_field_equals.value) if kind == "json_field_equals" else None,
-        negate=pb.negate,
-    )
+def _predicate(pb: coordination_pb2.CoordinationCondition) -> CoordinationCondition | None:
+    """None when no predicate is set: template validation then names the field."""
+    return condition_from_pb(pb) if pb.WhichOneof("predicate") else None
 
 
 def retry(pb: workflows_pb2.RetryPolicy, field: str) -> RetryPolicy:
@@ -121,22 +108,20 @@ def _kind(pb: workflows_pb2.StepSpec, field: str) -> Any:
         return _agent_task(pb.agent_task)
     if which == "coordination":
         c = pb.coordination
-        if c.mode not in _MODES:
-            raise InvalidArgument(f"{field}.coordination.mode", f"unknown mode {c.mode}")
         return CoordinationSpec(
             task=c.task,
-            mode=_MODES[c.mode],
+            mode=enum_name(MODE_NAMES, c.mode, f"{field}.coordination.mode", unspecified="sequential"),
             source_agent_id=c.source_agent_id,
             target_agent_id=c.target_agent_id,
             agent_ids=tuple(c.agent_ids),
             capabilities=tuple(c.capabilities),
-            condition=condition(c.condition) if c.HasField("condition") else None,
+            condition=_predicate(c.condition) if c.HasField("condition") else None,
         )
     if which == "condition":
         c = pb.condition
         return ConditionSpec(
             source_step_id=c.source_step_id,
-            predicate=condition(c.predicate) if c.HasField("predicate") else None,
+            predicate=_predicate(c.predicate) if c.HasField("predicate") else None,
             then_steps=tuple(c.then_steps),
             else_steps=tuple(c.else_steps),
         )
@@ -201,18 +186,6 @@ def template(pb: workflows_pb2.WorkflowTemplate, field: str = "template") -> Tem
 # -- component -> proto ----------------------------------------------------------------------------------
 
 
-def condition_pb(c: CoordinationCondition) -> coordination_pb2.CoordinationCondition:
-    pb = coordination_pb2.CoordinationCondition(negate=c.negate)
-    if c.contains is not None:
-        pb.contains = c.contains
-    elif c.regex is not None:
-        pb.regex = c.regex
-    elif c.json_path is not None:
-        pb.json_field_equals.path = c.json_path
-        pb.json_field_equals.value.CopyFrom(py_to_value(c.json_value))
-    return pb
-
-
 def _retry_pb(r: RetryPolicy) -> workflows_pb2.RetryPolicy:
     return workflows_pb2.RetryPolicy(
         max_attempts=r.max_attempts,
@@ -252,7 +225,7 @@ def _step_pb(s: StepSpec) -> workflows_pb2.StepSpec:
     elif isinstance(k, CoordinationSpec):
         pb.coordination.CopyFrom(
             workflows_pb2.CoordinationStep(
-                mode=_MODES_PB[k.mode],
+                mode=MODES[k.mode],
                 source_agent_id=k.source_agent_id,
                 target_agent_id=k.target_agent_id,
                 agent_ids=k.agent_ids,
@@ -321,10 +294,6 @@ def template_pb(t: Template) -> workflows_pb2.WorkflowTemplate:
     return pb
 
 
-def _error_pb(e: StepError | None) -> coordination_pb2.TaskError | None:
-    return coordination_pb2.TaskError(code=e.code, message=e.message, retryable=e.retryable) if e else None
-
-
 def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
     pb = workflows_pb2.StepExecution(
         step_id=s.step_id,
@@ -332,7 +301,7 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
         status=_STEP_STATUS.get(s.status, workflows_pb2.STEP_STATUS_UNSPECIFIED),
         attempts=s.attempts,
         output=s.output,
-        error=_error_pb(s.error),
+        error=task_error_pb(s.error),
         agent_id=s.agent_id,
         coordination_id=s.coordination_id,
         start_time=ts(s.start_time),
@@ -354,7 +323,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
         status=_EXEC_STATUS[e.status],
         parameters=py_to_struct(e.parameters),
         steps=[_step_execution_pb(s) for s in e.steps],
-        error=_error_pb(e.error),
+        error=task_error_pb(e.error),
         priority=int(e.priority),
         labels=e.labels,
         correlation_id=e.correlation_id,

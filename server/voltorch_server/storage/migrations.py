@@ -102,6 +102,74 @@ def _events_0002_compaction(tx: Tx) -> None:
     tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
 
 
+def _workflows_0001(tx: Tx) -> None:
+    tx.execute(
+        """CREATE TABLE workflow_templates (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            category TEXT NOT NULL,
+            builtin INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            create_time REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+    tx.execute("CREATE INDEX workflow_templates_category ON workflow_templates(category, name, version)")
+    # One row per execution; `definition` is the template as this execution runs it (options applied).
+    # run_elapsed + (now - run_since) is the running time counted against the workflow timeout.
+    tx.execute(
+        """CREATE TABLE workflow_executions (
+            id TEXT PRIMARY KEY,
+            request_id TEXT UNIQUE,
+            request_digest TEXT NOT NULL,
+            template_name TEXT NOT NULL,
+            template_version INTEGER NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            parameters TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            priority INTEGER NOT NULL,
+            labels TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            traceparent TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            create_time REAL NOT NULL,
+            start_time REAL,
+            end_time REAL,
+            update_time REAL NOT NULL,
+            run_elapsed REAL NOT NULL DEFAULT 0,
+            run_since REAL
+        )"""
+    )
+    tx.execute("CREATE INDEX workflow_executions_created ON workflow_executions(create_time, id)")
+    tx.execute("CREATE INDEX workflow_executions_status ON workflow_executions(status, create_time)")
+    tx.execute("CREATE INDEX workflow_executions_template ON workflow_executions(template_name, create_time)")
+    # One row per step; fan-out children have parent_id set and step_id "<parent>[<index>]".
+    tx.execute(
+        """CREATE TABLE workflow_steps (
+            execution_id TEXT NOT NULL REFERENCES workflow_executions(id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL,
+            parent_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            output TEXT NOT NULL,
+            structured TEXT,
+            error TEXT,
+            agent_id TEXT NOT NULL,
+            coordination_id TEXT NOT NULL,
+            item TEXT,
+            start_time REAL,
+            end_time REAL,
+            next_retry_time REAL,
+            PRIMARY KEY (execution_id, step_id)
+        )"""
+    )
+
+
 def _watcher_0001(tx: Tx) -> None:
     # Errors recorded by components and RPCs; event_seq is the system.error event written with it.
     tx.execute(
@@ -207,6 +275,7 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
+    ("workflows_0001", _workflows_0001),
     ("watcher_0001", _watcher_0001),
     ("coordination_0001", _coordination_0001),
 ]

@@ -1,0 +1,244 @@
+"""ExecuteCompleteWorkflow: with the built-in offline agents on a fresh server, and with OpenAI-compatible
+agents (the real `openai` client against a local stub server on 127.0.0.1:0)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import voltorch
+from voltorch import RetryPolicy
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
+WAIT = 30.0
+
+
+def test_complete_workflow_with_offline_agents(client):
+    started = client.workflows.execute_complete(REQUIREMENT, request_id="auth-1")
+    assert started.execution.template_name == "complete-workflow"
+    e = client.workflows.wait(started.execution.id, timeout=WAIT)
+    assert e.status == "completed", e.error
+    assert [s.step_id for s in e.steps] == ["analyse", "generate_tasks", "execute_tasks", "review", "summary"]
+    assert all(s.status == "completed" for s in e.steps)
+    analysis = e.step("analyse").structured_output
+    assert {"summary", "requirements", "components", "risks"} <= set(analysis)
+    assert "offline" in analysis["generated_by"]
+    tasks = e.step("generate_tasks").structured_output["tasks"]
+    children = e.step("execute_tasks").children
+    assert len(children) == len(tasks) >= 3
+    by_cap = {t["capability"]: set() for t in tasks}
+    for t, child in zip(tasks, children, strict=True):
+        assert child.status == "completed" and child.structured_output["task_id"] == t["id"]
+        by_cap[t["capability"]].add(child.agent_id)
+    assert (
+        by_cap["coding"] == {"coder"}
+        and by_cap["testing"] == {"tester"}
+        and by_cap["documentation"] == {"writer"}
+    )
+    assert e.step("analyse").agent_id == "analyst" and e.step("generate_tasks").agent_id == "planner"
+    review = e.step("review").structured_output
+    assert {"approved", "findings", "score"} <= set(review)
+    summary = e.result["summary"]
+    assert summary.startswith("# Summary") and REQUIREMENT in summary
+
+    # requirement.<id> state keys, as the seed's orchestrator keeps them
+    record = client.state.get(f"requirement.{e.id}").value
+    assert record["status"] == "completed" and record["requirement"] == REQUIREMENT
+    assert {"analyst", "planner", "coder", "tester", "writer", "reviewer"} <= set(record["agents"])
+    assert client.state.get(f"requirement.{e.id}.summary").value == summary
+    assert client.state.get(f"requirement.{e.id}.tasks").value == tasks
+    results = client.state.get(f"requirement.{e.id}.results").value
+    assert [r["task_id"] for r in results] == [t["id"] for t in tasks] and results[0]["files"]
+    assert client.state.get(f"requirement.{e.id}.review").value == review
+
+    # every seed event type of a run is there, correlated by the execution id
+    types = {ev.type for ev in client.workflows.watch(e.id, timeout=WAIT)}
+    assert {
+        "workflow.execution.started",
+        "workflow.step.started",
+        "workflow.step.completed",
+        "workflow.execution.completed",
+        "coordination.started",
+        "coordination.completed",
+    } <= types
+    changed = {ev.data["key"] for ev in client.events.list("state.changed")}
+    assert f"requirement.{e.id}" in changed and f"requirement.{e.id}.analysis" in changed
+
+    again = client.workflows.execute_complete(REQUIREMENT, request_id="auth-1")
+    assert again.existing and again.execution.id == e.id
+
+
+def test_complete_workflow_options(client):
+    e = client.workflows.execute_complete(
+        REQUIREMENT, max_tasks=2, max_parallel=1, skip_review=True
+    ).execution
+    e = client.workflows.wait(e.id, timeout=WAIT)
+    assert e.status == "completed"
+    assert [s.step_id for s in e.steps] == ["analyse", "generate_tasks", "execute_tasks", "summary"]
+    assert len(e.step("execute_tasks").children) == 2  # truncated to max_tasks
+    assert e.parameters["max_tasks"] == 2
+
+
+# -- OpenAI-compatible agents --------------------------------------------------------------------------------
+
+
+class _Stub:
+    """A minimal OpenAI-compatible /v1/chat/completions endpoint; answers by the prompt's role."""
+
+    def __init__(self, answer: Callable[[str], str]):
+        self.answer = answer
+        self.prompts: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = "\n".join(m["content"] for m in body["messages"])
+                stub.prompts.append(prompt)
+                content = stub.answer(prompt)
+                raw = json.dumps(
+                    {
+                        "id": "chatcmpl-1",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": content},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def llm_answer(prompt: str, *, broken_review: bool = False) -> str:
+    if "senior software analyst" in prompt:
+        return (
+            'Here is the analysis:\n```json\n{"summary": "Auth system", "requirements": [{"id": "R1", '
+            '"title": "Login", "description": "log in", "kind": "core"}], "components": ["api"], "risks": []}\n```'
+        )
+    if "technical lead" in prompt:
+        return json.dumps(
+            {
+                "tasks": [
+                    {
+                        "id": "task-1",
+                        "title": "Build login",
+                        "description": "d",
+                        "capability": "coding",
+                        "depends_on": [],
+                    },
+                    {
+                        "id": "task-2",
+                        "title": "Test login",
+                        "description": "d",
+                        "capability": "testing",
+                        "depends_on": ["task-1"],
+                    },
+                ]
+            }
+        )
+    if "Carry out this task" in prompt:
+        tid = "task-2" if "Test login" in prompt else "task-1"
+        return json.dumps(
+            {
+                "task_id": tid,
+                "deliverable": f"done {tid}",
+                "files": [{"path": f"{tid}.py", "content": "x"}],
+                "notes": [],
+            }
+        )
+    if "code reviewer" in prompt:
+        return (
+            "Looks fine to me, ship it."
+            if broken_review
+            else 'Sure: {"approved": true, "score": 0.9, "findings": []}'
+        )
+    if "final report" in prompt:
+        return json.dumps({"summary": "# Report\nAll good."})
+    return "{}"
+
+
+@pytest.fixture
+def llm_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
+) -> Iterator[tuple[VoltorchServer, _Stub]]:
+    broken = getattr(request, "param", False)
+    stub = _Stub(lambda p: llm_answer(p, broken_review=broken))
+    monkeypatch.setenv("VOLTORCH_TEST_LLM_KEY", "sk-test")
+    cfg = Config(
+        host="127.0.0.1",
+        port=0,
+        db=str(tmp_path / "llm.db"),
+        shutdown_grace=1.0,
+        openai_api_key_env="VOLTORCH_TEST_LLM_KEY",
+        openai_base_url=stub.url,
+        openai_model="stub-model",
+    )
+    srv = VoltorchServer(cfg).start()
+    yield srv, stub
+    srv.stop(grace=1.0)
+    stub.close()
+
+
+def test_complete_workflow_with_openai_compatible_agents(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = client.workflows.execute_complete(REQUIREMENT).execution
+        e = client.workflows.wait(e.id, timeout=WAIT)
+    assert e.status == "completed", e.error
+    assert e.step("analyse").structured_output["summary"] == "Auth system"  # parsed from a fenced answer
+    assert [c.structured_output["task_id"] for c in e.step("execute_tasks").children] == ["task-1", "task-2"]
+    assert e.step("review").structured_output == {
+        "approved": True,
+        "score": 0.9,
+        "findings": [],
+    }  # amid prose
+    assert e.result == {"summary": "# Report\nAll good."}
+    assert any("JSON" in p and REQUIREMENT in p for p in stub.prompts)  # prompts ask for JSON
+    assert len(stub.prompts) == 6
+
+
+@pytest.mark.parametrize("llm_server", [True], indirect=True)
+def test_unparseable_llm_output_fails_the_step_clearly(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = client.workflows.execute_complete(
+            REQUIREMENT, retry=RetryPolicy(max_attempts=2, initial_backoff=0.01)
+        ).execution
+        e = client.workflows.wait(e.id, timeout=WAIT)
+        record = client.state.get(f"requirement.{e.id}").value
+    assert e.status == "failed"
+    review = e.step("review")
+    assert review.status == "failed" and review.attempts == 2
+    assert review.error.code == "INVALID_OUTPUT" and "did not return JSON" in review.error.message
+    assert "Looks fine to me" in review.error.message
+    assert e.step("summary").status == "cancelled"
+    assert e.error.code == "INVALID_OUTPUT"
+    assert record["status"] == "failed" and record["error"]["code"] == "INVALID_OUTPUT"

@@ -1,0 +1,218 @@
+"""Crash recovery: a server stopped (gracefully, or with SIGKILL) mid-workflow continues every running
+execution from its last checkpoint when it starts again; finished steps never run twice and the in-flight
+step re-attaches to its coordination. The workflow is held mid-flight by an agent the test controls."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import pytest
+import voltorch
+from voltorch import AgentTask, Step, WorkflowTemplate
+from voltorch.v1 import coordination_pb2 as cpb
+from voltorch.v1 import coordination_pb2_grpc
+from voltorch_server.agents.base import AgentTask as ServerTask
+from voltorch_server.agents.base import CancelSignal
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+WAIT = 30.0
+
+TEMPLATE = WorkflowTemplate(
+    name="held",
+    steps=[
+        Step("first", AgentTask("analyse: a small CLI calculator", ["analysis"])),
+        Step("held", AgentTask("hold {{steps.first.result.summary}}", ["held"]), depends_on=["first"]),
+        Step("side", AgentTask("document the calculator", ["documentation"]), depends_on=["first"]),
+        Step("last", AgentTask("summarise", ["summary"]), depends_on=["held", "side"]),
+    ],
+)
+
+
+def started_count(client: voltorch.Client, execution_id: str) -> Counter:
+    return Counter(
+        ev.step_id
+        for ev in client.workflows.watch(execution_id, timeout=WAIT)
+        if ev.type == "workflow.step.started"
+    )
+
+
+# -- graceful stop, in process ----------------------------------------------------------------------------
+
+
+def test_restart_continues_from_the_last_checkpoint(tmp_path: Path):
+    cfg = Config(host="127.0.0.1", port=0, db=str(tmp_path / "r.db"), shutdown_grace=1.0)
+    entered = threading.Event()
+    calls: list[str] = []
+
+    def hold(task: ServerTask, cancel: CancelSignal) -> str:
+        calls.append(task.coordination_id)
+        entered.set()
+        cancel.wait(WAIT)  # held until the server stops
+        return "too late"
+
+    srv = VoltorchServer(cfg).start()
+    try:
+        srv.runtime.coordination.register_agent(
+            "holder", kind="function", capabilities=("held",), runtime=hold
+        )
+        with voltorch.Client(srv.target, timeout=10) as client:
+            client.workflows.register_template(TEMPLATE)
+            eid = client.workflows.start("held").execution.id
+            assert entered.wait(WAIT)
+            before = client.workflows.get(eid)
+    finally:
+        srv.stop(grace=1.0)
+    assert before.status == "running" and before.step("first").status == "completed"
+
+    srv = VoltorchServer(cfg).start()
+    try:
+        srv.runtime.coordination.register_agent(
+            "holder",
+            kind="function",
+            capabilities=("held",),
+            runtime=lambda task, cancel: calls.append(task.coordination_id) or "released",
+            replace=True,
+        )
+        with voltorch.Client(srv.target, timeout=10) as client:
+            after = client.workflows.wait(eid, timeout=WAIT)
+            counts = started_count(client, eid)
+            resumed = [
+                ev
+                for ev in client.workflows.watch(eid, timeout=WAIT)
+                if ev.type == "workflow.execution.resumed"
+            ]
+    finally:
+        srv.stop(grace=1.0)
+    assert after.status == "completed", after.error
+    assert after.step("held").output == "released"
+    assert counts == {"first": 1, "held": 1, "side": 1, "last": 1}  # nothing ran twice
+    assert after.step("first").coordination_id == before.step("first").coordination_id
+    assert len(set(calls)) == 1 and after.step("held").coordination_id == calls[0]  # re-attached
+    assert after.step("held").attempts == 1
+    assert resumed and resumed[0].data["reason"] == "recovered after a server restart"
+
+
+# -- kill -9, real server processes --------------------------------------------------------------------------
+
+
+class RawWorker:
+    """A remote worker speaking the Connect protocol with the raw stubs: it records assignments and
+    answers only when told to, so the test decides when the held step finishes."""
+
+    def __init__(self, target: str, agent_id: str, capabilities: list[str]):
+        self.channel = grpc.insecure_channel(target)
+        stub = coordination_pb2_grpc.CoordinationServiceStub(self.channel)
+        self.outbox: queue.Queue = queue.Queue()
+        self.outbox.put(
+            cpb.WorkerMessage(
+                hello=cpb.WorkerHello(agent_id=agent_id, capabilities=capabilities, max_concurrency=4)
+            )
+        )
+        self.assignments: queue.Queue = queue.Queue()
+        self.welcome = threading.Event()
+        self.call = stub.Connect(iter(self.outbox.get, None))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for msg in self.call:
+                kind = msg.WhichOneof("message")
+                if kind == "welcome":
+                    self.welcome.set()
+                elif kind == "assignment":
+                    self.assignments.put(msg.assignment)
+        except grpc.RpcError:
+            pass
+
+    def answer(self, a: cpb.TaskAssignment, output: str) -> None:
+        self.outbox.put(
+            cpb.WorkerMessage(result=cpb.TaskResult(task_id=a.task_id, attempt=a.attempt, output=output))
+        )
+
+    def close(self) -> None:
+        self.outbox.put(None)
+        self.call.cancel()
+        self.channel.close()
+
+
+def serve(db: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voltorch_server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()  # "voltorch listening on 127.0.0.1:PORT (db ...)"
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise AssertionError(f"server did not start: {line!r}\n{log.read_text()}")
+    return proc, m.group(1)
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_mid_workflow_then_restart_finishes_it(tmp_path: Path):
+    db, log = tmp_path / "crash.db", tmp_path / "server.log"
+    proc, target = serve(db, log)
+    try:
+        worker = RawWorker(target, "holder", ["held"])
+        assert worker.welcome.wait(WAIT)
+        with voltorch.Client(target, timeout=10) as client:
+            client.workflows.register_template(TEMPLATE)
+            eid = client.workflows.start("held", request_id="crash-1").execution.id
+            first = worker.assignments.get(timeout=WAIT)  # the held step is now in flight
+            assert first.step_id == "held" and first.execution_id == eid
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=WAIT)
+        worker.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc, target = serve(db, log)
+    try:
+        worker = RawWorker(target, "holder", ["held"])
+        again = worker.assignments.get(timeout=WAIT)  # re-dispatched to the reconnected worker
+        assert again.coordination_id == first.coordination_id  # the same coordination: re-attached
+        assert again.step_id == "held"
+        worker.answer(again, "held step done after the crash")
+        with voltorch.Client(target, timeout=10) as client:
+            e = client.workflows.wait(eid, timeout=WAIT)
+            counts = started_count(client, eid)
+            assert client.workflows.start(
+                "held", request_id="crash-1"
+            ).existing  # the request id survived too
+        worker.close()
+        assert worker.assignments.empty()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=WAIT)
+    assert e.status == "completed", (e.error, log.read_text()[-3000:])
+    assert e.step("held").output == "held step done after the crash"
+    assert e.step("held").coordination_id == first.coordination_id and e.step("held").attempts == 1
+    assert counts == {"first": 1, "held": 1, "side": 1, "last": 1}  # finished steps never ran twice
+    assert e.step("first").agent_id == "analyst" and e.step("last").status == "completed"
