@@ -33,6 +33,13 @@ class CoordinationServiceStub:
     NORMAL > LOW, aged so LOW never starves) and are dispatched when suitable agents have free capacity; an
     agent never runs more than max_concurrency tasks at once. Requests, agents and results are persisted: a
     queued or running coordination survives a server restart.
+
+    Events (source "coordination", the coordination's correlation_id and priority): coordination.requested,
+    coordination.started (agent, task and — when selected — the selection: candidates, scores, explanation),
+    then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
+    Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
+    completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
+    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     """
 
     def __init__(self, channel):
@@ -101,6 +108,13 @@ class CoordinationServiceServicer:
     NORMAL > LOW, aged so LOW never starves) and are dispatched when suitable agents have free capacity; an
     agent never runs more than max_concurrency tasks at once. Requests, agents and results are persisted: a
     queued or running coordination survives a server restart.
+
+    Events (source "coordination", the coordination's correlation_id and priority): coordination.requested,
+    coordination.started (agent, task and — when selected — the selection: candidates, scores, explanation),
+    then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
+    Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
+    completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
+    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     """
 
     def RegisterAgent(self, request, context):
@@ -268,6 +282,13 @@ class CoordinationService:
     NORMAL > LOW, aged so LOW never starves) and are dispatched when suitable agents have free capacity; an
     agent never runs more than max_concurrency tasks at once. Requests, agents and results are persisted: a
     queued or running coordination survives a server restart.
+
+    Events (source "coordination", the coordination's correlation_id and priority): coordination.requested,
+    coordination.started (agent, task and — when selected — the selection: candidates, scores, explanation),
+    then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
+    Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
+    completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
+    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     """
 
     @staticmethod

@@ -153,7 +153,8 @@ class Dispatcher:
                 {**data, "mode": run.mode, "queue_wait": round(now - run.create_time, 6)},
                 run,
             )
-        self._emit(tx, "coordination.task.started", data, run)
+        if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
+            self._emit(tx, "coordination.task.started", data, run)
         store.update_coordination(tx, run.row())
         task = AgentTask(
             task_id=unit.task_id,
@@ -312,7 +313,9 @@ class Dispatcher:
             "latency": round(result.latency, 6),
             "usage": result.usage.to_dict(),
         }
-        if result.error:
+        if len(run.plan) == 1:
+            pass  # a single task: coordination.completed / failed says it all
+        elif result.error:
             self._emit(tx, "coordination.task.failed", {**data, "error": result.error.to_dict()}, run)
         else:
             self._emit(tx, "coordination.task.completed", data, run)
@@ -409,6 +412,17 @@ class Dispatcher:
                 "error": error.to_dict() if error else None,
                 "duration": round(now - run.create_time, 6),
                 "usage": total_usage(run).to_dict(),
+                "results": [
+                    {
+                        "agent_id": r.agent_id,
+                        "task_id": r.task_id,
+                        "attempts": r.attempts,
+                        "latency": round(r.latency, 6),
+                        "error_code": r.error.code if r.error else "",
+                        "skipped": r.skipped,
+                    }
+                    for r in (run.results[i] for i in sorted(run.results))
+                ],
                 "execution_id": run.execution_id,
                 "step_id": run.step_id,
             },

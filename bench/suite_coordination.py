@@ -1,0 +1,227 @@
+"""CoordinationService: coordinations per second with no-op agents, and the engine's dispatch overhead.
+
+Rows:
+
+* `echo unary`: the bare grpcio baseline (its own process).
+* `request+wait, offline agent`: each op is one coordination over gRPC — RequestCoordination to an
+  offline agent, then GetCoordination long-polling until it is terminal (2 RPCs, 2 durable
+  transactions with their events, a thread hand-off to the agent and back).
+* `request+wait, remote worker`: the same against a no-op remote worker connected through Connect
+  (the worker runs in this driver process and answers at once): adds the stream round trip.
+* `engine request+wait, function agent`: the CoordinationEngine in this process with a no-op function
+  agent, no gRPC — what a coordination costs the engine itself (`cli µs/call` is all of it).
+* `engine dispatch (request->agent start)`: the same runs; p50/p99 are the time from request() to the
+  agent being called — the dispatch overhead per request.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from typing import Any
+
+import grpc
+from voltorch.v1 import coordination_pb2 as pb
+from voltorch.v1 import coordination_pb2_grpc
+
+from ._harness import Case, MakeOp, Op, Result, _percentile, echo_unary, run_cases, servers
+
+OFFLINE = "bench-offline"
+WORKER = "bench-worker"
+
+
+def _request_wait(agent_id: str) -> MakeOp:
+    def make(ch: grpc.Channel) -> Op:
+        stub = coordination_pb2_grpc.CoordinationServiceStub(ch)
+        req = pb.RequestCoordinationRequest(task="noop", source_agent_id=agent_id)
+        wait = pb.GetCoordinationRequest()
+        wait.wait_timeout.FromSeconds(30)
+        terminal = {pb.COORDINATION_STATUS_COMPLETED, pb.COORDINATION_STATUS_FAILED}
+
+        def op() -> None:
+            c = stub.RequestCoordination(req, timeout=30).coordination
+            wait.coordination_id = c.id
+            while c.status not in terminal:
+                c = stub.GetCoordination(wait, timeout=60).coordination
+            if c.status != pb.COORDINATION_STATUS_COMPLETED:
+                raise RuntimeError(f"coordination {c.id} ended {c.status}: {c.error.message}")
+
+        return op
+
+    return make
+
+
+class _NoopWorker:
+    """A remote worker speaking the raw Connect protocol that answers every task at once."""
+
+    def __init__(self, target: str, agent_id: str, concurrency: int):
+        self.channel = grpc.insecure_channel(target)
+        self.out: queue.Queue[pb.WorkerMessage | None] = queue.Queue()
+        self.out.put(
+            pb.WorkerMessage(
+                hello=pb.WorkerHello(agent_id=agent_id, capabilities=["bench"], max_concurrency=concurrency)
+            )
+        )
+        self.ready = threading.Event()
+        stub = coordination_pb2_grpc.CoordinationServiceStub(self.channel)
+        self.call = stub.Connect(iter(self.out.get, None))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("bench worker got no welcome")
+
+    def _serve(self) -> None:
+        try:
+            for msg in self.call:
+                kind = msg.WhichOneof("message")
+                if kind == "welcome":
+                    self.ready.set()
+                elif kind == "assignment":
+                    a = msg.assignment
+                    self.out.put(
+                        pb.WorkerMessage(
+                            result=pb.TaskResult(task_id=a.task_id, attempt=a.attempt, output="ok")
+                        )
+                    )
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self.out.put(None)
+        self.call.cancel()
+        self.channel.close()
+
+
+def _setup(target: str) -> None:
+    with grpc.insecure_channel(target) as ch:
+        stub = coordination_pb2_grpc.CoordinationServiceStub(ch)
+        stub.RegisterAgent(
+            pb.RegisterAgentRequest(
+                agent_id=OFFLINE, kind=pb.AGENT_KIND_OFFLINE, capabilities=["bench"], max_concurrency=1000
+            ),
+            timeout=30,
+        )
+
+
+def _engine_round(args: Any) -> tuple[float, float, list[tuple[int, int]], list[str]]:
+    """One measuring window of the engine alone, in this process: no gRPC, a no-op function agent.
+    Returns (coordinations/s, CPU µs per coordination, [(total ns, request->agent ns)], errors)."""
+    from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
+    from voltorch_server.components.events import EventLog
+    from voltorch_server.config import Config
+    from voltorch_server.storage import Database, migrate
+
+    with tempfile.TemporaryDirectory(prefix="voltorch-bench-engine-") as tmp:
+        db = Database(os.path.join(tmp, "engine.db"))
+        migrate(db)
+        engine = CoordinationEngine(db, EventLog(db), Config(builtin_agents=False))
+        engine.start()
+        entered: dict[str, int] = {}
+
+        def noop(task: Any, cancel: Any) -> str:
+            entered[task.coordination_id] = time.perf_counter_ns()
+            return ""
+
+        engine.register_agent("noop", kind="function", max_concurrency=1000, runtime=noop)
+        stop = threading.Event()
+        t0 = time.perf_counter_ns() + int(args.warmup * 1e9)
+        counts = [0] * args.clients
+        lat: list[list[tuple[int, int]]] = [[] for _ in range(args.clients)]
+        errors: list[str] = []
+        req = CoordinationRequest(task="noop", source_agent_id="noop")
+
+        def client(i: int) -> None:
+            n = 0
+            try:
+                while not stop.is_set():
+                    a = time.perf_counter_ns()
+                    c = engine.request(req)
+                    done = engine.wait(c.id, 30)
+                    b = time.perf_counter_ns()
+                    if done.status != "completed":
+                        raise RuntimeError(f"{c.id} ended {done.status}")
+                    started = entered.pop(c.id, a)
+                    if a >= t0 and not stop.is_set():
+                        lat[i].append((b - a, started - a))
+                        n += 1
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                stop.set()
+            counts[i] = n
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        stop.wait(args.warmup)
+        cpu0, w0 = time.process_time(), time.perf_counter()
+        stop.wait(args.duration)
+        stop.set()
+        w1, cpu1 = time.perf_counter(), time.process_time()
+        for t in threads:
+            t.join(30)
+        engine.stop()
+        db.close()
+    items = sum(counts)
+    rate = items / (w1 - w0) if w1 > w0 else 0.0
+    cpu = (cpu1 - cpu0) / items * 1e6 if items else float("nan")
+    return rate, cpu, [x for part in lat for x in part], errors
+
+
+def _engine_rows(args: Any) -> list[Result]:
+    rates, cpus, pairs, errors = [], [], [], []
+    for _ in range(args.rounds):
+        rate, cpu, lat, errs = _engine_round(args)
+        rates.append(rate)
+        cpus.append(cpu)
+        pairs += lat
+        errors += errs
+    total = sorted(x for x, _ in pairs)
+    dispatch = sorted(d for _, d in pairs)
+    common = {
+        "suite": "coordination",
+        "rate": statistics.median(rates),
+        "server_us_per_item": None,
+        "server_switches_per_item": None,
+        "rounds": rates,
+        "errors": errors[:3],
+    }
+    return [
+        Result(
+            name="engine request+wait, function agent",
+            p50_ms=_percentile(total, 0.5),
+            p99_ms=_percentile(total, 0.99),
+            client_us_per_item=statistics.median(cpus),
+            **common,
+        ),
+        Result(
+            name="engine dispatch (request->agent start)",
+            p50_ms=_percentile(dispatch, 0.5),
+            p99_ms=_percentile(dispatch, 0.99),
+            client_us_per_item=None,
+            **common,
+        ),
+    ]
+
+
+def run(args: Any) -> list[Result]:
+    with servers("echo", "voltorch", profile_dir=args.profile) as srv:
+        target = srv["voltorch"].target
+        _setup(target)
+        worker = _NoopWorker(target, WORKER, concurrency=max(64, args.clients * 2))
+        try:
+            echo = "echo unary"
+            cases = [
+                Case(echo, "echo", echo_unary(64)),
+                Case("request+wait, offline agent", "voltorch", _request_wait(OFFLINE), baseline=echo),
+                Case("request+wait, remote worker", "voltorch", _request_wait(WORKER), baseline=echo),
+            ]
+            results = run_cases("coordination", cases, srv, args)
+        finally:
+            worker.close()
+    if not getattr(args, "select", None) or "engine" in args.select.lower():
+        results += _engine_rows(args)
+    return results
