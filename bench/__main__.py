@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short smoke run: 1 round, short windows")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed or a row fails")
     p.add_argument("--clients", type=int, default=8, help="closed-loop client threads (default 8)")
-    p.add_argument("--duration", type=float, help="seconds measured per case per round (default 3, quick 1)")
+    p.add_argument(
+        "--duration", type=float, help="seconds measured per case per round (default 2.5, quick 1)"
+    )
     p.add_argument(
         "--warmup", type=float, help="seconds of warm-up before each window (default 0.5, quick 0.3)"
     )
@@ -67,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(suites)}")
     args.suites = args.suites or suites
-    args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 3.0)
+    args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 2.5)
     args.warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if args.profile == "":

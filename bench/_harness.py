@@ -55,7 +55,15 @@ _CHANNEL_OPTIONS = [
 class ServerProcess:
     """A benchmark server in a child process; `target` to connect, `cpu_seconds()` to meter it."""
 
-    def __init__(self, kind: str, *, profile: str | None = None, start_timeout: float = 30.0):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        profile: str | None = None,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 30.0,
+    ):
+        """`env` adds variables for the child, e.g. {"VOLTORCH_TRACING": "false"}."""
         self.kind = kind
         self.profile = profile
         self._tmp = tempfile.TemporaryDirectory(prefix=f"voltorch-bench-{kind}-")
@@ -64,12 +72,10 @@ class ServerProcess:
             cmd += ["--db", os.path.join(self._tmp.name, "bench.db")]
         if profile:
             cmd += ["--profile", profile]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        child_env = {**os.environ, **(env or {})}
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), child_env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=_ROOT, env=env, text=True
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=_ROOT, env=child_env, text=True
         )
         line = _readline(self.proc, start_timeout)
         try:
@@ -270,9 +276,9 @@ class Result:
     rate: float
     p50_ms: float
     p99_ms: float
-    server_us_per_item: float | None
-    server_switches_per_item: float | None
-    client_us_per_item: float | None
+    server_us_per_item: float | None = None
+    server_switches_per_item: float | None = None
+    client_us_per_item: float | None = None
     unit: str = "calls"
     baseline: str | None = None
     ratio: float | None = None
