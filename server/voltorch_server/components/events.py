@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .._ids import new_id
@@ -97,23 +97,20 @@ _COLUMNS = (
 )
 
 
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_PRIORITIES = {int(p): p for p in Priority}
+_new_object = object.__new__
+
+
 def _row_to_event(row: Any) -> Event:
-    return Event(
-        sequence=row[0],
-        id=row[1],
-        type=row[2],
-        source=row[3],
-        target=row[4],
-        data=json.loads(row[5]),
-        correlation_id=row[6],
-        causation_id=row[7],
-        priority=Priority(row[8]),
-        traceparent=row[9],
-        tracestate=row[10],
-        trace_id=row[11],
-        span_id=row[12],
-        time=row[13],
-    )
+    """An Event from a row of _COLUMNS. Replay builds one per delivered event, so this skips the frozen
+    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict at once."""
+    values = list(row)
+    values[5] = json.loads(values[5])
+    values[8] = _PRIORITIES[values[8]]
+    e = _new_object(Event)
+    e.__dict__.update(zip(_EVENT_FIELDS, values, strict=True))
+    return e
 
 
 class EventLog(Component):
@@ -166,6 +163,10 @@ class EventLog(Component):
     @property
     def subscriber_count(self) -> int:
         return self._broadcaster.subscriber_count
+
+    def details(self) -> dict[str, Any]:
+        """For GetHealth; "subscribers" also feeds the voltorch.subscribers gauge."""
+        return {"subscribers": self.subscriber_count}
 
     # -- publishing -------------------------------------------------------------------------------
 

@@ -25,18 +25,40 @@ def _ints(obj: Any) -> Any:
 
 
 def py_to_value(obj: Any) -> struct_pb2.Value:
+    """The JSON value obj (dicts, lists, str, numbers, bools, None) as a Value.
+
+    Same result as json_format.ParseDict, several times faster: every delivered event and key goes
+    through here. Build the Value standalone and CopyFrom it into a parent (faster than in place).
+    """
     v = struct_pb2.Value()
-    if obj is None:
-        v.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(obj, dict):  # Struct.update/ListValue.extend: same result as ParseDict, ~3x faster
-        v.struct_value.SetInParent()
-        v.struct_value.update(obj)
-    elif isinstance(obj, list):
-        v.list_value.SetInParent()
-        v.list_value.extend(obj)
-    else:
-        json_format.ParseDict(obj, v)
+    _set_value(v, obj)
     return v
+
+
+def _set_value(v: struct_pb2.Value, obj: Any) -> None:
+    t = type(obj)
+    if t is str:
+        v.string_value = obj
+    elif t is dict:
+        s = v.struct_value
+        s.SetInParent()
+        fields = s.fields
+        for key, item in obj.items():
+            _set_value(fields[key], item)
+    elif t is bool:
+        v.bool_value = obj
+    elif t is int or t is float:
+        v.number_value = obj
+    elif obj is None:
+        v.null_value = struct_pb2.NULL_VALUE
+    elif t is list or t is tuple:
+        lv = v.list_value
+        lv.SetInParent()
+        add = lv.values.add
+        for item in obj:
+            _set_value(add(), item)
+    else:  # subclasses of the JSON types and anything else: the general (slower, validating) path
+        json_format.ParseDict(obj, v)
 
 
 def struct_to_py(s: struct_pb2.Struct) -> dict[str, Any]:

@@ -31,9 +31,12 @@ def pump(
     for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
     """
     try:
-        while context.is_active():
+        while True:
             item = follower.get(timeout=POLL_SECONDS)
             if item is None:
+                # Only a quiet stream needs to look: grpc stops pulling items from a cancelled one.
+                if not context.is_active():
+                    return
                 if idle is not None:
                     msg = idle()
                     if msg is not None:

@@ -6,7 +6,7 @@ import threading
 import time
 
 import grpc
-from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
+from voltorch.v1 import events_pb2, events_pb2_grpc
 
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
@@ -18,25 +18,30 @@ MIN_HEARTBEAT = 1.0
 _MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the protobuf Timestamp range
 
 
-def event_pb(e: Event) -> events_pb2.Event:
-    pb = events_pb2.Event(
-        sequence=e.sequence,
-        id=e.id,
-        type=e.type,
-        source=e.source,
-        target=e.target,
-        correlation_id=e.correlation_id,
-        causation_id=e.causation_id,
-        priority=int(e.priority),
-        trace_id=e.trace_id,
-        span_id=e.span_id,
-        time=ts(e.time),
-    )
+def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
+    """Write e into pb in place (no nested-message copies: this runs once per delivered event)."""
+    pb.sequence = e.sequence
+    pb.id = e.id
+    pb.type = e.type
+    pb.source = e.source
+    pb.target = e.target
+    pb.correlation_id = e.correlation_id
+    pb.causation_id = e.causation_id
+    pb.priority = e.priority
+    pb.trace_id = e.trace_id
+    pb.span_id = e.span_id
+    nanos = int(e.time * 1e9)
+    pb.time.seconds, pb.time.nanos = divmod(nanos, 1_000_000_000)
     if e.data is not None:
         pb.data.CopyFrom(py_to_value(e.data))
     if e.traceparent:
-        pb.trace_context.CopyFrom(common_pb2.TraceContext(traceparent=e.traceparent, tracestate=e.tracestate))
+        pb.trace_context.traceparent = e.traceparent
+        pb.trace_context.tracestate = e.tracestate
     return pb
+
+
+def event_pb(e: Event) -> events_pb2.Event:
+    return fill_event(events_pb2.Event(), e)
 
 
 def new_event(pb: events_pb2.Event) -> NewEvent:
@@ -89,7 +94,8 @@ class _Rendered:
     def __call__(self, e: Event) -> events_pb2.SubscribeResponse:
         resp = self._items.get(e.sequence)
         if resp is None:
-            resp = events_pb2.SubscribeResponse(event=event_pb(e))
+            resp = events_pb2.SubscribeResponse()
+            fill_event(resp.event, e)
             with self._lock:
                 self._items[e.sequence] = resp
                 if len(self._items) > self.capacity:
