@@ -91,8 +91,13 @@ class Metrics:
             "rpc.server.stream.messages_sent", unit="{message}", description="Messages sent on server streams"
         )
         # Events
-        self.events_published = m.create_counter(
-            "voltorch.events.published", unit="{event}", description="Events appended to the log"
+        # Counted in a plain dict on the publish path (under the database's writer lock), read at collection.
+        self._published: dict[str, int] = {}
+        m.create_observable_counter(
+            "voltorch.events.published",
+            [self._published_totals],
+            unit="{event}",
+            description="Events appended to the log",
         )
         self.events_delivered = m.create_counter(
             "voltorch.events.delivered", unit="{event}", description="Events sent to stream subscribers"
@@ -247,8 +252,14 @@ class Metrics:
             span.set_attribute(GEN_AI_OUTPUT_TOKENS, output_tokens)
 
     def event_published(self, event_type: str) -> None:
+        """One event appended (called by the event log's listener, serialised by the writer lock)."""
         domain = event_type.split(".", 1)[0]
-        self.events_published.add(1, {"event.domain": domain if domain in _DOMAINS else "custom"})
+        domain = domain if domain in _DOMAINS else "custom"
+        self._published[domain] = self._published.get(domain, 0) + 1
+
+    def _published_totals(self, _: CallbackOptions) -> Iterable[Observation]:
+        for domain, n in list(self._published.items()):
+            yield Observation(n, {"event.domain": domain})
 
     def set_levels(self, values: dict[str, float]) -> None:
         """Set the level gauges from summed details() values (keys of LEVELS)."""
