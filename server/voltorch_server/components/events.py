@@ -166,7 +166,11 @@ class EventLog(Component):
 
     def details(self) -> dict[str, Any]:
         """For GetHealth; "subscribers" also feeds the voltorch.subscribers gauge."""
-        return {"subscribers": self.subscriber_count}
+        return {
+            "subscribers": self.subscriber_count,
+            "head_sequence": self.last_sequence(),
+            "oldest_sequence": self.oldest_available(),
+        }
 
     # -- publishing -------------------------------------------------------------------------------
 
