@@ -8,7 +8,8 @@
 The worker opens CoordinationService.Connect, says hello (id, capabilities), runs each assigned task
 in its own thread (at most max_concurrency at once), sends heartbeats listing its running tasks, and
 reports one result per assignment. When the stream breaks it reconnects with backoff under the same
-id; the server re-dispatches whatever was in flight. stop() ends the session gracefully.
+id; the server re-dispatches whatever was in flight. It stops for good when the agent is unregistered
+or another worker connects with the same id. stop() ends the session gracefully.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from .errors import from_rpc_error
 log = logging.getLogger("voltorch.worker")
 
 SDK_VERSION = "voltorch-python/0.1.0"
+# Sessions the server ended on purpose: the agent was unregistered, or another process took over its id.
+_FINAL = frozenset({"SESSION_UNREGISTERED", "SESSION_REPLACED"})
 
 
 class TaskFailed(Exception):
@@ -128,6 +131,7 @@ class Worker:
         self.max_backoff = max_backoff
         self.session_id = ""
         self.connected = threading.Event()  # set while a session is open (after the welcome)
+        self.ended: Exception | None = None  # why run() returned on its own (unregistered / replaced)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[str, WorkerTask] = {}
@@ -149,6 +153,10 @@ class Worker:
                 except grpc.RpcError as err:
                     exc = from_rpc_error(err)
                     if self._stop.is_set():
+                        break
+                    if exc.reason in _FINAL:
+                        log.warning("worker %s: %s; not reconnecting", self.agent_id, exc.message)
+                        self.ended = exc
                         break
                     if not self.reconnect:
                         raise exc from None

@@ -86,15 +86,34 @@ def test_cancelling_a_coordination_reaches_the_handler(client):
     assert client.coordination.get(c.id).status == "cancelled"
 
 
-def test_the_worker_reconnects_after_its_session_is_ended(server, client):
+def test_the_worker_reconnects_after_the_server_side_restarts(server, client):
     with voltorch.Worker(client, "phoenix", ["p"], lambda t: "back") as w:
         assert w.connected.wait(WAIT)
         first = w.session_id
         after = server.runtime.events.last_sequence()
-        client.coordination.unregister_agent("phoenix")  # ends the stream with ABORTED
+        engine = server.runtime.coordination
+        engine.stop()  # what the watcher does to restart a component: the stream ends UNAVAILABLE
+        engine.start()
         with server.runtime.events.subscribe(EventFilter(types=("agent.connected",)), after=after) as f:
             e = f.get(timeout=WAIT)  # the worker came back on its own
         assert e is not None and e.data["agent_id"] == "phoenix"
         assert w.connected.wait(WAIT)
         c = client.coordination.run("again", source_agent_id="phoenix", wait_timeout=WAIT)
         assert c.output == "back" and w.session_id != first
+
+
+def test_unregistering_or_replacing_a_worker_ends_it_for_good(client):
+    w = voltorch.Worker(client, "retired", ["r"], lambda t: "x").start()
+    assert w.connected.wait(WAIT)
+    client.coordination.unregister_agent("retired")
+    w._thread.join(WAIT)
+    assert not w._thread.is_alive() and w.ended.reason == "SESSION_UNREGISTERED"
+    with pytest.raises(voltorch.NotFoundError):
+        client.coordination.get_agent("retired")
+    first = voltorch.Worker(client, "dup", ["d"], lambda t: "first").start()
+    assert first.connected.wait(WAIT)
+    with voltorch.Worker(client, "dup", ["d"], lambda t: "second") as second:
+        assert second.connected.wait(WAIT)
+        first._thread.join(WAIT)
+        assert first.ended.reason == "SESSION_REPLACED"
+        assert client.coordination.run("t", source_agent_id="dup", wait_timeout=WAIT).output == "second"
