@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from . import _cli_workflows
 from . import config as config_mod
 
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sp in (st,):
         sp.add_argument("--target", default="127.0.0.1:50051", help="server address (host:port)")
+    _cli_workflows.add_parsers(sub)
     return p
 
 

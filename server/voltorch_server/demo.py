@@ -1,0 +1,196 @@
+"""`make run`: the product's main job in one command.
+
+Starts a server in this process on the embedded SQLite database, runs ExecuteCompleteWorkflow on the seed's
+example requirement with the built-in agents (offline, or OpenAI-compatible when OPENAI_API_KEY is set),
+prints every step as it happens (from WatchExecution), then the result, which agents did the work and where
+the data lives. Exits 0 when the workflow completed.
+
+    python -m voltorch_server.demo --db ./voltorch.db [--requirement "..."] [--port 0]
+
+`follow()` and `report()` are also what `voltorch run "<requirement>"` prints against a running server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+
+SEED_REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
+
+_ICONS = {
+    "started": "[cyan]▶[/]",
+    "completed": "[green]✔[/]",
+    "failed": "[red]✘[/]",
+    "retrying": "[yellow]↻[/]",
+    "skipped": "[dim]⤼[/]",
+}
+
+
+def _detail(step: Any) -> str:
+    """One line saying what a finished step produced."""
+    out = step.structured_output
+    if step.children:
+        return f"{sum(c.status == 'completed' for c in step.children)}/{len(step.children)} tasks done"
+    if step.step_id == "analyse" and isinstance(out, dict):
+        return str(out.get("summary", ""))[:100]
+    if step.step_id == "generate_tasks" and isinstance(out, dict) and isinstance(out.get("tasks"), list):
+        return f"{len(out['tasks'])} tasks planned"
+    if step.step_id == "review" and isinstance(out, dict):
+        verdict = "approved" if out.get("approved") else "changes requested"
+        return f"{verdict}, score {out.get('score', '?')}"
+    if isinstance(out, dict) and out.get("deliverable"):
+        files = [f.get("path") for f in out.get("files") or [] if isinstance(f, dict)]
+        return f"{out['deliverable']}" + (f" ({', '.join(files)})" if files else "")
+    if isinstance(out, dict) and isinstance(out.get("summary"), str):
+        return "final report written"
+    return (step.output or "").strip().replace("\n", " ")[:100]
+
+
+def follow(client: Any, execution_id: str, console: Console, *, timeout: float | None = None) -> Any:
+    """Print each step as it happens until the execution ends; return the finished execution."""
+    started: dict[str, float] = {}
+    done = total = 0
+    with console.status("[bold]running…", spinner="dots") as status:
+        for ev in client.workflows.watch(execution_id, timeout=timeout):
+            data = ev.data if isinstance(ev.data, dict) else {}
+            kind = ev.type.rsplit(".", 1)[-1]
+            if ev.type.startswith("workflow.execution."):
+                if kind in ("started", "resumed", "paused", "queued"):
+                    console.print(f"[bold]Execution {execution_id} {kind}[/]")
+                continue
+            if not ev.type.startswith("workflow.step."):
+                continue
+            step_id = ev.step_id
+            indent = "    " if data.get("parent_id") else "  "
+            label = f"{indent}{_ICONS.get(kind, '·')} {step_id:<18} {data.get('name', '')[:48]:<48}"
+            if kind == "started":
+                started[step_id] = time.monotonic()
+                total += 1
+                extra = f"[dim]fan-out over {data['items']} tasks[/]" if data.get("items") is not None else ""
+                attempt = data.get("attempt", 1)
+                console.print(label + (f" [yellow]attempt {attempt}[/]" if attempt > 1 else "") + f" {extra}")
+            elif kind == "completed":
+                done += 1
+                step = _find_step(client.workflows.get(execution_id), step_id)
+                agent = data.get("agent_id") or ", ".join(data.get("agents", [])) or ""
+                took = time.monotonic() - started.get(step_id, time.monotonic())
+                line = f"{label} [magenta]{agent:<10}[/] [dim]{took:5.2f}s[/]"
+                console.print(line + (f"  {_detail(step)}" if step else ""))
+            elif kind == "retrying":
+                err = data.get("error", {})
+                console.print(
+                    f"{label} [yellow]{err.get('code')}: {err.get('message', '')[:80]} — retry in {data.get('delay')}s[/]"
+                )
+            elif kind == "failed":
+                err = data.get("error", {})
+                console.print(f"{label} [red]{err.get('code')}: {err.get('message', '')[:120]}[/]")
+            else:
+                console.print(f"{label} [dim]{data.get('reason', '')}[/]")
+            status.update(f"[bold]running…[/] {done}/{total} steps done")
+    return client.workflows.get(execution_id)
+
+
+def _find_step(execution: Any, step_id: str) -> Any:
+    for s in execution.steps:
+        if s.step_id == step_id:
+            return s
+        for c in s.children:
+            if c.step_id == step_id:
+                return c
+    return None
+
+
+def report(client: Any, execution: Any, console: Console, *, db: str | None = None) -> None:
+    """The result, who did what, and where the data lives."""
+    took = (execution.end_time - execution.start_time).total_seconds() if execution.end_time else 0.0
+    color = "green" if execution.status == "completed" else "red"
+    console.print()
+    console.print(f"[bold {color}]Workflow {execution.status}[/] in {took:.2f}s — execution {execution.id}")
+    if execution.error:
+        console.print(f"[red]{execution.error.code}: {execution.error.message}[/]")
+    summary = execution.result.get("summary") if isinstance(execution.result, dict) else None
+    if isinstance(summary, str):
+        console.print(Panel(Markdown(summary), title="Result: summary", border_style=color))
+
+    agents = {a.id: a for a in client.coordination.list_agents()}
+    table = Table(title="Who did the work", show_lines=False)
+    for col in ("step", "task", "agent", "kind", "attempts", "status"):
+        table.add_column(col)
+    for s in execution.steps:
+        for row in [s, *s.children]:
+            if row.children:
+                continue
+            a = agents.get(row.agent_id)
+            kind = a.kind if a else ""
+            if a and a.kind == "llm" and a.llm:
+                kind = f"llm ({a.llm.model})"
+            table.add_row(row.step_id, row.name[:50], row.agent_id, kind, str(row.attempts), row.status)
+    console.print(table)
+    kinds = {
+        agents[a].kind for a in {r.agent_id for s in execution.steps for r in [s, *s.children]} if a in agents
+    }
+    if kinds == {"offline"}:
+        console.print(
+            "[dim]The built-in agents ran offline (deterministic, no LLM). Set OPENAI_API_KEY (and optionally "
+            "VOLTORCH_OPENAI_BASE_URL / VOLTORCH_OPENAI_MODEL) to use an OpenAI-compatible model.[/]"
+        )
+
+    keys = [kv.key for kv in client.state.list(f"requirement.{execution.id}")]
+    console.print()
+    console.print("[bold]Where the data lives[/]")
+    if db:
+        console.print(f"  database    {Path(db).resolve()} (SQLite, WAL): executions, steps, events, state")
+    console.print(f"  execution   {execution.id} (GetExecution / WatchExecution replay it)")
+    console.print("  state keys  " + "\n              ".join(keys))
+    console.print(
+        f"  look again  voltorch serve --db {db or '<db>'}  then  voltorch workflows get {execution.id}"
+        f"  /  voltorch state get requirement.{execution.id}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m voltorch_server.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", default="./voltorch.db", help="SQLite database file (created if missing)")
+    p.add_argument("--requirement", default=SEED_REQUIREMENT)
+    p.add_argument("--port", type=int, default=0, help="0 = any free port")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    args = p.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import voltorch
+
+    from .app import VoltorchServer
+    from .config import load
+
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    cfg = load(None, host="127.0.0.1", port=args.port, db=args.db)
+    server = VoltorchServer(cfg).start()
+    try:
+        with voltorch.Client(server.target, timeout=30) as client:
+            llm = bool(os.environ.get(cfg.openai_api_key_env))
+            team = ", ".join(a.id for a in client.coordination.list_agents())
+            console.print(f"[bold]voltorch[/] server on {server.target}, database {Path(cfg.db).resolve()}")
+            console.print(
+                f"Agents: {team} ({'OpenAI-compatible, model ' + cfg.openai_model if llm else 'offline'})"
+            )
+            console.print(f"Requirement: [italic]{args.requirement}[/]")
+            started = client.workflows.execute_complete(args.requirement)
+            execution = follow(client, started.execution.id, console, timeout=args.timeout)
+            report(client, execution, console, db=cfg.db)
+            return 0 if execution.status == "completed" else 1
+    finally:
+        server.stop(grace=2.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
