@@ -34,11 +34,10 @@ from ._coordination_model import (
     TaskError,
     evaluate,
 )
-from ._coordination_runs import After, Run, Unit, checked, final_output, make_result, total_usage
+from ._coordination_runs import PREVIEW, After, Run, Unit, checked, final_output, make_result, total_usage
 from ._selection import choose, rank
 
 log = logging.getLogger("voltorch.coordination")
-_PREVIEW = 1000
 
 
 class Dispatcher:
@@ -408,7 +407,7 @@ class Dispatcher:
                 "mode": run.mode,
                 "status": status,
                 "agent_ids": run.participants,
-                "output": run.output[:_PREVIEW],
+                "output": run.output[:PREVIEW],
                 "error": error.to_dict() if error else None,
                 "duration": round(now - run.create_time, 6),
                 "usage": total_usage(run).to_dict(),

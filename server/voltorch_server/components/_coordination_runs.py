@@ -35,6 +35,7 @@ from ._coordination_model import (
 )
 
 SOURCE = "coordination"  # the source of every event the engine publishes
+PREVIEW = 1000  # characters of task / output text copied into events
 
 
 @dataclass(eq=False)

@@ -69,7 +69,7 @@ from ._coordination_model import (
     check_name,
 )
 from ._coordination_registry import AgentRegistry
-from ._coordination_runs import SOURCE, After, Run, Unit, request_hash
+from ._coordination_runs import PREVIEW, SOURCE, After, Run, Unit, request_hash
 from ._paging import decode_token, encode_token
 from ._paging import page_size as checked_page_size
 from ._queue import AgingQueue
@@ -89,8 +89,6 @@ __all__ = [
     "Selection",
     "TaskError",
 ]
-
-_PREVIEW = 1000
 
 
 class CoordinationEngine(AgentRegistry, Dispatcher, Component):
@@ -310,7 +308,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                 {
                     "coordination_id": cid,
                     "mode": run.mode,
-                    "task": run.task[:_PREVIEW],
+                    "task": run.task[:PREVIEW],
                     "source_agent_id": run.source,
                     "target_agent_id": req.target_agent_id,
                     "plan": plan,
