@@ -145,14 +145,21 @@ class _Subscribers:
     threads contending for its GIL, which would otherwise show up as delivery latency.
     """
 
+    _loop: asyncio.AbstractEventLoop | None = None  # one loop for the whole run: grpc.aio keeps using it
+
+    @classmethod
+    def _shared_loop(cls) -> asyncio.AbstractEventLoop:
+        if cls._loop is None:
+            cls._loop = asyncio.new_event_loop()
+            threading.Thread(target=cls._loop.run_forever, name="bench-subscribers", daemon=True).start()
+        return cls._loop
+
     def __init__(self, target: str, n: int, type_: str, on_event):
-        self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete, args=(self._main(target, n, type_, on_event),), daemon=True
+        self._done = asyncio.run_coroutine_threadsafe(
+            self._main(target, n, type_, on_event), self._shared_loop()
         )
-        self._thread.start()
         if not self._ready.wait(60):
             raise RuntimeError("subscriptions were not established within 60 s")
 
@@ -182,9 +189,8 @@ class _Subscribers:
 
     def close(self) -> None:
         if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        self._loop.close()
+            self._shared_loop().call_soon_threadsafe(self._stop.set)
+        self._done.result(30)
 
 
 def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> tuple[float, float]:
