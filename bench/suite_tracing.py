@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,21 +30,6 @@ from ._harness import Case, MakeOp, Op, Result, ServerProcess, run_cases
 
 KEYS = 64
 TARGET = 0.85
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    """Environment for a child server process (ServerProcess copies os.environ when it starts one)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _traceparent(n: int) -> tuple[tuple[str, str], ...]:
@@ -145,17 +129,18 @@ def run(args: Any) -> list[Result]:
     sink = _Sink()
     started: dict[str, ServerProcess] = {}
     try:
-        with _env(VOLTORCH_TRACING="false"):
-            started["off"] = ServerProcess("voltorch")
-        with _env(VOLTORCH_TRACING="true", OTEL_TRACES_EXPORTER="none"):
-            started["on"] = ServerProcess("voltorch")
-        with _env(
-            VOLTORCH_TRACING="true",
-            OTEL_TRACES_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.port}",
-            OTEL_EXPORTER_OTLP_INSECURE="true",
-        ):
-            started["otlp"] = ServerProcess("voltorch")
+        envs = {
+            "off": {"VOLTORCH_TRACING": "false"},
+            "on": {"VOLTORCH_TRACING": "true", "OTEL_TRACES_EXPORTER": "none"},
+            "otlp": {
+                "VOLTORCH_TRACING": "true",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}",
+            },
+        }
+        for name, env in envs.items():
+            prof = os.path.join(args.profile, f"tracing-{name}.pstats") if args.profile else None
+            started[name] = ServerProcess("voltorch", env=env, profile=prof)
         for name, srv in started.items():
             _prepare(srv.target, args.payload, expect_traced=name != "off")
         ids = _Ids()

@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -45,11 +46,9 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import TraceFlags, TraceState
 
 log = logging.getLogger("voltorch.telemetry")
-
-_propagator = TraceContextTextMapPropagator()
 
 tracer = trace.get_tracer("voltorch_server")
 
@@ -76,21 +75,40 @@ def current_trace() -> TraceIds:
     span_ctx = trace.get_current_span().get_span_context()
     if not span_ctx.is_valid:
         return TraceIds()
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
+    trace_id, span_id = format(span_ctx.trace_id, "032x"), format(span_ctx.span_id, "016x")
     return TraceIds(
-        traceparent=carrier.get("traceparent", ""),
-        tracestate=carrier.get("tracestate", ""),
-        trace_id=format(span_ctx.trace_id, "032x"),
-        span_id=format(span_ctx.span_id, "016x"),
+        traceparent=f"00-{trace_id}-{span_id}-{span_ctx.trace_flags:02x}",
+        tracestate=span_ctx.trace_state.to_header() if span_ctx.trace_state else "",
+        trace_id=trace_id,
+        span_id=span_id,
+    )
+
+
+# W3C traceparent: version-traceid-spanid-flags (a future version may append fields).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def _span_context(traceparent: str, tracestate: str = "") -> trace.SpanContext | None:
+    """The remote span context a traceparent names (None when malformed), per W3C Trace Context."""
+    m = _TRACEPARENT.fullmatch(traceparent.strip())
+    if m is None:
+        return None
+    version, trace_hex, span_hex, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    return trace.SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags, 16)), trace_state=state
     )
 
 
 def trace_ids_from(traceparent: str, tracestate: str = "") -> TraceIds:
     """Parse a traceparent header into ids (empty when malformed)."""
-    ctx = _propagator.extract({"traceparent": traceparent, "tracestate": tracestate})
-    span_ctx = trace.get_current_span(ctx).get_span_context()
-    if not span_ctx.is_valid:
+    span_ctx = _span_context(traceparent, tracestate)
+    if span_ctx is None:
         return TraceIds()
     return TraceIds(
         traceparent, tracestate, format(span_ctx.trace_id, "032x"), format(span_ctx.span_id, "016x")
@@ -98,8 +116,11 @@ def trace_ids_from(traceparent: str, tracestate: str = "") -> TraceIds:
 
 
 def context_from(traceparent: str, tracestate: str = "") -> otel_context.Context:
-    """An OpenTelemetry context to start child spans under a propagated trace."""
-    return _propagator.extract({"traceparent": traceparent, "tracestate": tracestate})
+    """An OpenTelemetry context to start child spans under a propagated trace (empty when malformed)."""
+    span_ctx = _span_context(traceparent, tracestate)
+    if span_ctx is None:
+        return otel_context.Context()
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_ctx), otel_context.Context())
 
 
 def context_from_metadata(metadata: Any) -> otel_context.Context | None:

@@ -301,3 +301,30 @@ def test_a_remote_worker_joins_the_callers_trace(spans: InMemorySpanExporter, co
         assert [s for s in spans.get_finished_spans() if s.name == "worker.task" and hex_trace(s) == tid]
         story = [e.type for e in c.trace(tid).events]
         assert "coordination.completed" in story
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "valid"),
+    [
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", True),
+        (
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future",
+            True,
+        ),  # a later version may extend
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra", False),
+        ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", False),
+        ("00-00000000000000000000000000000000-b7ad6b7169203331-01", False),
+        ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", False),
+        ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", False),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01", False),
+        ("garbage", False),
+    ],
+)
+def test_traceparent_parsing(traceparent: str, valid: bool) -> None:
+    ids = telemetry.trace_ids_from(traceparent, "vendor=x")
+    assert (ids.trace_id == "0af7651916cd43dd8448eb211c80319c") is valid
+    span = trace.get_current_span(telemetry.context_from(traceparent, "vendor=x"))
+    assert span.get_span_context().is_valid is valid
+    if valid:
+        assert span.get_span_context().trace_state.get("vendor") == "x"
+        assert span.get_span_context().is_remote
