@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_workflows
+from . import _cli_ops, _cli_workflows
 from . import config as config_mod
 
 
@@ -42,12 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace):
-    from voltorch import Client
-
-    return Client(args.target)
-
-
 def _print(obj: Any) -> None:
     from dataclasses import asdict, is_dataclass
 
@@ -55,7 +49,7 @@ def _print(obj: Any) -> None:
 
 
 def _state(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with _cli_ops.client(args) as c:
         if args.action == "get":
             _print(c.state.get(args.key))
         elif args.action == "set":
@@ -91,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("value", nargs="?")
     st.set_defaults(fn=_state)
 
-    for sp in (st,):
-        sp.add_argument("--target", default="127.0.0.1:50051", help="server address (host:port)")
+    _cli_ops.add_target(st)
     _cli_workflows.add_parsers(sub)
+    _cli_ops.add_parsers(sub)
     return p
 
 
