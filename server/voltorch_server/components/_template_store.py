@@ -56,6 +56,10 @@ class TemplateStore:
         return stored
 
     def get(self, name: str, version: int = 0, *, field: str = "name") -> Template:
+        return self.get_raw(name, version, field=field)[0]
+
+    def get_raw(self, name: str, version: int = 0, *, field: str = "name") -> tuple[Template, str]:
+        """The template and its stored JSON definition."""
         if not name:
             raise InvalidArgument(field, "a template name is required")
         if version < 0:
@@ -72,7 +76,7 @@ class TemplateStore:
         if row is None:
             what = f"{name!r} version {version}" if version else repr(name)
             raise NotFound("template", f"{name}@{version}" if version else name, f"template {what} not found")
-        return loads(row["definition"])
+        return loads(row["definition"]), row["definition"]
 
     def list(
         self, category: str = "", all_versions: bool = False, page_size_: int = 0, page_token: str = ""

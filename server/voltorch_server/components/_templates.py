@@ -6,6 +6,7 @@ restarted server runs exactly what was started. Structural validation lives in `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -284,7 +285,9 @@ def dumps(t: Template) -> str:
     return json.dumps(to_dict(t), separators=(",", ":"), sort_keys=True)
 
 
+@functools.lru_cache(maxsize=256)
 def loads(raw: str) -> Template:
+    """Parse a stored definition (cached: templates are immutable, and every run of one shares it)."""
     return from_dict(json.loads(raw))
 
 

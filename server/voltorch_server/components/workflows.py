@@ -182,7 +182,7 @@ class WorkflowEngine(Component):
         _check_common(request_id, labels or {}, correlation_id)
         if template_version < 0:
             raise InvalidArgument("template_version", "must not be negative")
-        t = self.templates.get(template_name, template_version, field="template_name")
+        t, raw = self.templates.get_raw(template_name, template_version, field="template_name")
         params = apply_parameters(t.parameters, parameters or {})
         digest = _digest(
             "start",
@@ -193,7 +193,7 @@ class WorkflowEngine(Component):
             labels,
             correlation_id,
         )
-        return self._start(t, params, digest, request_id, priority, labels or {}, correlation_id)
+        return self._start(t, params, digest, request_id, priority, labels or {}, correlation_id, raw)
 
     def execute_complete(
         self,
@@ -224,8 +224,13 @@ class WorkflowEngine(Component):
         priority: int,
         labels: dict[str, str],
         correlation_id: str,
+        definition: str = "",
     ) -> tuple[Execution, bool]:
-        validate_template(t)
+        """Persist and admit an execution of t. `definition` is t as stored (already validated); without
+        it t is a per-call variant, validated and serialised here."""
+        if not definition:
+            validate_template(t)
+            definition = dumps(t)
         prio = Priority.of(priority)
         eid = new_id("wfx")
         with tracer.start_as_current_span(
@@ -241,7 +246,7 @@ class WorkflowEngine(Component):
             "request_digest": digest,
             "template_name": t.name,
             "template_version": t.version,
-            "definition": dumps(t),
+            "definition": definition,
             "status": PENDING,
             "parameters": json.dumps(params, separators=(",", ":")),
             "priority": int(prio),

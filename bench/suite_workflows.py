@@ -1,0 +1,352 @@
+"""WorkflowService: workflow steps per second and per-step overhead with no-op agents, and 1,000 concurrent
+5-step workflows (wall time, peak server RSS).
+
+Rows:
+
+* `echo unary`: the bare grpcio baseline (its own process).
+* `start+watch 5-step workflow (gRPC)`: each op is StartExecution of a 5-step chain on a no-op offline
+  agent, then WatchExecution until its last event; the rate is in steps/s (5 per op).
+* `engine coordination request+wait`: the CoordinationEngine alone in this process with a no-op function
+  agent — what one agent call costs without a workflow around it.
+* `engine workflow step (5-step chain)`: the WorkflowEngine in this process driving 5-step chains on the
+  same no-op agent; rate in steps/s, p50/p99 per step, `cli µs/op` CPU per step.
+* `per-step overhead`: the two rows above subtracted — latency (p50/p99) and CPU a workflow step adds to
+  its agent call (checkpoints, events, scheduling).
+* `1000 concurrent workflows x 5 steps`: 1,000 executions started at once on a server process whose
+  concurrency limit admits them all; the row passes when all complete and the server's peak RSS stays
+  under 500 MB (`vs baseline` = 500 MB / peak RSS).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import psutil
+from voltorch.v1 import coordination_pb2 as cpb
+from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
+from voltorch.v1 import workflows_pb2 as wpb
+
+from ._harness import Case, MakeOp, Op, Result, ServerProcess, _percentile, echo_unary, run_cases, servers
+
+SUITE = "workflows"
+STEPS = 5
+TEMPLATE = "bench-chain"
+MANY = 1000
+RSS_BUDGET_MB = 500.0
+MANY_TIMEOUT = 600.0
+
+
+def _chain_pb() -> wpb.WorkflowTemplate:
+    steps = [
+        wpb.StepSpec(
+            id=f"s{i}",
+            agent_task=wpb.AgentTaskStep(capabilities=["bench"], task=f"step {i}"),
+            depends_on=[f"s{i - 1}"] if i else [],
+        )
+        for i in range(STEPS)
+    ]
+    return wpb.WorkflowTemplate(name=TEMPLATE, steps=steps)
+
+
+def _setup(target: str) -> None:
+    """A no-op offline agent (no capability it knows: it only acknowledges) and the chain template."""
+    with grpc.insecure_channel(target) as ch:
+        coordination_pb2_grpc.CoordinationServiceStub(ch).RegisterAgent(
+            cpb.RegisterAgentRequest(
+                agent_id="bench-noop",
+                kind=cpb.AGENT_KIND_OFFLINE,
+                capabilities=["bench"],
+                max_concurrency=1000,
+            ),
+            timeout=30,
+        )
+        workflows_pb2_grpc.WorkflowServiceStub(ch).RegisterTemplate(
+            wpb.RegisterTemplateRequest(template=_chain_pb()), timeout=30
+        )
+
+
+def _start_watch() -> MakeOp:
+    def make(ch: grpc.Channel) -> Op:
+        stub = workflows_pb2_grpc.WorkflowServiceStub(ch)
+        start = wpb.StartExecutionRequest(template_name=TEMPLATE)
+
+        def op() -> int:
+            e = stub.StartExecution(start, timeout=30).execution
+            last = ""
+            for resp in stub.WatchExecution(wpb.WatchExecutionRequest(execution_id=e.id), timeout=120):
+                last = resp.event.type
+            if last != "workflow.execution.completed":
+                raise RuntimeError(f"execution {e.id} ended with {last}")
+            return STEPS
+
+        return op
+
+    return make
+
+
+# -- the engines in this process -----------------------------------------------------------------------
+
+
+def _engine_round(args: Any) -> dict[str, Any]:
+    """One window of coordination-only ops and one of workflow ops on the same engines (no gRPC)."""
+    from voltorch_server.components._templates import AgentTask, StepSpec, Template
+    from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
+    from voltorch_server.components.events import EventLog
+    from voltorch_server.components.state import StateStore
+    from voltorch_server.components.workflows import TERMINAL_EVENTS, WorkflowEngine
+    from voltorch_server.config import Config
+    from voltorch_server.storage import Database, migrate
+
+    with tempfile.TemporaryDirectory(prefix="voltorch-bench-wf-") as tmp:
+        db = Database(os.path.join(tmp, "wf.db"))
+        migrate(db)
+        events = EventLog(db)
+        state = StateStore(db, events)
+        coord = CoordinationEngine(db, events, Config(builtin_agents=False))
+        wf = WorkflowEngine(db, events, state, coord, concurrency=max(100, args.clients * 4))
+        for c in (events, state, coord, wf):
+            c.start()
+        coord.register_agent(
+            "noop", kind="function", capabilities=("noop",), max_concurrency=1000, runtime=lambda t, c: ""
+        )
+        chain = tuple(
+            StepSpec(f"s{i}", AgentTask("x", capabilities=("noop",)), depends_on=(f"s{i - 1}",) if i else ())
+            for i in range(STEPS)
+        )
+        wf.register_template(Template(name="chain", steps=chain))
+        finished: dict[str, threading.Event] = {}
+        lock = threading.Lock()
+
+        def on_event(e: Any) -> None:
+            if e.type in TERMINAL_EVENTS:
+                with lock:
+                    done = finished.get(e.correlation_id)
+                if done is not None:
+                    done.set()
+
+        events.add_listener(on_event)
+
+        def coordination_op() -> None:
+            c = coord.request(CoordinationRequest(task="x", required_capabilities=("noop",)))
+            if coord.wait(c.id, 30).status != "completed":
+                raise RuntimeError(f"coordination {c.id} did not complete")
+
+        def workflow_op() -> None:
+            done = threading.Event()
+            e, _ = wf.start_execution("chain")
+            with lock:
+                finished[e.id] = done
+            if not done.is_set() and not wf.get(e.id).terminal:
+                done.wait(60)
+            with lock:
+                finished.pop(e.id, None)
+            if wf.get(e.id).status != "completed":
+                raise RuntimeError(f"workflow {e.id} did not complete")
+
+        out = {
+            "coordination": _closed_loop(coordination_op, args),
+            "workflow": _closed_loop(workflow_op, args),
+        }
+        for c in (wf, coord, state, events):
+            c.stop()
+        db.close()
+    return out
+
+
+def _closed_loop(op: Any, args: Any) -> tuple[int, float, float, list[int], list[str]]:
+    """(ops, seconds, CPU seconds, latencies ns, errors) of `args.clients` threads for one window."""
+    stop = threading.Event()
+    t0 = time.perf_counter_ns() + int(args.warmup * 1e9)
+    lat: list[list[int]] = [[] for _ in range(args.clients)]
+    errors: list[str] = []
+
+    def client(i: int) -> None:
+        try:
+            while not stop.is_set():
+                a = time.perf_counter_ns()
+                op()
+                b = time.perf_counter_ns()
+                if a >= t0 and not stop.is_set():
+                    lat[i].append(b - a)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            stop.set()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    stop.wait(args.warmup)
+    cpu0, w0 = time.process_time(), time.perf_counter()
+    stop.wait(args.duration)
+    stop.set()
+    w1, cpu1 = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.join(60)
+    flat = [x for part in lat for x in part]
+    return len(flat), w1 - w0, cpu1 - cpu0, flat, errors
+
+
+def _engine_rows(args: Any) -> list[Result]:
+    rounds = [_engine_round(args) for _ in range(args.rounds)]
+    rows = []
+    stats = {}
+    for key, name, per in (
+        ("coordination", "engine coordination request+wait", 1),
+        ("workflow", f"engine workflow step ({STEPS}-step chain)", STEPS),
+    ):
+        ms = [r[key] for r in rounds]
+        items = sum(m[0] for m in ms) * per
+        lat = sorted(x / per for m in ms for x in m[3])
+        cpu = sum(m[2] for m in ms) / items * 1e6 if items else float("nan")
+        rates = [m[0] * per / m[1] for m in ms]
+        stats[key] = (_percentile(lat, 0.5), _percentile(lat, 0.99), cpu)
+        rows.append(
+            Result(
+                suite=SUITE,
+                name=name,
+                rate=statistics.median(rates),
+                p50_ms=stats[key][0],
+                p99_ms=stats[key][1],
+                client_us_per_item=cpu,
+                unit="steps" if per > 1 else "calls",
+                rounds=rates,
+                errors=[e for m in ms for e in m[4]][:3],
+            )
+        )
+    (c50, c99, ccpu), (w50, w99, wcpu) = stats["coordination"], stats["workflow"]
+    rows.append(
+        Result(
+            suite=SUITE,
+            name="per-step overhead (workflow step - coordination)",
+            rate=float("nan"),
+            p50_ms=w50 - c50,
+            p99_ms=w99 - c99,
+            client_us_per_item=wcpu - ccpu,
+            unit="steps",
+        )
+    )
+    return rows
+
+
+# -- 1,000 concurrent workflows ---------------------------------------------------------------------------
+
+
+def _many(args: Any) -> Result:
+    env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(MANY)}
+    errors: list[str] = []
+    with ServerProcess("voltorch", env=env) as srv:
+        _setup(srv.target)
+        proc = psutil.Process(srv.proc.pid)
+        peak = [proc.memory_info().rss]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.1):
+                try:
+                    rss = proc.memory_info().rss
+                    for child in proc.children(recursive=True):
+                        rss += child.memory_info().rss
+                    peak[0] = max(peak[0], rss)
+                except psutil.Error:
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        cpu0 = srv.cpu_seconds()
+        began = time.perf_counter()
+        with grpc.insecure_channel(srv.target) as ch:
+            stub = workflows_pb2_grpc.WorkflowServiceStub(ch)
+            start = wpb.StartExecutionRequest(template_name=TEMPLATE)
+            with ThreadPoolExecutor(16) as pool:
+                starts = list(
+                    pool.map(lambda _: stub.StartExecution(start, timeout=60).execution, range(MANY))
+                )
+            queued = sum(e.status == wpb.EXECUTION_STATUS_QUEUED for e in starts)
+            if queued:
+                errors.append(f"{queued} of {MANY} were queued: the concurrency limit did not admit them all")
+            started = time.perf_counter()
+            finished: list[wpb.Execution] = []
+            while time.perf_counter() - began < MANY_TIMEOUT:
+                finished = _all_finished(stub)
+                if len(finished) >= MANY:
+                    break
+                time.sleep(0.25)  # a bench may poll; the server is doing the work
+            wall = time.perf_counter() - began
+        sampling.set()
+        sampler.join(5)
+        cpu = srv.cpu_seconds() - cpu0
+    completed = [e for e in finished if e.status == wpb.EXECUTION_STATUS_COMPLETED]
+    if len(finished) < MANY:
+        errors.append(f"only {len(finished)} of {MANY} finished within {MANY_TIMEOUT:.0f}s")
+    elif len(completed) < MANY:
+        errors.append(f"{MANY - len(completed)} of {MANY} did not complete")
+    lat = sorted(int(e.end_time.ToNanoseconds() - e.create_time.ToNanoseconds()) for e in finished)
+    peak_mb = peak[0] / 1e6
+    return Result(
+        suite=SUITE,
+        name=f"{MANY} concurrent workflows x {STEPS} steps: all done in {wall:.1f}s "
+        f"(started in {started - began:.1f}s), peak RSS {peak_mb:.0f} MB",
+        rate=len(completed) * STEPS / wall if wall else 0.0,
+        p50_ms=_percentile(lat, 0.5),
+        p99_ms=_percentile(lat, 0.99),
+        server_us_per_item=cpu / (len(completed) * STEPS) * 1e6 if completed else None,
+        unit="steps",
+        baseline=f"RSS budget {RSS_BUDGET_MB:.0f} MB",
+        ratio=RSS_BUDGET_MB / peak_mb if peak_mb else None,
+        target=1.0,
+        errors=errors,
+    )
+
+
+def _all_finished(stub: Any) -> list[wpb.Execution]:
+    out: list[wpb.Execution] = []
+    for status in (
+        wpb.EXECUTION_STATUS_COMPLETED,
+        wpb.EXECUTION_STATUS_FAILED,
+        wpb.EXECUTION_STATUS_CANCELLED,
+        wpb.EXECUTION_STATUS_TIMED_OUT,
+    ):
+        token = ""
+        while True:
+            resp = stub.ListExecutions(
+                wpb.ListExecutionsRequest(
+                    status=status, template_name=TEMPLATE, page_size=1000, page_token=token
+                ),
+                timeout=60,
+            )
+            out.extend(resp.executions)
+            token = resp.next_page_token
+            if not token:
+                break
+    return out
+
+
+def run(args: Any) -> list[Result]:
+    select = (getattr(args, "select", None) or "").lower()
+    results: list[Result] = []
+    with servers("echo", "voltorch", profile_dir=args.profile) as srv:
+        _setup(srv["voltorch"].target)
+        echo = "echo unary"
+        cases = [
+            Case(echo, "echo", echo_unary(64)),
+            Case(
+                f"start+watch {STEPS}-step workflow (gRPC)",
+                "voltorch",
+                _start_watch(),
+                baseline=echo,
+                unit="steps",
+            ),
+        ]
+        results += run_cases(SUITE, cases, srv, args)
+    if not select or "engine" in select or "overhead" in select:
+        results += _engine_rows(args)
+    if not select or "concurrent" in select:
+        results.append(_many(args))
+    return results
