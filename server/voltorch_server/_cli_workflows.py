@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from voltorch import Client
-
-    return Client(args.target)
+from . import _cli_ops
 
 
 def _run(args: argparse.Namespace) -> int:
     from .demo import follow, report
 
-    console = _console()
-    with _client(args) as client:
+    console = _cli_ops.console()
+    with _cli_ops.client(args) as client:
         started = client.workflows.execute_complete(
             args.requirement,
             request_id=args.request_id or "",
@@ -70,8 +58,8 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 def _workflows(args: argparse.Namespace) -> int:
     from .demo import follow
 
-    console = _console()
-    with _client(args) as client:
+    console = _cli_ops.console()
+    with _cli_ops.client(args) as client:
         wf = client.workflows
         action = args.action
         if action in ("get", "watch", "cancel", "pause", "resume") and not args.id:
@@ -160,4 +148,4 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--all", action="store_true", help="templates: every version")
     w.set_defaults(fn=_workflows)
     for p in (r, w):
-        p.add_argument("--target", default=DEFAULT_TARGET, help="server address (host:port)")
+        _cli_ops.add_target(p)

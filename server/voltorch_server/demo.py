@@ -25,6 +25,8 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 
+from . import _cli_ops
+
 SEED_REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
 
 _ICONS = {
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import VoltorchServer
     from .config import load
 
-    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    console = _cli_ops.console()
     cfg = load(None, host="127.0.0.1", port=args.port, db=args.db)
     server = VoltorchServer(cfg).start()
     try:
