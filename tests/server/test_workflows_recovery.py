@@ -99,7 +99,7 @@ def test_restart_continues_from_the_last_checkpoint(tmp_path: Path):
     assert after.step("first").coordination_id == before.step("first").coordination_id
     assert len(set(calls)) == 1 and after.step("held").coordination_id == calls[0]  # re-attached
     assert after.step("held").attempts == 1
-    assert resumed and resumed[0].data["reason"] == "recovered after a server restart"
+    assert resumed and resumed[0].data["reason"] == "recovered after a restart (continuing from the last checkpoint)"
 
 
 # -- kill -9, real server processes --------------------------------------------------------------------------
@@ -216,3 +216,30 @@ def test_sigkill_mid_workflow_then_restart_finishes_it(tmp_path: Path):
     assert e.step("held").coordination_id == first.coordination_id and e.step("held").attempts == 1
     assert counts == {"first": 1, "held": 1, "side": 1, "last": 1}  # finished steps never ran twice
     assert e.step("first").agent_id == "analyst" and e.step("last").status == "completed"
+
+
+# -- the watcher's RestartComponent ----------------------------------------------------------------------
+
+
+def test_restarting_the_workflow_component_mid_step_loses_nothing(client, server):
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def hold(task: ServerTask, cancel: CancelSignal) -> str:
+        calls.append(task.step_id)
+        entered.set()
+        release.wait(WAIT)
+        return "held through a restart"
+
+    server.runtime.coordination.register_agent(
+        "holder", kind="function", capabilities=("held",), runtime=hold
+    )
+    client.workflows.register_template(TEMPLATE)
+    eid = client.workflows.start("held").execution.id
+    assert entered.wait(WAIT)
+    assert client.health(refresh=True).active_workflows == 1
+    assert client.restart_component("workflows", "test").status == "HEALTHY"
+    release.set()
+    e = client.workflows.wait(eid, timeout=WAIT)
+    assert e.status == "completed" and e.step("held").output == "held through a restart"
+    assert calls == ["held"] and started_count(client, eid) == {"first": 1, "held": 1, "side": 1, "last": 1}
