@@ -99,7 +99,10 @@ def test_restart_continues_from_the_last_checkpoint(tmp_path: Path):
     assert after.step("first").coordination_id == before.step("first").coordination_id
     assert len(set(calls)) == 1 and after.step("held").coordination_id == calls[0]  # re-attached
     assert after.step("held").attempts == 1
-    assert resumed and resumed[0].data["reason"] == "recovered after a restart (continuing from the last checkpoint)"
+    assert (
+        resumed
+        and resumed[0].data["reason"] == "recovered after a restart (continuing from the last checkpoint)"
+    )
 
 
 # -- kill -9, real server processes --------------------------------------------------------------------------

@@ -149,7 +149,10 @@ class WorkflowEngine(Component):
                     self._enqueue_locked(r["id"], r["priority"], r["create_time"])
         for run in resume:
             log.info("workflow %s: continuing from its last checkpoint", run.id)
-            run.begin("workflow.execution.resumed", reason="recovered after a restart (continuing from the last checkpoint)")
+            run.begin(
+                "workflow.execution.resumed",
+                reason="recovered after a restart (continuing from the last checkpoint)",
+            )
         self._wake_admission()
 
     # -- templates ---------------------------------------------------------------------------------------------
