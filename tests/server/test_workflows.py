@@ -677,3 +677,16 @@ def test_a_hundred_concurrent_workflows_complete(client, agents):
     assert all(d.status == "completed" for d in done)
     assert [d.step("b").structured_output["text"] for d in done[:3]] == ["ba0", "ba1", "ba2"]
     assert len(list(client.workflows.list(template_name="many", status="completed"))) == 100
+
+
+def test_watch_shows_only_its_execution_when_a_correlation_id_is_shared(client, agents):
+    client.workflows.register_template(
+        WorkflowTemplate(name="shared", steps=[Step("a", AgentTask("x", ["echo"]))])
+    )
+    one = client.workflows.start("shared", correlation_id="order-42").execution
+    two = client.workflows.start("shared", correlation_id="order-42").execution
+    assert one.correlation_id == two.correlation_id == "order-42"
+    for e in (one, two):
+        evs = list(client.workflows.watch(e.id, timeout=WAIT))
+        ids = {ev.data.get("execution_id") for ev in evs if ev.type.startswith("workflow.")}
+        assert ids == {e.id} and evs[-1].type == "workflow.execution.completed"

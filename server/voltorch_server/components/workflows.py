@@ -312,7 +312,7 @@ class WorkflowEngine(Component):
     def list(self, **filters: Any) -> tuple[list[Execution], str]:
         return self.store.list(**filters)
 
-    def watch(self, execution_id: str, from_sequence: int = 0) -> tuple[Follower[Event], Any]:
+    def watch(self, execution_id: str, from_sequence: int = 0) -> tuple[Any, Any]:
         """A follower of the execution's events (replay first) and the predicate of its last event."""
         if from_sequence < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
@@ -323,14 +323,14 @@ class WorkflowEngine(Component):
         else:
             follower = self.events.subscribe(flt, after=0)
 
-        def is_last(e: Event) -> bool:
-            return (
-                e.type in TERMINAL_EVENTS
-                and isinstance(e.data, dict)
-                and e.data.get("execution_id") == execution_id
-            )
+        def mine(e: Event) -> bool:  # a correlation id given at start may be shared with other work
+            other = e.data.get("execution_id") if isinstance(e.data, dict) else None
+            return not other or other == execution_id
 
-        return follower, is_last
+        def is_last(e: Event) -> bool:
+            return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
+
+        return _Only(follower, mine), is_last
 
     # -- control -----------------------------------------------------------------------------------------------
 
@@ -460,6 +460,26 @@ class WorkflowEngine(Component):
 
     def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
         self.requirements.step_completed(run, rec)
+
+
+class _Only:
+    """A follower that skips the items `keep` rejects (same get/close/last as Follower)."""
+
+    def __init__(self, follower: Follower[Event], keep: Any):
+        self.follower, self.keep = follower, keep
+
+    @property
+    def last(self) -> int:
+        return self.follower.last
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        while True:
+            item = self.follower.get(timeout)
+            if item is None or self.keep(item):
+                return item
+
+    def close(self) -> None:
+        self.follower.close()
 
 
 def _check_common(request_id: str, labels: dict[str, str], correlation_id: str) -> None:
