@@ -161,6 +161,11 @@ _TS_BAD = timestamp_pb2.Timestamp(seconds=1, nanos=-5)
             ),
             "event.trace_context.traceparent",
         ),
+        (
+            "Publish",
+            pb.PublishRequest(event=pb.Event(type="a.b", data=struct_pb2.Value(number_value=float("nan")))),
+            "event.data",
+        ),
         ("PublishBatch", pb.PublishBatchRequest(events=[pb.Event(type="a.b"), pb.Event()]), "events[1].type"),
         ("PublishBatch", pb.PublishBatchRequest(), "events"),
         ("Subscribe", pb.SubscribeRequest(filter=pb.EventFilter(types=["ok.*", "a[b"])), "filter.types[1]"),

@@ -10,7 +10,25 @@ from ..errors import InvalidArgument
 
 
 def value_to_py(v: struct_pb2.Value) -> Any:
-    return _ints(json_format.MessageToDict(v))
+    """The Python value of v; integral numbers come back as int (JSON numbers travel as doubles).
+
+    Same result as json_format.MessageToDict (several times faster: every published event goes through
+    here), except that NaN and infinities come back as floats instead of failing, so that the caller's
+    JSON encoding rejects them as INVALID_ARGUMENT naming its field.
+    """
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "struct_value":
+        return {k: value_to_py(item) for k, item in v.struct_value.fields.items()}
+    if kind == "number_value":
+        n = v.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "list_value":
+        return [value_to_py(item) for item in v.list_value.values]
+    return None  # null_value, or a Value with no kind set
 
 
 def _ints(obj: Any) -> Any:
