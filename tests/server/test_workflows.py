@@ -690,3 +690,56 @@ def test_watch_shows_only_its_execution_when_a_correlation_id_is_shared(client, 
         evs = list(client.workflows.watch(e.id, timeout=WAIT))
         ids = {ev.data.get("execution_id") for ev in evs if ev.type.startswith("workflow.")}
         assert ids == {e.id} and evs[-1].type == "workflow.execution.completed"
+
+
+# -- tracing and recorded errors -------------------------------------------------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from voltorch_server import telemetry
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    telemetry.add_span_processor(processor)
+    yield exporter
+    telemetry.remove_span_processor(processor)
+
+
+def test_one_trace_from_the_caller_through_workflow_steps_to_agents(client, agents, spans):
+    from opentelemetry import trace
+
+    def broken(task: ServerTask, cancel: CancelSignal) -> str:
+        raise AgentError("no luck", code="NO_LUCK")
+
+    add_agent(agents, "broken", ("broken",), broken)
+    t = WorkflowTemplate(
+        name="traced",
+        steps=[Step("a", AgentTask("x", ["echo"])), Step("b", AgentTask("y", ["broken"]), depends_on=["a"])],
+        default_retry=RetryPolicy(max_attempts=1),
+    )
+    client.workflows.register_template(t)
+    with trace.get_tracer("tests").start_as_current_span("caller") as root:
+        eid = client.workflows.start("traced").execution.id
+    e = client.workflows.wait(eid, timeout=WAIT)
+    assert e.status == "failed"
+    tid = format(root.get_span_context().trace_id, "032x")
+    assert e.trace_id == tid
+    finished = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == tid]
+    by_name: dict[str, list[Any]] = {}
+    for s in finished:
+        by_name.setdefault(s.name, []).append(s)
+    (execute,) = by_name["workflow.execute"]
+    steps = by_name["workflow.step"]
+    assert sorted(s.attributes["voltorch.step_id"] for s in steps) == ["a", "b"]
+    assert all(s.parent.span_id == execute.context.span_id for s in steps)
+    step_ids = {s.context.span_id for s in steps}
+    assert any(
+        s.parent is not None and s.parent.span_id in step_ids for s in finished if s.name != "workflow.step"
+    )
+    evs = [ev for ev in events_of(client, eid) if ev.type.startswith("workflow.")]
+    assert {ev.event.trace_id for ev in evs} == {tid}
+    (err,) = client.errors(correlation_id=eid, code="WORKFLOW_FAILED")
+    assert err.trace_id == tid and "NO_LUCK" not in err.message and "no luck" in err.message

@@ -17,11 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from .._ids import new_id
 from ..errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ..priority import Priority
 from ..storage import Database
-from ..telemetry import current_trace, tracer
+from ..telemetry import context_from, current_trace, tracer
 from . import _complete_workflow as complete
 from ._base import Component
 from ._executions import (
@@ -451,12 +453,17 @@ class WorkflowEngine(Component):
         self.requirements.finished(run)
         self.metrics.workflow_finished(run.status, run.run_elapsed, template=run.template_name)
         if run.status in ("failed", "timed_out"):
-            self.record_error(
-                "WORKFLOW_" + run.status.upper(),
-                f"workflow {run.id} ({run.template_name}) {run.status}: {run.error_message}",
-                correlation_id=run.correlation_id,
-                details={"execution_id": run.id},
-            )
+            token = otel_context.attach(context_from(run.traceparent)) if run.traceparent else None
+            try:  # recorded in the execution's trace
+                self.record_error(
+                    "WORKFLOW_" + run.status.upper(),
+                    f"workflow {run.id} ({run.template_name}) {run.status}: {run.error_message}",
+                    correlation_id=run.correlation_id,
+                    details={"execution_id": run.id},
+                )
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
     def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
         self.requirements.step_completed(run, rec)
