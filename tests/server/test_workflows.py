@@ -743,3 +743,34 @@ def test_one_trace_from_the_caller_through_workflow_steps_to_agents(client, agen
     assert {ev.event.trace_id for ev in evs} == {tid}
     (err,) = client.errors(correlation_id=eid, code="WORKFLOW_FAILED")
     assert err.trace_id == tid and "NO_LUCK" not in err.message and "no luck" in err.message
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_capability_from_an_item_falls_back_to_any_agent(client, agents, fallback):
+    items = [{"cap": "echo"}, {"cap": "nobody-has-this"}, {"cap": "not a valid name!"}]
+    add_agent(agents, "items", ("items",), lambda task, cancel: {"items": items})
+    t = WorkflowTemplate(
+        name=f"fallback-{str(fallback).lower()}",
+        default_retry=RetryPolicy(max_attempts=1),
+        steps=[
+            Step("src", AgentTask("x", ["items"])),
+            Step(
+                "each",
+                FanOut(
+                    "src",
+                    AgentTask("{{item.cap}}", ["{{item.cap}}"], fallback_to_any_agent=fallback),
+                    "items",
+                ),
+                depends_on=["src"],
+            ),
+        ],
+    )
+    e = run(client, t)
+    children = e.step("each").children
+    if fallback:
+        assert e.status == "completed"
+        assert children[0].agent_id in ("echo", "echo-2") and all(c.agent_id for c in children)
+    else:
+        assert e.status == "failed"
+        assert {c.error.code for c in children if c.error} <= {"NO_CAPABLE_AGENT", "INVALID_TASK"}
+        assert e.error.code in ("NO_CAPABLE_AGENT", "INVALID_TASK")

@@ -145,8 +145,12 @@ def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | Attempt
     )
     try:
         return engine.request(req).id
-    except FailedPrecondition as exc:
-        if call.fallback_to_any_agent and caps:
+    except (FailedPrecondition, InvalidArgument) as exc:
+        # No agent has the capabilities (or a generated capability is not even a valid name): any agent will do.
+        unusable = isinstance(exc, FailedPrecondition) or exc.violations[0].field.startswith(
+            "required_capabilities"
+        )
+        if call.fallback_to_any_agent and caps and unusable:
             fallback = replace(req, required_capabilities=(), request_id=ctx.request_id + ":any")
             try:
                 return engine.request(fallback).id
