@@ -774,3 +774,25 @@ def test_capability_from_an_item_falls_back_to_any_agent(client, agents, fallbac
         assert e.status == "failed"
         assert {c.error.code for c in children if c.error} <= {"NO_CAPABLE_AGENT", "INVALID_TASK"}
         assert e.error.code in ("NO_CAPABLE_AGENT", "INVALID_TASK")
+
+
+def test_queued_executions_can_be_paused_resumed_and_cancelled(limited):
+    gate = Gate()
+    add_agent(limited, "gate", ("gate",), gate)
+    with voltorch.Client(limited.target, timeout=10) as client:
+        client.workflows.register_template(
+            WorkflowTemplate(name="q2", steps=[Step("a", AgentTask("x", ["gate"]))])
+        )
+        running = [client.workflows.start("q2").execution for _ in range(2)]
+        paused, cancelled = (client.workflows.start("q2").execution for _ in range(2))
+        assert paused.status == cancelled.status == "queued"
+        assert client.workflows.pause(paused.id).status == "paused"
+        assert client.workflows.cancel(cancelled.id).status == "cancelled"
+        gate.release.set()
+        assert [client.workflows.wait(r.id, timeout=WAIT).status for r in running] == ["completed"] * 2
+        assert client.workflows.get(paused.id).status == "paused"  # not admitted while paused
+        client.workflows.resume(paused.id)
+        e = client.workflows.wait(paused.id, timeout=WAIT)
+        assert e.status == "completed" and e.step("a").attempts == 1
+        assert client.workflows.get(cancelled.id).step("a").status == "cancelled"
+        assert len(gate.calls) == 3

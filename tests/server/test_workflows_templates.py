@@ -246,6 +246,7 @@ def test_built_in_template_cannot_be_replaced(client):
             "two agents",
         ),
         ([Step("a", AgentTask("x", ["e"]), timeout=-1)], "template.steps[0].timeout", "negative"),
+        ([Step("a", AgentTask("x", ["e"]), timeout=90_000)], "template.steps[0].timeout", "24 h"),
         (
             [Step("a", AgentTask("x", ["e"]), retry=RetryPolicy(backoff_multiplier=0.5))],
             "template.steps[0].retry.backoff_multiplier",

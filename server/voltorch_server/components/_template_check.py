@@ -35,6 +35,7 @@ AGENT_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_STEPS = 500
 MAX_TASK_CHARS = 100_000
 MAX_LABELS = 64
+MAX_STEP_TIMEOUT = 24 * 3600.0  # a step attempt is one coordination, whose deadline is capped there
 
 
 class _Problems:
@@ -156,8 +157,8 @@ def _steps(p: _Problems, t: Template, params: set[str]) -> None:
             elif d in seen:
                 p.add(f, f"{d!r} is listed twice")
             seen.add(d)
-        if s.timeout is not None and s.timeout <= 0:
-            p.add(f"steps[{i}].timeout", "must be positive")
+        if s.timeout is not None and not 0 < s.timeout <= MAX_STEP_TIMEOUT:
+            p.add(f"steps[{i}].timeout", f"must be positive and at most {MAX_STEP_TIMEOUT:.0f} s (24 h)")
         if s.retry:
             _retry(p, s.retry, f"steps[{i}].retry")
         if len(s.name) > 256:
