@@ -356,6 +356,12 @@ def test_complete_workflow_input_is_validated(client):
     with pytest.raises(InvalidArgumentError) as err:
         client.workflows.execute_complete("ok", labels={"": "x"})
     assert err.value.fields == ["labels[]"]
+    with pytest.raises(InvalidArgumentError) as err:
+        client.workflows.execute_complete("ok", step_timeout=100_000)
+    assert err.value.fields == ["options.step_timeout"]
+    with pytest.raises(InvalidArgumentError) as err:
+        client.workflows.execute_complete("ok", retry=RetryPolicy(backoff_multiplier=0.1))
+    assert err.value.fields == ["options.retry.backoff_multiplier"]
 
 
 def test_bad_list_and_get_arguments(client):

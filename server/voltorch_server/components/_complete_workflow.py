@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument, VoltorchError
 from ._executions import COMPLETED, StepRecord
+from ._template_check import MAX_STEP_TIMEOUT, Problems, check_retry
 from ._templates import (
     INTEGER,
     STRING,
@@ -214,6 +215,12 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         raise InvalidArgument("options.max_tasks", "must not be negative")
     if opts.max_parallel < 0:
         raise InvalidArgument("options.max_parallel", "must not be negative")
+    if opts.step_timeout is not None and opts.step_timeout > MAX_STEP_TIMEOUT:
+        raise InvalidArgument("options.step_timeout", f"at most {MAX_STEP_TIMEOUT:.0f} s (24 h)")
+    if opts.retry is not None:
+        problems = Problems("options.")
+        check_retry(problems, opts.retry, "retry")
+        problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
     steps = []
     for s in base.steps:

@@ -38,7 +38,7 @@ MAX_LABELS = 64
 MAX_STEP_TIMEOUT = 24 * 3600.0  # a step attempt is one coordination, whose deadline is capped there
 
 
-class _Problems:
+class Problems:
     def __init__(self, prefix: str):
         self.prefix = prefix
         self.items: list[FieldViolation] = []
@@ -54,7 +54,7 @@ class _Problems:
 
 def validate_template(t: Template, prefix: str = "template.") -> None:
     """Raise InvalidArgument listing every problem of t (field paths start with prefix)."""
-    p = _Problems(prefix)
+    p = Problems(prefix)
     if not NAME_RE.fullmatch(t.name or ""):
         p.add("name", "a template name is 1..128 of [a-z0-9._-], starting with a letter or digit")
     if t.version < 0:
@@ -67,13 +67,13 @@ def validate_template(t: Template, prefix: str = "template.") -> None:
     if t.timeout is not None and t.timeout <= 0:
         p.add("timeout", "must be positive")
     if t.default_retry:
-        _retry(p, t.default_retry, "default_retry")
+        check_retry(p, t.default_retry, "default_retry")
     params = _parameters(p, t.parameters)
     _steps(p, t, params)
     p.raise_if_any()
 
 
-def _labels(p: _Problems, labels: dict[str, str], field: str) -> None:
+def _labels(p: Problems, labels: dict[str, str], field: str) -> None:
     if len(labels) > MAX_LABELS:
         p.add(field, f"at most {MAX_LABELS} labels")
     for k, v in labels.items():
@@ -81,7 +81,7 @@ def _labels(p: _Problems, labels: dict[str, str], field: str) -> None:
             p.add(f"{field}[{k}]", "label keys are 1..128 characters, values at most 1024")
 
 
-def _retry(p: _Problems, r: RetryPolicy, field: str) -> None:
+def check_retry(p: Problems, r: RetryPolicy, field: str) -> None:
     if not 0 <= r.max_attempts <= 100:
         p.add(f"{field}.max_attempts", "must be 0..100 (0 = inherit)")
     if r.backoff_multiplier and r.backoff_multiplier < 1:
@@ -95,7 +95,7 @@ def _retry(p: _Problems, r: RetryPolicy, field: str) -> None:
             p.add(f"{field}.non_retryable_errors[{i}]", f"{code!r} is not an UPPER_SNAKE error code")
 
 
-def _parameters(p: _Problems, specs: tuple[ParameterSpec, ...]) -> set[str]:
+def _parameters(p: Problems, specs: tuple[ParameterSpec, ...]) -> set[str]:
     names: set[str] = set()
     for i, s in enumerate(specs):
         f = f"parameters[{i}]"
@@ -134,7 +134,7 @@ def _parameters(p: _Problems, specs: tuple[ParameterSpec, ...]) -> set[str]:
     return names
 
 
-def _steps(p: _Problems, t: Template, params: set[str]) -> None:
+def _steps(p: Problems, t: Template, params: set[str]) -> None:
     if not 1 <= len(t.steps) <= MAX_STEPS:
         p.add("steps", f"a template has 1..{MAX_STEPS} steps (got {len(t.steps)})")
         return
@@ -160,7 +160,7 @@ def _steps(p: _Problems, t: Template, params: set[str]) -> None:
         if s.timeout is not None and not 0 < s.timeout <= MAX_STEP_TIMEOUT:
             p.add(f"steps[{i}].timeout", f"must be positive and at most {MAX_STEP_TIMEOUT:.0f} s (24 h)")
         if s.retry:
-            _retry(p, s.retry, f"steps[{i}].retry")
+            check_retry(p, s.retry, f"steps[{i}].retry")
         if len(s.name) > 256:
             p.add(f"steps[{i}].name", "at most 256 characters")
         if isinstance(s.kind, ConditionSpec):
@@ -189,7 +189,7 @@ def _steps(p: _Problems, t: Template, params: set[str]) -> None:
             ctx.fan_out(kind)
 
 
-def _branches(p: _Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: int) -> None:
+def _branches(p: Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: int) -> None:
     both = set(c.then_steps) & set(c.else_steps)
     for branch, targets in (("then_steps", c.then_steps), ("else_steps", c.else_steps)):
         for j, target in enumerate(targets):
@@ -202,7 +202,7 @@ def _branches(p: _Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: 
                 p.add(f, f"{target!r} is in both then_steps and else_steps")
 
 
-def _predicate(p: _Problems, pred: Predicate | None, field: str) -> None:
+def _predicate(p: Problems, pred: Predicate | None, field: str) -> None:
     if pred is None:
         p.add(field, "a predicate is required")
         return
@@ -216,7 +216,7 @@ def _predicate(p: _Problems, pred: Predicate | None, field: str) -> None:
 class _StepCtx:
     """Checks of one step's kind, with what its templates may refer to."""
 
-    def __init__(self, p: _Problems, base: str, params: set[str], ancestors: set[str], ids: dict[str, int]):
+    def __init__(self, p: Problems, base: str, params: set[str], ancestors: set[str], ids: dict[str, int]):
         self.p, self.base, self.params, self.ancestors, self.ids = p, base, params, ancestors, ids
 
     def add(self, field: str, description: str) -> None:
