@@ -13,6 +13,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -59,6 +62,34 @@ MAX_OUTPUT = 1 << 20
 WAIT, SKIP, RUN = "wait", "skip", "run"
 
 
+@dataclass
+class _Batch:
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    events: list[NewEvent] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)
+    jobs: list[tuple] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+_jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
+
+
+def _run_jobs(job: tuple) -> None:
+    """A pool task: run an attempt, then (on the same thread) the first attempt it made ready; the
+    others go to the pool. Saves a thread hand-off per step of a chain."""
+    _jobs.pending = []
+    try:
+        while job is not None:
+            run, *args = job
+            run._attempt_thread(*args)
+            pending, _jobs.pending = _jobs.pending, []
+            job = pending[0] if pending else None
+            for extra in pending[1:]:
+                extra[0]._pool_submit(extra)
+    finally:
+        _jobs.pending = None
+
+
 class ExecutionRun:
     def __init__(self, host: WorkflowEngine, row: Any, records: list[StepRecord]):
         self.host = host
@@ -94,6 +125,7 @@ class ExecutionRun:
         self._inflight: set[str] = set()
         self._retry_timers: dict[str, Timer] = {}
         self._deadline: Timer | None = None
+        self._batch: _Batch | None = None
 
     # -- persistence -------------------------------------------------------------------------------------
 
@@ -109,13 +141,54 @@ class ExecutionRun:
         )
 
     def _commit(self, steps: list[StepRecord] = (), events: list[NewEvent] = (), **execution: Any) -> None:
+        """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
+        b = self._batch
+        if b is None:
+            self._write(steps, events, execution)
+            return
+        for st in steps:
+            b.steps[st.step_id] = st
+        b.events.extend(events)
+        b.execution.update(execution)
+
+    def _write(self, steps: Any, events: list[NewEvent], execution: dict[str, Any]) -> None:
         host = self.host
         with host.db.write() as tx:
-            for s in steps:
-                save_step(tx, self.id, s)
+            for st in steps:
+                save_step(tx, self.id, st)
             host.store.update(tx, self.id, update_time=time.time(), **execution)
             if events:
                 host.events.append(tx, list(events))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Hold the lock and gather the checkpoints of one reaction (a step finished, a resume, ...) into one
+        write; attempts and callbacks it produced start only after that write."""
+        with self.lock:
+            if self._batch is not None:
+                yield
+                return
+            b = self._batch = _Batch()
+            try:
+                yield
+            finally:
+                self._batch = None
+                if b.steps or b.events or b.execution:
+                    self._write(list(b.steps.values()), b.events, b.execution)
+                for job in b.jobs:
+                    self._dispatch(job)
+        for fn in b.after:
+            try:
+                fn()
+            except Exception:
+                log.exception("workflow %s: after-checkpoint callback failed", self.id)
+
+    def _after(self, fn: Callable[[], None]) -> None:
+        """Run fn once the current checkpoint is written (at once outside a transaction)."""
+        if self._batch is None:
+            fn()
+        else:
+            self._batch.after.append(fn)
 
     def _step_event(self, type_: str, rec: StepRecord, **data: Any) -> NewEvent:
         extra = {"parent_id": rec.parent_id} if rec.parent_id else {}
@@ -131,7 +204,7 @@ class ExecutionRun:
     def begin(self, event: str | None, *, expect: tuple[str, ...] = (), **data: Any) -> bool:
         """Become RUNNING (admitted, resumed or recovered): re-attach in-flight attempts, arm timers, advance.
         False (and nothing done) when terminal, or when `expect` is given and the status is not in it."""
-        with self.lock:
+        with self._transaction():
             if self.status in TERMINAL or (expect and self.status not in expect):
                 return False
             now = time.time()
@@ -155,7 +228,7 @@ class ExecutionRun:
             return True
 
     def set_queued(self, event: str | None, **data: Any) -> None:
-        with self.lock:
+        with self._transaction():
             if self.status in TERMINAL:
                 return
             self._stop_clock()
@@ -169,7 +242,7 @@ class ExecutionRun:
 
     def pause(self, reason: str) -> str:
         """Pause; returns the status it had. Running attempts go on; nothing new starts."""
-        with self.lock:
+        with self._transaction():
             was = self.status
             if was in TERMINAL or was == PAUSED:
                 return was
@@ -202,7 +275,7 @@ class ExecutionRun:
     def terminate(self, status: str, error: TaskError, event: str, **data: Any) -> bool:
         """End the execution (FAILED, CANCELLED, TIMED_OUT): unfinished steps become CANCELLED and their
         coordinations are cancelled."""
-        with self.lock:
+        with self._transaction():
             if self.status in TERMINAL:
                 return False
             now = time.time()
@@ -226,13 +299,17 @@ class ExecutionRun:
                 run_elapsed=self.run_elapsed,
             )
             self._cancel_timers()
-        for cid in running:
+            reason = f"workflow execution {status}: {error.message}"
+            self._after(lambda: self._cancel_coordinations(running, reason))
+            self._after(lambda: self.host.finished(self))
+        return True
+
+    def _cancel_coordinations(self, ids: list[str], reason: str) -> None:
+        for cid in ids:
             try:
-                self.host.coordination.cancel(cid, f"workflow execution {status}: {error.message}")
+                self.host.coordination.cancel(cid, reason)
             except Exception:  # already finished or gone
                 pass
-        self.host.finished(self)
-        return True
 
     def _cancel_timers(self) -> None:
         for t in self._retry_timers.values():
@@ -249,7 +326,7 @@ class ExecutionRun:
         self._deadline = self.host.timers.after(remaining, self._deadline_due)
 
     def _deadline_due(self) -> None:
-        with self.lock:
+        with self._transaction():
             if self.status != RUNNING or self.run_since is None:
                 return
             elapsed = self.run_elapsed + time.time() - self.run_since
@@ -267,7 +344,7 @@ class ExecutionRun:
 
     def advance(self) -> None:
         """Start every step whose dependencies allow it, skip what cannot run, finish when all are done."""
-        with self.lock:
+        with self._transaction():
             progress = True
             while progress and self.status == RUNNING:
                 progress = False
@@ -439,11 +516,7 @@ class ExecutionRun:
         self._commit(
             [prec, *changed], [self._step_event("workflow.step.failed", prec, error=prec.error.to_dict())]
         )
-        for cid in running:
-            try:
-                self.host.coordination.cancel(cid, "another element of the fan-out failed")
-            except Exception:
-                pass
+        self._after(lambda: self._cancel_coordinations(running, "another element of the fan-out failed"))
         if not self.specs[prec.step_id].allow_failure:
             self.terminate(FAILED, prec.error, "workflow.execution.failed", failed_step=prec.step_id)
 
@@ -463,7 +536,7 @@ class ExecutionRun:
                 )
             ],
         )
-        self.host.step_completed(self, prec)
+        self._after(lambda: self.host.step_completed(self, prec))
 
     def _fail_now(self, rec: StepRecord, error: TaskError) -> None:
         """A step failed without an attempt (bad items, unrenderable task)."""
@@ -505,7 +578,7 @@ class ExecutionRun:
             run_elapsed=self.run_elapsed,
         )
         self._cancel_timers()
-        self.host.finished(self)
+        self._after(lambda: self.host.finished(self))
 
     @staticmethod
     def _value(rec: StepRecord) -> Any:
@@ -569,10 +642,25 @@ class ExecutionRun:
             step_id=rec.step_id,
         )
         self._inflight.add(rec.step_id)
+        job = (self, rec.step_id, rec.attempts, call, ctx, known_cid)
+        if self._batch is not None:
+            self._batch.jobs.append(job)  # requested only once the step's start is checkpointed
+        else:
+            self._dispatch(job)
+
+    def _dispatch(self, job: tuple) -> None:
+        pending = getattr(_jobs, "pending", None)
+        if pending is not None:  # on a pool thread finishing an attempt: it runs this next (no hand-off)
+            pending.append(job)
+        else:
+            self._pool_submit(job)
+
+    def _pool_submit(self, job: tuple) -> None:
         try:
-            self.host.pool.submit(self._attempt_thread, rec.step_id, rec.attempts, call, ctx, known_cid)
+            self.host.pool.submit(_run_jobs, job)
         except RuntimeError:  # the pool is shut down: the server is stopping; recovery resumes it
-            self._inflight.discard(rec.step_id)
+            with self.lock:
+                self._inflight.discard(job[1])
 
     def _attempt_thread(
         self, sid: str, attempt: int, call: AgentCall, ctx: AttemptContext, known_cid: str
@@ -605,14 +693,14 @@ class ExecutionRun:
         except Exception as exc:
             log.exception("workflow %s step %s attempt %d crashed", self.id, sid, attempt)
             result = AttemptResult(error=TaskError("INTERNAL", f"step attempt crashed: {exc!r}", True))
-        with self.lock:
-            self._inflight.discard(sid)
-            if result is None or self.host.stopping.is_set():
-                return
-            try:
+        try:
+            with self._transaction():
+                self._inflight.discard(sid)
+                if result is None or self.host.stopping.is_set():
+                    return
                 self._attempt_done(sid, attempt, result)
-            except Exception:
-                log.exception("workflow %s: recording step %s failed", self.id, sid)
+        except Exception:
+            log.exception("workflow %s: recording step %s failed", self.id, sid)
 
     def _coordination_started(self, sid: str, attempt: int, cid: str) -> bool:
         with self.lock:
@@ -647,7 +735,7 @@ class ExecutionRun:
                     )
                 ],
             )
-            self.host.step_completed(self, rec)
+            self._after(lambda: self.host.step_completed(self, rec))
             if rec.parent_id:
                 self._pump(rec.parent_id)
             self.advance()
@@ -686,7 +774,7 @@ class ExecutionRun:
         self._retry_timers[sid] = self.host.timers.at(rec.next_retry_time or 0, lambda: self._retry_due(sid))
 
     def _retry_due(self, sid: str) -> None:
-        with self.lock:
+        with self._transaction():
             self._retry_timers.pop(sid, None)
             rec = self.records[sid]
             if self.status != RUNNING or rec.status != RETRYING:
