@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
 from typing import Any
 
-from . import _cli_ops, _cli_workflows
+from . import _cli_ops, _cli_workflows, _logging
 from . import config as config_mod
 
 
@@ -22,7 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _logging.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
+    except (OSError, ValueError) as exc:
+        print(f"voltorch: bad logging configuration: {exc}", file=sys.stderr)
+        return 2
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -27,6 +27,9 @@ class Config:
     subscriber_buffer: int = 10000  # events buffered per subscriber before its stream is ended
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (one object per line, with the trace id)
+    log_destination: str = "stderr"  # "stderr", "file" or "both"
+    log_file: str = ""
     # Security: bearer tokens with roles ("role:token,role:token" and/or a JSON file {"token": "role"});
     # none configured = open. TLS from PEM files; tls_client_ca makes it mutual TLS (client certs required).
     auth_tokens: str = ""
