@@ -174,13 +174,14 @@ class EventLog(Component):
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def append(self, tx: Tx, events: Iterable[NewEvent]) -> list[Event]:
+    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared]) -> list[Event]:
         """Append events inside the caller's transaction; subscribers see them after commit.
 
         Raises InvalidArgument before writing anything when an event is malformed (the caller's
         transaction then rolls back). A repeated id yields the original event, appending nothing.
+        A `Prepared` event (a component's own, already valid) is appended as it is, with its trace.
         """
-        prepared = [prepare(ev) for ev in events]
+        prepared = [ev if isinstance(ev, Prepared) else prepare(ev) for ev in events]
         return [r.event for r in self._append_prepared(tx, prepared)]
 
     def publish(self, *events: NewEvent) -> list[Event]:

@@ -13,21 +13,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from .._ids import new_id
 from ..errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from ..priority import Priority
 from ..storage import Database, Tx
+from ..storage._group_commit import GroupCommit, Pending
+from ..telemetry import TraceIds, current_trace
 from ._base import Component
+from ._events_new import Prepared
 from ._follow import Broadcaster, Follower
 from ._kv_cache import KVCache, Row
 from ._paging import decode_token, encode_token, page_size
-from .events import EventLog, NewEvent
+from .events import EventLog
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
 _KEY_RE = re.compile(r"[\x21-\x7e]+")
 PUT, DELETE = "PUT", "DELETE"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -182,129 +187,194 @@ def _change(row: Any) -> Change:
     return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
 
 
-class _Writer:
-    """The write half of one transaction: one new revision shared by every change it makes."""
+_UPSERT = (
+    "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
+    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
+    " create_revision=excluded.create_revision, mod_revision=excluded.mod_revision,"
+    " expire_at=excluded.expire_at, update_time=excluded.update_time"
+)
+_HISTORY = (
+    "INSERT INTO kv_history(id, revision, key, type, value, version, create_revision, expire_at, update_time,"
+    " prev_value, prev_version, prev_mod_revision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 
-    def __init__(self, state: StateStore, tx: Tx, now: float):
+
+class _Op(NamedTuple):
+    """A write waiting for its batch: what it does, the clock and trace context of its caller."""
+
+    fn: Callable[[_Writer], Any]
+    now: float
+    trace: TraceIds
+
+
+class _Batch:
+    """The writes of one transaction, staged in memory and written at the end with a few statements.
+
+    Writes are computed one after another against the committed rows (cache or database) and the
+    batch's earlier writes; each kept write has its own revision. A write that fails is dropped with
+    everything it staged, so the others commit without it. `flush` writes the kept ones — one UPDATE of
+    the revision (which notices another process writing the same database), one executemany per table,
+    their `state.changed` events — and, after commit, updates the cache, the remembered revision and
+    wakes watchers, in revision order.
+    """
+
+    def __init__(self, state: StateStore, tx: Tx):
         self.state = state
         self.tx = tx
-        self.now = now
-        self._revision: int | None = None
+        # The committed revision and history id are remembered in memory (only this class writes them,
+        # under the writer lock), which saves reading them back: fewer sqlite calls, fewer GIL hand-overs.
+        last = state._last_revision
+        self.committed_revision = last if last is not None else StateStore._revision_in(tx)
+        self.revision = self.committed_revision  # the newest: committed, or given to a kept write
+        history_id = state._last_history_id
+        if history_id is None:
+            row = tx.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_history'").fetchone()
+            history_id = row[0] if row else 0
+        self.history_id = history_id  # likewise for kv_history ids (AUTOINCREMENT: never reused)
+        self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
+        self.history: list[tuple] = []
         self.changes: list[Change] = []
-        # This transaction's own writes (key -> new row, None = deleted), for current() and, once
-        # committed, the cache.
-        self._written: dict[str, Row | None] = {}
+        self.events: list[Prepared] = []
+
+    def writer(self, now: float, trace: TraceIds) -> _Writer:
+        return _Writer(self, now, trace)
+
+    def keep(self, w: _Writer) -> None:
+        if not w.changes:
+            return
+        self.revision = w.revision
+        self.history_id += len(w.changes)
+        self.written.update(w.written)
+        self.history += w.history
+        self.changes += w.changes
+        self.events += w.events
+
+    def flush(self) -> None:
+        """Write every kept write into the transaction (the caller commits)."""
+        if not self.changes:
+            return
+        state, tx = self.state, self.tx
+        cur = tx.execute(
+            "UPDATE meta SET value = ? WHERE name = 'revision' AND value = ?",
+            (self.revision, self.committed_revision),
+        )
+        if cur.rowcount != 1:
+            # Another process wrote this database: what this one remembered (and computed these writes
+            # against) is stale. Forget it; the callers retry afresh.
+            state._forget()
+            raise Aborted(
+                "the state was changed by another process using the same database; retry",
+                reason="CONCURRENT_WRITER",
+            )
+        written = list(self.written.items())
+        puts = [row for _, row in written if row is not None]
+        if puts:
+            tx.executemany(_UPSERT, puts)
+        gone = [(key,) for key, row in written if row is None]
+        if gone:
+            tx.executemany("DELETE FROM kv WHERE key = ?", gone)
+        tx.executemany(_HISTORY, self.history)
+        revision, history_id, changes = self.revision, self.history_id, self.changes
+
+        def committed() -> None:
+            state._last_revision, state._last_history_id = revision, history_id
+            state._cache.apply(written)
+
+        tx.after_commit(committed)
+        state.events.append(tx, self.events)  # same transaction: a write and its events commit together
+        tx.after_commit(lambda: state._broadcaster.publish(changes))
+
+
+class _Writer:
+    """One write of a batch: every change it makes shares one revision, the one after the batch's newest."""
+
+    def __init__(self, batch: _Batch, now: float, trace: TraceIds):
+        self.batch = batch
+        self.revision = (
+            batch.revision + 1
+        )  # one write at a time: the batch's next, if this one changes anything
+        self.now = now
+        self.trace = trace  # the caller's, for its events (the batch may run on another caller's thread)
+        self.written: dict[str, Row | None] = {}  # this write's own changes
+        self.history: list[tuple] = []
+        self.changes: list[Change] = []
+        self.events: list[Prepared] = []
 
     @property
-    def revision(self) -> int:
-        if self._revision is None:
-            # The committed revision is remembered in memory (only this class writes it, under the
-            # writer lock), which saves reading it back: fewer sqlite calls, fewer GIL hand-overs.
-            last = self.state._last_revision
-            if last is None:
-                last = StateStore._revision_in(self.tx)
-            self._revision = rev = last + 1
-            cur = self.tx.execute(
-                "UPDATE meta SET value = ? WHERE name = 'revision' AND value = ?", (rev, last)
-            )
-            if cur.rowcount != 1:
-                # Another process wrote this database: what this one remembered (and may have used
-                # in this transaction already) is stale. Forget it; the caller retries afresh.
-                self.state._cache.clear()
-                self.state._last_revision = None
-                raise Aborted(
-                    "the state was changed by another process using the same database; retry",
-                    reason="CONCURRENT_WRITER",
-                )
-            self.tx.after_commit(lambda: setattr(self.state, "_last_revision", rev))
-        return self._revision
+    def latest_revision(self) -> int:
+        """The newest revision as this write sees it: its own once it changed something."""
+        return self.revision if self.changes else self.revision - 1
 
-    def current(self, key: str) -> KeyValue | None:
-        """The key's live value; an expired key is deleted here first (with its DELETE change)."""
-        if key in self._written:
-            row = self._written[key]
+    def row(self, key: str) -> Row | None:
+        """The key's live row; an expired key is deleted here first (with its DELETE change)."""
+        if key in self.written:
+            row = self.written[key]
+        elif key in self.batch.written:
+            row = self.batch.written[key]
         else:
-            cache = self.state._cache
+            cache = self.batch.state._cache
             row = cache.get(key)  # committed state: the cache changes only after commit, under our lock
             if row is None:
-                found = self.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
+                found = self.batch.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
                 if found is not None:
                     row = _row(found)
                     cache.fill(row, cache.generation)
-        if row is None:
+        if row is not None and row.expire_at is not None and row.expire_at <= self.now:
+            self.delete(row)
             return None
-        kv = _kv(row)
-        if kv.expire_time is not None and kv.expire_time <= self.now:
-            self.delete(kv)
-            return None
-        return kv
+        return row
 
-    def put(self, key: str, raw_value: str, prev: KeyValue | None, expire_at: float | None) -> KeyValue:
+    def current(self, key: str) -> KeyValue | None:
+        """The key's live value (see `row`)."""
+        row = self.row(key)
+        return _kv(row) if row is not None else None
+
+    def put(self, key: str, raw_value: str, prev: Row | None, expire_at: float | None) -> KeyValue:
         rev = self.revision
-        version = prev.version + 1 if prev else 1
-        create_rev = prev.create_revision if prev else rev
-        self.tx.execute(
-            "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
-            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
-            " mod_revision=excluded.mod_revision, expire_at=excluded.expire_at, update_time=excluded.update_time",
-            (key, raw_value, version, create_rev, rev, expire_at, self.now),
-        )
-        kv = KeyValue(key, json.loads(raw_value), version, create_rev, rev, expire_at, self.now)
-        self._record(PUT, kv, raw_value, prev)
-        self._written[key] = Row(key, raw_value, version, create_rev, rev, expire_at, self.now)
-        return kv
+        row = Row(
+            key, raw_value, prev.version + 1 if prev else 1, prev.create_revision if prev else rev, rev,
+            expire_at, self.now,
+        )  # fmt: skip
+        return self._record(PUT, row, prev)
 
-    def delete(self, prev: KeyValue) -> None:
-        self.tx.execute("DELETE FROM kv WHERE key = ?", (prev.key,))
-        kv = KeyValue(prev.key, None, prev.version, prev.create_revision, self.revision, None, self.now)
-        self._record(DELETE, kv, None, prev)
-        self._written[prev.key] = None
+    def delete(self, prev: Row) -> None:
+        self._record(DELETE, prev, prev)
 
-    def _record(self, type_: str, kv: KeyValue, raw_value: str | None, prev: KeyValue | None) -> None:
-        if not self.changes:  # first change: the cache learns this transaction's writes once it commits
-            written = self._written
-            self.tx.after_commit(lambda: self.state._cache.apply(list(written.items())))
-        prev_raw = json.dumps(prev.value, separators=(",", ":")) if prev else None
-        cur = self.tx.execute(
-            "INSERT INTO kv_history(revision, key, type, value, version, create_revision, expire_at, update_time,"
-            " prev_value, prev_version, prev_mod_revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    def _record(self, type_: str, row: Row, prev: Row | None) -> KeyValue:
+        rev, now, put = self.revision, self.now, type_ == PUT
+        raw = row.value if put else None
+        expire_at = row.expire_at if put else None
+        self.history.append(
             (
-                kv.mod_revision,
-                kv.key,
+                self.batch.history_id + len(self.changes) + 1,
+                rev,
+                row.key,
                 type_,
-                raw_value,
-                kv.version,
-                kv.create_revision,
-                kv.expire_time,
-                self.now,
-                prev_raw,
+                raw,
+                row.version,
+                row.create_revision,
+                expire_at,
+                now,
+                prev.value if prev else None,
                 prev.version if prev else None,
                 prev.mod_revision if prev else None,
-            ),
-        )
-        self.changes.append(Change(cur.lastrowid, kv.mod_revision, type_, kv, prev))
-
-    def finish(self) -> None:
-        """Publish `state.changed` for every change (same transaction) and wake watchers after commit."""
-        if not self.changes:
-            return
-        events = [
-            NewEvent(
-                type="state.changed",
-                source="state",
-                data={
-                    "key": c.kv.key,
-                    "type": c.type.lower(),
-                    "version": c.kv.version,
-                    "revision": c.revision,
-                    "value": c.kv.value,
-                },
             )
-            for c in self.changes
-        ]
-        self.state.events.append(self.tx, events)
-        changes = list(self.changes)
-        self.tx.after_commit(lambda: self.state._broadcaster.publish(changes))
+        )
+        kv = KeyValue(
+            row.key, json.loads(raw) if put else None, row.version, row.create_revision, rev, expire_at, now
+        )
+        self.changes.append(
+            Change(self.batch.history_id + len(self.changes) + 1, rev, type_, kv, _kv(prev) if prev else None)
+        )
+        self.written[row.key] = row if put else None
+        data = (
+            f'{{"key":{json.dumps(row.key)},"type":"{type_.lower()}","version":{row.version},'
+            f'"revision":{rev},"value":{raw if put else "null"}}}'
+        )
+        self.events.append(
+            Prepared("", "state.changed", "state", "", data, "", "", Priority.NORMAL, self.trace)
+        )
+        return kv
 
 
 class StateStore(Component):
@@ -327,14 +397,16 @@ class StateStore(Component):
         self._broadcaster: Broadcaster[Change] = Broadcaster()
         self._cache = KVCache()  # committed rows of hot keys (see _kv_cache)
         self._last_revision: int | None = None  # the committed revision, once a write has read it
+        self._last_history_id: int | None = None  # the newest kv_history id, likewise
+        # Concurrent writes share transactions (see storage/_group_commit).
+        self._group = GroupCommit(self._run_batch)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._cache.clear()  # a (re)start reads everything afresh from the database
-        self._last_revision = None
+        self._forget()  # a (re)start reads everything afresh from the database
         if self._sweeper and self._sweeper.is_alive():
             return
         self._stop.clear()
@@ -349,6 +421,11 @@ class StateStore(Component):
 
     def check(self) -> None:
         self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")
+
+    def _forget(self) -> None:
+        """Drop what memory holds of the committed state; the next write or read takes it afresh."""
+        self._cache.clear()
+        self._last_revision = self._last_history_id = None
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.sweep_interval):
@@ -365,12 +442,13 @@ class StateStore(Component):
         )
         if not due:
             return 0
-        with self.db.write() as tx:
-            w = _Writer(self, tx, now)
+
+        def expire(w: _Writer) -> int:
             for row in due:
-                w.current(row["key"])  # deletes it when still expired
-            w.finish()
-        return len(w.changes)
+                w.row(row["key"])  # deletes it when still expired
+            return len(w.changes)
+
+        return self._write(expire, now)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -433,6 +511,25 @@ class StateStore(Component):
 
     # -- writes ----------------------------------------------------------------------------------
 
+    def _write(self, fn: Callable[[_Writer], T], now: float, weight: int = 1) -> T:
+        """Run fn as one write (one revision) of a group-committed transaction; return what it returns
+        once committed. If fn raises, nothing it staged is written and its caller gets the error."""
+        return self._group.submit(_Op(fn, now, current_trace()), weight)
+
+    def _run_batch(self, batch: list[Pending]) -> None:
+        with self.db.write() as tx:
+            b = _Batch(self, tx)
+            for p in batch:
+                op: _Op = p.op
+                w = b.writer(op.now, op.trace)
+                try:
+                    p.result = op.fn(w)
+                except Exception as exc:  # this write alone fails; the others go on
+                    p.error = exc
+                else:
+                    b.keep(w)
+            b.flush()
+
     def set(
         self, key: str, value: Any, *, expected_version: int | None = None, ttl: float | None = None
     ) -> tuple[KeyValue, int]:
@@ -441,28 +538,31 @@ class StateStore(Component):
         _validate_version(expected_version, "expected_version")
         _validate_ttl(ttl, "ttl")
         now = self.clock()
-        with self.db.write() as tx:
-            w = _Writer(self, tx, now)
-            prev = w.current(key)
+        expire_at = now + ttl if ttl else None
+
+        def put(w: _Writer) -> KeyValue:
+            prev = w.row(key)
             _check_version(key, prev, expected_version)
-            kv = w.put(key, raw, prev, now + ttl if ttl else None)
-            w.finish()
+            return w.put(key, raw, prev, expire_at)
+
+        kv = self._write(put, now, len(raw))
         return kv, kv.mod_revision
 
     def delete(self, key: str, *, expected_version: int | None = None) -> tuple[int, KeyValue]:
         validate_key(key)
         _validate_version(expected_version, "expected_version")
-        with self.db.write() as tx:
-            w = _Writer(self, tx, self.clock())
-            prev = w.current(key)
+
+        def delete(w: _Writer) -> tuple[int, KeyValue]:
+            prev = w.row(key)
             if prev is None:
                 if expected_version not in (None, 0):
                     _check_version(key, None, expected_version)
                 raise NotFound("key", key)
             _check_version(key, prev, expected_version)
             w.delete(prev)
-            w.finish()
-            return w.revision, prev
+            return w.revision, _kv(prev)
+
+        return self._write(delete, self.clock())
 
     def transaction(
         self,
@@ -483,26 +583,26 @@ class StateStore(Component):
         }
         now = self.clock()
         n = len(conditions)
-        with self.db.write() as tx:
-            w = _Writer(self, tx, now)
+
+        def apply(w: _Writer) -> TxnResult:
             failed = [i for i, c in enumerate(conditions) if not _holds(c, w.current(c.key))]
             if not failed:
                 # An on_success operation's own precondition (its expected_version; a delete needs the
                 # key) is one more condition: index n + i when it fails, and on_failure runs instead.
-                current = {op.key: w.current(op.key) for op in on_success}
+                current = {op.key: w.row(op.key) for op in on_success}
                 failed = [n + i for i in _failed_ops(on_success, current)]
             succeeded = not failed
             ops = on_success if succeeded else on_failure
             raws = encoded["on_success" if succeeded else "on_failure"]
-            current = {op.key: w.current(op.key) for op in ops}
+            current = {op.key: w.row(op.key) for op in ops}
             if not succeeded:
                 blocked = _failed_ops(on_failure, current)
                 if blocked:
-                    # on_failure's own preconditions failed too: nothing is applied. Its operations
-                    # are numbered after on_success's.
-                    w.finish()  # TTL expiries noticed while reading are real changes
+                    # on_failure's own preconditions failed too: nothing is applied (TTL expiries
+                    # noticed while reading are real changes, though). Its operations are numbered
+                    # after on_success's.
                     offset = n + len(on_success)
-                    return TxnResult(False, self._revision_in(tx), failed + [offset + i for i in blocked], [])
+                    return TxnResult(False, w.latest_revision, failed + [offset + i for i in blocked], [])
             kvs = []
             for op, raw in zip(ops, raws, strict=True):
                 prev = current[op.key]
@@ -510,8 +610,10 @@ class StateStore(Component):
                     kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
                 elif prev is not None:  # always: a delete of a missing key failed above
                     w.delete(prev)
-            w.finish()
-            return TxnResult(succeeded, self._revision_in(tx), failed, kvs)
+            return TxnResult(succeeded, w.latest_revision, failed, kvs)
+
+        weight = sum(len(raw or "") for raws in encoded.values() for raw in raws) + 1
+        return self._write(apply, now, weight)
 
     @staticmethod
     def _revision_in(tx: Tx) -> int:
@@ -598,12 +700,15 @@ class StateStore(Component):
         if not snapshot_id:
             raise InvalidArgument("snapshot_id", "required")
         now = self.clock()
+        # Alone in its transaction, not group-committed: it lists the prefix's keys from the database, which
+        # would miss keys that writes earlier in the same batch had only staged.
         with self.db.write() as tx:
             snap = tx.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
             if snap is None:
                 raise NotFound("snapshot", snapshot_id)
             prefix = snap["prefix"]
-            w = _Writer(self, tx, now)
+            b = _Batch(self, tx)
+            w = b.writer(now, current_trace())
             items = {
                 r["key"]: (r["value"], r["expire_at"])
                 for r in tx.execute(
@@ -617,7 +722,7 @@ class StateStore(Component):
             deleted = 0
             for key in existing:
                 if key not in items:
-                    prev = w.current(key)
+                    prev = w.row(key)
                     if prev is not None:
                         w.delete(prev)
                         deleted += 1
@@ -625,10 +730,12 @@ class StateStore(Component):
             for key, (raw, expire_at) in items.items():
                 if expire_at is not None and expire_at <= now:
                     continue
-                w.put(key, raw, w.current(key), expire_at)
+                w.put(key, raw, w.row(key), expire_at)
                 restored += 1
-            w.finish()
-            return RestoreResult(self._revision_in(tx), restored, deleted)
+            result = RestoreResult(w.latest_revision, restored, deleted)
+            b.keep(w)
+            b.flush()
+            return result
 
     def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:
         size = page_size(page_size_)

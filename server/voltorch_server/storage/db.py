@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +45,10 @@ class Tx:
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[tuple | list | dict]) -> sqlite3.Cursor:
+        """One prepared statement run for every row, without a Python round trip per row."""
+        return self.conn.executemany(sql, rows)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (never if it rolls back)."""

@@ -1,0 +1,276 @@
+"""Group commit: concurrent state writes share one transaction, yet each keeps its own result, its own
+revision, its own error and its own events, and a batch that fails leaves nothing behind."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from voltorch_server import telemetry
+from voltorch_server.components.events import EventLog
+from voltorch_server.components.state import SetOp, StateStore
+from voltorch_server.errors import Conflict, NotFound
+from voltorch_server.storage import Database
+from voltorch_server.storage._group_commit import GroupCommit, Pending
+
+
+@pytest.fixture
+def events(db: Database) -> EventLog:
+    return EventLog(db)
+
+
+@pytest.fixture
+def store(db: Database, events: EventLog) -> Iterator[StateStore]:
+    s = StateStore(db, events)  # not started: no TTL sweeper writing beside the tests
+    yield s
+    s.stop()
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition nothing signals (how many callers have queued), bounded."""
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.002)):
+        if check():
+            return
+        pause.wait(0.002)
+    raise AssertionError("condition not reached in time")
+
+
+def _in_threads(
+    calls: list[Callable[[], Any]], queue: Any = None
+) -> tuple[list[threading.Thread], list[Any]]:
+    """Start one thread per call; outcomes[i] is its result or the exception it raised. With a group
+    commit's queue, each thread is started once the one before it has queued (so in a known order)."""
+    outcomes: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    queued = len(queue) if queue is not None else 0
+    for i, t in enumerate(threads):
+        t.start()
+        if queue is not None:
+            _wait_until(lambda i=i: len(queue) == queued + i + 1)
+    return threads, outcomes
+
+
+def _queued_batch(
+    store: StateStore, db: Database, calls: list[Callable[[], Any]]
+) -> tuple[list[Any], list[int]]:
+    """Run calls so that all of them land in ONE batch: the writer lock is held while they queue.
+    Returns their outcomes and the sizes of the batches that ran."""
+    sizes: list[int] = []
+    group = store._group
+    run = group._run
+
+    def recording(batch: list[Pending]) -> None:
+        sizes.append(len(batch))
+        run(batch)
+
+    group._run = recording
+    try:
+        with db.write():  # the first caller leads and waits for this lock; the others queue behind it
+            threads, outcomes = _in_threads(calls, group._queue)
+        for t in threads:
+            t.join(10)
+    finally:
+        group._run = run
+    return outcomes, sizes
+
+
+def _revision(db: Database) -> int:
+    return db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+
+
+def _state_events(events: EventLog) -> list[dict]:
+    return [e.data for e in events.read_after(0, 10_000) if e.type == "state.changed"]
+
+
+# -- the mechanism ----------------------------------------------------------------------------------
+
+
+def test_each_caller_gets_its_own_result_or_error_and_batches_are_bounded() -> None:
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def run(batch: list[Pending]) -> None:
+        sizes.append(len(batch))
+        gate.wait(10)  # the first batch holds on while the others queue
+        for p in batch:
+            if p.op < 0:
+                p.error = ValueError(p.op)
+            else:
+                p.result = p.op * 10
+
+    group = GroupCommit(run, max_batch=4)
+    threads, outcomes = _in_threads([lambda i=i: group.submit(i) for i in range(1)])
+    _wait_until(lambda: len(sizes) == 1)
+    more, more_outcomes = _in_threads(
+        [lambda i=i: group.submit(i) for i in (1, -2, 3, 4, 5, 6)], group._queue
+    )
+    gate.set()
+    for t in threads + more:
+        t.join(10)
+    assert outcomes == [0]
+    assert [o if not isinstance(o, ValueError) else "error" for o in more_outcomes] == [
+        10,
+        "error",
+        30,
+        40,
+        50,
+        60,
+    ]
+    assert sizes[0] == 1 and sum(sizes) == 7 and max(sizes) <= 4 and len(sizes) == 3
+    assert not group._queue
+
+
+def test_a_batch_that_raises_fails_every_caller_in_it_and_the_next_batch_runs() -> None:
+    boom = RuntimeError("disk full")
+    calls = []
+
+    def run(batch: list[Pending]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise boom
+        for p in batch:
+            p.result = "ok"
+
+    group = GroupCommit(run)
+    with pytest.raises(RuntimeError) as first:
+        group.submit(1)
+    assert first.value is boom
+    assert group.submit(2) == "ok"
+
+
+# -- the state store --------------------------------------------------------------------------------
+
+
+def test_concurrent_writers_get_dense_ordered_revisions_seen_once_by_watch_and_events(
+    store: StateStore, db: Database, events: EventLog
+) -> None:
+    follower = store.watch(prefix="")
+    writers, per_writer = 8, 25
+
+    def work(w: int) -> list[tuple[int, int]]:
+        out = []
+        for i in range(per_writer):
+            kv, rev = store.set(f"w{w}/k{i % 5}", {"w": w, "i": i})
+            assert kv.value == {"w": w, "i": i} and kv.mod_revision == rev
+            out.append((rev, kv.version))
+        return out
+
+    threads, outcomes = _in_threads([lambda w=w: work(w) for w in range(writers)])
+    for t in threads:
+        t.join(30)
+    total = writers * per_writer
+    revisions = sorted(rev for out in outcomes for rev, _ in out)
+    assert revisions == list(range(1, total + 1))  # one each, no gap, no repeat
+    for out in outcomes:
+        assert [rev for rev, _ in out] == sorted(rev for rev, _ in out)  # a caller's writes stay in order
+        assert [v for _, v in out] == [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5
+    seen = []
+    try:
+        while len(seen) < total:
+            c = follower.get(timeout=10)
+            assert c is not None, "watch stalled"
+            seen.append(c)
+    finally:
+        follower.close()
+    assert [c.revision for c in seen] == list(range(1, total + 1))
+    assert [c.id for c in seen] == sorted(c.id for c in seen)
+    assert [e["revision"] for e in _state_events(events)] == list(range(1, total + 1))
+    assert _revision(db) == total == store.revision
+    history = db.query("SELECT id, revision FROM kv_history ORDER BY id")
+    assert [r["revision"] for r in history] == list(range(1, total + 1))
+    assert [r["id"] for r in history] == [c.id for c in seen]
+
+
+def test_a_conflict_in_a_batch_fails_only_that_write(
+    store: StateStore, db: Database, events: EventLog
+) -> None:
+    store.set("cas", "v1")
+    outcomes, sizes = _queued_batch(
+        store,
+        db,
+        [
+            lambda: store.set("a", 1),
+            lambda: store.set("cas", "v2", expected_version=1),
+            lambda: store.set("b", 2),
+            lambda: store.set("cas", "v3", expected_version=1),  # loses: the write before it made version 2
+            lambda: store.delete("missing"),
+            lambda: store.transaction([], [SetOp("c", 3), SetOp("a", 4, expected_version=1)]),
+        ],
+    )
+    assert sizes == [1, 5]  # the leader alone (it had the queue to itself), then everything queued behind it
+    a, cas2, b, cas3, missing, txn = outcomes
+    assert isinstance(cas3, Conflict) and isinstance(missing, NotFound)
+    assert (a[0].version, cas2[0].version, b[0].version) == (1, 2, 1)
+    assert txn.succeeded and [kv.key for kv in txn.kvs] == ["c", "a"]
+    assert sorted([a[1], cas2[1], b[1], txn.revision]) == [2, 3, 4, 5]
+    assert store.get("cas").value == "v2" and store.get("a").value == 4 and store.get("c").value == 3
+    assert _revision(db) == 5
+    assert [(e["key"], e["revision"]) for e in _state_events(events)][1:] == sorted(
+        [("a", a[1]), ("cas", cas2[1]), ("b", b[1]), ("c", txn.revision), ("a", txn.revision)],
+        key=lambda x: x[1],
+    )
+
+
+def test_a_batch_whose_sql_fails_writes_nothing_and_every_caller_hears(
+    store: StateStore, db: Database, events: EventLog
+) -> None:
+    store.set("before", 0)
+    follower = store.watch(prefix="")
+    append = events.append
+
+    def failing(tx: Any, evs: Any) -> Any:
+        append(tx, evs)  # the rows are in the transaction...
+        raise RuntimeError("the disk is full")  # ...and then it fails
+
+    events.append = failing  # type: ignore[method-assign]
+    try:
+        outcomes, sizes = _queued_batch(
+            store, db, [lambda: store.set("x", 1), lambda: store.set("y", 2), lambda: store.delete("before")]
+        )
+    finally:
+        events.append = append  # type: ignore[method-assign]
+    assert sizes == [1, 2]
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    assert _revision(db) == 1 == store.revision
+    assert db.query_one("SELECT COUNT(*) FROM kv")[0] == 1
+    assert db.query_one("SELECT COUNT(*) FROM kv_history")[0] == 1
+    assert len(_state_events(events)) == 1
+    assert store.get("before").value == 0
+    with pytest.raises(NotFound):
+        store.get("x")
+    kv, rev = store.set("x", 3)  # the next write carries on where the last commit left off
+    assert (rev, kv.version) == (2, 1)
+    change = follower.get(timeout=10)  # and it is the first thing watchers hear
+    assert change is not None and (change.revision, change.kv.key) == (2, "x")
+    follower.close()
+    assert [r["revision"] for r in db.query("SELECT revision FROM kv_history ORDER BY id")] == [1, 2]
+
+
+def test_events_carry_each_callers_trace_whoever_leads_the_batch(
+    store: StateStore, db: Database, events: EventLog
+) -> None:
+    telemetry.install()
+    expected: dict[str, str] = {}
+
+    def traced(key: str) -> Callable[[], Any]:
+        def call() -> Any:
+            with telemetry.tracer.start_as_current_span(f"write {key}"):
+                expected[key] = format(trace.get_current_span().get_span_context().trace_id, "032x")
+                return store.set(key, key)
+
+        return call
+
+    _queued_batch(store, db, [traced("t1"), traced("t2"), traced("t3")])
+    got = {e.data["key"]: e.trace_id for e in events.read_after(0, 100) if e.type == "state.changed"}
+    assert got == expected and len(set(got.values())) == 3
