@@ -277,12 +277,14 @@ class ExecutionStore:
         if template_name:
             where.append("template_name = ?")
             args.append(template_name)
+        # Times travel at microsecond precision (and as floats): compare to the microsecond, so an
+        # execution's own create_time read back from Get selects it.
         if created_after is not None:
             where.append("create_time >= ?")
-            args.append(created_after)
+            args.append(created_after - 1e-6)
         if created_before is not None:
             where.append("create_time < ?")
-            args.append(created_before)
+            args.append(created_before - 1e-6)
         if pos is not None:
             if not (isinstance(pos, list) and len(pos) == 2):
                 raise InvalidArgument("page_token", "malformed page token")
