@@ -150,6 +150,9 @@ class Worker:
                 try:
                     self._session()
                     backoff = 0.1
+                except ValueError as err:  # grpc: "Cannot invoke RPC: Channel closed!" — the client is gone
+                    log.info("worker %s: %s; stopping", self.agent_id, err)
+                    break
                 except grpc.RpcError as err:
                     exc = from_rpc_error(err)
                     if self._stop.is_set():
