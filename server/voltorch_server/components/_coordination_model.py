@@ -12,6 +12,7 @@ from ..agents.base import TokenUsage
 from ..agents.llm import LlmSettings
 from ..errors import InvalidArgument, NotFound
 from ..priority import Priority
+from ._jsonpath import PathError, parse_path, resolve
 
 MODES = ("sequential", "parallel", "conditional", "pipeline")
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "timed_out")
@@ -284,45 +285,13 @@ def check_condition(cond: CoordinationCondition, field_name: str = "condition") 
             raise InvalidArgument(f"{field_name}.regex", f"does not compile: {exc}") from None
     if cond.json_path is not None:
         try:
-            _path_parts(cond.json_path)
-        except ValueError as exc:
+            parse_path(cond.json_path)
+        except PathError as exc:
             raise InvalidArgument(f"{field_name}.json_field_equals.path", str(exc)) from None
         check_json(cond.json_value, f"{field_name}.json_field_equals.value", 1 << 16)
 
 
 # -- conditions ------------------------------------------------------------------------------------
-
-_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _path_parts(path: str) -> list[str | int]:
-    parts: list[str | int] = []
-    pos = 0
-    while pos < len(path):
-        if path[pos] == "." and parts:
-            pos += 1
-        m = _PART.match(path, pos)
-        if not m:
-            raise ValueError(f"malformed path {path!r} at character {pos}")
-        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
-        pos = m.end()
-    return parts
-
-
-_MISSING = object()
-
-
-def _lookup(value: Any, path: str) -> Any:
-    for part in _path_parts(path):
-        if isinstance(part, int):
-            if not isinstance(value, list) or part >= len(value):
-                return _MISSING
-            value = value[part]
-        else:
-            if not isinstance(value, dict) or part not in value:
-                return _MISSING
-            value = value[part]
-    return value
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -344,12 +313,13 @@ def evaluate(cond: CoordinationCondition, output: str, structured: Any) -> bool:
     elif cond.regex is not None:
         result = re.search(cond.regex, output) is not None
     else:
-        value = structured
-        if value is None:
+        found, value = structured is not None, structured
+        if not found:
             try:
-                value = json.loads(output)
+                found, value = True, json.loads(output)
             except ValueError:
-                value = _MISSING
-        found = _MISSING if value is _MISSING else _lookup(value, cond.json_path or "")
-        result = found is not _MISSING and _json_equal(found, cond.json_value)
+                pass
+        if found:
+            found, value = resolve(value, cond.json_path or "")
+        result = found and _json_equal(value, cond.json_value)
     return result != cond.negate

@@ -1,4 +1,4 @@
-"""`{{ }}` placeholders in workflow text templates, and dotted JSON paths.
+"""`{{ }}` placeholders in workflow text templates (paths inside them: see _jsonpath).
 
 A placeholder names a parameter (`{{name}}`, `{{params.name}}`), an earlier step (`{{steps.<id>.output}}`,
 `{{steps.<id>.result.<path>}}`, `{{steps.<id>.error}}`) or, inside a fan-out, the current element
@@ -14,50 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._jsonpath import PathError, parse_path, resolve
+
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _STEP_ID = r"[A-Za-z_][A-Za-z0-9_-]*"
-_SEGMENT = re.compile(r"([^.\[\]]+)?((?:\[\d+\])*)")
 _PARAM_RE = re.compile(rf"(?:params\.)?({_IDENT})")
 _STEP_RE = re.compile(rf"steps\.({_STEP_ID})\.(output|error|result)((?:[.\[].*)?)")
 _ITEM_RE = re.compile(r"item((?:[.\[].*)?)")
 _MISSING = object()
-
-
-class PathError(ValueError):
-    """A malformed dotted path."""
-
-
-def parse_path(path: str) -> list[str | int]:
-    """'a.b[0].c' -> ['a', 'b', 0, 'c']; '' -> []."""
-    if not path:
-        return []
-    out: list[str | int] = []
-    for part in path.split("."):
-        m = _SEGMENT.fullmatch(part)
-        if not m or not part:
-            raise PathError(f"malformed path {path!r}")
-        name, indexes = m.groups()
-        if name:
-            out.append(name)
-        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", indexes or ""))
-    return out
-
-
-def resolve(value: Any, path: str | list[str | int]) -> tuple[bool, Any]:
-    """(found, value) at a dotted path with list indexes; a missing key or index is (False, None)."""
-    parts = parse_path(path) if isinstance(path, str) else path
-    cur = value
-    for p in parts:
-        if isinstance(p, int):
-            if not isinstance(cur, list) or p >= len(cur):
-                return False, None
-            cur = cur[p]
-        elif isinstance(cur, dict) and p in cur:
-            cur = cur[p]
-        else:
-            return False, None
-    return True, cur
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..priority import Priority
 from ._coordination_model import CoordinationCondition, CoordinationRequest, TaskError
-from ._placeholders import PathError, resolve
+from ._jsonpath import PathError, resolve
 
 WAIT_SLICE = 1.0  # how often a waiting attempt notices a stopping server
 TIMEOUT_GRACE = 2.0

@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import FieldViolation, InvalidArgument
 from . import _dag
 from ._coordination_model import check_condition
-from ._placeholders import PathError, Ref, parse_path, refs_in, refs_in_value
+from ._jsonpath import PathError, parse_path
+from ._placeholders import Ref, refs_in, refs_in_value
 from ._templates import (
     INTEGER,
     LIST,
