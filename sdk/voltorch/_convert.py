@@ -44,9 +44,10 @@ def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
+    """Exact to the microsecond (integer arithmetic: a float of nanoseconds since 1970 is not)."""
     if not present:
         return None
-    return datetime.fromtimestamp(t.ToNanoseconds() / 1e9, tz=UTC)
+    return datetime.fromtimestamp(t.seconds, tz=UTC) + timedelta(microseconds=round(t.nanos / 1000))
 
 
 def to_duration(seconds: float | timedelta | None) -> duration_pb2.Duration | None:
@@ -67,6 +68,8 @@ def to_timestamp(when: datetime | float | None) -> timestamp_pb2.Timestamp | Non
     if when is None:
         return None
     t = timestamp_pb2.Timestamp()
-    seconds = when.timestamp() if isinstance(when, datetime) else float(when)
-    t.FromNanoseconds(int(seconds * 1e9))
+    if isinstance(when, datetime):  # exact microseconds: a time read from the server goes back unchanged
+        t.FromDatetime(when if when.tzinfo else when.astimezone())  # naive = local time
+    else:
+        t.FromNanoseconds(round(float(when) * 1e9))
     return t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
@@ -93,13 +94,19 @@ def py_to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:
 def ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds is None:
         return None
+    """Seconds since 1970 as a Timestamp, to the nearest nanosecond (whole seconds and fraction apart:
+    seconds * 1e9 as one float would be off by up to 128 ns and turn .123456 into .123455999)."""
     t = timestamp_pb2.Timestamp()
-    t.FromNanoseconds(int(seconds * 1e9))
+    whole = math.floor(seconds)
+    nanos = round((seconds - whole) * 1e9)
+    t.seconds, t.nanos = whole + nanos // 1_000_000_000, nanos % 1_000_000_000
     return t
 
 
 def ts_to_float(t: timestamp_pb2.Timestamp) -> float:
-    return t.ToNanoseconds() / 1e9
+    """The float nearest to t (integer division is exactly rounded): a time the server sent comes back
+    equal, so filters such as created_after=<an execution's create_time> include it."""
+    return t.ToNanoseconds() / 1_000_000_000
 
 
 def duration_to_seconds(d: duration_pb2.Duration, field: str) -> float | None:
