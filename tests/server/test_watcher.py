@@ -226,16 +226,25 @@ def test_restart_keeps_data_and_streams_resume(client: voltorch.Client, server: 
     assert client.state.get("w/a").value == 1
     assert got.empty()
 
-    sub = client.events.subscribe("test.*")
+    # A subscription without a start point sees only what is published once it is established: its
+    # first heartbeat says so. After the restart it resumes after the last event it delivered.
+    sub = client.events.subscribe("test.*", heartbeats=True)
     events: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=lambda: [events.put(e) for e in sub], daemon=True).start()
-    # The subscription is live once a probe event published now arrives.
+    assert isinstance(events.get(timeout=10), voltorch.EventHeartbeat)
     client.events.publish("test.one")
-    assert events.get(timeout=10).type == "test.one"
+    assert next_event(events).type == "test.one"
     client.restart_component("events")
     client.events.publish("test.two")
-    assert events.get(timeout=10).type == "test.two"
+    assert next_event(events).type == "test.two"
     sub.close()
+
+
+def next_event(q: queue.Queue[Any]) -> Any:
+    """The next event from a subscription's queue, skipping heartbeats."""
+    while isinstance(item := q.get(timeout=10), voltorch.EventHeartbeat):
+        pass
+    return item
 
 
 def test_restart_errors(client: voltorch.Client, server: VoltorchServer, flaky: Flaky) -> None:
@@ -269,7 +278,7 @@ def test_slow_check_is_degraded(config: Config) -> None:
         name = "slow"
 
         def check(self) -> None:
-            gate.wait(0.05)  # a bounded stall inside the component: slower than health_slow_seconds
+            gate.wait(0.05)  # bounded: a stall inside the component, slower than health_slow_seconds
 
     srv = VoltorchServer(fast(config, health_slow_seconds=0.01, watch_interval=60))
     srv.runtime.components["slow"] = Slow()
