@@ -12,47 +12,22 @@ from typing import Any
 from voltorch.v1 import coordination_pb2 as pb
 
 from ._convert import from_duration, from_struct, from_value, to_datetime, to_duration, to_struct
+from ._enums import names, values
 from ._priority import Priority
 from ._rpc import call, pages
 from ._workflows import Condition, TaskError, _condition, _condition_pb, _error
 
 Seconds = float | timedelta
 
-_KINDS = {
-    "llm": pb.AGENT_KIND_LLM,
-    "offline": pb.AGENT_KIND_OFFLINE,
-    "remote": pb.AGENT_KIND_REMOTE,
-    "function": pb.AGENT_KIND_FUNCTION,
-}
-_KIND_NAMES = {v: k for k, v in _KINDS.items()}
-_AGENT_STATUS = {
-    "idle": pb.AGENT_STATUS_IDLE,
-    "busy": pb.AGENT_STATUS_BUSY,
-    "offline": pb.AGENT_STATUS_OFFLINE,
-    "error": pb.AGENT_STATUS_ERROR,
-}
-_AGENT_STATUS_NAMES = {v: k for k, v in _AGENT_STATUS.items()}
-_MODES = {
-    "sequential": pb.COORDINATION_MODE_SEQUENTIAL,
-    "parallel": pb.COORDINATION_MODE_PARALLEL,
-    "conditional": pb.COORDINATION_MODE_CONDITIONAL,
-    "pipeline": pb.COORDINATION_MODE_PIPELINE,
-}
-_MODE_NAMES = {v: k for k, v in _MODES.items()}
-_STATUS = {
-    "queued": pb.COORDINATION_STATUS_QUEUED,
-    "running": pb.COORDINATION_STATUS_RUNNING,
-    "completed": pb.COORDINATION_STATUS_COMPLETED,
-    "failed": pb.COORDINATION_STATUS_FAILED,
-    "cancelled": pb.COORDINATION_STATUS_CANCELLED,
-    "timed_out": pb.COORDINATION_STATUS_TIMED_OUT,
-}
-_STATUS_NAMES = {v: k for k, v in _STATUS.items()}
-_CAP_MODES = {
-    "replace": pb.CAPABILITY_UPDATE_MODE_REPLACE,
-    "add": pb.CAPABILITY_UPDATE_MODE_ADD,
-    "remove": pb.CAPABILITY_UPDATE_MODE_REMOVE,
-}
+_KINDS = values(pb.AgentKind)
+_KIND_NAMES = names(pb.AgentKind)
+_AGENT_STATUS = values(pb.AgentStatus)
+_AGENT_STATUS_NAMES = names(pb.AgentStatus)
+_MODES = values(pb.CoordinationMode)
+_MODE_NAMES = names(pb.CoordinationMode)
+_STATUS = values(pb.CoordinationStatus)
+_STATUS_NAMES = names(pb.CoordinationStatus)
+_CAP_MODES = values(pb.CapabilityUpdateMode)
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 _MAX_LONG_POLL = 55.0
 

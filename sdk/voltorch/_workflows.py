@@ -21,6 +21,7 @@ from ._convert import (
     to_timestamp,
     to_value,
 )
+from ._enums import names, values
 from ._events import Event, _event
 from ._priority import Priority
 from ._rpc import call, pages, stream
@@ -30,44 +31,15 @@ Seconds = float | timedelta
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
-_PARAM_TYPES = {
-    "string": workflows_pb2.PARAMETER_TYPE_STRING,
-    "number": workflows_pb2.PARAMETER_TYPE_NUMBER,
-    "integer": workflows_pb2.PARAMETER_TYPE_INTEGER,
-    "boolean": workflows_pb2.PARAMETER_TYPE_BOOLEAN,
-    "list": workflows_pb2.PARAMETER_TYPE_LIST,
-    "object": workflows_pb2.PARAMETER_TYPE_OBJECT,
-}
-_PARAM_NAMES = {v: k for k, v in _PARAM_TYPES.items()} | {workflows_pb2.PARAMETER_TYPE_UNSPECIFIED: "string"}
-_MODES = {
-    "sequential": coordination_pb2.COORDINATION_MODE_SEQUENTIAL,
-    "parallel": coordination_pb2.COORDINATION_MODE_PARALLEL,
-    "conditional": coordination_pb2.COORDINATION_MODE_CONDITIONAL,
-    "pipeline": coordination_pb2.COORDINATION_MODE_PIPELINE,
-}
-_MODE_NAMES = {v: k for k, v in _MODES.items()} | {
+_PARAM_TYPES = values(workflows_pb2.ParameterType)
+_PARAM_NAMES = names(workflows_pb2.ParameterType) | {workflows_pb2.PARAMETER_TYPE_UNSPECIFIED: "string"}
+_MODES = values(coordination_pb2.CoordinationMode)
+_MODE_NAMES = names(coordination_pb2.CoordinationMode) | {
     coordination_pb2.COORDINATION_MODE_UNSPECIFIED: "sequential"
 }
-_EXEC_STATUS = {
-    workflows_pb2.EXECUTION_STATUS_PENDING: "pending",
-    workflows_pb2.EXECUTION_STATUS_QUEUED: "queued",
-    workflows_pb2.EXECUTION_STATUS_RUNNING: "running",
-    workflows_pb2.EXECUTION_STATUS_PAUSED: "paused",
-    workflows_pb2.EXECUTION_STATUS_COMPLETED: "completed",
-    workflows_pb2.EXECUTION_STATUS_FAILED: "failed",
-    workflows_pb2.EXECUTION_STATUS_CANCELLED: "cancelled",
-    workflows_pb2.EXECUTION_STATUS_TIMED_OUT: "timed_out",
-}
-_EXEC_STATUS_PB = {v: k for k, v in _EXEC_STATUS.items()}
-_STEP_STATUS = {
-    workflows_pb2.STEP_STATUS_PENDING: "pending",
-    workflows_pb2.STEP_STATUS_RUNNING: "running",
-    workflows_pb2.STEP_STATUS_COMPLETED: "completed",
-    workflows_pb2.STEP_STATUS_FAILED: "failed",
-    workflows_pb2.STEP_STATUS_SKIPPED: "skipped",
-    workflows_pb2.STEP_STATUS_CANCELLED: "cancelled",
-    workflows_pb2.STEP_STATUS_RETRYING: "retrying",
-}
+_EXEC_STATUS = names(workflows_pb2.ExecutionStatus)
+_EXEC_STATUS_PB = values(workflows_pb2.ExecutionStatus)
+_STEP_STATUS = names(workflows_pb2.StepStatus)
 _UNSET: Any = object()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from voltorch._enums import names, values
 from voltorch.v1 import common_pb2
 from voltorch.v1 import coordination_pb2 as pb
 
@@ -30,42 +31,15 @@ from ..errors import InvalidArgument
 from ..priority import Priority
 from ._convert import duration, duration_to_seconds, py_to_struct, py_to_value, struct_to_py, ts, value_to_py
 
-KINDS = {
-    "llm": pb.AGENT_KIND_LLM,
-    "offline": pb.AGENT_KIND_OFFLINE,
-    "remote": pb.AGENT_KIND_REMOTE,
-    "function": pb.AGENT_KIND_FUNCTION,
-}
-KIND_NAMES = {v: k for k, v in KINDS.items()}
-AGENT_STATUS = {
-    "idle": pb.AGENT_STATUS_IDLE,
-    "busy": pb.AGENT_STATUS_BUSY,
-    "offline": pb.AGENT_STATUS_OFFLINE,
-    "error": pb.AGENT_STATUS_ERROR,
-}
-AGENT_STATUS_NAMES = {v: k for k, v in AGENT_STATUS.items()}
-MODES = {
-    "sequential": pb.COORDINATION_MODE_SEQUENTIAL,
-    "parallel": pb.COORDINATION_MODE_PARALLEL,
-    "conditional": pb.COORDINATION_MODE_CONDITIONAL,
-    "pipeline": pb.COORDINATION_MODE_PIPELINE,
-}
-MODE_NAMES = {v: k for k, v in MODES.items()}
-STATUS = {
-    "queued": pb.COORDINATION_STATUS_QUEUED,
-    "running": pb.COORDINATION_STATUS_RUNNING,
-    "completed": pb.COORDINATION_STATUS_COMPLETED,
-    "failed": pb.COORDINATION_STATUS_FAILED,
-    "cancelled": pb.COORDINATION_STATUS_CANCELLED,
-    "timed_out": pb.COORDINATION_STATUS_TIMED_OUT,
-}
-STATUS_NAMES = {v: k for k, v in STATUS.items()}
-CAPABILITY_MODES = {
-    pb.CAPABILITY_UPDATE_MODE_UNSPECIFIED: "replace",
-    pb.CAPABILITY_UPDATE_MODE_REPLACE: "replace",
-    pb.CAPABILITY_UPDATE_MODE_ADD: "add",
-    pb.CAPABILITY_UPDATE_MODE_REMOVE: "remove",
-}
+KINDS = values(pb.AgentKind)
+KIND_NAMES = names(pb.AgentKind)
+AGENT_STATUS = values(pb.AgentStatus)
+AGENT_STATUS_NAMES = names(pb.AgentStatus)
+MODES = values(pb.CoordinationMode)
+MODE_NAMES = names(pb.CoordinationMode)
+STATUS = values(pb.CoordinationStatus)
+STATUS_NAMES = names(pb.CoordinationStatus)
+CAPABILITY_MODES = names(pb.CapabilityUpdateMode) | {pb.CAPABILITY_UPDATE_MODE_UNSPECIFIED: "replace"}
 
 
 def enum_name(table: dict[int, str], value: int, field: str, *, unspecified: str = "") -> str:

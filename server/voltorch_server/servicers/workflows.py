@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from voltorch._enums import names, values
 from voltorch.v1 import coordination_pb2, workflows_pb2, workflows_pb2_grpc
 
 from ..components import _complete_workflow as complete
@@ -37,36 +38,11 @@ from ._coordination_pb import MODE_NAMES, MODES, condition_from_pb, condition_pb
 from ._streams import pump
 from .events import event_pb
 
-_PARAM_TYPES = {
-    workflows_pb2.PARAMETER_TYPE_UNSPECIFIED: "string",
-    workflows_pb2.PARAMETER_TYPE_STRING: "string",
-    workflows_pb2.PARAMETER_TYPE_NUMBER: "number",
-    workflows_pb2.PARAMETER_TYPE_INTEGER: "integer",
-    workflows_pb2.PARAMETER_TYPE_BOOLEAN: "boolean",
-    workflows_pb2.PARAMETER_TYPE_LIST: "list",
-    workflows_pb2.PARAMETER_TYPE_OBJECT: "object",
-}
-_PARAM_TYPES_PB = {v: k for k, v in _PARAM_TYPES.items() if k}
-_EXEC_STATUS = {
-    "pending": workflows_pb2.EXECUTION_STATUS_PENDING,
-    "queued": workflows_pb2.EXECUTION_STATUS_QUEUED,
-    "running": workflows_pb2.EXECUTION_STATUS_RUNNING,
-    "paused": workflows_pb2.EXECUTION_STATUS_PAUSED,
-    "completed": workflows_pb2.EXECUTION_STATUS_COMPLETED,
-    "failed": workflows_pb2.EXECUTION_STATUS_FAILED,
-    "cancelled": workflows_pb2.EXECUTION_STATUS_CANCELLED,
-    "timed_out": workflows_pb2.EXECUTION_STATUS_TIMED_OUT,
-}
-_EXEC_STATUS_NAMES = {v: k for k, v in _EXEC_STATUS.items()}
-_STEP_STATUS = {
-    "pending": workflows_pb2.STEP_STATUS_PENDING,
-    "running": workflows_pb2.STEP_STATUS_RUNNING,
-    "completed": workflows_pb2.STEP_STATUS_COMPLETED,
-    "failed": workflows_pb2.STEP_STATUS_FAILED,
-    "skipped": workflows_pb2.STEP_STATUS_SKIPPED,
-    "cancelled": workflows_pb2.STEP_STATUS_CANCELLED,
-    "retrying": workflows_pb2.STEP_STATUS_RETRYING,
-}
+_PARAM_TYPES = names(workflows_pb2.ParameterType) | {workflows_pb2.PARAMETER_TYPE_UNSPECIFIED: "string"}
+_PARAM_TYPES_PB = values(workflows_pb2.ParameterType)
+_EXEC_STATUS = values(workflows_pb2.ExecutionStatus)
+_EXEC_STATUS_NAMES = names(workflows_pb2.ExecutionStatus)
+_STEP_STATUS = values(workflows_pb2.StepStatus)
 
 
 # -- proto -> component ----------------------------------------------------------------------------------
