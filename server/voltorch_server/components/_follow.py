@@ -1,16 +1,21 @@
 """Replay-then-follow over an append-only table, shared by state Watch and event Subscribe.
 
-A `Broadcaster` fans committed records out to bounded per-subscriber queues: publishing never blocks,
-and a subscriber whose queue is full is marked overflowed instead of slowing anyone. A `Follower`
+A `Broadcaster` fans committed records out to bounded per-subscriber buffers: publishing never blocks,
+and a subscriber whose buffer is full is marked overflowed instead of slowing anyone. A `Follower`
 registers for live records *before* replaying from the table, then drops live records it already
 replayed, so the seam between history and live has neither a gap nor a duplicate.
+
+Publishing runs once per commit for every subscriber, so it is kept to plain operations: a buffer is
+a `collections.deque` (append and popleft are atomic, no lock), a subscriber is woken through a
+`threading.Event` only when it is actually waiting, and subscribers that name exact keys (event types)
+are only offered records with those keys.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -32,62 +37,94 @@ class Closed(Exception):
         self.resume_from = resume_from
 
 
-_CLOSED = object()
-
-
 class _Sub(Generic[T]):
-    __slots__ = ("match", "queue", "overflowed", "closed")
+    """One subscriber's bounded buffer. Only the publisher appends (publishes are serialised by the
+    caller, e.g. the database's writer lock) and only the follower pops, so len() never exceeds capacity."""
 
-    def __init__(self, match: Callable[[T], bool], capacity: int):
+    __slots__ = ("match", "keys", "items", "capacity", "ready", "overflowed", "closed")
+
+    def __init__(self, match: Callable[[T], bool], capacity: int, keys: frozenset | None):
         self.match = match
-        self.queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self.keys = keys
+        self.items: deque[T] = deque()
+        self.capacity = capacity
+        self.ready = threading.Event()  # set when items arrive (or overflow/close) after the follower looked
         self.overflowed = False
         self.closed = False
 
 
 class Broadcaster(Generic[T]):
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._subs: list[_Sub[T]] = []
+    """Offers published records to subscribers. With `key` (e.g. an event's type), a subscriber that
+    registers with `keys` is only asked about records whose key is among them."""
 
-    def register(self, match: Callable[[T], bool], capacity: int) -> _Sub[T]:
-        sub: _Sub[T] = _Sub(match, capacity)
+    def __init__(self, key: Callable[[T], Hashable] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._key = key
+        self._subs: tuple[_Sub[T], ...] = ()
+        # Routes, rebuilt (copy on write) on every register/unregister: subscribers asked about every
+        # record, and subscribers by key.
+        self._all: tuple[_Sub[T], ...] = ()
+        self._by_key: dict[Hashable, tuple[_Sub[T], ...]] = {}
+
+    def register(
+        self, match: Callable[[T], bool], capacity: int, keys: Iterable[Hashable] | None = None
+    ) -> _Sub[T]:
+        """A new subscriber; `keys` (only used when the broadcaster has a key function) narrows which
+        records `match` is asked about: a record whose key is not in `keys` never matches."""
+        sub: _Sub[T] = _Sub(match, capacity, frozenset(keys) if keys is not None and self._key else None)
         with self._lock:
-            self._subs = [*self._subs, sub]
+            self._set_subs((*self._subs, sub))
         return sub
 
     def unregister(self, sub: _Sub[T]) -> None:
         with self._lock:
-            self._subs = [s for s in self._subs if s is not sub]
+            self._set_subs(tuple(s for s in self._subs if s is not sub))
+
+    def _set_subs(self, subs: tuple[_Sub[T], ...]) -> None:
+        by_key: dict[Hashable, tuple[_Sub[T], ...]] = {}
+        for s in subs:
+            for k in s.keys or ():
+                by_key[k] = (*by_key.get(k, ()), s)
+        # Readers (publish) take the three attributes without the lock: publish the routes first.
+        self._all = tuple(s for s in subs if s.keys is None)
+        self._by_key = by_key
+        self._subs = subs
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
 
     def publish(self, items: Iterable[T]) -> None:
-        """Offer committed items to every subscriber; never blocks."""
-        subs = self._subs
-        if not subs:
+        """Offer committed items to every subscriber; never blocks. Calls must not overlap."""
+        if not self._subs:
             return
+        everyone, by_key, key = self._all, self._by_key, self._key
         for item in items:
-            for sub in subs:
+            if by_key:
+                keyed = by_key.get(key(item))  # type: ignore[misc]
+                targets = everyone + keyed if keyed else everyone
+            else:
+                targets = everyone
+            for sub in targets:
                 if sub.overflowed or sub.closed or not sub.match(item):
                     continue
-                try:
-                    sub.queue.put_nowait(item)
-                except queue.Full:
+                buf = sub.items
+                if len(buf) >= sub.capacity:
                     sub.overflowed = True
+                    sub.ready.set()
+                    continue
+                buf.append(item)
+                if not sub.ready.is_set():
+                    sub.ready.set()
 
     def close_all(self) -> None:
         """Wake every subscriber with a 'closed' signal (they resume elsewhere or reconnect)."""
         with self._lock:
-            subs, self._subs = self._subs, []
+            subs = self._subs
+            self._set_subs(())
         for sub in subs:
             sub.closed = True
-            try:
-                sub.queue.put_nowait(_CLOSED)
-            except queue.Full:
-                pass
+            sub.ready.set()
 
 
 class Follower(Generic[T]):
@@ -95,6 +132,7 @@ class Follower(Generic[T]):
 
     `replay(after, limit)` returns up to `limit` matching records with position > after, in order.
     `position(record)` gives the record's monotonic position (sequence / history id).
+    `keys`: exact broadcaster keys outside which `match` is always false (None: no such promise).
     Call `get(timeout)` in a loop; it returns None on timeout so callers can notice cancellation.
     """
 
@@ -107,7 +145,8 @@ class Follower(Generic[T]):
         position: Callable[[T], int],
         after: int | None,
         capacity: int,
-        batch: int = 500,
+        batch: int = 1000,
+        keys: Iterable[Hashable] | None = None,
     ):
         self._b = broadcaster
         self._match = match
@@ -115,8 +154,9 @@ class Follower(Generic[T]):
         self._position = position
         self._capacity = capacity
         self._batch = batch
-        self._sub = broadcaster.register(match, capacity)
-        self._pending: list[T] = []
+        self._keys = None if keys is None else frozenset(keys)
+        self._sub = broadcaster.register(match, capacity, self._keys)
+        self._pending: deque[T] = deque()
         self._replaying = after is not None and replay is not None
         self.last = after if after is not None else -1
 
@@ -125,37 +165,44 @@ class Follower(Generic[T]):
         while True:
             batch = self._replay(self.last, self._batch)
             if batch:
-                self._pending = batch
+                self._pending = deque(batch)
                 return
             if self._sub.overflowed:
-                # The live queue overflowed while we replayed a long backlog: start live again and
+                # The live buffer overflowed while we replayed a long backlog: start live again and
                 # replay what we missed; the log has it.
                 self._b.unregister(self._sub)
-                self._sub = self._b.register(self._match, self._capacity)
+                self._sub = self._b.register(self._match, self._capacity, self._keys)
                 continue
             self._replaying = False
             return
 
     def get(self, timeout: float | None = None) -> T | None:
+        waited = False
         while True:
             if self._pending:
-                item = self._pending.pop(0)
+                item = self._pending.popleft()
                 self.last = self._position(item)
                 return item
             if self._replaying:
                 self._refill_from_log()
                 if self._pending:
                     continue
-            if self._sub.overflowed and self._sub.queue.empty():
-                raise Overflow(self.last + 1)
+            sub = self._sub
             try:
-                item = self._sub.queue.get(timeout=timeout)
-            except queue.Empty:
-                if self._sub.overflowed:
+                item = sub.items.popleft()
+            except IndexError:
+                # Empty: everything offered before an overflow or a close has been returned.
+                if sub.overflowed:
                     raise Overflow(self.last + 1) from None
-                return None
-            if item is _CLOSED:
-                raise Closed(self.last + 1)
+                if sub.closed:
+                    raise Closed(self.last + 1) from None
+                if waited:
+                    return None
+                sub.ready.clear()
+                if sub.items or sub.overflowed or sub.closed:
+                    continue  # arrived between the popleft and the clear
+                waited = not sub.ready.wait(timeout)
+                continue
             pos = self._position(item)
             if pos <= self.last:
                 continue  # already replayed
@@ -164,7 +211,8 @@ class Follower(Generic[T]):
 
     def caught_up(self) -> bool:
         """True when nothing matched is waiting: every live record offered so far has been returned."""
-        return not self._pending and not self._replaying and not self._sub.overflowed and self._sub.queue.empty()
+        sub = self._sub
+        return not self._pending and not self._replaying and not sub.overflowed and not sub.items
 
     def close(self) -> None:
         self._b.unregister(self._sub)

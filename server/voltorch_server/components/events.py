@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from .._ids import new_id
@@ -97,20 +97,51 @@ _COLUMNS = (
 )
 
 
-_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_json_loads = json.loads
 _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
 
 
 def _row_to_event(row: Any) -> Event:
     """An Event from a row of _COLUMNS. Replay builds one per delivered event, so this skips the frozen
-    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict at once."""
-    values = list(row)
-    values[5] = json.loads(values[5])
-    values[8] = _PRIORITIES[values[8]]
+    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
     e = _new_object(Event)
-    e.__dict__.update(zip(_EVENT_FIELDS, values, strict=True))
+    d = e.__dict__
+    (
+        d["sequence"],
+        d["id"],
+        d["type"],
+        d["source"],
+        d["target"],
+        data,
+        d["correlation_id"],
+        d["causation_id"],
+        priority,
+        d["traceparent"],
+        d["tracestate"],
+        d["trace_id"],
+        d["span_id"],
+        d["time"],
+    ) = row
+    d["data"] = _json_loads(data)
+    d["priority"] = _PRIORITIES[priority]
     return e
+
+
+def _event_type(e: Event) -> str:
+    return e.type
+
+
+def _sequence(e: Event) -> int:
+    return e.sequence
+
+
+def _exact_types(flt: EventFilter) -> tuple[str, ...] | None:
+    """The filter's types when every one is exact (no glob): live delivery then only asks this filter
+    about events of those types; None when any type is a glob or the filter names no type."""
+    if flt.types and not any("*" in t or "?" in t for t in flt.types):
+        return flt.types
+    return None
 
 
 class EventLog(Component):
@@ -131,7 +162,7 @@ class EventLog(Component):
         self.retention_seconds = retention_seconds
         self.retention_count = retention_count
         self.clock = clock
-        self._broadcaster: Broadcaster[Event] = Broadcaster()
+        self._broadcaster: Broadcaster[Event] = Broadcaster(key=_event_type)
         self._listeners: list[Callable[[Event], None]] = []
         self._listeners_lock = threading.Lock()
         self._last_time: float | None = None  # event times never decrease with sequence
@@ -397,9 +428,10 @@ class EventLog(Component):
             self._broadcaster,
             match=flt.matches,
             replay=lambda a, n: self.read_after(a, n, flt),
-            position=lambda e: e.sequence,
+            position=_sequence,
             after=after,
             capacity=capacity or self.subscriber_buffer,
+            keys=_exact_types(flt),
         )
 
     # -- listing ----------------------------------------------------------------------------------

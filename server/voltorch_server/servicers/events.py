@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 
 import grpc
 from voltorch.v1 import events_pb2, events_pb2_grpc
@@ -83,24 +84,38 @@ def _receipt(r: Receipt) -> events_pb2.EventReceipt:
     )
 
 
+def render_event(e: Event) -> bytes:
+    """The serialized SubscribeResponse carrying e (what Subscribe sends for it)."""
+    resp = events_pb2.SubscribeResponse()
+    fill_event(resp.event, e)
+    return resp.SerializeToString()
+
+
 class _Rendered:
-    """SubscribeResponses by sequence, so N subscribers of one event build its message once."""
+    """Serialized SubscribeResponses by sequence: N subscribers of one event build and serialize its
+    message once, and grpc sends the shared bytes as they are (see `_serialize_response`)."""
 
     def __init__(self, capacity: int = 8192):
         self.capacity = capacity
-        self._items: dict[int, events_pb2.SubscribeResponse] = {}
+        # OrderedDict: evicting the oldest is O(1) (a plain dict's next(iter(d)) walks past every
+        # deleted slot at its front, thousands of them once the cache is full).
+        self._items: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, e: Event) -> events_pb2.SubscribeResponse:
-        resp = self._items.get(e.sequence)
-        if resp is None:
-            resp = events_pb2.SubscribeResponse()
-            fill_event(resp.event, e)
+    def __call__(self, e: Event) -> bytes:
+        data = self._items.get(e.sequence)
+        if data is None:
+            data = render_event(e)
             with self._lock:
-                self._items[e.sequence] = resp
+                self._items[e.sequence] = data
                 if len(self._items) > self.capacity:
-                    del self._items[next(iter(self._items))]
-        return resp
+                    self._items.popitem(last=False)
+        return data
+
+
+def _serialize_response(msg: events_pb2.SubscribeResponse | bytes) -> bytes:
+    """Subscribe's response serializer: pre-serialized events pass through, heartbeats are encoded."""
+    return msg if type(msg) is bytes else msg.SerializeToString()
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
@@ -143,7 +158,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             hb = events_pb2.SubscribeHeartbeat(resume_sequence=examined + 1, time=ts(time.time()))
             return events_pb2.SubscribeResponse(heartbeat=hb)
 
-        def render(e: Event) -> events_pb2.SubscribeResponse:
+        def render(e: Event) -> bytes:
             nonlocal last_sent
             last_sent = time.monotonic()
             return self._render(e)
@@ -207,6 +222,26 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         )
 
 
+class _Handlers:
+    """Stands in for a server to take the generated method handlers (so they stay generated)."""
+
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, _service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers = dict(handlers)
+
+
 def register(server: grpc.Server, runtime) -> list[str]:
-    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), server)
-    return ["voltorch.v1.EventService"]
+    name = "voltorch.v1.EventService"
+    taken = _Handlers()
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), taken)
+    handlers = taken.handlers
+    handlers["Subscribe"] = handlers["Subscribe"]._replace(response_serializer=_serialize_response)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+    return [name]

@@ -1,0 +1,172 @@
+"""The cheap delivery path: pre-serialized SubscribeResponses, the deque-backed follower buffers and
+the broadcaster's routing by exact event type (same results as the plain path, in order)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from voltorch.v1 import common_pb2, events_pb2_grpc
+from voltorch.v1 import events_pb2 as pb
+from voltorch_server.app import VoltorchServer
+from voltorch_server.components._follow import Broadcaster, Closed, Follower, Overflow
+from voltorch_server.components.events import EventFilter, EventLog, NewEvent
+from voltorch_server.servicers.events import _Rendered, _serialize_response, event_pb, render_event
+from voltorch_server.storage import Database
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def log(db: Database) -> Iterator[EventLog]:
+    ev = EventLog(db, subscriber_buffer=50)
+    yield ev
+    ev.stop()
+
+
+def _follower(b: Broadcaster[int], *, keys=None, capacity: int = 10, match=lambda _: True) -> Follower[int]:
+    return Follower(
+        b, match=match, replay=None, position=lambda x: x, after=None, capacity=capacity, keys=keys
+    )
+
+
+def _drain(f: Follower, n: int) -> list:
+    out = []
+    while len(out) < n:
+        item = f.get(timeout=10)
+        assert item is not None, f"timed out after {len(out)} of {n}"
+        out.append(item)
+    return out
+
+
+# -- pre-serialized delivery ------------------------------------------------------------------------
+
+
+def test_pre_serialized_event_equals_the_normal_encoding(log: EventLog) -> None:
+    events = log.publish(
+        NewEvent(type="a.b", source="s", target="t", data={"x": [1, "two", None, True], "y": {"z": 1.5}}),
+        NewEvent(type="a.c", traceparent=TRACEPARENT, priority=3, correlation_id="c1"),
+        NewEvent(type="a.d", data="just text"),
+    )
+    for e in events:
+        normal = pb.SubscribeResponse(event=event_pb(e))
+        assert render_event(e) == normal.SerializeToString()
+        assert pb.SubscribeResponse.FromString(render_event(e)) == normal
+    hb = pb.SubscribeResponse(heartbeat=pb.SubscribeHeartbeat(resume_sequence=7))
+    assert _serialize_response(hb) == hb.SerializeToString()
+    assert _serialize_response(b"\x0a\x00") == b"\x0a\x00"
+
+
+def test_render_cache_shares_bytes_and_stays_bounded(log: EventLog) -> None:
+    events = log.publish(*(NewEvent(type="a.b", data={"i": i}) for i in range(10)))
+    cache = _Rendered(capacity=4)
+    first = [cache(e) for e in events]
+    assert len(cache._items) == 4
+    assert [cache(e) for e in events[-4:]] == first[-4:]
+    assert cache(events[-1]) is first[-1]  # the same object for every subscriber
+    assert cache(events[0]) == render_event(events[0])  # evicted, built again
+
+
+def test_subscribed_events_equal_listed_events(server: VoltorchServer) -> None:
+    with grpc.insecure_channel(server.target) as ch:
+        stub = events_pb2_grpc.EventServiceStub(ch)
+        sent = [pb.Event(type="deliv.x", source="s", correlation_id="k")]
+        sent[0].data.struct_value.update({"a": 1, "b": ["c", None]})
+        sent.append(pb.Event(type="deliv.y", trace_context=common_pb2.TraceContext(traceparent=TRACEPARENT)))
+        first = stub.PublishBatch(pb.PublishBatchRequest(events=sent)).receipts[0].sequence
+        call = stub.Subscribe(pb.SubscribeRequest(from_sequence=first), timeout=30)
+        got = []
+        for resp in call:
+            if resp.HasField("event"):
+                got.append(resp.event)
+                if len(got) == 2:
+                    break
+        call.cancel()
+        listed = stub.ListEvents(pb.ListEventsRequest(start_sequence=first)).events
+        assert got == list(listed[:2])
+
+
+# -- follower buffers and routing -------------------------------------------------------------------
+
+
+def test_batches_are_delivered_in_order_across_waits() -> None:
+    b: Broadcaster[int] = Broadcaster()
+    with _follower(b, capacity=1000) as f:
+        got: list[int] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            got.extend(_drain(f, 600))
+            done.set()
+
+        t = threading.Thread(target=consume)
+        t.start()
+        for start in range(0, 600, 100):
+            b.publish(range(start, start + 100))
+        assert done.wait(10)
+        t.join(10)
+        assert got == list(range(600))
+        assert f.caught_up()
+        assert f.get(timeout=0.01) is None
+
+
+def test_full_buffer_overflows_after_what_it_holds_and_close_after_the_rest() -> None:
+    b: Broadcaster[int] = Broadcaster()
+    f = _follower(b, capacity=3)
+    b.publish([1, 2, 3, 4, 5])
+    assert _drain(f, 3) == [1, 2, 3]
+    with pytest.raises(Overflow) as exc:
+        f.get(timeout=1)
+    assert exc.value.resume_from == 4
+    f.close()
+
+    f = _follower(b, capacity=3)
+    b.publish([6, 7])
+    b.close_all()
+    assert _drain(f, 2) == [6, 7]
+    with pytest.raises(Closed) as closed:
+        f.get(timeout=1)
+    assert closed.value.resume_from == 8
+
+
+def test_keyed_subscribers_only_see_their_keys() -> None:
+    b: Broadcaster[tuple[str, int]] = Broadcaster(key=lambda item: item[0])
+    asked: list[tuple[str, int]] = []
+
+    def match(item: tuple[str, int]) -> bool:
+        asked.append(item)
+        return True
+
+    keyed = Follower(
+        b, match=match, replay=None, position=lambda x: x[1], after=None, capacity=10, keys=("a",)
+    )
+    everyone = Follower(
+        b, match=lambda _: True, replay=None, position=lambda x: x[1], after=None, capacity=10
+    )
+    b.publish([("a", 1), ("b", 2), ("a", 3)])
+    assert _drain(keyed, 2) == [("a", 1), ("a", 3)]
+    assert asked == [("a", 1), ("a", 3)]  # never asked about "b"
+    assert _drain(everyone, 3) == [("a", 1), ("b", 2), ("a", 3)]
+    keyed.close()
+    everyone.close()
+    assert b.subscriber_count == 0
+
+
+def test_exact_and_glob_type_filters_agree_live(log: EventLog) -> None:
+    exact = log.subscribe(EventFilter(types=("k.one", "k.two")))
+    glob = log.subscribe(EventFilter(types=("k.*",)))
+    prio = log.subscribe(EventFilter(types=("k.one",), min_priority=3))
+    log.publish(
+        NewEvent(type="k.one"),
+        NewEvent(type="k.three"),
+        NewEvent(type="k.two"),
+        NewEvent(type="k.one", priority=3),
+    )
+    assert [e.type for e in _drain(exact, 3)] == ["k.one", "k.two", "k.one"]
+    assert [e.type for e in _drain(glob, 4)] == ["k.one", "k.three", "k.two", "k.one"]
+    assert [(e.type, int(e.priority)) for e in _drain(prio, 1)] == [("k.one", 3)]
+    for f in (exact, glob, prio):
+        assert f.get(timeout=0.01) is None
+        f.close()
