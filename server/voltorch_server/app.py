@@ -123,9 +123,7 @@ class VoltorchServer:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.runtime.watcher.announce_stopping()
-        self.runtime.watcher.stop()  # no automatic restarts while the components stop
-        for c in self.runtime.components.values():
-            c.stop()  # ends open streams with UNAVAILABLE + resume point
+        self.runtime.stop_components()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
         # grpc returns once calls are over, but handler threads may still run (a stream computing its
         # resume point): let them finish (bounded) before the database they use is closed under them.

@@ -63,13 +63,19 @@ class Runtime:
                 c.start()
         self.watcher.start()  # last: its first check round sees every component started
 
-    def stop(self) -> None:
-        self.watcher.stop()  # first: no restarts while the others stop
+    def stop_components(self) -> None:
+        """Stop the watcher (no restarts meanwhile), then every component in reverse start order: a
+        component stops before those it uses (workflows before coordination before state and events), so
+        none sees a dependency gone and mistakes the shutdown for a failure (a retried step). Idempotent."""
+        self.watcher.stop()
         for c in reversed(list(self.components.values())):
             try:
                 c.stop()
             except Exception:
                 log.exception("stopping %s failed", c.name)
+
+    def stop(self) -> None:
+        self.stop_components()
         self.tracing.stop()
         self.metrics.shutdown()
         self.db.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import voltorch
+import voltorch_server.errors
 from voltorch import AgentTask, Step, WorkflowTemplate
 from voltorch.v1 import coordination_pb2 as cpb
 from voltorch.v1 import coordination_pb2_grpc
@@ -246,3 +247,42 @@ def test_restarting_the_workflow_component_mid_step_loses_nothing(client, server
     e = client.workflows.wait(eid, timeout=WAIT)
     assert e.status == "completed" and e.step("held").output == "held through a restart"
     assert calls == ["held"] and started_count(client, eid) == {"first": 1, "held": 1, "side": 1, "last": 1}
+
+
+def test_a_step_that_finds_the_coordination_engine_stopped_waits_for_it(client, server):
+    """A stopped (restarting) coordination engine is not the step's failure: no attempt is used up and
+    the step starts once (this is how a server stop used to turn a step into a retry, run twice)."""
+    engine = server.runtime.coordination
+    refused = threading.Event()
+    request = engine.request
+
+    def spy(req):
+        try:
+            return request(req)
+        except voltorch_server.errors.Unavailable:
+            refused.set()
+            raise
+
+    engine.request = spy
+    engine.stop()
+    try:
+        client.workflows.register_template(
+            WorkflowTemplate(name="one", steps=[Step("a", AgentTask("analyse: a note", ["analysis"]))])
+        )
+        eid = client.workflows.start("one").execution.id
+        assert refused.wait(WAIT)
+    finally:
+        engine.start()
+    e = client.workflows.wait(eid, timeout=WAIT)
+    assert e.status == "completed" and e.step("a").attempts == 1
+    assert started_count(client, eid) == {"a": 1}
+
+
+def test_server_stop_stops_a_component_before_those_it_uses(config):
+    srv = VoltorchServer(config).start()
+    order: list[str] = []
+    for c in srv.runtime.components.values():
+        c.stop = lambda c=c, stop=c.stop: (order.append(c.name), stop())[1]
+    srv.stop(grace=1.0)
+    first = list(dict.fromkeys(order))  # stop() is idempotent and called again on close
+    assert first == ["watcher", "workflows", "coordination", "state", "events"]

@@ -84,27 +84,27 @@ def run_attempt(
     on_coordination(id) is called once the coordination exists (so it is checkpointed before we wait);
     returning False abandons the attempt (the step or execution was cancelled meanwhile).
     """
-    if known_coordination_id:
-        cid = known_coordination_id
-    else:
+    deadline = time.monotonic() + ctx.timeout + TIMEOUT_GRACE
+    cid = known_coordination_id
+    while not cid:
         created = _request(engine, call, ctx)
         if isinstance(created, AttemptResult):
             return created
         cid = created
+        # "": the coordination engine is stopped or restarting. Not the step's failure (that would use up
+        # an attempt and start the step again): ask again until it is back, the server stops or time is up.
+        if not cid and (stop.wait(IDLE_PAUSE) or time.monotonic() >= deadline):
+            return None if stop.is_set() else _timed_out(ctx, "")
     if not on_coordination(cid):
         _cancel(engine, cid, "workflow step cancelled")
         return AttemptResult(error=TaskError("CANCELLED", "step cancelled"), coordination_id=cid)
-    deadline = time.monotonic() + ctx.timeout + TIMEOUT_GRACE
     while True:
         if stop.is_set():
             return None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             _cancel(engine, cid, "workflow step timed out")
-            return AttemptResult(
-                error=TaskError("TIMEOUT", f"step attempt exceeded its timeout of {ctx.timeout:g}s", True),
-                coordination_id=cid,
-            )
+            return _timed_out(ctx, cid)
         began = time.monotonic()
         try:
             c = engine.wait(cid, min(remaining, WAIT_SLICE))
@@ -124,7 +124,15 @@ def run_attempt(
             stop.wait(IDLE_PAUSE)  # the engine answered at once without finishing (e.g. restarting)
 
 
+def _timed_out(ctx: AttemptContext, cid: str) -> AttemptResult:
+    return AttemptResult(
+        error=TaskError("TIMEOUT", f"step attempt exceeded its timeout of {ctx.timeout:g}s", True),
+        coordination_id=cid,
+    )
+
+
 def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:
+    """The new (or, by request id, existing) coordination's id; "" while the engine is unavailable."""
     caps = tuple(c for c in call.capabilities if c)
     req = CoordinationRequest(
         task=call.task,
@@ -145,6 +153,8 @@ def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | Attempt
     )
     try:
         return engine.request(req).id
+    except Unavailable:
+        return ""
     except (FailedPrecondition, InvalidArgument) as exc:
         # No agent has the capabilities (or a generated capability is not even a valid name): any agent will do.
         unusable = isinstance(exc, FailedPrecondition) or exc.violations[0].field.startswith(
@@ -154,6 +164,8 @@ def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | Attempt
             fallback = replace(req, required_capabilities=(), request_id=ctx.request_id + ":any")
             try:
                 return engine.request(fallback).id
+            except Unavailable:
+                return ""
             except VoltorchError as exc2:
                 return AttemptResult(error=_request_error(exc2))
         return AttemptResult(error=_request_error(exc))
