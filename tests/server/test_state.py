@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from fake_clock import FakeClock
 from voltorch_server.components._follow import Closed
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import (
@@ -19,19 +20,6 @@ from voltorch_server.components.state import (
 )
 from voltorch_server.errors import Conflict, InvalidArgument, NotFound
 from voltorch_server.storage import Database
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

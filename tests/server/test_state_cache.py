@@ -8,24 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_clock import FakeClock
 from voltorch_server.components._kv_cache import KVCache, Row
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import SetOp, StateStore
 from voltorch_server.errors import Aborted, Conflict, NotFound
 from voltorch_server.storage import Database
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
