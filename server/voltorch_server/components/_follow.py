@@ -145,7 +145,7 @@ class Follower(Generic[T]):
         position: Callable[[T], int],
         after: int | None,
         capacity: int,
-        batch: int = 1000,
+        batch: int = 500,
         keys: Iterable[Hashable] | None = None,
     ):
         self._b = broadcaster
