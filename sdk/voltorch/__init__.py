@@ -5,9 +5,11 @@ from ._coordination import (
     Agent,
     AgentResult,
     AgentSelection,
+    Condition,
     Coordination,
     LlmSettings,
     SelectionCandidate,
+    TaskError,
     TokenUsage,
 )
 from ._events import (
@@ -46,7 +48,6 @@ from ._state import (
 )
 from ._workflows import (
     AgentTask,
-    Condition,
     ConditionStep,
     CoordinationStep,
     Execution,
@@ -56,7 +57,6 @@ from ._workflows import (
     StartResult,
     Step,
     StepExecution,
-    TaskError,
     WorkflowEvent,
     WorkflowTemplate,
 )

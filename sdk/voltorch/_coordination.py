@@ -11,11 +11,10 @@ from typing import Any
 
 from voltorch.v1 import coordination_pb2 as pb
 
-from ._convert import from_duration, from_struct, from_value, to_datetime, to_duration, to_struct
+from ._convert import from_duration, from_struct, from_value, to_datetime, to_duration, to_struct, to_value
 from ._enums import names, values
 from ._priority import Priority
 from ._rpc import call, pages
-from ._workflows import Condition, TaskError, _condition, _condition_pb, _error
 
 Seconds = float | timedelta
 
@@ -30,6 +29,36 @@ _STATUS_NAMES = names(pb.CoordinationStatus)
 _CAP_MODES = values(pb.CapabilityUpdateMode)
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 _MAX_LONG_POLL = 55.0
+
+
+@dataclass(frozen=True)
+class TaskError:
+    code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A predicate on a step's output; build with Condition.contains/regex/field_equals."""
+
+    contains_text: str | None = None
+    regex_pattern: str | None = None
+    json_path: str | None = None
+    json_value: Any = None
+    negate: bool = False
+
+    @classmethod
+    def contains(cls, text: str, *, negate: bool = False) -> Condition:
+        return cls(contains_text=text, negate=negate)
+
+    @classmethod
+    def regex(cls, pattern: str, *, negate: bool = False) -> Condition:
+        return cls(regex_pattern=pattern, negate=negate)
+
+    @classmethod
+    def field_equals(cls, path: str, value: Any, *, negate: bool = False) -> Condition:
+        return cls(json_path=path, json_value=value, negate=negate)
 
 
 @dataclass(frozen=True)
@@ -144,6 +173,33 @@ class Coordination:
         return self.status in TERMINAL
 
 
+def condition_pb(c: Condition) -> pb.CoordinationCondition:
+    m = pb.CoordinationCondition(negate=c.negate)
+    if c.contains_text is not None:
+        m.contains = c.contains_text
+    elif c.regex_pattern is not None:
+        m.regex = c.regex_pattern
+    elif c.json_path is not None:
+        m.json_field_equals.path = c.json_path
+        m.json_field_equals.value.CopyFrom(to_value(c.json_value))
+    return m
+
+
+def condition_from_pb(m: pb.CoordinationCondition) -> Condition:
+    kind = m.WhichOneof("predicate")
+    return Condition(
+        contains_text=m.contains if kind == "contains" else None,
+        regex_pattern=m.regex if kind == "regex" else None,
+        json_path=m.json_field_equals.path if kind == "json_field_equals" else None,
+        json_value=from_value(m.json_field_equals.value) if kind == "json_field_equals" else None,
+        negate=m.negate,
+    )
+
+
+def task_error_from_pb(m: pb.TaskError, present: bool) -> TaskError | None:
+    return TaskError(m.code, m.message, m.retryable) if present else None
+
+
 def _llm_pb(s: LlmSettings) -> pb.LlmSettings:
     m = pb.LlmSettings(
         model=s.model, base_url=s.base_url, api_key_env=s.api_key_env, system_prompt=s.system_prompt
@@ -191,7 +247,7 @@ def _agent(m: pb.Agent) -> Agent:
         labels=dict(m.labels),
         register_time=to_datetime(m.register_time, m.HasField("register_time")),
         last_seen_time=to_datetime(m.last_seen_time, m.HasField("last_seen_time")),
-        last_error=_error(m.last_error, m.HasField("last_error")),
+        last_error=task_error_from_pb(m.last_error, m.HasField("last_error")),
     )
 
 
@@ -203,7 +259,7 @@ def _result(m: pb.AgentResult) -> AgentResult:
         attempts=m.attempts,
         output=m.output,
         structured_output=from_value(m.structured_output) if m.HasField("structured_output") else None,
-        error=_error(m.error, m.HasField("error")),
+        error=task_error_from_pb(m.error, m.HasField("error")),
         latency=from_duration(m.latency),
         usage=_usage(m.usage),
         skipped=m.skipped,
@@ -247,13 +303,13 @@ def _coordination(m: pb.Coordination) -> Coordination:
         context=from_struct(m.context),
         priority=Priority.of(m.priority),
         timeout=from_duration(m.timeout) if m.HasField("timeout") else None,
-        condition=_condition(m.condition) if m.HasField("condition") else None,
+        condition=condition_from_pb(m.condition) if m.HasField("condition") else None,
         correlation_id=m.correlation_id,
         trace_id=m.trace_id,
         results=tuple(_result(r) for r in m.results),
         output=m.output,
         structured_output=from_value(m.structured_output) if m.HasField("structured_output") else None,
-        error=_error(m.error, m.HasField("error")),
+        error=task_error_from_pb(m.error, m.HasField("error")),
         selection=_selection(m.selection) if m.HasField("selection") else None,
         queue_position=m.queue_position,
         create_time=to_datetime(m.create_time, m.HasField("create_time")),
@@ -377,7 +433,7 @@ class CoordinationClient:
         if timeout is not None:
             req.timeout.CopyFrom(to_duration(timeout))
         if condition is not None:
-            req.condition.CopyFrom(_condition_pb(condition))
+            req.condition.CopyFrom(condition_pb(condition))
         resp = call(self.stub.RequestCoordination, req, timeout=self.timeout)
         return _coordination(resp.coordination), resp.existing
 

@@ -102,7 +102,7 @@ class Correlation:
         return [n.event for n in self.nodes]
 
 
-def _event(pb: events_pb2.Event) -> Event:
+def event_from_pb(pb: events_pb2.Event) -> Event:
     return Event(
         sequence=pb.sequence,
         id=pb.id,
@@ -263,7 +263,7 @@ class Subscription:
                         if self._next is not None and resp.event.sequence < self._next:
                             continue  # already delivered before a reconnect
                         self._next = resp.event.sequence + 1
-                        yield _event(resp.event)
+                        yield event_from_pb(resp.event)
                     elif resp.HasField("heartbeat"):
                         hb = resp.heartbeat
                         self._next = max(self._next or 0, hb.resume_sequence)
@@ -400,7 +400,7 @@ class EventsClient:
         if end_time is not None:
             req.end_time.CopyFrom(to_timestamp(end_time))
         resp = call(self.stub.ListEvents, req, timeout=self.timeout)
-        return EventPage([_event(e) for e in resp.events], resp.next_page_token, resp.head_sequence)
+        return EventPage([event_from_pb(e) for e in resp.events], resp.next_page_token, resp.head_sequence)
 
     def list(
         self,
@@ -448,6 +448,7 @@ class EventsClient:
             timeout=self.timeout,
         )
         nodes = tuple(
-            CorrelationNode(_event(n.event), n.parent_id, tuple(n.child_ids), n.depth) for n in resp.nodes
+            CorrelationNode(event_from_pb(n.event), n.parent_id, tuple(n.child_ids), n.depth)
+            for n in resp.nodes
         )
         return Correlation(correlation_id, nodes, tuple(resp.root_ids), resp.truncated)

@@ -10,7 +10,7 @@ from typing import Any
 from voltorch.v1 import orchestrator_pb2 as pb
 
 from ._convert import from_duration, from_struct, to_datetime, to_timestamp
-from ._events import Event, _event
+from ._events import Event, event_from_pb
 from ._rpc import call, pages
 
 
@@ -317,7 +317,7 @@ class OrchestratorClient:
             req.correlation_id = correlation_id or ""
         r = call(self.stub.GetTrace, req, timeout=self.timeout)
         return Trace(
-            entries=[_event(x.event) if x.HasField("event") else _error(x.error) for x in r.entries],
+            entries=[event_from_pb(x.event) if x.HasField("event") else _error(x.error) for x in r.entries],
             trace_ids=list(r.trace_ids),
             correlation_ids=list(r.correlation_ids),
             components=list(r.components),

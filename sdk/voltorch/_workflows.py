@@ -21,8 +21,9 @@ from ._convert import (
     to_timestamp,
     to_value,
 )
+from ._coordination import Condition, TaskError, condition_from_pb, condition_pb, task_error_from_pb
 from ._enums import names, values
-from ._events import Event, _event
+from ._events import Event, event_from_pb
 from ._priority import Priority
 from ._rpc import call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
@@ -68,29 +69,6 @@ class RetryPolicy:
     backoff_multiplier: float = 0.0  # 0 = 2.0
     max_backoff: Seconds | None = None  # None = 60 s
     non_retryable_errors: Sequence[str] = ()  # TaskError codes, e.g. "INVALID_OUTPUT"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A predicate on a step's output; build with Condition.contains/regex/field_equals."""
-
-    contains_text: str | None = None
-    regex_pattern: str | None = None
-    json_path: str | None = None
-    json_value: Any = None
-    negate: bool = False
-
-    @classmethod
-    def contains(cls, text: str, *, negate: bool = False) -> Condition:
-        return cls(contains_text=text, negate=negate)
-
-    @classmethod
-    def regex(cls, pattern: str, *, negate: bool = False) -> Condition:
-        return cls(regex_pattern=pattern, negate=negate)
-
-    @classmethod
-    def field_equals(cls, path: str, value: Any, *, negate: bool = False) -> Condition:
-        return cls(json_path=path, json_value=value, negate=negate)
 
 
 @dataclass(frozen=True)
@@ -165,13 +143,6 @@ class WorkflowTemplate:
 
 
 # -- executions --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskError:
-    code: str
-    message: str
-    retryable: bool
 
 
 @dataclass(frozen=True)
@@ -255,29 +226,6 @@ def _seconds(v: Seconds | None) -> Any:
     return to_duration(v) if v is not None else None
 
 
-def _condition_pb(c: Condition) -> coordination_pb2.CoordinationCondition:
-    pb = coordination_pb2.CoordinationCondition(negate=c.negate)
-    if c.contains_text is not None:
-        pb.contains = c.contains_text
-    elif c.regex_pattern is not None:
-        pb.regex = c.regex_pattern
-    elif c.json_path is not None:
-        pb.json_field_equals.path = c.json_path
-        pb.json_field_equals.value.CopyFrom(to_value(c.json_value))
-    return pb
-
-
-def _condition(pb: coordination_pb2.CoordinationCondition) -> Condition:
-    kind = pb.WhichOneof("predicate")
-    return Condition(
-        contains_text=pb.contains if kind == "contains" else None,
-        regex_pattern=pb.regex if kind == "regex" else None,
-        json_path=pb.json_field_equals.path if kind == "json_field_equals" else None,
-        json_value=from_value(pb.json_field_equals.value) if kind == "json_field_equals" else None,
-        negate=pb.negate,
-    )
-
-
 def _retry_pb(r: RetryPolicy) -> workflows_pb2.RetryPolicy:
     return workflows_pb2.RetryPolicy(
         max_attempts=r.max_attempts,
@@ -346,14 +294,14 @@ def _step_pb(s: Step) -> workflows_pb2.StepSpec:
                 agent_ids=list(k.agent_ids),
                 capabilities=list(k.capabilities),
                 task=k.task,
-                condition=_condition_pb(k.condition) if k.condition else None,
+                condition=condition_pb(k.condition) if k.condition else None,
             )
         )
     elif isinstance(k, ConditionStep):
         pb.condition.CopyFrom(
             workflows_pb2.ConditionStep(
                 source_step_id=k.source_step_id,
-                predicate=_condition_pb(k.predicate),
+                predicate=condition_pb(k.predicate),
                 then_steps=list(k.then_steps),
                 else_steps=list(k.else_steps),
             )
@@ -389,12 +337,12 @@ def _step(pb: workflows_pb2.StepSpec) -> Step:
             target_agent_id=c.target_agent_id,
             agent_ids=tuple(c.agent_ids),
             capabilities=tuple(c.capabilities),
-            condition=_condition(c.condition) if c.HasField("condition") else None,
+            condition=condition_from_pb(c.condition) if c.HasField("condition") else None,
         )
     elif which == "condition":
         c = pb.condition
         kind = ConditionStep(
-            c.source_step_id, _condition(c.predicate), tuple(c.then_steps), tuple(c.else_steps)
+            c.source_step_id, condition_from_pb(c.predicate), tuple(c.then_steps), tuple(c.else_steps)
         )
     elif which == "fan_out":
         f = pb.fan_out
@@ -484,10 +432,6 @@ def _template(pb: workflows_pb2.WorkflowTemplate) -> WorkflowTemplate:
     )
 
 
-def _error(pb: coordination_pb2.TaskError, present: bool) -> TaskError | None:
-    return TaskError(pb.code, pb.message, pb.retryable) if present else None
-
-
 def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
     return StepExecution(
         step_id=pb.step_id,
@@ -496,7 +440,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
         attempts=pb.attempts,
         output=pb.output,
         structured_output=from_value(pb.structured_output) if pb.HasField("structured_output") else None,
-        error=_error(pb.error, pb.HasField("error")),
+        error=task_error_from_pb(pb.error, pb.HasField("error")),
         agent_id=pb.agent_id,
         coordination_id=pb.coordination_id,
         start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
@@ -516,7 +460,7 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
         parameters=from_struct(pb.parameters),
         steps=[_step_execution(s) for s in pb.steps],
         result=from_value(pb.result) if pb.HasField("result") else None,
-        error=_error(pb.error, pb.HasField("error")),
+        error=task_error_from_pb(pb.error, pb.HasField("error")),
         priority=Priority.of(pb.priority),
         labels=dict(pb.labels),
         correlation_id=pb.correlation_id,
@@ -686,7 +630,7 @@ class WorkflowsClient:
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
                 for resp in stream(self.stub.WatchExecution, req, timeout=left):
-                    ev = _event(resp.event)
+                    ev = event_from_pb(resp.event)
                     position = ev.sequence + 1
                     yield WorkflowEvent(
                         ev, _execution(resp.execution) if resp.HasField("execution") else None
