@@ -249,8 +249,9 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
 
 def _latency(
     srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: int
-) -> tuple[list[int], float]:
-    """Publish->deliver latencies (ns) at `rate` events/s; also the publish rate achieved."""
+) -> tuple[list[int], float, float]:
+    """Publish->deliver latencies (ns) at `rate` events/s; also the publish rate achieved and the
+    server's CPU µs per delivery (publishing included) while measuring."""
     sent: dict[int, int] = {}
     lat: list[list[int]] = [[] for _ in range(n_subs)]
     type_ = f"bench.lat{n_subs}"
@@ -279,7 +280,7 @@ def _latency(
                     break
                 if now >= end_warm and not measuring.is_set():
                     measuring.set()
-                    first_measured, t_measured = i, now
+                    first_measured, t_measured, cpu0 = i, now, srv.cpu_seconds()
                 due = start + i * interval
                 if due > now:
                     time.sleep(due - now)  # pacing the publisher, not synchronisation
@@ -292,9 +293,15 @@ def _latency(
             deadline = time.perf_counter() + 5
             while time.perf_counter() < deadline and min(len(x) for x in lat) < published:
                 time.sleep(0.01)
+            cpu = srv.cpu_seconds() - cpu0
     finally:
         subs.close()
-    return sorted(x for part in lat for x in part), achieved
+    delivered = sum(len(x) for x in lat)
+    return (
+        sorted(x for part in lat for x in part),
+        achieved,
+        cpu / delivered * 1e6 if delivered else float("nan"),
+    )
 
 
 def _wanted(args: Namespace, name: str) -> bool:
@@ -374,7 +381,7 @@ def run(args: Namespace) -> list[Result]:
             name = f"publish->deliver @{per_second:,.0f}/s, {n} subscriber{'s' if n > 1 else ''}"
             if not _wanted(args, name):
                 continue
-            lat, rate = _latency(vt, n, per_second, args, payload)
+            lat, rate, cpu = _latency(vt, n, per_second, args, payload)
             p99 = _percentile(lat, 0.99)
             results.append(
                 Result(
@@ -383,7 +390,7 @@ def run(args: Namespace) -> list[Result]:
                     rate=rate,
                     p50_ms=_percentile(lat, 0.50),
                     p99_ms=p99,
-                    server_us_per_item=None,
+                    server_us_per_item=cpu,
                     server_switches_per_item=None,
                     client_us_per_item=None,
                     unit="events",

@@ -62,11 +62,15 @@ def test_pre_serialized_event_equals_the_normal_encoding(log: EventLog) -> None:
 def test_render_cache_shares_bytes_and_stays_bounded(log: EventLog) -> None:
     events = log.publish(*(NewEvent(type="a.b", data={"i": i}) for i in range(10)))
     cache = _Rendered(capacity=4)
-    first = [cache(e) for e in events]
-    assert len(cache._items) == 4
-    assert [cache(e) for e in events[-4:]] == first[-4:]
-    assert cache(events[-1]) is first[-1]  # the same object for every subscriber
-    assert cache(events[0]) == render_event(events[0])  # evicted, built again
+    head = events[-1].sequence
+    first = [cache(e, head) for e in events]
+    assert first == [render_event(e) for e in events]
+    assert list(cache._items) == [e.sequence for e in events[-4:]]  # old events (replay) not cached
+    assert cache(events[-1], head) is first[-1]  # the same object for every subscriber
+    later = log.publish(*(NewEvent(type="a.b", data={"i": i}) for i in range(2)))
+    for e in later:
+        cache(e, later[-1].sequence)
+    assert list(cache._items) == [e.sequence for e in [*events[-2:], *later]]  # oldest evicted
 
 
 def test_subscribed_events_equal_listed_events(server: VoltorchServer) -> None:
@@ -110,6 +114,25 @@ def test_batches_are_delivered_in_order_across_waits() -> None:
         assert got == list(range(600))
         assert f.caught_up()
         assert f.get(timeout=0.01) is None
+
+
+def test_take_returns_replayed_batches_then_live_items_in_order(log: EventLog) -> None:
+    log.publish(*(NewEvent(type="t.a", data=i) for i in range(7)))
+    f = log.subscribe(EventFilter(types=("t.a",)), after=0)
+    f._batch = 3  # small replay batches
+    got = []
+    while len(got) < 7:
+        batch = f.take(timeout=10)
+        assert batch and len(batch) <= 3
+        assert f.last == batch[-1].sequence
+        got += batch
+    log.publish(NewEvent(type="t.a", data=7), NewEvent(type="t.b"), NewEvent(type="t.a", data=8))
+    while len(got) < 9:
+        got += f.take(timeout=10)
+    assert [e.data for e in got] == list(range(9))
+    assert f.take(timeout=0.01) == []
+    assert f.caught_up()
+    f.close()
 
 
 def test_full_buffer_overflows_after_what_it_holds_and_close_after_the_rest() -> None:

@@ -209,6 +209,20 @@ class Follower(Generic[T]):
             self.last = pos
             return item
 
+    def take(self, timeout: float | None = None) -> list[T]:
+        """The next items in order: a whole replayed batch at once, else (live) one item like get();
+        [] on timeout. Live items stay one at a time so the buffer alone bounds what a subscriber
+        holds. `last` is the position of the last item returned: yield them all before acting on it."""
+        if not self._pending and self._replaying:
+            self._refill_from_log()
+        if self._pending:
+            items = list(self._pending)
+            self._pending.clear()
+            self.last = self._position(items[-1])
+            return items
+        item = self.get(timeout)
+        return [] if item is None else [item]
+
     def caught_up(self) -> bool:
         """True when nothing matched is waiting: every live record offered so far has been returned."""
         sub = self._sub

@@ -30,10 +30,11 @@ def pump(
     status that ends an overflowed or server-closed stream. idle() is called whenever no item came
     for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
     """
+    take = getattr(follower, "take", None) or _one_at_a_time(follower)  # get()-only wrappers too
     try:
         while True:
-            item = follower.get(timeout=POLL_SECONDS)
-            if item is None:
+            items = take(timeout=POLL_SECONDS)  # a replayed batch at once: one call per batch
+            if not items:
                 # Only a quiet stream needs to look: grpc stops pulling items from a cancelled one.
                 if not context.is_active():
                     return
@@ -42,9 +43,14 @@ def pump(
                     if msg is not None:
                         yield msg
                 continue
-            yield render(item)
-            if stop is not None and stop(item):
-                return
+            if stop is None:
+                for item in items:
+                    yield render(item)
+                continue
+            for item in items:
+                yield render(item)
+                if stop(item):
+                    return
     except Overflow as exc:
         name, value = resume_point(exc.resume_from)
         raise ResourceExhausted(
@@ -61,3 +67,13 @@ def pump(
         ) from None
     finally:
         follower.close()
+
+
+def _one_at_a_time(follower: Any) -> Callable[..., list[Any]]:
+    """take() for a follower-like object that only has get()."""
+
+    def take(timeout: float | None = None) -> list[Any]:
+        item = follower.get(timeout)
+        return [] if item is None else [item]
+
+    return take

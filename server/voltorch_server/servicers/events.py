@@ -102,10 +102,15 @@ class _Rendered:
         self._items: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, e: Event) -> bytes:
+    def __call__(self, e: Event, head: int) -> bytes:
+        """e's bytes; only events among the newest `capacity` of the log (`head` = the newest
+        delivered sequence) are cached: live subscribers share those, a replay of old ones would
+        only churn the cache."""
         data = self._items.get(e.sequence)
         if data is None:
             data = render_event(e)
+            if e.sequence <= head - self.capacity:
+                return data
             with self._lock:
                 self._items[e.sequence] = data
                 if len(self._items) > self.capacity:
@@ -161,7 +166,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         def render(e: Event) -> bytes:
             nonlocal last_sent
             last_sent = time.monotonic()
-            return self._render(e)
+            return self._render(e, self.events.delivered_sequence)
 
         def idle() -> events_pb2.SubscribeResponse | None:
             if interval and time.monotonic() - last_sent >= interval:
