@@ -1,7 +1,9 @@
-"""Proto <-> Python helpers for the SDK (JSON values, timestamps, durations)."""
+"""Proto <-> Python for JSON values, timestamps and durations: pure helpers used by the SDK and by the
+server's servicers alike (so a value or a time means the same on both sides of the wire)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,27 +11,62 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 
 def to_value(obj: Any) -> struct_pb2.Value:
+    """The JSON value obj (dicts, lists, str, numbers, bools, None) as a Value.
+
+    Same result as json_format.ParseDict, several times faster: every published event and stored key goes
+    through here. Build the Value standalone and CopyFrom it into a parent (faster than in place).
+    """
     v = struct_pb2.Value()
-    if obj is None:
-        v.null_value = struct_pb2.NULL_VALUE
-    else:
-        json_format.ParseDict(obj, v)
+    _set_value(v, obj)
     return v
 
 
+def _set_value(v: struct_pb2.Value, obj: Any) -> None:
+    t = type(obj)
+    if t is str:
+        v.string_value = obj
+    elif t is dict:
+        s = v.struct_value
+        s.SetInParent()
+        fields = s.fields
+        for key, item in obj.items():
+            _set_value(fields[key], item)
+    elif t is bool:
+        v.bool_value = obj
+    elif t is int or t is float:
+        v.number_value = obj
+    elif obj is None:
+        v.null_value = struct_pb2.NULL_VALUE
+    elif t is list or t is tuple:
+        lv = v.list_value
+        lv.SetInParent()
+        add = lv.values.add
+        for item in obj:
+            _set_value(add(), item)
+    else:  # subclasses of the JSON types and anything else: the general (slower, validating) path
+        json_format.ParseDict(obj, v)
+
+
 def from_value(v: struct_pb2.Value) -> Any:
-    return _ints(json_format.MessageToDict(v))
+    """The Python value of v; integral numbers come back as int (JSON numbers travel as doubles).
 
-
-def _ints(obj: Any) -> Any:
-    """JSON numbers travel as doubles; give integral ones back as int (3, not 3.0)."""
-    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
-        return int(obj)
-    if isinstance(obj, dict):
-        return {k: _ints(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_ints(v) for v in obj]
-    return obj
+    Same result as json_format.MessageToDict (several times faster), except that NaN and infinities come
+    back as floats instead of failing, so that the server's JSON encoding rejects them as
+    INVALID_ARGUMENT naming the field.
+    """
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "struct_value":
+        return {k: from_value(item) for k, item in v.struct_value.fields.items()}
+    if kind == "number_value":
+        n = v.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "list_value":
+        return [from_value(item) for item in v.list_value.values]
+    return None  # null_value, or a Value with no kind set
 
 
 def to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:
@@ -40,7 +77,7 @@ def to_struct(obj: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
-    return _ints(json_format.MessageToDict(s))
+    return {k: from_value(item) for k, item in s.fields.items()}
 
 
 def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
@@ -48,6 +85,22 @@ def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | 
     if not present:
         return None
     return datetime.fromtimestamp(t.seconds, tz=UTC) + timedelta(microseconds=round(t.nanos / 1000))
+
+
+def to_timestamp(when: datetime | float | None) -> timestamp_pb2.Timestamp | None:
+    """A datetime (naive = local time) or seconds since 1970 as a Timestamp, to the nanosecond: whole
+    seconds and fraction apart, since seconds * 1e9 as one float is off by up to 128 ns (.123456 would
+    become .123455999, and a time read from the server would not compare equal when sent back)."""
+    if when is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    if isinstance(when, datetime):
+        t.FromDatetime(when if when.tzinfo else when.astimezone())
+        return t
+    whole = math.floor(when)
+    nanos = round((when - whole) * 1e9)
+    t.seconds, t.nanos = whole + nanos // 1_000_000_000, nanos % 1_000_000_000
+    return t
 
 
 def to_duration(seconds: float | timedelta | None) -> duration_pb2.Duration | None:
@@ -62,14 +115,3 @@ def to_duration(seconds: float | timedelta | None) -> duration_pb2.Duration | No
 
 def from_duration(d: duration_pb2.Duration) -> float:
     return d.ToNanoseconds() / 1e9
-
-
-def to_timestamp(when: datetime | float | None) -> timestamp_pb2.Timestamp | None:
-    if when is None:
-        return None
-    t = timestamp_pb2.Timestamp()
-    if isinstance(when, datetime):  # exact microseconds: a time read from the server goes back unchanged
-        t.FromDatetime(when if when.tzinfo else when.astimezone())  # naive = local time
-    else:
-        t.FromNanoseconds(round(float(when) * 1e9))
-    return t
