@@ -65,6 +65,16 @@ def normalize_code(code: str) -> str:
     return _CODE_RE.sub("_", code.strip().upper()).strip("_")[:128] or "INTERNAL"
 
 
+def carrying_ids(trace_ids: set[str], correlation_ids: set[str]) -> tuple[str, list[str]]:
+    """SQL condition (and parameters) for a row (error or event) carrying any of the ids; '' for none."""
+    clauses, params = [], []
+    for column, ids in (("trace_id", trace_ids), ("correlation_id", correlation_ids)):
+        if ids:
+            clauses.append(f"{column} IN ({','.join('?' * len(ids))})")
+            params.extend(sorted(ids))
+    return " OR ".join(clauses), params
+
+
 def validate_trace_id(value: str, field: str) -> str:
     value = value.strip().lower()
     if value and not TRACE_ID_RE.match(value):
@@ -201,18 +211,10 @@ class ErrorLog:
 
     def matching(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[ErrorRecord]:
         """Errors carrying any of the trace or correlation ids, oldest first."""
-        clauses, params = [], []
-        if trace_ids:
-            clauses.append(f"trace_id IN ({','.join('?' * len(trace_ids))})")
-            params.extend(sorted(trace_ids))
-        if correlation_ids:
-            clauses.append(f"correlation_id IN ({','.join('?' * len(correlation_ids))})")
-            params.extend(sorted(correlation_ids))
-        if not clauses:
+        where, params = carrying_ids(trace_ids, correlation_ids)
+        if not where:
             return []
-        rows = self.db.query(
-            f"SELECT * FROM errors WHERE {' OR '.join(clauses)} ORDER BY seq LIMIT ?", (*params, limit)
-        )
+        rows = self.db.query(f"SELECT * FROM errors WHERE {where} ORDER BY seq LIMIT ?", (*params, limit))
         return [_row(r) for r in rows]
 
     def prune(self, older_than: float) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InvalidArgument, NotFound
 from ..storage import Database
-from ._errors_log import ErrorLog, ErrorRecord, validate_trace_id
+from ._errors_log import ErrorLog, ErrorRecord, carrying_ids, validate_trace_id
 from ._events_causal import causal_order
 from .events import _COLUMNS, Event, _row_to_event
 
@@ -34,16 +34,8 @@ class Timeline:
 
 
 def _events(db: Database, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[Event]:
-    clauses, params = [], []
-    if trace_ids:
-        clauses.append(f"trace_id IN ({','.join('?' * len(trace_ids))})")
-        params.extend(sorted(trace_ids))
-    if correlation_ids:
-        clauses.append(f"correlation_id IN ({','.join('?' * len(correlation_ids))})")
-        params.extend(sorted(correlation_ids))
-    rows = db.query(
-        f"SELECT {_COLUMNS} FROM events WHERE {' OR '.join(clauses)} ORDER BY seq LIMIT ?", (*params, limit)
-    )
+    where, params = carrying_ids(trace_ids, correlation_ids)
+    rows = db.query(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit))
     return [_row_to_event(r) for r in rows]
 
 
