@@ -17,6 +17,7 @@ from voltorch.v1 import (
 
 from ._coordination import CoordinationClient
 from ._events import EventsClient
+from ._metadata import MetadataInterceptor
 from ._orchestrator import OrchestratorClient
 from ._state import StateClient
 from ._tracing import TraceContextInterceptor
@@ -37,46 +38,8 @@ class _TokenAuth(grpc.AuthMetadataPlugin):
     def __init__(self, token: str):
         self._token = token
 
-    def __call__(self, context, callback):
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
         callback((("authorization", f"Bearer {self._token}"),), None)
-
-
-class _InsecureToken(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """Adds the bearer token on a plaintext channel (call credentials need TLS)."""
-
-    def __init__(self, token: str):
-        self._md = ("authorization", f"Bearer {token}")
-
-    def _details(self, d):
-        md = list(d.metadata or []) + [self._md]
-        return d._replace(metadata=md) if hasattr(d, "_replace") else _Details(d, md)
-
-    def intercept_unary_unary(self, continuation, d, request):
-        return continuation(self._details(d), request)
-
-    def intercept_unary_stream(self, continuation, d, request):
-        return continuation(self._details(d), request)
-
-    def intercept_stream_unary(self, continuation, d, it):
-        return continuation(self._details(d), it)
-
-    def intercept_stream_stream(self, continuation, d, it):
-        return continuation(self._details(d), it)
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, d, metadata):
-        self.method = d.method
-        self.timeout = d.timeout
-        self.metadata = metadata
-        self.credentials = d.credentials
-        self.wait_for_ready = getattr(d, "wait_for_ready", None)
-        self.compression = getattr(d, "compression", None)
 
 
 class Client:
@@ -116,7 +79,8 @@ class Client:
         if tracing:
             chain.insert(0, TraceContextInterceptor())
         if token and not tls:
-            chain.append(_InsecureToken(token))
+            bearer = (("authorization", f"Bearer {token}"),)  # call credentials need TLS
+            chain.append(MetadataInterceptor(lambda: bearer))
         self._raw_channel = channel
         self.channel = grpc.intercept_channel(channel, *chain) if chain else channel
         self.stubs = SimpleNamespace(

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
+from ._metadata import MetadataInterceptor
 
 try:
     from opentelemetry import context as otel_context
@@ -29,38 +29,11 @@ def _metadata() -> list[tuple[str, str]]:
     return list(carrier.items())
 
 
-def _with_metadata(details: Any, extra: list[tuple[str, str]]) -> Any:
-    md = [*(details.metadata or ()), *extra]
-    if hasattr(details, "_replace"):
-        return details._replace(metadata=md)
-    from ._client import _Details  # the plain ClientCallDetails holder
-
-    return _Details(details, md)
-
-
-class TraceContextInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class TraceContextInterceptor(MetadataInterceptor):
     """Adds the current OpenTelemetry trace context to every call's metadata."""
 
-    def _details(self, details: Any) -> Any:
-        extra = _metadata()
-        return _with_metadata(details, extra) if extra else details
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, request_iterator):
-        return continuation(self._details(details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, details, request_iterator):
-        return continuation(self._details(details), request_iterator)
+    def __init__(self) -> None:
+        super().__init__(_metadata)
 
 
 def available() -> bool:
