@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from voltorch.v1 import coordination_pb2 as pb
+from voltorch.v1 import coordination_pb2_grpc
 
 from ._convert import from_duration, from_struct, from_value, to_datetime, to_duration, to_struct, to_value
 from ._enums import names, values
@@ -328,7 +329,7 @@ def _enum(table: dict[str, int], value: str, what: str) -> int:
 
 
 class CoordinationClient:
-    def __init__(self, stub, timeout: float | None):
+    def __init__(self, stub: coordination_pb2_grpc.CoordinationServiceStub, timeout: float | None):
         self.stub = stub
         self.timeout = timeout
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from voltorch.v1 import common_pb2, events_pb2
+from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from ._convert import from_value, to_datetime, to_duration, to_timestamp, to_value
 from ._priority import Priority
@@ -190,7 +190,7 @@ class Subscription:
 
     def __init__(
         self,
-        stub,
+        stub: events_pb2_grpc.EventServiceStub,
         flt: events_pb2.EventFilter,
         *,
         from_sequence: int | None,
@@ -199,7 +199,7 @@ class Subscription:
         heartbeats: bool,
         resume: bool,
         reconnect_timeout: float | None,
-        metadata=None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ):
         self._stub = stub
         self._filter = flt
@@ -297,7 +297,7 @@ class Subscription:
 
 
 class EventsClient:
-    def __init__(self, stub, timeout: float | None):
+    def __init__(self, stub: events_pb2_grpc.EventServiceStub, timeout: float | None):
         self.stub = stub
         self.timeout = timeout
 

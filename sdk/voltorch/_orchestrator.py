@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from voltorch.v1 import orchestrator_pb2 as pb
+from voltorch.v1 import orchestrator_pb2_grpc
 
 from ._convert import from_duration, from_struct, to_datetime, to_timestamp
 from ._events import Event, event_from_pb
@@ -199,7 +200,7 @@ def _metric(p: pb.MetricValue) -> Metric:
 
 
 class OrchestratorClient:
-    def __init__(self, stub, timeout: float | None):
+    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, timeout: float | None):
         self.stub = stub
         self.timeout = timeout
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -10,9 +10,12 @@ import grpc
 from .errors import from_rpc_error
 
 T = TypeVar("T")
+Metadata = Sequence[tuple[str, str]]
 
 
-def call(method: Callable[..., Any], request: Any, *, timeout: float | None, metadata=None) -> Any:
+def call(
+    method: Callable[..., Any], request: Any, *, timeout: float | None, metadata: Metadata | None = None
+) -> Any:
     """Invoke a unary stub method, raising a typed VoltorchError on failure."""
     try:
         return method(request, timeout=timeout, metadata=metadata)
@@ -21,7 +24,11 @@ def call(method: Callable[..., Any], request: Any, *, timeout: float | None, met
 
 
 def stream(
-    method: Callable[..., Any], request: Any, *, timeout: float | None = None, metadata=None
+    method: Callable[..., Any],
+    request: Any,
+    *,
+    timeout: float | None = None,
+    metadata: Metadata | None = None,
 ) -> Iterator[Any]:
     """Iterate a server stream, raising typed errors; closing the iterator cancels the call."""
     call_ = method(request, timeout=timeout, metadata=metadata)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from voltorch.v1 import state_pb2
+from voltorch.v1 import state_pb2, state_pb2_grpc
 
 from ._convert import from_value, to_datetime, to_duration, to_value
 from ._rpc import call, pages, stream
@@ -156,7 +156,7 @@ def _operation(op: Put | Remove) -> state_pb2.StateOperation:
 
 
 class StateClient:
-    def __init__(self, stub, timeout: float | None):
+    def __init__(self, stub: state_pb2_grpc.StateServiceStub, timeout: float | None):
         self.stub = stub
         self.timeout = timeout
 

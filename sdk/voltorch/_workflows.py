@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from voltorch.v1 import coordination_pb2, workflows_pb2
+from voltorch.v1 import coordination_pb2, workflows_pb2, workflows_pb2_grpc
 
 from ._convert import (
     from_duration,
@@ -476,7 +476,7 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
 
 
 class WorkflowsClient:
-    def __init__(self, stub, timeout: float | None):
+    def __init__(self, stub: workflows_pb2_grpc.WorkflowServiceStub, timeout: float | None):
         self.stub = stub
         self.timeout = timeout
 

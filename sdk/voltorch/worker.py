@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -217,7 +217,7 @@ class Worker:
             )
         )
 
-        def requests():
+        def requests() -> Iterator[pb.WorkerMessage]:
             while True:
                 m = outbox.get()
                 if m is None:
