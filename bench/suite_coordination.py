@@ -28,7 +28,7 @@ import grpc
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
-from ._harness import Case, MakeOp, Op, Result, _percentile, echo_unary, run_cases, servers
+from ._harness import Case, MakeOp, Op, Result, echo_unary, percentile, run_cases, servers
 
 OFFLINE = "bench-offline"
 WORKER = "bench-worker"
@@ -192,15 +192,15 @@ def _engine_rows(args: Any) -> list[Result]:
     return [
         Result(
             name="engine request+wait, function agent",
-            p50_ms=_percentile(total, 0.5),
-            p99_ms=_percentile(total, 0.99),
+            p50_ms=percentile(total, 0.5),
+            p99_ms=percentile(total, 0.99),
             client_us_per_item=statistics.median(cpus),
             **common,
         ),
         Result(
             name="engine dispatch (request->agent start)",
-            p50_ms=_percentile(dispatch, 0.5),
-            p99_ms=_percentile(dispatch, 0.99),
+            p50_ms=percentile(dispatch, 0.5),
+            p99_ms=percentile(dispatch, 0.99),
             client_us_per_item=None,
             **common,
         ),

@@ -33,7 +33,7 @@ from voltorch.v1 import coordination_pb2 as cpb
 from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
 from voltorch.v1 import workflows_pb2 as wpb
 
-from ._harness import Case, MakeOp, Op, Result, ServerProcess, _percentile, echo_unary, run_cases, servers
+from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, percentile, run_cases, servers
 
 SUITE = "workflows"
 STEPS = 5
@@ -206,7 +206,7 @@ def _engine_rows(args: Any) -> list[Result]:
         lat = sorted(x / per for m in ms for x in m[3])
         cpu = sum(m[2] for m in ms) / items * 1e6 if items else float("nan")
         rates = [m[0] * per / m[1] for m in ms]
-        stats[key] = (_percentile(lat, 0.5), _percentile(lat, 0.99), cpu)
+        stats[key] = (percentile(lat, 0.5), percentile(lat, 0.99), cpu)
         rows.append(
             Result(
                 suite=SUITE,
@@ -294,8 +294,8 @@ def _many(args: Any) -> Result:
         name=f"{MANY} concurrent workflows x {STEPS} steps: all done in {wall:.1f}s "
         f"(started in {started - began:.1f}s), peak RSS {peak_mb:.0f} MB",
         rate=len(completed) * STEPS / wall if wall else 0.0,
-        p50_ms=_percentile(lat, 0.5),
-        p99_ms=_percentile(lat, 0.99),
+        p50_ms=percentile(lat, 0.5),
+        p99_ms=percentile(lat, 0.99),
         server_us_per_item=cpu / (len(completed) * STEPS) * 1e6 if completed else None,
         unit="steps",
         baseline=f"RSS budget {RSS_BUDGET_MB:.0f} MB",
