@@ -62,7 +62,7 @@ class Gate:
         with self.lock:
             self.seen.append(task.text)
         self.entered.release()
-        while not self.release.wait(0.01):
+        while not self.release.wait(0.01):  # bounded: watches release and cancel together
             if cancel.is_set():
                 with self.lock:
                     self.cancelled.append(task.text)
@@ -303,7 +303,7 @@ def test_max_concurrency_is_never_exceeded_under_100_concurrent_requests(engine)
             with lock:
                 current[name] += 1
                 peak[name] = max(peak[name], current[name])
-            release.wait(0.002)  # a tiny bit of work, so tasks overlap
+            release.wait(0.002)  # bounded: a tiny bit of work, so tasks overlap
             with lock:
                 current[name] -= 1
             return name

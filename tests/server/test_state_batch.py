@@ -35,7 +35,7 @@ def _wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.002)):
         if check():
             return
-        pause.wait(0.002)
+        pause.wait(0.002)  # bounded
     raise AssertionError("condition not reached in time")
 
 

@@ -85,7 +85,7 @@ class Gate:
     def __call__(self, task: ServerTask, cancel: CancelSignal) -> dict[str, Any]:
         self.calls.append(task.step_id)
         self.entered.set()
-        while not self.release.wait(0.05):
+        while not self.release.wait(0.05):  # bounded: watches release and cancel together
             if cancel.is_set():
                 self.cancelled.set()
                 raise AgentError("cancelled", code="CANCELLED")
