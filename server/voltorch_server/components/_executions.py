@@ -226,13 +226,6 @@ class ExecutionStore:
             statuses,
         )
 
-    def count_active(self) -> dict[str, int]:
-        rows = self.db.query(
-            "SELECT status, COUNT(*) FROM workflow_executions WHERE status IN (?,?,?,?) GROUP BY status",
-            (PENDING, QUEUED, RUNNING, PAUSED),
-        )
-        return {r[0]: r[1] for r in rows}
-
     def execution(self, row: Any, *, with_steps: bool = True) -> Execution:
         return Execution(
             id=row["id"],
