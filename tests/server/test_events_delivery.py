@@ -193,3 +193,12 @@ def test_exact_and_glob_type_filters_agree_live(log: EventLog) -> None:
     for f in (exact, glob, prio):
         assert f.get(timeout=0.01) is None
         f.close()
+
+
+def test_a_zero_capacity_still_bounds_the_buffer() -> None:
+    b: Broadcaster[int] = Broadcaster()
+    with _follower(b, capacity=0) as f:
+        b.publish([1, 2])
+        assert f.get(timeout=1) == 1
+        with pytest.raises(Overflow):
+            f.get(timeout=1)

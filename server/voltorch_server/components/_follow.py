@@ -47,7 +47,7 @@ class _Sub(Generic[T]):
         self.match = match
         self.keys = keys
         self.items: deque[T] = deque()
-        self.capacity = capacity
+        self.capacity = max(capacity, 1)  # never unbounded (a 0 would be, with queue.Queue)
         self.ready = threading.Event()  # set when items arrive (or overflow/close) after the follower looked
         self.overflowed = False
         self.closed = False
