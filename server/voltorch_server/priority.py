@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .errors import InvalidArgument
+
 
 class Priority(IntEnum):
     LOW = 1
@@ -22,3 +24,11 @@ class Priority(IntEnum):
             except KeyError:
                 raise ValueError(f"unknown priority {value!r}") from None
         return cls(value)
+
+
+def parse_priority(value: int | str | None, field: str = "priority") -> Priority:
+    """Priority.of for a request field: an unknown value is INVALID_ARGUMENT naming the field."""
+    try:
+        return Priority.of(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown priority {value!r} (low, normal, high or critical)") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..priority import Priority
+from ..priority import Priority, parse_priority
 
 MAX_TYPE_LEN = 128
 MAX_GLOBS = 32
@@ -51,12 +51,7 @@ def priority_floor(value: int | str | None, field_name: str) -> int:
     """A minimum priority: 0/None/'' = any, else a valid Priority."""
     if value in (0, None, ""):
         return 0
-    try:
-        return int(Priority.of(value))
-    except ValueError:
-        raise InvalidArgument(
-            field_name, f"unknown priority {value!r} (low, normal, high or critical)"
-        ) from None
+    return int(parse_priority(value, field_name))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..priority import Priority
+from ..priority import Priority, parse_priority
 from ..telemetry import TraceIds, trace_ids_from
 from ._events_filter import validate_type
 
@@ -70,12 +70,7 @@ def prepare(ev: NewEvent, prefix: str = "") -> Prepared:
         ("causation_id", MAX_ID_LEN),
     ):
         _text(getattr(ev, name), f"{prefix}{name}", limit)
-    try:
-        priority = Priority.of(ev.priority)
-    except ValueError:
-        raise InvalidArgument(
-            f"{prefix}priority", f"unknown priority {ev.priority!r} (low, normal, high or critical)"
-        ) from None
+    priority = parse_priority(ev.priority, f"{prefix}priority")
     try:
         data_json = json.dumps(ev.data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:

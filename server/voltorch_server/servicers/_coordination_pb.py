@@ -28,7 +28,7 @@ from ..components.coordination import (
     TaskError,
 )
 from ..errors import InvalidArgument
-from ..priority import Priority
+from ..priority import parse_priority
 from ._convert import duration, duration_to_seconds, py_to_struct, py_to_value, struct_to_py, ts, value_to_py
 
 KINDS = values(pb.AgentKind)
@@ -143,10 +143,7 @@ def condition_pb(c: CoordinationCondition | None) -> pb.CoordinationCondition | 
 
 
 def request_from_pb(r: pb.RequestCoordinationRequest) -> CoordinationRequest:
-    try:
-        priority = Priority.of(r.priority)
-    except ValueError:
-        raise InvalidArgument("priority", f"unknown priority {r.priority}") from None
+    priority = parse_priority(r.priority)
     return CoordinationRequest(
         task=r.task,
         mode=enum_name(MODE_NAMES, r.mode, "mode", unspecified="sequential"),

@@ -24,6 +24,7 @@ from ..components._templates import (
 from ..components.events import Event
 from ..components.workflows import WorkflowEngine
 from ..errors import InvalidArgument
+from ..priority import parse_priority
 from ._convert import (
     duration,
     duration_to_seconds,
@@ -354,7 +355,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             template_version=request.template_version,
             parameters=struct_to_py(request.parameters),
             request_id=request.request_id,
-            priority=_priority(request.priority),
+            priority=parse_priority(request.priority),
             labels=dict(request.labels),
             correlation_id=request.correlation_id,
         )
@@ -365,7 +366,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             request.requirement,
             options=_options(request.options),
             request_id=request.request_id,
-            priority=_priority(request.priority),
+            priority=parse_priority(request.priority),
             labels=dict(request.labels),
         )
         return workflows_pb2.ExecuteCompleteWorkflowResponse(
@@ -419,12 +420,6 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         yield from pump(
             follower, context, render, resume_point=lambda pos: ("from_sequence", pos), stop=is_last
         )
-
-
-def _priority(p: int) -> int:
-    if p not in (0, 1, 2, 3, 4):
-        raise InvalidArgument("priority", f"unknown priority {p}")
-    return p
 
 
 def register(server: grpc.Server, runtime) -> list[str]:
