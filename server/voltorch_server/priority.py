@@ -1,29 +1,13 @@
-"""Priorities shared by events, coordinations and workflows (same numbers as voltorch.v1.Priority)."""
+"""Priorities shared by events, coordinations and workflows: the SDK's Priority (the numbers of
+voltorch.v1.Priority; one definition for both sides), and its parsing for request fields."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from voltorch._priority import Priority
 
 from .errors import InvalidArgument
 
-
-class Priority(IntEnum):
-    LOW = 1
-    NORMAL = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @classmethod
-    def of(cls, value: int | str | None) -> Priority:
-        """Accept the proto number (0 = unspecified = NORMAL) or a name such as 'high'."""
-        if value in (None, 0, ""):
-            return cls.NORMAL
-        if isinstance(value, str):
-            try:
-                return cls[value.upper()]
-            except KeyError:
-                raise ValueError(f"unknown priority {value!r}") from None
-        return cls(value)
+__all__ = ["Priority", "parse_priority"]
 
 
 def parse_priority(value: int | str | None, field: str = "priority") -> Priority:
