@@ -457,6 +457,19 @@ class StateStore(Component):
         return self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
 
     def get(self, key: str) -> KeyValue:
+        return _kv(self._live_row(key))
+
+    def get_rendered(self, key: str, render: Callable[[KeyValue], T]) -> T:
+        """`render(self.get(key))`, memoized with the cached row: a hot key is decoded and rendered once
+        per change, not once per read. The result is shared between callers: treat it as read-only."""
+        row = self._live_row(key)
+        out = self._cache.derived(row)
+        if out is None:
+            out = render(self.get(key))
+            self._cache.attach(row, out)  # only while `row` is still the key's row (else a no-op)
+        return out
+
+    def _live_row(self, key: str) -> Row:
         row = self._cache.get(key)  # only valid keys are ever cached
         if row is None:
             validate_key(key)
@@ -468,7 +481,7 @@ class StateStore(Component):
             self._cache.fill(row, generation)
         if row.expire_at is not None and row.expire_at <= self.clock():
             raise NotFound("key", key)
-        return _kv(row)
+        return row
 
     def list(
         self, prefix: str = "", page_size_: int = 0, page_token: str = ""

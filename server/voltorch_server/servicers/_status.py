@@ -133,17 +133,31 @@ def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
+    def __init__(self) -> None:
+        # method -> (handler, its wrapper): a method's handler is the same object on every call (unless
+        # an inner interceptor made one for that call), so its wrapper is built once, not per RPC.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
-        return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+    if handler.stream_stream:
+        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+    return handler

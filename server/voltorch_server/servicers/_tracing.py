@@ -6,6 +6,11 @@ of the generator, so nothing leaks between the RPC threads' calls), and records
 `rpc.server.duration` per method and status code. Errors mapped by `_status` reach this server's
 error log through `_status.error_hooks`, routed by a context variable set here — so several servers
 in one process each record their own.
+
+It runs on every call, so it is kept cheap: the wrapped handler is built once per method (the call's
+metadata is read from its context), the latency goes to a plain-Python histogram series kept per
+method and code (metrics.RpcDurations), and while no exporter is attached the span is built directly
+as the non-recording span the SDK would have built (still with real ids, for events and errors).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import errors as e
+from .. import telemetry
 from ..components._errors_log import ErrorLog
-from ..metrics import Metrics
+from ..metrics import Metrics, RpcSeries
 from ..telemetry import context_from_metadata, tracer
 from . import _status
 
@@ -61,6 +67,8 @@ EVENT_STREAMS = frozenset(
 _FLUSH_EVERY = 64
 _FLUSH_SECONDS = 0.5
 _EMPTY = otel_context.Context()
+_DEFAULT_FLAGS = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_RANDOM_FLAGS = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)
 
 
 def _route(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
@@ -99,16 +107,19 @@ def rpc_error_recorder(errors: ErrorLog, *, record_client_errors: bool = False) 
 
 
 class _Method:
-    """Per-method constants, computed once: span name, attributes, metric attribute sets per code."""
+    """Per-method constants, computed once: span name, attributes, metric attribute sets and latency
+    series per code, and the wrapped handler."""
 
-    __slots__ = ("name", "attributes", "_by_code", "events")
+    __slots__ = ("name", "attributes", "_by_code", "_series", "events", "cached")
 
     def __init__(self, full: str):
         service, _, method = full.lstrip("/").rpartition("/")
         self.name = f"{service}/{method}"
         self.attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
         self._by_code: dict[grpc.StatusCode, dict[str, Any]] = {}
+        self._series: dict[grpc.StatusCode, RpcSeries] = {}
         self.events = full in EVENT_STREAMS
+        self.cached: tuple[Any, Any] = (None, None)  # (a handler, its wrapper)
 
     def metric_attributes(self, code: grpc.StatusCode) -> dict[str, Any]:
         attrs = self._by_code.get(code)
@@ -120,6 +131,12 @@ class _Method:
             }
         return attrs
 
+    def series(self, metrics: Metrics, code: grpc.StatusCode) -> RpcSeries:
+        s = self._series.get(code)
+        if s is None:
+            s = self._series[code] = metrics.rpc_duration.series(self.metric_attributes(code))
+        return s
+
 
 class TelemetryInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: Metrics, on_error: ErrorRecorder | None = None, *, tracing: bool = True):
@@ -127,6 +144,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         self.on_error = on_error
         self.tracing = tracing
         self._methods: dict[str, _Method] = {}
+        self._ids: Any = None  # see _dropping_ids
 
     def _method(self, full: str) -> _Method:
         m = self._methods.get(full)
@@ -139,26 +157,45 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         m = self._method(handler_call_details.method)
-        md = handler_call_details.invocation_metadata
+        inner, wrapped = m.cached
+        if inner is handler:  # the same handler as last time (always, unless an inner interceptor
+            return wrapped  # made one for this call): its wrapper is reusable
         if handler.unary_unary:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, m, md))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, m, md))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=self._stream(handler.unary_stream, m, md))
-        return handler._replace(stream_stream=self._stream(handler.stream_stream, m, md))
+            wrapped = handler._replace(unary_unary=self._unary(handler.unary_unary, m))
+        elif handler.stream_unary:
+            wrapped = handler._replace(stream_unary=self._unary(handler.stream_unary, m))
+        elif handler.unary_stream:
+            wrapped = handler._replace(unary_stream=self._stream(handler.unary_stream, m))
+        else:
+            wrapped = handler._replace(stream_stream=self._stream(handler.stream_stream, m))
+        m.cached = (handler, wrapped)
+        return wrapped
 
-    def _start(self, m: _Method, md: Any) -> tuple[trace.Span | None, otel_context.Context | None]:
+    def _start(
+        self, m: _Method, context: grpc.ServicerContext
+    ) -> tuple[trace.Span | None, otel_context.Context | None]:
+        """The call's span (None when there is nothing to finish) and the context that makes it current."""
         if not self.tracing:
             return None, None
-        parent = context_from_metadata(md) or _EMPTY
+        parent = context_from_metadata(context.invocation_metadata()) or _EMPTY
+        ids = self._ids or self._dropping_ids()
+        if ids is not None and not telemetry.recording():
+            return None, trace.set_span_in_context(_dropped_span(ids, parent), parent)
         span = tracer.start_span(m.name, context=parent, kind=SpanKind.SERVER, attributes=m.attributes)
         return span, trace.set_span_in_context(span, parent)
+
+    def _dropping_ids(self) -> Any:
+        """The id generator of telemetry's own TracerProvider, whose sampler drops every span while no
+        exporter is attached; None under another provider (its sampler must decide)."""
+        provider = trace.get_tracer_provider()
+        if isinstance(getattr(provider, "sampler", None), telemetry._RecordWhileExporting):
+            self._ids = provider.id_generator  # type: ignore[attr-defined]  # the provider is set once
+        return self._ids
 
     def _finish(
         self, span: trace.Span | None, m: _Method, code: grpc.StatusCode, t0: float, ctx: Any
     ) -> None:
-        self.metrics.rpc_duration.record((time.perf_counter() - t0) * 1e3, m.metric_attributes(code))
+        m.series(self.metrics, code).add((time.perf_counter() - t0) * 1e3)
         if span is not None:
             if span.is_recording():
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -166,32 +203,39 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                     span.set_status(Status(StatusCode.ERROR, _details(ctx) or code.name))
             span.end()
 
-    def _unary(self, fn: Callable, m: _Method, md: Any) -> Callable:
+    def _unary(self, fn: Callable, m: _Method) -> Callable:
+        ok = m.series(self.metrics, grpc.StatusCode.OK)
+        on_error = self.on_error
+
         def handler(request, context):
             t0 = time.perf_counter()
-            span, ctx = self._start(m, md)
+            span, ctx = self._start(m, context)
             token = otel_context.attach(ctx) if ctx is not None else None
-            rtoken = _recorder.set(self.on_error)
-            code = grpc.StatusCode.OK
+            rtoken = _recorder.set(on_error)
             try:
-                return fn(request, context)
+                response = fn(request, context)
             except BaseException:
-                code = _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
                 _recorder.reset(rtoken)
                 if token is not None:
                     otel_context.detach(token)
-                if code is grpc.StatusCode.OK:
-                    code = _code(context, grpc.StatusCode.OK)
-                self._finish(span, m, code, t0, context)
+                self._finish(span, m, _code(context, grpc.StatusCode.UNKNOWN), t0, context)
+                raise
+            _recorder.reset(rtoken)
+            if token is not None:
+                otel_context.detach(token)
+            # A normal return is OK: servicers report failures only by raising (see _status).
+            if span is None:
+                ok.add((time.perf_counter() - t0) * 1e3)
+            else:
+                self._finish(span, m, grpc.StatusCode.OK, t0, context)
+            return response
 
         return handler
 
-    def _stream(self, fn: Callable, m: _Method, md: Any) -> Callable:
+    def _stream(self, fn: Callable, m: _Method) -> Callable:
         def handler(request, context) -> Iterator[Any]:
             t0 = time.perf_counter()
-            span, ctx = self._start(m, md)
+            span, ctx = self._start(m, context)
             code = grpc.StatusCode.OK
             sent = pending = 0
             flushed = t0
@@ -247,6 +291,26 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         self.metrics.rpc_stream_messages.add(n, attrs)
         if m.events:
             self.metrics.events_delivered.add(n, attrs)
+
+
+def _dropped_span(ids: Any, parent: otel_context.Context) -> trace.Span:
+    """The span the SDK's Tracer.start_span builds when the sampler drops it (telemetry's sampler does
+    while nothing exports): the parent's trace (or a new one), a new span id, not sampled. Built here
+    without the SDK's detour through the sampler and its attribute handling."""
+    up = trace.get_current_span(parent).get_span_context() if parent is not _EMPTY else None
+    if up is not None and up.is_valid:
+        trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
+    else:
+        trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_RANDOM_FLAGS if random_id else _DEFAULT_FLAGS,
+            trace_state=state,
+        )
+    )
 
 
 def _code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.struct_pb2 import Value
 from voltorch.v1 import state_pb2, state_pb2_grpc
 
 from ..components.state import PUT, Change, Condition, DeleteOp, KeyValue, SetOp, StateStore
@@ -13,10 +14,12 @@ from ._streams import pump
 _TYPES = {"PUT": state_pb2.WATCH_EVENT_TYPE_PUT, "DELETE": state_pb2.WATCH_EVENT_TYPE_DELETE}
 
 
-def kv_pb(kv: KeyValue) -> state_pb2.KeyValue:
+def kv_pb(kv: KeyValue, value: Value | None = None) -> state_pb2.KeyValue:
+    """kv as a message; `value` is kv.value already as a message: SetKey answers with the Value it was
+    sent (equal as JSON to what was stored; saves converting the value back)."""
     return state_pb2.KeyValue(
         key=kv.key,
-        value=py_to_value(kv.value),
+        value=value if value is not None else py_to_value(kv.value),
         version=kv.version,
         create_revision=kv.create_revision,
         mod_revision=kv.mod_revision,
@@ -63,12 +66,13 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         self.state = state
 
     def GetKey(self, request, context):
-        return state_pb2.GetKeyResponse(kv=kv_pb(self.state.get(request.key)))
+        # The KeyValue message is made once per change of a key and shared (read-only) by its readers.
+        return state_pb2.GetKeyResponse(kv=self.state.get_rendered(request.key, kv_pb))
 
     def SetKey(self, request, context):
         op = _set_op(request, "")
         kv, revision = self.state.set(op.key, op.value, expected_version=op.expected_version, ttl=op.ttl)
-        return state_pb2.SetKeyResponse(kv=kv_pb(kv), revision=revision)
+        return state_pb2.SetKeyResponse(kv=kv_pb(kv, request.value), revision=revision)
 
     def DeleteKey(self, request, context):
         expected = request.expected_version if request.HasField("expected_version") else None

@@ -1,0 +1,191 @@
+"""The per-call shortcuts must report exactly what the long way did: GetKey's memoized rendering, the
+plain-Python rpc.server.duration histogram, and the span built directly while nothing exports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import voltorch
+from opentelemetry import trace
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from voltorch_server import telemetry
+from voltorch_server.app import VoltorchServer
+from voltorch_server.components._kv_cache import KVCache, Row
+from voltorch_server.components.events import EventLog
+from voltorch_server.components.state import KeyValue, StateStore
+from voltorch_server.errors import NotFound
+from voltorch_server.metrics import _MS_BUCKETS, RpcDurations, _InMemoryReader
+from voltorch_server.servicers._tracing import _EMPTY, _dropped_span
+from voltorch_server.storage import Database
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(db: Database, clock: FakeClock) -> Iterator[StateStore]:
+    s = StateStore(db, EventLog(db), clock=clock)
+    yield s
+    s.stop()
+
+
+# -- GetKey's rendering ------------------------------------------------------------------------------
+
+
+def test_a_rendering_is_made_once_per_change_and_never_outlives_it(
+    store: StateStore, clock: FakeClock
+) -> None:
+    made: list[KeyValue] = []
+
+    def render(kv: KeyValue) -> tuple:
+        made.append(kv)
+        return (kv.value, kv.version)
+
+    store.set("k", "a", ttl=10)
+    assert store.get_rendered("k", render) == ("a", 1)
+    assert store.get_rendered("k", render) == ("a", 1)
+    assert len(made) == 1  # the second read reused it
+    store.set("k", "b")
+    assert store.get_rendered("k", render) == ("b", 2) and len(made) == 2
+    store.set("t", "c", ttl=10)
+    assert store.get_rendered("t", render) == ("c", 1)
+    clock.now += 11
+    with pytest.raises(NotFound):
+        store.get_rendered("t", render)  # expired: the memo does not keep it alive
+    store.delete("k")
+    with pytest.raises(NotFound):
+        store.get_rendered("k", render)
+
+
+def test_a_rendering_goes_with_its_row_and_counts_against_the_cache_budget() -> None:
+    cache = KVCache(max_entries=2)
+    a, b, c = (Row(k, '"v"', 1, 1, 1, None, 0.0) for k in "abc")
+    cache.apply([("a", a), ("b", b)])
+    cache.attach(a, "rendered a")
+    assert cache.derived(a) == "rendered a"
+    stale = Row("b", '"old"', 1, 1, 1, None, 0.0)
+    cache.attach(stale, "not b's current row")  # ignored: only the cached row itself takes one
+    assert cache.derived(b) is None and cache.derived(stale) is None
+    cache.apply([("c", c)])  # evicts a, the oldest
+    assert cache.get("a") is None and cache.derived(a) is None
+    cache.apply([("b", None)])
+    assert cache.derived(b) is None and len(cache) == 1
+
+
+# -- rpc.server.duration ---------------------------------------------------------------------------
+
+
+def _points(reader: _InMemoryReader) -> list[HistogramDataPoint]:
+    data = reader.get_metrics_data()
+    if data is None:  # the SDK collected nothing at all (our points then wait for the next collection)
+        return []
+    return [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "rpc.server.duration"
+        for p in m.data.data_points
+    ]
+
+
+def _sdk_point(values: list[float]) -> HistogramDataPoint:
+    """What the OpenTelemetry SDK makes of these values with the same buckets."""
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation(_MS_BUCKETS))
+    provider = MeterProvider(metric_readers=[reader], views=[view])
+    h = provider.get_meter("sdk").create_histogram("h")
+    for v in values:
+        h.record(v)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0]
+
+
+def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> None:
+    durations = RpcDurations()
+    delta = _InMemoryReader(durations, AggregationTemporality.DELTA)
+    total = _InMemoryReader(durations, AggregationTemporality.CUMULATIVE)
+    provider = MeterProvider(metric_readers=[delta, total])
+    try:
+        # As in Metrics: observable instruments make every collection non-empty (our points ride on it).
+        provider.get_meter("other").create_observable_gauge("up", [lambda _: [Observation(1)]])
+        get = durations.series({"rpc.method": "GetKey", "rpc.grpc.status_code": 0})
+        for ms in (0.1, 0.3, 7.0):  # 0.1 is a bucket's inclusive upper bound
+            get.add(ms)
+        durations.record(2.0, {"rpc.method": "SetKey", "rpc.grpc.status_code": 0})
+        get.add(float("nan"))  # ignored, as the SDK does
+        get.add(-1.0)
+        (first,) = [p for p in _points(delta) if p.attributes["rpc.method"] == "GetKey"]
+        assert (first.count, first.sum, first.min, first.max) == (3, pytest.approx(7.4), 0.1, 7.0)
+        assert first.bucket_counts == _sdk_point([0.1, 0.3, 7.0]).bucket_counts
+        assert first.explicit_bounds == _sdk_point([1.0]).explicit_bounds
+        get.add(50.0)
+        (second,) = [p for p in _points(delta) if p.attributes["rpc.method"] == "GetKey"]
+        assert (second.count, second.min, second.max) == (1, 50.0, 50.0)  # this interval only
+        assert second.start_time_unix_nano == first.time_unix_nano
+        assert _points(delta) == []  # nothing new: no point, as the SDK's delta histograms
+        points = {p.attributes["rpc.method"]: p for p in _points(total)}
+        assert (points["GetKey"].count, points["GetKey"].min, points["GetKey"].max) == (4, 0.1, 50.0)
+        assert points["SetKey"].count == 1
+        again = {p.attributes["rpc.method"]: p for p in _points(total)}
+        assert (
+            again["GetKey"].count == 4
+            and again["GetKey"].start_time_unix_nano == points["GetKey"].start_time_unix_nano
+        )
+    finally:
+        provider.shutdown()
+
+
+# -- the span built while nothing exports -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "traceparent, tracestate",
+    [
+        ("", ""),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03", "vendor=x,other=y"),
+    ],
+)
+def test_the_dropped_span_is_what_the_sdk_would_have_built(traceparent: str, tracestate: str) -> None:
+    sdk = TracerProvider(sampler=telemetry._RecordWhileExporting()).get_tracer("t")
+    parent = telemetry.context_from(traceparent, tracestate) if traceparent else _EMPTY
+    ours = _dropped_span(RandomIdGenerator(), parent).get_span_context()
+    theirs = sdk.start_span("x", context=parent).get_span_context()
+    assert not ours.is_remote and ours.is_valid and ours.span_id != theirs.span_id
+    assert (ours.trace_flags, ours.trace_state) == (theirs.trace_flags, theirs.trace_state)
+    if traceparent:
+        assert ours.trace_id == theirs.trace_id == int(traceparent.split("-")[1], 16)
+    else:
+        assert ours.trace_id != theirs.trace_id
+    assert not _dropped_span(RandomIdGenerator(), parent).is_recording()
+
+
+def test_a_callers_trace_continues_into_events_when_nothing_exports(
+    client: voltorch.Client, server: VoltorchServer
+) -> None:
+    assert not telemetry.recording()
+    caller = trace.get_tracer("voltorch-tests")
+    with caller.start_as_current_span("caller") as span:
+        client.state.set("fast/traced", 1)
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    (changed,) = [e for e in server.runtime.events.read_after(0, 1000) if e.data.get("key") == "fast/traced"]
+    assert changed.trace_id == trace_id
+    assert changed.span_id != format(span.get_span_context().span_id, "016x")  # the server's own span
