@@ -221,6 +221,50 @@ def drive(
             ch.close()
 
 
+@dataclass
+class Loop:
+    """One measuring window of an in-process closed loop (see closed_loop)."""
+
+    seconds: float
+    cpu: float  # seconds of this process's CPU inside the window
+    samples: list[tuple[int, Any]]  # (ns, what op returned) per op that started inside the window
+    errors: list[str]
+
+
+def closed_loop(op: Callable[[], Any], *, clients: int, warmup: float, duration: float) -> Loop:
+    """Run op() in `clients` closed-loop threads in this process (no gRPC: an engine benchmarked alone)
+    for warm-up + `duration` seconds; the first error stops the window and is reported."""
+    stop = threading.Event()
+    t0 = time.perf_counter_ns() + int(warmup * 1e9)
+    samples: list[list[tuple[int, Any]]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+
+    def client(i: int) -> None:
+        mine = samples[i]
+        try:
+            while not stop.is_set():
+                a = time.perf_counter_ns()
+                got = op()
+                b = time.perf_counter_ns()
+                if a >= t0 and not stop.is_set():
+                    mine.append((b - a, got))
+        except Exception as exc:  # recorded and reported; the row is marked as failed
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            stop.set()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    stop.wait(warmup)
+    cpu0, w0 = time.process_time(), time.perf_counter()
+    stop.wait(duration)
+    stop.set()
+    w1, cpu1 = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.join(60)
+    return Loop(w1 - w0, cpu1 - cpu0, [x for part in samples for x in part], errors)
+
+
 def echo_unary(payload_bytes: int) -> MakeOp:
     """The baseline unary call: send `payload_bytes` bytes, get them back."""
     payload = b"x" * payload_bytes

@@ -28,7 +28,7 @@ import grpc
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
-from ._harness import Case, MakeOp, Op, Result, echo_unary, percentile, run_cases, servers
+from ._harness import Case, MakeOp, Op, Result, closed_loop, echo_unary, percentile, run_cases, servers
 
 OFFLINE = "bench-offline"
 WORKER = "bench-worker"
@@ -127,48 +127,23 @@ def _engine_round(args: Any) -> tuple[float, float, list[tuple[int, int]], list[
             return ""
 
         engine.register_agent("noop", kind="function", max_concurrency=1000, runtime=noop)
-        stop = threading.Event()
-        t0 = time.perf_counter_ns() + int(args.warmup * 1e9)
-        counts = [0] * args.clients
-        lat: list[list[tuple[int, int]]] = [[] for _ in range(args.clients)]
-        errors: list[str] = []
         req = CoordinationRequest(task="noop", source_agent_id="noop")
 
-        def client(i: int) -> None:
-            n = 0
-            try:
-                while not stop.is_set():
-                    a = time.perf_counter_ns()
-                    c = engine.request(req)
-                    done = engine.wait(c.id, 30)
-                    b = time.perf_counter_ns()
-                    if done.status != "completed":
-                        raise RuntimeError(f"{c.id} ended {done.status}")
-                    started = entered.pop(c.id, a)
-                    if a >= t0 and not stop.is_set():
-                        lat[i].append((b - a, started - a))
-                        n += 1
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                stop.set()
-            counts[i] = n
+        def op() -> int:  # -> ns from request to the agent being called
+            a = time.perf_counter_ns()
+            c = engine.request(req)
+            done = engine.wait(c.id, 30)
+            if done.status != "completed":
+                raise RuntimeError(f"{c.id} ended {done.status}")
+            return entered.pop(c.id, a) - a
 
-        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
-        for t in threads:
-            t.start()
-        stop.wait(args.warmup)
-        cpu0, w0 = time.process_time(), time.perf_counter()
-        stop.wait(args.duration)
-        stop.set()
-        w1, cpu1 = time.perf_counter(), time.process_time()
-        for t in threads:
-            t.join(30)
+        loop = closed_loop(op, clients=args.clients, warmup=args.warmup, duration=args.duration)
         engine.stop()
         db.close()
-    items = sum(counts)
-    rate = items / (w1 - w0) if w1 > w0 else 0.0
-    cpu = (cpu1 - cpu0) / items * 1e6 if items else float("nan")
-    return rate, cpu, [x for part in lat for x in part], errors
+    items = len(loop.samples)
+    rate = items / loop.seconds if loop.seconds > 0 else 0.0
+    cpu = loop.cpu / items * 1e6 if items else float("nan")
+    return rate, cpu, loop.samples, loop.errors
 
 
 def _engine_rows(args: Any) -> list[Result]:

@@ -33,7 +33,18 @@ from voltorch.v1 import coordination_pb2 as cpb
 from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
 from voltorch.v1 import workflows_pb2 as wpb
 
-from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, percentile, run_cases, servers
+from ._harness import (
+    Case,
+    MakeOp,
+    Op,
+    Result,
+    ServerProcess,
+    closed_loop,
+    echo_unary,
+    percentile,
+    run_cases,
+    servers,
+)
 
 SUITE = "workflows"
 STEPS = 5
@@ -162,35 +173,8 @@ def _engine_round(args: Any) -> dict[str, Any]:
 
 def _closed_loop(op: Any, args: Any) -> tuple[int, float, float, list[int], list[str]]:
     """(ops, seconds, CPU seconds, latencies ns, errors) of `args.clients` threads for one window."""
-    stop = threading.Event()
-    t0 = time.perf_counter_ns() + int(args.warmup * 1e9)
-    lat: list[list[int]] = [[] for _ in range(args.clients)]
-    errors: list[str] = []
-
-    def client(i: int) -> None:
-        try:
-            while not stop.is_set():
-                a = time.perf_counter_ns()
-                op()
-                b = time.perf_counter_ns()
-                if a >= t0 and not stop.is_set():
-                    lat[i].append(b - a)
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:200])
-            stop.set()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
-    for t in threads:
-        t.start()
-    stop.wait(args.warmup)
-    cpu0, w0 = time.process_time(), time.perf_counter()
-    stop.wait(args.duration)
-    stop.set()
-    w1, cpu1 = time.perf_counter(), time.process_time()
-    for t in threads:
-        t.join(60)
-    flat = [x for part in lat for x in part]
-    return len(flat), w1 - w0, cpu1 - cpu0, flat, errors
+    loop = closed_loop(op, clients=args.clients, warmup=args.warmup, duration=args.duration)
+    return len(loop.samples), loop.seconds, loop.cpu, [ns for ns, _ in loop.samples], loop.errors
 
 
 def _engine_rows(args: Any) -> list[Result]:
