@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,6 @@ import voltorch
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from voltorch.errors import from_rpc_error
@@ -26,15 +24,6 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
 tracer = trace.get_tracer("voltorch-tests")
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    telemetry.add_span_processor(processor)
-    yield exporter
-    telemetry.remove_span_processor(processor)
 
 
 def hex_trace(span: trace.Span | ReadableSpan) -> str:

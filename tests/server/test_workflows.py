@@ -695,19 +695,6 @@ def test_watch_shows_only_its_execution_when_a_correlation_id_is_shared(client, 
 # -- tracing and recorded errors -------------------------------------------------------------------
 
 
-@pytest.fixture
-def spans() -> Iterator[Any]:
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from voltorch_server import telemetry
-
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    telemetry.add_span_processor(processor)
-    yield exporter
-    telemetry.remove_span_processor(processor)
-
-
 def test_one_trace_from_the_caller_through_workflow_steps_to_agents(client, agents, spans):
     from opentelemetry import trace
 
