@@ -6,9 +6,9 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, parse_json_output
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
@@ -16,65 +16,6 @@ from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
-
-
-def completion(content: str, prompt_tokens: int = 11, completion_tokens: int = 7) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "stub-model",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-class StubLLM:
-    """An OpenAI-compatible /v1/chat/completions endpoint answering from a script of responses."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str], object]] = []
-        self.requests: list[dict] = []
-        self.times: list[float] = []
-        self.lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-                with stub.lock:
-                    stub.requests.append(
-                        {"path": self.path, "auth": self.headers.get("authorization"), **body}
-                    )
-                    stub.times.append(time.monotonic())
-                    status, headers, payload = (
-                        stub.script.pop(0) if stub.script else (200, {}, completion("default"))
-                    )
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ agents (the real `openai` client against a local stub server on 127.0.0.1:0)."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import voltorch
+from openai_stub import StubLLM
 from voltorch import RetryPolicy
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
@@ -89,54 +87,6 @@ def test_complete_workflow_options(client):
 # -- OpenAI-compatible agents --------------------------------------------------------------------------------
 
 
-class _Stub:
-    """A minimal OpenAI-compatible /v1/chat/completions endpoint; answers by the prompt's role."""
-
-    def __init__(self, answer: Callable[[str], str]):
-        self.answer = answer
-        self.prompts: list[str] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = "\n".join(m["content"] for m in body["messages"])
-                stub.prompts.append(prompt)
-                content = stub.answer(prompt)
-                raw = json.dumps(
-                    {
-                        "id": "chatcmpl-1",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": content},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 def llm_answer(prompt: str, *, broken_review: bool = False) -> str:
     if "senior software analyst" in prompt:
         return (
@@ -188,9 +138,9 @@ def llm_answer(prompt: str, *, broken_review: bool = False) -> str:
 @pytest.fixture
 def llm_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
-) -> Iterator[tuple[VoltorchServer, _Stub]]:
+) -> Iterator[tuple[VoltorchServer, StubLLM]]:
     broken = getattr(request, "param", False)
-    stub = _Stub(lambda p: llm_answer(p, broken_review=broken))
+    stub = StubLLM(lambda p: llm_answer(p, broken_review=broken))
     monkeypatch.setenv("VOLTORCH_TEST_LLM_KEY", "sk-test")
     cfg = Config(
         host="127.0.0.1",
@@ -198,7 +148,7 @@ def llm_server(
         db=str(tmp_path / "llm.db"),
         shutdown_grace=1.0,
         openai_api_key_env="VOLTORCH_TEST_LLM_KEY",
-        openai_base_url=stub.url,
+        openai_base_url=stub.base_url,
         openai_model="stub-model",
     )
     srv = VoltorchServer(cfg).start()
