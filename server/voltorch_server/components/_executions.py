@@ -270,14 +270,15 @@ class ExecutionStore:
         if template_name:
             where.append("template_name = ?")
             args.append(template_name)
-        # Times travel at microsecond precision (and as floats): compare to the microsecond, so an
-        # execution's own create_time read back from Get selects it.
+        # create_time is on a microsecond grid and times travel as floats: half a microsecond of slack
+        # selects an execution by its own create_time even from a client whose conversion is a little off,
+        # without taking in the neighbouring microsecond.
         if created_after is not None:
             where.append("create_time >= ?")
-            args.append(created_after - 1e-6)
+            args.append(created_after - 5e-7)
         if created_before is not None:
             where.append("create_time < ?")
-            args.append(created_before - 1e-6)
+            args.append(created_before - 5e-7)
         if pos is not None:
             if not (isinstance(pos, list) and len(pos) == 2):
                 raise InvalidArgument("page_token", "malformed page token")
