@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -39,7 +40,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
 
     # -- agents ---------------------------------------------------------------------------------
 
-    def RegisterAgent(self, request, context):
+    def RegisterAgent(
+        self, request: pb.RegisterAgentRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterAgentResponse:
         kind = enum_name(KIND_NAMES, request.kind, "kind")
         if not kind:
             raise InvalidArgument("kind", "an agent kind is required (LLM, OFFLINE or REMOTE)")
@@ -57,21 +60,27 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         )
         return pb.RegisterAgentResponse(agent=agent_pb(info))
 
-    def UnregisterAgent(self, request, context):
+    def UnregisterAgent(
+        self, request: pb.UnregisterAgentRequest, context: grpc.ServicerContext
+    ) -> pb.UnregisterAgentResponse:
         info = self.engine.unregister_agent(request.agent_id, force=request.force)
         return pb.UnregisterAgentResponse(agent=agent_pb(info))
 
-    def UpdateCapabilities(self, request, context):
+    def UpdateCapabilities(
+        self, request: pb.UpdateCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateCapabilitiesResponse:
         mode = CAPABILITY_MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument("mode", f"unknown capability update mode {request.mode}")
         info = self.engine.update_capabilities(request.agent_id, tuple(request.capabilities), mode)
         return pb.UpdateCapabilitiesResponse(agent=agent_pb(info))
 
-    def GetAgent(self, request, context):
+    def GetAgent(self, request: pb.GetAgentRequest, context: grpc.ServicerContext) -> pb.GetAgentResponse:
         return pb.GetAgentResponse(agent=agent_pb(self.engine.get_agent(request.agent_id)))
 
-    def ListAgents(self, request, context):
+    def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAgentsResponse:
         agents, token = self.engine.list_agents(
             capabilities=tuple(request.capabilities),
             status=enum_name(AGENT_STATUS_NAMES, request.status, "status"),
@@ -83,11 +92,15 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
 
     # -- coordinations --------------------------------------------------------------------------
 
-    def RequestCoordination(self, request, context):
+    def RequestCoordination(
+        self, request: pb.RequestCoordinationRequest, context: grpc.ServicerContext
+    ) -> pb.RequestCoordinationResponse:
         coordination, existing = self.engine.submit(request_from_pb(request))
         return pb.RequestCoordinationResponse(coordination=coordination_pb(coordination), existing=existing)
 
-    def GetCoordination(self, request, context):
+    def GetCoordination(
+        self, request: pb.GetCoordinationRequest, context: grpc.ServicerContext
+    ) -> pb.GetCoordinationResponse:
         wait = duration_to_seconds(request.wait_timeout, "wait_timeout")
         if wait:
             remaining = context.time_remaining()
@@ -98,11 +111,15 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             c = self.engine.get(request.coordination_id)
         return pb.GetCoordinationResponse(coordination=coordination_pb(c))
 
-    def CancelCoordination(self, request, context):
+    def CancelCoordination(
+        self, request: pb.CancelCoordinationRequest, context: grpc.ServicerContext
+    ) -> pb.CancelCoordinationResponse:
         c = self.engine.cancel(request.coordination_id, request.reason)
         return pb.CancelCoordinationResponse(coordination=coordination_pb(c))
 
-    def ListCoordinations(self, request, context):
+    def ListCoordinations(
+        self, request: pb.ListCoordinationsRequest, context: grpc.ServicerContext
+    ) -> pb.ListCoordinationsResponse:
         items, token = self.engine.list(
             status=enum_name(STATUS_NAMES, request.status, "status"),
             agent_id=request.agent_id,
@@ -116,7 +133,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
 
     # -- remote workers -------------------------------------------------------------------------
 
-    def Connect(self, request_iterator, context):
+    def Connect(
+        self, request_iterator: Iterator[pb.WorkerMessage], context: grpc.ServicerContext
+    ) -> Iterator[pb.ServerMessage]:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "hello":
             raise InvalidArgument("hello", "the first message of a worker stream must be a WorkerHello")

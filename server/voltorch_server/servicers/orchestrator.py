@@ -91,7 +91,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.runtime = runtime
         self.watcher: Watcher = runtime.watcher
 
-    def GetHealth(self, request, context):
+    def GetHealth(self, request: pb.GetHealthRequest, context: grpc.ServicerContext) -> pb.GetHealthResponse:
         h = self.watcher.health(refresh=request.refresh)
         return pb.GetHealthResponse(
             status=_STATUS[h.status],
@@ -107,17 +107,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             last_error=error_pb(h.last_error),
         )
 
-    def ListComponents(self, request, context):
+    def ListComponents(
+        self, request: pb.ListComponentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListComponentsResponse:
         return pb.ListComponentsResponse(
             components=[component_pb(c) for c in self.watcher.components_health()]
         )
 
-    def RestartComponent(self, request, context):
+    def RestartComponent(
+        self, request: pb.RestartComponentRequest, context: grpc.ServicerContext
+    ) -> pb.RestartComponentResponse:
         return pb.RestartComponentResponse(
             component=component_pb(self.watcher.restart(request.name, request.reason))
         )
 
-    def GetMetrics(self, request, context):
+    def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.ServicerContext
+    ) -> pb.GetMetricsResponse:
         since = timestamp(request.since, "since") if request.HasField("since") else None
         r = self.watcher.metrics_report(request.names, include_history=request.include_history, since=since)
         return pb.GetMetricsResponse(
@@ -138,7 +144,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             retention=duration(r.retention),
         )
 
-    def ListErrors(self, request, context):
+    def ListErrors(
+        self, request: pb.ListErrorsRequest, context: grpc.ServicerContext
+    ) -> pb.ListErrorsResponse:
         since = timestamp(request.since, "since") if request.HasField("since") else None
         records, token = self.runtime.errors.list(
             trace_id=request.trace_id,
@@ -151,7 +159,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         return pb.ListErrorsResponse(errors=[error_pb(e) for e in records], next_page_token=token)
 
-    def GetTrace(self, request, context):
+    def GetTrace(self, request: pb.GetTraceRequest, context: grpc.ServicerContext) -> pb.GetTraceResponse:
         t = timeline(
             self.runtime.db,
             self.runtime.errors,

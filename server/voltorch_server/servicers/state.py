@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from google.protobuf.struct_pb2 import Value
 from voltorch.v1 import state_pb2, state_pb2_grpc
@@ -43,7 +45,7 @@ def _set_op(req: state_pb2.SetKeyRequest, prefix: str) -> SetOp:
         key=req.key,
         value=value_to_py(req.value),
         expected_version=req.expected_version if req.HasField("expected_version") else None,
-        ttl=duration_to_seconds(req.ttl, f"{prefix}ttl"),
+        ttl=duration_to_seconds(req.ttl, f"{prefix}ttl") if req.HasField("ttl") else None,
     )
 
 
@@ -65,27 +67,37 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
     def __init__(self, state: StateStore):
         self.state = state
 
-    def GetKey(self, request, context):
+    def GetKey(
+        self, request: state_pb2.GetKeyRequest, context: grpc.ServicerContext
+    ) -> state_pb2.GetKeyResponse:
         # The KeyValue message is made once per change of a key and shared (read-only) by its readers.
         return state_pb2.GetKeyResponse(kv=self.state.get_rendered(request.key, kv_pb))
 
-    def SetKey(self, request, context):
+    def SetKey(
+        self, request: state_pb2.SetKeyRequest, context: grpc.ServicerContext
+    ) -> state_pb2.SetKeyResponse:
         op = _set_op(request, "")
         kv, revision = self.state.set(op.key, op.value, expected_version=op.expected_version, ttl=op.ttl)
         return state_pb2.SetKeyResponse(kv=kv_pb(kv, request.value), revision=revision)
 
-    def DeleteKey(self, request, context):
+    def DeleteKey(
+        self, request: state_pb2.DeleteKeyRequest, context: grpc.ServicerContext
+    ) -> state_pb2.DeleteKeyResponse:
         expected = request.expected_version if request.HasField("expected_version") else None
         revision, prev = self.state.delete(request.key, expected_version=expected)
         return state_pb2.DeleteKeyResponse(revision=revision, previous=kv_pb(prev))
 
-    def ListKeys(self, request, context):
+    def ListKeys(
+        self, request: state_pb2.ListKeysRequest, context: grpc.ServicerContext
+    ) -> state_pb2.ListKeysResponse:
         kvs, token, revision = self.state.list(request.prefix, request.page_size, request.page_token)
         return state_pb2.ListKeysResponse(
             kvs=[kv_pb(k) for k in kvs], next_page_token=token, revision=revision
         )
 
-    def Transaction(self, request, context):
+    def Transaction(
+        self, request: state_pb2.TransactionRequest, context: grpc.ServicerContext
+    ) -> state_pb2.TransactionResponse:
         conditions = []
         for i, c in enumerate(request.conditions):
             check = c.WhichOneof("check")
@@ -112,7 +124,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             kvs=[kv_pb(k) for k in result.kvs],
         )
 
-    def Watch(self, request, context):
+    def Watch(
+        self, request: state_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[state_pb2.WatchResponse]:
         target = request.WhichOneof("target")
         follower = self.state.watch(
             key=request.key if target == "key" else None,
@@ -133,7 +147,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             resume_point=lambda pos: ("start_revision", self.state.revision_at(pos)),
         )
 
-    def GetHistory(self, request, context):
+    def GetHistory(
+        self, request: state_pb2.GetHistoryRequest, context: grpc.ServicerContext
+    ) -> state_pb2.GetHistoryResponse:
         changes, token = self.state.history(request.key, request.page_size, request.page_token)
         return state_pb2.GetHistoryResponse(
             entries=[
@@ -143,18 +159,24 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             next_page_token=token,
         )
 
-    def CreateSnapshot(self, request, context):
+    def CreateSnapshot(
+        self, request: state_pb2.CreateSnapshotRequest, context: grpc.ServicerContext
+    ) -> state_pb2.CreateSnapshotResponse:
         return state_pb2.CreateSnapshotResponse(
             snapshot=_snap_pb(self.state.snapshot(request.prefix, request.description))
         )
 
-    def RestoreSnapshot(self, request, context):
+    def RestoreSnapshot(
+        self, request: state_pb2.RestoreSnapshotRequest, context: grpc.ServicerContext
+    ) -> state_pb2.RestoreSnapshotResponse:
         r = self.state.restore(request.snapshot_id)
         return state_pb2.RestoreSnapshotResponse(
             revision=r.revision, keys_restored=r.keys_restored, keys_deleted=r.keys_deleted
         )
 
-    def ListSnapshots(self, request, context):
+    def ListSnapshots(
+        self, request: state_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> state_pb2.ListSnapshotsResponse:
         snaps, token = self.state.list_snapshots(request.page_size, request.page_token)
         return state_pb2.ListSnapshotsResponse(snapshots=[_snap_pb(s) for s in snaps], next_page_token=token)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -330,18 +331,24 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, engine: WorkflowEngine):
         self.engine = engine
 
-    def RegisterTemplate(self, request, context):
+    def RegisterTemplate(
+        self, request: workflows_pb2.RegisterTemplateRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.RegisterTemplateResponse:
         if not request.HasField("template"):
             raise InvalidArgument("template", "a template is required")
         t = self.engine.register_template(template(request.template))
         return workflows_pb2.RegisterTemplateResponse(template=template_pb(t))
 
-    def GetTemplate(self, request, context):
+    def GetTemplate(
+        self, request: workflows_pb2.GetTemplateRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.GetTemplateResponse:
         return workflows_pb2.GetTemplateResponse(
             template=template_pb(self.engine.get_template(request.name, request.version))
         )
 
-    def ListTemplates(self, request, context):
+    def ListTemplates(
+        self, request: workflows_pb2.ListTemplatesRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ListTemplatesResponse:
         items, token = self.engine.list_templates(
             request.category, request.all_versions, request.page_size, request.page_token
         )
@@ -349,7 +356,9 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             templates=[template_pb(t) for t in items], next_page_token=token
         )
 
-    def StartExecution(self, request, context):
+    def StartExecution(
+        self, request: workflows_pb2.StartExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.StartExecutionResponse:
         execution, existing = self.engine.start_execution(
             request.template_name,
             template_version=request.template_version,
@@ -361,7 +370,9 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         )
         return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
 
-    def ExecuteCompleteWorkflow(self, request, context):
+    def ExecuteCompleteWorkflow(
+        self, request: workflows_pb2.ExecuteCompleteWorkflowRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ExecuteCompleteWorkflowResponse:
         execution, existing = self.engine.execute_complete(
             request.requirement,
             options=_options(request.options),
@@ -373,12 +384,16 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             execution=execution_pb(execution), existing=existing
         )
 
-    def GetExecution(self, request, context):
+    def GetExecution(
+        self, request: workflows_pb2.GetExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.GetExecutionResponse:
         return workflows_pb2.GetExecutionResponse(
             execution=execution_pb(self.engine.get(request.execution_id))
         )
 
-    def ListExecutions(self, request, context):
+    def ListExecutions(
+        self, request: workflows_pb2.ListExecutionsRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ListExecutionsResponse:
         if request.status not in _EXEC_STATUS_NAMES and request.status:
             raise InvalidArgument("status", f"unknown status {request.status}")
         items, token = self.engine.list(
@@ -396,19 +411,27 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             executions=[execution_pb(e) for e in items], next_page_token=token
         )
 
-    def CancelExecution(self, request, context):
+    def CancelExecution(
+        self, request: workflows_pb2.CancelExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.CancelExecutionResponse:
         e = self.engine.cancel(request.execution_id, request.reason)
         return workflows_pb2.CancelExecutionResponse(execution=execution_pb(e))
 
-    def PauseExecution(self, request, context):
+    def PauseExecution(
+        self, request: workflows_pb2.PauseExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.PauseExecutionResponse:
         e = self.engine.pause(request.execution_id, request.reason)
         return workflows_pb2.PauseExecutionResponse(execution=execution_pb(e))
 
-    def ResumeExecution(self, request, context):
+    def ResumeExecution(
+        self, request: workflows_pb2.ResumeExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ResumeExecutionResponse:
         e = self.engine.resume(request.execution_id)
         return workflows_pb2.ResumeExecutionResponse(execution=execution_pb(e))
 
-    def WatchExecution(self, request, context):
+    def WatchExecution(
+        self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
+    ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
         follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
