@@ -52,7 +52,7 @@ def test_pre_serialized_event_equals_the_normal_encoding(log: EventLog) -> None:
     )
     for e in events:
         normal = pb.SubscribeResponse(event=event_pb(e))
-        assert render_event(e) == normal.SerializeToString()
+        # Compare parsed messages: a Struct's map entries have no fixed byte order.
         assert pb.SubscribeResponse.FromString(render_event(e)) == normal
     hb = pb.SubscribeResponse(heartbeat=pb.SubscribeHeartbeat(resume_sequence=7))
     assert _serialize_response(hb) == hb.SerializeToString()

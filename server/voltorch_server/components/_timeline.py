@@ -18,7 +18,7 @@ from ..errors import InvalidArgument, NotFound
 from ..storage import Database
 from ._errors_log import ErrorLog, ErrorRecord, carrying_ids, validate_trace_id
 from ._events_causal import causal_order
-from .events import _COLUMNS, Event, _row_to_event
+from .events import EVENT_COLUMNS, Event, row_to_event
 
 DEFAULT_ENTRIES = 1000
 MAX_ENTRIES = 10000
@@ -35,8 +35,10 @@ class Timeline:
 
 def _events(db: Database, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[Event]:
     where, params = carrying_ids(trace_ids, correlation_ids)
-    rows = db.query(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit))
-    return [_row_to_event(r) for r in rows]
+    rows = db.query(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+    )
+    return [row_to_event(r) for r in rows]
 
 
 def _ids(records: list[Any]) -> tuple[set[str], set[str]]:

@@ -91,7 +91,7 @@ class Correlation:
     truncated: bool
 
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     "seq, id, type, source, target, data, correlation_id, causation_id, priority,"
     " traceparent, tracestate, trace_id, span_id, time"
 )
@@ -102,8 +102,8 @@ _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
 
 
-def _row_to_event(row: Any) -> Event:
-    """An Event from a row of _COLUMNS. Replay builds one per delivered event, so this skips the frozen
+def row_to_event(row: Any) -> Event:
+    """An Event from a row of EVENT_COLUMNS. Replay builds one per delivered event, so this skips the frozen
     dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
     e = _new_object(Event)
     d = e.__dict__
@@ -310,8 +310,8 @@ class EventLog(Component):
 
     @staticmethod
     def _by_id(tx: Tx, event_id: str) -> Event | None:
-        row = tx.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        return _row_to_event(row) if row is not None else None
+        row = tx.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row_to_event(row) if row is not None else None
 
     def _deliver(self, events: list[Event], now: float) -> None:
         # Runs under the database's writer lock, right after commit: delivery is in sequence order.
@@ -364,10 +364,10 @@ class EventLog(Component):
             conn.execute("COMMIT")
 
     def get(self, event_id: str) -> Event:
-        row = self.db.query_one(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        row = self.db.query_one(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
         if row is None:
             raise NotFound("event", event_id)
-        return _row_to_event(row)
+        return row_to_event(row)
 
     def read_after(self, after: int, limit: int, flt: EventFilter | None = None) -> list[Event]:
         """Up to `limit` events with sequence > after matching flt, in order.
@@ -379,10 +379,10 @@ class EventLog(Component):
         with self._snapshot() as conn:
             retention.read_floor(conn).check_sequence(after + 1, "from_sequence")
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{where} ORDER BY seq LIMIT ?",
                 (after, *params, limit),
             ).fetchall()
-        return [_row_to_event(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     def start_position(self, *, from_sequence: int | None = None, from_time: float | None = None) -> int:
         """The `after` (exclusive) a subscription starting there needs; validates and checks retention.
@@ -491,10 +491,10 @@ class EventLog(Component):
                 floor.check_sequence(position + 1, "page_token")
             head_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
+                f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
                 (*params, size + 1),
             ).fetchall()
-        events = [_row_to_event(r) for r in rows[:size]]
+        events = [row_to_event(r) for r in rows[:size]]
         token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
         return EventPage(events, token, head_row[0] if head_row else 0)
 
@@ -508,12 +508,12 @@ class EventLog(Component):
             raise InvalidArgument("max_events", f"must not be negative (got {max_events})")
         limit = min(max_events or DEFAULT_CORRELATION_EVENTS, MAX_CORRELATION_EVENTS)
         rows = self.db.query(
-            f"SELECT {_COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
             (correlation_id, limit + 1),
         )
         if not rows:
             raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
-        nodes = causal_order([_row_to_event(r) for r in rows[:limit]])
+        nodes = causal_order([row_to_event(r) for r in rows[:limit]])
         return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
 
     # -- retention --------------------------------------------------------------------------------
