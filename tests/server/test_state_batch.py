@@ -14,7 +14,8 @@ from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import SetOp, StateStore
 from voltorch_server.errors import Conflict, NotFound
 from voltorch_server.storage import Database
-from voltorch_server.storage._group_commit import GroupCommit, Pending
+from voltorch_server.storage import db as storage_db
+from voltorch_server.storage._group_commit import GroupCommit, Pending, Take
 
 
 @pytest.fixture
@@ -64,15 +65,22 @@ def _in_threads(
 def _queued_batch(
     store: StateStore, db: Database, calls: list[Callable[[], Any]]
 ) -> tuple[list[Any], list[int]]:
-    """Run calls so that all of them land in ONE batch: the writer lock is held while they queue.
-    Returns their outcomes and the sizes of the batches that ran."""
+    """Run calls so that all of them land in ONE batch: the writer lock is held while they queue (the
+    leader opens the transaction before it takes anything). Returns their outcomes and the sizes of the
+    batches that ran."""
     sizes: list[int] = []
     group = store._group
     run = group._run
 
-    def recording(batch: list[Pending]) -> None:
-        sizes.append(len(batch))
-        run(batch)
+    def recording(take: Take) -> None:
+        sizes.append(0)
+
+        def counted() -> list[Pending]:
+            ops = take()
+            sizes[-1] += len(ops)
+            return ops
+
+        run(counted)
 
     group._run = recording
     try:
@@ -100,14 +108,18 @@ def test_each_caller_gets_its_own_result_or_error_and_batches_are_bounded() -> N
     sizes: list[int] = []
     gate = threading.Event()
 
-    def run(batch: list[Pending]) -> None:
-        sizes.append(len(batch))
+    def run(take: Take) -> None:
+        ops = take()
+        sizes.append(len(ops))
         gate.wait(10)  # the first batch holds on while the others queue
-        for p in batch:
-            if p.op < 0:
-                p.error = ValueError(p.op)
-            else:
-                p.result = p.op * 10
+        while ops:
+            for p in ops:
+                if p.op < 0:
+                    p.error = ValueError(p.op)
+                else:
+                    p.result = p.op * 10
+            ops = take()  # those that queued meanwhile join, up to the bound
+            sizes[-1] += len(ops)
 
     group = GroupCommit(run, max_batch=4)
     threads, outcomes = _in_threads([lambda i=i: group.submit(i) for i in range(1)])
@@ -127,7 +139,7 @@ def test_each_caller_gets_its_own_result_or_error_and_batches_are_bounded() -> N
         50,
         60,
     ]
-    assert sizes[0] == 1 and sum(sizes) == 7 and max(sizes) <= 4 and len(sizes) == 3
+    assert sizes == [4, 3]  # the first transaction took in three late-comers, up to max_batch
     assert not group._queue
 
 
@@ -135,11 +147,11 @@ def test_a_batch_that_raises_fails_every_caller_in_it_and_the_next_batch_runs() 
     boom = RuntimeError("disk full")
     calls = []
 
-    def run(batch: list[Pending]) -> None:
-        calls.append(len(batch))
+    def run(take: Take) -> None:
+        calls.append(1)
         if len(calls) == 1:
-            raise boom
-        for p in batch:
+            raise boom  # before taking anything: the leader's own operation still hears of it
+        for p in take():
             p.result = "ok"
 
     group = GroupCommit(run)
@@ -208,7 +220,7 @@ def test_a_conflict_in_a_batch_fails_only_that_write(
             lambda: store.transaction([], [SetOp("c", 3), SetOp("a", 4, expected_version=1)]),
         ],
     )
-    assert sizes == [1, 5]  # the leader alone (it had the queue to itself), then everything queued behind it
+    assert sizes == [6]  # the leader took everything that queued while it waited to open the transaction
     a, cas2, b, cas3, missing, txn = outcomes
     assert isinstance(cas3, Conflict) and isinstance(missing, NotFound)
     assert (a[0].version, cas2[0].version, b[0].version) == (1, 2, 1)
@@ -240,7 +252,7 @@ def test_a_batch_whose_sql_fails_writes_nothing_and_every_caller_hears(
         )
     finally:
         events.append = append  # type: ignore[method-assign]
-    assert sizes == [1, 2]
+    assert sizes == [3]
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     assert _revision(db) == 1 == store.revision
     assert db.query_one("SELECT COUNT(*) FROM kv")[0] == 1
@@ -274,3 +286,21 @@ def test_events_carry_each_callers_trace_whoever_leads_the_batch(
     _queued_batch(store, db, [traced("t1"), traced("t2"), traced("t3")])
     got = {e.data["key"]: e.trace_id for e in events.read_after(0, 100) if e.type == "state.changed"}
     assert got == expected and len(set(got.values())) == 3
+
+
+def test_rows_go_in_with_as_few_statements_as_the_parameter_limit_allows(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_db, "_MAX_PARAMETERS", 7 * 3)  # three kv rows per statement
+    statements = []
+    with db.write() as tx:
+        db._writer.set_trace_callback(statements.append)
+        try:
+            tx.insert_rows(
+                "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)",
+                [(f"k{i}", str(i), 1, 1, 1, None, 0.0) for i in range(7)],
+            )
+        finally:
+            db._writer.set_trace_callback(None)
+    assert len(statements) == 3  # 3 + 3 + 1 rows
+    assert [r["value"] for r in db.query("SELECT value FROM kv ORDER BY key")] == [str(i) for i in range(7)]

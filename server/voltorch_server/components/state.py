@@ -19,7 +19,7 @@ from .._ids import new_id
 from ..errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
 from ..priority import Priority
 from ..storage import Database, Tx
-from ..storage._group_commit import GroupCommit, Pending
+from ..storage._group_commit import GroupCommit, Take
 from ..telemetry import TraceIds, current_trace
 from ._base import Component
 from ._events_new import Prepared
@@ -106,6 +106,8 @@ class RestoreResult:
 
 
 def validate_key(key: str, field_name: str = "key") -> None:
+    if len(key) <= MAX_KEY_BYTES and _KEY_RE.fullmatch(key):
+        return  # printable ASCII: as many bytes as characters
     if not key:
         raise InvalidArgument(field_name, "a key must not be empty")
     if len(key.encode()) > MAX_KEY_BYTES:
@@ -124,14 +126,19 @@ def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
         raise InvalidArgument(field_name, "a prefix is printable ASCII without spaces or control characters")
 
 
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII out (ensure_ascii)
+_from_json = json.loads
+_json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
+
+
 def _encode_value(value: Any, field_name: str) -> str:
     try:
-        raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        raw = _to_json(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(field_name, f"value is not JSON: {exc}") from None
-    if len(raw.encode()) > MAX_VALUE_BYTES:
+    if len(raw) > MAX_VALUE_BYTES:  # ASCII: characters are bytes
         raise InvalidArgument(
-            field_name, f"value is {len(raw.encode())} bytes encoded; the limit is {MAX_VALUE_BYTES}"
+            field_name, f"value is {len(raw)} bytes encoded; the limit is {MAX_VALUE_BYTES}"
         )
     return raw
 
@@ -151,16 +158,36 @@ def _row(row: Any) -> Row:
     return Row(*(row[f] for f in Row._fields))
 
 
-def _kv(row: Row) -> KeyValue:
-    return KeyValue(
-        key=row.key,
-        value=json.loads(row.value),
-        version=row.version,
-        create_revision=row.create_revision,
-        mod_revision=row.mod_revision,
-        expire_time=row.expire_at,
-        update_time=row.update_time,
+_new = object.__new__
+
+
+def _key_value(
+    key: str,
+    value: Any,
+    version: int,
+    create_revision: int,
+    mod_revision: int,
+    expire: float | None,
+    update: float,
+) -> KeyValue:
+    """A KeyValue without the frozen dataclass __init__ (one object.__setattr__ per field): every read
+    and write makes one or two."""
+    kv = _new(KeyValue)
+    kv.__dict__.update(
+        key=key,
+        value=value,
+        version=version,
+        create_revision=create_revision,
+        mod_revision=mod_revision,
+        expire_time=expire,
+        update_time=update,
     )
+    return kv
+
+
+def _kv(row: Row) -> KeyValue:
+    key, raw, version, create_revision, mod_revision, expire_at, update_time = row
+    return _key_value(key, _from_json(raw), version, create_revision, mod_revision, expire_at, update_time)
 
 
 def _change(row: Any) -> Change:
@@ -187,15 +214,15 @@ def _change(row: Any) -> Change:
     return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
 
 
-_UPSERT = (
-    "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
-    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
+_KV = "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
+_KV_UPSERT = (
+    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
     " create_revision=excluded.create_revision, mod_revision=excluded.mod_revision,"
     " expire_at=excluded.expire_at, update_time=excluded.update_time"
 )
 _HISTORY = (
     "INSERT INTO kv_history(id, revision, key, type, value, version, create_revision, expire_at, update_time,"
-    " prev_value, prev_version, prev_mod_revision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " prev_value, prev_version, prev_mod_revision)"
 )
 
 
@@ -208,33 +235,40 @@ class _Op(NamedTuple):
 
 
 class _Batch:
-    """The writes of one transaction, staged in memory and written at the end with a few statements.
+    """The writes of one transaction, staged in memory and put into it with a few statements.
 
     Writes are computed one after another against the committed rows (cache or database) and the
-    batch's earlier writes; each kept write has its own revision. A write that fails is dropped with
-    everything it staged, so the others commit without it. `flush` writes the kept ones — one UPDATE of
-    the revision (which notices another process writing the same database), one executemany per table,
-    their `state.changed` events — and, after commit, updates the cache, the remembered revision and
-    wakes watchers, in revision order.
+    batch's earlier writes; each kept write has its own revision, and one that fails is dropped with
+    everything it staged, so the others commit without it. `write()` puts the writes kept since its last
+    call into the transaction — the revision first, then one statement per table and their
+    `state.changed` events — and may run again as more writes join. After commit: the cache and the
+    remembered revision, then the events, then the watchers, in revision order.
+
+    The committed revision and the newest kv_history id are remembered in memory (only this class
+    writes them, under the writer lock), which saves reading them back, and lets the batch give history
+    ids itself so that its rows go in with one statement. The revision is advanced with a compare-and-set:
+    if another process wrote the database, what memory holds is stale, and the batch is refused before
+    anything else is written (Aborted; the callers retry afresh).
     """
 
     def __init__(self, state: StateStore, tx: Tx):
         self.state = state
         self.tx = tx
-        # The committed revision and history id are remembered in memory (only this class writes them,
-        # under the writer lock), which saves reading them back: fewer sqlite calls, fewer GIL hand-overs.
         last = state._last_revision
         self.committed_revision = last if last is not None else StateStore._revision_in(tx)
-        self.revision = self.committed_revision  # the newest: committed, or given to a kept write
+        self.revision = self._written_revision = self.committed_revision  # newest kept / put in
         history_id = state._last_history_id
         if history_id is None:
             row = tx.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_history'").fetchone()
             history_id = row[0] if row else 0
-        self.history_id = history_id  # likewise for kv_history ids (AUTOINCREMENT: never reused)
+        self.history_id = history_id
         self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
-        self.history: list[tuple] = []
-        self.changes: list[Change] = []
-        self.events: list[Prepared] = []
+        self._rows: dict[str, Row | None] = {}  # the same, for what `write()` has not put in yet
+        self._history: list[tuple] = []
+        self._events: list[Prepared] = []
+        self._changes: list[Change] = []
+        self.changes: list[Change] = []  # everything kept, in order
+        tx.after_commit(self._committed)  # first: the cache is current before anyone hears of a change
 
     def writer(self, now: float, trace: TraceIds) -> _Writer:
         return _Writer(self, now, trace)
@@ -245,44 +279,44 @@ class _Batch:
         self.revision = w.revision
         self.history_id += len(w.changes)
         self.written.update(w.written)
-        self.history += w.history
+        self._rows.update(w.written)
+        self._history += w.history
+        self._events += w.events
+        self._changes += w.changes
         self.changes += w.changes
-        self.events += w.events
 
-    def flush(self) -> None:
-        """Write every kept write into the transaction (the caller commits)."""
-        if not self.changes:
+    def write(self) -> None:
+        """Put the writes kept since the last call into the transaction."""
+        if not self._history:
             return
-        state, tx = self.state, self.tx
+        tx = self.tx
         cur = tx.execute(
             "UPDATE meta SET value = ? WHERE name = 'revision' AND value = ?",
-            (self.revision, self.committed_revision),
+            (self.revision, self._written_revision),
         )
         if cur.rowcount != 1:
-            # Another process wrote this database: what this one remembered (and computed these writes
-            # against) is stale. Forget it; the callers retry afresh.
-            state._forget()
+            self.state._forget()
             raise Aborted(
                 "the state was changed by another process using the same database; retry",
                 reason="CONCURRENT_WRITER",
             )
-        written = list(self.written.items())
-        puts = [row for _, row in written if row is not None]
-        if puts:
-            tx.executemany(_UPSERT, puts)
-        gone = [(key,) for key, row in written if row is None]
+        self._written_revision = self.revision
+        tx.insert_rows(_KV, [row for row in self._rows.values() if row is not None], _KV_UPSERT)
+        gone = [(key,) for key, row in self._rows.items() if row is None]
         if gone:
             tx.executemany("DELETE FROM kv WHERE key = ?", gone)
-        tx.executemany(_HISTORY, self.history)
-        revision, history_id, changes = self.revision, self.history_id, self.changes
+        tx.insert_rows(_HISTORY, self._history)
+        self.state.events.append(tx, self._events)  # same transaction: writes and events commit together
+        changes, publish = self._changes, self.state._broadcaster.publish
+        tx.after_commit(lambda: publish(changes))  # watchers hear after the events' subscribers
+        self._rows, self._history, self._events, self._changes = {}, [], [], []
 
-        def committed() -> None:
-            state._last_revision, state._last_history_id = revision, history_id
-            state._cache.apply(written)
-
-        tx.after_commit(committed)
-        state.events.append(tx, self.events)  # same transaction: a write and its events commit together
-        tx.after_commit(lambda: state._broadcaster.publish(changes))
+    def _committed(self) -> None:
+        state = self.state
+        state._last_revision = self.revision
+        if self.changes:
+            state._last_history_id = self.history_id
+            state._cache.apply(list(self.written.items()))
 
 
 class _Writer:
@@ -342,33 +376,28 @@ class _Writer:
 
     def _record(self, type_: str, row: Row, prev: Row | None) -> KeyValue:
         rev, now, put = self.revision, self.now, type_ == PUT
-        raw = row.value if put else None
-        expire_at = row.expire_at if put else None
-        self.history.append(
-            (
-                self.batch.history_id + len(self.changes) + 1,
-                rev,
-                row.key,
-                type_,
-                raw,
-                row.version,
-                row.create_revision,
-                expire_at,
-                now,
-                prev.value if prev else None,
-                prev.version if prev else None,
-                prev.mod_revision if prev else None,
+        key, raw, version, create_revision, _, expire_at, _ = row
+        if not put:
+            raw = expire_at = None
+        history_id = self.batch.history_id + len(self.changes) + 1
+        if prev is None:
+            self.history.append(
+                (history_id, rev, key, type_, raw, version, create_revision, expire_at, now, None, None, None)
             )
-        )
-        kv = KeyValue(
-            row.key, json.loads(raw) if put else None, row.version, row.create_revision, rev, expire_at, now
-        )
-        self.changes.append(
-            Change(self.batch.history_id + len(self.changes) + 1, rev, type_, kv, _kv(prev) if prev else None)
-        )
-        self.written[row.key] = row if put else None
+            previous = None
+        else:
+            self.history.append(
+                (history_id, rev, key, type_, raw, version, create_revision, expire_at, now)
+                + (prev.value, prev.version, prev.mod_revision)
+            )
+            previous = _kv(prev)
+        kv = _key_value(key, _from_json(raw) if put else None, version, create_revision, rev, expire_at, now)
+        change = _new(Change)
+        change.__dict__.update(id=history_id, revision=rev, type=type_, kv=kv, previous=previous)
+        self.changes.append(change)
+        self.written[key] = row if put else None
         data = (
-            f'{{"key":{json.dumps(row.key)},"type":"{type_.lower()}","version":{row.version},'
+            f'{{"key":{_json_string(key)},"type":"{"put" if put else "delete"}","version":{version},'
             f'"revision":{rev},"value":{raw if put else "null"}}}'
         )
         self.events.append(
@@ -529,19 +558,22 @@ class StateStore(Component):
         once committed. If fn raises, nothing it staged is written and its caller gets the error."""
         return self._group.submit(_Op(fn, now, current_trace()), weight)
 
-    def _run_batch(self, batch: list[Pending]) -> None:
+    def _run_batch(self, take: Take) -> None:
+        # Each sqlite call below lets other threads run: writers arriving meanwhile join this
+        # transaction, so the writes are taken only once it is open, and again after each round.
         with self.db.write() as tx:
             b = _Batch(self, tx)
-            for p in batch:
-                op: _Op = p.op
-                w = b.writer(op.now, op.trace)
-                try:
-                    p.result = op.fn(w)
-                except Exception as exc:  # this write alone fails; the others go on
-                    p.error = exc
-                else:
-                    b.keep(w)
-            b.flush()
+            while ops := take():
+                for p in ops:
+                    op: _Op = p.op
+                    w = b.writer(op.now, op.trace)
+                    try:
+                        p.result = op.fn(w)
+                    except Exception as exc:  # this write alone fails; the others go on
+                        p.error = exc
+                    else:
+                        b.keep(w)
+                b.write()
 
     def set(
         self, key: str, value: Any, *, expected_version: int | None = None, ttl: float | None = None
@@ -747,7 +779,7 @@ class StateStore(Component):
                 restored += 1
             result = RestoreResult(w.latest_revision, restored, deleted)
             b.keep(w)
-            b.flush()
+            b.write()
             return result
 
     def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:

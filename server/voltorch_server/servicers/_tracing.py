@@ -296,21 +296,37 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
 def _dropped_span(ids: Any, parent: otel_context.Context) -> trace.Span:
     """The span the SDK's Tracer.start_span builds when the sampler drops it (telemetry's sampler does
     while nothing exports): the parent's trace (or a new one), a new span id, not sampled. Built here
-    without the SDK's detour through the sampler and its attribute handling."""
+    without the SDK's detour through the sampler and its attribute handling, and with its ids drawn
+    only when first asked for: a call that records no event and no error (most reads) never needs them."""
     up = trace.get_current_span(parent).get_span_context() if parent is not _EMPTY else None
-    if up is not None and up.is_valid:
-        trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
-    else:
-        trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
-    return trace.NonRecordingSpan(
-        trace.SpanContext(
+    return _DroppedSpan(ids, up if up is not None and up.is_valid else None)
+
+
+class _DroppedSpan(trace.NonRecordingSpan):
+    def __init__(self, ids: Any, up: trace.SpanContext | None):
+        self._ids = ids
+        self._up = up
+
+    def get_span_context(self) -> trace.SpanContext:
+        made = self.__dict__.get("_context")
+        if made is not None:
+            return made
+        ids, up = self._ids, self._up
+        if up is not None:
+            trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
+        else:
+            trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
+        made = trace.SpanContext(
             trace_id,
             ids.generate_span_id(),
             is_remote=False,
             trace_flags=_RANDOM_FLAGS if random_id else _DEFAULT_FLAGS,
             trace_state=state,
         )
-    )
+        return self.__dict__.setdefault("_context", made)  # one winner if two threads ask at once
+
+    def __repr__(self) -> str:
+        return f"_DroppedSpan({self.get_span_context()!r})"
 
 
 def _code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -1,12 +1,14 @@
 """Group commit: concurrent writers share one transaction and one COMMIT.
 
-Why: a write costs a handful of sqlite calls and each one releases the GIL, so with concurrent callers
-every write paid several thread switches on top of its own BEGIN and COMMIT. Here callers queue their
-operation; the caller at the head of the queue (the leader: no extra thread, and a lone caller simply
-runs its own write at once) runs everything queued behind it, up to a bound, through `run(batch)`,
-which writes the whole batch in one transaction. Each caller then gets its own result or its own error,
-and the next queued caller leads the next batch. Whatever queued while a batch was being written forms
-the next one, so batches grow with the load and stay at one write when there is none.
+Why: a COMMIT writes every page the transaction touched to the WAL (two syscalls a page) and each sqlite
+call releases the GIL, so one transaction per write made every write pay for all of that alone. Here
+callers queue their operation; the caller at the head of the queue (the leader: no extra thread, and a
+lone caller simply runs its own write at once) opens the transaction and takes what is queued through
+`run(take)`: `take()` hands over the operations queued so far (the leader's own first) and can be called
+again while the transaction is open — every sqlite call lets other threads run, so writers that arrive
+meanwhile join the same COMMIT. Each caller then gets its own result or its own error, and the next
+queued caller leads the next transaction. Batches grow with the load and stay at one write when there
+is none; they are bounded in operations and in weight (about the bytes written).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 MAX_BATCH = 64  # operations per transaction
@@ -39,13 +42,17 @@ class Pending:
         return self.result
 
 
+Take = Callable[[], list[Pending]]
+
+
 class GroupCommit:
-    """Serialises operations into batches; `run(batch)` must write the whole batch atomically, setting
-    each Pending's `result` or `error`, or raise (then every operation of the batch fails with it)."""
+    """Serialises operations into batches. `run(take)` writes every operation it takes atomically (in the
+    order taken), setting each one's `result` or `error`, or raises: then every operation it took fails
+    with that error (the leader's own too, should it raise before taking anything)."""
 
     def __init__(
         self,
-        run: Callable[[list[Pending]], None],
+        run: Callable[[Take], None],
         *,
         max_batch: int = MAX_BATCH,
         max_weight: int = MAX_BATCH_WEIGHT,
@@ -73,17 +80,31 @@ class GroupCommit:
         return p.outcome()
 
     def _lead(self, me: Pending) -> None:
-        batch: list[Pending] = []
+        batch: list[Pending] = []  # taken so far: the front of the queue
         weight = 0
-        with self._mutex:
-            for q in self._queue:
-                if batch and (len(batch) >= self.max_batch or weight + q.weight > self.max_weight):
-                    break
-                batch.append(q)
-                weight += q.weight
+        queue = self._queue
+
+        def take() -> list[Pending]:
+            nonlocal weight
+            new: list[Pending] = []
+            if len(queue) == len(batch):  # nobody new (callers only ever append: a safe peek)
+                return new
+            with self._mutex:
+                for q in islice(queue, len(batch), None):
+                    if (batch or new) and (
+                        len(batch) + len(new) >= self.max_batch or weight + q.weight > self.max_weight
+                    ):
+                        break
+                    new.append(q)
+                    weight += q.weight
+            batch.extend(new)
+            return new
+
         try:
-            self._run(batch)
+            self._run(take)
         except BaseException as exc:  # nothing of the batch was written: each of its callers hears why
+            if not batch:  # it failed before taking anything: the leader's own operation fails
+                take()
             for q in batch:
                 q.result, q.error = None, exc
         finally:
