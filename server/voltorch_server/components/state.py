@@ -242,7 +242,7 @@ class _Batch:
     everything it staged, so the others commit without it. `write()` puts the writes kept since its last
     call into the transaction — the revision first, then one statement per table and their
     `state.changed` events — and may run again as more writes join. After commit: the cache and the
-    remembered revision, then the events, then the watchers, in revision order.
+    remembered revision first, then each round's events and its watch changes, in revision order.
 
     The committed revision and the newest kv_history id are remembered in memory (only this class
     writes them, under the writer lock), which saves reading them back, and lets the batch give history
@@ -324,9 +324,8 @@ class _Writer:
 
     def __init__(self, batch: _Batch, now: float, trace: TraceIds):
         self.batch = batch
-        self.revision = (
-            batch.revision + 1
-        )  # one write at a time: the batch's next, if this one changes anything
+        # Writes are computed one at a time: this one's revision is the batch's next, if it changes anything.
+        self.revision = batch.revision + 1
         self.now = now
         self.trace = trace  # the caller's, for its events (the batch may run on another caller's thread)
         self.written: dict[str, Row | None] = {}  # this write's own changes
@@ -346,8 +345,10 @@ class _Writer:
         elif key in self.batch.written:
             row = self.batch.written[key]
         else:
+            # Not written by this batch, so committed: the cache changes only after commit, under our lock,
+            # and the database (seen through this transaction) holds nothing of ours for this key.
             cache = self.batch.state._cache
-            row = cache.get(key)  # committed state: the cache changes only after commit, under our lock
+            row = cache.get(key)
             if row is None:
                 found = self.batch.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
                 if found is not None:
