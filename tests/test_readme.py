@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from voltorch_server.config import Config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+# The README's examples talk to a server at the default address; the test points them at its own server.
+DEFAULT_TARGET = f"{Config().host}:{Config().port}"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
@@ -17,6 +20,6 @@ def test_the_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, server, capsys):
-    code = BLOCKS[index].replace("127.0.0.1:50051", server.target)
+    code = BLOCKS[index].replace(DEFAULT_TARGET, server.target)
     exec(compile(code, f"README.md example {index + 1}", "exec"), {"__name__": "readme_example"})
     assert capsys.readouterr().out.strip(), "every example prints what it shows"

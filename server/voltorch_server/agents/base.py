@@ -131,11 +131,11 @@ class Agent(ABC):  # noqa: B024 - run() or start() is overridden, depending on `
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         """Do the task, blocking; raise AgentError on failure. Return early when `cancel` is set."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is threaded: it must override run()")
 
     def start(self, task: AgentTask, cancel: CancelSignal, done: DoneCallback) -> None:
         """Begin the task without blocking; call done(outcome) exactly once (unless cancelled)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} sets threaded = False: it must override start()")
 
     @property
     def connected(self) -> bool:
