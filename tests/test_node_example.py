@@ -1,0 +1,116 @@
+"""The Node.js example (examples/node) against a real server: the protos are the whole contract.
+
+The Node worker says hello with its capability over CoordinationService/Connect using a bearer token; the
+Node client exercises state, events with resume, and a workflow whose first step only that worker can do.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import npm_tools
+import pytest
+import voltorch
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+ADMIN = "admin-token-for-the-node-test"
+AGENT = "agent-token-for-the-node-test"
+
+
+@pytest.fixture
+def secured(config: Config) -> Iterator[VoltorchServer]:
+    srv = VoltorchServer(replace(config, auth_tokens=f"admin:{ADMIN},agent:{AGENT}")).start()
+    yield srv
+    srv.stop(grace=1.0)
+
+
+def _lines(proc: subprocess.Popen) -> queue.Queue:
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for(lines: queue.Queue, event: str, seen: list[dict], timeout: float = 30) -> dict:
+    while True:
+        try:
+            line = lines.get(timeout=timeout)  # bounded
+        except queue.Empty:
+            pytest.fail(f"the Node worker did not report {event!r} within {timeout} s; saw {seen}")
+        if line is None:
+            pytest.fail(f"the Node worker exited before {event!r}; saw {seen}")
+        record = json.loads(line)
+        seen.append(record)
+        if record["event"] == event:
+            return record
+
+
+def test_a_node_worker_does_a_workflow_step_for_a_node_client(secured: VoltorchServer) -> None:
+    node = npm_tools.node()
+    example = npm_tools.NODE_EXAMPLE
+    worker = subprocess.Popen(
+        [node, "worker.js", "--target", secured.target, "--token", AGENT, "--agent-id", "node-stats"],
+        cwd=example,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[dict] = []
+    try:
+        lines = _lines(worker)
+        welcome = _wait_for(lines, "welcome", seen)
+        assert welcome["agent_id"] == "node-stats"
+
+        done = subprocess.run(
+            [node, "client.js", "--target", secured.target, "--token", ADMIN, "--text", "one two three four"],
+            cwd=example,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+
+        assert summary["state"]["conflict_reason"] == "VERSION_CONFLICT"
+        assert summary["state"]["watched"] == [{"maxRetries": 3, "tags": ["a", "b"]}, {"maxRetries": 5}]
+        assert summary["events"]["seen"] == summary["events"]["published"]  # resumed: none lost, none twice
+
+        wf = summary["workflow"]
+        assert wf["status"] == "EXECUTION_STATUS_COMPLETED"
+        stats = next(s for s in wf["steps"] if s["step_id"] == "stats")
+        assert stats["agent_id"] == "node-stats"
+        assert stats["structured_output"] == {
+            "words": 4,
+            "characters": 18,
+            "longest_word": "three",
+            "handled_by": "node",
+        }
+
+        # The server's own record agrees, read through the Python SDK.
+        with voltorch.Client(secured.target, token=ADMIN) as client:
+            execution = client.workflows.get(wf["execution_id"])
+            assert execution.status == "completed"
+            assert execution.step("stats").agent_id == "node-stats"
+            assert execution.step("stats").structured_output["handled_by"] == "node"
+        assert _wait_for(lines, "result", seen)["output"].startswith("4 words")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # graceful: half-closes its stream, then exits
+        try:
+            worker.wait(timeout=15)  # bounded
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=5)
+    assert worker.returncode == 0, worker.stderr.read()  # type: ignore[union-attr]
