@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -114,3 +115,25 @@ def test_a_node_worker_does_a_workflow_step_for_a_node_client(secured: VoltorchS
             worker.kill()
             worker.wait(timeout=5)
     assert worker.returncode == 0, worker.stderr.read()  # type: ignore[union-attr]
+
+
+def test_the_readme_node_snippets_run(server: VoltorchServer) -> None:
+    node = npm_tools.node()
+    readme = (npm_tools.ROOT / "README.md").read_text()
+    section = readme[readme.index("## From any other language") : readme.index("## Configuration")]
+    blocks = re.findall(r"```js\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, "the section's two Node snippets"
+    body = "\n".join(blocks).replace("127.0.0.1:50051", server.target)
+    script = "(async () => {\n" + body + "\n})().catch((err) => { console.error(err); process.exit(1); });"
+    run = subprocess.run(
+        [node, "-"],  # from stdin, so require('./api') resolves in examples/node
+        input=script,
+        cwd=npm_tools.NODE_EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "{ maxRetries: 3 } 1 1" in run.stdout
+    assert "google.rpc.ErrorInfo" in run.stdout and "reason: 'VERSION_CONFLICT'" in run.stdout
+    assert "google.rpc.PreconditionFailure" in run.stdout
