@@ -1,7 +1,8 @@
 """The Node.js example (examples/node) against a real server: the protos are the whole contract.
 
-The Node worker says hello with its capability over CoordinationService/Connect using a bearer token; the
-Node client exercises state, events with resume, and a workflow whose first step only that worker can do.
+The Node worker says hello with its capability over CoordinationService/Connect using a bearer token and
+reconnects when the server ends its stream; the Node client exercises state, events with resume, and a
+workflow whose first step only that worker can do.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def test_a_node_worker_does_a_workflow_step_for_a_node_client(secured: VoltorchS
         lines = _lines(worker)
         welcome = _wait_for(lines, "welcome", seen)
         assert welcome["agent_id"] == "node-stats"
+        # Restarting the coordination engine ends every worker stream (SERVER_STOPPING): the worker
+        # reconnects with backoff under the same agent id, and that new session does the workflow step.
+        with voltorch.Client(secured.target, token=ADMIN) as admin:
+            admin.restart_component("coordination")
+        ended = _wait_for(lines, "stream_error", seen)
+        assert (ended["code"], ended["reason"]) == ("UNAVAILABLE", "SERVER_STOPPING")
+        _wait_for(lines, "reconnecting", seen)
+        again = _wait_for(lines, "welcome", seen)
+        assert again["agent_id"] == "node-stats" and again["session_id"] != welcome["session_id"]
 
         done = subprocess.run(
             [node, "client.js", "--target", secured.target, "--token", ADMIN, "--text", "one two three four"],
