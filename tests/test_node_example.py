@@ -147,3 +147,46 @@ def test_the_readme_node_snippets_run(server: VoltorchServer) -> None:
     assert "{ maxRetries: 3 } 1 1" in run.stdout
     assert "google.rpc.ErrorInfo" in run.stdout and "reason: 'VERSION_CONFLICT'" in run.stdout
     assert "google.rpc.PreconditionFailure" in run.stdout
+
+
+SAMPLE = {
+    "null": None,
+    "yes": True,
+    "no": False,
+    "int": 42,
+    "float": -1.5,
+    "text": 'héllo "quoted"',
+    "empty_list": [],
+    "empty_object": {},
+    "nested": {"list": [1, "two", None, [3], {"four": 4}]},
+}
+
+JSON_ROUND_TRIP = """
+const api = require('./api');
+const { toValue, fromValue } = require('./json');
+(async () => {
+  const [target, sampleJson] = process.argv.slice(-2);
+  const state = api.client('StateService', target);
+  const sample = JSON.parse(sampleJson);
+  await api.call(state, 'SetKey', { key: 'from.node', value: toValue(sample) });
+  const { kv } = await api.call(state, 'GetKey', { key: 'from.python' });
+  console.log(JSON.stringify(fromValue(kv.value)));
+  state.close();
+})().catch((err) => { console.error(err); process.exit(1); });
+"""
+
+
+def test_json_js_converts_values_both_ways(client: voltorch.Client, server: VoltorchServer) -> None:
+    node = npm_tools.node()
+    client.state.set("from.python", SAMPLE)
+    run = subprocess.run(
+        [node, "-", server.target, json.dumps(SAMPLE)],
+        input=JSON_ROUND_TRIP,
+        cwd=npm_tools.NODE_EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout) == SAMPLE  # Python wrote it, Node read it
+    assert client.state.get("from.node").value == SAMPLE  # Node wrote it, Python read it

@@ -12,6 +12,7 @@
 //   defaults: true   unset scalars arrive as their default ('' / 0 / false) rather than undefined
 //   oneofs: true     a oneof's set member is named in a virtual field, e.g. message.message === 'assignment'
 
+const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -56,7 +57,7 @@ const rpcRoot = new protobuf.Root();
 rpcRoot.resolvePath = (origin, target) => {
   for (const dir of INCLUDE) {
     const candidate = path.join(dir, target);
-    if (require('node:fs').existsSync(candidate)) return candidate;
+    if (fs.existsSync(candidate)) return candidate;
   }
   return protobuf.util.path.resolve(origin, target);
 };
@@ -92,8 +93,8 @@ function errorDetails(err) {
 
 /** Seconds (may be fractional) as a google.protobuf.Duration. */
 function duration(seconds) {
-  const whole = Math.floor(seconds);
-  return { seconds: whole, nanos: Math.round((seconds - whole) * 1e9) };
+  const nanos = Math.round(seconds * 1e9);
+  return { seconds: Math.floor(nanos / 1e9), nanos: nanos % 1e9 };
 }
 
 /** A google.protobuf.Duration (seconds as a string with longs: String) in seconds. */

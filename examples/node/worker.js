@@ -79,7 +79,8 @@ class Worker {
     stream.on('error', (err) => {
       const d = api.errorDetails(err);
       log('stream_error', { code: api.grpc.status[err.code], reason: d.reason, message: d.message });
-      if (d.reason === 'SESSION_REPLACED' || d.reason === 'SESSION_UNREGISTERED') this.stopping = true;
+      // Final: another connection took over this agent id, or the agent was unregistered. Else reconnect.
+      if (d.reason === api.ErrorReason.SESSION_REPLACED || d.reason === api.ErrorReason.SESSION_UNREGISTERED) this.stopping = true;
     });
     stream.on('status', () => {
       this.streamOver = true;
