@@ -1,7 +1,9 @@
 """Generate the Python code for protos/ (messages, .pyi stubs, gRPC stubs).
 
 `make protos` writes into sdk/; the drift test writes into a temporary folder and compares, so the
-committed code is always what the protos produce.
+committed code is always what the protos produce. Only protos/voltorch is compiled: protos/third_party
+(google.rpc, grpc.health.v1) is for clients that load .proto files at run time, and Python takes that code
+from its pip packages (googleapis-common-protos, grpcio-health-checking).
 """
 
 from __future__ import annotations

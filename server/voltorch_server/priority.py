@@ -15,4 +15,6 @@ def parse_priority(value: int | str | None, field: str = "priority") -> Priority
     try:
         return Priority.of(value)
     except ValueError:
-        raise InvalidArgument(field, f"unknown priority {value!r} (low, normal, high or critical)") from None
+        raise InvalidArgument(
+            field, f"unknown priority {value!r} (low, normal, high or critical)", reason="ENUM_VALUE_INVALID"
+        ) from None

@@ -208,7 +208,7 @@ class Options:
 def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, dict[str, Any]]:
     """The template as this call runs it, and its parameters. INVALID_ARGUMENT names the request field."""
     if not requirement.strip():
-        raise InvalidArgument("requirement", "a requirement is required")
+        raise InvalidArgument("requirement", "a requirement is required", reason="FIELD_REQUIRED")
     if len(requirement) > MAX_REQUIREMENT:
         raise InvalidArgument("requirement", f"at most {MAX_REQUIREMENT} characters (got {len(requirement)})")
     if opts.max_tasks < 0:
@@ -216,9 +216,11 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
     if opts.max_parallel < 0:
         raise InvalidArgument("options.max_parallel", "must not be negative")
     if opts.step_timeout is not None and opts.step_timeout > MAX_STEP_TIMEOUT:
-        raise InvalidArgument("options.step_timeout", f"at most {MAX_STEP_TIMEOUT:.0f} s (24 h)")
+        raise InvalidArgument(
+            "options.step_timeout", f"at most {MAX_STEP_TIMEOUT:.0f} s (24 h)", reason="DURATION_INVALID"
+        )
     if opts.retry is not None:
-        problems = Problems("options.")
+        problems = Problems("options.", reason="FIELD_INVALID")
         check_retry(problems, opts.retry, "retry")
         problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)

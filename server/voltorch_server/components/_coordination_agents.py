@@ -210,7 +210,11 @@ def make_runtime(
 
 def check_kind(kind: str, field_name: str = "kind") -> str:
     if kind not in AGENT_KINDS:
-        raise InvalidArgument(field_name, f"unknown agent kind {kind!r}; use one of {', '.join(AGENT_KINDS)}")
+        raise InvalidArgument(
+            field_name,
+            f"unknown agent kind {kind!r}; use one of {', '.join(AGENT_KINDS)}",
+            reason="ENUM_VALUE_INVALID",
+        )
     return kind
 
 

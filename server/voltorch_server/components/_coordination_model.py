@@ -239,13 +239,17 @@ class AgentInfo:
 def check_name(value: str, field_name: str, what: str = "an id") -> None:
     if not _NAME_RE.fullmatch(value or ""):
         raise InvalidArgument(
-            field_name, f"{what} must be 1..128 characters of A-Z a-z 0-9 _ . : - (got {value!r})"
+            field_name,
+            f"{what} must be 1..128 characters of A-Z a-z 0-9 _ . : - (got {value!r})",
+            reason="NAME_INVALID",
         )
 
 
 def check_capabilities(caps: tuple[str, ...] | list[str], field_name: str) -> tuple[str, ...]:
     if isinstance(caps, str):
-        raise InvalidArgument(field_name, "capabilities are a list of names, not one string")
+        raise InvalidArgument(
+            field_name, "capabilities are a list of names, not one string", reason="NAME_INVALID"
+        )
     if len(caps) > MAX_CAPABILITIES:
         raise InvalidArgument(field_name, f"at most {MAX_CAPABILITIES} capabilities (got {len(caps)})")
     out: list[str] = []
@@ -260,9 +264,11 @@ def check_json(obj: Any, field_name: str, limit: int) -> str:
     try:
         raw = json.dumps(obj, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(field_name, f"not JSON: {exc}") from None
+        raise InvalidArgument(field_name, f"not JSON: {exc}", reason="VALUE_INVALID") from None
     if len(raw.encode()) > limit:
-        raise InvalidArgument(field_name, f"{len(raw.encode())} bytes encoded; the limit is {limit}")
+        raise InvalidArgument(
+            field_name, f"{len(raw.encode())} bytes encoded; the limit is {limit}", reason="VALUE_TOO_LARGE"
+        )
     return raw
 
 
@@ -275,19 +281,27 @@ def agent_not_found(agent_id: str, field_name: str) -> NotFound:
 def check_condition(cond: CoordinationCondition, field_name: str = "condition") -> None:
     given = [n for n in ("contains", "regex", "json_path") if getattr(cond, n) is not None]
     if len(given) != 1:
-        raise InvalidArgument(field_name, "set exactly one of contains, regex or json_field_equals")
+        raise InvalidArgument(
+            field_name, "set exactly one of contains, regex or json_field_equals", reason="CONDITION_INVALID"
+        )
     if cond.regex is not None:
         if len(cond.regex) > 1000:
-            raise InvalidArgument(f"{field_name}.regex", "at most 1000 characters")
+            raise InvalidArgument(
+                f"{field_name}.regex", "at most 1000 characters", reason="CONDITION_INVALID"
+            )
         try:
             re.compile(cond.regex)
         except re.error as exc:
-            raise InvalidArgument(f"{field_name}.regex", f"does not compile: {exc}") from None
+            raise InvalidArgument(
+                f"{field_name}.regex", f"does not compile: {exc}", reason="CONDITION_INVALID"
+            ) from None
     if cond.json_path is not None:
         try:
             parse_path(cond.json_path)
         except PathError as exc:
-            raise InvalidArgument(f"{field_name}.json_field_equals.path", str(exc)) from None
+            raise InvalidArgument(
+                f"{field_name}.json_field_equals.path", str(exc), reason="CONDITION_INVALID"
+            ) from None
         check_json(cond.json_value, f"{field_name}.json_field_equals.value", 1 << 16)
 
 

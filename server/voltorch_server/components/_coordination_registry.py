@@ -123,6 +123,7 @@ class AgentRegistry:
             if old is not None and not replace:
                 raise AlreadyExists(
                     f"agent {agent_id!r} already exists; pass replace to redefine it",
+                    reason="AGENT_EXISTS",
                     metadata={"agent_id": agent_id},
                 )
             if old is None:
@@ -192,7 +193,9 @@ class AgentRegistry:
         caps = check_capabilities(tuple(capabilities), "capabilities")
         if mode not in ("replace", "add", "remove"):
             raise InvalidArgument(
-                "mode", f"unknown capability update mode {mode!r}; use replace, add or remove"
+                "mode",
+                f"unknown capability update mode {mode!r}; use replace, add or remove",
+                reason="ENUM_VALUE_INVALID",
             )
         with self._txn() as (tx, after):
             state = self._agents.get(agent_id)
@@ -230,9 +233,9 @@ class AgentRegistry:
         """Agents ordered by id with live status and statistics, filtered, paged."""
         caps = check_capabilities(tuple(capabilities), "capabilities")
         if status and status not in AGENT_STATUSES:
-            raise InvalidArgument("status", f"unknown agent status {status!r}")
+            raise InvalidArgument("status", f"unknown agent status {status!r}", reason="ENUM_VALUE_INVALID")
         if kind and kind not in AGENT_KINDS:
-            raise InvalidArgument("kind", f"unknown agent kind {kind!r}")
+            raise InvalidArgument("kind", f"unknown agent kind {kind!r}", reason="ENUM_VALUE_INVALID")
         size = checked_page_size(page_size)
         query = {"capabilities": list(caps), "status": status, "kind": kind}
         after_id = decode_token(page_token, query) or ""

@@ -78,7 +78,9 @@ def carrying_ids(trace_ids: set[str], correlation_ids: set[str]) -> tuple[str, l
 def validate_trace_id(value: str, field: str) -> str:
     value = value.strip().lower()
     if value and not TRACE_ID_RE.match(value):
-        raise InvalidArgument(field, "a trace id is 32 lowercase hex characters")
+        raise InvalidArgument(
+            field, "a trace id is 32 lowercase hex characters", reason="TRACE_CONTEXT_INVALID"
+        )
     return value
 
 

@@ -23,23 +23,29 @@ _GLOB_RE = re.compile(r"[a-z0-9_.*?-]+")
 
 def validate_type(type_: str, field_name: str) -> None:
     if not type_:
-        raise InvalidArgument(field_name, "an event needs a type, e.g. 'workflow.step.completed'")
+        raise InvalidArgument(
+            field_name, "an event needs a type, e.g. 'workflow.step.completed'", reason="EVENT_TYPE_INVALID"
+        )
     if len(type_) > MAX_TYPE_LEN or not TYPE_RE.fullmatch(type_):
         raise InvalidArgument(
             field_name,
             f"malformed event type {type_[:140]!r}: dot-separated lowercase words of [a-z0-9_-],"
             f" at most {MAX_TYPE_LEN} characters",
+            reason="EVENT_TYPE_INVALID",
         )
 
 
 def validate_glob(glob: str, field_name: str) -> None:
     if not glob or len(glob) > MAX_TYPE_LEN:
-        raise InvalidArgument(field_name, f"a type glob must be 1..{MAX_TYPE_LEN} characters")
+        raise InvalidArgument(
+            field_name, f"a type glob must be 1..{MAX_TYPE_LEN} characters", reason="EVENT_TYPE_INVALID"
+        )
     if not _GLOB_RE.fullmatch(glob):
         raise InvalidArgument(
             field_name,
             f"malformed type glob {glob[:140]!r}: use lowercase letters, digits, '.', '_', '-',"
             " '*' (any run of characters) and '?' (one character)",
+            reason="EVENT_TYPE_INVALID",
         )
 
 

@@ -74,10 +74,12 @@ def prepare(ev: NewEvent, prefix: str = "") -> Prepared:
     try:
         data_json = json.dumps(ev.data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{prefix}data", f"not JSON: {exc}") from None
+        raise InvalidArgument(f"{prefix}data", f"not JSON: {exc}", reason="VALUE_INVALID") from None
     size = len(data_json.encode())
     if size > MAX_DATA_BYTES:
-        raise InvalidArgument(f"{prefix}data", f"{size} bytes encoded; the limit is {MAX_DATA_BYTES}")
+        raise InvalidArgument(
+            f"{prefix}data", f"{size} bytes encoded; the limit is {MAX_DATA_BYTES}", reason="VALUE_TOO_LARGE"
+        )
     trace: TraceIds | None = None
     if ev.traceparent:
         _text(ev.tracestate, f"{prefix}trace_context.tracestate", 512)
@@ -86,9 +88,14 @@ def prepare(ev: NewEvent, prefix: str = "") -> Prepared:
             raise InvalidArgument(
                 f"{prefix}trace_context.traceparent",
                 f"not a W3C traceparent: {ev.traceparent[:80]!r} (expected '00-<32 hex>-<16 hex>-<2 hex>')",
+                reason="TRACE_CONTEXT_INVALID",
             )
     elif ev.tracestate:
-        raise InvalidArgument(f"{prefix}trace_context.traceparent", "a tracestate needs a traceparent")
+        raise InvalidArgument(
+            f"{prefix}trace_context.traceparent",
+            "a tracestate needs a traceparent",
+            reason="TRACE_CONTEXT_INVALID",
+        )
     return Prepared(
         id=ev.id,
         type=ev.type,

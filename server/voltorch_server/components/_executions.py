@@ -259,7 +259,7 @@ class ExecutionStore:
         page_token: str = "",
     ) -> tuple[list[Execution], str]:
         if status and status not in EXECUTION_STATUSES:
-            raise InvalidArgument("status", f"unknown status {status!r}")
+            raise InvalidArgument("status", f"unknown status {status!r}", reason="ENUM_VALUE_INVALID")
         size = page_size(page_size_)
         query = {"s": status, "t": template_name, "a": created_after, "b": created_before}
         pos = decode_token(page_token, query)
@@ -281,7 +281,7 @@ class ExecutionStore:
             args.append(created_before - 5e-7)
         if pos is not None:
             if not (isinstance(pos, list) and len(pos) == 2):
-                raise InvalidArgument("page_token", "malformed page token")
+                raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
             where.append("(create_time < ? OR (create_time = ? AND id < ?))")
             args.extend([pos[0], pos[0], pos[1]])
         rows = self.db.query(

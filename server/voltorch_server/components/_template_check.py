@@ -40,8 +40,9 @@ MAX_STEP_TIMEOUT = 24 * 3600.0  # a step attempt is one coordination, whose dead
 
 
 class Problems:
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, *, reason: str):
         self.prefix = prefix
+        self.reason = reason
         self.items: list[FieldViolation] = []
 
     def add(self, field: str, description: str) -> None:
@@ -50,12 +51,12 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             first, *more = self.items
-            raise InvalidArgument(first.field, first.description, more=more)
+            raise InvalidArgument(first.field, first.description, more=more, reason=self.reason)
 
 
 def validate_template(t: Template, prefix: str = "template.") -> None:
     """Raise InvalidArgument listing every problem of t (field paths start with prefix)."""
-    p = Problems(prefix)
+    p = Problems(prefix, reason="TEMPLATE_INVALID")
     if not NAME_RE.fullmatch(t.name or ""):
         p.add("name", "a template name is 1..128 of [a-z0-9._-], starting with a letter or digit")
     if t.version < 0:

@@ -20,7 +20,9 @@ class TemplateStore:
         validate_template(t)
         if t.name in self.reserved and not builtin:
             raise InvalidArgument(
-                "template.name", f"{t.name!r} is a built-in template and cannot be replaced"
+                "template.name",
+                f"{t.name!r} is a built-in template and cannot be replaced",
+                reason="TEMPLATE_INVALID",
             )
         digest = t.definition_digest()
         with self.db.write() as tx:
@@ -61,7 +63,7 @@ class TemplateStore:
     def get_raw(self, name: str, version: int = 0, *, field: str = "name") -> tuple[Template, str]:
         """The template and its stored JSON definition."""
         if not name:
-            raise InvalidArgument(field, "a template name is required")
+            raise InvalidArgument(field, "a template name is required", reason="FIELD_REQUIRED")
         if version < 0:
             raise InvalidArgument("version", "must not be negative")
         if version:
@@ -85,7 +87,7 @@ class TemplateStore:
         query = {"c": category, "all": all_versions}
         pos = decode_token(page_token, query)
         if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-            raise InvalidArgument("page_token", "malformed page token")
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
         name, version = pos if pos else ("", 0)
         where = ["(name > ? OR (name = ? AND version > ?))"]
         args: list = [name, name, version]

@@ -373,5 +373,7 @@ def apply_parameters(specs: tuple[ParameterSpec, ...], values: dict[str, Any]) -
         elif spec.required:
             problems.append(FieldViolation(f"parameters.{spec.name}", "required parameter is missing"))
     if problems:
-        raise InvalidArgument(problems[0].field, problems[0].description, more=problems[1:])
+        raise InvalidArgument(
+            problems[0].field, problems[0].description, more=problems[1:], reason="PARAMETERS_INVALID"
+        )
     return out

@@ -51,7 +51,7 @@ def timeline(
     db: Database, errors: ErrorLog, *, trace_id: str = "", correlation_id: str = "", max_entries: int = 0
 ) -> Timeline:
     if not trace_id and not correlation_id:
-        raise InvalidArgument("id", "give a trace_id or a correlation_id")
+        raise InvalidArgument("id", "give a trace_id or a correlation_id", reason="FIELD_REQUIRED")
     if trace_id:
         trace_id = validate_trace_id(trace_id, "trace_id")
     if len(correlation_id) > 256:

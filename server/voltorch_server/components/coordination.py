@@ -173,9 +173,9 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
 
     def check(self) -> None:
         if not self._running:
-            raise Unavailable("coordination engine is stopped")
+            raise Unavailable("coordination engine is stopped", reason="COMPONENT_STOPPED")
         if self._timer is None or not self._timer.is_alive():
-            raise Unavailable("coordination timer thread is not running")
+            raise Unavailable("coordination timer thread is not running", reason="COMPONENT_STOPPED")
         self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
     def _require_running(self) -> None:
@@ -245,6 +245,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                         raise AlreadyExists(
                             f"request_id {req.request_id!r} was used for a different request (coordination "
                             f"{row['id']})",
+                            reason="REQUEST_ID_REUSED",
                             metadata={"coordination_id": row["id"], "field": "request_id"},
                         )
                     run = self._live.get(row["id"])
@@ -330,32 +331,40 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
     def _check_request(self, req: CoordinationRequest) -> tuple[Priority, float, str]:
         """Validation that needs no agent registry; returns (priority, timeout, context JSON)."""
         if not isinstance(req.task, str) or not req.task.strip():
-            raise InvalidArgument("task", "a task is required (the instruction for the agents)")
+            raise InvalidArgument(
+                "task", "a task is required (the instruction for the agents)", reason="FIELD_REQUIRED"
+            )
         if len(req.task) > MAX_TASK_CHARS:
             raise InvalidArgument("task", f"at most {MAX_TASK_CHARS} characters (got {len(req.task)})")
         if req.mode not in MODES:
-            raise InvalidArgument("mode", f"unknown mode {req.mode!r}; use one of {', '.join(MODES)}")
+            raise InvalidArgument(
+                "mode",
+                f"unknown mode {req.mode!r}; use one of {', '.join(MODES)}",
+                reason="ENUM_VALUE_INVALID",
+            )
         for fname in ("source_agent_id", "target_agent_id"):
             value = getattr(req, fname)
             if value:
                 check_name(value, fname)
         if isinstance(req.agent_ids, str):
-            raise InvalidArgument("agent_ids", "a list of agent ids, not one string")
+            raise InvalidArgument("agent_ids", "a list of agent ids, not one string", reason="NAME_INVALID")
         for i, a in enumerate(req.agent_ids):
             check_name(a, f"agent_ids[{i}]")
         check_capabilities(tuple(req.required_capabilities), "required_capabilities")
         if not isinstance(req.context, dict):
-            raise InvalidArgument("context", "must be a JSON object")
+            raise InvalidArgument("context", "must be a JSON object", reason="VALUE_INVALID")
         context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES)
         try:
             priority = Priority.of(req.priority)
         except ValueError:
-            raise InvalidArgument("priority", f"unknown priority {req.priority!r}") from None
+            raise InvalidArgument(
+                "priority", f"unknown priority {req.priority!r}", reason="ENUM_VALUE_INVALID"
+            ) from None
         timeout = req.timeout or self.config.coordination_timeout
         if req.timeout is not None and req.timeout < 0:
-            raise InvalidArgument("timeout", "must not be negative")
+            raise InvalidArgument("timeout", "must not be negative", reason="DURATION_INVALID")
         if timeout > MAX_TIMEOUT:
-            raise InvalidArgument("timeout", f"at most 24 h (got {timeout:.0f} s)")
+            raise InvalidArgument("timeout", f"at most 24 h (got {timeout:.0f} s)", reason="DURATION_INVALID")
         if req.condition is not None:
             check_condition(req.condition)
         if len(req.request_id) > 128:
@@ -373,7 +382,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
         src, tgt, ids, mode = req.source_agent_id, req.target_agent_id, list(req.agent_ids), req.mode
         caps = tuple(req.required_capabilities)
         if mode != "conditional" and req.condition is not None:
-            raise InvalidArgument("condition", "only used in conditional mode")
+            raise InvalidArgument("condition", "only used in conditional mode", reason="CONDITION_INVALID")
         if mode in ("sequential", "conditional"):
             if ids:
                 raise InvalidArgument(
@@ -540,7 +549,10 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                         f"coordination {coordination_id} is already {current.status}",
                         reason="ALREADY_TERMINAL",
                     )
-                raise Unavailable(f"coordination {coordination_id} is being recovered; retry shortly")
+                raise Unavailable(
+                    f"coordination {coordination_id} is being recovered; retry shortly",
+                    reason="COORDINATION_RECOVERING",
+                )
             self._finish(tx, after, run, "cancelled", TaskError("CANCELLED", f"cancelled: {reason}"))
             result = run.final
             self._dispatch(tx, after)

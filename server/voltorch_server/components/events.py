@@ -465,7 +465,11 @@ class EventLog(Component):
         if position is not None and (
             not isinstance(position, int) or isinstance(position, bool) or position < 0
         ):
-            raise InvalidArgument("page_token", "malformed page token; pass back next_page_token unchanged")
+            raise InvalidArgument(
+                "page_token",
+                "malformed page token; pass back next_page_token unchanged",
+                reason="PAGE_TOKEN_INVALID",
+            )
         clauses, params = flt.sql()
         if start_sequence:
             clauses.append("seq >= ?")
@@ -501,7 +505,7 @@ class EventLog(Component):
     def correlation(self, correlation_id: str, max_events: int = 0) -> Correlation:
         """Every event of a correlation in causal order (causes before effects; ties by sequence)."""
         if not correlation_id:
-            raise InvalidArgument("correlation_id", "required")
+            raise InvalidArgument("correlation_id", "required", reason="FIELD_REQUIRED")
         if len(correlation_id) > 256:
             raise InvalidArgument("correlation_id", "at most 256 characters")
         if max_events < 0:

@@ -109,11 +109,17 @@ def validate_key(key: str, field_name: str = "key") -> None:
     if len(key) <= MAX_KEY_BYTES and _KEY_RE.fullmatch(key):
         return  # printable ASCII: as many bytes as characters
     if not key:
-        raise InvalidArgument(field_name, "a key must not be empty")
+        raise InvalidArgument(field_name, "a key must not be empty", reason="KEY_INVALID")
     if len(key.encode()) > MAX_KEY_BYTES:
-        raise InvalidArgument(field_name, f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key.encode())})")
+        raise InvalidArgument(
+            field_name,
+            f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key.encode())})",
+            reason="KEY_INVALID",
+        )
     if not _KEY_RE.fullmatch(key):
-        raise InvalidArgument(field_name, "a key is printable ASCII without spaces or control characters")
+        raise InvalidArgument(
+            field_name, "a key is printable ASCII without spaces or control characters", reason="KEY_INVALID"
+        )
 
 
 def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
@@ -121,9 +127,13 @@ def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
     if not prefix:
         return
     if len(prefix.encode()) > MAX_KEY_BYTES:
-        raise InvalidArgument(field_name, f"a prefix is at most {MAX_KEY_BYTES} bytes")
+        raise InvalidArgument(field_name, f"a prefix is at most {MAX_KEY_BYTES} bytes", reason="KEY_INVALID")
     if not _KEY_RE.fullmatch(prefix):
-        raise InvalidArgument(field_name, "a prefix is printable ASCII without spaces or control characters")
+        raise InvalidArgument(
+            field_name,
+            "a prefix is printable ASCII without spaces or control characters",
+            reason="KEY_INVALID",
+        )
 
 
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII out (ensure_ascii)
@@ -135,17 +145,19 @@ def _encode_value(value: Any, field_name: str) -> str:
     try:
         raw = _to_json(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(field_name, f"value is not JSON: {exc}") from None
+        raise InvalidArgument(field_name, f"value is not JSON: {exc}", reason="VALUE_INVALID") from None
     if len(raw) > MAX_VALUE_BYTES:  # ASCII: characters are bytes
         raise InvalidArgument(
-            field_name, f"value is {len(raw)} bytes encoded; the limit is {MAX_VALUE_BYTES}"
+            field_name,
+            f"value is {len(raw)} bytes encoded; the limit is {MAX_VALUE_BYTES}",
+            reason="VALUE_TOO_LARGE",
         )
     return raw
 
 
 def _validate_ttl(ttl: float | None, field_name: str) -> None:
     if ttl is not None and ttl < 0:
-        raise InvalidArgument(field_name, "ttl must not be negative")
+        raise InvalidArgument(field_name, "ttl must not be negative", reason="DURATION_INVALID")
 
 
 def _validate_version(v: int | None, field_name: str) -> None:
@@ -520,7 +532,7 @@ class StateStore(Component):
         size = page_size(page_size_)
         after = decode_token(page_token, {"prefix": prefix})
         if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "malformed page token")
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
         conn = self.db.read()
         conn.execute("BEGIN")
         try:
@@ -541,7 +553,7 @@ class StateStore(Component):
         size = page_size(page_size_)
         before = decode_token(page_token, {"key": key})
         if before is not None and not isinstance(before, int):
-            raise InvalidArgument("page_token", "malformed page token")
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
         rows = self.db.query(
             "SELECT * FROM kv_history WHERE key = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (key, before if before is not None else 1 << 62, size + 1),
@@ -620,7 +632,9 @@ class StateStore(Component):
             validate_key(c.key, f"conditions[{i}].key")
             if c.version_equals is None and c.exists is None and not c.has_value_equals:
                 raise InvalidArgument(
-                    f"conditions[{i}]", "a condition needs version_equals, exists or value_equals"
+                    f"conditions[{i}]",
+                    "a condition needs version_equals, exists or value_equals",
+                    reason="FIELD_REQUIRED",
                 )
             _validate_version(c.version_equals, f"conditions[{i}].version_equals")
         encoded = {
@@ -744,7 +758,7 @@ class StateStore(Component):
 
     def restore(self, snapshot_id: str) -> RestoreResult:
         if not snapshot_id:
-            raise InvalidArgument("snapshot_id", "required")
+            raise InvalidArgument("snapshot_id", "required", reason="FIELD_REQUIRED")
         now = self.clock()
         # Alone in its transaction, not group-committed: it lists the prefix's keys from the database, which
         # would miss keys that writes earlier in the same batch had only staged.
@@ -787,7 +801,7 @@ class StateStore(Component):
         size = page_size(page_size_)
         before = decode_token(page_token, {})
         if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
-            raise InvalidArgument("page_token", "malformed page token")
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
         # rowid is the creation order, exact even for snapshots taken within the same microsecond.
         rows = self.db.query(
             "SELECT rowid, * FROM snapshots WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",

@@ -541,7 +541,7 @@ class Watcher(Component):
             validate_glob(glob, f"names[{i}]")
         now = time.time()
         if since is not None and since > now + 1.0:
-            raise InvalidArgument("since", "must not be in the future")
+            raise InvalidArgument("since", "must not be in the future", reason="TIMESTAMP_INVALID")
 
         def wanted(name: str) -> bool:
             return not names or any(fnmatch.fnmatchcase(name, g) for g in names)

@@ -305,7 +305,7 @@ class WorkflowEngine(Component):
 
     def get(self, execution_id: str) -> Execution:
         if not execution_id:
-            raise InvalidArgument("execution_id", "an execution id is required")
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
         row = self.store.row(execution_id)
         if row is None:
             raise NotFound("execution", execution_id)
@@ -374,7 +374,7 @@ class WorkflowEngine(Component):
     def _run_for(self, execution_id: str, allow_terminal: tuple[str, ...] = ()) -> ExecutionRun | None:
         """The in-memory run (loaded if needed); None for a terminal execution in allow_terminal."""
         if not execution_id:
-            raise InvalidArgument("execution_id", "an execution id is required")
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
         if run is None:

@@ -36,5 +36,5 @@ def duration_to_seconds(d: duration_pb2.Duration, field: str) -> float | None:
     """None when unset/zero; INVALID_ARGUMENT when negative."""
     seconds = d.ToNanoseconds() / 1e9
     if seconds < 0:
-        raise InvalidArgument(field, "a duration must not be negative")
+        raise InvalidArgument(field, "a duration must not be negative", reason="DURATION_INVALID")
     return seconds or None

@@ -48,7 +48,7 @@ def enum_name(table: dict[int, str], value: int, field: str, *, unspecified: str
     try:
         return table[value]
     except KeyError:
-        raise InvalidArgument(field, f"unknown value {value}") from None
+        raise InvalidArgument(field, f"unknown value {value}", reason="ENUM_VALUE_INVALID") from None
 
 
 # -- agents ----------------------------------------------------------------------------------------
@@ -119,7 +119,9 @@ def agent_pb(a: AgentInfo) -> pb.Agent:
 def condition_from_pb(c: pb.CoordinationCondition) -> CoordinationCondition:
     which = c.WhichOneof("predicate")
     if which is None:
-        raise InvalidArgument("condition", "set contains, regex or json_field_equals")
+        raise InvalidArgument(
+            "condition", "set contains, regex or json_field_equals", reason="CONDITION_INVALID"
+        )
     if which == "contains":
         return CoordinationCondition(contains=c.contains, negate=c.negate)
     if which == "regex":

@@ -45,9 +45,13 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.RegisterAgentResponse:
         kind = enum_name(KIND_NAMES, request.kind, "kind")
         if not kind:
-            raise InvalidArgument("kind", "an agent kind is required (LLM, OFFLINE or REMOTE)")
+            raise InvalidArgument(
+                "kind", "an agent kind is required (LLM, OFFLINE or REMOTE)", reason="FIELD_REQUIRED"
+            )
         if kind == "function":
-            raise InvalidArgument("kind", "function agents are registered in-process only")
+            raise InvalidArgument(
+                "kind", "function agents are registered in-process only", reason="ENUM_VALUE_INVALID"
+            )
         info = self.engine.register_agent(
             request.agent_id,
             kind=kind,
@@ -71,7 +75,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.UpdateCapabilitiesResponse:
         mode = CAPABILITY_MODES.get(request.mode)
         if mode is None:
-            raise InvalidArgument("mode", f"unknown capability update mode {request.mode}")
+            raise InvalidArgument(
+                "mode", f"unknown capability update mode {request.mode}", reason="ENUM_VALUE_INVALID"
+            )
         info = self.engine.update_capabilities(request.agent_id, tuple(request.capabilities), mode)
         return pb.UpdateCapabilitiesResponse(agent=agent_pb(info))
 
@@ -138,7 +144,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> Iterator[pb.ServerMessage]:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "hello":
-            raise InvalidArgument("hello", "the first message of a worker stream must be a WorkerHello")
+            raise InvalidArgument(
+                "hello", "the first message of a worker stream must be a WorkerHello", reason="FIELD_REQUIRED"
+            )
         session = self.engine.connect_worker(hello_from_pb(first.hello))
         context.add_callback(lambda: session.close("stream ended", "disconnected"))
         failure: list[VoltorchError] = []
@@ -170,11 +178,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 break
         if failure:
             raise failure[0]
-        if session.close_kind in ("replaced", "unregistered", "timeout"):
-            raise Aborted(
-                f"worker session ended: {session.close_reason}",
-                reason=f"SESSION_{session.close_kind.upper()}",
-            )
+        if session.close_kind == "replaced":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_REPLACED")
+        if session.close_kind == "unregistered":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_UNREGISTERED")
+        if session.close_kind == "timeout":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_TIMEOUT")
         if session.close_kind == "shutdown":
             raise Unavailable("the server is stopping; reconnect shortly", reason="SERVER_STOPPING")
 

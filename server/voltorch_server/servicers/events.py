@@ -74,7 +74,9 @@ def event_filter(pb: events_pb2.EventFilter) -> EventFilter:
 def timestamp(t, field: str) -> float:
     """Seconds from a Timestamp, INVALID_ARGUMENT when it is outside the Timestamp range."""
     if not 0 <= t.nanos < 1_000_000_000 or not -62135596800 <= t.seconds <= _MAX_TIMESTAMP_SECONDS:
-        raise InvalidArgument(field, "not a valid timestamp (seconds or nanos out of range)")
+        raise InvalidArgument(
+            field, "not a valid timestamp (seconds or nanos out of range)", reason="TIMESTAMP_INVALID"
+        )
     return ts_to_float(t)
 
 
@@ -146,7 +148,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             interval = duration_to_seconds(request.heartbeat_interval, "heartbeat_interval")
             if interval is not None and interval < MIN_HEARTBEAT:
                 raise InvalidArgument(
-                    "heartbeat_interval", f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)"
+                    "heartbeat_interval",
+                    f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)",
+                    reason="DURATION_INVALID",
                 )
         follower = self.events.subscribe(
             flt,
@@ -194,7 +198,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             events_pb2.EVENT_ORDER_ASCENDING,
             events_pb2.EVENT_ORDER_DESCENDING,
         ):
-            raise InvalidArgument("order", f"unknown order {order}")
+            raise InvalidArgument("order", f"unknown order {order}", reason="ENUM_VALUE_INVALID")
         page = self.events.list(
             event_filter(request.filter),
             page_size_=request.page_size,

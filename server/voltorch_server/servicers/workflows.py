@@ -119,7 +119,9 @@ def _kind(pb: workflows_pb2.StepSpec, field: str) -> Any:
 
 def _param(pb: workflows_pb2.ParameterSpec, field: str) -> ParameterSpec:
     if pb.type not in _PARAM_TYPES:
-        raise InvalidArgument(f"{field}.type", f"unknown parameter type {pb.type}")
+        raise InvalidArgument(
+            f"{field}.type", f"unknown parameter type {pb.type}", reason="ENUM_VALUE_INVALID"
+        )
     return ParameterSpec(
         name=pb.name,
         type=_PARAM_TYPES[pb.type],
@@ -335,7 +337,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.RegisterTemplateRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.RegisterTemplateResponse:
         if not request.HasField("template"):
-            raise InvalidArgument("template", "a template is required")
+            raise InvalidArgument("template", "a template is required", reason="FIELD_REQUIRED")
         t = self.engine.register_template(template(request.template))
         return workflows_pb2.RegisterTemplateResponse(template=template_pb(t))
 
@@ -395,7 +397,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.ListExecutionsRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.ListExecutionsResponse:
         if request.status not in _EXEC_STATUS_NAMES and request.status:
-            raise InvalidArgument("status", f"unknown status {request.status}")
+            raise InvalidArgument("status", f"unknown status {request.status}", reason="ENUM_VALUE_INVALID")
         items, token = self.engine.list(
             status=_EXEC_STATUS_NAMES.get(request.status, ""),
             template_name=request.template_name,
