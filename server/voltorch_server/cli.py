@@ -9,11 +9,15 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_ops, _cli_workflows, _logging
+from . import _cli_ops, _cli_workflows
 from . import config as config_mod
+
+# What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
+_EXTRA_OF = {"serve": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import _logging
     from .app import VoltorchServer
 
     try:
@@ -103,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     except VoltorchError as exc:
         print(f"voltorch: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in ("voltorch", "voltorch_server"):
+            raise  # our own code is broken: not a missing extra
+        extra = _EXTRA_OF.get(args.command, "cli")
+        print(
+            f"voltorch {args.command}: the Python package providing {exc.name!r} is not installed;"
+            f" this command needs `pip install 'voltorch[{extra}]'`",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from . import __version__
 from .telemetry import (
     GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
     GEN_AI_OUTPUT_TOKENS,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_TOKEN_TYPE,
@@ -248,7 +249,7 @@ class Metrics:
         operation: str = "chat",
     ) -> None:
         """Token counts and latency of one LLM call; also sets gen_ai.usage.* on the current span."""
-        base = {GEN_AI_REQUEST_MODEL: model, "gen_ai.operation.name": operation}
+        base = {GEN_AI_REQUEST_MODEL: model, GEN_AI_OPERATION: operation}
         for kind, n in (("input", input_tokens), ("output", output_tokens)):
             if n:
                 attrs = {**base, GEN_AI_TOKEN_TYPE: kind}
