@@ -9,11 +9,11 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_ops, _cli_workflows
+from . import _cli_db, _cli_ops, _cli_workflows
 from . import config as config_mod
 
 # What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
-_EXTRA_OF = {"serve": "server"}
+_EXTRA_OF = {"serve": "server", "db": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_ops.add_target(st)
     _cli_workflows.add_parsers(sub)
     _cli_ops.add_parsers(sub)
+    _cli_db.add_parsers(sub)
     return p
 
 
