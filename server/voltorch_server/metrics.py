@@ -487,13 +487,14 @@ class PrometheusRpcDurations:
             "otel_scope_version": SCOPE.version or "",
             "otel_scope_schema_url": SCOPE.schema_url or "",
         }
+        points = [p for p in metric.data.data_points if isinstance(p, HistogramDataPoint)]
         rows = [
-            ({**scope, **{_INVALID_LABEL.sub("_", k): _label(v) for k, v in p.attributes.items()}}, p)
-            for p in metric.data.data_points
+            ({**scope, **{_INVALID_LABEL.sub("_", k): _label(v) for k, v in (p.attributes or {}).items()}}, p)
+            for p in points
         ]
         keys = sorted({k for labels, _ in rows for k in labels})
         name = _INVALID_LABEL.sub("_", metric.name)
-        family = HistogramMetricFamily(name, metric.description, labels=keys, unit="milliseconds")
+        family = HistogramMetricFamily(name, metric.description or "", labels=keys, unit="milliseconds")
         for labels, p in rows:
             bounds = [f"{b}" for b in p.explicit_bounds] + ["+Inf"]
             family.add_metric(

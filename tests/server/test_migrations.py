@@ -66,7 +66,7 @@ def test_a_failed_migration_leaves_nothing_half_written(tmp_path: Path, monkeypa
     from voltorch_server.storage import migrations
 
     def broken(tx) -> None:
-        migrations._schema(tx)["half"].create({"id": int}, pk="id")
+        migrations._schema(tx).table("half").create({"id": int}, pk="id")
         raise RuntimeError("boom")
 
     monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, ("9999_broken", broken)])

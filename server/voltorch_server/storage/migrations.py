@@ -55,11 +55,11 @@ def _state_0001(tx: Tx) -> None:
         )"""
     )
     db = _schema(tx)
-    db["kv_history"].create_index(["key", "id"], "kv_history_key")
-    db["kv_history"].create_index(["revision"], "kv_history_revision")
+    db.table("kv_history").create_index(["key", "id"], "kv_history_key")
+    db.table("kv_history").create_index(["revision"], "kv_history_revision")
     tx.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
     tx.execute("INSERT INTO meta(name, value) VALUES ('revision', 0)")
-    db["snapshots"].create(
+    db.table("snapshots").create(
         {
             "id": str,
             "revision": int,
@@ -102,7 +102,7 @@ def _events_0001(tx: Tx) -> None:
         )"""
     )
     tx.execute("CREATE INDEX events_correlation ON events(correlation_id, seq) WHERE correlation_id != ''")
-    _schema(tx)["events"].create_index(["time"], "events_time")
+    _schema(tx).table("events").create_index(["time"], "events_time")
     tx.execute("CREATE INDEX events_trace ON events(trace_id) WHERE trace_id != ''")
 
 
@@ -129,8 +129,10 @@ def _workflows_0001(tx: Tx) -> None:
         "definition": str,
         "create_time": float,
     }
-    db["workflow_templates"].create(templates, pk=("name", "version"), not_null=set(templates))
-    db["workflow_templates"].create_index(["category", "name", "version"], "workflow_templates_category")
+    db.table("workflow_templates").create(templates, pk=("name", "version"), not_null=set(templates))
+    db.table("workflow_templates").create_index(
+        ["category", "name", "version"], "workflow_templates_category"
+    )
     # One row per execution; `definition` is the template as this execution runs it (options applied).
     # run_elapsed + (now - run_since) is the running time counted against the workflow timeout.
     tx.execute(
@@ -158,7 +160,7 @@ def _workflows_0001(tx: Tx) -> None:
             run_since REAL
         )"""
     )
-    executions = db["workflow_executions"]
+    executions = db.table("workflow_executions")
     executions.create_index(["create_time", "id"], "workflow_executions_created")
     executions.create_index(["status", "create_time"], "workflow_executions_status")
     executions.create_index(["template_name", "create_time"], "workflow_executions_template")
@@ -206,9 +208,9 @@ def _watcher_0001(tx: Tx) -> None:
     tx.execute("CREATE INDEX errors_trace ON errors(trace_id) WHERE trace_id != ''")
     tx.execute("CREATE INDEX errors_correlation ON errors(correlation_id) WHERE correlation_id != ''")
     db = _schema(tx)
-    db["errors"].create_index(["time"], "errors_time")
+    db.table("errors").create_index(["time"], "errors_time")
     # Metric history: one row per series per collection interval.
-    samples = db["metric_samples"]
+    samples = db.table("metric_samples")
     samples.create(
         {"name": str, "attributes": str, "time": float, "value": float, "histogram": str},
         not_null={"name", "attributes", "time", "value"},
@@ -280,7 +282,7 @@ def _coordination_0001(tx: Tx) -> None:
     tx.execute(
         "CREATE INDEX coordinations_active ON coordinations(status) WHERE status IN ('queued', 'running')"
     )
-    coordinations = _schema(tx)["coordinations"]
+    coordinations = _schema(tx).table("coordinations")
     coordinations.create_index(["status", "id"], "coordinations_status")
     coordinations.create_index(["correlation_id", "id"], "coordinations_correlation")
 
@@ -301,7 +303,7 @@ MIGRATIONS_TABLE = "_migrations"
 def migrate(db: Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     with db.write() as tx:
-        _schema(tx)[MIGRATIONS_TABLE].create(
+        _schema(tx).table(MIGRATIONS_TABLE).create(
             {"name": str, "applied_at": float}, pk="name", not_null={"applied_at"}, if_not_exists=True
         )
         done = {row[0] for row in tx.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")}
