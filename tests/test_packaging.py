@@ -43,24 +43,43 @@ def _run(*cmd: str | Path, timeout: float = 300, check: bool = True) -> subproce
 
 
 @pytest.fixture(scope="module")
-def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a fresh venv with only the voltorch wheel (no extras) installed."""
-    tmp = tmp_path_factory.mktemp("packaging")
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp / "dist", ROOT)
-    (wheel,) = (tmp / "dist").glob("voltorch-*.whl")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", dist, ROOT)
+    (built,) = dist.glob("voltorch-*.whl")
+    return built
+
+
+def _venv_with(tmp: Path, requirement: str) -> Path:
+    """The python of a fresh venv with `requirement` (the wheel, perhaps with extras) installed."""
     _run(sys.executable, "-m", "venv", tmp / "venv", timeout=120)
     python = tmp / "venv" / "bin" / "python"
-    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel)
+    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement)
     return python
+
+
+@pytest.fixture(scope="module")
+def sdk_python(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """The python of a fresh venv with only the voltorch wheel (no extras) installed."""
+    return _venv_with(tmp_path_factory.mktemp("sdk"), str(wheel))
+
+
+@pytest.fixture(scope="module")
+def cli_python(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """The python of a fresh venv with `voltorch[cli]` installed from the wheel."""
+    return _venv_with(tmp_path_factory.mktemp("cli"), f"{wheel}[cli]")
+
+
+def _absent(python: Path, modules: list[str]) -> dict[str, bool]:
+    probe = "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is None for m in %r}))"
+    return json.loads(_run(python, "-c", probe % modules).stdout)
 
 
 def test_the_bare_install_has_only_the_sdk_dependencies(sdk_python: Path) -> None:
     listed = _run(sdk_python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check")
     installed = {d["name"].lower().replace("_", "-") for d in json.loads(listed.stdout)}
     assert installed - {"pip", "setuptools", "typing-extensions"} == SDK_DISTRIBUTIONS
-    probe = "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None for m in %r}))"
-    found = json.loads(_run(sdk_python, "-c", probe % SERVER_ONLY).stdout)
-    assert found == dict.fromkeys(SERVER_ONLY, False)
+    assert _absent(sdk_python, SERVER_ONLY) == dict.fromkeys(SERVER_ONLY, True)
 
 
 def test_the_bare_sdk_drives_a_running_server(sdk_python: Path, server: VoltorchServer) -> None:
@@ -84,6 +103,19 @@ def test_serve_without_the_server_extra_says_what_to_install(sdk_python: Path) -
     assert out.returncode == 2
     assert "pip install 'voltorch[server]'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_cli_extra_is_enough_for_the_client_commands(cli_python: Path, server: VoltorchServer) -> None:
+    server_only = [m for m in SERVER_ONLY if m != "rich"]
+    assert _absent(cli_python, server_only) == dict.fromkeys(server_only, True)
+    voltorch_cmd = cli_python.parent / "voltorch"
+    _run(voltorch_cmd, "state", "set", "cli/k", '{"n": 2}', "--target", server.target, timeout=60)
+    got = _run(voltorch_cmd, "state", "get", "cli/k", "--target", server.target, timeout=60)
+    assert json.loads(got.stdout)["value"] == {"n": 2}
+    health = _run(voltorch_cmd, "health", "--target", server.target, timeout=60)
+    assert "HEALTHY" in health.stdout and "state" in health.stdout
+    serve = _run(voltorch_cmd, "serve", "--port", "0", timeout=60, check=False)
+    assert serve.returncode == 2 and "pip install 'voltorch[server]'" in serve.stderr
 
 
 def test_the_version_is_written_once() -> None:
