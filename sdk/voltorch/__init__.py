@@ -46,6 +46,7 @@ from ._state import (
     ValueIs,
     VersionIs,
 )
+from ._version import __version__
 from ._workflows import (
     AgentTask,
     ConditionStep,
@@ -73,10 +74,9 @@ from .errors import (
 )
 from .worker import TaskFailed, Worker, WorkerTask
 
-__version__ = "0.1.0"
-
 __all__ = [
     "TLS",
+    "__version__",
     "AlreadyExistsError",
     "Change",
     "Client",

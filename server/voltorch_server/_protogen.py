@@ -1,18 +1,21 @@
 """Generate the Python code for protos/ (messages, .pyi stubs, gRPC stubs).
 
-`make protos` writes into sdk/; the drift test writes into a temporary folder and compares, so the
-committed code is always what the protos produce. Only protos/voltorch is compiled: protos/third_party
-(google.rpc, grpc.health.v1) is for clients that load .proto files at run time, and Python takes that code
-from its pip packages (googleapis-common-protos, grpcio-health-checking).
+`make protos` writes into sdk/; `make protos-check` (in `make lint`) and the drift test write into a
+temporary folder and compare, so the committed code is always what the protos produce. Only
+protos/voltorch is compiled: protos/third_party (google.rpc, grpc.health.v1) is for clients that load
+.proto files at run time, and Python takes that code from its pip packages (googleapis-common-protos,
+grpcio-health-checking).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
+COMMITTED = ROOT / "sdk" / "voltorch" / "v1"
 
 
 def proto_files() -> list[Path]:
@@ -44,6 +47,41 @@ def generate(out_dir: Path) -> list[Path]:
     return sorted(pkg.glob("*"))
 
 
-if __name__ == "__main__":
-    written = generate(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "sdk"))
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def drift(out_dir: Path, committed: Path = COMMITTED) -> list[str]:
+    """Generate into out_dir and compare with the committed code: the problems found (none = in sync)."""
+    generate(out_dir)
+    fresh, have = _files(out_dir / "voltorch" / "v1"), _files(committed)
+    if not fresh:
+        return ["protoc produced nothing"]
+    problems = [f"missing generated file {n}" for n in sorted(set(fresh) - set(have))]
+    problems += [f"extra generated file {n}" for n in sorted(set(have) - set(fresh))]
+    problems += [f"stale generated file {n}" for n in sorted(fresh) if n in have and fresh[n] != have[n]]
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--check"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            problems = drift(Path(tmp))
+        for p in problems:
+            print(f"protos-check: {p}", file=sys.stderr)
+        if problems:
+            print("protos-check: the generated code differs from protos/; run `make protos`", file=sys.stderr)
+            return 1
+        print("protos-check: generated code matches protos/")
+        return 0
+    written = generate(Path(argv[0]) if argv else ROOT / "sdk")
     print(f"generated {len(written)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -11,14 +11,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voltorch.v1 import (
     coordination_pb2,
-    coordination_pb2_grpc,
     events_pb2,
-    events_pb2_grpc,
     orchestrator_pb2,
-    orchestrator_pb2_grpc,
     state_pb2,
     workflows_pb2,
-    workflows_pb2_grpc,
 )
 
 from . import servicers
@@ -38,26 +34,6 @@ SERVICES = {
     "voltorch.v1.CoordinationService": coordination_pb2,
     "voltorch.v1.WorkflowService": workflows_pb2,
     "voltorch.v1.OrchestratorService": orchestrator_pb2,
-}
-
-# Generated base servicers answer UNIMPLEMENTED; used for services a server build does not provide yet.
-_PLACEHOLDERS = {
-    "voltorch.v1.EventService": (
-        events_pb2_grpc.EventServiceServicer,
-        events_pb2_grpc.add_EventServiceServicer_to_server,
-    ),
-    "voltorch.v1.CoordinationService": (
-        coordination_pb2_grpc.CoordinationServiceServicer,
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server,
-    ),
-    "voltorch.v1.WorkflowService": (
-        workflows_pb2_grpc.WorkflowServiceServicer,
-        workflows_pb2_grpc.add_WorkflowServiceServicer_to_server,
-    ),
-    "voltorch.v1.OrchestratorService": (
-        orchestrator_pb2_grpc.OrchestratorServiceServicer,
-        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
-    ),
 }
 
 
@@ -84,12 +60,8 @@ class VoltorchServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        provided = set()
         for module in servicers.MODULES:
-            provided.update(module.register(self.grpc, self.runtime) or ())
-        for name, (base, add) in _PLACEHOLDERS.items():
-            if name not in provided:
-                add(base(), self.grpc)
+            module.register(self.grpc, self.runtime)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]

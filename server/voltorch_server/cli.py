@@ -9,11 +9,15 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_ops, _cli_workflows, _logging
+from . import _cli_db, _cli_ops, _cli_workflows
 from . import config as config_mod
+
+# What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
+_EXTRA_OF = {"serve": "server", "db": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import _logging
     from .app import VoltorchServer
 
     try:
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_ops.add_target(st)
     _cli_workflows.add_parsers(sub)
     _cli_ops.add_parsers(sub)
+    _cli_db.add_parsers(sub)
     return p
 
 
@@ -103,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     except VoltorchError as exc:
         print(f"voltorch: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in ("voltorch", "voltorch_server"):
+            raise  # our own code is broken: not a missing extra
+        extra = _EXTRA_OF.get(args.command, "cli")
+        print(
+            f"voltorch {args.command}: the Python package providing {exc.name!r} is not installed;"
+            f" this command needs `pip install 'voltorch[{extra}]'`",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from ..errors import PermissionDenied, Unauthenticated
+from ._handlers import rebuild
 from ._status import to_status
 
 ROLES = ("admin", "agent", "reader")
@@ -110,10 +111,4 @@ def _deny(handler: grpc.RpcMethodHandler, exc: Exception) -> grpc.RpcMethodHandl
         context.abort_with_status(status)
         yield  # pragma: no cover - never reached
 
-    if handler.unary_unary:
-        return handler._replace(unary_unary=reject)
-    if handler.stream_unary:
-        return handler._replace(stream_unary=reject)
-    if handler.unary_stream:
-        return handler._replace(unary_stream=reject_stream)
-    return handler._replace(stream_stream=reject_stream)
+    return rebuild(handler, reject_stream if handler.response_streaming else reject)

@@ -12,6 +12,7 @@ from voltorch.v1 import events_pb2, events_pb2_grpc
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
+from ._handlers import rebuild
 from ._streams import pump
 
 DEFAULT_HEARTBEAT = 30.0
@@ -250,7 +251,7 @@ def register(server: grpc.Server, runtime) -> list[str]:
     taken = _Handlers()
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), taken)
     handlers = taken.handlers
-    handlers["Subscribe"] = handlers["Subscribe"]._replace(response_serializer=_serialize_response)
+    handlers["Subscribe"] = rebuild(handlers["Subscribe"], response_serializer=_serialize_response)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
     return [name]

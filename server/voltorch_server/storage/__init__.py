@@ -1,4 +1,4 @@
-"""SQLite storage: one database file in WAL mode, named migrations."""
+"""SQLite storage: one database file in WAL mode, named migrations, read-only inspection (inspect.py)."""
 
 from .db import Database, Tx
 from .migrations import MIGRATIONS, migrate
