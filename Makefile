@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 50051
 DB     ?= ./voltorch.db
+UI_PORT ?= 8233
 
 .PHONY: setup run serve test protos protos-check lint bench clean
 
@@ -19,10 +20,10 @@ $(STAMP): pyproject.toml
 
 # The headline: start a server on the embedded SQLite default and run the complete workflow with live progress.
 run: $(STAMP)
-	$(PY) -m voltorch_server.demo --db $(DB)
+	$(PY) -m voltorch_server.demo --db $(DB) --ui-port $(UI_PORT)
 
 serve: $(STAMP)
-	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB)
+	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB) --ui-port $(UI_PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

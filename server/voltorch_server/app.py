@@ -24,7 +24,9 @@ from voltorch.v1 import (
 from . import servicers
 from .config import Config
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
+from .auth import parse_tokens
+from .console import Console
+from .servicers._auth import AuthInterceptor
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._status import ErrorInterceptor
 from .servicers._tracing import telemetry_interceptor
@@ -70,6 +72,8 @@ class VoltorchServer:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
         tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        self._tokens = tokens
+        self.console: Console | None = None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -114,6 +118,10 @@ class VoltorchServer:
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
         self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
+        if self.config.ui_port:
+            port = 0 if self.config.ui_port < 0 else self.config.ui_port
+            self.console = Console(self.runtime, self.config.host, port, self._tokens).start()
+            log.info("voltorch console on %s", self.console.url)
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -122,6 +130,8 @@ class VoltorchServer:
             return
         self._stopped = True
         self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            self.console.stop()
         self.runtime.watcher.announce_stopping()
         self.runtime.stop_components()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()

@@ -1,0 +1,214 @@
+"""The console's HTTP surface: static assets, the JSON API, server-sent event streams, auth, errors.
+
+Domain errors become HTTP statuses here, in one place (as `servicers/_status.py` does for gRPC); an
+unexpected exception is a 500 with an error id that is in the server log, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import errors as e
+from .._ids import new_id
+from ..auth import allowed, role_of
+from . import _sse
+from ._api import ROUTES, Query, Request, Route
+from ._json import dumps
+
+log = logging.getLogger("voltorch.console")
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY = 64 * 1024
+
+_STATUS: list[tuple[type[e.VoltorchError], HTTPStatus]] = [
+    (e.InvalidArgument, HTTPStatus.BAD_REQUEST),
+    (e.NotFound, HTTPStatus.NOT_FOUND),
+    (e.AlreadyExists, HTTPStatus.CONFLICT),
+    (e.FailedPrecondition, HTTPStatus.CONFLICT),
+    (e.OutOfRange, HTTPStatus.GONE),
+    (e.ResourceExhausted, HTTPStatus.TOO_MANY_REQUESTS),
+    (e.Aborted, HTTPStatus.CONFLICT),
+    (e.Unavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+    (e.DeadlineExceeded, HTTPStatus.GATEWAY_TIMEOUT),
+    (e.Unauthenticated, HTTPStatus.UNAUTHORIZED),
+    (e.PermissionDenied, HTTPStatus.FORBIDDEN),
+    (e.Unimplemented, HTTPStatus.NOT_IMPLEMENTED),
+]
+
+
+def http_status(exc: BaseException) -> HTTPStatus:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, e.VoltorchError) and http_status(exc) != HTTPStatus.INTERNAL_SERVER_ERROR:
+        body: dict[str, Any] = {"message": exc.message, "reason": exc.reason, "metadata": exc.metadata}
+        if isinstance(exc, e.InvalidArgument):
+            body["field_violations"] = [{"field": v.field, "description": v.description} for v in exc.violations]
+        return {"error": body}
+    error_id = new_id("err")
+    log.error("console internal error %s", error_id, exc_info=exc)
+    return {
+        "error": {
+            "message": f"internal error (id {error_id}); the server log has the details",
+            "reason": "INTERNAL",
+            "metadata": {"error_id": error_id},
+        }
+    }
+
+
+class ConsoleHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # an open event stream never holds up the process
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], runtime: Any, tokens: dict[str, str]):
+        super().__init__(address, Handler)
+        self.runtime = runtime
+        self.tokens = tokens
+        self.stopping = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ConsoleHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "voltorch-console"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    # -- dispatch -------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        if not url.path.startswith("/api/"):
+            if method != "GET":
+                self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": {"message": "assets are read with GET"}})
+                return
+            self._static(url.path)
+            return
+        route, params = self._match(method, url.path)
+        try:
+            if route is None:
+                raise e.NotFound("route", f"{method} {url.path}")
+            role = self._role() if route.handler.__name__ == "session" else self._authorize(route)
+            request = Request(
+                runtime=self.server.runtime,
+                params=params,
+                query=Query(url.query),
+                body=self._body() if method == "POST" else {},
+                last_event_id=self._last_event_id(),
+            )
+            if route.stream:
+                follower, stop = route.handler(request)
+                self._stream(follower, stop)
+                return
+            result = route.handler(request)
+            if route.handler.__name__ == "session":
+                result = {"auth": bool(self.server.tokens), "role": role}
+            self._json(HTTPStatus.OK, result)
+        except Exception as exc:
+            self._json(http_status(exc), error_body(exc))
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in ROUTES:
+            if route.method == method:
+                m = route.pattern.match(path)
+                if m:
+                    return route, m.groupdict()
+        return None, {}
+
+    def _role(self) -> str | None:
+        """The caller's role; with no tokens configured everyone is admin (the local default)."""
+        tokens = self.server.tokens
+        return role_of(tokens, self.headers.get("Authorization", "")) if tokens else "admin"
+
+    def _authorize(self, route: Route) -> str:
+        role = self._role()
+        if role is None:
+            raise e.Unauthenticated("a valid bearer token is required (Authorization: Bearer <token>)")
+        if not allowed(role, route.rpc):
+            raise e.PermissionDenied(f"role {role!r} may not call {route.rpc}")
+        return role
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise e.InvalidArgument("body", f"at most {MAX_BODY} bytes")
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise e.InvalidArgument("body", "must be a JSON object") from None
+        if not isinstance(data, dict):
+            raise e.InvalidArgument("body", "must be a JSON object")
+        return data
+
+    def _last_event_id(self) -> int | None:
+        raw = self.headers.get("Last-Event-ID") or Query(urlsplit(self.path).query).str("after")
+        if not raw:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise e.InvalidArgument("Last-Event-ID", f"must be an event sequence (got {raw!r})") from None
+        if value < 0:
+            raise e.InvalidArgument("Last-Event-ID", "must not be negative")
+        return value
+
+    # -- responses ------------------------------------------------------------------------------------
+
+    def _json(self, status: HTTPStatus, body: Any) -> None:
+        data = dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, follower: Any, stop: Any) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.send_header("X-Accel-Buffering", "no")
+        self.end_headers()
+        self.close_connection = True
+        _sse.stream(self.wfile, follower, self.server.stopping, stop=stop)
+
+    def _static(self, path: str) -> None:
+        name = "index.html" if path in ("", "/") else path.lstrip("/")
+        file = (STATIC / name).resolve()
+        if not file.is_relative_to(STATIC) or not file.is_file():
+            self._json(HTTPStatus.NOT_FOUND, {"error": {"message": f"no asset {path}"}})
+            return
+        data = file.read_bytes()
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if file.suffix == ".js":
+            kind = "text/javascript"
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", kind + ("; charset=utf-8" if kind.startswith("text/") else ""))
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
+        self.end_headers()
+        self.wfile.write(data)
