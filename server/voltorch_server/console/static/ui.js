@@ -68,8 +68,10 @@ export function badge(status) {
   return h("span", { class: "badge", "data-s": st }, st.replace("_", " "));
 }
 
+let noticeTimer = null;
 export function notice(message, kind = "info") {
   const el = document.getElementById("notice");
+  clearTimeout(noticeTimer);
   if (!message) {
     el.hidden = true;
     return;
@@ -77,6 +79,7 @@ export function notice(message, kind = "info") {
   el.dataset.kind = kind;
   el.textContent = message;
   el.hidden = false;
+  if (kind === "info") noticeTimer = setTimeout(() => (el.hidden = true), 4000); // errors stay until the next page
 }
 
 const LONG = 400;

@@ -76,7 +76,10 @@ export function mount(main, { params, session }) {
     if (e.result !== null && e.result !== undefined && !result.firstChild) {
       result.append(h("details", {}, h("summary", {}, "Result"), jsonView(e.result)));
     }
+    // Redrawing replaces the nodes: keep keyboard focus on the step that had it.
+    const focused = dag.contains(document.activeElement) ? document.activeElement.dataset.step : null;
     dag.replaceChildren(drawDag(view.graph, e.steps, { selected: view.selected, onSelect: select }));
+    if (focused) dag.querySelector(`[data-step="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
     const st = view.selected && findStep(view.selected);
     const sig = st ? JSON.stringify([st.step_id, st.status, st.attempts, st.end_time, st.children.map((c) => c.status)]) : "";
     if (sig && sig !== view.stepSig) renderStep(); // unchanged: keep what the reader has unfolded
