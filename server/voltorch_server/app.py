@@ -22,10 +22,10 @@ from voltorch.v1 import (
 )
 
 from . import servicers
-from .config import Config
-from .runtime import Runtime
 from .auth import parse_tokens
+from .config import Config
 from .console import Console
+from .runtime import Runtime
 from .servicers._auth import AuthInterceptor
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._status import ErrorInterceptor

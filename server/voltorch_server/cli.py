@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--db", help="SQLite database file")
     s.add_argument("--config", help="TOML or JSON config file")
-    s.add_argument("--ui-port", type=int, help="serve the web console on this port (0 = off, -1 = any free port)")
+    s.add_argument(
+        "--ui-port", type=int, help="serve the web console on this port (0 = off, -1 = any free port)"
+    )
     s.set_defaults(fn=_serve)
 
     st = sub.add_parser("state", help="read and write global state")

@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"Agents: {team} ({'OpenAI-compatible, model ' + cfg.openai_model if llm else 'offline'})"
             )
             if server.console is not None:
-                console.print(f"Console: [bold link={server.console.url}]{server.console.url}[/] (open it to watch)")
+                console.print(
+                    f"Console: [bold link={server.console.url}]{server.console.url}[/] (open it to watch)"
+                )
             console.print(f"Requirement: [italic]{args.requirement}[/]")
             started = client.workflows.execute_complete(args.requirement)
             execution = follow(client, started.execution.id, console, timeout=args.timeout)

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import voltorch
-from conftest import ADMIN, AGENT, READER, Http
+from console_kit import ADMIN, AGENT, READER, Http
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
@@ -72,7 +72,9 @@ def test_executions_list_pages_and_filters(console_server: VoltorchServer, http:
     assert http.get("/api/executions?status=running").body["items"] == []
     bad = http.get("/api/executions?status=bogus")
     assert bad.status == 400 and bad.body["error"]["field_violations"][0]["field"] == "status"
-    assert http.get("/api/executions?page_size=x").body["error"]["field_violations"][0]["field"] == "page_size"
+    assert (
+        http.get("/api/executions?page_size=x").body["error"]["field_violations"][0]["field"] == "page_size"
+    )
 
     detail = http.get(f"/api/executions/{ids[0]}").body
     assert [n["id"] for n in detail["graph"]][:2] == ["analyse", "generate_tasks"]
@@ -101,7 +103,10 @@ def test_event_stream_resumes_after_last_event_id(console_server: VoltorchServer
     listed = http.get("/api/events?types=probe.*&page_size=3").body
     assert [e["data"]["n"] for e in listed["items"]] == [3, 2, 1] and listed["next_page_token"]
     assert listed["head_sequence"] >= sent[-1].sequence
-    assert http.get("/api/events?min_priority=urgent").body["error"]["field_violations"][0]["field"] == "min_priority"
+    assert (
+        http.get("/api/events?min_priority=urgent").body["error"]["field_violations"][0]["field"]
+        == "min_priority"
+    )
     bad = http.get("/api/events/stream", headers={"Last-Event-ID": "x"})
     assert bad.status == 400 and bad.body["error"]["field_violations"][0]["field"] == "Last-Event-ID"
 
@@ -163,7 +168,10 @@ def test_bad_bodies_are_refused_with_the_field(http: Http) -> None:
     missing = http.post("/api/executions", {"template_name": ""})
     assert missing.status == 400 and missing.body["error"]["field_violations"][0]["field"] == "template_name"
     not_json = urllib.request.Request(
-        http.base + "/api/executions", data=b"[1,", method="POST", headers={"Content-Type": "application/json"}
+        http.base + "/api/executions",
+        data=b"[1,",
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     try:
         urllib.request.urlopen(not_json, timeout=10)
@@ -174,7 +182,9 @@ def test_bad_bodies_are_refused_with_the_field(http: Http) -> None:
     assert params.status == 400 and params.body["error"]["field_violations"][0]["field"] == "parameters"
 
 
-def test_unexpected_errors_are_500_with_an_id(console_server: VoltorchServer, http: Http, monkeypatch) -> None:
+def test_unexpected_errors_are_500_with_an_id(
+    console_server: VoltorchServer, http: Http, monkeypatch
+) -> None:
     def boom(*a, **k):
         raise RuntimeError("secret detail")
 
@@ -182,4 +192,3 @@ def test_unexpected_errors_are_500_with_an_id(console_server: VoltorchServer, ht
     r = http.get("/api/health")
     assert r.status == 500 and "secret" not in json.dumps(r.body)
     assert r.body["error"]["metadata"]["error_id"].startswith("err")
-

@@ -8,7 +8,7 @@ import re
 import urllib.request
 
 import voltorch
-from conftest import ADMIN, AGENT, READER, Http
+from console_kit import ADMIN, AGENT, READER, Http
 from voltorch_server.app import VoltorchServer
 
 STEP = '[data-step="{}"][data-s="{}"]'
@@ -111,7 +111,7 @@ def test_event_tail_filters_pauses_and_shows_a_correlation(console_server: Volto
         t.shot("events")
 
     page.click('#tail tr[data-type="custom.reply"] a')
-    page.wait_for_selector('#correlation-tree li[data-event] ul.tree li[data-event]')
+    page.wait_for_selector("#correlation-tree li[data-event] ul.tree li[data-event]")
     assert page.locator("#correlation-tree li").count() == 2
     t.shot("correlation")
 
@@ -142,7 +142,9 @@ def test_phone_width_has_no_horizontal_page_scroll(console_server: VoltorchServe
     t.shot("phone-system")
 
 
-def test_reader_logs_in_and_the_cancel_button_is_refused(secured_server: VoltorchServer, gate_for, tab) -> None:
+def test_reader_logs_in_and_the_cancel_button_is_refused(
+    secured_server: VoltorchServer, gate_for, tab
+) -> None:
     with voltorch.Client(secured_server.target, token=ADMIN) as client:
         gate_for(client)
         e = client.workflows.start("gated-release").execution

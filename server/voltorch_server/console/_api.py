@@ -51,7 +51,9 @@ class Query:
         try:
             return float(raw)
         except ValueError:
-            raise InvalidArgument(name, f"must be a number of seconds since the epoch (got {raw!r})") from None
+            raise InvalidArgument(
+                name, f"must be a number of seconds since the epoch (got {raw!r})"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,7 @@ def agent_history(r: Request) -> dict[str, Any]:
                 slot["load"] = s.value
     return {
         "interval": report.interval,
-        "agents": {
-            a: [{"time": t, **v} for t, v in sorted(points.items())] for a, points in agents.items()
-        },
+        "agents": {a: [{"time": t, **v} for t, v in sorted(points.items())] for a, points in agents.items()},
     }
 
 
@@ -240,7 +240,11 @@ def list_events(r: Request) -> dict[str, Any]:
         page_token=r.query.str("page_token"),
         descending=True,
     )
-    return {"items": page.events, "next_page_token": page.next_page_token, "head_sequence": page.head_sequence}
+    return {
+        "items": page.events,
+        "next_page_token": page.next_page_token,
+        "head_sequence": page.head_sequence,
+    }
 
 
 def subscribe_events(r: Request) -> tuple[Any, None]:
@@ -303,9 +307,7 @@ def trace(r: Request) -> dict[str, Any]:
         max_entries=r.query.int("max_entries"),
     )
     return {
-        "entries": [
-            {"kind": "event" if hasattr(x, "sequence") else "error", "item": x} for x in t.entries
-        ],
+        "entries": [{"kind": "event" if hasattr(x, "sequence") else "error", "item": x} for x in t.entries],
         "trace_ids": t.trace_ids,
         "correlation_ids": t.correlation_ids,
         "components": t.components,
@@ -326,7 +328,9 @@ _WF, _EV, _CO, _OR = (
 )
 
 
-def _route(method: str, path: str, rpc: str, handler: Callable[[Request], Any], stream: bool = False) -> Route:
+def _route(
+    method: str, path: str, rpc: str, handler: Callable[[Request], Any], stream: bool = False
+) -> Route:
     return Route(method, re.compile(f"^{path}$"), rpc, handler, stream)
 
 

@@ -6,6 +6,8 @@ unexpected exception is a 500 with an error id that is in the server log, never 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import mimetypes
@@ -55,7 +57,9 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, e.VoltorchError) and http_status(exc) != HTTPStatus.INTERNAL_SERVER_ERROR:
         body: dict[str, Any] = {"message": exc.message, "reason": exc.reason, "metadata": exc.metadata}
         if isinstance(exc, e.InvalidArgument):
-            body["field_violations"] = [{"field": v.field, "description": v.description} for v in exc.violations]
+            body["field_violations"] = [
+                {"field": v.field, "description": v.description} for v in exc.violations
+            ]
         return {"error": body}
     error_id = new_id("err")
     log.error("console internal error %s", error_id, exc_info=exc)
@@ -66,6 +70,23 @@ def error_body(exc: BaseException) -> dict[str, Any]:
             "metadata": {"error_id": error_id},
         }
     }
+
+
+@functools.cache
+def _asset(name: str) -> tuple[bytes, str, str] | None:
+    """An asset's bytes, content type and ETag, read once (they ship with the package)."""
+    file = (STATIC / name).resolve()
+    if not file.is_relative_to(STATIC) or not file.is_file():
+        return None
+    data = file.read_bytes()
+    kind = (
+        "text/javascript"
+        if file.suffix == ".js"
+        else mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    )
+    if kind.startswith("text/"):
+        kind += "; charset=utf-8"
+    return data, kind, f'"{hashlib.sha256(data).hexdigest()[:16]}"'
 
 
 class ConsoleHTTPServer(ThreadingHTTPServer):
@@ -196,19 +217,22 @@ class Handler(BaseHTTPRequestHandler):
         _sse.stream(self.wfile, follower, self.server.stopping, stop=stop)
 
     def _static(self, path: str) -> None:
-        name = "index.html" if path in ("", "/") else path.lstrip("/")
-        file = (STATIC / name).resolve()
-        if not file.is_relative_to(STATIC) or not file.is_file():
+        asset = _asset("index.html" if path in ("", "/") else path.lstrip("/"))
+        if asset is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": {"message": f"no asset {path}"}})
             return
-        data = file.read_bytes()
-        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        if file.suffix == ".js":
-            kind = "text/javascript"
+        data, kind, etag = asset
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", kind + ("; charset=utf-8" if kind.startswith("text/") else ""))
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
+        self.send_header("ETag", etag)
+        self.send_header("Cache-Control", "no-cache")  # revalidated: a new version is seen at once
         self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
         self.end_headers()
         self.wfile.write(data)

@@ -15,6 +15,7 @@ from ._status import to_status
 
 __all__ = ["AuthInterceptor", "allowed", "parse_tokens"]
 
+
 class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, tokens: dict[str, str]):
         self._tokens = tokens

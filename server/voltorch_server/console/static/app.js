@@ -1,12 +1,14 @@
 // The console shell: session (bearer token in sessionStorage), hash router, page lifecycle.
 import { get, token } from "./api.js";
 import { h, notice } from "./ui.js";
-import * as workflows from "./pages/workflows.js";
-import * as execution from "./pages/execution.js";
-import * as agents from "./pages/agents.js";
-import * as events from "./pages/events.js";
-import * as system from "./pages/system.js";
-import * as trace from "./pages/trace.js";
+
+// Pages load on first visit (dynamic import): the first paint fetches only the modules it draws with.
+const workflows = () => import("./pages/workflows.js");
+const execution = () => import("./pages/execution.js");
+const agents = () => import("./pages/agents.js");
+const events = () => import("./pages/events.js");
+const system = () => import("./pages/system.js");
+const trace = () => import("./pages/trace.js");
 
 export const session = { auth: false, role: null, canControl: false };
 
@@ -21,6 +23,8 @@ const ROUTES = [
 ];
 
 let current = null;
+let sessionReady = null;
+let generation = 0;
 
 async function loadSession() {
   const s = await get("/api/session");
@@ -38,11 +42,14 @@ async function loadSession() {
 async function route() {
   if (current && current.unmount) current.unmount();
   current = null;
+  const mine = ++generation;
   const hash = location.hash || "#/workflows";
   const main = document.getElementById("main");
-  for (const [re, page, nav, mode] of ROUTES) {
+  for (const [re, load, nav, mode] of ROUTES) {
     const m = hash.match(re);
     if (!m) continue;
+    const [page] = await Promise.all([load(), sessionReady]); // the module and the session in parallel
+    if (mine !== generation) return; // navigated elsewhere meanwhile
     for (const a of document.querySelectorAll(".top nav a")) {
       if (a.dataset.page === nav) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
@@ -65,20 +72,22 @@ document.getElementById("login").addEventListener("submit", async (ev) => {
   const input = document.getElementById("token");
   token.set(input.value.trim());
   input.value = "";
-  await loadSession();
+  sessionReady = loadSession();
+  await sessionReady;
   if (session.auth && !session.role) notice("That token was not accepted.", "error");
   route();
 });
 document.getElementById("logout-button").addEventListener("click", async () => {
   token.set("");
-  await loadSession();
+  sessionReady = loadSession();
+  await sessionReady;
   route();
 });
 window.addEventListener("hashchange", () => {
-  route();
+  route().catch((err) => notice(err.message, "error"));
   document.getElementById("main").focus({ preventScroll: true });
 });
 
-loadSession()
-  .then(route)
-  .catch((err) => notice(`Cannot reach the server: ${err.message}`, "error"));
+sessionReady = loadSession();
+sessionReady.catch((err) => notice(`Cannot reach the server: ${err.message}`, "error"));
+route().catch((err) => notice(err.message, "error"));
