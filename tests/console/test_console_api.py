@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import voltorch
 from console_kit import ADMIN, AGENT, READER, Http
@@ -192,3 +193,11 @@ def test_unexpected_errors_are_500_with_an_id(
     r = http.get("/api/health")
     assert r.status == 500 and "secret" not in json.dumps(r.body)
     assert r.body["error"]["metadata"]["error_id"].startswith("err")
+
+
+def test_readme_shows_the_console_and_says_how_to_open_it() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    assert "![" in readme and "(docs/console.png)" in readme
+    assert (root / "docs" / "console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "--ui-port 8233" in readme and "UI_PORT ?= 8233" in (root / "Makefile").read_text()

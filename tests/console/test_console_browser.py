@@ -78,6 +78,7 @@ def test_keyboard_selects_a_step(console_server: VoltorchServer, tab) -> None:
     page.keyboard.press("Enter")
     page.wait_for_selector("#step-output .json")
     assert page.evaluate("document.activeElement.dataset.step") == "analyse"
+    t.shot("execution-complete-workflow")
     chip = page.locator('.chip[data-step="execute_tasks[0]"]')
     chip.focus()
     page.keyboard.press("Enter")
