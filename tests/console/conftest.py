@@ -53,9 +53,12 @@ def gate_for() -> Iterator[Any]:
 # -- the browser ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium. Absent: a loud skip locally, a failure under CI=true (.ci/run installs it)."""
+    """Headless Chromium. Absent: a loud skip locally, a failure under CI=true (.ci/run installs it).
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in this thread while it is open,
+    which would break later tests that call asyncio.run()."""
     missing = None
     if not Path(CHROMIUM).exists():
         missing = f"{CHROMIUM} is missing (apt-get install chromium)"

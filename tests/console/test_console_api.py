@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import voltorch
@@ -201,3 +202,17 @@ def test_readme_shows_the_console_and_says_how_to_open_it() -> None:
     assert "![" in readme and "(docs/console.png)" in readme
     assert (root / "docs" / "console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "--ui-port 8233" in readme and "UI_PORT ?= 8233" in (root / "Makefile").read_text()
+
+
+def test_stopping_the_server_ends_open_event_streams(config: Config) -> None:
+    srv = VoltorchServer(replace(config, ui_port=-1)).start()
+    stopped = False
+    try:
+        r = urllib.request.urlopen(srv.console.url + "api/events/stream", timeout=10)
+        assert r.readline().startswith(b"retry:")  # the stream is open
+        srv.stop(grace=1.0)
+        stopped = True
+        r.read()  # returns at EOF: the server ended the stream (bounded by the socket timeout)
+    finally:
+        if not stopped:
+            srv.stop(grace=1.0)

@@ -128,10 +128,18 @@ def test_agents_and_system_pages(console_server: VoltorchServer, tab) -> None:
     page.wait_for_selector('tr[data-agent="analyst"]')
     assert "offline" in page.inner_text('tr[data-agent="analyst"]')
     t.shot("agents")
+    # A recorded failure of that run: the System page lists it and links to the run's trace story.
+    console_server.runtime.errors.record("workflows", "STEP_FAILED", "disk full", correlation_id=e.id)
     page = t.open("#/system")
     page.wait_for_selector('tr[data-component="workflows"] .badge[data-s="healthy"]')
     page.wait_for_selector("#rpc-charts svg path.line", state="attached")
+    page.wait_for_selector("#errors tr:has-text('disk full')")
     t.shot("system")
+    page.click("#errors a:has-text('trace story')")
+    page.wait_for_selector("#story li.error:has-text('disk full')")
+    story = page.inner_text("#story")
+    assert "workflow.execution.started" in story and "workflow.execution.completed" in story
+    t.shot("trace-story")
 
 
 def test_phone_width_has_no_horizontal_page_scroll(console_server: VoltorchServer, tab) -> None:

@@ -43,3 +43,4 @@ class Console:
             self._http.shutdown()
             self._thread.join(timeout=5.0)
         self._http.server_close()
+        self._http.streams.wait_idle(timeout=2.0)  # each notices `stopping` within _sse.POLL_SECONDS

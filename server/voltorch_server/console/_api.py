@@ -63,6 +63,8 @@ class Request:
     query: Query
     body: dict[str, Any]
     last_event_id: int | None  # SSE resume point (Last-Event-ID header or ?after=)
+    role: str | None = None  # the caller's role (None: no valid token)
+    auth: bool = False  # whether this server requires tokens
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Route:
     rpc: str  # the gRPC method this route stands for (its permission)
     handler: Callable[[Request], Any]
     stream: bool = False  # a server-sent event stream: handler returns (follower, stop predicate)
+    public: bool = False  # answered without a token (it says who the caller is)
 
 
 # -- workflows ------------------------------------------------------------------------------------------
@@ -316,7 +319,8 @@ def trace(r: Request) -> dict[str, Any]:
 
 
 def session(r: Request) -> dict[str, Any]:
-    return {}  # filled by the HTTP layer (it knows the caller's role)
+    """Whether tokens are required and the caller's role: the UI greys out what the role may not do."""
+    return {"auth": r.auth, "role": r.role}
 
 
 _ID = r"(?P<id>[^/]+)"
@@ -329,13 +333,18 @@ _WF, _EV, _CO, _OR = (
 
 
 def _route(
-    method: str, path: str, rpc: str, handler: Callable[[Request], Any], stream: bool = False
+    method: str,
+    path: str,
+    rpc: str,
+    handler: Callable[[Request], Any],
+    stream: bool = False,
+    public: bool = False,
 ) -> Route:
-    return Route(method, re.compile(f"^{path}$"), rpc, handler, stream)
+    return Route(method, re.compile(f"^{path}$"), rpc, handler, stream, public)
 
 
 ROUTES = [
-    _route("GET", "/api/session", _OR + "GetHealth", session),
+    _route("GET", "/api/session", _OR + "GetHealth", session, public=True),
     _route("GET", "/api/executions", _WF + "ListExecutions", list_executions),
     _route("POST", "/api/executions", _WF + "StartExecution", start_execution),
     _route("GET", f"/api/executions/{_ID}", _WF + "GetExecution", get_execution),

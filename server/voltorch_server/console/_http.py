@@ -98,6 +98,28 @@ class ConsoleHTTPServer(ThreadingHTTPServer):
         self.runtime = runtime
         self.tokens = tokens
         self.stopping = threading.Event()
+        self.streams = _Count()
+
+
+class _Count:
+    """Open event streams, so stopping can wait (bounded) for them to end before the database closes."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._n += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._n -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n == 0, timeout)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -128,22 +150,23 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if route is None:
                 raise e.NotFound("route", f"{method} {url.path}")
-            role = self._role() if route.handler.__name__ == "session" else self._authorize(route)
+            role = self._role()
+            if not route.public:
+                self._authorize(role, route)
             request = Request(
                 runtime=self.server.runtime,
                 params=params,
                 query=Query(url.query),
                 body=self._body() if method == "POST" else {},
                 last_event_id=self._last_event_id(),
+                role=role,
+                auth=bool(self.server.tokens),
             )
             if route.stream:
                 follower, stop = route.handler(request)
                 self._stream(follower, stop)
                 return
-            result = route.handler(request)
-            if route.handler.__name__ == "session":
-                result = {"auth": bool(self.server.tokens), "role": role}
-            self._json(HTTPStatus.OK, result)
+            self._json(HTTPStatus.OK, route.handler(request))
         except Exception as exc:
             self._json(http_status(exc), error_body(exc))
 
@@ -160,13 +183,11 @@ class Handler(BaseHTTPRequestHandler):
         tokens = self.server.tokens
         return role_of(tokens, self.headers.get("Authorization", "")) if tokens else "admin"
 
-    def _authorize(self, route: Route) -> str:
-        role = self._role()
+    def _authorize(self, role: str | None, route: Route) -> None:
         if role is None:
             raise e.Unauthenticated("a valid bearer token is required (Authorization: Bearer <token>)")
         if not allowed(role, route.rpc):
             raise e.PermissionDenied(f"role {role!r} may not call {route.rpc}")
-        return role
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -214,7 +235,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Accel-Buffering", "no")
         self.end_headers()
         self.close_connection = True
-        _sse.stream(self.wfile, follower, self.server.stopping, stop=stop)
+        with self.server.streams:
+            try:
+                _sse.stream(self.wfile, follower, self.server.stopping, stop=stop)
+            except Exception:
+                # Headers are sent: no JSON error can follow. The client reconnects from its last id.
+                log.exception("console event stream failed")
 
     def _static(self, path: str) -> None:
         asset = _asset("index.html" if path in ("", "/") else path.lstrip("/"))
