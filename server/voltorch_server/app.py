@@ -72,8 +72,15 @@ class VoltorchServer:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
         tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
-        self._tokens = tokens
+        # Bound now (like the gRPC port), served from start().
         self.console: Console | None = None
+        if config.ui_port:
+            port = 0 if config.ui_port < 0 else config.ui_port
+            try:
+                self.console = Console(self.runtime, config.host, port, tokens)
+            except OSError as exc:
+                self.runtime.stop()  # nothing started: release the database for the next attempt
+                raise RuntimeError(f"could not bind the console on {config.host}:{port}: {exc}") from None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -118,9 +125,8 @@ class VoltorchServer:
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
         self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
-        if self.config.ui_port:
-            port = 0 if self.config.ui_port < 0 else self.config.ui_port
-            self.console = Console(self.runtime, self.config.host, port, self._tokens).start()
+        if self.console is not None:
+            self.console.start()
             log.info("voltorch console on %s", self.console.url)
         return self
 

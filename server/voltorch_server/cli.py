@@ -34,7 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
     # Handlers before the banner, so a signal sent as soon as the port is known stops us cleanly.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server = VoltorchServer(cfg).start()
+    try:
+        server = VoltorchServer(cfg).start()
+    except RuntimeError as exc:  # a port that cannot be bound
+        print(f"voltorch: {exc}", file=sys.stderr)
+        return 2
     print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)

@@ -216,3 +216,27 @@ def test_stopping_the_server_ends_open_event_streams(config: Config) -> None:
     finally:
         if not stopped:
             srv.stop(grace=1.0)
+
+
+def test_workflow_control_needs_json_from_the_same_origin(console_server: VoltorchServer, http: Http) -> None:
+    """A cross-site page cannot steer workflows through a visitor's browser, even without tokens."""
+    with voltorch.Client(console_server.target) as client:
+        e = client.workflows.execute_complete("Draw a map").execution
+    url = f"/api/executions/{e.id}/cancel"
+    form = http.call("POST", url, body={}, headers={"Content-Type": "text/plain"})
+    assert form.status == 400 and form.body["error"]["field_violations"][0]["field"] == "Content-Type"
+    foreign = http.post(url, headers={"Origin": "http://evil.example"})
+    assert foreign.status == 403
+    same = http.post(url, headers={"Origin": http.base})
+    assert same.status == 200 or same.body["error"]["reason"] == "EXECUTION_FINISHED"
+
+
+def test_a_busy_console_port_is_a_clear_error(console_server: VoltorchServer, config: Config) -> None:
+    taken = console_server.console.port
+    try:
+        VoltorchServer(replace(config, db=config.db + ".2", ui_port=taken))
+        raise AssertionError("a second console bound a port in use")
+    except RuntimeError as exc:
+        assert f"could not bind the console on 127.0.0.1:{taken}" in str(exc)
+    # The failed attempt released its database: a server on it starts.
+    VoltorchServer(replace(config, db=config.db + ".2")).start().stop(grace=1.0)

@@ -143,12 +143,21 @@ def test_agents_and_system_pages(console_server: VoltorchServer, tab) -> None:
 
 
 def test_phone_width_has_no_horizontal_page_scroll(console_server: VoltorchServer, tab) -> None:
+    with voltorch.Client(console_server.target) as client:
+        e = client.workflows.execute_complete("Sort a list").execution
     t = tab(console_server, width=390, height=844)
-    for where in ("#/workflows", "#/events", "#/system"):
+    pages = {
+        "#/workflows": "tbody tr[data-id]",
+        f"#/workflows/{e.id}": "#dag svg",
+        "#/agents": "tr[data-agent]",
+        "#/events": "#tail tr[data-seq]",
+        "#/system": "tr[data-component]",
+    }
+    for where, drawn in pages.items():
         page = t.open(where)
-        page.wait_for_selector("main h1")
+        page.wait_for_selector(drawn)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), where
-    t.shot("phone-system")
+        t.shot("phone-" + where.split("/")[1] + ("-execution" if e.id in where else ""))
 
 
 def test_reader_logs_in_and_the_cancel_button_is_refused(

@@ -190,10 +190,22 @@ class Handler(BaseHTTPRequestHandler):
             raise e.PermissionDenied(f"role {role!r} may not call {route.rpc}")
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise e.InvalidArgument("body", f"at most {MAX_BODY} bytes")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the unread body would be taken for the next request
+            raise e.InvalidArgument("body", f"at most {MAX_BODY} bytes, with a valid Content-Length")
         raw = self.rfile.read(length) if length else b""
+        # A JSON content type is not one a cross-site form or no-cors fetch may send without a CORS
+        # preflight (which this server never grants): another site cannot steer workflows through the
+        # visitor's browser, even on a server without tokens.
+        if self.headers.get_content_type() != "application/json":
+            raise e.InvalidArgument("Content-Type", "must be application/json")
+        origin = self.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != self.headers.get("Host"):
+            raise e.PermissionDenied(f"cross-origin request from {origin} refused")
         if not raw:
             return {}
         try:
@@ -224,6 +236,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(data)
 
@@ -259,6 +272,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("ETag", etag)
         self.send_header("Cache-Control", "no-cache")  # revalidated: a new version is seen at once
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
         self.end_headers()
         self.wfile.write(data)

@@ -99,7 +99,7 @@ export function stream(path, { onEvent, onEnd, onState, after } = {}) {
         }
       } catch (err) {
         if (stopped) return;
-        if (err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404)) {
+        if (err instanceof ApiError && [400, 401, 403, 404, 410].includes(err.status)) {
           onState && onState("error", err);
           return;
         }
