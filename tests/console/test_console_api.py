@@ -180,6 +180,10 @@ def test_bad_bodies_are_refused_with_the_field(http: Http) -> None:
         raise AssertionError("a malformed body was accepted")
     except urllib.error.HTTPError as err:
         assert err.code == 400 and json.loads(err.read())["error"]["field_violations"][0]["field"] == "body"
+    version = http.post("/api/executions", {"template_name": "x", "template_version": "two"})
+    assert (
+        version.status == 400 and version.body["error"]["field_violations"][0]["field"] == "template_version"
+    )
     params = http.post("/api/executions", {"template_name": "x", "parameters": [1]})
     assert params.status == 400 and params.body["error"]["field_violations"][0]["field"] == "parameters"
 
@@ -240,3 +244,13 @@ def test_a_busy_console_port_is_a_clear_error(console_server: VoltorchServer, co
         assert f"could not bind the console on 127.0.0.1:{taken}" in str(exc)
     # The failed attempt released its database: a server on it starts.
     VoltorchServer(replace(config, db=config.db + ".2")).start().stop(grace=1.0)
+
+
+def test_correlation_tree_with_an_id_that_needs_escaping(console_server: VoltorchServer, http: Http) -> None:
+    with voltorch.Client(console_server.target) as client:
+        root = client.events.publish("job.started", {}, source="t", correlation_id="run 7/a")
+        client.events.publish("job.done", {}, source="t", correlation_id="run 7/a", causation_id=root.id)
+    tree = http.get("/api/correlations/run%207%2Fa").body
+    assert tree["root_ids"] == [root.id]
+    assert [n["event"]["type"] for n in tree["nodes"]] == ["job.started", "job.done"]
+    assert tree["nodes"][1]["parent_id"] == root.id and tree["nodes"][1]["depth"] == 1

@@ -146,12 +146,18 @@ def start_execution(r: Request) -> dict[str, Any]:
             raise InvalidArgument("parameters", "must be a JSON object")
         e, existing = r.runtime.workflows.start_execution(
             str(b.get("template_name", "")),
-            template_version=int(b.get("template_version") or 0),
+            template_version=_whole(b.get("template_version") or 0, "template_version"),
             parameters=params,
             request_id=str(b.get("request_id", "")),
             priority=_priority(b),
         )
     return {"execution": e, "existing": existing}
+
+
+def _whole(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"must be a whole number (got {value!r})")
+    return value
 
 
 def _priority(b: dict[str, Any]) -> Any:

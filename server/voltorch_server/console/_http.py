@@ -16,7 +16,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .. import errors as e
 from .._ids import new_id
@@ -175,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
             if route.method == method:
                 m = route.pattern.match(path)
                 if m:
-                    return route, m.groupdict()
+                    return route, {k: unquote(v) for k, v in m.groupdict().items()}
         return None, {}
 
     def _role(self) -> str | None:
