@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 50051
 DB     ?= ./voltorch.db
+UI_PORT ?= 8233
 
 .PHONY: setup run serve test protos protos-check lint proto-lint typecheck npm bench clean
 
@@ -37,10 +38,10 @@ $(VENV)/.installed-%: pyproject.toml
 
 # The headline: start a server on the embedded SQLite default and run the complete workflow with live progress.
 run: $(VENV)/.installed-server
-	$(PY) -m voltorch_server.demo --db $(DB)
+	$(PY) -m voltorch_server.demo --db $(DB) --ui-port $(UI_PORT)
 
 serve: $(VENV)/.installed-server
-	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB)
+	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB) --ui-port $(UI_PORT)
 
 test: $(VENV)/.installed-dev $(NPM_STAMPS)
 	@test -n "$(NODE)" || echo "*** node not found: the Node.js example and buf tests will be SKIPPED (they fail under CI=true) ***"

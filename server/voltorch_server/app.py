@@ -18,9 +18,11 @@ from voltorch.v1 import (
 )
 
 from . import servicers
+from .auth import parse_tokens
 from .config import Config
+from .console import Console
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
+from .servicers._auth import AuthInterceptor
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._status import ErrorInterceptor
 from .servicers._tracing import telemetry_interceptor
@@ -46,6 +48,15 @@ class VoltorchServer:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
         tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        # Bound now (like the gRPC port), served from start().
+        self.console: Console | None = None
+        if config.ui_port:
+            port = 0 if config.ui_port < 0 else config.ui_port
+            try:
+                self.console = Console(self.runtime, config.host, port, tokens)
+            except OSError as exc:
+                self.runtime.stop()  # nothing started: release the database for the next attempt
+                raise RuntimeError(f"could not bind the console on {config.host}:{port}: {exc}") from None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -86,6 +97,9 @@ class VoltorchServer:
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
         self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
+        if self.console is not None:
+            self.console.start()
+            log.info("voltorch console on %s", self.console.url)
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -94,6 +108,8 @@ class VoltorchServer:
             return
         self._stopped = True
         self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            self.console.stop()
         self.runtime.watcher.announce_stopping()
         self.runtime.stop_components()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()

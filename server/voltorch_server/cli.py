@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import VoltorchServer
 
     try:
-        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db)
+        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db, ui_port=args.ui_port)
     except (OSError, ValueError) as exc:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -38,8 +38,14 @@ def _serve(args: argparse.Namespace) -> int:
     # Handlers before the banner, so a signal sent as soon as the port is known stops us cleanly.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server = VoltorchServer(cfg).start()
+    try:
+        server = VoltorchServer(cfg).start()
+    except RuntimeError as exc:  # a port that cannot be bound
+        print(f"voltorch: {exc}", file=sys.stderr)
+        return 2
     print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    if server.console is not None:
+        print(f"voltorch console on {server.console.url}", flush=True)
     # A timed wait: a signal delivered to one of grpc's threads does not interrupt an untimed wait in
     # the main thread, and Python runs signal handlers only in the main thread.
     while not done.wait(0.5):
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--db", help="SQLite database file")
     s.add_argument("--config", help="TOML or JSON config file")
+    s.add_argument(
+        "--ui-port", type=int, help="serve the web console on this port (0 = off, -1 = any free port)"
+    )
     s.set_defaults(fn=_serve)
 
     st = sub.add_parser("state", help="read and write global state")
