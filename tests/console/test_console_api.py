@@ -87,7 +87,7 @@ def test_executions_list_pages_and_filters(console_server: VoltorchServer, http:
     coordination = http.get(f"/api/coordinations/{step['coordination_id']}").body["coordination"]
     assert "haiku number 0" in coordination["task"]
     missing = http.get("/api/executions/wfx_nope")
-    assert missing.status == 404 and missing.body["error"]["reason"] == "NOT_FOUND"
+    assert missing.status == 404 and missing.body["error"]["reason"] == "EXECUTION_NOT_FOUND"
     assert http.get("/api/nothing").status == 404
 
 

@@ -147,9 +147,11 @@ class Handler(BaseHTTPRequestHandler):
             self._static(url.path)
             return
         route, params = self._match(method, url.path)
+        if route is None:
+            message = f"no console API route {method} {url.path}"
+            self._json(HTTPStatus.NOT_FOUND, {"error": {"message": message, "reason": "NOT_FOUND"}})
+            return
         try:
-            if route is None:
-                raise e.NotFound("route", f"{method} {url.path}")
             role = self._role()
             if not route.public:
                 self._authorize(role, route)
