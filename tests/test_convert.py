@@ -6,7 +6,7 @@ import random
 
 import pytest
 from voltorch._convert import to_datetime, to_timestamp
-from voltorch_server.components._jsonpath import PathError, parse_path, resolve
+from voltorch_server.components import PathError, parse_path, resolve
 from voltorch_server.servicers._convert import ts, ts_to_float
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..metrics import NOOP, Metrics
 
 if TYPE_CHECKING:
-    from ._errors_log import ErrorLog
+    from .system import ErrorLog
 
 log = logging.getLogger("voltorch")
 

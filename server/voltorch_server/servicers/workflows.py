@@ -9,10 +9,10 @@ import grpc
 from voltorch._enums import names, values
 from voltorch.v1 import coordination_pb2, workflows_pb2, workflows_pb2_grpc
 
-from ..components import _complete_workflow as complete
-from ..components._coordination_model import CoordinationCondition
-from ..components._executions import Execution, StepExecution
-from ..components._templates import (
+from ..components.coordination import CoordinationCondition
+from ..components.events import Event
+from ..components.workflows import CompleteOptions, Execution, StepExecution, WorkflowEngine
+from ..components.workflows.templates import (
     AgentTask,
     ConditionSpec,
     CoordinationSpec,
@@ -22,8 +22,6 @@ from ..components._templates import (
     StepSpec,
     Template,
 )
-from ..components.events import Event
-from ..components.workflows import WorkflowEngine
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._convert import (
@@ -316,8 +314,8 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
     return pb
 
 
-def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> complete.Options:
-    return complete.Options(
+def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
+    return CompleteOptions(
         max_tasks=pb.max_tasks,
         max_parallel=pb.max_parallel,
         skip_review=pb.skip_review,
