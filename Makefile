@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 protos: $(STAMP)
-	$(PY) -m voltorch_server._protogen sdk
+	$(PY) -m voltorch_server.protogen sdk
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdk server tests bench

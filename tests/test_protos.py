@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voltorch_server import _protogen
+from voltorch_server import protogen
 
-COMMITTED = _protogen.ROOT / "sdk" / "voltorch" / "v1"
+COMMITTED = protogen.ROOT / "sdk" / "voltorch" / "v1"
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -18,7 +18,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
-    _protogen.generate(tmp_path)
+    protogen.generate(tmp_path)
     fresh = _files(tmp_path / "voltorch" / "v1")
     committed = _files(COMMITTED)
     assert fresh, "protoc produced nothing"
@@ -29,6 +29,6 @@ def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
 
 def test_every_proto_has_its_generated_modules() -> None:
     names = set(_files(COMMITTED))
-    for proto in _protogen.proto_files():
+    for proto in protogen.proto_files():
         stem = proto.stem
         assert {f"{stem}_pb2.py", f"{stem}_pb2.pyi", f"{stem}_pb2_grpc.py"} <= names, stem

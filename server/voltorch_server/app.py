@@ -24,10 +24,13 @@ from voltorch.v1 import (
 from . import servicers
 from .config import Config
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
-from .servicers._limits import StreamLimitInterceptor
-from .servicers._status import ErrorInterceptor
-from .servicers._tracing import telemetry_interceptor
+from .servicers import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    StreamLimitInterceptor,
+    parse_tokens,
+    telemetry_interceptor,
+)
 from .servicers.orchestrator import bind_health
 
 log = logging.getLogger("voltorch")

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_ops, _cli_workflows, _logging
+from . import _cli_ops, _cli_workflows, logs
 from . import config as config_mod
 
 
@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
     try:
-        _logging.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
+        logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         print(f"voltorch: bad logging configuration: {exc}", file=sys.stderr)
         return 2

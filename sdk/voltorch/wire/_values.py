@@ -103,6 +103,12 @@ def to_timestamp(when: datetime | float | None) -> timestamp_pb2.Timestamp | Non
     return t
 
 
+def from_timestamp(t: timestamp_pb2.Timestamp) -> float:
+    """The float nearest to t (integer division is exactly rounded): a time the server sent comes back
+    equal, so filters such as created_after=<an execution's create_time> include it."""
+    return t.ToNanoseconds() / 1_000_000_000
+
+
 def to_duration(seconds: float | timedelta | None) -> duration_pb2.Duration | None:
     if seconds is None:
         return None
