@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import InvalidArgument, VoltorchError
+from ..state import StateStore
 from ._executions import COMPLETED, StepRecord
+from ._run import ExecutionRun
 from .templates import (
     INTEGER,
     MAX_STEP_TIMEOUT,
@@ -29,10 +31,6 @@ from .templates import (
     Template,
     check_retry,
 )
-
-if TYPE_CHECKING:
-    from ..state import StateStore
-    from ._run import ExecutionRun
 
 log = logging.getLogger("voltorch.workflows")
 

@@ -14,16 +14,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from ...metrics import Metrics
 from ...priority import Priority
+from ...storage import Database
 from ...telemetry import context_from, current_trace, tracer
-from ..coordination import TaskError, evaluate
-from ..events import NewEvent
+from ..coordination import CoordinationEngine, TaskError, evaluate
+from ..events import EventLog, NewEvent
 from ._executions import (
     CANCELLED,
     COMPLETED,
@@ -36,11 +39,12 @@ from ._executions import (
     STEP_DONE,
     TERMINAL,
     TIMED_OUT,
+    ExecutionStore,
     StepRecord,
     save_step,
 )
 from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_of, run_attempt
-from ._timers import Timer
+from ._timers import Timer, TimerQueue
 from .templates import (
     DEFAULT_STEP_TIMEOUT,
     AgentTask,
@@ -55,9 +59,6 @@ from .templates import (
     render,
     render_value,
 )
-
-if TYPE_CHECKING:
-    from ._engine import WorkflowEngine
 
 log = logging.getLogger("voltorch.workflows")
 
@@ -93,8 +94,35 @@ def _run_jobs(job: tuple) -> None:
         _jobs.pending = None
 
 
+class RunHost(Protocol):
+    """What a run needs of the engine that hosts it, and nothing more: where it saves (db, store,
+    events), what it calls (coordination), where it waits (timers, pool), when to stop, and whom it
+    tells about finished steps and its own end."""
+
+    @property
+    def db(self) -> Database: ...
+    @property
+    def store(self) -> ExecutionStore: ...
+    @property
+    def events(self) -> EventLog: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def coordination(self) -> CoordinationEngine: ...
+    @property
+    def timers(self) -> TimerQueue: ...
+    @property
+    def pool(self) -> ThreadPoolExecutor: ...
+    @property
+    def stopping(self) -> threading.Event: ...
+
+    def finished(self, run: ExecutionRun) -> None: ...
+
+    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None: ...
+
+
 class ExecutionRun:
-    def __init__(self, host: WorkflowEngine, row: Any, records: list[StepRecord]):
+    def __init__(self, host: RunHost, row: Any, records: list[StepRecord]):
         self.host = host
         self.id: str = row["id"]
         self.template_name: str = row["template_name"]
