@@ -1,24 +1,32 @@
-"""The dispatch half of the coordination engine: the queue scan that gives units to agents, running
+"""The coordination engine's dispatcher: the queue scan that gives units to agents, running
 them (threaded agents on the pool, remote workers through their session), recording outcomes,
 re-dispatching lost work, advancing the modes and finishing coordinations.
 
-Everything here runs inside the engine's _txn (database writer lock, then engine lock) except
+Everything here runs inside a journal transaction (database writer lock, then engine lock) except
 _launch/_run_threaded, which run after commit."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
 from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome
+from ...config import Config
+from ...errors import Unavailable
+from ...metrics import Metrics
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
 from . import _store as store
 from ._agents import AgentState
+from ._journal import Journal, RunTable
 from ._model import AgentResult, Selection, TaskError, evaluate
 from ._runs import PREVIEW, After, Run, Unit, checked, final_output, make_result, total_usage
 from ._selection import choose, rank
@@ -26,10 +34,68 @@ from ._selection import choose, rank
 log = logging.getLogger("voltorch.coordination")
 
 
-class Dispatcher:
-    """Mixin of CoordinationEngine; uses its lock, queue, agents and live runs."""
+class Observed(Protocol):
+    """Where the parts of the engine report: the metric instruments and the error log the Runtime
+    hands the engine (after construction, hence read when used)."""
 
-    def _start_units(self, run: Run) -> None:
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def record_error(
+        self,
+        code: str,
+        message: str,
+        *,
+        correlation_id: str = "",
+        details: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+    ) -> None: ...
+
+
+class Dispatcher:
+    """Gives queued units to agents and records what they did. It owns the agent thread pool and the
+    generation (a stop() makes every in-flight callback of the previous one a no-op); it reads the
+    agents and the runs it is given, and changes state only inside the journal's transactions."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        runs: RunTable,
+        agents: dict[str, AgentState],
+        config: Config,
+        observed: Observed,
+    ):
+        self.journal = journal
+        self.runs = runs
+        self.agents = agents
+        self.config = config
+        self.observed = observed
+        self.running = False
+        self.generation = 0
+        self.pool: ThreadPoolExecutor | None = None
+        self._dispatch_seq = itertools.count(1)
+
+    def start(self) -> bool:
+        """Under the engine lock: a new generation with a fresh pool (False when already running)."""
+        if self.running:
+            return False
+        self.running = True
+        self.generation += 1
+        self.pool = ThreadPoolExecutor(max(1, self.config.agent_threads), thread_name_prefix="agent")
+        return True
+
+    def stop(self) -> ThreadPoolExecutor | None:
+        """Under the engine lock: end the generation; returns the pool to shut down once unlocked."""
+        self.running = False
+        self.generation += 1
+        pool, self.pool = self.pool, None
+        return pool
+
+    def require_running(self) -> None:
+        if not self.running:
+            raise Unavailable("coordination engine is stopped; retry shortly", reason="COMPONENT_STOPPED")
+
+    def start_units(self, run: Run) -> None:
         if run.mode == "parallel":
             for i in range(len(run.plan)):
                 if i not in run.results:
@@ -42,17 +108,17 @@ class Dispatcher:
         if unit is None:
             unit = Unit(run, position, f"{run.id}:{position}", attempt=run.attempts[position])
             run.units[position] = unit
-        self._queue.push(unit, int(run.priority), run.create_time)
+        self.runs.queue.push(unit, int(run.priority), run.create_time)
         return unit
 
-    def _dispatch(self, tx: Tx, after: After) -> None:
+    def dispatch(self, tx: Tx, after: After) -> None:
         """Give queued units to agents with free capacity, best priority first."""
-        if not len(self._queue) or not self._running:
+        if not len(self.runs.queue) or not self.running:
             return
         now_mono = time.monotonic()
-        free = sum(max(0, a.free) for a in self._agents.values() if a.connected)
+        free = sum(max(0, a.free) for a in self.agents.values() if a.connected)
         blocked: set[tuple] = set()
-        for unit in self._queue:
+        for unit in self.runs.queue:
             if free <= 0:
                 break
             run = unit.run
@@ -62,7 +128,7 @@ class Dispatcher:
                 continue
             selection = None
             if named:
-                state = self._agents.get(named)
+                state = self.agents.get(named)
                 if state is None:
                     self._fail_unplaceable(
                         tx, after, run, "AGENT_UNREGISTERED", f"agent {named!r} was unregistered"
@@ -72,7 +138,7 @@ class Dispatcher:
                     blocked.add(key)
                     continue
             else:
-                ranked = rank((a.view(now_mono) for a in self._agents.values()), run.caps, key[2])
+                ranked = rank((a.view(now_mono) for a in self.agents.values()), run.caps, key[2])
                 if not any(
                     not c.reason.startswith("missing capability") and c.agent_id not in key[2]
                     for c, _ in ranked
@@ -89,14 +155,14 @@ class Dispatcher:
                 if best is None:
                     blocked.add(key)
                     continue
-                state = self._agents[best.id]
-            self._queue.remove(unit)
+                state = self.agents[best.id]
+            self.runs.queue.remove(unit)
             self._assign(tx, after, unit, state, selection)
             free -= 1
 
     def _fail_unplaceable(self, tx: Tx, after: After, run: Run, code: str, message: str) -> None:
         if not run.terminal:
-            self._finish(tx, after, run, "failed", TaskError(code, message))
+            self.finish(tx, after, run, "failed", TaskError(code, message))
 
     def _assign(
         self, tx: Tx, after: After, unit: Unit, state: AgentState, selection: Selection | None
@@ -104,7 +170,7 @@ class Dispatcher:
         run = unit.run
         now = time.time()
         state.load += 1
-        self.metrics.agent_load.set(state.load, {"agent.id": state.id})
+        self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
         state.last_dispatch = next(self._dispatch_seq)
         unit.attempt += 1
         unit.agent_id = state.id
@@ -132,14 +198,14 @@ class Dispatcher:
         if run.status == "queued":
             run.status = "running"
             run.start_time = now
-            self._emit(
+            self.journal.emit(
                 tx,
                 "coordination.started",
                 {**data, "mode": run.mode, "queue_wait": round(now - run.create_time, 6)},
                 run,
             )
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
-            self._emit(tx, "coordination.task.started", data, run)
+            self.journal.emit(tx, "coordination.task.started", data, run)
         store.update_coordination(tx, run.row())
         task = AgentTask(
             task_id=unit.task_id,
@@ -158,7 +224,7 @@ class Dispatcher:
             agent_capabilities=state.capabilities,
         )
         assert state.runtime is not None
-        after.launches.append((unit, unit.attempt, state.runtime, task))
+        after.launches.append(partial(self._launch, unit, unit.attempt, state.runtime, task))
 
     def _launch(self, unit: Unit, attempt: int, runtime: Agent, task: AgentTask) -> None:
         cancel = unit.cancel
@@ -167,9 +233,9 @@ class Dispatcher:
         def done(outcome: Outcome) -> None:
             self._on_done(unit, attempt, outcome)
 
-        generation = self._generation
+        generation = self.generation
         if runtime.threaded:
-            pool = self._pool
+            pool = self.pool
             if pool is None:
                 return
             try:
@@ -187,7 +253,7 @@ class Dispatcher:
     def _run_threaded(
         self, runtime: Agent, task: AgentTask, cancel: CancelSignal, done: Callable, generation: int
     ) -> None:
-        if cancel.is_set() or generation != self._generation:
+        if cancel.is_set() or generation != self.generation:
             return
         ctx = context_from(task.traceparent) if task.traceparent else None
         with tracer.start_as_current_span("agent.task", context=ctx) as span:
@@ -208,50 +274,52 @@ class Dispatcher:
                 outcome = AgentError(f"agent crashed: {type(exc).__name__}: {exc}", code="AGENT_CRASHED")
             if isinstance(outcome, AgentError):
                 span.set_attribute("voltorch.error_code", outcome.code)
-        if generation == self._generation:
+        if generation == self.generation:
             done(outcome)
 
     def _on_done(self, unit: Unit, attempt: int, outcome: Outcome) -> None:
-        if not self._running:
+        if not self.running:
             return
         outcome = checked(outcome)
         try:
-            with self._txn() as (tx, after):
+            with self.journal.txn() as (tx, after):
                 run = unit.run
                 if (
                     unit.attempt != attempt
                     or unit.agent_id is None
                     or run.terminal
-                    or self._live.get(run.id) is not run
+                    or self.runs.live.get(run.id) is not run
                 ):
                     return  # superseded, cancelled, timed out or from before a restart: ignored
-                state = self._agents.get(unit.agent_id)
+                state = self.agents.get(unit.agent_id)
                 latency = time.monotonic() - unit.start_mono
                 if (
                     isinstance(outcome, AgentError)
                     and outcome.code == "WORKER_LOST"
                     and unit.attempt < self.config.coordination_max_attempts
                 ):
-                    self._requeue(tx, after, unit, state, outcome.message, record=True)
+                    self.requeue(tx, after, unit, state, outcome.message, record=True)
                 else:
                     self._release(unit, state)
                     result = make_result(unit, state.id if state else "", outcome, latency)
                     if state is not None:
                         state.record(result.error is None, latency, result.error)
                         store.update_agent_stats(tx, state)
-                        self.metrics.record_agent_task(state.id, latency, success=result.error is None)
+                        self.observed.metrics.record_agent_task(
+                            state.id, latency, success=result.error is None
+                        )
                     self._record_result(tx, after, run, result)
-                self._dispatch(tx, after)
+                self.dispatch(tx, after)
         except Exception:
             log.exception("recording the outcome of %s failed", unit.task_id)
 
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:
             state.load = max(0, state.load - 1)
-            self.metrics.agent_load.set(state.load, {"agent.id": state.id})
+            self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
         unit.agent_id = None
 
-    def _requeue(
+    def requeue(
         self, tx: Tx, after: After, unit: Unit, state: AgentState | None, reason: str, *, record: bool
     ) -> None:
         """Give a task back to the queue for another attempt (lost worker, forced unregister)."""
@@ -267,7 +335,7 @@ class Dispatcher:
             store.update_agent_stats(tx, state)
         if run.plan[unit.position] == "":
             run.participants[unit.position] = ""
-        self._emit(
+        self.journal.emit(
             tx,
             "coordination.task.redispatched",
             {
@@ -282,7 +350,7 @@ class Dispatcher:
             run,
         )
         store.update_coordination(tx, run.row())
-        self._queue.push(unit, int(run.priority), run.create_time)
+        self.runs.queue.push(unit, int(run.priority), run.create_time)
 
     def _record_result(self, tx: Tx, after: After, run: Run, result: AgentResult) -> None:
         if run.mode == "conditional" and result.position == 1:
@@ -301,12 +369,12 @@ class Dispatcher:
         if len(run.plan) == 1:
             pass  # a single task: coordination.completed / failed says it all
         elif result.error:
-            self._emit(tx, "coordination.task.failed", {**data, "error": result.error.to_dict()}, run)
+            self.journal.emit(tx, "coordination.task.failed", {**data, "error": result.error.to_dict()}, run)
         else:
-            self._emit(tx, "coordination.task.completed", data, run)
-        self._progress(tx, after, run)
+            self.journal.emit(tx, "coordination.task.completed", data, run)
+        self.progress(tx, after, run)
 
-    def _progress(self, tx: Tx, after: After, run: Run) -> None:
+    def progress(self, tx: Tx, after: After, run: Run) -> None:
         """After results changed: queue what comes next, or finish the coordination."""
         if run.mode == "parallel":
             if len(run.results) < len(run.plan):
@@ -317,13 +385,13 @@ class Dispatcher:
                 return
             results = [run.results[i] for i in sorted(run.results)]
             if any(r.ok for r in results):
-                self._finish(tx, after, run, "completed", None)
+                self.finish(tx, after, run, "completed", None)
                 return
             errors = [r.error for r in results if r.error]
             message = "; ".join(
                 f"{r.agent_id}: {r.error.code}: {r.error.message}" for r in results if r.error
             )
-            self._finish(
+            self.finish(
                 tx,
                 after,
                 run,
@@ -333,11 +401,11 @@ class Dispatcher:
             return
         failed = next((run.results[i] for i in sorted(run.results) if run.results[i].error), None)
         if failed is not None:
-            self._finish(tx, after, run, "failed", failed.error)
+            self.finish(tx, after, run, "failed", failed.error)
             return
         self._advance_chain(run)
         if len(run.results) == len(run.plan):
-            self._finish(tx, after, run, "completed", None)
+            self.finish(tx, after, run, "completed", None)
         else:
             store.update_coordination(tx, run.row())
 
@@ -357,14 +425,14 @@ class Dispatcher:
                 return
         self._enqueue(run, pos)
 
-    def _finish(self, tx: Tx, after: After, run: Run, status: str, error: TaskError | None) -> None:
+    def finish(self, tx: Tx, after: After, run: Run, status: str, error: TaskError | None) -> None:
         """Make a coordination terminal: output, in-flight tasks stopped, event, persisted, waiters woken."""
         now = time.time()
         for unit in list(run.units.values()):
-            self._queue.remove(unit)
+            self.runs.queue.remove(unit)
             if unit.agent_id is None:
                 continue
-            state = self._agents.get(unit.agent_id)
+            state = self.agents.get(unit.agent_id)
             if unit.cancel is not None:
                 after.cancels.append((unit.cancel, error.message if error else status))
             if error is not None:
@@ -385,7 +453,7 @@ class Dispatcher:
         run.end_time = now
         if status == "completed":
             run.output, run.structured_output = final_output(run)
-        self._emit(
+        self.journal.emit(
             tx,
             f"coordination.{status}",
             {
@@ -420,14 +488,14 @@ class Dispatcher:
 
     def _observe(self, run: Run) -> None:
         """Metrics of a finished coordination and, for a failure, a recorded error in its trace."""
-        self.metrics.record_coordination(
+        self.observed.metrics.record_coordination(
             (run.end_time or time.time()) - run.create_time, run.status, mode=run.mode
         )
         if run.status not in ("failed", "timed_out") or run.error is None:
             return
         token = otel_context.attach(context_from(run.traceparent)) if run.traceparent else None
         try:
-            self.record_error(
+            self.observed.record_error(
                 f"COORDINATION_{run.status.upper()}",
                 f"coordination {run.id} {run.status}: {run.error.code}: {run.error.message}",
                 correlation_id=run.correlation_id,

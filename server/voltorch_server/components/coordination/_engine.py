@@ -18,32 +18,30 @@ start() picks it up again (attempt numbers keep growing, so stale worker results
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Agent
+from ...agents.base import Agent, AgentTask, CancelSignal
 from ...agents.llm import LlmDefaults, LlmSettings
-from ...agents.remote import RemoteAgent
+from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...priority import Priority
-from ...storage import Database, Tx
+from ...storage import Database
 from ...telemetry import current_trace, trace_ids_from
 from .._base import Component
 from .._paging import decode_token, encode_token
 from .._paging import page_size as checked_page_size
-from ..events import EventLog, NewEvent
+from ..events import EventLog
 from . import _store as store
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher
+from ._journal import Journal, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
     MAX_AGENTS_PARALLEL,
@@ -66,9 +64,8 @@ from ._model import (
     check_json,
     check_name,
 )
-from ._queue import AgingQueue
 from ._registry import AgentRegistry
-from ._runs import PREVIEW, SOURCE, After, Run, Unit, request_hash
+from ._runs import PREVIEW, Run, request_hash
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -86,8 +83,13 @@ __all__ = [
 ]
 
 
-class CoordinationEngine(AgentRegistry, Dispatcher, Component):
-    """Agents and who does what. Thread-safe; every public method may be called from any thread."""
+class CoordinationEngine(Component):
+    """Agents and who does what. Thread-safe; every public method may be called from any thread.
+
+    Composed of a run table (live coordinations, their queue and deadlines), a journal (transactions
+    with their events), a dispatcher (queue scan, agents running units, outcomes) and an agent registry
+    (definitions, runtimes, worker sessions); the engine itself takes requests, answers queries, keeps
+    deadlines and recovers after a restart."""
 
     name = "coordination"
 
@@ -103,56 +105,58 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
             max_retries=self.config.llm_max_retries,
         )
         self._lock = threading.RLock()
-        self._agents: dict[str, AgentState] = {}
-        self._attached: dict[str, Agent] = {}  # function-agent runtimes, kept across stop()/start()
-        self._live: dict[str, Run] = {}
-        self._queue: AgingQueue[Unit] = AgingQueue(max(self.config.coordination_aging_seconds, 1e-6))
-        self._deadlines: list[tuple[float, str]] = []
-        self._dispatch_seq = itertools.count(1)
-        self._pool: ThreadPoolExecutor | None = None
+        self.agents: dict[str, AgentState] = {}
+        self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
+        self.journal = Journal(db, events, self._lock, self.runs)
+        self.dispatcher = Dispatcher(self.journal, self.runs, self.agents, self.config, observed=self)
+        self.registry = AgentRegistry(
+            db,
+            events,
+            self.journal,
+            self.runs,
+            self.agents,
+            self.dispatcher,
+            self.config,
+            self.llm_defaults,
+            observed=self,
+        )
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition(threading.Lock())
-        self._running = False
-        self._generation = 0
-        self._loaded = False
 
     def start(self) -> None:
         with self._lock:
-            if self._running:
+            if not self.dispatcher.start():
                 return
-            self._running = True
-            self._generation += 1
-            self._pool = ThreadPoolExecutor(max(1, self.config.agent_threads), thread_name_prefix="agent")
-        self._load_agents()
+        self.registry.load()
         if self.config.builtin_agents:
-            self.register_builtin_agents()
+            self.registry.register_builtin_agents()
         self._recover()
         self._timer = threading.Thread(
-            target=self._timer_loop, args=(self._generation,), name="coordination-timer", daemon=True
+            target=self._timer_loop,
+            args=(self.dispatcher.generation,),
+            name="coordination-timer",
+            daemon=True,
         )
         self._timer.start()
 
     def stop(self) -> None:
         with self._lock:
-            if not self._running:
+            if not self.dispatcher.running:
                 return
-            self._running = False
-            self._generation += 1
-            cancels = [u.cancel for r in self._live.values() for u in r.units.values() if u.cancel]
+            pool = self.dispatcher.stop()
+            live = self.runs.live.values()
+            cancels = [u.cancel for r in live for u in r.units.values() if u.cancel]
             sessions = [
                 a.runtime.session
-                for a in self._agents.values()
+                for a in self.agents.values()
                 if isinstance(a.runtime, RemoteAgent) and a.runtime.session
             ]
-            runtimes = [a.runtime for a in self._agents.values() if a.runtime and a.kind != "function"]
-            for r in self._live.values():
+            runtimes = [a.runtime for a in self.agents.values() if a.runtime and a.kind != "function"]
+            for r in live:
                 r.done.set()  # wake waiters; they read the persisted state
-            self._live.clear()
-            self._queue = AgingQueue(self._queue.aging)
-            self._deadlines.clear()
-            self._agents.clear()
-            self._loaded = False
-            pool, self._pool = self._pool, None
+            self.runs.clear()
+            self.agents.clear()
+            self.registry.loaded = False
         with self._wake:
             self._wake.notify_all()
         for c in cancels:
@@ -167,55 +171,73 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
             self._timer.join(timeout=2)
 
     def check(self) -> None:
-        if not self._running:
+        if not self.dispatcher.running:
             raise Unavailable("coordination engine is stopped")
         if self._timer is None or not self._timer.is_alive():
             raise Unavailable("coordination timer thread is not running")
         self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
-    def _require_running(self) -> None:
-        if not self._running:
-            raise Unavailable("coordination engine is stopped; retry shortly", reason="COMPONENT_STOPPED")
+    # -- agents (the registry's) -------------------------------------------------------------------
 
-    @contextmanager
-    def _txn(self) -> Iterator[tuple[Tx, After]]:
-        """A transaction with the engine lock held inside it; after-commit work runs unlocked."""
-        after = After()
-        with self.db.write() as tx, self._lock:
-            yield tx, after
-        self._run_after(after)
+    def register_builtin_agents(self) -> list[AgentInfo]:
+        return self.registry.register_builtin_agents()
 
-    def _run_after(self, after: After) -> None:
-        if after.finished:
-            with self._lock:
-                for run in after.finished:
-                    if self._live.get(run.id) is run:
-                        del self._live[run.id]
-        for run in after.finished:
-            run.done.set()
-        for signal, reason in after.cancels:
-            signal.set(reason)
-        for fn in after.calls:
-            try:
-                fn()
-            except Exception:
-                log.exception("closing an agent runtime failed")
-        for unit, attempt, runtime, task in after.launches:
-            self._launch(unit, attempt, runtime, task)
+    def register_agent(
+        self,
+        agent_id: str = "",
+        *,
+        kind: str,
+        capabilities: tuple[str, ...] | list[str] = (),
+        name: str = "",
+        max_concurrency: int = 0,
+        llm: LlmSettings | None = None,
+        labels: dict[str, str] | None = None,
+        replace: bool = False,
+        runtime: Agent | Callable[[AgentTask, CancelSignal], Any] | None = None,
+    ) -> AgentInfo:
+        return self.registry.register_agent(
+            agent_id,
+            kind=kind,
+            capabilities=capabilities,
+            name=name,
+            max_concurrency=max_concurrency,
+            llm=llm,
+            labels=labels,
+            replace=replace,
+            runtime=runtime,
+        )
 
-    def _emit(self, tx: Tx, type_: str, data: dict[str, Any], run: Run | None = None) -> None:
-        if run is None:
-            ev = NewEvent(type=type_, source=SOURCE, data=data)
-        else:
-            ev = NewEvent(
-                type=type_,
-                source=SOURCE,
-                data=data,
-                correlation_id=run.correlation_id,
-                priority=run.priority,
-                traceparent=run.traceparent,
-            )
-        self.events.append(tx, [ev])
+    def unregister_agent(self, agent_id: str, *, force: bool = False) -> AgentInfo:
+        return self.registry.unregister_agent(agent_id, force=force)
+
+    def update_capabilities(
+        self, agent_id: str, capabilities: tuple[str, ...] | list[str], mode: str = "replace"
+    ) -> AgentInfo:
+        return self.registry.update_capabilities(agent_id, capabilities, mode)
+
+    def get_agent(self, agent_id: str) -> AgentInfo:
+        return self.registry.get_agent(agent_id)
+
+    def list_agents(
+        self,
+        *,
+        capabilities: tuple[str, ...] | list[str] = (),
+        status: str = "",
+        kind: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[AgentInfo], str]:
+        return self.registry.list_agents(
+            capabilities=capabilities, status=status, kind=kind, page_size=page_size, page_token=page_token
+        )
+
+    def connect_worker(self, hello: WorkerHello) -> WorkerSession:
+        return self.registry.connect_worker(hello)
+
+    def heartbeat_settings(self) -> tuple[float, float]:
+        return self.registry.heartbeat_settings()
+
+    # -- coordinations -------------------------------------------------------------------------------
 
     def request(self, req: CoordinationRequest) -> Coordination:
         """Validate, persist and queue a coordination; returns at once (status queued). Idempotent by
@@ -224,13 +246,13 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
 
     def submit(self, req: CoordinationRequest) -> tuple[Coordination, bool]:
         """As request(), also saying whether request_id matched an earlier request (nothing new queued)."""
-        self._require_running()
+        self.dispatcher.require_running()
         priority, timeout, context_raw = self._check_request(req)
         now = time.time()
         cid = new_id("coord")
         digest = request_hash(req, priority, timeout)
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
-        with self._txn() as (tx, after):
+        with self.journal.txn() as (tx, after):
             if req.request_id:
                 row = tx.execute(
                     "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (req.request_id,)
@@ -242,8 +264,8 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                             f"{row['id']})",
                             metadata={"coordination_id": row["id"], "field": "request_id"},
                         )
-                    run = self._live.get(row["id"])
-                    existing = run.snapshot(self._queue_position(run)) if run else None
+                    run = self.runs.live.get(row["id"])
+                    existing = run.snapshot(self.runs.position(run)) if run else None
                     return existing or self._read(row["id"]), True
             plan = self._plan(req)
             run = Run(
@@ -297,7 +319,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                     "create_time": now,
                 },
             )
-            self._emit(
+            self.journal.emit(
                 tx,
                 "coordination.requested",
                 {
@@ -315,11 +337,11 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                 },
                 run,
             )
-            self._live[cid] = run
+            self.runs.live[cid] = run
             self._schedule_deadline(run)
-            self._start_units(run)
-            snapshot = run.snapshot(self._queue_position(run))
-            self._dispatch(tx, after)
+            self.dispatcher.start_units(run)
+            snapshot = run.snapshot(self.runs.position(run))
+            self.dispatcher.dispatch(tx, after)
         return snapshot, False
 
     def _check_request(self, req: CoordinationRequest) -> tuple[Priority, float, str]:
@@ -402,16 +424,16 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                     "pipeline mode needs at least two agents (source_agent_id, agent_ids, target_agent_id)",
                 )
         for fname, value in (("source_agent_id", src), ("target_agent_id", tgt)):
-            if value and value not in self._agents:
+            if value and value not in self.agents:
                 raise agent_not_found(value, fname)
         for i, a in enumerate(ids):
-            if a not in self._agents:
+            if a not in self.agents:
                 raise agent_not_found(a, f"agent_ids[{i}]")
         if "" in plan:
             named = {a for a in (src, *plan) if a}
             capable = [
                 a
-                for a in self._agents.values()
+                for a in self.agents.values()
                 if a.id not in named and all(c in a.capabilities for c in caps)
             ]
             if not capable:
@@ -428,7 +450,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
         caps = tuple(req.required_capabilities)
         capable = [
             a
-            for a in self._agents.values()
+            for a in self.agents.values()
             if a.id != req.source_agent_id and all(c in a.capabilities for c in caps)
         ]
         online = [a for a in capable if a.connected]
@@ -436,9 +458,9 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
 
     def get(self, coordination_id: str) -> Coordination:
         with self._lock:
-            run = self._live.get(coordination_id)
+            run = self.runs.live.get(coordination_id)
             if run is not None:
-                return run.final or run.snapshot(self._queue_position(run))
+                return run.final or run.snapshot(self.runs.position(run))
         return self._read(coordination_id)
 
     def _read(self, coordination_id: str) -> Coordination:
@@ -452,7 +474,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
     def wait(self, coordination_id: str, timeout: float | None = None) -> Coordination:
         """Block until the coordination is terminal or `timeout` passes; return its state either way."""
         with self._lock:
-            run = self._live.get(coordination_id)
+            run = self.runs.live.get(coordination_id)
         if run is None:
             return self._read(coordination_id)
         run.done.wait(timeout)
@@ -484,28 +506,17 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
         out = []
         with self._lock:
             for r in rows[:size]:
-                run = self._live.get(r["id"])
-                out.append(run.snapshot(self._queue_position(run)) if run else store.from_row(r))
+                run = self.runs.live.get(r["id"])
+                out.append(run.snapshot(self.runs.position(run)) if run else store.from_row(r))
         token = encode_token(query, rows[size - 1]["id"]) if len(rows) > size else ""
         return out, token
 
-    def _queue_position(self, run: Run) -> int:
-        if run.status != "queued":
-            return 0
-        seen: set[str] = set()
-        for unit in self._queue:
-            if unit.run.id not in seen:
-                seen.add(unit.run.id)
-                if unit.run is run:
-                    return len(seen)
-        return 0
-
     def details(self) -> dict[str, Any]:
         with self._lock:
-            agents = list(self._agents.values())
+            agents = list(self.agents.values())
             return {
-                "queue_depth": len(self._queue),
-                "active_coordinations": sum(1 for r in self._live.values() if not r.terminal),
+                "queue_depth": len(self.runs.queue),
+                "active_coordinations": self.runs.active_count,
                 "registered_agents": len(agents),
                 "connected_workers": sum(1 for a in agents if a.kind == "remote" and a.connected),
                 "busy_agents": sum(1 for a in agents if a.load > 0),
@@ -513,19 +524,19 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self.runs.queue)
 
     @property
     def active_count(self) -> int:
-        return sum(1 for r in self._live.values() if not r.terminal)
+        return self.runs.active_count
 
     def cancel(self, coordination_id: str, reason: str = "") -> Coordination:
         """Cancel a queued or running coordination (in-flight agent tasks are told to stop). Cancelling
         a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
-        self._require_running()
+        self.dispatcher.require_running()
         reason = (reason or "cancelled by request")[:1024]
-        with self._txn() as (tx, after):
-            run = self._live.get(coordination_id)
+        with self.journal.txn() as (tx, after):
+            run = self.runs.live.get(coordination_id)
             if run is None or run.terminal:
                 current = run.final if run is not None and run.final else self._read(coordination_id)
                 if current.status == "cancelled":
@@ -536,39 +547,41 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                         reason="ALREADY_TERMINAL",
                     )
                 raise Unavailable(f"coordination {coordination_id} is being recovered; retry shortly")
-            self._finish(tx, after, run, "cancelled", TaskError("CANCELLED", f"cancelled: {reason}"))
+            self.dispatcher.finish(
+                tx, after, run, "cancelled", TaskError("CANCELLED", f"cancelled: {reason}")
+            )
             result = run.final
-            self._dispatch(tx, after)
+            self.dispatcher.dispatch(tx, after)
         assert result is not None
         return result
 
     def _schedule_deadline(self, run: Run) -> None:
-        heapq.heappush(self._deadlines, (run.deadline, run.id))
+        heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
         with self._wake:
             self._wake.notify_all()
 
     def _timer_loop(self, generation: int) -> None:
-        hb_interval, hb_timeout = self.heartbeat_settings()
+        hb_interval, hb_timeout = self.registry.heartbeat_settings()
         check_every = max(0.05, min(1.0, hb_timeout / 4))
         next_hb = time.monotonic() + check_every
-        while self._running and self._generation == generation:
+        while self.dispatcher.running and self.dispatcher.generation == generation:
             now = time.time()
             expired: list[str] = []
             with self._lock:
-                while self._deadlines and self._deadlines[0][0] <= now:
-                    expired.append(heapq.heappop(self._deadlines)[1])
-                next_deadline = self._deadlines[0][0] if self._deadlines else None
-                queued = len(self._queue) > 0
+                while self.runs.deadlines and self.runs.deadlines[0][0] <= now:
+                    expired.append(heapq.heappop(self.runs.deadlines)[1])
+                next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
+                queued = len(self.runs.queue) > 0
             for cid in expired:
                 self._time_out(cid)
             mono = time.monotonic()
             if mono >= next_hb:
                 next_hb = mono + check_every
-                self._check_heartbeats(hb_timeout)
+                self.registry.check_heartbeats(hb_timeout)
                 if queued:  # agents leaving the ERROR state, capacity freed without an event
                     try:
-                        with self._txn() as (tx, after):
-                            self._dispatch(tx, after)
+                        with self.journal.txn() as (tx, after):
+                            self.dispatcher.dispatch(tx, after)
                     except Exception:
                         log.exception("periodic dispatch failed")
             wait = (
@@ -577,16 +590,16 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                 else min(check_every, max(0.0, next_deadline - time.time()))
             )
             with self._wake:
-                if self._running and self._generation == generation:
+                if self.dispatcher.running and self.dispatcher.generation == generation:
                     self._wake.wait(wait)
 
     def _time_out(self, coordination_id: str) -> None:
         try:
-            with self._txn() as (tx, after):
-                run = self._live.get(coordination_id)
+            with self.journal.txn() as (tx, after):
+                run = self.runs.live.get(coordination_id)
                 if run is None or run.terminal:
                     return
-                self._finish(
+                self.dispatcher.finish(
                     tx,
                     after,
                     run,
@@ -595,7 +608,7 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                         "TIMEOUT", f"coordination exceeded its timeout of {run.timeout:g} s", retryable=True
                     ),
                 )
-                self._dispatch(tx, after)
+                self.dispatcher.dispatch(tx, after)
         except Exception:
             log.exception("timing out %s failed", coordination_id)
 
@@ -604,9 +617,9 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
         rows = store.active_rows(self.db)
         if not rows:
             return
-        with self._txn() as (tx, after):
+        with self.journal.txn() as (tx, after):
             for row in rows:
-                if row["id"] in self._live:
+                if row["id"] in self.runs.live:
                     continue
                 plan = json.loads(row["plan"])
                 run = Run(
@@ -644,8 +657,8 @@ class CoordinationEngine(AgentRegistry, Dispatcher, Component):
                 for i, a in enumerate(plan):  # selected slots without a result choose again
                     if a == "" and i not in run.results:
                         run.participants[i] = ""
-                self._live[run.id] = run
-                heapq.heappush(self._deadlines, (run.deadline, run.id))
-                self._progress(tx, after, run)
+                self.runs.live[run.id] = run
+                heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
+                self.dispatcher.progress(tx, after, run)
             log.info("re-queued %d coordination(s) after restart", len(rows))
-            self._dispatch(tx, after)
+            self.dispatcher.dispatch(tx, after)

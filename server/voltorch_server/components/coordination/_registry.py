@@ -1,4 +1,4 @@
-"""The agent registry half of the coordination engine: registering, redefining and removing agents,
+"""The coordination engine's agent registry: registering, redefining and removing agents,
 their live status and statistics, the built-in team, and remote worker sessions (Connect)."""
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from typing import Any
 
 from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal, FunctionAgent
-from ...agents.llm import LlmSettings
+from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
+from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from ...storage import Database
 from .._paging import decode_token, encode_token
 from .._paging import page_size as checked_page_size
-from ..events import NewEvent
+from ..events import EventLog, NewEvent
 from . import _store as store
 from ._agents import (
     BUILTIN_LABEL,
@@ -28,6 +30,8 @@ from ._agents import (
     check_max_concurrency,
     make_runtime,
 )
+from ._dispatch import Dispatcher, Observed
+from ._journal import Journal, RunTable
 from ._model import AGENT_KINDS, AGENT_STATUSES, AgentInfo, agent_not_found, check_name
 from ._runs import SOURCE
 
@@ -35,21 +39,47 @@ log = logging.getLogger("voltorch.coordination")
 
 
 class AgentRegistry:
-    """Mixin of CoordinationEngine; uses its lock, transactions (_txn), events and dispatch."""
+    """The agents: their definitions (persisted), runtimes and live state, and the sessions of remote
+    workers. Changes happen in journal transactions and end with a dispatch (an agent that appears or
+    gains a capability may take queued work)."""
 
-    def _load_agents(self) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        journal: Journal,
+        runs: RunTable,
+        agents: dict[str, AgentState],
+        dispatcher: Dispatcher,
+        config: Config,
+        llm_defaults: LlmDefaults,
+        observed: Observed,
+    ):
+        self.db = db
+        self.events = events
+        self.journal = journal
+        self.runs = runs
+        self.agents = agents
+        self.dispatcher = dispatcher
+        self.config = config
+        self.llm_defaults = llm_defaults
+        self.observed = observed
+        self.attached: dict[str, Agent] = {}  # function-agent runtimes, kept across stop()/start()
+        self.loaded = False
+
+    def load(self) -> None:
         defs = store.load_agents(self.db)
-        with self._lock:
-            if self._loaded:
+        with self.journal.lock:
+            if self.loaded:
                 return
             for a in defs:
                 a.runtime = (
-                    self._attached.get(a.id)
+                    self.attached.get(a.id)
                     if a.kind == "function"
-                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.metrics)
+                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics)
                 )
-                self._agents[a.id] = a
-            self._loaded = True
+                self.agents[a.id] = a
+            self.loaded = True
 
     def register_builtin_agents(self) -> list[AgentInfo]:
         """Register the built-in team (idempotent): LLM agents when the OpenAI key variable is set, else
@@ -58,8 +88,8 @@ class AgentRegistry:
         llm = LlmSettings() if kind == "llm" else None
         out = []
         for agent_id, name, caps in BUILTIN_TEAM:
-            with self._lock:
-                existing = self._agents.get(agent_id)
+            with self.journal.lock:
+                existing = self.agents.get(agent_id)
             if existing is not None and (
                 existing.kind == kind or existing.labels.get(BUILTIN_LABEL) != "true"
             ):
@@ -94,7 +124,7 @@ class AgentRegistry:
     ) -> AgentInfo:
         """Register (or with replace=True redefine, statistics kept) an agent. Kind "function" is an
         in-process agent: give `runtime`, an Agent or a callable fn(task, cancel) -> str | dict."""
-        self._require_running()
+        self.dispatcher.require_running()
         agent_id = agent_id or new_id("agent")
         caps, max_c, llm, labels = check_definition(
             agent_id, kind, capabilities, max_concurrency, llm, labels, name
@@ -107,8 +137,8 @@ class AgentRegistry:
             raise InvalidArgument("runtime", f"only function agents take a runtime (kind is {kind})")
         else:
             rt = None
-        with self._txn() as (tx, after):
-            old = self._agents.get(agent_id)
+        with self.journal.txn() as (tx, after):
+            old = self.agents.get(agent_id)
             if old is not None and not replace:
                 raise AlreadyExists(
                     f"agent {agent_id!r} already exists; pass replace to redefine it",
@@ -116,16 +146,16 @@ class AgentRegistry:
                 )
             if old is None:
                 state = AgentState(agent_id, name or agent_id, kind, caps, max_c, llm, labels, time.time())
-                state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.metrics)
+                state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.observed.metrics)
                 store.insert_agent(tx, state)
-                self._agents[agent_id] = state
+                self.agents[agent_id] = state
                 event = "agent.registered"
             else:
                 state = old
                 kind_changed = old.kind != kind
                 if rt is not None or kind_changed or kind == "llm":
                     previous = old.runtime
-                    state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.metrics)
+                    state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.observed.metrics)
                     if previous is not None and previous is not state.runtime:
                         after.calls.append(previous.close)
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps
@@ -133,15 +163,15 @@ class AgentRegistry:
                 store.update_agent_definition(tx, state)
                 event = "agent.updated"
             if kind == "function":
-                self._attached[agent_id] = state.runtime  # type: ignore[assignment]
+                self.attached[agent_id] = state.runtime  # type: ignore[assignment]
             else:
-                self._attached.pop(agent_id, None)
-            self._emit(
+                self.attached.pop(agent_id, None)
+            self.journal.emit(
                 tx,
                 event,
                 {"agent_id": agent_id, "kind": kind, "capabilities": list(caps), "max_concurrency": max_c},
             )
-            self._dispatch(tx, after)
+            self.dispatcher.dispatch(tx, after)
             info = state.info()
         return info
 
@@ -149,9 +179,9 @@ class AgentRegistry:
         """Remove an agent. While it runs tasks: FailedPrecondition, or with force its tasks are
         cancelled and re-dispatched (to another agent when they were selected; a task that named this
         agent fails)."""
-        self._require_running()
-        with self._txn() as (tx, after):
-            state = self._agents.get(agent_id)
+        self.dispatcher.require_running()
+        with self.journal.txn() as (tx, after):
+            state = self.agents.get(agent_id)
             if state is None:
                 raise agent_not_found(agent_id, "agent_id")
             if state.load > 0 and not force:
@@ -160,31 +190,31 @@ class AgentRegistry:
                     reason="AGENT_BUSY",
                 )
             info = state.info()
-            for run in list(self._live.values()):
+            for run in list(self.runs.live.values()):
                 for unit in list(run.units.values()):
                     if unit.agent_id == agent_id:
-                        self._requeue(tx, after, unit, state, "agent unregistered", record=False)
+                        self.dispatcher.requeue(tx, after, unit, state, "agent unregistered", record=False)
             store.delete_agent(tx, agent_id)
-            del self._agents[agent_id]
-            self._attached.pop(agent_id, None)
+            del self.agents[agent_id]
+            self.attached.pop(agent_id, None)
             if state.runtime is not None:
                 after.calls.append(state.runtime.close)
-            self._emit(tx, "agent.unregistered", {"agent_id": agent_id, "kind": state.kind})
-            self._dispatch(tx, after)
+            self.journal.emit(tx, "agent.unregistered", {"agent_id": agent_id, "kind": state.kind})
+            self.dispatcher.dispatch(tx, after)
         return info
 
     def update_capabilities(
         self, agent_id: str, capabilities: tuple[str, ...] | list[str], mode: str = "replace"
     ) -> AgentInfo:
         """mode: "replace" | "add" | "remove". Applies to the next selection."""
-        self._require_running()
+        self.dispatcher.require_running()
         caps = check_capabilities(tuple(capabilities), "capabilities")
         if mode not in ("replace", "add", "remove"):
             raise InvalidArgument(
                 "mode", f"unknown capability update mode {mode!r}; use replace, add or remove"
             )
-        with self._txn() as (tx, after):
-            state = self._agents.get(agent_id)
+        with self.journal.txn() as (tx, after):
+            state = self.agents.get(agent_id)
             if state is None:
                 raise agent_not_found(agent_id, "agent_id")
             if mode == "replace":
@@ -196,13 +226,13 @@ class AgentRegistry:
             check_capabilities(new, "capabilities")
             state.capabilities = new
             store.update_agent_definition(tx, state)
-            self._emit(tx, "agent.updated", {"agent_id": agent_id, "capabilities": list(new)})
-            self._dispatch(tx, after)
+            self.journal.emit(tx, "agent.updated", {"agent_id": agent_id, "capabilities": list(new)})
+            self.dispatcher.dispatch(tx, after)
             return state.info()
 
     def get_agent(self, agent_id: str) -> AgentInfo:
-        with self._lock:
-            state = self._agents.get(agent_id)
+        with self.journal.lock:
+            state = self.agents.get(agent_id)
             if state is None:
                 raise agent_not_found(agent_id, "agent_id")
             return state.info()
@@ -225,10 +255,10 @@ class AgentRegistry:
         size = checked_page_size(page_size)
         query = {"capabilities": list(caps), "status": status, "kind": kind}
         after_id = decode_token(page_token, query) or ""
-        with self._lock:
+        with self.journal.lock:
             infos = [
                 a.info()
-                for aid, a in sorted(self._agents.items())
+                for aid, a in sorted(self.agents.items())
                 if aid > after_id and (not kind or a.kind == kind) and all(c in a.capabilities for c in caps)
             ]
         if status:
@@ -240,7 +270,7 @@ class AgentRegistry:
     def connect_worker(self, hello: WorkerHello) -> WorkerSession:
         """A worker's Connect stream said hello: register/refresh the remote agent and open a session.
         An older session of the same agent is closed (kind "replaced")."""
-        self._require_running()
+        self.dispatcher.require_running()
         agent_id = hello.agent_id or new_id("worker")
         check_name(agent_id, "hello.agent_id")
         caps = check_capabilities(tuple(hello.capabilities), "hello.capabilities")
@@ -249,8 +279,8 @@ class AgentRegistry:
         if len(hello.name) > 256:
             raise InvalidArgument("hello.name", "at most 256 characters")
         session = WorkerSession(agent_id, on_close=self._worker_closed, on_progress=self._worker_progress)
-        with self._txn() as (tx, after):
-            state = self._agents.get(agent_id)
+        with self.journal.txn() as (tx, after):
+            state = self.agents.get(agent_id)
             if state is not None and state.kind != "remote":
                 raise FailedPrecondition(
                     f"agent {agent_id!r} is a {state.kind} agent, not a remote worker",
@@ -262,8 +292,8 @@ class AgentRegistry:
                 )
                 state.runtime = RemoteAgent()
                 store.insert_agent(tx, state)
-                self._agents[agent_id] = state
-                self._emit(
+                self.agents[agent_id] = state
+                self.journal.emit(
                     tx,
                     "agent.registered",
                     {
@@ -287,19 +317,19 @@ class AgentRegistry:
                 after.calls.append(
                     lambda: old.close("replaced by a newer connection of the same agent", "replaced")
                 )
-            self._emit(
+            self.journal.emit(
                 tx,
                 "agent.connected",
                 {"agent_id": agent_id, "session_id": session.id, "sdk_version": hello.sdk_version},
             )
-            self._dispatch(tx, after)
+            self.dispatcher.dispatch(tx, after)
         return session
 
     def _worker_closed(self, session: WorkerSession) -> None:
-        if not self._running:
+        if not self.dispatcher.running:
             return
-        with self._txn() as (tx, after):
-            state = self._agents.get(session.agent_id)
+        with self.journal.txn() as (tx, after):
+            state = self.agents.get(session.agent_id)
             if (
                 state is None
                 or not isinstance(state.runtime, RemoteAgent)
@@ -307,17 +337,17 @@ class AgentRegistry:
             ):
                 return
             state.runtime.session = None
-            self._emit(
+            self.journal.emit(
                 tx,
                 "agent.disconnected",
                 {"agent_id": session.agent_id, "session_id": session.id, "reason": session.close_reason},
             )
-            self._dispatch(tx, after)
+            self.dispatcher.dispatch(tx, after)
 
     def _worker_progress(self, session: WorkerSession, msg: ProgressMsg) -> None:
         coordination_id = msg.task_id.rsplit(":", 1)[0]
-        with self._lock:
-            run = self._live.get(coordination_id)
+        with self.journal.lock:
+            run = self.runs.live.get(coordination_id)
         if run is None:
             return
         data = {
@@ -344,12 +374,12 @@ class AgentRegistry:
         """(interval, timeout) that workers are told in their welcome."""
         return self.config.worker_heartbeat_interval, self.config.worker_heartbeat_timeout
 
-    def _check_heartbeats(self, timeout: float) -> None:
+    def check_heartbeats(self, timeout: float) -> None:
         now = time.monotonic()
-        with self._lock:
+        with self.journal.lock:
             sessions = [
                 a.runtime.session
-                for a in self._agents.values()
+                for a in self.agents.values()
                 if isinstance(a.runtime, RemoteAgent) and a.runtime.session is not None
             ]
         for s in sessions:

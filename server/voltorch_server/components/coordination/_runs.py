@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
+from ...agents.base import AgentError, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from . import _store as store
@@ -160,7 +160,7 @@ class Run:
 class After:
     """Work to do once a transaction has committed and the locks are released."""
 
-    launches: list[tuple[Unit, int, Agent, AgentTask]] = field(default_factory=list)
+    launches: list[Callable[[], None]] = field(default_factory=list)  # agents starting their tasks
     cancels: list[tuple[CancelSignal, str]] = field(default_factory=list)
     finished: list[Run] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)  # closing runtimes, metrics, error records
