@@ -409,7 +409,7 @@ def test_placeholders_render_params_steps_and_items():
 
 
 def test_graph_cycles_sinks_and_branch_edges():
-    from voltorch_server.components.workflows.templates import AgentTask as A
+    from voltorch_server.components.workflows.templates import AgentTaskSpec as A
     from voltorch_server.components.workflows.templates import ConditionSpec, Predicate
 
     steps = (

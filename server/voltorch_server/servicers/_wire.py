@@ -18,7 +18,7 @@ from voltorch import wire
 from ..agents.llm import LlmSettings
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
-    AgentTask,
+    AgentTaskSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -32,7 +32,7 @@ from ..errors import InvalidArgument
 _SERVER: dict[type, type] = {
     wire.WorkflowTemplate: Template,
     wire.Step: StepSpec,
-    wire.AgentTask: AgentTask,
+    wire.AgentTask: AgentTaskSpec,
     wire.CoordinationStep: CoordinationSpec,
     wire.ConditionStep: ConditionSpec,
     wire.FanOut: FanOutSpec,

@@ -10,7 +10,7 @@ from ._store import (
     SetOp,
     SnapshotInfo,
     StateStore,
-    TxnResult,
+    TransactionResult,
 )
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "SetOp",
     "SnapshotInfo",
     "StateStore",
-    "TxnResult",
+    "TransactionResult",
 ]

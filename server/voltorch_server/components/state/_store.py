@@ -79,7 +79,7 @@ class DeleteOp:
 
 
 @dataclass(frozen=True)
-class TxnResult:
+class TransactionResult:
     succeeded: bool
     revision: int
     failed_conditions: list[int]
@@ -613,7 +613,7 @@ class StateStore(Component):
         conditions: Sequence[Condition],
         on_success: Sequence[SetOp | DeleteOp],
         on_failure: Sequence[SetOp | DeleteOp] = (),
-    ) -> TxnResult:
+    ) -> TransactionResult:
         for i, c in enumerate(conditions):
             validate_key(c.key, f"conditions[{i}].key")
             if c.version_equals is None and c.exists is None and not c.has_value_equals:
@@ -628,7 +628,7 @@ class StateStore(Component):
         now = self.clock()
         n = len(conditions)
 
-        def apply(w: _Writer) -> TxnResult:
+        def apply(w: _Writer) -> TransactionResult:
             failed = [i for i, c in enumerate(conditions) if not _holds(c, w.current(c.key))]
             if not failed:
                 # An on_success operation's own precondition (its expected_version; a delete needs the
@@ -646,7 +646,9 @@ class StateStore(Component):
                     # noticed while reading are real changes, though). Its operations are numbered
                     # after on_success's.
                     offset = n + len(on_success)
-                    return TxnResult(False, w.latest_revision, failed + [offset + i for i in blocked], [])
+                    return TransactionResult(
+                        False, w.latest_revision, failed + [offset + i for i in blocked], []
+                    )
             kvs = []
             for op, raw in zip(ops, raws, strict=True):
                 prev = current[op.key]
@@ -654,7 +656,7 @@ class StateStore(Component):
                     kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
                 elif prev is not None:  # always: a delete of a missing key failed above
                     w.delete(prev)
-            return TxnResult(succeeded, w.latest_revision, failed, kvs)
+            return TransactionResult(succeeded, w.latest_revision, failed, kvs)
 
         weight = sum(len(raw or "") for raws in encoded.values() for raw in raws) + 1
         return self._write(apply, now, weight)

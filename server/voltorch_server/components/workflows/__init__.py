@@ -5,7 +5,7 @@ from ._engine import TERMINAL_EVENTS, WorkflowEngine
 from ._executions import Execution, StepExecution
 from ._steps import item_order, parse_json_output
 from .templates import (
-    AgentTask,
+    AgentTaskSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -18,7 +18,7 @@ from .templates import (
 
 __all__ = [
     "TERMINAL_EVENTS",
-    "AgentTask",
+    "AgentTaskSpec",
     "CompleteOptions",
     "ConditionSpec",
     "CoordinationSpec",

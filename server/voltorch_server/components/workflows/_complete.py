@@ -22,7 +22,7 @@ from .templates import (
     INTEGER,
     MAX_STEP_TIMEOUT,
     STRING,
-    AgentTask,
+    AgentTaskSpec,
     FanOutSpec,
     ParameterSpec,
     Problems,
@@ -113,14 +113,14 @@ def template() -> Template:
         steps=(
             StepSpec(
                 "analyse",
-                AgentTask(
+                AgentTaskSpec(
                     ANALYSE, capabilities=("analysis",), context={"requirement": req}, json_output=True
                 ),
                 name="Analyse requirement",
             ),
             StepSpec(
                 "generate_tasks",
-                AgentTask(
+                AgentTaskSpec(
                     PLAN,
                     capabilities=("planning",),
                     context={
@@ -138,7 +138,7 @@ def template() -> Template:
                 FanOutSpec(
                     items_from_step_id="generate_tasks",
                     items_path="tasks",
-                    task=AgentTask(
+                    task=AgentTaskSpec(
                         EXECUTE,
                         capabilities=("{{item.capability}}",),
                         context={
@@ -159,7 +159,7 @@ def template() -> Template:
             ),
             StepSpec(
                 "review",
-                AgentTask(
+                AgentTaskSpec(
                     REVIEW,
                     capabilities=("review",),
                     context={
@@ -174,7 +174,7 @@ def template() -> Template:
             ),
             StepSpec(
                 "summary",
-                AgentTask(
+                AgentTaskSpec(
                     SUMMARY,
                     capabilities=("summary",),
                     context={
@@ -228,7 +228,7 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
             continue
         if s.id == "summary" and opts.skip_review:
             s = replace(s, depends_on=("execute_tasks",))
-            assert isinstance(s.kind, AgentTask)
+            assert isinstance(s.kind, AgentTaskSpec)
             ctx = {k: v for k, v in (s.kind.context or {}).items() if k != "review"}
             s = replace(s, kind=replace(s.kind, context=ctx))
         if isinstance(s.kind, FanOutSpec):

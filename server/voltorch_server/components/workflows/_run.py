@@ -47,7 +47,7 @@ from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_
 from ._timers import Timer, TimerQueue
 from .templates import (
     DEFAULT_STEP_TIMEOUT,
-    AgentTask,
+    AgentTaskSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -833,7 +833,7 @@ class ExecutionRun:
         kind = self._spec_of(rec).kind
         if isinstance(kind, FanOutSpec):
             kind = kind.task
-        if isinstance(kind, AgentTask):
+        if isinstance(kind, AgentTaskSpec):
             context = render_value(kind.context, scope) if kind.context else {}
             deps = self.child_deps.get(rec.step_id)
             if deps:

@@ -17,7 +17,7 @@ from ._model import (
     NUMBER,
     PARAM_TYPES,
     STRING,
-    AgentTask,
+    AgentTaskSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -179,7 +179,7 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
         kind = s.kind
         if kind is None:
             p.add(f"steps[{i}]", "a step needs one of agent_task, coordination, condition, fan_out")
-        elif isinstance(kind, AgentTask):
+        elif isinstance(kind, AgentTaskSpec):
             ctx.agent_task(kind, "agent_task", in_fan_out=False)
         elif isinstance(kind, CoordinationSpec):
             ctx.coordination(kind)
@@ -264,7 +264,7 @@ class _StepCtx:
         elif value and not AGENT_RE.fullmatch(value):
             self.add(field, f"{value!r} is not a valid agent id")
 
-    def agent_task(self, a: AgentTask, field: str, *, in_fan_out: bool) -> None:
+    def agent_task(self, a: AgentTaskSpec, field: str, *, in_fan_out: bool) -> None:
         if bool(a.agent_id) == bool(a.capabilities):
             self.add(field, "set exactly one of agent_id or capabilities")
         self.agent_id(a.agent_id, f"{field}.agent_id", item=in_fan_out)

@@ -80,7 +80,7 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class AgentTask:
+class AgentTaskSpec:
     task: str
     agent_id: str = ""
     capabilities: tuple[str, ...] = ()
@@ -111,7 +111,7 @@ class ConditionSpec:
 @dataclass(frozen=True)
 class FanOutSpec:
     items_from_step_id: str
-    task: AgentTask
+    task: AgentTaskSpec
     items_path: str = ""
     max_parallel: int = 0
     max_items: int = 0
@@ -127,7 +127,7 @@ class FanOutSpec:
         return self.max_items or DEFAULT_MAX_ITEMS
 
 
-StepKind = AgentTask | CoordinationSpec | ConditionSpec | FanOutSpec
+StepKind = AgentTaskSpec | CoordinationSpec | ConditionSpec | FanOutSpec
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class Template:
 # -- JSON form ------------------------------------------------------------------------------------------
 
 _KIND_KEYS = {
-    AgentTask: "agent_task",
+    AgentTaskSpec: "agent_task",
     CoordinationSpec: "coordination",
     ConditionSpec: "condition",
     FanOutSpec: "fan_out",
@@ -223,8 +223,8 @@ def _retry(d: dict | None) -> RetryPolicy | None:
     return RetryPolicy(**{**d, "non_retryable_errors": tuple(d.get("non_retryable_errors", ()))})
 
 
-def _agent_task(d: dict) -> AgentTask:
-    return AgentTask(**{**d, "capabilities": tuple(d.get("capabilities", ()))})
+def _agent_task(d: dict) -> AgentTaskSpec:
+    return AgentTaskSpec(**{**d, "capabilities": tuple(d.get("capabilities", ()))})
 
 
 def _kind(d: dict | None) -> StepKind | None:
