@@ -14,16 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
-from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
 from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome
 from ...config import Config
 from ...errors import Unavailable
-from ...metrics import Metrics
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
+from .._base import Component
 from . import _store as store
 from ._agents import AgentState
 from ._journal import Journal, RunTable
@@ -34,28 +33,12 @@ from ._selection import choose, rank
 log = logging.getLogger("voltorch.coordination")
 
 
-class Observed(Protocol):
-    """Where the parts of the engine report: the metric instruments and the error log the Runtime
-    hands the engine (after construction, hence read when used)."""
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    def record_error(
-        self,
-        code: str,
-        message: str,
-        *,
-        correlation_id: str = "",
-        details: dict[str, Any] | None = None,
-        exc: BaseException | None = None,
-    ) -> None: ...
-
-
 class Dispatcher:
     """Gives queued units to agents and records what they did. It owns the agent thread pool and the
     generation (a stop() makes every in-flight callback of the previous one a no-op); it reads the
-    agents and the runs it is given, and changes state only inside the journal's transactions."""
+    agents and the runs it is given, and changes state only inside the journal's transactions.
+    `observed` is the component it works for: its metrics and error recorder (which the Runtime hands
+    the component after construction) are read when used."""
 
     def __init__(
         self,
@@ -63,7 +46,7 @@ class Dispatcher:
         runs: RunTable,
         agents: dict[str, AgentState],
         config: Config,
-        observed: Observed,
+        observed: Component,
     ):
         self.journal = journal
         self.runs = runs

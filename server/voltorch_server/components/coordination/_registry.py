@@ -16,6 +16,7 @@ from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSessio
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from ...storage import Database
+from .._base import Component
 from .._paging import decode_token, encode_token
 from .._paging import page_size as checked_page_size
 from ..events import EventLog, NewEvent
@@ -30,7 +31,7 @@ from ._agents import (
     check_max_concurrency,
     make_runtime,
 )
-from ._dispatch import Dispatcher, Observed
+from ._dispatch import Dispatcher
 from ._journal import Journal, RunTable
 from ._model import AGENT_KINDS, AGENT_STATUSES, AgentInfo, agent_not_found, check_name
 from ._runs import SOURCE
@@ -53,7 +54,7 @@ class AgentRegistry:
         dispatcher: Dispatcher,
         config: Config,
         llm_defaults: LlmDefaults,
-        observed: Observed,
+        observed: Component,
     ):
         self.db = db
         self.events = events

@@ -1,7 +1,7 @@
 """Workflow templates: the definition types, their JSON form for storage, and parameter validation.
 
 A template is immutable once registered (a change is a new version), so executions can refer to it and a
-restarted server runs exactly what was started. Structural validation lives in `_template_check.py`.
+restarted server runs exactly what was started. Structural validation lives in `_check.py`.
 """
 
 from __future__ import annotations
