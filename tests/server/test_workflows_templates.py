@@ -409,12 +409,15 @@ def test_placeholders_render_params_steps_and_items():
 
 
 def test_graph_cycles_sinks_and_branch_edges():
+    from voltorch_server.components.coordination import CoordinationCondition
     from voltorch_server.components.workflows.templates import AgentTaskSpec as A
-    from voltorch_server.components.workflows.templates import ConditionSpec, Predicate
+    from voltorch_server.components.workflows.templates import ConditionSpec
 
     steps = (
         StepSpec("a", A("x", capabilities=("e",))),
-        StepSpec("c", ConditionSpec("a", Predicate(contains="y"), then_steps=("b",)), depends_on=("a",)),
+        StepSpec(
+            "c", ConditionSpec("a", CoordinationCondition(contains="y"), then_steps=("b",)), depends_on=("a",)
+        ),
         StepSpec("b", A("x", capabilities=("e",))),
     )
     g = build_graph(steps)

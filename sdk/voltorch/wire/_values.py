@@ -43,7 +43,9 @@ def _set_value(v: struct_pb2.Value, obj: Any) -> None:
         add = lv.values.add
         for item in obj:
             _set_value(add(), item)
-    else:  # subclasses of the JSON types and anything else: the general (slower, validating) path
+    elif isinstance(obj, str):  # a StrEnum member (statuses, modes): its value
+        v.string_value = obj
+    else:  # other subclasses of the JSON types and anything else: the general (slower, validating) path
         json_format.ParseDict(obj, v)
 
 

@@ -2,11 +2,17 @@
 
 from ._engine import CoordinationEngine
 from ._model import (
+    MODES,
+    TERMINAL,
     AgentInfo,
+    AgentKind,
     AgentResult,
+    AgentStatus,
     Coordination,
     CoordinationCondition,
+    CoordinationMode,
     CoordinationRequest,
+    CoordinationStatus,
     Selection,
     TaskError,
     check_condition,
@@ -15,6 +21,12 @@ from ._model import (
 from ._queue import AgingQueue
 
 __all__ = [
+    "MODES",
+    "TERMINAL",
+    "AgentKind",
+    "AgentStatus",
+    "CoordinationMode",
+    "CoordinationStatus",
     "AgentInfo",
     "AgentResult",
     "AgingQueue",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ...agents.base import TokenUsage
@@ -14,11 +15,49 @@ from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
 from .._jsonpath import PathError, parse_path, resolve
 
-MODES = ("sequential", "parallel", "conditional", "pipeline")
-STATUSES = ("queued", "running", "completed", "failed", "cancelled", "timed_out")
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
-AGENT_KINDS = ("llm", "offline", "remote", "function")
-AGENT_STATUSES = ("idle", "busy", "offline", "error")
+
+class CoordinationMode(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+    CONDITIONAL = "conditional"
+    PIPELINE = "pipeline"
+
+
+class CoordinationStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+class AgentKind(StrEnum):
+    LLM = "llm"
+    OFFLINE = "offline"
+    REMOTE = "remote"
+    FUNCTION = "function"
+
+
+class AgentStatus(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    ERROR = "error"
+
+
+MODES = tuple(CoordinationMode)
+STATUSES = tuple(CoordinationStatus)
+TERMINAL = frozenset(
+    {
+        CoordinationStatus.COMPLETED,
+        CoordinationStatus.FAILED,
+        CoordinationStatus.CANCELLED,
+        CoordinationStatus.TIMED_OUT,
+    }
+)
+AGENT_KINDS = tuple(AgentKind)
+AGENT_STATUSES = tuple(AgentStatus)
 
 MAX_TASK_CHARS = 100_000
 MAX_CONTEXT_BYTES = 1 << 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ...errors import InvalidArgument
@@ -13,13 +14,28 @@ from ...storage import Database, Tx
 from .._paging import decode_token, encode_token, page_size
 from ..coordination import TaskError
 
-# Execution statuses
-PENDING, QUEUED, RUNNING, PAUSED = "pending", "queued", "running", "paused"
-COMPLETED, FAILED, CANCELLED, TIMED_OUT = "completed", "failed", "cancelled", "timed_out"
+
+class Status(StrEnum):
+    """Statuses of executions and of their steps (one vocabulary: a step is never queued, paused or
+    timed out; an execution is never skipped or retrying)."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+PENDING, QUEUED, RUNNING, PAUSED = Status.PENDING, Status.QUEUED, Status.RUNNING, Status.PAUSED
+COMPLETED, FAILED, CANCELLED, TIMED_OUT = Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT
+SKIPPED, RETRYING = Status.SKIPPED, Status.RETRYING
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 EXECUTION_STATUSES = (PENDING, QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLED, TIMED_OUT)
-# Step statuses (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED shared with executions)
-SKIPPED, RETRYING = "skipped", "retrying"
 STEP_DONE = frozenset({COMPLETED, FAILED, SKIPPED, CANCELLED})
 
 

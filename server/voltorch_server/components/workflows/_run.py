@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -63,7 +64,17 @@ from .templates import (
 log = logging.getLogger("voltorch.workflows")
 
 MAX_OUTPUT = 1 << 20
-WAIT, SKIP, RUN = "wait", "skip", "run"
+
+
+class Readiness(StrEnum):
+    """The verdict on a step whose turn may have come."""
+
+    WAIT = "wait"
+    SKIP = "skip"
+    RUN = "run"
+
+
+WAIT, SKIP, RUN = Readiness.WAIT, Readiness.SKIP, Readiness.RUN
 
 
 @dataclass

@@ -22,12 +22,11 @@ from ...errors import (
 )
 from ...priority import Priority
 from .._jsonpath import PathError, resolve
-from ..coordination import CoordinationCondition, CoordinationRequest, TaskError
+from ..coordination import TERMINAL, CoordinationCondition, CoordinationRequest, TaskError
 
 WAIT_SLICE = 1.0  # how often a waiting attempt notices a stopping server
 TIMEOUT_GRACE = 2.0
 IDLE_PAUSE = 0.2  # beyond the coordination's own deadline, before we give up on it ourselves
-TERMINAL = ("completed", "failed", "cancelled", "timed_out")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,11 @@ from typing import Any
 
 from ....errors import FieldViolation, InvalidArgument
 from ..._jsonpath import PathError, parse_path
-from ...coordination import check_condition
+from ...coordination import MODES, CoordinationCondition, check_condition
 from . import _dag
 from ._model import (
     INTEGER,
     LIST,
-    MODES,
     NUMBER,
     PARAM_TYPES,
     STRING,
@@ -22,7 +21,6 @@ from ._model import (
     CoordinationSpec,
     FanOutSpec,
     ParameterSpec,
-    Predicate,
     RetryPolicy,
     Template,
     type_error,
@@ -203,7 +201,7 @@ def _branches(p: Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: i
                 p.add(f, f"{target!r} is in both then_steps and else_steps")
 
 
-def _predicate(p: Problems, pred: Predicate | None, field: str) -> None:
+def _predicate(p: Problems, pred: CoordinationCondition | None, field: str) -> None:
     if pred is None:
         p.add(field, "a predicate is required")
         return

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ....errors import FieldViolation, InvalidArgument
-from ...coordination import CoordinationCondition as Predicate
+from ...coordination import CoordinationCondition
 
 STRING, NUMBER, INTEGER, BOOLEAN, LIST, OBJECT = "string", "number", "integer", "boolean", "list", "object"
 PARAM_TYPES = (STRING, NUMBER, INTEGER, BOOLEAN, LIST, OBJECT)
-MODES = ("sequential", "parallel", "conditional", "pipeline")
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_INITIAL_BACKOFF = 1.0
@@ -97,13 +96,13 @@ class CoordinationSpec:
     target_agent_id: str = ""
     agent_ids: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
-    condition: Predicate | None = None
+    condition: CoordinationCondition | None = None
 
 
 @dataclass(frozen=True)
 class ConditionSpec:
     source_step_id: str
-    predicate: Predicate
+    predicate: CoordinationCondition
     then_steps: tuple[str, ...] = ()
     else_steps: tuple[str, ...] = ()
 
@@ -213,8 +212,8 @@ def _step_dict(s: StepSpec) -> dict[str, Any]:
     return d
 
 
-def _pred(d: dict | None) -> Predicate | None:
-    return Predicate(**d) if d else None
+def _pred(d: dict | None) -> CoordinationCondition | None:
+    return CoordinationCondition(**d) if d else None
 
 
 def _retry(d: dict | None) -> RetryPolicy | None:
@@ -245,7 +244,7 @@ def _kind(d: dict | None) -> StepKind | None:
     if key == "condition":
         return ConditionSpec(
             source_step_id=v["source_step_id"],
-            predicate=_pred(v["predicate"]) or Predicate(),
+            predicate=_pred(v["predicate"]) or CoordinationCondition(),
             then_steps=tuple(v.get("then_steps", ())),
             else_steps=tuple(v.get("else_steps", ())),
         )
