@@ -2,7 +2,7 @@
 
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MAX_SAMPLES_PER_SERIES, MetricHistory
-from ._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricCollector, MetricPoint, Sample
+from ._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricCollector, MetricKind, MetricPoint, Sample
 from ._timeline import timeline
 from ._watcher import ComponentHealth, HealthStatus, Watcher
 
@@ -17,6 +17,7 @@ __all__ = [
     "HistogramSummary",
     "MetricCollector",
     "MetricHistory",
+    "MetricKind",
     "MetricPoint",
     "Sample",
     "Watcher",

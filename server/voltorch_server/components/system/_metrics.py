@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -21,7 +22,14 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-GAUGE, COUNTER, HISTOGRAM = "gauge", "counter", "histogram"
+
+class MetricKind(StrEnum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+GAUGE, COUNTER, HISTOGRAM = MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.HISTOGRAM
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -47,7 +55,7 @@ class MetricPoint:
     name: str
     description: str
     unit: str
-    kind: str  # GAUGE | COUNTER | HISTOGRAM
+    kind: MetricKind
     attributes: dict[str, str]
     value: float  # gauge level, counter total, histogram count
     histogram: HistogramSummary | None
@@ -125,7 +133,7 @@ class MetricCollector:
     def __init__(self, reader: InMemoryMetricReader | None):
         self._reader = reader
         self._lock = threading.Lock()
-        self._meta: dict[str, tuple[str, str, str]] = {}  # name -> (description, unit, kind)
+        self._meta: dict[str, tuple[str, str, MetricKind]] = {}  # name -> (description, unit, kind)
         self._values: dict[Key, float] = {}  # gauges and counters
         self._totals: dict[Key, _Hist] = {}  # histograms since start
         self._interval: dict[Key, _Hist] = {}  # histograms since the last take_interval()
