@@ -48,11 +48,11 @@ test: $(VENV)/.installed-dev $(NPM_STAMPS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 protos: $(VENV)/.installed-dev
-	$(PY) -m voltorch_server._protogen sdk
+	$(PY) -m voltorch_server.protogen sdk
 
 # Regenerates into a temporary folder and fails if the committed code in sdk/voltorch/v1 differs.
 protos-check: $(VENV)/.installed-dev
-	$(PY) -m voltorch_server._protogen --check
+	$(PY) -m voltorch_server.protogen --check
 
 lint: $(VENV)/.installed-dev protos-check proto-lint
 	$(VENV)/bin/ruff check sdk server tests bench

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._templates import AgentTask, StepSpec, Template
+from voltorch_server.components.workflows.templates import AgentTaskSpec, StepSpec, Template
 from voltorch_server.components.events import NewEvent
 from voltorch_server.config import Config
 
@@ -42,7 +42,7 @@ def _seed(srv: VoltorchServer, executions: int, events: int) -> None:
     rt.workflows.register_template(
         Template(
             name="bench-one",
-            steps=(StepSpec("analyse", AgentTask("Analyse item", capabilities=("analysis",))),),
+            steps=(StepSpec("analyse", AgentTaskSpec("Analyse item", capabilities=("analysis",))),),
         )
     )
     for i in range(executions):

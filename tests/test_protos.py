@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from voltorch_server import _protogen
+from voltorch_server import protogen
 
-COMMITTED = _protogen.COMMITTED
+COMMITTED = protogen.COMMITTED
 
 
 def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
-    assert _protogen.drift(tmp_path) == [], "generated code is stale: run `make protos`"
+    assert protogen.drift(tmp_path) == [], "generated code is stale: run `make protos`"
 
 
 def test_drift_names_a_stale_file(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_drift_names_a_stale_file(tmp_path: Path) -> None:
     shutil.copytree(COMMITTED, copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "state_pb2.py").write_bytes(b"# edited by hand\n")
     (copy / "stray_pb2.py").write_text("")
-    assert _protogen.drift(tmp_path / "fresh", copy) == [
+    assert protogen.drift(tmp_path / "fresh", copy) == [
         "extra generated file stray_pb2.py",
         "stale generated file state_pb2.py",
     ]
@@ -27,6 +27,6 @@ def test_drift_names_a_stale_file(tmp_path: Path) -> None:
 
 def test_every_proto_has_its_generated_modules() -> None:
     names = {p.name for p in COMMITTED.iterdir()}
-    for proto in _protogen.proto_files():
+    for proto in protogen.proto_files():
         stem = proto.stem
         assert {f"{stem}_pb2.py", f"{stem}_pb2.pyi", f"{stem}_pb2_grpc.py"} <= names, stem

@@ -29,11 +29,19 @@ import grpc
 
 from voltorch.v1 import coordination_pb2 as pb
 
-from ._convert import from_duration, from_struct, to_datetime, to_duration, to_struct, to_timestamp, to_value
-from ._priority import Priority
 from ._tracing import continue_trace
 from ._version import __version__
 from .errors import from_rpc_error
+from .wire import (
+    Priority,
+    from_duration,
+    from_struct,
+    to_datetime,
+    to_duration,
+    to_struct,
+    to_timestamp,
+    to_value,
+)
 
 log = logging.getLogger("voltorch.worker")
 

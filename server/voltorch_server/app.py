@@ -22,10 +22,12 @@ from .auth import parse_tokens
 from .config import Config
 from .console import Console
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor
-from .servicers._limits import StreamLimitInterceptor
-from .servicers._status import ErrorInterceptor
-from .servicers._tracing import telemetry_interceptor
+from .servicers import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    StreamLimitInterceptor,
+    telemetry_interceptor,
+)
 from .servicers.orchestrator import bind_health
 
 log = logging.getLogger("voltorch")

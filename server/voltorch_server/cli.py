@@ -17,7 +17,7 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import _logging
+    from . import logs
     from .app import VoltorchServer
 
     try:
@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
     try:
-        _logging.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
+        logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         print(f"voltorch: bad logging configuration: {exc}", file=sys.stderr)
         return 2

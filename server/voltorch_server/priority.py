@@ -3,7 +3,7 @@ voltorch.v1.Priority; one definition for both sides), and its parsing for reques
 
 from __future__ import annotations
 
-from voltorch._priority import Priority
+from voltorch.wire import Priority
 
 from .errors import InvalidArgument
 

@@ -9,8 +9,7 @@ from importlib.metadata import version
 import pytest
 import voltorch
 from opentelemetry import trace
-from voltorch._orchestrator import ComponentHealth, ErrorRecord, Health, Metrics, Trace
-from voltorch._tracing import TraceContextInterceptor
+from voltorch import ComponentHealth, ErrorRecord, Health, Metrics, Trace, TraceContextInterceptor
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
 

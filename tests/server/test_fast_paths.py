@@ -16,9 +16,8 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.trace import TracerProvider
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._kv_cache import KVCache, Row
 from voltorch_server.components.events import EventLog
-from voltorch_server.components.state import KeyValue, StateStore
+from voltorch_server.components.state import KeyValue, KVCache, Row, StateStore
 from voltorch_server.errors import NotFound
 from voltorch_server.metrics import _MS_BUCKETS, SCOPE, InMemoryReader, PrometheusRpcDurations, RpcDurations
 from voltorch_server.storage import Database

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..components._timeline import timeline
 from ..components.events import EventFilter
+from ..components.system import timeline
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..components._follow import Closed, Overflow
+from ..components import Closed, Overflow
 from ..components.events import Event
 from ._json import dumps
 

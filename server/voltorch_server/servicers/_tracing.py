@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import errors as e
 from .. import telemetry
-from ..components._errors_log import ErrorLog
+from ..components.system import ErrorLog
 from ..metrics import Metrics, RpcSeries
 from ..telemetry import context_from_metadata, tracer
 from . import _status
