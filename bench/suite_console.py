@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components.workflows.templates import AgentTaskSpec, StepSpec, Template
 from voltorch_server.components.events import NewEvent
+from voltorch_server.components.workflows.templates import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
 
 from ._harness import Result

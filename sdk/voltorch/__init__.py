@@ -42,8 +42,8 @@ from ._state import (
     ValueIs,
     VersionIs,
 )
-from ._version import __version__
 from ._tracing import TraceContextInterceptor
+from ._version import __version__
 from ._workflows import (
     Execution,
     StartResult,
