@@ -52,7 +52,9 @@ def test_start_a_workflow_and_watch_pause_resume_it(console_server: VoltorchServ
 
         # Open a step's output: the JSON viewer, with its long text folded.
         page.click('[data-step="build"]')
-        page.wait_for_selector('#step-output:has-text("build done: build it") .json')  # this step's, not the last
+        page.wait_for_selector(
+            '#step-output:has-text("build done: build it") .json'
+        )  # this step's, not the last
         assert "build done: build it" in page.inner_text("#step-output")
         assert page.locator("#step-output details.folded").count() == 1  # 40 log lines, folded
         assert "build it" in page.inner_text("#step-input")
