@@ -18,6 +18,10 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    # With `db` a PostgreSQL DSN (several replicas share state and events), the SQLite file this replica
+    # keeps coordination, workflows and its error/metric history in (until they move to PostgreSQL too).
+    # "" = ./voltorch-replica-<port>.db (in memory for port 0).
+    local_db: str = ""
     # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
     # long-lived streams, so `max_workers - max_streams` always remain for unary calls.
     max_workers: int = 768

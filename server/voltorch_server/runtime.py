@@ -12,17 +12,28 @@ from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
 from .metrics import Metrics
-from .storage import Database, migrate
+from .storage import is_postgres_url, open_database
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
 
 
+def local_db_path(config: Config) -> str:
+    """This replica's own SQLite file beside a shared PostgreSQL (see Config.local_db)."""
+    if config.local_db:
+        return config.local_db
+    return ":memory:" if config.port == 0 else f"./voltorch-replica-{config.port}.db"
+
+
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
-        self.db = Database(config.db, synchronous=config.db_synchronous)
-        migrate(self.db)
+        # State and events live in `db` (PostgreSQL: shared by every replica); the rest in `local_db`,
+        # which is the same database on SQLite and this replica's own file beside PostgreSQL.
+        self.db = open_database(config.db, synchronous=config.db_synchronous)
+        self.local_db = self.db
+        if is_postgres_url(config.db):
+            self.local_db = open_database(local_db_path(config), synchronous=config.db_synchronous)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -32,11 +43,11 @@ class Runtime:
             retention_count=config.event_retention_count,
             compaction_interval=config.event_compaction_interval,
         )
-        self.errors = ErrorLog(self.db, self.events, self.metrics)
+        self.errors = ErrorLog(self.local_db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
-        self.coordination = CoordinationEngine(self.db, self.events, config)
+        self.coordination = CoordinationEngine(self.local_db, self.events, config)
         self.workflows = WorkflowEngine(
-            self.db,
+            self.local_db,
             self.events,
             self.state,
             self.coordination,
@@ -49,7 +60,12 @@ class Runtime:
 
         # The watcher watches every component in the dict (also ones added after this line).
         self.watcher = Watcher(
-            config, self.components, db=self.db, events=self.events, errors=self.errors, metrics=self.metrics
+            config,
+            self.components,
+            db=self.local_db,
+            events=self.events,
+            errors=self.errors,
+            metrics=self.metrics,
         )
         self.components[self.watcher.name] = self.watcher
 
@@ -77,4 +93,6 @@ class Runtime:
         self.stop_components()
         self.tracing.stop()
         self.metrics.shutdown()
+        if self.local_db is not self.db:
+            self.local_db.close()
         self.db.close()

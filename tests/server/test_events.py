@@ -16,6 +16,9 @@ from voltorch_server.storage import Database
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+
 @pytest.fixture
 def log(db: Database) -> Iterator[EventLog]:
     ev = EventLog(db, subscriber_buffer=100)
@@ -425,7 +428,9 @@ def test_a_listing_that_falls_into_compacted_range_is_out_of_range(db: Database)
 class _SignallingLog(EventLog):
     """Tells the test when the background thread has compacted (the real thread, the real compact)."""
 
-    compacted = threading.Event()
+    def __init__(self, *args, **kwargs) -> None:
+        self.compacted = threading.Event()  # one per log: each backend's run waits for its own
+        super().__init__(*args, **kwargs)
 
     def compact(self, now: float | None = None) -> int:
         n = super().compact(now)

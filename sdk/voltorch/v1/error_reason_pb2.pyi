@@ -23,6 +23,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_CLOSED: _ClassVar[ErrorReason]
     SUBSCRIBER_OVERFLOW: _ClassVar[ErrorReason]
     COMPONENT_STOPPED: _ClassVar[ErrorReason]
+    DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
     KEY_INVALID: _ClassVar[ErrorReason]
     KEY_NOT_FOUND: _ClassVar[ErrorReason]
@@ -75,6 +76,7 @@ TOO_MANY_STREAMS: ErrorReason
 STREAM_CLOSED: ErrorReason
 SUBSCRIBER_OVERFLOW: ErrorReason
 COMPONENT_STOPPED: ErrorReason
+DATABASE_UNAVAILABLE: ErrorReason
 INTERNAL: ErrorReason
 KEY_INVALID: ErrorReason
 KEY_NOT_FOUND: ErrorReason
