@@ -21,7 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import VoltorchServer
 
     try:
-        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db, ui_port=args.ui_port)
+        cfg = config_mod.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            local_db=args.local_db,
+            ui_port=args.ui_port,
+        )
     except (OSError, ValueError) as exc:
         print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the server")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
-    s.add_argument("--db", help="SQLite database file")
+    s.add_argument("--db", help="SQLite database file, or a postgresql:// DSN shared by several replicas")
+    s.add_argument("--local-db", help="with a PostgreSQL --db: this replica's own SQLite file")
     s.add_argument("--config", help="TOML or JSON config file")
     s.add_argument(
         "--ui-port", type=int, help="serve the web console on this port (0 = off, -1 = any free port)"

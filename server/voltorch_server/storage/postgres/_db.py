@@ -140,7 +140,7 @@ class PgDatabase:
     explicit_ids = True
     SEQUENCE_HEAD = "SELECT value FROM voltorch_counters WHERE name = ?"
 
-    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 32, timeout: float = 10.0):
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 32, timeout: float = 5.0):
         self.path = self.dsn = dsn
         self._pool = ConnectionPool(
             dsn,
