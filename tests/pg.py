@@ -114,6 +114,11 @@ class PostgresServer:
     def existing(cls, dsn: str) -> PostgresServer:
         return cls(dsn)
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id (None for an existing server): its children are the backends."""
+        return self._process.pid if self._process is not None else None
+
     def new_database(self) -> str:
         """A fresh, empty database; returns its DSN."""
         name = f"voltorch_test_{os.getpid()}_{next(self._names)}"

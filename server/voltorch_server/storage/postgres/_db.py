@@ -11,6 +11,8 @@ What differs, and why:
 - `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT, with the new head
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
 - A lost connection is Unavailable (retry), never an internal error; the pool replaces dead connections.
+  Connections are not pinged when taken from the pool (a round trip per query): after the database
+  restarts, each stale pooled connection fails one call with Unavailable before it is replaced.
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ class PgDatabase:
             max_size=max_size,
             timeout=timeout,
             open=False,
-            check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "row_factory": _row_factory},
             name="voltorch",
         )
