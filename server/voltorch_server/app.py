@@ -25,7 +25,9 @@ from . import servicers
 from .config import Config
 from .runtime import Runtime
 from .servicers._auth import AuthInterceptor, parse_tokens
+from .servicers._health import HealthServicer
 from .servicers._limits import StreamLimitInterceptor
+from .servicers._requests import RequestInterceptor
 from .servicers._status import ErrorInterceptor
 from .servicers._tracing import telemetry_interceptor
 from .servicers.orchestrator import bind_health
@@ -68,7 +70,13 @@ class VoltorchServer:
         self.config = config
         self.runtime = Runtime(config)
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
-        interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
+        # Outermost first. Requests are decoded innermost: inside auth (a rejected call is never decoded)
+        # and inside the error mapping (undecodable or meaningless fields become INVALID_ARGUMENT there).
+        interceptors: list[grpc.ServerInterceptor] = [
+            ErrorInterceptor(),
+            self.stream_limit,
+            RequestInterceptor(),
+        ]
         tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
@@ -90,7 +98,7 @@ class VoltorchServer:
         for name, (base, add) in _PLACEHOLDERS.items():
             if name not in provided:
                 add(base(), self.grpc)
-        self.health = health.HealthServicer()
+        self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)

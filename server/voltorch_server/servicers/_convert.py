@@ -1,6 +1,7 @@
 """Proto <-> Python conversions for the servicers. JSON values, structs, timestamps and durations are the
 SDK's pure helpers (voltorch._convert: one implementation on both sides of the wire); what only the
-server needs — reading times and durations from requests, with validation — is here."""
+server needs — reading times and durations from requests — is here. Their ranges (and every Value's
+kind) were checked when the request was decoded (`_requests`), for every field of every request."""
 
 from __future__ import annotations
 
