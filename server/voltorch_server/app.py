@@ -24,7 +24,7 @@ from voltorch.v1 import (
 from . import servicers
 from .config import Config
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
+from .servicers._auth import AuthInterceptor, anonymous_calls, parse_tokens
 from .servicers._health import HealthServicer
 from .servicers._limits import StreamLimitInterceptor
 from .servicers._requests import RequestInterceptor
@@ -69,7 +69,13 @@ class VoltorchServer:
     def __init__(self, config: Config):
         self.config = config
         self.runtime = Runtime(config)
-        self.stream_limit = StreamLimitInterceptor(config.max_streams)
+        tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        auth = AuthInterceptor(tokens) if tokens else None
+        self.stream_limit = StreamLimitInterceptor(
+            config.max_streams,
+            max_anonymous_streams=config.max_anonymous_streams,
+            is_anonymous=anonymous_calls(auth),
+        )
         # Outermost first. Requests are decoded innermost: inside auth (a rejected call is never decoded)
         # and inside the error mapping (undecodable or meaningless fields become INVALID_ARGUMENT there).
         interceptors: list[grpc.ServerInterceptor] = [
@@ -77,9 +83,8 @@ class VoltorchServer:
             self.stream_limit,
             RequestInterceptor(),
         ]
-        tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
-        if tokens:
-            interceptors.insert(0, AuthInterceptor(tokens))
+        if auth is not None:
+            interceptors.insert(0, auth)
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
         self._pool = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc")
         self.grpc = grpc.server(

@@ -159,3 +159,42 @@ def test_health_list_after_shutdown_began_says_not_serving(config):
         assert {s.status for s in statuses.values()} == {health_pb2.HealthCheckResponse.NOT_SERVING}
     finally:
         srv.stop(grace=1.0)
+
+
+# -- anonymous streams have their own cap -------------------------------------------------------------------
+
+_TOKEN = "agent-token-0123456789"
+
+
+def _open_health_watch(ch: grpc.Channel) -> tuple[grpc.StatusCode, object]:
+    call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    try:
+        next(call)
+        return grpc.StatusCode.OK, call
+    except grpc.RpcError as exc:
+        return exc.code(), call
+
+
+@pytest.mark.parametrize("auth", [True, False])
+def test_anonymous_streams_cannot_lock_out_subscribers(config, auth):
+    overrides = {"max_streams": 3, "max_anonymous_streams": 2, "max_workers": 16}
+    if auth:
+        overrides["auth_tokens"] = f"agent:{_TOKEN}"
+    metadata = [("authorization", f"Bearer {_TOKEN}")] if auth else None
+    with VoltorchServer(config.with_overrides(**overrides)) as srv, grpc.insecure_channel(srv.target) as ch:
+        watches = [_open_health_watch(ch) for _ in range(10)]  # ten anonymous probes
+        codes = [code for code, _ in watches]
+        assert codes.count(grpc.StatusCode.OK) == 2
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 8
+        assert srv.stream_limit.open_anonymous_streams == 2
+        stub = events_pb2_grpc.EventServiceStub(ch)
+        subs = [
+            stub.Subscribe(events_pb2.SubscribeRequest(), metadata=metadata, timeout=30) for _ in range(3)
+        ]
+        for s in subs:
+            assert next(s).HasField("heartbeat")  # every subscriber got its slot
+        for s in subs:
+            s.cancel()
+        for _, call in watches:
+            call.cancel()
+        _wait(lambda: srv.stream_limit.open_streams == 0)
