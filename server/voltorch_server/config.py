@@ -18,6 +18,7 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    db_quick_check: bool = True  # PRAGMA quick_check at start: a damaged file is refused (O(file size))
     # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
     # long-lived streams and `max_anonymous_streams` to anonymous ones (health Watch and reflection
     # without a valid token, counted apart so that they cannot lock subscribers out), so

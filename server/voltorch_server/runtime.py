@@ -9,6 +9,7 @@ from .components._errors_log import ErrorLog
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.state import StateStore
+from .components.storage import Storage
 from .components.watcher import Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
@@ -23,7 +24,13 @@ class Runtime:
     def __init__(self, config: Config):
         self.config = config
         self.db = Database(config.db, synchronous=config.db_synchronous)
+        if config.db_quick_check:
+            checked = self.db.check_integrity()
+            if not checked.ok:  # refuse to start: queries reaching a damaged page would fail later
+                self.db.close()
+                checked.raise_if_damaged()
         migrate(self.db)
+        self.storage = Storage(self.db)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -45,7 +52,7 @@ class Runtime:
             threads=config.workflow_threads,
         )
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination, self.workflows)
+            c.name: c for c in (self.storage, self.events, self.state, self.coordination, self.workflows)
         }
 
         # The watcher watches every component in the dict (also ones added after this line).
