@@ -80,7 +80,9 @@ def test_complete_workflow_options(client):
     e = client.workflows.wait(e.id, timeout=WAIT)
     assert e.status == "completed"
     assert [s.step_id for s in e.steps] == ["analyse", "generate_tasks", "execute_tasks", "summary"]
-    assert len(e.step("execute_tasks").children) == 2  # truncated to max_tasks
+    assert len(e.step("execute_tasks").children) == 2
+    plan = e.step("generate_tasks").structured_output
+    assert len(plan["tasks"]) == 2  # the planner itself honours max_tasks (nothing cut off afterwards)
     assert e.parameters["max_tasks"] == 2
 
 
