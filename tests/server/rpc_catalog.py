@@ -114,3 +114,134 @@ def reach(msg: Message, steps: list[FieldDescriptor]) -> Message:
             msg = getattr(msg, f.name)
             msg.SetInParent()
     return msg
+
+
+# -- random requests --------------------------------------------------------------------------------------
+
+_STRINGS = [
+    "",
+    "x",
+    "a" * 700,
+    "../../etc/passwd",
+    "\x00",
+    "é✓😀",
+    "{{steps.x.output}}",
+    "*",
+    "workflow.*",
+    "a[b",
+    "analyst",
+    "complete-workflow",
+    "state",
+    "task-1",
+    " ",
+    "SELECT 1; --",
+]
+_INTS = [0, 1, -1, 2, 3, 100, 2**31 - 1, -(2**31)]
+_INT64S = [*_INTS, 2**63 - 1, -(2**63)]
+_UINTS = [0, 1, 2, 100, 2**32 - 1]
+_FLOATS = [0.0, 1.0, -1.0, 0.5, 1e308, float("inf"), float("-inf"), float("nan")]
+
+
+def random_message(cls: type[Message], rng: Any, depth: int = 0) -> Message:
+    """A message of cls with random (often odd, sometimes invalid) values in random fields."""
+    msg = cls()
+    fill(msg, rng, depth)
+    return msg
+
+
+def fill(msg: Message, rng: Any, depth: int) -> None:
+    d = msg.DESCRIPTOR
+    name = d.full_name
+    if name == "google.protobuf.Timestamp" or name == "google.protobuf.Duration":
+        msg.seconds = rng.choice([0, 1, 60, 10**9, -1, 10**12, -(10**12), 253_402_300_799])
+        msg.nanos = rng.choice([0, 1, 999_999_999, -1, 1_000_000_000])
+        return
+    if name == "google.protobuf.Value":
+        _random_value(msg, rng, depth)
+        return
+    if name == "google.protobuf.Struct":
+        for i in range(rng.randint(0, 3)):
+            _random_value(msg.fields[rng.choice(_STRINGS) + str(i)], rng, depth + 1)
+        return
+    if name == "google.protobuf.ListValue":
+        for _ in range(rng.randint(0, 3)):
+            _random_value(msg.values.add(), rng, depth + 1)
+        return
+    for f in d.fields:
+        if rng.random() < 0.45:
+            continue
+        _random_field(msg, f, rng, depth)
+
+
+def _random_value(v: Any, rng: Any, depth: int) -> None:
+    kind = rng.choice(
+        ["null", "number", "string", "bool", "struct", "list", "none"] if depth < 3 else ["string"]
+    )
+    if kind == "null":
+        v.null_value = 0
+    elif kind == "number":
+        v.number_value = rng.choice(_FLOATS + [3.0, 42.0])
+    elif kind == "string":
+        v.string_value = rng.choice(_STRINGS)
+    elif kind == "bool":
+        v.bool_value = rng.random() < 0.5
+    elif kind == "struct":
+        fill(v.struct_value, rng, depth + 1)
+        v.struct_value.SetInParent()
+    elif kind == "list":
+        fill(v.list_value, rng, depth + 1)
+        v.list_value.SetInParent()
+    # "none": a Value with no kind set
+
+
+def _scalar(f: FieldDescriptor, rng: Any) -> Any:
+    t = f.type
+    if t == FieldDescriptor.TYPE_STRING:
+        return rng.choice(_STRINGS)
+    if t == FieldDescriptor.TYPE_BYTES:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 16)))
+    if t == FieldDescriptor.TYPE_BOOL:
+        return rng.random() < 0.5
+    if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return rng.choice(_FLOATS)
+    if t == FieldDescriptor.TYPE_ENUM:
+        return rng.choice([*(v.number for v in f.enum_type.values), 99, -1])
+    if t in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
+        return rng.choice(_UINTS)
+    if t in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+        return rng.choice([*_UINTS, 2**64 - 1])
+    if t in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64):
+        return rng.choice(_INT64S)
+    return rng.choice(_INTS)
+
+
+def _random_field(msg: Message, f: FieldDescriptor, rng: Any, depth: int) -> None:
+    sub = f.message_type
+    if sub is not None and sub.GetOptions().map_entry:
+        if depth > 4:
+            return
+        container = getattr(msg, f.name)
+        key_f, value_f = sub.fields_by_name["key"], sub.fields_by_name["value"]
+        for _ in range(rng.randint(0, 2)):
+            key = _scalar(key_f, rng)
+            if value_f.message_type is not None:
+                fill(container[key], rng, depth + 1)
+            else:
+                container[key] = _scalar(value_f, rng)
+        return
+    if f.is_repeated:
+        container = getattr(msg, f.name)
+        for _ in range(rng.randint(0, 3 if depth < 3 else 0)):
+            if sub is not None:
+                fill(container.add(), rng, depth + 1)
+            else:
+                container.append(_scalar(f, rng))
+        return
+    if sub is not None:
+        if depth > 4:
+            return
+        child = getattr(msg, f.name)
+        child.SetInParent()
+        fill(child, rng, depth + 1)
+        return
+    setattr(msg, f.name, _scalar(f, rng))
