@@ -192,6 +192,9 @@ def test_get_trace_and_list_errors_validate(client: voltorch.Client, server: Vol
     with pytest.raises(grpc.RpcError) as none_given:
         client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest())
     assert from_rpc_error(none_given.value).fields == ["id"]
+    with pytest.raises(grpc.RpcError) as blank:  # blank is none (it used to reach SQL as "WHERE ORDER BY")
+        client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest(trace_id="  "))
+    assert from_rpc_error(blank.value).fields == ["id"]
     with pytest.raises(voltorch.InvalidArgumentError) as bad_filter:
         list(client.errors(trace_id="xyz"))
     assert bad_filter.value.fields == ["trace_id"]
