@@ -5,6 +5,7 @@ no traceback."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import grpc
 import pytest
@@ -212,3 +213,26 @@ def test_undecodable_bytes_never_reach_the_decoder_before_auth(config):
         with pytest.raises(grpc.RpcError) as err:
             raw(b"\xff\xff\xff\xff", metadata=[("authorization", f"Bearer {token}")], timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_bad_later_message_on_a_worker_stream_ends_it_naming_the_field(server, channel):
+    from voltorch.v1 import coordination_pb2 as cpb
+    from voltorch.v1 import coordination_pb2_grpc
+
+    hello = cpb.WorkerMessage(hello=cpb.WorkerHello(agent_id="checked-worker", capabilities=["x"]))
+    bad = cpb.WorkerMessage(result=cpb.TaskResult(task_id="t-1", attempt=1))
+    bad.result.structured_output.struct_value.fields["answer"].SetInParent()  # no kind
+    welcomed = threading.Event()
+
+    def messages():
+        yield hello
+        welcomed.wait(10)
+        yield bad
+
+    call = coordination_pb2_grpc.CoordinationServiceStub(channel).Connect(messages(), timeout=10)
+    with pytest.raises(grpc.RpcError) as err:
+        for msg in call:
+            if msg.HasField("welcome"):
+                welcomed.set()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(err.value) == ['result.structured_output["answer"]']
