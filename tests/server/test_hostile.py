@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from rpc_catalog import WELL_KNOWN_CHECKED, Rpc, all_rpcs, call_raw, field_paths, random_message, reach
+from voltorch_server.app import VoltorchServer
 
 RANDOM_PER_RPC = 12
 SEED = 20261201
@@ -58,5 +59,25 @@ def test_no_request_gets_internal_unknown_or_a_logged_error(server, caplog):
 
     bad = [r for r in results if r[2] in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)]
     assert not bad, "\n".join(f"{p} [{label}]: {code.name} {d}" for p, label, code, d in bad)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, "\n".join(f"{r.name}: {r.getMessage()}" for r in errors)
+
+
+def test_with_auth_unauthenticated_garbage_is_refused_before_decoding(config, caplog):
+    """With tokens configured, every RPC called without one, with garbage or empty bytes: UNAUTHENTICATED
+    (open services: INVALID_ARGUMENT or an answer), never INTERNAL/UNKNOWN, nothing logged as an error."""
+    caplog.set_level(logging.WARNING)
+    secured = config.with_overrides(auth_tokens="admin:admin-token-0123456789")
+    with VoltorchServer(secured) as srv, grpc.insecure_channel(srv.target) as channel:
+        results = []
+        for rpc in all_rpcs():
+            for payload in (b"", b"\xff\xff\xff\xff"):
+                code, details = call_raw(channel, rpc, payload, timeout=STREAM_SECONDS, max_messages=1)
+                results.append((rpc.path, payload, code, details))
+    bad = [r for r in results if r[2] in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)]
+    assert not bad, bad
+    for path, _, code, _ in results:
+        if path.startswith("/voltorch."):
+            assert code == grpc.StatusCode.UNAUTHENTICATED, path
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, "\n".join(f"{r.name}: {r.getMessage()}" for r in errors)
