@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from .components._base import Component
-from .components._errors_log import ErrorLog
+from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.state import StateStore
-from .components.storage import Storage
-from .components.watcher import Watcher
+from .components.system import ErrorLog, Storage, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
 from .metrics import Metrics

@@ -15,8 +15,7 @@ from grpc_status import rpc_status
 from rpc_catalog import WELL_KNOWN_CHECKED, all_rpcs, call_raw, field_paths, reach
 from voltorch.v1 import events_pb2, state_pb2, state_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from voltorch_server.app import VoltorchServer
-from voltorch_server.servicers import _requests
-from voltorch_server.servicers._requests import check_request
+from voltorch_server.servicers import check_request
 
 _BAD_TIMESTAMPS = [
     {"nanos": -1},
@@ -68,6 +67,16 @@ def _violations(exc: grpc.RpcError) -> list[str]:
     return fields
 
 
+def _reason(exc: grpc.RpcError) -> str:
+    """The ErrorInfo.reason of a failed call."""
+    status = rpc_status.from_call(exc)
+    for d in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if d.Unpack(info):
+            return info.reason
+    return ""
+
+
 @pytest.fixture
 def channel(server: VoltorchServer):
     with grpc.insecure_channel(server.target) as ch:
@@ -100,11 +109,20 @@ def test_list_executions_with_a_bad_created_after_names_it(server):
         stub.ListExecutions(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(err.value) == ["created_after"]
+    assert _reason(err.value) == "TIMESTAMP_INVALID"
     req = workflows_pb2.ListExecutionsRequest()
     req.created_before.seconds = 10**12
     with pytest.raises(grpc.RpcError) as err:
         stub.ListExecutions(req)
     assert _violations(err.value) == ["created_before"]
+
+
+def test_a_bad_duration_is_duration_invalid(client):
+    req = state_pb2.SetKeyRequest(key="k", value=struct_pb2.Value(number_value=1))
+    req.ttl.seconds, req.ttl.nanos = 1, -1
+    with pytest.raises(grpc.RpcError) as err:
+        client.stubs.state.SetKey(req)
+    assert _violations(err.value) == ["ttl"] and _reason(err.value) == "DURATION_INVALID"
 
 
 # -- Values with no kind ------------------------------------------------------------------------------------
@@ -153,6 +171,7 @@ def test_a_value_with_no_kind_is_rejected_and_nothing_is_written(client, request
         method(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(err.value) == [field]
+    assert _reason(err.value) == "VALUE_INVALID"
     assert stub.ListKeys(state_pb2.ListKeysRequest()).kvs == []
 
 
@@ -187,9 +206,8 @@ def test_check_request_accepts_what_is_valid():
 # -- undecodable bytes --------------------------------------------------------------------------------------
 
 
-def test_undecodable_bytes_are_invalid_argument_with_one_log_line(server, channel, caplog, monkeypatch):
-    monkeypatch.setattr(_requests, "_undecodable", _requests._RateLimitedWarning(every=3600))
-    caplog.set_level(logging.DEBUG)
+def test_undecodable_bytes_are_invalid_argument_with_one_log_line(server, channel, caplog):
+    caplog.set_level(logging.DEBUG)  # a new server: its limiter has logged nothing yet
     rpc = RPCS["/voltorch.v1.StateService/SetKey"]
     for _ in range(20):
         code, details = call_raw(channel, rpc, b"\xff\xff\xff\xff")
@@ -213,6 +231,7 @@ def test_undecodable_bytes_never_reach_the_decoder_before_auth(config):
         with pytest.raises(grpc.RpcError) as err:
             raw(b"\xff\xff\xff\xff", metadata=[("authorization", f"Bearer {token}")], timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _reason(err.value) == "REQUEST_UNDECODABLE"
 
 
 def test_a_bad_later_message_on_a_worker_stream_ends_it_naming_the_field(server, channel):

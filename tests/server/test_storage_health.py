@@ -13,7 +13,7 @@ import voltorch
 from fake_clock import FakeClock
 from voltorch.v1 import events_pb2, orchestrator_pb2, state_pb2
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components.storage import Storage, storage_error
+from voltorch_server.components.system import Storage, storage_error
 from voltorch_server.storage import Database, DatabaseCorrupt, check_file, migrate
 
 PAGE = 4096

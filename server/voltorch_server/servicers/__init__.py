@@ -1,7 +1,26 @@
-"""One thin gRPC adapter per service. Each module exposes register(server, runtime)."""
+"""One thin gRPC adapter per service. Each module exposes register(server, runtime); the interceptors
+(auth, stream limits, request decoding and checks, error status, telemetry) wrap them all."""
 
 from . import coordination, events, orchestrator, state, workflows
+from ._auth import AuthInterceptor, allowed, anonymous_calls, parse_tokens
+from ._health import HealthServicer
+from ._limits import StreamLimitInterceptor
+from ._requests import RequestInterceptor, check_request
+from ._status import ErrorInterceptor
+from ._tracing import telemetry_interceptor
 
 MODULES = [state, events, coordination, orchestrator, workflows]
 
-__all__ = ["MODULES"]
+__all__ = [
+    "MODULES",
+    "AuthInterceptor",
+    "ErrorInterceptor",
+    "HealthServicer",
+    "RequestInterceptor",
+    "StreamLimitInterceptor",
+    "allowed",
+    "anonymous_calls",
+    "check_request",
+    "parse_tokens",
+    "telemetry_interceptor",
+]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import grpc
 
 from ..errors import ResourceExhausted
+from ._handlers import behaviour, rebuild
 from ._status import to_status
 
 
@@ -64,9 +65,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
             return handler
         anonymous = self._is_anonymous is not None and self._is_anonymous(handler_call_details)
         slots = self._anonymous if anonymous else self._streams
-        if handler.unary_stream:
-            return handler._replace(unary_stream=self._wrap(handler.unary_stream, slots))
-        return handler._replace(stream_stream=self._wrap(handler.stream_stream, slots))
+        return rebuild(handler, self._wrap(behaviour(handler), slots))
 
     def _wrap(self, fn, slots: _Slots):
         def limited(request, context):

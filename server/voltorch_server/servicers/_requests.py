@@ -27,6 +27,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from ..errors import InvalidArgument
+from ._handlers import behaviour, rebuild
 
 log = logging.getLogger("voltorch.requests")
 
@@ -47,9 +48,10 @@ _VALUE_KINDS = "null_value, number_value, string_value, bool_value, struct_value
 class _Bad(Exception):
     """A problem found deep in a message; the path is collected (innermost first) on the way out."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, *, reason: str):
         super().__init__(description)
         self.description = description
+        self.reason = reason  # the ErrorInfo.reason sent
         self.path: list[str] = []
 
     def field(self) -> str:
@@ -63,7 +65,8 @@ def check_timestamp(t: Any) -> None:
     if not (MIN_TIMESTAMP_SECONDS <= t.seconds <= MAX_TIMESTAMP_SECONDS and 0 <= t.nanos <= _MAX_NANOS):
         raise _Bad(
             "not a valid Timestamp: seconds must lie within 0001-01-01..9999-12-31 and nanos within "
-            f"0..{_MAX_NANOS} (got seconds={t.seconds}, nanos={t.nanos})"
+            f"0..{_MAX_NANOS} (got seconds={t.seconds}, nanos={t.nanos})",
+            reason="TIMESTAMP_INVALID",
         )
 
 
@@ -74,14 +77,15 @@ def check_duration(d: Any) -> None:
     ):
         raise _Bad(
             f"not a valid Duration: seconds must lie within ±{MAX_DURATION_SECONDS} and nanos within "
-            f"±{_MAX_NANOS} with the sign of seconds (got seconds={s}, nanos={n})"
+            f"±{_MAX_NANOS} with the sign of seconds (got seconds={s}, nanos={n})",
+            reason="DURATION_INVALID",
         )
 
 
 def check_value(v: Any) -> None:
     kind = v.WhichOneof("kind")
     if kind is None:
-        raise _Bad(f"a Value must have one kind set ({_VALUE_KINDS}); none is")
+        raise _Bad(f"a Value must have one kind set ({_VALUE_KINDS}); none is", reason="VALUE_INVALID")
     if kind == "struct_value":
         check_struct(v.struct_value)
     elif kind == "list_value":
@@ -229,7 +233,7 @@ def check_request(msg: Message) -> None:
     try:
         check(msg)
     except _Bad as exc:
-        raise InvalidArgument(exc.field(), exc.description) from None
+        raise InvalidArgument(exc.field(), exc.description, reason=exc.reason) from None
 
 
 # -- decoding at the door ----------------------------------------------------------------------------------
@@ -255,11 +259,10 @@ class _RateLimitedWarning:
         log.warning(msg + suffix, *args)
 
 
-_undecodable = _RateLimitedWarning()
-
-
-def decoder(message_type: type[Message], method: str) -> Callable[[bytes], Message]:
-    """bytes -> a checked request of message_type; INVALID_ARGUMENT when they are not one."""
+def decoder(
+    message_type: type[Message], method: str, warn: Callable[..., None]
+) -> Callable[[bytes], Message]:
+    """bytes -> a checked request of message_type; INVALID_ARGUMENT (and `warn`) when they are not one."""
     parse = message_type.FromString
     type_name = message_type.DESCRIPTOR.full_name
     check = checker(message_type.DESCRIPTOR)
@@ -268,13 +271,15 @@ def decoder(message_type: type[Message], method: str) -> Callable[[bytes], Messa
         try:
             msg = parse(data)
         except Exception as exc:  # DecodeError, or anything else the parser raises: not a message
-            _undecodable("undecodable request to %s (%d bytes): %s", method, len(data), exc)
-            raise InvalidArgument("request", f"the request bytes are not a valid {type_name}") from None
+            warn("undecodable request to %s (%d bytes): %s", method, len(data), exc)
+            raise InvalidArgument(
+                "request", f"the request bytes are not a valid {type_name}", reason="REQUEST_UNDECODABLE"
+            ) from None
         if check is not None:
             try:
                 check(msg)
             except _Bad as exc:
-                raise InvalidArgument(exc.field(), exc.description) from None
+                raise InvalidArgument(exc.field(), exc.description, reason=exc.reason) from None
         return msg
 
     return decode
@@ -290,9 +295,11 @@ def _message_type(deserializer: Any) -> type[Message] | None:
 class RequestInterceptor(grpc.ServerInterceptor):
     """Takes decoding from grpcio: each handler gets raw bytes and decodes (and checks) them itself.
     Must sit inside the error interceptor (its INVALID_ARGUMENT becomes a status there) and inside
-    authentication (a rejected call is never decoded)."""
+    authentication (a rejected call is never decoded). Undecodable requests are logged at most once per
+    `log_every` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_every: float = 60.0) -> None:
+        self._warn = _RateLimitedWarning(log_every)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
@@ -303,45 +310,31 @@ class RequestInterceptor(grpc.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _decoding(handler, method)
+        wrapped = _decoding(handler, method, self._warn)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _decoding(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _decoding(
+    handler: grpc.RpcMethodHandler, method: str, warn: Callable[..., None]
+) -> grpc.RpcMethodHandler:
     message_type = _message_type(handler.request_deserializer)
     if message_type is None:
         return handler
-    decode = decoder(message_type, method)
-    if handler.unary_unary or handler.unary_stream:
-        if handler.unary_unary:
-            fn = handler.unary_unary
+    decode = decoder(message_type, method, warn)
+    fn = behaviour(handler)
+    if not handler.request_streaming:
 
-            def unary(request: bytes, context: grpc.ServicerContext) -> Any:
-                return fn(decode(request), context)
+        def one(request: bytes, context: grpc.ServicerContext) -> Any:
+            return fn(decode(request), context)
 
-            return handler._replace(request_deserializer=None, unary_unary=unary)
-        sfn = handler.unary_stream
-
-        def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            return sfn(decode(request), context)
-
-        return handler._replace(request_deserializer=None, unary_stream=unary_stream)
+        return rebuild(handler, one, raw_requests=True)
 
     def decoded(requests: Iterator[bytes]) -> Iterator[Message]:
         for data in requests:
             yield decode(data)
 
-    if handler.stream_unary:
-        cfn = handler.stream_unary
+    def many(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        return fn(decoded(requests), context)
 
-        def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            return cfn(decoded(requests), context)
-
-        return handler._replace(request_deserializer=None, stream_unary=stream_unary)
-    bfn = handler.stream_stream
-
-    def stream_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-        return bfn(decoded(requests), context)
-
-    return handler._replace(request_deserializer=None, stream_stream=stream_stream)
+    return rebuild(handler, many, raw_requests=True)

@@ -1,5 +1,7 @@
-"""SQLite storage: one database file in WAL mode, named migrations, integrity checks."""
+"""SQLite storage: one database file in WAL mode, named migrations, group commit, integrity checks
+(integrity.py) and read-only inspection (inspect.py)."""
 
+from ._group_commit import GroupCommit, Pending, Take
 from .db import Database, Tx
 from .integrity import DatabaseCorrupt, IntegrityResult, check_connection, check_file
 from .migrations import MIGRATIONS, migrate
@@ -8,7 +10,10 @@ __all__ = [
     "MIGRATIONS",
     "Database",
     "DatabaseCorrupt",
+    "GroupCommit",
     "IntegrityResult",
+    "Pending",
+    "Take",
     "Tx",
     "check_connection",
     "check_file",

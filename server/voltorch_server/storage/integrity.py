@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 MAX_PROBLEMS = 100
 
@@ -55,14 +56,21 @@ def check_connection(conn: sqlite3.Connection, path: str, *, full: bool = False)
     return IntegrityResult(path, full, problems)
 
 
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to an existing database file (never creates or changes it).
+    FileNotFoundError when there is no file."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no database file at {file}")
+    return sqlite3.connect(f"file:{quote(file.resolve().as_posix())}?mode=ro", uri=True, timeout=30)
+
+
 def check_file(path: str | Path, *, full: bool = False) -> IntegrityResult:
     """Check a database file without changing it (read-only; safe beside a running server)."""
     path = str(path)
-    if not Path(path).is_file():
-        return IntegrityResult(path, full, (f"no database file at {path}",))
     try:
-        conn = sqlite3.connect(f"file:{Path(path).resolve().as_posix()}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error as exc:
+        conn = connect_read_only(path)
+    except (FileNotFoundError, sqlite3.Error) as exc:
         return IntegrityResult(path, full, (str(exc),))
     try:
         return check_connection(conn, path, full=full)
