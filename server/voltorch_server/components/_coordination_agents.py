@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agents._limiter import Limiters
 from ..agents.base import Agent
 from ..agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from ..agents.offline import OfflineAgent
@@ -193,13 +194,22 @@ class AgentState:
 
 
 def make_runtime(
-    kind: str, llm: LlmSettings | None, defaults: LlmDefaults, metrics: Any = None
+    kind: str,
+    llm: LlmSettings | None,
+    defaults: LlmDefaults,
+    metrics: Any = None,
+    limiters: Limiters | None = None,
 ) -> Agent | None:
     """A fresh runtime for an agent kind (function agents get theirs from whoever registers them)."""
     if kind == "offline":
         return OfflineAgent()
     if kind == "llm":
-        return LlmAgent(llm or LlmSettings(), defaults, on_call=getattr(metrics, "record_llm_call", None))
+        return LlmAgent(
+            llm or LlmSettings(),
+            defaults,
+            on_call=getattr(metrics, "record_llm_call", None),
+            limiters=limiters,
+        )
     if kind == "remote":
         return RemoteAgent()
     return None

@@ -33,6 +33,7 @@ from ._coordination_agents import (
 from ._coordination_model import (
     AGENT_KINDS,
     AGENT_STATUSES,
+    MAX_CONCURRENCY,
     AgentInfo,
     agent_not_found,
     check_name,
@@ -57,22 +58,30 @@ class AgentRegistry:
                 a.runtime = (
                     self._attached.get(a.id)
                     if a.kind == "function"
-                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.metrics)
+                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.metrics, self.limiters)
                 )
                 self._agents[a.id] = a
             self._loaded = True
 
     def register_builtin_agents(self) -> list[AgentInfo]:
         """Register the built-in team (idempotent): LLM agents when the OpenAI key variable is set, else
-        offline agents. An existing built-in agent of the other kind is switched over, statistics kept."""
+        offline agents. An existing built-in agent of the other kind (or another concurrency) is redefined,
+        statistics kept."""
         kind = "llm" if os.environ.get(self.config.openai_api_key_env) else "offline"
         llm = LlmSettings() if kind == "llm" else None
+        # On an LLM endpoint the endpoint's limiter governs how many calls run at once, not the agent.
+        concurrency = (
+            min(MAX_CONCURRENCY, max(self.config.builtin_agent_concurrency, self.config.llm_max_in_flight))
+            if kind == "llm"
+            else self.config.builtin_agent_concurrency
+        )
         out = []
         for agent_id, name, caps in BUILTIN_TEAM:
             with self._lock:
                 existing = self._agents.get(agent_id)
             if existing is not None and (
-                existing.kind == kind or existing.labels.get(BUILTIN_LABEL) != "true"
+                (existing.kind == kind and existing.max_concurrency == concurrency)
+                or existing.labels.get(BUILTIN_LABEL) != "true"
             ):
                 out.append(existing.info())
                 continue
@@ -82,7 +91,7 @@ class AgentRegistry:
                     kind=kind,
                     name=name,
                     capabilities=caps,
-                    max_concurrency=self.config.builtin_agent_concurrency,
+                    max_concurrency=concurrency,
                     llm=llm,
                     labels={BUILTIN_LABEL: "true"},
                     replace=existing is not None,
@@ -127,7 +136,7 @@ class AgentRegistry:
                 )
             if old is None:
                 state = AgentState(agent_id, name or agent_id, kind, caps, max_c, llm, labels, time.time())
-                state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.metrics)
+                state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.metrics, self.limiters)
                 store.insert_agent(tx, state)
                 self._agents[agent_id] = state
                 event = "agent.registered"
@@ -136,7 +145,9 @@ class AgentRegistry:
                 kind_changed = old.kind != kind
                 if rt is not None or kind_changed or kind == "llm":
                     previous = old.runtime
-                    state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.metrics)
+                    state.runtime = rt or make_runtime(
+                        kind, llm, self.llm_defaults, self.metrics, self.limiters
+                    )
                     if previous is not None and previous is not state.runtime:
                         after.calls.append(previous.close)
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps
