@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from .agents._limiter import Limiters
+from .agents.llm import limit_settings
 from .components._base import Component
 from .components._errors_log import ErrorLog
 from .components.coordination import CoordinationEngine
-from .agents._limiter import Limiters
-from .agents.llm import limit_settings
 from .components.events import EventLog
 from .components.llm import LlmEndpoints
 from .components.state import StateStore

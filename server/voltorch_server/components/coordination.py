@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._ids import new_id
+from ..agents._limiter import Limiters
 from ..agents.base import (
     Agent,
 )
-from ..agents._limiter import Limiters
 from ..agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ..agents.remote import RemoteAgent
 from ..config import Config
