@@ -39,9 +39,10 @@ def test_slow_start_grows_while_the_window_is_full_and_stops_when_demand_does(cl
 def test_an_overload_cuts_the_window_once_per_round_trip_and_never_below_the_minimum(clock):
     lim = limiter(clock, initial_window=10, backoff=0.5, min_window=2)
     permits = take(lim, 10)
-    for p in permits[:5]:  # five 429s from calls granted before the first cut: one decrease
+    for p in permits[:5]:  # five 429s from calls granted before the first cut: one cut (to 10 x 0.5) ...
         p.release(Outcome.THROTTLED)
-    assert lim.window == 5.0 and lim.snapshot().throttled == 5
+    # ... and each later one says the endpoint took one call fewer: (10 - 4) x 0.5, not 10 x 0.5^5
+    assert lim.window == 3.0 and lim.snapshot().throttled == 5
     for p in permits[5:]:
         p.release(Outcome.OK)
     for _ in range(5):  # each call granted after a cut may cut again, down to min_window

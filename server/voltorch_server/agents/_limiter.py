@@ -7,11 +7,11 @@ every agent retries on its own.
 How it decides (TCP-style congestion control on calls in flight):
 
 * a **window** of calls in flight, never above `max_in_flight`; it starts at `initial_window` and, while
-  the window is full (calls are waiting for it), grows by one per success (slow start: doubles per round
-  trip) until the first overload, then by one per window of successes (additive increase);
+  the window is full (calls are waiting for it), grows by half a call per success (slow start: x1.5 per
+  round trip) until the first overload, then by one per window of successes (additive increase);
 * an **overload** (429, 503, timeout) sets it to `backoff` times the calls that were in flight
-  (multiplicative decrease) once per round trip: calls granted before the decrease that fail too do
-  not shrink it again; near that point it then grows PROBE_ROUNDS times slower, so an endpoint with a
+  (multiplicative decrease) once per round trip; each call granted before the cut that fails too
+  lowers that estimate by one (a slow-start overshoot is undone at once, not over many cuts); near it it then grows PROBE_ROUNDS times slower, so an endpoint with a
   hard capacity sees a 429 now and then, not every other round trip; a `Retry-After` (or an
   `x-ratelimit-remaining-* = 0` with its reset) holds every new call of the endpoint until then;
 * optional **requests/tokens per minute** buckets (refilled continuously, bursts of 6 s of quota);
@@ -41,6 +41,7 @@ from ..components._queue import AgingQueue
 
 MAX_HOLD = 60.0  # longest Retry-After / rate-limit reset honoured (seconds)
 BURST_SECONDS = 6.0  # a per-minute bucket holds this many seconds of quota
+SLOW_START_STEP = 0.5  # growth per success before the first overload: x1.5 per round trip (overshoot <= 50%)
 PROBE_ROUNDS = 16  # near the last overload point the window grows one call per this many round trips
 
 
@@ -317,12 +318,14 @@ class EndpointLimiter:
                 else:
                     self.overloaded += 1
                     self._failed_locked(error)
-                if permit.epoch == self.epoch:  # once per round trip
-                    # The endpoint took about what was in flight: the new window is a fraction of that.
+                if permit.epoch == self.epoch:  # the first overload of a round trip cuts
+                    # The endpoint took at most what was in flight: the new window is a fraction of that.
                     self.ceiling = min(self.window, self.in_flight + 1.0)
-                    self.window = max(float(s.min_window), self.ceiling * s.backoff)
-                    self.ssthresh = self.window
                     self.epoch += 1
+                else:  # a call sent before the cut failed too: the endpoint took one call fewer
+                    self.ceiling = max(float(s.min_window), self.ceiling - 1.0)
+                self.window = max(float(s.min_window), min(self.window, self.ceiling * s.backoff))
+                self.ssthresh = self.window
             else:
                 self.failures += 1
                 self._failed_locked(error)
@@ -344,10 +347,10 @@ class EndpointLimiter:
         return self.window < self.ssthresh and (self.in_flight + 1) * 2 >= self.window
 
     def _step_locked(self) -> float:
-        """Growth per success: 1 in slow start (doubling per round trip), else 1/window (one call per
+        """Growth per success: SLOW_START_STEP before the first overload, else 1/window (one call per
         round trip), and PROBE_ROUNDS times slower next to where the endpoint last pushed back."""
         if self.window < self.ssthresh:
-            return 1.0
+            return SLOW_START_STEP
         if self.ceiling and self.window + 1.0 > self.ceiling:
             if self.window > self.ceiling + 1.0:
                 self.ceiling = 0.0  # past the old limit without a 429: the endpoint has grown
