@@ -1,9 +1,16 @@
 """A local OpenAI-compatible /v1/chat/completions endpoint (127.0.0.1:0) for the LLM paths, driven by the
-real `openai` client: answers from a script of responses first, then by the prompt."""
+real `openai` client: answers from a script of responses first, then by the prompt.
+
+`python openai_stub.py --latency 0.3 --capacity 128` serves it in its own process (the bench: its GIL is
+not the client's), answering the complete workflow's prompts; it prints {"base_url": ...} and serves until
+stdin closes; GET /stats gives its counters, POST /stats/reset zeroes them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +65,22 @@ class StubLLM:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _send_json(self, payload: object) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._send_json(stub.stats())
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/stats/reset":
+                    stub.reset_stats()
+                    self._send_json(stub.stats())
+                    return
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 prompt = "\n".join(m.get("content") or "" for m in body.get("messages", []))
                 with stub.lock:
@@ -112,6 +134,19 @@ class StubLLM:
         self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
+    def stats(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "rejected": self.rejected,
+                "served": self.served,
+            }
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.peak_in_flight, self.rejected, self.served = self.in_flight, 0, 0
+
     def wait_for(self, predicate: Callable[[StubLLM], bool], timeout: float = 10.0) -> bool:
         """Wait (bounded) until predicate(stub) holds, re-checked whenever a call arrives or ends."""
         with self.changed:
@@ -120,3 +155,44 @@ class StubLLM:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def complete_workflow_answer(prompt: str) -> str:
+    """JSON in the shape each step of the complete workflow asks for; two independent tasks."""
+    if "senior software analyst" in prompt:
+        return '{"summary": "calc", "requirements": [], "components": [], "risks": []}'
+    if "technical lead" in prompt:
+        return (
+            '{"tasks": [{"id": "task-1", "title": "Core", "description": "d", "capability": "coding",'
+            ' "depends_on": []}, {"id": "task-2", "title": "Tests", "description": "d",'
+            ' "capability": "testing", "depends_on": []}]}'
+        )
+    if "Carry out this task" in prompt:
+        return '{"task_id": "task-1", "deliverable": "done", "files": [], "notes": []}'
+    if "code reviewer" in prompt:
+        return '{"approved": true, "score": 0.9, "findings": []}'
+    return '{"summary": "# Report"}'
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="a local OpenAI-compatible endpoint answering the complete workflow"
+    )
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--capacity", type=int, default=0)
+    p.add_argument("--retry-after-ms", type=int, default=100)
+    args = p.parse_args(argv)
+    stub = StubLLM(
+        complete_workflow_answer,
+        latency=args.latency,
+        capacity=args.capacity,
+        retry_after_ms=args.retry_after_ms,
+    )
+    print(json.dumps({"base_url": stub.base_url}), flush=True)
+    sys.stdin.read()  # until the parent closes it
+    stub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -69,6 +69,7 @@ class AgentState:
     last_dispatch: float = 0.0
     consecutive_failures: int = 0
     error_until: float = 0.0  # monotonic
+    _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
 
@@ -91,16 +92,24 @@ class AgentState:
     def success_rate(self) -> float:
         if not self.window:
             return 1.0
-        return sum(1 for ok, _ in self.window if ok) / len(self.window)
+        return self._sums()[0] / len(self.window)
 
     @property
     def avg_latency(self) -> float:
         if not self.window:
             return 0.0
-        return sum(lat for _, lat in self.window) / len(self.window)
+        return self._sums()[1] / len(self.window)
+
+    def _sums(self) -> tuple[int, float]:
+        """(successes, total latency) of the window, cached until it changes: selection reads them for
+        every agent on every dispatch scan."""
+        if self._cached_sums is None:
+            self._cached_sums = (sum(1 for ok, _ in self.window if ok), sum(lat for _, lat in self.window))
+        return self._cached_sums
 
     def record(self, ok: bool, latency: float, error: TaskError | None) -> None:
         """Update the statistics with one finished task (failures included)."""
+        self._cached_sums = None
         self.window.append((ok, round(latency, 6)))
         self.last_seen = time.time()
         if ok:

@@ -1,0 +1,190 @@
+"""LLM-bound throughput: 200 complete workflows against a local OpenAI-compatible endpoint that answers
+after 0.3 s and takes at most 128 calls at once (429 with retry-after-ms above that), default settings.
+
+The endpoint is the tests' stub (tests/server/openai_stub.py) in its own process, so neither its GIL nor
+the client's is the server's bottleneck; workflows are started from a few threads and their completion
+is read by listing executions (no stream per workflow in the client).
+
+Rows:
+
+* `200 complete workflows`: ExecuteCompleteWorkflow x 200 started at once on a server process whose
+  built-in agents are LLM agents on the stub; rate in workflows/s, p50/p99 of one workflow's run time
+  (create to end). `vs baseline` = ideal / wall, ideal = the critical path (one workflow alone, measured
+  first) x the waves the capacity allows (ceil(200 / 128)); target 1 / 1.5 (wall <= 1.5 x ideal).
+* `peak LLM calls in flight`: the most calls the stub served at once; `vs baseline` = peak / capacity,
+  target 0.8.
+* `429 answers`: how many calls the stub turned away (the limiter's price for finding the capacity).
+
+Bounded: every wait has a deadline (TIMEOUT); a row that misses it reports an error. `-v` prints the
+timeline (calls in flight at the stub, workflows finished) every 0.25 s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import voltorch
+
+from ._harness import Result, ServerProcess, percentile
+
+SUITE = "llm"
+WORKFLOWS = 200
+LATENCY = 0.3
+CAPACITY = 128
+TIMEOUT = 180.0
+KEY_ENV = "VOLTORCH_BENCH_LLM_KEY"
+REQUIREMENT = "Build a CLI calculator with add and subtract"
+_STUB = Path(__file__).resolve().parent.parent / "tests" / "server" / "openai_stub.py"
+
+
+class StubProcess:
+    """The OpenAI-compatible stub in a child process; `stats()` reads its counters."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(_STUB), "--latency", str(LATENCY), "--capacity", str(CAPACITY)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        try:
+            self.base_url = json.loads(line)["base_url"]
+        except (ValueError, KeyError):
+            self.close()
+            raise RuntimeError(f"the LLM stub did not start (said {line!r})") from None
+        self.root = self.base_url.removesuffix("/v1")
+
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        req = urllib.request.Request(
+            self.root + ("/stats/reset" if reset else "/stats"), method="POST" if reset else "GET"
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _finished(client: voltorch.Client, ids: set[str]) -> list[voltorch.Execution]:
+    return [e for e in client.workflows.list(page_size=1000) if e.id in ids and e.done]
+
+
+def run(args: Any) -> list[Result]:
+    names = (
+        f"{WORKFLOWS} complete workflows ({LATENCY:g} s calls, capacity {CAPACITY})",
+        "peak LLM calls in flight",
+        "429 answers",
+    )
+    stub = None
+    try:
+        stub = StubProcess()
+        env = {
+            "VOLTORCH_OPENAI_BASE_URL": stub.base_url,
+            "VOLTORCH_OPENAI_API_KEY_ENV": KEY_ENV,
+            KEY_ENV: "sk-bench",
+            "VOLTORCH_OPENAI_MODEL": "stub-model",
+        }
+        profile = (
+            os.path.join(args.profile, "llm-voltorch.pstats") if getattr(args, "profile", None) else None
+        )
+        with (
+            ServerProcess("voltorch", env=env, profile=profile) as srv,
+            voltorch.Client(srv.target, timeout=30) as client,
+        ):
+            t0 = time.monotonic()
+            one = client.workflows.execute_complete(REQUIREMENT).execution
+            if client.workflows.wait(one.id, timeout=TIMEOUT).status != "completed":
+                raise RuntimeError("a single complete workflow did not complete")
+            critical = time.monotonic() - t0
+            calls_alone = stub.stats()["served"]
+            stub.stats(reset=True)
+            began = time.monotonic()
+            cpu0 = srv.cpu_seconds()
+            with ThreadPoolExecutor(8) as pool:
+                ids = set(
+                    pool.map(
+                        lambda _: client.workflows.execute_complete(REQUIREMENT).execution.id,
+                        range(WORKFLOWS),
+                    )
+                )
+            samples: list[tuple[float, int, int]] = []
+            done: list[voltorch.Execution] = []
+            while time.monotonic() < began + TIMEOUT:
+                done = _finished(client, ids)
+                samples.append((time.monotonic() - began, stub.stats()["in_flight"], len(done)))
+                if len(done) == len(ids):
+                    break
+                time.sleep(0.25)  # a poll interval, not a synchronisation
+            wall = (
+                max(e.end_time.timestamp() for e in done) - min(e.create_time.timestamp() for e in done)
+                if done
+                else time.monotonic() - began
+            )
+            server_cpu = srv.cpu_seconds() - cpu0
+            stats = stub.stats()
+            comps = {c.name: c for c in client.orchestrator.health(refresh=True).components}
+            health = comps["llm"].details if "llm" in comps else {}  # none before the limiter existed
+    except Exception as exc:
+        if stub is not None:
+            stub.close()
+        return [Result(SUITE, n, 0.0, float("nan"), float("nan"), errors=[str(exc)[:200]]) for n in names]
+    stub.close()
+    failed = [e for e in done if e.status != "completed"]
+    errors = []
+    if failed or len(done) < WORKFLOWS:
+        errors = [f"{len(failed) + WORKFLOWS - len(done)} of {WORKFLOWS} did not complete"]
+    waves = math.ceil(WORKFLOWS / CAPACITY)
+    ideal = critical * waves
+    ns = sorted(int((e.end_time - e.create_time).total_seconds() * 1e9) for e in done)
+    endpoint = next((v for k, v in health.items() if k.startswith("endpoint ")), "")
+    if getattr(args, "verbose", False):
+        print("llm: t / in flight / done: " + " ".join(f"{t:.2f}/{n}/{d}" for t, n, d in samples), flush=True)
+    print(
+        f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
+        f" {ideal:.2f}s ({waves} waves) = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s;"
+        f" peak {stats['peak_in_flight']}; 429s {stats['rejected']}; limiter: {endpoint}",
+        flush=True,
+    )
+    return [
+        Result(
+            SUITE,
+            names[0],
+            WORKFLOWS / wall,
+            percentile(ns, 0.5),
+            percentile(ns, 0.99),
+            unit="workflows",
+            baseline="ideal",
+            ratio=ideal / wall,
+            target=round(1 / 1.5, 2),
+            rounds=[wall],
+            errors=errors,
+        ),
+        Result(
+            SUITE,
+            names[1],
+            float(stats["peak_in_flight"]),
+            float("nan"),
+            float("nan"),
+            unit="calls",
+            baseline="capacity",
+            ratio=stats["peak_in_flight"] / CAPACITY,
+            target=0.8,
+        ),
+        Result(SUITE, names[2], float(stats["rejected"]), float("nan"), float("nan"), unit="429s"),
+    ]
