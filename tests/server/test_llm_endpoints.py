@@ -197,3 +197,37 @@ def test_health_reports_the_endpoint_degraded_after_consecutive_connection_error
             assert "5 consecutive failed calls" in llm.message and "Connection error" in llm.message
     finally:
         srv.stop(grace=1.0)
+
+
+def test_a_call_waiting_when_the_limiters_reset_goes_to_the_endpoints_new_limiter():
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    limiters = Limiters(LimitSettings(initial_window=1, max_in_flight=1))
+    settings = LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV)
+    agent = LlmAgent(settings, LlmDefaults(max_retries=0), env={KEY_ENV: "sk-1"}, limiters=limiters)
+    outputs: list[str] = []
+
+    def call(i: int) -> None:
+        outputs.append(agent.run(AgentTask(f"t{i}", "c", f"call {i}"), CancelSignal()).output)
+
+    threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        (old,) = limiters
+        waited = threading.Event()
+        for _ in range(500):
+            if old.snapshot().queue_depth == 1:
+                break
+            waited.wait(0.01)
+        assert old.snapshot().queue_depth == 1
+        limiters.reset()  # the waiting call moves to the fresh limiter, whose window is free
+        assert stub.wait_for(lambda s: s.in_flight == 2)
+        gate.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        gate.set()
+        stub.close()
+    assert outputs == ["default", "default"]

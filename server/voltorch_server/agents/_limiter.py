@@ -87,6 +87,10 @@ class LimitCancelled(Exception):
     """acquire() gave up: the call was cancelled, its deadline passed, or the limiter was reset."""
 
 
+class LimitReset(LimitCancelled):
+    """acquire() gave up because the limiter was reset: ask the registry for the endpoint's new one."""
+
+
 @dataclass(frozen=True)
 class EndpointSnapshot:
     endpoint: str  # "model @ host (key fingerprint)": never the key itself
@@ -213,7 +217,7 @@ class EndpointLimiter:
         waiter = _Waiter(int(priority), max(0, int(tokens)))
         with self._lock:
             if self._closed:
-                raise LimitCancelled("the LLM endpoint limiter was reset")
+                raise LimitReset("the LLM endpoint limiter was reset")
             self._queue.push(waiter, waiter.priority, began if since is None else since)
             self._grant_locked()
         if cancel is not None and waiter.permit is None:
@@ -228,7 +232,9 @@ class EndpointLimiter:
                 if gone or expired:
                     self._queue.remove(waiter)
                     self._grant_locked()  # the head may have been this waiter, blocking others
-                    why = "reset" if self._closed else "cancelled" if gone else "deadline passed"
+                    if self._closed:
+                        raise LimitReset(f"the limiter of the LLM endpoint {self.name} was reset")
+                    why = "cancelled" if gone else "deadline passed"
                     raise LimitCancelled(f"gave up waiting for the LLM endpoint {self.name}: {why}")
                 pause = self._pause_locked()
             timeout = pause

@@ -26,7 +26,7 @@ from typing import Any
 import openai
 
 from ..telemetry import context_from, tracer
-from ._limiter import LimitCancelled, Limiters, LimitSettings, Outcome, Permit, estimate_tokens
+from ._limiter import LimitCancelled, Limiters, LimitReset, LimitSettings, Outcome, Permit, estimate_tokens
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
 
@@ -244,13 +244,12 @@ class LlmAgent(Agent):
             kwargs["max_tokens"] = self.settings.max_tokens
         per_call = self.settings.timeout or self.defaults.timeout
         retries = max(0, self.defaults.max_retries)
-        limiter = self.limiters.for_endpoint(self.base_url, key, self.model) if self.limiters else None
-        since = limiter.clock() if limiter else 0.0
+        since = self.limiters.clock() if self.limiters else 0.0
         tokens = estimate_tokens(messages, self.settings.max_tokens)
         for attempt in range(retries + 1):
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
-            permit = self._permit(limiter, task, cancel, tokens, since)
+            permit = self._permit(key, task, cancel, tokens, since)
             remaining = task.remaining(time.time())
             timeout = per_call if remaining is None else max(0.001, min(per_call, remaining))
             with tracer.start_as_current_span(
@@ -271,8 +270,8 @@ class LlmAgent(Agent):
                     self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
                     span.record_exception(exc)
                     delay = self._retry_delay(exc, attempt, retries, task)
-                    if limiter is not None and outcome is not Outcome.FAILED:
-                        limiter.record_throttle_wait(delay)
+                    if permit is not None and outcome is not Outcome.FAILED:
+                        permit.limiter.record_throttle_wait(delay)
                     log.warning(
                         "LLM call %s/%s for %s failed (%s); retrying in %.2fs",
                         attempt + 1,
@@ -303,21 +302,26 @@ class LlmAgent(Agent):
         raise AssertionError("unreachable")  # the last attempt raises in _retry_delay
 
     def _permit(
-        self, limiter: Any, task: AgentTask, cancel: CancelSignal, tokens: int, since: float
+        self, key: str, task: AgentTask, cancel: CancelSignal, tokens: int, since: float
     ) -> Permit | None:
-        """Wait for the endpoint's limiter to let this attempt go (None when there is no limiter)."""
-        if limiter is None:
+        """Wait for the endpoint's limiter to let this attempt go (None when there is no limiter). A
+        limiter reset while waiting (RestartComponent "llm") sends the call to the endpoint's new one."""
+        if self.limiters is None:
             return None
         remaining = task.remaining(time.time())
-        deadline = None if remaining is None else limiter.clock() + remaining
-        try:
-            return limiter.acquire(
-                int(task.priority), tokens=tokens, cancel=cancel, deadline=deadline, since=since
-            )
-        except LimitCancelled as exc:
-            if cancel.is_set():
-                raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
-            raise AgentError(str(exc), code="LLM_UNAVAILABLE", retryable=True) from None
+        deadline = None if remaining is None else self.limiters.clock() + remaining
+        while True:
+            limiter = self.limiters.for_endpoint(self.base_url, key, self.model)
+            try:
+                return limiter.acquire(
+                    int(task.priority), tokens=tokens, cancel=cancel, deadline=deadline, since=since
+                )
+            except LimitReset:
+                continue
+            except LimitCancelled as exc:
+                if cancel.is_set():
+                    raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
+                raise AgentError(str(exc), code="LLM_UNAVAILABLE", retryable=True) from None
 
     def _observe(self, input_tokens: int, output_tokens: int, duration: float, error_type: str) -> None:
         if self.on_call is not None:
