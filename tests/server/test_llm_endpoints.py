@@ -3,6 +3,7 @@ finds the endpoint's capacity, keeps priorities, restarts clean, and GetHealth /
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def test_priorities_hold_under_the_limiter(db, monkeypatch):
 
 @pytest.fixture
 def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
-    stub = StubLLM(latency=0.02, capacity=4, retry_after_ms=10)
+    stub = StubLLM(capacity=4, retry_after_ms=10, gate=threading.Event())
     monkeypatch.setenv(KEY_ENV, "sk-test")
     cfg = Config(
         host="127.0.0.1",
@@ -120,6 +121,7 @@ def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     srv = VoltorchServer(cfg).start()
     yield srv, stub
     srv.stop(grace=1.0)
+    stub.gate.set()
     stub.close()
 
 
@@ -136,14 +138,18 @@ def test_health_and_metrics_show_the_endpoint_and_a_restart_keeps_no_stale_windo
         ids = [
             client.coordination.request(f"task {i}", required_capabilities=["analysis"]).id for i in range(12)
         ]
+        # 8 calls go (the initial window), the stub holds 4 and turns the others away with a 429.
+        assert stub.wait_for(lambda s: s.rejected >= 1)
+        stub.gate.set()
         for cid in ids:
             assert client.coordination.wait(cid, 30).status == "completed"
         status, details = _llm_details(client)
         assert status == "HEALTHY"
         (key,) = [k for k in details if k.startswith("endpoint ")]
         assert "stub-model @ 127.0.0.1" in key and "sk-test" not in key
-        assert stub.rejected >= 1 and f"429s={stub.rejected}" in details[key]
-        assert "window=8" not in details[key]  # the 429 cut the window
+        assert f"429s={stub.rejected}" in details[key]
+        window = re.search(r"window=([\d.]+)/256", details[key])
+        assert window and float(window.group(1)) < 8  # the 429s cut the window
         m = client.orchestrator.metrics(["voltorch.llm.*"])
         assert m.value("voltorch.llm.throttled") == stub.rejected
         assert m.value("voltorch.llm.window") > 0 and m.value("voltorch.llm.in_flight") == 0

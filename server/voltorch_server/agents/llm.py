@@ -237,7 +237,10 @@ class LlmAgent(Agent):
             {"role": "system", "content": _system_prompt(self.settings, task)},
             {"role": "user", "content": _user_message(task)},
         ]
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        # The messages travel in extra_body: they are plain JSON already, and the client's per-field
+        # TypedDict transform of `messages` is a fifth of the server's CPU per call when hundreds of calls
+        # run at once (bench suite llm). The request on the wire is the same.
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [], "extra_body": {"messages": messages}}
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
