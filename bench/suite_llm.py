@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ LATENCY = 0.3
 CAPACITY = 128
 TIMEOUT = 180.0
 KEY_ENV = "VOLTORCH_BENCH_LLM_KEY"
+TERMINAL = [f"workflow.execution.{s}" for s in ("completed", "failed", "cancelled", "timed_out")]
 REQUIREMENT = "Build a CLI calculator with add and subtract"
 _STUB = Path(__file__).resolve().parent.parent / "tests" / "server" / "openai_stub.py"
 
@@ -114,23 +116,38 @@ def run(args: Any) -> list[Result]:
             critical = time.monotonic() - t0
             calls_alone = stub.stats()["served"]
             stub.stats(reset=True)
-            began = time.monotonic()
+            began, began_wall = time.monotonic(), time.time()
             cpu0 = srv.cpu_seconds()
+            ended: set[str] = set()
+            all_ended = threading.Event()
+            ids: set[str] = set()
+
+            def follow() -> None:  # one filtered stream, not one per workflow: the client stays cheap
+                sub = client.events.subscribe(TERMINAL, from_time=began_wall - 1)
+                for ev in sub:
+                    ended.add(ev.data.get("execution_id", ""))
+                    if all_ended.is_set() or (len(ids) == WORKFLOWS and ids <= ended):
+                        all_ended.set()
+                        break
+
+            threading.Thread(target=follow, daemon=True).start()
+            samples: list[tuple[float, int, int]] = []
+
+            def sample() -> None:  # calls in flight at the stub, workflows ended
+                while not all_ended.wait(0.25):
+                    samples.append((time.monotonic() - began, stub.stats()["in_flight"], len(ended & ids)))
+
+            threading.Thread(target=sample, daemon=True).start()
             with ThreadPoolExecutor(64) as pool:  # started at once, as 64 clients would
-                ids = set(
+                ids.update(
                     pool.map(
                         lambda _: client.workflows.execute_complete(REQUIREMENT).execution.id,
                         range(WORKFLOWS),
                     )
                 )
-            samples: list[tuple[float, int, int]] = []
-            done: list[voltorch.Execution] = []
-            while time.monotonic() < began + TIMEOUT:
-                done = _finished(client, ids)
-                samples.append((time.monotonic() - began, stub.stats()["in_flight"], len(done)))
-                if len(done) == len(ids):
-                    break
-                time.sleep(0.25)  # a poll interval, not a synchronisation
+            if not all_ended.wait(max(0.0, began + TIMEOUT - time.monotonic())):
+                all_ended.set()
+            done = _finished(client, ids)
             wall = (
                 max(e.end_time.timestamp() for e in done) - min(e.create_time.timestamp() for e in done)
                 if done
