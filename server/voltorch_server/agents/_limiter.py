@@ -387,6 +387,10 @@ class EndpointLimiter:
 
     # -- reading ------------------------------------------------------------------------------------
 
+    def has_room(self, pending: int = 0) -> bool:
+        """Another call (after `pending` about to ask) would be granted unless a hold or quota stops it."""
+        return self.in_flight + len(self._queue) + pending < max(1, math.floor(self.window))
+
     @property
     def degraded(self) -> bool:
         return self.consecutive_failures >= self.settings.degraded_after

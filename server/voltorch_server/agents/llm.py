@@ -26,7 +26,16 @@ from typing import Any
 import openai
 
 from ..telemetry import context_from, tracer
-from ._limiter import LimitCancelled, Limiters, LimitReset, LimitSettings, Outcome, Permit, estimate_tokens
+from ._limiter import (
+    EndpointLimiter,
+    LimitCancelled,
+    Limiters,
+    LimitReset,
+    LimitSettings,
+    Outcome,
+    Permit,
+    estimate_tokens,
+)
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
 
@@ -218,6 +227,12 @@ class LlmAgent(Agent):
     @property
     def base_url(self) -> str:
         return self.settings.base_url or self.defaults.base_url
+
+    def endpoint_limiter(self) -> EndpointLimiter | None:
+        key = self.env.get(self.key_env, "")
+        if self.limiters is None or not key:
+            return None
+        return self.limiters.for_endpoint(self.base_url, key, self.model)
 
     def _client(self, key: str) -> openai.OpenAI:
         base_url = self.base_url
