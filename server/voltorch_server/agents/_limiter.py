@@ -7,16 +7,18 @@ every agent retries on its own.
 How it decides (TCP-style congestion control on calls in flight):
 
 * a **window** of calls in flight, never above `max_in_flight`; it starts at `initial_window` and, while
-  the window is full (calls are waiting for it), grows by half a call per success (slow start: x1.5 per
-  round trip) until the first overload, then by one per window of successes (additive increase);
+  demand fills it, grows by half a call per success (slow start: x1.5 per round trip) until the first
+  overload, then by one call per window of successes (additive increase);
 * an **overload** (429, 503, timeout) sets it to `backoff` times the calls that were in flight
-  (multiplicative decrease) once per round trip; each call granted before the cut that fails too
-  lowers that estimate by one (a slow-start overshoot is undone at once, not over many cuts); near it it then grows PROBE_ROUNDS times slower, so an endpoint with a
-  hard capacity sees a 429 now and then, not every other round trip; a `Retry-After` (or an
-  `x-ratelimit-remaining-* = 0` with its reset) holds every new call of the endpoint until then;
+  (multiplicative decrease), once per round trip; each call granted before that cut that fails too
+  lowers the estimate by one (a slow-start overshoot is undone at once, not over many cuts). Next to
+  that estimate the window grows PROBE_ROUNDS times slower, so an endpoint with a hard capacity sees a
+  429 now and then, not every other round trip;
+* a `Retry-After` / `retry-after-ms` (or an `x-ratelimit-remaining-*: 0` with its reset) holds every new
+  call of the endpoint until then;
 * optional **requests/tokens per minute** buckets (refilled continuously, bursts of 6 s of quota);
-* waiting calls are granted in coordination priority order (critical first) with aging, as the
-  coordination queue does, so low priority never starves.
+* calls waiting here are granted in coordination priority order (critical first) with aging, as in the
+  coordination queue, where the engine keeps most of them (`has_room`), so low priority never starves.
 
 It also keeps what GetHealth and the metrics show: calls in flight, window, queue depth, 429s and the
 waits they caused, and the consecutive failures that make the endpoint DEGRADED.
