@@ -221,3 +221,10 @@ def test_reset_starts_every_endpoint_afresh_and_old_permits_release_harmlessly(c
     with pytest.raises(LimitCancelled):
         old.acquire()
     assert "sk-1" not in snap.endpoint
+
+
+def test_a_call_its_caller_gave_up_on_neither_cuts_the_window_nor_counts_as_a_failure(clock):
+    lim = limiter(clock, initial_window=8, degraded_after=1)
+    take(lim, 1)[0].release(Outcome.ABANDONED, error="APITimeoutError: cut short by the task deadline")
+    snap = lim.snapshot()
+    assert snap.window == 8.0 and snap.failures == 0 and not snap.degraded and snap.in_flight == 0

@@ -52,6 +52,7 @@ class Outcome(StrEnum):
     THROTTLED = "throttled"  # 429: the endpoint asks for fewer calls
     OVERLOADED = "overloaded"  # 503 / timeout: the endpoint is saturated
     FAILED = "failed"  # anything else (connection error, 5xx, auth): no window change, counts for health
+    ABANDONED = "abandoned"  # the caller gave up (its own deadline): says nothing about the endpoint
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ class EndpointLimiter:
                     self.ceiling = max(float(s.min_window), self.ceiling - 1.0)
                 self.window = max(float(s.min_window), min(self.window, self.ceiling * s.backoff))
                 self.ssthresh = self.window
-            else:
+            elif outcome is Outcome.FAILED:
                 self.failures += 1
                 self._failed_locked(error)
             if retry_after is not None and outcome is not Outcome.OK:

@@ -281,6 +281,8 @@ class LlmAgent(Agent):
                     resp = raw.parse()
                 except Exception as exc:
                     outcome = _outcome(exc)
+                    if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
+                        outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
                     if permit is not None:
                         permit.release(
                             outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
@@ -288,7 +290,7 @@ class LlmAgent(Agent):
                     self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
                     span.record_exception(exc)
                     delay = self._retry_delay(exc, attempt, retries, task)
-                    if permit is not None and outcome is not Outcome.FAILED:
+                    if permit is not None and outcome in (Outcome.THROTTLED, Outcome.OVERLOADED):
                         permit.limiter.record_throttle_wait(delay)
                     log.warning(
                         "LLM call %s/%s for %s failed (%s); retrying in %.2fs",
