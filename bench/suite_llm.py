@@ -56,7 +56,15 @@ class StubProcess:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(_STUB), "--latency", str(LATENCY), "--capacity", str(CAPACITY)],
+            [
+                sys.executable,
+                str(_STUB),
+                "--latency",
+                str(LATENCY),
+                "--capacity",
+                str(CAPACITY),
+                "--keep-alive",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -52,7 +52,10 @@ class StubLLM:
         capacity: int = 0,
         retry_after_ms: int = 100,
         gate: threading.Event | None = None,
+        keep_alive: bool = False,
     ) -> None:
+        """keep_alive: answer in HTTP/1.1 and keep connections open, as real endpoints do (the bench);
+        by default each call has its own connection (HTTP/1.0)."""
         self.answer = answer
         self.latency, self.capacity, self.retry_after_ms, self.gate = latency, capacity, retry_after_ms, gate
         self.script: list[Response] = []
@@ -65,6 +68,8 @@ class StubLLM:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def _send_json(self, payload: object) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(200)
@@ -181,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--capacity", type=int, default=0)
     p.add_argument("--retry-after-ms", type=int, default=100)
+    p.add_argument("--keep-alive", action="store_true", help="HTTP/1.1 keep-alive, as real endpoints")
     args = p.parse_args(argv)
     stub = StubLLM(
         complete_workflow_answer,
         latency=args.latency,
         capacity=args.capacity,
         retry_after_ms=args.retry_after_ms,
+        keep_alive=args.keep_alive,
     )
     print(json.dumps({"base_url": stub.base_url}), flush=True)
     sys.stdin.read()  # until the parent closes it
