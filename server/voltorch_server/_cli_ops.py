@@ -7,16 +7,26 @@ import itertools
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 DEFAULT_TARGET = os.environ.get("VOLTORCH_TARGET", "127.0.0.1:50051")
 
 
+# rich is imported when a command prints, so `voltorch serve` parses its arguments without the cli extra.
 def console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+
+
+def new_table(**kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table(**kwargs)
 
 
 def client(args: argparse.Namespace) -> Any:
@@ -65,7 +75,7 @@ def _events(args: argparse.Namespace) -> int:
 
 def _agents(args: argparse.Namespace) -> int:
     with client(args) as c:
-        table = Table(title="agents")
+        table = new_table(title="agents")
         for col in ("id", "kind", "status", "capabilities", "load", "success", "latency", "done", "failed"):
             table.add_column(col)
         for a in c.coordination.list_agents():
@@ -93,7 +103,7 @@ def _health(args: argparse.Namespace) -> int:
             f" queued {h.queued_workflows}  agents {h.registered_agents}  workers {h.connected_workers}"
             f"  errors {h.error_count}"
         )
-        table = Table()
+        table = new_table()
         for col in ("component", "status", "restarts", "errors", "message"):
             table.add_column(col)
         for comp in h.components:
@@ -112,7 +122,7 @@ def _health(args: argparse.Namespace) -> int:
 def _metrics(args: argparse.Namespace) -> int:
     with client(args) as c:
         m = c.metrics(args.names or ())
-        table = Table(title="metrics")
+        table = new_table(title="metrics")
         for col in ("name", "attributes", "value", "unit"):
             table.add_column(col)
         for x in m.metrics:

@@ -7,8 +7,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.table import Table
-
 from . import _cli_ops
 
 
@@ -65,7 +63,7 @@ def _workflows(args: argparse.Namespace) -> int:
         if action in ("get", "watch", "cancel", "pause", "resume") and not args.id:
             raise SystemExit(f"voltorch: workflows {action} needs an execution id")
         if action == "list":
-            table = Table(title="Workflow executions (newest first)")
+            table = _cli_ops.new_table(title="Workflow executions (newest first)")
             for col in ("id", "template", "status", "created", "took"):
                 table.add_column(col)
             for i, e in enumerate(wf.list(status=args.status or "", template_name=args.template or "")):
@@ -77,7 +75,7 @@ def _workflows(args: argparse.Namespace) -> int:
                 )
             console.print(table)
         elif action == "templates":
-            table = Table(title="Workflow templates")
+            table = _cli_ops.new_table(title="Workflow templates")
             for col in ("name", "version", "category", "steps", "description"):
                 table.add_column(col)
             for t in wf.list_templates(all_versions=args.all):
@@ -95,7 +93,7 @@ def _workflows(args: argparse.Namespace) -> int:
             )
             if e.error:
                 console.print(f"[red]{e.error.code}: {e.error.message}[/]")
-            table = Table()
+            table = _cli_ops.new_table()
             for col in ("step", "name", "status", "attempts", "agent", "error"):
                 table.add_column(col)
             for s in e.steps:

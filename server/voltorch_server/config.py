@@ -84,6 +84,9 @@ class Config:
     metrics_interval: float = 10.0  # seconds between collections (history, system.metrics.collected)
     metrics_retention_seconds: float = 21600.0  # metric history kept in SQLite
     error_retention_seconds: float = 7 * 86400.0  # recorded errors kept in SQLite
+    # The web console (HTTP, same host and tokens as gRPC): 0 = off, -1 = any free port.
+    # `make run` / `make serve` use 8233.
+    ui_port: int = 0
     prometheus_port: int = 0  # 0 = off; -1 = any free port (shown in GetHealth's watcher details)
     # Tracing: a span per RPC, W3C context continued from clients. OTLP export from the standard OTEL_*
     # variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...); trace_export adds a local

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="./voltorch.db", help="SQLite database file (created if missing)")
     p.add_argument("--requirement", default=SEED_REQUIREMENT)
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
+    p.add_argument("--ui-port", type=int, default=0, help="serve the web console on this port (0 = off)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     args = p.parse_args(argv)
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import load
 
     console = _cli_ops.console()
-    cfg = load(None, host="127.0.0.1", port=args.port, db=args.db)
+    cfg = load(None, host="127.0.0.1", port=args.port, db=args.db, ui_port=args.ui_port)
     server = VoltorchServer(cfg).start()
     try:
         with voltorch.Client(server.target, timeout=30) as client:
@@ -185,10 +186,21 @@ def main(argv: list[str] | None = None) -> int:
             console.print(
                 f"Agents: {team} ({'OpenAI-compatible, model ' + cfg.openai_model if llm else 'offline'})"
             )
+            if server.console is not None:
+                console.print(
+                    f"Console: [bold link={server.console.url}]{server.console.url}[/] (open it to watch)"
+                )
             console.print(f"Requirement: [italic]{args.requirement}[/]")
             started = client.workflows.execute_complete(args.requirement)
             execution = follow(client, started.execution.id, console, timeout=args.timeout)
             report(client, execution, console, db=cfg.db)
+            if server.console is not None and sys.stdin.isatty():
+                console.print(f"\nThe console stays open on {server.console.url} — Ctrl-C to stop.")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
             return 0 if execution.status == "completed" else 1
     finally:
         server.stop(grace=2.0)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from .agents._limiter import Limiters
+from .agents.limiter import Limiters
 from .agents.llm import limit_settings
-from .components._base import Component
-from .components._errors_log import ErrorLog
+from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.llm import LlmEndpoints
 from .components.state import StateStore
-from .components.watcher import Watcher
+from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
 from .metrics import Metrics

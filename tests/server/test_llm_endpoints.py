@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import voltorch
 from openai_stub import StubLLM
-from voltorch_server.agents._limiter import Limiters, LimitSettings
 from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from fake_clock import FakeClock
-from voltorch_server.agents._limiter import (
+from voltorch_server.agents.limiter import (
     EndpointLimiter,
     LimitCancelled,
     Limiters,

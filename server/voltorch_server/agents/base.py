@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..priority import Priority
 
 if TYPE_CHECKING:
-    from ._limiter import EndpointLimiter
+    from .limiter import EndpointLimiter
 
 OFFLINE_LABEL = "voltorch offline agent (deterministic, no LLM)"
 

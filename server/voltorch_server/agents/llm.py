@@ -6,7 +6,7 @@ and is never stored or returned; without it the agent answers as the offline age
 Retries are ours (the client's own `max_retries` is 0) so they are visible: 429, 5xx, timeouts and
 connection errors are retried with exponential backoff, honouring Retry-After. Every attempt first takes
 a permit from the endpoint's limiter (shared by all agents on that base URL + key + model, see
-_limiter.py), which decides how many calls the endpoint gets at once and in which priority order.
+limiter.py), which decides how many calls the endpoint gets at once and in which priority order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 import openai
 
 from ..telemetry import context_from, tracer
-from ._limiter import (
+from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
+from .limiter import (
     EndpointLimiter,
     LimitCancelled,
     Limiters,
@@ -36,7 +37,6 @@ from ._limiter import (
     Permit,
     estimate_tokens,
 )
-from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
 
 log = logging.getLogger("voltorch.agents.llm")
