@@ -3,9 +3,11 @@ finds the endpoint's capacity, keeps priorities, restarts clean, and GetHealth /
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,6 +116,7 @@ def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         openai_model="stub-model",
         llm_initial_window=8,
         llm_backoff=0.5,
+        ui_port=-1,  # the console too (its System page charts the endpoints)
     )
     srv = VoltorchServer(cfg).start()
     yield srv, stub
@@ -161,6 +164,24 @@ def test_health_and_metrics_show_the_endpoint_and_a_restart_keeps_no_stale_windo
         _, details = _llm_details(client)
         (value,) = [v for k, v in details.items() if k.startswith("endpoint ")]
         assert "window=8/256" in value and "in_flight=0" in value and "429s=0" in value
+
+
+def test_the_console_charts_each_endpoint(llm_server):
+    srv, stub = llm_server
+    stub.gate.set()
+    srv.runtime.watcher.collect_metrics()  # an interval before the endpoint exists: no points for it
+    with voltorch.Client(srv.target, timeout=10) as client:
+        for i in range(3):
+            run = client.coordination.run(f"task {i}", required_capabilities=["analysis"], wait_timeout=30)
+            assert run.status == "completed"
+    srv.runtime.watcher.collect_metrics()
+    with urllib.request.urlopen(srv.console.url + "api/metrics/llm", timeout=10) as r:
+        body = json.load(r)
+    (endpoint,) = body["endpoints"]
+    assert "stub-model @ 127.0.0.1" in endpoint["endpoint"] and "sk-test" not in json.dumps(body)
+    assert endpoint["calls"] == stub.served + stub.rejected and endpoint["in_flight"] == 0
+    (point,) = endpoint["points"]
+    assert point["window"] == endpoint["window"] > 0 and point["in_flight"] == point["queue_depth"] == 0
 
 
 def _closed_port() -> int:
