@@ -49,7 +49,18 @@ class Config:
     openai_timeout: float = 60.0  # per LLM call
     llm_max_retries: int = 3  # retries of 429 / 5xx / connection errors, with backoff and Retry-After
     builtin_agents: bool = True  # register analyst, planner, coder, tester, writer, reviewer at start
-    builtin_agent_concurrency: int = 4
+    builtin_agent_concurrency: int = 4  # offline built-ins; LLM built-ins take llm_max_in_flight
+    # LLM endpoints: one limiter per base URL + key + model, shared by every LLM agent on it. Its window of
+    # calls in flight starts at llm_initial_window, grows while calls succeed and the window is full, shrinks
+    # by llm_backoff on 429 / 503 / timeouts (honouring Retry-After and x-ratelimit-* headers), and never
+    # exceeds llm_max_in_flight. Optional per-minute quotas (0 = none). llm_degraded_after consecutive
+    # failed calls report the endpoint DEGRADED in GetHealth.
+    llm_max_in_flight: int = 256
+    llm_initial_window: int = 32
+    llm_backoff: float = 0.9
+    llm_requests_per_minute: float = 0.0
+    llm_tokens_per_minute: float = 0.0
+    llm_degraded_after: int = 5
     worker_heartbeat_interval: float = 5.0
     worker_heartbeat_timeout: float = 15.0
     coordination_timeout: float = 300.0  # default per-request deadline, queueing included
@@ -57,7 +68,8 @@ class Config:
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
     # Workflows: executions running at once (more are queued by priority, never rejected) and the threads
-    # that wait on their in-flight steps.
+    # that wait on their in-flight steps. Executions waiting on an LLM do not starve the endpoint: while the
+    # LLM endpoints' windows are larger, up to twice their sum run (see WorkflowEngine).
     workflow_concurrency: int = 100
     workflow_threads: int = 256
     # Watcher: health checks, automatic restarts with exponential backoff up to a limit.

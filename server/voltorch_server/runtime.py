@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from .agents.limiter import Limiters
+from .agents.llm import limit_settings
 from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
+from .components.llm import LlmEndpoints
 from .components.state import StateStore
 from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
@@ -34,7 +37,11 @@ class Runtime:
         )
         self.errors = ErrorLog(self.db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
-        self.coordination = CoordinationEngine(self.db, self.events, config)
+        # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
+        self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
+        self.metrics.observe_llm_endpoints(self.limiters.snapshots)
+        self.llm = LlmEndpoints(self.limiters)
+        self.coordination = CoordinationEngine(self.db, self.events, config, limiters=self.limiters)
         self.workflows = WorkflowEngine(
             self.db,
             self.events,
@@ -42,9 +49,10 @@ class Runtime:
             self.coordination,
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
+            llm_capacity=self.limiters.capacity,
         )
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination, self.workflows)
+            c.name: c for c in (self.events, self.state, self.llm, self.coordination, self.workflows)
         }
 
         # The watcher watches every component in the dict (also ones added after this line).
