@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 50051
 DB     ?= ./voltorch.db
 
-.PHONY: setup run serve test protos protos-check lint bench clean
+.PHONY: setup run serve shell test protos protos-check lint bench clean
 
 setup: $(STAMP)
 
@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The headline: start a server on the embedded SQLite default and run the complete workflow with live progress.
+# If a server (`make serve`) already owns the database, the workflow runs on that server instead.
 run: $(STAMP)
 	$(PY) -m voltorch_server.demo --db $(DB)
 
 serve: $(STAMP)
 	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB)
+
+# A shell with the venv active: `voltorch` (the CLI) and `python` (with the SDK) on PATH. `exit` leaves it.
+shell: $(STAMP)
+	@echo "voltorch is $(VENV)/bin/voltorch; this shell has it on PATH (exit to leave)"
+	@. $(VENV)/bin/activate && exec $${SHELL:-/bin/sh} -i
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
-from ._client import TLS, Client
+from ._client import DEFAULT_TARGET, TLS, Client
 from ._coordination import (
     Agent,
     AgentResult,
@@ -47,6 +47,7 @@ from ._state import (
     VersionIs,
 )
 from ._workflows import (
+    EXECUTION_STATUSES,
     AgentTask,
     ConditionStep,
     CoordinationStep,
@@ -76,6 +77,7 @@ from .worker import TaskFailed, Worker, WorkerTask
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_TARGET",
     "TLS",
     "AlreadyExistsError",
     "Change",
@@ -108,6 +110,7 @@ __all__ = [
     "VoltorchError",
 ]
 __all__ += [  # workflows
+    "EXECUTION_STATUSES",
     "AgentTask",
     "Condition",
     "ConditionStep",

@@ -24,7 +24,6 @@ from ._state import StateClient
 from ._tracing import TraceContextInterceptor
 from ._workflows import WorkflowsClient
 
-
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 

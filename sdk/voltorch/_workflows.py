@@ -41,6 +41,7 @@ _MODE_NAMES = names(coordination_pb2.CoordinationMode) | {
 _EXEC_STATUS = names(workflows_pb2.ExecutionStatus)
 _EXEC_STATUS_PB = values(workflows_pb2.ExecutionStatus)
 _STEP_STATUS = names(workflows_pb2.StepStatus)
+EXECUTION_STATUSES: tuple[str, ...] = tuple(_EXEC_STATUS_PB)  # the values `list(status=...)` accepts
 _UNSET: Any = object()
 
 
