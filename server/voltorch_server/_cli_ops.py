@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from voltorch import EventHeartbeat
-from voltorch.errors import ResourceExhaustedError, UnavailableError
 
 from . import _cli_args
 from ._cli_output import Lines, Output, shorten
 
 # The watcher's periodic bookkeeping: every few seconds, for ever. Shown with --all (or asked by --type).
 PERIODIC = frozenset({"component.health.checked", "system.metrics.collected"})
-RECONNECT_MAX_DELAY = 2.0  # seconds between attempts while the server is away
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -36,52 +32,32 @@ def _event_line(e: Any) -> str:
     return f"{e.sequence:>8} {_time(e.time):<12} {e.type:<32} {e.source:<14} {corr}{data}"
 
 
-def _shown(args: argparse.Namespace, events: Iterable[Any]) -> Iterator[Any]:
-    if args.all or args.type:
-        return iter(events)
-    return (e for e in events if e.type not in PERIODIC)
+def _shown(args: argparse.Namespace, event: Any) -> bool:
+    """Hide the watcher's periodic events unless --all, or asked for by --type."""
+    return bool(args.all or args.type) or event.type not in PERIODIC
 
 
 def _follow(args: argparse.Namespace, c: Any, out: Output, filters: dict[str, Any]) -> int:
-    """Replay from --from-sequence, then follow live. When the server goes away say so, keep trying, and
-    say where it resumed: nothing is missed, the subscription restarts at the next sequence."""
+    """Replay from --from-sequence, then follow live. The subscription outlives server restarts (it
+    resumes exactly after the last event); say when the server goes away and where it resumed."""
+
+    def status(what: str, sequence: int | None) -> None:
+        out.message("reconnecting…" if what == "reconnecting" else f"resumed at {sequence}")
+
     emit = Lines(out, EVENT_HEADER, _event_line)
-    next_sequence: int | None = args.from_sequence
-    away = False
-    delay = 0.1
-    while True:
-        sub = c.events.subscribe(
-            **filters,
-            from_sequence=next_sequence,
-            heartbeats=True,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            resume=False,
-        )
-        try:
-            for item in sub:
-                if isinstance(item, EventHeartbeat):
-                    next_sequence = max(next_sequence or 0, item.resume_sequence)
-                else:
-                    next_sequence = item.sequence + 1
-                if away:  # the first heartbeat of a new stream says it is established
-                    away, delay = False, 0.1
-                    out.message(f"resumed at {next_sequence}")
-                if not isinstance(item, EventHeartbeat) and (
-                    args.all or args.type or item.type not in PERIODIC
-                ):
-                    emit(item)
-            return 0
-        except (UnavailableError, ResourceExhaustedError) as exc:
-            resume = exc.metadata.get("resume_sequence")
-            if resume is not None:
-                next_sequence = max(next_sequence or 0, int(resume))
-            if not away:
-                away = True
-                out.message("reconnecting…")
-            time.sleep(delay)  # retry pacing while the server is away, not synchronisation
-            delay = min(delay * 2, RECONNECT_MAX_DELAY)
-        finally:
-            sub.close()
+    sub = c.events.subscribe(
+        **filters,
+        from_sequence=args.from_sequence,
+        heartbeats=True,  # a new stream answers at once, so "resumed" is said when it is
+        heartbeat_interval=HEARTBEAT_SECONDS,
+        reconnect_timeout=None,  # a follower waits for the server as long as it takes
+        on_status=status,
+    )
+    with sub:
+        for item in sub:
+            if not isinstance(item, EventHeartbeat) and _shown(args, item):
+                emit(item)
+    return 0
 
 
 def _events(args: argparse.Namespace) -> int:
@@ -96,7 +72,7 @@ def _events(args: argparse.Namespace) -> int:
         listing = c.events.list(
             **filters, descending=not args.oldest_first, start_sequence=args.from_sequence or 0
         )
-        events = itertools.islice(_shown(args, listing), args.limit)
+        events = itertools.islice((e for e in listing if _shown(args, e)), args.limit)
         if out.format == "json":
             out.rows([], events, lambda e: [])
         else:

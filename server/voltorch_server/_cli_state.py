@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from . import _cli_args
-from ._cli_output import Lines, Output, dumps, shorten
+from ._cli_output import Lines, Output, shorten
 
 
 def _value(v: Any) -> str:
@@ -55,8 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     with _cli_args.client(args) as c:
         if action == "get":
             kv = c.state.get(args.key)
-            if args.print_value_only:
-                out.write(_value(kv.value) if out.format == "table" else dumps(kv.value))
+            if args.print_value_only:  # the value alone, as JSON, whatever the format
+                out.write(_value(kv.value))
             else:
                 out.record(kv, _kv_table(kv))
         elif action == "list":
