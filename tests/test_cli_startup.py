@@ -97,8 +97,12 @@ def test_db_under_a_file_is_refused(tmp_path: Path) -> None:
     refused(cli("serve", "--port", "0", "--db", str(tmp_path / "file" / "v.db")), str(tmp_path / "file"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_db_in_an_unwritable_directory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:  # root writes through permissions; sysfs refuses new files even to root
+        if not Path("/sys").is_dir():
+            pytest.skip("running as root without /sys: no unwritable directory to use")
+        refused(cli("serve", "--port", "0", "--db", "/sys/voltorch-test.db"), "/sys/voltorch-test.db")
+        return
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
