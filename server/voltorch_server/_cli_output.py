@@ -73,7 +73,6 @@ class Output:
         self.stream = stream or sys.stdout
         tty = self.stream.isatty()
         self.format = fmt or default or ("table" if tty else "jsonl")
-        self.explicit = fmt is not None
         self.console = console(self.stream)
 
     @property
@@ -100,25 +99,20 @@ class Output:
         cells: Callable[[Any], Sequence[str]],
         *,
         title: str | None = None,
-    ) -> int:
-        """A listing: a table, a JSON list, or one JSON object per line (printed as they come).
-        Returns the number of items."""
-        n = 0
+    ) -> None:
+        """A listing: a table, a JSON list, or one JSON object per line (printed as they come)."""
         if self.format == "jsonl":
-            for n, item in enumerate(items, 1):  # noqa: B007 - n is the count
+            for item in items:
                 self.write(dumps(item))
-            return n
-        if self.format == "json":
-            listed = [jsonable(item) for item in items]
-            self.write(json.dumps(listed, indent=2, ensure_ascii=False))
-            return len(listed)
-        table = Table(title=title)
-        for col in columns:
-            table.add_column(col)
-        for n, item in enumerate(items, 1):  # noqa: B007
-            table.add_row(*cells(item))
-        self.console.print(table)
-        return n
+        elif self.format == "json":
+            self.write(json.dumps([jsonable(item) for item in items], indent=2, ensure_ascii=False))
+        else:
+            table = Table(title=title)
+            for col in columns:
+                table.add_column(col)
+            for item in items:
+                table.add_row(*cells(item))
+            self.console.print(table)
 
     def message(self, text: str) -> None:
         """A note for the person (not part of the data): stdout for tables, stderr next to JSON."""

@@ -240,4 +240,8 @@ def _headline(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: the server stopped; the execution's checkpoints stay in the database
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
