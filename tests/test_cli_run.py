@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_process import CLI, clean_env
-from voltorch_server._cli_output import shorten
+from voltorch_server.cli_output import shorten
 
 WAIT = 30.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -70,3 +71,19 @@ def test_serve_takes_the_database_from_voltorch_db(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM kv WHERE key = 'env.key'").fetchone() == ('"yes"',)
     assert not (tmp_path / "voltorch.db").exists()  # the default path was not used
+
+
+def test_serve_ui_port_prints_the_console_url_and_serves_it(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    with serve(tmp_path, "--db", str(tmp_path / "ui.db"), "--ui-port", "-1") as s:
+        line = s.lines.get(timeout=30)  # bounded: printed right after the banner
+        match = re.search(r"voltorch console on (http://\S+)", line or "")
+        assert match, line
+        url = match.group(1)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"voltorch console" in r.read()
+        with urllib.request.urlopen(url + "api/health", timeout=10) as r:
+            assert json.loads(r.read())["status"] == "HEALTHY"
+        assert stop(s) == 0

@@ -12,10 +12,9 @@ import grpc
 
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
-from ._convert import from_value, to_datetime, to_duration, to_timestamp, to_value
-from ._priority import Priority
 from ._rpc import call, pages
 from .errors import VoltorchError, from_rpc_error
+from .wire import Priority, from_value, to_datetime, to_duration, to_timestamp, to_value
 
 # A stream that fails with one of these is reopened from where it stopped (nothing lost, nothing repeated).
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)

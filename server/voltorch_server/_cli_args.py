@@ -15,7 +15,7 @@ from typing import Any
 
 from voltorch import DEFAULT_TARGET, Client
 
-from ._cli_output import FORMATS
+from .cli_output import FORMATS
 
 ENVIRONMENT = """\
 environment variables:

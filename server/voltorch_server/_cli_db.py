@@ -1,52 +1,76 @@
-"""`voltorch db`: commands on the SQLite database file itself, with no server running or needed.
+"""`voltorch db`: commands on the SQLite database file itself, read-only, with no server running or needed.
 
-`db check` runs SQLite's full `PRAGMA integrity_check` (every page, index and constraint; the server
-runs only the quicker `quick_check` at start). More subcommands (inspection) can be added beside it:
-each is one function plus one parser in `add_parsers`.
+`db info` shows what the file holds (tables and row counts, schema version, integrity); `db check` runs
+only SQLite's full `PRAGMA integrity_check` (every page, index and constraint; the server runs only the
+quicker `quick_check` at start), for scripts and after a crash. Both read through `storage.inspect`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from . import _cli_args
 from . import config as config_mod
-from ._cli_output import Output
+from .cli_output import Output, new_table
+from .errors import StartupError
 
 
-def _open_read_only(path: str) -> sqlite3.Connection:
-    """The file opened read-only: a check must not create a missing file or change an existing one."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(path)
-    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-
-
-def integrity_problems(path: str) -> list[str]:
-    """Every problem `PRAGMA integrity_check` finds ([] for a sound file)."""
-    conn = _open_read_only(path)
+def _path(args: argparse.Namespace) -> str:
+    """The file `voltorch serve` would open with the same --config and --db (and VOLTORCH_DB)."""
     try:
-        rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
-    except sqlite3.DatabaseError as exc:  # damaged beyond what the check can walk (e.g. the header)
-        return [str(exc)]
-    finally:
-        conn.close()
-    return [] if rows == ["ok"] else rows
+        return config_mod.load(args.config, db=args.db).db
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"bad configuration: {exc}") from None
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .storage.inspect import inspect_database
+
+    path = _path(args)
+    try:
+        info = inspect_database(path)
+    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+        print(f"voltorch db info: {path}: {exc}", file=sys.stderr)
+        return 2
+    out = Output("json" if args.json else args.output, default="table")
+
+    def draw(console: Any) -> None:
+        table = new_table(title=info.path)
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, rows in info.tables.items():
+            table.add_row(name, f"{rows:,}")
+        console.print(table)
+        console.print(
+            f"schema version: {info.schema_version or '(empty database)'} ({len(info.applied)} migrations)"
+        )
+        if info.pending:
+            console.print(f"pending (applied when a server opens it): {', '.join(info.pending)}")
+        if info.unknown:
+            console.print(f"[yellow]made by a newer voltorch: {', '.join(info.unknown)}[/]")
+        console.print(
+            "integrity: ok" if info.ok else "[red]integrity check failed:[/]\n" + "\n".join(info.integrity)
+        )
+
+    out.record({**asdict(info), "schema_version": info.schema_version, "ok": info.ok}, draw)
+    return 0 if info.ok else 1
 
 
 def _check(args: argparse.Namespace) -> int:
+    from .storage.inspect import integrity_check
+
     out = Output(args.output)
-    path = args.db
+    path = _path(args)
     try:
-        problems = integrity_problems(path)
+        findings = integrity_check(path)
     except FileNotFoundError:
         print(f"voltorch: no database file at {path}", file=sys.stderr)
         return 2
-    result = {"path": path, "ok": not problems, "problems": problems}
+    problems = [] if findings == ["ok"] else findings
 
     def draw(console: Any) -> None:
         if not problems:
@@ -55,7 +79,7 @@ def _check(args: argparse.Namespace) -> int:
         for p in problems:
             console.print(f"  {p}")
 
-    out.record(result, draw)
+    out.record({"path": path, "ok": not problems, "problems": problems}, draw)
     if problems:
         print(
             f"voltorch: database {path} is damaged: {len(problems)} problem(s) found by PRAGMA "
@@ -66,12 +90,25 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: Any) -> None:
-    db = _cli_args.command(sub, "db", "inspect and check the SQLite database file (no server needed)")
-    actions = db.add_subparsers(dest="db_action", required=True, metavar="ACTION")
-    default_db = os.environ.get(config_mod.ENV_PREFIX + "DB") or config_mod.Config().db
-    check = _cli_args.command(actions, "check", "run PRAGMA integrity_check; exit 1 if the file is damaged")
-    check.add_argument(
-        "--db", default=default_db, help="the database file (default: $VOLTORCH_DB, else ./voltorch.db)"
+def _file_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        help="the database file (default: as `voltorch serve` would open it: $VOLTORCH_DB, else ./voltorch.db)",
     )
+    parser.add_argument("--config", help="TOML or JSON config file whose db setting to use (default: none)")
+
+
+def add_parsers(sub: Any) -> None:
+    db = _cli_args.command(
+        sub, "db", "inspect and check the SQLite database file (read-only, no server needed)"
+    )
+    actions = db.add_subparsers(dest="db_action", required=True, metavar="ACTION")
+    info = _cli_args.command(
+        actions, "info", "tables, row counts, schema version and integrity check; exit 1 if not sound"
+    )
+    _file_flags(info)
+    info.add_argument("--json", action="store_true", help="print JSON (the same as -o json)")
+    info.set_defaults(fn=_info)
+    check = _cli_args.command(actions, "check", "run PRAGMA integrity_check; exit 1 if the file is damaged")
+    _file_flags(check)
     check.set_defaults(fn=_check)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
 from voltorch import EventHeartbeat
 
 from . import _cli_args
-from ._cli_output import Lines, Output, shorten
+from .cli_output import Lines, Output, new_table, shorten
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # The watcher's periodic bookkeeping: every few seconds, for ever. Shown with --all (or asked by --type).
 PERIODIC = frozenset({"component.health.checked", "system.metrics.collected"})
@@ -115,7 +116,7 @@ def _health(args: argparse.Namespace) -> int:
                 f"{h.active_workflows} queued {h.queued_workflows}  agents {h.registered_agents}  workers "
                 f"{h.connected_workers}  errors {h.error_count}"
             )
-            table = Table()
+            table = new_table()
             for col in ("component", "status", "restarts", "errors", "message"):
                 table.add_column(col)
             for comp in h.components:

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from . import _cli_args
-from ._cli_output import Lines, Output, shorten
+from .cli_output import Lines, Output, shorten
 
 
 def _value(v: Any) -> str:

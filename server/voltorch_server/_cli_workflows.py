@@ -9,11 +9,10 @@ import json
 import signal
 from typing import Any
 
-from rich.table import Table
-from voltorch import EXECUTION_STATUSES
+from voltorch.wire import EXECUTION_STATUSES
 
 from . import _cli_args
-from ._cli_output import Output, dumps, shorten
+from .cli_output import Output, dumps, new_table, shorten
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -141,7 +140,7 @@ def _draw_execution(console: Any, e: Any) -> None:
     console.print(f"[bold]{e.id}[/] {e.template_name} v{e.template_version}: {e.status} {_duration(e)}")
     if e.error:
         console.print(f"[red]{e.error.code}: {e.error.message}[/]")
-    table = Table()
+    table = new_table()
     for col in ("step", "name", "status", "attempts", "agent", "error"):
         table.add_column(col)
     for s in e.steps:
@@ -185,7 +184,9 @@ def add_parsers(sub: Any) -> None:
         help="what to do (default: list)",
     )
     w.add_argument("id", nargs="?", help="execution id (template name for start)")
-    w.add_argument("--status", choices=EXECUTION_STATUSES, help="list: only this status (default: any)")
+    w.add_argument(
+        "--status", choices=list(EXECUTION_STATUSES.numbers), help="list: only this status (default: any)"
+    )
     w.add_argument("--template", help="list: only this template (default: any)")
     w.add_argument("--limit", type=int, default=50, help="list: at most this many (default: 50)")
     w.add_argument("--reason", default="", help="cancel/pause: recorded with the execution")

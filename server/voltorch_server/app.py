@@ -11,25 +11,25 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voltorch.v1 import (
     coordination_pb2,
-    coordination_pb2_grpc,
     events_pb2,
-    events_pb2_grpc,
     orchestrator_pb2,
-    orchestrator_pb2_grpc,
     state_pb2,
     workflows_pb2,
-    workflows_pb2_grpc,
 )
 
 from . import servicers
 from ._bind import bind
+from .auth import parse_tokens
 from .config import Config
+from .console import Console
 from .errors import StartupError
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
-from .servicers._limits import StreamLimitInterceptor
-from .servicers._status import ErrorInterceptor
-from .servicers._tracing import telemetry_interceptor
+from .servicers import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    StreamLimitInterceptor,
+    telemetry_interceptor,
+)
 from .servicers.orchestrator import bind_health
 
 log = logging.getLogger("voltorch")
@@ -40,26 +40,6 @@ SERVICES = {
     "voltorch.v1.CoordinationService": coordination_pb2,
     "voltorch.v1.WorkflowService": workflows_pb2,
     "voltorch.v1.OrchestratorService": orchestrator_pb2,
-}
-
-# Generated base servicers answer UNIMPLEMENTED; used for services a server build does not provide yet.
-_PLACEHOLDERS = {
-    "voltorch.v1.EventService": (
-        events_pb2_grpc.EventServiceServicer,
-        events_pb2_grpc.add_EventServiceServicer_to_server,
-    ),
-    "voltorch.v1.CoordinationService": (
-        coordination_pb2_grpc.CoordinationServiceServicer,
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server,
-    ),
-    "voltorch.v1.WorkflowService": (
-        workflows_pb2_grpc.WorkflowServiceServicer,
-        workflows_pb2_grpc.add_WorkflowServiceServicer_to_server,
-    ),
-    "voltorch.v1.OrchestratorService": (
-        orchestrator_pb2_grpc.OrchestratorServiceServicer,
-        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
-    ),
 }
 
 
@@ -74,9 +54,12 @@ class VoltorchServer:
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.runtime = Runtime(config)
+        self.console: Console | None = None
         try:
             self._build(config, tokens)
         except BaseException:
+            if self.console is not None:
+                self.console.stop()  # never started: closes its socket
             self.runtime.close_unstarted()
             raise
         self._stopped = False
@@ -84,6 +67,15 @@ class VoltorchServer:
     def _build(self, config: Config, tokens: dict[str, str]) -> None:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
+        # Bound now (like the gRPC port), served from start().
+        if config.ui_port:
+            port = 0 if config.ui_port < 0 else config.ui_port
+            try:
+                self.console = Console(self.runtime, config.host, port, tokens)
+            except OSError as exc:
+                raise StartupError(
+                    f"could not bind the console on {config.host}:{port}: {exc.strerror or exc}"
+                ) from None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -98,12 +90,8 @@ class VoltorchServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        provided = set()
         for module in servicers.MODULES:
-            provided.update(module.register(self.grpc, self.runtime) or ())
-        for name, (base, add) in _PLACEHOLDERS.items():
-            if name not in provided:
-                add(base(), self.grpc)
+            module.register(self.grpc, self.runtime)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
@@ -123,6 +111,9 @@ class VoltorchServer:
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
         self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
+        if self.console is not None:
+            self.console.start()
+            log.info("voltorch console on %s", self.console.url)
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -131,6 +122,8 @@ class VoltorchServer:
             return
         self._stopped = True
         self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            self.console.stop()
         self.runtime.watcher.announce_stopping()
         self.runtime.stop_components()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()

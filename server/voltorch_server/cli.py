@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_args, _cli_db, _cli_ops, _cli_state, _cli_workflows, _logging
+from . import _cli_args, _cli_db, _cli_ops, _cli_state, _cli_workflows
 from . import config as config_mod
 from .errors import StartupError
 
@@ -31,15 +31,20 @@ def port_number(text: str) -> int:
     return port
 
 
+# What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
+_EXTRA_OF = {"serve": "server", "db": "server"}
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from . import logs
     from .app import VoltorchServer
 
     try:
-        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db)
-    except ValueError as exc:
+        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db, ui_port=args.ui_port)
+    except (OSError, ValueError) as exc:
         raise StartupError(f"bad configuration: {exc}") from None
     try:
-        _logging.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
+        logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad logging configuration: {exc}") from None
     done = threading.Event()
@@ -50,8 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
     # Handlers before the banner, so a signal sent as soon as the port is known stops us cleanly.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server = VoltorchServer(cfg).start()
+    server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
     print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    if server.console is not None:
+        print(f"voltorch console on {server.console.url}", flush=True)
     # A timed wait: a signal delivered to one of grpc's threads does not interrupt an untimed wait in
     # the main thread, and Python runs signal handlers only in the main thread.
     while not done.wait(0.5):
@@ -101,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", help=f"SQLite database file, created if missing (default: $VOLTORCH_DB, else {DEFAULTS.db})"
     )
     s.add_argument("--config", help="TOML (.toml) or JSON config file (default: none)")
+    s.add_argument(
+        "--ui-port",
+        type=int,
+        help="serve the web console on this port, 0 = off, -1 = any free port "
+        f"(default: $VOLTORCH_UI_PORT, else {DEFAULTS.ui_port})",
+    )
     s.set_defaults(fn=_serve)
 
     _cli_state.add_parsers(sub)
@@ -131,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in ("voltorch", "voltorch_server"):
+            raise  # our own code is broken: not a missing extra
+        extra = _EXTRA_OF.get(args.command, "cli")
+        print(
+            f"voltorch {args.command}: the Python package providing {exc.name!r} is not installed;"
+            f" this command needs `pip install 'voltorch[{extra}]'`",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

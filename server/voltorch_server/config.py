@@ -72,6 +72,9 @@ class Config:
     metrics_interval: float = 10.0  # seconds between collections (history, system.metrics.collected)
     metrics_retention_seconds: float = 21600.0  # metric history kept in SQLite
     error_retention_seconds: float = 7 * 86400.0  # recorded errors kept in SQLite
+    # The web console (HTTP, same host and tokens as gRPC): 0 = off, -1 = any free port.
+    # `make run` / `make serve` use 8233.
+    ui_port: int = 0
     prometheus_port: int = 0  # 0 = off; -1 = any free port (shown in GetHealth's watcher details)
     # Tracing: a span per RPC, W3C context continued from clients. OTLP export from the standard OTEL_*
     # variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...); trace_export adds a local
@@ -90,7 +93,11 @@ class Config:
 
 
 # Settings with a bounded range (inclusive): out of range is refused, not wrapped (70000 is not 4464).
-RANGES: dict[str, tuple[int, int]] = {"port": (0, 65535), "prometheus_port": (-1, 65535)}
+RANGES: dict[str, tuple[int, int]] = {
+    "port": (0, 65535),
+    "prometheus_port": (-1, 65535),
+    "ui_port": (-1, 65535),
+}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

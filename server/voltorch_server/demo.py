@@ -24,7 +24,7 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 
-from ._cli_output import console, shorten
+from .cli_output import console, shorten
 
 SEED_REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
 
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="./voltorch.db", help="SQLite database file (created if missing)")
     p.add_argument("--requirement", default=SEED_REQUIREMENT)
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
+    p.add_argument("--ui-port", type=int, default=0, help="serve the web console on this port (0 = off)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     args = p.parse_args(argv)
 
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import DatabaseInUse, StartupError
 
     out = console()
-    cfg = load(None, host="127.0.0.1", port=args.port, db=args.db)
+    cfg = load(None, host="127.0.0.1", port=args.port, db=args.db, ui_port=args.ui_port)
     try:
         server = VoltorchServer(cfg).start()
     except DatabaseInUse as busy:
@@ -218,7 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with voltorch.Client(server.target, timeout=30) as client:
             out.print(f"[bold]voltorch[/] server on {server.target}, database {Path(cfg.db).resolve()}")
-            return _headline(client, out, args, db=cfg.db)
+            if server.console is not None:
+                out.print(
+                    f"Console: [bold link={server.console.url}]{server.console.url}[/] (open it to watch)"
+                )
+            code = _headline(client, out, args, db=cfg.db)
+            if server.console is not None and sys.stdin.isatty():
+                out.print(f"\nThe console stays open on {server.console.url} — Ctrl-C to stop.")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+            return code
     finally:
         server.stop(grace=2.0)
 

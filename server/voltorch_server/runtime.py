@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from .components._base import Component
-from .components._errors_log import ErrorLog
+from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.state import StateStore
-from .components.watcher import Watcher
+from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
 from .errors import StartupError

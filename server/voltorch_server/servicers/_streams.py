@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..components._follow import Closed, Follower, Overflow
+from ..components import Closed, Follower, Overflow
 from ..errors import ResourceExhausted, Unavailable
 
 T = TypeVar("T")
