@@ -1,4 +1,5 @@
-"""`voltorch db check`: SQLite's full integrity check on the file, no server needed."""
+"""`voltorch db check` (SQLite's full integrity check) and `voltorch db info` as one command group on the
+file, no server needed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from cli_process import cli
+from cli_process import clean_env, cli
 
 
 def _database(path: Path) -> None:
@@ -56,3 +57,27 @@ def test_a_missing_file_is_named_and_not_created(tmp_path: Path):
     result = cli("db", "check", "--db", str(path))
     assert result.returncode == 2 and f"no database file at {path}" in result.stderr
     assert not path.exists()
+
+
+def test_info_and_check_open_the_file_serve_would_open(tmp_path: Path):
+    """Both take $VOLTORCH_DB like `voltorch serve`; -o json and info's --json print the same document."""
+    path = tmp_path / "env.db"
+    _database(path)
+    env = clean_env(VOLTORCH_DB=str(path))
+    check = cli("db", "check", "-o", "json", env=env)
+    assert check.returncode == 0 and json.loads(check.stdout)["path"] == str(path)
+    info = cli("db", "info", "-o", "json", env=env)
+    assert info.returncode == 0, info.stderr
+    doc = json.loads(info.stdout)
+    assert doc == json.loads(cli("db", "info", "--json", env=env).stdout)
+    assert doc["path"] == str(path) and doc["ok"] is True and doc["tables"]["filler"] == 2000
+    assert doc["integrity"] == ["ok"] and doc["schema_version"]
+
+
+def test_check_calls_a_file_that_is_not_sqlite_damaged_and_info_refuses_it(tmp_path: Path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not a database at all" * 500)
+    check = cli("db", "check", "--db", str(path))
+    assert check.returncode == 1 and f"database {path} is damaged" in check.stderr
+    info = cli("db", "info", "--db", str(path))
+    assert info.returncode == 2 and "not a database" in info.stderr and "Traceback" not in info.stderr

@@ -58,6 +58,23 @@ def test_port_in_use(tmp_path: Path) -> None:
     refused(result, f"port {port}", "in use")
 
 
+def test_console_port_in_use_releases_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "ui.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--port", "0", "--ui-port", str(port), "--db", str(db))
+    refused(result, "could not bind the console", f"127.0.0.1:{port}")
+    with serve(tmp_path, "--db", str(db)) as s:  # the refused server gave the database back
+        assert str(db) in s.banner
+
+
+def test_ui_port_out_of_range_from_the_environment(tmp_path: Path) -> None:
+    result = cli("serve", "--port", "0", "--db", str(tmp_path / "x.db"), env=_env(VOLTORCH_UI_PORT="70000"))
+    refused(result, "ui_port", "70000", "65535")
+
+
 def test_host_that_does_not_resolve(tmp_path: Path) -> None:
     result = cli("serve", "--port", "0", "--host", "no-such-host.invalid", "--db", str(tmp_path / "h.db"))
     refused(result, "no-such-host.invalid", "does not resolve")
