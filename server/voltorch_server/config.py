@@ -104,6 +104,14 @@ class Config:
         return replace(self, **_coerce({k: v for k, v in values.items() if v is not None}))
 
 
+# Settings with a bounded range (inclusive): out of range is refused, not wrapped (70000 is not 4464).
+RANGES: dict[str, tuple[int, int]] = {
+    "port": (0, 65535),
+    "prometheus_port": (-1, 65535),
+    "ui_port": (-1, 65535),
+}
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in fields(Config)}
@@ -122,21 +130,50 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = str(raw)
         except (TypeError, ValueError):
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
+        low, high = RANGES.get(key, (out[key], out[key]))
+        if not low <= out[key] <= high:
+            raise ValueError(f"setting {key!r} must be between {low} and {high}, got {out[key]}")
     return out
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML (.toml) or JSON file; ValueError naming the file and line if it does not parse."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {p} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {p} is not valid TOML: {exc}") from None  # "(at line N, column M)"
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"config file {p} is not valid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold an object of settings, not {type(data).__name__}")
+    return data
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
     cfg = Config()
     if path:
-        p = Path(path)
-        text = p.read_text()
-        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        cfg = cfg.with_overrides(**data)
+        data = read_file(path)
+        try:
+            cfg = cfg.with_overrides(**data)
+        except ValueError as exc:
+            raise ValueError(f"config file {path}: {exc}") from None
     env = os.environ if env is None else env
     from_env = {
         name: env[ENV_PREFIX + name.upper()]
         for name in Config.field_names()
         if ENV_PREFIX + name.upper() in env
     }
-    cfg = cfg.with_overrides(**from_env)
+    try:
+        cfg = cfg.with_overrides(**from_env)
+    except ValueError as exc:
+        raise ValueError(f"environment ({ENV_PREFIX}*): {exc}") from None
     return cfg.with_overrides(**overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from .agents.limiter import Limiters
 from .agents.llm import limit_settings
@@ -14,8 +15,10 @@ from .components.state import StateStore
 from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
+from .errors import StartupError
 from .metrics import Metrics
 from .storage import Database, migrate
+from .storage.owner import OwnerLock
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
@@ -24,8 +27,13 @@ log = logging.getLogger("voltorch")
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
-        self.db = Database(config.db, synchronous=config.db_synchronous)
-        migrate(self.db)
+        # One server per SQLite file: the owner lock first, before anything reads or recovers the file.
+        self.owner = OwnerLock(config.db).acquire() if config.db != ":memory:" else None
+        try:
+            self.db = _open_database(config)
+        except BaseException:
+            self.release_owner()
+            raise
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -86,3 +94,28 @@ class Runtime:
         self.tracing.stop()
         self.metrics.shutdown()
         self.db.close()
+        self.release_owner()
+
+    def close_unstarted(self) -> None:
+        """Give back the database and its owner lock when the server failed before it started."""
+        self.metrics.shutdown()
+        self.db.close()
+        self.release_owner()
+
+    def release_owner(self) -> None:
+        if self.owner is not None:
+            self.owner.release()
+
+
+def _open_database(config: Config) -> Database:
+    """The migrated database, or a StartupError naming the path (a directory, unwritable, not SQLite)."""
+    db: Database | None = None
+    try:
+        db = Database(config.db, synchronous=config.db_synchronous)
+        migrate(db)
+        return db
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise StartupError(f"cannot open database {config.db}: {reason}") from None
