@@ -14,7 +14,8 @@ from fake_clock import FakeClock
 from voltorch.v1 import events_pb2, orchestrator_pb2, state_pb2
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.system import Storage, storage_error
-from voltorch_server.storage import Database, DatabaseCorrupt, check_file, migrate
+from voltorch_server.errors import DatabaseCorrupt, StartupError
+from voltorch_server.storage import Database, check_file, migrate
 
 PAGE = 4096
 
@@ -56,16 +57,21 @@ def test_the_server_refuses_a_damaged_file_naming_it(config, damaged):
     assert "\n" not in message
     assert str(damaged) in message and "damaged" in message
     assert err.value.path == str(damaged)
+    assert isinstance(err.value, StartupError)  # `voltorch serve` prints it as one line and exits 2
+    # Refused, it gave the file and its owner lock back: a server told not to check can open it.
+    VoltorchServer(config.with_overrides(db_quick_check=False)).stop()
     for full in (False, True):
         result = check_file(damaged, full=full)
         assert not result.ok and result.problems
+        assert not [p for p in result.problems if "\n" in p or p.startswith("*** in database")]
         with pytest.raises(DatabaseCorrupt):
             result.raise_if_damaged()
 
 
-def test_check_file_on_a_missing_file_says_so(tmp_path):
-    result = check_file(tmp_path / "nope.db")
-    assert not result.ok and "no database file" in result.problems[0]
+def test_check_file_on_a_missing_file_says_so_and_creates_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no database file"):
+        check_file(tmp_path / "nope.db")
+    assert not (tmp_path / "nope.db").exists()
 
 
 def test_storage_errors_met_while_running_make_storage_unhealthy(config, damaged):

@@ -3,13 +3,12 @@
 
 from ._group_commit import GroupCommit, Pending, Take
 from .db import Database, Tx
-from .integrity import DatabaseCorrupt, IntegrityResult, check_connection, check_file
+from .integrity import IntegrityResult, check_connection, check_file, connect_read_only
 from .migrations import MIGRATIONS, migrate
 
 __all__ = [
     "MIGRATIONS",
     "Database",
-    "DatabaseCorrupt",
     "GroupCommit",
     "IntegrityResult",
     "Pending",
@@ -17,5 +16,6 @@ __all__ = [
     "Tx",
     "check_connection",
     "check_file",
+    "connect_read_only",
     "migrate",
 ]

@@ -1,6 +1,7 @@
 """What a database file holds, read without changing it: tables and row counts, the schema version
 (migrations applied, pending, or unknown to this version) and SQLite's integrity check.
-Behind `voltorch db info`; sqlite-utils does the introspection."""
+Behind `voltorch db info` (`voltorch db check` is integrity.check_file alone); sqlite-utils does the
+introspection."""
 
 from __future__ import annotations
 

@@ -13,21 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from ..errors import DatabaseCorrupt
+
 MAX_PROBLEMS = 100
-
-
-class DatabaseCorrupt(Exception):
-    """The database file is damaged. The message is one line naming the file and what SQLite found."""
-
-    def __init__(self, path: str, problems: list[str]):
-        self.path = path
-        self.problems = list(problems)
-        first = problems[0] if problems else "unknown damage"
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        super().__init__(
-            f"database {path} is damaged: {first}{more}; restore it from a backup, or run "
-            f"`voltorch db check` for a full report"
-        )
 
 
 @dataclass(frozen=True)
@@ -52,7 +40,11 @@ def check_connection(conn: sqlite3.Connection, path: str, *, full: bool = False)
         rows = conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})").fetchall()
     except sqlite3.DatabaseError as exc:  # damage that stops the check itself ("disk image is malformed")
         return IntegrityResult(path, full, (str(exc),))
-    problems = tuple(str(r[0]) for r in rows if str(r[0]) != "ok")
+    # One finding per line: SQLite may put several in one row, under a "*** in database main ***" header.
+    lines = (line.strip() for r in rows for line in str(r[0]).splitlines())
+    problems = tuple(
+        line for line in lines if line and line != "ok" and not line.startswith("*** in database")
+    )
     return IntegrityResult(path, full, problems)
 
 
@@ -66,12 +58,11 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
 
 
 def check_file(path: str | Path, *, full: bool = False) -> IntegrityResult:
-    """Check a database file without changing it (read-only; safe beside a running server)."""
+    """Check a database file without changing it (read-only; safe beside a running server).
+    FileNotFoundError when there is no file, sqlite3.Error when it cannot be opened (unreadable); a file
+    that is not a database, or whose damage stops the check, is reported as damaged."""
     path = str(path)
-    try:
-        conn = connect_read_only(path)
-    except (FileNotFoundError, sqlite3.Error) as exc:
-        return IntegrityResult(path, full, (str(exc),))
+    conn = connect_read_only(path)
     try:
         return check_connection(conn, path, full=full)
     finally:
