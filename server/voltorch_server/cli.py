@@ -58,7 +58,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _print(obj: Any) -> None:
     from dataclasses import asdict, is_dataclass
 
-    print(json.dumps(asdict(obj) if is_dataclass(obj) else obj, indent=2, default=str))
+    print(
+        json.dumps(
+            asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else obj, indent=2, default=str
+        )
+    )
 
 
 def _state(args: argparse.Namespace) -> int:

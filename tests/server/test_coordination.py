@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import (
+    Coordination,
     CoordinationCondition,
     CoordinationEngine,
     CoordinationRequest,
@@ -75,7 +76,7 @@ class Gate:
             assert self.entered.acquire(timeout=WAIT), "agent was never called"
 
 
-def run(engine: CoordinationEngine, **kw) -> object:
+def run(engine: CoordinationEngine, **kw) -> Coordination:
     c = engine.request(CoordinationRequest(**kw))
     return engine.wait(c.id, WAIT)
 

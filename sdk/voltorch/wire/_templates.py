@@ -300,9 +300,9 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
             condition=_predicate(c.condition, request) if c.HasField("condition") else None,
         )
     if which == "condition":
-        c = pb.condition
-        predicate = _predicate(c.predicate, request) if c.HasField("predicate") or not request else None
-        return ConditionStep(c.source_step_id, predicate, tuple(c.then_steps), tuple(c.else_steps))  # type: ignore[arg-type]
+        cond = pb.condition
+        predicate = _predicate(cond.predicate, request) if cond.HasField("predicate") or not request else None
+        return ConditionStep(cond.source_step_id, predicate, tuple(cond.then_steps), tuple(cond.else_steps))  # type: ignore[arg-type]
     if which == "fan_out":
         f = pb.fan_out
         return FanOut(
