@@ -61,7 +61,7 @@ def test_publish_returns_dataclasses(client: voltorch.Client) -> None:
         "0af7651916cd43dd8448eb211c80319c",
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
-        e.type = "x"  # type: ignore[misc]
+        e.type = "x"  # type: ignore[misc]  # writing a frozen field on purpose
 
 
 def test_publish_batch_in_order_and_all_or_nothing(client: voltorch.Client) -> None:

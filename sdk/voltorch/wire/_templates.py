@@ -302,7 +302,7 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
     if which == "condition":
         cond = pb.condition
         predicate = _predicate(cond.predicate, request) if cond.HasField("predicate") or not request else None
-        return ConditionStep(cond.source_step_id, predicate, tuple(cond.then_steps), tuple(cond.else_steps))  # type: ignore[arg-type]
+        return ConditionStep(cond.source_step_id, predicate, tuple(cond.then_steps), tuple(cond.else_steps))  # type: ignore[arg-type]  # lenient read: may lack its predicate
     if which == "fan_out":
         f = pb.fan_out
         return FanOut(
@@ -320,7 +320,7 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
 def _step(pb: workflows_pb2.StepSpec, field: str, request: bool) -> Step:
     return Step(
         id=pb.id,
-        kind=_kind(pb, field, request),  # type: ignore[arg-type]
+        kind=_kind(pb, field, request),  # type: ignore[arg-type]  # lenient read: None when no kind is set
         name=pb.name,
         depends_on=tuple(pb.depends_on),
         retry=retry_from_pb(pb.retry, f"{field}.retry", request=request) if pb.HasField("retry") else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
@@ -82,6 +82,10 @@ def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
     return {k: from_value(item) for k, item in s.fields.items()}
 
 
+@overload
+def to_datetime(t: timestamp_pb2.Timestamp, present: Literal[True] = True) -> datetime: ...
+@overload
+def to_datetime(t: timestamp_pb2.Timestamp, present: bool) -> datetime | None: ...
 def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
     """Exact to the microsecond (integer arithmetic: a float of nanoseconds since 1970 is not)."""
     if not present:
