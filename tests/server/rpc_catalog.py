@@ -149,7 +149,8 @@ def random_message(cls: type[Message], rng: Any, depth: int = 0) -> Message:
     return msg
 
 
-def fill(msg: Message, rng: Any, depth: int) -> None:
+def fill(msg: Any, rng: Any, depth: int) -> None:
+    """Random content in msg (any message; the well-known types by their fields)."""
     d = msg.DESCRIPTOR
     name = d.full_name
     if name == "google.protobuf.Timestamp" or name == "google.protobuf.Duration":
@@ -205,6 +206,7 @@ def _scalar(f: FieldDescriptor, rng: Any) -> Any:
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return rng.choice(_FLOATS)
     if t == FieldDescriptor.TYPE_ENUM:
+        assert f.enum_type is not None
         return rng.choice([*(v.number for v in f.enum_type.values), 99, -1])
     if t in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
         return rng.choice(_UINTS)
@@ -215,7 +217,7 @@ def _scalar(f: FieldDescriptor, rng: Any) -> Any:
     return rng.choice(_INTS)
 
 
-def _random_field(msg: Message, f: FieldDescriptor, rng: Any, depth: int) -> None:
+def _random_field(msg: Message, f: Any, rng: Any, depth: int) -> None:
     sub = f.message_type
     if sub is not None and sub.GetOptions().map_entry:
         if depth > 4:

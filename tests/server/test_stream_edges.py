@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -166,7 +167,7 @@ def test_health_list_after_shutdown_began_says_not_serving(config):
 _TOKEN = "agent-token-0123456789"
 
 
-def _open_health_watch(ch: grpc.Channel) -> tuple[grpc.StatusCode, object]:
+def _open_health_watch(ch: grpc.Channel) -> tuple[grpc.StatusCode, Any]:
     call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
     try:
         next(call)
@@ -177,7 +178,7 @@ def _open_health_watch(ch: grpc.Channel) -> tuple[grpc.StatusCode, object]:
 
 @pytest.mark.parametrize("auth", [True, False])
 def test_anonymous_streams_cannot_lock_out_subscribers(config, auth):
-    overrides = {"max_streams": 3, "max_anonymous_streams": 2, "max_workers": 16}
+    overrides: dict[str, Any] = {"max_streams": 3, "max_anonymous_streams": 2, "max_workers": 16}
     if auth:
         overrides["auth_tokens"] = f"agent:{_TOKEN}"
     metadata = [("authorization", f"Bearer {_TOKEN}")] if auth else None

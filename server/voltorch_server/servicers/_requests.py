@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import Descriptor
@@ -227,7 +227,7 @@ class _MessageCheck:
 
 def check_request(msg: Message) -> None:
     """INVALID_ARGUMENT naming the first field of msg whose Timestamp, Duration or Value has no meaning."""
-    check = checker(msg.DESCRIPTOR)
+    check = checker(cast(Descriptor, msg.DESCRIPTOR))
     if check is None:
         return
     try:
@@ -265,7 +265,7 @@ def decoder(
     """bytes -> a checked request of message_type; INVALID_ARGUMENT (and `warn`) when they are not one."""
     parse = message_type.FromString
     type_name = message_type.DESCRIPTOR.full_name
-    check = checker(message_type.DESCRIPTOR)
+    check = checker(cast(Descriptor, message_type.DESCRIPTOR))
 
     def decode(data: bytes) -> Message:
         try:
