@@ -193,6 +193,7 @@ def test_a_subscriber_whose_replica_died_resumes_on_another_with_nothing_missed(
         t = threading.Thread(target=publish)
         t.start()
         for e in sub:
+            assert isinstance(e, voltorch.Event)
             got.append(e.sequence)
             if len(got) == 40:
                 break
@@ -201,6 +202,7 @@ def test_a_subscriber_whose_replica_died_resumes_on_another_with_nothing_missed(
         t.join(DEADLINE)
         rest = clients[1].events.subscribe("test.*", from_sequence=got[-1] + 1)
         for e in rest:
+            assert isinstance(e, voltorch.Event)
             got.append(e.sequence)
             if len(got) == len(published):
                 break

@@ -134,6 +134,42 @@ class Internal(VoltorchError):
     reason = "INTERNAL"
 
 
+class StartupError(Exception):
+    """The server cannot start as configured (port taken, database unusable or owned by another server,
+    bad setting). The message is one line naming the problem and the path or setting; the CLI prints it
+    without a traceback and exits 2."""
+
+
+class DatabaseInUse(StartupError):
+    """Another live server holds the database's owner lock: one SQLite file has exactly one server."""
+
+    def __init__(self, path: str, pid: int | None, address: str):
+        holder = f"pid {pid}" if pid else "another process"
+        where = f", listening on {address}" if address else ""
+        super().__init__(
+            f"database {path} is in use by another voltorch server ({holder}{where}); "
+            "stop it, or give this server another --db"
+        )
+        self.path = path
+        self.pid = pid
+        self.address = address
+
+
+class DatabaseCorrupt(StartupError):
+    """PRAGMA quick_check found the database file damaged: refused at start (queries reaching a damaged
+    page would fail later, as INTERNAL). One line naming the file and the first problem SQLite found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        first = " ".join(problems[0].split()) if problems else "unknown damage"  # one line, always
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(
+            f"database {path} is damaged: {first}{more}; restore it from a backup, or run "
+            f"`voltorch db check` for a full report"
+        )
+        self.path = path
+        self.problems = list(problems)
+
+
 @dataclass
 class ErrorInfo:
     """What gets recorded about an error (for GetHealth / ListErrors)."""
@@ -149,6 +185,8 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Conflict",
+    "DatabaseCorrupt",
+    "DatabaseInUse",
     "DeadlineExceeded",
     "ErrorInfo",
     "FailedPrecondition",
@@ -160,6 +198,7 @@ __all__ = [
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
+    "StartupError",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from typing import Any
 
+from .agents.limiter import Limiters
+from .agents.llm import limit_settings
 from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
+from .components.llm import LlmEndpoints
 from .components.state import StateStore
-from .components.system import ErrorLog, Watcher
+from .components.system import ErrorLog, Storage, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
+from .errors import StartupError
 from .metrics import Metrics
-from .storage import is_postgres_url, open_database
+from .storage import Database, is_postgres_url, migrate, open_database
+from .storage.owner import OwnerLock
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
@@ -30,10 +37,19 @@ class Runtime:
         self.config = config
         # State and events live in `db` (PostgreSQL: shared by every replica); the rest in `local_db`,
         # which is the same database on SQLite and this replica's own file beside PostgreSQL.
-        self.db = open_database(config.db, synchronous=config.db_synchronous)
-        self.local_db = self.db
-        if is_postgres_url(config.db):
-            self.local_db = open_database(local_db_path(config), synchronous=config.db_synchronous)
+        shared = open_database(config.db) if is_postgres_url(config.db) else None
+        local = local_db_path(config) if shared is not None else config.db
+        # One server per SQLite file: the owner lock first, before anything reads or recovers the file.
+        self.owner = OwnerLock(local).acquire() if local != ":memory:" else None
+        try:
+            self.local_db = _open_database(config, local)
+        except BaseException:
+            self.release_owner()
+            if shared is not None:
+                shared.close()
+            raise
+        self.db: Any = shared if shared is not None else self.local_db
+        self.storage = Storage(self.local_db)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -45,7 +61,11 @@ class Runtime:
         )
         self.errors = ErrorLog(self.local_db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
-        self.coordination = CoordinationEngine(self.local_db, self.events, config)
+        # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
+        self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
+        self.metrics.observe_llm_endpoints(self.limiters.snapshots)
+        self.llm = LlmEndpoints(self.limiters)
+        self.coordination = CoordinationEngine(self.local_db, self.events, config, limiters=self.limiters)
         self.workflows = WorkflowEngine(
             self.local_db,
             self.events,
@@ -53,9 +73,11 @@ class Runtime:
             self.coordination,
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
+            llm_capacity=self.limiters.capacity,
         )
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination, self.workflows)
+            c.name: c
+            for c in (self.storage, self.events, self.state, self.llm, self.coordination, self.workflows)
         }
 
         # The watcher watches every component in the dict (also ones added after this line).
@@ -96,3 +118,35 @@ class Runtime:
         if self.local_db is not self.db:
             self.local_db.close()
         self.db.close()
+        self.release_owner()
+
+    def close_unstarted(self) -> None:
+        """Give back the database and its owner lock when the server failed before it started."""
+        self.metrics.shutdown()
+        if self.local_db is not self.db:
+            self.local_db.close()
+        self.db.close()
+        self.release_owner()
+
+    def release_owner(self) -> None:
+        if self.owner is not None:
+            self.owner.release()
+
+
+def _open_database(config: Config, path: str) -> Database:
+    """The migrated database, or a StartupError naming the path: a directory, unwritable, not SQLite, or
+    damaged (DatabaseCorrupt, from PRAGMA quick_check: queries reaching a damaged page would fail later)."""
+    db: Database | None = None
+    try:
+        db = Database(path, synchronous=config.db_synchronous)
+        if config.db_quick_check:
+            db.check_integrity().raise_if_damaged()
+        migrate(db)
+        return db
+    except BaseException as exc:
+        if db is not None:
+            db.close()
+        if isinstance(exc, sqlite3.Error | OSError):
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StartupError(f"cannot open database {path}: {reason}") from None
+        raise

@@ -135,6 +135,7 @@ def test_agents_and_system_pages(console_server: VoltorchServer, tab) -> None:
     page = t.open("#/system")
     page.wait_for_selector('tr[data-component="workflows"] .badge[data-s="healthy"]')
     page.wait_for_selector("#rpc-charts svg path.line", state="attached")
+    page.wait_for_selector("#llm-endpoints:has-text('No LLM endpoint called yet.')")  # offline agents
     page.wait_for_selector("#errors tr:has-text('disk full')")
     t.shot("system")
     page.click("#errors a:has-text('trace story')")
@@ -179,6 +180,7 @@ def test_reader_logs_in_and_the_cancel_button_is_refused(
     assert "may not control" in (page.get_attribute("#cancel", "title") or "")
     t.shot("reader")
     # The server refuses it too (not only the button), with the reader's token; an agent may.
+    assert secured_server.console is not None
     http = Http(secured_server.console.url)
     assert http.post(f"/api/executions/{e.id}/cancel", token=READER).status == 403
     assert http.post(f"/api/executions/{e.id}/cancel", token=AGENT).status == 200

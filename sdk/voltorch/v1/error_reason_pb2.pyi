@@ -23,7 +23,6 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_CLOSED: _ClassVar[ErrorReason]
     SUBSCRIBER_OVERFLOW: _ClassVar[ErrorReason]
     COMPONENT_STOPPED: _ClassVar[ErrorReason]
-    DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
     KEY_INVALID: _ClassVar[ErrorReason]
     KEY_NOT_FOUND: _ClassVar[ErrorReason]
@@ -59,6 +58,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_DISABLED: _ClassVar[ErrorReason]
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
+    REQUEST_UNDECODABLE: _ClassVar[ErrorReason]
+    DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
 FIELD_INVALID: ErrorReason
@@ -76,7 +77,6 @@ TOO_MANY_STREAMS: ErrorReason
 STREAM_CLOSED: ErrorReason
 SUBSCRIBER_OVERFLOW: ErrorReason
 COMPONENT_STOPPED: ErrorReason
-DATABASE_UNAVAILABLE: ErrorReason
 INTERNAL: ErrorReason
 KEY_INVALID: ErrorReason
 KEY_NOT_FOUND: ErrorReason
@@ -112,3 +112,5 @@ COMPONENT_NOT_FOUND: ErrorReason
 COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
+REQUEST_UNDECODABLE: ErrorReason
+DATABASE_UNAVAILABLE: ErrorReason

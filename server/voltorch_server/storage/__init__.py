@@ -1,5 +1,6 @@
-"""Storage: SQLite (one database file in WAL mode, named migrations, group commit, read-only inspection in
-inspect.py) or PostgreSQL (storage/postgres: several replicas on one database), chosen by `--db`."""
+"""Storage: SQLite (one database file in WAL mode, named migrations, group commit, integrity checks in
+integrity.py, read-only inspection in inspect.py) or PostgreSQL (storage/postgres: several replicas on
+one database), chosen by `--db`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ from typing import Any
 
 from ._group_commit import GroupCommit, Pending, Take
 from .db import Database, Tx
+from .integrity import IntegrityResult, check_connection, check_file, connect_read_only
 from .migrations import MIGRATIONS, migrate
 
 __all__ = [
     "MIGRATIONS",
     "Database",
     "GroupCommit",
+    "IntegrityResult",
     "Pending",
     "Take",
     "Tx",
+    "check_connection",
+    "check_file",
+    "connect_read_only",
     "is_postgres_url",
     "migrate",
     "migrate_any",

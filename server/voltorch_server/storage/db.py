@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from .integrity import IntegrityResult, check_connection
 
 log = logging.getLogger("voltorch.db")
 
@@ -42,6 +44,20 @@ _MAX_PARAMETERS = 32_000  # bound parameters per statement (SQLite's default lim
 def _placeholders(rows: int, width: int) -> str:
     one = "(" + ",".join("?" * width) + ")"
     return ",".join([one] * rows)
+
+
+class Listening(Protocol):
+    """What `listen()` returns on a database other processes write (PostgreSQL)."""
+
+    def stop(self) -> None: ...
+
+
+class Lease(Protocol):
+    """What `try_lock()` returns: `held()` says (and, when free, makes) this process the holder."""
+
+    def held(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class Tx:
@@ -156,6 +172,10 @@ class Database:
                 self._readers.append(conn)
         return conn
 
+    def check_integrity(self, *, full: bool = False) -> IntegrityResult:
+        """PRAGMA quick_check (integrity_check when full) from this thread's read connection."""
+        return check_connection(self.read(), self.path, full=full)
+
     def query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
         return self.read().execute(sql, params).fetchall()
 
@@ -185,8 +205,14 @@ class Database:
         """Whether tx is a transaction of this kind of database."""
         return isinstance(tx, Tx)
 
-    def listen(self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0) -> None:
+    def listen(
+        self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0
+    ) -> Listening | None:
         """No one else writes this file: there is nothing to listen to."""
+        return None
+
+    def try_lock(self, key: int) -> Lease | None:
+        """One server per file (storage/owner.py): its singleton jobs need no lease."""
         return None
 
     def close(self) -> None:

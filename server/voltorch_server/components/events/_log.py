@@ -320,8 +320,11 @@ class EventLog(Component):
                     now,
                 ),
             )
+            if not explicit:
+                assert cur.lastrowid is not None  # an INSERT's rowid
+                seq = cur.lastrowid
             event = Event(
-                sequence=seq if explicit else cur.lastrowid,
+                sequence=seq,
                 id=eid,
                 type=p.type,
                 source=p.source,

@@ -64,7 +64,8 @@ def compact(db: Database, *, now: float, max_age: float, max_count: int) -> int:
         return 0
     cut = 0
     if max_count > 0:
-        head = db.query_one("SELECT COALESCE(MAX(seq), 0) FROM events")[0]
+        row = db.query_one("SELECT COALESCE(MAX(seq), 0) FROM events")
+        head = row[0] if row else 0
         cut = max(cut, head - max_count)
     if max_age > 0:
         # Event times never decrease with sequence (the log clamps them), so the time index finds the cut.

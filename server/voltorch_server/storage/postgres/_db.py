@@ -49,7 +49,7 @@ class PgRow(tuple):
     __slots__ = ()
     _index: dict[str, int] = {}
 
-    def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, str):
             return tuple.__getitem__(self, self._index[i])
         return tuple.__getitem__(self, i)
@@ -123,9 +123,11 @@ class PgTx:
 
     def counter(self, name: str) -> int:
         """The counter's value, its row locked until this transaction ends (see the module docstring)."""
-        return self.execute(
+        row = self.execute(
             "SELECT value FROM voltorch_counters WHERE name = ? FOR UPDATE", (name,)
-        ).fetchone()[0]
+        ).fetchone()
+        assert row is not None, f"no counter {name!r}: the migrations create every one"
+        return row[0]
 
     def set_counter(self, name: str, value: int) -> None:
         self.execute("UPDATE voltorch_counters SET value = ? WHERE name = ?", (value, name))
@@ -277,18 +279,10 @@ class Lease:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
-                    return bool(
-                        self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
-                    )
-                # Still ours while this connection lives; a ping proves it does.
-                self._conn.execute("SELECT 1")
-                row = self._conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND pid = pg_backend_pid()",
-                    (self._key & 0xFFFFFFFF,),
-                ).fetchone()
-                if row[0]:
-                    return True
-                return bool(self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0])
+                # Session-level and re-entrant: the holder gets true again (PostgreSQL counts the
+                # holds; they all go with the session), any other session false while it lives.
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+                return bool(row and row[0])
             except psycopg.Error:
                 if self._conn is not None:
                     self._conn.close()
