@@ -46,8 +46,10 @@ def test_a_lost_database_is_unavailable_and_unhealthy_then_recovers(
                 client.state.get("k")
             assert err.value.reason == "DATABASE_UNAVAILABLE"
             assert "retry" in str(err.value)
-            # The watcher judges a component UNHEALTHY when its check raises: state's and events' do.
-            for component in (pg_server.runtime.state, pg_server.runtime.events):
+            # The watcher judges a component UNHEALTHY when its check raises: storage's, state's and
+            # events' do.
+            runtime = pg_server.runtime
+            for component in (runtime.storage, runtime.state, runtime.events):
                 with pytest.raises(Unavailable):
                     component.check()
         finally:
@@ -60,3 +62,24 @@ def test_a_lost_database_is_unavailable_and_unhealthy_then_recovers(
             except UnavailableError:
                 assert time.monotonic() < deadline, "the server did not reconnect to its database"
                 time.sleep(0.1)
+
+
+def test_a_singleton_lease_has_one_holder_and_moves_when_it_dies(pg_dsn: str) -> None:
+    """TTL expiry and compaction run where their advisory-lock lease is held: one replica at a time, and
+    another one once the holder's session is gone (a dead replica's connection, closed here)."""
+    from voltorch_server.storage import open_database
+
+    a, b = open_database(pg_dsn), open_database(pg_dsn)
+    lease_a, lease_b = a.try_lock(0x7E57), b.try_lock(0x7E57)
+    try:
+        assert lease_a.held()
+        assert not lease_b.held()
+        assert lease_a.held()  # still the holder at its next round
+        lease_a.close()  # the holder dies: PostgreSQL releases the lock with its session
+        assert lease_b.held()
+        assert not lease_a.held()
+    finally:
+        lease_a.close()
+        lease_b.close()
+        a.close()
+        b.close()

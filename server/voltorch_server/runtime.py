@@ -49,7 +49,7 @@ class Runtime:
                 shared.close()
             raise
         self.db: Any = shared if shared is not None else self.local_db
-        self.storage = Storage(self.local_db)
+        self.storage = Storage(self.local_db, shared=shared)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
