@@ -83,3 +83,14 @@ def test_a_singleton_lease_has_one_holder_and_moves_when_it_dies(pg_dsn: str) ->
         lease_b.close()
         a.close()
         b.close()
+
+
+def test_a_dsn_is_shown_without_its_password() -> None:
+    from voltorch_server.storage import shown
+
+    assert (
+        shown("postgresql://app:s3cret@db.example:5432/voltorch")
+        == "postgresql://app:***@db.example:5432/voltorch"
+    )
+    assert shown("postgresql://app@db.example/voltorch") == "postgresql://app@db.example/voltorch"
+    assert shown("./voltorch.db") == "./voltorch.db"

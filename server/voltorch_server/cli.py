@@ -38,6 +38,7 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 def _serve(args: argparse.Namespace) -> int:
     from . import logs
     from .app import VoltorchServer
+    from .storage import shown
 
     try:
         cfg = config_mod.load(
@@ -63,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
-    print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    print(f"voltorch listening on {server.target} (db {shown(cfg.db)})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)
     # A timed wait: a signal delivered to one of grpc's threads does not interrupt an untimed wait in

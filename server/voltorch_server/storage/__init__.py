@@ -5,6 +5,7 @@ one database), chosen by `--db`."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ._group_commit import GroupCommit, Pending, Take
 from .db import Database, Tx
@@ -26,12 +27,24 @@ __all__ = [
     "migrate",
     "migrate_any",
     "open_database",
+    "shown",
 ]
 
 
 def is_postgres_url(db: str) -> bool:
     """`--db postgresql://…` (or postgres://) is a PostgreSQL DSN; anything else is a SQLite file path."""
     return db.startswith(("postgresql://", "postgres://"))
+
+
+def shown(db: str) -> str:
+    """`db` as it may be printed or logged: a DSN's password replaced by ***."""
+    if not is_postgres_url(db):
+        return db
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_database(db: str, *, synchronous: str = "NORMAL") -> Any:
