@@ -10,6 +10,11 @@ What differs, and why:
   lock instead of a table lock so that state and events can be locked in one fixed order.
 - `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT, with the new head
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
+- Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
+  revision, then the kv_history counter, then the events counter), so serialization failures and
+  deadlocks cannot arise between voltorch's own writers; should one come from elsewhere it is Aborted
+  (CONCURRENT_WRITER, retry) rather than internal. (No retry loop here: a transaction's body is the
+  caller's code, which `write()` cannot run again.)
 - A lost connection is Unavailable (retry), never an internal error; the pool replaces dead connections.
   Connections are not pinged when taken from the pool (a round trip per query): after the database
   restarts, each stale pooled connection fails one call with Unavailable before it is replaced.
