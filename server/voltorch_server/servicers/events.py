@@ -12,7 +12,7 @@ from voltorch.v1 import events_pb2, events_pb2_grpc
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
@@ -118,6 +118,28 @@ class _Rendered:
         return data
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_BATCH_TAG = b"\x1a"  # SubscribeResponse.batch: field 3, length-delimited
+
+
+def combine_events(pieces: list[bytes]) -> bytes:
+    """One serialized SubscribeResponse carrying a batch, from serialized single-event responses.
+
+    A SubscribeResponse with `event` (field 1) is byte for byte an entry of EventBatch.events (field 1
+    too), so a batch is the shared per-event bytes concatenated under the `batch` tag: no event is
+    parsed or encoded again per subscriber."""
+    body = b"".join(pieces)
+    return _BATCH_TAG + _varint(len(body)) + body
+
+
 def _serialize_response(msg: events_pb2.SubscribeResponse | bytes) -> bytes:
     """Subscribe's response serializer: pre-serialized events pass through, heartbeats are encoded."""
     return msg if type(msg) is bytes else msg.SerializeToString()
@@ -148,6 +170,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 raise InvalidArgument(
                     "heartbeat_interval", f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)"
                 )
+        max_batch = batch_limit(request.max_batch)
         follower = self.events.subscribe(
             flt,
             from_sequence=request.from_sequence if start == "from_sequence" else None,
@@ -183,6 +206,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 render,
                 resume_point=lambda pos: ("resume_sequence", pos),
                 idle=idle,
+                batching=Batching(max_batch, combine_events, len) if max_batch else None,
             )
         finally:
             follower.close()

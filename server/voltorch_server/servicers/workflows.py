@@ -37,7 +37,7 @@ from ._convert import (
     value_to_py,
 )
 from ._coordination_pb import MODE_NAMES, MODES, condition_from_pb, condition_pb, enum_name, task_error_pb
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 from .events import event_pb
 
 _PARAM_TYPES = names(workflows_pb2.ParameterType) | {workflows_pb2.PARAMETER_TYPE_UNSPECIFIED: "string"}
@@ -432,6 +432,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
+        max_batch = batch_limit(request.max_batch)
         follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
@@ -441,8 +442,17 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             return resp
 
         yield from pump(
-            follower, context, render, resume_point=lambda pos: ("from_sequence", pos), stop=is_last
+            follower,
+            context,
+            render,
+            resume_point=lambda pos: ("from_sequence", pos),
+            stop=is_last,
+            batching=Batching(max_batch, _watch_batch) if max_batch else None,
         )
+
+
+def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:
+    return workflows_pb2.WatchExecutionResponse(updates=updates)
 
 
 def register(server: grpc.Server, runtime) -> list[str]:
