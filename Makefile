@@ -34,7 +34,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sdk server tests bench
 	$(VENV)/bin/ruff format --check sdk server tests bench
 
-bench: $(STAMP)
+# The bench extra adds the peers measured beside voltorch (LangGraph).
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(VENV)/.bench-installed
+
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench
 
 clean:
