@@ -171,21 +171,21 @@ class _Subscribers:
             threading.Thread(target=cls._loop.run_forever, name="bench-subscribers", daemon=True).start()
         return cls._loop
 
-    def __init__(self, target: str, n: int, type_: str, on_event):
+    def __init__(self, target: str, n: int, type_: str, on_event, max_batch: int = MAX_BATCH):
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self.messages = 0  # messages carrying events, over all subscribers
         self.cut_off: list[str] = []  # subscribers whose stream the server ended (overflow)
         self._done = asyncio.run_coroutine_threadsafe(
-            self._main(target, n, type_, on_event), self._shared_loop()
+            self._main(target, n, type_, on_event, max_batch), self._shared_loop()
         )
         if not self._ready.wait(60):
             raise RuntimeError("subscriptions were not established within 60 s")
 
-    async def _main(self, target: str, n: int, type_: str, on_event) -> None:
+    async def _main(self, target: str, n: int, type_: str, on_event, max_batch: int) -> None:
         self._stop = asyncio.Event()
         channels = [grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) for _ in range(n)]
-        req = pb.SubscribeRequest(filter=pb.EventFilter(types=[type_]), max_batch=MAX_BATCH)
+        req = pb.SubscribeRequest(filter=pb.EventFilter(types=[type_]), max_batch=max_batch)
         calls = [events_pb2_grpc.EventServiceStub(ch).Subscribe(req) for ch in channels]
         await asyncio.gather(*(c.read() for c in calls))  # the first heartbeats: all in place
 
@@ -238,7 +238,7 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
             with progress:
                 progress.notify_all()
 
-    subs = _Subscribers(srv.target, n_subs, type_, on_event)
+    subs = _Subscribers(srv.target, n_subs, type_, on_event, getattr(args, "max_batch", MAX_BATCH))
     stop = threading.Event()
     req = pb.PublishBatchRequest(events=[_event(payload, type_, i) for i in range(100)])
 
@@ -297,7 +297,7 @@ def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: i
         if t0 is not None and measuring.is_set():
             lat[i].append(now - t0)
 
-    subs = _Subscribers(srv.target, n_subs, type_, on_event)
+    subs = _Subscribers(srv.target, n_subs, type_, on_event, getattr(args, "max_batch", MAX_BATCH))
     published = 0
     try:
         with grpc.insecure_channel(srv.target, options=_CHANNEL_OPTIONS) as ch:

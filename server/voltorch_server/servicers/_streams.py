@@ -11,6 +11,7 @@ import grpc
 
 from ..components._follow import Closed, Follower, Overflow
 from ..errors import InvalidArgument, ResourceExhausted, Unavailable
+from ._tracing import count_events
 
 T = TypeVar("T")
 
@@ -81,9 +82,12 @@ def pump(
                         break
             if batching is None:
                 for item in items:
+                    count_events(1)
                     yield render(item)
             else:
-                yield from _batches([render(item) for item in items], batching)
+                for msg, n in _batches([render(item) for item in items], batching):
+                    count_events(n)
+                    yield msg
             if last:
                 return
     except Overflow as exc:
@@ -104,17 +108,18 @@ def pump(
         follower.close()
 
 
-def _batches(pieces: list[Any], batching: Batching) -> Iterator[Any]:
-    """Pieces combined into messages of at most max_items pieces and about MAX_BATCH_BYTES."""
+def _batches(pieces: list[Any], batching: Batching) -> Iterator[tuple[Any, int]]:
+    """Pieces combined into messages of at most max_items pieces and about MAX_BATCH_BYTES, with the
+    number of pieces in each."""
     max_items, size = batching.max_items, batching.size
     group: list[Any] = []
     total = 0
     for piece in pieces:
         n = size(piece)
         if group and (len(group) >= max_items or total + n > MAX_BATCH_BYTES):
-            yield batching.combine(group)
+            yield batching.combine(group), len(group)
             group, total = [], 0
         group.append(piece)
         total += n
     if group:
-        yield batching.combine(group)
+        yield batching.combine(group), len(group)
