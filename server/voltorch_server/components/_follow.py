@@ -43,7 +43,7 @@ class _Sub(Generic[T]):
 
     __slots__ = ("match", "keys", "items", "capacity", "ready", "overflowed", "closed")
 
-    def __init__(self, match: Callable[[T], bool], capacity: int, keys: frozenset | None):
+    def __init__(self, match: Callable[[T], bool] | None, capacity: int, keys: frozenset | None):
         self.match = match
         self.keys = keys
         self.items: deque[T] = deque()
@@ -67,10 +67,11 @@ class Broadcaster(Generic[T]):
         self._by_key: dict[Hashable, tuple[_Sub[T], ...]] = {}
 
     def register(
-        self, match: Callable[[T], bool], capacity: int, keys: Iterable[Hashable] | None = None
+        self, match: Callable[[T], bool] | None, capacity: int, keys: Iterable[Hashable] | None = None
     ) -> _Sub[T]:
         """A new subscriber; `keys` (only used when the broadcaster has a key function) narrows which
-        records `match` is asked about: a record whose key is not in `keys` never matches."""
+        records `match` is asked about: a record whose key is not in `keys` never matches. `match`
+        None: every record offered matches (e.g. `keys` say all the subscriber wants)."""
         sub: _Sub[T] = _Sub(match, capacity, frozenset(keys) if keys is not None and self._key else None)
         with self._lock:
             self._set_subs((*self._subs, sub))
@@ -106,7 +107,10 @@ class Broadcaster(Generic[T]):
             else:
                 targets = everyone
             for sub in targets:
-                if sub.overflowed or sub.closed or not sub.match(item):
+                if sub.overflowed or sub.closed:
+                    continue
+                match = sub.match
+                if match is not None and not match(item):
                     continue
                 buf = sub.items
                 if len(buf) >= sub.capacity:
@@ -140,7 +144,7 @@ class Follower(Generic[T]):
         self,
         broadcaster: Broadcaster[T],
         *,
-        match: Callable[[T], bool],
+        match: Callable[[T], bool] | None,
         replay: Callable[[int, int], list[T]] | None,
         position: Callable[[T], int],
         after: int | None,

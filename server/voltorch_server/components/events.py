@@ -436,14 +436,17 @@ class EventLog(Component):
             after = self.start_position(from_sequence=from_sequence, from_time=from_time)
         elif after < 0:
             raise InvalidArgument("after", f"must not be negative (got {after})")
+        keys = _exact_types(flt)
+        # Offered only events of its exact types, a filter that asks nothing else needs no check per event.
+        types_only = keys is not None and flt == EventFilter(types=flt.types)
         return Follower(
             self._broadcaster,
-            match=flt.matches,
+            match=None if types_only else flt.matches,
             replay=lambda a, n: self.read_after(a, n, flt),
             position=_sequence,
             after=after,
             capacity=capacity or self.subscriber_buffer,
-            keys=_exact_types(flt),
+            keys=keys,
         )
 
     # -- listing ----------------------------------------------------------------------------------
