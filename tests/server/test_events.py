@@ -483,3 +483,17 @@ def test_concurrent_publishes_share_a_commit_and_keep_their_own_trace(log: Event
     assert len({e.time for e in events}) == 1  # one transaction
     assert [e.trace_id for e in events] == [f"{i + 1:032x}" for i in range(n)]
     assert [e.data for e in events] == list(range(n))
+
+
+def test_take_drains_what_is_ready_up_to_the_limit_and_waits_only_when_nothing_is(log: EventLog) -> None:
+    with log.subscribe(EventFilter(types=("drain.*",))) as f:
+        seqs = [r.sequence for r in log.publish_batch([NewEvent("drain.tick", data=i) for i in range(5)])]
+        assert [e.sequence for e in f.take(5, limit=3)] == seqs[:3]  # one wake-up takes a burst
+        assert [e.sequence for e in f.take(5, limit=3)] == seqs[3:]
+        assert f.last == seqs[-1]
+        assert f.take(0.01) == []  # nothing ready: waits, then times out
+        (one,) = log.publish(NewEvent("drain.tick"))
+        assert [e.sequence for e in f.take(5)] == [one.sequence]  # caught up: the event alone
+    with log.subscribe(EventFilter(types=("drain.*",)), from_sequence=seqs[0]) as f:
+        assert [e.sequence for e in f.take(5, limit=4)] == seqs[:4]  # replay too, in order
+        assert [e.sequence for e in f.take(5)] == [*seqs[4:], one.sequence]
