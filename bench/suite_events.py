@@ -278,6 +278,7 @@ class _LatencyRun:
     latencies_ns: list[int]  # sorted, over all subscribers
     publish_rate: float  # events/s the publisher achieved while measuring
     cpu_us: float  # server CPU per delivered event, publishing included
+    client_us: float  # this driver's CPU (publisher and subscribers) per delivered event
     switches: float  # server context switches per delivered event
     msgs_per_event: float  # messages the subscribers received per event (1.0: no batching happened)
     cut_off: list[str]  # subscribers the server cut off (overflow)
@@ -316,7 +317,7 @@ def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: i
                 if now >= end_warm and not measuring.is_set():
                     measuring.set()
                     first_measured, t_measured, cpu0 = i, now, srv.cpu_seconds()
-                    sw0, msgs0 = srv.context_switches(), subs.messages
+                    sw0, msgs0, cli0 = srv.context_switches(), subs.messages, time.process_time()
                 due = start + i * interval
                 if due > now:
                     time.sleep(due - now)  # pacing the publisher, not synchronisation
@@ -337,6 +338,7 @@ def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: i
             cpu = srv.cpu_seconds() - cpu0
             switches = srv.context_switches() - sw0
             msgs = subs.messages - msgs0
+            cli = time.process_time() - cli0
     finally:
         subs.close()
     delivered = sum(len(x) for x in lat)
@@ -345,6 +347,7 @@ def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: i
         sorted(x for part in lat for x in part),
         achieved,
         per(cpu) * 1e6,
+        per(cli) * 1e6,
         per(switches),
         per(msgs),
         subs.cut_off,
@@ -452,7 +455,7 @@ def run(args: Namespace) -> list[Result]:
                     p99_ms=p99,
                     server_us_per_item=statistics.median(r.cpu_us for r in runs),
                     server_switches_per_item=statistics.median(r.switches for r in runs),
-                    client_us_per_item=None,
+                    client_us_per_item=statistics.median(r.client_us for r in runs),
                     unit="events",
                     baseline=f"p99 budget {budget:g} ms",
                     ratio=budget / p99 if lat and p99 > 0 else None,
