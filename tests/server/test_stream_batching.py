@@ -27,6 +27,7 @@ from voltorch_server.servicers._streams import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 
 pb = events_pb2
 NO_HEARTBEATS = duration_pb2.Duration(seconds=0)
+MINE = pb.EventFilter(types=["batch.tick"])  # not the server's own events, published meanwhile
 
 
 @pytest.fixture
@@ -78,7 +79,9 @@ def _seqs(msgs: list[pb.SubscribeResponse]) -> list[int]:
 
 def test_replay_is_batched_up_to_the_count_the_client_asked_for(stub):
     seqs = _publish(stub, 20)
-    req = pb.SubscribeRequest(from_sequence=seqs[0], max_batch=7, heartbeat_interval=NO_HEARTBEATS)
+    req = pb.SubscribeRequest(
+        filter=MINE, from_sequence=seqs[0], max_batch=7, heartbeat_interval=NO_HEARTBEATS
+    )
     msgs = _messages(stub.Subscribe(req, timeout=30), 20)
     assert _sizes(msgs) == [7, 7, 6]
     assert _seqs(msgs) == seqs
@@ -87,7 +90,7 @@ def test_replay_is_batched_up_to_the_count_the_client_asked_for(stub):
 
 def test_the_server_caps_the_count_per_message(stub):
     seqs = _publish(stub, 1200)
-    req = pb.SubscribeRequest(from_sequence=seqs[0], max_batch=MAX_BATCH_ITEMS + 100)
+    req = pb.SubscribeRequest(filter=MINE, from_sequence=seqs[0], max_batch=MAX_BATCH_ITEMS + 100)
     msgs = _messages(stub.Subscribe(req, timeout=30), 1200)
     assert _sizes(msgs) == [MAX_BATCH_ITEMS, MAX_BATCH_ITEMS, 1200 - 2 * MAX_BATCH_ITEMS]
     assert _seqs(msgs) == seqs
@@ -96,7 +99,9 @@ def test_the_server_caps_the_count_per_message(stub):
 def test_a_batch_stays_within_the_byte_limit(stub):
     big = struct_pb2.Value(string_value="x" * (300 * 1024))  # 3 fit in 1 MiB, 4 do not
     seqs = _publish(stub, 10, data=big)
-    req = pb.SubscribeRequest(from_sequence=seqs[0], max_batch=100, heartbeat_interval=NO_HEARTBEATS)
+    req = pb.SubscribeRequest(
+        filter=MINE, from_sequence=seqs[0], max_batch=100, heartbeat_interval=NO_HEARTBEATS
+    )
     msgs = _messages(stub.Subscribe(req, timeout=30), 10)
     assert _sizes(msgs) == [3, 3, 3, 1]
     assert all(m.ByteSize() <= MAX_BATCH_BYTES + 64 for m in msgs)
@@ -120,7 +125,9 @@ def test_a_caught_up_subscriber_gets_each_event_alone_at_once(stub):
 
 def test_old_clients_get_one_event_per_message(stub):
     seqs = _publish(stub, 600)
-    req = pb.SubscribeRequest(from_sequence=seqs[0], heartbeat_interval=NO_HEARTBEATS)  # no max_batch
+    req = pb.SubscribeRequest(
+        filter=MINE, from_sequence=seqs[0], heartbeat_interval=NO_HEARTBEATS
+    )  # no max_batch
     msgs = _messages(stub.Subscribe(req, timeout=30), 600)
     assert len(msgs) == 600
     assert all(m.WhichOneof("payload") == "event" for m in msgs)
@@ -129,7 +136,7 @@ def test_old_clients_get_one_event_per_message(stub):
 
 def test_positions_stay_per_event(stub):
     seqs = _publish(stub, 50)
-    req = pb.SubscribeRequest(from_sequence=seqs[0], max_batch=500)
+    req = pb.SubscribeRequest(filter=MINE, from_sequence=seqs[0], max_batch=500)
     call = stub.Subscribe(req, timeout=30)
     first = next(iter(call))
     assert first.heartbeat.resume_sequence == seqs[0]  # the first message is still a heartbeat
@@ -138,7 +145,7 @@ def test_positions_stay_per_event(stub):
     # Resume from the middle of that batch: exactly the events after the one we stopped at.
     resume = msgs[0].batch.events[19].sequence + 1
     again = _messages(
-        stub.Subscribe(pb.SubscribeRequest(from_sequence=resume, max_batch=500), timeout=30), 30
+        stub.Subscribe(pb.SubscribeRequest(filter=MINE, from_sequence=resume, max_batch=500), timeout=30), 30
     )
     assert _seqs(again) == seqs[20:]
 
@@ -156,7 +163,7 @@ def test_negative_max_batch_is_an_invalid_argument(stub, channel):
 
 def test_sdk_subscription_asks_for_batches_and_flattens_them(client: voltorch.Client, stub):
     seqs = _publish(stub, 1100)
-    sub = client.events.subscribe(from_sequence=seqs[0])
+    sub = client.events.subscribe("batch.tick", from_sequence=seqs[0])
     assert sub._request().max_batch == STREAM_BATCH > 1
     got = []
     with sub:
@@ -170,8 +177,10 @@ def test_sdk_subscription_asks_for_batches_and_flattens_them(client: voltorch.Cl
 def test_sdk_subscription_reads_servers_that_send_single_events(client: voltorch.Client, stub):
     """The SDK against an unbatched stream (as a server without batching sends): same events."""
     seqs = _publish(stub, 5)
-    sub = client.events.subscribe(from_sequence=seqs[0])
-    sub._request = lambda: pb.SubscribeRequest(from_sequence=seqs[0])  # the request of an older SDK
+    sub = client.events.subscribe("batch.tick", from_sequence=seqs[0])
+    sub._request = lambda: pb.SubscribeRequest(
+        filter=MINE, from_sequence=seqs[0]
+    )  # the request of an older SDK
     with sub:
         got = [next(sub).sequence for _ in range(5)]
     assert got == seqs
