@@ -3,6 +3,7 @@ and pack what is ready into batched messages for clients that asked for them (`m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,20 +52,30 @@ def pump(
     stop: Callable[[T], bool] | None = None,
     idle: Callable[[], Any | None] | None = None,
     batching: Batching | None = None,
+    pace: Callable[[], float] | None = None,
 ) -> Iterator[Any]:
     """Yield messages for the followed items until the client goes away.
 
     Every wake-up takes all that is ready (up to DRAIN items). Without `batching` each item is one
     message, render(item); with it, consecutive rendered items are combined into messages of at most
-    `batching.max_items` items and about MAX_BATCH_BYTES. `stop(item)` ends the stream after that item.
+    `batching.max_items` items and about MAX_BATCH_BYTES, and with `pace` too, a message that would follow
+    the previous one by less than pace() seconds waits out the difference and takes what arrived
+    meanwhile into it. `stop(item)` ends the stream after that item.
     resume_point(position) names where a client should resume, as (field name, value), for the
     status that ends an overflowed or server-closed stream. idle() is called whenever no item came
     for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
     """
     take = follower.take
+    sent_at = 0.0
     try:
         while True:
             items = take(POLL_SECONDS, DRAIN)
+            if items and pace is not None and batching is not None:
+                wait = pace() - (time.monotonic() - sent_at)
+                if wait > 0 and len(items) < DRAIN:
+                    time.sleep(wait)  # pacing (bounded by pace()), not synchronisation
+                    items += take(0, DRAIN - len(items))
+                sent_at = time.monotonic()
             if not items:
                 # Only a quiet stream needs to look: grpc stops pulling items from a cancelled one.
                 if not context.is_active():
