@@ -11,9 +11,9 @@ import itertools
 from typing import Any
 
 import grpc
-from voltorch._state import StateClient
+from voltorch import StateClient
 from voltorch.v1 import state_pb2, state_pb2_grpc
-from voltorch_server.servicers._convert import py_to_value
+from voltorch.wire import to_value as py_to_value
 
 from ._harness import Case, MakeOp, Op, Result, echo_unary, run_cases, servers
 

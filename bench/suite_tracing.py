@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 from voltorch.v1 import events_pb2, events_pb2_grpc, state_pb2, state_pb2_grpc
-from voltorch_server.servicers._convert import py_to_value
+from voltorch.wire import to_value as py_to_value
 
 from ._harness import Case, MakeOp, Op, Result, ServerProcess, run_cases
 

@@ -113,11 +113,11 @@ def _start_watch() -> MakeOp:
 
 def _engine_round(args: Any) -> dict[str, Any]:
     """One window of coordination-only ops and one of workflow ops on the same engines (no gRPC)."""
-    from voltorch_server.components._templates import AgentTask, StepSpec, Template
     from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
     from voltorch_server.components.events import EventLog
     from voltorch_server.components.state import StateStore
     from voltorch_server.components.workflows import TERMINAL_EVENTS, WorkflowEngine
+    from voltorch_server.components.workflows.templates import AgentTaskSpec, StepSpec, Template
     from voltorch_server.config import Config
     from voltorch_server.storage import Database, migrate
 
@@ -134,7 +134,9 @@ def _engine_round(args: Any) -> dict[str, Any]:
             "noop", kind="function", capabilities=("noop",), max_concurrency=1000, runtime=lambda t, c: ""
         )
         chain = tuple(
-            StepSpec(f"s{i}", AgentTask("x", capabilities=("noop",)), depends_on=(f"s{i - 1}",) if i else ())
+            StepSpec(
+                f"s{i}", AgentTaskSpec("x", capabilities=("noop",)), depends_on=(f"s{i - 1}",) if i else ()
+            )
             for i in range(STEPS)
         )
         wf.register_template(Template(name="chain", steps=chain))

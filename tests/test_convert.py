@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from voltorch._convert import to_datetime, to_timestamp
-from voltorch_server.components._jsonpath import PathError, parse_path, resolve
-from voltorch_server.servicers._convert import ts, ts_to_float
+from voltorch.wire import from_timestamp as ts_to_float
+from voltorch.wire import to_datetime, to_timestamp
+from voltorch.wire import to_timestamp as ts
+from voltorch_server.components import PathError, parse_path, resolve
 
 
 def test_a_server_time_comes_back_unchanged_through_the_sdk() -> None:

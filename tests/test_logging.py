@@ -8,7 +8,7 @@ import logging
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from voltorch_server import _logging
+from voltorch_server import logs
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def restore_logging():
 
 def test_json_lines_to_a_file_carry_the_trace_id(tmp_path):
     log_file = tmp_path / "voltorch.log"
-    _logging.configure("INFO", "json", str(log_file), "file")
+    logs.configure("INFO", "json", str(log_file), "file")
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("work") as span:
         logging.getLogger("voltorch.test").info("hello %s", "world")
@@ -54,4 +54,4 @@ def test_json_lines_to_a_file_carry_the_trace_id(tmp_path):
 )
 def test_bad_logging_settings_are_refused(args, message):
     with pytest.raises(ValueError, match=message):
-        _logging.configure(*args)
+        logs.configure(*args)

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from voltorch_server import _protogen
+from voltorch_server import protogen
 
-COMMITTED = _protogen.ROOT / "sdk" / "voltorch" / "v1"
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in folder.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
+COMMITTED = protogen.COMMITTED
 
 
 def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
-    _protogen.generate(tmp_path)
-    fresh = _files(tmp_path / "voltorch" / "v1")
-    committed = _files(COMMITTED)
-    assert fresh, "protoc produced nothing"
-    assert sorted(committed) == sorted(fresh), "extra or missing generated files; run `make protos`"
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"generated code is stale, run `make protos`: {stale}"
+    assert protogen.drift(tmp_path) == [], "generated code is stale: run `make protos`"
+
+
+def test_drift_names_a_stale_file(tmp_path: Path) -> None:
+    copy = tmp_path / "committed"
+    shutil.copytree(COMMITTED, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "state_pb2.py").write_bytes(b"# edited by hand\n")
+    (copy / "stray_pb2.py").write_text("")
+    assert protogen.drift(tmp_path / "fresh", copy) == [
+        "extra generated file stray_pb2.py",
+        "stale generated file state_pb2.py",
+    ]
 
 
 def test_every_proto_has_its_generated_modules() -> None:
-    names = set(_files(COMMITTED))
-    for proto in _protogen.proto_files():
+    names = {p.name for p in COMMITTED.iterdir()}
+    for proto in protogen.proto_files():
         stem = proto.stem
         assert {f"{stem}_pb2.py", f"{stem}_pb2.pyi", f"{stem}_pb2_grpc.py"} <= names, stem

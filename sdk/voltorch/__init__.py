@@ -1,16 +1,12 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
-from ._client import TLS, Client
+from ._client import DEFAULT_TARGET, TLS, Client
 from ._coordination import (
     Agent,
     AgentResult,
     AgentSelection,
-    Condition,
     Coordination,
-    LlmSettings,
     SelectionCandidate,
-    TaskError,
-    TokenUsage,
 )
 from ._events import (
     Correlation,
@@ -33,7 +29,6 @@ from ._orchestrator import (
     MetricSeries,
     Trace,
 )
-from ._priority import Priority
 from ._state import (
     Change,
     Exists,
@@ -42,23 +37,18 @@ from ._state import (
     Remove,
     SetResult,
     SnapshotInfo,
+    StateClient,
     TransactionResult,
     ValueIs,
     VersionIs,
 )
+from ._tracing import TraceContextInterceptor
+from ._version import __version__
 from ._workflows import (
-    AgentTask,
-    ConditionStep,
-    CoordinationStep,
     Execution,
-    FanOut,
-    ParameterSpec,
-    RetryPolicy,
     StartResult,
-    Step,
     StepExecution,
     WorkflowEvent,
-    WorkflowTemplate,
 )
 from .errors import (
     AlreadyExistsError,
@@ -71,12 +61,27 @@ from .errors import (
     UnavailableError,
     VoltorchError,
 )
+from .wire import (
+    AgentTask,
+    Condition,
+    ConditionStep,
+    CoordinationStep,
+    FanOut,
+    LlmSettings,
+    ParameterSpec,
+    Priority,
+    RetryPolicy,
+    Step,
+    TaskError,
+    TokenUsage,
+    WorkflowTemplate,
+)
 from .worker import TaskFailed, Worker, WorkerTask
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "DEFAULT_TARGET",
     "TLS",
+    "__version__",
     "AlreadyExistsError",
     "Change",
     "Client",
@@ -136,6 +141,7 @@ __all__ += [  # coordination and workers
     "WorkerTask",
 ]
 
+__all__ += ["StateClient", "TraceContextInterceptor"]  # for channels and clients built by hand
 __all__ += [  # the system: health, metrics, errors, traces
     "ComponentHealth",
     "ErrorRecord",

@@ -12,75 +12,36 @@ from typing import Any
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
-from ._convert import from_duration, from_struct, from_value, to_datetime, to_duration, to_struct, to_value
-from ._enums import names, values
-from ._priority import Priority
 from ._rpc import call, pages
+from .wire import (
+    AGENT_KINDS,
+    AGENT_STATUSES,
+    CAPABILITY_UPDATE_MODES,
+    COORDINATION_MODES,
+    COORDINATION_STATUSES,
+    Condition,
+    LlmSettings,
+    Priority,
+    TaskError,
+    TokenUsage,
+    condition_from_pb,
+    condition_pb,
+    from_duration,
+    from_struct,
+    from_value,
+    llm_from_pb,
+    llm_pb,
+    task_error_from_pb,
+    to_datetime,
+    to_duration,
+    to_struct,
+    usage_from_pb,
+)
 
 Seconds = float | timedelta
 
-_KINDS = values(pb.AgentKind)
-_KIND_NAMES = names(pb.AgentKind)
-_AGENT_STATUS = values(pb.AgentStatus)
-_AGENT_STATUS_NAMES = names(pb.AgentStatus)
-_MODES = values(pb.CoordinationMode)
-_MODE_NAMES = names(pb.CoordinationMode)
-_STATUS = values(pb.CoordinationStatus)
-_STATUS_NAMES = names(pb.CoordinationStatus)
-_CAP_MODES = values(pb.CapabilityUpdateMode)
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 _MAX_LONG_POLL = 55.0
-
-
-@dataclass(frozen=True)
-class TaskError:
-    code: str
-    message: str
-    retryable: bool
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A predicate on a step's output; build with Condition.contains/regex/field_equals."""
-
-    contains_text: str | None = None
-    regex_pattern: str | None = None
-    json_path: str | None = None
-    json_value: Any = None
-    negate: bool = False
-
-    @classmethod
-    def contains(cls, text: str, *, negate: bool = False) -> Condition:
-        return cls(contains_text=text, negate=negate)
-
-    @classmethod
-    def regex(cls, pattern: str, *, negate: bool = False) -> Condition:
-        return cls(regex_pattern=pattern, negate=negate)
-
-    @classmethod
-    def field_equals(cls, path: str, value: Any, *, negate: bool = False) -> Condition:
-        return cls(json_path=path, json_value=value, negate=negate)
-
-
-@dataclass(frozen=True)
-class LlmSettings:
-    """Settings of an LLM agent. The API key never travels: the server reads the variable named
-    `api_key_env` (default OPENAI_API_KEY) from its own environment."""
-
-    model: str = ""
-    base_url: str = ""
-    api_key_env: str = ""
-    system_prompt: str = ""
-    temperature: float | None = None
-    timeout: float | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,77 +135,21 @@ class Coordination:
         return self.status in TERMINAL
 
 
-def condition_pb(c: Condition) -> pb.CoordinationCondition:
-    m = pb.CoordinationCondition(negate=c.negate)
-    if c.contains_text is not None:
-        m.contains = c.contains_text
-    elif c.regex_pattern is not None:
-        m.regex = c.regex_pattern
-    elif c.json_path is not None:
-        m.json_field_equals.path = c.json_path
-        m.json_field_equals.value.CopyFrom(to_value(c.json_value))
-    return m
-
-
-def condition_from_pb(m: pb.CoordinationCondition) -> Condition:
-    kind = m.WhichOneof("predicate")
-    return Condition(
-        contains_text=m.contains if kind == "contains" else None,
-        regex_pattern=m.regex if kind == "regex" else None,
-        json_path=m.json_field_equals.path if kind == "json_field_equals" else None,
-        json_value=from_value(m.json_field_equals.value) if kind == "json_field_equals" else None,
-        negate=m.negate,
-    )
-
-
-def task_error_from_pb(m: pb.TaskError, present: bool) -> TaskError | None:
-    return TaskError(m.code, m.message, m.retryable) if present else None
-
-
-def _llm_pb(s: LlmSettings) -> pb.LlmSettings:
-    m = pb.LlmSettings(
-        model=s.model, base_url=s.base_url, api_key_env=s.api_key_env, system_prompt=s.system_prompt
-    )
-    if s.temperature is not None:
-        m.temperature = s.temperature
-    if s.timeout is not None:
-        m.timeout.CopyFrom(to_duration(s.timeout))
-    if s.max_tokens is not None:
-        m.max_tokens = s.max_tokens
-    return m
-
-
-def _llm(m: pb.LlmSettings) -> LlmSettings:
-    return LlmSettings(
-        model=m.model,
-        base_url=m.base_url,
-        api_key_env=m.api_key_env,
-        system_prompt=m.system_prompt,
-        temperature=m.temperature if m.HasField("temperature") else None,
-        timeout=from_duration(m.timeout) if m.HasField("timeout") else None,
-        max_tokens=m.max_tokens if m.HasField("max_tokens") else None,
-    )
-
-
-def _usage(m: pb.TokenUsage) -> TokenUsage:
-    return TokenUsage(m.prompt_tokens, m.completion_tokens, m.total_tokens)
-
-
 def _agent(m: pb.Agent) -> Agent:
     return Agent(
         id=m.id,
         name=m.name,
-        kind=_KIND_NAMES.get(m.kind, "unspecified"),
+        kind=AGENT_KINDS.names.get(m.kind, "unspecified"),
         capabilities=tuple(m.capabilities),
         max_concurrency=m.max_concurrency,
-        status=_AGENT_STATUS_NAMES.get(m.status, "unspecified"),
+        status=AGENT_STATUSES.names.get(m.status, "unspecified"),
         current_load=m.current_load,
         success_rate=m.success_rate,
         error_rate=m.error_rate,
         avg_latency=from_duration(m.avg_latency),
         tasks_completed=m.tasks_completed,
         tasks_failed=m.tasks_failed,
-        llm=_llm(m.llm) if m.HasField("llm") else None,
+        llm=llm_from_pb(m.llm) if m.HasField("llm") else None,
         labels=dict(m.labels),
         register_time=to_datetime(m.register_time, m.HasField("register_time")),
         last_seen_time=to_datetime(m.last_seen_time, m.HasField("last_seen_time")),
@@ -262,7 +167,7 @@ def _result(m: pb.AgentResult) -> AgentResult:
         structured_output=from_value(m.structured_output) if m.HasField("structured_output") else None,
         error=task_error_from_pb(m.error, m.HasField("error")),
         latency=from_duration(m.latency),
-        usage=_usage(m.usage),
+        usage=usage_from_pb(m.usage),
         skipped=m.skipped,
         condition_result=m.condition_result if m.HasField("condition_result") else None,
         start_time=to_datetime(m.start_time, m.HasField("start_time")),
@@ -293,8 +198,8 @@ def _selection(m: pb.AgentSelection) -> AgentSelection:
 def _coordination(m: pb.Coordination) -> Coordination:
     return Coordination(
         id=m.id,
-        status=_STATUS_NAMES.get(m.status, "unspecified"),
-        mode=_MODE_NAMES.get(m.mode, "sequential"),
+        status=COORDINATION_STATUSES.names.get(m.status, "unspecified"),
+        mode=COORDINATION_MODES.names.get(m.mode, "sequential"),
         task=m.task,
         request_id=m.request_id,
         source_agent_id=m.source_agent_id,
@@ -352,14 +257,14 @@ class CoordinationClient:
         req = pb.RegisterAgentRequest(
             agent_id=agent_id,
             name=name,
-            kind=_enum(_KINDS, kind, "agent kind"),
+            kind=_enum(AGENT_KINDS.numbers, kind, "agent kind"),
             capabilities=list(capabilities),
             max_concurrency=max_concurrency,
             labels=labels or {},
             replace=replace,
         )
         if llm is not None:
-            req.llm.CopyFrom(_llm_pb(llm))
+            req.llm.CopyFrom(llm_pb(llm))
         return _agent(call(self.stub.RegisterAgent, req, timeout=self.timeout).agent)
 
     def unregister_agent(self, agent_id: str, *, force: bool = False) -> Agent:
@@ -371,7 +276,9 @@ class CoordinationClient:
     ) -> Agent:
         """mode: "replace", "add" or "remove"."""
         req = pb.UpdateCapabilitiesRequest(
-            agent_id=agent_id, capabilities=list(capabilities), mode=_enum(_CAP_MODES, mode, "mode")
+            agent_id=agent_id,
+            capabilities=list(capabilities),
+            mode=_enum(CAPABILITY_UPDATE_MODES.numbers, mode, "mode"),
         )
         return _agent(call(self.stub.UpdateCapabilities, req, timeout=self.timeout).agent)
 
@@ -387,8 +294,8 @@ class CoordinationClient:
         def fetch(token: str) -> tuple[list[Agent], str]:
             req = pb.ListAgentsRequest(
                 capabilities=list(capabilities),
-                status=_enum(_AGENT_STATUS, status, "agent status"),
-                kind=_enum(_KINDS, kind, "agent kind"),
+                status=_enum(AGENT_STATUSES.numbers, status, "agent status"),
+                kind=_enum(AGENT_KINDS.numbers, kind, "agent kind"),
                 page_size=page_size,
                 page_token=token,
             )
@@ -424,7 +331,7 @@ class CoordinationClient:
             target_agent_id=target_agent_id,
             agent_ids=list(agent_ids),
             required_capabilities=list(required_capabilities),
-            mode=_enum(_MODES, mode, "mode"),
+            mode=_enum(COORDINATION_MODES.numbers, mode, "mode"),
             task=task,
             context=to_struct(context),
             priority=int(Priority.of(priority)),
@@ -481,7 +388,7 @@ class CoordinationClient:
 
         def fetch(token: str) -> tuple[list[Coordination], str]:
             req = pb.ListCoordinationsRequest(
-                status=_enum(_STATUS, status, "status"),
+                status=_enum(COORDINATION_STATUSES.numbers, status, "status"),
                 agent_id=agent_id,
                 correlation_id=correlation_id,
                 page_size=page_size,

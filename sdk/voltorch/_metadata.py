@@ -26,10 +26,7 @@ class MetadataInterceptor(
         extra = self._extra()
         if not extra:
             return details
-        md = [*(details.metadata or ()), *extra]
-        if hasattr(details, "_replace"):
-            return details._replace(metadata=md)
-        return _Details(details, md)
+        return _Details(details, [*(details.metadata or ()), *extra])
 
     def intercept_unary_unary(
         self, continuation: Callable, details: grpc.ClientCallDetails, request: Any
@@ -53,7 +50,8 @@ class MetadataInterceptor(
 
 
 class _Details(grpc.ClientCallDetails):
-    """A plain ClientCallDetails holder, for details objects that are not namedtuples."""
+    """The call's details with other metadata, built on grpc's public ClientCallDetails interface (grpc's
+    own details object is an implementation detail)."""
 
     def __init__(self, d: grpc.ClientCallDetails, metadata: list[tuple[str, str]]):
         self.method = d.method

@@ -10,9 +10,9 @@ from typing import Any
 from voltorch.v1 import orchestrator_pb2 as pb
 from voltorch.v1 import orchestrator_pb2_grpc
 
-from ._convert import from_duration, from_struct, to_datetime, to_timestamp
 from ._events import Event, event_from_pb
 from ._rpc import call, pages
+from .wire import from_duration, from_struct, to_datetime, to_timestamp
 
 
 @dataclass(frozen=True)

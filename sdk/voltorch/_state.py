@@ -9,9 +9,9 @@ from typing import Any
 
 from voltorch.v1 import state_pb2, state_pb2_grpc
 
-from ._convert import from_value, to_datetime, to_duration, to_value
 from ._rpc import STREAM_BATCH, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
+from .wire import from_value, to_datetime, to_duration, to_value
 
 
 @dataclass(frozen=True)

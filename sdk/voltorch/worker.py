@@ -29,14 +29,23 @@ import grpc
 
 from voltorch.v1 import coordination_pb2 as pb
 
-from ._convert import from_duration, from_struct, to_datetime, to_duration, to_struct, to_timestamp, to_value
-from ._priority import Priority
 from ._tracing import continue_trace
+from ._version import __version__
 from .errors import from_rpc_error
+from .wire import (
+    Priority,
+    from_duration,
+    from_struct,
+    to_datetime,
+    to_duration,
+    to_struct,
+    to_timestamp,
+    to_value,
+)
 
 log = logging.getLogger("voltorch.worker")
 
-SDK_VERSION = "voltorch-python/0.1.0"
+SDK_VERSION = f"voltorch-python/{__version__}"
 # Sessions the server ended on purpose: the agent was unregistered, or another process took over its id.
 _FINAL = frozenset({"SESSION_UNREGISTERED", "SESSION_REPLACED"})
 

@@ -1,3 +1,5 @@
 """The voltorch server: components, gRPC servicers, storage and agents."""
 
-__version__ = "0.1.0"
+from voltorch import __version__  # one version for the distribution (pyproject.toml)
+
+__all__ = ["__version__"]

@@ -11,23 +11,25 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voltorch.v1 import (
     coordination_pb2,
-    coordination_pb2_grpc,
     events_pb2,
-    events_pb2_grpc,
     orchestrator_pb2,
-    orchestrator_pb2_grpc,
     state_pb2,
     workflows_pb2,
-    workflows_pb2_grpc,
 )
 
 from . import servicers
+from ._bind import bind
+from .auth import parse_tokens
 from .config import Config
+from .console import Console
+from .errors import StartupError
 from .runtime import Runtime
-from .servicers._auth import AuthInterceptor, parse_tokens
-from .servicers._limits import StreamLimitInterceptor
-from .servicers._status import ErrorInterceptor
-from .servicers._tracing import telemetry_interceptor
+from .servicers import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    StreamLimitInterceptor,
+    telemetry_interceptor,
+)
 from .servicers.orchestrator import bind_health
 
 log = logging.getLogger("voltorch")
@@ -40,36 +42,40 @@ SERVICES = {
     "voltorch.v1.OrchestratorService": orchestrator_pb2,
 }
 
-# Generated base servicers answer UNIMPLEMENTED; used for services a server build does not provide yet.
-_PLACEHOLDERS = {
-    "voltorch.v1.EventService": (
-        events_pb2_grpc.EventServiceServicer,
-        events_pb2_grpc.add_EventServiceServicer_to_server,
-    ),
-    "voltorch.v1.CoordinationService": (
-        coordination_pb2_grpc.CoordinationServiceServicer,
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server,
-    ),
-    "voltorch.v1.WorkflowService": (
-        workflows_pb2_grpc.WorkflowServiceServicer,
-        workflows_pb2_grpc.add_WorkflowServiceServicer_to_server,
-    ),
-    "voltorch.v1.OrchestratorService": (
-        orchestrator_pb2_grpc.OrchestratorServiceServicer,
-        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
-    ),
-}
-
 
 class VoltorchServer:
     """One server process: `start()`, then `port`, then `stop()`."""
 
     def __init__(self, config: Config):
+        """Raises StartupError (one line naming the setting or path) when it cannot start as configured."""
         self.config = config
+        try:
+            tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.runtime = Runtime(config)
+        self.console: Console | None = None
+        try:
+            self._build(config, tokens)
+        except BaseException:
+            if self.console is not None:
+                self.console.stop()  # never started: closes its socket
+            self.runtime.close_unstarted()
+            raise
+        self._stopped = False
+
+    def _build(self, config: Config, tokens: dict[str, str]) -> None:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
-        tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        # Bound now (like the gRPC port), served from start().
+        if config.ui_port:
+            port = 0 if config.ui_port < 0 else config.ui_port
+            try:
+                self.console = Console(self.runtime, config.host, port, tokens)
+            except OSError as exc:
+                raise StartupError(
+                    f"could not bind the console on {config.host}:{port}: {exc.strerror or exc}"
+                ) from None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -84,25 +90,16 @@ class VoltorchServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        provided = set()
         for module in servicers.MODULES:
-            provided.update(module.register(self.grpc, self.runtime) or ())
-        for name, (base, add) in _PLACEHOLDERS.items():
-            if name not in provided:
-                add(base(), self.grpc)
+            module.register(self.grpc, self.runtime)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        address = f"{config.host}:{config.port}"
-        self.port = (
-            self.grpc.add_secure_port(address, _server_credentials(config))
-            if config.tls_cert
-            else self.grpc.add_insecure_port(address)
-        )
-        if self.port == 0:
-            raise RuntimeError(f"could not bind {config.host}:{config.port}")
-        self._stopped = False
+        credentials = _server_credentials(config) if config.tls_cert else None
+        self.port = bind(self.grpc, config.host, config.port, credentials)
+        if self.runtime.owner is not None:
+            self.runtime.owner.announce(self.target)
 
     @property
     def target(self) -> str:
@@ -114,6 +111,9 @@ class VoltorchServer:
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher
         self.runtime.watcher.announce_started(self.target)
         log.info("voltorch listening on %s", self.target)
+        if self.console is not None:
+            self.console.start()
+            log.info("voltorch console on %s", self.console.url)
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -122,6 +122,8 @@ class VoltorchServer:
             return
         self._stopped = True
         self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            self.console.stop()
         self.runtime.watcher.announce_stopping()
         self.runtime.stop_components()  # ends open streams with UNAVAILABLE + resume point
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
@@ -147,10 +149,18 @@ def _server_credentials(config: Config) -> grpc.ServerCredentials:
     from pathlib import Path
 
     if not config.tls_key:
-        raise ValueError("tls_cert is set but tls_key is not")
-    pair = [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+        raise StartupError("tls_cert is set but tls_key is not")
+
+    def read(setting: str) -> bytes:
+        path = getattr(config, setting)
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise StartupError(f"{setting} {path}: {exc.strerror}") from None
+
+    pair = [(read("tls_key"), read("tls_cert"))]
     if config.tls_client_ca:
         return grpc.ssl_server_credentials(
-            pair, root_certificates=Path(config.tls_client_ca).read_bytes(), require_client_auth=True
+            pair, root_certificates=read("tls_client_ca"), require_client_auth=True
         )
     return grpc.ssl_server_credentials(pair)

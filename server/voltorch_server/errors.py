@@ -24,7 +24,12 @@ class PreconditionViolation:
 
 
 class VoltorchError(Exception):
-    """Base of every error a client may see. `reason` is a stable UPPER_SNAKE identifier."""
+    """Base of every error a client may see.
+
+    `reason` is a stable UPPER_SNAKE identifier sent as google.rpc.ErrorInfo.reason: one of the ErrorReason
+    names in protos/voltorch/v1/error_reason.proto (tests/test_error_reasons.py holds every raise to that).
+    The defaults named after a status code are not reasons: raise those classes with a specific `reason`.
+    """
 
     reason = "INTERNAL"
 
@@ -37,20 +42,31 @@ class VoltorchError(Exception):
 
 
 class InvalidArgument(VoltorchError):
-    reason = "INVALID_ARGUMENT"
+    reason = "FIELD_INVALID"
 
-    def __init__(self, field: str, description: str, *, more: list[FieldViolation] | None = None):
+    def __init__(
+        self,
+        field: str,
+        description: str,
+        *,
+        more: list[FieldViolation] | None = None,
+        reason: str | None = None,
+    ):
         violations = [FieldViolation(field, description), *(more or [])]
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations), reason=reason)
         self.violations = violations
 
 
 class NotFound(VoltorchError):
+    """Reason <KIND>_NOT_FOUND, e.g. NotFound("execution", id) is EXECUTION_NOT_FOUND."""
+
     reason = "NOT_FOUND"
 
     def __init__(self, kind: str, name: str, message: str | None = None):
         super().__init__(
-            message or f"{kind} {name!r} not found", metadata={"resource_type": kind, "name": name}
+            message or f"{kind} {name!r} not found",
+            reason=f"{kind.upper()}_NOT_FOUND",
+            metadata={"resource_type": kind, "name": name},
         )
         self.kind = kind
         self.name = name
@@ -118,6 +134,27 @@ class Internal(VoltorchError):
     reason = "INTERNAL"
 
 
+class StartupError(Exception):
+    """The server cannot start as configured (port taken, database unusable or owned by another server,
+    bad setting). The message is one line naming the problem and the path or setting; the CLI prints it
+    without a traceback and exits 2."""
+
+
+class DatabaseInUse(StartupError):
+    """Another live server holds the database's owner lock: one SQLite file has exactly one server."""
+
+    def __init__(self, path: str, pid: int | None, address: str):
+        holder = f"pid {pid}" if pid else "another process"
+        where = f", listening on {address}" if address else ""
+        super().__init__(
+            f"database {path} is in use by another voltorch server ({holder}{where}); "
+            "stop it, or give this server another --db"
+        )
+        self.path = path
+        self.pid = pid
+        self.address = address
+
+
 @dataclass
 class ErrorInfo:
     """What gets recorded about an error (for GetHealth / ListErrors)."""
@@ -133,6 +170,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Conflict",
+    "DatabaseInUse",
     "DeadlineExceeded",
     "ErrorInfo",
     "FailedPrecondition",
@@ -144,6 +182,7 @@ __all__ = [
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
+    "StartupError",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -11,6 +11,7 @@ a no-op set until then) and push what *happens*:
     self.metrics.record_agent_task(agent_id, duration_s, success=True)
     self.metrics.agent_load.set(in_flight, {"agent.id": agent_id})
     self.metrics.record_llm_call(model, input_tokens, output_tokens, duration_s, error_type="")
+    self.metrics.observe_llm_endpoints(limiters.snapshots)         # pulled: in flight, window, 429s ...
 
 Levels (workflows active/queued, coordination queue depth, registered agents, connected workers,
 subscribers) are *pulled*: the watcher reads them from each component's `details()` (keys in LEVELS) and
@@ -20,13 +21,16 @@ by the server itself.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
+from itertools import accumulate
 from typing import Any
 
 import psutil
@@ -50,6 +54,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from . import __version__
 from .telemetry import (
     GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
     GEN_AI_OUTPUT_TOKENS,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_TOKEN_TYPE,
@@ -92,7 +97,7 @@ class Metrics:
     def __init__(
         self,
         provider: metrics_api.MeterProvider,
-        reader: InMemoryMetricReader | None = None,
+        reader: InMemoryReader | None = None,
         rpc_duration: RpcDurations | None = None,
     ):
         self.provider = provider
@@ -143,6 +148,26 @@ class Metrics:
         )
         self.llm_token_usage = m.create_histogram("gen_ai.client.token.usage", unit="{token}")
         self.llm_duration = m.create_histogram("gen_ai.client.operation.duration", unit="s")
+        # LLM endpoints (their limiters), pulled at collection from observe_llm_endpoints' source.
+        self._llm_source: Callable[[], list[Any]] | None = None
+        for name, unit, attr, desc in (
+            ("voltorch.llm.in_flight", "{call}", "in_flight", "LLM calls in flight per endpoint"),
+            ("voltorch.llm.window", "{call}", "window", "Calls the endpoint's limiter lets run at once"),
+            ("voltorch.llm.queue_depth", "{call}", "queue_depth", "LLM calls waiting for the window"),
+        ):
+            m.create_observable_gauge(name, [self._llm_observer(attr)], unit=unit, description=desc)
+        m.create_observable_counter(
+            "voltorch.llm.throttled",
+            [self._llm_observer("throttled")],
+            unit="{response}",
+            description="429 answers per endpoint",
+        )
+        m.create_observable_counter(
+            "voltorch.llm.throttle_wait",
+            [self._llm_observer("throttle_wait")],
+            unit="s",
+            description="Seconds calls waited because the endpoint throttled them",
+        )
         # The system
         self.component_restarts = m.create_counter("voltorch.component.restarts", unit="{restart}")
         self.errors = m.create_counter("voltorch.errors", unit="{error}", description="Recorded errors")
@@ -168,15 +193,17 @@ class Metrics:
         """A private MeterProvider with an in-memory reader (delta counters/histograms, folded by the
         watcher) and, with config.prometheus_port (-1 = any free port), a Prometheus /metrics endpoint."""
         durations = RpcDurations()
-        reader = _InMemoryReader(durations, AggregationTemporality.DELTA)
-        readers: list[MetricReader] = [reader]
+        reader = InMemoryReader(durations, AggregationTemporality.DELTA)
+        readers: list[MetricReader] = [reader.sdk]
         prometheus = None
         port = getattr(config, "prometheus_port", 0) if config is not None else 0
         if port:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from prometheus_client import CollectorRegistry
 
             registry = CollectorRegistry()
-            readers.append(_prometheus_reader(durations, registry))
+            readers.append(PrometheusMetricReader(registry=registry))
+            registry.register(PrometheusRpcDurations(durations))
             prometheus = registry
         provider = MeterProvider(metric_readers=readers, views=_views(), shutdown_on_exit=False)
         out = cls(provider, reader, durations)
@@ -248,7 +275,7 @@ class Metrics:
         operation: str = "chat",
     ) -> None:
         """Token counts and latency of one LLM call; also sets gen_ai.usage.* on the current span."""
-        base = {GEN_AI_REQUEST_MODEL: model, "gen_ai.operation.name": operation}
+        base = {GEN_AI_REQUEST_MODEL: model, GEN_AI_OPERATION: operation}
         for kind, n in (("input", input_tokens), ("output", output_tokens)):
             if n:
                 attrs = {**base, GEN_AI_TOKEN_TYPE: kind}
@@ -261,6 +288,20 @@ class Metrics:
             span.set_attribute(GEN_AI_REQUEST_MODEL, model)
             span.set_attribute(GEN_AI_INPUT_TOKENS, input_tokens)
             span.set_attribute(GEN_AI_OUTPUT_TOKENS, output_tokens)
+
+    def observe_llm_endpoints(self, source: Callable[[], list[Any]]) -> None:
+        """Report the LLM endpoints: source() returns their snapshots (agents.limiter.EndpointSnapshot)."""
+        self._llm_source = source
+
+    def _llm_observer(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            source = self._llm_source
+            for snap in source() if source is not None else ():
+                yield Observation(
+                    getattr(snap, attr), {"llm.endpoint": snap.endpoint, GEN_AI_REQUEST_MODEL: snap.model}
+                )
+
+        return observe
 
     def event_published(self, event_type: str) -> None:
         """One event appended (called by the event log's listener, serialised by the writer lock)."""
@@ -366,16 +407,17 @@ class RpcDurations:
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
         self.series(attributes or {}).add(amount)
 
-    def add_reader(self, reader: MetricReader, temporality: AggregationTemporality) -> None:
+    def add_reader(self, reader: Hashable, temporality: AggregationTemporality) -> None:
+        """Register a reader (any object that collects): each keeps its own totals in its temporality."""
         with self._lock:
             self._readers[id(reader)] = _Totals(temporality)
 
-    def merged(self, data: MetricsData | None, reader: MetricReader) -> MetricsData | None:
+    def merged(self, data: MetricsData | None, reader: Hashable) -> MetricsData | None:
         """`data` (one collection of `reader`) with this histogram added to this server's scope."""
         if data is None or not data.resource_metrics:
             # Nothing to add to (never with Metrics' observable instruments): the points wait.
             return data
-        metric = self._collect(reader)
+        metric = self.collect(reader)
         if metric is None:
             return data
         first, *rest = data.resource_metrics
@@ -388,7 +430,8 @@ class RpcDurations:
             scopes.append(ScopeMetrics(scope=SCOPE, metrics=[metric], schema_url=""))
         return replace(data, resource_metrics=[replace(first, scope_metrics=scopes), *rest])
 
-    def _collect(self, reader: MetricReader) -> Metric | None:
+    def collect(self, reader: Hashable) -> Metric | None:
+        """The histogram as `reader` sees it now (None when it has no point to report)."""
         now = time.time_ns()
         with self._lock:
             mine = self._readers.get(id(reader))
@@ -439,33 +482,66 @@ class RpcDurations:
         )
 
 
-class _InMemoryReader(InMemoryMetricReader):
-    """The in-memory reader, with rpc.server.duration merged into each collection."""
+class InMemoryReader:
+    """The server's in-memory reader: `sdk` (an InMemoryMetricReader, given to the MeterProvider) collects
+    the SDK's instruments; `get_metrics_data()` returns its collection with rpc.server.duration merged in,
+    through the readers' public API only."""
 
     def __init__(self, durations: RpcDurations, temporality: AggregationTemporality):
-        super().__init__(preferred_temporality={Counter: temporality, Histogram: temporality})
+        self.sdk = InMemoryMetricReader(preferred_temporality={Counter: temporality, Histogram: temporality})
         self._durations = durations
         durations.add_reader(self, temporality)
 
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        super()._receive_metrics(self._durations.merged(metrics_data, self), timeout_millis, **kwargs)
+    def get_metrics_data(self) -> MetricsData | None:
+        return self._durations.merged(self.sdk.get_metrics_data(), self)
 
 
-def _prometheus_reader(durations: RpcDurations, registry: Any) -> MetricReader:
-    """A Prometheus reader (cumulative) with rpc.server.duration merged into each scrape."""
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
-    class _PrometheusReader(PrometheusMetricReader):
-        def _receive_metrics(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> None:
-            super()._receive_metrics(durations.merged(metrics_data, self), timeout_millis, **kwargs)
 
-    reader = _PrometheusReader(registry=registry)
-    durations.add_reader(reader, AggregationTemporality.CUMULATIVE)
-    return reader
+class PrometheusRpcDurations:
+    """rpc.server.duration on a Prometheus registry, beside the OpenTelemetry exporter's reader: a
+    prometheus_client collector (its public protocol) writing the cumulative histogram as that exporter
+    writes the SDK's (name and unit suffix, scope labels, sanitized attribute labels, cumulative buckets)."""
+
+    def __init__(self, durations: RpcDurations):
+        self._durations = durations
+        durations.add_reader(self, AggregationTemporality.CUMULATIVE)
+
+    def describe(self) -> list[Any]:
+        return []  # nothing to check at registration: the family's name is known to be unique
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import HistogramMetricFamily
+
+        metric = self._durations.collect(self)
+        if metric is None:
+            return []
+        scope = {
+            "otel_scope_name": SCOPE.name,
+            "otel_scope_version": SCOPE.version or "",
+            "otel_scope_schema_url": SCOPE.schema_url or "",
+        }
+        points = [p for p in metric.data.data_points if isinstance(p, HistogramDataPoint)]
+        rows = [
+            ({**scope, **{_INVALID_LABEL.sub("_", k): _label(v) for k, v in (p.attributes or {}).items()}}, p)
+            for p in points
+        ]
+        keys = sorted({k for labels, _ in rows for k in labels})
+        name = _INVALID_LABEL.sub("_", metric.name)
+        family = HistogramMetricFamily(name, metric.description or "", labels=keys, unit="milliseconds")
+        for labels, p in rows:
+            bounds = [f"{b}" for b in p.explicit_bounds] + ["+Inf"]
+            family.add_metric(
+                [labels.get(k, "") for k in keys],
+                buckets=list(zip(bounds, accumulate(p.bucket_counts), strict=True)),
+                sum_value=p.sum,
+            )
+        return [family]
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 NOOP = Metrics.noop()

@@ -3,7 +3,7 @@ voltorch.v1.Priority; one definition for both sides), and its parsing for reques
 
 from __future__ import annotations
 
-from voltorch._priority import Priority
+from voltorch.wire import Priority
 
 from .errors import InvalidArgument
 
@@ -15,4 +15,6 @@ def parse_priority(value: int | str | None, field: str = "priority") -> Priority
     try:
         return Priority.of(value)
     except ValueError:
-        raise InvalidArgument(field, f"unknown priority {value!r} (low, normal, high or critical)") from None
+        raise InvalidArgument(
+            field, f"unknown priority {value!r} (low, normal, high or critical)", reason="ENUM_VALUE_INVALID"
+        ) from None

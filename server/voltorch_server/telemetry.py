@@ -36,6 +36,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -160,7 +161,8 @@ def correlated(correlation_id: str) -> Iterator[None]:
 
 
 class _Fanout(SpanProcessor):
-    """The one processor installed on the global provider; servers and tests attach theirs to it."""
+    """The one processor installed on the global provider; servers and tests attach theirs to it.
+    It forwards SpanProcessor's public hooks (on_start, on_end, shutdown, force_flush)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -177,10 +179,6 @@ class _Fanout(SpanProcessor):
     def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
         for p in self.processors:
             p.on_start(span, parent_context=parent_context)
-
-    def _on_ending(self, span: Any) -> None:
-        for p in self.processors:
-            p._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         for p in self.processors:
@@ -247,6 +245,9 @@ class _RecordWhileExporting(Sampler):
 
 _install_lock = threading.Lock()
 _installed = False
+_own_ids: IdGenerator | None = None  # the id generator of the provider install() made (None: not ours)
+_DEFAULT_FLAGS = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_RANDOM_FLAGS = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)
 
 
 def install() -> None:
@@ -255,7 +256,7 @@ def install() -> None:
     An SDK provider the embedding application installed first is kept (its sampler decides); the
     fan-out is added to it. OTEL_SDK_DISABLED=true leaves tracing to the no-op API.
     """
-    global _installed
+    global _installed, _own_ids
     with _install_lock:
         if _installed:
             return
@@ -269,11 +270,35 @@ def install() -> None:
         resource = Resource.create()
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": "voltorch"}))
+        ids = RandomIdGenerator()
         provider = SdkTracerProvider(
-            sampler=_RecordWhileExporting(), resource=resource, shutdown_on_exit=False
+            sampler=_RecordWhileExporting(), resource=resource, shutdown_on_exit=False, id_generator=ids
         )
         provider.add_span_processor(_fanout)
         trace.set_tracer_provider(provider)
+        if trace.get_tracer_provider() is provider:
+            _own_ids = ids
+
+
+def unsampled_span(parent: otel_context.Context) -> trace.Span | None:
+    """The span the tracer would start under `parent` right now if its sampler drops it — the parent's
+    trace (or a new one), a new span id, not sampled, not recording — built without the SDK's detour
+    through the sampler and attribute handling (a few µs on every RPC). None when the tracer must decide:
+    spans are being recorded, or the process's provider is not the one `install()` made."""
+    ids = _own_ids
+    if ids is None or _fanout.processors:
+        return None
+    up = trace.get_current_span(parent).get_span_context()
+    if up.is_valid:
+        trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
+    else:
+        trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
+    flags = _RANDOM_FLAGS if random_id else _DEFAULT_FLAGS
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
+        )
+    )
 
 
 def add_span_processor(processor: SpanProcessor) -> None:

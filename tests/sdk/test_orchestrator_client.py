@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import namedtuple
 from datetime import datetime
+from importlib.metadata import version
 
 import pytest
 import voltorch
 from opentelemetry import trace
-from voltorch._orchestrator import ComponentHealth, ErrorRecord, Health, Metrics, Trace
-from voltorch._tracing import TraceContextInterceptor
+from voltorch import ComponentHealth, ErrorRecord, Health, Metrics, Trace, TraceContextInterceptor
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
 
@@ -52,7 +52,7 @@ def test_trace_context_is_injected_only_inside_a_span(server: VoltorchServer) ->
 def test_health_and_components(client: voltorch.Client) -> None:
     h = client.health(refresh=True)
     assert isinstance(h, Health) and h.status == "HEALTHY"
-    assert isinstance(h.start_time, datetime) and h.uptime > 0 and h.version == "0.1.0"
+    assert isinstance(h.start_time, datetime) and h.uptime > 0 and h.version == version("voltorch")
     state = h.component("state")
     assert isinstance(state, ComponentHealth) and state.enabled and state.check_latency >= 0
     assert isinstance(state.last_check_time, datetime) and state.last_error is None

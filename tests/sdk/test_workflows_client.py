@@ -21,8 +21,8 @@ from voltorch import (
     WorkflowEvent,
     WorkflowTemplate,
 )
-from voltorch._workflows import _template, template_pb
 from voltorch.errors import DeadlineExceededError, InvalidArgumentError
+from voltorch.wire import template_from_pb, template_pb
 
 
 def test_templates_convert_both_ways_without_loss():
@@ -52,7 +52,7 @@ def test_templates_convert_both_ways_without_loss():
             ),
         ),
     )
-    back = _template(template_pb(t))
+    back = template_from_pb(template_pb(t))
     assert tuple(back.steps) == t.steps
     assert tuple(back.parameters) == t.parameters
     assert (back.default_retry, back.timeout, back.labels) == (t.default_retry, 30.0, {"k": "v"})

@@ -362,7 +362,7 @@ def test_priority_order_critical_high_normal_low(engine):
 
 
 def test_aging_lets_an_old_low_request_pass_a_new_high_one():
-    from voltorch_server.components._queue import AgingQueue
+    from voltorch_server.components.coordination import AgingQueue
 
     q: AgingQueue[str] = AgingQueue(aging=30.0)
     q.push("low-old", Priority.LOW, enqueued=20.0)  # at t=100 it waited 80 s: 1 + 80/30 = 3.67 > 3

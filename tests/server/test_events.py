@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from voltorch_server.components._follow import Closed, Overflow
+from voltorch_server.components import Closed, Overflow
 from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.errors import InvalidArgument, NotFound, OutOfRange
 from voltorch_server.priority import Priority

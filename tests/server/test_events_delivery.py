@@ -11,7 +11,7 @@ import pytest
 from voltorch.v1 import common_pb2, events_pb2_grpc
 from voltorch.v1 import events_pb2 as pb
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._follow import Broadcaster, Closed, Follower, Overflow
+from voltorch_server.components import Broadcaster, Closed, Follower, Overflow
 from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.servicers.events import _Rendered, _serialize_response, event_pb, render_event
 from voltorch_server.storage import Database

@@ -7,21 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 import voltorch
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._kv_cache import KVCache, Row
 from voltorch_server.components.events import EventLog
-from voltorch_server.components.state import KeyValue, StateStore
+from voltorch_server.components.state import KeyValue, KVCache, Row, StateStore
 from voltorch_server.errors import NotFound
-from voltorch_server.metrics import _MS_BUCKETS, RpcDurations, _InMemoryReader
-from voltorch_server.servicers._tracing import _EMPTY, _dropped_span
+from voltorch_server.metrics import _MS_BUCKETS, SCOPE, InMemoryReader, PrometheusRpcDurations, RpcDurations
 from voltorch_server.storage import Database
 
 
@@ -91,7 +89,7 @@ def test_a_rendering_goes_with_its_row_and_counts_against_the_cache_budget() -> 
 # -- rpc.server.duration ---------------------------------------------------------------------------
 
 
-def _points(reader: _InMemoryReader) -> list[HistogramDataPoint]:
+def _points(reader: InMemoryReader) -> list[HistogramDataPoint]:
     data = reader.get_metrics_data()
     if data is None:  # the SDK collected nothing at all (our points then wait for the next collection)
         return []
@@ -120,9 +118,9 @@ def _sdk_point(values: list[float]) -> HistogramDataPoint:
 
 def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> None:
     durations = RpcDurations()
-    delta = _InMemoryReader(durations, AggregationTemporality.DELTA)
-    total = _InMemoryReader(durations, AggregationTemporality.CUMULATIVE)
-    provider = MeterProvider(metric_readers=[delta, total])
+    delta = InMemoryReader(durations, AggregationTemporality.DELTA)
+    total = InMemoryReader(durations, AggregationTemporality.CUMULATIVE)
+    provider = MeterProvider(metric_readers=[delta.sdk, total.sdk])
     try:
         # As in Metrics: observable instruments make every collection non-empty (our points ride on it).
         provider.get_meter("other").create_observable_gauge("up", [lambda _: [Observation(1)]])
@@ -153,6 +151,49 @@ def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> Non
         provider.shutdown()
 
 
+def _prometheus_lines(registry) -> list[str]:
+    from prometheus_client import generate_latest
+
+    return [
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if "rpc_server_duration" in line and "_created" not in line
+    ]
+
+
+def test_rpc_durations_on_prometheus_read_as_the_exporter_writes_an_sdk_histogram() -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
+
+    values = {("GetKey", 0): [0.1, 0.3, 7.0, 40_000.0], ("SetKey", 5): [2.0]}
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    durations = RpcDurations()
+    ours.register(PrometheusRpcDurations(durations))
+    reader = PrometheusMetricReader(registry=theirs)
+    view = View(
+        instrument_name="rpc.server.duration", aggregation=ExplicitBucketHistogramAggregation(_MS_BUCKETS)
+    )
+    provider = MeterProvider(metric_readers=[reader], views=[view])
+    try:
+        sdk = provider.get_meter(SCOPE.name, SCOPE.version).create_histogram(
+            RpcDurations.name, unit=RpcDurations.unit, description=RpcDurations.description
+        )
+        for _ in range(2):  # twice: both are cumulative
+            for (method, code), samples in values.items():
+                attrs = {
+                    "rpc.service": "voltorch.v1.StateService",
+                    "rpc.method": method,
+                    "rpc.grpc.status_code": code,
+                }
+                for v in samples:
+                    durations.record(v, attrs)
+                    sdk.record(v, attrs)
+            expected = _prometheus_lines(theirs)
+            assert expected and _prometheus_lines(ours) == expected
+    finally:
+        provider.shutdown()
+
+
 # -- the span built while nothing exports -----------------------------------------------------------
 
 
@@ -166,8 +207,12 @@ def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> Non
 )
 def test_the_dropped_span_is_what_the_sdk_would_have_built(traceparent: str, tracestate: str) -> None:
     sdk = TracerProvider(sampler=telemetry._RecordWhileExporting()).get_tracer("t")
-    parent = telemetry.context_from(traceparent, tracestate) if traceparent else _EMPTY
-    ours = _dropped_span(RandomIdGenerator(), parent).get_span_context()
+    parent = telemetry.context_from(traceparent, tracestate) if traceparent else otel_context.Context()
+    telemetry.install()
+    assert not telemetry.recording()
+    span = telemetry.unsampled_span(parent)
+    assert span is not None and not span.is_recording()
+    ours = span.get_span_context()
     theirs = sdk.start_span("x", context=parent).get_span_context()
     assert not ours.is_remote and ours.is_valid and ours.span_id != theirs.span_id
     assert (ours.trace_flags, ours.trace_state) == (theirs.trace_flags, theirs.trace_state)
@@ -175,7 +220,6 @@ def test_the_dropped_span_is_what_the_sdk_would_have_built(traceparent: str, tra
         assert ours.trace_id == theirs.trace_id == int(traceparent.split("-")[1], 16)
     else:
         assert ours.trace_id != theirs.trace_id
-    assert not _dropped_span(RandomIdGenerator(), parent).is_recording()
 
 
 def test_a_callers_trace_continues_into_events_when_nothing_exports(
@@ -189,3 +233,8 @@ def test_a_callers_trace_continues_into_events_when_nothing_exports(
     (changed,) = [e for e in server.runtime.events.read_after(0, 1000) if e.data.get("key") == "fast/traced"]
     assert changed.trace_id == trace_id
     assert changed.span_id != format(span.get_span_context().span_id, "016x")  # the server's own span
+
+
+def test_no_shortcut_while_spans_are_recorded(spans) -> None:
+    assert telemetry.recording()
+    assert telemetry.unsampled_span(otel_context.Context()) is None  # the tracer and its sampler decide

@@ -13,8 +13,7 @@ import voltorch
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._metric_history import MAX_SAMPLES_PER_SERIES, MetricHistory
-from voltorch_server.components._metrics import MetricCollector, Sample
+from voltorch_server.components.system import MAX_SAMPLES_PER_SERIES, MetricCollector, MetricHistory, Sample
 from voltorch_server.config import Config
 from voltorch_server.metrics import Metrics
 from voltorch_server.storage import Database

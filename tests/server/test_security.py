@@ -12,7 +12,7 @@ import voltorch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voltorch.errors import PermissionDeniedError, UnauthenticatedError, UnavailableError
 from voltorch_server.app import VoltorchServer
-from voltorch_server.servicers._auth import allowed, parse_tokens
+from voltorch_server.servicers import allowed, parse_tokens
 
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from fake_clock import FakeClock
-from voltorch_server.components._follow import Closed
+from voltorch_server.components import Closed
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import (
     Condition,

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from fake_clock import FakeClock
-from voltorch_server.components._kv_cache import KVCache, Row
 from voltorch_server.components.events import EventLog
-from voltorch_server.components.state import SetOp, StateStore
+from voltorch_server.components.state import KVCache, Row, SetOp, StateStore
 from voltorch_server.errors import Aborted, Conflict, NotFound
 from voltorch_server.storage import Database
 

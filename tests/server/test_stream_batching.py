@@ -12,7 +12,6 @@ import grpc
 import pytest
 import voltorch
 from google.protobuf import duration_pb2, struct_pb2
-from voltorch._rpc import STREAM_BATCH
 from voltorch.errors import from_rpc_error
 from voltorch.v1 import (
     events_pb2,
@@ -23,9 +22,11 @@ from voltorch.v1 import (
     workflows_pb2_grpc,
 )
 from voltorch_server.app import VoltorchServer
-from voltorch_server.servicers._streams import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 
 pb = events_pb2
+# The documented limits of one batched message (events.proto, SubscribeRequest.max_batch).
+MAX_BATCH_ITEMS = 500
+MAX_BATCH_BYTES = 1 << 20
 NO_HEARTBEATS = duration_pb2.Duration(seconds=0)
 MINE = pb.EventFilter(types=["batch.tick"])  # not the server's own events, published meanwhile
 
@@ -164,10 +165,11 @@ def test_negative_max_batch_is_an_invalid_argument(stub, channel):
 def test_sdk_subscription_asks_for_batches_and_flattens_them(client: voltorch.Client, stub):
     seqs = _publish(stub, 1100)
     sub = client.events.subscribe("batch.tick", from_sequence=seqs[0])
-    assert sub._request().max_batch == STREAM_BATCH > 1
+    assert sub._request().max_batch > 1
     got = []
     with sub:
         for e in sub:
+            assert isinstance(e, voltorch.Event)  # no heartbeats were asked for
             got.append((e.sequence, e.data))
             if len(got) == 1100:
                 break
@@ -178,12 +180,11 @@ def test_sdk_subscription_reads_servers_that_send_single_events(client: voltorch
     """The SDK against an unbatched stream (as a server without batching sends): same events."""
     seqs = _publish(stub, 5)
     sub = client.events.subscribe("batch.tick", from_sequence=seqs[0])
-    sub._request = lambda: pb.SubscribeRequest(
-        filter=MINE, from_sequence=seqs[0]
-    )  # the request of an older SDK
+    old_request = pb.SubscribeRequest(filter=MINE, from_sequence=seqs[0])  # an older SDK's request
+    sub._request = lambda: old_request  # type: ignore[method-assign]
     with sub:
-        got = [next(sub).sequence for _ in range(5)]
-    assert got == seqs
+        got = [next(sub) for _ in range(5)]
+    assert [e.sequence for e in got if isinstance(e, voltorch.Event)] == seqs
 
 
 # -- state Watch ------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_client_errors_are_recorded_only_when_configured(config: Config) -> None
             errors = list(c.errors(trace_id=hex_trace(root)))
             assert len(errors) == expected
             if errors:
-                assert errors[0].code == "NOT_FOUND" and errors[0].details["grpc_code"] == "NOT_FOUND"
+                assert errors[0].code == "KEY_NOT_FOUND" and errors[0].details["grpc_code"] == "NOT_FOUND"
 
 
 def test_untraced_calls_still_get_trace_ids_when_nothing_exports(client: voltorch.Client) -> None:

@@ -13,8 +13,8 @@ import pytest
 import voltorch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components._base import Component
-from voltorch_server.components.watcher import HealthStatus
+from voltorch_server.components import Component
+from voltorch_server.components.system import HealthStatus
 from voltorch_server.config import Config
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

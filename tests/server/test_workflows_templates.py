@@ -17,11 +17,18 @@ from voltorch import (
     WorkflowTemplate,
 )
 from voltorch.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from voltorch_server.components import _dag
-from voltorch_server.components._placeholders import Scope, StepView, parse_ref, render, render_value
-from voltorch_server.components._steps import item_order, parse_json_output
-from voltorch_server.components._templates import RetryPolicy as ServerRetry
-from voltorch_server.components._templates import StepSpec
+from voltorch_server.components.workflows import item_order, parse_json_output
+from voltorch_server.components.workflows.templates import RetryPolicy as ServerRetry
+from voltorch_server.components.workflows.templates import (
+    Scope,
+    StepSpec,
+    StepView,
+    build_graph,
+    find_cycle,
+    parse_ref,
+    render,
+    render_value,
+)
 
 
 def simple(name: str = "t", **kw) -> WorkflowTemplate:
@@ -402,23 +409,26 @@ def test_placeholders_render_params_steps_and_items():
 
 
 def test_graph_cycles_sinks_and_branch_edges():
-    from voltorch_server.components._templates import AgentTask as A
-    from voltorch_server.components._templates import ConditionSpec, Predicate
+    from voltorch_server.components.coordination import CoordinationCondition
+    from voltorch_server.components.workflows.templates import AgentTaskSpec as A
+    from voltorch_server.components.workflows.templates import ConditionSpec
 
     steps = (
         StepSpec("a", A("x", capabilities=("e",))),
-        StepSpec("c", ConditionSpec("a", Predicate(contains="y"), then_steps=("b",)), depends_on=("a",)),
+        StepSpec(
+            "c", ConditionSpec("a", CoordinationCondition(contains="y"), then_steps=("b",)), depends_on=("a",)
+        ),
         StepSpec("b", A("x", capabilities=("e",))),
     )
-    g = _dag.build(steps)
+    g = build_graph(steps)
     assert g.deps["b"] == ("c",) and g.branches["b"] == (("c", "then"),)
     assert g.sinks() == ["b"] and g.ancestors("b") == {"a", "c"}
-    assert _dag.find_cycle(g) is None
+    assert find_cycle(g) is None
     loop = (
         StepSpec("x", A("x", capabilities=("e",)), depends_on=("y",)),
         StepSpec("y", A("y", capabilities=("e",)), depends_on=("x",)),
     )
-    assert _dag.find_cycle(_dag.build(loop)) == ["x", "y", "x"]
+    assert find_cycle(build_graph(loop)) == ["x", "y", "x"]
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_and_inherits():

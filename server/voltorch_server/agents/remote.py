@@ -131,10 +131,6 @@ class WorkerSession:
             if not self.closed.is_set():
                 self._outbox.put_nowait(CancelTaskMsg(task_id, attempt, reason))
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     # -- stream side --------------------------------------------------------------------------------
 
     def next_message(self, timeout: float) -> Any | None:

@@ -8,21 +8,33 @@ test) works unchanged.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..metrics import NOOP, Metrics
 
-if TYPE_CHECKING:
-    from ._errors_log import ErrorLog
-
 log = logging.getLogger("voltorch")
+
+
+class ErrorSink(Protocol):
+    """Where components record their internal failures (the system's ErrorLog)."""
+
+    def record(
+        self,
+        component: str,
+        code: str,
+        message: str,
+        *,
+        correlation_id: str = "",
+        details: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+    ) -> Any: ...
 
 
 class Component:
     name = "component"
     enabled = True  # False = disabled in config: not checked, not restartable
     metrics: Metrics = NOOP
-    error_log: ErrorLog | None = None
+    error_log: ErrorSink | None = None
 
     def start(self) -> None:
         """Start background work (threads, timers). Must be safe to call again after stop()."""
@@ -30,8 +42,9 @@ class Component:
     def stop(self) -> None:
         """Stop background work; keep acknowledged data and subscribers' positions."""
 
-    def check(self) -> None:
-        """Raise if the component is not healthy."""
+    def check(self) -> str | None:
+        """Raise if the component is not healthy; return a reason to report it DEGRADED (working, but
+        not well), or None."""
 
     def details(self) -> dict[str, Any]:
         """Numbers shown in GetHealth (e.g. {"subscribers": 3}); the keys in metrics.LEVELS feed gauges."""

@@ -15,7 +15,7 @@ MAX_PAGE_SIZE = 1000
 
 def page_size(value: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE) -> int:
     if value < 0:
-        raise InvalidArgument(field, f"must not be negative (got {value})")
+        raise InvalidArgument(field, f"must not be negative (got {value})", reason="PAGE_SIZE_INVALID")
     return min(value or default, MAX_PAGE_SIZE)
 
 
@@ -37,7 +37,11 @@ def decode_token(token: str, query: dict[str, Any], *, field: str = "page_token"
         position = data["p"]
         issued_for = data["q"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument(field, "malformed page token; pass back next_page_token unchanged") from None
+        raise InvalidArgument(
+            field, "malformed page token; pass back next_page_token unchanged", reason="PAGE_TOKEN_INVALID"
+        ) from None
     if issued_for != json.loads(json.dumps(query, sort_keys=True)):
-        raise InvalidArgument(field, "page token was issued for a different query")
+        raise InvalidArgument(
+            field, "page token was issued for a different query", reason="PAGE_TOKEN_INVALID"
+        )
     return position

@@ -7,66 +7,14 @@ health and reflection services stay open so probes and grpcurl work.
 
 from __future__ import annotations
 
-import hmac
-import json
-from pathlib import Path
-
 import grpc
 
+from ..auth import OPEN_SERVICES, allowed, parse_tokens, role_of
 from ..errors import PermissionDenied, Unauthenticated
+from ._handlers import rebuild
 from ._status import to_status
 
-ROLES = ("admin", "agent", "reader")
-OPEN_SERVICES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
-_READ_VERBS = ("Get", "List", "Watch", "Subscribe")
-_AGENT_METHODS = {
-    "Publish",
-    "PublishBatch",
-    "Connect",
-    "RegisterAgent",
-    "UnregisterAgent",
-    "UpdateCapabilities",
-    "SetKey",
-    "DeleteKey",
-    "Transaction",
-    "RequestCoordination",
-    "CancelCoordination",
-}
-
-
-def parse_tokens(inline: str = "", path: str = "") -> dict[str, str]:
-    """Tokens from "role:token,role:token" and/or a JSON file {"token": "role"}; returns token -> role."""
-    tokens: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in inline.split(","))):
-        role, sep, token = part.partition(":")
-        if not sep or not token:
-            raise ValueError(f"auth token entry {part!r} must look like role:token")
-        tokens[token] = role
-    if path:
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object mapping token to role")
-        tokens.update({str(k): str(v) for k, v in data.items()})
-    for token, role in tokens.items():
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        if len(token) < 16:
-            raise ValueError("auth tokens must be at least 16 characters")
-    return tokens
-
-
-def allowed(role: str, method: str) -> bool:
-    """May `role` call the full method name `method` (e.g. /voltorch.v1.StateService/SetKey)?"""
-    if role == "admin":
-        return True
-    name = method.rsplit("/", 1)[-1]
-    if name.startswith(_READ_VERBS):
-        return True
-    return role == "agent" and name in _AGENT_METHODS
+__all__ = ["AuthInterceptor", "allowed", "parse_tokens"]
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -75,11 +23,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _role(self, metadata) -> str | None:
         for key, value in metadata or ():
-            if key == "authorization" and value.startswith("Bearer "):
-                presented = value[7:].encode()
-                for token, role in self._tokens.items():
-                    if hmac.compare_digest(presented, token.encode()):
-                        return role
+            if key == "authorization":
+                return role_of(self._tokens, value)
         return None
 
     def intercept_service(self, continuation, handler_call_details):
@@ -110,10 +55,4 @@ def _deny(handler: grpc.RpcMethodHandler, exc: Exception) -> grpc.RpcMethodHandl
         context.abort_with_status(status)
         yield  # pragma: no cover - never reached
 
-    if handler.unary_unary:
-        return handler._replace(unary_unary=reject)
-    if handler.stream_unary:
-        return handler._replace(stream_unary=reject)
-    if handler.unary_stream:
-        return handler._replace(unary_stream=reject_stream)
-    return handler._replace(stream_stream=reject_stream)
+    return rebuild(handler, reject_stream if handler.response_streaming else reject)

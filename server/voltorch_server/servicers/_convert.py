@@ -1,16 +1,17 @@
-"""Proto <-> Python conversions for the servicers. JSON values, structs, timestamps and durations are the
-SDK's pure helpers (voltorch._convert: one implementation on both sides of the wire); what only the
-server needs — reading times and durations from requests, with validation — is here."""
+"""Proto <-> Python conversions for the servicers. JSON values, structs, timestamps and durations are
+voltorch.wire's (one implementation on both sides of the wire), under the names the servicers use;
+what only the server needs — reading durations from requests, with validation — is here."""
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2, timestamp_pb2
-from voltorch._convert import from_struct as struct_to_py
-from voltorch._convert import from_value as value_to_py
-from voltorch._convert import to_duration as duration
-from voltorch._convert import to_struct as py_to_struct
-from voltorch._convert import to_timestamp as ts
-from voltorch._convert import to_value as py_to_value
+from google.protobuf import duration_pb2
+from voltorch.wire import from_struct as struct_to_py
+from voltorch.wire import from_timestamp as ts_to_float
+from voltorch.wire import from_value as value_to_py
+from voltorch.wire import to_duration as duration
+from voltorch.wire import to_struct as py_to_struct
+from voltorch.wire import to_timestamp as ts
+from voltorch.wire import to_value as py_to_value
 
 from ..errors import InvalidArgument
 
@@ -26,15 +27,9 @@ __all__ = [
 ]
 
 
-def ts_to_float(t: timestamp_pb2.Timestamp) -> float:
-    """The float nearest to t (integer division is exactly rounded): a time the server sent comes back
-    equal, so filters such as created_after=<an execution's create_time> include it."""
-    return t.ToNanoseconds() / 1_000_000_000
-
-
 def duration_to_seconds(d: duration_pb2.Duration, field: str) -> float | None:
     """None when unset/zero; INVALID_ARGUMENT when negative."""
     seconds = d.ToNanoseconds() / 1e9
     if seconds < 0:
-        raise InvalidArgument(field, "a duration must not be negative")
+        raise InvalidArgument(field, "a duration must not be negative", reason="DURATION_INVALID")
     return seconds or None

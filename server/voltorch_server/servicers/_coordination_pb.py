@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voltorch._enums import names, values
+from voltorch import wire
 from voltorch.v1 import common_pb2
 from voltorch.v1 import coordination_pb2 as pb
 
@@ -25,91 +25,45 @@ from ..components.coordination import (
     CoordinationCondition,
     CoordinationRequest,
     Selection,
-    TaskError,
 )
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._convert import duration, duration_to_seconds, py_to_struct, py_to_value, struct_to_py, ts, value_to_py
-
-KINDS = values(pb.AgentKind)
-KIND_NAMES = names(pb.AgentKind)
-AGENT_STATUS = values(pb.AgentStatus)
-AGENT_STATUS_NAMES = names(pb.AgentStatus)
-MODES = values(pb.CoordinationMode)
-MODE_NAMES = names(pb.CoordinationMode)
-STATUS = values(pb.CoordinationStatus)
-STATUS_NAMES = names(pb.CoordinationStatus)
-CAPABILITY_MODES = names(pb.CapabilityUpdateMode) | {pb.CAPABILITY_UPDATE_MODE_UNSPECIFIED: "replace"}
+from ._wire import reading, to_server, to_wire
 
 
-def enum_name(table: dict[int, str], value: int, field: str, *, unspecified: str = "") -> str:
-    if value == 0:
-        return unspecified
-    try:
-        return table[value]
-    except KeyError:
-        raise InvalidArgument(field, f"unknown value {value}") from None
+def enum_name(names: dict[int, str], value: int, field: str, *, unspecified: str = "") -> str:
+    with reading():
+        return wire.enum_name(names, value, field, unspecified=unspecified, request=True)
 
 
 # -- agents ----------------------------------------------------------------------------------------
 
 
 def llm_from_pb(m: pb.LlmSettings) -> LlmSettings:
-    return LlmSettings(
-        model=m.model,
-        base_url=m.base_url,
-        api_key_env=m.api_key_env,
-        system_prompt=m.system_prompt,
-        temperature=m.temperature if m.HasField("temperature") else None,
-        timeout=duration_to_seconds(m.timeout, "llm.timeout"),
-        max_tokens=m.max_tokens if m.HasField("max_tokens") else None,
-    )
-
-
-def llm_pb(s: LlmSettings) -> pb.LlmSettings:
-    m = pb.LlmSettings(
-        model=s.model,
-        base_url=s.base_url,
-        api_key_env=s.api_key_env,
-        system_prompt=s.system_prompt,
-        timeout=duration(s.timeout),
-    )
-    if s.temperature is not None:
-        m.temperature = s.temperature
-    if s.max_tokens is not None:
-        m.max_tokens = s.max_tokens
-    return m
-
-
-def task_error_pb(e: TaskError | None) -> pb.TaskError | None:
-    return None if e is None else pb.TaskError(code=e.code, message=e.message, retryable=e.retryable)
-
-
-def usage_pb(u: TokenUsage) -> pb.TokenUsage:
-    return pb.TokenUsage(
-        prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
-    )
+    with reading():
+        return to_server(wire.llm_from_pb(m, request=True))
 
 
 def agent_pb(a: AgentInfo) -> pb.Agent:
     return pb.Agent(
         id=a.id,
         name=a.name,
-        kind=KINDS[a.kind],
+        kind=wire.AGENT_KINDS.numbers[a.kind],
         capabilities=list(a.capabilities),
         max_concurrency=a.max_concurrency,
-        status=AGENT_STATUS[a.status],
+        status=wire.AGENT_STATUSES.numbers[a.status],
         current_load=a.current_load,
         success_rate=a.success_rate,
         error_rate=a.error_rate,
         avg_latency=duration(a.avg_latency),
         tasks_completed=a.tasks_completed,
         tasks_failed=a.tasks_failed,
-        llm=llm_pb(a.llm) if a.llm else None,
+        llm=wire.llm_pb(to_wire(a.llm)) if a.llm else None,
         labels=a.labels,
         register_time=ts(a.register_time),
         last_seen_time=ts(a.last_seen_time),
-        last_error=task_error_pb(a.last_error),
+        last_error=wire.task_error_pb(a.last_error),
     )
 
 
@@ -117,36 +71,22 @@ def agent_pb(a: AgentInfo) -> pb.Agent:
 
 
 def condition_from_pb(c: pb.CoordinationCondition) -> CoordinationCondition:
-    which = c.WhichOneof("predicate")
-    if which is None:
-        raise InvalidArgument("condition", "set contains, regex or json_field_equals")
-    if which == "contains":
-        return CoordinationCondition(contains=c.contains, negate=c.negate)
-    if which == "regex":
-        return CoordinationCondition(regex=c.regex, negate=c.negate)
-    j = c.json_field_equals
-    value = value_to_py(j.value) if j.HasField("value") else None
-    return CoordinationCondition(json_path=j.path, json_value=value, negate=c.negate)
+    if c.WhichOneof("predicate") is None:
+        raise InvalidArgument(
+            "condition", "set contains, regex or json_field_equals", reason="CONDITION_INVALID"
+        )
+    return to_server(wire.condition_from_pb(c))
 
 
 def condition_pb(c: CoordinationCondition | None) -> pb.CoordinationCondition | None:
-    if c is None:
-        return None
-    if c.contains is not None:
-        return pb.CoordinationCondition(contains=c.contains, negate=c.negate)
-    if c.regex is not None:
-        return pb.CoordinationCondition(regex=c.regex, negate=c.negate)
-    return pb.CoordinationCondition(
-        json_field_equals=pb.JsonFieldEquals(path=c.json_path or "", value=py_to_value(c.json_value)),
-        negate=c.negate,
-    )
+    return None if c is None else wire.condition_pb(to_wire(c))
 
 
 def request_from_pb(r: pb.RequestCoordinationRequest) -> CoordinationRequest:
     priority = parse_priority(r.priority)
     return CoordinationRequest(
         task=r.task,
-        mode=enum_name(MODE_NAMES, r.mode, "mode", unspecified="sequential"),
+        mode=enum_name(wire.COORDINATION_MODES.names, r.mode, "mode", unspecified="sequential"),
         source_agent_id=r.source_agent_id,
         target_agent_id=r.target_agent_id,
         agent_ids=tuple(r.agent_ids),
@@ -190,9 +130,9 @@ def result_pb(r: AgentResult) -> pb.AgentResult:
         task_id=r.task_id,
         attempts=r.attempts,
         output=r.output,
-        error=task_error_pb(r.error),
+        error=wire.task_error_pb(r.error),
         latency=duration(r.latency),
-        usage=usage_pb(r.usage),
+        usage=wire.usage_pb(r.usage),
         skipped=r.skipped,
         start_time=ts(r.start_time),
         end_time=ts(r.end_time),
@@ -208,8 +148,8 @@ def coordination_pb(c: Coordination) -> pb.Coordination:
     m = pb.Coordination(
         id=c.id,
         request_id=c.request_id,
-        mode=MODES[c.mode],
-        status=STATUS[c.status],
+        mode=wire.COORDINATION_MODES.numbers[c.mode],
+        status=wire.COORDINATION_STATUSES.numbers[c.status],
         source_agent_id=c.source_agent_id,
         target_agent_id=c.target_agent_id,
         agent_ids=list(c.agent_ids),
@@ -223,7 +163,7 @@ def coordination_pb(c: Coordination) -> pb.Coordination:
         trace_id=c.trace_id,
         results=[result_pb(r) for r in c.results],
         output=c.output,
-        error=task_error_pb(c.error),
+        error=wire.task_error_pb(c.error),
         selection=_selection_pb(c.selection),
         queue_position=c.queue_position,
         create_time=ts(c.create_time),

@@ -7,6 +7,7 @@ import threading
 import grpc
 
 from ..errors import ResourceExhausted
+from ._handlers import behaviour, rebuild
 from ._status import to_status
 
 
@@ -24,9 +25,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or not (handler.unary_stream or handler.stream_stream):
             return handler
-        if handler.unary_stream:
-            return handler._replace(unary_stream=self._wrap(handler.unary_stream))
-        return handler._replace(stream_stream=self._wrap(handler.stream_stream))
+        return rebuild(handler, self._wrap(behaviour(handler)))
 
     def _wrap(self, fn):
         def limited(request, context):

@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 
 from .. import errors as e
 from .._ids import new_id
+from ._handlers import behaviour, rebuild
 
 log = logging.getLogger("voltorch.errors")
 DOMAIN = "voltorch.dev"
@@ -152,12 +153,5 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    if handler.unary_unary:
-        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
-    if handler.unary_stream:
-        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-    if handler.stream_unary:
-        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
-    if handler.stream_stream:
-        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
-    return handler
+    wrap = _wrap_stream if handler.response_streaming else _wrap_unary
+    return rebuild(handler, wrap(behaviour(handler), method))

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..components._follow import Closed, Follower, Overflow
+from ..components import Closed, Follower, Overflow
 from ..errors import InvalidArgument, ResourceExhausted, Unavailable
 from ._tracing import count_events
 

@@ -10,7 +10,8 @@ in one process each record their own.
 It runs on every call, so it is kept cheap: the wrapped handler is built once per method (the call's
 metadata is read from its context), the latency goes to a plain-Python histogram series kept per
 method and code (metrics.RpcDurations), and while no exporter is attached the span is built directly
-as the non-recording span the SDK would have built (still with real ids, for events and errors).
+as the non-recording span the SDK would have built (telemetry.unsampled_span: still with real ids, for
+events and errors). Handlers are rebuilt with grpc's public constructors (_handlers.rebuild).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import errors as e
 from .. import telemetry
-from ..components._errors_log import ErrorLog
+from ..components.system import ErrorLog
 from ..metrics import Metrics, RpcSeries
 from ..telemetry import context_from_metadata, tracer
 from . import _status
+from ._handlers import behaviour, rebuild
 
 ErrorRecorder = Callable[[str, BaseException, grpc.StatusCode], None]
 
@@ -81,8 +83,6 @@ EVENT_STREAMS = frozenset(
 _FLUSH_EVERY = 64
 _FLUSH_SECONDS = 0.5
 _EMPTY = otel_context.Context()
-_DEFAULT_FLAGS = trace.TraceFlags(trace.TraceFlags.DEFAULT)
-_RANDOM_FLAGS = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)
 
 
 def _route(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
@@ -158,7 +158,6 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         self.on_error = on_error
         self.tracing = tracing
         self._methods: dict[str, _Method] = {}
-        self._ids: Any = None  # see _dropping_ids
 
     def _method(self, full: str) -> _Method:
         m = self._methods.get(full)
@@ -174,14 +173,8 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         inner, wrapped = m.cached
         if inner is handler:  # the same handler as last time (always, unless an inner interceptor
             return wrapped  # made one for this call): its wrapper is reusable
-        if handler.unary_unary:
-            wrapped = handler._replace(unary_unary=self._unary(handler.unary_unary, m))
-        elif handler.stream_unary:
-            wrapped = handler._replace(stream_unary=self._unary(handler.stream_unary, m))
-        elif handler.unary_stream:
-            wrapped = handler._replace(unary_stream=self._stream(handler.unary_stream, m))
-        else:
-            wrapped = handler._replace(stream_stream=self._stream(handler.stream_stream, m))
+        wrap = self._stream if handler.response_streaming else self._unary
+        wrapped = rebuild(handler, wrap(behaviour(handler), m))
         m.cached = (handler, wrapped)
         return wrapped
 
@@ -192,19 +185,11 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         if not self.tracing:
             return None, None
         parent = context_from_metadata(context.invocation_metadata()) or _EMPTY
-        ids = self._ids or self._dropping_ids()
-        if ids is not None and not telemetry.recording():
-            return None, trace.set_span_in_context(_dropped_span(ids, parent), parent)
+        dropped = telemetry.unsampled_span(parent)
+        if dropped is not None:  # nothing to finish: the span records nothing
+            return None, trace.set_span_in_context(dropped, parent)
         span = tracer.start_span(m.name, context=parent, kind=SpanKind.SERVER, attributes=m.attributes)
         return span, trace.set_span_in_context(span, parent)
-
-    def _dropping_ids(self) -> Any:
-        """The id generator of telemetry's own TracerProvider, whose sampler drops every span while no
-        exporter is attached; None under another provider (its sampler must decide)."""
-        provider = trace.get_tracer_provider()
-        if isinstance(getattr(provider, "sampler", None), telemetry._RecordWhileExporting):
-            self._ids = provider.id_generator  # type: ignore[attr-defined]  # the provider is set once
-        return self._ids
 
     def _finish(
         self, span: trace.Span | None, m: _Method, code: grpc.StatusCode, t0: float, ctx: Any
@@ -309,42 +294,6 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         if events is not None and events[0]:
             self.metrics.events_delivered.add(events[0], attrs)
             events[0] = 0
-
-
-def _dropped_span(ids: Any, parent: otel_context.Context) -> trace.Span:
-    """The span the SDK's Tracer.start_span builds when the sampler drops it (telemetry's sampler does
-    while nothing exports): the parent's trace (or a new one), a new span id, not sampled. Built here
-    without the SDK's detour through the sampler and its attribute handling, and with its ids drawn
-    only when first asked for: a call that records no event and no error (most reads) never needs them."""
-    up = trace.get_current_span(parent).get_span_context() if parent is not _EMPTY else None
-    return _DroppedSpan(ids, up if up is not None and up.is_valid else None)
-
-
-class _DroppedSpan(trace.NonRecordingSpan):
-    def __init__(self, ids: Any, up: trace.SpanContext | None):
-        self._ids = ids
-        self._up = up
-
-    def get_span_context(self) -> trace.SpanContext:
-        made = self.__dict__.get("_context")
-        if made is not None:
-            return made
-        ids, up = self._ids, self._up
-        if up is not None:
-            trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
-        else:
-            trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
-        made = trace.SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_RANDOM_FLAGS if random_id else _DEFAULT_FLAGS,
-            trace_state=state,
-        )
-        return self.__dict__.setdefault("_context", made)  # one winner if two threads ask at once
-
-    def __repr__(self) -> str:
-        return f"_DroppedSpan({self.get_span_context()!r})"
 
 
 def _code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from voltorch import wire
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
@@ -16,10 +17,6 @@ from ..components.coordination import CoordinationEngine
 from ..errors import Aborted, InvalidArgument, Unavailable, VoltorchError
 from ._convert import duration, duration_to_seconds
 from ._coordination_pb import (
-    AGENT_STATUS_NAMES,
-    CAPABILITY_MODES,
-    KIND_NAMES,
-    STATUS_NAMES,
     agent_pb,
     coordination_pb,
     enum_name,
@@ -43,11 +40,15 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     def RegisterAgent(
         self, request: pb.RegisterAgentRequest, context: grpc.ServicerContext
     ) -> pb.RegisterAgentResponse:
-        kind = enum_name(KIND_NAMES, request.kind, "kind")
+        kind = enum_name(wire.AGENT_KINDS.names, request.kind, "kind")
         if not kind:
-            raise InvalidArgument("kind", "an agent kind is required (LLM, OFFLINE or REMOTE)")
+            raise InvalidArgument(
+                "kind", "an agent kind is required (LLM, OFFLINE or REMOTE)", reason="FIELD_REQUIRED"
+            )
         if kind == "function":
-            raise InvalidArgument("kind", "function agents are registered in-process only")
+            raise InvalidArgument(
+                "kind", "function agents are registered in-process only", reason="ENUM_VALUE_INVALID"
+            )
         info = self.engine.register_agent(
             request.agent_id,
             kind=kind,
@@ -69,9 +70,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     def UpdateCapabilities(
         self, request: pb.UpdateCapabilitiesRequest, context: grpc.ServicerContext
     ) -> pb.UpdateCapabilitiesResponse:
-        mode = CAPABILITY_MODES.get(request.mode)
+        mode = wire.CAPABILITY_UPDATE_MODES.names.get(request.mode, "replace" if not request.mode else None)
         if mode is None:
-            raise InvalidArgument("mode", f"unknown capability update mode {request.mode}")
+            raise InvalidArgument(
+                "mode", f"unknown capability update mode {request.mode}", reason="ENUM_VALUE_INVALID"
+            )
         info = self.engine.update_capabilities(request.agent_id, tuple(request.capabilities), mode)
         return pb.UpdateCapabilitiesResponse(agent=agent_pb(info))
 
@@ -83,8 +86,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.ListAgentsResponse:
         agents, token = self.engine.list_agents(
             capabilities=tuple(request.capabilities),
-            status=enum_name(AGENT_STATUS_NAMES, request.status, "status"),
-            kind=enum_name(KIND_NAMES, request.kind, "kind"),
+            status=enum_name(wire.AGENT_STATUSES.names, request.status, "status"),
+            kind=enum_name(wire.AGENT_KINDS.names, request.kind, "kind"),
             page_size=request.page_size,
             page_token=request.page_token,
         )
@@ -121,7 +124,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.ListCoordinationsRequest, context: grpc.ServicerContext
     ) -> pb.ListCoordinationsResponse:
         items, token = self.engine.list(
-            status=enum_name(STATUS_NAMES, request.status, "status"),
+            status=enum_name(wire.COORDINATION_STATUSES.names, request.status, "status"),
             agent_id=request.agent_id,
             correlation_id=request.correlation_id,
             page_size=request.page_size,
@@ -138,7 +141,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> Iterator[pb.ServerMessage]:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "hello":
-            raise InvalidArgument("hello", "the first message of a worker stream must be a WorkerHello")
+            raise InvalidArgument(
+                "hello", "the first message of a worker stream must be a WorkerHello", reason="FIELD_REQUIRED"
+            )
         session = self.engine.connect_worker(hello_from_pb(first.hello))
         context.add_callback(lambda: session.close("stream ended", "disconnected"))
         failure: list[VoltorchError] = []
@@ -170,11 +175,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 break
         if failure:
             raise failure[0]
-        if session.close_kind in ("replaced", "unregistered", "timeout"):
-            raise Aborted(
-                f"worker session ended: {session.close_reason}",
-                reason=f"SESSION_{session.close_kind.upper()}",
-            )
+        if session.close_kind == "replaced":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_REPLACED")
+        if session.close_kind == "unregistered":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_UNREGISTERED")
+        if session.close_kind == "timeout":
+            raise Aborted(f"worker session ended: {session.close_reason}", reason="SESSION_TIMEOUT")
         if session.close_kind == "shutdown":
             raise Unavailable("the server is stopping; reconnect shortly", reason="SERVER_STOPPING")
 

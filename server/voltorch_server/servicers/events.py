@@ -12,6 +12,7 @@ from voltorch.v1 import events_pb2, events_pb2_grpc
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
+from ._handlers import rebuild
 from ._streams import Batching, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
@@ -81,7 +82,9 @@ def event_filter(pb: events_pb2.EventFilter) -> EventFilter:
 def timestamp(t, field: str) -> float:
     """Seconds from a Timestamp, INVALID_ARGUMENT when it is outside the Timestamp range."""
     if not 0 <= t.nanos < 1_000_000_000 or not -62135596800 <= t.seconds <= _MAX_TIMESTAMP_SECONDS:
-        raise InvalidArgument(field, "not a valid timestamp (seconds or nanos out of range)")
+        raise InvalidArgument(
+            field, "not a valid timestamp (seconds or nanos out of range)", reason="TIMESTAMP_INVALID"
+        )
     return ts_to_float(t)
 
 
@@ -179,7 +182,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             interval = duration_to_seconds(request.heartbeat_interval, "heartbeat_interval")
             if interval is not None and interval < MIN_HEARTBEAT:
                 raise InvalidArgument(
-                    "heartbeat_interval", f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)"
+                    "heartbeat_interval",
+                    f"at least {MIN_HEARTBEAT:g} s (or zero to disable heartbeats)",
+                    reason="DURATION_INVALID",
                 )
         max_batch = batch_limit(request.max_batch)
         follower = self.events.subscribe(
@@ -230,7 +235,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             events_pb2.EVENT_ORDER_ASCENDING,
             events_pb2.EVENT_ORDER_DESCENDING,
         ):
-            raise InvalidArgument("order", f"unknown order {order}")
+            raise InvalidArgument("order", f"unknown order {order}", reason="ENUM_VALUE_INVALID")
         page = self.events.list(
             event_filter(request.filter),
             page_size_=request.page_size,
@@ -282,7 +287,7 @@ def register(server: grpc.Server, runtime) -> list[str]:
     taken = _Handlers()
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), taken)
     handlers = taken.handlers
-    handlers["Subscribe"] = handlers["Subscribe"]._replace(response_serializer=_serialize_response)
+    handlers["Subscribe"] = rebuild(handlers["Subscribe"], response_serializer=_serialize_response)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
     return [name]

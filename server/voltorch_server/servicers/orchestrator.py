@@ -9,10 +9,17 @@ from grpc_health.v1 import health_pb2
 from voltorch.v1 import orchestrator_pb2 as pb
 from voltorch.v1 import orchestrator_pb2_grpc
 
-from ..components._errors_log import ErrorRecord
-from ..components._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricPoint
-from ..components._timeline import timeline
-from ..components.watcher import ComponentHealth, HealthStatus, Watcher
+from ..components.system import (
+    COUNTER,
+    HISTOGRAM,
+    ComponentHealth,
+    ErrorRecord,
+    HealthStatus,
+    HistogramSummary,
+    MetricPoint,
+    Watcher,
+    timeline,
+)
 from ._convert import duration, py_to_struct, ts
 from .events import event_pb, timestamp
 

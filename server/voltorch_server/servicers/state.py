@@ -40,7 +40,9 @@ def _change_kv_pb(c: Change) -> state_pb2.KeyValue:
 def _set_op(req: state_pb2.SetKeyRequest, prefix: str) -> SetOp:
     """A SetOp from a SetKeyRequest; prefix names where the request sits ("" at top level)."""
     if not req.HasField("value"):
-        raise InvalidArgument(f"{prefix}value", "a value is required (use a JSON null to store null)")
+        raise InvalidArgument(
+            f"{prefix}value", "a value is required (use a JSON null to store null)", reason="VALUE_INVALID"
+        )
     return SetOp(
         key=req.key,
         value=value_to_py(req.value),
@@ -59,7 +61,7 @@ def _ops(ops, name: str) -> list[SetOp | DeleteOp]:
             d = op.delete
             out.append(DeleteOp(d.key, d.expected_version if d.HasField("expected_version") else None))
         else:
-            raise InvalidArgument(f"{name}[{i}]", "an operation needs set or delete")
+            raise InvalidArgument(f"{name}[{i}]", "an operation needs set or delete", reason="FIELD_REQUIRED")
     return out
 
 
@@ -103,7 +105,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             check = c.WhichOneof("check")
             if check is None:
                 raise InvalidArgument(
-                    f"conditions[{i}]", "a condition needs version_equals, exists or value_equals"
+                    f"conditions[{i}]",
+                    "a condition needs version_equals, exists or value_equals",
+                    reason="FIELD_REQUIRED",
                 )
             conditions.append(
                 Condition(

@@ -23,8 +23,6 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 log = logging.getLogger("voltorch.db")
 
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (~ SQLite's default of 1000 pages)
@@ -93,7 +91,6 @@ class Database:
         self._closed = False
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
-        self.utils = sqlite_utils.Database(self._writer)
         self._checkpointer: _Checkpointer | None = None
         if not self.memory:
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")

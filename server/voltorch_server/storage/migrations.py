@@ -1,6 +1,12 @@
 """Named, ordered schema migrations, recorded in `_migrations` so each runs exactly once.
 
-Append new migrations at the end of MIGRATIONS; never edit one that has shipped.
+Tables and indexes are made with sqlite-utils (`create`, `create_index`; a later change of a table's
+columns is a `transform`) wherever it can say what the schema needs. Raw SQL remains only for what its
+public API cannot express: WITHOUT ROWID tables, AUTOINCREMENT (sequences never reused after retention
+deletes rows), partial indexes, CHECK constraints, UNIQUE columns and ON DELETE CASCADE.
+
+Append new migrations at the end of MIGRATIONS; a shipped migration may only be rewritten into one that
+builds the same schema (tests/server/test_migrations.py compares with a database made by 0.1.0).
 """
 
 from __future__ import annotations
@@ -8,7 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import sqlite_utils
+
 from .db import Database, Tx
+
+
+def _schema(tx: Tx) -> sqlite_utils.Database:
+    """sqlite-utils over the transaction's connection: its statements join the open transaction."""
+    return sqlite_utils.Database(tx.conn, recursive_triggers=False, execute_plugins=False)
 
 
 def _state_0001(tx: Tx) -> None:
@@ -41,19 +54,22 @@ def _state_0001(tx: Tx) -> None:
             prev_mod_revision INTEGER
         )"""
     )
-    tx.execute("CREATE INDEX kv_history_key ON kv_history(key, id)")
-    tx.execute("CREATE INDEX kv_history_revision ON kv_history(revision)")
+    db = _schema(tx)
+    db.table("kv_history").create_index(["key", "id"], "kv_history_key")
+    db.table("kv_history").create_index(["revision"], "kv_history_revision")
     tx.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
     tx.execute("INSERT INTO meta(name, value) VALUES ('revision', 0)")
-    tx.execute(
-        """CREATE TABLE snapshots (
-            id TEXT PRIMARY KEY,
-            revision INTEGER NOT NULL,
-            prefix TEXT NOT NULL,
-            description TEXT NOT NULL,
-            key_count INTEGER NOT NULL,
-            create_time REAL NOT NULL
-        )"""
+    db.table("snapshots").create(
+        {
+            "id": str,
+            "revision": int,
+            "prefix": str,
+            "description": str,
+            "key_count": int,
+            "create_time": float,
+        },
+        pk="id",
+        not_null={"revision", "prefix", "description", "key_count", "create_time"},
     )
     tx.execute(
         """CREATE TABLE snapshot_items (
@@ -86,7 +102,7 @@ def _events_0001(tx: Tx) -> None:
         )"""
     )
     tx.execute("CREATE INDEX events_correlation ON events(correlation_id, seq) WHERE correlation_id != ''")
-    tx.execute("CREATE INDEX events_time ON events(time)")
+    _schema(tx).table("events").create_index(["time"], "events_time")
     tx.execute("CREATE INDEX events_trace ON events(trace_id) WHERE trace_id != ''")
 
 
@@ -103,19 +119,20 @@ def _events_0002_compaction(tx: Tx) -> None:
 
 
 def _workflows_0001(tx: Tx) -> None:
-    tx.execute(
-        """CREATE TABLE workflow_templates (
-            name TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            category TEXT NOT NULL,
-            builtin INTEGER NOT NULL,
-            digest TEXT NOT NULL,
-            definition TEXT NOT NULL,
-            create_time REAL NOT NULL,
-            PRIMARY KEY (name, version)
-        )"""
+    db = _schema(tx)
+    templates = {
+        "name": str,
+        "version": int,
+        "category": str,
+        "builtin": int,
+        "digest": str,
+        "definition": str,
+        "create_time": float,
+    }
+    db.table("workflow_templates").create(templates, pk=("name", "version"), not_null=set(templates))
+    db.table("workflow_templates").create_index(
+        ["category", "name", "version"], "workflow_templates_category"
     )
-    tx.execute("CREATE INDEX workflow_templates_category ON workflow_templates(category, name, version)")
     # One row per execution; `definition` is the template as this execution runs it (options applied).
     # run_elapsed + (now - run_since) is the running time counted against the workflow timeout.
     tx.execute(
@@ -143,9 +160,10 @@ def _workflows_0001(tx: Tx) -> None:
             run_since REAL
         )"""
     )
-    tx.execute("CREATE INDEX workflow_executions_created ON workflow_executions(create_time, id)")
-    tx.execute("CREATE INDEX workflow_executions_status ON workflow_executions(status, create_time)")
-    tx.execute("CREATE INDEX workflow_executions_template ON workflow_executions(template_name, create_time)")
+    executions = db.table("workflow_executions")
+    executions.create_index(["create_time", "id"], "workflow_executions_created")
+    executions.create_index(["status", "create_time"], "workflow_executions_status")
+    executions.create_index(["template_name", "create_time"], "workflow_executions_template")
     # One row per step; fan-out children have parent_id set and step_id "<parent>[<index>]".
     tx.execute(
         """CREATE TABLE workflow_steps (
@@ -189,19 +207,16 @@ def _watcher_0001(tx: Tx) -> None:
     )
     tx.execute("CREATE INDEX errors_trace ON errors(trace_id) WHERE trace_id != ''")
     tx.execute("CREATE INDEX errors_correlation ON errors(correlation_id) WHERE correlation_id != ''")
-    tx.execute("CREATE INDEX errors_time ON errors(time)")
+    db = _schema(tx)
+    db.table("errors").create_index(["time"], "errors_time")
     # Metric history: one row per series per collection interval.
-    tx.execute(
-        """CREATE TABLE metric_samples (
-            name TEXT NOT NULL,
-            attributes TEXT NOT NULL,
-            time REAL NOT NULL,
-            value REAL NOT NULL,
-            histogram TEXT
-        )"""
+    samples = db.table("metric_samples")
+    samples.create(
+        {"name": str, "attributes": str, "time": float, "value": float, "histogram": str},
+        not_null={"name", "attributes", "time", "value"},
     )
-    tx.execute("CREATE INDEX metric_samples_name ON metric_samples(name, time)")
-    tx.execute("CREATE INDEX metric_samples_time ON metric_samples(time)")
+    samples.create_index(["name", "time"], "metric_samples_name")
+    samples.create_index(["time"], "metric_samples_time")
 
 
 def _coordination_0001(tx: Tx) -> None:
@@ -267,8 +282,9 @@ def _coordination_0001(tx: Tx) -> None:
     tx.execute(
         "CREATE INDEX coordinations_active ON coordinations(status) WHERE status IN ('queued', 'running')"
     )
-    tx.execute("CREATE INDEX coordinations_status ON coordinations(status, id)")
-    tx.execute("CREATE INDEX coordinations_correlation ON coordinations(correlation_id, id)")
+    coordinations = _schema(tx).table("coordinations")
+    coordinations.create_index(["status", "id"], "coordinations_status")
+    coordinations.create_index(["correlation_id", "id"], "coordinations_correlation")
 
 
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
@@ -281,17 +297,22 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
 ]
 
 
+MIGRATIONS_TABLE = "_migrations"
+
+
 def migrate(db: Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     with db.write() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-        done = {row[0] for row in tx.execute("SELECT name FROM _migrations")}
+        _schema(tx).table(MIGRATIONS_TABLE).create(
+            {"name": str, "applied_at": float}, pk="name", not_null={"applied_at"}, if_not_exists=True
+        )
+        done = {row[0] for row in tx.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")}
     applied = []
     for name, fn in MIGRATIONS:
         if name in done:
             continue
         with db.write() as tx:
             fn(tx)
-            tx.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
+            tx.execute(f"INSERT INTO {MIGRATIONS_TABLE}(name, applied_at) VALUES (?, ?)", (name, time.time()))
         applied.append(name)
     return applied

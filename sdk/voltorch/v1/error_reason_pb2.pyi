@@ -1,0 +1,112 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    FIELD_REQUIRED: _ClassVar[ErrorReason]
+    FIELD_INVALID: _ClassVar[ErrorReason]
+    ENUM_VALUE_INVALID: _ClassVar[ErrorReason]
+    PAGE_TOKEN_INVALID: _ClassVar[ErrorReason]
+    PAGE_SIZE_INVALID: _ClassVar[ErrorReason]
+    TIMESTAMP_INVALID: _ClassVar[ErrorReason]
+    DURATION_INVALID: _ClassVar[ErrorReason]
+    TRACE_CONTEXT_INVALID: _ClassVar[ErrorReason]
+    VALUE_INVALID: _ClassVar[ErrorReason]
+    VALUE_TOO_LARGE: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    PERMISSION_DENIED: _ClassVar[ErrorReason]
+    TOO_MANY_STREAMS: _ClassVar[ErrorReason]
+    STREAM_CLOSED: _ClassVar[ErrorReason]
+    SUBSCRIBER_OVERFLOW: _ClassVar[ErrorReason]
+    COMPONENT_STOPPED: _ClassVar[ErrorReason]
+    INTERNAL: _ClassVar[ErrorReason]
+    KEY_INVALID: _ClassVar[ErrorReason]
+    KEY_NOT_FOUND: _ClassVar[ErrorReason]
+    VERSION_CONFLICT: _ClassVar[ErrorReason]
+    SNAPSHOT_NOT_FOUND: _ClassVar[ErrorReason]
+    CONCURRENT_WRITER: _ClassVar[ErrorReason]
+    EVENT_TYPE_INVALID: _ClassVar[ErrorReason]
+    EVENT_NOT_FOUND: _ClassVar[ErrorReason]
+    CORRELATION_NOT_FOUND: _ClassVar[ErrorReason]
+    EVENTS_COMPACTED: _ClassVar[ErrorReason]
+    NAME_INVALID: _ClassVar[ErrorReason]
+    CONDITION_INVALID: _ClassVar[ErrorReason]
+    AGENT_NOT_FOUND: _ClassVar[ErrorReason]
+    AGENT_EXISTS: _ClassVar[ErrorReason]
+    AGENT_BUSY: _ClassVar[ErrorReason]
+    AGENT_KIND_MISMATCH: _ClassVar[ErrorReason]
+    NO_CAPABLE_AGENT: _ClassVar[ErrorReason]
+    COORDINATION_NOT_FOUND: _ClassVar[ErrorReason]
+    ALREADY_TERMINAL: _ClassVar[ErrorReason]
+    COORDINATION_RECOVERING: _ClassVar[ErrorReason]
+    SESSION_REPLACED: _ClassVar[ErrorReason]
+    SESSION_UNREGISTERED: _ClassVar[ErrorReason]
+    SESSION_TIMEOUT: _ClassVar[ErrorReason]
+    SERVER_STOPPING: _ClassVar[ErrorReason]
+    TEMPLATE_INVALID: _ClassVar[ErrorReason]
+    PARAMETERS_INVALID: _ClassVar[ErrorReason]
+    TEMPLATE_NOT_FOUND: _ClassVar[ErrorReason]
+    TEMPLATE_VERSION_EXISTS: _ClassVar[ErrorReason]
+    EXECUTION_NOT_FOUND: _ClassVar[ErrorReason]
+    EXECUTION_FINISHED: _ClassVar[ErrorReason]
+    REQUEST_ID_REUSED: _ClassVar[ErrorReason]
+    COMPONENT_NOT_FOUND: _ClassVar[ErrorReason]
+    COMPONENT_DISABLED: _ClassVar[ErrorReason]
+    RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
+    TRACE_NOT_FOUND: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+FIELD_REQUIRED: ErrorReason
+FIELD_INVALID: ErrorReason
+ENUM_VALUE_INVALID: ErrorReason
+PAGE_TOKEN_INVALID: ErrorReason
+PAGE_SIZE_INVALID: ErrorReason
+TIMESTAMP_INVALID: ErrorReason
+DURATION_INVALID: ErrorReason
+TRACE_CONTEXT_INVALID: ErrorReason
+VALUE_INVALID: ErrorReason
+VALUE_TOO_LARGE: ErrorReason
+UNAUTHENTICATED: ErrorReason
+PERMISSION_DENIED: ErrorReason
+TOO_MANY_STREAMS: ErrorReason
+STREAM_CLOSED: ErrorReason
+SUBSCRIBER_OVERFLOW: ErrorReason
+COMPONENT_STOPPED: ErrorReason
+INTERNAL: ErrorReason
+KEY_INVALID: ErrorReason
+KEY_NOT_FOUND: ErrorReason
+VERSION_CONFLICT: ErrorReason
+SNAPSHOT_NOT_FOUND: ErrorReason
+CONCURRENT_WRITER: ErrorReason
+EVENT_TYPE_INVALID: ErrorReason
+EVENT_NOT_FOUND: ErrorReason
+CORRELATION_NOT_FOUND: ErrorReason
+EVENTS_COMPACTED: ErrorReason
+NAME_INVALID: ErrorReason
+CONDITION_INVALID: ErrorReason
+AGENT_NOT_FOUND: ErrorReason
+AGENT_EXISTS: ErrorReason
+AGENT_BUSY: ErrorReason
+AGENT_KIND_MISMATCH: ErrorReason
+NO_CAPABLE_AGENT: ErrorReason
+COORDINATION_NOT_FOUND: ErrorReason
+ALREADY_TERMINAL: ErrorReason
+COORDINATION_RECOVERING: ErrorReason
+SESSION_REPLACED: ErrorReason
+SESSION_UNREGISTERED: ErrorReason
+SESSION_TIMEOUT: ErrorReason
+SERVER_STOPPING: ErrorReason
+TEMPLATE_INVALID: ErrorReason
+PARAMETERS_INVALID: ErrorReason
+TEMPLATE_NOT_FOUND: ErrorReason
+TEMPLATE_VERSION_EXISTS: ErrorReason
+EXECUTION_NOT_FOUND: ErrorReason
+EXECUTION_FINISHED: ErrorReason
+REQUEST_ID_REUSED: ErrorReason
+COMPONENT_NOT_FOUND: ErrorReason
+COMPONENT_DISABLED: ErrorReason
+RESTART_IN_PROGRESS: ErrorReason
+TRACE_NOT_FOUND: ErrorReason

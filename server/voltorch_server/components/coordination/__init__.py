@@ -1,0 +1,41 @@
+"""Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
+
+from .._queue import AgingQueue
+from ._engine import CoordinationEngine
+from ._model import (
+    MODES,
+    TERMINAL,
+    AgentInfo,
+    AgentKind,
+    AgentResult,
+    AgentStatus,
+    Coordination,
+    CoordinationCondition,
+    CoordinationMode,
+    CoordinationRequest,
+    CoordinationStatus,
+    Selection,
+    TaskError,
+    check_condition,
+    evaluate,
+)
+
+__all__ = [
+    "MODES",
+    "TERMINAL",
+    "AgentKind",
+    "AgentStatus",
+    "CoordinationMode",
+    "CoordinationStatus",
+    "AgentInfo",
+    "AgentResult",
+    "AgingQueue",
+    "Coordination",
+    "CoordinationCondition",
+    "CoordinationEngine",
+    "CoordinationRequest",
+    "Selection",
+    "TaskError",
+    "check_condition",
+    "evaluate",
+]

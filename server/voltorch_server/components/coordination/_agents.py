@@ -1,0 +1,303 @@
+"""The agent registry's records: definition (persisted), live state (load, status) and statistics
+(moving window of the last 100 outcomes, persisted with every outcome), plus validation of agent
+definitions and the built-in team registered at start.
+
+`AgentState` is mutable and guarded by the coordination engine's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...agents.base import Agent
+from ...agents.limiter import Limiters
+from ...agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from ...agents.offline import OfflineAgent
+from ...agents.remote import RemoteAgent
+from ...errors import InvalidArgument
+from ._model import (
+    AGENT_KINDS,
+    MAX_CONCURRENCY,
+    MAX_LABELS,
+    AgentInfo,
+    TaskError,
+    check_capabilities,
+    check_name,
+)
+from ._selection import AgentView
+
+WINDOW = 100
+ERROR_AFTER_FAILURES = 5  # consecutive failures that put an agent in ERROR (not selected) ...
+ERROR_COOLDOWN = 30.0  # ... for this long; then it is tried again and one success clears it
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+# The team registered at start (Config.builtin_agents): offline agents, or LLM agents with the same ids
+# and capabilities when the OpenAI key variable is set.
+BUILTIN_TEAM: list[tuple[str, str, tuple[str, ...]]] = [
+    ("analyst", "Requirements analyst", ("analysis", "requirements")),
+    ("planner", "Planner", ("planning",)),
+    ("coder", "Coder", ("coding", "implementation")),
+    ("tester", "Tester", ("testing",)),
+    ("writer", "Technical writer", ("documentation",)),
+    ("reviewer", "Reviewer", ("review", "summary")),
+]
+BUILTIN_LABEL = "voltorch.builtin"
+
+
+@dataclass
+class AgentState:
+    id: str
+    name: str
+    kind: str
+    capabilities: tuple[str, ...]
+    max_concurrency: int
+    llm: LlmSettings | None
+    labels: dict[str, str]
+    register_time: float
+    runtime: Agent | None = None
+    load: int = 0
+    window: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # (ok, latency seconds)
+    tasks_completed: int = 0
+    tasks_failed: int = 0
+    last_error: TaskError | None = None
+    last_seen: float | None = None
+    last_dispatch: float = 0.0
+    consecutive_failures: int = 0
+    error_until: float = 0.0  # monotonic
+    _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
+
+    # -- live state ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.runtime is not None and self.runtime.connected
+
+    def status(self, now_mono: float | None = None) -> str:
+        if not self.connected:
+            return "offline"
+        if self.error_until and self.error_until > (time.monotonic() if now_mono is None else now_mono):
+            return "error"
+        return "busy" if self.load > 0 else "idle"
+
+    @property
+    def free(self) -> int:
+        return self.max_concurrency - self.load
+
+    @property
+    def success_rate(self) -> float:
+        if not self.window:
+            return 1.0
+        return self._sums()[0] / len(self.window)
+
+    @property
+    def avg_latency(self) -> float:
+        if not self.window:
+            return 0.0
+        return self._sums()[1] / len(self.window)
+
+    def _sums(self) -> tuple[int, float]:
+        """(successes, total latency) of the window, cached until it changes: selection reads them for
+        every agent on every dispatch scan."""
+        if self._cached_sums is None:
+            self._cached_sums = (sum(1 for ok, _ in self.window if ok), sum(lat for _, lat in self.window))
+        return self._cached_sums
+
+    def record(self, ok: bool, latency: float, error: TaskError | None) -> None:
+        """Update the statistics with one finished task (failures included)."""
+        self._cached_sums = None
+        self.window.append((ok, round(latency, 6)))
+        self.last_seen = time.time()
+        if ok:
+            self.tasks_completed += 1
+            self.consecutive_failures = 0
+            self.error_until = 0.0
+        else:
+            self.tasks_failed += 1
+            self.last_error = error
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= ERROR_AFTER_FAILURES:
+                self.error_until = time.monotonic() + ERROR_COOLDOWN
+
+    def view(self, now_mono: float) -> AgentView:
+        return AgentView(
+            self.id,
+            frozenset(self.capabilities),
+            self.status(now_mono),
+            self.load,
+            self.max_concurrency,
+            self.success_rate,
+            self.avg_latency,
+            self.last_dispatch,
+        )
+
+    def info(self) -> AgentInfo:
+        rate = self.success_rate
+        last_seen = self.last_seen
+        session = getattr(self.runtime, "session", None)
+        if session is not None:
+            last_seen = max(last_seen or 0.0, session.last_seen_time)
+        return AgentInfo(
+            id=self.id,
+            name=self.name,
+            kind=self.kind,
+            capabilities=self.capabilities,
+            max_concurrency=self.max_concurrency,
+            status=self.status(),
+            current_load=self.load,
+            success_rate=rate,
+            error_rate=(1.0 - rate) if self.window else 0.0,
+            avg_latency=self.avg_latency,
+            tasks_completed=self.tasks_completed,
+            tasks_failed=self.tasks_failed,
+            llm=self.llm,
+            labels=dict(self.labels),
+            register_time=self.register_time,
+            last_seen_time=last_seen,
+            last_error=self.last_error,
+        )
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def definition_params(self) -> tuple:
+        return (
+            self.name,
+            self.kind,
+            json.dumps(list(self.capabilities)),
+            self.max_concurrency,
+            json.dumps(self.llm.to_dict()) if self.llm else None,
+            json.dumps(self.labels, sort_keys=True),
+        )
+
+    def stats_params(self) -> tuple:
+        return (
+            json.dumps([[int(ok), lat] for ok, lat in self.window], separators=(",", ":")),
+            self.tasks_completed,
+            self.tasks_failed,
+            json.dumps(self.last_error.to_dict()) if self.last_error else None,
+            self.last_seen,
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> AgentState:
+        s = cls(
+            id=row["id"],
+            name=row["name"],
+            kind=row["kind"],
+            capabilities=tuple(json.loads(row["capabilities"])),
+            max_concurrency=row["max_concurrency"],
+            llm=LlmSettings.from_dict(json.loads(row["llm"])) if row["llm"] else None,
+            labels=json.loads(row["labels"]),
+            register_time=row["register_time"],
+            tasks_completed=row["tasks_completed"],
+            tasks_failed=row["tasks_failed"],
+            last_error=TaskError.from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
+            last_seen=row["last_seen"],
+        )
+        s.window.extend((bool(ok), lat) for ok, lat in json.loads(row["window"]))
+        return s
+
+
+def make_runtime(
+    kind: str,
+    llm: LlmSettings | None,
+    defaults: LlmDefaults,
+    metrics: Any = None,
+    limiters: Limiters | None = None,
+) -> Agent | None:
+    """A fresh runtime for an agent kind (function agents get theirs from whoever registers them)."""
+    if kind == "offline":
+        return OfflineAgent()
+    if kind == "llm":
+        return LlmAgent(
+            llm or LlmSettings(),
+            defaults,
+            on_call=getattr(metrics, "record_llm_call", None),
+            limiters=limiters,
+        )
+    if kind == "remote":
+        return RemoteAgent()
+    return None
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+
+def check_kind(kind: str, field_name: str = "kind") -> str:
+    if kind not in AGENT_KINDS:
+        raise InvalidArgument(
+            field_name,
+            f"unknown agent kind {kind!r}; use one of {', '.join(AGENT_KINDS)}",
+            reason="ENUM_VALUE_INVALID",
+        )
+    return kind
+
+
+def check_max_concurrency(value: int, field_name: str = "max_concurrency") -> int:
+    if value < 0 or value > MAX_CONCURRENCY:
+        raise InvalidArgument(field_name, f"must be 0..{MAX_CONCURRENCY} (0 = 1), got {value}")
+    return value or 1
+
+
+def check_labels(labels: dict[str, str] | None, field_name: str = "labels") -> dict[str, str]:
+    labels = dict(labels or {})
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(field_name, f"at most {MAX_LABELS} labels (got {len(labels)})")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not 0 < len(k) <= 128:
+            raise InvalidArgument(f"{field_name}[{k!r}]", "a label key is 1..128 characters")
+        if not isinstance(v, str) or len(v) > 1024:
+            raise InvalidArgument(
+                f"{field_name}[{k!r}]", "a label value is a string of at most 1024 characters"
+            )
+    return labels
+
+
+def check_llm(kind: str, llm: LlmSettings | None, field_name: str = "llm") -> LlmSettings | None:
+    if kind != "llm":
+        if llm is not None and llm != LlmSettings():
+            raise InvalidArgument(field_name, f"LLM settings are only for kind llm (this agent is {kind})")
+        return None
+    llm = llm or LlmSettings()
+    if len(llm.model) > 256:
+        raise InvalidArgument(f"{field_name}.model", "at most 256 characters")
+    if llm.base_url and not re.match(r"https?://[^\s]+$", llm.base_url):
+        raise InvalidArgument(
+            f"{field_name}.base_url", "must be an http(s) URL, e.g. http://localhost:11434/v1"
+        )
+    if llm.api_key_env and not _ENV_RE.fullmatch(llm.api_key_env):
+        raise InvalidArgument(
+            f"{field_name}.api_key_env", "must be an environment variable name, e.g. OPENAI_API_KEY"
+        )
+    if len(llm.system_prompt.encode()) > 32 * 1024:
+        raise InvalidArgument(f"{field_name}.system_prompt", "at most 32 KiB")
+    if llm.temperature is not None and not 0 <= llm.temperature <= 2:
+        raise InvalidArgument(f"{field_name}.temperature", f"must be 0..2, got {llm.temperature}")
+    if llm.timeout is not None and not 0 < llm.timeout <= 600:
+        raise InvalidArgument(
+            f"{field_name}.timeout", f"must be > 0 and at most 10 minutes, got {llm.timeout}"
+        )
+    if llm.max_tokens is not None and llm.max_tokens <= 0:
+        raise InvalidArgument(f"{field_name}.max_tokens", f"must be positive, got {llm.max_tokens}")
+    return llm
+
+
+def check_definition(
+    agent_id: str,
+    kind: str,
+    capabilities: tuple[str, ...] | list[str],
+    max_concurrency: int,
+    llm: LlmSettings | None,
+    labels: dict[str, str] | None,
+    name: str,
+) -> tuple[tuple[str, ...], int, LlmSettings | None, dict[str, str]]:
+    check_name(agent_id, "agent_id")
+    check_kind(kind)
+    caps = check_capabilities(tuple(capabilities), "capabilities")
+    if len(name) > 256:
+        raise InvalidArgument("name", "at most 256 characters")
+    return caps, check_max_concurrency(max_concurrency), check_llm(kind, llm), check_labels(labels)

@@ -1,0 +1,502 @@
+"""The coordination engine's dispatcher: the queue scan that gives units to agents (with free
+capacity, and room at their LLM endpoint), running
+them (threaded agents on the pool, remote workers through their session), recording outcomes,
+re-dispatching lost work, advancing the modes and finishing coordinations.
+
+Everything here runs inside a journal transaction (database writer lock, then engine lock) except
+_launch/_run_threaded, which run after commit."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+
+from opentelemetry import context as otel_context
+
+from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome
+from ...config import Config
+from ...errors import Unavailable
+from ...storage import Tx
+from ...telemetry import context_from, current_trace, tracer
+from .._base import Component
+from . import _store as store
+from ._agents import AgentState
+from ._journal import Journal, RunTable
+from ._model import AgentResult, Selection, TaskError, evaluate
+from ._runs import PREVIEW, After, Run, Unit, checked, final_output, make_result, total_usage
+from ._selection import choose, rank
+
+log = logging.getLogger("voltorch.coordination")
+
+
+def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
+    """LLM tasks wait here, in the priority queue, while their endpoint's window is full: a task that
+    would only wait for the window holds no agent thread, and a later critical task still goes first.
+    `pending`: tasks given to each endpoint in this scan, not yet asking its limiter."""
+    limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
+    return limiter is None or limiter.has_room(pending.get(id(limiter), 0))
+
+
+class Dispatcher:
+    """Gives queued units to agents and records what they did. It owns the agent thread pool and the
+    generation (a stop() makes every in-flight callback of the previous one a no-op); it reads the
+    agents and the runs it is given, and changes state only inside the journal's transactions.
+    `observed` is the component it works for: its metrics and error recorder (which the Runtime hands
+    the component after construction) are read when used."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        runs: RunTable,
+        agents: dict[str, AgentState],
+        config: Config,
+        observed: Component,
+    ):
+        self.journal = journal
+        self.runs = runs
+        self.agents = agents
+        self.config = config
+        self.observed = observed
+        self.running = False
+        self.generation = 0
+        self.pool: ThreadPoolExecutor | None = None
+        self._dispatch_seq = itertools.count(1)
+
+    def start(self) -> bool:
+        """Under the engine lock: a new generation with a fresh pool (False when already running)."""
+        if self.running:
+            return False
+        self.running = True
+        self.generation += 1
+        self.pool = ThreadPoolExecutor(max(1, self.config.agent_threads), thread_name_prefix="agent")
+        return True
+
+    def stop(self) -> ThreadPoolExecutor | None:
+        """Under the engine lock: end the generation; returns the pool to shut down once unlocked."""
+        self.running = False
+        self.generation += 1
+        pool, self.pool = self.pool, None
+        return pool
+
+    def require_running(self) -> None:
+        if not self.running:
+            raise Unavailable("coordination engine is stopped; retry shortly", reason="COMPONENT_STOPPED")
+
+    def start_units(self, run: Run) -> None:
+        if run.mode == "parallel":
+            for i in range(len(run.plan)):
+                if i not in run.results:
+                    self._enqueue(run, i)
+        else:
+            self._advance_chain(run)
+
+    def _enqueue(self, run: Run, position: int) -> Unit:
+        unit = run.units.get(position)
+        if unit is None:
+            unit = Unit(run, position, f"{run.id}:{position}", attempt=run.attempts[position])
+            run.units[position] = unit
+        self.runs.queue.push(unit, int(run.priority), run.create_time)
+        return unit
+
+    def dispatch(self, tx: Tx, after: After) -> None:
+        """Give queued units to agents with free capacity, best priority first."""
+        if not len(self.runs.queue) or not self.running:
+            return
+        now_mono = time.monotonic()
+        free = sum(max(0, a.free) for a in self.agents.values() if a.connected)
+        blocked: set[tuple] = set()
+        pending: dict[int, int] = {}  # id(endpoint limiter) -> tasks given to it in this scan
+        for unit in self.runs.queue:
+            if free <= 0:
+                break
+            run = unit.run
+            named = run.plan[unit.position]
+            key = (named, run.caps, run.excluded(unit.position) if not named else frozenset())
+            if key in blocked:
+                continue
+            selection = None
+            if named:
+                state = self.agents.get(named)
+                if state is None:
+                    self._fail_unplaceable(
+                        tx, after, run, "AGENT_UNREGISTERED", f"agent {named!r} was unregistered"
+                    )
+                    continue
+                if not state.connected or state.free <= 0 or not _has_room(state, pending):
+                    blocked.add(key)
+                    continue
+            else:
+                ranked = rank((a.view(now_mono) for a in self.agents.values()), run.caps, key[2])
+                if not any(
+                    not c.reason.startswith("missing capability") and c.agent_id not in key[2]
+                    for c, _ in ranked
+                ):
+                    self._fail_unplaceable(
+                        tx,
+                        after,
+                        run,
+                        "NO_CAPABLE_AGENT",
+                        f"no registered agent has capabilities {', '.join(run.caps) or '(any)'}",
+                    )
+                    continue
+                best, selection = choose(ranked, run.caps)
+                if best is None or not _has_room(self.agents[best.id], pending):
+                    blocked.add(key)
+                    continue
+                state = self.agents[best.id]
+            self.runs.queue.remove(unit)
+            self._assign(tx, after, unit, state, selection)
+            free -= 1
+            limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
+            if limiter is not None:
+                pending[id(limiter)] = pending.get(id(limiter), 0) + 1
+
+    def _fail_unplaceable(self, tx: Tx, after: After, run: Run, code: str, message: str) -> None:
+        if not run.terminal:
+            self.finish(tx, after, run, "failed", TaskError(code, message))
+
+    def _assign(
+        self, tx: Tx, after: After, unit: Unit, state: AgentState, selection: Selection | None
+    ) -> None:
+        run = unit.run
+        now = time.time()
+        state.load += 1
+        self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
+        state.last_dispatch = next(self._dispatch_seq)
+        unit.attempt += 1
+        unit.agent_id = state.id
+        unit.cancel = CancelSignal()
+        unit.start_time, unit.start_mono = now, time.monotonic()
+        run.attempts[unit.position] = unit.attempt
+        run.participants[unit.position] = state.id
+        if selection is not None:
+            if run.selection is None:
+                run.selection = selection
+            else:
+                run.selection = Selection(
+                    run.selection.selected_agent_ids + selection.selected_agent_ids,
+                    run.selection.candidates,
+                    f"{run.selection.explanation}; position {unit.position}: {selection.explanation}",
+                )
+        data = {
+            "coordination_id": run.id,
+            "task_id": unit.task_id,
+            "attempt": unit.attempt,
+            "agent_id": state.id,
+            "position": unit.position,
+            "selection": selection.to_dict() if selection else None,
+        }
+        if run.status == "queued":
+            run.status = "running"
+            run.start_time = now
+            self.journal.emit(
+                tx,
+                "coordination.started",
+                {**data, "mode": run.mode, "queue_wait": round(now - run.create_time, 6)},
+                run,
+            )
+        if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
+            self.journal.emit(tx, "coordination.task.started", data, run)
+        store.update_coordination(tx, run.row())
+        task = AgentTask(
+            task_id=unit.task_id,
+            coordination_id=run.id,
+            text=run.task,
+            context=run.context_for(unit.position),
+            capabilities=run.caps,
+            attempt=unit.attempt,
+            deadline=run.deadline,
+            traceparent=run.traceparent,
+            correlation_id=run.correlation_id,
+            priority=run.priority,
+            execution_id=run.execution_id,
+            step_id=run.step_id,
+            agent_id=state.id,
+            agent_capabilities=state.capabilities,
+        )
+        assert state.runtime is not None
+        after.launches.append(partial(self._launch, unit, unit.attempt, state.runtime, task))
+
+    def _launch(self, unit: Unit, attempt: int, runtime: Agent, task: AgentTask) -> None:
+        cancel = unit.cancel
+        assert cancel is not None
+
+        def done(outcome: Outcome) -> None:
+            self._on_done(unit, attempt, outcome)
+
+        generation = self.generation
+        if runtime.threaded:
+            pool = self.pool
+            if pool is None:
+                return
+            try:
+                pool.submit(self._run_threaded, runtime, task, cancel, done, generation)
+            except RuntimeError:  # pool shut down: the engine is stopping
+                return
+        else:
+            try:
+                runtime.start(task, cancel, done)
+            except Exception as exc:
+                done(
+                    AgentError(f"agent failed to start the task: {exc}", code="AGENT_CRASHED", retryable=True)
+                )
+
+    def _run_threaded(
+        self, runtime: Agent, task: AgentTask, cancel: CancelSignal, done: Callable, generation: int
+    ) -> None:
+        if cancel.is_set() or generation != self.generation:
+            return
+        ctx = context_from(task.traceparent) if task.traceparent else None
+        with tracer.start_as_current_span("agent.task", context=ctx) as span:
+            span.set_attribute("voltorch.agent_id", task.agent_id)
+            span.set_attribute("voltorch.task_id", task.task_id)
+            span.set_attribute("voltorch.attempt", task.attempt)
+            tp = current_trace().traceparent
+            if tp:
+                task = replace(task, traceparent=tp)
+            try:
+                outcome: Outcome = runtime.run(task, cancel)
+                if not isinstance(outcome, AgentOutput):
+                    raise TypeError(f"run() returned {type(outcome).__name__}, not AgentOutput")
+            except AgentError as exc:
+                outcome = exc
+            except Exception as exc:
+                log.exception("agent %s crashed on %s", task.agent_id, task.task_id)
+                outcome = AgentError(f"agent crashed: {type(exc).__name__}: {exc}", code="AGENT_CRASHED")
+            if isinstance(outcome, AgentError):
+                span.set_attribute("voltorch.error_code", outcome.code)
+        if generation == self.generation:
+            done(outcome)
+
+    def _on_done(self, unit: Unit, attempt: int, outcome: Outcome) -> None:
+        if not self.running:
+            return
+        outcome = checked(outcome)
+        try:
+            with self.journal.txn() as (tx, after):
+                run = unit.run
+                if (
+                    unit.attempt != attempt
+                    or unit.agent_id is None
+                    or run.terminal
+                    or self.runs.live.get(run.id) is not run
+                ):
+                    return  # superseded, cancelled, timed out or from before a restart: ignored
+                state = self.agents.get(unit.agent_id)
+                latency = time.monotonic() - unit.start_mono
+                if (
+                    isinstance(outcome, AgentError)
+                    and outcome.code == "WORKER_LOST"
+                    and unit.attempt < self.config.coordination_max_attempts
+                ):
+                    self.requeue(tx, after, unit, state, outcome.message, record=True)
+                else:
+                    self._release(unit, state)
+                    result = make_result(unit, state.id if state else "", outcome, latency)
+                    if state is not None:
+                        state.record(result.error is None, latency, result.error)
+                        store.update_agent_stats(tx, state)
+                        self.observed.metrics.record_agent_task(
+                            state.id, latency, success=result.error is None
+                        )
+                    self._record_result(tx, after, run, result)
+                self.dispatch(tx, after)
+        except Exception:
+            log.exception("recording the outcome of %s failed", unit.task_id)
+
+    def _release(self, unit: Unit, state: AgentState | None) -> None:
+        if state is not None and unit.agent_id == state.id:
+            state.load = max(0, state.load - 1)
+            self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
+        unit.agent_id = None
+
+    def requeue(
+        self, tx: Tx, after: After, unit: Unit, state: AgentState | None, reason: str, *, record: bool
+    ) -> None:
+        """Give a task back to the queue for another attempt (lost worker, forced unregister)."""
+        run = unit.run
+        agent_id = unit.agent_id
+        latency = time.monotonic() - unit.start_mono
+        if unit.cancel is not None:
+            after.cancels.append((unit.cancel, f"re-dispatched: {reason}"))
+        self._release(unit, state)
+        if record and state is not None:
+            err = TaskError("WORKER_LOST", reason[:4096], True)
+            state.record(False, latency, err)
+            store.update_agent_stats(tx, state)
+        if run.plan[unit.position] == "":
+            run.participants[unit.position] = ""
+        self.journal.emit(
+            tx,
+            "coordination.task.redispatched",
+            {
+                "coordination_id": run.id,
+                "task_id": unit.task_id,
+                "attempt": unit.attempt,
+                "next_attempt": unit.attempt + 1,
+                "agent_id": agent_id,
+                "position": unit.position,
+                "reason": reason[:1024],
+            },
+            run,
+        )
+        store.update_coordination(tx, run.row())
+        self.runs.queue.push(unit, int(run.priority), run.create_time)
+
+    def _record_result(self, tx: Tx, after: After, run: Run, result: AgentResult) -> None:
+        if run.mode == "conditional" and result.position == 1:
+            result = replace(result, condition_result=True)
+        run.results[result.position] = result
+        run.units.pop(result.position, None)
+        data = {
+            "coordination_id": run.id,
+            "task_id": result.task_id,
+            "attempt": result.attempts,
+            "agent_id": result.agent_id,
+            "position": result.position,
+            "latency": round(result.latency, 6),
+            "usage": result.usage.to_dict(),
+        }
+        if len(run.plan) == 1:
+            pass  # a single task: coordination.completed / failed says it all
+        elif result.error:
+            self.journal.emit(tx, "coordination.task.failed", {**data, "error": result.error.to_dict()}, run)
+        else:
+            self.journal.emit(tx, "coordination.task.completed", data, run)
+        self.progress(tx, after, run)
+
+    def progress(self, tx: Tx, after: After, run: Run) -> None:
+        """After results changed: queue what comes next, or finish the coordination."""
+        if run.mode == "parallel":
+            if len(run.results) < len(run.plan):
+                for i in range(len(run.plan)):
+                    if i not in run.results and i not in run.units:
+                        self._enqueue(run, i)
+                store.update_coordination(tx, run.row())
+                return
+            results = [run.results[i] for i in sorted(run.results)]
+            if any(r.ok for r in results):
+                self.finish(tx, after, run, "completed", None)
+                return
+            errors = [r.error for r in results if r.error]
+            message = "; ".join(
+                f"{r.agent_id}: {r.error.code}: {r.error.message}" for r in results if r.error
+            )
+            self.finish(
+                tx,
+                after,
+                run,
+                "failed",
+                TaskError("ALL_AGENTS_FAILED", message[:4096], any(e.retryable for e in errors)),
+            )
+            return
+        failed = next((run.results[i] for i in sorted(run.results) if run.results[i].error), None)
+        if failed is not None:
+            self.finish(tx, after, run, "failed", failed.error)
+            return
+        self._advance_chain(run)
+        if len(run.results) == len(run.plan):
+            self.finish(tx, after, run, "completed", None)
+        else:
+            store.update_coordination(tx, run.row())
+
+    def _advance_chain(self, run: Run) -> None:
+        """Queue the next slot of a chain mode (evaluating the condition before a conditional target)."""
+        pos = len(run.results)
+        if pos >= len(run.plan) or pos in run.units:
+            return
+        if run.mode == "conditional" and pos == 1:
+            source = run.results[0]
+            assert run.condition is not None
+            holds = evaluate(run.condition, source.output, source.structured_output)
+            if not holds:
+                run.results[1] = AgentResult(
+                    run.plan[1], 1, f"{run.id}:1", 0, skipped=True, condition_result=False
+                )
+                return
+        self._enqueue(run, pos)
+
+    def finish(self, tx: Tx, after: After, run: Run, status: str, error: TaskError | None) -> None:
+        """Make a coordination terminal: output, in-flight tasks stopped, event, persisted, waiters woken."""
+        now = time.time()
+        for unit in list(run.units.values()):
+            self.runs.queue.remove(unit)
+            if unit.agent_id is None:
+                continue
+            state = self.agents.get(unit.agent_id)
+            if unit.cancel is not None:
+                after.cancels.append((unit.cancel, error.message if error else status))
+            if error is not None:
+                latency = time.monotonic() - unit.start_mono
+                run.results[unit.position] = make_result(
+                    unit,
+                    unit.agent_id,
+                    AgentError(error.message, code=error.code, retryable=error.retryable),
+                    latency,
+                )
+                if state is not None and status == "timed_out":
+                    state.record(False, latency, error)
+                    store.update_agent_stats(tx, state)
+            self._release(unit, state)
+        run.units.clear()
+        run.status = status
+        run.error = error
+        run.end_time = now
+        if status == "completed":
+            run.output, run.structured_output = final_output(run)
+        self.journal.emit(
+            tx,
+            f"coordination.{status}",
+            {
+                "coordination_id": run.id,
+                "mode": run.mode,
+                "status": status,
+                "agent_ids": run.participants,
+                "output": run.output[:PREVIEW],
+                "error": error.to_dict() if error else None,
+                "duration": round(now - run.create_time, 6),
+                "usage": total_usage(run).to_dict(),
+                "results": [
+                    {
+                        "agent_id": r.agent_id,
+                        "task_id": r.task_id,
+                        "attempts": r.attempts,
+                        "latency": round(r.latency, 6),
+                        "error_code": r.error.code if r.error else "",
+                        "skipped": r.skipped,
+                    }
+                    for r in (run.results[i] for i in sorted(run.results))
+                ],
+                "execution_id": run.execution_id,
+                "step_id": run.step_id,
+            },
+            run,
+        )
+        store.update_coordination(tx, run.row())
+        run.final = run.snapshot()
+        after.calls.append(lambda: self._observe(run))
+        after.finished.append(run)  # leaves _live after commit, so get() never reads a stale row
+
+    def _observe(self, run: Run) -> None:
+        """Metrics of a finished coordination and, for a failure, a recorded error in its trace."""
+        self.observed.metrics.record_coordination(
+            (run.end_time or time.time()) - run.create_time, run.status, mode=run.mode
+        )
+        if run.status not in ("failed", "timed_out") or run.error is None:
+            return
+        token = otel_context.attach(context_from(run.traceparent)) if run.traceparent else None
+        try:
+            self.observed.record_error(
+                f"COORDINATION_{run.status.upper()}",
+                f"coordination {run.id} {run.status}: {run.error.code}: {run.error.message}",
+                correlation_id=run.correlation_id,
+                details={"coordination_id": run.id, "mode": run.mode, "agent_ids": run.participants},
+            )
+        finally:
+            if token is not None:
+                otel_context.detach(token)

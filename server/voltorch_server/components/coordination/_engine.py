@@ -1,0 +1,687 @@
+"""The coordination engine: the agent registry, the priority queue, selection, the four modes,
+timeouts, cancellation, remote workers and recovery after a restart.
+
+How it runs. A coordination is a plan of slots (a named agent, or "" = selected by capability); each
+slot becomes a unit of work that waits in one aging priority queue until an agent with free capacity
+can take it. Every state change happens in one SQLite transaction together with its events, under
+the database's writer lock and then the engine lock (always in that order; the engine lock is never
+held while waiting for the database). Dispatch is a scan of the queue done inline by whichever
+thread changed something (a request, a finished task, a connecting worker), in the same
+transaction; agents are launched after commit — threaded agents on the engine's pool, remote
+workers through their session. A timer thread enforces deadlines and worker heartbeats.
+
+Lifecycle: start() loads agents, registers the built-in team and re-queues every queued or running
+coordination from the database; stop() abandons in-flight work without finishing it, so the next
+start() picks it up again (attempt numbers keep growing, so stale worker results are ignored).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..._ids import new_id
+from ...agents.base import Agent, AgentTask, CancelSignal
+from ...agents.limiter import Limiters
+from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
+from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
+from ...config import Config
+from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ...priority import Priority
+from ...storage import Database
+from ...telemetry import current_trace, trace_ids_from
+from .._base import Component
+from .._paging import decode_token, encode_token
+from .._paging import page_size as checked_page_size
+from ..events import EventLog
+from . import _store as store
+from ._agents import AgentState, check_capabilities
+from ._dispatch import Dispatcher
+from ._journal import Journal, RunTable
+from ._model import (
+    DEFAULT_PARALLEL_AGENTS,
+    MAX_AGENTS_PARALLEL,
+    MAX_CONTEXT_BYTES,
+    MAX_TASK_CHARS,
+    MAX_TIMEOUT,
+    MODES,
+    STATUSES,
+    TERMINAL,
+    AgentInfo,
+    AgentResult,
+    Candidate,
+    Coordination,
+    CoordinationCondition,
+    CoordinationRequest,
+    Selection,
+    TaskError,
+    agent_not_found,
+    check_condition,
+    check_json,
+    check_name,
+)
+from ._registry import AgentRegistry
+from ._runs import PREVIEW, Run, request_hash
+
+log = logging.getLogger("voltorch.coordination")
+
+__all__ = [
+    "AgentInfo",
+    "AgentResult",
+    "Candidate",
+    "Coordination",
+    "CoordinationCondition",
+    "CoordinationEngine",
+    "CoordinationRequest",
+    "LlmSettings",
+    "Selection",
+    "TaskError",
+]
+
+
+class CoordinationEngine(Component):
+    """Agents and who does what. Thread-safe; every public method may be called from any thread.
+
+    Composed of a run table (live coordinations, their queue and deadlines), a journal (transactions
+    with their events), a dispatcher (queue scan, agents running units, outcomes) and an agent registry
+    (definitions, runtimes, worker sessions); the engine itself takes requests, answers queries, keeps
+    deadlines and recovers after a restart."""
+
+    name = "coordination"
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        config: Config | None = None,
+        limiters: Limiters | None = None,
+    ):
+        """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
+        from the config)."""
+        self.db = db
+        self.events = events
+        self.config = config or Config()
+        self.limiters = limiters if limiters is not None else Limiters(limit_settings(self.config))
+        self.llm_defaults = LlmDefaults(
+            model=self.config.openai_model,
+            base_url=self.config.openai_base_url,
+            api_key_env=self.config.openai_api_key_env,
+            timeout=self.config.openai_timeout,
+            max_retries=self.config.llm_max_retries,
+        )
+        self._lock = threading.RLock()
+        self.agents: dict[str, AgentState] = {}
+        self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
+        self.journal = Journal(db, events, self._lock, self.runs)
+        self.dispatcher = Dispatcher(self.journal, self.runs, self.agents, self.config, observed=self)
+        self.registry = AgentRegistry(
+            db,
+            events,
+            self.journal,
+            self.runs,
+            self.agents,
+            self.dispatcher,
+            self.config,
+            self.llm_defaults,
+            self.limiters,
+            observed=self,
+        )
+        self._timer: threading.Thread | None = None
+        self._wake = threading.Condition(threading.Lock())
+
+    def start(self) -> None:
+        with self._lock:
+            if not self.dispatcher.start():
+                return
+        self.registry.load()
+        if self.config.builtin_agents:
+            self.registry.register_builtin_agents()
+        self._recover()
+        self._timer = threading.Thread(
+            target=self._timer_loop,
+            args=(self.dispatcher.generation,),
+            name="coordination-timer",
+            daemon=True,
+        )
+        self._timer.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self.dispatcher.running:
+                return
+            pool = self.dispatcher.stop()
+            live = self.runs.live.values()
+            cancels = [u.cancel for r in live for u in r.units.values() if u.cancel]
+            sessions = [
+                a.runtime.session
+                for a in self.agents.values()
+                if isinstance(a.runtime, RemoteAgent) and a.runtime.session
+            ]
+            runtimes = [a.runtime for a in self.agents.values() if a.runtime and a.kind != "function"]
+            for r in live:
+                r.done.set()  # wake waiters; they read the persisted state
+            self.runs.clear()
+            self.agents.clear()
+            self.registry.loaded = False
+        with self._wake:
+            self._wake.notify_all()
+        for c in cancels:
+            c.set("server stopping")
+        for s in sessions:
+            s.close("server stopping", "shutdown")
+        for rt in runtimes:
+            rt.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(timeout=2)
+
+    def check(self) -> None:
+        if not self.dispatcher.running:
+            raise Unavailable("coordination engine is stopped", reason="COMPONENT_STOPPED")
+        if self._timer is None or not self._timer.is_alive():
+            raise Unavailable("coordination timer thread is not running", reason="COMPONENT_STOPPED")
+        self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
+
+    # -- agents (the registry's) -------------------------------------------------------------------
+
+    def register_builtin_agents(self) -> list[AgentInfo]:
+        return self.registry.register_builtin_agents()
+
+    def register_agent(
+        self,
+        agent_id: str = "",
+        *,
+        kind: str,
+        capabilities: tuple[str, ...] | list[str] = (),
+        name: str = "",
+        max_concurrency: int = 0,
+        llm: LlmSettings | None = None,
+        labels: dict[str, str] | None = None,
+        replace: bool = False,
+        runtime: Agent | Callable[[AgentTask, CancelSignal], Any] | None = None,
+    ) -> AgentInfo:
+        return self.registry.register_agent(
+            agent_id,
+            kind=kind,
+            capabilities=capabilities,
+            name=name,
+            max_concurrency=max_concurrency,
+            llm=llm,
+            labels=labels,
+            replace=replace,
+            runtime=runtime,
+        )
+
+    def unregister_agent(self, agent_id: str, *, force: bool = False) -> AgentInfo:
+        return self.registry.unregister_agent(agent_id, force=force)
+
+    def update_capabilities(
+        self, agent_id: str, capabilities: tuple[str, ...] | list[str], mode: str = "replace"
+    ) -> AgentInfo:
+        return self.registry.update_capabilities(agent_id, capabilities, mode)
+
+    def get_agent(self, agent_id: str) -> AgentInfo:
+        return self.registry.get_agent(agent_id)
+
+    def list_agents(
+        self,
+        *,
+        capabilities: tuple[str, ...] | list[str] = (),
+        status: str = "",
+        kind: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[AgentInfo], str]:
+        return self.registry.list_agents(
+            capabilities=capabilities, status=status, kind=kind, page_size=page_size, page_token=page_token
+        )
+
+    def connect_worker(self, hello: WorkerHello) -> WorkerSession:
+        return self.registry.connect_worker(hello)
+
+    def heartbeat_settings(self) -> tuple[float, float]:
+        return self.registry.heartbeat_settings()
+
+    # -- coordinations -------------------------------------------------------------------------------
+
+    def request(self, req: CoordinationRequest) -> Coordination:
+        """Validate, persist and queue a coordination; returns at once (status queued). Idempotent by
+        request_id."""
+        return self.submit(req)[0]
+
+    def submit(self, req: CoordinationRequest) -> tuple[Coordination, bool]:
+        """As request(), also saying whether request_id matched an earlier request (nothing new queued)."""
+        self.dispatcher.require_running()
+        priority, timeout, context_raw = self._check_request(req)
+        now = time.time()
+        cid = new_id("coord")
+        digest = request_hash(req, priority, timeout)
+        ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
+        with self.journal.txn() as (tx, after):
+            if req.request_id:
+                row = tx.execute(
+                    "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (req.request_id,)
+                ).fetchone()
+                if row is not None:
+                    if row["request_hash"] != digest:
+                        raise AlreadyExists(
+                            f"request_id {req.request_id!r} was used for a different request (coordination "
+                            f"{row['id']})",
+                            reason="REQUEST_ID_REUSED",
+                            metadata={"coordination_id": row["id"], "field": "request_id"},
+                        )
+                    run = self.runs.live.get(row["id"])
+                    existing = run.snapshot(self.runs.position(run)) if run else None
+                    return existing or self._read(row["id"]), True
+            plan = self._plan(req)
+            run = Run(
+                id=cid,
+                request_id=req.request_id,
+                mode=req.mode,
+                source=req.source_agent_id,
+                requested_agent_ids=tuple(req.agent_ids),
+                caps=tuple(req.required_capabilities),
+                task=req.task,
+                context=dict(req.context),
+                priority=priority,
+                timeout=timeout,
+                deadline=now + timeout,
+                condition=req.condition,
+                correlation_id=req.correlation_id or cid,
+                trace_id=ids.trace_id,
+                traceparent=ids.traceparent,
+                max_agents=req.max_agents,
+                execution_id=req.execution_id,
+                step_id=req.step_id,
+                create_time=now,
+                plan=plan,
+                participants=list(plan),
+                attempts=[0] * len(plan),
+            )
+            store.insert_coordination(
+                tx,
+                {
+                    **run.row(),
+                    "request_id": req.request_id,
+                    "request_hash": digest,
+                    "mode": run.mode,
+                    "source_agent_id": run.source,
+                    "target_agent_id": req.target_agent_id,
+                    "requested_agent_ids": json.dumps(list(req.agent_ids)),
+                    "plan": json.dumps(plan),
+                    "required_capabilities": json.dumps(list(run.caps)),
+                    "task": run.task,
+                    "context": context_raw,
+                    "priority": int(priority),
+                    "timeout": timeout,
+                    "deadline": run.deadline,
+                    "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+                    "correlation_id": run.correlation_id,
+                    "trace_id": run.trace_id,
+                    "traceparent": run.traceparent,
+                    "max_agents": req.max_agents,
+                    "execution_id": req.execution_id,
+                    "step_id": req.step_id,
+                    "create_time": now,
+                },
+            )
+            self.journal.emit(
+                tx,
+                "coordination.requested",
+                {
+                    "coordination_id": cid,
+                    "mode": run.mode,
+                    "task": run.task[:PREVIEW],
+                    "source_agent_id": run.source,
+                    "target_agent_id": req.target_agent_id,
+                    "plan": plan,
+                    "required_capabilities": list(run.caps),
+                    "priority": priority.name.lower(),
+                    "request_id": req.request_id,
+                    "execution_id": req.execution_id,
+                    "step_id": req.step_id,
+                },
+                run,
+            )
+            self.runs.live[cid] = run
+            self._schedule_deadline(run)
+            self.dispatcher.start_units(run)
+            snapshot = run.snapshot(self.runs.position(run))
+            self.dispatcher.dispatch(tx, after)
+        return snapshot, False
+
+    def _check_request(self, req: CoordinationRequest) -> tuple[Priority, float, str]:
+        """Validation that needs no agent registry; returns (priority, timeout, context JSON)."""
+        if not isinstance(req.task, str) or not req.task.strip():
+            raise InvalidArgument(
+                "task", "a task is required (the instruction for the agents)", reason="FIELD_REQUIRED"
+            )
+        if len(req.task) > MAX_TASK_CHARS:
+            raise InvalidArgument("task", f"at most {MAX_TASK_CHARS} characters (got {len(req.task)})")
+        if req.mode not in MODES:
+            raise InvalidArgument(
+                "mode",
+                f"unknown mode {req.mode!r}; use one of {', '.join(MODES)}",
+                reason="ENUM_VALUE_INVALID",
+            )
+        for fname in ("source_agent_id", "target_agent_id"):
+            value = getattr(req, fname)
+            if value:
+                check_name(value, fname)
+        if isinstance(req.agent_ids, str):
+            raise InvalidArgument("agent_ids", "a list of agent ids, not one string", reason="NAME_INVALID")
+        for i, a in enumerate(req.agent_ids):
+            check_name(a, f"agent_ids[{i}]")
+        check_capabilities(tuple(req.required_capabilities), "required_capabilities")
+        if not isinstance(req.context, dict):
+            raise InvalidArgument("context", "must be a JSON object", reason="VALUE_INVALID")
+        context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES)
+        try:
+            priority = Priority.of(req.priority)
+        except ValueError:
+            raise InvalidArgument(
+                "priority", f"unknown priority {req.priority!r}", reason="ENUM_VALUE_INVALID"
+            ) from None
+        timeout = req.timeout or self.config.coordination_timeout
+        if req.timeout is not None and req.timeout < 0:
+            raise InvalidArgument("timeout", "must not be negative", reason="DURATION_INVALID")
+        if timeout > MAX_TIMEOUT:
+            raise InvalidArgument("timeout", f"at most 24 h (got {timeout:.0f} s)", reason="DURATION_INVALID")
+        if req.condition is not None:
+            check_condition(req.condition)
+        if len(req.request_id) > 128:
+            raise InvalidArgument("request_id", "at most 128 characters")
+        if len(req.correlation_id) > 256:
+            raise InvalidArgument("correlation_id", "at most 256 characters")
+        if not 0 <= req.max_agents <= MAX_AGENTS_PARALLEL:
+            raise InvalidArgument(
+                "max_agents", f"must be 0..{MAX_AGENTS_PARALLEL} (0 = {DEFAULT_PARALLEL_AGENTS})"
+            )
+        return priority, float(timeout), context_raw
+
+    def _plan(self, req: CoordinationRequest) -> list[str]:
+        """The slots of the mode (agent id, or "" = selected). Needs the engine lock."""
+        src, tgt, ids, mode = req.source_agent_id, req.target_agent_id, list(req.agent_ids), req.mode
+        caps = tuple(req.required_capabilities)
+        if mode != "conditional" and req.condition is not None:
+            raise InvalidArgument("condition", "only used in conditional mode", reason="CONDITION_INVALID")
+        if mode in ("sequential", "conditional"):
+            if ids:
+                raise InvalidArgument(
+                    "agent_ids", f"not used in {mode} mode; use source_agent_id/target_agent_id"
+                )
+            if src and src == tgt:
+                raise InvalidArgument("target_agent_id", "must differ from source_agent_id")
+        if mode == "sequential":
+            plan = [a for a in (src, tgt) if a]
+            if not tgt and (not src or caps):
+                plan.append("")
+        elif mode == "conditional":
+            if not src:
+                raise InvalidArgument("source_agent_id", "conditional mode needs a source agent")
+            if req.condition is None:
+                raise InvalidArgument("condition", "conditional mode needs a condition")
+            plan = [src, tgt]
+        elif mode == "parallel":
+            if tgt:
+                raise InvalidArgument(
+                    "target_agent_id", "not used in parallel mode; list the agents in agent_ids"
+                )
+            if len(set(ids)) != len(ids):
+                raise InvalidArgument("agent_ids", "an agent may appear only once")
+            plan = ids or [""] * self._parallel_width(req)
+        else:
+            plan = [a for a in (src, *ids, tgt) if a]
+            if len(plan) < 2:
+                raise InvalidArgument(
+                    "agent_ids",
+                    "pipeline mode needs at least two agents (source_agent_id, agent_ids, target_agent_id)",
+                )
+        for fname, value in (("source_agent_id", src), ("target_agent_id", tgt)):
+            if value and value not in self.agents:
+                raise agent_not_found(value, fname)
+        for i, a in enumerate(ids):
+            if a not in self.agents:
+                raise agent_not_found(a, f"agent_ids[{i}]")
+        if "" in plan:
+            named = {a for a in (src, *plan) if a}
+            capable = [
+                a
+                for a in self.agents.values()
+                if a.id not in named and all(c in a.capabilities for c in caps)
+            ]
+            if not capable:
+                needs = f"capabilities {', '.join(caps)}" if caps else "any capability"
+                raise FailedPrecondition(
+                    f"no registered agent (other than those named) has {needs}",
+                    reason="NO_CAPABLE_AGENT",
+                    metadata={"required_capabilities": ",".join(caps)},
+                )
+        return plan
+
+    def _parallel_width(self, req: CoordinationRequest) -> int:
+        want = req.max_agents or DEFAULT_PARALLEL_AGENTS
+        caps = tuple(req.required_capabilities)
+        capable = [
+            a
+            for a in self.agents.values()
+            if a.id != req.source_agent_id and all(c in a.capabilities for c in caps)
+        ]
+        online = [a for a in capable if a.connected]
+        return max(1, min(want, len(online) or len(capable)))
+
+    def get(self, coordination_id: str) -> Coordination:
+        with self._lock:
+            run = self.runs.live.get(coordination_id)
+            if run is not None:
+                return run.final or run.snapshot(self.runs.position(run))
+        return self._read(coordination_id)
+
+    def _read(self, coordination_id: str) -> Coordination:
+        row = store.get_row(self.db, coordination_id)
+        if row is None:
+            err = NotFound("coordination", coordination_id)
+            err.metadata["field"] = "coordination_id"
+            raise err
+        return store.from_row(row)
+
+    def wait(self, coordination_id: str, timeout: float | None = None) -> Coordination:
+        """Block until the coordination is terminal or `timeout` passes; return its state either way."""
+        with self._lock:
+            run = self.runs.live.get(coordination_id)
+        if run is None:
+            return self._read(coordination_id)
+        run.done.wait(timeout)
+        return self.get(coordination_id) if run.final is None else run.final
+
+    def list(
+        self,
+        *,
+        status: str = "",
+        agent_id: str = "",
+        correlation_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[Coordination], str]:
+        """Coordinations newest first, filtered, paged."""
+        if status and status not in STATUSES:
+            raise InvalidArgument("status", f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        size = checked_page_size(page_size)
+        query = {"status": status, "agent_id": agent_id, "correlation_id": correlation_id}
+        before = decode_token(page_token, query)
+        rows = store.list_rows(
+            self.db,
+            status=status,
+            agent_id=agent_id,
+            correlation_id=correlation_id,
+            before=before,
+            limit=size + 1,
+        )
+        out = []
+        with self._lock:
+            for r in rows[:size]:
+                run = self.runs.live.get(r["id"])
+                out.append(run.snapshot(self.runs.position(run)) if run else store.from_row(r))
+        token = encode_token(query, rows[size - 1]["id"]) if len(rows) > size else ""
+        return out, token
+
+    def details(self) -> dict[str, Any]:
+        with self._lock:
+            agents = list(self.agents.values())
+            return {
+                "queue_depth": len(self.runs.queue),
+                "active_coordinations": self.runs.active_count,
+                "registered_agents": len(agents),
+                "connected_workers": sum(1 for a in agents if a.kind == "remote" and a.connected),
+                "busy_agents": sum(1 for a in agents if a.load > 0),
+            }
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.runs.queue)
+
+    @property
+    def active_count(self) -> int:
+        return self.runs.active_count
+
+    def cancel(self, coordination_id: str, reason: str = "") -> Coordination:
+        """Cancel a queued or running coordination (in-flight agent tasks are told to stop). Cancelling
+        a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
+        self.dispatcher.require_running()
+        reason = (reason or "cancelled by request")[:1024]
+        with self.journal.txn() as (tx, after):
+            run = self.runs.live.get(coordination_id)
+            if run is None or run.terminal:
+                current = run.final if run is not None and run.final else self._read(coordination_id)
+                if current.status == "cancelled":
+                    return current
+                if current.status in TERMINAL:
+                    raise FailedPrecondition(
+                        f"coordination {coordination_id} is already {current.status}",
+                        reason="ALREADY_TERMINAL",
+                    )
+                raise Unavailable(
+                    f"coordination {coordination_id} is being recovered; retry shortly",
+                    reason="COORDINATION_RECOVERING",
+                )
+            self.dispatcher.finish(
+                tx, after, run, "cancelled", TaskError("CANCELLED", f"cancelled: {reason}")
+            )
+            result = run.final
+            self.dispatcher.dispatch(tx, after)
+        assert result is not None
+        return result
+
+    def _schedule_deadline(self, run: Run) -> None:
+        heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
+        with self._wake:
+            self._wake.notify_all()
+
+    def _timer_loop(self, generation: int) -> None:
+        hb_interval, hb_timeout = self.registry.heartbeat_settings()
+        check_every = max(0.05, min(1.0, hb_timeout / 4))
+        next_hb = time.monotonic() + check_every
+        while self.dispatcher.running and self.dispatcher.generation == generation:
+            now = time.time()
+            expired: list[str] = []
+            with self._lock:
+                while self.runs.deadlines and self.runs.deadlines[0][0] <= now:
+                    expired.append(heapq.heappop(self.runs.deadlines)[1])
+                next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
+                queued = len(self.runs.queue) > 0
+            for cid in expired:
+                self._time_out(cid)
+            mono = time.monotonic()
+            if mono >= next_hb:
+                next_hb = mono + check_every
+                self.registry.check_heartbeats(hb_timeout)
+                if queued:  # agents leaving the ERROR state, capacity freed without an event
+                    try:
+                        with self.journal.txn() as (tx, after):
+                            self.dispatcher.dispatch(tx, after)
+                    except Exception:
+                        log.exception("periodic dispatch failed")
+            wait = (
+                check_every
+                if next_deadline is None
+                else min(check_every, max(0.0, next_deadline - time.time()))
+            )
+            with self._wake:
+                if self.dispatcher.running and self.dispatcher.generation == generation:
+                    self._wake.wait(wait)
+
+    def _time_out(self, coordination_id: str) -> None:
+        try:
+            with self.journal.txn() as (tx, after):
+                run = self.runs.live.get(coordination_id)
+                if run is None or run.terminal:
+                    return
+                self.dispatcher.finish(
+                    tx,
+                    after,
+                    run,
+                    "timed_out",
+                    TaskError(
+                        "TIMEOUT", f"coordination exceeded its timeout of {run.timeout:g} s", retryable=True
+                    ),
+                )
+                self.dispatcher.dispatch(tx, after)
+        except Exception:
+            log.exception("timing out %s failed", coordination_id)
+
+    def _recover(self) -> None:
+        """Re-queue every queued or running coordination found in the database."""
+        rows = store.active_rows(self.db)
+        if not rows:
+            return
+        with self.journal.txn() as (tx, after):
+            for row in rows:
+                if row["id"] in self.runs.live:
+                    continue
+                plan = json.loads(row["plan"])
+                run = Run(
+                    id=row["id"],
+                    request_id=row["request_id"],
+                    mode=row["mode"],
+                    source=row["source_agent_id"],
+                    requested_agent_ids=tuple(json.loads(row["requested_agent_ids"])),
+                    caps=tuple(json.loads(row["required_capabilities"])),
+                    task=row["task"],
+                    context=json.loads(row["context"]),
+                    priority=Priority(row["priority"]),
+                    timeout=row["timeout"],
+                    deadline=row["deadline"],
+                    condition=CoordinationCondition.from_dict(
+                        json.loads(row["condition"]) if row["condition"] else None
+                    ),
+                    correlation_id=row["correlation_id"],
+                    trace_id=row["trace_id"],
+                    traceparent=row["traceparent"],
+                    max_agents=row["max_agents"],
+                    execution_id=row["execution_id"],
+                    step_id=row["step_id"],
+                    create_time=row["create_time"],
+                    plan=plan,
+                    status=row["status"],
+                    participants=json.loads(row["agent_ids"]),
+                    attempts=json.loads(row["attempts"]),
+                    selection=Selection.from_dict(json.loads(row["selection"]) if row["selection"] else None),
+                    start_time=row["start_time"],
+                )
+                for r in json.loads(row["results"]):
+                    res = AgentResult.from_dict(r)
+                    run.results[res.position] = res
+                for i, a in enumerate(plan):  # selected slots without a result choose again
+                    if a == "" and i not in run.results:
+                        run.participants[i] = ""
+                self.runs.live[run.id] = run
+                heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
+                self.dispatcher.progress(tx, after, run)
+            log.info("re-queued %d coordination(s) after restart", len(rows))
+            self.dispatcher.dispatch(tx, after)

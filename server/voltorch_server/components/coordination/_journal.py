@@ -1,0 +1,102 @@
+"""The run table (coordinations in flight) and the journal (how the engine's state changes): the two
+pieces the engine, its agent registry and its dispatcher share, each given to them explicitly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ...storage import Database, Tx
+from .._queue import AgingQueue
+from ..events import EventLog, NewEvent
+from ._runs import SOURCE, After, Run, Unit
+
+log = logging.getLogger("voltorch.coordination")
+
+
+class RunTable:
+    """Live coordinations by id, the one aging priority queue of their units and the heap of their
+    deadlines. Guarded by the engine lock."""
+
+    def __init__(self, aging: float):
+        self.live: dict[str, Run] = {}
+        self.queue: AgingQueue[Unit] = AgingQueue(aging)
+        self.deadlines: list[tuple[float, str]] = []
+
+    def position(self, run: Run) -> int:
+        """1-based place of a queued coordination among the queued ones (0 when not queued)."""
+        if run.status != "queued":
+            return 0
+        seen: set[str] = set()
+        for unit in self.queue:
+            if unit.run.id not in seen:
+                seen.add(unit.run.id)
+                if unit.run is run:
+                    return len(seen)
+        return 0
+
+    @property
+    def active_count(self) -> int:
+        return sum(1 for r in self.live.values() if not r.terminal)
+
+    def clear(self) -> None:
+        self.live.clear()
+        self.queue = AgingQueue(self.queue.aging)
+        self.deadlines.clear()
+
+
+class Journal:
+    """Every state change happens in one SQLite transaction together with its events, under the
+    database's writer lock and then the engine lock (always in that order; the engine lock is never
+    held while waiting for the database). What must wait for the commit — waking waiters, cancelling,
+    closing runtimes, launching agents — runs after it, unlocked."""
+
+    def __init__(self, db: Database, events: EventLog, lock: threading.RLock, runs: RunTable):
+        self.db = db
+        self.events = events
+        self.lock = lock
+        self.runs = runs
+
+    @contextmanager
+    def txn(self) -> Iterator[tuple[Tx, After]]:
+        """A transaction with the engine lock held inside it; after-commit work runs unlocked."""
+        after = After()
+        with self.db.write() as tx, self.lock:
+            yield tx, after
+        self.run_after(after)
+
+    def run_after(self, after: After) -> None:
+        if after.finished:
+            with self.lock:
+                live = self.runs.live
+                for run in after.finished:
+                    if live.get(run.id) is run:
+                        del live[run.id]
+        for run in after.finished:
+            run.done.set()
+        for signal, reason in after.cancels:
+            signal.set(reason)
+        for fn in after.calls:
+            try:
+                fn()
+            except Exception:
+                log.exception("closing an agent runtime failed")
+        for launch in after.launches:
+            launch()
+
+    def emit(self, tx: Tx, type_: str, data: dict[str, Any], run: Run | None = None) -> None:
+        if run is None:
+            ev = NewEvent(type=type_, source=SOURCE, data=data)
+        else:
+            ev = NewEvent(
+                type=type_,
+                source=SOURCE,
+                data=data,
+                correlation_id=run.correlation_id,
+                priority=run.priority,
+                traceparent=run.traceparent,
+            )
+        self.events.append(tx, [ev])

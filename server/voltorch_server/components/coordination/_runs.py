@@ -1,0 +1,244 @@
+"""The engine's in-memory records of live coordinations (guarded by its lock) and the pure helpers
+that turn agent outcomes into results and results into a coordination's output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...agents.base import AgentError, CancelSignal, Outcome, TokenUsage
+from ...errors import InvalidArgument
+from ...priority import Priority
+from . import _store as store
+from ._model import (
+    MAX_OUTPUT_BYTES,
+    TERMINAL,
+    AgentResult,
+    Coordination,
+    CoordinationCondition,
+    CoordinationRequest,
+    Selection,
+    TaskError,
+    check_json,
+)
+
+SOURCE = "coordination"  # the source of every event the engine publishes
+PREVIEW = 1000  # characters of task / output text copied into events
+
+
+@dataclass(eq=False)
+class Unit:
+    """One slot of a coordination: waiting in the queue, or in flight on an agent."""
+
+    run: Run
+    position: int
+    task_id: str
+    attempt: int = 0
+    agent_id: str | None = None  # set while in flight
+    cancel: CancelSignal | None = None
+    start_time: float = 0.0
+    start_mono: float = 0.0
+
+
+@dataclass(eq=False)
+class Run:
+    """The live, mutable state of one non-terminal coordination (guarded by the engine lock)."""
+
+    id: str
+    request_id: str
+    mode: str
+    source: str
+    requested_agent_ids: tuple[str, ...]
+    caps: tuple[str, ...]
+    task: str
+    context: dict[str, Any]
+    priority: Priority
+    timeout: float
+    deadline: float
+    condition: CoordinationCondition | None
+    correlation_id: str
+    trace_id: str
+    traceparent: str
+    max_agents: int
+    execution_id: str
+    step_id: str
+    create_time: float
+    plan: list[str]
+    status: str = "queued"
+    participants: list[str] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
+    results: dict[int, AgentResult] = field(default_factory=dict)
+    output: str = ""
+    structured_output: Any = None
+    error: TaskError | None = None
+    selection: Selection | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    units: dict[int, Unit] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    final: Coordination | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def excluded(self, position: int) -> frozenset[str]:
+        """Agents a selected slot must not take: the named ones and those other slots got."""
+        named = {a for a in self.plan if a}
+        if self.source:
+            named.add(self.source)
+        others = {a for i, a in enumerate(self.participants) if a and i != position}
+        return frozenset(named | others)
+
+    def context_for(self, position: int) -> dict[str, Any]:
+        if self.mode == "parallel" or position == 0:
+            return dict(self.context)
+        prev = self.results.get(position - 1)
+        ctx = dict(self.context)
+        if prev is not None:
+            ctx["previous_output"] = prev.output
+            ctx["previous_structured_output"] = prev.structured_output
+            ctx["previous_agent_id"] = prev.agent_id
+        return ctx
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "agent_ids": json.dumps(self.participants),
+            "attempts": json.dumps(self.attempts),
+            "results": json.dumps(
+                [self.results[i].to_dict() for i in sorted(self.results)], separators=(",", ":")
+            ),
+            "output": self.output,
+            "structured_output": None
+            if self.structured_output is None
+            else json.dumps(self.structured_output, separators=(",", ":")),
+            "error": json.dumps(self.error.to_dict()) if self.error else None,
+            "selection": json.dumps(self.selection.to_dict()) if self.selection else None,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+        }
+
+    def snapshot(self, queue_position: int = 0) -> Coordination:
+        return Coordination(
+            id=self.id,
+            status=self.status,
+            mode=self.mode,
+            task=self.task,
+            request_id=self.request_id,
+            source_agent_id=self.source,
+            target_agent_id=store.resolved_target(self.mode, self.source, self.plan, self.participants),
+            agent_ids=tuple(self.participants),
+            required_capabilities=self.caps,
+            context=self.context,
+            priority=self.priority,
+            timeout=self.timeout,
+            condition=self.condition,
+            correlation_id=self.correlation_id,
+            trace_id=self.trace_id,
+            results=tuple(self.results[i] for i in sorted(self.results)),
+            output=self.output,
+            structured_output=self.structured_output,
+            error=self.error,
+            selection=self.selection,
+            queue_position=queue_position,
+            create_time=self.create_time,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            execution_id=self.execution_id,
+            step_id=self.step_id,
+        )
+
+
+@dataclass
+class After:
+    """Work to do once a transaction has committed and the locks are released."""
+
+    launches: list[Callable[[], None]] = field(default_factory=list)  # agents starting their tasks
+    cancels: list[tuple[CancelSignal, str]] = field(default_factory=list)
+    finished: list[Run] = field(default_factory=list)
+    calls: list[Callable[[], None]] = field(default_factory=list)  # closing runtimes, metrics, error records
+
+
+def request_hash(req: CoordinationRequest, priority: Priority, timeout: float) -> str:
+    body = {
+        "task": req.task,
+        "mode": req.mode,
+        "source": req.source_agent_id,
+        "target": req.target_agent_id,
+        "agents": list(req.agent_ids),
+        "caps": list(req.required_capabilities),
+        "context": req.context,
+        "priority": int(priority),
+        "timeout": timeout,
+        "condition": req.condition.to_dict() if req.condition else None,
+        "correlation_id": req.correlation_id,
+        "max_agents": req.max_agents,
+        "execution_id": req.execution_id,
+        "step_id": req.step_id,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checked(outcome: Outcome) -> Outcome:
+    """Enforce output limits on what an agent returned."""
+    if isinstance(outcome, AgentError):
+        return outcome
+    if len(outcome.output.encode()) > MAX_OUTPUT_BYTES:
+        return AgentError(
+            f"output is {len(outcome.output.encode())} bytes; the limit is {MAX_OUTPUT_BYTES}",
+            code="INVALID_OUTPUT",
+        )
+    if outcome.structured_output is not None:
+        try:
+            check_json(outcome.structured_output, "structured_output", MAX_OUTPUT_BYTES)
+        except InvalidArgument as exc:
+            return AgentError(f"structured output rejected: {exc.message}", code="INVALID_OUTPUT")
+    return outcome
+
+
+def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> AgentResult:
+    common = {
+        "agent_id": agent_id,
+        "position": unit.position,
+        "task_id": unit.task_id,
+        "attempts": unit.attempt,
+        "latency": latency,
+        "start_time": unit.start_time,
+        "end_time": time.time(),
+    }
+    if isinstance(outcome, AgentError):
+        return AgentResult(**common, error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable))
+    return AgentResult(
+        **common, output=outcome.output, structured_output=outcome.structured_output, usage=outcome.usage
+    )
+
+
+def final_output(run: Run) -> tuple[str, Any]:
+    results = [run.results[i] for i in sorted(run.results)]
+    if run.mode == "parallel":
+        ok = [r for r in results if r.ok]
+        text = "\n\n".join(r.output for r in ok)
+        structured = [
+            (r.structured_output if r.structured_output is not None else r.output) if r.ok else None
+            for r in results
+        ]
+        return text, structured
+    ran = [r for r in results if not r.skipped]
+    last = ran[-1] if ran else None
+    return (last.output, last.structured_output) if last else ("", None)
+
+
+def total_usage(run: Run) -> TokenUsage:
+    p = c = t = 0
+    for r in run.results.values():
+        p += r.usage.prompt_tokens
+        c += r.usage.completion_tokens
+        t += r.usage.total_tokens
+    return TokenUsage(p, c, t)

@@ -1,0 +1,111 @@
+"""Choosing an agent for a task when none is named: capabilities must match; among the matches prefer a
+higher success rate, a lower latency and a lower load; never an agent at its max concurrency.
+
+score = 0.5 * success_rate + 0.2 * latency_score + 0.3 * free_capacity, where latency_score is the
+fastest candidate's average latency divided by this one's (1.0 without history) and free_capacity is
+1 - load / max_concurrency. Ties go to the agent dispatched least recently, so equal agents share work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._model import Candidate, Selection
+
+W_SUCCESS, W_LATENCY, W_LOAD = 0.5, 0.2, 0.3
+MAX_LISTED = 20
+_FLOOR = 0.001  # seconds: latencies below this count as this
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What selection needs to know about one agent, read under the engine lock."""
+
+    id: str
+    capabilities: frozenset[str]
+    status: str
+    load: int
+    max_concurrency: int
+    success_rate: float
+    avg_latency: float
+    last_dispatch: float
+
+
+def _ineligible_reason(
+    a: AgentView, required: tuple[str, ...], exclude: Iterable[str], why_excluded: str
+) -> str:
+    missing = [c for c in required if c not in a.capabilities]
+    if missing:
+        return "missing capability: " + ", ".join(missing)
+    if a.id in exclude:
+        return why_excluded
+    if a.status == "offline":
+        return "offline"
+    if a.status == "error":
+        return "in error state after repeated failures"
+    if a.load >= a.max_concurrency:
+        return f"at max concurrency ({a.max_concurrency})"
+    return ""
+
+
+def rank(
+    agents: Iterable[AgentView],
+    required: tuple[str, ...],
+    exclude: frozenset[str] = frozenset(),
+    why_excluded: str = "already takes part in this coordination",
+) -> list[tuple[Candidate, AgentView]]:
+    """Every agent as a candidate, eligible ones first, best score first."""
+    views = list(agents)
+    reasons = {a.id: _ineligible_reason(a, required, exclude, why_excluded) for a in views}
+    eligible = [a for a in views if not reasons[a.id]]
+    fastest = min((max(a.avg_latency, _FLOOR) for a in eligible if a.avg_latency > 0), default=_FLOOR)
+    out: list[tuple[tuple, Candidate, AgentView]] = []
+    for a in views:
+        lat_score = 1.0 if a.avg_latency <= 0 else fastest / max(a.avg_latency, _FLOOR)
+        free = max(0.0, 1.0 - a.load / max(1, a.max_concurrency))
+        score = round(W_SUCCESS * a.success_rate + W_LATENCY * lat_score + W_LOAD * free, 4)
+        ok = not reasons[a.id]
+        cand = Candidate(
+            agent_id=a.id,
+            score=score,
+            success_rate=a.success_rate,
+            avg_latency=a.avg_latency,
+            current_load=a.load,
+            max_concurrency=a.max_concurrency,
+            eligible=ok,
+            reason=reasons[a.id] or "eligible",
+        )
+        out.append(((not ok, -score, a.last_dispatch, a.id), cand, a))
+    out.sort(key=lambda t: t[0])
+    return [(c, a) for _, c, a in out]
+
+
+def choose(
+    ranked: list[tuple[Candidate, AgentView]], required: tuple[str, ...]
+) -> tuple[AgentView | None, Selection]:
+    """The best eligible agent (or None) and the explanation to record."""
+    if not ranked or not ranked[0][0].eligible:
+        capable = [c for c, _ in ranked if not c.reason.startswith("missing capability")]
+        return None, Selection(
+            (),
+            tuple(c for c, _ in ranked[:MAX_LISTED]),
+            f"no eligible agent among {len(capable)} capable of {len(ranked)} registered; waiting in the queue",
+        )
+    best_c, best = ranked[0]
+    cands = [Candidate(**{**best_c.to_dict(), "reason": "selected: best score"})] + [
+        c for c, _ in ranked[1:MAX_LISTED]
+    ]
+    n_eligible = sum(1 for c, _ in ranked if c.eligible)
+    n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))
+    needs = f"with {', '.join(required)}" if required else "(any capability)"
+    runner = ""
+    if n_eligible > 1:
+        second = ranked[1][0]
+        runner = f"; next best {second.agent_id} ({second.score:.3f})"
+    explanation = (
+        f"selected {best.id} (score {best_c.score:.3f}: success {best.success_rate:.2f}, "
+        f"load {best.load}/{best.max_concurrency}, avg latency {best.avg_latency * 1000:.0f} ms) "
+        f"among {n_eligible} eligible of {n_capable} agents {needs}{runner}"
+    )
+    return best, Selection((best.id,), tuple(cands), explanation)

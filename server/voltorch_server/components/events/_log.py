@@ -1,0 +1,546 @@
+"""The event log: the communication backbone every component publishes through.
+
+Events are appended to SQLite with a monotonic, gap-free sequence and then offered to in-process
+subscribers (the gRPC Subscribe stream is one of them). Appending inside another component's write
+transaction (`append(tx, ...)`) makes "write + its event" atomic. Subscribers replay from the log and
+then follow live (`_follow.Follower`); ListEvents pages through it; retention compacts its old end.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..._ids import new_id
+from ...errors import InvalidArgument, NotFound
+from ...priority import Priority
+from ...storage import Database, GroupCommit, Take, Tx
+from ...telemetry import TraceIds, current_trace
+from .._base import Component
+from .._follow import Broadcaster, Follower
+from .._paging import decode_token, encode_token, page_size
+from . import _retention as retention
+from ._causal import CausalNode, causal_order
+from ._filter import EventFilter, validate_glob, validate_type
+from ._new import NewEvent, Prepared, prepare
+
+MAX_BATCH = 1000
+DEFAULT_CORRELATION_EVENTS = 1000
+MAX_CORRELATION_EVENTS = 10000
+
+__all__ = [
+    "Correlation",
+    "Event",
+    "EventFilter",
+    "EventLog",
+    "EventPage",
+    "NewEvent",
+    "Receipt",
+    "validate_glob",
+    "validate_type",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    sequence: int
+    id: str
+    type: str
+    source: str
+    target: str
+    data: Any
+    correlation_id: str
+    causation_id: str
+    priority: Priority
+    traceparent: str
+    tracestate: str
+    trace_id: str
+    span_id: str
+    time: float
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where a published event landed; `duplicate` when its id was already in the log."""
+
+    event: Event
+    duplicate: bool = False
+
+    @property
+    def sequence(self) -> int:
+        return self.event.sequence
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[Event]
+    next_page_token: str
+    head_sequence: int
+
+
+@dataclass(frozen=True)
+class Correlation:
+    nodes: list[CausalNode[Event]]
+    root_ids: list[str]
+    truncated: bool
+
+
+EVENT_COLUMNS = (
+    "seq, id, type, source, target, data, correlation_id, causation_id, priority,"
+    " traceparent, tracestate, trace_id, span_id, time"
+)
+
+
+_json_loads = json.loads
+_PRIORITIES = {int(p): p for p in Priority}
+_new_object = object.__new__
+
+
+def row_to_event(row: Any) -> Event:
+    """An Event from a row of EVENT_COLUMNS. Replay builds one per delivered event, so this skips the frozen
+    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
+    e = _new_object(Event)
+    d = e.__dict__
+    (
+        d["sequence"],
+        d["id"],
+        d["type"],
+        d["source"],
+        d["target"],
+        data,
+        d["correlation_id"],
+        d["causation_id"],
+        priority,
+        d["traceparent"],
+        d["tracestate"],
+        d["trace_id"],
+        d["span_id"],
+        d["time"],
+    ) = row
+    d["data"] = _json_loads(data)
+    d["priority"] = _PRIORITIES[priority]
+    return e
+
+
+def _event_type(e: Event) -> str:
+    return e.type
+
+
+def _sequence(e: Event) -> int:
+    return e.sequence
+
+
+def _exact_types(flt: EventFilter) -> tuple[str, ...] | None:
+    """The filter's types when every one is exact (no glob): live delivery then only asks this filter
+    about events of those types; None when any type is a glob or the filter names no type."""
+    if flt.types and not any("*" in t or "?" in t for t in flt.types):
+        return flt.types
+    return None
+
+
+class EventLog(Component):
+    name = "events"
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        subscriber_buffer: int = 1000,
+        retention_seconds: float = 0.0,
+        retention_count: int = 0,
+        compaction_interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.db = db
+        self.subscriber_buffer = subscriber_buffer
+        self.retention_seconds = retention_seconds
+        self.retention_count = retention_count
+        self.clock = clock
+        self._broadcaster: Broadcaster[Event] = Broadcaster(key=_event_type)
+        self._listeners: list[Callable[[Event], None]] = []
+        self._listeners_lock = threading.Lock()
+        self._last_time: float | None = None  # event times never decrease with sequence
+        self._delivered = self.last_sequence()  # every event <= this has been offered to subscribers
+        self._compactor = retention.Compactor(self.compact, compaction_interval)
+        self._group = GroupCommit(self._publish_group)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def retains_all(self) -> bool:
+        return self.retention_seconds <= 0 and self.retention_count <= 0
+
+    def start(self) -> None:
+        if not self.retains_all:
+            self._compactor.start()
+
+    def stop(self) -> None:
+        """Stop compaction and end every open subscription with a resume point (Closed)."""
+        self._compactor.stop()
+        self._broadcaster.close_all()
+
+    def check(self) -> None:
+        self.db.query_one("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+        if not self.retains_all and not self._compactor.alive:
+            raise RuntimeError("the event compaction thread is not running")
+        if self._compactor.last_error is not None:
+            raise RuntimeError(f"event compaction failed: {self._compactor.last_error}")
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._broadcaster.subscriber_count
+
+    def details(self) -> dict[str, Any]:
+        """For GetHealth; "subscribers" also feeds the voltorch.subscribers gauge."""
+        return {
+            "subscribers": self.subscriber_count,
+            "head_sequence": self.last_sequence(),
+            "oldest_sequence": self.oldest_available(),
+        }
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared]) -> list[Event]:
+        """Append events inside the caller's transaction; subscribers see them after commit.
+
+        Raises InvalidArgument before writing anything when an event is malformed (the caller's
+        transaction then rolls back). A repeated id yields the original event, appending nothing.
+        A `Prepared` event (a component's own, already valid) is appended as it is, with its trace.
+        """
+        prepared = [ev if isinstance(ev, Prepared) else prepare(ev) for ev in events]
+        return [r.event for r in self._append_prepared(tx, prepared)]
+
+    def publish(self, *events: NewEvent) -> list[Event]:
+        """Append events in their own transaction; returns them with their sequences."""
+        with self.db.write() as tx:
+            return self.append(tx, events)
+
+    def emit(self, type: str, data: Any = None, **kw: Any) -> Event:
+        """Shorthand for components: publish one event."""
+        return self.publish(NewEvent(type=type, data=data, **kw))[0]
+
+    def publish_one(self, event: NewEvent, *, field: str = "event") -> Receipt:
+        """Publish one event; errors name fields under `field` (e.g. 'event.type').
+
+        Concurrent calls share one transaction and one COMMIT (`storage/_group_commit`): under load a
+        commit, its GIL hand-offs and its wake-up of subscribers are paid once for many publishes."""
+        prepared = prepare(event, f"{field}." if field else "")
+        if prepared.trace is None:  # the caller's trace: another caller's thread may write the batch
+            prepared = replace(prepared, trace=current_trace())
+        return self._group.submit(prepared, len(prepared.data_json))
+
+    def _publish_group(self, take: Take) -> None:
+        with self.db.write() as tx:
+            while ops := take():
+                for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
+                    p.result = receipt
+
+    def publish_batch(self, events: Sequence[NewEvent], *, field: str = "events") -> list[Receipt]:
+        """Publish 1..1000 events atomically with consecutive sequences, in order; errors name the index."""
+        if not events:
+            raise InvalidArgument(field, "a batch needs at least one event")
+        if len(events) > MAX_BATCH:
+            raise InvalidArgument(field, f"at most {MAX_BATCH} events per batch (got {len(events)})")
+        prepared = [prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)]
+        with self.db.write() as tx:
+            return self._append_prepared(tx, prepared)
+
+    def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+        if not prepared:
+            return []
+        if self._last_time is None:
+            self._last_time = tx.execute("SELECT COALESCE(MAX(time), 0) FROM events").fetchone()[0]
+        now = max(self.clock(), self._last_time)
+        ambient: TraceIds | None = None
+        receipts: list[Receipt] = []
+        in_batch: dict[str, Event] = {}
+        new: list[Event] = []
+        for p in prepared:
+            if p.id:
+                dup = in_batch.get(p.id) or self._by_id(tx, p.id)
+                if dup is not None:
+                    receipts.append(Receipt(dup, duplicate=True))
+                    continue
+            correlation_id = p.correlation_id
+            if not correlation_id and p.causation_id:
+                cause = in_batch.get(p.causation_id) or self._by_id(tx, p.causation_id)
+                correlation_id = cause.correlation_id if cause is not None else ""
+            if p.trace is None and ambient is None:
+                ambient = current_trace()
+            ids = p.trace or ambient
+            assert ids is not None
+            eid = p.id or new_id("evt")
+            cur = tx.execute(
+                "INSERT INTO events(id, type, source, target, data, correlation_id, causation_id, priority,"
+                " traceparent, tracestate, trace_id, span_id, time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    eid,
+                    p.type,
+                    p.source,
+                    p.target,
+                    p.data_json,
+                    correlation_id,
+                    p.causation_id,
+                    int(p.priority),
+                    ids.traceparent,
+                    ids.tracestate,
+                    ids.trace_id,
+                    ids.span_id,
+                    now,
+                ),
+            )
+            event = Event(
+                sequence=cur.lastrowid,
+                id=eid,
+                type=p.type,
+                source=p.source,
+                target=p.target,
+                data=json.loads(p.data_json),
+                correlation_id=correlation_id,
+                causation_id=p.causation_id,
+                priority=p.priority,
+                traceparent=ids.traceparent,
+                tracestate=ids.tracestate,
+                trace_id=ids.trace_id,
+                span_id=ids.span_id,
+                time=now,
+            )
+            in_batch[eid] = event
+            new.append(event)
+            receipts.append(Receipt(event))
+        if new:
+            # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
+            tx.after_commit(lambda: self._deliver(new, now))
+        return receipts
+
+    @staticmethod
+    def _by_id(tx: Tx, event_id: str) -> Event | None:
+        row = tx.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row_to_event(row) if row is not None else None
+
+    def _deliver(self, events: list[Event], now: float) -> None:
+        # Runs under the database's writer lock, right after commit: delivery is in sequence order.
+        self._last_time = now
+        self._broadcaster.publish(events)
+        self._delivered = events[-1].sequence
+        for listener in self._listeners:
+            for e in events:
+                try:
+                    listener(e)
+                except Exception:  # a listener's bug must not break publishing
+                    pass
+
+    # -- in-process reading -----------------------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
+        """Call fn for every committed event, synchronously (keep it quick; never blocks publishers long)."""
+        with self._listeners_lock:
+            self._listeners = [*self._listeners, fn]
+
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
+        with self._listeners_lock:
+            self._listeners = [f for f in self._listeners if f is not fn]
+
+    def last_sequence(self) -> int:
+        """The newest sequence ever assigned (0 for an empty log), compacted or not."""
+        row = self.db.query_one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return row[0] if row else 0
+
+    @property
+    def delivered_sequence(self) -> int:
+        """Every event up to this sequence has been offered to subscribers."""
+        return self._delivered
+
+    def oldest_available(self) -> int:
+        return retention.read_floor(self.db.read()).oldest_available
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose reads all see one committed state (compaction cannot slip in between)."""
+        if self.db.memory:  # one shared connection: borrow the writer's transaction for consistency
+            with self.db.write() as tx:
+                yield tx.conn
+            return
+        conn = self.db.read()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def get(self, event_id: str) -> Event:
+        row = self.db.query_one(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        if row is None:
+            raise NotFound("event", event_id)
+        return row_to_event(row)
+
+    def read_after(self, after: int, limit: int, flt: EventFilter | None = None) -> list[Event]:
+        """Up to `limit` events with sequence > after matching flt, in order.
+
+        OUT_OF_RANGE when events after `after` were compacted (the reader would silently miss them).
+        """
+        clauses, params = flt.sql() if flt is not None else ([], [])
+        where = "".join(f" AND {c}" for c in clauses)
+        with self._snapshot() as conn:
+            retention.read_floor(conn).check_sequence(after + 1, "from_sequence")
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                (after, *params, limit),
+            ).fetchall()
+        return [row_to_event(r) for r in rows]
+
+    def start_position(self, *, from_sequence: int | None = None, from_time: float | None = None) -> int:
+        """The `after` (exclusive) a subscription starting there needs; validates and checks retention.
+
+        Neither given = live only: after the newest event now.
+        """
+        if from_sequence is not None and from_time is not None:
+            raise InvalidArgument("from_time", "give from_sequence or from_time, not both")
+        floor = retention.read_floor(self.db.read())
+        if from_sequence is not None:
+            if from_sequence < 1:
+                raise InvalidArgument("from_sequence", f"must be >= 1 (got {from_sequence})")
+            floor.check_sequence(from_sequence, "from_sequence")
+            return from_sequence - 1
+        if from_time is not None:
+            floor.check_time(from_time, "from_time")
+            row = self.db.query_one(
+                "SELECT seq FROM events WHERE time >= ? ORDER BY time, seq LIMIT 1", (from_time,)
+            )
+            return row[0] - 1 if row else self.last_sequence()
+        return self.last_sequence()
+
+    def subscribe(
+        self,
+        flt: EventFilter | None = None,
+        *,
+        after: int | None = None,
+        from_sequence: int | None = None,
+        from_time: float | None = None,
+        capacity: int | None = None,
+    ) -> Follower[Event]:
+        """Follow matching events: replayed from the log, then live, without a gap or a duplicate.
+
+        Start after sequence `after` (exclusive), at `from_sequence` (inclusive), at the first event
+        with time >= `from_time`, or (none given) with the next event published.
+        """
+        flt = flt or EventFilter()
+        if after is None:
+            after = self.start_position(from_sequence=from_sequence, from_time=from_time)
+        elif after < 0:
+            raise InvalidArgument("after", f"must not be negative (got {after})")
+        keys = _exact_types(flt)
+        # Offered only events of its exact types, a filter that asks nothing else needs no check per event.
+        types_only = keys is not None and flt == EventFilter(types=flt.types)
+        return Follower(
+            self._broadcaster,
+            match=None if types_only else flt.matches,
+            replay=lambda a, n: self.read_after(a, n, flt),
+            position=_sequence,
+            after=after,
+            capacity=capacity or self.subscriber_buffer,
+            keys=keys,
+        )
+
+    # -- listing ----------------------------------------------------------------------------------
+
+    def list(
+        self,
+        flt: EventFilter | None = None,
+        *,
+        page_size_: int = 0,
+        page_token: str = "",
+        descending: bool = False,
+        start_sequence: int = 0,
+        end_sequence: int = 0,
+        start_time: float | None = None,
+        end_time: float | None = None,
+    ) -> EventPage:
+        """One page of the log, ascending by sequence (or descending), with the subscription filter."""
+        flt = flt or EventFilter()
+        size = page_size(page_size_)
+        if start_sequence < 0:
+            raise InvalidArgument("start_sequence", f"must not be negative (got {start_sequence})")
+        if end_sequence < 0:
+            raise InvalidArgument("end_sequence", f"must not be negative (got {end_sequence})")
+        query = {
+            "f": flt.key(),
+            "desc": descending,
+            "seq": [start_sequence, end_sequence],
+            "time": [start_time, end_time],
+        }
+        position = decode_token(page_token, query)
+        if position is not None and (
+            not isinstance(position, int) or isinstance(position, bool) or position < 0
+        ):
+            raise InvalidArgument(
+                "page_token",
+                "malformed page token; pass back next_page_token unchanged",
+                reason="PAGE_TOKEN_INVALID",
+            )
+        clauses, params = flt.sql()
+        if start_sequence:
+            clauses.append("seq >= ?")
+            params.append(start_sequence)
+        if end_sequence:
+            clauses.append("seq < ?")
+            params.append(end_sequence)
+        if start_time is not None:
+            clauses.append("time >= ?")
+            params.append(start_time)
+        if end_time is not None:
+            clauses.append("time < ?")
+            params.append(end_time)
+        if position is not None:
+            clauses.append("seq < ?" if descending else "seq > ?")
+            params.append(position)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        with self._snapshot() as conn:
+            floor = retention.read_floor(conn)
+            if start_sequence and position is None:
+                floor.check_sequence(start_sequence, "start_sequence")
+            if position is not None and not descending:
+                floor.check_sequence(position + 1, "page_token")
+            head_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
+                (*params, size + 1),
+            ).fetchall()
+        events = [row_to_event(r) for r in rows[:size]]
+        token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
+        return EventPage(events, token, head_row[0] if head_row else 0)
+
+    def correlation(self, correlation_id: str, max_events: int = 0) -> Correlation:
+        """Every event of a correlation in causal order (causes before effects; ties by sequence)."""
+        if not correlation_id:
+            raise InvalidArgument("correlation_id", "required", reason="FIELD_REQUIRED")
+        if len(correlation_id) > 256:
+            raise InvalidArgument("correlation_id", "at most 256 characters")
+        if max_events < 0:
+            raise InvalidArgument("max_events", f"must not be negative (got {max_events})")
+        limit = min(max_events or DEFAULT_CORRELATION_EVENTS, MAX_CORRELATION_EVENTS)
+        rows = self.db.query(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
+            (correlation_id, limit + 1),
+        )
+        if not rows:
+            raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
+        nodes = causal_order([row_to_event(r) for r in rows[:limit]])
+        return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
+
+    # -- retention --------------------------------------------------------------------------------
+
+    def compact(self, now: float | None = None) -> int:
+        """Drop events beyond the configured retention; returns how many. Safe beside readers."""
+        return retention.compact(
+            self.db,
+            now=self.clock() if now is None else now,
+            max_age=self.retention_seconds,
+            max_count=self.retention_count,
+        )

@@ -1,0 +1,873 @@
+"""Global key/value state with etcd-style revisions, compare-and-set, TTLs, watch, history, snapshots.
+
+Every write runs in one SQLite transaction that updates `kv`, appends to `kv_history`, advances the
+global revision and appends a `state.changed` event — so a write, its history and its event are
+acknowledged together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+from ..._ids import new_id
+from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from ...priority import Priority
+from ...storage import Database, GroupCommit, Take, Tx
+from ...telemetry import TraceIds, current_trace
+from .._base import Component
+from .._follow import Broadcaster, Follower
+from .._paging import decode_token, encode_token, page_size
+from ..events import EventLog, Prepared
+from ._kv_cache import KVCache, Row
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 1 << 20
+_KEY_RE = re.compile(r"[\x21-\x7e]+")
+PUT, DELETE = "PUT", "DELETE"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: Any
+    version: int
+    create_revision: int
+    mod_revision: int
+    expire_time: float | None
+    update_time: float
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of one key, as Watch and History report it."""
+
+    id: int  # position in the history log (several changes can share a revision)
+    revision: int
+    type: str  # PUT or DELETE
+    kv: KeyValue
+    previous: KeyValue | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    version_equals: int | None = None
+    exists: bool | None = None
+    value_equals: Any = field(default=None)
+    has_value_equals: bool = False
+
+
+@dataclass(frozen=True)
+class SetOp:
+    key: str
+    value: Any
+    expected_version: int | None = None
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    key: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class TransactionResult:
+    succeeded: bool
+    revision: int
+    failed_conditions: list[int]
+    kvs: list[KeyValue]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    revision: int
+    key_count: int
+    prefix: str
+    description: str
+    create_time: float
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    revision: int
+    keys_restored: int
+    keys_deleted: int
+
+
+def validate_key(key: str, field_name: str = "key") -> None:
+    if len(key) <= MAX_KEY_BYTES and _KEY_RE.fullmatch(key):
+        return  # printable ASCII: as many bytes as characters
+    if not key:
+        raise InvalidArgument(field_name, "a key must not be empty", reason="KEY_INVALID")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(
+            field_name,
+            f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key.encode())})",
+            reason="KEY_INVALID",
+        )
+    if not _KEY_RE.fullmatch(key):
+        raise InvalidArgument(
+            field_name, "a key is printable ASCII without spaces or control characters", reason="KEY_INVALID"
+        )
+
+
+def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
+    """A prefix is empty (everything) or looks like the start of a key."""
+    if not prefix:
+        return
+    if len(prefix.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(field_name, f"a prefix is at most {MAX_KEY_BYTES} bytes", reason="KEY_INVALID")
+    if not _KEY_RE.fullmatch(prefix):
+        raise InvalidArgument(
+            field_name,
+            "a prefix is printable ASCII without spaces or control characters",
+            reason="KEY_INVALID",
+        )
+
+
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII out (ensure_ascii)
+_from_json = json.loads
+_json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
+
+
+def _encode_value(value: Any, field_name: str) -> str:
+    try:
+        raw = _to_json(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(field_name, f"value is not JSON: {exc}", reason="VALUE_INVALID") from None
+    if len(raw) > MAX_VALUE_BYTES:  # ASCII: characters are bytes
+        raise InvalidArgument(
+            field_name,
+            f"value is {len(raw)} bytes encoded; the limit is {MAX_VALUE_BYTES}",
+            reason="VALUE_TOO_LARGE",
+        )
+    return raw
+
+
+def _validate_ttl(ttl: float | None, field_name: str) -> None:
+    if ttl is not None and ttl < 0:
+        raise InvalidArgument(field_name, "ttl must not be negative", reason="DURATION_INVALID")
+
+
+def _validate_version(v: int | None, field_name: str) -> None:
+    if v is not None and v < 0:
+        raise InvalidArgument(field_name, "expected_version must not be negative")
+
+
+def _row(row: Any) -> Row:
+    """A sqlite kv row as the cache keeps it."""
+    return Row(*(row[f] for f in Row._fields))
+
+
+_new = object.__new__
+
+
+def _key_value(
+    key: str,
+    value: Any,
+    version: int,
+    create_revision: int,
+    mod_revision: int,
+    expire: float | None,
+    update: float,
+) -> KeyValue:
+    """A KeyValue without the frozen dataclass __init__ (one object.__setattr__ per field): every read
+    and write makes one or two."""
+    kv = _new(KeyValue)
+    kv.__dict__.update(
+        key=key,
+        value=value,
+        version=version,
+        create_revision=create_revision,
+        mod_revision=mod_revision,
+        expire_time=expire,
+        update_time=update,
+    )
+    return kv
+
+
+def _kv(row: Row) -> KeyValue:
+    key, raw, version, create_revision, mod_revision, expire_at, update_time = row
+    return _key_value(key, _from_json(raw), version, create_revision, mod_revision, expire_at, update_time)
+
+
+def _change(row: Any) -> Change:
+    kv = KeyValue(
+        key=row["key"],
+        value=json.loads(row["value"]) if row["value"] is not None else None,
+        version=row["version"],
+        create_revision=row["create_revision"],
+        mod_revision=row["revision"],
+        expire_time=row["expire_at"],
+        update_time=row["update_time"],
+    )
+    prev = None
+    if row["prev_version"] is not None:
+        prev = KeyValue(
+            key=row["key"],
+            value=json.loads(row["prev_value"]),
+            version=row["prev_version"],
+            create_revision=row["create_revision"],
+            mod_revision=row["prev_mod_revision"],
+            expire_time=None,
+            update_time=row["update_time"],
+        )
+    return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
+
+
+_KV = "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
+_KV_UPSERT = (
+    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
+    " create_revision=excluded.create_revision, mod_revision=excluded.mod_revision,"
+    " expire_at=excluded.expire_at, update_time=excluded.update_time"
+)
+_HISTORY = (
+    "INSERT INTO kv_history(id, revision, key, type, value, version, create_revision, expire_at, update_time,"
+    " prev_value, prev_version, prev_mod_revision)"
+)
+
+
+class _Op(NamedTuple):
+    """A write waiting for its batch: what it does, the clock and trace context of its caller."""
+
+    fn: Callable[[_Writer], Any]
+    now: float
+    trace: TraceIds
+
+
+class _Batch:
+    """The writes of one transaction, staged in memory and put into it with a few statements.
+
+    Writes are computed one after another against the committed rows (cache or database) and the
+    batch's earlier writes; each kept write has its own revision, and one that fails is dropped with
+    everything it staged, so the others commit without it. `write()` puts the writes kept since its last
+    call into the transaction — the revision first, then one statement per table and their
+    `state.changed` events — and may run again as more writes join. After commit: the cache and the
+    remembered revision first, then each round's events and its watch changes, in revision order.
+
+    The committed revision and the newest kv_history id are remembered in memory (only this class
+    writes them, under the writer lock), which saves reading them back, and lets the batch give history
+    ids itself so that its rows go in with one statement. The revision is advanced with a compare-and-set:
+    if another process wrote the database, what memory holds is stale, and the batch is refused before
+    anything else is written (Aborted; the callers retry afresh).
+    """
+
+    def __init__(self, state: StateStore, tx: Tx):
+        self.state = state
+        self.tx = tx
+        last = state._last_revision
+        self.committed_revision = last if last is not None else StateStore._revision_in(tx)
+        self.revision = self._written_revision = self.committed_revision  # newest kept / put in
+        history_id = state._last_history_id
+        if history_id is None:
+            row = tx.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_history'").fetchone()
+            history_id = row[0] if row else 0
+        self.history_id = history_id
+        self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
+        self._rows: dict[str, Row | None] = {}  # the same, for what `write()` has not put in yet
+        self._history: list[tuple] = []
+        self._events: list[Prepared] = []
+        self._changes: list[Change] = []
+        self.changes: list[Change] = []  # everything kept, in order
+        tx.after_commit(self._committed)  # first: the cache is current before anyone hears of a change
+
+    def writer(self, now: float, trace: TraceIds) -> _Writer:
+        return _Writer(self, now, trace)
+
+    def keep(self, w: _Writer) -> None:
+        if not w.changes:
+            return
+        self.revision = w.revision
+        self.history_id += len(w.changes)
+        self.written.update(w.written)
+        self._rows.update(w.written)
+        self._history += w.history
+        self._events += w.events
+        self._changes += w.changes
+        self.changes += w.changes
+
+    def write(self) -> None:
+        """Put the writes kept since the last call into the transaction."""
+        if not self._history:
+            return
+        tx = self.tx
+        cur = tx.execute(
+            "UPDATE meta SET value = ? WHERE name = 'revision' AND value = ?",
+            (self.revision, self._written_revision),
+        )
+        if cur.rowcount != 1:
+            self.state._forget()
+            raise Aborted(
+                "the state was changed by another process using the same database; retry",
+                reason="CONCURRENT_WRITER",
+            )
+        self._written_revision = self.revision
+        tx.insert_rows(_KV, [row for row in self._rows.values() if row is not None], _KV_UPSERT)
+        gone = [(key,) for key, row in self._rows.items() if row is None]
+        if gone:
+            tx.executemany("DELETE FROM kv WHERE key = ?", gone)
+        tx.insert_rows(_HISTORY, self._history)
+        self.state.events.append(tx, self._events)  # same transaction: writes and events commit together
+        changes, publish = self._changes, self.state._broadcaster.publish
+        tx.after_commit(lambda: publish(changes))  # watchers hear after the events' subscribers
+        self._rows, self._history, self._events, self._changes = {}, [], [], []
+
+    def _committed(self) -> None:
+        state = self.state
+        state._last_revision = self.revision
+        if self.changes:
+            state._last_history_id = self.history_id
+            state._cache.apply(list(self.written.items()))
+
+
+class _Writer:
+    """One write of a batch: every change it makes shares one revision, the one after the batch's newest."""
+
+    def __init__(self, batch: _Batch, now: float, trace: TraceIds):
+        self.batch = batch
+        # Writes are computed one at a time: this one's revision is the batch's next, if it changes anything.
+        self.revision = batch.revision + 1
+        self.now = now
+        self.trace = trace  # the caller's, for its events (the batch may run on another caller's thread)
+        self.written: dict[str, Row | None] = {}  # this write's own changes
+        self.history: list[tuple] = []
+        self.changes: list[Change] = []
+        self.events: list[Prepared] = []
+
+    @property
+    def latest_revision(self) -> int:
+        """The newest revision as this write sees it: its own once it changed something."""
+        return self.revision if self.changes else self.revision - 1
+
+    def row(self, key: str) -> Row | None:
+        """The key's live row; an expired key is deleted here first (with its DELETE change)."""
+        if key in self.written:
+            row = self.written[key]
+        elif key in self.batch.written:
+            row = self.batch.written[key]
+        else:
+            # Not written by this batch, so committed: the cache changes only after commit, under our lock,
+            # and the database (seen through this transaction) holds nothing of ours for this key.
+            cache = self.batch.state._cache
+            row = cache.get(key)
+            if row is None:
+                found = self.batch.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
+                if found is not None:
+                    row = _row(found)
+                    cache.fill(row, cache.generation)
+        if row is not None and row.expire_at is not None and row.expire_at <= self.now:
+            self.delete(row)
+            return None
+        return row
+
+    def current(self, key: str) -> KeyValue | None:
+        """The key's live value (see `row`)."""
+        row = self.row(key)
+        return _kv(row) if row is not None else None
+
+    def put(self, key: str, raw_value: str, prev: Row | None, expire_at: float | None) -> KeyValue:
+        rev = self.revision
+        row = Row(
+            key, raw_value, prev.version + 1 if prev else 1, prev.create_revision if prev else rev, rev,
+            expire_at, self.now,
+        )  # fmt: skip
+        return self._record(PUT, row, prev)
+
+    def delete(self, prev: Row) -> None:
+        self._record(DELETE, prev, prev)
+
+    def _record(self, type_: str, row: Row, prev: Row | None) -> KeyValue:
+        rev, now, put = self.revision, self.now, type_ == PUT
+        key, raw, version, create_revision, _, expire_at, _ = row
+        if not put:
+            raw = expire_at = None
+        history_id = self.batch.history_id + len(self.changes) + 1
+        if prev is None:
+            self.history.append(
+                (history_id, rev, key, type_, raw, version, create_revision, expire_at, now, None, None, None)
+            )
+            previous = None
+        else:
+            self.history.append(
+                (history_id, rev, key, type_, raw, version, create_revision, expire_at, now)
+                + (prev.value, prev.version, prev.mod_revision)
+            )
+            previous = _kv(prev)
+        kv = _key_value(key, _from_json(raw) if put else None, version, create_revision, rev, expire_at, now)
+        change = _new(Change)
+        change.__dict__.update(id=history_id, revision=rev, type=type_, kv=kv, previous=previous)
+        self.changes.append(change)
+        self.written[key] = row if put else None
+        data = (
+            f'{{"key":{_json_string(key)},"type":"{"put" if put else "delete"}","version":{version},'
+            f'"revision":{rev},"value":{raw if put else "null"}}}'
+        )
+        self.events.append(
+            Prepared("", "state.changed", "state", "", data, "", "", Priority.NORMAL, self.trace)
+        )
+        return kv
+
+
+class StateStore(Component):
+    name = "state"
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        *,
+        sweep_interval: float = 1.0,
+        watch_buffer: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.db = db
+        self.clock = clock  # wall clock in seconds; injectable so TTL expiry is testable without waiting
+        self.events = events
+        self.sweep_interval = sweep_interval
+        self.watch_buffer = watch_buffer
+        self._broadcaster: Broadcaster[Change] = Broadcaster()
+        self._cache = KVCache()  # committed rows of hot keys (see _kv_cache)
+        self._last_revision: int | None = None  # the committed revision, once a write has read it
+        self._last_history_id: int | None = None  # the newest kv_history id, likewise
+        # Concurrent writes share transactions (see storage/_group_commit).
+        self._group = GroupCommit(self._run_batch)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._forget()  # a (re)start reads everything afresh from the database
+        if self._sweeper and self._sweeper.is_alive():
+            return
+        self._stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="state-ttl-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sweeper:
+            self._sweeper.join(timeout=5)
+        self._broadcaster.close_all()
+
+    def check(self) -> None:
+        self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")
+
+    def _forget(self) -> None:
+        """Drop what memory holds of the committed state; the next write or read takes it afresh."""
+        self._cache.clear()
+        self._last_revision = self._last_history_id = None
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval):
+            try:
+                self.expire_due()
+            except Exception:  # the watcher sees persistent failures through check()
+                pass
+
+    def expire_due(self, now: float | None = None) -> int:
+        """Delete every key whose TTL has passed (one revision); return how many."""
+        now = self.clock() if now is None else now
+        due = self.db.query(
+            "SELECT key FROM kv WHERE expire_at IS NOT NULL AND expire_at <= ? LIMIT 1000", (now,)
+        )
+        if not due:
+            return 0
+
+        def expire(w: _Writer) -> int:
+            for row in due:
+                w.row(row["key"])  # deletes it when still expired
+            return len(w.changes)
+
+        return self._write(expire, now)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+
+    def get(self, key: str) -> KeyValue:
+        return _kv(self._live_row(key))
+
+    def get_rendered(self, key: str, render: Callable[[KeyValue], T]) -> T:
+        """`render(self.get(key))`, memoized with the cached row: a hot key is decoded and rendered once
+        per change, not once per read. The result is shared between callers: treat it as read-only."""
+        row = self._live_row(key)
+        out = self._cache.derived(row)
+        if out is None:
+            out = render(self.get(key))
+            self._cache.attach(row, out)  # only while `row` is still the key's row (else a no-op)
+        return out
+
+    def _live_row(self, key: str) -> Row:
+        row = self._cache.get(key)  # only valid keys are ever cached
+        if row is None:
+            validate_key(key)
+            generation = self._cache.generation
+            found = self.db.query_one("SELECT * FROM kv WHERE key = ?", (key,))
+            if found is None:
+                raise NotFound("key", key)
+            row = _row(found)
+            self._cache.fill(row, generation)
+        if row.expire_at is not None and row.expire_at <= self.clock():
+            raise NotFound("key", key)
+        return row
+
+    def list(
+        self, prefix: str = "", page_size_: int = 0, page_token: str = ""
+    ) -> tuple[list[KeyValue], str, int]:
+        validate_prefix(prefix)
+        size = page_size(page_size_)
+        after = decode_token(page_token, {"prefix": prefix})
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        conn = self.db.read()
+        conn.execute("BEGIN")
+        try:
+            revision = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+            rows = conn.execute(
+                "SELECT * FROM kv WHERE substr(key, 1, ?) = ? AND key > ? AND (expire_at IS NULL OR expire_at > ?)"
+                " ORDER BY key LIMIT ?",
+                (len(prefix), prefix, after or "", self.clock(), size + 1),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        kvs = [_kv(_row(r)) for r in rows[:size]]
+        token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
+        return kvs, token, revision
+
+    def history(self, key: str, page_size_: int = 0, page_token: str = "") -> tuple[list[Change], str]:
+        validate_key(key)
+        size = page_size(page_size_)
+        before = decode_token(page_token, {"key": key})
+        if before is not None and not isinstance(before, int):
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        rows = self.db.query(
+            "SELECT * FROM kv_history WHERE key = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (key, before if before is not None else 1 << 62, size + 1),
+        )
+        if not rows and before is None:
+            raise NotFound("key", key, f"key {key!r} has no history")
+        changes = [_change(r) for r in rows[:size]]
+        token = encode_token({"key": key}, changes[-1].id) if len(rows) > size else ""
+        return changes, token
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[_Writer], T], now: float, weight: int = 1) -> T:
+        """Run fn as one write (one revision) of a group-committed transaction; return what it returns
+        once committed. If fn raises, nothing it staged is written and its caller gets the error."""
+        return self._group.submit(_Op(fn, now, current_trace()), weight)
+
+    def _run_batch(self, take: Take) -> None:
+        # Each sqlite call below lets other threads run: writers arriving meanwhile join this
+        # transaction, so the writes are taken only once it is open, and again after each round.
+        with self.db.write() as tx:
+            b = _Batch(self, tx)
+            while ops := take():
+                for p in ops:
+                    op: _Op = p.op
+                    w = b.writer(op.now, op.trace)
+                    try:
+                        p.result = op.fn(w)
+                    except Exception as exc:  # this write alone fails; the others go on
+                        p.error = exc
+                    else:
+                        b.keep(w)
+                b.write()
+
+    def set(
+        self, key: str, value: Any, *, expected_version: int | None = None, ttl: float | None = None
+    ) -> tuple[KeyValue, int]:
+        validate_key(key)
+        raw = _encode_value(value, "value")
+        _validate_version(expected_version, "expected_version")
+        _validate_ttl(ttl, "ttl")
+        now = self.clock()
+        expire_at = now + ttl if ttl else None
+
+        def put(w: _Writer) -> KeyValue:
+            prev = w.row(key)
+            _check_version(key, prev, expected_version)
+            return w.put(key, raw, prev, expire_at)
+
+        kv = self._write(put, now, len(raw))
+        return kv, kv.mod_revision
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> tuple[int, KeyValue]:
+        validate_key(key)
+        _validate_version(expected_version, "expected_version")
+
+        def delete(w: _Writer) -> tuple[int, KeyValue]:
+            prev = w.row(key)
+            if prev is None:
+                if expected_version not in (None, 0):
+                    _check_version(key, None, expected_version)
+                raise NotFound("key", key)
+            _check_version(key, prev, expected_version)
+            w.delete(prev)
+            return w.revision, _kv(prev)
+
+        return self._write(delete, self.clock())
+
+    def transaction(
+        self,
+        conditions: Sequence[Condition],
+        on_success: Sequence[SetOp | DeleteOp],
+        on_failure: Sequence[SetOp | DeleteOp] = (),
+    ) -> TransactionResult:
+        for i, c in enumerate(conditions):
+            validate_key(c.key, f"conditions[{i}].key")
+            if c.version_equals is None and c.exists is None and not c.has_value_equals:
+                raise InvalidArgument(
+                    f"conditions[{i}]",
+                    "a condition needs version_equals, exists or value_equals",
+                    reason="FIELD_REQUIRED",
+                )
+            _validate_version(c.version_equals, f"conditions[{i}].version_equals")
+        encoded = {
+            "on_success": _validate_ops(on_success, "on_success"),
+            "on_failure": _validate_ops(on_failure, "on_failure"),
+        }
+        now = self.clock()
+        n = len(conditions)
+
+        def apply(w: _Writer) -> TransactionResult:
+            failed = [i for i, c in enumerate(conditions) if not _holds(c, w.current(c.key))]
+            if not failed:
+                # An on_success operation's own precondition (its expected_version; a delete needs the
+                # key) is one more condition: index n + i when it fails, and on_failure runs instead.
+                current = {op.key: w.row(op.key) for op in on_success}
+                failed = [n + i for i in _failed_ops(on_success, current)]
+            succeeded = not failed
+            ops = on_success if succeeded else on_failure
+            raws = encoded["on_success" if succeeded else "on_failure"]
+            current = {op.key: w.row(op.key) for op in ops}
+            if not succeeded:
+                blocked = _failed_ops(on_failure, current)
+                if blocked:
+                    # on_failure's own preconditions failed too: nothing is applied (TTL expiries
+                    # noticed while reading are real changes, though). Its operations are numbered
+                    # after on_success's.
+                    offset = n + len(on_success)
+                    return TransactionResult(
+                        False, w.latest_revision, failed + [offset + i for i in blocked], []
+                    )
+            kvs = []
+            for op, raw in zip(ops, raws, strict=True):
+                prev = current[op.key]
+                if isinstance(op, SetOp):
+                    kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
+                elif prev is not None:  # always: a delete of a missing key failed above
+                    w.delete(prev)
+            return TransactionResult(succeeded, w.latest_revision, failed, kvs)
+
+        weight = sum(len(raw or "") for raws in encoded.values() for raw in raws) + 1
+        return self._write(apply, now, weight)
+
+    @staticmethod
+    def _revision_in(tx: Tx) -> int:
+        return tx.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    def watch(
+        self, *, key: str | None = None, prefix: str | None = None, start_revision: int = 0
+    ) -> Follower[Change]:
+        """Changes of a key or prefix from start_revision (inclusive; 0 = only new ones), then live."""
+        if key is not None:
+            validate_key(key)
+            selects = lambda c: c.kv.key == key  # noqa: E731
+            where, arg = "key = ?", (key,)
+        else:
+            prefix = prefix or ""
+            validate_prefix(prefix)
+            n = len(prefix)
+            selects = lambda c: c.kv.key[:n] == prefix  # noqa: E731
+            where, arg = "substr(key, 1, ?) = ?", (n, prefix)
+        if start_revision < 0:
+            raise InvalidArgument("start_revision", "must not be negative")
+        # Start from a history position even for "only new changes" (0), so a stream that ends before
+        # delivering anything still names an exact resume point rather than the start of history.
+        # One statement: one consistent read, however writers interleave.
+        after = self.db.query_one(
+            "SELECT COALESCE((SELECT MIN(id) - 1 FROM kv_history WHERE revision >= ?),"
+            " (SELECT COALESCE(MAX(id), 0) FROM kv_history))",
+            (start_revision if start_revision > 0 else 1 << 62,),
+        )[0]
+        # A start revision still in the future excludes whatever commits before it.
+        match = lambda c: c.revision >= start_revision and selects(c)  # noqa: E731
+
+        def replay(after_id: int, limit: int) -> list[Change]:
+            rows = self.db.query(
+                f"SELECT * FROM kv_history WHERE id > ? AND revision >= ? AND {where} ORDER BY id LIMIT ?",
+                (after_id, start_revision, *arg, limit),
+            )
+            return [_change(r) for r in rows]
+
+        return Follower(
+            self._broadcaster,
+            match=match,
+            replay=replay,
+            position=lambda c: c.id,
+            after=after,
+            capacity=self.watch_buffer,
+        )
+
+    def revision_at(self, history_id: int) -> int:
+        """The revision a watcher should resume at to see history entry `history_id` and after."""
+        # One statement, so a write committing meanwhile cannot make the answer skip it.
+        return self.db.query_one(
+            "SELECT COALESCE((SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1),"
+            " (SELECT value FROM meta WHERE name = 'revision') + 1)",
+            (history_id,),
+        )[0]
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def snapshot(self, prefix: str = "", description: str = "") -> SnapshotInfo:
+        validate_prefix(prefix)
+        if len(description) > 1024:
+            raise InvalidArgument("description", "at most 1024 characters")
+        sid = new_id("snap")
+        now = self.clock()
+        with self.db.write() as tx:
+            revision = self._revision_in(tx)
+            # The snapshot row first: its items reference it (foreign key).
+            tx.execute(
+                "INSERT INTO snapshots(id, revision, prefix, description, key_count, create_time) VALUES (?,?,?,?,0,?)",
+                (sid, revision, prefix, description, now),
+            )
+            count = tx.execute(
+                "INSERT INTO snapshot_items(snapshot_id, key, value, expire_at) SELECT ?, key, value, expire_at"
+                " FROM kv WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)",
+                (sid, len(prefix), prefix, now),
+            ).rowcount
+            tx.execute("UPDATE snapshots SET key_count = ? WHERE id = ?", (count, sid))
+        return SnapshotInfo(sid, revision, count, prefix, description, now)
+
+    def restore(self, snapshot_id: str) -> RestoreResult:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id", "required", reason="FIELD_REQUIRED")
+        now = self.clock()
+        # Alone in its transaction, not group-committed: it lists the prefix's keys from the database, which
+        # would miss keys that writes earlier in the same batch had only staged.
+        with self.db.write() as tx:
+            snap = tx.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+            if snap is None:
+                raise NotFound("snapshot", snapshot_id)
+            prefix = snap["prefix"]
+            b = _Batch(self, tx)
+            w = b.writer(now, current_trace())
+            items = {
+                r["key"]: (r["value"], r["expire_at"])
+                for r in tx.execute(
+                    "SELECT key, value, expire_at FROM snapshot_items WHERE snapshot_id = ?", (snapshot_id,)
+                )
+            }
+            existing = [
+                r["key"]
+                for r in tx.execute("SELECT key FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+            ]
+            deleted = 0
+            for key in existing:
+                if key not in items:
+                    prev = w.row(key)
+                    if prev is not None:
+                        w.delete(prev)
+                        deleted += 1
+            restored = 0
+            for key, (raw, expire_at) in items.items():
+                if expire_at is not None and expire_at <= now:
+                    continue
+                w.put(key, raw, w.row(key), expire_at)
+                restored += 1
+            result = RestoreResult(w.latest_revision, restored, deleted)
+            b.keep(w)
+            b.write()
+            return result
+
+    def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:
+        size = page_size(page_size_)
+        before = decode_token(page_token, {})
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        # rowid is the creation order, exact even for snapshots taken within the same microsecond.
+        rows = self.db.query(
+            "SELECT rowid, * FROM snapshots WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+            (before if before is not None else 1 << 62, size + 1),
+        )
+        snaps = [
+            SnapshotInfo(
+                r["id"], r["revision"], r["key_count"], r["prefix"], r["description"], r["create_time"]
+            )
+            for r in rows[:size]
+        ]
+        return snaps, (encode_token({}, rows[size - 1]["rowid"]) if len(rows) > size else "")
+
+
+def _version_of(kv: KeyValue | None) -> int:
+    return kv.version if kv else 0
+
+
+def _check_version(key: str, current: KeyValue | None, expected: int | None) -> None:
+    if expected is None or _version_of(current) == expected:
+        return
+    actual = _version_of(current)
+    what = "does not exist" if actual == 0 else f"is at version {actual}"
+    raise Conflict(
+        f"key {key!r} {what}, not version {expected}",
+        violations=[PreconditionViolation("VERSION", key, f"expected version {expected}, current {actual}")],
+        metadata={"key": key, "expected_version": str(expected), "current_version": str(actual)},
+    )
+
+
+def _failed_ops(ops: Sequence[SetOp | DeleteOp], current: dict[str, KeyValue | None]) -> list[int]:
+    """Indexes of operations whose own precondition does not hold against the current values."""
+    return [
+        i
+        for i, op in enumerate(ops)
+        if (op.expected_version is not None and _version_of(current[op.key]) != op.expected_version)
+        or (isinstance(op, DeleteOp) and current[op.key] is None)
+    ]
+
+
+def _holds(c: Condition, kv: KeyValue | None) -> bool:
+    if c.version_equals is not None and _version_of(kv) != c.version_equals:
+        return False
+    if c.exists is not None and (kv is not None) != c.exists:
+        return False
+    return not (c.has_value_equals and (kv is None or kv.value != c.value_equals))
+
+
+def _validate_ops(ops: Sequence[SetOp | DeleteOp], name: str) -> list[str | None]:
+    seen: set[str] = set()
+    encoded: list[str | None] = []
+    problems: list[FieldViolation] = []
+    for i, op in enumerate(ops):
+        kind = "set" if isinstance(op, SetOp) else "delete"
+        validate_key(op.key, f"{name}[{i}].{kind}.key")
+        if op.key in seen:
+            problems.append(
+                FieldViolation(f"{name}[{i}].{kind}.key", f"key {op.key!r} appears twice in one branch")
+            )
+        seen.add(op.key)
+        _validate_version(op.expected_version, f"{name}[{i}].{kind}.expected_version")
+        if isinstance(op, SetOp):
+            _validate_ttl(op.ttl, f"{name}[{i}].set.ttl")
+            encoded.append(_encode_value(op.value, f"{name}[{i}].set.value"))
+        else:
+            encoded.append(None)
+    if problems:
+        raise InvalidArgument(problems[0].field, problems[0].description, more=problems[1:])
+    return encoded

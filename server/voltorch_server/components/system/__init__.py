@@ -1,0 +1,25 @@
+"""The system view: the watcher (health, metrics), the error log and the trace timeline."""
+
+from ._errors_log import ErrorLog, ErrorRecord
+from ._metric_history import MAX_SAMPLES_PER_SERIES, MetricHistory
+from ._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricCollector, MetricKind, MetricPoint, Sample
+from ._timeline import timeline
+from ._watcher import ComponentHealth, HealthStatus, Watcher
+
+__all__ = [
+    "COUNTER",
+    "HISTOGRAM",
+    "MAX_SAMPLES_PER_SERIES",
+    "ComponentHealth",
+    "ErrorLog",
+    "ErrorRecord",
+    "HealthStatus",
+    "HistogramSummary",
+    "MetricCollector",
+    "MetricHistory",
+    "MetricKind",
+    "MetricPoint",
+    "Sample",
+    "Watcher",
+    "timeline",
+]

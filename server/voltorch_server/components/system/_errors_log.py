@@ -1,0 +1,224 @@
+"""Recorded errors: what failed, where, and under which trace — so failures can be read as one story.
+
+Every record is written together with a `system.error` event (same transaction, same trace and
+correlation ids), carries the trace/span ids of the span it happened in, and counts towards its
+component's error count in GetHealth. Components record internal failures with
+`Component.record_error(...)`; failed RPCs are recorded by the server's interceptor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+
+from ..._ids import new_id
+from ...errors import InvalidArgument
+from ...metrics import NOOP, Metrics
+from ...priority import Priority
+from ...storage import Database
+from ...telemetry import current_correlation, current_trace
+from .._paging import decode_token, encode_token, page_size
+from ..events import NewEvent
+
+MAX_MESSAGE = 4096
+_CODE_RE = re.compile(r"[^A-Z0-9_]+")
+TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    id: str
+    component: str
+    code: str
+    message: str
+    trace_id: str
+    span_id: str
+    correlation_id: str
+    time: float
+    details: dict[str, Any]
+    event_sequence: int = 0  # the system.error event written with it
+
+
+def _row(r: Any) -> ErrorRecord:
+    return ErrorRecord(
+        id=r["id"],
+        component=r["component"],
+        code=r["code"],
+        message=r["message"],
+        trace_id=r["trace_id"],
+        span_id=r["span_id"],
+        correlation_id=r["correlation_id"],
+        time=r["time"],
+        details=json.loads(r["details"]),
+        event_sequence=r["event_seq"] or 0,
+    )
+
+
+def normalize_code(code: str) -> str:
+    """UPPER_SNAKE, e.g. 'step timeout' -> 'STEP_TIMEOUT'; empty -> 'INTERNAL'."""
+    return _CODE_RE.sub("_", code.strip().upper()).strip("_")[:128] or "INTERNAL"
+
+
+def carrying_ids(trace_ids: set[str], correlation_ids: set[str]) -> tuple[str, list[str]]:
+    """SQL condition (and parameters) for a row (error or event) carrying any of the ids; '' for none."""
+    clauses, params = [], []
+    for column, ids in (("trace_id", trace_ids), ("correlation_id", correlation_ids)):
+        if ids:
+            clauses.append(f"{column} IN ({','.join('?' * len(ids))})")
+            params.extend(sorted(ids))
+    return " OR ".join(clauses), params
+
+
+def validate_trace_id(value: str, field: str) -> str:
+    value = value.strip().lower()
+    if value and not TRACE_ID_RE.match(value):
+        raise InvalidArgument(
+            field, "a trace id is 32 lowercase hex characters", reason="TRACE_CONTEXT_INVALID"
+        )
+    return value
+
+
+class ErrorLog:
+    def __init__(self, db: Database, events: Any, metrics: Metrics = NOOP):
+        self.db = db
+        self.events = events
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}  # per component, since this server started
+        self._last: dict[str, ErrorRecord] = {}
+        self._latest: ErrorRecord | None = None
+
+    def record(
+        self,
+        component: str,
+        code: str,
+        message: str,
+        *,
+        correlation_id: str = "",
+        details: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+    ) -> ErrorRecord:
+        """Persist one error with the current trace ids (and a system.error event); returns it."""
+        ids = current_trace()
+        code = normalize_code(code)
+        message = (message or (f"{type(exc).__name__}: {exc}" if exc else code))[:MAX_MESSAGE]
+        correlation_id = correlation_id or current_correlation()
+        details = json.loads(json.dumps(details or {}, default=str))
+        if exc is not None:
+            details.setdefault("exception", type(exc).__name__)
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.record_exception(exc)
+        eid, now = new_id("err"), time.time()
+        with self.db.write() as tx:
+            ev = self.events.append(
+                tx,
+                [
+                    NewEvent(
+                        type="system.error",
+                        source=component,
+                        data={"error_id": eid, "code": code, "message": message, "details": details},
+                        correlation_id=correlation_id,
+                        priority=Priority.HIGH,
+                    )
+                ],
+            )[0]
+            tx.execute(
+                "INSERT INTO errors(id, component, code, message, trace_id, span_id, correlation_id, time,"
+                " details, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    eid,
+                    component,
+                    code,
+                    message,
+                    ids.trace_id,
+                    ids.span_id,
+                    correlation_id,
+                    now,
+                    json.dumps(details, separators=(",", ":")),
+                    ev.sequence,
+                ),
+            )
+        rec = ErrorRecord(
+            eid,
+            component,
+            code,
+            message,
+            ids.trace_id,
+            ids.span_id,
+            correlation_id,
+            now,
+            details,
+            ev.sequence,
+        )
+        with self._lock:
+            self._counts[component] = self._counts.get(component, 0) + 1
+            self._last[component] = rec
+            self._latest = rec
+        self.metrics.errors.add(1, {"component": component, "code": code})
+        return rec
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def count(self, component: str | None = None) -> int:
+        with self._lock:
+            return self._counts.get(component, 0) if component else sum(self._counts.values())
+
+    def last(self, component: str | None = None) -> ErrorRecord | None:
+        with self._lock:
+            return self._last.get(component) if component else self._latest
+
+    def list(
+        self,
+        *,
+        trace_id: str = "",
+        correlation_id: str = "",
+        component: str = "",
+        code: str = "",
+        since: float | None = None,
+        size: int = 0,
+        token: str = "",
+    ) -> tuple[list[ErrorRecord], str]:
+        """Newest first, filtered (every given filter must match), paged."""
+        trace_id = validate_trace_id(trace_id, "trace_id")
+        limit = page_size(size)
+        query = {"t": trace_id, "c": correlation_id, "m": component, "k": code, "s": since}
+        after = decode_token(token, query)
+        where, params = [], []
+        for column, value in (
+            ("trace_id", trace_id),
+            ("correlation_id", correlation_id),
+            ("component", component),
+            ("code", code),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if after is not None:
+            where.append("seq < ?")
+            params.append(int(after))
+        sql = "SELECT * FROM errors" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.db.query(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
+        token_out = encode_token(query, rows[limit - 1]["seq"]) if len(rows) > limit else ""
+        return [_row(r) for r in rows[:limit]], token_out
+
+    def matching(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[ErrorRecord]:
+        """Errors carrying any of the trace or correlation ids, oldest first."""
+        where, params = carrying_ids(trace_ids, correlation_ids)
+        if not where:
+            return []
+        rows = self.db.query(f"SELECT * FROM errors WHERE {where} ORDER BY seq LIMIT ?", (*params, limit))
+        return [_row(r) for r in rows]
+
+    def prune(self, older_than: float) -> int:
+        with self.db.write() as tx:
+            return tx.execute("DELETE FROM errors WHERE time < ?", (older_than,)).rowcount

@@ -1,0 +1,344 @@
+"""The built-in "complete-workflow" template behind ExecuteCompleteWorkflow, its per-call options, and the
+`requirement.<execution id>` state keys it keeps up to date.
+
+analyse (analysis) -> generate_tasks (planning, a JSON task list) -> execute_tasks (fan-out: each task to an
+agent with its capability, in the tasks' own dependency order) -> review (review) -> summary (summary).
+Prompts ask for JSON so OpenAI-compatible agents answer in a parseable shape; the offline agents answer
+from the same context deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ...errors import InvalidArgument, VoltorchError
+from ..state import StateStore
+from ._executions import COMPLETED, StepRecord
+from ._run import ExecutionRun
+from .templates import (
+    INTEGER,
+    MAX_STEP_TIMEOUT,
+    STRING,
+    AgentTaskSpec,
+    FanOutSpec,
+    ParameterSpec,
+    Problems,
+    RetryPolicy,
+    StepSpec,
+    Template,
+    check_retry,
+)
+
+log = logging.getLogger("voltorch.workflows")
+
+NAME = "complete-workflow"
+MAX_REQUIREMENT = 20_000
+MAX_TASKS = 50
+STATE_PREFIX = "requirement."
+
+_JSON_ONLY = "Answer with one JSON object only, no prose and no code fences."
+
+ANALYSE = f"""You are a senior software analyst. Analyse the software requirement below.
+{_JSON_ONLY} Shape:
+{{"summary": "<2-3 sentences>", "requirements": [{{"id": "R1", "title": "...", "description": "...",
+"kind": "core|functional|non-functional"}}], "components": ["..."], "risks": ["..."]}}
+
+Requirement:
+{{{{requirement}}}}"""
+
+PLAN = f"""You are a technical lead. Break the requirement into at most {{{{max_tasks}}}} implementation
+tasks, using the analysis in the context. Each task has a capability: "coding", "testing" or "documentation".
+{_JSON_ONLY} Shape:
+{{"tasks": [{{"id": "task-1", "title": "...", "description": "...", "capability": "coding",
+"depends_on": []}}]}}
+depends_on lists ids of earlier tasks that must be finished first.
+
+Requirement:
+{{{{requirement}}}}"""
+
+EXECUTE = f"""Carry out this task of a larger project.
+Task {{{{item.id}}}}: {{{{item.title}}}}
+{{{{item.description}}}}
+
+The project requirement and the outputs of the tasks this one depends on are in the context.
+{_JSON_ONLY} Shape:
+{{"task_id": "{{{{item.id}}}}", "deliverable": "<one line>", "files": [{{"path": "...", "content": "..."}}],
+"notes": ["..."]}}"""
+
+REVIEW = f"""You are a code reviewer. Review the deliverables in the context against the requirement and the
+task list. {_JSON_ONLY} Shape:
+{{"approved": true, "score": 0.0-1.0, "findings": [{{"severity": "major|minor|info", "task_id": "...",
+"message": "..."}}]}}
+
+Requirement:
+{{{{requirement}}}}"""
+
+SUMMARY = f"""Write the final report of this project for its stakeholders: what was asked, the plan, what
+was delivered (files), the review verdict and open points. {_JSON_ONLY} Shape:
+{{"summary": "<markdown>"}}
+
+Requirement:
+{{{{requirement}}}}"""
+
+
+def template() -> Template:
+    req = "{{requirement}}"
+    return Template(
+        name=NAME,
+        description="Requirement to reviewed deliverables: analyse, plan tasks, run each task on an agent "
+        "with its capability, review, summarise.",
+        category="development",
+        parameters=(
+            ParameterSpec(
+                "requirement",
+                STRING,
+                required=True,
+                min=1,
+                max=MAX_REQUIREMENT,
+                description="What to build, in plain language",
+            ),
+            ParameterSpec(
+                "max_tasks",
+                INTEGER,
+                default=8,
+                has_default=True,
+                min=1,
+                max=MAX_TASKS,
+                description="Most tasks the planning step may produce",
+            ),
+        ),
+        steps=(
+            StepSpec(
+                "analyse",
+                AgentTaskSpec(
+                    ANALYSE, capabilities=("analysis",), context={"requirement": req}, json_output=True
+                ),
+                name="Analyse requirement",
+            ),
+            StepSpec(
+                "generate_tasks",
+                AgentTaskSpec(
+                    PLAN,
+                    capabilities=("planning",),
+                    context={
+                        "requirement": req,
+                        "analysis": "{{steps.analyse.result}}",
+                        "max_tasks": "{{max_tasks}}",
+                    },
+                    json_output=True,
+                ),
+                name="Generate tasks",
+                depends_on=("analyse",),
+            ),
+            StepSpec(
+                "execute_tasks",
+                FanOutSpec(
+                    items_from_step_id="generate_tasks",
+                    items_path="tasks",
+                    task=AgentTaskSpec(
+                        EXECUTE,
+                        capabilities=("{{item.capability}}",),
+                        context={
+                            "requirement": req,
+                            "task": "{{item}}",
+                            "analysis_summary": "{{steps.analyse.result.summary}}",
+                        },
+                        json_output=True,
+                        fallback_to_any_agent=True,
+                    ),
+                    max_parallel=4,
+                    max_items=MAX_TASKS,
+                    truncate_items=True,
+                    item_dependencies=True,
+                ),
+                name="Execute tasks",
+                depends_on=("generate_tasks",),
+            ),
+            StepSpec(
+                "review",
+                AgentTaskSpec(
+                    REVIEW,
+                    capabilities=("review",),
+                    context={
+                        "requirement": req,
+                        "tasks": "{{steps.generate_tasks.result.tasks}}",
+                        "results": "{{steps.execute_tasks.result}}",
+                    },
+                    json_output=True,
+                ),
+                name="Review",
+                depends_on=("execute_tasks",),
+            ),
+            StepSpec(
+                "summary",
+                AgentTaskSpec(
+                    SUMMARY,
+                    capabilities=("summary",),
+                    context={
+                        "requirement": req,
+                        "analysis": "{{steps.analyse.result}}",
+                        "plan": "{{steps.generate_tasks.result}}",
+                        "results": "{{steps.execute_tasks.result}}",
+                        "review": "{{steps.review.result}}",
+                    },
+                    json_output=True,
+                ),
+                name="Summary",
+                depends_on=("review",),
+            ),
+        ),
+        default_retry=RetryPolicy(max_attempts=3, initial_backoff=1.0, max_backoff=30.0),
+        builtin=True,
+    )
+
+
+@dataclass(frozen=True)
+class Options:
+    max_tasks: int = 0
+    max_parallel: int = 0
+    skip_review: bool = False
+    timeout: float | None = None
+    step_timeout: float | None = None
+    retry: RetryPolicy | None = None
+
+
+def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, dict[str, Any]]:
+    """The template as this call runs it, and its parameters. INVALID_ARGUMENT names the request field."""
+    if not requirement.strip():
+        raise InvalidArgument("requirement", "a requirement is required", reason="FIELD_REQUIRED")
+    if len(requirement) > MAX_REQUIREMENT:
+        raise InvalidArgument("requirement", f"at most {MAX_REQUIREMENT} characters (got {len(requirement)})")
+    if opts.max_tasks < 0:
+        raise InvalidArgument("options.max_tasks", "must not be negative")
+    if opts.max_parallel < 0:
+        raise InvalidArgument("options.max_parallel", "must not be negative")
+    if opts.step_timeout is not None and opts.step_timeout > MAX_STEP_TIMEOUT:
+        raise InvalidArgument(
+            "options.step_timeout", f"at most {MAX_STEP_TIMEOUT:.0f} s (24 h)", reason="DURATION_INVALID"
+        )
+    if opts.retry is not None:
+        problems = Problems("options.", reason="FIELD_INVALID")
+        check_retry(problems, opts.retry, "retry")
+        problems.raise_if_any()
+    max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
+    steps = []
+    for s in base.steps:
+        if s.id == "review" and opts.skip_review:
+            continue
+        if s.id == "summary" and opts.skip_review:
+            s = replace(s, depends_on=("execute_tasks",))
+            assert isinstance(s.kind, AgentTaskSpec)
+            ctx = {k: v for k, v in (s.kind.context or {}).items() if k != "review"}
+            s = replace(s, kind=replace(s.kind, context=ctx))
+        if isinstance(s.kind, FanOutSpec):
+            s = replace(s, kind=replace(s.kind, max_items=max_tasks, max_parallel=opts.max_parallel or 4))
+        if opts.step_timeout:
+            s = replace(s, timeout=opts.step_timeout)
+        steps.append(s)
+    t = replace(
+        base,
+        steps=tuple(steps),
+        timeout=opts.timeout or base.timeout,
+        default_retry=opts.retry.over(base.default_retry) if opts.retry else base.default_retry,
+    )
+    return t, {"requirement": requirement, "max_tasks": max_tasks}
+
+
+# -- requirement.<id> state keys ----------------------------------------------------------------------------
+
+
+class RequirementState:
+    """Mirrors a complete-workflow execution into global state, as the seed's orchestrator does:
+    requirement.<id> (the record), requirement.<id>.analysis / .tasks / .results / .review / .summary."""
+
+    def __init__(self, state: StateStore):
+        self.state = state
+
+    @staticmethod
+    def key(execution_id: str, part: str = "") -> str:
+        return f"{STATE_PREFIX}{execution_id}" + (f".{part}" if part else "")
+
+    def _set(self, key: str, value: Any) -> None:
+        try:
+            self.state.set(key, value)
+        except VoltorchError as exc:  # e.g. too large: keep the workflow going, say why in the log
+            log.warning("could not write state key %s: %s", key, exc)
+
+    def started(self, execution_id: str, requirement: str, status: str) -> None:
+        self._set(
+            self.key(execution_id),
+            {
+                "requirement": requirement,
+                "execution_id": execution_id,
+                "status": status,
+                "update_time": time.time(),
+            },
+        )
+
+    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
+        if run.template_name != NAME or rec.parent_id:
+            return
+        value = rec.structured if rec.structured is not None else rec.output
+        if rec.step_id == "analyse":
+            self._set(self.key(run.id, "analysis"), value)
+        elif rec.step_id == "generate_tasks":
+            tasks = value.get("tasks") if isinstance(value, dict) else value
+            self._set(self.key(run.id, "tasks"), tasks)
+        elif rec.step_id == "execute_tasks":
+            self._set(self.key(run.id, "results"), self._results(run, rec))
+        elif rec.step_id == "review":
+            self._set(self.key(run.id, "review"), value)
+        elif rec.step_id == "summary":
+            text = value.get("summary") if isinstance(value, dict) else None
+            self._set(self.key(run.id, "summary"), text if isinstance(text, str) else rec.output)
+
+    @staticmethod
+    def _results(run: ExecutionRun, rec: StepRecord) -> list[dict[str, Any]]:
+        """One line per task (file contents stay in the execution record)."""
+        out = []
+        for cid in run.children.get(rec.step_id, []):
+            child = run.records[cid]
+            v = child.structured if isinstance(child.structured, dict) else {}
+            item = child.item if isinstance(child.item, dict) else {}
+            files = v.get("files") if isinstance(v.get("files"), list) else []
+            out.append(
+                {
+                    "task_id": str(item.get("id", cid)),
+                    "title": child.name,
+                    "capability": item.get("capability", ""),
+                    "agent_id": child.agent_id,
+                    "deliverable": v.get("deliverable", child.output[:200]),
+                    "files": [f.get("path") for f in files if isinstance(f, dict)],
+                }
+            )
+        return out
+
+    def finished(self, run: ExecutionRun) -> None:
+        if run.template_name != NAME:
+            return
+        recs = run.records
+        review = recs.get("review")
+        rv = review.structured if review is not None and isinstance(review.structured, dict) else {}
+        agents = sorted({r.agent_id for r in recs.values() if r.agent_id})
+        record = {
+            "requirement": run.params.get("requirement", ""),
+            "execution_id": run.id,
+            "status": run.status,
+            "update_time": time.time(),
+            "agents": agents,
+            "tasks": [recs[c].name for c in run.children.get("execute_tasks", [])],
+            "approved": rv.get("approved"),
+            "score": rv.get("score"),
+            "summary_key": self.key(run.id, "summary"),
+        }
+        if run.status != COMPLETED:
+            failed = [r for r in recs.values() if r.error and r.status == "failed" and not r.parent_id]
+            record["error"] = failed[0].error.to_dict() if failed else None
+        self._set(self.key(run.id), record)
+        if run.recovered:  # catch up on keys a crash may have missed
+            for rec in recs.values():
+                if rec.status == COMPLETED and not rec.parent_id:
+                    self.step_completed(run, rec)

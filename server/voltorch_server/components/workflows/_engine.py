@@ -1,0 +1,528 @@
+"""The workflow engine: versioned templates, durable executions of their step DAGs, and the built-in
+complete workflow (requirement -> analysis -> tasks -> fan-out to agents -> review -> summary).
+
+Executions beyond the limit wait in a priority queue (never rejected). The limit is `concurrency`, or
+twice the LLM endpoints' current windows when that is larger: executions mostly wait on the model, and
+those waiting must not keep others queued while the endpoints have room (the endpoint limiters then
+decide which calls go first, by priority). Each running execution is an
+`ExecutionRun` (see _run.py) that checkpoints after every step; at start the engine reloads every execution
+that was running or queued when the server stopped — however it stopped — and continues it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from ..._ids import new_id
+from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from ...priority import Priority
+from ...storage import Database
+from ...telemetry import context_from, current_trace, tracer
+from .._base import Component
+from .._follow import Follower
+from ..events import Event, EventFilter, EventLog, NewEvent
+from ..state import StateStore
+from . import _complete as complete
+from ._executions import (
+    CANCELLED,
+    PAUSED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    Execution,
+    ExecutionStore,
+    StepRecord,
+)
+from ._run import ExecutionRun
+from ._timers import TimerQueue
+from .templates import Template, TemplateStore, apply_parameters, dumps, validate_template
+
+log = logging.getLogger("voltorch.workflows")
+
+TERMINAL_EVENTS = frozenset(
+    {
+        "workflow.execution.completed",
+        "workflow.execution.failed",
+        "workflow.execution.cancelled",
+        "workflow.execution.timed_out",
+    }
+)
+MAX_REQUEST_ID = 128
+MAX_LABELS = 64
+
+__all__ = ["TERMINAL_EVENTS", "Execution", "WorkflowEngine", "complete"]
+
+
+class WorkflowEngine(Component):
+    name = "workflows"
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        state: StateStore,
+        coordination: Any,
+        *,
+        concurrency: int = 100,
+        threads: int = 256,
+        llm_capacity: Callable[[], int] | None = None,
+    ):
+        """`llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
+        self.db = db
+        self.events = events
+        self.coordination = coordination
+        self.concurrency = max(1, concurrency)
+        self.llm_capacity = llm_capacity
+        self.threads = max(4, threads)
+        self.store = ExecutionStore(db)
+        self.templates = TemplateStore(db)
+        self.templates.reserved.add(complete.NAME)
+        self.requirements = complete.RequirementState(state)
+        self.timers = TimerQueue("workflow-timers")
+        self.pool: ThreadPoolExecutor = ThreadPoolExecutor(1)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._runs: dict[str, ExecutionRun] = {}
+        self._running: set[str] = set()
+        self._queue: list[tuple[int, float, str]] = []
+        self._queued: set[str] = set()
+        self._admit_wanted = threading.Condition()
+        self._admitter: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.stopping.clear()
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="workflow")
+        self.timers.start()
+        self.templates.register(complete.template(), builtin=True)
+        self._admitter = threading.Thread(target=self._admit_loop, name="workflow-admission", daemon=True)
+        self._admitter.start()
+        self._recover()
+
+    def stop(self) -> None:
+        """Stop scheduling; attempts in flight are abandoned where they are and resumed by the next start."""
+        self.stopping.set()
+        with self._admit_wanted:
+            self._admit_wanted.notify_all()
+        self.timers.stop()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._admitter:
+            self._admitter.join(timeout=5)
+        with self._lock:
+            self._runs.clear()
+            self._running.clear()
+            self._queue.clear()
+            self._queued.clear()
+
+    def check(self) -> None:
+        if self._admitter is None or not self._admitter.is_alive():
+            raise RuntimeError("workflow admission thread is not running")
+        self.db.query_one("SELECT COUNT(*) FROM workflow_executions WHERE status = 'running'")
+
+    def details(self) -> dict[str, Any]:
+        with self._lock:
+            running, queued = len(self._running), len(self._queued)
+        return {
+            "active_workflows": running,
+            "queued_workflows": queued,
+            "concurrency_limit": self.limit(),
+            "timers": len(self.timers),
+        }
+
+    def _recover(self) -> None:
+        rows = self.store.ids_with_status(RUNNING, QUEUED, PENDING)
+        resume: list[ExecutionRun] = []
+        with self._lock:
+            for r in rows:
+                if r["status"] == RUNNING:
+                    run = self._load_locked(r["id"])
+                    if run is not None:
+                        run.recovered = True
+                        self._running.add(run.id)
+                        resume.append(run)
+                else:
+                    self._enqueue_locked(r["id"], r["priority"], r["create_time"])
+        for run in resume:
+            log.info("workflow %s: continuing from its last checkpoint", run.id)
+            run.begin(
+                "workflow.execution.resumed",
+                reason="recovered after a restart (continuing from the last checkpoint)",
+            )
+        self._wake_admission()
+
+    # -- templates ---------------------------------------------------------------------------------------------
+
+    def register_template(self, t: Template) -> Template:
+        return self.templates.register(t)
+
+    def get_template(self, name: str, version: int = 0) -> Template:
+        return self.templates.get(name, version)
+
+    def list_templates(
+        self, category: str = "", all_versions: bool = False, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Template], str]:
+        return self.templates.list(category, all_versions, page_size, page_token)
+
+    # -- starting ----------------------------------------------------------------------------------------------
+
+    def start_execution(
+        self,
+        template_name: str,
+        *,
+        template_version: int = 0,
+        parameters: dict[str, Any] | None = None,
+        request_id: str = "",
+        priority: int = 0,
+        labels: dict[str, str] | None = None,
+        correlation_id: str = "",
+    ) -> tuple[Execution, bool]:
+        """Start an execution (RUNNING, or QUEUED beyond the concurrency limit); (execution, existing)."""
+        _check_common(request_id, labels or {}, correlation_id)
+        if template_version < 0:
+            raise InvalidArgument("template_version", "must not be negative")
+        t, raw = self.templates.get_raw(template_name, template_version, field="template_name")
+        params = apply_parameters(t.parameters, parameters or {})
+        digest = _digest(
+            "start",
+            template_name,
+            template_version,
+            parameters or {},
+            Priority.of(priority),
+            labels,
+            correlation_id,
+        )
+        return self._start(t, params, digest, request_id, priority, labels or {}, correlation_id, raw)
+
+    def execute_complete(
+        self,
+        requirement: str,
+        *,
+        options: complete.Options | None = None,
+        request_id: str = "",
+        priority: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> tuple[Execution, bool]:
+        """ExecuteCompleteWorkflow: the built-in template with per-call options."""
+        opts = options or complete.Options()
+        _check_common(request_id, labels or {}, "")
+        base = self.templates.get(complete.NAME)
+        t, params = complete.variant(base, requirement, opts)
+        digest = _digest("complete", requirement, repr(opts), Priority.of(priority), labels)
+        execution, existing = self._start(t, params, digest, request_id, priority, labels or {}, "")
+        if not existing:
+            self.requirements.started(execution.id, requirement, execution.status)
+        return execution, existing
+
+    def _start(
+        self,
+        t: Template,
+        params: dict[str, Any],
+        digest: str,
+        request_id: str,
+        priority: int,
+        labels: dict[str, str],
+        correlation_id: str,
+        definition: str = "",
+    ) -> tuple[Execution, bool]:
+        """Persist and admit an execution of t. `definition` is t as stored (already validated); without
+        it t is a per-call variant, validated and serialised here."""
+        if not definition:
+            validate_template(t)
+            definition = dumps(t)
+        prio = Priority.of(priority)
+        eid = new_id("wfx")
+        with tracer.start_as_current_span(
+            "workflow.execute",
+            attributes={"voltorch.execution_id": eid, "voltorch.template": t.name},
+        ):
+            trace = current_trace()
+        now = round(time.time(), 6)  # microseconds: what a client's datetime can express, for created_after
+        steps = [StepRecord(step_id=s.id, position=i, name=s.display_name) for i, s in enumerate(t.steps)]
+        row = {
+            "id": eid,
+            "request_id": request_id or None,
+            "request_digest": digest,
+            "template_name": t.name,
+            "template_version": t.version,
+            "definition": definition,
+            "status": PENDING,
+            "parameters": json.dumps(params, separators=(",", ":")),
+            "priority": int(prio),
+            "labels": json.dumps(labels, sort_keys=True),
+            "correlation_id": correlation_id or eid,
+            "traceparent": trace.traceparent,
+            "trace_id": trace.trace_id,
+            "create_time": now,
+            "update_time": now,
+        }
+        existing_id = None
+        run = None
+        with self._lock:
+            run_now = len(self._running) < self.limit() and not self.stopping.is_set()
+            with self.db.write() as tx:
+                prev = self.store.by_request(tx, request_id) if request_id else None
+                if prev is not None:
+                    if prev["request_digest"] != digest:
+                        raise AlreadyExists(
+                            f"request_id {request_id!r} was used for a different request (execution {prev['id']})",
+                            reason="REQUEST_ID_REUSED",
+                            metadata={"request_id": request_id, "execution_id": prev["id"]},
+                        )
+                    existing_id = prev["id"]
+                else:
+                    row["status"] = PENDING if run_now else QUEUED
+                    self.store.insert(tx, row, steps)
+                    if not run_now:
+                        queued = NewEvent(
+                            type="workflow.execution.queued",
+                            source="workflows",
+                            data={"execution_id": eid, "template": t.name, "status": QUEUED},
+                            correlation_id=row["correlation_id"],
+                            traceparent=trace.traceparent,
+                        )
+                        self.events.append(tx, [queued])
+            if existing_id is None:
+                if run_now:
+                    self._running.add(eid)
+                    run = self._load_locked(eid)
+                else:
+                    self._enqueue_locked(eid, int(prio), now)
+        if existing_id is not None:
+            return self.get(existing_id), True
+        self.metrics.workflows_started.add(1, {"template": t.name})
+        if run is not None:
+            run.begin("workflow.execution.started", parameters=sorted(params))
+        return self.get(eid), False
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def get(self, execution_id: str) -> Execution:
+        if not execution_id:
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
+        row = self.store.row(execution_id)
+        if row is None:
+            raise NotFound("execution", execution_id)
+        return self.store.execution(row)
+
+    def list(self, **filters: Any) -> tuple[list[Execution], str]:
+        return self.store.list(**filters)
+
+    def watch(self, execution_id: str, from_sequence: int = 0) -> tuple[Any, Any]:
+        """A follower of the execution's events (replay first) and the predicate of its last event."""
+        if from_sequence < 0:
+            raise InvalidArgument("from_sequence", "must not be negative")
+        execution = self.get(execution_id)
+        flt = EventFilter(correlation_id=execution.correlation_id)
+        if from_sequence:
+            follower = self.events.subscribe(flt, from_sequence=from_sequence)
+        else:
+            follower = self.events.subscribe(flt, after=0)
+
+        def mine(e: Event) -> bool:  # a correlation id given at start may be shared with other work
+            other = e.data.get("execution_id") if isinstance(e.data, dict) else None
+            return not other or other == execution_id
+
+        def is_last(e: Event) -> bool:
+            return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
+
+        return _Only(follower, mine), is_last
+
+    # -- control -----------------------------------------------------------------------------------------------
+
+    def cancel(self, execution_id: str, reason: str = "") -> Execution:
+        run = self._run_for(execution_id, allow_terminal=(CANCELLED,))
+        if run is not None:
+            run.cancel(reason or "cancelled by request")
+        return self.get(execution_id)
+
+    def pause(self, execution_id: str, reason: str = "") -> Execution:
+        run = self._run_for(execution_id)
+        if run is not None:
+            was = run.pause(reason)
+            if was in (RUNNING, QUEUED, PENDING):
+                with self._lock:
+                    self._running.discard(execution_id)
+                    self._queued.discard(execution_id)
+                self._wake_admission()
+        return self.get(execution_id)
+
+    def resume(self, execution_id: str) -> Execution:
+        run = self._run_for(execution_id)
+        if run is not None and run.status == PAUSED:
+            with self._lock:
+                slot = len(self._running) < self.limit()
+                if slot:
+                    self._running.add(execution_id)
+            if slot:
+                if not run.begin("workflow.execution.resumed", expect=(PAUSED,)):
+                    with self._lock:
+                        self._running.discard(execution_id)
+            else:
+                run.set_queued("workflow.execution.resumed")
+                with self._lock:
+                    self._enqueue_locked(execution_id, int(run.priority), run.create_time)
+                self._wake_admission()
+        return self.get(execution_id)
+
+    def _run_for(self, execution_id: str, allow_terminal: tuple[str, ...] = ()) -> ExecutionRun | None:
+        """The in-memory run (loaded if needed); None for a terminal execution in allow_terminal."""
+        if not execution_id:
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
+        with self._lock:
+            run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        if run is None:
+            row = self.store.row(execution_id)
+            if row is None:
+                raise NotFound("execution", execution_id)
+            if row["status"] in allow_terminal:
+                return None
+            raise FailedPrecondition(
+                f"execution {execution_id} is already {row['status']}",
+                reason="EXECUTION_FINISHED",
+                metadata={"execution_id": execution_id, "status": row["status"]},
+            )
+        return run
+
+    def _load_locked(self, execution_id: str) -> ExecutionRun | None:
+        run = self._runs.get(execution_id)
+        if run is not None:
+            return run
+        row = self.store.row(execution_id)
+        if row is None or row["status"] in TERMINAL:
+            return None
+        run = ExecutionRun(self, row, self.store.steps(execution_id))
+        self._runs[execution_id] = run
+        return run
+
+    # -- admission ---------------------------------------------------------------------------------------------
+
+    def _enqueue_locked(self, execution_id: str, priority: int, create_time: float) -> None:
+        if execution_id not in self._queued:
+            self._queued.add(execution_id)
+            heapq.heappush(self._queue, (-priority, create_time, execution_id))
+
+    def limit(self) -> int:
+        """Executions that may run now: `concurrency`, or twice the LLM endpoints' windows if larger."""
+        llm = self.llm_capacity() if self.llm_capacity is not None else 0
+        return max(self.concurrency, 2 * llm)
+
+    def wake_admission(self) -> None:
+        """Admit queued executions now if the limit allows (an LLM endpoint's window grew)."""
+        self._wake_admission()
+
+    def _wake_admission(self) -> None:
+        with self._admit_wanted:
+            self._admit_wanted.notify_all()
+
+    def _admit_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._admit()
+            except Exception:
+                log.exception("workflow admission failed")
+            with self._admit_wanted:
+                if not self.stopping.is_set():
+                    self._admit_wanted.wait(1.0)
+
+    def _admit(self) -> None:
+        """Start queued executions while slots are free, highest priority (then oldest) first."""
+        while not self.stopping.is_set():
+            with self._lock:
+                if len(self._running) >= self.limit():
+                    return
+                eid = None
+                while self._queue:
+                    _, _, candidate = heapq.heappop(self._queue)
+                    if candidate in self._queued:
+                        eid = candidate
+                        break
+                if eid is None:
+                    return
+                self._queued.discard(eid)
+                self._running.add(eid)
+                run = self._load_locked(eid)
+            if run is None or not run.begin(None, expect=(QUEUED, PENDING)):
+                with self._lock:
+                    self._running.discard(eid)
+
+    def finished(self, run: ExecutionRun) -> None:
+        """Called by a run that reached a terminal status: free its slot, record it, admit the next."""
+        with self._lock:
+            self._runs.pop(run.id, None)
+            self._running.discard(run.id)
+            self._queued.discard(run.id)
+        self._wake_admission()
+        self.requirements.finished(run)
+        self.metrics.workflow_finished(run.status, run.run_elapsed, template=run.template_name)
+        if run.status in ("failed", "timed_out"):
+            token = otel_context.attach(context_from(run.traceparent)) if run.traceparent else None
+            try:  # recorded in the execution's trace
+                self.record_error(
+                    "WORKFLOW_" + run.status.upper(),
+                    f"workflow {run.id} ({run.template_name}) {run.status}: {run.error_message}",
+                    correlation_id=run.correlation_id,
+                    details={"execution_id": run.id},
+                )
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+
+    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
+        self.requirements.step_completed(run, rec)
+
+
+class _Only:
+    """A follower that skips the items `keep` rejects (same take/close/last as Follower)."""
+
+    def __init__(self, follower: Follower[Event], keep: Any):
+        self.follower, self.keep = follower, keep
+
+    @property
+    def last(self) -> int:
+        return self.follower.last
+
+    def take(self, timeout: float | None = None, limit: int = 500) -> list[Event]:
+        while True:
+            items = self.follower.take(timeout, limit)
+            if not items:
+                return items
+            kept = [e for e in items if self.keep(e)]
+            if kept:
+                return kept
+
+    def close(self) -> None:
+        self.follower.close()
+
+
+def _check_common(request_id: str, labels: dict[str, str], correlation_id: str) -> None:
+    problems: list[FieldViolation] = []
+    if len(request_id) > MAX_REQUEST_ID:
+        problems.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
+    if len(labels) > MAX_LABELS:
+        problems.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
+    for k, v in labels.items():
+        if not k or len(k) > 128 or len(v) > 1024:
+            problems.append(
+                FieldViolation(f"labels[{k}]", "label keys are 1..128 characters, values at most 1024")
+            )
+    if len(correlation_id) > 128:
+        problems.append(FieldViolation("correlation_id", "at most 128 characters"))
+    if problems:
+        raise InvalidArgument(problems[0].field, problems[0].description, more=problems[1:])
+
+
+def _digest(*parts: Any) -> str:
+    raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()

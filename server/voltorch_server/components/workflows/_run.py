@@ -1,0 +1,878 @@
+"""One execution in motion: the DAG scheduler of a workflow.
+
+All state changes happen under the run's lock and are checkpointed (step rows + execution row + events in
+one transaction) before anything depends on them, so a restarted server rebuilds the run from SQLite and
+continues: finished steps are never run again, an in-flight attempt re-attaches to its coordination
+(idempotent request id `<execution>/<step>/<attempt>`, coordination id checkpointed before waiting).
+Attempts block in a shared thread pool; backoffs and deadlines are timers, not sleeping threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from ...metrics import Metrics
+from ...priority import Priority
+from ...storage import Database
+from ...telemetry import context_from, current_trace, tracer
+from ..coordination import CoordinationEngine, TaskError, evaluate
+from ..events import EventLog, NewEvent
+from ._executions import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    STEP_DONE,
+    TERMINAL,
+    TIMED_OUT,
+    ExecutionStore,
+    StepRecord,
+    save_step,
+)
+from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_of, run_attempt
+from ._timers import Timer, TimerQueue
+from .templates import (
+    DEFAULT_STEP_TIMEOUT,
+    AgentTaskSpec,
+    ConditionSpec,
+    CoordinationSpec,
+    FanOutSpec,
+    Scope,
+    StepSpec,
+    StepView,
+    build_graph,
+    loads,
+    render,
+    render_value,
+)
+
+log = logging.getLogger("voltorch.workflows")
+
+MAX_OUTPUT = 1 << 20
+
+
+class Readiness(StrEnum):
+    """The verdict on a step whose turn may have come."""
+
+    WAIT = "wait"
+    SKIP = "skip"
+    RUN = "run"
+
+
+WAIT, SKIP, RUN = Readiness.WAIT, Readiness.SKIP, Readiness.RUN
+
+
+@dataclass
+class _Batch:
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    events: list[NewEvent] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)
+    jobs: list[tuple] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+_jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
+
+
+def _run_jobs(job: tuple) -> None:
+    """A pool task: run an attempt, then (on the same thread) the first attempt it made ready; the
+    others go to the pool. Saves a thread hand-off per step of a chain."""
+    _jobs.pending = []
+    try:
+        while job is not None:
+            run, *args = job
+            run._attempt_thread(*args)
+            pending, _jobs.pending = _jobs.pending, []
+            job = pending[0] if pending else None
+            for extra in pending[1:]:
+                extra[0]._pool_submit(extra)
+    finally:
+        _jobs.pending = None
+
+
+class RunHost(Protocol):
+    """What a run needs of the engine that hosts it, and nothing more: where it saves (db, store,
+    events), what it calls (coordination), where it waits (timers, pool), when to stop, and whom it
+    tells about finished steps and its own end."""
+
+    @property
+    def db(self) -> Database: ...
+    @property
+    def store(self) -> ExecutionStore: ...
+    @property
+    def events(self) -> EventLog: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def coordination(self) -> CoordinationEngine: ...
+    @property
+    def timers(self) -> TimerQueue: ...
+    @property
+    def pool(self) -> ThreadPoolExecutor: ...
+    @property
+    def stopping(self) -> threading.Event: ...
+
+    def finished(self, run: ExecutionRun) -> None: ...
+
+    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None: ...
+
+
+class ExecutionRun:
+    def __init__(self, host: RunHost, row: Any, records: list[StepRecord]):
+        self.host = host
+        self.id: str = row["id"]
+        self.template_name: str = row["template_name"]
+        self.template_version: int = row["template_version"]
+        self.template = loads(row["definition"])
+        self.graph = build_graph(self.template.steps)
+        self.specs = {s.id: s for s in self.template.steps}
+        self.params: dict[str, Any] = json.loads(row["parameters"])
+        self.priority = Priority(row["priority"])
+        self.create_time: float = row["create_time"]
+        self.correlation_id: str = row["correlation_id"]
+        self.traceparent: str = row["traceparent"]
+        self.status: str = row["status"]
+        self.start_time: float | None = row["start_time"]
+        self.run_elapsed: float = row["run_elapsed"]
+        self.run_since: float | None = row["run_since"]
+        if self.run_since is not None:  # recovered after a crash: running time ends at the last checkpoint
+            self.run_elapsed += max(row["update_time"] - self.run_since, 0.0)
+            self.run_since = None
+        self.records = {r.step_id: r for r in records}
+        self.children: dict[str, list[str]] = {}
+        for r in sorted(records, key=lambda r: r.position):
+            if r.parent_id:
+                self.children.setdefault(r.parent_id, []).append(r.step_id)
+        self.child_deps: dict[str, list[str]] = {}
+        for parent, kids in self.children.items():
+            self._index_child_deps(parent, kids)
+        self.recovered = False  # loaded after a restart (set by the engine)
+        self.error_message = ""
+        self.lock = threading.RLock()
+        self._inflight: set[str] = set()
+        self._retry_timers: dict[str, Timer] = {}
+        self._deadline: Timer | None = None
+        self._batch: _Batch | None = None
+
+    # -- persistence -------------------------------------------------------------------------------------
+
+    def _event(self, type_: str, **data: Any) -> NewEvent:
+        failed = type_.endswith(("failed", "timed_out"))
+        return NewEvent(
+            type=type_,
+            source="workflows",
+            data={"execution_id": self.id, "template": self.template_name, **data},
+            correlation_id=self.correlation_id,
+            traceparent=self.traceparent,
+            priority=Priority.HIGH if failed else Priority.NORMAL,
+        )
+
+    def _commit(self, steps: list[StepRecord] = (), events: list[NewEvent] = (), **execution: Any) -> None:
+        """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
+        b = self._batch
+        if b is None:
+            self._write(steps, events, execution)
+            return
+        for st in steps:
+            b.steps[st.step_id] = st
+        b.events.extend(events)
+        b.execution.update(execution)
+
+    def _write(self, steps: Any, events: list[NewEvent], execution: dict[str, Any]) -> None:
+        host = self.host
+        with host.db.write() as tx:
+            for st in steps:
+                save_step(tx, self.id, st)
+            host.store.update(tx, self.id, update_time=time.time(), **execution)
+            if events:
+                host.events.append(tx, list(events))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Hold the lock and gather the checkpoints of one reaction (a step finished, a resume, ...) into one
+        write; attempts and callbacks it produced start only after that write."""
+        with self.lock:
+            if self._batch is not None:
+                yield
+                return
+            b = self._batch = _Batch()
+            try:
+                yield
+            finally:
+                self._batch = None
+                if b.steps or b.events or b.execution:
+                    self._write(list(b.steps.values()), b.events, b.execution)
+                for job in b.jobs:
+                    self._dispatch(job)
+        for fn in b.after:
+            try:
+                fn()
+            except Exception:
+                log.exception("workflow %s: after-checkpoint callback failed", self.id)
+
+    def _after(self, fn: Callable[[], None]) -> None:
+        """Run fn once the current checkpoint is written (at once outside a transaction)."""
+        if self._batch is None:
+            fn()
+        else:
+            self._batch.after.append(fn)
+
+    def _step_event(self, type_: str, rec: StepRecord, **data: Any) -> NewEvent:
+        extra = {"parent_id": rec.parent_id} if rec.parent_id else {}
+        outcome = type_.rsplit(".", 1)[-1]
+        if outcome in ("completed", "failed", "retrying"):
+            self.host.metrics.record_step(
+                time.time() - (rec.start_time or time.time()), outcome, kind=self._kind_name(rec)
+            )
+        return self._event(type_, step_id=rec.step_id, name=rec.name, attempt=rec.attempts, **extra, **data)
+
+    # -- lifecycle (called by the engine, under no other lock) ------------------------------------------
+
+    def begin(self, event: str | None, *, expect: tuple[str, ...] = (), **data: Any) -> bool:
+        """Become RUNNING (admitted, resumed or recovered): re-attach in-flight attempts, arm timers, advance.
+        False (and nothing done) when terminal, or when `expect` is given and the status is not in it."""
+        with self._transaction():
+            if self.status in TERMINAL or (expect and self.status not in expect):
+                return False
+            now = time.time()
+            first = self.start_time is None
+            self.status = RUNNING
+            self.run_since = now
+            self.start_time = self.start_time or now
+            events = [self._event(event, **data)] if event else []
+            if first and event != "workflow.execution.started":
+                events.insert(0, self._event("workflow.execution.started"))
+            self._commit(
+                events=events,
+                status=RUNNING,
+                run_since=now,
+                start_time=self.start_time,
+                run_elapsed=self.run_elapsed,
+            )
+            self._arm_deadline()
+            self._reattach()
+            self.advance()
+            return True
+
+    def set_queued(self, event: str | None, **data: Any) -> None:
+        with self._transaction():
+            if self.status in TERMINAL:
+                return
+            self._stop_clock()
+            self.status = "queued"
+            self._commit(
+                events=[self._event(event, status="queued", **data)] if event else [],
+                status="queued",
+                run_since=None,
+                run_elapsed=self.run_elapsed,
+            )
+
+    def pause(self, reason: str) -> str:
+        """Pause; returns the status it had. Running attempts go on; nothing new starts."""
+        with self._transaction():
+            was = self.status
+            if was in TERMINAL or was == PAUSED:
+                return was
+            self._stop_clock()
+            self.status = PAUSED
+            self._commit(
+                events=[self._event("workflow.execution.paused", reason=reason, previous_status=was)],
+                status=PAUSED,
+                run_since=None,
+                run_elapsed=self.run_elapsed,
+            )
+            return was
+
+    def cancel(self, reason: str) -> bool:
+        return self.terminate(
+            CANCELLED,
+            TaskError("CANCELLED", reason or "cancelled by request"),
+            "workflow.execution.cancelled",
+            reason=reason,
+        )
+
+    def _stop_clock(self) -> None:
+        if self.run_since is not None:
+            self.run_elapsed += max(time.time() - self.run_since, 0.0)
+            self.run_since = None
+        if self._deadline:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def terminate(self, status: str, error: TaskError, event: str, **data: Any) -> bool:
+        """End the execution (FAILED, CANCELLED, TIMED_OUT): unfinished steps become CANCELLED and their
+        coordinations are cancelled."""
+        with self._transaction():
+            if self.status in TERMINAL:
+                return False
+            now = time.time()
+            self._stop_clock()
+            changed, running = [], []
+            for r in self.records.values():
+                if r.status in (PENDING, RUNNING, RETRYING):
+                    if r.status == RUNNING and r.coordination_id:
+                        running.append(r.coordination_id)
+                    r.status, r.end_time, r.next_retry_time = CANCELLED, now, None
+                    changed.append(r)
+            self.status = status
+            self.error_message = error.message
+            self._commit(
+                changed,
+                [self._event(event, status=status, error=error.to_dict(), **data)],
+                status=status,
+                error=error.to_dict(),
+                end_time=now,
+                run_since=None,
+                run_elapsed=self.run_elapsed,
+            )
+            self._cancel_timers()
+            reason = f"workflow execution {status}: {error.message}"
+            self._after(lambda: self._cancel_coordinations(running, reason))
+            self._after(lambda: self.host.finished(self))
+        return True
+
+    def _cancel_coordinations(self, ids: list[str], reason: str) -> None:
+        for cid in ids:
+            try:
+                self.host.coordination.cancel(cid, reason)
+            except Exception:  # already finished or gone
+                pass
+
+    def _cancel_timers(self) -> None:
+        for t in self._retry_timers.values():
+            t.cancel()
+        self._retry_timers.clear()
+        if self._deadline:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _arm_deadline(self) -> None:
+        if self._deadline:
+            self._deadline.cancel()
+        remaining = self.template.run_timeout - self.run_elapsed
+        self._deadline = self.host.timers.after(remaining, self._deadline_due)
+
+    def _deadline_due(self) -> None:
+        with self._transaction():
+            if self.status != RUNNING or self.run_since is None:
+                return
+            elapsed = self.run_elapsed + time.time() - self.run_since
+            timeout = self.template.run_timeout
+            if elapsed < timeout - 0.001:
+                self._arm_deadline()
+                return
+        self.terminate(
+            TIMED_OUT,
+            TaskError("TIMEOUT", f"the workflow exceeded its timeout of {timeout:g}s", False),
+            "workflow.execution.timed_out",
+        )
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Start every step whose dependencies allow it, skip what cannot run, finish when all are done."""
+        with self._transaction():
+            progress = True
+            while progress and self.status == RUNNING:
+                progress = False
+                now = time.time()
+                for sid in self.graph.order:
+                    if self.status != RUNNING:
+                        return
+                    rec = self.records[sid]
+                    if rec.status == PENDING:
+                        verdict, why = self._readiness(sid)
+                        if verdict == WAIT:
+                            continue
+                        progress = True
+                        if verdict == SKIP:
+                            self._skip(rec, why)
+                        else:
+                            self._start(sid)
+                    elif (
+                        rec.status == RETRYING
+                        and (rec.next_retry_time or 0) <= now
+                        and sid not in self._inflight
+                    ):
+                        progress = True
+                        self._attempt(sid)
+                    elif rec.status == RUNNING and sid in self.children:
+                        progress = self._pump(sid) or progress
+            if self.status == RUNNING and all(self.records[s].status in STEP_DONE for s in self.graph.order):
+                self._complete()
+
+    def _readiness(self, sid: str) -> tuple[str, str]:
+        deps = self.graph.deps[sid]
+        for d in deps:
+            r = self.records[d]
+            if r.status in (COMPLETED, SKIPPED) or (r.status == FAILED and self.specs[d].allow_failure):
+                continue
+            return WAIT, ""
+        for cond_id, branch in self.graph.branches[sid]:
+            c = self.records[cond_id]
+            if c.status != COMPLETED:
+                return SKIP, f"condition {cond_id} did not run"
+            if bool(c.structured) != (branch == "then"):
+                other = "else" if branch == "then" else "then"
+                return SKIP, f"condition {cond_id} took the {other} branch"
+        if deps and all(self.records[d].status == SKIPPED for d in deps):
+            return SKIP, "every dependency was skipped"
+        return RUN, ""
+
+    def _skip(self, rec: StepRecord, why: str) -> None:
+        rec.status, rec.end_time = SKIPPED, time.time()
+        self._commit([rec], [self._step_event("workflow.step.skipped", rec, reason=why)])
+
+    def _start(self, sid: str) -> None:
+        kind = self.specs[sid].kind
+        if isinstance(kind, ConditionSpec):
+            self._evaluate(sid, kind)
+        elif isinstance(kind, FanOutSpec):
+            self._expand(sid, kind)
+        else:
+            self._attempt(sid)
+
+    def _evaluate(self, sid: str, cond: ConditionSpec) -> None:
+        src = self.records[cond.source_step_id]
+        value = evaluate(cond.predicate, src.output, src.structured)
+        rec = self.records[sid]
+        now = time.time()
+        rec.status, rec.attempts, rec.start_time, rec.end_time = COMPLETED, 1, now, now
+        rec.output, rec.structured = ("true" if value else "false"), value
+        self._commit(
+            [rec],
+            [
+                self._step_event("workflow.step.started", rec, kind="condition"),
+                self._step_event("workflow.step.completed", rec, result=value, duration=0.0),
+            ],
+        )
+
+    def _expand(self, sid: str, fo: FanOutSpec) -> None:
+        rec = self.records[sid]
+        src = self.records[fo.items_from_step_id]
+        items, why = items_of(src.output, src.structured, fo.items_path)
+        if items is None:
+            return self._fail_now(rec, TaskError("INVALID_ITEMS", why))
+        if len(items) > fo.item_limit:
+            if not fo.truncate_items:
+                return self._fail_now(
+                    rec, TaskError("TOO_MANY_ITEMS", f"{len(items)} elements; the limit is {fo.item_limit}")
+                )
+            items = items[: fo.item_limit]
+        if fo.item_dependencies:
+            order, why = item_order(items)
+            if order is None:
+                return self._fail_now(rec, TaskError("INVALID_ITEMS", why))
+        now = time.time()
+        kids = []
+        spec = self.specs[sid]
+        for i, item in enumerate(items):
+            title = item.get("title") if isinstance(item, dict) else None
+            name = str(title)[:200] if title else f"{spec.display_name} [{i}]"
+            kids.append(StepRecord(step_id=f"{sid}[{i}]", position=i, name=name, parent_id=sid, item=item))
+        rec.status, rec.attempts, rec.start_time = RUNNING, 1, now
+        self._commit(
+            [rec, *kids], [self._step_event("workflow.step.started", rec, kind="fan_out", items=len(items))]
+        )
+        for k in kids:
+            self.records[k.step_id] = k
+        self.children[sid] = [k.step_id for k in kids]
+        self._index_child_deps(sid, self.children[sid])
+        self._pump(sid)
+
+    def _index_child_deps(self, parent: str, kids: list[str]) -> None:
+        kind = self.specs[parent].kind
+        if not (isinstance(kind, FanOutSpec) and kind.item_dependencies):
+            return
+        order, _ = item_order([self.records[k].item for k in kids])
+        for i, k in enumerate(kids):
+            self.child_deps[k] = [kids[j] for j in (order or {}).get(i, [])]
+
+    def _pump(self, parent: str) -> bool:
+        """Fan-out bookkeeping: start children up to max_parallel, finish the parent when they are done.
+        Returns True when the parent finished."""
+        prec = self.records[parent]
+        fo = self.specs[parent].kind
+        assert isinstance(fo, FanOutSpec)
+        while prec.status == RUNNING:
+            kids = [self.records[k] for k in self.children[parent]]
+            failed = next((k for k in kids if k.status == FAILED), None)
+            if failed is not None:
+                self._fail_fan_out(prec, failed, kids)
+                return True
+            if all(k.status == COMPLETED for k in kids):
+                self._complete_fan_out(prec, kids)
+                return True
+            if self.status != RUNNING:
+                return False
+            active = sum(1 for k in kids if k.status in (RUNNING, RETRYING))
+            now = time.time()
+            started = False
+            for k in kids:
+                if (
+                    k.status == RETRYING
+                    and (k.next_retry_time or 0) <= now
+                    and k.step_id not in self._inflight
+                ):
+                    self._attempt(k.step_id)
+                    started = True
+                elif k.status == PENDING and active < fo.parallel:
+                    deps = self.child_deps.get(k.step_id, ())
+                    if all(self.records[d].status == COMPLETED for d in deps):
+                        self._attempt(k.step_id)
+                        active += 1
+                        started = True
+                if self.status != RUNNING:
+                    return False
+            if not started:
+                return False
+        return True
+
+    def _fail_fan_out(self, prec: StepRecord, failed: StepRecord, kids: list[StepRecord]) -> None:
+        now = time.time()
+        running, changed = [], []
+        for k in kids:
+            if k.status in (PENDING, RUNNING, RETRYING):
+                if k.status == RUNNING and k.coordination_id:
+                    running.append(k.coordination_id)
+                k.status, k.end_time, k.next_retry_time = CANCELLED, now, None
+                changed.append(k)
+        err = failed.error or TaskError("FAILED", "element failed")
+        prec.error = TaskError(err.code, f"{failed.step_id} ({failed.name}) failed: {err.message}", False)
+        prec.status, prec.end_time = FAILED, now
+        self._commit(
+            [prec, *changed], [self._step_event("workflow.step.failed", prec, error=prec.error.to_dict())]
+        )
+        self._after(lambda: self._cancel_coordinations(running, "another element of the fan-out failed"))
+        if not self.specs[prec.step_id].allow_failure:
+            self.terminate(FAILED, prec.error, "workflow.execution.failed", failed_step=prec.step_id)
+
+    def _complete_fan_out(self, prec: StepRecord, kids: list[StepRecord]) -> None:
+        prec.structured = [k.structured if k.structured is not None else k.output for k in kids]
+        prec.output = "\n\n".join(k.output for k in kids)[:MAX_OUTPUT]
+        prec.status, prec.end_time, prec.error = COMPLETED, time.time(), None
+        self._commit(
+            [prec],
+            [
+                self._step_event(
+                    "workflow.step.completed",
+                    prec,
+                    items=len(kids),
+                    agents=sorted({k.agent_id for k in kids if k.agent_id}),
+                    duration=round(prec.end_time - (prec.start_time or prec.end_time), 3),
+                )
+            ],
+        )
+        self._after(lambda: self.host.step_completed(self, prec))
+
+    def _fail_now(self, rec: StepRecord, error: TaskError) -> None:
+        """A step failed without an attempt (bad items, unrenderable task)."""
+        now = time.time()
+        rec.status, rec.error, rec.end_time = FAILED, error, now
+        rec.start_time = rec.start_time or now
+        self._commit([rec], [self._step_event("workflow.step.failed", rec, error=error.to_dict())])
+        self._after_failure(rec, error)
+
+    def _after_failure(self, rec: StepRecord, error: TaskError) -> None:
+        if rec.parent_id:
+            self._pump(rec.parent_id)
+        elif not self.specs[rec.step_id].allow_failure:
+            self.terminate(FAILED, error, "workflow.execution.failed", failed_step=rec.step_id)
+
+    def _complete(self) -> None:
+        sinks = self.graph.sinks()
+        values = {s: self._value(self.records[s]) for s in sinks}
+        if len(sinks) == 1:
+            result = values[sinks[0]]
+        else:
+            result = {s: v for s, v in values.items() if self.records[s].status != SKIPPED}
+        now = time.time()
+        self._stop_clock()
+        self.status = COMPLETED
+        self._commit(
+            events=[
+                self._event(
+                    "workflow.execution.completed",
+                    status=COMPLETED,
+                    duration=round(now - (self.start_time or now), 3),
+                    steps=len(self.graph.order),
+                )
+            ],
+            status=COMPLETED,
+            result=result,
+            end_time=now,
+            run_since=None,
+            run_elapsed=self.run_elapsed,
+        )
+        self._cancel_timers()
+        self._after(lambda: self.host.finished(self))
+
+    @staticmethod
+    def _value(rec: StepRecord) -> Any:
+        if rec.structured is not None:
+            return rec.structured
+        return rec.output if rec.status == COMPLETED else None
+
+    # -- attempts --------------------------------------------------------------------------------------------
+
+    def _spec_of(self, rec: StepRecord) -> StepSpec:
+        return self.specs[rec.parent_id or rec.step_id]
+
+    def _attempt(self, sid: str) -> None:
+        rec = self.records[sid]
+        try:
+            call = self._render(rec)
+        except Exception as exc:  # a template that cannot be rendered with these values
+            return self._fail_now(rec, TaskError("RENDER_ERROR", f"cannot render the step: {exc}"))
+        now = time.time()
+        rec.attempts += 1
+        rec.status, rec.next_retry_time, rec.coordination_id = RUNNING, None, ""
+        rec.start_time = rec.start_time or now
+        self._retry_timers.pop(sid, None)
+        self._commit([rec], [self._step_event("workflow.step.started", rec, kind=self._kind_name(rec))])
+        self._submit(rec, call, "")
+
+    def _kind_name(self, rec: StepRecord) -> str:
+        if rec.parent_id:
+            return "fan_out_item"
+        kind = self._spec_of(rec).kind
+        return {CoordinationSpec: "coordination", ConditionSpec: "condition", FanOutSpec: "fan_out"}.get(
+            type(kind), "agent_task"
+        )
+
+    def _reattach(self) -> None:
+        """After a restart (or a resume): wait again for attempts that were in flight; re-arm backoffs."""
+        for rec in list(self.records.values()):
+            if rec.step_id in self._inflight:
+                continue
+            if rec.status == RUNNING and rec.step_id not in self.children:
+                if isinstance(self._spec_of(rec).kind, ConditionSpec):
+                    continue
+                try:
+                    call = self._render(rec)
+                except Exception as exc:
+                    self._fail_now(rec, TaskError("RENDER_ERROR", f"cannot render the step: {exc}"))
+                    continue
+                self._submit(rec, call, rec.coordination_id)
+            elif rec.status == RETRYING and rec.step_id not in self._retry_timers:
+                self._arm_retry(rec)
+
+    def _submit(self, rec: StepRecord, call: AgentCall, known_cid: str) -> None:
+        spec = self._spec_of(rec)
+        ctx = AttemptContext(
+            request_id=f"wf/{self.id}/{rec.step_id}/{rec.attempts}",
+            correlation_id=self.correlation_id,
+            priority=self.priority,
+            timeout=spec.timeout or DEFAULT_STEP_TIMEOUT,
+            traceparent=self.traceparent,
+            execution_id=self.id,
+            step_id=rec.step_id,
+        )
+        self._inflight.add(rec.step_id)
+        job = (self, rec.step_id, rec.attempts, call, ctx, known_cid)
+        if self._batch is not None:
+            self._batch.jobs.append(job)  # requested only once the step's start is checkpointed
+        else:
+            self._dispatch(job)
+
+    def _dispatch(self, job: tuple) -> None:
+        pending = getattr(_jobs, "pending", None)
+        if pending is not None:  # on a pool thread finishing an attempt: it runs this next (no hand-off)
+            pending.append(job)
+        else:
+            self._pool_submit(job)
+
+    def _pool_submit(self, job: tuple) -> None:
+        try:
+            self.host.pool.submit(_run_jobs, job)
+        except RuntimeError:  # the pool is shut down: the server is stopping; recovery resumes it
+            with self.lock:
+                self._inflight.discard(job[1])
+
+    def _attempt_thread(
+        self, sid: str, attempt: int, call: AgentCall, ctx: AttemptContext, known_cid: str
+    ) -> None:
+        result: AttemptResult | None
+        try:
+            with tracer.start_as_current_span(
+                "workflow.step",
+                context=context_from(self.traceparent) if self.traceparent else None,
+                attributes={
+                    "voltorch.execution_id": self.id,
+                    "voltorch.step_id": sid,
+                    "voltorch.attempt": attempt,
+                    "voltorch.correlation_id": self.correlation_id,
+                },
+            ) as span:
+                tp = current_trace().traceparent
+                if tp:
+                    ctx = AttemptContext(**{**ctx.__dict__, "traceparent": tp})
+                result = run_attempt(
+                    self.host.coordination,
+                    call,
+                    ctx,
+                    known_coordination_id=known_cid,
+                    on_coordination=lambda cid: self._coordination_started(sid, attempt, cid),
+                    stop=self.host.stopping,
+                )
+                if result is not None and result.error is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
+        except Exception as exc:
+            log.exception("workflow %s step %s attempt %d crashed", self.id, sid, attempt)
+            result = AttemptResult(error=TaskError("INTERNAL", f"step attempt crashed: {exc!r}", True))
+        try:
+            with self._transaction():
+                self._inflight.discard(sid)
+                if result is None or self.host.stopping.is_set():
+                    return
+                self._attempt_done(sid, attempt, result)
+        except Exception:
+            log.exception("workflow %s: recording step %s failed", self.id, sid)
+
+    def _coordination_started(self, sid: str, attempt: int, cid: str) -> bool:
+        with self.lock:
+            rec = self.records[sid]
+            if self.status in TERMINAL or rec.status != RUNNING or rec.attempts != attempt:
+                return False
+            if rec.coordination_id != cid:
+                rec.coordination_id = cid
+                self._commit([rec])  # checkpoint before waiting: a restart re-attaches to this coordination
+            return True
+
+    def _attempt_done(self, sid: str, attempt: int, result: AttemptResult) -> None:
+        rec = self.records[sid]
+        if self.status in TERMINAL or rec.status != RUNNING or rec.attempts != attempt:
+            return  # cancelled meanwhile, or a superseded attempt
+        now = time.time()
+        rec.agent_id = result.agent_id or rec.agent_id
+        rec.coordination_id = result.coordination_id or rec.coordination_id
+        if result.ok:
+            rec.status, rec.output, rec.structured = COMPLETED, result.output[:MAX_OUTPUT], result.structured
+            rec.error, rec.end_time = None, now
+            self._commit(
+                [rec],
+                [
+                    self._step_event(
+                        "workflow.step.completed",
+                        rec,
+                        agent_id=rec.agent_id,
+                        coordination_id=rec.coordination_id,
+                        duration=round(now - (rec.start_time or now), 3),
+                        output_preview=rec.output[:300],
+                    )
+                ],
+            )
+            self._after(lambda: self.host.step_completed(self, rec))
+            if rec.parent_id:
+                self._pump(rec.parent_id)
+            self.advance()
+            return
+        err = result.error
+        assert err is not None
+        policy = self.template.retry_for(self._spec_of(rec))
+        rec.error = err
+        if err.retryable and err.code not in policy.non_retryable_errors and rec.attempts < policy.attempts:
+            delay = policy.delay(rec.attempts)
+            rec.status, rec.next_retry_time = RETRYING, now + delay
+            self._commit(
+                [rec],
+                [
+                    self._step_event(
+                        "workflow.step.retrying",
+                        rec,
+                        error=err.to_dict(),
+                        delay=round(delay, 3),
+                        next_attempt=rec.attempts + 1,
+                        agent_id=rec.agent_id,
+                    )
+                ],
+            )
+            self._arm_retry(rec)
+            return
+        rec.status, rec.end_time = FAILED, now
+        self._commit(
+            [rec], [self._step_event("workflow.step.failed", rec, error=err.to_dict(), agent_id=rec.agent_id)]
+        )
+        self._after_failure(rec, err)
+        self.advance()
+
+    def _arm_retry(self, rec: StepRecord) -> None:
+        sid = rec.step_id
+        self._retry_timers[sid] = self.host.timers.at(rec.next_retry_time or 0, lambda: self._retry_due(sid))
+
+    def _retry_due(self, sid: str) -> None:
+        with self._transaction():
+            self._retry_timers.pop(sid, None)
+            rec = self.records[sid]
+            if self.status != RUNNING or rec.status != RETRYING:
+                return  # paused: resume picks it up; terminal: nothing to do
+            if rec.parent_id:
+                self._pump(rec.parent_id)
+            else:
+                self._attempt(sid)
+
+    # -- rendering ---------------------------------------------------------------------------------------------
+
+    def _scope(self, rec: StepRecord) -> Scope:
+        steps = {
+            sid: StepView(r.output, r.structured, r.error.message if r.error else "")
+            for sid, r in self.records.items()
+            if not r.parent_id
+        }
+        scope = Scope(params=self.params, steps=steps)
+        if rec.parent_id:
+            scope.item, scope.item_index = rec.item, rec.position
+        return scope
+
+    def _render(self, rec: StepRecord) -> AgentCall:
+        scope = self._scope(rec)
+        kind = self._spec_of(rec).kind
+        if isinstance(kind, FanOutSpec):
+            kind = kind.task
+        if isinstance(kind, AgentTaskSpec):
+            context = render_value(kind.context, scope) if kind.context else {}
+            deps = self.child_deps.get(rec.step_id)
+            if deps:
+                context = {
+                    **context,
+                    "dependencies": {self._item_id(d): self._value(self.records[d]) for d in deps},
+                }
+            return AgentCall(
+                task=render(kind.task, scope),
+                target_agent_id=render(kind.agent_id, scope),
+                capabilities=tuple(c for c in (render(c, scope).strip() for c in kind.capabilities) if c),
+                context=context,
+                json_output=kind.json_output,
+                fallback_to_any_agent=kind.fallback_to_any_agent,
+            )
+        assert isinstance(kind, CoordinationSpec)
+        return AgentCall(
+            task=render(kind.task, scope),
+            mode=kind.mode,
+            source_agent_id=render(kind.source_agent_id, scope),
+            target_agent_id=render(kind.target_agent_id, scope),
+            agent_ids=tuple(render(a, scope) for a in kind.agent_ids),
+            capabilities=tuple(c for c in (render(c, scope).strip() for c in kind.capabilities) if c),
+            condition=kind.condition,
+        )
+
+    def _item_id(self, child_id: str) -> str:
+        item = self.records[child_id].item
+        if isinstance(item, dict) and isinstance(item.get("id"), str | int):
+            return str(item["id"])
+        return child_id

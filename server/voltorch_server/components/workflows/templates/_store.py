@@ -1,0 +1,106 @@
+"""Versioned templates in SQLite: register (validated, next version, identical = no-op), get, list."""
+
+from __future__ import annotations
+
+import time
+
+from ....errors import AlreadyExists, InvalidArgument, NotFound
+from ....storage import Database
+from ..._paging import decode_token, encode_token, page_size
+from ._check import validate_template
+from ._model import Template, dumps, loads, with_version
+
+
+class TemplateStore:
+    def __init__(self, db: Database):
+        self.db = db
+        self.reserved: set[str] = set()  # names of built-in templates
+
+    def register(self, t: Template, *, builtin: bool = False) -> Template:
+        validate_template(t)
+        if t.name in self.reserved and not builtin:
+            raise InvalidArgument(
+                "template.name",
+                f"{t.name!r} is a built-in template and cannot be replaced",
+                reason="TEMPLATE_INVALID",
+            )
+        digest = t.definition_digest()
+        with self.db.write() as tx:
+            latest = tx.execute(
+                "SELECT version, digest, definition FROM workflow_templates WHERE name = ?"
+                " ORDER BY version DESC LIMIT 1",
+                (t.name,),
+            ).fetchone()
+            latest_version = latest["version"] if latest else 0
+            if latest and latest["digest"] == digest and t.version in (0, latest_version, latest_version + 1):
+                return loads(latest["definition"])
+            if t.version and t.version != latest_version + 1:
+                raise AlreadyExists(
+                    f"template {t.name!r} is at version {latest_version}; the next version is"
+                    f" {latest_version + 1} (or pass version 0)",
+                    reason="TEMPLATE_VERSION_EXISTS",
+                    metadata={"name": t.name, "latest_version": str(latest_version)},
+                )
+            stored = with_version(t, latest_version + 1, time.time(), builtin)
+            tx.execute(
+                "INSERT INTO workflow_templates(name, version, category, builtin, digest, definition, create_time)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    stored.name,
+                    stored.version,
+                    stored.category,
+                    int(builtin),
+                    digest,
+                    dumps(stored),
+                    stored.create_time,
+                ),
+            )
+        return stored
+
+    def get(self, name: str, version: int = 0, *, field: str = "name") -> Template:
+        return self.get_raw(name, version, field=field)[0]
+
+    def get_raw(self, name: str, version: int = 0, *, field: str = "name") -> tuple[Template, str]:
+        """The template and its stored JSON definition."""
+        if not name:
+            raise InvalidArgument(field, "a template name is required", reason="FIELD_REQUIRED")
+        if version < 0:
+            raise InvalidArgument("version", "must not be negative")
+        if version:
+            row = self.db.query_one(
+                "SELECT definition FROM workflow_templates WHERE name = ? AND version = ?", (name, version)
+            )
+        else:
+            row = self.db.query_one(
+                "SELECT definition FROM workflow_templates WHERE name = ? ORDER BY version DESC LIMIT 1",
+                (name,),
+            )
+        if row is None:
+            what = f"{name!r} version {version}" if version else repr(name)
+            raise NotFound("template", f"{name}@{version}" if version else name, f"template {what} not found")
+        return loads(row["definition"]), row["definition"]
+
+    def list(
+        self, category: str = "", all_versions: bool = False, page_size_: int = 0, page_token: str = ""
+    ) -> tuple[list[Template], str]:
+        size = page_size(page_size_)
+        query = {"c": category, "all": all_versions}
+        pos = decode_token(page_token, query)
+        if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
+            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        name, version = pos if pos else ("", 0)
+        where = ["(name > ? OR (name = ? AND version > ?))"]
+        args: list = [name, name, version]
+        if category:
+            where.append("category = ?")
+            args.append(category)
+        if not all_versions:
+            where.append("version = (SELECT MAX(version) FROM workflow_templates t2 WHERE t2.name = t.name)")
+        rows = self.db.query(
+            f"SELECT definition, name, version FROM workflow_templates t WHERE {' AND '.join(where)}"
+            " ORDER BY name, version LIMIT ?",
+            (*args, size + 1),
+        )
+        out = [loads(r["definition"]) for r in rows[:size]]
+        token = encode_token(query, [out[-1].name, out[-1].version]) if len(rows) > size else ""
+        return out, token

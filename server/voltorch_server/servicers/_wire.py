@@ -1,0 +1,89 @@
+"""The server's types <-> voltorch.wire's types, so the proto mapping is written once (in voltorch.wire).
+
+Classes of the same concept share field names; the few that differ are renamed here. A transcription
+copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
+listed field by field a second time. Templates, conditions and LLM settings go through here; hot paths
+(keys, events) use the value helpers of voltorch.wire directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from voltorch import wire
+
+from ..agents.llm import LlmSettings
+from ..components.coordination import CoordinationCondition
+from ..components.workflows.templates import (
+    AgentTaskSpec,
+    ConditionSpec,
+    CoordinationSpec,
+    FanOutSpec,
+    ParameterSpec,
+    RetryPolicy,
+    StepSpec,
+    Template,
+)
+from ..errors import InvalidArgument
+
+_SERVER: dict[type, type] = {
+    wire.WorkflowTemplate: Template,
+    wire.Step: StepSpec,
+    wire.AgentTask: AgentTaskSpec,
+    wire.CoordinationStep: CoordinationSpec,
+    wire.ConditionStep: ConditionSpec,
+    wire.FanOut: FanOutSpec,
+    wire.RetryPolicy: RetryPolicy,
+    wire.ParameterSpec: ParameterSpec,
+    wire.Condition: CoordinationCondition,
+    wire.LlmSettings: LlmSettings,
+}
+_WIRE = {server: w for w, server in _SERVER.items()}
+# wire name -> server name (the server's names are also its storage keys)
+_TO_SERVER_NAMES = {"contains_text": "contains", "regex_pattern": "regex"}
+_TO_WIRE_NAMES = {server: w for w, server in _TO_SERVER_NAMES.items()}
+_OPAQUE = frozenset({"json_value", "context", "default", "enum", "labels"})  # values, copied as they are
+_SERVER_ONLY = frozenset({"builtin", "create_time"})  # the server sets these, never a request
+
+
+def _copy(obj: Any, classes: dict[type, type], names: dict[str, str]) -> Any:
+    if isinstance(obj, list | tuple):
+        return tuple(_copy(v, classes, names) for v in obj)
+    if not is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    cls = classes[type(obj)]
+    wanted = {f.name for f in fields(cls)}
+    values = {}
+    for f in fields(obj):
+        name = names.get(f.name, f.name)
+        if name in wanted and name not in _SERVER_ONLY:
+            value = getattr(obj, f.name)
+            values[name] = value if name in _OPAQUE else _copy(value, classes, names)
+    if isinstance(obj, wire.ParameterSpec):  # "no default": UNSET on the wire side, has_default here
+        values["has_default"] = obj.default is not wire.UNSET
+        values["default"] = obj.default if values["has_default"] else None
+    elif isinstance(obj, ParameterSpec):
+        values["default"] = obj.default if obj.has_default else wire.UNSET
+    return cls(**values)
+
+
+def to_server(obj: Any) -> Any:
+    """A wire object (read from a request) as the server's type."""
+    return _copy(obj, _SERVER, _TO_SERVER_NAMES)
+
+
+def to_wire(obj: Any) -> Any:
+    """A server object as its wire type (for an answer)."""
+    return _copy(obj, _WIRE, _TO_WIRE_NAMES)
+
+
+@contextmanager
+def reading() -> Iterator[None]:
+    """Read a request with voltorch.wire (request=True): what it cannot read is INVALID_ARGUMENT."""
+    try:
+        yield
+    except wire.WireError as exc:
+        raise InvalidArgument(exc.field, exc.message, reason=exc.reason) from None
