@@ -12,7 +12,7 @@ from typing import Any
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._events import Event, event_from_pb
-from ._rpc import call, pages, stream
+from ._rpc import STREAM_BATCH, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
@@ -310,16 +310,20 @@ class WorkflowsClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             req = workflows_pb2.WatchExecutionRequest(
-                execution_id=execution_id, from_sequence=position, include_execution=include_execution
+                execution_id=execution_id,
+                from_sequence=position,
+                include_execution=include_execution,
+                max_batch=STREAM_BATCH,
             )
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                for resp in stream(self.stub.WatchExecution, req, timeout=left):
-                    ev = event_from_pb(resp.event)
-                    position = ev.sequence + 1
-                    yield WorkflowEvent(
-                        ev, _execution(resp.execution) if resp.HasField("execution") else None
-                    )
+                for batch in stream(self.stub.WatchExecution, req, timeout=left):
+                    for resp in batch.updates or (batch,):  # a server without batching sends single events
+                        ev = event_from_pb(resp.event)
+                        position = ev.sequence + 1
+                        yield WorkflowEvent(
+                            ev, _execution(resp.execution) if resp.HasField("execution") else None
+                        )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("from_sequence")

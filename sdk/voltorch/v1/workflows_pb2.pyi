@@ -462,22 +462,26 @@ class ResumeExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
 
 class WatchExecutionRequest(_message.Message):
-    __slots__ = ("execution_id", "from_sequence", "include_execution")
+    __slots__ = ("execution_id", "from_sequence", "include_execution", "max_batch")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     from_sequence: int
     include_execution: bool
-    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class WatchExecutionResponse(_message.Message):
-    __slots__ = ("event", "execution")
+    __slots__ = ("event", "execution", "updates")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.Event
     execution: Execution
-    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+    updates: _containers.RepeatedCompositeFieldContainer[WatchExecutionResponse]
+    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[WatchExecutionResponse, _Mapping]]] = ...) -> None: ...
 
 class CompleteWorkflowOptions(_message.Message):
     __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry")

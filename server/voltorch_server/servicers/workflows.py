@@ -14,7 +14,7 @@ from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
 
@@ -197,6 +197,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
+        max_batch = batch_limit(request.max_batch)
         follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
@@ -206,8 +207,17 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             return resp
 
         yield from pump(
-            follower, context, render, resume_point=lambda pos: ("from_sequence", pos), stop=is_last
+            follower,
+            context,
+            render,
+            resume_point=lambda pos: ("from_sequence", pos),
+            stop=is_last,
+            batching=Batching(max_batch, _watch_batch) if max_batch else None,
         )
+
+
+def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:
+    return workflows_pb2.WatchExecutionResponse(updates=updates)
 
 
 def register(server: grpc.Server, runtime) -> list[str]:

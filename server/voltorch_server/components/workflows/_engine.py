@@ -484,7 +484,7 @@ class WorkflowEngine(Component):
 
 
 class _Only:
-    """A follower that skips the items `keep` rejects (same get/close/last as Follower)."""
+    """A follower that skips the items `keep` rejects (same take/close/last as Follower)."""
 
     def __init__(self, follower: Follower[Event], keep: Any):
         self.follower, self.keep = follower, keep
@@ -493,11 +493,14 @@ class _Only:
     def last(self) -> int:
         return self.follower.last
 
-    def get(self, timeout: float | None = None) -> Event | None:
+    def take(self, timeout: float | None = None, limit: int = 500) -> list[Event]:
         while True:
-            item = self.follower.get(timeout)
-            if item is None or self.keep(item):
-                return item
+            items = self.follower.take(timeout, limit)
+            if not items:
+                return items
+            kept = [e for e in items if self.keep(e)]
+            if kept:
+                return kept
 
     def close(self) -> None:
         self.follower.close()
