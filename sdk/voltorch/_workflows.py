@@ -35,6 +35,7 @@ from .wire import (
 )
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+DELTA_EVENT = "agent.output.delta"  # live text of a streaming agent, batched by the server
 
 
 # -- executions --------------------------------------------------------------------------------------------
@@ -112,6 +113,13 @@ class WorkflowEvent:
     @property
     def step_id(self) -> str:
         return self.event.data.get("step_id", "") if isinstance(self.event.data, dict) else ""
+
+    @property
+    def delta(self) -> str:
+        """The new text of an `agent.output.delta` event (live output of a streaming agent), else ""."""
+        if self.event.type != DELTA_EVENT or not isinstance(self.event.data, dict):
+            return ""
+        return str(self.event.data.get("delta", ""))
 
 
 # -- conversions (templates: voltorch.wire) -------------------------------------------------------------
@@ -301,11 +309,14 @@ class WorkflowsClient:
         include_execution: bool = False,
         resume: bool = True,
         timeout: float | None = None,
+        deltas: bool = False,
     ) -> Iterator[WorkflowEvent]:
         """The execution's events from the start (or from_sequence), then live; ends after its last event.
 
-        With resume=True a stream the server ends with a resume point is reopened from there. `timeout`
-        bounds the whole watch (DeadlineExceededError)."""
+        With deltas=True the live text of streaming agents comes too, as `agent.output.delta` events
+        whose `.delta` is the new text (`print(ev.delta, end="")` shows it as it is written); without,
+        they are left out. With resume=True a stream the server ends with a resume point is reopened
+        from there. `timeout` bounds the whole watch (DeadlineExceededError)."""
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -317,6 +328,8 @@ class WorkflowsClient:
                 for resp in stream(self.stub.WatchExecution, req, timeout=left):
                     ev = event_from_pb(resp.event)
                     position = ev.sequence + 1
+                    if ev.type == DELTA_EVENT and not deltas:
+                        continue
                     yield WorkflowEvent(
                         ev, _execution(resp.execution) if resp.HasField("execution") else None
                     )

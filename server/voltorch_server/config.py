@@ -56,6 +56,12 @@ class Config:
     coordination_aging_seconds: float = 30.0  # waiting this long raises a request one priority level
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
+    # Live text of streaming agents: one agent.output.delta event per batch of this age or size.
+    delta_interval: float = 0.1
+    delta_chars: int = 200
+    # Prices of LLM calls for usage and budgets: "model=in/out,..." in USD per million tokens
+    # (e.g. "gpt-4o-mini=0.15/0.60"); a model not listed costs 0.
+    llm_prices: str = ""
     # Workflows: executions running at once (more are queued by priority, never rejected) and the threads
     # that wait on their in-flight steps.
     workflow_concurrency: int = 100

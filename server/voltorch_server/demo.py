@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -59,12 +60,16 @@ def _detail(step: Any) -> str:
 
 
 def follow(client: Any, execution_id: str, console: Console, *, timeout: float | None = None) -> Any:
-    """Print each step as it happens until the execution ends; return the finished execution."""
+    """Print each step as it happens until the execution ends; return the finished execution. The status
+    line under the steps shows the text the agents are writing, live."""
     started: dict[str, float] = {}
     done = total = 0
     with console.status("[bold]running…", spinner="dots") as status:
-        for ev in client.workflows.watch(execution_id, timeout=timeout):
+        for ev in client.workflows.watch(execution_id, timeout=timeout, deltas=True):
             data = ev.data if isinstance(ev.data, dict) else {}
+            if ev.delta:
+                status.update(f"[bold]running…[/] {done}/{total} steps done  {_live(ev.step_id, ev.delta)}")
+                continue
             kind = ev.type.rsplit(".", 1)[-1]
             if ev.type.startswith("workflow.execution."):
                 if kind in ("started", "resumed", "paused", "queued"):
@@ -100,6 +105,13 @@ def follow(client: Any, execution_id: str, console: Console, *, timeout: float |
                 console.print(f"{label} [dim]{data.get('reason', '')}[/]")
             status.update(f"[bold]running…[/] {done}/{total} steps done")
     return client.workflows.get(execution_id)
+
+
+def _live(step_id: str, delta: str) -> str:
+    """The tail of an agent's latest line, for the status line (markup escaped)."""
+    lines = [line for line in delta.splitlines() if line.strip()]
+    tail = lines[-1].strip()[-70:] if lines else ""
+    return f"[cyan]{escape(step_id)}[/] [dim]{escape(tail)}[/]"
 
 
 def _find_step(execution: Any, step_id: str) -> Any:

@@ -60,6 +60,14 @@ class AgentTask:
     step_id: str = ""
     agent_id: str = ""  # the agent it was dispatched to
     agent_capabilities: tuple[str, ...] = ()  # that agent's capabilities at dispatch
+    # Where a streaming agent writes its text as it grows (the engine batches it into agent.output.delta
+    # events); None when nobody listens. Deltas are shown live only: the final output is what run() returns.
+    on_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    def delta(self, text: str) -> None:
+        """Report text the agent just produced (a no-op without a listener)."""
+        if self.on_delta is not None and text:
+            self.on_delta(text)
 
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - now)

@@ -25,7 +25,16 @@ import openai
 
 from ..telemetry import context_from, tracer
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
-from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
+from .offline import (
+    ANALYSIS,
+    DELIVERY,
+    PLANNING,
+    REVIEW,
+    SUMMARY,
+    choose_capability,
+    offline_output,
+    streamed,
+)
 
 log = logging.getLogger("voltorch.agents.llm")
 
@@ -192,13 +201,20 @@ class LlmAgent(Agent):
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         key = self.env.get(self.key_env, "")
         if not key:
-            return offline_output(task, note=f"(LLM agent running offline: ${self.key_env} is not set)")
+            note = f"(LLM agent running offline: ${self.key_env} is not set)"
+            return streamed(task, offline_output(task, note=note))
         client = self._client(key)
         messages = [
             {"role": "system", "content": _system_prompt(self.settings, task)},
             {"role": "user", "content": _user_message(task)},
         ]
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
@@ -217,7 +233,8 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
                 try:
-                    resp = client.chat.completions.create(**kwargs, timeout=timeout)
+                    stream = client.chat.completions.create(**kwargs, timeout=timeout)
+                    chunks = _receive(stream, task, cancel)
                 except Exception as exc:
                     self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
                     span.record_exception(exc)
@@ -235,7 +252,7 @@ class LlmAgent(Agent):
                         raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
                     continue
                 try:
-                    out = self._parse(resp)
+                    out = _parse(chunks)
                 except AgentError as exc:
                     self._observe(0, 0, time.monotonic() - began, exc.code)
                     raise
@@ -287,32 +304,6 @@ class LlmAgent(Agent):
             ) from None
         return delay
 
-    def _parse(self, resp: Any) -> AgentOutput:
-        choices = getattr(resp, "choices", None)
-        if not isinstance(resp, openai.BaseModel) or not choices:
-            raise AgentError(
-                "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
-                "/v1 endpoint?)",
-                code="INVALID_OUTPUT",
-            )
-        message = getattr(choices[0], "message", None)
-        content = getattr(message, "content", None)
-        if not isinstance(content, str):
-            refusal = getattr(message, "refusal", None)
-            if refusal:
-                raise AgentError(f"the model refused: {refusal}", code="LLM_REFUSED")
-            raise AgentError(
-                "LLM endpoint returned a malformed response: choices[0].message.content is missing",
-                code="INVALID_OUTPUT",
-            )
-        u = getattr(resp, "usage", None)
-        usage = TokenUsage(
-            int(getattr(u, "prompt_tokens", 0) or 0),
-            int(getattr(u, "completion_tokens", 0) or 0),
-            int(getattr(u, "total_tokens", 0) or 0),
-        )
-        return AgentOutput(content, parse_json_output(content), usage)
-
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
@@ -327,3 +318,72 @@ def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
+
+
+def _receive(stream: Any, task: AgentTask, cancel: CancelSignal) -> list[Any]:
+    """Read a streamed answer to its end, handing each piece of text to the task as it arrives."""
+    chunks = []
+    try:
+        for chunk in stream:
+            if cancel.is_set():
+                raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
+            chunks.append(chunk)
+            for choice in getattr(chunk, "choices", None) or ():
+                piece = getattr(getattr(choice, "delta", None), "content", None)
+                if isinstance(piece, str):
+                    task.delta(piece)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    headers = getattr(getattr(stream, "response", None), "headers", None) or {}
+    kind = headers.get("content-type", "")
+    if not chunks and not kind.startswith("text/event-stream"):
+        raise AgentError(
+            f"LLM endpoint returned a malformed response: the body is not JSON server-sent events "
+            f"(content-type {kind or 'missing'})",
+            code="INVALID_OUTPUT",
+        )
+    return chunks
+
+
+def _parse(chunks: list[Any]) -> AgentOutput:
+    """The answer assembled from its chunks: text, refusal and usage."""
+    parts: list[str] = []
+    refusal: list[str] = []
+    seen_choice = False
+    usage = TokenUsage()
+    for chunk in chunks:
+        if not isinstance(chunk, openai.BaseModel):
+            continue
+        for choice in getattr(chunk, "choices", None) or ():
+            seen_choice = True
+            delta = getattr(choice, "delta", None)
+            piece = getattr(delta, "content", None)
+            if isinstance(piece, str):
+                parts.append(piece)
+            said_no = getattr(delta, "refusal", None)
+            if isinstance(said_no, str):
+                refusal.append(said_no)
+        u = getattr(chunk, "usage", None)
+        if u is not None:
+            usage = TokenUsage(
+                int(getattr(u, "prompt_tokens", 0) or 0),
+                int(getattr(u, "completion_tokens", 0) or 0),
+                int(getattr(u, "total_tokens", 0) or 0),
+            )
+    if not seen_choice:
+        raise AgentError(
+            "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
+            "/v1 endpoint?)",
+            code="INVALID_OUTPUT",
+        )
+    if not parts:
+        if refusal:
+            raise AgentError(f"the model refused: {''.join(refusal)}", code="LLM_REFUSED")
+        raise AgentError(
+            "LLM endpoint returned a malformed response: choices[0].message.content is missing",
+            code="INVALID_OUTPUT",
+        )
+    content = "".join(parts)
+    return AgentOutput(content, parse_json_output(content), usage)

@@ -1,5 +1,6 @@
 """Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
 
+from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine
 from ._model import (
     MODES,
@@ -21,12 +22,14 @@ from ._model import (
 from ._queue import AgingQueue
 
 __all__ = [
+    "DELTA_EVENT",
     "MODES",
     "TERMINAL",
     "AgentKind",
     "AgentStatus",
     "CoordinationMode",
     "CoordinationStatus",
+    "DeltaStream",
     "AgentInfo",
     "AgentResult",
     "AgingQueue",
