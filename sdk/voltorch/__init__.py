@@ -63,6 +63,7 @@ from .errors import (
 )
 from .wire import (
     AgentTask,
+    Budget,
     Condition,
     ConditionStep,
     CoordinationStep,
@@ -113,6 +114,7 @@ __all__ = [
 ]
 __all__ += [  # workflows
     "AgentTask",
+    "Budget",
     "Condition",
     "ConditionStep",
     "CoordinationStep",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,11 +17,15 @@ from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     STEP_STATUSES,
+    Budget,
     Priority,
     RetryPolicy,
     Seconds,
     TaskError,
+    TokenUsage,
     WorkflowTemplate,
+    budget_from_pb,
+    budget_pb,
     from_struct,
     from_value,
     retry_pb,
@@ -32,6 +36,7 @@ from .wire import (
     to_duration,
     to_struct,
     to_timestamp,
+    usage_from_pb,
 )
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
@@ -56,6 +61,7 @@ class StepExecution:
     end_time: datetime | None
     next_retry_time: datetime | None
     children: list[StepExecution]
+    usage: TokenUsage = field(default_factory=TokenUsage)  # tokens in/out, cost, model calls
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class Execution:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime | None
+    usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
+    budget: Budget | None = None  # the limits it runs under
 
     @property
     def done(self) -> bool:
@@ -140,6 +148,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         next_retry_time=to_datetime(pb.next_retry_time, pb.HasField("next_retry_time")),
         children=[_step_execution(c) for c in pb.children],
+        usage=usage_from_pb(pb.usage),
     )
 
 
@@ -162,6 +171,8 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
         start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
+        usage=usage_from_pb(pb.usage),
+        budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
     )
 
 
@@ -235,8 +246,10 @@ class WorkflowsClient:
         retry: RetryPolicy | None = None,
         priority: Priority | int | str | None = None,
         labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> StartResult:
-        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary."""
+        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. A budget
+        (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it."""
         opts = workflows_pb2.CompleteWorkflowOptions(
             max_tasks=max_tasks,
             max_parallel=max_parallel,
@@ -246,6 +259,8 @@ class WorkflowsClient:
         )
         if retry is not None:
             opts.retry.CopyFrom(retry_pb(retry))
+        if budget is not None:
+            opts.budget.CopyFrom(budget_pb(budget))
         req = workflows_pb2.ExecuteCompleteWorkflowRequest(
             requirement=requirement,
             request_id=request_id,

@@ -21,6 +21,7 @@ def _run(args: argparse.Namespace) -> int:
             max_tasks=args.max_tasks,
             max_parallel=args.max_parallel,
             skip_review=args.skip_review,
+            budget=_budget(args),
         )
         e = started.execution
         console.print(
@@ -32,6 +33,14 @@ def _run(args: argparse.Namespace) -> int:
         execution = follow(client, e.id, console)
         report(client, execution, console)
         return 0 if execution.status == "completed" else 1
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    import voltorch
+
+    if not (args.max_tokens or args.max_cost or args.max_llm_calls):
+        return None
+    return voltorch.Budget(args.max_tokens, args.max_cost, args.max_llm_calls)
 
 
 def _duration(e: Any) -> str:
@@ -126,6 +135,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--skip-review", action="store_true")
     r.add_argument("--request-id", help="idempotency key: re-running with it attaches to the same execution")
     r.add_argument("--detach", action="store_true", help="print the execution id and return at once")
+    r.add_argument("--max-tokens", type=int, default=0, help="budget: fail before a call beyond this")
+    r.add_argument("--max-cost", type=float, default=0.0, help="budget in USD (priced by llm_prices)")
+    r.add_argument("--max-llm-calls", type=int, default=0, help="budget: model calls")
     r.set_defaults(fn=_run)
 
     w = sub.add_parser("workflows", help="list, inspect and control workflow executions and templates")

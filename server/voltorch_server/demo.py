@@ -130,6 +130,12 @@ def report(client: Any, execution: Any, console: Console, *, db: str | None = No
     color = "green" if execution.status == "completed" else "red"
     console.print()
     console.print(f"[bold {color}]Workflow {execution.status}[/] in {took:.2f}s — execution {execution.id}")
+    u = execution.usage
+    if u.llm_calls or u.total_tokens:
+        console.print(
+            f"[dim]usage: {u.llm_calls} model calls, {u.prompt_tokens} tokens in, "
+            f"{u.completion_tokens} out, ${u.cost:.4f}[/]"
+        )
     if execution.error:
         console.print(f"[red]{execution.error.code}: {execution.error.message}[/]")
     summary = execution.result.get("summary") if isinstance(execution.result, dict) else None

@@ -57,9 +57,11 @@ class LlmSettings:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # tokens in
+    completion_tokens: int = 0  # tokens out
     total_tokens: int = 0
+    cost: float = 0.0  # USD, priced by the server's llm_prices
+    llm_calls: int = 0  # model calls that answered
 
 
 def seconds_from_pb(msg: Any, name: str, field: str, *, request: bool = False) -> float | None:
@@ -128,6 +130,10 @@ class TokenUsageLike(Protocol):
     def completion_tokens(self) -> int: ...
     @property
     def total_tokens(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def llm_calls(self) -> int: ...
 
 
 def task_error_pb(e: TaskErrorLike | None) -> pb.TaskError | None:
@@ -165,9 +171,13 @@ def llm_from_pb(m: pb.LlmSettings, *, request: bool = False) -> LlmSettings:
 
 def usage_pb(u: TokenUsageLike) -> pb.TokenUsage:
     return pb.TokenUsage(
-        prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        cost=u.cost,
+        llm_calls=u.llm_calls,
     )
 
 
 def usage_from_pb(m: pb.TokenUsage) -> TokenUsage:
-    return TokenUsage(m.prompt_tokens, m.completion_tokens, m.total_tokens)
+    return TokenUsage(m.prompt_tokens, m.completion_tokens, m.total_tokens, m.cost, m.llm_calls)

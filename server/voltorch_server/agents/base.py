@@ -22,22 +22,41 @@ OFFLINE_LABEL = "voltorch offline agent (deterministic, no LLM)"
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """Tokens in (prompt) and out (completion), their cost in USD and the model calls that answered."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost: float = 0.0
+    llm_calls: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cost": round(self.cost, 9),
+            "llm_calls": self.llm_calls,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TokenUsage:
         d = d or {}
         return cls(
-            int(d.get("prompt_tokens", 0)), int(d.get("completion_tokens", 0)), int(d.get("total_tokens", 0))
+            int(d.get("prompt_tokens", 0)),
+            int(d.get("completion_tokens", 0)),
+            int(d.get("total_tokens", 0)),
+            float(d.get("cost", 0.0)),
+            int(d.get("llm_calls", 0)),
+        )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.cost + other.cost,
+            self.llm_calls + other.llm_calls,
         )
 
 

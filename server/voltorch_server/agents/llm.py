@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
@@ -69,6 +69,29 @@ class LlmDefaults:
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_retries: int = 3
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
+
+    def cost(self, model: str, usage: TokenUsage) -> float:
+        """USD of one call's tokens (0 for a model without a price)."""
+        per_in, per_out = self.prices.get(model, (0.0, 0.0))
+        return (usage.prompt_tokens * per_in + usage.completion_tokens * per_out) / 1_000_000
+
+
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """The llm_prices setting, "model=in/out,..." in USD per million tokens; ValueError names a bad entry."""
+    prices = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        model, sep, pair = entry.rpartition("=")
+        per_in, slash, per_out = pair.partition("/")
+        try:
+            if not (sep and slash and model.strip()):
+                raise ValueError
+            prices[model.strip()] = (float(per_in), float(per_out))
+        except ValueError:
+            raise ValueError(f"llm_prices: {entry!r} is not model=in/out (USD per million tokens)") from None
+        if min(prices[model.strip()]) < 0:
+            raise ValueError(f"llm_prices: {entry!r} has a negative price")
+    return prices
 
 
 # The JSON shape each capability answers with, so a pipeline works the same with LLM or offline agents.
@@ -256,6 +279,8 @@ class LlmAgent(Agent):
                 except AgentError as exc:
                     self._observe(0, 0, time.monotonic() - began, exc.code)
                     raise
+                cost = self.defaults.cost(self.model, out.usage)
+                out = replace(out, usage=replace(out.usage, cost=cost, llm_calls=1))
                 self._observe(
                     out.usage.prompt_tokens, out.usage.completion_tokens, time.monotonic() - began, ""
                 )

@@ -206,7 +206,13 @@ def worker_message_from_pb(m: pb.WorkerMessage) -> Any:
             error_message=r.error.message if failed else "",
             error_retryable=r.error.retryable if failed else False,
             failed=failed,
-            usage=TokenUsage(r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens),
+            usage=TokenUsage(
+                r.usage.prompt_tokens,
+                r.usage.completion_tokens,
+                r.usage.total_tokens,
+                r.usage.cost,
+                r.usage.llm_calls,
+            ),
         )
     if kind == "progress":
         p = m.progress

@@ -19,6 +19,7 @@ from ..agents.llm import LlmSettings
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
     AgentTaskSpec,
+    Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -40,6 +41,7 @@ _SERVER: dict[type, type] = {
     wire.ParameterSpec: ParameterSpec,
     wire.Condition: CoordinationCondition,
     wire.LlmSettings: LlmSettings,
+    wire.Budget: Budget,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)

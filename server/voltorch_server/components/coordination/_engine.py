@@ -27,7 +27,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal
-from ...agents.llm import LlmDefaults, LlmSettings
+from ...agents.llm import LlmDefaults, LlmSettings, parse_prices
 from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -103,6 +103,7 @@ class CoordinationEngine(Component):
             api_key_env=self.config.openai_api_key_env,
             timeout=self.config.openai_timeout,
             max_retries=self.config.llm_max_retries,
+            prices=parse_prices(self.config.llm_prices),
         )
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}

@@ -236,9 +236,4 @@ def final_output(run: Run) -> tuple[str, Any]:
 
 
 def total_usage(run: Run) -> TokenUsage:
-    p = c = t = 0
-    for r in run.results.values():
-        p += r.usage.prompt_tokens
-        c += r.usage.completion_tokens
-        t += r.usage.total_tokens
-    return TokenUsage(p, c, t)
+    return sum((r.usage for r in run.results.values()), TokenUsage())
