@@ -75,6 +75,7 @@ from .wire import (
     Step,
     TaskError,
     TokenUsage,
+    ToolSpec,
     WorkflowTemplate,
 )
 from .worker import TaskFailed, Worker, WorkerTask
@@ -138,6 +139,7 @@ __all__ += [  # coordination and workers
     "SelectionCandidate",
     "TaskFailed",
     "TokenUsage",
+    "ToolSpec",
     "Worker",
     "WorkerTask",
 ]

@@ -16,7 +16,10 @@ from voltorch_server.storage import MIGRATIONS, Database, migrate
 from voltorch_server.storage.inspect import inspect_database
 
 OLD_DUMP = Path(__file__).parent / "data" / "voltorch-0.1.0.sql"
-AFTER_0_1_0 = ["workflows_0002_usage"]  # migrations added since 0.1.0: what its databases get on opening
+AFTER_0_1_0 = [
+    "workflows_0002_usage",
+    "coordination_0002_tools",
+]  # migrations added since 0.1.0: what its databases get on opening
 
 
 def _old_database(path: Path) -> Path:

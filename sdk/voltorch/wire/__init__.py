@@ -11,6 +11,7 @@ from ._conditions import (
     LlmSettings,
     TaskError,
     TokenUsage,
+    ToolSpec,
     condition_from_pb,
     condition_pb,
     enum_name,
@@ -19,6 +20,8 @@ from ._conditions import (
     seconds_from_pb,
     task_error_from_pb,
     task_error_pb,
+    tool_from_pb,
+    tool_pb,
     usage_from_pb,
     usage_pb,
 )
@@ -93,6 +96,7 @@ __all__ = [
     "StepKind",
     "TaskError",
     "TokenUsage",
+    "ToolSpec",
     "WireError",
     "WorkflowTemplate",
     "condition_from_pb",
@@ -118,6 +122,8 @@ __all__ = [
     "to_struct",
     "to_timestamp",
     "to_value",
+    "tool_from_pb",
+    "tool_pb",
     "usage_from_pb",
     "usage_pb",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +61,52 @@ class TokenUsage:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function an agent offers to tool-calling LLM agents; `parameters` is its arguments' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    def schema(self) -> dict[str, Any]:
+        """As an OpenAI function tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters or {"type": "object", "properties": {}},
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one tool call gave back: its output (or error message) and the child coordination that ran it."""
+
+    output: str
+    coordination_id: str = ""
+    agent_id: str = ""
+    error: str = ""
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class Toolbox(ABC):
+    """How an agent finds and calls the tools other agents offer (the coordination engine implements it)."""
+
+    @abstractmethod
+    def specs(self, names: tuple[str, ...]) -> list[ToolSpec]:
+        """The tools by name; AgentError TOOL_NOT_FOUND for a name no agent offers."""
+
+    @abstractmethod
+    def call(self, task: AgentTask, name: str, arguments: dict[str, Any]) -> ToolResult:
+        """Run one call as a child coordination of the task and wait for it."""
+
+
+@dataclass(frozen=True)
 class AgentTask:
     """One unit of work for one agent. `context` holds the caller's JSON context plus, in chained
     modes, the previous agent's output under "previous_output" (and "previous_structured_output")."""
@@ -82,6 +128,7 @@ class AgentTask:
     # Where a streaming agent writes its text as it grows (the engine batches it into agent.output.delta
     # events); None when nobody listens. Deltas are shown live only: the final output is what run() returns.
     on_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    toolbox: Toolbox | None = field(default=None, compare=False, repr=False)  # for tool-calling agents
 
     def delta(self, text: str) -> None:
         """Report text the agent just produced (a no-op without a listener)."""

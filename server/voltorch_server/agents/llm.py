@@ -24,6 +24,7 @@ from typing import Any
 import openai
 
 from ..telemetry import context_from, tracer
+from ._tools import Reply, ToolCall, offline_model, parse_arguments, run_tool_loop
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .offline import (
     ANALYSIS,
@@ -53,13 +54,21 @@ class LlmSettings:
     temperature: float | None = None
     timeout: float | None = None
     max_tokens: int | None = None
+    tools: tuple[str, ...] = ()  # tools offered by other agents that the model may call
+    max_tool_iterations: int = 0  # 0 = DEFAULT_TOOL_ITERATIONS
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["tools"] = list(self.tools)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> LlmSettings | None:
-        return None if d is None else cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        if d is None:
+            return None
+        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        values["tools"] = tuple(values.get("tools", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -223,14 +232,41 @@ class LlmAgent(Agent):
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         key = self.env.get(self.key_env, "")
-        if not key:
-            note = f"(LLM agent running offline: ${self.key_env} is not set)"
-            return streamed(task, offline_output(task, note=note))
-        client = self._client(key)
         messages = [
             {"role": "system", "content": _system_prompt(self.settings, task)},
             {"role": "user", "content": _user_message(task)},
         ]
+        tools, turns = self.settings.tools, self.settings.max_tool_iterations
+        if not key:
+            if tools:  # the same protocol, played deterministically
+                return run_tool_loop(
+                    task, cancel, messages, tools, offline_model(task), turns, parse_json_output
+                )
+            note = f"(LLM agent running offline: ${self.key_env} is not set)"
+            return streamed(task, offline_output(task, note=note))
+        client = self._client(key)
+        if tools:
+            return run_tool_loop(
+                task,
+                cancel,
+                messages,
+                tools,
+                lambda msgs, schemas: self._ask(client, msgs, schemas, task, cancel),
+                turns,
+                parse_json_output,
+            )
+        reply = self._ask(client, messages, [], task, cancel)
+        return AgentOutput(reply.content, parse_json_output(reply.content), reply.usage)
+
+    def _ask(
+        self,
+        client: openai.OpenAI,
+        messages: list[dict[str, Any]],
+        schemas: list[dict[str, Any]],
+        task: AgentTask,
+        cancel: CancelSignal,
+    ) -> Reply:
+        """One model turn, retried on 429 / 5xx / timeouts / connection errors."""
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -238,6 +274,8 @@ class LlmAgent(Agent):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if schemas:
+            kwargs["tools"] = schemas
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
@@ -275,16 +313,16 @@ class LlmAgent(Agent):
                         raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
                     continue
                 try:
-                    out = _parse(chunks)
+                    reply = _parse(chunks)
                 except AgentError as exc:
                     self._observe(0, 0, time.monotonic() - began, exc.code)
                     raise
-                cost = self.defaults.cost(self.model, out.usage)
-                out = replace(out, usage=replace(out.usage, cost=cost, llm_calls=1))
+                cost = self.defaults.cost(self.model, reply.usage)
+                reply = replace(reply, usage=replace(reply.usage, cost=cost, llm_calls=1))
                 self._observe(
-                    out.usage.prompt_tokens, out.usage.completion_tokens, time.monotonic() - began, ""
+                    reply.usage.prompt_tokens, reply.usage.completion_tokens, time.monotonic() - began, ""
                 )
-                return out
+                return reply
         raise AssertionError("unreachable")  # the last attempt raises in _retry_delay
 
     def _observe(self, input_tokens: int, output_tokens: int, duration: float, error_type: str) -> None:
@@ -372,10 +410,11 @@ def _receive(stream: Any, task: AgentTask, cancel: CancelSignal) -> list[Any]:
     return chunks
 
 
-def _parse(chunks: list[Any]) -> AgentOutput:
-    """The answer assembled from its chunks: text, refusal and usage."""
+def _parse(chunks: list[Any]) -> Reply:
+    """The answer assembled from its chunks: text, tool calls (their pieces joined by index), usage."""
     parts: list[str] = []
     refusal: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
     seen_choice = False
     usage = TokenUsage()
     for chunk in chunks:
@@ -390,6 +429,14 @@ def _parse(chunks: list[Any]) -> AgentOutput:
             said_no = getattr(delta, "refusal", None)
             if isinstance(said_no, str):
                 refusal.append(said_no)
+            for tc in getattr(delta, "tool_calls", None) or ():
+                call = calls.setdefault(
+                    int(getattr(tc, "index", 0) or 0), {"id": "", "name": "", "arguments": ""}
+                )
+                fn = getattr(tc, "function", None)
+                call["id"] = getattr(tc, "id", None) or call["id"]
+                call["name"] += getattr(fn, "name", None) or ""
+                call["arguments"] += getattr(fn, "arguments", None) or ""
         u = getattr(chunk, "usage", None)
         if u is not None:
             usage = TokenUsage(
@@ -403,12 +450,15 @@ def _parse(chunks: list[Any]) -> AgentOutput:
             "/v1 endpoint?)",
             code="INVALID_OUTPUT",
         )
-    if not parts:
+    tool_calls = tuple(
+        ToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(c["arguments"], c["name"]))
+        for i, c in sorted(calls.items())
+    )
+    if not parts and not tool_calls:
         if refusal:
             raise AgentError(f"the model refused: {''.join(refusal)}", code="LLM_REFUSED")
         raise AgentError(
             "LLM endpoint returned a malformed response: choices[0].message.content is missing",
             code="INVALID_OUTPUT",
         )
-    content = "".join(parts)
-    return AgentOutput(content, parse_json_output(content), usage)
+    return Reply("".join(parts), tool_calls, usage)

@@ -15,6 +15,7 @@ from typing import Any
 
 from voltorch import wire
 
+from ..agents.base import ToolSpec
 from ..agents.llm import LlmSettings
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
@@ -42,6 +43,7 @@ _SERVER: dict[type, type] = {
     wire.Condition: CoordinationCondition,
     wire.LlmSettings: LlmSettings,
     wire.Budget: Budget,
+    wire.ToolSpec: ToolSpec,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)

@@ -294,6 +294,11 @@ def _workflows_0002_usage(tx: Tx) -> None:
     schema.table("workflow_executions").add_column("usage", str)
 
 
+def _coordination_0002_tools(tx: Tx) -> None:
+    """The functions an agent offers to tool-calling LLM agents (JSON list of tool specs)."""
+    _schema(tx).table("agents").add_column("tools", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -302,6 +307,7 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("watcher_0001", _watcher_0001),
     ("coordination_0001", _coordination_0001),
     ("workflows_0002_usage", _workflows_0002_usage),
+    ("coordination_0002_tools", _coordination_0002_tools),
 ]
 
 

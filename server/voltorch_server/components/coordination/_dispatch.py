@@ -17,7 +17,7 @@ from functools import partial
 
 from opentelemetry import context as otel_context
 
-from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome
+from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome, Toolbox
 from ...config import Config
 from ...errors import Unavailable
 from ...storage import Tx
@@ -49,8 +49,10 @@ class Dispatcher:
         agents: dict[str, AgentState],
         config: Config,
         observed: Component,
+        toolbox: Toolbox | None = None,
     ):
         self.journal = journal
+        self.toolbox = toolbox  # how tool-calling agents call the tools other agents offer
         self.runs = runs
         self.agents = agents
         self.config = config
@@ -224,7 +226,7 @@ class Dispatcher:
             if pool is None:
                 return
             deltas = self._deltas(unit.run, task)
-            task = replace(task, on_delta=deltas.write)
+            task = replace(task, on_delta=deltas.write, toolbox=self.toolbox)
             try:
                 pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping

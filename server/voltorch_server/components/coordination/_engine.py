@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Agent, AgentTask, CancelSignal
+from ...agents.base import Agent, AgentTask, CancelSignal, ToolSpec
 from ...agents.llm import LlmDefaults, LlmSettings, parse_prices
 from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
@@ -66,6 +66,7 @@ from ._model import (
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, Run, request_hash
+from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -109,7 +110,9 @@ class CoordinationEngine(Component):
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(db, events, self._lock, self.runs)
-        self.dispatcher = Dispatcher(self.journal, self.runs, self.agents, self.config, observed=self)
+        self.dispatcher = Dispatcher(
+            self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
+        )
         self.registry = AgentRegistry(
             db,
             events,
@@ -195,6 +198,7 @@ class CoordinationEngine(Component):
         labels: dict[str, str] | None = None,
         replace: bool = False,
         runtime: Agent | Callable[[AgentTask, CancelSignal], Any] | None = None,
+        tools: tuple[ToolSpec, ...] = (),
     ) -> AgentInfo:
         return self.registry.register_agent(
             agent_id,
@@ -206,6 +210,7 @@ class CoordinationEngine(Component):
             labels=labels,
             replace=replace,
             runtime=runtime,
+            tools=tools,
         )
 
     def unregister_agent(self, agent_id: str, *, force: bool = False) -> AgentInfo:
@@ -239,6 +244,12 @@ class CoordinationEngine(Component):
         return self.registry.heartbeat_settings()
 
     # -- coordinations -------------------------------------------------------------------------------
+
+    def tool_offer(self, name: str) -> tuple[str, ToolSpec] | None:
+        """The agent offering a tool (the first by id when several do) and the tool's spec."""
+        with self._lock:
+            offers = [(a.id, t) for a in self.agents.values() for t in a.tools if t.name == name]
+        return min(offers, key=lambda o: o[0]) if offers else None
 
     def request(self, req: CoordinationRequest) -> Coordination:
         """Validate, persist and queue a coordination; returns at once (status queued). Idempotent by
