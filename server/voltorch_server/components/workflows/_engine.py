@@ -1,7 +1,10 @@
 """The workflow engine: versioned templates, durable executions of their step DAGs, and the built-in
 complete workflow (requirement -> analysis -> tasks -> fan-out to agents -> review -> summary).
 
-Executions beyond `concurrency` wait in a priority queue (never rejected). Each running execution is an
+Executions beyond the limit wait in a priority queue (never rejected). The limit is `concurrency`, or
+twice the LLM endpoints' current windows when that is larger: executions mostly wait on the model, and
+those waiting must not keep others queued while the endpoints have room (the endpoint limiters then
+decide which calls go first, by priority). Each running execution is an
 `ExecutionRun` (see _run.py) that checkpoints after every step; at start the engine reloads every execution
 that was running or queued when the server stopped — however it stopped — and continues it.
 """
@@ -14,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,11 +76,14 @@ class WorkflowEngine(Component):
         *,
         concurrency: int = 100,
         threads: int = 256,
+        llm_capacity: Callable[[], int] | None = None,
     ):
+        """`llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
         self.db = db
         self.events = events
         self.coordination = coordination
         self.concurrency = max(1, concurrency)
+        self.llm_capacity = llm_capacity
         self.threads = max(4, threads)
         self.store = ExecutionStore(db)
         self.templates = TemplateStore(db)
@@ -130,7 +137,7 @@ class WorkflowEngine(Component):
         return {
             "active_workflows": running,
             "queued_workflows": queued,
-            "concurrency_limit": self.concurrency,
+            "concurrency_limit": self.limit(),
             "timers": len(self.timers),
         }
 
@@ -263,7 +270,7 @@ class WorkflowEngine(Component):
         existing_id = None
         run = None
         with self._lock:
-            run_now = len(self._running) < self.concurrency and not self.stopping.is_set()
+            run_now = len(self._running) < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
                 prev = self.store.by_request(tx, request_id) if request_id else None
                 if prev is not None:
@@ -355,7 +362,7 @@ class WorkflowEngine(Component):
         run = self._run_for(execution_id)
         if run is not None and run.status == PAUSED:
             with self._lock:
-                slot = len(self._running) < self.concurrency
+                slot = len(self._running) < self.limit()
                 if slot:
                     self._running.add(execution_id)
             if slot:
@@ -406,6 +413,15 @@ class WorkflowEngine(Component):
             self._queued.add(execution_id)
             heapq.heappush(self._queue, (-priority, create_time, execution_id))
 
+    def limit(self) -> int:
+        """Executions that may run now: `concurrency`, or twice the LLM endpoints' windows if larger."""
+        llm = self.llm_capacity() if self.llm_capacity is not None else 0
+        return max(self.concurrency, 2 * llm)
+
+    def wake_admission(self) -> None:
+        """Admit queued executions now if the limit allows (an LLM endpoint's window grew)."""
+        self._wake_admission()
+
     def _wake_admission(self) -> None:
         with self._admit_wanted:
             self._admit_wanted.notify_all()
@@ -424,7 +440,7 @@ class WorkflowEngine(Component):
         """Start queued executions while slots are free, highest priority (then oldest) first."""
         while not self.stopping.is_set():
             with self._lock:
-                if len(self._running) >= self.concurrency:
+                if len(self._running) >= self.limit():
                     return
                 eid = None
                 while self._queue:
