@@ -173,3 +173,29 @@ def test_tools_example_runs_offline(server):
     assert out.returncode == 0, out.stderr + out.stdout
     assert "tool call: add" in out.stdout and "-> 42" in out.stdout
     assert json.dumps({"a": 2, "b": 40}) in out.stdout
+
+
+def test_a_budget_is_held_between_the_model_calls_of_one_tool_loop(srv, stub):
+    stub.script += [
+        (200, {}, completion(None, tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 1}}]))
+    ] * 3
+    with (
+        voltorch.Client(srv.target, timeout=10) as client,
+        voltorch.Worker(client, "calculator", ["math"], add, tools=[ADD]) as worker,
+    ):
+        assert worker.connected.wait(WAIT)
+        llm = voltorch.LlmSettings(
+            model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
+        )
+        client.coordination.register_agent("assistant", kind="llm", capabilities=["assistant"], llm=llm)
+        client.workflows.register_template(
+            voltorch.WorkflowTemplate(
+                name="tools-budget",
+                budget=voltorch.Budget(max_llm_calls=1),
+                steps=[voltorch.Step("ask", voltorch.AgentTask("Sum", agent_id="assistant"))],
+            )
+        )
+        e = client.workflows.wait(client.workflows.start("tools-budget").execution.id, timeout=WAIT)
+    assert e.status == "failed" and e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=1" in e.error.message
+    assert len(stub.requests) == 1  # the tool ran; the second model call was never made
+    assert e.usage.llm_calls == 1 and e.step("ask").usage.llm_calls == 1  # a failed loop's calls count too

@@ -65,7 +65,26 @@ def run_tool_loop(
     max_iterations: int,
     parse: Callable[[str], Any],
 ) -> AgentOutput:
-    """Run the loop; `parse(text)` gives the final answer's structured form (None when it has none)."""
+    """Run the loop; `parse(text)` gives the final answer's structured form (None when it has none). A
+    failure carries the usage of the calls made before it (AgentError.usage)."""
+    used: list[TokenUsage] = []
+    try:
+        return _loop(task, cancel, messages, names, model, max_iterations, parse, used)
+    except AgentError as exc:
+        exc.usage = sum(used, TokenUsage())
+        raise
+
+
+def _loop(
+    task: AgentTask,
+    cancel: CancelSignal,
+    messages: list[dict[str, Any]],
+    names: tuple[str, ...],
+    model: Model,
+    max_iterations: int,
+    parse: Callable[[str], Any],
+    used: list[TokenUsage],
+) -> AgentOutput:
     if task.toolbox is None:
         raise AgentError("tools were asked for but this server gives the agent no toolbox", code="TOOL_ERROR")
     specs = task.toolbox.specs(names)
@@ -74,11 +93,14 @@ def run_tool_loop(
     limit = min(max_iterations or DEFAULT_TOOL_ITERATIONS, MAX_TOOL_ITERATIONS)
     transcript: list[dict[str, Any]] = []
     usage = TokenUsage()
-    for _ in range(limit):
+    for turn in range(limit):
         if cancel.is_set():
             raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
+        if turn:  # the execution's budget, counting this task's calls so far, allows another call
+            task.toolbox.check_budget(task, usage)
         reply = model(messages, schemas)
         usage = usage + reply.usage
+        used.append(reply.usage)
         if not reply.tool_calls:
             answer = parse(reply.content)
             structured = {"answer": reply.content if answer is None else answer, "transcript": transcript}
@@ -109,6 +131,7 @@ def run_tool_loop(
                     result = task.toolbox.call(task, call.name, call.arguments)
                     span.set_attribute("voltorch.coordination_id", result.coordination_id)
                 usage = usage + result.usage
+                used.append(result.usage)
                 result_text = f"error: {result.error}" if result.error else result.output
                 entry = {
                     "tool": call.name,

@@ -108,6 +108,10 @@ class Toolbox(ABC):
     def call(self, task: AgentTask, name: str, arguments: dict[str, Any]) -> ToolResult:
         """Run one call as a child coordination of the task and wait for it."""
 
+    def check_budget(self, task: AgentTask, used: TokenUsage) -> None:  # noqa: B027 - optional hook
+        """Before another model call of a task that has already used `used`: AgentError BUDGET_EXCEEDED
+        when the budget of the task's execution would be crossed by going on."""
+
 
 @dataclass(frozen=True)
 class AgentTask:
@@ -157,6 +161,7 @@ class AgentError(Exception):
         self.message = message
         self.retryable = retryable
         self.code = code
+        self.usage = TokenUsage()  # what the task used before failing (a tool loop's model calls)
 
 
 class CancelSignal:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Agent, AgentTask, CancelSignal, ToolSpec
+from ...agents.base import Agent, AgentTask, CancelSignal, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings, parse_prices
 from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
@@ -116,6 +116,9 @@ class CoordinationEngine(Component):
             max_retries=self.config.llm_max_retries,
             prices=parse_prices(self.config.llm_prices),
         )
+        # check(execution_id, used): raises (BUDGET_EXCEEDED) when that execution's budget is crossed by
+        # its usage plus `used`; set by the workflow engine, asked by tool loops before each model call.
+        self.budget_check: Callable[[str, TokenUsage], None] | None = None
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))

@@ -214,7 +214,11 @@ def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> 
         "end_time": time.time(),
     }
     if isinstance(outcome, AgentError):
-        return AgentResult(**common, error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable))
+        return AgentResult(
+            **common,
+            error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable),
+            usage=outcome.usage,
+        )
     return AgentResult(
         **common, output=outcome.output, structured_output=outcome.structured_output, usage=outcome.usage
     )

@@ -26,6 +26,15 @@ class EngineToolbox(Toolbox):
     def __init__(self, engine: CoordinationEngine):
         self.engine = engine
 
+    def check_budget(self, task: AgentTask, used: TokenUsage) -> None:
+        check = self.engine.budget_check
+        if check is None or not task.execution_id:
+            return
+        try:
+            check(task.execution_id, used)
+        except VoltorchError as exc:
+            raise AgentError(exc.message, code=exc.reason) from None
+
     def _find(self, name: str) -> tuple[str, ToolSpec] | None:
         return self.engine.tool_offer(name)
 
