@@ -118,6 +118,23 @@ RANGES: dict[str, tuple[int, int]] = {
 }
 
 
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """The llm_prices setting, "model=in/out,..." in USD per million tokens; ValueError names a bad entry."""
+    prices = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        model, sep, pair = entry.rpartition("=")
+        per_in, slash, per_out = pair.partition("/")
+        try:
+            if not (sep and slash and model.strip()):
+                raise ValueError
+            prices[model.strip()] = (float(per_in), float(per_out))
+        except ValueError:
+            raise ValueError(f"llm_prices: {entry!r} is not model=in/out (USD per million tokens)") from None
+        if min(prices[model.strip()]) < 0:
+            raise ValueError(f"llm_prices: {entry!r} has a negative price")
+    return prices
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in fields(Config)}
@@ -136,6 +153,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = str(raw)
         except (TypeError, ValueError):
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
+        if key == "llm_prices":
+            parse_prices(out[key])  # refused at start-up, naming the entry
         low, high = RANGES.get(key, (out[key], out[key]))
         if not low <= out[key] <= high:
             raise ValueError(f"setting {key!r} must be between {low} and {high}, got {out[key]}")

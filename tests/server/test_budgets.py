@@ -11,10 +11,9 @@ import pytest
 import voltorch
 from openai_stub import StubLLM
 from voltorch_server.agents.base import TokenUsage
-from voltorch_server.agents.llm import parse_prices
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.workflows.templates import Budget
-from voltorch_server.config import Config
+from voltorch_server.config import Config, parse_prices
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 ITEMS = [{"id": f"t{i}", "title": f"Item {i}"} for i in range(5)]
@@ -124,6 +123,8 @@ def test_prices_and_limits_in_the_small():
     }
     with pytest.raises(ValueError, match="model=in/out"):
         parse_prices("gpt-4o-mini=0.15")
+    with pytest.raises(ValueError, match="llm_prices: 'x=1/-2' has a negative price"):
+        Config().with_overrides(llm_prices="x=1/-2")
     from voltorch_server.components.workflows import enforce_budget
 
     enforce_budget(Budget(max_tokens=10), TokenUsage(total_tokens=9))

@@ -98,6 +98,7 @@ def test_offline_agent_plays_the_protocol_with_a_worker_function_and_an_agent_ca
         for t in transcript:  # each call a child coordination of the step, in the execution's story
             child = client.coordination.get(t["coordination_id"])
             assert child.status == "completed" and child.correlation_id == e.correlation_id
+            assert child.trace_id == e.trace_id  # in the execution's trace
         called = [u for u in events if u.type == "agent.tool.called"]
         assert [u.data["tool"] for u in called] == ["add", "write_note"]
         assert all(u.data["caller_agent_id"] == "assistant" and u.step_id == "ask" for u in called)

@@ -98,23 +98,6 @@ class LlmDefaults:
         return (usage.prompt_tokens * per_in + usage.completion_tokens * per_out) / 1_000_000
 
 
-def parse_prices(text: str) -> dict[str, tuple[float, float]]:
-    """The llm_prices setting, "model=in/out,..." in USD per million tokens; ValueError names a bad entry."""
-    prices = {}
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        model, sep, pair = entry.rpartition("=")
-        per_in, slash, per_out = pair.partition("/")
-        try:
-            if not (sep and slash and model.strip()):
-                raise ValueError
-            prices[model.strip()] = (float(per_in), float(per_out))
-        except ValueError:
-            raise ValueError(f"llm_prices: {entry!r} is not model=in/out (USD per million tokens)") from None
-        if min(prices[model.strip()]) < 0:
-            raise ValueError(f"llm_prices: {entry!r} has a negative price")
-    return prices
-
-
 def limit_settings(config: Any) -> LimitSettings:
     """The endpoint limits from the server config (its llm_* settings)."""
     return LimitSettings(

@@ -28,9 +28,9 @@ from typing import Any
 from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
-from ...agents.llm import LlmDefaults, LlmSettings, limit_settings, parse_prices
+from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
-from ...config import Config
+from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...priority import Priority
 from ...storage import Database
