@@ -59,7 +59,9 @@ def test_events_follow_says_reconnecting_and_resumed_across_a_server_restart(tmp
             env=clean_env(),
         )
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout], daemon=True).start()
+        stdout = follower.stdout
+        assert stdout is not None
+        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
 
         def next_line() -> str:
             return lines.get(timeout=30)
@@ -95,6 +97,7 @@ def test_events_follow_says_reconnecting_and_resumed_across_a_server_restart(tmp
         finally:
             follower.kill()
             follower.wait(timeout=10)
+        assert follower.stderr is not None
         assert "Traceback" not in follower.stderr.read()
 
 

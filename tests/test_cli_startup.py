@@ -182,6 +182,15 @@ def test_bad_auth_tokens_file(tmp_path: Path) -> None:
     assert SECRET not in err
 
 
+def test_auth_tokens_file_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(b'{"\xff\xfe": "admin"}')
+    result = cli(
+        "serve", "--port", "0", "--db", str(tmp_path / "t.db"), env=_env(VOLTORCH_AUTH_TOKENS_FILE=str(path))
+    )
+    refused(result, str(path), "not UTF-8")
+
+
 def _env(**extra: str) -> dict[str, str]:
     from cli_process import clean_env
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     cfg = Config()
     if path:
         data = read_file(path)

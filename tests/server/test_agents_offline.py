@@ -66,7 +66,7 @@ def test_planning_gives_3_to_8_tasks_with_known_capabilities_and_valid_dependenc
 
 def test_deliverables_have_real_content():
     plan = run("planning", REQUIREMENT).structured_output
-    by_cap = {}
+    by_cap: dict[str, list[dict]] = {}
     for t in plan["tasks"]:
         d = run(t["capability"], t["title"], {"task": t}).structured_output
         assert d["task_id"] == t["id"] and d["deliverable"] and d["notes"] and d["files"]

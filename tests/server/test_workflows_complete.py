@@ -31,7 +31,7 @@ def test_complete_workflow_with_offline_agents(client):
     tasks = e.step("generate_tasks").structured_output["tasks"]
     children = e.step("execute_tasks").children
     assert len(children) == len(tasks) >= 3
-    by_cap = {t["capability"]: set() for t in tasks}
+    by_cap: dict[str, set[str]] = {t["capability"]: set() for t in tasks}
     for t, child in zip(tasks, children, strict=True):
         assert child.status == "completed" and child.structured_output["task_id"] == t["id"]
         by_cap[t["capability"]].add(child.agent_id)
@@ -206,8 +206,10 @@ def test_unparseable_llm_output_fails_the_step_clearly(llm_server):
     assert e.status == "failed"
     review = e.step("review")
     assert review.status == "failed" and review.attempts == 2
+    assert review.error is not None
     assert review.error.code == "INVALID_OUTPUT" and "did not return JSON" in review.error.message
     assert "Looks fine to me" in review.error.message
     assert e.step("summary").status == "cancelled"
+    assert e.error is not None
     assert e.error.code == "INVALID_OUTPUT"
     assert record["status"] == "failed" and record["error"]["code"] == "INVALID_OUTPUT"

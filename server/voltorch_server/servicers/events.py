@@ -29,7 +29,7 @@ def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
     pb.target = e.target
     pb.correlation_id = e.correlation_id
     pb.causation_id = e.causation_id
-    pb.priority = e.priority
+    pb.priority = e.priority.pb
     pb.trace_id = e.trace_id
     pb.span_id = e.span_id
     nanos = int(e.time * 1e9)
@@ -123,7 +123,7 @@ class _Rendered:
 
 def _serialize_response(msg: events_pb2.SubscribeResponse | bytes) -> bytes:
     """Subscribe's response serializer: pre-serialized events pass through, heartbeats are encoded."""
-    return msg if type(msg) is bytes else msg.SerializeToString()
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
@@ -144,7 +144,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def Subscribe(self, request, context):
         flt = event_filter(request.filter)
         start = request.WhichOneof("start")
-        interval = DEFAULT_HEARTBEAT
+        interval: float | None = DEFAULT_HEARTBEAT
         if request.HasField("heartbeat_interval"):
             interval = duration_to_seconds(request.heartbeat_interval, "heartbeat_interval")
             if interval is not None and interval < MIN_HEARTBEAT:

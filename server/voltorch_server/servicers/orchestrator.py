@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -39,6 +39,10 @@ _SERVICE_OF_COMPONENT = {
 }
 
 
+@overload
+def error_pb(e: ErrorRecord) -> pb.ErrorRecord: ...
+@overload
+def error_pb(e: None) -> None: ...
 def error_pb(e: ErrorRecord | None) -> pb.ErrorRecord | None:
     if e is None:
         return None

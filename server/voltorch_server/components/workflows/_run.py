@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,7 +92,7 @@ class _Batch:
 _jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
 
 
-def _run_jobs(job: tuple) -> None:
+def _run_jobs(job: tuple | None) -> None:
     """A pool task: run an attempt, then (on the same thread) the first attempt it made ready; the
     others go to the pool. Saves a thread hand-off per step of a chain."""
     _jobs.pending = []
@@ -221,7 +221,9 @@ class ExecutionRun:
             priority=Priority.HIGH if failed else Priority.NORMAL,
         )
 
-    def _commit(self, steps: list[StepRecord] = (), events: list[NewEvent] = (), **execution: Any) -> None:
+    def _commit(
+        self, steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = (), **execution: Any
+    ) -> None:
         """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
         b = self._batch
         if b is None:
@@ -232,7 +234,7 @@ class ExecutionRun:
         b.events.extend(events)
         b.execution.update(execution)
 
-    def _write(self, steps: Any, events: list[NewEvent], execution: dict[str, Any]) -> None:
+    def _write(self, steps: Any, events: Sequence[NewEvent], execution: dict[str, Any]) -> None:
         host = self.host
         with host.db.write() as tx:
             for st in steps:
