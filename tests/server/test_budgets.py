@@ -14,6 +14,7 @@ from voltorch_server.agents.base import TokenUsage
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.workflows.templates import Budget
 from voltorch_server.config import Config, parse_prices
+from voltorch_server.errors import ResourceExhausted
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 ITEMS = [{"id": f"t{i}", "title": f"Item {i}"} for i in range(5)]
@@ -81,7 +82,9 @@ def test_usage_is_counted_per_step_and_in_total(llm_server):
         e = run(client, stub, None)
         listed = next(iter(client.workflows.list()))
     assert e.status == "completed", e.error
-    assert e.usage == voltorch.TokenUsage(77, 49, 126, pytest.approx(7 * 0.025), 7)  # 7 calls of 11 in, 7 out
+    u = e.usage  # 7 calls of 11 tokens in, 7 out
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.llm_calls) == (77, 49, 126, 7)
+    assert u.cost == pytest.approx(7 * 0.025)
     each = e.step("each")
     assert each.usage.llm_calls == 5 and all(c.usage.llm_calls == 1 for c in each.children)
     assert e.step("plan").usage.cost == pytest.approx(0.025)
@@ -94,6 +97,7 @@ def test_a_budget_reached_mid_fan_out_stops_the_remaining_steps(llm_server):
         e = run(client, stub, voltorch.Budget(max_llm_calls=3))
         events = [u for u in client.workflows.watch(e.id, timeout=10)]
     assert e.status == "failed"
+    assert e.error is not None
     assert e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=3" in e.error.message
     assert len(stub.requests) == 3  # plan and two elements: no call beyond the budget
     kids = e.step("each").children
@@ -109,6 +113,7 @@ def test_token_and_cost_limits(llm_server):
     srv, stub = llm_server
     with voltorch.Client(srv.target, timeout=10) as client:
         e = run(client, stub, voltorch.Budget(max_tokens=40))
+        assert e.error is not None
         assert e.error.code == "BUDGET_EXCEEDED" and "max_tokens=40" in e.error.message
         assert e.usage.total_tokens == 54  # the third call crossed it; nothing started after
         with pytest.raises(voltorch.InvalidArgumentError) as bad:
@@ -129,6 +134,6 @@ def test_prices_and_limits_in_the_small():
 
     enforce_budget(Budget(max_tokens=10), TokenUsage(total_tokens=9))
     enforce_budget(None, TokenUsage(total_tokens=10**9))
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(ResourceExhausted) as exc:
         enforce_budget(Budget(max_cost=0.5), TokenUsage(cost=0.5))
     assert exc.value.reason == "BUDGET_EXCEEDED" and exc.value.metadata["limit"] == "max_cost"

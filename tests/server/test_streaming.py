@@ -96,6 +96,7 @@ def test_llm_text_streams_through_watch_and_subscribe_in_batches(llm_server):
         for ev in client.events.subscribe(
             types=["agent.output.delta"], correlation_id=execution.correlation_id, from_sequence=1
         ):
+            assert isinstance(ev, voltorch.Event)
             subscribed.append(ev.data["delta"])
             if sum(map(len, subscribed)) >= len(ANSWER):
                 break

@@ -157,8 +157,10 @@ def test_the_loop_is_bounded_and_unknown_tools_fail_clearly(srv, stub):
             client.coordination.register_agent(
                 "y", kind="offline", tools=[voltorch.ToolSpec("ok", parameters={"type": "string"})]
             )
-    assert looping.status == "failed" and looping.error.code == "TOOL_LOOP_LIMIT"
+    assert looping.status == "failed" and looping.error is not None
+    assert looping.error.code == "TOOL_LOOP_LIMIT"
     assert len(stub.requests) == 2  # two model turns, then the bound
+    assert missing.error is not None
     assert missing.error.code == "TOOL_NOT_FOUND" and "nobody_offers_this" in missing.error.message
     assert bad.value.fields == ["tools[0].name"] and bad_schema.value.fields == ["tools[0].parameters"]
 
@@ -197,6 +199,7 @@ def test_a_budget_is_held_between_the_model_calls_of_one_tool_loop(srv, stub):
             )
         )
         e = client.workflows.wait(client.workflows.start("tools-budget").execution.id, timeout=WAIT)
-    assert e.status == "failed" and e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=1" in e.error.message
+    assert e.status == "failed" and e.error is not None
+    assert e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=1" in e.error.message
     assert len(stub.requests) == 1  # the tool ran; the second model call was never made
     assert e.usage.llm_calls == 1 and e.step("ask").usage.llm_calls == 1  # a failed loop's calls count too

@@ -188,7 +188,7 @@ def test_complete_workflow_budget_stops_before_the_call_beyond_it(llm_server):
         with pytest.raises(voltorch.InvalidArgumentError) as bad:
             client.workflows.execute_complete(REQUIREMENT, budget=voltorch.Budget(max_tokens=-1))
     assert e.status == "failed" and e.budget == voltorch.Budget(max_cost=0.05)
-    assert e.error.code == "BUDGET_EXCEEDED" and "max_cost=0.05" in e.error.message
+    assert e.error is not None and e.error.code == "BUDGET_EXCEEDED" and "max_cost=0.05" in e.error.message
     assert len(stub.prompts) == 2  # analyse and generate_tasks; their $0.05 left nothing for a third call
     assert e.step("execute_tasks").status == "cancelled" and e.usage.llm_calls == 2
     assert bad.value.fields == ["options.budget.max_tokens"]

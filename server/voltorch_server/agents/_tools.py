@@ -181,5 +181,6 @@ def _arguments(schema: dict[str, Any], task: AgentTask) -> dict[str, Any]:
         if name in task.context:
             out[name] = task.context[name]
         else:
-            out[name] = plain.get(prop.get("type") if isinstance(prop, dict) else "")
+            kind = prop.get("type") if isinstance(prop, dict) else None
+            out[name] = plain.get(kind) if isinstance(kind, str) else None
     return out
