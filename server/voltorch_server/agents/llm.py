@@ -339,7 +339,7 @@ class LlmAgent(Agent):
                 began = time.monotonic()
                 try:
                     raw = client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
-                    chunks = _receive(raw.parse(), task, cancel)
+                    chunks = _receive(raw.http_response, task, cancel)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
@@ -467,34 +467,76 @@ def _describe(exc: Exception) -> str:
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
 
 
-def _receive(stream: Any, task: AgentTask, cancel: CancelSignal) -> list[Any]:
-    """Read a streamed answer to its end, handing each piece of text to the task as it arrives."""
-    chunks = []
+def _receive(response: Any, task: AgentTask, cancel: CancelSignal) -> list[dict[str, Any]]:
+    """Read a streamed answer to its end, handing each piece of text to the task as it arrives. The
+    server-sent events are read as plain JSON (building the client's typed chunk per event costs CPU for
+    the few fields used here). An endpoint that answers a stream request with one JSON completion is read
+    as a single chunk."""
+    chunks: list[dict[str, Any]] = []
+    kind = response.headers.get("content-type", "")
     try:
-        for chunk in stream:
+        if not kind.startswith("text/event-stream"):
+            return _whole(response, kind, task)
+        for line in response.iter_lines():
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise AgentError(
+                    f"LLM endpoint returned a malformed response: an event is not JSON: {data[:200]!r}",
+                    code="INVALID_OUTPUT",
+                ) from None
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("error"), dict):
+                message = chunk["error"].get("message") or "error"
+                raise AgentError(
+                    f"LLM endpoint failed mid-stream: {message}", code="LLM_ERROR", retryable=True
+                )
             chunks.append(chunk)
-            for choice in getattr(chunk, "choices", None) or ():
-                piece = getattr(getattr(choice, "delta", None), "content", None)
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
                 if isinstance(piece, str):
                     task.delta(piece)
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
-    headers = getattr(getattr(stream, "response", None), "headers", None) or {}
-    kind = headers.get("content-type", "")
-    if not chunks and not kind.startswith("text/event-stream"):
+        response.close()
+    return chunks
+
+
+def _whole(response: Any, kind: str, task: AgentTask) -> list[dict[str, Any]]:
+    """A completion that came whole instead of streamed, as one chunk."""
+    response.read()
+    try:
+        body = response.json()
+    except ValueError:
         raise AgentError(
             f"LLM endpoint returned a malformed response: the body is not JSON server-sent events "
             f"(content-type {kind or 'missing'})",
             code="INVALID_OUTPUT",
-        )
-    return chunks
+        ) from None
+    if not isinstance(body, dict):
+        return []
+    choices = [
+        {**c, "delta": c.get("message") or {}} for c in body.get("choices") or () if isinstance(c, dict)
+    ]
+    for c in choices:
+        if isinstance(c["delta"].get("content"), str):
+            task.delta(c["delta"]["content"])
+    return [{**body, "choices": choices}] if "choices" in body else [body]
 
 
-def _parse(chunks: list[Any]) -> Reply:
+def _count(value: Any) -> int:
+    """A count from the JSON (0 when absent or not a positive number)."""
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
+
+
+def _parse(chunks: list[dict[str, Any]]) -> Reply:
     """The answer assembled from its chunks: text, tool calls (their pieces joined by index), usage."""
     parts: list[str] = []
     refusal: list[str] = []
@@ -502,31 +544,31 @@ def _parse(chunks: list[Any]) -> Reply:
     seen_choice = False
     usage = TokenUsage()
     for chunk in chunks:
-        if not isinstance(chunk, openai.BaseModel):
-            continue
-        for choice in getattr(chunk, "choices", None) or ():
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
             seen_choice = True
-            delta = getattr(choice, "delta", None)
-            piece = getattr(delta, "content", None)
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            piece = delta.get("content")
             if isinstance(piece, str):
                 parts.append(piece)
-            said_no = getattr(delta, "refusal", None)
+            said_no = delta.get("refusal")
             if isinstance(said_no, str):
                 refusal.append(said_no)
-            for tc in getattr(delta, "tool_calls", None) or ():
-                call = calls.setdefault(
-                    int(getattr(tc, "index", 0) or 0), {"id": "", "name": "", "arguments": ""}
-                )
-                fn = getattr(tc, "function", None)
-                call["id"] = getattr(tc, "id", None) or call["id"]
-                call["name"] += getattr(fn, "name", None) or ""
-                call["arguments"] += getattr(fn, "arguments", None) or ""
-        u = getattr(chunk, "usage", None)
-        if u is not None:
+            for tc in delta.get("tool_calls") or ():
+                if not isinstance(tc, dict):
+                    continue
+                call = calls.setdefault(_count(tc.get("index")), {"id": "", "name": "", "arguments": ""})
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                call["id"] = tc.get("id") or call["id"]
+                call["name"] += fn.get("name") or ""
+                call["arguments"] += fn.get("arguments") or ""
+        u = chunk.get("usage")
+        if isinstance(u, dict):
             usage = TokenUsage(
-                int(getattr(u, "prompt_tokens", 0) or 0),
-                int(getattr(u, "completion_tokens", 0) or 0),
-                int(getattr(u, "total_tokens", 0) or 0),
+                _count(u.get("prompt_tokens")),
+                _count(u.get("completion_tokens")),
+                _count(u.get("total_tokens")),
             )
     if not seen_choice:
         raise AgentError(
