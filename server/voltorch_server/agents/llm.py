@@ -548,7 +548,8 @@ def _parse(chunks: list[dict[str, Any]]) -> Reply:
             if not isinstance(choice, dict):
                 continue
             seen_choice = True
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            raw_delta = choice.get("delta")
+            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
             piece = delta.get("content")
             if isinstance(piece, str):
                 parts.append(piece)
@@ -559,7 +560,8 @@ def _parse(chunks: list[dict[str, Any]]) -> Reply:
                 if not isinstance(tc, dict):
                     continue
                 call = calls.setdefault(_count(tc.get("index")), {"id": "", "name": "", "arguments": ""})
-                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                raw_fn = tc.get("function")
+                fn: dict[str, Any] = raw_fn if isinstance(raw_fn, dict) else {}
                 call["id"] = tc.get("id") or call["id"]
                 call["name"] += fn.get("name") or ""
                 call["arguments"] += fn.get("arguments") or ""
