@@ -201,6 +201,10 @@ def test_get_trace_and_list_errors_validate(client: voltorch.Client, server: Vol
         client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest())
     missing = from_rpc_error(none_given.value)
     assert isinstance(missing, voltorch.InvalidArgumentError) and missing.fields == ["id"]
+    with pytest.raises(grpc.RpcError) as blank:  # blank is none (it used to reach SQL as "WHERE ORDER BY")
+        client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest(trace_id="  "))
+    blank_given = from_rpc_error(blank.value)
+    assert isinstance(blank_given, voltorch.InvalidArgumentError) and blank_given.fields == ["id"]
     with pytest.raises(voltorch.InvalidArgumentError) as bad_filter:
         list(client.errors(trace_id="xyz"))
     assert bad_filter.value.fields == ["trace_id"]

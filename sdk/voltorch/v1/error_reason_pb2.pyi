@@ -58,6 +58,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_DISABLED: _ClassVar[ErrorReason]
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
+    REQUEST_UNDECODABLE: _ClassVar[ErrorReason]
     BUDGET_EXCEEDED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
@@ -111,4 +112,5 @@ COMPONENT_NOT_FOUND: ErrorReason
 COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
+REQUEST_UNDECODABLE: ErrorReason
 BUDGET_EXCEEDED: ErrorReason

@@ -112,6 +112,8 @@ def _wrap_unary(fn: Callable, method: str) -> Callable:
         except Exception as exc:
             if _is_abort(exc, context):
                 raise
+            if _client_left(exc, context):
+                return None
             _abort(context, method, exc)
 
     return handler
@@ -124,9 +126,21 @@ def _wrap_stream(fn: Callable, method: str) -> Callable:
         except Exception as exc:
             if _is_abort(exc, context):
                 raise
+            if _client_left(exc, context):
+                return
             _abort(context, method, exc)
 
     return handler
+
+
+def _client_left(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """A client that cancelled or went away mid-call is not a server failure: reading its request stream
+    then raises a bare grpc.RpcError (grpcurl's reflection stream, Ctrl-C on a Subscribe). Nobody is left
+    to receive a status; nothing is logged above DEBUG or recorded."""
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        log.debug("client left mid-call: %r", exc)
+        return True
+    return False
 
 
 def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
