@@ -91,6 +91,23 @@ def test_usage_is_counted_per_step_and_in_total(llm_server):
     assert listed.usage == e.usage  # kept with the execution, not only summed from its steps
 
 
+def test_usage_survives_a_restart(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = run(client, stub, voltorch.Budget(max_tokens=10_000))
+    srv.stop(grace=1.0)
+    again = VoltorchServer(srv.config).start()
+    try:
+        with voltorch.Client(again.target, timeout=10) as client:
+            back = client.workflows.get(e.id)
+    finally:
+        again.stop(grace=1.0)
+    assert back.usage == e.usage and back.usage.llm_calls == 7
+    assert back.step("each").usage == e.step("each").usage and back.budget == voltorch.Budget(
+        max_tokens=10_000
+    )
+
+
 def test_a_budget_reached_mid_fan_out_stops_the_remaining_steps(llm_server):
     srv, stub = llm_server
     with voltorch.Client(srv.target, timeout=10) as client:
