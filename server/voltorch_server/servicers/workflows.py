@@ -48,6 +48,7 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
         end_time=ts(s.end_time),
         next_retry_time=ts(s.next_retry_time),
         children=[_step_execution_pb(c) for c in s.children],
+        usage=wire.usage_pb(s.usage),
     )
     if s.structured_output is not None:
         pb.structured_output.CopyFrom(py_to_value(s.structured_output))
@@ -75,6 +76,9 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))
+    pb.usage.CopyFrom(wire.usage_pb(e.usage))
+    if e.budget is not None:
+        pb.budget.CopyFrom(wire.budget_pb(to_wire(e.budget)))
     return pb
 
 
@@ -89,6 +93,7 @@ def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
             retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
             if pb.HasField("retry")
             else None,
+            budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
         )
 
 

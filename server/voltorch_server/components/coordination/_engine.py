@@ -22,13 +22,15 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
+from ...agents.base import TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent
-from ...config import Config
+from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...priority import Priority
 from ...storage import Database
@@ -65,6 +67,7 @@ from ._model import (
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, Run, request_hash
+from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -111,12 +114,18 @@ class CoordinationEngine(Component):
             api_key_env=self.config.openai_api_key_env,
             timeout=self.config.openai_timeout,
             max_retries=self.config.llm_max_retries,
+            prices=parse_prices(self.config.llm_prices),
         )
+        # check(execution_id, used): raises (BUDGET_EXCEEDED) when that execution's budget is crossed by
+        # its usage plus `used`; set by the workflow engine, asked by tool loops before each model call.
+        self.budget_check: Callable[[str, TokenUsage], None] | None = None
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(db, events, self._lock, self.runs)
-        self.dispatcher = Dispatcher(self.journal, self.runs, self.agents, self.config, observed=self)
+        self.dispatcher = Dispatcher(
+            self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
+        )
         self.registry = AgentRegistry(
             db,
             events,
@@ -196,6 +205,12 @@ class CoordinationEngine(Component):
         self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
     # -- coordinations -------------------------------------------------------------------------------
+
+    def tool_offer(self, name: str) -> tuple[str, ToolSpec] | None:
+        """The agent offering a tool (the first by id when several do) and the tool's spec."""
+        with self._lock:
+            offers = [(a.id, t) for a in self.agents.values() for t in a.tools if t.name == name]
+        return min(offers, key=lambda o: o[0]) if offers else None
 
     def request(self, req: CoordinationRequest) -> Coordination:
         """Validate, persist and queue a coordination; returns at once (status queued). Idempotent by

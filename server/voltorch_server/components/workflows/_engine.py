@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ..._ids import new_id
+from ...agents.base import TokenUsage
 from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ...priority import Priority
 from ...storage import Database
@@ -33,6 +34,7 @@ from .._follow import Follower
 from ..events import Event, EventFilter, EventLog, NewEvent
 from ..state import StateStore
 from . import _complete as complete
+from ._budget import enforce as enforce_budget
 from ._executions import (
     CANCELLED,
     PAUSED,
@@ -98,6 +100,8 @@ class WorkflowEngine(Component):
         self._queue: list[tuple[int, float, str]] = []
         self._queued: set[str] = set()
         self._admit_wanted = threading.Condition()
+        if hasattr(coordination, "budget_check"):
+            coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -456,6 +460,14 @@ class WorkflowEngine(Component):
             if run is None or not run.begin(None, expect=(QUEUED, PENDING)):
                 with self._lock:
                     self._running.discard(eid)
+
+    def check_budget(self, execution_id: str, used: TokenUsage) -> None:
+        """For a step's agent about to make another model call: ResourceExhausted (BUDGET_EXCEEDED) when
+        the execution's usage plus what the step has used so far reaches a limit of its budget."""
+        with self._lock:
+            run = self._runs.get(execution_id)
+        if run is not None:
+            enforce_budget(run.template.budget, run.usage + used)
 
     def finished(self, run: ExecutionRun) -> None:
         """Called by a run that reached a terminal status: free its slot, record it, admit the next."""
