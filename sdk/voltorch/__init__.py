@@ -63,6 +63,7 @@ from .errors import (
 )
 from .wire import (
     AgentTask,
+    Budget,
     Condition,
     ConditionStep,
     CoordinationStep,
@@ -74,6 +75,7 @@ from .wire import (
     Step,
     TaskError,
     TokenUsage,
+    ToolSpec,
     WorkflowTemplate,
 )
 from .worker import TaskFailed, Worker, WorkerTask
@@ -114,6 +116,7 @@ __all__ = [
 ]
 __all__ += [  # workflows
     "AgentTask",
+    "Budget",
     "Condition",
     "ConditionStep",
     "CoordinationStep",
@@ -137,6 +140,7 @@ __all__ += [  # coordination and workers
     "SelectionCandidate",
     "TaskFailed",
     "TokenUsage",
+    "ToolSpec",
     "Worker",
     "WorkerTask",
 ]

@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._events import Event, event_from_pb
-from ._rpc import call, pages, stream
+from ._rpc import STREAM_BATCH, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     STEP_STATUSES,
+    Budget,
     Priority,
     RetryPolicy,
     Seconds,
     TaskError,
+    TokenUsage,
     WorkflowTemplate,
+    budget_from_pb,
+    budget_pb,
     from_struct,
     from_value,
     retry_pb,
@@ -32,9 +36,11 @@ from .wire import (
     to_duration,
     to_struct,
     to_timestamp,
+    usage_from_pb,
 )
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+DELTA_EVENT = "agent.output.delta"  # live text of a streaming agent, batched by the server
 
 
 # -- executions --------------------------------------------------------------------------------------------
@@ -55,6 +61,7 @@ class StepExecution:
     end_time: datetime | None
     next_retry_time: datetime | None
     children: list[StepExecution]
+    usage: TokenUsage = field(default_factory=TokenUsage)  # tokens in/out, cost, model calls
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class Execution:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime | None
+    usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
+    budget: Budget | None = None  # the limits it runs under
 
     @property
     def done(self) -> bool:
@@ -113,6 +122,13 @@ class WorkflowEvent:
     def step_id(self) -> str:
         return self.event.data.get("step_id", "") if isinstance(self.event.data, dict) else ""
 
+    @property
+    def delta(self) -> str:
+        """The new text of an `agent.output.delta` event (live output of a streaming agent), else ""."""
+        if self.event.type != DELTA_EVENT or not isinstance(self.event.data, dict):
+            return ""
+        return str(self.event.data.get("delta", ""))
+
 
 # -- conversions (templates: voltorch.wire) -------------------------------------------------------------
 
@@ -132,6 +148,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         next_retry_time=to_datetime(pb.next_retry_time, pb.HasField("next_retry_time")),
         children=[_step_execution(c) for c in pb.children],
+        usage=usage_from_pb(pb.usage),
     )
 
 
@@ -154,6 +171,8 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
         start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
+        usage=usage_from_pb(pb.usage),
+        budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
     )
 
 
@@ -227,8 +246,10 @@ class WorkflowsClient:
         retry: RetryPolicy | None = None,
         priority: Priority | int | str | None = None,
         labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> StartResult:
-        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary."""
+        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. A budget
+        (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it."""
         opts = workflows_pb2.CompleteWorkflowOptions(
             max_tasks=max_tasks,
             max_parallel=max_parallel,
@@ -238,6 +259,8 @@ class WorkflowsClient:
         )
         if retry is not None:
             opts.retry.CopyFrom(retry_pb(retry))
+        if budget is not None:
+            opts.budget.CopyFrom(budget_pb(budget))
         req = workflows_pb2.ExecuteCompleteWorkflowRequest(
             requirement=requirement,
             request_id=request_id,
@@ -301,25 +324,34 @@ class WorkflowsClient:
         include_execution: bool = False,
         resume: bool = True,
         timeout: float | None = None,
+        deltas: bool = False,
     ) -> Iterator[WorkflowEvent]:
         """The execution's events from the start (or from_sequence), then live; ends after its last event.
 
-        With resume=True a stream the server ends with a resume point is reopened from there. `timeout`
-        bounds the whole watch (DeadlineExceededError)."""
+        With deltas=True the live text of streaming agents comes too, as `agent.output.delta` events
+        whose `.delta` is the new text (`print(ev.delta, end="")` shows it as it is written); without,
+        they are left out. With resume=True a stream the server ends with a resume point is reopened
+        from there. `timeout` bounds the whole watch (DeadlineExceededError)."""
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             req = workflows_pb2.WatchExecutionRequest(
-                execution_id=execution_id, from_sequence=position, include_execution=include_execution
+                execution_id=execution_id,
+                from_sequence=position,
+                include_execution=include_execution,
+                max_batch=STREAM_BATCH,
             )
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                for resp in stream(self.stub.WatchExecution, req, timeout=left):
-                    ev = event_from_pb(resp.event)
-                    position = ev.sequence + 1
-                    yield WorkflowEvent(
-                        ev, _execution(resp.execution) if resp.HasField("execution") else None
-                    )
+                for batch in stream(self.stub.WatchExecution, req, timeout=left):
+                    for resp in batch.updates or (batch,):  # a server without batching sends single events
+                        ev = event_from_pb(resp.event)
+                        position = ev.sequence + 1
+                        if ev.type == DELTA_EVENT and not deltas:
+                            continue
+                        yield WorkflowEvent(
+                            ev, _execution(resp.execution) if resp.HasField("execution") else None
+                        )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("from_sequence")

@@ -59,6 +59,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
     REQUEST_UNDECODABLE: _ClassVar[ErrorReason]
+    BUDGET_EXCEEDED: _ClassVar[ErrorReason]
     DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
@@ -113,4 +114,5 @@ COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
 REQUEST_UNDECODABLE: ErrorReason
+BUDGET_EXCEEDED: ErrorReason
 DATABASE_UNAVAILABLE: ErrorReason

@@ -14,7 +14,7 @@ from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
 
@@ -48,6 +48,7 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
         end_time=ts(s.end_time),
         next_retry_time=ts(s.next_retry_time),
         children=[_step_execution_pb(c) for c in s.children],
+        usage=wire.usage_pb(s.usage),
     )
     if s.structured_output is not None:
         pb.structured_output.CopyFrom(py_to_value(s.structured_output))
@@ -75,6 +76,9 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))
+    pb.usage.CopyFrom(wire.usage_pb(e.usage))
+    if e.budget is not None:
+        pb.budget.CopyFrom(wire.budget_pb(to_wire(e.budget)))
     return pb
 
 
@@ -89,6 +93,7 @@ def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
             retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
             if pb.HasField("retry")
             else None,
+            budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
         )
 
 
@@ -197,6 +202,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
+        max_batch = batch_limit(request.max_batch)
         follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
@@ -206,8 +212,17 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             return resp
 
         yield from pump(
-            follower, context, render, resume_point=lambda pos: ("from_sequence", pos), stop=is_last
+            follower,
+            context,
+            render,
+            resume_point=lambda pos: ("from_sequence", pos),
+            stop=is_last,
+            batching=Batching(max_batch, _watch_batch) if max_batch else None,
         )
+
+
+def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:
+    return workflows_pb2.WatchExecutionResponse(updates=updates)
 
 
 def register(server: grpc.Server, runtime) -> list[str]:

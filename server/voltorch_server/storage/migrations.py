@@ -287,6 +287,18 @@ def _coordination_0001(tx: Tx) -> None:
     coordinations.create_index(["correlation_id", "id"], "coordinations_correlation")
 
 
+def _workflows_0002_usage(tx: Tx) -> None:
+    """Usage (tokens in/out, cost, model calls; JSON) per step and per execution, for budgets."""
+    schema = _schema(tx)
+    schema.table("workflow_steps").add_column("usage", str)
+    schema.table("workflow_executions").add_column("usage", str)
+
+
+def _coordination_0002_tools(tx: Tx) -> None:
+    """The functions an agent offers to tool-calling LLM agents (JSON list of tool specs)."""
+    _schema(tx).table("agents").add_column("tools", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -294,6 +306,8 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("workflows_0001", _workflows_0001),
     ("watcher_0001", _watcher_0001),
     ("coordination_0001", _coordination_0001),
+    ("workflows_0002_usage", _workflows_0002_usage),
+    ("coordination_0002_tools", _coordination_0002_tools),
 ]
 
 

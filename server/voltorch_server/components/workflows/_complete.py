@@ -23,12 +23,14 @@ from .templates import (
     MAX_STEP_TIMEOUT,
     STRING,
     AgentTaskSpec,
+    Budget,
     FanOutSpec,
     ParameterSpec,
     Problems,
     RetryPolicy,
     StepSpec,
     Template,
+    check_budget,
     check_retry,
 )
 
@@ -203,6 +205,7 @@ class Options:
     timeout: float | None = None
     step_timeout: float | None = None
     retry: RetryPolicy | None = None
+    budget: Budget | None = None
 
 
 def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, dict[str, Any]]:
@@ -222,6 +225,10 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
     if opts.retry is not None:
         problems = Problems("options.", reason="FIELD_INVALID")
         check_retry(problems, opts.retry, "retry")
+        problems.raise_if_any()
+    if opts.budget is not None:
+        problems = Problems("options.", reason="FIELD_INVALID")
+        check_budget(problems, opts.budget, "budget")
         problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
     steps = []
@@ -243,6 +250,7 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         steps=tuple(steps),
         timeout=opts.timeout or base.timeout,
         default_retry=opts.retry.over(base.default_retry) if opts.retry else base.default_retry,
+        budget=opts.budget or base.budget,
     )
     return t, {"requirement": requirement, "max_tasks": max_tasks}
 

@@ -1,6 +1,6 @@
 """Workflow templates: the model, its validation, its step graph, placeholders and the template store."""
 
-from ._check import MAX_STEP_TIMEOUT, Problems, check_retry, validate_template
+from ._check import MAX_STEP_TIMEOUT, Problems, check_budget, check_retry, validate_template
 from ._dag import Graph, find_cycle
 from ._dag import build as build_graph
 from ._model import (
@@ -8,6 +8,7 @@ from ._model import (
     INTEGER,
     STRING,
     AgentTaskSpec,
+    Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_STEP_TIMEOUT",
     "STRING",
     "AgentTaskSpec",
+    "Budget",
     "ConditionSpec",
     "CoordinationSpec",
     "FanOutSpec",
@@ -42,6 +44,7 @@ __all__ = [
     "TemplateStore",
     "apply_parameters",
     "build_graph",
+    "check_budget",
     "check_retry",
     "dumps",
     "find_cycle",
