@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             if (args.key is None) == (args.prefix is None):
                 args.parser.error("watch needs a KEY or --prefix PREFIX (one of them)")
             emit = Lines(out, CHANGE_HEADER, _change_line)
+            emit.start()
             try:
                 for change in c.state.watch(args.key, prefix=args.prefix, start_revision=args.from_revision):
                     emit(change)
