@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from voltorch_server.cli import main
 
 
@@ -47,3 +49,45 @@ def test_errors_by_correlation_tells_the_story(capsys, server, client):
     code, out = run(capsys, server, "errors", "--correlation", "corr-1")
     assert code == 0
     assert out.index("demo.started") < out.index("demo.failed")
+
+
+def test_workflows_signal_approve_and_reject(capsys, server, client):
+    from voltorch import ApprovalStep, Step, WaitStep, WorkflowTemplate
+
+    client.workflows.register_template(
+        WorkflowTemplate(
+            name="cli-waits",
+            steps=[
+                Step("go", WaitStep("go")),
+                Step("ok", ApprovalStep(prompt="Ship {{steps.go.result.payload.v}}?"), depends_on=["go"]),
+                Step("no", ApprovalStep(signal="veto"), depends_on=["ok"]),
+            ],
+        )
+    )
+    eid = client.workflows.start("cli-waits").execution.id
+    code, out = run(capsys, server, "workflows", "signal", eid, "--name", "go", "--payload", '{"v": 2}')
+    assert code == 0 and "sent" in out
+    code, out = run(capsys, server, "workflows", "approve", eid, "--by", "dana", "--comment", "fine")
+    assert code == 0 and "approved" in out
+    code, out = run(capsys, server, "workflows", "reject", eid, "--name", "veto", "--request-id", "r1")
+    assert code == 0 and "rejected" in out
+    e = client.workflows.wait(eid, timeout=30)
+    assert e.step("go").structured_output["payload"] == {"v": 2}
+    ok = e.step("ok").structured_output
+    assert (ok["decision"], ok["decided_by"], ok["comment"]) == ("approved", "dana", "fine")
+    assert e.step("no").structured_output["decision"] == "rejected"
+
+
+def test_workflows_get_shows_what_a_run_waits_for(capsys, server, client):
+    from voltorch import ApprovalStep, Step, WorkflowTemplate
+
+    client.workflows.register_template(
+        WorkflowTemplate(name="cli-wait", steps=[Step("ok", ApprovalStep(prompt="Ship it?"))])
+    )
+    eid = client.workflows.start("cli-wait").execution.id
+    deadline = time.monotonic() + 30
+    while not client.workflows.get(eid).waiting:  # bounded wait for the step to begin waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    code, out = run(capsys, server, "workflows", "get", eid)
+    assert code == 0 and "waiting" in out and "approval" in out and "Ship it?" in out

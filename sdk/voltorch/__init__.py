@@ -46,8 +46,11 @@ from ._tracing import TraceContextInterceptor
 from ._version import __version__
 from ._workflows import (
     Execution,
+    Signal,
+    SignalResult,
     StartResult,
     StepExecution,
+    WaitingFor,
     WorkflowEvent,
 )
 from .errors import (
@@ -63,6 +66,7 @@ from .errors import (
 )
 from .wire import (
     AgentTask,
+    ApprovalStep,
     Condition,
     ConditionStep,
     CoordinationStep,
@@ -71,9 +75,11 @@ from .wire import (
     ParameterSpec,
     Priority,
     RetryPolicy,
+    SleepStep,
     Step,
     TaskError,
     TokenUsage,
+    WaitStep,
     WorkflowTemplate,
 )
 from .worker import TaskFailed, Worker, WorkerTask
@@ -113,6 +119,12 @@ __all__ = [
 ]
 __all__ += [  # workflows
     "AgentTask",
+    "ApprovalStep",
+    "Signal",
+    "SignalResult",
+    "SleepStep",
+    "WaitStep",
+    "WaitingFor",
     "Condition",
     "ConditionStep",
     "CoordinationStep",

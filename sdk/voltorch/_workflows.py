@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     STEP_STATUSES,
+    WAIT_KINDS,
     Priority,
     RetryPolicy,
     Seconds,
@@ -32,6 +33,7 @@ from .wire import (
     to_duration,
     to_struct,
     to_timestamp,
+    to_value,
 )
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
@@ -58,6 +60,36 @@ class StepExecution:
 
 
 @dataclass(frozen=True)
+class WaitingFor:
+    """Something an execution waits for: a signal, an approval, a sleep or a start_after delay."""
+
+    step_id: str
+    kind: str  # signal | approval | sleep | start_after
+    signal: str  # signal / approval: the signal that ends the wait
+    prompt: str  # approval: what the reviewer is asked
+    data: Any  # approval: the data under review
+    deadline: datetime | None  # timers: when they fire; waits: when they time out (None = never)
+
+
+@dataclass(frozen=True)
+class Signal:
+    id: str
+    execution_id: str
+    name: str
+    payload: Any
+    request_id: str
+    sender: str
+    create_time: datetime | None
+    consumed_by_step: str  # "" while it is kept for a later wait
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    signal: Signal
+    existing: bool  # the request_id matched an earlier signal: nothing was delivered again
+
+
+@dataclass(frozen=True)
 class Execution:
     id: str
     request_id: str
@@ -76,6 +108,7 @@ class Execution:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime | None
+    waiting: list[WaitingFor] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -154,6 +187,30 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
         start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
+        waiting=[
+            WaitingFor(
+                step_id=w.step_id,
+                kind=WAIT_KINDS.names.get(w.kind, "unspecified"),
+                signal=w.signal,
+                prompt=w.prompt,
+                data=from_value(w.data) if w.HasField("data") else None,
+                deadline=to_datetime(w.deadline, w.HasField("deadline")),
+            )
+            for w in pb.waiting
+        ],
+    )
+
+
+def _signal(pb: workflows_pb2.Signal) -> Signal:
+    return Signal(
+        id=pb.id,
+        execution_id=pb.execution_id,
+        name=pb.name,
+        payload=from_value(pb.payload) if pb.HasField("payload") else None,
+        request_id=pb.request_id,
+        sender=pb.sender,
+        create_time=to_datetime(pb.create_time, pb.HasField("create_time")),
+        consumed_by_step=pb.consumed_by_step,
     )
 
 
@@ -222,17 +279,20 @@ class WorkflowsClient:
         max_tasks: int = 0,
         max_parallel: int = 0,
         skip_review: bool = False,
+        approve_tasks: bool = False,
         timeout: Seconds | None = None,
         step_timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
         priority: Priority | int | str | None = None,
         labels: dict[str, str] | None = None,
     ) -> StartResult:
-        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary."""
+        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. With
+        approve_tasks the task list waits for approve / reject / edit (signal "approval") before the fan-out."""
         opts = workflows_pb2.CompleteWorkflowOptions(
             max_tasks=max_tasks,
             max_parallel=max_parallel,
             skip_review=skip_review,
+            approve_tasks=approve_tasks,
             timeout=to_duration(timeout) if timeout is not None else None,
             step_timeout=to_duration(step_timeout) if step_timeout is not None else None,
         )
@@ -247,6 +307,70 @@ class WorkflowsClient:
         )
         resp = call(self.stub.ExecuteCompleteWorkflow, req, timeout=self.timeout)
         return StartResult(_execution(resp.execution), resp.existing)
+
+    # signals and approvals
+
+    def signal(
+        self, execution_id: str, name: str, payload: Any = None, *, request_id: str = "", sender: str = ""
+    ) -> SignalResult:
+        """Send a named signal; kept until a step waits for it. Idempotent by request_id."""
+        req = workflows_pb2.SignalExecutionRequest(
+            execution_id=execution_id, name=name, request_id=request_id, sender=sender
+        )
+        req.payload.CopyFrom(to_value(payload))
+        resp = call(self.stub.SignalExecution, req, timeout=self.timeout)
+        return SignalResult(_signal(resp.signal), resp.existing)
+
+    def approve(
+        self,
+        execution_id: str,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        """Approve what an ApprovalStep shows; `by` names who decided (default: the caller's token role)."""
+        return self._decide(execution_id, "approve", comment, by, signal, request_id)
+
+    def reject(
+        self,
+        execution_id: str,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        return self._decide(execution_id, "reject", comment, by, signal, request_id)
+
+    def edit(
+        self,
+        execution_id: str,
+        data: Any,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        """Approve with changes: `data` replaces the data under review in the step's output."""
+        return self._decide(execution_id, "edit", comment, by, signal, request_id, data)
+
+    def _decide(
+        self,
+        execution_id: str,
+        decision: str,
+        comment: str,
+        by: str,
+        signal: str,
+        request_id: str,
+        data: Any = None,
+    ) -> SignalResult:
+        payload: dict[str, Any] = {"decision": decision, "comment": comment}
+        if decision == "edit":
+            payload["data"] = data
+        return self.signal(execution_id, signal, payload, request_id=request_id, sender=by)
 
     def get(self, execution_id: str) -> Execution:
         req = workflows_pb2.GetExecutionRequest(execution_id=execution_id)

@@ -1,5 +1,5 @@
 """The workflow commands of the `voltorch` CLI: `run "<requirement>"` (live progress) and `workflows`
-(list, get, watch, start, cancel, pause, resume, templates)."""
+(list, get, watch, start, cancel, pause, resume, signal, approve, reject, templates)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,10 @@ def _workflows(args: argparse.Namespace) -> int:
     with _cli_ops.client(args) as client:
         wf = client.workflows
         action = args.action
-        if action in ("get", "watch", "cancel", "pause", "resume") and not args.id:
+        if (
+            action in ("get", "watch", "cancel", "pause", "resume", "signal", "approve", "reject")
+            and not args.id
+        ):
             raise SystemExit(f"voltorch: workflows {action} needs an execution id")
         if action == "list":
             table = _cli_ops.new_table(title="Workflow executions (newest first)")
@@ -103,6 +106,30 @@ def _workflows(args: argparse.Namespace) -> int:
                         row.step_id, row.name[:40], row.status, str(row.attempts), row.agent_id, err
                     )
             console.print(table)
+            for w in e.waiting:
+                due = f" (until {w.deadline.astimezone():%Y-%m-%d %H:%M:%S})" if w.deadline else ""
+                what = f"signal {w.signal!r}" if w.signal else w.kind
+                console.print(f"[yellow]waiting[/] {w.step_id}: {w.kind}, {what}{due}")
+                if w.prompt:
+                    console.print(f"  {w.prompt}")
+                if w.data is not None:
+                    console.print(f"  {json.dumps(w.data, ensure_ascii=False)[:500]}")
+        elif action == "signal":
+            if not args.name:
+                raise SystemExit("voltorch: workflows signal needs --name")
+            payload = _parse_params([f"payload={args.payload}"])["payload"] if args.payload else None
+            r = wf.signal(args.id, args.name, payload, request_id=args.request_id or "", sender=args.by)
+            console.print(f"{r.signal.id}: {'already sent' if r.existing else 'sent'}")
+        elif action in ("approve", "reject"):
+            r = getattr(wf, action)(
+                args.id,
+                comment=args.reason,
+                by=args.by,
+                signal=args.name or "approval",
+                request_id=args.request_id or "",
+            )
+            done = "approved" if action == "approve" else "rejected"
+            console.print(f"{r.signal.id}: {done}{' (already sent)' if r.existing else ''}")
         elif action == "watch":
             e = follow(client, args.id, console)
             console.print(f"[bold]{e.id}[/]: {e.status}")
@@ -133,15 +160,37 @@ def add_parsers(sub: Any) -> None:
         "action",
         nargs="?",
         default="list",
-        choices=["list", "get", "watch", "start", "cancel", "pause", "resume", "templates"],
+        choices=[
+            "list",
+            "get",
+            "watch",
+            "start",
+            "cancel",
+            "pause",
+            "resume",
+            "signal",
+            "approve",
+            "reject",
+            "templates",
+        ],
     )
     w.add_argument("id", nargs="?", help="execution id (template name for start)")
     w.add_argument("--status", help="list: only this status (running, completed, failed, ...)")
     w.add_argument("--template", help="list: only this template")
     w.add_argument("--limit", type=int, default=50)
-    w.add_argument("--reason", default="", help="cancel/pause: recorded with the execution")
+    w.add_argument(
+        "--reason",
+        "--comment",
+        default="",
+        help="cancel/pause: recorded with the execution; approve/reject: comment",
+    )
+    w.add_argument("--name", default="", help="signal: the signal's name; approve/reject: default 'approval'")
+    w.add_argument("--payload", default="", help="signal: the payload (JSON or text)")
+    w.add_argument(
+        "--by", default="", help="signal/approve/reject: who sends it (default: your token's role)"
+    )
     w.add_argument("--param", "-p", action="append", default=[], help="start: name=value (JSON or text)")
-    w.add_argument("--request-id", help="start: idempotency key")
+    w.add_argument("--request-id", help="start/signal/approve/reject: idempotency key")
     w.add_argument("--json", action="store_true", help="get: the whole execution as JSON")
     w.add_argument("--all", action="store_true", help="templates: every version")
     w.set_defaults(fn=_workflows)

@@ -8,12 +8,21 @@ import grpc
 from voltorch import wire
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
+from ..auth import parse_tokens
 from ..components.events import Event
-from ..components.workflows import CompleteOptions, Execution, StepExecution, WorkflowEngine
+from ..components.workflows import (
+    CompleteOptions,
+    Execution,
+    Signal,
+    StepExecution,
+    WaitingFor,
+    WorkflowEngine,
+)
 from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
-from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float
+from ._auth import caller_role
+from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
@@ -54,6 +63,32 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
     return pb
 
 
+def _waiting_pb(w: WaitingFor) -> workflows_pb2.WaitingFor:
+    pb = workflows_pb2.WaitingFor(
+        step_id=w.step_id,
+        kind=wire.WAIT_KINDS.numbers[w.kind],
+        signal=w.signal,
+        prompt=w.prompt,
+        deadline=ts(w.deadline),
+    )
+    if w.data is not None:
+        pb.data.CopyFrom(py_to_value(w.data))
+    return pb
+
+
+def signal_pb(s: Signal) -> workflows_pb2.Signal:
+    return workflows_pb2.Signal(
+        id=s.id,
+        execution_id=s.execution_id,
+        name=s.name,
+        payload=py_to_value(s.payload),
+        request_id=s.request_id,
+        sender=s.sender,
+        create_time=ts(s.create_time),
+        consumed_by_step=s.consumed_by,
+    )
+
+
 def execution_pb(e: Execution) -> workflows_pb2.Execution:
     pb = workflows_pb2.Execution(
         id=e.id,
@@ -72,6 +107,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
         start_time=ts(e.start_time),
         end_time=ts(e.end_time),
         update_time=ts(e.update_time),
+        waiting=[_waiting_pb(w) for w in e.waiting],
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))
@@ -89,12 +125,14 @@ def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
             retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
             if pb.HasField("retry")
             else None,
+            approve_tasks=pb.approve_tasks,
         )
 
 
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, engine: WorkflowEngine):
+    def __init__(self, engine: WorkflowEngine, tokens: dict[str, str] | None = None):
         self.engine = engine
+        self.tokens = tokens or {}
 
     def RegisterTemplate(
         self, request: workflows_pb2.RegisterTemplateRequest, context: grpc.ServicerContext
@@ -194,6 +232,18 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         e = self.engine.resume(request.execution_id)
         return workflows_pb2.ResumeExecutionResponse(execution=execution_pb(e))
 
+    def SignalExecution(
+        self, request: workflows_pb2.SignalExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.SignalExecutionResponse:
+        sig, existing = self.engine.signal(
+            request.execution_id,
+            request.name,
+            value_to_py(request.payload) if request.HasField("payload") else None,
+            request_id=request.request_id,
+            sender=request.sender or caller_role(self.tokens, context),
+        )
+        return workflows_pb2.SignalExecutionResponse(signal=signal_pb(sig), existing=existing)
+
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
@@ -211,5 +261,8 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
 
 
 def register(server: grpc.Server, runtime) -> list[str]:
-    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runtime.workflows), server)
+    tokens = parse_tokens(runtime.config.auth_tokens, runtime.config.auth_tokens_file)
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
+        WorkflowServicer(runtime.workflows, tokens), server
+    )
     return ["voltorch.v1.WorkflowService"]

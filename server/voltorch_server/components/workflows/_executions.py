@@ -13,6 +13,7 @@ from ...priority import Priority
 from ...storage import Database, Tx
 from .._paging import decode_token, encode_token, page_size
 from ..coordination import TaskError
+from ._waits import WaitingFor
 
 
 class Status(StrEnum):
@@ -96,6 +97,7 @@ class Execution:
     end_time: float | None
     update_time: float
     steps: tuple[StepExecution, ...] = field(default=())
+    waiting: tuple[WaitingFor, ...] = ()
 
     @property
     def terminal(self) -> bool:
