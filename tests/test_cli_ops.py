@@ -91,3 +91,36 @@ def test_workflows_get_shows_what_a_run_waits_for(capsys, server, client):
         time.sleep(0.02)
     code, out = run(capsys, server, "workflows", "get", eid)
     assert code == 0 and "waiting" in out and "approval" in out and "Ship it?" in out
+
+
+def test_schedules_commands(capsys, server, client):
+    from voltorch import Step, WaitStep, WorkflowTemplate
+
+    client.workflows.register_template(WorkflowTemplate(name="cli-sched", steps=[Step("w", WaitStep("go"))]))
+    code, out = run(
+        capsys,
+        server,
+        "schedules",
+        "create",
+        "nightly",
+        "--template",
+        "cli-sched",
+        "--cron",
+        "0 2 * * *",
+        "--time-zone",
+        "Europe/Paris",
+        "--overlap",
+        "buffer_one",
+    )
+    assert code == 0 and "nightly: next tick" in out
+    code, out = run(capsys, server, "schedules", "list")
+    assert code == 0 and "nightly" in out and "0 2 * * * (Europe/Paris)" in out and "buffer_one" in out
+    code, out = run(capsys, server, "schedules", "trigger", "nightly")
+    assert code == 0 and client.workflows.get(out.strip()).labels == {"schedule": "nightly"}
+    assert "paused" in run(capsys, server, "schedules", "pause", "nightly")[1]
+    assert "active" in run(capsys, server, "schedules", "unpause", "nightly")[1]
+    code, out = run(capsys, server, "schedules", "get", "nightly")
+    assert code == 0 and "cli-sched" in out
+    assert "deleted" in run(capsys, server, "schedules", "delete", "nightly")[1]
+    assert main(["schedules", "get", "nightly", "--target", server.target]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err

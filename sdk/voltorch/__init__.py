@@ -29,6 +29,7 @@ from ._orchestrator import (
     MetricSeries,
     Trace,
 )
+from ._schedules import Schedule
 from ._state import (
     Change,
     Exists,
@@ -120,6 +121,7 @@ __all__ = [
 __all__ += [  # workflows
     "AgentTask",
     "ApprovalStep",
+    "Schedule",
     "Signal",
     "SignalResult",
     "SleepStep",

@@ -168,7 +168,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
     )
 
 
-def _execution(pb: workflows_pb2.Execution) -> Execution:
+def execution_from_pb(pb: workflows_pb2.Execution) -> Execution:
     return Execution(
         id=pb.id,
         request_id=pb.request_id,
@@ -269,7 +269,7 @@ class WorkflowsClient:
             correlation_id=correlation_id,
         )
         resp = call(self.stub.StartExecution, req, timeout=self.timeout)
-        return StartResult(_execution(resp.execution), resp.existing)
+        return StartResult(execution_from_pb(resp.execution), resp.existing)
 
     def execute_complete(
         self,
@@ -306,7 +306,7 @@ class WorkflowsClient:
             labels=labels or {},
         )
         resp = call(self.stub.ExecuteCompleteWorkflow, req, timeout=self.timeout)
-        return StartResult(_execution(resp.execution), resp.existing)
+        return StartResult(execution_from_pb(resp.execution), resp.existing)
 
     # signals and approvals
 
@@ -374,7 +374,7 @@ class WorkflowsClient:
 
     def get(self, execution_id: str) -> Execution:
         req = workflows_pb2.GetExecutionRequest(execution_id=execution_id)
-        return _execution(call(self.stub.GetExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.GetExecution, req, timeout=self.timeout).execution)
 
     def list_page(
         self,
@@ -399,7 +399,7 @@ class WorkflowsClient:
             page_token=page_token,
         )
         resp = call(self.stub.ListExecutions, req, timeout=self.timeout)
-        return [_execution(e) for e in resp.executions], resp.next_page_token
+        return [execution_from_pb(e) for e in resp.executions], resp.next_page_token
 
     def list(self, **filters: Any) -> Iterator[Execution]:
         """Executions newest first: status=, template_name=, created_after=, created_before=, include_steps=."""
@@ -407,15 +407,15 @@ class WorkflowsClient:
 
     def cancel(self, execution_id: str, reason: str = "") -> Execution:
         req = workflows_pb2.CancelExecutionRequest(execution_id=execution_id, reason=reason)
-        return _execution(call(self.stub.CancelExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.CancelExecution, req, timeout=self.timeout).execution)
 
     def pause(self, execution_id: str, reason: str = "") -> Execution:
         req = workflows_pb2.PauseExecutionRequest(execution_id=execution_id, reason=reason)
-        return _execution(call(self.stub.PauseExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.PauseExecution, req, timeout=self.timeout).execution)
 
     def resume(self, execution_id: str) -> Execution:
         req = workflows_pb2.ResumeExecutionRequest(execution_id=execution_id)
-        return _execution(call(self.stub.ResumeExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.ResumeExecution, req, timeout=self.timeout).execution)
 
     def watch(
         self,
@@ -442,7 +442,7 @@ class WorkflowsClient:
                     ev = event_from_pb(resp.event)
                     position = ev.sequence + 1
                     yield WorkflowEvent(
-                        ev, _execution(resp.execution) if resp.HasField("execution") else None
+                        ev, execution_from_pb(resp.execution) if resp.HasField("execution") else None
                     )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_db, _cli_ops, _cli_workflows
+from . import _cli_db, _cli_ops, _cli_schedules, _cli_workflows
 from . import config as config_mod
 
 # What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _cli_ops.add_target(st)
     _cli_workflows.add_parsers(sub)
+    _cli_schedules.add_parsers(sub)
     _cli_ops.add_parsers(sub)
     _cli_db.add_parsers(sub)
     return p

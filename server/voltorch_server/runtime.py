@@ -7,6 +7,7 @@ import logging
 from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
+from .components.schedules import Scheduler
 from .components.state import StateStore
 from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
@@ -43,8 +44,9 @@ class Runtime:
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
         )
+        self.schedules = Scheduler(self.db, self.workflows)
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination, self.workflows)
+            c.name: c for c in (self.events, self.state, self.coordination, self.workflows, self.schedules)
         }
 
         # The watcher watches every component in the dict (also ones added after this line).

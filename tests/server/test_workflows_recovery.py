@@ -253,4 +253,4 @@ def test_server_stop_stops_a_component_before_those_it_uses(config):
         c.stop = lambda c=c, stop=c.stop: (order.append(c.name), stop())[1]
     srv.stop(grace=1.0)
     first = list(dict.fromkeys(order))  # stop() is idempotent and called again on close
-    assert first == ["watcher", "workflows", "coordination", "state", "events"]
+    assert first == ["watcher", "schedules", "workflows", "coordination", "state", "events"]

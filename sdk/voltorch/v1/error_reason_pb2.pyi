@@ -58,6 +58,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_DISABLED: _ClassVar[ErrorReason]
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
+    SCHEDULE_NOT_FOUND: _ClassVar[ErrorReason]
+    SCHEDULE_EXISTS: _ClassVar[ErrorReason]
+    CRON_INVALID: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
 FIELD_INVALID: ErrorReason
@@ -110,3 +113,6 @@ COMPONENT_NOT_FOUND: ErrorReason
 COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
+SCHEDULE_NOT_FOUND: ErrorReason
+SCHEDULE_EXISTS: ErrorReason
+CRON_INVALID: ErrorReason

@@ -658,7 +658,7 @@ class SignalExecutionResponse(_message.Message):
     def __init__(self, signal: _Optional[_Union[Signal, _Mapping]] = ..., existing: _Optional[bool] = ...) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("id", "template_name", "template_version", "parameters", "cron", "interval", "time_zone", "overlap", "catchup", "paused", "description", "next_tick_time", "last_tick_time", "last_execution_id", "create_time", "ticks_started", "ticks_skipped")
+    __slots__ = ("id", "template_name", "template_version", "parameters", "cron", "interval", "time_zone", "overlap", "catchup", "paused", "description", "next_tick_time", "last_tick_time", "last_execution_id", "create_time", "ticks_started", "ticks_skipped", "start_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_NAME_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -676,6 +676,7 @@ class Schedule(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TICKS_STARTED_FIELD_NUMBER: _ClassVar[int]
     TICKS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     template_name: str
     template_version: int
@@ -693,7 +694,8 @@ class Schedule(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     ticks_started: int
     ticks_skipped: int
-    def __init__(self, id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cron: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., overlap: _Optional[_Union[OverlapPolicy, str]] = ..., catchup: _Optional[_Union[CatchupPolicy, str]] = ..., paused: _Optional[bool] = ..., description: _Optional[str] = ..., next_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_execution_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ticks_started: _Optional[int] = ..., ticks_skipped: _Optional[int] = ...) -> None: ...
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cron: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., overlap: _Optional[_Union[OverlapPolicy, str]] = ..., catchup: _Optional[_Union[CatchupPolicy, str]] = ..., paused: _Optional[bool] = ..., description: _Optional[str] = ..., next_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_execution_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ticks_started: _Optional[int] = ..., ticks_skipped: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateScheduleRequest(_message.Message):
     __slots__ = ("schedule",)

@@ -337,6 +337,7 @@ def _schedules_0001(tx: Tx) -> None:
             "parameters": str,
             "cron": str,
             "interval": float,
+            "start_time": float,
             "time_zone": str,
             "overlap": str,
             "catchup": str,
