@@ -9,7 +9,7 @@ PORT   ?= 50051
 DB     ?= ./voltorch.db
 UI_PORT ?= 8233
 
-.PHONY: setup run serve test protos protos-check lint proto-lint typecheck npm bench clean
+.PHONY: setup run serve shell test protos protos-check lint proto-lint typecheck npm bench clean
 
 setup: $(VENV)/.installed-dev
 
@@ -37,11 +37,17 @@ $(VENV)/.installed-%: pyproject.toml
 	touch $@
 
 # The headline: start a server on the embedded SQLite default and run the complete workflow with live progress.
+# If a server (`make serve`) already owns the database, the workflow runs on that server instead.
 run: $(VENV)/.installed-server
 	$(PY) -m voltorch_server.demo --db $(DB) --ui-port $(UI_PORT)
 
 serve: $(VENV)/.installed-server
 	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB) --ui-port $(UI_PORT)
+
+# A shell with the venv active: `voltorch` (the CLI) and `python` (with the SDK) on PATH. `exit` leaves it.
+shell: $(VENV)/.installed-server
+	@echo "voltorch is $(VENV)/bin/voltorch; this shell has it on PATH (exit to leave)"
+	@. $(VENV)/bin/activate && exec $${SHELL:-/bin/sh} -i
 
 test: $(VENV)/.installed-dev $(NPM_STAMPS)
 	@test -n "$(NODE)" || echo "*** node not found: the Node.js example and buf tests will be SKIPPED (they fail under CI=true) ***"

@@ -1,126 +1,118 @@
-"""The operator CLI commands against a real in-process server."""
+"""The operator commands as subprocesses against a real server: events (list, --follow through a server
+restart), agents, health, metrics, errors (issue 9, item 14)."""
 
 from __future__ import annotations
 
-import time
+import json
+import queue
+import subprocess
+import threading
+from pathlib import Path
 
-from voltorch_server.cli import main
-
-
-def run(capsys, server, *argv: str) -> tuple[int, str]:
-    code = main([*argv, "--target", server.target])
-    return code, capsys.readouterr().out
-
-
-def test_state_set_get_and_list(capsys, server):
-    assert run(capsys, server, "state", "set", "project.config", '{"maxRetries": 3}')[0] == 0
-    code, out = run(capsys, server, "state", "get", "project.config")
-    assert code == 0 and '"maxRetries": 3' in out
-    assert "project.config = " in run(capsys, server, "state", "list", "project.")[1]
+import voltorch
+from cli_process import CLI, clean_env, cli, serve, stop
 
 
-def test_missing_key_is_a_clear_error(capsys, server):
-    assert main(["state", "get", "nope", "--target", server.target]) == 1
-    assert "NOT_FOUND" in capsys.readouterr().err
+def ok(result) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result.stdout
 
 
-def test_events_lists_newest_first_with_filters(capsys, server, client):
+def test_state_set_get_and_list_as_tables(server):
+    t = ("--target", server.target, "-o", "table")
+    ok(cli("state", "set", "project.config", '{"maxRetries": 3}', *t))
+    assert '"maxRetries": 3' in ok(cli("state", "get", "project.config", *t))
+    assert "project.config" in ok(cli("state", "list", "project.", *t))
+
+
+def test_missing_key_is_a_clear_error(server):
+    result = cli("state", "get", "nope", "--target", server.target)
+    assert result.returncode == 1 and "NOT_FOUND" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_events_list_has_a_header_and_hides_the_periodic_events(server, client):
     client.state.set("k", 1)
-    code, out = run(capsys, server, "events", "--type", "state.*")
-    assert code == 0
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert lines and all("state.changed" in line for line in lines)
+    client.events.publish("component.health.checked", {"component": "state"})
+    client.events.publish("system.metrics.collected", {})
+    lines = ok(cli("events", "-o", "table", "--target", server.target)).splitlines()
+    assert lines[0].split()[:4] == ["SEQUENCE", "TIME", "TYPE", "SOURCE"]
+    assert any("state.changed" in line for line in lines)
+    assert not any("component.health.checked" in line or "system.metrics.collected" in line for line in lines)
+    everything = ok(cli("events", "--all", "-o", "table", "--target", server.target))
+    assert "component.health.checked" in everything and "system.metrics.collected" in everything
+    asked = ok(cli("events", "--type", "system.*", "-o", "table", "--target", server.target))
+    assert "system.metrics.collected" in asked  # asked for by type: shown
+    only = ok(cli("events", "--type", "state.*", "-o", "table", "--target", server.target)).splitlines()[1:]
+    assert only and all("state.changed" in line for line in only)
 
 
-def test_agents_health_metrics_and_errors(capsys, server, client):
-    code, out = run(capsys, server, "agents")
-    assert code == 0 and "analyst" in out and "offline" in out
-    code, out = run(capsys, server, "health")
-    assert "state" in out and "coordination" in out
-    assert code in (0, 1)
-    code, out = run(capsys, server, "metrics")
-    assert code == 0 and "voltorch." in out
-    assert run(capsys, server, "errors")[0] == 0  # no server-side failures recorded: an empty list
+def test_events_follow_says_reconnecting_and_resumed_across_a_server_restart(tmp_path: Path):
+    db = tmp_path / "follow.db"
+    with serve(tmp_path, "--db", str(db)) as first:
+        port = first.target.rsplit(":", 1)[1]
+        follower = subprocess.Popen(
+            [*CLI, "events", "--follow", "--type", "demo.*", "-o", "table", "--target", first.target],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        lines: queue.Queue = queue.Queue()
+        stdout = follower.stdout
+        assert stdout is not None
+        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+
+        def next_line() -> str:
+            return lines.get(timeout=30)
+
+        try:
+            with voltorch.Client(first.target, timeout=10) as c:
+                # The follower subscribes "from now": publish until one arrives (bounded).
+                seen = ""
+                for i in range(50):
+                    c.events.publish("demo.before", {"i": i})
+                    try:
+                        seen = lines.get(timeout=0.5)  # bounded
+                        break
+                    except queue.Empty:
+                        continue
+            assert seen.split()[0] == "SEQUENCE", seen  # the header row comes first
+            assert "demo.before" in next_line()
+            assert stop(first) == 0
+            while "reconnecting" not in (line := next_line()):
+                assert "demo.before" in line, line  # only the rest of the burst, nothing else
+            with serve(tmp_path, "--db", str(db), "--port", port) as second:
+                resumed = next_line()
+                assert resumed.startswith("resumed at "), resumed
+                with voltorch.Client(second.target, timeout=10) as c:
+                    published = c.events.publish("demo.after", {"n": 1})
+                while True:
+                    line = next_line()
+                    if "demo.after" in line:
+                        break
+                assert line.split()[0] == str(published.sequence)
+                assert int(resumed.split()[-1]) <= published.sequence
+                stop(second)
+        finally:
+            follower.kill()
+            follower.wait(timeout=10)
+        assert follower.stderr is not None
+        assert "Traceback" not in follower.stderr.read()
 
 
-def test_errors_by_correlation_tells_the_story(capsys, server, client):
+def test_agents_health_metrics_and_errors(server, client):
+    t = ("--target", server.target, "-o", "table")
+    out = ok(cli("agents", *t))
+    assert "analyst" in out and "offline" in out
+    health = cli("health", *t)
+    assert health.returncode in (0, 1) and "state" in health.stdout and "coordination" in health.stdout
+    assert "voltorch." in ok(cli("metrics", *t))
+    assert json.loads(ok(cli("errors", "--target", server.target, "-o", "json"))) == []
+
+
+def test_errors_by_correlation_tells_the_story(server, client):
     client.events.publish("demo.started", {"n": 1}, correlation_id="corr-1")
     client.events.publish("demo.failed", {"n": 2}, correlation_id="corr-1")
-    code, out = run(capsys, server, "errors", "--correlation", "corr-1")
-    assert code == 0
+    out = ok(cli("errors", "--correlation", "corr-1", "-o", "table", "--target", server.target))
     assert out.index("demo.started") < out.index("demo.failed")
-
-
-def test_workflows_signal_approve_and_reject(capsys, server, client):
-    from voltorch import ApprovalStep, Step, WaitStep, WorkflowTemplate
-
-    client.workflows.register_template(
-        WorkflowTemplate(
-            name="cli-waits",
-            steps=[
-                Step("go", WaitStep("go")),
-                Step("ok", ApprovalStep(prompt="Ship {{steps.go.result.payload.v}}?"), depends_on=["go"]),
-                Step("no", ApprovalStep(signal="veto"), depends_on=["ok"]),
-            ],
-        )
-    )
-    eid = client.workflows.start("cli-waits").execution.id
-    code, out = run(capsys, server, "workflows", "signal", eid, "--name", "go", "--payload", '{"v": 2}')
-    assert code == 0 and "sent" in out
-    code, out = run(capsys, server, "workflows", "approve", eid, "--by", "dana", "--comment", "fine")
-    assert code == 0 and "approved" in out
-    code, out = run(capsys, server, "workflows", "reject", eid, "--name", "veto", "--request-id", "r1")
-    assert code == 0 and "rejected" in out
-    e = client.workflows.wait(eid, timeout=30)
-    assert e.step("go").structured_output["payload"] == {"v": 2}
-    ok = e.step("ok").structured_output
-    assert (ok["decision"], ok["decided_by"], ok["comment"]) == ("approved", "dana", "fine")
-    assert e.step("no").structured_output["decision"] == "rejected"
-
-
-def test_workflows_get_shows_what_a_run_waits_for(capsys, server, client):
-    from voltorch import ApprovalStep, Step, WorkflowTemplate
-
-    client.workflows.register_template(
-        WorkflowTemplate(name="cli-wait", steps=[Step("ok", ApprovalStep(prompt="Ship it?"))])
-    )
-    eid = client.workflows.start("cli-wait").execution.id
-    deadline = time.monotonic() + 30
-    while not client.workflows.get(eid).waiting:  # bounded wait for the step to begin waiting
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    code, out = run(capsys, server, "workflows", "get", eid)
-    assert code == 0 and "waiting" in out and "approval" in out and "Ship it?" in out
-
-
-def test_schedules_commands(capsys, server, client):
-    from voltorch import Step, WaitStep, WorkflowTemplate
-
-    client.workflows.register_template(WorkflowTemplate(name="cli-sched", steps=[Step("w", WaitStep("go"))]))
-    code, out = run(
-        capsys,
-        server,
-        "schedules",
-        "create",
-        "nightly",
-        "--template",
-        "cli-sched",
-        "--cron",
-        "0 2 * * *",
-        "--time-zone",
-        "Europe/Paris",
-        "--overlap",
-        "buffer_one",
-    )
-    assert code == 0 and "nightly: next tick" in out
-    code, out = run(capsys, server, "schedules", "list")
-    assert code == 0 and "nightly" in out and "0 2 * * * (Europe/Paris)" in out and "buffer_one" in out
-    code, out = run(capsys, server, "schedules", "trigger", "nightly")
-    assert code == 0 and client.workflows.get(out.strip()).labels == {"schedule": "nightly"}
-    assert "paused" in run(capsys, server, "schedules", "pause", "nightly")[1]
-    assert "active" in run(capsys, server, "schedules", "unpause", "nightly")[1]
-    code, out = run(capsys, server, "schedules", "get", "nightly")
-    assert code == 0 and "cli-sched" in out
-    assert "deleted" in run(capsys, server, "schedules", "delete", "nightly")[1]
-    assert main(["schedules", "get", "nightly", "--target", server.target]) == 1
-    assert "NOT_FOUND" in capsys.readouterr().err

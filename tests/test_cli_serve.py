@@ -2,92 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 import voltorch
+from cli_process import serve, stop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-
-LISTENING = re.compile(r"voltorch listening on (\S+):(\d+)")
-
-
-class Serve:
-    """A running `voltorch serve` subprocess and the address it printed."""
-
-    def __init__(self, proc: subprocess.Popen, lines: queue.Queue, target: str, banner: str, stderr: Path):
-        self.proc = proc
-        self.lines = lines
-        self.target = target
-        self.banner = banner
-        self.stderr = stderr
-
-
-def _pump(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-@contextmanager
-def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Serve]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("VOLTORCH_")}
-    stderr = open(tmp_path / "serve.stderr", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voltorch_server.cli", "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env={**base, **(env or {})},
-        cwd=tmp_path,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=30)
-            except queue.Empty:
-                pytest.fail("voltorch serve printed no 'listening' line within 30 s")
-            if line is None:
-                pytest.fail(f"voltorch serve exited early: {(tmp_path / 'serve.stderr').read_text()}")
-            match = LISTENING.search(line)
-            if match:
-                break
-        yield Serve(proc, lines, f"{match.group(1)}:{match.group(2)}", line, tmp_path / "serve.stderr")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        stderr.close()
-
-
-def _stop(s: Serve) -> int:
-    s.proc.send_signal(signal.SIGTERM)
-    try:
-        return s.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        s.proc.kill()
-        printed = []
-        while not s.lines.empty():
-            printed.append(s.lines.get_nowait())
-        pytest.fail(
-            f"no exit 15 s after SIGTERM; stdout after the banner: {printed}; "
-            f"stderr: {s.stderr.read_text()[-2000:]}"
-        )
 
 
 def test_serve_answers_the_sdk_health_reflection_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -124,7 +52,7 @@ def test_serve_answers_the_sdk_health_reflection_and_stops_on_sigterm(tmp_path: 
                     ended.put(exc)
 
             threading.Thread(target=drain, daemon=True).start()
-            assert _stop(s) == 0
+            assert stop(s) == 0
             err = ended.get(timeout=10)
         assert isinstance(err, voltorch.UnavailableError), err
         assert err.metadata["start_revision"] == "2"
@@ -139,7 +67,7 @@ def test_serve_takes_the_database_from_voltorch_db(tmp_path: Path) -> None:
         assert str(db) in s.banner
         with voltorch.Client(s.target, timeout=10) as client:
             client.state.set("env.key", "yes")
-        assert _stop(s) == 0
+        assert stop(s) == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM kv WHERE key = 'env.key'").fetchone() == ('"yes"',)
     assert not (tmp_path / "voltorch.db").exists()  # the default path was not used
@@ -158,4 +86,4 @@ def test_serve_ui_port_prints_the_console_url_and_serves_it(tmp_path: Path) -> N
             assert b"voltorch console" in r.read()
         with urllib.request.urlopen(url + "api/health", timeout=10) as r:
             assert json.loads(r.read())["status"] == "HEALTHY"
-        assert _stop(s) == 0
+        assert stop(s) == 0

@@ -84,3 +84,27 @@ def test_voltorch_run_against_a_running_server(tmp_path: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_make_run_joins_the_server_that_owns_the_database(tmp_path: Path):
+    """`make serve` and `make run` on the same default ./voltorch.db: run uses the running server."""
+    import voltorch
+    from cli_process import serve, stop
+
+    db = tmp_path / "voltorch.db"
+    with serve(tmp_path, "--db", str(db)) as owner:
+        proc = subprocess.run(
+            [sys.executable, "-m", "voltorch_server.demo", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=110,
+            env=_env(),
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"server {owner.target}" in proc.stdout and "already owns" in proc.stdout
+        eid = re.search(r"Execution (wfx_\w+)", proc.stdout).group(1)
+        with voltorch.Client(owner.target, timeout=10) as c:
+            assert c.workflows.get(eid).status == "completed"  # it ran on the owner
+        assert stop(owner) == 0

@@ -1,6 +1,6 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
-from ._client import TLS, Client
+from ._client import DEFAULT_TARGET, TLS, Client
 from ._coordination import (
     Agent,
     AgentResult,
@@ -86,6 +86,7 @@ from .wire import (
 from .worker import TaskFailed, Worker, WorkerTask
 
 __all__ = [
+    "DEFAULT_TARGET",
     "TLS",
     "__version__",
     "AlreadyExistsError",

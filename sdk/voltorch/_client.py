@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -23,6 +24,8 @@ from ._schedules import SchedulesClient
 from ._state import StateClient
 from ._tracing import TraceContextInterceptor
 from ._workflows import WorkflowsClient
+
+DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,14 @@ class Client:
 
     >>> with voltorch.Client("127.0.0.1:50051") as client:
     ...     client.state.set("project.config", {"max_retries": 3})
+
+    Without a target, `$VOLTORCH_TARGET` (else 127.0.0.1:50051); without a token, `$VOLTORCH_TOKEN` —
+    the same variables the `voltorch` CLI reads, so a script and the CLI reach the same server.
     """
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | None = None,
         *,
         token: str | None = None,
         tls: TLS | bool | None = None,
@@ -61,6 +67,9 @@ class Client:
         interceptors: list[grpc.UnaryUnaryClientInterceptor] | None = None,
         tracing: bool = True,  # send the caller's OpenTelemetry trace context (W3C) with every call
     ):
+        target = target or os.environ.get("VOLTORCH_TARGET") or DEFAULT_TARGET
+        if token is None:
+            token = os.environ.get("VOLTORCH_TOKEN") or None
         self.target = target
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", 8 * 1024 * 1024), *(options or [])]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,7 +184,9 @@ class Subscription:
     When the stream fails transiently (UNAVAILABLE: server restart or network; RESOURCE_EXHAUSTED:
     this consumer overflowed its buffer, or the server's stream limit) it is reopened from the
     sequence after the last one delivered (or the server's resume point), so no event is lost or
-    repeated. `close()` (from any thread) ends the iteration.
+    repeated. `close()` (from any thread) ends the iteration. `on_status("reconnecting", sequence)` is
+    called when the server goes away (not when this consumer merely overflowed) and
+    `on_status("resumed", sequence)` once a new stream answers, with the sequence it continues from.
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class Subscription:
         resume: bool,
         reconnect_timeout: float | None,
         metadata: Sequence[tuple[str, str]] | None = None,
+        on_status: Callable[[str, int | None], None] | None = None,
     ):
         self._stub = stub
         self._filter = flt
@@ -209,6 +212,8 @@ class Subscription:
         self._resume = resume
         self._backoff = _Reconnect(reconnect_timeout)
         self._metadata = metadata
+        self._on_status = on_status
+        self._away = False  # the server went away; no new stream has answered yet
         self._closed = threading.Event()
         self._call: Any = None
         self._lock = threading.Lock()
@@ -258,6 +263,9 @@ class Subscription:
             try:
                 for resp in self._call:
                     self._backoff.progress()
+                    if self._away:
+                        self._away = False
+                        self._status("resumed", resp)
                     if resp.HasField("event"):
                         if self._next is not None and resp.event.sequence < self._next:
                             continue  # already delivered before a reconnect
@@ -279,6 +287,14 @@ class Subscription:
                 self._call.cancel()
             self._recover(failure)
 
+    def _status(self, status: str, resp: events_pb2.SubscribeResponse) -> None:
+        if self._on_status is None:
+            return
+        if resp.HasField("event"):
+            self._on_status(status, resp.event.sequence)
+        else:
+            self._on_status(status, max(self._next or 0, resp.heartbeat.resume_sequence))
+
     def _recover(self, exc: VoltorchError) -> None:
         """Decide how to continue after a failed stream: raise, or wait and let the loop reconnect."""
         if not self._resume or exc.code not in _TRANSIENT:
@@ -289,6 +305,10 @@ class Subscription:
         self.reconnects += 1
         if exc.reason == "SUBSCRIBER_OVERFLOW":
             return  # the server is fine, this consumer was slow: continue at once from the log
+        if not self._away:
+            self._away = True
+            if self._on_status is not None:
+                self._on_status("reconnecting", self._next)
         delay = self._backoff.next_delay()
         if delay is None:
             raise exc
@@ -347,6 +367,7 @@ class EventsClient:
         heartbeats: bool = False,
         resume: bool = True,
         reconnect_timeout: float | None = 60.0,
+        on_status: Callable[[str, int | None], None] | None = None,
     ) -> Subscription:
         """Events matching the filter: replayed from `from_sequence` / `from_time`, then live.
 
@@ -354,7 +375,8 @@ class EventsClient:
         globs ("workflow.*", "*.failed"). With `heartbeats=True` the iterator also yields
         EventHeartbeat items (the first one says the subscription is established). With resume=True
         transient failures reconnect (for up to `reconnect_timeout` s without progress) and continue
-        exactly after the last delivered event.
+        exactly after the last delivered event (None: keep trying for ever); `on_status` hears of it
+        ("reconnecting" / "resumed", with the sequence it continues from).
         """
         if from_sequence is not None and from_time is not None:
             raise ValueError("give from_sequence or from_time, not both")
@@ -367,6 +389,7 @@ class EventsClient:
             heartbeats=heartbeats,
             resume=resume,
             reconnect_timeout=reconnect_timeout,
+            on_status=on_status,
         )
 
     def list_page(

@@ -18,9 +18,11 @@ from voltorch.v1 import (
 )
 
 from . import servicers
+from ._bind import bind
 from .auth import parse_tokens
 from .config import Config
 from .console import Console
+from .errors import StartupError
 from .runtime import Runtime
 from .servicers import (
     AuthInterceptor,
@@ -45,20 +47,35 @@ class VoltorchServer:
     """One server process: `start()`, then `port`, then `stop()`."""
 
     def __init__(self, config: Config):
+        """Raises StartupError (one line naming the setting or path) when it cannot start as configured."""
         self.config = config
+        try:
+            tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.runtime = Runtime(config)
+        self.console: Console | None = None
+        try:
+            self._build(config, tokens)
+        except BaseException:
+            if self.console is not None:
+                self.console.stop()  # never started: closes its socket
+            self.runtime.close_unstarted()
+            raise
+        self._stopped = False
+
+    def _build(self, config: Config, tokens: dict[str, str]) -> None:
         self.stream_limit = StreamLimitInterceptor(config.max_streams)
         interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
-        tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
         # Bound now (like the gRPC port), served from start().
-        self.console: Console | None = None
         if config.ui_port:
             port = 0 if config.ui_port < 0 else config.ui_port
             try:
                 self.console = Console(self.runtime, config.host, port, tokens)
             except OSError as exc:
-                self.runtime.stop()  # nothing started: release the database for the next attempt
-                raise RuntimeError(f"could not bind the console on {config.host}:{port}: {exc}") from None
+                raise StartupError(
+                    f"could not bind the console on {config.host}:{port}: {exc.strerror or exc}"
+                ) from None
         if tokens:
             interceptors.insert(0, AuthInterceptor(tokens))
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
@@ -79,15 +96,10 @@ class VoltorchServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        address = f"{config.host}:{config.port}"
-        self.port = (
-            self.grpc.add_secure_port(address, _server_credentials(config))
-            if config.tls_cert
-            else self.grpc.add_insecure_port(address)
-        )
-        if self.port == 0:
-            raise RuntimeError(f"could not bind {config.host}:{config.port}")
-        self._stopped = False
+        credentials = _server_credentials(config) if config.tls_cert else None
+        self.port = bind(self.grpc, config.host, config.port, credentials)
+        if self.runtime.owner is not None:
+            self.runtime.owner.announce(self.target)
 
     @property
     def target(self) -> str:
@@ -137,10 +149,18 @@ def _server_credentials(config: Config) -> grpc.ServerCredentials:
     from pathlib import Path
 
     if not config.tls_key:
-        raise ValueError("tls_cert is set but tls_key is not")
-    pair = [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+        raise StartupError("tls_cert is set but tls_key is not")
+
+    def read(setting: str) -> bytes:
+        path = getattr(config, setting)
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise StartupError(f"{setting} {path}: {exc.strerror}") from None
+
+    pair = [(read("tls_key"), read("tls_cert"))]
     if config.tls_client_ca:
         return grpc.ssl_server_credentials(
-            pair, root_certificates=Path(config.tls_client_ca).read_bytes(), require_client_auth=True
+            pair, root_certificates=read("tls_client_ca"), require_client_auth=True
         )
     return grpc.ssl_server_credentials(pair)

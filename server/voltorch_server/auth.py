@@ -45,23 +45,35 @@ _AGENT_METHODS = {
 
 
 def parse_tokens(inline: str = "", path: str = "") -> dict[str, str]:
-    """Tokens from "role:token,role:token" and/or a JSON file {"token": "role"}; returns token -> role."""
-    tokens: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in inline.split(","))):
+    """Tokens from "role:token,role:token" and/or a JSON file {"token": "role"}; returns token -> role.
+
+    Errors name the entry by its position, never by its text: a token must not reach a message or a log
+    (a reversed "token:role" entry would put the token where the role goes)."""
+    entries: list[tuple[str, str, str]] = []  # (where, token, role)
+    for i, part in enumerate(filter(None, (p.strip() for p in inline.split(","))), start=1):
         role, sep, token = part.partition(":")
         if not sep or not token:
-            raise ValueError(f"auth token entry {part!r} must look like role:token")
-        tokens[token] = role
+            raise ValueError(f"auth_tokens entry {i} must look like role:token (roles: {', '.join(ROLES)})")
+        entries.append((f"auth_tokens entry {i}", token, role))
     if path:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ValueError(f"auth_tokens_file {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ValueError(f"auth_tokens_file {path}: not valid JSON (line {exc.lineno})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object mapping token to role")
-        tokens.update({str(k): str(v) for k, v in data.items()})
-    for token, role in tokens.items():
+            raise ValueError(f"auth_tokens_file {path}: expected a JSON object mapping token to role")
+        entries += [
+            (f"auth_tokens_file {path} entry {i}", str(k), str(v)) for i, (k, v) in enumerate(data.items(), 1)
+        ]
+    tokens: dict[str, str] = {}
+    for where, token, role in entries:
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+            raise ValueError(f"{where} has an unknown role; roles are {', '.join(ROLES)}")
         if len(token) < 16:
-            raise ValueError("auth tokens must be at least 16 characters")
+            raise ValueError(f"{where}: the token must be at least 16 characters")
+        tokens[token] = role
     return tokens
 
 

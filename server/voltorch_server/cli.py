@@ -1,16 +1,35 @@
-"""The `voltorch` command: serve, and client commands against a running server."""
+"""The `voltorch` command: serve, and client commands against a running server.
+
+Errors a user can fix are one line on stderr, never a traceback: a start-up or configuration problem
+exits 2 (like a usage error), an error answered by the server exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import signal
 import sys
 import threading
 from typing import Any
 
-from . import _cli_db, _cli_ops, _cli_schedules, _cli_workflows
+from . import _cli_args, _cli_db, _cli_ops, _cli_schedules, _cli_state, _cli_workflows
 from . import config as config_mod
+from .errors import StartupError
+
+DEFAULTS = config_mod.Config()
+
+
+def port_number(text: str) -> int:
+    """--port: an integer in 0-65535 (70000 must not wrap around to 4464)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {port}")
+    return port
+
 
 # What to install when a command's third-party imports are missing (`pip install voltorch` is the SDK only).
 _EXTRA_OF = {"serve": "server", "db": "server"}
@@ -23,13 +42,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db, ui_port=args.ui_port)
     except (OSError, ValueError) as exc:
-        print(f"voltorch: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(f"bad configuration: {exc}") from None
     try:
         logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
-        print(f"voltorch: bad logging configuration: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(f"bad logging configuration: {exc}") from None
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -38,11 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Handlers before the banner, so a signal sent as soon as the port is known stops us cleanly.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        server = VoltorchServer(cfg).start()
-    except RuntimeError as exc:  # a port that cannot be bound
-        print(f"voltorch: {exc}", file=sys.stderr)
-        return 2
+    server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
     print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)
@@ -55,53 +68,55 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(obj: Any) -> None:
-    from dataclasses import asdict, is_dataclass
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    print(json.dumps(asdict(obj) if is_dataclass(obj) else obj, indent=2, default=str))
+    try:
+        return version("voltorch")
+    except PackageNotFoundError:
+        import voltorch
 
-
-def _state(args: argparse.Namespace) -> int:
-    with _cli_ops.client(args) as c:
-        if args.action == "get":
-            _print(c.state.get(args.key))
-        elif args.action == "set":
-            try:
-                value = json.loads(args.value)
-            except json.JSONDecodeError:
-                value = args.value
-            _print(c.state.set(args.key, value))
-        elif args.action == "delete":
-            _print({"revision": c.state.delete(args.key)})
-        elif args.action == "list":
-            for kv in c.state.list(args.key or ""):
-                print(f"{kv.key} = {json.dumps(kv.value)}  (v{kv.version})")
-    return 0
+        return voltorch.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="voltorch", description="voltorch: an orchestration server for AI agents"
+        prog="voltorch",
+        description="voltorch: an orchestration server for AI agents. Global flags (-o, --target, --token) "
+        "go before or after the command.",
+        epilog=_cli_args.ENVIRONMENT,
+        formatter_class=_cli_args.HelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"voltorch {_version()}")
+    _cli_args.global_flags(p, top=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the server")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--db", help="SQLite database file")
-    s.add_argument("--config", help="TOML or JSON config file")
+    s = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Settings: defaults < --config file < VOLTORCH_* variables < flags.",
+        epilog=_cli_args.ENVIRONMENT,
+        formatter_class=_cli_args.HelpFormatter,
+    )
+    s.add_argument("--host", help=f"address to listen on (default: $VOLTORCH_HOST, else {DEFAULTS.host})")
     s.add_argument(
-        "--ui-port", type=int, help="serve the web console on this port (0 = off, -1 = any free port)"
+        "--port",
+        type=port_number,
+        help=f"port to listen on, 0 = any free port (default: $VOLTORCH_PORT, else {DEFAULTS.port})",
+    )
+    s.add_argument(
+        "--db", help=f"SQLite database file, created if missing (default: $VOLTORCH_DB, else {DEFAULTS.db})"
+    )
+    s.add_argument("--config", help="TOML (.toml) or JSON config file (default: none)")
+    s.add_argument(
+        "--ui-port",
+        type=int,
+        help="serve the web console on this port, 0 = off, -1 = any free port "
+        f"(default: $VOLTORCH_UI_PORT, else {DEFAULTS.ui_port})",
     )
     s.set_defaults(fn=_serve)
 
-    st = sub.add_parser("state", help="read and write global state")
-    st.add_argument("action", choices=["get", "set", "delete", "list"])
-    st.add_argument("key", nargs="?")
-    st.add_argument("value", nargs="?")
-    st.set_defaults(fn=_state)
-
-    _cli_ops.add_target(st)
+    _cli_state.add_parsers(sub)
     _cli_workflows.add_parsers(sub)
     _cli_schedules.add_parsers(sub)
     _cli_ops.add_parsers(sub)
@@ -114,10 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     from voltorch.errors import VoltorchError
 
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()
+        return code
+    except StartupError as exc:
+        print(f"voltorch: {exc}", file=sys.stderr)
+        return 2
     except VoltorchError as exc:
         print(f"voltorch: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`voltorch events | head`): nothing more to say. Point stdout at /dev/null
+        # so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] in ("voltorch", "voltorch_server"):
             raise  # our own code is broken: not a missing extra

@@ -49,7 +49,18 @@ class Config:
     openai_timeout: float = 60.0  # per LLM call
     llm_max_retries: int = 3  # retries of 429 / 5xx / connection errors, with backoff and Retry-After
     builtin_agents: bool = True  # register analyst, planner, coder, tester, writer, reviewer at start
-    builtin_agent_concurrency: int = 4
+    builtin_agent_concurrency: int = 4  # offline built-ins; LLM built-ins take llm_max_in_flight
+    # LLM endpoints: one limiter per base URL + key + model, shared by every LLM agent on it. Its window of
+    # calls in flight starts at llm_initial_window, grows while calls succeed and the window is full, shrinks
+    # by llm_backoff on 429 / 503 / timeouts (honouring Retry-After and x-ratelimit-* headers), and never
+    # exceeds llm_max_in_flight. Optional per-minute quotas (0 = none). llm_degraded_after consecutive
+    # failed calls report the endpoint DEGRADED in GetHealth.
+    llm_max_in_flight: int = 256
+    llm_initial_window: int = 32
+    llm_backoff: float = 0.9
+    llm_requests_per_minute: float = 0.0
+    llm_tokens_per_minute: float = 0.0
+    llm_degraded_after: int = 5
     worker_heartbeat_interval: float = 5.0
     worker_heartbeat_timeout: float = 15.0
     coordination_timeout: float = 300.0  # default per-request deadline, queueing included
@@ -57,7 +68,8 @@ class Config:
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
     # Workflows: executions running at once (more are queued by priority, never rejected) and the threads
-    # that wait on their in-flight steps.
+    # that wait on their in-flight steps. Executions waiting on an LLM do not starve the endpoint: while the
+    # LLM endpoints' windows are larger, up to twice their sum run (see WorkflowEngine).
     workflow_concurrency: int = 100
     workflow_threads: int = 256
     # Watcher: health checks, automatic restarts with exponential backoff up to a limit.
@@ -92,6 +104,14 @@ class Config:
         return replace(self, **_coerce({k: v for k, v in values.items() if v is not None}))
 
 
+# Settings with a bounded range (inclusive): out of range is refused, not wrapped (70000 is not 4464).
+RANGES: dict[str, tuple[int, int]] = {
+    "port": (0, 65535),
+    "prometheus_port": (-1, 65535),
+    "ui_port": (-1, 65535),
+}
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in fields(Config)}
@@ -110,21 +130,50 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = str(raw)
         except (TypeError, ValueError):
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
+        low, high = RANGES.get(key, (out[key], out[key]))
+        if not low <= out[key] <= high:
+            raise ValueError(f"setting {key!r} must be between {low} and {high}, got {out[key]}")
     return out
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML (.toml) or JSON file; ValueError naming the file and line if it does not parse."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {p} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {p} is not valid TOML: {exc}") from None  # "(at line N, column M)"
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"config file {p} is not valid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold an object of settings, not {type(data).__name__}")
+    return data
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
     cfg = Config()
     if path:
-        p = Path(path)
-        text = p.read_text()
-        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        cfg = cfg.with_overrides(**data)
+        data = read_file(path)
+        try:
+            cfg = cfg.with_overrides(**data)
+        except ValueError as exc:
+            raise ValueError(f"config file {path}: {exc}") from None
     env = os.environ if env is None else env
     from_env = {
         name: env[ENV_PREFIX + name.upper()]
         for name in Config.field_names()
         if ENV_PREFIX + name.upper() in env
     }
-    cfg = cfg.with_overrides(**from_env)
+    try:
+        cfg = cfg.with_overrides(**from_env)
+    except ValueError as exc:
+        raise ValueError(f"environment ({ENV_PREFIX}*): {exc}") from None
     return cfg.with_overrides(**overrides)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 
-from . import _cli_ops
+from .cli_output import console, shorten
 
 SEED_REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
 
@@ -44,7 +43,7 @@ def _detail(step: Any) -> str:
     if step.children:
         return f"{sum(c.status == 'completed' for c in step.children)}/{len(step.children)} tasks done"
     if step.step_id == "analyse" and isinstance(out, dict):
-        return str(out.get("summary", ""))[:100]
+        return shorten(str(out.get("summary", "")), 100)
     if step.step_id == "generate_tasks" and isinstance(out, dict) and isinstance(out.get("tasks"), list):
         return f"{len(out['tasks'])} tasks planned"
     if step.step_id == "review" and isinstance(out, dict):
@@ -55,50 +54,60 @@ def _detail(step: Any) -> str:
         return f"{out['deliverable']}" + (f" ({', '.join(files)})" if files else "")
     if isinstance(out, dict) and isinstance(out.get("summary"), str):
         return "final report written"
-    return (step.output or "").strip().replace("\n", " ")[:100]
+    return shorten(step.output or "", 100)
+
+
+def _step_count(execution: Any) -> int:
+    return sum(1 + len(s.children) for s in execution.steps)
 
 
 def follow(client: Any, execution_id: str, console: Console, *, timeout: float | None = None) -> Any:
-    """Print each step as it happens until the execution ends; return the finished execution."""
+    """Print each step as it happens until the execution ends; return the finished execution.
+
+    The caller announces the execution; this prints its steps, and pauses/resumes. Each completed step
+    shows [done/total]: total is every step known so far (the template's, then a fan-out's children as
+    they appear), so it only grows."""
     started: dict[str, float] = {}
-    done = total = 0
+    completed: set[str] = set()
+    total = _step_count(client.workflows.get(execution_id))
     with console.status("[bold]running…", spinner="dots") as status:
         for ev in client.workflows.watch(execution_id, timeout=timeout):
             data = ev.data if isinstance(ev.data, dict) else {}
             kind = ev.type.rsplit(".", 1)[-1]
             if ev.type.startswith("workflow.execution."):
-                if kind in ("started", "resumed", "paused", "queued"):
+                if kind in ("resumed", "paused", "queued"):
                     console.print(f"[bold]Execution {execution_id} {kind}[/]")
                 continue
             if not ev.type.startswith("workflow.step."):
                 continue
             step_id = ev.step_id
             indent = "    " if data.get("parent_id") else "  "
-            label = f"{indent}{_ICONS.get(kind, '·')} {step_id:<18} {data.get('name', '')[:48]:<48}"
+            label = f"{indent}{_ICONS.get(kind, '·')} {step_id:<18} {shorten(data.get('name', ''), 48):<48}"
             if kind == "started":
                 started[step_id] = time.monotonic()
-                total += 1
                 extra = f"[dim]fan-out over {data['items']} tasks[/]" if data.get("items") is not None else ""
                 attempt = data.get("attempt", 1)
                 console.print(label + (f" [yellow]attempt {attempt}[/]" if attempt > 1 else "") + f" {extra}")
             elif kind == "completed":
-                done += 1
-                step = _find_step(client.workflows.get(execution_id), step_id)
+                completed.add(step_id)
+                execution = client.workflows.get(execution_id)
+                total = max(total, _step_count(execution), len(completed))
+                step = _find_step(execution, step_id)
                 agent = data.get("agent_id") or ", ".join(data.get("agents", [])) or ""
                 took = time.monotonic() - started.get(step_id, time.monotonic())
-                line = f"{label} [magenta]{agent:<10}[/] [dim]{took:5.2f}s[/]"
+                line = f"{label} [magenta]{agent:<10}[/] [dim]{took:5.2f}s[/] [dim]\\[{len(completed)}/{total}][/]"
                 console.print(line + (f"  {_detail(step)}" if step else ""))
             elif kind == "retrying":
                 err = data.get("error", {})
                 console.print(
-                    f"{label} [yellow]{err.get('code')}: {err.get('message', '')[:80]} — retry in {data.get('delay')}s[/]"
+                    f"{label} [yellow]{err.get('code')}: {shorten(err.get('message', ''), 80)} — retry in {data.get('delay')}s[/]"
                 )
             elif kind == "failed":
                 err = data.get("error", {})
-                console.print(f"{label} [red]{err.get('code')}: {err.get('message', '')[:120]}[/]")
+                console.print(f"{label} [red]{err.get('code')}: {shorten(err.get('message', ''), 120)}[/]")
             else:
                 console.print(f"{label} [dim]{data.get('reason', '')}[/]")
-            status.update(f"[bold]running…[/] {done}/{total} steps done")
+            status.update(f"[bold]running…[/] {len(completed)}/{total} steps done")
     return client.workflows.get(execution_id)
 
 
@@ -112,8 +121,10 @@ def _find_step(execution: Any, step_id: str) -> Any:
     return None
 
 
-def report(client: Any, execution: Any, console: Console, *, db: str | None = None) -> None:
-    """The result, who did what, and where the data lives."""
+def report(client: Any, execution: Any, console: Console, *, db: str | None = None, flags: str = "") -> None:
+    """The result, who did what, and where the data lives. The closing commands run as printed: `flags`
+    are the global flags that reach the same server (e.g. " --target host:port"); with `db` the server
+    is this process's own, gone once it exits, so the first command starts it again."""
     took = (execution.end_time - execution.start_time).total_seconds() if execution.end_time else 0.0
     color = "green" if execution.status == "completed" else "red"
     console.print()
@@ -136,7 +147,9 @@ def report(client: Any, execution: Any, console: Console, *, db: str | None = No
             kind = a.kind if a else ""
             if a and a.kind == "llm" and a.llm:
                 kind = f"llm ({a.llm.model})"
-            table.add_row(row.step_id, row.name[:50], row.agent_id, kind, str(row.attempts), row.status)
+            table.add_row(
+                row.step_id, shorten(row.name, 50), row.agent_id, kind, str(row.attempts), row.status
+            )
     console.print(table)
     kinds = {
         agents[a].kind for a in {r.agent_id for s in execution.steps for r in [s, *s.children]} if a in agents
@@ -154,10 +167,18 @@ def report(client: Any, execution: Any, console: Console, *, db: str | None = No
         console.print(f"  database    {Path(db).resolve()} (SQLite, WAL): executions, steps, events, state")
     console.print(f"  execution   {execution.id} (GetExecution / WatchExecution replay it)")
     console.print("  state keys  " + "\n              ".join(keys))
-    console.print(
-        f"  look again  voltorch serve --db {db or '<db>'}  then  voltorch workflows get {execution.id}"
-        f"  /  voltorch state get requirement.{execution.id}"
-    )
+    console.print()
+    if db:
+        console.print(
+            f"[bold]Look again[/] (start the server on this database first: voltorch serve --db {Path(db).resolve()})"
+        )
+    else:
+        console.print("[bold]Look again[/]")
+    for command in (
+        f"voltorch workflows get {execution.id}",
+        f"voltorch state get requirement.{execution.id}",
+    ):
+        console.print(f"  {command}{flags}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,39 +193,68 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import voltorch
 
+    from ._cli_args import target_flags
     from .app import VoltorchServer
     from .config import load
+    from .errors import DatabaseInUse, StartupError
 
-    console = _cli_ops.console()
+    out = console()
     cfg = load(None, host="127.0.0.1", port=args.port, db=args.db, ui_port=args.ui_port)
-    server = VoltorchServer(cfg).start()
+    try:
+        server = VoltorchServer(cfg).start()
+    except DatabaseInUse as busy:
+        # `make serve` already owns the file: run the workflow on that server instead of refusing.
+        if not busy.address:
+            print(f"voltorch: {busy}", file=sys.stderr)
+            return 2
+        out.print(
+            f"[bold]voltorch[/] server {busy.address} (pid {busy.pid}) already owns {Path(cfg.db).resolve()}: "
+            "running the workflow there"
+        )
+        with voltorch.Client(busy.address, timeout=30) as client:
+            return _headline(client, out, args, flags=target_flags(busy.address))
+    except StartupError as exc:
+        print(f"voltorch: {exc}", file=sys.stderr)
+        return 2
     try:
         with voltorch.Client(server.target, timeout=30) as client:
-            llm = bool(os.environ.get(cfg.openai_api_key_env))
-            team = ", ".join(a.id for a in client.coordination.list_agents())
-            console.print(f"[bold]voltorch[/] server on {server.target}, database {Path(cfg.db).resolve()}")
-            console.print(
-                f"Agents: {team} ({'OpenAI-compatible, model ' + cfg.openai_model if llm else 'offline'})"
-            )
+            out.print(f"[bold]voltorch[/] server on {server.target}, database {Path(cfg.db).resolve()}")
             if server.console is not None:
-                console.print(
+                out.print(
                     f"Console: [bold link={server.console.url}]{server.console.url}[/] (open it to watch)"
                 )
-            console.print(f"Requirement: [italic]{args.requirement}[/]")
-            started = client.workflows.execute_complete(args.requirement)
-            execution = follow(client, started.execution.id, console, timeout=args.timeout)
-            report(client, execution, console, db=cfg.db)
+            code = _headline(client, out, args, db=cfg.db)
             if server.console is not None and sys.stdin.isatty():
-                console.print(f"\nThe console stays open on {server.console.url} — Ctrl-C to stop.")
+                out.print(f"\nThe console stays open on {server.console.url} — Ctrl-C to stop.")
                 try:
                     while True:
                         time.sleep(3600)
                 except KeyboardInterrupt:
                     pass
-            return 0 if execution.status == "completed" else 1
+            return code
     finally:
         server.stop(grace=2.0)
 
 
+def _headline(
+    client: Any, out: Console, args: argparse.Namespace, *, db: str | None = None, flags: str = ""
+) -> int:
+    agents = client.coordination.list_agents()
+    kinds = sorted(
+        {f"OpenAI-compatible, model {a.llm.model}" if a.kind == "llm" and a.llm else a.kind for a in agents}
+    )
+    out.print(f"Agents: {', '.join(a.id for a in agents)} ({', '.join(kinds)})")
+    out.print(f"Requirement: [italic]{args.requirement}[/]")
+    started = client.workflows.execute_complete(args.requirement)
+    out.print(f"[bold]Execution {started.execution.id}[/] started")
+    execution = follow(client, started.execution.id, out, timeout=args.timeout)
+    report(client, execution, out, db=db, flags=flags)
+    return 0 if execution.status == "completed" else 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: the server stopped; the execution's checkpoints stay in the database
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

@@ -134,6 +134,27 @@ class Internal(VoltorchError):
     reason = "INTERNAL"
 
 
+class StartupError(Exception):
+    """The server cannot start as configured (port taken, database unusable or owned by another server,
+    bad setting). The message is one line naming the problem and the path or setting; the CLI prints it
+    without a traceback and exits 2."""
+
+
+class DatabaseInUse(StartupError):
+    """Another live server holds the database's owner lock: one SQLite file has exactly one server."""
+
+    def __init__(self, path: str, pid: int | None, address: str):
+        holder = f"pid {pid}" if pid else "another process"
+        where = f", listening on {address}" if address else ""
+        super().__init__(
+            f"database {path} is in use by another voltorch server ({holder}{where}); "
+            "stop it, or give this server another --db"
+        )
+        self.path = path
+        self.pid = pid
+        self.address = address
+
+
 @dataclass
 class ErrorInfo:
     """What gets recorded about an error (for GetHealth / ListErrors)."""
@@ -149,6 +170,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Conflict",
+    "DatabaseInUse",
     "DeadlineExceeded",
     "ErrorInfo",
     "FailedPrecondition",
@@ -160,6 +182,7 @@ __all__ = [
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
+    "StartupError",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

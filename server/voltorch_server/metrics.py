@@ -11,6 +11,7 @@ a no-op set until then) and push what *happens*:
     self.metrics.record_agent_task(agent_id, duration_s, success=True)
     self.metrics.agent_load.set(in_flight, {"agent.id": agent_id})
     self.metrics.record_llm_call(model, input_tokens, output_tokens, duration_s, error_type="")
+    self.metrics.observe_llm_endpoints(limiters.snapshots)         # pulled: in flight, window, 429s ...
 
 Levels (workflows active/queued, coordination queue depth, registered agents, connected workers,
 subscribers) are *pulled*: the watcher reads them from each component's `details()` (keys in LEVELS) and
@@ -27,7 +28,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
 from itertools import accumulate
 from typing import Any
@@ -147,6 +148,26 @@ class Metrics:
         )
         self.llm_token_usage = m.create_histogram("gen_ai.client.token.usage", unit="{token}")
         self.llm_duration = m.create_histogram("gen_ai.client.operation.duration", unit="s")
+        # LLM endpoints (their limiters), pulled at collection from observe_llm_endpoints' source.
+        self._llm_source: Callable[[], list[Any]] | None = None
+        for name, unit, attr, desc in (
+            ("voltorch.llm.in_flight", "{call}", "in_flight", "LLM calls in flight per endpoint"),
+            ("voltorch.llm.window", "{call}", "window", "Calls the endpoint's limiter lets run at once"),
+            ("voltorch.llm.queue_depth", "{call}", "queue_depth", "LLM calls waiting for the window"),
+        ):
+            m.create_observable_gauge(name, [self._llm_observer(attr)], unit=unit, description=desc)
+        m.create_observable_counter(
+            "voltorch.llm.throttled",
+            [self._llm_observer("throttled")],
+            unit="{response}",
+            description="429 answers per endpoint",
+        )
+        m.create_observable_counter(
+            "voltorch.llm.throttle_wait",
+            [self._llm_observer("throttle_wait")],
+            unit="s",
+            description="Seconds calls waited because the endpoint throttled them",
+        )
         # The system
         self.component_restarts = m.create_counter("voltorch.component.restarts", unit="{restart}")
         self.errors = m.create_counter("voltorch.errors", unit="{error}", description="Recorded errors")
@@ -267,6 +288,20 @@ class Metrics:
             span.set_attribute(GEN_AI_REQUEST_MODEL, model)
             span.set_attribute(GEN_AI_INPUT_TOKENS, input_tokens)
             span.set_attribute(GEN_AI_OUTPUT_TOKENS, output_tokens)
+
+    def observe_llm_endpoints(self, source: Callable[[], list[Any]]) -> None:
+        """Report the LLM endpoints: source() returns their snapshots (agents.limiter.EndpointSnapshot)."""
+        self._llm_source = source
+
+    def _llm_observer(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            source = self._llm_source
+            for snap in source() if source is not None else ():
+                yield Observation(
+                    getattr(snap, attr), {"llm.endpoint": snap.endpoint, GEN_AI_REQUEST_MODEL: snap.model}
+                )
+
+        return observe
 
     def event_published(self, event_type: str) -> None:
         """One event appended (called by the event log's listener, serialised by the writer lock)."""

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+from .agents.limiter import Limiters
+from .agents.llm import limit_settings
 from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
+from .components.llm import LlmEndpoints
 from .components.schedules import Scheduler
 from .components.state import StateStore
 from .components.system import ErrorLog, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
+from .errors import StartupError
 from .metrics import Metrics
 from .storage import Database, migrate
+from .storage.owner import OwnerLock
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
@@ -22,8 +28,13 @@ log = logging.getLogger("voltorch")
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
-        self.db = Database(config.db, synchronous=config.db_synchronous)
-        migrate(self.db)
+        # One server per SQLite file: the owner lock first, before anything reads or recovers the file.
+        self.owner = OwnerLock(config.db).acquire() if config.db != ":memory:" else None
+        try:
+            self.db = _open_database(config)
+        except BaseException:
+            self.release_owner()
+            raise
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -35,7 +46,11 @@ class Runtime:
         )
         self.errors = ErrorLog(self.db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
-        self.coordination = CoordinationEngine(self.db, self.events, config)
+        # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
+        self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
+        self.metrics.observe_llm_endpoints(self.limiters.snapshots)
+        self.llm = LlmEndpoints(self.limiters)
+        self.coordination = CoordinationEngine(self.db, self.events, config, limiters=self.limiters)
         self.workflows = WorkflowEngine(
             self.db,
             self.events,
@@ -43,10 +58,12 @@ class Runtime:
             self.coordination,
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
+            llm_capacity=self.limiters.capacity,
         )
         self.schedules = Scheduler(self.db, self.workflows)
         self.components: dict[str, Component] = {
-            c.name: c for c in (self.events, self.state, self.coordination, self.workflows, self.schedules)
+            c.name: c
+            for c in (self.events, self.state, self.llm, self.coordination, self.workflows, self.schedules)
         }
 
         # The watcher watches every component in the dict (also ones added after this line).
@@ -80,3 +97,28 @@ class Runtime:
         self.tracing.stop()
         self.metrics.shutdown()
         self.db.close()
+        self.release_owner()
+
+    def close_unstarted(self) -> None:
+        """Give back the database and its owner lock when the server failed before it started."""
+        self.metrics.shutdown()
+        self.db.close()
+        self.release_owner()
+
+    def release_owner(self) -> None:
+        if self.owner is not None:
+            self.owner.release()
+
+
+def _open_database(config: Config) -> Database:
+    """The migrated database, or a StartupError naming the path (a directory, unwritable, not SQLite)."""
+    db: Database | None = None
+    try:
+        db = Database(config.db, synchronous=config.db_synchronous)
+        migrate(db)
+        return db
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise StartupError(f"cannot open database {config.db}: {reason}") from None

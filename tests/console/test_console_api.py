@@ -13,6 +13,7 @@ import voltorch
 from console_kit import ADMIN, AGENT, READER, Http
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
+from voltorch_server.errors import StartupError
 
 
 def read_sse(url: str, n: int, headers: dict | None = None) -> list[dict]:
@@ -240,7 +241,7 @@ def test_a_busy_console_port_is_a_clear_error(console_server: VoltorchServer, co
     try:
         VoltorchServer(replace(config, db=config.db + ".2", ui_port=taken))
         raise AssertionError("a second console bound a port in use")
-    except RuntimeError as exc:
+    except StartupError as exc:
         assert f"could not bind the console on 127.0.0.1:{taken}" in str(exc)
     # The failed attempt released its database: a server on it starts.
     VoltorchServer(replace(config, db=config.db + ".2")).start().stop(grace=1.0)

@@ -135,6 +135,7 @@ def test_agents_and_system_pages(console_server: VoltorchServer, tab) -> None:
     page = t.open("#/system")
     page.wait_for_selector('tr[data-component="workflows"] .badge[data-s="healthy"]')
     page.wait_for_selector("#rpc-charts svg path.line", state="attached")
+    page.wait_for_selector("#llm-endpoints:has-text('No LLM endpoint called yet.')")  # offline agents
     page.wait_for_selector("#errors tr:has-text('disk full')")
     t.shot("system")
     page.click("#errors a:has-text('trace story')")

@@ -177,14 +177,21 @@ def test_subscription_survives_a_server_restart(config: Config) -> None:
     client = voltorch.Client(srv.target, timeout=10)
     try:
         first = client.events.publish_batch([NewEvent("restart.x", i) for i in range(3)])
-        sub = client.events.subscribe("restart.*", from_sequence=first[0].sequence)
+        statuses: list[tuple[str, int | None]] = []
+        sub = client.events.subscribe(
+            "restart.*", from_sequence=first[0].sequence, on_status=lambda *s: statuses.append(s)
+        )
         got = Collector(sub)
         assert [e.data for e in got.take(3)] == [0, 1, 2]
         srv.stop(grace=1)  # ends the stream with UNAVAILABLE + resume point; the iterator retries
         srv = VoltorchServer(replace(config, port=port)).start()  # same database, same address
         srv.runtime.events.publish_batch([_restart(i) for i in range(3, 6)])
-        assert [e.data for e in got.take(3)] == [3, 4, 5]  # nothing lost, nothing repeated
+        later = got.take(3)
+        assert [e.data for e in later] == [3, 4, 5]  # nothing lost, nothing repeated
         assert sub.reconnects >= 1
+        assert [s for s, _ in statuses] == ["reconnecting", "resumed"]
+        assert statuses[0][1] == first[-1].sequence + 1
+        assert first[-1].sequence < statuses[1][1] <= later[0].sequence  # where the new stream continues
         sub.close()
     finally:
         client.close()

@@ -110,3 +110,14 @@ def test_deterministic():
     for cap in ("analysis", "planning", "coding", "review", "summary"):
         assert run(cap).output == run(cap).output
         assert run(cap).structured_output == run(cap).structured_output
+
+
+def test_planned_titles_keep_the_requirements_acronyms():
+    """Issue 9 item 18: "Implement CLI calculator core", not "Implement cLI calculator core"."""
+    analysis = run("analysis", "Build a CLI calculator with history").structured_output
+    titles = [
+        t["title"]
+        for t in run("planning", "Plan the work", {"analysis": analysis}).structured_output["tasks"]
+    ]
+    assert "Implement CLI calculator core" in titles
+    assert "Implement history" in titles  # an ordinary word still reads mid-sentence

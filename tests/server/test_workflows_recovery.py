@@ -4,8 +4,12 @@ step re-attaches to its coordination. The workflow is held mid-flight by an agen
 
 from __future__ import annotations
 
+import os
 import queue
+import re
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -14,7 +18,6 @@ import grpc
 import pytest
 import voltorch
 import voltorch_server.errors
-from server_process import serve
 from voltorch import AgentTask, Step, WorkflowTemplate
 from voltorch.v1 import coordination_pb2 as cpb
 from voltorch.v1 import coordination_pb2_grpc
@@ -146,6 +149,35 @@ class RawWorker:
         self.channel.close()
 
 
+def serve(db: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voltorch_server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()  # "voltorch listening on 127.0.0.1:PORT (db ...)"
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise AssertionError(f"server did not start: {line!r}\n{log.read_text()}")
+    return proc, m.group(1)
+
+
 @pytest.mark.timeout(90)
 def test_sigkill_mid_workflow_then_restart_finishes_it(tmp_path: Path):
     db, log = tmp_path / "crash.db", tmp_path / "server.log"
@@ -253,4 +285,4 @@ def test_server_stop_stops_a_component_before_those_it_uses(config):
         c.stop = lambda c=c, stop=c.stop: (order.append(c.name), stop())[1]
     srv.stop(grace=1.0)
     first = list(dict.fromkeys(order))  # stop() is idempotent and called again on close
-    assert first == ["watcher", "schedules", "workflows", "coordination", "state", "events"]
+    assert first == ["watcher", "schedules", "workflows", "coordination", "llm", "state", "events"]

@@ -141,6 +141,15 @@ def title(phrase: str) -> str:
     return phrase[:1].upper() + phrase[1:]
 
 
+def untitle(phrase: str) -> str:
+    """The phrase as it reads mid-sentence: "User login" -> "user login", but an acronym keeps its
+    capitals ("CLI calculator core" stays, not "cLI calculator core")."""
+    first = phrase.split(" ", 1)[0]
+    if len(first) > 1 and first[1:2].isupper():
+        return phrase
+    return phrase[:1].lower() + phrase[1:]
+
+
 def slug(phrase: str, sep: str = "_") -> str:
     s = re.sub(r"[^a-z0-9]+", sep, phrase.lower()).strip(sep)
     return s[:40].rstrip(sep) or "item"

@@ -13,9 +13,12 @@ import threading
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..priority import Priority
+
+if TYPE_CHECKING:
+    from .limiter import EndpointLimiter
 
 OFFLINE_LABEL = "voltorch offline agent (deterministic, no LLM)"
 
@@ -141,6 +144,11 @@ class Agent(ABC):  # noqa: B024 - run() or start() is overridden, depending on `
     def connected(self) -> bool:
         """Whether the agent can take tasks now (remote workers: a live session)."""
         return True
+
+    def endpoint_limiter(self) -> EndpointLimiter | None:
+        """The limiter of the endpoint this agent's tasks call (LLM agents), else None. The engine keeps
+        tasks in its priority queue while that endpoint's window is full."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (the agent was unregistered or the engine stopped)."""

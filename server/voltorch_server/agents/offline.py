@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from . import _offline_code as code
-from ._offline_text import analyze, slug, title
+from ._offline_text import analyze, slug, title, untitle
 from .base import OFFLINE_LABEL, Agent, AgentOutput, AgentTask, CancelSignal
 
 ANALYSIS = ("analysis", "requirements", "analyze", "requirement_analysis")
@@ -106,7 +106,7 @@ def plan(text: str, context: dict[str, Any]) -> dict[str, Any]:
         tasks.append(
             {
                 "id": tid,
-                "title": f"Implement {r_title[:1].lower() + r_title[1:]}",
+                "title": f"Implement {untitle(r_title)}",
                 "description": r.get("description", r_title) if isinstance(r, dict) else r_title,
                 "capability": "coding",
                 "depends_on": deps,

@@ -42,8 +42,9 @@ class Component:
     def stop(self) -> None:
         """Stop background work; keep acknowledged data and subscribers' positions."""
 
-    def check(self) -> None:
-        """Raise if the component is not healthy."""
+    def check(self) -> str | None:
+        """Raise if the component is not healthy; return a reason to report it DEGRADED (working, but
+        not well), or None."""
 
     def details(self) -> dict[str, Any]:
         """Numbers shown in GetHealth (e.g. {"subscribers": 3}); the keys in metrics.LEVELS feed gauges."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +20,7 @@ from ..priority import parse_priority
 
 RPC_METRIC = "rpc.server.duration"
 AGENT_METRICS = ("voltorch.agent.tasks", "voltorch.agent.task.duration", "voltorch.agent.load")
+LLM_CHARTED = ("in_flight", "window", "queue_depth")  # voltorch.llm.<name> gauges charted per endpoint
 HISTORY_WINDOW = 3600.0  # seconds of metric history the charts show
 
 
@@ -300,6 +301,30 @@ def rpc_metrics(r: Request) -> dict[str, Any]:
     return {"interval": interval, "points": points}
 
 
+def llm_endpoints(r: Request) -> dict[str, Any]:
+    """Each LLM endpoint's figures now (its limiter's snapshot) and, per collection interval over the
+    last hour, its calls in flight, window and queue depth."""
+    report = r.runtime.watcher.metrics_report(
+        tuple(f"voltorch.llm.{n}" for n in LLM_CHARTED),
+        include_history=True,
+        since=time.time() - HISTORY_WINDOW,
+    )
+    slots: dict[str, dict[float, dict[str, float]]] = {}
+    for series in report.history:
+        figure = series.name.removeprefix("voltorch.llm.")
+        endpoint = slots.setdefault(series.attributes.get("llm.endpoint", ""), {})
+        for s in series.samples:
+            endpoint.setdefault(round(s.time, 3), {})[figure] = s.value
+    endpoints = [
+        {
+            **asdict(snap),
+            "points": [{"time": t, **v} for t, v in sorted(slots.get(snap.endpoint, {}).items())],
+        }
+        for snap in r.runtime.llm.limiters.snapshots()
+    ]
+    return {"interval": report.interval, "endpoints": endpoints}
+
+
 def list_errors(r: Request) -> dict[str, Any]:
     records, token = r.runtime.errors.list(
         component=r.query.str("component"), size=r.query.int("page_size", 20), token=r.query.str("page_token")
@@ -367,6 +392,7 @@ ROUTES = [
     _route("GET", f"/api/correlations/{_ID}", _EV + "GetCorrelation", correlation),
     _route("GET", "/api/health", _OR + "GetHealth", health),
     _route("GET", "/api/metrics/rpc", _OR + "GetMetrics", rpc_metrics),
+    _route("GET", "/api/metrics/llm", _OR + "GetMetrics", llm_endpoints),
     _route("GET", "/api/errors", _OR + "ListErrors", list_errors),
     _route("GET", "/api/trace", _OR + "GetTrace", trace),
 ]

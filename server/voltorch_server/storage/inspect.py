@@ -1,6 +1,6 @@
 """What a database file holds, read without changing it: tables and row counts, the schema version
 (migrations applied, pending, or unknown to this version) and SQLite's integrity check.
-Behind `voltorch db info`; sqlite-utils does the introspection."""
+Behind `voltorch db info` and `voltorch db check`; sqlite-utils does the introspection."""
 
 from __future__ import annotations
 
@@ -33,13 +33,36 @@ class DatabaseInfo:
         return self.integrity == ["ok"]
 
 
+def _open_read_only(path: str | Path) -> sqlite3.Connection:
+    """The file opened read-only: inspecting must not create a missing file or change an existing one."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no database file at {file}")
+    return sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro", uri=True)
+
+
+def _integrity(conn: sqlite3.Connection) -> list[str]:
+    try:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # damaged beyond what the check can walk (e.g. the header)
+        return [str(exc)]
+
+
+def integrity_check(path: str | Path) -> list[str]:
+    """SQLite's full `PRAGMA integrity_check` (every page, index and constraint) on the file, read-only:
+    ["ok"] when sound, else its findings. FileNotFoundError when there is no file."""
+    conn = _open_read_only(path)
+    try:
+        return _integrity(conn)
+    finally:
+        conn.close()
+
+
 def inspect_database(path: str | Path) -> DatabaseInfo:
     """Inspect the database at `path` read-only. FileNotFoundError when there is no file;
     sqlite3.DatabaseError when it is not a SQLite database."""
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"no database file at {file}")
-    conn = sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro", uri=True)
+    conn = _open_read_only(file)
     try:
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         names = [n for n in db.table_names() if not n.startswith("sqlite_")]
@@ -49,7 +72,7 @@ def inspect_database(path: str | Path) -> DatabaseInfo:
             if MIGRATIONS_TABLE in tables
             else []
         )
-        integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        integrity = _integrity(conn)
     finally:
         conn.close()
     known = [name for name, _ in MIGRATIONS]

@@ -1,5 +1,6 @@
 """Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
 
+from .._queue import AgingQueue
 from ._engine import CoordinationEngine
 from ._model import (
     MODES,
@@ -18,7 +19,6 @@ from ._model import (
     check_condition,
     evaluate,
 )
-from ._queue import AgingQueue
 
 __all__ = [
     "MODES",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...agents.base import Agent
+from ...agents.limiter import Limiters
 from ...agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from ...agents.offline import OfflineAgent
 from ...agents.remote import RemoteAgent
@@ -68,6 +69,7 @@ class AgentState:
     last_dispatch: float = 0.0
     consecutive_failures: int = 0
     error_until: float = 0.0  # monotonic
+    _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
 
@@ -90,16 +92,24 @@ class AgentState:
     def success_rate(self) -> float:
         if not self.window:
             return 1.0
-        return sum(1 for ok, _ in self.window if ok) / len(self.window)
+        return self._sums()[0] / len(self.window)
 
     @property
     def avg_latency(self) -> float:
         if not self.window:
             return 0.0
-        return sum(lat for _, lat in self.window) / len(self.window)
+        return self._sums()[1] / len(self.window)
+
+    def _sums(self) -> tuple[int, float]:
+        """(successes, total latency) of the window, cached until it changes: selection reads them for
+        every agent on every dispatch scan."""
+        if self._cached_sums is None:
+            self._cached_sums = (sum(1 for ok, _ in self.window if ok), sum(lat for _, lat in self.window))
+        return self._cached_sums
 
     def record(self, ok: bool, latency: float, error: TaskError | None) -> None:
         """Update the statistics with one finished task (failures included)."""
+        self._cached_sums = None
         self.window.append((ok, round(latency, 6)))
         self.last_seen = time.time()
         if ok:
@@ -193,13 +203,22 @@ class AgentState:
 
 
 def make_runtime(
-    kind: str, llm: LlmSettings | None, defaults: LlmDefaults, metrics: Any = None
+    kind: str,
+    llm: LlmSettings | None,
+    defaults: LlmDefaults,
+    metrics: Any = None,
+    limiters: Limiters | None = None,
 ) -> Agent | None:
     """A fresh runtime for an agent kind (function agents get theirs from whoever registers them)."""
     if kind == "offline":
         return OfflineAgent()
     if kind == "llm":
-        return LlmAgent(llm or LlmSettings(), defaults, on_call=getattr(metrics, "record_llm_call", None))
+        return LlmAgent(
+            llm or LlmSettings(),
+            defaults,
+            on_call=getattr(metrics, "record_llm_call", None),
+            limiters=limiters,
+        )
     if kind == "remote":
         return RemoteAgent()
     return None

@@ -1,4 +1,5 @@
-"""The coordination engine's dispatcher: the queue scan that gives units to agents, running
+"""The coordination engine's dispatcher: the queue scan that gives units to agents (with free
+capacity, and room at their LLM endpoint), running
 them (threaded agents on the pool, remote workers through their session), recording outcomes,
 re-dispatching lost work, advancing the modes and finishing coordinations.
 
@@ -31,6 +32,14 @@ from ._runs import PREVIEW, After, Run, Unit, checked, final_output, make_result
 from ._selection import choose, rank
 
 log = logging.getLogger("voltorch.coordination")
+
+
+def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
+    """LLM tasks wait here, in the priority queue, while their endpoint's window is full: a task that
+    would only wait for the window holds no agent thread, and a later critical task still goes first.
+    `pending`: tasks given to each endpoint in this scan, not yet asking its limiter."""
+    limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
+    return limiter is None or limiter.has_room(pending.get(id(limiter), 0))
 
 
 class Dispatcher:
@@ -101,6 +110,7 @@ class Dispatcher:
         now_mono = time.monotonic()
         free = sum(max(0, a.free) for a in self.agents.values() if a.connected)
         blocked: set[tuple] = set()
+        pending: dict[int, int] = {}  # id(endpoint limiter) -> tasks given to it in this scan
         for unit in self.runs.queue:
             if free <= 0:
                 break
@@ -117,7 +127,7 @@ class Dispatcher:
                         tx, after, run, "AGENT_UNREGISTERED", f"agent {named!r} was unregistered"
                     )
                     continue
-                if not state.connected or state.free <= 0:
+                if not state.connected or state.free <= 0 or not _has_room(state, pending):
                     blocked.add(key)
                     continue
             else:
@@ -135,13 +145,16 @@ class Dispatcher:
                     )
                     continue
                 best, selection = choose(ranked, run.caps)
-                if best is None:
+                if best is None or not _has_room(self.agents[best.id], pending):
                     blocked.add(key)
                     continue
                 state = self.agents[best.id]
             self.runs.queue.remove(unit)
             self._assign(tx, after, unit, state, selection)
             free -= 1
+            limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
+            if limiter is not None:
+                pending[id(limiter)] = pending.get(id(limiter), 0) + 1
 
     def _fail_unplaceable(self, tx: Tx, after: After, run: Run, code: str, message: str) -> None:
         if not run.terminal:

@@ -27,7 +27,8 @@ from typing import Any
 
 from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal
-from ...agents.llm import LlmDefaults, LlmSettings
+from ...agents.limiter import Limiters
+from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -93,10 +94,19 @@ class CoordinationEngine(Component):
 
     name = "coordination"
 
-    def __init__(self, db: Database, events: EventLog, config: Config | None = None):
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        config: Config | None = None,
+        limiters: Limiters | None = None,
+    ):
+        """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
+        from the config)."""
         self.db = db
         self.events = events
         self.config = config or Config()
+        self.limiters = limiters if limiters is not None else Limiters(limit_settings(self.config))
         self.llm_defaults = LlmDefaults(
             model=self.config.openai_model,
             base_url=self.config.openai_base_url,
@@ -118,6 +128,7 @@ class CoordinationEngine(Component):
             self.dispatcher,
             self.config,
             self.llm_defaults,
+            self.limiters,
             observed=self,
         )
         self._timer: threading.Thread | None = None

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ...storage import Database, Tx
+from .._queue import AgingQueue
 from ..events import EventLog, NewEvent
-from ._queue import AgingQueue
 from ._runs import SOURCE, After, Run, Unit
 
 log = logging.getLogger("voltorch.coordination")

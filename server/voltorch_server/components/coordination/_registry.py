@@ -11,6 +11,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal, FunctionAgent
+from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
@@ -33,7 +34,7 @@ from ._agents import (
 )
 from ._dispatch import Dispatcher
 from ._journal import Journal, RunTable
-from ._model import AGENT_KINDS, AGENT_STATUSES, AgentInfo, agent_not_found, check_name
+from ._model import AGENT_KINDS, AGENT_STATUSES, MAX_CONCURRENCY, AgentInfo, agent_not_found, check_name
 from ._runs import SOURCE
 
 log = logging.getLogger("voltorch.coordination")
@@ -54,8 +55,10 @@ class AgentRegistry:
         dispatcher: Dispatcher,
         config: Config,
         llm_defaults: LlmDefaults,
+        limiters: Limiters,
         observed: Component,
     ):
+        """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from."""
         self.db = db
         self.events = events
         self.journal = journal
@@ -64,6 +67,7 @@ class AgentRegistry:
         self.dispatcher = dispatcher
         self.config = config
         self.llm_defaults = llm_defaults
+        self.limiters = limiters
         self.observed = observed
         self.attached: dict[str, Agent] = {}  # function-agent runtimes, kept across stop()/start()
         self.loaded = False
@@ -77,22 +81,30 @@ class AgentRegistry:
                 a.runtime = (
                     self.attached.get(a.id)
                     if a.kind == "function"
-                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics)
+                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics, self.limiters)
                 )
                 self.agents[a.id] = a
             self.loaded = True
 
     def register_builtin_agents(self) -> list[AgentInfo]:
         """Register the built-in team (idempotent): LLM agents when the OpenAI key variable is set, else
-        offline agents. An existing built-in agent of the other kind is switched over, statistics kept."""
+        offline agents. An existing built-in agent of the other kind (or another concurrency) is redefined,
+        statistics kept."""
         kind = "llm" if os.environ.get(self.config.openai_api_key_env) else "offline"
         llm = LlmSettings() if kind == "llm" else None
+        # On an LLM endpoint the endpoint's limiter governs how many calls run at once, not the agent.
+        concurrency = (
+            min(MAX_CONCURRENCY, max(self.config.builtin_agent_concurrency, self.config.llm_max_in_flight))
+            if kind == "llm"
+            else self.config.builtin_agent_concurrency
+        )
         out = []
         for agent_id, name, caps in BUILTIN_TEAM:
             with self.journal.lock:
                 existing = self.agents.get(agent_id)
             if existing is not None and (
-                existing.kind == kind or existing.labels.get(BUILTIN_LABEL) != "true"
+                (existing.kind == kind and existing.max_concurrency == concurrency)
+                or existing.labels.get(BUILTIN_LABEL) != "true"
             ):
                 out.append(existing.info())
                 continue
@@ -102,7 +114,7 @@ class AgentRegistry:
                     kind=kind,
                     name=name,
                     capabilities=caps,
-                    max_concurrency=self.config.builtin_agent_concurrency,
+                    max_concurrency=concurrency,
                     llm=llm,
                     labels={BUILTIN_LABEL: "true"},
                     replace=existing is not None,
@@ -148,7 +160,9 @@ class AgentRegistry:
                 )
             if old is None:
                 state = AgentState(agent_id, name or agent_id, kind, caps, max_c, llm, labels, time.time())
-                state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.observed.metrics)
+                state.runtime = rt or make_runtime(
+                    kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
+                )
                 store.insert_agent(tx, state)
                 self.agents[agent_id] = state
                 event = "agent.registered"
@@ -157,7 +171,9 @@ class AgentRegistry:
                 kind_changed = old.kind != kind
                 if rt is not None or kind_changed or kind == "llm":
                     previous = old.runtime
-                    state.runtime = rt or make_runtime(kind, llm, self.llm_defaults, self.observed.metrics)
+                    state.runtime = rt or make_runtime(
+                        kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
+                    )
                     if previous is not None and previous is not state.runtime:
                         after.calls.append(previous.close)
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps

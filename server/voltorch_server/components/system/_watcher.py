@@ -4,7 +4,8 @@ Every `watch_interval` it calls each component's `check()` (in a small pool, wit
 hung check cannot stall the others) and reads its `details()`. Status rules:
 
   * UNHEALTHY — the check raised or did not return within `health_check_timeout`;
-  * DEGRADED  — the check passed but took longer than `health_slow_seconds`, or the component failed
+  * DEGRADED  — the check passed but took longer than `health_slow_seconds`, or returned a reason to
+                be degraded (e.g. the LLM endpoint's recent calls fail), or the component failed
                 within the last `restart_stable_seconds` (it is recovering), or it is being restarted;
   * HEALTHY   — otherwise. Overall: UNHEALTHY if any enabled component is, else DEGRADED if any is,
                 else HEALTHY.
@@ -124,15 +125,15 @@ def overall(statuses: Sequence[HealthStatus]) -> HealthStatus:
     return HealthStatus.HEALTHY
 
 
-def _probe(component: Component) -> tuple[float, dict[str, Any]]:
+def _probe(component: Component) -> tuple[float, dict[str, Any], str]:
     t0 = time.perf_counter()
-    component.check()
+    degraded = component.check() or ""
     latency = time.perf_counter() - t0
     try:
         details = dict(component.details() or {})
     except Exception:
         details = {}
-    return latency, details
+    return latency, details, degraded
 
 
 class Watcher(Component):
@@ -290,7 +291,7 @@ class Watcher(Component):
         if fut is None:
             return
         try:
-            latency, details = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            latency, details, degraded = fut.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             error = f"check did not return within {self.config.health_check_timeout:g}s"
         except Exception as exc:
@@ -307,6 +308,8 @@ class Watcher(Component):
                 self._set(
                     st, HealthStatus.DEGRADED, "recovering: failed recently, passing now", latency, now_wall
                 )
+            elif degraded:
+                self._set(st, HealthStatus.DEGRADED, degraded, latency, now_wall)
             elif latency > self.config.health_slow_seconds:
                 self._set(st, HealthStatus.DEGRADED, f"slow: check took {latency:.2f}s", latency, now_wall)
             else:

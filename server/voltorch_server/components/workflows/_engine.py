@@ -1,7 +1,10 @@
 """The workflow engine: versioned templates, durable executions of their step DAGs, and the built-in
 complete workflow (requirement -> analysis -> tasks -> fan-out to agents -> review -> summary).
 
-Executions beyond `concurrency` wait in a priority queue (never rejected). Each running execution is an
+Executions beyond the limit wait in a priority queue (never rejected). The limit is `concurrency`, or
+twice the LLM endpoints' current windows when that is larger: executions mostly wait on the model, and
+those waiting must not keep others queued while the endpoints have room (the endpoint limiters then
+decide which calls go first, by priority). Each running execution is an
 `ExecutionRun` (see _run.py) that checkpoints after every step; at start the engine reloads every execution
 that was running or queued when the server stopped — however it stopped — and continues it.
 """
@@ -14,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -75,11 +79,14 @@ class WorkflowEngine(Component):
         *,
         concurrency: int = 100,
         threads: int = 256,
+        llm_capacity: Callable[[], int] | None = None,
     ):
+        """`llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
         self.db = db
         self.events = events
         self.coordination = coordination
         self.concurrency = max(1, concurrency)
+        self.llm_capacity = llm_capacity
         self.threads = max(4, threads)
         self.store = ExecutionStore(db)
         self.signals = SignalStore(db)
@@ -135,7 +142,7 @@ class WorkflowEngine(Component):
         return {
             "active_workflows": running,
             "queued_workflows": queued,
-            "concurrency_limit": self.concurrency,
+            "concurrency_limit": self.limit(),
             "timers": len(self.timers),
         }
 
@@ -268,7 +275,7 @@ class WorkflowEngine(Component):
         existing_id = None
         run = None
         with self._lock:
-            run_now = self._busy_locked() < self.concurrency and not self.stopping.is_set()
+            run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
                 prev = self.store.by_request(tx, request_id) if request_id else None
                 if prev is not None:
@@ -436,7 +443,7 @@ class WorkflowEngine(Component):
         run = self._run_for(execution_id)
         if run is not None and run.status == PAUSED:
             with self._lock:
-                slot = self._busy_locked() < self.concurrency
+                slot = self._busy_locked() < self.limit()
                 if slot:
                     self._running.add(execution_id)
             if slot:
@@ -487,13 +494,19 @@ class WorkflowEngine(Component):
             self._queued.add(execution_id)
             heapq.heappush(self._queue, (-priority, create_time, execution_id))
 
+    def limit(self) -> int:
+        """Executions that may run now: `concurrency`, or twice the LLM endpoints' windows if larger."""
+        llm = self.llm_capacity() if self.llm_capacity is not None else 0
+        return max(self.concurrency, 2 * llm)
+
     def _busy_locked(self) -> int:
         """Running executions that hold a concurrency slot: one that only waits (for a signal, an approval or
         a timer) holds no thread and no slot."""
         return sum(1 for eid in self._running if not ((run := self._runs.get(eid)) and run.parked()))
 
     def wake_admission(self) -> None:
-        """A run began waiting (its slot is free now) or ended."""
+        """Admit queued executions now if the limit allows (an LLM endpoint's window grew, or a run began
+        waiting and so freed its slot)."""
         self._wake_admission()
 
     def _wake_admission(self) -> None:
@@ -514,7 +527,7 @@ class WorkflowEngine(Component):
         """Start queued executions while slots are free, highest priority (then oldest) first."""
         while not self.stopping.is_set():
             with self._lock:
-                if self._busy_locked() >= self.concurrency:
+                if self._busy_locked() >= self.limit():
                     return
                 eid = None
                 while self._queue:

@@ -1,5 +1,6 @@
-// System: component health, RPC rate / latency / errors from the metric history, recent errors with
-// a link to each one's trace story.
+// System: component health, RPC rate / latency / errors from the metric history, each LLM endpoint's
+// calls in flight, window and queue (with its 429s and waits), recent errors with a link to each one's
+// trace story.
 import { get } from "../api.js";
 import { badge, h, notice, num, sparkline, timeEl } from "../ui.js";
 
@@ -9,6 +10,7 @@ export function mount(main) {
   const summary = h("dl", { class: "kv", id: "health-summary" });
   const comps = h("tbody");
   const charts = h("div", { class: "grid", id: "rpc-charts" });
+  const llm = h("div", { id: "llm-endpoints" });
   const errors = h("tbody", { id: "errors" });
   main.append(
     h("h1", {}, "System"),
@@ -19,6 +21,7 @@ export function mount(main) {
       h("div", { class: "table-wrap" }, h("table", { "aria-label": "Components" },
         h("thead", {}, h("tr", {}, ["Component", "Status", "Message", "Last check", "Check latency", "Errors", "Restarts"].map((c) => h("th", { scope: "col" }, c)))),
         comps))),
+    h("div", { class: "panel" }, h("h2", {}, "LLM endpoints (last hour)"), llm),
     h("div", { class: "panel" }, h("h2", {}, "Recent errors"),
       h("div", { class: "table-wrap" }, h("table", { "aria-label": "Recent errors" },
         h("thead", {}, h("tr", {}, ["Time", "Component", "Code", "Message", "Story"].map((c) => h("th", { scope: "col" }, c)))),
@@ -27,9 +30,10 @@ export function mount(main) {
 
   async function load() {
     try {
-      const [health, rpc, errs] = await Promise.all([get("/api/health"), get("/api/metrics/rpc"), get("/api/errors?page_size=20")]);
+      const [health, rpc, endpoints, errs] = await Promise.all([get("/api/health"), get("/api/metrics/rpc"), get("/api/metrics/llm"), get("/api/errors?page_size=20")]);
       renderHealth(health);
       renderRpc(rpc);
+      renderLlm(endpoints);
       renderErrors(errs.items);
     } catch (err) {
       notice(err.message, "error");
@@ -69,6 +73,27 @@ export function mount(main) {
       card("Errors / s", pts.map((p) => p.errors), num(last.errors, 2), "err"),
     );
     if (!pts.length) charts.append(h("p", { class: "muted" }, `Samples appear every ${r.interval} s.`));
+  }
+
+  function renderLlm(r) {
+    const card = (title, values, value, cls) =>
+      h("div", {}, h("h3", {}, title, " ", h("span", { class: "muted" }, value)), sparkline(values, { width: 260, height: 48, label: title, className: cls }));
+    llm.replaceChildren(...r.endpoints.map((e) => {
+      const pts = e.points;
+      const figures = [
+        `${e.calls} calls`, `peak ${e.peak_in_flight} in flight`, `${e.throttled} × 429`, `${e.overloaded} overloaded`,
+        `${e.failures} failed`, `throttle wait ${num(e.throttle_wait, 1)} s`, `queue wait ${num(e.queue_wait, 1)} s`,
+      ];
+      if (e.held_for) figures.push(`held ${num(e.held_for, 1)} s`);
+      return h("section", { "data-endpoint": e.endpoint },
+        h("h3", {}, e.endpoint, " ", e.degraded ? badge("DEGRADED") : null),
+        h("p", { class: "muted" }, figures.join(" · "), e.last_error ? ` · last error: ${e.last_error}` : ""),
+        h("div", { class: "grid" },
+          card("In flight", pts.map((p) => p.in_flight ?? 0), `${e.in_flight}`),
+          card("Window", pts.map((p) => p.window ?? 0), `${num(e.window, 1)} / ${e.max_in_flight}`),
+          card("Queued", pts.map((p) => p.queue_depth ?? 0), `${e.queue_depth}`, "err")));
+    }));
+    if (!r.endpoints.length) llm.append(h("p", { class: "muted" }, "No LLM endpoint called yet."));
   }
 
   function renderErrors(items) {

@@ -4,7 +4,8 @@ counts as one priority level, so LOW never starves.
 An item's effective priority at time t is `priority + (t - enqueued) / aging`; comparing two items
 at any t is comparing `enqueued - priority * aging`, which does not change with t. So the order is
 a static sort key and the queue stays a sorted list; FIFO among equals by insertion sequence.
-Not thread-safe: the coordination engine guards it with its lock.
+Not thread-safe: its owner guards it (the coordination engine with its lock, an LLM endpoint limiter
+with its own).
 """
 
 from __future__ import annotations

@@ -1,0 +1,249 @@
+"""LLM-bound throughput: 200 complete workflows against a local OpenAI-compatible endpoint that answers
+after 0.3 s and takes at most 128 calls at once (429 with retry-after-ms above that), default settings.
+
+The endpoint is the tests' stub (tests/server/openai_stub.py) in its own process, so neither its GIL nor
+the client's is the server's bottleneck; workflows are started from a few threads and their completion
+is read by listing executions (no stream per workflow in the client).
+
+Rows:
+
+* `200 complete workflows`: ExecuteCompleteWorkflow x 200 started at once on a server process whose
+  built-in agents are LLM agents on the stub; rate in workflows/s, p50/p99 of one workflow's run time
+  (create to end). `vs baseline` = ideal / wall, ideal = the critical path (one workflow alone, measured
+  first) x the waves the capacity allows (ceil(200 / 128)); target 1 / 1.5 (wall <= 1.5 x ideal).
+* `peak LLM calls in flight`: the most calls the stub served at once; `vs baseline` = peak / capacity,
+  target 0.8.
+* `429 answers`: how many calls the stub turned away (the limiter's price for finding the capacity).
+
+`--rounds` rounds (default 3) on one server, each on a cold limiter (RestartComponent "llm"): the
+workflow row is the median round by ratio, the peak the highest, the 429s the total.
+
+Bounded: every wait has a deadline (TIMEOUT); a row that misses it reports an error. `-v` prints the
+timeline (calls in flight at the stub, workflows finished) every 0.25 s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import voltorch
+
+from ._harness import Result, ServerProcess, percentile
+
+SUITE = "llm"
+WORKFLOWS = 200
+LATENCY = 0.3
+CAPACITY = 128
+TIMEOUT = 180.0
+KEY_ENV = "VOLTORCH_BENCH_LLM_KEY"
+TERMINAL = [f"workflow.execution.{s}" for s in ("completed", "failed", "cancelled", "timed_out")]
+REQUIREMENT = "Build a CLI calculator with add and subtract"
+_STUB = Path(__file__).resolve().parent.parent / "tests" / "server" / "openai_stub.py"
+
+
+class StubProcess:
+    """The OpenAI-compatible stub in a child process; `stats()` reads its counters."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(_STUB),
+                "--latency",
+                str(LATENCY),
+                "--capacity",
+                str(CAPACITY),
+                "--keep-alive",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        try:
+            self.base_url = json.loads(line)["base_url"]
+        except (ValueError, KeyError):
+            self.close()
+            raise RuntimeError(f"the LLM stub did not start (said {line!r})") from None
+        self.root = self.base_url.removesuffix("/v1")
+
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        req = urllib.request.Request(
+            self.root + ("/stats/reset" if reset else "/stats"), method="POST" if reset else "GET"
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _finished(client: voltorch.Client, ids: set[str]) -> list[voltorch.Execution]:
+    return [e for e in client.workflows.list(page_size=1000) if e.id in ids and e.done]
+
+
+def _fresh_limiter(client: voltorch.Client) -> None:
+    """Start the endpoint's limiter afresh, as after a restart (a server without one: nothing to do)."""
+    try:
+        client.orchestrator.restart_component("llm", "bench round")
+    except voltorch.errors.NotFoundError:
+        pass
+
+
+def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbose: bool) -> dict[str, Any]:
+    """One round on a cold endpoint limiter: one workflow alone (the critical path), then 200 at once."""
+    _fresh_limiter(client)
+    stub.stats(reset=True)
+    t0 = time.monotonic()
+    one = client.workflows.execute_complete(REQUIREMENT).execution
+    if client.workflows.wait(one.id, timeout=TIMEOUT).status != "completed":
+        raise RuntimeError("a single complete workflow did not complete")
+    critical = time.monotonic() - t0
+    calls_alone = stub.stats()["served"]
+    _fresh_limiter(client)
+    stub.stats(reset=True)
+    began, began_wall = time.monotonic(), time.time()
+    cpu0 = srv.cpu_seconds()
+    ended: set[str] = set()
+    all_ended = threading.Event()
+    ids: set[str] = set()
+
+    def follow() -> None:  # one filtered stream, not one per workflow: the client stays cheap
+        for ev in client.events.subscribe(TERMINAL, from_time=began_wall - 1):
+            ended.add(ev.data.get("execution_id", ""))
+            if all_ended.is_set() or (len(ids) == WORKFLOWS and ids <= ended):
+                all_ended.set()
+                break
+
+    threading.Thread(target=follow, daemon=True).start()
+    samples: list[tuple[float, int, int]] = []
+
+    def sample() -> None:  # calls in flight at the stub, workflows ended
+        while not all_ended.wait(0.25):
+            samples.append((time.monotonic() - began, stub.stats()["in_flight"], len(ended & ids)))
+
+    threading.Thread(target=sample, daemon=True).start()
+    with ThreadPoolExecutor(64) as pool:  # started at once, as 64 clients would
+        ids.update(
+            pool.map(lambda _: client.workflows.execute_complete(REQUIREMENT).execution.id, range(WORKFLOWS))
+        )
+    if not all_ended.wait(max(0.0, began + TIMEOUT - time.monotonic())):
+        all_ended.set()
+    done = _finished(client, ids)
+    wall = (
+        max(e.end_time.timestamp() for e in done) - min(e.create_time.timestamp() for e in done)
+        if done
+        else time.monotonic() - began
+    )
+    server_cpu = srv.cpu_seconds() - cpu0
+    stats = stub.stats()
+    comps = {c.name: c for c in client.orchestrator.health(refresh=True).components}
+    health = comps["llm"].details if "llm" in comps else {}  # none before the limiter existed
+    endpoint = next((v for k, v in health.items() if k.startswith("endpoint ")), "")
+    ideal = critical * math.ceil(WORKFLOWS / CAPACITY)
+    if verbose:
+        print("llm: t / in flight / done: " + " ".join(f"{t:.2f}/{n}/{d}" for t, n, d in samples), flush=True)
+    print(
+        f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
+        f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s; peak {stats['peak_in_flight']};"
+        f" 429s {stats['rejected']}; limiter: {endpoint}",
+        flush=True,
+    )
+    return {
+        "wall": wall,
+        "ideal": ideal,
+        "done": done,
+        "peak": stats["peak_in_flight"],
+        "rejected": stats["rejected"],
+    }
+
+
+def run(args: Any) -> list[Result]:
+    names = (
+        f"{WORKFLOWS} complete workflows ({LATENCY:g} s calls, capacity {CAPACITY})",
+        "peak LLM calls in flight",
+        "429 answers",
+    )
+    stub = None
+    rounds: list[dict[str, Any]] = []
+    try:
+        stub = StubProcess()
+        env = {
+            "VOLTORCH_OPENAI_BASE_URL": stub.base_url,
+            "VOLTORCH_OPENAI_API_KEY_ENV": KEY_ENV,
+            KEY_ENV: "sk-bench",
+            "VOLTORCH_OPENAI_MODEL": "stub-model",
+        }
+        profile = (
+            os.path.join(args.profile, "llm-voltorch.pstats") if getattr(args, "profile", None) else None
+        )
+        with (
+            ServerProcess("voltorch", env=env, profile=profile) as srv,
+            voltorch.Client(srv.target, timeout=30) as client,
+        ):
+            for _ in range(max(1, args.rounds)):
+                rounds.append(_round(client, stub, srv, getattr(args, "verbose", False)))
+    except Exception as exc:
+        if stub is not None:
+            stub.close()
+        return [Result(SUITE, n, 0.0, float("nan"), float("nan"), errors=[str(exc)[:200]]) for n in names]
+    stub.close()
+    median = sorted(rounds, key=lambda r: r["wall"] / r["ideal"])[len(rounds) // 2]
+    done = median["done"]
+    failed = sum(1 for r in rounds for e in r["done"] if e.status != "completed")
+    missing = sum(WORKFLOWS - len(r["done"]) for r in rounds)
+    errors = (
+        [f"{failed + missing} of {WORKFLOWS * len(rounds)} did not complete"] if failed or missing else []
+    )
+    ns = sorted(int((e.end_time - e.create_time).total_seconds() * 1e9) for e in done)
+    peak = max(r["peak"] for r in rounds)
+    return [
+        Result(
+            SUITE,
+            names[0],
+            WORKFLOWS / median["wall"],
+            percentile(ns, 0.5),
+            percentile(ns, 0.99),
+            unit="workflows",
+            baseline="ideal",
+            ratio=median["ideal"] / median["wall"],
+            target=round(1 / 1.5, 2),
+            rounds=[r["wall"] for r in rounds],
+            errors=errors,
+        ),
+        Result(
+            SUITE,
+            names[1],
+            float(peak),
+            float("nan"),
+            float("nan"),
+            unit="calls",
+            baseline="capacity",
+            ratio=peak / CAPACITY,
+            target=0.8,
+        ),
+        Result(
+            SUITE,
+            names[2],
+            float(sum(r["rejected"] for r in rounds)),
+            float("nan"),
+            float("nan"),
+            unit="429s",
+        ),
+    ]
