@@ -28,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
             max_tasks=args.max_tasks,
             max_parallel=args.max_parallel,
             skip_review=args.skip_review,
+            approve_tasks=args.approve_tasks,
         )
         e = started.execution
         if args.detach:
@@ -134,8 +135,9 @@ def _workflows(args: argparse.Namespace) -> int:
             if not args.name:
                 args.parser.error("workflows signal needs --name")
             payload = _parse_params([f"payload={args.payload}"])["payload"] if args.payload else None
-            r = wf.signal(args.id, args.name, payload, request_id=args.request_id or "", sender=args.by)
-            out.record(r, lambda con: con.print(f"{r.signal.id}: {'already sent' if r.existing else 'sent'}"))
+            sent = wf.signal(args.id, args.name, payload, request_id=args.request_id or "", sender=args.by)
+            note = "already sent" if sent.existing else "sent"
+            out.record(sent, lambda con: con.print(f"{sent.signal.id}: {note}"))
         elif action in ("approve", "reject"):
             r = getattr(wf, action)(
                 args.id,
@@ -192,6 +194,11 @@ def add_parsers(sub: Any) -> None:
         "--max-parallel", type=int, default=0, help="most tasks run at once (default: 0 = no limit)"
     )
     r.add_argument("--skip-review", action="store_true", help="skip the review step")
+    r.add_argument(
+        "--approve-tasks",
+        action="store_true",
+        help="wait for approval of the task list before running it (voltorch workflows approve <id>)",
+    )
     r.add_argument("--request-id", help="idempotency key: re-running with it attaches to the same execution")
     r.add_argument("--detach", action="store_true", help="print the execution id and return at once")
     r.add_argument(

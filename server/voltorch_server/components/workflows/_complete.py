@@ -263,14 +263,12 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
             ctx = {k: v for k, v in (s.kind.context or {}).items() if k != "review"}
             s = replace(s, kind=replace(s.kind, context=ctx))
         if isinstance(s.kind, FanOutSpec):
-            s = replace(s, kind=replace(s.kind, max_items=max_tasks, max_parallel=opts.max_parallel or 4))
+            fan_out = replace(s.kind, max_items=max_tasks, max_parallel=opts.max_parallel or 4)
             if opts.approve_tasks:  # fan out the approved (or edited) list, only when approved
                 steps.extend(_approval_steps())
-                s = replace(
-                    s,
-                    depends_on=("approved",),
-                    kind=replace(s.kind, items_from_step_id="approve_tasks", items_path="data"),
-                )
+                fan_out = replace(fan_out, items_from_step_id="approve_tasks", items_path="data")
+                s = replace(s, depends_on=("approved",))
+            s = replace(s, kind=fan_out)
         if opts.step_timeout:
             s = replace(s, timeout=opts.step_timeout)
         steps.append(s)

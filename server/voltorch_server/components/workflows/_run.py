@@ -48,7 +48,7 @@ from ._signals import Signal, SignalStore
 from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_of, run_attempt
 from ._timer_store import SLEEP, START_AFTER, TIMEOUT, TimerRow, TimerStore
 from ._timers import Timer, TimerQueue
-from ._waits import WaitingFor, approval_outcome, wait_outcome
+from ._waits import WaitingFor, approval_outcome, approval_timed_out, wait_outcome
 from .templates import (
     DEFAULT_STEP_TIMEOUT,
     WAITS,
@@ -1004,7 +1004,7 @@ class ExecutionRun:
                 spec = self.specs[sid].kind
                 name = self._signal_name(sid)
                 if isinstance(spec, ApprovalSpec):
-                    out = approval_outcome(None, self._approval_data(rec, spec), timed_out=True)
+                    out = approval_timed_out(self._approval_data(rec, spec))
                 else:
                     out = wait_outcome(name, None)
                 self._finish_wait(rec, out, "timed out", timed_out=True)

@@ -50,17 +50,20 @@ def wait_outcome(name: str, sig: _Signal | None) -> dict[str, Any]:
     }
 
 
-def approval_outcome(sig: _Signal | None, data: Any, *, timed_out: bool = False) -> dict[str, Any] | None:
+def approval_timed_out(data: Any) -> dict[str, Any]:
+    """An ApprovalStep's structured output when nobody decided in time."""
+    return {
+        "approved": False,
+        "decision": "timed_out",
+        "decided_by": "",
+        "comment": "",
+        "data": data,
+        "timed_out": True,
+    }
+
+
+def approval_outcome(sig: _Signal, data: Any) -> dict[str, Any] | None:
     """An ApprovalStep's structured output; None when the signal carries no valid decision."""
-    if timed_out or sig is None:
-        return {
-            "approved": False,
-            "decision": "timed_out",
-            "decided_by": "",
-            "comment": "",
-            "data": data,
-            "timed_out": True,
-        }
     payload = sig.payload if isinstance(sig.payload, dict) else {"decision": sig.payload}
     decision = DECISIONS.get(str(payload.get("decision", "")).strip().lower())
     if decision is None:
