@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
-from cli_process import cli
+from cli_process import CLI, clean_env, cli
 from voltorch import ApprovalStep, Step, WaitStep, WorkflowTemplate
 
 
@@ -102,3 +103,33 @@ def test_schedules_commands(server, client):
     assert "deleted" in ok(cli("schedules", "delete", "nightly", *t))
     gone = cli("schedules", "get", "nightly", *t)
     assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
+
+
+def test_run_with_approve_tasks_shows_the_wait_and_finishes_once_approved(server, client):
+    proc = subprocess.Popen(
+        [*CLI, "run", "--approve-tasks", "A CLI calculator", "--target", server.target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # bounded wait for the run to ask for approval
+            assert time.monotonic() < deadline and proc.poll() is None
+            waiting = [
+                e for e in client.workflows.list(status="running") if client.workflows.get(e.id).waiting
+            ]
+            if waiting:
+                break
+            time.sleep(0.05)
+        client.workflows.approve(waiting[0].id, by="tester")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "waiting for approval" in out and f"voltorch workflows approve|reject {waiting[0].id}" in out
+    assert (
+        client.workflows.get(waiting[0].id).step("approve_tasks").structured_output["decided_by"] == "tester"
+    )
