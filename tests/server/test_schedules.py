@@ -100,13 +100,11 @@ def test_unknown_templates_and_taken_ids_are_refused(client):
 
 @pytest.fixture
 def scheduler(server, client):
-    """A scheduler on the server's database and workflow engine, driven by hand (its loop is not started)."""
+    """A scheduler on the server's database and workflow engine, driven by hand (its loop is not started;
+    the server's own scheduler is stopped so that only the test moves time)."""
     client.workflows.register_template(HOLD)
+    server.runtime.schedules.stop()
     return Scheduler(server.runtime.db, server.runtime.workflows, clock=FakeClock(T0), grace=5.0)
-
-
-def executions(client, sched: Scheduler, sid: str) -> list[voltorch.Execution]:
-    return runs_of(client, sid)
 
 
 def test_cron_ticks_follow_the_time_zone(scheduler):
@@ -127,7 +125,7 @@ def test_overlap_policies(client, scheduler, overlap, running_after):
     s = scheduler.create(Schedule(id=f"o-{overlap}", template_name="hold", interval=60.0, overlap=overlap))
     scheduler.tick(T0 + 60)
     scheduler.tick(T0 + 120)  # the first execution still waits for its signal
-    runs = executions(client, scheduler, s.id)
+    runs = runs_of(client, s.id)
     assert len(runs) == running_after
     got = scheduler.get(s.id)
     assert got.ticks_started == running_after
@@ -136,11 +134,11 @@ def test_overlap_policies(client, scheduler, overlap, running_after):
     if overlap == "buffer_one":
         assert got.buffered_tick == T0 + 120
         scheduler.tick(T0 + 130)
-        assert len(executions(client, scheduler, s.id)) == 1  # still running: the tick stays buffered
+        assert len(runs_of(client, s.id)) == 1  # still running: the tick stays buffered
         client.workflows.signal(runs[0].id, "go")
         until(lambda: client.workflows.get(runs[0].id).done)
         scheduler.tick(T0 + 140)
-        later = executions(client, scheduler, s.id)
+        later = runs_of(client, s.id)
         assert len(later) == 2 and scheduler.get(s.id).buffered_tick is None
         assert tick_request_id(s.id, T0 + 120) in {e.request_id for e in later}
 
@@ -151,7 +149,7 @@ def test_catch_up_after_downtime(client, scheduler, catchup, started):
         Schedule(id=f"c-{catchup}", template_name="hold", interval=60.0, overlap="allow", catchup=catchup)
     )
     scheduler.tick(T0 + 630)  # ten ticks passed while nothing ran; the last one 30 s ago (late)
-    assert len(executions(client, scheduler, s.id)) == started
+    assert len(runs_of(client, s.id)) == started
     got = scheduler.get(s.id)
     assert (got.ticks_started, got.ticks_skipped) == (started, 10 - started)
     assert got.next_tick == T0 + 660
@@ -162,22 +160,18 @@ def test_a_tick_is_started_once_even_when_the_cursor_was_lost(client, scheduler)
     again after the restart: the deterministic request id gives the same execution back."""
     s = scheduler.create(Schedule(id="once", template_name="hold", interval=60.0, overlap="allow"))
     scheduler.tick(T0 + 60)
-    (run,) = executions(client, scheduler, s.id)
-    with server_db(scheduler) as tx:  # the cursor write is lost
+    (run,) = runs_of(client, s.id)
+    with scheduler.db.write() as tx:  # the cursor write is lost
         scheduler.store.save(tx, replace(scheduler.get(s.id), next_tick=T0 + 60, ticks_started=0))
     scheduler.tick(T0 + 61)
-    assert [e.id for e in executions(client, scheduler, s.id)] == [run.id]
+    assert [e.id for e in runs_of(client, s.id)] == [run.id]
     assert scheduler.get(s.id).next_tick == T0 + 120
-
-
-def server_db(scheduler: Scheduler):
-    return scheduler.db.write()
 
 
 def test_a_paused_schedule_starts_nothing_and_unpausing_skips_what_passed(client, scheduler):
     s = scheduler.create(Schedule(id="p", template_name="hold", interval=60.0, overlap="allow"))
     scheduler.pause(s.id)
     scheduler.tick(T0 + 300)
-    assert executions(client, scheduler, s.id) == []
+    assert runs_of(client, s.id) == []
     scheduler.clock.now = T0 + 300  # type: ignore[attr-defined]
     assert scheduler.unpause(s.id).next_tick == T0 + 360
