@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,7 +19,7 @@ NODE_EXAMPLE = ROOT / "examples" / "node"
 BUF_TOOLS = ROOT / "tools" / "buf"
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     message = f"NOT RUN: {what}. Install Node.js >= 18 and run `make test` (it runs `npm ci`)."
     if os.environ.get("CI") == "true":
         pytest.fail(message + " CI=true: the Node.js tests are required here.")
@@ -32,7 +33,7 @@ def node() -> str:
         _missing("node is not on PATH")
     if not (NODE_EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir():
         _missing(f"the npm packages of {NODE_EXAMPLE.relative_to(ROOT)} are not installed")
-    return found  # type: ignore[return-value]
+    return found
 
 
 def buf() -> Path:

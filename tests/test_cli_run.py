@@ -52,6 +52,7 @@ def _start_run(server, *extra: str) -> tuple[subprocess.Popen, str]:
         text=True,
         env=clean_env(),
     )
+    assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     match = re.match(r"Execution (wfx_\w+) started", first)
     assert match, first + proc.stderr.read() if proc.poll() is not None else first
@@ -109,7 +110,9 @@ def test_run_output_announces_once_counts_up_and_closes_with_runnable_commands(s
     )
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
-    eid = re.search(r"Execution (wfx_\w+)", out).group(1)
+    started = re.search(r"Execution (wfx_\w+)", out)
+    assert started is not None
+    eid = started.group(1)
     assert len([line for line in out.splitlines() if line.startswith("Execution ")]) == 1, out
     progress = [tuple(map(int, m)) for m in re.findall(r"\[(\d+)/(\d+)\]", out)]
     assert progress, out

@@ -109,6 +109,27 @@ def test_db_that_is_not_a_database(tmp_path: Path) -> None:
     assert junk.read_text().startswith("these are my notes")  # untouched
 
 
+def test_db_with_damaged_pages_is_refused(tmp_path: Path) -> None:
+    """PRAGMA quick_check at start: damaged middle pages (the file still opens) refuse the start."""
+    import sqlite3
+
+    db = tmp_path / "damaged.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("CREATE INDEX filler_body ON filler (body)")
+        conn.executemany(
+            "INSERT INTO filler (body) VALUES (?)", [(f"row {i} " + "x" * 300,) for i in range(2000)]
+        )
+    conn.close()
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 4096 // 2
+    for n in range(middle, middle + 4):
+        data[n * 4096 + 100 : n * 4096 + 1000] = b"\xff" * 900
+    db.write_bytes(bytes(data))
+    err = refused(cli("serve", "--port", "0", "--db", str(db), timeout=60), str(db), "is damaged")
+    assert "voltorch db check" in err
+
+
 def test_db_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     refused(cli("serve", "--port", "0", "--db", str(tmp_path / "file" / "v.db")), str(tmp_path / "file"))
@@ -180,6 +201,15 @@ def test_bad_auth_tokens_file(tmp_path: Path) -> None:
     )
     err = refused(result, str(path), "unknown role")
     assert SECRET not in err
+
+
+def test_auth_tokens_file_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(b'{"\xff\xfe": "admin"}')
+    result = cli(
+        "serve", "--port", "0", "--db", str(tmp_path / "t.db"), env=_env(VOLTORCH_AUTH_TOKENS_FILE=str(path))
+    )
+    refused(result, str(path), "not UTF-8")
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -160,7 +160,9 @@ def test_state_watch_prefix_from_revision(server, client):
         env=clean_env(),
     )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    stdout = proc.stdout
+    assert stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
     try:
         assert json.loads(lines.get(timeout=30))["kv"]["value"] == 1  # replayed from --from-revision
         client.state.set("w.b", 2)  # live
@@ -194,6 +196,7 @@ def test_piped_into_head_exits_quietly(server, client):
         stderr=subprocess.PIPE,
         env=clean_env(),
     )
+    assert proc.stdout is not None and proc.stderr is not None
     assert json.loads(proc.stdout.readline())  # what `head -1` reads, then it goes away
     proc.stdout.close()
     err = proc.stderr.read().decode()

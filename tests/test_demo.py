@@ -39,7 +39,9 @@ def test_make_run_demo_runs_the_complete_workflow(tmp_path: Path):
     for agent in ("analyst", "planner", "coder", "tester", "writer", "reviewer"):
         assert agent in out
     assert "offline" in out
-    eid = re.search(r"execution (wfx_\w+)", out).group(1)
+    found = re.search(r"execution (wfx_\w+)", out)
+    assert found is not None
+    eid = found.group(1)
     assert str(db.resolve()) in out
     for key in ("", ".analysis", ".tasks", ".results", ".review", ".summary"):
         assert f"requirement.{eid}{key}\n" in out
@@ -57,7 +59,10 @@ def test_voltorch_run_against_a_running_server(tmp_path: Path):
         env=_env(),
     )
     try:
-        target = re.search(r"listening on (\S+)", server.stdout.readline()).group(1)
+        assert server.stdout is not None
+        listening = re.search(r"listening on (\S+)", server.stdout.readline())
+        assert listening is not None
+        target = listening.group(1)
         cli = [sys.executable, "-m", "voltorch_server.cli"]
         run = subprocess.run(
             [*cli, "run", "A CLI calculator with history", "--target", target, "--skip-review"],
@@ -68,7 +73,9 @@ def test_voltorch_run_against_a_running_server(tmp_path: Path):
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert "✔ summary" in run.stdout and "Workflow completed" in run.stdout
-        eid = re.search(r"Execution (wfx_\w+)", run.stdout).group(1)
+        started = re.search(r"Execution (wfx_\w+)", run.stdout)
+        assert started is not None
+        eid = started.group(1)
         listed = subprocess.run(
             [*cli, "workflows", "--target", target], capture_output=True, text=True, timeout=60, env=_env()
         )
@@ -104,7 +111,9 @@ def test_make_run_joins_the_server_that_owns_the_database(tmp_path: Path):
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"server {owner.target}" in proc.stdout and "already owns" in proc.stdout
-        eid = re.search(r"Execution (wfx_\w+)", proc.stdout).group(1)
+        started = re.search(r"Execution (wfx_\w+)", proc.stdout)
+        assert started is not None
+        eid = started.group(1)
         with voltorch.Client(owner.target, timeout=10) as c:
             assert c.workflows.get(eid).status == "completed"  # it ran on the owner
         assert stop(owner) == 0

@@ -26,10 +26,12 @@ ERROR_CLASSES = {
 }
 UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9_]*")
 # Constructions whose reason is passed through a variable, fed by literal `reason=` at their callers
-# (voltorch.wire's readers give WireError its reason; test_wire_reasons_are_documented checks them).
+# (voltorch.wire's readers give WireError its reason; test_wire_reasons_are_documented checks them;
+# the request checks give _Bad its reason).
 PASS_THROUGH = {
     ("components/workflows/templates/_check.py", "self.reason"),
     ("servicers/_wire.py", "exc.reason"),
+    ("servicers/_requests.py", "exc.reason"),  # _Bad(..., reason="...") at its raises
 }
 
 

@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import npm_tools
 import pytest
@@ -36,8 +37,11 @@ def secured(config: Config) -> Iterator[VoltorchServer]:
 def _lines(proc: subprocess.Popen) -> queue.Queue:
     lines: queue.Queue = queue.Queue()
 
+    stdout = proc.stdout
+    assert stdout is not None
+
     def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
+        for line in stdout:
             lines.put(line)
         lines.put(None)
 
@@ -124,7 +128,7 @@ def test_a_node_worker_does_a_workflow_step_for_a_node_client(secured: VoltorchS
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=5)
-    assert worker.returncode == 0, worker.stderr.read()  # type: ignore[union-attr]
+    assert worker.returncode == 0, worker.stderr.read() if worker.stderr else ""
 
 
 def test_the_readme_node_snippets_run(server: VoltorchServer) -> None:
@@ -149,7 +153,7 @@ def test_the_readme_node_snippets_run(server: VoltorchServer) -> None:
     assert "google.rpc.PreconditionFailure" in run.stdout
 
 
-SAMPLE = {
+SAMPLE: dict[str, Any] = {
     "null": None,
     "yes": True,
     "no": False,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from voltorch import wire
 from voltorch.v1 import workflows_pb2
-from voltorch_server.components.workflows.templates import ParameterSpec, StepSpec, Template
+from voltorch_server.components.workflows.templates import (
+    AgentTaskSpec,
+    ConditionSpec,
+    ParameterSpec,
+    StepSpec,
+    Template,
+)
 from voltorch_server.errors import InvalidArgument
 from voltorch_server.servicers.workflows import template, template_pb
 
@@ -22,12 +28,13 @@ def test_a_request_with_an_unknown_enum_names_the_field_a_reply_reads_the_defaul
             parameters=[wire.ParameterSpec("p")],
         )
     )
-    pb.steps[0].coordination.mode = 99
+    pb.steps[0].coordination.mode = 99  # type: ignore[assignment]  # an unknown enum number on purpose (proto3 enums are open; the stubs are not)
     with pytest.raises(wire.WireError) as err:
         wire.template_from_pb(pb, request=True)
     assert err.value.field == "template.steps[0].coordination.mode"
-    assert wire.template_from_pb(pb).steps[0].kind.mode == "sequential"  # type: ignore[union-attr]
-    pb.parameters[0].type = 42
+    lenient = wire.template_from_pb(pb).steps[0].kind
+    assert isinstance(lenient, wire.CoordinationStep) and lenient.mode == "sequential"
+    pb.parameters[0].type = 42  # type: ignore[assignment]  # an unknown enum number on purpose (proto3 enums are open; the stubs are not)
     with pytest.raises(wire.WireError) as err:
         wire.template_from_pb(pb, request=True)
     assert err.value.field == "template.parameters[0].type"  # parameters are read first
@@ -77,8 +84,9 @@ def test_a_server_template_survives_the_wire_both_ways() -> None:
         ParameterSpec("p", default=[1], has_default=True),
         ParameterSpec("q", "integer", True),
     )
-    assert t.steps[1].kind.predicate.json_value == [1, "x"]  # type: ignore[union-attr]
-    assert t.steps[0].kind.context == {"k": [1, 2]}  # type: ignore[union-attr]
+    condition, task = t.steps[1].kind, t.steps[0].kind
+    assert isinstance(condition, ConditionSpec) and condition.predicate.json_value == [1, "x"]
+    assert isinstance(task, AgentTaskSpec) and task.context == {"k": [1, 2]}
     again = template_pb(t)
     assert again == pb
     assert template(again) == t

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
@@ -224,9 +224,12 @@ def _coordination(m: pb.Coordination) -> Coordination:
     )
 
 
-def _enum(table: dict[str, int], value: str, what: str) -> int:
+E = TypeVar("E", bound=int)
+
+
+def _enum(table: dict[str, E], value: str, what: str) -> E | None:
     if not value:
-        return 0
+        return None  # unset: the field's 0, UNSPECIFIED
     try:
         return table[value.lower()]
     except KeyError:
@@ -334,7 +337,7 @@ class CoordinationClient:
             mode=_enum(COORDINATION_MODES.numbers, mode, "mode"),
             task=task,
             context=to_struct(context),
-            priority=int(Priority.of(priority)),
+            priority=Priority.of(priority).pb,
             correlation_id=correlation_id,
             max_agents=max_agents,
         )

@@ -128,7 +128,7 @@ def _event_pb(e: NewEvent) -> events_pb2.Event:
         target=e.target,
         correlation_id=e.correlation_id,
         causation_id=e.causation_id,
-        priority=0 if e.priority is None else int(Priority.of(e.priority)),
+        priority=None if e.priority is None else Priority.of(e.priority).pb,
     )
     if e.data is not None:
         pb.data.CopyFrom(to_value(e.data))
@@ -150,7 +150,7 @@ def _filter(
         source=source,
         target=target,
         correlation_id=correlation_id,
-        min_priority=0 if min_priority is None else int(Priority.of(min_priority)),
+        min_priority=None if min_priority is None else Priority.of(min_priority).pb,
         trace_id=trace_id,
     )
 

@@ -74,7 +74,7 @@ def _schedule(pb: workflows_pb2.Schedule) -> Schedule:
     )
 
 
-def _enum(table: Any, name: str, what: str) -> int:
+def _enum(table: Any, name: str, what: str) -> Any:  # the enum number (a ValueType for the stubs)
     if name not in table.numbers:
         raise ValueError(f"unknown {what} {name!r}; one of {', '.join(table.numbers)}")
     return table.numbers[name]

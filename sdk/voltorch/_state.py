@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -228,7 +228,7 @@ class StateClient:
         start_revision: int = 0,
         include_previous: bool = False,
         resume: bool = True,
-    ) -> Iterator[Change]:
+    ) -> Generator[Change, None, None]:
         """Changes of a key (or every key under prefix), from start_revision, then live.
 
         The stream opens on the first iteration; start_revision=0 means changes from then on, so to
@@ -242,7 +242,7 @@ class StateClient:
 
     def _watch(
         self, key: str | None, prefix: str | None, start_revision: int, include_previous: bool, resume: bool
-    ) -> Iterator[Change]:
+    ) -> Generator[Change, None, None]:
         revision = start_revision
         # A resumed stream restarts at a revision, and one revision can hold several changes (a
         # transaction, or a TTL expiry plus the write that noticed it). Skip what was already yielded:

@@ -264,7 +264,7 @@ class WorkflowsClient:
             template_name=template_name,
             template_version=version,
             parameters=to_struct(parameters),
-            priority=int(Priority.of(priority)),
+            priority=Priority.of(priority).pb,
             labels=labels or {},
             correlation_id=correlation_id,
         )
@@ -302,7 +302,7 @@ class WorkflowsClient:
             requirement=requirement,
             request_id=request_id,
             options=opts,
-            priority=int(Priority.of(priority)),
+            priority=Priority.of(priority).pb,
             labels=labels or {},
         )
         resp = call(self.stub.ExecuteCompleteWorkflow, req, timeout=self.timeout)
@@ -390,7 +390,7 @@ class WorkflowsClient:
         if status and status not in EXECUTION_STATUSES.numbers:
             raise ValueError(f"unknown status {status!r}; one of {', '.join(EXECUTION_STATUSES.numbers)}")
         req = workflows_pb2.ListExecutionsRequest(
-            status=EXECUTION_STATUSES.numbers.get(status, 0),
+            status=EXECUTION_STATUSES.numbers.get(status),
             template_name=template_name,
             created_after=to_timestamp(created_after),
             created_before=to_timestamp(created_before),

@@ -141,7 +141,7 @@ def from_rpc_error(err: grpc.RpcError) -> VoltorchError:
     message = (err.details() if hasattr(err, "details") else "") or str(err)
     reason, metadata, fvs, pvs = "", {}, [], []
     try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)
     except Exception:
         status = None
     if status is not None:

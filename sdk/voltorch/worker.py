@@ -31,7 +31,7 @@ from voltorch.v1 import coordination_pb2 as pb
 
 from ._tracing import continue_trace
 from ._version import __version__
-from .errors import from_rpc_error
+from .errors import VoltorchError, from_rpc_error
 from .wire import (
     Priority,
     from_duration,
@@ -140,7 +140,7 @@ class Worker:
         self.max_backoff = max_backoff
         self.session_id = ""
         self.connected = threading.Event()  # set while a session is open (after the welcome)
-        self.ended: Exception | None = None  # why run() returned on its own (unregistered / replaced)
+        self.ended: VoltorchError | None = None  # why run() returned on its own (unregistered / replaced)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[str, WorkerTask] = {}

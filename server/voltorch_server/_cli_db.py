@@ -2,7 +2,8 @@
 
 `db info` shows what the file holds (tables and row counts, schema version, integrity); `db check` runs
 only SQLite's full `PRAGMA integrity_check` (every page, index and constraint; the server runs only the
-quicker `quick_check` at start), for scripts and after a crash. Both read through `storage.inspect`.
+quicker `quick_check` at start), for scripts and after a crash. Both read the file read-only, through
+`storage.inspect` and `storage.check_file` (the server's own check at start).
 """
 
 from __future__ import annotations
@@ -61,16 +62,18 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .storage.inspect import integrity_check
+    from .storage import check_file
 
     out = Output(args.output)
     path = _path(args)
     try:
-        findings = integrity_check(path)
+        problems = list(check_file(path, full=True).problems)
     except FileNotFoundError:
         print(f"voltorch: no database file at {path}", file=sys.stderr)
         return 2
-    problems = [] if findings == ["ok"] else findings
+    except sqlite3.Error as exc:  # cannot be opened at all (unreadable)
+        print(f"voltorch: cannot open database {path}: {exc}", file=sys.stderr)
+        return 2
 
     def draw(console: Any) -> None:
         if not problems:

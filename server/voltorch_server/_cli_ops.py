@@ -63,7 +63,9 @@ def _follow(args: argparse.Namespace, c: Any, out: Output, filters: dict[str, An
 
 def _events(args: argparse.Namespace) -> int:
     out = Output(args.output)
-    filters = dict(types=args.type or (), source=args.source or "", correlation_id=args.correlation or "")
+    filters: dict[str, Any] = dict(
+        types=args.type or (), source=args.source or "", correlation_id=args.correlation or ""
+    )
     with _cli_args.client(args) as c:
         if args.follow:
             try:

@@ -63,8 +63,8 @@ def _run(args: argparse.Namespace) -> int:
             items = c.state.list(args.prefix)
             if args.keys_only:
                 if out.json:
-                    items = ({"key": kv.key} for kv in items)
-                    out.rows(["key"], items, lambda r: [r["key"]])
+                    keys = ({"key": kv.key} for kv in items)
+                    out.rows(["key"], keys, lambda r: [r["key"]])
                 else:
                     for kv in items:
                         out.write(kv.key)

@@ -27,7 +27,10 @@ from .runtime import Runtime
 from .servicers import (
     AuthInterceptor,
     ErrorInterceptor,
+    HealthServicer,
+    RequestInterceptor,
     StreamLimitInterceptor,
+    anonymous_calls,
     telemetry_interceptor,
 )
 from .servicers.orchestrator import bind_health
@@ -65,8 +68,19 @@ class VoltorchServer:
         self._stopped = False
 
     def _build(self, config: Config, tokens: dict[str, str]) -> None:
-        self.stream_limit = StreamLimitInterceptor(config.max_streams)
-        interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), self.stream_limit]
+        auth = AuthInterceptor(tokens) if tokens else None
+        self.stream_limit = StreamLimitInterceptor(
+            config.max_streams,
+            max_anonymous_streams=config.max_anonymous_streams,
+            is_anonymous=anonymous_calls(auth),
+        )
+        # Outermost first. Requests are decoded innermost: inside auth (a rejected call is never decoded)
+        # and inside the error mapping (undecodable or meaningless fields become INVALID_ARGUMENT there).
+        interceptors: list[grpc.ServerInterceptor] = [
+            ErrorInterceptor(),
+            self.stream_limit,
+            RequestInterceptor(),
+        ]
         # Bound now (like the gRPC port), served from start().
         if config.ui_port:
             port = 0 if config.ui_port < 0 else config.ui_port
@@ -76,8 +90,8 @@ class VoltorchServer:
                 raise StartupError(
                     f"could not bind the console on {config.host}:{port}: {exc.strerror or exc}"
                 ) from None
-        if tokens:
-            interceptors.insert(0, AuthInterceptor(tokens))
+        if auth is not None:
+            interceptors.insert(0, auth)
         interceptors.insert(0, telemetry_interceptor(self.runtime))  # outermost: spans + RPC metrics
         self._pool = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc")
         self.grpc = grpc.server(
@@ -92,7 +106,7 @@ class VoltorchServer:
         )
         for module in servicers.MODULES:
             module.register(self.grpc, self.runtime)
-        self.health = health.HealthServicer()
+        self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [pb.DESCRIPTOR.services_by_name[n.split(".")[-1]].full_name for n, pb in SERVICES.items()]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)

@@ -60,7 +60,9 @@ def parse_tokens(inline: str = "", path: str = "") -> dict[str, str]:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
             raise ValueError(f"auth_tokens_file {path}: {exc.strerror}") from None
-        except ValueError as exc:
+        except UnicodeDecodeError:
+            raise ValueError(f"auth_tokens_file {path}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
             raise ValueError(f"auth_tokens_file {path}: not valid JSON (line {exc.lineno})") from None
         if not isinstance(data, dict):
             raise ValueError(f"auth_tokens_file {path}: expected a JSON object mapping token to role")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,14 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    db_quick_check: bool = True  # PRAGMA quick_check at start: a damaged file is refused (O(file size))
     # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
-    # long-lived streams, so `max_workers - max_streams` always remain for unary calls.
+    # long-lived streams and `max_anonymous_streams` to anonymous ones (health Watch and reflection
+    # without a valid token, counted apart so that they cannot lock subscribers out), so
+    # `max_workers - max_streams - max_anonymous_streams` always remain for unary calls.
     max_workers: int = 768
     max_streams: int = 512
+    max_anonymous_streams: int = 16
     max_concurrent_rpcs: int = 2048  # beyond this new RPCs get RESOURCE_EXHAUSTED instead of queueing
     max_message_bytes: int = 4 * 1024 * 1024
     subscriber_buffer: int = 10000  # events buffered per subscriber before its stream is ended
@@ -158,7 +163,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     cfg = Config()
     if path:
         data = read_file(path)

@@ -50,7 +50,11 @@ def _detail(step: Any) -> str:
         verdict = "approved" if out.get("approved") else "changes requested"
         return f"{verdict}, score {out.get('score', '?')}"
     if isinstance(out, dict) and out.get("deliverable"):
-        files = [f.get("path") for f in out.get("files") or [] if isinstance(f, dict)]
+        files = [
+            f["path"]
+            for f in out.get("files") or []
+            if isinstance(f, dict) and isinstance(f.get("path"), str)
+        ]
         return f"{out['deliverable']}" + (f" ({', '.join(files)})" if files else "")
     if isinstance(out, dict) and isinstance(out.get("summary"), str):
         return "final report written"

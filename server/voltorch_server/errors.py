@@ -155,6 +155,21 @@ class DatabaseInUse(StartupError):
         self.address = address
 
 
+class DatabaseCorrupt(StartupError):
+    """PRAGMA quick_check found the database file damaged: refused at start (queries reaching a damaged
+    page would fail later, as INTERNAL). One line naming the file and the first problem SQLite found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        first = " ".join(problems[0].split()) if problems else "unknown damage"  # one line, always
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(
+            f"database {path} is damaged: {first}{more}; restore it from a backup, or run "
+            f"`voltorch db check` for a full report"
+        )
+        self.path = path
+        self.problems = list(problems)
+
+
 @dataclass
 class ErrorInfo:
     """What gets recorded about an error (for GetHealth / ListErrors)."""
@@ -170,6 +185,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Conflict",
+    "DatabaseCorrupt",
     "DatabaseInUse",
     "DeadlineExceeded",
     "ErrorInfo",

@@ -223,7 +223,7 @@ class Metrics:
         from prometheus_client import start_http_server
 
         httpd, thread = start_http_server(port, addr=host, registry=self._prometheus)
-        self._http = (httpd, thread)
+        self._http: tuple[Any, threading.Thread] | None = (httpd, thread)
         self.prometheus_port = httpd.server_port
         return self.prometheus_port
 

@@ -13,7 +13,7 @@ from .components.events import EventLog
 from .components.llm import LlmEndpoints
 from .components.schedules import Scheduler
 from .components.state import StateStore
-from .components.system import ErrorLog, Watcher
+from .components.system import ErrorLog, Storage, Watcher
 from .components.workflows import WorkflowEngine
 from .config import Config
 from .errors import StartupError
@@ -35,6 +35,7 @@ class Runtime:
         except BaseException:
             self.release_owner()
             raise
+        self.storage = Storage(self.db)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -63,7 +64,15 @@ class Runtime:
         self.schedules = Scheduler(self.db, self.workflows)
         self.components: dict[str, Component] = {
             c.name: c
-            for c in (self.events, self.state, self.llm, self.coordination, self.workflows, self.schedules)
+            for c in (
+                self.storage,
+                self.events,
+                self.state,
+                self.llm,
+                self.coordination,
+                self.workflows,
+                self.schedules,
+            )
         }
 
         # The watcher watches every component in the dict (also ones added after this line).
@@ -111,14 +120,19 @@ class Runtime:
 
 
 def _open_database(config: Config) -> Database:
-    """The migrated database, or a StartupError naming the path (a directory, unwritable, not SQLite)."""
+    """The migrated database, or a StartupError naming the path: a directory, unwritable, not SQLite, or
+    damaged (DatabaseCorrupt, from PRAGMA quick_check: queries reaching a damaged page would fail later)."""
     db: Database | None = None
     try:
         db = Database(config.db, synchronous=config.db_synchronous)
+        if config.db_quick_check:
+            db.check_integrity().raise_if_damaged()
         migrate(db)
         return db
-    except (sqlite3.Error, OSError) as exc:
+    except BaseException as exc:
         if db is not None:
             db.close()
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise StartupError(f"cannot open database {config.db}: {reason}") from None
+        if isinstance(exc, sqlite3.Error | OSError):
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StartupError(f"cannot open database {config.db}: {reason}") from None
+        raise

@@ -96,6 +96,7 @@ def test_event_stream_resumes_after_last_event_id(console_server: VoltorchServer
     with voltorch.Client(console_server.target) as client:
         sent = [client.events.publish("probe.tick", {"n": i}, source="t") for i in range(4)]
         client.events.publish("other.tick", {}, source="t")
+    assert console_server.console is not None
     url = console_server.console.url + "api/events/stream?types=probe.*"
     start = sent[0].sequence - 1
     first = read_sse(url, 2, {"Last-Event-ID": str(start)})
@@ -119,6 +120,7 @@ def test_watch_stream_replays_the_run_and_ends_with_it(console_server: VoltorchS
         e = client.workflows.execute_complete("Plan a picnic").execution
         for _ in client.workflows.watch(e.id):
             pass
+    assert console_server.console is not None
     req = urllib.request.Request(console_server.console.url + f"api/executions/{e.id}/stream")
     with urllib.request.urlopen(req, timeout=10) as r:
         body = r.read().decode()  # the server ends the stream after the run's terminal event
@@ -147,6 +149,7 @@ def test_system_endpoints(console_server: VoltorchServer, http: Http) -> None:
 
 
 def test_roles_are_enforced_on_the_server(secured_server: VoltorchServer, gate_for) -> None:
+    assert secured_server.console is not None
     http = Http(secured_server.console.url)
     assert http.get("/api/session").body == {"auth": True, "role": None}
     assert http.get("/api/session", token=READER).body == {"auth": True, "role": "reader"}
@@ -213,6 +216,7 @@ def test_stopping_the_server_ends_open_event_streams(config: Config) -> None:
     srv = VoltorchServer(replace(config, ui_port=-1)).start()
     stopped = False
     try:
+        assert srv.console is not None
         r = urllib.request.urlopen(srv.console.url + "api/events/stream", timeout=10)
         assert r.readline().startswith(b"retry:")  # the stream is open
         srv.stop(grace=1.0)
@@ -237,6 +241,7 @@ def test_workflow_control_needs_json_from_the_same_origin(console_server: Voltor
 
 
 def test_a_busy_console_port_is_a_clear_error(console_server: VoltorchServer, config: Config) -> None:
+    assert console_server.console is not None
     taken = console_server.console.port
     try:
         VoltorchServer(replace(config, db=config.db + ".2", ui_port=taken))

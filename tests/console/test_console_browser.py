@@ -180,6 +180,7 @@ def test_reader_logs_in_and_the_cancel_button_is_refused(
     assert "may not control" in (page.get_attribute("#cancel", "title") or "")
     t.shot("reader")
     # The server refuses it too (not only the button), with the reader's token; an agent may.
+    assert secured_server.console is not None
     http = Http(secured_server.console.url)
     assert http.post(f"/api/executions/{e.id}/cancel", token=READER).status == 403
     assert http.post(f"/api/executions/{e.id}/cancel", token=AGENT).status == 200

@@ -61,7 +61,7 @@ def test_publish_returns_dataclasses(client: voltorch.Client) -> None:
         "0af7651916cd43dd8448eb211c80319c",
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
-        e.type = "x"  # type: ignore[misc]
+        e.type = "x"  # type: ignore[misc]  # writing a frozen field on purpose
 
 
 def test_publish_batch_in_order_and_all_or_nothing(client: voltorch.Client) -> None:
@@ -191,6 +191,7 @@ def test_subscription_survives_a_server_restart(config: Config) -> None:
         assert sub.reconnects >= 1
         assert [s for s, _ in statuses] == ["reconnecting", "resumed"]
         assert statuses[0][1] == first[-1].sequence + 1
+        assert statuses[1][1] is not None
         assert first[-1].sequence < statuses[1][1] <= later[0].sequence  # where the new stream continues
         sub.close()
     finally:

@@ -61,7 +61,7 @@ def test_health_and_components(client: voltorch.Client) -> None:
     assert [c.name for c in client.components()] == [c.name for c in h.components]
     restarted = client.restart_component("state", reason="sdk test")
     assert restarted.name == "state" and restarted.restart_count == 1
-    assert client.orchestrator.health is not None and client.health.__self__ is client.orchestrator
+    assert client.orchestrator.health is not None and client.health == client.orchestrator.health
 
 
 def test_metrics_errors_and_trace(client: voltorch.Client, server: VoltorchServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import grpc
@@ -37,7 +37,7 @@ class Collector:
             self._q.put(exc)
 
     def take(self, n: int, timeout: float = 10.0) -> list[Change]:
-        out = []
+        out: list[Change] = []
         for _ in range(n):
             try:
                 item = self._q.get(timeout=timeout)
@@ -330,7 +330,7 @@ def test_watch_resume_keeps_changes_sharing_a_revision(
 
 
 def test_server_stop_waits_for_a_stream_still_computing_its_resume_point(
-    client: voltorch.Client, server: VoltorchServer
+    client: voltorch.Client, server: VoltorchServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     start = client.state.set("stop/k", 1).revision
     state = server.runtime.state
@@ -342,7 +342,7 @@ def test_server_stop_waits_for_a_stream_still_computing_its_resume_point(
         release.wait(timeout=10)
         return original(position)  # reads the database: it must still be open
 
-    state.revision_at = slow_revision_at
+    monkeypatch.setattr(state, "revision_at", slow_revision_at)
     watch = Collector(client.state.watch("stop/k", start_revision=start, resume=False))
     watch.take(1)
     state.stop()  # what server.stop() does first: the stream ends and computes its resume point
@@ -515,7 +515,7 @@ def test_everything_survives_a_restart_on_the_same_database(config: Config) -> N
 # -- bad input -------------------------------------------------------------------------------------
 
 
-def _raw(method: str, request) -> object:
+def _raw(method: str, request) -> Callable[[voltorch.Client], None]:
     """Call a raw stub (for requests the SDK cannot even build) and raise the SDK's typed error."""
 
     def run(c: voltorch.Client) -> None:
@@ -527,7 +527,7 @@ def _raw(method: str, request) -> object:
     return run
 
 
-BAD_REQUESTS = {
+BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
     "empty key": (lambda c: c.state.set("", 1), "key"),
     "key over 512 bytes": (lambda c: c.state.set("k" * 513, 1), "key"),
     "key with a space": (lambda c: c.state.set("a b", 1), "key"),

@@ -106,7 +106,9 @@ def test_unregistering_or_replacing_a_worker_ends_it_for_good(client):
     w = voltorch.Worker(client, "retired", ["r"], lambda t: "x").start()
     assert w.connected.wait(WAIT)
     client.coordination.unregister_agent("retired")
+    assert w._thread is not None
     w._thread.join(WAIT)
+    assert w.ended is not None
     assert not w._thread.is_alive() and w.ended.reason == "SESSION_UNREGISTERED"
     with pytest.raises(voltorch.NotFoundError):
         client.coordination.get_agent("retired")
@@ -114,6 +116,8 @@ def test_unregistering_or_replacing_a_worker_ends_it_for_good(client):
     assert first.connected.wait(WAIT)
     with voltorch.Worker(client, "dup", ["d"], lambda t: "second") as second:
         assert second.connected.wait(WAIT)
+        assert first._thread is not None
         first._thread.join(WAIT)
+        assert first.ended is not None
         assert first.ended.reason == "SESSION_REPLACED"
         assert client.coordination.run("t", source_agent_id="dup", wait_timeout=WAIT).output == "second"

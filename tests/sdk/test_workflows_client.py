@@ -68,7 +68,7 @@ def test_templates_convert_both_ways_without_loss():
             ValueError,
         ),
         (WorkflowTemplate("x", [Step("a", CoordinationStep("t", "broadcast"))]), ValueError),
-        (WorkflowTemplate("x", [Step("a", "not a kind")]), TypeError),  # type: ignore[arg-type]
+        (WorkflowTemplate("x", [Step("a", "not a kind")]), TypeError),  # type: ignore[arg-type]  # a wrong kind on purpose
     ],
 )
 def test_bad_definitions_are_caught_before_sending(template, error):

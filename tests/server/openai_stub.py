@@ -97,7 +97,7 @@ class StubLLM:
                     full = stub.capacity and stub.in_flight >= stub.capacity
                     if full:
                         stub.rejected += 1
-                        scripted = (
+                        scripted: tuple[int, dict[str, str], object] | None = (
                             429,
                             {"retry-after-ms": str(stub.retry_after_ms)},
                             {"error": {"message": "too many requests in flight", "type": "rate_limit"}},

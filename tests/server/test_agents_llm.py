@@ -135,6 +135,7 @@ def test_llm_agent_in_a_coordination_records_usage(stub, db, monkeypatch):
             capabilities=["analysis"],
             llm=LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, timeout=5),
         )
+        assert info.llm is not None
         assert info.llm.model == "stub-model" and info.llm.api_key_env == KEY_ENV
         c = eng.wait(
             eng.request(CoordinationRequest(task="Analyse this", required_capabilities=("analysis",))).id, 10

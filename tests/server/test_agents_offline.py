@@ -64,9 +64,24 @@ def test_planning_gives_3_to_8_tasks_with_known_capabilities_and_valid_dependenc
     assert run("planning", text).structured_output["tasks"] == tasks
 
 
+@pytest.mark.parametrize("max_tasks", [1, 2, 3, 4, 5, 8, 50, "3"])
+def test_planning_never_gives_more_tasks_than_max_tasks(max_tasks):
+    text = "Build a REST API for a todo list with create, update, delete, search and export"
+    tasks = run("planning", text, {"max_tasks": max_tasks}).structured_output["tasks"]
+    limit = int(max_tasks)
+    assert 1 <= len(tasks) <= limit
+    assert len(tasks) == min(limit, len(run("planning", text).structured_output["tasks"]))
+    ids = [t["id"] for t in tasks]
+    assert tasks[0]["capability"] == "coding"
+    for i, t in enumerate(tasks):
+        assert set(t["depends_on"]) <= set(ids[:i])
+    if limit >= 3:
+        assert {"testing", "documentation"} <= {t["capability"] for t in tasks}
+
+
 def test_deliverables_have_real_content():
     plan = run("planning", REQUIREMENT).structured_output
-    by_cap = {}
+    by_cap: dict[str, list[dict]] = {}
     for t in plan["tasks"]:
         d = run(t["capability"], t["title"], {"task": t}).structured_output
         assert d["task_id"] == t["id"] and d["deliverable"] and d["notes"] and d["files"]

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import (
+    Coordination,
     CoordinationCondition,
     CoordinationEngine,
     CoordinationRequest,
@@ -75,7 +76,7 @@ class Gate:
             assert self.entered.acquire(timeout=WAIT), "agent was never called"
 
 
-def run(engine: CoordinationEngine, **kw) -> object:
+def run(engine: CoordinationEngine, **kw) -> Coordination:
     c = engine.request(CoordinationRequest(**kw))
     return engine.wait(c.id, WAIT)
 
@@ -134,6 +135,7 @@ def test_sequential_stops_when_the_source_fails(engine):
     engine.register_agent("b", kind="function", runtime=lambda t, c: calls.append(t) or "x")
     c = run(engine, task="t", source_agent_id="a", target_agent_id="b")
     assert c.status == "failed"
+    assert c.error is not None
     assert c.error.code == "BAD_INPUT" and not c.error.retryable
     assert calls == [] and len(c.results) == 1
 
@@ -156,6 +158,7 @@ def test_parallel_runs_all_and_reports_a_failed_branch(engine):
     c = run(engine, task="t", mode="parallel", agent_ids=("p1", "p2", "p3"))
     assert c.status == "completed"
     assert [r.agent_id for r in c.results] == ["p1", "p2", "p3"]
+    assert c.results[1].error is not None
     assert c.results[1].error.code == "AGENT_CRASHED" and "kaboom" in c.results[1].error.message
     assert c.structured_output == [{"by": "p1"}, None, {"by": "p3"}]
     assert '"p1"' in c.output and '"p3"' in c.output
@@ -169,6 +172,7 @@ def test_parallel_fails_only_when_every_branch_fails(engine):
     engine.register_agent("p2", kind="function", runtime=boom)
     c = run(engine, task="t", mode="parallel", agent_ids=("p1", "p2"))
     assert c.status == "failed"
+    assert c.error is not None
     assert c.error.code == "ALL_AGENTS_FAILED" and c.error.retryable
     assert "p1: UPSTREAM" in c.error.message and "p2: UPSTREAM" in c.error.message
 
@@ -243,6 +247,7 @@ def test_pipeline_may_repeat_an_agent_and_stops_at_the_first_failure(engine):
 
     engine.register_agent("f", kind="function", runtime=fail)
     c = run(engine, task="x", mode="pipeline", agent_ids=("a", "f", "a"))
+    assert c.error is not None
     assert c.status == "failed" and c.error.code == "E" and len(c.results) == 2
 
 

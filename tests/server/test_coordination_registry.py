@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
@@ -68,7 +69,7 @@ def test_register_validate_replace_and_unregister(engine):
     )
     with pytest.raises(AlreadyExists):
         engine.register_agent("a1", kind="function", runtime=ok)
-    for kwargs, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"kind": "robot"}, "kind"),
         ({"kind": "offline", "capabilities": ["bad cap"]}, "capabilities[0]"),
         ({"kind": "offline", "max_concurrency": 5000}, "max_concurrency"),
@@ -83,7 +84,8 @@ def test_register_validate_replace_and_unregister(engine):
             "llm.temperature",
         ),
         ({"kind": "offline", "labels": {"k": "v" * 2000}}, "labels['k']"),
-    ]:
+    ]
+    for kwargs, field in cases:
         with pytest.raises(InvalidArgument) as exc:
             engine.register_agent("a2", **kwargs)
         assert exc.value.violations[0].field == field
@@ -152,10 +154,12 @@ def test_statistics_are_moving_averages_of_every_outcome_and_persist(db):
     a = eng.get_agent("s")
     assert (a.tasks_completed, a.tasks_failed) == (3, 1)
     assert a.success_rate == 0.75 and a.error_rate == 0.25
+    assert a.last_error is not None
     assert a.avg_latency > 0 and a.last_error.code == "PURPOSE" and a.last_seen_time
     eng.stop()
     eng2 = make_engine(db)
     b = eng2.get_agent("s")
+    assert b.last_error is not None
     assert (b.tasks_completed, b.tasks_failed, b.success_rate, b.last_error.code) == (3, 1, 0.75, "PURPOSE")
     assert b.status == "offline"  # a function agent's runtime does not survive a new engine
     eng2.stop()
@@ -202,7 +206,7 @@ def test_unregister_busy_agent_needs_force_and_redispatches(engine):
 
 def test_builtin_team_is_registered_once_offline_or_llm(db, monkeypatch):
     monkeypatch.delenv("VOLTORCH_TEST_OPENAI_KEY", raising=False)
-    cfg = {"builtin_agents": True, "openai_api_key_env": "VOLTORCH_TEST_OPENAI_KEY"}
+    cfg: dict[str, Any] = {"builtin_agents": True, "openai_api_key_env": "VOLTORCH_TEST_OPENAI_KEY"}
     eng = CoordinationEngine(db, EventLog(db), Config(**cfg))
     eng.start()
     agents = {a.id: a for a in eng.list_agents()[0]}

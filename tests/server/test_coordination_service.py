@@ -133,7 +133,7 @@ def test_errors_name_the_field(client):
         client.coordination.request("t", mode="conditional", source_agent_id="analyst")
     assert exc.value.fields == ["condition"]
     with pytest.raises(grpc.RpcError) as raw:  # an enum value the SDK would not send
-        client.stubs.coordination.RequestCoordination(pb.RequestCoordinationRequest(task="t", mode=42))
+        client.stubs.coordination.RequestCoordination(pb.RequestCoordinationRequest(task="t", mode=42))  # type: ignore[arg-type]  # an unknown enum number on purpose (proto3 enums are open; the stubs are not)
     assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mode" in raw.value.details()
     with pytest.raises(voltorch.NotFoundError):
         client.coordination.get("coord_missing")
@@ -181,7 +181,9 @@ def test_a_worker_killed_mid_task_has_its_task_redispatched_and_completed_elsewh
     script.write_text(WORKER_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), server.target], stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    stdout = proc.stdout
+    assert stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
     try:
         wait_event(server, "agent.connected", lambda e: e.data["agent_id"] == "doomed")
         c = client.coordination.request("crunch the numbers", required_capabilities=["crunch"])

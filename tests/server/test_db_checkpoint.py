@@ -38,7 +38,7 @@ def test_a_long_wal_starts_over_after_a_pass(tmp_path: Path) -> None:
         with db.write() as tx:  # the first commit after a complete checkpoint rewinds the WAL
             tx.execute("INSERT INTO t(v) VALUES ('last')")
         assert _wal_frames(path) < 50
-        assert db.query_one("SELECT COUNT(*) FROM t")[0] == 301
+        assert db.query("SELECT COUNT(*) FROM t")[0][0] == 301
     finally:
         db.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from voltorch_server.components import Closed, Overflow
@@ -28,7 +29,7 @@ def _field(exc: pytest.ExceptionInfo[InvalidArgument]) -> str:
 
 
 def drain(follower, n: int, timeout: float = 10.0) -> list:
-    out = []
+    out: list[Any] = []
     while len(out) < n:
         item = follower.get(timeout=timeout)
         assert item is not None, f"timed out after {len(out)} of {n}"
@@ -229,7 +230,7 @@ def test_replay_then_live_seam_under_concurrent_publishing(log: EventLog) -> Non
     t = threading.Thread(target=publisher)
     t.start()
     assert started.wait(10)
-    got = []
+    got: list[Any] = []
     with log.subscribe(flt, from_sequence=1, capacity=100_000) as f:
         joined.set()
         while not got or got[-1].type != "seam.end":
@@ -327,13 +328,14 @@ def test_list_by_time_range(db: Database) -> None:
 def test_list_rejects_bad_tokens_and_bounds(log: EventLog) -> None:
     log.publish_batch([NewEvent("a.b")] * 5)
     page = log.list(page_size_=2)
-    for kwargs, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"page_token": "not-a-token"}, "page_token"),
         ({"page_token": page.next_page_token, "descending": True}, "page_token"),  # other query
         ({"page_size_": -1}, "page_size"),
         ({"start_sequence": -1}, "start_sequence"),
         ({"end_sequence": -5}, "end_sequence"),
-    ]:
+    ]
+    for kwargs, field in cases:
         with pytest.raises(InvalidArgument) as exc:
             log.list(**kwargs)
         assert _field(exc) == field, kwargs

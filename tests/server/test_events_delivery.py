@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -33,7 +34,7 @@ def _follower(b: Broadcaster[int], *, keys=None, capacity: int = 10, match=lambd
 
 
 def _drain(f: Follower, n: int) -> list:
-    out = []
+    out: list[Any] = []
     while len(out) < n:
         item = f.get(timeout=10)
         assert item is not None, f"timed out after {len(out)} of {n}"
@@ -120,7 +121,7 @@ def test_take_returns_replayed_batches_then_live_items_in_order(log: EventLog) -
     log.publish(*(NewEvent(type="t.a", data=i) for i in range(7)))
     f = log.subscribe(EventFilter(types=("t.a",)), after=0)
     f._batch = 3  # small replay batches
-    got = []
+    got: list[Any] = []
     while len(got) < 7:
         batch = f.take(timeout=10)
         assert batch and len(batch) <= 3

@@ -74,7 +74,7 @@ class Reader:
         return item.heartbeat
 
     def events(self, n: int, timeout: float = 10.0) -> list[pb.Event]:
-        out = []
+        out: list[pb.Event] = []
         while len(out) < n:
             item = self.next(timeout)
             assert item is not None, "stream ended early"
@@ -153,7 +153,7 @@ _TS_BAD = timestamp_pb2.Timestamp(seconds=1, nanos=-5)
     ("method", "request_", "field"),
     [
         ("Publish", pb.PublishRequest(event=pb.Event(type="Bad Type")), "event.type"),
-        ("Publish", pb.PublishRequest(event=pb.Event(type="a.b", priority=9)), "event.priority"),
+        ("Publish", pb.PublishRequest(event=pb.Event(type="a.b", priority=9)), "event.priority"),  # type: ignore[arg-type]
         (
             "Publish",
             pb.PublishRequest(
@@ -169,7 +169,7 @@ _TS_BAD = timestamp_pb2.Timestamp(seconds=1, nanos=-5)
         ("PublishBatch", pb.PublishBatchRequest(events=[pb.Event(type="a.b"), pb.Event()]), "events[1].type"),
         ("PublishBatch", pb.PublishBatchRequest(), "events"),
         ("Subscribe", pb.SubscribeRequest(filter=pb.EventFilter(types=["ok.*", "a[b"])), "filter.types[1]"),
-        ("Subscribe", pb.SubscribeRequest(filter=pb.EventFilter(min_priority=9)), "filter.min_priority"),
+        ("Subscribe", pb.SubscribeRequest(filter=pb.EventFilter(min_priority=9)), "filter.min_priority"),  # type: ignore[arg-type]
         ("Subscribe", pb.SubscribeRequest(from_sequence=-1), "from_sequence"),
         ("Subscribe", pb.SubscribeRequest(from_sequence=0), "from_sequence"),
         ("Subscribe", pb.SubscribeRequest(from_time=_TS_BAD), "from_time"),
@@ -186,7 +186,7 @@ _TS_BAD = timestamp_pb2.Timestamp(seconds=1, nanos=-5)
         ("ListEvents", pb.ListEventsRequest(page_token="garbage"), "page_token"),
         ("ListEvents", pb.ListEventsRequest(page_size=-1), "page_size"),
         ("ListEvents", pb.ListEventsRequest(start_sequence=-3), "start_sequence"),
-        ("ListEvents", pb.ListEventsRequest(order=7), "order"),
+        ("ListEvents", pb.ListEventsRequest(order=7), "order"),  # type: ignore[arg-type]
         ("ListEvents", pb.ListEventsRequest(filter=pb.EventFilter(types=["Upper.*"])), "filter.types[0]"),
         ("ListEvents", pb.ListEventsRequest(start_time=_TS_BAD), "start_time"),
         ("GetCorrelation", pb.GetCorrelationRequest(), "correlation_id"),

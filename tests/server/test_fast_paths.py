@@ -100,7 +100,13 @@ def _points(reader: InMemoryReader) -> list[HistogramDataPoint]:
         for m in sm.metrics
         if m.name == "rpc.server.duration"
         for p in m.data.data_points
+        if isinstance(p, HistogramDataPoint)
     ]
+
+
+def _method(p: HistogramDataPoint) -> object:
+    assert p.attributes is not None
+    return p.attributes["rpc.method"]
 
 
 def _sdk_point(values: list[float]) -> HistogramDataPoint:
@@ -113,7 +119,10 @@ def _sdk_point(values: list[float]) -> HistogramDataPoint:
         h.record(v)
     data = reader.get_metrics_data()
     provider.shutdown()
-    return data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0]
+    assert data is not None
+    point = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0]
+    assert isinstance(point, HistogramDataPoint)
+    return point
 
 
 def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> None:
@@ -130,19 +139,19 @@ def test_rpc_durations_report_deltas_and_totals_per_reader_like_the_sdk() -> Non
         durations.record(2.0, {"rpc.method": "SetKey", "rpc.grpc.status_code": 0})
         get.add(float("nan"))  # ignored, as the SDK does
         get.add(-1.0)
-        (first,) = [p for p in _points(delta) if p.attributes["rpc.method"] == "GetKey"]
+        (first,) = [p for p in _points(delta) if _method(p) == "GetKey"]
         assert (first.count, first.sum, first.min, first.max) == (3, pytest.approx(7.4), 0.1, 7.0)
         assert first.bucket_counts == _sdk_point([0.1, 0.3, 7.0]).bucket_counts
         assert first.explicit_bounds == _sdk_point([1.0]).explicit_bounds
         get.add(50.0)
-        (second,) = [p for p in _points(delta) if p.attributes["rpc.method"] == "GetKey"]
+        (second,) = [p for p in _points(delta) if _method(p) == "GetKey"]
         assert (second.count, second.min, second.max) == (1, 50.0, 50.0)  # this interval only
         assert second.start_time_unix_nano == first.time_unix_nano
         assert _points(delta) == []  # nothing new: no point, as the SDK's delta histograms
-        points = {p.attributes["rpc.method"]: p for p in _points(total)}
+        points = {_method(p): p for p in _points(total)}
         assert (points["GetKey"].count, points["GetKey"].min, points["GetKey"].max) == (4, 0.1, 50.0)
         assert points["SetKey"].count == 1
-        again = {p.attributes["rpc.method"]: p for p in _points(total)}
+        again = {_method(p): p for p in _points(total)}
         assert (
             again["GetKey"].count == 4
             and again["GetKey"].start_time_unix_nano == points["GetKey"].start_time_unix_nano
@@ -180,7 +189,7 @@ def test_rpc_durations_on_prometheus_read_as_the_exporter_writes_an_sdk_histogra
         )
         for _ in range(2):  # twice: both are cumulative
             for (method, code), samples in values.items():
-                attrs = {
+                attrs: dict[str, str | int] = {
                     "rpc.service": "voltorch.v1.StateService",
                     "rpc.method": method,
                     "rpc.grpc.status_code": code,

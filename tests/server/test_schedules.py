@@ -90,9 +90,9 @@ def test_unknown_templates_and_taken_ids_are_refused(client):
     assert err.value.reason == "TEMPLATE_NOT_FOUND"
     client.workflows.register_template(HOLD)
     client.schedules.create("hold", cron="0 9 * * *", schedule_id="daily")
-    with pytest.raises(voltorch.AlreadyExistsError) as err:
+    with pytest.raises(voltorch.AlreadyExistsError) as taken:
         client.schedules.create("hold", cron="0 9 * * *", schedule_id="daily")
-    assert err.value.reason == "SCHEDULE_EXISTS"
+    assert taken.value.reason == "SCHEDULE_EXISTS"
 
 
 # -- tick rules, with a clock the test moves -----------------------------------------------------------------
@@ -173,5 +173,5 @@ def test_a_paused_schedule_starts_nothing_and_unpausing_skips_what_passed(client
     scheduler.pause(s.id)
     scheduler.tick(T0 + 300)
     assert runs_of(client, s.id) == []
-    scheduler.clock.now = T0 + 300  # type: ignore[attr-defined]
+    scheduler.clock.now = T0 + 300
     assert scheduler.unpause(s.id).next_tick == T0 + 360

@@ -49,6 +49,7 @@ def test_a_tick_due_during_kill_9_starts_exactly_one_execution(tmp_path: Path):
                 "report", interval=3600, start_time=time.time() + 1.0, schedule_id="due"
             )
         kill(server)  # before its first tick
+    assert s.next_tick_time is not None
     tick = s.next_tick_time.timestamp()
     until(lambda: time.time() > tick + 0.2)  # the tick falls due while no server runs
     for _ in range(2):  # restart; then kill again after the tick started, and restart once more
@@ -64,4 +65,5 @@ def test_a_tick_due_during_kill_9_starts_exactly_one_execution(tmp_path: Path):
     assert [e.id for e in final] == [run.id], (tmp_path / "serve.stderr").read_text()[-3000:]
     assert run.request_id == tick_request_id("due", tick)
     assert after.ticks_started == schedule.ticks_started == 1
+    assert schedule.next_tick_time is not None
     assert schedule.next_tick_time.timestamp() == pytest.approx(tick + 3600, abs=1e-3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fake_clock import FakeClock
@@ -154,7 +155,7 @@ def test_follower_replays_then_follows_live_without_gap_or_duplicate(store: Stat
 
     t = threading.Thread(target=writer)
     t.start()
-    got = []
+    got: list[Any] = []
     try:
         while len(got) < 141:
             c = follower.get(timeout=10)
@@ -186,7 +187,8 @@ def test_watch_names_exact_resume_points_when_the_component_stops(
     store.set("y", 1)
     idle = store.watch(key="x")  # only new changes; nothing delivered before the stop
     busy = store.watch(prefix="", start_revision=1)
-    assert busy.get(timeout=5).revision == 1
+    first = busy.get(timeout=5)
+    assert first is not None and first.revision == 1
     store.stop()
     with pytest.raises(Closed) as idle_closed:
         idle.get(timeout=5)
@@ -195,7 +197,9 @@ def test_watch_names_exact_resume_points_when_the_component_stops(
     delivered = [1]
     with pytest.raises(Closed) as busy_closed:
         while True:
-            delivered.append(busy.get(timeout=5).revision)
+            change = busy.get(timeout=5)
+            assert change is not None
+            delivered.append(change.revision)
     # The replayed backlog is still delivered; then the stream ends naming the next revision.
     assert delivered == [1, 2]
     assert store.revision_at(busy_closed.value.resume_from) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -27,6 +28,10 @@ def store(db: Database, events: EventLog) -> Iterator[StateStore]:
     s = StateStore(db, events)  # not started: no TTL sweeper writing beside the tests
     yield s
     s.stop()
+
+
+def _has_length(items: Any, n: int) -> bool:
+    return len(items) == n
 
 
 def _wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -57,7 +62,7 @@ def _in_threads(
     for i, t in enumerate(threads):
         t.start()
         if queue is not None:
-            _wait_until(lambda i=i: len(queue) == queued + i + 1)
+            _wait_until(partial(_has_length, queue, queued + i + 1))
     return threads, outcomes
 
 
@@ -93,7 +98,7 @@ def _queued_batch(
 
 
 def _revision(db: Database) -> int:
-    return db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+    return db.query("SELECT value FROM meta WHERE name = 'revision'")[0][0]
 
 
 def _state_events(events: EventLog) -> list[dict]:
@@ -121,11 +126,9 @@ def test_each_caller_gets_its_own_result_or_error_and_batches_are_bounded() -> N
             sizes[-1] += len(ops)
 
     group = GroupCommit(run, max_batch=4)
-    threads, outcomes = _in_threads([lambda i=i: group.submit(i) for i in range(1)])
+    threads, outcomes = _in_threads([partial(group.submit, i) for i in range(1)])
     _wait_until(lambda: len(sizes) == 1)
-    more, more_outcomes = _in_threads(
-        [lambda i=i: group.submit(i) for i in (1, -2, 3, 4, 5, 6)], group._queue
-    )
+    more, more_outcomes = _in_threads([partial(group.submit, i) for i in (1, -2, 3, 4, 5, 6)], group._queue)
     gate.set()
     for t in threads + more:
         t.join(10)
@@ -177,7 +180,7 @@ def test_concurrent_writers_get_dense_ordered_revisions_seen_once_by_watch_and_e
             out.append((rev, kv.version))
         return out
 
-    threads, outcomes = _in_threads([lambda w=w: work(w) for w in range(writers)])
+    threads, outcomes = _in_threads([partial(work, w) for w in range(writers)])
     for t in threads:
         t.join(30)
     total = writers * per_writer
@@ -186,7 +189,7 @@ def test_concurrent_writers_get_dense_ordered_revisions_seen_once_by_watch_and_e
     for out in outcomes:
         assert [rev for rev, _ in out] == sorted(rev for rev, _ in out)  # a caller's writes stay in order
         assert [v for _, v in out] == [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5
-    seen = []
+    seen: list[Any] = []
     try:
         while len(seen) < total:
             c = follower.get(timeout=10)
@@ -244,18 +247,16 @@ def test_a_batch_whose_sql_fails_writes_nothing_and_every_caller_hears(
         append(tx, evs)  # the rows are in the transaction...
         raise RuntimeError("the disk is full")  # ...and then it fails
 
-    events.append = failing  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events, "append", failing)
         outcomes, sizes = _queued_batch(
             store, db, [lambda: store.set("x", 1), lambda: store.set("y", 2), lambda: store.delete("before")]
         )
-    finally:
-        events.append = append  # type: ignore[method-assign]
     assert sizes == [3]
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     assert _revision(db) == 1 == store.revision
-    assert db.query_one("SELECT COUNT(*) FROM kv")[0] == 1
-    assert db.query_one("SELECT COUNT(*) FROM kv_history")[0] == 1
+    assert db.query("SELECT COUNT(*) FROM kv")[0][0] == 1
+    assert db.query("SELECT COUNT(*) FROM kv_history")[0][0] == 1
     assert len(_state_events(events)) == 1
     assert store.get("before").value == 0
     with pytest.raises(NotFound):
@@ -291,7 +292,7 @@ def test_rows_go_in_with_as_few_statements_as_the_parameter_limit_allows(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(storage_db, "_MAX_PARAMETERS", 7 * 3)  # three kv rows per statement
-    statements = []
+    statements: list[str] = []
     with db.write() as tx:
         db._writer.set_trace_callback(statements.append)
         try:

@@ -28,7 +28,7 @@ def _db_row(db: Database, key: str) -> tuple | None:
 
 
 def _db_revision(db: Database) -> int:
-    return db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+    return db.query("SELECT value FROM meta WHERE name = 'revision'")[0][0]
 
 
 def test_reads_follow_writes_deletes_and_ttl(store: StateStore, db: Database, clock: FakeClock) -> None:

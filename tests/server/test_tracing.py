@@ -14,6 +14,7 @@ import pytest
 import voltorch
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -27,7 +28,9 @@ tracer = trace.get_tracer("voltorch-tests")
 
 
 def hex_trace(span: trace.Span | ReadableSpan) -> str:
-    return format(span.get_span_context().trace_id, "032x")
+    context = span.get_span_context()
+    assert context is not None
+    return format(context.trace_id, "032x")
 
 
 def server_spans(exporter: InMemorySpanExporter, name: str, trace_id: str) -> list[ReadableSpan]:
@@ -43,6 +46,7 @@ def test_client_trace_continues_on_server_and_into_events(
     (srv,) = server_spans(spans, "voltorch.v1.StateService/SetKey", tid)
     assert srv.kind == SpanKind.SERVER
     assert srv.parent is not None and srv.parent.span_id == root.get_span_context().span_id
+    assert srv.attributes is not None
     assert srv.attributes["rpc.method"] == "SetKey" and srv.attributes["rpc.grpc.status_code"] == 0
     (changed,) = list(client.events.list("state.changed", trace_id=tid))
     assert changed.trace_id == tid
@@ -67,6 +71,7 @@ def test_forced_error_carries_the_trace_and_reads_as_one_story(
     tid = hex_trace(root)
     (failed,) = server_spans(spans, "voltorch.v1.StateService/GetKey", tid)
     assert failed.status.status_code == StatusCode.ERROR
+    assert failed.attributes is not None
     assert failed.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
     assert any(e.name == "exception" for e in failed.events)
 
@@ -82,7 +87,8 @@ def test_forced_error_carries_the_trace_and_reads_as_one_story(
     kinds = [(type(e).__name__, getattr(e, "type", getattr(e, "code", ""))) for e in story.entries]
     assert kinds == [("Event", "state.changed"), ("ErrorRecord", "INTERNAL")]
     assert story.trace_ids == [tid] and set(story.components) >= {"state"} and not story.truncated
-    assert client.health().error_count >= 1 and client.health().last_error.trace_id == tid
+    health = client.health()
+    assert health.error_count >= 1 and health.last_error is not None and health.last_error.trace_id == tid
 
 
 def test_client_errors_are_recorded_only_when_configured(config: Config) -> None:
@@ -102,9 +108,10 @@ def test_client_errors_are_recorded_only_when_configured(config: Config) -> None
 def test_untraced_calls_still_get_trace_ids_when_nothing_exports(client: voltorch.Client) -> None:
     assert not telemetry.recording()
     client.state.set("untraced/k", 1)
-    (changed,) = [e for e in client.events.list("state.changed") if e.data.get("key") == "untraced/k"] or [
-        None
+    found: list[voltorch.Event | None] = [
+        e for e in client.events.list("state.changed") if e.data.get("key") == "untraced/k"
     ]
+    (changed,) = found or [None]
     assert changed is not None
     assert len(changed.trace_id) == 32 and len(changed.span_id) == 16
 
@@ -153,6 +160,7 @@ def test_a_stream_keeps_one_span_until_the_client_leaves(client: voltorch.Client
         telemetry.remove_span_processor(ended)
     (span,) = ended.ended
     assert hex_trace(span) == hex_trace(root)
+    assert span.attributes is not None
     assert span.attributes["rpc.server.messages_sent"] == 2
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
 
@@ -166,7 +174,7 @@ def test_trace_by_correlation_joins_components_and_traces(
         server.runtime.state.record_error("JOB_FAILED", "the job failed", details={"step": "s1"})
     client.events.publish("job.cleanup", correlation_id="job-7", source="tests")
     story = client.trace(correlation_id="job-7")
-    assert [getattr(e, "type", None) or e.code for e in story.entries] == [
+    assert [getattr(e, "type", None) or getattr(e, "code", None) for e in story.entries] == [
         "job.started",
         "JOB_FAILED",
         "job.cleanup",
@@ -191,7 +199,12 @@ def test_get_trace_and_list_errors_validate(client: voltorch.Client, server: Vol
         client.trace()
     with pytest.raises(grpc.RpcError) as none_given:
         client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest())
-    assert from_rpc_error(none_given.value).fields == ["id"]
+    missing = from_rpc_error(none_given.value)
+    assert isinstance(missing, voltorch.InvalidArgumentError) and missing.fields == ["id"]
+    with pytest.raises(grpc.RpcError) as blank:  # blank is none (it used to reach SQL as "WHERE ORDER BY")
+        client.stubs.orchestrator.GetTrace(orchestrator_pb2.GetTraceRequest(trace_id="  "))
+    blank_given = from_rpc_error(blank.value)
+    assert isinstance(blank_given, voltorch.InvalidArgumentError) and blank_given.fields == ["id"]
     with pytest.raises(voltorch.InvalidArgumentError) as bad_filter:
         list(client.errors(trace_id="xyz"))
     assert bad_filter.value.fields == ["trace_id"]
@@ -217,7 +230,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.spans: list[tuple[dict[str, str], object]] = []
+        self.spans: list[tuple[dict[str, str], trace_pb2.Span]] = []
 
     def Export(self, request, context):
         with self.cond:

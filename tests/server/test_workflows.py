@@ -366,7 +366,9 @@ def test_fan_out_item_lists(client, agents, produced, fan_kw, status, code):
     assert e.status == status
     each = e.step("each")
     if code:
+        assert each.error is not None
         assert each.status == "failed" and each.error.code == code
+        assert e.error is not None
         assert e.error.code == code
     else:
         assert each.structured_output == [
@@ -471,6 +473,7 @@ def test_step_timeout_fails_each_attempt_with_timeout(client, agents):
     e = run(client, t)
     assert e.status == "failed"
     a = e.step("a")
+    assert a.error is not None
     assert a.attempts == 2 and a.error.code == "TIMEOUT"
     assert gate.cancelled.wait(WAIT)
 
@@ -481,6 +484,7 @@ def test_workflow_timeout_ends_in_timed_out(client, agents):
     t = WorkflowTemplate(name="wf-timeout", timeout=0.4, steps=[Step("a", AgentTask("x", ["stuck"]))])
     e = run(client, t)
     assert e.status == "timed_out"
+    assert e.error is not None
     assert e.error.code == "TIMEOUT"
     assert e.step("a").status == "cancelled"
     assert gate.cancelled.wait(WAIT)
@@ -501,7 +505,8 @@ def test_optional_step_failure_lets_dependents_run(client, agents):
     )
     e = run(client, t)
     assert e.status == "completed"
-    assert e.step("a").status == "failed" and e.step("a").error.code == "KAPUT"
+    step_a = e.step("a")
+    assert step_a.status == "failed" and step_a.error is not None and step_a.error.code == "KAPUT"
     assert e.step("b").structured_output["text"] == "a said: kaput"
 
 
@@ -658,6 +663,7 @@ def test_concurrency_limit_queues_extra_workflows_never_rejects(limited):
         done = [client.workflows.wait(x.id, timeout=WAIT) for x in (low, *starts, high)]
         assert [d.status for d in done] == ["completed"] * 5
         # the HIGH one was admitted before the NORMAL ones that were queued earlier
+        assert done[2].start_time and done[3].start_time and done[4].start_time
         assert done[4].start_time <= min(done[2].start_time, done[3].start_time)
 
 
@@ -760,6 +766,7 @@ def test_capability_from_an_item_falls_back_to_any_agent(client, agents, fallbac
     else:
         assert e.status == "failed"
         assert {c.error.code for c in children if c.error} <= {"NO_CAPABLE_AGENT", "INVALID_TASK"}
+        assert e.error is not None
         assert e.error.code in ("NO_CAPABLE_AGENT", "INVALID_TASK")
 
 

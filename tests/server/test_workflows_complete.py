@@ -11,11 +11,29 @@ import pytest
 import voltorch
 from openai_stub import StubLLM
 from voltorch import RetryPolicy
+from voltorch.v1 import state_pb2
+from voltorch.wire import from_value
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
 REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
 WAIT = 30.0
+
+
+def finished_record(client: voltorch.Client, execution_id: str) -> dict:
+    """requirement.<id> once the run's end is recorded in it. The record is written just after the
+    execution's terminal status commits, so a waiter that saw that status may read it a moment early:
+    follow the key's changes (from its first revision) until one holds a terminal status."""
+    key = f"requirement.{execution_id}"
+    changes = client.stubs.state.Watch(state_pb2.WatchRequest(key=key, start_revision=1), timeout=WAIT)
+    try:
+        for change in changes:
+            record = from_value(change.kv.value)
+            if record.get("status") in ("completed", "failed", "cancelled", "timed_out"):
+                return record
+    finally:
+        changes.cancel()
+    raise AssertionError(f"{key} never recorded the end of the run")
 
 
 def test_complete_workflow_with_offline_agents(client):
@@ -31,7 +49,7 @@ def test_complete_workflow_with_offline_agents(client):
     tasks = e.step("generate_tasks").structured_output["tasks"]
     children = e.step("execute_tasks").children
     assert len(children) == len(tasks) >= 3
-    by_cap = {t["capability"]: set() for t in tasks}
+    by_cap: dict[str, set[str]] = {t["capability"]: set() for t in tasks}
     for t, child in zip(tasks, children, strict=True):
         assert child.status == "completed" and child.structured_output["task_id"] == t["id"]
         by_cap[t["capability"]].add(child.agent_id)
@@ -47,7 +65,7 @@ def test_complete_workflow_with_offline_agents(client):
     assert summary.startswith("# Summary") and REQUIREMENT in summary
 
     # requirement.<id> state keys, as the seed's orchestrator keeps them
-    record = client.state.get(f"requirement.{e.id}").value
+    record = finished_record(client, e.id)
     assert record["status"] == "completed" and record["requirement"] == REQUIREMENT
     assert {"analyst", "planner", "coder", "tester", "writer", "reviewer"} <= set(record["agents"])
     assert client.state.get(f"requirement.{e.id}.summary").value == summary
@@ -80,7 +98,9 @@ def test_complete_workflow_options(client):
     e = client.workflows.wait(e.id, timeout=WAIT)
     assert e.status == "completed"
     assert [s.step_id for s in e.steps] == ["analyse", "generate_tasks", "execute_tasks", "summary"]
-    assert len(e.step("execute_tasks").children) == 2  # truncated to max_tasks
+    assert len(e.step("execute_tasks").children) == 2
+    plan = e.step("generate_tasks").structured_output
+    assert len(plan["tasks"]) == 2  # the planner itself honours max_tasks (nothing cut off afterwards)
     assert e.parameters["max_tasks"] == 2
 
 
@@ -183,12 +203,14 @@ def test_unparseable_llm_output_fails_the_step_clearly(llm_server):
             REQUIREMENT, retry=RetryPolicy(max_attempts=2, initial_backoff=0.01)
         ).execution
         e = client.workflows.wait(e.id, timeout=WAIT)
-        record = client.state.get(f"requirement.{e.id}").value
+        record = finished_record(client, e.id)
     assert e.status == "failed"
     review = e.step("review")
     assert review.status == "failed" and review.attempts == 2
+    assert review.error is not None
     assert review.error.code == "INVALID_OUTPUT" and "did not return JSON" in review.error.message
     assert "Looks fine to me" in review.error.message
     assert e.step("summary").status == "cancelled"
+    assert e.error is not None
     assert e.error.code == "INVALID_OUTPUT"
     assert record["status"] == "failed" and record["error"]["code"] == "INVALID_OUTPUT"

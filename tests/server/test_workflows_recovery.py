@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -170,6 +172,7 @@ def serve(db: Path, log: Path) -> tuple[subprocess.Popen, str]:
         text=True,
         env=env,
     )
+    assert proc.stdout is not None
     line = proc.stdout.readline()  # "voltorch listening on 127.0.0.1:PORT (db ...)"
     m = re.search(r"listening on (\S+)", line)
     if not m:
@@ -278,11 +281,16 @@ def test_a_step_that_finds_the_coordination_engine_stopped_waits_for_it(client, 
     assert started_count(client, eid) == {"a": 1}
 
 
-def test_server_stop_stops_a_component_before_those_it_uses(config):
+def _record_then_stop(order: list[str], name: str, stop: Callable[[], None]) -> None:
+    order.append(name)
+    stop()
+
+
+def test_server_stop_stops_a_component_before_those_it_uses(config, monkeypatch):
     srv = VoltorchServer(config).start()
     order: list[str] = []
     for c in srv.runtime.components.values():
-        c.stop = lambda c=c, stop=c.stop: (order.append(c.name), stop())[1]
+        monkeypatch.setattr(c, "stop", partial(_record_then_stop, order, c.name, c.stop))
     srv.stop(grace=1.0)
     first = list(dict.fromkeys(order))  # stop() is idempotent and called again on close
-    assert first == ["watcher", "schedules", "workflows", "coordination", "llm", "state", "events"]
+    assert first == ["watcher", "schedules", "workflows", "coordination", "llm", "state", "events", "storage"]

@@ -84,18 +84,18 @@ def test_a_signal_sent_before_anyone_waits_is_kept_and_delivered_once(client):
     }
     assert len(events_of(client, eid, "workflow.signal.received")) == 2  # the repeated request: nothing new
     assert e.waiting == []
-    with pytest.raises(voltorch.FailedPreconditionError) as err:
+    with pytest.raises(voltorch.FailedPreconditionError) as finished:
         client.workflows.signal(eid, "go", 1)
-    assert err.value.reason == "EXECUTION_FINISHED"
+    assert finished.value.reason == "EXECUTION_FINISHED"
 
 
 def test_bad_signals_are_refused_naming_the_field(client):
     with pytest.raises(voltorch.InvalidArgumentError) as err:
         client.workflows.signal("wfx-nope", "bad name!")
     assert err.value.field_violations[0].field == "name"
-    with pytest.raises(voltorch.NotFoundError) as err:
+    with pytest.raises(voltorch.NotFoundError) as missing:
         client.workflows.signal("wfx-nope", "go")
-    assert err.value.reason == "EXECUTION_NOT_FOUND"
+    assert missing.value.reason == "EXECUTION_NOT_FOUND"
 
 
 def test_a_wait_that_times_out_says_so_and_a_condition_branches_on_it(client):

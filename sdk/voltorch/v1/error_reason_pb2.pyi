@@ -58,6 +58,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_DISABLED: _ClassVar[ErrorReason]
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
+    REQUEST_UNDECODABLE: _ClassVar[ErrorReason]
     SCHEDULE_NOT_FOUND: _ClassVar[ErrorReason]
     SCHEDULE_EXISTS: _ClassVar[ErrorReason]
     CRON_INVALID: _ClassVar[ErrorReason]
@@ -113,6 +114,7 @@ COMPONENT_NOT_FOUND: ErrorReason
 COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
+REQUEST_UNDECODABLE: ErrorReason
 SCHEDULE_NOT_FOUND: ErrorReason
 SCHEDULE_EXISTS: ErrorReason
 CRON_INVALID: ErrorReason

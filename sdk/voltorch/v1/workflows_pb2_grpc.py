@@ -267,10 +267,10 @@ class WorkflowServiceServicer:
 
     def ExecuteCompleteWorkflow(self, request, context):
         """The headline pipeline, as an execution of the built-in template "complete-workflow":
-        analyse (capability "analysis") -> generate_tasks (capability "planning"; a JSON list of
-        {id, title, description, capability}) -> execute_tasks (fan-out: each task to an agent with its
-        capability, falling back to any available agent) -> review (capability "review") -> summary (capability
-        "summary"). Returns at once; follow it with WatchExecution. Every step is visible as events and persisted.
+        analyse (capability "analysis") -> generate_tasks (capability "planning"; a JSON object
+        {"tasks": [{id, title, description, capability, depends_on}]} with at most options.max_tasks tasks)
+        -> execute_tasks (fan-out over "tasks": each task to an agent with its capability, falling back to any
+        available agent) -> review (capability "review") -> summary (capability "summary"). Returns at once; follow it with WatchExecution. Every step is visible as events and persisted.
         Idempotent by request_id as StartExecution. INVALID_ARGUMENT for an empty or oversized requirement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

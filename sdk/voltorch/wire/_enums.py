@@ -4,25 +4,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from ..v1 import coordination_pb2, workflows_pb2
 
+E = TypeVar("E", bound=int)
+
 
 @dataclass(frozen=True)
-class EnumTable:
+class EnumTable(Generic[E]):
     """`numbers` {'llm': 1, ...} for writing, `names` {1: 'llm', ...} for reading; UNSPECIFIED is in
     neither (0 means "not set", which each field defaults in its own way)."""
 
-    numbers: dict[str, int]
+    numbers: dict[str, E]
     names: dict[int, str]
 
     @classmethod
-    def of(cls, enum: EnumTypeWrapper) -> EnumTable:
-        first = enum.DESCRIPTOR.values[0].name  # <PREFIX>UNSPECIFIED, buf style
+    def of(cls, enum: type[E]) -> EnumTable[E]:
+        # The generated stubs type an enum's values as plain ints: the two casts say what they are.
+        descriptor = cast(EnumTypeWrapper, enum).DESCRIPTOR
+        first = descriptor.values[0].name  # <PREFIX>UNSPECIFIED, buf style
         prefix = first.removesuffix("UNSPECIFIED")
-        numbers = {v.name.removeprefix(prefix).lower(): v.number for v in enum.DESCRIPTOR.values if v.number}
+        numbers = {
+            v.name.removeprefix(prefix).lower(): cast(E, v.number) for v in descriptor.values if v.number
+        }
         return cls(numbers, {n: name for name, n in numbers.items()})
 
 

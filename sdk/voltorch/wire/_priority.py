@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from ..v1 import common_pb2
+
 
 class Priority(IntEnum):
     LOW = 1
@@ -22,3 +24,16 @@ class Priority(IntEnum):
             except KeyError:
                 raise ValueError(f"unknown priority {value!r} (low, normal, high or critical)") from None
         return cls(value)
+
+    @property
+    def pb(self) -> common_pb2.Priority:
+        """The same number typed as the generated enum, for a proto field."""
+        return _PB[self]
+
+
+_PB = {
+    Priority.LOW: common_pb2.PRIORITY_LOW,
+    Priority.NORMAL: common_pb2.PRIORITY_NORMAL,
+    Priority.HIGH: common_pb2.PRIORITY_HIGH,
+    Priority.CRITICAL: common_pb2.PRIORITY_CRITICAL,
+}

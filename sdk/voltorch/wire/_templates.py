@@ -351,9 +351,9 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
             condition=_predicate(c.condition, request) if c.HasField("condition") else None,
         )
     if which == "condition":
-        c = pb.condition
-        predicate = _predicate(c.predicate, request) if c.HasField("predicate") or not request else None
-        return ConditionStep(c.source_step_id, predicate, tuple(c.then_steps), tuple(c.else_steps))  # type: ignore[arg-type]
+        cond = pb.condition
+        predicate = _predicate(cond.predicate, request) if cond.HasField("predicate") or not request else None
+        return ConditionStep(cond.source_step_id, predicate, tuple(cond.then_steps), tuple(cond.else_steps))  # type: ignore[arg-type]  # lenient read: may lack its predicate
     if which == "fan_out":
         f = pb.fan_out
         return FanOut(
@@ -389,7 +389,7 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
 def _step(pb: workflows_pb2.StepSpec, field: str, request: bool) -> Step:
     return Step(
         id=pb.id,
-        kind=_kind(pb, field, request),  # type: ignore[arg-type]
+        kind=_kind(pb, field, request),  # type: ignore[arg-type]  # lenient read: None when no kind is set
         name=pb.name,
         depends_on=tuple(pb.depends_on),
         retry=retry_from_pb(pb.retry, f"{field}.retry", request=request) if pb.HasField("retry") else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
@@ -82,6 +82,10 @@ def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
     return {k: from_value(item) for k, item in s.fields.items()}
 
 
+@overload
+def to_datetime(t: timestamp_pb2.Timestamp, present: Literal[True] = True) -> datetime: ...
+@overload
+def to_datetime(t: timestamp_pb2.Timestamp, present: bool) -> datetime | None: ...
 def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
     """Exact to the microsecond (integer arithmetic: a float of nanoseconds since 1970 is not)."""
     if not present:
@@ -89,6 +93,10 @@ def to_datetime(t: timestamp_pb2.Timestamp, present: bool = True) -> datetime | 
     return datetime.fromtimestamp(t.seconds, tz=UTC) + timedelta(microseconds=round(t.nanos / 1000))
 
 
+@overload
+def to_timestamp(when: datetime | float) -> timestamp_pb2.Timestamp: ...
+@overload
+def to_timestamp(when: None) -> None: ...
 def to_timestamp(when: datetime | float | None) -> timestamp_pb2.Timestamp | None:
     """A datetime (naive = local time) or seconds since 1970 as a Timestamp, to the nanosecond: whole
     seconds and fraction apart, since seconds * 1e9 as one float is off by up to 128 ns (.123456 would
@@ -111,6 +119,10 @@ def from_timestamp(t: timestamp_pb2.Timestamp) -> float:
     return t.ToNanoseconds() / 1_000_000_000
 
 
+@overload
+def to_duration(seconds: float | timedelta) -> duration_pb2.Duration: ...
+@overload
+def to_duration(seconds: None) -> None: ...
 def to_duration(seconds: float | timedelta | None) -> duration_pb2.Duration | None:
     if seconds is None:
         return None

@@ -88,15 +88,28 @@ def choose_capability(requested: tuple[str, ...], own: tuple[str, ...], context:
     return ""
 
 
+def _max_tasks(context: dict[str, Any]) -> int:
+    """The context's max_tasks (the complete workflow passes it), 0 when there is none."""
+    raw = context.get("max_tasks")
+    try:
+        n = int(raw) if isinstance(raw, int | float | str) and not isinstance(raw, bool) else 0
+    except ValueError:
+        return 0
+    return max(n, 0)
+
+
 def plan(text: str, context: dict[str, Any]) -> dict[str, Any]:
     """3-8 tasks (coding per requirement, then testing and documentation) from the analysis in the
-    context, or from the text when there is none."""
+    context, or from the text when there is none; never more than the context's max_tasks (coding
+    tasks give way first, then documentation, then testing)."""
+    limit = _max_tasks(context)
     analysis = _find(context, "requirements") or analyze(_requirement_text(text, context))
     reqs = [r for r in analysis.get("requirements", []) if isinstance(r, dict | str)]
     functional = [
         r for r in reqs if not isinstance(r, dict) or r.get("kind", "functional") in ("core", "functional")
     ] or reqs
-    functional = functional[:6] or [{"title": title(text.strip()[:80] or "the task")}]
+    coding = min(6, max(1, limit - 2)) if limit else 6
+    functional = functional[:coding] or [{"title": title(text.strip()[:80] or "the task")}]
     tasks: list[dict[str, Any]] = []
     core_id = ""
     for r in functional:
@@ -117,26 +130,28 @@ def plan(text: str, context: dict[str, Any]) -> dict[str, Any]:
             core_id = tid
     coding_ids = [t["id"] for t in tasks]
     subject = analysis.get("subject") or _requirement_text(text, context)[:60]
-    tasks.append(
-        {
-            "id": f"task-{len(tasks) + 1}",
-            "title": f"Write tests for the {subject}",
-            "description": "Unit tests for every implemented feature, success and failure paths.",
-            "capability": "testing",
-            "depends_on": coding_ids,
-            "requirement_ids": [],
-        }
-    )
-    tasks.append(
-        {
-            "id": f"task-{len(tasks) + 1}",
-            "title": f"Document the {subject}",
-            "description": "A usage guide: overview, components, how to run and test.",
-            "capability": "documentation",
-            "depends_on": coding_ids,
-            "requirement_ids": [],
-        }
-    )
+    if not limit or len(tasks) < limit:
+        tasks.append(
+            {
+                "id": f"task-{len(tasks) + 1}",
+                "title": f"Write tests for the {subject}",
+                "description": "Unit tests for every implemented feature, success and failure paths.",
+                "capability": "testing",
+                "depends_on": coding_ids,
+                "requirement_ids": [],
+            }
+        )
+    if not limit or len(tasks) < limit:
+        tasks.append(
+            {
+                "id": f"task-{len(tasks) + 1}",
+                "title": f"Document the {subject}",
+                "description": "A usage guide: overview, components, how to run and test.",
+                "capability": "documentation",
+                "depends_on": coding_ids,
+                "requirement_ids": [],
+            }
+        )
     return {"summary": f"{len(tasks)} tasks for the {subject}", "tasks": tasks}
 
 

@@ -101,7 +101,7 @@ class Broadcaster(Generic[T]):
         everyone, by_key, key = self._all, self._by_key, self._key
         for item in items:
             if by_key:
-                keyed = by_key.get(key(item))  # type: ignore[misc]
+                keyed = by_key.get(key(item))  # type: ignore[misc]  # by_key is only filled when a key is set
                 targets = everyone + keyed if keyed else everyone
             else:
                 targets = everyone

@@ -6,6 +6,7 @@ call it: a `reader` reads, `agent` and `admin` also start, pause, resume and can
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from collections.abc import Callable
@@ -33,10 +34,10 @@ class Query:
     def str(self, name: str, default: str = "") -> str:
         return self._values.get(name, default)
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
         return tuple(p.strip() for p in self.str(name).split(",") if p.strip())
 
-    def int(self, name: str, default: int = 0) -> int:
+    def int(self, name: builtins.str, default: int = 0) -> int:
         raw = self.str(name)
         if not raw:
             return default
@@ -45,7 +46,7 @@ class Query:
         except ValueError:
             raise InvalidArgument(name, f"must be an integer (got {raw!r})") from None
 
-    def float(self, name: str) -> float | None:
+    def float(self, name: builtins.str) -> float | None:
         raw = self.str(name)
         if not raw:
             return None

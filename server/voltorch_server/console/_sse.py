@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from ..components import Closed, Overflow
 from ..components.events import Event
@@ -24,8 +24,15 @@ def frame(event: Event) -> bytes:
     return b"id: %d\nevent: event\ndata: %s\n\n" % (event.sequence, dumps(event))
 
 
+class Sink(Protocol):
+    """Where the stream is written: the request handler's `wfile`."""
+
+    def write(self, data: bytes, /) -> object: ...
+    def flush(self) -> object: ...
+
+
 def stream(
-    out: BinaryIO,
+    out: Sink,
     follower: Any,
     stopping: threading.Event,
     *,

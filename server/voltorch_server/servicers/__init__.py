@@ -1,9 +1,11 @@
 """One thin gRPC adapter per service. Each module exposes register(server, runtime); the interceptors
-(auth, stream limits, error status, telemetry) wrap them all."""
+(auth, stream limits, request decoding and checks, error status, telemetry) wrap them all."""
 
 from . import coordination, events, orchestrator, state, workflows
-from ._auth import AuthInterceptor, allowed, parse_tokens
+from ._auth import AuthInterceptor, allowed, anonymous_calls, parse_tokens
+from ._health import HealthServicer
 from ._limits import StreamLimitInterceptor
+from ._requests import RequestInterceptor, check_request
 from ._status import ErrorInterceptor
 from ._tracing import telemetry_interceptor
 
@@ -13,8 +15,12 @@ __all__ = [
     "MODULES",
     "AuthInterceptor",
     "ErrorInterceptor",
+    "HealthServicer",
+    "RequestInterceptor",
     "StreamLimitInterceptor",
     "allowed",
+    "anonymous_calls",
+    "check_request",
     "parse_tokens",
     "telemetry_interceptor",
 ]

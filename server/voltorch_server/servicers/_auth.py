@@ -7,6 +7,8 @@ health and reflection services stay open so probes and grpcurl work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from ..auth import OPEN_SERVICES, allowed, parse_tokens, role_of
@@ -14,7 +16,7 @@ from ..errors import PermissionDenied, Unauthenticated
 from ._handlers import rebuild
 from ._status import to_status
 
-__all__ = ["AuthInterceptor", "allowed", "caller_role", "parse_tokens"]
+__all__ = ["AuthInterceptor", "allowed", "anonymous_calls", "caller_role", "parse_tokens"]
 
 
 def caller_role(tokens: dict[str, str], context: grpc.ServicerContext) -> str:
@@ -32,7 +34,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, tokens: dict[str, str]):
         self._tokens = tokens
 
-    def _role(self, metadata) -> str | None:
+    def role(self, metadata) -> str | None:
+        """The role of the valid bearer token in metadata; None without one."""
         for key, value in metadata or ():
             if key == "authorization":
                 return role_of(self._tokens, value)
@@ -42,7 +45,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(OPEN_SERVICES):
             return continuation(handler_call_details)
-        role = self._role(handler_call_details.invocation_metadata)
+        role = self.role(handler_call_details.invocation_metadata)
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -53,6 +56,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if not allowed(role, method):
             return _deny(handler, PermissionDenied(f"role {role!r} may not call {method}"))
         return handler
+
+
+def anonymous_calls(auth: AuthInterceptor | None) -> Callable[[grpc.HandlerCallDetails], bool]:
+    """Which calls are anonymous: calls to the open services (health, reflection) without a valid token
+    (every such call when no tokens are configured: nobody is authenticated then)."""
+
+    def anonymous(details: grpc.HandlerCallDetails) -> bool:
+        if not details.method.startswith(OPEN_SERVICES):
+            return False
+        return auth is None or auth.role(details.invocation_metadata) is None
+
+    return anonymous
 
 
 def _deny(handler: grpc.RpcMethodHandler, exc: Exception) -> grpc.RpcMethodHandler:

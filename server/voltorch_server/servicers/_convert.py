@@ -1,6 +1,7 @@
 """Proto <-> Python conversions for the servicers. JSON values, structs, timestamps and durations are
 voltorch.wire's (one implementation on both sides of the wire), under the names the servicers use;
-what only the server needs — reading durations from requests, with validation — is here."""
+what only the server needs — reading durations from requests — is here. Their ranges (and every Value's
+kind) were checked when the request was decoded (`_requests`), for every field of every request."""
 
 from __future__ import annotations
 

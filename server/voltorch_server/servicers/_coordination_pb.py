@@ -156,7 +156,7 @@ def coordination_pb(c: Coordination) -> pb.Coordination:
         required_capabilities=list(c.required_capabilities),
         task=c.task,
         context=py_to_struct(c.context),
-        priority=int(c.priority),
+        priority=c.priority.pb,
         timeout=duration(c.timeout),
         condition=condition_pb(c.condition),
         correlation_id=c.correlation_id,
@@ -231,7 +231,7 @@ def _assignment_pb(t: AgentTask) -> pb.TaskAssignment:
         context=py_to_struct(t.context),
         trace_context=common_pb2.TraceContext(traceparent=t.traceparent),
         deadline=ts(t.deadline),
-        priority=int(t.priority),
+        priority=t.priority.pb,
         correlation_id=t.correlation_id,
     )
 

@@ -27,12 +27,14 @@ def rebuild(
     fn: Callable[..., Any] | None = None,
     *,
     response_serializer: Callable[[Any], bytes] | None = None,
+    raw_requests: bool = False,
 ) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler`, served by `fn` (default: the same function), with
-    `response_serializer` if given (default: the same)."""
+    `response_serializer` if given (default: the same); with `raw_requests`, grpc hands `fn` the request
+    bytes undecoded (no request deserializer: `fn` decodes them itself)."""
     build = _CONSTRUCTORS[(handler.request_streaming, handler.response_streaming)]
     return build(
         fn if fn is not None else behaviour(handler),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=None if raw_requests else handler.request_deserializer,
         response_serializer=response_serializer or handler.response_serializer,
     )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -49,7 +50,7 @@ def code_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _pack(msg: object) -> any_pb2.Any:
+def _pack(msg: Message) -> any_pb2.Any:
     a = any_pb2.Any()
     a.Pack(msg)
     return a
@@ -111,6 +112,8 @@ def _wrap_unary(fn: Callable, method: str) -> Callable:
         except Exception as exc:
             if _is_abort(exc, context):
                 raise
+            if _client_left(exc, context):
+                return None
             _abort(context, method, exc)
 
     return handler
@@ -123,9 +126,21 @@ def _wrap_stream(fn: Callable, method: str) -> Callable:
         except Exception as exc:
             if _is_abort(exc, context):
                 raise
+            if _client_left(exc, context):
+                return
             _abort(context, method, exc)
 
     return handler
+
+
+def _client_left(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """A client that cancelled or went away mid-call is not a server failure: reading its request stream
+    then raises a bare grpc.RpcError (grpcurl's reflection stream, Ctrl-C on a Subscribe). Nobody is left
+    to receive a status; nothing is logged above DEBUG or recorded."""
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        log.debug("client left mid-call: %r", exc)
+        return True
+    return False
 
 
 def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import errors as e
 from .. import telemetry
-from ..components.system import ErrorLog
+from ..components.system import ErrorLog, storage_error
 from ..metrics import Metrics, RpcSeries
 from ..telemetry import context_from_metadata, tracer
 from . import _status
@@ -81,13 +81,23 @@ if _route not in _status.error_hooks:
     _status.error_hooks.append(_route)
 
 
-def rpc_error_recorder(errors: ErrorLog, *, record_client_errors: bool = False) -> ErrorRecorder:
-    """Record failed RPCs: server-side failures always, the caller's mistakes only when asked."""
+def rpc_error_recorder(
+    errors: ErrorLog,
+    *,
+    record_client_errors: bool = False,
+    on_storage_error: Callable[[BaseException], None] | None = None,
+) -> ErrorRecorder:
+    """Record failed RPCs: server-side failures always, the caller's mistakes only when asked. A failure
+    caused by the database file (a damaged page, an I/O error) is the storage component's: it is told
+    first (recording the error may itself need the file) and the record is filed under it."""
 
     def record(method: str, exc: BaseException, code: grpc.StatusCode) -> None:
         reason = exc.reason if isinstance(exc, e.VoltorchError) else "INTERNAL"
         if reason in _NOT_ERRORS:
             return
+        stored = storage_error(exc)
+        if stored is not None and on_storage_error is not None:
+            on_storage_error(stored)
         server_side = code in SERVER_ERRORS
         span = trace.get_current_span()
         if server_side and span.is_recording():
@@ -97,7 +107,7 @@ def rpc_error_recorder(errors: ErrorLog, *, record_client_errors: bool = False) 
         service, _, name = method.lstrip("/").rpartition("/")
         message = exc.message if isinstance(exc, e.VoltorchError) else f"{type(exc).__name__}: {exc}"
         errors.record(
-            COMPONENT_OF_SERVICE.get(service, "server"),
+            "storage" if stored is not None else COMPONENT_OF_SERVICE.get(service, "server"),
             reason,
             message,
             details={"method": method, "grpc_code": code.name, **getattr(exc, "metadata", {})},
@@ -305,6 +315,10 @@ def telemetry_interceptor(runtime: Any) -> TelemetryInterceptor:
     cfg = runtime.config
     return TelemetryInterceptor(
         runtime.metrics,
-        rpc_error_recorder(runtime.errors, record_client_errors=cfg.record_client_errors),
+        rpc_error_recorder(
+            runtime.errors,
+            record_client_errors=cfg.record_client_errors,
+            on_storage_error=runtime.storage.failed,
+        ),
         tracing=cfg.tracing,
     )

@@ -200,6 +200,9 @@ def _read_worker(request_iterator: Any, session: WorkerSession, failure: list[Vo
             if msg is not None:
                 session.receive(msg)
         session.close("worker closed the stream", "disconnected")
+    except VoltorchError as exc:  # a message that failed the request checks (undecodable, bad time, …)
+        failure.append(exc)
+        session.close(f"invalid message: {exc.message}", "invalid")
     except grpc.RpcError:
         session.close("stream broken", "disconnected")
     except Exception as exc:  # never let a reader thread die silently with the session open

@@ -17,7 +17,6 @@ from ._streams import pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
-_MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the protobuf Timestamp range
 
 
 def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
@@ -29,7 +28,7 @@ def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
     pb.target = e.target
     pb.correlation_id = e.correlation_id
     pb.causation_id = e.causation_id
-    pb.priority = e.priority
+    pb.priority = e.priority.pb
     pb.trace_id = e.trace_id
     pb.span_id = e.span_id
     nanos = int(e.time * 1e9)
@@ -70,15 +69,6 @@ def event_filter(pb: events_pb2.EventFilter) -> EventFilter:
         min_priority=pb.min_priority,
         trace_id=pb.trace_id,
     )
-
-
-def timestamp(t, field: str) -> float:
-    """Seconds from a Timestamp, INVALID_ARGUMENT when it is outside the Timestamp range."""
-    if not 0 <= t.nanos < 1_000_000_000 or not -62135596800 <= t.seconds <= _MAX_TIMESTAMP_SECONDS:
-        raise InvalidArgument(
-            field, "not a valid timestamp (seconds or nanos out of range)", reason="TIMESTAMP_INVALID"
-        )
-    return ts_to_float(t)
 
 
 def _receipt(r: Receipt) -> events_pb2.EventReceipt:
@@ -123,7 +113,7 @@ class _Rendered:
 
 def _serialize_response(msg: events_pb2.SubscribeResponse | bytes) -> bytes:
     """Subscribe's response serializer: pre-serialized events pass through, heartbeats are encoded."""
-    return msg if type(msg) is bytes else msg.SerializeToString()
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
@@ -144,7 +134,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def Subscribe(self, request, context):
         flt = event_filter(request.filter)
         start = request.WhichOneof("start")
-        interval = DEFAULT_HEARTBEAT
+        interval: float | None = DEFAULT_HEARTBEAT
         if request.HasField("heartbeat_interval"):
             interval = duration_to_seconds(request.heartbeat_interval, "heartbeat_interval")
             if interval is not None and interval < MIN_HEARTBEAT:
@@ -156,7 +146,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         follower = self.events.subscribe(
             flt,
             from_sequence=request.from_sequence if start == "from_sequence" else None,
-            from_time=timestamp(request.from_time, "from_time") if start == "from_time" else None,
+            from_time=ts_to_float(request.from_time) if start == "from_time" else None,
         )
         last_sent = time.monotonic()
 
@@ -207,10 +197,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             descending=order == events_pb2.EVENT_ORDER_DESCENDING,
             start_sequence=request.start_sequence,
             end_sequence=request.end_sequence,
-            start_time=timestamp(request.start_time, "start_time")
-            if request.HasField("start_time")
-            else None,
-            end_time=timestamp(request.end_time, "end_time") if request.HasField("end_time") else None,
+            start_time=ts_to_float(request.start_time) if request.HasField("start_time") else None,
+            end_time=ts_to_float(request.end_time) if request.HasField("end_time") else None,
         )
         return events_pb2.ListEventsResponse(
             events=[event_pb(e) for e in page.events],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -20,8 +20,8 @@ from ..components.system import (
     Watcher,
     timeline,
 )
-from ._convert import duration, py_to_struct, ts
-from .events import event_pb, timestamp
+from ._convert import duration, py_to_struct, ts, ts_to_float
+from .events import event_pb
 
 _STATUS = {
     HealthStatus.UNSPECIFIED: pb.HEALTH_STATUS_UNSPECIFIED,
@@ -39,6 +39,10 @@ _SERVICE_OF_COMPONENT = {
 }
 
 
+@overload
+def error_pb(e: ErrorRecord) -> pb.ErrorRecord: ...
+@overload
+def error_pb(e: None) -> None: ...
 def error_pb(e: ErrorRecord | None) -> pb.ErrorRecord | None:
     if e is None:
         return None
@@ -131,7 +135,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.ServicerContext
     ) -> pb.GetMetricsResponse:
-        since = timestamp(request.since, "since") if request.HasField("since") else None
+        since = ts_to_float(request.since) if request.HasField("since") else None
         r = self.watcher.metrics_report(request.names, include_history=request.include_history, since=since)
         return pb.GetMetricsResponse(
             metrics=[_metric_pb(p) for p in r.metrics],
@@ -154,7 +158,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def ListErrors(
         self, request: pb.ListErrorsRequest, context: grpc.ServicerContext
     ) -> pb.ListErrorsResponse:
-        since = timestamp(request.since, "since") if request.HasField("since") else None
+        since = ts_to_float(request.since) if request.HasField("since") else None
         records, token = self.runtime.errors.list(
             trace_id=request.trace_id,
             correlation_id=request.correlation_id,

@@ -150,7 +150,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
         parameters=py_to_struct(e.parameters),
         steps=[_step_execution_pb(s) for s in e.steps],
         error=wire.task_error_pb(e.error),
-        priority=int(e.priority),
+        priority=e.priority.pb,
         labels=e.labels,
         correlation_id=e.correlation_id,
         trace_id=e.trace_id,

@@ -115,6 +115,6 @@ class GroupCommit:
             for q in batch:
                 q.done = True
                 if q is not me:
-                    q._wake.release()  # type: ignore[union-attr]
+                    q._wake.release()  # type: ignore[union-attr]  # every waiter queued behind made its lock
             if following is not None:
-                following._wake.release()  # type: ignore[union-attr]
+                following._wake.release()  # type: ignore[union-attr]  # queued behind: it made its lock

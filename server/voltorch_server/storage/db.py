@@ -23,6 +23,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from .integrity import IntegrityResult, check_connection
+
 log = logging.getLogger("voltorch.db")
 
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (~ SQLite's default of 1000 pages)
@@ -140,6 +142,10 @@ class Database:
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
+
+    def check_integrity(self, *, full: bool = False) -> IntegrityResult:
+        """PRAGMA quick_check (integrity_check when full) from this thread's read connection."""
+        return check_connection(self.read(), self.path, full=full)
 
     def query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
         return self.read().execute(sql, params).fetchall()

@@ -1,16 +1,16 @@
 """What a database file holds, read without changing it: tables and row counts, the schema version
 (migrations applied, pending, or unknown to this version) and SQLite's integrity check.
-Behind `voltorch db info` and `voltorch db check`; sqlite-utils does the introspection."""
+Behind `voltorch db info` (`voltorch db check` is integrity.check_file alone); sqlite-utils does the
+introspection."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import sqlite_utils
 
+from .integrity import check_connection, connect_read_only
 from .migrations import MIGRATIONS, MIGRATIONS_TABLE
 
 
@@ -21,7 +21,7 @@ class DatabaseInfo:
     applied: list[str]  # migrations recorded in the database, in the order they ran
     pending: list[str]  # migrations this version would apply when a server opens the database
     unknown: list[str]  # recorded migrations this version does not know (made by a newer voltorch)
-    integrity: list[str]  # PRAGMA integrity_check: ["ok"] when sound, else SQLite's findings
+    integrity: list[str]  # PRAGMA integrity_check (integrity.py): ["ok"] when sound, else SQLite's findings
 
     @property
     def schema_version(self) -> str:
@@ -33,36 +33,11 @@ class DatabaseInfo:
         return self.integrity == ["ok"]
 
 
-def _open_read_only(path: str | Path) -> sqlite3.Connection:
-    """The file opened read-only: inspecting must not create a missing file or change an existing one."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"no database file at {file}")
-    return sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro", uri=True)
-
-
-def _integrity(conn: sqlite3.Connection) -> list[str]:
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    except sqlite3.DatabaseError as exc:  # damaged beyond what the check can walk (e.g. the header)
-        return [str(exc)]
-
-
-def integrity_check(path: str | Path) -> list[str]:
-    """SQLite's full `PRAGMA integrity_check` (every page, index and constraint) on the file, read-only:
-    ["ok"] when sound, else its findings. FileNotFoundError when there is no file."""
-    conn = _open_read_only(path)
-    try:
-        return _integrity(conn)
-    finally:
-        conn.close()
-
-
 def inspect_database(path: str | Path) -> DatabaseInfo:
     """Inspect the database at `path` read-only. FileNotFoundError when there is no file;
     sqlite3.DatabaseError when it is not a SQLite database."""
     file = Path(path)
-    conn = _open_read_only(file)
+    conn = connect_read_only(file)
     try:
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         names = [n for n in db.table_names() if not n.startswith("sqlite_")]
@@ -72,7 +47,7 @@ def inspect_database(path: str | Path) -> DatabaseInfo:
             if MIGRATIONS_TABLE in tables
             else []
         )
-        integrity = _integrity(conn)
+        integrity = list(check_connection(conn, str(file), full=True).problems) or ["ok"]
     finally:
         conn.close()
     known = [name for name, _ in MIGRATIONS]

@@ -181,7 +181,7 @@ class AgentRegistry:
                 store.update_agent_definition(tx, state)
                 event = "agent.updated"
             if kind == "function":
-                self.attached[agent_id] = state.runtime  # type: ignore[assignment]
+                self.attached[agent_id] = state.runtime  # type: ignore[assignment]  # a function agent always has one
             else:
                 self.attached.pop(agent_id, None)
             self.journal.emit(

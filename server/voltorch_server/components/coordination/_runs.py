@@ -204,7 +204,7 @@ def checked(outcome: Outcome) -> Outcome:
 
 
 def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> AgentResult:
-    common = {
+    common: dict[str, Any] = {
         "agent_id": agent_id,
         "position": unit.position,
         "task_id": unit.task_id,

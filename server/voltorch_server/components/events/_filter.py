@@ -72,7 +72,7 @@ class EventFilter:
     source: str = ""
     target: str = ""
     correlation_id: str = ""
-    min_priority: Priority | int = 0
+    min_priority: Priority | int | str = 0  # a name such as 'high' is accepted; stored as its number
     trace_id: str = ""
     field_prefix: str = field(default="filter", compare=False, repr=False)
     _type_res: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)

@@ -284,6 +284,7 @@ class EventLog(Component):
                     now,
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT's rowid
             event = Event(
                 sequence=cur.lastrowid,
                 id=eid,

@@ -7,13 +7,14 @@ acknowledged together or not at all.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ..._ids import new_id
 from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
@@ -387,6 +388,7 @@ class _Writer:
 
     def _record(self, type_: str, row: Row, prev: Row | None) -> KeyValue:
         rev, now, put = self.revision, self.now, type_ == PUT
+        raw: str | None
         key, raw, version, create_revision, _, expire_at, _ = row
         if not put:
             raw = expire_at = None
@@ -402,7 +404,9 @@ class _Writer:
                 + (prev.value, prev.version, prev.mod_revision)
             )
             previous = _kv(prev)
-        kv = _key_value(key, _from_json(raw) if put else None, version, create_revision, rev, expire_at, now)
+        kv = _key_value(
+            key, _from_json(row.value) if put else None, version, create_revision, rev, expire_at, now
+        )
         change = _new(Change)
         change.__dict__.update(id=history_id, revision=rev, type=type_, kv=kv, previous=previous)
         self.changes.append(change)
@@ -494,7 +498,7 @@ class StateStore(Component):
 
     @property
     def revision(self) -> int:
-        return self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")[0]
+        return self.db.query("SELECT value FROM meta WHERE name = 'revision'")[0][0]
 
     def get(self, key: str) -> KeyValue:
         return _kv(self._live_row(key))
@@ -546,7 +550,9 @@ class StateStore(Component):
         token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
         return kvs, token, revision
 
-    def history(self, key: str, page_size_: int = 0, page_token: str = "") -> tuple[list[Change], str]:
+    def history(
+        self, key: str, page_size_: int = 0, page_token: str = ""
+    ) -> tuple[builtins.list[Change], str]:
         validate_key(key)
         size = page_size(page_size_)
         before = decode_token(page_token, {"key": key})
@@ -667,6 +673,7 @@ class StateStore(Component):
             for op, raw in zip(ops, raws, strict=True):
                 prev = current[op.key]
                 if isinstance(op, SetOp):
+                    assert raw is not None  # _validate_ops encodes every set's value
                     kvs.append(w.put(op.key, raw, prev, now + op.ttl if op.ttl else None))
                 elif prev is not None:  # always: a delete of a missing key failed above
                     w.delete(prev)
@@ -685,6 +692,7 @@ class StateStore(Component):
         self, *, key: str | None = None, prefix: str | None = None, start_revision: int = 0
     ) -> Follower[Change]:
         """Changes of a key or prefix from start_revision (inclusive; 0 = only new ones), then live."""
+        arg: tuple[str | int, ...]
         if key is not None:
             validate_key(key)
             selects = lambda c: c.kv.key == key  # noqa: E731
@@ -700,11 +708,11 @@ class StateStore(Component):
         # Start from a history position even for "only new changes" (0), so a stream that ends before
         # delivering anything still names an exact resume point rather than the start of history.
         # One statement: one consistent read, however writers interleave.
-        after = self.db.query_one(
+        after = self.db.query(
             "SELECT COALESCE((SELECT MIN(id) - 1 FROM kv_history WHERE revision >= ?),"
             " (SELECT COALESCE(MAX(id), 0) FROM kv_history))",
             (start_revision if start_revision > 0 else 1 << 62,),
-        )[0]
+        )[0][0]
         # A start revision still in the future excludes whatever commits before it.
         match = lambda c: c.revision >= start_revision and selects(c)  # noqa: E731
 
@@ -727,11 +735,11 @@ class StateStore(Component):
     def revision_at(self, history_id: int) -> int:
         """The revision a watcher should resume at to see history entry `history_id` and after."""
         # One statement, so a write committing meanwhile cannot make the answer skip it.
-        return self.db.query_one(
+        return self.db.query(
             "SELECT COALESCE((SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1),"
             " (SELECT value FROM meta WHERE name = 'revision') + 1)",
             (history_id,),
-        )[0]
+        )[0][0]
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -797,7 +805,9 @@ class StateStore(Component):
             b.write()
             return result
 
-    def list_snapshots(self, page_size_: int = 0, page_token: str = "") -> tuple[list[SnapshotInfo], str]:
+    def list_snapshots(
+        self, page_size_: int = 0, page_token: str = ""
+    ) -> tuple[builtins.list[SnapshotInfo], str]:
         size = page_size(page_size_)
         before = decode_token(page_token, {})
         if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
@@ -816,11 +826,18 @@ class StateStore(Component):
         return snaps, (encode_token({}, rows[size - 1]["rowid"]) if len(rows) > size else "")
 
 
-def _version_of(kv: KeyValue | None) -> int:
+class _Versioned(Protocol):
+    """A stored value's version: a `KeyValue`, or the cache `Row` it is read from."""
+
+    @property
+    def version(self) -> int: ...
+
+
+def _version_of(kv: _Versioned | None) -> int:
     return kv.version if kv else 0
 
 
-def _check_version(key: str, current: KeyValue | None, expected: int | None) -> None:
+def _check_version(key: str, current: _Versioned | None, expected: int | None) -> None:
     if expected is None or _version_of(current) == expected:
         return
     actual = _version_of(current)
@@ -832,7 +849,7 @@ def _check_version(key: str, current: KeyValue | None, expected: int | None) -> 
     )
 
 
-def _failed_ops(ops: Sequence[SetOp | DeleteOp], current: dict[str, KeyValue | None]) -> list[int]:
+def _failed_ops(ops: Sequence[SetOp | DeleteOp], current: Mapping[str, _Versioned | None]) -> list[int]:
     """Indexes of operations whose own precondition does not hold against the current values."""
     return [
         i

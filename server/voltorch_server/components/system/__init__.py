@@ -1,8 +1,10 @@
-"""The system view: the watcher (health, metrics), the error log and the trace timeline."""
+"""The system view: the watcher (health, metrics), the error log, the trace timeline and the storage
+component (the database file's health)."""
 
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MAX_SAMPLES_PER_SERIES, MetricHistory
 from ._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricCollector, MetricKind, MetricPoint, Sample
+from ._storage import Storage, storage_error
 from ._timeline import timeline
 from ._watcher import ComponentHealth, HealthStatus, Watcher
 
@@ -20,6 +22,8 @@ __all__ = [
     "MetricKind",
     "MetricPoint",
     "Sample",
+    "Storage",
     "Watcher",
+    "storage_error",
     "timeline",
 ]

@@ -8,6 +8,7 @@ component's error count in GetHealth. Components record internal failures with
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import threading
@@ -190,7 +191,8 @@ class ErrorLog:
         limit = page_size(size)
         query = {"t": trace_id, "c": correlation_id, "m": component, "k": code, "s": since}
         after = decode_token(token, query)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | float | int] = []
         for column, value in (
             ("trace_id", trace_id),
             ("correlation_id", correlation_id),
@@ -211,7 +213,9 @@ class ErrorLog:
         token_out = encode_token(query, rows[limit - 1]["seq"]) if len(rows) > limit else ""
         return [_row(r) for r in rows[:limit]], token_out
 
-    def matching(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[ErrorRecord]:
+    def matching(
+        self, trace_ids: set[str], correlation_ids: set[str], limit: int
+    ) -> builtins.list[ErrorRecord]:
         """Errors carrying any of the trace or correlation ids, oldest first."""
         where, params = carrying_ids(trace_ids, correlation_ids)
         if not where:

@@ -12,15 +12,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
     Histogram,
-    InMemoryMetricReader,
+    MetricsData,
     Sum,
 )
+
+
+class MetricsSource(Protocol):
+    """What the collector reads: an InMemoryMetricReader, or the server's reader wrapping one."""
+
+    def get_metrics_data(self) -> MetricsData | None: ...
 
 
 class MetricKind(StrEnum):
@@ -130,7 +136,7 @@ def _key(name: str, attrs: dict[str, str]) -> Key:
 class MetricCollector:
     """Reads the server's in-memory reader; thread-safe. `collect()` for now, `take_interval()` per interval."""
 
-    def __init__(self, reader: InMemoryMetricReader | None):
+    def __init__(self, reader: MetricsSource | None):
         self._reader = reader
         self._lock = threading.Lock()
         self._meta: dict[str, tuple[str, str, MetricKind]] = {}  # name -> (description, unit, kind)

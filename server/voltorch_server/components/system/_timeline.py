@@ -49,10 +49,10 @@ def _ids(records: list[Any]) -> tuple[set[str], set[str]]:
 def timeline(
     db: Database, errors: ErrorLog, *, trace_id: str = "", correlation_id: str = "", max_entries: int = 0
 ) -> Timeline:
-    if not trace_id and not correlation_id:
-        raise InvalidArgument("id", "give a trace_id or a correlation_id", reason="FIELD_REQUIRED")
     if trace_id:
         trace_id = validate_trace_id(trace_id, "trace_id")
+    if not trace_id and not correlation_id:  # after normalising: a blank trace_id is none
+        raise InvalidArgument("id", "give a trace_id or a correlation_id", reason="FIELD_REQUIRED")
     if len(correlation_id) > 256:
         raise InvalidArgument("correlation_id", "at most 256 characters")
     if max_entries < 0:

@@ -245,7 +245,7 @@ class Watcher(Component):
             for name, comp in items:
                 self._judge(name, comp, deadline, allow_restart=True)
             self._publish()
-            summary = {
+            summary: dict[str, dict[str, Any]] = {
                 name: {
                     "status": st.status.value,
                     "message": st.message,

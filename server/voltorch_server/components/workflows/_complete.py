@@ -253,7 +253,7 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         check_retry(problems, opts.retry, "retry")
         problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
-    steps = []
+    steps: list[StepSpec] = []
     for s in base.steps:
         if s.id == "review" and opts.skip_review:
             continue
@@ -337,7 +337,7 @@ class RequirementState:
             child = run.records[cid]
             v = child.structured if isinstance(child.structured, dict) else {}
             item = child.item if isinstance(child.item, dict) else {}
-            files = v.get("files") if isinstance(v.get("files"), list) else []
+            files = listed if isinstance(listed := v.get("files"), list) else []
             out.append(
                 {
                     "task_id": str(item.get("id", cid)),
@@ -369,8 +369,8 @@ class RequirementState:
             "summary_key": self.key(run.id, "summary"),
         }
         if run.status != COMPLETED:
-            failed = [r for r in recs.values() if r.error and r.status == "failed" and not r.parent_id]
-            record["error"] = failed[0].error.to_dict() if failed else None
+            failed = [r.error for r in recs.values() if r.error and r.status == "failed" and not r.parent_id]
+            record["error"] = failed[0].to_dict() if failed else None
         self._set(self.key(run.id), record)
         if run.recovered:  # catch up on keys a crash may have missed
             for rec in recs.values():

@@ -255,7 +255,7 @@ class WorkflowEngine(Component):
             trace = current_trace()
         now = round(time.time(), 6)  # microseconds: what a client's datetime can express, for created_after
         steps = [StepRecord(step_id=s.id, position=i, name=s.display_name) for i, s in enumerate(t.steps)]
-        row = {
+        row: dict[str, Any] = {
             "id": eid,
             "request_id": request_id or None,
             "request_digest": digest,

@@ -281,7 +281,8 @@ class ExecutionStore:
         size = page_size(page_size_)
         query = {"s": status, "t": template_name, "a": created_after, "b": created_before}
         pos = decode_token(page_token, query)
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[str | float] = []
         if status:
             where.append("status = ?")
             args.append(status)

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,7 +97,7 @@ class _Batch:
 _jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
 
 
-def _run_jobs(job: tuple) -> None:
+def _run_jobs(job: tuple | None) -> None:
     """A pool task: run an attempt, then (on the same thread) the first attempt it made ready; the
     others go to the pool. Saves a thread hand-off per step of a chain."""
     _jobs.pending = []
@@ -202,9 +202,9 @@ class ExecutionRun:
 
     def _commit(
         self,
-        steps: list[StepRecord] = (),
-        events: list[NewEvent] = (),
-        ops: tuple[Callable[[Tx], None], ...] = (),
+        steps: Sequence[StepRecord] = (),
+        events: Sequence[NewEvent] = (),
+        ops: Sequence[Callable[[Tx], None]] = (),
         **execution: Any,
     ) -> None:
         """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
@@ -221,9 +221,9 @@ class ExecutionRun:
     def _write(
         self,
         steps: Any,
-        events: list[NewEvent],
+        events: Sequence[NewEvent],
         execution: dict[str, Any],
-        ops: Any = (),
+        ops: Sequence[Callable[[Tx], None]] = (),
     ) -> None:
         host = self.host
         with host.db.write() as tx:

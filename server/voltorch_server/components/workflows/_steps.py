@@ -277,7 +277,7 @@ def items_of(output: str, structured: Any, path: str) -> tuple[list[Any] | None,
 
 def item_order(items: list[Any]) -> tuple[dict[int, list[int]] | None, str]:
     """For item_dependencies: index -> indexes it waits for, or (None, why) on a cycle."""
-    ids = {}
+    ids: dict[str, int] = {}
     for i, it in enumerate(items):
         if isinstance(it, dict) and isinstance(it.get("id"), str | int):
             ids.setdefault(str(it["id"]), i)

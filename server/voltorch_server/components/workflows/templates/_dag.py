@@ -46,9 +46,9 @@ def build(steps: tuple[StepSpec, ...]) -> Graph:
                         if s.id not in deps[t]:
                             deps[t].append(s.id)
     dependents: dict[str, list[str]] = {i: [] for i in ids}
-    for s, ds in deps.items():
+    for step_id, ds in deps.items():
         for d in ds:
-            dependents[d].append(s)
+            dependents[d].append(step_id)
     return Graph(
         order=tuple(ids),
         deps={k: tuple(v) for k, v in deps.items()},

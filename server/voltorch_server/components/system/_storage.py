@@ -1,0 +1,89 @@
+"""The storage component: the database file's health, as the watcher and GetHealth show it.
+
+Damage to a page surfaces only when a query reaches it, as an error in whichever component ran the
+query. Those errors are reported here (`failed`): the component is UNHEALTHY while they keep coming
+(for `clear_after` seconds after the last one), and for good once a quick check has found the file
+damaged. A restart (automatic by the watcher, or RestartComponent) runs that quick check: a file
+found sound clears the errors seen so far.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...storage import Database
+from .._base import Component
+
+CLEAR_AFTER = 60.0  # seconds without a new storage error before the component passes again
+
+# sqlite3 errors that say nothing about the file: a violated constraint or a misused API is a bug
+# of the caller, reported where it happened.
+_NOT_STORAGE = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+def storage_error(exc: BaseException | None) -> sqlite3.DatabaseError | None:
+    """The SQLite error behind exc (itself or a cause), when it is one about the storage."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _NOT_STORAGE):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class Storage(Component):
+    name = "storage"
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clear_after: float = CLEAR_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.db = db
+        self.clear_after = clear_after
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._errors = 0
+        self._last_error = ""
+        self._last_error_at: float | None = None
+        self._damaged = ""  # what a quick check found; sticky until a later one passes
+        self._started = False
+
+    def failed(self, exc: BaseException) -> None:
+        """A query failed on a storage error (e.g. "database disk image is malformed")."""
+        with self._lock:
+            self._errors += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self._last_error_at = self._clock()
+
+    def start(self) -> None:
+        """The first start follows the Runtime's own quick check; a restart runs one."""
+        if not self._started:
+            self._started = True
+            return
+        result = self.db.check_integrity()
+        with self._lock:
+            if result.ok:
+                self._damaged, self._last_error_at = "", None
+            else:
+                self._damaged = f"quick_check found the file damaged: {result.problems[0]}"
+
+    def check(self) -> None:
+        with self._lock:
+            damaged, last, at = self._damaged, self._last_error, self._last_error_at
+        if damaged:
+            raise RuntimeError(damaged)
+        if at is not None and self._clock() - at < self.clear_after:
+            raise RuntimeError(f"storage error {self._clock() - at:.0f}s ago: {last}")
+        self.db.query_one("PRAGMA schema_version")  # the file answers at all
+
+    def details(self) -> dict[str, Any]:
+        with self._lock:
+            return {"path": self.db.path, "storage_errors": self._errors}
