@@ -175,3 +175,11 @@ def test_a_paused_schedule_starts_nothing_and_unpausing_skips_what_passed(client
     assert runs_of(client, s.id) == []
     scheduler.clock.now = T0 + 300
     assert scheduler.unpause(s.id).next_tick == T0 + 360
+
+
+def test_health_shows_the_schedules(client):
+    client.workflows.register_template(HOLD)
+    client.schedules.create("hold", cron="0 9 * * *", schedule_id="morning")
+    (sched,) = [c for c in client.health(refresh=True).components if c.name == "schedules"]
+    assert sched.status == "HEALTHY" and sched.details["active_schedules"] == "1"
+    assert sched.details["next_tick"].endswith(":00:00+00:00")

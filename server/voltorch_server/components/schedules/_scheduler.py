@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -70,7 +71,11 @@ class Scheduler(Component):
             raise RuntimeError("the scheduler thread is not running")
 
     def details(self) -> dict[str, Any]:
-        return {"next_tick": self.store.earliest()}
+        out: dict[str, Any] = {"active_schedules": self.store.active()}
+        earliest = self.store.earliest()
+        if earliest is not None:
+            out["next_tick"] = datetime.fromtimestamp(earliest, UTC).isoformat(timespec="seconds")
+        return out
 
     def _wake(self) -> None:
         with self._wanted:

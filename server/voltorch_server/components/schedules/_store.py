@@ -92,6 +92,10 @@ class ScheduleStore:
         )
         return [_schedule(r) for r in rows]
 
+    def active(self) -> int:
+        r = self.db.query_one("SELECT COUNT(*) FROM workflow_schedules WHERE paused = 0")
+        return int(r[0]) if r is not None else 0
+
     def earliest(self) -> float | None:
         r = self.db.query_one("SELECT MIN(next_tick) FROM workflow_schedules WHERE paused = 0")
         return None if r is None else r[0]
