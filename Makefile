@@ -1,6 +1,6 @@
 # Every target sets up what it needs: a venv in .venv with the project installed (editable) from
 # pyproject.toml, with the extras the target uses: `server` to run it, `dev` (server + cli + tools) to
-# test, lint and measure it.
+# test, lint and measure it, `bench` for the peers measured beside it.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -77,7 +77,8 @@ endif
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy sdk/voltorch server/voltorch_server tests
 
-bench: $(VENV)/.installed-dev
+# The bench extra adds the peers measured beside voltorch (LangGraph).
+bench: $(VENV)/.installed-dev $(VENV)/.installed-bench
 	$(PY) -m bench
 
 clean:

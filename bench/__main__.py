@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--payload", type=int, default=128, help="bytes of JSON value in state payloads (default 128)"
     )
     p.add_argument(
+        "--max-batch",
+        type=int,
+        default=500,
+        help="max_batch of the events suite's live subscribers (default 500, as the SDK; 0 = one event per"
+        " message, as a client that does not ask for batches)",
+    )
+    p.add_argument(
         "--profile",
         nargs="?",
         const="",

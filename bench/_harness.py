@@ -73,7 +73,13 @@ class ServerProcess:
         if profile:
             cmd += ["--profile", profile]
         child_env = {**os.environ, **(env or {})}
-        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), child_env.get("PYTHONPATH")]))
+        # BENCH_SERVER_SRC=<another checkout>: its server and SDK serve instead of this tree's (the
+        # driver stays this tree's), so a before/after comparison runs the same bench against both.
+        src = child_env.get("BENCH_SERVER_SRC", "") if kind == "voltorch" else ""
+        paths = [os.path.join(src, "sdk"), os.path.join(src, "server")] if src else []
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [*paths, str(_ROOT), child_env.get("PYTHONPATH")])
+        )
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=_ROOT, env=child_env, text=True
         )

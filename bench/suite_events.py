@@ -1,20 +1,23 @@
-"""EventService: publish rate, delivery rate and publish->deliver latency, beside a bare grpcio stream.
+"""EventService: publish rate, replay and live delivery rates and publish->deliver latency, beside a bare
+grpcio stream.
 
 Rows (all against the same voltorch server process, the echo server in its own process):
 
-* `echo stream` / `subscribe replay`: one client opens a stream and reads CHUNK messages of the same
-  size, again and again. voltorch's stream replays CHUNK events from the log. Target: >= 0.8x the
-  echo's msgs/s (delivery costs at most 20% over bare grpcio).
+* `echo stream` / `subscribe replay (1 subscriber, unbatched)`: one client opens a stream and reads CHUNK
+  messages of the same size, again and again; voltorch's stream replays CHUNK events from the log, one per
+  message (a client that does not ask for batches). Target: >= 0.8x the echo's msgs/s.
+* `subscribe replay, batched (1 subscriber)`: the same replay asking for batches (max_batch=500, as the SDK
+  does), in events/s. Target: >= REPLAY_TARGET events/s.
 * `echo unary` / `Publish` / `PublishBatch x100`: closed-loop publishing by `--clients` threads;
   every publish is durable (committed) before it is answered.
 * `live delivery, N subscribers`: one publisher sends PublishBatch(100) as fast as the subscribers
-  keep up (at most LIVE_WINDOW events ahead of the slowest) while N subscribers follow live; the rate
-  is messages delivered per second over all subscribers (server µs/op includes publishing).
-* `publish->deliver @R/s, N subscribers`: events published one by one at R/s (1,000/s with one
-  subscriber; 40/s with 50, i.e. 2,000 deliveries/s); latency is the time from the Publish call to
-  arrival at each subscriber (one clock: same process). Target: p99 under 5 ms (budget/p99 >= 1).
-  Server µs/op is its CPU per delivery, publishing included: at these rates every delivery wakes a
-  stream thread of its own, so it is well above the live delivery rows' (batched) figure.
+  keep up (at most LIVE_WINDOW events ahead of the slowest) while N batched subscribers follow live; the
+  rate is events delivered per second over all subscribers (server µs/op includes publishing).
+* `publish->deliver @1,000/s, N subscribers` (N = 1, 10, 50): events published one by one at 1,000/s while
+  N batched subscribers follow live; latency is the time from the Publish call to arrival at each
+  subscriber (one clock: same process). Targets: p99 under LATENCY_BUDGETS_MS[N]; no subscriber cut off
+  for overflow (cut-offs are reported as errors). The name also gives messages per delivered event (1.0 =
+  no batching happened) and `srv sw/op` the server's context switches per delivered event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import statistics
 import threading
 import time
 from argparse import Namespace
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -46,11 +51,12 @@ from ._harness import (
 CHUNK = 1000  # messages per stream op (replay and echo)
 LOG_EVENTS = 20_000  # events in the log that replay ops cycle through
 LIVE_WINDOW = 2000  # events the live publisher may run ahead of the slowest subscriber
-# (subscribers, events/s) of the latency rows. 50 subscribers at 1,000/s would be 50,000 deliveries/s,
-# beyond what one Python server process sends on a small machine (see the live delivery rows), so the
-# 50-subscriber row runs at 40 events/s = 2,000 deliveries/s.
-LATENCY_CASES = ((1, 1000.0), (50, 40.0))
-LATENCY_BUDGET_MS = 5.0
+# (subscribers, events/s) of the latency rows and their p99 budgets
+LATENCY_CASES = ((1, 1000.0), (10, 1000.0), (50, 1000.0))
+LATENCY_BUDGETS_MS = {1: 5.0, 10: 5.0, 50: 20.0}
+REPLAY_TARGET = 60_000.0  # events/s replayed to one batched subscriber
+MAX_IN_FLIGHT = 200  # unanswered Publish calls the latency rows' publisher allows
+MAX_BATCH = 500  # what the bench's batched subscribers ask for (the SDK's STREAM_BATCH)
 pb = events_pb2
 
 
@@ -83,7 +89,13 @@ def _populate(target: str, payload: int) -> list[tuple[str, int]]:
         return chunks
 
 
-def _replay(chunks: list[tuple[str, int]]) -> MakeOp:
+def _count(resp: pb.SubscribeResponse) -> int:
+    """Events in one Subscribe message (a batch, a single event, or 0 for a heartbeat)."""
+    kind = resp.WhichOneof("payload")
+    return len(resp.batch.events) if kind == "batch" else 1 if kind == "event" else 0
+
+
+def _replay(chunks: list[tuple[str, int]], max_batch: int = 0) -> MakeOp:
     """One op: replay one chunk (CHUNK events) from the log, the next op the next chunk.
 
     The filter (the chunk's correlation id) ends the replay at CHUNK events, like the echo stream; the
@@ -96,14 +108,15 @@ def _replay(chunks: list[tuple[str, int]]) -> MakeOp:
 
         def op() -> int:
             corr, first = next(order)
-            req = pb.SubscribeRequest(filter=pb.EventFilter(correlation_id=corr), from_sequence=first)
+            req = pb.SubscribeRequest(
+                filter=pb.EventFilter(correlation_id=corr), from_sequence=first, max_batch=max_batch
+            )
             call = stub.Subscribe(req, timeout=60)
             n = 0
             for resp in call:
-                if resp.HasField("event"):
-                    n += 1
-                    if n == CHUNK:
-                        break
+                n += _count(resp)
+                if n >= CHUNK:
+                    break
             call.cancel()
             return n
 
@@ -158,29 +171,40 @@ class _Subscribers:
             threading.Thread(target=cls._loop.run_forever, name="bench-subscribers", daemon=True).start()
         return cls._loop
 
-    def __init__(self, target: str, n: int, type_: str, on_event):
+    def __init__(self, target: str, n: int, type_: str, on_event, max_batch: int = MAX_BATCH):
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self.messages = 0  # messages carrying events, over all subscribers
+        self.cut_off: list[str] = []  # subscribers whose stream the server ended (overflow)
         self._done = asyncio.run_coroutine_threadsafe(
-            self._main(target, n, type_, on_event), self._shared_loop()
+            self._main(target, n, type_, on_event, max_batch), self._shared_loop()
         )
         if not self._ready.wait(60):
             raise RuntimeError("subscriptions were not established within 60 s")
 
-    async def _main(self, target: str, n: int, type_: str, on_event) -> None:
+    async def _main(self, target: str, n: int, type_: str, on_event, max_batch: int) -> None:
         self._stop = asyncio.Event()
         channels = [grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) for _ in range(n)]
-        req = pb.SubscribeRequest(filter=pb.EventFilter(types=[type_]))
+        req = pb.SubscribeRequest(filter=pb.EventFilter(types=[type_]), max_batch=max_batch)
         calls = [events_pb2_grpc.EventServiceStub(ch).Subscribe(req) for ch in channels]
         await asyncio.gather(*(c.read() for c in calls))  # the first heartbeats: all in place
 
         async def read(i: int, call) -> None:
             try:
                 while (resp := await call.read()) is not grpc.aio.EOF:  # read(): the style used above
-                    if resp.HasField("event"):
+                    kind = resp.WhichOneof("payload")
+                    if kind == "batch":
+                        self.messages += 1
+                        for e in resp.batch.events:
+                            on_event(i, e)
+                    elif kind == "event":  # a server without batching
+                        self.messages += 1
                         on_event(i, resp.event)
-            except (grpc.RpcError, asyncio.CancelledError):
+            except asyncio.CancelledError:
                 pass  # cancelled at the end
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.CANCELLED:
+                    self.cut_off.append(f"subscriber {i}: {err.code().name} {err.details()}"[:200])
 
         tasks = [asyncio.ensure_future(read(i, c)) for i, c in enumerate(calls)]
         self._ready.set()
@@ -214,7 +238,7 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
             with progress:
                 progress.notify_all()
 
-    subs = _Subscribers(srv.target, n_subs, type_, on_event)
+    subs = _Subscribers(srv.target, n_subs, type_, on_event, getattr(args, "max_batch", MAX_BATCH))
     stop = threading.Event()
     req = pb.PublishBatchRequest(events=[_event(payload, type_, i) for i in range(100)])
 
@@ -249,11 +273,20 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
     return delivered / (w1 - w0), (cpu1 - cpu0) / delivered * 1e6 if delivered else float("nan")
 
 
-def _latency(
-    srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: int
-) -> tuple[list[int], float, float]:
-    """Publish->deliver latencies (ns) at `rate` events/s; also the publish rate achieved and the
-    server's CPU µs per delivery (publishing included) while measuring."""
+@dataclass
+class _LatencyRun:
+    latencies_ns: list[int]  # sorted, over all subscribers
+    publish_rate: float  # events/s the publisher achieved while measuring
+    cpu_us: float  # server CPU per delivered event, publishing included
+    client_us: float  # this driver's CPU (publisher and subscribers) per delivered event
+    switches: float  # server context switches per delivered event
+    msgs_per_event: float  # messages the subscribers received per event (1.0: no batching happened)
+    cut_off: list[str]  # subscribers the server cut off (overflow)
+
+
+def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: int) -> _LatencyRun:
+    """Publish->deliver latencies at `rate` events/s, one Publish call per event (open loop: calls are
+    issued on schedule, at most MAX_IN_FLIGHT unanswered), N batched subscribers."""
     sent: dict[int, int] = {}
     lat: list[list[int]] = [[] for _ in range(n_subs)]
     type_ = f"bench.lat{n_subs}"
@@ -265,7 +298,7 @@ def _latency(
         if t0 is not None and measuring.is_set():
             lat[i].append(now - t0)
 
-    subs = _Subscribers(srv.target, n_subs, type_, on_event)
+    subs = _Subscribers(srv.target, n_subs, type_, on_event, getattr(args, "max_batch", MAX_BATCH))
     published = 0
     try:
         with grpc.insecure_channel(srv.target, options=_CHANNEL_OPTIONS) as ch:
@@ -276,6 +309,7 @@ def _latency(
             end_warm = start + args.warmup
             end = end_warm + args.duration
             i = 0
+            pending: deque[grpc.Future] = deque()
             while True:
                 now = time.perf_counter()
                 if now >= end:
@@ -283,26 +317,40 @@ def _latency(
                 if now >= end_warm and not measuring.is_set():
                     measuring.set()
                     first_measured, t_measured, cpu0 = i, now, srv.cpu_seconds()
+                    sw0, msgs0, cli0 = srv.context_switches(), subs.messages, time.process_time()
                 due = start + i * interval
                 if due > now:
                     time.sleep(due - now)  # pacing the publisher, not synchronisation
+                if len(pending) >= MAX_IN_FLIGHT:
+                    pending.popleft().result()  # the server fell far behind: wait (the rate shows it)
                 sent[i] = time.perf_counter_ns()
-                stub.Publish(reqs[i], timeout=30)
+                # Open loop: the publisher keeps its schedule however long a publish takes.
+                pending.append(stub.Publish.future(reqs[i], timeout=30))
                 i += 1
             published = i - first_measured
             achieved = published / (time.perf_counter() - t_measured)
+            for f in pending:
+                f.result()
             # let the last events arrive
             deadline = time.perf_counter() + 5
             while time.perf_counter() < deadline and min(len(x) for x in lat) < published:
                 time.sleep(0.01)
             cpu = srv.cpu_seconds() - cpu0
+            switches = srv.context_switches() - sw0
+            msgs = subs.messages - msgs0
+            cli = time.process_time() - cli0
     finally:
         subs.close()
     delivered = sum(len(x) for x in lat)
-    return (
+    per = (lambda x: x / delivered) if delivered else (lambda x: float("nan"))
+    return _LatencyRun(
         sorted(x for part in lat for x in part),
         achieved,
-        cpu / delivered * 1e6 if delivered else float("nan"),
+        per(cpu) * 1e6,
+        per(cli) * 1e6,
+        per(switches),
+        per(msgs),
+        subs.cut_off,
     )
 
 
@@ -325,17 +373,26 @@ def run(args: Namespace) -> list[Result]:
             [
                 Case(echo_s, "echo", echo_stream(CHUNK, size), unit="msgs"),
                 Case(
-                    "subscribe replay (1 subscriber)",
+                    "subscribe replay (1 subscriber, unbatched)",
                     "voltorch",
                     _replay(chunks),
                     baseline=echo_s,
                     target=0.8,
                     unit="msgs",
                 ),
+                Case(
+                    "subscribe replay, batched (1 subscriber)",
+                    "voltorch",
+                    _replay(chunks, MAX_BATCH),
+                    unit="events",
+                ),
             ],
             srv,
             one,
         )
+        for r in results:
+            if r.name.startswith("subscribe replay, batched"):
+                r.baseline, r.ratio, r.target = f"{REPLAY_TARGET:,.0f} events/s", r.rate / REPLAY_TARGET, 1.0
         echo_stream_rate = next((r.rate for r in results if r.name == echo_s), 0.0)
         results += run_cases(
             "events",
@@ -373,7 +430,7 @@ def run(args: Namespace) -> list[Result]:
                     server_us_per_item=statistics.median(cpus),
                     server_switches_per_item=None,
                     client_us_per_item=None,
-                    unit="msgs",
+                    unit="events",
                     baseline=echo_s,
                     ratio=rate / echo_stream_rate if echo_stream_rate else None,
                     rounds=rates,
@@ -383,23 +440,28 @@ def run(args: Namespace) -> list[Result]:
             name = f"publish->deliver @{per_second:,.0f}/s, {n} subscriber{'s' if n > 1 else ''}"
             if not _wanted(args, name):
                 continue
-            lat, rate, cpu = _latency(vt, n, per_second, args, payload)
+            runs = [_latency(vt, n, per_second, args, payload) for _ in range(args.rounds)]
+            lat = sorted(x for run in runs for x in run.latencies_ns)
             p99 = _percentile(lat, 0.99)
+            budget = LATENCY_BUDGETS_MS[n]
+            cut = [c for run in runs for c in run.cut_off]
+            errors = [f"{len(cut)} subscriber(s) cut off: {cut[0]}"] if cut else []
             results.append(
                 Result(
                     suite="events",
-                    name=name,
-                    rate=rate,
+                    name=f"{name} ({statistics.median(r.msgs_per_event for r in runs):.2f} msgs/event)",
+                    rate=statistics.median(r.publish_rate for r in runs),
                     p50_ms=_percentile(lat, 0.50),
                     p99_ms=p99,
-                    server_us_per_item=cpu,
-                    server_switches_per_item=None,
-                    client_us_per_item=None,
+                    server_us_per_item=statistics.median(r.cpu_us for r in runs),
+                    server_switches_per_item=statistics.median(r.switches for r in runs),
+                    client_us_per_item=statistics.median(r.client_us for r in runs),
                     unit="events",
-                    baseline=f"p99 budget {LATENCY_BUDGET_MS:g} ms",
-                    ratio=LATENCY_BUDGET_MS / p99 if lat and p99 > 0 else None,
+                    baseline=f"p99 budget {budget:g} ms",
+                    ratio=budget / p99 if lat and p99 > 0 else None,
                     target=1.0,
-                    errors=[] if lat else ["no event was delivered"],
+                    rounds=[_percentile(r.latencies_ns, 0.99) for r in runs],
+                    errors=errors + ([] if lat else ["no event was delivered"]),
                 )
             )
     return results

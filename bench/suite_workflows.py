@@ -12,6 +12,12 @@ Rows:
   same no-op agent; rate in steps/s, p50/p99 per step, `cli µs/op` CPU per step.
 * `per-step overhead`: the two rows above subtracted — latency (p50/p99) and CPU a workflow step adds to
   its agent call (checkpoints, events, scheduling).
+* peers, `langgraph ...` beside `voltorch ...`: the same no-op linear workflow on LangGraph (SqliteSaver,
+  durability="sync", in the driver process; the `bench` extra) and on a voltorch server process with
+  db_synchronous=FULL driven through the SDK (start, then watch until completed): 200 5-step and 200 1-step
+  workflows one after another (p50/p99 = ms per workflow; rate = steps/s, workflows/s), the marginal ms of a
+  step ((p50 5-step - p50 1-step) / 4), and 200 5-step workflows at once (steps/s). voltorch's rows carry
+  issue 16's targets against LangGraph's (1-step <= 2x its time, marginal step and 200 at once >= 1.0x).
 * `1000 concurrent workflows x 5 steps`: 1,000 executions started at once on a server process whose
   concurrency limit admits them all; the row passes when all complete and the server's peak RSS stays
   under 500 MB (`vs baseline` = 500 MB / peak RSS).
@@ -314,6 +320,116 @@ def _all_finished(stub: Any) -> list[wpb.Execution]:
     return out
 
 
+# -- peers: the same linear workflow on LangGraph and on voltorch -----------------------------------------
+
+PEER_RUNS = 200  # workflows per window: one after another, and all at once
+ONE = "bench-one"  # a 1-step template: 5-step minus 1-step, over 4, is the marginal cost of a step
+
+
+def _one_pb() -> wpb.WorkflowTemplate:
+    return wpb.WorkflowTemplate(
+        name=ONE,
+        steps=[wpb.StepSpec(id="s0", agent_task=wpb.AgentTaskStep(capabilities=["bench"], task="x"))],
+    )
+
+
+def _peer_rows(name: str, n: int, samples: dict[str, list[tuple[float, list[int]]]]) -> dict[str, Result]:
+    """Rows of one system from its windows: (wall seconds, per-workflow ns) per round and shape."""
+
+    def row(shape: str, label: str, per: int, unit: str) -> Result:
+        windows = samples[shape]
+        lat = sorted(x for _, part in windows for x in part)
+        rates = [n * per / wall for wall, _ in windows]
+        return Result(
+            suite=SUITE,
+            name=f"{name} {label}",
+            rate=statistics.median(rates),
+            p50_ms=percentile(lat, 0.5),
+            p99_ms=percentile(lat, 0.99),
+            unit=unit,
+            rounds=rates,
+        )
+
+    rows = {
+        "seq5": row("seq5", f"{STEPS}-step workflow, {n} one after another", STEPS, "steps"),
+        "seq1": row("seq1", f"1-step workflow, {n} one after another", 1, "workflows"),
+        "conc5": row("conc5", f"{STEPS}-step workflow, {n} at once", STEPS, "steps"),
+    }
+    marginal = (rows["seq5"].p50_ms - rows["seq1"].p50_ms) / (STEPS - 1)
+    rows["marginal"] = Result(
+        suite=SUITE,
+        name=f"{name} marginal per step (p50 {STEPS}-step - 1-step) / {STEPS - 1}",
+        rate=1000.0 / marginal if marginal > 0 else float("nan"),
+        p50_ms=marginal,
+        p99_ms=float("nan"),
+        unit="steps",
+    )
+    return rows
+
+
+def _peers(args: Any) -> list[Result]:
+    """LangGraph (SqliteSaver, sync durability, in this process) beside voltorch (a server process with
+    db_synchronous=FULL, driven through the SDK: start, then watch until completed) on the same no-op linear
+    workflow; interleaved rounds of: 1-step and 5-step workflows one after another, 5-step all at once."""
+    n = 50 if args.quick else PEER_RUNS
+    try:
+        from . import _peer_langgraph as lg
+    except ImportError as exc:  # pragma: no cover - the bench extra installs it
+        return [Result(SUITE, "langgraph peer", float("nan"), float("nan"), float("nan"), errors=[str(exc)])]
+    import voltorch
+
+    env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL"}
+    samples: dict[str, dict[str, list[tuple[float, list[int]]]]] = {
+        "langgraph": {"seq5": [], "seq1": [], "conc5": []},
+        "voltorch": {"seq5": [], "seq1": [], "conc5": []},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="voltorch-bench-peers-") as tmp,
+        ServerProcess("voltorch", env=env) as srv,
+        voltorch.Client(srv.target) as client,
+    ):
+        _setup(srv.target)
+        with grpc.insecure_channel(srv.target) as ch:
+            workflows_pb2_grpc.WorkflowServiceStub(ch).RegisterTemplate(
+                wpb.RegisterTemplateRequest(template=_one_pb()), timeout=30
+            )
+
+        def voltorch_run(template: str) -> None:
+            eid = client.workflows.start(template).execution.id
+            status = client.workflows.wait(eid, timeout=120).status
+            if status != "completed":
+                raise RuntimeError(f"voltorch execution {eid} ended {status}")
+
+        chains = {1: lg.Chain(1, tmp), STEPS: lg.Chain(STEPS, tmp)}
+        runs = {
+            "langgraph": (chains[STEPS].run, chains[1].run),
+            "voltorch": (lambda: voltorch_run(TEMPLATE), lambda: voltorch_run(ONE)),
+        }
+        try:
+            for five, one in runs.values():  # warm-up: imports, caches, connections
+                lg.sequential(five, 5)
+                lg.sequential(one, 5)
+            for _ in range(args.rounds):
+                for name, (five, one) in runs.items():
+                    samples[name]["seq5"].append(lg.sequential(five, n))
+                    samples[name]["seq1"].append(lg.sequential(one, n))
+                    samples[name]["conc5"].append(lg.concurrent(five, n))
+        finally:
+            for c in chains.values():
+                c.close()
+    peer = _peer_rows("langgraph", n, samples["langgraph"])
+    ours = _peer_rows("voltorch", n, samples["voltorch"])
+    # Targets of issue 16 (one commit per step): marginal step <= LangGraph's, a 1-step workflow <= 2x
+    # LangGraph's, 200 at once >= 1.0x LangGraph's steps/s.
+    for key, target in (("seq5", None), ("seq1", 0.5), ("conc5", 1.0)):
+        ours[key].baseline, ours[key].target = "langgraph", target
+        ours[key].ratio = ours[key].rate / peer[key].rate if peer[key].rate else None
+    m = ours["marginal"]
+    m.baseline, m.target = "langgraph", 1.0
+    m.ratio = peer["marginal"].p50_ms / m.p50_ms if m.p50_ms > 0 else None
+    return [r for key in ("seq5", "seq1", "marginal", "conc5") for r in (peer[key], ours[key])]
+
+
 def run(args: Any) -> list[Result]:
     select = (getattr(args, "select", None) or "").lower()
     results: list[Result] = []
@@ -333,6 +449,8 @@ def run(args: Any) -> list[Result]:
         results += run_cases(SUITE, cases, srv, args)
     if not select or "engine" in select or "overhead" in select:
         results += _engine_rows(args)
+    if not select or "langgraph" in select or "peer" in select:
+        results += _peers(args)
     if not select or "concurrent" in select:
         results.append(_many(args))
     return results

@@ -141,3 +141,16 @@ def test_shorten_cuts_at_a_word_with_an_ellipsis():
     assert shorten("Implement the user registration service", 20) == "Implement the user…"
     assert shorten("Supercalifragilisticexpialidocious", 10) == "Supercali…"
     assert len(shorten("a " * 100, 30)) <= 30
+
+
+def test_run_takes_a_budget(server, client):
+    run = subprocess.run(
+        [*CLI, "run", "A CLI calculator", "--target", server.target, "--detach", "--max-llm-calls", "40"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    execution = client.workflows.get(run.stdout.strip().split()[-1])
+    assert execution.budget is not None and execution.budget.max_llm_calls == 40

@@ -68,6 +68,7 @@ from .errors import (
 from .wire import (
     AgentTask,
     ApprovalStep,
+    Budget,
     Condition,
     ConditionStep,
     CoordinationStep,
@@ -80,6 +81,7 @@ from .wire import (
     Step,
     TaskError,
     TokenUsage,
+    ToolSpec,
     WaitStep,
     WorkflowTemplate,
 )
@@ -121,6 +123,7 @@ __all__ = [
 ]
 __all__ += [  # workflows
     "AgentTask",
+    "Budget",
     "ApprovalStep",
     "Schedule",
     "Signal",
@@ -151,6 +154,7 @@ __all__ += [  # coordination and workers
     "SelectionCandidate",
     "TaskFailed",
     "TokenUsage",
+    "ToolSpec",
     "Worker",
     "WorkerTask",
 ]

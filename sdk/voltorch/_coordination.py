@@ -24,6 +24,7 @@ from .wire import (
     Priority,
     TaskError,
     TokenUsage,
+    ToolSpec,
     condition_from_pb,
     condition_pb,
     from_duration,
@@ -35,6 +36,8 @@ from .wire import (
     to_datetime,
     to_duration,
     to_struct,
+    tool_from_pb,
+    tool_pb,
     usage_from_pb,
 )
 
@@ -63,6 +66,7 @@ class Agent:
     register_time: datetime | None
     last_seen_time: datetime | None
     last_error: TaskError | None
+    tools: tuple[ToolSpec, ...] = ()  # the functions it offers to tool-calling LLM agents
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ def _agent(m: pb.Agent) -> Agent:
         register_time=to_datetime(m.register_time, m.HasField("register_time")),
         last_seen_time=to_datetime(m.last_seen_time, m.HasField("last_seen_time")),
         last_error=task_error_from_pb(m.last_error, m.HasField("last_error")),
+        tools=tuple(tool_from_pb(t) for t in m.tools),
     )
 
 
@@ -254,9 +259,11 @@ class CoordinationClient:
         llm: LlmSettings | None = None,
         labels: dict[str, str] | None = None,
         replace: bool = False,
+        tools: Sequence[ToolSpec] = (),
     ) -> Agent:
         """Register an agent ("llm", "offline" or "remote" — remote ones stay offline until a Worker
-        connects with that id). replace=True redefines an existing one, keeping its statistics."""
+        connects with that id). replace=True redefines an existing one, keeping its statistics. `tools`
+        are functions it offers to tool-calling LLM agents (LlmSettings.tools names them)."""
         req = pb.RegisterAgentRequest(
             agent_id=agent_id,
             name=name,
@@ -265,6 +272,7 @@ class CoordinationClient:
             max_concurrency=max_concurrency,
             labels=labels or {},
             replace=replace,
+            tools=[tool_pb(t) for t in tools],
         )
         if llm is not None:
             req.llm.CopyFrom(llm_pb(llm))

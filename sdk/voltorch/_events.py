@@ -12,7 +12,7 @@ import grpc
 
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
-from ._rpc import call, pages
+from ._rpc import STREAM_BATCH, call, pages
 from .errors import VoltorchError, from_rpc_error
 from .wire import Priority, from_value, to_datetime, to_duration, to_timestamp, to_value
 
@@ -244,7 +244,7 @@ class Subscription:
         self.close()
 
     def _request(self) -> events_pb2.SubscribeRequest:
-        req = events_pb2.SubscribeRequest(filter=self._filter)
+        req = events_pb2.SubscribeRequest(filter=self._filter, max_batch=STREAM_BATCH)
         if self._next is not None:
             req.from_sequence = self._next
         elif self._from_time is not None:
@@ -266,12 +266,14 @@ class Subscription:
                     if self._away:
                         self._away = False
                         self._status("resumed", resp)
-                    if resp.HasField("event"):
-                        if self._next is not None and resp.event.sequence < self._next:
-                            continue  # already delivered before a reconnect
-                        self._next = resp.event.sequence + 1
-                        yield event_from_pb(resp.event)
-                    elif resp.HasField("heartbeat"):
+                    kind = resp.WhichOneof("payload")
+                    if kind == "batch" or kind == "event":  # "event": a server without batching
+                        for pb in resp.batch.events if kind == "batch" else (resp.event,):
+                            if self._next is not None and pb.sequence < self._next:
+                                continue  # already delivered before a reconnect
+                            self._next = pb.sequence + 1
+                            yield event_from_pb(pb)
+                    elif kind == "heartbeat":
                         hb = resp.heartbeat
                         self._next = max(self._next or 0, hb.resume_sequence)
                         if self._heartbeats:
@@ -292,6 +294,8 @@ class Subscription:
             return
         if resp.HasField("event"):
             self._on_status(status, resp.event.sequence)
+        elif resp.HasField("batch") and resp.batch.events:
+            self._on_status(status, resp.batch.events[0].sequence)
         else:
             self._on_status(status, max(self._next or 0, resp.heartbeat.resume_sequence))
 

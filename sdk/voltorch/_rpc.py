@@ -23,6 +23,11 @@ def call(
         raise from_rpc_error(err) from None
 
 
+# The max_batch the SDK's stream iterators ask for (Subscribe, Watch, WatchExecution): the server sends
+# what is ready in one message, and the iterators yield its items one by one, so callers see no batches.
+STREAM_BATCH = 500
+
+
 def stream(
     method: Callable[..., Any],
     request: Any,

@@ -9,7 +9,7 @@ from typing import Any
 
 from voltorch.v1 import state_pb2, state_pb2_grpc
 
-from ._rpc import call, pages, stream
+from ._rpc import STREAM_BATCH, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import from_value, to_datetime, to_duration, to_value
 
@@ -249,30 +249,33 @@ class StateClient:
         # every change of an older revision, and the first `count` changes of the last one.
         last_rev, count = 0, 0
         while True:
-            req = state_pb2.WatchRequest(start_revision=revision, include_previous=include_previous)
+            req = state_pb2.WatchRequest(
+                start_revision=revision, include_previous=include_previous, max_batch=STREAM_BATCH
+            )
             if key is not None:
                 req.key = key
             else:
                 req.prefix = prefix or ""
             skip = count
             try:
-                for resp in stream(self.stub.Watch, req):
-                    if resp.revision < last_rev:
-                        continue
-                    if resp.revision == last_rev:
-                        if skip:
-                            skip -= 1
+                for batch in stream(self.stub.Watch, req):
+                    for resp in batch.changes or (batch,):  # a server without batching sends single changes
+                        if resp.revision < last_rev:
                             continue
-                        count += 1
-                    else:
-                        last_rev, count, skip = resp.revision, 1, 0
-                    yield Change(
-                        type=_TYPE_NAMES.get(resp.type, "unknown"),
-                        key=resp.kv.key,
-                        kv=_kv(resp.kv),
-                        revision=resp.revision,
-                        previous=_kv(resp.previous) if resp.HasField("previous") else None,
-                    )
+                        if resp.revision == last_rev:
+                            if skip:
+                                skip -= 1
+                                continue
+                            count += 1
+                        else:
+                            last_rev, count, skip = resp.revision, 1, 0
+                        yield Change(
+                            type=_TYPE_NAMES.get(resp.type, "unknown"),
+                            key=resp.kv.key,
+                            kv=_kv(resp.kv),
+                            revision=resp.revision,
+                            previous=_kv(resp.previous) if resp.HasField("previous") else None,
+                        )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("start_revision")

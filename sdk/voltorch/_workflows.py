@@ -12,17 +12,21 @@ from typing import Any
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._events import Event, event_from_pb
-from ._rpc import call, pages, stream
+from ._rpc import STREAM_BATCH, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     STEP_STATUSES,
     WAIT_KINDS,
+    Budget,
     Priority,
     RetryPolicy,
     Seconds,
     TaskError,
+    TokenUsage,
     WorkflowTemplate,
+    budget_from_pb,
+    budget_pb,
     from_struct,
     from_value,
     retry_pb,
@@ -34,9 +38,11 @@ from .wire import (
     to_struct,
     to_timestamp,
     to_value,
+    usage_from_pb,
 )
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+DELTA_EVENT = "agent.output.delta"  # live text of a streaming agent, batched by the server
 
 
 # -- executions --------------------------------------------------------------------------------------------
@@ -57,6 +63,7 @@ class StepExecution:
     end_time: datetime | None
     next_retry_time: datetime | None
     children: list[StepExecution]
+    usage: TokenUsage = field(default_factory=TokenUsage)  # tokens in/out, cost, model calls
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class Execution:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime | None
+    usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
+    budget: Budget | None = None  # the limits it runs under
     waiting: list[WaitingFor] = field(default_factory=list)
 
     @property
@@ -146,6 +155,13 @@ class WorkflowEvent:
     def step_id(self) -> str:
         return self.event.data.get("step_id", "") if isinstance(self.event.data, dict) else ""
 
+    @property
+    def delta(self) -> str:
+        """The new text of an `agent.output.delta` event (live output of a streaming agent), else ""."""
+        if self.event.type != DELTA_EVENT or not isinstance(self.event.data, dict):
+            return ""
+        return str(self.event.data.get("delta", ""))
+
 
 # -- conversions (templates: voltorch.wire) -------------------------------------------------------------
 
@@ -165,6 +181,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         next_retry_time=to_datetime(pb.next_retry_time, pb.HasField("next_retry_time")),
         children=[_step_execution(c) for c in pb.children],
+        usage=usage_from_pb(pb.usage),
     )
 
 
@@ -187,6 +204,8 @@ def execution_from_pb(pb: workflows_pb2.Execution) -> Execution:
         start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
         end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
         update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
+        usage=usage_from_pb(pb.usage),
+        budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
         waiting=[
             WaitingFor(
                 step_id=w.step_id,
@@ -285,8 +304,10 @@ class WorkflowsClient:
         retry: RetryPolicy | None = None,
         priority: Priority | int | str | None = None,
         labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> StartResult:
-        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. With
+        """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. A budget
+        (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it. With
         approve_tasks the task list waits for approve / reject / edit (signal "approval") before the fan-out."""
         opts = workflows_pb2.CompleteWorkflowOptions(
             max_tasks=max_tasks,
@@ -298,6 +319,8 @@ class WorkflowsClient:
         )
         if retry is not None:
             opts.retry.CopyFrom(retry_pb(retry))
+        if budget is not None:
+            opts.budget.CopyFrom(budget_pb(budget))
         req = workflows_pb2.ExecuteCompleteWorkflowRequest(
             requirement=requirement,
             request_id=request_id,
@@ -425,25 +448,34 @@ class WorkflowsClient:
         include_execution: bool = False,
         resume: bool = True,
         timeout: float | None = None,
+        deltas: bool = False,
     ) -> Iterator[WorkflowEvent]:
         """The execution's events from the start (or from_sequence), then live; ends after its last event.
 
-        With resume=True a stream the server ends with a resume point is reopened from there. `timeout`
-        bounds the whole watch (DeadlineExceededError)."""
+        With deltas=True the live text of streaming agents comes too, as `agent.output.delta` events
+        whose `.delta` is the new text (`print(ev.delta, end="")` shows it as it is written); without,
+        they are left out. With resume=True a stream the server ends with a resume point is reopened
+        from there. `timeout` bounds the whole watch (DeadlineExceededError)."""
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             req = workflows_pb2.WatchExecutionRequest(
-                execution_id=execution_id, from_sequence=position, include_execution=include_execution
+                execution_id=execution_id,
+                from_sequence=position,
+                include_execution=include_execution,
+                max_batch=STREAM_BATCH,
             )
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                for resp in stream(self.stub.WatchExecution, req, timeout=left):
-                    ev = event_from_pb(resp.event)
-                    position = ev.sequence + 1
-                    yield WorkflowEvent(
-                        ev, execution_from_pb(resp.execution) if resp.HasField("execution") else None
-                    )
+                for batch in stream(self.stub.WatchExecution, req, timeout=left):
+                    for resp in batch.updates or (batch,):  # a server without batching sends single events
+                        ev = event_from_pb(resp.event)
+                        position = ev.sequence + 1
+                        if ev.type == DELTA_EVENT and not deltas:
+                            continue
+                        yield WorkflowEvent(
+                            ev, execution_from_pb(resp.execution) if resp.HasField("execution") else None
+                        )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("from_sequence")

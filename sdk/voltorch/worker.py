@@ -34,6 +34,7 @@ from ._version import __version__
 from .errors import VoltorchError, from_rpc_error
 from .wire import (
     Priority,
+    ToolSpec,
     from_duration,
     from_struct,
     to_datetime,
@@ -41,6 +42,7 @@ from .wire import (
     to_struct,
     to_timestamp,
     to_value,
+    tool_pb,
 )
 
 log = logging.getLogger("voltorch.worker")
@@ -128,8 +130,12 @@ class Worker:
         labels: dict[str, str] | None = None,
         reconnect: bool = True,
         max_backoff: float = 5.0,
+        tools: Sequence[ToolSpec] = (),
     ):
+        """`tools`: functions this worker offers to tool-calling LLM agents; a call arrives as a task
+        whose context is {"tool": name, "arguments": {...}}."""
         self.client = client
+        self.tools = list(tools)
         self.agent_id = agent_id
         self.capabilities = list(capabilities)
         self.handler = handler
@@ -222,6 +228,7 @@ class Worker:
                     max_concurrency=self.max_concurrency,
                     labels=self.labels,
                     sdk_version=SDK_VERSION,
+                    tools=[tool_pb(t) for t in self.tools],
                 )
             )
         )

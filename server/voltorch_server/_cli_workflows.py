@@ -28,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
             max_tasks=args.max_tasks,
             max_parallel=args.max_parallel,
             skip_review=args.skip_review,
+            budget=_budget(args),
             approve_tasks=args.approve_tasks,
         )
         e = started.execution
@@ -47,6 +48,14 @@ def _run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return _interrupted(args, client, e.id, flags)
         return 0 if execution.status == "completed" else 1
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    import voltorch
+
+    if not (args.max_tokens or args.max_cost or args.max_llm_calls):
+        return None
+    return voltorch.Budget(args.max_tokens, args.max_cost, args.max_llm_calls)
 
 
 def _interrupted(args: argparse.Namespace, client: Any, execution_id: str, flags: str) -> int:
@@ -201,6 +210,9 @@ def add_parsers(sub: Any) -> None:
     )
     r.add_argument("--request-id", help="idempotency key: re-running with it attaches to the same execution")
     r.add_argument("--detach", action="store_true", help="print the execution id and return at once")
+    r.add_argument("--max-tokens", type=int, default=0, help="budget: fail before a call beyond this")
+    r.add_argument("--max-cost", type=float, default=0.0, help="budget in USD (priced by llm_prices)")
+    r.add_argument("--max-llm-calls", type=int, default=0, help="budget: model calls")
     r.add_argument(
         "--cancel-on-interrupt",
         action="store_true",

@@ -72,6 +72,12 @@ class Config:
     coordination_aging_seconds: float = 30.0  # waiting this long raises a request one priority level
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
+    # Live text of streaming agents: one agent.output.delta event per batch of this age or size.
+    delta_interval: float = 0.1
+    delta_chars: int = 200
+    # Prices of LLM calls for usage and budgets: "model=in/out,..." in USD per million tokens
+    # (e.g. "gpt-4o-mini=0.15/0.60"); a model not listed costs 0.
+    llm_prices: str = ""
     # Workflows: executions running at once (more are queued by priority, never rejected) and the threads
     # that wait on their in-flight steps. Executions waiting on an LLM do not starve the endpoint: while the
     # LLM endpoints' windows are larger, up to twice their sum run (see WorkflowEngine).
@@ -117,6 +123,23 @@ RANGES: dict[str, tuple[int, int]] = {
 }
 
 
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """The llm_prices setting, "model=in/out,..." in USD per million tokens; ValueError names a bad entry."""
+    prices = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        model, sep, pair = entry.rpartition("=")
+        per_in, slash, per_out = pair.partition("/")
+        try:
+            if not (sep and slash and model.strip()):
+                raise ValueError
+            prices[model.strip()] = (float(per_in), float(per_out))
+        except ValueError:
+            raise ValueError(f"llm_prices: {entry!r} is not model=in/out (USD per million tokens)") from None
+        if min(prices[model.strip()]) < 0:
+            raise ValueError(f"llm_prices: {entry!r} has a negative price")
+    return prices
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in fields(Config)}
@@ -135,6 +158,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = str(raw)
         except (TypeError, ValueError):
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
+        if key == "llm_prices":
+            parse_prices(out[key])  # refused at start-up, naming the entry
         low, high = RANGES.get(key, (out[key], out[key]))
         if not low <= out[key] <= high:
             raise ValueError(f"setting {key!r} must be between {low} and {high}, got {out[key]}")

@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -70,13 +71,18 @@ def follow(client: Any, execution_id: str, console: Console, *, timeout: float |
 
     The caller announces the execution; this prints its steps, and pauses/resumes. Each completed step
     shows [done/total]: total is every step known so far (the template's, then a fan-out's children as
-    they appear), so it only grows."""
+    they appear), so it only grows. The status line under the steps shows the text the agents are
+    writing, live."""
     started: dict[str, float] = {}
     completed: set[str] = set()
     total = _step_count(client.workflows.get(execution_id))
     with console.status("[bold]running…", spinner="dots") as status:
-        for ev in client.workflows.watch(execution_id, timeout=timeout):
+        for ev in client.workflows.watch(execution_id, timeout=timeout, deltas=True):
             data = ev.data if isinstance(ev.data, dict) else {}
+            if ev.delta:
+                live = _live(ev.step_id, ev.delta)
+                status.update(f"[bold]running…[/] {len(completed)}/{total} steps done  {live}")
+                continue
             kind = ev.type.rsplit(".", 1)[-1]
             if ev.type.startswith("workflow.execution."):
                 if kind in ("resumed", "paused", "queued"):
@@ -123,6 +129,13 @@ def follow(client: Any, execution_id: str, console: Console, *, timeout: float |
     return client.workflows.get(execution_id)
 
 
+def _live(step_id: str, delta: str) -> str:
+    """The tail of an agent's latest line, for the status line (markup escaped)."""
+    lines = [line for line in delta.splitlines() if line.strip()]
+    tail = lines[-1].strip()[-70:] if lines else ""
+    return f"[cyan]{escape(step_id)}[/] [dim]{escape(tail)}[/]"
+
+
 def _find_step(execution: Any, step_id: str) -> Any:
     for s in execution.steps:
         if s.step_id == step_id:
@@ -141,6 +154,12 @@ def report(client: Any, execution: Any, console: Console, *, db: str | None = No
     color = "green" if execution.status == "completed" else "red"
     console.print()
     console.print(f"[bold {color}]Workflow {execution.status}[/] in {took:.2f}s — execution {execution.id}")
+    u = execution.usage
+    if u.llm_calls or u.total_tokens:
+        console.print(
+            f"[dim]usage: {u.llm_calls} model calls, {u.prompt_tokens} tokens in, "
+            f"{u.completion_tokens} out, ${u.cost:.4f}[/]"
+        )
     if execution.error:
         console.print(f"[red]{execution.error.code}: {execution.error.message}[/]")
     summary = execution.result.get("summary") if isinstance(execution.result, dict) else None

@@ -131,6 +131,13 @@ class Metrics:
         )
         self.workflows_cancelled = m.create_counter("voltorch.workflows.cancelled", unit="{workflow}")
         self.workflow_duration = m.create_histogram("voltorch.workflow.duration", unit="s")
+        self.workflow_tokens = m.create_counter(
+            "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
+        )
+        self.workflow_cost = m.create_counter(
+            "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
+        )
+        self.workflow_llm_calls = m.create_counter("voltorch.workflow.llm_calls", unit="{call}")
         self.step_duration = m.create_histogram(
             "voltorch.workflow.step.duration", unit="s", description="Step run time by status and kind"
         )
@@ -248,6 +255,16 @@ class Metrics:
         counter.add(1, attrs)
         if duration is not None:
             self.workflow_duration.record(duration, attrs)
+
+    def record_usage(self, used: Any, *, template: str) -> None:
+        """Usage of one step attempt (a TokenUsage): tokens in and out, cost and model calls."""
+        for kind, n in (("input", used.prompt_tokens), ("output", used.completion_tokens)):
+            if n:
+                self.workflow_tokens.add(n, {"template": template, GEN_AI_TOKEN_TYPE: kind})
+        if used.cost:
+            self.workflow_cost.add(used.cost, {"template": template})
+        if used.llm_calls:
+            self.workflow_llm_calls.add(used.llm_calls, {"template": template})
 
     def record_step(self, duration: float, status: str, *, kind: str = "") -> None:
         """A step attempt ended ("completed", "failed", "retrying", "skipped", ...) after `duration` s."""

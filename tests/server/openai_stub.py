@@ -1,5 +1,7 @@
 """A local OpenAI-compatible /v1/chat/completions endpoint (127.0.0.1:0) for the LLM paths, driven by the
-real `openai` client: answers from a script of responses first, then by the prompt.
+real `openai` client: answers from a script of responses first, then by the prompt. A request with
+`"stream": true` is answered with server-sent events: the same completion cut into chunks of `chunk_chars`
+characters (tool calls in one chunk), then, with stream_options.include_usage, a usage chunk.
 
 `python openai_stub.py --latency 0.3 --capacity 128` serves it in its own process (the bench: its GIL is
 not the client's), answering the complete workflow's prompts; it prints {"base_url": ...} and serves until
@@ -19,14 +21,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Response = tuple[int, dict[str, str], object]  # status, headers, JSON body (or raw bytes)
 
 
-def completion(content: str, prompt_tokens: int = 11, completion_tokens: int = 7) -> dict:
+def completion(
+    content: str | None,
+    prompt_tokens: int = 11,
+    completion_tokens: int = 7,
+    tool_calls: list[dict] | None = None,
+) -> dict:
+    """A chat completion; tool_calls are (name, arguments dict) pairs as {"name", "arguments"}."""
+    message: dict = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(tool_calls)
+        ]
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 1,
         "model": "stub-model",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -53,10 +71,12 @@ class StubLLM:
         retry_after_ms: int = 100,
         gate: threading.Event | None = None,
         keep_alive: bool = False,
+        chunk_chars: int = 8,
     ) -> None:
         """keep_alive: answer in HTTP/1.1 and keep connections open, as real endpoints do (the bench);
         by default each call has its own connection (HTTP/1.0)."""
         self.answer = answer
+        self.chunk_chars = chunk_chars
         self.latency, self.capacity, self.retry_after_ms, self.gate = latency, capacity, retry_after_ms, gate
         self.script: list[Response] = []
         self.requests: list[dict] = []
@@ -119,6 +139,9 @@ class StubLLM:
                             stub.served += 1
                             stub.changed.notify_all()
                 status, headers, payload = scripted or (200, {}, completion(stub.answer(prompt)))
+                if body.get("stream") and status == 200 and isinstance(payload, dict):
+                    self._stream(payload, bool((body.get("stream_options") or {}).get("include_usage")))
+                    return
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 for k, v in headers.items():
@@ -127,6 +150,17 @@ class StubLLM:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, payload: dict, include_usage: bool) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")  # the stream ends with the connection
+                self.end_headers()
+                self.close_connection = True
+                for chunk in stub.chunks(payload, include_usage):
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -138,6 +172,35 @@ class StubLLM:
         self.httpd = Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def chunks(self, payload: dict, include_usage: bool) -> list[dict]:
+        """A completion as the chunks of a stream (a payload that is no completion: one chunk as it is)."""
+        if not isinstance(payload.get("choices"), list):
+            return [payload]
+        head = {k: payload.get(k) for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        out = []
+        for choice in payload["choices"]:
+            message = choice.get("message") or {}
+            content = message.get("content")
+            step = max(1, self.chunk_chars)
+            pieces = [content[i : i + step] for i in range(0, len(content), step)] if content else []
+            for j, piece in enumerate(pieces):
+                delta = {"role": "assistant", "content": piece} if j == 0 else {"content": piece}
+                out.append({**head, "choices": [{"index": choice.get("index", 0), "delta": delta}]})
+            last: dict = {} if pieces else {"role": "assistant"}
+            if message.get("tool_calls"):
+                last["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+            if message.get("refusal"):
+                last["refusal"] = message["refusal"]
+            end = {
+                "index": choice.get("index", 0),
+                "delta": last,
+                "finish_reason": choice.get("finish_reason"),
+            }
+            out.append({**head, "choices": [end]})
+        if include_usage and payload.get("usage"):
+            out.append({**head, "choices": [], "usage": payload["usage"]})
+        return out
 
     def stats(self) -> dict[str, int]:
         with self.lock:

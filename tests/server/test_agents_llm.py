@@ -147,3 +147,19 @@ def test_llm_agent_in_a_coordination_records_usage(stub, db, monkeypatch):
         assert "sk-test-456" not in json.dumps(info.llm.to_dict())
     finally:
         eng.stop()
+
+
+def test_the_answer_streams_piece_by_piece_and_a_whole_json_answer_is_read_too(stub):
+    stub.script.append((200, {}, completion("Hello there, streaming world")))
+    seen: list[str] = []
+    out = agent(stub).run(task(on_delta=seen.append), CancelSignal())
+    assert out.output == "Hello there, streaming world" == "".join(seen) and len(seen) > 1
+    assert stub.requests[0]["stream"] is True and stub.requests[0]["stream_options"] == {
+        "include_usage": True
+    }
+    assert (out.usage.total_tokens, out.usage.llm_calls) == (18, 1)
+    # an endpoint that ignores stream=True and answers with one JSON completion
+    stub.script.append((200, {}, json.dumps(completion("Whole answer")).encode()))
+    whole: list[str] = []
+    out = agent(stub).run(task(on_delta=whole.append), CancelSignal())
+    assert out.output == "Whole answer" and whole == ["Whole answer"] and out.usage.total_tokens == 18

@@ -446,3 +446,56 @@ def test_background_compaction_runs_after_start(db: Database) -> None:
         assert log.oldest_available() == 8
     finally:
         log.stop()
+
+
+def test_concurrent_publishes_share_a_commit_and_keep_their_own_trace(log: EventLog, db: Database) -> None:
+    """Publishes queued behind a running write commit together (one transaction: one append time), and each
+    event carries the trace of the call that published it, not that of the thread that wrote the batch."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    n = 6
+    receipts: dict[int, object] = {}
+
+    def publish(i: int) -> None:
+        ctx = SpanContext(i + 1, i + 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(ctx)))
+        try:
+            receipts[i] = log.publish_one(NewEvent("group.tick", data=i))
+        finally:
+            otel_context.detach(token)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(n)]
+    with db.write():  # hold the writer: the first publisher waits for it, the others queue behind it
+        for t in threads:
+            t.start()
+        queued = threading.Event()
+        for _ in range(1000):
+            if len(log._group._queue) == n:
+                queued.set()
+                break
+            queued.wait(0.01)
+        assert queued.is_set(), "the publishers did not queue"
+    for t in threads:
+        t.join(10)
+    events = [receipts[i].event for i in range(n)]  # type: ignore[attr-defined]
+    seqs = sorted(e.sequence for e in events)
+    assert seqs == list(range(seqs[0], seqs[0] + n))
+    assert len({e.time for e in events}) == 1  # one transaction
+    assert [e.trace_id for e in events] == [f"{i + 1:032x}" for i in range(n)]
+    assert [e.data for e in events] == list(range(n))
+
+
+def test_take_drains_what_is_ready_up_to_the_limit_and_waits_only_when_nothing_is(log: EventLog) -> None:
+    with log.subscribe(EventFilter(types=("drain.*",))) as f:
+        seqs = [r.sequence for r in log.publish_batch([NewEvent("drain.tick", data=i) for i in range(5)])]
+        assert [e.sequence for e in f.take(5, limit=3)] == seqs[:3]  # one wake-up takes a burst
+        assert [e.sequence for e in f.take(5, limit=3)] == seqs[3:]
+        assert f.last == seqs[-1]
+        assert f.take(0.01) == []  # nothing ready: waits, then times out
+        (one,) = log.publish(NewEvent("drain.tick"))
+        assert [e.sequence for e in f.take(5)] == [one.sequence]  # caught up: the event alone
+    with log.subscribe(EventFilter(types=("drain.*",)), from_sequence=seqs[0]) as f:
+        assert [e.sequence for e in f.take(5, limit=4)] == seqs[:4]  # replay too, in order
+        assert [e.sequence for e in f.take(5)] == [*seqs[4:], one.sequence]

@@ -9,7 +9,8 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import voltorch
@@ -24,6 +25,12 @@ from voltorch_server.config import Config
 from voltorch_server.priority import Priority
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
+
+
+def _llm_config(config: Config, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> Config:
+    """The suite's server config with the OpenAI key variable set (so LLM agents are made) and `settings`."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    return replace(config, shutdown_grace=1.0, openai_api_key_env=KEY_ENV, **settings)
 
 
 def test_the_window_converges_near_the_endpoint_capacity_with_few_429s():
@@ -103,15 +110,11 @@ def test_priorities_hold_under_the_limiter(db, monkeypatch):
 
 
 @pytest.fixture
-def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
+def llm_server(config: Config, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
     stub = StubLLM(capacity=4, retry_after_ms=10, gate=threading.Event())
-    monkeypatch.setenv(KEY_ENV, "sk-test")
-    cfg = Config(
-        host="127.0.0.1",
-        port=0,
-        db=str(tmp_path / "llm.db"),
-        shutdown_grace=1.0,
-        openai_api_key_env=KEY_ENV,
+    cfg = _llm_config(
+        config,
+        monkeypatch,
         openai_base_url=stub.base_url,
         openai_model="stub-model",
         llm_initial_window=8,
@@ -190,17 +193,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_health_reports_the_endpoint_degraded_after_consecutive_connection_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, "sk-test")
-    cfg = Config(
-        host="127.0.0.1",
-        port=0,
-        db=str(tmp_path / "dead.db"),
-        shutdown_grace=1.0,
-        builtin_agents=False,
-        llm_max_retries=0,
-        openai_api_key_env=KEY_ENV,
-    )
+def test_health_reports_the_endpoint_degraded_after_consecutive_connection_errors(config, monkeypatch):
+    cfg = _llm_config(config, monkeypatch, builtin_agents=False, llm_max_retries=0)
     srv = VoltorchServer(cfg).start()
     try:
         with voltorch.Client(srv.target, timeout=10) as client:
@@ -258,17 +252,13 @@ def test_a_call_waiting_when_the_limiters_reset_goes_to_the_endpoints_new_limite
 
 
 def test_executions_waiting_on_the_model_do_not_keep_others_queued_while_the_endpoint_has_room(
-    tmp_path, monkeypatch
+    config, monkeypatch
 ):
     gate = threading.Event()
     stub = StubLLM(gate=gate)
-    monkeypatch.setenv(KEY_ENV, "sk-test")
-    cfg = Config(
-        host="127.0.0.1",
-        port=0,
-        db=str(tmp_path / "admit.db"),
-        shutdown_grace=1.0,
-        openai_api_key_env=KEY_ENV,
+    cfg = _llm_config(
+        config,
+        monkeypatch,
         openai_base_url=stub.base_url,
         openai_model="stub-model",
         workflow_concurrency=2,

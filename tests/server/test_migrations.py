@@ -16,8 +16,12 @@ from voltorch_server.storage import MIGRATIONS, Database, migrate
 from voltorch_server.storage.inspect import inspect_database
 
 OLD_DUMP = Path(__file__).parent / "data" / "voltorch-0.1.0.sql"
-IN_0_1_0 = [name for name, _ in MIGRATIONS][:6]  # the migrations a 0.1.0 database has applied
-SINCE_0_1_0 = [name for name, _ in MIGRATIONS][6:]
+AFTER_0_1_0 = [
+    "workflows_0002_usage",
+    "coordination_0002_tools",
+    "workflows_0003_signals_timers",
+    "schedules_0001",
+]  # migrations added since 0.1.0: what its databases get on opening
 
 
 def _old_database(path: Path) -> Path:
@@ -53,19 +57,17 @@ def _shape(path: Path) -> dict:
     return shape
 
 
-def test_a_fresh_database_has_the_schema_0_1_0_made(tmp_path: Path) -> None:
+def test_a_fresh_database_has_the_schema_0_1_0_made_plus_later_migrations(tmp_path: Path) -> None:
     db = Database(tmp_path / "fresh.db")
     assert migrate(db) == [name for name, _ in MIGRATIONS]
     db.close()
     old = _old_database(tmp_path / "old.db")
+    upgraded = Database(old)
+    assert migrate(upgraded) == AFTER_0_1_0
+    upgraded.close()
     fresh_shape, old_shape = _shape(tmp_path / "fresh.db"), _shape(old)
-    # tables added by migrations after 0.1.0
-    assert sorted(set(fresh_shape) - set(old_shape)) == [
-        "workflow_schedules",
-        "workflow_signals",
-        "workflow_timers",
-    ]
-    assert set(old_shape) <= set(fresh_shape)
+    assert sorted(fresh_shape) == sorted(old_shape)
+    assert {"workflow_schedules", "workflow_signals", "workflow_timers"} <= set(fresh_shape)
     for table in old_shape:
         assert fresh_shape[table] == old_shape[table], table
 
@@ -90,7 +92,7 @@ def test_a_failed_migration_leaves_nothing_half_written(tmp_path: Path, monkeypa
 def test_a_database_made_by_0_1_0_opens_and_keeps_its_data(tmp_path: Path) -> None:
     old = _old_database(tmp_path / "old.db")
     db = Database(old)
-    assert migrate(db) == SINCE_0_1_0  # what 0.1.0 applied is recorded; only the newer ones run
+    assert migrate(db) == AFTER_0_1_0  # the ones it has are recorded: only the later ones run
     db.close()
     with (
         VoltorchServer(Config(host="127.0.0.1", port=0, db=str(old))) as server,
@@ -109,8 +111,9 @@ def test_inspect_reports_tables_rows_schema_version_and_integrity(tmp_path: Path
     info = inspect_database(_old_database(tmp_path / "old.db"))
     assert info.tables["kv"] == 1 and info.tables["kv_history"] == 1 and info.tables["events"] == 0
     assert "sqlite_sequence" not in info.tables
-    assert info.applied == IN_0_1_0 and info.pending == SINCE_0_1_0 and info.unknown == []
-    assert info.schema_version == IN_0_1_0[-1]
+    before = [name for name, _ in MIGRATIONS if name not in AFTER_0_1_0]
+    assert info.applied == before and info.pending == AFTER_0_1_0 and info.unknown == []
+    assert info.schema_version == before[-1]
     assert info.integrity == ["ok"] and info.ok
 
 
@@ -151,12 +154,15 @@ def test_inspect_finds_corruption(tmp_path: Path) -> None:
 
 def test_db_info_command(tmp_path: Path, capsys) -> None:
     old = _old_database(tmp_path / "old.db")
+    upgraded = Database(old)
+    migrate(upgraded)
+    upgraded.close()
     assert main(["db", "info", "--db", str(old), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["tables"]["kv"] == 1 and out["schema_version"] == IN_0_1_0[-1] and out["ok"] is True
+    assert out["tables"]["kv"] == 1 and out["schema_version"] == MIGRATIONS[-1][0] and out["ok"] is True
     assert main(["db", "info", "--db", str(old)]) == 0
     text = capsys.readouterr().out
-    assert "kv_history" in text and f"schema version: {IN_0_1_0[-1]}" in text and "integrity: ok" in text
+    assert "kv_history" in text and f"schema version: {MIGRATIONS[-1][0]}" in text and "integrity: ok" in text
     assert main(["db", "info", "--db", str(tmp_path / "missing.db")]) == 2
     assert "no database file" in capsys.readouterr().err
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)

@@ -170,6 +170,7 @@ def llm_server(
         openai_api_key_env="VOLTORCH_TEST_LLM_KEY",
         openai_base_url=stub.base_url,
         openai_model="stub-model",
+        llm_prices="stub-model=1000/2000",  # USD per million tokens: 11 in + 7 out = $0.025 a call
     )
     srv = VoltorchServer(cfg).start()
     yield srv, stub
@@ -193,6 +194,24 @@ def test_complete_workflow_with_openai_compatible_agents(llm_server):
     assert e.result == {"summary": "# Report\nAll good."}
     assert any("JSON" in p and REQUIREMENT in p for p in stub.prompts)  # prompts ask for JSON
     assert len(stub.prompts) == 6
+    assert (e.usage.llm_calls, e.usage.prompt_tokens, e.usage.completion_tokens) == (6, 66, 42)
+    assert e.usage.cost == pytest.approx(6 * 0.025)
+    assert e.step("analyse").usage.llm_calls == 1 and e.step("execute_tasks").usage.llm_calls == 2
+    assert e.budget is None
+
+
+def test_complete_workflow_budget_stops_before_the_call_beyond_it(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = client.workflows.execute_complete(REQUIREMENT, budget=voltorch.Budget(max_cost=0.05)).execution
+        e = client.workflows.wait(e.id, timeout=WAIT)
+        with pytest.raises(voltorch.InvalidArgumentError) as bad:
+            client.workflows.execute_complete(REQUIREMENT, budget=voltorch.Budget(max_tokens=-1))
+    assert e.status == "failed" and e.budget == voltorch.Budget(max_cost=0.05)
+    assert e.error is not None and e.error.code == "BUDGET_EXCEEDED" and "max_cost=0.05" in e.error.message
+    assert len(stub.prompts) == 2  # analyse and generate_tasks; their $0.05 left nothing for a third call
+    assert e.step("execute_tasks").status == "cancelled" and e.usage.llm_calls == 2
+    assert bad.value.fields == ["options.budget.max_tokens"]
 
 
 @pytest.mark.parametrize("llm_server", [True], indirect=True)

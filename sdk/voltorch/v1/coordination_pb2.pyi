@@ -81,7 +81,7 @@ COORDINATION_STATUS_CANCELLED: CoordinationStatus
 COORDINATION_STATUS_TIMED_OUT: CoordinationStatus
 
 class LlmSettings(_message.Message):
-    __slots__ = ("model", "base_url", "api_key_env", "system_prompt", "temperature", "timeout", "max_tokens")
+    __slots__ = ("model", "base_url", "api_key_env", "system_prompt", "temperature", "timeout", "max_tokens", "tools", "max_tool_iterations")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     API_KEY_ENV_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class LlmSettings(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOOL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     base_url: str
     api_key_env: str
@@ -96,10 +98,22 @@ class LlmSettings(_message.Message):
     temperature: float
     timeout: _duration_pb2.Duration
     max_tokens: int
-    def __init__(self, model: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key_env: _Optional[str] = ..., system_prompt: _Optional[str] = ..., temperature: _Optional[float] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    max_tool_iterations: int
+    def __init__(self, model: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key_env: _Optional[str] = ..., system_prompt: _Optional[str] = ..., temperature: _Optional[float] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[str]] = ..., max_tool_iterations: _Optional[int] = ...) -> None: ...
+
+class ToolSpec(_message.Message):
+    __slots__ = ("name", "description", "parameters")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("id", "name", "kind", "capabilities", "max_concurrency", "status", "current_load", "success_rate", "error_rate", "avg_latency", "tasks_completed", "tasks_failed", "llm", "labels", "register_time", "last_seen_time", "last_error")
+    __slots__ = ("id", "name", "kind", "capabilities", "max_concurrency", "status", "current_load", "success_rate", "error_rate", "avg_latency", "tasks_completed", "tasks_failed", "llm", "labels", "register_time", "last_seen_time", "last_error", "tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +138,7 @@ class Agent(_message.Message):
     REGISTER_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: AgentKind
@@ -141,10 +156,11 @@ class Agent(_message.Message):
     register_time: _timestamp_pb2.Timestamp
     last_seen_time: _timestamp_pb2.Timestamp
     last_error: TaskError
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[AgentKind, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., current_load: _Optional[int] = ..., success_rate: _Optional[float] = ..., error_rate: _Optional[float] = ..., avg_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., llm: _Optional[_Union[LlmSettings, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[TaskError, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[ToolSpec]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[AgentKind, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., current_load: _Optional[int] = ..., success_rate: _Optional[float] = ..., error_rate: _Optional[float] = ..., avg_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., llm: _Optional[_Union[LlmSettings, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[TaskError, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[ToolSpec, _Mapping]]] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
-    __slots__ = ("agent_id", "name", "kind", "capabilities", "max_concurrency", "llm", "labels", "replace")
+    __slots__ = ("agent_id", "name", "kind", "capabilities", "max_concurrency", "llm", "labels", "replace", "tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +176,7 @@ class RegisterAgentRequest(_message.Message):
     LLM_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     kind: AgentKind
@@ -168,7 +185,8 @@ class RegisterAgentRequest(_message.Message):
     llm: LlmSettings
     labels: _containers.ScalarMap[str, str]
     replace: bool
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[AgentKind, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., llm: _Optional[_Union[LlmSettings, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., replace: _Optional[bool] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[ToolSpec]
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[AgentKind, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., llm: _Optional[_Union[LlmSettings, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., replace: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[ToolSpec, _Mapping]]] = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
     __slots__ = ("agent",)
@@ -309,14 +327,18 @@ class TaskError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class TokenUsage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "llm_calls")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
+    cost: float
+    llm_calls: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., llm_calls: _Optional[int] = ...) -> None: ...
 
 class AgentResult(_message.Message):
     __slots__ = ("agent_id", "position", "task_id", "attempts", "output", "structured_output", "error", "latency", "usage", "skipped", "condition_result", "start_time", "end_time")
@@ -503,7 +525,7 @@ class ServerMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[WorkerWelcome, _Mapping]] = ..., assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
-    __slots__ = ("agent_id", "name", "capabilities", "max_concurrency", "labels", "sdk_version")
+    __slots__ = ("agent_id", "name", "capabilities", "max_concurrency", "labels", "sdk_version", "tools")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -517,13 +539,15 @@ class WorkerHello(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     max_concurrency: int
     labels: _containers.ScalarMap[str, str]
     sdk_version: str
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., sdk_version: _Optional[str] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[ToolSpec]
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., sdk_version: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolSpec, _Mapping]]] = ...) -> None: ...
 
 class WorkerWelcome(_message.Message):
     __slots__ = ("agent_id", "session_id", "heartbeat_interval", "heartbeat_timeout", "server_version")

@@ -40,6 +40,9 @@ class CoordinationServiceStub:
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
     happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
+    task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
+    (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).
     """
 
     def __init__(self, channel):
@@ -115,6 +118,9 @@ class CoordinationServiceServicer:
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
     happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
+    task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
+    (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).
     """
 
     def RegisterAgent(self, request, context):
@@ -289,6 +295,9 @@ class CoordinationService:
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
     happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
+    task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
+    (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).
     """
 
     @staticmethod

@@ -62,6 +62,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_NOT_FOUND: _ClassVar[ErrorReason]
     SCHEDULE_EXISTS: _ClassVar[ErrorReason]
     CRON_INVALID: _ClassVar[ErrorReason]
+    BUDGET_EXCEEDED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
 FIELD_INVALID: ErrorReason
@@ -118,3 +119,4 @@ REQUEST_UNDECODABLE: ErrorReason
 SCHEDULE_NOT_FOUND: ErrorReason
 SCHEDULE_EXISTS: ErrorReason
 CRON_INVALID: ErrorReason
+BUDGET_EXCEEDED: ErrorReason

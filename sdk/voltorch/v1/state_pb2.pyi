@@ -150,28 +150,32 @@ class TransactionResponse(_message.Message):
     def __init__(self, succeeded: _Optional[bool] = ..., revision: _Optional[int] = ..., failed_conditions: _Optional[_Iterable[int]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("key", "prefix", "start_revision", "include_previous")
+    __slots__ = ("key", "prefix", "start_revision", "include_previous", "max_batch")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     key: str
     prefix: str
     start_revision: int
     include_previous: bool
-    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[str] = ..., start_revision: _Optional[int] = ..., include_previous: _Optional[bool] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[str] = ..., start_revision: _Optional[int] = ..., include_previous: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("type", "kv", "previous", "revision")
+    __slots__ = ("type", "kv", "previous", "revision", "changes")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     type: WatchEventType
     kv: KeyValue
     previous: KeyValue
     revision: int
-    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., previous: _Optional[_Union[KeyValue, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    changes: _containers.RepeatedCompositeFieldContainer[WatchResponse]
+    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., previous: _Optional[_Union[KeyValue, _Mapping]] = ..., revision: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[WatchResponse, _Mapping]]] = ...) -> None: ...
 
 class GetHistoryRequest(_message.Message):
     __slots__ = ("key", "page_size", "page_token")

@@ -268,7 +268,7 @@ class StepSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., agent_task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., coordination: _Optional[_Union[CoordinationStep, _Mapping]] = ..., condition: _Optional[_Union[ConditionStep, _Mapping]] = ..., fan_out: _Optional[_Union[FanOutStep, _Mapping]] = ..., wait: _Optional[_Union[WaitStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStep, _Mapping]] = ..., sleep: _Optional[_Union[SleepStep, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_failure: _Optional[bool] = ..., start_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WorkflowTemplate(_message.Message):
-    __slots__ = ("name", "version", "description", "category", "parameters", "steps", "default_retry", "timeout", "labels", "builtin", "create_time")
+    __slots__ = ("name", "version", "description", "category", "parameters", "steps", "default_retry", "timeout", "labels", "builtin", "create_time", "budget")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +287,7 @@ class WorkflowTemplate(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     description: str
@@ -298,7 +299,18 @@ class WorkflowTemplate(_message.Message):
     labels: _containers.ScalarMap[str, str]
     builtin: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[StepSpec, _Mapping]]] = ..., default_retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    budget: Budget
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[StepSpec, _Mapping]]] = ..., default_retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("max_tokens", "max_cost", "max_llm_calls")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
+    MAX_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    max_cost: float
+    max_llm_calls: int
+    def __init__(self, max_tokens: _Optional[int] = ..., max_cost: _Optional[float] = ..., max_llm_calls: _Optional[int] = ...) -> None: ...
 
 class RegisterTemplateRequest(_message.Message):
     __slots__ = ("template",)
@@ -347,7 +359,7 @@ class ListTemplatesResponse(_message.Message):
     def __init__(self, templates: _Optional[_Iterable[_Union[WorkflowTemplate, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StepExecution(_message.Message):
-    __slots__ = ("step_id", "name", "status", "attempts", "output", "structured_output", "error", "agent_id", "coordination_id", "start_time", "end_time", "next_retry_time", "children")
+    __slots__ = ("step_id", "name", "status", "attempts", "output", "structured_output", "error", "agent_id", "coordination_id", "start_time", "end_time", "next_retry_time", "children", "usage")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +373,7 @@ class StepExecution(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     NEXT_RETRY_TIME_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     name: str
     status: StepStatus
@@ -374,10 +387,11 @@ class StepExecution(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     next_retry_time: _timestamp_pb2.Timestamp
     children: _containers.RepeatedCompositeFieldContainer[StepExecution]
-    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., output: _Optional[str] = ..., structured_output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., agent_id: _Optional[str] = ..., coordination_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., children: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ...) -> None: ...
+    usage: _coordination_pb2.TokenUsage
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., output: _Optional[str] = ..., structured_output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., agent_id: _Optional[str] = ..., coordination_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., children: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "waiting")
+    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "usage", "budget", "waiting")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -402,6 +416,8 @@ class Execution(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
@@ -420,8 +436,10 @@ class Execution(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
+    usage: _coordination_pb2.TokenUsage
+    budget: Budget
     waiting: _containers.RepeatedCompositeFieldContainer[WaitingFor]
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Iterable[_Union[WaitingFor, _Mapping]]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., waiting: _Optional[_Iterable[_Union[WaitingFor, _Mapping]]] = ...) -> None: ...
 
 class WaitingFor(_message.Message):
     __slots__ = ("step_id", "kind", "signal", "prompt", "data", "deadline")
@@ -551,31 +569,36 @@ class ResumeExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
 
 class WatchExecutionRequest(_message.Message):
-    __slots__ = ("execution_id", "from_sequence", "include_execution")
+    __slots__ = ("execution_id", "from_sequence", "include_execution", "max_batch")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     from_sequence: int
     include_execution: bool
-    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class WatchExecutionResponse(_message.Message):
-    __slots__ = ("event", "execution")
+    __slots__ = ("event", "execution", "updates")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.Event
     execution: Execution
-    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+    updates: _containers.RepeatedCompositeFieldContainer[WatchExecutionResponse]
+    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[WatchExecutionResponse, _Mapping]]] = ...) -> None: ...
 
 class CompleteWorkflowOptions(_message.Message):
-    __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry", "approve_tasks")
+    __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry", "budget", "approve_tasks")
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     SKIP_REVIEW_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     STEP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     APPROVE_TASKS_FIELD_NUMBER: _ClassVar[int]
     max_tasks: int
     max_parallel: int
@@ -583,8 +606,9 @@ class CompleteWorkflowOptions(_message.Message):
     timeout: _duration_pb2.Duration
     step_timeout: _duration_pb2.Duration
     retry: RetryPolicy
+    budget: Budget
     approve_tasks: bool
-    def __init__(self, max_tasks: _Optional[int] = ..., max_parallel: _Optional[int] = ..., skip_review: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., approve_tasks: _Optional[bool] = ...) -> None: ...
+    def __init__(self, max_tasks: _Optional[int] = ..., max_parallel: _Optional[int] = ..., skip_review: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., approve_tasks: _Optional[bool] = ...) -> None: ...
 
 class ExecuteCompleteWorkflowRequest(_message.Message):
     __slots__ = ("requirement", "request_id", "options", "priority", "labels")

@@ -3,12 +3,13 @@ their proto mapping (one mapping for the SDK and the server)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..v1 import coordination_pb2 as pb
 from ._errors import WireError
-from ._values import from_duration, from_value, to_duration, to_value
+from ._values import from_duration, from_struct, from_value, to_duration, to_struct, to_value
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,37 @@ class LlmSettings:
     temperature: float | None = None
     timeout: float | None = None
     max_tokens: int | None = None
+    tools: Sequence[str] = ()  # tools (offered by other agents) the model may call
+    max_tool_iterations: int = 0  # 0 = 8
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function an agent offers to tool-calling LLM agents; `parameters` is its arguments' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+def tool_pb(t: ToolSpec) -> pb.ToolSpec:
+    m = pb.ToolSpec(name=t.name, description=t.description)
+    if t.parameters is not None:
+        m.parameters.CopyFrom(to_struct(t.parameters))
+    return m
+
+
+def tool_from_pb(m: pb.ToolSpec) -> ToolSpec:
+    return ToolSpec(m.name, m.description, from_struct(m.parameters) if m.HasField("parameters") else None)
 
 
 @dataclass(frozen=True)
 class TokenUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # tokens in
+    completion_tokens: int = 0  # tokens out
     total_tokens: int = 0
+    cost: float = 0.0  # USD, priced by the server's llm_prices
+    llm_calls: int = 0  # model calls that answered
 
 
 def seconds_from_pb(msg: Any, name: str, field: str, *, request: bool = False) -> float | None:
@@ -128,6 +153,10 @@ class TokenUsageLike(Protocol):
     def completion_tokens(self) -> int: ...
     @property
     def total_tokens(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def llm_calls(self) -> int: ...
 
 
 def task_error_pb(e: TaskErrorLike | None) -> pb.TaskError | None:
@@ -140,7 +169,12 @@ def task_error_from_pb(m: pb.TaskError, present: bool) -> TaskError | None:
 
 def llm_pb(s: LlmSettings) -> pb.LlmSettings:
     m = pb.LlmSettings(
-        model=s.model, base_url=s.base_url, api_key_env=s.api_key_env, system_prompt=s.system_prompt
+        model=s.model,
+        base_url=s.base_url,
+        api_key_env=s.api_key_env,
+        system_prompt=s.system_prompt,
+        tools=list(s.tools),
+        max_tool_iterations=s.max_tool_iterations,
     )
     if s.temperature is not None:
         m.temperature = s.temperature
@@ -160,14 +194,20 @@ def llm_from_pb(m: pb.LlmSettings, *, request: bool = False) -> LlmSettings:
         temperature=m.temperature if m.HasField("temperature") else None,
         timeout=seconds_from_pb(m, "timeout", "llm.timeout", request=request),
         max_tokens=m.max_tokens if m.HasField("max_tokens") else None,
+        tools=tuple(m.tools),
+        max_tool_iterations=m.max_tool_iterations,
     )
 
 
 def usage_pb(u: TokenUsageLike) -> pb.TokenUsage:
     return pb.TokenUsage(
-        prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        cost=u.cost,
+        llm_calls=u.llm_calls,
     )
 
 
 def usage_from_pb(m: pb.TokenUsage) -> TokenUsage:
-    return TokenUsage(m.prompt_tokens, m.completion_tokens, m.total_tokens)
+    return TokenUsage(m.prompt_tokens, m.completion_tokens, m.total_tokens, m.cost, m.llm_calls)

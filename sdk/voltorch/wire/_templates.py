@@ -150,6 +150,24 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """Limits on what one execution may spend; 0 = no limit. Reaching one fails the execution with
+    BUDGET_EXCEEDED before the next model call."""
+
+    max_tokens: int = 0  # prompt + completion tokens
+    max_cost: float = 0.0  # USD, priced by the server's llm_prices
+    max_llm_calls: int = 0
+
+
+def budget_pb(b: Budget) -> workflows_pb2.Budget:
+    return workflows_pb2.Budget(max_tokens=b.max_tokens, max_cost=b.max_cost, max_llm_calls=b.max_llm_calls)
+
+
+def budget_from_pb(pb: workflows_pb2.Budget) -> Budget:
+    return Budget(max_tokens=pb.max_tokens, max_cost=pb.max_cost, max_llm_calls=pb.max_llm_calls)
+
+
+@dataclass(frozen=True)
 class WorkflowTemplate:
     name: str
     steps: Sequence[Step]
@@ -162,6 +180,7 @@ class WorkflowTemplate:
     version: int = 0  # 0 = next version when registering
     builtin: bool = False
     create_time: datetime | None = None
+    budget: Budget | None = None  # limits of each execution; None = none
 
 
 # -- Python -> proto ---------------------------------------------------------------------------------------
@@ -296,6 +315,8 @@ def template_pb(t: WorkflowTemplate) -> workflows_pb2.WorkflowTemplate:
     )
     if t.default_retry is not None:
         pb.default_retry.CopyFrom(retry_pb(t.default_retry))
+    if t.budget is not None:
+        pb.budget.CopyFrom(budget_pb(t.budget))
     return pb
 
 
@@ -433,4 +454,5 @@ def template_from_pb(
         version=pb.version,
         builtin=pb.builtin and not request,
         create_time=None if request else to_datetime(pb.create_time, pb.HasField("create_time")),
+        budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,23 +25,92 @@ OFFLINE_LABEL = "voltorch offline agent (deterministic, no LLM)"
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """Tokens in (prompt) and out (completion), their cost in USD and the model calls that answered."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost: float = 0.0
+    llm_calls: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cost": round(self.cost, 9),
+            "llm_calls": self.llm_calls,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TokenUsage:
         d = d or {}
         return cls(
-            int(d.get("prompt_tokens", 0)), int(d.get("completion_tokens", 0)), int(d.get("total_tokens", 0))
+            int(d.get("prompt_tokens", 0)),
+            int(d.get("completion_tokens", 0)),
+            int(d.get("total_tokens", 0)),
+            float(d.get("cost", 0.0)),
+            int(d.get("llm_calls", 0)),
         )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.cost + other.cost,
+            self.llm_calls + other.llm_calls,
+        )
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function an agent offers to tool-calling LLM agents; `parameters` is its arguments' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    def schema(self) -> dict[str, Any]:
+        """As an OpenAI function tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters or {"type": "object", "properties": {}},
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one tool call gave back: its output (or error message) and the child coordination that ran it."""
+
+    output: str
+    coordination_id: str = ""
+    agent_id: str = ""
+    error: str = ""
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class Toolbox(ABC):
+    """How an agent finds and calls the tools other agents offer (the coordination engine implements it)."""
+
+    @abstractmethod
+    def specs(self, names: tuple[str, ...]) -> list[ToolSpec]:
+        """The tools by name; AgentError TOOL_NOT_FOUND for a name no agent offers."""
+
+    @abstractmethod
+    def call(self, task: AgentTask, name: str, arguments: dict[str, Any]) -> ToolResult:
+        """Run one call as a child coordination of the task and wait for it."""
+
+    def check_budget(self, task: AgentTask, used: TokenUsage) -> None:  # noqa: B027 - optional hook
+        """Before another model call of a task that has already used `used`: AgentError BUDGET_EXCEEDED
+        when the budget of the task's execution would be crossed by going on."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +132,15 @@ class AgentTask:
     step_id: str = ""
     agent_id: str = ""  # the agent it was dispatched to
     agent_capabilities: tuple[str, ...] = ()  # that agent's capabilities at dispatch
+    # Where a streaming agent writes its text as it grows (the engine batches it into agent.output.delta
+    # events); None when nobody listens. Deltas are shown live only: the final output is what run() returns.
+    on_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    toolbox: Toolbox | None = field(default=None, compare=False, repr=False)  # for tool-calling agents
+
+    def delta(self, text: str) -> None:
+        """Report text the agent just produced (a no-op without a listener)."""
+        if self.on_delta is not None and text:
+            self.on_delta(text)
 
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - now)
@@ -83,6 +161,7 @@ class AgentError(Exception):
         self.message = message
         self.retryable = retryable
         self.code = code
+        self.usage = TokenUsage()  # what the task used before failing (a tool loop's model calls)
 
 
 class CancelSignal:

@@ -20,12 +20,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
 
 from ..telemetry import context_from, tracer
+from ._tools import Reply, ToolCall, offline_model, parse_arguments, run_tool_loop
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .limiter import (
     EndpointLimiter,
@@ -37,7 +38,16 @@ from .limiter import (
     Permit,
     estimate_tokens,
 )
-from .offline import ANALYSIS, DELIVERY, PLANNING, REVIEW, SUMMARY, choose_capability, offline_output
+from .offline import (
+    ANALYSIS,
+    DELIVERY,
+    PLANNING,
+    REVIEW,
+    SUMMARY,
+    choose_capability,
+    offline_output,
+    streamed,
+)
 
 log = logging.getLogger("voltorch.agents.llm")
 
@@ -56,13 +66,21 @@ class LlmSettings:
     temperature: float | None = None
     timeout: float | None = None
     max_tokens: int | None = None
+    tools: tuple[str, ...] = ()  # tools offered by other agents that the model may call
+    max_tool_iterations: int = 0  # 0 = DEFAULT_TOOL_ITERATIONS
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["tools"] = list(self.tools)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> LlmSettings | None:
-        return None if d is None else cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        if d is None:
+            return None
+        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        values["tools"] = tuple(values.get("tools", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,12 @@ class LlmDefaults:
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_retries: int = 3
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
+
+    def cost(self, model: str, usage: TokenUsage) -> float:
+        """USD of one call's tokens (0 for a model without a price)."""
+        per_in, per_out = self.prices.get(model, (0.0, 0.0))
+        return (usage.prompt_tokens * per_in + usage.completion_tokens * per_out) / 1_000_000
 
 
 def limit_settings(config: Any) -> LimitSettings:
@@ -245,17 +269,54 @@ class LlmAgent(Agent):
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         key = self.env.get(self.key_env, "")
-        if not key:
-            return offline_output(task, note=f"(LLM agent running offline: ${self.key_env} is not set)")
-        client = self._client(key)
         messages = [
             {"role": "system", "content": _system_prompt(self.settings, task)},
             {"role": "user", "content": _user_message(task)},
         ]
-        # The messages travel in extra_body: they are plain JSON already, and the client's per-field
-        # TypedDict transform of `messages` is a fifth of the server's CPU per call when hundreds of calls
-        # run at once (bench suite llm). The request on the wire is the same.
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [], "extra_body": {"messages": messages}}
+        tools, turns = self.settings.tools, self.settings.max_tool_iterations
+        if not key:
+            if tools:  # the same protocol, played deterministically
+                return run_tool_loop(
+                    task, cancel, messages, tools, offline_model(task), turns, parse_json_output
+                )
+            note = f"(LLM agent running offline: ${self.key_env} is not set)"
+            return streamed(task, offline_output(task, note=note))
+        if tools:
+            return run_tool_loop(
+                task,
+                cancel,
+                messages,
+                tools,
+                lambda msgs, schemas: self._ask(key, msgs, schemas, task, cancel),
+                turns,
+                parse_json_output,
+            )
+        reply = self._ask(key, messages, [], task, cancel)
+        return AgentOutput(reply.content, parse_json_output(reply.content), reply.usage)
+
+    def _ask(
+        self,
+        key: str,
+        messages: list[dict[str, Any]],
+        schemas: list[dict[str, Any]],
+        task: AgentTask,
+        cancel: CancelSignal,
+    ) -> Reply:
+        """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
+        from the endpoint's limiter."""
+        client = self._client(key)
+        # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
+        # The messages (and tools) travel in extra_body: they are plain JSON already, and the client's
+        # per-field TypedDict transform of `messages` is a fifth of the server's CPU per call when hundreds
+        # of calls run at once (bench suite llm). The request on the wire is the same.
+        body: dict[str, Any] = {"messages": messages, **({"tools": schemas} if schemas else {})}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [],
+            "extra_body": body,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
@@ -278,11 +339,15 @@ class LlmAgent(Agent):
                 began = time.monotonic()
                 try:
                     raw = client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
-                    resp = raw.http_response.json()
+                    chunks = _receive(raw.http_response, task, cancel)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
                         outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
+                    if isinstance(exc, AgentError) and exc.code == "CANCELLED":
+                        outcome = (
+                            Outcome.ABANDONED
+                        )  # stopped reading mid-stream: says nothing of the endpoint
                     if permit is not None:
                         permit.release(
                             outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
@@ -304,21 +369,22 @@ class LlmAgent(Agent):
                     if cancel.wait(delay):
                         raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
                     continue
-                if permit is not None:
-                    usage = resp.get("usage") if isinstance(resp, dict) else None
-                    used = usage.get("total_tokens") if isinstance(usage, dict) else None
-                    permit.release(
-                        Outcome.OK, headers=raw.headers, tokens_used=used if isinstance(used, int) else None
-                    )
                 try:
-                    out = self._parse(resp)
+                    reply = _parse(chunks)
                 except AgentError as exc:
+                    if permit is not None:
+                        permit.release(Outcome.OK, headers=raw.headers)  # the endpoint answered
                     self._observe(0, 0, time.monotonic() - began, exc.code)
                     raise
+                if permit is not None:
+                    used = reply.usage.total_tokens
+                    permit.release(Outcome.OK, headers=raw.headers, tokens_used=used or None)
+                cost = self.defaults.cost(self.model, reply.usage)
+                reply = replace(reply, usage=replace(reply.usage, cost=cost, llm_calls=1))
                 self._observe(
-                    out.usage.prompt_tokens, out.usage.completion_tokens, time.monotonic() - began, ""
+                    reply.usage.prompt_tokens, reply.usage.completion_tokens, time.monotonic() - began, ""
                 )
-                return out
+                return reply
         raise AssertionError("unreachable")  # the last attempt raises in _retry_delay
 
     def _permit(
@@ -385,34 +451,6 @@ class LlmAgent(Agent):
             ) from None
         return delay
 
-    def _parse(self, resp: Any) -> AgentOutput:
-        """The answer from the response's JSON body (read as plain JSON: building the client's typed
-        ChatCompletion cost ~1 ms of CPU per call for the three fields used here)."""
-        choices = resp.get("choices") if isinstance(resp, dict) else None
-        if not choices or not isinstance(choices, list):
-            raise AgentError(
-                "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
-                "/v1 endpoint?)",
-                code="INVALID_OUTPUT",
-            )
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
-        message = message if isinstance(message, dict) else {}
-        content = message.get("content")
-        if not isinstance(content, str):
-            refusal = message.get("refusal")
-            if refusal:
-                raise AgentError(f"the model refused: {refusal}", code="LLM_REFUSED")
-            raise AgentError(
-                "LLM endpoint returned a malformed response: choices[0].message.content is missing",
-                code="INVALID_OUTPUT",
-            )
-        u = resp.get("usage")
-        u = u if isinstance(u, dict) else {}
-        usage = TokenUsage(
-            _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")), _count(u.get("total_tokens"))
-        )
-        return AgentOutput(content, parse_json_output(content), usage)
-
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
@@ -423,12 +461,132 @@ class LlmAgent(Agent):
                 pass
 
 
-def _count(value: Any) -> int:
-    """A token count from the usage JSON (0 when absent or not a positive number)."""
-    return int(value) if isinstance(value, int | float) and value > 0 else 0
-
-
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
+
+
+def _receive(response: Any, task: AgentTask, cancel: CancelSignal) -> list[dict[str, Any]]:
+    """Read a streamed answer to its end, handing each piece of text to the task as it arrives. The
+    server-sent events are read as plain JSON (building the client's typed chunk per event costs CPU for
+    the few fields used here). An endpoint that answers a stream request with one JSON completion is read
+    as a single chunk."""
+    chunks: list[dict[str, Any]] = []
+    kind = response.headers.get("content-type", "")
+    try:
+        if not kind.startswith("text/event-stream"):
+            return _whole(response, kind, task)
+        for line in response.iter_lines():
+            if cancel.is_set():
+                raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise AgentError(
+                    f"LLM endpoint returned a malformed response: an event is not JSON: {data[:200]!r}",
+                    code="INVALID_OUTPUT",
+                ) from None
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("error"), dict):
+                message = chunk["error"].get("message") or "error"
+                raise AgentError(
+                    f"LLM endpoint failed mid-stream: {message}", code="LLM_ERROR", retryable=True
+                )
+            chunks.append(chunk)
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+                if isinstance(piece, str):
+                    task.delta(piece)
+    finally:
+        response.close()
+    return chunks
+
+
+def _whole(response: Any, kind: str, task: AgentTask) -> list[dict[str, Any]]:
+    """A completion that came whole instead of streamed, as one chunk."""
+    response.read()
+    try:
+        body = response.json()
+    except ValueError:
+        raise AgentError(
+            f"LLM endpoint returned a malformed response: the body is not JSON server-sent events "
+            f"(content-type {kind or 'missing'})",
+            code="INVALID_OUTPUT",
+        ) from None
+    if not isinstance(body, dict):
+        return []
+    choices = [
+        {**c, "delta": c.get("message") or {}} for c in body.get("choices") or () if isinstance(c, dict)
+    ]
+    for c in choices:
+        if isinstance(c["delta"].get("content"), str):
+            task.delta(c["delta"]["content"])
+    return [{**body, "choices": choices}] if "choices" in body else [body]
+
+
+def _count(value: Any) -> int:
+    """A count from the JSON (0 when absent or not a positive number)."""
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
+
+
+def _parse(chunks: list[dict[str, Any]]) -> Reply:
+    """The answer assembled from its chunks: text, tool calls (their pieces joined by index), usage."""
+    parts: list[str] = []
+    refusal: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    seen_choice = False
+    usage = TokenUsage()
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            seen_choice = True
+            raw_delta = choice.get("delta")
+            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
+            piece = delta.get("content")
+            if isinstance(piece, str):
+                parts.append(piece)
+            said_no = delta.get("refusal")
+            if isinstance(said_no, str):
+                refusal.append(said_no)
+            for tc in delta.get("tool_calls") or ():
+                if not isinstance(tc, dict):
+                    continue
+                call = calls.setdefault(_count(tc.get("index")), {"id": "", "name": "", "arguments": ""})
+                raw_fn = tc.get("function")
+                fn: dict[str, Any] = raw_fn if isinstance(raw_fn, dict) else {}
+                call["id"] = tc.get("id") or call["id"]
+                call["name"] += fn.get("name") or ""
+                call["arguments"] += fn.get("arguments") or ""
+        u = chunk.get("usage")
+        if isinstance(u, dict):
+            usage = TokenUsage(
+                _count(u.get("prompt_tokens")),
+                _count(u.get("completion_tokens")),
+                _count(u.get("total_tokens")),
+            )
+    if not seen_choice:
+        raise AgentError(
+            "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
+            "/v1 endpoint?)",
+            code="INVALID_OUTPUT",
+        )
+    tool_calls = tuple(
+        ToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(c["arguments"], c["name"]))
+        for i, c in sorted(calls.items())
+    )
+    if not parts and not tool_calls:
+        if refusal:
+            raise AgentError(f"the model refused: {''.join(refusal)}", code="LLM_REFUSED")
+        raise AgentError(
+            "LLM endpoint returned a malformed response: choices[0].message.content is missing",
+            code="INVALID_OUTPUT",
+        )
+    return Reply("".join(parts), tool_calls, usage)

@@ -317,8 +317,15 @@ def offline_output(task: AgentTask, note: str = "") -> AgentOutput:
     return AgentOutput(f"{header}\n{rendered}", structured)
 
 
+def streamed(task: AgentTask, out: AgentOutput) -> AgentOutput:
+    """Hand the output to the task's live text line by line, as a streaming model would, then return it."""
+    for line in out.output.splitlines(keepends=True):
+        task.delta(line)
+    return out
+
+
 class OfflineAgent(Agent):
     kind = "offline"
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
-        return offline_output(task)
+        return streamed(task, offline_output(task))

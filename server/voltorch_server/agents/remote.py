@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._ids import new_id
-from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, DoneCallback, TokenUsage
+from .base import (
+    Agent,
+    AgentError,
+    AgentOutput,
+    AgentTask,
+    CancelSignal,
+    DoneCallback,
+    TokenUsage,
+    ToolSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class WorkerHello:
     max_concurrency: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     sdk_version: str = ""
+    tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class _Sub(Generic[T]):
 
     __slots__ = ("match", "keys", "items", "capacity", "ready", "overflowed", "closed")
 
-    def __init__(self, match: Callable[[T], bool], capacity: int, keys: frozenset | None):
+    def __init__(self, match: Callable[[T], bool] | None, capacity: int, keys: frozenset | None):
         self.match = match
         self.keys = keys
         self.items: deque[T] = deque()
@@ -67,10 +67,11 @@ class Broadcaster(Generic[T]):
         self._by_key: dict[Hashable, tuple[_Sub[T], ...]] = {}
 
     def register(
-        self, match: Callable[[T], bool], capacity: int, keys: Iterable[Hashable] | None = None
+        self, match: Callable[[T], bool] | None, capacity: int, keys: Iterable[Hashable] | None = None
     ) -> _Sub[T]:
         """A new subscriber; `keys` (only used when the broadcaster has a key function) narrows which
-        records `match` is asked about: a record whose key is not in `keys` never matches."""
+        records `match` is asked about: a record whose key is not in `keys` never matches. `match`
+        None: every record offered matches (e.g. `keys` say all the subscriber wants)."""
         sub: _Sub[T] = _Sub(match, capacity, frozenset(keys) if keys is not None and self._key else None)
         with self._lock:
             self._set_subs((*self._subs, sub))
@@ -106,7 +107,10 @@ class Broadcaster(Generic[T]):
             else:
                 targets = everyone
             for sub in targets:
-                if sub.overflowed or sub.closed or not sub.match(item):
+                if sub.overflowed or sub.closed:
+                    continue
+                match = sub.match
+                if match is not None and not match(item):
                     continue
                 buf = sub.items
                 if len(buf) >= sub.capacity:
@@ -140,7 +144,7 @@ class Follower(Generic[T]):
         self,
         broadcaster: Broadcaster[T],
         *,
-        match: Callable[[T], bool],
+        match: Callable[[T], bool] | None,
         replay: Callable[[int, int], list[T]] | None,
         position: Callable[[T], int],
         after: int | None,
@@ -209,19 +213,40 @@ class Follower(Generic[T]):
             self.last = pos
             return item
 
-    def take(self, timeout: float | None = None) -> list[T]:
-        """The next items in order: a whole replayed batch at once, else (live) one item like get();
-        [] on timeout. Live items stay one at a time so the buffer alone bounds what a subscriber
-        holds. `last` is the position of the last item returned: yield them all before acting on it."""
+    def take(self, timeout: float | None = None, limit: int = 500) -> list[T]:
+        """Every item that is ready, in order, at most `limit` (>= 1): from the replayed batch, else
+        from the live buffer; waits (like get()) only when nothing is ready; [] on timeout.
+
+        One call drains what a burst of publishes left, so a subscriber wakes once per batch rather
+        than once per record, and one that is caught up gets each record alone, as soon as it arrives.
+        `last` is the position of the last item returned: yield them all before acting on it."""
         if not self._pending and self._replaying:
             self._refill_from_log()
-        if self._pending:
-            items = list(self._pending)
-            self._pending.clear()
+        pending = self._pending
+        if pending:
+            if len(pending) <= limit:
+                items = list(pending)
+                pending.clear()
+            else:
+                items = [pending.popleft() for _ in range(limit)]
             self.last = self._position(items[-1])
             return items
-        item = self.get(timeout)
-        return [] if item is None else [item]
+        first = self.get(timeout)
+        if first is None:
+            return []
+        items = [first]
+        buf, position, last = self._sub.items, self._position, self.last
+        while len(items) < limit:
+            try:
+                item = buf.popleft()
+            except IndexError:
+                break
+            pos = position(item)
+            if pos > last:  # else already replayed
+                last = pos
+                items.append(item)
+        self.last = last
+        return items
 
     def caught_up(self) -> bool:
         """True when nothing matched is waiting: every live record offered so far has been returned."""

@@ -56,10 +56,14 @@ def stream(
                     out.flush()
                     last_write = time.monotonic()
                 continue
+            # take() hands over everything ready at once: nothing after the stopping event is written.
+            end = next((i for i, e in enumerate(items) if stop(e)), None) if stop is not None else None
+            if end is not None:
+                items = items[: end + 1]
             out.write(b"".join(frame(e) for e in items))
             out.flush()
             last_write = time.monotonic()
-            if stop is not None and any(stop(e) for e in items):
+            if end is not None:
                 out.write(b"event: end\ndata: {}\n\n")
                 out.flush()
                 return

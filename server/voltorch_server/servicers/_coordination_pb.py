@@ -8,7 +8,7 @@ from voltorch import wire
 from voltorch.v1 import common_pb2
 from voltorch.v1 import coordination_pb2 as pb
 
-from ..agents.base import AgentTask, TokenUsage
+from ..agents.base import AgentTask, TokenUsage, ToolSpec
 from ..agents.llm import LlmSettings
 from ..agents.remote import (
     Assignment,
@@ -45,6 +45,10 @@ def llm_from_pb(m: pb.LlmSettings) -> LlmSettings:
         return to_server(wire.llm_from_pb(m, request=True))
 
 
+def tools_from_pb(tools: Any) -> tuple[ToolSpec, ...]:
+    return tuple(to_server(wire.tool_from_pb(t)) for t in tools)
+
+
 def agent_pb(a: AgentInfo) -> pb.Agent:
     return pb.Agent(
         id=a.id,
@@ -64,6 +68,7 @@ def agent_pb(a: AgentInfo) -> pb.Agent:
         register_time=ts(a.register_time),
         last_seen_time=ts(a.last_seen_time),
         last_error=wire.task_error_pb(a.last_error),
+        tools=[wire.tool_pb(to_wire(t)) for t in a.tools],
     )
 
 
@@ -186,6 +191,7 @@ def hello_from_pb(h: pb.WorkerHello) -> WorkerHello:
         max_concurrency=h.max_concurrency,
         labels=dict(h.labels),
         sdk_version=h.sdk_version,
+        tools=tools_from_pb(h.tools),
     )
 
 
@@ -206,7 +212,13 @@ def worker_message_from_pb(m: pb.WorkerMessage) -> Any:
             error_message=r.error.message if failed else "",
             error_retryable=r.error.retryable if failed else False,
             failed=failed,
-            usage=TokenUsage(r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens),
+            usage=TokenUsage(
+                r.usage.prompt_tokens,
+                r.usage.completion_tokens,
+                r.usage.total_tokens,
+                r.usage.cost,
+                r.usage.llm_calls,
+            ),
         )
     if kind == "progress":
         p = m.progress

@@ -38,3 +38,25 @@ def rebuild(
         request_deserializer=None if raw_requests else handler.request_deserializer,
         response_serializer=response_serializer or handler.response_serializer,
     )
+
+
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """Serves each method through `wrap(handler, method)`, built once per method: a method's handler is
+    the same object on every call (unless an inner interceptor made one for that call), so its wrapper
+    is cached against it, not rebuilt per RPC."""
+
+    def __init__(self, wrap: Callable[[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler]) -> None:
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

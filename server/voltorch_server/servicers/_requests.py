@@ -27,7 +27,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from ..errors import InvalidArgument
-from ._handlers import behaviour, rebuild
+from ._handlers import WrappingInterceptor, behaviour, rebuild
 
 log = logging.getLogger("voltorch.requests")
 
@@ -292,27 +292,15 @@ def _message_type(deserializer: Any) -> type[Message] | None:
     return None
 
 
-class RequestInterceptor(grpc.ServerInterceptor):
+class RequestInterceptor(WrappingInterceptor):
     """Takes decoding from grpcio: each handler gets raw bytes and decodes (and checks) them itself.
     Must sit inside the error interceptor (its INVALID_ARGUMENT becomes a status there) and inside
     authentication (a rejected call is never decoded). Undecodable requests are logged at most once per
     `log_every` seconds."""
 
     def __init__(self, *, log_every: float = 60.0) -> None:
-        self._warn = _RateLimitedWarning(log_every)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _decoding(handler, method, self._warn)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        warn = _RateLimitedWarning(log_every)
+        super().__init__(lambda handler, method: _decoding(handler, method, warn))
 
 
 def _decoding(

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from .. import errors as e
 from .._ids import new_id
-from ._handlers import behaviour, rebuild
+from ._handlers import WrappingInterceptor, behaviour, rebuild
 
 log = logging.getLogger("voltorch.errors")
 DOMAIN = "voltorch.dev"
@@ -148,23 +148,9 @@ def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
     return type(exc) is Exception and context.code() is not None
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     def __init__(self) -> None:
-        # method -> (handler, its wrapper): a method's handler is the same object on every call (unless
-        # an inner interceptor made one for that call), so its wrapper is built once, not per RPC.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        super().__init__(_wrap)
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

@@ -1,39 +1,81 @@
-"""Running a Follower as a gRPC server stream: notice cancelled clients, end overflowed streams clearly."""
+"""Running a Follower as a gRPC server stream: notice cancelled clients, end overflowed streams clearly,
+and pack what is ready into batched messages for clients that asked for them (`max_batch`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
 from ..components import Closed, Follower, Overflow
-from ..errors import ResourceExhausted, Unavailable
+from ..errors import InvalidArgument, ResourceExhausted, Unavailable
+from ._tracing import count_events
 
 T = TypeVar("T")
 
 POLL_SECONDS = 0.25  # how soon a stream notices a cancelled client or a stopping server
+MAX_BATCH_ITEMS = 500  # most items in one batched message, whatever the client asks for
+MAX_BATCH_BYTES = 1 << 20  # a batched message stops growing past this (a larger item goes alone)
+DRAIN = MAX_BATCH_ITEMS  # items taken per wake-up, batched or not: one wake-up per burst
+
+
+def _byte_size(msg: Any) -> int:
+    return msg.ByteSize()
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a stream packs rendered items into one message: `combine(pieces)` builds it; `size(piece)`
+    is a piece's encoded size (a message's ByteSize by default), so a message stays near MAX_BATCH_BYTES."""
+
+    max_items: int
+    combine: Callable[[list[Any]], Any]
+    size: Callable[[Any], int] = _byte_size
+
+
+def batch_limit(max_batch: int, field: str = "max_batch") -> int:
+    """The items per message for a request's max_batch: 0 = unbatched (one item per message)."""
+    if max_batch < 0:
+        raise InvalidArgument(field, f"must not be negative (got {max_batch})")
+    return min(max_batch, MAX_BATCH_ITEMS)
 
 
 def pump(
-    follower: Follower[T],
+    follower: Follower[T] | Any,
     context: grpc.ServicerContext,
     render: Callable[[T], Any],
     *,
     resume_point: Callable[[int], tuple[str, int]],
     stop: Callable[[T], bool] | None = None,
     idle: Callable[[], Any | None] | None = None,
+    batching: Batching | None = None,
+    pace: Callable[[], float] | None = None,
 ) -> Iterator[Any]:
-    """Yield render(item) for each followed item until the client goes away.
+    """Yield messages for the followed items until the client goes away.
 
+    Every wake-up takes all that is ready (up to DRAIN items). Without `batching` each item is one
+    message, render(item); with it, consecutive rendered items are combined into messages of at most
+    `batching.max_items` items and about MAX_BATCH_BYTES, and with `pace` too, a message that would follow
+    the previous one by less than pace() seconds waits out the difference and takes what arrived
+    meanwhile into it. `stop(item)` ends the stream after that item.
     resume_point(position) names where a client should resume, as (field name, value), for the
     status that ends an overflowed or server-closed stream. idle() is called whenever no item came
     for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
     """
-    take = getattr(follower, "take", None) or _one_at_a_time(follower)  # get()-only wrappers too
+    take = follower.take
+    sent_at = 0.0
     try:
         while True:
-            items = take(timeout=POLL_SECONDS)  # a replayed batch at once: one call per batch
+            items = take(POLL_SECONDS, DRAIN)
+            if items and pace is not None and batching is not None:
+                wait = pace() - (time.monotonic() - sent_at)
+                if wait > 0 and len(items) < DRAIN:
+                    time.sleep(wait)  # pacing (bounded by pace()), not synchronisation
+                    items += take(0, DRAIN - len(items))
+                sent_at = time.monotonic()
             if not items:
                 # Only a quiet stream needs to look: grpc stops pulling items from a cancelled one.
                 if not context.is_active():
@@ -43,14 +85,22 @@ def pump(
                     if msg is not None:
                         yield msg
                 continue
-            if stop is None:
+            last = False
+            if stop is not None:
+                for i, item in enumerate(items):
+                    if stop(item):
+                        items, last = items[: i + 1], True
+                        break
+            if batching is None:
                 for item in items:
+                    count_events(1)
                     yield render(item)
-                continue
-            for item in items:
-                yield render(item)
-                if stop(item):
-                    return
+            else:
+                for msg, n in _batches([render(item) for item in items], batching):
+                    count_events(n)
+                    yield msg
+            if last:
+                return
     except Overflow as exc:
         name, value = resume_point(exc.resume_from)
         raise ResourceExhausted(
@@ -69,11 +119,18 @@ def pump(
         follower.close()
 
 
-def _one_at_a_time(follower: Any) -> Callable[..., list[Any]]:
-    """take() for a follower-like object that only has get()."""
-
-    def take(timeout: float | None = None) -> list[Any]:
-        item = follower.get(timeout)
-        return [] if item is None else [item]
-
-    return take
+def _batches(pieces: list[Any], batching: Batching) -> Iterator[tuple[Any, int]]:
+    """Pieces combined into messages of at most max_items pieces and about MAX_BATCH_BYTES, with the
+    number of pieces in each."""
+    max_items, size = batching.max_items, batching.size
+    group: list[Any] = []
+    total = 0
+    for piece in pieces:
+        n = size(piece)
+        if group and (len(group) >= max_items or total + n > MAX_BATCH_BYTES):
+            yield batching.combine(group), len(group)
+            group, total = [], 0
+        group.append(piece)
+        total += n
+    if group:
+        yield batching.combine(group), len(group)

@@ -40,6 +40,20 @@ _recorder: contextvars.ContextVar[ErrorRecorder | None] = contextvars.ContextVar
     "voltorch_rpc_errors", default=None
 )
 
+# An event stream's count of events sent, set by the interceptor while the handler makes a message: a
+# message may carry a batch of events (or none: a heartbeat), so the handler says how many (count_events).
+_events_sent: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "voltorch_events_sent", default=None
+)
+
+
+def count_events(n: int) -> None:
+    """Called by a stream handler for each message it yields: the number of events in it."""
+    box = _events_sent.get()
+    if box is not None:
+        box[0] += n
+
+
 # Codes that mean the server failed (OpenTelemetry's rule for server spans); others are the caller's.
 SERVER_ERRORS = frozenset(
     {
@@ -233,12 +247,14 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
             span, ctx = self._start(m, context)
             code = grpc.StatusCode.OK
             sent = pending = 0
+            events = [0] if m.events else None  # events in the messages not yet counted
             flushed = t0
             it: Iterator[Any] | None = None
             try:
                 while True:
                     token = otel_context.attach(ctx) if ctx is not None else None
                     rtoken = _recorder.set(self.on_error)
+                    etoken = _events_sent.set(events)
                     try:
                         if it is None:
                             it = iter(fn(request, context))
@@ -246,13 +262,14 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                     except StopIteration:
                         break
                     finally:
+                        _events_sent.reset(etoken)
                         _recorder.reset(rtoken)
                         if token is not None:
                             otel_context.detach(token)
                     sent += 1
                     pending += 1
                     if pending >= _FLUSH_EVERY or time.perf_counter() - flushed >= _FLUSH_SECONDS:
-                        self._count(m, pending)
+                        self._count(m, pending, events)
                         pending, flushed = 0, time.perf_counter()
                     yield item
             except GeneratorExit:
@@ -270,7 +287,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                 raise
             finally:
                 if pending:
-                    self._count(m, pending)
+                    self._count(m, pending, events)
                 if code is grpc.StatusCode.OK:
                     code = _code(context, grpc.StatusCode.OK)
                     if code is grpc.StatusCode.OK and not context.is_active():
@@ -281,11 +298,12 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
 
         return handler
 
-    def _count(self, m: _Method, n: int) -> None:
+    def _count(self, m: _Method, n: int, events: list[int] | None) -> None:
         attrs = m.metric_attributes(grpc.StatusCode.OK)
         self.metrics.rpc_stream_messages.add(n, attrs)
-        if m.events:
-            self.metrics.events_delivered.add(n, attrs)
+        if events is not None and events[0]:
+            self.metrics.events_delivered.add(events[0], attrs)
+            events[0] = 0
 
 
 def _code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -16,11 +16,13 @@ from typing import Any
 
 from voltorch import wire
 
+from ..agents.base import ToolSpec
 from ..agents.llm import LlmSettings
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
     AgentTaskSpec,
     ApprovalSpec,
+    Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -47,6 +49,8 @@ _SERVER: dict[type, type] = {
     wire.ParameterSpec: ParameterSpec,
     wire.Condition: CoordinationCondition,
     wire.LlmSettings: LlmSettings,
+    wire.Budget: Budget,
+    wire.ToolSpec: ToolSpec,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)

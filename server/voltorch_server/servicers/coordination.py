@@ -24,6 +24,7 @@ from ._coordination_pb import (
     llm_from_pb,
     request_from_pb,
     server_message_pb,
+    tools_from_pb,
     worker_message_from_pb,
 )
 
@@ -58,6 +59,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             llm=llm_from_pb(request.llm) if request.HasField("llm") else None,
             labels=dict(request.labels),
             replace=request.replace,
+            tools=tools_from_pb(request.tools),
         )
         return pb.RegisterAgentResponse(agent=agent_pb(info))
 

@@ -11,7 +11,7 @@ from voltorch.v1 import state_pb2, state_pb2_grpc
 from ..components.state import PUT, Change, Condition, DeleteOp, KeyValue, SetOp, StateStore
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, value_to_py
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 
 _TYPES = {"PUT": state_pb2.WATCH_EVENT_TYPE_PUT, "DELETE": state_pb2.WATCH_EVENT_TYPE_DELETE}
 
@@ -132,6 +132,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         self, request: state_pb2.WatchRequest, context: grpc.ServicerContext
     ) -> Iterator[state_pb2.WatchResponse]:
         target = request.WhichOneof("target")
+        max_batch = batch_limit(request.max_batch)
         follower = self.state.watch(
             key=request.key if target == "key" else None,
             prefix=request.prefix if target == "prefix" else "",
@@ -149,6 +150,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             context,
             render,
             resume_point=lambda pos: ("start_revision", self.state.revision_at(pos)),
+            batching=Batching(max_batch, _watch_batch) if max_batch else None,
         )
 
     def GetHistory(
@@ -183,6 +185,10 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
     ) -> state_pb2.ListSnapshotsResponse:
         snaps, token = self.state.list_snapshots(request.page_size, request.page_token)
         return state_pb2.ListSnapshotsResponse(snapshots=[_snap_pb(s) for s in snaps], next_page_token=token)
+
+
+def _watch_batch(changes: list[state_pb2.WatchResponse]) -> state_pb2.WatchResponse:
+    return state_pb2.WatchResponse(changes=changes)
 
 
 def _snap_pb(s) -> state_pb2.SnapshotInfo:

@@ -24,7 +24,7 @@ from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._auth import caller_role
 from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float, value_to_py
-from ._streams import pump
+from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
 
@@ -58,6 +58,7 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
         end_time=ts(s.end_time),
         next_retry_time=ts(s.next_retry_time),
         children=[_step_execution_pb(c) for c in s.children],
+        usage=wire.usage_pb(s.usage),
     )
     if s.structured_output is not None:
         pb.structured_output.CopyFrom(py_to_value(s.structured_output))
@@ -162,6 +163,9 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))
+    pb.usage.CopyFrom(wire.usage_pb(e.usage))
+    if e.budget is not None:
+        pb.budget.CopyFrom(wire.budget_pb(to_wire(e.budget)))
     return pb
 
 
@@ -176,6 +180,7 @@ def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
             retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
             if pb.HasField("retry")
             else None,
+            budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
             approve_tasks=pb.approve_tasks,
         )
 
@@ -347,6 +352,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
+        max_batch = batch_limit(request.max_batch)
         follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
@@ -356,8 +362,17 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             return resp
 
         yield from pump(
-            follower, context, render, resume_point=lambda pos: ("from_sequence", pos), stop=is_last
+            follower,
+            context,
+            render,
+            resume_point=lambda pos: ("from_sequence", pos),
+            stop=is_last,
+            batching=Batching(max_batch, _watch_batch) if max_batch else None,
         )
+
+
+def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:
+    return workflows_pb2.WatchExecutionResponse(updates=updates)
 
 
 def register(server: grpc.Server, runtime) -> list[str]:

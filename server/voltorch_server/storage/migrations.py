@@ -287,7 +287,19 @@ def _coordination_0001(tx: Tx) -> None:
     coordinations.create_index(["correlation_id", "id"], "coordinations_correlation")
 
 
-def _workflows_0002_signals_timers(tx: Tx) -> None:
+def _workflows_0002_usage(tx: Tx) -> None:
+    """Usage (tokens in/out, cost, model calls; JSON) per step and per execution, for budgets."""
+    schema = _schema(tx)
+    schema.table("workflow_steps").add_column("usage", str)
+    schema.table("workflow_executions").add_column("usage", str)
+
+
+def _coordination_0002_tools(tx: Tx) -> None:
+    """The functions an agent offers to tool-calling LLM agents (JSON list of tool specs)."""
+    _schema(tx).table("agents").add_column("tools", str)
+
+
+def _workflows_0003_signals_timers(tx: Tx) -> None:
     """Signals sent to executions (kept until a wait consumes them) and durable step timers."""
     db = _schema(tx)
     signals = db.table("workflow_signals")
@@ -376,7 +388,9 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("workflows_0001", _workflows_0001),
     ("watcher_0001", _watcher_0001),
     ("coordination_0001", _coordination_0001),
-    ("workflows_0002_signals_timers", _workflows_0002_signals_timers),
+    ("workflows_0002_usage", _workflows_0002_usage),
+    ("coordination_0002_tools", _coordination_0002_tools),
+    ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
     ("schedules_0001", _schedules_0001),
 ]
 

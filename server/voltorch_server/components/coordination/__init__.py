@@ -1,6 +1,7 @@
 """Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
 
 from .._queue import AgingQueue
+from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine
 from ._model import (
     MODES,
@@ -21,12 +22,14 @@ from ._model import (
 )
 
 __all__ = [
+    "DELTA_EVENT",
     "MODES",
     "TERMINAL",
     "AgentKind",
     "AgentStatus",
     "CoordinationMode",
     "CoordinationStatus",
+    "DeltaStream",
     "AgentInfo",
     "AgentResult",
     "AgingQueue",

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import Agent
+from ...agents.base import Agent, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from ...agents.offline import OfflineAgent
@@ -35,6 +35,8 @@ WINDOW = 100
 ERROR_AFTER_FAILURES = 5  # consecutive failures that put an agent in ERROR (not selected) ...
 ERROR_COOLDOWN = 30.0  # ... for this long; then it is tried again and one success clears it
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TOOL_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI's function calling accepts
+MAX_TOOL_ITERATIONS = 50
 
 # The team registered at start (Config.builtin_agents): offline agents, or LLM agents with the same ids
 # and capabilities when the OpenAI key variable is set.
@@ -69,6 +71,7 @@ class AgentState:
     last_dispatch: float = 0.0
     consecutive_failures: int = 0
     error_until: float = 0.0  # monotonic
+    tools: tuple[ToolSpec, ...] = ()  # functions it offers to tool-calling LLM agents
     _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class AgentState:
             register_time=self.register_time,
             last_seen_time=last_seen,
             last_error=self.last_error,
+            tools=self.tools,
         )
 
     # -- persistence --------------------------------------------------------------------------------
@@ -171,6 +175,7 @@ class AgentState:
             self.max_concurrency,
             json.dumps(self.llm.to_dict()) if self.llm else None,
             json.dumps(self.labels, sort_keys=True),
+            json.dumps([t.to_dict() for t in self.tools]) if self.tools else None,
         )
 
     def stats_params(self) -> tuple:
@@ -197,6 +202,7 @@ class AgentState:
             tasks_failed=row["tasks_failed"],
             last_error=TaskError.from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
             last_seen=row["last_seen"],
+            tools=tuple(ToolSpec(**t) for t in json.loads(row["tools"] or "[]")),
         )
         s.window.extend((bool(ok), lat) for ok, lat in json.loads(row["window"]))
         return s
@@ -283,7 +289,44 @@ def check_llm(kind: str, llm: LlmSettings | None, field_name: str = "llm") -> Ll
         )
     if llm.max_tokens is not None and llm.max_tokens <= 0:
         raise InvalidArgument(f"{field_name}.max_tokens", f"must be positive, got {llm.max_tokens}")
+    for i, name in enumerate(llm.tools):
+        if not _TOOL_RE.fullmatch(name):
+            raise InvalidArgument(
+                f"{field_name}.tools[{i}]", f"a tool name is 1..64 of [A-Za-z0-9_-], got {name!r}"
+            )
+    if not 0 <= llm.max_tool_iterations <= MAX_TOOL_ITERATIONS:
+        raise InvalidArgument(
+            f"{field_name}.max_tool_iterations",
+            f"must be 0..{MAX_TOOL_ITERATIONS} (0 = 8), got {llm.max_tool_iterations}",
+        )
     return llm
+
+
+def check_tools(
+    tools: tuple[ToolSpec, ...] | list[ToolSpec], field_name: str = "tools"
+) -> tuple[ToolSpec, ...]:
+    """Tools an agent offers: OpenAI-compatible names, unique; arguments described by an object schema."""
+    seen: set[str] = set()
+    for i, t in enumerate(tools):
+        where = f"{field_name}[{i}]"
+        if not _TOOL_RE.fullmatch(t.name or ""):
+            raise InvalidArgument(f"{where}.name", f"a tool name is 1..64 of [A-Za-z0-9_-], got {t.name!r}")
+        if t.name in seen:
+            raise InvalidArgument(f"{where}.name", f"tool {t.name!r} is listed twice")
+        seen.add(t.name)
+        if len(t.description) > 1024:
+            raise InvalidArgument(f"{where}.description", "at most 1024 characters")
+        params = t.parameters
+        if params is not None and (
+            params.get("type", "object") != "object" or not isinstance(params.get("properties", {}), dict)
+        ):
+            raise InvalidArgument(
+                f"{where}.parameters",
+                'must be a JSON schema of an object: {"type": "object", "properties": {...}}',
+            )
+        if params is not None and len(json.dumps(params)) > 16 * 1024:
+            raise InvalidArgument(f"{where}.parameters", "at most 16 KiB of JSON")
+    return tuple(tools)
 
 
 def check_definition(

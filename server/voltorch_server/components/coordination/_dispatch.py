@@ -18,17 +18,19 @@ from functools import partial
 
 from opentelemetry import context as otel_context
 
-from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome
+from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome, Toolbox
 from ...config import Config
 from ...errors import Unavailable
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
 from .._base import Component
+from ..events import NewEvent
 from . import _store as store
 from ._agents import AgentState
+from ._deltas import DELTA_EVENT, DeltaStream
 from ._journal import Journal, RunTable
 from ._model import AgentResult, Selection, TaskError, evaluate
-from ._runs import PREVIEW, After, Run, Unit, checked, final_output, make_result, total_usage
+from ._runs import PREVIEW, SOURCE, After, Run, Unit, checked, final_output, make_result, total_usage
 from ._selection import choose, rank
 
 log = logging.getLogger("voltorch.coordination")
@@ -56,8 +58,10 @@ class Dispatcher:
         agents: dict[str, AgentState],
         config: Config,
         observed: Component,
+        toolbox: Toolbox | None = None,
     ):
         self.journal = journal
+        self.toolbox = toolbox  # how tool-calling agents call the tools other agents offer
         self.runs = runs
         self.agents = agents
         self.config = config
@@ -234,8 +238,10 @@ class Dispatcher:
             pool = self.pool
             if pool is None:
                 return
+            deltas = self._deltas(unit.run, task)
+            task = replace(task, on_delta=deltas.write, toolbox=self.toolbox)
             try:
-                pool.submit(self._run_threaded, runtime, task, cancel, done, generation)
+                pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping
                 return
         else:
@@ -246,8 +252,40 @@ class Dispatcher:
                     AgentError(f"agent failed to start the task: {exc}", code="AGENT_CRASHED", retryable=True)
                 )
 
+    def _deltas(self, run: Run, task: AgentTask) -> DeltaStream:
+        """The live text of one attempt, published with the coordination's correlation (so WatchExecution
+        and Subscribe deliver it next to the step's other events)."""
+        base = {
+            "coordination_id": run.id,
+            "task_id": task.task_id,
+            "attempt": task.attempt,
+            "agent_id": task.agent_id,
+            "execution_id": run.execution_id,
+            "step_id": run.step_id,
+        }
+
+        def publish(data: dict) -> None:
+            self.journal.events.publish(
+                NewEvent(
+                    type=DELTA_EVENT,
+                    source=SOURCE,
+                    data=data,
+                    correlation_id=run.correlation_id,
+                    priority=run.priority,
+                    traceparent=run.traceparent,
+                )
+            )
+
+        return DeltaStream(publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars)
+
     def _run_threaded(
-        self, runtime: Agent, task: AgentTask, cancel: CancelSignal, done: Callable, generation: int
+        self,
+        runtime: Agent,
+        task: AgentTask,
+        cancel: CancelSignal,
+        done: Callable,
+        generation: int,
+        deltas: DeltaStream,
     ) -> None:
         if cancel.is_set() or generation != self.generation:
             return
@@ -270,6 +308,8 @@ class Dispatcher:
                 outcome = AgentError(f"agent crashed: {type(exc).__name__}: {exc}", code="AGENT_CRASHED")
             if isinstance(outcome, AgentError):
                 span.set_attribute("voltorch.error_code", outcome.code)
+            deltas.flush()  # the last of the live text comes before the result
+            span.set_attribute("voltorch.delta_batches", deltas.batches)
         if generation == self.generation:
             done(outcome)
 

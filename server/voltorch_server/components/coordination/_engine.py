@@ -26,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Agent, AgentTask, CancelSignal
+from ...agents.base import TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
-from ...agents.remote import RemoteAgent, WorkerHello, WorkerSession
-from ...config import Config
+from ...agents.remote import RemoteAgent
+from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...priority import Priority
 from ...storage import Database
@@ -67,6 +67,7 @@ from ._model import (
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, Run, request_hash
+from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -113,12 +114,18 @@ class CoordinationEngine(Component):
             api_key_env=self.config.openai_api_key_env,
             timeout=self.config.openai_timeout,
             max_retries=self.config.llm_max_retries,
+            prices=parse_prices(self.config.llm_prices),
         )
+        # check(execution_id, used): raises (BUDGET_EXCEEDED) when that execution's budget is crossed by
+        # its usage plus `used`; set by the workflow engine, asked by tool loops before each model call.
+        self.budget_check: Callable[[str, TokenUsage], None] | None = None
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(db, events, self._lock, self.runs)
-        self.dispatcher = Dispatcher(self.journal, self.runs, self.agents, self.config, observed=self)
+        self.dispatcher = Dispatcher(
+            self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
+        )
         self.registry = AgentRegistry(
             db,
             events,
@@ -131,6 +138,15 @@ class CoordinationEngine(Component):
             self.limiters,
             observed=self,
         )
+        # The agent API is the registry's, handed out as is (one signature, written once).
+        self.register_builtin_agents = self.registry.register_builtin_agents
+        self.register_agent = self.registry.register_agent
+        self.unregister_agent = self.registry.unregister_agent
+        self.update_capabilities = self.registry.update_capabilities
+        self.get_agent = self.registry.get_agent
+        self.list_agents = self.registry.list_agents
+        self.connect_worker = self.registry.connect_worker
+        self.heartbeat_settings = self.registry.heartbeat_settings
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition(threading.Lock())
 
@@ -188,67 +204,13 @@ class CoordinationEngine(Component):
             raise Unavailable("coordination timer thread is not running", reason="COMPONENT_STOPPED")
         self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
-    # -- agents (the registry's) -------------------------------------------------------------------
-
-    def register_builtin_agents(self) -> list[AgentInfo]:
-        return self.registry.register_builtin_agents()
-
-    def register_agent(
-        self,
-        agent_id: str = "",
-        *,
-        kind: str,
-        capabilities: tuple[str, ...] | list[str] = (),
-        name: str = "",
-        max_concurrency: int = 0,
-        llm: LlmSettings | None = None,
-        labels: dict[str, str] | None = None,
-        replace: bool = False,
-        runtime: Agent | Callable[[AgentTask, CancelSignal], Any] | None = None,
-    ) -> AgentInfo:
-        return self.registry.register_agent(
-            agent_id,
-            kind=kind,
-            capabilities=capabilities,
-            name=name,
-            max_concurrency=max_concurrency,
-            llm=llm,
-            labels=labels,
-            replace=replace,
-            runtime=runtime,
-        )
-
-    def unregister_agent(self, agent_id: str, *, force: bool = False) -> AgentInfo:
-        return self.registry.unregister_agent(agent_id, force=force)
-
-    def update_capabilities(
-        self, agent_id: str, capabilities: tuple[str, ...] | list[str], mode: str = "replace"
-    ) -> AgentInfo:
-        return self.registry.update_capabilities(agent_id, capabilities, mode)
-
-    def get_agent(self, agent_id: str) -> AgentInfo:
-        return self.registry.get_agent(agent_id)
-
-    def list_agents(
-        self,
-        *,
-        capabilities: tuple[str, ...] | list[str] = (),
-        status: str = "",
-        kind: str = "",
-        page_size: int = 0,
-        page_token: str = "",
-    ) -> tuple[list[AgentInfo], str]:
-        return self.registry.list_agents(
-            capabilities=capabilities, status=status, kind=kind, page_size=page_size, page_token=page_token
-        )
-
-    def connect_worker(self, hello: WorkerHello) -> WorkerSession:
-        return self.registry.connect_worker(hello)
-
-    def heartbeat_settings(self) -> tuple[float, float]:
-        return self.registry.heartbeat_settings()
-
     # -- coordinations -------------------------------------------------------------------------------
+
+    def tool_offer(self, name: str) -> tuple[str, ToolSpec] | None:
+        """The agent offering a tool (the first by id when several do) and the tool's spec."""
+        with self._lock:
+            offers = [(a.id, t) for a in self.agents.values() for t in a.tools if t.name == name]
+        return min(offers, key=lambda o: o[0]) if offers else None
 
     def request(self, req: CoordinationRequest) -> Coordination:
         """Validate, persist and queue a coordination; returns at once (status queued). Idempotent by

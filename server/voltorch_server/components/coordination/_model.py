@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ...agents.base import TokenUsage
+from ...agents.base import TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
@@ -270,6 +270,7 @@ class AgentInfo:
     register_time: float
     last_seen_time: float | None
     last_error: TaskError | None
+    tools: tuple[ToolSpec, ...] = ()
 
 
 # -- validation ------------------------------------------------------------------------------------

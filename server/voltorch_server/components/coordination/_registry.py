@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Agent, AgentTask, CancelSignal, FunctionAgent
+from ...agents.base import Agent, AgentTask, CancelSignal, FunctionAgent, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
@@ -30,6 +30,7 @@ from ._agents import (
     check_definition,
     check_labels,
     check_max_concurrency,
+    check_tools,
     make_runtime,
 )
 from ._dispatch import Dispatcher
@@ -134,6 +135,7 @@ class AgentRegistry:
         labels: dict[str, str] | None = None,
         replace: bool = False,
         runtime: Agent | Callable[[AgentTask, CancelSignal], Any] | None = None,
+        tools: tuple[ToolSpec, ...] = (),
     ) -> AgentInfo:
         """Register (or with replace=True redefine, statistics kept) an agent. Kind "function" is an
         in-process agent: give `runtime`, an Agent or a callable fn(task, cancel) -> str | dict."""
@@ -142,6 +144,7 @@ class AgentRegistry:
         caps, max_c, llm, labels = check_definition(
             agent_id, kind, capabilities, max_concurrency, llm, labels, name
         )
+        tools = check_tools(tools)
         if kind == "function":
             if runtime is None:
                 raise InvalidArgument("runtime", "a function agent needs a runtime (an Agent or a callable)")
@@ -160,6 +163,7 @@ class AgentRegistry:
                 )
             if old is None:
                 state = AgentState(agent_id, name or agent_id, kind, caps, max_c, llm, labels, time.time())
+                state.tools = tools
                 state.runtime = rt or make_runtime(
                     kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
                 )
@@ -178,6 +182,7 @@ class AgentRegistry:
                         after.calls.append(previous.close)
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps
                 state.max_concurrency, state.llm, state.labels = max_c, llm, labels
+                state.tools = tools
                 store.update_agent_definition(tx, state)
                 event = "agent.updated"
             if kind == "function":
@@ -296,6 +301,7 @@ class AgentRegistry:
         caps = check_capabilities(tuple(hello.capabilities), "hello.capabilities")
         max_c = check_max_concurrency(hello.max_concurrency, "hello.max_concurrency")
         labels = check_labels(hello.labels, "hello.labels")
+        tools = check_tools(hello.tools, "hello.tools")
         if len(hello.name) > 256:
             raise InvalidArgument("hello.name", "at most 256 characters")
         session = WorkerSession(agent_id, on_close=self._worker_closed, on_progress=self._worker_progress)
@@ -311,6 +317,7 @@ class AgentRegistry:
                     agent_id, hello.name or agent_id, "remote", caps, max_c, None, labels, time.time()
                 )
                 state.runtime = RemoteAgent()
+                state.tools = tools
                 store.insert_agent(tx, state)
                 self.agents[agent_id] = state
                 self.journal.emit(
@@ -327,6 +334,7 @@ class AgentRegistry:
                 state.capabilities, state.max_concurrency = caps, max_c
                 state.name = hello.name or state.name
                 state.labels = labels or state.labels
+                state.tools = tools or state.tools
                 store.update_agent_definition(tx, state)
             runtime = state.runtime
             assert isinstance(runtime, RemoteAgent)

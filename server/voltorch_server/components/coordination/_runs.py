@@ -214,7 +214,11 @@ def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> 
         "end_time": time.time(),
     }
     if isinstance(outcome, AgentError):
-        return AgentResult(**common, error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable))
+        return AgentResult(
+            **common,
+            error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable),
+            usage=outcome.usage,
+        )
     return AgentResult(
         **common, output=outcome.output, structured_output=outcome.structured_output, usage=outcome.usage
     )
@@ -236,9 +240,4 @@ def final_output(run: Run) -> tuple[str, Any]:
 
 
 def total_usage(run: Run) -> TokenUsage:
-    p = c = t = 0
-    for r in run.results.values():
-        p += r.usage.prompt_tokens
-        c += r.usage.completion_tokens
-        t += r.usage.total_tokens
-    return TokenUsage(p, c, t)
+    return sum((r.usage for r in run.results.values()), TokenUsage())

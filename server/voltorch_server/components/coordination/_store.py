@@ -25,15 +25,16 @@ def load_agents(db: Database) -> list[AgentState]:
 
 def insert_agent(tx: Tx, a: AgentState) -> None:
     tx.execute(
-        "INSERT INTO agents(id, name, kind, capabilities, max_concurrency, llm, labels, register_time,"
-        " window, tasks_completed, tasks_failed, last_error, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO agents(id, name, kind, capabilities, max_concurrency, llm, labels, tools, register_time,"
+        " window, tasks_completed, tasks_failed, last_error, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (a.id, *a.definition_params(), a.register_time, *a.stats_params()),
     )
 
 
 def update_agent_definition(tx: Tx, a: AgentState) -> None:
     tx.execute(
-        "UPDATE agents SET name=?, kind=?, capabilities=?, max_concurrency=?, llm=?, labels=? WHERE id=?",
+        "UPDATE agents SET name=?, kind=?, capabilities=?, max_concurrency=?, llm=?, labels=?, tools=?"
+        " WHERE id=?",
         (*a.definition_params(), a.id),
     )
 

@@ -117,6 +117,8 @@ class ErrorLog:
             if span.is_recording():
                 span.record_exception(exc)
         eid, now = new_id("err"), time.time()
+        # The leading fields, in ErrorRecord's order (the same as the table's columns).
+        head = (eid, component, code, message, ids.trace_id, ids.span_id, correlation_id, now)
         with self.db.write() as tx:
             ev = self.events.append(
                 tx,
@@ -133,31 +135,9 @@ class ErrorLog:
             tx.execute(
                 "INSERT INTO errors(id, component, code, message, trace_id, span_id, correlation_id, time,"
                 " details, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    eid,
-                    component,
-                    code,
-                    message,
-                    ids.trace_id,
-                    ids.span_id,
-                    correlation_id,
-                    now,
-                    json.dumps(details, separators=(",", ":")),
-                    ev.sequence,
-                ),
+                (*head, json.dumps(details, separators=(",", ":")), ev.sequence),
             )
-        rec = ErrorRecord(
-            eid,
-            component,
-            code,
-            message,
-            ids.trace_id,
-            ids.span_id,
-            correlation_id,
-            now,
-            details,
-            ev.sequence,
-        )
+        rec = ErrorRecord(*head, details, ev.sequence)
         with self._lock:
             self._counts[component] = self._counts.get(component, 0) + 1
             self._last[component] = rec

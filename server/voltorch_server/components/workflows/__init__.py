@@ -1,5 +1,6 @@
 """Workflows: templates, executions and the engine that runs them (including the complete workflow)."""
 
+from ._budget import enforce as enforce_budget
 from ._complete import Options as CompleteOptions
 from ._engine import TERMINAL_EVENTS, WorkflowEngine
 from ._executions import Execution, StepExecution
@@ -21,6 +22,7 @@ from .templates import (
 )
 
 __all__ = [
+    "enforce_budget",
     "TERMINAL_EVENTS",
     "AgentTaskSpec",
     "ApprovalSpec",

@@ -25,6 +25,7 @@ from .templates import (
     STRING,
     AgentTaskSpec,
     ApprovalSpec,
+    Budget,
     ConditionSpec,
     FanOutSpec,
     ParameterSpec,
@@ -32,6 +33,7 @@ from .templates import (
     RetryPolicy,
     StepSpec,
     Template,
+    check_budget,
     check_retry,
 )
 
@@ -206,6 +208,7 @@ class Options:
     timeout: float | None = None
     step_timeout: float | None = None
     retry: RetryPolicy | None = None
+    budget: Budget | None = None
     approve_tasks: bool = False
 
 
@@ -252,6 +255,10 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         problems = Problems("options.", reason="FIELD_INVALID")
         check_retry(problems, opts.retry, "retry")
         problems.raise_if_any()
+    if opts.budget is not None:
+        problems = Problems("options.", reason="FIELD_INVALID")
+        check_budget(problems, opts.budget, "budget")
+        problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
     steps: list[StepSpec] = []
     for s in base.steps:
@@ -277,6 +284,7 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         steps=tuple(steps),
         timeout=opts.timeout or base.timeout,
         default_retry=opts.retry.over(base.default_retry) if opts.retry else base.default_retry,
+        budget=opts.budget or base.budget,
     )
     return t, {"requirement": requirement, "max_tasks": max_tasks}
 

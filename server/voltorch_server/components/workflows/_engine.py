@@ -25,6 +25,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ..._ids import new_id
+from ...agents.base import TokenUsage
 from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ...priority import Priority
 from ...storage import Database
@@ -34,6 +35,7 @@ from .._follow import Follower
 from ..events import Event, EventFilter, EventLog, NewEvent
 from ..state import StateStore
 from . import _complete as complete
+from ._budget import enforce as enforce_budget
 from ._executions import (
     CANCELLED,
     PAUSED,
@@ -103,6 +105,8 @@ class WorkflowEngine(Component):
         self._queue: list[tuple[int, float, str]] = []
         self._queued: set[str] = set()
         self._admit_wanted = threading.Condition()
+        if hasattr(coordination, "budget_check"):
+            coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -544,6 +548,14 @@ class WorkflowEngine(Component):
                 with self._lock:
                     self._running.discard(eid)
 
+    def check_budget(self, execution_id: str, used: TokenUsage) -> None:
+        """For a step's agent about to make another model call: ResourceExhausted (BUDGET_EXCEEDED) when
+        the execution's usage plus what the step has used so far reaches a limit of its budget."""
+        with self._lock:
+            run = self._runs.get(execution_id)
+        if run is not None:
+            enforce_budget(run.template.budget, run.usage + used)
+
     def finished(self, run: ExecutionRun) -> None:
         """Called by a run that reached a terminal status: free its slot, record it, admit the next."""
         with self._lock:
@@ -571,7 +583,7 @@ class WorkflowEngine(Component):
 
 
 class _Only:
-    """A follower that skips the items `keep` rejects (same get/close/last as Follower)."""
+    """A follower that skips the items `keep` rejects (same take/close/last as Follower)."""
 
     def __init__(self, follower: Follower[Event], keep: Any):
         self.follower, self.keep = follower, keep
@@ -580,11 +592,14 @@ class _Only:
     def last(self) -> int:
         return self.follower.last
 
-    def get(self, timeout: float | None = None) -> Event | None:
+    def take(self, timeout: float | None = None, limit: int = 500) -> list[Event]:
         while True:
-            item = self.follower.get(timeout)
-            if item is None or self.keep(item):
-                return item
+            items = self.follower.take(timeout, limit)
+            if not items:
+                return items
+            kept = [e for e in items if self.keep(e)]
+            if kept:
+                return kept
 
     def close(self) -> None:
         self.follower.close()

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ...agents.base import TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from ...storage import Database, Tx
 from .._paging import decode_token, encode_token, page_size
 from ..coordination import TaskError
 from ._waits import WaitingFor
+from .templates import Budget, loads
 
 
 class Status(StrEnum):
@@ -59,6 +61,7 @@ class StepRecord:
     start_time: float | None = None
     end_time: float | None = None
     next_retry_time: float | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class StepExecution:
     end_time: float | None
     next_retry_time: float | None
     children: tuple[StepExecution, ...] = ()
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class Execution:
     end_time: float | None
     update_time: float
     steps: tuple[StepExecution, ...] = field(default=())
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    budget: Budget | None = None
     waiting: tuple[WaitingFor, ...] = ()
 
     @property
@@ -116,12 +122,12 @@ def save_step(tx: Tx, execution_id: str, s: StepRecord) -> None:
     """Insert or overwrite one step row (the checkpoint of that step)."""
     tx.execute(
         "INSERT INTO workflow_steps(execution_id, step_id, parent_id, position, name, status, attempts, output,"
-        " structured, error, agent_id, coordination_id, item, start_time, end_time, next_retry_time)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(execution_id, step_id) DO UPDATE SET"
+        " structured, error, agent_id, coordination_id, item, start_time, end_time, next_retry_time, usage)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(execution_id, step_id) DO UPDATE SET"
         " status=excluded.status, attempts=excluded.attempts, output=excluded.output,"
         " structured=excluded.structured, error=excluded.error, agent_id=excluded.agent_id,"
         " coordination_id=excluded.coordination_id, start_time=excluded.start_time,"
-        " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time",
+        " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time, usage=excluded.usage",
         (
             execution_id,
             s.step_id,
@@ -139,6 +145,7 @@ def save_step(tx: Tx, execution_id: str, s: StepRecord) -> None:
             s.start_time,
             s.end_time,
             s.next_retry_time,
+            _j(s.usage.to_dict()) if s.usage != TokenUsage() else None,
         ),
     )
 
@@ -160,6 +167,7 @@ def _step_record(r: Any) -> StepRecord:
         start_time=r["start_time"],
         end_time=r["end_time"],
         next_retry_time=r["next_retry_time"],
+        usage=TokenUsage.from_dict(_unj(r["usage"])),
     )
 
 
@@ -178,6 +186,7 @@ def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExec
         end_time=s.end_time,
         next_retry_time=s.next_retry_time,
         children=children,
+        usage=s.usage,
     )
 
 
@@ -212,7 +221,7 @@ class ExecutionStore:
             save_step(tx, row["id"], s)
 
     def update(self, tx: Tx, execution_id: str, **values: Any) -> None:
-        for k in ("result", "error"):
+        for k in ("result", "error", "usage"):
             if k in values:
                 values[k] = _j(values[k])
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -263,6 +272,8 @@ class ExecutionStore:
             end_time=row["end_time"],
             update_time=row["update_time"],
             steps=nest(self.steps(row["id"])) if with_steps else (),
+            usage=TokenUsage.from_dict(_unj(row["usage"])),
+            budget=loads(row["definition"]).budget,
         )
 
     def list(

@@ -22,12 +22,15 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from ...agents.base import TokenUsage
+from ...errors import ResourceExhausted
 from ...metrics import Metrics
 from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, tracer
 from ..coordination import CoordinationEngine, TaskError, evaluate
 from ..events import EventLog, NewEvent
+from ._budget import enforce
 from ._executions import (
     CANCELLED,
     COMPLETED,
@@ -175,6 +178,7 @@ class ExecutionRun:
         self.child_deps: dict[str, list[str]] = {}
         for parent, kids in self.children.items():
             self._index_child_deps(parent, kids)
+        self.usage = self._total_usage()
         self.recovered = False  # loaded after a restart (set by the engine)
         self.error_message = ""
         self.lock = threading.RLock()
@@ -186,6 +190,41 @@ class ExecutionRun:
         self.timer_rows = {(t.step_id, t.kind): t for t in host.timer_store.of_execution(self.id)}
         self._wait_timers: dict[tuple[str, str], Timer] = {}
         self._consumed: set[str] = set()  # signal ids consumed by this run (some perhaps not yet written)
+
+    # -- usage and budget --------------------------------------------------------------------------------
+
+    def _total_usage(self) -> TokenUsage:
+        """The sum over the steps that ran attempts (fan-out parents hold their children's sum)."""
+        return sum((r.usage for r in self.records.values() if r.step_id not in self.children), TokenUsage())
+
+    def _add_usage(self, rec: StepRecord, used: TokenUsage) -> list[StepRecord]:
+        """Count an attempt's usage on its step (and fan-out parent) and the execution; the changed steps."""
+        if used == TokenUsage():
+            return []
+        rec.usage = rec.usage + used
+        changed = [rec]
+        if rec.parent_id:
+            parent = self.records[rec.parent_id]
+            parent.usage = sum((self.records[k].usage for k in self.children[rec.parent_id]), TokenUsage())
+            changed.append(parent)
+        self.usage = self.usage + used
+        self.host.metrics.record_usage(used, template=self.template_name)
+        return changed
+
+    def _over_budget(self) -> bool:
+        """Fail the execution when its usage has reached a limit of its budget (True: it did)."""
+        try:
+            enforce(self.template.budget, self.usage)
+        except ResourceExhausted as exc:
+            self.terminate(
+                FAILED,
+                TaskError(exc.reason, exc.message, False),
+                "workflow.execution.failed",
+                budget=exc.metadata,
+                usage=self.usage.to_dict(),
+            )
+            return True
+        return False
 
     # -- persistence -------------------------------------------------------------------------------------
 
@@ -673,6 +712,8 @@ class ExecutionRun:
 
     def _attempt(self, sid: str) -> None:
         rec = self.records[sid]
+        if self._over_budget():  # before the next call, never after
+            return
         try:
             call = self._render(rec)
         except Exception as exc:  # a template that cannot be rendered with these values
@@ -808,6 +849,9 @@ class ExecutionRun:
         now = time.time()
         rec.agent_id = result.agent_id or rec.agent_id
         rec.coordination_id = result.coordination_id or rec.coordination_id
+        counted = self._add_usage(rec, result.usage)
+        if counted:
+            self._commit(counted, usage=self.usage.to_dict())
         if result.ok:
             rec.status, rec.output, rec.structured = COMPLETED, result.output[:MAX_OUTPUT], result.structured
             rec.error, rec.end_time = None, now
@@ -821,16 +865,21 @@ class ExecutionRun:
                         coordination_id=rec.coordination_id,
                         duration=round(now - (rec.start_time or now), 3),
                         output_preview=rec.output[:300],
+                        usage=rec.usage.to_dict(),
                     )
                 ],
             )
             self._after(lambda: self.host.step_completed(self, rec))
+            if self._over_budget():
+                return
             if rec.parent_id:
                 self._pump(rec.parent_id)
             self.advance()
             return
         err = result.error
         assert err is not None
+        if self._over_budget():
+            return
         policy = self.template.retry_for(self._spec_of(rec))
         rec.error = err
         if err.retryable and err.code not in policy.non_retryable_errors and rec.attempts < policy.attempts:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ...agents.base import TokenUsage
 from ...errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -52,6 +53,7 @@ class AttemptResult:
     error: TaskError | None = None
     agent_id: str = ""
     coordination_id: str = ""
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
     @property
     def ok(self) -> bool:
@@ -199,6 +201,7 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
     status = _status(c)
     results = list(getattr(c, "results", ()) or ())
     agent_id = next((r.agent_id for r in reversed(results) if getattr(r, "agent_id", "")), "")
+    usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), TokenUsage())
     if status == "completed":
         structured = c.structured_output
         if call.json_output and structured is None:
@@ -212,8 +215,9 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
                     ),
                     agent_id=agent_id,
                     coordination_id=c.id,
+                    usage=usage,
                 )
-        return AttemptResult(c.output or "", structured, None, agent_id, c.id)
+        return AttemptResult(c.output or "", structured, None, agent_id, c.id, usage)
     err = getattr(c, "error", None)
     if status == "timed_out":
         error = TaskError("TIMEOUT", getattr(err, "message", "") or "coordination timed out", True)
@@ -223,7 +227,7 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
         error = TaskError("CANCELLED", "coordination cancelled", False)
     else:
         error = TaskError("AGENT_ERROR", f"coordination ended {status}", True)
-    return AttemptResult(error=error, agent_id=agent_id, coordination_id=c.id)
+    return AttemptResult(error=error, agent_id=agent_id, coordination_id=c.id, usage=usage)
 
 
 # -- JSON output ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Workflow templates: the model, its validation, its step graph, placeholders and the template store."""
 
-from ._check import MAX_STEP_TIMEOUT, SIGNAL_RE, Problems, check_retry, validate_template
+from ._check import MAX_STEP_TIMEOUT, SIGNAL_RE, Problems, check_budget, check_retry, validate_template
 from ._dag import Graph, find_cycle
 from ._dag import build as build_graph
 from ._model import (
@@ -11,6 +11,7 @@ from ._model import (
     WAITS,
     AgentTaskSpec,
     ApprovalSpec,
+    Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -36,6 +37,7 @@ __all__ = [
     "STRING",
     "WAITS",
     "AgentTaskSpec",
+    "Budget",
     "ApprovalSpec",
     "ConditionSpec",
     "CoordinationSpec",
@@ -53,6 +55,7 @@ __all__ = [
     "WaitSpec",
     "apply_parameters",
     "build_graph",
+    "check_budget",
     "check_retry",
     "dumps",
     "find_cycle",

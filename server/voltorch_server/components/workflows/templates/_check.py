@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from ._model import (
     STRING,
     AgentTaskSpec,
     ApprovalSpec,
+    Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
@@ -73,6 +75,8 @@ def validate_template(t: Template, prefix: str = "template.") -> None:
         p.add("timeout", "must be positive")
     if t.default_retry:
         check_retry(p, t.default_retry, "default_retry")
+    if t.budget is not None:
+        check_budget(p, t.budget, "budget")
     params = _parameters(p, t.parameters)
     _steps(p, t, params)
     p.raise_if_any()
@@ -84,6 +88,14 @@ def _labels(p: Problems, labels: dict[str, str], field: str) -> None:
     for k, v in labels.items():
         if not k or len(k) > 128 or len(v) > 1024:
             p.add(f"{field}[{k}]", "label keys are 1..128 characters, values at most 1024")
+
+
+def check_budget(p: Problems, b: Budget, path: str) -> None:
+    """Each limit is 0 (none) or positive."""
+    for name in ("max_tokens", "max_cost", "max_llm_calls"):
+        value = getattr(b, name)
+        if not math.isfinite(value) or value < 0:
+            p.add(f"{path}.{name}", f"must be 0 (no limit) or positive, got {value}")
 
 
 def check_retry(p: Problems, r: RetryPolicy, field: str) -> None:

@@ -180,6 +180,15 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """Limits on what one execution may spend; 0 = no limit."""
+
+    max_tokens: int = 0
+    max_cost: float = 0.0
+    max_llm_calls: int = 0
+
+
+@dataclass(frozen=True)
 class Template:
     name: str
     steps: tuple[StepSpec, ...]
@@ -192,6 +201,7 @@ class Template:
     labels: dict[str, str] = field(default_factory=dict)
     builtin: bool = False
     create_time: float | None = None
+    budget: Budget | None = None
 
     def step(self, step_id: str) -> StepSpec:
         for s in self.steps:
@@ -241,6 +251,8 @@ def _plain(obj: Any) -> Any:
 def to_dict(t: Template) -> dict[str, Any]:
     d = _plain(t)
     d["steps"] = [_step_dict(s) for s in t.steps]
+    if t.budget is None:  # templates stored before budgets keep their digest
+        del d["budget"]
     return d
 
 
@@ -322,6 +334,7 @@ def from_dict(d: dict[str, Any]) -> Template:
         labels=dict(d.get("labels") or {}),
         builtin=d.get("builtin", False),
         create_time=d.get("create_time"),
+        budget=Budget(**d["budget"]) if d.get("budget") else None,
     )
 
 

@@ -1,0 +1,115 @@
+"""Live token streams: a streaming agent's text published as batched `agent.output.delta` events,
+delivered by WatchExecution (watch(deltas=True)) and Subscribe; the final output unchanged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import voltorch
+from openai_stub import StubLLM
+from voltorch_server.app import VoltorchServer
+from voltorch_server.components.coordination import DeltaStream
+from voltorch_server.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
+ANSWER = " ".join(f"word{i}" for i in range(300))  # ~2 300 characters, streamed 8 at a time
+
+
+def test_delta_stream_batches_by_size_and_age_and_flushes_the_rest():
+    now = [0.0]
+    published: list[dict] = []
+    ds = DeltaStream(published.append, {"task_id": "t"}, interval=0.1, chars=10, clock=lambda: now[0])
+    ds.write("abc")
+    ds.write("def")
+    assert published == []  # 6 characters, no time passed
+    ds.write("ghij")
+    assert published == [{"task_id": "t", "offset": 0, "delta": "abcdefghij"}]
+    ds.write("k")
+    now[0] = 0.2
+    ds.write("l")  # old enough
+    assert published[-1] == {"task_id": "t", "offset": 10, "delta": "kl"}
+    ds.write("m")
+    ds.flush()
+    ds.flush()  # nothing left: nothing published
+    assert [p["delta"] for p in published] == ["abcdefghij", "kl", "m"] and published[-1]["offset"] == 12
+
+
+@pytest.fixture
+def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
+    stub = StubLLM(lambda prompt: ANSWER)
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    cfg = Config(
+        host="127.0.0.1", port=0, db=str(tmp_path / "s.db"), shutdown_grace=1.0, builtin_agents=False
+    )
+    srv = VoltorchServer(cfg).start()
+    yield srv, stub
+    srv.stop(grace=1.0)
+    stub.close()
+
+
+def test_llm_text_streams_through_watch_and_subscribe_in_batches(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        client.coordination.register_agent(
+            "gpt",
+            kind="llm",
+            capabilities=["documentation"],
+            llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
+        )
+        client.workflows.register_template(
+            voltorch.WorkflowTemplate(
+                name="stream",
+                steps=[voltorch.Step("write", voltorch.AgentTask("Write", agent_id="gpt"))],
+            )
+        )
+        run = client.workflows.start("stream")
+        live = [u for u in client.workflows.watch(run.execution.id, deltas=True, timeout=30)]
+        execution = client.workflows.get(run.execution.id)
+        assert execution.status == "completed"
+        assert execution.step("write").output == ANSWER  # the final output is unchanged
+
+        deltas = [u for u in live if u.type == "agent.output.delta"]
+        assert "".join(u.delta for u in deltas) == ANSWER
+        assert [u.data["offset"] for u in deltas] == [
+            sum(len(d.delta) for d in deltas[:i]) for i in range(len(deltas))
+        ]
+        chunks = -(-len(ANSWER) // stub.chunk_chars)
+        assert 2 <= len(deltas) <= len(ANSWER) // 200 + 2 < chunks  # batched, not one event per token
+        assert all(u.step_id == "write" and u.data["agent_id"] == "gpt" for u in deltas)
+        types = [u.type for u in live]
+        assert types.index("workflow.step.started") < types.index("agent.output.delta")
+        assert max(i for i, t in enumerate(types) if t == "agent.output.delta") < types.index(
+            "workflow.step.completed"
+        )
+        assert stub.requests[0]["stream"] is True
+
+        plain = list(client.workflows.watch(run.execution.id, timeout=30))
+        assert plain and all(u.type != "agent.output.delta" and u.delta == "" for u in plain)
+
+        subscribed = []
+        for ev in client.events.subscribe(
+            types=["agent.output.delta"], correlation_id=execution.correlation_id, from_sequence=1
+        ):
+            assert isinstance(ev, voltorch.Event)
+            subscribed.append(ev.data["delta"])
+            if sum(map(len, subscribed)) >= len(ANSWER):
+                break
+        assert "".join(subscribed) == ANSWER
+
+
+def test_streaming_example_prints_the_text_as_it_arrives(server):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "streaming.py"), server.target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "sdk")},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "live token streams" in out.stdout and "characters streamed" in out.stdout
