@@ -246,13 +246,13 @@ def test_watch_execution_batches_and_ends_after_the_last_event(client: voltorch.
     assert all(1 <= len(m.updates) <= 2 for m in small)
     assert all(u.execution.id == eid for m in small for u in m.updates)
     assert [u.event.sequence for m in small for u in m.updates] == flat
-    # The SDK flattens: the same events, one by one.
-    assert [e.event.sequence for e in client.workflows.watch(eid, timeout=30)] == flat
+    # The SDK flattens: the same events, one by one (live-output deltas included when asked).
+    assert [e.event.sequence for e in client.workflows.watch(eid, timeout=30, deltas=True)] == flat
     # Resuming per event from the middle of a batch.
     mid = flat[len(flat) // 2]
-    assert [e.event.sequence for e in client.workflows.watch(eid, from_sequence=mid, timeout=30)] == [
-        s for s in flat if s >= mid
-    ]
+    assert [
+        e.event.sequence for e in client.workflows.watch(eid, from_sequence=mid, timeout=30, deltas=True)
+    ] == [s for s in flat if s >= mid]
 
 
 def test_a_live_batched_subscriber_misses_nothing_under_concurrent_publishing(stub):
