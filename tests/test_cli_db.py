@@ -36,6 +36,20 @@ def test_a_sound_database_checks_ok(tmp_path: Path):
     assert doc == {"path": str(path), "ok": True, "problems": []}
 
 
+def test_the_file_as_a_positional_argument(tmp_path: Path):
+    path = tmp_path / "sound.db"
+    _database(path)
+    check = cli("db", "check", str(path), "-o", "json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout) == {"path": str(path), "ok": True, "problems": []}
+    info = cli("db", "info", str(path), "-o", "json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["path"] == str(path)
+    both = cli("db", "check", str(path), "--db", str(tmp_path / "other.db"))
+    assert both.returncode == 2 and "not both" in both.stderr and "Traceback" not in both.stderr
+    assert not (tmp_path / "other.db").exists()
+
+
 def test_damaged_middle_pages_are_reported(tmp_path: Path):
     path = tmp_path / "damaged.db"
     _database(path)

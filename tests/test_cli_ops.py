@@ -67,6 +67,7 @@ def test_events_follow_says_reconnecting_and_resumed_across_a_server_restart(tmp
             return lines.get(timeout=30)
 
         try:
+            assert next_line().split()[0] == "SEQUENCE"  # the header row comes first, before any event
             with voltorch.Client(first.target, timeout=10) as c:
                 # The follower subscribes "from now": publish until one arrives (bounded).
                 seen = ""
@@ -77,8 +78,7 @@ def test_events_follow_says_reconnecting_and_resumed_across_a_server_restart(tmp
                         break
                     except queue.Empty:
                         continue
-            assert seen.split()[0] == "SEQUENCE", seen  # the header row comes first
-            assert "demo.before" in next_line()
+            assert "demo.before" in seen, seen
             assert stop(first) == 0
             while "reconnecting" not in (line := next_line()):
                 assert "demo.before" in line, line  # only the rest of the burst, nothing else
@@ -116,3 +116,23 @@ def test_errors_by_correlation_tells_the_story(server, client):
     client.events.publish("demo.failed", {"n": 2}, correlation_id="corr-1")
     out = ok(cli("errors", "--correlation", "corr-1", "-o", "table", "--target", server.target))
     assert out.index("demo.started") < out.index("demo.failed")
+
+
+def test_events_follow_prints_its_header_at_once(server):
+    """Following a quiet stream shows the header row straight away, not when the first event comes."""
+    follower = subprocess.Popen(
+        [*CLI, "events", "--follow", "--type", "quiet.*", "-o", "table", "--target", server.target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    lines: queue.Queue = queue.Queue()
+    stdout = follower.stdout
+    assert stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+    try:
+        assert lines.get(timeout=30).split()[:4] == ["SEQUENCE", "TIME", "TYPE", "SOURCE"]
+    finally:
+        follower.kill()
+        follower.wait(timeout=10)

@@ -98,7 +98,8 @@ def test_port_out_of_range_from_the_environment(tmp_path: Path) -> None:
 def test_db_that_is_a_directory(tmp_path: Path) -> None:
     folder = tmp_path / "a-directory"
     folder.mkdir()
-    refused(cli("serve", "--port", "0", "--db", str(folder)), str(folder))
+    err = refused(cli("serve", "--port", "0", "--db", str(folder)), str(folder))
+    assert "is a directory" in err and "unable to open" not in err
 
 
 def test_db_that_is_not_a_database(tmp_path: Path) -> None:
@@ -155,6 +156,9 @@ def test_db_in_an_unwritable_directory(tmp_path: Path) -> None:
     [
         ("bad.toml", 'port = 50051\nhost = "127.0.0.1\n', "line 2"),
         ("bad.json", '{\n  "port": 50051,\n  "host": \n}\n', "line 4"),
+        # tomllib says only "(at end of document)": the message still names the last line
+        ("eof.toml", "port = 50051\nhost = ", "line 2"),
+        ("eof-newline.toml", 'port = 50051\nhost = "127.0.0.1"\ntags = [1,\n', "line 3"),
     ],
 )
 def test_config_file_that_does_not_parse(tmp_path: Path, name: str, text: str, line: str) -> None:

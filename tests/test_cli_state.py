@@ -105,6 +105,12 @@ def test_state_get_print_value_only_and_list_keys_only(server, client):
     assert ok(cli("state", "get", "p.two", "--print-value-only", "--target", server.target)) == '"text"\n'
     keys = ok(cli("state", "list", "p.", "--keys-only", "-o", "table", "--target", server.target))
     assert keys.splitlines() == ["p.one", "p.two"]
+    # piped (the default format is jsonl there): still the bare keys, as the help says, like the value of
+    # `get --print-value-only`; JSON only when -o json/jsonl is asked for
+    piped = ok(cli("state", "list", "p.", "--keys-only", "--target", server.target))
+    assert piped.splitlines() == ["p.one", "p.two"]
+    lines = ok(cli("state", "list", "p.", "--keys-only", "-o", "jsonl", "--target", server.target))
+    assert [json.loads(line) for line in lines.splitlines()] == [{"key": "p.one"}, {"key": "p.two"}]
 
 
 def test_state_set_with_ttl_and_expected_version(server, client):

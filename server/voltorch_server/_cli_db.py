@@ -21,9 +21,12 @@ from .errors import StartupError
 
 
 def _path(args: argparse.Namespace) -> str:
-    """The file `voltorch serve` would open with the same --config and --db (and VOLTORCH_DB)."""
+    """FILE or --db (one of them), else the file `voltorch serve` would open with the same --config (and
+    VOLTORCH_DB)."""
+    if args.file and args.db and args.file != args.db:
+        args.parser.error(f"give the database once: FILE {args.file!r} or --db {args.db!r}, not both")
     try:
-        return config_mod.load(args.config, db=args.db).db
+        return config_mod.load(args.config, db=args.file or args.db).db
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad configuration: {exc}") from None
 
@@ -95,6 +98,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _file_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="the database file (the same as --db; default: see --db)"
+    )
+    parser.add_argument(
         "--db",
         help="the database file (default: as `voltorch serve` would open it: $VOLTORCH_DB, else ./voltorch.db)",
     )
@@ -111,7 +117,7 @@ def add_parsers(sub: Any) -> None:
     )
     _file_flags(info)
     info.add_argument("--json", action="store_true", help="print JSON (the same as -o json)")
-    info.set_defaults(fn=_info)
+    info.set_defaults(fn=_info, parser=info)
     check = _cli_args.command(actions, "check", "run PRAGMA integrity_check; exit 1 if the file is damaged")
     _file_flags(check)
-    check.set_defaults(fn=_check)
+    check.set_defaults(fn=_check, parser=check)

@@ -55,6 +55,7 @@ def _follow(args: argparse.Namespace, c: Any, out: Output, filters: dict[str, An
         on_status=status,
     )
     with sub:
+        emit.start()
         for item in sub:
             if not isinstance(item, EventHeartbeat) and _shown(args, item):
                 emit(item)

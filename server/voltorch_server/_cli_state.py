@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         elif action == "list":
             items = c.state.list(args.prefix)
             if args.keys_only:
-                if out.json:
+                if args.output in ("json", "jsonl"):  # bare keys unless JSON is asked for explicitly
                     keys = ({"key": kv.key} for kv in items)
                     out.rows(["key"], keys, lambda r: [r["key"]])
                 else:
@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             if (args.key is None) == (args.prefix is None):
                 args.parser.error("watch needs a KEY or --prefix PREFIX (one of them)")
             emit = Lines(out, CHANGE_HEADER, _change_line)
+            emit.start()
             try:
                 for change in c.state.watch(args.key, prefix=args.prefix, start_revision=args.from_revision):
                     emit(change)
@@ -158,7 +159,11 @@ def add_parsers(sub: Any) -> None:
 
     ls = action("list", "keys under a prefix, in key order")
     ls.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
-    ls.add_argument("--keys-only", action="store_true", help="print only the keys, one per line")
+    ls.add_argument(
+        "--keys-only",
+        action="store_true",
+        help="print only the keys, one per line (as JSON objects with -o json/jsonl)",
+    )
 
     s = action("set", "set a key to a JSON value")
     s.add_argument("key", help="the key")

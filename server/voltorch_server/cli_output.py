@@ -141,11 +141,15 @@ class Lines:
         self._line = line
         self._headed = False
 
+    def start(self) -> None:
+        """The header row now, as the stream starts (a quiet stream still shows what it will print)."""
+        if not self.out.json and not self._headed:
+            self._headed = True
+            self.out.write(self._header)
+
     def __call__(self, item: Any) -> None:
         if self.out.json:
             self.out.write(dumps(item))
             return
-        if not self._headed:
-            self._headed = True
-            self.out.write(self._header)
+        self.start()
         self.out.write(self._line(item))

@@ -178,7 +178,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {p} is not valid TOML: {exc}") from None  # "(at line N, column M)"
+        where = str(
+            exc
+        )  # "... (at line N, column M)", or "... (at end of document)": name the last line then
+        last = len(text.splitlines()) or 1
+        where = where.replace("(at end of document)", f"(at end of document, line {last})")
+        raise ValueError(f"config file {p} is not valid TOML: {where}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"config file {p} is not valid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 
 from .agents.limiter import Limiters
@@ -122,6 +123,8 @@ class Runtime:
 def _open_database(config: Config) -> Database:
     """The migrated database, or a StartupError naming the path: a directory, unwritable, not SQLite, or
     damaged (DatabaseCorrupt, from PRAGMA quick_check: queries reaching a damaged page would fail later)."""
+    if os.path.isdir(config.db):  # SQLite would say only "unable to open database file"
+        raise StartupError(f"cannot open database {config.db}: it is a directory; --db takes a file path")
     db: Database | None = None
     try:
         db = Database(config.db, synchronous=config.db_synchronous)

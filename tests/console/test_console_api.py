@@ -262,3 +262,40 @@ def test_correlation_tree_with_an_id_that_needs_escaping(console_server: Voltorc
     assert tree["root_ids"] == [root.id]
     assert [n["event"]["type"] for n in tree["nodes"]] == ["job.started", "job.done"]
     assert tree["nodes"][1]["parent_id"] == root.id and tree["nodes"][1]["depth"] == 1
+
+
+def test_bad_and_unknown_query_parameters_are_400_naming_them(http: Http) -> None:
+    for path, field in [
+        ("/api/events?limit=abc", "limit"),  # not a parameter of the route: refused, not ignored
+        ("/api/events?limit=-5", "limit"),
+        ("/api/executions?page_size=-5", "page_size"),
+        ("/api/errors?page_size=-1", "page_size"),
+        ("/api/trace?trace_id=t&max_entries=-3", "max_entries"),
+        ("/api/health?verbose=1", "verbose"),
+    ]:
+        bad = http.get(path)
+        assert bad.status == 400, (path, bad)
+        assert bad.body["error"]["field_violations"][0]["field"] == field, (path, bad.body)
+    assert http.get("/api/events?page_size=5&types=a.*").status == 200
+
+
+def test_unsupported_methods_are_a_json_405_with_allow(console_server: VoltorchServer) -> None:
+    assert console_server.console is not None
+    base = console_server.console.url.rstrip("/")
+    for method, path, allow in [
+        ("DELETE", "/api/executions", "GET, POST"),
+        ("PUT", "/api/executions/wfx_1", "GET"),
+        ("PATCH", "/api/health", "GET"),
+        ("OPTIONS", "/api/events", "GET"),
+        ("GET", "/api/executions/wfx_1/pause", "POST"),
+        ("DELETE", "/index.html", "GET"),
+    ]:
+        req = urllib.request.Request(base + path, method=method, data=b"{}" if method != "GET" else None)
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            raise AssertionError(f"{method} {path} was accepted")
+        except urllib.error.HTTPError as err:
+            assert err.code == 405, (method, path, err.code)
+            assert err.headers["Allow"] == allow, (method, path, err.headers["Allow"])
+            assert err.headers.get_content_type() == "application/json"
+            assert method in json.loads(err.read())["error"]["message"]

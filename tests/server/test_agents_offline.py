@@ -136,3 +136,15 @@ def test_planned_titles_keep_the_requirements_acronyms():
     ]
     assert "Implement CLI calculator core" in titles
     assert "Implement history" in titles  # an ordinary word still reads mid-sentence
+
+
+def test_a_requirement_that_names_its_core_plans_it_once():
+    """ "Implement CLI calculator core" plans "Implement CLI calculator core", not "... core core" and not
+    the same coding task twice."""
+    tasks = run("planning", "Implement CLI calculator core").structured_output["tasks"]
+    titles = [t["title"] for t in tasks]
+    assert titles[0] == "Implement CLI calculator core", titles
+    assert not any("core core" in t for t in titles), titles
+    assert len(titles) == len(set(titles)) >= 3, titles
+    analysis = run("analysis", "Implement CLI calculator core").structured_output
+    assert not any("core_core" in c["name"] for c in analysis["components"]), analysis["components"]

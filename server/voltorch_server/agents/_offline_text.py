@@ -185,11 +185,12 @@ def analyze(text: str) -> dict[str, Any]:
         store = domain["component"]
         risks = [{"risk": r, "mitigation": m} for r, m in domain["risks"]]
     else:
-        core_title = f"{title(subject)} core"
+        # "CLI calculator core" is a core already: not "CLI calculator core core"
+        core_title = title(subject) if subject.lower().split()[-1:] == ["core"] else f"{title(subject)} core"
         core_desc = f"The data model and persistence the {subject} needs, behind a small service interface."
-        store = (f"{slug(subject)}_core", f"Data model and persistence of the {subject}")
+        store = (slug(core_title), f"Data model and persistence of the {subject}")
         risks = []
-    if not features:
+    if not features and title(subject).lower() != core_title.lower():  # else the core is the whole of it
         requirements.append(
             {
                 "title": title(subject),

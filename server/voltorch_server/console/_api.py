@@ -37,14 +37,21 @@ class Query:
     def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
         return tuple(p.strip() for p in self.str(name).split(",") if p.strip())
 
+    def names(self) -> set[builtins.str]:
+        return set(self._values)
+
     def int(self, name: builtins.str, default: int = 0) -> int:
+        """A count or a size: a whole number, not negative."""
         raw = self.str(name)
         if not raw:
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise InvalidArgument(name, f"must be an integer (got {raw!r})") from None
+        if value < 0:
+            raise InvalidArgument(name, f"must not be negative (got {value})")
+        return value
 
     def float(self, name: builtins.str) -> float | None:
         raw = self.str(name)
@@ -77,6 +84,7 @@ class Route:
     handler: Callable[[Request], Any]
     stream: bool = False  # a server-sent event stream: handler returns (follower, stop predicate)
     public: bool = False  # answered without a token (it says who the caller is)
+    query: frozenset[str] = frozenset()  # the query parameters it reads: any other is a 400, not ignored
 
 
 # -- workflows ------------------------------------------------------------------------------------------
@@ -371,31 +379,46 @@ def _route(
     handler: Callable[[Request], Any],
     stream: bool = False,
     public: bool = False,
+    query: str = "",
 ) -> Route:
-    return Route(method, re.compile(f"^{path}$"), rpc, handler, stream, public)
+    """`query`: the parameters the handler reads, space-separated (a stream also takes `after`)."""
+    names = frozenset(query.split()) | ({"after"} if stream else frozenset())
+    return Route(method, re.compile(f"^{path}$"), rpc, handler, stream, public, names)
+
+
+_PAGE = "page_size page_token"
+_EVENT_FILTER = "types source correlation_id min_priority"
 
 
 ROUTES = [
     _route("GET", "/api/session", _OR + "GetHealth", session, public=True),
-    _route("GET", "/api/executions", _WF + "ListExecutions", list_executions),
+    _route(
+        "GET",
+        "/api/executions",
+        _WF + "ListExecutions",
+        list_executions,
+        query=f"status template created_after created_before {_PAGE}",
+    ),
     _route("POST", "/api/executions", _WF + "StartExecution", start_execution),
     _route("GET", f"/api/executions/{_ID}", _WF + "GetExecution", get_execution),
     _route("GET", f"/api/executions/{_ID}/stream", _WF + "WatchExecution", watch_execution, stream=True),
     _route("POST", f"/api/executions/{_ID}/pause", _WF + "PauseExecution", pause),
     _route("POST", f"/api/executions/{_ID}/resume", _WF + "ResumeExecution", resume),
     _route("POST", f"/api/executions/{_ID}/cancel", _WF + "CancelExecution", cancel),
-    _route("GET", "/api/templates", _WF + "ListTemplates", list_templates),
-    _route("GET", "/api/agents", _CO + "ListAgents", list_agents),
+    _route("GET", "/api/templates", _WF + "ListTemplates", list_templates, query=_PAGE),
+    _route("GET", "/api/agents", _CO + "ListAgents", list_agents, query=_PAGE),
     _route("GET", f"/api/coordinations/{_ID}", _CO + "GetCoordination", get_coordination),
     _route("GET", "/api/agents/history", _OR + "GetMetrics", agent_history),
-    _route("GET", "/api/events", _EV + "ListEvents", list_events),
-    _route("GET", "/api/events/stream", _EV + "Subscribe", subscribe_events, stream=True),
-    _route("GET", f"/api/correlations/{_ID}", _EV + "GetCorrelation", correlation),
+    _route("GET", "/api/events", _EV + "ListEvents", list_events, query=f"{_EVENT_FILTER} {_PAGE}"),
+    _route(
+        "GET", "/api/events/stream", _EV + "Subscribe", subscribe_events, stream=True, query=_EVENT_FILTER
+    ),
+    _route("GET", f"/api/correlations/{_ID}", _EV + "GetCorrelation", correlation, query="max_events"),
     _route("GET", "/api/health", _OR + "GetHealth", health),
     _route("GET", "/api/metrics/rpc", _OR + "GetMetrics", rpc_metrics),
     _route("GET", "/api/metrics/llm", _OR + "GetMetrics", llm_endpoints),
-    _route("GET", "/api/errors", _OR + "ListErrors", list_errors),
-    _route("GET", "/api/trace", _OR + "GetTrace", trace),
+    _route("GET", "/api/errors", _OR + "ListErrors", list_errors, query=f"component {_PAGE}"),
+    _route("GET", "/api/trace", _OR + "GetTrace", trace, query="trace_id correlation_id max_entries"),
 ]
 
 __all__ = ["ROUTES", "Query", "Request", "Route"]

@@ -138,16 +138,39 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    # Methods the console has no use for: a JSON 405 with Allow, not http.server's HTML 501 page.
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def do_TRACE(self) -> None:
+        self._dispatch("TRACE")
+
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         if not url.path.startswith("/api/"):
             if method != "GET":
-                self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": {"message": "assets are read with GET"}})
+                self._not_allowed(method, url.path, "GET")
                 return
             self._static(url.path)
             return
         route, params = self._match(method, url.path)
         if route is None:
+            allow = sorted({r.method for r in ROUTES if r.pattern.match(url.path)})
+            if allow:
+                self._not_allowed(method, url.path, ", ".join(allow))
+                return
             message = f"no console API route {method} {url.path}"
             self._json(HTTPStatus.NOT_FOUND, {"error": {"message": message, "reason": "NOT_FOUND"}})
             return
@@ -155,10 +178,15 @@ class Handler(BaseHTTPRequestHandler):
             role = self._role()
             if not route.public:
                 self._authorize(role, route)
+            query = Query(url.query)
+            unknown = sorted(query.names() - route.query)
+            if unknown:
+                known = ", ".join(sorted(route.query)) or "none"
+                raise e.InvalidArgument(unknown[0], f"is not a parameter of {url.path} (known: {known})")
             request = Request(
                 runtime=self.server.runtime,
                 params=params,
-                query=Query(url.query),
+                query=query,
                 body=self._body() if method == "POST" else {},
                 last_event_id=self._last_event_id(),
                 role=role,
@@ -232,15 +260,27 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- responses ------------------------------------------------------------------------------------
 
-    def _json(self, status: HTTPStatus, body: Any) -> None:
+    def _not_allowed(self, method: str, path: str, allow: str) -> None:
+        self.close_connection = True  # a body sent with the method is left unread
+        message = f"{path} does not take {method} (allowed: {allow})"
+        self._json(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            {"error": {"message": message, "reason": "METHOD_NOT_ALLOWED"}},
+            headers={"Allow": allow},
+        )
+
+    def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
         data = dumps(body)
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _stream(self, follower: Any, stop: Any) -> None:
         self.send_response(HTTPStatus.OK)
