@@ -29,6 +29,7 @@ from ._orchestrator import (
     MetricSeries,
     Trace,
 )
+from ._schedules import Schedule
 from ._state import (
     Change,
     Exists,
@@ -46,8 +47,11 @@ from ._tracing import TraceContextInterceptor
 from ._version import __version__
 from ._workflows import (
     Execution,
+    Signal,
+    SignalResult,
     StartResult,
     StepExecution,
+    WaitingFor,
     WorkflowEvent,
 )
 from .errors import (
@@ -63,6 +67,7 @@ from .errors import (
 )
 from .wire import (
     AgentTask,
+    ApprovalStep,
     Budget,
     Condition,
     ConditionStep,
@@ -72,10 +77,12 @@ from .wire import (
     ParameterSpec,
     Priority,
     RetryPolicy,
+    SleepStep,
     Step,
     TaskError,
     TokenUsage,
     ToolSpec,
+    WaitStep,
     WorkflowTemplate,
 )
 from .worker import TaskFailed, Worker, WorkerTask
@@ -117,6 +124,13 @@ __all__ = [
 __all__ += [  # workflows
     "AgentTask",
     "Budget",
+    "ApprovalStep",
+    "Schedule",
+    "Signal",
+    "SignalResult",
+    "SleepStep",
+    "WaitStep",
+    "WaitingFor",
     "Condition",
     "ConditionStep",
     "CoordinationStep",

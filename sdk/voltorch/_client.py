@@ -20,6 +20,7 @@ from ._coordination import CoordinationClient
 from ._events import EventsClient
 from ._metadata import MetadataInterceptor
 from ._orchestrator import OrchestratorClient
+from ._schedules import SchedulesClient
 from ._state import StateClient
 from ._tracing import TraceContextInterceptor
 from ._workflows import WorkflowsClient
@@ -104,6 +105,7 @@ class Client:
         self.coordination = CoordinationClient(self.stubs.coordination, timeout)
         self.orchestrator = OrchestratorClient(self.stubs.orchestrator, timeout)
         self.workflows = WorkflowsClient(self.stubs.workflows, timeout)
+        self.schedules = SchedulesClient(self.stubs.workflows, timeout)
         o = self.orchestrator  # the system calls, also reachable directly: client.health(), ...
         self.health, self.components, self.restart_component = o.health, o.components, o.restart_component
         self.metrics, self.errors, self.trace = o.metrics, o.errors, o.trace

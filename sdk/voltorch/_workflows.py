@@ -17,6 +17,7 @@ from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     STEP_STATUSES,
+    WAIT_KINDS,
     Budget,
     Priority,
     RetryPolicy,
@@ -36,6 +37,7 @@ from .wire import (
     to_duration,
     to_struct,
     to_timestamp,
+    to_value,
     usage_from_pb,
 )
 
@@ -65,6 +67,36 @@ class StepExecution:
 
 
 @dataclass(frozen=True)
+class WaitingFor:
+    """Something an execution waits for: a signal, an approval, a sleep or a start_after delay."""
+
+    step_id: str
+    kind: str  # signal | approval | sleep | start_after
+    signal: str  # signal / approval: the signal that ends the wait
+    prompt: str  # approval: what the reviewer is asked
+    data: Any  # approval: the data under review
+    deadline: datetime | None  # timers: when they fire; waits: when they time out (None = never)
+
+
+@dataclass(frozen=True)
+class Signal:
+    id: str
+    execution_id: str
+    name: str
+    payload: Any
+    request_id: str
+    sender: str
+    create_time: datetime | None
+    consumed_by_step: str  # "" while it is kept for a later wait
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    signal: Signal
+    existing: bool  # the request_id matched an earlier signal: nothing was delivered again
+
+
+@dataclass(frozen=True)
 class Execution:
     id: str
     request_id: str
@@ -85,6 +117,7 @@ class Execution:
     update_time: datetime | None
     usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
     budget: Budget | None = None  # the limits it runs under
+    waiting: list[WaitingFor] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -152,7 +185,7 @@ def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
     )
 
 
-def _execution(pb: workflows_pb2.Execution) -> Execution:
+def execution_from_pb(pb: workflows_pb2.Execution) -> Execution:
     return Execution(
         id=pb.id,
         request_id=pb.request_id,
@@ -173,6 +206,30 @@ def _execution(pb: workflows_pb2.Execution) -> Execution:
         update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
         usage=usage_from_pb(pb.usage),
         budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
+        waiting=[
+            WaitingFor(
+                step_id=w.step_id,
+                kind=WAIT_KINDS.names.get(w.kind, "unspecified"),
+                signal=w.signal,
+                prompt=w.prompt,
+                data=from_value(w.data) if w.HasField("data") else None,
+                deadline=to_datetime(w.deadline, w.HasField("deadline")),
+            )
+            for w in pb.waiting
+        ],
+    )
+
+
+def _signal(pb: workflows_pb2.Signal) -> Signal:
+    return Signal(
+        id=pb.id,
+        execution_id=pb.execution_id,
+        name=pb.name,
+        payload=from_value(pb.payload) if pb.HasField("payload") else None,
+        request_id=pb.request_id,
+        sender=pb.sender,
+        create_time=to_datetime(pb.create_time, pb.HasField("create_time")),
+        consumed_by_step=pb.consumed_by_step,
     )
 
 
@@ -231,7 +288,7 @@ class WorkflowsClient:
             correlation_id=correlation_id,
         )
         resp = call(self.stub.StartExecution, req, timeout=self.timeout)
-        return StartResult(_execution(resp.execution), resp.existing)
+        return StartResult(execution_from_pb(resp.execution), resp.existing)
 
     def execute_complete(
         self,
@@ -241,6 +298,7 @@ class WorkflowsClient:
         max_tasks: int = 0,
         max_parallel: int = 0,
         skip_review: bool = False,
+        approve_tasks: bool = False,
         timeout: Seconds | None = None,
         step_timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
@@ -249,11 +307,13 @@ class WorkflowsClient:
         budget: Budget | None = None,
     ) -> StartResult:
         """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. A budget
-        (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it."""
+        (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it. With
+        approve_tasks the task list waits for approve / reject / edit (signal "approval") before the fan-out."""
         opts = workflows_pb2.CompleteWorkflowOptions(
             max_tasks=max_tasks,
             max_parallel=max_parallel,
             skip_review=skip_review,
+            approve_tasks=approve_tasks,
             timeout=to_duration(timeout) if timeout is not None else None,
             step_timeout=to_duration(step_timeout) if step_timeout is not None else None,
         )
@@ -269,11 +329,75 @@ class WorkflowsClient:
             labels=labels or {},
         )
         resp = call(self.stub.ExecuteCompleteWorkflow, req, timeout=self.timeout)
-        return StartResult(_execution(resp.execution), resp.existing)
+        return StartResult(execution_from_pb(resp.execution), resp.existing)
+
+    # signals and approvals
+
+    def signal(
+        self, execution_id: str, name: str, payload: Any = None, *, request_id: str = "", sender: str = ""
+    ) -> SignalResult:
+        """Send a named signal; kept until a step waits for it. Idempotent by request_id."""
+        req = workflows_pb2.SignalExecutionRequest(
+            execution_id=execution_id, name=name, request_id=request_id, sender=sender
+        )
+        req.payload.CopyFrom(to_value(payload))
+        resp = call(self.stub.SignalExecution, req, timeout=self.timeout)
+        return SignalResult(_signal(resp.signal), resp.existing)
+
+    def approve(
+        self,
+        execution_id: str,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        """Approve what an ApprovalStep shows; `by` names who decided (default: the caller's token role)."""
+        return self._decide(execution_id, "approve", comment, by, signal, request_id)
+
+    def reject(
+        self,
+        execution_id: str,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        return self._decide(execution_id, "reject", comment, by, signal, request_id)
+
+    def edit(
+        self,
+        execution_id: str,
+        data: Any,
+        *,
+        comment: str = "",
+        by: str = "",
+        signal: str = "approval",
+        request_id: str = "",
+    ) -> SignalResult:
+        """Approve with changes: `data` replaces the data under review in the step's output."""
+        return self._decide(execution_id, "edit", comment, by, signal, request_id, data)
+
+    def _decide(
+        self,
+        execution_id: str,
+        decision: str,
+        comment: str,
+        by: str,
+        signal: str,
+        request_id: str,
+        data: Any = None,
+    ) -> SignalResult:
+        payload: dict[str, Any] = {"decision": decision, "comment": comment}
+        if decision == "edit":
+            payload["data"] = data
+        return self.signal(execution_id, signal, payload, request_id=request_id, sender=by)
 
     def get(self, execution_id: str) -> Execution:
         req = workflows_pb2.GetExecutionRequest(execution_id=execution_id)
-        return _execution(call(self.stub.GetExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.GetExecution, req, timeout=self.timeout).execution)
 
     def list_page(
         self,
@@ -298,7 +422,7 @@ class WorkflowsClient:
             page_token=page_token,
         )
         resp = call(self.stub.ListExecutions, req, timeout=self.timeout)
-        return [_execution(e) for e in resp.executions], resp.next_page_token
+        return [execution_from_pb(e) for e in resp.executions], resp.next_page_token
 
     def list(self, **filters: Any) -> Iterator[Execution]:
         """Executions newest first: status=, template_name=, created_after=, created_before=, include_steps=."""
@@ -306,15 +430,15 @@ class WorkflowsClient:
 
     def cancel(self, execution_id: str, reason: str = "") -> Execution:
         req = workflows_pb2.CancelExecutionRequest(execution_id=execution_id, reason=reason)
-        return _execution(call(self.stub.CancelExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.CancelExecution, req, timeout=self.timeout).execution)
 
     def pause(self, execution_id: str, reason: str = "") -> Execution:
         req = workflows_pb2.PauseExecutionRequest(execution_id=execution_id, reason=reason)
-        return _execution(call(self.stub.PauseExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.PauseExecution, req, timeout=self.timeout).execution)
 
     def resume(self, execution_id: str) -> Execution:
         req = workflows_pb2.ResumeExecutionRequest(execution_id=execution_id)
-        return _execution(call(self.stub.ResumeExecution, req, timeout=self.timeout).execution)
+        return execution_from_pb(call(self.stub.ResumeExecution, req, timeout=self.timeout).execution)
 
     def watch(
         self,
@@ -350,7 +474,7 @@ class WorkflowsClient:
                         if ev.type == DELTA_EVENT and not deltas:
                             continue
                         yield WorkflowEvent(
-                            ev, _execution(resp.execution) if resp.HasField("execution") else None
+                            ev, execution_from_pb(resp.execution) if resp.HasField("execution") else None
                         )
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:

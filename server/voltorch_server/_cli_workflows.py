@@ -1,5 +1,5 @@
 """The workflow commands of the `voltorch` CLI: `run "<requirement>"` (live progress) and `workflows`
-(list, get, watch, start, cancel, pause, resume, templates)."""
+(list, get, watch, start, cancel, pause, resume, signal, approve, reject, templates)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
             skip_review=args.skip_review,
             budget=_budget(args),
+            approve_tasks=args.approve_tasks,
         )
         e = started.execution
         if args.detach:
@@ -101,7 +102,7 @@ def _workflows(args: argparse.Namespace) -> int:
     with _cli_args.client(args) as client:
         wf = client.workflows
         action = args.action
-        if action in ("get", "watch", "cancel", "pause", "resume", "start") and not args.id:
+        if action not in ("list", "templates") and not args.id:
             what = "a template name" if action == "start" else "an execution id"
             args.parser.error(f"workflows {action} needs {what}")
         if action == "list":
@@ -139,6 +140,25 @@ def _workflows(args: argparse.Namespace) -> int:
         elif action == "start":
             r = wf.start(args.id, _parse_params(args.param), request_id=args.request_id or "")
             out.write(dumps(r.execution) if out.json else r.execution.id)
+        elif action == "signal":
+            if not args.name:
+                args.parser.error("workflows signal needs --name")
+            payload = _parse_params([f"payload={args.payload}"])["payload"] if args.payload else None
+            sent = wf.signal(args.id, args.name, payload, request_id=args.request_id or "", sender=args.by)
+            note = "already sent" if sent.existing else "sent"
+            out.record(sent, lambda con: con.print(f"{sent.signal.id}: {note}"))
+        elif action in ("approve", "reject"):
+            r = getattr(wf, action)(
+                args.id,
+                comment=args.reason,
+                by=args.by,
+                signal=args.name or "approval",
+                request_id=args.request_id or "",
+            )
+            done = "approved" if action == "approve" else "rejected"
+            out.record(
+                r, lambda con: con.print(f"{r.signal.id}: {done}{' (already sent)' if r.existing else ''}")
+            )
         else:
             e = wf.resume(args.id) if action == "resume" else getattr(wf, action)(args.id, args.reason)
             out.record(e, lambda con: con.print(f"{e.id}: {e.status}"))
@@ -159,6 +179,14 @@ def _draw_execution(console: Any, e: Any) -> None:
                 row.step_id, shorten(row.name, 40), row.status, str(row.attempts), row.agent_id, err
             )
     console.print(table)
+    for w in e.waiting:
+        due = f" (until {w.deadline.astimezone():%Y-%m-%d %H:%M:%S})" if w.deadline else ""
+        what = f", signal {w.signal!r}" if w.signal else ""
+        console.print(f"[yellow]waiting[/] {w.step_id}: {w.kind}{what}{due}")
+        if w.prompt:
+            console.print(f"  {w.prompt}")
+        if w.data is not None:
+            console.print(f"  {shorten(json.dumps(w.data, ensure_ascii=False), 500)}")
 
 
 def add_parsers(sub: Any) -> None:
@@ -175,6 +203,11 @@ def add_parsers(sub: Any) -> None:
         "--max-parallel", type=int, default=0, help="most tasks run at once (default: 0 = no limit)"
     )
     r.add_argument("--skip-review", action="store_true", help="skip the review step")
+    r.add_argument(
+        "--approve-tasks",
+        action="store_true",
+        help="wait for approval of the task list before running it (voltorch workflows approve <id>)",
+    )
     r.add_argument("--request-id", help="idempotency key: re-running with it attaches to the same execution")
     r.add_argument("--detach", action="store_true", help="print the execution id and return at once")
     r.add_argument("--max-tokens", type=int, default=0, help="budget: fail before a call beyond this")
@@ -192,7 +225,19 @@ def add_parsers(sub: Any) -> None:
         "action",
         nargs="?",
         default="list",
-        choices=["list", "get", "watch", "start", "cancel", "pause", "resume", "templates"],
+        choices=[
+            "list",
+            "get",
+            "watch",
+            "start",
+            "cancel",
+            "pause",
+            "resume",
+            "signal",
+            "approve",
+            "reject",
+            "templates",
+        ],
         help="what to do (default: list)",
     )
     w.add_argument("id", nargs="?", help="execution id (template name for start)")
@@ -201,11 +246,23 @@ def add_parsers(sub: Any) -> None:
     )
     w.add_argument("--template", help="list: only this template (default: any)")
     w.add_argument("--limit", type=int, default=50, help="list: at most this many (default: 50)")
-    w.add_argument("--reason", default="", help="cancel/pause: recorded with the execution")
+    w.add_argument(
+        "--reason",
+        "--comment",
+        default="",
+        help="cancel/pause: recorded with the execution; approve/reject: the comment",
+    )
+    w.add_argument(
+        "--name", default="", help="signal: the signal's name; approve/reject: (default: approval)"
+    )
+    w.add_argument("--payload", default="", help="signal: the payload (JSON or text; default: none)")
+    w.add_argument(
+        "--by", default="", help="signal/approve/reject: who sends it (default: your token's role)"
+    )
     w.add_argument(
         "--param", "-p", action="append", default=[], help="start: name=value (JSON or text; repeatable)"
     )
-    w.add_argument("--request-id", help="start: idempotency key")
+    w.add_argument("--request-id", help="start/signal/approve/reject: idempotency key")
     w.add_argument("--json", action="store_true", help="get: the whole execution as JSON (same as -o json)")
     w.add_argument("--all", action="store_true", help="templates: every version (default: the latest)")
     w.set_defaults(fn=_workflows, parser=w)

@@ -35,6 +35,12 @@ _AGENT_METHODS = {
     "PauseExecution",
     "ResumeExecution",
     "CancelExecution",
+    "SignalExecution",
+    "CreateSchedule",
+    "DeleteSchedule",
+    "TriggerSchedule",
+    "PauseSchedule",
+    "UnpauseSchedule",
 }
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _cli_args, _cli_db, _cli_ops, _cli_state, _cli_workflows
+from . import _cli_args, _cli_db, _cli_ops, _cli_schedules, _cli_state, _cli_workflows
 from . import config as config_mod
 from .errors import StartupError
 
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _cli_state.add_parsers(sub)
     _cli_workflows.add_parsers(sub)
+    _cli_schedules.add_parsers(sub)
     _cli_ops.add_parsers(sub)
     _cli_db.add_parsers(sub)
     return p

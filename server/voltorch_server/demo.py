@@ -115,6 +115,14 @@ def follow(client: Any, execution_id: str, console: Console, *, timeout: float |
             elif kind == "failed":
                 err = data.get("error", {})
                 console.print(f"{label} [red]{err.get('code')}: {shorten(err.get('message', ''), 120)}[/]")
+            elif kind == "waiting":
+                what = data.get("kind", "")
+                hint = ""
+                if what in ("approval", "signal"):
+                    verb = "approve|reject" if what == "approval" else f"signal --name {data.get('signal')}"
+                    hint = f" — voltorch workflows {verb} {execution_id}"
+                prompt = shorten(data.get("prompt", ""), 80)
+                console.print(f"{label} [yellow]waiting for {what}[/] {prompt}[dim]{hint}[/]")
             else:
                 console.print(f"{label} [dim]{data.get('reason', '')}[/]")
             status.update(f"[bold]running…[/] {len(completed)}/{total} steps done")

@@ -13,6 +13,7 @@ from .components import Component
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.llm import LlmEndpoints
+from .components.schedules import Scheduler
 from .components.state import StateStore
 from .components.system import ErrorLog, Storage, Watcher
 from .components.workflows import WorkflowEngine
@@ -76,9 +77,18 @@ class Runtime:
             threads=config.workflow_threads,
             llm_capacity=self.limiters.capacity,
         )
+        self.schedules = Scheduler(self.local_db, self.workflows)
         self.components: dict[str, Component] = {
             c.name: c
-            for c in (self.storage, self.events, self.state, self.llm, self.coordination, self.workflows)
+            for c in (
+                self.storage,
+                self.events,
+                self.state,
+                self.llm,
+                self.coordination,
+                self.workflows,
+                self.schedules,
+            )
         }
 
         # The watcher watches every component in the dict (also ones added after this line).

@@ -19,6 +19,8 @@ OLD_DUMP = Path(__file__).parent / "data" / "voltorch-0.1.0.sql"
 AFTER_0_1_0 = [
     "workflows_0002_usage",
     "coordination_0002_tools",
+    "workflows_0003_signals_timers",
+    "schedules_0001",
 ]  # migrations added since 0.1.0: what its databases get on opening
 
 
@@ -65,6 +67,7 @@ def test_a_fresh_database_has_the_schema_0_1_0_made_plus_later_migrations(tmp_pa
     upgraded.close()
     fresh_shape, old_shape = _shape(tmp_path / "fresh.db"), _shape(old)
     assert sorted(fresh_shape) == sorted(old_shape)
+    assert {"workflow_schedules", "workflow_signals", "workflow_timers"} <= set(fresh_shape)
     for table in old_shape:
         assert fresh_shape[table] == old_shape[table], table
 

@@ -59,6 +59,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESTART_IN_PROGRESS: _ClassVar[ErrorReason]
     TRACE_NOT_FOUND: _ClassVar[ErrorReason]
     REQUEST_UNDECODABLE: _ClassVar[ErrorReason]
+    SCHEDULE_NOT_FOUND: _ClassVar[ErrorReason]
+    SCHEDULE_EXISTS: _ClassVar[ErrorReason]
+    CRON_INVALID: _ClassVar[ErrorReason]
     BUDGET_EXCEEDED: _ClassVar[ErrorReason]
     DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
@@ -114,5 +117,8 @@ COMPONENT_DISABLED: ErrorReason
 RESTART_IN_PROGRESS: ErrorReason
 TRACE_NOT_FOUND: ErrorReason
 REQUEST_UNDECODABLE: ErrorReason
+SCHEDULE_NOT_FOUND: ErrorReason
+SCHEDULE_EXISTS: ErrorReason
+CRON_INVALID: ErrorReason
 BUDGET_EXCEEDED: ErrorReason
 DATABASE_UNAVAILABLE: ErrorReason

@@ -47,6 +47,28 @@ class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_STATUS_SKIPPED: _ClassVar[StepStatus]
     STEP_STATUS_CANCELLED: _ClassVar[StepStatus]
     STEP_STATUS_RETRYING: _ClassVar[StepStatus]
+
+class WaitKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WAIT_KIND_UNSPECIFIED: _ClassVar[WaitKind]
+    WAIT_KIND_SIGNAL: _ClassVar[WaitKind]
+    WAIT_KIND_APPROVAL: _ClassVar[WaitKind]
+    WAIT_KIND_SLEEP: _ClassVar[WaitKind]
+    WAIT_KIND_START_AFTER: _ClassVar[WaitKind]
+
+class OverlapPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERLAP_POLICY_UNSPECIFIED: _ClassVar[OverlapPolicy]
+    OVERLAP_POLICY_SKIP: _ClassVar[OverlapPolicy]
+    OVERLAP_POLICY_BUFFER_ONE: _ClassVar[OverlapPolicy]
+    OVERLAP_POLICY_ALLOW: _ClassVar[OverlapPolicy]
+
+class CatchupPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CATCHUP_POLICY_UNSPECIFIED: _ClassVar[CatchupPolicy]
+    CATCHUP_POLICY_SKIP: _ClassVar[CatchupPolicy]
+    CATCHUP_POLICY_LATEST: _ClassVar[CatchupPolicy]
+    CATCHUP_POLICY_ALL: _ClassVar[CatchupPolicy]
 PARAMETER_TYPE_UNSPECIFIED: ParameterType
 PARAMETER_TYPE_STRING: ParameterType
 PARAMETER_TYPE_NUMBER: ParameterType
@@ -71,6 +93,19 @@ STEP_STATUS_FAILED: StepStatus
 STEP_STATUS_SKIPPED: StepStatus
 STEP_STATUS_CANCELLED: StepStatus
 STEP_STATUS_RETRYING: StepStatus
+WAIT_KIND_UNSPECIFIED: WaitKind
+WAIT_KIND_SIGNAL: WaitKind
+WAIT_KIND_APPROVAL: WaitKind
+WAIT_KIND_SLEEP: WaitKind
+WAIT_KIND_START_AFTER: WaitKind
+OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy
+OVERLAP_POLICY_SKIP: OverlapPolicy
+OVERLAP_POLICY_BUFFER_ONE: OverlapPolicy
+OVERLAP_POLICY_ALLOW: OverlapPolicy
+CATCHUP_POLICY_UNSPECIFIED: CatchupPolicy
+CATCHUP_POLICY_SKIP: CatchupPolicy
+CATCHUP_POLICY_LATEST: CatchupPolicy
+CATCHUP_POLICY_ALL: CatchupPolicy
 
 class ParameterSpec(_message.Message):
     __slots__ = ("name", "type", "required", "default_value", "min", "max", "pattern", "enum_values", "description")
@@ -172,29 +207,65 @@ class FanOutStep(_message.Message):
     item_dependencies: bool
     def __init__(self, items_from_step_id: _Optional[str] = ..., items_path: _Optional[str] = ..., task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., max_parallel: _Optional[int] = ..., max_items: _Optional[int] = ..., truncate_items: _Optional[bool] = ..., item_dependencies: _Optional[bool] = ...) -> None: ...
 
+class WaitStep(_message.Message):
+    __slots__ = ("signal", "timeout")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    signal: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, signal: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ApprovalStep(_message.Message):
+    __slots__ = ("prompt", "data", "signal", "timeout")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    data: str
+    signal: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, prompt: _Optional[str] = ..., data: _Optional[str] = ..., signal: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SleepStep(_message.Message):
+    __slots__ = ("duration", "until")
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    duration: _duration_pb2.Duration
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class StepSpec(_message.Message):
-    __slots__ = ("id", "name", "agent_task", "coordination", "condition", "fan_out", "depends_on", "retry", "timeout", "allow_failure")
+    __slots__ = ("id", "name", "agent_task", "coordination", "condition", "fan_out", "wait", "approval", "sleep", "depends_on", "retry", "timeout", "allow_failure", "start_after")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     AGENT_TASK_FIELD_NUMBER: _ClassVar[int]
     COORDINATION_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
     FAN_OUT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    SLEEP_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     ALLOW_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     agent_task: AgentTaskStep
     coordination: CoordinationStep
     condition: ConditionStep
     fan_out: FanOutStep
+    wait: WaitStep
+    approval: ApprovalStep
+    sleep: SleepStep
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     retry: RetryPolicy
     timeout: _duration_pb2.Duration
     allow_failure: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., agent_task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., coordination: _Optional[_Union[CoordinationStep, _Mapping]] = ..., condition: _Optional[_Union[ConditionStep, _Mapping]] = ..., fan_out: _Optional[_Union[FanOutStep, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_failure: _Optional[bool] = ...) -> None: ...
+    start_after: _duration_pb2.Duration
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., agent_task: _Optional[_Union[AgentTaskStep, _Mapping]] = ..., coordination: _Optional[_Union[CoordinationStep, _Mapping]] = ..., condition: _Optional[_Union[ConditionStep, _Mapping]] = ..., fan_out: _Optional[_Union[FanOutStep, _Mapping]] = ..., wait: _Optional[_Union[WaitStep, _Mapping]] = ..., approval: _Optional[_Union[ApprovalStep, _Mapping]] = ..., sleep: _Optional[_Union[SleepStep, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_failure: _Optional[bool] = ..., start_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WorkflowTemplate(_message.Message):
     __slots__ = ("name", "version", "description", "category", "parameters", "steps", "default_retry", "timeout", "labels", "builtin", "create_time", "budget")
@@ -320,7 +391,7 @@ class StepExecution(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., output: _Optional[str] = ..., structured_output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., agent_id: _Optional[str] = ..., coordination_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., children: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "usage", "budget")
+    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "usage", "budget", "waiting")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +418,7 @@ class Execution(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     template_name: str
@@ -366,7 +438,24 @@ class Execution(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     usage: _coordination_pb2.TokenUsage
     budget: Budget
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+    waiting: _containers.RepeatedCompositeFieldContainer[WaitingFor]
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., waiting: _Optional[_Iterable[_Union[WaitingFor, _Mapping]]] = ...) -> None: ...
+
+class WaitingFor(_message.Message):
+    __slots__ = ("step_id", "kind", "signal", "prompt", "data", "deadline")
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    kind: WaitKind
+    signal: str
+    prompt: str
+    data: _struct_pb2.Value
+    deadline: _timestamp_pb2.Timestamp
+    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[WaitKind, str]] = ..., signal: _Optional[str] = ..., prompt: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartExecutionRequest(_message.Message):
     __slots__ = ("request_id", "template_name", "template_version", "parameters", "priority", "labels", "correlation_id")
@@ -502,7 +591,7 @@ class WatchExecutionResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[WatchExecutionResponse, _Mapping]]] = ...) -> None: ...
 
 class CompleteWorkflowOptions(_message.Message):
-    __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry", "budget")
+    __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry", "budget", "approve_tasks")
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     SKIP_REVIEW_FIELD_NUMBER: _ClassVar[int]
@@ -510,6 +599,7 @@ class CompleteWorkflowOptions(_message.Message):
     STEP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_TASKS_FIELD_NUMBER: _ClassVar[int]
     max_tasks: int
     max_parallel: int
     skip_review: bool
@@ -517,7 +607,8 @@ class CompleteWorkflowOptions(_message.Message):
     step_timeout: _duration_pb2.Duration
     retry: RetryPolicy
     budget: Budget
-    def __init__(self, max_tasks: _Optional[int] = ..., max_parallel: _Optional[int] = ..., skip_review: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+    approve_tasks: bool
+    def __init__(self, max_tasks: _Optional[int] = ..., max_parallel: _Optional[int] = ..., skip_review: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., approve_tasks: _Optional[bool] = ...) -> None: ...
 
 class ExecuteCompleteWorkflowRequest(_message.Message):
     __slots__ = ("requirement", "request_id", "options", "priority", "labels")
@@ -547,3 +638,175 @@ class ExecuteCompleteWorkflowResponse(_message.Message):
     execution: Execution
     existing: bool
     def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ..., existing: _Optional[bool] = ...) -> None: ...
+
+class Signal(_message.Message):
+    __slots__ = ("id", "execution_id", "name", "payload", "request_id", "sender", "create_time", "consumed_by_step")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_BY_STEP_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    execution_id: str
+    name: str
+    payload: _struct_pb2.Value
+    request_id: str
+    sender: str
+    create_time: _timestamp_pb2.Timestamp
+    consumed_by_step: str
+    def __init__(self, id: _Optional[str] = ..., execution_id: _Optional[str] = ..., name: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., request_id: _Optional[str] = ..., sender: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumed_by_step: _Optional[str] = ...) -> None: ...
+
+class SignalExecutionRequest(_message.Message):
+    __slots__ = ("execution_id", "name", "payload", "request_id", "sender")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    name: str
+    payload: _struct_pb2.Value
+    request_id: str
+    sender: str
+    def __init__(self, execution_id: _Optional[str] = ..., name: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., request_id: _Optional[str] = ..., sender: _Optional[str] = ...) -> None: ...
+
+class SignalExecutionResponse(_message.Message):
+    __slots__ = ("signal", "existing")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    signal: Signal
+    existing: bool
+    def __init__(self, signal: _Optional[_Union[Signal, _Mapping]] = ..., existing: _Optional[bool] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "template_name", "template_version", "parameters", "cron", "interval", "time_zone", "overlap", "catchup", "paused", "description", "next_tick_time", "last_tick_time", "last_execution_id", "create_time", "ticks_started", "ticks_skipped", "start_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TICK_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_TICK_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TICKS_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TICKS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    template_name: str
+    template_version: int
+    parameters: _struct_pb2.Struct
+    cron: str
+    interval: _duration_pb2.Duration
+    time_zone: str
+    overlap: OverlapPolicy
+    catchup: CatchupPolicy
+    paused: bool
+    description: str
+    next_tick_time: _timestamp_pb2.Timestamp
+    last_tick_time: _timestamp_pb2.Timestamp
+    last_execution_id: str
+    create_time: _timestamp_pb2.Timestamp
+    ticks_started: int
+    ticks_skipped: int
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cron: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., overlap: _Optional[_Union[OverlapPolicy, str]] = ..., catchup: _Optional[_Union[CatchupPolicy, str]] = ..., paused: _Optional[bool] = ..., description: _Optional[str] = ..., next_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_execution_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ticks_started: _Optional[int] = ..., ticks_skipped: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class CreateScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class GetScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class GetScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "next_page_token")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    next_page_token: str
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TriggerScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id", "request_id")
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    request_id: str
+    def __init__(self, schedule_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class TriggerScheduleResponse(_message.Message):
+    __slots__ = ("execution", "existing")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    existing: bool
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ..., existing: _Optional[bool] = ...) -> None: ...
+
+class PauseScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class PauseScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
+class UnpauseScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class UnpauseScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...

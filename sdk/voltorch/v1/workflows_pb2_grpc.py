@@ -45,6 +45,9 @@ class WorkflowServiceStub:
     Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
     workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
     workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    workflow.step.waiting (a WaitStep, ApprovalStep or SleepStep, or a step's start_after, waits: data.kind,
+    data.signal, data.deadline) | workflow.signal.received (data.signal, data.signal_id, data.sender)
+    | workflow.timer.fired (data.step_id, data.kind "sleep" | "start_after" | "timeout", data.late_seconds)
     The last four execution events are terminal: exactly one of them ends every execution.
     """
 
@@ -109,6 +112,46 @@ class WorkflowServiceStub:
                 request_serializer=voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowRequest.SerializeToString,
                 response_deserializer=voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowResponse.FromString,
                 _registered_method=True)
+        self.SignalExecution = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/SignalExecution',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.SignalExecutionRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.SignalExecutionResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/CreateSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/GetSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/ListSchedules',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/DeleteSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/TriggerSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/PauseSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.UnpauseSchedule = channel.unary_unary(
+                '/voltorch.v1.WorkflowService/UnpauseSchedule',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -131,6 +174,9 @@ class WorkflowServiceServicer:
     Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
     workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
     workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    workflow.step.waiting (a WaitStep, ApprovalStep or SleepStep, or a step's start_after, waits: data.kind,
+    data.signal, data.deadline) | workflow.signal.received (data.signal, data.signal_id, data.sender)
+    | workflow.timer.fired (data.step_id, data.kind "sleep" | "start_after" | "timeout", data.late_seconds)
     The last four execution events are terminal: exactly one of them ends every execution.
     """
 
@@ -231,6 +277,71 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignalExecution(self, request, context):
+        """Delivers a named signal to a pending, queued, running or paused execution. Idempotent by request_id: a
+        repeated request_id returns the signal delivered before (existing = true), ALREADY_EXISTS
+        (REQUEST_ID_REUSED) when name or payload differ. A signal nobody waits for yet is kept (persisted) and
+        consumed, oldest first, by the first WaitStep/ApprovalStep of that name to start. FAILED_PRECONDITION
+        (EXECUTION_FINISHED) when the execution has ended; NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Creates a schedule that starts executions of a template on a cron expression or at an interval. Each tick
+        starts exactly one execution, with request_id "schedule/<schedule id>/<tick time, RFC 3339 UTC>", so a
+        restarted server never starts a tick twice. ALREADY_EXISTS (SCHEDULE_EXISTS) for a taken id;
+        INVALID_ARGUMENT (CRON_INVALID, FIELD_INVALID, PARAMETERS_INVALID) for a bad definition; NOT_FOUND for an
+        unknown template.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns a schedule. NOT_FOUND (SCHEDULE_NOT_FOUND) when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists schedules ordered by id, paged (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule (its executions are kept). NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Starts one execution of the schedule now (outside its ticks; overlap policy not applied). NOT_FOUND when
+        unknown. Idempotent by request_id as StartExecution (empty = a new execution every call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Pauses a schedule: no tick starts until UnpauseSchedule. Idempotent. NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpauseSchedule(self, request, context):
+        """Unpauses a schedule; ticks missed while paused are not started (the next tick is computed from now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +400,46 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowRequest.FromString,
                     response_serializer=voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowResponse.SerializeToString,
             ),
+            'SignalExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalExecution,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.SignalExecutionRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.SignalExecutionResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.GetScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'UnpauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpauseSchedule,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'voltorch.v1.WorkflowService', rpc_method_handlers)
@@ -317,6 +468,9 @@ class WorkflowService:
     Events (source "workflows", correlation_id = the execution's correlation_id, data.execution_id = its id):
     workflow.execution.queued | started | paused | resumed | completed | failed | cancelled | timed_out
     workflow.step.started | completed | failed | retrying | skipped   (data.step_id; fan-out children too)
+    workflow.step.waiting (a WaitStep, ApprovalStep or SleepStep, or a step's start_after, waits: data.kind,
+    data.signal, data.deadline) | workflow.signal.received (data.signal, data.signal_id, data.sender)
+    | workflow.timer.fired (data.step_id, data.kind "sleep" | "start_after" | "timeout", data.late_seconds)
     The last four execution events are terminal: exactly one of them ends every execution.
     """
 
@@ -607,6 +761,222 @@ class WorkflowService:
             '/voltorch.v1.WorkflowService/ExecuteCompleteWorkflow',
             voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowRequest.SerializeToString,
             voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/SignalExecution',
+            voltorch_dot_v1_dot_workflows__pb2.SignalExecutionRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.SignalExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/CreateSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.CreateScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/GetSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.GetScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/ListSchedules',
+            voltorch_dot_v1_dot_workflows__pb2.ListSchedulesRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/DeleteSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/TriggerSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/PauseSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.PauseScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/UnpauseSchedule',
+            voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.UnpauseScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

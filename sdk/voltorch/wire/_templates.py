@@ -1,4 +1,4 @@
-"""Workflow templates (parameters, steps of four kinds, retry policies): their Python form and their one
+"""Workflow templates (parameters, steps of seven kinds, retry policies): their Python form and their one
 proto mapping, used by the SDK (to register and read templates) and by the server (to read requests,
 strictly, and to answer).
 
@@ -19,7 +19,15 @@ from ..v1 import coordination_pb2, workflows_pb2
 from ._conditions import Condition, condition_from_pb, condition_pb, enum_name, seconds_from_pb
 from ._enums import COORDINATION_MODES, PARAMETER_TYPES
 from ._errors import WireError
-from ._values import from_struct, from_value, to_datetime, to_duration, to_struct, to_value
+from ._values import (
+    from_struct,
+    from_value,
+    to_datetime,
+    to_duration,
+    to_struct,
+    to_timestamp,
+    to_value,
+)
 
 Seconds = float | timedelta
 
@@ -98,7 +106,35 @@ class FanOut:
     item_dependencies: bool = False
 
 
-StepKind = AgentTask | CoordinationStep | ConditionStep | FanOut
+@dataclass(frozen=True)
+class WaitStep:
+    """Wait for the named signal (client.workflows.signal); with a timeout the step completes with
+    {"timed_out": true}. The output: {"signal", "timed_out", "payload", "signal_id", "sender"}."""
+
+    signal: str
+    timeout: Seconds | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalStep:
+    """Ask a person to approve, reject or edit `data` (a text template; one placeholder keeps its JSON).
+    Decided by client.workflows.approve / reject / edit (signal `signal`, default "approval")."""
+
+    prompt: str = ""
+    data: str = ""
+    signal: str = ""
+    timeout: Seconds | None = None
+
+
+@dataclass(frozen=True)
+class SleepStep:
+    """A durable timer: exactly one of `duration` (from the step's start) or `until` (a time)."""
+
+    duration: Seconds | None = None
+    until: datetime | None = None
+
+
+StepKind = AgentTask | CoordinationStep | ConditionStep | FanOut | WaitStep | ApprovalStep | SleepStep
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,7 @@ class Step:
     retry: RetryPolicy | None = None
     timeout: Seconds | None = None  # per attempt; None = 10 min
     allow_failure: bool = False
+    start_after: Seconds | None = None  # once ready, wait this long (a durable timer) before starting
 
 
 @dataclass(frozen=True)
@@ -183,6 +220,7 @@ def _step_pb(s: Step) -> workflows_pb2.StepSpec:
         depends_on=list(s.depends_on),
         timeout=_seconds(s.timeout),
         allow_failure=s.allow_failure,
+        start_after=_seconds(s.start_after),
     )
     if s.retry is not None:
         pb.retry.CopyFrom(retry_pb(s.retry))
@@ -225,8 +263,21 @@ def _step_pb(s: Step) -> workflows_pb2.StepSpec:
                 item_dependencies=k.item_dependencies,
             )
         )
+    elif isinstance(k, WaitStep):
+        pb.wait.CopyFrom(workflows_pb2.WaitStep(signal=k.signal, timeout=_seconds(k.timeout)))
+    elif isinstance(k, ApprovalStep):
+        pb.approval.CopyFrom(
+            workflows_pb2.ApprovalStep(
+                prompt=k.prompt, data=k.data, signal=k.signal, timeout=_seconds(k.timeout)
+            )
+        )
+    elif isinstance(k, SleepStep):
+        pb.sleep.CopyFrom(workflows_pb2.SleepStep(duration=_seconds(k.duration), until=to_timestamp(k.until)))
     else:
-        raise TypeError(f"step {s.id!r}: kind must be AgentTask, CoordinationStep, ConditionStep or FanOut")
+        raise TypeError(
+            f"step {s.id!r}: kind must be AgentTask, CoordinationStep, ConditionStep, FanOut, WaitStep,"
+            " ApprovalStep or SleepStep"
+        )
     return pb
 
 
@@ -335,6 +386,24 @@ def _kind(pb: workflows_pb2.StepSpec, field: str, request: bool) -> StepKind | N
             f.truncate_items,
             f.item_dependencies,
         )
+    if which == "wait":
+        return WaitStep(
+            pb.wait.signal, seconds_from_pb(pb.wait, "timeout", f"{field}.wait.timeout", request=request)
+        )
+    if which == "approval":
+        a = pb.approval
+        return ApprovalStep(
+            a.prompt,
+            a.data,
+            a.signal,
+            seconds_from_pb(a, "timeout", f"{field}.approval.timeout", request=request),
+        )
+    if which == "sleep":
+        z = pb.sleep
+        return SleepStep(
+            duration=seconds_from_pb(z, "duration", f"{field}.sleep.duration", request=request),
+            until=to_datetime(z.until, z.HasField("until")),
+        )
     return None
 
 
@@ -347,6 +416,7 @@ def _step(pb: workflows_pb2.StepSpec, field: str, request: bool) -> Step:
         retry=retry_from_pb(pb.retry, f"{field}.retry", request=request) if pb.HasField("retry") else None,
         timeout=seconds_from_pb(pb, "timeout", f"{field}.timeout", request=request),
         allow_failure=pb.allow_failure,
+        start_after=seconds_from_pb(pb, "start_after", f"{field}.start_after", request=request),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from voltorch import wire
@@ -20,14 +21,17 @@ from ..agents.llm import LlmSettings
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
     AgentTaskSpec,
+    ApprovalSpec,
     Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
     ParameterSpec,
     RetryPolicy,
+    SleepSpec,
     StepSpec,
     Template,
+    WaitSpec,
 )
 from ..errors import InvalidArgument
 
@@ -38,6 +42,9 @@ _SERVER: dict[type, type] = {
     wire.CoordinationStep: CoordinationSpec,
     wire.ConditionStep: ConditionSpec,
     wire.FanOut: FanOutSpec,
+    wire.WaitStep: WaitSpec,
+    wire.ApprovalStep: ApprovalSpec,
+    wire.SleepStep: SleepSpec,
     wire.RetryPolicy: RetryPolicy,
     wire.ParameterSpec: ParameterSpec,
     wire.Condition: CoordinationCondition,
@@ -66,6 +73,12 @@ def _copy(obj: Any, classes: dict[type, type], names: dict[str, str]) -> Any:
         if name in wanted and name not in _SERVER_ONLY:
             value = getattr(obj, f.name)
             values[name] = value if name in _OPAQUE else _copy(value, classes, names)
+    if isinstance(obj, wire.SleepStep | SleepSpec):  # a time: datetime on the wire, epoch seconds here
+        until = values.get("until")
+        if isinstance(until, datetime):
+            values["until"] = until.timestamp()
+        elif until is not None:
+            values["until"] = datetime.fromtimestamp(until, UTC)
     if isinstance(obj, wire.ParameterSpec):  # "no default": UNSET on the wire side, has_default here
         values["has_default"] = obj.default is not wire.UNSET
         values["default"] = obj.default if values["has_default"] else None

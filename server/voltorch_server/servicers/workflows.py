@@ -8,12 +8,22 @@ import grpc
 from voltorch import wire
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
+from ..auth import parse_tokens
 from ..components.events import Event
-from ..components.workflows import CompleteOptions, Execution, StepExecution, WorkflowEngine
+from ..components.schedules import Schedule, Scheduler
+from ..components.workflows import (
+    CompleteOptions,
+    Execution,
+    Signal,
+    StepExecution,
+    WaitingFor,
+    WorkflowEngine,
+)
 from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
-from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float
+from ._auth import caller_role
+from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
@@ -55,6 +65,82 @@ def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
     return pb
 
 
+def _waiting_pb(w: WaitingFor) -> workflows_pb2.WaitingFor:
+    pb = workflows_pb2.WaitingFor(
+        step_id=w.step_id,
+        kind=wire.WAIT_KINDS.numbers[w.kind],
+        signal=w.signal,
+        prompt=w.prompt,
+        deadline=ts(w.deadline),
+    )
+    if w.data is not None:
+        pb.data.CopyFrom(py_to_value(w.data))
+    return pb
+
+
+def signal_pb(s: Signal) -> workflows_pb2.Signal:
+    return workflows_pb2.Signal(
+        id=s.id,
+        execution_id=s.execution_id,
+        name=s.name,
+        payload=py_to_value(s.payload),
+        request_id=s.request_id,
+        sender=s.sender,
+        create_time=ts(s.create_time),
+        consumed_by_step=s.consumed_by,
+    )
+
+
+def schedule_from_pb(pb: workflows_pb2.Schedule) -> Schedule:
+    """A CreateSchedule request's schedule (output-only fields ignored)."""
+    with reading():
+        return Schedule(
+            id=pb.id,
+            template_name=pb.template_name,
+            template_version=pb.template_version,
+            parameters=struct_to_py(pb.parameters),
+            cron=pb.cron,
+            interval=wire.seconds_from_pb(pb, "interval", "schedule.interval", request=True),
+            time_zone=pb.time_zone,
+            overlap=wire.enum_name(
+                wire.OVERLAP_POLICIES.names, pb.overlap, "schedule.overlap", unspecified="skip", request=True
+            ),
+            catchup=wire.enum_name(
+                wire.CATCHUP_POLICIES.names,
+                pb.catchup,
+                "schedule.catchup",
+                unspecified="latest",
+                request=True,
+            ),
+            paused=pb.paused,
+            description=pb.description,
+            start_time=ts_to_float(pb.start_time) if pb.HasField("start_time") else None,
+        )
+
+
+def schedule_pb(s: Schedule) -> workflows_pb2.Schedule:
+    return workflows_pb2.Schedule(
+        id=s.id,
+        template_name=s.template_name,
+        template_version=s.template_version,
+        parameters=py_to_struct(s.parameters),
+        cron=s.cron,
+        interval=wire.to_duration(s.interval),
+        time_zone=s.time_zone,
+        overlap=wire.OVERLAP_POLICIES.numbers[s.overlap],
+        catchup=wire.CATCHUP_POLICIES.numbers[s.catchup],
+        paused=s.paused,
+        description=s.description,
+        next_tick_time=ts(s.next_tick),
+        last_tick_time=ts(s.last_tick),
+        last_execution_id=s.last_execution_id,
+        create_time=ts(s.create_time),
+        ticks_started=s.ticks_started,
+        ticks_skipped=s.ticks_skipped,
+        start_time=ts(s.start_time),
+    )
+
+
 def execution_pb(e: Execution) -> workflows_pb2.Execution:
     pb = workflows_pb2.Execution(
         id=e.id,
@@ -73,6 +159,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
         start_time=ts(e.start_time),
         end_time=ts(e.end_time),
         update_time=ts(e.update_time),
+        waiting=[_waiting_pb(w) for w in e.waiting],
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))
@@ -94,12 +181,15 @@ def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
             if pb.HasField("retry")
             else None,
             budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
+            approve_tasks=pb.approve_tasks,
         )
 
 
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, engine: WorkflowEngine):
+    def __init__(self, engine: WorkflowEngine, schedules: Scheduler, tokens: dict[str, str] | None = None):
         self.engine = engine
+        self.schedules = schedules
+        self.tokens = tokens or {}
 
     def RegisterTemplate(
         self, request: workflows_pb2.RegisterTemplateRequest, context: grpc.ServicerContext
@@ -199,6 +289,66 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         e = self.engine.resume(request.execution_id)
         return workflows_pb2.ResumeExecutionResponse(execution=execution_pb(e))
 
+    def SignalExecution(
+        self, request: workflows_pb2.SignalExecutionRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.SignalExecutionResponse:
+        sig, existing = self.engine.signal(
+            request.execution_id,
+            request.name,
+            value_to_py(request.payload) if request.HasField("payload") else None,
+            request_id=request.request_id,
+            sender=request.sender or caller_role(self.tokens, context),
+        )
+        return workflows_pb2.SignalExecutionResponse(signal=signal_pb(sig), existing=existing)
+
+    def CreateSchedule(
+        self, request: workflows_pb2.CreateScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.CreateScheduleResponse:
+        if not request.HasField("schedule"):
+            raise InvalidArgument("schedule", "a schedule is required", reason="FIELD_REQUIRED")
+        s = self.schedules.create(schedule_from_pb(request.schedule))
+        return workflows_pb2.CreateScheduleResponse(schedule=schedule_pb(s))
+
+    def GetSchedule(
+        self, request: workflows_pb2.GetScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.GetScheduleResponse:
+        return workflows_pb2.GetScheduleResponse(
+            schedule=schedule_pb(self.schedules.get(request.schedule_id))
+        )
+
+    def ListSchedules(
+        self, request: workflows_pb2.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ListSchedulesResponse:
+        items, token = self.schedules.list(request.page_size, request.page_token)
+        return workflows_pb2.ListSchedulesResponse(
+            schedules=[schedule_pb(s) for s in items], next_page_token=token
+        )
+
+    def DeleteSchedule(
+        self, request: workflows_pb2.DeleteScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.DeleteScheduleResponse:
+        self.schedules.delete(request.schedule_id)
+        return workflows_pb2.DeleteScheduleResponse()
+
+    def TriggerSchedule(
+        self, request: workflows_pb2.TriggerScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.TriggerScheduleResponse:
+        execution, existing = self.schedules.trigger(request.schedule_id, request.request_id)
+        return workflows_pb2.TriggerScheduleResponse(execution=execution_pb(execution), existing=existing)
+
+    def PauseSchedule(
+        self, request: workflows_pb2.PauseScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.PauseScheduleResponse:
+        return workflows_pb2.PauseScheduleResponse(
+            schedule=schedule_pb(self.schedules.pause(request.schedule_id))
+        )
+
+    def UnpauseSchedule(
+        self, request: workflows_pb2.UnpauseScheduleRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.UnpauseScheduleResponse:
+        s = self.schedules.unpause(request.schedule_id)
+        return workflows_pb2.UnpauseScheduleResponse(schedule=schedule_pb(s))
+
     def WatchExecution(
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
@@ -226,5 +376,8 @@ def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflo
 
 
 def register(server: grpc.Server, runtime) -> list[str]:
-    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runtime.workflows), server)
+    tokens = parse_tokens(runtime.config.auth_tokens, runtime.config.auth_tokens_file)
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
+        WorkflowServicer(runtime.workflows, runtime.schedules, tokens), server
+    )
     return ["voltorch.v1.WorkflowService"]

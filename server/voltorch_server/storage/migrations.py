@@ -299,6 +299,88 @@ def _coordination_0002_tools(tx: Tx) -> None:
     _schema(tx).table("agents").add_column("tools", str)
 
 
+def _workflows_0003_signals_timers(tx: Tx) -> None:
+    """Signals sent to executions (kept until a wait consumes them) and durable step timers."""
+    db = _schema(tx)
+    signals = db.table("workflow_signals")
+    signals.create(
+        {
+            "id": str,
+            "execution_id": str,
+            "name": str,
+            "payload": str,
+            "request_id": str,
+            "request_digest": str,
+            "sender": str,
+            "create_time": float,
+            "consumed_by": str,
+            "consume_time": float,
+        },
+        pk="id",
+        not_null={"execution_id", "name", "payload", "request_digest", "sender", "create_time"},
+    )
+    signals.create_index(["execution_id", "name", "create_time"], "workflow_signals_pending")
+    # A request id names one signal of one execution (partial: most signals have none).
+    tx.execute(
+        "CREATE UNIQUE INDEX workflow_signals_request ON workflow_signals(execution_id, request_id)"
+        " WHERE request_id IS NOT NULL"
+    )
+    # One timer per (step, kind); fired_at is set in the checkpoint that acts on it, so it fires once.
+    tx.execute(
+        """CREATE TABLE workflow_timers (
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            fire_at REAL NOT NULL,
+            fired_at REAL,
+            PRIMARY KEY (execution_id, step_id, kind)
+        ) WITHOUT ROWID"""
+    )
+
+
+def _schedules_0001(tx: Tx) -> None:
+    """Schedules: a template started on a cron expression or an interval; next_tick is the durable cursor."""
+    db = _schema(tx)
+    db.table("workflow_schedules").create(
+        {
+            "id": str,
+            "template_name": str,
+            "template_version": int,
+            "parameters": str,
+            "cron": str,
+            "interval": float,
+            "start_time": float,
+            "time_zone": str,
+            "overlap": str,
+            "catchup": str,
+            "paused": int,
+            "description": str,
+            "next_tick": float,
+            "last_tick": float,
+            "last_execution_id": str,
+            "buffered_tick": float,
+            "ticks_started": int,
+            "ticks_skipped": int,
+            "create_time": float,
+        },
+        pk="id",
+        not_null={
+            "template_name",
+            "template_version",
+            "parameters",
+            "cron",
+            "time_zone",
+            "overlap",
+            "catchup",
+            "paused",
+            "description",
+            "ticks_started",
+            "ticks_skipped",
+            "create_time",
+        },
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -308,6 +390,8 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("coordination_0001", _coordination_0001),
     ("workflows_0002_usage", _workflows_0002_usage),
     ("coordination_0002_tools", _coordination_0002_tools),
+    ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
+    ("schedules_0001", _schedules_0001),
 ]
 
 

@@ -4,22 +4,28 @@ from ._budget import enforce as enforce_budget
 from ._complete import Options as CompleteOptions
 from ._engine import TERMINAL_EVENTS, WorkflowEngine
 from ._executions import Execution, StepExecution
+from ._signals import Signal
 from ._steps import item_order, parse_json_output
+from ._waits import WaitingFor
 from .templates import (
     AgentTaskSpec,
+    ApprovalSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
     ParameterSpec,
     RetryPolicy,
+    SleepSpec,
     StepSpec,
     Template,
+    WaitSpec,
 )
 
 __all__ = [
     "enforce_budget",
     "TERMINAL_EVENTS",
     "AgentTaskSpec",
+    "ApprovalSpec",
     "CompleteOptions",
     "ConditionSpec",
     "CoordinationSpec",
@@ -27,9 +33,13 @@ __all__ = [
     "FanOutSpec",
     "ParameterSpec",
     "RetryPolicy",
+    "Signal",
+    "SleepSpec",
     "StepExecution",
     "StepSpec",
     "Template",
+    "WaitSpec",
+    "WaitingFor",
     "WorkflowEngine",
     "item_order",
     "parse_json_output",

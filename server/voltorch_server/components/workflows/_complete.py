@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...errors import InvalidArgument, VoltorchError
+from ..coordination import CoordinationCondition
 from ..state import StateStore
 from ._executions import COMPLETED, StepRecord
 from ._run import ExecutionRun
@@ -23,7 +24,9 @@ from .templates import (
     MAX_STEP_TIMEOUT,
     STRING,
     AgentTaskSpec,
+    ApprovalSpec,
     Budget,
+    ConditionSpec,
     FanOutSpec,
     ParameterSpec,
     Problems,
@@ -206,6 +209,32 @@ class Options:
     step_timeout: float | None = None
     retry: RetryPolicy | None = None
     budget: Budget | None = None
+    approve_tasks: bool = False
+
+
+APPROVE_PROMPT = "Approve the generated task list (approve, reject, or edit the list) for: {{requirement}}"
+
+
+def _approval_steps() -> tuple[StepSpec, StepSpec]:
+    """approve_tasks (a person approves or edits the task list) and approved (the branch: fan out only
+    when approved)."""
+    approve = StepSpec(
+        "approve_tasks",
+        ApprovalSpec(prompt=APPROVE_PROMPT, data="{{steps.generate_tasks.result.tasks}}"),
+        name="Approve tasks",
+        depends_on=("generate_tasks",),
+    )
+    branch = StepSpec(
+        "approved",
+        ConditionSpec(
+            "approve_tasks",
+            CoordinationCondition(json_path="approved", json_value=True),
+            then_steps=("execute_tasks",),
+        ),
+        name="Approved?",
+        depends_on=("approve_tasks",),
+    )
+    return approve, branch
 
 
 def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, dict[str, Any]]:
@@ -231,7 +260,7 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
         check_budget(problems, opts.budget, "budget")
         problems.raise_if_any()
     max_tasks = min(opts.max_tasks or 8, MAX_TASKS)
-    steps = []
+    steps: list[StepSpec] = []
     for s in base.steps:
         if s.id == "review" and opts.skip_review:
             continue
@@ -241,7 +270,12 @@ def variant(base: Template, requirement: str, opts: Options) -> tuple[Template, 
             ctx = {k: v for k, v in (s.kind.context or {}).items() if k != "review"}
             s = replace(s, kind=replace(s.kind, context=ctx))
         if isinstance(s.kind, FanOutSpec):
-            s = replace(s, kind=replace(s.kind, max_items=max_tasks, max_parallel=opts.max_parallel or 4))
+            fan_out = replace(s.kind, max_items=max_tasks, max_parallel=opts.max_parallel or 4)
+            if opts.approve_tasks:  # fan out the approved (or edited) list, only when approved
+                steps.extend(_approval_steps())
+                fan_out = replace(fan_out, items_from_step_id="approve_tasks", items_path="data")
+                s = replace(s, depends_on=("approved",))
+            s = replace(s, kind=fan_out)
         if opts.step_timeout:
             s = replace(s, timeout=opts.step_timeout)
         steps.append(s)

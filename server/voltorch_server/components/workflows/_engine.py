@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -47,8 +48,10 @@ from ._executions import (
     StepRecord,
 )
 from ._run import ExecutionRun
+from ._signals import Signal, SignalStore
+from ._timer_store import TimerStore
 from ._timers import TimerQueue
-from .templates import Template, TemplateStore, apply_parameters, dumps, validate_template
+from .templates import SIGNAL_RE, Template, TemplateStore, apply_parameters, dumps, validate_template
 
 log = logging.getLogger("voltorch.workflows")
 
@@ -88,6 +91,8 @@ class WorkflowEngine(Component):
         self.llm_capacity = llm_capacity
         self.threads = max(4, threads)
         self.store = ExecutionStore(db)
+        self.signals = SignalStore(db)
+        self.timer_store = TimerStore(db)
         self.templates = TemplateStore(db)
         self.templates.reserved.add(complete.NAME)
         self.requirements = complete.RequirementState(state)
@@ -274,7 +279,7 @@ class WorkflowEngine(Component):
         existing_id = None
         run = None
         with self._lock:
-            run_now = len(self._running) < self.limit() and not self.stopping.is_set()
+            run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
                 prev = self.store.by_request(tx, request_id) if request_id else None
                 if prev is not None:
@@ -318,7 +323,83 @@ class WorkflowEngine(Component):
         row = self.store.row(execution_id)
         if row is None:
             raise NotFound("execution", execution_id)
-        return self.store.execution(row)
+        execution = self.store.execution(row)
+        if execution.terminal:
+            return execution
+        with self._lock:
+            run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        return replace(execution, waiting=run.waiting()) if run is not None else execution
+
+    # -- signals -----------------------------------------------------------------------------------------------
+
+    def signal(
+        self, execution_id: str, name: str, payload: Any = None, *, request_id: str = "", sender: str = ""
+    ) -> tuple[Signal, bool]:
+        """SignalExecution: persist a named signal and hand it to the step waiting for it, if one does (else
+        it is kept for a later wait). Idempotent by request_id; (signal, existing)."""
+        if not execution_id:
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
+        if not name:
+            raise InvalidArgument("name", "a signal name is required", reason="FIELD_REQUIRED")
+        if not SIGNAL_RE.fullmatch(name):
+            raise InvalidArgument("name", "a signal name is 1..128 of [A-Za-z0-9_.:-]")
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID} characters")
+        if len(sender) > 256:
+            raise InvalidArgument("sender", "at most 256 characters")
+        row = self.store.row(execution_id)
+        if row is None:
+            raise NotFound("execution", execution_id)
+        digest = _digest("signal", name, payload)
+        sig = Signal(
+            id=new_id("sig"),
+            execution_id=execution_id,
+            name=name,
+            payload=payload,
+            request_id=request_id,
+            sender=sender or "anonymous",
+            create_time=time.time(),
+        )
+        with self.db.write() as tx:
+            prev = self.signals.by_request(tx, execution_id, request_id) if request_id else None
+            if prev is not None:
+                if prev[1] != digest:
+                    raise AlreadyExists(
+                        f"request_id {request_id!r} was used for a different signal ({prev[0].id})",
+                        reason="REQUEST_ID_REUSED",
+                        metadata={"request_id": request_id, "signal_id": prev[0].id},
+                    )
+                return self.signals.get(prev[0].id) or prev[0], True
+            current = self.store.row(execution_id, tx)
+            if current["status"] in TERMINAL:
+                raise FailedPrecondition(
+                    f"execution {execution_id} is already {current['status']}",
+                    reason="EXECUTION_FINISHED",
+                    metadata={"execution_id": execution_id, "status": current["status"]},
+                )
+            self.signals.insert(tx, sig, digest)
+            self.events.append(
+                tx,
+                [
+                    NewEvent(
+                        type="workflow.signal.received",
+                        source="workflows",
+                        data={
+                            "execution_id": execution_id,
+                            "signal": name,
+                            "signal_id": sig.id,
+                            "sender": sig.sender,
+                        },
+                        correlation_id=current["correlation_id"],
+                        traceparent=current["traceparent"],
+                    )
+                ],
+            )
+        with self._lock:
+            run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        if run is not None:
+            run.deliver(sig)
+        return self.signals.get(sig.id) or sig, False
 
     def list(self, **filters: Any) -> tuple[list[Execution], str]:
         return self.store.list(**filters)
@@ -366,7 +447,7 @@ class WorkflowEngine(Component):
         run = self._run_for(execution_id)
         if run is not None and run.status == PAUSED:
             with self._lock:
-                slot = len(self._running) < self.limit()
+                slot = self._busy_locked() < self.limit()
                 if slot:
                     self._running.add(execution_id)
             if slot:
@@ -422,8 +503,14 @@ class WorkflowEngine(Component):
         llm = self.llm_capacity() if self.llm_capacity is not None else 0
         return max(self.concurrency, 2 * llm)
 
+    def _busy_locked(self) -> int:
+        """Running executions that hold a concurrency slot: one that only waits (for a signal, an approval or
+        a timer) holds no thread and no slot."""
+        return sum(1 for eid in self._running if not ((run := self._runs.get(eid)) and run.parked()))
+
     def wake_admission(self) -> None:
-        """Admit queued executions now if the limit allows (an LLM endpoint's window grew)."""
+        """Admit queued executions now if the limit allows (an LLM endpoint's window grew, or a run began
+        waiting and so freed its slot)."""
         self._wake_admission()
 
     def _wake_admission(self) -> None:
@@ -444,7 +531,7 @@ class WorkflowEngine(Component):
         """Start queued executions while slots are free, highest priority (then oldest) first."""
         while not self.stopping.is_set():
             with self._lock:
-                if len(self._running) >= self.limit():
+                if self._busy_locked() >= self.limit():
                     return
                 eid = None
                 while self._queue:

@@ -14,6 +14,7 @@ from ...priority import Priority
 from ...storage import Database, Tx
 from .._paging import decode_token, encode_token, page_size
 from ..coordination import TaskError
+from ._waits import WaitingFor
 from .templates import Budget, loads
 
 
@@ -102,6 +103,7 @@ class Execution:
     steps: tuple[StepExecution, ...] = field(default=())
     usage: TokenUsage = field(default_factory=TokenUsage)
     budget: Budget | None = None
+    waiting: tuple[WaitingFor, ...] = ()
 
     @property
     def terminal(self) -> bool:

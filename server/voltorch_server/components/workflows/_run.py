@@ -26,7 +26,7 @@ from ...agents.base import TokenUsage
 from ...errors import ResourceExhausted
 from ...metrics import Metrics
 from ...priority import Priority
-from ...storage import Database
+from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, tracer
 from ..coordination import CoordinationEngine, TaskError, evaluate
 from ..events import EventLog, NewEvent
@@ -47,17 +47,24 @@ from ._executions import (
     StepRecord,
     save_step,
 )
+from ._signals import Signal, SignalStore
 from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_of, run_attempt
+from ._timer_store import SLEEP, START_AFTER, TIMEOUT, TimerRow, TimerStore
 from ._timers import Timer, TimerQueue
+from ._waits import WaitingFor, approval_outcome, approval_timed_out, wait_outcome
 from .templates import (
     DEFAULT_STEP_TIMEOUT,
+    WAITS,
     AgentTaskSpec,
+    ApprovalSpec,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
     Scope,
+    SleepSpec,
     StepSpec,
     StepView,
+    WaitSpec,
     build_graph,
     loads,
     render,
@@ -87,6 +94,7 @@ class _Batch:
     execution: dict[str, Any] = field(default_factory=dict)
     jobs: list[tuple] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
+    ops: list[Callable[[Tx], None]] = field(default_factory=list)  # more writes of the same checkpoint
 
 
 _jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
@@ -129,8 +137,14 @@ class RunHost(Protocol):
     def pool(self) -> ThreadPoolExecutor: ...
     @property
     def stopping(self) -> threading.Event: ...
+    @property
+    def signals(self) -> SignalStore: ...
+    @property
+    def timer_store(self) -> TimerStore: ...
 
     def finished(self, run: ExecutionRun) -> None: ...
+
+    def wake_admission(self) -> None: ...
 
     def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None: ...
 
@@ -172,6 +186,10 @@ class ExecutionRun:
         self._retry_timers: dict[str, Timer] = {}
         self._deadline: Timer | None = None
         self._batch: _Batch | None = None
+        # durable timers of this run's steps (sleep, start_after, wait timeouts) and their armed callbacks
+        self.timer_rows = {(t.step_id, t.kind): t for t in host.timer_store.of_execution(self.id)}
+        self._wait_timers: dict[tuple[str, str], Timer] = {}
+        self._consumed: set[str] = set()  # signal ids consumed by this run (some perhaps not yet written)
 
     # -- usage and budget --------------------------------------------------------------------------------
 
@@ -222,23 +240,36 @@ class ExecutionRun:
         )
 
     def _commit(
-        self, steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = (), **execution: Any
+        self,
+        steps: Sequence[StepRecord] = (),
+        events: Sequence[NewEvent] = (),
+        ops: Sequence[Callable[[Tx], None]] = (),
+        **execution: Any,
     ) -> None:
         """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
         b = self._batch
         if b is None:
-            self._write(steps, events, execution)
+            self._write(steps, events, execution, ops)
             return
         for st in steps:
             b.steps[st.step_id] = st
         b.events.extend(events)
         b.execution.update(execution)
+        b.ops.extend(ops)
 
-    def _write(self, steps: Any, events: Sequence[NewEvent], execution: dict[str, Any]) -> None:
+    def _write(
+        self,
+        steps: Any,
+        events: Sequence[NewEvent],
+        execution: dict[str, Any],
+        ops: Sequence[Callable[[Tx], None]] = (),
+    ) -> None:
         host = self.host
         with host.db.write() as tx:
             for st in steps:
                 save_step(tx, self.id, st)
+            for op in ops:
+                op(tx)
             host.store.update(tx, self.id, update_time=time.time(), **execution)
             if events:
                 host.events.append(tx, list(events))
@@ -256,8 +287,8 @@ class ExecutionRun:
                 yield
             finally:
                 self._batch = None
-                if b.steps or b.events or b.execution:
-                    self._write(list(b.steps.values()), b.events, b.execution)
+                if b.steps or b.events or b.execution or b.ops:
+                    self._write(list(b.steps.values()), b.events, b.execution, b.ops)
                 for job in b.jobs:
                     self._dispatch(job)
         for fn in b.after:
@@ -395,9 +426,10 @@ class ExecutionRun:
                 pass
 
     def _cancel_timers(self) -> None:
-        for t in self._retry_timers.values():
+        for t in (*self._retry_timers.values(), *self._wait_timers.values()):
             t.cancel()
         self._retry_timers.clear()
+        self._wait_timers.clear()
         if self._deadline:
             self._deadline.cancel()
             self._deadline = None
@@ -438,7 +470,7 @@ class ExecutionRun:
                     rec = self.records[sid]
                     if rec.status == PENDING:
                         verdict, why = self._readiness(sid)
-                        if verdict == WAIT:
+                        if verdict == WAIT or (verdict == RUN and self._delayed(sid)):
                             continue
                         progress = True
                         if verdict == SKIP:
@@ -485,6 +517,10 @@ class ExecutionRun:
             self._evaluate(sid, kind)
         elif isinstance(kind, FanOutSpec):
             self._expand(sid, kind)
+        elif isinstance(kind, WAITS):
+            self._begin_wait(sid)
+        elif isinstance(kind, SleepSpec):
+            self._begin_sleep(sid, kind)
         else:
             self._attempt(sid)
 
@@ -694,9 +730,14 @@ class ExecutionRun:
         if rec.parent_id:
             return "fan_out_item"
         kind = self._spec_of(rec).kind
-        return {CoordinationSpec: "coordination", ConditionSpec: "condition", FanOutSpec: "fan_out"}.get(
-            type(kind), "agent_task"
-        )
+        return {
+            CoordinationSpec: "coordination",
+            ConditionSpec: "condition",
+            FanOutSpec: "fan_out",
+            WaitSpec: "wait",
+            ApprovalSpec: "approval",
+            SleepSpec: "sleep",
+        }.get(type(kind), "agent_task")
 
     def _reattach(self) -> None:
         """After a restart (or a resume): wait again for attempts that were in flight; re-arm backoffs."""
@@ -704,7 +745,11 @@ class ExecutionRun:
             if rec.step_id in self._inflight:
                 continue
             if rec.status == RUNNING and rec.step_id not in self.children:
-                if isinstance(self._spec_of(rec).kind, ConditionSpec):
+                kind = self._spec_of(rec).kind
+                if isinstance(kind, ConditionSpec):
+                    continue
+                if isinstance(kind, (*WAITS, SleepSpec)):
+                    self._rewait(rec)
                     continue
                 try:
                     call = self._render(rec)
@@ -876,6 +921,280 @@ class ExecutionRun:
                 self._pump(rec.parent_id)
             else:
                 self._attempt(sid)
+
+    # -- waits: signals, approvals and durable timers --------------------------------------------------------
+
+    def _signal_name(self, sid: str) -> str:
+        kind = self.specs[sid].kind
+        return kind.signal_name if isinstance(kind, ApprovalSpec) else kind.signal  # type: ignore[union-attr]
+
+    def _begin_wait(self, sid: str) -> None:
+        """A WaitStep / ApprovalStep starts: take a signal kept for it, else wait (no thread held)."""
+        rec, kind, now = self.records[sid], self.specs[sid].kind, time.time()
+        rec.status, rec.attempts, rec.start_time = RUNNING, 1, now
+        name = self._signal_name(sid)
+        events = [self._step_event("workflow.step.started", rec, kind=self._kind_name(rec), signal=name)]
+        kept = self._kept(name)
+        if kept is not None:
+            self._commit([rec], events)
+            self._receive(rec, kept)
+            return
+        ops = []
+        deadline = None
+        if kind.timeout:  # type: ignore[union-attr]
+            t = TimerRow(sid, TIMEOUT, now + kind.timeout)  # type: ignore[union-attr]
+            ops.append(self._add_timer(t))
+            deadline = t.fire_at
+        extra: dict[str, Any] = {}
+        if isinstance(kind, ApprovalSpec):
+            extra["prompt"] = render(kind.prompt, self._scope(rec))[:2000]
+        events.append(
+            self._step_event(
+                "workflow.step.waiting",
+                rec,
+                kind="approval" if isinstance(kind, ApprovalSpec) else "signal",
+                signal=name,
+                deadline=deadline,
+                **extra,
+            )
+        )
+        self._commit([rec], events, ops=tuple(ops))
+        self._after(self.host.wake_admission)
+
+    def _begin_sleep(self, sid: str, kind: SleepSpec) -> None:
+        rec, now = self.records[sid], time.time()
+        rec.status, rec.attempts, rec.start_time = RUNNING, 1, now
+        fire_at = kind.until if kind.until is not None else now + (kind.duration or 0.0)
+        op = self._add_timer(TimerRow(sid, SLEEP, fire_at))
+        self._commit(
+            [rec],
+            [
+                self._step_event("workflow.step.started", rec, kind="sleep"),
+                self._step_event("workflow.step.waiting", rec, kind="sleep", deadline=fire_at),
+            ],
+            ops=(op,),
+        )
+        self._after(self.host.wake_admission)
+
+    def _delayed(self, sid: str) -> bool:
+        """True while a ready step's start_after timer has not fired (arming it the first time)."""
+        delay = self.specs[sid].start_after
+        if not delay:
+            return False
+        t = self.timer_rows.get((sid, START_AFTER))
+        if t is None:
+            t = TimerRow(sid, START_AFTER, time.time() + delay)
+            rec = self.records[sid]
+            self._commit(
+                events=[
+                    self._step_event("workflow.step.waiting", rec, kind="start_after", deadline=t.fire_at)
+                ],
+                ops=(self._add_timer(t),),
+            )
+            self._after(self.host.wake_admission)
+            return True
+        if t.fired_at is not None:
+            return False
+        if t.fire_at <= time.time():
+            self._fire(t)
+            return False
+        if (sid, START_AFTER) not in self._wait_timers:
+            self._arm(t)
+        return True
+
+    def _add_timer(self, t: TimerRow) -> Callable[[Tx], None]:
+        """Remember and arm a new durable timer; returns its write for the current checkpoint."""
+        self.timer_rows[(t.step_id, t.kind)] = t
+        self._after(lambda: self._arm(t))
+        return lambda tx: self.host.timer_store.add(tx, self.id, t)
+
+    def _arm(self, t: TimerRow) -> None:
+        key = (t.step_id, t.kind)
+        old = self._wait_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if t.fired_at is None:
+            self._wait_timers[key] = self.host.timers.at(t.fire_at, lambda: self._timer_due(*key))
+
+    def _fire(self, t: TimerRow) -> None:
+        """Mark a timer fired in the current checkpoint (the one that acts on it): it never fires twice."""
+        now = time.time()
+        t.fired_at = now
+        self._wait_timers.pop((t.step_id, t.kind), None)
+        rec = self.records[t.step_id]
+        late = round(max(now - t.fire_at, 0.0), 3)
+        self._commit(
+            events=[
+                self._step_event(
+                    "workflow.timer.fired", rec, kind=t.kind, fire_at=t.fire_at, late_seconds=late
+                )
+            ],
+            ops=(lambda tx: self.host.timer_store.fired(tx, self.id, t),),
+        )
+
+    def _timer_due(self, sid: str, kind: str) -> None:
+        with self._transaction():
+            self._wait_timers.pop((sid, kind), None)
+            t = self.timer_rows.get((sid, kind))
+            if t is None or t.fired_at is not None or self.status != RUNNING:
+                return  # fired already, or paused / ended: resume re-arms it
+            if kind == START_AFTER:
+                self.advance()
+                return
+            rec = self.records[sid]
+            if rec.status != RUNNING:
+                return
+            self._fire(t)
+            if kind == SLEEP:
+                self._finish_wait(
+                    rec, {"slept_until": t.fire_at, "late_seconds": round(time.time() - t.fire_at, 3)}, ""
+                )
+            else:
+                spec = self.specs[sid].kind
+                name = self._signal_name(sid)
+                if isinstance(spec, ApprovalSpec):
+                    out = approval_timed_out(self._approval_data(rec, spec))
+                else:
+                    out = wait_outcome(name, None)
+                self._finish_wait(rec, out, "timed out", timed_out=True)
+
+    def _rewait(self, rec: StepRecord) -> None:
+        """After a restart or a resume: a waiting step takes a signal kept meanwhile, else its timers are armed
+        again (one whose time has passed fires at once, late)."""
+        sid = rec.step_id
+        if isinstance(self.specs[sid].kind, WAITS):
+            kept = self._kept(self._signal_name(sid))
+            if kept is not None:
+                self._receive(rec, kept)
+                return
+        for kind in (SLEEP, TIMEOUT):
+            t = self.timer_rows.get((sid, kind))
+            if t is not None and t.fired_at is None:
+                self._arm(t)
+
+    def _kept(self, name: str) -> Signal | None:
+        for sig in self.host.signals.kept(self.id, name):
+            if sig.id not in self._consumed:
+                return sig
+        return None
+
+    def deliver(self, sig: Signal) -> str:
+        """A signal was persisted: hand it to the step waiting for it (the oldest); '' when none waits
+        (it is kept for a later wait)."""
+        with self._transaction():
+            if self.status != RUNNING or sig.id in self._consumed:
+                return ""
+            waiting = [
+                r
+                for r in self.records.values()
+                if r.status == RUNNING
+                and not r.parent_id
+                and isinstance(self.specs[r.step_id].kind, WAITS)
+                and self._signal_name(r.step_id) == sig.name
+            ]
+            if not waiting:
+                return ""
+            stored = self.host.signals.get(sig.id)
+            if stored is None or stored.consumed_by:
+                return ""
+            rec = min(waiting, key=lambda r: (r.start_time or 0.0, r.position))
+            self._receive(rec, sig)
+            return rec.step_id
+
+    def _receive(self, rec: StepRecord, sig: Signal) -> None:
+        """The waiting step rec completes with the signal (consumed in the same checkpoint)."""
+        self._consumed.add(sig.id)
+        now = time.time()
+        self._commit(ops=(lambda tx: self.host.signals.consume(tx, sig.id, rec.step_id, now),))
+        timeout = self._wait_timers.pop((rec.step_id, TIMEOUT), None)
+        if timeout is not None:
+            timeout.cancel()
+        spec = self.specs[rec.step_id].kind
+        if isinstance(spec, ApprovalSpec):
+            out = approval_outcome(sig, self._approval_data(rec, spec))
+            if out is None:
+                return self._fail_now(
+                    rec,
+                    TaskError(
+                        "INVALID_DECISION",
+                        f"signal {sig.id}: an approval needs payload.decision approve, reject or edit",
+                        False,
+                    ),
+                )
+            self._finish_wait(rec, out, out["decision"], signal_id=sig.id, sender=sig.sender)
+        else:
+            self._finish_wait(rec, wait_outcome(sig.name, sig), "", signal_id=sig.id, sender=sig.sender)
+
+    def _approval_data(self, rec: StepRecord, spec: ApprovalSpec) -> Any:
+        return render_value(spec.data, self._scope(rec)) if spec.data else None
+
+    def _finish_wait(self, rec: StepRecord, structured: dict[str, Any], text: str, **data: Any) -> None:
+        now = time.time()
+        payload = structured.get("payload", structured.get("data"))
+        rec.status, rec.structured, rec.error, rec.end_time = COMPLETED, structured, None, now
+        rec.output = (
+            text or (payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False))
+        )[:MAX_OUTPUT]
+        self._commit(
+            [rec],
+            [
+                self._step_event(
+                    "workflow.step.completed",
+                    rec,
+                    duration=round(now - (rec.start_time or now), 3),
+                    output_preview=rec.output[:300],
+                    **data,
+                )
+            ],
+        )
+        self._after(lambda: self.host.step_completed(self, rec))
+        self.advance()
+
+    def parked(self) -> bool:
+        """Only waiting (for signals, approvals or timers): no attempt in flight, nothing to start. Read
+        without the lock (a heuristic for admission; a parked run that wakes simply runs)."""
+        if self.status != RUNNING or self._inflight:
+            return False
+        waiting = False
+        for r in list(self.records.values()):
+            if r.status == RETRYING or r.parent_id and r.status == RUNNING:
+                return False
+            if r.status == RUNNING:
+                if not isinstance(self.specs[r.step_id].kind, (*WAITS, SleepSpec)):
+                    return False
+                waiting = True
+            elif r.status == PENDING:
+                t = self.timer_rows.get((r.step_id, START_AFTER))
+                waiting = waiting or (t is not None and t.fired_at is None)
+        return waiting
+
+    def waiting(self) -> tuple[WaitingFor, ...]:
+        """What the run waits for now (GetExecution)."""
+        out = []
+        with self.lock:
+            for sid in self.graph.order:
+                rec, kind = self.records[sid], self.specs[sid].kind
+                if rec.status == RUNNING and isinstance(kind, WAITS):
+                    t = self.timer_rows.get((sid, TIMEOUT))
+                    approval = isinstance(kind, ApprovalSpec)
+                    out.append(
+                        WaitingFor(
+                            step_id=sid,
+                            kind="approval" if approval else "signal",
+                            signal=self._signal_name(sid),
+                            prompt=render(kind.prompt, self._scope(rec)) if approval else "",  # type: ignore[union-attr]
+                            data=self._approval_data(rec, kind) if approval else None,  # type: ignore[arg-type]
+                            deadline=t.fire_at if t is not None else None,
+                        )
+                    )
+                elif rec.status == RUNNING and isinstance(kind, SleepSpec):
+                    t = self.timer_rows.get((sid, SLEEP))
+                    out.append(WaitingFor(sid, "sleep", deadline=t.fire_at if t else None))
+                elif rec.status == PENDING:
+                    t = self.timer_rows.get((sid, START_AFTER))
+                    if t is not None and t.fired_at is None:
+                        out.append(WaitingFor(sid, "start_after", deadline=t.fire_at))
+        return tuple(out)
 
     # -- rendering ---------------------------------------------------------------------------------------------
 

@@ -18,13 +18,16 @@ from ._model import (
     PARAM_TYPES,
     STRING,
     AgentTaskSpec,
+    ApprovalSpec,
     Budget,
     ConditionSpec,
     CoordinationSpec,
     FanOutSpec,
     ParameterSpec,
     RetryPolicy,
+    SleepSpec,
     Template,
+    WaitSpec,
     type_error,
 )
 from ._placeholders import Ref, refs_in, refs_in_value
@@ -33,10 +36,12 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 STEP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 AGENT_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+SIGNAL_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_STEPS = 500
 MAX_TASK_CHARS = 100_000
 MAX_LABELS = 64
 MAX_STEP_TIMEOUT = 24 * 3600.0  # a step attempt is one coordination, whose deadline is capped there
+MAX_WAIT = 366 * 24 * 3600.0  # waits and timers: at most a year
 
 
 class Problems:
@@ -173,6 +178,8 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
             p.add(f"steps[{i}].timeout", f"must be positive and at most {MAX_STEP_TIMEOUT:.0f} s (24 h)")
         if s.retry:
             check_retry(p, s.retry, f"steps[{i}].retry")
+        if s.start_after is not None and not 0 <= s.start_after <= MAX_WAIT:
+            p.add(f"steps[{i}].start_after", "must not be negative (and at most a year)")
         if len(s.name) > 256:
             p.add(f"steps[{i}].name", "at most 256 characters")
         if isinstance(s.kind, ConditionSpec):
@@ -189,7 +196,10 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
         ctx = _StepCtx(p, f"steps[{i}]", params, graph.ancestors(s.id), ids)
         kind = s.kind
         if kind is None:
-            p.add(f"steps[{i}]", "a step needs one of agent_task, coordination, condition, fan_out")
+            p.add(
+                f"steps[{i}]",
+                "a step needs one of agent_task, coordination, condition, fan_out, wait, approval, sleep",
+            )
         elif isinstance(kind, AgentTaskSpec):
             ctx.agent_task(kind, "agent_task", in_fan_out=False)
         elif isinstance(kind, CoordinationSpec):
@@ -199,6 +209,16 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
             _predicate(p, kind.predicate, f"steps[{i}].condition.predicate")
         elif isinstance(kind, FanOutSpec):
             ctx.fan_out(kind)
+        elif isinstance(kind, WaitSpec):
+            ctx.signal(kind.signal, "wait.signal", required=True)
+            ctx.wait_timeout(kind.timeout, "wait.timeout")
+        elif isinstance(kind, ApprovalSpec):
+            ctx.signal(kind.signal, "approval.signal", required=False)
+            ctx.wait_timeout(kind.timeout, "approval.timeout")
+            ctx.text(kind.prompt, "approval.prompt", item=False)
+            ctx.text(kind.data, "approval.data", item=False)
+        elif isinstance(kind, SleepSpec):
+            ctx.sleep(kind)
 
 
 def _branches(p: Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: int) -> None:
@@ -284,6 +304,20 @@ class _StepCtx:
         self.text(a.task, f"{field}.task", item=in_fan_out, required=True)
         if a.context is not None:
             self.value(a.context, f"{field}.context", item=in_fan_out)
+
+    def signal(self, name: str, field: str, *, required: bool) -> None:
+        if (name or required) and not SIGNAL_RE.fullmatch(name):
+            self.add(field, "a signal name is 1..128 of [A-Za-z0-9_.:-]")
+
+    def wait_timeout(self, timeout: float | None, field: str) -> None:
+        if timeout is not None and not 0 < timeout <= MAX_WAIT:
+            self.add(field, "must be positive and at most a year")
+
+    def sleep(self, s: SleepSpec) -> None:
+        if (s.duration is None) == (s.until is None):
+            self.add("sleep", "set exactly one of duration or until")
+        elif s.duration is not None and not 0 <= s.duration <= MAX_WAIT:
+            self.add("sleep.duration", "must not be negative (and at most a year)")
 
     def coordination(self, c: CoordinationSpec) -> None:
         f = "coordination"

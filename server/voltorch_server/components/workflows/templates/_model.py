@@ -126,7 +126,41 @@ class FanOutSpec:
         return self.max_items or DEFAULT_MAX_ITEMS
 
 
-StepKind = AgentTaskSpec | CoordinationSpec | ConditionSpec | FanOutSpec
+DEFAULT_APPROVAL_SIGNAL = "approval"
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """Wait for a named signal; with a timeout the step completes saying it timed out."""
+
+    signal: str
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalSpec:
+    """A wait for a person's decision (approve / reject / edit) on rendered data."""
+
+    prompt: str = ""
+    data: str = ""
+    signal: str = ""
+    timeout: float | None = None
+
+    @property
+    def signal_name(self) -> str:
+        return self.signal or DEFAULT_APPROVAL_SIGNAL
+
+
+@dataclass(frozen=True)
+class SleepSpec:
+    """A durable timer: a duration from the step's start, or until a wall-clock time (epoch seconds)."""
+
+    duration: float | None = None
+    until: float | None = None
+
+
+StepKind = AgentTaskSpec | CoordinationSpec | ConditionSpec | FanOutSpec | WaitSpec | ApprovalSpec | SleepSpec
+WAITS = (WaitSpec, ApprovalSpec)
 
 
 @dataclass(frozen=True)
@@ -138,6 +172,7 @@ class StepSpec:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     allow_failure: bool = False
+    start_after: float | None = None
 
     @property
     def display_name(self) -> str:
@@ -197,6 +232,9 @@ _KIND_KEYS = {
     CoordinationSpec: "coordination",
     ConditionSpec: "condition",
     FanOutSpec: "fan_out",
+    WaitSpec: "wait",
+    ApprovalSpec: "approval",
+    SleepSpec: "sleep",
 }
 
 
@@ -260,6 +298,12 @@ def _kind(d: dict | None) -> StepKind | None:
             then_steps=tuple(v.get("then_steps", ())),
             else_steps=tuple(v.get("else_steps", ())),
         )
+    if key == "wait":
+        return WaitSpec(**v)
+    if key == "approval":
+        return ApprovalSpec(**v)
+    if key == "sleep":
+        return SleepSpec(**v)
     return FanOutSpec(**{**v, "task": _agent_task(v["task"])})
 
 
@@ -281,6 +325,7 @@ def from_dict(d: dict[str, Any]) -> Template:
                 retry=_retry(s.get("retry")),
                 timeout=s.get("timeout"),
                 allow_failure=s.get("allow_failure", False),
+                start_after=s.get("start_after"),
             )
             for s in d["steps"]
         ),
