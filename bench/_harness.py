@@ -62,14 +62,16 @@ class ServerProcess:
         profile: str | None = None,
         env: dict[str, str] | None = None,
         start_timeout: float = 30.0,
+        db: str | None = None,
     ):
-        """`env` adds variables for the child, e.g. {"VOLTORCH_TRACING": "false"}."""
+        """`env` adds variables for the child, e.g. {"VOLTORCH_TRACING": "false"}; `db` a database path
+        or postgresql:// DSN instead of a fresh SQLite file."""
         self.kind = kind
         self.profile = profile
         self._tmp = tempfile.TemporaryDirectory(prefix=f"voltorch-bench-{kind}-")
         cmd = [sys.executable, "-m", "bench._serve", kind]
         if kind == "voltorch":
-            cmd += ["--db", os.path.join(self._tmp.name, "bench.db")]
+            cmd += ["--db", db or os.path.join(self._tmp.name, "bench.db")]
         if profile:
             cmd += ["--profile", profile]
         child_env = {**os.environ, **(env or {})}

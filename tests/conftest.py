@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pg
 import pytest
 import voltorch
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
-from voltorch_server.storage import Database, migrate
+from voltorch_server.storage import Database, migrate, open_database
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.PostgresServer]:
+    """One throwaway PostgreSQL for the whole run (tests/pg.py). Without one the PostgreSQL tests skip
+    loudly, and fail under CI=true: CI must run them."""
+    reason = pg.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " CI=true: the PostgreSQL tests are required here.")
+        pytest.skip(reason)
+    server = pg.start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres: pg.PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the run's PostgreSQL."""
+    dsn = postgres.new_database()
+    yield dsn
+    postgres.drop_database(dsn)
 
 
 @pytest.fixture
@@ -17,17 +41,38 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "voltorch.db"
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `BOTH_BACKENDS = True` runs each of its tests that uses `db` (or a `server`) on
+    SQLite and on PostgreSQL: one parametrized fixture, not copies of the tests."""
+    names = metafunc.fixturenames
+    if getattr(metafunc.module, "BOTH_BACKENDS", False) and ("db" in names or "config" in names):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = Database(db_path)
-    migrate(database)
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, backend: str, db_path: Path) -> Iterator[Database]:
+    """A migrated database: a SQLite file, or (backend "postgres") a fresh PostgreSQL database."""
+    if backend == "postgres":
+        database = open_database(request.getfixturevalue("pg_dsn"))
+    else:
+        database = Database(db_path)
+        migrate(database)
     yield database
     database.close()
 
 
 @pytest.fixture
-def config(db_path: Path) -> Config:
-    return Config(host="127.0.0.1", port=0, db=str(db_path), shutdown_grace=2.0)
+def config(request: pytest.FixtureRequest, backend: str, db_path: Path) -> Config:
+    db = request.getfixturevalue("pg_dsn") if backend == "postgres" else str(db_path)
+    return Config(host="127.0.0.1", port=0, db=db, shutdown_grace=2.0)
 
 
 @pytest.fixture

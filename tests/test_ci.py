@@ -37,3 +37,11 @@ def test_ci_run_installs_what_is_missing_before_make_lint() -> None:
     install = script.index("apt-get install")
     assert ".ci/missing-packages" in script[:install]
     assert install < script.index("\nmake lint\n") < script.index("\nmake test\n")
+
+
+def test_postgresql_is_not_installed_when_its_server_binaries_are_there(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "initdb").write_text("#!/bin/sh\n")
+    (tools / "initdb").chmod(0o755)
+    assert "postgresql" not in _missing(tools)

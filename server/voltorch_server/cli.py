@@ -38,9 +38,17 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 def _serve(args: argparse.Namespace) -> int:
     from . import logs
     from .app import VoltorchServer
+    from .storage import shown
 
     try:
-        cfg = config_mod.load(args.config, host=args.host, port=args.port, db=args.db, ui_port=args.ui_port)
+        cfg = config_mod.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            local_db=args.local_db,
+            ui_port=args.ui_port,
+        )
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad configuration: {exc}") from None
     try:
@@ -56,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
-    print(f"voltorch listening on {server.target} (db {cfg.db})", flush=True)
+    print(f"voltorch listening on {server.target} (db {shown(cfg.db)})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)
     # A timed wait: a signal delivered to one of grpc's threads does not interrupt an untimed wait in
@@ -105,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"port to listen on, 0 = any free port (default: $VOLTORCH_PORT, else {DEFAULTS.port})",
     )
     s.add_argument(
-        "--db", help=f"SQLite database file, created if missing (default: $VOLTORCH_DB, else {DEFAULTS.db})"
+        "--db",
+        help="SQLite database file, created if missing, or a postgresql:// DSN shared by several replicas"
+        f" (default: $VOLTORCH_DB, else {DEFAULTS.db})",
+    )
+    s.add_argument(
+        "--local-db",
+        help="with a PostgreSQL --db: this replica's own SQLite file (default: $VOLTORCH_LOCAL_DB, else"
+        " ./voltorch-replica-<port>.db)",
     )
     s.add_argument("--config", help="TOML (.toml) or JSON config file (default: none)")
     s.add_argument(

@@ -19,6 +19,10 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    # With `db` a PostgreSQL DSN (several replicas share state and events), the SQLite file this replica
+    # keeps coordination, workflows and its error/metric history in (until they move to PostgreSQL too).
+    # "" = ./voltorch-replica-<port>.db (in memory for port 0).
+    local_db: str = ""
     db_quick_check: bool = True  # PRAGMA quick_check at start: a damaged file is refused (O(file size))
     # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
     # long-lived streams and `max_anonymous_streams` to anonymous ones (health Watch and reflection

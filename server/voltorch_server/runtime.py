@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from typing import Any
 
 from .agents.limiter import Limiters
 from .agents.llm import limit_settings
@@ -19,24 +20,38 @@ from .components.workflows import WorkflowEngine
 from .config import Config
 from .errors import StartupError
 from .metrics import Metrics
-from .storage import Database, migrate
+from .storage import Database, is_postgres_url, migrate, open_database
 from .storage.owner import OwnerLock
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
 
 
+def local_db_path(config: Config) -> str:
+    """This replica's own SQLite file beside a shared PostgreSQL (see Config.local_db)."""
+    if config.local_db:
+        return config.local_db
+    return ":memory:" if config.port == 0 else f"./voltorch-replica-{config.port}.db"
+
+
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
+        # State and events live in `db` (PostgreSQL: shared by every replica); the rest in `local_db`,
+        # which is the same database on SQLite and this replica's own file beside PostgreSQL.
+        shared = open_database(config.db) if is_postgres_url(config.db) else None
+        local = local_db_path(config) if shared is not None else config.db
         # One server per SQLite file: the owner lock first, before anything reads or recovers the file.
-        self.owner = OwnerLock(config.db).acquire() if config.db != ":memory:" else None
+        self.owner = OwnerLock(local).acquire() if local != ":memory:" else None
         try:
-            self.db = _open_database(config)
+            self.local_db = _open_database(config, local)
         except BaseException:
             self.release_owner()
+            if shared is not None:
+                shared.close()
             raise
-        self.storage = Storage(self.db)
+        self.db: Any = shared if shared is not None else self.local_db
+        self.storage = Storage(self.local_db, shared=shared)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
@@ -46,15 +61,15 @@ class Runtime:
             retention_count=config.event_retention_count,
             compaction_interval=config.event_compaction_interval,
         )
-        self.errors = ErrorLog(self.db, self.events, self.metrics)
+        self.errors = ErrorLog(self.local_db, self.events, self.metrics)
         self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
         # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
         self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
         self.metrics.observe_llm_endpoints(self.limiters.snapshots)
         self.llm = LlmEndpoints(self.limiters)
-        self.coordination = CoordinationEngine(self.db, self.events, config, limiters=self.limiters)
+        self.coordination = CoordinationEngine(self.local_db, self.events, config, limiters=self.limiters)
         self.workflows = WorkflowEngine(
-            self.db,
+            self.local_db,
             self.events,
             self.state,
             self.coordination,
@@ -62,7 +77,7 @@ class Runtime:
             threads=config.workflow_threads,
             llm_capacity=self.limiters.capacity,
         )
-        self.schedules = Scheduler(self.db, self.workflows)
+        self.schedules = Scheduler(self.local_db, self.workflows)
         self.components: dict[str, Component] = {
             c.name: c
             for c in (
@@ -78,7 +93,12 @@ class Runtime:
 
         # The watcher watches every component in the dict (also ones added after this line).
         self.watcher = Watcher(
-            config, self.components, db=self.db, events=self.events, errors=self.errors, metrics=self.metrics
+            config,
+            self.components,
+            db=self.local_db,
+            events=self.events,
+            errors=self.errors,
+            metrics=self.metrics,
         )
         self.components[self.watcher.name] = self.watcher
 
@@ -106,12 +126,16 @@ class Runtime:
         self.stop_components()
         self.tracing.stop()
         self.metrics.shutdown()
+        if self.local_db is not self.db:
+            self.local_db.close()
         self.db.close()
         self.release_owner()
 
     def close_unstarted(self) -> None:
         """Give back the database and its owner lock when the server failed before it started."""
         self.metrics.shutdown()
+        if self.local_db is not self.db:
+            self.local_db.close()
         self.db.close()
         self.release_owner()
 
@@ -120,14 +144,14 @@ class Runtime:
             self.owner.release()
 
 
-def _open_database(config: Config) -> Database:
+def _open_database(config: Config, path: str) -> Database:
     """The migrated database, or a StartupError naming the path: a directory, unwritable, not SQLite, or
     damaged (DatabaseCorrupt, from PRAGMA quick_check: queries reaching a damaged page would fail later)."""
     if os.path.isdir(config.db):  # SQLite would say only "unable to open database file"
         raise StartupError(f"cannot open database {config.db}: it is a directory; --db takes a file path")
     db: Database | None = None
     try:
-        db = Database(config.db, synchronous=config.db_synchronous)
+        db = Database(path, synchronous=config.db_synchronous)
         if config.db_quick_check:
             db.check_integrity().raise_if_damaged()
         migrate(db)
@@ -137,5 +161,5 @@ def _open_database(config: Config) -> Database:
             db.close()
         if isinstance(exc, sqlite3.Error | OSError):
             reason = getattr(exc, "strerror", None) or str(exc)
-            raise StartupError(f"cannot open database {config.db}: {reason}") from None
+            raise StartupError(f"cannot open database {path}: {reason}") from None
         raise

@@ -16,6 +16,8 @@ from voltorch.errors import InvalidArgumentError, NotFoundError, OutOfRangeError
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
+BOTH_BACKENDS = True  # every test with a `server` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 

@@ -21,6 +21,9 @@ from voltorch_server.config import Config
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+BOTH_BACKENDS = True  # every test with a `server` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+
 class Collector:
     """Drains an iterator on a daemon thread so the test can wait for items with a timeout."""
 

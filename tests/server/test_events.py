@@ -17,6 +17,9 @@ from voltorch_server.storage import Database
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+
 @pytest.fixture
 def log(db: Database) -> Iterator[EventLog]:
     ev = EventLog(db, subscriber_buffer=100)
@@ -427,7 +430,9 @@ def test_a_listing_that_falls_into_compacted_range_is_out_of_range(db: Database)
 class _SignallingLog(EventLog):
     """Tells the test when the background thread has compacted (the real thread, the real compact)."""
 
-    compacted = threading.Event()
+    def __init__(self, *args, **kwargs) -> None:
+        self.compacted = threading.Event()  # one per log: each backend's run waits for its own
+        super().__init__(*args, **kwargs)
 
     def compact(self, now: float | None = None) -> int:
         n = super().compact(now)
@@ -467,7 +472,10 @@ def test_concurrent_publishes_share_a_commit_and_keep_their_own_trace(log: Event
             otel_context.detach(token)
 
     threads = [threading.Thread(target=publish, args=(i,)) for i in range(n)]
-    with db.write():  # hold the writer: the first publisher waits for it, the others queue behind it
+    # Hold the writer (on PostgreSQL, the events counter row): the first publisher waits for it, the others
+    # queue behind it.
+    with db.write() as tx:
+        tx.counter("events")
         for t in threads:
             t.start()
         queued = threading.Event()

@@ -22,6 +22,8 @@ from voltorch_server.components.state import (
 from voltorch_server.errors import Conflict, InvalidArgument, NotFound
 from voltorch_server.storage import Database
 
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
 def events(db: Database) -> EventLog:

@@ -63,6 +63,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_EXISTS: _ClassVar[ErrorReason]
     CRON_INVALID: _ClassVar[ErrorReason]
     BUDGET_EXCEEDED: _ClassVar[ErrorReason]
+    DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 FIELD_REQUIRED: ErrorReason
 FIELD_INVALID: ErrorReason
@@ -120,3 +121,4 @@ SCHEDULE_NOT_FOUND: ErrorReason
 SCHEDULE_EXISTS: ErrorReason
 CRON_INVALID: ErrorReason
 BUDGET_EXCEEDED: ErrorReason
+DATABASE_UNAVAILABLE: ErrorReason

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .integrity import IntegrityResult, check_connection
 
@@ -44,6 +44,20 @@ _MAX_PARAMETERS = 32_000  # bound parameters per statement (SQLite's default lim
 def _placeholders(rows: int, width: int) -> str:
     one = "(" + ",".join("?" * width) + ")"
     return ",".join([one] * rows)
+
+
+class Listening(Protocol):
+    """What `listen()` returns on a database other processes write (PostgreSQL)."""
+
+    def stop(self) -> None: ...
+
+
+class Lease(Protocol):
+    """What `try_lock()` returns: `held()` says (and, when free, makes) this process the holder."""
+
+    def held(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class Tx:
@@ -78,8 +92,23 @@ class Tx:
         """Run fn once the transaction has committed (never if it rolls back)."""
         self._after.append(fn)
 
+    def counter(self, name: str) -> int:
+        """The newest number AUTOINCREMENT gave table `name` (the writer lock keeps it ours)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def set_counter(self, name: str, value: int) -> None:
+        """Nothing to do: inserting an explicit id advances AUTOINCREMENT by itself."""
+
+    def notify(self, channel: str, head: int) -> None:
+        """Nothing to do: one process, whose subscribers hear of commits through `after_commit`."""
+
 
 class Database:
+    kind = "sqlite"
+    explicit_ids = False  # AUTOINCREMENT numbers rows (PostgreSQL's counters are explicit)
+    SEQUENCE_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = ?"  # a table's newest number
+
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
         self.path = str(path)
         self.memory = self.path == ":memory:"
@@ -152,6 +181,39 @@ class Database:
 
     def query_one(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Row | None:
         return self.read().execute(sql, params).fetchone()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose reads all see one committed state."""
+        if self.memory:  # one shared connection: borrow the writer's transaction for consistency
+            with self.write() as tx:
+                yield tx.conn
+            return
+        conn = self.read()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def sequence_head(self, name: str) -> int:
+        """The newest number AUTOINCREMENT gave table `name` (0 before the first)."""
+        row = self.query_one(self.SEQUENCE_HEAD, (name,))
+        return row[0] if row else 0
+
+    def owns(self, tx: Any) -> bool:
+        """Whether tx is a transaction of this kind of database."""
+        return isinstance(tx, Tx)
+
+    def listen(
+        self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0
+    ) -> Listening | None:
+        """No one else writes this file: there is nothing to listen to."""
+        return None
+
+    def try_lock(self, key: int) -> Lease | None:
+        """One server per file (storage/owner.py): its singleton jobs need no lease."""
+        return None
 
     def close(self) -> None:
         """Checkpoint the WAL and close every connection."""

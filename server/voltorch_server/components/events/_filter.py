@@ -105,13 +105,18 @@ class EventFilter:
             return False
         return not (self.min_priority and e.priority < self.min_priority)
 
-    def sql(self) -> tuple[list[str], list[Any]]:
-        """The same conditions as `matches`, as WHERE clauses (AND-ed) and their parameters."""
+    def sql(self, dialect: str = "sqlite") -> tuple[list[str], list[Any]]:
+        """The same conditions as `matches`, as WHERE clauses (AND-ed) and their parameters. PostgreSQL
+        has no GLOB: a glob becomes a LIKE pattern (`*` as `%`, `?` as `_`, a literal `_` escaped)."""
         clauses: list[str] = []
         params: list[Any] = []
         if self.types:
-            clauses.append("(" + " OR ".join("type GLOB ?" for _ in self.types) + ")")
-            params.extend(self.types)
+            if dialect == "postgres":
+                clauses.append("(" + " OR ".join("type LIKE ?" for _ in self.types) + ")")
+                params.extend(t.replace("_", "\\_").replace("*", "%").replace("?", "_") for t in self.types)
+            else:
+                clauses.append("(" + " OR ".join("type GLOB ?" for _ in self.types) + ")")
+                params.extend(self.types)
         for name in ("source", "target", "correlation_id", "trace_id"):
             value = getattr(self, name)
             if value:

@@ -9,11 +9,9 @@ then follow live (`_follow.Follower`); ListEvents pages through it; retention co
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +29,7 @@ from ._filter import EventFilter, validate_glob, validate_type
 from ._new import NewEvent, Prepared, prepare
 
 MAX_BATCH = 1000
+NOTIFY_CHANNEL = "voltorch_events"  # PostgreSQL: NOTIFYed once per transaction with the new head sequence
 DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
@@ -45,6 +44,14 @@ __all__ = [
     "validate_glob",
     "validate_type",
 ]
+
+
+_COLUMNS = (
+    "id, type, source, target, data, correlation_id, causation_id, priority,"
+    " traceparent, tracestate, trace_id, span_id, time"
+)
+_INSERT = f"INSERT INTO events({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EXPLICIT = f"INSERT INTO events(seq, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 @dataclass(frozen=True)
@@ -167,8 +174,15 @@ class EventLog(Component):
         self._listeners_lock = threading.Lock()
         self._last_time: float | None = None  # event times never decrease with sequence
         self._delivered = self.last_sequence()  # every event <= this has been offered to subscribers
-        self._compactor = retention.Compactor(self.compact, compaction_interval)
+        self._compactor = retention.Compactor(self._compact_if_leader, compaction_interval)
         self._group = GroupCommit(self._publish_group)
+        # PostgreSQL: other replicas append too. Events reach this replica's subscribers only through
+        # `_catch_up`, which reads new rows by position (after a local commit, or when the listener
+        # hears a NOTIFY); the lease makes compaction a singleton among replicas.
+        self._shared = db.kind == "postgres"
+        self._deliver_lock = threading.Lock()
+        self._listener: Any = None
+        self._lease: Any = db.try_lock(retention.LEASE_KEY) if self._shared else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -179,10 +193,17 @@ class EventLog(Component):
     def start(self) -> None:
         if not self.retains_all:
             self._compactor.start()
+        if self._shared and self._listener is None:
+            self._listener = self.db.listen([NOTIFY_CHANNEL], self._catch_up)
 
     def stop(self) -> None:
         """Stop compaction and end every open subscription with a resume point (Closed)."""
         self._compactor.stop()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._lease is not None:
+            self._lease.close()
         self._broadcaster.close_all()
 
     def check(self) -> None:
@@ -214,6 +235,13 @@ class EventLog(Component):
         A `Prepared` event (a component's own, already valid) is appended as it is, with its trace.
         """
         prepared = [ev if isinstance(ev, Prepared) else prepare(ev) for ev in events]
+        if not self.db.owns(tx):
+            # A transaction on another database: a component still on its replica's own SQLite file
+            # while the log is on PostgreSQL (coordination and workflows, until they move there too).
+            # Its events are appended now, in their own transaction, so the caller has their sequences;
+            # should the caller's transaction roll back, they stay (the log says more, never less).
+            with self.db.write() as own:
+                return [r.event for r in self._append_prepared(own, prepared)]
         return [r.event for r in self._append_prepared(tx, prepared)]
 
     def publish(self, *events: NewEvent) -> list[Event]:
@@ -237,6 +265,10 @@ class EventLog(Component):
 
     def _publish_group(self, take: Take) -> None:
         with self.db.write() as tx:
+            if self._shared:
+                # PostgreSQL: wait for the events counter row first, as SQLite waits for its writer lock,
+                # so the callers queueing meanwhile join this batch.
+                tx.counter("events")
             while ops := take():
                 for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
                     p.result = receipt
@@ -254,7 +286,13 @@ class EventLog(Component):
     def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
         if not prepared:
             return []
-        if self._last_time is None:
+        explicit = self.db.explicit_ids
+        if explicit:
+            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
+            # order across replicas; the newest time is read under it (another replica may have written).
+            seq = tx.counter("events")
+            self._last_time = tx.execute("SELECT COALESCE(MAX(time), 0) FROM events").fetchone()[0]
+        elif self._last_time is None:
             self._last_time = tx.execute("SELECT COALESCE(MAX(time), 0) FROM events").fetchone()[0]
         now = max(self.clock(), self._last_time)
         ambient: TraceIds | None = None
@@ -276,10 +314,12 @@ class EventLog(Component):
             ids = p.trace or ambient
             assert ids is not None
             eid = p.id or new_id("evt")
+            if explicit:
+                seq += 1
             cur = tx.execute(
-                "INSERT INTO events(id, type, source, target, data, correlation_id, causation_id, priority,"
-                " traceparent, tracestate, trace_id, span_id, time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                _INSERT_EXPLICIT if explicit else _INSERT,
                 (
+                    *((seq,) if explicit else ()),
                     eid,
                     p.type,
                     p.source,
@@ -295,9 +335,11 @@ class EventLog(Component):
                     now,
                 ),
             )
-            assert cur.lastrowid is not None  # an INSERT's rowid
+            if not explicit:
+                assert cur.lastrowid is not None  # an INSERT's rowid
+                seq = cur.lastrowid
             event = Event(
-                sequence=cur.lastrowid,
+                sequence=seq,
                 id=eid,
                 type=p.type,
                 source=p.source,
@@ -316,14 +358,39 @@ class EventLog(Component):
             new.append(event)
             receipts.append(Receipt(event))
         if new:
-            # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
-            tx.after_commit(lambda: self._deliver(new, now))
+            if explicit:
+                tx.set_counter("events", seq)
+                tx.notify(NOTIFY_CHANNEL, seq)
+                tx.after_commit(lambda: self._catch_up(new))
+            else:
+                # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
+                tx.after_commit(lambda: self._deliver(new, now))
         return receipts
 
     @staticmethod
     def _by_id(tx: Tx, event_id: str) -> Event | None:
         row = tx.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
         return row_to_event(row) if row is not None else None
+
+    def _catch_up(self, mine: list[Event] | None = None) -> None:
+        """PostgreSQL: offer every committed event past the last delivered one to this replica's
+        subscribers, in sequence order, read by position (a NOTIFY's payload is never trusted). `mine`,
+        just committed here, is delivered as it is when it is next in line: no read needed."""
+        with self._deliver_lock:
+            if mine and mine[0].sequence == self._delivered + 1:
+                self._deliver(mine, mine[-1].time)
+                return
+            while True:
+                rows = self.db.query(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (self._delivered, MAX_BATCH),
+                )
+                if not rows:
+                    # Compaction may have removed what was never delivered here: move past it.
+                    self._delivered = max(self._delivered, self.oldest_available() - 1)
+                    return
+                events = [row_to_event(r) for r in rows]
+                self._deliver(events, events[-1].time)
 
     def _deliver(self, events: list[Event], now: float) -> None:
         # Runs under the database's writer lock, right after commit: delivery is in sequence order.
@@ -350,8 +417,7 @@ class EventLog(Component):
 
     def last_sequence(self) -> int:
         """The newest sequence ever assigned (0 for an empty log), compacted or not."""
-        row = self.db.query_one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        return row[0] if row else 0
+        return self.db.sequence_head("events")
 
     @property
     def delivered_sequence(self) -> int:
@@ -359,21 +425,11 @@ class EventLog(Component):
         return self._delivered
 
     def oldest_available(self) -> int:
-        return retention.read_floor(self.db.read()).oldest_available
+        return retention.read_floor(self.db).oldest_available
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+    def _snapshot(self) -> Any:
         """A connection whose reads all see one committed state (compaction cannot slip in between)."""
-        if self.db.memory:  # one shared connection: borrow the writer's transaction for consistency
-            with self.db.write() as tx:
-                yield tx.conn
-            return
-        conn = self.db.read()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        return self.db.snapshot()
 
     def get(self, event_id: str) -> Event:
         row = self.db.query_one(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
@@ -386,7 +442,7 @@ class EventLog(Component):
 
         OUT_OF_RANGE when events after `after` were compacted (the reader would silently miss them).
         """
-        clauses, params = flt.sql() if flt is not None else ([], [])
+        clauses, params = flt.sql(self.db.kind) if flt is not None else ([], [])
         where = "".join(f" AND {c}" for c in clauses)
         with self._snapshot() as conn:
             retention.read_floor(conn).check_sequence(after + 1, "from_sequence")
@@ -403,7 +459,7 @@ class EventLog(Component):
         """
         if from_sequence is not None and from_time is not None:
             raise InvalidArgument("from_time", "give from_sequence or from_time, not both")
-        floor = retention.read_floor(self.db.read())
+        floor = retention.read_floor(self.db)
         if from_sequence is not None:
             if from_sequence < 1:
                 raise InvalidArgument("from_sequence", f"must be >= 1 (got {from_sequence})")
@@ -485,7 +541,7 @@ class EventLog(Component):
                 "malformed page token; pass back next_page_token unchanged",
                 reason="PAGE_TOKEN_INVALID",
             )
-        clauses, params = flt.sql()
+        clauses, params = flt.sql(self.db.kind)
         if start_sequence:
             clauses.append("seq >= ?")
             params.append(start_sequence)
@@ -508,7 +564,7 @@ class EventLog(Component):
                 floor.check_sequence(start_sequence, "start_sequence")
             if position is not None and not descending:
                 floor.check_sequence(position + 1, "page_token")
-            head_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            head_row = conn.execute(self.db.SEQUENCE_HEAD, ("events",)).fetchone()
             rows = conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
                 (*params, size + 1),
@@ -536,6 +592,12 @@ class EventLog(Component):
         return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
 
     # -- retention --------------------------------------------------------------------------------
+
+    def _compact_if_leader(self) -> int:
+        """Compaction on one replica at a time: the one holding the lease (PostgreSQL), else this one."""
+        if self._lease is not None and not self._lease.held():
+            return 0
+        return self.compact()
 
     def compact(self, now: float | None = None) -> int:
         """Drop events beyond the configured retention; returns how many. Safe beside readers."""

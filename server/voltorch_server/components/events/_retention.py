@@ -45,8 +45,13 @@ def compacted(oldest: int, what: str) -> OutOfRange:
     )
 
 
+LEASE_KEY = 0x766F6C01  # PostgreSQL advisory lock: the replica that compacts the event log
+_FLOOR = "SELECT through_seq, through_time FROM event_compaction WHERE id = 1"
+
+
 def read_floor(conn) -> Floor:
-    row = conn.execute("SELECT through_seq, through_time FROM event_compaction WHERE id = 1").fetchone()
+    """The floor as `conn` (an open connection or transaction, or else the database) sees it."""
+    row = conn.query_one(_FLOOR) if hasattr(conn, "query_one") else conn.execute(_FLOOR).fetchone()
     return Floor(row[0], row[1]) if row else Floor(0, 0.0)
 
 
@@ -57,22 +62,22 @@ def compact(db: Database, *, now: float, max_age: float, max_count: int) -> int:
     """
     if max_age <= 0 and max_count <= 0:
         return 0
-    conn = db.read()
     cut = 0
     if max_count > 0:
-        head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        row = db.query_one("SELECT COALESCE(MAX(seq), 0) FROM events")
+        head = row[0] if row else 0
         cut = max(cut, head - max_count)
     if max_age > 0:
         # Event times never decrease with sequence (the log clamps them), so the time index finds the cut.
-        row = conn.execute(
+        row = db.query_one(
             "SELECT seq FROM events WHERE time < ? ORDER BY time DESC, seq DESC LIMIT 1", (now - max_age,)
-        ).fetchone()
+        )
         if row:
             cut = max(cut, row[0])
     deleted = 0
     while True:
         with db.write() as tx:
-            floor = read_floor(tx.conn)
+            floor = read_floor(tx.conn)  # the row is updated below: PostgreSQL locks it on first write
             upto = min(cut, floor.through_seq + CHUNK)
             if upto <= floor.through_seq:
                 return deleted

@@ -237,6 +237,12 @@ _HISTORY = (
 )
 
 
+_REVISION = "SELECT value FROM meta WHERE name = 'revision'"
+_REVISION_LOCKED = _REVISION + " FOR UPDATE"
+NOTIFY_CHANNEL = "voltorch_state"  # PostgreSQL: NOTIFYed once per transaction with the newest history id
+SWEEP_LEASE = 0x766F6C02  # PostgreSQL advisory lock: the replica that expires TTLs
+
+
 class _Op(NamedTuple):
     """A write waiting for its batch: what it does, the clock and trace context of its caller."""
 
@@ -266,13 +272,12 @@ class _Batch:
         self.state = state
         self.tx = tx
         last = state._last_revision
-        self.committed_revision = last if last is not None else StateStore._revision_in(tx)
+        # PostgreSQL: nothing is remembered (another replica may have written), and reading the revision
+        # locks its row until COMMIT, so batches of all replicas take turns and commit in revision order.
+        self.committed_revision = last if last is not None else state._revision_in(tx)
         self.revision = self._written_revision = self.committed_revision  # newest kept / put in
         history_id = state._last_history_id
-        if history_id is None:
-            row = tx.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_history'").fetchone()
-            history_id = row[0] if row else 0
-        self.history_id = history_id
+        self.history_id = history_id if history_id is not None else tx.counter("kv_history")
         self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
         self._rows: dict[str, Row | None] = {}  # the same, for what `write()` has not put in yet
         self._history: list[tuple] = []
@@ -317,13 +322,22 @@ class _Batch:
         if gone:
             tx.executemany("DELETE FROM kv WHERE key = ?", gone)
         tx.insert_rows(_HISTORY, self._history)
+        tx.set_counter("kv_history", self.history_id)
         self.state.events.append(tx, self._events)  # same transaction: writes and events commit together
-        changes, publish = self._changes, self.state._broadcaster.publish
+        changes = self._changes
+        publish: Callable[[list[Change]], None]
+        if self.state._shared:
+            tx.notify(NOTIFY_CHANNEL, self.history_id)
+            publish = self.state._catch_up
+        else:
+            publish = self.state._broadcaster.publish
         tx.after_commit(lambda: publish(changes))  # watchers hear after the events' subscribers
         self._rows, self._history, self._events, self._changes = {}, [], [], []
 
     def _committed(self) -> None:
         state = self.state
+        if state._shared:
+            return  # nothing kept in memory (see StateStore.__init__)
         state._last_revision = self.revision
         if self.changes:
             state._last_history_id = self.history_id
@@ -439,7 +453,15 @@ class StateStore(Component):
         self.sweep_interval = sweep_interval
         self.watch_buffer = watch_buffer
         self._broadcaster: Broadcaster[Change] = Broadcaster()
-        self._cache = KVCache()  # committed rows of hot keys (see _kv_cache)
+        # PostgreSQL: several replicas write, so neither the committed-row cache (a zero-sized one keeps
+        # nothing) nor the remembered revision is used; watchers hear changes through `_catch_up`, which
+        # reads kv_history by position, and the TTL sweep runs on the replica holding the lease.
+        self._shared = db.kind == "postgres"
+        self._cache = KVCache(0, 0) if self._shared else KVCache()  # committed rows of hot keys
+        self._deliver_lock = threading.Lock()
+        self._delivered = db.sequence_head("kv_history") if self._shared else 0
+        self._listener: Any = None
+        self._lease: Any = db.try_lock(SWEEP_LEASE) if self._shared else None
         self._last_revision: int | None = None  # the committed revision, once a write has read it
         self._last_history_id: int | None = None  # the newest kv_history id, likewise
         # Concurrent writes share transactions (see storage/_group_commit).
@@ -456,12 +478,38 @@ class StateStore(Component):
         self._stop.clear()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="state-ttl-sweeper", daemon=True)
         self._sweeper.start()
+        if self._shared and self._listener is None:
+            self._listener = self.db.listen([NOTIFY_CHANNEL], self._catch_up)
 
     def stop(self) -> None:
         self._stop.set()
         if self._sweeper:
             self._sweeper.join(timeout=5)
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._lease is not None:
+            self._lease.close()
         self._broadcaster.close_all()
+
+    def _catch_up(self, mine: list[Change] | None = None) -> None:
+        """PostgreSQL: offer every committed change past the last one delivered to this replica's
+        watchers, in history order, read by position. `mine`, just committed here, is delivered as it is
+        when it is next in line."""
+        with self._deliver_lock:
+            if mine and mine[0].id == self._delivered + 1:
+                self._broadcaster.publish(mine)
+                self._delivered = mine[-1].id
+                return
+            while True:
+                rows = self.db.query(
+                    "SELECT * FROM kv_history WHERE id > ? ORDER BY id LIMIT 1000", (self._delivered,)
+                )
+                if not rows:
+                    return
+                changes = [_change(r) for r in rows]
+                self._broadcaster.publish(changes)
+                self._delivered = changes[-1].id
 
     def check(self) -> None:
         self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")
@@ -473,6 +521,8 @@ class StateStore(Component):
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.sweep_interval):
+            if self._lease is not None and not self._lease.held():
+                continue  # another replica sweeps
             try:
                 self.expire_due()
             except Exception:  # the watcher sees persistent failures through check()
@@ -535,17 +585,13 @@ class StateStore(Component):
         after = decode_token(page_token, {"prefix": prefix})
         if after is not None and not isinstance(after, str):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
-        conn = self.db.read()
-        conn.execute("BEGIN")
-        try:
+        with self.db.snapshot() as conn:
             revision = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
             rows = conn.execute(
                 "SELECT * FROM kv WHERE substr(key, 1, ?) = ? AND key > ? AND (expire_at IS NULL OR expire_at > ?)"
                 " ORDER BY key LIMIT ?",
                 (len(prefix), prefix, after or "", self.clock(), size + 1),
             ).fetchall()
-        finally:
-            conn.execute("COMMIT")
         kvs = [_kv(_row(r)) for r in rows[:size]]
         token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
         return kvs, token, revision
@@ -682,9 +728,9 @@ class StateStore(Component):
         weight = sum(len(raw or "") for raws in encoded.values() for raw in raws) + 1
         return self._write(apply, now, weight)
 
-    @staticmethod
-    def _revision_in(tx: Tx) -> int:
-        return tx.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+    def _revision_in(self, tx: Tx) -> int:
+        """The committed revision; on PostgreSQL its row stays locked until this transaction ends."""
+        return tx.execute(_REVISION_LOCKED if self._shared else _REVISION).fetchone()[0]
 
     # -- watch -----------------------------------------------------------------------------------
 
@@ -812,9 +858,10 @@ class StateStore(Component):
         before = decode_token(page_token, {})
         if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
-        # rowid is the creation order, exact even for snapshots taken within the same microsecond.
+        # rowid (PostgreSQL: seq) is the creation order, exact even within the same microsecond.
+        order = "seq" if self._shared else "rowid"
         rows = self.db.query(
-            "SELECT rowid, * FROM snapshots WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+            f"SELECT {order} AS rowid, * FROM snapshots WHERE {order} < ? ORDER BY {order} DESC LIMIT ?",
             (before if before is not None else 1 << 62, size + 1),
         )
         snaps = [

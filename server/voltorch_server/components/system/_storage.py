@@ -45,8 +45,12 @@ class Storage(Component):
         *,
         clear_after: float = CLEAR_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        shared: Any = None,
     ):
+        """`shared`: the PostgreSQL database state and events live in, beside this replica's own file
+        (`db`); a replica that cannot reach it is UNHEALTHY here too."""
         self.db = db
+        self.shared = shared
         self.clear_after = clear_after
         self._clock = clock
         self._lock = threading.Lock()
@@ -83,7 +87,12 @@ class Storage(Component):
         if at is not None and self._clock() - at < self.clear_after:
             raise RuntimeError(f"storage error {self._clock() - at:.0f}s ago: {last}")
         self.db.query_one("PRAGMA schema_version")  # the file answers at all
+        if self.shared is not None:
+            self.shared.query_one("SELECT 1")  # Unavailable when the database cannot be reached
 
     def details(self) -> dict[str, Any]:
         with self._lock:
-            return {"path": self.db.path, "storage_errors": self._errors}
+            out: dict[str, Any] = {"path": self.db.path, "storage_errors": self._errors}
+        if self.shared is not None:
+            out["shared"] = "postgresql"  # not its DSN: that may hold a password
+        return out

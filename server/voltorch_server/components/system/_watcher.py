@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from ... import __version__
-from ...errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from ...errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...metrics import LEVELS, Metrics
 from ...priority import Priority
 from ...storage import Database
@@ -254,13 +254,22 @@ class Watcher(Component):
                 for name, st in self._snapshot_states(items)
             }
             status = overall([HealthStatus(v["status"]) for v in summary.values()])
-            self.events.emit(
+            self._emit(
                 "component.health.checked",
                 {"status": status.value, "components": summary},
                 source=self.name,
                 priority=Priority.LOW,
             )
             return status
+
+    def _emit(self, type_: str, data: Any, **kw: Any) -> None:
+        """Publish one of the watcher's events. When the log's database is unreachable (PostgreSQL) the
+        event is dropped with a warning: health is still judged and reported, and the failing
+        components say why."""
+        try:
+            self.events.emit(type_, data, **kw)
+        except Unavailable as exc:
+            log.warning("could not publish %s: %s", type_, exc.message)
 
     def _snapshot_states(self, items: list[tuple[str, Component]]) -> list[tuple[str, _State]]:
         return [(name, self._state(name)) for name, _ in items]
@@ -346,9 +355,7 @@ class Watcher(Component):
                 "limit": cfg.restart_limit,
                 "error": error,
             }
-            self.events.emit(
-                "component.restart.limit.exceeded", data, source=self.name, priority=Priority.CRITICAL
-            )
+            self._emit("component.restart.limit.exceeded", data, source=self.name, priority=Priority.CRITICAL)
             self.errors.record(name, "RESTART_LIMIT_EXCEEDED", f"{name}: {error}", details=data)
             return
         delay = 0.0 if st.auto_restarts == 0 else cfg.restart_backoff * 2 ** (st.auto_restarts - 1)
@@ -438,7 +445,7 @@ class Watcher(Component):
         self.metrics.component_restarts.add(
             1, {"component": name, "trigger": "auto" if automatic else "manual"}
         )
-        self.events.emit(
+        self._emit(
             "component.restarted",
             {
                 "component": name,
@@ -565,7 +572,7 @@ class Watcher(Component):
             self.history.record(samples, now)
             if self.config.error_retention_seconds > 0:
                 self.errors.prune(now - self.config.error_retention_seconds)
-            self.events.emit(
+            self._emit(
                 "system.metrics.collected",
                 _summary(points, self.config.metrics_interval),
                 source=self.name,
@@ -576,7 +583,7 @@ class Watcher(Component):
 
     def announce_started(self, address: str) -> None:
         with tracer.start_as_current_span("orchestrator.start"):
-            self.events.emit(
+            self._emit(
                 "orchestrator.started",
                 {
                     "address": address,
@@ -591,7 +598,7 @@ class Watcher(Component):
 
     def announce_stopping(self) -> None:
         with tracer.start_as_current_span("orchestrator.stop"):
-            self.events.emit(
+            self._emit(
                 "orchestrator.stopping",
                 {"uptime_seconds": round(time.time() - self.start_time, 3)},
                 source="orchestrator",

@@ -1,0 +1,229 @@
+"""Several replicas on one PostgreSQL: GetKey, durable SetKey, Publish and cross-replica Subscribe
+delivery with 1, 2 and 3 replicas on PostgreSQL, next to 1 replica on SQLite and the bare echo.
+
+Clients are spread over the replicas (client i talks to replica i mod n). `srv µs/op` is the CPU of
+every replica process plus PostgreSQL's own (the postmaster and its backends), per op, so the cost per
+core is visible on a small machine. "Subscribe delivery" is a closed loop: a client publishes through
+one replica and waits for the event on a subscription held on the next replica (publish → deliver).
+
+Targets (issue 11): server CPU per GetKey on PostgreSQL <= 1.2x SQLite's; per durable SetKey <= 2x
+SQLite's including PostgreSQL's CPU; publish -> deliver p99 across replicas < 10 ms at 1k events/s.
+The PostgreSQL server is the throwaway one of the tests (tests/pg.py), or VOLTORCH_BENCH_POSTGRES_DSN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+from argparse import Namespace
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import voltorch
+from voltorch.v1 import state_pb2, state_pb2_grpc
+from voltorch.wire import to_value as py_to_value
+
+from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, run_cases
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import pg  # noqa: E402  (the tests' throwaway PostgreSQL, shared with the bench)
+
+KEYS = 64
+PAYLOAD_VALUE = {"data": "x" * 128}
+
+
+class Cluster:
+    """n replicas on one database, metered together (and with PostgreSQL when we started it)."""
+
+    def __init__(self, dsn: str, n: int, postgres_pid: int | None):
+        self.replicas: list[ServerProcess] = []
+        try:
+            for _ in range(n):
+                self.replicas.append(ServerProcess("voltorch", db=dsn))
+        except BaseException:
+            self.stop()
+            raise
+        self.targets = [r.target for r in self.replicas]
+        self.target = self.targets[0]
+        self._pg = psutil.Process(postgres_pid) if postgres_pid else None
+        self._next = itertools.count()
+
+    def _pg_procs(self) -> list[psutil.Process]:
+        if self._pg is None:
+            return []
+        return [self._pg, *self._pg.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = sum(r.cpu_seconds() for r in self.replicas)
+        for p in self._pg_procs():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def context_switches(self) -> int:
+        return sum(r.context_switches() for r in self.replicas)
+
+    def channel(self, offset: int = 0) -> grpc.Channel:
+        """A channel to the next replica in turn (offset: that many replicas further on)."""
+        return grpc.insecure_channel(self.next_target(offset))
+
+    def next_target(self, offset: int = 0) -> str:
+        i = next(self._next)
+        return self.targets[(i + offset) % len(self.targets)]
+
+    def stop(self) -> None:
+        for r in self.replicas:
+            r.stop()
+
+
+def _spread(cluster: Cluster | None, make: MakeOp) -> MakeOp:
+    """Client i of a cluster talks to replica i mod n (the harness's channel goes to replica 0)."""
+    if cluster is None:
+        return make
+    return lambda ch: make(cluster.channel())
+
+
+def _populate(target: str, clients: int) -> None:
+    with grpc.insecure_channel(target) as ch:
+        stub = state_pb2_grpc.StateServiceStub(ch)
+        value = py_to_value(PAYLOAD_VALUE)
+        ops = [
+            state_pb2.StateOperation(set=state_pb2.SetKeyRequest(key=f"bench/c{c}/k{i}", value=value))
+            for c in range(clients)
+            for i in range(KEYS)
+        ]
+        stub.Transaction(state_pb2.TransactionRequest(on_success=ops), timeout=60)
+
+
+def _get(clients: int) -> MakeOp:
+    ids = itertools.count()
+
+    def make(ch: grpc.Channel) -> Op:
+        stub = state_pb2_grpc.StateServiceStub(ch)
+        c = next(ids) % clients
+        reqs = itertools.cycle([state_pb2.GetKeyRequest(key=f"bench/c{c}/k{i}") for i in range(KEYS)])
+
+        def op() -> None:
+            stub.GetKey(next(reqs), timeout=30)
+
+        return op
+
+    return make
+
+
+def _set() -> MakeOp:
+    ids = itertools.count()
+
+    def make(ch: grpc.Channel) -> Op:
+        stub = state_pb2_grpc.StateServiceStub(ch)
+        c, value = next(ids), py_to_value(PAYLOAD_VALUE)
+        reqs = itertools.cycle(
+            [state_pb2.SetKeyRequest(key=f"bench/w{c}/k{i}", value=value) for i in range(KEYS)]
+        )
+
+        def op() -> None:
+            stub.SetKey(next(reqs), timeout=30)
+
+        return op
+
+    return make
+
+
+def _publish(cluster: Cluster | None, target: str) -> MakeOp:
+    def make(ch: grpc.Channel) -> Op:
+        events = voltorch.Client(cluster.next_target() if cluster else target, timeout=30).events
+
+        def op() -> None:
+            events.publish("bench.published", PAYLOAD_VALUE)
+
+        return op
+
+    return make
+
+
+def _delivery(cluster: Cluster | None, target: str) -> MakeOp:
+    """Publish through one replica, wait for the event on a subscription held on the next one."""
+    ids = itertools.count()
+
+    def make(ch: grpc.Channel) -> Op:
+        c = next(ids)
+        pub = cluster.next_target() if cluster else target
+        sub = cluster.targets[(cluster.targets.index(pub) + 1) % len(cluster.targets)] if cluster else target
+        publisher = voltorch.Client(pub, timeout=30).events
+        subscriber = voltorch.Client(sub, timeout=30).events
+        kind = f"bench.delivery.c{c}"
+        stream = iter(subscriber.subscribe(kind, heartbeats=True, heartbeat_interval=1))
+        next(stream)  # the first heartbeat: the subscription is established
+
+        def op() -> None:
+            seq = publisher.publish(kind, PAYLOAD_VALUE).sequence
+            for item in stream:
+                if getattr(item, "sequence", 0) >= seq:
+                    return
+
+        return op
+
+    return make
+
+
+def _cases(cluster: Cluster | None, target: str, server: str, clients: int) -> list[Case]:
+    return [
+        Case(f"{server} GetKey", server, _spread(cluster, _get(clients))),
+        Case(f"{server} SetKey (durable)", server, _spread(cluster, _set())),
+        Case(f"{server} Publish (durable)", server, _publish(cluster, target)),
+        Case(f"{server} Subscribe delivery", server, _delivery(cluster, target)),
+    ]
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[tuple[Any, int | None]]:
+    dsn = os.environ.get("VOLTORCH_BENCH_POSTGRES_DSN")
+    server = pg.PostgresServer.existing(dsn) if dsn else None
+    if server is None:
+        bindir = pg.find_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries; set VOLTORCH_BENCH_POSTGRES_DSN")
+        server = pg.PostgresServer.start(bindir)
+    try:
+        yield server, server.pid
+    finally:
+        server.stop()
+
+
+def run(args: Namespace) -> list[Result]:
+    results: list[Result] = []
+    with ServerProcess("echo") as echo, ServerProcess("voltorch") as sqlite:
+        _populate(sqlite.target, args.clients)
+        cases = [
+            Case("echo", "echo", echo_unary(200)),
+            *_cases(None, sqlite.target, "sqlite x1", args.clients),
+        ]
+        results += run_cases("cluster", cases, {"echo": echo, "sqlite x1": sqlite}, args)
+    with _postgres() as (postgres, pid):
+        for n in (1, 2, 3):
+            dsn = postgres.new_database()
+            cluster = Cluster(dsn, n, pid)
+            try:
+                _populate(cluster.target, args.clients)
+                name = f"pg x{n}"
+                cases = _cases(cluster, cluster.target, name, args.clients)
+                results += run_cases("cluster", cases, {name: cluster}, args)  # type: ignore[dict-item]
+            finally:
+                cluster.stop()
+                postgres.drop_database(dsn)
+    # Each row against SQLite's same operation (calls/s); the CPU per op is in its own column.
+    by_name = {r.name: r for r in results}
+    for r in results:
+        if r.name.startswith("pg x"):
+            base = by_name.get("sqlite x1 " + r.name.split(" ", 2)[2])
+            if base is not None and base.rate:
+                r.baseline, r.ratio = base.name, r.rate / base.rate
+        elif r.name.startswith("sqlite"):
+            r.baseline, r.ratio = "echo", r.rate / by_name["echo"].rate if by_name["echo"].rate else None
+    return results
