@@ -1,0 +1,82 @@
+"""Instructions per SetKey or GetKey on a voltorch server run under callgrind: repeatable to ~0.2 %,
+unlike seconds on a shared machine, so a before/after of a few percent can be settled.
+
+    .venv/bin/python -m bench._callgrind CHECKOUT set|get [N]
+
+CHECKOUT is the tree whose server serves (e.g. a worktree of an older commit); the driver and
+bench._serve are this tree's. Instrumentation is on only around the N measured calls (after a warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+from google.protobuf import struct_pb2
+from voltorch.v1 import state_pb2, state_pb2_grpc
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
+    env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true"}
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={tmp}/cg.out",
+        sys.executable,
+        "-m",
+        "bench._serve",
+        "voltorch",
+        "--db",
+        str(tmp / "bench.db"),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=_ROOT,
+        env={**os.environ, **env},
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    port = json.loads(proc.stdout.readline())["port"]
+    stub = state_pb2_grpc.StateServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    value = struct_pb2.Value(string_value="x" * 100)
+
+    def call(i: int) -> None:
+        if op == "set":
+            stub.SetKey(state_pb2.SetKeyRequest(key=f"k{i % 50}", value=value), timeout=60)
+        else:
+            stub.GetKey(state_pb2.GetKeyRequest(key="k0"), timeout=60)
+
+    stub.SetKey(state_pb2.SetKeyRequest(key="k0", value=value), timeout=60)
+    for i in range(50):
+        call(i)
+    subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+    for i in range(n):
+        call(i)
+    subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+    proc.stdin.close()
+    proc.wait(timeout=300)
+    total = sum(
+        int(line.split()[1])
+        for out in tmp.glob("cg.out*")
+        for line in out.read_text().splitlines()
+        if line.startswith("totals:")
+    )
+    return total / n
+
+
+if __name__ == "__main__":
+    checkout, op = sys.argv[1], sys.argv[2]
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 300
+    print(f"{checkout} {op}: {instructions_per_call(checkout, op, n) / 1000:.1f}k instructions per call")
