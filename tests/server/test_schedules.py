@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import voltorch
 from fake_clock import FakeClock
+from polling import until
 from voltorch import AgentTask, ParameterSpec, Step, WaitStep, WorkflowTemplate
 from voltorch_server.components.schedules import Schedule, Scheduler, tick_request_id
 
@@ -22,16 +23,6 @@ NOTE = WorkflowTemplate(
     parameters=[ParameterSpec("topic", required=True)],
     steps=[Step("t", AgentTask("Write about {{topic}}", ["documentation"]))],
 )
-
-
-def until(predicate, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def runs_of(client: voltorch.Client, schedule_id: str) -> list[voltorch.Execution]:

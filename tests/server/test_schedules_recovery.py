@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 import voltorch
 from cli_process import serve
+from polling import until
 from voltorch import AgentTask, Step, WorkflowTemplate
 from voltorch_server.components.schedules import tick_request_id
 
 WAIT = 30.0
-
-
-def until(predicate, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def kill(server) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from polling import until
 from voltorch.v1 import (
     coordination_pb2,
     coordination_pb2_grpc,
@@ -25,14 +24,6 @@ from voltorch.v1 import (
     workflows_pb2_grpc,
 )
 from voltorch_server.app import VoltorchServer
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def _no_errors_recorded(server: VoltorchServer) -> None:
@@ -127,7 +118,7 @@ def test_clients_leaving_mid_stream_are_not_errors(server, caplog, how):
         finally:
             if how == "close":
                 ch.close()
-        _wait(lambda: server.stream_limit.open_streams == 0)
+        until(lambda: server.stream_limit.open_streams == 0)
         if how == "cancel":
             ch.close()
         bad = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -198,4 +189,4 @@ def test_anonymous_streams_cannot_lock_out_subscribers(config, auth):
             s.cancel()
         for _, call in watches:
             call.cancel()
-        _wait(lambda: srv.stream_limit.open_streams == 0)
+        until(lambda: srv.stream_limit.open_streams == 0)

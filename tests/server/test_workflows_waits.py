@@ -5,12 +5,11 @@ concurrency slot. Crash recovery with real processes is in test_workflows_waits_
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import voltorch
+from polling import until
 from voltorch import (
     AgentTask,
     ApprovalStep,
@@ -25,17 +24,6 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
 WAIT = 30.0
-
-
-def until(predicate: Callable[[], object], timeout: float = WAIT) -> object:
-    """Poll a condition with a bounded wait (the server's state, not a sleep, synchronises)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def waiting_on(client: voltorch.Client, eid: str, step_id: str) -> voltorch.WaitingFor:

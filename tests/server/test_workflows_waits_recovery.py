@@ -10,19 +10,10 @@ from pathlib import Path
 import pytest
 import voltorch
 from cli_process import serve
+from polling import until
 from voltorch import AgentTask, ApprovalStep, SleepStep, Step, WorkflowTemplate
 
 WAIT = 30.0
-
-
-def until(predicate, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def kill(server) -> None:
