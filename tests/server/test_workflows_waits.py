@@ -30,7 +30,7 @@ def waiting_on(client: voltorch.Client, eid: str, step_id: str) -> voltorch.Wait
     def find():
         return next((w for w in client.workflows.get(eid).waiting if w.step_id == step_id), None)
 
-    return until(find)  # type: ignore[return-value]
+    return until(find)
 
 
 def events_of(client: voltorch.Client, eid: str, type_: str) -> list:
