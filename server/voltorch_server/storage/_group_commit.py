@@ -19,6 +19,8 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from ..handoffs import handed_off
+
 MAX_BATCH = 64  # operations per transaction
 MAX_BATCH_WEIGHT = 8 << 20  # about the bytes a batch may write (a single heavier operation still runs)
 
@@ -118,3 +120,4 @@ class GroupCommit:
                     q._wake.release()  # type: ignore[union-attr]  # every waiter queued behind made its lock
             if following is not None:
                 following._wake.release()  # type: ignore[union-attr]  # queued behind: it made its lock
+            handed_off(len(batch) - 1 + (following is not None))

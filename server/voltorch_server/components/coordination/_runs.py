@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import AgentError, CancelSignal, Outcome, TokenUsage
+from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from . import _store as store
@@ -43,6 +43,7 @@ class Unit:
     cancel: CancelSignal | None = None
     start_time: float = 0.0
     start_mono: float = 0.0
+    launch: Callable[[], None] | None = None  # how its current attempt starts (in After.launches)
 
 
 @dataclass(eq=False)
@@ -164,6 +165,40 @@ class After:
     cancels: list[tuple[CancelSignal, str]] = field(default_factory=list)
     finished: list[Run] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)  # closing runtimes, metrics, error records
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked and planned coordination request, not yet written (CoordinationEngine.prepare)."""
+
+    req: CoordinationRequest
+    id: str
+    priority: Priority
+    timeout: float
+    context_raw: str
+    digest: str
+    plan: list[str]
+
+
+@dataclass(frozen=True)
+class InlineTask:
+    """A task given to an in-process agent that the submitting thread runs itself (no agent pool)."""
+
+    unit: Unit
+    attempt: int
+    runtime: Agent
+    task: AgentTask
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What submit_in() did: the coordination's id, the task to run inline if any, the after-commit work;
+    `written` is False when the engine had stopped meanwhile (nothing was written)."""
+
+    id: str
+    inline: InlineTask | None
+    after: After
+    written: bool = True
 
 
 def request_hash(req: CoordinationRequest, priority: Priority, timeout: float) -> str:

@@ -17,8 +17,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -105,6 +106,10 @@ class WorkflowEngine(Component):
         self._queue: list[tuple[int, float, str]] = []
         self._queued: set[str] = set()
         self._admit_wanted = threading.Condition()
+        # Steps being recorded by threads outside the workflow pool (agents run inline on the agent pool):
+        # stop() waits for them, so that nothing a stopped engine's run writes lands after a restart.
+        self._recorders = 0
+        self._recorded = threading.Condition()
         if hasattr(coordination, "budget_check"):
             coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
@@ -123,6 +128,8 @@ class WorkflowEngine(Component):
     def stop(self) -> None:
         """Stop scheduling; attempts in flight are abandoned where they are and resumed by the next start."""
         self.stopping.set()
+        with self._recorded:
+            self._recorded.wait_for(lambda: not self._recorders, timeout=30)
         with self._admit_wanted:
             self._admit_wanted.notify_all()
         self.timers.stop()
@@ -134,6 +141,22 @@ class WorkflowEngine(Component):
             self._running.clear()
             self._queue.clear()
             self._queued.clear()
+
+    @contextmanager
+    def recording(self, run: ExecutionRun) -> Iterator[bool]:
+        """While held (True): `run` is this engine's and may record a step; stop() waits for it. False: the
+        engine is stopping or the run is a stopped engine's (its successor was loaded from the database)."""
+        with self._recorded:
+            current = not self.stopping.is_set() and self._runs.get(run.id) is run
+            if current:
+                self._recorders += 1
+        try:
+            yield current
+        finally:
+            if current:
+                with self._recorded:
+                    self._recorders -= 1
+                    self._recorded.notify_all()
 
     def check(self) -> None:
         if self._admitter is None or not self._admitter.is_alive():

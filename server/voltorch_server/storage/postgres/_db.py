@@ -166,6 +166,7 @@ class PgDatabase:
             self._pool.close()
             raise unavailable(exc) from None
         self._closed = False
+        self.commits = 0  # transactions committed by this replica (the bench reports commits per step)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -190,6 +191,7 @@ class PgDatabase:
                 yield tx
                 for channel, head in tx._notify.items():
                     raw.execute("SELECT pg_notify(%s, %s)", (channel, head))
+        self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
         for fn in tx._after:
             fn()
 
