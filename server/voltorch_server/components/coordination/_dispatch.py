@@ -259,7 +259,7 @@ class Dispatcher:
         cancel = it.unit.cancel
         if cancel is None or cancel.is_set() or not self.running:
             return None
-        deltas = self._deltas(it.unit.run, it.task)
+        deltas = it.deltas = self._deltas(it.unit.run, it.task, hold=True)
         task = replace(
             it.task,
             on_delta=deltas.write,
@@ -274,6 +274,9 @@ class Dispatcher:
         run = it.unit.run
         if not self.running or self.runs.live.get(run.id) is not run:
             return None
+        held = it.deltas.drain() if it.deltas is not None else []
+        if held:  # the live text before the outcome, in its transaction
+            self.journal.events.append(tx, [self._delta_event(run, d) for d in held])
         self.record(tx, after, it.unit, it.attempt, checked(outcome))
         return run.final or run.snapshot(self.runs.position(run))
 
@@ -305,7 +308,7 @@ class Dispatcher:
                     AgentError(f"agent failed to start the task: {exc}", code="AGENT_CRASHED", retryable=True)
                 )
 
-    def _deltas(self, run: Run, task: AgentTask) -> DeltaStream:
+    def _deltas(self, run: Run, task: AgentTask, *, hold: bool = False) -> DeltaStream:
         """The live text of one attempt, published with the coordination's correlation (so WatchExecution
         and Subscribe deliver it next to the step's other events)."""
         base = {
@@ -318,18 +321,22 @@ class Dispatcher:
         }
 
         def publish(data: dict) -> None:
-            self.journal.events.publish(
-                NewEvent(
-                    type=DELTA_EVENT,
-                    source=SOURCE,
-                    data=data,
-                    correlation_id=run.correlation_id,
-                    priority=run.priority,
-                    traceparent=run.traceparent,
-                )
-            )
+            self.journal.events.publish(self._delta_event(run, data))
 
-        return DeltaStream(publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars)
+        return DeltaStream(
+            publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars, hold=hold
+        )
+
+    @staticmethod
+    def _delta_event(run: Run, data: dict) -> NewEvent:
+        return NewEvent(
+            type=DELTA_EVENT,
+            source=SOURCE,
+            data=data,
+            correlation_id=run.correlation_id,
+            priority=run.priority,
+            traceparent=run.traceparent,
+        )
 
     def _run_threaded(
         self,

@@ -15,6 +15,7 @@ from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, 
 from ...errors import InvalidArgument
 from ...priority import Priority
 from . import _store as store
+from ._deltas import DeltaStream
 from ._model import (
     MAX_OUTPUT_BYTES,
     TERMINAL,
@@ -180,14 +181,16 @@ class Prepared:
     plan: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class InlineTask:
-    """A task given to an in-process agent that the submitting thread runs itself (no agent pool)."""
+    """A task given to an in-process agent that the submitting thread runs itself (no agent pool);
+    `deltas`: its live text, the batches not yet published are written with its outcome."""
 
     unit: Unit
     attempt: int
     runtime: Agent
     task: AgentTask
+    deltas: DeltaStream | None = None
 
 
 @dataclass(frozen=True)
