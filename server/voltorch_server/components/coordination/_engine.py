@@ -8,7 +8,10 @@ the database's writer lock and then the engine lock (always in that order; the e
 held while waiting for the database). Dispatch is a scan of the queue done inline by whichever
 thread changed something (a request, a finished task, a connecting worker), in the same
 transaction; agents are launched after commit — threaded agents on the engine's pool, remote
-workers through their session. A timer thread enforces deadlines and worker heartbeats.
+workers through their session. A timer thread enforces deadlines and worker heartbeats. A caller with a
+transaction of its own (a workflow step's checkpoint) can write a coordination in it (prepare, submit_in)
+and, when its one task went to an in-process agent, run that agent itself and record the outcome in its
+next transaction (run_inline, complete_in): one commit per step, no hand-off to the agent pool.
 
 Lifecycle: start() loads agents, registers the built-in team and re-queues every queued or running
 coordination from the database; stop() abandons in-flight work without finishing it, so the next

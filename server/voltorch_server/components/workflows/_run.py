@@ -5,6 +5,14 @@ one transaction) before anything depends on them, so a restarted server rebuilds
 continues: finished steps are never run again, an in-flight attempt re-attaches to its coordination
 (idempotent request id `<execution>/<step>/<attempt>`, coordination id checkpointed before waiting).
 Attempts block in a shared thread pool; backoffs and deadlines are timers, not sleeping threads.
+
+One commit per step transition when the agent is in-process (offline, function, LLM): an attempt's
+coordination is written in the checkpoint that starts the attempt (CoordinationEngine.prepare/submit_in),
+so the step row names its coordination from the first commit on; when the engine gives the task to an
+in-process agent at once, the attempt runs that agent itself on the agent pool (one hand-off per chain,
+not one per step) and commits the agent's outcome, the coordination's end, the step's checkpoint and the
+start of the steps that became ready (with their coordinations) in one transaction. Remote workers and
+tasks that had to queue keep the engine's own commits: the attempt waits for the coordination as before.
 """
 
 from __future__ import annotations
