@@ -301,6 +301,7 @@ class WorkflowEngine(Component):
         }
         existing_id = None
         run = None
+        committed: Callable[[], None] | None = None
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
@@ -316,7 +317,11 @@ class WorkflowEngine(Component):
                 else:
                     row["status"] = PENDING if run_now else QUEUED
                     self.store.insert(tx, row, steps)
-                    if not run_now:
+                    if run_now:  # started in the same commit, its first steps too
+                        fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
+                        run = ExecutionRun(self, fresh, steps)
+                        committed = run.begin_in(tx, "workflow.execution.started", parameters=sorted(params))
+                    else:
                         queued = NewEvent(
                             type="workflow.execution.queued",
                             source="workflows",
@@ -326,16 +331,16 @@ class WorkflowEngine(Component):
                         )
                         self.events.append(tx, [queued])
             if existing_id is None:
-                if run_now:
+                if run is not None:
                     self._running.add(eid)
-                    run = self._load_locked(eid)
+                    self._runs[eid] = run
                 else:
                     self._enqueue_locked(eid, int(prio), now)
         if existing_id is not None:
             return self.get(existing_id), True
         self.metrics.workflows_started.add(1, {"template": t.name})
-        if run is not None:
-            run.begin("workflow.execution.started", parameters=sorted(params))
+        if committed is not None:
+            committed()
         return self.get(eid), False
 
     # -- reading -----------------------------------------------------------------------------------------------

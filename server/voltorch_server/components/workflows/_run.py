@@ -387,27 +387,53 @@ class ExecutionRun:
         """Become RUNNING (admitted, resumed or recovered): re-attach in-flight attempts, arm timers, advance.
         False (and nothing done) when terminal, or when `expect` is given and the status is not in it."""
         with self._transaction():
-            if self.status in TERMINAL or (expect and self.status not in expect):
-                return False
-            now = time.time()
-            first = self.start_time is None
-            self.status = RUNNING
-            self.run_since = now
-            self.start_time = self.start_time or now
-            events = [self._event(event, **data)] if event else []
-            if first and event != "workflow.execution.started":
-                events.insert(0, self._event("workflow.execution.started"))
-            self._commit(
-                events=events,
-                status=RUNNING,
-                run_since=now,
-                start_time=self.start_time,
-                run_elapsed=self.run_elapsed,
-            )
-            self._arm_deadline()
-            self._reattach()
-            self.advance()
-            return True
+            return self._begin(event, expect, data)
+
+    def begin_in(self, tx: Tx, event: str, **data: Any) -> Callable[[], None]:
+        """begin() inside the caller's transaction (the one that writes the new execution: its start and
+        its first steps' commit with it); returns what to call once that transaction has committed."""
+        with self.lock:
+            b = self._batch = _Batch()
+            try:
+                self._begin(event, (), data)
+            finally:
+                self._batch = None
+            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+
+        def committed() -> None:
+            with self.lock:
+                for job in b.jobs:
+                    self._dispatch(job)
+            for fn in b.after:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("workflow %s: after-checkpoint callback failed", self.id)
+
+        return committed
+
+    def _begin(self, event: str | None, expect: tuple[str, ...], data: dict[str, Any]) -> bool:
+        if self.status in TERMINAL or (expect and self.status not in expect):
+            return False
+        now = time.time()
+        first = self.start_time is None
+        self.status = RUNNING
+        self.run_since = now
+        self.start_time = self.start_time or now
+        events = [self._event(event, **data)] if event else []
+        if first and event != "workflow.execution.started":
+            events.insert(0, self._event("workflow.execution.started"))
+        self._commit(
+            events=events,
+            status=RUNNING,
+            run_since=now,
+            start_time=self.start_time,
+            run_elapsed=self.run_elapsed,
+        )
+        self._arm_deadline()
+        self._reattach()
+        self.advance()
+        return True
 
     def set_queued(self, event: str | None, **data: Any) -> None:
         with self._transaction():
