@@ -479,5 +479,5 @@ def print_results(results: Sequence[Result], title: str = "voltorch benchmarks")
             verdict,
         )
     console = Console()
-    console.width = max(console.width, 150)  # rich falls back to 80 columns when piped
+    console.width = max(console.width, 175 if counted else 150)  # rich falls back to 80 columns when piped
     console.print(table)
