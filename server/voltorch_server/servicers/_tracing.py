@@ -28,8 +28,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import errors as e
 from .. import telemetry
-from ..components.system import ErrorLog, storage_error
+from ..components.system import ErrorLog
 from ..metrics import Metrics, RpcSeries
+from ..storage import storage_error
 from ..telemetry import context_from_metadata, tracer
 from . import _status
 from ._handlers import behaviour, rebuild

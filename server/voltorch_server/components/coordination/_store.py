@@ -136,6 +136,18 @@ def get_row(db: Database, coordination_id: str) -> Any:
     return db.query_one("SELECT * FROM coordinations WHERE id=?", (coordination_id,))
 
 
+def by_request(tx: Tx, request_id: str) -> Any:
+    """The id and request hash of the coordination requested with this request id, if any."""
+    return tx.execute(
+        "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (request_id,)
+    ).fetchone()
+
+
+def probe(db: Database) -> None:
+    """Raise unless the coordinations table answers (the engine's health check)."""
+    db.query_one("SELECT 1 FROM coordinations LIMIT 1")
+
+
 def active_rows(db: Database) -> list[Any]:
     return db.query("SELECT * FROM coordinations WHERE status IN ('queued','running') ORDER BY id")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..migrations import MIGRATIONS_TABLE
+from ..sqlite.migrations import MIGRATIONS_TABLE
 from ._db import PgDatabase, PgTx
 
 MIGRATE_LOCK = 0x766F6C74  # "volt": the advisory lock key of schema migrations
