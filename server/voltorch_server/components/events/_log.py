@@ -9,6 +9,7 @@ then follow live (`_follow.Follower`); ListEvents pages through it; retention co
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 import time
@@ -503,7 +504,7 @@ class EventLog(Component):
         token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
         return EventPage(events, token, head)
 
-    def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[Event]:
+    def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> builtins.list[Event]:
         """Events carrying any of the trace or correlation ids, by sequence (GetTrace's timeline)."""
         return self.store.carrying(trace_ids, correlation_ids, limit)
 
