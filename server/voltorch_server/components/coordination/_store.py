@@ -1,5 +1,5 @@
 """SQL of the coordination engine: the `agents` and `coordinations` tables (schema in
-storage/migrations.py, `coordination_0001`). Rows in, dataclasses out; no engine state here."""
+storage/sqlite/migrations.py, `coordination_0001`). Rows in, dataclasses out; no engine state here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgreSQL schema: the same named migrations as SQLite's (storage/migrations.py) for what PostgreSQL
+"""PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py) for what PostgreSQL
 holds in this version, state and the event log, recorded in `_migrations`. Several replicas starting
 together apply them once: the whole run holds a transaction-level advisory lock."""
 

@@ -214,7 +214,7 @@ class Database:
         return None
 
     def try_lock(self, key: int) -> Lease | None:
-        """One server per file (storage/owner.py): its singleton jobs need no lease."""
+        """One server per file (storage/sqlite/owner.py): its singleton jobs need no lease."""
         return None
 
     def close(self) -> None:
