@@ -171,6 +171,7 @@ def _mixed(log: EventLog) -> None:
         (EventFilter(types=("*.error", "state.changed")), [4, 5]),
         (EventFilter(types=("workflow?.x",)), [6]),
         (EventFilter(types=("workflow?x",)), []),
+        (EventFilter(types=("state_changed",)), []),  # `_` is literal (PostgreSQL's LIKE: escaped)
         (EventFilter(types=("workflow.*.started",)), [1]),
         (EventFilter(source="workflows"), [1, 2]),
         (EventFilter(target="agent:a"), [3]),
