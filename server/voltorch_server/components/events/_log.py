@@ -1,10 +1,10 @@
 """The event log: the communication backbone every component publishes through.
 
-Events are appended to the log (its SQL is the store's: `EventsPort`, storage/stores/events.py) with a
-monotonic, gap-free sequence and then offered to in-process
-subscribers (the gRPC Subscribe stream is one of them). Appending inside another component's write
-transaction (`append(tx, ...)`) makes "write + its event" atomic. Subscribers replay from the log and
-then follow live (`_follow.Follower`); ListEvents pages through it; retention compacts its old end.
+Events are appended with a monotonic, gap-free sequence (the SQL is the store's: `EventsPort`,
+storage/stores/events.py) and then offered to in-process subscribers (the gRPC Subscribe stream is one
+of them). Appending inside another component's write transaction (`append(tx, ...)`) makes "write + its
+event" atomic. Subscribers replay from the log and then follow live (`_follow.Follower`); ListEvents
+pages through it; retention compacts its old end.
 """
 
 from __future__ import annotations
@@ -262,13 +262,13 @@ class EventLog(Component):
         new: list[Event] = []
         for p in prepared:
             if p.id:
-                dup = in_batch.get(p.id) or self._by_id(tx, p.id)
+                dup = in_batch.get(p.id) or store.by_id_in(tx, p.id)
                 if dup is not None:
                     receipts.append(Receipt(dup, duplicate=True))
                     continue
             correlation_id = p.correlation_id
             if not correlation_id and p.causation_id:
-                cause = in_batch.get(p.causation_id) or self._by_id(tx, p.causation_id)
+                cause = in_batch.get(p.causation_id) or store.by_id_in(tx, p.causation_id)
                 correlation_id = cause.correlation_id if cause is not None else ""
             if p.trace is None and ambient is None:
                 ambient = current_trace()
@@ -322,9 +322,6 @@ class EventLog(Component):
                 # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
                 tx.after_commit(lambda: self._deliver(new, now))
         return receipts
-
-    def _by_id(self, tx: Tx, event_id: str) -> Event | None:
-        return self.store.by_id_in(tx, event_id)
 
     def _catch_up(self, mine: list[Event] | None = None) -> None:
         """PostgreSQL: offer every committed event past the last delivered one to this replica's

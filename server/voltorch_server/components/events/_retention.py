@@ -1,8 +1,9 @@
 """Retention of the event log: drop events beyond a maximum age or count, oldest first (the deleting
 is the store's `compact`, on the compaction thread here).
 
-What has been compacted is recorded (the last sequence and time removed: `Floor`), so a reader asking for a compacted position gets OUT_OF_RANGE naming the oldest one still available,
-even when compaction emptied the log.
+What has been compacted is recorded (the last sequence and time removed: `Floor`), so a reader asking
+for a compacted position gets OUT_OF_RANGE naming the oldest one still available, even when compaction
+emptied the log.
 """
 
 from __future__ import annotations
