@@ -10,8 +10,8 @@ in one process each record their own.
 It runs on every call, so it is kept cheap: the wrapped handler is built once per method (the call's
 metadata is read from its context), the latency goes to a plain-Python histogram series kept per
 method and code (metrics.RpcDurations), and while no exporter is attached the span is built directly
-as the non-recording span the SDK would have built (telemetry.unsampled_span: still with real ids, for
-events and errors). Handlers are rebuilt with grpc's public constructors (_handlers.rebuild).
+as the non-recording span the SDK would have built (telemetry.unsampled_span: still with real ids, drawn
+when events or errors read them). Handlers are rebuilt with grpc's public constructors (_handlers.rebuild).
 """
 
 from __future__ import annotations
