@@ -12,9 +12,10 @@ What differs, and why:
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
 - Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
   revision, then the kv_history counter, then the events counter), so serialization failures and
-  deadlocks cannot arise between voltorch's own writers; should one come from elsewhere it is Aborted
-  (CONCURRENT_WRITER, retry) rather than internal. (No retry loop here: a transaction's body is the
-  caller's code, which `write()` cannot run again.)
+  deadlocks cannot arise between voltorch's own writers. Should one come from elsewhere (another
+  session on the database) it is a `TransactionConflict`: group-committed batches (state writes,
+  Publish) are run again with a jittered backoff (`storage/_retry`); a plain `write()` block, the
+  caller's code, cannot be, and its caller hears Aborted (CONCURRENT_WRITER, retry).
 - A lost connection is Unavailable (retry), never an internal error; the pool replaces dead connections.
   Connections are not pinged when taken from the pool (a round trip per query): after the database
   restarts, each stale pooled connection fails one call with Unavailable before it is replaced.
@@ -34,7 +35,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...errors import Aborted, Unavailable
+from ...errors import Unavailable
+from .._retry import TransactionConflict
 
 log = logging.getLogger("voltorch.db")
 
@@ -174,7 +176,7 @@ class PgDatabase:
                 yield raw
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
-                raise Aborted(
+                raise TransactionConflict(
                     f"concurrent transactions conflicted; retry ({exc})", reason="CONCURRENT_WRITER"
                 ) from None
             raise unavailable(exc) from None
