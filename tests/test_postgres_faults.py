@@ -177,3 +177,49 @@ def test_a_write_that_deadlocks_with_another_session_is_retried_and_commits(
             assert client.state.get("k").value == 1
         else:
             assert [e.type for e in client.events.list("after.deadlock")] == ["after.deadlock"]
+
+
+def _storage(client: voltorch.Client) -> tuple[str, str]:
+    """The storage component's status and message, as a fresh GetHealth reports them."""
+    health = client.orchestrator.health(refresh=True)
+    storage = next(c for c in health.components if c.name == "storage")
+    return storage.status, storage.message
+
+
+def test_get_health_answers_promptly_during_an_outage_and_recovers(postgres, pg_dsn: str) -> None:
+    """While the database refuses every connection, GetHealth (refresh=True: every check runs now)
+    answers within a short deadline and names the storage component UNHEALTHY with the reason; once the
+    database is back, storage is HEALTHY again and writes succeed."""
+    config = Config(
+        host="127.0.0.1", port=0, db=pg_dsn, shutdown_grace=1.0, watch_interval=0.2,
+        restart_stable_seconds=0.5,
+    )  # fmt: skip
+    srv = VoltorchServer(config).start()
+    try:
+        # Every GetHealth below must answer within 3 s (a DeadlineExceeded fails the test).
+        with voltorch.Client(srv.target, timeout=3) as client:
+            client.state.set("k", 1)
+            assert _storage(client)[0] == "HEALTHY"
+            _allow_connections(postgres, pg_dsn, False)
+            try:
+                status, message = until(lambda: (s := _storage(client))[0] == "UNHEALTHY" and s, timeout=20)
+                assert "database" in message and "retry" in message, message
+                for _ in range(3):  # and it stays prompt, round after round
+                    t0 = time.monotonic()
+                    assert _storage(client)[0] == "UNHEALTHY"
+                    assert time.monotonic() - t0 < 3
+            finally:
+                _allow_connections(postgres, pg_dsn, True)
+            until(lambda: _storage(client)[0] == "HEALTHY", timeout=30)
+
+            def write() -> bool:
+                try:
+                    client.state.set("k", 2)
+                    return True
+                except UnavailableError:  # a pooled connection from before the outage fails once
+                    return False
+
+            until(write, timeout=30)
+            assert client.state.get("k").value == 2
+    finally:
+        srv.stop(grace=1.0)

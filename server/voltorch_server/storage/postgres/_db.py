@@ -17,6 +17,9 @@ What differs, and why:
   Publish) are run again with a jittered backoff (`storage/_retry`); a plain `write()` block, the
   caller's code, cannot be, and its caller hears Aborted (CONCURRENT_WRITER, retry).
 - A lost connection is Unavailable (retry), never an internal error; the pool replaces dead connections.
+  A probe in the background (`_probe`) knows whether the database answers: while it does not, calls
+  fail at once with Unavailable and the reason (instead of each waiting out the pool's timeout), and
+  `check_reachable()` (the storage component's health check) answers without a round trip.
   Connections are not pinged when taken from the pool (a round trip per query): after the database
   restarts, each stale pooled connection fails one call with Unavailable before it is replaced.
 """
@@ -37,6 +40,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import Unavailable
 from .._retry import TransactionConflict
+from ._probe import Probe
 
 log = logging.getLogger("voltorch.db")
 
@@ -78,10 +82,9 @@ def _row_factory(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Any]:
     return lambda values: cls(values)
 
 
-def unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(
-        f"{RETRY_HINT} ({type(exc).__name__}: {str(exc).strip()[:200]})", reason="DATABASE_UNAVAILABLE"
-    )
+def unavailable(exc: BaseException | str) -> Unavailable:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return Unavailable(f"{RETRY_HINT} ({why})", reason="DATABASE_UNAVAILABLE")
 
 
 class _Conn:
@@ -167,10 +170,14 @@ class PgDatabase:
         except PoolTimeout as exc:
             self._pool.close()
             raise unavailable(exc) from None
+        self._probe = Probe(dsn)
         self._closed = False
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        down = self._probe.status()
+        if down:  # fail now rather than after the pool's timeout; the probe notices the database return
+            raise unavailable(down)
         try:
             with self._pool.connection() as raw:
                 yield raw
@@ -179,7 +186,15 @@ class PgDatabase:
                 raise TransactionConflict(
                     f"concurrent transactions conflicted; retry ({exc})", reason="CONCURRENT_WRITER"
                 ) from None
-            raise unavailable(exc) from None
+            error = unavailable(exc)
+            self._probe.failed(error.message)
+            raise error from None
+
+    def check_reachable(self) -> None:
+        """Unavailable (with the reason) while the database does not answer; no round trip."""
+        down = self._probe.status()
+        if down:
+            raise unavailable(down)
 
     @contextmanager
     def write(self) -> Iterator[PgTx]:
@@ -226,6 +241,7 @@ class PgDatabase:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._probe.close()
             self._pool.close()
 
 
@@ -254,7 +270,8 @@ class Listener:
                         self._call()
             except psycopg.Error as exc:
                 if not self._stop.is_set():
-                    log.warning("listener lost its connection (%s); reconnecting", exc)
+                    if self._conn is not None:  # once per outage (the probe tells when it ends)
+                        log.warning("listener lost its connection (%s); reconnecting", exc)
                     self._stop.wait(0.2)
             finally:
                 self._conn = None
