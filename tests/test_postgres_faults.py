@@ -57,9 +57,19 @@ def test_a_lost_database_is_unavailable_and_unhealthy_then_recovers(
         _allow_connections(postgres, pg_dsn, False)
         try:
             with pytest.raises(UnavailableError) as err:
-                client.state.get("k")
+                client.state.set("k", 2)
             assert err.value.reason == "DATABASE_UNAVAILABLE"
             assert "retry" in str(err.value)
+
+            def read_fails() -> UnavailableError | None:
+                # The cached row answers until the follower notices its connection is gone.
+                try:
+                    client.state.get("k")
+                    return None
+                except UnavailableError as exc:
+                    return exc
+
+            assert until(read_fails, timeout=10).reason == "DATABASE_UNAVAILABLE"
             # The watcher judges a component UNHEALTHY when its check raises: storage's, state's and
             # events' do.
             runtime = pg_server.runtime

@@ -247,10 +247,12 @@ class PgDatabase:
 
 class Listener:
     """One thread that LISTENs on channels and calls `wake()` on every notification, after a reconnect,
-    and every `idle` seconds (a missed notification only delays, never loses: readers go by position)."""
+    and every `idle` seconds (a missed notification only delays, never loses: readers go by position).
+    `live`: listening, and caught up once since connecting (so every commit from now on wakes it)."""
 
     def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[], None], idle: float):
         self._dsn, self._channels, self._wake, self._idle = dsn, list(channels), wake, idle
+        self.live = False
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
@@ -263,28 +265,33 @@ class Listener:
                     self._conn = conn
                     for ch in self._channels:
                         conn.execute(f'LISTEN "{ch}"')
-                    self._call()
+                    self.live = self._call()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=self._idle, stop_after=1):
                             pass
-                        self._call()
+                        self.live = self._call()
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     if self._conn is not None:  # once per outage (the probe tells when it ends)
                         log.warning("listener lost its connection (%s); reconnecting", exc)
                     self._stop.wait(0.2)
             finally:
+                self.live = False
                 self._conn = None
 
-    def _call(self) -> None:
+    def _call(self) -> bool:
+        """wake(); whether it succeeded."""
         try:
             self._wake()
+            return True
         except Exception:
             log.exception("catching up after a notification failed")
+            return False
 
     def stop(self) -> None:
         """Stop listening. Not waited for: the thread notices within `idle` seconds, and it only ever
         calls `wake()`, which reads by position (harmless once the caller has stopped)."""
+        self.live = False
         self._stop.set()
 
 
