@@ -224,6 +224,7 @@ def run(args: Namespace) -> list[Result]:
             base = by_name.get("sqlite x1 " + r.name.split(" ", 2)[2])
             if base is not None and base.rate:
                 r.baseline, r.ratio = base.name, r.rate / base.rate
-        elif r.name.startswith("sqlite"):
-            r.baseline, r.ratio = "echo", r.rate / by_name["echo"].rate if by_name["echo"].rate else None
+        elif r.name.startswith("sqlite") and "echo" in by_name:  # -k may leave echo out
+            echo = by_name["echo"]
+            r.baseline, r.ratio = "echo", r.rate / echo.rate if echo.rate else None
     return results
