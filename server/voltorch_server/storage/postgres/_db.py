@@ -125,12 +125,13 @@ def _unnest_sql(raw: psycopg.Connection, head: str, tail: str) -> str:
 class PgTx:
     """An open write transaction (see storage.Tx)."""
 
-    __slots__ = ("conn", "_after", "_notify")
+    __slots__ = ("conn", "_after", "_notify", "_counters")
 
     def __init__(self, conn: _Conn):
         self.conn = conn
         self._after: list[Callable[[], None]] = []
         self._notify: dict[str, str] = {}
+        self._counters: dict[str, int] = {}  # the counters this transaction has locked, as it left them
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> psycopg.Cursor:
         return self.conn.execute(sql, params)
@@ -155,15 +156,22 @@ class PgTx:
         self._after.append(fn)
 
     def counter(self, name: str) -> int:
-        """The counter's value, its row locked until this transaction ends (see the module docstring)."""
-        row = self.execute(
-            "SELECT value FROM voltorch_counters WHERE name = ? FOR UPDATE", (name,)
-        ).fetchone()
-        assert row is not None, f"no counter {name!r}: the migrations create every one"
-        return row[0]
+        """The counter's value, its row locked until this transaction ends (see the module docstring).
+        Asked again in the same transaction, it is known without a round trip: nobody else can change
+        a row this transaction has locked."""
+        value = self._counters.get(name)
+        if value is None:
+            row = self.execute(
+                "SELECT value FROM voltorch_counters WHERE name = ? FOR UPDATE", (name,)
+            ).fetchone()
+            assert row is not None, f"no counter {name!r}: the migrations create every one"
+            value = self._counters[name] = row[0]
+        return value
 
     def set_counter(self, name: str, value: int) -> None:
         self.execute("UPDATE voltorch_counters SET value = ? WHERE name = ?", (value, name))
+        if name in self._counters:
+            self._counters[name] = value
 
     def notify(self, channel: str, head: int) -> None:
         """NOTIFY `channel` with `head` once, just before COMMIT (the last call wins)."""
@@ -228,8 +236,9 @@ class PgDatabase:
             tx = PgTx(_Conn(raw))
             with raw.transaction():
                 yield tx
-                for channel, head in tx._notify.items():
-                    raw.execute("SELECT pg_notify(%s, %s)", (channel, head))
+                if tx._notify:  # one statement for every channel
+                    calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
+                    raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
         for fn in tx._after:
             fn()
 
