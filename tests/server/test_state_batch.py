@@ -14,9 +14,8 @@ from voltorch_server import telemetry
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import SetOp, StateStore
 from voltorch_server.errors import Conflict, NotFound
-from voltorch_server.storage import Database, GroupCommit, Pending, Take
+from voltorch_server.storage import Database, GroupCommit, Pending, Take, TransactionConflict
 from voltorch_server.storage import db as storage_db
-from voltorch_server.storage._retry import TransactionConflict
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._group_commit import GroupCommit, Pending, Take
+from ._retry import TransactionConflict
 from .db import Database, Tx
 from .integrity import IntegrityResult, check_connection, check_file, connect_read_only
 from .migrations import MIGRATIONS, migrate
@@ -19,6 +20,7 @@ __all__ = [
     "IntegrityResult",
     "Pending",
     "Take",
+    "TransactionConflict",
     "Tx",
     "check_connection",
     "check_file",

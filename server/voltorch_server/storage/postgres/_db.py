@@ -110,7 +110,7 @@ def _unnest_sql(raw: psycopg.Connection, head: str, tail: str) -> str:
         m = _INSERT_HEAD.fullmatch(head)
         assert m is not None, f"not an INSERT INTO table(columns): {head!r}"
         columns = [c.strip() for c in m[2].split(",")]
-        types = dict(
+        types: dict[str, str] = dict(
             raw.execute(
                 "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
                 " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
