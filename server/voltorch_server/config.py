@@ -37,8 +37,8 @@ class Config:
     # Batched event streams of a busy log gather what arrives for up to active streams / budget seconds
     # (at most stream_max_coalesce) into one message, so fan-out stays near this many messages per second
     # (each costs ~100 µs of server CPU); a quiet stream sends at once. 0 = every message at once.
-    stream_message_budget: float = 4000.0
-    stream_max_coalesce: float = 0.01
+    stream_message_budget: float = 3000.0
+    stream_max_coalesce: float = 0.015
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one object per line, with the trace id)
