@@ -13,7 +13,7 @@ import pytest
 from voltorch.v1 import events_pb2, events_pb2_grpc
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config, load
-from voltorch_server.servicers._streams import Coalescing
+from voltorch_server.servicers import Coalescing
 
 pb = events_pb2
 ACTIVE = Coalescing.ACTIVE_SECONDS
