@@ -76,8 +76,9 @@ class StubLLM:
     ) -> None:
         """keep_alive: answer in HTTP/1.1 and keep connections open, as real endpoints do (the bench);
         by default each call has its own connection (HTTP/1.0). pace: a streamed answer sends the chunk
-        after one that carries text only once pace is released (bounded wait), e.g. by the client's
-        on_delta, so each piece of text reaches the client on its own, as from a model writing slowly."""
+        after one that carries text only once pace is released (a wait of 10 s at most, then no more
+        pacing), e.g. by the client's on_delta, so each piece of text reaches the client on its own, as
+        from a model writing slowly."""
         self.answer = answer
         self.chunk_chars = chunk_chars
         self.pace = pace
@@ -164,8 +165,9 @@ class StubLLM:
                 self.close_connection = True
                 wrote_text = False
                 for chunk in stub.chunks(payload, include_usage):
-                    if wrote_text and stub.pace is not None:
-                        stub.pace.acquire(timeout=10)
+                    pace = stub.pace
+                    if wrote_text and pace is not None and not pace.acquire(timeout=10):
+                        stub.pace = None  # nobody releases it: send the rest at once
                     self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     self.wfile.flush()
                     wrote_text = any(
