@@ -1,4 +1,4 @@
-"""PostgreSQL schema: the same named migrations as SQLite's (storage/migrations.py) for what PostgreSQL
+"""PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py) for what PostgreSQL
 holds in this version, state and the event log, recorded in `_migrations`. Several replicas starting
 together apply them once: the whole run holds a transaction-level advisory lock."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..migrations import MIGRATIONS_TABLE
+from ..sqlite.migrations import MIGRATIONS_TABLE
 from ._db import PgDatabase, PgTx
 
 MIGRATE_LOCK = 0x766F6C74  # "volt": the advisory lock key of schema migrations
