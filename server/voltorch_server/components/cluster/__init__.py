@@ -1,0 +1,6 @@
+"""The cluster: this replica's identity and heartbeat, and every member's liveness as all replicas see it."""
+
+from ._cluster import PRUNE_LEASE, Cluster, new_replica_id
+from ._member import Member
+
+__all__ = ["PRUNE_LEASE", "Cluster", "Member", "new_replica_id"]

@@ -1,0 +1,18 @@
+"""A member of the cluster as GetHealth shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    address: str  # where clients reach it (host:port)
+    version: str
+    start_time: float
+    last_heartbeat: float
+    alive: bool  # its last heartbeat is at most `member_timeout` old
+    running_executions: int  # as it reported in its last heartbeat
+    connected_workers: int
+    local: bool  # the replica that answered
