@@ -46,6 +46,7 @@ def test_a_client_of_every_replica_keeps_working_when_one_is_killed(pg_dsn: str,
 
         def consume() -> None:
             for e in sub:
+                assert isinstance(e, voltorch.Event)
                 got.append(e.sequence)
                 first.set()
 

@@ -23,7 +23,7 @@ from ._metadata import MetadataInterceptor
 from ._orchestrator import OrchestratorClient
 from ._schedules import SchedulesClient
 from ._state import StateClient
-from ._targets import channel_target, service_config, split
+from ._targets import CHANNEL_OPTIONS, channel_target, service_config, split
 from ._tracing import TraceContextInterceptor
 from ._workflows import WorkflowsClient
 
@@ -84,6 +84,7 @@ class Client:
         opts: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.service_config", service_config()),
+            *CHANNEL_OPTIONS,
         ]
         if authority:
             opts.append(("grpc.default_authority", authority))

@@ -36,6 +36,15 @@ IDEMPOTENT: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+CHANNEL_OPTIONS: list[tuple[str, object]] = [
+    # This client's own connections: grpc otherwise shares them between channels of one process, so a new
+    # client to a server that just restarted would inherit an older client's wait before reconnecting.
+    ("grpc.use_local_subchannel_pool", 1),
+    # A replica (or a server) that comes back is reconnected within seconds, not grpc's default two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+
 RETRY_POLICY = {
     "maxAttempts": 5,  # grpc's upper limit: the first attempt and four retries
     "initialBackoff": "0.1s",
@@ -77,7 +86,7 @@ def channel_target(addresses: Sequence[str]) -> tuple[str, str | None]:
         host, port = _host_port(address)
         try:
             literal = ipaddress.ip_address(host)
-            found = [(literal.version, str(literal))]
+            found: list[tuple[int, str]] = [(literal.version, str(literal))]
         except ValueError:
             authority = authority or address
             found = _resolve(host, port, address)

@@ -49,7 +49,7 @@ class MemberStore:
                 ),
             )
 
-    def list(self) -> list[MemberRow]:
+    def all(self) -> list[MemberRow]:
         """Every member, oldest start first."""
         rows = self.db.query(f"SELECT {_COLUMNS} FROM members ORDER BY start_time, id")
         return [MemberRow(*tuple(r)) for r in rows]

@@ -123,7 +123,7 @@ class Cluster(Component):
         what it knows itself (GetHealth must answer during an outage)."""
         now = self._clock()
         try:
-            rows = self.store.list()
+            rows = self.store.all()
         except Exception as exc:
             log.warning("reading the members failed: %s", exc)
             beat = self._last_beat or self.start_time
