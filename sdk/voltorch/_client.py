@@ -81,6 +81,7 @@ class Client:
         self.target = ",".join(self.targets)
         self.timeout = timeout
         target, authority = channel_target(self.targets)
+        self.grpc_target = target  # what the channel dials: one address, or an ipv4:/ipv6: address list
         opts: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.service_config", service_config()),

@@ -11,51 +11,37 @@ import polling
 import pytest
 import voltorch
 from cli_process import cli
-from voltorch._targets import IDEMPOTENT, channel_target, service_config, split
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
 
 def test_a_list_of_addresses_becomes_one_grpc_address_list() -> None:
-    assert split("127.0.0.1:1, 127.0.0.2:2,") == ["127.0.0.1:1", "127.0.0.2:2"]
-    assert channel_target(["127.0.0.1:1", "127.0.0.2:2"]) == ("ipv4:127.0.0.1:1,127.0.0.2:2", None)
-    assert channel_target(["[::1]:1", "[::1]:2"]) == ("ipv6:[::1]:1,[::1]:2", None)
-    # Host names are resolved now; the first one is the authority the channel presents.
-    target, authority = channel_target(["localhost:1", "127.0.0.1:2"])
-    assert target.startswith("ipv4:") and target.endswith(",127.0.0.1:2") and authority == "localhost:1"
+    def dialed(target) -> str:
+        with voltorch.Client(target) as c:
+            return c.grpc_target
+
+    assert voltorch.Client("127.0.0.1:1, 127.0.0.2:2,").targets == ["127.0.0.1:1", "127.0.0.2:2"]
+    assert dialed(["127.0.0.1:1", "127.0.0.2:2"]) == "ipv4:127.0.0.1:1,127.0.0.2:2"
+    assert dialed("127.0.0.1:1,127.0.0.2:2") == "ipv4:127.0.0.1:1,127.0.0.2:2"
+    assert dialed(["[::1]:1", "[::1]:2"]) == "ipv6:[::1]:1,[::1]:2"
+    # Host names in a list are resolved now (localhost: without a network).
+    target = dialed(["localhost:1", "127.0.0.1:2"])
+    assert target.startswith("ipv4:") and target.endswith(",127.0.0.1:2")
     # One address (a DNS name may have several) is grpc's to resolve.
-    assert channel_target(["h1.example:50051"]) == ("h1.example:50051", None)
+    assert dialed("h1.example:50051") == "h1.example:50051"
 
 
 @pytest.mark.parametrize(
-    ("addresses", "message"),
+    ("target", "message"),
     [
         (["127.0.0.1:1", "[::1]:2"], "mix IPv4 and IPv6"),
         (["127.0.0.1:1", "127.0.0.2"], "'127.0.0.2' is not host:port"),
+        (" , ", "no server address"),
     ],
 )
-def test_a_bad_list_is_refused_naming_the_address(addresses: list[str], message: str) -> None:
+def test_a_bad_list_is_refused_naming_the_address(target, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        voltorch.Client(addresses)
-
-
-def test_an_empty_target_is_refused() -> None:
-    with pytest.raises(ValueError, match="no server address"):
-        split(" , ")
-
-
-def test_the_service_config_retries_only_idempotent_calls_on_unavailable() -> None:
-    config = json.loads(service_config())
-    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
-    [method] = config["methodConfig"]
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
-    retried = {(n["service"], n["method"]) for n in method["name"]}
-    assert ("voltorch.v1.StateService", "GetKey") in retried
-    assert ("voltorch.v1.WorkflowService", "StartExecution") in retried  # the SDK always sends a request id
-    for not_idempotent in ("SetKey", "DeleteKey", "Transaction"):
-        assert ("voltorch.v1.StateService", not_idempotent) not in retried
-    assert ("voltorch.v1.EventService", "Publish") not in retried
-    assert sum(len(m) for m in IDEMPOTENT.values()) == len(retried)
+        voltorch.Client(target)
 
 
 @pytest.fixture
@@ -89,3 +75,17 @@ def test_calls_go_round_robin_over_the_listed_servers(two_servers, monkeypatch) 
     out = cli("cluster", "-o", "json", "--target", ",".join(targets))
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == 1  # two separate SQLite servers: each its own one member
+
+
+def test_writes_the_channel_may_retry_always_carry_a_request_id(client: voltorch.Client) -> None:
+    """A retried StartExecution (its replica died before answering) must not start a second execution."""
+    started = client.workflows.execute_complete("write a haiku", skip_review=True)
+    assert started.execution.request_id.startswith("sdk-")
+    again = client.workflows.execute_complete(
+        "write a haiku", skip_review=True, request_id=started.execution.request_id
+    )
+    assert again.existing and again.execution.id == started.execution.id
+    coordination, existing = client.coordination.submit("summarise", required_capabilities=["analysis"])
+    assert coordination.request_id.startswith("sdk-") and not existing
+    mine = client.workflows.execute_complete("another", request_id="mine-1")
+    assert mine.execution.request_id == "mine-1"  # the caller's own key is kept

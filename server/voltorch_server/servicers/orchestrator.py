@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
 from voltorch.v1 import orchestrator_pb2 as pb
 from voltorch.v1 import orchestrator_pb2_grpc
-from voltorch.wire import Member as WireMember
 from voltorch.wire import member_pb
 
-from ..components.cluster import Cluster, Member
+from ..components.cluster import Cluster
 from ..components.system import (
     COUNTER,
     HISTOGRAM,
@@ -25,6 +23,7 @@ from ..components.system import (
     timeline,
 )
 from ._convert import duration, py_to_struct, ts, ts_to_float
+from ._wire import to_wire
 from .events import event_pb
 
 _STATUS = {
@@ -101,25 +100,6 @@ def _metric_pb(p: MetricPoint) -> pb.MetricValue:
     )
 
 
-def _member_pb(m: Member) -> pb.Member:
-    def at(seconds: float) -> datetime:
-        return datetime.fromtimestamp(seconds, tz=UTC)
-
-    return member_pb(
-        WireMember(
-            id=m.id,
-            address=m.address,
-            version=m.version,
-            start_time=at(m.start_time),
-            last_heartbeat=at(m.last_heartbeat),
-            alive=m.alive,
-            running_executions=m.running_executions,
-            connected_workers=m.connected_workers,
-            local=m.local,
-        )
-    )
-
-
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, runtime: Any):
         self.runtime = runtime
@@ -140,7 +120,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             connected_workers=h.connected_workers,
             error_count=h.error_count,
             last_error=error_pb(h.last_error),
-            members=[_member_pb(m) for m in self.cluster.members()],
+            members=[member_pb(to_wire(m)) for m in self.cluster.members()],
             replica_id=self.cluster.id,
         )
 
