@@ -29,7 +29,7 @@ from .servicers import (
     AuthInterceptor,
     ErrorInterceptor,
     HealthServicer,
-    RequestInterceptor,
+    RequestDecoding,
     StreamLimitInterceptor,
     anonymous_calls,
     telemetry_interceptor,
@@ -75,12 +75,12 @@ class VoltorchServer:
             max_anonymous_streams=config.max_anonymous_streams,
             is_anonymous=anonymous_calls(auth),
         )
-        # Outermost first. Requests are decoded innermost: inside auth (a rejected call is never decoded)
-        # and inside the error mapping (undecodable or meaningless fields become INVALID_ARGUMENT there).
+        # Outermost first. Requests are decoded innermost, in the error mapping's own wrapper: inside auth
+        # (a rejected call is never decoded) and inside the stream limit (a refused stream neither), and
+        # undecodable or meaningless fields become INVALID_ARGUMENT there.
         interceptors: list[grpc.ServerInterceptor] = [
-            ErrorInterceptor(),
             self.stream_limit,
-            RequestInterceptor(),
+            ErrorInterceptor(RequestDecoding()),
         ]
         # Bound now (like the gRPC port), served from start().
         if config.ui_port:

@@ -2,8 +2,8 @@
 
 Tracing is process-wide (OpenTelemetry has one global TracerProvider): the first server installs an SDK
 provider whose sampler records spans only while some exporter is attached, so with nothing exporting a
-span costs little more than two random ids — yet every event and error still carries real trace ids.
-Each server adds its exporters (OTLP from the standard OTEL_* variables, a console/file exporter from
+span costs little more than an object (its random ids are drawn only when read) — yet every event and
+error still carries real trace ids. Each server adds its exporters (OTLP from the standard OTEL_* variables, a console/file exporter from
 config) while it runs and removes them when it stops; tests attach an in-memory exporter the same way.
 
 Conventions for components (spans come from `tracer`):
@@ -280,25 +280,53 @@ def install() -> None:
             _own_ids = ids
 
 
+class _UnsampledSpan(trace.NonRecordingSpan):
+    """A non-recording span whose ids are drawn when first read (an error, an event, a child span), not
+    on every RPC: most calls never read them. Drawn once, under a lock, so every reader sees the same."""
+
+    def __init__(self, parent: otel_context.Context, ids: IdGenerator) -> None:
+        self._parent = parent
+        self._ids = ids
+        self._drawn: trace.SpanContext | None = None
+
+    def get_span_context(self) -> trace.SpanContext:
+        drawn = self._drawn
+        if drawn is None:
+            with _draw_lock:
+                drawn = self._drawn
+                if drawn is None:
+                    drawn = self._drawn = self._draw()
+        return drawn
+
+    def _draw(self) -> trace.SpanContext:
+        ids = self._ids
+        up = trace.get_current_span(self._parent).get_span_context()
+        if up.is_valid:
+            trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
+        else:
+            trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
+        flags = _RANDOM_FLAGS if random_id else _DEFAULT_FLAGS
+        return trace.SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
+        )
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+_draw_lock = threading.Lock()
+
+
 def unsampled_span(parent: otel_context.Context) -> trace.Span | None:
     """The span the tracer would start under `parent` right now if its sampler drops it — the parent's
     trace (or a new one), a new span id, not sampled, not recording — built without the SDK's detour
-    through the sampler and attribute handling (a few µs on every RPC). None when the tracer must decide:
-    spans are being recorded, or the process's provider is not the one `install()` made."""
+    through the sampler and attribute handling, its ids drawn only when read (a few µs on every RPC).
+    None when the tracer must decide: spans are being recorded, or the process's provider is not the one
+    `install()` made."""
     ids = _own_ids
     if ids is None or _fanout.processors:
         return None
-    up = trace.get_current_span(parent).get_span_context()
-    if up.is_valid:
-        trace_id, random_id, state = up.trace_id, up.trace_flags.random_trace_id, up.trace_state
-    else:
-        trace_id, random_id, state = ids.generate_trace_id(), ids.is_trace_id_random(), None
-    flags = _RANDOM_FLAGS if random_id else _DEFAULT_FLAGS
-    return trace.NonRecordingSpan(
-        trace.SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
-        )
-    )
+    return _UnsampledSpan(parent, ids)
 
 
 def add_span_processor(processor: SpanProcessor) -> None:

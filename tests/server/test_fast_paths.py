@@ -4,6 +4,7 @@ plain-Python rpc.server.duration histogram, and the span built directly while no
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import voltorch
@@ -14,6 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.events import EventLog
@@ -229,6 +231,28 @@ def test_the_dropped_span_is_what_the_sdk_would_have_built(traceparent: str, tra
         assert ours.trace_id == theirs.trace_id == int(traceparent.split("-")[1], 16)
     else:
         assert ours.trace_id != theirs.trace_id
+
+
+class _CountingIds(RandomIdGenerator):
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def generate_span_id(self) -> int:
+        self.drawn += 1
+        return super().generate_span_id()
+
+
+def test_the_dropped_span_draws_its_ids_only_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry.install()
+    assert telemetry._own_ids is not None  # the provider is ours: the shortcut applies
+    ids = _CountingIds()
+    monkeypatch.setattr(telemetry, "_own_ids", ids)
+    span = telemetry.unsampled_span(otel_context.Context())
+    assert span is not None and ids.drawn == 0  # an RPC that never reads its ids draws none
+    with ThreadPoolExecutor(8) as pool:  # first read from many threads at once: one draw, one answer
+        seen = {(c.trace_id, c.span_id) for c in pool.map(lambda _: span.get_span_context(), range(64))}
+    assert len(seen) == 1 and ids.drawn == 1
+    assert span.get_span_context().is_valid and ids.drawn == 1
 
 
 def test_a_callers_trace_continues_into_events_when_nothing_exports(

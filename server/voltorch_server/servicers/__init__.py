@@ -1,11 +1,11 @@
 """One thin gRPC adapter per service. Each module exposes register(server, runtime); the interceptors
-(auth, stream limits, request decoding and checks, error status, telemetry) wrap them all."""
+(telemetry, auth, stream limits, error status with request decoding and checks) wrap them all."""
 
 from . import coordination, events, orchestrator, state, workflows
 from ._auth import AuthInterceptor, allowed, anonymous_calls, parse_tokens
 from ._health import HealthServicer
 from ._limits import StreamLimitInterceptor
-from ._requests import RequestInterceptor, check_request
+from ._requests import RequestDecoding, check_request
 from ._status import ErrorInterceptor
 from ._tracing import telemetry_interceptor
 
@@ -16,7 +16,7 @@ __all__ = [
     "AuthInterceptor",
     "ErrorInterceptor",
     "HealthServicer",
-    "RequestInterceptor",
+    "RequestDecoding",
     "StreamLimitInterceptor",
     "allowed",
     "anonymous_calls",

@@ -2,8 +2,8 @@
 
 grpcio's own deserializer answers undecodable bytes with INTERNAL and logs a traceback per call (before
 authentication, so anyone could fill the log). Here the bytes reach our handler undecoded instead:
-undecodable ones get INVALID_ARGUMENT and one rate-limited warning line. An interceptor placed inside
-authentication wraps the handler, so a call that auth rejects is never decoded at all.
+undecodable ones get INVALID_ARGUMENT and one rate-limited warning line. The error interceptor (inside
+authentication) decodes through RequestDecoding, so a call that auth rejects is never decoded at all.
 
 A decoded request is then checked where its wire form allows values with no meaning, for every field of
 every request, found from the message descriptors (a new field is covered without a servicer change):
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import grpc
@@ -27,7 +27,6 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from ..errors import InvalidArgument
-from ._handlers import WrappingInterceptor, behaviour, rebuild
 
 log = logging.getLogger("voltorch.requests")
 
@@ -292,37 +291,19 @@ def _message_type(deserializer: Any) -> type[Message] | None:
     return None
 
 
-class RequestInterceptor(WrappingInterceptor):
-    """Takes decoding from grpcio: each handler gets raw bytes and decodes (and checks) them itself.
-    Must sit inside the error interceptor (its INVALID_ARGUMENT becomes a status there) and inside
-    authentication (a rejected call is never decoded). Undecodable requests are logged at most once per
-    `log_every` seconds."""
+class RequestDecoding:
+    """Takes decoding from grpcio: `for_handler` gives the function that decodes (and checks) a method's
+    request bytes, and the error interceptor serves the method with raw bytes through it — in its own
+    frame, so the check adds no layer per call, and inside authentication (a rejected call is never
+    decoded). Undecodable requests are logged at most once per `log_every` seconds."""
 
     def __init__(self, *, log_every: float = 60.0) -> None:
-        warn = _RateLimitedWarning(log_every)
-        super().__init__(lambda handler, method: _decoding(handler, method, warn))
+        self._warn = _RateLimitedWarning(log_every)
 
-
-def _decoding(
-    handler: grpc.RpcMethodHandler, method: str, warn: Callable[..., None]
-) -> grpc.RpcMethodHandler:
-    message_type = _message_type(handler.request_deserializer)
-    if message_type is None:
-        return handler
-    decode = decoder(message_type, method, warn)
-    fn = behaviour(handler)
-    if not handler.request_streaming:
-
-        def one(request: bytes, context: grpc.ServicerContext) -> Any:
-            return fn(decode(request), context)
-
-        return rebuild(handler, one, raw_requests=True)
-
-    def decoded(requests: Iterator[bytes]) -> Iterator[Message]:
-        for data in requests:
-            yield decode(data)
-
-    def many(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-        return fn(decoded(requests), context)
-
-    return rebuild(handler, many, raw_requests=True)
+    def for_handler(self, handler: grpc.RpcMethodHandler, method: str) -> Callable[[bytes], Message] | None:
+        """bytes -> checked request for the method `handler` serves; None when grpcio must keep decoding
+        (a deserializer that is not a generated message's FromString)."""
+        message_type = _message_type(handler.request_deserializer)
+        if message_type is None:
+            return None
+        return decoder(message_type, method, self._warn)

@@ -10,8 +10,8 @@ in one process each record their own.
 It runs on every call, so it is kept cheap: the wrapped handler is built once per method (the call's
 metadata is read from its context), the latency goes to a plain-Python histogram series kept per
 method and code (metrics.RpcDurations), and while no exporter is attached the span is built directly
-as the non-recording span the SDK would have built (telemetry.unsampled_span: still with real ids, for
-events and errors). Handlers are rebuilt with grpc's public constructors (_handlers.rebuild).
+as the non-recording span the SDK would have built (telemetry.unsampled_span: still with real ids, drawn
+when events or errors read them). Handlers are rebuilt with grpc's public constructors (_handlers.rebuild).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from .. import errors as e
-from .. import telemetry
 from ..components.system import ErrorLog, storage_error
 from ..metrics import Metrics, RpcSeries
-from ..telemetry import context_from_metadata, tracer
+from ..telemetry import context_from_metadata, tracer, unsampled_span
 from . import _status
 from ._handlers import behaviour, rebuild
 
@@ -195,11 +194,11 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         if not self.tracing:
             return None, None
         parent = context_from_metadata(context.invocation_metadata()) or _EMPTY
-        dropped = telemetry.unsampled_span(parent)
+        dropped = unsampled_span(parent)
         if dropped is not None:  # nothing to finish: the span records nothing
-            return None, trace.set_span_in_context(dropped, parent)
+            return None, set_span_in_context(dropped, parent)
         span = tracer.start_span(m.name, context=parent, kind=SpanKind.SERVER, attributes=m.attributes)
-        return span, trace.set_span_in_context(span, parent)
+        return span, set_span_in_context(span, parent)
 
     def _finish(
         self, span: trace.Span | None, m: _Method, code: grpc.StatusCode, t0: float, ctx: Any
@@ -215,26 +214,29 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
     def _unary(self, fn: Callable, m: _Method) -> Callable:
         ok = m.series(self.metrics, grpc.StatusCode.OK)
         on_error = self.on_error
+        start = self._start
+        clock = time.perf_counter
+        attach, detach = otel_context.attach, otel_context.detach
 
         def handler(request, context):
-            t0 = time.perf_counter()
-            span, ctx = self._start(m, context)
-            token = otel_context.attach(ctx) if ctx is not None else None
+            t0 = clock()
+            span, ctx = start(m, context)
+            token = attach(ctx) if ctx is not None else None
             rtoken = _recorder.set(on_error)
             try:
                 response = fn(request, context)
             except BaseException:
                 _recorder.reset(rtoken)
                 if token is not None:
-                    otel_context.detach(token)
+                    detach(token)
                 self._finish(span, m, _code(context, grpc.StatusCode.UNKNOWN), t0, context)
                 raise
             _recorder.reset(rtoken)
             if token is not None:
-                otel_context.detach(token)
+                detach(token)
             # A normal return is OK: servicers report failures only by raising (see _status).
             if span is None:
-                ok.add((time.perf_counter() - t0) * 1e3)
+                ok.add((clock() - t0) * 1e3)
             else:
                 self._finish(span, m, grpc.StatusCode.OK, t0, context)
             return response
