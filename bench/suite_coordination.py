@@ -114,11 +114,12 @@ def _engine_round(args: Any) -> tuple[float, float, list[tuple[int, int]], list[
     from voltorch_server.components.events import EventLog
     from voltorch_server.config import Config
     from voltorch_server.storage import Database, migrate
+    from voltorch_server.storage.stores import SqlEvents
 
     with tempfile.TemporaryDirectory(prefix="voltorch-bench-engine-") as tmp:
         db = Database(os.path.join(tmp, "engine.db"))
         migrate(db)
-        engine = CoordinationEngine(db, EventLog(db), Config(builtin_agents=False))
+        engine = CoordinationEngine(db, EventLog(SqlEvents(db)), Config(builtin_agents=False))
         engine.start()
         entered: dict[str, int] = {}
 

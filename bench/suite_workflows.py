@@ -120,14 +120,25 @@ def _engine_round(args: Any) -> dict[str, Any]:
     from voltorch_server.components.workflows.templates import AgentTaskSpec, StepSpec, Template
     from voltorch_server.config import Config
     from voltorch_server.storage import Database, migrate
+    from voltorch_server.storage.stores import Stores
 
     with tempfile.TemporaryDirectory(prefix="voltorch-bench-wf-") as tmp:
         db = Database(os.path.join(tmp, "wf.db"))
         migrate(db)
-        events = EventLog(db)
-        state = StateStore(db, events)
+        stores = Stores.build(db, db)
+        events = EventLog(stores.events)
+        state = StateStore(stores.state, events)
         coord = CoordinationEngine(db, events, Config(builtin_agents=False))
-        wf = WorkflowEngine(db, events, state, coord, concurrency=max(100, args.clients * 4))
+        wf = WorkflowEngine(
+            db,
+            events,
+            state,
+            coord,
+            signals=stores.signals,
+            timers=stores.timers,
+            templates=stores.templates,
+            concurrency=max(100, args.clients * 4),
+        )
         for c in (events, state, coord, wf):
             c.start()
         coord.register_agent(

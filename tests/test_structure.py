@@ -4,11 +4,14 @@
 - The SDK never imports the server.
 - A `_private` module is imported only from inside its own package; tests and bench go through faces.
 - Outside a component package, only the package itself (its `__init__`, the face) is imported.
+- Components hold no SQL and import no database driver: their SQL is in storage/stores, behind the store
+  interface each component declares.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,17 @@ COMPONENTS = "voltorch_server.components"
 # span by hand, and a test compares it with the SDK's; issue 10 item 6 (public OpenTelemetry APIs only)
 # removes that code, and this exception with it.
 KNOWN = frozenset({("tests.server.test_fast_paths", "voltorch_server.servicers._tracing")})
+
+# Components whose SQL has not moved to storage/stores yet. They move next (issue 11, item 1): another change
+# is rewriting the step write path in them now.
+SQL_NOT_MOVED_YET = frozenset(
+    {"voltorch_server.components.coordination._store", "voltorch_server.components.workflows._executions"}
+)
+SQL_START = re.compile(
+    r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|UPSERT|CREATE|ALTER|DROP|WITH|PRAGMA|BEGIN|COMMIT|ROLLBACK"
+    r"|SAVEPOINT|VACUUM|ANALYZE|LISTEN|NOTIFY|LOCK|SET TRANSACTION)\s"  # a keyword alone is a word ("DELETE")
+)
+DRIVERS = frozenset({"sqlite3", "psycopg", "psycopg_pool", "psycopg2"})
 
 
 def module_name(path: Path) -> str:
@@ -99,6 +113,55 @@ def violations(importer: str, is_pkg: bool, source: str) -> list[str]:
         if deep and not inside(importer, package) and not is_package(target):
             found.append(f"{where}: import the face {package} instead")
     return found
+
+
+def sql_violations(module: str, source: str) -> list[str]:
+    """SQL in a component: a string constant (an f-string's literal parts too) that starts a statement, or
+    an import of a database driver."""
+    if not inside(module, COMPONENTS) or module in SQL_NOT_MOVED_YET:
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+            found.append(f"{module}:{node.lineno} holds SQL ({node.value.strip()[:40]!r}): put it in a store")
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                if name.split(".")[0] in DRIVERS and not getattr(node, "level", 0):
+                    found.append(
+                        f"{module}:{node.lineno} imports {name}: components reach the database through a store"
+                    )
+    return found
+
+
+def test_components_hold_no_sql() -> None:
+    found = []
+    for path in source_files():
+        found += sql_violations(module_name(path), path.read_text())
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'ROWS = "SELECT * FROM kv WHERE key = ?"',
+        "def f(tx):\n    tx.execute(\"UPDATE meta SET value = ? WHERE name = 'revision'\", (1,))",
+        'def f(db, col):\n    return db.query(f"SELECT {col} FROM events")',
+        'Q = (\n    "  INSERT INTO errors(id)"\n    " VALUES (?)"\n)',
+        'db.query_one("PRAGMA schema_version")',
+        "import sqlite3",
+        "from psycopg import errors",
+    ],
+)
+def test_the_sql_rule_catches_sql_in_a_component(source: str) -> None:
+    assert sql_violations("voltorch_server.components.state._store", source)
+
+
+def test_the_sql_rule_passes_plain_strings_and_other_packages() -> None:
+    plain = 'MSG = "select a key"\nPUT, DELETE = "PUT", "DELETE"\nDOC = "Updates the cache"'
+    assert not sql_violations("voltorch_server.components.state._store", plain)
+    assert not sql_violations("voltorch_server.storage.stores.state", 'Q = "SELECT 1"\nimport sqlite3')
+    assert not sql_violations("voltorch_server.components.coordination._store", 'Q = "SELECT 1"')
 
 
 def test_the_tree_keeps_the_import_rules() -> None:

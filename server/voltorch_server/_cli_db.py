@@ -32,7 +32,7 @@ def _path(args: argparse.Namespace) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .storage.inspect import inspect_database
+    from .storage.sqlite.inspect import inspect_database
 
     path = _path(args)
     try:

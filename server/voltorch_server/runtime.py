@@ -21,8 +21,8 @@ from .components.workflows import WorkflowEngine
 from .config import Config
 from .errors import StartupError
 from .metrics import Metrics
-from .storage import Database, is_postgres_url, migrate, open_database
-from .storage.owner import OwnerLock
+from .storage import Database, OwnerLock, is_postgres_url, migrate, open_database
+from .storage.stores import Stores
 from .telemetry import Tracing
 
 log = logging.getLogger("voltorch")
@@ -52,18 +52,20 @@ class Runtime:
                 shared.close()
             raise
         self.db: Any = shared if shared is not None else self.local_db
+        # The SQL of every component, in one store per concept (storage/stores), handed to each below.
+        self.stores = stores = Stores.build(self.db, self.local_db)
         self.storage = Storage(self.local_db, shared=shared)
         self.tracing = Tracing.from_config(config)  # exporters attached while running
         self.metrics = Metrics.for_server(config)  # this server's own MeterProvider
         self.events = EventLog(
-            self.db,
+            stores.events,
             subscriber_buffer=config.subscriber_buffer,
             retention_seconds=config.event_retention_seconds,
             retention_count=config.event_retention_count,
             compaction_interval=config.event_compaction_interval,
         )
-        self.errors = ErrorLog(self.local_db, self.events, self.metrics)
-        self.state = StateStore(self.db, self.events, watch_buffer=config.subscriber_buffer)
+        self.errors = ErrorLog(stores.system, self.events, self.metrics)
+        self.state = StateStore(stores.state, self.events, watch_buffer=config.subscriber_buffer)
         # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
         self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
         self.metrics.observe_llm_endpoints(self.limiters.snapshots)
@@ -74,14 +76,17 @@ class Runtime:
             self.events,
             self.state,
             self.coordination,
+            signals=stores.signals,
+            timers=stores.timers,
+            templates=stores.templates,
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
             llm_capacity=self.limiters.capacity,
         )
-        self.schedules = Scheduler(self.local_db, self.workflows)
+        self.schedules = Scheduler(stores.schedules, self.workflows)
         # Members live beside state and events: on PostgreSQL every replica sees every other one.
         self.cluster = Cluster(
-            self.db,
+            stores.members,
             replica_id=config.replica_id,
             timeout=config.member_timeout,
             retention=config.member_retention,
@@ -105,7 +110,7 @@ class Runtime:
         self.watcher = Watcher(
             config,
             self.components,
-            db=self.local_db,
+            store=stores.system,
             events=self.events,
             errors=self.errors,
             metrics=self.metrics,

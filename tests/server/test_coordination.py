@@ -22,13 +22,14 @@ from voltorch_server.components.events import EventFilter, EventLog
 from voltorch_server.config import Config
 from voltorch_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from voltorch_server.priority import Priority
+from voltorch_server.storage.stores import SqlEvents
 
 WAIT = 10.0
 
 
 @pytest.fixture
 def events(db) -> EventLog:
-    return EventLog(db)
+    return EventLog(SqlEvents(db))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""WAL checkpoints run beside the writers (storage/db.py): the WAL still starts over, and every
+"""WAL checkpoints run beside the writers (storage/sqlite/db.py): the WAL still starts over, and every
 acknowledged commit is in the database file, or recovered from the WAL after a crash."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.errors import InvalidArgument, NotFound, OutOfRange
 from voltorch_server.priority import Priority
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlEvents
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -22,7 +23,7 @@ BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (
 
 @pytest.fixture
 def log(db: Database) -> Iterator[EventLog]:
-    ev = EventLog(db, subscriber_buffer=100)
+    ev = EventLog(SqlEvents(db), subscriber_buffer=100)
     yield ev
     ev.stop()
 
@@ -170,6 +171,7 @@ def _mixed(log: EventLog) -> None:
         (EventFilter(types=("*.error", "state.changed")), [4, 5]),
         (EventFilter(types=("workflow?.x",)), [6]),
         (EventFilter(types=("workflow?x",)), []),
+        (EventFilter(types=("state_changed",)), []),  # `_` is literal (PostgreSQL's LIKE: escaped)
         (EventFilter(types=("workflow.*.started",)), [1]),
         (EventFilter(source="workflows"), [1, 2]),
         (EventFilter(target="agent:a"), [3]),
@@ -317,7 +319,7 @@ def test_list_pages_both_ways_with_bounds(log: EventLog) -> None:
 
 def test_list_by_time_range(db: Database) -> None:
     now = [1000.0]
-    log = EventLog(db, clock=lambda: now[0])
+    log = EventLog(SqlEvents(db), clock=lambda: now[0])
     for i in range(5):
         now[0] = 1000.0 + i
         log.emit("t.x", i)
@@ -384,7 +386,7 @@ def test_correlation_survives_cycles_and_rejects_bad_input(log: EventLog) -> Non
 
 
 def test_compaction_by_count_and_out_of_range(db: Database) -> None:
-    log = EventLog(db, retention_count=5)
+    log = EventLog(SqlEvents(db), retention_count=5)
     log.publish_batch([NewEvent("r.x", data=i) for i in range(20)])
     assert log.compact() == 15
     assert log.oldest_available() == 16
@@ -403,7 +405,7 @@ def test_compaction_by_count_and_out_of_range(db: Database) -> None:
 
 
 def test_compaction_by_age_can_empty_the_log(db: Database) -> None:
-    log = EventLog(db, retention_seconds=60)
+    log = EventLog(SqlEvents(db), retention_seconds=60)
     first = log.emit("r.a")
     log.emit("r.b")
     assert log.compact(now=first.time + 30) == 0
@@ -419,7 +421,7 @@ def test_compaction_by_age_can_empty_the_log(db: Database) -> None:
 
 
 def test_a_listing_that_falls_into_compacted_range_is_out_of_range(db: Database) -> None:
-    log = EventLog(db, retention_count=2)
+    log = EventLog(SqlEvents(db), retention_count=2)
     log.publish_batch([NewEvent("r.x")] * 10)
     page = log.list(page_size_=3)
     log.compact()
@@ -442,7 +444,7 @@ class _SignallingLog(EventLog):
 
 
 def test_background_compaction_runs_after_start(db: Database) -> None:
-    log = _SignallingLog(db, retention_count=3, compaction_interval=0.01)
+    log = _SignallingLog(SqlEvents(db), retention_count=3, compaction_interval=0.01)
     log.publish_batch([NewEvent("r.x")] * 10)
     log.start()
     try:

@@ -16,13 +16,14 @@ from voltorch_server.components import Broadcaster, Closed, Follower, Overflow
 from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.servicers.events import _Rendered, _serialize_response, event_pb, render_event
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlEvents
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture
 def log(db: Database) -> Iterator[EventLog]:
-    ev = EventLog(db, subscriber_buffer=50)
+    ev = EventLog(SqlEvents(db), subscriber_buffer=50)
     yield ev
     ev.stop()
 

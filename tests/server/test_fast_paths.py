@@ -23,6 +23,7 @@ from voltorch_server.components.state import KeyValue, KVCache, Row, StateStore
 from voltorch_server.errors import NotFound
 from voltorch_server.metrics import _MS_BUCKETS, SCOPE, InMemoryReader, PrometheusRpcDurations, RpcDurations
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlEvents, SqlState
 
 
 class FakeClock:
@@ -40,7 +41,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(db: Database, clock: FakeClock) -> Iterator[StateStore]:
-    s = StateStore(db, EventLog(db), clock=clock)
+    s = StateStore(SqlState(db), EventLog(SqlEvents(db)), clock=clock)
     yield s
     s.stop()
 

@@ -13,12 +13,15 @@ from fake_clock import FakeClock
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.cluster import Cluster
 from voltorch_server.config import Config
+from voltorch_server.storage.stores import SqlMembers
 
 BOTH_BACKENDS = True
 
 
 def _cluster(db, clock: FakeClock, replica_id: str, load=(0, 0)) -> Cluster:
-    c = Cluster(db, replica_id=replica_id, timeout=10.0, retention=60.0, load=lambda: load, clock=clock)
+    c = Cluster(
+        SqlMembers(db), replica_id=replica_id, timeout=10.0, retention=60.0, load=lambda: load, clock=clock
+    )
     c.address = f"{replica_id}.example:50051"
     return c
 

@@ -17,6 +17,7 @@ from voltorch_server.components.system import MAX_SAMPLES_PER_SERIES, MetricColl
 from voltorch_server.config import Config
 from voltorch_server.metrics import Metrics
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlSystem
 
 
 def test_rpc_and_event_metrics_move_with_work(client: voltorch.Client) -> None:
@@ -173,7 +174,7 @@ def test_history_is_persisted_filtered_and_survives_a_restart(config: Config) ->
 
 
 def test_history_retention_and_thinning(db: Database) -> None:
-    history = MetricHistory(db, retention_seconds=100.0)
+    history = MetricHistory(SqlSystem(db), retention_seconds=100.0)
     now = 10_000.0
     history.record([Sample("x", {}, now - 500, 1.0)], now - 500)
     many = [Sample("y", {"a": "1"}, now - 90 + i * 0.05, float(i)) for i in range(1500)]

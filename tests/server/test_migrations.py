@@ -13,7 +13,7 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.cli import main
 from voltorch_server.config import Config
 from voltorch_server.storage import MIGRATIONS, Database, migrate
-from voltorch_server.storage.inspect import inspect_database
+from voltorch_server.storage.sqlite.inspect import inspect_database
 
 OLD_DUMP = Path(__file__).parent / "data" / "voltorch-0.1.0.sql"
 AFTER_0_1_0 = [
@@ -74,7 +74,7 @@ def test_a_fresh_database_has_the_schema_0_1_0_made_plus_later_migrations(tmp_pa
 
 
 def test_a_failed_migration_leaves_nothing_half_written(tmp_path: Path, monkeypatch) -> None:
-    from voltorch_server.storage import migrations
+    from voltorch_server.storage.sqlite import migrations
 
     def broken(tx) -> None:
         migrations._schema(tx).table("half").create({"id": int}, pk="id")

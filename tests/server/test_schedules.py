@@ -95,7 +95,9 @@ def scheduler(server, client):
     the server's own scheduler is stopped so that only the test moves time)."""
     client.workflows.register_template(HOLD)
     server.runtime.schedules.stop()
-    return Scheduler(server.runtime.db, server.runtime.workflows, clock=FakeClock(T0), grace=5.0)
+    return Scheduler(
+        server.runtime.stores.schedules, server.runtime.workflows, clock=FakeClock(T0), grace=5.0
+    )
 
 
 def test_cron_ticks_follow_the_time_zone(scheduler):

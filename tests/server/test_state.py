@@ -21,18 +21,19 @@ from voltorch_server.components.state import (
 )
 from voltorch_server.errors import Conflict, InvalidArgument, NotFound
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlEvents, SqlState
 
 BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 
 @pytest.fixture
 def events(db: Database) -> EventLog:
-    return EventLog(db)
+    return EventLog(SqlEvents(db))
 
 
 @pytest.fixture
 def store(db: Database, events: EventLog, clock: FakeClock) -> Iterator[StateStore]:
-    s = StateStore(db, events, clock=clock)  # not started: no background sweeper racing the tests
+    s = StateStore(SqlState(db), events, clock=clock)  # not started: no background sweeper racing the tests
     yield s
     s.stop()
 
@@ -184,7 +185,7 @@ def test_watch_from_a_future_revision_skips_what_commits_before_it(store: StateS
 def test_watch_names_exact_resume_points_when_the_component_stops(
     db: Database, events: EventLog, clock: FakeClock
 ) -> None:
-    store = StateStore(db, events, clock=clock)
+    store = StateStore(SqlState(db), events, clock=clock)
     store.set("x", 1)
     store.set("y", 1)
     idle = store.watch(key="x")  # only new changes; nothing delivered before the stop

@@ -15,17 +15,18 @@ from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import SetOp, StateStore
 from voltorch_server.errors import Conflict, NotFound
 from voltorch_server.storage import Database, GroupCommit, Pending, Take
-from voltorch_server.storage import db as storage_db
+from voltorch_server.storage.sqlite import db as storage_db
+from voltorch_server.storage.stores import SqlEvents, SqlState
 
 
 @pytest.fixture
 def events(db: Database) -> EventLog:
-    return EventLog(db)
+    return EventLog(SqlEvents(db))
 
 
 @pytest.fixture
 def store(db: Database, events: EventLog) -> Iterator[StateStore]:
-    s = StateStore(db, events)  # not started: no TTL sweeper writing beside the tests
+    s = StateStore(SqlState(db), events)  # not started: no TTL sweeper writing beside the tests
     yield s
     s.stop()
 

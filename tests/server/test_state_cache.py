@@ -13,11 +13,12 @@ from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import KVCache, Row, SetOp, StateStore
 from voltorch_server.errors import Aborted, Conflict, NotFound
 from voltorch_server.storage import Database
+from voltorch_server.storage.stores import SqlEvents, SqlState
 
 
 @pytest.fixture
 def store(db: Database, clock: FakeClock) -> Iterator[StateStore]:
-    s = StateStore(db, EventLog(db), clock=clock)
+    s = StateStore(SqlState(db), EventLog(SqlEvents(db)), clock=clock)
     yield s
     s.stop()
 
@@ -81,7 +82,9 @@ def test_a_second_process_writing_the_database_is_noticed(store: StateStore, db_
     store.set("k", 1)
     other_db = Database(db_path)
     try:
-        StateStore(other_db, EventLog(other_db)).set("k", 2)  # revision 2, behind this store's back
+        StateStore(SqlState(other_db), EventLog(SqlEvents(other_db))).set(
+            "k", 2
+        )  # revision 2, behind this store's back
     finally:
         other_db.close()
     with pytest.raises(Aborted):

@@ -13,9 +13,9 @@ import voltorch
 from fake_clock import FakeClock
 from voltorch.v1 import events_pb2, orchestrator_pb2, state_pb2
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components.system import Storage, storage_error
+from voltorch_server.components.system import Storage
 from voltorch_server.errors import DatabaseCorrupt, StartupError
-from voltorch_server.storage import Database, check_file, migrate
+from voltorch_server.storage import Database, check_file, migrate, storage_error
 
 PAGE = 4096
 

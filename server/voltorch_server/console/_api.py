@@ -343,7 +343,7 @@ def list_errors(r: Request) -> dict[str, Any]:
 
 def trace(r: Request) -> dict[str, Any]:
     t = timeline(
-        r.runtime.db,
+        r.runtime.events,
         r.runtime.errors,
         trace_id=r.query.str("trace_id"),
         correlation_id=r.query.str("correlation_id"),

@@ -27,8 +27,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from .. import errors as e
-from ..components.system import ErrorLog, storage_error
+from ..components.system import ErrorLog
 from ..metrics import Metrics, RpcSeries
+from ..storage import storage_error
 from ..telemetry import context_from_metadata, tracer, unsampled_span
 from . import _status
 from ._handlers import behaviour, rebuild

@@ -178,7 +178,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def GetTrace(self, request: pb.GetTraceRequest, context: grpc.ServicerContext) -> pb.GetTraceResponse:
         t = timeline(
-            self.runtime.db,
+            self.runtime.events,
             self.runtime.errors,
             trace_id=request.trace_id,
             correlation_id=request.correlation_id,

@@ -1,22 +1,42 @@
-"""Storage: SQLite (one database file in WAL mode, named migrations, group commit, integrity checks in
-integrity.py, read-only inspection in inspect.py) or PostgreSQL (storage/postgres: several replicas on
-one database), chosen by `--db`."""
+"""Storage: SQLite (storage/sqlite: one database file in WAL mode, named migrations, integrity checks,
+read-only inspection, the owner lock) or PostgreSQL (storage/postgres: several replicas on one database),
+chosen by `--db`, behind one face: `Database.write()` gives a `Tx`, `query`/`snapshot` read, and
+`Database.dialect` (_dialect.py) says what the two speak differently.
+
+All SQL lives here: storage/stores holds one store per concept (state, events, system, schedules,
+templates, workflows, members), each written once for both backends, which components reach only through
+the store interface declared in their own package. (Imported as `storage.stores`, not from this face: the
+stores build the components' dataclasses, and components import this face.)"""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._dialect import POSTGRES, SQLITE, Dialect
+from ._errors import storage_error
 from ._group_commit import GroupCommit, Pending, Take
-from .db import Database, Tx
-from .integrity import IntegrityResult, check_connection, check_file, connect_read_only
-from .migrations import MIGRATIONS, migrate
+from .sqlite import (
+    MIGRATIONS,
+    Database,
+    IntegrityResult,
+    OwnerLock,
+    Tx,
+    check_connection,
+    check_file,
+    connect_read_only,
+    migrate,
+)
 
 __all__ = [
     "MIGRATIONS",
+    "POSTGRES",
+    "SQLITE",
     "Database",
+    "Dialect",
     "GroupCommit",
     "IntegrityResult",
+    "OwnerLock",
     "Pending",
     "Take",
     "Tx",
@@ -27,7 +47,9 @@ __all__ = [
     "migrate",
     "migrate_any",
     "open_database",
+    "ping",
     "shown",
+    "storage_error",
 ]
 
 
@@ -66,3 +88,8 @@ def migrate_any(database: Any) -> list[str]:
 
         return migrate_pg(database)
     return migrate(database)
+
+
+def ping(db: Any) -> None:
+    """Raise unless the database answers (a damaged file, an unreachable server)."""
+    db.query_one(db.dialect.ping)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import __version__
-from ...storage.members import MemberRow, MemberStore
 from .._base import Component
-from ._member import Member
+from ._member import Member, MemberRow
+from ._store_port import MembersPort
 
 log = logging.getLogger("voltorch.cluster")
 
@@ -38,7 +38,7 @@ class Cluster(Component):
 
     def __init__(
         self,
-        db: Any,
+        store: MembersPort,
         *,
         replica_id: str,
         timeout: float,
@@ -49,7 +49,7 @@ class Cluster(Component):
         """`load()` returns what this replica runs: (running executions, connected workers)."""
         if timeout <= 0:
             raise ValueError("member_timeout must be positive")
-        self.store = MemberStore(db)
+        self.store = store
         self.id = replica_id or new_replica_id()
         self.timeout = timeout
         self.interval = timeout / HEARTBEATS_PER_TIMEOUT
@@ -58,7 +58,7 @@ class Cluster(Component):
         self._load = load
         self._clock = clock
         self.start_time = clock()
-        self._lease: Any = db.try_lock(PRUNE_LEASE)  # None on SQLite: one server, no one to agree with
+        self._lease: Any = store.db.try_lock(PRUNE_LEASE)  # None on SQLite: one server, no one to agree with
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: float | None = None  # clock() of the last heartbeat written

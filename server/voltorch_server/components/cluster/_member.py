@@ -1,8 +1,21 @@
-"""A member of the cluster as GetHealth shows it."""
+"""A member of the cluster: its row as stored, and as GetHealth shows it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One replica's heartbeat row (what it wrote last)."""
+
+    id: str
+    address: str
+    version: str
+    start_time: float
+    heartbeat_time: float
+    running_executions: int
+    connected_workers: int
 
 
 @dataclass(frozen=True)

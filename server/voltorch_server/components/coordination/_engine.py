@@ -202,7 +202,7 @@ class CoordinationEngine(Component):
             raise Unavailable("coordination engine is stopped", reason="COMPONENT_STOPPED")
         if self._timer is None or not self._timer.is_alive():
             raise Unavailable("coordination timer thread is not running", reason="COMPONENT_STOPPED")
-        self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
+        store.probe(self.db)
 
     # -- coordinations -------------------------------------------------------------------------------
 
@@ -227,9 +227,7 @@ class CoordinationEngine(Component):
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
         with self.journal.txn() as (tx, after):
             if req.request_id:
-                row = tx.execute(
-                    "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (req.request_id,)
-                ).fetchone()
+                row = store.by_request(tx, req.request_id)
                 if row is not None:
                     if row["request_hash"] != digest:
                         raise AlreadyExists(

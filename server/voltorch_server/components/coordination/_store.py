@@ -1,5 +1,5 @@
 """SQL of the coordination engine: the `agents` and `coordinations` tables (schema in
-storage/migrations.py, `coordination_0001`). Rows in, dataclasses out; no engine state here."""
+storage/sqlite/migrations.py, `coordination_0001`). Rows in, dataclasses out; no engine state here."""
 
 from __future__ import annotations
 
@@ -134,6 +134,18 @@ def resolved_target(mode: str, source: str, plan: list[str], agent_ids: list[str
 
 def get_row(db: Database, coordination_id: str) -> Any:
     return db.query_one("SELECT * FROM coordinations WHERE id=?", (coordination_id,))
+
+
+def by_request(tx: Tx, request_id: str) -> Any:
+    """The id and request hash of the coordination requested with this request id, if any."""
+    return tx.execute(
+        "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (request_id,)
+    ).fetchone()
+
+
+def probe(db: Database) -> None:
+    """Raise unless the coordinations table answers (the engine's health check)."""
+    db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
 
 def active_rows(db: Database) -> list[Any]:

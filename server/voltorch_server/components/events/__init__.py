@@ -2,18 +2,20 @@
 
 from ._causal import causal_order
 from ._filter import EventFilter, validate_glob
-from ._log import EVENT_COLUMNS, Event, EventLog, Receipt, row_to_event
+from ._log import Event, EventLog, Receipt
 from ._new import NewEvent, Prepared
+from ._retention import Floor
+from ._store_port import EventsPort
 
 __all__ = [
-    "EVENT_COLUMNS",
     "Event",
     "EventFilter",
+    "Floor",
     "EventLog",
+    "EventsPort",
     "NewEvent",
     "Prepared",
     "Receipt",
     "causal_order",
-    "row_to_event",
     "validate_glob",
 ]

@@ -1,8 +1,9 @@
 """The one definition of which events a filter selects, usable in Python (live delivery) and in SQL.
 
 Live delivery tests each committed event with `EventFilter.matches`; replay and ListEvents push the
-same conditions into SQLite with `EventFilter.sql`. Type globs only admit `[a-z0-9_.-*?]`, where
-fnmatch's `*`/`?` and SQLite's case-sensitive GLOB mean exactly the same thing, so both paths agree.
+same conditions into SQL (the events store). Type globs only admit `[a-z0-9_.-*?]`, where fnmatch's
+`*`/`?`, SQLite's case-sensitive GLOB and PostgreSQL's LIKE (`%`/`_`) mean exactly the same thing, so
+both paths agree.
 """
 
 from __future__ import annotations
@@ -104,28 +105,6 @@ class EventFilter:
         if self.trace_id and e.trace_id != self.trace_id:
             return False
         return not (self.min_priority and e.priority < self.min_priority)
-
-    def sql(self, dialect: str = "sqlite") -> tuple[list[str], list[Any]]:
-        """The same conditions as `matches`, as WHERE clauses (AND-ed) and their parameters. PostgreSQL
-        has no GLOB: a glob becomes a LIKE pattern (`*` as `%`, `?` as `_`, a literal `_` escaped)."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.types:
-            if dialect == "postgres":
-                clauses.append("(" + " OR ".join("type LIKE ?" for _ in self.types) + ")")
-                params.extend(t.replace("_", "\\_").replace("*", "%").replace("?", "_") for t in self.types)
-            else:
-                clauses.append("(" + " OR ".join("type GLOB ?" for _ in self.types) + ")")
-                params.extend(self.types)
-        for name in ("source", "target", "correlation_id", "trace_id"):
-            value = getattr(self, name)
-            if value:
-                clauses.append(f"{name} = ?")
-                params.append(value)
-        if self.min_priority:
-            clauses.append("priority >= ?")
-            params.append(int(self.min_priority))
-        return clauses, params
 
     def key(self) -> dict[str, Any]:
         """A JSON-able identity of the filter (page tokens remember the query they belong to)."""

@@ -1,13 +1,15 @@
 """The event log: the communication backbone every component publishes through.
 
-Events are appended to SQLite with a monotonic, gap-free sequence and then offered to in-process
-subscribers (the gRPC Subscribe stream is one of them). Appending inside another component's write
-transaction (`append(tx, ...)`) makes "write + its event" atomic. Subscribers replay from the log and
-then follow live (`_follow.Follower`); ListEvents pages through it; retention compacts its old end.
+Events are appended with a monotonic, gap-free sequence (the SQL is the store's: `EventsPort`,
+storage/stores/events.py) and then offered to in-process subscribers (the gRPC Subscribe stream is one
+of them). Appending inside another component's write transaction (`append(tx, ...)`) makes "write + its
+event" atomic. Subscribers replay from the log and then follow live (`_follow.Follower`); ListEvents
+pages through it; retention compacts its old end.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 import time
@@ -18,7 +20,7 @@ from typing import Any
 from ..._ids import new_id
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
-from ...storage import Database, GroupCommit, Take, Tx
+from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from .._base import Component
 from .._follow import Broadcaster, Follower
@@ -27,6 +29,7 @@ from . import _retention as retention
 from ._causal import CausalNode, causal_order
 from ._filter import EventFilter, validate_glob, validate_type
 from ._new import NewEvent, Prepared, prepare
+from ._store_port import EventsPort
 
 MAX_BATCH = 1000
 NOTIFY_CHANNEL = "voltorch_events"  # PostgreSQL: NOTIFYed once per transaction with the new head sequence
@@ -44,14 +47,6 @@ __all__ = [
     "validate_glob",
     "validate_type",
 ]
-
-
-_COLUMNS = (
-    "id, type, source, target, data, correlation_id, causation_id, priority,"
-    " traceparent, tracestate, trace_id, span_id, time"
-)
-_INSERT = f"INSERT INTO events({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT_EXPLICIT = f"INSERT INTO events(seq, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 @dataclass(frozen=True)
@@ -98,43 +93,6 @@ class Correlation:
     truncated: bool
 
 
-EVENT_COLUMNS = (
-    "seq, id, type, source, target, data, correlation_id, causation_id, priority,"
-    " traceparent, tracestate, trace_id, span_id, time"
-)
-
-
-_json_loads = json.loads
-_PRIORITIES = {int(p): p for p in Priority}
-_new_object = object.__new__
-
-
-def row_to_event(row: Any) -> Event:
-    """An Event from a row of EVENT_COLUMNS. Replay builds one per delivered event, so this skips the frozen
-    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
-    e = _new_object(Event)
-    d = e.__dict__
-    (
-        d["sequence"],
-        d["id"],
-        d["type"],
-        d["source"],
-        d["target"],
-        data,
-        d["correlation_id"],
-        d["causation_id"],
-        priority,
-        d["traceparent"],
-        d["tracestate"],
-        d["trace_id"],
-        d["span_id"],
-        d["time"],
-    ) = row
-    d["data"] = _json_loads(data)
-    d["priority"] = _PRIORITIES[priority]
-    return e
-
-
 def _event_type(e: Event) -> str:
     return e.type
 
@@ -156,7 +114,7 @@ class EventLog(Component):
 
     def __init__(
         self,
-        db: Database,
+        store: EventsPort,
         *,
         subscriber_buffer: int = 1000,
         retention_seconds: float = 0.0,
@@ -164,7 +122,8 @@ class EventLog(Component):
         compaction_interval: float = 60.0,
         clock: Callable[[], float] = time.time,
     ):
-        self.db = db
+        self.store = store
+        self.db = db = store.db  # its transactions (`write()`), followers and leases
         self.subscriber_buffer = subscriber_buffer
         self.retention_seconds = retention_seconds
         self.retention_count = retention_count
@@ -207,7 +166,7 @@ class EventLog(Component):
         self._broadcaster.close_all()
 
     def check(self) -> None:
-        self.db.query_one("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+        self.store.newest()
         if not self.retains_all and not self._compactor.alive:
             raise RuntimeError("the event compaction thread is not running")
         if self._compactor.last_error is not None:
@@ -268,7 +227,7 @@ class EventLog(Component):
             if self._shared:
                 # PostgreSQL: wait for the events counter row first, as SQLite waits for its writer lock,
                 # so the callers queueing meanwhile join this batch.
-                tx.counter("events")
+                self.store.lock_head(tx)
             while ops := take():
                 for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
                     p.result = receipt
@@ -286,14 +245,16 @@ class EventLog(Component):
     def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
         if not prepared:
             return []
-        explicit = self.db.explicit_ids
+        store = self.store
+        explicit = store.explicit_ids
+        seq = 0
         if explicit:
             # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
             # order across replicas; the newest time is read under it (another replica may have written).
-            seq = tx.counter("events")
-            self._last_time = tx.execute("SELECT COALESCE(MAX(time), 0) FROM events").fetchone()[0]
+            seq = store.lock_head(tx)
+            self._last_time = store.last_time_in(tx)
         elif self._last_time is None:
-            self._last_time = tx.execute("SELECT COALESCE(MAX(time), 0) FROM events").fetchone()[0]
+            self._last_time = store.last_time_in(tx)
         now = max(self.clock(), self._last_time)
         ambient: TraceIds | None = None
         receipts: list[Receipt] = []
@@ -301,25 +262,23 @@ class EventLog(Component):
         new: list[Event] = []
         for p in prepared:
             if p.id:
-                dup = in_batch.get(p.id) or self._by_id(tx, p.id)
+                dup = in_batch.get(p.id) or store.by_id_in(tx, p.id)
                 if dup is not None:
                     receipts.append(Receipt(dup, duplicate=True))
                     continue
             correlation_id = p.correlation_id
             if not correlation_id and p.causation_id:
-                cause = in_batch.get(p.causation_id) or self._by_id(tx, p.causation_id)
+                cause = in_batch.get(p.causation_id) or store.by_id_in(tx, p.causation_id)
                 correlation_id = cause.correlation_id if cause is not None else ""
             if p.trace is None and ambient is None:
                 ambient = current_trace()
             ids = p.trace or ambient
             assert ids is not None
             eid = p.id or new_id("evt")
-            if explicit:
-                seq += 1
-            cur = tx.execute(
-                _INSERT_EXPLICIT if explicit else _INSERT,
+            seq = store.insert(
+                tx,
+                seq + 1 if explicit else None,
                 (
-                    *((seq,) if explicit else ()),
                     eid,
                     p.type,
                     p.source,
@@ -335,9 +294,6 @@ class EventLog(Component):
                     now,
                 ),
             )
-            if not explicit:
-                assert cur.lastrowid is not None  # an INSERT's rowid
-                seq = cur.lastrowid
             event = Event(
                 sequence=seq,
                 id=eid,
@@ -359,18 +315,13 @@ class EventLog(Component):
             receipts.append(Receipt(event))
         if new:
             if explicit:
-                tx.set_counter("events", seq)
+                store.set_head(tx, seq)
                 tx.notify(NOTIFY_CHANNEL, seq)
                 tx.after_commit(lambda: self._catch_up(new))
             else:
                 # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
                 tx.after_commit(lambda: self._deliver(new, now))
         return receipts
-
-    @staticmethod
-    def _by_id(tx: Tx, event_id: str) -> Event | None:
-        row = tx.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        return row_to_event(row) if row is not None else None
 
     def _catch_up(self, mine: list[Event] | None = None) -> None:
         """PostgreSQL: offer every committed event past the last delivered one to this replica's
@@ -381,15 +332,11 @@ class EventLog(Component):
                 self._deliver(mine, mine[-1].time)
                 return
             while True:
-                rows = self.db.query(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._delivered, MAX_BATCH),
-                )
-                if not rows:
+                events = self.store.after(self._delivered, MAX_BATCH)
+                if not events:
                     # Compaction may have removed what was never delivered here: move past it.
                     self._delivered = max(self._delivered, self.oldest_available() - 1)
                     return
-                events = [row_to_event(r) for r in rows]
                 self._deliver(events, events[-1].time)
 
     def _deliver(self, events: list[Event], now: float) -> None:
@@ -417,7 +364,7 @@ class EventLog(Component):
 
     def last_sequence(self) -> int:
         """The newest sequence ever assigned (0 for an empty log), compacted or not."""
-        return self.db.sequence_head("events")
+        return self.store.head()
 
     @property
     def delivered_sequence(self) -> int:
@@ -425,32 +372,26 @@ class EventLog(Component):
         return self._delivered
 
     def oldest_available(self) -> int:
-        return retention.read_floor(self.db).oldest_available
+        return self.store.floor().oldest_available
 
     def _snapshot(self) -> Any:
         """A connection whose reads all see one committed state (compaction cannot slip in between)."""
         return self.db.snapshot()
 
     def get(self, event_id: str) -> Event:
-        row = self.db.query_one(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
-        if row is None:
+        event = self.store.get(event_id)
+        if event is None:
             raise NotFound("event", event_id)
-        return row_to_event(row)
+        return event
 
     def read_after(self, after: int, limit: int, flt: EventFilter | None = None) -> list[Event]:
         """Up to `limit` events with sequence > after matching flt, in order.
 
         OUT_OF_RANGE when events after `after` were compacted (the reader would silently miss them).
         """
-        clauses, params = flt.sql(self.db.kind) if flt is not None else ([], [])
-        where = "".join(f" AND {c}" for c in clauses)
         with self._snapshot() as conn:
-            retention.read_floor(conn).check_sequence(after + 1, "from_sequence")
-            rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{where} ORDER BY seq LIMIT ?",
-                (after, *params, limit),
-            ).fetchall()
-        return [row_to_event(r) for r in rows]
+            self.store.floor(conn).check_sequence(after + 1, "from_sequence")
+            return self.store.matching_after(conn, after, flt, limit)
 
     def start_position(self, *, from_sequence: int | None = None, from_time: float | None = None) -> int:
         """The `after` (exclusive) a subscription starting there needs; validates and checks retention.
@@ -459,7 +400,7 @@ class EventLog(Component):
         """
         if from_sequence is not None and from_time is not None:
             raise InvalidArgument("from_time", "give from_sequence or from_time, not both")
-        floor = retention.read_floor(self.db)
+        floor = self.store.floor()
         if from_sequence is not None:
             if from_sequence < 1:
                 raise InvalidArgument("from_sequence", f"must be >= 1 (got {from_sequence})")
@@ -467,10 +408,8 @@ class EventLog(Component):
             return from_sequence - 1
         if from_time is not None:
             floor.check_time(from_time, "from_time")
-            row = self.db.query_one(
-                "SELECT seq FROM events WHERE time >= ? ORDER BY time, seq LIMIT 1", (from_time,)
-            )
-            return row[0] - 1 if row else self.last_sequence()
+            seq = self.store.first_at(from_time)
+            return seq - 1 if seq is not None else self.last_sequence()
         return self.last_sequence()
 
     def subscribe(
@@ -541,37 +480,30 @@ class EventLog(Component):
                 "malformed page token; pass back next_page_token unchanged",
                 reason="PAGE_TOKEN_INVALID",
             )
-        clauses, params = flt.sql(self.db.kind)
-        if start_sequence:
-            clauses.append("seq >= ?")
-            params.append(start_sequence)
-        if end_sequence:
-            clauses.append("seq < ?")
-            params.append(end_sequence)
-        if start_time is not None:
-            clauses.append("time >= ?")
-            params.append(start_time)
-        if end_time is not None:
-            clauses.append("time < ?")
-            params.append(end_time)
-        if position is not None:
-            clauses.append("seq < ?" if descending else "seq > ?")
-            params.append(position)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         with self._snapshot() as conn:
-            floor = retention.read_floor(conn)
+            floor = self.store.floor(conn)
             if start_sequence and position is None:
                 floor.check_sequence(start_sequence, "start_sequence")
             if position is not None and not descending:
                 floor.check_sequence(position + 1, "page_token")
-            head_row = conn.execute(self.db.SEQUENCE_HEAD, ("events",)).fetchone()
-            rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
-                (*params, size + 1),
-            ).fetchall()
-        events = [row_to_event(r) for r in rows[:size]]
+            rows, head = self.store.page(
+                conn,
+                flt,
+                start_sequence=start_sequence,
+                end_sequence=end_sequence,
+                start_time=start_time,
+                end_time=end_time,
+                position=position,
+                descending=descending,
+                limit=size + 1,
+            )
+        events = rows[:size]
         token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
-        return EventPage(events, token, head_row[0] if head_row else 0)
+        return EventPage(events, token, head)
+
+    def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> builtins.list[Event]:
+        """Events carrying any of the trace or correlation ids, by sequence (GetTrace's timeline)."""
+        return self.store.carrying(trace_ids, correlation_ids, limit)
 
     def correlation(self, correlation_id: str, max_events: int = 0) -> Correlation:
         """Every event of a correlation in causal order (causes before effects; ties by sequence)."""
@@ -582,13 +514,10 @@ class EventLog(Component):
         if max_events < 0:
             raise InvalidArgument("max_events", f"must not be negative (got {max_events})")
         limit = min(max_events or DEFAULT_CORRELATION_EVENTS, MAX_CORRELATION_EVENTS)
-        rows = self.db.query(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
-            (correlation_id, limit + 1),
-        )
+        rows = self.store.of_correlation(correlation_id, limit + 1)
         if not rows:
             raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
-        nodes = causal_order([row_to_event(r) for r in rows[:limit]])
+        nodes = causal_order(rows[:limit])
         return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
 
     # -- retention --------------------------------------------------------------------------------
@@ -601,8 +530,7 @@ class EventLog(Component):
 
     def compact(self, now: float | None = None) -> int:
         """Drop events beyond the configured retention; returns how many. Safe beside readers."""
-        return retention.compact(
-            self.db,
+        return self.store.compact(
             now=self.clock() if now is None else now,
             max_age=self.retention_seconds,
             max_count=self.retention_count,

@@ -2,5 +2,6 @@
 
 from ._model import Catchup, Overlap, Schedule, tick_request_id
 from ._scheduler import Scheduler
+from ._store_port import SchedulesPort
 
-__all__ = ["Catchup", "Overlap", "Schedule", "Scheduler", "tick_request_id"]
+__all__ = ["Catchup", "Overlap", "Schedule", "Scheduler", "SchedulesPort", "tick_request_id"]

@@ -17,13 +17,12 @@ from typing import Any
 
 from ..._ids import new_id
 from ...errors import AlreadyExists, NotFound, VoltorchError
-from ...storage import Database
 from .._base import Component
 from .._paging import decode_token, encode_token, page_size
 from ..workflows import Execution, WorkflowEngine
 from ..workflows.templates import apply_parameters
 from ._model import MAX_CATCHUP, Catchup, Overlap, Schedule, tick_request_id, validate
-from ._store import ScheduleStore
+from ._store_port import SchedulesPort
 
 log = logging.getLogger("voltorch.schedules")
 
@@ -36,15 +35,15 @@ class Scheduler(Component):
 
     def __init__(
         self,
-        db: Database,
+        store: SchedulesPort,
         workflows: WorkflowEngine,
         *,
         clock: Callable[[], float] = time.time,
         grace: float = GRACE,
     ):
-        self.db = db
+        self.store = store
+        self.db = store.db  # its transactions (`write()`)
         self.workflows = workflows
-        self.store = ScheduleStore(db)
         self.clock = clock
         self.grace = grace
         self._wanted = threading.Condition()

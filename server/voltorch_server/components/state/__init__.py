@@ -12,6 +12,7 @@ from ._store import (
     StateStore,
     TransactionResult,
 )
+from ._store_port import StatePort
 
 __all__ = [
     "PUT",
@@ -23,6 +24,7 @@ __all__ = [
     "Row",
     "SetOp",
     "SnapshotInfo",
+    "StatePort",
     "StateStore",
     "TransactionResult",
 ]

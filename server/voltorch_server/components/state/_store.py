@@ -1,8 +1,8 @@
 """Global key/value state with etcd-style revisions, compare-and-set, TTLs, watch, history, snapshots.
 
-Every write runs in one SQLite transaction that updates `kv`, appends to `kv_history`, advances the
+Every write runs in one transaction that updates the key's row, appends its history, advances the
 global revision and appends a `state.changed` event — so a write, its history and its event are
-acknowledged together or not at all.
+acknowledged together or not at all. The SQL is the store's (`StatePort`, storage/stores/state.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ..._ids import new_id
 from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
 from ...priority import Priority
-from ...storage import Database, GroupCommit, Take, Tx
+from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from .._base import Component
 from .._follow import Broadcaster, Follower
 from .._paging import decode_token, encode_token, page_size
 from ..events import EventLog, Prepared
 from ._kv_cache import KVCache, Row
+from ._store_port import StatePort
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
@@ -164,11 +165,6 @@ def _validate_version(v: int | None, field_name: str) -> None:
         raise InvalidArgument(field_name, "expected_version must not be negative")
 
 
-def _row(row: Any) -> Row:
-    """A sqlite kv row as the cache keeps it."""
-    return Row(*(row[f] for f in Row._fields))
-
-
 _new = object.__new__
 
 
@@ -201,44 +197,6 @@ def _kv(row: Row) -> KeyValue:
     return _key_value(key, _from_json(raw), version, create_revision, mod_revision, expire_at, update_time)
 
 
-def _change(row: Any) -> Change:
-    kv = KeyValue(
-        key=row["key"],
-        value=json.loads(row["value"]) if row["value"] is not None else None,
-        version=row["version"],
-        create_revision=row["create_revision"],
-        mod_revision=row["revision"],
-        expire_time=row["expire_at"],
-        update_time=row["update_time"],
-    )
-    prev = None
-    if row["prev_version"] is not None:
-        prev = KeyValue(
-            key=row["key"],
-            value=json.loads(row["prev_value"]),
-            version=row["prev_version"],
-            create_revision=row["create_revision"],
-            mod_revision=row["prev_mod_revision"],
-            expire_time=None,
-            update_time=row["update_time"],
-        )
-    return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
-
-
-_KV = "INSERT INTO kv(key, value, version, create_revision, mod_revision, expire_at, update_time)"
-_KV_UPSERT = (
-    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, version=excluded.version,"
-    " create_revision=excluded.create_revision, mod_revision=excluded.mod_revision,"
-    " expire_at=excluded.expire_at, update_time=excluded.update_time"
-)
-_HISTORY = (
-    "INSERT INTO kv_history(id, revision, key, type, value, version, create_revision, expire_at, update_time,"
-    " prev_value, prev_version, prev_mod_revision)"
-)
-
-
-_REVISION = "SELECT value FROM meta WHERE name = 'revision'"
-_REVISION_LOCKED = _REVISION + " FOR UPDATE"
 NOTIFY_CHANNEL = "voltorch_state"  # PostgreSQL: NOTIFYed once per transaction with the newest history id
 SWEEP_LEASE = 0x766F6C02  # PostgreSQL advisory lock: the replica that expires TTLs
 
@@ -277,7 +235,7 @@ class _Batch:
         self.committed_revision = last if last is not None else state._revision_in(tx)
         self.revision = self._written_revision = self.committed_revision  # newest kept / put in
         history_id = state._last_history_id
-        self.history_id = history_id if history_id is not None else tx.counter("kv_history")
+        self.history_id = history_id if history_id is not None else state.store.history_head_in(tx)
         self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
         self._rows: dict[str, Row | None] = {}  # the same, for what `write()` has not put in yet
         self._history: list[tuple] = []
@@ -306,23 +264,14 @@ class _Batch:
         if not self._history:
             return
         tx = self.tx
-        cur = tx.execute(
-            "UPDATE meta SET value = ? WHERE name = 'revision' AND value = ?",
-            (self.revision, self._written_revision),
-        )
-        if cur.rowcount != 1:
+        if not self.state.store.advance_revision(tx, self.revision, self._written_revision):
             self.state._forget()
             raise Aborted(
                 "the state was changed by another process using the same database; retry",
                 reason="CONCURRENT_WRITER",
             )
         self._written_revision = self.revision
-        tx.insert_rows(_KV, [row for row in self._rows.values() if row is not None], _KV_UPSERT)
-        gone = [(key,) for key, row in self._rows.items() if row is None]
-        if gone:
-            tx.executemany("DELETE FROM kv WHERE key = ?", gone)
-        tx.insert_rows(_HISTORY, self._history)
-        tx.set_counter("kv_history", self.history_id)
+        self.state.store.write_rows(tx, self._rows, self._history, self.history_id)
         self.state.events.append(tx, self._events)  # same transaction: writes and events commit together
         changes = self._changes
         publish: Callable[[list[Change]], None]
@@ -375,9 +324,8 @@ class _Writer:
             cache = self.batch.state._cache
             row = cache.get(key)
             if row is None:
-                found = self.batch.tx.execute("SELECT * FROM kv WHERE key = ?", (key,)).fetchone()
-                if found is not None:
-                    row = _row(found)
+                row = self.batch.state.store.row_in(self.batch.tx, key)
+                if row is not None:
                     cache.fill(row, cache.generation)
         if row is not None and row.expire_at is not None and row.expire_at <= self.now:
             self.delete(row)
@@ -440,14 +388,15 @@ class StateStore(Component):
 
     def __init__(
         self,
-        db: Database,
+        store: StatePort,
         events: EventLog,
         *,
         sweep_interval: float = 1.0,
         watch_buffer: int = 1000,
         clock: Callable[[], float] = time.time,
     ):
-        self.db = db
+        self.store = store
+        self.db = db = store.db  # its transactions (`write()`), followers and leases
         self.clock = clock  # wall clock in seconds; injectable so TTL expiry is testable without waiting
         self.events = events
         self.sweep_interval = sweep_interval
@@ -459,7 +408,7 @@ class StateStore(Component):
         self._shared = db.kind == "postgres"
         self._cache = KVCache(0, 0) if self._shared else KVCache()  # committed rows of hot keys
         self._deliver_lock = threading.Lock()
-        self._delivered = db.sequence_head("kv_history") if self._shared else 0
+        self._delivered = store.history_head() if self._shared else 0
         self._listener: Any = None
         self._lease: Any = db.try_lock(SWEEP_LEASE) if self._shared else None
         self._last_revision: int | None = None  # the committed revision, once a write has read it
@@ -502,17 +451,14 @@ class StateStore(Component):
                 self._delivered = mine[-1].id
                 return
             while True:
-                rows = self.db.query(
-                    "SELECT * FROM kv_history WHERE id > ? ORDER BY id LIMIT 1000", (self._delivered,)
-                )
-                if not rows:
+                changes = self.store.changes_after(self._delivered, 1000)
+                if not changes:
                     return
-                changes = [_change(r) for r in rows]
                 self._broadcaster.publish(changes)
                 self._delivered = changes[-1].id
 
     def check(self) -> None:
-        self.db.query_one("SELECT value FROM meta WHERE name = 'revision'")
+        self.store.revision()
 
     def _forget(self) -> None:
         """Drop what memory holds of the committed state; the next write or read takes it afresh."""
@@ -531,15 +477,13 @@ class StateStore(Component):
     def expire_due(self, now: float | None = None) -> int:
         """Delete every key whose TTL has passed (one revision); return how many."""
         now = self.clock() if now is None else now
-        due = self.db.query(
-            "SELECT key FROM kv WHERE expire_at IS NOT NULL AND expire_at <= ? LIMIT 1000", (now,)
-        )
+        due = self.store.expired_keys(now, 1000)
         if not due:
             return 0
 
         def expire(w: _Writer) -> int:
-            for row in due:
-                w.row(row["key"])  # deletes it when still expired
+            for key in due:
+                w.row(key)  # deletes it when still expired
             return len(w.changes)
 
         return self._write(expire, now)
@@ -548,7 +492,7 @@ class StateStore(Component):
 
     @property
     def revision(self) -> int:
-        return self.db.query("SELECT value FROM meta WHERE name = 'revision'")[0][0]
+        return self.store.revision()
 
     def get(self, key: str) -> KeyValue:
         return _kv(self._live_row(key))
@@ -568,10 +512,10 @@ class StateStore(Component):
         if row is None:
             validate_key(key)
             generation = self._cache.generation
-            found = self.db.query_one("SELECT * FROM kv WHERE key = ?", (key,))
+            found = self.store.row(key)
             if found is None:
                 raise NotFound("key", key)
-            row = _row(found)
+            row = found
             self._cache.fill(row, generation)
         if row.expire_at is not None and row.expire_at <= self.clock():
             raise NotFound("key", key)
@@ -585,14 +529,8 @@ class StateStore(Component):
         after = decode_token(page_token, {"prefix": prefix})
         if after is not None and not isinstance(after, str):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
-        with self.db.snapshot() as conn:
-            revision = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
-            rows = conn.execute(
-                "SELECT * FROM kv WHERE substr(key, 1, ?) = ? AND key > ? AND (expire_at IS NULL OR expire_at > ?)"
-                " ORDER BY key LIMIT ?",
-                (len(prefix), prefix, after or "", self.clock(), size + 1),
-            ).fetchall()
-        kvs = [_kv(_row(r)) for r in rows[:size]]
+        rows, revision = self.store.live_page(prefix, after or "", self.clock(), size + 1)
+        kvs = [_kv(r) for r in rows[:size]]
         token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
         return kvs, token, revision
 
@@ -604,14 +542,11 @@ class StateStore(Component):
         before = decode_token(page_token, {"key": key})
         if before is not None and not isinstance(before, int):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
-        rows = self.db.query(
-            "SELECT * FROM kv_history WHERE key = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (key, before if before is not None else 1 << 62, size + 1),
-        )
-        if not rows and before is None:
+        found = self.store.key_history(key, before if before is not None else 1 << 62, size + 1)
+        if not found and before is None:
             raise NotFound("key", key, f"key {key!r} has no history")
-        changes = [_change(r) for r in rows[:size]]
-        token = encode_token({"key": key}, changes[-1].id) if len(rows) > size else ""
+        changes = found[:size]
+        token = encode_token({"key": key}, changes[-1].id) if len(found) > size else ""
         return changes, token
 
     # -- writes ----------------------------------------------------------------------------------
@@ -730,7 +665,7 @@ class StateStore(Component):
 
     def _revision_in(self, tx: Tx) -> int:
         """The committed revision; on PostgreSQL its row stays locked until this transaction ends."""
-        return tx.execute(_REVISION_LOCKED if self._shared else _REVISION).fetchone()[0]
+        return self.store.revision_in(tx)
 
     # -- watch -----------------------------------------------------------------------------------
 
@@ -738,36 +673,27 @@ class StateStore(Component):
         self, *, key: str | None = None, prefix: str | None = None, start_revision: int = 0
     ) -> Follower[Change]:
         """Changes of a key or prefix from start_revision (inclusive; 0 = only new ones), then live."""
-        arg: tuple[str | int, ...]
         if key is not None:
             validate_key(key)
             selects = lambda c: c.kv.key == key  # noqa: E731
-            where, arg = "key = ?", (key,)
         else:
             prefix = prefix or ""
             validate_prefix(prefix)
             n = len(prefix)
             selects = lambda c: c.kv.key[:n] == prefix  # noqa: E731
-            where, arg = "substr(key, 1, ?) = ?", (n, prefix)
         if start_revision < 0:
             raise InvalidArgument("start_revision", "must not be negative")
         # Start from a history position even for "only new changes" (0), so a stream that ends before
         # delivering anything still names an exact resume point rather than the start of history.
-        # One statement: one consistent read, however writers interleave.
-        after = self.db.query(
-            "SELECT COALESCE((SELECT MIN(id) - 1 FROM kv_history WHERE revision >= ?),"
-            " (SELECT COALESCE(MAX(id), 0) FROM kv_history))",
-            (start_revision if start_revision > 0 else 1 << 62,),
-        )[0][0]
+        after = self.store.watch_start(start_revision)
         # A start revision still in the future excludes whatever commits before it.
         match = lambda c: c.revision >= start_revision and selects(c)  # noqa: E731
 
+        watched = self.store.watched_changes
+        prefix_ = prefix or ""
+
         def replay(after_id: int, limit: int) -> list[Change]:
-            rows = self.db.query(
-                f"SELECT * FROM kv_history WHERE id > ? AND revision >= ? AND {where} ORDER BY id LIMIT ?",
-                (after_id, start_revision, *arg, limit),
-            )
-            return [_change(r) for r in rows]
+            return watched(after_id, start_revision, key, prefix_, limit)
 
         return Follower(
             self._broadcaster,
@@ -780,12 +706,7 @@ class StateStore(Component):
 
     def revision_at(self, history_id: int) -> int:
         """The revision a watcher should resume at to see history entry `history_id` and after."""
-        # One statement, so a write committing meanwhile cannot make the answer skip it.
-        return self.db.query(
-            "SELECT COALESCE((SELECT revision FROM kv_history WHERE id >= ? ORDER BY id LIMIT 1),"
-            " (SELECT value FROM meta WHERE name = 'revision') + 1)",
-            (history_id,),
-        )[0][0]
+        return self.store.revision_at(history_id)
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -797,17 +718,7 @@ class StateStore(Component):
         now = self.clock()
         with self.db.write() as tx:
             revision = self._revision_in(tx)
-            # The snapshot row first: its items reference it (foreign key).
-            tx.execute(
-                "INSERT INTO snapshots(id, revision, prefix, description, key_count, create_time) VALUES (?,?,?,?,0,?)",
-                (sid, revision, prefix, description, now),
-            )
-            count = tx.execute(
-                "INSERT INTO snapshot_items(snapshot_id, key, value, expire_at) SELECT ?, key, value, expire_at"
-                " FROM kv WHERE substr(key, 1, ?) = ? AND (expire_at IS NULL OR expire_at > ?)",
-                (sid, len(prefix), prefix, now),
-            ).rowcount
-            tx.execute("UPDATE snapshots SET key_count = ? WHERE id = ?", (count, sid))
+            count = self.store.snapshot(tx, SnapshotInfo(sid, revision, 0, prefix, description, now), now)
         return SnapshotInfo(sid, revision, count, prefix, description, now)
 
     def restore(self, snapshot_id: str) -> RestoreResult:
@@ -817,22 +728,14 @@ class StateStore(Component):
         # Alone in its transaction, not group-committed: it lists the prefix's keys from the database, which
         # would miss keys that writes earlier in the same batch had only staged.
         with self.db.write() as tx:
-            snap = tx.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+            snap = self.store.snapshot_in(tx, snapshot_id)
             if snap is None:
                 raise NotFound("snapshot", snapshot_id)
-            prefix = snap["prefix"]
+            prefix = snap.prefix
             b = _Batch(self, tx)
             w = b.writer(now, current_trace())
-            items = {
-                r["key"]: (r["value"], r["expire_at"])
-                for r in tx.execute(
-                    "SELECT key, value, expire_at FROM snapshot_items WHERE snapshot_id = ?", (snapshot_id,)
-                )
-            }
-            existing = [
-                r["key"]
-                for r in tx.execute("SELECT key FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
-            ]
+            items = self.store.snapshot_items_in(tx, snapshot_id)
+            existing = self.store.keys_in(tx, prefix)
             deleted = 0
             for key in existing:
                 if key not in items:
@@ -858,19 +761,9 @@ class StateStore(Component):
         before = decode_token(page_token, {})
         if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
-        # rowid (PostgreSQL: seq) is the creation order, exact even within the same microsecond.
-        order = "seq" if self._shared else "rowid"
-        rows = self.db.query(
-            f"SELECT {order} AS rowid, * FROM snapshots WHERE {order} < ? ORDER BY {order} DESC LIMIT ?",
-            (before if before is not None else 1 << 62, size + 1),
-        )
-        snaps = [
-            SnapshotInfo(
-                r["id"], r["revision"], r["key_count"], r["prefix"], r["description"], r["create_time"]
-            )
-            for r in rows[:size]
-        ]
-        return snaps, (encode_token({}, rows[size - 1]["rowid"]) if len(rows) > size else "")
+        rows = self.store.snapshots(before if before is not None else 1 << 62, size + 1)
+        snaps = [info for info, _ in rows[:size]]
+        return snaps, (encode_token({}, rows[size - 1][1]) if len(rows) > size else "")
 
 
 class _Versioned(Protocol):

@@ -4,7 +4,8 @@ component (the database file's health)."""
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MAX_SAMPLES_PER_SERIES, MetricHistory
 from ._metrics import COUNTER, HISTOGRAM, HistogramSummary, MetricCollector, MetricKind, MetricPoint, Sample
-from ._storage import Storage, storage_error
+from ._storage import Storage
+from ._store_port import SystemPort
 from ._timeline import timeline
 from ._watcher import ComponentHealth, HealthStatus, Watcher
 
@@ -23,7 +24,7 @@ __all__ = [
     "MetricPoint",
     "Sample",
     "Storage",
+    "SystemPort",
     "Watcher",
-    "storage_error",
     "timeline",
 ]

@@ -22,10 +22,10 @@ from ..._ids import new_id
 from ...errors import InvalidArgument
 from ...metrics import NOOP, Metrics
 from ...priority import Priority
-from ...storage import Database
 from ...telemetry import current_correlation, current_trace
 from .._paging import decode_token, encode_token, page_size
 from ..events import NewEvent
+from ._store_port import SystemPort
 
 MAX_MESSAGE = 4096
 _CODE_RE = re.compile(r"[^A-Z0-9_]+")
@@ -46,34 +46,9 @@ class ErrorRecord:
     event_sequence: int = 0  # the system.error event written with it
 
 
-def _row(r: Any) -> ErrorRecord:
-    return ErrorRecord(
-        id=r["id"],
-        component=r["component"],
-        code=r["code"],
-        message=r["message"],
-        trace_id=r["trace_id"],
-        span_id=r["span_id"],
-        correlation_id=r["correlation_id"],
-        time=r["time"],
-        details=json.loads(r["details"]),
-        event_sequence=r["event_seq"] or 0,
-    )
-
-
 def normalize_code(code: str) -> str:
     """UPPER_SNAKE, e.g. 'step timeout' -> 'STEP_TIMEOUT'; empty -> 'INTERNAL'."""
     return _CODE_RE.sub("_", code.strip().upper()).strip("_")[:128] or "INTERNAL"
-
-
-def carrying_ids(trace_ids: set[str], correlation_ids: set[str]) -> tuple[str, list[str]]:
-    """SQL condition (and parameters) for a row (error or event) carrying any of the ids; '' for none."""
-    clauses, params = [], []
-    for column, ids in (("trace_id", trace_ids), ("correlation_id", correlation_ids)):
-        if ids:
-            clauses.append(f"{column} IN ({','.join('?' * len(ids))})")
-            params.extend(sorted(ids))
-    return " OR ".join(clauses), params
 
 
 def validate_trace_id(value: str, field: str) -> str:
@@ -86,8 +61,9 @@ def validate_trace_id(value: str, field: str) -> str:
 
 
 class ErrorLog:
-    def __init__(self, db: Database, events: Any, metrics: Metrics = NOOP):
-        self.db = db
+    def __init__(self, store: SystemPort, events: Any, metrics: Metrics = NOOP):
+        self.store = store
+        self.db = store.db
         self.events = events
         self.metrics = metrics
         self._lock = threading.Lock()
@@ -132,11 +108,7 @@ class ErrorLog:
                     )
                 ],
             )[0]
-            tx.execute(
-                "INSERT INTO errors(id, component, code, message, trace_id, span_id, correlation_id, time,"
-                " details, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (*head, json.dumps(details, separators=(",", ":")), ev.sequence),
-            )
+            self.store.insert_error(tx, (*head, json.dumps(details, separators=(",", ":")), ev.sequence))
         rec = ErrorRecord(*head, details, ev.sequence)
         with self._lock:
             self._counts[component] = self._counts.get(component, 0) + 1
@@ -171,38 +143,16 @@ class ErrorLog:
         limit = page_size(size)
         query = {"t": trace_id, "c": correlation_id, "m": component, "k": code, "s": since}
         after = decode_token(token, query)
-        where: list[str] = []
-        params: list[str | float | int] = []
-        for column, value in (
-            ("trace_id", trace_id),
-            ("correlation_id", correlation_id),
-            ("component", component),
-            ("code", code),
-        ):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("time >= ?")
-            params.append(since)
-        if after is not None:
-            where.append("seq < ?")
-            params.append(int(after))
-        sql = "SELECT * FROM errors" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.db.query(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
-        token_out = encode_token(query, rows[limit - 1]["seq"]) if len(rows) > limit else ""
-        return [_row(r) for r in rows[:limit]], token_out
+        equal = {"trace_id": trace_id, "correlation_id": correlation_id, "component": component, "code": code}
+        rows = self.store.errors(equal, since, int(after) if after is not None else None, limit + 1)
+        token_out = encode_token(query, rows[limit - 1][1]) if len(rows) > limit else ""
+        return [rec for rec, _ in rows[:limit]], token_out
 
     def matching(
         self, trace_ids: set[str], correlation_ids: set[str], limit: int
     ) -> builtins.list[ErrorRecord]:
         """Errors carrying any of the trace or correlation ids, oldest first."""
-        where, params = carrying_ids(trace_ids, correlation_ids)
-        if not where:
-            return []
-        rows = self.db.query(f"SELECT * FROM errors WHERE {where} ORDER BY seq LIMIT ?", (*params, limit))
-        return [_row(r) for r in rows]
+        return self.store.errors_carrying(trace_ids, correlation_ids, limit)
 
     def prune(self, older_than: float) -> int:
-        with self.db.write() as tx:
-            return tx.execute("DELETE FROM errors WHERE time < ?", (older_than,)).rowcount
+        return self.store.prune_errors(older_than)

@@ -1,4 +1,4 @@
-"""Metric history in SQLite: one row per series per collection interval, kept for the retention window.
+"""Metric history in the database: one row per series per collection interval, kept for the retention window.
 
 Persisted so GetMetrics can show how the system behaved before a restart. A long history is thinned
 evenly (every k-th sample, the newest always kept) to at most MAX_SAMPLES_PER_SERIES per series, so a
@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ...storage import Database
 from ._metrics import HistogramSummary, Sample
+from ._store_port import SystemPort
 
 MAX_SAMPLES_PER_SERIES = 720
 
@@ -25,8 +25,8 @@ class Series:
 
 
 class MetricHistory:
-    def __init__(self, db: Database, retention_seconds: float):
-        self.db = db
+    def __init__(self, store: SystemPort, retention_seconds: float):
+        self.store = store
         self.retention = retention_seconds
 
     def record(self, samples: Sequence[Sample], now: float) -> None:
@@ -41,21 +41,11 @@ class MetricHistory:
             )
             for s in samples
         ]
-        with self.db.write() as tx:
-            tx.conn.executemany(
-                "INSERT INTO metric_samples(name, attributes, time, value, histogram) VALUES (?,?,?,?,?)",
-                rows,
-            )
-            if self.retention > 0:
-                tx.execute("DELETE FROM metric_samples WHERE time < ?", (now - self.retention,))
+        self.store.record_samples(rows, now - self.retention if self.retention > 0 else None)
 
     def query(self, wanted: Callable[[str], bool], since: float | None = None) -> list[Series]:
         """Series whose name `wanted` accepts, oldest sample first, from `since` (None = oldest retained)."""
-        rows = self.db.query(
-            "SELECT name, attributes, time, value, histogram FROM metric_samples WHERE time >= ?"
-            " ORDER BY name, attributes, time",
-            (since if since is not None else 0.0,),
-        )
+        rows = self.store.samples(since if since is not None else 0.0)
         grouped: dict[tuple[str, str], list[Sample]] = {}
         for r in rows:
             if not wanted(r["name"]):

@@ -9,31 +9,15 @@ found sound clears the errors seen so far.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ...storage import Database
+from ...storage import Database, ping
 from .._base import Component
 
 CLEAR_AFTER = 60.0  # seconds without a new storage error before the component passes again
-
-# sqlite3 errors that say nothing about the file: a violated constraint or a misused API is a bug
-# of the caller, reported where it happened.
-_NOT_STORAGE = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
-
-
-def storage_error(exc: BaseException | None) -> sqlite3.DatabaseError | None:
-    """The SQLite error behind exc (itself or a cause), when it is one about the storage."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _NOT_STORAGE):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
 
 
 class Storage(Component):
@@ -86,9 +70,9 @@ class Storage(Component):
             raise RuntimeError(damaged)
         if at is not None and self._clock() - at < self.clear_after:
             raise RuntimeError(f"storage error {self._clock() - at:.0f}s ago: {last}")
-        self.db.query_one("PRAGMA schema_version")  # the file answers at all
+        ping(self.db)  # the file answers at all
         if self.shared is not None:
-            self.shared.query_one("SELECT 1")  # Unavailable when the database cannot be reached
+            ping(self.shared)  # Unavailable when the database cannot be reached
 
     def details(self) -> dict[str, Any]:
         with self._lock:

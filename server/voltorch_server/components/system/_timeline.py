@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import InvalidArgument, NotFound
-from ...storage import Database
-from ..events import EVENT_COLUMNS, Event, causal_order, row_to_event
-from ._errors_log import ErrorLog, ErrorRecord, carrying_ids, validate_trace_id
+from ..events import Event, EventLog, causal_order
+from ._errors_log import ErrorLog, ErrorRecord, validate_trace_id
 
 DEFAULT_ENTRIES = 1000
 MAX_ENTRIES = 10000
@@ -32,14 +31,6 @@ class Timeline:
     truncated: bool
 
 
-def _events(db: Database, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[Event]:
-    where, params = carrying_ids(trace_ids, correlation_ids)
-    rows = db.query(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
-    )
-    return [row_to_event(r) for r in rows]
-
-
 def _ids(records: list[Any]) -> tuple[set[str], set[str]]:
     return {r.trace_id for r in records if r.trace_id}, {
         r.correlation_id for r in records if r.correlation_id
@@ -47,7 +38,12 @@ def _ids(records: list[Any]) -> tuple[set[str], set[str]]:
 
 
 def timeline(
-    db: Database, errors: ErrorLog, *, trace_id: str = "", correlation_id: str = "", max_entries: int = 0
+    events_log: EventLog,
+    errors: ErrorLog,
+    *,
+    trace_id: str = "",
+    correlation_id: str = "",
+    max_entries: int = 0,
 ) -> Timeline:
     if trace_id:
         trace_id = validate_trace_id(trace_id, "trace_id")
@@ -60,14 +56,14 @@ def timeline(
     limit = min(max_entries or DEFAULT_ENTRIES, MAX_ENTRIES)
     tids = {trace_id} if trace_id else set()
     cids = {correlation_id} if correlation_id else set()
-    events = _events(db, tids, cids, limit + 1)
+    events = events_log.carrying(tids, cids, limit + 1)
     errs = errors.matching(tids, cids, limit + 1)
     if not events and not errs:
         raise NotFound("trace", trace_id or correlation_id, "no event or error carries that id")
     more_t, more_c = _ids([*events, *errs])
     if not (more_t <= tids and more_c <= cids):
         tids, cids = tids | more_t, cids | more_c
-        events = _events(db, tids, cids, limit + 1)
+        events = events_log.carrying(tids, cids, limit + 1)
         errs = errors.matching(tids, cids, limit + 1)
     truncated = len(events) > limit or len(errs) > limit
     entries = _merge(events[:limit], errs[:limit])

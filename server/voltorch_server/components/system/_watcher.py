@@ -40,13 +40,13 @@ from ... import __version__
 from ...errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...metrics import LEVELS, Metrics
 from ...priority import Priority
-from ...storage import Database
 from ...telemetry import tracer
 from .._base import Component
 from ..events import validate_glob
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MetricHistory, Series
 from ._metrics import MetricCollector, MetricPoint
+from ._store_port import SystemPort
 
 log = logging.getLogger("voltorch.watcher")
 
@@ -144,7 +144,7 @@ class Watcher(Component):
         config: Any,
         components: dict[str, Component],
         *,
-        db: Database,
+        store: SystemPort,
         events: Any,
         errors: ErrorLog,
         metrics: Metrics,
@@ -155,7 +155,7 @@ class Watcher(Component):
         self.errors = errors
         self.metrics = metrics
         self.collector = MetricCollector(metrics.reader)
-        self.history = MetricHistory(db, config.metrics_retention_seconds)
+        self.history = MetricHistory(store, config.metrics_retention_seconds)
         # Called as sink(component_name, status) on every change; name "" is the overall status.
         self.sinks: list[Callable[[str, HealthStatus], None]] = []
         self.start_time = time.time()

@@ -4,8 +4,9 @@ from ._budget import enforce as enforce_budget
 from ._complete import Options as CompleteOptions
 from ._engine import TERMINAL_EVENTS, WorkflowEngine
 from ._executions import Execution, StepExecution
-from ._signals import Signal
+from ._signals import Signal, SignalStore
 from ._steps import item_order, parse_json_output
+from ._timer_store import TimerRow, TimerStore
 from ._waits import WaitingFor
 from .templates import (
     AgentTaskSpec,
@@ -34,6 +35,9 @@ __all__ = [
     "ParameterSpec",
     "RetryPolicy",
     "Signal",
+    "SignalStore",
+    "TimerRow",
+    "TimerStore",
     "SleepSpec",
     "StepExecution",
     "StepSpec",

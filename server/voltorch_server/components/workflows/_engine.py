@@ -51,7 +51,15 @@ from ._run import ExecutionRun
 from ._signals import Signal, SignalStore
 from ._timer_store import TimerStore
 from ._timers import TimerQueue
-from .templates import SIGNAL_RE, Template, TemplateStore, apply_parameters, dumps, validate_template
+from .templates import (
+    SIGNAL_RE,
+    Template,
+    TemplatesPort,
+    TemplateStore,
+    apply_parameters,
+    dumps,
+    validate_template,
+)
 
 log = logging.getLogger("voltorch.workflows")
 
@@ -79,11 +87,15 @@ class WorkflowEngine(Component):
         state: StateStore,
         coordination: Any,
         *,
+        signals: SignalStore,
+        timers: TimerStore,
+        templates: TemplatesPort,
         concurrency: int = 100,
         threads: int = 256,
         llm_capacity: Callable[[], int] | None = None,
     ):
-        """`llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
+        """`signals`, `timers`, `templates`: the stores of those rows (storage.stores, built by the app).
+        `llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
         self.db = db
         self.events = events
         self.coordination = coordination
@@ -91,9 +103,9 @@ class WorkflowEngine(Component):
         self.llm_capacity = llm_capacity
         self.threads = max(4, threads)
         self.store = ExecutionStore(db)
-        self.signals = SignalStore(db)
-        self.timer_store = TimerStore(db)
-        self.templates = TemplateStore(db)
+        self.signals = signals
+        self.timer_store = timers
+        self.templates = TemplateStore(templates)
         self.templates.reserved.add(complete.NAME)
         self.requirements = complete.RequirementState(state)
         self.timers = TimerQueue("workflow-timers")
@@ -138,7 +150,7 @@ class WorkflowEngine(Component):
     def check(self) -> None:
         if self._admitter is None or not self._admitter.is_alive():
             raise RuntimeError("workflow admission thread is not running")
-        self.db.query_one("SELECT COUNT(*) FROM workflow_executions WHERE status = 'running'")
+        self.store.ids_with_status("running")  # the executions table answers
 
     def details(self) -> dict[str, Any]:
         with self._lock:

@@ -35,6 +35,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import Aborted, Unavailable
+from .._dialect import POSTGRES
 
 log = logging.getLogger("voltorch.db")
 
@@ -144,6 +145,7 @@ class PgTx:
 
 class PgDatabase:
     kind = "postgres"
+    dialect = POSTGRES  # what its SQL says differently from SQLite's (storage/_dialect.py)
     memory = False
     # Numbers are handed out by locked counter rows (PgTx.counter), not by the database's autoincrement.
     explicit_ids = True

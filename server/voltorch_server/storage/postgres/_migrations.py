@@ -1,13 +1,13 @@
-"""PostgreSQL schema: the same named migrations as SQLite's (storage/migrations.py) for what PostgreSQL
-holds in this version, state, the event log and the cluster's members, recorded in `_migrations`. Several replicas starting
-together apply them once: the whole run holds a transaction-level advisory lock."""
+"""PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py) for what PostgreSQL
+holds in this version, state, the event log and the cluster's members, recorded in `_migrations`. Several
+replicas starting together apply them once: the whole run holds a transaction-level advisory lock."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from ..migrations import MIGRATIONS_TABLE
+from ..sqlite.migrations import MIGRATIONS_TABLE
 from ._db import PgDatabase, PgTx
 
 MIGRATE_LOCK = 0x766F6C74  # "volt": the advisory lock key of schema migrations
@@ -108,7 +108,7 @@ def _events_0002_compaction(tx: PgTx) -> None:
 
 
 def _cluster_0001_members(tx: PgTx) -> None:
-    """The replicas of the cluster, each refreshing its row by heartbeat (storage/members.py)."""
+    """The replicas of the cluster, each refreshing its row by heartbeat (storage/stores/members.py)."""
     tx.execute(
         """CREATE TABLE members (
             id TEXT PRIMARY KEY,

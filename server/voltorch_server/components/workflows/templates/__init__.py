@@ -27,6 +27,7 @@ from ._model import (
 )
 from ._placeholders import Scope, StepView, parse_ref, render, render_value
 from ._store import TemplateStore
+from ._store_port import Latest, TemplatesPort
 
 __all__ = [
     "DEFAULT_APPROVAL_SIGNAL",
@@ -43,6 +44,7 @@ __all__ = [
     "CoordinationSpec",
     "FanOutSpec",
     "Graph",
+    "Latest",
     "ParameterSpec",
     "Problems",
     "RetryPolicy",
@@ -52,6 +54,7 @@ __all__ = [
     "StepView",
     "Template",
     "TemplateStore",
+    "TemplatesPort",
     "WaitSpec",
     "apply_parameters",
     "build_graph",

@@ -1,19 +1,21 @@
-"""Versioned templates in SQLite: register (validated, next version, identical = no-op), get, list."""
+"""Versioned templates: register (validated, next version, identical = no-op), get, list. The rows are the
+store's (`TemplatesPort`, storage/stores/templates.py)."""
 
 from __future__ import annotations
 
 import time
 
 from ....errors import AlreadyExists, InvalidArgument, NotFound
-from ....storage import Database
 from ..._paging import decode_token, encode_token, page_size
 from ._check import validate_template
 from ._model import Template, dumps, loads, with_version
+from ._store_port import TemplatesPort
 
 
 class TemplateStore:
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, rows: TemplatesPort):
+        self.rows = rows
+        self.db = rows.db
         self.reserved: set[str] = set()  # names of built-in templates
 
     def register(self, t: Template, *, builtin: bool = False) -> Template:
@@ -26,14 +28,10 @@ class TemplateStore:
             )
         digest = t.definition_digest()
         with self.db.write() as tx:
-            latest = tx.execute(
-                "SELECT version, digest, definition FROM workflow_templates WHERE name = ?"
-                " ORDER BY version DESC LIMIT 1",
-                (t.name,),
-            ).fetchone()
-            latest_version = latest["version"] if latest else 0
-            if latest and latest["digest"] == digest and t.version in (0, latest_version, latest_version + 1):
-                return loads(latest["definition"])
+            latest = self.rows.latest_in(tx, t.name)
+            latest_version = latest.version if latest else 0
+            if latest and latest.digest == digest and t.version in (0, latest_version, latest_version + 1):
+                return loads(latest.definition)
             if t.version and t.version != latest_version + 1:
                 raise AlreadyExists(
                     f"template {t.name!r} is at version {latest_version}; the next version is"
@@ -42,19 +40,7 @@ class TemplateStore:
                     metadata={"name": t.name, "latest_version": str(latest_version)},
                 )
             stored = with_version(t, latest_version + 1, time.time(), builtin)
-            tx.execute(
-                "INSERT INTO workflow_templates(name, version, category, builtin, digest, definition, create_time)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (
-                    stored.name,
-                    stored.version,
-                    stored.category,
-                    int(builtin),
-                    digest,
-                    dumps(stored),
-                    stored.create_time,
-                ),
-            )
+            self.rows.insert(tx, stored, builtin=builtin, digest=digest, definition=dumps(stored))
         return stored
 
     def get(self, name: str, version: int = 0, *, field: str = "name") -> Template:
@@ -66,19 +52,11 @@ class TemplateStore:
             raise InvalidArgument(field, "a template name is required", reason="FIELD_REQUIRED")
         if version < 0:
             raise InvalidArgument("version", "must not be negative")
-        if version:
-            row = self.db.query_one(
-                "SELECT definition FROM workflow_templates WHERE name = ? AND version = ?", (name, version)
-            )
-        else:
-            row = self.db.query_one(
-                "SELECT definition FROM workflow_templates WHERE name = ? ORDER BY version DESC LIMIT 1",
-                (name,),
-            )
-        if row is None:
+        raw = self.rows.definition(name, version)
+        if raw is None:
             what = f"{name!r} version {version}" if version else repr(name)
             raise NotFound("template", f"{name}@{version}" if version else name, f"template {what} not found")
-        return loads(row["definition"]), row["definition"]
+        return loads(raw), raw
 
     def list(
         self, category: str = "", all_versions: bool = False, page_size_: int = 0, page_token: str = ""
@@ -89,18 +67,7 @@ class TemplateStore:
         if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
             raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
         name, version = pos if pos else ("", 0)
-        where = ["(name > ? OR (name = ? AND version > ?))"]
-        args: list = [name, name, version]
-        if category:
-            where.append("category = ?")
-            args.append(category)
-        if not all_versions:
-            where.append("version = (SELECT MAX(version) FROM workflow_templates t2 WHERE t2.name = t.name)")
-        rows = self.db.query(
-            f"SELECT definition, name, version FROM workflow_templates t WHERE {' AND '.join(where)}"
-            " ORDER BY name, version LIMIT ?",
-            (*args, size + 1),
-        )
-        out = [loads(r["definition"]) for r in rows[:size]]
+        rows = self.rows.page(category, all_versions, name, version, size + 1)
+        out = [loads(raw) for raw in rows[:size]]
         token = encode_token(query, [out[-1].name, out[-1].version]) if len(rows) > size else ""
         return out, token

@@ -23,6 +23,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
 
 log = logging.getLogger("voltorch.db")
@@ -106,6 +107,7 @@ class Tx:
 
 class Database:
     kind = "sqlite"
+    dialect = SQLITE  # what its SQL says differently from PostgreSQL's (storage/_dialect.py)
     explicit_ids = False  # AUTOINCREMENT numbers rows (PostgreSQL's counters are explicit)
     SEQUENCE_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = ?"  # a table's newest number
 
@@ -212,7 +214,7 @@ class Database:
         return None
 
     def try_lock(self, key: int) -> Lease | None:
-        """One server per file (storage/owner.py): its singleton jobs need no lease."""
+        """One server per file (storage/sqlite/owner.py): its singleton jobs need no lease."""
         return None
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import DatabaseCorrupt
+from ...errors import DatabaseCorrupt
 
 MAX_PROBLEMS = 100
 

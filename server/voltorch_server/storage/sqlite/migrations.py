@@ -382,7 +382,7 @@ def _schedules_0001(tx: Tx) -> None:
 
 
 def _cluster_0001_members(tx: Tx) -> None:
-    """The cluster's members (storage/members.py): on SQLite, the one server."""
+    """The cluster's members (storage/stores/members.py): on SQLite, the one server."""
     _schema(tx).table("members").create(
         {
             "id": str,

@@ -1,31 +1,17 @@
-"""The `members` table: one row per replica (id, address, version, start time, last heartbeat, what it runs).
-
-Plain SQL that both backends take (`?` placeholders, `INSERT … ON CONFLICT … DO UPDATE`): on SQLite the
-table holds the one server; on PostgreSQL every replica of the cluster. The component that keeps the
-rows fresh and decides who is alive is components/cluster.
-"""
+"""The SQL of the cluster's members (table members: one row per replica, refreshed by its heartbeat), once
+for both backends: the implementation of `components.cluster.MembersPort`. On SQLite the table holds the
+one server; on PostgreSQL every replica of the cluster."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class MemberRow:
-    id: str
-    address: str
-    version: str
-    start_time: float
-    heartbeat_time: float
-    running_executions: int
-    connected_workers: int
-
+from ...components.cluster import MemberRow
 
 _COLUMNS = "id, address, version, start_time, heartbeat_time, running_executions, connected_workers"
 
 
-class MemberStore:
+class SqlMembers:
     def __init__(self, db: Any):
         self.db = db
 

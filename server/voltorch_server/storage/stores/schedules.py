@@ -1,12 +1,12 @@
-"""Schedules in SQLite: one row each, with next_tick as the durable cursor. Only SQL lives here."""
+"""The SQL of schedules (table workflow_schedules: one row each, with next_tick as the durable cursor), once
+for both backends: the implementation of `components.schedules.SchedulesPort`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ...storage import Database, Tx
-from ._model import Schedule
+from ...components.schedules import Schedule
 
 _COLUMNS = (
     "id",
@@ -51,24 +51,24 @@ def _schedule(r: Any) -> Schedule:
     )
 
 
-class ScheduleStore:
-    def __init__(self, db: Database):
+class SqlSchedules:
+    def __init__(self, db: Any):
         self.db = db
 
-    def insert(self, tx: Tx, s: Schedule) -> None:
+    def insert(self, tx: Any, s: Schedule) -> None:
         tx.execute(
             f"INSERT INTO workflow_schedules({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
             _row(s),
         )
 
-    def save(self, tx: Tx, s: Schedule) -> None:
+    def save(self, tx: Any, s: Schedule) -> None:
         sets = ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
         tx.execute(f"UPDATE workflow_schedules SET {sets} WHERE id = ?", (*_row(s)[1:], s.id))
 
-    def delete(self, tx: Tx, schedule_id: str) -> bool:
+    def delete(self, tx: Any, schedule_id: str) -> bool:
         return tx.execute("DELETE FROM workflow_schedules WHERE id = ?", (schedule_id,)).rowcount > 0
 
-    def get(self, schedule_id: str, tx: Tx | None = None) -> Schedule | None:
+    def get(self, schedule_id: str, tx: Any | None = None) -> Schedule | None:
         sql = "SELECT * FROM workflow_schedules WHERE id = ?"
         r = (
             tx.execute(sql, (schedule_id,)).fetchone()

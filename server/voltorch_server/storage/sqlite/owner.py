@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatabaseInUse, StartupError
+from ...errors import DatabaseInUse, StartupError
 
 
 def lock_path(db_path: str) -> Path:

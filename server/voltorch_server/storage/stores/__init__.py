@@ -1,0 +1,57 @@
+"""The stores: all of voltorch's SQL, one module per concept, each written once in the SQL both SQLite and
+PostgreSQL speak over the `Database`/`Tx` face, taking what must differ from `db.dialect`. Each implements
+the store interface (a Protocol) its component declares; the app builds them (`Stores`) and passes them
+to the components."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .events import SqlEvents
+from .members import SqlMembers
+from .schedules import SqlSchedules
+from .state import SqlState
+from .system import SqlSystem
+from .templates import SqlTemplates
+from .workflows import SqlSignals, SqlTimers
+
+__all__ = [
+    "SqlEvents",
+    "SqlMembers",
+    "SqlSchedules",
+    "SqlSignals",
+    "SqlState",
+    "SqlSystem",
+    "SqlTemplates",
+    "SqlTimers",
+    "Stores",
+]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every store of one server. State and events live in `shared` (PostgreSQL: every replica's); the rest
+    in `local` (the same database on SQLite; this replica's own file beside PostgreSQL)."""
+
+    state: SqlState
+    events: SqlEvents
+    system: SqlSystem
+    schedules: SqlSchedules
+    templates: SqlTemplates
+    signals: SqlSignals
+    timers: SqlTimers
+    members: SqlMembers
+
+    @classmethod
+    def build(cls, shared: Any, local: Any) -> Stores:
+        return cls(
+            state=SqlState(shared),
+            events=SqlEvents(shared),
+            system=SqlSystem(local),
+            schedules=SqlSchedules(local),
+            templates=SqlTemplates(local),
+            signals=SqlSignals(local),
+            timers=SqlTimers(local),
+            members=SqlMembers(shared),
+        )

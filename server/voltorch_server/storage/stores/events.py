@@ -1,0 +1,243 @@
+"""The SQL of the event log (tables events and event_compaction), once for both backends: the
+implementation of `components.events.EventsPort`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...components.events import Event, EventFilter, Floor
+from ...priority import Priority
+from ._ids import carrying_ids
+
+COLUMNS = (
+    "seq, id, type, source, target, data, correlation_id, causation_id, priority,"
+    " traceparent, tracestate, trace_id, span_id, time"
+)
+_INSERTED = (
+    "id, type, source, target, data, correlation_id, causation_id, priority,"
+    " traceparent, tracestate, trace_id, span_id, time"
+)
+_INSERT = f"INSERT INTO events({_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EXPLICIT = f"INSERT INTO events(seq, {_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_BY_ID = f"SELECT {COLUMNS} FROM events WHERE id = ?"
+_AFTER = f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+_LAST_TIME = "SELECT COALESCE(MAX(time), 0) FROM events"
+_FLOOR = "SELECT through_seq, through_time FROM event_compaction WHERE id = 1"
+_COUNTER = "events"
+CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on the writer lock
+
+_json_loads = json.loads
+_PRIORITIES = {int(p): p for p in Priority}
+_new_object = object.__new__
+
+
+def row_to_event(row: Any) -> Event:
+    """An Event from a row of COLUMNS. Replay builds one per delivered event, so this skips the frozen
+    dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
+    e = _new_object(Event)
+    d = e.__dict__
+    (
+        d["sequence"],
+        d["id"],
+        d["type"],
+        d["source"],
+        d["target"],
+        data,
+        d["correlation_id"],
+        d["causation_id"],
+        priority,
+        d["traceparent"],
+        d["tracestate"],
+        d["trace_id"],
+        d["span_id"],
+        d["time"],
+    ) = row
+    d["data"] = _json_loads(data)
+    d["priority"] = _PRIORITIES[priority]
+    return e
+
+
+def _floor(row: Any) -> Floor:
+    return Floor(row[0], row[1]) if row else Floor(0, 0.0)
+
+
+class SqlEvents:
+    """The event log's rows. `tx` is the caller's write transaction; `conn` a connection of
+    `db.snapshot()` (one committed state across several reads)."""
+
+    def __init__(self, db: Any):
+        self.db = db
+        self.dialect = db.dialect
+        self.explicit_ids = db.explicit_ids  # PostgreSQL numbers events from its locked counter row
+
+    # -- in a write transaction --------------------------------------------------------------------
+
+    def lock_head(self, tx: Any) -> int:
+        """The newest sequence; on PostgreSQL its counter row stays locked until the transaction ends, so
+        sequences are handed out gap-free in commit order across replicas."""
+        return tx.counter(_COUNTER)
+
+    def set_head(self, tx: Any, seq: int) -> None:
+        tx.set_counter(_COUNTER, seq)
+
+    def last_time_in(self, tx: Any) -> float:
+        return tx.execute(_LAST_TIME).fetchone()[0]
+
+    def insert(self, tx: Any, seq: int | None, values: tuple) -> int:
+        """Append one event (`values` in the order of COLUMNS without seq); returns its sequence: `seq` when
+        given (explicit numbering), else the one the database assigned."""
+        if seq is not None:
+            tx.execute(_INSERT_EXPLICIT, (seq, *values))
+            return seq
+        cur = tx.execute(_INSERT, values)
+        assert cur.lastrowid is not None  # an INSERT's rowid
+        return cur.lastrowid
+
+    def by_id_in(self, tx: Any, event_id: str) -> Event | None:
+        row = tx.execute(_BY_ID, (event_id,)).fetchone()
+        return row_to_event(row) if row is not None else None
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The newest sequence ever assigned (0 for an empty log), compacted or not."""
+        return self.db.sequence_head(_COUNTER)
+
+    def newest(self) -> int | None:
+        row = self.db.query_one("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+        return row[0] if row else None
+
+    def after(self, seq: int, limit: int) -> list[Event]:
+        return [row_to_event(r) for r in self.db.query(_AFTER, (seq, limit))]
+
+    def get(self, event_id: str) -> Event | None:
+        row = self.db.query_one(_BY_ID, (event_id,))
+        return row_to_event(row) if row is not None else None
+
+    def floor(self, conn: Any = None) -> Floor:
+        """The compaction point, as `conn` (else the database) sees it."""
+        return _floor(self.db.query_one(_FLOOR) if conn is None else conn.execute(_FLOOR).fetchone())
+
+    def first_at(self, when: float) -> int | None:
+        """The sequence of the first event with time >= when."""
+        row = self.db.query_one("SELECT seq FROM events WHERE time >= ? ORDER BY time, seq LIMIT 1", (when,))
+        return row[0] if row else None
+
+    def _where(self, flt: EventFilter | None) -> tuple[list[str], list[Any]]:
+        """The filter's conditions (the same as EventFilter.matches) as WHERE clauses and parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if flt is None:
+            return clauses, params
+        if flt.types:
+            op = self.dialect.glob_operator
+            clauses.append("(" + " OR ".join(f"type {op} ?" for _ in flt.types) + ")")
+            params.extend(self.dialect.glob_pattern(t) for t in flt.types)
+        for name in ("source", "target", "correlation_id", "trace_id"):
+            value = getattr(flt, name)
+            if value:
+                clauses.append(f"{name} = ?")
+                params.append(value)
+        if flt.min_priority:
+            clauses.append("priority >= ?")
+            params.append(int(flt.min_priority))
+        return clauses, params
+
+    def matching_after(self, conn: Any, after: int, flt: EventFilter | None, limit: int) -> list[Event]:
+        clauses, params = self._where(flt)
+        where = "".join(f" AND {c}" for c in clauses)
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM events WHERE seq > ?{where} ORDER BY seq LIMIT ?", (after, *params, limit)
+        ).fetchall()
+        return [row_to_event(r) for r in rows]
+
+    def page(
+        self,
+        conn: Any,
+        flt: EventFilter,
+        *,
+        start_sequence: int,
+        end_sequence: int,
+        start_time: float | None,
+        end_time: float | None,
+        position: int | None,
+        descending: bool,
+        limit: int,
+    ) -> tuple[list[Event], int]:
+        """Events matching flt within the bounds (all optional: 0/None), past `position` in the listing's
+        direction, and the head sequence read in the same snapshot."""
+        clauses, params = self._where(flt)
+        for clause, value, given in (
+            ("seq >= ?", start_sequence, start_sequence),
+            ("seq < ?", end_sequence, end_sequence),
+            ("time >= ?", start_time, start_time is not None),
+            ("time < ?", end_time, end_time is not None),
+            ("seq < ?" if descending else "seq > ?", position, position is not None),
+        ):
+            if given:
+                clauses.append(clause)
+                params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        head_row = conn.execute(self.db.SEQUENCE_HEAD, (_COUNTER,)).fetchone()
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM events{where} ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [row_to_event(r) for r in rows], head_row[0] if head_row else 0
+
+    def of_correlation(self, correlation_id: str, limit: int) -> list[Event]:
+        rows = self.db.query(
+            f"SELECT {COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
+            (correlation_id, limit),
+        )
+        return [row_to_event(r) for r in rows]
+
+    def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> list[Event]:
+        """Events carrying any of the trace or correlation ids, by sequence."""
+        where, params = carrying_ids(trace_ids, correlation_ids)
+        if not where:
+            return []
+        rows = self.db.query(
+            f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+        )
+        return [row_to_event(r) for r in rows]
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    def compact(self, *, now: float, max_age: float, max_count: int) -> int:
+        """Delete events older than max_age seconds or beyond the newest max_count (0 = no limit),
+        recording the compaction point. Returns how many went. Works in chunks of CHUNK rows, each its
+        own transaction."""
+        if max_age <= 0 and max_count <= 0:
+            return 0
+        db = self.db
+        cut = 0
+        if max_count > 0:
+            row = db.query_one("SELECT COALESCE(MAX(seq), 0) FROM events")
+            head = row[0] if row else 0
+            cut = max(cut, head - max_count)
+        if max_age > 0:
+            # Event times never decrease with sequence (the log clamps them), so the time index finds the cut.
+            row = db.query_one(
+                "SELECT seq FROM events WHERE time < ? ORDER BY time DESC, seq DESC LIMIT 1", (now - max_age,)
+            )
+            if row:
+                cut = max(cut, row[0])
+        deleted = 0
+        while True:
+            with db.write() as tx:
+                floor = self.floor(tx)  # the row is updated below: PostgreSQL locks it on first write
+                upto = min(cut, floor.through_seq + CHUNK)
+                if upto <= floor.through_seq:
+                    return deleted
+                last = tx.execute(
+                    "SELECT seq, time FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (upto,)
+                ).fetchone()
+                n = tx.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount
+                through_time = max(floor.through_time, last[1]) if last else floor.through_time
+                tx.execute(
+                    "UPDATE event_compaction SET through_seq = ?, through_time = ? WHERE id = 1",
+                    (upto, through_time),
+                )
+                deleted += n
