@@ -5,6 +5,8 @@ Clients are spread over the replicas (client i talks to replica i mod n). `srv Â
 every replica process plus PostgreSQL's own (the postmaster and its backends), per op, so the cost per
 core is visible on a small machine. "Subscribe delivery" is a closed loop: a client publishes through
 one replica and waits for the event on a subscription held on the next replica (publish â†’ deliver).
+"publish->deliver @1,000/s across replicas" (2 and 3 replicas) is open loop: events published through
+replica 0 on schedule, one subscriber on replica 1, each event's latency from its Publish call.
 
 Targets (issue 11): server CPU per GetKey on PostgreSQL <= 1.2x SQLite's; per durable SetKey <= 2x
 SQLite's including PostgreSQL's CPU; publish -> deliver p99 across replicas < 10 ms at 1k events/s.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import statistics
 import sys
 from argparse import Namespace
 from collections.abc import Iterator
@@ -28,12 +31,15 @@ import voltorch
 from voltorch.v1 import state_pb2, state_pb2_grpc
 from voltorch.wire import to_value as py_to_value
 
-from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, run_cases
+from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, percentile, run_cases
+from .suite_events import _latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pg  # noqa: E402  (the tests' throwaway PostgreSQL, shared with the bench)
 
 KEYS = 64
+LATENCY_RATE = 1000.0  # events/s published for the cross-replica publish -> deliver row
+LATENCY_BUDGET_MS = 10.0  # its p99 target (issue 11)
 PAYLOAD_VALUE = {"data": "x" * 128}
 
 
@@ -181,6 +187,40 @@ def _cases(cluster: Cluster | None, target: str, server: str, clients: int) -> l
     ]
 
 
+def _cross_latency(cluster: Cluster, name: str, args: Namespace) -> list[Result]:
+    """Publish through replica 0 at LATENCY_RATE events/s (open loop), one subscriber on replica 1:
+    publish -> deliver across replicas (the events suite's paced measurement, split over two replicas)."""
+    row = f"{name} publish->deliver @{LATENCY_RATE:,.0f}/s across replicas"
+    if getattr(args, "select", None) and args.select.lower() not in row.lower():
+        return []
+    runs = [
+        _latency(cluster, 1, LATENCY_RATE, args, args.payload, sub_target=cluster.targets[1])
+        for _ in range(args.rounds)
+    ]
+    lat = sorted(x for run in runs for x in run.latencies_ns)
+    p99 = percentile(lat, 0.99)
+    cut = [c for run in runs for c in run.cut_off]
+    return [
+        Result(
+            suite="cluster",
+            name=row,
+            rate=statistics.median(r.publish_rate for r in runs),
+            p50_ms=percentile(lat, 0.50),
+            p99_ms=p99,
+            server_us_per_item=statistics.median(r.cpu_us for r in runs),
+            server_switches_per_item=statistics.median(r.switches for r in runs),
+            client_us_per_item=statistics.median(r.client_us for r in runs),
+            unit="events",
+            baseline=f"p99 budget {LATENCY_BUDGET_MS:g} ms",
+            ratio=LATENCY_BUDGET_MS / p99 if lat and p99 > 0 else None,
+            target=1.0,
+            rounds=[percentile(r.latencies_ns, 0.99) for r in runs],
+            errors=([f"{len(cut)} subscriber(s) cut off: {cut[0]}"] if cut else [])
+            + ([] if lat else ["no event was delivered"]),
+        )
+    ]
+
+
 @contextlib.contextmanager
 def _postgres() -> Iterator[tuple[Any, int | None]]:
     dsn = os.environ.get("VOLTORCH_BENCH_POSTGRES_DSN")
@@ -214,6 +254,8 @@ def run(args: Namespace) -> list[Result]:
                 name = f"pg x{n}"
                 cases = _cases(cluster, cluster.target, name, args.clients)
                 results += run_cases("cluster", cases, {name: cluster}, args)  # type: ignore[dict-item]
+                if n > 1:
+                    results += _cross_latency(cluster, name, args)
             finally:
                 cluster.stop()
                 postgres.drop_database(dsn)
@@ -224,6 +266,7 @@ def run(args: Namespace) -> list[Result]:
             base = by_name.get("sqlite x1 " + r.name.split(" ", 2)[2])
             if base is not None and base.rate:
                 r.baseline, r.ratio = base.name, r.rate / base.rate
-        elif r.name.startswith("sqlite"):
-            r.baseline, r.ratio = "echo", r.rate / by_name["echo"].rate if by_name["echo"].rate else None
+        elif r.name.startswith("sqlite") and "echo" in by_name:  # -k may leave echo out
+            echo = by_name["echo"]
+            r.baseline, r.ratio = "echo", r.rate / echo.rate if echo.rate else None
     return results

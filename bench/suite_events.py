@@ -284,9 +284,12 @@ class _LatencyRun:
     cut_off: list[str]  # subscribers the server cut off (overflow)
 
 
-def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: int) -> _LatencyRun:
+def _latency(
+    srv: Any, n_subs: int, rate: float, args: Any, payload: int, sub_target: str | None = None
+) -> _LatencyRun:
     """Publish->deliver latencies at `rate` events/s, one Publish call per event (open loop: calls are
-    issued on schedule, at most MAX_IN_FLIGHT unanswered), N batched subscribers."""
+    issued on schedule, at most MAX_IN_FLIGHT unanswered), N batched subscribers (on `sub_target`, else
+    on the publisher's server: the cluster suite subscribes on another replica)."""
     sent: dict[int, int] = {}
     lat: list[list[int]] = [[] for _ in range(n_subs)]
     type_ = f"bench.lat{n_subs}"
@@ -298,7 +301,8 @@ def _latency(srv: ServerProcess, n_subs: int, rate: float, args: Any, payload: i
         if t0 is not None and measuring.is_set():
             lat[i].append(now - t0)
 
-    subs = _Subscribers(srv.target, n_subs, type_, on_event, getattr(args, "max_batch", MAX_BATCH))
+    max_batch = getattr(args, "max_batch", MAX_BATCH)
+    subs = _Subscribers(sub_target or srv.target, n_subs, type_, on_event, max_batch)
     published = 0
     try:
         with grpc.insecure_channel(srv.target, options=_CHANNEL_OPTIONS) as ch:

@@ -14,7 +14,7 @@ from voltorch_server import telemetry
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import SetOp, StateStore
 from voltorch_server.errors import Conflict, NotFound
-from voltorch_server.storage import Database, GroupCommit, Pending, Take
+from voltorch_server.storage import Database, GroupCommit, Pending, Take, TransactionConflict
 from voltorch_server.storage.sqlite import db as storage_db
 from voltorch_server.storage.stores import SqlEvents, SqlState
 
@@ -162,6 +162,35 @@ def test_a_batch_that_raises_fails_every_caller_in_it_and_the_next_batch_runs() 
         group.submit(1)
     assert first.value is boom
     assert group.submit(2) == "ok"
+
+
+def test_a_batch_rolled_back_by_a_conflict_runs_again_and_callers_get_the_committed_attempt() -> None:
+    """A serialization failure or deadlock (TransactionConflict) rolls the whole batch back: it runs again
+    with the same operations first, and each caller gets the result of the attempt that committed."""
+    attempts: list[list[int]] = []
+    committed: list[list[int]] = []
+
+    def run(take: Take) -> None:
+        done: list[int] = []
+        while ops := take():
+            for p in ops:
+                p.result = (p.op, len(attempts))  # set anew by every attempt
+                done.append(p.op)
+        attempts.append(done)
+        if len(attempts) < 3:
+            raise TransactionConflict("deadlock detected", reason="CONCURRENT_WRITER")
+        committed.append(done)
+
+    group = GroupCommit(run)
+    assert group.submit(7) == (7, 2)
+    assert attempts == [[7], [7], [7]] and committed == [[7]]
+
+    def never(take: Take) -> None:
+        take()
+        raise TransactionConflict("could not serialize access", reason="CONCURRENT_WRITER")
+
+    with pytest.raises(TransactionConflict):  # retries are bounded: the client hears Aborted
+        GroupCommit(never).submit(1)
 
 
 # -- the state store --------------------------------------------------------------------------------

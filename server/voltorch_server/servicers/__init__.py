@@ -7,6 +7,7 @@ from ._health import HealthServicer
 from ._limits import StreamLimitInterceptor
 from ._requests import RequestDecoding, check_request
 from ._status import ErrorInterceptor
+from ._streams import Coalescing
 from ._tracing import telemetry_interceptor
 
 MODULES = [state, events, coordination, orchestrator, workflows]
@@ -14,6 +15,7 @@ MODULES = [state, events, coordination, orchestrator, workflows]
 __all__ = [
     "MODULES",
     "AuthInterceptor",
+    "Coalescing",
     "ErrorInterceptor",
     "HealthServicer",
     "RequestDecoding",

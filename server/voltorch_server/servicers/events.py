@@ -13,17 +13,10 @@ from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
-from ._streams import Batching, batch_limit, pump
+from ._streams import Batching, Coalescing, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
-# Pacing of batched streams: every message costs its stream a wake-up and a gRPC send (~100 µs of server
-# CPU, two GIL hand-offs), so with many subscribers of a busy log one message per event would take more CPU
-# than the server has, and the backlog (hence the latency) would grow until batches got big enough. Instead
-# a batched stream sends at most one message per subscribers / STREAM_MESSAGE_BUDGET seconds (at most
-# MAX_PACE_SECONDS): events further apart than that still go out alone at once; closer ones share a message.
-STREAM_MESSAGE_BUDGET = 2500.0  # messages per second, over all subscribers
-MAX_PACE_SECONDS = 0.02
 
 
 def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
@@ -146,13 +139,10 @@ def _serialize_response(msg: events_pb2.SubscribeResponse | bytes) -> bytes:
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    def __init__(self, events: EventLog):
+    def __init__(self, events: EventLog, coalescing: Coalescing | None = None):
         self.events = events
         self._render = _Rendered()
-
-    def _pace(self) -> float:
-        """Seconds a batched Subscribe stream leaves between two messages (see STREAM_MESSAGE_BUDGET)."""
-        return min(self.events.subscriber_count / STREAM_MESSAGE_BUDGET, MAX_PACE_SECONDS)
+        self._coalescing = coalescing  # shared by every batched Subscribe stream (None: send at once)
 
     def Publish(self, request, context):
         r = self.events.publish_one(new_event(request.event), field="event")
@@ -213,7 +203,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 resume_point=lambda pos: ("resume_sequence", pos),
                 idle=idle,
                 batching=Batching(max_batch, combine_events, len) if max_batch else None,
-                pace=self._pace,
+                coalescing=self._coalescing,
             )
         finally:
             follower.close()
@@ -273,7 +263,13 @@ class _Handlers:
 def register(server: grpc.Server, runtime) -> list[str]:
     name = "voltorch.v1.EventService"
     taken = _Handlers()
-    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events), taken)
+    config = runtime.config
+    coalescing = (
+        Coalescing(config.stream_message_budget, config.stream_max_coalesce)
+        if config.stream_message_budget > 0
+        else None
+    )
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events, coalescing), taken)
     handlers = taken.handlers
     handlers["Subscribe"] = rebuild(handlers["Subscribe"], response_serializer=_serialize_response)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

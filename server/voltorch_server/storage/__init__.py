@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ._dialect import POSTGRES, SQLITE, Dialect
 from ._errors import storage_error
 from ._group_commit import GroupCommit, Pending, Take
+from ._retry import TransactionConflict
 from .sqlite import (
     MIGRATIONS,
     Database,
@@ -39,6 +40,7 @@ __all__ = [
     "OwnerLock",
     "Pending",
     "Take",
+    "TransactionConflict",
     "Tx",
     "check_connection",
     "check_file",

@@ -9,6 +9,10 @@ again while the transaction is open — every sqlite call lets other threads run
 meanwhile join the same COMMIT. Each caller then gets its own result or its own error, and the next
 queued caller leads the next transaction. Batches grow with the load and stay at one write when there
 is none; they are bounded in operations and in weight (about the bytes written).
+
+A batch the database rolled back for conflicting with a concurrent transaction (`_retry`) is run again,
+with the same operations first: `run` only stages them until it writes, so re-running is safe, and each
+operation's result or error is the one of the attempt that committed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
+
+from ._retry import retrying
 
 MAX_BATCH = 64  # operations per transaction
 MAX_BATCH_WEIGHT = 8 << 20  # about the bytes a batch may write (a single heavier operation still runs)
@@ -100,8 +106,22 @@ class GroupCommit:
             batch.extend(new)
             return new
 
+        def attempt() -> None:
+            again = list(batch)  # what a rolled-back attempt took: offered first, to be done afresh
+            for q in again:
+                q.result, q.error = None, None
+
+            def take_again() -> list[Pending]:
+                nonlocal again
+                if again:
+                    out, again = again, []
+                    return out
+                return take()
+
+            self._run(take_again)
+
         try:
-            self._run(take)
+            retrying(attempt)
         except BaseException as exc:  # nothing of the batch was written: each of its callers hears why
             if not batch:  # it failed before taking anything: the leader's own operation fails
                 take()

@@ -25,6 +25,7 @@ from .._base import Component
 from .._follow import Broadcaster, Follower
 from .._paging import decode_token, encode_token, page_size
 from ..events import EventLog, Prepared
+from ._followed import from_staged
 from ._kv_cache import KVCache, Row
 from ._store_port import StatePort
 
@@ -197,6 +198,11 @@ def _kv(row: Row) -> KeyValue:
     return _key_value(key, _from_json(raw), version, create_revision, mod_revision, expire_at, update_time)
 
 
+_CATCH_UP = 1000  # kv_history rows read at once by the follower
+# PostgreSQL: seconds without a catch-up reaching the database (the listener's comes every second
+# when idle) after which reads stop trusting the cache: a replica cut off from the database
+# without noticing serves stale rows for at most this long.
+FOLLOWER_SILENCE = 3.0
 NOTIFY_CHANNEL = "voltorch_state"  # PostgreSQL: NOTIFYed once per transaction with the newest history id
 SWEEP_LEASE = 0x766F6C02  # PostgreSQL advisory lock: the replica that expires TTLs
 
@@ -236,6 +242,10 @@ class _Batch:
         self.revision = self._written_revision = self.committed_revision  # newest kept / put in
         history_id = state._last_history_id
         self.history_id = history_id if history_id is not None else state.store.history_head_in(tx)
+        if state._shared and state._delivered < self.history_id:
+            # Other replicas committed: the cache takes their changes before writes read it. The
+            # revision lock keeps further commits out until this transaction ends.
+            state._catch_up()
         self.written: dict[str, Row | None] = {}  # key -> its row after the kept writes (None: deleted)
         self._rows: dict[str, Row | None] = {}  # the same, for what `write()` has not put in yet
         self._history: list[tuple] = []
@@ -277,7 +287,8 @@ class _Batch:
         publish: Callable[[list[Change]], None]
         if self.state._shared:
             tx.notify(NOTIFY_CHANNEL, self.history_id)
-            publish = self.state._catch_up
+            rows = from_staged(self._history)
+            publish = lambda changes: self.state._catch_up(changes, rows)  # noqa: E731
         else:
             publish = self.state._broadcaster.publish
         tx.after_commit(lambda: publish(changes))  # watchers hear after the events' subscribers
@@ -402,13 +413,18 @@ class StateStore(Component):
         self.sweep_interval = sweep_interval
         self.watch_buffer = watch_buffer
         self._broadcaster: Broadcaster[Change] = Broadcaster()
-        # PostgreSQL: several replicas write, so neither the committed-row cache (a zero-sized one keeps
-        # nothing) nor the remembered revision is used; watchers hear changes through `_catch_up`, which
-        # reads kv_history by position, and the TTL sweep runs on the replica holding the lease.
+        # PostgreSQL: several replicas write, so the remembered revision is not used; watchers and the
+        # committed-row cache hear changes through `_catch_up`, which reads kv_history by position
+        # (`_followed` says how the cache stays true, and what reads see), and the TTL sweep runs on the
+        # replica holding the lease.
         self._shared = db.kind == "postgres"
-        self._cache = KVCache(0, 0) if self._shared else KVCache()  # committed rows of hot keys
+        self._cache = KVCache()  # committed rows of hot keys
         self._deliver_lock = threading.Lock()
-        self._delivered = store.history_head() if self._shared else 0
+        # PostgreSQL: the newest kv_history id delivered, and the newest revision applied in full.
+        self._delivered = self._applied_revision = 0
+        self._heard = 0.0  # monotonic time of the last catch-up that reached the database
+        if self._shared:
+            self._delivered, self._applied_revision = store.heads()
         self._listener: Any = None
         self._lease: Any = db.try_lock(SWEEP_LEASE) if self._shared else None
         self._last_revision: int | None = None  # the committed revision, once a write has read it
@@ -441,19 +457,29 @@ class StateStore(Component):
             self._lease.close()
         self._broadcaster.close_all()
 
-    def _catch_up(self, mine: list[Change] | None = None) -> None:
-        """PostgreSQL: offer every committed change past the last one delivered to this replica's
-        watchers, in history order, read by position. `mine`, just committed here, is delivered as it is
-        when it is next in line."""
+    def _catch_up(
+        self, mine: list[Change] | None = None, rows: list[tuple[str, Row | None]] | None = None
+    ) -> None:
+        """PostgreSQL: apply every committed change past the last one delivered to the cache, then offer
+        it to this replica's watchers, in history order, read by position. `mine` (with its cache
+        `rows`), just committed here, is taken as it is when it is next in line."""
         with self._deliver_lock:
-            if mine and mine[0].id == self._delivered + 1:
+            if mine and rows is not None and mine[0].id == self._delivered + 1:
+                self._cache.apply(rows)
+                self._applied_revision = mine[-1].revision
                 self._broadcaster.publish(mine)
                 self._delivered = mine[-1].id
+                self._heard = time.monotonic()
                 return
             while True:
-                changes = self.store.changes_after(self._delivered, 1000)
+                changes, updates = self.store.followed_after(self._delivered, _CATCH_UP)
                 if not changes:
+                    self._heard = time.monotonic()
                     return
+                self._cache.apply(updates)
+                # A revision's rows commit together: all are here, unless the limit cut the last one.
+                last = changes[-1].revision
+                self._applied_revision = last if len(changes) < _CATCH_UP else last - 1
                 self._broadcaster.publish(changes)
                 self._delivered = changes[-1].id
 
@@ -508,7 +534,13 @@ class StateStore(Component):
         return out
 
     def _live_row(self, key: str) -> Row:
-        row = self._cache.get(key)  # only valid keys are ever cached
+        # PostgreSQL: the cache is current only while the follower hears every commit (see _followed).
+        cached = not self._shared or (
+            self._listener is not None
+            and self._listener.live
+            and time.monotonic() - self._heard < FOLLOWER_SILENCE
+        )
+        row = self._cache.get(key) if cached else None  # only valid keys are ever cached
         if row is None:
             validate_key(key)
             generation = self._cache.generation
@@ -516,7 +548,8 @@ class StateStore(Component):
             if found is None:
                 raise NotFound("key", key)
             row = found
-            self._cache.fill(row, generation)
+            if not self._shared or row.mod_revision <= self._applied_revision:
+                self._cache.fill(row, generation)
         if row.expire_at is not None and row.expire_at <= self.clock():
             raise NotFound("key", key)
         return row
@@ -693,7 +726,10 @@ class StateStore(Component):
         prefix_ = prefix or ""
 
         def replay(after_id: int, limit: int) -> list[Change]:
-            return watched(after_id, start_revision, key, prefix_, limit)
+            # PostgreSQL: only what this replica has delivered (and its cache applied); the rest comes
+            # live, so a GetKey after a Watch event on this replica sees the change (see _followed).
+            upto = self._delivered if self._shared else 1 << 62
+            return watched(after_id, upto, start_revision, key, prefix_, limit)
 
         return Follower(
             self._broadcaster,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import re
 import threading
 import time
@@ -19,13 +20,15 @@ from typing import Any
 from opentelemetry import trace
 
 from ..._ids import new_id
-from ...errors import InvalidArgument
+from ...errors import InvalidArgument, Unavailable
 from ...metrics import NOOP, Metrics
 from ...priority import Priority
 from ...telemetry import current_correlation, current_trace
 from .._paging import decode_token, encode_token, page_size
 from ..events import NewEvent
 from ._store_port import SystemPort
+
+log = logging.getLogger("voltorch.errors")
 
 MAX_MESSAGE = 4096
 _CODE_RE = re.compile(r"[^A-Z0-9_]+")
@@ -96,20 +99,22 @@ class ErrorLog:
         # The leading fields, in ErrorRecord's order (the same as the table's columns).
         head = (eid, component, code, message, ids.trace_id, ids.span_id, correlation_id, now)
         with self.db.write() as tx:
-            ev = self.events.append(
-                tx,
-                [
-                    NewEvent(
-                        type="system.error",
-                        source=component,
-                        data={"error_id": eid, "code": code, "message": message, "details": details},
-                        correlation_id=correlation_id,
-                        priority=Priority.HIGH,
-                    )
-                ],
-            )[0]
-            self.store.insert_error(tx, (*head, json.dumps(details, separators=(",", ":")), ev.sequence))
-        rec = ErrorRecord(*head, details, ev.sequence)
+            event = NewEvent(
+                type="system.error",
+                source=component,
+                data={"error_id": eid, "code": code, "message": message, "details": details},
+                correlation_id=correlation_id,
+                priority=Priority.HIGH,
+            )
+            try:
+                seq = self.events.append(tx, [event])[0].sequence
+            except Unavailable as unreachable:
+                # The log is on a PostgreSQL this replica cannot reach (errors stay in its own file):
+                # the error is kept without its event, now, rather than lost or waited on.
+                log.warning("system.error event of %s not published: %s", component, unreachable.message)
+                seq = 0
+            self.store.insert_error(tx, (*head, json.dumps(details, separators=(",", ":")), seq or None))
+        rec = ErrorRecord(*head, details, seq)
         with self._lock:
             self._counts[component] = self._counts.get(component, 0) + 1
             self._last[component] = rec

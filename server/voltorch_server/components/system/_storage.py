@@ -72,7 +72,7 @@ class Storage(Component):
             raise RuntimeError(f"storage error {self._clock() - at:.0f}s ago: {last}")
         ping(self.db)  # the file answers at all
         if self.shared is not None:
-            ping(self.shared)  # Unavailable when the database cannot be reached
+            self.shared.check_reachable()  # Unavailable (and why) while the database does not answer
 
     def details(self) -> dict[str, Any]:
         with self._lock:

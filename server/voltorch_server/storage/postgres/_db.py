@@ -12,10 +12,14 @@ What differs, and why:
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
 - Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
   revision, then the kv_history counter, then the events counter), so serialization failures and
-  deadlocks cannot arise between voltorch's own writers; should one come from elsewhere it is Aborted
-  (CONCURRENT_WRITER, retry) rather than internal. (No retry loop here: a transaction's body is the
-  caller's code, which `write()` cannot run again.)
+  deadlocks cannot arise between voltorch's own writers. Should one come from elsewhere (another
+  session on the database) it is a `TransactionConflict`: group-committed batches (state writes,
+  Publish) are run again with a jittered backoff (`storage/_retry`); a plain `write()` block, the
+  caller's code, cannot be, and its caller hears Aborted (CONCURRENT_WRITER, retry).
 - A lost connection is Unavailable (retry), never an internal error; the pool replaces dead connections.
+  A probe in the background (`_probe`) knows whether the database answers: while it does not, calls
+  fail at once with Unavailable and the reason (instead of each waiting out the pool's timeout), and
+  `check_reachable()` (the storage component's health check) answers without a round trip.
   Connections are not pinged when taken from the pool (a round trip per query): after the database
   restarts, each stale pooled connection fails one call with Unavailable before it is replaced.
 """
@@ -34,8 +38,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...errors import Aborted, Unavailable
+from ...errors import Unavailable
 from .._dialect import POSTGRES
+from .._retry import TransactionConflict
+from ._probe import Probe
 
 log = logging.getLogger("voltorch.db")
 
@@ -77,10 +83,9 @@ def _row_factory(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Any]:
     return lambda values: cls(values)
 
 
-def unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(
-        f"{RETRY_HINT} ({type(exc).__name__}: {str(exc).strip()[:200]})", reason="DATABASE_UNAVAILABLE"
-    )
+def unavailable(exc: BaseException | str) -> Unavailable:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return Unavailable(f"{RETRY_HINT} ({why})", reason="DATABASE_UNAVAILABLE")
 
 
 class _Conn:
@@ -95,15 +100,39 @@ class _Conn:
         return self.raw.execute(translate(sql), params or None, prepare=None)
 
 
+_INSERT_HEAD = re.compile(r"\s*INSERT INTO (\w+)\s*\(([^)]*)\)\s*")
+_unnest_cache: dict[tuple[str, str], str] = {}
+
+
+def _unnest_sql(raw: psycopg.Connection, head: str, tail: str) -> str:
+    """`head SELECT * FROM unnest(%s::type[], …) tail`, the column types read from the catalog once."""
+    sql = _unnest_cache.get((head, tail))
+    if sql is None:
+        m = _INSERT_HEAD.fullmatch(head)
+        assert m is not None, f"not an INSERT INTO table(columns): {head!r}"
+        columns = [c.strip() for c in m[2].split(",")]
+        types: dict[str, str] = dict(
+            raw.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (m[1],),
+            ).fetchall()
+        )
+        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+        sql = _unnest_cache[(head, tail)] = f"{head} SELECT * FROM unnest({arrays}){tail}"
+    return sql
+
+
 class PgTx:
     """An open write transaction (see storage.Tx)."""
 
-    __slots__ = ("conn", "_after", "_notify")
+    __slots__ = ("conn", "_after", "_notify", "_counters")
 
     def __init__(self, conn: _Conn):
         self.conn = conn
         self._after: list[Callable[[], None]] = []
         self._notify: dict[str, str] = {}
+        self._counters: dict[str, int] = {}  # the counters this transaction has locked, as it left them
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> psycopg.Cursor:
         return self.conn.execute(sql, params)
@@ -114,29 +143,36 @@ class PgTx:
         return cur
 
     def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        """`head` ("INSERT INTO table(columns)") the rows, with `tail` (e.g. ON CONFLICT …), in one
+        statement whatever their number: one array per column, unnested. Its text never changes, so
+        psycopg converts it once and PostgreSQL runs it prepared; a VALUES list per row count made
+        each batch a new statement to parse (client and server) — a third of a write's CPU."""
         if not rows:
             return
-        width = len(rows[0])
-        one = "(" + ",".join(["%s"] * width) + ")"
-        per = max(1, 30_000 // width)
-        for i in range(0, len(rows), per):
-            chunk = rows[i : i + per]
-            params = [v for r in chunk for v in r]
-            self.conn.raw.execute(f"{head} VALUES {','.join([one] * len(chunk))}{tail}", params)
+        raw = self.conn.raw
+        sql = _unnest_sql(raw, head, tail)
+        raw.execute(sql, [list(column) for column in zip(*rows, strict=True)], prepare=None)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self._after.append(fn)
 
     def counter(self, name: str) -> int:
-        """The counter's value, its row locked until this transaction ends (see the module docstring)."""
-        row = self.execute(
-            "SELECT value FROM voltorch_counters WHERE name = ? FOR UPDATE", (name,)
-        ).fetchone()
-        assert row is not None, f"no counter {name!r}: the migrations create every one"
-        return row[0]
+        """The counter's value, its row locked until this transaction ends (see the module docstring).
+        Asked again in the same transaction, it is known without a round trip: nobody else can change
+        a row this transaction has locked."""
+        value = self._counters.get(name)
+        if value is None:
+            row = self.execute(
+                "SELECT value FROM voltorch_counters WHERE name = ? FOR UPDATE", (name,)
+            ).fetchone()
+            assert row is not None, f"no counter {name!r}: the migrations create every one"
+            value = self._counters[name] = row[0]
+        return value
 
     def set_counter(self, name: str, value: int) -> None:
         self.execute("UPDATE voltorch_counters SET value = ? WHERE name = ?", (value, name))
+        if name in self._counters:
+            self._counters[name] = value
 
     def notify(self, channel: str, head: int) -> None:
         """NOTIFY `channel` with `head` once, just before COMMIT (the last call wins)."""
@@ -167,19 +203,31 @@ class PgDatabase:
         except PoolTimeout as exc:
             self._pool.close()
             raise unavailable(exc) from None
+        self._probe = Probe(dsn)
         self._closed = False
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        down = self._probe.status()
+        if down:  # fail now rather than after the pool's timeout; the probe notices the database return
+            raise unavailable(down)
         try:
             with self._pool.connection() as raw:
                 yield raw
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
-                raise Aborted(
+                raise TransactionConflict(
                     f"concurrent transactions conflicted; retry ({exc})", reason="CONCURRENT_WRITER"
                 ) from None
-            raise unavailable(exc) from None
+            error = unavailable(exc)
+            self._probe.failed(error.message)
+            raise error from None
+
+    def check_reachable(self) -> None:
+        """Unavailable (with the reason) while the database does not answer; no round trip."""
+        down = self._probe.status()
+        if down:
+            raise unavailable(down)
 
     @contextmanager
     def write(self) -> Iterator[PgTx]:
@@ -190,8 +238,9 @@ class PgDatabase:
             tx = PgTx(_Conn(raw))
             with raw.transaction():
                 yield tx
-                for channel, head in tx._notify.items():
-                    raw.execute("SELECT pg_notify(%s, %s)", (channel, head))
+                if tx._notify:  # one statement for every channel
+                    calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
+                    raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
         for fn in tx._after:
             fn()
 
@@ -226,15 +275,18 @@ class PgDatabase:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._probe.close()
             self._pool.close()
 
 
 class Listener:
     """One thread that LISTENs on channels and calls `wake()` on every notification, after a reconnect,
-    and every `idle` seconds (a missed notification only delays, never loses: readers go by position)."""
+    and every `idle` seconds (a missed notification only delays, never loses: readers go by position).
+    `live`: listening, and caught up once since connecting (so every commit from now on wakes it)."""
 
     def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[], None], idle: float):
         self._dsn, self._channels, self._wake, self._idle = dsn, list(channels), wake, idle
+        self.live = False
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
@@ -247,27 +299,33 @@ class Listener:
                     self._conn = conn
                     for ch in self._channels:
                         conn.execute(f'LISTEN "{ch}"')
-                    self._call()
+                    self.live = self._call()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=self._idle, stop_after=1):
                             pass
-                        self._call()
+                        self.live = self._call()
             except psycopg.Error as exc:
                 if not self._stop.is_set():
-                    log.warning("listener lost its connection (%s); reconnecting", exc)
+                    if self._conn is not None:  # once per outage (the probe tells when it ends)
+                        log.warning("listener lost its connection (%s); reconnecting", exc)
                     self._stop.wait(0.2)
             finally:
+                self.live = False
                 self._conn = None
 
-    def _call(self) -> None:
+    def _call(self) -> bool:
+        """wake(); whether it succeeded."""
         try:
             self._wake()
+            return True
         except Exception:
             log.exception("catching up after a notification failed")
+            return False
 
     def stop(self) -> None:
         """Stop listening. Not waited for: the thread notices within `idle` seconds, and it only ever
         calls `wake()`, which reads by position (harmless once the caller has stopped)."""
+        self.live = False
         self._stop.set()
 
 

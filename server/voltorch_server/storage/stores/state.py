@@ -22,6 +22,11 @@ _HISTORY = (
     " prev_value, prev_version, prev_mod_revision)"
 )
 _REVISION = "SELECT value FROM meta WHERE name = 'revision'"
+# PostgreSQL: the newest kv_history id and revision, in one statement (one snapshot: they agree).
+_HEADS = (
+    "SELECT (SELECT value FROM voltorch_counters WHERE name = 'kv_history'),"
+    " (SELECT value FROM meta WHERE name = 'revision')"
+)
 _HISTORY_COUNTER = "kv_history"
 
 
@@ -47,6 +52,17 @@ def _change(row: Any) -> Change:
             update_time=row["update_time"],
         )
     return Change(id=row["id"], revision=row["revision"], type=row["type"], kv=kv, previous=prev)
+
+
+def _cached(row: Any) -> tuple[str, Row | None]:
+    """A kv_history row as the committed-row cache applies it: the key and its row after the change."""
+    key = row["key"]
+    if row["type"] != "PUT":
+        return key, None
+    return key, Row(
+        key, row["value"], row["version"], row["create_revision"], row["revision"], row["expire_at"],
+        row["update_time"],
+    )  # fmt: skip
 
 
 def _snapshot(r: Any) -> SnapshotInfo:
@@ -153,9 +169,15 @@ class SqlState:
             ).fetchall()
         return [Row(*r) for r in rows], revision
 
-    def changes_after(self, after_id: int, limit: int) -> list[Change]:
+    def followed_after(self, after_id: int, limit: int) -> tuple[list[Change], list[tuple[str, Row | None]]]:
+        """The follower's read (PostgreSQL): changes past after_id, and the same as cache updates."""
         rows = self.db.query("SELECT * FROM kv_history WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-        return [_change(r) for r in rows]
+        return [_change(r) for r in rows], [_cached(r) for r in rows]
+
+    def heads(self) -> tuple[int, int]:
+        """PostgreSQL: the newest kv_history id and the revision, read together."""
+        head, revision = self.db.query(_HEADS)[0]
+        return head, revision
 
     def key_history(self, key: str, before_id: int, limit: int) -> list[Change]:
         """A key's changes with id < before_id, newest first."""
@@ -175,15 +197,17 @@ class SqlState:
         )[0]
 
     def watched_changes(
-        self, after_id: int, start_revision: int, key: str | None, prefix: str, limit: int
+        self, after_id: int, upto: int, start_revision: int, key: str | None, prefix: str, limit: int
     ) -> list[Change]:
-        """Changes past after_id at start_revision or later, of `key` (when given) or under `prefix`."""
+        """Changes past after_id up to id `upto`, at start_revision or later, of `key` (when given) or
+        under `prefix`."""
         where, arg = (
             ("key = ?", (key,)) if key is not None else ("substr(key, 1, ?) = ?", (len(prefix), prefix))
         )
         rows = self.db.query(
-            f"SELECT * FROM kv_history WHERE id > ? AND revision >= ? AND {where} ORDER BY id LIMIT ?",
-            (after_id, start_revision, *arg, limit),
+            f"SELECT * FROM kv_history WHERE id > ? AND id <= ? AND revision >= ? AND {where}"
+            " ORDER BY id LIMIT ?",
+            (after_id, upto, start_revision, *arg, limit),
         )
         return [_change(r) for r in rows]
 
