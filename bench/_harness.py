@@ -331,6 +331,8 @@ class Result:
     server_us_per_item: float | None = None
     server_switches_per_item: float | None = None
     client_us_per_item: float | None = None
+    commits_per_item: float | None = None  # database commits per item (the workflows suite's steps)
+    handoffs_per_item: float | None = None  # cross-thread hand-offs on the step path per item
     unit: str = "calls"
     baseline: str | None = None
     ratio: float | None = None
@@ -434,7 +436,8 @@ def print_results(results: Sequence[Result], title: str = "voltorch benchmarks")
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col, just in [
+    counted = any(r.commits_per_item is not None or r.handoffs_per_item is not None for r in results)
+    columns = [
         ("suite", "left"),
         ("benchmark", "left"),
         ("rate/s", "right"),
@@ -443,15 +446,24 @@ def print_results(results: Sequence[Result], title: str = "voltorch benchmarks")
         ("srv µs/op", "right"),
         ("srv sw/op", "right"),
         ("cli µs/op", "right"),
-        ("vs baseline", "right"),
-        ("target", "right"),
-        ("result", "left"),
-    ]:
+    ]
+    if counted:  # the workflows suite: what a step costs in commits and thread hand-offs
+        columns += [("commits/step", "right"), ("hand-offs/step", "right")]
+    columns += [("vs baseline", "right"), ("target", "right"), ("result", "left")]
+    for col, just in columns:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in results:
         verdict = {True: "[green]PASS[/]", False: "[red]MISS[/]", None: ""}[r.passed]
         if r.errors:
             verdict = f"[red]ERROR[/] {r.errors[0]}"
+        counts = (
+            [
+                f"{r.commits_per_item:.2f}" if r.commits_per_item is not None else "-",
+                f"{r.handoffs_per_item:.2f}" if r.handoffs_per_item is not None else "-",
+            ]
+            if counted
+            else []
+        )
         table.add_row(
             r.suite,
             r.name,
@@ -461,10 +473,11 @@ def print_results(results: Sequence[Result], title: str = "voltorch benchmarks")
             f"{r.server_us_per_item:.0f}" if r.server_us_per_item is not None else "-",
             f"{r.server_switches_per_item:.1f}" if r.server_switches_per_item is not None else "-",
             f"{r.client_us_per_item:.0f}" if r.client_us_per_item is not None else "-",
+            *counts,
             f"{r.ratio:.2f}x {r.baseline}" if r.ratio is not None else "",
             f">= {r.target:.2f}x" if r.target is not None else "",
             verdict,
         )
     console = Console()
-    console.width = max(console.width, 150)  # rich falls back to 80 columns when piped
+    console.width = max(console.width, 175 if counted else 150)  # rich falls back to 80 columns when piped
     console.print(table)

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import grpc
@@ -344,19 +345,41 @@ def _one_pb() -> wpb.WorkflowTemplate:
     )
 
 
-def _peer_rows(name: str, n: int, samples: dict[str, list[tuple[float, list[int]]]]) -> dict[str, Result]:
-    """Rows of one system from its windows: (wall seconds, per-workflow ns) per round and shape."""
+Costs = dict[
+    str, list[tuple[float, float, float, float]]
+]  # shape -> windows' (CPU s, switches, commits, hand-offs)
+
+
+def _per(
+    costs: list[tuple[float, float, float, float]], items: int, i: int, scale: float = 1.0
+) -> float | None:
+    values = [c[i] for c in costs]
+    if not values or any(v != v for v in values):  # nan: not counted (a server without the counters)
+        return None
+    return sum(values) / (items * len(values)) * scale
+
+
+def _peer_rows(
+    name: str, n: int, samples: dict[str, list[tuple[float, list[int]]]], costs: Costs | None = None
+) -> dict[str, Result]:
+    """Rows of one system from its windows: (wall seconds, per-workflow ns) per round and shape, and for a
+    server its costs per window (server CPU, context switches, commits, hand-offs), reported per step."""
 
     def row(shape: str, label: str, per: int, unit: str) -> Result:
         windows = samples[shape]
         lat = sorted(x for _, part in windows for x in part)
         rates = [n * per / wall for wall, _ in windows]
+        c = (costs or {}).get(shape, [])
         return Result(
             suite=SUITE,
             name=f"{name} {label}",
             rate=statistics.median(rates),
             p50_ms=percentile(lat, 0.5),
             p99_ms=percentile(lat, 0.99),
+            server_us_per_item=_per(c, n * per, 0, 1e6),
+            server_switches_per_item=_per(c, n * per, 1),
+            commits_per_item=_per(c, n * per, 2),
+            handoffs_per_item=_per(c, n * per, 3),
             unit=unit,
             rounds=rates,
         )
@@ -367,15 +390,39 @@ def _peer_rows(name: str, n: int, samples: dict[str, list[tuple[float, list[int]
         "conc5": row("conc5", f"{STEPS}-step workflow, {n} at once", STEPS, "steps"),
     }
     marginal = (rows["seq5"].p50_ms - rows["seq1"].p50_ms) / (STEPS - 1)
+
+    def more(field: str) -> float | None:  # what a step adds: per workflow, 5-step minus 1-step, over 4
+        five, one = getattr(rows["seq5"], field), getattr(rows["seq1"], field)
+        return None if five is None or one is None else (five * STEPS - one) / (STEPS - 1)
+
     rows["marginal"] = Result(
         suite=SUITE,
         name=f"{name} marginal per step (p50 {STEPS}-step - 1-step) / {STEPS - 1}",
         rate=1000.0 / marginal if marginal > 0 else float("nan"),
         p50_ms=marginal,
         p99_ms=float("nan"),
+        server_us_per_item=more("server_us_per_item"),
+        server_switches_per_item=more("server_switches_per_item"),
+        commits_per_item=more("commits_per_item"),
+        handoffs_per_item=more("handoffs_per_item"),
         unit="steps",
     )
     return rows
+
+
+def _counters(srv: ServerProcess, client: Any) -> tuple[float, float, float, float]:
+    """The server's CPU seconds, context switches, commits and hand-offs so far (the last two from the
+    storage component's health details; nan for a server that does not count them)."""
+    details: dict[str, str] = {}
+    for c in client.health(refresh=True).components:
+        if c.name == "storage":
+            details = c.details
+    return (
+        srv.cpu_seconds(),
+        float(srv.context_switches()),
+        float(details.get("commits", "nan")),
+        float(details.get("handoffs", "nan")),
+    )
 
 
 def _peers(args: Any) -> list[Result]:
@@ -394,6 +441,7 @@ def _peers(args: Any) -> list[Result]:
         "langgraph": {"seq5": [], "seq1": [], "conc5": []},
         "voltorch": {"seq5": [], "seq1": [], "conc5": []},
     }
+    costs: Costs = {"seq5": [], "seq1": [], "conc5": []}
     with (
         tempfile.TemporaryDirectory(prefix="voltorch-bench-peers-") as tmp,
         ServerProcess("voltorch", env=env) as srv,
@@ -422,14 +470,21 @@ def _peers(args: Any) -> list[Result]:
                 lg.sequential(one, 5)
             for _ in range(args.rounds):
                 for name, (five, one) in runs.items():
-                    samples[name]["seq5"].append(lg.sequential(five, n))
-                    samples[name]["seq1"].append(lg.sequential(one, n))
-                    samples[name]["conc5"].append(lg.concurrent(five, n))
+                    for shape, window in (
+                        ("seq5", partial(lg.sequential, five, n)),
+                        ("seq1", partial(lg.sequential, one, n)),
+                        ("conc5", partial(lg.concurrent, five, n)),
+                    ):
+                        before = _counters(srv, client) if name == "voltorch" else None
+                        samples[name][shape].append(window())
+                        if before is not None:
+                            after = _counters(srv, client)
+                            costs[shape].append(tuple(a - b for a, b in zip(after, before, strict=True)))  # type: ignore[arg-type]
         finally:
             for c in chains.values():
                 c.close()
     peer = _peer_rows("langgraph", n, samples["langgraph"])
-    ours = _peer_rows("voltorch", n, samples["voltorch"])
+    ours = _peer_rows("voltorch", n, samples["voltorch"], costs)
     # Targets of issue 16 (one commit per step): marginal step <= LangGraph's, a 1-step workflow <= 2x
     # LangGraph's, 200 at once >= 1.0x LangGraph's steps/s.
     for key, target in (("seq5", None), ("seq1", 0.5), ("conc5", 1.0)):

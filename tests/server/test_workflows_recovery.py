@@ -4,10 +4,12 @@ step re-attaches to its coordination. The workflow is held mid-flight by an agen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -304,3 +306,94 @@ def test_server_stop_stops_a_component_before_those_it_uses(config, monkeypatch)
         "events",
         "storage",
     ]
+
+
+# -- kill -9 in the middle of a burst of multi-step workflows -------------------------------------------------
+
+BURST, CHAIN = 60, 5
+
+
+def _finished_steps(db: Path) -> dict[tuple[str, str], tuple]:
+    """(execution, step) -> (status, coordination, attempts, end time) of every step recorded finished."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT execution_id, step_id, status, coordination_id, attempts, end_time FROM workflow_steps"
+            " WHERE status IN ('completed', 'failed', 'skipped')"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(r[0], r[1]): tuple(r[2:]) for r in rows}
+
+
+def _coordinations_per_step(db: Path) -> Counter:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT execution_id, step_id FROM coordinations WHERE execution_id != ''")
+        return Counter((r[0], r[1]) for r in rows)
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_during_a_burst_of_workflows_reruns_no_finished_step(tmp_path: Path):
+    """Steps commit their checkpoint, coordination and the next step's start together: a server killed
+    while dozens of chains run re-runs none of the steps it had recorded finished, and finishes the rest."""
+    db, log = tmp_path / "burst.db", tmp_path / "server.log"
+    chain = WorkflowTemplate(
+        name="burst",
+        steps=[
+            Step(
+                f"s{i}",
+                AgentTask(f"step {i}", ["burst"]),
+                depends_on=[f"s{i - 1}"] if i else [],
+                start_after=None if i else 2.0,  # every chain is started before the first runs
+            )
+            for i in range(CHAIN)
+        ],
+    )
+    proc, target = serve(db, log)
+    try:
+        with voltorch.Client(target, timeout=10) as client:
+            client.coordination.register_agent(
+                "burst-agent", kind="offline", capabilities=["burst"], max_concurrency=BURST
+            )
+            client.workflows.register_template(chain)
+            completions = client.events.subscribe("workflow.step.completed", from_sequence=1)
+
+            def kill_midway() -> None:  # once a share of the steps is done, while the burst goes on
+                for n, _ in enumerate(completions, 1):
+                    if n >= BURST * CHAIN // 2:
+                        break
+                proc.send_signal(signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_midway)
+            killer.start()
+            ids: list[str] = []
+            with contextlib.suppress(voltorch.VoltorchError):
+                for _ in range(BURST):
+                    ids.append(client.workflows.start("burst").execution.id)
+            killer.join(WAIT)
+            proc.wait(timeout=WAIT)
+            completions.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    started = set(ids)
+    before = {k: v for k, v in _finished_steps(db).items() if k[0] in started}
+    assert 0 < len(before) < len(ids) * CHAIN, f"the kill must land mid-burst ({len(before)} steps done)"
+
+    proc, target = serve(db, log)
+    try:
+        with voltorch.Client(target, timeout=10) as client:
+            done = [client.workflows.wait(eid, timeout=WAIT) for eid in ids]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=WAIT)
+    assert [e.status for e in done] == ["completed"] * len(ids), log.read_text()[-3000:]
+    after = _finished_steps(db)
+    assert all((eid, f"s{i}") in after for eid in ids for i in range(CHAIN))
+    rerun = [key for key, was in before.items() if after[key] != was]
+    assert rerun == []  # same status, coordination, attempts and end time: not run again
+    per_step = _coordinations_per_step(db)
+    assert [key for key in before if per_step[key] != 1] == []  # no second coordination for a finished step

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from ..handoffs import handed_off
 from ._retry import retrying
 
 MAX_BATCH = 64  # operations per transaction
@@ -138,3 +139,4 @@ class GroupCommit:
                     q._wake.release()  # type: ignore[union-attr]  # every waiter queued behind made its lock
             if following is not None:
                 following._wake.release()  # type: ignore[union-attr]  # queued behind: it made its lock
+            handed_off(len(batch) - 1 + (following is not None))

@@ -20,6 +20,7 @@ from ._model import (
     check_condition,
     evaluate,
 )
+from ._runs import InlineTask, Placed, Prepared
 
 __all__ = [
     "DELTA_EVENT",
@@ -37,6 +38,9 @@ __all__ = [
     "CoordinationCondition",
     "CoordinationEngine",
     "CoordinationRequest",
+    "InlineTask",
+    "Placed",
+    "Prepared",
     "Selection",
     "TaskError",
     "check_condition",

@@ -73,6 +73,8 @@ class AgentState:
     error_until: float = 0.0  # monotonic
     tools: tuple[ToolSpec, ...] = ()  # functions it offers to tool-calling LLM agents
     _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
+    # the window's entries as JSON text, kept beside it: its row is written with every outcome
+    _window_text: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
 
@@ -113,7 +115,9 @@ class AgentState:
     def record(self, ok: bool, latency: float, error: TaskError | None) -> None:
         """Update the statistics with one finished task (failures included)."""
         self._cached_sums = None
-        self.window.append((ok, round(latency, 6)))
+        lat = round(latency, 6)
+        self.window.append((ok, lat))
+        self._window_text.append(f"[{int(ok)},{lat!r}]")
         self.last_seen = time.time()
         if ok:
             self.tasks_completed += 1
@@ -180,12 +184,17 @@ class AgentState:
 
     def stats_params(self) -> tuple:
         return (
-            json.dumps([[int(ok), lat] for ok, lat in self.window], separators=(",", ":")),
+            "[" + ",".join(self._window_texts()) + "]",
             self.tasks_completed,
             self.tasks_failed,
             json.dumps(self.last_error.to_dict()) if self.last_error else None,
             self.last_seen,
         )
+
+    def _window_texts(self) -> deque:
+        if len(self._window_text) != len(self.window):  # loaded from a row: rendered once
+            self._window_text = deque((f"[{int(ok)},{lat!r}]" for ok, lat in self.window), maxlen=WINDOW)
+        return self._window_text
 
     @classmethod
     def from_row(cls, row: Any) -> AgentState:

@@ -30,7 +30,11 @@ class DeltaStream:
         interval: float = DELTA_INTERVAL,
         chars: int = DELTA_CHARS,
         clock: Callable[[], float] = time.monotonic,
+        hold: bool = False,
     ):
+        """`hold`: batches cut before `interval` has passed since the last published one (or the start)
+        are kept, not published: a task that ends that soon has them written with its outcome, in the
+        same transaction (`drain()`); one that runs longer publishes them with its next batch."""
         self._publish = publish
         self._base = base
         self._interval = interval
@@ -41,6 +45,7 @@ class DeltaStream:
         self._size = 0
         self._offset = 0
         self._last = clock()
+        self._held: list[dict[str, Any]] | None = [] if hold else None
         self.batches = 0
 
     def write(self, text: str) -> None:
@@ -54,20 +59,45 @@ class DeltaStream:
                 self._flush_locked()
 
     def flush(self) -> None:
-        """Publish what is left (the task ended)."""
+        """Publish what is left (the task ended); with `hold`, keep it for drain() unless it is due."""
         with self._lock:
             self._flush_locked()
 
-    def _flush_locked(self) -> None:
+    def drain(self) -> list[dict[str, Any]]:
+        """With `hold`: every batch not published yet, the rest of the text included (the caller writes
+        them with the task's outcome)."""
+        with self._lock:
+            if self._held is None:
+                return []
+            self._cut()
+            out, self._held = self._held, []
+            return out
+
+    def _cut(self) -> dict[str, Any] | None:
         if not self._pending:
-            return
+            return None
         text = "".join(self._pending)
         data = {**self._base, "offset": self._offset, "delta": text}
         self._pending, self._size = [], 0
         self._offset += len(text)
+        self.batches += 1
+        if self._held is not None:
+            self._held.append(data)
+        return data
+
+    def _flush_locked(self) -> None:
+        data = self._cut()
+        if data is None:
+            return
+        if self._held is not None:
+            if self._clock() - self._last < self._interval:
+                return  # kept: written with the outcome, or published with the next batch
+            batch, self._held = self._held, []
+        else:
+            batch = [data]
         self._last = self._clock()
         try:
-            self._publish(data)
-            self.batches += 1
+            for d in batch:
+                self._publish(d)
         except Exception:  # live text is a courtesy: failing to show it never fails the task
             log.warning("publishing live output of %s failed", self._base.get("task_id"), exc_info=True)

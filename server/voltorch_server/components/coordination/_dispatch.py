@@ -21,6 +21,7 @@ from opentelemetry import context as otel_context
 from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome, Toolbox
 from ...config import Config
 from ...errors import Unavailable
+from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
 from .._base import Component
@@ -29,8 +30,19 @@ from . import _store as store
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._journal import Journal, RunTable
-from ._model import AgentResult, Selection, TaskError, evaluate
-from ._runs import PREVIEW, SOURCE, After, Run, Unit, checked, final_output, make_result, total_usage
+from ._model import AgentResult, Coordination, Selection, TaskError, evaluate
+from ._runs import (
+    PREVIEW,
+    SOURCE,
+    After,
+    InlineTask,
+    Run,
+    Unit,
+    checked,
+    final_output,
+    make_result,
+    total_usage,
+)
 from ._selection import choose, rank
 
 log = logging.getLogger("voltorch.coordination")
@@ -224,7 +236,49 @@ class Dispatcher:
             agent_capabilities=state.capabilities,
         )
         assert state.runtime is not None
-        after.launches.append(partial(self._launch, unit, unit.attempt, state.runtime, task))
+        unit.launch = partial(self._launch, unit, unit.attempt, state.runtime, task)
+        after.launches.append(unit.launch)
+
+    def take_inline(self, run: Run, after: After) -> InlineTask | None:
+        """The task of a one-task coordination just given to an in-process agent in this transaction,
+        taken out of `after`'s launches so that the caller runs it in its own thread (run_inline)."""
+        unit = run.units.get(0)
+        if len(run.plan) != 1 or unit is None or unit.agent_id is None or unit.launch not in after.launches:
+            return None
+        launch = unit.launch
+        assert isinstance(launch, partial)
+        _unit, attempt, runtime, task = launch.args
+        if not runtime.threaded:
+            return None
+        after.launches.remove(launch)
+        return InlineTask(unit, attempt, runtime, task)
+
+    def run_inline(self, it: InlineTask, traceparent: str = "") -> Outcome | None:
+        """Run an inline task in this thread as the pool would (run_threaded); None when it must not run.
+        `traceparent`: the caller's span, which the agent's span joins."""
+        cancel = it.unit.cancel
+        if cancel is None or cancel.is_set() or not self.running:
+            return None
+        deltas = it.deltas = self._deltas(it.unit.run, it.task, hold=True)
+        task = replace(
+            it.task,
+            on_delta=deltas.write,
+            toolbox=self.toolbox,
+            traceparent=traceparent or it.task.traceparent,
+        )
+        return self._run_threaded(it.runtime, task, cancel, None, self.generation, deltas)
+
+    def complete(self, tx: Tx, after: After, it: InlineTask, outcome: Outcome) -> Coordination | None:
+        """Record an inline task's outcome (engine lock held, inside the caller's transaction); the
+        coordination then, or None when the engine no longer has it (restarted: it runs it again)."""
+        run = it.unit.run
+        if not self.running or self.runs.live.get(run.id) is not run:
+            return None
+        held = it.deltas.drain() if it.deltas is not None else []
+        if held:  # the live text before the outcome, in its transaction
+            self.journal.events.append(tx, [self._delta_event(run, d) for d in held])
+        self.record(tx, after, it.unit, it.attempt, checked(outcome))
+        return run.final or run.snapshot(self.runs.position(run))
 
     def _launch(self, unit: Unit, attempt: int, runtime: Agent, task: AgentTask) -> None:
         cancel = unit.cancel
@@ -244,15 +298,17 @@ class Dispatcher:
                 pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping
                 return
+            handed_off()
         else:
             try:
                 runtime.start(task, cancel, done)
+                handed_off()  # to the worker's stream
             except Exception as exc:
                 done(
                     AgentError(f"agent failed to start the task: {exc}", code="AGENT_CRASHED", retryable=True)
                 )
 
-    def _deltas(self, run: Run, task: AgentTask) -> DeltaStream:
+    def _deltas(self, run: Run, task: AgentTask, *, hold: bool = False) -> DeltaStream:
         """The live text of one attempt, published with the coordination's correlation (so WatchExecution
         and Subscribe deliver it next to the step's other events)."""
         base = {
@@ -265,30 +321,35 @@ class Dispatcher:
         }
 
         def publish(data: dict) -> None:
-            self.journal.events.publish(
-                NewEvent(
-                    type=DELTA_EVENT,
-                    source=SOURCE,
-                    data=data,
-                    correlation_id=run.correlation_id,
-                    priority=run.priority,
-                    traceparent=run.traceparent,
-                )
-            )
+            self.journal.events.publish(self._delta_event(run, data))
 
-        return DeltaStream(publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars)
+        return DeltaStream(
+            publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars, hold=hold
+        )
+
+    @staticmethod
+    def _delta_event(run: Run, data: dict) -> NewEvent:
+        return NewEvent(
+            type=DELTA_EVENT,
+            source=SOURCE,
+            data=data,
+            correlation_id=run.correlation_id,
+            priority=run.priority,
+            traceparent=run.traceparent,
+        )
 
     def _run_threaded(
         self,
         runtime: Agent,
         task: AgentTask,
         cancel: CancelSignal,
-        done: Callable,
+        done: Callable | None,
         generation: int,
         deltas: DeltaStream,
-    ) -> None:
+    ) -> Outcome | None:
+        """Run a task on an in-process agent; its outcome goes to `done` (None: returned instead)."""
         if cancel.is_set() or generation != self.generation:
-            return
+            return None
         ctx = context_from(task.traceparent) if task.traceparent else None
         with tracer.start_as_current_span("agent.task", context=ctx) as span:
             span.set_attribute("voltorch.agent_id", task.agent_id)
@@ -310,8 +371,11 @@ class Dispatcher:
                 span.set_attribute("voltorch.error_code", outcome.code)
             deltas.flush()  # the last of the live text comes before the result
             span.set_attribute("voltorch.delta_batches", deltas.batches)
+        if done is None:
+            return outcome
         if generation == self.generation:
             done(outcome)
+        return None
 
     def _on_done(self, unit: Unit, attempt: int, outcome: Outcome) -> None:
         if not self.running:
@@ -319,35 +383,37 @@ class Dispatcher:
         outcome = checked(outcome)
         try:
             with self.journal.txn() as (tx, after):
-                run = unit.run
-                if (
-                    unit.attempt != attempt
-                    or unit.agent_id is None
-                    or run.terminal
-                    or self.runs.live.get(run.id) is not run
-                ):
-                    return  # superseded, cancelled, timed out or from before a restart: ignored
-                state = self.agents.get(unit.agent_id)
-                latency = time.monotonic() - unit.start_mono
-                if (
-                    isinstance(outcome, AgentError)
-                    and outcome.code == "WORKER_LOST"
-                    and unit.attempt < self.config.coordination_max_attempts
-                ):
-                    self.requeue(tx, after, unit, state, outcome.message, record=True)
-                else:
-                    self._release(unit, state)
-                    result = make_result(unit, state.id if state else "", outcome, latency)
-                    if state is not None:
-                        state.record(result.error is None, latency, result.error)
-                        store.update_agent_stats(tx, state)
-                        self.observed.metrics.record_agent_task(
-                            state.id, latency, success=result.error is None
-                        )
-                    self._record_result(tx, after, run, result)
-                self.dispatch(tx, after)
+                self.record(tx, after, unit, attempt, outcome)
         except Exception:
             log.exception("recording the outcome of %s failed", unit.task_id)
+
+    def record(self, tx: Tx, after: After, unit: Unit, attempt: int, outcome: Outcome) -> None:
+        """Record what an agent did with a unit (engine lock held), then dispatch what it freed."""
+        run = unit.run
+        if (
+            unit.attempt != attempt
+            or unit.agent_id is None
+            or run.terminal
+            or self.runs.live.get(run.id) is not run
+        ):
+            return  # superseded, cancelled, timed out or from before a restart: ignored
+        state = self.agents.get(unit.agent_id)
+        latency = time.monotonic() - unit.start_mono
+        if (
+            isinstance(outcome, AgentError)
+            and outcome.code == "WORKER_LOST"
+            and unit.attempt < self.config.coordination_max_attempts
+        ):
+            self.requeue(tx, after, unit, state, outcome.message, record=True)
+        else:
+            self._release(unit, state)
+            result = make_result(unit, state.id if state else "", outcome, latency)
+            if state is not None:
+                state.record(result.error is None, latency, result.error)
+                store.update_agent_stats(tx, state)
+                self.observed.metrics.record_agent_task(state.id, latency, success=result.error is None)
+            self._record_result(tx, after, run, result)
+        self.dispatch(tx, after)
 
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:

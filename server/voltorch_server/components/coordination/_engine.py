@@ -8,7 +8,10 @@ the database's writer lock and then the engine lock (always in that order; the e
 held while waiting for the database). Dispatch is a scan of the queue done inline by whichever
 thread changed something (a request, a finished task, a connecting worker), in the same
 transaction; agents are launched after commit — threaded agents on the engine's pool, remote
-workers through their session. A timer thread enforces deadlines and worker heartbeats.
+workers through their session. A timer thread enforces deadlines and worker heartbeats. A caller with a
+transaction of its own (a workflow step's checkpoint) can write a coordination in it (prepare, submit_in)
+and, when its one task went to an in-process agent, run that agent itself and record the outcome in its
+next transaction (run_inline, complete_in): one commit per step, no hand-off to the agent pool.
 
 Lifecycle: start() loads agents, registers the built-in team and re-queues every queued or running
 coordination from the database; stop() abandons in-flight work without finishing it, so the next
@@ -26,14 +29,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import TokenUsage, ToolSpec
+from ...agents.base import Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ...handoffs import handed_off
 from ...priority import Priority
-from ...storage import Database
+from ...storage import Database, Tx
 from ...telemetry import current_trace, trace_ids_from
 from .._base import Component
 from .._paging import decode_token, encode_token
@@ -66,7 +70,7 @@ from ._model import (
     check_name,
 )
 from ._registry import AgentRegistry
-from ._runs import PREVIEW, Run, request_hash
+from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
@@ -220,11 +224,8 @@ class CoordinationEngine(Component):
     def submit(self, req: CoordinationRequest) -> tuple[Coordination, bool]:
         """As request(), also saying whether request_id matched an earlier request (nothing new queued)."""
         self.dispatcher.require_running()
-        priority, timeout, context_raw = self._check_request(req)
-        now = time.time()
-        cid = new_id("coord")
-        digest = request_hash(req, priority, timeout)
-        ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
+        checked = self._check_request(req)
+        digest = request_hash(req, checked[0], checked[1])
         with self.journal.txn() as (tx, after):
             if req.request_id:
                 row = store.by_request(tx, req.request_id)
@@ -239,82 +240,140 @@ class CoordinationEngine(Component):
                     run = self.runs.live.get(row["id"])
                     existing = run.snapshot(self.runs.position(run)) if run else None
                     return existing or self._read(row["id"]), True
-            plan = self._plan(req)
-            run = Run(
-                id=cid,
-                request_id=req.request_id,
-                mode=req.mode,
-                source=req.source_agent_id,
-                requested_agent_ids=tuple(req.agent_ids),
-                caps=tuple(req.required_capabilities),
-                task=req.task,
-                context=dict(req.context),
-                priority=priority,
-                timeout=timeout,
-                deadline=now + timeout,
-                condition=req.condition,
-                correlation_id=req.correlation_id or cid,
-                trace_id=ids.trace_id,
-                traceparent=ids.traceparent,
-                max_agents=req.max_agents,
-                execution_id=req.execution_id,
-                step_id=req.step_id,
-                create_time=now,
-                plan=plan,
-                participants=list(plan),
-                attempts=[0] * len(plan),
-            )
-            store.insert_coordination(
-                tx,
-                {
-                    **run.row(),
-                    "request_id": req.request_id,
-                    "request_hash": digest,
-                    "mode": run.mode,
-                    "source_agent_id": run.source,
-                    "target_agent_id": req.target_agent_id,
-                    "requested_agent_ids": json.dumps(list(req.agent_ids)),
-                    "plan": json.dumps(plan),
-                    "required_capabilities": json.dumps(list(run.caps)),
-                    "task": run.task,
-                    "context": context_raw,
-                    "priority": int(priority),
-                    "timeout": timeout,
-                    "deadline": run.deadline,
-                    "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
-                    "correlation_id": run.correlation_id,
-                    "trace_id": run.trace_id,
-                    "traceparent": run.traceparent,
-                    "max_agents": req.max_agents,
-                    "execution_id": req.execution_id,
-                    "step_id": req.step_id,
-                    "create_time": now,
-                },
-            )
-            self.journal.emit(
-                tx,
-                "coordination.requested",
-                {
-                    "coordination_id": cid,
-                    "mode": run.mode,
-                    "task": run.task[:PREVIEW],
-                    "source_agent_id": run.source,
-                    "target_agent_id": req.target_agent_id,
-                    "plan": plan,
-                    "required_capabilities": list(run.caps),
-                    "priority": priority.name.lower(),
-                    "request_id": req.request_id,
-                    "execution_id": req.execution_id,
-                    "step_id": req.step_id,
-                },
-                run,
-            )
-            self.runs.live[cid] = run
-            self._schedule_deadline(run)
-            self.dispatcher.start_units(run)
+            prepared = Prepared(req, new_id("coord"), *checked, digest, self._plan(req))
+            run = self._insert(tx, after, prepared)
             snapshot = run.snapshot(self.runs.position(run))
             self.dispatcher.dispatch(tx, after)
         return snapshot, False
+
+    def prepare(self, req: CoordinationRequest) -> Prepared:
+        """Check and plan a new coordination without writing it (raises as request() would), so that the
+        caller can write it with submit_in() inside its own transaction. Its id is chosen here."""
+        self.dispatcher.require_running()
+        checked = self._check_request(req)
+        with self._lock:
+            plan = self._plan(req)
+        return Prepared(req, new_id("coord"), *checked, request_hash(req, checked[0], checked[1]), plan)
+
+    def submit_in(self, tx: Tx, prepared: Prepared) -> Placed:
+        """Write and queue a prepared coordination inside the caller's transaction `tx` (the workflow step's
+        checkpoint: one commit for both) and dispatch. When its only task went at once to an in-process
+        agent, `Placed.inline` is that task, for the caller to run in its own thread after the commit
+        (run_inline) and record with complete_in(): no hand-off to the agent pool. The caller runs
+        run_after(placed.after) once `tx` has committed."""
+        after = After()
+        with self._lock:
+            if not self.dispatcher.running:  # stopped since prepare(): the caller asks again later
+                return Placed(prepared.id, None, after, written=False)
+            run = self._insert(tx, after, prepared)
+            self.dispatcher.dispatch(tx, after)
+            inline = self.dispatcher.take_inline(run, after)
+        return Placed(prepared.id, inline, after)
+
+    def run_inline(self, task: InlineTask, traceparent: str = "") -> Outcome | None:
+        """Run an inline task's agent in this thread; None when it must not run (cancelled, engine
+        restarted): then the coordination is finished, or re-dispatched, by the engine as usual."""
+        return self.dispatcher.run_inline(task, traceparent)
+
+    def complete_in(self, tx: Tx, task: InlineTask, outcome: Outcome) -> tuple[Coordination | None, After]:
+        """Record an inline task's outcome inside the caller's transaction; the coordination as it stands
+        then (terminal when that was its last task, or cancelled / timed out meanwhile), or None when the
+        engine no longer knows it (restarted: it re-runs it). Run run_after() on the After once committed."""
+        after = After()
+        with self._lock:
+            return self.dispatcher.complete(tx, after, task, outcome), after
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) on the agent pool (RuntimeError when the engine is stopped): how a caller that
+        got an inline task runs it without holding a thread of its own."""
+        pool = self.dispatcher.pool
+        if pool is None:
+            raise RuntimeError("the coordination engine is stopped")
+        pool.submit(fn, *args)
+
+    def run_after(self, after: After) -> None:
+        """The work a submit_in() / complete_in() transaction left for after its commit."""
+        self.journal.run_after(after)
+
+    def _insert(self, tx: Tx, after: After, p: Prepared) -> Run:
+        """Persist a new coordination with its event and queue its tasks. Engine lock held."""
+        req, cid, priority, timeout = p.req, p.id, p.priority, p.timeout
+        now = time.time()
+        ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
+        plan = p.plan
+        run = Run(
+            id=cid,
+            request_id=req.request_id,
+            mode=req.mode,
+            source=req.source_agent_id,
+            requested_agent_ids=tuple(req.agent_ids),
+            caps=tuple(req.required_capabilities),
+            task=req.task,
+            context=dict(req.context),
+            priority=priority,
+            timeout=timeout,
+            deadline=now + timeout,
+            condition=req.condition,
+            correlation_id=req.correlation_id or cid,
+            trace_id=ids.trace_id,
+            traceparent=ids.traceparent,
+            max_agents=req.max_agents,
+            execution_id=req.execution_id,
+            step_id=req.step_id,
+            create_time=now,
+            plan=list(plan),
+            participants=list(plan),
+            attempts=[0] * len(plan),
+        )
+        store.insert_coordination(
+            tx,
+            {
+                **run.row(),
+                "request_id": req.request_id,
+                "request_hash": p.digest,
+                "mode": run.mode,
+                "source_agent_id": run.source,
+                "target_agent_id": req.target_agent_id,
+                "requested_agent_ids": json.dumps(list(req.agent_ids)),
+                "plan": json.dumps(plan),
+                "required_capabilities": json.dumps(list(run.caps)),
+                "task": run.task,
+                "context": p.context_raw,
+                "priority": int(priority),
+                "timeout": timeout,
+                "deadline": run.deadline,
+                "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+                "correlation_id": run.correlation_id,
+                "trace_id": run.trace_id,
+                "traceparent": run.traceparent,
+                "max_agents": req.max_agents,
+                "execution_id": req.execution_id,
+                "step_id": req.step_id,
+                "create_time": now,
+            },
+        )
+        self.journal.emit(
+            tx,
+            "coordination.requested",
+            {
+                "coordination_id": cid,
+                "mode": run.mode,
+                "task": run.task[:PREVIEW],
+                "source_agent_id": run.source,
+                "target_agent_id": req.target_agent_id,
+                "plan": plan,
+                "required_capabilities": list(run.caps),
+                "priority": priority.name.lower(),
+                "request_id": req.request_id,
+                "execution_id": req.execution_id,
+                "step_id": req.step_id,
+            },
+            run,
+        )
+        self.runs.live[cid] = run
+        self._schedule_deadline(run)
+        self.dispatcher.start_units(run)
+        return run
 
     def _check_request(self, req: CoordinationRequest) -> tuple[Priority, float, str]:
         """Validation that needs no agent registry; returns (priority, timeout, context JSON)."""
@@ -457,7 +516,8 @@ class CoordinationEngine(Component):
             run = self.runs.live.get(coordination_id)
         if run is None:
             return self._read(coordination_id)
-        run.done.wait(timeout)
+        if not run.done.is_set() and run.done.wait(timeout):
+            handed_off()  # woken by the thread that finished it
         return self.get(coordination_id) if run.final is None else run.final
 
     def list(

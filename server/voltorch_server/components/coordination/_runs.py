@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import AgentError, CancelSignal, Outcome, TokenUsage
+from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from . import _store as store
+from ._deltas import DeltaStream
 from ._model import (
     MAX_OUTPUT_BYTES,
     TERMINAL,
@@ -43,6 +44,7 @@ class Unit:
     cancel: CancelSignal | None = None
     start_time: float = 0.0
     start_mono: float = 0.0
+    launch: Callable[[], None] | None = None  # how its current attempt starts (in After.launches)
 
 
 @dataclass(eq=False)
@@ -164,6 +166,42 @@ class After:
     cancels: list[tuple[CancelSignal, str]] = field(default_factory=list)
     finished: list[Run] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)  # closing runtimes, metrics, error records
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked and planned coordination request, not yet written (CoordinationEngine.prepare)."""
+
+    req: CoordinationRequest
+    id: str
+    priority: Priority
+    timeout: float
+    context_raw: str
+    digest: str
+    plan: list[str]
+
+
+@dataclass(eq=False)
+class InlineTask:
+    """A task given to an in-process agent that the submitting thread runs itself (no agent pool);
+    `deltas`: its live text, the batches not yet published are written with its outcome."""
+
+    unit: Unit
+    attempt: int
+    runtime: Agent
+    task: AgentTask
+    deltas: DeltaStream | None = None
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What submit_in() did: the coordination's id, the task to run inline if any, the after-commit work;
+    `written` is False when the engine had stopped meanwhile (nothing was written)."""
+
+    id: str
+    inline: InlineTask | None
+    after: After
+    written: bool = True
 
 
 def request_hash(req: CoordinationRequest, priority: Priority, timeout: float) -> str:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...handoffs import handoffs
 from ...storage import Database, ping
 from .._base import Component
 
@@ -77,6 +78,9 @@ class Storage(Component):
     def details(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = {"path": self.db.path, "storage_errors": self._errors}
+        # What a workflow step costs, for the bench: transactions committed, cross-thread hand-offs.
+        out["commits"] = self.db.commits + (self.shared.commits if self.shared is not None else 0)
+        out["handoffs"] = handoffs()
         if self.shared is not None:
             out["shared"] = "postgresql"  # not its DSN: that may hold a password
         return out

@@ -17,8 +17,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -117,6 +118,10 @@ class WorkflowEngine(Component):
         self._queue: list[tuple[int, float, str]] = []
         self._queued: set[str] = set()
         self._admit_wanted = threading.Condition()
+        # Steps being recorded by threads outside the workflow pool (agents run inline on the agent pool):
+        # stop() waits for them, so that nothing a stopped engine's run writes lands after a restart.
+        self._recorders = 0
+        self._recorded = threading.Condition()
         if hasattr(coordination, "budget_check"):
             coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
@@ -135,6 +140,8 @@ class WorkflowEngine(Component):
     def stop(self) -> None:
         """Stop scheduling; attempts in flight are abandoned where they are and resumed by the next start."""
         self.stopping.set()
+        with self._recorded:
+            self._recorded.wait_for(lambda: not self._recorders, timeout=30)
         with self._admit_wanted:
             self._admit_wanted.notify_all()
         self.timers.stop()
@@ -146,6 +153,22 @@ class WorkflowEngine(Component):
             self._running.clear()
             self._queue.clear()
             self._queued.clear()
+
+    @contextmanager
+    def recording(self, run: ExecutionRun) -> Iterator[bool]:
+        """While held (True): `run` is this engine's and may record a step; stop() waits for it. False: the
+        engine is stopping or the run is a stopped engine's (its successor was loaded from the database)."""
+        with self._recorded:
+            current = not self.stopping.is_set() and self._runs.get(run.id) is run
+            if current:
+                self._recorders += 1
+        try:
+            yield current
+        finally:
+            if current:
+                with self._recorded:
+                    self._recorders -= 1
+                    self._recorded.notify_all()
 
     def check(self) -> None:
         if self._admitter is None or not self._admitter.is_alive():
@@ -290,6 +313,7 @@ class WorkflowEngine(Component):
         }
         existing_id = None
         run = None
+        committed: Callable[[], None] | None = None
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
@@ -305,7 +329,11 @@ class WorkflowEngine(Component):
                 else:
                     row["status"] = PENDING if run_now else QUEUED
                     self.store.insert(tx, row, steps)
-                    if not run_now:
+                    if run_now:  # started in the same commit, its first steps too
+                        fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
+                        run = ExecutionRun(self, fresh, steps)
+                        committed = run.begin_in(tx, "workflow.execution.started", parameters=sorted(params))
+                    else:
                         queued = NewEvent(
                             type="workflow.execution.queued",
                             source="workflows",
@@ -315,16 +343,16 @@ class WorkflowEngine(Component):
                         )
                         self.events.append(tx, [queued])
             if existing_id is None:
-                if run_now:
+                if run is not None:
                     self._running.add(eid)
-                    run = self._load_locked(eid)
+                    self._runs[eid] = run
                 else:
                     self._enqueue_locked(eid, int(prio), now)
         if existing_id is not None:
             return self.get(existing_id), True
         self.metrics.workflows_started.add(1, {"template": t.name})
-        if run is not None:
-            run.begin("workflow.execution.started", parameters=sorted(params))
+        if committed is not None:
+            committed()
         return self.get(eid), False
 
     # -- reading -----------------------------------------------------------------------------------------------

@@ -5,6 +5,14 @@ one transaction) before anything depends on them, so a restarted server rebuilds
 continues: finished steps are never run again, an in-flight attempt re-attaches to its coordination
 (idempotent request id `<execution>/<step>/<attempt>`, coordination id checkpointed before waiting).
 Attempts block in a shared thread pool; backoffs and deadlines are timers, not sleeping threads.
+
+One commit per step transition when the agent is in-process (offline, function, LLM): an attempt's
+coordination is written in the checkpoint that starts the attempt (CoordinationEngine.prepare/submit_in),
+so the step row names its coordination from the first commit on; when the engine gives the task to an
+in-process agent at once, the attempt runs that agent itself on the agent pool (one hand-off per chain,
+not one per step) and commits the agent's outcome, the coordination's end, the step's checkpoint and the
+start of the steps that became ready (with their coordinations) in one transaction. Remote workers and
+tasks that had to queue keep the engine's own commits: the attempt waits for the coordination as before.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,12 +31,14 @@ from typing import Any, Protocol
 from opentelemetry import trace
 
 from ...agents.base import TokenUsage
-from ...errors import ResourceExhausted
+from ...errors import ResourceExhausted, VoltorchError
+from ...handoffs import handed_off
 from ...metrics import Metrics
 from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, tracer
-from ..coordination import CoordinationEngine, TaskError, evaluate
+from ..coordination import TERMINAL as COORDINATION_TERMINAL
+from ..coordination import CoordinationEngine, InlineTask, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, NewEvent
 from ._budget import enforce
 from ._executions import (
@@ -48,7 +58,16 @@ from ._executions import (
     save_step,
 )
 from ._signals import Signal, SignalStore
-from ._steps import AgentCall, AttemptContext, AttemptResult, item_order, items_of, run_attempt
+from ._steps import (
+    AgentCall,
+    AttemptContext,
+    AttemptResult,
+    coordination_request,
+    item_order,
+    items_of,
+    run_attempt,
+)
+from ._steps import outcome as outcome_of
 from ._timer_store import SLEEP, START_AFTER, TIMEOUT, TimerRow, TimerStore
 from ._timers import Timer, TimerQueue
 from ._waits import WaitingFor, approval_outcome, approval_timed_out, wait_outcome
@@ -97,23 +116,50 @@ class _Batch:
     ops: list[Callable[[Tx], None]] = field(default_factory=list)  # more writes of the same checkpoint
 
 
-_jobs = threading.local()  # .pending: attempts submitted by the attempt running on this pool thread
+_jobs = threading.local()  # .pending: attempts made ready by the attempt running on this pool thread
 
 
-def _run_jobs(job: tuple | None) -> None:
-    """A pool task: run an attempt, then (on the same thread) the first attempt it made ready; the
-    others go to the pool. Saves a thread hand-off per step of a chain."""
+def _run_jobs(job: tuple | None, agent_pool: bool = False) -> None:
+    """A pool task: run an attempt, then (on the same thread) the first attempt it made ready that belongs
+    on this pool; the others go to their pools. Saves a thread hand-off per step of a chain. On the agent
+    pool (`agent_pool`) only attempts whose agent runs inline continue here: a thread of that pool never
+    waits for a coordination other threads of it must run."""
     _jobs.pending = []
     try:
         while job is not None:
             run, *args = job
             run._attempt_thread(*args)
             pending, _jobs.pending = _jobs.pending, []
-            job = pending[0] if pending else None
-            for extra in pending[1:]:
-                extra[0]._pool_submit(extra)
+            job = None
+            for extra in pending:
+                if (
+                    job is None
+                    and _inline(extra) is not None
+                    and agent_pool
+                    or job is None
+                    and _inline(extra) is None
+                    and not agent_pool
+                ):
+                    job = extra
+                else:
+                    extra[0]._pool_submit(extra)
     finally:
         _jobs.pending = None
+
+
+def _inline(job: tuple) -> InlineTask | None:
+    """The in-process agent task a job runs in its own thread, if its coordination was placed on one."""
+    placing: _Placing | None = job[6]
+    return placing.placed.inline if placing is not None and placing.placed is not None else None
+
+
+@dataclass
+class _Placing:
+    """An attempt's coordination, written in the checkpoint that starts the attempt (CoordinationEngine.
+    prepare / submit_in): `placed` is set once written."""
+
+    prepared: Prepared
+    placed: Placed | None = None
 
 
 class RunHost(Protocol):
@@ -143,6 +189,8 @@ class RunHost(Protocol):
     def timer_store(self) -> TimerStore: ...
 
     def finished(self, run: ExecutionRun) -> None: ...
+
+    def recording(self, run: ExecutionRun) -> AbstractContextManager[bool]: ...
 
     def wake_admission(self) -> None: ...
 
@@ -263,32 +311,52 @@ class ExecutionRun:
         events: Sequence[NewEvent],
         execution: dict[str, Any],
         ops: Sequence[Callable[[Tx], None]] = (),
+        tx: Tx | None = None,
     ) -> None:
+        if tx is None:
+            with self.host.db.write() as tx:
+                self._write(steps, events, execution, ops, tx)
+            return
         host = self.host
-        with host.db.write() as tx:
-            for st in steps:
-                save_step(tx, self.id, st)
-            for op in ops:
-                op(tx)
-            host.store.update(tx, self.id, update_time=time.time(), **execution)
-            if events:
-                host.events.append(tx, list(events))
+        for st in steps:
+            save_step(tx, self.id, st)
+        if events:  # before the ops' own events: a step starts before the coordination it requests
+            host.events.append(tx, list(events))
+        for op in ops:
+            op(tx)
+        host.store.update(tx, self.id, update_time=time.time(), **execution)
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, *, open_tx: bool = False) -> Iterator[Tx | None]:
         """Hold the lock and gather the checkpoints of one reaction (a step finished, a resume, ...) into one
-        write; attempts and callbacks it produced start only after that write."""
+        write; attempts and callbacks it produced start only after that write. `open_tx`: the write's
+        transaction is opened first and yielded, for writes that must precede what the reaction decides
+        (an inline agent's coordination outcome); if the block raises, nothing of it is written."""
         with self.lock:
             if self._batch is not None:
-                yield
+                assert not open_tx
+                yield None
                 return
             b = self._batch = _Batch()
-            try:
-                yield
-            finally:
-                self._batch = None
-                if b.steps or b.events or b.execution or b.ops:
-                    self._write(list(b.steps.values()), b.events, b.execution, b.ops)
+            if open_tx:
+                try:
+                    with self.host.db.write() as tx:
+                        yield tx
+                        self._batch = None
+                        if b.steps or b.events or b.execution or b.ops:
+                            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+                finally:
+                    self._batch = None
+            else:
+                try:
+                    yield None
+                finally:
+                    self._batch = None
+                    if b.steps or b.events or b.execution or b.ops:
+                        self._write(list(b.steps.values()), b.events, b.execution, b.ops)
+                    for job in b.jobs:
+                        self._dispatch(job)
+            if open_tx:
                 for job in b.jobs:
                     self._dispatch(job)
         for fn in b.after:
@@ -319,27 +387,53 @@ class ExecutionRun:
         """Become RUNNING (admitted, resumed or recovered): re-attach in-flight attempts, arm timers, advance.
         False (and nothing done) when terminal, or when `expect` is given and the status is not in it."""
         with self._transaction():
-            if self.status in TERMINAL or (expect and self.status not in expect):
-                return False
-            now = time.time()
-            first = self.start_time is None
-            self.status = RUNNING
-            self.run_since = now
-            self.start_time = self.start_time or now
-            events = [self._event(event, **data)] if event else []
-            if first and event != "workflow.execution.started":
-                events.insert(0, self._event("workflow.execution.started"))
-            self._commit(
-                events=events,
-                status=RUNNING,
-                run_since=now,
-                start_time=self.start_time,
-                run_elapsed=self.run_elapsed,
-            )
-            self._arm_deadline()
-            self._reattach()
-            self.advance()
-            return True
+            return self._begin(event, expect, data)
+
+    def begin_in(self, tx: Tx, event: str, **data: Any) -> Callable[[], None]:
+        """begin() inside the caller's transaction (the one that writes the new execution: its start and
+        its first steps' commit with it); returns what to call once that transaction has committed."""
+        with self.lock:
+            b = self._batch = _Batch()
+            try:
+                self._begin(event, (), data)
+            finally:
+                self._batch = None
+            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+
+        def committed() -> None:
+            with self.lock:
+                for job in b.jobs:
+                    self._dispatch(job)
+            for fn in b.after:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("workflow %s: after-checkpoint callback failed", self.id)
+
+        return committed
+
+    def _begin(self, event: str | None, expect: tuple[str, ...], data: dict[str, Any]) -> bool:
+        if self.status in TERMINAL or (expect and self.status not in expect):
+            return False
+        now = time.time()
+        first = self.start_time is None
+        self.status = RUNNING
+        self.run_since = now
+        self.start_time = self.start_time or now
+        events = [self._event(event, **data)] if event else []
+        if first and event != "workflow.execution.started":
+            events.insert(0, self._event("workflow.execution.started"))
+        self._commit(
+            events=events,
+            status=RUNNING,
+            run_since=now,
+            start_time=self.start_time,
+            run_elapsed=self.run_elapsed,
+        )
+        self._arm_deadline()
+        self._reattach()
+        self.advance()
+        return True
 
     def set_queued(self, event: str | None, **data: Any) -> None:
         with self._transaction():
@@ -772,30 +866,81 @@ class ExecutionRun:
             step_id=rec.step_id,
         )
         self._inflight.add(rec.step_id)
-        job = (self, rec.step_id, rec.attempts, call, ctx, known_cid)
+        placing = None
+        if not known_cid and self._batch is not None:
+            placing = self._place(call, ctx)
+            if placing is not None:
+                known_cid = rec.coordination_id = placing.prepared.id
+        job = (self, rec.step_id, rec.attempts, call, ctx, known_cid, placing)
         if self._batch is not None:
             self._batch.jobs.append(job)  # requested only once the step's start is checkpointed
         else:
             self._dispatch(job)
 
+    def _place(self, call: AgentCall, ctx: AttemptContext) -> _Placing | None:
+        """Write the attempt's coordination in the checkpoint that starts the attempt (one commit, and the
+        step row names its coordination from the start). None when the engine refuses it now (stopped,
+        no capable agent, a bad task): the attempt then asks it itself, as run_attempt does."""
+        coordination = self.host.coordination
+        prepare = getattr(coordination, "prepare", None)
+        if prepare is None:
+            return None
+        try:
+            placing = _Placing(prepare(coordination_request(call, ctx)))
+        except VoltorchError:
+            return None
+
+        def write(tx: Tx) -> None:
+            placing.placed = coordination.submit_in(tx, placing.prepared)
+
+        def after() -> None:
+            if placing.placed is not None:
+                coordination.run_after(placing.placed.after)
+
+        self._commit(ops=(write,))
+        self._after(after)
+        return placing
+
     def _dispatch(self, job: tuple) -> None:
         pending = getattr(_jobs, "pending", None)
-        if pending is not None:  # on a pool thread finishing an attempt: it runs this next (no hand-off)
+        if pending is not None:  # on a pool thread finishing an attempt: it may run this next (no hand-off)
             pending.append(job)
         else:
             self._pool_submit(job)
 
     def _pool_submit(self, job: tuple) -> None:
+        """Hand a job to its pool: the coordination engine's agent pool when its agent runs inline (the
+        agent's own thread then records the step and goes on with the next), else the workflow pool."""
+        if _inline(job) is not None:
+            try:
+                self.host.coordination.spawn(_run_jobs, job, True)
+                handed_off()
+                return
+            except RuntimeError:  # the agent pool is shut down: wait for the coordination instead
+                job = (*job[:6], None)
         try:
             self.host.pool.submit(_run_jobs, job)
+            handed_off()
         except RuntimeError:  # the pool is shut down: the server is stopping; recovery resumes it
             with self.lock:
                 self._inflight.discard(job[1])
 
     def _attempt_thread(
-        self, sid: str, attempt: int, call: AgentCall, ctx: AttemptContext, known_cid: str
+        self,
+        sid: str,
+        attempt: int,
+        call: AgentCall,
+        ctx: AttemptContext,
+        known_cid: str,
+        placing: _Placing | None = None,
     ) -> None:
         result: AttemptResult | None
+        inline = None
+        if placing is not None:
+            if placing.placed is None or not placing.placed.written:  # not written: ask as usual
+                known_cid = ""
+            else:
+                inline = placing.placed.inline
         try:
             with tracer.start_as_current_span(
                 "workflow.step",
@@ -810,6 +955,11 @@ class ExecutionRun:
                 tp = current_trace().traceparent
                 if tp:
                     ctx = AttemptContext(**{**ctx.__dict__, "traceparent": tp})
+                if inline is not None and self._coordination_started(sid, attempt, known_cid):
+                    recorded = self._run_inline(sid, attempt, call, inline, tp, span)
+                    if not recorded:  # the engine restarted meanwhile: wait for it to run it again
+                        self._pool_submit((self, sid, attempt, call, ctx, known_cid, None))
+                    return
                 result = run_attempt(
                     self.host.coordination,
                     call,
@@ -831,6 +981,35 @@ class ExecutionRun:
                 self._attempt_done(sid, attempt, result)
         except Exception:
             log.exception("workflow %s: recording step %s failed", self.id, sid)
+
+    def _run_inline(
+        self, sid: str, attempt: int, call: AgentCall, inline: InlineTask, tp: str, span: Any
+    ) -> bool:
+        """Run the attempt's in-process agent in this thread, then commit its coordination's outcome, the
+        step's checkpoint and whatever that makes ready in one transaction. False when the coordination
+        engine no longer has the task (restarted): it runs it again and the attempt must wait for that."""
+        coordination = self.host.coordination
+        outcome = coordination.run_inline(inline, tp)
+        if outcome is None:
+            return False
+        with self.host.recording(self) as current:
+            if not current:  # the workflow engine stopped (or restarted): record the coordination alone
+                with self.host.db.write() as tx:
+                    c, after = coordination.complete_in(tx, inline, outcome)
+                coordination.run_after(after)
+                return c is not None
+            with self._transaction(open_tx=True) as tx:
+                assert tx is not None
+                c, after = coordination.complete_in(tx, inline, outcome)
+                self._after(lambda: coordination.run_after(after))
+                if c is None or c.status not in COORDINATION_TERMINAL:
+                    return False
+                self._inflight.discard(sid)
+                result = outcome_of(c, call)
+                if result.error is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
+                self._attempt_done(sid, attempt, result)
+        return True
 
     def _coordination_started(self, sid: str, attempt: int, cid: str) -> bool:
         with self.lock:

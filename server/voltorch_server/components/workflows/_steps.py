@@ -132,16 +132,15 @@ def _timed_out(ctx: AttemptContext, cid: str) -> AttemptResult:
     )
 
 
-def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:
-    """The new (or, by request id, existing) coordination's id; "" while the engine is unavailable."""
-    caps = tuple(c for c in call.capabilities if c)
-    req = CoordinationRequest(
+def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRequest:
+    """The coordination an attempt asks for."""
+    return CoordinationRequest(
         task=call.task,
         mode=call.mode,
         source_agent_id=call.source_agent_id,
         target_agent_id=call.target_agent_id,
         agent_ids=call.agent_ids,
-        required_capabilities=caps,
+        required_capabilities=tuple(c for c in call.capabilities if c),
         context=call.context,
         priority=ctx.priority,
         timeout=ctx.timeout,
@@ -152,6 +151,12 @@ def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | Attempt
         execution_id=ctx.execution_id,
         step_id=ctx.step_id,
     )
+
+
+def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:
+    """The new (or, by request id, existing) coordination's id; "" while the engine is unavailable."""
+    req = coordination_request(call, ctx)
+    caps = req.required_capabilities
     try:
         return engine.request(req).id
     except Unavailable:

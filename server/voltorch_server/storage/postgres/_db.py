@@ -205,6 +205,7 @@ class PgDatabase:
             raise unavailable(exc) from None
         self._probe = Probe(dsn)
         self._closed = False
+        self.commits = 0  # transactions committed by this replica (the bench reports commits per step)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -241,6 +242,7 @@ class PgDatabase:
                 if tx._notify:  # one statement for every channel
                     calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
                     raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+        self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
         for fn in tx._after:
             fn()
 

@@ -122,6 +122,7 @@ class Database:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self.commits = 0  # transactions committed (the bench reports commits per workflow step)
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._checkpointer: _Checkpointer | None = None
@@ -156,6 +157,7 @@ class Database:
                 if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
                     self._writer.execute("ROLLBACK")
                 raise
+            self.commits += 1
             if self._checkpointer is not None:
                 self._checkpointer.committed()
             for fn in tx._after:
