@@ -174,6 +174,10 @@ class PgTx:
         if name in self._counters:
             self._counters[name] = value
 
+    def counter_advanced(self, name: str, value: int) -> None:
+        """A statement of this transaction (which has locked the counter) set it to `value`."""
+        self._counters[name] = value
+
     def notify(self, channel: str, head: int) -> None:
         """NOTIFY `channel` with `head` once, just before COMMIT (the last call wins)."""
         self._notify[channel] = str(head)
@@ -268,7 +272,9 @@ class PgDatabase:
     def owns(self, tx: Any) -> bool:
         return isinstance(tx, PgTx)
 
-    def listen(self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0) -> Listener:
+    def listen(
+        self, channels: Sequence[str], wake: Callable[[int | None], None], idle: float = 1.0
+    ) -> Listener:
         return Listener(self.dsn, channels, wake, idle)
 
     def try_lock(self, key: int) -> Lease:
@@ -282,11 +288,13 @@ class PgDatabase:
 
 
 class Listener:
-    """One thread that LISTENs on channels and calls `wake()` on every notification, after a reconnect,
-    and every `idle` seconds (a missed notification only delays, never loses: readers go by position).
-    `live`: listening, and caught up once since connecting (so every commit from now on wakes it)."""
+    """One thread that LISTENs on channels and calls `wake(head)` as soon as a notification arrives, with
+    the highest integer payload of the notifications that arrived together (a hint, never content); and
+    `wake(None)` after a reconnect and every `idle` seconds without one (a missed notification only
+    delays, never loses: readers go by position). `live`: listening, and caught up once since
+    connecting (so every commit from now on wakes it)."""
 
-    def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[], None], idle: float):
+    def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[int | None], None], idle: float):
         self._dsn, self._channels, self._wake, self._idle = dsn, list(channels), wake, idle
         self.live = False
         self._stop = threading.Event()
@@ -301,11 +309,12 @@ class Listener:
                     self._conn = conn
                     for ch in self._channels:
                         conn.execute(f'LISTEN "{ch}"')
-                    self.live = self._call()
+                    self.live = self._call(None)
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=self._idle, stop_after=1):
-                            pass
-                        self.live = self._call()
+                        # Returns as soon as one arrives (with any others in the same packet).
+                        heads = [_head(n.payload) for n in conn.notifies(timeout=self._idle, stop_after=1)]
+                        known = heads and None not in heads
+                        self.live = self._call(max(heads) if known else None)  # type: ignore[type-var]
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     if self._conn is not None:  # once per outage (the probe tells when it ends)
@@ -315,10 +324,10 @@ class Listener:
                 self.live = False
                 self._conn = None
 
-    def _call(self) -> bool:
-        """wake(); whether it succeeded."""
+    def _call(self, head: int | None) -> bool:
+        """wake(head); whether it succeeded."""
         try:
-            self._wake()
+            self._wake(head)
             return True
         except Exception:
             log.exception("catching up after a notification failed")
@@ -329,6 +338,14 @@ class Listener:
         calls `wake()`, which reads by position (harmless once the caller has stopped)."""
         self.live = False
         self._stop.set()
+
+
+def _head(payload: str) -> int | None:
+    """A notification's payload as the head it announces; None when it is not a number."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None
 
 
 class Lease:

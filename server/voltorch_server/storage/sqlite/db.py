@@ -210,7 +210,7 @@ class Database:
         return isinstance(tx, Tx)
 
     def listen(
-        self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0
+        self, channels: Sequence[str], wake: Callable[[int | None], None], idle: float = 1.0
     ) -> Listening | None:
         """No one else writes this file: there is nothing to listen to."""
         return None
