@@ -62,6 +62,24 @@ def test_a_publish_batch_is_one_statement_after_the_counter_lock(
     stored = a.store.after(1, 100)
     assert stored == [r.event for r in receipts]  # what the caller got is what was written
     assert all(e.time >= receipts[0].event.time == receipts[-1].event.time for e in stored)
+    statements.clear()
+    one = a.publish_one(NewEvent("x.y"))  # group-committed: the lock travels with BEGIN
+    assert len(statements) == 1 and "unnest" in statements[0], statements
+    assert one.sequence == 22 and a.last_sequence() == 22
+
+
+def test_a_transaction_that_locked_its_counter_with_begin_rolls_back_and_releases_it(
+    two: tuple[EventLog, EventLog],
+) -> None:
+    a, b = two
+    head = a.emit("x.y").sequence
+    with pytest.raises(RuntimeError), a.db.write(lock="events") as tx:
+        assert tx.counter("events") == head
+        tx.set_counter("events", head + 5)
+        raise RuntimeError("the body failed")
+    assert a.last_sequence() == head  # nothing of it stays
+    assert b.emit("x.z").sequence == head + 1  # the lock went with the rollback
+    assert a.publish_one(NewEvent("x.w")).sequence == head + 2  # and the connection is usable again
 
 
 def test_event_times_never_decrease_across_replicas(two: tuple[EventLog, EventLog]) -> None:

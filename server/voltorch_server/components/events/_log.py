@@ -223,11 +223,9 @@ class EventLog(Component):
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
-        with self.db.write() as tx:
-            if self._shared:
-                # PostgreSQL: wait for the events counter row first, as SQLite waits for its writer lock,
-                # so the callers queueing meanwhile join this batch.
-                self.store.lock_head(tx)
+        # PostgreSQL: wait for the events counter row first (locked with BEGIN, one round trip), as
+        # SQLite waits for its writer lock, so the callers queueing meanwhile join this batch.
+        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
             while ops := take():
                 for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
                     p.result = receipt

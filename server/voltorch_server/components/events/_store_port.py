@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class EventsPort(Protocol):
     db: Any  # the database it reads and the log writes through (`write()`, `listen`, `try_lock`)
     explicit_ids: bool  # sequences come from `lock_head` (PostgreSQL), not from the database's insert
+    head_counter: str  # the counter `lock_head` locks; `db.write(lock=…)` locks it with BEGIN (PostgreSQL)
 
     # in a write transaction
     def lock_head(self, tx: Any) -> int: ...

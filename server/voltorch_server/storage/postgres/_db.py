@@ -47,6 +47,7 @@ log = logging.getLogger("voltorch.db")
 
 RETRY_HINT = "the database is unreachable; retry shortly"
 _QMARK = re.compile(r"\?")
+_NAME = re.compile(r"\w+")
 
 
 @lru_cache(maxsize=1024)
@@ -235,20 +236,53 @@ class PgDatabase:
             raise unavailable(down)
 
     @contextmanager
-    def write(self) -> Iterator[PgTx]:
-        """A write transaction; `after_commit` callbacks run once it has committed, in this thread."""
+    def write(self, *, lock: str | None = None) -> Iterator[PgTx]:
+        """A write transaction; `after_commit` callbacks run once it has committed, in this thread.
+
+        `lock`: a counter the transaction locks first (`PgTx.counter`), in the same round trip as BEGIN
+        (one simple-protocol query; its name is a literal there). The group-committed Publish's, whose
+        every round trip in the lock's hold is one more wait for the next batch, on every replica."""
         if self._closed:
             raise RuntimeError("database is closed")
         with self._connection() as raw:
             tx = PgTx(_Conn(raw))
-            with raw.transaction():
-                yield tx
-                if tx._notify:  # one statement for every channel
-                    calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
-                    raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+            if lock is None:
+                with raw.transaction():
+                    yield tx
+                    self._send_notifies(raw, tx)
+            else:
+                yield from self._locked_first(raw, tx, lock)
         self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
         for fn in tx._after:
             fn()
+
+    @staticmethod
+    def _send_notifies(raw: psycopg.Connection, tx: PgTx) -> None:
+        if tx._notify:  # one statement for every channel
+            calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
+            raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+
+    @staticmethod
+    def _locked_first(raw: psycopg.Connection, tx: PgTx, name: str) -> Iterator[PgTx]:
+        """BEGIN and lock the counter `name` in one round trip, run the body (`yield`), COMMIT; ROLLBACK
+        if the body raises (psycopg's `transaction()` would add a SAVEPOINT inside this BEGIN)."""
+        assert _NAME.fullmatch(name), f"not a counter name: {name!r}"
+        try:
+            cur = raw.execute(f"BEGIN; SELECT value FROM voltorch_counters WHERE name = '{name}' FOR UPDATE")
+            cur.nextset()
+            row = cur.fetchone()
+            assert row is not None, f"no counter {name!r}: the migrations create every one"
+            tx._counters[name] = row[0]
+            yield tx
+            PgDatabase._send_notifies(raw, tx)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not raw.closed:
+                try:
+                    raw.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass  # the connection is broken: the pool discards it
+            raise
 
     @contextmanager
     def snapshot(self) -> Iterator[_Conn]:

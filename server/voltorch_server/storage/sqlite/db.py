@@ -139,8 +139,9 @@ class Database:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[Tx]:
-        """A write transaction (BEGIN IMMEDIATE … COMMIT), rolled back if the block raises."""
+    def write(self, *, lock: str | None = None) -> Iterator[Tx]:
+        """A write transaction (BEGIN IMMEDIATE … COMMIT), rolled back if the block raises. (`lock` is
+        PostgreSQL's counter locked with BEGIN: here BEGIN IMMEDIATE takes the one writer lock.)"""
         with self._lock:
             if self._closed:
                 raise RuntimeError("database is closed")

@@ -86,6 +86,7 @@ class SqlEvents:
         self.db = db
         self.dialect = db.dialect
         self.explicit_ids = db.explicit_ids  # PostgreSQL numbers events from its locked counter row
+        self.head_counter = _COUNTER
 
     # -- in a write transaction --------------------------------------------------------------------
 
