@@ -308,7 +308,7 @@ class EventLog(Component):
         else:
             assert self._last_time is not None
             now = max(self.clock(), self._last_time)
-            seqs = [store.insert(tx, None, (*row, now)) for row in rows]
+            seqs = [store.insert(tx, (*row, now)) for row in rows]
         new = [
             Event(
                 sequence=s,

@@ -19,7 +19,6 @@ _INSERTED = (
     " traceparent, tracestate, trace_id, span_id, time"
 )
 _INSERT = f"INSERT INTO events({_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT_EXPLICIT = f"INSERT INTO events(seq, {_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 # PostgreSQL, the events counter row already locked (`lock_head`): the whole append in ONE statement, one
 # round trip whatever the batch's size — the time clamp (the newest time, read after the lock so it sees
 # the previous holder's commit), the rows (one array per column, unnested, numbered from the head), the
@@ -95,9 +94,6 @@ class SqlEvents:
         sequences are handed out gap-free in commit order across replicas."""
         return tx.counter(_COUNTER)
 
-    def set_head(self, tx: Any, seq: int) -> None:
-        tx.set_counter(_COUNTER, seq)
-
     def append_locked(self, tx: Any, head: int, rows: list[tuple], now: float, channel: str) -> float:
         """PostgreSQL: append `rows` (each in the order of COLUMNS without seq and time) as head+1, head+2…
         with the events counter locked by `lock_head` (at `head`), advance it and NOTIFY `channel` with
@@ -112,12 +108,9 @@ class SqlEvents:
     def last_time_in(self, tx: Any) -> float:
         return tx.execute(_LAST_TIME).fetchone()[0]
 
-    def insert(self, tx: Any, seq: int | None, values: tuple) -> int:
-        """Append one event (`values` in the order of COLUMNS without seq); returns its sequence: `seq` when
-        given (explicit numbering), else the one the database assigned."""
-        if seq is not None:
-            tx.execute(_INSERT_EXPLICIT, (seq, *values))
-            return seq
+    def insert(self, tx: Any, values: tuple) -> int:
+        """SQLite: append one event (`values` in the order of COLUMNS without seq); returns the sequence
+        the database assigned. (PostgreSQL numbers a batch from its counter: `append_locked`.)"""
         cur = tx.execute(_INSERT, values)
         assert cur.lastrowid is not None  # an INSERT's rowid
         return cur.lastrowid
