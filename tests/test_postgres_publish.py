@@ -11,7 +11,7 @@ import pytest
 from polling import until
 from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.storage import open_database
-from voltorch_server.storage.postgres._db import PgTx
+from voltorch_server.storage.postgres import PgTx
 from voltorch_server.storage.stores import SqlEvents
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,11 @@ What differs, and why:
   COMMIT, in another order). This is the `eventsourcing` PostgreSQL recorder's approach, with a row
   lock instead of a table lock so that state and events can be locked in one fixed order.
 - `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT, with the new head
-  position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
+  position only (NOTIFY takes a global lock at commit: once per batch, never once per row). The event
+  log's append sends its own with `pg_notify()` inside its one statement (`stores/events.py`).
+- Round trips are latency (each a wake-up of a backend and of a thread, on a loaded machine more than
+  the work): a group-committed Publish makes three — BEGIN with its counter lock (`write(lock=…)`), the
+  append, COMMIT — and a follower reads only for commits it has not delivered (the NOTIFY's head says).
 - Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
   revision, then the kv_history counter, then the events counter), so serialization failures and
   deadlocks cannot arise between voltorch's own writers. Should one come from elsewhere (another
