@@ -72,6 +72,7 @@ TERMINAL_EVENTS = frozenset(
         "workflow.execution.timed_out",
     }
 )
+_TERMINAL_TYPES = tuple(sorted(TERMINAL_EVENTS))
 MAX_REQUEST_ID = 128
 MAX_LABELS = 64
 
@@ -444,12 +445,18 @@ class WorkflowEngine(Component):
     def list(self, **filters: Any) -> tuple[list[Execution], str]:
         return self.store.list(**filters)
 
-    def watch(self, execution_id: str, from_sequence: int = 0) -> tuple[Any, Any]:
-        """A follower of the execution's events (replay first) and the predicate of its last event."""
+    def watch(
+        self, execution_id: str, from_sequence: int = 0, terminal_only: bool = False
+    ) -> tuple[Any, Any]:
+        """A follower of the execution's events (replay first) and the predicate of its last event.
+
+        terminal_only: follow only the terminal events, so a caller waiting for the result is not woken
+        (nor sent anything) for each step."""
         if from_sequence < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
         execution = self.get(execution_id)
-        flt = EventFilter(correlation_id=execution.correlation_id)
+        types = _TERMINAL_TYPES if terminal_only else ()
+        flt = EventFilter(types=types, correlation_id=execution.correlation_id)
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
         else:
