@@ -459,6 +459,8 @@ class WorkflowEngine(Component):
         flt = EventFilter(types=types, correlation_id=execution.correlation_id)
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
+        elif terminal_only and not execution.terminal:
+            follower = self._follow_end(execution_id, flt)
         else:
             follower = self.events.subscribe(flt, after=0)
 
@@ -470,6 +472,18 @@ class WorkflowEngine(Component):
             return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
 
         return _Only(follower, mine), is_last
+
+    def _follow_end(self, execution_id: str, flt: EventFilter) -> Any:
+        """The terminal event of a running execution: followed live, without replaying the log for it.
+
+        The status and the terminal event commit together, so an execution still not terminal once the
+        follower is registered has its terminal event still to come; one that ended meanwhile is replayed."""
+        follower = self.events.subscribe(flt)
+        row = self.store.row(execution_id)
+        if row is None or row["status"] not in TERMINAL:
+            return follower
+        follower.close()
+        return self.events.subscribe(flt, after=0)
 
     # -- control -----------------------------------------------------------------------------------------------
 
