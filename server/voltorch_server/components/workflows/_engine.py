@@ -359,17 +359,20 @@ class WorkflowEngine(Component):
     # -- reading -----------------------------------------------------------------------------------------------
 
     def get(self, execution_id: str) -> Execution:
-        if not execution_id:
-            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
-        row = self.store.row(execution_id)
-        if row is None:
-            raise NotFound("execution", execution_id)
-        execution = self.store.execution(row)
+        execution = self.store.execution(self._row(execution_id))
         if execution.terminal:
             return execution
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
         return replace(execution, waiting=run.waiting()) if run is not None else execution
+
+    def _row(self, execution_id: str) -> Any:
+        if not execution_id:
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
+        row = self.store.row(execution_id)
+        if row is None:
+            raise NotFound("execution", execution_id)
+        return row
 
     # -- signals -----------------------------------------------------------------------------------------------
 
@@ -454,12 +457,12 @@ class WorkflowEngine(Component):
         (nor sent anything) for each step."""
         if from_sequence < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
-        execution = self.get(execution_id)
+        row = self._row(execution_id)  # the row alone: a watch needs no steps
         types = _TERMINAL_TYPES if terminal_only else ()
-        flt = EventFilter(types=types, correlation_id=execution.correlation_id)
+        flt = EventFilter(types=types, correlation_id=row["correlation_id"])
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
-        elif terminal_only and not execution.terminal:
+        elif terminal_only and row["status"] not in TERMINAL:
             follower = self._follow_end(execution_id, flt)
         else:
             follower = self.events.subscribe(flt, after=0)
