@@ -150,7 +150,7 @@ def test_sdk_wait_is_one_stream_message_and_no_get(held, server: VoltorchServer)
     eid = held.workflows.start("held").execution.id
     _waiting(held, eid)
     seen = _Methods()
-    with voltorch.Client(server.target, interceptors=[seen]) as c:  # type: ignore[list-item]
+    with voltorch.Client(server.target, interceptors=[seen]) as c:
         done = threading.Event()
         result: list[voltorch.Execution] = []
 
