@@ -515,4 +515,3 @@ class WorkflowsClient:
                 if not isinstance(exc, UnavailableError) or delay is None:
                     raise
                 time.sleep(delay)
-
