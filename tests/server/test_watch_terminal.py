@@ -175,3 +175,21 @@ def test_sdk_wait_returns_at_once_for_a_finished_execution(held):
     first = held.workflows.wait(eid, timeout=WAIT)
     assert first.status == "completed"
     assert held.workflows.wait(eid, timeout=WAIT) == first == held.workflows.get(eid)
+
+
+def test_an_end_committed_while_the_watch_subscribes_is_replayed(held, server: VoltorchServer):
+    """_follow_end subscribes live, then reads the status: an execution that ended in between (here: before)
+    has its terminal event replayed from the log instead of awaited forever."""
+    from voltorch_server.components.events import EventFilter
+
+    eid = held.workflows.start("held").execution.id
+    held.workflows.signal(eid, "go")
+    assert held.workflows.wait(eid, timeout=WAIT).status == "completed"
+    engine = server.runtime.workflows
+    flt = EventFilter(types=("workflow.execution.completed",), correlation_id=eid)
+    follower = engine._follow_end(eid, flt)
+    try:
+        got = follower.take(WAIT, 10)
+    finally:
+        follower.close()
+    assert [(e.type, e.data["execution_id"]) for e in got] == [("workflow.execution.completed", eid)]
