@@ -1,6 +1,6 @@
 """PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py) for what PostgreSQL
-holds in this version, state and the event log, recorded in `_migrations`. Several replicas starting
-together apply them once: the whole run holds a transaction-level advisory lock."""
+holds in this version, state, the event log and the cluster's members, recorded in `_migrations`. Several
+replicas starting together apply them once: the whole run holds a transaction-level advisory lock."""
 
 from __future__ import annotations
 
@@ -107,10 +107,26 @@ def _events_0002_compaction(tx: PgTx) -> None:
     tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
 
 
+def _cluster_0001_members(tx: PgTx) -> None:
+    """The replicas of the cluster, each refreshing its row by heartbeat (storage/stores/members.py)."""
+    tx.execute(
+        """CREATE TABLE members (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            version TEXT NOT NULL,
+            start_time DOUBLE PRECISION NOT NULL,
+            heartbeat_time DOUBLE PRECISION NOT NULL,
+            running_executions BIGINT NOT NULL,
+            connected_workers BIGINT NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
+    ("cluster_0001_members", _cluster_0001_members),
 ]
 
 

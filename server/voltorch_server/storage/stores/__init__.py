@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import SqlEvents
+from .members import SqlMembers
 from .schedules import SqlSchedules
 from .state import SqlState
 from .system import SqlSystem
@@ -17,6 +18,7 @@ from .workflows import SqlSignals, SqlTimers
 
 __all__ = [
     "SqlEvents",
+    "SqlMembers",
     "SqlSchedules",
     "SqlSignals",
     "SqlState",
@@ -39,6 +41,7 @@ class Stores:
     templates: SqlTemplates
     signals: SqlSignals
     timers: SqlTimers
+    members: SqlMembers
 
     @classmethod
     def build(cls, shared: Any, local: Any) -> Stores:
@@ -50,4 +53,5 @@ class Stores:
             templates=SqlTemplates(local),
             signals=SqlSignals(local),
             timers=SqlTimers(local),
+            members=SqlMembers(shared),
         )

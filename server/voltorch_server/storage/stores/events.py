@@ -47,6 +47,11 @@ _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
 
 
+# The correlation and trace indexes are partial (`WHERE column != ''`): SQLite uses one for `column = ?`
+# only when the query repeats that condition (it cannot know a bound parameter is not '').
+_INDEXED = {"correlation_id": " AND correlation_id != ''", "trace_id": " AND trace_id != ''"}
+
+
 def row_to_event(row: Any) -> Event:
     """An Event from a row of COLUMNS. Replay builds one per delivered event, so this skips the frozen
     dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
@@ -158,7 +163,7 @@ class SqlEvents:
         for name in ("source", "target", "correlation_id", "trace_id"):
             value = getattr(flt, name)
             if value:
-                clauses.append(f"{name} = ?")
+                clauses.append(f"{name} = ?" + _INDEXED.get(name, ""))
                 params.append(value)
         if flt.min_priority:
             clauses.append("priority >= ?")
@@ -209,7 +214,7 @@ class SqlEvents:
 
     def of_correlation(self, correlation_id: str, limit: int) -> list[Event]:
         rows = self.db.query(
-            f"SELECT {COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
+            f"SELECT {COLUMNS} FROM events WHERE correlation_id = ?{_INDEXED['correlation_id']} ORDER BY seq LIMIT ?",
             (correlation_id, limit),
         )
         return [row_to_event(r) for r in rows]
