@@ -456,6 +456,28 @@ class WorkflowsClient:
         whose `.delta` is the new text (`print(ev.delta, end="")` shows it as it is written); without,
         they are left out. With resume=True a stream the server ends with a resume point is reopened
         from there. `timeout` bounds the whole watch (DeadlineExceededError)."""
+        return self._follow(execution_id, from_sequence, include_execution, resume, timeout, deltas, False)
+
+    def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
+        """Block until the execution ends (at most `timeout` s, else DeadlineExceededError); return it.
+
+        Asks for the terminal event alone, which carries the final execution: one stream message, no
+        GetExecution. A server without that option sends every event and no execution: then it is fetched."""
+        final = None
+        for ev in self._follow(execution_id, 0, False, True, timeout, False, True):
+            final = ev.execution
+        return final if final is not None else self.get(execution_id)
+
+    def _follow(
+        self,
+        execution_id: str,
+        from_sequence: int,
+        include_execution: bool,
+        resume: bool,
+        timeout: float | None,
+        deltas: bool,
+        terminal_only: bool,
+    ) -> Iterator[WorkflowEvent]:
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Reconnect(RECONNECT_TIMEOUT)
@@ -465,6 +487,7 @@ class WorkflowsClient:
                 from_sequence=position,
                 include_execution=include_execution,
                 max_batch=STREAM_BATCH,
+                terminal_only=terminal_only,
             )
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -492,9 +515,3 @@ class WorkflowsClient:
                 if not isinstance(exc, UnavailableError) or delay is None:
                     raise
                 time.sleep(delay)
-
-    def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
-        """Block until the execution ends (at most `timeout` s, else DeadlineExceededError); return it."""
-        for _ in self.watch(execution_id, timeout=timeout):
-            pass
-        return self.get(execution_id)
