@@ -145,6 +145,46 @@ def test_events_read_together_are_one_delta_and_the_stream_ends_at_done(stub):
     assert deltas == ["abc"] and len(chunks) == 3
 
 
+def test_the_text_read_with_the_end_of_the_stream_is_handed_over_as_the_last(stub):
+    """An answer whose text comes in the read that ends the stream gives it as the task's last delta (the
+    engine writes it with the outcome); text read before the end stays live text."""
+    stub.script.append((200, SSE, _sse(_piece("Hel"), _piece("lo"), b"[DONE]")))
+    live: list[str] = []
+    last: list[str] = []
+    out = agent(stub).run(task(on_delta=live.append, on_last_delta=last.append), CancelSignal())
+    assert out.output == "Hello" and live == [] and last == ["Hello"]
+    # without a listener for the last text, on_delta gets it, as before
+    stub.script.append((200, SSE, _sse(_piece("Hel"), _piece("lo"), b"[DONE]")))
+    assert agent(stub).run(task(on_delta=live.append), CancelSignal()).output == "Hello" and live == ["Hello"]
+    # a whole JSON completion is the last text too
+    stub.script.append((200, {}, json.dumps(completion("Whole")).encode()))
+    live, last = [], []
+    agent(stub).run(task(on_delta=live.append, on_last_delta=last.append), CancelSignal())
+    assert (live, last) == ([], ["Whole"])
+    # text read piece by piece before the end is live text; the read with the end carries none here
+    stub.script.append((200, {}, completion("Hello there, streaming world")))
+    stub.pace = threading.Semaphore(0)
+
+    def on_delta(text: str) -> None:
+        live.append(text)
+        stub.pace.release()
+
+    live, last = [], []
+    out = agent(stub).run(task(on_delta=on_delta, on_last_delta=last.append), CancelSignal())
+    stub.pace = None
+    assert "".join(live + last) == out.output == "Hello there, streaming world" and len(live) >= 3
+
+
+def test_a_tool_loops_turns_are_never_the_last_text():
+    """Only the agent's own answer is final: a turn of a tool loop (more turns may follow) stays live."""
+    lines = _sse(_piece("a"), b"[DONE]").split(b"\n")
+    live: list[str] = []
+    last: list[str] = []
+    assert _events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=False)
+    assert _events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=True)
+    assert (live, last) == (["a"], ["a"])
+
+
 def test_cancel_during_backoff_stops_at_once(stub):
     stub.script.append((429, {"retry-after": "30"}, {"error": {"message": "later"}}))
     cancel = CancelSignal()

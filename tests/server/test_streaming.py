@@ -41,6 +41,29 @@ def test_delta_stream_batches_by_size_and_age_and_flushes_the_rest():
     assert [p["delta"] for p in published] == ["abcdefghij", "kl", "m"] and published[-1]["offset"] == 12
 
 
+def test_held_text_and_the_last_piece_wait_for_the_outcome():
+    """With `hold` (an inline step), text the agent marks as its last and whatever is left at the end are
+    kept for drain() (written with the outcome), however old: no write of their own. Without hold, the
+    last piece is published by flush(), with what is left."""
+    now = [0.0]
+    published: list[dict] = []
+    ds = DeltaStream(
+        published.append, {"task_id": "t"}, interval=0.1, chars=10, hold=True, clock=lambda: now[0]
+    )
+    ds.write("ab")
+    now[0] = 0.5
+    ds.write_last("cdefghijklmn")  # old and big enough for a batch of its own: still kept
+    ds.flush()
+    assert published == []
+    assert ds.drain() == [{"task_id": "t", "offset": 0, "delta": "abcdefghijklmn"}]
+    assert ds.drain() == []
+    plain = DeltaStream(published.append, {"task_id": "t"}, interval=0.1, chars=10, clock=lambda: now[0])
+    plain.write_last("abcdefghijklmn")
+    assert published == []
+    plain.flush()
+    assert published == [{"task_id": "t", "offset": 0, "delta": "abcdefghijklmn"}]
+
+
 @pytest.fixture
 def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
     stub = StubLLM(lambda prompt: ANSWER)

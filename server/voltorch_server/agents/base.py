@@ -135,11 +135,19 @@ class AgentTask:
     # Where a streaming agent writes its text as it grows (the engine batches it into agent.output.delta
     # events); None when nobody listens. Deltas are shown live only: the final output is what run() returns.
     on_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    # Where the text that ends the output goes (run() returns right after): kept by the engine and written
+    # with the outcome instead of published on its own. None: on_delta gets it like any other text.
+    on_last_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     toolbox: Toolbox | None = field(default=None, compare=False, repr=False)  # for tool-calling agents
 
-    def delta(self, text: str) -> None:
-        """Report text the agent just produced (a no-op without a listener)."""
-        if self.on_delta is not None and text:
+    def delta(self, text: str, *, last: bool = False) -> None:
+        """Report text the agent just produced (a no-op without a listener); `last`: no more text follows,
+        the agent is about to return its output."""
+        if not text:
+            return
+        if last and self.on_last_delta is not None:
+            self.on_last_delta(text)
+        elif self.on_delta is not None:
             self.on_delta(text)
 
     def remaining(self, now: float) -> float | None:

@@ -290,11 +290,11 @@ class LlmAgent(Agent):
                 cancel,
                 messages,
                 tools,
-                lambda msgs, schemas: self._ask(key, msgs, schemas, task, cancel),
+                lambda msgs, schemas: self._ask(key, msgs, schemas, task, cancel, final=False),
                 turns,
                 parse_json_output,
             )
-        reply = self._ask(key, messages, [], task, cancel)
+        reply = self._ask(key, messages, [], task, cancel, final=True)
         return AgentOutput(reply.content, parse_json_output(reply.content), reply.usage)
 
     def _ask(
@@ -304,9 +304,12 @@ class LlmAgent(Agent):
         schemas: list[dict[str, Any]],
         task: AgentTask,
         cancel: CancelSignal,
+        *,
+        final: bool,
     ) -> Reply:
         """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
-        from the endpoint's limiter."""
+        from the endpoint's limiter. `final`: this turn's answer is the agent's output (no tool loop goes
+        on), so the text read with the end of the stream is the task's last (AgentTask.delta last=True)."""
         client = self._client(key)
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
         # Sent with the client's documented request method (`client.post`, "undocumented endpoints") with
@@ -351,7 +354,7 @@ class LlmAgent(Agent):
                         options={"timeout": timeout, "idempotency_key": request_id},
                         stream=True,
                     )
-                    chunks = _receive(raw, task, cancel)
+                    chunks = _receive(raw, task, cancel, final)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
@@ -479,34 +482,41 @@ def _describe(exc: Exception) -> str:
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
 
 
-def _receive(response: Any, task: AgentTask, cancel: CancelSignal) -> list[dict[str, Any]]:
+def _receive(
+    response: Any, task: AgentTask, cancel: CancelSignal, final: bool = False
+) -> list[dict[str, Any]]:
     """Read a streamed answer to its end, handing the text to the task as it arrives. The server-sent
     events are read as plain JSON (building the client's typed chunk per event costs CPU for the few
     fields used here), and per piece the socket gave, not per event: the complete `data:` lines of a piece
     are decoded in one json.loads and their text handed over as one delta. An endpoint that answers a
-    stream request with one JSON completion is read as a single chunk."""
+    stream request with one JSON completion is read as a single chunk. `final`: the text read with the
+    stream's end is handed over as the task's last (written with the outcome, not published alone: an
+    answer that arrives in one read, as most short ones do, costs no write of its own)."""
     chunks: list[dict[str, Any]] = []
     kind = response.headers.get("content-type", "")
     try:
         if not kind.startswith("text/event-stream"):
-            return _whole(response, kind, task)
+            return _whole(response, kind, task, final)
         rest = b""
         for piece in response.iter_bytes():
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
             lines = (rest + piece).split(b"\n")
             rest = lines.pop()  # an unfinished line waits for the next piece
-            if _events(lines, chunks, task):
+            if _events(lines, chunks, task, final):
                 return chunks
-        _events([rest], chunks, task)
+        _events([rest], chunks, task, final, end=True)
     finally:
         response.close()
     return chunks
 
 
-def _events(lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask) -> bool:
+def _events(
+    lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask, final: bool = False, end: bool = False
+) -> bool:
     """Add the events of these complete lines to `chunks` and their text to the task's live output; True
-    at the end of the stream ([DONE])."""
+    at the end of the stream ([DONE]). `final`: text read with the end (`end`: the body ended) is the
+    task's last."""
     data: list[bytes] = []
     done = False
     for line in lines:
@@ -535,7 +545,7 @@ def _events(lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask) -
             if isinstance(piece, str):
                 text.append(piece)
     if text:
-        task.delta("".join(text))
+        task.delta("".join(text), last=final and (done or end))
     return done
 
 
@@ -549,7 +559,7 @@ def _event(data: bytes) -> Any:
         ) from None
 
 
-def _whole(response: Any, kind: str, task: AgentTask) -> list[dict[str, Any]]:
+def _whole(response: Any, kind: str, task: AgentTask, final: bool = False) -> list[dict[str, Any]]:
     """A completion that came whole instead of streamed, as one chunk."""
     response.read()
     try:
@@ -567,7 +577,7 @@ def _whole(response: Any, kind: str, task: AgentTask) -> list[dict[str, Any]]:
     ]
     for c in choices:
         if isinstance(c["delta"].get("content"), str):
-            task.delta(c["delta"]["content"])
+            task.delta(c["delta"]["content"], last=final)
     return [{**body, "choices": choices}] if "choices" in body else [body]
 
 

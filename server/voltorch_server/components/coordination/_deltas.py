@@ -34,7 +34,9 @@ class DeltaStream:
     ):
         """`hold`: batches cut before `interval` has passed since the last published one (or the start)
         are kept, not published: a task that ends that soon has them written with its outcome, in the
-        same transaction (`drain()`); one that runs longer publishes them with its next batch."""
+        same transaction (`drain()`); one that runs longer publishes them with its next batch. What is left
+        at the end (`flush()`) and the text the agent marks as its last (`write_last()`) are kept for
+        `drain()` too, whatever their age: the outcome's write follows at once."""
         self._publish = publish
         self._base = base
         self._interval = interval
@@ -58,9 +60,22 @@ class DeltaStream:
             if self._size >= self._chars or self._clock() - self._last >= self._interval:
                 self._flush_locked()
 
-    def flush(self) -> None:
-        """Publish what is left (the task ended); with `hold`, keep it for drain() unless it is due."""
+    def write_last(self, text: str) -> None:
+        """Add the text that ends the output (the agent returns right after): it waits for the end
+        (`flush()`, or `drain()` with `hold`) instead of making a batch of its own, so an answer that
+        arrives whole is one write with the outcome rather than two."""
+        if not text:
+            return
         with self._lock:
+            self._pending.append(text)
+            self._size += len(text)
+
+    def flush(self) -> None:
+        """Publish what is left (the task ended); with `hold`, keep it all for drain()."""
+        with self._lock:
+            if self._held is not None:
+                self._cut()
+                return
             self._flush_locked()
 
     def drain(self) -> list[dict[str, Any]]:

@@ -263,6 +263,7 @@ class Dispatcher:
         task = replace(
             it.task,
             on_delta=deltas.write,
+            on_last_delta=deltas.write_last,
             toolbox=self.toolbox,
             traceparent=traceparent or it.task.traceparent,
         )
@@ -293,7 +294,7 @@ class Dispatcher:
             if pool is None:
                 return
             deltas = self._deltas(unit.run, task)
-            task = replace(task, on_delta=deltas.write, toolbox=self.toolbox)
+            task = replace(task, on_delta=deltas.write, on_last_delta=deltas.write_last, toolbox=self.toolbox)
             try:
                 pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping
