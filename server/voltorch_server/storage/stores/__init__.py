@@ -8,15 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .coordination import SqlCoordination
 from .events import SqlEvents
 from .schedules import SqlSchedules
 from .state import SqlState
 from .system import SqlSystem
 from .templates import SqlTemplates
-from .workflows import SqlSignals, SqlTimers
+from .workflows import SqlExecutions, SqlSignals, SqlTimers
 
 __all__ = [
+    "SqlCoordination",
     "SqlEvents",
+    "SqlExecutions",
     "SqlSchedules",
     "SqlSignals",
     "SqlState",
@@ -37,6 +40,8 @@ class Stores:
     system: SqlSystem
     schedules: SqlSchedules
     templates: SqlTemplates
+    coordination: SqlCoordination
+    executions: SqlExecutions
     signals: SqlSignals
     timers: SqlTimers
 
@@ -48,6 +53,8 @@ class Stores:
             system=SqlSystem(local),
             schedules=SqlSchedules(local),
             templates=SqlTemplates(local),
+            coordination=SqlCoordination(local),
+            executions=SqlExecutions(local),
             signals=SqlSignals(local),
             timers=SqlTimers(local),
         )
