@@ -29,6 +29,7 @@ import threading
 import time
 from argparse import Namespace
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ LATENCY_BUDGETS_MS = {1: 5.0, 10: 5.0, 50: 20.0}
 REPLAY_TARGET = 60_000.0  # events/s replayed to one batched subscriber
 MAX_IN_FLIGHT = 200  # unanswered Publish calls the latency rows' publisher allows
 MAX_BATCH = 500  # what the bench's batched subscribers ask for (the SDK's STREAM_BATCH)
+PUBLISH_METHOD = "/voltorch.v1.EventService/Publish"
 pb = events_pb2
 
 
@@ -172,6 +174,7 @@ class _Subscribers:
         return cls._loop
 
     def __init__(self, target: str, n: int, type_: str, on_event, max_batch: int = MAX_BATCH):
+        self.loop = self._shared_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self.messages = 0  # messages carrying events, over all subscribers
@@ -273,6 +276,52 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
     return delivered / (w1 - w0), (cpu1 - cpu0) / delivered * 1e6 if delivered else float("nan")
 
 
+async def _paced_publish(
+    target: str,
+    reqs: list[bytes],
+    rate: float,
+    warmup: float,
+    duration: float,
+    sent: dict[int, int],
+    measure: Callable[[], None],
+) -> tuple[int, float]:
+    """Publish reqs[i] at start + i / rate (open loop: on schedule however long a call takes, at most
+    MAX_IN_FLIGHT unanswered), on the subscribers' event loop: one driver thread in all, so the driver
+    spends its CPU on calls, not on handing its GIL between a publisher and the subscribers' loop.
+    Calls measure() when the warm-up ends; returns (events published since, their rate)."""
+    interval = 1.0 / rate
+    loop = asyncio.get_running_loop()
+    async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as ch:
+        publish = ch.unary_unary(PUBLISH_METHOD)
+        pending: deque[Any] = deque()
+        start = loop.time()
+        end_warm, end = start + warmup, start + warmup + duration
+        first_measured, t_measured = None, 0.0
+        i = 0
+        while i < len(reqs):
+            now = loop.time()
+            if now >= end:
+                break
+            if first_measured is None and now >= end_warm:
+                measure()
+                first_measured, t_measured = i, now
+            due = start + i * interval
+            if due > now:
+                await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
+            while pending and pending[0].done():
+                pending.popleft().result()
+            if len(pending) >= MAX_IN_FLIGHT:
+                await pending.popleft()  # the server fell far behind: wait (the rate shows it)
+            sent[i] = time.perf_counter_ns()
+            pending.append(asyncio.ensure_future(publish(reqs[i], timeout=30)))
+            i += 1
+        published = i - (first_measured or 0)
+        achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
+        for f in pending:
+            await f
+    return published, achieved
+
+
 @dataclass
 class _LatencyRun:
     latencies_ns: list[int]  # sorted, over all subscribers
@@ -303,46 +352,31 @@ def _latency(
 
     max_batch = getattr(args, "max_batch", MAX_BATCH)
     subs = _Subscribers(sub_target or srv.target, n_subs, type_, on_event, max_batch)
-    published = 0
+    n_reqs = min(int(rate * (args.warmup + args.duration)) + MAX_IN_FLIGHT, 200_000)
+    # Requests pre-serialized, answers left undecoded (no serializers: bytes in, bytes out).
+    reqs = [pb.PublishRequest(event=_event(payload, type_, i)).SerializeToString() for i in range(n_reqs)]
+    marks: dict[str, Any] = {}
+
+    def measure() -> None:
+        marks.update(
+            cpu0=srv.cpu_seconds(), sw0=srv.context_switches(), msgs0=subs.messages, cli0=time.process_time()
+        )
+        measuring.set()  # after the readings: events that arrive while they block the loop don't count
+
     try:
-        with grpc.insecure_channel(srv.target, options=_CHANNEL_OPTIONS) as ch:
-            stub = events_pb2_grpc.EventServiceStub(ch)
-            reqs = [pb.PublishRequest(event=_event(payload, type_, i)) for i in range(200_000)]
-            interval = 1.0 / rate
-            start = time.perf_counter()
-            end_warm = start + args.warmup
-            end = end_warm + args.duration
-            i = 0
-            pending: deque[grpc.Future] = deque()
-            while True:
-                now = time.perf_counter()
-                if now >= end:
-                    break
-                if now >= end_warm and not measuring.is_set():
-                    measuring.set()
-                    first_measured, t_measured, cpu0 = i, now, srv.cpu_seconds()
-                    sw0, msgs0, cli0 = srv.context_switches(), subs.messages, time.process_time()
-                due = start + i * interval
-                if due > now:
-                    time.sleep(due - now)  # pacing the publisher, not synchronisation
-                if len(pending) >= MAX_IN_FLIGHT:
-                    pending.popleft().result()  # the server fell far behind: wait (the rate shows it)
-                sent[i] = time.perf_counter_ns()
-                # Open loop: the publisher keeps its schedule however long a publish takes.
-                pending.append(stub.Publish.future(reqs[i], timeout=30))
-                i += 1
-            published = i - first_measured
-            achieved = published / (time.perf_counter() - t_measured)
-            for f in pending:
-                f.result()
-            # let the last events arrive
-            deadline = time.perf_counter() + 5
-            while time.perf_counter() < deadline and min(len(x) for x in lat) < published:
-                time.sleep(0.01)
-            cpu = srv.cpu_seconds() - cpu0
-            switches = srv.context_switches() - sw0
-            msgs = subs.messages - msgs0
-            cli = time.process_time() - cli0
+        published, achieved = asyncio.run_coroutine_threadsafe(
+            _paced_publish(srv.target, reqs, rate, args.warmup, args.duration, sent, measure),
+            subs.loop,
+        ).result(args.warmup + args.duration + 120)
+        # let the last events arrive
+        deadline = time.perf_counter() + 5
+        while time.perf_counter() < deadline and min(len(x) for x in lat) < published:
+            time.sleep(0.01)
+        cpu0, sw0, msgs0, cli0 = marks["cpu0"], marks["sw0"], marks["msgs0"], marks["cli0"]
+        cpu = srv.cpu_seconds() - cpu0
+        switches = srv.context_switches() - sw0
+        msgs = subs.messages - msgs0
+        cli = time.process_time() - cli0
     finally:
         subs.close()
     delivered = sum(len(x) for x in lat)

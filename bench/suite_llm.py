@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import voltorch
 
 from ._harness import Result, ServerProcess, percentile
@@ -76,6 +77,12 @@ class StubProcess:
             self.close()
             raise RuntimeError(f"the LLM stub did not start (said {line!r})") from None
         self.root = self.base_url.removesuffix("/v1")
+        self._ps = psutil.Process(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        """The stub's CPU so far: it shares the machine with the server, so the suite says how much."""
+        t = self._ps.cpu_times()
+        return t.user + t.system
 
     def stats(self, reset: bool = False) -> dict[str, int]:
         req = urllib.request.Request(
@@ -119,7 +126,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     _fresh_limiter(client)
     stub.stats(reset=True)
     began, began_wall = time.monotonic(), time.time()
-    cpu0 = srv.cpu_seconds()
+    cpu0, stub_cpu0 = srv.cpu_seconds(), stub.cpu_seconds()
     ended: set[str] = set()
     all_ended = threading.Event()
     ids: set[str] = set()
@@ -152,7 +159,9 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
         else time.monotonic() - began
     )
     server_cpu = srv.cpu_seconds() - cpu0
+    stub_cpu = stub.cpu_seconds() - stub_cpu0
     stats = stub.stats()
+    calls = max(1, stats["served"] + stats["rejected"])
     comps = {c.name: c for c in client.orchestrator.health(refresh=True).components}
     health = comps["llm"].details if "llm" in comps else {}  # none before the limiter existed
     endpoint = next((v for k, v in health.items() if k.startswith("endpoint ")), "")
@@ -161,7 +170,8 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
         print("llm: t / in flight / done: " + " ".join(f"{t:.2f}/{n}/{d}" for t, n, d in samples), flush=True)
     print(
         f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
-        f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s; peak {stats['peak_in_flight']};"
+        f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"
+        f" call), stub CPU {stub_cpu:.1f}s; peak {stats['peak_in_flight']};"
         f" 429s {stats['rejected']}; limiter: {endpoint}",
         flush=True,
     )

@@ -426,6 +426,11 @@ def _counters(srv: ServerProcess, client: Any) -> tuple[float, float, float, flo
     )
 
 
+def _profile_path(args: Any, name: str) -> str | None:
+    """Where `--profile DIR` puts this server's cProfile stats (None without --profile)."""
+    return os.path.join(args.profile, f"{name}.pstats") if getattr(args, "profile", None) else None
+
+
 def _peers(args: Any) -> list[Result]:
     """LangGraph (SqliteSaver, sync durability, in this process) beside voltorch (a server process with
     db_synchronous=FULL, driven through the SDK: start, then watch until completed) on the same no-op linear
@@ -445,7 +450,7 @@ def _peers(args: Any) -> list[Result]:
     costs: Costs = {"seq5": [], "seq1": [], "conc5": []}
     with (
         tempfile.TemporaryDirectory(prefix="voltorch-bench-peers-") as tmp,
-        ServerProcess("voltorch", env=env) as srv,
+        ServerProcess("voltorch", env=env, profile=_profile_path(args, "peers")) as srv,
         voltorch.Client(srv.target) as client,
     ):
         _setup(srv.target)

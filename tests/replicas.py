@@ -35,10 +35,12 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def start(dsn: str, folder: Path) -> Replica:
+def start(dsn: str, folder: Path, settings: dict[str, str] | None = None) -> Replica:
+    """One replica; `settings` are VOLTORCH_* variables (e.g. {"VOLTORCH_MEMBER_TIMEOUT": "2"})."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOLTORCH_")}
     env["VOLTORCH_BUILTIN_AGENTS"] = "false"
+    env.update(settings or {})
     log = folder / "serve.stderr"
     with open(log, "w") as err:
         proc = subprocess.Popen(
@@ -65,14 +67,18 @@ def start(dsn: str, folder: Path) -> Replica:
 
 
 @contextmanager
-def replicas(dsn: str, folder: Path, n: int) -> Iterator[list[Replica]]:
-    """n replicas started together (they apply the migrations once, under the advisory lock)."""
+def replicas(
+    dsn: str, folder: Path, n: int, settings: dict[str, str] | None = None
+) -> Iterator[list[Replica]]:
+    """n replicas started together (they apply the migrations once, under the advisory lock); replica i
+    has the id replica-i."""
     started: list[Replica] = []
     results: list[Replica | BaseException] = [RuntimeError("not started")] * n
 
     def one(i: int) -> None:
         try:
-            results[i] = start(dsn, folder / f"replica-{i}")
+            own = {"VOLTORCH_REPLICA_ID": f"replica-{i}", **(settings or {})}
+            results[i] = start(dsn, folder / f"replica-{i}", own)
         except BaseException as exc:
             results[i] = exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from ._metadata import MetadataInterceptor
 from ._orchestrator import OrchestratorClient
 from ._schedules import SchedulesClient
 from ._state import StateClient
+from ._targets import CHANNEL_OPTIONS, channel_target, service_config, split
 from ._tracing import TraceContextInterceptor
 from ._workflows import WorkflowsClient
 
@@ -47,18 +49,24 @@ class _TokenAuth(grpc.AuthMetadataPlugin):
 
 
 class Client:
-    """A connection to a voltorch server.
+    """A connection to a voltorch server, or to the replicas of a cluster.
 
     >>> with voltorch.Client("127.0.0.1:50051") as client:
     ...     client.state.set("project.config", {"max_retries": 3})
 
-    Without a target, `$VOLTORCH_TARGET` (else 127.0.0.1:50051); without a token, `$VOLTORCH_TOKEN` —
-    the same variables the `voltorch` CLI reads, so a script and the CLI reach the same server.
+    A cluster: `Client(["h1:50051", "h2:50051", "h3:50051"])`, the same as "h1:50051,h2:50051,h3:50051",
+    or one DNS name with several addresses. Calls go round-robin to the replicas that are up; reads and
+    idempotent writes are retried on another one when theirs goes away (UNAVAILABLE), and the stream
+    iterators (events.subscribe, state.watch, workflows.watch) resume on another from where they were.
+
+    Without a target, `$VOLTORCH_TARGET` (else 127.0.0.1:50051; a comma-separated list for a cluster);
+    without a token, `$VOLTORCH_TOKEN` — the same variables the `voltorch` CLI reads, so a script and the
+    CLI reach the same server.
     """
 
     def __init__(
         self,
-        target: str | None = None,
+        target: str | Sequence[str] | None = None,
         *,
         token: str | None = None,
         tls: TLS | bool | None = None,
@@ -67,12 +75,21 @@ class Client:
         interceptors: list[grpc.UnaryUnaryClientInterceptor] | None = None,
         tracing: bool = True,  # send the caller's OpenTelemetry trace context (W3C) with every call
     ):
-        target = target or os.environ.get("VOLTORCH_TARGET") or DEFAULT_TARGET
+        self.targets = split(target or os.environ.get("VOLTORCH_TARGET") or DEFAULT_TARGET)
         if token is None:
             token = os.environ.get("VOLTORCH_TOKEN") or None
-        self.target = target
+        self.target = ",".join(self.targets)
         self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 8 * 1024 * 1024), *(options or [])]
+        target, authority = channel_target(self.targets)
+        self.grpc_target = target  # what the channel dials: one address, or an ipv4:/ipv6: address list
+        opts: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.service_config", service_config()),
+            *CHANNEL_OPTIONS,
+        ]
+        if authority:
+            opts.append(("grpc.default_authority", authority))
+        opts += options or []
         if tls:
             t = tls if isinstance(tls, TLS) else TLS()
             creds = grpc.ssl_channel_credentials(t.root_certificates, t.private_key, t.certificate_chain)

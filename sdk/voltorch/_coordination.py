@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
-from ._rpc import call, pages
+from ._rpc import call, new_request_id, pages
 from .wire import (
     AGENT_KINDS,
     AGENT_STATUSES,
@@ -337,7 +337,7 @@ class CoordinationClient:
         """Queue a coordination; returns it (status "queued") and whether request_id matched an
         earlier request (then nothing new was queued)."""
         req = pb.RequestCoordinationRequest(
-            request_id=request_id,
+            request_id=new_request_id(request_id),
             source_agent_id=source_agent_id,
             target_agent_id=target_agent_id,
             agent_ids=list(agent_ids),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import grpc
 
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
-from ._rpc import STREAM_BATCH, call, pages
+from ._rpc import STREAM_BATCH, Reconnect, call, pages
 from .errors import VoltorchError, from_rpc_error
 from .wire import Priority, from_value, to_datetime, to_duration, to_timestamp, to_value
 
@@ -155,29 +155,6 @@ def _filter(
     )
 
 
-@dataclass
-class _Reconnect:
-    """Backoff between reconnection attempts, given up after `timeout` seconds without progress."""
-
-    timeout: float | None
-    initial: float = 0.05
-    cap: float = 2.0
-    delay: float = field(default=0.05, init=False)
-    waited: float = field(default=0.0, init=False)
-
-    def progress(self) -> None:
-        self.delay, self.waited = self.initial, 0.0
-
-    def next_delay(self) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up."""
-        if self.timeout is not None and self.waited >= self.timeout:
-            return None
-        d = self.delay
-        self.waited += d
-        self.delay = min(self.cap, self.delay * 2)
-        return d
-
-
 class Subscription:
     """An iterator of events (and, if asked, heartbeats) that survives reconnects.
 
@@ -210,7 +187,7 @@ class Subscription:
         self._heartbeat_interval = heartbeat_interval
         self._heartbeats = heartbeats
         self._resume = resume
-        self._backoff = _Reconnect(reconnect_timeout)
+        self._backoff = Reconnect(reconnect_timeout)
         self._metadata = metadata
         self._on_status = on_status
         self._away = False  # the server went away; no new stream has answered yet

@@ -12,7 +12,7 @@ from voltorch.v1 import orchestrator_pb2_grpc
 
 from ._events import Event, event_from_pb
 from ._rpc import call, pages
-from .wire import from_duration, from_struct, to_datetime, to_timestamp
+from .wire import Member, from_duration, from_struct, member_from_pb, to_datetime, to_timestamp
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Health:
     connected_workers: int
     error_count: int
     last_error: ErrorRecord | None
+    # The cluster's members (with SQLite, the one server) and the id of the replica that answered.
+    members: list[Member] = field(default_factory=list)
+    replica_id: str = ""
 
     def component(self, name: str) -> ComponentHealth:
         for c in self.components:
@@ -219,7 +222,13 @@ class OrchestratorClient:
             connected_workers=r.connected_workers,
             error_count=r.error_count,
             last_error=_error(r.last_error) if r.HasField("last_error") else None,
+            members=[member_from_pb(m) for m in r.members],
+            replica_id=r.replica_id,
         )
+
+    def members(self) -> list[Member]:
+        """The cluster's members, alive and dead, as the answering replica sees them (all see the same)."""
+        return self.health().members
 
     def components(self) -> list[ComponentHealth]:
         r = call(self.stub.ListComponents, pb.ListComponentsRequest(), timeout=self.timeout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -21,6 +23,12 @@ def call(
         return method(request, timeout=timeout, metadata=metadata)
     except grpc.RpcError as err:
         raise from_rpc_error(err) from None
+
+
+def new_request_id(given: str) -> str:
+    """The caller's idempotency key, else a fresh one: the channel retries these writes after UNAVAILABLE
+    (on another replica), which must not start, queue or deliver anything twice."""
+    return given or f"sdk-{uuid.uuid4().hex}"
 
 
 # The max_batch the SDK's stream iterators ask for (Subscribe, Watch, WatchExecution): the server sends
@@ -45,6 +53,34 @@ def stream(
         raise from_rpc_error(err) from None
     finally:
         call_.cancel()
+
+
+# How long the stream iterators keep reconnecting without progress when their server went away without a
+# resume point (killed): long enough for a restart, or for a cluster's channel to move to another replica.
+RECONNECT_TIMEOUT = 60.0
+
+
+@dataclass
+class Reconnect:
+    """Backoff between reconnection attempts, given up after `timeout` seconds without progress."""
+
+    timeout: float | None
+    initial: float = 0.05
+    cap: float = 2.0
+    delay: float = field(default=0.05, init=False)
+    waited: float = field(default=0.0, init=False)
+
+    def progress(self) -> None:
+        self.delay, self.waited = self.initial, 0.0
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if self.timeout is not None and self.waited >= self.timeout:
+            return None
+        d = self.delay
+        self.waited += d
+        self.delay = min(self.cap, self.delay * 2)
+        return d
 
 
 def pages(fetch: Callable[[str], tuple[list[T], str]]) -> Iterator[T]:

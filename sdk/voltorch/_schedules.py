@@ -11,7 +11,7 @@ from typing import Any
 
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
-from ._rpc import call, pages
+from ._rpc import call, new_request_id, pages
 from ._workflows import StartResult, execution_from_pb
 from .wire import (
     CATCHUP_POLICIES,
@@ -142,7 +142,9 @@ class SchedulesClient:
 
     def trigger(self, schedule_id: str, *, request_id: str = "") -> StartResult:
         """Start one execution now, outside the ticks."""
-        req = workflows_pb2.TriggerScheduleRequest(schedule_id=schedule_id, request_id=request_id)
+        req = workflows_pb2.TriggerScheduleRequest(
+            schedule_id=schedule_id, request_id=new_request_id(request_id)
+        )
         resp = call(self.stub.TriggerSchedule, req, timeout=self.timeout)
         return StartResult(execution_from_pb(resp.execution), resp.existing)
 

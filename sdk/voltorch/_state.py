@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,7 +10,7 @@ from typing import Any
 
 from voltorch.v1 import state_pb2, state_pb2_grpc
 
-from ._rpc import STREAM_BATCH, call, pages, stream
+from ._rpc import RECONNECT_TIMEOUT, STREAM_BATCH, Reconnect, call, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import from_value, to_datetime, to_duration, to_value
 
@@ -248,6 +249,7 @@ class StateClient:
         # transaction, or a TTL expiry plus the write that noticed it). Skip what was already yielded:
         # every change of an older revision, and the first `count` changes of the last one.
         last_rev, count = 0, 0
+        backoff = Reconnect(RECONNECT_TIMEOUT)
         while True:
             req = state_pb2.WatchRequest(
                 start_revision=revision, include_previous=include_previous, max_batch=STREAM_BATCH
@@ -269,6 +271,7 @@ class StateClient:
                             count += 1
                         else:
                             last_rev, count, skip = resp.revision, 1, 0
+                        backoff.progress()
                         yield Change(
                             type=_TYPE_NAMES.get(resp.type, "unknown"),
                             key=resp.kv.key,
@@ -279,9 +282,18 @@ class StateClient:
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("start_revision")
-                if not resume or nxt is None:
+                if not resume:
                     raise
-                revision = int(nxt)
+                if nxt is not None:
+                    revision = int(nxt)
+                    continue
+                # Gone without a resume point (killed): reopen at the last revision delivered (its changes
+                # already yielded are skipped), on whichever server the channel reaches now.
+                delay = backoff.next_delay()
+                if not isinstance(exc, UnavailableError) or delay is None:
+                    raise
+                revision = last_rev or revision
+                time.sleep(delay)
 
     def history(self, key: str, *, page_size: int = 0) -> Iterator[Change]:
         """The recorded changes of a key, newest first."""

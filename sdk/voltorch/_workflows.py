@@ -12,7 +12,7 @@ from typing import Any
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._events import Event, event_from_pb
-from ._rpc import STREAM_BATCH, call, pages, stream
+from ._rpc import RECONNECT_TIMEOUT, STREAM_BATCH, Reconnect, call, new_request_id, pages, stream
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
@@ -279,7 +279,7 @@ class WorkflowsClient:
     ) -> StartResult:
         """Start an execution; returns at once (running, or queued beyond the server's concurrency limit)."""
         req = workflows_pb2.StartExecutionRequest(
-            request_id=request_id,
+            request_id=new_request_id(request_id),
             template_name=template_name,
             template_version=version,
             parameters=to_struct(parameters),
@@ -323,7 +323,7 @@ class WorkflowsClient:
             opts.budget.CopyFrom(budget_pb(budget))
         req = workflows_pb2.ExecuteCompleteWorkflowRequest(
             requirement=requirement,
-            request_id=request_id,
+            request_id=new_request_id(request_id),
             options=opts,
             priority=Priority.of(priority).pb,
             labels=labels or {},
@@ -338,7 +338,7 @@ class WorkflowsClient:
     ) -> SignalResult:
         """Send a named signal; kept until a step waits for it. Idempotent by request_id."""
         req = workflows_pb2.SignalExecutionRequest(
-            execution_id=execution_id, name=name, request_id=request_id, sender=sender
+            execution_id=execution_id, name=name, request_id=new_request_id(request_id), sender=sender
         )
         req.payload.CopyFrom(to_value(payload))
         resp = call(self.stub.SignalExecution, req, timeout=self.timeout)
@@ -456,14 +456,38 @@ class WorkflowsClient:
         whose `.delta` is the new text (`print(ev.delta, end="")` shows it as it is written); without,
         they are left out. With resume=True a stream the server ends with a resume point is reopened
         from there. `timeout` bounds the whole watch (DeadlineExceededError)."""
+        return self._follow(execution_id, from_sequence, include_execution, resume, timeout, deltas, False)
+
+    def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
+        """Block until the execution ends (at most `timeout` s, else DeadlineExceededError); return it.
+
+        Asks for the terminal event alone, which carries the final execution: one stream message, no
+        GetExecution. A server without that option sends every event and no execution: then it is fetched."""
+        final = None
+        for ev in self._follow(execution_id, 0, False, True, timeout, False, True):
+            final = ev.execution
+        return final if final is not None else self.get(execution_id)
+
+    def _follow(
+        self,
+        execution_id: str,
+        from_sequence: int,
+        include_execution: bool,
+        resume: bool,
+        timeout: float | None,
+        deltas: bool,
+        terminal_only: bool,
+    ) -> Iterator[WorkflowEvent]:
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Reconnect(RECONNECT_TIMEOUT)
         while True:
             req = workflows_pb2.WatchExecutionRequest(
                 execution_id=execution_id,
                 from_sequence=position,
                 include_execution=include_execution,
                 max_batch=STREAM_BATCH,
+                terminal_only=terminal_only,
             )
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -471,6 +495,7 @@ class WorkflowsClient:
                     for resp in batch.updates or (batch,):  # a server without batching sends single events
                         ev = event_from_pb(resp.event)
                         position = ev.sequence + 1
+                        backoff.progress()
                         if ev.type == DELTA_EVENT and not deltas:
                             continue
                         yield WorkflowEvent(
@@ -479,12 +504,14 @@ class WorkflowsClient:
                 return
             except (ResourceExhaustedError, UnavailableError) as exc:
                 nxt = exc.metadata.get("from_sequence")
-                if not resume or nxt is None:
+                if not resume:
                     raise
-                position = int(nxt)
-
-    def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
-        """Block until the execution ends (at most `timeout` s, else DeadlineExceededError); return it."""
-        for _ in self.watch(execution_id, timeout=timeout):
-            pass
-        return self.get(execution_id)
+                if nxt is not None:
+                    position = int(nxt)
+                    continue
+                # Gone without a resume point (killed): continue after the last event delivered, on
+                # whichever server the channel reaches now.
+                delay = backoff.next_delay()
+                if not isinstance(exc, UnavailableError) or delay is None:
+                    raise
+                time.sleep(delay)

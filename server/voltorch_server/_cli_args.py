@@ -19,7 +19,8 @@ from .cli_output import FORMATS
 
 ENVIRONMENT = """\
 environment variables:
-  VOLTORCH_TARGET       server address for client commands (default 127.0.0.1:50051)
+  VOLTORCH_TARGET       server address for client commands (default 127.0.0.1:50051); a cluster's
+                        replicas as a comma-separated list (h1:50051,h2:50051,h3:50051)
   VOLTORCH_TOKEN        bearer token for client commands
   VOLTORCH_<SETTING>    any server setting for `voltorch serve`, upper-cased: VOLTORCH_HOST,
                         VOLTORCH_PORT, VOLTORCH_DB, VOLTORCH_AUTH_TOKENS, VOLTORCH_LOG_LEVEL, ...
@@ -53,7 +54,8 @@ def global_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument(
         "--target",
         default=default(target_default()),
-        help="server address host:port (default: $VOLTORCH_TARGET, else 127.0.0.1:50051)",
+        help="server address host:port, or a cluster's replicas h1:port,h2:port,... (calls go to the live"
+        " ones) (default: $VOLTORCH_TARGET, else 127.0.0.1:50051)",
     )
     parser.add_argument(
         "--token", default=default(None), help="bearer token (default: $VOLTORCH_TOKEN, else none)"

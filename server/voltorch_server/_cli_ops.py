@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from voltorch import EventHeartbeat
@@ -137,6 +138,33 @@ def _health(args: argparse.Namespace) -> int:
         return 0 if h.status == "HEALTHY" else 1
 
 
+def _ago(t: Any) -> str:
+    if t is None:
+        return "-"
+    return f"{max(0.0, datetime.now(UTC).timestamp() - t.timestamp()):.1f}s ago"
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    out = Output(args.output)
+    with _cli_args.client(args) as c:
+        out.rows(
+            ("id", "address", "state", "version", "started", "heartbeat", "executions", "workers"),
+            c.health().members,
+            lambda m: [
+                f"{m.id} *" if m.local else m.id,
+                m.address,
+                "alive" if m.alive else "DEAD",
+                m.version,
+                _time(m.start_time),
+                _ago(m.last_heartbeat),
+                str(m.running_executions),
+                str(m.connected_workers),
+            ],
+            title="cluster members (* = the replica that answered)",
+        )
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     out = Output(args.output)
 
@@ -213,6 +241,9 @@ def add_parsers(sub: Any) -> None:
     _cli_args.command(sub, "health", "overall and per-component health (exit 1 unless HEALTHY)").set_defaults(
         fn=_health
     )
+    _cli_args.command(
+        sub, "cluster", "the cluster's members: address, alive or dead, what each runs"
+    ).set_defaults(fn=_cluster)
     me = _cli_args.command(sub, "metrics", "current metric values")
     me.add_argument(
         "names", nargs="*", help="metric names or globs, e.g. 'voltorch.workflows.*' (default: all)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -119,7 +120,16 @@ class VoltorchServer:
     def target(self) -> str:
         return f"{self.config.host}:{self.port}"
 
+    @property
+    def advertised(self) -> str:
+        """The address other machines reach this replica at: a wildcard host is named by the host name."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = socket.gethostname()
+        return f"{host}:{self.port}"
+
     def start(self) -> VoltorchServer:
+        self.runtime.cluster.address = self.advertised
         self.runtime.start()
         self.grpc.start()
         bind_health(self.health, self.runtime.watcher, list(SERVICES))  # statuses follow the watcher

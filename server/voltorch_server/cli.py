@@ -47,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             db=args.db,
             local_db=args.local_db,
+            replica_id=args.replica_id,
             ui_port=args.ui_port,
         )
     except (OSError, ValueError) as exc:
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-db",
         help="with a PostgreSQL --db: this replica's own SQLite file (default: $VOLTORCH_LOCAL_DB, else"
         " ./voltorch-replica-<port>.db)",
+    )
+    s.add_argument(
+        "--replica-id",
+        help="this replica's id among the cluster's members (default: $VOLTORCH_REPLICA_ID, else the host"
+        " name and a random suffix, new at each start)",
     )
     s.add_argument("--config", help="TOML (.toml) or JSON config file (default: none)")
     s.add_argument(

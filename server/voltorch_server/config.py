@@ -23,6 +23,12 @@ class Config:
     # keeps coordination, workflows and its error/metric history in (until they move to PostgreSQL too).
     # "" = ./voltorch-replica-<port>.db (in memory for port 0).
     local_db: str = ""
+    # Cluster membership: this replica's id ("" = generated at each start: host name + random suffix), and
+    # the heartbeat timeout after which a member is dead for every replica (heartbeats every timeout / 4).
+    # Dead members stay listed for member_retention seconds, then are pruned.
+    replica_id: str = ""
+    member_timeout: float = 10.0
+    member_retention: float = 300.0
     db_quick_check: bool = True  # PRAGMA quick_check at start: a damaged file is refused (O(file size))
     # Threads: grpcio holds one per in-flight RPC, streams included. At most `max_streams` are given to
     # long-lived streams and `max_anonymous_streams` to anonymous ones (health Watch and reflection
@@ -133,6 +139,9 @@ RANGES: dict[str, tuple[int, int]] = {
     "stream_max_coalesce": (0, 1),
 }
 
+# Settings that must be above zero (a zero timeout would declare every member dead at once).
+POSITIVE = frozenset({"member_timeout"})
+
 
 def parse_prices(text: str) -> dict[str, tuple[float, float]]:
     """The llm_prices setting, "model=in/out,..." in USD per million tokens; ValueError names a bad entry."""
@@ -171,6 +180,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
         if key == "llm_prices":
             parse_prices(out[key])  # refused at start-up, naming the entry
+        if key in POSITIVE and not out[key] > 0:
+            raise ValueError(f"setting {key!r} must be positive, got {out[key]}")
         low, high = RANGES.get(key, (out[key], out[key]))
         if not low <= out[key] <= high:
             raise ValueError(f"setting {key!r} must be between {low} and {high}, got {out[key]}")

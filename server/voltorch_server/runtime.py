@@ -10,6 +10,7 @@ from typing import Any
 from .agents.limiter import Limiters
 from .agents.llm import limit_settings
 from .components import Component
+from .components.cluster import Cluster
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.llm import LlmEndpoints
@@ -86,6 +87,14 @@ class Runtime:
             llm_capacity=self.limiters.capacity,
         )
         self.schedules = Scheduler(stores.schedules, self.workflows)
+        # Members live beside state and events: on PostgreSQL every replica sees every other one.
+        self.cluster = Cluster(
+            stores.members,
+            replica_id=config.replica_id,
+            timeout=config.member_timeout,
+            retention=config.member_retention,
+            load=self._load,
+        )
         self.components: dict[str, Component] = {
             c.name: c
             for c in (
@@ -96,6 +105,7 @@ class Runtime:
                 self.coordination,
                 self.workflows,
                 self.schedules,
+                self.cluster,
             )
         }
 
@@ -109,6 +119,11 @@ class Runtime:
             metrics=self.metrics,
         )
         self.components[self.watcher.name] = self.watcher
+
+    def _load(self) -> tuple[int, int]:
+        """What this replica runs, for its heartbeat: (running executions, connected workers)."""
+        workflows, coordination = self.workflows.details(), self.coordination.details()
+        return int(workflows["active_workflows"]), int(coordination["connected_workers"])
 
     def start(self) -> None:
         self.tracing.start()
@@ -132,6 +147,7 @@ class Runtime:
 
     def stop(self) -> None:
         self.stop_components()
+        self.cluster.leave()
         self.tracing.stop()
         self.metrics.shutdown()
         if self.local_db is not self.db:

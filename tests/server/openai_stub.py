@@ -72,11 +72,16 @@ class StubLLM:
         gate: threading.Event | None = None,
         keep_alive: bool = False,
         chunk_chars: int = 8,
+        pace: threading.Semaphore | None = None,
     ) -> None:
         """keep_alive: answer in HTTP/1.1 and keep connections open, as real endpoints do (the bench);
-        by default each call has its own connection (HTTP/1.0)."""
+        by default each call has its own connection (HTTP/1.0). pace: a streamed answer sends the chunk
+        after one that carries text only once pace is released (a wait of 10 s at most, then no more
+        pacing), e.g. by the client's on_delta, so each piece of text reaches the client on its own, as
+        from a model writing slowly."""
         self.answer = answer
         self.chunk_chars = chunk_chars
+        self.pace = pace
         self.latency, self.capacity, self.retry_after_ms, self.gate = latency, capacity, retry_after_ms, gate
         self.script: list[Response] = []
         self.requests: list[dict] = []
@@ -146,7 +151,8 @@ class StubLLM:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("content-type", "application/json")
+                if "content-type" not in headers:  # a script may answer e.g. raw text/event-stream
+                    self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -157,9 +163,16 @@ class StubLLM:
                 self.send_header("connection", "close")  # the stream ends with the connection
                 self.end_headers()
                 self.close_connection = True
+                wrote_text = False
                 for chunk in stub.chunks(payload, include_usage):
+                    pace = stub.pace
+                    if wrote_text and pace is not None and not pace.acquire(timeout=10):
+                        stub.pace = None  # nobody releases it: send the rest at once
                     self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     self.wfile.flush()
+                    wrote_text = any(
+                        (c.get("delta") or {}).get("content") for c in chunk.get("choices") or ()
+                    )
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def log_message(self, *args: object) -> None:

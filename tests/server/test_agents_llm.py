@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
-from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, parse_json_output
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, _events, parse_json_output
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
@@ -104,6 +104,47 @@ def test_malformed_responses_fail_clearly(stub, payload, hint):
     assert "malformed response" in exc.value.message and hint in exc.value.message
 
 
+SSE = {"content-type": "text/event-stream"}
+
+
+def _sse(*events: object) -> bytes:
+    return b"".join(
+        b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\r\n\r\n" for e in events
+    )
+
+
+def _piece(text: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "hint"),
+    [
+        (_sse(_piece("fine "), b"{not json"), "INVALID_OUTPUT", "an event is not JSON: b'{not json'"),
+        (_sse(_piece("fine "), {"error": {"message": "overloaded"}}), "LLM_ERROR", "mid-stream: overloaded"),
+    ],
+)
+def test_a_bad_event_among_good_ones_fails_naming_it(stub, body, code, hint):
+    stub.script.append((200, SSE, body))
+    with pytest.raises(AgentError) as exc:
+        agent(stub, retries=0).run(task(), CancelSignal())
+    assert exc.value.code == code and hint in exc.value.message
+
+
+def test_events_read_together_are_one_delta_and_the_stream_ends_at_done(stub):
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    stub.script.append((200, SSE, _sse(_piece("Hel"), _piece("lo"), usage, b"[DONE]", _piece("after done"))))
+    seen: list[str] = []
+    out = agent(stub).run(task(on_delta=seen.append), CancelSignal())
+    assert out.output == "Hello" == "".join(seen) and out.usage.total_tokens == 5
+    # the events of one read are decoded together and their text handed over once
+    lines = _sse(_piece("a"), _piece("b"), _piece("c")).split(b"\n")
+    chunks: list[dict] = []
+    deltas: list[str] = []
+    assert not _events(lines, chunks, task(on_delta=deltas.append))
+    assert deltas == ["abc"] and len(chunks) == 3
+
+
 def test_cancel_during_backoff_stops_at_once(stub):
     stub.script.append((429, {"retry-after": "30"}, {"error": {"message": "later"}}))
     cancel = CancelSignal()
@@ -154,9 +195,17 @@ def test_llm_agent_in_a_coordination_records_usage(stub, db, monkeypatch):
 
 def test_the_answer_streams_piece_by_piece_and_a_whole_json_answer_is_read_too(stub):
     stub.script.append((200, {}, completion("Hello there, streaming world")))
+    stub.pace = threading.Semaphore(0)  # the next piece is sent once the agent handed this one over
     seen: list[str] = []
-    out = agent(stub).run(task(on_delta=seen.append), CancelSignal())
-    assert out.output == "Hello there, streaming world" == "".join(seen) and len(seen) > 1
+
+    def on_delta(text: str) -> None:
+        seen.append(text)
+        stub.pace.release()
+
+    out = agent(stub).run(task(on_delta=on_delta), CancelSignal())
+    assert out.output == "Hello there, streaming world" == "".join(seen)
+    assert seen == [out.output[i : i + stub.chunk_chars] for i in range(0, len(out.output), stub.chunk_chars)]
+    stub.pace = None
     assert stub.requests[0]["stream"] is True and stub.requests[0]["stream_options"] == {
         "include_usage": True
     }

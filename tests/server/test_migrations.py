@@ -21,6 +21,7 @@ AFTER_0_1_0 = [
     "coordination_0002_tools",
     "workflows_0003_signals_timers",
     "schedules_0001",
+    "cluster_0001_members",
 ]  # migrations added since 0.1.0: what its databases get on opening
 
 

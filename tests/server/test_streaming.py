@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,8 +69,15 @@ def test_llm_text_streams_through_watch_and_subscribe_in_batches(llm_server):
                 steps=[voltorch.Step("write", voltorch.AgentTask("Write", agent_id="gpt"))],
             )
         )
+        # The first 100 pieces go at once, the rest only once a first batch was seen live: the text
+        # reaches the server over time (not in one read), as from a model writing it.
+        stub.pace = pace = threading.Semaphore(100)
         run = client.workflows.start("stream")
-        live = [u for u in client.workflows.watch(run.execution.id, deltas=True, timeout=30)]
+        live: list[voltorch.WorkflowEvent] = []
+        for u in client.workflows.watch(run.execution.id, deltas=True, timeout=30):
+            if u.type == "agent.output.delta" and not any(x.type == u.type for x in live):
+                pace.release(len(ANSWER))
+            live.append(u)
         execution = client.workflows.get(run.execution.id)
         assert execution.status == "completed"
         assert execution.step("write").output == ANSWER  # the final output is unchanged

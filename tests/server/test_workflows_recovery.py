@@ -295,7 +295,17 @@ def test_server_stop_stops_a_component_before_those_it_uses(config, monkeypatch)
         monkeypatch.setattr(c, "stop", partial(_record_then_stop, order, c.name, c.stop))
     srv.stop(grace=1.0)
     first = list(dict.fromkeys(order))  # stop() is idempotent and called again on close
-    assert first == ["watcher", "schedules", "workflows", "coordination", "llm", "state", "events", "storage"]
+    assert first == [
+        "watcher",
+        "cluster",
+        "schedules",
+        "workflows",
+        "coordination",
+        "llm",
+        "state",
+        "events",
+        "storage",
+    ]
 
 
 # -- kill -9 in the middle of a burst of multi-step workflows -------------------------------------------------

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from voltorch.v1 import events_pb2 as voltorch_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoltorch/v1/orchestrator.proto\x12\x0bvoltorch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18voltorch/v1/events.proto\"\xda\x01\n\x0b\x45rrorRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x64\x65tails\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe7\x03\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.voltorch.v1.HealthStatus\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x33\n\x0flast_check_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rcheck_latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x65rror_count\x18\x07 \x01(\x03\x12\x15\n\rrestart_count\x18\x08 \x01(\x05\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\x05\x12,\n\nlast_error\x18\n \x01(\x0b\x32\x18.voltorch.v1.ErrorRecord\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32).voltorch.v1.ComponentHealth.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x10GetHealthRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"\x89\x03\n\x11GetHealthResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.voltorch.v1.HealthStatus\x12\x30\n\ncomponents\x18\x02 \x03(\x0b\x32\x1c.voltorch.v1.ComponentHealth\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63tive_workflows\x18\x06 \x01(\x03\x12\x18\n\x10queued_workflows\x18\x07 \x01(\x03\x12\x19\n\x11registered_agents\x18\x08 \x01(\x03\x12\x19\n\x11\x63onnected_workers\x18\t \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\n \x01(\x03\x12,\n\nlast_error\x18\x0b \x01(\x0b\x32\x18.voltorch.v1.ErrorRecord\"\x17\n\x15ListComponentsRequest\"J\n\x16ListComponentsResponse\x12\x30\n\ncomponents\x18\x01 \x03(\x0b\x32\x1c.voltorch.v1.ComponentHealth\"7\n\x17RestartComponentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\x18RestartComponentResponse\x12/\n\tcomponent\x18\x01 \x01(\x0b\x32\x1c.voltorch.v1.ComponentHealth\"o\n\x10HistogramSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0b\n\x03sum\x18\x02 \x01(\x01\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p95\x18\x06 \x01(\x01\x12\x0b\n\x03p99\x18\x07 \x01(\x01\"\xc1\x02\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.voltorch.v1.MetricKind\x12<\n\nattributes\x18\x05 \x03(\x0b\x32(.voltorch.v1.MetricValue.AttributesEntry\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x30\n\thistogram\x18\x07 \x01(\x0b\x32\x1d.voltorch.v1.HistogramSummary\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0cMetricSample\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x30\n\thistogram\x18\x03 \x01(\x0b\x32\x1d.voltorch.v1.HistogramSummary\"\xba\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\nattributes\x18\x02 \x03(\x0b\x32).voltorch.v1.MetricSeries.AttributesEntry\x12*\n\x07samples\x18\x03 \x03(\x0b\x32\x19.voltorch.v1.MetricSample\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x11GetMetricsRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x02\n\x12GetMetricsResponse\x12)\n\x07metrics\x18\x01 \x03(\x0b\x32\x18.voltorch.v1.MetricValue\x12*\n\x07history\x18\x02 \x03(\x0b\x32\x19.voltorch.v1.MetricSeries\x12\x30\n\x0c\x63ollect_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x13\x63ollection_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tretention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb0\x01\n\x11ListErrorsRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x11\n\tcomponent\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"W\n\x12ListErrorsResponse\x12(\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x18.voltorch.v1.ErrorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x0fGetTraceRequest\x12\x12\n\x08trace_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0e\x63orrelation_id\x18\x02 \x01(\tH\x00\x12\x13\n\x0bmax_entries\x18\x03 \x01(\x05\x42\x04\n\x02id\"e\n\nTraceEntry\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.voltorch.v1.ErrorRecordH\x00\x42\x07\n\x05\x65ntry\"\x8f\x01\n\x10GetTraceResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.voltorch.v1.TraceEntry\x12\x11\n\ttrace_ids\x18\x02 \x03(\t\x12\x17\n\x0f\x63orrelation_ids\x18\x03 \x03(\t\x12\x12\n\ncomponents\x18\x04 \x03(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03*t\n\nMetricKind\x12\x1b\n\x17METRIC_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11METRIC_KIND_GAUGE\x10\x01\x12\x17\n\x13METRIC_KIND_COUNTER\x10\x02\x12\x19\n\x15METRIC_KIND_HISTOGRAM\x10\x03\x32\x84\x04\n\x13OrchestratorService\x12J\n\tGetHealth\x12\x1d.voltorch.v1.GetHealthRequest\x1a\x1e.voltorch.v1.GetHealthResponse\x12Y\n\x0eListComponents\x12\".voltorch.v1.ListComponentsRequest\x1a#.voltorch.v1.ListComponentsResponse\x12_\n\x10RestartComponent\x12$.voltorch.v1.RestartComponentRequest\x1a%.voltorch.v1.RestartComponentResponse\x12M\n\nGetMetrics\x12\x1e.voltorch.v1.GetMetricsRequest\x1a\x1f.voltorch.v1.GetMetricsResponse\x12M\n\nListErrors\x12\x1e.voltorch.v1.ListErrorsRequest\x1a\x1f.voltorch.v1.ListErrorsResponse\x12G\n\x08GetTrace\x12\x1c.voltorch.v1.GetTraceRequest\x1a\x1d.voltorch.v1.GetTraceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoltorch/v1/orchestrator.proto\x12\x0bvoltorch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18voltorch/v1/events.proto\"\xda\x01\n\x0b\x45rrorRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x64\x65tails\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe7\x03\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.voltorch.v1.HealthStatus\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x33\n\x0flast_check_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rcheck_latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x65rror_count\x18\x07 \x01(\x03\x12\x15\n\rrestart_count\x18\x08 \x01(\x05\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\x05\x12,\n\nlast_error\x18\n \x01(\x0b\x32\x18.voltorch.v1.ErrorRecord\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32).voltorch.v1.ComponentHealth.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x10GetHealthRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"\xc3\x03\n\x11GetHealthResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.voltorch.v1.HealthStatus\x12\x30\n\ncomponents\x18\x02 \x03(\x0b\x32\x1c.voltorch.v1.ComponentHealth\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63tive_workflows\x18\x06 \x01(\x03\x12\x18\n\x10queued_workflows\x18\x07 \x01(\x03\x12\x19\n\x11registered_agents\x18\x08 \x01(\x03\x12\x19\n\x11\x63onnected_workers\x18\t \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\n \x01(\x03\x12,\n\nlast_error\x18\x0b \x01(\x0b\x32\x18.voltorch.v1.ErrorRecord\x12$\n\x07members\x18\x0c \x03(\x0b\x32\x13.voltorch.v1.Member\x12\x12\n\nreplica_id\x18\r \x01(\t\"\xef\x01\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61live\x18\x06 \x01(\x08\x12\x1a\n\x12running_executions\x18\x07 \x01(\x03\x12\x19\n\x11\x63onnected_workers\x18\x08 \x01(\x03\x12\r\n\x05local\x18\t \x01(\x08\"\x17\n\x15ListComponentsRequest\"J\n\x16ListComponentsResponse\x12\x30\n\ncomponents\x18\x01 \x03(\x0b\x32\x1c.voltorch.v1.ComponentHealth\"7\n\x17RestartComponentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\x18RestartComponentResponse\x12/\n\tcomponent\x18\x01 \x01(\x0b\x32\x1c.voltorch.v1.ComponentHealth\"o\n\x10HistogramSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0b\n\x03sum\x18\x02 \x01(\x01\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p95\x18\x06 \x01(\x01\x12\x0b\n\x03p99\x18\x07 \x01(\x01\"\xc1\x02\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.voltorch.v1.MetricKind\x12<\n\nattributes\x18\x05 \x03(\x0b\x32(.voltorch.v1.MetricValue.AttributesEntry\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x30\n\thistogram\x18\x07 \x01(\x0b\x32\x1d.voltorch.v1.HistogramSummary\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0cMetricSample\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x30\n\thistogram\x18\x03 \x01(\x0b\x32\x1d.voltorch.v1.HistogramSummary\"\xba\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\nattributes\x18\x02 \x03(\x0b\x32).voltorch.v1.MetricSeries.AttributesEntry\x12*\n\x07samples\x18\x03 \x03(\x0b\x32\x19.voltorch.v1.MetricSample\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x11GetMetricsRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x02\n\x12GetMetricsResponse\x12)\n\x07metrics\x18\x01 \x03(\x0b\x32\x18.voltorch.v1.MetricValue\x12*\n\x07history\x18\x02 \x03(\x0b\x32\x19.voltorch.v1.MetricSeries\x12\x30\n\x0c\x63ollect_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x13\x63ollection_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tretention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb0\x01\n\x11ListErrorsRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x11\n\tcomponent\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"W\n\x12ListErrorsResponse\x12(\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x18.voltorch.v1.ErrorRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x0fGetTraceRequest\x12\x12\n\x08trace_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0e\x63orrelation_id\x18\x02 \x01(\tH\x00\x12\x13\n\x0bmax_entries\x18\x03 \x01(\x05\x42\x04\n\x02id\"e\n\nTraceEntry\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.voltorch.v1.ErrorRecordH\x00\x42\x07\n\x05\x65ntry\"\x8f\x01\n\x10GetTraceResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.voltorch.v1.TraceEntry\x12\x11\n\ttrace_ids\x18\x02 \x03(\t\x12\x17\n\x0f\x63orrelation_ids\x18\x03 \x03(\t\x12\x12\n\ncomponents\x18\x04 \x03(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03*t\n\nMetricKind\x12\x1b\n\x17METRIC_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11METRIC_KIND_GAUGE\x10\x01\x12\x17\n\x13METRIC_KIND_COUNTER\x10\x02\x12\x19\n\x15METRIC_KIND_HISTOGRAM\x10\x03\x32\x84\x04\n\x13OrchestratorService\x12J\n\tGetHealth\x12\x1d.voltorch.v1.GetHealthRequest\x1a\x1e.voltorch.v1.GetHealthResponse\x12Y\n\x0eListComponents\x12\".voltorch.v1.ListComponentsRequest\x1a#.voltorch.v1.ListComponentsResponse\x12_\n\x10RestartComponent\x12$.voltorch.v1.RestartComponentRequest\x1a%.voltorch.v1.RestartComponentResponse\x12M\n\nGetMetrics\x12\x1e.voltorch.v1.GetMetricsRequest\x1a\x1f.voltorch.v1.GetMetricsResponse\x12M\n\nListErrors\x12\x1e.voltorch.v1.ListErrorsRequest\x1a\x1f.voltorch.v1.ListErrorsResponse\x12G\n\x08GetTrace\x12\x1c.voltorch.v1.GetTraceRequest\x1a\x1d.voltorch.v1.GetTraceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICVALUE_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_METRICSERIES_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_METRICSERIES_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_HEALTHSTATUS']._serialized_start=3272
-  _globals['_HEALTHSTATUS']._serialized_end=3401
-  _globals['_METRICKIND']._serialized_start=3403
-  _globals['_METRICKIND']._serialized_end=3519
+  _globals['_HEALTHSTATUS']._serialized_start=3572
+  _globals['_HEALTHSTATUS']._serialized_end=3701
+  _globals['_METRICKIND']._serialized_start=3703
+  _globals['_METRICKIND']._serialized_end=3819
   _globals['_ERRORRECORD']._serialized_start=169
   _globals['_ERRORRECORD']._serialized_end=387
   _globals['_COMPONENTHEALTH']._serialized_start=390
@@ -54,41 +54,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEALTHREQUEST']._serialized_start=879
   _globals['_GETHEALTHREQUEST']._serialized_end=914
   _globals['_GETHEALTHRESPONSE']._serialized_start=917
-  _globals['_GETHEALTHRESPONSE']._serialized_end=1310
-  _globals['_LISTCOMPONENTSREQUEST']._serialized_start=1312
-  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=1335
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=1337
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=1411
-  _globals['_RESTARTCOMPONENTREQUEST']._serialized_start=1413
-  _globals['_RESTARTCOMPONENTREQUEST']._serialized_end=1468
-  _globals['_RESTARTCOMPONENTRESPONSE']._serialized_start=1470
-  _globals['_RESTARTCOMPONENTRESPONSE']._serialized_end=1545
-  _globals['_HISTOGRAMSUMMARY']._serialized_start=1547
-  _globals['_HISTOGRAMSUMMARY']._serialized_end=1658
-  _globals['_METRICVALUE']._serialized_start=1661
-  _globals['_METRICVALUE']._serialized_end=1982
-  _globals['_METRICVALUE_ATTRIBUTESENTRY']._serialized_start=1933
-  _globals['_METRICVALUE_ATTRIBUTESENTRY']._serialized_end=1982
-  _globals['_METRICSAMPLE']._serialized_start=1984
-  _globals['_METRICSAMPLE']._serialized_end=2105
-  _globals['_METRICSERIES']._serialized_start=2108
-  _globals['_METRICSERIES']._serialized_end=2294
-  _globals['_METRICSERIES_ATTRIBUTESENTRY']._serialized_start=1933
-  _globals['_METRICSERIES_ATTRIBUTESENTRY']._serialized_end=1982
-  _globals['_GETMETRICSREQUEST']._serialized_start=2296
-  _globals['_GETMETRICSREQUEST']._serialized_end=2398
-  _globals['_GETMETRICSRESPONSE']._serialized_start=2401
-  _globals['_GETMETRICSRESPONSE']._serialized_end=2660
-  _globals['_LISTERRORSREQUEST']._serialized_start=2663
-  _globals['_LISTERRORSREQUEST']._serialized_end=2839
-  _globals['_LISTERRORSRESPONSE']._serialized_start=2841
-  _globals['_LISTERRORSRESPONSE']._serialized_end=2928
-  _globals['_GETTRACEREQUEST']._serialized_start=2930
-  _globals['_GETTRACEREQUEST']._serialized_end=3020
-  _globals['_TRACEENTRY']._serialized_start=3022
-  _globals['_TRACEENTRY']._serialized_end=3123
-  _globals['_GETTRACERESPONSE']._serialized_start=3126
-  _globals['_GETTRACERESPONSE']._serialized_end=3269
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=3522
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=4038
+  _globals['_GETHEALTHRESPONSE']._serialized_end=1368
+  _globals['_MEMBER']._serialized_start=1371
+  _globals['_MEMBER']._serialized_end=1610
+  _globals['_LISTCOMPONENTSREQUEST']._serialized_start=1612
+  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=1635
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=1637
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=1711
+  _globals['_RESTARTCOMPONENTREQUEST']._serialized_start=1713
+  _globals['_RESTARTCOMPONENTREQUEST']._serialized_end=1768
+  _globals['_RESTARTCOMPONENTRESPONSE']._serialized_start=1770
+  _globals['_RESTARTCOMPONENTRESPONSE']._serialized_end=1845
+  _globals['_HISTOGRAMSUMMARY']._serialized_start=1847
+  _globals['_HISTOGRAMSUMMARY']._serialized_end=1958
+  _globals['_METRICVALUE']._serialized_start=1961
+  _globals['_METRICVALUE']._serialized_end=2282
+  _globals['_METRICVALUE_ATTRIBUTESENTRY']._serialized_start=2233
+  _globals['_METRICVALUE_ATTRIBUTESENTRY']._serialized_end=2282
+  _globals['_METRICSAMPLE']._serialized_start=2284
+  _globals['_METRICSAMPLE']._serialized_end=2405
+  _globals['_METRICSERIES']._serialized_start=2408
+  _globals['_METRICSERIES']._serialized_end=2594
+  _globals['_METRICSERIES_ATTRIBUTESENTRY']._serialized_start=2233
+  _globals['_METRICSERIES_ATTRIBUTESENTRY']._serialized_end=2282
+  _globals['_GETMETRICSREQUEST']._serialized_start=2596
+  _globals['_GETMETRICSREQUEST']._serialized_end=2698
+  _globals['_GETMETRICSRESPONSE']._serialized_start=2701
+  _globals['_GETMETRICSRESPONSE']._serialized_end=2960
+  _globals['_LISTERRORSREQUEST']._serialized_start=2963
+  _globals['_LISTERRORSREQUEST']._serialized_end=3139
+  _globals['_LISTERRORSRESPONSE']._serialized_start=3141
+  _globals['_LISTERRORSRESPONSE']._serialized_end=3228
+  _globals['_GETTRACEREQUEST']._serialized_start=3230
+  _globals['_GETTRACEREQUEST']._serialized_end=3320
+  _globals['_TRACEENTRY']._serialized_start=3322
+  _globals['_TRACEENTRY']._serialized_end=3423
+  _globals['_GETTRACERESPONSE']._serialized_start=3426
+  _globals['_GETTRACERESPONSE']._serialized_end=3569
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=3822
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=4338
 # @@protoc_insertion_point(module_scope)

@@ -99,7 +99,7 @@ class GetHealthRequest(_message.Message):
     def __init__(self, refresh: _Optional[bool] = ...) -> None: ...
 
 class GetHealthResponse(_message.Message):
-    __slots__ = ("status", "components", "uptime", "version", "start_time", "active_workflows", "queued_workflows", "registered_agents", "connected_workers", "error_count", "last_error")
+    __slots__ = ("status", "components", "uptime", "version", "start_time", "active_workflows", "queued_workflows", "registered_agents", "connected_workers", "error_count", "last_error", "members", "replica_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,8 @@ class GetHealthResponse(_message.Message):
     CONNECTED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     status: HealthStatus
     components: _containers.RepeatedCompositeFieldContainer[ComponentHealth]
     uptime: _duration_pb2.Duration
@@ -122,7 +124,31 @@ class GetHealthResponse(_message.Message):
     connected_workers: int
     error_count: int
     last_error: ErrorRecord
-    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., components: _Optional[_Iterable[_Union[ComponentHealth, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_workflows: _Optional[int] = ..., queued_workflows: _Optional[int] = ..., registered_agents: _Optional[int] = ..., connected_workers: _Optional[int] = ..., error_count: _Optional[int] = ..., last_error: _Optional[_Union[ErrorRecord, _Mapping]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    replica_id: str
+    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., components: _Optional[_Iterable[_Union[ComponentHealth, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_workflows: _Optional[int] = ..., queued_workflows: _Optional[int] = ..., registered_agents: _Optional[int] = ..., connected_workers: _Optional[int] = ..., error_count: _Optional[int] = ..., last_error: _Optional[_Union[ErrorRecord, _Mapping]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., replica_id: _Optional[str] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("id", "address", "version", "start_time", "last_heartbeat", "alive", "running_executions", "connected_workers", "local")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    version: str
+    start_time: _timestamp_pb2.Timestamp
+    last_heartbeat: _timestamp_pb2.Timestamp
+    alive: bool
+    running_executions: int
+    connected_workers: int
+    local: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alive: _Optional[bool] = ..., running_executions: _Optional[int] = ..., connected_workers: _Optional[int] = ..., local: _Optional[bool] = ...) -> None: ...
 
 class ListComponentsRequest(_message.Message):
     __slots__ = ()

@@ -569,16 +569,18 @@ class ResumeExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
 
 class WatchExecutionRequest(_message.Message):
-    __slots__ = ("execution_id", "from_sequence", "include_execution", "max_batch")
+    __slots__ = ("execution_id", "from_sequence", "include_execution", "max_batch", "terminal_only")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXECUTION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     from_sequence: int
     include_execution: bool
     max_batch: int
-    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    terminal_only: bool
+    def __init__(self, execution_id: _Optional[str] = ..., from_sequence: _Optional[int] = ..., include_execution: _Optional[bool] = ..., max_batch: _Optional[int] = ..., terminal_only: _Optional[bool] = ...) -> None: ...
 
 class WatchExecutionResponse(_message.Message):
     __slots__ = ("event", "execution", "updates")

@@ -40,6 +40,7 @@ from ._enums import (
     EnumTable,
 )
 from ._errors import WireError
+from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
 from ._templates import (
     UNSET,
@@ -98,6 +99,7 @@ __all__ = [
     "EnumTable",
     "FanOut",
     "LlmSettings",
+    "Member",
     "ParameterSpec",
     "Priority",
     "RetryPolicy",
@@ -120,6 +122,8 @@ __all__ = [
     "from_value",
     "llm_from_pb",
     "llm_pb",
+    "member_from_pb",
+    "member_pb",
     "budget_from_pb",
     "budget_pb",
     "retry_from_pb",

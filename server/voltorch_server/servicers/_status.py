@@ -95,7 +95,25 @@ def to_status(exc: BaseException) -> grpc.Status:
             )
         )
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    if reason in NO_CLIENT_RETRY:
+        return _no_retry(rpc_status.to_status(status))
     return rpc_status.to_status(status)
+
+
+# UNAVAILABLE that another replica cannot cure (they all share the database): a negative retry pushback
+# tells a client's grpc retry policy (the SDK retries idempotent calls on UNAVAILABLE) to return it at
+# once; the caller retries after its own backoff.
+NO_CLIENT_RETRY = frozenset({"DATABASE_UNAVAILABLE"})
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple):
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+
+
+def _no_retry(status: grpc.Status) -> grpc.Status:
+    trailers = (*status.trailing_metadata, ("grpc-retry-pushback-ms", "-1"))
+    return _Status(status.code, status.details, trailers)
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:

@@ -18,6 +18,7 @@ from voltorch import wire
 
 from ..agents.base import ToolSpec
 from ..agents.llm import LlmSettings
+from ..components.cluster import Member
 from ..components.coordination import CoordinationCondition
 from ..components.workflows.templates import (
     AgentTaskSpec,
@@ -51,6 +52,7 @@ _SERVER: dict[type, type] = {
     wire.LlmSettings: LlmSettings,
     wire.Budget: Budget,
     wire.ToolSpec: ToolSpec,
+    wire.Member: Member,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)
@@ -79,6 +81,12 @@ def _copy(obj: Any, classes: dict[type, type], names: dict[str, str]) -> Any:
             values["until"] = until.timestamp()
         elif until is not None:
             values["until"] = datetime.fromtimestamp(until, UTC)
+    if isinstance(obj, Member):  # times: epoch seconds here, datetimes on the wire
+        for name in ("start_time", "last_heartbeat"):
+            values[name] = datetime.fromtimestamp(values[name], UTC)
+    elif isinstance(obj, wire.Member):
+        for name in ("start_time", "last_heartbeat"):
+            values[name] = values[name].timestamp() if values[name] is not None else 0.0
     if isinstance(obj, wire.ParameterSpec):  # "no default": UNSET on the wire side, has_default here
         values["has_default"] = obj.default is not wire.UNSET
         values["default"] = obj.default if values["has_default"] else None

@@ -8,7 +8,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 from voltorch.v1 import orchestrator_pb2 as pb
 from voltorch.v1 import orchestrator_pb2_grpc
+from voltorch.wire import member_pb
 
+from ..components.cluster import Cluster
 from ..components.system import (
     COUNTER,
     HISTOGRAM,
@@ -21,6 +23,7 @@ from ..components.system import (
     timeline,
 )
 from ._convert import duration, py_to_struct, ts, ts_to_float
+from ._wire import to_wire
 from .events import event_pb
 
 _STATUS = {
@@ -101,6 +104,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.watcher: Watcher = runtime.watcher
+        self.cluster: Cluster = runtime.cluster
 
     def GetHealth(self, request: pb.GetHealthRequest, context: grpc.ServicerContext) -> pb.GetHealthResponse:
         h = self.watcher.health(refresh=request.refresh)
@@ -116,6 +120,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             connected_workers=h.connected_workers,
             error_count=h.error_count,
             last_error=error_pb(h.last_error),
+            members=[member_pb(to_wire(m)) for m in self.cluster.members()],
+            replica_id=self.cluster.id,
         )
 
     def ListComponents(

@@ -353,11 +353,15 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
         max_batch = batch_limit(request.max_batch)
-        follower, is_last = self.engine.watch(request.execution_id, request.from_sequence)
+        follower, is_last = self.engine.watch(
+            request.execution_id, request.from_sequence, terminal_only=request.terminal_only
+        )
+        # terminal_only: the one message is the result, so it carries the final execution (no GetExecution).
+        attach = request.include_execution or request.terminal_only
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
             resp = workflows_pb2.WatchExecutionResponse(event=event_pb(e))
-            if request.include_execution:
+            if attach:
                 resp.execution.CopyFrom(execution_pb(self.engine.get(request.execution_id)))
             return resp
 

@@ -4,8 +4,8 @@ chosen by `--db`, behind one face: `Database.write()` gives a `Tx`, `query`/`sna
 `Database.dialect` (_dialect.py) says what the two speak differently.
 
 All SQL lives here: storage/stores holds one store per concept (state, events, system, schedules,
-templates, workflows), each written once for both backends, which components reach only through the
-store interface declared in their own package. (Imported as `storage.stores`, not from this face: the
+templates, workflows, members), each written once for both backends, which components reach only through
+the store interface declared in their own package. (Imported as `storage.stores`, not from this face: the
 stores build the components' dataclasses, and components import this face.)"""
 
 from __future__ import annotations

@@ -223,11 +223,9 @@ class EventLog(Component):
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
-        with self.db.write() as tx:
-            if self._shared:
-                # PostgreSQL: wait for the events counter row first, as SQLite waits for its writer lock,
-                # so the callers queueing meanwhile join this batch.
-                self.store.lock_head(tx)
+        # PostgreSQL: wait for the events counter row first (locked with BEGIN, one round trip), as
+        # SQLite waits for its writer lock, so the callers queueing meanwhile join this batch.
+        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
             while ops := take():
                 for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
                     p.result = receipt
@@ -250,34 +248,45 @@ class EventLog(Component):
         seq = 0
         if explicit:
             # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
-            # order across replicas; the newest time is read under it (another replica may have written).
+            # order across replicas; the rows are written below in one statement, which also reads the
+            # newest time under the lock (another replica may have written).
             seq = store.lock_head(tx)
-            self._last_time = store.last_time_in(tx)
         elif self._last_time is None:
             self._last_time = store.last_time_in(tx)
-        now = max(self.clock(), self._last_time)
         ambient: TraceIds | None = None
-        receipts: list[Receipt] = []
-        in_batch: dict[str, Event] = {}
-        new: list[Event] = []
+        # Per event: the receipt of an event already in the log, else (the index of its new row, whether
+        # it repeats an id earlier in this batch).
+        slots: list[Receipt | tuple[int, bool]] = []
+        in_batch: dict[str, int] = {}  # id -> index of its new row
+        rows: list[tuple] = []  # in the order of the store's COLUMNS without seq and time
+        priorities: list[Priority] = []
         for p in prepared:
             if p.id:
-                dup = in_batch.get(p.id) or store.by_id_in(tx, p.id)
-                if dup is not None:
-                    receipts.append(Receipt(dup, duplicate=True))
+                earlier = in_batch.get(p.id)
+                if earlier is not None:
+                    slots.append((earlier, True))
+                    continue
+                found = store.by_id_in(tx, p.id)
+                if found is not None:
+                    slots.append(Receipt(found, duplicate=True))
                     continue
             correlation_id = p.correlation_id
             if not correlation_id and p.causation_id:
-                cause = in_batch.get(p.causation_id) or store.by_id_in(tx, p.causation_id)
-                correlation_id = cause.correlation_id if cause is not None else ""
+                local = in_batch.get(p.causation_id)
+                if local is not None:
+                    correlation_id = rows[local][5]
+                else:
+                    cause = store.by_id_in(tx, p.causation_id)
+                    correlation_id = cause.correlation_id if cause is not None else ""
             if p.trace is None and ambient is None:
                 ambient = current_trace()
             ids = p.trace or ambient
             assert ids is not None
             eid = p.id or new_id("evt")
-            seq = store.insert(
-                tx,
-                seq + 1 if explicit else None,
+            in_batch[eid] = len(rows)
+            slots.append((len(rows), False))
+            priorities.append(p.priority)
+            rows.append(
                 (
                     eid,
                     p.type,
@@ -291,45 +300,57 @@ class EventLog(Component):
                     ids.tracestate,
                     ids.trace_id,
                     ids.span_id,
-                    now,
-                ),
+                )
             )
-            event = Event(
-                sequence=seq,
-                id=eid,
-                type=p.type,
-                source=p.source,
-                target=p.target,
-                data=json.loads(p.data_json),
-                correlation_id=correlation_id,
-                causation_id=p.causation_id,
-                priority=p.priority,
-                traceparent=ids.traceparent,
-                tracestate=ids.tracestate,
-                trace_id=ids.trace_id,
-                span_id=ids.span_id,
+        if explicit:
+            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
+            seqs = list(range(seq + 1, seq + 1 + len(rows)))
+        else:
+            assert self._last_time is not None
+            now = max(self.clock(), self._last_time)
+            seqs = [store.insert(tx, (*row, now)) for row in rows]
+        new = [
+            Event(
+                sequence=s,
+                id=row[0],
+                type=row[1],
+                source=row[2],
+                target=row[3],
+                data=json.loads(row[4]),
+                correlation_id=row[5],
+                causation_id=row[6],
+                priority=priority,
+                traceparent=row[8],
+                tracestate=row[9],
+                trace_id=row[10],
+                span_id=row[11],
                 time=now,
             )
-            in_batch[eid] = event
-            new.append(event)
-            receipts.append(Receipt(event))
+            for s, row, priority in zip(seqs, rows, priorities, strict=True)
+        ]
+        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
         if new:
             if explicit:
-                store.set_head(tx, seq)
-                tx.notify(NOTIFY_CHANNEL, seq)
-                tx.after_commit(lambda: self._catch_up(new))
+                tx.after_commit(lambda: self._catch_up(mine=new))
             else:
                 # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
                 tx.after_commit(lambda: self._deliver(new, now))
         return receipts
 
-    def _catch_up(self, mine: list[Event] | None = None) -> None:
+    def _catch_up(self, head: int | None = None, mine: list[Event] | None = None) -> None:
         """PostgreSQL: offer every committed event past the last delivered one to this replica's
-        subscribers, in sequence order, read by position (a NOTIFY's payload is never trusted). `mine`,
-        just committed here, is delivered as it is when it is next in line: no read needed."""
+        subscribers, in sequence order, read by position. `mine`, just committed here, is delivered as it
+        is when it is next in line: no read needed. `head` is a NOTIFY's payload (None: read anyway,
+        e.g. after a reconnect): it is never trusted for content, only to skip the read when this
+        replica has already delivered that commit (its own, or one an earlier read took in)."""
         with self._deliver_lock:
-            if mine and mine[0].sequence == self._delivered + 1:
-                self._deliver(mine, mine[-1].time)
+            if mine:
+                if mine[-1].sequence <= self._delivered:
+                    return
+                if mine[0].sequence == self._delivered + 1:
+                    self._deliver(mine, mine[-1].time)
+                    return
+            elif head is not None and head <= self._delivered:
                 return
             while True:
                 events = self.store.after(self._delivered, MAX_BATCH)
@@ -338,6 +359,8 @@ class EventLog(Component):
                     self._delivered = max(self._delivered, self.oldest_available() - 1)
                     return
                 self._deliver(events, events[-1].time)
+                if len(events) < MAX_BATCH:  # everything committed when it was read
+                    return
 
     def _deliver(self, events: list[Event], now: float) -> None:
         # Runs under the database's writer lock, right after commit: delivery is in sequence order.

@@ -444,7 +444,7 @@ class StateStore(Component):
         self._sweeper = threading.Thread(target=self._sweep_loop, name="state-ttl-sweeper", daemon=True)
         self._sweeper.start()
         if self._shared and self._listener is None:
-            self._listener = self.db.listen([NOTIFY_CHANNEL], self._catch_up)
+            self._listener = self.db.listen([NOTIFY_CHANNEL], lambda head: self._catch_up())
 
     def stop(self) -> None:
         self._stop.set()

@@ -74,6 +74,7 @@ TERMINAL_EVENTS = frozenset(
         "workflow.execution.timed_out",
     }
 )
+_TERMINAL_TYPES = tuple(sorted(TERMINAL_EVENTS))
 MAX_REQUEST_ID = 128
 MAX_LABELS = 64
 
@@ -361,17 +362,20 @@ class WorkflowEngine(Component):
     # -- reading -----------------------------------------------------------------------------------------------
 
     def get(self, execution_id: str) -> Execution:
-        if not execution_id:
-            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
-        row = self.store.row(execution_id)
-        if row is None:
-            raise NotFound("execution", execution_id)
-        execution = execution_of(self.store, row)
+        execution = execution_of(self.store, self._row(execution_id))
         if execution.terminal:
             return execution
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
         return replace(execution, waiting=run.waiting()) if run is not None else execution
+
+    def _row(self, execution_id: str) -> Any:
+        if not execution_id:
+            raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
+        row = self.store.row(execution_id)
+        if row is None:
+            raise NotFound("execution", execution_id)
+        return row
 
     # -- signals -----------------------------------------------------------------------------------------------
 
@@ -447,14 +451,22 @@ class WorkflowEngine(Component):
     def list(self, **filters: Any) -> tuple[list[Execution], str]:
         return list_executions(self.store, **filters)
 
-    def watch(self, execution_id: str, from_sequence: int = 0) -> tuple[Any, Any]:
-        """A follower of the execution's events (replay first) and the predicate of its last event."""
+    def watch(
+        self, execution_id: str, from_sequence: int = 0, terminal_only: bool = False
+    ) -> tuple[Any, Any]:
+        """A follower of the execution's events (replay first) and the predicate of its last event.
+
+        terminal_only: follow only the terminal events, so a caller waiting for the result is not woken
+        (nor sent anything) for each step."""
         if from_sequence < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
-        execution = self.get(execution_id)
-        flt = EventFilter(correlation_id=execution.correlation_id)
+        row = self._row(execution_id)  # the row alone: a watch needs no steps
+        types = _TERMINAL_TYPES if terminal_only else ()
+        flt = EventFilter(types=types, correlation_id=row["correlation_id"])
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
+        elif terminal_only and row["status"] not in TERMINAL:
+            follower = self._follow_end(execution_id, flt)
         else:
             follower = self.events.subscribe(flt, after=0)
 
@@ -466,6 +478,18 @@ class WorkflowEngine(Component):
             return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
 
         return _Only(follower, mine), is_last
+
+    def _follow_end(self, execution_id: str, flt: EventFilter) -> Any:
+        """The terminal event of a running execution: followed live, without replaying the log for it.
+
+        The status and the terminal event commit together, so an execution still not terminal once the
+        follower is registered has its terminal event still to come; one that ended meanwhile is replayed."""
+        follower = self.events.subscribe(flt)
+        row = self.store.row(execution_id)
+        if row is None or row["status"] not in TERMINAL:
+            return follower
+        follower.close()
+        return self.events.subscribe(flt, after=0)
 
     # -- control -----------------------------------------------------------------------------------------------
 

@@ -358,7 +358,11 @@ class ExecutionRun:
             if open_tx:
                 for job in b.jobs:
                     self._dispatch(job)
-        for fn in b.after:
+        self._run_after(b.after)
+
+    def _run_after(self, callbacks: list[Callable[[], None]]) -> None:
+        """The after-checkpoint callbacks, each on its own: one failing does not stop the rest."""
+        for fn in callbacks:
             try:
                 fn()
             except Exception:
@@ -403,11 +407,7 @@ class ExecutionRun:
             with self.lock:
                 for job in b.jobs:
                     self._dispatch(job)
-            for fn in b.after:
-                try:
-                    fn()
-                except Exception:
-                    log.exception("workflow %s: after-checkpoint callback failed", self.id)
+            self._run_after(b.after)
 
         return committed
 

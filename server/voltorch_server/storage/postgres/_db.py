@@ -9,7 +9,11 @@ What differs, and why:
   COMMIT, in another order). This is the `eventsourcing` PostgreSQL recorder's approach, with a row
   lock instead of a table lock so that state and events can be locked in one fixed order.
 - `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT, with the new head
-  position only (NOTIFY takes a global lock at commit: once per batch, never once per row).
+  position only (NOTIFY takes a global lock at commit: once per batch, never once per row). The event
+  log's append sends its own with `pg_notify()` inside its one statement (`stores/events.py`).
+- Round trips are latency (each a wake-up of a backend and of a thread, on a loaded machine more than
+  the work): a group-committed Publish makes three — BEGIN with its counter lock (`write(lock=…)`), the
+  append, COMMIT — and a follower reads only for commits it has not delivered (the NOTIFY's head says).
 - Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
   revision, then the kv_history counter, then the events counter), so serialization failures and
   deadlocks cannot arise between voltorch's own writers. Should one come from elsewhere (another
@@ -47,6 +51,7 @@ log = logging.getLogger("voltorch.db")
 
 RETRY_HINT = "the database is unreachable; retry shortly"
 _QMARK = re.compile(r"\?")
+_NAME = re.compile(r"\w+")
 
 
 @lru_cache(maxsize=1024)
@@ -174,6 +179,10 @@ class PgTx:
         if name in self._counters:
             self._counters[name] = value
 
+    def counter_advanced(self, name: str, value: int) -> None:
+        """A statement of this transaction (which has locked the counter) set it to `value`."""
+        self._counters[name] = value
+
     def notify(self, channel: str, head: int) -> None:
         """NOTIFY `channel` with `head` once, just before COMMIT (the last call wins)."""
         self._notify[channel] = str(head)
@@ -231,20 +240,53 @@ class PgDatabase:
             raise unavailable(down)
 
     @contextmanager
-    def write(self) -> Iterator[PgTx]:
-        """A write transaction; `after_commit` callbacks run once it has committed, in this thread."""
+    def write(self, *, lock: str | None = None) -> Iterator[PgTx]:
+        """A write transaction; `after_commit` callbacks run once it has committed, in this thread.
+
+        `lock`: a counter the transaction locks first (`PgTx.counter`), in the same round trip as BEGIN
+        (one simple-protocol query; its name is a literal there). The group-committed Publish's, whose
+        every round trip in the lock's hold is one more wait for the next batch, on every replica."""
         if self._closed:
             raise RuntimeError("database is closed")
         with self._connection() as raw:
             tx = PgTx(_Conn(raw))
-            with raw.transaction():
-                yield tx
-                if tx._notify:  # one statement for every channel
-                    calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
-                    raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+            if lock is None:
+                with raw.transaction():
+                    yield tx
+                    self._send_notifies(raw, tx)
+            else:
+                yield from self._locked_first(raw, tx, lock)
         self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
         for fn in tx._after:
             fn()
+
+    @staticmethod
+    def _send_notifies(raw: psycopg.Connection, tx: PgTx) -> None:
+        if tx._notify:  # one statement for every channel
+            calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
+            raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+
+    @staticmethod
+    def _locked_first(raw: psycopg.Connection, tx: PgTx, name: str) -> Iterator[PgTx]:
+        """BEGIN and lock the counter `name` in one round trip, run the body (`yield`), COMMIT; ROLLBACK
+        if the body raises (psycopg's `transaction()` would add a SAVEPOINT inside this BEGIN)."""
+        assert _NAME.fullmatch(name), f"not a counter name: {name!r}"
+        try:
+            cur = raw.execute(f"BEGIN; SELECT value FROM voltorch_counters WHERE name = '{name}' FOR UPDATE")
+            cur.nextset()
+            row = cur.fetchone()
+            assert row is not None, f"no counter {name!r}: the migrations create every one"
+            tx._counters[name] = row[0]
+            yield tx
+            PgDatabase._send_notifies(raw, tx)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not raw.closed:
+                try:
+                    raw.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass  # the connection is broken: the pool discards it
+            raise
 
     @contextmanager
     def snapshot(self) -> Iterator[_Conn]:
@@ -268,7 +310,9 @@ class PgDatabase:
     def owns(self, tx: Any) -> bool:
         return isinstance(tx, PgTx)
 
-    def listen(self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0) -> Listener:
+    def listen(
+        self, channels: Sequence[str], wake: Callable[[int | None], None], idle: float = 1.0
+    ) -> Listener:
         return Listener(self.dsn, channels, wake, idle)
 
     def try_lock(self, key: int) -> Lease:
@@ -282,11 +326,13 @@ class PgDatabase:
 
 
 class Listener:
-    """One thread that LISTENs on channels and calls `wake()` on every notification, after a reconnect,
-    and every `idle` seconds (a missed notification only delays, never loses: readers go by position).
-    `live`: listening, and caught up once since connecting (so every commit from now on wakes it)."""
+    """One thread that LISTENs on channels and calls `wake(head)` as soon as a notification arrives, with
+    the highest integer payload of the notifications that arrived together (a hint, never content); and
+    `wake(None)` after a reconnect and every `idle` seconds without one (a missed notification only
+    delays, never loses: readers go by position). `live`: listening, and caught up once since
+    connecting (so every commit from now on wakes it)."""
 
-    def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[], None], idle: float):
+    def __init__(self, dsn: str, channels: Sequence[str], wake: Callable[[int | None], None], idle: float):
         self._dsn, self._channels, self._wake, self._idle = dsn, list(channels), wake, idle
         self.live = False
         self._stop = threading.Event()
@@ -301,11 +347,12 @@ class Listener:
                     self._conn = conn
                     for ch in self._channels:
                         conn.execute(f'LISTEN "{ch}"')
-                    self.live = self._call()
+                    self.live = self._call(None)
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=self._idle, stop_after=1):
-                            pass
-                        self.live = self._call()
+                        # Returns as soon as one arrives (with any others in the same packet).
+                        heads = [_head(n.payload) for n in conn.notifies(timeout=self._idle, stop_after=1)]
+                        known = heads and None not in heads
+                        self.live = self._call(max(heads) if known else None)  # type: ignore[type-var]
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     if self._conn is not None:  # once per outage (the probe tells when it ends)
@@ -315,10 +362,10 @@ class Listener:
                 self.live = False
                 self._conn = None
 
-    def _call(self) -> bool:
-        """wake(); whether it succeeded."""
+    def _call(self, head: int | None) -> bool:
+        """wake(head); whether it succeeded."""
         try:
-            self._wake()
+            self._wake(head)
             return True
         except Exception:
             log.exception("catching up after a notification failed")
@@ -329,6 +376,14 @@ class Listener:
         calls `wake()`, which reads by position (harmless once the caller has stopped)."""
         self.live = False
         self._stop.set()
+
+
+def _head(payload: str) -> int | None:
+    """A notification's payload as the head it announces; None when it is not a number."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None
 
 
 class Lease:

@@ -1,8 +1,8 @@
 """PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py), recorded in
 `_migrations`. Several replicas starting together apply them once: the whole run holds a transaction-level
-advisory lock. State and the event log live here; the coordination and workflow tables are created too, so
-their stores run on PostgreSQL (the replicas keep using their local SQLite for them until issue 12 shares
-them). Times are DOUBLE PRECISION (SQLite's REAL is 8 bytes; PostgreSQL's is 4)."""
+advisory lock. State, the event log and the cluster's members live here; the coordination and workflow
+tables are created too, so their stores run on PostgreSQL (the replicas keep using their local SQLite for
+them until issue 12 shares them). Times are DOUBLE PRECISION (SQLite's REAL is 8 bytes; PostgreSQL's is 4)."""
 
 from __future__ import annotations
 
@@ -107,6 +107,21 @@ def _events_0002_compaction(tx: PgTx) -> None:
         )"""
     )
     tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
+
+
+def _cluster_0001_members(tx: PgTx) -> None:
+    """The replicas of the cluster, each refreshing its row by heartbeat (storage/stores/members.py)."""
+    tx.execute(
+        """CREATE TABLE members (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            version TEXT NOT NULL,
+            start_time DOUBLE PRECISION NOT NULL,
+            heartbeat_time DOUBLE PRECISION NOT NULL,
+            running_executions BIGINT NOT NULL,
+            connected_workers BIGINT NOT NULL
+        )"""
+    )
 
 
 def _workflows_0001(tx: PgTx) -> None:
@@ -289,6 +304,7 @@ MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("workflows_0002_usage", _workflows_0002_usage),
     ("coordination_0002_tools", _coordination_0002_tools),
     ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
+    ("cluster_0001_members", _cluster_0001_members),
 ]
 
 

@@ -139,8 +139,9 @@ class Database:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[Tx]:
-        """A write transaction (BEGIN IMMEDIATE … COMMIT), rolled back if the block raises."""
+    def write(self, *, lock: str | None = None) -> Iterator[Tx]:
+        """A write transaction (BEGIN IMMEDIATE … COMMIT), rolled back if the block raises. (`lock` is
+        PostgreSQL's counter locked with BEGIN: here BEGIN IMMEDIATE takes the one writer lock.)"""
         with self._lock:
             if self._closed:
                 raise RuntimeError("database is closed")
@@ -210,7 +211,7 @@ class Database:
         return isinstance(tx, Tx)
 
     def listen(
-        self, channels: Sequence[str], wake: Callable[[], None], idle: float = 1.0
+        self, channels: Sequence[str], wake: Callable[[int | None], None], idle: float = 1.0
     ) -> Listening | None:
         """No one else writes this file: there is nothing to listen to."""
         return None

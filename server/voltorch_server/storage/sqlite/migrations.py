@@ -381,6 +381,30 @@ def _schedules_0001(tx: Tx) -> None:
     )
 
 
+def _cluster_0001_members(tx: Tx) -> None:
+    """The cluster's members (storage/stores/members.py): on SQLite, the one server."""
+    _schema(tx).table("members").create(
+        {
+            "id": str,
+            "address": str,
+            "version": str,
+            "start_time": float,
+            "heartbeat_time": float,
+            "running_executions": int,
+            "connected_workers": int,
+        },
+        pk="id",
+        not_null={
+            "address",
+            "version",
+            "start_time",
+            "heartbeat_time",
+            "running_executions",
+            "connected_workers",
+        },
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -392,6 +416,7 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("coordination_0002_tools", _coordination_0002_tools),
     ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
     ("schedules_0001", _schedules_0001),
+    ("cluster_0001_members", _cluster_0001_members),
 ]
 
 

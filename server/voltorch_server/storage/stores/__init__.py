@@ -10,6 +10,7 @@ from typing import Any
 
 from .coordination import SqlCoordination
 from .events import SqlEvents
+from .members import SqlMembers
 from .schedules import SqlSchedules
 from .state import SqlState
 from .system import SqlSystem
@@ -20,6 +21,7 @@ __all__ = [
     "SqlCoordination",
     "SqlEvents",
     "SqlExecutions",
+    "SqlMembers",
     "SqlSchedules",
     "SqlSignals",
     "SqlState",
@@ -44,6 +46,7 @@ class Stores:
     executions: SqlExecutions
     signals: SqlSignals
     timers: SqlTimers
+    members: SqlMembers
 
     @classmethod
     def build(cls, shared: Any, local: Any) -> Stores:
@@ -57,4 +60,5 @@ class Stores:
             executions=SqlExecutions(local),
             signals=SqlSignals(local),
             timers=SqlTimers(local),
+            members=SqlMembers(shared),
         )

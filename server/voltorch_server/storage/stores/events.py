@@ -19,7 +19,22 @@ _INSERTED = (
     " traceparent, tracestate, trace_id, span_id, time"
 )
 _INSERT = f"INSERT INTO events({_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT_EXPLICIT = f"INSERT INTO events(seq, {_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# PostgreSQL, the events counter row already locked (`lock_head`): the whole append in ONE statement, one
+# round trip whatever the batch's size — the time clamp (the newest time, read after the lock so it sees
+# the previous holder's commit), the rows (one array per column, unnested, numbered from the head), the
+# counter advanced, and the NOTIFY (sent at COMMIT, with the new head only). Its text never changes, so
+# it runs prepared.
+_APPEND_LOCKED = f"""WITH t AS (SELECT GREATEST(?::float8, COALESCE(MAX(time), 0)) AS time FROM events),
+ins AS (
+    INSERT INTO events(seq, {_INSERTED})
+    SELECT ?::bigint + r.n, r.id, r.type, r.source, r.target, r.data, r.correlation_id, r.causation_id,
+        r.priority, r.traceparent, r.tracestate, r.trace_id, r.span_id, t.time
+    FROM t, unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::integer[],
+        ?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS r(id, type, source, target, data,
+        correlation_id, causation_id, priority, traceparent, tracestate, trace_id, span_id, n)
+),
+adv AS (UPDATE voltorch_counters SET value = ? WHERE name = 'events')
+SELECT t.time, pg_notify(?, ?)::text FROM t"""
 _BY_ID = f"SELECT {COLUMNS} FROM events WHERE id = ?"
 _AFTER = f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 _LAST_TIME = "SELECT COALESCE(MAX(time), 0) FROM events"
@@ -30,6 +45,11 @@ CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on t
 _json_loads = json.loads
 _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
+
+
+# The correlation and trace indexes are partial (`WHERE column != ''`): SQLite uses one for `column = ?`
+# only when the query repeats that condition (it cannot know a bound parameter is not '').
+_INDEXED = {"correlation_id": " AND correlation_id != ''", "trace_id": " AND trace_id != ''"}
 
 
 def row_to_event(row: Any) -> Event:
@@ -70,6 +90,7 @@ class SqlEvents:
         self.db = db
         self.dialect = db.dialect
         self.explicit_ids = db.explicit_ids  # PostgreSQL numbers events from its locked counter row
+        self.head_counter = _COUNTER
 
     # -- in a write transaction --------------------------------------------------------------------
 
@@ -78,18 +99,23 @@ class SqlEvents:
         sequences are handed out gap-free in commit order across replicas."""
         return tx.counter(_COUNTER)
 
-    def set_head(self, tx: Any, seq: int) -> None:
-        tx.set_counter(_COUNTER, seq)
+    def append_locked(self, tx: Any, head: int, rows: list[tuple], now: float, channel: str) -> float:
+        """PostgreSQL: append `rows` (each in the order of COLUMNS without seq and time) as head+1, head+2…
+        with the events counter locked by `lock_head` (at `head`), advance it and NOTIFY `channel` with
+        the new head, in one statement; returns the events' time (`now`, or the newest time if later)."""
+        last = head + len(rows)
+        time = tx.execute(
+            _APPEND_LOCKED, (now, head, *(list(c) for c in zip(*rows, strict=True)), last, channel, str(last))
+        ).fetchone()[0]
+        tx.counter_advanced(_COUNTER, last)
+        return time
 
     def last_time_in(self, tx: Any) -> float:
         return tx.execute(_LAST_TIME).fetchone()[0]
 
-    def insert(self, tx: Any, seq: int | None, values: tuple) -> int:
-        """Append one event (`values` in the order of COLUMNS without seq); returns its sequence: `seq` when
-        given (explicit numbering), else the one the database assigned."""
-        if seq is not None:
-            tx.execute(_INSERT_EXPLICIT, (seq, *values))
-            return seq
+    def insert(self, tx: Any, values: tuple) -> int:
+        """SQLite: append one event (`values` in the order of COLUMNS without seq); returns the sequence
+        the database assigned. (PostgreSQL numbers a batch from its counter: `append_locked`.)"""
         cur = tx.execute(_INSERT, values)
         assert cur.lastrowid is not None  # an INSERT's rowid
         return cur.lastrowid
@@ -137,7 +163,7 @@ class SqlEvents:
         for name in ("source", "target", "correlation_id", "trace_id"):
             value = getattr(flt, name)
             if value:
-                clauses.append(f"{name} = ?")
+                clauses.append(f"{name} = ?" + _INDEXED.get(name, ""))
                 params.append(value)
         if flt.min_priority:
             clauses.append("priority >= ?")
@@ -188,7 +214,7 @@ class SqlEvents:
 
     def of_correlation(self, correlation_id: str, limit: int) -> list[Event]:
         rows = self.db.query(
-            f"SELECT {COLUMNS} FROM events WHERE correlation_id = ? ORDER BY seq LIMIT ?",
+            f"SELECT {COLUMNS} FROM events WHERE correlation_id = ?{_INDEXED['correlation_id']} ORDER BY seq LIMIT ?",
             (correlation_id, limit),
         )
         return [row_to_event(r) for r in rows]
