@@ -114,12 +114,14 @@ def _engine_round(args: Any) -> tuple[float, float, list[tuple[int, int]], list[
     from voltorch_server.components.events import EventLog
     from voltorch_server.config import Config
     from voltorch_server.storage import Database, migrate
-    from voltorch_server.storage.stores import SqlEvents
+    from voltorch_server.storage.stores import SqlCoordination, SqlEvents
 
     with tempfile.TemporaryDirectory(prefix="voltorch-bench-engine-") as tmp:
         db = Database(os.path.join(tmp, "engine.db"))
         migrate(db)
-        engine = CoordinationEngine(db, EventLog(SqlEvents(db)), Config(builtin_agents=False))
+        engine = CoordinationEngine(
+            SqlCoordination(db), EventLog(SqlEvents(db)), Config(builtin_agents=False)
+        )
         engine.start()
         entered: dict[str, int] = {}
 

@@ -129,12 +129,13 @@ def _engine_round(args: Any) -> dict[str, Any]:
         stores = Stores.build(db, db)
         events = EventLog(stores.events)
         state = StateStore(stores.state, events)
-        coord = CoordinationEngine(db, events, Config(builtin_agents=False))
+        coord = CoordinationEngine(stores.coordination, events, Config(builtin_agents=False))
         wf = WorkflowEngine(
             db,
             events,
             state,
             coord,
+            executions=stores.executions,
             signals=stores.signals,
             timers=stores.timers,
             templates=stores.templates,

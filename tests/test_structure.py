@@ -28,11 +28,6 @@ COMPONENTS = "voltorch_server.components"
 # removes that code, and this exception with it.
 KNOWN = frozenset({("tests.server.test_fast_paths", "voltorch_server.servicers._tracing")})
 
-# Components whose SQL has not moved to storage/stores yet. They move next (issue 11, item 1): another change
-# is rewriting the step write path in them now.
-SQL_NOT_MOVED_YET = frozenset(
-    {"voltorch_server.components.coordination._store", "voltorch_server.components.workflows._executions"}
-)
 SQL_START = re.compile(
     r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|UPSERT|CREATE|ALTER|DROP|WITH|PRAGMA|BEGIN|COMMIT|ROLLBACK"
     r"|SAVEPOINT|VACUUM|ANALYZE|LISTEN|NOTIFY|LOCK|SET TRANSACTION)\s"  # a keyword alone is a word ("DELETE")
@@ -118,7 +113,7 @@ def violations(importer: str, is_pkg: bool, source: str) -> list[str]:
 def sql_violations(module: str, source: str) -> list[str]:
     """SQL in a component: a string constant (an f-string's literal parts too) that starts a statement, or
     an import of a database driver."""
-    if not inside(module, COMPONENTS) or module in SQL_NOT_MOVED_YET:
+    if not inside(module, COMPONENTS):
         return []
     found = []
     for node in ast.walk(ast.parse(source)):
@@ -161,7 +156,6 @@ def test_the_sql_rule_passes_plain_strings_and_other_packages() -> None:
     plain = 'MSG = "select a key"\nPUT, DELETE = "PUT", "DELETE"\nDOC = "Updates the cache"'
     assert not sql_violations("voltorch_server.components.state._store", plain)
     assert not sql_violations("voltorch_server.storage.stores.state", 'Q = "SELECT 1"\nimport sqlite3')
-    assert not sql_violations("voltorch_server.components.coordination._store", 'Q = "SELECT 1"')
 
 
 def test_the_tree_keeps_the_import_rules() -> None:

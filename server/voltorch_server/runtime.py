@@ -70,12 +70,15 @@ class Runtime:
         self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
         self.metrics.observe_llm_endpoints(self.limiters.snapshots)
         self.llm = LlmEndpoints(self.limiters)
-        self.coordination = CoordinationEngine(self.local_db, self.events, config, limiters=self.limiters)
+        self.coordination = CoordinationEngine(
+            stores.coordination, self.events, config, limiters=self.limiters
+        )
         self.workflows = WorkflowEngine(
             self.local_db,
             self.events,
             self.state,
             self.coordination,
+            executions=stores.executions,
             signals=stores.signals,
             timers=stores.timers,
             templates=stores.templates,

@@ -14,7 +14,7 @@ from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, _even
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
-from voltorch_server.storage.stores import SqlEvents
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 
@@ -208,7 +208,9 @@ def test_llm_agent_in_a_coordination_records_usage(stub, db, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test-456")
     stub.script.append((429, {"retry-after": "0"}, {"error": {"message": "busy"}}))
     stub.script.append((200, {}, completion('{"summary": "ok", "requirements": []}', 20, 5)))
-    eng = CoordinationEngine(db, EventLog(SqlEvents(db)), Config(builtin_agents=False, llm_max_retries=2))
+    eng = CoordinationEngine(
+        SqlCoordination(db), EventLog(SqlEvents(db)), Config(builtin_agents=False, llm_max_retries=2)
+    )
     eng.start()
     try:
         info = eng.register_agent(

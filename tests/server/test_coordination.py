@@ -22,7 +22,9 @@ from voltorch_server.components.events import EventFilter, EventLog
 from voltorch_server.config import Config
 from voltorch_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from voltorch_server.priority import Priority
-from voltorch_server.storage.stores import SqlEvents
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 WAIT = 10.0
 
@@ -34,7 +36,7 @@ def events(db) -> EventLog:
 
 @pytest.fixture
 def engine(db, events) -> Iterator[CoordinationEngine]:
-    eng = CoordinationEngine(db, events, Config(builtin_agents=False))
+    eng = CoordinationEngine(SqlCoordination(db), events, Config(builtin_agents=False))
     eng.start()
     yield eng
     eng.stop()

@@ -21,14 +21,16 @@ from voltorch_server.components.coordination import CoordinationEngine, Coordina
 from voltorch_server.components.events import EventFilter, EventLog
 from voltorch_server.config import Config
 from voltorch_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from voltorch_server.storage.stores import SqlEvents
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 WAIT = 10.0
 
 
 def make_engine(db, **overrides) -> CoordinationEngine:
     cfg = Config(builtin_agents=False, **overrides)
-    eng = CoordinationEngine(db, EventLog(SqlEvents(db)), cfg)
+    eng = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), cfg)
     eng.start()
     return eng
 
@@ -208,7 +210,7 @@ def test_unregister_busy_agent_needs_force_and_redispatches(engine):
 def test_builtin_team_is_registered_once_offline_or_llm(db, monkeypatch):
     monkeypatch.delenv("VOLTORCH_TEST_OPENAI_KEY", raising=False)
     cfg: dict[str, Any] = {"builtin_agents": True, "openai_api_key_env": "VOLTORCH_TEST_OPENAI_KEY"}
-    eng = CoordinationEngine(db, EventLog(SqlEvents(db)), Config(**cfg))
+    eng = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), Config(**cfg))
     eng.start()
     agents = {a.id: a for a in eng.list_agents()[0]}
     assert set(agents) == {"analyst", "planner", "coder", "tester", "writer", "reviewer"}
@@ -219,7 +221,7 @@ def test_builtin_team_is_registered_once_offline_or_llm(db, monkeypatch):
     eng.start()  # restart: nothing registered twice
     eng.stop()
     monkeypatch.setenv("VOLTORCH_TEST_OPENAI_KEY", "sk-test")
-    eng2 = CoordinationEngine(db, EventLog(SqlEvents(db)), Config(**cfg))
+    eng2 = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), Config(**cfg))
     eng2.start()
     agents = {a.id: a for a in eng2.list_agents()[0]}
     assert {a.kind for a in agents.values()} == {"llm"}

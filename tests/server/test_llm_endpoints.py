@@ -23,7 +23,7 @@ from voltorch_server.components.coordination import CoordinationEngine, Coordina
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
 from voltorch_server.priority import Priority
-from voltorch_server.storage.stores import SqlEvents
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 
@@ -74,7 +74,7 @@ def test_priorities_hold_under_the_limiter(db, monkeypatch):
     gate = threading.Event()
     stub = StubLLM(gate=gate)
     config = Config(builtin_agents=False, llm_max_in_flight=1, llm_initial_window=1)
-    eng = CoordinationEngine(db, EventLog(SqlEvents(db)), config)
+    eng = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), config)
     eng.start()
     try:
         eng.register_agent(

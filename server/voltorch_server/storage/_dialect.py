@@ -20,6 +20,12 @@ class Dialect:
     # The operator matching a type glob, and the glob as its pattern: SQLite's GLOB takes `*`/`?` as they
     # are; PostgreSQL has no GLOB, so a glob becomes a LIKE pattern (a literal `_` escaped first).
     glob_operator: str
+    # The rows (column `value`) of a JSON array held as text in a column: SQLite's json_each, PostgreSQL's
+    # json_array_elements_text (its output column is named value too).
+    json_array_elements: str
+
+    def json_array_has(self, column: str) -> str:
+        return f"EXISTS (SELECT 1 FROM {self.json_array_elements.format(column)} AS e WHERE e.value = ?)"
 
     def glob_pattern(self, glob: str) -> str:
         if self.glob_operator == "GLOB":
@@ -33,6 +39,7 @@ SQLITE = Dialect(
     insertion_order="rowid",
     ping="PRAGMA schema_version",
     glob_operator="GLOB",
+    json_array_elements="json_each({})",
 )
 POSTGRES = Dialect(
     name="postgres",
@@ -40,4 +47,5 @@ POSTGRES = Dialect(
     insertion_order="seq",
     ping="SELECT 1",
     glob_operator="LIKE",
+    json_array_elements="json_array_elements_text({}::json)",
 )

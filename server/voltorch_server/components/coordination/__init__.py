@@ -1,6 +1,7 @@
 """Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
 
 from .._queue import AgingQueue
+from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine
 from ._model import (
@@ -21,6 +22,7 @@ from ._model import (
     evaluate,
 )
 from ._runs import InlineTask, Placed, Prepared
+from ._store_port import CoordinationPort
 
 __all__ = [
     "DELTA_EVENT",
@@ -33,10 +35,12 @@ __all__ = [
     "DeltaStream",
     "AgentInfo",
     "AgentResult",
+    "AgentState",
     "AgingQueue",
     "Coordination",
     "CoordinationCondition",
     "CoordinationEngine",
+    "CoordinationPort",
     "CoordinationRequest",
     "InlineTask",
     "Placed",

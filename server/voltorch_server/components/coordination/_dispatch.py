@@ -26,7 +26,6 @@ from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
 from .._base import Component
 from ..events import NewEvent
-from . import _store as store
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._journal import Journal, RunTable
@@ -218,7 +217,7 @@ class Dispatcher:
             )
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
             self.journal.emit(tx, "coordination.task.started", data, run)
-        store.update_coordination(tx, run.row())
+        self.journal.store.update(tx, run.row())
         task = AgentTask(
             task_id=unit.task_id,
             coordination_id=run.id,
@@ -411,7 +410,7 @@ class Dispatcher:
             result = make_result(unit, state.id if state else "", outcome, latency)
             if state is not None:
                 state.record(result.error is None, latency, result.error)
-                store.update_agent_stats(tx, state)
+                self.journal.store.update_agent_stats(tx, state)
                 self.observed.metrics.record_agent_task(state.id, latency, success=result.error is None)
             self._record_result(tx, after, run, result)
         self.dispatch(tx, after)
@@ -435,7 +434,7 @@ class Dispatcher:
         if record and state is not None:
             err = TaskError("WORKER_LOST", reason[:4096], True)
             state.record(False, latency, err)
-            store.update_agent_stats(tx, state)
+            self.journal.store.update_agent_stats(tx, state)
         if run.plan[unit.position] == "":
             run.participants[unit.position] = ""
         self.journal.emit(
@@ -452,7 +451,7 @@ class Dispatcher:
             },
             run,
         )
-        store.update_coordination(tx, run.row())
+        self.journal.store.update(tx, run.row())
         self.runs.queue.push(unit, int(run.priority), run.create_time)
 
     def _record_result(self, tx: Tx, after: After, run: Run, result: AgentResult) -> None:
@@ -484,7 +483,7 @@ class Dispatcher:
                 for i in range(len(run.plan)):
                     if i not in run.results and i not in run.units:
                         self._enqueue(run, i)
-                store.update_coordination(tx, run.row())
+                self.journal.store.update(tx, run.row())
                 return
             results = [run.results[i] for i in sorted(run.results)]
             if any(r.ok for r in results):
@@ -510,7 +509,7 @@ class Dispatcher:
         if len(run.results) == len(run.plan):
             self.finish(tx, after, run, "completed", None)
         else:
-            store.update_coordination(tx, run.row())
+            self.journal.store.update(tx, run.row())
 
     def _advance_chain(self, run: Run) -> None:
         """Queue the next slot of a chain mode (evaluating the condition before a conditional target)."""
@@ -548,7 +547,7 @@ class Dispatcher:
                 )
                 if state is not None and status == "timed_out":
                     state.record(False, latency, error)
-                    store.update_agent_stats(tx, state)
+                    self.journal.store.update_agent_stats(tx, state)
             self._release(unit, state)
         run.units.clear()
         run.status = status
@@ -584,7 +583,7 @@ class Dispatcher:
             },
             run,
         )
-        store.update_coordination(tx, run.row())
+        self.journal.store.update(tx, run.row())
         run.final = run.snapshot()
         after.calls.append(lambda: self._observe(run))
         after.finished.append(run)  # leaves _live after commit, so get() never reads a stale row

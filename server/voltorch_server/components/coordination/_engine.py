@@ -37,13 +37,13 @@ from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...handoffs import handed_off
 from ...priority import Priority
-from ...storage import Database, Tx
+from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
 from .._base import Component
 from .._paging import decode_token, encode_token
 from .._paging import page_size as checked_page_size
 from ..events import EventLog
-from . import _store as store
+from . import _rows
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher
 from ._journal import Journal, RunTable
@@ -71,6 +71,7 @@ from ._model import (
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash
+from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
@@ -101,14 +102,14 @@ class CoordinationEngine(Component):
 
     def __init__(
         self,
-        db: Database,
+        store: CoordinationPort,
         events: EventLog,
         config: Config | None = None,
         limiters: Limiters | None = None,
     ):
         """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
         from the config)."""
-        self.db = db
+        self.store = store
         self.events = events
         self.config = config or Config()
         self.limiters = limiters if limiters is not None else Limiters(limit_settings(self.config))
@@ -126,12 +127,12 @@ class CoordinationEngine(Component):
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
-        self.journal = Journal(db, events, self._lock, self.runs)
+        self.journal = Journal(store, events, self._lock, self.runs)
         self.dispatcher = Dispatcher(
             self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
         )
         self.registry = AgentRegistry(
-            db,
+            store,
             events,
             self.journal,
             self.runs,
@@ -206,7 +207,7 @@ class CoordinationEngine(Component):
             raise Unavailable("coordination engine is stopped", reason="COMPONENT_STOPPED")
         if self._timer is None or not self._timer.is_alive():
             raise Unavailable("coordination timer thread is not running", reason="COMPONENT_STOPPED")
-        store.probe(self.db)
+        self.store.probe()
 
     # -- coordinations -------------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class CoordinationEngine(Component):
         digest = request_hash(req, checked[0], checked[1])
         with self.journal.txn() as (tx, after):
             if req.request_id:
-                row = store.by_request(tx, req.request_id)
+                row = self.store.by_request(tx, req.request_id)
                 if row is not None:
                     if row["request_hash"] != digest:
                         raise AlreadyExists(
@@ -325,7 +326,7 @@ class CoordinationEngine(Component):
             participants=list(plan),
             attempts=[0] * len(plan),
         )
-        store.insert_coordination(
+        self.store.insert(
             tx,
             {
                 **run.row(),
@@ -503,12 +504,12 @@ class CoordinationEngine(Component):
         return self._read(coordination_id)
 
     def _read(self, coordination_id: str) -> Coordination:
-        row = store.get_row(self.db, coordination_id)
+        row = self.store.row(coordination_id)
         if row is None:
             err = NotFound("coordination", coordination_id)
             err.metadata["field"] = "coordination_id"
             raise err
-        return store.from_row(row)
+        return _rows.from_row(row)
 
     def wait(self, coordination_id: str, timeout: float | None = None) -> Coordination:
         """Block until the coordination is terminal or `timeout` passes; return its state either way."""
@@ -535,8 +536,7 @@ class CoordinationEngine(Component):
         size = checked_page_size(page_size)
         query = {"status": status, "agent_id": agent_id, "correlation_id": correlation_id}
         before = decode_token(page_token, query)
-        rows = store.list_rows(
-            self.db,
+        rows = self.store.page(
             status=status,
             agent_id=agent_id,
             correlation_id=correlation_id,
@@ -547,7 +547,7 @@ class CoordinationEngine(Component):
         with self._lock:
             for r in rows[:size]:
                 run = self.runs.live.get(r["id"])
-                out.append(run.snapshot(self.runs.position(run)) if run else store.from_row(r))
+                out.append(run.snapshot(self.runs.position(run)) if run else _rows.from_row(r))
         token = encode_token(query, rows[size - 1]["id"]) if len(rows) > size else ""
         return out, token
 
@@ -657,7 +657,7 @@ class CoordinationEngine(Component):
 
     def _recover(self) -> None:
         """Re-queue every queued or running coordination found in the database."""
-        rows = store.active_rows(self.db)
+        rows = self.store.active_rows()
         if not rows:
             return
         with self.journal.txn() as (tx, after):

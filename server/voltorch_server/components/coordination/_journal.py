@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ...storage import Database, Tx
+from ...storage import Tx
 from .._queue import AgingQueue
 from ..events import EventLog, NewEvent
 from ._runs import SOURCE, After, Run, Unit
+from ._store_port import CoordinationPort
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -54,8 +55,9 @@ class Journal:
     held while waiting for the database). What must wait for the commit — waking waiters, cancelling,
     closing runtimes, launching agents — runs after it, unlocked."""
 
-    def __init__(self, db: Database, events: EventLog, lock: threading.RLock, runs: RunTable):
-        self.db = db
+    def __init__(self, store: CoordinationPort, events: EventLog, lock: threading.RLock, runs: RunTable):
+        self.store = store
+        self.db = store.db
         self.events = events
         self.lock = lock
         self.runs = runs

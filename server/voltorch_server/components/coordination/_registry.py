@@ -16,12 +16,10 @@ from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from ...storage import Database
 from .._base import Component
 from .._paging import decode_token, encode_token
 from .._paging import page_size as checked_page_size
 from ..events import EventLog, NewEvent
-from . import _store as store
 from ._agents import (
     BUILTIN_LABEL,
     BUILTIN_TEAM,
@@ -37,6 +35,7 @@ from ._dispatch import Dispatcher
 from ._journal import Journal, RunTable
 from ._model import AGENT_KINDS, AGENT_STATUSES, MAX_CONCURRENCY, AgentInfo, agent_not_found, check_name
 from ._runs import SOURCE
+from ._store_port import CoordinationPort
 
 log = logging.getLogger("voltorch.coordination")
 
@@ -48,7 +47,7 @@ class AgentRegistry:
 
     def __init__(
         self,
-        db: Database,
+        store: CoordinationPort,
         events: EventLog,
         journal: Journal,
         runs: RunTable,
@@ -60,7 +59,7 @@ class AgentRegistry:
         observed: Component,
     ):
         """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from."""
-        self.db = db
+        self.store = store
         self.events = events
         self.journal = journal
         self.runs = runs
@@ -74,7 +73,7 @@ class AgentRegistry:
         self.loaded = False
 
     def load(self) -> None:
-        defs = store.load_agents(self.db)
+        defs = [AgentState.from_row(r) for r in self.store.agent_rows()]
         with self.journal.lock:
             if self.loaded:
                 return
@@ -167,7 +166,7 @@ class AgentRegistry:
                 state.runtime = rt or make_runtime(
                     kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
                 )
-                store.insert_agent(tx, state)
+                self.store.insert_agent(tx, state)
                 self.agents[agent_id] = state
                 event = "agent.registered"
             else:
@@ -183,7 +182,7 @@ class AgentRegistry:
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps
                 state.max_concurrency, state.llm, state.labels = max_c, llm, labels
                 state.tools = tools
-                store.update_agent_definition(tx, state)
+                self.store.update_agent_definition(tx, state)
                 event = "agent.updated"
             if kind == "function":
                 self.attached[agent_id] = state.runtime  # type: ignore[assignment]  # a function agent always has one
@@ -217,7 +216,7 @@ class AgentRegistry:
                 for unit in list(run.units.values()):
                     if unit.agent_id == agent_id:
                         self.dispatcher.requeue(tx, after, unit, state, "agent unregistered", record=False)
-            store.delete_agent(tx, agent_id)
+            self.store.delete_agent(tx, agent_id)
             del self.agents[agent_id]
             self.attached.pop(agent_id, None)
             if state.runtime is not None:
@@ -250,7 +249,7 @@ class AgentRegistry:
                 new = tuple(c for c in state.capabilities if c not in caps)
             check_capabilities(new, "capabilities")
             state.capabilities = new
-            store.update_agent_definition(tx, state)
+            self.store.update_agent_definition(tx, state)
             self.journal.emit(tx, "agent.updated", {"agent_id": agent_id, "capabilities": list(new)})
             self.dispatcher.dispatch(tx, after)
             return state.info()
@@ -318,7 +317,7 @@ class AgentRegistry:
                 )
                 state.runtime = RemoteAgent()
                 state.tools = tools
-                store.insert_agent(tx, state)
+                self.store.insert_agent(tx, state)
                 self.agents[agent_id] = state
                 self.journal.emit(
                     tx,
@@ -335,7 +334,7 @@ class AgentRegistry:
                 state.name = hello.name or state.name
                 state.labels = labels or state.labels
                 state.tools = tools or state.tools
-                store.update_agent_definition(tx, state)
+                self.store.update_agent_definition(tx, state)
             runtime = state.runtime
             assert isinstance(runtime, RemoteAgent)
             old = runtime.session

@@ -14,7 +14,6 @@ from typing import Any
 from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
-from . import _store as store
 from ._deltas import DeltaStream
 from ._model import (
     MAX_OUTPUT_BYTES,
@@ -27,6 +26,7 @@ from ._model import (
     TaskError,
     check_json,
 )
+from ._rows import resolved_target
 
 SOURCE = "coordination"  # the source of every event the engine publishes
 PREVIEW = 1000  # characters of task / output text copied into events
@@ -135,7 +135,7 @@ class Run:
             task=self.task,
             request_id=self.request_id,
             source_agent_id=self.source,
-            target_agent_id=store.resolved_target(self.mode, self.source, self.plan, self.participants),
+            target_agent_id=resolved_target(self.mode, self.source, self.plan, self.participants),
             agent_ids=tuple(self.participants),
             required_capabilities=self.caps,
             context=self.context,

@@ -3,7 +3,7 @@
 from ._budget import enforce as enforce_budget
 from ._complete import Options as CompleteOptions
 from ._engine import TERMINAL_EVENTS, WorkflowEngine
-from ._executions import Execution, StepExecution
+from ._executions import Execution, ExecutionStore, StepExecution, StepRecord
 from ._signals import Signal, SignalStore
 from ._steps import item_order, parse_json_output
 from ._timer_store import TimerRow, TimerStore
@@ -31,6 +31,7 @@ __all__ = [
     "ConditionSpec",
     "CoordinationSpec",
     "Execution",
+    "ExecutionStore",
     "FanOutSpec",
     "ParameterSpec",
     "RetryPolicy",
@@ -40,6 +41,7 @@ __all__ = [
     "TimerStore",
     "SleepSpec",
     "StepExecution",
+    "StepRecord",
     "StepSpec",
     "Template",
     "WaitSpec",

@@ -47,7 +47,9 @@ from ._executions import (
     Execution,
     ExecutionStore,
     StepRecord,
+    list_executions,
 )
+from ._executions import execution as execution_of
 from ._run import ExecutionRun
 from ._signals import Signal, SignalStore
 from ._timer_store import TimerStore
@@ -89,6 +91,7 @@ class WorkflowEngine(Component):
         state: StateStore,
         coordination: Any,
         *,
+        executions: ExecutionStore,
         signals: SignalStore,
         timers: TimerStore,
         templates: TemplatesPort,
@@ -96,7 +99,7 @@ class WorkflowEngine(Component):
         threads: int = 256,
         llm_capacity: Callable[[], int] | None = None,
     ):
-        """`signals`, `timers`, `templates`: the stores of those rows (storage.stores, built by the app).
+        """`executions`, `signals`, `timers`, `templates`: the stores of those rows (storage.stores, built by the app).
         `llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
         self.db = db
         self.events = events
@@ -104,7 +107,7 @@ class WorkflowEngine(Component):
         self.concurrency = max(1, concurrency)
         self.llm_capacity = llm_capacity
         self.threads = max(4, threads)
-        self.store = ExecutionStore(db)
+        self.store = executions
         self.signals = signals
         self.timer_store = timers
         self.templates = TemplateStore(templates)
@@ -359,7 +362,7 @@ class WorkflowEngine(Component):
     # -- reading -----------------------------------------------------------------------------------------------
 
     def get(self, execution_id: str) -> Execution:
-        execution = self.store.execution(self._row(execution_id))
+        execution = execution_of(self.store, self._row(execution_id))
         if execution.terminal:
             return execution
         with self._lock:
@@ -446,7 +449,7 @@ class WorkflowEngine(Component):
         return self.signals.get(sig.id) or sig, False
 
     def list(self, **filters: Any) -> tuple[list[Execution], str]:
-        return self.store.list(**filters)
+        return list_executions(self.store, **filters)
 
     def watch(
         self, execution_id: str, from_sequence: int = 0, terminal_only: bool = False

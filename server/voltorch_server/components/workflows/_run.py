@@ -55,7 +55,6 @@ from ._executions import (
     TIMED_OUT,
     ExecutionStore,
     StepRecord,
-    save_step,
 )
 from ._signals import Signal, SignalStore
 from ._steps import (
@@ -319,7 +318,7 @@ class ExecutionRun:
             return
         host = self.host
         for st in steps:
-            save_step(tx, self.id, st)
+            host.store.save_step(tx, self.id, st)
         if events:  # before the ops' own events: a step starts before the coordination it requests
             host.events.append(tx, list(events))
         for op in ops:

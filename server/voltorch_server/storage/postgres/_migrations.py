@@ -1,6 +1,8 @@
-"""PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py) for what PostgreSQL
-holds in this version, state, the event log and the cluster's members, recorded in `_migrations`. Several
-replicas starting together apply them once: the whole run holds a transaction-level advisory lock."""
+"""PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py), recorded in
+`_migrations`. Several replicas starting together apply them once: the whole run holds a transaction-level
+advisory lock. State, the event log and the cluster's members live here; the coordination and workflow
+tables are created too, so their stores run on PostgreSQL (the replicas keep using their local SQLite for
+them until issue 12 shares them). Times are DOUBLE PRECISION (SQLite's REAL is 8 bytes; PostgreSQL's is 4)."""
 
 from __future__ import annotations
 
@@ -122,10 +124,186 @@ def _cluster_0001_members(tx: PgTx) -> None:
     )
 
 
+def _workflows_0001(tx: PgTx) -> None:
+    tx.execute(
+        """CREATE TABLE workflow_templates (
+            name TEXT NOT NULL COLLATE "C",
+            version INTEGER NOT NULL,
+            category TEXT NOT NULL,
+            builtin INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            create_time DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+    tx.execute("CREATE INDEX workflow_templates_category ON workflow_templates(category, name, version)")
+    tx.execute(
+        """CREATE TABLE workflow_executions (
+            id TEXT PRIMARY KEY COLLATE "C",
+            request_id TEXT UNIQUE,
+            request_digest TEXT NOT NULL,
+            template_name TEXT NOT NULL COLLATE "C",
+            template_version INTEGER NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            parameters TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            priority INTEGER NOT NULL,
+            labels TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            traceparent TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            create_time DOUBLE PRECISION NOT NULL,
+            start_time DOUBLE PRECISION,
+            end_time DOUBLE PRECISION,
+            update_time DOUBLE PRECISION NOT NULL,
+            run_elapsed DOUBLE PRECISION NOT NULL DEFAULT 0,
+            run_since DOUBLE PRECISION
+        )"""
+    )
+    tx.execute("CREATE INDEX workflow_executions_created ON workflow_executions(create_time, id)")
+    tx.execute("CREATE INDEX workflow_executions_status ON workflow_executions(status, create_time)")
+    tx.execute("CREATE INDEX workflow_executions_template ON workflow_executions(template_name, create_time)")
+    tx.execute(
+        """CREATE TABLE workflow_steps (
+            execution_id TEXT NOT NULL REFERENCES workflow_executions(id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL COLLATE "C",
+            parent_id TEXT NOT NULL COLLATE "C",
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            output TEXT NOT NULL,
+            structured TEXT,
+            error TEXT,
+            agent_id TEXT NOT NULL,
+            coordination_id TEXT NOT NULL,
+            item TEXT,
+            start_time DOUBLE PRECISION,
+            end_time DOUBLE PRECISION,
+            next_retry_time DOUBLE PRECISION,
+            PRIMARY KEY (execution_id, step_id)
+        )"""
+    )
+
+
+def _coordination_0001(tx: PgTx) -> None:
+    # "window" is a reserved word in PostgreSQL: the stores quote it.
+    tx.execute(
+        """CREATE TABLE agents (
+            id TEXT PRIMARY KEY COLLATE "C",
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            capabilities TEXT NOT NULL,
+            max_concurrency INTEGER NOT NULL,
+            llm TEXT,
+            labels TEXT NOT NULL,
+            register_time DOUBLE PRECISION NOT NULL,
+            "window" TEXT NOT NULL,
+            tasks_completed BIGINT NOT NULL,
+            tasks_failed BIGINT NOT NULL,
+            last_error TEXT,
+            last_seen DOUBLE PRECISION
+        )"""
+    )
+    tx.execute(
+        """CREATE TABLE coordinations (
+            id TEXT PRIMARY KEY COLLATE "C",
+            request_id TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source_agent_id TEXT NOT NULL,
+            target_agent_id TEXT NOT NULL,
+            requested_agent_ids TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            agent_ids TEXT NOT NULL,
+            required_capabilities TEXT NOT NULL,
+            task TEXT NOT NULL,
+            context TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            timeout DOUBLE PRECISION NOT NULL,
+            deadline DOUBLE PRECISION NOT NULL,
+            condition TEXT,
+            correlation_id TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            traceparent TEXT NOT NULL,
+            max_agents INTEGER NOT NULL,
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            attempts TEXT NOT NULL,
+            results TEXT NOT NULL,
+            output TEXT NOT NULL,
+            structured_output TEXT,
+            error TEXT,
+            selection TEXT,
+            create_time DOUBLE PRECISION NOT NULL,
+            start_time DOUBLE PRECISION,
+            end_time DOUBLE PRECISION
+        )"""
+    )
+    tx.execute(
+        "CREATE UNIQUE INDEX coordinations_request ON coordinations(request_id) WHERE request_id != ''"
+    )
+    tx.execute(
+        "CREATE INDEX coordinations_active ON coordinations(status) WHERE status IN ('queued', 'running')"
+    )
+    tx.execute("CREATE INDEX coordinations_status ON coordinations(status, id)")
+    tx.execute("CREATE INDEX coordinations_correlation ON coordinations(correlation_id, id)")
+
+
+def _workflows_0002_usage(tx: PgTx) -> None:
+    tx.execute("ALTER TABLE workflow_steps ADD COLUMN usage TEXT")
+    tx.execute("ALTER TABLE workflow_executions ADD COLUMN usage TEXT")
+
+
+def _coordination_0002_tools(tx: PgTx) -> None:
+    tx.execute("ALTER TABLE agents ADD COLUMN tools TEXT")
+
+
+def _workflows_0003_signals_timers(tx: PgTx) -> None:
+    tx.execute(
+        """CREATE TABLE workflow_signals (
+            id TEXT PRIMARY KEY COLLATE "C",
+            execution_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            request_id TEXT,
+            request_digest TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            create_time DOUBLE PRECISION NOT NULL,
+            consumed_by TEXT,
+            consume_time DOUBLE PRECISION
+        )"""
+    )
+    tx.execute("CREATE INDEX workflow_signals_pending ON workflow_signals(execution_id, name, create_time)")
+    tx.execute(
+        "CREATE UNIQUE INDEX workflow_signals_request ON workflow_signals(execution_id, request_id)"
+        " WHERE request_id IS NOT NULL"
+    )
+    tx.execute(
+        """CREATE TABLE workflow_timers (
+            execution_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            fire_at DOUBLE PRECISION NOT NULL,
+            fired_at DOUBLE PRECISION,
+            PRIMARY KEY (execution_id, step_id, kind)
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
+    ("workflows_0001", _workflows_0001),
+    ("coordination_0001", _coordination_0001),
+    ("workflows_0002_usage", _workflows_0002_usage),
+    ("coordination_0002_tools", _coordination_0002_tools),
+    ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
     ("cluster_0001_members", _cluster_0001_members),
 ]
 

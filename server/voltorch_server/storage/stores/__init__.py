@@ -8,16 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .coordination import SqlCoordination
 from .events import SqlEvents
 from .members import SqlMembers
 from .schedules import SqlSchedules
 from .state import SqlState
 from .system import SqlSystem
 from .templates import SqlTemplates
-from .workflows import SqlSignals, SqlTimers
+from .workflows import SqlExecutions, SqlSignals, SqlTimers
 
 __all__ = [
+    "SqlCoordination",
     "SqlEvents",
+    "SqlExecutions",
     "SqlMembers",
     "SqlSchedules",
     "SqlSignals",
@@ -39,6 +42,8 @@ class Stores:
     system: SqlSystem
     schedules: SqlSchedules
     templates: SqlTemplates
+    coordination: SqlCoordination
+    executions: SqlExecutions
     signals: SqlSignals
     timers: SqlTimers
     members: SqlMembers
@@ -51,6 +56,8 @@ class Stores:
             system=SqlSystem(local),
             schedules=SqlSchedules(local),
             templates=SqlTemplates(local),
+            coordination=SqlCoordination(local),
+            executions=SqlExecutions(local),
             signals=SqlSignals(local),
             timers=SqlTimers(local),
             members=SqlMembers(shared),

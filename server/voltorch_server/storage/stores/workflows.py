@@ -1,13 +1,169 @@
-"""The SQL of workflows' signals (workflow_signals) and durable step timers (workflow_timers), once for both
-backends: the implementations of `components.workflows.SignalStore` and `TimerStore`. (Executions and
-steps move here next; they are still in components/workflows/_executions.py.)"""
+"""The SQL of workflows: executions and their steps (workflow_executions, workflow_steps), signals
+(workflow_signals) and durable step timers (workflow_timers), once for both backends: the implementations of
+`components.workflows.ExecutionStore`, `SignalStore` and `TimerStore`. Callers own the transactions; every
+checkpoint of a step is one `save_step` and one `update` inside the run's one write."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ...components.workflows import Signal, TimerRow
+from ...agents.base import TokenUsage
+from ...components.coordination import TaskError
+from ...components.workflows import Signal, StepRecord, TimerRow
+
+
+def _j(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+
+def _unj(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+_SAVE_STEP = (
+    "INSERT INTO workflow_steps(execution_id, step_id, parent_id, position, name, status, attempts, output,"
+    " structured, error, agent_id, coordination_id, item, start_time, end_time, next_retry_time, usage)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(execution_id, step_id) DO UPDATE SET"
+    " status=excluded.status, attempts=excluded.attempts, output=excluded.output,"
+    " structured=excluded.structured, error=excluded.error, agent_id=excluded.agent_id,"
+    " coordination_id=excluded.coordination_id, start_time=excluded.start_time,"
+    " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time, usage=excluded.usage"
+)
+_NO_USAGE = TokenUsage()
+
+
+def _step_record(r: Any) -> StepRecord:
+    return StepRecord(
+        step_id=r["step_id"],
+        position=r["position"],
+        name=r["name"],
+        parent_id=r["parent_id"],
+        status=r["status"],
+        attempts=r["attempts"],
+        output=r["output"],
+        structured=_unj(r["structured"]),
+        error=TaskError.from_dict(_unj(r["error"])),
+        agent_id=r["agent_id"],
+        coordination_id=r["coordination_id"],
+        item=_unj(r["item"]),
+        start_time=r["start_time"],
+        end_time=r["end_time"],
+        next_retry_time=r["next_retry_time"],
+        usage=TokenUsage.from_dict(_unj(r["usage"])),
+    )
+
+
+class SqlExecutions:
+    def __init__(self, db: Any):
+        self.db = db
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    def insert(self, tx: Any, row: dict[str, Any], steps: list[StepRecord]) -> None:
+        cols = ", ".join(row)
+        tx.execute(
+            f"INSERT INTO workflow_executions({cols}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+        for s in steps:
+            self.save_step(tx, row["id"], s)
+
+    def save_step(self, tx: Any, execution_id: str, s: StepRecord) -> None:
+        """Insert or overwrite one step row (the checkpoint of that step)."""
+        tx.execute(
+            _SAVE_STEP,
+            (
+                execution_id,
+                s.step_id,
+                s.parent_id,
+                s.position,
+                s.name,
+                s.status,
+                s.attempts,
+                s.output,
+                _j(s.structured),
+                _j(s.error.to_dict() if s.error else None),
+                s.agent_id,
+                s.coordination_id,
+                _j(s.item),
+                s.start_time,
+                s.end_time,
+                s.next_retry_time,
+                _j(s.usage.to_dict()) if s.usage != _NO_USAGE else None,
+            ),
+        )
+
+    def update(self, tx: Any, execution_id: str, **values: Any) -> None:
+        for k in ("result", "error", "usage"):
+            if k in values:
+                values[k] = _j(values[k])
+        sets = ", ".join(f"{k} = ?" for k in values)
+        tx.execute(f"UPDATE workflow_executions SET {sets} WHERE id = ?", (*values.values(), execution_id))
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    def row(self, execution_id: str, tx: Any = None) -> Any:
+        sql = "SELECT * FROM workflow_executions WHERE id = ?"
+        if tx is not None:
+            return tx.execute(sql, (execution_id,)).fetchone()
+        return self.db.query_one(sql, (execution_id,))
+
+    def by_request(self, tx: Any, request_id: str) -> Any:
+        return tx.execute("SELECT * FROM workflow_executions WHERE request_id = ?", (request_id,)).fetchone()
+
+    def steps(self, execution_id: str) -> list[StepRecord]:
+        rows = self.db.query(
+            "SELECT * FROM workflow_steps WHERE execution_id = ? ORDER BY parent_id, position",
+            (execution_id,),
+        )
+        return [_step_record(r) for r in rows]
+
+    def ids_with_status(self, *statuses: str) -> list[Any]:
+        marks = ", ".join("?" * len(statuses))
+        return self.db.query(
+            f"SELECT id, status, priority, create_time FROM workflow_executions WHERE status IN ({marks})"
+            " ORDER BY create_time, id",
+            statuses,
+        )
+
+    def page(
+        self,
+        *,
+        status: str,
+        template_name: str,
+        created_after: float | None,
+        created_before: float | None,
+        before: tuple[float, str] | None,
+        limit: int,
+    ) -> list[Any]:
+        """Execution rows newest first (create_time, then id), filtered; `before`: the last row of the
+        previous page."""
+        where: list[str] = ["1=1"]
+        args: list[str | float] = []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if template_name:
+            where.append("template_name = ?")
+            args.append(template_name)
+        # create_time is on a microsecond grid and times travel as floats: half a microsecond of slack
+        # selects an execution by its own create_time even from a client whose conversion is a little off,
+        # without taking in the neighbouring microsecond.
+        if created_after is not None:
+            where.append("create_time >= ?")
+            args.append(created_after - 5e-7)
+        if created_before is not None:
+            where.append("create_time < ?")
+            args.append(created_before - 5e-7)
+        if before is not None:
+            where.append("(create_time < ? OR (create_time = ? AND id < ?))")
+            args.extend([before[0], before[0], before[1]])
+        return self.db.query(
+            f"SELECT * FROM workflow_executions WHERE {' AND '.join(where)}"
+            " ORDER BY create_time DESC, id DESC LIMIT ?",
+            (*args, limit),
+        )
 
 
 def _signal(r: Any) -> Signal:

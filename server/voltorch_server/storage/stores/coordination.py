@@ -1,0 +1,123 @@
+"""The SQL of the coordination engine (tables agents and coordinations), once for both backends: the
+implementation of `components.coordination.CoordinationPort`. Rows in, rows out: the engine decodes them
+(AgentState.from_row, the coordination row decoder), since a live run and a stored one share those types."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...components.coordination import AgentState
+
+# "window" is a reserved word in PostgreSQL (and a keyword in SQLite): quoted, it is a plain column in both.
+_AGENT_COLUMNS = (
+    'name, kind, capabilities, max_concurrency, llm, labels, tools, register_time, "window", tasks_completed,'
+    " tasks_failed, last_error, last_seen"
+)
+_INSERT_AGENT = f"INSERT INTO agents(id, {_AGENT_COLUMNS}) VALUES ({','.join('?' * 14)})"
+INSERT_COLUMNS = (
+    "id, request_id, request_hash, mode, status, source_agent_id, target_agent_id, requested_agent_ids,"
+    " plan, agent_ids, required_capabilities, task, context, priority, timeout, deadline, condition,"
+    " correlation_id, trace_id, traceparent, max_agents, execution_id, step_id, attempts, results, output,"
+    " structured_output, error, selection, create_time, start_time, end_time"
+)
+_COLUMNS = tuple(c.strip() for c in INSERT_COLUMNS.split(","))
+_INSERT = f"INSERT INTO coordinations({INSERT_COLUMNS}) VALUES ({','.join('?' * len(_COLUMNS))})"
+_UPDATE = (
+    "UPDATE coordinations SET status=?, agent_ids=?, attempts=?, results=?, output=?, structured_output=?,"
+    " error=?, selection=?, start_time=?, end_time=? WHERE id=?"
+)
+
+
+class SqlCoordination:
+    def __init__(self, db: Any):
+        self.db = db
+        self.dialect = db.dialect
+
+    # -- agents ------------------------------------------------------------------------------------------
+
+    def agent_rows(self) -> list[Any]:
+        return self.db.query("SELECT * FROM agents ORDER BY id")
+
+    def insert_agent(self, tx: Any, a: AgentState) -> None:
+        tx.execute(_INSERT_AGENT, (a.id, *a.definition_params(), a.register_time, *a.stats_params()))
+
+    def update_agent_definition(self, tx: Any, a: AgentState) -> None:
+        tx.execute(
+            "UPDATE agents SET name=?, kind=?, capabilities=?, max_concurrency=?, llm=?, labels=?, tools=?"
+            " WHERE id=?",
+            (*a.definition_params(), a.id),
+        )
+
+    def update_agent_stats(self, tx: Any, a: AgentState) -> None:
+        tx.execute(
+            'UPDATE agents SET "window"=?, tasks_completed=?, tasks_failed=?, last_error=?, last_seen=?'
+            " WHERE id=?",
+            (*a.stats_params(), a.id),
+        )
+
+    def delete_agent(self, tx: Any, agent_id: str) -> None:
+        tx.execute("DELETE FROM agents WHERE id=?", (agent_id,))
+
+    # -- coordinations -----------------------------------------------------------------------------------
+
+    def insert(self, tx: Any, row: dict[str, Any]) -> None:
+        tx.execute(_INSERT, tuple(row[c] for c in _COLUMNS))
+
+    def update(self, tx: Any, row: dict[str, Any]) -> None:
+        """Write the mutable columns of a coordination."""
+        tx.execute(
+            _UPDATE,
+            (
+                row["status"],
+                row["agent_ids"],
+                row["attempts"],
+                row["results"],
+                row["output"],
+                row["structured_output"],
+                row["error"],
+                row["selection"],
+                row["start_time"],
+                row["end_time"],
+                row["id"],
+            ),
+        )
+
+    def row(self, coordination_id: str) -> Any:
+        return self.db.query_one("SELECT * FROM coordinations WHERE id=?", (coordination_id,))
+
+    def by_request(self, tx: Any, request_id: str) -> Any:
+        """The id and request hash of the coordination requested with this request id, if any."""
+        return tx.execute(
+            "SELECT id, request_hash FROM coordinations WHERE request_id = ?", (request_id,)
+        ).fetchone()
+
+    def probe(self) -> None:
+        """Raise unless the coordinations table answers (the engine's health check)."""
+        self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
+
+    def active_rows(self) -> list[Any]:
+        return self.db.query("SELECT * FROM coordinations WHERE status IN ('queued','running') ORDER BY id")
+
+    def page(
+        self, *, status: str, agent_id: str, correlation_id: str, before: str | None, limit: int
+    ) -> list[Any]:
+        """Coordination rows newest (highest id) first, filtered; `agent_id` matches the source or a participant."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if correlation_id:
+            where.append("correlation_id = ?")
+            params.append(correlation_id)
+        if agent_id:
+            where.append(f"(source_agent_id = ? OR {self.dialect.json_array_has('coordinations.agent_ids')})")
+            params += [agent_id, agent_id]
+        if before:
+            where.append("id < ?")
+            params.append(before)
+        sql = "SELECT * FROM coordinations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return self.db.query(sql, (*params, limit))

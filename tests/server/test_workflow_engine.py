@@ -1,0 +1,252 @@
+"""The workflow engine through its Python API with every store on one database, SQLite and PostgreSQL.
+
+A server on PostgreSQL keeps workflows in each replica's local SQLite until issue 12 shares them, so the
+server-level workflow tests never put these stores on PostgreSQL; these do: executions, steps (fan-out
+children), signals, durable timers, paging, idempotent starts and recovery after a restart, plus the
+execution store's own contract (a step checkpoint overwrites its row)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.coordination import CoordinationEngine
+from voltorch_server.components.events import EventLog
+from voltorch_server.components.state import StateStore
+from voltorch_server.components.workflows import (
+    TERMINAL_EVENTS,
+    AgentTaskSpec,
+    Execution,
+    FanOutSpec,
+    SleepSpec,
+    StepRecord,
+    StepSpec,
+    Template,
+    WaitSpec,
+    WorkflowEngine,
+)
+from voltorch_server.config import Config
+from voltorch_server.errors import InvalidArgument
+from voltorch_server.storage.stores import Stores
+
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+WAIT = 20.0
+
+
+@dataclass
+class Engines:
+    events: EventLog
+    coordination: CoordinationEngine
+    workflows: WorkflowEngine
+
+    def stop(self) -> None:
+        for c in (self.workflows, self.coordination, self.events):
+            c.stop()
+
+    def finished(self, execution_id: str) -> Execution:
+        """The execution once terminal (waits on its terminal event, bounded)."""
+        done = threading.Event()
+
+        def on_event(e) -> None:
+            if e.type in TERMINAL_EVENTS and e.correlation_id == execution_id:
+                done.set()
+
+        self.events.add_listener(on_event)
+        if not self.workflows.get(execution_id).terminal:
+            done.wait(WAIT)
+        execution = self.workflows.get(execution_id)
+        assert execution.terminal, execution.status
+        return execution
+
+
+def build(db) -> Engines:
+    """Every component on `db` (state, events, coordination and workflows in one database); the agent
+    definitions stored by an earlier build are redefined, as a restarted process would."""
+    stores = Stores.build(db, db)
+    events = EventLog(stores.events)
+    state = StateStore(stores.state, events)
+    coordination = CoordinationEngine(stores.coordination, events, Config(builtin_agents=False))
+    workflows = WorkflowEngine(
+        db,
+        events,
+        state,
+        coordination,
+        executions=stores.executions,
+        signals=stores.signals,
+        timers=stores.timers,
+        templates=stores.templates,
+    )
+    for c in (events, state, coordination, workflows):
+        c.start()
+    coordination.register_agent(
+        "upper", kind="function", capabilities=("upper",), max_concurrency=20, runtime=upper, replace=True
+    )
+    return Engines(events, coordination, workflows)
+
+
+def upper(task: AgentTask, cancel: CancelSignal) -> str:
+    return task.text.upper()
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+def task(text: str) -> AgentTaskSpec:
+    return AgentTaskSpec(text, capabilities=("upper",))
+
+
+def test_a_chain_with_a_fan_out_runs_and_reads_back_nested(engines: Engines) -> None:
+    wf = engines.workflows
+    wf.register_template(
+        Template(
+            name="fan",
+            steps=(
+                StepSpec(
+                    "items", AgentTaskSpec('["a", "b", "c"]', capabilities=("upper",), json_output=True)
+                ),
+                StepSpec("each", FanOutSpec("items", task("item {{item}}")), depends_on=("items",)),
+                StepSpec("last", task("done"), depends_on=("each",)),
+            ),
+        )
+    )
+    started, existing = wf.start_execution("fan", request_id="r-1")
+    assert not existing
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [s.step_id for s in done.steps] == ["items", "each", "last"]
+    assert [c.output for c in done.steps[1].children] == ["ITEM A", "ITEM B", "ITEM C"]
+    assert done.steps[2].output == "DONE"
+    again, existing = wf.start_execution("fan", request_id="r-1")
+    assert existing and again.id == started.id
+
+
+def test_signals_and_durable_timers_are_kept_in_the_database(engines: Engines) -> None:
+    wf = engines.workflows
+    wf.register_template(
+        Template(
+            name="waits",
+            steps=(
+                StepSpec("nap", SleepSpec(duration=0.05)),
+                StepSpec("go", WaitSpec("go"), depends_on=("nap",)),
+            ),
+        )
+    )
+    e, _ = wf.start_execution("waits")
+    sig, existing = wf.signal(e.id, "go", {"n": 1}, request_id="s-1", sender="t")
+    assert not existing
+    assert wf.signal(e.id, "go", {"n": 1}, request_id="s-1", sender="t")[0].id == sig.id
+    done = engines.finished(e.id)
+    assert done.status == "completed"
+    kept = wf.signals.get(sig.id)
+    assert kept is not None and kept.consumed_by == "go"
+    timers = wf.timer_store.of_execution(e.id)
+    assert [(t.step_id, t.kind) for t in timers] == [("nap", "sleep")]
+    assert timers[0].fired_at is not None
+
+
+def test_list_filters_and_pages_newest_first(engines: Engines) -> None:
+    wf = engines.workflows
+    wf.register_template(Template(name="one", steps=(StepSpec("a", task("x")),)))
+    wf.register_template(Template(name="two", steps=(StepSpec("a", task("y")),)))
+    ids = [wf.start_execution("one" if i % 2 else "two")[0].id for i in range(5)]
+    for i in ids:
+        engines.finished(i)
+    page, token = wf.list(page_size_=2)
+    rest, last = wf.list(page_size_=10, page_token=token)
+    assert not last
+    assert [x.id for x in page + rest] == ids[::-1]
+    ones, _ = wf.list(template_name="one", status="completed", include_steps=True)
+    assert [x.id for x in ones] == [ids[3], ids[1]]
+    assert ones[0].steps[0].output == "X"
+    assert wf.list(status="running")[0] == []
+    with pytest.raises(InvalidArgument):
+        wf.list(status="sleeping")
+
+
+def test_a_running_execution_resumes_after_a_restart(db) -> None:
+    first = build(db)
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def held(t: AgentTask, cancel: CancelSignal) -> str:
+        entered.set()
+        gate.wait(WAIT)
+        return "late"
+
+    first.coordination.register_agent("held", kind="function", capabilities=("held",), runtime=held)
+    first.workflows.register_template(
+        Template(
+            name="resume",
+            steps=(
+                StepSpec("a", task("a")),
+                StepSpec("b", AgentTaskSpec("b", capabilities=("held",)), depends_on=("a",)),
+                StepSpec("c", task("c"), depends_on=("b",)),
+            ),
+        )
+    )
+    e, _ = first.workflows.start_execution("resume")
+    assert entered.wait(WAIT)
+    first.stop()
+    gate.set()
+    second = build(db)
+    try:
+        second.coordination.register_agent(
+            "held", kind="function", capabilities=("held",), runtime=lambda t, c: "again", replace=True
+        )
+        done = second.finished(e.id)
+        assert done.status == "completed"
+        assert [s.output for s in done.steps] == ["A", "again", "C"]
+    finally:
+        second.stop()
+
+
+def test_a_step_checkpoint_overwrites_its_row(db) -> None:
+    stores = Stores.build(db, db)
+    store = stores.executions
+    row = {
+        "id": "e1",
+        "request_id": None,
+        "request_digest": "d",
+        "template_name": "t",
+        "template_version": 1,
+        "definition": "{}",
+        "status": "running",
+        "parameters": "{}",
+        "priority": 0,
+        "labels": "{}",
+        "correlation_id": "e1",
+        "traceparent": "",
+        "trace_id": "",
+        "create_time": 1.5,
+        "update_time": 1.5,
+    }
+    with db.write() as tx:
+        store.insert(tx, row, [StepRecord("s", 0, "s"), StepRecord("s[0]", 0, "s", parent_id="s")])
+    step = StepRecord("s", 0, "s", status="completed", attempts=2, output="out", structured={"k": [1]})
+    with db.write() as tx:
+        store.save_step(tx, "e1", step)
+        store.update(tx, "e1", status="completed", result={"r": 1}, end_time=2.5)
+    assert [(s.step_id, s.status, s.attempts, s.structured) for s in store.steps("e1")] == [
+        ("s", "completed", 2, {"k": [1]}),
+        ("s[0]", "pending", 0, None),
+    ]
+    stored = store.row("e1")
+    assert (stored["status"], stored["result"], stored["end_time"]) == ("completed", '{"r":1}', 2.5)
+    assert [r["id"] for r in store.ids_with_status("completed")] == ["e1"]
+
+    def page(before: tuple[float, str] | None) -> list[str]:
+        rows = store.page(
+            status="", template_name="t", created_after=1.5, created_before=None, before=before, limit=5
+        )
+        return [r["id"] for r in rows]
+
+    assert page(None) == ["e1"]
+    assert page((1.5, "e1")) == []
