@@ -13,11 +13,9 @@ import voltorch
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from voltorch_server import telemetry
 from voltorch_server.app import VoltorchServer
-from voltorch_server.components.system import MAX_SAMPLES_PER_SERIES, MetricCollector, MetricHistory, Sample
+from voltorch_server.components.system import MetricCollector, Sample
 from voltorch_server.config import Config
 from voltorch_server.metrics import Metrics
-from voltorch_server.storage import Database
-from voltorch_server.storage.stores import SqlSystem
 
 
 def test_rpc_and_event_metrics_move_with_work(client: voltorch.Client) -> None:
@@ -171,19 +169,6 @@ def test_history_is_persisted_filtered_and_survives_a_restart(config: Config) ->
         assert any(s.attributes.get("rpc.method") == "SetKey" for s in again.history)
         recent = c.metrics(["rpc.server.duration"], history=True, since=time.time() - 0.001)
         assert sum(len(s.samples) for s in recent.history) < sum(len(s.samples) for s in again.history)
-
-
-def test_history_retention_and_thinning(db: Database) -> None:
-    history = MetricHistory(SqlSystem(db), retention_seconds=100.0)
-    now = 10_000.0
-    history.record([Sample("x", {}, now - 500, 1.0)], now - 500)
-    many = [Sample("y", {"a": "1"}, now - 90 + i * 0.05, float(i)) for i in range(1500)]
-    history.record(many, now)
-    (series,) = history.query(lambda name: True)
-    assert series.name == "y"  # "x" fell out of the retention window
-    assert len(series.samples) <= MAX_SAMPLES_PER_SERIES
-    assert series.samples[-1].value == 1499.0
-    assert [s.value for s in series.samples] == sorted(s.value for s in series.samples)
 
 
 def test_prometheus_endpoint(config: Config) -> None:

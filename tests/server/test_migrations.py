@@ -1,5 +1,6 @@
 """Named migrations: a fresh database gets exactly the schema voltorch 0.1.0 made (now built with
-sqlite-utils), and a database made by 0.1.0 opens, keeps its data and is served. Also `voltorch db info`."""
+sqlite-utils), and a database made by 0.1.0 opens, keeps its data and is served. Also `voltorch db info`.
+PostgreSQL has the same named migrations in the same order, making the same tables and columns."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.cli import main
 from voltorch_server.config import Config
 from voltorch_server.storage import MIGRATIONS, Database, migrate
+from voltorch_server.storage.postgres import PgDatabase
+from voltorch_server.storage.postgres import migrate as migrate_pg
 from voltorch_server.storage.sqlite.inspect import inspect_database
 
 OLD_DUMP = Path(__file__).parent / "data" / "voltorch-0.1.0.sql"
@@ -169,3 +172,69 @@ def test_db_info_command(tmp_path: Path, capsys) -> None:
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     assert main(["db", "info", "--db", str(tmp_path / "junk.db")]) == 2
     assert "not a database" in capsys.readouterr().err
+
+
+# -- PostgreSQL: the same named migrations -------------------------------------------------------------
+
+PG_BEFORE_WATCHER = [
+    "0001_state",
+    "0002_events",
+    "events_0002_compaction",
+    "workflows_0001",
+    "coordination_0001",
+    "workflows_0002_usage",
+    "coordination_0002_tools",
+    "workflows_0003_signals_timers",
+    "cluster_0001_members",
+]  # what PostgreSQL databases had before the system and schedule tables were ported
+
+
+def _pg_tables(db: PgDatabase) -> dict[str, list[str]]:
+    rows = db.query(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+        " ORDER BY table_name, ordinal_position"
+    )
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, []).append(column)
+    return tables
+
+
+def test_a_fresh_postgresql_database_has_every_table_and_column_of_sqlite(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    lite = Database(tmp_path / "fresh.db")
+    migrate(lite)
+    names = [r[0] for r in lite.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    sqlite_tables = {
+        n: [r[1] for r in lite.query(f"PRAGMA table_info('{n}')")] for n in names if n != "sqlite_sequence"
+    }
+    lite.close()
+    pg = PgDatabase(pg_dsn)
+    try:
+        assert migrate_pg(pg) == [name for name, _ in MIGRATIONS]  # the same names, in the same order
+        assert migrate_pg(pg) == []
+        pg_tables = _pg_tables(pg)
+    finally:
+        pg.close()
+    assert pg_tables.pop("voltorch_counters") == ["name", "value"]  # PostgreSQL's AUTOINCREMENT (see _db)
+    pg_tables["snapshots"].remove("seq")  # SQLite's rowid (storage/_dialect.py: insertion_order)
+    assert pg_tables == sqlite_tables
+
+
+def test_a_postgresql_database_from_before_the_port_gets_the_new_migrations_and_keeps_its_data(
+    pg_dsn: str,
+) -> None:
+    pg = PgDatabase(pg_dsn)
+    try:
+        migrate_pg(pg)
+        with pg.write() as tx:  # back to what the earlier migrations made: without the ported tables
+            tx.execute("DROP TABLE errors, metric_samples, workflow_schedules")
+            tx.execute("DELETE FROM _migrations WHERE name IN ('watcher_0001', 'schedules_0001')")
+            tx.execute("INSERT INTO members VALUES ('m1', 'a:1', '0.1', 1.0, 2.0, 0, 0)")
+        assert sorted(r[0] for r in pg.query("SELECT name FROM _migrations")) == sorted(PG_BEFORE_WATCHER)
+        assert migrate_pg(pg) == ["watcher_0001", "schedules_0001"]
+        assert pg.query_one("SELECT address FROM members WHERE id = 'm1'")[0] == "a:1"
+        assert pg.query_one("SELECT COUNT(*) FROM workflow_schedules")[0] == 0
+    finally:
+        pg.close()

@@ -9,87 +9,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from engines import WAIT, Engines, build
 from voltorch_server.agents.base import AgentTask, CancelSignal
-from voltorch_server.components.coordination import CoordinationEngine
-from voltorch_server.components.events import EventLog
-from voltorch_server.components.state import StateStore
 from voltorch_server.components.workflows import (
-    TERMINAL_EVENTS,
     AgentTaskSpec,
-    Execution,
     FanOutSpec,
     SleepSpec,
     StepRecord,
     StepSpec,
     Template,
     WaitSpec,
-    WorkflowEngine,
 )
-from voltorch_server.config import Config
 from voltorch_server.errors import InvalidArgument
 from voltorch_server.storage.stores import Stores
 
 BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
-
-WAIT = 20.0
-
-
-@dataclass
-class Engines:
-    events: EventLog
-    coordination: CoordinationEngine
-    workflows: WorkflowEngine
-
-    def stop(self) -> None:
-        for c in (self.workflows, self.coordination, self.events):
-            c.stop()
-
-    def finished(self, execution_id: str) -> Execution:
-        """The execution once terminal (waits on its terminal event, bounded)."""
-        done = threading.Event()
-
-        def on_event(e) -> None:
-            if e.type in TERMINAL_EVENTS and e.correlation_id == execution_id:
-                done.set()
-
-        self.events.add_listener(on_event)
-        if not self.workflows.get(execution_id).terminal:
-            done.wait(WAIT)
-        execution = self.workflows.get(execution_id)
-        assert execution.terminal, execution.status
-        return execution
-
-
-def build(db) -> Engines:
-    """Every component on `db` (state, events, coordination and workflows in one database); the agent
-    definitions stored by an earlier build are redefined, as a restarted process would."""
-    stores = Stores.build(db, db)
-    events = EventLog(stores.events)
-    state = StateStore(stores.state, events)
-    coordination = CoordinationEngine(stores.coordination, events, Config(builtin_agents=False))
-    workflows = WorkflowEngine(
-        db,
-        events,
-        state,
-        coordination,
-        executions=stores.executions,
-        signals=stores.signals,
-        timers=stores.timers,
-        templates=stores.templates,
-    )
-    for c in (events, state, coordination, workflows):
-        c.start()
-    coordination.register_agent(
-        "upper", kind="function", capabilities=("upper",), max_concurrency=20, runtime=upper, replace=True
-    )
-    return Engines(events, coordination, workflows)
-
-
-def upper(task: AgentTask, cancel: CancelSignal) -> str:
-    return task.text.upper()
 
 
 @pytest.fixture

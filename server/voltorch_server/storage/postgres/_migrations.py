@@ -1,8 +1,8 @@
 """PostgreSQL schema: the same named migrations as SQLite's (storage/sqlite/migrations.py), recorded in
 `_migrations`. Several replicas starting together apply them once: the whole run holds a transaction-level
-advisory lock. State, the event log and the cluster's members live here; the coordination and workflow
-tables are created too, so their stores run on PostgreSQL (the replicas keep using their local SQLite for
-them until issue 12 shares them). Times are DOUBLE PRECISION (SQLite's REAL is 8 bytes; PostgreSQL's is 4)."""
+advisory lock. State, the event log and the cluster's members live here; the coordination, workflow,
+schedule and system (errors, metric history) tables are created too, so their stores run on PostgreSQL
+(the replicas keep using their local SQLite for them until issue 12 shares them). Times are DOUBLE PRECISION (SQLite's REAL is 8 bytes; PostgreSQL's is 4)."""
 
 from __future__ import annotations
 
@@ -189,6 +189,40 @@ def _workflows_0001(tx: PgTx) -> None:
     )
 
 
+def _watcher_0001(tx: PgTx) -> None:
+    """Recorded errors and metric history (storage/stores/system.py). Errors are listed and paged by seq
+    within one replica (not tailed by position across replicas), so a serial numbers them."""
+    tx.execute(
+        """CREATE TABLE errors (
+            seq BIGSERIAL PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            component TEXT NOT NULL,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            details TEXT NOT NULL,
+            event_seq BIGINT
+        )"""
+    )
+    tx.execute("CREATE INDEX errors_trace ON errors(trace_id) WHERE trace_id != ''")
+    tx.execute("CREATE INDEX errors_correlation ON errors(correlation_id) WHERE correlation_id != ''")
+    tx.execute("CREATE INDEX errors_time ON errors(time)")
+    tx.execute(
+        """CREATE TABLE metric_samples (
+            name TEXT NOT NULL COLLATE "C",
+            attributes TEXT NOT NULL COLLATE "C",
+            time DOUBLE PRECISION NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            histogram TEXT
+        )"""
+    )
+    tx.execute("CREATE INDEX metric_samples_name ON metric_samples(name, time)")
+    tx.execute("CREATE INDEX metric_samples_time ON metric_samples(time)")
+
+
 def _coordination_0001(tx: PgTx) -> None:
     # "window" is a reserved word in PostgreSQL: the stores quote it.
     tx.execute(
@@ -295,15 +329,43 @@ def _workflows_0003_signals_timers(tx: PgTx) -> None:
     )
 
 
+def _schedules_0001(tx: PgTx) -> None:
+    tx.execute(
+        """CREATE TABLE workflow_schedules (
+            id TEXT PRIMARY KEY COLLATE "C",
+            template_name TEXT NOT NULL,
+            template_version BIGINT NOT NULL,
+            parameters TEXT NOT NULL,
+            cron TEXT NOT NULL,
+            interval DOUBLE PRECISION,
+            start_time DOUBLE PRECISION,
+            time_zone TEXT NOT NULL,
+            overlap TEXT NOT NULL,
+            catchup TEXT NOT NULL,
+            paused INTEGER NOT NULL,
+            description TEXT NOT NULL,
+            next_tick DOUBLE PRECISION,
+            last_tick DOUBLE PRECISION,
+            last_execution_id TEXT,
+            buffered_tick DOUBLE PRECISION,
+            ticks_started BIGINT NOT NULL,
+            ticks_skipped BIGINT NOT NULL,
+            create_time DOUBLE PRECISION NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
     ("events_0002_compaction", _events_0002_compaction),
     ("workflows_0001", _workflows_0001),
+    ("watcher_0001", _watcher_0001),
     ("coordination_0001", _coordination_0001),
     ("workflows_0002_usage", _workflows_0002_usage),
     ("coordination_0002_tools", _coordination_0002_tools),
     ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
+    ("schedules_0001", _schedules_0001),
     ("cluster_0001_members", _cluster_0001_members),
 ]
 
