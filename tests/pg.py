@@ -108,7 +108,7 @@ class PostgresServer:
                 if process.poll() is not None or time.monotonic() > deadline:
                     server.stop()
                     raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.05)
+                time.sleep(0.05)  # bounded: PostgreSQL says nothing until it accepts connections
 
     @classmethod
     def existing(cls, dsn: str) -> PostgresServer:

@@ -12,12 +12,13 @@ T = TypeVar("T")
 WAIT = 30.0
 
 
-def until(predicate: Callable[[], T], timeout: float = WAIT) -> T:
-    """The predicate's first truthy value; AssertionError when it has none within `timeout` seconds."""
+def until(predicate: Callable[[], T], timeout: float = WAIT, why: Callable[[], object] = lambda: "") -> T:
+    """The predicate's first truthy value; AssertionError (with `why()`, what the test saw) when it has none
+    within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.02)  # bounded: between looks at a condition, never instead of one
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met in {timeout:g} s {why()}".rstrip())

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 from cli_process import CLI, clean_env, cli
+from polling import until
 from voltorch import ApprovalStep, Step, WaitStep, WorkflowTemplate
 
 
@@ -61,10 +61,7 @@ def test_workflows_get_shows_what_a_run_waits_for(server, client):
         WorkflowTemplate(name="cli-wait", steps=[Step("ok", ApprovalStep(prompt="Ship it?"))])
     )
     eid = client.workflows.start("cli-wait").execution.id
-    deadline = time.monotonic() + 30
-    while not client.workflows.get(eid).waiting:  # bounded wait for the step to begin waiting
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(lambda: client.workflows.get(eid).waiting)  # the step has begun waiting
     out = ok(cli("workflows", "get", eid, "--target", server.target, "-o", "table"))
     assert "waiting" in out and "approval" in out and "Ship it?" in out
 
@@ -114,15 +111,12 @@ def test_run_with_approve_tasks_shows_the_wait_and_finishes_once_approved(server
         env=clean_env(),
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # bounded wait for the run to ask for approval
-            assert time.monotonic() < deadline and proc.poll() is None
-            waiting = [
-                e for e in client.workflows.list(status="running") if client.workflows.get(e.id).waiting
-            ]
-            if waiting:
-                break
-            time.sleep(0.05)
+
+        def asking() -> list:  # the run asks for approval (or the CLI has ended: fail at once)
+            assert proc.poll() is None, "voltorch run ended before asking for approval"
+            return [e for e in client.workflows.list(status="running") if client.workflows.get(e.id).waiting]
+
+        waiting = until(asking, 60)
         client.workflows.approve(waiting[0].id, by="tester")
         out, err = proc.communicate(timeout=60)
     finally:

@@ -137,6 +137,7 @@ def test_the_readme_node_snippets_run(server: VoltorchServer) -> None:
     section = readme[readme.index("## From any other language") : readme.index("## Configuration")]
     blocks = re.findall(r"```js\n(.*?)```", section, re.S)
     assert len(blocks) == 2, "the section's two Node snippets"
+    # The README's snippets name the documented default address; they run against this test's server (port 0).
     body = "\n".join(blocks).replace("127.0.0.1:50051", server.target)
     script = "(async () => {\n" + body + "\n})().catch((err) => { console.error(err); process.exit(1); });"
     run = subprocess.run(

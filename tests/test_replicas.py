@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import replicas
 import voltorch
+from polling import until
 from voltorch.errors import ConflictError, VoltorchError
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,14 +29,6 @@ def _collect(it, out: list, stop: threading.Event, ready: threading.Event | None
                 return
     except Exception as exc:  # the stream ended: the test sees what was collected
         out.append(exc)
-
-
-def _wait_for(cond, what: str, detail=lambda: "") -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what} {detail()}")
-        time.sleep(0.02)
 
 
 def test_writes_through_every_replica_are_seen_by_every_replica_in_one_order(
@@ -74,14 +67,14 @@ def test_writes_through_every_replica_are_seen_by_every_replica_in_one_order(
         for t in ws:
             t.join(DEADLINE)
         total = writers * per_writer
-        _wait_for(lambda: all(len(c) >= total for c in changes), "every Watch to see every change")
+        until(lambda: all(len(c) >= total for c in changes), DEADLINE)  # every Watch sees every change
 
         def ours(e: list) -> int:  # the log also holds the replicas' own system events
             return sum(1 for x in list(e) if getattr(x, "type", "") in ("test.written", "state.changed"))
 
-        _wait_for(
+        until(  # every Subscribe sees every event
             lambda: all(ours(e) >= 2 * total for e in events),
-            "every Subscribe to see every event",
+            DEADLINE,
             lambda: [(len(e), ours(e), [x for x in e if isinstance(x, Exception)]) for e in events],
         )
         stop.set()

@@ -2,7 +2,7 @@
 
 Why: every sqlite3 call releases the GIL (to step and again to reset the statement); with concurrent
 RPCs each release costs a pair of thread switches, which on a small VM outweighs the query itself.
-A cached GetKey makes none. The writer uses it too, to find a key's current value without a SELECT.
+A cached GetKey makes none. The writer uses it too, to find a key's current value without reading the database.
 
 Correctness: entries change only through `apply`, called after commit while the database's writer
 lock is still held (so in commit order); a reader that missed fills the entry only if no commit was
