@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -137,6 +138,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "ui_port": (-1, 65535),
     "stream_message_budget": (0, 10**9),
     "stream_max_coalesce": (0, 1),
+    "member_retention": (0, 10**9),
 }
 
 # Settings that must be above zero (a zero timeout would declare every member dead at once).
@@ -160,6 +162,10 @@ def parse_prices(text: str) -> dict[str, tuple[float, float]]:
     return prices
 
 
+# A replica id is shown in GetHealth and logs and keys its members row; "" means generate one.
+_REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{0,128}")
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in fields(Config)}
@@ -180,6 +186,10 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
         if key == "llm_prices":
             parse_prices(out[key])  # refused at start-up, naming the entry
+        if key == "replica_id" and not _REPLICA_ID.fullmatch(out[key]):
+            raise ValueError(
+                f"setting 'replica_id' must be up to 128 letters, digits or . _ : - (no spaces), got {out[key]!r}"
+            )
         if key in POSITIVE and not out[key] > 0:
             raise ValueError(f"setting {key!r} must be positive, got {out[key]}")
         low, high = RANGES.get(key, (out[key], out[key]))

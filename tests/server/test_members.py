@@ -111,6 +111,18 @@ def test_a_member_timeout_that_is_not_positive_is_refused() -> None:
         Config().with_overrides(member_timeout="0")
 
 
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "tab\there", "é"])
+def test_a_replica_id_that_cannot_name_a_member_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="replica_id"):
+        Config().with_overrides(replica_id=bad)
+
+
+def test_a_negative_member_retention_is_refused() -> None:
+    with pytest.raises(ValueError, match="member_retention"):
+        Config().with_overrides(member_retention="-1")
+    assert Config().with_overrides(replica_id="host-1.a_b:2").replica_id == "host-1.a_b:2"
+
+
 def _ok(result) -> str:
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     return result.stdout
