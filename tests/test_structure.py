@@ -181,8 +181,27 @@ def test_each_rule_catches_its_violation(importer: str, source: str, rule: str) 
     assert any(rule in v for v in violations(importer, False, source))
 
 
+def test_components_is_packages_only() -> None:
+    """One package per concept (and `shared/` for what they share): no module loose beside them."""
+    folder = ROOT / "server" / "voltorch_server" / "components"
+    assert sorted(p.name for p in folder.glob("*.py")) == ["__init__.py"]
+    assert all(
+        (p / "__init__.py").is_file() for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"
+    )
+
+
+def test_a_shared_module_is_reached_through_its_face() -> None:
+    rule = "private"
+    assert any(
+        rule in v
+        for v in violations(
+            "voltorch_server.components.state._store", False, "from ..shared._follow import Follower"
+        )
+    )
+
+
 def test_imports_inside_a_package_and_through_faces_pass() -> None:
     assert not violations("voltorch_server.components.state._store", False, "from ._kv_cache import KVCache")
-    assert not violations("voltorch_server.components.state._store", False, "from .._follow import Follower")
+    assert not violations("voltorch_server.components.state._store", False, "from ..shared import Follower")
     assert not violations("voltorch_server.servicers.state", False, "from ..components.state import KeyValue")
     assert not violations("tests.server.test_x", False, "from voltorch_server.components import Closed")

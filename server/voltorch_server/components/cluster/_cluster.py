@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import __version__
-from .._base import Component
+from ..shared import Component
 from ._member import Member, MemberRow
 from ._store_port import MembersPort
 

@@ -1,6 +1,6 @@
 """Coordination: agents (registered, remote, built in), their selection and coordinated runs."""
 
-from .._queue import AgingQueue
+from ..shared import AgingQueue
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine

@@ -24,8 +24,8 @@ from ...errors import Unavailable
 from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
-from .._base import Component
 from ..events import NewEvent
+from ..shared import Component
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._journal import Journal, RunTable

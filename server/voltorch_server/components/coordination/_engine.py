@@ -39,10 +39,9 @@ from ...handoffs import handed_off
 from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
-from .._base import Component
-from .._paging import decode_token, encode_token
-from .._paging import page_size as checked_page_size
 from ..events import EventLog
+from ..shared import Component, decode_token, encode_token
+from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ...storage import Tx
-from .._queue import AgingQueue
 from ..events import EventLog, NewEvent
+from ..shared import AgingQueue
 from ._runs import SOURCE, After, Run, Unit
 from ._store_port import CoordinationPort
 

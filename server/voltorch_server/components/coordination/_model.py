@@ -13,7 +13,7 @@ from ...agents.base import TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
-from .._jsonpath import PathError, parse_path, resolve
+from ..shared import PathError, parse_path, resolve
 
 
 class CoordinationMode(StrEnum):

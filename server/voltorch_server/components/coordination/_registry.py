@@ -16,10 +16,9 @@ from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from .._base import Component
-from .._paging import decode_token, encode_token
-from .._paging import page_size as checked_page_size
 from ..events import EventLog, NewEvent
+from ..shared import Component, decode_token, encode_token
+from ..shared import page_size as checked_page_size
 from ._agents import (
     BUILTIN_LABEL,
     BUILTIN_TEAM,

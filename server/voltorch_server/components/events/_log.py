@@ -22,9 +22,7 @@ from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
-from .._base import Component
-from .._follow import Broadcaster, Follower
-from .._paging import decode_token, encode_token, page_size
+from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, page_size
 from . import _retention as retention
 from ._causal import CausalNode, causal_order
 from ._filter import EventFilter, validate_glob, validate_type

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...agents.limiter import EndpointSnapshot, Limiters
-from .._base import Component
+from ..shared import Component
 
 __all__ = ["EndpointSnapshot", "LlmEndpoints"]
 

@@ -17,8 +17,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ...errors import AlreadyExists, NotFound, VoltorchError
-from .._base import Component
-from .._paging import decode_token, encode_token, page_size
+from ..shared import Component, decode_token, encode_token, page_size
 from ..workflows import Execution, WorkflowEngine
 from ..workflows.templates import apply_parameters
 from ._model import MAX_CATCHUP, Catchup, Overlap, Schedule, tick_request_id, validate

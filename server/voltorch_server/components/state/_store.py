@@ -21,10 +21,8 @@ from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFou
 from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
-from .._base import Component
-from .._follow import Broadcaster, Follower
-from .._paging import decode_token, encode_token, page_size
 from ..events import EventLog, Prepared
+from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, page_size
 from ._followed import from_staged
 from ._kv_cache import KVCache, Row
 from ._store_port import StatePort

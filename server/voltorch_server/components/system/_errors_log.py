@@ -24,8 +24,8 @@ from ...errors import InvalidArgument, Unavailable
 from ...metrics import NOOP, Metrics
 from ...priority import Priority
 from ...telemetry import current_correlation, current_trace
-from .._paging import decode_token, encode_token, page_size
 from ..events import NewEvent
+from ..shared import decode_token, encode_token, page_size
 from ._store_port import SystemPort
 
 log = logging.getLogger("voltorch.errors")

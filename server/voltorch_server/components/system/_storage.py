@@ -16,7 +16,7 @@ from typing import Any
 
 from ...handoffs import handoffs
 from ...storage import Database, ping
-from .._base import Component
+from ..shared import Component
 
 CLEAR_AFTER = 60.0  # seconds without a new storage error before the component passes again
 

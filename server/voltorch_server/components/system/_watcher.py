@@ -41,8 +41,8 @@ from ...errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Un
 from ...metrics import LEVELS, Metrics
 from ...priority import Priority
 from ...telemetry import tracer
-from .._base import Component
 from ..events import validate_glob
+from ..shared import Component
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MetricHistory, Series
 from ._metrics import MetricCollector, MetricPoint

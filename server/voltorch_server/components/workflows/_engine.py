@@ -31,9 +31,8 @@ from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, Invalid
 from ...priority import Priority
 from ...storage import Database
 from ...telemetry import context_from, current_trace, tracer
-from .._base import Component
-from .._follow import Follower
 from ..events import Event, EventFilter, EventLog, NewEvent
+from ..shared import Component, Follower
 from ..state import StateStore
 from . import _complete as complete
 from ._budget import enforce as enforce_budget

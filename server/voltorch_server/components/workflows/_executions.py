@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from ...agents.base import TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
-from .._paging import decode_token, encode_token, page_size
 from ..coordination import TaskError
+from ..shared import decode_token, encode_token, page_size
 from ._waits import WaitingFor
 from .templates import Budget, loads
 

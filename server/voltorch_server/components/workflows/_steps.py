@@ -22,8 +22,8 @@ from ...errors import (
     VoltorchError,
 )
 from ...priority import Priority
-from .._jsonpath import PathError, resolve
 from ..coordination import TERMINAL, CoordinationCondition, CoordinationRequest, TaskError
+from ..shared import PathError, resolve
 
 WAIT_SLICE = 1.0  # how often a waiting attempt notices a stopping server
 TIMEOUT_GRACE = 2.0

@@ -8,8 +8,8 @@ import re
 from typing import Any
 
 from ....errors import FieldViolation, InvalidArgument
-from ..._jsonpath import PathError, parse_path
 from ...coordination import MODES, CoordinationCondition, check_condition
+from ...shared import PathError, parse_path
 from . import _dag
 from ._model import (
     INTEGER,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._jsonpath import PathError, parse_path, resolve
+from ...shared import PathError, parse_path, resolve
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ....errors import AlreadyExists, InvalidArgument, NotFound
-from ..._paging import decode_token, encode_token, page_size
+from ...shared import decode_token, encode_token, page_size
 from ._check import validate_template
 from ._model import Template, dumps, loads, with_version
 from ._store_port import TemplatesPort

@@ -7,7 +7,7 @@ import binascii
 import json
 from typing import Any
 
-from ..errors import InvalidArgument
+from ...errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ..metrics import NOOP, Metrics
+from ...metrics import NOOP, Metrics
 
 log = logging.getLogger("voltorch")
 

@@ -1,0 +1,24 @@
+"""What the component packages share: the lifecycle base (Component), replay-then-follow (Broadcaster,
+Follower), JSON paths, page tokens and sizes, the aging priority queue. Not a concept of its own: a
+package imports these from here, never from the modules."""
+
+from ._base import Component
+from ._follow import Broadcaster, Closed, Follower, Overflow
+from ._jsonpath import PathError, parse_path, resolve
+from ._paging import decode_token, encode_token, page_size
+from ._queue import AgingQueue
+
+__all__ = [
+    "AgingQueue",
+    "Broadcaster",
+    "Closed",
+    "Component",
+    "Follower",
+    "Overflow",
+    "PathError",
+    "decode_token",
+    "encode_token",
+    "page_size",
+    "parse_path",
+    "resolve",
+]
