@@ -157,8 +157,27 @@ class ExecutionStore(Protocol):
         """Insert or overwrite one step row (the checkpoint of that step)."""
         ...
 
-    def update(self, tx: Any, execution_id: str, **values: Any) -> None:
-        """Set columns of the execution row (result, error and usage given as values, stored as JSON)."""
+    def update(self, tx: Any, execution_id: str, *, epoch: int | None = None, **values: Any) -> bool:
+        """Set columns of the execution row (result, error and usage given as values, stored as JSON).
+        With `epoch`: only if the row is still at that epoch (fencing); False when it is not."""
+        ...
+
+    def own(self, tx: Any, execution_id: str, owner: str) -> Any:
+        """Make `owner` the owner of a live execution at the next epoch; its row, None when terminal."""
+        ...
+
+    def claim_queued(self, tx: Any, owner: str, limit: int) -> list[Any]:
+        """Up to `limit` unowned queued executions (priority, then age), now `owner`'s at the next epoch."""
+        ...
+
+    def claim_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
+        """Up to `limit` live executions of members dead since `alive_since`, now `owner`'s (with
+        `previous_owner`)."""
+        ...
+
+    def owned(self, owner: str) -> list[Any]: ...
+    def load(self, tx: Any, alive_since: float) -> tuple[list[str], dict[str, int], int]:
+        """The live members, how many executions each runs, how many wait unowned (`tx` None: no tx)."""
         ...
 
     def row(self, execution_id: str, tx: Any = None) -> Any: ...

@@ -27,6 +27,12 @@ class TemplateStore:
                 reason="TEMPLATE_INVALID",
             )
         digest = t.definition_digest()
+        while True:  # again when another replica sharing the database took that version meanwhile
+            stored = self._register(t, digest, builtin)
+            if stored is not None:
+                return stored
+
+    def _register(self, t: Template, digest: str, builtin: bool) -> Template | None:
         with self.db.write() as tx:
             latest = self.rows.latest_in(tx, t.name)
             latest_version = latest.version if latest else 0
@@ -40,7 +46,8 @@ class TemplateStore:
                     metadata={"name": t.name, "latest_version": str(latest_version)},
                 )
             stored = with_version(t, latest_version + 1, time.time(), builtin)
-            self.rows.insert(tx, stored, builtin=builtin, digest=digest, definition=dumps(stored))
+            if not self.rows.insert(tx, stored, builtin=builtin, digest=digest, definition=dumps(stored)):
+                return None
         return stored
 
     def get(self, name: str, version: int = 0, *, field: str = "name") -> Template:
