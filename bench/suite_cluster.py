@@ -10,7 +10,7 @@ replica 0 on schedule, one subscriber on replica 1, each event's latency from it
 
 Targets (issue 11): server CPU per GetKey on PostgreSQL <= 1.2x SQLite's; per durable SetKey <= 2x
 SQLite's including PostgreSQL's CPU; publish -> deliver p99 across replicas < 10 ms at 1k events/s.
-The PostgreSQL server is the throwaway one of the tests (tests/pg.py), or VOLTORCH_BENCH_POSTGRES_DSN.
+The PostgreSQL server is a throwaway one (voltorch_server.throwaway_postgres, as the tests'), or VOLTORCH_BENCH_POSTGRES_DSN.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import contextlib
 import itertools
 import os
 import statistics
-import sys
 from argparse import Namespace
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,12 +28,10 @@ import psutil
 import voltorch
 from voltorch.v1 import state_pb2, state_pb2_grpc
 from voltorch.wire import to_value as py_to_value
+from voltorch_server import throwaway_postgres as pg
 
 from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, percentile, run_cases
 from .suite_events import _latency
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import pg  # noqa: E402  (the tests' throwaway PostgreSQL, shared with the bench)
 
 KEYS = 64
 LATENCY_RATE = 1000.0  # events/s published for the cross-replica publish -> deliver row
