@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 from engines import Engines, build
 from polling import until
-from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template, WaitSpec
-from voltorch_server.components.workflows._ownership import fair_share
+from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template, WaitSpec, fair_share
 
 BOTH_BACKENDS = True
 
