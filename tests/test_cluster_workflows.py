@@ -111,6 +111,8 @@ def test_workflows_of_a_killed_replica_complete_on_the_others(pg_dsn: str, tmp_p
         assert set(steps.values()) == {1}  # ...exactly once: no completed step ran again
         finally_at = _owners(pg_dsn, ids)
         assert not [eid for eid in moved if finally_at[eid] == "replica-0"]
+        e = b.workflows.get(moved[0])  # the API says who runs it, and at which epoch of its lease
+        assert e.replica_id == finally_at[moved[0]] != "replica-0" and e.epoch >= 2
         taken = _rows(
             pg_dsn,
             "SELECT COUNT(*) FROM events WHERE type = 'workflow.execution.resumed' AND data LIKE %s",
