@@ -371,10 +371,10 @@ class WorkflowEngine(Component):
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
-                mine = True  # on a shared database: claimed here only within this replica's fair share
-                if self.ownership.shared:
+                mine = True  # on a shared database: claimed here only within this replica's fair share,
+                if self.ownership.shared:  # and only when none waits before it (claims go in queue order)
                     members, running, waiting = self.store.load(tx, self.ownership.alive_since())
-                    mine = fair_share(members, running, self.me, waiting + 1) > 0
+                    mine = not waiting and fair_share(members, running, self.me, 1) > 0
                 prev = self.store.by_request(tx, request_id) if request_id else None
                 if prev is not None:
                     if prev["request_digest"] != digest:
