@@ -27,7 +27,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psycopg
 from rich.console import Console
 
 from .cli_output import console
@@ -48,8 +47,8 @@ class Takeover:
 class Failover:
     """Waits for the run to wait for approval, SIGKILLs its owner, watches the execution move, approves it."""
 
-    def __init__(self, client: Any, reps: list[Replica], dsn: str, execution_id: str, out: Console):
-        self.client, self.reps, self.dsn, self.eid, self.out = client, reps, dsn, execution_id, out
+    def __init__(self, client: Any, reps: list[Replica], execution_id: str, out: Console):
+        self.client, self.reps, self.eid, self.out = client, reps, execution_id, out
         self.result: Takeover | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -105,12 +104,11 @@ class Failover:
         self.client.workflows.approve(self.eid, comment="approved by make cluster after the failover")
 
     def _owner(self) -> str:
-        """The execution's owner, from its row in the shared database (the lease's holder)."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            row = conn.execute("SELECT owner FROM workflow_executions WHERE id = %s", (self.eid,)).fetchone()
-        if row is None or not row[0]:
-            raise RuntimeError(f"execution {self.eid} has no owner in the database")
-        return str(row[0])
+        """The replica holding the execution's lease (Execution.replica_id, read through any replica)."""
+        owner = self.client.workflows.get(self.eid).replica_id
+        if not owner:
+            raise RuntimeError(f"execution {self.eid} is not owned by any replica")
+        return str(owner)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -167,18 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         import voltorch
 
         client = stack.enter_context(voltorch.Client([r.target for r in reps], timeout=30))
-        return _headline(client, reps, dsn, out, args)
+        return _headline(client, reps, out, args)
     return 1  # unreachable: the with block returns (mypy cannot tell)
 
 
-def _headline(client: Any, reps: list[Replica], dsn: str, out: Console, args: argparse.Namespace) -> int:
+def _headline(client: Any, reps: list[Replica], out: Console, args: argparse.Namespace) -> int:
     agents = client.coordination.list_agents()
     out.print(f"Agents on every replica: {', '.join(a.id for a in agents)} (offline)")
     out.print(f"Requirement: [italic]{args.requirement}[/]")
     started = client.workflows.execute_complete(args.requirement, approve_tasks=True)
     eid = started.execution.id
     out.print(f"[bold]Execution {eid}[/] started through the cluster client ({len(reps)} targets)")
-    failover = Failover(client, reps, dsn, eid, out)
+    failover = Failover(client, reps, eid, out)
     thread = threading.Thread(target=failover.run, args=(args.timeout,), daemon=True)
     thread.start()
     try:

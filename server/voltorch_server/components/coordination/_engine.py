@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
@@ -45,7 +45,7 @@ from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher
-from ._journal import Journal, RunTable
+from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
     MAX_AGENTS_PARALLEL,
@@ -288,6 +288,11 @@ class CoordinationEngine(Component):
         after = After()
         with self._lock:
             return self.dispatcher.complete(tx, after, task, outcome), after
+
+    def forget(self, moved: Moved) -> None:
+        """A complete_in() in the caller's transaction raised Moved (that transaction rolled back): the
+        coordination is another replica's now; drop it here."""
+        self.journal.forget(moved.run)
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) on the agent pool (RuntimeError when the engine is stopped): how a caller that
@@ -695,7 +700,7 @@ class CoordinationEngine(Component):
         if rows:
             log.warning("adopted %d coordination(s) of dead replicas", len(rows))
 
-    def _load(self, tx: Tx, after: After, rows: list[Any]) -> None:
+    def _load(self, tx: Tx, after: After, rows: Sequence[Any]) -> None:
         """Put stored coordinations (now this replica's) in the run table and dispatch what they need."""
         if rows:
             for row in rows:

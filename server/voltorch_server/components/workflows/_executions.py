@@ -14,7 +14,7 @@ from ...agents.base import TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from ..coordination import TaskError
-from ..shared import decode_token, encode_token, page_size
+from ..shared import decode_token, encode_token, is_pair, page_size
 from ._waits import WaitingFor
 from .templates import Budget, loads
 
@@ -105,6 +105,8 @@ class Execution:
     usage: TokenUsage = field(default_factory=TokenUsage)
     budget: Budget | None = None
     waiting: tuple[WaitingFor, ...] = ()
+    replica_id: str = ""  # the owner of its lease ("" while queued unclaimed)
+    epoch: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -221,6 +223,8 @@ def execution(store: ExecutionStore, row: Any, *, with_steps: bool = True) -> Ex
         steps=nest(store.steps(row["id"])) if with_steps else (),
         usage=TokenUsage.from_dict(_unj(row["usage"])),
         budget=loads(row["definition"]).budget,
+        replica_id=row["owner"],
+        epoch=row["epoch"],
     )
 
 
@@ -239,9 +243,7 @@ def list_executions(
         raise InvalidArgument("status", f"unknown status {status!r}", reason="ENUM_VALUE_INVALID")
     size = page_size(page_size_)
     query = {"s": status, "t": template_name, "a": created_after, "b": created_before}
-    pos = decode_token(page_token, query)
-    if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-        raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+    pos = decode_token(page_token, query, shape=is_pair)
     rows = store.page(
         status=status,
         template_name=template_name,
