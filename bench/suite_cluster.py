@@ -8,6 +8,9 @@ one replica and waits for the event on a subscription held on the next replica (
 "publish->deliver @1,000/s across replicas" (2 and 3 replicas) is open loop: events published through
 replica 0 on schedule, one subscriber on replica 1, each event's latency from its Publish call.
 
+The workflows part (bench/_cluster_workflows.py, issue 12): workflows completed per second on SQLite x1
+and PostgreSQL x1/x2/x3, and the time from a replica's SIGKILL to its executions taken over elsewhere.
+
 Targets (issue 11): server CPU per GetKey on PostgreSQL <= 1.2x SQLite's; per durable SetKey <= 2x
 SQLite's including PostgreSQL's CPU; publish -> deliver p99 across replicas < 10 ms at 1k events/s.
 The PostgreSQL server is a throwaway one (voltorch_server.throwaway_postgres, as the tests'), or VOLTORCH_BENCH_POSTGRES_DSN.
