@@ -153,6 +153,9 @@ class CoordinationEngine(Component):
         self.heartbeat_settings = self.registry.heartbeat_settings
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition(threading.Lock())
+        # When the timer thread will look next (time.time(); 0: awake now): a new deadline before it
+        # wakes the thread, a later one (every coordination with the default timeout) waits for its turn.
+        self._timer_until = 0.0
 
     def start(self) -> None:
         with self._lock:
@@ -599,8 +602,10 @@ class CoordinationEngine(Component):
 
     def _schedule_deadline(self, run: Run) -> None:
         heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
-        with self._wake:
-            self._wake.notify_all()
+        with self._wake:  # the timer reads the heap's head and sets _timer_until under _wake
+            if run.deadline < self._timer_until:
+                self._timer_until = 0.0
+                self._wake.notify_all()
 
     def _timer_loop(self, generation: int) -> None:
         hb_interval, hb_timeout = self.registry.heartbeat_settings()
@@ -612,7 +617,6 @@ class CoordinationEngine(Component):
             with self._lock:
                 while self.runs.deadlines and self.runs.deadlines[0][0] <= now:
                     expired.append(heapq.heappop(self.runs.deadlines)[1])
-                next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
                 queued = len(self.runs.queue) > 0
             for cid in expired:
                 self._time_out(cid)
@@ -626,14 +630,16 @@ class CoordinationEngine(Component):
                             self.dispatcher.dispatch(tx, after)
                     except Exception:
                         log.exception("periodic dispatch failed")
-            wait = (
-                check_every
-                if next_deadline is None
-                else min(check_every, max(0.0, next_deadline - time.time()))
-            )
             with self._wake:
                 if self.dispatcher.running and self.dispatcher.generation == generation:
+                    # the head read here: a deadline pushed before this saw _timer_until at 0
+                    next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
+                    now = time.time()
+                    wait = check_every if next_deadline is None else min(check_every, next_deadline - now)
+                    wait = max(0.0, wait)
+                    self._timer_until = now + wait
                     self._wake.wait(wait)
+                    self._timer_until = 0.0
 
     def _time_out(self, coordination_id: str) -> None:
         try:

@@ -628,7 +628,9 @@ class WorkflowEngine(Component):
             self._runs.pop(run.id, None)
             self._running.discard(run.id)
             self._queued.discard(run.id)
-        self._wake_admission()
+            queued = bool(self._queued)
+        if queued:  # a freed slot matters only to a queued execution (enqueueing wakes admission itself)
+            self._wake_admission()
         self.requirements.finished(run)
         self.metrics.workflow_finished(run.status, run.run_elapsed, template=run.template_name)
         if run.status in ("failed", "timed_out"):

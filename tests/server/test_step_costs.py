@@ -1,0 +1,109 @@
+"""What one workflow step must not cost: waking threads that have nothing to do (the coordination deadline
+timer for a deadline after its next look, workflow admission when nothing is queued) and one statement per
+event (a transaction's events go in with one INSERT). Each test counts the work, so it fails when the
+shortcut is lost, and checks that the behaviour the shortcut skips still happens when it is needed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from engines import WAIT, Engines, build
+from polling import until
+from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
+from voltorch_server.components.events import EventLog
+from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
+from voltorch_server.config import Config
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts its notify_all() calls (each one wakes the thread waiting on it)."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+@pytest.fixture
+def coordination(db) -> Iterator[CoordinationEngine]:
+    eng = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), Config(builtin_agents=False))
+    eng._wake = CountingCondition()  # before start(): the timer thread waits on it
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+def test_a_coordination_wakes_the_deadline_timer_only_when_its_deadline_comes_first(
+    coordination: CoordinationEngine,
+) -> None:
+    wake = coordination._wake
+    assert isinstance(wake, CountingCondition)
+    coordination.register_agent(
+        "up", kind="function", capabilities=("up",), runtime=lambda t, c: t.text.upper()
+    )
+    until(lambda: coordination._timer_until > 0, why=lambda: "the timer thread never went to sleep")
+    for i in range(20):  # the default timeout (300 s): long after the timer's next look (<= 1 s)
+        c = coordination.request(CoordinationRequest(task=f"t{i}", required_capabilities=("up",)))
+        assert coordination.wait(c.id, WAIT).status == "completed"
+    assert wake.notified == 0
+
+    release = threading.Event()
+
+    def slow(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "late"
+
+    coordination.register_agent("slow", kind="function", runtime=slow)
+    until(lambda: coordination._timer_until > 0)
+    c = coordination.request(CoordinationRequest(task="x", source_agent_id="slow", timeout=0.05))
+    assert wake.notified == 1  # a deadline before the timer's next look wakes it
+    try:
+        done = coordination.wait(c.id, WAIT)
+        assert done.status == "timed_out" and done.error.code == "TIMEOUT"
+    finally:
+        release.set()
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+def test_a_finished_execution_wakes_admission_only_when_one_is_queued(engines: Engines) -> None:
+    wf = engines.workflows
+    wake = wf._admit_wanted = CountingCondition()
+    wf.register_template(
+        Template(name="one", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("upper",))),))
+    )
+    for _ in range(5):
+        e, _ = wf.start_execution("one")
+        assert engines.finished(e.id).status == "completed"
+    assert wake.notified == 0
+
+    release = threading.Event()
+
+    def gate(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "ok"
+
+    engines.coordination.register_agent("gate", kind="function", capabilities=("gate",), runtime=gate)
+    wf.register_template(
+        Template(name="held", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("gate",))),))
+    )
+    wf.concurrency = 1
+    first, _ = wf.start_execution("held")
+    second, _ = wf.start_execution("one")
+    assert wf.get(second.id).status == "queued"
+    release.set()
+    assert engines.finished(first.id).status == "completed"
+    assert engines.finished(second.id).status == "completed"  # the freed slot admitted it
+    assert wake.notified >= 1
