@@ -13,7 +13,7 @@ from engines import WAIT, Engines, build
 from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
-from voltorch_server.components.events import EventLog
+from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
 from voltorch_server.storage.stores import SqlCoordination, SqlEvents
@@ -107,3 +107,44 @@ def test_a_finished_execution_wakes_admission_only_when_one_is_queued(engines: E
     assert engines.finished(first.id).status == "completed"
     assert engines.finished(second.id).status == "completed"  # the freed slot admitted it
     assert wake.notified >= 1
+
+
+# -- a transaction's events: one INSERT ------------------------------------------------------------------
+
+
+def test_a_transactions_events_go_in_with_one_insert_numbered_as_they_were_appended(db) -> None:
+    log = EventLog(SqlEvents(db))
+    log.emit("before.any")  # the log's head is 1
+    heard: list = []
+    log.add_listener(heard.append)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn
+        conn.set_trace_callback(statements.append)
+        [a] = log.append(tx, [NewEvent("t.a", id="a", correlation_id="c")])
+        b, c = log.append(tx, [NewEvent("t.b", causation_id="a"), NewEvent("t.c", id="c")])
+        again, d = log.append(tx, [NewEvent("t.c", id="c"), NewEvent("t.d")])
+        assert heard == []  # nothing is heard before the commit
+    conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO EVENTS")]
+    assert len(inserts) == 1, statements
+    assert [e.sequence for e in (a, b, c, d)] == [2, 3, 4, 5]
+    assert b.correlation_id == "c"  # its cause was appended earlier in the same transaction, not yet written
+    assert again == c  # an id appended earlier in the transaction is a duplicate, not a second row
+    stored = log.read_after(1, 10)
+    assert [(e.sequence, e.id, e.type) for e in stored] == [(e.sequence, e.id, e.type) for e in (a, b, c, d)]
+    assert [e.sequence for e in heard] == [2, 3, 4, 5]
+    assert log.emit("after.all").sequence == 6
+
+
+def test_a_rolled_back_transactions_events_are_neither_written_nor_heard(db) -> None:
+    log = EventLog(SqlEvents(db))
+    heard: list = []
+    log.add_listener(heard.append)
+    with pytest.raises(RuntimeError), db.write() as tx:
+        log.append(tx, [NewEvent("t.a"), NewEvent("t.b")])
+        raise RuntimeError("rolled back")
+    assert heard == [] and log.read_after(0, 10) == [] and log.last_sequence() == 0
+    with db.write() as tx:
+        [e] = log.append(tx, [NewEvent("t.c")])
+    assert e.sequence == 1 and [x.sequence for x in heard] == [1]
