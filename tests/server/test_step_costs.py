@@ -148,3 +148,34 @@ def test_a_rolled_back_transactions_events_are_neither_written_nor_heard(db) -> 
     with db.write() as tx:
         [e] = log.append(tx, [NewEvent("t.c")])
     assert e.sequence == 1 and [x.sequence for x in heard] == [1]
+
+
+# -- a new coordination's row: one INSERT with its dispatched state ---------------------------------------
+
+
+def test_a_dispatched_coordination_is_written_with_one_insert_and_no_update(
+    db, coordination: CoordinationEngine
+) -> None:
+    release = threading.Event()
+
+    def gate(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "done"
+
+    coordination.register_agent("g", kind="function", capabilities=("g",), runtime=gate)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn  # the writer connection every transaction uses
+    conn.set_trace_callback(statements.append)
+    try:
+        c = coordination.request(CoordinationRequest(task="x", required_capabilities=("g",)))
+        written = [s.split("(")[0].split(" SET")[0].strip() for s in statements if "coordinations" in s]
+        assert written == ["INSERT INTO coordinations"], statements
+        row = db.query_one("SELECT status, agent_ids, attempts FROM coordinations WHERE id = ?", (c.id,))
+        assert tuple(row) == ("running", '["g"]', "[1]")  # the insert carries what dispatch decided
+    finally:
+        conn.set_trace_callback(None)
+        release.set()
+    assert coordination.wait(c.id, WAIT).status == "completed"
+    row = db.query_one("SELECT status, output FROM coordinations WHERE id = ?", (c.id,))
+    assert tuple(row) == ("completed", "done")

@@ -247,6 +247,7 @@ class CoordinationEngine(Component):
             run = self._insert(tx, after, prepared)
             snapshot = run.snapshot(self.runs.position(run))
             self.dispatcher.dispatch(tx, after)
+            self.journal.write_new(tx, run)
         return snapshot, False
 
     def prepare(self, req: CoordinationRequest) -> Prepared:
@@ -270,6 +271,7 @@ class CoordinationEngine(Component):
                 return Placed(prepared.id, None, after, written=False)
             run = self._insert(tx, after, prepared)
             self.dispatcher.dispatch(tx, after)
+            self.journal.write_new(tx, run)
             inline = self.dispatcher.take_inline(run, after)
         return Placed(prepared.id, inline, after)
 
@@ -299,7 +301,8 @@ class CoordinationEngine(Component):
         self.journal.run_after(after)
 
     def _insert(self, tx: Tx, after: After, p: Prepared) -> Run:
-        """Persist a new coordination with its event and queue its tasks. Engine lock held."""
+        """A new coordination with its event, its tasks queued; the caller dispatches, then writes its row
+        (`journal.write_new`: one INSERT with the state dispatch gave it). Engine lock held."""
         req, cid, priority, timeout = p.req, p.id, p.priority, p.timeout
         now = time.time()
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
@@ -328,33 +331,29 @@ class CoordinationEngine(Component):
             participants=list(plan),
             attempts=[0] * len(plan),
         )
-        self.store.insert(
-            tx,
-            {
-                **run.row(),
-                "request_id": req.request_id,
-                "request_hash": p.digest,
-                "mode": run.mode,
-                "source_agent_id": run.source,
-                "target_agent_id": req.target_agent_id,
-                "requested_agent_ids": json.dumps(list(req.agent_ids)),
-                "plan": json.dumps(plan),
-                "required_capabilities": json.dumps(list(run.caps)),
-                "task": run.task,
-                "context": p.context_raw,
-                "priority": int(priority),
-                "timeout": timeout,
-                "deadline": run.deadline,
-                "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
-                "correlation_id": run.correlation_id,
-                "trace_id": run.trace_id,
-                "traceparent": run.traceparent,
-                "max_agents": req.max_agents,
-                "execution_id": req.execution_id,
-                "step_id": req.step_id,
-                "create_time": now,
-            },
-        )
+        run.unwritten = {  # inserted with its state once dispatched (Journal.write_new)
+            "request_id": req.request_id,
+            "request_hash": p.digest,
+            "mode": run.mode,
+            "source_agent_id": run.source,
+            "target_agent_id": req.target_agent_id,
+            "requested_agent_ids": json.dumps(list(req.agent_ids)),
+            "plan": json.dumps(plan),
+            "required_capabilities": json.dumps(list(run.caps)),
+            "task": run.task,
+            "context": p.context_raw,
+            "priority": int(priority),
+            "timeout": timeout,
+            "deadline": run.deadline,
+            "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+            "correlation_id": run.correlation_id,
+            "trace_id": run.trace_id,
+            "traceparent": run.traceparent,
+            "max_agents": req.max_agents,
+            "execution_id": req.execution_id,
+            "step_id": req.step_id,
+            "create_time": now,
+        }
         self.journal.emit(
             tx,
             "coordination.requested",

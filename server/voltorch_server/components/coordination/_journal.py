@@ -89,6 +89,17 @@ class Journal:
         for launch in after.launches:
             launch()
 
+    def save(self, tx: Tx, run: Run) -> None:
+        """Write a coordination's changed state (nothing yet for one whose row is still unwritten)."""
+        if run.unwritten is None:
+            self.store.update(tx, run.row())
+
+    def write_new(self, tx: Tx, run: Run) -> None:
+        """Insert a new coordination's row as it stands now (its fixed columns and its current state)."""
+        fixed, run.unwritten = run.unwritten, None
+        if fixed is not None:
+            self.store.insert(tx, {**run.row(), **fixed})
+
     def emit(self, tx: Tx, type_: str, data: dict[str, Any], run: Run | None = None) -> None:
         if run is None:
             ev = NewEvent(type=type_, source=SOURCE, data=data)

@@ -84,6 +84,9 @@ class Run:
     units: dict[int, Unit] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     final: Coordination | None = None
+    # A new coordination's fixed columns until its row is inserted, at the end of the transaction that
+    # requested it (`Journal.write_new`): one INSERT with the state dispatch gave it, no UPDATE after it.
+    unwritten: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
