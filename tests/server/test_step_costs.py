@@ -5,12 +5,14 @@ shortcut is lost, and checks that the behaviour the shortcut skips still happens
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 from engines import WAIT, Engines, build
 from polling import until
+from voltorch_server._ids import new_id
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog, NewEvent
@@ -179,3 +181,17 @@ def test_a_dispatched_coordination_is_written_with_one_insert_and_no_update(
     assert coordination.wait(c.id, WAIT).status == "completed"
     row = db.query_one("SELECT status, output FROM coordinations WHERE id = ?", (c.id,))
     assert tuple(row) == ("completed", "done")
+
+
+# -- ids: no system call per id ----------------------------------------------------------------------------
+
+
+def test_ids_make_no_system_call_and_stay_unique_and_time_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_syscall(n: int) -> bytes:
+        raise AssertionError("os.urandom called: a system call that releases the GIL, per id")
+
+    monkeypatch.setattr(os, "urandom", no_syscall)
+    ids = [new_id("evt") for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == len("evt_") + 24 for i in ids)
+    assert ids[0][:18] <= ids[-1][:18]  # the time part leads: ids sort by creation
