@@ -6,6 +6,7 @@ shortcut is lost, and checks that the behaviour the shortcut skips still happens
 from __future__ import annotations
 
 import os
+import random
 import threading
 from collections.abc import Iterator
 
@@ -13,8 +14,9 @@ import pytest
 from engines import WAIT, Engines, build
 from polling import until
 from voltorch_server._ids import new_id
-from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
+from voltorch_server.components.coordination._agents import WINDOW, AgentState
 from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
@@ -195,3 +197,52 @@ def test_ids_make_no_system_call_and_stay_unique_and_time_ordered(monkeypatch: p
     assert len(set(ids)) == len(ids)
     assert all(len(i) == len("evt_") + 24 for i in ids)
     assert ids[0][:18] <= ids[-1][:18]  # the time part leads: ids sort by creation
+
+
+# -- an agent's statistics: not rewritten with every success ------------------------------------------------
+
+
+def test_successes_write_their_agents_statistics_once_a_second_failures_at_once(
+    db, coordination: CoordinationEngine
+) -> None:
+    def maybe(task: AgentTask, cancel: CancelSignal) -> str:
+        if task.text == "fail":
+            raise AgentError("on purpose", code="PURPOSE")
+        return "ok"
+
+    coordination.register_agent("m", kind="function", capabilities=("m",), runtime=maybe)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn
+    conn.set_trace_callback(statements.append)
+    try:
+        for i in range(10):
+            c = coordination.request(CoordinationRequest(task=f"t{i}", required_capabilities=("m",)))
+            assert coordination.wait(c.id, WAIT).status == "completed"
+    finally:
+        conn.set_trace_callback(None)
+    writes = [s for s in statements if s.startswith("UPDATE agents")]
+    assert 1 <= len(writes) <= 3, writes  # the first at once, the rest left for the engine's timer
+
+    def stored() -> tuple:
+        return tuple(db.query_one("SELECT tasks_completed, tasks_failed FROM agents WHERE id = 'm'"))
+
+    until(lambda: stored() == (10, 0), why=lambda: stored())  # the timer writes them (<= ~1 s)
+    c = coordination.request(CoordinationRequest(task="fail", required_capabilities=("m",)))
+    assert coordination.wait(c.id, WAIT).status == "failed"
+    assert stored() == (10, 1)  # a failure is written with its outcome
+    c = coordination.request(CoordinationRequest(task="last", required_capabilities=("m",)))
+    assert coordination.wait(c.id, WAIT).status == "completed"
+    coordination.stop()  # writes what is left
+    assert stored() == (11, 1)
+
+
+def test_an_agents_window_sums_kept_up_to_date_match_a_recount() -> None:
+    state = AgentState("a", "a", "function", ("x",), 1, None, {}, 0.0)
+    rng = random.Random(7)
+    for i in range(3 * WINDOW + 17):
+        state.record(rng.random() < 0.8, rng.random() / 10, None)
+        if i % 37 == 0:
+            n = sum(1 for ok, _ in state.window if ok)
+            assert state.success_rate == pytest.approx(n / len(state.window))
+            assert state.avg_latency == pytest.approx(sum(lat for _, lat in state.window) / len(state.window))

@@ -186,11 +186,13 @@ class CoordinationEngine(Component):
                 if isinstance(a.runtime, RemoteAgent) and a.runtime.session
             ]
             runtimes = [a.runtime for a in self.agents.values() if a.runtime and a.kind != "function"]
+            unwritten = self.dispatcher.stats_unwritten()
             for r in live:
                 r.done.set()  # wake waiters; they read the persisted state
             self.runs.clear()
             self.agents.clear()
             self.registry.loaded = False
+        self._write_stats(unwritten)
         with self._wake:
             self._wake.notify_all()
         for c in cancels:
@@ -617,8 +619,10 @@ class CoordinationEngine(Component):
                 while self.runs.deadlines and self.runs.deadlines[0][0] <= now:
                     expired.append(heapq.heappop(self.runs.deadlines)[1])
                 queued = len(self.runs.queue) > 0
+                unwritten = self.dispatcher.stats_unwritten()
             for cid in expired:
                 self._time_out(cid)
+            self._write_stats(unwritten)
             mono = time.monotonic()
             if mono >= next_hb:
                 next_hb = mono + check_every
@@ -639,6 +643,18 @@ class CoordinationEngine(Component):
                     self._timer_until = now + wait
                     self._wake.wait(wait)
                     self._timer_until = 0.0
+
+    def _write_stats(self, agents: list[AgentState]) -> None:
+        """Write the statistics successes left unwritten (Dispatcher.save_stats), in one transaction."""
+        if not agents:
+            return
+        try:
+            with self.store.db.write() as tx:
+                for a in agents:
+                    a.stats_unwritten = False
+                    self.store.update_agent_stats(tx, a)
+        except Exception:
+            log.exception("writing agent statistics failed")
 
     def _time_out(self, coordination_id: str) -> None:
         try:
