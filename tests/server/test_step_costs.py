@@ -21,6 +21,7 @@ from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
 from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+from voltorch_server.telemetry import trace_ids_from
 
 
 class CountingCondition(threading.Condition):
@@ -246,3 +247,12 @@ def test_an_agents_window_sums_kept_up_to_date_match_a_recount() -> None:
             n = sum(1 for ok, _ in state.window if ok)
             assert state.success_rate == pytest.approx(n / len(state.window))
             assert state.avg_latency == pytest.approx(sum(lat for _, lat in state.window) / len(state.window))
+
+
+def test_a_traceparent_is_parsed_once_for_all_the_events_that_carry_it() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    first = trace_ids_from(parent)
+    hits = trace_ids_from.cache_info().hits
+    assert trace_ids_from(parent) is first and trace_ids_from.cache_info().hits == hits + 1
+    assert (first.trace_id, first.span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert trace_ids_from("00-not-a-traceparent") == trace_ids_from("") and not trace_ids_from("x").trace_id
