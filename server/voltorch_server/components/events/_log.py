@@ -110,7 +110,8 @@ def _exact_types(flt: EventFilter) -> tuple[str, ...] | None:
 
 class _Unwritten:
     """A SQLite transaction's events appended so far: numbered, written together just before its COMMIT
-    (`Tx.before_commit`), delivered after it. The writer lock makes it the only open one."""
+    (`Tx.before_commit`), delivered after it. The writer lock makes it the only open one. Numbered from the
+    head read in the transaction: one log per database appends in it (the server builds one)."""
 
     __slots__ = ("tx", "head", "now", "rows", "events", "by_id")
 
