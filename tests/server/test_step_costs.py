@@ -71,7 +71,7 @@ def test_a_coordination_wakes_the_deadline_timer_only_when_its_deadline_comes_fi
     assert wake.notified == 1  # a deadline before the timer's next look wakes it
     try:
         done = coordination.wait(c.id, WAIT)
-        assert done.status == "timed_out" and done.error.code == "TIMEOUT"
+        assert done.status == "timed_out" and done.error is not None and done.error.code == "TIMEOUT"
     finally:
         release.set()
 

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
@@ -644,7 +644,7 @@ class CoordinationEngine(Component):
                     self._wake.wait(wait)
                     self._timer_until = 0.0
 
-    def _write_stats(self, agents: list[AgentState]) -> None:
+    def _write_stats(self, agents: Sequence[AgentState]) -> None:
         """Write the statistics successes left unwritten (Dispatcher.save_stats), in one transaction."""
         if not agents:
             return
