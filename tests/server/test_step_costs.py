@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -66,7 +67,8 @@ def test_a_coordination_wakes_the_deadline_timer_only_when_its_deadline_comes_fi
         return "late"
 
     coordination.register_agent("slow", kind="function", runtime=slow)
-    until(lambda: coordination._timer_until > 0)
+    # asleep with over half a second to go (it looks at least once a second): the deadline comes first
+    until(lambda: coordination._timer_until - time.time() > 0.5)
     c = coordination.request(CoordinationRequest(task="x", source_agent_id="slow", timeout=0.05))
     assert wake.notified == 1  # a deadline before the timer's next look wakes it
     try:
@@ -216,14 +218,18 @@ def test_successes_write_their_agents_statistics_once_a_second_failures_at_once(
     with db.write() as tx:
         conn = tx.conn
     conn.set_trace_callback(statements.append)
+    start = time.monotonic()
     try:
         for i in range(10):
             c = coordination.request(CoordinationRequest(task=f"t{i}", required_capabilities=("m",)))
             assert coordination.wait(c.id, WAIT).status == "completed"
     finally:
         conn.set_trace_callback(None)
+    elapsed = time.monotonic() - start
     writes = [s for s in statements if s.startswith("UPDATE agents")]
-    assert 1 <= len(writes) <= 3, writes  # the first at once, the rest left for the engine's timer
+    # the first at once, the rest left for the engine's timer (about one write per second from each)
+    assert 1 <= len(writes) < 10, writes
+    assert len(writes) <= 2 * (int(elapsed) + 2), (elapsed, writes)
 
     def stored() -> tuple:
         return tuple(db.query_one("SELECT tasks_completed, tasks_failed FROM agents WHERE id = 'm'"))
