@@ -18,7 +18,7 @@ from voltorch_server._ids import new_id
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.coordination._agents import WINDOW, AgentState
-from voltorch_server.components.events import EventLog, NewEvent
+from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
 from voltorch_server.storage.stores import SqlCoordination, SqlEvents
@@ -262,3 +262,24 @@ def test_a_traceparent_is_parsed_once_for_all_the_events_that_carry_it() -> None
     assert trace_ids_from(parent) is first and trace_ids_from.cache_info().hits == hits + 1
     assert (first.trace_id, first.span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
     assert trace_ids_from("00-not-a-traceparent") == trace_ids_from("") and not trace_ids_from("x").trace_id
+
+
+# -- live filters: routed by type, checked only for the rest ----------------------------------------------
+
+
+def test_a_follower_of_exact_types_checks_only_the_rest_of_its_filter_per_event(db) -> None:
+    log = EventLog(SqlEvents(db))
+    follower = log.subscribe(EventFilter(types=("t.end", "t.fail"), correlation_id="c"))
+    check = follower._sub.match  # what the broadcaster asks about each event offered (routed by type)
+    assert check is not None
+    owner = check.__self__  # type: ignore[attr-defined]  # the filter whose bound matches() it is
+    assert (owner.types, owner.correlation_id) == ((), "c")
+    assert log.subscribe(EventFilter(types=("t.end",)))._sub.match is None  # the types say it all
+    log.publish(
+        NewEvent("t.end", correlation_id="other"),
+        NewEvent("t.step", correlation_id="c"),
+        NewEvent("t.fail", correlation_id="c"),
+    )
+    got = follower.get(timeout=WAIT)
+    assert got is not None and (got.type, got.correlation_id) == ("t.fail", "c")
+    assert follower.get(timeout=0.05) is None

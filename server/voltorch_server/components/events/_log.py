@@ -499,11 +499,14 @@ class EventLog(Component):
         elif after < 0:
             raise InvalidArgument("after", f"must not be negative (got {after})")
         keys = _exact_types(flt)
-        # Offered only events of its exact types, a filter that asks nothing else needs no check per event.
-        types_only = keys is not None and flt == EventFilter(types=flt.types)
+        # Offered only events of its exact types (the broadcaster routes them by type), a follower is asked
+        # about the rest of its filter only: no type patterns per event (a WatchExecution waiting for the
+        # end checks its correlation id, not four regexes, for every execution's terminal event), and
+        # nothing at all when the types are all it asks.
+        rest = replace(flt, types=()) if keys is not None else flt
         return Follower(
             self._broadcaster,
-            match=None if types_only else flt.matches,
+            match=None if rest == EventFilter() else rest.matches,
             replay=lambda a, n: self.read_after(a, n, flt),
             position=_sequence,
             after=after,
