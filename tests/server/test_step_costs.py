@@ -14,10 +14,8 @@ from collections.abc import Iterator
 import pytest
 from engines import WAIT, Engines, build
 from polling import until
-from voltorch_server._ids import new_id
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
-from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
-from voltorch_server.components.coordination._agents import WINDOW, AgentState
+from voltorch_server.components.coordination import AgentState, CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventFilter, EventLog, NewEvent
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.config import Config
@@ -191,15 +189,19 @@ def test_a_dispatched_coordination_is_written_with_one_insert_and_no_update(
 # -- ids: no system call per id ----------------------------------------------------------------------------
 
 
-def test_ids_make_no_system_call_and_stay_unique_and_time_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ids_make_no_system_call_and_stay_unique_and_time_ordered(
+    db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog(SqlEvents(db))
+
     def no_syscall(n: int) -> bytes:
         raise AssertionError("os.urandom called: a system call that releases the GIL, per id")
 
     monkeypatch.setattr(os, "urandom", no_syscall)
-    ids = [new_id("evt") for _ in range(10_000)]
+    ids = [e.id for e in log.publish(*(NewEvent("t.x") for _ in range(5_000)))]  # ids made by the log
     assert len(set(ids)) == len(ids)
-    assert all(len(i) == len("evt_") + 24 for i in ids)
-    assert ids[0][:18] <= ids[-1][:18]  # the time part leads: ids sort by creation
+    assert all(i.startswith("evt_") and len(i) == len("evt_") + 24 for i in ids)
+    assert ids == sorted(ids, key=lambda i: i[:18])  # the time part leads: ids sort by creation
 
 
 # -- an agent's statistics: not rewritten with every success ------------------------------------------------
@@ -247,7 +249,7 @@ def test_successes_write_their_agents_statistics_once_a_second_failures_at_once(
 def test_an_agents_window_sums_kept_up_to_date_match_a_recount() -> None:
     state = AgentState("a", "a", "function", ("x",), 1, None, {}, 0.0)
     rng = random.Random(7)
-    for i in range(3 * WINDOW + 17):
+    for i in range(3 * (state.window.maxlen or 0) + 17):
         state.record(rng.random() < 0.8, rng.random() / 10, None)
         if i % 37 == 0:
             n = sum(1 for ok, _ in state.window if ok)
