@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
@@ -787,7 +787,7 @@ class CoordinationEngine(Component):
         if rows:
             log.warning("adopted %d coordination(s) of dead replicas", len(rows))
 
-    def _load(self, tx: Tx, after: After, rows: list[Any]) -> None:
+    def _load(self, tx: Tx, after: After, rows: Sequence[Any]) -> None:
         """Put stored coordinations (now this replica's) in the run table and dispatch what they need."""
         if rows:
             for row in rows:

@@ -75,10 +75,13 @@ class SqlCoordination:
     def set_session_replica(self, tx: Any, agent_id: str, replica: str, *, was: str | None = None) -> None:
         """Record the replica holding a remote worker's session ("" = none); with `was`, only while it is
         that replica (a session closing here never clears a newer one on another replica)."""
-        sql, args = "UPDATE agents SET session_replica=? WHERE id=?", (replica, agent_id)
-        if was is not None:
-            sql, args = sql + " AND session_replica=?", (*args, was)
-        tx.execute(sql, args)
+        if was is None:
+            tx.execute("UPDATE agents SET session_replica=? WHERE id=?", (replica, agent_id))
+        else:
+            tx.execute(
+                "UPDATE agents SET session_replica=? WHERE id=? AND session_replica=?",
+                (replica, agent_id, was),
+            )
 
     def live_members(self, alive_since: float) -> set[str]:
         """The ids of the members that heartbeated since `alive_since`."""
