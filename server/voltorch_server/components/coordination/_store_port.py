@@ -71,7 +71,8 @@ class CoordinationPort(Protocol):
         ...
 
     def adopt_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
-        """Queued and running coordinations of dead members (not of a live execution), now `owner`'s."""
+        """Queued and running coordinations of dead members (of a live execution: only when `owner` owns
+        it), now `owner`'s."""
         ...
 
     def page(

@@ -30,8 +30,8 @@ _UPDATE = (
     " error=?, selection=?, start_time=?, end_time=? WHERE id=? AND owner=?"
 )
 _ACTIVE = "('queued','running')"
-_LIVE_EXECUTION = (
-    "EXISTS (SELECT 1 FROM workflow_executions e WHERE e.id = c.execution_id AND e.owner = c.owner"
+_OTHERS_EXECUTION = (  # a live execution owned by another replica than the adopting one (a parameter)
+    "EXISTS (SELECT 1 FROM workflow_executions e WHERE e.id = c.execution_id AND e.owner <> ?"
     " AND e.status IN ('pending','queued','running','paused'))"
 )
 
@@ -171,14 +171,14 @@ class SqlCoordination:
 
     def adopt_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
         """Up to `limit` queued or running coordinations whose owner is no live member (no heartbeat since
-        `alive_since`), now `owner`'s. Those of a live workflow execution owned by the same dead member are
-        left to the replica that takes the execution over (it adopts them with it); one handed over to a
-        worker's replica that died is adopted here like any other."""
+        `alive_since`), now `owner`'s. Those of a live workflow execution are adopted only by the execution's
+        owner: when the dead member owned the execution too, by the replica that takes it over (with it);
+        when the coordination had been handed over to a worker's replica that died, by the owner."""
         rows = tx.execute(
             f"SELECT c.id FROM coordinations c WHERE c.status IN {_ACTIVE} AND c.owner NOT IN ('', ?)"
             " AND NOT EXISTS (SELECT 1 FROM members m WHERE m.id = c.owner AND m.heartbeat_time >= ?)"
-            f" AND NOT {_LIVE_EXECUTION} ORDER BY c.id LIMIT ?{self.dialect.skip_locked}",
-            (owner, alive_since, limit),
+            f" AND NOT {_OTHERS_EXECUTION} ORDER BY c.id LIMIT ?{self.dialect.skip_locked}",
+            (owner, alive_since, owner, limit),
         ).fetchall()
         if not rows:
             return []
