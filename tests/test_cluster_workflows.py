@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import replicas
 import voltorch
-from voltorch import AgentTask, ParameterSpec, SleepStep, Step, WorkflowTemplate
+from voltorch import AgentTask, ParameterSpec, SleepStep, Step, WaitStep, WorkflowTemplate
 
 pytestmark = pytest.mark.timeout(300)
 SETTINGS = {"VOLTORCH_MEMBER_TIMEOUT": "2", "VOLTORCH_BUILTIN_AGENTS": "true"}
@@ -185,5 +185,24 @@ def test_pause_resume_and_cancel_from_different_replicas(pg_dsn: str, tmp_path: 
         assert a.workflows.get(two).status == "cancelled"
         steps = _completed_steps(pg_dsn, [one, two])
         assert set(steps.values()) == {1}
+
+        # A signal sent through any replica reaches the step waiting on the replica that runs it.
+        a.workflows.register_template(
+            WorkflowTemplate(
+                name="gated",
+                steps=[
+                    Step("gate", WaitStep("go")),
+                    Step(
+                        "after", AgentTask("after {{ steps.gate.output }}", ["review"]), depends_on=["gate"]
+                    ),
+                ],
+            )
+        )
+        gated = [a.workflows.start("gated").execution.id for _ in range(6)]  # spread over the replicas
+        polling.until(lambda: all(b.workflows.get(g).waiting for g in gated))
+        for g in gated:
+            c.workflows.signal(g, "go", {"by": "c"})
+        for g in gated:
+            assert b.workflows.wait(g, timeout=WAIT).status == "completed"
         for client in (a, b, c):
             client.close()

@@ -45,7 +45,7 @@ from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher
-from ._journal import Journal, RunTable
+from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
     MAX_AGENTS_PARALLEL,
@@ -302,6 +302,11 @@ class CoordinationEngine(Component):
         after = After()
         with self._lock:
             return self.dispatcher.complete(tx, after, task, outcome), after
+
+    def forget(self, moved: Moved) -> None:
+        """A complete_in() in the caller's transaction raised Moved (that transaction rolled back): the
+        coordination is another replica's now; drop it here."""
+        self.journal.forget(moved.run)
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) on the agent pool (RuntimeError when the engine is stopped): how a caller that

@@ -555,13 +555,13 @@ class WorkflowEngine(Component):
     # -- control -----------------------------------------------------------------------------------------------
 
     def cancel(self, execution_id: str, reason: str = "") -> Execution:
-        run = self._run_for(execution_id, allow_terminal=(CANCELLED,))
+        run = self._run_for(execution_id, allow_terminal=(CANCELLED,), begin=False)
         if run is not None:
             run.cancel(reason or "cancelled by request")
         return self.get(execution_id)
 
     def pause(self, execution_id: str, reason: str = "") -> Execution:
-        run = self._run_for(execution_id)
+        run = self._run_for(execution_id, begin=False)
         if run is not None:
             was = run.pause(reason)
             if was in (RUNNING, QUEUED, PENDING):
@@ -589,7 +589,9 @@ class WorkflowEngine(Component):
                 self._wake_admission()
         return self.get(execution_id)
 
-    def _run_for(self, execution_id: str, allow_terminal: tuple[str, ...] = ()) -> ExecutionRun | None:
+    def _run_for(
+        self, execution_id: str, allow_terminal: tuple[str, ...] = (), *, begin: bool = True
+    ) -> ExecutionRun | None:
         """The in-memory run (loaded if needed; on a shared database claimed here first when another
         replica owns it); None for a terminal execution in allow_terminal."""
         if not execution_id:
@@ -597,7 +599,7 @@ class WorkflowEngine(Component):
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
         if run is None and self.ownership.shared:
-            run = self._take(execution_id)
+            run = self._take(execution_id, begin)
         if run is None:
             row = self.store.row(execution_id)
             if row is None:
@@ -611,9 +613,11 @@ class WorkflowEngine(Component):
             )
         return run
 
-    def _take(self, execution_id: str) -> ExecutionRun | None:
+    def _take(self, execution_id: str, begin: bool) -> ExecutionRun | None:
         """Claim an execution another replica owns (next epoch: that replica's run is fenced from now on)
-        and load it here, for a control request made on this replica."""
+        and load it here, with its coordinations in flight, for a control request made on this replica.
+        `begin`: a running execution goes on running here (not when it is about to be paused or
+        cancelled: its adopted coordinations still finish, and a later resume records their outcome)."""
         with self.db.write() as tx:
             row = self.store.own(tx, execution_id, self.me)
             if row is None:
@@ -624,12 +628,12 @@ class WorkflowEngine(Component):
             run = self._load_locked(execution_id)
             if run is not None and row["status"] == QUEUED:
                 self._enqueue_locked(execution_id, row["priority"], row["create_time"])
-        if run is not None and row["status"] in (RUNNING, PENDING):
+        adopt = getattr(self.coordination, "adopt_execution", None)
+        if adopt is not None:
+            adopt(execution_id)
+        if run is not None and begin and row["status"] in (RUNNING, PENDING):
             with self._lock:
                 self._running.add(execution_id)
-            adopt = getattr(self.coordination, "adopt_execution", None)
-            if adopt is not None:
-                adopt(execution_id)
             run.begin(None)
         return run
 

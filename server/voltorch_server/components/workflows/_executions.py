@@ -14,7 +14,7 @@ from ...agents.base import TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from ..coordination import TaskError
-from ..shared import decode_token, encode_token, page_size
+from ..shared import decode_token, encode_token, is_pair, page_size
 from ._waits import WaitingFor
 from .templates import Budget, loads
 
@@ -239,9 +239,7 @@ def list_executions(
         raise InvalidArgument("status", f"unknown status {status!r}", reason="ENUM_VALUE_INVALID")
     size = page_size(page_size_)
     query = {"s": status, "t": template_name, "a": created_after, "b": created_before}
-    pos = decode_token(page_token, query)
-    if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-        raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+    pos = decode_token(page_token, query, shape=is_pair)
     rows = store.page(
         status=status,
         template_name=template_name,

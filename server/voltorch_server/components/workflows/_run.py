@@ -38,7 +38,7 @@ from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, tracer
 from ..coordination import TERMINAL as COORDINATION_TERMINAL
-from ..coordination import CoordinationEngine, InlineTask, Placed, Prepared, TaskError, evaluate
+from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, NewEvent
 from ._budget import enforce
 from ._executions import (
@@ -1024,17 +1024,30 @@ class ExecutionRun:
                     c, after = coordination.complete_in(tx, inline, outcome)
                 coordination.run_after(after)
                 return c is not None
-            with self._transaction(open_tx=True) as tx:
-                assert tx is not None
-                c, after = coordination.complete_in(tx, inline, outcome)
-                self._after(lambda: coordination.run_after(after))
-                if c is None or c.status not in COORDINATION_TERMINAL:
-                    return False
-                self._inflight.discard(sid)
-                result = outcome_of(c, call)
-                if result.error is not None:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
-                self._attempt_done(sid, attempt, result)
+            try:
+                recorded = self._record_inline(sid, attempt, call, inline, outcome, span)
+            except Moved as moved:  # its coordination was adopted elsewhere: so was the execution
+                coordination.forget(moved)
+                self.drop(Fenced(self.id, self.epoch, "its coordination was adopted by another replica"))
+                return True
+            return recorded
+
+    def _record_inline(
+        self, sid: str, attempt: int, call: AgentCall, inline: InlineTask, outcome: Any, span: Any
+    ) -> bool:
+        """Commit an inline attempt's coordination outcome with the step's checkpoint (see _run_inline)."""
+        coordination = self.host.coordination
+        with self._transaction(open_tx=True) as tx:
+            assert tx is not None
+            c, after = coordination.complete_in(tx, inline, outcome)
+            self._after(lambda: coordination.run_after(after))
+            if c is None or c.status not in COORDINATION_TERMINAL:
+                return False
+            self._inflight.discard(sid)
+            result = outcome_of(c, call)
+            if result.error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
+            self._attempt_done(sid, attempt, result)
         return True
 
     def _coordination_started(self, sid: str, attempt: int, cid: str) -> bool:

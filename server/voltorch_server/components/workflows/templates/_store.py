@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ....errors import AlreadyExists, InvalidArgument, NotFound
-from ...shared import decode_token, encode_token, page_size
+from ...shared import decode_token, encode_token, is_pair, page_size
 from ._check import validate_template
 from ._model import Template, dumps, loads, with_version
 from ._store_port import TemplatesPort
@@ -70,9 +70,7 @@ class TemplateStore:
     ) -> tuple[list[Template], str]:
         size = page_size(page_size_)
         query = {"c": category, "all": all_versions}
-        pos = decode_token(page_token, query)
-        if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        pos = decode_token(page_token, query, shape=is_pair)
         name, version = pos if pos else ("", 0)
         rows = self.rows.page(category, all_versions, name, version, size + 1)
         out = [loads(raw) for raw in rows[:size]]
