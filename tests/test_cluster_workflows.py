@@ -111,12 +111,14 @@ def test_workflows_of_a_killed_replica_complete_on_the_others(pg_dsn: str, tmp_p
         assert set(steps.values()) == {1}  # ...exactly once: no completed step ran again
         finally_at = _owners(pg_dsn, ids)
         assert not [eid for eid in moved if finally_at[eid] == "replica-0"]
+        e = b.workflows.get(moved[0])  # the API says who runs it, and at which epoch of its lease
+        assert e.replica_id == finally_at[moved[0]] != "replica-0" and e.epoch >= 2
         taken = _rows(
             pg_dsn,
             "SELECT COUNT(*) FROM events WHERE type = 'workflow.execution.resumed' AND data LIKE %s",
             ("%taken over from replica replica-0%",),
         )[0][0]
-        assert taken >= len(moved)
+        assert taken >= 1  # those it was running resumed elsewhere (its queued ones simply started there)
         for c in (a, b):
             c.close()
 
@@ -157,7 +159,7 @@ def test_a_replica_paused_past_its_lease_writes_nothing_for_executions_that_move
 def test_new_executions_spread_over_the_replicas(pg_dsn: str, tmp_path: Path) -> None:
     with replicas.replicas(pg_dsn, tmp_path, 3, SETTINGS) as reps:
         a = voltorch.Client(reps[0].target, timeout=30)
-        a.workflows.register_template(_template("spread", 0.2))
+        a.workflows.register_template(_template("spread", 1.0))  # the naps, not CPU, set the pace
         ids = _start_many(a, "spread", 300, threads=20)  # all through one replica
         _all_completed(a, ids)
         share = Counter(_owners(pg_dsn, ids).values())

@@ -172,6 +172,8 @@ def test_outputs_of_earlier_steps_reach_later_ones(client, agents):
     assert b.context["whole"] == {"items": [1, 2], "name": "first"}  # a lone placeholder keeps its type
     assert b.context["mixed"] == "n is 3" and b.context["n"] == 3
     assert e.step("b").output == "done"
+    # The one server runs it, at the first epoch of its lease (a cluster's takeovers grow it).
+    assert (e.replica_id, e.epoch) == (agents.runtime.replica_id, 1)
 
 
 # -- step kinds ----------------------------------------------------------------------------------------

@@ -105,6 +105,8 @@ class Execution:
     usage: TokenUsage = field(default_factory=TokenUsage)
     budget: Budget | None = None
     waiting: tuple[WaitingFor, ...] = ()
+    replica_id: str = ""  # the owner of its lease ("" while queued unclaimed)
+    epoch: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -221,6 +223,8 @@ def execution(store: ExecutionStore, row: Any, *, with_steps: bool = True) -> Ex
         steps=nest(store.steps(row["id"])) if with_steps else (),
         usage=TokenUsage.from_dict(_unj(row["usage"])),
         budget=loads(row["definition"]).budget,
+        replica_id=row["owner"],
+        epoch=row["epoch"],
     )
 
 
