@@ -20,7 +20,7 @@ from typing import Any
 from ..._ids import new_id
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
-from ...storage import GroupCommit, Take, Tx
+from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, page_size
 from . import _retention as retention
@@ -105,6 +105,35 @@ def _exact_types(flt: EventFilter) -> tuple[str, ...] | None:
     if flt.types and not any("*" in t or "?" in t for t in flt.types):
         return flt.types
     return None
+
+
+def _reads_log(p: Prepared) -> bool:
+    """Whether appending `p` reads the log first: its id (a repeat yields the original event) or its
+    cause's correlation id (the cause inherits it when `p` names none)."""
+    return bool(p.id) or (bool(p.causation_id) and not p.correlation_id)
+
+
+def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], now: float) -> list[Event]:
+    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`."""
+    return [
+        Event(
+            sequence=s,
+            id=row[0],
+            type=row[1],
+            source=row[2],
+            target=row[3],
+            data=json.loads(row[4]),
+            correlation_id=row[5],
+            causation_id=row[6],
+            priority=priority,
+            traceparent=row[8],
+            tracestate=row[9],
+            trace_id=row[10],
+            span_id=row[11],
+            time=now,
+        )
+        for s, row, priority in zip(seqs, rows, priorities, strict=True)
+    ]
 
 
 class EventLog(Component):
@@ -221,12 +250,29 @@ class EventLog(Component):
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
-        # PostgreSQL: wait for the events counter row first (locked with BEGIN, one round trip), as
-        # SQLite waits for its writer lock, so the callers queueing meanwhile join this batch.
-        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
-            while ops := take():
-                for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
-                    p.result = receipt
+        if not self._shared:
+            with self.db.write() as tx:
+                while ops := take():
+                    self._append_ops(tx, ops)
+            return
+        ops = take()
+        if not any(_reads_log(p.op) for p in ops):
+            # PostgreSQL, nothing to read first: the batch is one statement and its own transaction (one
+            # round trip). Callers queueing meanwhile form the next batch.
+            for p, receipt in zip(ops, self._append_alone([p.op for p in ops]), strict=True):
+                p.result = receipt
+            return
+        # An id to look up under the lock (a repeat yields the original): wait for the events counter row
+        # first (locked with BEGIN, one round trip), as SQLite waits for its writer lock, so the callers
+        # queueing meanwhile join this batch.
+        with self.db.write(lock=self.store.head_counter) as tx:
+            while ops:
+                self._append_ops(tx, ops)
+                ops = take()
+
+    def _append_ops(self, tx: Tx, ops: list[Pending]) -> None:
+        for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
+            p.result = receipt
 
     def publish_batch(self, events: Sequence[NewEvent], *, field: str = "events") -> list[Receipt]:
         """Publish 1..1000 events atomically with consecutive sequences, in order; errors name the index."""
@@ -245,18 +291,51 @@ class EventLog(Component):
         explicit = store.explicit_ids
         seq = 0
         if explicit:
-            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
-            # order across replicas; the rows are written below in one statement, which also reads the
-            # newest time under the lock (another replica may have written).
+            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit order
+            # across replicas; the rows are written below in one statement, which also reads the newest time
+            # under the lock (another replica may have written).
             seq = store.lock_head(tx)
         elif self._last_time is None:
             self._last_time = store.last_time_in(tx)
+        slots, rows, priorities = self._rows(tx, prepared)
+        if explicit:
+            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
+            seqs = list(range(seq + 1, seq + 1 + len(rows)))
+        else:
+            assert self._last_time is not None
+            now = max(self.clock(), self._last_time)
+            seqs = [store.insert(tx, (*row, now)) for row in rows]
+        new = _events(seqs, rows, priorities, now)
+        if new:
+            if explicit:
+                tx.after_commit(lambda: self._catch_up(mine=new))
+            else:
+                # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
+                tx.after_commit(lambda: self._deliver(new, now))
+        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+
+    def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
+        """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in
+        one statement that is its own transaction (`append_alone`); this replica's subscribers hear them
+        once it has committed."""
+        _, rows, priorities = self._rows(None, prepared)  # no ids: each event is a new row, in order
+        head, now = self.store.append_alone(rows, self.clock(), NOTIFY_CHANNEL)
+        new = _events(range(head + 1, head + 1 + len(rows)), rows, priorities, now)
+        self._catch_up(mine=new)
+        return [Receipt(e) for e in new]
+
+    def _rows(
+        self, tx: Tx | None, prepared: list[Prepared]
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[tuple], list[Priority]]:
+        """The new rows of `prepared`, in the order of the store's COLUMNS without seq and time, with their
+        priorities, and per event: the receipt of an event already in the log, else (the index of its new
+        row, whether it repeats an id earlier in this batch). Looks ids up through `tx`, which only events
+        that `_reads_log` need."""
+        store = self.store
         ambient: TraceIds | None = None
-        # Per event: the receipt of an event already in the log, else (the index of its new row, whether
-        # it repeats an id earlier in this batch).
         slots: list[Receipt | tuple[int, bool]] = []
         in_batch: dict[str, int] = {}  # id -> index of its new row
-        rows: list[tuple] = []  # in the order of the store's COLUMNS without seq and time
+        rows: list[tuple] = []
         priorities: list[Priority] = []
         for p in prepared:
             if p.id:
@@ -300,40 +379,7 @@ class EventLog(Component):
                     ids.span_id,
                 )
             )
-        if explicit:
-            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
-            seqs = list(range(seq + 1, seq + 1 + len(rows)))
-        else:
-            assert self._last_time is not None
-            now = max(self.clock(), self._last_time)
-            seqs = [store.insert(tx, (*row, now)) for row in rows]
-        new = [
-            Event(
-                sequence=s,
-                id=row[0],
-                type=row[1],
-                source=row[2],
-                target=row[3],
-                data=json.loads(row[4]),
-                correlation_id=row[5],
-                causation_id=row[6],
-                priority=priority,
-                traceparent=row[8],
-                tracestate=row[9],
-                trace_id=row[10],
-                span_id=row[11],
-                time=now,
-            )
-            for s, row, priority in zip(seqs, rows, priorities, strict=True)
-        ]
-        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
-        if new:
-            if explicit:
-                tx.after_commit(lambda: self._catch_up(mine=new))
-            else:
-                # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
-                tx.after_commit(lambda: self._deliver(new, now))
-        return receipts
+        return slots, rows, priorities
 
     def _catch_up(self, head: int | None = None, mine: list[Event] | None = None) -> None:
         """PostgreSQL: offer every committed event past the last delivered one to this replica's
