@@ -5,10 +5,9 @@ commits it delivers without a read)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
-
-import threading
 
 import psycopg
 import pytest
