@@ -14,7 +14,6 @@ import pytest
 from polling import until
 from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.storage import open_database
-from voltorch_server.storage.postgres import PgTx
 from voltorch_server.storage.stores import SqlEvents
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,27 +43,26 @@ def _count_reads(log: EventLog) -> list[int]:
     return calls
 
 
-def test_a_publish_batch_is_one_statement_after_the_counter_lock(
+def test_a_publish_batch_is_one_statement(
     two: tuple[EventLog, EventLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, _ = two
     a.emit("warm.up")  # the first write of a connection may read the catalog
-    statements: list[str] = []
-    real = PgTx.execute
-
-    def execute(self: PgTx, sql: str, params: Any = ()) -> Any:
-        statements.append(sql)
-        return real(self, sql, params)
-
-    monkeypatch.setattr(PgTx, "execute", execute)
+    sent = _count_round_trips(monkeypatch)
     receipts = a.publish_batch([NewEvent("x.y", data={"i": i}, source="s") for i in range(20)])
-    assert len(statements) == 2, statements  # the lock, then the append (rows, counter and NOTIFY)
-    assert "FOR UPDATE" in statements[0]
+    # BEGIN, the counter's lock and advance, the rows, the NOTIFY and COMMIT travel together
+    assert len(sent) == 1 and "UPDATE voltorch_counters" in sent[0], sent
     assert [r.sequence for r in receipts] == list(range(2, 22))
     assert a.last_sequence() == 21
     stored = a.store.after(1, 100)
     assert stored == [r.event for r in receipts]  # what the caller got is what was written
     assert all(e.time >= receipts[0].event.time == receipts[-1].event.time for e in stored)
+    # With an id to look up (a repeat yields the original): the lock travels with BEGIN, then the
+    # lookup, the append (rows, counter and NOTIFY in one statement), COMMIT.
+    sent.clear()
+    batch = a.publish_batch([NewEvent("x.y", id="evt-a"), NewEvent("x.y"), NewEvent("x.y", id="evt-a")])
+    assert "FOR UPDATE" in sent[0] and "INSERT INTO events" in sent[2] and sent[3] == "COMMIT", sent
+    assert len(sent) == 4 and [r.sequence for r in batch] == [22, 23, 22] and batch[2].duplicate
 
 
 def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:

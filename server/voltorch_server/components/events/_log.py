@@ -226,14 +226,20 @@ class EventLog(Component):
             # while the log is on PostgreSQL (coordination and workflows, until they move there too).
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
-            with self.db.write() as own:
-                return [r.event for r in self._append_prepared(own, prepared)]
+            return [r.event for r in self._append_own(prepared)]
         return [r.event for r in self._append_prepared(tx, prepared)]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
-        with self.db.write() as tx:
-            return self.append(tx, events)
+        return [r.event for r in self._append_own([prepare(ev) for ev in events])]
+
+    def _append_own(self, prepared: list[Prepared]) -> list[Receipt]:
+        """Append `prepared` atomically in a transaction of their own: on PostgreSQL one statement when
+        nothing must be read first (`_append_alone`), else the counter row locked with BEGIN."""
+        if self._shared and not any(_reads_log(p) for p in prepared):
+            return self._append_alone(prepared) if prepared else []
+        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
+            return self._append_prepared(tx, prepared)
 
     def emit(self, type: str, data: Any = None, **kw: Any) -> Event:
         """Shorthand for components: publish one event."""
@@ -280,9 +286,7 @@ class EventLog(Component):
             raise InvalidArgument(field, "a batch needs at least one event")
         if len(events) > MAX_BATCH:
             raise InvalidArgument(field, f"at most {MAX_BATCH} events per batch (got {len(events)})")
-        prepared = [prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)]
-        with self.db.write() as tx:
-            return self._append_prepared(tx, prepared)
+        return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
     def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
         if not prepared:
