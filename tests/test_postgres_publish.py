@@ -192,3 +192,29 @@ def test_the_listener_wakes_the_follower_with_the_notified_head(two: tuple[Event
     until(lambda: b._listener.live, timeout=20)
     sent = a.emit("x.y").sequence
     until(lambda: sent in heads and b.delivered_sequence == sent, timeout=20)
+
+
+def test_a_stopped_listener_no_longer_wakes_its_caller(pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Once stopped, the listener calls nothing more (its caller may have closed the database since: a
+    catch-up then would fail and log an error at every shutdown)."""
+    from voltorch_server.storage.postgres import PgDatabase
+
+    db = PgDatabase(pg_dsn)
+    closed = threading.Event()
+    calls: list[int | None] = []
+
+    def wake(head: int | None) -> None:
+        if closed.is_set():
+            raise RuntimeError("the database is closed")
+        calls.append(head)
+
+    listener = db.listen(["voltorch_test"], wake, idle=0.05)
+    try:
+        until(lambda: listener.live and len(calls) >= 2, timeout=20)  # woken every idle period
+        listener.stop()
+        closed.set()
+        listener._thread.join(10)
+        assert not listener._thread.is_alive()
+        assert not [r for r in caplog.records if "notification failed" in r.getMessage()]
+    finally:
+        db.close()

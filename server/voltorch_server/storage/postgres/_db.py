@@ -365,6 +365,8 @@ class Listener:
                     while not self._stop.is_set():
                         # Returns as soon as one arrives (with any others in the same packet).
                         heads = [_head(n.payload) for n in conn.notifies(timeout=self._idle, stop_after=1)]
+                        if self._stop.is_set():  # stopped meanwhile: its database may be closed already
+                            break
                         known = heads and None not in heads
                         self.live = self._call(max(heads) if known else None)  # type: ignore[type-var]
             except psycopg.Error as exc:
@@ -382,7 +384,8 @@ class Listener:
             self._wake(head)
             return True
         except Exception:
-            log.exception("catching up after a notification failed")
+            if not self._stop.is_set():  # else the caller stopped (and may have closed its database)
+                log.exception("catching up after a notification failed")
             return False
 
     def stop(self) -> None:
