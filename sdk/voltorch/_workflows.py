@@ -118,6 +118,10 @@ class Execution:
     usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
     budget: Budget | None = None  # the limits it runs under
     waiting: list[WaitingFor] = field(default_factory=list)
+    # The replica that runs it (its lease) and the lease's epoch, grown at each takeover; "" while it
+    # waits queued for a replica of a cluster to claim it.
+    replica_id: str = ""
+    epoch: int = 0
 
     @property
     def done(self) -> bool:
@@ -217,6 +221,8 @@ def execution_from_pb(pb: workflows_pb2.Execution) -> Execution:
             )
             for w in pb.waiting
         ],
+        replica_id=pb.replica_id,
+        epoch=pb.epoch,
     )
 
 

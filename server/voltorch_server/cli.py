@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--local-db",
-        help="with a PostgreSQL --db: this replica's own SQLite file (default: $VOLTORCH_LOCAL_DB, else"
+        help="with a PostgreSQL --db: this replica's own SQLite file, for its error log and metric history"
+        " (default: $VOLTORCH_LOCAL_DB, else"
         " ./voltorch-replica-<port>.db)",
     )
     s.add_argument(

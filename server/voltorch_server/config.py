@@ -20,8 +20,8 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
-    # With `db` a PostgreSQL DSN (several replicas share state and events), the SQLite file this replica
-    # keeps coordination, workflows and its error/metric history in (until they move to PostgreSQL too).
+    # With `db` a PostgreSQL DSN (several replicas share everything else), the SQLite file this replica
+    # keeps its own error log and metric history in.
     # "" = ./voltorch-replica-<port>.db (in memory for port 0).
     local_db: str = ""
     # Cluster membership: this replica's id ("" = generated at each start: host name + random suffix), and

@@ -10,14 +10,14 @@ from typing import Any
 from .agents.limiter import Limiters
 from .agents.llm import limit_settings
 from .components import Component
-from .components.cluster import Cluster
+from .components.cluster import Cluster, new_replica_id
 from .components.coordination import CoordinationEngine
 from .components.events import EventLog
 from .components.llm import LlmEndpoints
 from .components.schedules import Scheduler
 from .components.state import StateStore
 from .components.system import ErrorLog, Storage, Watcher
-from .components.workflows import WorkflowEngine
+from .components.workflows import Ownership, WorkflowEngine
 from .config import Config
 from .errors import StartupError
 from .metrics import Metrics
@@ -38,8 +38,9 @@ def local_db_path(config: Config) -> str:
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
-        # State and events live in `db` (PostgreSQL: shared by every replica); the rest in `local_db`,
-        # which is the same database on SQLite and this replica's own file beside PostgreSQL.
+        # Everything but the error log and metric history lives in `db` (PostgreSQL: shared by every
+        # replica); those in `local_db`, the same database on SQLite and this replica's own file beside
+        # PostgreSQL.
         shared = open_database(config.db) if is_postgres_url(config.db) else None
         local = local_db_path(config) if shared is not None else config.db
         # One server per SQLite file: the owner lock first, before anything reads or recovers the file.
@@ -52,6 +53,7 @@ class Runtime:
                 shared.close()
             raise
         self.db: Any = shared if shared is not None else self.local_db
+        self.replica_id = config.replica_id or new_replica_id()
         # The SQL of every component, in one store per concept (storage/stores), handed to each below.
         self.stores = stores = Stores.build(self.db, self.local_db)
         self.storage = Storage(self.local_db, shared=shared)
@@ -71,10 +73,15 @@ class Runtime:
         self.metrics.observe_llm_endpoints(self.limiters.snapshots)
         self.llm = LlmEndpoints(self.limiters)
         self.coordination = CoordinationEngine(
-            stores.coordination, self.events, config, limiters=self.limiters
+            stores.coordination,
+            self.events,
+            config,
+            limiters=self.limiters,
+            owner=self.replica_id,
+            shared=shared is not None,
         )
         self.workflows = WorkflowEngine(
-            self.local_db,
+            stores.executions.db,
             self.events,
             self.state,
             self.coordination,
@@ -85,12 +92,15 @@ class Runtime:
             concurrency=config.workflow_concurrency,
             threads=config.workflow_threads,
             llm_capacity=self.limiters.capacity,
+            ownership=Ownership(
+                self.replica_id, shared=shared is not None, member_timeout=config.member_timeout
+            ),
         )
         self.schedules = Scheduler(stores.schedules, self.workflows)
         # Members live beside state and events: on PostgreSQL every replica sees every other one.
         self.cluster = Cluster(
             stores.members,
-            replica_id=config.replica_id,
+            replica_id=self.replica_id,
             timeout=config.member_timeout,
             retention=config.member_retention,
             load=self._load,

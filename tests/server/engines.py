@@ -22,6 +22,7 @@ class Engines:
     events: EventLog
     coordination: CoordinationEngine
     workflows: WorkflowEngine
+    stores: Stores
 
     def stop(self) -> None:
         for c in (self.workflows, self.coordination, self.events):
@@ -51,7 +52,7 @@ def build(db) -> Engines:
     state = StateStore(stores.state, events)
     coordination = CoordinationEngine(stores.coordination, events, Config(builtin_agents=False))
     workflows = WorkflowEngine(
-        db,
+        stores.executions.db,  # on PostgreSQL: writes that lock the event head first, as the server's
         events,
         state,
         coordination,
@@ -65,7 +66,7 @@ def build(db) -> Engines:
     coordination.register_agent(
         "upper", kind="function", capabilities=("upper",), max_concurrency=20, runtime=upper, replace=True
     )
-    return Engines(events, coordination, workflows)
+    return Engines(events, coordination, workflows, stores)
 
 
 def upper(task: AgentTask, cancel: CancelSignal) -> str:

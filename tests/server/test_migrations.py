@@ -25,6 +25,7 @@ AFTER_0_1_0 = [
     "workflows_0003_signals_timers",
     "schedules_0001",
     "cluster_0001_members",
+    "cluster_0002_ownership",
     "events_0003_newest_time",
 ]  # migrations added since 0.1.0: what its databases get on opening
 
@@ -188,7 +189,7 @@ PG_BEFORE_WATCHER = [
     "workflows_0003_signals_timers",
     "cluster_0001_members",
     "events_0003_newest_time",
-]  # the test below undoes the system and schedule tables' migrations: what remains
+]  # the test below undoes the system, schedule and ownership migrations: what remains
 
 
 def _pg_tables(db: PgDatabase) -> dict[str, list[str]]:
@@ -233,10 +234,15 @@ def test_a_postgresql_database_from_before_the_port_gets_the_new_migrations_and_
         migrate_pg(pg)
         with pg.write() as tx:  # back to what the earlier migrations made: without the ported tables
             tx.execute("DROP TABLE errors, metric_samples, workflow_schedules")
-            tx.execute("DELETE FROM _migrations WHERE name IN ('watcher_0001', 'schedules_0001')")
+            tx.execute("ALTER TABLE workflow_executions DROP COLUMN owner, DROP COLUMN epoch")
+            tx.execute("ALTER TABLE coordinations DROP COLUMN owner")
+            tx.execute("ALTER TABLE agents DROP COLUMN session_replica")
+            tx.execute(
+                "DELETE FROM _migrations WHERE name IN ('watcher_0001', 'schedules_0001', 'cluster_0002_ownership')"
+            )
             tx.execute("INSERT INTO members VALUES ('m1', 'a:1', '0.1', 1.0, 2.0, 0, 0)")
         assert sorted(r[0] for r in pg.query("SELECT name FROM _migrations")) == sorted(PG_BEFORE_WATCHER)
-        assert migrate_pg(pg) == ["watcher_0001", "schedules_0001"]
+        assert migrate_pg(pg) == ["watcher_0001", "schedules_0001", "cluster_0002_ownership"]
         assert pg.query_one("SELECT address FROM members WHERE id = 'm1'")[0] == "a:1"
         assert pg.query_one("SELECT COUNT(*) FROM workflow_schedules")[0] == 0
     finally:

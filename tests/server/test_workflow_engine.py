@@ -1,9 +1,8 @@
 """The workflow engine through its Python API with every store on one database, SQLite and PostgreSQL.
 
-A server on PostgreSQL keeps workflows in each replica's local SQLite until issue 12 shares them, so the
-server-level workflow tests never put these stores on PostgreSQL; these do: executions, steps (fan-out
-children), signals, durable timers, paging, idempotent starts and recovery after a restart, plus the
-execution store's own contract (a step checkpoint overwrites its row)."""
+The server-level workflow tests run on SQLite; these run the same stores on PostgreSQL too: executions,
+steps (fan-out children), signals, durable timers, paging, idempotent starts and recovery after a
+restart, plus the execution store's own contract (a step checkpoint overwrites its row)."""
 
 from __future__ import annotations
 

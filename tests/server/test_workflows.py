@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import voltorch
+from polling import until
 from voltorch import (
     AgentTask,
     Condition,
@@ -171,6 +172,8 @@ def test_outputs_of_earlier_steps_reach_later_ones(client, agents):
     assert b.context["whole"] == {"items": [1, 2], "name": "first"}  # a lone placeholder keeps its type
     assert b.context["mixed"] == "n is 3" and b.context["n"] == 3
     assert e.step("b").output == "done"
+    # The one server runs it, at the first epoch of its lease (a cluster's takeovers grow it).
+    assert (e.replica_id, e.epoch) == (agents.runtime.replica_id, 1)
 
 
 # -- step kinds ----------------------------------------------------------------------------------------
@@ -720,7 +723,16 @@ def test_one_trace_from_the_caller_through_workflow_steps_to_agents(client, agen
     assert e.status == "failed"
     tid = format(root.get_span_context().trace_id, "032x")
     assert e.trace_id == tid
-    finished = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == tid]
+
+    def in_trace() -> list[Any]:
+        return [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == tid]
+
+    def both_steps_ended() -> list[Any] | None:
+        found = in_trace()
+        return found if sum(s.name == "workflow.step" for s in found) == 2 else None
+
+    # A step's span ends once its attempt is recorded, which may be just after the execution's end is seen.
+    finished = until(both_steps_ended, why=lambda: sorted(s.name for s in in_trace()))
     by_name: dict[str, list[Any]] = {}
     for s in finished:
         by_name.setdefault(s.name, []).append(s)

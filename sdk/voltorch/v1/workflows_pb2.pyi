@@ -391,7 +391,7 @@ class StepExecution(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., output: _Optional[str] = ..., structured_output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., agent_id: _Optional[str] = ..., coordination_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., children: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "usage", "budget", "waiting")
+    __slots__ = ("id", "request_id", "template_name", "template_version", "status", "parameters", "steps", "result", "error", "priority", "labels", "correlation_id", "trace_id", "create_time", "start_time", "end_time", "update_time", "usage", "budget", "waiting", "replica_id", "epoch")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -419,6 +419,8 @@ class Execution(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     template_name: str
@@ -439,7 +441,9 @@ class Execution(_message.Message):
     usage: _coordination_pb2.TokenUsage
     budget: Budget
     waiting: _containers.RepeatedCompositeFieldContainer[WaitingFor]
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., waiting: _Optional[_Iterable[_Union[WaitingFor, _Mapping]]] = ...) -> None: ...
+    replica_id: str
+    epoch: int
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., template_name: _Optional[str] = ..., template_version: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepExecution, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[_coordination_pb2.TaskError, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_coordination_pb2.TokenUsage, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., waiting: _Optional[_Iterable[_Union[WaitingFor, _Mapping]]] = ..., replica_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WaitingFor(_message.Message):
     __slots__ = ("step_id", "kind", "signal", "prompt", "data", "deadline")

@@ -160,6 +160,8 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
         end_time=ts(e.end_time),
         update_time=ts(e.update_time),
         waiting=[_waiting_pb(w) for w in e.waiting],
+        replica_id=e.replica_id,
+        epoch=e.epoch,
     )
     if e.result is not None:
         pb.result.CopyFrom(py_to_value(e.result))

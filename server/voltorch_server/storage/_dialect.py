@@ -13,6 +13,9 @@ class Dialect:
     # Appended to a SELECT whose row must stay locked until COMMIT. SQLite needs nothing: its one writer
     # holds the database lock for the whole transaction.
     lock_row: str
+    # Appended to a SELECT of work to claim: rows another transaction holds are passed over, not waited for
+    # (PostgreSQL's queue idiom). SQLite's one writer never meets a held row.
+    skip_locked: str
     # The column that orders a table's rows by insertion, exactly (SQLite's rowid; a serial column).
     insertion_order: str
     # A statement that only says the database answers.
@@ -36,6 +39,7 @@ class Dialect:
 SQLITE = Dialect(
     name="sqlite",
     lock_row="",
+    skip_locked="",
     insertion_order="rowid",
     ping="PRAGMA schema_version",
     glob_operator="GLOB",
@@ -44,6 +48,7 @@ SQLITE = Dialect(
 POSTGRES = Dialect(
     name="postgres",
     lock_row=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
     insertion_order="seq",
     ping="SELECT 1",
     glob_operator="LIKE",

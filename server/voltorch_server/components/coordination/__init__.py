@@ -4,6 +4,7 @@ from ..shared import AgingQueue
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine
+from ._journal import Moved
 from ._model import (
     MODES,
     TERMINAL,
@@ -43,6 +44,7 @@ __all__ = [
     "CoordinationPort",
     "CoordinationRequest",
     "InlineTask",
+    "Moved",
     "Placed",
     "Prepared",
     "Selection",

@@ -217,7 +217,7 @@ class Dispatcher:
             )
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
             self.journal.emit(tx, "coordination.task.started", data, run)
-        self.journal.store.update(tx, run.row())
+        self.journal.save(tx, run)
         task = AgentTask(
             task_id=unit.task_id,
             coordination_id=run.id,
@@ -451,7 +451,7 @@ class Dispatcher:
             },
             run,
         )
-        self.journal.store.update(tx, run.row())
+        self.journal.save(tx, run)
         self.runs.queue.push(unit, int(run.priority), run.create_time)
 
     def _record_result(self, tx: Tx, after: After, run: Run, result: AgentResult) -> None:
@@ -483,7 +483,7 @@ class Dispatcher:
                 for i in range(len(run.plan)):
                     if i not in run.results and i not in run.units:
                         self._enqueue(run, i)
-                self.journal.store.update(tx, run.row())
+                self.journal.save(tx, run)
                 return
             results = [run.results[i] for i in sorted(run.results)]
             if any(r.ok for r in results):
@@ -509,7 +509,7 @@ class Dispatcher:
         if len(run.results) == len(run.plan):
             self.finish(tx, after, run, "completed", None)
         else:
-            self.journal.store.update(tx, run.row())
+            self.journal.save(tx, run)
 
     def _advance_chain(self, run: Run) -> None:
         """Queue the next slot of a chain mode (evaluating the condition before a conditional target)."""
@@ -583,7 +583,7 @@ class Dispatcher:
             },
             run,
         )
-        self.journal.store.update(tx, run.row())
+        self.journal.save(tx, run)
         run.final = run.snapshot()
         after.calls.append(lambda: self._observe(run))
         after.finished.append(run)  # leaves _live after commit, so get() never reads a stale row

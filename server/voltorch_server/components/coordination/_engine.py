@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
@@ -45,7 +45,7 @@ from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
 from ._dispatch import Dispatcher
-from ._journal import Journal, RunTable
+from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
     MAX_AGENTS_PARALLEL,
@@ -105,9 +105,15 @@ class CoordinationEngine(Component):
         events: EventLog,
         config: Config | None = None,
         limiters: Limiters | None = None,
+        *,
+        owner: str = "",
+        shared: bool = False,
     ):
         """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
-        from the config)."""
+        from the config). `owner`: this replica's id, written on the coordinations it runs; `shared`: other
+        replicas use the same database (coordinations of dead members are adopted, see _adopt_orphans)."""
+        self.owner = owner or new_id("replica")
+        self.shared = shared
         self.store = store
         self.events = events
         self.config = config or Config()
@@ -126,7 +132,7 @@ class CoordinationEngine(Component):
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
-        self.journal = Journal(store, events, self._lock, self.runs)
+        self.journal = Journal(store, events, self._lock, self.runs, self.owner)
         self.dispatcher = Dispatcher(
             self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
         )
@@ -283,6 +289,11 @@ class CoordinationEngine(Component):
         with self._lock:
             return self.dispatcher.complete(tx, after, task, outcome), after
 
+    def forget(self, moved: Moved) -> None:
+        """A complete_in() in the caller's transaction raised Moved (that transaction rolled back): the
+        coordination is another replica's now; drop it here."""
+        self.journal.forget(moved.run)
+
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) on the agent pool (RuntimeError when the engine is stopped): how a caller that
         got an inline task runs it without holding a thread of its own."""
@@ -350,6 +361,7 @@ class CoordinationEngine(Component):
                 "execution_id": req.execution_id,
                 "step_id": req.step_id,
                 "create_time": now,
+                "owner": self.owner,
             },
         )
         self.journal.emit(
@@ -574,6 +586,8 @@ class CoordinationEngine(Component):
         a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
         self.dispatcher.require_running()
         reason = (reason or "cancelled by request")[:1024]
+        if self.shared and coordination_id not in self.runs.live:
+            self._adopt_one(coordination_id)  # another replica's: cancelled here, fenced there
         with self.journal.txn() as (tx, after):
             run = self.runs.live.get(coordination_id)
             if run is None or run.terminal:
@@ -620,6 +634,11 @@ class CoordinationEngine(Component):
             if mono >= next_hb:
                 next_hb = mono + check_every
                 self.registry.check_heartbeats(hb_timeout)
+                if self.shared:
+                    try:
+                        self._adopt_orphans()
+                    except Exception:
+                        log.exception("adopting coordinations of dead replicas failed")
                 if queued:  # agents leaving the ERROR state, capacity freed without an event
                     try:
                         with self.journal.txn() as (tx, after):
@@ -655,11 +674,35 @@ class CoordinationEngine(Component):
             log.exception("timing out %s failed", coordination_id)
 
     def _recover(self) -> None:
-        """Re-queue every queued or running coordination found in the database."""
-        rows = self.store.active_rows()
-        if not rows:
-            return
+        """Re-queue every queued or running coordination found in the database (on a shared database,
+        those this replica owned; a dead member's are adopted by _adopt_orphans)."""
         with self.journal.txn() as (tx, after):
+            rows = self.store.adopt(tx, self.owner, previous=self.owner if self.shared else None)
+            self._load(tx, after, rows)
+        if rows:
+            log.info("re-queued %d coordination(s) after restart", len(rows))
+
+    def adopt_execution(self, execution_id: str) -> None:
+        """Run here the queued and running coordinations of a workflow execution this replica took over."""
+        with self.journal.txn() as (tx, after):
+            self._load(tx, after, self.store.adopt(tx, self.owner, execution_id=execution_id))
+
+    def _adopt_one(self, coordination_id: str) -> None:
+        with self.journal.txn() as (tx, after):
+            self._load(tx, after, self.store.adopt(tx, self.owner, coordination_id=coordination_id))
+
+    def _adopt_orphans(self) -> None:
+        """Shared database: adopt the coordinations of members that stopped heartbeating."""
+        timeout = self.config.member_timeout
+        with self.journal.txn() as (tx, after):
+            rows = self.store.adopt_orphans(tx, self.owner, time.time() - timeout, 64)
+            self._load(tx, after, rows)
+        if rows:
+            log.warning("adopted %d coordination(s) of dead replicas", len(rows))
+
+    def _load(self, tx: Tx, after: After, rows: Sequence[Any]) -> None:
+        """Put stored coordinations (now this replica's) in the run table and dispatch what they need."""
+        if rows:
             for row in rows:
                 if row["id"] in self.runs.live:
                     continue
@@ -702,5 +745,4 @@ class CoordinationEngine(Component):
                 self.runs.live[run.id] = run
                 heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
                 self.dispatcher.progress(tx, after, run)
-            log.info("re-queued %d coordination(s) after restart", len(rows))
             self.dispatcher.dispatch(tx, after)

@@ -18,6 +18,14 @@ from ._store_port import CoordinationPort
 log = logging.getLogger("voltorch.coordination")
 
 
+class Moved(Exception):
+    """A coordination's write found it owned by another replica (adopted after this one was presumed dead)."""
+
+    def __init__(self, run: Run):
+        super().__init__(f"coordination {run.id} is owned by another replica")
+        self.run = run
+
+
 class RunTable:
     """Live coordinations by id, the one aging priority queue of their units and the heap of their
     deadlines. Guarded by the engine lock."""
@@ -55,7 +63,11 @@ class Journal:
     held while waiting for the database). What must wait for the commit — waking waiters, cancelling,
     closing runtimes, launching agents — runs after it, unlocked."""
 
-    def __init__(self, store: CoordinationPort, events: EventLog, lock: threading.RLock, runs: RunTable):
+    def __init__(
+        self, store: CoordinationPort, events: EventLog, lock: threading.RLock, runs: RunTable, owner: str
+    ):
+        """`owner`: this replica's id; a coordination's row is written only while it names this replica."""
+        self.owner = owner
         self.store = store
         self.db = store.db
         self.events = events
@@ -66,9 +78,31 @@ class Journal:
     def txn(self) -> Iterator[tuple[Tx, After]]:
         """A transaction with the engine lock held inside it; after-commit work runs unlocked."""
         after = After()
-        with self.db.write() as tx, self.lock:
-            yield tx, after
+        try:
+            with self.db.write() as tx, self.lock:
+                yield tx, after
+        except Moved as moved:  # nothing of the transaction was written; the run is another replica's now
+            self.forget(moved.run)
+            return
         self.run_after(after)
+
+    def save(self, tx: Tx, run: Run) -> None:
+        """Write a coordination's mutable columns, fenced: Moved (the transaction must roll back) when
+        another replica has adopted it since."""
+        if not self.store.update(tx, run.row(), self.owner):
+            raise Moved(run)
+
+    def forget(self, run: Run) -> None:
+        """Drop a coordination another replica adopted: its agent tasks here are told to stop."""
+        log.warning(
+            "coordination %s: not written: another replica adopted it; this replica stops running it", run.id
+        )
+        with self.lock:
+            if self.runs.live.get(run.id) is run:
+                del self.runs.live[run.id]
+            cancels = [u.cancel for u in run.units.values() if u.cancel]
+        for c in cancels:
+            c.set("coordination moved to another replica")
 
     def run_after(self, after: After) -> None:
         if after.finished:

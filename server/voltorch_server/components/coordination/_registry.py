@@ -16,6 +16,7 @@ from ...agents.llm import LlmDefaults, LlmSettings
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from ...storage import Tx
 from ..events import EventLog, NewEvent
 from ..shared import Component, decode_token, encode_token
 from ..shared import page_size as checked_page_size
@@ -37,6 +38,14 @@ from ._runs import SOURCE
 from ._store_port import CoordinationPort
 
 log = logging.getLogger("voltorch.coordination")
+
+
+def _registered_meanwhile(agent_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"agent {agent_id!r} was just registered through another replica; retry",
+        reason="AGENT_EXISTS",
+        metadata={"agent_id": agent_id},
+    )
 
 
 class AgentRegistry:
@@ -77,13 +86,28 @@ class AgentRegistry:
             if self.loaded:
                 return
             for a in defs:
-                a.runtime = (
-                    self.attached.get(a.id)
-                    if a.kind == "function"
-                    else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics, self.limiters)
-                )
-                self.agents[a.id] = a
+                self._add(a)
             self.loaded = True
+
+    def _add(self, a: AgentState) -> AgentState:
+        """Put a stored agent in the registry with its runtime. Engine lock held."""
+        a.runtime = (
+            self.attached.get(a.id)
+            if a.kind == "function"
+            else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics, self.limiters)
+        )
+        self.agents[a.id] = a
+        return a
+
+    def _known(self, tx: Tx, agent_id: str) -> AgentState | None:
+        """The agent, also when another replica sharing the database registered it since this one loaded
+        the registry (its row is read, locked, and added here). Engine lock held."""
+        state = self.agents.get(agent_id)
+        if state is None:
+            row = self.store.agent_row(tx, agent_id)
+            if row is not None:
+                state = self._add(AgentState.from_row(row))
+        return state
 
     def register_builtin_agents(self) -> list[AgentInfo]:
         """Register the built-in team (idempotent): LLM agents when the OpenAI key variable is set, else
@@ -107,18 +131,24 @@ class AgentRegistry:
             ):
                 out.append(existing.info())
                 continue
-            out.append(
-                self.register_agent(
-                    agent_id,
-                    kind=kind,
-                    name=name,
-                    capabilities=caps,
-                    max_concurrency=concurrency,
-                    llm=llm,
-                    labels={BUILTIN_LABEL: "true"},
-                    replace=existing is not None,
+            try:
+                out.append(
+                    self.register_agent(
+                        agent_id,
+                        kind=kind,
+                        name=name,
+                        capabilities=caps,
+                        max_concurrency=concurrency,
+                        llm=llm,
+                        labels={BUILTIN_LABEL: "true"},
+                        replace=existing is not None,
+                    )
                 )
-            )
+            except AlreadyExists:  # another replica starting together registered it first: take theirs
+                with self.journal.txn() as (tx, _):
+                    known = self._known(tx, agent_id)
+                if known is not None:
+                    out.append(known.info())
         return out
 
     def register_agent(
@@ -152,7 +182,7 @@ class AgentRegistry:
         else:
             rt = None
         with self.journal.txn() as (tx, after):
-            old = self.agents.get(agent_id)
+            old = self._known(tx, agent_id)
             if old is not None and not replace:
                 raise AlreadyExists(
                     f"agent {agent_id!r} already exists; pass replace to redefine it",
@@ -165,7 +195,8 @@ class AgentRegistry:
                 state.runtime = rt or make_runtime(
                     kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
                 )
-                self.store.insert_agent(tx, state)
+                if not self.store.insert_agent(tx, state):
+                    raise _registered_meanwhile(agent_id)
                 self.agents[agent_id] = state
                 event = "agent.registered"
             else:
@@ -304,7 +335,7 @@ class AgentRegistry:
             raise InvalidArgument("hello.name", "at most 256 characters")
         session = WorkerSession(agent_id, on_close=self._worker_closed, on_progress=self._worker_progress)
         with self.journal.txn() as (tx, after):
-            state = self.agents.get(agent_id)
+            state = self._known(tx, agent_id)
             if state is not None and state.kind != "remote":
                 raise FailedPrecondition(
                     f"agent {agent_id!r} is a {state.kind} agent, not a remote worker",
@@ -316,7 +347,8 @@ class AgentRegistry:
                 )
                 state.runtime = RemoteAgent()
                 state.tools = tools
-                self.store.insert_agent(tx, state)
+                if not self.store.insert_agent(tx, state):
+                    raise _registered_meanwhile(agent_id)
                 self.agents[agent_id] = state
                 self.journal.emit(
                     tx,

@@ -16,14 +16,21 @@ class CoordinationPort(Protocol):
     db: Any  # the database the engine writes through (`write()`)
 
     def agent_rows(self) -> list[Any]: ...
-    def insert_agent(self, tx: Any, a: AgentState) -> None: ...
+    def agent_row(self, tx: Any, agent_id: str) -> Any:
+        """One agent's row, locked to the end of `tx`."""
+        ...
+
+    def insert_agent(self, tx: Any, a: AgentState) -> bool:
+        """False when the id is taken (registered by another replica meanwhile)."""
+        ...
+
     def update_agent_definition(self, tx: Any, a: AgentState) -> None: ...
     def update_agent_stats(self, tx: Any, a: AgentState) -> None: ...
     def delete_agent(self, tx: Any, agent_id: str) -> None: ...
 
     def insert(self, tx: Any, row: dict[str, Any]) -> None: ...
-    def update(self, tx: Any, row: dict[str, Any]) -> None:
-        """Write the mutable columns of a coordination."""
+    def update(self, tx: Any, row: dict[str, Any], owner: str) -> bool:
+        """Write the mutable columns of a coordination while `owner` owns it (False: another replica does)."""
         ...
 
     def row(self, coordination_id: str) -> Any: ...
@@ -35,7 +42,23 @@ class CoordinationPort(Protocol):
         """Raise unless the coordinations table answers (the engine's health check)."""
         ...
 
-    def active_rows(self) -> list[Any]: ...
+    def adopt(
+        self,
+        tx: Any,
+        owner: str,
+        *,
+        previous: str | None = None,
+        execution_id: str = "",
+        coordination_id: str = "",
+    ) -> list[Any]:
+        """Make `owner` the owner of queued and running coordinations (all, `previous`'s, one execution's
+        or one) and return their rows."""
+        ...
+
+    def adopt_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
+        """Queued and running coordinations of dead members (not of a live execution), now `owner`'s."""
+        ...
+
     def page(
         self, *, status: str, agent_id: str, correlation_id: str, before: str | None, limit: int
     ) -> list[Any]: ...

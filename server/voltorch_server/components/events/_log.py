@@ -23,7 +23,7 @@ from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
 from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
-from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, page_size
+from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
 from . import _retention as retention
 from ._causal import CausalNode, causal_order
 from ._filter import EventFilter, validate_glob, validate_type
@@ -558,15 +558,7 @@ class EventLog(Component):
             "seq": [start_sequence, end_sequence],
             "time": [start_time, end_time],
         }
-        position = decode_token(page_token, query)
-        if position is not None and (
-            not isinstance(position, int) or isinstance(position, bool) or position < 0
-        ):
-            raise InvalidArgument(
-                "page_token",
-                "malformed page token; pass back next_page_token unchanged",
-                reason="PAGE_TOKEN_INVALID",
-            )
+        position = decode_token(page_token, query, shape=is_count)
         with self._snapshot() as conn:
             floor = self.store.floor(conn)
             if start_sequence and position is None:

@@ -29,6 +29,9 @@ GRACE = 5.0  # a tick started at most this late is on time; later ones are "miss
 POLL = 1.0  # longest sleep of the loop (buffered ticks wait for their previous execution to end)
 
 
+SCHEDULER_LEASE = 0x766F6C04  # PostgreSQL advisory lock: the replica that starts due schedule ticks
+
+
 class Scheduler(Component):
     name = "schedules"
 
@@ -49,11 +52,14 @@ class Scheduler(Component):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one tick pass at a time (the loop, TriggerSchedule, tests)
+        # Replicas on one PostgreSQL: the one holding this advisory lock ticks (None on SQLite: one server).
+        self._lease: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._stopping.clear()
+        self._lease = self.db.try_lock(SCHEDULER_LEASE)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -63,6 +69,9 @@ class Scheduler(Component):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
 
     def check(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -82,7 +91,10 @@ class Scheduler(Component):
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.tick(self.clock())
+                if (
+                    self._lease is None or self._lease.held()
+                ):  # one replica ticks; it moves when that one dies
+                    self.tick(self.clock())
             except Exception:
                 log.exception("scheduler pass failed")
             earliest = self.store.earliest()

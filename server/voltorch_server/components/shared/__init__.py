@@ -5,7 +5,7 @@ package imports these from here, never from the modules."""
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
-from ._paging import decode_token, encode_token, page_size
+from ._paging import decode_token, encode_token, is_count, is_pair, page_size
 from ._queue import AgingQueue
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "PathError",
     "decode_token",
     "encode_token",
+    "is_count",
+    "is_pair",
     "page_size",
     "parse_path",
     "resolve",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import InvalidArgument
@@ -24,24 +25,44 @@ def encode_token(query: dict[str, Any], position: Any) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, query: dict[str, Any], *, field: str = "page_token") -> Any:
+def decode_token(
+    token: str,
+    query: dict[str, Any],
+    *,
+    field: str = "page_token",
+    shape: Callable[[Any], bool] | None = None,
+) -> Any:
     """Return the position stored in token, or None for an empty token.
 
-    A token that is not ours, or that was issued for a different query, is INVALID_ARGUMENT.
+    A token that is not ours, whose position is not of the `shape` its listing gives, or that was issued
+    for a different query, is INVALID_ARGUMENT.
     """
     if not token:
         return None
+    malformed = InvalidArgument(
+        field, "malformed page token; pass back next_page_token unchanged", reason="PAGE_TOKEN_INVALID"
+    )
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         position = data["p"]
         issued_for = data["q"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument(
-            field, "malformed page token; pass back next_page_token unchanged", reason="PAGE_TOKEN_INVALID"
-        ) from None
+        raise malformed from None
     if issued_for != json.loads(json.dumps(query, sort_keys=True)):
         raise InvalidArgument(
             field, "page token was issued for a different query", reason="PAGE_TOKEN_INVALID"
         )
+    if shape is not None and not shape(position):
+        raise malformed
     return position
+
+
+def is_count(position: Any) -> bool:
+    """A position that is a non-negative integer (a sequence, a revision, an id)."""
+    return isinstance(position, int) and not isinstance(position, bool) and position >= 0
+
+
+def is_pair(position: Any) -> bool:
+    """A position of two values (e.g. a time and an id)."""
+    return isinstance(position, list) and len(position) == 2

@@ -22,7 +22,7 @@ from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from ..events import EventLog, Prepared
-from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, page_size
+from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
 from ._followed import from_staged
 from ._kv_cache import KVCache, Row
 from ._store_port import StatePort
@@ -557,9 +557,7 @@ class StateStore(Component):
     ) -> tuple[list[KeyValue], str, int]:
         validate_prefix(prefix)
         size = page_size(page_size_)
-        after = decode_token(page_token, {"prefix": prefix})
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        after = decode_token(page_token, {"prefix": prefix}, shape=lambda p: isinstance(p, str))
         rows, revision = self.store.live_page(prefix, after or "", self.clock(), size + 1)
         kvs = [_kv(r) for r in rows[:size]]
         token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
@@ -570,9 +568,7 @@ class StateStore(Component):
     ) -> tuple[builtins.list[Change], str]:
         validate_key(key)
         size = page_size(page_size_)
-        before = decode_token(page_token, {"key": key})
-        if before is not None and not isinstance(before, int):
-            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        before = decode_token(page_token, {"key": key}, shape=is_count)
         found = self.store.key_history(key, before if before is not None else 1 << 62, size + 1)
         if not found and before is None:
             raise NotFound("key", key, f"key {key!r} has no history")
@@ -792,9 +788,7 @@ class StateStore(Component):
         self, page_size_: int = 0, page_token: str = ""
     ) -> tuple[builtins.list[SnapshotInfo], str]:
         size = page_size(page_size_)
-        before = decode_token(page_token, {})
-        if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
-            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        before = decode_token(page_token, {}, shape=is_count)
         rows = self.store.snapshots(before if before is not None else 1 << 62, size + 1)
         snaps = [info for info, _ in rows[:size]]
         return snaps, (encode_token({}, rows[size - 1][1]) if len(rows) > size else "")

@@ -4,6 +4,7 @@ from ._budget import enforce as enforce_budget
 from ._complete import Options as CompleteOptions
 from ._engine import TERMINAL_EVENTS, WorkflowEngine
 from ._executions import Execution, ExecutionStore, StepExecution, StepRecord
+from ._ownership import Fenced, Ownership, fair_share
 from ._signals import Signal, SignalStore
 from ._steps import item_order, parse_json_output
 from ._timer_store import TimerRow, TimerStore
@@ -23,6 +24,9 @@ from .templates import (
 )
 
 __all__ = [
+    "Fenced",
+    "Ownership",
+    "fair_share",
     "enforce_budget",
     "TERMINAL_EVENTS",
     "AgentTaskSpec",

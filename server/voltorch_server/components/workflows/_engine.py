@@ -49,6 +49,7 @@ from ._executions import (
     list_executions,
 )
 from ._executions import execution as execution_of
+from ._ownership import Fenced, Ownership, fair_share
 from ._run import ExecutionRun
 from ._signals import Signal, SignalStore
 from ._timer_store import TimerStore
@@ -74,6 +75,7 @@ TERMINAL_EVENTS = frozenset(
     }
 )
 _TERMINAL_TYPES = tuple(sorted(TERMINAL_EVENTS))
+_CLUSTER_EVENTS = ("workflow.execution.moved", "workflow.execution.queued", "workflow.signal.received")
 MAX_REQUEST_ID = 128
 MAX_LABELS = 64
 
@@ -97,10 +99,14 @@ class WorkflowEngine(Component):
         concurrency: int = 100,
         threads: int = 256,
         llm_capacity: Callable[[], int] | None = None,
+        ownership: Ownership | None = None,
     ):
         """`executions`, `signals`, `timers`, `templates`: the stores of those rows (storage.stores, built by the app).
-        `llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity)."""
+        `llm_capacity()`: calls the LLM endpoints take at once now (Limiters.capacity). `ownership`: this
+        replica's id and whether it shares the database with others (see _ownership.py)."""
         self.db = db
+        self.ownership = ownership or Ownership(new_id("replica"))
+        self.me = self.ownership.replica_id
         self.events = events
         self.coordination = coordination
         self.concurrency = max(1, concurrency)
@@ -128,6 +134,8 @@ class WorkflowEngine(Component):
         if hasattr(coordination, "budget_check"):
             coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
+        self._cluster_follower: Any = None
+        self._next_takeover = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -139,10 +147,21 @@ class WorkflowEngine(Component):
         self._admitter = threading.Thread(target=self._admit_loop, name="workflow-admission", daemon=True)
         self._admitter.start()
         self._recover()
+        if self.ownership.shared:  # what other replicas do that concerns this one
+            self._cluster_follower = self.events.subscribe(EventFilter(types=_CLUSTER_EVENTS))
+            threading.Thread(
+                target=self._follow_cluster,
+                args=(self._cluster_follower,),
+                name="workflow-cluster",
+                daemon=True,
+            ).start()
 
     def stop(self) -> None:
         """Stop scheduling; attempts in flight are abandoned where they are and resumed by the next start."""
         self.stopping.set()
+        if self._cluster_follower is not None:
+            self._cluster_follower.close()
+            self._cluster_follower = None
         with self._recorded:
             self._recorded.wait_for(lambda: not self._recorders, timeout=30)
         with self._admit_wanted:
@@ -189,24 +208,56 @@ class WorkflowEngine(Component):
         }
 
     def _recover(self) -> None:
-        rows = self.store.ids_with_status(RUNNING, QUEUED, PENDING)
+        """Continue what was running or queued when the server stopped. On a shared database only what
+        this replica owned (claimed again at the next epoch); other replicas' executions are taken over
+        once their owner is dead (_claim)."""
+        if not self.ownership.shared:
+            rows = self.store.ids_with_status(RUNNING, QUEUED, PENDING)
+        else:
+            with self.db.write() as tx:
+                rows = [
+                    r for r in (self.store.own(tx, o["id"], self.me) for o in self.store.owned(self.me)) if r
+                ]
+            rows = [r for r in rows if r["status"] in (RUNNING, QUEUED, PENDING)]
+        self._continue(rows, "recovered after a restart (continuing from the last checkpoint)")
+
+    def _continue(self, rows: list[Any], reason: str) -> None:
+        """Run again the running executions of `rows`, queue the queued ones (all owned by this replica)."""
         resume: list[ExecutionRun] = []
         with self._lock:
             for r in rows:
                 if r["status"] == RUNNING:
+                    self._runs.pop(r["id"], None)  # a run of an earlier epoch is stale
                     run = self._load_locked(r["id"])
                     if run is not None:
                         run.recovered = True
                         self._running.add(run.id)
                         resume.append(run)
-                else:
+                elif r["status"] in (QUEUED, PENDING):
                     self._enqueue_locked(r["id"], r["priority"], r["create_time"])
         for run in resume:
-            log.info("workflow %s: continuing from its last checkpoint", run.id)
-            run.begin(
-                "workflow.execution.resumed",
-                reason="recovered after a restart (continuing from the last checkpoint)",
-            )
+            log.info("workflow %s: continuing from its last checkpoint (%s)", run.id, reason)
+            adopt = getattr(self.coordination, "adopt_execution", None)
+            if adopt is not None and self.ownership.shared:
+                adopt(run.id)  # its attempts in flight: re-attached here, not waited for elsewhere
+            run.begin("workflow.execution.resumed", reason=reason)
+        self._wake_admission()
+
+    def lost(self, run: ExecutionRun, fenced: Fenced) -> None:
+        """Another replica owns the execution now (a checkpoint was fenced, or its claim was seen): forget
+        the run here."""
+        log.warning(
+            "workflow %s: moved to another replica (this replica's epoch %d is superseded): %s;"
+            " this replica stops running it",
+            run.id,
+            fenced.epoch,
+            fenced.how,
+        )
+        with self._lock:
+            if self._runs.get(run.id) is run:
+                self._runs.pop(run.id, None)
+                self._running.discard(run.id)
+                self._queued.discard(run.id)
         self._wake_admission()
 
     # -- templates ---------------------------------------------------------------------------------------------
@@ -320,6 +371,10 @@ class WorkflowEngine(Component):
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
+                mine = True  # on a shared database: claimed here only within this replica's fair share,
+                if self.ownership.shared:  # and only when none waits before it (claims go in queue order)
+                    members, running, waiting = self.store.load(tx, self.ownership.alive_since())
+                    mine = not waiting and fair_share(members, running, self.me, 1) > 0
                 prev = self.store.by_request(tx, request_id) if request_id else None
                 if prev is not None:
                     if prev["request_digest"] != digest:
@@ -330,7 +385,9 @@ class WorkflowEngine(Component):
                         )
                     existing_id = prev["id"]
                 else:
+                    run_now = run_now and mine
                     row["status"] = PENDING if run_now else QUEUED
+                    row["owner"], row["epoch"] = (self.me, 1) if mine else ("", 0)
                     self.store.insert(tx, row, steps)
                     if run_now:  # started in the same commit, its first steps too
                         fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
@@ -349,8 +406,10 @@ class WorkflowEngine(Component):
                 if run is not None:
                     self._running.add(eid)
                     self._runs[eid] = run
-                else:
+                elif mine:
                     self._enqueue_locked(eid, int(prio), now)
+                else:
+                    self._wake_admission()  # unowned: claimed by whichever replica has its share free
         if existing_id is not None:
             return self.get(existing_id), True
         self.metrics.workflows_started.add(1, {"template": t.name})
@@ -366,6 +425,9 @@ class WorkflowEngine(Component):
             return execution
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        if run is None and self.ownership.shared:  # owned by another replica: what its checkpoints say
+            row = self.store.row(execution_id)
+            run = ExecutionRun(self, row, self.store.steps(execution_id)) if row is not None else None
         return replace(execution, waiting=run.waiting()) if run is not None else execution
 
     def _row(self, execution_id: str) -> Any:
@@ -493,13 +555,13 @@ class WorkflowEngine(Component):
     # -- control -----------------------------------------------------------------------------------------------
 
     def cancel(self, execution_id: str, reason: str = "") -> Execution:
-        run = self._run_for(execution_id, allow_terminal=(CANCELLED,))
+        run = self._run_for(execution_id, allow_terminal=(CANCELLED,), begin=False)
         if run is not None:
             run.cancel(reason or "cancelled by request")
         return self.get(execution_id)
 
     def pause(self, execution_id: str, reason: str = "") -> Execution:
-        run = self._run_for(execution_id)
+        run = self._run_for(execution_id, begin=False)
         if run is not None:
             was = run.pause(reason)
             if was in (RUNNING, QUEUED, PENDING):
@@ -527,12 +589,17 @@ class WorkflowEngine(Component):
                 self._wake_admission()
         return self.get(execution_id)
 
-    def _run_for(self, execution_id: str, allow_terminal: tuple[str, ...] = ()) -> ExecutionRun | None:
-        """The in-memory run (loaded if needed); None for a terminal execution in allow_terminal."""
+    def _run_for(
+        self, execution_id: str, allow_terminal: tuple[str, ...] = (), *, begin: bool = True
+    ) -> ExecutionRun | None:
+        """The in-memory run (loaded if needed; on a shared database claimed here first when another
+        replica owns it); None for a terminal execution in allow_terminal."""
         if not execution_id:
             raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        if run is None and self.ownership.shared:
+            run = self._take(execution_id, begin)
         if run is None:
             row = self.store.row(execution_id)
             if row is None:
@@ -546,12 +613,48 @@ class WorkflowEngine(Component):
             )
         return run
 
+    def _take(self, execution_id: str, begin: bool) -> ExecutionRun | None:
+        """Claim an execution another replica owns (next epoch: that replica's run is fenced from now on)
+        and load it here, with its coordinations in flight, for a control request made on this replica.
+        `begin`: a running execution goes on running here (not when it is about to be paused or
+        cancelled: its adopted coordinations still finish, and a later resume records their outcome)."""
+        with self.db.write() as tx:
+            row = self.store.own(tx, execution_id, self.me)
+            if row is None:
+                return None
+            self.events.append(tx, [self._moved(row)])
+        with self._lock:
+            self._runs.pop(execution_id, None)
+            run = self._load_locked(execution_id)
+            if run is not None and row["status"] == QUEUED:
+                self._enqueue_locked(execution_id, row["priority"], row["create_time"])
+        adopt = getattr(self.coordination, "adopt_execution", None)
+        if adopt is not None:
+            adopt(execution_id)
+        if run is not None and begin and row["status"] in (RUNNING, PENDING):
+            with self._lock:
+                self._running.add(execution_id)
+            run.begin(None)
+        return run
+
+    def _moved(self, row: Any) -> NewEvent:
+        """The event of an execution claimed by this replica: its previous owner drops its run on it."""
+        return NewEvent(
+            type="workflow.execution.moved",
+            source="workflows",
+            data={"execution_id": row["id"], "owner": self.me, "epoch": row["epoch"]},
+            correlation_id=row["correlation_id"],
+            traceparent=row["traceparent"],
+        )
+
     def _load_locked(self, execution_id: str) -> ExecutionRun | None:
         run = self._runs.get(execution_id)
         if run is not None:
             return run
         row = self.store.row(execution_id)
         if row is None or row["status"] in TERMINAL:
+            return None
+        if self.ownership.shared and row["owner"] != self.me:  # another replica's (or unclaimed)
             return None
         run = ExecutionRun(self, row, self.store.steps(execution_id))
         self._runs[execution_id] = run
@@ -586,6 +689,8 @@ class WorkflowEngine(Component):
     def _admit_loop(self) -> None:
         while not self.stopping.is_set():
             try:
+                if self.ownership.shared:
+                    self._claim()
                 self._admit()
             except Exception:
                 log.exception("workflow admission failed")
@@ -613,6 +718,75 @@ class WorkflowEngine(Component):
             if run is None or not run.begin(None, expect=(QUEUED, PENDING)):
                 with self._lock:
                     self._running.discard(eid)
+
+    def _claim(self) -> None:
+        """Shared database: take over the executions of dead members (their lease ran out), then claim
+        unowned queued executions within this replica's fair share and its free slots."""
+        o = self.ownership
+        now = time.monotonic()
+        if now >= self._next_takeover:  # a few times per member timeout: leases expire no faster
+            self._next_takeover = now + o.member_timeout / 8
+            with self.db.write() as tx:
+                orphans = self.store.claim_orphans(tx, self.me, o.alive_since(), 64)
+                self.events.append(tx, [self._moved(r) for r in orphans])
+            for r in orphans:
+                log.warning(
+                    "workflow %s: taken over from replica %s (its lease expired), epoch %d",
+                    r["id"],
+                    r["previous_owner"],
+                    r["epoch"],
+                )
+            if orphans:
+                by_owner = sorted({r["previous_owner"] for r in orphans})
+                self._continue(orphans, f"taken over from replica {', '.join(by_owner)} (its lease expired)")
+                if len(orphans) == 64:
+                    self._next_takeover = now  # more to take: again at once
+        with self._lock:
+            free = self.limit() - self._busy_locked() - len(self._queued)
+        if free <= 0:
+            return
+        members, running, waiting = self.store.load(None, o.alive_since())
+        want = min(free, fair_share(members, running, self.me, waiting)) if waiting else 0
+        if want <= 0:
+            return
+        with self.db.write() as tx:
+            claimed = self.store.claim_queued(tx, self.me, want)
+        with self._lock:
+            for r in claimed:
+                self._enqueue_locked(r["id"], r["priority"], r["create_time"])
+
+    def _follow_cluster(self, follower: Any) -> None:
+        """Shared database: react to other replicas' events: a queued execution to claim, a signal for a
+        run of this replica, an execution of this replica claimed by another (its run here is dropped)."""
+        while not self.stopping.is_set():
+            try:
+                events = follower.take(1.0)
+            except Exception:  # closed at stop
+                return
+            for e in events:
+                try:
+                    self._on_cluster_event(e)
+                except Exception:
+                    log.exception("workflow cluster event %s failed", e.type)
+
+    def _on_cluster_event(self, e: Event) -> None:
+        data = e.data if isinstance(e.data, dict) else {}
+        eid = data.get("execution_id", "")
+        if e.type == "workflow.execution.queued":
+            self._wake_admission()
+            return
+        with self._lock:
+            run = self._runs.get(eid)
+        if run is None:
+            return
+        if e.type == "workflow.execution.moved" and int(data.get("epoch", 0)) > run.epoch:
+            run.drop(
+                Fenced(eid, run.epoch, f"claimed by replica {data.get('owner')} at epoch {data.get('epoch')}")
+            )
+        elif e.type == "workflow.signal.received":
+            sig = self.signals.get(data.get("signal_id", ""))
+            if sig is not None:
+                run.deliver(sig)
 
     def check_budget(self, execution_id: str, used: TokenUsage) -> None:
         """For a step's agent about to make another model call: ResourceExhausted (BUDGET_EXCEEDED) when

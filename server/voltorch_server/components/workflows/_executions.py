@@ -14,7 +14,7 @@ from ...agents.base import TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from ..coordination import TaskError
-from ..shared import decode_token, encode_token, page_size
+from ..shared import decode_token, encode_token, is_pair, page_size
 from ._waits import WaitingFor
 from .templates import Budget, loads
 
@@ -105,6 +105,8 @@ class Execution:
     usage: TokenUsage = field(default_factory=TokenUsage)
     budget: Budget | None = None
     waiting: tuple[WaitingFor, ...] = ()
+    replica_id: str = ""  # the owner of its lease ("" while queued unclaimed)
+    epoch: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -157,8 +159,27 @@ class ExecutionStore(Protocol):
         """Insert or overwrite one step row (the checkpoint of that step)."""
         ...
 
-    def update(self, tx: Any, execution_id: str, **values: Any) -> None:
-        """Set columns of the execution row (result, error and usage given as values, stored as JSON)."""
+    def update(self, tx: Any, execution_id: str, *, epoch: int | None = None, **values: Any) -> bool:
+        """Set columns of the execution row (result, error and usage given as values, stored as JSON).
+        With `epoch`: only if the row is still at that epoch (fencing); False when it is not."""
+        ...
+
+    def own(self, tx: Any, execution_id: str, owner: str) -> Any:
+        """Make `owner` the owner of a live execution at the next epoch; its row, None when terminal."""
+        ...
+
+    def claim_queued(self, tx: Any, owner: str, limit: int) -> list[Any]:
+        """Up to `limit` unowned queued executions (priority, then age), now `owner`'s at the next epoch."""
+        ...
+
+    def claim_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
+        """Up to `limit` live executions of members dead since `alive_since`, now `owner`'s (with
+        `previous_owner`)."""
+        ...
+
+    def owned(self, owner: str) -> list[Any]: ...
+    def load(self, tx: Any, alive_since: float) -> tuple[list[str], dict[str, int], int]:
+        """The live members, how many executions each runs, how many wait unowned (`tx` None: no tx)."""
         ...
 
     def row(self, execution_id: str, tx: Any = None) -> Any: ...
@@ -202,6 +223,8 @@ def execution(store: ExecutionStore, row: Any, *, with_steps: bool = True) -> Ex
         steps=nest(store.steps(row["id"])) if with_steps else (),
         usage=TokenUsage.from_dict(_unj(row["usage"])),
         budget=loads(row["definition"]).budget,
+        replica_id=row["owner"],
+        epoch=row["epoch"],
     )
 
 
@@ -220,9 +243,7 @@ def list_executions(
         raise InvalidArgument("status", f"unknown status {status!r}", reason="ENUM_VALUE_INVALID")
     size = page_size(page_size_)
     query = {"s": status, "t": template_name, "a": created_after, "b": created_before}
-    pos = decode_token(page_token, query)
-    if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-        raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+    pos = decode_token(page_token, query, shape=is_pair)
     rows = store.page(
         status=status,
         template_name=template_name,

@@ -38,7 +38,7 @@ from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, tracer
 from ..coordination import TERMINAL as COORDINATION_TERMINAL
-from ..coordination import CoordinationEngine, InlineTask, Placed, Prepared, TaskError, evaluate
+from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, NewEvent
 from ._budget import enforce
 from ._executions import (
@@ -56,6 +56,7 @@ from ._executions import (
     ExecutionStore,
     StepRecord,
 )
+from ._ownership import Fenced
 from ._signals import Signal, SignalStore
 from ._steps import (
     AgentCall,
@@ -89,6 +90,8 @@ from .templates import (
     render_value,
 )
 
+MOVED = "moved"  # in memory only: another replica claimed the execution (see _ownership.py)
+STOPPED = TERMINAL | {MOVED}  # a run in these makes no further progress here
 log = logging.getLogger("voltorch.workflows")
 
 MAX_OUTPUT = 1 << 20
@@ -188,6 +191,7 @@ class RunHost(Protocol):
     def timer_store(self) -> TimerStore: ...
 
     def finished(self, run: ExecutionRun) -> None: ...
+    def lost(self, run: ExecutionRun, fenced: Fenced) -> None: ...
 
     def recording(self, run: ExecutionRun) -> AbstractContextManager[bool]: ...
 
@@ -211,6 +215,7 @@ class ExecutionRun:
         self.correlation_id: str = row["correlation_id"]
         self.traceparent: str = row["traceparent"]
         self.status: str = row["status"]
+        self.epoch: int = row["epoch"]  # every checkpoint is written only while the row is at this epoch
         self.start_time: float | None = row["start_time"]
         self.run_elapsed: float = row["run_elapsed"]
         self.run_since: float | None = row["run_since"]
@@ -237,6 +242,7 @@ class ExecutionRun:
         self.timer_rows = {(t.step_id, t.kind): t for t in host.timer_store.of_execution(self.id)}
         self._wait_timers: dict[tuple[str, str], Timer] = {}
         self._consumed: set[str] = set()  # signal ids consumed by this run (some perhaps not yet written)
+        self.fenced = False  # another replica claimed the execution: this run writes and starts nothing
 
     # -- usage and budget --------------------------------------------------------------------------------
 
@@ -312,9 +318,14 @@ class ExecutionRun:
         ops: Sequence[Callable[[Tx], None]] = (),
         tx: Tx | None = None,
     ) -> None:
+        """One checkpoint, fenced: the execution row is updated last and only at this run's epoch, so the
+        whole transaction rolls back (Fenced) when another replica has claimed the execution since."""
         if tx is None:
-            with self.host.db.write() as tx:
-                self._write(steps, events, execution, ops, tx)
+            try:
+                with self.host.db.write() as tx:
+                    self._write(steps, events, execution, ops, tx)
+            except Fenced as fenced:
+                self.drop(fenced)
             return
         host = self.host
         for st in steps:
@@ -323,7 +334,19 @@ class ExecutionRun:
             host.events.append(tx, list(events))
         for op in ops:
             op(tx)
-        host.store.update(tx, self.id, update_time=time.time(), **execution)
+        if not host.store.update(tx, self.id, epoch=self.epoch, update_time=time.time(), **execution):
+            raise Fenced(self.id, self.epoch)
+
+    def drop(self, fenced: Fenced) -> None:
+        """Another replica owns the execution now: stop everything of this run (its timers, what it would
+        start next); attempts in flight finish and their checkpoints are fenced in turn."""
+        with self.lock:
+            if self.fenced:
+                return
+            self.fenced = True
+            self.status = MOVED
+            self._cancel_timers()
+        self.host.lost(self, fenced)
 
     @contextmanager
     def _transaction(self, *, open_tx: bool = False) -> Iterator[Tx | None]:
@@ -344,6 +367,9 @@ class ExecutionRun:
                         self._batch = None
                         if b.steps or b.events or b.execution or b.ops:
                             self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+                except Fenced as fenced:
+                    self.drop(fenced)
+                    return
                 finally:
                     self._batch = None
             else:
@@ -353,12 +379,13 @@ class ExecutionRun:
                     self._batch = None
                     if b.steps or b.events or b.execution or b.ops:
                         self._write(list(b.steps.values()), b.events, b.execution, b.ops)
-                    for job in b.jobs:
+                    for job in b.jobs if not self.fenced else ():
                         self._dispatch(job)
             if open_tx:
                 for job in b.jobs:
                     self._dispatch(job)
-        self._run_after(b.after)
+        if not self.fenced:  # a fenced checkpoint was not written: nothing follows from it
+            self._run_after(b.after)
 
     def _run_after(self, callbacks: list[Callable[[], None]]) -> None:
         """The after-checkpoint callbacks, each on its own: one failing does not stop the rest."""
@@ -412,7 +439,7 @@ class ExecutionRun:
         return committed
 
     def _begin(self, event: str | None, expect: tuple[str, ...], data: dict[str, Any]) -> bool:
-        if self.status in TERMINAL or (expect and self.status not in expect):
+        if self.status in STOPPED or (expect and self.status not in expect):
             return False
         now = time.time()
         first = self.start_time is None
@@ -436,7 +463,7 @@ class ExecutionRun:
 
     def set_queued(self, event: str | None, **data: Any) -> None:
         with self._transaction():
-            if self.status in TERMINAL:
+            if self.status in STOPPED:
                 return
             self._stop_clock()
             self.status = "queued"
@@ -451,7 +478,7 @@ class ExecutionRun:
         """Pause; returns the status it had. Running attempts go on; nothing new starts."""
         with self._transaction():
             was = self.status
-            if was in TERMINAL or was == PAUSED:
+            if was in STOPPED or was == PAUSED:
                 return was
             self._stop_clock()
             self.status = PAUSED
@@ -483,7 +510,7 @@ class ExecutionRun:
         """End the execution (FAILED, CANCELLED, TIMED_OUT): unfinished steps become CANCELLED and their
         coordinations are cancelled."""
         with self._transaction():
-            if self.status in TERMINAL:
+            if self.status in STOPPED:
                 return False
             now = time.time()
             self._stop_clock()
@@ -997,23 +1024,36 @@ class ExecutionRun:
                     c, after = coordination.complete_in(tx, inline, outcome)
                 coordination.run_after(after)
                 return c is not None
-            with self._transaction(open_tx=True) as tx:
-                assert tx is not None
-                c, after = coordination.complete_in(tx, inline, outcome)
-                self._after(lambda: coordination.run_after(after))
-                if c is None or c.status not in COORDINATION_TERMINAL:
-                    return False
-                self._inflight.discard(sid)
-                result = outcome_of(c, call)
-                if result.error is not None:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
-                self._attempt_done(sid, attempt, result)
+            try:
+                recorded = self._record_inline(sid, attempt, call, inline, outcome, span)
+            except Moved as moved:  # its coordination was adopted elsewhere: so was the execution
+                coordination.forget(moved)
+                self.drop(Fenced(self.id, self.epoch, "its coordination was adopted by another replica"))
+                return True
+            return recorded
+
+    def _record_inline(
+        self, sid: str, attempt: int, call: AgentCall, inline: InlineTask, outcome: Any, span: Any
+    ) -> bool:
+        """Commit an inline attempt's coordination outcome with the step's checkpoint (see _run_inline)."""
+        coordination = self.host.coordination
+        with self._transaction(open_tx=True) as tx:
+            assert tx is not None
+            c, after = coordination.complete_in(tx, inline, outcome)
+            self._after(lambda: coordination.run_after(after))
+            if c is None or c.status not in COORDINATION_TERMINAL:
+                return False
+            self._inflight.discard(sid)
+            result = outcome_of(c, call)
+            if result.error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
+            self._attempt_done(sid, attempt, result)
         return True
 
     def _coordination_started(self, sid: str, attempt: int, cid: str) -> bool:
         with self.lock:
             rec = self.records[sid]
-            if self.status in TERMINAL or rec.status != RUNNING or rec.attempts != attempt:
+            if self.status in STOPPED or rec.status != RUNNING or rec.attempts != attempt:
                 return False
             if rec.coordination_id != cid:
                 rec.coordination_id = cid
@@ -1022,7 +1062,7 @@ class ExecutionRun:
 
     def _attempt_done(self, sid: str, attempt: int, result: AttemptResult) -> None:
         rec = self.records[sid]
-        if self.status in TERMINAL or rec.status != RUNNING or rec.attempts != attempt:
+        if self.status in STOPPED or rec.status != RUNNING or rec.attempts != attempt:
             return  # cancelled meanwhile, or a superseded attempt
         now = time.time()
         rec.agent_id = result.agent_id or rec.agent_id

@@ -364,6 +364,20 @@ def _schedules_0001(tx: PgTx) -> None:
     )
 
 
+def _cluster_0002_ownership(tx: PgTx) -> None:
+    tx.execute("ALTER TABLE workflow_executions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    tx.execute("ALTER TABLE workflow_executions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0")
+    tx.execute("ALTER TABLE coordinations ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    tx.execute("ALTER TABLE agents ADD COLUMN session_replica TEXT NOT NULL DEFAULT ''")
+    tx.execute(
+        "CREATE INDEX workflow_executions_owned ON workflow_executions(owner, status)"
+        " WHERE status IN ('pending','queued','running','paused')"
+    )
+    tx.execute(
+        "CREATE INDEX coordinations_owned ON coordinations(owner) WHERE status IN ('queued','running')"
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -376,6 +390,7 @@ MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
     ("schedules_0001", _schedules_0001),
     ("cluster_0001_members", _cluster_0001_members),
+    ("cluster_0002_ownership", _cluster_0002_ownership),
     ("events_0003_newest_time", _events_0003_newest_time),
 ]
 

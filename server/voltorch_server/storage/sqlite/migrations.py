@@ -405,6 +405,23 @@ def _cluster_0001_members(tx: Tx) -> None:
     )
 
 
+def _cluster_0002_ownership(tx: Tx) -> None:
+    """Who runs what (components/workflows/_ownership.py): an execution's owner replica and the epoch that
+    fences its writes; a coordination's owner replica; the replica a remote worker's session is on."""
+    schema = _schema(tx)
+    schema.table("workflow_executions").add_column("owner", str, not_null_default="")
+    schema.table("workflow_executions").add_column("epoch", int, not_null_default=0)
+    schema.table("coordinations").add_column("owner", str, not_null_default="")
+    schema.table("agents").add_column("session_replica", str, not_null_default="")
+    tx.execute(
+        "CREATE INDEX workflow_executions_owned ON workflow_executions(owner, status)"
+        " WHERE status IN ('pending','queued','running','paused')"
+    )
+    tx.execute(
+        "CREATE INDEX coordinations_owned ON coordinations(owner) WHERE status IN ('queued','running')"
+    )
+
+
 def _events_0003_newest_time(tx: Tx) -> None:
     """PostgreSQL keeps the newest event time in its events counter row; SQLite has no counter rows (its
     single writer reads the newest time once and keeps it in memory): nothing to change here."""
@@ -422,6 +439,7 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("workflows_0003_signals_timers", _workflows_0003_signals_timers),
     ("schedules_0001", _schedules_0001),
     ("cluster_0001_members", _cluster_0001_members),
+    ("cluster_0002_ownership", _cluster_0002_ownership),
     ("events_0003_newest_time", _events_0003_newest_time),
 ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._head_locked import HeadLocked
 from .coordination import SqlCoordination
 from .events import SqlEvents
 from .members import SqlMembers
@@ -34,8 +35,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Stores:
-    """Every store of one server. State and events live in `shared` (PostgreSQL: every replica's); the rest
-    in `local` (the same database on SQLite; this replica's own file beside PostgreSQL)."""
+    """Every store of one server. All live in `shared` (PostgreSQL: every replica's) but the error log and
+    metric history (`system`), in `local` (the same database on SQLite; this replica's own file beside
+    PostgreSQL). Coordinations and workflows must share one database: a step's checkpoint and its
+    coordination commit together."""
 
     state: SqlState
     events: SqlEvents
@@ -50,15 +53,18 @@ class Stores:
 
     @classmethod
     def build(cls, shared: Any, local: Any) -> Stores:
+        events = SqlEvents(shared)
+        # The engines' transactions lock the event head first (see storage/_head_locked.py).
+        engines = HeadLocked(shared, events.head_counter) if shared.dialect.name == "postgres" else shared
         return cls(
             state=SqlState(shared),
-            events=SqlEvents(shared),
+            events=events,
             system=SqlSystem(local),
-            schedules=SqlSchedules(local),
-            templates=SqlTemplates(local),
-            coordination=SqlCoordination(local),
-            executions=SqlExecutions(local),
-            signals=SqlSignals(local),
-            timers=SqlTimers(local),
+            schedules=SqlSchedules(engines),
+            templates=SqlTemplates(engines),
+            coordination=SqlCoordination(engines),
+            executions=SqlExecutions(engines),
+            signals=SqlSignals(engines),
+            timers=SqlTimers(engines),
             members=SqlMembers(shared),
         )

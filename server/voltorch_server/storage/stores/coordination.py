@@ -14,18 +14,25 @@ _AGENT_COLUMNS = (
     'name, kind, capabilities, max_concurrency, llm, labels, tools, register_time, "window", tasks_completed,'
     " tasks_failed, last_error, last_seen"
 )
-_INSERT_AGENT = f"INSERT INTO agents(id, {_AGENT_COLUMNS}) VALUES ({','.join('?' * 14)})"
+_INSERT_AGENT = (
+    f"INSERT INTO agents(id, {_AGENT_COLUMNS}) VALUES ({','.join('?' * 14)}) ON CONFLICT (id) DO NOTHING"
+)
 INSERT_COLUMNS = (
     "id, request_id, request_hash, mode, status, source_agent_id, target_agent_id, requested_agent_ids,"
     " plan, agent_ids, required_capabilities, task, context, priority, timeout, deadline, condition,"
     " correlation_id, trace_id, traceparent, max_agents, execution_id, step_id, attempts, results, output,"
-    " structured_output, error, selection, create_time, start_time, end_time"
+    " structured_output, error, selection, create_time, start_time, end_time, owner"
 )
 _COLUMNS = tuple(c.strip() for c in INSERT_COLUMNS.split(","))
 _INSERT = f"INSERT INTO coordinations({INSERT_COLUMNS}) VALUES ({','.join('?' * len(_COLUMNS))})"
 _UPDATE = (
     "UPDATE coordinations SET status=?, agent_ids=?, attempts=?, results=?, output=?, structured_output=?,"
-    " error=?, selection=?, start_time=?, end_time=? WHERE id=?"
+    " error=?, selection=?, start_time=?, end_time=? WHERE id=? AND owner=?"
+)
+_ACTIVE = "('queued','running')"
+_LIVE_EXECUTION = (
+    "EXISTS (SELECT 1 FROM workflow_executions e WHERE e.id = c.execution_id"
+    " AND e.status IN ('pending','queued','running','paused'))"
 )
 
 
@@ -39,8 +46,14 @@ class SqlCoordination:
     def agent_rows(self) -> list[Any]:
         return self.db.query("SELECT * FROM agents ORDER BY id")
 
-    def insert_agent(self, tx: Any, a: AgentState) -> None:
-        tx.execute(_INSERT_AGENT, (a.id, *a.definition_params(), a.register_time, *a.stats_params()))
+    def agent_row(self, tx: Any, agent_id: str) -> Any:
+        """One agent's row, locked to the end of `tx` (another replica may register the same id)."""
+        return tx.execute(f"SELECT * FROM agents WHERE id = ?{self.dialect.lock_row}", (agent_id,)).fetchone()
+
+    def insert_agent(self, tx: Any, a: AgentState) -> bool:
+        """False when the id is taken (another replica registered it in the meantime)."""
+        cur = tx.execute(_INSERT_AGENT, (a.id, *a.definition_params(), a.register_time, *a.stats_params()))
+        return cur.rowcount == 1
 
     def update_agent_definition(self, tx: Any, a: AgentState) -> None:
         tx.execute(
@@ -64,23 +77,27 @@ class SqlCoordination:
     def insert(self, tx: Any, row: dict[str, Any]) -> None:
         tx.execute(_INSERT, tuple(row[c] for c in _COLUMNS))
 
-    def update(self, tx: Any, row: dict[str, Any]) -> None:
-        """Write the mutable columns of a coordination."""
-        tx.execute(
-            _UPDATE,
-            (
-                row["status"],
-                row["agent_ids"],
-                row["attempts"],
-                row["results"],
-                row["output"],
-                row["structured_output"],
-                row["error"],
-                row["selection"],
-                row["start_time"],
-                row["end_time"],
-                row["id"],
-            ),
+    def update(self, tx: Any, row: dict[str, Any], owner: str) -> bool:
+        """Write the mutable columns of a coordination while `owner` owns it (False: another replica does)."""
+        return (
+            tx.execute(
+                _UPDATE,
+                (
+                    row["status"],
+                    row["agent_ids"],
+                    row["attempts"],
+                    row["results"],
+                    row["output"],
+                    row["structured_output"],
+                    row["error"],
+                    row["selection"],
+                    row["start_time"],
+                    row["end_time"],
+                    row["id"],
+                    owner,
+                ),
+            ).rowcount
+            == 1
         )
 
     def row(self, coordination_id: str) -> Any:
@@ -96,8 +113,44 @@ class SqlCoordination:
         """Raise unless the coordinations table answers (the engine's health check)."""
         self.db.query_one("SELECT 1 FROM coordinations LIMIT 1")
 
-    def active_rows(self) -> list[Any]:
-        return self.db.query("SELECT * FROM coordinations WHERE status IN ('queued','running') ORDER BY id")
+    def adopt(
+        self,
+        tx: Any,
+        owner: str,
+        *,
+        previous: str | None = None,
+        execution_id: str = "",
+        coordination_id: str = "",
+    ) -> list[Any]:
+        """Make `owner` the owner of queued and running coordinations, and return them: all of them
+        (no filter), those `previous` owned, those of one workflow execution, or one coordination."""
+        sql = f"UPDATE coordinations SET owner = ? WHERE status IN {_ACTIVE}"
+        args: tuple[Any, ...] = (owner,)
+        if previous is not None:
+            sql, args = sql + " AND owner = ?", (*args, previous)
+        if execution_id:
+            sql, args = sql + " AND execution_id = ?", (*args, execution_id)
+        if coordination_id:
+            sql, args = sql + " AND id = ?", (*args, coordination_id)
+        return tx.execute(sql + " RETURNING *", args).fetchall()
+
+    def adopt_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
+        """Up to `limit` queued or running coordinations whose owner is no live member (no heartbeat since
+        `alive_since`), now `owner`'s. Those of a live workflow execution are left to the replica that takes
+        the execution over (it adopts them with it)."""
+        rows = tx.execute(
+            f"SELECT c.id FROM coordinations c WHERE c.status IN {_ACTIVE} AND c.owner NOT IN ('', ?)"
+            " AND NOT EXISTS (SELECT 1 FROM members m WHERE m.id = c.owner AND m.heartbeat_time >= ?)"
+            f" AND NOT {_LIVE_EXECUTION} ORDER BY c.id LIMIT ?{self.dialect.skip_locked}",
+            (owner, alive_since, limit),
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        return tx.execute(
+            f"UPDATE coordinations SET owner = ? WHERE id IN ({','.join('?' * len(ids))}) RETURNING *",
+            (owner, *ids),
+        ).fetchall()
 
     def page(
         self, *, status: str, agent_id: str, correlation_id: str, before: str | None, limit: int

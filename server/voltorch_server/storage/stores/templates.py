@@ -19,11 +19,15 @@ class SqlTemplates:
         ).fetchone()
         return Latest(r["version"], r["digest"], r["definition"]) if r is not None else None
 
-    def insert(self, tx: Any, t: Template, *, builtin: bool, digest: str, definition: str) -> None:
-        tx.execute(
-            "INSERT INTO workflow_templates(name, version, category, builtin, digest, definition, create_time)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (t.name, t.version, t.category, int(builtin), digest, definition, t.create_time),
+    def insert(self, tx: Any, t: Template, *, builtin: bool, digest: str, definition: str) -> bool:
+        """False when that version exists (another replica registered it meanwhile)."""
+        return (
+            tx.execute(
+                "INSERT INTO workflow_templates(name, version, category, builtin, digest, definition, create_time)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (name, version) DO NOTHING",
+                (t.name, t.version, t.category, int(builtin), digest, definition, t.create_time),
+            ).rowcount
+            == 1
         )
 
     def definition(self, name: str, version: int = 0) -> str | None:

@@ -31,6 +31,7 @@ _SAVE_STEP = (
     " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time, usage=excluded.usage"
 )
 _NO_USAGE = TokenUsage()
+_LIVE = "('pending','queued','running','paused')"  # not terminal: what an owner runs (partial index)
 
 
 def _step_record(r: Any) -> StepRecord:
@@ -94,12 +95,85 @@ class SqlExecutions:
             ),
         )
 
-    def update(self, tx: Any, execution_id: str, **values: Any) -> None:
+    def update(self, tx: Any, execution_id: str, *, epoch: int | None = None, **values: Any) -> bool:
         for k in ("result", "error", "usage"):
             if k in values:
                 values[k] = _j(values[k])
         sets = ", ".join(f"{k} = ?" for k in values)
-        tx.execute(f"UPDATE workflow_executions SET {sets} WHERE id = ?", (*values.values(), execution_id))
+        sql, args = f"UPDATE workflow_executions SET {sets} WHERE id = ?", (*values.values(), execution_id)
+        if epoch is not None:  # fenced: only while the execution is still at the writer's epoch
+            sql, args = sql + " AND epoch = ?", (*args, epoch)
+        return tx.execute(sql, args).rowcount == 1
+
+    # -- ownership ---------------------------------------------------------------------------------------
+
+    def own(self, tx: Any, execution_id: str, owner: str) -> Any:
+        """Make `owner` the owner of a live (not terminal) execution at the next epoch; the row as it is now,
+        or None when it is terminal or missing."""
+        return tx.execute(
+            "UPDATE workflow_executions SET owner = ?, epoch = epoch + 1"
+            f" WHERE id = ? AND status IN {_LIVE} RETURNING *",
+            (owner, execution_id),
+        ).fetchone()
+
+    def claim_queued(self, tx: Any, owner: str, limit: int) -> list[Any]:
+        """Up to `limit` unowned queued executions, highest priority then oldest first, now `owner`'s at
+        their next epoch (rows another replica is claiming are passed over)."""
+        rows = tx.execute(
+            "SELECT id FROM workflow_executions WHERE owner = '' AND status = 'queued'"
+            f" ORDER BY priority DESC, create_time, id LIMIT ?{self.db.dialect.skip_locked}",
+            (limit,),
+        ).fetchall()
+        return self._own_all(tx, [r["id"] for r in rows], owner)
+
+    def claim_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
+        """Up to `limit` live executions whose owner is no live member (no heartbeat since `alive_since`),
+        now `owner`'s at their next epoch; each row with `previous_owner`."""
+        rows = tx.execute(
+            f"SELECT e.id, e.owner FROM workflow_executions e WHERE e.status IN {_LIVE}"
+            " AND e.owner NOT IN ('', ?) AND NOT EXISTS (SELECT 1 FROM members m WHERE m.id = e.owner"
+            " AND m.heartbeat_time >= ?)"
+            f" ORDER BY e.priority DESC, e.create_time, e.id LIMIT ?{self.db.dialect.skip_locked}",
+            (owner, alive_since, limit),
+        ).fetchall()
+        previous = {r["id"]: r["owner"] for r in rows}
+        return [
+            {**dict(r), "previous_owner": previous[r["id"]]} for r in self._own_all(tx, list(previous), owner)
+        ]
+
+    def _own_all(self, tx: Any, ids: list[str], owner: str) -> list[Any]:
+        if not ids:
+            return []
+        return tx.execute(
+            f"UPDATE workflow_executions SET owner = ?, epoch = epoch + 1 WHERE id IN ({','.join('?' * len(ids))})"
+            " RETURNING id, status, priority, create_time, epoch, correlation_id, traceparent",
+            (owner, *ids),
+        ).fetchall()
+
+    def owned(self, owner: str) -> list[Any]:
+        """The live executions `owner` runs or queues (what a replica picks up again at its start)."""
+        return self.db.query(
+            f"SELECT id, status, priority, create_time FROM workflow_executions WHERE owner = ? AND status IN {_LIVE}"
+            " ORDER BY create_time, id",
+            (owner,),
+        )
+
+    def load(self, tx: Any, alive_since: float) -> tuple[list[str], dict[str, int], int]:
+        """The live members (heartbeat since `alive_since`), how many executions each one runs, and how
+        many wait unowned. `tx` None: read outside a transaction."""
+        q = self.db.query if tx is None else (lambda sql, args=(): tx.execute(sql, args).fetchall())
+        members = [r[0] for r in q("SELECT id FROM members WHERE heartbeat_time >= ?", (alive_since,))]
+        running: dict[str, int] = {}
+        waiting = 0
+        for owner, status, n in q(
+            "SELECT owner, status, COUNT(*) FROM workflow_executions"
+            " WHERE status IN ('pending','running','queued') GROUP BY owner, status"
+        ):
+            if status == "queued":
+                waiting += n if owner == "" else 0
+            elif owner:
+                running[owner] = running.get(owner, 0) + n
+        return members, running, waiting
 
     # -- reads -------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ....errors import AlreadyExists, InvalidArgument, NotFound
-from ...shared import decode_token, encode_token, page_size
+from ...shared import decode_token, encode_token, is_pair, page_size
 from ._check import validate_template
 from ._model import Template, dumps, loads, with_version
 from ._store_port import TemplatesPort
@@ -27,6 +27,12 @@ class TemplateStore:
                 reason="TEMPLATE_INVALID",
             )
         digest = t.definition_digest()
+        while True:  # again when another replica sharing the database took that version meanwhile
+            stored = self._register(t, digest, builtin)
+            if stored is not None:
+                return stored
+
+    def _register(self, t: Template, digest: str, builtin: bool) -> Template | None:
         with self.db.write() as tx:
             latest = self.rows.latest_in(tx, t.name)
             latest_version = latest.version if latest else 0
@@ -40,7 +46,8 @@ class TemplateStore:
                     metadata={"name": t.name, "latest_version": str(latest_version)},
                 )
             stored = with_version(t, latest_version + 1, time.time(), builtin)
-            self.rows.insert(tx, stored, builtin=builtin, digest=digest, definition=dumps(stored))
+            if not self.rows.insert(tx, stored, builtin=builtin, digest=digest, definition=dumps(stored)):
+                return None
         return stored
 
     def get(self, name: str, version: int = 0, *, field: str = "name") -> Template:
@@ -63,9 +70,7 @@ class TemplateStore:
     ) -> tuple[list[Template], str]:
         size = page_size(page_size_)
         query = {"c": category, "all": all_versions}
-        pos = decode_token(page_token, query)
-        if pos is not None and not (isinstance(pos, list) and len(pos) == 2):
-            raise InvalidArgument("page_token", "malformed page token", reason="PAGE_TOKEN_INVALID")
+        pos = decode_token(page_token, query, shape=is_pair)
         name, version = pos if pos else ("", 0)
         rows = self.rows.page(category, all_versions, name, version, size + 1)
         out = [loads(raw) for raw in rows[:size]]

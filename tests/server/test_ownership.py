@@ -1,0 +1,89 @@
+"""Who runs an execution (components/workflows/_ownership.py), on SQLite and PostgreSQL: the store's
+claims (an epoch per claim, queued work by priority, only dead members' executions taken over), a run
+fenced once its execution was claimed elsewhere (it writes nothing and is dropped), and the fair share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from engines import Engines, build
+from polling import until
+from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template, WaitSpec, fair_share
+
+BOTH_BACKENDS = True
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+def _waiting(engines: Engines, name: str) -> str:
+    engines.workflows.register_template(
+        Template(
+            name=name,
+            steps=(
+                StepSpec("gate", WaitSpec("go")),
+                StepSpec("after", AgentTaskSpec("after", capabilities=("upper",)), depends_on=("gate",)),
+            ),
+        )
+    )
+    e, _ = engines.workflows.start_execution(name)
+    until(lambda: engines.workflows.get(e.id).steps[0].status == "running")
+    return e.id
+
+
+def test_a_run_whose_execution_was_claimed_elsewhere_writes_nothing(engines: Engines) -> None:
+    eid = _waiting(engines, "fenced")
+    executions = engines.stores.executions
+    with executions.db.write() as tx:
+        claimed = executions.own(tx, eid, "another-replica")
+    assert claimed is not None and claimed["epoch"] == 2 and claimed["owner"] == "another-replica"
+    run = engines.workflows._runs[eid]
+    engines.workflows.signal(eid, "go", {"ok": True})  # handed to the stale run: its checkpoint is fenced
+    assert run.fenced and eid not in engines.workflows._runs
+    steps = {s.step_id: s for s in executions.steps(eid)}
+    assert steps["gate"].status == "running" and steps["after"].status == "pending"
+    assert [s.consumed_by for s in engines.stores.signals.of_execution(eid)] == [""]  # not consumed
+    row = executions.row(eid)
+    assert (row["owner"], row["epoch"]) == ("another-replica", 2)
+
+
+def test_claims_take_queued_work_by_priority_and_only_dead_members_executions(engines: Engines) -> None:
+    executions = engines.stores.executions
+    eid = _waiting(engines, "claims")
+    now = time.time()
+    with executions.db.write() as tx:
+        for i, prio in enumerate((1, 3, 2)):
+            row = dict(executions.row(eid))
+            row.update(id=f"q{i}", request_id=None, status="queued", owner="", epoch=0, priority=prio)
+            executions.insert(tx, row, [])
+        tx.execute(
+            "INSERT INTO members(id, address, version, start_time, heartbeat_time, running_executions,"
+            " connected_workers) VALUES ('alive', '', '', ?, ?, 0, 0), ('dead', '', '', ?, ?, 0, 0)",
+            (now, now, now, now - 60),
+        )
+        tx.execute("UPDATE workflow_executions SET owner = 'dead', epoch = 4 WHERE id = 'q2'")
+        executions.update(tx, eid, owner="alive")
+    with executions.db.write() as tx:
+        claimed = executions.claim_queued(tx, "me", 1)
+    assert [(r["id"], r["epoch"]) for r in claimed] == [("q1", 1)]  # the highest priority unowned
+    with executions.db.write() as tx:
+        orphans = executions.claim_orphans(tx, "me", now - 10, 10)
+    assert [(r["id"], r["epoch"], r["previous_owner"]) for r in orphans] == [("q2", 5, "dead")]
+    members, running, waiting = executions.load(None, now - 10)
+    assert set(members) == {"alive"} and running == {"alive": 1} and waiting == 1  # q0 still unowned
+    with executions.db.write() as tx:
+        assert not executions.update(tx, "q2", epoch=4, status="running")  # fenced: it is at epoch 5
+
+
+def test_the_fair_share_is_an_equal_part_of_what_runs_and_waits() -> None:
+    assert fair_share(["a", "b", "c"], {"a": 2, "b": 0, "c": 1}, "b", 3) == 2
+    assert fair_share(["a", "b", "c"], {"a": 2, "b": 0, "c": 1}, "a", 3) == 0
+    assert fair_share(["a", "b"], {"gone": 50}, "a", 1) == 1  # dead members' counts are not shares
+    assert fair_share([], {}, "me", 1) == 1  # alone (its own heartbeat not yet written): takes it
+    assert fair_share(["me"], {"me": 40}, "me", 0) == 0

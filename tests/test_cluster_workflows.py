@@ -1,0 +1,210 @@
+"""Workflows across replicas (issue 12, item 3): real `voltorch serve` processes on one PostgreSQL, the
+built-in offline agents on each. A replica SIGKILLed mid-run loses nothing: its executions are taken over
+once its lease (member heartbeat) expires and finish on the others, no completed step running again; a
+replica SIGSTOPped past its lease writes nothing for executions that moved, and says so in its log; new
+executions spread over the replicas; pause, resume and cancel work from any replica."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import polling
+import psycopg
+import pytest
+import replicas
+import voltorch
+from voltorch import AgentTask, ParameterSpec, SleepStep, Step, WaitStep, WorkflowTemplate
+
+pytestmark = pytest.mark.timeout(300)
+SETTINGS = {"VOLTORCH_MEMBER_TIMEOUT": "2", "VOLTORCH_BUILTIN_AGENTS": "true"}
+WAIT = 120.0
+
+
+def _template(name: str, nap: float) -> WorkflowTemplate:
+    """Five steps: three offline agents with two durable sleeps between them (time to kill mid-run)."""
+    return WorkflowTemplate(
+        name=name,
+        parameters=[ParameterSpec("n", required=True)],
+        steps=[
+            Step("analyse", AgentTask("analyse {{ params.n }}", ["analysis"])),
+            Step("nap1", SleepStep(duration=nap), depends_on=["analyse"]),
+            Step("plan", AgentTask("plan {{ params.n }}", ["planning"]), depends_on=["nap1"]),
+            Step("nap2", SleepStep(duration=nap), depends_on=["plan"]),
+            Step("review", AgentTask("review {{ params.n }}", ["review"]), depends_on=["nap2"]),
+        ],
+    )
+
+
+def _rows(dsn: str, sql: str, args: tuple = ()) -> list[tuple]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def _owners(dsn: str, ids: list[str]) -> dict[str, str]:
+    return dict(_rows(dsn, "SELECT id, owner FROM workflow_executions WHERE id = ANY(%s)", (ids,)))
+
+
+def _running_on(dsn: str, ids: list[str], owner: str) -> list[str]:
+    """The executions of `ids` that `owner` runs (not yet ended)."""
+    rows = _rows(
+        dsn,
+        "SELECT id FROM workflow_executions WHERE id = ANY(%s) AND owner = %s"
+        " AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
+        (ids, owner),
+    )
+    return [r[0] for r in rows]
+
+
+def _completed_steps(dsn: str, ids: list[str]) -> Counter:
+    """(execution, step) -> how many workflow.step.completed events were committed for it."""
+    wanted = set(ids)
+    out: Counter = Counter()
+    for (data,) in _rows(dsn, "SELECT data FROM events WHERE type = 'workflow.step.completed'"):
+        d = json.loads(data)
+        if d["execution_id"] in wanted:
+            out[(d["execution_id"], d["step_id"])] += 1
+    return out
+
+
+def _start_many(client: voltorch.Client, template: str, n: int, threads: int = 10) -> list[str]:
+    ids: list[str] = [""] * n
+
+    def run(k: int) -> None:
+        for i in range(k, n, threads):
+            ids[i] = client.workflows.start(
+                template, parameters={"n": str(i)}, request_id=f"{template}-{i}"
+            ).execution.id
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(WAIT)
+    assert all(ids)
+    return ids
+
+
+def _all_completed(client: voltorch.Client, ids: list[str]) -> None:
+    for eid in ids:
+        e = client.workflows.wait(eid, timeout=WAIT)
+        assert e.status == "completed", (eid, e.status, e.error)
+
+
+def test_workflows_of_a_killed_replica_complete_on_the_others(pg_dsn: str, tmp_path: Path) -> None:
+    with replicas.replicas(pg_dsn, tmp_path, 3, SETTINGS) as reps:
+        a, b = (voltorch.Client(r.target, timeout=30) for r in reps[:2])
+        a.workflows.register_template(_template("chain", 0.4))
+        ids = _start_many(a, "chain", 100)
+        # Mid-run: some steps done, replica-0 running some of the executions.
+        polling.until(lambda: len(_completed_steps(pg_dsn, ids)) >= 60)
+        reps[0].kill()
+        moved = _running_on(pg_dsn, ids, "replica-0")
+        assert moved, "replica-0 was running none of the executions"
+
+        _all_completed(b, ids)
+        steps = _completed_steps(pg_dsn, ids)
+        assert len(steps) == 5 * len(ids)  # every step of every execution completed...
+        assert set(steps.values()) == {1}  # ...exactly once: no completed step ran again
+        finally_at = _owners(pg_dsn, ids)
+        assert not [eid for eid in moved if finally_at[eid] == "replica-0"]
+        e = b.workflows.get(moved[0])  # the API says who runs it, and at which epoch of its lease
+        assert e.replica_id == finally_at[moved[0]] != "replica-0" and e.epoch >= 2
+        taken = _rows(
+            pg_dsn,
+            "SELECT COUNT(*) FROM events WHERE type = 'workflow.execution.resumed' AND data LIKE %s",
+            ("%taken over from replica replica-0%",),
+        )[0][0]
+        assert taken >= len(moved)
+        for c in (a, b):
+            c.close()
+
+
+def test_a_replica_paused_past_its_lease_writes_nothing_for_executions_that_moved(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    with replicas.replicas(pg_dsn, tmp_path, 2, SETTINGS) as reps:
+        a, b = (voltorch.Client(r.target, timeout=30) for r in reps)
+        a.workflows.register_template(_template("naps", 3.0))
+        ids = _start_many(a, "naps", 12, threads=4)
+        polling.until(lambda: len(_completed_steps(pg_dsn, ids)) >= len(ids))  # all in their first nap
+        mine = _running_on(pg_dsn, ids, "replica-0")
+        assert mine
+        reps[0].proc.send_signal(signal.SIGSTOP)
+        try:
+            polling.until(
+                lambda: all(o == "replica-1" for o in _owners(pg_dsn, mine).values()),
+                timeout=WAIT,
+                why=lambda: _owners(pg_dsn, mine),
+            )
+        finally:
+            reps[0].proc.send_signal(signal.SIGCONT)  # its naps are over by now: it wakes and would go on
+        _all_completed(b, ids)
+        steps = _completed_steps(pg_dsn, ids)
+        assert len(steps) == 5 * len(ids) and set(steps.values()) == {1}
+
+        def says_so() -> bool:
+            text = reps[0].log.read_text()
+            return all(f"workflow {eid}: moved to another replica" in text for eid in mine)
+
+        polling.until(says_so, why=lambda: reps[0].log.read_text()[-3000:])
+        assert {o for o in _owners(pg_dsn, mine).values()} == {"replica-1"}
+        for c in (a, b):
+            c.close()
+
+
+def test_new_executions_spread_over_the_replicas(pg_dsn: str, tmp_path: Path) -> None:
+    with replicas.replicas(pg_dsn, tmp_path, 3, SETTINGS) as reps:
+        a = voltorch.Client(reps[0].target, timeout=30)
+        a.workflows.register_template(_template("spread", 0.2))
+        ids = _start_many(a, "spread", 300, threads=20)  # all through one replica
+        _all_completed(a, ids)
+        share = Counter(_owners(pg_dsn, ids).values())
+        assert set(share) == {"replica-0", "replica-1", "replica-2"}, share
+        assert min(share.values()) >= 0.2 * len(ids), share
+        a.close()
+
+
+def test_pause_resume_and_cancel_from_different_replicas(pg_dsn: str, tmp_path: Path) -> None:
+    with replicas.replicas(pg_dsn, tmp_path, 3, SETTINGS) as reps:
+        a, b, c = (voltorch.Client(r.target, timeout=30) for r in reps)
+        a.workflows.register_template(_template("controlled", 1.0))
+
+        one = a.workflows.start("controlled", parameters={"n": "1"}).execution.id
+        assert a.workflows.pause(one).status == "paused"
+        assert c.workflows.get(one).status == "paused"  # seen from any replica
+        assert b.workflows.resume(one).status in ("running", "queued")
+        assert c.workflows.wait(one, timeout=WAIT).status == "completed"
+
+        two = b.workflows.start("controlled", parameters={"n": "2"}).execution.id
+        assert a.workflows.pause(two).status == "paused"
+        assert b.workflows.resume(two).status in ("running", "queued")
+        cancelled = c.workflows.cancel(two, reason="changed my mind")
+        assert cancelled.status == "cancelled"
+        assert a.workflows.get(two).status == "cancelled"
+        steps = _completed_steps(pg_dsn, [one, two])
+        assert set(steps.values()) == {1}
+
+        # A signal sent through any replica reaches the step waiting on the replica that runs it.
+        a.workflows.register_template(
+            WorkflowTemplate(
+                name="gated",
+                steps=[
+                    Step("gate", WaitStep("go")),
+                    Step(
+                        "after", AgentTask("after {{ steps.gate.output }}", ["review"]), depends_on=["gate"]
+                    ),
+                ],
+            )
+        )
+        gated = [a.workflows.start("gated").execution.id for _ in range(6)]  # spread over the replicas
+        polling.until(lambda: all(b.workflows.get(g).waiting for g in gated))
+        for g in gated:
+            c.workflows.signal(g, "go", {"by": "c"})
+        for g in gated:
+            assert b.workflows.wait(g, timeout=WAIT).status == "completed"
+        for client in (a, b, c):
+            client.close()
