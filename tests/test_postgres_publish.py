@@ -178,32 +178,6 @@ def test_a_follower_reads_only_for_commits_it_has_not_delivered(two: tuple[Event
     sub.close()
 
 
-def test_a_replica_without_subscribers_reads_other_replicas_commits_at_most_every_quiet_period(
-    two: tuple[EventLog, EventLog],
-) -> None:
-    a, b = two
-    reads_b = _count_reads(b)
-    b.QUIET_READ = 3600.0  # no quiet period ends within this test
-    first = a.emit("x.y").sequence
-    b._catch_up(first)  # its first read
-    assert reads_b == [0] and b.delivered_sequence == first
-    second = a.emit("x.y").sequence
-    b._catch_up(second)  # nobody on b subscribes: put off
-    assert reads_b == [0] and b.delivered_sequence == first
-    sub = b.subscribe(after=0)  # replays what is committed, then follows live
-    assert [sub.get(timeout=10).sequence for _ in range(2)] == [first, second]  # type: ignore[union-attr]
-    third = a.emit("x.y").sequence
-    b._catch_up(third)  # a subscriber now: read at once, everything since the last delivered
-    assert reads_b == [0, first] and b.delivered_sequence == third
-    assert sub.get(timeout=10).sequence == third and sub.get(timeout=0.05) is None  # type: ignore[union-attr]
-    sub.close()
-    fourth = a.emit("x.y").sequence
-    b._catch_up(fourth)
-    assert reads_b == [0, first]
-    b._catch_up(None)  # the listener's idle wake-up (or a reconnect) reads whatever is pending
-    assert reads_b == [0, first, third] and b.delivered_sequence == fourth
-
-
 def test_the_listener_wakes_the_follower_with_the_notified_head(two: tuple[EventLog, EventLog]) -> None:
     a, b = two
     heads: list[int | None] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -139,9 +138,6 @@ def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], 
 
 class EventLog(Component):
     name = "events"
-    # PostgreSQL: how often, at most, a replica without subscribers reads the commits of other replicas
-    # (each read a round trip and a wake-up: at 1,000 events/s, a tenth of a core for nobody).
-    QUIET_READ = 0.1
 
     def __init__(
         self,
@@ -171,7 +167,6 @@ class EventLog(Component):
         # hears a NOTIFY); the lease makes compaction a singleton among replicas.
         self._shared = db.kind == "postgres"
         self._deliver_lock = threading.Lock()
-        self._read_at = -math.inf  # monotonic time of the last read by position (`_catch_up`)
         self._listener: Any = None
         self._lease: Any = db.try_lock(retention.LEASE_KEY) if self._shared else None
 
@@ -394,9 +389,8 @@ class EventLog(Component):
         """PostgreSQL: offer every committed event past the last delivered one to this replica's
         subscribers, in sequence order, read by position. `mine`, just committed here, is delivered as it
         is when it is next in line: no read needed. `head` is a NOTIFY's payload (None: read anyway,
-        e.g. after a reconnect or an idle period): it is never trusted for content, only to skip the read
-        when this replica has already delivered that commit (its own, or one an earlier read took in), or
-        to put it off (QUIET_READ) while nobody here subscribes."""
+        e.g. after a reconnect): it is never trusted for content, only to skip the read when this
+        replica has already delivered that commit (its own, or one an earlier read took in)."""
         with self._deliver_lock:
             if mine:
                 if mine[-1].sequence <= self._delivered:
@@ -404,18 +398,8 @@ class EventLog(Component):
                 if mine[0].sequence == self._delivered + 1:
                     self._deliver(mine, mine[-1].time)
                     return
-            elif head is not None:
-                if head <= self._delivered:
-                    return
-                if (
-                    not self._broadcaster.subscriber_count
-                    and time.monotonic() - self._read_at < self.QUIET_READ
-                ):
-                    # Nobody here follows the log live (only in-process listeners, e.g. the event metrics,
-                    # hear it): a later notification or the listener's idle wake-up reads it, in a batch.
-                    # A subscriber arriving meanwhile replays what is committed from the log first.
-                    return
-            self._read_at = time.monotonic()
+            elif head is not None and head <= self._delivered:
+                return
             while True:
                 events = self.store.after(self._delivered, MAX_BATCH)
                 if not events:
