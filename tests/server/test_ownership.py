@@ -76,7 +76,8 @@ def test_claims_take_queued_work_by_priority_and_only_dead_members_executions(en
         orphans = executions.claim_orphans(tx, "me", now - 10, 10)
     assert [(r["id"], r["epoch"], r["previous_owner"]) for r in orphans] == [("q2", 5, "dead")]
     members, running, waiting = executions.load(None, now - 10)
-    assert set(members) == {"alive"} and running == {"alive": 1} and waiting == 1  # q0 still unowned
+    # "me" has claimed q1 and q2 (its load, though not begun); q0 is still unowned
+    assert set(members) == {"alive"} and running == {"alive": 1, "me": 2} and waiting == 1
     with executions.db.write() as tx:
         assert not executions.update(tx, "q2", epoch=4, status="running")  # fenced: it is at epoch 5
 

@@ -368,6 +368,7 @@ class WorkflowEngine(Component):
         existing_id = None
         run = None
         committed: Callable[[], None] | None = None
+        claimed: list[Any] = []
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
             with self.db.write() as tx:
@@ -385,7 +386,7 @@ class WorkflowEngine(Component):
                         )
                     existing_id = prev["id"]
                 else:
-                    run_now = run_now and mine
+                    slot, run_now = run_now, run_now and mine
                     row["status"] = PENDING if run_now else QUEUED
                     row["owner"], row["epoch"] = (self.me, 1) if mine else ("", 0)
                     self.store.insert(tx, row, steps)
@@ -402,6 +403,11 @@ class WorkflowEngine(Component):
                             traceparent=trace.traceparent,
                         )
                         self.events.append(tx, [queued])
+                        if not mine and slot and fair_share(members, running, self.me, waiting + 1) > 0:
+                            # its share of the queue, in queue order (this one, or one waiting before it)
+                            claimed = self.store.claim_queued(tx, self.me, 1)
+            for r in claimed:
+                self._enqueue_locked(r["id"], r["priority"], r["create_time"])
             if existing_id is None:
                 if run is not None:
                     self._running.add(eid)
@@ -415,6 +421,8 @@ class WorkflowEngine(Component):
         self.metrics.workflows_started.add(1, {"template": t.name})
         if committed is not None:
             committed()
+        if claimed:  # begun here, not left to the admission thread (the RPCs may keep it from the lock)
+            self._admit()
         return self.get(eid), False
 
     # -- reading -----------------------------------------------------------------------------------------------

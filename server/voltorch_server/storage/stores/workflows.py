@@ -159,8 +159,8 @@ class SqlExecutions:
         )
 
     def load(self, tx: Any, alive_since: float) -> tuple[list[str], dict[str, int], int]:
-        """The live members (heartbeat since `alive_since`), how many executions each one runs, and how
-        many wait unowned. `tx` None: read outside a transaction."""
+        """The live members (heartbeat since `alive_since`), how many executions each one runs or has
+        claimed, and how many wait unowned. `tx` None: read outside a transaction."""
         q = self.db.query if tx is None else (lambda sql, args=(): tx.execute(sql, args).fetchall())
         members = [r[0] for r in q("SELECT id FROM members WHERE heartbeat_time >= ?", (alive_since,))]
         running: dict[str, int] = {}
@@ -169,9 +169,9 @@ class SqlExecutions:
             "SELECT owner, status, COUNT(*) FROM workflow_executions"
             " WHERE status IN ('pending','running','queued') GROUP BY owner, status"
         ):
-            if status == "queued":
-                waiting += n if owner == "" else 0
-            elif owner:
+            if owner == "":
+                waiting += n if status == "queued" else 0
+            else:  # what it runs and what it has claimed to run next
                 running[owner] = running.get(owner, 0) + n
         return members, running, waiting
 
