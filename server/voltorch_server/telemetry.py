@@ -28,6 +28,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import IO, Any
 
 from opentelemetry import context as otel_context
@@ -106,8 +107,10 @@ def _span_context(traceparent: str, tracestate: str = "") -> trace.SpanContext |
     )
 
 
+@lru_cache(maxsize=4096)
 def trace_ids_from(traceparent: str, tracestate: str = "") -> TraceIds:
-    """Parse a traceparent header into ids (empty when malformed)."""
+    """Parse a traceparent header into ids (empty when malformed). Cached: every event and coordination of
+    an execution carries its trace (a workflow step parses the same header ~6 times); TraceIds is frozen."""
     span_ctx = _span_context(traceparent, tracestate)
     if span_ctx is None:
         return TraceIds()

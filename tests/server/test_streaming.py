@@ -64,6 +64,28 @@ def test_held_text_and_the_last_piece_wait_for_the_outcome():
     assert published == [{"task_id": "t", "offset": 0, "delta": "abcdefghijklmn"}]
 
 
+def test_kept_batches_are_one_batch_when_written_or_published():
+    """Batches cut while kept (size reached before `interval`) join the kept one: written with the outcome,
+    or published once the interval has passed, they are one event, offsets continuous."""
+    now = [0.0]
+    published: list[dict] = []
+    ds = DeltaStream(
+        published.append, {"task_id": "t"}, interval=0.1, chars=10, hold=True, clock=lambda: now[0]
+    )
+    ds.write("abcdefghij")  # a batch by size, kept (too soon)
+    ds.write("klmnopqrst")  # another: joins it
+    ds.write_last("uv")
+    assert published == []
+    assert ds.drain() == [{"task_id": "t", "offset": 0, "delta": "abcdefghijklmnopqrstuv"}]
+    ds.write("0123456789")  # kept again
+    now[0] = 0.05
+    ds.write("0123456789")  # joins it
+    now[0] = 0.2
+    ds.write("x")  # old enough: the kept text and this go out as one event
+    assert published == [{"task_id": "t", "offset": 22, "delta": "01234567890123456789x"}]
+    assert ds.drain() == []
+
+
 @pytest.fixture
 def llm_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VoltorchServer, StubLLM]]:
     stub = StubLLM(lambda prompt: ANSWER)

@@ -73,6 +73,11 @@ class AgentState:
     error_until: float = 0.0  # monotonic
     tools: tuple[ToolSpec, ...] = ()  # functions it offers to tool-calling LLM agents
     _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
+    _recorded: int = field(default=0, repr=False, compare=False)  # outcomes recorded by this process
+    # Statistics not written yet (`Dispatcher.save_stats`: a success is written at most every STATS_EVERY
+    # seconds per agent) and when they last were (monotonic).
+    stats_unwritten: bool = field(default=False, repr=False, compare=False)
+    stats_time: float = field(default=0.0, repr=False, compare=False)
     # the window's entries as JSON text, kept beside it: its row is written with every outcome
     _window_text: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False, compare=False)
 
@@ -106,7 +111,7 @@ class AgentState:
         return self._sums()[1] / len(self.window)
 
     def _sums(self) -> tuple[int, float]:
-        """(successes, total latency) of the window, cached until it changes: selection reads them for
+        """(successes, total latency) of the window, kept up to date by record(): selection reads them for
         every agent on every dispatch scan."""
         if self._cached_sums is None:
             self._cached_sums = (sum(1 for ok, _ in self.window if ok), sum(lat for _, lat in self.window))
@@ -114,9 +119,18 @@ class AgentState:
 
     def record(self, ok: bool, latency: float, error: TaskError | None) -> None:
         """Update the statistics with one finished task (failures included)."""
-        self._cached_sums = None
         lat = round(latency, 6)
-        self.window.append((ok, lat))
+        sums, window = self._cached_sums, self.window
+        if sums is not None and self._recorded % WINDOW:  # kept up to date, recounted every WINDOW outcomes
+            n, total = sums[0] + ok, sums[1] + lat
+            if len(window) == window.maxlen:  # the oldest entry leaves the window
+                old_ok, old_lat = window[0]
+                n, total = n - old_ok, total - old_lat
+            self._cached_sums = (n, total)
+        else:
+            self._cached_sums = None
+        self._recorded += 1
+        window.append((ok, lat))
         self._window_text.append(f"[{int(ok)},{lat!r}]")
         self.last_seen = time.time()
         if ok:

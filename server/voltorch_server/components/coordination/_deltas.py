@@ -15,6 +15,7 @@ log = logging.getLogger("voltorch.coordination")
 DELTA_EVENT = "agent.output.delta"
 DELTA_INTERVAL = 0.1  # seconds between batches at most
 DELTA_CHARS = 200  # characters that make a batch at once
+HELD_MAX_CHARS = 16_384  # kept text joined into one batch at most (events carry at most 1 MiB of data)
 
 
 class DeltaStream:
@@ -36,7 +37,8 @@ class DeltaStream:
         are kept, not published: a task that ends that soon has them written with its outcome, in the
         same transaction (`drain()`); one that runs longer publishes them with its next batch. What is left
         at the end (`flush()`) and the text the agent marks as its last (`write_last()`) are kept for
-        `drain()` too, whatever their age: the outcome's write follows at once."""
+        `drain()` too, whatever their age: the outcome's write follows at once. Kept text is one batch (up
+        to HELD_MAX_CHARS), not one per cut: it is written or published at one moment anyway."""
         self._publish = publish
         self._base = base
         self._interval = interval
@@ -92,12 +94,19 @@ class DeltaStream:
         if not self._pending:
             return None
         text = "".join(self._pending)
-        data = {**self._base, "offset": self._offset, "delta": text}
         self._pending, self._size = [], 0
+        held = self._held
+        if held and len(held[-1]["delta"]) + len(text) <= HELD_MAX_CHARS:
+            # Kept batches are written (or published) together: the text joins the kept one instead of
+            # being an event of its own (an inline step's answer is one event, not one per 200 characters).
+            held[-1]["delta"] += text
+            self._offset += len(text)
+            return held[-1]
+        data = {**self._base, "offset": self._offset, "delta": text}
         self._offset += len(text)
         self.batches += 1
-        if self._held is not None:
-            self._held.append(data)
+        if held is not None:
+            held.append(data)
         return data
 
     def _flush_locked(self) -> None:

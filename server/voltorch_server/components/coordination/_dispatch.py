@@ -46,6 +46,8 @@ from ._selection import choose, rank
 
 log = logging.getLogger("voltorch.coordination")
 
+STATS_EVERY = 1.0  # seconds between writes of an agent's statistics after successes
+
 
 def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
     """LLM tasks wait here, in the priority queue, while their endpoint's window is full: a task that
@@ -410,10 +412,25 @@ class Dispatcher:
             result = make_result(unit, state.id if state else "", outcome, latency)
             if state is not None:
                 state.record(result.error is None, latency, result.error)
-                self.journal.store.update_agent_stats(tx, state)
+                self.save_stats(tx, state, at_once=result.error is not None)
                 self.observed.metrics.record_agent_task(state.id, latency, success=result.error is None)
             self._record_result(tx, after, run, result)
         self.dispatch(tx, after)
+
+    def save_stats(self, tx: Tx, state: AgentState, *, at_once: bool = False) -> None:
+        """Write an agent's statistics: at once after a failure (and at most every STATS_EVERY seconds
+        otherwise); a success in between leaves them for the engine's timer (`write_stats`), so a step
+        does not rewrite its agent's row with every outcome. A crash loses at most that much of them."""
+        now = time.monotonic()
+        if at_once or now - state.stats_time >= STATS_EVERY:
+            self.journal.store.update_agent_stats(tx, state)
+            state.stats_time, state.stats_unwritten = now, False
+        else:
+            state.stats_unwritten = True
+
+    def stats_unwritten(self) -> list[AgentState]:
+        """Agents whose statistics have changed since they were last written (engine lock held)."""
+        return [a for a in self.agents.values() if a.stats_unwritten]
 
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:
@@ -434,7 +451,7 @@ class Dispatcher:
         if record and state is not None:
             err = TaskError("WORKER_LOST", reason[:4096], True)
             state.record(False, latency, err)
-            self.journal.store.update_agent_stats(tx, state)
+            self.save_stats(tx, state, at_once=True)
         if run.plan[unit.position] == "":
             run.participants[unit.position] = ""
         self.journal.emit(
@@ -547,7 +564,7 @@ class Dispatcher:
                 )
                 if state is not None and status == "timed_out":
                     state.record(False, latency, error)
-                    self.journal.store.update_agent_stats(tx, state)
+                    self.save_stats(tx, state, at_once=True)
             self._release(unit, state)
         run.units.clear()
         run.status = status

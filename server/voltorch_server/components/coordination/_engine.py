@@ -159,6 +159,9 @@ class CoordinationEngine(Component):
         self.heartbeat_settings = self.registry.heartbeat_settings
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition(threading.Lock())
+        # When the timer thread will look next (time.time(); 0: awake now): a new deadline before it
+        # wakes the thread, a later one (every coordination with the default timeout) waits for its turn.
+        self._timer_until = 0.0
 
     def start(self) -> None:
         with self._lock:
@@ -189,11 +192,13 @@ class CoordinationEngine(Component):
                 if isinstance(a.runtime, RemoteAgent) and a.runtime.session
             ]
             runtimes = [a.runtime for a in self.agents.values() if a.runtime and a.kind != "function"]
+            unwritten = self.dispatcher.stats_unwritten()
             for r in live:
                 r.done.set()  # wake waiters; they read the persisted state
             self.runs.clear()
             self.agents.clear()
             self.registry.loaded = False
+        self._write_stats(unwritten)
         with self._wake:
             self._wake.notify_all()
         for c in cancels:
@@ -250,6 +255,7 @@ class CoordinationEngine(Component):
             run = self._insert(tx, after, prepared)
             snapshot = run.snapshot(self.runs.position(run))
             self.dispatcher.dispatch(tx, after)
+            self.journal.write_new(tx, run)
         return snapshot, False
 
     def prepare(self, req: CoordinationRequest) -> Prepared:
@@ -273,6 +279,7 @@ class CoordinationEngine(Component):
                 return Placed(prepared.id, None, after, written=False)
             run = self._insert(tx, after, prepared)
             self.dispatcher.dispatch(tx, after)
+            self.journal.write_new(tx, run)
             inline = self.dispatcher.take_inline(run, after)
         return Placed(prepared.id, inline, after)
 
@@ -307,7 +314,8 @@ class CoordinationEngine(Component):
         self.journal.run_after(after)
 
     def _insert(self, tx: Tx, after: After, p: Prepared) -> Run:
-        """Persist a new coordination with its event and queue its tasks. Engine lock held."""
+        """A new coordination with its event, its tasks queued; the caller dispatches, then writes its row
+        (`journal.write_new`: one INSERT with the state dispatch gave it). Engine lock held."""
         req, cid, priority, timeout = p.req, p.id, p.priority, p.timeout
         now = time.time()
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
@@ -336,34 +344,30 @@ class CoordinationEngine(Component):
             participants=list(plan),
             attempts=[0] * len(plan),
         )
-        self.store.insert(
-            tx,
-            {
-                **run.row(),
-                "request_id": req.request_id,
-                "request_hash": p.digest,
-                "mode": run.mode,
-                "source_agent_id": run.source,
-                "target_agent_id": req.target_agent_id,
-                "requested_agent_ids": json.dumps(list(req.agent_ids)),
-                "plan": json.dumps(plan),
-                "required_capabilities": json.dumps(list(run.caps)),
-                "task": run.task,
-                "context": p.context_raw,
-                "priority": int(priority),
-                "timeout": timeout,
-                "deadline": run.deadline,
-                "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
-                "correlation_id": run.correlation_id,
-                "trace_id": run.trace_id,
-                "traceparent": run.traceparent,
-                "max_agents": req.max_agents,
-                "execution_id": req.execution_id,
-                "step_id": req.step_id,
-                "create_time": now,
-                "owner": self.owner,
-            },
-        )
+        run.unwritten = {  # inserted with its state once dispatched (Journal.write_new)
+            "request_id": req.request_id,
+            "request_hash": p.digest,
+            "mode": run.mode,
+            "source_agent_id": run.source,
+            "target_agent_id": req.target_agent_id,
+            "requested_agent_ids": json.dumps(list(req.agent_ids)),
+            "plan": json.dumps(plan),
+            "required_capabilities": json.dumps(list(run.caps)),
+            "task": run.task,
+            "context": p.context_raw,
+            "priority": int(priority),
+            "timeout": timeout,
+            "deadline": run.deadline,
+            "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+            "correlation_id": run.correlation_id,
+            "trace_id": run.trace_id,
+            "traceparent": run.traceparent,
+            "max_agents": req.max_agents,
+            "execution_id": req.execution_id,
+            "step_id": req.step_id,
+            "create_time": now,
+            "owner": self.owner,
+        }
         self.journal.emit(
             tx,
             "coordination.requested",
@@ -613,8 +617,10 @@ class CoordinationEngine(Component):
 
     def _schedule_deadline(self, run: Run) -> None:
         heapq.heappush(self.runs.deadlines, (run.deadline, run.id))
-        with self._wake:
-            self._wake.notify_all()
+        with self._wake:  # the timer reads the heap's head and sets _timer_until under _wake
+            if run.deadline < self._timer_until:
+                self._timer_until = 0.0
+                self._wake.notify_all()
 
     def _timer_loop(self, generation: int) -> None:
         hb_interval, hb_timeout = self.registry.heartbeat_settings()
@@ -626,10 +632,11 @@ class CoordinationEngine(Component):
             with self._lock:
                 while self.runs.deadlines and self.runs.deadlines[0][0] <= now:
                     expired.append(heapq.heappop(self.runs.deadlines)[1])
-                next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
                 queued = len(self.runs.queue) > 0
+                unwritten = self.dispatcher.stats_unwritten()
             for cid in expired:
                 self._time_out(cid)
+            self._write_stats(unwritten)
             mono = time.monotonic()
             if mono >= next_hb:
                 next_hb = mono + check_every
@@ -645,14 +652,28 @@ class CoordinationEngine(Component):
                             self.dispatcher.dispatch(tx, after)
                     except Exception:
                         log.exception("periodic dispatch failed")
-            wait = (
-                check_every
-                if next_deadline is None
-                else min(check_every, max(0.0, next_deadline - time.time()))
-            )
             with self._wake:
                 if self.dispatcher.running and self.dispatcher.generation == generation:
+                    # the head read here: a deadline pushed before this saw _timer_until at 0
+                    next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
+                    now = time.time()
+                    wait = check_every if next_deadline is None else min(check_every, next_deadline - now)
+                    wait = max(0.0, wait)
+                    self._timer_until = now + wait
                     self._wake.wait(wait)
+                    self._timer_until = 0.0
+
+    def _write_stats(self, agents: Sequence[AgentState]) -> None:
+        """Write the statistics successes left unwritten (Dispatcher.save_stats), in one transaction."""
+        if not agents:
+            return
+        try:
+            with self.store.db.write() as tx:
+                for a in agents:
+                    a.stats_unwritten = False
+                    self.store.update_agent_stats(tx, a)
+        except Exception:
+            log.exception("writing agent statistics failed")
 
     def _time_out(self, coordination_id: str) -> None:
         try:

@@ -88,7 +88,10 @@ class Journal:
 
     def save(self, tx: Tx, run: Run) -> None:
         """Write a coordination's mutable columns, fenced: Moved (the transaction must roll back) when
-        another replica has adopted it since."""
+        another replica has adopted it since. Nothing yet for a new one whose row is still unwritten: its
+        insert (write_new) carries them."""
+        if run.unwritten is not None:
+            return
         if not self.store.update(tx, run.row(), self.owner):
             raise Moved(run)
 
@@ -122,6 +125,12 @@ class Journal:
                 log.exception("closing an agent runtime failed")
         for launch in after.launches:
             launch()
+
+    def write_new(self, tx: Tx, run: Run) -> None:
+        """Insert a new coordination's row as it stands now (its fixed columns and its current state)."""
+        fixed, run.unwritten = run.unwritten, None
+        if fixed is not None:
+            self.store.insert(tx, {**run.row(), **fixed})
 
     def emit(self, tx: Tx, type_: str, data: dict[str, Any], run: Run | None = None) -> None:
         if run is None:

@@ -84,6 +84,10 @@ class Run:
     units: dict[int, Unit] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     final: Coordination | None = None
+    # A new coordination's fixed columns until its row is inserted, at the end of the transaction that
+    # requested it (`Journal.write_new`): one INSERT with the state dispatch gave it, no UPDATE after it.
+    unwritten: dict[str, Any] | None = None
+    _selection_text: tuple[Selection, str] | None = field(default=None, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -122,10 +126,21 @@ class Run:
             if self.structured_output is None
             else json.dumps(self.structured_output, separators=(",", ":")),
             "error": json.dumps(self.error.to_dict()) if self.error else None,
-            "selection": json.dumps(self.selection.to_dict()) if self.selection else None,
+            "selection": self._selection_json(),
             "start_time": self.start_time,
             "end_time": self.end_time,
         }
+
+    def _selection_json(self) -> str | None:
+        """The selection as its column's JSON, encoded once per selection (the row is written again with
+        every change of the coordination; a selection lists every candidate)."""
+        sel = self.selection
+        if sel is None:
+            return None
+        cached = self._selection_text
+        if cached is None or cached[0] is not sel:
+            cached = self._selection_text = (sel, json.dumps(sel.to_dict()))
+        return cached[1]
 
     def snapshot(self, queue_position: int = 0) -> Coordination:
         return Coordination(

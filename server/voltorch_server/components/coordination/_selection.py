@@ -9,7 +9,7 @@ fastest candidate's average latency divided by this one's (1.0 without history) 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._model import Candidate, Selection
 
@@ -93,9 +93,7 @@ def choose(
             f"no eligible agent among {len(capable)} capable of {len(ranked)} registered; waiting in the queue",
         )
     best_c, best = ranked[0]
-    cands = [Candidate(**{**best_c.to_dict(), "reason": "selected: best score"})] + [
-        c for c, _ in ranked[1:MAX_LISTED]
-    ]
+    cands = [replace(best_c, reason="selected: best score")] + [c for c, _ in ranked[1:MAX_LISTED]]
     n_eligible = sum(1 for c, _ in ranked if c.eligible)
     n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))
     needs = f"with {', '.join(required)}" if required else "(any capability)"

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from ..._ids import new_id
@@ -136,6 +137,22 @@ def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], 
     ]
 
 
+class _Unwritten:
+    """A SQLite transaction's events appended so far: numbered, written together just before its COMMIT
+    (`Tx.before_commit`), delivered after it. The writer lock makes it the only open one. Numbered from the
+    head read in the transaction: one log per database appends in it (the server builds one)."""
+
+    __slots__ = ("tx", "head", "now", "rows", "events", "by_id")
+
+    def __init__(self, tx: Tx, head: int):
+        self.tx = tx
+        self.head = head  # the last sequence handed out in this transaction
+        self.now = 0.0  # the newest event time handed out in it
+        self.rows: list[tuple] = []  # in the order of the store's COLUMNS
+        self.events: list[Event] = []
+        self.by_id: dict[str, Event] = {}
+
+
 class EventLog(Component):
     name = "events"
 
@@ -159,6 +176,7 @@ class EventLog(Component):
         self._listeners: list[Callable[[Event], None]] = []
         self._listeners_lock = threading.Lock()
         self._last_time: float | None = None  # event times never decrease with sequence
+        self._unwritten: _Unwritten | None = None  # SQLite: the open transaction's events
         self._delivered = self.last_sequence()  # every event <= this has been offered to subscribers
         self._compactor = retention.Compactor(self._compact_if_leader, compaction_interval)
         self._group = GroupCommit(self._publish_group)
@@ -294,48 +312,60 @@ class EventLog(Component):
         store = self.store
         explicit = store.explicit_ids
         seq = 0
+        pending: _Unwritten | None = None
         if explicit:
-            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit order
-            # across replicas; the rows are written below in one statement, which also reads the newest time
-            # under the lock (another replica may have written).
+            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
+            # order across replicas; the rows are written below in one statement, which also reads the
+            # newest time under the lock (another replica may have written).
             seq = store.lock_head(tx)
-        elif self._last_time is None:
-            self._last_time = store.last_time_in(tx)
-        slots, rows, priorities = self._rows(tx, prepared)
+        else:
+            # SQLite: the transaction's events are numbered now and inserted together just before its
+            # COMMIT (a workflow step appends ~7 in five calls: one statement instead of seven).
+            pending = self._unwritten
+            if pending is None or pending.tx is not tx:
+                pending = self._unwritten = _Unwritten(tx, store.lock_head(tx))
+                tx.before_commit(partial(self._write_unwritten, pending))
+                tx.after_commit(partial(self._deliver_unwritten, pending))
+            seq = pending.head
+            if self._last_time is None:
+                self._last_time = store.last_time_in(tx)
+        slots, rows, priorities = self._rows(tx, prepared, pending)
         if explicit:
             now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
-            seqs = list(range(seq + 1, seq + 1 + len(rows)))
         else:
-            assert self._last_time is not None
-            now = max(self.clock(), self._last_time)
-            seqs = [store.insert(tx, (*row, now)) for row in rows]
+            assert self._last_time is not None and pending is not None
+            now = max(self.clock(), self._last_time, pending.now)
+        seqs = range(seq + 1, seq + 1 + len(rows))
         new = _events(seqs, rows, priorities, now)
+        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
         if new:
-            if explicit:
-                tx.after_commit(lambda: self._catch_up(mine=new))
+            if pending is not None:
+                pending.head += len(rows)
+                pending.now = now
+                pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
+                pending.events.extend(new)
+                pending.by_id.update((e.id, e) for e in new)
             else:
-                # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
-                tx.after_commit(lambda: self._deliver(new, now))
-        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+                tx.after_commit(lambda: self._catch_up(mine=new))
+        return receipts
 
     def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
         """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in
         one statement that is its own transaction (`append_alone`); this replica's subscribers hear them
         once it has committed."""
-        _, rows, priorities = self._rows(None, prepared)  # no ids: each event is a new row, in order
+        _, rows, priorities = self._rows(None, prepared, None)  # no ids: each event is a new row, in order
         head, now = self.store.append_alone(rows, self.clock(), NOTIFY_CHANNEL)
         new = _events(range(head + 1, head + 1 + len(rows)), rows, priorities, now)
         self._catch_up(mine=new)
         return [Receipt(e) for e in new]
 
     def _rows(
-        self, tx: Tx | None, prepared: list[Prepared]
+        self, tx: Tx | None, prepared: list[Prepared], pending: _Unwritten | None
     ) -> tuple[list[Receipt | tuple[int, bool]], list[tuple], list[Priority]]:
         """The new rows of `prepared`, in the order of the store's COLUMNS without seq and time, with their
         priorities, and per event: the receipt of an event already in the log, else (the index of its new
         row, whether it repeats an id earlier in this batch). Looks ids up through `tx`, which only events
         that `_reads_log` need."""
-        store = self.store
         ambient: TraceIds | None = None
         slots: list[Receipt | tuple[int, bool]] = []
         in_batch: dict[str, int] = {}  # id -> index of its new row
@@ -347,7 +377,7 @@ class EventLog(Component):
                 if earlier is not None:
                     slots.append((earlier, True))
                     continue
-                found = store.by_id_in(tx, p.id)
+                found = self._logged(tx, p.id, pending)
                 if found is not None:
                     slots.append(Receipt(found, duplicate=True))
                     continue
@@ -357,7 +387,7 @@ class EventLog(Component):
                 if local is not None:
                     correlation_id = rows[local][5]
                 else:
-                    cause = store.by_id_in(tx, p.causation_id)
+                    cause = self._logged(tx, p.causation_id, pending)
                     correlation_id = cause.correlation_id if cause is not None else ""
             if p.trace is None and ambient is None:
                 ambient = current_trace()
@@ -384,6 +414,22 @@ class EventLog(Component):
                 )
             )
         return slots, rows, priorities
+
+    def _logged(self, tx: Tx | None, event_id: str, pending: _Unwritten | None) -> Event | None:
+        """The event with this id in the log, or appended earlier in this transaction and not written yet."""
+        found = pending.by_id.get(event_id) if pending is not None else None
+        return found if found is not None else self.store.by_id_in(tx, event_id)
+
+    def _write_unwritten(self, pending: _Unwritten) -> None:
+        if self._unwritten is pending:
+            self._unwritten = None
+        if pending.rows:
+            self.store.insert_numbered(pending.tx, pending.rows)
+
+    def _deliver_unwritten(self, pending: _Unwritten) -> None:
+        # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
+        if pending.events:
+            self._deliver(pending.events, pending.now)
 
     def _catch_up(self, head: int | None = None, mine: list[Event] | None = None) -> None:
         """PostgreSQL: offer every committed event past the last delivered one to this replica's
@@ -503,11 +549,14 @@ class EventLog(Component):
         elif after < 0:
             raise InvalidArgument("after", f"must not be negative (got {after})")
         keys = _exact_types(flt)
-        # Offered only events of its exact types, a filter that asks nothing else needs no check per event.
-        types_only = keys is not None and flt == EventFilter(types=flt.types)
+        # Offered only events of its exact types (the broadcaster routes them by type), a follower is asked
+        # about the rest of its filter only: no type patterns per event (a WatchExecution waiting for the
+        # end checks its correlation id, not four regexes, for every execution's terminal event), and
+        # nothing at all when the types are all it asks.
+        rest = replace(flt, types=()) if keys is not None else flt
         return Follower(
             self._broadcaster,
-            match=None if types_only else flt.matches,
+            match=None if rest == EventFilter() else rest.matches,
             replay=lambda a, n: self.read_after(a, n, flt),
             position=_sequence,
             after=after,

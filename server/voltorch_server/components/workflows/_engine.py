@@ -810,7 +810,11 @@ class WorkflowEngine(Component):
             self._runs.pop(run.id, None)
             self._running.discard(run.id)
             self._queued.discard(run.id)
-        self._wake_admission()
+            # a freed slot matters only to a queued execution (enqueueing wakes admission itself), or on a
+            # shared database to one another replica queued, which admission claims
+            wanted = bool(self._queued) or self.ownership.shared
+        if wanted:
+            self._wake_admission()
         self.requirements.finished(run)
         self.metrics.workflow_finished(run.status, run.run_elapsed, template=run.template_name)
         if run.status in ("failed", "timed_out"):

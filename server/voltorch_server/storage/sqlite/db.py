@@ -64,10 +64,11 @@ class Lease(Protocol):
 class Tx:
     """An open write transaction."""
 
-    __slots__ = ("conn", "_after")
+    __slots__ = ("conn", "_before", "_after")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
@@ -88,6 +89,11 @@ class Tx:
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
             self.conn.execute(f"{head} VALUES {_placeholders(len(chunk), width)}{tail}", list(chain(*chunk)))
+
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Run fn inside the transaction just before its COMMIT (if fn raises, it rolls back): the event
+        log writes all of a transaction's events there, in one statement."""
+        self._before.append(fn)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (never if it rolls back)."""
@@ -149,6 +155,8 @@ class Database:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
+                for fn in tx._before:
+                    fn()
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise

@@ -18,7 +18,6 @@ _INSERTED = (
     "id, type, source, target, data, correlation_id, causation_id, priority,"
     " traceparent, tracestate, trace_id, span_id, time"
 )
-_INSERT = f"INSERT INTO events({_INSERTED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 # PostgreSQL: a batch's rows travel as ONE parameter, a JSON array of rows (each an array in the order of
 # _INSERTED without time), numbered by their position: `json.dumps` is C, where psycopg converts a Python
 # list to an array parameter in Python, element by element (one array per column had cost as much CPU as
@@ -145,12 +144,12 @@ class SqlEvents:
     def last_time_in(self, tx: Any) -> float:
         return tx.execute(_LAST_TIME).fetchone()[0]
 
-    def insert(self, tx: Any, values: tuple) -> int:
-        """SQLite: append one event (`values` in the order of COLUMNS without seq); returns the sequence
-        the database assigned. (PostgreSQL numbers a batch from its counter: `append_locked`.)"""
-        cur = tx.execute(_INSERT, values)
-        assert cur.lastrowid is not None  # an INSERT's rowid
-        return cur.lastrowid
+    def insert_numbered(self, tx: Any, rows: list[tuple]) -> None:
+        """SQLite: append events already numbered (each row in the order of COLUMNS, its sequence from
+        `lock_head` on, which the writer lock keeps ours), as few statements as the parameter limit
+        allows: one for a workflow step's events. AUTOINCREMENT follows explicit sequences by itself.
+        (PostgreSQL numbers and appends a batch in one statement: `append_locked`.)"""
+        tx.insert_rows(f"INSERT INTO events({COLUMNS})", rows)
 
     def by_id_in(self, tx: Any, event_id: str) -> Event | None:
         row = tx.execute(_BY_ID, (event_id,)).fetchone()

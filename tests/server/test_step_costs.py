@@ -1,0 +1,287 @@
+"""What one workflow step must not cost: waking threads that have nothing to do (the coordination deadline
+timer for a deadline after its next look, workflow admission when nothing is queued) and one statement per
+event (a transaction's events go in with one INSERT). Each test counts the work, so it fails when the
+shortcut is lost, and checks that the behaviour the shortcut skips still happens when it is needed."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from engines import WAIT, Engines, build
+from polling import until
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.components.coordination import AgentState, CoordinationEngine, CoordinationRequest
+from voltorch_server.components.events import EventFilter, EventLog, NewEvent
+from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
+from voltorch_server.config import Config
+from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+from voltorch_server.telemetry import trace_ids_from
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts its notify_all() calls (each one wakes the thread waiting on it)."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+@pytest.fixture
+def coordination(db) -> Iterator[CoordinationEngine]:
+    eng = CoordinationEngine(SqlCoordination(db), EventLog(SqlEvents(db)), Config(builtin_agents=False))
+    eng._wake = CountingCondition()  # before start(): the timer thread waits on it
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+def test_a_coordination_wakes_the_deadline_timer_only_when_its_deadline_comes_first(
+    coordination: CoordinationEngine,
+) -> None:
+    wake = coordination._wake
+    assert isinstance(wake, CountingCondition)
+    coordination.register_agent(
+        "up", kind="function", capabilities=("up",), runtime=lambda t, c: t.text.upper()
+    )
+    until(lambda: coordination._timer_until > 0, why=lambda: "the timer thread never went to sleep")
+    for i in range(20):  # the default timeout (300 s): long after the timer's next look (<= 1 s)
+        c = coordination.request(CoordinationRequest(task=f"t{i}", required_capabilities=("up",)))
+        assert coordination.wait(c.id, WAIT).status == "completed"
+    assert wake.notified == 0
+
+    release = threading.Event()
+
+    def slow(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "late"
+
+    coordination.register_agent("slow", kind="function", runtime=slow)
+    # asleep with over half a second to go (it looks at least once a second): the deadline comes first
+    until(lambda: coordination._timer_until - time.time() > 0.5)
+    c = coordination.request(CoordinationRequest(task="x", source_agent_id="slow", timeout=0.05))
+    assert wake.notified == 1  # a deadline before the timer's next look wakes it
+    try:
+        done = coordination.wait(c.id, WAIT)
+        assert done.status == "timed_out" and done.error is not None and done.error.code == "TIMEOUT"
+    finally:
+        release.set()
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+def test_a_finished_execution_wakes_admission_only_when_one_is_queued(engines: Engines) -> None:
+    wf = engines.workflows
+    wake = wf._admit_wanted = CountingCondition()
+    wf.register_template(
+        Template(name="one", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("upper",))),))
+    )
+    for _ in range(5):
+        e, _ = wf.start_execution("one")
+        assert engines.finished(e.id).status == "completed"
+    assert wake.notified == 0
+
+    release = threading.Event()
+
+    def gate(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "ok"
+
+    engines.coordination.register_agent("gate", kind="function", capabilities=("gate",), runtime=gate)
+    wf.register_template(
+        Template(name="held", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("gate",))),))
+    )
+    wf.concurrency = 1
+    first, _ = wf.start_execution("held")
+    second, _ = wf.start_execution("one")
+    assert wf.get(second.id).status == "queued"
+    release.set()
+    assert engines.finished(first.id).status == "completed"
+    assert engines.finished(second.id).status == "completed"  # the freed slot admitted it
+    assert wake.notified >= 1
+
+
+# -- a transaction's events: one INSERT ------------------------------------------------------------------
+
+
+def test_a_transactions_events_go_in_with_one_insert_numbered_as_they_were_appended(db) -> None:
+    log = EventLog(SqlEvents(db))
+    log.emit("before.any")  # the log's head is 1
+    heard: list = []
+    log.add_listener(heard.append)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn
+        conn.set_trace_callback(statements.append)
+        [a] = log.append(tx, [NewEvent("t.a", id="a", correlation_id="c")])
+        b, c = log.append(tx, [NewEvent("t.b", causation_id="a"), NewEvent("t.c", id="c")])
+        again, d = log.append(tx, [NewEvent("t.c", id="c"), NewEvent("t.d")])
+        assert heard == []  # nothing is heard before the commit
+    conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO EVENTS")]
+    assert len(inserts) == 1, statements
+    assert [e.sequence for e in (a, b, c, d)] == [2, 3, 4, 5]
+    assert b.correlation_id == "c"  # its cause was appended earlier in the same transaction, not yet written
+    assert again == c  # an id appended earlier in the transaction is a duplicate, not a second row
+    stored = log.read_after(1, 10)
+    assert [(e.sequence, e.id, e.type) for e in stored] == [(e.sequence, e.id, e.type) for e in (a, b, c, d)]
+    assert [e.sequence for e in heard] == [2, 3, 4, 5]
+    assert log.emit("after.all").sequence == 6
+
+
+def test_a_rolled_back_transactions_events_are_neither_written_nor_heard(db) -> None:
+    log = EventLog(SqlEvents(db))
+    heard: list = []
+    log.add_listener(heard.append)
+    with pytest.raises(RuntimeError), db.write() as tx:
+        log.append(tx, [NewEvent("t.a"), NewEvent("t.b")])
+        raise RuntimeError("rolled back")
+    assert heard == [] and log.read_after(0, 10) == [] and log.last_sequence() == 0
+    with db.write() as tx:
+        [e] = log.append(tx, [NewEvent("t.c")])
+    assert e.sequence == 1 and [x.sequence for x in heard] == [1]
+
+
+# -- a new coordination's row: one INSERT with its dispatched state ---------------------------------------
+
+
+def test_a_dispatched_coordination_is_written_with_one_insert_and_no_update(
+    db, coordination: CoordinationEngine
+) -> None:
+    release = threading.Event()
+
+    def gate(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "done"
+
+    coordination.register_agent("g", kind="function", capabilities=("g",), runtime=gate)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn  # the writer connection every transaction uses
+    conn.set_trace_callback(statements.append)
+    try:
+        c = coordination.request(CoordinationRequest(task="x", required_capabilities=("g",)))
+        written = [s.split("(")[0].split(" SET")[0].strip() for s in statements if "coordinations" in s]
+        assert written == ["INSERT INTO coordinations"], statements
+        row = db.query_one("SELECT status, agent_ids, attempts FROM coordinations WHERE id = ?", (c.id,))
+        assert tuple(row) == ("running", '["g"]', "[1]")  # the insert carries what dispatch decided
+    finally:
+        conn.set_trace_callback(None)
+        release.set()
+    assert coordination.wait(c.id, WAIT).status == "completed"
+    row = db.query_one("SELECT status, output FROM coordinations WHERE id = ?", (c.id,))
+    assert tuple(row) == ("completed", "done")
+
+
+# -- ids: no system call per id ----------------------------------------------------------------------------
+
+
+def test_ids_make_no_system_call_and_stay_unique_and_time_ordered(
+    db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog(SqlEvents(db))
+
+    def no_syscall(n: int) -> bytes:
+        raise AssertionError("os.urandom called: a system call that releases the GIL, per id")
+
+    monkeypatch.setattr(os, "urandom", no_syscall)
+    ids = [e.id for e in log.publish(*(NewEvent("t.x") for _ in range(5_000)))]  # ids made by the log
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("evt_") and len(i) == len("evt_") + 24 for i in ids)
+    assert ids == sorted(ids, key=lambda i: i[:18])  # the time part leads: ids sort by creation
+
+
+# -- an agent's statistics: not rewritten with every success ------------------------------------------------
+
+
+def test_successes_write_their_agents_statistics_once_a_second_failures_at_once(
+    db, coordination: CoordinationEngine
+) -> None:
+    def maybe(task: AgentTask, cancel: CancelSignal) -> str:
+        if task.text == "fail":
+            raise AgentError("on purpose", code="PURPOSE")
+        return "ok"
+
+    coordination.register_agent("m", kind="function", capabilities=("m",), runtime=maybe)
+    statements: list[str] = []
+    with db.write() as tx:
+        conn = tx.conn
+    conn.set_trace_callback(statements.append)
+    start = time.monotonic()
+    try:
+        for i in range(10):
+            c = coordination.request(CoordinationRequest(task=f"t{i}", required_capabilities=("m",)))
+            assert coordination.wait(c.id, WAIT).status == "completed"
+    finally:
+        conn.set_trace_callback(None)
+    elapsed = time.monotonic() - start
+    writes = [s for s in statements if s.startswith("UPDATE agents")]
+    # the first at once, the rest left for the engine's timer (about one write per second from each)
+    assert 1 <= len(writes) < 10, writes
+    assert len(writes) <= 2 * (int(elapsed) + 2), (elapsed, writes)
+
+    def stored() -> tuple:
+        return tuple(db.query_one("SELECT tasks_completed, tasks_failed FROM agents WHERE id = 'm'"))
+
+    until(lambda: stored() == (10, 0), why=lambda: stored())  # the timer writes them (<= ~1 s)
+    c = coordination.request(CoordinationRequest(task="fail", required_capabilities=("m",)))
+    assert coordination.wait(c.id, WAIT).status == "failed"
+    assert stored() == (10, 1)  # a failure is written with its outcome
+    c = coordination.request(CoordinationRequest(task="last", required_capabilities=("m",)))
+    assert coordination.wait(c.id, WAIT).status == "completed"
+    coordination.stop()  # writes what is left
+    assert stored() == (11, 1)
+
+
+def test_an_agents_window_sums_kept_up_to_date_match_a_recount() -> None:
+    state = AgentState("a", "a", "function", ("x",), 1, None, {}, 0.0)
+    rng = random.Random(7)
+    for i in range(3 * (state.window.maxlen or 0) + 17):
+        state.record(rng.random() < 0.8, rng.random() / 10, None)
+        if i % 37 == 0:
+            n = sum(1 for ok, _ in state.window if ok)
+            assert state.success_rate == pytest.approx(n / len(state.window))
+            assert state.avg_latency == pytest.approx(sum(lat for _, lat in state.window) / len(state.window))
+
+
+def test_a_traceparent_is_parsed_once_for_all_the_events_that_carry_it() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    first = trace_ids_from(parent)
+    hits = trace_ids_from.cache_info().hits
+    assert trace_ids_from(parent) is first and trace_ids_from.cache_info().hits == hits + 1
+    assert (first.trace_id, first.span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert trace_ids_from("00-not-a-traceparent") == trace_ids_from("") and not trace_ids_from("x").trace_id
+
+
+# -- live filters: routed by type, checked only for the rest ----------------------------------------------
+
+
+def test_a_follower_of_exact_types_checks_only_the_rest_of_its_filter_per_event(db) -> None:
+    log = EventLog(SqlEvents(db))
+    follower = log.subscribe(EventFilter(types=("t.end", "t.fail"), correlation_id="c"))
+    check = follower._sub.match  # what the broadcaster asks about each event offered (routed by type)
+    assert check is not None
+    owner = check.__self__  # type: ignore[attr-defined]  # the filter whose bound matches() it is
+    assert (owner.types, owner.correlation_id) == ((), "c")
+    assert log.subscribe(EventFilter(types=("t.end",)))._sub.match is None  # the types say it all
+    log.publish(
+        NewEvent("t.end", correlation_id="other"),
+        NewEvent("t.step", correlation_id="c"),
+        NewEvent("t.fail", correlation_id="c"),
+    )
+    got = follower.get(timeout=WAIT)
+    assert got is not None and (got.type, got.correlation_id) == ("t.fail", "c")
+    assert follower.get(timeout=0.05) is None
