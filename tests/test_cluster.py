@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import polling
+import psycopg
 import pytest
 import replicas
 import voltorch
@@ -110,13 +111,11 @@ def test_a_remote_worker_reconnects_to_another_replica_under_its_identity(
         worker.start()
 
         def connected_at(exclude: int | None = None) -> int | None:
-            for i, c in enumerate(direct):
-                if i == exclude:
-                    continue
-                agents = {a.id: a for a in c.coordination.list_agents()}
-                if "summarizer-1" in agents and agents["summarizer-1"].status != "offline":
-                    return i + 1  # truthy for polling.until
-            return None
+            """The replica holding the worker's session (every replica sees the worker connected)."""
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                row = conn.execute("SELECT session_replica FROM agents WHERE id = 'summarizer-1'").fetchone()
+            i = int(row[0].removeprefix("replica-")) if row and row[0] else None
+            return None if i is None or i == exclude else i + 1  # truthy for polling.until
 
         first = polling.until(connected_at) - 1
         session = polling.until(lambda: worker.session_id)
@@ -125,8 +124,14 @@ def test_a_remote_worker_reconnects_to_another_replica_under_its_identity(
         assert second != first
         agent = direct[second].coordination.get_agent("summarizer-1")
         assert list(agent.capabilities) == ["summarize"]
+        others = [c for i, c in enumerate(direct) if i not in (first, second)]
+        assert polling.until(lambda: all(_seen_connected(c, "summarizer-1") for c in others))
         assert worker.agent_id == "summarizer-1"
         assert polling.until(lambda: worker.session_id != session)  # a new session, the same agent
         worker.stop()
         for c in [cluster, *direct]:
             c.close()
+
+
+def _seen_connected(client: voltorch.Client, agent_id: str) -> bool:
+    return client.coordination.get_agent(agent_id).status != "offline"

@@ -72,6 +72,8 @@ class AgentState:
     consecutive_failures: int = 0
     error_until: float = 0.0  # monotonic
     tools: tuple[ToolSpec, ...] = ()  # functions it offers to tool-calling LLM agents
+    session_replica: str = ""  # a remote worker: the replica holding its session, as stored ("" = none)
+    elsewhere: str = ""  # ... when that is another live replica (its tasks are handed over there)
     _cached_sums: tuple[int, float] | None = field(default=None, repr=False, compare=False)
     _recorded: int = field(default=0, repr=False, compare=False)  # outcomes recorded by this process
     # Statistics not written yet (`Dispatcher.save_stats`: a success is written at most every STATS_EVERY
@@ -89,7 +91,7 @@ class AgentState:
 
     def status(self, now_mono: float | None = None) -> str:
         if not self.connected:
-            return "offline"
+            return "idle" if self.elsewhere else "offline"  # its load is known where its session is
         if self.error_until and self.error_until > (time.monotonic() if now_mono is None else now_mono):
             return "error"
         return "busy" if self.load > 0 else "idle"
@@ -210,6 +212,15 @@ class AgentState:
             self._window_text = deque((f"[{int(ok)},{lat!r}]" for ok, lat in self.window), maxlen=WINDOW)
         return self._window_text
 
+    def refresh(self, stored: AgentState) -> None:
+        """Take another replica's change of this agent: definition and statistics as stored."""
+        self.name, self.kind, self.capabilities = stored.name, stored.kind, stored.capabilities
+        self.max_concurrency, self.llm, self.labels = stored.max_concurrency, stored.llm, stored.labels
+        self.tools, self.session_replica = stored.tools, stored.session_replica
+        self.window, self._window_text, self._cached_sums = stored.window, stored._window_text, None
+        self.tasks_completed, self.tasks_failed = stored.tasks_completed, stored.tasks_failed
+        self.last_error, self.last_seen = stored.last_error, stored.last_seen
+
     @classmethod
     def from_row(cls, row: Any) -> AgentState:
         s = cls(
@@ -226,6 +237,7 @@ class AgentState:
             last_error=TaskError.from_dict(json.loads(row["last_error"])) if row["last_error"] else None,
             last_seen=row["last_seen"],
             tools=tuple(ToolSpec(**t) for t in json.loads(row["tools"] or "[]")),
+            session_replica=row["session_replica"],
         )
         s.window.extend((bool(ok), lat) for ok, lat in json.loads(row["window"]))
         return s

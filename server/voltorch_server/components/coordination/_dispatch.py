@@ -28,7 +28,7 @@ from ..events import NewEvent
 from ..shared import Component
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
-from ._journal import Journal, RunTable
+from ._journal import Journal, Moved, RunTable
 from ._model import AgentResult, Coordination, Selection, TaskError, evaluate
 from ._runs import (
     PREVIEW,
@@ -42,11 +42,16 @@ from ._runs import (
     make_result,
     total_usage,
 )
-from ._selection import choose, rank
+from ._selection import AgentView, choose, rank
 
 log = logging.getLogger("voltorch.coordination")
 
 STATS_EVERY = 1.0  # seconds between writes of an agent's statistics after successes
+
+
+def _here_first(view: AgentView, state: AgentState) -> AgentView:
+    """An agent's view when an agent here can take the task: another replica's worker is not eligible."""
+    return view if state.connected or not state.elsewhere else replace(view, status="elsewhere")
 
 
 def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
@@ -121,17 +126,23 @@ class Dispatcher:
         return unit
 
     def dispatch(self, tx: Tx, after: After) -> None:
-        """Give queued units to agents with free capacity, best priority first."""
+        """Give queued units to agents with free capacity, best priority first. A unit whose agent is a
+        remote worker connected to another replica hands its coordination over to that replica."""
         if not len(self.runs.queue) or not self.running:
             return
         now_mono = time.monotonic()
-        free = sum(max(0, a.free) for a in self.agents.values() if a.connected)
+        free = sum(
+            max(0, a.free) if a.connected else 1 for a in self.agents.values() if a.connected or a.elsewhere
+        )
         blocked: set[tuple] = set()
+        handed: set[str] = set()
         pending: dict[int, int] = {}  # id(endpoint limiter) -> tasks given to it in this scan
         for unit in self.runs.queue:
             if free <= 0:
                 break
             run = unit.run
+            if run.id in handed:
+                continue
             named = run.plan[unit.position]
             key = (named, run.caps, run.excluded(unit.position) if not named else frozenset())
             if key in blocked:
@@ -144,11 +155,18 @@ class Dispatcher:
                         tx, after, run, "AGENT_UNREGISTERED", f"agent {named!r} was unregistered"
                     )
                     continue
+                if not state.connected and state.elsewhere:
+                    if self._hand_over(tx, after, run, state):
+                        handed.add(run.id)
+                    else:
+                        blocked.add(key)
+                    continue
                 if not state.connected or state.free <= 0 or not _has_room(state, pending):
                     blocked.add(key)
                     continue
             else:
-                ranked = rank((a.view(now_mono) for a in self.agents.values()), run.caps, key[2])
+                views = [a.view(now_mono) for a in self.agents.values()]
+                ranked = rank(views, run.caps, key[2])
                 if not any(
                     not c.reason.startswith("missing capability") and c.agent_id not in key[2]
                     for c, _ in ranked
@@ -162,6 +180,16 @@ class Dispatcher:
                     )
                     continue
                 best, selection = choose(ranked, run.caps)
+                if best is not None and not self.agents[best.id].connected:  # another replica's worker
+                    if self._takes_here(run.caps, key[2]):  # ... only when no agent here can take it
+                        ranked = rank([_here_first(v, self.agents[v.id]) for v in views], run.caps, key[2])
+                        best, selection = choose(ranked, run.caps)
+                    else:
+                        if self._hand_over(tx, after, run, self.agents[best.id]):
+                            handed.add(run.id)
+                        else:
+                            blocked.add(key)
+                        continue
                 if best is None or not _has_room(self.agents[best.id], pending):
                     blocked.add(key)
                     continue
@@ -172,6 +200,43 @@ class Dispatcher:
             limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
             if limiter is not None:
                 pending[id(limiter)] = pending.get(id(limiter), 0) + 1
+
+    def _takes_here(self, caps: tuple[str, ...], excluded: frozenset[str]) -> bool:
+        """Whether an agent that runs here (in-process, or a worker connected here) has `caps`."""
+        return any(
+            a.connected and a.id not in excluded and all(c in a.capabilities for c in caps)
+            for a in self.agents.values()
+        )
+
+    def _hand_over(self, tx: Tx, after: After, run: Run, state: AgentState) -> bool:
+        """Give a coordination to the replica holding `state`'s worker session: that replica becomes its
+        owner (fenced like every write), learns of it by the event and dispatches it there. Not while one
+        of its tasks runs here (a parallel coordination waits for it); False then."""
+        if any(u.agent_id is not None for u in run.units.values()):
+            return False
+        to = state.elsewhere
+        if run.unwritten is not None:  # requested in this transaction: inserted as the other replica's
+            run.unwritten["owner"] = to
+            self.journal.write_new(tx, run)
+        else:
+            self.journal.save(tx, run)
+            if not self.journal.store.hand_over(tx, run.id, self.journal.owner, to):
+                raise Moved(run)
+        self.journal.emit(
+            tx,
+            "coordination.handed_over",
+            {
+                "coordination_id": run.id,
+                "from_replica": self.journal.owner,
+                "to_replica": to,
+                "agent_id": state.id,
+                "execution_id": run.execution_id,
+                "step_id": run.step_id,
+            },
+            run,
+        )
+        after.calls.append(partial(self.journal.drop, run, f"handed over to replica {to}"))
+        return True
 
     def _fail_unplaceable(self, tx: Tx, after: After, run: Run, code: str, message: str) -> None:
         if not run.terminal:

@@ -74,6 +74,12 @@ from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
+_TERMINAL_EVENTS = frozenset(
+    ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
+)
+_AGENT_EVENTS = frozenset(
+    ("agent.registered", "agent.updated", "agent.unregistered", "agent.connected", "agent.disconnected")
+)
 
 __all__ = [
     "AgentInfo",
@@ -147,6 +153,7 @@ class CoordinationEngine(Component):
             self.llm_defaults,
             self.limiters,
             observed=self,
+            shared=shared,
         )
         # The agent API is the registry's, handed out as is (one signature, written once).
         self.register_builtin_agents = self.registry.register_builtin_agents
@@ -159,6 +166,13 @@ class CoordinationEngine(Component):
         self.heartbeat_settings = self.registry.heartbeat_settings
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition(threading.Lock())
+        # What other replicas did that concerns this one, heard in the event log, done by the timer thread.
+        self._heard_agents: set[str] = set()
+        self._handed_here: set[str] = set()
+        # Callers waiting for coordinations not live here: woken by their terminal events.
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters_lock = threading.Lock()
+        self.events.add_listener(self._heard)
         # When the timer thread will look next (time.time(); 0: awake now): a new deadline before it
         # wakes the thread, a later one (every coordination with the default timeout) waits for its turn.
         self._timer_until = 0.0
@@ -527,14 +541,88 @@ class CoordinationEngine(Component):
         return _rows.from_row(row)
 
     def wait(self, coordination_id: str, timeout: float | None = None) -> Coordination:
-        """Block until the coordination is terminal or `timeout` passes; return its state either way."""
-        with self._lock:
-            run = self.runs.live.get(coordination_id)
-        if run is None:
-            return self._read(coordination_id)
-        if not run.done.is_set() and run.done.wait(timeout):
-            handed_off()  # woken by the thread that finished it
-        return self.get(coordination_id) if run.final is None else run.final
+        """Block until the coordination is terminal or `timeout` passes; return its state either way. One
+        live here is waited for in memory; one another replica runs (handed over to a worker's replica,
+        or adopted) is followed through its terminal event in the event log, its row read again then."""
+        end = None if timeout is None else time.monotonic() + timeout
+        woken = threading.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(coordination_id, set()).add(woken)
+        try:
+            while True:
+                with self._lock:
+                    run = self.runs.live.get(coordination_id)
+                if run is not None and run.final is not None:
+                    return run.final
+                current = None
+                if run is None:
+                    current = self._read(coordination_id)
+                    if current.status in TERMINAL or not self.dispatcher.running:
+                        return current
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return current or self.get(coordination_id)
+                if run is not None:
+                    if not run.done.is_set() and run.done.wait(remaining):
+                        handed_off()  # woken by the thread that finished (or handed over) it
+                    if run.final is not None:
+                        return run.final
+                    if not run.done.is_set() or not self.dispatcher.running:
+                        return self.get(coordination_id)  # timed out, or stopping: the persisted state
+                    # handed over or moved to another replica: followed through the log from now on
+                elif woken.wait(remaining):
+                    woken.clear()
+        finally:
+            with self._waiters_lock:
+                left = self._waiters.get(coordination_id)
+                if left is not None:
+                    left.discard(woken)
+                    if not left:
+                        del self._waiters[coordination_id]
+
+    def _heard(self, e: Any) -> None:
+        """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
+        a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
+        data = e.data if isinstance(e.data, dict) else {}
+        if e.type in _TERMINAL_EVENTS or e.type == "coordination.handed_over":
+            with self._waiters_lock:
+                waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
+            for w in waiting:
+                w.set()
+        if not self.shared:
+            return
+        if e.type in _AGENT_EVENTS and data.get("replica") != self.owner and data.get("agent_id"):
+            with self._wake:
+                self._heard_agents.add(data["agent_id"])
+                self._wake.notify_all()
+        elif e.type == "coordination.handed_over" and data.get("to_replica") == self.owner:
+            with self._wake:
+                self._handed_here.add(data.get("coordination_id", ""))
+                self._wake.notify_all()
+
+    def _take_heard(self) -> None:
+        """Timer thread: follow the agent changes and take the hand-overs heard since the last time."""
+        with self._wake:
+            agents, handed = self._heard_agents, self._handed_here
+            self._heard_agents, self._handed_here = set(), set()
+        if agents:
+            try:
+                self.registry.follow(agents)
+            except Exception:
+                log.exception("following agent changes of other replicas failed")
+        if handed:
+            try:
+                with self.journal.txn() as (tx, after):
+                    self._load(tx, after, self.store.owned(tx, self.owner, sorted(handed)))
+            except Exception:
+                log.exception("taking coordinations handed over to this replica failed")
+
+    def _watch_members(self) -> None:
+        """Timer thread: which replicas are alive (a worker whose replica died counts as disconnected)."""
+        live = self.store.live_members(time.time() - self.config.member_timeout)
+        if self.registry.set_live(live):
+            with self.journal.txn() as (tx, after):
+                self.dispatcher.dispatch(tx, after)
 
     def list(
         self,
@@ -627,6 +715,8 @@ class CoordinationEngine(Component):
         check_every = max(0.05, min(1.0, hb_timeout / 4))
         next_hb = time.monotonic() + check_every
         while self.dispatcher.running and self.dispatcher.generation == generation:
+            if self.shared:
+                self._take_heard()
             now = time.time()
             expired: list[str] = []
             with self._lock:
@@ -643,6 +733,7 @@ class CoordinationEngine(Component):
                 self.registry.check_heartbeats(hb_timeout)
                 if self.shared:
                     try:
+                        self._watch_members()
                         self._adopt_orphans()
                     except Exception:
                         log.exception("adopting coordinations of dead replicas failed")
@@ -653,7 +744,8 @@ class CoordinationEngine(Component):
                     except Exception:
                         log.exception("periodic dispatch failed")
             with self._wake:
-                if self.dispatcher.running and self.dispatcher.generation == generation:
+                idle = not (self._heard_agents or self._handed_here)
+                if idle and self.dispatcher.running and self.dispatcher.generation == generation:
                     # the head read here: a deadline pushed before this saw _timer_until at 0
                     next_deadline = self.runs.deadlines[0][0] if self.runs.deadlines else None
                     now = time.time()
@@ -703,10 +795,12 @@ class CoordinationEngine(Component):
         if rows:
             log.info("re-queued %d coordination(s) after restart", len(rows))
 
-    def adopt_execution(self, execution_id: str) -> None:
-        """Run here the queued and running coordinations of a workflow execution this replica took over."""
+    def adopt_execution(self, execution_id: str, previous: str | None = None) -> None:
+        """Run here the queued and running coordinations of a workflow execution this replica took over:
+        those its `previous` owner ran (None: all); one handed over to a worker's replica stays there."""
         with self.journal.txn() as (tx, after):
-            self._load(tx, after, self.store.adopt(tx, self.owner, execution_id=execution_id))
+            rows = self.store.adopt(tx, self.owner, previous=previous, execution_id=execution_id)
+            self._load(tx, after, rows)
 
     def _adopt_one(self, coordination_id: str) -> None:
         with self.journal.txn() as (tx, after):

@@ -100,12 +100,20 @@ class Journal:
         log.warning(
             "coordination %s: not written: another replica adopted it; this replica stops running it", run.id
         )
+        self.drop(run, "coordination moved to another replica")
+
+    def drop(self, run: Run, reason: str = "") -> None:
+        """Stop running a coordination here (another replica owns it now): out of the run table and the
+        queue, its agent tasks told to stop, local waiters woken (they follow it through its events)."""
         with self.lock:
             if self.runs.live.get(run.id) is run:
                 del self.runs.live[run.id]
+            for u in run.units.values():
+                self.runs.queue.remove(u)
             cancels = [u.cancel for u in run.units.values() if u.cancel]
         for c in cancels:
-            c.set("coordination moved to another replica")
+            c.set(reason or "coordination handed over to another replica")
+        run.done.set()
 
     def run_after(self, after: After) -> None:
         if after.finished:

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..._ids import new_id
@@ -65,8 +66,11 @@ class AgentRegistry:
         llm_defaults: LlmDefaults,
         limiters: Limiters,
         observed: Component,
+        *,
+        shared: bool = False,
     ):
-        """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from."""
+        """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from.
+        `shared`: other replicas use the same database; their agent changes are followed (follow())."""
         self.store = store
         self.events = events
         self.journal = journal
@@ -79,15 +83,92 @@ class AgentRegistry:
         self.observed = observed
         self.attached: dict[str, Agent] = {}  # function-agent runtimes, kept across stop()/start()
         self.loaded = False
+        self.shared = shared
+        self.me = journal.owner
+        self.live: set[str] = set()  # the other replicas alive (members heartbeating), when shared
+
+    def _tagged(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An agent event's data with the replica that wrote it, when shared (followers skip their own)."""
+        return {**data, "replica": self.me} if self.shared else data
 
     def load(self) -> None:
         defs = [AgentState.from_row(r) for r in self.store.agent_rows()]
+        stale = [a for a in defs if self.shared and a.session_replica == self.me]
+        if stale:  # sessions of this replica before it restarted: none is open now
+            with self.journal.txn() as (tx, _):
+                for a in stale:
+                    self.store.set_session_replica(tx, a.id, "", was=self.me)
+                    a.session_replica = ""
         with self.journal.lock:
             if self.loaded:
                 return
             for a in defs:
-                self._add(a)
+                self._place(self._add(a))
             self.loaded = True
+
+    def _place(self, a: AgentState) -> None:
+        """Where a remote worker's session is, as this replica sees it. Engine lock held."""
+        sr = a.session_replica
+        a.elsewhere = sr if a.kind == "remote" and sr != self.me and sr in self.live else ""
+
+    def set_live(self, live: set[str]) -> bool:
+        """The other replicas now alive; True when a worker became reachable through one of them. A worker
+        whose replica is dead counts as disconnected."""
+        with self.journal.lock:
+            self.live = live - {self.me}
+            reachable = False
+            for a in self.agents.values():
+                before = a.elsewhere
+                self._place(a)
+                reachable = reachable or (a.elsewhere != "" and a.elsewhere != before)
+            return reachable
+
+    def follow(self, agent_ids: set[str]) -> None:
+        """Take agents registered, changed, connected or removed through other replicas: their rows are
+        read as they stand now (an event only says which agent to read), then what they free is dispatched."""
+        with self.journal.txn() as (tx, after):
+            for agent_id in sorted(agent_ids):
+                row = self.store.agent_row(tx, agent_id)
+                state = self.agents.get(agent_id)
+                if row is None:
+                    if state is not None:
+                        self._remove(tx, after, state, "agent unregistered")
+                    continue
+                stored = AgentState.from_row(row)
+                if state is None:
+                    state = self._add(stored)
+                elif stored.kind != state.kind or stored.llm != state.llm:
+                    if state.runtime is not None and state.kind != "function":
+                        after.calls.append(state.runtime.close)
+                    state.refresh(stored)
+                    state.runtime = (
+                        self.attached.get(agent_id)
+                        if stored.kind == "function"
+                        else make_runtime(
+                            stored.kind, stored.llm, self.llm_defaults, self.observed.metrics, self.limiters
+                        )
+                    )
+                else:
+                    state.refresh(stored)
+                session = getattr(state.runtime, "session", None)
+                if session is not None and state.session_replica != self.me:
+                    where = state.session_replica or "another replica"
+                    after.calls.append(
+                        partial(session.close, f"replaced by a newer connection on {where}", "replaced")
+                    )
+                self._place(state)
+            self.dispatcher.dispatch(tx, after)
+
+    def _remove(self, tx: Tx, after: Any, state: AgentState, reason: str) -> None:
+        """Take an agent out of the registry; its running tasks go back to the queue. Engine lock held."""
+        for run in list(self.runs.live.values()):
+            for unit in list(run.units.values()):
+                if unit.agent_id == state.id:
+                    self.dispatcher.requeue(tx, after, unit, state, reason, record=False)
+        del self.agents[state.id]
+        self.attached.pop(state.id, None)
+        if state.runtime is not None:
+            after.calls.append(state.runtime.close)
 
     def _add(self, a: AgentState) -> AgentState:
         """Put a stored agent in the registry with its runtime. Engine lock held."""
@@ -221,7 +302,9 @@ class AgentRegistry:
             self.journal.emit(
                 tx,
                 event,
-                {"agent_id": agent_id, "kind": kind, "capabilities": list(caps), "max_concurrency": max_c},
+                self._tagged(
+                    {"agent_id": agent_id, "kind": kind, "capabilities": list(caps), "max_concurrency": max_c}
+                ),
             )
             self.dispatcher.dispatch(tx, after)
             info = state.info()
@@ -242,16 +325,11 @@ class AgentRegistry:
                     reason="AGENT_BUSY",
                 )
             info = state.info()
-            for run in list(self.runs.live.values()):
-                for unit in list(run.units.values()):
-                    if unit.agent_id == agent_id:
-                        self.dispatcher.requeue(tx, after, unit, state, "agent unregistered", record=False)
+            self._remove(tx, after, state, "agent unregistered")
             self.store.delete_agent(tx, agent_id)
-            del self.agents[agent_id]
-            self.attached.pop(agent_id, None)
-            if state.runtime is not None:
-                after.calls.append(state.runtime.close)
-            self.journal.emit(tx, "agent.unregistered", {"agent_id": agent_id, "kind": state.kind})
+            self.journal.emit(
+                tx, "agent.unregistered", self._tagged({"agent_id": agent_id, "kind": state.kind})
+            )
             self.dispatcher.dispatch(tx, after)
         return info
 
@@ -280,7 +358,9 @@ class AgentRegistry:
             check_capabilities(new, "capabilities")
             state.capabilities = new
             self.store.update_agent_definition(tx, state)
-            self.journal.emit(tx, "agent.updated", {"agent_id": agent_id, "capabilities": list(new)})
+            self.journal.emit(
+                tx, "agent.updated", self._tagged({"agent_id": agent_id, "capabilities": list(new)})
+            )
             self.dispatcher.dispatch(tx, after)
             return state.info()
 
@@ -353,12 +433,14 @@ class AgentRegistry:
                 self.journal.emit(
                     tx,
                     "agent.registered",
-                    {
-                        "agent_id": agent_id,
-                        "kind": "remote",
-                        "capabilities": list(caps),
-                        "max_concurrency": max_c,
-                    },
+                    self._tagged(
+                        {
+                            "agent_id": agent_id,
+                            "kind": "remote",
+                            "capabilities": list(caps),
+                            "max_concurrency": max_c,
+                        }
+                    ),
                 )
             else:
                 state.capabilities, state.max_concurrency = caps, max_c
@@ -371,6 +453,9 @@ class AgentRegistry:
             old = runtime.session
             runtime.session = session
             state.last_seen = time.time()
+            if self.shared:
+                self.store.set_session_replica(tx, agent_id, self.me)
+                state.session_replica, state.elsewhere = self.me, ""
             if old is not None:
                 after.calls.append(
                     lambda: old.close("replaced by a newer connection of the same agent", "replaced")
@@ -378,7 +463,9 @@ class AgentRegistry:
             self.journal.emit(
                 tx,
                 "agent.connected",
-                {"agent_id": agent_id, "session_id": session.id, "sdk_version": hello.sdk_version},
+                self._tagged(
+                    {"agent_id": agent_id, "session_id": session.id, "sdk_version": hello.sdk_version}
+                ),
             )
             self.dispatcher.dispatch(tx, after)
         return session
@@ -395,10 +482,15 @@ class AgentRegistry:
             ):
                 return
             state.runtime.session = None
+            if self.shared and state.session_replica == self.me:
+                self.store.set_session_replica(tx, state.id, "", was=self.me)
+                state.session_replica = ""
             self.journal.emit(
                 tx,
                 "agent.disconnected",
-                {"agent_id": session.agent_id, "session_id": session.id, "reason": session.close_reason},
+                self._tagged(
+                    {"agent_id": session.agent_id, "session_id": session.id, "reason": session.close_reason}
+                ),
             )
             self.dispatcher.dispatch(tx, after)
 

@@ -42,6 +42,8 @@ def _ineligible_reason(
         return why_excluded
     if a.status == "offline":
         return "offline"
+    if a.status == "elsewhere":
+        return "connected to another replica, and an agent here can take the task"
     if a.status == "error":
         return "in error state after repeated failures"
     if a.load >= a.max_concurrency:

@@ -30,8 +30,8 @@ _UPDATE = (
     " error=?, selection=?, start_time=?, end_time=? WHERE id=? AND owner=?"
 )
 _ACTIVE = "('queued','running')"
-_LIVE_EXECUTION = (
-    "EXISTS (SELECT 1 FROM workflow_executions e WHERE e.id = c.execution_id"
+_OTHERS_EXECUTION = (  # a live execution owned by another replica than the adopting one (a parameter)
+    "EXISTS (SELECT 1 FROM workflow_executions e WHERE e.id = c.execution_id AND e.owner <> ?"
     " AND e.status IN ('pending','queued','running','paused'))"
 )
 
@@ -71,6 +71,22 @@ class SqlCoordination:
 
     def delete_agent(self, tx: Any, agent_id: str) -> None:
         tx.execute("DELETE FROM agents WHERE id=?", (agent_id,))
+
+    def set_session_replica(self, tx: Any, agent_id: str, replica: str, *, was: str | None = None) -> None:
+        """Record the replica holding a remote worker's session ("" = none); with `was`, only while it is
+        that replica (a session closing here never clears a newer one on another replica)."""
+        if was is None:
+            tx.execute("UPDATE agents SET session_replica=? WHERE id=?", (replica, agent_id))
+        else:
+            tx.execute(
+                "UPDATE agents SET session_replica=? WHERE id=? AND session_replica=?",
+                (replica, agent_id, was),
+            )
+
+    def live_members(self, alive_since: float) -> set[str]:
+        """The ids of the members that heartbeated since `alive_since`."""
+        rows = self.db.query("SELECT id FROM members WHERE heartbeat_time >= ?", (alive_since,))
+        return {r["id"] for r in rows}
 
     # -- coordinations -----------------------------------------------------------------------------------
 
@@ -134,15 +150,35 @@ class SqlCoordination:
             sql, args = sql + " AND id = ?", (*args, coordination_id)
         return tx.execute(sql + " RETURNING *", args).fetchall()
 
+    def hand_over(self, tx: Any, coordination_id: str, owner: str, to: str) -> bool:
+        """Make `to` the owner of a coordination `owner` owns (False: `owner` no longer does)."""
+        return (
+            tx.execute(
+                "UPDATE coordinations SET owner=? WHERE id=? AND owner=?", (to, coordination_id, owner)
+            ).rowcount
+            == 1
+        )
+
+    def owned(self, tx: Any, owner: str, ids: list[str]) -> list[Any]:
+        """The queued and running coordinations of `ids` that `owner` owns (those handed over to it)."""
+        if not ids:
+            return []
+        return tx.execute(
+            f"SELECT * FROM coordinations WHERE id IN ({','.join('?' * len(ids))}) AND owner = ?"
+            f" AND status IN {_ACTIVE}",
+            (*ids, owner),
+        ).fetchall()
+
     def adopt_orphans(self, tx: Any, owner: str, alive_since: float, limit: int) -> list[Any]:
         """Up to `limit` queued or running coordinations whose owner is no live member (no heartbeat since
-        `alive_since`), now `owner`'s. Those of a live workflow execution are left to the replica that takes
-        the execution over (it adopts them with it)."""
+        `alive_since`), now `owner`'s. Those of a live workflow execution are adopted only by the execution's
+        owner: when the dead member owned the execution too, by the replica that takes it over (with it);
+        when the coordination had been handed over to a worker's replica that died, by the owner."""
         rows = tx.execute(
             f"SELECT c.id FROM coordinations c WHERE c.status IN {_ACTIVE} AND c.owner NOT IN ('', ?)"
             " AND NOT EXISTS (SELECT 1 FROM members m WHERE m.id = c.owner AND m.heartbeat_time >= ?)"
-            f" AND NOT {_LIVE_EXECUTION} ORDER BY c.id LIMIT ?{self.dialect.skip_locked}",
-            (owner, alive_since, limit),
+            f" AND NOT {_OTHERS_EXECUTION} ORDER BY c.id LIMIT ?{self.dialect.skip_locked}",
+            (owner, alive_since, owner, limit),
         ).fetchall()
         if not rows:
             return []
