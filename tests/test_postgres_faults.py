@@ -133,12 +133,21 @@ def _blocked_by(dsn: str, pid: int) -> int:
 
 
 @pytest.mark.parametrize(
-    "write, first_lock",
+    "write, first_lock, second_lock",
     [
         # A state write locks the revision row, then the kv_history counter (storage/postgres/_db.py).
-        ("set", "SELECT value FROM voltorch_counters WHERE name = 'kv_history' FOR UPDATE"),
-        # A Publish locks the events counter, then reads the newest event time.
-        ("publish", "LOCK TABLE events IN ACCESS EXCLUSIVE MODE"),
+        (
+            "set",
+            "SELECT value FROM voltorch_counters WHERE name = 'kv_history' FOR UPDATE",
+            "SELECT value FROM meta WHERE name = 'revision' FOR UPDATE",
+        ),
+        # A Publish is one statement: it locks the events table (for its INSERT) as it starts, then the
+        # events counter row (stores/events.py).
+        (
+            "publish",
+            "SELECT value FROM voltorch_counters WHERE name = 'events' FOR UPDATE",
+            "LOCK TABLE events IN ACCESS EXCLUSIVE MODE",
+        ),
     ],
 )
 def test_a_write_that_deadlocks_with_another_session_is_retried_and_commits(
@@ -147,6 +156,7 @@ def test_a_write_that_deadlocks_with_another_session_is_retried_and_commits(
     caplog: pytest.LogCaptureFixture,
     write: str,
     first_lock: str,
+    second_lock: str,
 ) -> None:
     """Another session takes the server's locks in the opposite order: PostgreSQL detects the deadlock
     and aborts the server's transaction (its deadlock_timeout runs out first), which the server runs
@@ -174,10 +184,7 @@ def test_a_write_that_deadlocks_with_another_session_is_retried_and_commits(
         writer.start()
         until(lambda: _blocked_by(pg_dsn, pid) > 0, timeout=20)  # the server's write waits for our lock
         # The other half, which the server's transaction holds: a deadlock, and the server's is aborted.
-        if write == "set":
-            other.execute("SELECT value FROM meta WHERE name = 'revision' FOR UPDATE")
-        else:
-            other.execute("SELECT value FROM voltorch_counters WHERE name = 'events' FOR UPDATE")
+        other.execute(second_lock)
         other.commit()
         writer.join(timeout=30)
         assert not writer.is_alive()

@@ -1,17 +1,19 @@
-"""Publish on PostgreSQL in few round trips: a batch is appended by one statement once the events counter
-is locked, and a replica's follower reads only for commits it has not delivered yet (a NOTIFY's head
-tells it; its own commits it delivers without a read)."""
+"""Publish on PostgreSQL in few round trips: a group-committed batch is one statement that is its own
+transaction (or, with ids to deduplicate, one statement once the events counter is locked), and a
+replica's follower reads only for commits it has not delivered yet (a NOTIFY's head tells it; its own
+commits it delivers without a read)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from polling import until
 from voltorch_server.components.events import EventLog, NewEvent
 from voltorch_server.storage import open_database
-from voltorch_server.storage.postgres import PgTx
 from voltorch_server.storage.stores import SqlEvents
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,31 +43,97 @@ def _count_reads(log: EventLog) -> list[int]:
     return calls
 
 
-def test_a_publish_batch_is_one_statement_after_the_counter_lock(
+def test_a_publish_batch_is_one_statement(
     two: tuple[EventLog, EventLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, _ = two
     a.emit("warm.up")  # the first write of a connection may read the catalog
-    statements: list[str] = []
-    real = PgTx.execute
-
-    def execute(self: PgTx, sql: str, params: Any = ()) -> Any:
-        statements.append(sql)
-        return real(self, sql, params)
-
-    monkeypatch.setattr(PgTx, "execute", execute)
+    sent = _count_round_trips(monkeypatch)
     receipts = a.publish_batch([NewEvent("x.y", data={"i": i}, source="s") for i in range(20)])
-    assert len(statements) == 2, statements  # the lock, then the append (rows, counter and NOTIFY)
-    assert "FOR UPDATE" in statements[0]
+    # BEGIN, the counter's lock and advance, the rows, the NOTIFY and COMMIT travel together
+    assert len(sent) == 1 and "UPDATE voltorch_counters" in sent[0], sent
     assert [r.sequence for r in receipts] == list(range(2, 22))
     assert a.last_sequence() == 21
     stored = a.store.after(1, 100)
     assert stored == [r.event for r in receipts]  # what the caller got is what was written
     assert all(e.time >= receipts[0].event.time == receipts[-1].event.time for e in stored)
-    statements.clear()
-    one = a.publish_one(NewEvent("x.y"))  # group-committed: the lock travels with BEGIN
-    assert len(statements) == 1 and "unnest" in statements[0], statements
-    assert one.sequence == 22 and a.last_sequence() == 22
+    # With an id to look up (a repeat yields the original): the lock travels with BEGIN, then the
+    # lookup, the append (rows, counter and NOTIFY in one statement), COMMIT.
+    sent.clear()
+    batch = a.publish_batch([NewEvent("x.y", id="evt-a"), NewEvent("x.y"), NewEvent("x.y", id="evt-a")])
+    assert "FOR UPDATE" in sent[0] and "INSERT INTO events" in sent[2] and sent[3] == "COMMIT", sent
+    assert len(sent) == 4 and [r.sequence for r in batch] == [22, 23, 22] and batch[2].duplicate
+
+
+def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement sent through a psycopg cursor (each a round trip), in order."""
+    sent: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def execute(self: psycopg.Cursor, query: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(str(query))
+        return real(self, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    return sent
+
+
+def test_a_group_committed_publish_is_one_round_trip(
+    two: tuple[EventLog, EventLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two
+    a.emit("warm.up")  # the first write of a connection may read the catalog
+    sent = _count_round_trips(monkeypatch)
+    one = a.publish_one(NewEvent("x.y", data={"n": 1}))
+    # BEGIN, the counter's lock and advance, the row, the NOTIFY and COMMIT travel together
+    assert len(sent) == 1 and "UPDATE voltorch_counters" in sent[0] and "INSERT INTO events" in sent[0], sent
+    assert one.sequence == 2 and a.last_sequence() == 2 and not one.duplicate
+    assert a.store.after(1, 10) == [one.event] and one.event.data == {"n": 1}
+    b._catch_up(None)  # b delivers a's commits first (as its listener would)
+    sent.clear()
+    two_ = b.publish_one(NewEvent("x.y"))  # the other replica numbers after it
+    assert len(sent) == 1 and two_.sequence == 3 and two_.event.time >= one.event.time
+    # An id is looked up under the lock (a repeat yields the original): BEGIN with the lock, the lookup,
+    # the append, COMMIT.
+    a._catch_up(None)
+    sent.clear()
+    first = a.publish_one(NewEvent("x.y", id="evt-fixed"))
+    assert first.sequence == 4 and len(sent) == 4, sent
+    again = b.publish_one(NewEvent("x.y", id="evt-fixed"))
+    assert again.duplicate and again.event == first.event and b.last_sequence() == 4
+
+
+def test_concurrent_publishes_through_two_replicas_are_gap_free_in_time_order(
+    two: tuple[EventLog, EventLog],
+) -> None:
+    """Batches of one statement each (and, mixed in, batches with ids, locked first) from many threads on
+    two replicas: every receipt is a distinct sequence, 1..N without a gap, stored as the caller was
+    told, and times never decrease with sequence (the clamp is read under the lock, whatever the clocks)."""
+    a, b = two
+    a.clock = lambda: 2_000_000_000.0  # a is ahead: b's events after a's take a's time
+    b.clock = lambda: 1_000_000_000.0
+    receipts: list[Any] = []
+    lock = threading.Lock()
+
+    def publish(log: EventLog, worker: int) -> None:
+        for i in range(15):
+            ev = NewEvent("x.y", id=f"evt-{worker}-{i}" if i % 5 == 0 else "", data={"w": worker, "i": i})
+            r = log.publish_one(ev)
+            with lock:
+                receipts.append(r)
+
+    threads = [threading.Thread(target=publish, args=(two[w % 2], w)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(receipts) == 8 * 15 and not any(r.duplicate for r in receipts)
+    assert sorted(r.sequence for r in receipts) == list(range(1, 8 * 15 + 1))
+    stored = a.store.after(0, 1000)
+    assert stored == sorted((r.event for r in receipts), key=lambda e: e.sequence)
+    times = [e.time for e in stored]
+    assert times == sorted(times)
+    assert a.last_sequence() == b.last_sequence() == 8 * 15
 
 
 def test_a_transaction_that_locked_its_counter_with_begin_rolls_back_and_releases_it(
@@ -124,3 +192,29 @@ def test_the_listener_wakes_the_follower_with_the_notified_head(two: tuple[Event
     until(lambda: b._listener.live, timeout=20)
     sent = a.emit("x.y").sequence
     until(lambda: sent in heads and b.delivered_sequence == sent, timeout=20)
+
+
+def test_a_stopped_listener_no_longer_wakes_its_caller(pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Once stopped, the listener calls nothing more (its caller may have closed the database since: a
+    catch-up then would fail and log an error at every shutdown)."""
+    from voltorch_server.storage.postgres import PgDatabase
+
+    db = PgDatabase(pg_dsn)
+    closed = threading.Event()
+    calls: list[int | None] = []
+
+    def wake(head: int | None) -> None:
+        if closed.is_set():
+            raise RuntimeError("the database is closed")
+        calls.append(head)
+
+    listener = db.listen(["voltorch_test"], wake, idle=0.05)
+    try:
+        until(lambda: listener.live and len(calls) >= 2, timeout=20)  # woken every idle period
+        listener.stop()
+        closed.set()
+        listener._thread.join(10)
+        assert not listener._thread.is_alive()
+        assert not [r for r in caplog.records if "notification failed" in r.getMessage()]
+    finally:
+        db.close()

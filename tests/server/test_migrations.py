@@ -26,6 +26,7 @@ AFTER_0_1_0 = [
     "schedules_0001",
     "cluster_0001_members",
     "cluster_0002_ownership",
+    "events_0003_newest_time",
 ]  # migrations added since 0.1.0: what its databases get on opening
 
 
@@ -187,7 +188,8 @@ PG_BEFORE_WATCHER = [
     "coordination_0002_tools",
     "workflows_0003_signals_timers",
     "cluster_0001_members",
-]  # what PostgreSQL databases had before the system and schedule tables were ported
+    "events_0003_newest_time",
+]  # the test below undoes the system, schedule and ownership migrations: what remains
 
 
 def _pg_tables(db: PgDatabase) -> dict[str, list[str]]:
@@ -218,7 +220,8 @@ def test_a_fresh_postgresql_database_has_every_table_and_column_of_sqlite(
         pg_tables = _pg_tables(pg)
     finally:
         pg.close()
-    assert pg_tables.pop("voltorch_counters") == ["name", "value"]  # PostgreSQL's AUTOINCREMENT (see _db)
+    # PostgreSQL's AUTOINCREMENT (see _db), with the newest event time beside the events counter
+    assert pg_tables.pop("voltorch_counters") == ["name", "value", "time"]
     pg_tables["snapshots"].remove("seq")  # SQLite's rowid (storage/_dialect.py: insertion_order)
     assert pg_tables == sqlite_tables
 
@@ -242,5 +245,32 @@ def test_a_postgresql_database_from_before_the_port_gets_the_new_migrations_and_
         assert migrate_pg(pg) == ["watcher_0001", "schedules_0001", "cluster_0002_ownership"]
         assert pg.query_one("SELECT address FROM members WHERE id = 'm1'")[0] == "a:1"
         assert pg.query_one("SELECT COUNT(*) FROM workflow_schedules")[0] == 0
+    finally:
+        pg.close()
+
+
+def test_a_postgresql_log_from_before_the_newest_time_column_keeps_its_times_in_order(pg_dsn: str) -> None:
+    """events_0003_newest_time fills the counter's time from the log, so the first append after the
+    upgrade is not stamped earlier than the events already there (its clamp reads the counter row)."""
+    from voltorch_server.components.events import EventLog, NewEvent
+    from voltorch_server.storage.stores import SqlEvents
+
+    pg = PgDatabase(pg_dsn)
+    try:
+        migrate_pg(pg)
+        with pg.write() as tx:  # an event log as it was before the migration
+            tx.execute("ALTER TABLE voltorch_counters DROP COLUMN time")
+            tx.execute("DELETE FROM _migrations WHERE name = 'events_0003_newest_time'")
+            tx.execute("UPDATE voltorch_counters SET value = 1 WHERE name = 'events'")
+            tx.execute(
+                "INSERT INTO events(seq, id, type, source, target, data, correlation_id, causation_id,"
+                " priority, traceparent, tracestate, trace_id, span_id, time)"
+                " VALUES (1, 'evt-old', 'x.y', '', '', 'null', '', '', 2, '', '', '', '', 2000000000.0)"
+            )
+        assert migrate_pg(pg) == ["events_0003_newest_time"]
+        log = EventLog(SqlEvents(pg), clock=lambda: 1_000_000_000.0)
+        new = log.publish_one(NewEvent("x.y")).event
+        assert new.sequence == 2 and new.time == 2_000_000_000.0
+        log.stop()
     finally:
         pg.close()

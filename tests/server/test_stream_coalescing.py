@@ -1,5 +1,6 @@
 """Coalescing of busy batched Subscribe streams: the shared window grows with the streams that are sending
-(active streams / budget, at most the latency bound), a stream sleeps only until the next tick of it, and
+(active streams / budget, at most the latency bound), a stream sleeps only when its messages come closer
+than the window and only until the next tick of it, and
 coalesced streams still deliver every event once, in order."""
 
 from __future__ import annotations
@@ -30,10 +31,23 @@ def test_one_busy_stream_waits_until_the_next_tick_of_one_over_budget():
     c = Coalescing(budget=1000.0, max_window=0.01)
     s = c.join()
     now = 100.0123
-    wait = c.sent(s, now)
+    assert c.sent(s, now - 0.0004) == 0.0  # its first message: nothing gathered, nothing to wait for
+    wait = c.sent(s, now)  # a second within the window: busy
     assert c.window == pytest.approx(0.001)
     assert 0 < wait <= c.window
     assert _on_tick(now, wait, c.window)
+
+
+def test_a_stream_whose_messages_are_a_window_apart_sends_at_once():
+    """One subscriber of a steady log (say 1,000 events/s against a 1/3,000 s window): sleeping after
+    each message would gather nothing, and cost a wake-up and up to a window of latency per event."""
+    c = Coalescing(budget=1000.0, max_window=0.01)
+    s = c.join()
+    now = 20.0
+    for i in range(5):
+        assert c.sent(s, now + i * 0.0015) == 0.0  # 1.5 ms apart, the window is 1 ms
+    assert c.window == pytest.approx(0.001)
+    assert c.sent(s, now + 4 * 0.0015 + 0.0002) > 0  # one sooner than the window: it gathers again
 
 
 def test_the_window_grows_with_the_streams_sending_and_stops_at_the_latency_bound():

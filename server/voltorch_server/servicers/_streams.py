@@ -48,7 +48,9 @@ class Coalescing:
     message: one wake-up and one message per tick per busy stream, whatever the event rate. The window is
     active streams / budget, at most `max_window` (the latency bound); a stream counts as active while it
     sent a message in the last ACTIVE_SECONDS, so idle subscribers cost busy ones no latency. A stream
-    that was quiet sends its next item at once (it sleeps only after a message, and only until the tick).
+    that was quiet sends its next item at once, and sleeps (until the tick) only after a message that
+    came less than a window after its previous one: a stream whose messages are already that far apart
+    has nothing to gather, and a sleep would only add a wake-up and up to a window of latency.
     """
 
     ACTIVE_SECONDS = 0.1
@@ -73,7 +75,9 @@ class Coalescing:
 
     def sent(self, token: int, now: float) -> float:
         """Note that stream `token` sent a message at `now`; returns how long it should sleep before
-        taking what is ready for its next one (0 when there is no need)."""
+        taking what is ready for its next one (0 when there is no need: its messages are already a window
+        or more apart, so there is nothing to gather, e.g. one subscriber of a log at 1,000 events/s)."""
+        before = self._last_sent.get(token)
         self._last_sent[token] = now
         if now - self._counted_at >= self.RECOUNT_SECONDS:
             self._counted_at = now
@@ -81,7 +85,9 @@ class Coalescing:
             active = sum(1 for t in list(self._last_sent.values()) if t > since)
             self._window = min(active / self.budget, self.max_window)
         window = self._window
-        return window - now % window if window > 0 else 0.0
+        if window <= 0 or before is None or now - before >= window:
+            return 0.0
+        return window - now % window
 
     @property
     def window(self) -> float:

@@ -795,10 +795,12 @@ class CoordinationEngine(Component):
         if rows:
             log.info("re-queued %d coordination(s) after restart", len(rows))
 
-    def adopt_execution(self, execution_id: str) -> None:
-        """Run here the queued and running coordinations of a workflow execution this replica took over."""
+    def adopt_execution(self, execution_id: str, previous: str | None = None) -> None:
+        """Run here the queued and running coordinations of a workflow execution this replica took over:
+        those its `previous` owner ran (None: all); one handed over to a worker's replica stays there."""
         with self.journal.txn() as (tx, after):
-            self._load(tx, after, self.store.adopt(tx, self.owner, execution_id=execution_id))
+            rows = self.store.adopt(tx, self.owner, previous=previous, execution_id=execution_id)
+            self._load(tx, after, rows)
 
     def _adopt_one(self, coordination_id: str) -> None:
         with self.journal.txn() as (tx, after):

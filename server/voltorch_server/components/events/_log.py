@@ -21,7 +21,7 @@ from typing import Any
 from ..._ids import new_id
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
-from ...storage import GroupCommit, Take, Tx
+from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
 from . import _retention as retention
@@ -106,6 +106,35 @@ def _exact_types(flt: EventFilter) -> tuple[str, ...] | None:
     if flt.types and not any("*" in t or "?" in t for t in flt.types):
         return flt.types
     return None
+
+
+def _reads_log(p: Prepared) -> bool:
+    """Whether appending `p` reads the log first: its id (a repeat yields the original event) or its
+    cause's correlation id (the cause inherits it when `p` names none)."""
+    return bool(p.id) or (bool(p.causation_id) and not p.correlation_id)
+
+
+def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], now: float) -> list[Event]:
+    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`."""
+    return [
+        Event(
+            sequence=s,
+            id=row[0],
+            type=row[1],
+            source=row[2],
+            target=row[3],
+            data=json.loads(row[4]),
+            correlation_id=row[5],
+            causation_id=row[6],
+            priority=priority,
+            traceparent=row[8],
+            tracestate=row[9],
+            trace_id=row[10],
+            span_id=row[11],
+            time=now,
+        )
+        for s, row, priority in zip(seqs, rows, priorities, strict=True)
+    ]
 
 
 class _Unwritten:
@@ -215,14 +244,20 @@ class EventLog(Component):
             # while the log is on PostgreSQL (coordination and workflows, until they move there too).
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
-            with self.db.write() as own:
-                return [r.event for r in self._append_prepared(own, prepared)]
+            return [r.event for r in self._append_own(prepared)]
         return [r.event for r in self._append_prepared(tx, prepared)]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
-        with self.db.write() as tx:
-            return self.append(tx, events)
+        return [r.event for r in self._append_own([prepare(ev) for ev in events])]
+
+    def _append_own(self, prepared: list[Prepared]) -> list[Receipt]:
+        """Append `prepared` atomically in a transaction of their own: on PostgreSQL one statement when
+        nothing must be read first (`_append_alone`), else the counter row locked with BEGIN."""
+        if self._shared and not any(_reads_log(p) for p in prepared):
+            return self._append_alone(prepared) if prepared else []
+        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
+            return self._append_prepared(tx, prepared)
 
     def emit(self, type: str, data: Any = None, **kw: Any) -> Event:
         """Shorthand for components: publish one event."""
@@ -239,12 +274,29 @@ class EventLog(Component):
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
-        # PostgreSQL: wait for the events counter row first (locked with BEGIN, one round trip), as
-        # SQLite waits for its writer lock, so the callers queueing meanwhile join this batch.
-        with self.db.write(lock=self.store.head_counter if self._shared else None) as tx:
-            while ops := take():
-                for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
-                    p.result = receipt
+        if not self._shared:
+            with self.db.write() as tx:
+                while ops := take():
+                    self._append_ops(tx, ops)
+            return
+        ops = take()
+        if not any(_reads_log(p.op) for p in ops):
+            # PostgreSQL, nothing to read first: the batch is one statement and its own transaction (one
+            # round trip). Callers queueing meanwhile form the next batch.
+            for p, receipt in zip(ops, self._append_alone([p.op for p in ops]), strict=True):
+                p.result = receipt
+            return
+        # An id to look up under the lock (a repeat yields the original): wait for the events counter row
+        # first (locked with BEGIN, one round trip), as SQLite waits for its writer lock, so the callers
+        # queueing meanwhile join this batch.
+        with self.db.write(lock=self.store.head_counter) as tx:
+            while ops:
+                self._append_ops(tx, ops)
+                ops = take()
+
+    def _append_ops(self, tx: Tx, ops: list[Pending]) -> None:
+        for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):
+            p.result = receipt
 
     def publish_batch(self, events: Sequence[NewEvent], *, field: str = "events") -> list[Receipt]:
         """Publish 1..1000 events atomically with consecutive sequences, in order; errors name the index."""
@@ -252,9 +304,7 @@ class EventLog(Component):
             raise InvalidArgument(field, "a batch needs at least one event")
         if len(events) > MAX_BATCH:
             raise InvalidArgument(field, f"at most {MAX_BATCH} events per batch (got {len(events)})")
-        prepared = [prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)]
-        with self.db.write() as tx:
-            return self._append_prepared(tx, prepared)
+        return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
     def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
         if not prepared:
@@ -279,12 +329,47 @@ class EventLog(Component):
             seq = pending.head
             if self._last_time is None:
                 self._last_time = store.last_time_in(tx)
+        slots, rows, priorities = self._rows(tx, prepared, pending)
+        if explicit:
+            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
+        else:
+            assert self._last_time is not None and pending is not None
+            now = max(self.clock(), self._last_time, pending.now)
+        seqs = range(seq + 1, seq + 1 + len(rows))
+        new = _events(seqs, rows, priorities, now)
+        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+        if new:
+            if pending is not None:
+                pending.head += len(rows)
+                pending.now = now
+                pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
+                pending.events.extend(new)
+                pending.by_id.update((e.id, e) for e in new)
+            else:
+                tx.after_commit(lambda: self._catch_up(mine=new))
+        return receipts
+
+    def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
+        """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in
+        one statement that is its own transaction (`append_alone`); this replica's subscribers hear them
+        once it has committed."""
+        _, rows, priorities = self._rows(None, prepared, None)  # no ids: each event is a new row, in order
+        head, now = self.store.append_alone(rows, self.clock(), NOTIFY_CHANNEL)
+        new = _events(range(head + 1, head + 1 + len(rows)), rows, priorities, now)
+        self._catch_up(mine=new)
+        return [Receipt(e) for e in new]
+
+    def _rows(
+        self, tx: Tx | None, prepared: list[Prepared], pending: _Unwritten | None
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[tuple], list[Priority]]:
+        """The new rows of `prepared`, in the order of the store's COLUMNS without seq and time, with their
+        priorities, and per event: the receipt of an event already in the log, else (the index of its new
+        row, whether it repeats an id earlier in this batch). Looks ids up through `tx`, which only events
+        that `_reads_log` need."""
         ambient: TraceIds | None = None
-        # Per event: the receipt of an event already in the log, else (the index of its new row, whether
-        # it repeats an id earlier in this batch).
         slots: list[Receipt | tuple[int, bool]] = []
         in_batch: dict[str, int] = {}  # id -> index of its new row
-        rows: list[tuple] = []  # in the order of the store's COLUMNS without seq and time
+        rows: list[tuple] = []
         priorities: list[Priority] = []
         for p in prepared:
             if p.id:
@@ -328,44 +413,9 @@ class EventLog(Component):
                     ids.span_id,
                 )
             )
-        if explicit:
-            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
-        else:
-            assert self._last_time is not None and pending is not None
-            now = max(self.clock(), self._last_time, pending.now)
-        seqs = range(seq + 1, seq + 1 + len(rows))
-        new = [
-            Event(
-                sequence=s,
-                id=row[0],
-                type=row[1],
-                source=row[2],
-                target=row[3],
-                data=json.loads(row[4]),
-                correlation_id=row[5],
-                causation_id=row[6],
-                priority=priority,
-                traceparent=row[8],
-                tracestate=row[9],
-                trace_id=row[10],
-                span_id=row[11],
-                time=now,
-            )
-            for s, row, priority in zip(seqs, rows, priorities, strict=True)
-        ]
-        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
-        if new:
-            if pending is not None:
-                pending.head += len(rows)
-                pending.now = now
-                pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
-                pending.events.extend(new)
-                pending.by_id.update((e.id, e) for e in new)
-            else:
-                tx.after_commit(lambda: self._catch_up(mine=new))
-        return receipts
+        return slots, rows, priorities
 
-    def _logged(self, tx: Tx, event_id: str, pending: _Unwritten | None) -> Event | None:
+    def _logged(self, tx: Tx | None, event_id: str, pending: _Unwritten | None) -> Event | None:
         """The event with this id in the log, or appended earlier in this transaction and not written yet."""
         found = pending.by_id.get(event_id) if pending is not None else None
         return found if found is not None else self.store.by_id_in(tx, event_id)

@@ -221,8 +221,9 @@ class WorkflowEngine(Component):
             rows = [r for r in rows if r["status"] in (RUNNING, QUEUED, PENDING)]
         self._continue(rows, "recovered after a restart (continuing from the last checkpoint)")
 
-    def _continue(self, rows: list[Any], reason: str) -> None:
-        """Run again the running executions of `rows`, queue the queued ones (all owned by this replica)."""
+    def _continue(self, rows: list[Any], reason: str, previous: dict[str, str] | None = None) -> None:
+        """Run again the running executions of `rows`, queue the queued ones (all owned by this replica
+        now; `previous`: their owners before, by id, when another replica's)."""
         resume: list[ExecutionRun] = []
         with self._lock:
             for r in rows:
@@ -239,7 +240,7 @@ class WorkflowEngine(Component):
             log.info("workflow %s: continuing from its last checkpoint (%s)", run.id, reason)
             adopt = getattr(self.coordination, "adopt_execution", None)
             if adopt is not None and self.ownership.shared:
-                adopt(run.id)  # its attempts in flight: re-attached here, not waited for elsewhere
+                adopt(run.id, (previous or {}).get(run.id, self.me))  # its attempts in flight, re-attached
             run.begin("workflow.execution.resumed", reason=reason)
         self._wake_admission()
 
@@ -606,6 +607,11 @@ class WorkflowEngine(Component):
             raise InvalidArgument("execution_id", "an execution id is required", reason="FIELD_REQUIRED")
         with self._lock:
             run = self._runs.get(execution_id) or self._load_locked(execution_id)
+        if run is not None and self.ownership.shared:  # a run here whose claim elsewhere is not yet heard
+            row = self.store.row(execution_id)
+            if row is not None and (row["owner"], row["epoch"]) != (self.me, run.epoch):
+                run.drop(Fenced(execution_id, run.epoch, f"claimed by replica {row['owner'] or '(none)'}"))
+                run = None
         if run is None and self.ownership.shared:
             run = self._take(execution_id, begin)
         if run is None:
@@ -627,6 +633,7 @@ class WorkflowEngine(Component):
         `begin`: a running execution goes on running here (not when it is about to be paused or
         cancelled: its adopted coordinations still finish, and a later resume records their outcome)."""
         with self.db.write() as tx:
+            before = self.store.row(execution_id, tx)
             row = self.store.own(tx, execution_id, self.me)
             if row is None:
                 return None
@@ -638,7 +645,7 @@ class WorkflowEngine(Component):
                 self._enqueue_locked(execution_id, row["priority"], row["create_time"])
         adopt = getattr(self.coordination, "adopt_execution", None)
         if adopt is not None:
-            adopt(execution_id)
+            adopt(execution_id, before["owner"])
         if run is not None and begin and row["status"] in (RUNNING, PENDING):
             with self._lock:
                 self._running.add(execution_id)
@@ -746,7 +753,11 @@ class WorkflowEngine(Component):
                 )
             if orphans:
                 by_owner = sorted({r["previous_owner"] for r in orphans})
-                self._continue(orphans, f"taken over from replica {', '.join(by_owner)} (its lease expired)")
+                self._continue(
+                    orphans,
+                    f"taken over from replica {', '.join(by_owner)} (its lease expired)",
+                    {r["id"]: r["previous_owner"] for r in orphans},
+                )
                 if len(orphans) == 64:
                     self._next_takeover = now  # more to take: again at once
         with self._lock:

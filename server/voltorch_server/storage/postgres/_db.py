@@ -12,8 +12,10 @@ What differs, and why:
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row). The event
   log's append sends its own with `pg_notify()` inside its one statement (`stores/events.py`).
 - Round trips are latency (each a wake-up of a backend and of a thread, on a loaded machine more than
-  the work): a group-committed Publish makes three — BEGIN with its counter lock (`write(lock=…)`), the
-  append, COMMIT — and a follower reads only for commits it has not delivered (the NOTIFY's head says).
+  the work): a group-committed Publish batch is one statement that is its own transaction
+  (`write_one`: it locks the counter row by updating it), or, when it must read under the lock first
+  (ids to deduplicate), three — BEGIN with its counter lock (`write(lock=…)`), the append, COMMIT; a
+  follower reads only for commits it has not delivered (the NOTIFY's head says).
 - Transactions run at READ COMMITTED and every writer takes its row locks in one order (the state
   revision, then the kv_history counter, then the events counter), so serialization failures and
   deadlocks cannot arise between voltorch's own writers. Should one come from elsewhere (another
@@ -40,6 +42,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import Unavailable
@@ -260,6 +263,17 @@ class PgDatabase:
         for fn in tx._after:
             fn()
 
+    def write_one(self, sql: str, params: tuple | list = ()) -> Any:
+        """One statement that is a whole write transaction (autocommit: BEGIN and COMMIT travel with it,
+        one round trip); its first row, as a tuple. Its row locks are held until it commits, its NOTIFYs sent then."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        with self._connection() as raw:
+            cur = raw.cursor(row_factory=tuple_row)  # read by position: no row class from the description
+            row = cur.execute(translate(sql), params or None).fetchone()
+        self.commits += 1
+        return row
+
     @staticmethod
     def _send_notifies(raw: psycopg.Connection, tx: PgTx) -> None:
         if tx._notify:  # one statement for every channel
@@ -351,6 +365,8 @@ class Listener:
                     while not self._stop.is_set():
                         # Returns as soon as one arrives (with any others in the same packet).
                         heads = [_head(n.payload) for n in conn.notifies(timeout=self._idle, stop_after=1)]
+                        if self._stop.is_set():  # stopped meanwhile: its database may be closed already
+                            break
                         known = heads and None not in heads
                         self.live = self._call(max(heads) if known else None)  # type: ignore[type-var]
             except psycopg.Error as exc:
@@ -368,7 +384,8 @@ class Listener:
             self._wake(head)
             return True
         except Exception:
-            log.exception("catching up after a notification failed")
+            if not self._stop.is_set():  # else the caller stopped (and may have closed its database)
+                log.exception("catching up after a notification failed")
             return False
 
     def stop(self) -> None:

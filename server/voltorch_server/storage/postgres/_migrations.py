@@ -109,6 +109,15 @@ def _events_0002_compaction(tx: PgTx) -> None:
     tx.execute("INSERT INTO event_compaction(id, through_seq, through_time) VALUES (1, 0, 0)")
 
 
+def _events_0003_newest_time(tx: PgTx) -> None:
+    """The newest event time beside the events counter: an append that locks the row reads there the
+    time its predecessor (on any replica) committed, in the same statement (`stores/events.py`)."""
+    tx.execute("ALTER TABLE voltorch_counters ADD COLUMN time DOUBLE PRECISION NOT NULL DEFAULT 0")
+    tx.execute(
+        "UPDATE voltorch_counters SET time = (SELECT COALESCE(MAX(time), 0) FROM events) WHERE name = 'events'"
+    )
+
+
 def _cluster_0001_members(tx: PgTx) -> None:
     """The replicas of the cluster, each refreshing its row by heartbeat (storage/stores/members.py)."""
     tx.execute(
@@ -382,6 +391,7 @@ MIGRATIONS: list[tuple[str, Callable[[PgTx], None]]] = [
     ("schedules_0001", _schedules_0001),
     ("cluster_0001_members", _cluster_0001_members),
     ("cluster_0002_ownership", _cluster_0002_ownership),
+    ("events_0003_newest_time", _events_0003_newest_time),
 ]
 
 

@@ -422,6 +422,11 @@ def _cluster_0002_ownership(tx: Tx) -> None:
     )
 
 
+def _events_0003_newest_time(tx: Tx) -> None:
+    """PostgreSQL keeps the newest event time in its events counter row; SQLite has no counter rows (its
+    single writer reads the newest time once and keeps it in memory): nothing to change here."""
+
+
 MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("0001_state", _state_0001),
     ("0002_events", _events_0001),
@@ -435,6 +440,7 @@ MIGRATIONS: list[tuple[str, Callable[[Tx], None]]] = [
     ("schedules_0001", _schedules_0001),
     ("cluster_0001_members", _cluster_0001_members),
     ("cluster_0002_ownership", _cluster_0002_ownership),
+    ("events_0003_newest_time", _events_0003_newest_time),
 ]
 
 

@@ -18,22 +18,45 @@ _INSERTED = (
     "id, type, source, target, data, correlation_id, causation_id, priority,"
     " traceparent, tracestate, trace_id, span_id, time"
 )
-# PostgreSQL, the events counter row already locked (`lock_head`): the whole append in ONE statement, one
-# round trip whatever the batch's size — the time clamp (the newest time, read after the lock so it sees
-# the previous holder's commit), the rows (one array per column, unnested, numbered from the head), the
-# counter advanced, and the NOTIFY (sent at COMMIT, with the new head only). Its text never changes, so
-# it runs prepared.
-_APPEND_LOCKED = f"""WITH t AS (SELECT GREATEST(?::float8, COALESCE(MAX(time), 0)) AS time FROM events),
+# PostgreSQL: a batch's rows travel as ONE parameter, a JSON array of rows (each an array in the order of
+# _INSERTED without time), numbered by their position: `json.dumps` is C, where psycopg converts a Python
+# list to an array parameter in Python, element by element (one array per column had cost as much CPU as
+# the rest of the append).
+_ROWS = "json_array_elements(?::json) WITH ORDINALITY AS r(e, n)"
+_NUMBERED = """r.e->>0, r.e->>1, r.e->>2, r.e->>3, r.e->>4, r.e->>5, r.e->>6, (r.e->>7)::integer,
+        r.e->>8, r.e->>9, r.e->>10, r.e->>11"""
+# PostgreSQL, the events counter row already locked by the caller's transaction (`lock_head`): the whole
+# append in ONE statement, one round trip whatever the batch's size — the time clamp (the newest event
+# time, kept in the counter row: read under the lock, it is the previous holder's), the rows (`_ROWS`,
+# numbered from the head), the counter advanced, and the NOTIFY (sent at COMMIT,
+# with the new head only). Its text never changes, so it runs prepared.
+_APPEND_LOCKED = f"""WITH t AS (
+    SELECT GREATEST(?::float8, time) AS time FROM voltorch_counters WHERE name = 'events'
+),
 ins AS (
     INSERT INTO events(seq, {_INSERTED})
-    SELECT ?::bigint + r.n, r.id, r.type, r.source, r.target, r.data, r.correlation_id, r.causation_id,
-        r.priority, r.traceparent, r.tracestate, r.trace_id, r.span_id, t.time
-    FROM t, unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::integer[],
-        ?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS r(id, type, source, target, data,
-        correlation_id, causation_id, priority, traceparent, tracestate, trace_id, span_id, n)
+    SELECT ?::bigint + r.n, {_NUMBERED}, t.time
+    FROM t, {_ROWS}
 ),
-adv AS (UPDATE voltorch_counters SET value = ? WHERE name = 'events')
+adv AS (UPDATE voltorch_counters SET value = ?, time = t.time FROM t WHERE name = 'events')
 SELECT t.time, pg_notify(?, ?)::text FROM t"""
+# PostgreSQL, no transaction open: the append IS the transaction (autocommit: one round trip for BEGIN,
+# the rows and COMMIT). The UPDATE of the counter row locks it, waiting for any other writer's COMMIT
+# (on any replica), and at READ COMMITTED is then evaluated on the row as that COMMIT left it (the
+# increment pattern): the head and the newest time it returns are the latest, the rows are numbered
+# after them, and the lock is held until this statement commits — gap-free in commit order, as with
+# `lock_head`. Only the counter row carries what the previous writer did: the statement's snapshot
+# predates that COMMIT, so nothing else (e.g. MAX(time) of events) could be read here.
+_APPEND_ALONE = f"""WITH c AS (
+    UPDATE voltorch_counters SET value = value + ?, time = GREATEST(time, ?::float8)
+    WHERE name = 'events' RETURNING value, time
+),
+ins AS (
+    INSERT INTO events(seq, {_INSERTED})
+    SELECT c.value - ?::bigint + r.n, {_NUMBERED}, c.time
+    FROM c, {_ROWS}
+)
+SELECT c.value, c.time, pg_notify(?, c.value::text)::text FROM c"""
 _BY_ID = f"SELECT {COLUMNS} FROM events WHERE id = ?"
 _AFTER = f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 _LAST_TIME = "SELECT COALESCE(MAX(time), 0) FROM events"
@@ -42,6 +65,7 @@ _COUNTER = "events"
 CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on the writer lock
 
 _json_loads = json.loads
+_json_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
 
@@ -104,10 +128,18 @@ class SqlEvents:
         the new head, in one statement; returns the events' time (`now`, or the newest time if later)."""
         last = head + len(rows)
         time = tx.execute(
-            _APPEND_LOCKED, (now, head, *(list(c) for c in zip(*rows, strict=True)), last, channel, str(last))
+            _APPEND_LOCKED, (now, head, _json_dumps(rows), last, channel, str(last))
         ).fetchone()[0]
         tx.counter_advanced(_COUNTER, last)
         return time
+
+    def append_alone(self, rows: list[tuple], now: float, channel: str) -> tuple[int, float]:
+        """PostgreSQL, outside any transaction: append `rows` (as for `append_locked`) in one statement
+        that is its own transaction — lock and advance the counter, insert, NOTIFY `channel`, COMMIT: one
+        round trip. Returns (the head before these rows, their time)."""
+        n = len(rows)
+        head, time, _ = self.db.write_one(_APPEND_ALONE, (n, now, n, _json_dumps(rows), channel))
+        return head - n, time
 
     def last_time_in(self, tx: Any) -> float:
         return tx.execute(_LAST_TIME).fetchone()[0]
