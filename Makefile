@@ -9,7 +9,7 @@ PORT   ?= 50051
 DB     ?= ./voltorch.db
 UI_PORT ?= 8233
 
-.PHONY: setup run serve shell test protos protos-check lint proto-lint typecheck npm bench clean
+.PHONY: setup run cluster serve shell test protos protos-check lint proto-lint typecheck npm bench clean
 
 setup: $(VENV)/.installed-dev
 
@@ -40,6 +40,11 @@ $(VENV)/.installed-%: pyproject.toml
 # If a server (`make serve`) already owns the database, the workflow runs on that server instead.
 run: $(VENV)/.installed-server
 	$(PY) -m voltorch_server.demo --db $(DB) --ui-port $(UI_PORT)
+
+# The cluster in one command: a throwaway PostgreSQL, three replicas on loopback, the complete workflow through
+# all three, the replica that owns it SIGKILLed mid-run and the run finishing on another; Ctrl-C stops it all.
+cluster: $(VENV)/.installed-server
+	$(PY) -m voltorch_server.cluster_demo
 
 serve: $(VENV)/.installed-server
 	$(VENV)/bin/voltorch serve --host $(HOST) --port $(PORT) --db $(DB) --ui-port $(UI_PORT)

@@ -8,9 +8,12 @@ one replica and waits for the event on a subscription held on the next replica (
 "publish->deliver @1,000/s across replicas" (2 and 3 replicas) is open loop: events published through
 replica 0 on schedule, one subscriber on replica 1, each event's latency from its Publish call.
 
+The workflows part (bench/_cluster_workflows.py, issue 12): workflows completed per second on SQLite x1
+and PostgreSQL x1/x2/x3, and the time from a replica's SIGKILL to its executions taken over elsewhere.
+
 Targets (issue 11): server CPU per GetKey on PostgreSQL <= 1.2x SQLite's; per durable SetKey <= 2x
 SQLite's including PostgreSQL's CPU; publish -> deliver p99 across replicas < 10 ms at 1k events/s.
-The PostgreSQL server is the throwaway one of the tests (tests/pg.py), or VOLTORCH_BENCH_POSTGRES_DSN.
+The PostgreSQL server is a throwaway one (voltorch_server.throwaway_postgres, as the tests'), or VOLTORCH_BENCH_POSTGRES_DSN.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ import contextlib
 import itertools
 import os
 import statistics
-import sys
 from argparse import Namespace
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,12 +31,11 @@ import psutil
 import voltorch
 from voltorch.v1 import state_pb2, state_pb2_grpc
 from voltorch.wire import to_value as py_to_value
+from voltorch_server import throwaway_postgres as pg
 
+from . import _cluster_workflows as workflows
 from ._harness import Case, MakeOp, Op, Result, ServerProcess, echo_unary, percentile, run_cases
 from .suite_events import _latency
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import pg  # noqa: E402  (the tests' throwaway PostgreSQL, shared with the bench)
 
 KEYS = 64
 LATENCY_RATE = 1000.0  # events/s published for the cross-replica publish -> deliver row
@@ -46,11 +46,12 @@ PAYLOAD_VALUE = {"data": "x" * 128}
 class Cluster:
     """n replicas on one database, metered together (and with PostgreSQL when we started it)."""
 
-    def __init__(self, dsn: str, n: int, postgres_pid: int | None):
+    def __init__(self, dsn: str, n: int, postgres_pid: int | None, env: dict[str, str] | None = None):
         self.replicas: list[ServerProcess] = []
         try:
-            for _ in range(n):
-                self.replicas.append(ServerProcess("voltorch", db=dsn))
+            for i in range(n):
+                own = {**(env or {}), "VOLTORCH_REPLICA_ID": f"replica-{i}"}
+                self.replicas.append(ServerProcess("voltorch", db=dsn, env=own))
         except BaseException:
             self.stop()
             raise
@@ -82,6 +83,11 @@ class Cluster:
     def next_target(self, offset: int = 0) -> str:
         i = next(self._next)
         return self.targets[(i + offset) % len(self.targets)]
+
+    def kill(self, i: int) -> None:
+        """SIGKILL replica i: no shutdown of any kind."""
+        self.replicas[i].proc.kill()
+        self.replicas[i].proc.wait(timeout=10)
 
     def stop(self) -> None:
         for r in self.replicas:
@@ -236,8 +242,50 @@ def _postgres() -> Iterator[tuple[Any, int | None]]:
         server.stop()
 
 
+def _wanted(row: str, args: Namespace) -> bool:
+    select = getattr(args, "select", None)
+    return not select or select.lower() in row.lower()
+
+
+def _workflows(args: Namespace, postgres: Any, pid: int | None) -> list[Result]:
+    """Workflows completed per second on SQLite x1 and PostgreSQL x1/x2/x3, then the failover time
+    (bench/_cluster_workflows.py)."""
+    results: list[Result] = []
+    if _wanted("sqlite x1 workflows", args):
+        with ServerProcess("voltorch", env=workflows.ENV) as sqlite:
+            results.append(workflows.throughput("sqlite x1", [sqlite.target], None, args, sqlite))
+    for n in (1, 2, 3):
+        if not _wanted(f"pg x{n} workflows", args):
+            continue
+        dsn = postgres.new_database("voltorch_bench")
+        cluster = Cluster(dsn, n, pid, env=workflows.ENV)
+        try:
+            results.append(workflows.throughput(f"pg x{n}", cluster.targets, dsn, args, cluster))
+        finally:
+            cluster.stop()
+            postgres.drop_database(dsn)
+    if _wanted("pg x3 failover", args):
+        dsn = postgres.new_database("voltorch_bench")
+        cluster = Cluster(dsn, 3, pid, env=workflows.ENV)
+        try:
+            results.append(workflows.failover(cluster.targets, cluster.kill, dsn))
+        finally:
+            cluster.stop()
+            postgres.drop_database(dsn)
+    base = next((r for r in results if r.name.startswith("sqlite x1 workflows")), None)
+    for r in results:
+        if r.name.startswith("pg x") and "workflows" in r.name and base is not None and base.rate:
+            r.baseline = base.name.split(" (")[0]
+            r.ratio = r.rate / base.rate
+    return results
+
+
 def run(args: Namespace) -> list[Result]:
     results: list[Result] = []
+    select = (getattr(args, "select", None) or "").lower()
+    if "workflow" in select or "failover" in select:  # -k: only the workflows part, no state rows
+        with _postgres() as (postgres, pid):
+            return _workflows(args, postgres, pid)
     with ServerProcess("echo") as echo, ServerProcess("voltorch") as sqlite:
         _populate(sqlite.target, args.clients)
         cases = [
@@ -259,14 +307,15 @@ def run(args: Namespace) -> list[Result]:
             finally:
                 cluster.stop()
                 postgres.drop_database(dsn)
+        results += _workflows(args, postgres, pid)
     # Each row against SQLite's same operation (calls/s); the CPU per op is in its own column.
     by_name = {r.name: r for r in results}
     for r in results:
-        if r.name.startswith("pg x"):
+        if r.name.startswith("pg x") and r.unit == "calls":
             base = by_name.get("sqlite x1 " + r.name.split(" ", 2)[2])
             if base is not None and base.rate:
                 r.baseline, r.ratio = base.name, r.rate / base.rate
-        elif r.name.startswith("sqlite") and "echo" in by_name:  # -k may leave echo out
+        elif r.name.startswith("sqlite") and r.unit == "calls" and "echo" in by_name:  # -k may leave echo out
             echo = by_name["echo"]
             r.baseline, r.ratio = "echo", r.rate / echo.rate if echo.rate else None
     return results

@@ -146,10 +146,19 @@ def _find_step(execution: Any, step_id: str) -> Any:
     return None
 
 
-def report(client: Any, execution: Any, console: Console, *, db: str | None = None, flags: str = "") -> None:
+def report(
+    client: Any,
+    execution: Any,
+    console: Console,
+    *,
+    db: str | None = None,
+    flags: str = "",
+    where: bool = True,
+) -> None:
     """The result, who did what, and where the data lives. The closing commands run as printed: `flags`
     are the global flags that reach the same server (e.g. " --target host:port"); with `db` the server
-    is this process's own, gone once it exits, so the first command starts it again."""
+    is this process's own, gone once it exits, so the first command starts it again. `where=False` leaves
+    out where the data lives (a throwaway database, gone at exit)."""
     took = (execution.end_time - execution.start_time).total_seconds() if execution.end_time else 0.0
     color = "green" if execution.status == "completed" else "red"
     console.print()
@@ -190,6 +199,8 @@ def report(client: Any, execution: Any, console: Console, *, db: str | None = No
             "[dim]The built-in agents ran offline (deterministic, no LLM). Set OPENAI_API_KEY (and optionally "
             "VOLTORCH_OPENAI_BASE_URL / VOLTORCH_OPENAI_MODEL) to use an OpenAI-compatible model.[/]"
         )
+    if not where:
+        return
 
     keys = [kv.key for kv in client.state.list(f"requirement.{execution.id}")]
     console.print()
