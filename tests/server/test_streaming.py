@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import voltorch
 from openai_stub import StubLLM
-from polling import until
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.coordination import DeltaStream
 from voltorch_server.config import Config
@@ -85,18 +84,6 @@ def test_kept_batches_are_one_batch_when_written_or_published():
     ds.write("x")  # old enough: the kept text and this go out as one event
     assert published == [{"task_id": "t", "offset": 22, "delta": "01234567890123456789x"}]
     assert ds.drain() == []
-
-
-def test_kept_text_is_published_once_the_interval_passes_without_another_write():
-    """A model that writes a burst and then pauses: the kept text goes out when `interval` has passed,
-    without waiting for the next write (or the outcome) to carry it."""
-    published: list[dict] = []
-    ds = DeltaStream(published.append, {"task_id": "t"}, interval=0.05, chars=10, hold=True)
-    ds.write("abcdefghijkl")  # big enough for a batch, but too soon after the start: kept
-    assert published == []
-    until(lambda: published, why=lambda: "the kept text was never published")
-    assert published == [{"task_id": "t", "offset": 0, "delta": "abcdefghijkl"}]
-    assert ds.drain() == []  # published already: nothing left for the outcome
 
 
 @pytest.fixture

@@ -50,7 +50,6 @@ class DeltaStream:
         self._offset = 0
         self._last = clock()
         self._held: list[dict[str, Any]] | None = [] if hold else None
-        self._timer: threading.Timer | None = None  # publishes kept text once `interval` has passed
         self.batches = 0
 
     def write(self, text: str) -> None:
@@ -87,9 +86,6 @@ class DeltaStream:
         with self._lock:
             if self._held is None:
                 return []
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             self._cut()
             out, self._held = self._held, []
             return out
@@ -119,41 +115,13 @@ class DeltaStream:
             return
         if self._held is not None:
             if self._clock() - self._last < self._interval:
-                # Kept: written with the outcome, or published with the next batch, or when `interval`
-                # has passed without one (a model that pauses must not hold back what it wrote).
-                self._arm_locked()
-                return
+                return  # kept: written with the outcome, or published with the next batch
             batch, self._held = self._held, []
         else:
             batch = [data]
-        self._send_locked(batch)
-
-    def _send_locked(self, batch: list[dict[str, Any]]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._last = self._clock()
         try:
             for d in batch:
                 self._publish(d)
         except Exception:  # live text is a courtesy: failing to show it never fails the task
             log.warning("publishing live output of %s failed", self._base.get("task_id"), exc_info=True)
-
-    def _arm_locked(self) -> None:
-        if self._timer is None:
-            due = max(0.0, self._interval - (self._clock() - self._last))
-            self._timer = threading.Timer(due, self._due)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _due(self) -> None:
-        """The kept text's `interval` has passed with no newer batch: publish it now."""
-        with self._lock:
-            self._timer = None
-            if not self._held:
-                return
-            if self._clock() - self._last < self._interval:  # not yet by the stream's own clock
-                self._arm_locked()
-                return
-            batch, self._held = self._held, []
-            self._send_locked(batch)
