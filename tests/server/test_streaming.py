@@ -117,6 +117,10 @@ def test_llm_text_streams_through_watch_and_subscribe_in_batches(llm_server):
         # The first 100 pieces go at once, the rest only once a first batch was seen live: the text
         # reaches the server over time (not in one read), as from a model writing it.
         stub.pace = pace = threading.Semaphore(100)
+        # A model takes a moment before its first token: text that comes within DELTA_INTERVAL of the
+        # task's start is kept for the next batch (or the outcome), and the first 100 pieces must make a
+        # live batch of their own for the stub to go on.
+        stub.latency = 0.15
         run = client.workflows.start("stream")
         live: list[voltorch.WorkflowEvent] = []
         for u in client.workflows.watch(run.execution.id, deltas=True, timeout=30):
