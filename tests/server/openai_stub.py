@@ -137,7 +137,7 @@ class StubLLM:
                         if stub.gate is not None:
                             stub.gate.wait(30)
                         if stub.latency:
-                            time.sleep(stub.latency)  # the model "thinking": what the stub simulates
+                            time.sleep(stub.latency)  # bounded: the model "thinking", what the stub simulates
                     finally:
                         with stub.lock:
                             stub.in_flight -= 1
