@@ -239,3 +239,39 @@ def test_get_health_answers_promptly_during_an_outage_and_recovers(postgres, pg_
             assert client.state.get("k").value == 2
     finally:
         srv.stop(grace=1.0)
+
+
+def test_a_caller_waiting_for_a_pooled_connection_hears_of_an_outage_without_waiting_out_the_pool(
+    postgres, pg_dsn: str
+) -> None:
+    """The pool's one connection is taken; a second caller waits for it. The database then refuses
+    connections: once the probe knows, the waiting caller fails with the probe's reason, not with the
+    pool's timeout (30 s here, which would leave GetHealth hanging behind such waits)."""
+    from voltorch_server.storage.postgres import PgDatabase
+
+    db = PgDatabase(pg_dsn, min_size=1, max_size=1, timeout=30)
+    outcome: list[BaseException] = []
+    try:
+        with db.snapshot():  # holds the pool's only connection
+
+            def wait_for_one() -> None:
+                try:
+                    db.query("SELECT 1")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            waiter = threading.Thread(target=wait_for_one)
+            waiter.start()
+            _allow_connections(postgres, pg_dsn, False)
+            try:
+                waiter.join(timeout=60)
+                assert not waiter.is_alive()
+            finally:
+                _allow_connections(postgres, pg_dsn, True)
+    except Unavailable:
+        pass  # leaving the snapshot: its connection was terminated
+    finally:
+        db.close()
+    [error] = outcome
+    assert isinstance(error, Unavailable) and error.reason == "DATABASE_UNAVAILABLE", error
+    assert "PoolTimeout" not in error.message, error.message

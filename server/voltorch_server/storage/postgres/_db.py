@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -52,6 +53,7 @@ from ._probe import Probe
 
 log = logging.getLogger("voltorch.db")
 
+WAIT_SLICE = 0.25  # seconds a caller waits for a pooled connection between looks at the probe (`_take`)
 RETRY_HINT = "the database is unreachable; retry shortly"
 _QMARK = re.compile(r"\?")
 _NAME = re.compile(r"\w+")
@@ -216,6 +218,7 @@ class PgDatabase:
             self._pool.close()
             raise unavailable(exc) from None
         self._probe = Probe(dsn)
+        self._timeout = timeout
         self._closed = False
         self.commits = 0  # transactions committed by this replica (the bench reports commits per step)
 
@@ -225,8 +228,12 @@ class PgDatabase:
         if down:  # fail now rather than after the pool's timeout; the probe notices the database return
             raise unavailable(down)
         try:
-            with self._pool.connection() as raw:
-                yield raw
+            raw = self._take()
+            try:
+                with raw:  # the pool's own `connection()` behaviour: roll back on error
+                    yield raw
+            finally:
+                self._pool.putconn(raw)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
                 raise TransactionConflict(
@@ -235,6 +242,21 @@ class PgDatabase:
             error = unavailable(exc)
             self._probe.failed(error.message)
             raise error from None
+
+    def _take(self) -> psycopg.Connection:
+        """A pooled connection, waited for in slices of WAIT_SLICE: a caller that began waiting before the
+        probe knew the database was gone (its connections terminated, none to be made) hears
+        Unavailable within a slice of the probe knowing it, not after the pool's whole timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._pool.getconn(timeout=max(0.0, min(WAIT_SLICE, deadline - time.monotonic())))
+            except PoolTimeout:
+                down = self._probe.status()
+                if down:
+                    raise unavailable(down) from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def check_reachable(self) -> None:
         """Unavailable (with the reason) while the database does not answer; no round trip."""
