@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._head_locked import HeadLocked
+from .._serial_writes import SerialWrites
 from .coordination import SqlCoordination
 from .events import SqlEvents
 from .members import SqlMembers
@@ -54,8 +54,8 @@ class Stores:
     @classmethod
     def build(cls, shared: Any, local: Any) -> Stores:
         events = SqlEvents(shared)
-        # The engines' transactions lock the event head first (see storage/_head_locked.py).
-        engines = HeadLocked(shared, events.head_counter) if shared.dialect.name == "postgres" else shared
+        # The engines' transactions one at a time within this replica, as on SQLite (storage/_serial_writes.py).
+        engines = SerialWrites(shared) if shared.dialect.name == "postgres" else shared
         return cls(
             state=SqlState(shared),
             events=events,
