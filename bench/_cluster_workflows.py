@@ -4,7 +4,8 @@ Throughput: five-step workflows (five offline agent steps in a chain, the built-
 closed loop, WORKFLOWS_IN_FLIGHT at a time, each started through the next replica in turn and waited
 for; on 1 replica with SQLite and on 1, 2 and 3 replicas sharing one PostgreSQL, in the same run. On
 PostgreSQL the row also counts the database's committed transactions per workflow (`pg_stat_database`,
-reads included: the `commits` column).
+reads included: the `commits` column), and stderr the share of busy backends waiting for a lock, the
+transactions rolled back and the deadlocks PostgreSQL detected.
 
 Failover: three replicas with a member timeout of FAILOVER_MEMBER_TIMEOUT s; FAILOVER_EXECUTIONS
 executions started, each sleeping (a durable SleepStep) after its first step; the replica that owns the
@@ -69,11 +70,16 @@ def _rows(dsn: str, sql: str, args: tuple = ()) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def _pg_commits(dsn: str) -> int:
-    """Committed transactions of this database so far (reads included). The statistics are flushed by
-    each backend at most once a second: the caller lets a second pass first."""
-    (commits,) = _rows(dsn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")[0]
-    return int(commits)
+def _pg_commits(dsn: str) -> tuple[int, int, int]:
+    """Committed and rolled-back transactions of this database so far (reads included), and the deadlocks
+    PostgreSQL detected in it (each broke a cycle of row locks by failing a transaction: the engines'
+    transactions of different replicas run side by side). The statistics are flushed by each backend at
+    most once a second: the caller lets a second pass first."""
+    commits, rollbacks, deadlocks = _rows(
+        dsn,
+        "SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )[0]
+    return int(commits), int(rollbacks), int(deadlocks)
 
 
 class _LockWaits:
@@ -173,7 +179,12 @@ def throughput(name: str, targets: list[str], dsn: str | None, args: Namespace, 
             cpu.append((meter.cpu_seconds() - cpu0) / max(done, 1) * 1e6)
             if dsn:
                 time.sleep(1.1)
-                commits.append((_pg_commits(dsn) - c0) / max(done, 1))
+                c1 = _pg_commits(dsn)
+                commits.append((c1[0] - c0[0]) / max(done, 1))
+                print(
+                    f"{name}: {c1[1] - c0[1]} transactions rolled back, {c1[2] - c0[2]} deadlocks detected",
+                    file=sys.stderr,
+                )
             rates.append(done / elapsed)
             lat += latencies
         except Exception as exc:

@@ -122,3 +122,14 @@ def test_the_engine_transactions_of_one_replica_run_one_at_a_time(replicas: list
     t.join(WAIT)
     assert not overlapped, "two engine transactions of one replica were open at once"
     assert entered.is_set() and "error" not in out
+
+
+def test_a_numbered_append_has_its_sequence_inside_its_transaction(replicas: list[Replica]) -> None:
+    a, _ = replicas
+    with a.db.write() as tx:
+        [earlier] = a.log.append(tx, [NewEvent("x.earlier")])
+        [numbered] = a.log.append(tx, [NewEvent("x.numbered")], numbered=True)
+        assert numbered.sequence == 2  # known now (the error log keeps it with the error)
+        [later] = a.log.append(tx, [NewEvent("x.later")])
+    assert (earlier.sequence, numbered.sequence, later.sequence) == (1, 2, 3)  # in the order appended
+    assert [e.type for e in a.log.read_after(0, 10)] == ["x.earlier", "x.numbered", "x.later"]

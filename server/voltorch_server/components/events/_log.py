@@ -235,7 +235,7 @@ class EventLog(Component):
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared]) -> list[Event]:
+    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared], *, numbered: bool = False) -> list[Event]:
         """Append events inside the caller's transaction; subscribers see them after commit.
 
         Raises InvalidArgument before writing anything when an event is malformed (the caller's
@@ -246,8 +246,9 @@ class EventLog(Component):
         events are numbered just before COMMIT, in one statement that locks the head only then (so no
         transaction waits for this one's other statements): the events returned here carry sequence 0
         until the transaction has committed, and then their sequence and time (the same objects, numbered
-        before subscribers are offered them). No caller reads a sequence inside such a transaction (the
-        error log, which does, appends in its replica's own SQLite file there).
+        before subscribers are offered them). `numbered`: the caller reads their sequences inside its
+        transaction (the error log keeps an error's with it): they are appended now, the head locked
+        until COMMIT, so the caller must take no Python lock before its COMMIT (storage/_serial_writes.py).
         An id looked up there (a repeat, a cause) is read without the head locked: an id repeated by a
         concurrent transaction fails this one at COMMIT (the unique index), rather than yield the original.
         """
@@ -258,7 +259,7 @@ class EventLog(Component):
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
             return [r.event for r in self._append_own(prepared)]
-        return [r.event for r in self._append_prepared(tx, prepared)]
+        return [r.event for r in self._append_prepared(tx, prepared, numbered)]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
@@ -319,12 +320,15 @@ class EventLog(Component):
             raise InvalidArgument(field, f"at most {MAX_BATCH} events per batch (got {len(events)})")
         return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
-    def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+    def _append_prepared(self, tx: Tx, prepared: list[Prepared], numbered: bool = False) -> list[Receipt]:
         if not prepared:
             return []
         store = self.store
         explicit = store.explicit_ids
-        if explicit and store.holds_head(tx):
+        if explicit and (numbered or store.holds_head(tx)):
+            pending = tx.unwritten
+            if pending is not None:  # appended earlier in this transaction: written first, numbered first
+                self._write_unwritten(tx, pending)
             return self._append_locked(tx, prepared)
         # The transaction's events are inserted together just before its COMMIT (a workflow step appends ~7
         # in five calls: one statement instead of seven). SQLite numbers them now (its writer lock keeps the
@@ -445,14 +449,13 @@ class EventLog(Component):
         """Just before COMMIT. On PostgreSQL this statement locks the head, held to COMMIT: nothing here
         may take a Python lock (storage/_serial_writes.py says why); the events are numbered after."""
         tx.unwritten = None
-        if not pending.rows:
+        rows, pending.rows = pending.rows, []  # written once (also when a numbered append came first)
+        if not rows:
             return
         if self.store.explicit_ids:
-            pending.head, pending.now = self.store.append_at_commit(
-                tx, pending.rows, self.clock(), NOTIFY_CHANNEL
-            )
+            pending.head, pending.now = self.store.append_at_commit(tx, rows, self.clock(), NOTIFY_CHANNEL)
         else:
-            self.store.insert_numbered(tx, pending.rows)
+            self.store.insert_numbered(tx, rows)
 
     def _deliver_unwritten(self, pending: _Unwritten) -> None:
         # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
