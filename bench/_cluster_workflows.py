@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from argparse import Namespace
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,7 @@ class _LockWaits:
 
     def __init__(self, dsn: str):
         self.dsn, self.busy, self.waiting = dsn, 0, 0
+        self.statements: Counter[str] = Counter()  # what the waiting backends run (its first words)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -103,11 +105,14 @@ class _LockWaits:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self._stop.wait(0.05):
                 rows = conn.execute(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE datname = current_database()"
+                    "SELECT wait_event_type, left(regexp_replace(query, '\\s+', ' ', 'g'), 48)"
+                    " FROM pg_stat_activity WHERE datname = current_database()"
                     " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
                 ).fetchall()
                 self.busy += len(rows)
-                self.waiting += sum(1 for (w,) in rows if w == "Lock")
+                waiting = [q for w, q in rows if w == "Lock"]
+                self.waiting += len(waiting)
+                self.statements.update(waiting)
 
     def share(self) -> float:
         return self.waiting / self.busy if self.busy else 0.0
@@ -171,7 +176,8 @@ def throughput(name: str, targets: list[str], dsn: str | None, args: Namespace, 
                     done, elapsed, latencies = _closed_loop(targets, seconds)
                 print(
                     f"{name}: {waits.share():.0%} of the busy PostgreSQL backends' samples wait for a lock "
-                    f"({waits.busy / max(elapsed / 0.05, 1):.1f} busy on average)",
+                    f"({waits.busy / max(elapsed / 0.05, 1):.1f} busy on average); waiting most in: "
+                    + "; ".join(f"{n}x {q!r}" for q, n in waits.statements.most_common(3)),
                     file=sys.stderr,
                 )
             else:
