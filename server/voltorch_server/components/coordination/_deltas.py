@@ -50,9 +50,10 @@ class DeltaStream:
         to HELD_MAX_CHARS), not one per cut: it is written or published at one moment anyway.
 
         `timers` (one thread shared by every stream): text not published yet goes out once `interval` has
-        passed since the last batch without a write carrying it, so a model that pauses right after a
-        burst does not hold back what it wrote until its next token or its end. Without it such text waits
-        for the next write, `flush()` or `drain()`."""
+        passed since the last batch and since the last write, so a model that pauses right after a burst
+        does not hold back what it wrote until its next token or its end (a model that goes on writing
+        publishes its batches itself, as before). Without it such text waits for the next write, `flush()`
+        or `drain()`."""
         self._publish = publish
         self._base = base
         self._interval = interval
@@ -63,7 +64,7 @@ class DeltaStream:
         self._pending: list[str] = []
         self._size = 0
         self._offset = 0
-        self._last = clock()
+        self._last = self._last_write = clock()
         self._held: list[dict[str, Any]] | None = [] if hold else None
         self._outbox: list[dict[str, Any]] = []  # taken to publish, in order, not published yet
         self._sending = False  # a thread is publishing the outbox (outside the lock)
@@ -81,6 +82,7 @@ class DeltaStream:
             self._pending.append(text)
             self._size += len(text)
             self._last_piece = False
+            self._last_write = self._clock()
             if self._ended and self._held is not None:
                 return  # after the end (a late write): kept for drain(), with the rest
             if self._size >= self._chars or self._clock() - self._last >= self._interval:
@@ -173,18 +175,19 @@ class DeltaStream:
             return
         if not self._pending and not self._held:
             return
-        due = self._last + self._interval - self._clock()
+        due = max(self._last, self._last_write) + self._interval - self._clock()
         self._timer = self._timers.after(due, self._due)
 
     def _due(self) -> None:
-        """On the timer thread: `interval` has passed since the last batch; publish what waits since."""
+        """On the timer thread: `interval` has passed since the last batch and the last write; publish
+        what waits since."""
         with self._lock:
             self._timer = None
             if self._ended or self._last_piece:
                 return
-            if self._clock() - self._last >= self._interval:
+            if self._clock() - max(self._last, self._last_write) >= self._interval:
                 self._flush_locked()
-            self._arm_locked()  # a batch taken meanwhile made it early: look again when due
+            self._arm_locked()  # a write or a batch meanwhile made it early: look again when due
             ready = bool(self._outbox)
         if ready:
             self._send()
