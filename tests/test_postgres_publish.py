@@ -66,14 +66,14 @@ def test_a_publish_batch_is_one_statement(
 
 
 def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement this thread sends through a psycopg cursor (each a round trip), in order: not the
-    probe's `SELECT 1` of every second, nor a listener's reads (their own threads)."""
+    """Every statement this thread sends through a psycopg cursor (each a round trip), in order; not the
+    background threads' (the database probe's `SELECT 1`, the listener)."""
     sent: list[str] = []
     real = psycopg.Cursor.execute
-    me = threading.get_ident()
+    caller = threading.current_thread()
 
     def execute(self: psycopg.Cursor, query: Any, *args: Any, **kw: Any) -> Any:
-        if threading.get_ident() == me:
+        if threading.current_thread() is caller:
             sent.append(str(query))
         return real(self, query, *args, **kw)
 
