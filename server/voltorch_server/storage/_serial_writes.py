@@ -11,11 +11,14 @@ hang); cycles made only of row locks it detects and breaks (`TransactionConflict
 - Whoever holds the head row runs no Python lock while it does: an engine or state transaction holds it
   from its last statement to COMMIT (its `after_commit` callbacks run after COMMIT, the row released); a
   Publish holds it for its one statement (`write_one`), or, when it must read the log first, from BEGIN to
-  COMMIT taking nothing but the group commit's queue mutex, which no one holds while waiting (a leaf).
+  COMMIT taking nothing but the group commit's queue mutex, which no one holds while waiting (a leaf); a
+  caller that needs its event's sequence in its transaction (`EventLog.append(numbered=True)`: the error
+  log) holds it from that append to COMMIT and takes no lock in between (it inserts its error row).
   So waiting for the head row while holding a Python lock (an engine's, this serialisation's, a live-text
   stream's) closes no cycle: the holder always reaches COMMIT.
 - The head row is always the last row a transaction locks (before: the state revision, then the
-  kv_history counter, then the head): no transaction waits for another row while holding the head.
+  kv_history counter, then the head; after it only new rows are inserted, which wait for no one): no
+  transaction waits for another row while holding the head.
 - Here, `SerialWrites` keeps the engines' transactions one at a time within a process, taken before BEGIN
   (and before a pooled connection) and held through the `after_commit` callbacks, exactly where SQLite's
   BEGIN IMMEDIATE takes its writer lock: the engines take their own locks in the order they already take

@@ -325,15 +325,14 @@ class EventLog(Component):
             return []
         store = self.store
         explicit = store.explicit_ids
+        pending: _Unwritten | None = tx.unwritten
         if explicit and (numbered or store.holds_head(tx)):
-            pending = tx.unwritten
             if pending is not None:  # appended earlier in this transaction: written first, numbered first
                 self._write_unwritten(tx, pending)
             return self._append_locked(tx, prepared)
         # The transaction's events are inserted together just before its COMMIT (a workflow step appends ~7
         # in five calls: one statement instead of seven). SQLite numbers them now (its writer lock keeps the
         # head ours); PostgreSQL in that statement, which locks the head from there to COMMIT only.
-        pending: _Unwritten | None = tx.unwritten
         if pending is None:
             pending = tx.unwritten = _Unwritten(0 if explicit else store.lock_head(tx))
             tx.before_commit(partial(self._write_unwritten, tx, pending))

@@ -12,8 +12,9 @@ What differs, and why:
   replica: a transaction that is not a Publish buffers its events and numbers and inserts them in ONE
   statement just before COMMIT (`Tx.before_commit`: the event log's, `stores/events.py`), which locks the
   row, so it is held from that statement to COMMIT only — never across a transaction's other round trips
-  and Python. Nothing takes a Python lock while holding it; why nothing can deadlock on it:
-  `storage/_serial_writes.py`.
+  and Python. (A Publish that reads the log first locks it with BEGIN; the error log, which needs its
+  event's sequence at once, when it appends.) Nothing takes a Python lock while holding it; why nothing
+  can deadlock on it: `storage/_serial_writes.py`.
 - `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT (before the
   `before_commit` statements: a NOTIFY is delivered at COMMIT whenever it was sent), with the new head
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row). The event

@@ -43,12 +43,13 @@ SELECT t.time, pg_notify(?, ?)::text FROM t"""
 # PostgreSQL, the append alone, or last, in its transaction: no transaction open, the append IS the
 # transaction (autocommit: one round trip for BEGIN, the rows and COMMIT); or just before the COMMIT of one
 # that has not locked the counter (`append_at_commit`: only COMMIT follows, so the row is held from this
-# statement to COMMIT and never across the transaction's other statements). The UPDATE of the counter row locks it, waiting for any other writer's COMMIT
-# (on any replica), and at READ COMMITTED is then evaluated on the row as that COMMIT left it (the
-# increment pattern): the head and the newest time it returns are the latest, the rows are numbered
-# after them, and the lock is held until this statement commits — gap-free in commit order, as with
-# `lock_head`. Only the counter row carries what the previous writer did: the statement's snapshot
-# predates that COMMIT, so nothing else (e.g. MAX(time) of events) could be read here.
+# statement to COMMIT and never across the transaction's other statements). The UPDATE of the counter
+# row locks it, waiting for any other writer's COMMIT (on any replica), and at READ COMMITTED is then
+# evaluated on the row as that COMMIT left it (the increment pattern): the head and the newest time it
+# returns are the latest, the rows are numbered after them, and the lock is held until this transaction
+# commits — gap-free in commit order, as with `lock_head`. Only the counter row carries what the previous
+# writer did: the statement's snapshot predates that COMMIT, so nothing else (e.g. MAX(time) of events)
+# could be read here.
 _APPEND_ALONE = f"""WITH c AS (
     UPDATE voltorch_counters SET value = value + ?, time = GREATEST(time, ?::float8)
     WHERE name = 'events' RETURNING value, time
