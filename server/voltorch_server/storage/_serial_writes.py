@@ -19,7 +19,8 @@ hang); cycles made only of row locks it detects and breaks (`TransactionConflict
 - The head row is always the last row a transaction locks (before: the state revision, then the
   kv_history counter, then the head; after it only new rows are inserted, which wait for no one): no
   transaction waits for another row while holding the head.
-- Here, `SerialWrites` keeps the engines' transactions one at a time within a process, taken before BEGIN
+- Here, `SerialWrites` keeps the engines' transactions one at a time within a process (one per database
+  handle: every engine store wraps its `db` with `engine_writes`, however it was built), taken before BEGIN
   (and before a pooled connection) and held through the `after_commit` callbacks, exactly where SQLite's
   BEGIN IMMEDIATE takes its writer lock: the engines take their own locks in the order they already take
   them on SQLite (an engine lock before the transaction, or inside it: never a transaction while holding a
@@ -37,6 +38,24 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+
+def engine_writes(db: Any) -> Any:
+    """The handle the engines' stores write through: on PostgreSQL the one `SerialWrites` of `db` (every
+    engine store built on the same database handle, i.e. in the same process, shares its lock, however it
+    was built); SQLite's `db` itself (its writer lock serialises every transaction already)."""
+    if db.dialect.name != "postgres" or isinstance(db, SerialWrites):
+        return db
+    serial = getattr(db, "engine_writes", None)
+    if serial is None:
+        with _made:
+            serial = getattr(db, "engine_writes", None)
+            if serial is None:
+                serial = db.engine_writes = SerialWrites(db)
+    return serial
+
+
+_made = threading.Lock()  # one SerialWrites per database handle, whichever store asks first
 
 
 class SerialWrites:
