@@ -86,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from voltorch_server.app import VoltorchServer
 
+        from voltorch_server import _heap
+
         vs = VoltorchServer(config).start()
+        import os  # FT-TEMP
+
+        if not os.environ.get("FT_NOFREEZE"):
+            _heap.settle()  # as `voltorch serve` does
         port = vs.port
         stop = lambda: vs.stop(1.0)  # noqa: E731
     if args.profile:  # after start-up, so imports and migrations stay out of the profile
