@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         stop = lambda: server.stop(1.0).wait()  # noqa: E731
     else:
-        from voltorch_server import _heap
+        from voltorch_server import heap
         from voltorch_server.app import VoltorchServer
 
         vs = VoltorchServer(config).start()
-        _heap.settle()  # as `voltorch serve` does
+        heap.settle()  # as `voltorch serve` does
         port = vs.port
         stop = lambda: vs.stop(1.0)  # noqa: E731
     if args.profile:  # after start-up, so imports and migrations stay out of the profile

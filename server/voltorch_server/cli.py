@@ -36,8 +36,7 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import _heap as heap
-    from . import logs
+    from . import heap, logs
     from .app import VoltorchServer
     from .storage import shown
 
