@@ -10,9 +10,11 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from engines import WAIT, Engines, build
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from polling import until
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import AgentState, CoordinationEngine, CoordinationRequest
@@ -285,3 +287,83 @@ def test_a_follower_of_exact_types_checks_only_the_rest_of_its_filter_per_event(
     got = follower.get(timeout=WAIT)
     assert got is not None and (got.type, got.correlation_id) == ("t.fail", "c")
     assert follower.get(timeout=0.05) is None
+
+
+# -- a step's metrics: aggregated in plain Python, not through the SDK's instruments ----------------------
+
+
+class _CountingMeter:
+    """A real SDK meter whose synchronous instruments count the measurements made through them."""
+
+    def __init__(self, meter: Any, made: list[str]):
+        self._meter, self._made = meter, made
+
+    def __getattr__(self, name: str) -> Any:
+        create = getattr(self._meter, name)
+        if not name.startswith("create_") or name.startswith("create_observable"):
+            return create
+        made = self._made
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            instrument = create(*args, **kwargs)
+
+            class Counted:
+                def __getattr__(self, attr: str) -> Any:
+                    real = getattr(instrument, attr)
+                    if attr not in ("add", "record", "set"):
+                        return real
+
+                    def call(*a: Any, **k: Any) -> Any:
+                        made.append(f"{instrument.name}.{attr}")
+                        return real(*a, **k)
+
+                    return call
+
+            return Counted()
+
+        return counted
+
+
+def test_a_steps_metrics_make_no_measurement_through_the_sdk() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from voltorch_server.metrics import InMemoryReader, Metrics, plain_histograms
+
+    made: list[str] = []
+    histograms = plain_histograms()
+    reader = InMemoryReader(histograms.values(), AggregationTemporality.CUMULATIVE)
+    provider = MeterProvider(metric_readers=[reader.sdk])
+
+    class Provider:
+        def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+            return _CountingMeter(provider.get_meter(*args, **kwargs), made)
+
+    try:
+        metrics = Metrics(Provider(), reader, histograms)  # type: ignore[arg-type]
+        for _ in range(3):  # what a step, its coordination and its agent task record, and a workflow's end
+            metrics.agent_load.set(1, {"agent.id": "a"})
+            metrics.record_step(0.02, "completed", kind="agent_task")
+            metrics.record_coordination(0.01, "completed", mode="sequential")
+            metrics.record_agent_task("a", 0.005, success=True)
+            metrics.agent_load.set(0, {"agent.id": "a"})
+            metrics.workflows_started.add(1, {"template": "t"})
+            metrics.workflow_finished("completed", 0.1, template="t")
+        assert made == []
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = {
+            m.name: list(m.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        (step,) = points["voltorch.workflow.step.duration"]
+        assert step.count == 3 and step.sum == pytest.approx(0.06)
+        assert dict(step.attributes or {}) == {"status": "completed", "kind": "agent_task"}
+        assert [p.value for p in points["voltorch.coordinations"]] == [3]
+        assert [p.value for p in points["voltorch.agent.tasks"]] == [3]
+        assert [p.value for p in points["voltorch.agent.load"]] == [0]  # the last value set
+        assert [p.value for p in points["voltorch.workflows.completed"]] == [3]
+        (wf,) = points["voltorch.workflow.duration"]
+        assert wf.count == 3 and tuple(wf.explicit_bounds)[0] == 0.001  # the seconds buckets
+    finally:
+        provider.shutdown()
