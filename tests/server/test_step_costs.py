@@ -367,3 +367,35 @@ def test_a_steps_metrics_make_no_measurement_through_the_sdk() -> None:
         assert wf.count == 3 and tuple(wf.explicit_bounds)[0] == 0.001  # the seconds buckets
     finally:
         provider.shutdown()
+
+
+# -- a step's spans: built directly while nothing records them -------------------------------------------
+
+
+def test_a_step_span_nothing_records_is_built_without_the_sdk_in_the_parents_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voltorch_server import telemetry
+
+    telemetry.install()
+    assert not telemetry.recording()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the span went through the SDK's tracer (sampler, attributes, processors)")
+
+    monkeypatch.setattr(telemetry.tracer, "start_as_current_span", refuse)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.internal_span(
+        "workflow.step", context=telemetry.context_from(parent), attributes={"voltorch.step_id": "s"}
+    ) as span:
+        assert not span.is_recording()
+        inside = telemetry.current_trace()
+        with telemetry.internal_span("agent.task") as child:  # under the current span
+            nested = telemetry.current_trace()
+            assert not child.is_recording()
+    assert inside.trace_id == nested.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert len({inside.span_id, nested.span_id, "b7ad6b7169203331"}) == 3  # each span its own id
+    assert telemetry.current_trace().traceparent == ""  # no span left current afterwards
+    with telemetry.internal_span("workflow.execute"), telemetry.internal_span("workflow.step"):
+        first = telemetry.current_trace()  # the inner span's ids drawn first: its parent's on the way
+    assert first.trace_id and first.trace_id != inside.trace_id

@@ -23,7 +23,7 @@ from ...config import Config
 from ...errors import Unavailable
 from ...handoffs import handed_off
 from ...storage import Tx
-from ...telemetry import context_from, current_trace, tracer
+from ...telemetry import context_from, current_trace, internal_span
 from ..events import NewEvent
 from ..shared import Component
 from ._agents import AgentState
@@ -326,14 +326,7 @@ class Dispatcher:
         if cancel is None or cancel.is_set() or not self.running:
             return None
         deltas = it.deltas = self._deltas(it.unit.run, it.task, hold=True)
-        task = replace(
-            it.task,
-            on_delta=deltas.write,
-            on_last_delta=deltas.write_last,
-            toolbox=self.toolbox,
-            traceparent=traceparent or it.task.traceparent,
-        )
-        return self._run_threaded(it.runtime, task, cancel, None, self.generation, deltas)
+        return self._run_threaded(it.runtime, it.task, cancel, None, self.generation, deltas, traceparent)
 
     def complete(self, tx: Tx, after: After, it: InlineTask, outcome: Outcome) -> Coordination | None:
         """Record an inline task's outcome (engine lock held, inside the caller's transaction); the
@@ -360,7 +353,6 @@ class Dispatcher:
             if pool is None:
                 return
             deltas = self._deltas(unit.run, task)
-            task = replace(task, on_delta=deltas.write, on_last_delta=deltas.write_last, toolbox=self.toolbox)
             try:
                 pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping
@@ -413,18 +405,26 @@ class Dispatcher:
         done: Callable | None,
         generation: int,
         deltas: DeltaStream,
+        parent: str = "",
     ) -> Outcome | None:
-        """Run a task on an in-process agent; its outcome goes to `done` (None: returned instead)."""
+        """Run a task on an in-process agent; its outcome goes to `done` (None: returned instead). The
+        agent's span joins `parent` (a traceparent; the task's own when empty). The task the agent gets is
+        made once, here: with its live-text callbacks, the toolbox and the agent span's trace."""
         if cancel.is_set() or generation != self.generation:
             return None
-        ctx = context_from(task.traceparent) if task.traceparent else None
-        with tracer.start_as_current_span("agent.task", context=ctx) as span:
+        parent = parent or task.traceparent
+        ctx = context_from(parent) if parent else None
+        with internal_span("agent.task", context=ctx) as span:
             span.set_attribute("voltorch.agent_id", task.agent_id)
             span.set_attribute("voltorch.task_id", task.task_id)
             span.set_attribute("voltorch.attempt", task.attempt)
-            tp = current_trace().traceparent
-            if tp:
-                task = replace(task, traceparent=tp)
+            task = replace(
+                task,
+                on_delta=deltas.write,
+                on_last_delta=deltas.write_last,
+                toolbox=self.toolbox,
+                traceparent=current_trace().traceparent or parent,
+            )
             try:
                 outcome: Outcome = runtime.run(task, cancel)
                 if not isinstance(outcome, AgentOutput):

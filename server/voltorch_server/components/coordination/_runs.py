@@ -32,6 +32,9 @@ SOURCE = "coordination"  # the source of every event the engine publishes
 PREVIEW = 1000  # characters of task / output text copied into events
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row, not one per call
+
+
 @dataclass(eq=False)
 class Unit:
     """One slot of a coordination: waiting in the queue, or in flight on an agent."""
@@ -118,13 +121,9 @@ class Run:
             "status": self.status,
             "agent_ids": json.dumps(self.participants),
             "attempts": json.dumps(self.attempts),
-            "results": json.dumps(
-                [self.results[i].to_dict() for i in sorted(self.results)], separators=(",", ":")
-            ),
+            "results": _compact([self.results[i].to_dict() for i in sorted(self.results)]),
             "output": self.output,
-            "structured_output": None
-            if self.structured_output is None
-            else json.dumps(self.structured_output, separators=(",", ":")),
+            "structured_output": None if self.structured_output is None else _compact(self.structured_output),
             "error": json.dumps(self.error.to_dict()) if self.error else None,
             "selection": self._selection_json(),
             "start_time": self.start_time,

@@ -36,7 +36,7 @@ from ...handoffs import handed_off
 from ...metrics import Metrics
 from ...priority import Priority
 from ...storage import Database, Tx
-from ...telemetry import context_from, current_trace, tracer
+from ...telemetry import context_from, current_trace, internal_span
 from ..coordination import TERMINAL as COORDINATION_TERMINAL
 from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, NewEvent
@@ -968,7 +968,7 @@ class ExecutionRun:
             else:
                 inline = placing.placed.inline
         try:
-            with tracer.start_as_current_span(
+            with internal_span(
                 "workflow.step",
                 context=context_from(self.traceparent) if self.traceparent else None,
                 attributes={
