@@ -5,6 +5,7 @@ shortcut is lost, and checks that the behaviour the shortcut skips still happens
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -350,7 +351,7 @@ def test_a_steps_metrics_make_no_measurement_through_the_sdk() -> None:
         assert made == []
         data = reader.get_metrics_data()
         assert data is not None
-        points = {
+        points: dict[str, list[Any]] = {
             m.name: list(m.data.data_points)
             for rm in data.resource_metrics
             for sm in rm.scope_metrics
@@ -399,3 +400,43 @@ def test_a_step_span_nothing_records_is_built_without_the_sdk_in_the_parents_tra
     with telemetry.internal_span("workflow.execute"), telemetry.internal_span("workflow.step"):
         first = telemetry.current_trace()  # the inner span's ids drawn first: its parent's on the way
     assert first.trace_id and first.trace_id != inside.trace_id
+
+
+# -- a component's own events: prepared without re-checking what it vouches for --------------------------
+
+
+def test_a_components_own_event_is_prepared_as_prepare_would_and_refused_as_it_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voltorch_server.components.events import _new
+    from voltorch_server.errors import InvalidArgument
+    from voltorch_server.priority import Priority
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    data = {"coordination_id": "c1", "task": "é ünïcode", "n": [1, 2.5, None], "ok": True}
+    kw: dict[str, Any] = {"correlation_id": "corr", "priority": Priority.HIGH, "traceparent": parent}
+    assert _new.prepare_own("coordination.started", "coordination", data, **kw) == _new.prepare(
+        NewEvent("coordination.started", "coordination", data=data, **kw)
+    )
+    selection = '{"selected_agent_ids":["a"],"explanation":"ü"}'  # made once, for the row and the event
+    own = _new.prepare_own("t.x", "s", {"n": 1}, raw={"selection": selection})
+    assert json.loads(own.data_json) == {
+        "n": 1,
+        "selection": {"selected_agent_ids": ["a"], "explanation": "ü"},
+    }
+    assert json.loads(_new.prepare_own("t.x", "s", {}, raw={"a": "[1]"}).data_json) == {"a": [1]}
+    checked: list[str] = []
+    monkeypatch.setattr(_new, "validate_type", lambda t, f: checked.append(t))
+    _new.prepare_own("workflow.step.started", "workflows", {"x": 1})
+    assert checked == []  # the type is the component's own constant: not matched again
+
+    def refused(data: Any, traceparent: str = "") -> None:
+        with pytest.raises(InvalidArgument) as own:
+            _new.prepare_own("t.x", "s", data, traceparent=traceparent)
+        with pytest.raises(InvalidArgument) as checked_:
+            _new.prepare(NewEvent("t.x", "s", data=data, traceparent=traceparent))
+        assert (own.value.violations, own.value.reason) == (checked_.value.violations, checked_.value.reason)
+
+    refused({"bad": float("nan")})
+    refused({"big": "x" * _new.MAX_DATA_BYTES})
+    refused({"a": 1}, traceparent="00-not-a-traceparent")
