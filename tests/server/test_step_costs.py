@@ -5,7 +5,6 @@ shortcut is lost, and checks that the behaviour the shortcut skips still happens
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -405,38 +404,59 @@ def test_a_step_span_nothing_records_is_built_without_the_sdk_in_the_parents_tra
 # -- a component's own events: prepared without re-checking what it vouches for --------------------------
 
 
-def test_a_components_own_event_is_prepared_as_prepare_would_and_refused_as_it_would(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from voltorch_server.components.events import _new
+def test_a_components_own_event_is_logged_as_a_published_one_and_refused_as_it_would_be(db) -> None:
+    from voltorch_server.components.events import prepare_own
     from voltorch_server.errors import InvalidArgument
     from voltorch_server.priority import Priority
 
+    log = EventLog(SqlEvents(db))
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     data = {"coordination_id": "c1", "task": "é ünïcode", "n": [1, 2.5, None], "ok": True}
     kw: dict[str, Any] = {"correlation_id": "corr", "priority": Priority.HIGH, "traceparent": parent}
-    assert _new.prepare_own("coordination.started", "coordination", data, **kw) == _new.prepare(
-        NewEvent("coordination.started", "coordination", data=data, **kw)
-    )
-    selection = '{"selected_agent_ids":["a"],"explanation":"ü"}'  # made once, for the row and the event
-    own = _new.prepare_own("t.x", "s", {"n": 1}, raw={"selection": selection})
-    assert json.loads(own.data_json) == {
-        "n": 1,
-        "selection": {"selected_agent_ids": ["a"], "explanation": "ü"},
-    }
-    assert json.loads(_new.prepare_own("t.x", "s", {}, raw={"a": "[1]"}).data_json) == {"a": [1]}
-    checked: list[str] = []
-    monkeypatch.setattr(_new, "validate_type", lambda t, f: checked.append(t))
-    _new.prepare_own("workflow.step.started", "workflows", {"x": 1})
-    assert checked == []  # the type is the component's own constant: not matched again
+    [published] = log.publish(NewEvent("coordination.started", "coordination", data=data, **kw))
+    with db.write() as tx:
+        [own] = log.append(tx, [prepare_own("coordination.started", "coordination", data, **kw)])
 
-    def refused(data: Any, traceparent: str = "") -> None:
+    def fields(e: Any) -> tuple:
+        return (e.type, e.source, e.data, e.correlation_id, e.priority, e.trace_id, e.span_id)
+
+    assert fields(own) == fields(published) and own.sequence == published.sequence + 1
+    selection = '{"selected_agent_ids":["a"],"explanation":"ü"}'  # made once, for the row and the event
+    with db.write() as tx:
+        [spliced] = log.append(tx, [prepare_own("t.x", "s", {"n": 1}, raw={"selection": selection})])
+        [alone] = log.append(tx, [prepare_own("t.x", "s", {}, raw={"a": "[1]"})])
+    assert spliced.data == {"n": 1, "selection": {"selected_agent_ids": ["a"], "explanation": "ü"}}
+    assert alone.data == {"a": [1]}
+
+    def refused(data: Any, traceparent: str = "", correlation_id: str = "") -> None:
         with pytest.raises(InvalidArgument) as own:
-            _new.prepare_own("t.x", "s", data, traceparent=traceparent)
-        with pytest.raises(InvalidArgument) as checked_:
-            _new.prepare(NewEvent("t.x", "s", data=data, traceparent=traceparent))
-        assert (own.value.violations, own.value.reason) == (checked_.value.violations, checked_.value.reason)
+            prepare_own("t.x", "s", data, traceparent=traceparent, correlation_id=correlation_id)
+        with pytest.raises(InvalidArgument) as checked:
+            log.publish(
+                NewEvent("t.x", "s", data=data, traceparent=traceparent, correlation_id=correlation_id)
+            )
+        assert (own.value.violations, own.value.reason) == (checked.value.violations, checked.value.reason)
 
     refused({"bad": float("nan")})
-    refused({"big": "x" * _new.MAX_DATA_BYTES})
+    refused({"big": "x" * (1 << 20)})
     refused({"a": 1}, traceparent="00-not-a-traceparent")
+    refused({"a": 1}, correlation_id="c" * 200)
+    refused({"a": 1}, correlation_id="line\nbreak")
+
+
+def test_a_correlation_id_the_log_refuses_is_still_refused_for_own_events(engines: Engines) -> None:
+    from voltorch_server.errors import InvalidArgument
+
+    coordination = engines.coordination
+    with pytest.raises(InvalidArgument) as long:  # the engine allows 256 characters, the log 128
+        coordination.request(
+            CoordinationRequest(task="x", required_capabilities=("upper",), correlation_id="c" * 200)
+        )
+    assert long.value.violations[0].field == "correlation_id"
+    engines.workflows.register_template(
+        Template(name="one", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("upper",))),))
+    )
+    with pytest.raises(InvalidArgument) as control:
+        engines.workflows.start_execution("one", correlation_id="line\nbreak")
+    assert control.value.violations[0].field == "correlation_id"
+    assert engines.workflows.list()[0] == []  # nothing half-written

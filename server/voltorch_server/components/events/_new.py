@@ -124,10 +124,12 @@ def prepare_own(
     raw: Mapping[str, str] | None = None,
 ) -> Prepared:
     """What prepare() makes of a component's own event, without re-checking what the component vouches for:
-    its type, source and correlation id are its own constants and ids, its priority a Priority. A workflow
-    step appends ~6 such events. The data is encoded and its size checked, and a traceparent must parse, as
-    in prepare(), which raises the same errors when they do not hold. `raw`: more members of the data (a
-    dict), as JSON text the component made with the same encoding (e.g. kept for a row of its own)."""
+    its type and source are its own constants, its priority a Priority. A workflow step appends ~6 such
+    events. The data is encoded and its size checked, the correlation id (a caller's, passed on) is checked
+    and a traceparent must parse, as in prepare(), which raises the same errors when they do not hold.
+    `raw`: more members of the data (a dict), as JSON text the component made with the same encoding
+    (e.g. kept for a row of its own)."""
+    _text(correlation_id, "correlation_id", MAX_ID_LEN)
     try:
         data_json = _ENCODE(data)
     except (TypeError, ValueError):
