@@ -41,6 +41,7 @@ from ..coordination import TERMINAL as COORDINATION_TERMINAL
 from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, prepare_own
 from ..events import Prepared as PreparedEvent
+from ..shared import Timer, TimerQueue
 from ._budget import enforce
 from ._executions import (
     CANCELLED,
@@ -70,7 +71,6 @@ from ._steps import (
 )
 from ._steps import outcome as outcome_of
 from ._timer_store import SLEEP, START_AFTER, TIMEOUT, TimerRow, TimerStore
-from ._timers import Timer, TimerQueue
 from ._waits import WaitingFor, approval_outcome, approval_timed_out, wait_outcome
 from .templates import (
     DEFAULT_STEP_TIMEOUT,
