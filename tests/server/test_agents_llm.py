@@ -11,6 +11,7 @@ import pytest
 from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, _events, parse_json_output
+from voltorch_server.agents.llm_clients import CALLS_PER_CLIENT
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
@@ -255,3 +256,32 @@ def test_the_answer_streams_piece_by_piece_and_a_whole_json_answer_is_read_too(s
     whole: list[str] = []
     out = agent(stub).run(task(on_delta=whole.append), CancelSignal())
     assert out.output == "Whole answer" and whole == ["Whole answer"] and out.usage.total_tokens == 18
+
+
+def test_calls_in_flight_are_spread_over_small_client_pools_and_all_answered():
+    """Each client takes at most CALLS_PER_CLIENT calls at once (a connection pool's pass over its
+    connections is short); the agent adds clients as calls in flight grow and reuses them after."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    try:
+        a = agent(stub)
+        n = 2 * CALLS_PER_CLIENT + 1
+        outs: list[str] = []
+        threads = [
+            threading.Thread(target=lambda: outs.append(a.run(task(), CancelSignal()).output))
+            for _ in range(n)
+        ]
+        for t in threads:
+            t.start()
+        assert stub.wait_for(lambda s: s.in_flight == n)
+        clients = a.clients("sk-test-123")
+        assert len(clients) == 3 and clients.peak_busy == CALLS_PER_CLIENT
+        gate.set()
+        for t in threads:
+            t.join(10)
+        assert outs == ["default"] * n
+        a.run(task(), CancelSignal())  # a free client is reused
+        assert len(clients) == 3 and stub.served == n + 1
+    finally:
+        gate.set()
+        stub.close()
