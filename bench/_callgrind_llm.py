@@ -1,5 +1,5 @@
 """Instructions per LLM call of the LLM agent alone (its `openai` client, httpx, the endpoint limiter),
-T threads at once against the suite's stub, under callgrind: repeatable to well under 1 %, unlike the
+T threads at once against the suite's stub, with tracing and metrics as in a server, under callgrind: repeatable to well under 1 %, unlike the
 suite's seconds on a shared machine, so a change to the call path can be settled.
 
     .venv/bin/python -m bench._callgrind_llm CHECKOUT [THREADS [CALLS]]
@@ -30,12 +30,16 @@ def _worker(base_url: str, threads: int, calls: int) -> None:
     from voltorch_server.agents.base import AgentTask, CancelSignal
     from voltorch_server.agents.limiter import Limiters, LimitSettings
     from voltorch_server.agents.llm import LlmAgent, LlmSettings
+    from voltorch_server.metrics import Metrics
+    from voltorch_server.telemetry import install
 
+    install()  # tracing and metrics as in a server (spans sampled out: nothing exports)
     limiters = Limiters(LimitSettings(max_in_flight=2 * threads, initial_window=threads))
     agent = LlmAgent(
         LlmSettings(model="stub-model", base_url=base_url, api_key_env=KEY_ENV),
         env={KEY_ENV: "sk-bench"},
         limiters=limiters,
+        on_call=Metrics.for_server().record_llm_call,
     )
     go = threading.Event()
     warm = threading.Barrier(threads + 1)
@@ -46,6 +50,7 @@ def _worker(base_url: str, threads: int, calls: int) -> None:
             f"t{i}",
             "c1",
             "Build a CLI calculator with add and subtract",
+            traceparent=f"00-{i + 1:032x}-{i + 1:016x}-01",
             agent_id="analyst",
             agent_capabilities=("analysis",),
             on_delta=lambda _text: None,

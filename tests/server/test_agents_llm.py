@@ -16,6 +16,7 @@ from voltorch_server.components.coordination import CoordinationEngine, Coordina
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
 from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+from voltorch_server.telemetry import TraceIds, current_trace
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 
@@ -285,3 +286,24 @@ def test_calls_in_flight_are_spread_over_small_client_pools_and_all_answered():
     finally:
         gate.set()
         stub.close()
+
+
+TRACEPARENT = f"00-{'ab' * 16}-{'cd' * 8}-01"
+
+
+def test_each_attempt_is_an_llm_chat_span_in_the_tasks_trace(stub, spans):
+    stub.script.append((429, {"retry-after-ms": "1"}, {"error": {"message": "later"}}))
+    agent(stub).run(task(traceparent=TRACEPARENT), CancelSignal())
+    chat = [s for s in spans.get_finished_spans() if s.name == "llm.chat"]
+    assert [s.attributes["llm.attempt"] for s in chat] == [1, 2]
+    assert {s.attributes["llm.model"] for s in chat} == {"stub-model"}
+    assert {(s.context.trace_id, s.parent.span_id) for s in chat} == {(int("ab" * 16, 16), int("cd" * 8, 16))}
+    assert [e.name for e in chat[0].events][:1] == ["exception"]
+
+
+def test_while_nothing_records_spans_what_the_call_writes_still_carries_the_tasks_trace(stub):
+    seen: list[TraceIds] = []
+    t = task(traceparent=TRACEPARENT, on_last_delta=lambda _text: seen.append(current_trace()))
+    agent(stub).run(t, CancelSignal())
+    (ids,) = seen
+    assert ids.trace_id == "ab" * 16 and ids.span_id not in ("", "cd" * 8)

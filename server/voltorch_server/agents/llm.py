@@ -317,7 +317,9 @@ class LlmAgent(Agent):
         # Sent with the client's documented request method (`client.post`, "undocumented endpoints") with
         # the body as the plain JSON it already is: `chat.completions.create` walks every parameter
         # through its TypedDict transform first, a tenth of the server's CPU per call when hundreds of
-        # calls run at once (bench suite llm). The request on the wire is the same.
+        # calls run at once (bench suite llm). The request on the wire is the same. The URL is given whole
+        # (the client's base URL + the path, as the client would join them): joining a relative path
+        # re-parses the base URL on every call.
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -351,7 +353,7 @@ class LlmAgent(Agent):
                 try:
                     with clients.lease() as client:
                         raw = client.post(
-                            "/chat/completions",
+                            f"{client.base_url}chat/completions",
                             cast_to=httpx2.Response,
                             body=body,
                             options={"timeout": timeout, "idempotency_key": request_id},
