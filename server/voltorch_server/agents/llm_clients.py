@@ -2,9 +2,10 @@
 flight need, each taking at most `per_client` calls at once.
 
 Why not one client: its httpx connection pool re-assigns requests to connections with a pass over every
-connection each time a request comes or goes; with ~128 calls in flight in one pool that pass was a
-tenth of the server's CPU per LLM call (bench suite llm). Several small pools keep each pass short. The
-clients share one SSL context: loading the CA bundle is ~35 ms of CPU per client otherwise.
+connection each time a request comes or goes; with ~128 calls in flight in one pool that pass was ~9 %
+of the server's CPU (bench suite llm), 8 % of the agent's instructions per call (bench._callgrind_llm).
+Several small pools keep each pass short. The clients share one SSL context: loading the CA bundle is
+~35 ms of CPU per client otherwise.
 """
 
 from __future__ import annotations
