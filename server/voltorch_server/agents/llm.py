@@ -160,7 +160,7 @@ def _user_message(task: AgentTask) -> str:
 def parse_json_output(text: str) -> Any:
     """The JSON value in a model's answer (code fences allowed), or None when it is not JSON."""
     s = text.strip()
-    m = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", s, re.DOTALL)
+    m = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", s, re.DOTALL) if s.startswith("```") else None
     if m:
         s = m.group(1)
     if not s or s[0] not in "{[":

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import openai
@@ -55,8 +55,8 @@ class EndpointClients:
         self._busy: list[int] = []  # calls in flight per client, by index
         self.peak_busy = 0  # the most calls one client had in flight
 
-    @contextmanager
-    def lease(self) -> Iterator[openai.OpenAI]:
+    def lease(self) -> _Lease:
+        """`with clients.lease() as client:` one call on the least busy client."""
         with self._lock:
             busy = self._busy
             i = min(range(len(busy)), key=busy.__getitem__, default=-1)
@@ -66,12 +66,11 @@ class EndpointClients:
                 i = len(busy) - 1
             busy[i] += 1
             self.peak_busy = max(self.peak_busy, busy[i])
-            client = self._clients[i]
-        try:
-            yield client
-        finally:
-            with self._lock:
-                busy[i] -= 1
+            return _Lease(self, busy, i, self._clients[i])
+
+    def _give_back(self, busy: list[int], i: int) -> None:
+        with self._lock:
+            busy[i] -= 1  # the list the lease came from (close() may have replaced it since)
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -84,3 +83,18 @@ class EndpointClients:
                 c.close()
             except Exception:
                 pass
+
+
+class _Lease:
+    """One call's hold on a client (a class, not a generator: it is taken on every LLM call)."""
+
+    __slots__ = ("_busy", "_clients", "_i", "client")
+
+    def __init__(self, clients: EndpointClients, busy: list[int], i: int, client: openai.OpenAI):
+        self._clients, self._busy, self._i, self.client = clients, busy, i, client
+
+    def __enter__(self) -> openai.OpenAI:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        self._clients._give_back(self._busy, self._i)
