@@ -66,12 +66,15 @@ def test_a_publish_batch_is_one_statement(
 
 
 def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement sent through a psycopg cursor (each a round trip), in order."""
+    """Every statement this thread sends through a psycopg cursor (each a round trip), in order; not the
+    background threads' (the database probe's `SELECT 1`, the listener)."""
     sent: list[str] = []
     real = psycopg.Cursor.execute
+    caller = threading.current_thread()
 
     def execute(self: psycopg.Cursor, query: Any, *args: Any, **kw: Any) -> Any:
-        sent.append(str(query))
+        if threading.current_thread() is caller:
+            sent.append(str(query))
         return real(self, query, *args, **kw)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", execute)

@@ -162,7 +162,7 @@ def test_roles_are_enforced_on_the_server(secured_server: VoltorchServer, gate_f
         gate_for(client)
         e = client.workflows.start("gated-release").execution
     assert http.get(f"/api/executions/{e.id}", token=READER).status == 200
-    for verb in ("pause", "resume", "cancel"):
+    for verb in ("pause", "resume", "cancel", "signal"):
         refused = http.post(f"/api/executions/{e.id}/{verb}", token=READER)
         assert refused.status == 403 and refused.body["error"]["reason"] == "PERMISSION_DENIED", verb
     assert http.post("/api/executions", {"requirement": "x"}, token=READER).status == 403
@@ -192,6 +192,15 @@ def test_bad_bodies_are_refused_with_the_field(http: Http) -> None:
     )
     params = http.post("/api/executions", {"template_name": "x", "parameters": [1]})
     assert params.status == 400 and params.body["error"]["field_violations"][0]["field"] == "parameters"
+    unknown = http.post("/api/executions/wfx_nope/signal", {"name": "approval"})
+    assert unknown.status == 404, unknown.body
+    for body, field in (
+        ({"name": 7}, "name"),
+        ({"name": "a b"}, "name"),
+        ({"name": "ok", "sender": []}, "sender"),
+    ):
+        bad = http.post("/api/executions/wfx_nope/signal", body)
+        assert bad.status == 400 and bad.body["error"]["field_violations"][0]["field"] == field, body
 
 
 def test_unexpected_errors_are_500_with_an_id(

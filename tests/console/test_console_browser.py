@@ -9,6 +9,7 @@ import urllib.request
 
 import voltorch
 from console_kit import ADMIN, AGENT, READER, Http
+from voltorch import AgentTask, ApprovalStep, Step, WorkflowTemplate
 from voltorch_server.app import VoltorchServer
 
 STEP = '[data-step="{}"][data-s="{}"]'
@@ -66,6 +67,44 @@ def test_start_a_workflow_and_watch_pause_resume_it(console_server: VoltorchServ
         page.click("text=← Workflows")
         page.wait_for_selector(f'tr[data-id="{eid}"][data-status="completed"]')
         t.shot("workflows")
+
+
+def test_an_approval_is_decided_in_the_console(console_server: VoltorchServer, tab) -> None:
+    """A step waiting for approval shows as waiting, with its prompt and the data under review; Approve
+    sends the decision (with the comment) and the run goes on; who decided is "console"."""
+    template = WorkflowTemplate(
+        name="console-approval",
+        steps=[
+            Step("draft", AgentTask("Draft release notes for v2", ["documentation"])),
+            Step(
+                "review",
+                ApprovalStep(prompt="Publish these notes?", data="{{steps.draft.output}}"),
+                depends_on=["draft"],
+            ),
+            Step("announce", AgentTask("Announce the notes", ["documentation"]), depends_on=["review"]),
+        ],
+    )
+    with voltorch.Client(console_server.target) as client:
+        client.workflows.register_template(template)
+        eid = client.workflows.start("console-approval").execution.id
+        t = tab(console_server)
+        page = t.open(f"#/workflows/{eid}")
+        page.wait_for_selector(STEP.format("review", "waiting"))
+        item = '[data-wait="review"][data-kind="approval"]'
+        assert "Publish these notes?" in page.inner_text(item)
+        assert client.workflows.get(eid).step("draft").output[:40] in page.inner_text(item)
+        t.shot("execution-approval")
+        page.fill(f"{item} textarea", "ship it")
+        page.click(f'{item} [data-decision="approve"]')
+        page.wait_for_selector('#exec-status[data-status="completed"]')
+        page.wait_for_selector("#waiting", state="hidden")
+        review = client.workflows.get(eid).step("review").structured_output
+        assert (review["decision"], review["decided_by"], review["comment"]) == (
+            "approved",
+            "console",
+            "ship it",
+        )
+        assert client.workflows.get(eid).step("announce").status == "completed"
 
 
 def test_keyboard_selects_a_step(console_server: VoltorchServer, tab) -> None:

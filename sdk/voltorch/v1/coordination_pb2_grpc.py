@@ -39,7 +39,9 @@ class CoordinationServiceStub:
     then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
-    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    happen. On several replicas, coordination.handed_over (coordination_id, from_replica, to_replica, agent_id,
+    execution_id, step_id) when a coordination moves to the replica its remote agent's worker is connected to.
+    Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
     task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
     (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).
@@ -117,7 +119,9 @@ class CoordinationServiceServicer:
     then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
-    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    happen. On several replicas, coordination.handed_over (coordination_id, from_replica, to_replica, agent_id,
+    execution_id, step_id) when a coordination moves to the replica its remote agent's worker is connected to.
+    Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
     task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
     (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).
@@ -294,7 +298,9 @@ class CoordinationService:
     then coordination.completed / failed / cancelled / timed_out (output preview, error, per-agent summary).
     Coordinations of more than one agent, and re-dispatched tasks, also get coordination.task.started /
     completed / failed per agent task; coordination.task.redispatched and coordination.task.progress as they
-    happen. Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
+    happen. On several replicas, coordination.handed_over (coordination_id, from_replica, to_replica, agent_id,
+    execution_id, step_id) when a coordination moves to the replica its remote agent's worker is connected to.
+    Agents: agent.registered, agent.updated, agent.unregistered, agent.connected, agent.disconnected.
     Streaming agents (LLM, offline): agent.output.delta with the text as it grows, batched (delta, offset,
     task_id, attempt, agent_id, execution_id, step_id). Tool-calling agents: agent.tool.called per call
     (tool, arguments, agent_id, coordination_id of the child coordination that runs it, caller_agent_id).

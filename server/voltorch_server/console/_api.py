@@ -186,6 +186,28 @@ def cancel(r: Request) -> dict[str, Any]:
     return {"execution": r.runtime.workflows.cancel(r.params["id"], str(r.body.get("reason", "")))}
 
 
+def signal(r: Request) -> dict[str, Any]:
+    """SignalExecution: an approval's decision or a named signal. Who sent it: the body's `sender`, else
+    the caller's role when tokens are required, else "console"."""
+    b = r.body
+    name, request_id, sender = (_text(b, f) for f in ("name", "request_id", "sender"))
+    sig, existing = r.runtime.workflows.signal(
+        r.params["id"],
+        name,
+        b.get("payload"),
+        request_id=request_id,
+        sender=sender or (r.role or "" if r.auth else "console"),
+    )
+    return {"signal": sig, "existing": existing}
+
+
+def _text(b: dict[str, Any], field: str) -> str:
+    value = b.get(field, "")
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string (got {value!r})")
+    return value
+
+
 def list_templates(r: Request) -> dict[str, Any]:
     items, token = r.runtime.workflows.list_templates(
         page_size=r.query.int("page_size", 100), page_token=r.query.str("page_token")
@@ -405,6 +427,7 @@ ROUTES = [
     _route("POST", f"/api/executions/{_ID}/pause", _WF + "PauseExecution", pause),
     _route("POST", f"/api/executions/{_ID}/resume", _WF + "ResumeExecution", resume),
     _route("POST", f"/api/executions/{_ID}/cancel", _WF + "CancelExecution", cancel),
+    _route("POST", f"/api/executions/{_ID}/signal", _WF + "SignalExecution", signal),
     _route("GET", "/api/templates", _WF + "ListTemplates", list_templates, query=_PAGE),
     _route("GET", "/api/agents", _CO + "ListAgents", list_agents, query=_PAGE),
     _route("GET", f"/api/coordinations/{_ID}", _CO + "GetCoordination", get_coordination),

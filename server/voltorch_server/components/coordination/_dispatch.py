@@ -25,7 +25,7 @@ from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, tracer
 from ..events import NewEvent
-from ..shared import Component
+from ..shared import Component, TimerQueue
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
 from ._journal import Journal, Moved, RunTable
@@ -87,6 +87,7 @@ class Dispatcher:
         self.running = False
         self.generation = 0
         self.pool: ThreadPoolExecutor | None = None
+        self.delta_timers = TimerQueue("live-text")  # publishes live text kept too long (DeltaStream)
         self._dispatch_seq = itertools.count(1)
 
     def start(self) -> bool:
@@ -96,6 +97,7 @@ class Dispatcher:
         self.running = True
         self.generation += 1
         self.pool = ThreadPoolExecutor(max(1, self.config.agent_threads), thread_name_prefix="agent")
+        self.delta_timers.start()
         return True
 
     def stop(self) -> ThreadPoolExecutor | None:
@@ -391,7 +393,12 @@ class Dispatcher:
             self.journal.events.publish(self._delta_event(run, data))
 
         return DeltaStream(
-            publish, base, interval=self.config.delta_interval, chars=self.config.delta_chars, hold=hold
+            publish,
+            base,
+            interval=self.config.delta_interval,
+            chars=self.config.delta_chars,
+            hold=hold,
+            timers=self.delta_timers,
         )
 
     @staticmethod

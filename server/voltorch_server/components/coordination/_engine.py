@@ -223,6 +223,7 @@ class CoordinationEngine(Component):
             rt.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        self.dispatcher.delta_timers.stop()  # unlocked: a timer may be publishing (waiting for the database)
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.join(timeout=2)
 

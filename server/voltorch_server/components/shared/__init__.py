@@ -1,12 +1,13 @@
 """What the component packages share: the lifecycle base (Component), replay-then-follow (Broadcaster,
-Follower), JSON paths, page tokens and sizes, the aging priority queue. Not a concept of its own: a
-package imports these from here, never from the modules."""
+Follower), JSON paths, page tokens and sizes, the aging priority queue, the timer thread (TimerQueue). Not
+a concept of its own: a package imports these from here, never from the modules."""
 
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
 from ._paging import decode_token, encode_token, is_count, is_pair, page_size
 from ._queue import AgingQueue
+from ._timers import Timer, TimerQueue
 
 __all__ = [
     "AgingQueue",
@@ -16,6 +17,8 @@ __all__ = [
     "Follower",
     "Overflow",
     "PathError",
+    "Timer",
+    "TimerQueue",
     "decode_token",
     "encode_token",
     "is_count",

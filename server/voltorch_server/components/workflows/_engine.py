@@ -32,7 +32,7 @@ from ...priority import Priority
 from ...storage import Database
 from ...telemetry import context_from, current_trace, tracer
 from ..events import Event, EventFilter, EventLog, NewEvent
-from ..shared import Component, Follower
+from ..shared import Component, Follower, TimerQueue
 from ..state import StateStore
 from . import _complete as complete
 from ._budget import enforce as enforce_budget
@@ -53,7 +53,6 @@ from ._ownership import Fenced, Ownership, fair_share
 from ._run import ExecutionRun
 from ._signals import Signal, SignalStore
 from ._timer_store import TimerStore
-from ._timers import TimerQueue
 from .templates import (
     SIGNAL_RE,
     Template,

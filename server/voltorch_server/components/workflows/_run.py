@@ -40,6 +40,7 @@ from ...telemetry import context_from, current_trace, tracer
 from ..coordination import TERMINAL as COORDINATION_TERMINAL
 from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
 from ..events import EventLog, NewEvent
+from ..shared import Timer, TimerQueue
 from ._budget import enforce
 from ._executions import (
     CANCELLED,
@@ -69,7 +70,6 @@ from ._steps import (
 )
 from ._steps import outcome as outcome_of
 from ._timer_store import SLEEP, START_AFTER, TIMEOUT, TimerRow, TimerStore
-from ._timers import Timer, TimerQueue
 from ._waits import WaitingFor, approval_outcome, approval_timed_out, wait_outcome
 from .templates import (
     DEFAULT_STEP_TIMEOUT,

@@ -4,7 +4,7 @@ import { s } from "./ui.js";
 
 const W = 176, H = 50, GAP_X = 56, GAP_Y = 18, CHIP = 12, CHIP_GAP = 4, PER_ROW = 10;
 
-export function drawDag(graph, steps, { selected, onSelect }) {
+export function drawDag(graph, steps, { selected, onSelect, waiting = new Set() }) {
   const byId = new Map(steps.map((x) => [x.step_id, x]));
   const depth = new Map();
   const specs = new Map(graph.map((n) => [n.id, n]));
@@ -55,7 +55,8 @@ export function drawDag(graph, steps, { selected, onSelect }) {
   for (const n of graph) {
     const p = pos.get(n.id);
     const st = byId.get(n.id);
-    const status = st?.status || "pending";
+    // A running step that waits (for an approval, a signal or a timer) shows as waiting.
+    const status = st?.status === "running" && waiting.has(n.id) ? "waiting" : st?.status || "pending";
     const kids = st?.children || [];
     const sub = kids.length
       ? `${kids.filter((k) => k.status === "completed").length}/${kids.length} done · fan-out`

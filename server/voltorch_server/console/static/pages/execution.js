@@ -13,6 +13,7 @@ export function mount(main, { params, session }) {
   const status = h("span", { id: "exec-status" });
   const meta = h("dl", { class: "kv inline" });
   const result = h("div", { id: "exec-result" });
+  const waiting = h("div", { class: "panel", id: "waiting", hidden: true });
   const why = session.canControl ? undefined : `your role (${session.role}) may not control workflows`;
   const pauseBtn = h("button", { type: "button", id: "pause", onclick: () => act("pause") }, "Pause");
   const resumeBtn = h("button", { type: "button", id: "resume", onclick: () => act("resume") }, "Resume");
@@ -28,6 +29,7 @@ export function mount(main, { params, session }) {
     h("div", { class: "panel" },
       h("div", { class: "row" }, status, pauseBtn, resumeBtn, cancelBtn, live),
       meta, result),
+    waiting,
     h("div", { class: "panel" }, h("h2", {}, "Steps"), legend(), dag),
     h("div", { class: "split" },
       h("div", { class: "panel" }, h("h2", {}, "Step"), detail),
@@ -43,6 +45,73 @@ export function mount(main, { params, session }) {
     } catch (err) {
       notice(`${verb} refused: ${err.message}`, "error");
     }
+  }
+
+  // An approval's decision or a signal, sent once: its request id names the wait, so a second click (or a
+  // second reviewer) cannot leave a stray signal for a later wait of the same name.
+  async function decide(w, payload, buttons) {
+    const st = findStep(w.step_id);
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      await post(`/api/executions/${encodeURIComponent(id)}/signal`, {
+        name: w.signal,
+        payload,
+        request_id: `console:${w.step_id}:${st ? st.attempts : 0}:${st ? st.start_time : ""}`,
+      });
+      notice(w.kind === "approval" ? `Decision sent: ${payload.decision}.` : `Signal ${w.signal} sent.`);
+      refresh();
+    } catch (err) {
+      buttons.forEach((b) => (b.disabled = false));
+      notice(`signal refused: ${err.message}`, "error");
+    }
+  }
+
+  function renderWaiting(e) {
+    const list = e.waiting || [];
+    const sig = JSON.stringify(list.map((w) => [w.step_id, w.kind, w.deadline]));
+    waiting.hidden = !list.length;
+    if (sig === view.waitSig) return; // unchanged: keep what the reviewer is typing
+    view.waitSig = sig;
+    waiting.replaceChildren(h("h2", {}, "Waiting for"), ...list.map(waitItem));
+  }
+
+  function waitItem(w) {
+    const head = h("h3", {}, h("span", { class: "mono" }, w.step_id), " ", badge("waiting"));
+    const due = w.deadline ? h("p", { class: "muted" }, w.kind === "sleep" || w.kind === "start_after" ? "until " : "times out ", timeEl(w.deadline)) : "";
+    const item = h("div", { class: "wait", "data-wait": w.step_id, "data-kind": w.kind }, head);
+    if (w.kind === "approval") {
+      const comment = h("textarea", { rows: 2, placeholder: "comment (optional)", "aria-label": `comment on ${w.step_id}` });
+      const buttons = [];
+      const choose = (decision) => () => decide(w, { decision, comment: comment.value }, buttons);
+      buttons.push(
+        h("button", { type: "button", class: "primary", "data-decision": "approve", onclick: choose("approve") }, "Approve"),
+        h("button", { type: "button", class: "danger", "data-decision": "reject", onclick: choose("reject") }, "Reject"),
+      );
+      for (const b of buttons) {
+        b.disabled = !session.canControl;
+        if (why) b.title = why;
+      }
+      item.append(h("p", {}, w.prompt || "Approve to continue."), w.data !== null && w.data !== undefined ? jsonView(w.data) : "", due, comment, h("div", { class: "row" }, ...buttons));
+    } else if (w.kind === "signal") {
+      const payload = h("textarea", { rows: 2, placeholder: "payload (JSON, optional)", "aria-label": `payload for ${w.signal}` });
+      const send = h("button", { type: "button", "data-decision": "signal" }, `Send ${w.signal}`);
+      send.disabled = !session.canControl;
+      if (why) send.title = why;
+      send.onclick = () => {
+        let value = null;
+        try {
+          value = payload.value.trim() ? JSON.parse(payload.value) : null;
+        } catch (err) {
+          notice(`the payload is not JSON: ${err.message}`, "error");
+          return;
+        }
+        decide(w, value, [send]);
+      };
+      item.append(h("p", {}, "Waits for the signal ", h("span", { class: "mono" }, w.signal), "."), due, payload, h("div", { class: "row" }, send));
+    } else {
+      item.append(h("p", {}, w.kind === "sleep" ? "Sleeps" : "Starts after a delay"), due);
+    }
+    return item;
   }
 
   async function load() {
@@ -73,12 +142,14 @@ export function mount(main, { params, session }) {
       ...(e.trace_id ? kv("Trace", h("a", { href: `#/trace/trace_id/${e.trace_id}`, class: "mono" }, e.trace_id)) : []),
       ...(e.error ? kv("Error", h("span", {}, `${e.error.code}: ${e.error.message}`)) : []),
     );
+    renderWaiting(e);
     if (e.result !== null && e.result !== undefined && !result.firstChild) {
       result.append(h("details", {}, h("summary", {}, "Result"), jsonView(e.result)));
     }
     // Redrawing replaces the nodes: keep keyboard focus on the step that had it.
     const focused = dag.contains(document.activeElement) ? document.activeElement.dataset.step : null;
-    dag.replaceChildren(drawDag(view.graph, e.steps, { selected: view.selected, onSelect: select }));
+    const waits = new Set((e.waiting || []).map((w) => w.step_id));
+    dag.replaceChildren(drawDag(view.graph, e.steps, { selected: view.selected, onSelect: select, waiting: waits }));
     if (focused) dag.querySelector(`[data-step="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
     const st = view.selected && findStep(view.selected);
     const sig = st ? JSON.stringify([st.step_id, st.status, st.attempts, st.end_time, st.children.map((c) => c.status)]) : "";
@@ -173,5 +244,5 @@ function kv(k, v) {
 
 function legend() {
   return h("div", { class: "legend", "aria-hidden": "true" },
-    ["pending", "running", "retrying", "completed", "failed", "skipped", "cancelled"].map((s) => h("span", { "data-s": s }, h("i"), s)));
+    ["pending", "running", "waiting", "retrying", "completed", "failed", "skipped", "cancelled"].map((s) => h("span", { "data-s": s }, h("i"), s)));
 }

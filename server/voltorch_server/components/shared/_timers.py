@@ -1,5 +1,6 @@
-"""One thread that runs callbacks at given times (retry backoffs, workflow deadlines) — instead of a
-sleeping thread per waiting step. Cancelled timers drop their callback at once so they hold no memory."""
+"""One thread that runs callbacks at given times (retry backoffs, workflow deadlines, live text kept too
+long) — instead of a sleeping thread per waiting step or stream. Cancelled timers drop their callback at
+once so they hold no memory."""
 
 from __future__ import annotations
 
