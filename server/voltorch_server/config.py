@@ -77,7 +77,7 @@ class Config:
     # exceeds llm_max_in_flight. Optional per-minute quotas (0 = none). llm_degraded_after consecutive
     # failed calls report the endpoint DEGRADED in GetHealth.
     llm_max_in_flight: int = 256
-    llm_initial_window: int = 64
+    llm_initial_window: int = 32
     llm_backoff: float = 0.9
     llm_requests_per_minute: float = 0.0
     llm_tokens_per_minute: float = 0.0

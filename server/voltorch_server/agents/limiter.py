@@ -61,7 +61,7 @@ class LimitSettings:
     """Limits of one endpoint (Config: llm_max_in_flight, llm_initial_window, ...)."""
 
     max_in_flight: int = 256
-    initial_window: int = 64
+    initial_window: int = 32
     min_window: int = 1
     backoff: float = 0.9  # window multiplier on an overload
     requests_per_minute: float = 0.0  # 0 = no limit
