@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 import tempfile
@@ -99,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running suite {name} ...", file=sys.stderr, flush=True)
         results.extend(mod.run(args))
         print(f"suite {name} took {time.monotonic() - t:.0f}s", file=sys.stderr, flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # a busy machine's latencies are not ours
     print_results(
         results,
         title=f"voltorch benchmarks: {args.clients} clients, {args.rounds} x {args.duration:g}s per case"
-        f" ({time.monotonic() - began:.0f}s total)",
+        f" ({time.monotonic() - began:.0f}s total; load average at the end {load})",
     )
     if args.json:
         Path(args.json).write_text(json.dumps([{**asdict(r), "passed": r.passed} for r in results], indent=2))

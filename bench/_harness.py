@@ -107,6 +107,20 @@ class ServerProcess:
                 total += sum(psutil.Process(t.id).num_ctx_switches())
         return total
 
+    def gc_pauses(self) -> dict[str, float]:
+        """The server's garbage-collector pauses since the previous call (`_serve.GcPauses.take`):
+        collections, full (generation 2) ones, max_ms, total_ms; {} when the server did not answer."""
+        try:
+            self.proc.stdin.write("gc\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            return {}
+        line = _readline(self.proc, 10.0)
+        try:
+            return dict(json.loads(line))
+        except ValueError:
+            return {}
+
     def stop(self, timeout: float = 30.0) -> None:
         """Close stdin (the child's signal to shut down) and wait; kill it if it hangs."""
         if self.proc.poll() is None:

@@ -2,16 +2,20 @@
 
 Prints one JSON line `{"port": N}` once it is serving, then serves until stdin closes (the parent
 exits or calls `ServerProcess.stop()`), then shuts down and, with --profile, writes merged cProfile
-stats to OUT and their text summary to OUT + ".txt".
+stats to OUT and their text summary to OUT + ".txt". Each line `gc` on stdin is answered with one JSON
+line: the garbage collector's pauses since the previous one (`GcPauses.take`).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -66,6 +70,44 @@ def echo_server(config) -> grpc.Server:
     return server
 
 
+class GcPauses:
+    """The collector's pauses (every collection holds the GIL: nothing else in the server runs), noted
+    through gc.callbacks: a full collection over a large heap is a stall of every stream at once."""
+
+    def __init__(self) -> None:
+        self._began = 0.0
+        self._reset()
+        gc.callbacks.append(self._on_gc)
+
+    def _reset(self) -> None:
+        self.collections = 0
+        self.full = 0  # generation 2
+        self.longest = 0.0
+        self.total = 0.0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._began
+        self.collections += 1
+        self.full += info["generation"] == 2
+        self.longest = max(self.longest, pause)
+        self.total += pause
+
+    def take(self) -> dict[str, float]:
+        """Counts and pauses (ms) since the previous take."""
+        out = {
+            "collections": self.collections,
+            "full": self.full,
+            "max_ms": self.longest * 1e3,
+            "total_ms": self.total * 1e3,
+            "frozen": gc.get_freeze_count(),  # objects out of collections (heap.settle)
+        }
+        self._reset()
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench._serve")
     p.add_argument("kind", choices=["echo", "voltorch"])
@@ -84,17 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         stop = lambda: server.stop(1.0).wait()  # noqa: E731
     else:
+        import voltorch_server
         from voltorch_server.app import VoltorchServer
 
         vs = VoltorchServer(config).start()
+        # BENCH_SERVER_SRC may name a tree from before heap.settle; an import would not tell (the
+        # editable install finds this tree's module), the tree's files do.
+        if (Path(voltorch_server.__file__).parent / "heap.py").exists():
+            from voltorch_server import heap
+
+            heap.settle()  # as `voltorch serve` does
         port = vs.port
         stop = lambda: vs.stop(1.0)  # noqa: E731
     if args.profile:  # after start-up, so imports and migrations stay out of the profile
         from . import _profile
 
         _profile.enable()
+    pauses = GcPauses()
     print(json.dumps({"port": port}), flush=True)
-    sys.stdin.read()  # returns at EOF: the parent is done with us
+    for line in sys.stdin:  # ends at EOF: the parent is done with us
+        if line.strip() == "gc":
+            print(json.dumps(pauses.take()), flush=True)
     stop()
     if args.profile:
         from . import _profile

@@ -17,12 +17,14 @@ Rows (all against the same voltorch server process, the echo server in its own p
   N batched subscribers follow live; latency is the time from the Publish call to arrival at each
   subscriber (one clock: same process). Targets: p99 under LATENCY_BUDGETS_MS[N]; no subscriber cut off
   for overflow (cut-offs are reported as errors). The name also gives messages per delivered event (1.0 =
-  no batching happened) and `srv sw/op` the server's context switches per delivered event.
+  no batching happened) and the server's longest garbage-collector pause in the measured windows (every
+  stream stalls for it); `srv sw/op` is the server's context switches per delivered event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import statistics
 import threading
@@ -331,6 +333,7 @@ class _LatencyRun:
     switches: float  # server context switches per delivered event
     msgs_per_event: float  # messages the subscribers received per event (1.0: no batching happened)
     cut_off: list[str]  # subscribers the server cut off (overflow)
+    gc_max_ms: float  # the server's longest garbage-collector pause while measuring (nan: not known)
 
 
 def _latency(
@@ -356,8 +359,15 @@ def _latency(
     # Requests pre-serialized, answers left undecoded (no serializers: bytes in, bytes out).
     reqs = [pb.PublishRequest(event=_event(payload, type_, i)).SerializeToString() for i in range(n_reqs)]
     marks: dict[str, Any] = {}
+    # The driver's own full collections (its heap: grpc, protobuf, the earlier rows) paused its one loop
+    # for 20-70 ms every few seconds, which showed as delivery latency: frozen for the row, as the server.
+    gc.collect()
+    gc.freeze()
+
+    gc_pauses = getattr(srv, "gc_pauses", dict)  # a cluster's replicas do not say
 
     def measure() -> None:
+        gc_pauses()  # from now on
         marks.update(
             cpu0=srv.cpu_seconds(), sw0=srv.context_switches(), msgs0=subs.messages, cli0=time.process_time()
         )
@@ -377,8 +387,10 @@ def _latency(
         switches = srv.context_switches() - sw0
         msgs = subs.messages - msgs0
         cli = time.process_time() - cli0
+        gc_max = gc_pauses().get("max_ms", float("nan"))
     finally:
         subs.close()
+        gc.unfreeze()
     delivered = sum(len(x) for x in lat)
     per = (lambda x: x / delivered) if delivered else (lambda x: float("nan"))
     return _LatencyRun(
@@ -389,6 +401,7 @@ def _latency(
         per(switches),
         per(msgs),
         subs.cut_off,
+        gc_max,
     )
 
 
@@ -487,7 +500,8 @@ def run(args: Namespace) -> list[Result]:
             results.append(
                 Result(
                     suite="events",
-                    name=f"{name} ({statistics.median(r.msgs_per_event for r in runs):.2f} msgs/event)",
+                    name=f"{name} ({statistics.median(r.msgs_per_event for r in runs):.2f} msgs/event,"
+                    f" srv GC <= {max(r.gc_max_ms for r in runs):.1f} ms)",
                     rate=statistics.median(r.publish_rate for r in runs),
                     p50_ms=_percentile(lat, 0.50),
                     p99_ms=p99,

@@ -36,7 +36,7 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import logs
+    from . import heap, logs
     from .app import VoltorchServer
     from .storage import shown
 
@@ -65,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
+    heap.settle()  # start-up's objects out of full collections (their pauses were the latency's tail)
     print(f"voltorch listening on {server.target} (db {shown(cfg.db)})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from . import heap
 from .cli_output import console, shorten
 
 SEED_REQUIREMENT = "Create a simple user authentication system with login and registration functionality"
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"voltorch: {exc}", file=sys.stderr)
         return 2
+    heap.settle()  # as `voltorch serve`: start-up's objects out of full collections
     try:
         with voltorch.Client(server.target, timeout=30) as client:
             out.print(f"[bold]voltorch[/] server on {server.target}, database {Path(cfg.db).resolve()}")

@@ -98,7 +98,7 @@ class Metrics:
         self,
         provider: metrics_api.MeterProvider,
         reader: InMemoryReader | None = None,
-        rpc_duration: RpcDurations | None = None,
+        histograms: Mapping[str, PlainHistogram] | None = None,
     ):
         self.provider = provider
         self.reader = reader  # what GetMetrics and the history read (None for the no-op set)
@@ -106,8 +106,11 @@ class Metrics:
         self.prometheus_port = 0
         m = provider.get_meter(SCOPE.name, SCOPE.version)
         self.meter = m
-        # RPC (the server interceptor). Aggregated outside the SDK: see RpcDurations.
-        self.rpc_duration = rpc_duration if rpc_duration is not None else RpcDurations()
+        # The histograms recorded on every RPC, step and coordination are aggregated outside the SDK (see
+        # PlainHistogram); `for_server` hands the same ones to the readers.
+        h = histograms if histograms is not None else plain_histograms()
+        # RPC (the server interceptor).
+        self.rpc_duration = h[RpcDurations.name]
         self.rpc_stream_messages = m.create_counter(
             "rpc.server.stream.messages_sent", unit="{message}", description="Messages sent on server streams"
         )
@@ -123,14 +126,14 @@ class Metrics:
         self.events_delivered = m.create_counter(
             "voltorch.events.delivered", unit="{event}", description="Events sent to stream subscribers"
         )
-        # Workflows
-        self.workflows_started = m.create_counter("voltorch.workflows.started", unit="{workflow}")
-        self.workflows_completed = m.create_counter("voltorch.workflows.completed", unit="{workflow}")
-        self.workflows_failed = m.create_counter(
-            "voltorch.workflows.failed", unit="{workflow}", description="Failed or timed-out executions"
+        # Workflows (the counters of every execution and step: summed in plain Python, see PlainCounter)
+        self.workflows_started = PlainCounter(m, "voltorch.workflows.started", unit="{workflow}")
+        self.workflows_completed = PlainCounter(m, "voltorch.workflows.completed", unit="{workflow}")
+        self.workflows_failed = PlainCounter(
+            m, "voltorch.workflows.failed", unit="{workflow}", description="Failed or timed-out executions"
         )
-        self.workflows_cancelled = m.create_counter("voltorch.workflows.cancelled", unit="{workflow}")
-        self.workflow_duration = m.create_histogram("voltorch.workflow.duration", unit="s")
+        self.workflows_cancelled = PlainCounter(m, "voltorch.workflows.cancelled", unit="{workflow}")
+        self.workflow_duration = h["voltorch.workflow.duration"]
         self.workflow_tokens = m.create_counter(
             "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
         )
@@ -138,17 +141,15 @@ class Metrics:
             "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
         )
         self.workflow_llm_calls = m.create_counter("voltorch.workflow.llm_calls", unit="{call}")
-        self.step_duration = m.create_histogram(
-            "voltorch.workflow.step.duration", unit="s", description="Step run time by status and kind"
-        )
+        self.step_duration = h["voltorch.workflow.step.duration"]
         # Coordination and agents
-        self.coordinations = m.create_counter("voltorch.coordinations", unit="{coordination}")
-        self.coordination_duration = m.create_histogram("voltorch.coordination.duration", unit="s")
-        self.agent_tasks = m.create_counter(
-            "voltorch.agent.tasks", unit="{task}", description="Agent tasks by agent and outcome"
+        self.coordinations = PlainCounter(m, "voltorch.coordinations", unit="{coordination}")
+        self.coordination_duration = h["voltorch.coordination.duration"]
+        self.agent_tasks = PlainCounter(
+            m, "voltorch.agent.tasks", unit="{task}", description="Agent tasks by agent and outcome"
         )
-        self.agent_task_duration = m.create_histogram("voltorch.agent.task.duration", unit="s")
-        self.agent_load = m.create_gauge("voltorch.agent.load", unit="{task}", description="Tasks in flight")
+        self.agent_task_duration = h["voltorch.agent.task.duration"]
+        self.agent_load = PlainGauge(m, "voltorch.agent.load", unit="{task}", description="Tasks in flight")
         # LLM (GenAI semantic conventions + a plain token counter)
         self.llm_tokens = m.create_counter(
             "voltorch.llm.tokens", unit="{token}", description="LLM tokens used"
@@ -199,8 +200,8 @@ class Metrics:
     def for_server(cls, config: Any = None) -> Metrics:
         """A private MeterProvider with an in-memory reader (delta counters/histograms, folded by the
         watcher) and, with config.prometheus_port (-1 = any free port), a Prometheus /metrics endpoint."""
-        durations = RpcDurations()
-        reader = InMemoryReader(durations, AggregationTemporality.DELTA)
+        histograms = plain_histograms()
+        reader = InMemoryReader(histograms.values(), AggregationTemporality.DELTA)
         readers: list[MetricReader] = [reader.sdk]
         prometheus = None
         port = getattr(config, "prometheus_port", 0) if config is not None else 0
@@ -210,10 +211,11 @@ class Metrics:
 
             registry = CollectorRegistry()
             readers.append(PrometheusMetricReader(registry=registry))
-            registry.register(PrometheusRpcDurations(durations))
+            for h in histograms.values():
+                registry.register(PrometheusHistogram(h))
             prometheus = registry
         provider = MeterProvider(metric_readers=readers, views=_views(), shutdown_on_exit=False)
-        out = cls(provider, reader, durations)
+        out = cls(provider, reader, histograms)
         out._prometheus = prometheus
         if port:
             out.serve_prometheus(getattr(config, "host", "127.0.0.1"), max(port, 0))
@@ -354,34 +356,38 @@ class Metrics:
         yield Observation(threading.active_count())
 
 
-# -- rpc.server.duration, aggregated in plain Python ------------------------------------------------
+# -- instruments aggregated in plain Python -------------------------------------------------------
 
 SCOPE = InstrumentationScope("voltorch_server", __version__)
 
 
-class RpcSeries:
-    """One attribute set of RpcDurations: what was recorded since the readers last took it."""
+class Series:
+    """One attribute set of a PlainHistogram: what was recorded since the readers last took it."""
 
-    __slots__ = ("attributes", "_lock", "count", "sum", "min", "max", "buckets")
+    __slots__ = ("attributes", "_lock", "_bounds", "count", "sum", "min", "max", "buckets")
 
-    def __init__(self, attributes: Mapping[str, Any], buckets: int, lock: threading.Lock):
+    def __init__(self, attributes: Mapping[str, Any], bounds: tuple[float, ...], lock: threading.Lock):
         self.attributes = dict(attributes)
         self._lock = lock
+        self._bounds = bounds
         self.count, self.sum, self.min, self.max = 0, 0.0, math.inf, -math.inf
-        self.buckets = [0] * buckets
+        self.buckets = [0] * (len(bounds) + 1)
 
-    def add(self, ms: float) -> None:
-        if not 0 <= ms < math.inf:  # the SDK ignores these too
+    def add(self, value: float) -> None:
+        if not 0 <= value < math.inf:  # the SDK ignores these too
             return
-        i = bisect_left(_MS_BUCKETS, ms)  # bucket i holds (bounds[i-1], bounds[i]], as the SDK counts
+        i = bisect_left(self._bounds, value)  # bucket i holds (bounds[i-1], bounds[i]], as the SDK counts
         with self._lock:
             self.count += 1
-            self.sum += ms
+            self.sum += value
             self.buckets[i] += 1
-            if ms < self.min:
-                self.min = ms
-            if ms > self.max:
-                self.max = ms
+            if value < self.min:
+                self.min = value
+            if value > self.max:
+                self.max = value
+
+
+RpcSeries = Series  # the interceptor's name for the series it keeps per method and code
 
 
 class _Totals:
@@ -390,35 +396,32 @@ class _Totals:
     def __init__(self, temporality: AggregationTemporality):
         self.temporality = temporality
         self.last_ns = time.time_ns()  # a delta point starts where the previous collection ended
-        self.series: dict[int, list[Any]] = {}  # id(RpcSeries) -> [count, sum, min, max, buckets, start_ns]
+        self.series: dict[int, list[Any]] = {}  # id(Series) -> [count, sum, min, max, buckets, start_ns]
 
 
-class RpcDurations:
-    """`rpc.server.duration` (ms, by rpc.service, rpc.method and rpc.grpc.status_code), aggregated here
-    instead of by the OpenTelemetry SDK, and merged by this server's readers into what they collect as
-    the histogram the SDK would have produced: same name, unit, buckets, attributes and temporality.
+class PlainHistogram:
+    """A histogram aggregated here instead of by the OpenTelemetry SDK, and merged by this server's readers
+    into what they collect as the histogram the SDK would have produced: same name, unit, buckets,
+    attributes and temporality.
 
     Why: the SDK's Histogram.record costs ~9 µs (cleaning and hashing the attributes, a Measurement,
-    two locks) on every RPC; `RpcSeries.add` is a bisect and a few additions under one lock. `record`
-    keeps the Histogram API for any other caller.
+    two locks); `Series.add` is a bisect and a few additions under one lock. Every RPC, workflow step,
+    coordination and agent task records one. `record` keeps the Histogram API.
     """
 
-    name = "rpc.server.duration"
-    unit = "ms"
-    description = "Server RPC latency by method and status code"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, unit: str, description: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.unit, self.description, self.bounds = name, unit, description, bounds
         self._lock = threading.Lock()  # guards every series, and the readers' totals
-        self._series: dict[tuple, RpcSeries] = {}
+        self._series: dict[tuple, Series] = {}
         self._readers: dict[int, _Totals] = {}
 
-    def series(self, attributes: Mapping[str, Any]) -> RpcSeries:
+    def series(self, attributes: Mapping[str, Any]) -> Series:
         """The series of an attribute set (callers on a hot path keep it)."""
         key = tuple(sorted(attributes.items()))
         s = self._series.get(key)
         if s is None:
             with self._lock:
-                s = self._series.setdefault(key, RpcSeries(attributes, len(_MS_BUCKETS) + 1, self._lock))
+                s = self._series.setdefault(key, Series(attributes, self.bounds, self._lock))
         return s
 
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
@@ -480,7 +483,7 @@ class RpcDurations:
                     count=count,
                     sum=total,
                     bucket_counts=tuple(buckets),
-                    explicit_bounds=_MS_BUCKETS,
+                    explicit_bounds=self.bounds,
                     min=low,
                     max=high,
                 )
@@ -499,31 +502,101 @@ class RpcDurations:
         )
 
 
+class RpcDurations(PlainHistogram):
+    """`rpc.server.duration` (ms, by rpc.service, rpc.method and rpc.grpc.status_code)."""
+
+    name = "rpc.server.duration"
+    unit = "ms"
+    description = "Server RPC latency by method and status code"
+
+    def __init__(self) -> None:
+        super().__init__(RpcDurations.name, RpcDurations.unit, RpcDurations.description, _MS_BUCKETS)
+
+
+def plain_histograms() -> dict[str, PlainHistogram]:
+    """The histograms of one server aggregated in plain Python, by name (buckets as `_views` gives the SDK's)."""
+    return {
+        h.name: h
+        for h in (
+            RpcDurations(),
+            PlainHistogram("voltorch.workflow.duration", "s", "", _S_BUCKETS),
+            PlainHistogram(
+                "voltorch.workflow.step.duration", "s", "Step run time by status and kind", _S_BUCKETS
+            ),
+            PlainHistogram("voltorch.coordination.duration", "s", "", _S_BUCKETS),
+            PlainHistogram("voltorch.agent.task.duration", "s", "", _S_BUCKETS),
+        )
+    }
+
+
+class PlainCounter:
+    """A counter summed in a dict (a lock and an addition per `add`, against ~9 µs for the SDK's Counter.add)
+    and reported by an observable counter at collection, as `voltorch.events.published` is."""
+
+    def __init__(self, meter: metrics_api.Meter, name: str, *, unit: str, description: str = ""):
+        self._lock = threading.Lock()
+        self._totals: dict[tuple, float] = {}
+        meter.create_observable_counter(name, [self._observe], unit=unit, description=description)
+
+    def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+        key = tuple(sorted(attributes.items())) if attributes else ()
+        with self._lock:
+            self._totals[key] = self._totals.get(key, 0) + amount
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            totals = list(self._totals.items())
+        return [Observation(n, dict(key)) for key, n in totals]
+
+
+class PlainGauge:
+    """A gauge whose last value per attribute set is kept in a dict and reported by an observable gauge."""
+
+    def __init__(self, meter: metrics_api.Meter, name: str, *, unit: str, description: str = ""):
+        self._values: dict[tuple, float] = {}
+        meter.create_observable_gauge(name, [self._observe], unit=unit, description=description)
+
+    def set(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
+        self._values[tuple(sorted(attributes.items())) if attributes else ()] = value
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(v, dict(key)) for key, v in list(self._values.items())]
+
+
 class InMemoryReader:
     """The server's in-memory reader: `sdk` (an InMemoryMetricReader, given to the MeterProvider) collects
-    the SDK's instruments; `get_metrics_data()` returns its collection with rpc.server.duration merged in,
+    the SDK's instruments; `get_metrics_data()` returns its collection with the plain histograms merged in,
     through the readers' public API only."""
 
-    def __init__(self, durations: RpcDurations, temporality: AggregationTemporality):
+    def __init__(
+        self, histograms: PlainHistogram | Iterable[PlainHistogram], temporality: AggregationTemporality
+    ):
         self.sdk = InMemoryMetricReader(preferred_temporality={Counter: temporality, Histogram: temporality})
-        self._durations = durations
-        durations.add_reader(self, temporality)
+        self._histograms = [histograms] if isinstance(histograms, PlainHistogram) else list(histograms)
+        for h in self._histograms:
+            h.add_reader(self, temporality)
 
     def get_metrics_data(self) -> MetricsData | None:
-        return self._durations.merged(self.sdk.get_metrics_data(), self)
+        data = self.sdk.get_metrics_data()
+        for h in self._histograms:
+            data = h.merged(data, self)
+        return data
 
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 
-class PrometheusRpcDurations:
-    """rpc.server.duration on a Prometheus registry, beside the OpenTelemetry exporter's reader: a
+_PROMETHEUS_UNITS = {"ms": "milliseconds", "s": "seconds"}  # as the exporter names these units
+
+
+class PrometheusHistogram:
+    """A plain histogram on a Prometheus registry, beside the OpenTelemetry exporter's reader: a
     prometheus_client collector (its public protocol) writing the cumulative histogram as that exporter
     writes the SDK's (name and unit suffix, scope labels, sanitized attribute labels, cumulative buckets)."""
 
-    def __init__(self, durations: RpcDurations):
-        self._durations = durations
-        durations.add_reader(self, AggregationTemporality.CUMULATIVE)
+    def __init__(self, histogram: PlainHistogram):
+        self._durations = histogram
+        histogram.add_reader(self, AggregationTemporality.CUMULATIVE)
 
     def describe(self) -> list[Any]:
         return []  # nothing to check at registration: the family's name is known to be unique
@@ -546,7 +619,8 @@ class PrometheusRpcDurations:
         ]
         keys = sorted({k for labels, _ in rows for k in labels})
         name = _INVALID_LABEL.sub("_", metric.name)
-        family = HistogramMetricFamily(name, metric.description or "", labels=keys, unit="milliseconds")
+        unit = _PROMETHEUS_UNITS.get(metric.unit or "", "")
+        family = HistogramMetricFamily(name, metric.description or "", labels=keys, unit=unit)
         for labels, p in rows:
             bounds = [f"{b}" for b in p.explicit_bounds] + ["+Inf"]
             family.add_metric(
@@ -555,6 +629,9 @@ class PrometheusRpcDurations:
                 sum_value=p.sum,
             )
         return [family]
+
+
+PrometheusRpcDurations = PrometheusHistogram
 
 
 def _label(value: Any) -> str:

@@ -11,10 +11,12 @@ import pytest
 from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, _events, parse_json_output
+from voltorch_server.agents.llm_clients import CALLS_PER_CLIENT
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
 from voltorch_server.storage.stores import SqlCoordination, SqlEvents
+from voltorch_server.telemetry import TraceIds, current_trace
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 
@@ -255,3 +257,57 @@ def test_the_answer_streams_piece_by_piece_and_a_whole_json_answer_is_read_too(s
     whole: list[str] = []
     out = agent(stub).run(task(on_delta=whole.append), CancelSignal())
     assert out.output == "Whole answer" and whole == ["Whole answer"] and out.usage.total_tokens == 18
+
+
+def test_calls_in_flight_are_spread_over_small_client_pools_and_all_answered():
+    """Each client takes at most CALLS_PER_CLIENT calls at once (a connection pool's pass over its
+    connections is short); the agent adds clients as calls in flight grow and reuses them after."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    try:
+        a = agent(stub)
+        n = 2 * CALLS_PER_CLIENT + 1
+        outs: list[str] = []
+        threads = [
+            threading.Thread(target=lambda: outs.append(a.run(task(), CancelSignal()).output))
+            for _ in range(n)
+        ]
+        for t in threads:
+            t.start()
+        assert stub.wait_for(lambda s: s.in_flight == n)
+        clients = a.clients("sk-test-123")
+        assert len(clients) == 3 and clients.peak_busy == CALLS_PER_CLIENT
+        gate.set()
+        for t in threads:
+            t.join(10)
+        assert outs == ["default"] * n
+        a.run(task(), CancelSignal())  # a free client is reused
+        assert len(clients) == 3 and stub.served == n + 1
+    finally:
+        gate.set()
+        stub.close()
+
+
+TRACEPARENT = f"00-{'ab' * 16}-{'cd' * 8}-01"
+
+
+def test_each_attempt_is_an_llm_chat_span_in_the_tasks_trace(stub, spans):
+    stub.script.append((429, {"retry-after-ms": "1"}, {"error": {"message": "later"}}))
+    agent(stub).run(task(traceparent=TRACEPARENT), CancelSignal())
+    chat = [s for s in spans.get_finished_spans() if s.name == "llm.chat"]
+    assert [s.attributes["llm.attempt"] for s in chat] == [1, 2]
+    assert {s.attributes["llm.model"] for s in chat} == {"stub-model"}
+    assert {(s.context.trace_id, s.parent.span_id) for s in chat} == {(int("ab" * 16, 16), int("cd" * 8, 16))}
+    assert [e.name for e in chat[0].events][:1] == ["exception"]
+
+
+def test_while_nothing_records_spans_what_the_call_writes_still_carries_the_tasks_trace(stub):
+    seen: list[TraceIds] = []
+
+    def look(_text: str) -> None:
+        seen.append(current_trace())
+
+    t = task(traceparent=TRACEPARENT, on_delta=look, on_last_delta=look)
+    agent(stub).run(t, CancelSignal())
+    assert seen and {ids.trace_id for ids in seen} == {"ab" * 16}
+    assert {ids.span_id for ids in seen}.isdisjoint({"", "cd" * 8})

@@ -21,7 +21,16 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.components.events import EventLog
 from voltorch_server.components.state import KeyValue, KVCache, Row, StateStore
 from voltorch_server.errors import NotFound
-from voltorch_server.metrics import _MS_BUCKETS, SCOPE, InMemoryReader, PrometheusRpcDurations, RpcDurations
+from voltorch_server.metrics import (
+    _MS_BUCKETS,
+    SCOPE,
+    InMemoryReader,
+    PrometheusHistogram,
+    PrometheusRpcDurations,
+    RpcDurations,
+    _views,
+    plain_histograms,
+)
 from voltorch_server.storage import Database
 from voltorch_server.storage.stores import SqlEvents, SqlState
 
@@ -272,3 +281,29 @@ def test_a_callers_trace_continues_into_events_when_nothing_exports(
 def test_no_shortcut_while_spans_are_recorded(spans) -> None:
     assert telemetry.recording()
     assert telemetry.unsampled_span(otel_context.Context()) is None  # the tracer and its sampler decide
+
+
+def test_a_seconds_histogram_on_prometheus_reads_as_the_exporter_writes_the_sdks() -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    plain = plain_histograms()["voltorch.coordination.duration"]
+    ours.register(PrometheusHistogram(plain))
+    reader = PrometheusMetricReader(registry=theirs)
+    provider = MeterProvider(metric_readers=[reader], views=_views())
+    try:
+        sdk = provider.get_meter(SCOPE.name, SCOPE.version).create_histogram(
+            plain.name, unit=plain.unit, description=plain.description
+        )
+        for v, mode in ((0.004, "sequential"), (0.2, "sequential"), (42.0, "parallel")):
+            plain.record(v, {"status": "completed", "mode": mode})
+            sdk.record(v, {"status": "completed", "mode": mode})
+
+        def lines(registry: CollectorRegistry) -> list[str]:
+            text = generate_latest(registry).decode()
+            return [ln for ln in text.splitlines() if "coordination_duration" in ln and "_created" not in ln]
+
+        assert lines(theirs) and lines(ours) == lines(theirs)
+    finally:
+        provider.shutdown()

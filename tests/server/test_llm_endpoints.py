@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import polling
 import pytest
 import voltorch
 from openai_stub import StubLLM
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.agents.limiter import Limiters, LimitSettings
-from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, limit_settings
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
@@ -67,6 +68,36 @@ def test_the_window_converges_near_the_endpoint_capacity_with_few_429s():
     assert stub.rejected <= 8  # ... with a few 429s (at most one window's overshoot), not a storm
     assert snap.throttled == stub.rejected
     assert 6 <= snap.window <= 9 and snap.in_flight == 0 and snap.queue_depth == 0
+
+
+def test_a_cold_endpoint_takes_32_calls_at_once_by_default():
+    """The default initial window: a burst starts at 32 calls and grows as they succeed (64 found a large
+    endpoint's capacity a round trip sooner but met several times more 429s from a small one: bench/README's
+    llm section); the calls beyond it wait at the limiter."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    limiters = Limiters(limit_settings(Config()))
+    settings = LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV)
+    agent = LlmAgent(settings, LlmDefaults(), env={KEY_ENV: "sk-1"}, limiters=limiters)
+    outs: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: outs.append(agent.run(AgentTask(f"t{i}", "c", "hi"), CancelSignal()).output)
+        )
+        for i in range(80)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        assert stub.wait_for(lambda s: s.in_flight == 32)
+        polling.until(lambda: limiters.snapshots()[0].queue_depth == 48, why=limiters.snapshots)
+        assert stub.in_flight == 32
+    finally:
+        gate.set()
+        for t in threads:
+            t.join(30)
+        stub.close()
+    assert len(outs) == 80 and stub.rejected == 0
 
 
 def test_priorities_hold_under_the_limiter(db, monkeypatch):

@@ -10,9 +10,11 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from engines import WAIT, Engines, build
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from polling import until
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.components.coordination import AgentState, CoordinationEngine, CoordinationRequest
@@ -285,3 +287,176 @@ def test_a_follower_of_exact_types_checks_only_the_rest_of_its_filter_per_event(
     got = follower.get(timeout=WAIT)
     assert got is not None and (got.type, got.correlation_id) == ("t.fail", "c")
     assert follower.get(timeout=0.05) is None
+
+
+# -- a step's metrics: aggregated in plain Python, not through the SDK's instruments ----------------------
+
+
+class _CountingMeter:
+    """A real SDK meter whose synchronous instruments count the measurements made through them."""
+
+    def __init__(self, meter: Any, made: list[str]):
+        self._meter, self._made = meter, made
+
+    def __getattr__(self, name: str) -> Any:
+        create = getattr(self._meter, name)
+        if not name.startswith("create_") or name.startswith("create_observable"):
+            return create
+        made = self._made
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            instrument = create(*args, **kwargs)
+
+            class Counted:
+                def __getattr__(self, attr: str) -> Any:
+                    real = getattr(instrument, attr)
+                    if attr not in ("add", "record", "set"):
+                        return real
+
+                    def call(*a: Any, **k: Any) -> Any:
+                        made.append(f"{instrument.name}.{attr}")
+                        return real(*a, **k)
+
+                    return call
+
+            return Counted()
+
+        return counted
+
+
+def test_a_steps_metrics_make_no_measurement_through_the_sdk() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from voltorch_server.metrics import InMemoryReader, Metrics, plain_histograms
+
+    made: list[str] = []
+    histograms = plain_histograms()
+    reader = InMemoryReader(histograms.values(), AggregationTemporality.CUMULATIVE)
+    provider = MeterProvider(metric_readers=[reader.sdk])
+
+    class Provider:
+        def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+            return _CountingMeter(provider.get_meter(*args, **kwargs), made)
+
+    try:
+        metrics = Metrics(Provider(), reader, histograms)  # type: ignore[arg-type]
+        for _ in range(3):  # what a step, its coordination and its agent task record, and a workflow's end
+            metrics.agent_load.set(1, {"agent.id": "a"})
+            metrics.record_step(0.02, "completed", kind="agent_task")
+            metrics.record_coordination(0.01, "completed", mode="sequential")
+            metrics.record_agent_task("a", 0.005, success=True)
+            metrics.agent_load.set(0, {"agent.id": "a"})
+            metrics.workflows_started.add(1, {"template": "t"})
+            metrics.workflow_finished("completed", 0.1, template="t")
+        assert made == []
+        data = reader.get_metrics_data()
+        assert data is not None
+        points: dict[str, list[Any]] = {
+            m.name: list(m.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        (step,) = points["voltorch.workflow.step.duration"]
+        assert step.count == 3 and step.sum == pytest.approx(0.06)
+        assert dict(step.attributes or {}) == {"status": "completed", "kind": "agent_task"}
+        assert [p.value for p in points["voltorch.coordinations"]] == [3]
+        assert [p.value for p in points["voltorch.agent.tasks"]] == [3]
+        assert [p.value for p in points["voltorch.agent.load"]] == [0]  # the last value set
+        assert [p.value for p in points["voltorch.workflows.completed"]] == [3]
+        (wf,) = points["voltorch.workflow.duration"]
+        assert wf.count == 3 and tuple(wf.explicit_bounds)[0] == 0.001  # the seconds buckets
+    finally:
+        provider.shutdown()
+
+
+# -- a step's spans: built directly while nothing records them -------------------------------------------
+
+
+def test_a_step_span_nothing_records_is_built_without_the_sdk_in_the_parents_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voltorch_server import telemetry
+
+    telemetry.install()
+    assert not telemetry.recording()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the span went through the SDK's tracer (sampler, attributes, processors)")
+
+    monkeypatch.setattr(telemetry.tracer, "start_as_current_span", refuse)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.internal_span(
+        "workflow.step", context=telemetry.context_from(parent), attributes={"voltorch.step_id": "s"}
+    ) as span:
+        assert not span.is_recording()
+        inside = telemetry.current_trace()
+        with telemetry.internal_span("agent.task") as child:  # under the current span
+            nested = telemetry.current_trace()
+            assert not child.is_recording()
+    assert inside.trace_id == nested.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert len({inside.span_id, nested.span_id, "b7ad6b7169203331"}) == 3  # each span its own id
+    assert telemetry.current_trace().traceparent == ""  # no span left current afterwards
+    with telemetry.internal_span("workflow.execute"), telemetry.internal_span("workflow.step"):
+        first = telemetry.current_trace()  # the inner span's ids drawn first: its parent's on the way
+    assert first.trace_id and first.trace_id != inside.trace_id
+
+
+# -- a component's own events: prepared without re-checking what it vouches for --------------------------
+
+
+def test_a_components_own_event_is_logged_as_a_published_one_and_refused_as_it_would_be(db) -> None:
+    from voltorch_server.components.events import prepare_own
+    from voltorch_server.errors import InvalidArgument
+    from voltorch_server.priority import Priority
+
+    log = EventLog(SqlEvents(db))
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    data = {"coordination_id": "c1", "task": "é ünïcode", "n": [1, 2.5, None], "ok": True}
+    kw: dict[str, Any] = {"correlation_id": "corr", "priority": Priority.HIGH, "traceparent": parent}
+    [published] = log.publish(NewEvent("coordination.started", "coordination", data=data, **kw))
+    with db.write() as tx:
+        [own] = log.append(tx, [prepare_own("coordination.started", "coordination", data, **kw)])
+
+    def fields(e: Any) -> tuple:
+        return (e.type, e.source, e.data, e.correlation_id, e.priority, e.trace_id, e.span_id)
+
+    assert fields(own) == fields(published) and own.sequence == published.sequence + 1
+    selection = '{"selected_agent_ids":["a"],"explanation":"ü"}'  # made once, for the row and the event
+    with db.write() as tx:
+        [spliced] = log.append(tx, [prepare_own("t.x", "s", {"n": 1}, raw={"selection": selection})])
+        [alone] = log.append(tx, [prepare_own("t.x", "s", {}, raw={"a": "[1]"})])
+    assert spliced.data == {"n": 1, "selection": {"selected_agent_ids": ["a"], "explanation": "ü"}}
+    assert alone.data == {"a": [1]}
+
+    def refused(data: Any, traceparent: str = "", correlation_id: str = "") -> None:
+        with pytest.raises(InvalidArgument) as own:
+            prepare_own("t.x", "s", data, traceparent=traceparent, correlation_id=correlation_id)
+        with pytest.raises(InvalidArgument) as checked:
+            log.publish(
+                NewEvent("t.x", "s", data=data, traceparent=traceparent, correlation_id=correlation_id)
+            )
+        assert (own.value.violations, own.value.reason) == (checked.value.violations, checked.value.reason)
+
+    refused({"bad": float("nan")})
+    refused({"big": "x" * (1 << 20)})
+    refused({"a": 1}, traceparent="00-not-a-traceparent")
+    refused({"a": 1}, correlation_id="c" * 200)
+    refused({"a": 1}, correlation_id="line\nbreak")
+
+
+def test_a_correlation_id_the_log_refuses_is_still_refused_for_own_events(engines: Engines) -> None:
+    from voltorch_server.errors import InvalidArgument
+
+    coordination = engines.coordination
+    with pytest.raises(InvalidArgument) as long:  # the engine allows 256 characters, the log 128
+        coordination.request(
+            CoordinationRequest(task="x", required_capabilities=("upper",), correlation_id="c" * 200)
+        )
+    assert long.value.violations[0].field == "correlation_id"
+    engines.workflows.register_template(
+        Template(name="one", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("upper",))),))
+    )
+    with pytest.raises(InvalidArgument) as control:
+        engines.workflows.start_execution("one", correlation_id="line\nbreak")
+    assert control.value.violations[0].field == "correlation_id"
+    assert engines.workflows.list()[0] == []  # nothing half-written

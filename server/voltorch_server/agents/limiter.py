@@ -28,6 +28,7 @@ Plain Python, no grpc; the clock is injectable so the AIMD rules are tested with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -217,10 +218,14 @@ class EndpointLimiter:
         limiter's clock; `since` (when the call first asked, for aging) defaults to now. Raises
         LimitCancelled when `cancel` is set, the deadline passes or the limiter is reset."""
         began = self.clock()
-        waiter = _Waiter(int(priority), max(0, int(tokens)))
+        tokens = max(0, int(tokens))
         with self._lock:
             if self._closed:
                 raise LimitReset("the LLM endpoint limiter was reset")
+            room = not len(self._queue) and self.in_flight < max(1, math.floor(self.window))
+            if room and not self._blocked_locked(began, tokens):  # nobody waits, nothing holds: go
+                return self._permit_locked(tokens)
+            waiter = _Waiter(int(priority), tokens)
             self._queue.push(waiter, waiter.priority, began if since is None else since)
             self._grant_locked()
         if cancel is not None and waiter.permit is None:
@@ -267,33 +272,43 @@ class EndpointLimiter:
     def _grant_locked(self) -> None:
         """Give permits to waiters, best first, while the window, holds and buckets allow."""
         while len(self._queue) and self.in_flight < max(1, math.floor(self.window)):
-            now = self.clock()
             head = next(iter(self._queue))
-            blocked = now < self.hold_until
-            if not blocked and self._requests is not None:
-                self._requests.refill(now)
-                blocked = self._requests.wait_for(1) > 0
-            if not blocked and self._tokens is not None:
-                self._tokens.refill(now)
-                blocked = self._tokens.wait_for(head.tokens) > 0
-            if blocked:
+            if self._blocked_locked(self.clock(), head.tokens):
                 # Only time can unblock the queue: the head (told once) sleeps until then and grants.
                 if head is not self._timed_head:
                     self._timed_head = head
                     head.event.set()
                 return
             self._queue.remove(head)
-            if self._requests is not None:
-                self._requests.level -= 1
-            if self._tokens is not None:
-                self._tokens.level -= head.tokens
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            self._grants += 1
-            if len(self._queue) > 0 or self.in_flight >= math.floor(self.window):
-                self._full_at = self._grants
-            head.permit = Permit(self, self.epoch, head.tokens, self._grants)
+            head.permit = self._permit_locked(head.tokens)
             head.event.set()
+
+    def _blocked_locked(self, now: float, tokens: int) -> bool:
+        """Whether a hold or a per-minute bucket keeps a call of `tokens` from going now."""
+        if now < self.hold_until:
+            return True
+        if self._requests is not None:
+            self._requests.refill(now)
+            if self._requests.wait_for(1) > 0:
+                return True
+        if self._tokens is not None:
+            self._tokens.refill(now)
+            if self._tokens.wait_for(tokens) > 0:
+                return True
+        return False
+
+    def _permit_locked(self, tokens: int) -> Permit:
+        """Take a call in flight (the caller checked the window, holds and buckets)."""
+        if self._requests is not None:
+            self._requests.level -= 1
+        if self._tokens is not None:
+            self._tokens.level -= tokens
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._grants += 1
+        if len(self._queue) > 0 or self.in_flight >= math.floor(self.window):
+            self._full_at = self._grants
+        return Permit(self, self.epoch, tokens, self._grants)
 
     # -- releasing ----------------------------------------------------------------------------------
 
@@ -440,7 +455,7 @@ class Limiters:
         self._limiters: dict[tuple[str, str, str], EndpointLimiter] = {}
 
     def for_endpoint(self, base_url: str, key: str, model: str) -> EndpointLimiter:
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:8] if key else ""
+        fingerprint = _fingerprint(key) if key else ""
         k = (base_url, fingerprint, model)
         with self._lock:
             limiter = self._limiters.get(k)
@@ -476,6 +491,12 @@ class Limiters:
             old, self._limiters = list(self._limiters.values()), {}
         for limiter in old:
             limiter.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(key: str) -> str:
+    """What names a key in GetHealth (never the key): asked on every call, so hashed once."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 # -- x-ratelimit-* headers -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from .limiter import (
     Permit,
     estimate_tokens,
 )
+from .llm_clients import EndpointClients, new_client
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -159,7 +160,7 @@ def _user_message(task: AgentTask) -> str:
 def parse_json_output(text: str) -> Any:
     """The JSON value in a model's answer (code fences allowed), or None when it is not JSON."""
     s = text.strip()
-    m = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", s, re.DOTALL)
+    m = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", s, re.DOTALL) if s.startswith("```") else None
     if m:
         s = m.group(1)
     if not s or s[0] not in "{[":
@@ -239,7 +240,7 @@ class LlmAgent(Agent):
         self.env = os.environ if env is None else env
         self.on_call = on_call
         self.limiters = limiters
-        self._clients: dict[tuple[str, str], openai.OpenAI] = {}
+        self._clients: dict[tuple[str, str], EndpointClients] = {}
         self._requests = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -261,14 +262,15 @@ class LlmAgent(Agent):
             return None
         return self.limiters.for_endpoint(self.base_url, key, self.model)
 
-    def _client(self, key: str) -> openai.OpenAI:
+    def clients(self, key: str) -> EndpointClients:
+        """The openai clients this agent calls its endpoint with (made on first use)."""
         base_url = self.base_url
         with self._lock:
-            client = self._clients.get((key, base_url))
-            if client is None:
-                client = openai.OpenAI(api_key=key, base_url=base_url or None, max_retries=0)
-                self._clients[(key, base_url)] = client
-            return client
+            clients = self._clients.get((key, base_url))
+            if clients is None:
+                clients = EndpointClients(lambda: new_client(key, base_url))
+                self._clients[(key, base_url)] = clients
+            return clients
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         key = self.env.get(self.key_env, "")
@@ -310,12 +312,14 @@ class LlmAgent(Agent):
         """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
         from the endpoint's limiter. `final`: this turn's answer is the agent's output (no tool loop goes
         on), so the text read with the end of the stream is the task's last (AgentTask.delta last=True)."""
-        client = self._client(key)
+        clients = self.clients(key)
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
         # Sent with the client's documented request method (`client.post`, "undocumented endpoints") with
         # the body as the plain JSON it already is: `chat.completions.create` walks every parameter
         # through its TypedDict transform first, a tenth of the server's CPU per call when hundreds of
-        # calls run at once (bench suite llm). The request on the wire is the same.
+        # calls run at once (bench suite llm). The request on the wire is the same. The URL is given whole
+        # (the client's base URL + the path, as the client would join them): joining a relative path
+        # re-parses the base URL on every call.
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -347,14 +351,15 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
                 try:
-                    raw = client.post(
-                        "/chat/completions",
-                        cast_to=httpx2.Response,
-                        body=body,
-                        options={"timeout": timeout, "idempotency_key": request_id},
-                        stream=True,
-                    )
-                    chunks = _receive(raw, task, cancel, final)
+                    with clients.lease() as client:
+                        raw = client.post(
+                            f"{client.base_url}chat/completions",
+                            cast_to=httpx2.Response,
+                            body=body,
+                            options={"timeout": timeout, "idempotency_key": request_id},
+                            stream=True,
+                        )
+                        chunks = _receive(raw, task, cancel, final)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:

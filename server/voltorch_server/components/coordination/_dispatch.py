@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from opentelemetry import context as otel_context
 
@@ -23,7 +24,7 @@ from ...config import Config
 from ...errors import Unavailable
 from ...handoffs import handed_off
 from ...storage import Tx
-from ...telemetry import context_from, current_trace, tracer
+from ...telemetry import context_from, current_trace, internal_span
 from ..events import NewEvent
 from ..shared import Component, TimerQueue
 from ._agents import AgentState
@@ -267,14 +268,17 @@ class Dispatcher:
                     run.selection.candidates,
                     f"{run.selection.explanation}; position {unit.position}: {selection.explanation}",
                 )
-        data = {
+        data: dict[str, Any] = {
             "coordination_id": run.id,
             "task_id": unit.task_id,
             "attempt": unit.attempt,
             "agent_id": state.id,
             "position": unit.position,
-            "selection": selection.to_dict() if selection else None,
         }
+        # the selection's JSON as its row column has it (encoded once), not its candidates encoded again
+        raw = {"selection": run.selection_text(selection)} if selection is not None else None
+        if selection is None:
+            data["selection"] = None
         if run.status == "queued":
             run.status = "running"
             run.start_time = now
@@ -283,9 +287,10 @@ class Dispatcher:
                 "coordination.started",
                 {**data, "mode": run.mode, "queue_wait": round(now - run.create_time, 6)},
                 run,
+                raw=raw,
             )
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
-            self.journal.emit(tx, "coordination.task.started", data, run)
+            self.journal.emit(tx, "coordination.task.started", data, run, raw=raw)
         self.journal.save(tx, run)
         task = AgentTask(
             task_id=unit.task_id,
@@ -323,19 +328,15 @@ class Dispatcher:
 
     def run_inline(self, it: InlineTask, traceparent: str = "") -> Outcome | None:
         """Run an inline task in this thread as the pool would (run_threaded); None when it must not run.
-        `traceparent`: the caller's span, which the agent's span joins."""
+        `traceparent`: the caller's current span, which the agent's span joins: this thread's context is its
+        parent, not a context parsed back from the text ('' when the caller has no span)."""
         cancel = it.unit.cancel
         if cancel is None or cancel.is_set() or not self.running:
             return None
         deltas = it.deltas = self._deltas(it.unit.run, it.task, hold=True)
-        task = replace(
-            it.task,
-            on_delta=deltas.write,
-            on_last_delta=deltas.write_last,
-            toolbox=self.toolbox,
-            traceparent=traceparent or it.task.traceparent,
+        return self._run_threaded(
+            it.runtime, it.task, cancel, None, self.generation, deltas, traceparent, current=bool(traceparent)
         )
-        return self._run_threaded(it.runtime, task, cancel, None, self.generation, deltas)
 
     def complete(self, tx: Tx, after: After, it: InlineTask, outcome: Outcome) -> Coordination | None:
         """Record an inline task's outcome (engine lock held, inside the caller's transaction); the
@@ -362,7 +363,6 @@ class Dispatcher:
             if pool is None:
                 return
             deltas = self._deltas(unit.run, task)
-            task = replace(task, on_delta=deltas.write, on_last_delta=deltas.write_last, toolbox=self.toolbox)
             try:
                 pool.submit(self._run_threaded, runtime, task, cancel, done, generation, deltas)
             except RuntimeError:  # pool shut down: the engine is stopping
@@ -420,18 +420,29 @@ class Dispatcher:
         done: Callable | None,
         generation: int,
         deltas: DeltaStream,
+        parent: str = "",
+        *,
+        current: bool = False,
     ) -> Outcome | None:
-        """Run a task on an in-process agent; its outcome goes to `done` (None: returned instead)."""
+        """Run a task on an in-process agent; its outcome goes to `done` (None: returned instead). The
+        agent's span joins `parent` (a traceparent; the task's own when empty), or with `current` this
+        thread's current span, whose traceparent `parent` is. The task the agent gets is made once, here:
+        with its live-text callbacks, the toolbox and the agent span's trace."""
         if cancel.is_set() or generation != self.generation:
             return None
-        ctx = context_from(task.traceparent) if task.traceparent else None
-        with tracer.start_as_current_span("agent.task", context=ctx) as span:
+        parent = parent or task.traceparent
+        ctx = context_from(parent) if parent and not current else None
+        with internal_span("agent.task", context=ctx) as span:
             span.set_attribute("voltorch.agent_id", task.agent_id)
             span.set_attribute("voltorch.task_id", task.task_id)
             span.set_attribute("voltorch.attempt", task.attempt)
-            tp = current_trace().traceparent
-            if tp:
-                task = replace(task, traceparent=tp)
+            task = replace(
+                task,
+                on_delta=deltas.write,
+                on_last_delta=deltas.write_last,
+                toolbox=self.toolbox,
+                traceparent=current_trace().traceparent or parent,
+            )
             try:
                 outcome: Outcome = runtime.run(task, cancel)
                 if not isinstance(outcome, AgentOutput):

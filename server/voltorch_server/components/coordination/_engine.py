@@ -501,12 +501,9 @@ class CoordinationEngine(Component):
                 raise agent_not_found(a, f"agent_ids[{i}]")
         if "" in plan:
             named = {a for a in (src, *plan) if a}
-            capable = [
-                a
-                for a in self.agents.values()
-                if a.id not in named and all(c in a.capabilities for c in caps)
-            ]
-            if not capable:
+            if not any(
+                a.id not in named and all(c in a.capabilities for c in caps) for a in self.agents.values()
+            ):
                 needs = f"capabilities {', '.join(caps)}" if caps else "any capability"
                 raise FailedPrecondition(
                     f"no registered agent (other than those named) has {needs}",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from ...storage import Tx
-from ..events import EventLog, NewEvent
+from ..events import EventLog, prepare_own
 from ..shared import AgingQueue
 from ._runs import SOURCE, After, Run, Unit
 from ._store_port import CoordinationPort
@@ -140,16 +140,26 @@ class Journal:
         if fixed is not None:
             self.store.insert(tx, {**run.row(), **fixed})
 
-    def emit(self, tx: Tx, type_: str, data: dict[str, Any], run: Run | None = None) -> None:
+    def emit(
+        self,
+        tx: Tx,
+        type_: str,
+        data: dict[str, Any],
+        run: Run | None = None,
+        *,
+        raw: Mapping[str, str] | None = None,
+    ) -> None:
+        """Append one of the engine's events; `raw`: more members of its data, as JSON text already made."""
         if run is None:
-            ev = NewEvent(type=type_, source=SOURCE, data=data)
+            ev = prepare_own(type_, SOURCE, data, raw=raw)
         else:
-            ev = NewEvent(
-                type=type_,
-                source=SOURCE,
-                data=data,
+            ev = prepare_own(
+                type_,
+                SOURCE,
+                data,
                 correlation_id=run.correlation_id,
                 priority=run.priority,
                 traceparent=run.traceparent,
+                raw=raw,
             )
         self.events.append(tx, [ev])

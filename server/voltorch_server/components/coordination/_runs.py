@@ -32,6 +32,10 @@ SOURCE = "coordination"  # the source of every event the engine publishes
 PREVIEW = 1000  # characters of task / output text copied into events
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row, not one per call
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode  # as events are
+
+
 @dataclass(eq=False)
 class Unit:
     """One slot of a coordination: waiting in the queue, or in flight on an agent."""
@@ -118,29 +122,26 @@ class Run:
             "status": self.status,
             "agent_ids": json.dumps(self.participants),
             "attempts": json.dumps(self.attempts),
-            "results": json.dumps(
-                [self.results[i].to_dict() for i in sorted(self.results)], separators=(",", ":")
-            ),
+            "results": _compact([self.results[i].to_dict() for i in sorted(self.results)]),
             "output": self.output,
-            "structured_output": None
-            if self.structured_output is None
-            else json.dumps(self.structured_output, separators=(",", ":")),
+            "structured_output": None if self.structured_output is None else _compact(self.structured_output),
             "error": json.dumps(self.error.to_dict()) if self.error else None,
-            "selection": self._selection_json(),
+            "selection": None if self.selection is None else self.selection_text(self.selection),
             "start_time": self.start_time,
             "end_time": self.end_time,
         }
 
-    def _selection_json(self) -> str | None:
-        """The selection as its column's JSON, encoded once per selection (the row is written again with
-        every change of the coordination; a selection lists every candidate)."""
-        sel = self.selection
-        if sel is None:
-            return None
+    def selection_text(self, sel: Selection) -> str:
+        """A selection as JSON, encoded once when it is the run's: its column and the event that announces
+        it (coordination.started) carry the same text, and the row is written again with every change of
+        the coordination (a selection lists every candidate)."""
         cached = self._selection_text
-        if cached is None or cached[0] is not sel:
-            cached = self._selection_text = (sel, json.dumps(sel.to_dict()))
-        return cached[1]
+        if cached is not None and cached[0] is sel:
+            return cached[1]
+        text = _encode(sel.to_dict())
+        if sel is self.selection:
+            self._selection_text = (sel, text)
+        return text
 
     def snapshot(self, queue_position: int = 0) -> Coordination:
         return Coordination(

@@ -3,7 +3,7 @@
 from ._causal import causal_order
 from ._filter import EventFilter, validate_glob
 from ._log import Event, EventLog, Receipt
-from ._new import NewEvent, Prepared
+from ._new import NewEvent, Prepared, prepare_own
 from ._retention import Floor
 from ._store_port import EventsPort
 
@@ -17,5 +17,6 @@ __all__ = [
     "Prepared",
     "Receipt",
     "causal_order",
+    "prepare_own",
     "validate_glob",
 ]

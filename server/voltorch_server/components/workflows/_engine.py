@@ -30,7 +30,7 @@ from ...agents.base import TokenUsage
 from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ...priority import Priority
 from ...storage import Database
-from ...telemetry import context_from, current_trace, tracer
+from ...telemetry import context_from, current_trace, internal_span
 from ..events import Event, EventFilter, EventLog, NewEvent
 from ..shared import Component, Follower, TimerQueue
 from ..state import StateStore
@@ -341,7 +341,7 @@ class WorkflowEngine(Component):
             definition = dumps(t)
         prio = Priority.of(priority)
         eid = new_id("wfx")
-        with tracer.start_as_current_span(
+        with internal_span(
             "workflow.execute",
             attributes={"voltorch.execution_id": eid, "voltorch.template": t.name},
         ):

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -36,10 +36,11 @@ from ...handoffs import handed_off
 from ...metrics import Metrics
 from ...priority import Priority
 from ...storage import Database, Tx
-from ...telemetry import context_from, current_trace, tracer
+from ...telemetry import context_from, current_trace, internal_span
 from ..coordination import TERMINAL as COORDINATION_TERMINAL
 from ..coordination import CoordinationEngine, InlineTask, Moved, Placed, Prepared, TaskError, evaluate
-from ..events import EventLog, NewEvent
+from ..events import EventLog, prepare_own
+from ..events import Prepared as PreparedEvent
 from ..shared import Timer, TimerQueue
 from ._budget import enforce
 from ._executions import (
@@ -111,7 +112,7 @@ WAIT, SKIP, RUN = Readiness.WAIT, Readiness.SKIP, Readiness.RUN
 @dataclass
 class _Batch:
     steps: dict[str, StepRecord] = field(default_factory=dict)
-    events: list[NewEvent] = field(default_factory=list)
+    events: list[PreparedEvent] = field(default_factory=list)
     execution: dict[str, Any] = field(default_factory=dict)
     jobs: list[tuple] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
@@ -147,6 +148,26 @@ def _run_jobs(job: tuple | None, agent_pool: bool = False) -> None:
                     extra[0]._pool_submit(extra)
     finally:
         _jobs.pending = None
+
+
+class _StepViews(Mapping[str, StepView]):
+    """What a step's placeholders may read of the run's other steps, made only for the ones they name (most
+    steps name none: a view of every step for every attempt was work for nothing)."""
+
+    def __init__(self, records: dict[str, StepRecord]):
+        self._records = records
+
+    def __getitem__(self, sid: str) -> StepView:
+        r = self._records[sid]
+        if r.parent_id:  # a fan-out's element is not a step of the template
+            raise KeyError(sid)
+        return StepView(r.output, r.structured, r.error.message if r.error else "")
+
+    def __iter__(self) -> Iterator[str]:
+        return (sid for sid, r in self._records.items() if not r.parent_id)
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._records.values() if not r.parent_id)
 
 
 def _inline(job: tuple) -> InlineTask | None:
@@ -281,12 +302,12 @@ class ExecutionRun:
 
     # -- persistence -------------------------------------------------------------------------------------
 
-    def _event(self, type_: str, **data: Any) -> NewEvent:
+    def _event(self, type_: str, **data: Any) -> PreparedEvent:
         failed = type_.endswith(("failed", "timed_out"))
-        return NewEvent(
-            type=type_,
-            source="workflows",
-            data={"execution_id": self.id, "template": self.template_name, **data},
+        return prepare_own(
+            type_,
+            "workflows",
+            {"execution_id": self.id, "template": self.template_name, **data},
             correlation_id=self.correlation_id,
             traceparent=self.traceparent,
             priority=Priority.HIGH if failed else Priority.NORMAL,
@@ -295,7 +316,7 @@ class ExecutionRun:
     def _commit(
         self,
         steps: Sequence[StepRecord] = (),
-        events: Sequence[NewEvent] = (),
+        events: Sequence[PreparedEvent] = (),
         ops: Sequence[Callable[[Tx], None]] = (),
         **execution: Any,
     ) -> None:
@@ -313,7 +334,7 @@ class ExecutionRun:
     def _write(
         self,
         steps: Any,
-        events: Sequence[NewEvent],
+        events: Sequence[PreparedEvent],
         execution: dict[str, Any],
         ops: Sequence[Callable[[Tx], None]] = (),
         tx: Tx | None = None,
@@ -402,7 +423,7 @@ class ExecutionRun:
         else:
             self._batch.after.append(fn)
 
-    def _step_event(self, type_: str, rec: StepRecord, **data: Any) -> NewEvent:
+    def _step_event(self, type_: str, rec: StepRecord, **data: Any) -> PreparedEvent:
         extra = {"parent_id": rec.parent_id} if rec.parent_id else {}
         outcome = type_.rsplit(".", 1)[-1]
         if outcome in ("completed", "failed", "retrying"):
@@ -968,7 +989,7 @@ class ExecutionRun:
             else:
                 inline = placing.placed.inline
         try:
-            with tracer.start_as_current_span(
+            with internal_span(
                 "workflow.step",
                 context=context_from(self.traceparent) if self.traceparent else None,
                 attributes={
@@ -1417,12 +1438,7 @@ class ExecutionRun:
     # -- rendering ---------------------------------------------------------------------------------------------
 
     def _scope(self, rec: StepRecord) -> Scope:
-        steps = {
-            sid: StepView(r.output, r.structured, r.error.message if r.error else "")
-            for sid, r in self.records.items()
-            if not r.parent_id
-        }
-        scope = Scope(params=self.params, steps=steps)
+        scope = Scope(params=self.params, steps=_StepViews(self.records))
         if rec.parent_id:
             scope.item, scope.item_index = rec.item, rec.position
         return scope

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +97,7 @@ class StepView:
 @dataclass
 class Scope:
     params: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, StepView] = field(default_factory=dict)
+    steps: Mapping[str, StepView] = field(default_factory=dict)  # read by id only: may be lazy
     item: Any = _MISSING
     item_index: int | None = None
 

@@ -1,0 +1,142 @@
+"""Instructions per LLM call of the LLM agent alone (its `openai` client, httpx, the endpoint limiter),
+T threads at once against the suite's stub, with tracing and metrics as in a server, under callgrind: repeatable to well under 1 %, unlike the
+suite's seconds on a shared machine, so a change to the call path can be settled.
+
+    .venv/bin/python -m bench._callgrind_llm CHECKOUT [THREADS [CALLS]]
+
+CHECKOUT is the tree whose agent runs (e.g. a worktree of an older commit). THREADS (default 128, the
+suite's capacity) calls are in flight at once, as in the suite; each thread makes one call to warm up,
+then CALLS (default 4) measured ones. The stub (tests/server/openai_stub.py, this tree's) runs in its own
+process, outside callgrind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+_STUB = _ROOT / "tests" / "server" / "openai_stub.py"
+KEY_ENV = "VOLTORCH_BENCH_LLM_KEY"
+
+
+def _worker(base_url: str, threads: int, calls: int) -> None:
+    """Runs under callgrind: warm up, say so, run the measured calls on "go", say when done."""
+    from voltorch_server.agents.base import AgentTask, CancelSignal
+    from voltorch_server.agents.limiter import Limiters, LimitSettings
+    from voltorch_server.agents.llm import LlmAgent, LlmSettings
+    from voltorch_server.metrics import Metrics
+    from voltorch_server.telemetry import install
+
+    install()  # tracing and metrics as in a server (spans sampled out: nothing exports)
+    limiters = Limiters(LimitSettings(max_in_flight=2 * threads, initial_window=threads))
+    agent = LlmAgent(
+        LlmSettings(model="stub-model", base_url=base_url, api_key_env=KEY_ENV),
+        env={KEY_ENV: "sk-bench"},
+        limiters=limiters,
+        on_call=Metrics.for_server().record_llm_call,
+    )
+    go = threading.Event()
+    warm = threading.Barrier(threads + 1)
+    done = threading.Barrier(threads + 1)
+
+    def call(i: int) -> None:
+        task = AgentTask(
+            f"t{i}",
+            "c1",
+            "Build a CLI calculator with add and subtract",
+            traceparent=f"00-{i + 1:032x}-{i + 1:016x}-01",
+            agent_id="analyst",
+            agent_capabilities=("analysis",),
+            on_delta=lambda _text: None,
+            on_last_delta=lambda _text: None,
+        )
+        agent.run(task, CancelSignal())
+
+    def thread(t: int) -> None:
+        call(t)
+        warm.wait()
+        go.wait()
+        for k in range(calls):
+            call(t * calls + k)
+        done.wait()
+
+    for t in range(threads):
+        threading.Thread(target=thread, args=(t,), daemon=True).start()
+    warm.wait()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    go.set()
+    done.wait()
+    print("done", flush=True)
+    sys.stdin.readline()
+    agent.close()
+
+
+def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-"))
+    stub = subprocess.Popen(
+        [sys.executable, str(_STUB), "--latency", "0.3", "--keep-alive"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert stub.stdout is not None and stub.stdin is not None
+    base_url = json.loads(stub.stdout.readline())["base_url"]
+    env = {**os.environ, "PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}"}
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={tmp}/cg.out",
+        sys.executable,
+        "-m",
+        "bench._callgrind_llm",
+        "--worker",
+        base_url,
+        str(threads),
+        str(calls),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the agent under callgrind did not warm up")
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        if proc.stdout.readline().strip() != "done":
+            raise RuntimeError("the agent under callgrind did not finish its calls")
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+        proc.stdin.close()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stub.stdin.close()
+        stub.wait(timeout=30)
+    total = sum(
+        int(line.split()[1])
+        for out in tmp.glob("cg.out*")
+        for line in out.read_text().splitlines()
+        if line.startswith("totals:")
+    )
+    return total / (threads * calls)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--worker":
+        _worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        checkout = sys.argv[1]
+        threads = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+        calls = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+        per_call = instructions_per_call(checkout, threads, calls)
+        print(f"{checkout}: {per_call / 1000:.1f}k instructions per LLM call ({threads} threads x {calls})")

@@ -1,0 +1,100 @@
+"""The `openai` clients an LLM agent calls one endpoint (API key + base URL) with: as many as its calls in
+flight need, each taking at most `per_client` calls at once.
+
+Why not one client: its httpx connection pool re-assigns requests to connections with a pass over every
+connection each time a request comes or goes; with ~128 calls in flight in one pool that pass was ~9 %
+of the server's CPU (bench suite llm), 8 % of the agent's instructions per call (bench._callgrind_llm).
+Several small pools keep each pass short. The clients share one SSL context: loading the CA bundle is
+~35 ms of CPU per client otherwise.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import openai
+
+CALLS_PER_CLIENT = 8
+
+_ssl_lock = threading.Lock()
+_ssl: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The SSL context every LLM client of the process verifies with (httpx's default, made once)."""
+    global _ssl
+    with _ssl_lock:
+        if _ssl is None:
+            _ssl = httpx2.create_ssl_context()
+        return _ssl
+
+
+def new_client(key: str, base_url: str) -> openai.OpenAI:
+    """A client with no retries of its own (the agent's are visible) on the shared SSL context."""
+    return openai.OpenAI(
+        api_key=key,
+        base_url=base_url or None,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=shared_ssl_context()),
+    )
+
+
+class EndpointClients:
+    """Clients of one endpoint; lease() lends the least busy one, a new one when every client already
+    has `per_client` calls in flight."""
+
+    def __init__(self, make: Callable[[], openai.OpenAI], per_client: int = CALLS_PER_CLIENT):
+        self._make = make
+        self.per_client = max(1, per_client)
+        self._lock = threading.Lock()
+        self._clients: list[openai.OpenAI] = []
+        self._busy: list[int] = []  # calls in flight per client, by index
+        self.peak_busy = 0  # the most calls one client had in flight
+
+    def lease(self) -> _Lease:
+        """`with clients.lease() as client:` one call on the least busy client."""
+        with self._lock:
+            busy = self._busy
+            i = min(range(len(busy)), key=busy.__getitem__, default=-1)
+            if i < 0 or busy[i] >= self.per_client:
+                self._clients.append(self._make())
+                busy.append(0)
+                i = len(busy) - 1
+            busy[i] += 1
+            self.peak_busy = max(self.peak_busy, busy[i])
+            return _Lease(self, busy, i, self._clients[i])
+
+    def _give_back(self, busy: list[int], i: int) -> None:
+        with self._lock:
+            busy[i] -= 1  # the list the lease came from (close() may have replaced it since)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients, self._busy = self._clients, [], []
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+class _Lease:
+    """One call's hold on a client (a class, not a generator: it is taken on every LLM call)."""
+
+    __slots__ = ("_busy", "_clients", "_i", "client")
+
+    def __init__(self, clients: EndpointClients, busy: list[int], i: int, client: openai.OpenAI):
+        self._clients, self._busy, self._i, self.client = clients, busy, i, client
+
+    def __enter__(self) -> openai.OpenAI:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        self._clients._give_back(self._busy, self._i)
