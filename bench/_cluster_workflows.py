@@ -4,7 +4,8 @@ Throughput: five-step workflows (five offline agent steps in a chain, the built-
 closed loop, WORKFLOWS_IN_FLIGHT at a time, each started through the next replica in turn and waited
 for; on 1 replica with SQLite and on 1, 2 and 3 replicas sharing one PostgreSQL, in the same run. On
 PostgreSQL the row also counts the database's committed transactions per workflow (`pg_stat_database`,
-reads included: the `commits` column).
+reads included: the `commits` column), and stderr the share of busy backends waiting for a lock, the
+transactions rolled back and the deadlocks PostgreSQL detected.
 
 Failover: three replicas with a member timeout of FAILOVER_MEMBER_TIMEOUT s; FAILOVER_EXECUTIONS
 executions started, each sleeping (a durable SleepStep) after its first step; the replica that owns the
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from argparse import Namespace
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -69,11 +71,16 @@ def _rows(dsn: str, sql: str, args: tuple = ()) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def _pg_commits(dsn: str) -> int:
-    """Committed transactions of this database so far (reads included). The statistics are flushed by
-    each backend at most once a second: the caller lets a second pass first."""
-    (commits,) = _rows(dsn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")[0]
-    return int(commits)
+def _pg_commits(dsn: str) -> tuple[int, int, int]:
+    """Committed and rolled-back transactions of this database so far (reads included), and the deadlocks
+    PostgreSQL detected in it (each broke a cycle of row locks by failing a transaction: the engines'
+    transactions of different replicas run side by side). The statistics are flushed by each backend at
+    most once a second: the caller lets a second pass first."""
+    commits, rollbacks, deadlocks = _rows(
+        dsn,
+        "SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )[0]
+    return int(commits), int(rollbacks), int(deadlocks)
 
 
 class _LockWaits:
@@ -82,6 +89,7 @@ class _LockWaits:
 
     def __init__(self, dsn: str):
         self.dsn, self.busy, self.waiting = dsn, 0, 0
+        self.statements: Counter[str] = Counter()  # what the waiting backends run (its first words)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -97,11 +105,14 @@ class _LockWaits:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self._stop.wait(0.05):
                 rows = conn.execute(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE datname = current_database()"
+                    "SELECT wait_event_type, left(regexp_replace(query, '\\s+', ' ', 'g'), 48)"
+                    " FROM pg_stat_activity WHERE datname = current_database()"
                     " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
                 ).fetchall()
                 self.busy += len(rows)
-                self.waiting += sum(1 for (w,) in rows if w == "Lock")
+                waiting = [q for w, q in rows if w == "Lock"]
+                self.waiting += len(waiting)
+                self.statements.update(waiting)
 
     def share(self) -> float:
         return self.waiting / self.busy if self.busy else 0.0
@@ -165,7 +176,8 @@ def throughput(name: str, targets: list[str], dsn: str | None, args: Namespace, 
                     done, elapsed, latencies = _closed_loop(targets, seconds)
                 print(
                     f"{name}: {waits.share():.0%} of the busy PostgreSQL backends' samples wait for a lock "
-                    f"({waits.busy / max(elapsed / 0.05, 1):.1f} busy on average)",
+                    f"({waits.busy / max(elapsed / 0.05, 1):.1f} busy on average); waiting most in: "
+                    + "; ".join(f"{n}x {q!r}" for q, n in waits.statements.most_common(3)),
                     file=sys.stderr,
                 )
             else:
@@ -173,7 +185,12 @@ def throughput(name: str, targets: list[str], dsn: str | None, args: Namespace, 
             cpu.append((meter.cpu_seconds() - cpu0) / max(done, 1) * 1e6)
             if dsn:
                 time.sleep(1.1)
-                commits.append((_pg_commits(dsn) - c0) / max(done, 1))
+                c1 = _pg_commits(dsn)
+                commits.append((c1[0] - c0[0]) / max(done, 1))
+                print(
+                    f"{name}: {c1[1] - c0[1]} transactions rolled back, {c1[2] - c0[2]} deadlocks detected",
+                    file=sys.stderr,
+                )
             rates.append(done / elapsed)
             lat += latencies
         except Exception as exc:

@@ -52,7 +52,7 @@ def build(db) -> Engines:
     state = StateStore(stores.state, events)
     coordination = CoordinationEngine(stores.coordination, events, Config(builtin_agents=False))
     workflows = WorkflowEngine(
-        stores.executions.db,  # on PostgreSQL: writes that lock the event head first, as the server's
+        stores.executions.db,  # on PostgreSQL: one engine transaction at a time, as the server's
         events,
         state,
         coordination,

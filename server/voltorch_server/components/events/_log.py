@@ -138,17 +138,22 @@ def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], 
 
 
 class _Unwritten:
-    """A SQLite transaction's events appended so far: numbered, written together just before its COMMIT
-    (`Tx.before_commit`), delivered after it. The writer lock makes it the only open one. Numbered from the
-    head read in the transaction: one log per database appends in it (the server builds one)."""
+    """A transaction's events appended so far, written together just before its COMMIT (`Tx.before_commit`:
+    one statement), delivered after it; kept on the transaction (`tx.unwritten`).
+    SQLite: numbered as they are appended, from the head read in the transaction (the writer lock makes it
+    the only open one; one log per database appends in it: the server builds one).
+    PostgreSQL: numbered by that statement, which locks the head only then (held to COMMIT); the events
+    the caller got back carry sequence 0 until COMMIT (see `EventLog.append`)."""
 
-    __slots__ = ("tx", "head", "now", "rows", "events", "by_id")
+    __slots__ = ("head", "now", "rows", "events", "by_id")
 
-    def __init__(self, tx: Tx, head: int):
-        self.tx = tx
-        self.head = head  # the last sequence handed out in this transaction
-        self.now = 0.0  # the newest event time handed out in it
-        self.rows: list[tuple] = []  # in the order of the store's COLUMNS
+    def __init__(self, head: int):
+        # SQLite: the last sequence handed out in this transaction, the newest time, the rows in the order
+        # of the store's COLUMNS. PostgreSQL: the head before them and their time, set at COMMIT; the rows
+        # without seq and time.
+        self.head = head
+        self.now = 0.0
+        self.rows: list[tuple] = []
         self.events: list[Event] = []
         self.by_id: dict[str, Event] = {}
 
@@ -176,7 +181,6 @@ class EventLog(Component):
         self._listeners: list[Callable[[Event], None]] = []
         self._listeners_lock = threading.Lock()
         self._last_time: float | None = None  # event times never decrease with sequence
-        self._unwritten: _Unwritten | None = None  # SQLite: the open transaction's events
         self._delivered = self.last_sequence()  # every event <= this has been offered to subscribers
         self._compactor = retention.Compactor(self._compact_if_leader, compaction_interval)
         self._group = GroupCommit(self._publish_group)
@@ -231,12 +235,22 @@ class EventLog(Component):
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared]) -> list[Event]:
+    def append(self, tx: Tx, events: Iterable[NewEvent | Prepared], *, numbered: bool = False) -> list[Event]:
         """Append events inside the caller's transaction; subscribers see them after commit.
 
         Raises InvalidArgument before writing anything when an event is malformed (the caller's
         transaction then rolls back). A repeated id yields the original event, appending nothing.
         A `Prepared` event (a component's own, already valid) is appended as it is, with its trace.
+
+        On PostgreSQL, in a transaction that has not locked the head (the engines', state writes), the
+        events are numbered just before COMMIT, in one statement that locks the head only then (so no
+        transaction waits for this one's other statements): the events returned here carry sequence 0
+        until the transaction has committed, and then their sequence and time (the same objects, numbered
+        before subscribers are offered them). `numbered`: the caller reads their sequences inside its
+        transaction (the error log keeps an error's with it): they are appended now, the head locked
+        until COMMIT, so the caller must take no Python lock before its COMMIT (storage/_serial_writes.py).
+        An id looked up there (a repeat, a cause) is read without the head locked: an id repeated by a
+        concurrent transaction fails this one at COMMIT (the unique index), rather than yield the original.
         """
         prepared = [ev if isinstance(ev, Prepared) else prepare(ev) for ev in events]
         if not self.db.owns(tx):
@@ -245,7 +259,7 @@ class EventLog(Component):
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
             return [r.event for r in self._append_own(prepared)]
-        return [r.event for r in self._append_prepared(tx, prepared)]
+        return [r.event for r in self._append_prepared(tx, prepared, numbered)]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
@@ -306,48 +320,58 @@ class EventLog(Component):
             raise InvalidArgument(field, f"at most {MAX_BATCH} events per batch (got {len(events)})")
         return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
-    def _append_prepared(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+    def _append_prepared(self, tx: Tx, prepared: list[Prepared], numbered: bool = False) -> list[Receipt]:
         if not prepared:
             return []
         store = self.store
         explicit = store.explicit_ids
-        seq = 0
-        pending: _Unwritten | None = None
-        if explicit:
-            # PostgreSQL: the counter row stays locked until COMMIT, so sequences are gap-free in commit
-            # order across replicas; the rows are written below in one statement, which also reads the
-            # newest time under the lock (another replica may have written).
-            seq = store.lock_head(tx)
-        else:
-            # SQLite: the transaction's events are numbered now and inserted together just before its
-            # COMMIT (a workflow step appends ~7 in five calls: one statement instead of seven).
-            pending = self._unwritten
-            if pending is None or pending.tx is not tx:
-                pending = self._unwritten = _Unwritten(tx, store.lock_head(tx))
-                tx.before_commit(partial(self._write_unwritten, pending))
-                tx.after_commit(partial(self._deliver_unwritten, pending))
-            seq = pending.head
-            if self._last_time is None:
-                self._last_time = store.last_time_in(tx)
+        pending: _Unwritten | None = tx.unwritten
+        if explicit and (numbered or store.holds_head(tx)):
+            if pending is not None:  # appended earlier in this transaction: written first, numbered first
+                self._write_unwritten(tx, pending)
+            return self._append_locked(tx, prepared)
+        # The transaction's events are inserted together just before its COMMIT (a workflow step appends ~7
+        # in five calls: one statement instead of seven). SQLite numbers them now (its writer lock keeps the
+        # head ours); PostgreSQL in that statement, which locks the head from there to COMMIT only.
+        if pending is None:
+            pending = tx.unwritten = _Unwritten(0 if explicit else store.lock_head(tx))
+            tx.before_commit(partial(self._write_unwritten, tx, pending))
+            tx.after_commit(partial(self._deliver_unwritten, pending))
+        if not explicit and self._last_time is None:
+            self._last_time = store.last_time_in(tx)
         slots, rows, priorities = self._rows(tx, prepared, pending)
         if explicit:
-            now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
+            now = self.clock()  # the events' time, and their sequences, are the append's at COMMIT
+            seqs: Iterable[int] = [0] * len(rows)
         else:
-            assert self._last_time is not None and pending is not None
+            assert self._last_time is not None
             now = max(self.clock(), self._last_time, pending.now)
-        seqs = range(seq + 1, seq + 1 + len(rows))
+            seqs = range(pending.head + 1, pending.head + 1 + len(rows))
         new = _events(seqs, rows, priorities, now)
-        receipts = [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
         if new:
-            if pending is not None:
+            if explicit:
+                pending.rows.extend(rows)
+            else:
                 pending.head += len(rows)
                 pending.now = now
                 pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
-                pending.events.extend(new)
-                pending.by_id.update((e.id, e) for e in new)
-            else:
-                tx.after_commit(lambda: self._catch_up(mine=new))
-        return receipts
+            pending.events.extend(new)
+            pending.by_id.update((e.id, e) for e in new)
+        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+
+    def _append_locked(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+        """PostgreSQL, the head locked with BEGIN (a Publish that reads the log first): the counter row
+        stays locked until COMMIT, so sequences are gap-free in commit order across replicas; the rows are
+        written now in one statement, which also reads the newest time under the lock (another replica may
+        have written), and the callers get their sequences."""
+        store = self.store
+        seq = store.lock_head(tx)
+        slots, rows, priorities = self._rows(tx, prepared, None)
+        now = store.append_locked(tx, seq, rows, self.clock(), NOTIFY_CHANNEL) if rows else 0.0
+        new = _events(range(seq + 1, seq + 1 + len(rows)), rows, priorities, now)
+        if new:
+            tx.after_commit(lambda: self._catch_up(mine=new))
+        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
 
     def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
         """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in
@@ -420,15 +444,28 @@ class EventLog(Component):
         found = pending.by_id.get(event_id) if pending is not None else None
         return found if found is not None else self.store.by_id_in(tx, event_id)
 
-    def _write_unwritten(self, pending: _Unwritten) -> None:
-        if self._unwritten is pending:
-            self._unwritten = None
-        if pending.rows:
-            self.store.insert_numbered(pending.tx, pending.rows)
+    def _write_unwritten(self, tx: Tx, pending: _Unwritten) -> None:
+        """Just before COMMIT. On PostgreSQL this statement locks the head, held to COMMIT: nothing here
+        may take a Python lock (storage/_serial_writes.py says why); the events are numbered after."""
+        tx.unwritten = None
+        rows, pending.rows = pending.rows, []  # written once (also when a numbered append came first)
+        if not rows:
+            return
+        if self.store.explicit_ids:
+            pending.head, pending.now = self.store.append_at_commit(tx, rows, self.clock(), NOTIFY_CHANNEL)
+        else:
+            self.store.insert_numbered(tx, rows)
 
     def _deliver_unwritten(self, pending: _Unwritten) -> None:
         # Only after commit (never on rollback) does the clamp advance and do subscribers hear.
-        if pending.events:
+        if not pending.events:
+            return
+        if self.store.explicit_ids:
+            for seq, e in enumerate(pending.events, pending.head + 1):  # the events the callers got back
+                d = e.__dict__
+                d["sequence"], d["time"] = seq, pending.now
+            self._catch_up(mine=pending.events)
+        else:
             self._deliver(pending.events, pending.now)
 
     def _catch_up(self, head: int | None = None, mine: list[Event] | None = None) -> None:

@@ -107,7 +107,7 @@ class ErrorLog:
                 priority=Priority.HIGH,
             )
             try:
-                seq = self.events.append(tx, [event])[0].sequence
+                seq = self.events.append(tx, [event], numbered=True)[0].sequence
             except Unavailable as unreachable:
                 # The log is on a PostgreSQL this replica cannot reach (errors stay in its own file):
                 # the error is kept without its event, now, rather than lost or waited on.

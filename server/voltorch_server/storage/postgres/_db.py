@@ -8,7 +8,15 @@ What differs, and why:
   that has seen N never later finds N-1 appear (a bigserial would be assigned at INSERT, visible at
   COMMIT, in another order). This is the `eventsourcing` PostgreSQL recorder's approach, with a row
   lock instead of a table lock so that state and events can be locked in one fixed order.
-- `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT, with the new head
+- The events counter (the log's head) is locked for as short a time as possible, by every writer on every
+  replica: a transaction that is not a Publish buffers its events and numbers and inserts them in ONE
+  statement just before COMMIT (`Tx.before_commit`: the event log's, `stores/events.py`), which locks the
+  row, so it is held from that statement to COMMIT only — never across a transaction's other round trips
+  and Python. (A Publish that reads the log first locks it with BEGIN; the error log, which needs its
+  event's sequence at once, when it appends.) Nothing takes a Python lock while holding it; why nothing
+  can deadlock on it: `storage/_serial_writes.py`.
+- `Tx.notify(channel, head)` sends one NOTIFY per transaction just before COMMIT (before the
+  `before_commit` statements: a NOTIFY is delivered at COMMIT whenever it was sent), with the new head
   position only (NOTIFY takes a global lock at commit: once per batch, never once per row). The event
   log's append sends its own with `pg_notify()` inside its one statement (`stores/events.py`).
 - Round trips are latency (each a wake-up of a backend and of a thread, on a loaded machine more than
@@ -136,13 +144,15 @@ def _unnest_sql(raw: psycopg.Connection, head: str, tail: str) -> str:
 class PgTx:
     """An open write transaction (see storage.Tx)."""
 
-    __slots__ = ("conn", "_after", "_notify", "_counters")
+    __slots__ = ("conn", "_before", "_after", "_notify", "_counters", "unwritten")
 
     def __init__(self, conn: _Conn):
         self.conn = conn
+        self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
         self._notify: dict[str, str] = {}
         self._counters: dict[str, int] = {}  # the counters this transaction has locked, as it left them
+        self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> psycopg.Cursor:
         return self.conn.execute(sql, params)
@@ -163,8 +173,18 @@ class PgTx:
         sql = _unnest_sql(raw, head, tail)
         raw.execute(sql, [list(column) for column in zip(*rows, strict=True)], prepare=None)
 
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Run fn inside the transaction, after its NOTIFYs were sent, just before its COMMIT (if fn
+        raises, it rolls back): the event log numbers and writes all of a transaction's events there, in
+        one statement that locks the head, held from there to COMMIT only. fn takes no Python lock."""
+        self._before.append(fn)
+
     def after_commit(self, fn: Callable[[], None]) -> None:
         self._after.append(fn)
+
+    def holds(self, name: str) -> bool:
+        """Whether this transaction has locked the counter `name` (`counter`, or `write(lock=name)`)."""
+        return name in self._counters
 
     def counter(self, name: str) -> int:
         """The counter's value, its row locked until this transaction ends (see the module docstring).
@@ -278,7 +298,7 @@ class PgDatabase:
             if lock is None:
                 with raw.transaction():
                     yield tx
-                    self._send_notifies(raw, tx)
+                    self._finish(raw, tx)
             else:
                 yield from self._locked_first(raw, tx, lock)
         self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
@@ -297,10 +317,15 @@ class PgDatabase:
         return row
 
     @staticmethod
-    def _send_notifies(raw: psycopg.Connection, tx: PgTx) -> None:
-        if tx._notify:  # one statement for every channel
+    def _finish(raw: psycopg.Connection, tx: PgTx) -> None:
+        """What a transaction does before its COMMIT: its NOTIFYs (one statement for every channel), then
+        the `before_commit` callbacks (the event log's append, which locks the head: last, so that only
+        COMMIT follows it)."""
+        if tx._notify:
             calls = ", ".join(["pg_notify(%s, %s)"] * len(tx._notify))
             raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
+        for fn in tx._before:
+            fn()
 
     @staticmethod
     def _locked_first(raw: psycopg.Connection, tx: PgTx, name: str) -> Iterator[PgTx]:
@@ -314,7 +339,7 @@ class PgDatabase:
             assert row is not None, f"no counter {name!r}: the migrations create every one"
             tx._counters[name] = row[0]
             yield tx
-            PgDatabase._send_notifies(raw, tx)
+            PgDatabase._finish(raw, tx)
             raw.execute("COMMIT")
         except BaseException:
             if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not raw.closed:

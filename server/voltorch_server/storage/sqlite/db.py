@@ -64,12 +64,13 @@ class Lease(Protocol):
 class Tx:
     """An open write transaction."""
 
-    __slots__ = ("conn", "_before", "_after")
+    __slots__ = ("conn", "_before", "_after", "unwritten")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
+        self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -98,6 +99,10 @@ class Tx:
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (never if it rolls back)."""
         self._after.append(fn)
+
+    def holds(self, name: str) -> bool:
+        """Always: the writer lock, taken with BEGIN, keeps every number ours."""
+        return True
 
     def counter(self, name: str) -> int:
         """The newest number AUTOINCREMENT gave table `name` (the writer lock keeps it ours)."""

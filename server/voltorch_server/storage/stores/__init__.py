@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._head_locked import HeadLocked
 from .coordination import SqlCoordination
 from .events import SqlEvents
 from .members import SqlMembers
@@ -53,18 +52,17 @@ class Stores:
 
     @classmethod
     def build(cls, shared: Any, local: Any) -> Stores:
-        events = SqlEvents(shared)
-        # The engines' transactions lock the event head first (see storage/_head_locked.py).
-        engines = HeadLocked(shared, events.head_counter) if shared.dialect.name == "postgres" else shared
+        # The engines' stores (schedules to timers) write one transaction at a time per replica, as on SQLite
+        # (storage/_serial_writes.py: each wraps `shared` itself).
         return cls(
             state=SqlState(shared),
-            events=events,
+            events=SqlEvents(shared),
             system=SqlSystem(local),
-            schedules=SqlSchedules(engines),
-            templates=SqlTemplates(engines),
-            coordination=SqlCoordination(engines),
-            executions=SqlExecutions(engines),
-            signals=SqlSignals(engines),
-            timers=SqlTimers(engines),
+            schedules=SqlSchedules(shared),
+            templates=SqlTemplates(shared),
+            coordination=SqlCoordination(shared),
+            executions=SqlExecutions(shared),
+            signals=SqlSignals(shared),
+            timers=SqlTimers(shared),
             members=SqlMembers(shared),
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._serial_writes import engine_writes
+
 if TYPE_CHECKING:
     from ...components.coordination import AgentState
 
@@ -38,7 +40,7 @@ _OTHERS_EXECUTION = (  # a live execution owned by another replica than the adop
 
 class SqlCoordination:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
         self.dialect = db.dialect
 
     # -- agents ------------------------------------------------------------------------------------------

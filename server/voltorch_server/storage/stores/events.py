@@ -40,13 +40,16 @@ ins AS (
 ),
 adv AS (UPDATE voltorch_counters SET value = ?, time = t.time FROM t WHERE name = 'events')
 SELECT t.time, pg_notify(?, ?)::text FROM t"""
-# PostgreSQL, no transaction open: the append IS the transaction (autocommit: one round trip for BEGIN,
-# the rows and COMMIT). The UPDATE of the counter row locks it, waiting for any other writer's COMMIT
-# (on any replica), and at READ COMMITTED is then evaluated on the row as that COMMIT left it (the
-# increment pattern): the head and the newest time it returns are the latest, the rows are numbered
-# after them, and the lock is held until this statement commits — gap-free in commit order, as with
-# `lock_head`. Only the counter row carries what the previous writer did: the statement's snapshot
-# predates that COMMIT, so nothing else (e.g. MAX(time) of events) could be read here.
+# PostgreSQL, the append alone, or last, in its transaction: no transaction open, the append IS the
+# transaction (autocommit: one round trip for BEGIN, the rows and COMMIT); or just before the COMMIT of one
+# that has not locked the counter (`append_at_commit`: only COMMIT follows, so the row is held from this
+# statement to COMMIT and never across the transaction's other statements). The UPDATE of the counter
+# row locks it, waiting for any other writer's COMMIT (on any replica), and at READ COMMITTED is then
+# evaluated on the row as that COMMIT left it (the increment pattern): the head and the newest time it
+# returns are the latest, the rows are numbered after them, and the lock is held until this transaction
+# commits — gap-free in commit order, as with `lock_head`. Only the counter row carries what the previous
+# writer did: the statement's snapshot predates that COMMIT, so nothing else (e.g. MAX(time) of events)
+# could be read here.
 _APPEND_ALONE = f"""WITH c AS (
     UPDATE voltorch_counters SET value = value + ?, time = GREATEST(time, ?::float8)
     WHERE name = 'events' RETURNING value, time
@@ -117,6 +120,11 @@ class SqlEvents:
 
     # -- in a write transaction --------------------------------------------------------------------
 
+    def holds_head(self, tx: Any) -> bool:
+        """Whether `tx` has locked the head already (`lock_head`, `db.write(lock=head_counter)`; SQLite:
+        always, its writer lock)."""
+        return tx.holds(_COUNTER)
+
     def lock_head(self, tx: Any) -> int:
         """The newest sequence; on PostgreSQL its counter row stays locked until the transaction ends, so
         sequences are handed out gap-free in commit order across replicas."""
@@ -139,6 +147,15 @@ class SqlEvents:
         round trip. Returns (the head before these rows, their time)."""
         n = len(rows)
         head, time, _ = self.db.write_one(_APPEND_ALONE, (n, now, n, _json_dumps(rows), channel))
+        return head - n, time
+
+    def append_at_commit(self, tx: Any, rows: list[tuple], now: float, channel: str) -> tuple[int, float]:
+        """PostgreSQL, the last statement of `tx` (which has not locked the head) before its COMMIT:
+        append `rows` (as for `append_locked`) in one statement that locks and advances the counter and
+        NOTIFYs `channel` (delivered at COMMIT). Returns (the head before these rows, their time)."""
+        n = len(rows)
+        head, time, _ = tx.execute(_APPEND_ALONE, (n, now, n, _json_dumps(rows), channel)).fetchone()
+        tx.counter_advanced(_COUNTER, head)
         return head - n, time
 
     def last_time_in(self, tx: Any) -> float:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ...components.schedules import Schedule
+from .._serial_writes import engine_writes
 
 _COLUMNS = (
     "id",
@@ -53,7 +54,7 @@ def _schedule(r: Any) -> Schedule:
 
 class SqlSchedules:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
 
     def insert(self, tx: Any, s: Schedule) -> None:
         tx.execute(

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from ...components.workflows.templates import Latest, Template
+from .._serial_writes import engine_writes
 
 
 class SqlTemplates:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
 
     def latest_in(self, tx: Any, name: str) -> Latest | None:
         r = tx.execute(

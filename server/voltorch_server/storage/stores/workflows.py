@@ -11,6 +11,7 @@ from typing import Any
 from ...agents.base import TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
+from .._serial_writes import engine_writes
 
 
 def _j(v: Any) -> str | None:
@@ -57,7 +58,7 @@ def _step_record(r: Any) -> StepRecord:
 
 class SqlExecutions:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ def _signal(r: Any) -> Signal:
 
 class SqlSignals:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
 
     def insert(self, tx: Any, s: Signal, digest: str) -> None:
         tx.execute(
@@ -309,7 +310,7 @@ class SqlSignals:
 
 class SqlTimers:
     def __init__(self, db: Any):
-        self.db = db
+        self.db = engine_writes(db)  # one engine transaction at a time per process (PostgreSQL)
 
     def add(self, tx: Any, execution_id: str, t: TimerRow) -> None:
         tx.execute(
