@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -564,6 +565,54 @@ def test_events_carry_the_correlation_id_and_come_once(engine, events):
     done = events_of(events, "coordination.completed", correlation_id="wf-42")[0]
     assert done.data["coordination_id"] == c.id and done.data["output"] == "b(a(t))"
     assert [e.data["agent_id"] for e in events_of(events, "agent.registered")] == ["a", "b"]
+
+
+def test_a_finished_coordination_is_answered_once_committed_with_its_events(engine, events, monkeypatch):
+    """The engine lock is released before COMMIT: in between, wait() and get() must not answer the end
+    (a caller reading the events next would miss coordination.completed, and a failed COMMIT would have
+    answered an end that never happened)."""
+    gate = Gate()
+    engine.register_agent("solo", kind="function", capabilities=["c"], runtime=gate)
+    c = engine.request(CoordinationRequest(task="t", required_capabilities=("c",)))
+    gate.wait_entered()
+    real = engine.journal.db
+    body_done, commit = threading.Event(), threading.Event()
+
+    class CommitHeld:
+        """The database, whose next transaction waits before its COMMIT (after the body: locks released)."""
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        @contextmanager
+        def write(self, **kw):
+            with real.write(**kw) as tx:
+                yield tx
+                body_done.set()
+                assert commit.wait(WAIT)
+
+    monkeypatch.setattr(engine.journal, "db", CommitHeld())
+    answers: list[Coordination] = []
+    gate.release.set()
+    assert body_done.wait(WAIT)  # the outcome's transaction has run, not committed
+    waiter = threading.Thread(target=lambda: answers.append(engine.wait(c.id, WAIT)))
+    getter = threading.Thread(target=lambda: answers.append(engine.get(c.id)))
+    waiter.start()
+    getter.start()
+    try:
+        waiter.join(0.3)  # bounded: neither may answer while the COMMIT is held
+        assert (
+            waiter.is_alive()
+            and getter.is_alive()
+            and answers == []
+            and events_of(events, "coordination.completed") == []
+        )
+    finally:
+        commit.set()
+    waiter.join(WAIT)
+    getter.join(WAIT)
+    assert [a.status for a in answers] == ["completed", "completed"]
+    assert [e.data["coordination_id"] for e in events_of(events, "coordination.completed")] == [c.id]
 
 
 def test_list_filters_and_pages(engine):

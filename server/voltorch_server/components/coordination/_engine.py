@@ -74,6 +74,7 @@ from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
+COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
 _TERMINAL_EVENTS = frozenset(
     ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
 )
@@ -526,8 +527,12 @@ class CoordinationEngine(Component):
     def get(self, coordination_id: str) -> Coordination:
         with self._lock:
             run = self.runs.live.get(coordination_id)
-            if run is not None:
-                return run.final or run.snapshot(self.runs.position(run))
+            if run is not None and run.final is None:
+                return run.snapshot(self.runs.position(run))
+        if run is not None and run.done.wait(COMMIT_WAIT):
+            # Finished under the engine lock, which is released before COMMIT: its end is answered once
+            # committed (with its events), never before.
+            return run.final or self._read(coordination_id)
         return self._read(coordination_id)
 
     def _read(self, coordination_id: str) -> Coordination:
@@ -550,8 +555,8 @@ class CoordinationEngine(Component):
             while True:
                 with self._lock:
                     run = self.runs.live.get(coordination_id)
-                if run is not None and run.final is not None:
-                    return run.final
+                if run is not None and run.final is not None and run.done.is_set():
+                    return run.final  # committed (done is set after COMMIT), its events with it
                 current = None
                 if run is None:
                     current = self._read(coordination_id)
