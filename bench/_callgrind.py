@@ -23,21 +23,42 @@ from voltorch.v1 import state_pb2, state_pb2_grpc
 _ROOT = Path(__file__).resolve().parents[1]
 
 
-def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
-    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
-    env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true"}
-    cmd = [
+def callgrind_command(out: Path, module: str, *args: str) -> list[str]:
+    """`python -m module args` under callgrind, instrumentation off until `instrument(pid, True)`; its
+    dumps go to `out` (one file per dump, `out.N`)."""
+    return [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
-        f"--callgrind-out-file={tmp}/cg.out",
+        f"--callgrind-out-file={out}",
         sys.executable,
         "-m",
-        "bench._serve",
-        "voltorch",
-        "--db",
-        str(tmp / "bench.db"),
+        module,
+        *args,
     ]
+
+
+def instrument(pid: int, on: bool) -> None:
+    """Switch callgrind's instrumentation of process `pid` on or off."""
+    subprocess.run(
+        ["callgrind_control", "-i", "on" if on else "off", str(pid)], capture_output=True, check=True
+    )
+
+
+def dump_total(text: str) -> int:
+    """The instructions a callgrind dump counted (its `totals:` line)."""
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:")), 0)
+
+
+def total_instructions(folder: Path) -> int:
+    """The instructions of every dump in `folder`."""
+    return sum(dump_total(out.read_text(errors="replace")) for out in folder.glob("cg.out*"))
+
+
+def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
+    env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true"}
+    cmd = callgrind_command(tmp / "cg.out", "bench._serve", "voltorch", "--db", str(tmp / "bench.db"))
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
@@ -61,19 +82,13 @@ def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
     stub.SetKey(state_pb2.SetKeyRequest(key="k0", value=value), timeout=60)
     for i in range(50):
         call(i)
-    subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+    instrument(proc.pid, True)
     for i in range(n):
         call(i)
-    subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+    instrument(proc.pid, False)
     proc.stdin.close()
     proc.wait(timeout=300)
-    total = sum(
-        int(line.split()[1])
-        for out in tmp.glob("cg.out*")
-        for line in out.read_text().splitlines()
-        if line.startswith("totals:")
-    )
-    return total / n
+    return total_instructions(tmp) / n
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ._callgrind import callgrind_command, instrument, total_instructions
+
 _ROOT = Path(__file__).resolve().parents[1]
 _STUB = _ROOT / "tests" / "server" / "openai_stub.py"
 KEY_ENV = "VOLTORCH_BENCH_LLM_KEY"
@@ -89,19 +91,9 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
     assert stub.stdout is not None and stub.stdin is not None
     base_url = json.loads(stub.stdout.readline())["base_url"]
     env = {**os.environ, "PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}"}
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={tmp}/cg.out",
-        sys.executable,
-        "-m",
-        "bench._callgrind_llm",
-        "--worker",
-        base_url,
-        str(threads),
-        str(calls),
-    ]
+    cmd = callgrind_command(
+        tmp / "cg.out", "bench._callgrind_llm", "--worker", base_url, str(threads), str(calls)
+    )
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
     )
@@ -109,12 +101,12 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
     try:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the agent under callgrind did not warm up")
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+        instrument(proc.pid, True)
         proc.stdin.write("go\n")
         proc.stdin.flush()
         if proc.stdout.readline().strip() != "done":
             raise RuntimeError("the agent under callgrind did not finish its calls")
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+        instrument(proc.pid, False)
         proc.stdin.close()
         proc.wait(timeout=300)
     finally:
@@ -122,13 +114,7 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
             proc.kill()
         stub.stdin.close()
         stub.wait(timeout=30)
-    total = sum(
-        int(line.split()[1])
-        for out in tmp.glob("cg.out*")
-        for line in out.read_text().splitlines()
-        if line.startswith("totals:")
-    )
-    return total / (threads * calls)
+    return total_instructions(tmp) / (threads * calls)
 
 
 if __name__ == "__main__":

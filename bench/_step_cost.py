@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from ._callgrind import callgrind_command, dump_total
 
 
 def _chain(steps: int) -> Any:
@@ -137,17 +138,7 @@ def under_callgrind(n: int) -> dict[str, float]:
     """Instructions per workflow and per marginal step (all threads), this module run under callgrind."""
     tmp = Path(tempfile.mkdtemp(prefix="voltorch-step-cost-cg-"))
     subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={tmp}/cg.out",
-            sys.executable,
-            "-m",
-            "bench._step_cost",
-            str(n),
-            "--callgrind",
-        ],
+        callgrind_command(tmp / "cg.out", "bench._step_cost", str(n), "--callgrind"),
         cwd=Path(__file__).resolve().parents[1],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -160,9 +151,8 @@ def under_callgrind(n: int) -> dict[str, float]:
             (ln.split("chain")[-1] for ln in text.splitlines() if ln.startswith("desc: Trigger: dump chain")),
             "",
         )
-        total = next((int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("totals:")), 0)
         if shape:
-            totals[shape] = totals.get(shape, 0) + total
+            totals[shape] = totals.get(shape, 0) + dump_total(text)
     five, one = totals["5"] / n, totals["1"] / n
     return {
         "5-step instructions": five,
