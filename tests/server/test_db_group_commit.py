@@ -1,0 +1,193 @@
+"""Shared COMMITs (storage/sqlite/db.py, `write(group=True)`): a transaction that finds writers waiting
+leaves its transaction open for them; each caller returns once the COMMIT holding its part is done, with
+its own outcome; a part that fails is rolled back alone; a COMMIT that fails fails every part of it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from polling import until
+from voltorch_server.storage import Database
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = Database(tmp_path / "g.db", synchronous="FULL")
+    with d.write() as tx:
+        tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        tx.execute(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+    yield d
+    d.close()
+
+
+def _committed(db: Database, sql: str = "SELECT v FROM t ORDER BY id") -> list[Any]:
+    """What another connection sees committed."""
+    conn = sqlite3.connect(db.path)
+    try:
+        return [r[0] for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+class _Writer(threading.Thread):
+    """A `write(group=True)` on its own thread: runs `body(tx)` inside, keeps what it raised."""
+
+    def __init__(self, db: Database, body: Callable[[Any], None], *, group: bool = True):
+        super().__init__(daemon=True)
+        self.db, self.body, self.group = db, body, group
+        self.error: BaseException | None = None
+        self.returned = threading.Event()
+        self.seen_at_return: list[Any] = []
+
+    def run(self) -> None:
+        try:
+            with self.db.write(group=self.group) as tx:
+                self.body(tx)
+        except BaseException as exc:
+            self.error = exc
+        self.seen_at_return = _committed(self.db)
+        self.returned.set()
+
+
+def _first_waits_for(db: Database, first_body: Callable[[Any], None], second: _Writer) -> _Writer:
+    """A group writer whose part ends only once `second` is waiting for the writer lock: it then leaves
+    the transaction open for it."""
+
+    def body(tx: Any) -> None:
+        first_body(tx)
+        second.start()
+        until(lambda: len(db._asking) > 0, WAIT)  # the second writer asks for the writer lock
+
+    return _Writer(db, body)
+
+
+def test_two_concurrent_steps_share_one_commit_and_each_returns_once_it_is_durable(db: Database) -> None:
+    heard: list[str] = []
+
+    def second_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('b')")
+        tx.after_commit(lambda: heard.append("b"))
+
+    def first_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+        tx.after_commit(lambda: heard.append("a"))
+
+    commits = db.commits
+    second = _Writer(db, second_body)
+    first = _first_waits_for(db, first_body, second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert first.error is None and second.error is None
+    assert db.commits == commits + 1  # one COMMIT for both
+    assert first.seen_at_return == ["a", "b"]  # the first returned only once the shared COMMIT was done
+    assert second.seen_at_return == ["a", "b"]
+    assert heard == ["a", "b"]  # callbacks after the COMMIT, in the order of the parts
+
+
+def test_a_part_that_fails_is_rolled_back_alone_and_only_its_caller_hears(db: Database) -> None:
+    def second_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('b')")
+        raise ValueError("the second step's own failure")
+
+    second = _Writer(db, second_body)
+    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert first.error is None
+    assert isinstance(second.error, ValueError)
+    assert _committed(db) == ["a"]
+    with db.write(group=True) as tx:  # the writer goes on as usual
+        tx.execute("INSERT INTO t (v) VALUES ('c')")
+    assert _committed(db) == ["a", "c"]
+
+
+def test_a_commit_that_fails_fails_every_part_and_writes_nothing(db: Database) -> None:
+    """The second part breaks a deferred foreign key: the shared COMMIT is refused, for both parts."""
+    second = _Writer(db, lambda tx: tx.execute("INSERT INTO child (parent) VALUES (42)"))
+    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert isinstance(first.error, sqlite3.IntegrityError)
+    assert isinstance(second.error, sqlite3.IntegrityError)
+    assert _committed(db) == [] and _committed(db, "SELECT parent FROM child") == []
+    with db.write(group=True) as tx:
+        tx.execute("INSERT INTO t (v) VALUES ('c')")
+    assert _committed(db) == ["c"]
+
+
+def test_a_failing_callback_is_its_own_parts_error_after_the_commit(db: Database) -> None:
+    def first_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+        tx.after_commit(lambda: (_ for _ in ()).throw(RuntimeError("a's callback")))
+
+    second = _Writer(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('b')"))
+    first = _first_waits_for(db, first_body, second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert isinstance(first.error, RuntimeError)
+    assert second.error is None
+    assert _committed(db) == ["a", "b"]
+
+
+def test_a_writer_that_may_not_share_commits_the_open_group_first(db: Database) -> None:
+    alone_saw: list[Any] = []
+
+    def alone_body(tx: Any) -> None:
+        alone_saw.extend(_committed(db))  # the group's part is committed before this transaction begins
+        tx.execute("INSERT INTO t (v) VALUES ('alone')")
+
+    commits = db.commits
+    alone = _Writer(db, alone_body, group=False)
+    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), alone)
+    first.start()
+    first.join(WAIT)
+    alone.join(WAIT)
+    assert first.error is None and alone.error is None
+    assert alone_saw == ["a"]
+    assert db.commits == commits + 2
+    assert _committed(db) == ["a", "alone"]
+
+
+def test_with_group_commit_off_every_transaction_commits_alone(tmp_path: Path) -> None:
+    db = Database(tmp_path / "one.db", group_max=1)
+    try:
+        with db.write() as tx:
+            tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        commits = db.commits
+        second = _Writer(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('b')"))
+        first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
+        first.start()
+        assert first.returned.wait(WAIT)
+        assert first.seen_at_return == ["a"]  # committed on its own, before the second ran
+        second.join(WAIT)
+        assert db.commits == commits + 2
+    finally:
+        db.close()
+
+
+def test_a_writer_from_an_after_commit_callback_runs_alone(db: Database) -> None:
+    """Callbacks run under the writer lock: a write from one is re-entrant and must not wait for a group."""
+
+    def nested() -> None:
+        with db.write(group=True) as tx:
+            tx.execute("INSERT INTO t (v) VALUES ('nested')")
+
+    with db.write(group=True) as tx:
+        tx.execute("INSERT INTO t (v) VALUES ('outer')")
+        tx.after_commit(nested)
+    assert _committed(db) == ["outer", "nested"]
