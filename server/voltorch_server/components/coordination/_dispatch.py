@@ -467,7 +467,7 @@ class Dispatcher:
             return
         outcome = checked(outcome)
         try:
-            with self.journal.txn() as (tx, after):
+            with self.journal.txn(group=True) as (tx, after):  # an agent's outcome: a COMMIT shared with others'
                 self.record(tx, after, unit, attempt, outcome)
         except Exception:
             log.exception("recording the outcome of %s failed", unit.task_id)
