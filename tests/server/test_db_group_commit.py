@@ -169,12 +169,19 @@ def test_with_group_commit_off_every_transaction_commits_alone(tmp_path: Path) -
         with db.write() as tx:
             tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         commits = db.commits
+        at_first_commit: list[Any] = []
+
+        def first_body(tx: Any) -> None:
+            tx.execute("INSERT INTO t (v) VALUES ('a')")
+            tx.after_commit(lambda: at_first_commit.extend(_committed(db)))
+
         second = _Writer(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('b')"))
-        first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
+        first = _first_waits_for(db, first_body, second)
         first.start()
-        assert first.returned.wait(WAIT)
-        assert first.seen_at_return == ["a"]  # committed on its own, before the second ran
+        first.join(WAIT)
         second.join(WAIT)
+        assert first.error is None and second.error is None
+        assert at_first_commit == ["a"]  # committed on its own, before the second ran
         assert db.commits == commits + 2
     finally:
         db.close()

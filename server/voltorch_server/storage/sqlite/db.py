@@ -194,8 +194,10 @@ class Database:
         asking = self._asking
         asking.append(None)
         asked = perf_counter()
-        self._lock.acquire()
-        asking.pop()
+        try:
+            self._lock.acquire()
+        finally:  # counted only while waiting: a part leaves its transaction open only for a real writer
+            asking.pop()
         self._depth += 1
         began = perf_counter()
         conn = self._writer
