@@ -1,12 +1,15 @@
-"""What bounds N workflows at once inside the server, without gRPC: `python -m bench._at_once [N] [ROUNDS]`.
+"""What bounds N workflows at once: `python -m bench._at_once [--server] [N] [ROUNDS] [KEY=VALUE...]`.
 
-Builds the server's own `Runtime` (tracing, metrics, the workflows suite's offline no-op agent,
-db_synchronous=FULL, `workflow_concurrency` N as the peers' row sets it) in this process, starts N 5-step
-workflows at once (ROUNDS times) and prints per step: wall time, CPU, commits, the process's context
-switches, and the database writer lock (`Database.writer_held`, `commit_time`, `writer_waited`): how long
-it was held (BEGIN to the callbacks after COMMIT), of that in COMMIT, and how long callers waited for it. Held time per step close to the wall
-time per step means the writer lock is the bound; held time well under it means something else is.
-Settings can be given as `KEY=VALUE` after the counts (e.g. `agent_threads=4`).
+In process (no gRPC): builds the server's own `Runtime` (tracing, metrics, the workflows suite's offline
+no-op agent, db_synchronous=FULL, `workflow_concurrency` N as the peers' row sets it), starts N 5-step
+workflows at once (ROUNDS times, after one warm-up) and prints per step: wall time, CPU, commits, the
+process's context switches, and the database writer lock (`Database.writer_held`, `commit_time`,
+`writer_waited`): how long it was held (BEGIN to the callbacks after COMMIT), of that in COMMIT, and how
+long callers waited for it. Held time per step close to the wall time per step means the writer lock is
+the bound; well under it, something else is. `KEY=VALUE`: settings (e.g. `agent_threads=4`).
+With `--server`: the same workflows through the SDK against a server process, as the peers' row of the
+workflows suite drives it (start, then wait), reading the counters from GetHealth; `KEY=VALUE` are then
+environment variables of the server (e.g. `VOLTORCH_DB_GROUP_COMMIT=1`; `BENCH_SERVER_SRC` applies).
 """
 
 from __future__ import annotations
@@ -87,8 +90,56 @@ def measure(n: int, rounds: int, settings: dict[str, Any]) -> list[dict[str, flo
         rt.stop()
 
 
+def measure_server(n: int, rounds: int, env: dict[str, str]) -> list[dict[str, float]]:
+    import voltorch
+
+    from . import _peer_langgraph as lg
+    from ._harness import ServerProcess
+    from .suite_workflows import TEMPLATE, _setup
+
+    env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL", **env}
+    keys = ("commits", "writer_held", "commit_time", "writer_waited")
+
+    def counters(client: Any) -> dict[str, float]:
+        for c in client.health(refresh=True).components:
+            if c.name == "storage":
+                return {k: float(c.details.get(k, "nan")) for k in keys}
+        return dict.fromkeys(keys, float("nan"))
+
+    with ServerProcess("voltorch", env=env) as srv, voltorch.Client(srv.target) as client:
+        _setup(srv.target)
+
+        def run() -> None:
+            eid = client.workflows.start(TEMPLATE).execution.id
+            if client.workflows.wait(eid, timeout=120).status != "completed":
+                raise RuntimeError(f"execution {eid} did not complete")
+
+        lg.sequential(run, 5)
+        out = []
+        for _ in range(rounds):
+            d0, cpu0, sw0 = counters(client), srv.cpu_seconds(), srv.context_switches()
+            wall, _ = lg.concurrent(run, n)
+            d1, cpu1, sw1 = counters(client), srv.cpu_seconds(), srv.context_switches()
+            steps = n * 5
+            out.append(
+                {
+                    "steps/s": steps / wall,
+                    "wall µs/step": wall * 1e6 / steps,
+                    "cpu µs/step": (cpu1 - cpu0) * 1e6 / steps,
+                    "lock held µs/step": (d1["writer_held"] - d0["writer_held"]) * 1e6 / steps,
+                    "of it COMMIT µs/step": (d1["commit_time"] - d0["commit_time"]) * 1e6 / steps,
+                    "lock waited ms/step": (d1["writer_waited"] - d0["writer_waited"]) * 1e3 / steps,
+                    "commits/step": (d1["commits"] - d0["commits"]) / steps,
+                    "switches/step": (sw1 - sw0) / steps,
+                }
+            )
+        return out
+
+
 def main() -> None:
     args = sys.argv[1:]
+    server = "--server" in args
+    args = [a for a in args if a != "--server"]
     nums = [a for a in args if "=" not in a]
     n = int(nums[0]) if nums else 200
     rounds = int(nums[1]) if len(nums) > 1 else 3
@@ -96,9 +147,10 @@ def main() -> None:
     for a in args:
         if "=" in a:
             k, v = a.split("=", 1)
-            settings[k] = int(v) if v.isdigit() else v
+            settings[k] = v if server else int(v) if v.isdigit() else v
     print(f"load average {os.getloadavg()[0]:.2f}")
-    for row in measure(n, rounds, settings):
+    rows = measure_server(n, rounds, settings) if server else measure(n, rounds, settings)
+    for row in rows:
         print("  ".join(f"{k} {v:,.1f}" for k, v in row.items()))
 
 
