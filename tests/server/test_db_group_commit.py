@@ -1,18 +1,23 @@
 """Shared COMMITs (storage/sqlite/db.py, `write(group=True)`): a transaction that finds writers waiting
 leaves its transaction open for them; each caller returns once the COMMIT holding its part is done, with
-its own outcome; a part that fails is rolled back alone; a COMMIT that fails fails every part of it."""
+its own outcome; a part that fails is rolled back alone; a COMMIT that fails fails every part of it. Two
+workflow steps finishing together commit together, and a rebuild of the engines runs neither again."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engines import build
 from polling import until
-from voltorch_server.storage import Database
+from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
+from voltorch_server.storage import Database, migrate
 
 WAIT = 10.0
 
@@ -198,3 +203,74 @@ def test_a_writer_from_an_after_commit_callback_runs_alone(db: Database) -> None
         tx.execute("INSERT INTO t (v) VALUES ('outer')")
         tx.after_commit(nested)
     assert _committed(db) == ["outer", "nested"]
+
+
+# -- workflow steps: their transactions share COMMITs --------------------------------------------------
+
+
+class _HandsOn(Database):
+    """A database whose next step transaction (`group=True`) ends its part only once another writer
+    waits for the lock (`arm()`): that step's part is then left open for the other's."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.armed = threading.Event()
+        self.waited = threading.Event()
+        self.groups: list[int] = []  # parts per shared COMMIT
+
+    def arm(self) -> None:
+        self.armed.set()
+
+    @contextmanager
+    def write(self, *, lock: str | None = None, group: bool = False) -> Iterator[Any]:
+        with super().write(lock=lock, group=group) as tx:
+            yield tx
+            if group and self.armed.is_set() and not self.waited.is_set():
+                self.armed.clear()
+                self.waited.set()  # the other step goes on now and asks for the writer lock
+                until(lambda: len(self._asking) > 0, WAIT)
+
+    def _commit_group(self, group: Any) -> None:
+        self.groups.append(len(group.parts))
+        super()._commit_group(group)
+
+
+def test_two_workflows_steps_finishing_together_share_a_commit_and_a_rebuild_reruns_neither(
+    tmp_path: Path,
+) -> None:
+    db = _HandsOn(tmp_path / "wf.db", synchronous="FULL")
+    migrate(db)
+    engines = build(db)
+    calls: list[str] = []
+
+    def first(task: AgentTask, cancel: CancelSignal) -> str:
+        calls.append("first")
+        db.arm()  # this step's record waits for the second's
+        return "one"
+
+    def second(task: AgentTask, cancel: CancelSignal) -> str:
+        assert db.waited.wait(WAIT)  # finishes while the first step's part waits in the open transaction
+        calls.append("second")
+        return "two"
+
+    try:
+        for name, fn in (("first", first), ("second", second)):
+            engines.coordination.register_agent(name, kind="function", capabilities=(name,), runtime=fn)
+            engines.workflows.register_template(
+                Template(name=name, steps=(StepSpec("s", AgentTaskSpec("x", capabilities=(name,))),))
+            )
+        b, _ = engines.workflows.start_execution("second")
+        a, _ = engines.workflows.start_execution("first")
+        assert engines.finished(a.id).status == "completed"
+        assert engines.finished(b.id).status == "completed"
+        assert db.groups and max(db.groups) >= 2  # the two steps' records went in with one COMMIT
+    finally:
+        engines.stop()
+    again = build(db)  # as a restarted server: nothing that finished runs again
+    try:
+        assert again.workflows.get(a.id).status == "completed"
+        assert again.workflows.get(b.id).status == "completed"
+        assert sorted(calls) == ["first", "second"]
+    finally:
+        again.stop()
+        db.close()
