@@ -16,6 +16,7 @@ import pytest
 from engines import build
 from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.system import Storage
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.storage import Database, migrate
 
@@ -274,3 +275,16 @@ def test_two_workflows_steps_finishing_together_share_a_commit_and_a_rebuild_rer
     finally:
         again.stop()
         db.close()
+
+
+def test_the_storage_details_say_how_long_the_writer_lock_was_held_and_in_commit(db: Database) -> None:
+    storage = Storage(db)
+    before = storage.details()
+    with db.write() as tx:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+    after = storage.details()
+    assert after["commits"] == before["commits"] + 1
+    assert after["writer_held"] > before["writer_held"]
+    assert after["commit_time"] > before["commit_time"]  # a COMMIT with synchronous=FULL: an fsync
+    assert after["writer_held"] - before["writer_held"] >= after["commit_time"] - before["commit_time"]
+    assert after["writer_waited"] >= before["writer_waited"]

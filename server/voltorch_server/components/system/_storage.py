@@ -85,10 +85,6 @@ class Storage(Component):
         for key in ("writer_waited", "writer_held", "commit_time"):
             if hasattr(self.db, key):
                 out[key] = round(getattr(self.db, key), 6)
-        # Where the writer lock's time goes (seconds), for the bench: held close to the wall time is the bound.
-        for key in ("writer_waited", "writer_held", "commit_time"):
-            if hasattr(self.db, key):
-                out[key] = round(getattr(self.db, key), 6)
         if self.shared is not None:
             out["shared"] = "postgresql"  # not its DSN: that may hold a password
         return out
