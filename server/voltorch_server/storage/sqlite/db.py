@@ -185,15 +185,18 @@ class Database:
         writes (e.g. take a batch, then write it alone or in a transaction) takes it first."""
         return self._lock
 
-    def insert_alone(self, sql: str, params: Sequence[Any], then: Callable[[int], T]) -> T:
-        """One INSERT that is a whole write transaction: outside BEGIN … COMMIT, SQLite begins and commits
-        it inside the statement — one sqlite call (one release of the GIL, where a thread switch may come)
-        instead of BEGIN, the statement and COMMIT. `then(the last row id it inserted)` runs right after,
-        under the writer lock, as `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
+    def insert_alone(self, head: str, rows: Sequence[Sequence[Any]], then: Callable[[int], T]) -> T:
+        """`{head} VALUES (?,…),(?,…),…` for every row (as many as one statement takes) as a whole write
+        transaction: outside BEGIN … COMMIT, SQLite begins and commits it inside the statement — one sqlite
+        call (one release of the GIL, where a thread switch may come) instead of BEGIN, the statement and
+        COMMIT. `then(the last row id it inserted)` runs right after, under the writer lock, as
+        `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
+        assert 0 < len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
+        sql = f"{head} VALUES {_placeholders(len(rows), len(rows[0]))}"
         with self._lock:
             if self._closed:
                 raise RuntimeError("database is closed")
-            last = self._writer.execute(sql, params).lastrowid
+            last = self._writer.execute(sql, list(chain(*rows))).lastrowid
             self.commits += 1
             if self._checkpointer is not None:
                 self._checkpointer.committed()

@@ -66,7 +66,6 @@ _AFTER = f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 _LAST_TIME = "SELECT COALESCE(MAX(time), 0) FROM events"
 _FLOOR = "SELECT through_seq, through_time FROM event_compaction WHERE id = 1"
 _COUNTER = "events"
-_INSERT_ALONE: dict[int, str] = {}  # `insert_alone`'s statement by row count (at most a group commit's)
 CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on the writer lock
 
 T = TypeVar("T")
@@ -177,13 +176,7 @@ class SqlEvents:
         time) at time `now` in one INSERT that is its own transaction; AUTOINCREMENT numbers them (the
         writer lock makes them consecutive, after the head). `then(the last one's sequence)` runs under the
         writer lock once they are committed. (PostgreSQL's one-statement append: `append_alone`.)"""
-        sql = _INSERT_ALONE.get(len(rows))
-        if sql is None:
-            sql = _INSERT_ALONE[len(rows)] = (
-                f"INSERT INTO events({_INSERTED}) VALUES "
-                + ",".join(["(" + ",".join("?" * 13) + ")"] * len(rows))
-            )
-        return self.db.insert_alone(sql, [v for row in rows for v in (*row, now)], then)
+        return self.db.insert_alone(f"INSERT INTO events({_INSERTED})", [(*row, now) for row in rows], then)
 
     def by_id_in(self, tx: Any, event_id: str) -> Event | None:
         row = tx.execute(_BY_ID, (event_id,)).fetchone()
