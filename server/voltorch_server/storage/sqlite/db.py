@@ -197,6 +197,7 @@ class Database:
             if self._closed:
                 raise RuntimeError("database is closed")
             last = self._writer.execute(sql, list(chain(*rows))).lastrowid
+            assert last is not None  # an INSERT of at least one row
             self.commits += 1
             if self._checkpointer is not None:
                 self._checkpointer.committed()
