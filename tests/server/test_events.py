@@ -96,6 +96,7 @@ def test_batch_is_atomic_and_errors_name_the_index(log: EventLog) -> None:
         (NewEvent("a.b", data={"x": float("nan")}), "event.data"),
         (NewEvent("a.b", data={"x": object()}), "event.data"),
         (NewEvent("a.b", data="x" * (1 << 20)), "event.data"),
+        (NewEvent("a.b", data="\u00e9" * (1 << 19)), "event.data"),  # 2**19 characters, 2**20 + 2 bytes
         (NewEvent("a.b", id="x" * 129), "event.id"),
         (NewEvent("a.b", id="bad\nid"), "event.id"),
         (NewEvent("a.b", source="s" * 257), "event.source"),

@@ -114,10 +114,17 @@ def _reads_log(p: Prepared) -> bool:
     return bool(p.id) or (bool(p.causation_id) and not p.correlation_id)
 
 
+_new_object = object.__new__
+
+
 def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], now: float) -> list[Event]:
-    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`."""
-    return [
-        Event(
+    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`. Every append
+    builds one per event: the instance dict is filled directly, as `row_to_event` does, instead of the
+    frozen dataclass __init__ (one object.__setattr__ per field)."""
+    out = []
+    for s, row, priority in zip(seqs, rows, priorities, strict=True):
+        e = _new_object(Event)
+        e.__dict__.update(
             sequence=s,
             id=row[0],
             type=row[1],
@@ -133,8 +140,8 @@ def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], 
             span_id=row[11],
             time=now,
         )
-        for s, row, priority in zip(seqs, rows, priorities, strict=True)
-    ]
+        out.append(e)
+    return out
 
 
 class _Unwritten:
@@ -284,7 +291,7 @@ class EventLog(Component):
         commit, its GIL hand-offs and its wake-up of subscribers are paid once for many publishes."""
         prepared = prepare(event, f"{field}." if field else "")
         if prepared.trace is None:  # the caller's trace: another caller's thread may write the batch
-            prepared = replace(prepared, trace=current_trace())
+            prepared.trace = current_trace()  # (a new object of this call's: set in place)
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
