@@ -191,7 +191,7 @@ class Database:
         call (one release of the GIL, where a thread switch may come) instead of BEGIN, the statement and
         COMMIT. `then(the last row id it inserted)` runs right after, under the writer lock, as
         `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
-        assert 0 < len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
+        assert rows and len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
         sql = f"{head} VALUES {_placeholders(len(rows), len(rows[0]))}"
         with self._lock:
             if self._closed:
