@@ -66,7 +66,7 @@ class _Writer(threading.Thread):
         self.returned.set()
 
 
-def _first_waits_for(db: Database, first_body: Callable[[Any], None], second: _Writer) -> _Writer:
+def _first_waits_for(db: Database, first_body: Callable[[Any], None], second: threading.Thread) -> _Writer:
     """A group writer whose part ends only once `second` is waiting for the writer lock: it then leaves
     the transaction open for it."""
 
@@ -288,3 +288,27 @@ def test_the_storage_details_say_how_long_the_writer_lock_was_held_and_in_commit
     assert after["commit_time"] > before["commit_time"]  # a COMMIT with synchronous=FULL: an fsync
     assert after["writer_held"] - before["writer_held"] >= after["commit_time"] - before["commit_time"]
     assert after["writer_waited"] >= before["writer_waited"]
+
+
+def test_an_insert_alone_commits_the_open_group_first_and_is_its_own_transaction(db: Database) -> None:
+    """A Publish's one-statement transaction under the writer lock (`insert_alone`): it must not land in the
+    open transaction of a group, nor hear of its rows before they are committed."""
+    seen: list[Any] = []
+
+    def then(last: int) -> int:
+        seen.extend(_committed(db))
+        return last
+
+    class _Insert(threading.Thread):
+        def run(self) -> None:
+            db.insert_alone("INSERT INTO t (v)", [("alone",)], then)
+
+    commits = db.commits
+    alone = _Insert(daemon=True)
+    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), alone)
+    first.start()
+    first.join(WAIT)
+    alone.join(WAIT)
+    assert first.error is None
+    assert seen == ["a", "alone"]  # both committed when its callback ran
+    assert db.commits == commits + 2

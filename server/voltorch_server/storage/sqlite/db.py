@@ -34,7 +34,7 @@ from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ...handoffs import handed_off
 from .._dialect import SQLITE
@@ -53,6 +53,7 @@ WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 GROUP_MAX = 32  # transactions sharing one COMMIT at most (write(group=True)); 1: each commits alone
+T = TypeVar("T")
 
 _MAX_PARAMETERS = 32_000  # bound parameters per statement (SQLite's default limit is 32766)
 
@@ -144,6 +145,34 @@ class _Group:
         self.error: BaseException | None = None  # the COMMIT failed: nothing of any part was written
 
 
+class _WriterLock:
+    """`Database.writer_lock`: the writer lock, taken as `write()` takes it (counted while waiting, held
+    re-entrantly), and once taken, what a group left open is committed first (outside a transaction a
+    statement would otherwise land in the group's, and its callbacks run before that COMMIT)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database):
+        self._db = db
+
+    def __enter__(self) -> _WriterLock:
+        db = self._db
+        db._asking.append(None)
+        try:
+            db._lock.acquire()
+        finally:
+            db._asking.pop()
+        db._depth += 1
+        if db._group is not None and db._depth == 1:  # (deeper: inside a part, whose transaction it is)
+            db._commit_group(db._group)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        db = self._db
+        db._depth -= 1
+        db._lock.release()
+
+
 class Database:
     kind = "sqlite"
     dialect = SQLITE  # what its SQL says differently from PostgreSQL's (storage/_dialect.py)
@@ -171,6 +200,7 @@ class Database:
         self._group: _Group | None = None  # parts done, their COMMIT not yet run (writer lock held to change)
         self._asking: list[None] = []  # one entry per thread waiting for the writer lock (append/pop: atomic)
         self._depth = 0  # the writer lock's re-entrant holds (changed only by its holder)
+        self._writer_lock = _WriterLock(self)
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._checkpointer: _Checkpointer | None = None
@@ -310,6 +340,31 @@ class Database:
                 tx.error = exc
         group.committed.set()
         handed_off(len(group.parts) - 1)
+
+    @property
+    def writer_lock(self) -> _WriterLock:
+        """The lock `write()` holds (re-entrant): a writer that must decide what to write while it alone
+        writes (e.g. take a batch, then write it alone or in a transaction) takes it first. Taking it
+        commits what a group of `write(group=True)` parts left open: what its holder writes is its own."""
+        return self._writer_lock
+
+    def insert_alone(self, head: str, rows: Sequence[Sequence[Any]], then: Callable[[int], T]) -> T:
+        """`{head} VALUES (?,…),(?,…),…` for every row (as many as one statement takes) as a whole write
+        transaction: outside BEGIN … COMMIT, SQLite begins and commits it inside the statement — one sqlite
+        call (one release of the GIL, where a thread switch may come) instead of BEGIN, the statement and
+        COMMIT. `then(the last row id it inserted)` runs right after, under the writer lock, as
+        `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
+        assert rows and len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
+        sql = f"{head} VALUES {_placeholders(len(rows), len(rows[0]))}"
+        with self._writer_lock:
+            if self._closed:
+                raise RuntimeError("database is closed")
+            last = self._writer.execute(sql, list(chain(*rows))).lastrowid
+            assert last is not None  # an INSERT of at least one row
+            self.commits += 1
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
+            return then(last)
 
     def read(self) -> sqlite3.Connection:
         """This thread's read connection (sees the last committed state)."""
