@@ -586,15 +586,21 @@ class CoordinationEngine(Component):
     def _heard(self, e: Any) -> None:
         """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
         a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
-        data = e.data if isinstance(e.data, dict) else {}
-        if e.type in _TERMINAL_EVENTS or e.type == "coordination.handed_over":
+        # The type first: an event's data is decoded only when read (most events here are not these).
+        type_ = e.type
+        if type_ in _TERMINAL_EVENTS or type_ == "coordination.handed_over":
+            if not self._waiters:
+                return
+            data = e.data if isinstance(e.data, dict) else {}
             with self._waiters_lock:
                 waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
             for w in waiting:
                 w.set()
-        if not self.shared:
             return
-        if e.type in _AGENT_EVENTS and data.get("replica") != self.owner and data.get("agent_id"):
+        if not self.shared or type_ not in _AGENT_EVENTS:
+            return
+        data = e.data if isinstance(e.data, dict) else {}
+        if data.get("replica") != self.owner and data.get("agent_id"):
             with self._wake:
                 self._heard_agents.add(data["agent_id"])
                 self._wake.notify_all()

@@ -35,6 +35,8 @@ NOTIFY_CHANNEL = "voltorch_events"  # PostgreSQL: NOTIFYed once per transaction 
 DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
+_new_object = object.__new__
+
 __all__ = [
     "Correlation",
     "Event",
@@ -64,6 +66,26 @@ class Event:
     trace_id: str
     span_id: str
     time: float
+
+
+class _LazyData:
+    """`Event.data` of an event the log built from the JSON it wrote (`_events`): decoded on first read, then
+    kept in the instance (a non-data descriptor: an instance's own `data` wins, so an event built with its
+    data, as the store's readers and the dataclass constructor do, never comes here). Most of a step's
+    events are read by nobody but the listeners that look at their type: decoding each one's data back
+    was ~6 % of a workflow step's thread."""
+
+    def __get__(self, e: Event | None, owner: type | None = None) -> Any:
+        if e is None:
+            return self
+        d = e.__dict__
+        data = d["data"] = json.loads(d["_data_json"])  # two readers at once decode equal values
+        return data
+
+
+# Set on the class after the dataclass decorator made its fields (as a class attribute in the body it would
+# be the field's default).
+setattr(Event, "data", _LazyData())
 
 
 @dataclass(frozen=True)
@@ -115,26 +137,30 @@ def _reads_log(p: Prepared) -> bool:
 
 
 def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], now: float) -> list[Event]:
-    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`."""
-    return [
-        Event(
-            sequence=s,
-            id=row[0],
-            type=row[1],
-            source=row[2],
-            target=row[3],
-            data=json.loads(row[4]),
-            correlation_id=row[5],
-            causation_id=row[6],
-            priority=priority,
-            traceparent=row[8],
-            tracestate=row[9],
-            trace_id=row[10],
-            span_id=row[11],
-            time=now,
-        )
-        for s, row, priority in zip(seqs, rows, priorities, strict=True)
-    ]
+    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`; their data is
+    decoded from the row's JSON when first read (`_LazyData`). Built as the store's `row_to_event` builds
+    a read one: the frozen dataclass's __init__ sets each field through object.__setattr__."""
+    out = []
+    for s, row, priority in zip(seqs, rows, priorities, strict=True):
+        e = _new_object(Event)
+        d = e.__dict__
+        (
+            d["id"],
+            d["type"],
+            d["source"],
+            d["target"],
+            d["_data_json"],
+            d["correlation_id"],
+            d["causation_id"],
+            _,
+            d["traceparent"],
+            d["tracestate"],
+            d["trace_id"],
+            d["span_id"],
+        ) = row
+        d["sequence"], d["priority"], d["time"] = s, priority, now
+        out.append(e)
+    return out
 
 
 class _Unwritten:
