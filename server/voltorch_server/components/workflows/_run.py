@@ -349,8 +349,8 @@ class ExecutionRun:
                 self.drop(fenced)
             return
         host = self.host
-        for st in steps:
-            host.store.save_step(tx, self.id, st)
+        if steps:
+            host.store.save_steps(tx, self.id, steps)
         if events:  # before the ops' own events: a step starts before the coordination it requests
             host.events.append(tx, list(events))
         for op in ops:
