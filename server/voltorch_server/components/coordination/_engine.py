@@ -586,16 +586,24 @@ class CoordinationEngine(Component):
     def _heard(self, e: Any) -> None:
         """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
         a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
-        # The type first: an event's data is decoded only when read (most events here are not these).
+        # The type first: an event's data is decoded only when read (most events here are none of these).
         type_ = e.type
-        if type_ in _TERMINAL_EVENTS or type_ == "coordination.handed_over":
-            if not self._waiters:
+        handed = type_ == "coordination.handed_over"
+        if type_ in _TERMINAL_EVENTS or handed:
+            if not self._waiters and not (handed and self.shared):
                 return
             data = e.data if isinstance(e.data, dict) else {}
-            with self._waiters_lock:
-                waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
-            for w in waiting:
-                w.set()
+            if self._waiters:
+                with self._waiters_lock:
+                    waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
+                for w in waiting:
+                    w.set()
+            if not (handed and self.shared):
+                return
+            if data.get("to_replica") == self.owner:
+                with self._wake:
+                    self._handed_here.add(data.get("coordination_id", ""))
+                    self._wake.notify_all()
             return
         if not self.shared or type_ not in _AGENT_EVENTS:
             return
@@ -603,10 +611,6 @@ class CoordinationEngine(Component):
         if data.get("replica") != self.owner and data.get("agent_id"):
             with self._wake:
                 self._heard_agents.add(data["agent_id"])
-                self._wake.notify_all()
-        elif e.type == "coordination.handed_over" and data.get("to_replica") == self.owner:
-            with self._wake:
-                self._handed_here.add(data.get("coordination_id", ""))
                 self._wake.notify_all()
 
     def _take_heard(self) -> None:
