@@ -134,9 +134,16 @@ class Dispatcher:
         if not len(self.runs.queue) or not self.running:
             return
         now_mono = time.monotonic()
-        free = sum(
-            max(0, a.free) if a.connected else 1 for a in self.agents.values() if a.connected or a.elsewhere
-        )
+        # Free slots, counted only as far as the queue needs (each unit takes at most one): a step's dispatch
+        # finds one unit queued and stops at the first agent with room.
+        wanted, free = len(self.runs.queue), 0
+        for a in self.agents.values():
+            if a.connected:
+                free += max(0, a.free)
+            elif a.elsewhere:
+                free += 1
+            if free >= wanted:
+                break
         blocked: set[tuple] = set()
         handed: set[str] = set()
         pending: dict[int, int] = {}  # id(endpoint limiter) -> tasks given to it in this scan

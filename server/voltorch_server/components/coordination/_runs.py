@@ -34,6 +34,7 @@ PREVIEW = 1000  # characters of task / output text copied into events
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row, not one per call
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode  # as events are
+_hashed = json.JSONEncoder(sort_keys=True, default=str).encode  # a request's digest (json.dumps' defaults)
 
 
 @dataclass(eq=False)
@@ -237,7 +238,7 @@ def request_hash(req: CoordinationRequest, priority: Priority, timeout: float) -
         "execution_id": req.execution_id,
         "step_id": req.step_id,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_hashed(body).encode()).hexdigest()
 
 
 def checked(outcome: Outcome) -> Outcome:

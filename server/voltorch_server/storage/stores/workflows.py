@@ -15,8 +15,11 @@ from ...components.workflows import Signal, StepRecord, TimerRow
 from .._serial_writes import engine_writes
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder, not one per call
+
+
 def _j(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return None if v is None else _ENCODE(v)
 
 
 def _unj(raw: str | None) -> Any:
