@@ -25,7 +25,7 @@ from ...errors import Unavailable
 from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, internal_span
-from ..events import NewEvent
+from ..events import NewEvent, Prepared, prepare_own
 from ..shared import Component, TimerQueue
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
@@ -353,7 +353,7 @@ class Dispatcher:
             return None
         held = it.deltas.drain() if it.deltas is not None else []
         if held:  # the live text before the outcome, in its transaction
-            self.journal.events.append(tx, [self._delta_event(run, d) for d in held])
+            self.journal.events.append(tx, [self._delta_prepared(run, d) for d in held])
         self.record(tx, after, it.unit, it.attempt, checked(outcome))
         return run.final or run.snapshot(self.runs.position(run))
 
@@ -406,6 +406,19 @@ class Dispatcher:
             chars=self.config.delta_chars,
             hold=hold,
             timers=self.delta_timers,
+        )
+
+    @staticmethod
+    def _delta_prepared(run: Run, data: dict) -> Prepared:
+        """The held live text of an inline step, appended with its outcome: the engine's own event, prepared
+        as such (`prepare_own`: the same event `_delta_event` makes, without checking its constants)."""
+        return prepare_own(
+            DELTA_EVENT,
+            SOURCE,
+            data,
+            correlation_id=run.correlation_id,
+            priority=run.priority,
+            traceparent=run.traceparent,
         )
 
     @staticmethod

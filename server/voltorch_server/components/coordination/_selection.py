@@ -149,7 +149,9 @@ def choose(
             f"no eligible agent among {len(capable)} capable of {len(ranked)} registered; waiting in the queue",
         )
     best_c, best = ranked[0]
-    selected = _candidate(**{**best_c.__dict__, "reason": "selected: best score"})  # replace(), without its detour
+    selected = _candidate(
+        **{**best_c.__dict__, "reason": "selected: best score"}
+    )  # replace(), without its detour
     cands = [selected] + [c for c, _ in ranked[1:MAX_LISTED]]
     n_eligible = sum(1 for c, _ in ranked if c.eligible)
     n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))

@@ -85,7 +85,7 @@ class _LazyData:
 
 # Set on the class after the dataclass decorator made its fields (as a class attribute in the body it would
 # be the field's default).
-setattr(Event, "data", _LazyData())
+Event.data = _LazyData()
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,9 @@ class EventLog(Component):
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
             return [r.event for r in self._append_own(prepared)]
-        return [r.event for r in self._append_prepared(tx, prepared, numbered)]
+        # The events without a Receipt each (a frozen dataclass): a workflow step appends ~6.
+        slots, new = self._append_slots(tx, prepared, numbered)
+        return [k.event if isinstance(k, Receipt) else new[k[0]] for k in slots]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
@@ -347,8 +349,16 @@ class EventLog(Component):
         return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
     def _append_prepared(self, tx: Tx, prepared: list[Prepared], numbered: bool = False) -> list[Receipt]:
+        slots, new = self._append_slots(tx, prepared, numbered)
+        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+
+    def _append_slots(
+        self, tx: Tx, prepared: list[Prepared], numbered: bool = False
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[Event]]:
+        """Append `prepared` in `tx`: per event, the receipt of one already in the log or (the index of its
+        new event, whether it repeats an id earlier in this batch); and the new events."""
         if not prepared:
-            return []
+            return [], []
         store = self.store
         explicit = store.explicit_ids
         pending: _Unwritten | None = tx.unwritten
@@ -383,9 +393,11 @@ class EventLog(Component):
                 pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
             pending.events.extend(new)
             pending.by_id.update((e.id, e) for e in new)
-        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+        return slots, new
 
-    def _append_locked(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+    def _append_locked(
+        self, tx: Tx, prepared: list[Prepared]
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[Event]]:
         """PostgreSQL, the head locked with BEGIN (a Publish that reads the log first): the counter row
         stays locked until COMMIT, so sequences are gap-free in commit order across replicas; the rows are
         written now in one statement, which also reads the newest time under the lock (another replica may
@@ -397,7 +409,7 @@ class EventLog(Component):
         new = _events(range(seq + 1, seq + 1 + len(rows)), rows, priorities, now)
         if new:
             tx.after_commit(lambda: self._catch_up(mine=new))
-        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+        return slots, new
 
     def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
         """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in

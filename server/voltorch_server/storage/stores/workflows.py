@@ -14,7 +14,6 @@ from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
 from .._serial_writes import engine_writes
 
-
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder, not one per call
 
 
