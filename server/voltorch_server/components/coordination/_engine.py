@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
+from ..._json import encoder
 from ...agents.base import Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
@@ -74,6 +75,7 @@ from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
+_dumps = encoder()  # json.dumps(value), its encoder made once
 COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
 _TERMINAL_EVENTS = frozenset(
     ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
@@ -366,15 +368,15 @@ class CoordinationEngine(Component):
             "mode": run.mode,
             "source_agent_id": run.source,
             "target_agent_id": req.target_agent_id,
-            "requested_agent_ids": json.dumps(list(req.agent_ids)),
-            "plan": json.dumps(plan),
-            "required_capabilities": json.dumps(list(run.caps)),
+            "requested_agent_ids": _dumps(list(req.agent_ids)),
+            "plan": _dumps(plan),
+            "required_capabilities": _dumps(list(run.caps)),
             "task": run.task,
             "context": p.context_raw,
             "priority": int(priority),
             "timeout": timeout,
             "deadline": run.deadline,
-            "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+            "condition": _dumps(req.condition.to_dict()) if req.condition else None,
             "correlation_id": run.correlation_id,
             "trace_id": run.trace_id,
             "traceparent": run.traceparent,

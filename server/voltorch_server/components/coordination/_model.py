@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..._json import encoder
 from ...agents.base import TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
@@ -300,7 +301,7 @@ def check_capabilities(caps: tuple[str, ...] | list[str], field_name: str) -> tu
     return tuple(out)
 
 
-_CHECKED = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # one encoder, not one per call
+_CHECKED = encoder(separators=(",", ":"), allow_nan=False)  # one encoder, not one per call
 
 
 def check_json(obj: Any, field_name: str, limit: int) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..._json import encoder
 from ...errors import InvalidArgument
 from ...priority import Priority, parse_priority
 from ...telemetry import TraceIds, trace_ids_from
@@ -110,7 +111,7 @@ def prepare(ev: NewEvent, prefix: str = "") -> Prepared:
     )
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_ENCODE = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
 def prepare_own(

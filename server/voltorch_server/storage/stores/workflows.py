@@ -9,12 +9,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..._json import encoder
 from ...agents.base import TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
 from .._serial_writes import engine_writes
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder, not one per call
+_ENCODE = encoder(separators=(",", ":"), ensure_ascii=False)  # one encoder, not one per call
 
 
 def _j(v: Any) -> str | None:
