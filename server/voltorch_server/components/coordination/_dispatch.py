@@ -50,6 +50,17 @@ log = logging.getLogger("voltorch.coordination")
 STATS_EVERY = 1.0  # seconds between writes of an agent's statistics after successes
 
 
+def _task_with(task: AgentTask, **changes: Any) -> AgentTask:
+    """`dataclasses.replace(task, **changes)` for AgentTask (frozen, no __post_init__, every field set by
+    __init__ as given): its fields copied, without __init__'s object.__setattr__ for each of its 17 fields."""
+    new = _new_object(AgentTask)
+    new.__dict__.update(task.__dict__, **changes)
+    return new
+
+
+_new_object = object.__new__
+
+
 def _here_first(view: AgentView, state: AgentState) -> AgentView:
     """An agent's view when an agent here can take the task: another replica's worker is not eligible."""
     return view if state.connected or not state.elsewhere else replace(view, status="elsewhere")
@@ -456,7 +467,7 @@ class Dispatcher:
             span.set_attribute("voltorch.agent_id", task.agent_id)
             span.set_attribute("voltorch.task_id", task.task_id)
             span.set_attribute("voltorch.attempt", task.attempt)
-            task = replace(
+            task = _task_with(
                 task,
                 on_delta=deltas.write,
                 on_last_delta=deltas.write_last,
