@@ -60,7 +60,11 @@ class DeltaStream:
         self._chars = chars
         self._clock = clock
         self._timers = timers
-        self._lock = threading.Condition()  # notified when the sender is done (flush() waits for that)
+        # The stream's lock, taken as a plain RLock (a Condition's `with` is two Python calls: an agent writes
+        # its text piece by piece), and the condition on the same lock, notified when the sender is done
+        # (flush() waits for that).
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
         self._pending: list[str] = []
         self._size = 0
         self._offset = 0
@@ -117,7 +121,7 @@ class DeltaStream:
                 self._flush_locked()
         self._send()
         with self._lock:
-            self._lock.wait_for(self._idle_locked)
+            self._idle.wait_for(self._idle_locked)
 
     def drain(self) -> list[dict[str, Any]]:
         """With `hold`: every batch not published yet, the rest of the text included (the caller writes
@@ -208,7 +212,7 @@ class DeltaStream:
                     batch, self._outbox = self._outbox, []
                     if not batch:
                         self._sending = False
-                        self._lock.notify_all()
+                        self._idle.notify_all()
                         return
                 try:
                     for d in batch:
@@ -220,5 +224,5 @@ class DeltaStream:
         except BaseException:
             with self._lock:
                 self._sending = False
-                self._lock.notify_all()
+                self._idle.notify_all()
             raise
