@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from ._model import Candidate, Selection
 
@@ -33,6 +34,7 @@ class AgentView:
 
 
 _new_object = object.__new__
+_first = itemgetter(0)
 
 
 def view_of(
@@ -113,27 +115,25 @@ def rank(
 ) -> list[tuple[Candidate, AgentView]]:
     """Every agent as a candidate, eligible ones first, best score first."""
     views = list(agents)
-    reasons = {a.id: _ineligible_reason(a, required, exclude, why_excluded) for a in views}
-    eligible = [a for a in views if not reasons[a.id]]
-    fastest = min((max(a.avg_latency, _FLOOR) for a in eligible if a.avg_latency > 0), default=_FLOOR)
+    reasons = [_ineligible_reason(a, required, exclude, why_excluded) for a in views]
+    fastest = min(
+        (
+            max(a.avg_latency, _FLOOR)
+            for a, why in zip(views, reasons, strict=True)
+            if not why and a.avg_latency > 0
+        ),
+        default=_FLOOR,
+    )
     out: list[tuple[tuple, Candidate, AgentView]] = []
-    for a in views:
+    for a, why in zip(views, reasons, strict=True):
         lat_score = 1.0 if a.avg_latency <= 0 else fastest / max(a.avg_latency, _FLOOR)
         free = max(0.0, 1.0 - a.load / max(1, a.max_concurrency))
         score = round(W_SUCCESS * a.success_rate + W_LATENCY * lat_score + W_LOAD * free, 4)
-        ok = not reasons[a.id]
         cand = _candidate(
-            agent_id=a.id,
-            score=score,
-            success_rate=a.success_rate,
-            avg_latency=a.avg_latency,
-            current_load=a.load,
-            max_concurrency=a.max_concurrency,
-            eligible=ok,
-            reason=reasons[a.id] or "eligible",
+            a.id, score, a.success_rate, a.avg_latency, a.load, a.max_concurrency, not why, why or "eligible"
         )
-        out.append(((not ok, -score, a.last_dispatch, a.id), cand, a))
-    out.sort(key=lambda t: t[0])
+        out.append(((bool(why), -score, a.last_dispatch, a.id), cand, a))
+    out.sort(key=_first)
     return [(c, a) for _, c, a in out]
 
 
