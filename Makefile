@@ -78,9 +78,9 @@ else
 	$(BUF) breaking --against $(PROTO_RELEASE)
 endif
 
-# mypy with check_untyped_defs over the SDK, the server and the tests (config in pyproject.toml); part of lint.
+# mypy with check_untyped_defs over the SDK, the server, the tests and the bench (config in pyproject.toml); part of lint.
 typecheck: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy sdk/voltorch server/voltorch_server tests
+	$(VENV)/bin/mypy sdk/voltorch server/voltorch_server tests bench
 
 # The bench extra adds the peers measured beside voltorch (LangGraph).
 bench: $(VENV)/.installed-dev $(VENV)/.installed-bench

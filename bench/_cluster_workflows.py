@@ -44,7 +44,8 @@ STEPS = (("analyse", "analysis"), ("plan", "planning"), ("code", "coding"), ("te
 
 def five_steps() -> WorkflowTemplate:
     """Five offline agent steps in a chain."""
-    steps, previous = [], []
+    steps: list[Step] = []
+    previous: list[str] = []
     for step_id, capability in STEPS:
         steps.append(
             Step(step_id, AgentTask(f"{step_id} {{{{ params.n }}}}", [capability]), depends_on=previous)

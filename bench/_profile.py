@@ -34,7 +34,7 @@ def enable() -> None:
 
 def dump(path: str, top: int = 40) -> str:
     """Write merged stats to `path` (pstats format); return a text summary of the top functions."""
-    threading.setprofile(None)  # type: ignore[arg-type]
+    threading.setprofile(None)
     sys.setprofile(None)
     with _lock:
         profs = list(_profiles)
@@ -43,7 +43,7 @@ def dump(path: str, top: int = 40) -> str:
     stats: pstats.Stats | None = None
     for p in profs:
         p.create_stats()
-        if not p.stats:  # type: ignore[attr-defined]
+        if not p.stats:
             continue
         if stats is None:
             stats = pstats.Stats(p)

@@ -47,7 +47,7 @@ def measure(n: int, callgrind: bool = False, profile: str = "") -> dict[str, flo
 
     tmp = tempfile.mkdtemp(prefix="voltorch-step-cost-")
     # Under callgrind a run takes minutes: the watcher's periodic rounds would be counted as steps.
-    quiet = {"watch_interval": 3600.0, "metrics_interval": 3600.0} if callgrind else {}
+    quiet: dict[str, Any] = {"watch_interval": 3600.0, "metrics_interval": 3600.0} if callgrind else {}
     config = load(
         None, host="127.0.0.1", port=0, db=os.path.join(tmp, "s.db"), db_synchronous="FULL", **quiet
     )

@@ -316,6 +316,6 @@ def run(args: Namespace) -> list[Result]:
             if base is not None and base.rate:
                 r.baseline, r.ratio = base.name, r.rate / base.rate
         elif r.name.startswith("sqlite") and r.unit == "calls" and "echo" in by_name:  # -k may leave echo out
-            echo = by_name["echo"]
-            r.baseline, r.ratio = "echo", r.rate / echo.rate if echo.rate else None
+            echo_rate = by_name["echo"].rate
+            r.baseline, r.ratio = "echo", r.rate / echo_rate if echo_rate else None
     return results

@@ -146,6 +146,7 @@ def run(args: Any) -> list[Result]:
             _seed(srv, executions, events)
             seeded = f"{executions:,} executions + {srv.runtime.events.last_sequence():,} events"
             print(f"console: seeded {seeded} in {time.monotonic() - t:.0f}s", flush=True)
+            assert srv.console is not None  # started with console=True
             url = srv.console.url
             results.append(
                 _row(

@@ -159,29 +159,22 @@ def _engine_rows(args: Any) -> list[Result]:
         errors += errs
     total = sorted(x for x, _ in pairs)
     dispatch = sorted(d for _, d in pairs)
-    common = {
-        "suite": "coordination",
-        "rate": statistics.median(rates),
-        "server_us_per_item": None,
-        "server_switches_per_item": None,
-        "rounds": rates,
-        "errors": errors[:3],
-    }
+
+    def row(name: str, lat: list[int], client_us: float | None) -> Result:
+        return Result(
+            suite="coordination",
+            name=name,
+            rate=statistics.median(rates),
+            p50_ms=percentile(lat, 0.5),
+            p99_ms=percentile(lat, 0.99),
+            client_us_per_item=client_us,
+            rounds=rates,
+            errors=errors[:3],
+        )
+
     return [
-        Result(
-            name="engine request+wait, function agent",
-            p50_ms=percentile(total, 0.5),
-            p99_ms=percentile(total, 0.99),
-            client_us_per_item=statistics.median(cpus),
-            **common,
-        ),
-        Result(
-            name="engine dispatch (request->agent start)",
-            p50_ms=percentile(dispatch, 0.5),
-            p99_ms=percentile(dispatch, 0.99),
-            client_us_per_item=None,
-            **common,
-        ),
+        row("engine request+wait, function agent", total, statistics.median(cpus)),
+        row("engine dispatch (request->agent start)", dispatch, None),
     ]
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from voltorch.v1 import events_pb2, events_pb2_grpc
+from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from ._harness import (
     _CHANNEL_OPTIONS,
@@ -73,7 +73,8 @@ def _event(payload: int, type_: str = "bench.tick", i: int = 0) -> pb.Event:
 def _message_size(payload: int) -> int:
     """Serialized size of one delivered SubscribeResponse (what the echo stream sends instead)."""
     ev = _event(payload, i=LOG_EVENTS)
-    ev.sequence, ev.id, ev.priority = LOG_EVENTS, "evt_066115c9b824752176c232e7", 2
+    ev.sequence, ev.id = LOG_EVENTS, "evt_066115c9b824752176c232e7"
+    ev.priority = common_pb2.PRIORITY_NORMAL
     ev.time.GetCurrentTime()
     return pb.SubscribeResponse(event=ev).ByteSize()
 
@@ -252,10 +253,12 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
         with grpc.insecure_channel(srv.target, options=_CHANNEL_OPTIONS) as ch:
             stub = events_pb2_grpc.EventServiceStub(ch)
             while not stop.is_set():
+
+                def caught_up(p: int = published) -> bool:
+                    return stop.is_set() or p - min(counts) <= LIVE_WINDOW
+
                 with progress:
-                    progress.wait_for(
-                        lambda p=published: stop.is_set() or p - min(counts) <= LIVE_WINDOW, 1.0
-                    )
+                    progress.wait_for(caught_up, 1.0)
                 if published - min(counts) > LIVE_WINDOW:
                     continue
                 stub.PublishBatch(req, timeout=30)
@@ -364,7 +367,9 @@ def _latency(
     gc.collect()
     gc.freeze()
 
-    gc_pauses = getattr(srv, "gc_pauses", dict)  # a cluster's replicas do not say
+    gc_pauses: Callable[[], dict[str, float]] = getattr(
+        srv, "gc_pauses", dict
+    )  # a cluster's replicas do not say
 
     def measure() -> None:
         gc_pauses()  # from now on
@@ -465,11 +470,12 @@ def run(args: Namespace) -> list[Result]:
             name = f"live delivery, {n} subscriber{'s' if n > 1 else ''}"
             if not _wanted(args, name):
                 continue
-            rates, cpus = [], []
+            rates: list[float] = []
+            cpus: list[float] = []
             for _ in range(args.rounds):
-                r, c = _live_delivery(vt, n, args, payload)
-                rates.append(r)
-                cpus.append(c)
+                got, cpu_us = _live_delivery(vt, n, args, payload)
+                rates.append(got)
+                cpus.append(cpu_us)
             rate = statistics.median(rates)
             results.append(
                 Result(

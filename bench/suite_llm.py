@@ -133,7 +133,8 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
 
     def follow() -> None:  # one filtered stream, not one per workflow: the client stays cheap
         for ev in client.events.subscribe(TERMINAL, from_time=began_wall - 1):
-            ended.add(ev.data.get("execution_id", ""))
+            if isinstance(ev, voltorch.Event):  # not a heartbeat
+                ended.add(ev.data.get("execution_id", ""))
             if all_ended.is_set() or (len(ids) == WORKFLOWS and ids <= ended):
                 all_ended.set()
                 break
@@ -153,11 +154,9 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     if not all_ended.wait(max(0.0, began + TIMEOUT - time.monotonic())):
         all_ended.set()
     done = _finished(client, ids)
-    wall = (
-        max(e.end_time.timestamp() for e in done) - min(e.create_time.timestamp() for e in done)
-        if done
-        else time.monotonic() - began
-    )
+    ends = [e.end_time.timestamp() for e in done if e.end_time is not None]
+    starts = [e.create_time.timestamp() for e in done if e.create_time is not None]
+    wall = max(ends) - min(starts) if ends and starts else time.monotonic() - began
     server_cpu = srv.cpu_seconds() - cpu0
     stub_cpu = stub.cpu_seconds() - stub_cpu0
     stats = stub.stats()

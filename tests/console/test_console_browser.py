@@ -9,7 +9,7 @@ import urllib.request
 
 import voltorch
 from console_kit import ADMIN, AGENT, READER, Http
-from voltorch import AgentTask, ApprovalStep, Step, WorkflowTemplate
+from templates import APPROVAL
 from voltorch_server.app import VoltorchServer
 
 STEP = '[data-step="{}"][data-s="{}"]'
@@ -72,21 +72,9 @@ def test_start_a_workflow_and_watch_pause_resume_it(console_server: VoltorchServ
 def test_an_approval_is_decided_in_the_console(console_server: VoltorchServer, tab) -> None:
     """A step waiting for approval shows as waiting, with its prompt and the data under review; Approve
     sends the decision (with the comment) and the run goes on; who decided is "console"."""
-    template = WorkflowTemplate(
-        name="console-approval",
-        steps=[
-            Step("draft", AgentTask("Draft release notes for v2", ["documentation"])),
-            Step(
-                "review",
-                ApprovalStep(prompt="Publish these notes?", data="{{steps.draft.output}}"),
-                depends_on=["draft"],
-            ),
-            Step("announce", AgentTask("Announce the notes", ["documentation"]), depends_on=["review"]),
-        ],
-    )
     with voltorch.Client(console_server.target) as client:
-        client.workflows.register_template(template)
-        eid = client.workflows.start("console-approval").execution.id
+        client.workflows.register_template(APPROVAL)
+        eid = client.workflows.start(APPROVAL.name).execution.id
         t = tab(console_server)
         page = t.open(f"#/workflows/{eid}")
         page.wait_for_selector(STEP.format("review", "waiting"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import voltorch
 from polling import until
+from templates import APPROVAL
 from voltorch import (
     AgentTask,
     ApprovalStep,
@@ -113,25 +114,6 @@ def test_a_wait_that_times_out_says_so_and_a_condition_branches_on_it(client):
         ("remind", "sleep"),
         ("reply", "timeout"),
     ]
-
-
-APPROVAL = WorkflowTemplate(
-    name="publish",
-    steps=[
-        Step("draft", AgentTask("Draft release notes for v2", ["documentation"])),
-        Step(
-            "review",
-            ApprovalStep(prompt="Publish these notes?", data="{{steps.draft.output}}"),
-            depends_on=["draft"],
-        ),
-        Step(
-            "publish",
-            ConditionStep("review", Condition.field_equals("approved", True), ["announce"]),
-            depends_on=["review"],
-        ),
-        Step("announce", AgentTask("Announce: {{steps.review.result.data}}", ["documentation"])),
-    ],
-)
 
 
 @pytest.mark.parametrize("decision", ["approve", "reject", "edit"])
