@@ -1,4 +1,4 @@
-"""`_json.encoder`: the encoders made once give what `json.JSONEncoder(...).encode` gives, errors included."""
+"""`json_encoders.encoder`: the encoders made once give what `json.JSONEncoder(...).encode` gives, errors included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from voltorch_server._json import encoder
+from voltorch_server.json_encoders import encoder
 
 VALUES: list[Any] = [
     None,

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
-from ..._json import encoder
 from ...agents.base import Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
@@ -37,6 +36,7 @@ from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...handoffs import handed_off
+from ...json_encoders import encoder
 from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from

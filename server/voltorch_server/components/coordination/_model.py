@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..._json import encoder
 from ...agents.base import TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
+from ...json_encoders import encoder
 from ...priority import Priority
 from ..shared import PathError, parse_path, resolve
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._json import encoder
 from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
+from ...json_encoders import encoder
 from ...priority import Priority
 from ._deltas import DeltaStream
 from ._model import (

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..._json import encoder
 from ...errors import InvalidArgument
+from ...json_encoders import encoder
 from ...priority import Priority, parse_priority
 from ...telemetry import TraceIds, trace_ids_from
 from ._filter import validate_type

@@ -9,10 +9,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..._json import encoder
 from ...agents.base import TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
+from ...json_encoders import encoder
 from .._serial_writes import engine_writes
 
 _ENCODE = encoder(separators=(",", ":"), ensure_ascii=False)  # one encoder, not one per call
