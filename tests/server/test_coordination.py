@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import fields
+from typing import Any
 
 import pytest
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
@@ -121,7 +122,8 @@ def test_the_selection_and_the_agents_task_are_the_constructors_objects(engine):
     c = run(engine, task="t", required_capabilities=("x",), context={"k": [1]})
     assert c.status == "completed" and c.selection is not None
     assert [x.reason for x in c.selection.candidates] == ["selected: best score", "missing capability: x"]
-    for made in (*c.selection.candidates, got[0]):
+    made_objects: list[Any] = [*c.selection.candidates, got[0]]
+    for made in made_objects:
         rebuilt = type(made)(**{f.name: getattr(made, f.name) for f in fields(made)})
         assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
     task = got[0]
