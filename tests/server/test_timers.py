@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from voltorch_server.components.coordination import DeltaStream
 from voltorch_server.components.shared import TimerQueue
 
 
@@ -85,3 +86,27 @@ def test_armed_and_cancelled_every_step_wakes_the_thread_rarely(timers) -> None:
         queue.after(0.5, lambda: None).cancel()
     assert cond.notified - woken == 1  # the first, not one per timer
     assert len(queue) == 0
+
+
+def test_live_text_streams_armed_within_an_interval_share_one_wake_up(timers) -> None:
+    """Each inline workflow step arms its live-text stream's timer and cancels it when the step ends: their
+    times are rounded up to the interval, so the timer thread wakes once per interval, not once per step."""
+    queue, cond = timers
+    _asleep(queue)
+    published: list[dict] = []
+    streams = [
+        DeltaStream(published.append, {"task_id": f"t{i}"}, interval=30.0, hold=True, timers=queue)
+        for i in range(50)
+    ]
+    woken = cond.notified
+    streams[0].write("some text")  # kept (held), its timer armed: the idle thread is woken to sleep until it
+    _asleep(queue)
+    for ds in streams[1:]:
+        ds.write("some text")
+    whens = {t.when for _, _, t in queue._heap}
+    assert len(whens) <= 2 and all(w % 30.0 == 0 for w in whens)  # (a boundary may fall among them)
+    assert cond.notified - woken == 1
+    for ds in streams:
+        ds.flush()
+        assert ds.drain() == [{"task_id": ds._base["task_id"], "offset": 0, "delta": "some text"}]
+    assert len(queue) == 0 and published == []
