@@ -1,7 +1,8 @@
-"""Instructions per SetKey or GetKey on a voltorch server run under callgrind: repeatable to ~0.2 %,
-unlike seconds on a shared machine, so a before/after of a few percent can be settled.
+"""Instructions per SetKey, GetKey or Publish on a voltorch server (or per call of the bare grpcio echo) run
+under callgrind: repeatable to ~0.2 %, unlike seconds on a shared machine, so a before/after of a few
+percent can be settled.
 
-    .venv/bin/python -m bench._callgrind CHECKOUT set|get [N]
+    .venv/bin/python -m bench._callgrind CHECKOUT set|get|publish|echo [N]
 
 CHECKOUT is the tree whose server serves (e.g. a worktree of an older commit); the driver and
 bench._serve are this tree's. Instrumentation is on only around the N measured calls (after a warm-up).
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import struct_pb2
-from voltorch.v1 import state_pb2, state_pb2_grpc
+from voltorch.v1 import events_pb2, events_pb2_grpc, state_pb2, state_pb2_grpc
+
+from ._serve import UNARY
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +61,8 @@ def total_instructions(folder: Path) -> int:
 def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
     env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true"}
-    cmd = callgrind_command(tmp / "cg.out", "bench._serve", "voltorch", "--db", str(tmp / "bench.db"))
+    kind = "echo" if op == "echo" else "voltorch"
+    cmd = callgrind_command(tmp / "cg.out", "bench._serve", kind, "--db", str(tmp / "bench.db"))
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
@@ -70,16 +74,29 @@ def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
     )
     assert proc.stdout is not None and proc.stdin is not None
     port = json.loads(proc.stdout.readline())["port"]
-    stub = state_pb2_grpc.StateServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = state_pb2_grpc.StateServiceStub(channel)
+    events = events_pb2_grpc.EventServiceStub(channel)
+    echo = channel.unary_unary(UNARY)
     value = struct_pb2.Value(string_value="x" * 100)
+    # The events suite's Publish: a struct with a 100-byte string and a number.
+    published = events_pb2.PublishRequest(
+        event=events_pb2.Event(type="bench.publish", source="bench", correlation_id="bench-run")
+    )
+    published.event.data.struct_value.update({"data": "x" * 100, "i": 0})
 
     def call(i: int) -> None:
         if op == "set":
             stub.SetKey(state_pb2.SetKeyRequest(key=f"k{i % 50}", value=value), timeout=60)
+        elif op == "publish":
+            events.Publish(published, timeout=60)
+        elif op == "echo":
+            echo(b"x" * 100, timeout=60)
         else:
             stub.GetKey(state_pb2.GetKeyRequest(key="k0"), timeout=60)
 
-    stub.SetKey(state_pb2.SetKeyRequest(key="k0", value=value), timeout=60)
+    if op != "echo":
+        stub.SetKey(state_pb2.SetKeyRequest(key="k0", value=value), timeout=60)
     for i in range(50):
         call(i)
     instrument(proc.pid, True)

@@ -97,6 +97,7 @@ def test_batch_is_atomic_and_errors_name_the_index(log: EventLog) -> None:
         (NewEvent("a.b", data={"x": float("nan")}), "event.data"),
         (NewEvent("a.b", data={"x": object()}), "event.data"),
         (NewEvent("a.b", data="x" * (1 << 20)), "event.data"),
+        (NewEvent("a.b", data="\u00e9" * (1 << 19)), "event.data"),  # 2**19 characters, 2**20 + 2 bytes
         (NewEvent("a.b", id="x" * 129), "event.id"),
         (NewEvent("a.b", id="bad\nid"), "event.id"),
         (NewEvent("a.b", source="s" * 257), "event.source"),
@@ -533,6 +534,39 @@ def test_concurrent_publishes_share_a_commit_and_keep_their_own_trace(log: Event
     assert len({e.time for e in shared}) == 1 and by_seq[0].time <= shared[0].time
     assert [e.trace_id for e in events] == [f"{i + 1:032x}" for i in range(n)]
     assert [e.data for e in events] == list(range(n))
+
+
+def test_a_lone_publish_on_sqlite_is_one_statement_and_numbers_follow_every_path(db: Database) -> None:
+    """A publish that reads nothing from the log is one INSERT that is its own transaction on SQLite (one
+    sqlite call: BEGIN, the head read and COMMIT were three more, each releasing the GIL). Its sequence,
+    time clamp and delivery agree with the events appended in transactions before and after it."""
+    if db.kind != "sqlite":
+        pytest.skip("PostgreSQL's one-statement publish is counted in tests/test_postgres_publish.py")
+    log = EventLog(SqlEvents(db), subscriber_buffer=100)
+    heard: list[int] = []
+    log.add_listener(lambda e: heard.append(e.sequence))
+    statements: list[str] = []
+    try:
+        with log.subscribe(EventFilter(types=("lone.*",))) as f:
+            (first,) = log.publish(NewEvent("lone.first"))  # a transaction: reads the newest time first
+            db._writer.set_trace_callback(statements.append)
+            try:
+                lone = log.publish_one(NewEvent("lone.tick", data={"n": 1}, correlation_id="c"))
+            finally:
+                db._writer.set_trace_callback(None)
+            with db.write() as tx:  # an append in a caller's transaction numbers after it
+                (after,) = log.append(tx, [NewEvent("lone.after")])
+            dup = log.publish_one(NewEvent("lone.id", id="lone-1"))  # an id to look up: a transaction
+            assert log.publish_one(NewEvent("lone.id", id="lone-1")).duplicate
+            assert [e.sequence for e in drain(f, 4)] == [1, 2, 3, 4]
+    finally:
+        log.stop()
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO events"), statements
+    assert (first.sequence, lone.sequence, after.sequence, dup.sequence) == (1, 2, 3, 4)
+    assert first.time <= lone.event.time <= after.time <= dup.event.time
+    assert heard == [1, 2, 3, 4] and log.delivered_sequence == log.last_sequence() == 4
+    assert log.get(lone.event.id) == lone.event
+    assert lone.event.data == {"n": 1} and lone.event.correlation_id == "c" and not lone.duplicate
 
 
 def test_take_drains_what_is_ready_up_to_the_limit_and_waits_only_when_nothing_is(log: EventLog) -> None:

@@ -146,8 +146,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 
     def Publish(self, request, context):
         r = self.events.publish_one(new_event(request.event), field="event")
+        e = r.event
         return events_pb2.PublishResponse(
-            sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
+            sequence=e.sequence, id=e.id, time=ts(e.time), duplicate=r.duplicate
         )
 
     def PublishBatch(self, request, context):

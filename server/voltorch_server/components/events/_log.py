@@ -312,14 +312,24 @@ class EventLog(Component):
         commit, its GIL hand-offs and its wake-up of subscribers are paid once for many publishes."""
         prepared = prepare(event, f"{field}." if field else "")
         if prepared.trace is None:  # the caller's trace: another caller's thread may write the batch
-            prepared = replace(prepared, trace=current_trace())
+            prepared.trace = current_trace()  # (a new object of this call's: set in place)
         return self._group.submit(prepared, len(prepared.data_json))
 
     def _publish_group(self, take: Take) -> None:
         if not self._shared:
-            with self.db.write() as tx:
-                while ops := take():
-                    self._append_ops(tx, ops)
+            # The writer lock first (re-entrant: write() takes it again), so callers queueing while it is
+            # taken join this batch.
+            with self.db.writer_lock:
+                ops = take()
+                if self._last_time is not None and not any(_reads_log(p.op) for p in ops):
+                    # Nothing to read first: the batch is one INSERT and its own transaction (one sqlite
+                    # call instead of four: BEGIN, the head, the rows, COMMIT).
+                    self._insert_alone(ops)
+                    return
+                with self.db.write() as tx:
+                    while ops:
+                        self._append_ops(tx, ops)
+                        ops = take()
             return
         ops = take()
         if not any(_reads_log(p.op) for p in ops):
@@ -335,6 +345,21 @@ class EventLog(Component):
             while ops:
                 self._append_ops(tx, ops)
                 ops = take()
+
+    def _insert_alone(self, ops: list[Pending]) -> None:
+        """SQLite: append the events of `ops` (none reads the log) in one INSERT that is its own
+        transaction, numbered by AUTOINCREMENT; delivered under the writer lock once committed."""
+        _, rows, priorities = self._rows(None, [p.op for p in ops], None)  # each a new row, in order
+        assert self._last_time is not None
+        now = max(self.clock(), self._last_time)
+
+        def committed(last: int) -> list[Event]:
+            new = _events(range(last - len(rows) + 1, last + 1), rows, priorities, now)
+            self._deliver(new, now)
+            return new
+
+        for p, e in zip(ops, self.store.insert_alone(rows, now, committed), strict=True):
+            p.result = Receipt(e)
 
     def _append_ops(self, tx: Tx, ops: list[Pending]) -> None:
         for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):

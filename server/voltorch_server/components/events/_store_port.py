@@ -5,13 +5,17 @@ to `EventLog`. `tx` is the caller's write transaction; `conn` a connection of `d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._filter import EventFilter
 from ._retention import Floor
 
 if TYPE_CHECKING:
     from ._log import Event
+
+
+T = TypeVar("T")
 
 
 class EventsPort(Protocol):
@@ -28,8 +32,10 @@ class EventsPort(Protocol):
     def insert_numbered(self, tx: Any, rows: list[tuple]) -> None: ...
     def by_id_in(self, tx: Any, event_id: str) -> Event | None: ...
 
-    # PostgreSQL, outside any transaction: the append is its own (one statement)
+    # outside any transaction: the append is its own (one statement). PostgreSQL numbers from its counter
+    # row; SQLite's AUTOINCREMENT numbers, and `then` sees the last sequence under the writer lock.
     def append_alone(self, rows: list[tuple], now: float, channel: str) -> tuple[int, float]: ...
+    def insert_alone(self, rows: list[tuple], now: float, then: Callable[[int], T]) -> T: ...
 
     # reads
     def head(self) -> int: ...

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
@@ -37,6 +37,8 @@ WAL_RESTART_FRAMES = 2000
 # The writer still checkpoints by itself past this many WAL pages (only if the background one is stuck).
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
+
+T = TypeVar("T")
 
 _MAX_PARAMETERS = 32_000  # bound parameters per statement (SQLite's default limit is 32766)
 
@@ -176,6 +178,30 @@ class Database:
                 self._checkpointer.committed()
             for fn in tx._after:
                 fn()
+
+    @property
+    def writer_lock(self) -> threading.RLock:
+        """The lock `write()` holds (re-entrant): a writer that must decide what to write while it alone
+        writes (e.g. take a batch, then write it alone or in a transaction) takes it first."""
+        return self._lock
+
+    def insert_alone(self, head: str, rows: Sequence[Sequence[Any]], then: Callable[[int], T]) -> T:
+        """`{head} VALUES (?,…),(?,…),…` for every row (as many as one statement takes) as a whole write
+        transaction: outside BEGIN … COMMIT, SQLite begins and commits it inside the statement — one sqlite
+        call (one release of the GIL, where a thread switch may come) instead of BEGIN, the statement and
+        COMMIT. `then(the last row id it inserted)` runs right after, under the writer lock, as
+        `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
+        assert rows and len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
+        sql = f"{head} VALUES {_placeholders(len(rows), len(rows[0]))}"
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("database is closed")
+            last = self._writer.execute(sql, list(chain(*rows))).lastrowid
+            assert last is not None  # an INSERT of at least one row
+            self.commits += 1
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
+            return then(last)
 
     def read(self) -> sqlite3.Connection:
         """This thread's read connection (sees the last committed state)."""

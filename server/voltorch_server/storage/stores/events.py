@@ -4,7 +4,8 @@ implementation of `components.events.EventsPort`."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ...components.events import Event, EventFilter, Floor
 from ...priority import Priority
@@ -66,6 +67,8 @@ _LAST_TIME = "SELECT COALESCE(MAX(time), 0) FROM events"
 _FLOOR = "SELECT through_seq, through_time FROM event_compaction WHERE id = 1"
 _COUNTER = "events"
 CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on the writer lock
+
+T = TypeVar("T")
 
 _json_loads = json.loads
 _json_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
@@ -167,6 +170,13 @@ class SqlEvents:
         allows: one for a workflow step's events. AUTOINCREMENT follows explicit sequences by itself.
         (PostgreSQL numbers and appends a batch in one statement: `append_locked`.)"""
         tx.insert_rows(f"INSERT INTO events({COLUMNS})", rows)
+
+    def insert_alone(self, rows: list[tuple], now: float, then: Callable[[int], T]) -> T:
+        """SQLite, outside any transaction: append `rows` (each in the order of COLUMNS without seq and
+        time) at time `now` in one INSERT that is its own transaction; AUTOINCREMENT numbers them (the
+        writer lock makes them consecutive, after the head). `then(the last one's sequence)` runs under the
+        writer lock once they are committed. (PostgreSQL's one-statement append: `append_alone`.)"""
+        return self.db.insert_alone(f"INSERT INTO events({_INSERTED})", [(*row, now) for row in rows], then)
 
     def by_id_in(self, tx: Any, event_id: str) -> Event | None:
         row = tx.execute(_BY_ID, (event_id,)).fetchone()
