@@ -46,10 +46,12 @@ BACKENDS = ("sqlite", "postgres")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A module that sets `BOTH_BACKENDS = True` runs each of its tests that uses `db` (or a `server`) on
-    SQLite and on PostgreSQL: one parametrized fixture, not copies of the tests."""
+    SQLite and on PostgreSQL: one parametrized fixture, not copies of the tests. A test about one backend's
+    own shape says which with `@pytest.mark.backends("sqlite")`."""
     names = metafunc.fixturenames
     if getattr(metafunc.module, "BOTH_BACKENDS", False) and ("db" in names or "config" in names):
-        metafunc.parametrize("backend", BACKENDS, indirect=True)
+        only = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", only.args if only else BACKENDS, indirect=True)
 
 
 @pytest.fixture

@@ -536,12 +536,11 @@ def test_concurrent_publishes_share_a_commit_and_keep_their_own_trace(log: Event
     assert [e.data for e in events] == list(range(n))
 
 
+@pytest.mark.backends("sqlite")  # PostgreSQL's one-statement publish: tests/test_postgres_publish.py
 def test_a_lone_publish_on_sqlite_is_one_statement_and_numbers_follow_every_path(db: Database) -> None:
     """A publish that reads nothing from the log is one INSERT that is its own transaction on SQLite (one
     sqlite call: BEGIN, the head read and COMMIT were three more, each releasing the GIL). Its sequence,
     time clamp and delivery agree with the events appended in transactions before and after it."""
-    if db.kind != "sqlite":
-        pytest.skip("PostgreSQL's one-statement publish is counted in tests/test_postgres_publish.py")
     log = EventLog(SqlEvents(db), subscriber_buffer=100)
     heard: list[int] = []
     log.add_listener(lambda e: heard.append(e.sequence))
