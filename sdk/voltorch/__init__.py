@@ -45,15 +45,7 @@ from ._state import (
 )
 from ._tracing import TraceContextInterceptor
 from ._version import __version__
-from ._workflows import (
-    Execution,
-    Signal,
-    SignalResult,
-    StartResult,
-    StepExecution,
-    WaitingFor,
-    WorkflowEvent,
-)
+from ._workflows import SignalResult, StartResult, WorkflowEvent
 from .errors import (
     AlreadyExistsError,
     ConflictError,
@@ -72,17 +64,21 @@ from .wire import (
     Condition,
     ConditionStep,
     CoordinationStep,
+    Execution,
     FanOut,
     LlmSettings,
     Member,
     ParameterSpec,
     Priority,
     RetryPolicy,
+    Signal,
     SleepStep,
     Step,
+    StepExecution,
     TaskError,
     TokenUsage,
     ToolSpec,
+    WaitingFor,
     WaitStep,
     WorkflowTemplate,
 )

@@ -1,7 +1,8 @@
 """The wire layer: proto <-> Python for the SDK and the server alike, written once.
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
-errors, LLM settings and token usage; workflow templates with their steps. The server reads requests
+errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
+waits and signals. The server reads requests
 with `request=True` (strict: a WireError names the offending field) and maps its own domain types to
 and from these; the SDK hands these types to its users.
 """
@@ -40,6 +41,24 @@ from ._enums import (
     EnumTable,
 )
 from ._errors import WireError
+from ._executions import (
+    Execution,
+    ExecutionLike,
+    Signal,
+    SignalLike,
+    StepExecution,
+    StepExecutionLike,
+    WaitingFor,
+    WaitingForLike,
+    execution_from_pb,
+    execution_pb,
+    signal_from_pb,
+    signal_pb,
+    step_execution_from_pb,
+    step_execution_pb,
+    waiting_from_pb,
+    waiting_pb,
+)
 from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
 from ._templates import (
@@ -47,6 +66,7 @@ from ._templates import (
     AgentTask,
     ApprovalStep,
     Budget,
+    BudgetLike,
     ConditionStep,
     CoordinationStep,
     FanOut,
@@ -78,6 +98,23 @@ from ._values import (
 )
 
 __all__ = [
+    "Execution",
+    "ExecutionLike",
+    "Signal",
+    "SignalLike",
+    "StepExecution",
+    "StepExecutionLike",
+    "WaitingFor",
+    "WaitingForLike",
+    "execution_from_pb",
+    "execution_pb",
+    "signal_from_pb",
+    "signal_pb",
+    "step_execution_from_pb",
+    "step_execution_pb",
+    "waiting_from_pb",
+    "waiting_pb",
+    "BudgetLike",
     "AGENT_KINDS",
     "AGENT_STATUSES",
     "CAPABILITY_UPDATE_MODES",
