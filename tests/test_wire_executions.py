@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.json_format import ParseDict
 from google.protobuf.struct_pb2 import Struct, Value
@@ -29,7 +30,7 @@ def _ts(seconds: int, nanos: int = 0) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
 
 
-def _value(obj: object) -> Value:
+def _value(obj: Any) -> Value:
     return ParseDict(obj, Value())
 
 
@@ -59,7 +60,7 @@ def _expected_step(
     pb = workflows_pb2.StepExecution(
         step_id=f"s{i}",
         name=f"step {i}",
-        status=workflows_pb2.StepStatus.Value(f"STEP_STATUS_{status.upper()}"),
+        status=getattr(workflows_pb2, f"STEP_STATUS_{status.upper()}"),
         attempts=i,
         output=f"out {i}" if i % 2 else "",
         agent_id=f"a{i}" if i % 2 else "",
