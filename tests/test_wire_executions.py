@@ -253,5 +253,7 @@ def test_the_sdk_types_survive_a_round_trip() -> None:
         assert wire.waiting_from_pb(wire.waiting_pb(w)) == w
 
     signal = wire.Signal("g1", "e1", "go", [1, "two"], "rq", "bob", _at(T + 0.000001), "s3")
-    assert wire.signal_from_pb(wire.signal_pb(signal)) == signal
-    assert wire.signal_from_pb(wire.signal_pb(signal)).create_time == _at(T + 0.000001)  # microseconds kept
+    assert wire.signal_from_pb(wire.signal_pb(signal, signal.consumed_by_step)) == signal
+    assert wire.signal_from_pb(wire.signal_pb(signal, signal.consumed_by_step)).create_time == _at(
+        T + 0.000001
+    )  # microseconds kept

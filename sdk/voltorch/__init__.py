@@ -1,13 +1,6 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
 from ._client import DEFAULT_TARGET, TLS, Client
-from ._coordination import (
-    Agent,
-    AgentResult,
-    AgentSelection,
-    Coordination,
-    SelectionCandidate,
-)
 from ._events import (
     Correlation,
     CorrelationNode,
@@ -58,11 +51,15 @@ from .errors import (
     VoltorchError,
 )
 from .wire import (
+    Agent,
+    AgentResult,
+    AgentSelection,
     AgentTask,
     ApprovalStep,
     Budget,
     Condition,
     ConditionStep,
+    Coordination,
     CoordinationStep,
     Execution,
     FanOut,
@@ -71,6 +68,7 @@ from .wire import (
     ParameterSpec,
     Priority,
     RetryPolicy,
+    SelectionCandidate,
     Signal,
     SleepStep,
     Step,

@@ -2,7 +2,7 @@
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
 errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
-waits and signals. The server reads requests
+waits and signals; agents and coordinations with their results and selections. The server reads requests
 with `request=True` (strict: a WireError names the offending field) and maps its own domain types to
 and from these; the SDK hands these types to its users.
 """
@@ -10,9 +10,11 @@ and from these; the SDK hands these types to its users.
 from ._conditions import (
     Condition,
     LlmSettings,
+    LlmSettingsLike,
     TaskError,
     TokenUsage,
     ToolSpec,
+    ToolSpecLike,
     condition_from_pb,
     condition_pb,
     enum_name,
@@ -25,6 +27,26 @@ from ._conditions import (
     tool_pb,
     usage_from_pb,
     usage_pb,
+)
+from ._coordinations import (
+    Agent,
+    AgentLike,
+    AgentResult,
+    AgentResultLike,
+    AgentSelection,
+    AgentSelectionLike,
+    Coordination,
+    CoordinationLike,
+    SelectionCandidate,
+    SelectionCandidateLike,
+    agent_from_pb,
+    agent_pb,
+    agent_result_from_pb,
+    agent_result_pb,
+    coordination_from_pb,
+    coordination_pb,
+    selection_from_pb,
+    selection_pb,
 )
 from ._enums import (
     AGENT_KINDS,
@@ -98,6 +120,26 @@ from ._values import (
 )
 
 __all__ = [
+    "LlmSettingsLike",
+    "ToolSpecLike",
+    "Agent",
+    "AgentLike",
+    "AgentResult",
+    "AgentResultLike",
+    "AgentSelection",
+    "AgentSelectionLike",
+    "Coordination",
+    "CoordinationLike",
+    "SelectionCandidate",
+    "SelectionCandidateLike",
+    "agent_from_pb",
+    "agent_pb",
+    "agent_result_from_pb",
+    "agent_result_pb",
+    "coordination_from_pb",
+    "coordination_pb",
+    "selection_from_pb",
+    "selection_pb",
     "Execution",
     "ExecutionLike",
     "Signal",

@@ -3,7 +3,8 @@
 The SDK reads answers into these types; the server writes its own read models with the same `*_pb`
 functions, passing them as they are (the `...Like` protocols below): times may be datetimes or seconds
 since 1970 (to_timestamp takes both, to the nanosecond), sequences tuples or lists, so GetExecution and
-ListExecutions pay for no copy of an execution before it is written.
+ListExecutions pay for no copy of an execution before it is written. The one field the server names
+differently, a signal's consumed_by_step, is given to signal_pb apart.
 """
 
 from __future__ import annotations
@@ -181,8 +182,6 @@ class SignalLike(Protocol):
     def sender(self) -> str: ...
     @property
     def create_time(self) -> Time: ...
-    @property
-    def consumed_by_step(self) -> str: ...
 
 
 class ExecutionLike(Protocol):
@@ -269,7 +268,8 @@ def waiting_pb(w: WaitingForLike) -> workflows_pb2.WaitingFor:
     return pb
 
 
-def signal_pb(s: SignalLike) -> workflows_pb2.Signal:
+def signal_pb(s: SignalLike, consumed_by_step: str) -> workflows_pb2.Signal:
+    """`consumed_by_step`: the SDK's s.consumed_by_step, the server's s.consumed_by."""
     return workflows_pb2.Signal(
         id=s.id,
         execution_id=s.execution_id,
@@ -278,7 +278,7 @@ def signal_pb(s: SignalLike) -> workflows_pb2.Signal:
         request_id=s.request_id,
         sender=s.sender,
         create_time=to_timestamp(s.create_time),
-        consumed_by_step=s.consumed_by_step,
+        consumed_by_step=consumed_by_step,
     )
 
 

@@ -3,8 +3,9 @@
 Classes of the same concept share field names; the few that differ are renamed here. A transcription
 copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
 listed field by field a second time. Templates, conditions and LLM settings go through here; hot paths
-(keys, events) use the value helpers of voltorch.wire directly, and executions go to voltorch.wire's
-writers as they are (its `...Like` protocols: epoch seconds are times there too, to the nanosecond).
+(keys, events) use the value helpers of voltorch.wire directly, and executions, signals, agents and
+coordinations go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch seconds
+are times there too, to the nanosecond; what is named differently is passed apart).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from ..agents.base import ToolSpec
 from ..agents.llm import LlmSettings
 from ..components.cluster import Member
 from ..components.coordination import CoordinationCondition
-from ..components.workflows import Signal
 from ..components.workflows.templates import (
     AgentTaskSpec,
     ApprovalSpec,
@@ -114,24 +114,3 @@ def reading() -> Iterator[None]:
         yield
     except wire.WireError as exc:
         raise InvalidArgument(exc.field, exc.message, reason=exc.reason) from None
-
-
-class _WireSignal:
-    """The server's Signal as voltorch.wire.signal_pb reads it: its one differently named field renamed,
-    nothing copied (a transcription to wire.Signal would round its time to the microsecond)."""
-
-    __slots__ = ("_signal",)
-
-    def __init__(self, signal: Signal) -> None:
-        self._signal = signal
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._signal, name)
-
-    @property
-    def consumed_by_step(self) -> str:
-        return self._signal.consumed_by
-
-
-def wire_signal(s: Signal) -> wire.SignalLike:
-    return _WireSignal(s)

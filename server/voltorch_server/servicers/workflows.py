@@ -18,7 +18,7 @@ from ..priority import parse_priority
 from ._auth import caller_role
 from ._convert import py_to_struct, struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import Batching, batch_limit, pump
-from ._wire import reading, to_server, to_wire, wire_signal
+from ._wire import reading, to_server, to_wire
 from .events import event_pb
 
 # -- proto <-> component: the mapping is voltorch.wire's ---------------------------------------------------
@@ -38,7 +38,7 @@ def template_pb(t: Template) -> workflows_pb2.WorkflowTemplate:
 
 
 def signal_pb(s: Signal) -> workflows_pb2.Signal:
-    return wire.signal_pb(wire_signal(s))
+    return wire.signal_pb(s, s.consumed_by)
 
 
 def schedule_from_pb(pb: workflows_pb2.Schedule) -> Schedule:
