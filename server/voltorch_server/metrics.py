@@ -150,6 +150,9 @@ class Metrics:
         )
         self.agent_task_duration = h["voltorch.agent.task.duration"]
         self.agent_load = PlainGauge(m, "voltorch.agent.load", unit="{task}", description="Tasks in flight")
+        self._steps: dict[tuple[str, str], Series] = {}  # see record_step
+        self._coordinations: dict[tuple[str, str], tuple[tuple, Series]] = {}
+        self._agent_tasks: dict[tuple[str, bool], tuple[tuple, Series]] = {}
         # LLM (GenAI semantic conventions + a plain token counter)
         self.llm_tokens = m.create_counter(
             "voltorch.llm.tokens", unit="{token}", description="LLM tokens used"
@@ -268,20 +271,36 @@ class Metrics:
         if used.llm_calls:
             self.workflow_llm_calls.add(used.llm_calls, {"template": template})
 
+    # A workflow step records a step, a coordination and an agent task: their series (and counter keys) are
+    # kept by the values they are recorded with, so a record is a dict lookup and the additions, not an
+    # attribute dict built and sorted into a key for each instrument.
+
     def record_step(self, duration: float, status: str, *, kind: str = "") -> None:
         """A step attempt ended ("completed", "failed", "retrying", "skipped", ...) after `duration` s."""
-        self.step_duration.record(duration, {"status": status, "kind": kind} if kind else {"status": status})
+        series = self._steps.get((status, kind))
+        if series is None:
+            attrs = {"status": status, "kind": kind} if kind else {"status": status}
+            series = self._steps[(status, kind)] = self.step_duration.series(attrs)
+        series.add(duration)
 
     def record_coordination(self, duration: float, status: str, *, mode: str = "") -> None:
-        attrs = {"status": status, "mode": mode} if mode else {"status": status}
-        self.coordinations.add(1, attrs)
-        self.coordination_duration.record(duration, attrs)
+        kept = self._coordinations.get((status, mode))
+        if kept is None:
+            attrs = {"status": status, "mode": mode} if mode else {"status": status}
+            kept = (PlainCounter.key(attrs), self.coordination_duration.series(attrs))
+            self._coordinations[(status, mode)] = kept
+        self.coordinations.add_at(1, kept[0])
+        kept[1].add(duration)
 
     def record_agent_task(self, agent_id: str, duration: float, *, success: bool) -> None:
         """One task run by an agent: success rate = tasks{outcome=success} / tasks; latency histogram."""
-        attrs = {"agent.id": agent_id, "outcome": "success" if success else "failure"}
-        self.agent_tasks.add(1, attrs)
-        self.agent_task_duration.record(duration, attrs)
+        kept = self._agent_tasks.get((agent_id, success))
+        if kept is None:
+            attrs = {"agent.id": agent_id, "outcome": "success" if success else "failure"}
+            kept = (PlainCounter.key(attrs), self.agent_task_duration.series(attrs))
+            self._agent_tasks[(agent_id, success)] = kept
+        self.agent_tasks.add_at(1, kept[0])
+        kept[1].add(duration)
 
     def record_llm_call(
         self,
@@ -539,7 +558,14 @@ class PlainCounter:
         meter.create_observable_counter(name, [self._observe], unit=unit, description=description)
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
-        key = tuple(sorted(attributes.items())) if attributes else ()
+        self.add_at(amount, self.key(attributes))
+
+    @staticmethod
+    def key(attributes: Mapping[str, Any] | None) -> tuple:
+        """The key of an attribute set (a caller on a hot path keeps it for add_at)."""
+        return tuple(sorted(attributes.items())) if attributes else ()
+
+    def add_at(self, amount: float, key: tuple) -> None:
         with self._lock:
             self._totals[key] = self._totals.get(key, 0) + amount
 

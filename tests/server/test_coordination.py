@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any
 
 import pytest
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
@@ -104,6 +106,28 @@ def test_plain_task_runs_one_agent_selected_by_capability(engine):
     assert [r.agent_id for r in c.results] == ["b"]
     assert c.selection is not None and c.selection.selected_agent_ids == ("b",)
     assert c.target_agent_id == "b" and c.agent_ids == ("b",)
+
+
+def test_the_selection_and_the_agents_task_are_the_constructors_objects(engine):
+    """A dispatch builds its candidates and the agent's task without their frozen dataclass __init__ (~16
+    objects a workflow step): they are the objects the constructors make, every field set, in order."""
+    got: list[AgentTask] = []
+
+    def keep(task: AgentTask, cancel: CancelSignal) -> str:
+        got.append(task)
+        return "ok"
+
+    engine.register_agent("a", kind="function", capabilities=["x"], runtime=keep)
+    engine.register_agent("b", kind="function", capabilities=["y"], runtime=echo("b"))
+    c = run(engine, task="t", required_capabilities=("x",), context={"k": [1]})
+    assert c.status == "completed" and c.selection is not None
+    assert [x.reason for x in c.selection.candidates] == ["selected: best score", "missing capability: x"]
+    made_objects: list[Any] = [*c.selection.candidates, got[0]]
+    for made in made_objects:
+        rebuilt = type(made)(**{f.name: getattr(made, f.name) for f in fields(made)})
+        assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
+    task = got[0]
+    assert task.on_delta is not None and task.on_last_delta is not None and task.context == {"k": [1]}
 
 
 def test_plain_task_with_source_runs_only_the_source(engine):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from voltorch_server.components import Closed, Overflow
-from voltorch_server.components.events import EventFilter, EventLog, NewEvent
+from voltorch_server.components.events import EventFilter, EventLog, NewEvent, prepare_own
 from voltorch_server.errors import InvalidArgument, NotFound, OutOfRange
 from voltorch_server.priority import Priority
 from voltorch_server.storage import Database
@@ -145,6 +146,38 @@ def test_listeners_see_committed_events_and_a_bad_listener_is_harmless(log: Even
     log.publish(NewEvent("a.b"), NewEvent("a.c"))
     assert seen == [1, 2]
     log.remove_listener(boom)
+
+
+def test_appended_events_read_their_data_as_the_stored_ones(db: Database, log: EventLog) -> None:
+    """The log decodes an appended event's data only when it is read: the same value (and the same event)
+    as the stored one, for every listener and every subscriber, whichever reads it first."""
+    datas: list[Any] = [
+        {"a": [1, 2.5, None], "b": {"c": "\u00e9\u4e2d"}, "n": 2**70},
+        [1, "x"],
+        "text",
+        None,
+        0,
+        {},
+    ]
+    heard: list[Any] = []
+    types_only: list[str] = []
+    log.add_listener(lambda e: types_only.append(e.type))  # never reads data
+    log.add_listener(heard.append)
+    follower = log.subscribe()
+    with db.write() as tx:
+        appended = log.append(tx, [NewEvent("lazy.x", data=d) for d in datas[:3]])
+        appended += log.append(tx, [prepare_own("lazy.y", "test", d) for d in datas[3:]])
+    assert types_only == ["lazy.x"] * 3 + ["lazy.y"] * 3
+    assert not any("data" in vars(e) for e in appended)  # delivered to both listeners, not decoded yet
+    assert heard == appended  # the same objects, in order
+    followed = drain(follower, len(datas))
+    assert [e.sequence for e in followed] == [e.sequence for e in appended]
+    for e, data in zip(followed, datas, strict=True):
+        stored = log.get(e.id)
+        assert e.data == data == stored.data
+        assert e.data is e.data  # decoded once
+        assert e == stored and repr(e) == repr(stored)
+        assert replace(e, sequence=0).data == data
 
 
 # -- filters ----------------------------------------------------------------------------------------

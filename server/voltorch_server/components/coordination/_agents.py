@@ -29,7 +29,7 @@ from ._model import (
     check_capabilities,
     check_name,
 )
-from ._selection import AgentView
+from ._selection import AgentView, view_of
 
 WINDOW = 100
 ERROR_AFTER_FAILURES = 5  # consecutive failures that put an agent in ERROR (not selected) ...
@@ -147,7 +147,7 @@ class AgentState:
                 self.error_until = time.monotonic() + ERROR_COOLDOWN
 
     def view(self, now_mono: float) -> AgentView:
-        return AgentView(
+        return view_of(
             self.id,
             frozenset(self.capabilities),
             self.status(now_mono),

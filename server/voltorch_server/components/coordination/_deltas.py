@@ -11,6 +11,7 @@ them, so nothing published live comes after what the outcome writes."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +61,11 @@ class DeltaStream:
         self._chars = chars
         self._clock = clock
         self._timers = timers
-        self._lock = threading.Condition()  # notified when the sender is done (flush() waits for that)
+        # The stream's lock, taken as a plain RLock (a Condition's `with` is two Python calls: an agent writes
+        # its text piece by piece), and the condition on the same lock, notified when the sender is done
+        # (flush() waits for that).
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
         self._pending: list[str] = []
         self._size = 0
         self._offset = 0
@@ -117,7 +122,7 @@ class DeltaStream:
                 self._flush_locked()
         self._send()
         with self._lock:
-            self._lock.wait_for(self._idle_locked)
+            self._idle.wait_for(self._idle_locked)
 
     def drain(self) -> list[dict[str, Any]]:
         """With `hold`: every batch not published yet, the rest of the text included (the caller writes
@@ -176,7 +181,13 @@ class DeltaStream:
         if not self._pending and not self._held:
             return
         due = max(self._last, self._last_write) + self._interval - self._clock()
-        self._timer = self._timers.after(due, self._due)
+        when = time.time() + max(due, 0.0)
+        if self._interval > 0:
+            # Rounded up to a multiple of the interval: the streams armed within one interval (a workflow step
+            # arms one and cancels it when it ends, one per ~1 ms) share one wake-up of the timer thread, not
+            # one each. Kept text goes out at most one interval later than it is due.
+            when = math.ceil(when / self._interval) * self._interval
+        self._timer = self._timers.at(when, self._due)
 
     def _due(self) -> None:
         """On the timer thread: `interval` has passed since the last batch and the last write; publish
@@ -208,7 +219,7 @@ class DeltaStream:
                     batch, self._outbox = self._outbox, []
                     if not batch:
                         self._sending = False
-                        self._lock.notify_all()
+                        self._idle.notify_all()
                         return
                 try:
                     for d in batch:
@@ -220,5 +231,5 @@ class DeltaStream:
         except BaseException:
             with self._lock:
                 self._sending = False
-                self._lock.notify_all()
+                self._idle.notify_all()
             raise

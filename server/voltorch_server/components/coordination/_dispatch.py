@@ -25,7 +25,7 @@ from ...errors import Unavailable
 from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, internal_span
-from ..events import NewEvent
+from ..events import NewEvent, Prepared, prepare_own
 from ..shared import Component, TimerQueue
 from ._agents import AgentState
 from ._deltas import DELTA_EVENT, DeltaStream
@@ -48,6 +48,17 @@ from ._selection import AgentView, choose, rank
 log = logging.getLogger("voltorch.coordination")
 
 STATS_EVERY = 1.0  # seconds between writes of an agent's statistics after successes
+
+
+def _task_with(task: AgentTask, **changes: Any) -> AgentTask:
+    """`dataclasses.replace(task, **changes)` for AgentTask (frozen, no __post_init__, every field set by
+    __init__ as given): its fields copied, without __init__'s object.__setattr__ for each of its 17 fields."""
+    new = _new_object(AgentTask)
+    new.__dict__.update(task.__dict__, **changes)
+    return new
+
+
+_new_object = object.__new__
 
 
 def _here_first(view: AgentView, state: AgentState) -> AgentView:
@@ -134,9 +145,16 @@ class Dispatcher:
         if not len(self.runs.queue) or not self.running:
             return
         now_mono = time.monotonic()
-        free = sum(
-            max(0, a.free) if a.connected else 1 for a in self.agents.values() if a.connected or a.elsewhere
-        )
+        # Free slots, counted only as far as the queue needs (each unit takes at most one): a step's dispatch
+        # finds one unit queued and stops at the first agent with room.
+        wanted, free = len(self.runs.queue), 0
+        for a in self.agents.values():
+            if a.connected:
+                free += max(0, a.free)
+            elif a.elsewhere:
+                free += 1
+            if free >= wanted:
+                break
         blocked: set[tuple] = set()
         handed: set[str] = set()
         pending: dict[int, int] = {}  # id(endpoint limiter) -> tasks given to it in this scan
@@ -346,7 +364,7 @@ class Dispatcher:
             return None
         held = it.deltas.drain() if it.deltas is not None else []
         if held:  # the live text before the outcome, in its transaction
-            self.journal.events.append(tx, [self._delta_event(run, d) for d in held])
+            self.journal.events.append(tx, [self._delta_prepared(run, d) for d in held])
         self.record(tx, after, it.unit, it.attempt, checked(outcome))
         return run.final or run.snapshot(self.runs.position(run))
 
@@ -402,6 +420,19 @@ class Dispatcher:
         )
 
     @staticmethod
+    def _delta_prepared(run: Run, data: dict) -> Prepared:
+        """The held live text of an inline step, appended with its outcome: the engine's own event, prepared
+        as such (`prepare_own`: the same event `_delta_event` makes, without checking its constants)."""
+        return prepare_own(
+            DELTA_EVENT,
+            SOURCE,
+            data,
+            correlation_id=run.correlation_id,
+            priority=run.priority,
+            traceparent=run.traceparent,
+        )
+
+    @staticmethod
     def _delta_event(run: Run, data: dict) -> NewEvent:
         return NewEvent(
             type=DELTA_EVENT,
@@ -436,7 +467,7 @@ class Dispatcher:
             span.set_attribute("voltorch.agent_id", task.agent_id)
             span.set_attribute("voltorch.task_id", task.task_id)
             span.set_attribute("voltorch.attempt", task.attempt)
-            task = replace(
+            task = _task_with(
                 task,
                 on_delta=deltas.write,
                 on_last_delta=deltas.write_last,

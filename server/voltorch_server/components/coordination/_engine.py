@@ -36,6 +36,7 @@ from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...handoffs import handed_off
+from ...json_encoders import encoder
 from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
@@ -74,6 +75,7 @@ from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
+_dumps = encoder()  # json.dumps(value), its encoder made once
 COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
 _TERMINAL_EVENTS = frozenset(
     ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
@@ -366,15 +368,15 @@ class CoordinationEngine(Component):
             "mode": run.mode,
             "source_agent_id": run.source,
             "target_agent_id": req.target_agent_id,
-            "requested_agent_ids": json.dumps(list(req.agent_ids)),
-            "plan": json.dumps(plan),
-            "required_capabilities": json.dumps(list(run.caps)),
+            "requested_agent_ids": _dumps(list(req.agent_ids)),
+            "plan": _dumps(plan),
+            "required_capabilities": _dumps(list(run.caps)),
             "task": run.task,
             "context": p.context_raw,
             "priority": int(priority),
             "timeout": timeout,
             "deadline": run.deadline,
-            "condition": json.dumps(req.condition.to_dict()) if req.condition else None,
+            "condition": _dumps(req.condition.to_dict()) if req.condition else None,
             "correlation_id": run.correlation_id,
             "trace_id": run.trace_id,
             "traceparent": run.traceparent,
@@ -586,21 +588,31 @@ class CoordinationEngine(Component):
     def _heard(self, e: Any) -> None:
         """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
         a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
-        data = e.data if isinstance(e.data, dict) else {}
-        if e.type in _TERMINAL_EVENTS or e.type == "coordination.handed_over":
-            with self._waiters_lock:
-                waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
-            for w in waiting:
-                w.set()
-        if not self.shared:
+        # The type first: an event's data is decoded only when read (most events here are none of these).
+        type_ = e.type
+        handed = type_ == "coordination.handed_over"
+        if type_ in _TERMINAL_EVENTS or handed:
+            if not self._waiters and not (handed and self.shared):
+                return
+            data = e.data if isinstance(e.data, dict) else {}
+            if self._waiters:
+                with self._waiters_lock:
+                    waiting = list(self._waiters.get(data.get("coordination_id", ""), ()))
+                for w in waiting:
+                    w.set()
+            if not (handed and self.shared):
+                return
+            if data.get("to_replica") == self.owner:
+                with self._wake:
+                    self._handed_here.add(data.get("coordination_id", ""))
+                    self._wake.notify_all()
             return
-        if e.type in _AGENT_EVENTS and data.get("replica") != self.owner and data.get("agent_id"):
+        if not self.shared or type_ not in _AGENT_EVENTS:
+            return
+        data = e.data if isinstance(e.data, dict) else {}
+        if data.get("replica") != self.owner and data.get("agent_id"):
             with self._wake:
                 self._heard_agents.add(data["agent_id"])
-                self._wake.notify_all()
-        elif e.type == "coordination.handed_over" and data.get("to_replica") == self.owner:
-            with self._wake:
-                self._handed_here.add(data.get("coordination_id", ""))
                 self._wake.notify_all()
 
     def _take_heard(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from ...agents.base import TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
+from ...json_encoders import encoder
 from ...priority import Priority
 from ..shared import PathError, parse_path, resolve
 
@@ -300,14 +301,17 @@ def check_capabilities(caps: tuple[str, ...] | list[str], field_name: str) -> tu
     return tuple(out)
 
 
+_CHECKED = encoder(separators=(",", ":"), allow_nan=False)  # one encoder, not one per call
+
+
 def check_json(obj: Any, field_name: str, limit: int) -> str:
     try:
-        raw = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        raw = _CHECKED(obj)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(field_name, f"not JSON: {exc}", reason="VALUE_INVALID") from None
-    if len(raw.encode()) > limit:
+    if len(raw) > limit:  # ASCII (ensure_ascii): as many bytes as characters
         raise InvalidArgument(
-            field_name, f"{len(raw.encode())} bytes encoded; the limit is {limit}", reason="VALUE_TOO_LARGE"
+            field_name, f"{len(raw)} bytes encoded; the limit is {limit}", reason="VALUE_TOO_LARGE"
         )
     return raw
 

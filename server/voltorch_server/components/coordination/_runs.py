@@ -4,7 +4,6 @@ that turn agent outcomes into results and results into a coordination's output."
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 
 from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
 from ...errors import InvalidArgument
+from ...json_encoders import encoder
 from ...priority import Priority
 from ._deltas import DeltaStream
 from ._model import (
@@ -32,8 +32,10 @@ SOURCE = "coordination"  # the source of every event the engine publishes
 PREVIEW = 1000  # characters of task / output text copied into events
 
 
-_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row, not one per call
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode  # as events are
+_dumps = encoder()  # json.dumps(value)
+_compact = encoder(separators=(",", ":"))  # one encoder for every row, not one per call
+_encode = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  # as events are
+_hashed = encoder(sort_keys=True, default=str)  # a request's digest (json.dumps' defaults)
 
 
 @dataclass(eq=False)
@@ -120,12 +122,12 @@ class Run:
         return {
             "id": self.id,
             "status": self.status,
-            "agent_ids": json.dumps(self.participants),
-            "attempts": json.dumps(self.attempts),
+            "agent_ids": _dumps(self.participants),
+            "attempts": _dumps(self.attempts),
             "results": _compact([self.results[i].to_dict() for i in sorted(self.results)]),
             "output": self.output,
             "structured_output": None if self.structured_output is None else _compact(self.structured_output),
-            "error": json.dumps(self.error.to_dict()) if self.error else None,
+            "error": _dumps(self.error.to_dict()) if self.error else None,
             "selection": None if self.selection is None else self.selection_text(self.selection),
             "start_time": self.start_time,
             "end_time": self.end_time,
@@ -237,7 +239,7 @@ def request_hash(req: CoordinationRequest, priority: Priority, timeout: float) -
         "execution_id": req.execution_id,
         "step_id": req.step_id,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_hashed(body).encode()).hexdigest()
 
 
 def checked(outcome: Outcome) -> Outcome:

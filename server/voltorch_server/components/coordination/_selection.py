@@ -9,7 +9,8 @@ fastest candidate's average latency divided by this one's (1.0 without history) 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from operator import itemgetter
 
 from ._model import Candidate, Selection
 
@@ -30,6 +31,61 @@ class AgentView:
     success_rate: float
     avg_latency: float
     last_dispatch: float
+
+
+_new_object = object.__new__
+_first = itemgetter(0)
+
+
+def view_of(
+    id: str,
+    capabilities: frozenset[str],
+    status: str,
+    load: int,
+    max_concurrency: int,
+    success_rate: float,
+    avg_latency: float,
+    last_dispatch: float,
+) -> AgentView:
+    """AgentView(...) without the frozen dataclass's __init__ (an object.__setattr__ per field): a dispatch
+    views every registered agent, a step's dispatch ~7 of them. The same object the constructor makes."""
+    v = _new_object(AgentView)
+    v.__dict__.update(
+        id=id,
+        capabilities=capabilities,
+        status=status,
+        load=load,
+        max_concurrency=max_concurrency,
+        success_rate=success_rate,
+        avg_latency=avg_latency,
+        last_dispatch=last_dispatch,
+    )
+    return v
+
+
+def _candidate(
+    agent_id: str,
+    score: float,
+    success_rate: float,
+    avg_latency: float,
+    current_load: int,
+    max_concurrency: int,
+    eligible: bool,
+    reason: str,
+) -> Candidate:
+    """Candidate(...) as view_of() builds an AgentView: every agent is one on every dispatch."""
+    c = _new_object(Candidate)
+    c.__dict__.update(
+        agent_id=agent_id,
+        score=score,
+        success_rate=success_rate,
+        avg_latency=avg_latency,
+        current_load=current_load,
+        max_concurrency=max_concurrency,
+        eligible=eligible,
+        reason=reason,
+    )
+    return c
 
 
 def _ineligible_reason(
@@ -59,27 +115,25 @@ def rank(
 ) -> list[tuple[Candidate, AgentView]]:
     """Every agent as a candidate, eligible ones first, best score first."""
     views = list(agents)
-    reasons = {a.id: _ineligible_reason(a, required, exclude, why_excluded) for a in views}
-    eligible = [a for a in views if not reasons[a.id]]
-    fastest = min((max(a.avg_latency, _FLOOR) for a in eligible if a.avg_latency > 0), default=_FLOOR)
+    reasons = [_ineligible_reason(a, required, exclude, why_excluded) for a in views]
+    fastest = min(
+        (
+            max(a.avg_latency, _FLOOR)
+            for a, why in zip(views, reasons, strict=True)
+            if not why and a.avg_latency > 0
+        ),
+        default=_FLOOR,
+    )
     out: list[tuple[tuple, Candidate, AgentView]] = []
-    for a in views:
+    for a, why in zip(views, reasons, strict=True):
         lat_score = 1.0 if a.avg_latency <= 0 else fastest / max(a.avg_latency, _FLOOR)
         free = max(0.0, 1.0 - a.load / max(1, a.max_concurrency))
         score = round(W_SUCCESS * a.success_rate + W_LATENCY * lat_score + W_LOAD * free, 4)
-        ok = not reasons[a.id]
-        cand = Candidate(
-            agent_id=a.id,
-            score=score,
-            success_rate=a.success_rate,
-            avg_latency=a.avg_latency,
-            current_load=a.load,
-            max_concurrency=a.max_concurrency,
-            eligible=ok,
-            reason=reasons[a.id] or "eligible",
+        cand = _candidate(
+            a.id, score, a.success_rate, a.avg_latency, a.load, a.max_concurrency, not why, why or "eligible"
         )
-        out.append(((not ok, -score, a.last_dispatch, a.id), cand, a))
-    out.sort(key=lambda t: t[0])
+        out.append(((bool(why), -score, a.last_dispatch, a.id), cand, a))
+    out.sort(key=_first)
     return [(c, a) for _, c, a in out]
 
 
@@ -95,7 +149,10 @@ def choose(
             f"no eligible agent among {len(capable)} capable of {len(ranked)} registered; waiting in the queue",
         )
     best_c, best = ranked[0]
-    cands = [replace(best_c, reason="selected: best score")] + [c for c, _ in ranked[1:MAX_LISTED]]
+    selected = _candidate(
+        **{**best_c.__dict__, "reason": "selected: best score"}
+    )  # replace(), without its detour
+    cands = [selected] + [c for c, _ in ranked[1:MAX_LISTED]]
     n_eligible = sum(1 for c, _ in ranked if c.eligible)
     n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))
     needs = f"with {', '.join(required)}" if required else "(any capability)"

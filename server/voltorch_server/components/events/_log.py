@@ -35,6 +35,8 @@ NOTIFY_CHANNEL = "voltorch_events"  # PostgreSQL: NOTIFYed once per transaction 
 DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
+_new_object = object.__new__
+
 __all__ = [
     "Correlation",
     "Event",
@@ -64,6 +66,26 @@ class Event:
     trace_id: str
     span_id: str
     time: float
+
+
+class _LazyData:
+    """`Event.data` of an event the log built from the JSON it wrote (`_events`): decoded on first read, then
+    kept in the instance (a non-data descriptor: an instance's own `data` wins, so an event built with its
+    data, as the store's readers and the dataclass constructor do, never comes here). Most of a step's
+    events are read by nobody but the listeners that look at their type: decoding each one's data back
+    was ~6 % of a workflow step's thread."""
+
+    def __get__(self, e: Event | None, owner: type | None = None) -> Any:
+        if e is None:
+            return self
+        d = e.__dict__
+        data = d["data"] = json.loads(d["_data_json"])  # two readers at once decode equal values
+        return data
+
+
+# Set on the class after the dataclass decorator made its fields (as a class attribute in the body it would
+# be the field's default).
+Event.data = _LazyData()
 
 
 @dataclass(frozen=True)
@@ -114,32 +136,29 @@ def _reads_log(p: Prepared) -> bool:
     return bool(p.id) or (bool(p.causation_id) and not p.correlation_id)
 
 
-_new_object = object.__new__
-
-
 def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], now: float) -> list[Event]:
-    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`. Every append
-    builds one per event: the instance dict is filled directly, as `row_to_event` does, instead of the
-    frozen dataclass __init__ (one object.__setattr__ per field)."""
+    """The appended rows (see EventLog._rows) as events, numbered `seqs`, at time `now`; their data is
+    decoded from the row's JSON when first read (`_LazyData`). Built as the store's `row_to_event` builds
+    a read one: the frozen dataclass's __init__ sets each field through object.__setattr__."""
     out = []
     for s, row, priority in zip(seqs, rows, priorities, strict=True):
         e = _new_object(Event)
-        e.__dict__.update(
-            sequence=s,
-            id=row[0],
-            type=row[1],
-            source=row[2],
-            target=row[3],
-            data=json.loads(row[4]),
-            correlation_id=row[5],
-            causation_id=row[6],
-            priority=priority,
-            traceparent=row[8],
-            tracestate=row[9],
-            trace_id=row[10],
-            span_id=row[11],
-            time=now,
-        )
+        d = e.__dict__
+        (
+            d["id"],
+            d["type"],
+            d["source"],
+            d["target"],
+            d["_data_json"],
+            d["correlation_id"],
+            d["causation_id"],
+            _,
+            d["traceparent"],
+            d["tracestate"],
+            d["trace_id"],
+            d["span_id"],
+        ) = row
+        d["sequence"], d["priority"], d["time"] = s, priority, now
         out.append(e)
     return out
 
@@ -266,7 +285,9 @@ class EventLog(Component):
             # Its events are appended now, in their own transaction, so the caller has their sequences;
             # should the caller's transaction roll back, they stay (the log says more, never less).
             return [r.event for r in self._append_own(prepared)]
-        return [r.event for r in self._append_prepared(tx, prepared, numbered)]
+        # The events without a Receipt each (a frozen dataclass): a workflow step appends ~6.
+        slots, new = self._append_slots(tx, prepared, numbered)
+        return [k.event if isinstance(k, Receipt) else new[k[0]] for k in slots]
 
     def publish(self, *events: NewEvent) -> list[Event]:
         """Append events in their own transaction; returns them with their sequences."""
@@ -353,8 +374,16 @@ class EventLog(Component):
         return self._append_own([prepare(ev, f"{field}[{i}].") for i, ev in enumerate(events)])
 
     def _append_prepared(self, tx: Tx, prepared: list[Prepared], numbered: bool = False) -> list[Receipt]:
+        slots, new = self._append_slots(tx, prepared, numbered)
+        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+
+    def _append_slots(
+        self, tx: Tx, prepared: list[Prepared], numbered: bool = False
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[Event]]:
+        """Append `prepared` in `tx`: per event, the receipt of one already in the log or (the index of its
+        new event, whether it repeats an id earlier in this batch); and the new events."""
         if not prepared:
-            return []
+            return [], []
         store = self.store
         explicit = store.explicit_ids
         pending: _Unwritten | None = tx.unwritten
@@ -389,9 +418,11 @@ class EventLog(Component):
                 pending.rows.extend((s, *row, now) for s, row in zip(seqs, rows, strict=True))
             pending.events.extend(new)
             pending.by_id.update((e.id, e) for e in new)
-        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+        return slots, new
 
-    def _append_locked(self, tx: Tx, prepared: list[Prepared]) -> list[Receipt]:
+    def _append_locked(
+        self, tx: Tx, prepared: list[Prepared]
+    ) -> tuple[list[Receipt | tuple[int, bool]], list[Event]]:
         """PostgreSQL, the head locked with BEGIN (a Publish that reads the log first): the counter row
         stays locked until COMMIT, so sequences are gap-free in commit order across replicas; the rows are
         written now in one statement, which also reads the newest time under the lock (another replica may
@@ -403,7 +434,7 @@ class EventLog(Component):
         new = _events(range(seq + 1, seq + 1 + len(rows)), rows, priorities, now)
         if new:
             tx.after_commit(lambda: self._catch_up(mine=new))
-        return [k if isinstance(k, Receipt) else Receipt(new[k[0]], duplicate=k[1]) for k in slots]
+        return slots, new
 
     def _append_alone(self, prepared: list[Prepared]) -> list[Receipt]:
         """PostgreSQL: append events that need nothing read from the log (`_reads_log` false for each) in

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import InvalidArgument
+from ...json_encoders import encoder
 from ...priority import Priority, parse_priority
 from ...telemetry import TraceIds, trace_ids_from
 from ._filter import validate_type
@@ -15,7 +16,7 @@ from ._filter import validate_type
 MAX_DATA_BYTES = 1 << 20
 MAX_ID_LEN = 128
 MAX_NAME_LEN = 256
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_ENCODE = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  # made once (json_encoders)
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """One thread that runs callbacks at given times (retry backoffs, workflow deadlines, live text kept too
 long) — instead of a sleeping thread per waiting step or stream. Cancelled timers drop their callback at
-once so they hold no memory."""
+once so they hold no memory (their heap entry goes when due)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,11 @@ class TimerQueue:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # When the thread, asleep in wait(), wakes by itself (inf: only when notified); -inf while it is awake
+        # (it looks at the heap again before sleeping). A timer due after that needs no wake-up: a live-text
+        # stream arms one per workflow step and cancels it when the step ends, which woke this thread (a
+        # thread switch) for every step.
+        self._wake_at = -math.inf
 
     def start(self) -> None:
         with self._cond:
@@ -55,7 +61,7 @@ class TimerQueue:
         timer = Timer(when, fn)
         with self._cond:
             heapq.heappush(self._heap, (when, next(self._seq), timer))
-            if self._heap[0][2] is timer:
+            if when < self._wake_at:
                 self._cond.notify()
         return timer
 
@@ -63,18 +69,21 @@ class TimerQueue:
         return self.at(time.time() + max(delay, 0.0), fn)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """Timers not cancelled (a cancelled one stays in the heap, without its callback, until due)."""
+        return sum(1 for _, _, t in self._heap if t.fn is not None)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
-                    while self._heap and self._heap[0][2].fn is None:
-                        heapq.heappop(self._heap)
+                    # A cancelled timer is dropped when due, not at once: the thread keeps sleeping until its
+                    # time, so a timer armed after it (the next step's) needs no wake-up.
                     if self._heap and self._heap[0][0] <= time.time():
                         break
                     timeout = self._heap[0][0] - time.time() if self._heap else None
+                    self._wake_at = self._heap[0][0] if self._heap else math.inf
                     self._cond.wait(timeout)
+                    self._wake_at = -math.inf
                 if self._stopped:
                     return
                 _, _, timer = heapq.heappop(self._heap)

@@ -129,7 +129,9 @@ class WorkflowEngine(Component):
         # Steps being recorded by threads outside the workflow pool (agents run inline on the agent pool):
         # stop() waits for them, so that nothing a stopped engine's run writes lands after a restart.
         self._recorders = 0
-        self._recorded = threading.Condition()
+        # Taken as a plain lock by every step (recording()); its condition only when stop() waits for them.
+        self._recorders_lock = threading.Lock()
+        self._recorded = threading.Condition(self._recorders_lock)
         if hasattr(coordination, "budget_check"):
             coordination.budget_check = self.check_budget
         self._admitter: threading.Thread | None = None
@@ -179,7 +181,7 @@ class WorkflowEngine(Component):
     def recording(self, run: ExecutionRun) -> Iterator[bool]:
         """While held (True): `run` is this engine's and may record a step; stop() waits for it. False: the
         engine is stopping or the run is a stopped engine's (its successor was loaded from the database)."""
-        with self._recorded:
+        with self._recorders_lock:
             current = not self.stopping.is_set() and self._runs.get(run.id) is run
             if current:
                 self._recorders += 1
@@ -187,9 +189,10 @@ class WorkflowEngine(Component):
             yield current
         finally:
             if current:
-                with self._recorded:
+                with self._recorders_lock:
                     self._recorders -= 1
-                    self._recorded.notify_all()
+                    if self.stopping.is_set():  # stop() sets it before it waits, under this lock
+                        self._recorded.notify_all()
 
     def check(self) -> None:
         if self._admitter is None or not self._admitter.is_alive():

@@ -6,6 +6,7 @@ caller's transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -157,6 +158,10 @@ class ExecutionStore(Protocol):
     def insert(self, tx: Any, row: dict[str, Any], steps: list[StepRecord]) -> None: ...
     def save_step(self, tx: Any, execution_id: str, s: StepRecord) -> None:
         """Insert or overwrite one step row (the checkpoint of that step)."""
+        ...
+
+    def save_steps(self, tx: Any, execution_id: str, steps: Sequence[StepRecord]) -> None:
+        """Insert or overwrite several step rows (distinct steps) in one statement."""
         ...
 
     def update(self, tx: Any, execution_id: str, *, epoch: int | None = None, **values: Any) -> bool:

@@ -98,6 +98,11 @@ log = logging.getLogger("voltorch.workflows")
 MAX_OUTPUT = 1 << 20
 
 
+def _traced(ctx: AttemptContext, traceparent: str) -> AttemptContext:
+    """The attempt's context under the step's span (made only when an attempt runs outside this thread)."""
+    return AttemptContext(**{**ctx.__dict__, "traceparent": traceparent}) if traceparent else ctx
+
+
 class Readiness(StrEnum):
     """The verdict on a step whose turn may have come."""
 
@@ -349,8 +354,8 @@ class ExecutionRun:
                 self.drop(fenced)
             return
         host = self.host
-        for st in steps:
-            host.store.save_step(tx, self.id, st)
+        if steps:
+            host.store.save_steps(tx, self.id, steps)
         if events:  # before the ops' own events: a step starts before the coordination it requests
             host.events.append(tx, list(events))
         for op in ops:
@@ -1000,13 +1005,12 @@ class ExecutionRun:
                 },
             ) as span:
                 tp = current_trace().traceparent
-                if tp:
-                    ctx = AttemptContext(**{**ctx.__dict__, "traceparent": tp})
                 if inline is not None and self._coordination_started(sid, attempt, known_cid):
                     recorded = self._run_inline(sid, attempt, call, inline, tp, span)
                     if not recorded:  # the engine restarted meanwhile: wait for it to run it again
-                        self._pool_submit((self, sid, attempt, call, ctx, known_cid, None))
+                        self._pool_submit((self, sid, attempt, call, _traced(ctx, tp), known_cid, None))
                     return
+                ctx = _traced(ctx, tp)
                 result = run_attempt(
                     self.host.coordination,
                     call,

@@ -4,6 +4,7 @@ implementation of `components.coordination.CoordinationPort`. Rows in, rows out:
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .._serial_writes import engine_writes
@@ -26,6 +27,7 @@ INSERT_COLUMNS = (
     " structured_output, error, selection, create_time, start_time, end_time, owner"
 )
 _COLUMNS = tuple(c.strip() for c in INSERT_COLUMNS.split(","))
+_insert_values = itemgetter(*_COLUMNS)  # a row dict's values in the INSERT's order
 _INSERT = f"INSERT INTO coordinations({INSERT_COLUMNS}) VALUES ({','.join('?' * len(_COLUMNS))})"
 _UPDATE = (
     "UPDATE coordinations SET status=?, agent_ids=?, attempts=?, results=?, output=?, structured_output=?,"
@@ -93,7 +95,7 @@ class SqlCoordination:
     # -- coordinations -----------------------------------------------------------------------------------
 
     def insert(self, tx: Any, row: dict[str, Any]) -> None:
-        tx.execute(_INSERT, tuple(row[c] for c in _COLUMNS))
+        tx.execute(_INSERT, _insert_values(row))
 
     def update(self, tx: Any, row: dict[str, Any], owner: str) -> bool:
         """Write the mutable columns of a coordination while `owner` owns it (False: another replica does)."""

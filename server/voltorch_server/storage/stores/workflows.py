@@ -1,31 +1,37 @@
 """The SQL of workflows: executions and their steps (workflow_executions, workflow_steps), signals
 (workflow_signals) and durable step timers (workflow_timers), once for both backends: the implementations of
 `components.workflows.ExecutionStore`, `SignalStore` and `TimerStore`. Callers own the transactions; every
-checkpoint of a step is one `save_step` and one `update` inside the run's one write."""
+checkpoint of a step is one `save_steps` and one `update` inside the run's one write."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ...agents.base import TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
+from ...json_encoders import encoder
 from .._serial_writes import engine_writes
+
+_ENCODE = encoder(separators=(",", ":"), ensure_ascii=False)  # one encoder, not one per call
 
 
 def _j(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return None if v is None else _ENCODE(v)
 
 
 def _unj(raw: str | None) -> Any:
     return None if raw is None else json.loads(raw)
 
 
-_SAVE_STEP = (
+_STEP_HEAD = (
     "INSERT INTO workflow_steps(execution_id, step_id, parent_id, position, name, status, attempts, output,"
     " structured, error, agent_id, coordination_id, item, start_time, end_time, next_retry_time, usage)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(execution_id, step_id) DO UPDATE SET"
+)
+_STEP_TAIL = (
+    " ON CONFLICT(execution_id, step_id) DO UPDATE SET"
     " status=excluded.status, attempts=excluded.attempts, output=excluded.output,"
     " structured=excluded.structured, error=excluded.error, agent_id=excluded.agent_id,"
     " coordination_id=excluded.coordination_id, start_time=excluded.start_time,"
@@ -33,6 +39,28 @@ _SAVE_STEP = (
 )
 _NO_USAGE = TokenUsage()
 _LIVE = "('pending','queued','running','paused')"  # not terminal: what an owner runs (partial index)
+
+
+def _step_row(execution_id: str, s: StepRecord) -> tuple:
+    return (
+        execution_id,
+        s.step_id,
+        s.parent_id,
+        s.position,
+        s.name,
+        s.status,
+        s.attempts,
+        s.output,
+        _j(s.structured),
+        _j(s.error.to_dict() if s.error else None),
+        s.agent_id,
+        s.coordination_id,
+        _j(s.item),
+        s.start_time,
+        s.end_time,
+        s.next_retry_time,
+        _j(s.usage.to_dict()) if s.usage != _NO_USAGE else None,
+    )
 
 
 def _step_record(r: Any) -> StepRecord:
@@ -68,33 +96,16 @@ class SqlExecutions:
             f"INSERT INTO workflow_executions({cols}) VALUES ({', '.join('?' * len(row))})",
             tuple(row.values()),
         )
-        for s in steps:
-            self.save_step(tx, row["id"], s)
+        self.save_steps(tx, row["id"], steps)
 
     def save_step(self, tx: Any, execution_id: str, s: StepRecord) -> None:
         """Insert or overwrite one step row (the checkpoint of that step)."""
-        tx.execute(
-            _SAVE_STEP,
-            (
-                execution_id,
-                s.step_id,
-                s.parent_id,
-                s.position,
-                s.name,
-                s.status,
-                s.attempts,
-                s.output,
-                _j(s.structured),
-                _j(s.error.to_dict() if s.error else None),
-                s.agent_id,
-                s.coordination_id,
-                _j(s.item),
-                s.start_time,
-                s.end_time,
-                s.next_retry_time,
-                _j(s.usage.to_dict()) if s.usage != _NO_USAGE else None,
-            ),
-        )
+        self.save_steps(tx, execution_id, [s])
+
+    def save_steps(self, tx: Any, execution_id: str, steps: Sequence[StepRecord]) -> None:
+        """Insert or overwrite step rows (each distinct), in one statement: a workflow step's checkpoint
+        writes the step that ended and the one it starts."""
+        tx.insert_rows(_STEP_HEAD, [_step_row(execution_id, s) for s in steps], _STEP_TAIL)
 
     def update(self, tx: Any, execution_id: str, *, epoch: int | None = None, **values: Any) -> bool:
         for k in ("result", "error", "usage"):
