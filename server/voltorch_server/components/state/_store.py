@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ..._ids import new_id
 from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from ...json_encoders import encoder
 from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
@@ -135,7 +136,7 @@ def validate_prefix(prefix: str, field_name: str = "prefix") -> None:
         )
 
 
-_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII out (ensure_ascii)
+_to_json = encoder(separators=(",", ":"), allow_nan=False)  # ASCII out (ensure_ascii)
 _from_json = json.loads
 _json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
 

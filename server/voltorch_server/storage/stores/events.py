@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ...components.events import Event, EventFilter, Floor
+from ...json_encoders import encoder
 from ...priority import Priority
 from ._ids import carrying_ids
 
@@ -71,7 +72,7 @@ CHUNK = 5000  # rows deleted per transaction, so publishers never wait long on t
 T = TypeVar("T")
 
 _json_loads = json.loads
-_json_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+_json_dumps = encoder(ensure_ascii=False, separators=(",", ":"))
 _PRIORITIES = {int(p): p for p in Priority}
 _new_object = object.__new__
 
