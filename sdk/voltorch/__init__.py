@@ -1,13 +1,6 @@
 """voltorch: the Python SDK for the voltorch orchestration server."""
 
 from ._client import DEFAULT_TARGET, TLS, Client
-from ._coordination import (
-    Agent,
-    AgentResult,
-    AgentSelection,
-    Coordination,
-    SelectionCandidate,
-)
 from ._events import (
     Correlation,
     CorrelationNode,
@@ -45,15 +38,7 @@ from ._state import (
 )
 from ._tracing import TraceContextInterceptor
 from ._version import __version__
-from ._workflows import (
-    Execution,
-    Signal,
-    SignalResult,
-    StartResult,
-    StepExecution,
-    WaitingFor,
-    WorkflowEvent,
-)
+from ._workflows import SignalResult, StartResult, WorkflowEvent
 from .errors import (
     AlreadyExistsError,
     ConflictError,
@@ -66,23 +51,32 @@ from .errors import (
     VoltorchError,
 )
 from .wire import (
+    Agent,
+    AgentResult,
+    AgentSelection,
     AgentTask,
     ApprovalStep,
     Budget,
     Condition,
     ConditionStep,
+    Coordination,
     CoordinationStep,
+    Execution,
     FanOut,
     LlmSettings,
     Member,
     ParameterSpec,
     Priority,
     RetryPolicy,
+    SelectionCandidate,
+    Signal,
     SleepStep,
     Step,
+    StepExecution,
     TaskError,
     TokenUsage,
     ToolSpec,
+    WaitingFor,
     WaitStep,
     WorkflowTemplate,
 )

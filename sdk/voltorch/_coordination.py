@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from voltorch.v1 import coordination_pb2 as pb
@@ -19,214 +18,24 @@ from .wire import (
     CAPABILITY_UPDATE_MODES,
     COORDINATION_MODES,
     COORDINATION_STATUSES,
+    Agent,
     Condition,
+    Coordination,
     LlmSettings,
     Priority,
-    TaskError,
-    TokenUsage,
     ToolSpec,
-    condition_from_pb,
+    agent_from_pb,
     condition_pb,
-    from_duration,
-    from_struct,
-    from_value,
-    llm_from_pb,
+    coordination_from_pb,
     llm_pb,
-    task_error_from_pb,
-    to_datetime,
     to_duration,
     to_struct,
-    tool_from_pb,
     tool_pb,
-    usage_from_pb,
 )
 
 Seconds = float | timedelta
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 _MAX_LONG_POLL = 55.0
-
-
-@dataclass(frozen=True)
-class Agent:
-    id: str
-    name: str
-    kind: str  # "llm" | "offline" | "remote" | "function"
-    capabilities: tuple[str, ...]
-    max_concurrency: int
-    status: str  # "idle" | "busy" | "offline" | "error"
-    current_load: int
-    success_rate: float
-    error_rate: float
-    avg_latency: float  # seconds
-    tasks_completed: int
-    tasks_failed: int
-    llm: LlmSettings | None
-    labels: dict[str, str]
-    register_time: datetime | None
-    last_seen_time: datetime | None
-    last_error: TaskError | None
-    tools: tuple[ToolSpec, ...] = ()  # the functions it offers to tool-calling LLM agents
-
-
-@dataclass(frozen=True)
-class AgentResult:
-    """What one agent did within a coordination."""
-
-    agent_id: str
-    position: int
-    task_id: str
-    attempts: int
-    output: str
-    structured_output: Any
-    error: TaskError | None
-    latency: float  # seconds
-    usage: TokenUsage
-    skipped: bool
-    condition_result: bool | None
-    start_time: datetime | None
-    end_time: datetime | None
-
-
-@dataclass(frozen=True)
-class SelectionCandidate:
-    agent_id: str
-    score: float
-    success_rate: float
-    avg_latency: float
-    current_load: int
-    max_concurrency: int
-    eligible: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class AgentSelection:
-    selected_agent_ids: tuple[str, ...]
-    candidates: tuple[SelectionCandidate, ...]
-    explanation: str
-
-
-@dataclass(frozen=True)
-class Coordination:
-    id: str
-    status: str  # "queued" | "running" | "completed" | "failed" | "cancelled" | "timed_out"
-    mode: str
-    task: str
-    request_id: str = ""
-    source_agent_id: str = ""
-    target_agent_id: str = ""
-    agent_ids: tuple[str, ...] = ()
-    required_capabilities: tuple[str, ...] = ()
-    context: dict[str, Any] = field(default_factory=dict)
-    priority: Priority = Priority.NORMAL
-    timeout: float | None = None
-    condition: Condition | None = None
-    correlation_id: str = ""
-    trace_id: str = ""
-    results: tuple[AgentResult, ...] = ()
-    output: str = ""
-    structured_output: Any = None
-    error: TaskError | None = None
-    selection: AgentSelection | None = None
-    queue_position: int = 0
-    create_time: datetime | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.status in TERMINAL
-
-
-def _agent(m: pb.Agent) -> Agent:
-    return Agent(
-        id=m.id,
-        name=m.name,
-        kind=AGENT_KINDS.names.get(m.kind, "unspecified"),
-        capabilities=tuple(m.capabilities),
-        max_concurrency=m.max_concurrency,
-        status=AGENT_STATUSES.names.get(m.status, "unspecified"),
-        current_load=m.current_load,
-        success_rate=m.success_rate,
-        error_rate=m.error_rate,
-        avg_latency=from_duration(m.avg_latency),
-        tasks_completed=m.tasks_completed,
-        tasks_failed=m.tasks_failed,
-        llm=llm_from_pb(m.llm) if m.HasField("llm") else None,
-        labels=dict(m.labels),
-        register_time=to_datetime(m.register_time, m.HasField("register_time")),
-        last_seen_time=to_datetime(m.last_seen_time, m.HasField("last_seen_time")),
-        last_error=task_error_from_pb(m.last_error, m.HasField("last_error")),
-        tools=tuple(tool_from_pb(t) for t in m.tools),
-    )
-
-
-def _result(m: pb.AgentResult) -> AgentResult:
-    return AgentResult(
-        agent_id=m.agent_id,
-        position=m.position,
-        task_id=m.task_id,
-        attempts=m.attempts,
-        output=m.output,
-        structured_output=from_value(m.structured_output) if m.HasField("structured_output") else None,
-        error=task_error_from_pb(m.error, m.HasField("error")),
-        latency=from_duration(m.latency),
-        usage=usage_from_pb(m.usage),
-        skipped=m.skipped,
-        condition_result=m.condition_result if m.HasField("condition_result") else None,
-        start_time=to_datetime(m.start_time, m.HasField("start_time")),
-        end_time=to_datetime(m.end_time, m.HasField("end_time")),
-    )
-
-
-def _selection(m: pb.AgentSelection) -> AgentSelection:
-    return AgentSelection(
-        tuple(m.selected_agent_ids),
-        tuple(
-            SelectionCandidate(
-                c.agent_id,
-                c.score,
-                c.success_rate,
-                from_duration(c.avg_latency),
-                c.current_load,
-                c.max_concurrency,
-                c.eligible,
-                c.reason,
-            )
-            for c in m.candidates
-        ),
-        m.explanation,
-    )
-
-
-def _coordination(m: pb.Coordination) -> Coordination:
-    return Coordination(
-        id=m.id,
-        status=COORDINATION_STATUSES.names.get(m.status, "unspecified"),
-        mode=COORDINATION_MODES.names.get(m.mode, "sequential"),
-        task=m.task,
-        request_id=m.request_id,
-        source_agent_id=m.source_agent_id,
-        target_agent_id=m.target_agent_id,
-        agent_ids=tuple(m.agent_ids),
-        required_capabilities=tuple(m.required_capabilities),
-        context=from_struct(m.context),
-        priority=Priority.of(m.priority),
-        timeout=from_duration(m.timeout) if m.HasField("timeout") else None,
-        condition=condition_from_pb(m.condition) if m.HasField("condition") else None,
-        correlation_id=m.correlation_id,
-        trace_id=m.trace_id,
-        results=tuple(_result(r) for r in m.results),
-        output=m.output,
-        structured_output=from_value(m.structured_output) if m.HasField("structured_output") else None,
-        error=task_error_from_pb(m.error, m.HasField("error")),
-        selection=_selection(m.selection) if m.HasField("selection") else None,
-        queue_position=m.queue_position,
-        create_time=to_datetime(m.create_time, m.HasField("create_time")),
-        start_time=to_datetime(m.start_time, m.HasField("start_time")),
-        end_time=to_datetime(m.end_time, m.HasField("end_time")),
-    )
 
 
 E = TypeVar("E", bound=int)
@@ -276,11 +85,11 @@ class CoordinationClient:
         )
         if llm is not None:
             req.llm.CopyFrom(llm_pb(llm))
-        return _agent(call(self.stub.RegisterAgent, req, timeout=self.timeout).agent)
+        return agent_from_pb(call(self.stub.RegisterAgent, req, timeout=self.timeout).agent)
 
     def unregister_agent(self, agent_id: str, *, force: bool = False) -> Agent:
         req = pb.UnregisterAgentRequest(agent_id=agent_id, force=force)
-        return _agent(call(self.stub.UnregisterAgent, req, timeout=self.timeout).agent)
+        return agent_from_pb(call(self.stub.UnregisterAgent, req, timeout=self.timeout).agent)
 
     def update_capabilities(
         self, agent_id: str, capabilities: Sequence[str], *, mode: str = "replace"
@@ -291,11 +100,11 @@ class CoordinationClient:
             capabilities=list(capabilities),
             mode=_enum(CAPABILITY_UPDATE_MODES.numbers, mode, "mode"),
         )
-        return _agent(call(self.stub.UpdateCapabilities, req, timeout=self.timeout).agent)
+        return agent_from_pb(call(self.stub.UpdateCapabilities, req, timeout=self.timeout).agent)
 
     def get_agent(self, agent_id: str) -> Agent:
         req = pb.GetAgentRequest(agent_id=agent_id)
-        return _agent(call(self.stub.GetAgent, req, timeout=self.timeout).agent)
+        return agent_from_pb(call(self.stub.GetAgent, req, timeout=self.timeout).agent)
 
     def list_agents(
         self, *, capabilities: Sequence[str] = (), status: str = "", kind: str = "", page_size: int = 0
@@ -311,7 +120,7 @@ class CoordinationClient:
                 page_token=token,
             )
             resp = call(self.stub.ListAgents, req, timeout=self.timeout)
-            return [_agent(a) for a in resp.agents], resp.next_page_token
+            return [agent_from_pb(a) for a in resp.agents], resp.next_page_token
 
         return pages(fetch)
 
@@ -354,7 +163,7 @@ class CoordinationClient:
         if condition is not None:
             req.condition.CopyFrom(condition_pb(condition))
         resp = call(self.stub.RequestCoordination, req, timeout=self.timeout)
-        return _coordination(resp.coordination), resp.existing
+        return coordination_from_pb(resp.coordination), resp.existing
 
     def request(self, task: str, **kwargs: Any) -> Coordination:
         """Queue a coordination (see submit for the arguments); returns at once."""
@@ -372,7 +181,7 @@ class CoordinationClient:
             req.wait_timeout.CopyFrom(to_duration(wait))
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
             deadline = seconds + (self.timeout or 10.0)
-        return _coordination(call(self.stub.GetCoordination, req, timeout=deadline).coordination)
+        return coordination_from_pb(call(self.stub.GetCoordination, req, timeout=deadline).coordination)
 
     def wait(self, coordination_id: str, timeout: Seconds | None = None) -> Coordination:
         """Block until the coordination is terminal or `timeout` passes; return its state either way."""
@@ -390,7 +199,9 @@ class CoordinationClient:
 
     def cancel(self, coordination_id: str, reason: str = "") -> Coordination:
         req = pb.CancelCoordinationRequest(coordination_id=coordination_id, reason=reason)
-        return _coordination(call(self.stub.CancelCoordination, req, timeout=self.timeout).coordination)
+        return coordination_from_pb(
+            call(self.stub.CancelCoordination, req, timeout=self.timeout).coordination
+        )
 
     def list(
         self, *, status: str = "", agent_id: str = "", correlation_id: str = "", page_size: int = 0
@@ -406,6 +217,6 @@ class CoordinationClient:
                 page_token=token,
             )
             resp = call(self.stub.ListCoordinations, req, timeout=self.timeout)
-            return [_coordination(c) for c in resp.coordinations], resp.next_page_token
+            return [coordination_from_pb(c) for c in resp.coordinations], resp.next_page_token
 
         return pages(fetch)

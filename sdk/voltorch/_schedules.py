@@ -12,11 +12,12 @@ from typing import Any
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._rpc import call, new_request_id, pages
-from ._workflows import StartResult, execution_from_pb
+from ._workflows import StartResult
 from .wire import (
     CATCHUP_POLICIES,
     OVERLAP_POLICIES,
     Seconds,
+    execution_from_pb,
     from_duration,
     from_struct,
     to_datetime,

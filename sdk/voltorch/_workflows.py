@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,122 +16,35 @@ from ._rpc import RECONNECT_TIMEOUT, STREAM_BATCH, Reconnect, call, new_request_
 from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
-    STEP_STATUSES,
-    WAIT_KINDS,
     Budget,
+    Execution,
     Priority,
     RetryPolicy,
     Seconds,
-    TaskError,
-    TokenUsage,
+    Signal,
     WorkflowTemplate,
-    budget_from_pb,
     budget_pb,
-    from_struct,
-    from_value,
+    execution_from_pb,
     retry_pb,
-    task_error_from_pb,
+    signal_from_pb,
     template_from_pb,
     template_pb,
-    to_datetime,
     to_duration,
     to_struct,
     to_timestamp,
     to_value,
-    usage_from_pb,
 )
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 DELTA_EVENT = "agent.output.delta"  # live text of a streaming agent, batched by the server
 
 
-# -- executions --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepExecution:
-    step_id: str
-    name: str
-    status: str  # pending | running | retrying | completed | failed | skipped | cancelled
-    attempts: int
-    output: str
-    structured_output: Any
-    error: TaskError | None
-    agent_id: str
-    coordination_id: str
-    start_time: datetime | None
-    end_time: datetime | None
-    next_retry_time: datetime | None
-    children: list[StepExecution]
-    usage: TokenUsage = field(default_factory=TokenUsage)  # tokens in/out, cost, model calls
-
-
-@dataclass(frozen=True)
-class WaitingFor:
-    """Something an execution waits for: a signal, an approval, a sleep or a start_after delay."""
-
-    step_id: str
-    kind: str  # signal | approval | sleep | start_after
-    signal: str  # signal / approval: the signal that ends the wait
-    prompt: str  # approval: what the reviewer is asked
-    data: Any  # approval: the data under review
-    deadline: datetime | None  # timers: when they fire; waits: when they time out (None = never)
-
-
-@dataclass(frozen=True)
-class Signal:
-    id: str
-    execution_id: str
-    name: str
-    payload: Any
-    request_id: str
-    sender: str
-    create_time: datetime | None
-    consumed_by_step: str  # "" while it is kept for a later wait
+# -- executions (their types and proto mapping: voltorch.wire) ---------------------------------------------
 
 
 @dataclass(frozen=True)
 class SignalResult:
     signal: Signal
     existing: bool  # the request_id matched an earlier signal: nothing was delivered again
-
-
-@dataclass(frozen=True)
-class Execution:
-    id: str
-    request_id: str
-    template_name: str
-    template_version: int
-    status: str  # pending | queued | running | paused | completed | failed | cancelled | timed_out
-    parameters: dict[str, Any]
-    steps: list[StepExecution]
-    result: Any
-    error: TaskError | None
-    priority: Priority
-    labels: dict[str, str]
-    correlation_id: str
-    trace_id: str
-    create_time: datetime | None
-    start_time: datetime | None
-    end_time: datetime | None
-    update_time: datetime | None
-    usage: TokenUsage = field(default_factory=TokenUsage)  # the sum over its steps
-    budget: Budget | None = None  # the limits it runs under
-    waiting: list[WaitingFor] = field(default_factory=list)
-    # The replica that runs it (its lease) and the lease's epoch, grown at each takeover; "" while it
-    # waits queued for a replica of a cluster to claim it.
-    replica_id: str = ""
-    epoch: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.status in TERMINAL
-
-    def step(self, step_id: str) -> StepExecution:
-        for s in self.steps:
-            if s.step_id == step_id:
-                return s
-        raise KeyError(step_id)
 
 
 @dataclass(frozen=True)
@@ -165,78 +78,6 @@ class WorkflowEvent:
         if self.event.type != DELTA_EVENT or not isinstance(self.event.data, dict):
             return ""
         return str(self.event.data.get("delta", ""))
-
-
-# -- conversions (templates: voltorch.wire) -------------------------------------------------------------
-
-
-def _step_execution(pb: workflows_pb2.StepExecution) -> StepExecution:
-    return StepExecution(
-        step_id=pb.step_id,
-        name=pb.name,
-        status=STEP_STATUSES.names.get(pb.status, "unspecified"),
-        attempts=pb.attempts,
-        output=pb.output,
-        structured_output=from_value(pb.structured_output) if pb.HasField("structured_output") else None,
-        error=task_error_from_pb(pb.error, pb.HasField("error")),
-        agent_id=pb.agent_id,
-        coordination_id=pb.coordination_id,
-        start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
-        end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
-        next_retry_time=to_datetime(pb.next_retry_time, pb.HasField("next_retry_time")),
-        children=[_step_execution(c) for c in pb.children],
-        usage=usage_from_pb(pb.usage),
-    )
-
-
-def execution_from_pb(pb: workflows_pb2.Execution) -> Execution:
-    return Execution(
-        id=pb.id,
-        request_id=pb.request_id,
-        template_name=pb.template_name,
-        template_version=pb.template_version,
-        status=EXECUTION_STATUSES.names.get(pb.status, "unspecified"),
-        parameters=from_struct(pb.parameters),
-        steps=[_step_execution(s) for s in pb.steps],
-        result=from_value(pb.result) if pb.HasField("result") else None,
-        error=task_error_from_pb(pb.error, pb.HasField("error")),
-        priority=Priority.of(pb.priority),
-        labels=dict(pb.labels),
-        correlation_id=pb.correlation_id,
-        trace_id=pb.trace_id,
-        create_time=to_datetime(pb.create_time, pb.HasField("create_time")),
-        start_time=to_datetime(pb.start_time, pb.HasField("start_time")),
-        end_time=to_datetime(pb.end_time, pb.HasField("end_time")),
-        update_time=to_datetime(pb.update_time, pb.HasField("update_time")),
-        usage=usage_from_pb(pb.usage),
-        budget=budget_from_pb(pb.budget) if pb.HasField("budget") else None,
-        waiting=[
-            WaitingFor(
-                step_id=w.step_id,
-                kind=WAIT_KINDS.names.get(w.kind, "unspecified"),
-                signal=w.signal,
-                prompt=w.prompt,
-                data=from_value(w.data) if w.HasField("data") else None,
-                deadline=to_datetime(w.deadline, w.HasField("deadline")),
-            )
-            for w in pb.waiting
-        ],
-        replica_id=pb.replica_id,
-        epoch=pb.epoch,
-    )
-
-
-def _signal(pb: workflows_pb2.Signal) -> Signal:
-    return Signal(
-        id=pb.id,
-        execution_id=pb.execution_id,
-        name=pb.name,
-        payload=from_value(pb.payload) if pb.HasField("payload") else None,
-        request_id=pb.request_id,
-        sender=pb.sender,
-        create_time=to_datetime(pb.create_time, pb.HasField("create_time")),
-        consumed_by_step=pb.consumed_by_step,
-    )
 
 
 # -- the client --------------------------------------------------------------------------------------------
@@ -348,7 +189,7 @@ class WorkflowsClient:
         )
         req.payload.CopyFrom(to_value(payload))
         resp = call(self.stub.SignalExecution, req, timeout=self.timeout)
-        return SignalResult(_signal(resp.signal), resp.existing)
+        return SignalResult(signal_from_pb(resp.signal), resp.existing)
 
     def approve(
         self,

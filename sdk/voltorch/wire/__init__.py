@@ -1,7 +1,8 @@
 """The wire layer: proto <-> Python for the SDK and the server alike, written once.
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
-errors, LLM settings and token usage; workflow templates with their steps. The server reads requests
+errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
+waits and signals; agents and coordinations with their results and selections. The server reads requests
 with `request=True` (strict: a WireError names the offending field) and maps its own domain types to
 and from these; the SDK hands these types to its users.
 """
@@ -9,9 +10,11 @@ and from these; the SDK hands these types to its users.
 from ._conditions import (
     Condition,
     LlmSettings,
+    LlmSettingsLike,
     TaskError,
     TokenUsage,
     ToolSpec,
+    ToolSpecLike,
     condition_from_pb,
     condition_pb,
     enum_name,
@@ -24,6 +27,26 @@ from ._conditions import (
     tool_pb,
     usage_from_pb,
     usage_pb,
+)
+from ._coordinations import (
+    Agent,
+    AgentLike,
+    AgentResult,
+    AgentResultLike,
+    AgentSelection,
+    AgentSelectionLike,
+    Coordination,
+    CoordinationLike,
+    SelectionCandidate,
+    SelectionCandidateLike,
+    agent_from_pb,
+    agent_pb,
+    agent_result_from_pb,
+    agent_result_pb,
+    coordination_from_pb,
+    coordination_pb,
+    selection_from_pb,
+    selection_pb,
 )
 from ._enums import (
     AGENT_KINDS,
@@ -40,6 +63,24 @@ from ._enums import (
     EnumTable,
 )
 from ._errors import WireError
+from ._executions import (
+    Execution,
+    ExecutionLike,
+    Signal,
+    SignalLike,
+    StepExecution,
+    StepExecutionLike,
+    WaitingFor,
+    WaitingForLike,
+    execution_from_pb,
+    execution_pb,
+    signal_from_pb,
+    signal_pb,
+    step_execution_from_pb,
+    step_execution_pb,
+    waiting_from_pb,
+    waiting_pb,
+)
 from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
 from ._templates import (
@@ -47,6 +88,7 @@ from ._templates import (
     AgentTask,
     ApprovalStep,
     Budget,
+    BudgetLike,
     ConditionStep,
     CoordinationStep,
     FanOut,
@@ -78,6 +120,43 @@ from ._values import (
 )
 
 __all__ = [
+    "LlmSettingsLike",
+    "ToolSpecLike",
+    "Agent",
+    "AgentLike",
+    "AgentResult",
+    "AgentResultLike",
+    "AgentSelection",
+    "AgentSelectionLike",
+    "Coordination",
+    "CoordinationLike",
+    "SelectionCandidate",
+    "SelectionCandidateLike",
+    "agent_from_pb",
+    "agent_pb",
+    "agent_result_from_pb",
+    "agent_result_pb",
+    "coordination_from_pb",
+    "coordination_pb",
+    "selection_from_pb",
+    "selection_pb",
+    "Execution",
+    "ExecutionLike",
+    "Signal",
+    "SignalLike",
+    "StepExecution",
+    "StepExecutionLike",
+    "WaitingFor",
+    "WaitingForLike",
+    "execution_from_pb",
+    "execution_pb",
+    "signal_from_pb",
+    "signal_pb",
+    "step_execution_from_pb",
+    "step_execution_pb",
+    "waiting_from_pb",
+    "waiting_pb",
+    "BudgetLike",
     "AGENT_KINDS",
     "AGENT_STATUSES",
     "CAPABILITY_UPDATE_MODES",

@@ -67,7 +67,18 @@ class ToolSpec:
     parameters: dict[str, Any] | None = None
 
 
-def tool_pb(t: ToolSpec) -> pb.ToolSpec:
+class ToolSpecLike(Protocol):
+    """What tool_pb reads of a tool (the SDK's ToolSpec, or the server's)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+
+
+def tool_pb(t: ToolSpecLike) -> pb.ToolSpec:
     m = pb.ToolSpec(name=t.name, description=t.description)
     if t.parameters is not None:
         m.parameters.CopyFrom(to_struct(t.parameters))
@@ -167,7 +178,30 @@ def task_error_from_pb(m: pb.TaskError, present: bool) -> TaskError | None:
     return TaskError(m.code, m.message, m.retryable) if present else None
 
 
-def llm_pb(s: LlmSettings) -> pb.LlmSettings:
+class LlmSettingsLike(Protocol):
+    """What llm_pb reads of LLM settings (the SDK's LlmSettings, or the server's)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key_env(self) -> str: ...
+    @property
+    def system_prompt(self) -> str: ...
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def tools(self) -> Sequence[str]: ...
+    @property
+    def max_tool_iterations(self) -> int: ...
+
+
+def llm_pb(s: LlmSettingsLike) -> pb.LlmSettings:
     m = pb.LlmSettings(
         model=s.model,
         base_url=s.base_url,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..v1 import coordination_pb2, workflows_pb2
 from ._conditions import Condition, condition_from_pb, condition_pb, enum_name, seconds_from_pb
@@ -159,7 +159,18 @@ class Budget:
     max_llm_calls: int = 0
 
 
-def budget_pb(b: Budget) -> workflows_pb2.Budget:
+class BudgetLike(Protocol):
+    """What budget_pb reads of a budget (the SDK's Budget, or the server's)."""
+
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def max_cost(self) -> float: ...
+    @property
+    def max_llm_calls(self) -> int: ...
+
+
+def budget_pb(b: BudgetLike) -> workflows_pb2.Budget:
     return workflows_pb2.Budget(max_tokens=b.max_tokens, max_cost=b.max_cost, max_llm_calls=b.max_llm_calls)
 
 

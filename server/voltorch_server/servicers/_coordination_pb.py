@@ -1,4 +1,5 @@
-"""Proto <-> Python for the CoordinationService (agents, coordinations, worker stream messages)."""
+"""Proto <-> Python for the CoordinationService: requests and worker stream messages read here; agents and
+coordinations are written by voltorch.wire."""
 
 from __future__ import annotations
 
@@ -20,15 +21,13 @@ from ..agents.remote import (
 )
 from ..components.coordination import (
     AgentInfo,
-    AgentResult,
     Coordination,
     CoordinationCondition,
     CoordinationRequest,
-    Selection,
 )
 from ..errors import InvalidArgument
 from ..priority import parse_priority
-from ._convert import duration, duration_to_seconds, py_to_struct, py_to_value, struct_to_py, ts, value_to_py
+from ._convert import duration_to_seconds, py_to_struct, struct_to_py, ts, value_to_py
 from ._wire import reading, to_server, to_wire
 
 
@@ -50,26 +49,7 @@ def tools_from_pb(tools: Any) -> tuple[ToolSpec, ...]:
 
 
 def agent_pb(a: AgentInfo) -> pb.Agent:
-    return pb.Agent(
-        id=a.id,
-        name=a.name,
-        kind=wire.AGENT_KINDS.numbers[a.kind],
-        capabilities=list(a.capabilities),
-        max_concurrency=a.max_concurrency,
-        status=wire.AGENT_STATUSES.numbers[a.status],
-        current_load=a.current_load,
-        success_rate=a.success_rate,
-        error_rate=a.error_rate,
-        avg_latency=duration(a.avg_latency),
-        tasks_completed=a.tasks_completed,
-        tasks_failed=a.tasks_failed,
-        llm=wire.llm_pb(to_wire(a.llm)) if a.llm else None,
-        labels=a.labels,
-        register_time=ts(a.register_time),
-        last_seen_time=ts(a.last_seen_time),
-        last_error=wire.task_error_pb(a.last_error),
-        tools=[wire.tool_pb(to_wire(t)) for t in a.tools],
-    )
+    return wire.agent_pb(a)
 
 
 # -- coordinations ---------------------------------------------------------------------------------
@@ -81,10 +61,6 @@ def condition_from_pb(c: pb.CoordinationCondition) -> CoordinationCondition:
             "condition", "set contains, regex or json_field_equals", reason="CONDITION_INVALID"
         )
     return to_server(wire.condition_from_pb(c))
-
-
-def condition_pb(c: CoordinationCondition | None) -> pb.CoordinationCondition | None:
-    return None if c is None else wire.condition_pb(to_wire(c))
 
 
 def request_from_pb(r: pb.RequestCoordinationRequest) -> CoordinationRequest:
@@ -106,78 +82,10 @@ def request_from_pb(r: pb.RequestCoordinationRequest) -> CoordinationRequest:
     )
 
 
-def _selection_pb(s: Selection | None) -> pb.AgentSelection | None:
-    if s is None:
-        return None
-    return pb.AgentSelection(
-        selected_agent_ids=list(s.selected_agent_ids),
-        candidates=[
-            pb.SelectionCandidate(
-                agent_id=c.agent_id,
-                score=c.score,
-                success_rate=c.success_rate,
-                avg_latency=duration(c.avg_latency),
-                current_load=c.current_load,
-                max_concurrency=c.max_concurrency,
-                eligible=c.eligible,
-                reason=c.reason,
-            )
-            for c in s.candidates
-        ],
-        explanation=s.explanation,
-    )
-
-
-def result_pb(r: AgentResult) -> pb.AgentResult:
-    m = pb.AgentResult(
-        agent_id=r.agent_id,
-        position=r.position,
-        task_id=r.task_id,
-        attempts=r.attempts,
-        output=r.output,
-        error=wire.task_error_pb(r.error),
-        latency=duration(r.latency),
-        usage=wire.usage_pb(r.usage),
-        skipped=r.skipped,
-        start_time=ts(r.start_time),
-        end_time=ts(r.end_time),
-    )
-    if r.structured_output is not None:
-        m.structured_output.CopyFrom(py_to_value(r.structured_output))
-    if r.condition_result is not None:
-        m.condition_result = r.condition_result
-    return m
-
-
 def coordination_pb(c: Coordination) -> pb.Coordination:
-    m = pb.Coordination(
-        id=c.id,
-        request_id=c.request_id,
-        mode=wire.COORDINATION_MODES.numbers[c.mode],
-        status=wire.COORDINATION_STATUSES.numbers[c.status],
-        source_agent_id=c.source_agent_id,
-        target_agent_id=c.target_agent_id,
-        agent_ids=list(c.agent_ids),
-        required_capabilities=list(c.required_capabilities),
-        task=c.task,
-        context=py_to_struct(c.context),
-        priority=c.priority.pb,
-        timeout=duration(c.timeout),
-        condition=condition_pb(c.condition),
-        correlation_id=c.correlation_id,
-        trace_id=c.trace_id,
-        results=[result_pb(r) for r in c.results],
-        output=c.output,
-        error=wire.task_error_pb(c.error),
-        selection=_selection_pb(c.selection),
-        queue_position=c.queue_position,
-        create_time=ts(c.create_time),
-        start_time=ts(c.start_time),
-        end_time=ts(c.end_time),
-    )
-    if c.structured_output is not None:
-        m.structured_output.CopyFrom(py_to_value(c.structured_output))
-    return m
+    """voltorch.wire's mapping, given the server's coordination as it is (no copy on GetCoordination's
+    path) and its condition under the wire's names."""
+    return wire.coordination_pb(c, to_wire(c.condition) if c.condition is not None else None)
 
 
 # -- worker stream ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Classes of the same concept share field names; the few that differ are renamed here. A transcription
 copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
 listed field by field a second time. Templates, conditions and LLM settings go through here; hot paths
-(keys, events) use the value helpers of voltorch.wire directly.
+(keys, events) use the value helpers of voltorch.wire directly, and executions, signals, agents and
+coordinations go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch seconds
+are times there too, to the nanosecond; what is named differently is passed apart).
 """
 
 from __future__ import annotations

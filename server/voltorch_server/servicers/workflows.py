@@ -11,19 +11,12 @@ from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 from ..auth import parse_tokens
 from ..components.events import Event
 from ..components.schedules import Schedule, Scheduler
-from ..components.workflows import (
-    CompleteOptions,
-    Execution,
-    Signal,
-    StepExecution,
-    WaitingFor,
-    WorkflowEngine,
-)
+from ..components.workflows import CompleteOptions, Execution, Signal, WorkflowEngine
 from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._auth import caller_role
-from ._convert import py_to_struct, py_to_value, struct_to_py, ts, ts_to_float, value_to_py
+from ._convert import py_to_struct, struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
@@ -44,51 +37,8 @@ def template_pb(t: Template) -> workflows_pb2.WorkflowTemplate:
     return pb
 
 
-def _step_execution_pb(s: StepExecution) -> workflows_pb2.StepExecution:
-    pb = workflows_pb2.StepExecution(
-        step_id=s.step_id,
-        name=s.name,
-        status=wire.STEP_STATUSES.numbers.get(s.status, workflows_pb2.STEP_STATUS_UNSPECIFIED),
-        attempts=s.attempts,
-        output=s.output,
-        error=wire.task_error_pb(s.error),
-        agent_id=s.agent_id,
-        coordination_id=s.coordination_id,
-        start_time=ts(s.start_time),
-        end_time=ts(s.end_time),
-        next_retry_time=ts(s.next_retry_time),
-        children=[_step_execution_pb(c) for c in s.children],
-        usage=wire.usage_pb(s.usage),
-    )
-    if s.structured_output is not None:
-        pb.structured_output.CopyFrom(py_to_value(s.structured_output))
-    return pb
-
-
-def _waiting_pb(w: WaitingFor) -> workflows_pb2.WaitingFor:
-    pb = workflows_pb2.WaitingFor(
-        step_id=w.step_id,
-        kind=wire.WAIT_KINDS.numbers[w.kind],
-        signal=w.signal,
-        prompt=w.prompt,
-        deadline=ts(w.deadline),
-    )
-    if w.data is not None:
-        pb.data.CopyFrom(py_to_value(w.data))
-    return pb
-
-
 def signal_pb(s: Signal) -> workflows_pb2.Signal:
-    return workflows_pb2.Signal(
-        id=s.id,
-        execution_id=s.execution_id,
-        name=s.name,
-        payload=py_to_value(s.payload),
-        request_id=s.request_id,
-        sender=s.sender,
-        create_time=ts(s.create_time),
-        consumed_by_step=s.consumed_by,
-    )
+    return wire.signal_pb(s, s.consumed_by)
 
 
 def schedule_from_pb(pb: workflows_pb2.Schedule) -> Schedule:
@@ -142,33 +92,8 @@ def schedule_pb(s: Schedule) -> workflows_pb2.Schedule:
 
 
 def execution_pb(e: Execution) -> workflows_pb2.Execution:
-    pb = workflows_pb2.Execution(
-        id=e.id,
-        request_id=e.request_id,
-        template_name=e.template_name,
-        template_version=e.template_version,
-        status=wire.EXECUTION_STATUSES.numbers[e.status],
-        parameters=py_to_struct(e.parameters),
-        steps=[_step_execution_pb(s) for s in e.steps],
-        error=wire.task_error_pb(e.error),
-        priority=e.priority.pb,
-        labels=e.labels,
-        correlation_id=e.correlation_id,
-        trace_id=e.trace_id,
-        create_time=ts(e.create_time),
-        start_time=ts(e.start_time),
-        end_time=ts(e.end_time),
-        update_time=ts(e.update_time),
-        waiting=[_waiting_pb(w) for w in e.waiting],
-        replica_id=e.replica_id,
-        epoch=e.epoch,
-    )
-    if e.result is not None:
-        pb.result.CopyFrom(py_to_value(e.result))
-    pb.usage.CopyFrom(wire.usage_pb(e.usage))
-    if e.budget is not None:
-        pb.budget.CopyFrom(wire.budget_pb(to_wire(e.budget)))
-    return pb
+    """voltorch.wire's mapping, given the server's execution as it is (no copy on GetExecution's path)."""
+    return wire.execution_pb(e)
 
 
 def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
