@@ -113,6 +113,15 @@ def _fresh_limiter(client: voltorch.Client) -> None:
         pass
 
 
+def _storage(client: voltorch.Client) -> dict[str, float]:
+    """The storage component's counters: commits, and the writer lock's held and COMMIT seconds (SQLite)."""
+    for c in client.orchestrator.health(refresh=True).components:
+        if c.name == "storage":
+            keys = ("commits", "writer_held", "commit_time")
+            return {k: float(v) for k, v in c.details.items() if k in keys}
+    return {}
+
+
 def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbose: bool) -> dict[str, Any]:
     """One round on a cold endpoint limiter: one workflow alone (the critical path), then 200 at once."""
     _fresh_limiter(client)
@@ -126,7 +135,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     _fresh_limiter(client)
     stub.stats(reset=True)
     began, began_wall = time.monotonic(), time.time()
-    cpu0, stub_cpu0 = srv.cpu_seconds(), stub.cpu_seconds()
+    cpu0, stub_cpu0, store0 = srv.cpu_seconds(), stub.cpu_seconds(), _storage(client)
     ended: set[str] = set()
     all_ended = threading.Event()
     ids: set[str] = set()
@@ -161,6 +170,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     stub_cpu = stub.cpu_seconds() - stub_cpu0
     stats = stub.stats()
     calls = max(1, stats["served"] + stats["rejected"])
+    store = {k: v - store0.get(k, float("nan")) for k, v in _storage(client).items()}
     comps = {c.name: c for c in client.orchestrator.health(refresh=True).components}
     health = comps["llm"].details if "llm" in comps else {}  # none before the limiter existed
     endpoint = next((v for k, v in health.items() if k.startswith("endpoint ")), "")
@@ -170,7 +180,9 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     print(
         f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
         f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"
-        f" call), stub CPU {stub_cpu:.1f}s; peak {stats['peak_in_flight']};"
+        f" call), stub CPU {stub_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
+        f" writer lock held {store.get('writer_held', float('nan')) * 1e3 / calls:.2f} ms (COMMIT"
+        f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}); peak {stats['peak_in_flight']};"
         f" 429s {stats['rejected']}; limiter: {endpoint}",
         flush=True,
     )

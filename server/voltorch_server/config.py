@@ -20,6 +20,8 @@ class Config:
     port: int = 50051  # 0 picks a free port (printed at start)
     db: str = "./voltorch.db"
     db_synchronous: str = "NORMAL"  # WAL + NORMAL survives kill -9; FULL also survives power loss
+    # SQLite: concurrent workflow steps' transactions sharing one COMMIT (and fsync) at most; 1 = each alone.
+    db_group_commit: int = 32
     # With `db` a PostgreSQL DSN (several replicas share everything else), the SQLite file this replica
     # keeps its own error log and metric history in.
     # "" = ./voltorch-replica-<port>.db (in memory for port 0).
@@ -139,6 +141,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "stream_message_budget": (0, 10**9),
     "stream_max_coalesce": (0, 1),
     "member_retention": (0, 10**9),
+    "db_group_commit": (1, 1000),
 }
 
 # Settings that must be above zero (a zero timeout would declare every member dead at once).

@@ -185,7 +185,7 @@ def _open_database(config: Config, path: str) -> Database:
         raise StartupError(f"cannot open database {config.db}: it is a directory; --db takes a file path")
     db: Database | None = None
     try:
-        db = Database(path, synchronous=config.db_synchronous)
+        db = Database(path, synchronous=config.db_synchronous, group_max=config.db_group_commit)
         if config.db_quick_check:
             db.check_integrity().raise_if_damaged()
         migrate(db)

@@ -66,8 +66,8 @@ class SerialWrites:
         self._lock = threading.RLock()  # re-entrant as SQLite's writer lock
 
     @contextmanager
-    def write(self, *, lock: str | None = None) -> Iterator[Any]:
-        with self._lock, self._db.write(lock=lock) as tx:
+    def write(self, *, lock: str | None = None, group: bool = False) -> Iterator[Any]:
+        with self._lock, self._db.write(lock=lock, group=group) as tx:
             yield tx
 
     def __getattr__(self, name: str) -> Any:

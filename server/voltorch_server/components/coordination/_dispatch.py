@@ -498,7 +498,8 @@ class Dispatcher:
             return
         outcome = checked(outcome)
         try:
-            with self.journal.txn() as (tx, after):
+            # an agent's outcome: its COMMIT may be shared with other outcomes' and steps'
+            with self.journal.txn(group=True) as (tx, after):
                 self.record(tx, after, unit, attempt, outcome)
         except Exception:
             log.exception("recording the outcome of %s failed", unit.task_id)

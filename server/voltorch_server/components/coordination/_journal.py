@@ -75,11 +75,12 @@ class Journal:
         self.runs = runs
 
     @contextmanager
-    def txn(self) -> Iterator[tuple[Tx, After]]:
-        """A transaction with the engine lock held inside it; after-commit work runs unlocked."""
+    def txn(self, *, group: bool = False) -> Iterator[tuple[Tx, After]]:
+        """A transaction with the engine lock held inside it; after-commit work runs unlocked. `group`: it
+        may share its COMMIT with concurrent ones (SQLite's `write(group=True)`; the caller holds no lock)."""
         after = After()
         try:
-            with self.db.write() as tx, self.lock:
+            with self.db.write(group=group) as tx, self.lock:
                 yield tx, after
         except Moved as moved:  # nothing of the transaction was written; the run is another replica's now
             self.forget(moved.run)

@@ -81,6 +81,10 @@ class Storage(Component):
         # What a workflow step costs, for the bench: transactions committed, cross-thread hand-offs.
         out["commits"] = self.db.commits + (self.shared.commits if self.shared is not None else 0)
         out["handoffs"] = handoffs()
+        # Where the writer lock's time goes (seconds; SQLite): held close to the wall time is the bound.
+        for key in ("writer_waited", "writer_held", "commit_time"):
+            if hasattr(self.db, key):
+                out[key] = round(getattr(self.db, key), 6)
         if self.shared is not None:
             out["shared"] = "postgresql"  # not its DSN: that may hold a password
         return out

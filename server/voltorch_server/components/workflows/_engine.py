@@ -374,7 +374,7 @@ class WorkflowEngine(Component):
         claimed: list[Any] = []
         with self._lock:
             run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
-            with self.db.write() as tx:
+            with self.db.write(group=True) as tx:  # may share its COMMIT with steps'
                 mine = True  # on a shared database: claimed here only within this replica's fair share,
                 if self.ownership.shared:  # and only when none waits before it (claims go in queue order)
                     members, running, waiting = self.store.load(tx, self.ownership.alive_since())

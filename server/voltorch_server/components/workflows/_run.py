@@ -347,8 +347,8 @@ class ExecutionRun:
         """One checkpoint, fenced: the execution row is updated last and only at this run's epoch, so the
         whole transaction rolls back (Fenced) when another replica has claimed the execution since."""
         if tx is None:
-            try:
-                with self.host.db.write() as tx:
+            try:  # may share its COMMIT with other steps' (storage/sqlite/db.py); returns once committed
+                with self.host.db.write(group=True) as tx:
                     self._write(steps, events, execution, ops, tx)
             except Fenced as fenced:
                 self.drop(fenced)
@@ -388,7 +388,7 @@ class ExecutionRun:
             b = self._batch = _Batch()
             if open_tx:
                 try:
-                    with self.host.db.write() as tx:
+                    with self.host.db.write(group=True) as tx:  # a COMMIT shared with other steps'
                         yield tx
                         self._batch = None
                         if b.steps or b.events or b.execution or b.ops:

@@ -285,8 +285,10 @@ class PgDatabase:
             raise unavailable(down)
 
     @contextmanager
-    def write(self, *, lock: str | None = None) -> Iterator[PgTx]:
+    def write(self, *, lock: str | None = None, group: bool = False) -> Iterator[PgTx]:
         """A write transaction; `after_commit` callbacks run once it has committed, in this thread.
+        (`group`: SQLite's shared COMMIT; here every transaction commits alone: a shared one would hold
+        its row locks, the event log's head among them, across the whole group.)
 
         `lock`: a counter the transaction locks first (`PgTx.counter`), in the same round trip as BEGIN
         (one simple-protocol query; its name is a literal there). The group-committed Publish's, whose

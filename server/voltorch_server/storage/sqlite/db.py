@@ -9,6 +9,18 @@ WAL checkpoints (copying committed pages from the WAL into the database file, wi
 background thread instead of inside whichever COMMIT crossed SQLite's auto-checkpoint threshold: that
 COMMIT used to hold the writer lock for the fsync (milliseconds), stalling every writer behind it.
 Durability is unchanged: a COMMIT still returns only once its pages are in the WAL.
+
+Shared COMMITs (`write(group=True)`, the workflow steps' transactions): writers queue on the writer lock
+and each runs its transaction's statements in turn, so many concurrent steps each paid a COMMIT (with
+synchronous=FULL an fsync) of their own, inside the lock. A transaction that may share its COMMIT runs its
+part and, when other writers are already waiting for the lock, leaves the transaction open for them: the
+next one runs its part inside a SAVEPOINT (a part that fails is rolled back alone and only its caller
+hears of it), and whoever finds nobody waiting (or the group full) commits once for all. Every caller
+returns only after the COMMIT that holds its part (nothing is acknowledged before it is durable; a
+crash before it loses the parts of callers that have not returned, as it would one transaction), and
+each gets its own outcome. The after-commit callbacks of every part run after that COMMIT, in the order
+of the parts, under the writer lock, on the committing thread. A writer that may not share (the default)
+commits what others left open first, then runs alone; so do re-entrant writes (from a callback).
 """
 
 from __future__ import annotations
@@ -21,8 +33,10 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
+from ...handoffs import handed_off
 from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
 
@@ -38,6 +52,7 @@ WAL_RESTART_FRAMES = 2000
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
+GROUP_MAX = 32  # transactions sharing one COMMIT at most (write(group=True)); 1: each commits alone
 T = TypeVar("T")
 
 _MAX_PARAMETERS = 32_000  # bound parameters per statement (SQLite's default limit is 32766)
@@ -66,13 +81,14 @@ class Lease(Protocol):
 class Tx:
     """An open write transaction."""
 
-    __slots__ = ("conn", "_before", "_after", "unwritten")
+    __slots__ = ("conn", "_before", "_after", "unwritten", "error")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
+        self.error: BaseException | None = None  # its after-commit callbacks' failure (a shared COMMIT)
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -118,14 +134,54 @@ class Tx:
         """Nothing to do: one process, whose subscribers hear of commits through `after_commit`."""
 
 
+class _Group:
+    """The open transaction of `write(group=True)` parts that are done and wait for their shared COMMIT."""
+
+    __slots__ = ("parts", "committed", "error")
+
+    def __init__(self) -> None:
+        self.parts: list[Tx] = []
+        self.committed = threading.Event()
+        self.error: BaseException | None = None  # the COMMIT failed: nothing of any part was written
+
+
+class _WriterLock:
+    """`Database.writer_lock`: the writer lock, taken as `write()` takes it (counted while waiting, held
+    re-entrantly), and once taken, what a group left open is committed first (outside a transaction a
+    statement would otherwise land in the group's, and its callbacks run before that COMMIT)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database):
+        self._db = db
+
+    def __enter__(self) -> _WriterLock:
+        db = self._db
+        db._asking.append(None)
+        try:
+            db._lock.acquire()
+        finally:
+            db._asking.pop()
+        db._depth += 1
+        if db._group is not None and db._depth == 1:  # (deeper: inside a part, whose transaction it is)
+            db._commit_group(db._group)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        db = self._db
+        db._depth -= 1
+        db._lock.release()
+
+
 class Database:
     kind = "sqlite"
     dialect = SQLITE  # what its SQL says differently from PostgreSQL's (storage/_dialect.py)
     explicit_ids = False  # AUTOINCREMENT numbers rows (PostgreSQL's counters are explicit)
     SEQUENCE_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = ?"  # a table's newest number
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", group_max: int = GROUP_MAX):
         self.path = str(path)
+        self.group_max = group_max
         self.memory = self.path == ":memory:"
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +192,15 @@ class Database:
         self._readers_lock = threading.Lock()
         self._closed = False
         self.commits = 0  # transactions committed (the bench reports commits per workflow step)
+        # Seconds the writer lock was waited for and held (BEGIN to the last after-commit callback), and of
+        # that in COMMIT: held close to the wall time means the writer lock bounds the throughput (bench).
+        self.writer_waited = 0.0
+        self.writer_held = 0.0
+        self.commit_time = 0.0
+        self._group: _Group | None = None  # parts done, their COMMIT not yet run (writer lock held to change)
+        self._asking: list[None] = []  # one entry per thread waiting for the writer lock (append/pop: atomic)
+        self._depth = 0  # the writer lock's re-entrant holds (changed only by its holder)
+        self._writer_lock = _WriterLock(self)
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._checkpointer: _Checkpointer | None = None
@@ -152,38 +217,136 @@ class Database:
         return conn
 
     @contextmanager
-    def write(self, *, lock: str | None = None) -> Iterator[Tx]:
+    def write(self, *, lock: str | None = None, group: bool = False) -> Iterator[Tx]:
         """A write transaction (BEGIN IMMEDIATE … COMMIT), rolled back if the block raises. (`lock` is
-        PostgreSQL's counter locked with BEGIN: here BEGIN IMMEDIATE takes the one writer lock.)"""
-        with self._lock:
+        PostgreSQL's counter locked with BEGIN: here BEGIN IMMEDIATE takes the one writer lock.) `group`:
+        it may share its COMMIT with concurrent writers' (see the module); it returns once committed."""
+        asking = self._asking
+        asking.append(None)
+        asked = perf_counter()
+        try:
+            self._lock.acquire()
+        finally:  # counted only while waiting: a part leaves its transaction open only for a real writer
+            asking.pop()
+        self._depth += 1
+        began = perf_counter()
+        conn = self._writer
+        mine: _Group | None = None  # the group holding this part, once it is done
+        try:
             if self._closed:
                 raise RuntimeError("database is closed")
-            tx = Tx(self._writer)
-            self._writer.execute("BEGIN IMMEDIATE")
+            shared = self._group
+            alone = not group or self._depth > 1 or self.group_max <= 1
+            if shared is not None and alone:  # what others left open commits first
+                self._commit_group(shared)
+                shared = None
+            tx = Tx(conn)
+            if shared is None:
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                self._in_group(shared, "SAVEPOINT part")
             try:
                 yield tx
                 for fn in tx._before:
                     fn()
             except BaseException:
+                if shared is None:
+                    conn.execute("ROLLBACK")
+                else:  # this part only: the others' stay, to be committed
+                    self._in_group(shared, "ROLLBACK TO part", "RELEASE part")
+                raise
+            if shared is not None:
+                self._in_group(shared, "RELEASE part")
+            elif alone:
+                self._commit(tx)
+                return
+            else:
+                shared = self._group = _Group()
+            shared.parts.append(tx)
+            mine = shared
+        finally:
+            open_group = self._group
+            if open_group is not None and (not asking or len(open_group.parts) >= self.group_max):
+                self._commit_group(open_group)  # nobody to take it on (or full): commit it now
+            self.writer_waited += began - asked
+            self.writer_held += perf_counter() - began
+            self._depth -= 1
+            self._lock.release()
+        assert mine is not None  # the other paths returned or raised
+        if not mine.committed.is_set():
+            mine.committed.wait()  # a writer that was waiting took the transaction on; it commits
+        if mine.error is not None:
+            raise mine.error
+        if tx.error is not None:
+            raise tx.error
+
+    def _commit(self, tx: Tx) -> None:
+        """COMMIT a transaction of one part, then its callbacks (writer lock held)."""
+        committing = perf_counter()
+        try:
+            self._writer.execute("COMMIT")
+        except BaseException:
+            if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
                 self._writer.execute("ROLLBACK")
-                raise
+            raise
+        self._committed(committing)
+        for fn in tx._after:
+            fn()
+
+    def _committed(self, since: float) -> None:
+        self.commits += 1
+        self.commit_time += perf_counter() - since
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    def _in_group(self, group: _Group, *statements: str) -> None:
+        """Statements of a part in a shared transaction; if one fails, the whole group is rolled back and
+        fails (its state is not known any more), and so does this part."""
+        try:
+            for sql in statements:
+                self._writer.execute(sql)
+        except BaseException as exc:
+            self._fail_group(group, exc)
+            raise
+
+    def _fail_group(self, group: _Group, exc: BaseException) -> None:
+        self._group = None
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+        group.error = exc
+        group.committed.set()
+        handed_off(len(group.parts))
+
+    def _commit_group(self, group: _Group) -> None:
+        """COMMIT the parts of a group, then each part's callbacks in order (writer lock held). Never raises:
+        a failed COMMIT is every part's error, a failing callback its part's."""
+        self._group = None
+        committing = perf_counter()
+        try:
+            self._writer.execute("COMMIT")
+        except BaseException as exc:
             try:
-                self._writer.execute("COMMIT")
-            except BaseException:
-                if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
-                    self._writer.execute("ROLLBACK")
-                raise
-            self.commits += 1
-            if self._checkpointer is not None:
-                self._checkpointer.committed()
-            for fn in tx._after:
-                fn()
+                self._fail_group(group, exc)
+            except BaseException:  # the ROLLBACK failed too: the parts hear of the COMMIT's failure
+                group.error = exc
+                group.committed.set()
+            return
+        self._committed(committing)
+        for tx in group.parts:
+            try:
+                for fn in tx._after:
+                    fn()
+            except BaseException as exc:
+                tx.error = exc
+        group.committed.set()
+        handed_off(len(group.parts) - 1)
 
     @property
-    def writer_lock(self) -> threading.RLock:
+    def writer_lock(self) -> _WriterLock:
         """The lock `write()` holds (re-entrant): a writer that must decide what to write while it alone
-        writes (e.g. take a batch, then write it alone or in a transaction) takes it first."""
-        return self._lock
+        writes (e.g. take a batch, then write it alone or in a transaction) takes it first. Taking it
+        commits what a group of `write(group=True)` parts left open: what its holder writes is its own."""
+        return self._writer_lock
 
     def insert_alone(self, head: str, rows: Sequence[Sequence[Any]], then: Callable[[int], T]) -> T:
         """`{head} VALUES (?,…),(?,…),…` for every row (as many as one statement takes) as a whole write
@@ -193,7 +356,7 @@ class Database:
         `Tx.after_commit` callbacks do (subscribers hear in commit order)."""
         assert rows and len(rows) * len(rows[0]) <= _MAX_PARAMETERS, "one statement's worth of rows"
         sql = f"{head} VALUES {_placeholders(len(rows), len(rows[0]))}"
-        with self._lock:
+        with self._writer_lock:
             if self._closed:
                 raise RuntimeError("database is closed")
             last = self._writer.execute(sql, list(chain(*rows))).lastrowid
@@ -266,6 +429,8 @@ class Database:
         with self._lock:
             if self._closed:
                 return
+            if self._group is not None:  # parts that were waiting for a writer: committed first
+                self._commit_group(self._group)
             self._closed = True
             with self._readers_lock:
                 for conn in self._readers:
