@@ -38,7 +38,7 @@ def _asleep(queue: TimerQueue) -> None:
         with queue._cond:
             if queue._wake_at != float("-inf") and queue._cond._waiters:  # type: ignore[attr-defined]
                 return
-        time.sleep(0.001)
+        time.sleep(0.001)  # bounded: polls a condition no event reports, until the deadline above
     raise AssertionError("the timer thread never went to sleep")
 
 
