@@ -18,6 +18,7 @@ from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.components.system import Storage
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
+from voltorch_server.config import load
 from voltorch_server.storage import Database, migrate
 
 WAIT = 10.0
@@ -312,3 +313,9 @@ def test_an_insert_alone_commits_the_open_group_first_and_is_its_own_transaction
     assert first.error is None
     assert seen == ["a", "alone"]  # both committed when its callback ran
     assert db.commits == commits + 2
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "many"])
+def test_a_group_size_out_of_range_is_refused_naming_the_setting(value: str) -> None:
+    with pytest.raises(ValueError, match=f"db_group_commit.*{value}"):
+        load(env={"VOLTORCH_DB_GROUP_COMMIT": value})
