@@ -8,13 +8,13 @@ Cancellation is one `CancelSignal` per task: agents poll it, wait on it, or hang
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..json_encoders import indented
 from ..priority import Priority
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ def as_output(value: Any) -> AgentOutput:
     if isinstance(value, str):
         return AgentOutput(value)
     try:
-        text = json.dumps(value, indent=2, sort_keys=False)
+        text = indented(value)  # json.dumps(value, indent=2)
     except (TypeError, ValueError) as exc:
         raise AgentError(f"agent returned a value that is not JSON: {exc}", code="INVALID_OUTPUT") from None
     return AgentOutput(text, value)
