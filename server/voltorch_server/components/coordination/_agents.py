@@ -82,6 +82,7 @@ class AgentState:
     stats_time: float = field(default=0.0, repr=False, compare=False)
     # the window's entries as JSON text, kept beside it: its row is written with every outcome
     _window_text: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False, compare=False)
+    _caps_set: tuple[tuple[str, ...], frozenset[str]] | None = field(default=None, repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
 
@@ -147,14 +148,25 @@ class AgentState:
                 self.error_until = time.monotonic() + ERROR_COOLDOWN
 
     def view(self, now_mono: float) -> AgentView:
+        """What selection reads (every agent on every dispatch scan): the window's sums read once, the
+        capabilities' set made once per tuple of them."""
+        caps = self._caps_set
+        if caps is None or caps[0] is not self.capabilities:
+            caps = self._caps_set = (self.capabilities, frozenset(self.capabilities))
+        n = len(self.window)
+        if n:
+            ok, total = self._sums()
+            rate, latency = ok / n, total / n
+        else:
+            rate, latency = 1.0, 0.0
         return view_of(
             self.id,
-            frozenset(self.capabilities),
+            caps[1],
             self.status(now_mono),
             self.load,
             self.max_concurrency,
-            self.success_rate,
-            self.avg_latency,
+            rate,
+            latency,
             self.last_dispatch,
         )
 

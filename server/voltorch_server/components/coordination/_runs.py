@@ -4,13 +4,12 @@ that turn agent outcomes into results and results into a coordination's output."
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
+from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -88,7 +87,7 @@ class Run:
     start_time: float | None = None
     end_time: float | None = None
     units: dict[int, Unit] = field(default_factory=dict)
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Latch = field(default_factory=Latch)  # set once it is terminal (threading.Event's calls)
     final: Coordination | None = None
     # A new coordination's fixed columns until its row is inserted, at the end of the transaction that
     # requested it (`Journal.write_new`): one INSERT with the state dispatch gave it, no UPDATE after it.
@@ -296,4 +295,4 @@ def final_output(run: Run) -> tuple[str, Any]:
 
 
 def total_usage(run: Run) -> TokenUsage:
-    return sum((r.usage for r in run.results.values()), TokenUsage())
+    return sum((r.usage for r in run.results.values()), NO_USAGE)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -53,7 +53,7 @@ class AttemptResult:
     error: TaskError | None = None
     agent_id: str = ""
     coordination_id: str = ""
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
     @property
     def ok(self) -> bool:
@@ -206,7 +206,7 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
     status = _status(c)
     results = list(getattr(c, "results", ()) or ())
     agent_id = next((r.agent_id for r in reversed(results) if getattr(r, "agent_id", "")), "")
-    usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), TokenUsage())
+    usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), NO_USAGE)
     if status == "completed":
         structured = c.structured_output
         if call.json_output and structured is None:

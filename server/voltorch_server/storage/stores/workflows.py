@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
 from ...json_encoders import encoder
@@ -37,7 +37,6 @@ _STEP_TAIL = (
     " coordination_id=excluded.coordination_id, start_time=excluded.start_time,"
     " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time, usage=excluded.usage"
 )
-_NO_USAGE = TokenUsage()
 _LIVE = "('pending','queued','running','paused')"  # not terminal: what an owner runs (partial index)
 
 
@@ -59,7 +58,7 @@ def _step_row(execution_id: str, s: StepRecord) -> tuple:
         s.start_time,
         s.end_time,
         s.next_retry_time,
-        _j(s.usage.to_dict()) if s.usage != _NO_USAGE else None,
+        _j(s.usage.to_dict()) if s.usage is not NO_USAGE and s.usage != NO_USAGE else None,
     )
 
 

@@ -1,0 +1,113 @@
+"""Shortcuts on a workflow step's path (bench/README.md, "Cutting a step's CPU, fourth pass"): each gives
+what the plain code gave. Selection ranks as the formula says, the shared empty usage adds up as a new
+one would, and a latch behaves as the threading.Event it stands for."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from polling import until
+from voltorch_server.agents.base import NO_USAGE, CancelSignal, Latch, TokenUsage
+from voltorch_server.components.coordination._model import Candidate
+from voltorch_server.components.coordination._selection import (
+    W_LATENCY,
+    W_LOAD,
+    W_SUCCESS,
+    AgentView,
+    rank,
+)
+
+
+def _reference_rank(views: list[AgentView], required: tuple[str, ...], exclude: frozenset[str]) -> list:
+    """The ranking spelled out: every check in order, the latency score against the fastest eligible."""
+
+    def why(a: AgentView) -> str:
+        missing = [c for c in required if c not in a.capabilities]
+        if missing:
+            return "missing capability: " + ", ".join(missing)
+        if a.id in exclude:
+            return "already takes part in this coordination"
+        if a.status == "offline":
+            return "offline"
+        if a.status == "elsewhere":
+            return "connected to another replica, and an agent here can take the task"
+        if a.status == "error":
+            return "in error state after repeated failures"
+        if a.load >= a.max_concurrency:
+            return f"at max concurrency ({a.max_concurrency})"
+        return ""
+
+    reasons = [why(a) for a in views]
+    lats = [
+        max(a.avg_latency, 0.001) for a, r in zip(views, reasons, strict=True) if not r and a.avg_latency > 0
+    ]
+    fastest = min(lats, default=0.001)
+    out = []
+    for a, r in zip(views, reasons, strict=True):
+        lat_score = 1.0 if a.avg_latency <= 0 else fastest / max(a.avg_latency, 0.001)
+        free = max(0.0, 1.0 - a.load / max(1, a.max_concurrency))
+        score = round(W_SUCCESS * a.success_rate + W_LATENCY * lat_score + W_LOAD * free, 4)
+        c = Candidate(
+            a.id, score, a.success_rate, a.avg_latency, a.load, a.max_concurrency, not r, r or "eligible"
+        )
+        out.append(((bool(r), -score, a.last_dispatch, a.id), c, a))
+    out.sort(key=lambda t: t[0])
+    return [(c, a) for _, c, a in out]
+
+
+def test_rank_is_the_formula_for_any_agents() -> None:
+    rnd = random.Random(7)
+    caps = ["a", "b", "c"]
+    for _ in range(300):
+        views = [
+            AgentView(
+                id=f"ag{i}",
+                capabilities=frozenset(rnd.sample(caps, rnd.randint(0, 3))),
+                status=rnd.choice(["idle", "busy", "offline", "error", "elsewhere"]),
+                load=rnd.randint(0, 3),
+                max_concurrency=rnd.randint(1, 3),
+                success_rate=rnd.choice([1.0, 0.5, rnd.random()]),
+                avg_latency=rnd.choice([0.0, 0.0005, rnd.random()]),
+                last_dispatch=float(rnd.randint(0, 5)),
+            )
+            for i in range(rnd.randint(0, 8))
+        ]
+        required = tuple(rnd.sample(caps, rnd.randint(0, 2)))
+        exclude = frozenset(rnd.sample([v.id for v in views], min(len(views), rnd.randint(0, 2))))
+        got, want = rank(views, required, exclude), _reference_rank(views, required, exclude)
+        assert got == want
+        assert [list(vars(c).items()) for c, _ in got] == [list(vars(c).items()) for c, _ in want]
+
+
+def test_the_shared_empty_usage_adds_and_reads_back_as_a_new_one() -> None:
+    used = TokenUsage(3, 4, 7, 0.25, 1)
+    assert TokenUsage() == NO_USAGE and used + NO_USAGE == used == NO_USAGE + used
+    assert sum([NO_USAGE, used, NO_USAGE], NO_USAGE) == used
+    assert TokenUsage.from_dict(None) is NO_USAGE and TokenUsage.from_dict(NO_USAGE.to_dict()) is NO_USAGE
+    assert TokenUsage.from_dict(used.to_dict()) == used
+    negative_zero = TokenUsage.from_dict({"cost": -0.0})  # kept as it was given, not made the shared one
+    assert negative_zero == NO_USAGE and str(negative_zero.cost) == "-0.0"
+    with pytest.raises(AttributeError):
+        NO_USAGE.cost = 1.0  # type: ignore[misc]  # frozen: sharing it is safe
+
+
+def test_a_latch_wakes_its_waiters_once_set_as_an_event_does() -> None:
+    latch = Latch()
+    assert not latch.is_set() and latch.wait(0.01) is False
+    woken: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woken.append(latch.wait(10))) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    until(lambda: latch._event is not None)  # a waiter made the event: the others wait on it too
+    latch.set()
+    for t in waiters:
+        t.join(10)
+    assert woken == [True, True, True] and latch.is_set() and latch.wait(0) is True
+    signal = CancelSignal()
+    heard: list[str] = []
+    signal.add_callback(heard.append)
+    signal.set("stop")
+    signal.set("again")
+    assert signal.is_set() and signal.wait(0) and signal.reason == "stop" and heard == ["stop"]
