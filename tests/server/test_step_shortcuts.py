@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
+from dataclasses import fields
 
 import pytest
+from engines import Engines, build
 from polling import until
-from voltorch_server.agents.base import NO_USAGE, CancelSignal, Latch, TokenUsage
+from voltorch_server.agents.base import (
+    NO_USAGE,
+    AgentError,
+    AgentOutput,
+    AgentTask,
+    CancelSignal,
+    Latch,
+    TokenUsage,
+)
 from voltorch_server.components.coordination._model import Candidate
 from voltorch_server.components.coordination._selection import (
     W_LATENCY,
@@ -18,6 +29,7 @@ from voltorch_server.components.coordination._selection import (
     AgentView,
     rank,
 )
+from voltorch_server.components.workflows import AgentTaskSpec, StepExecution, StepSpec, Template
 
 
 def _reference_rank(views: list[AgentView], required: tuple[str, ...], exclude: frozenset[str]) -> list:
@@ -111,3 +123,47 @@ def test_a_latch_wakes_its_waiters_once_set_as_an_event_does() -> None:
     signal.set("stop")
     signal.set("again")
     assert signal.is_set() and signal.wait(0) and signal.reason == "stop" and heard == ["stop"]
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+def test_a_read_steps_fields_are_what_was_checkpointed_in_the_constructors_objects(engines: Engines) -> None:
+    """GetExecution's steps are read without the frozen dataclass's __init__ and without decoding the
+    columns that are NULL: the objects the constructor makes, every field as written."""
+    used = TokenUsage(5, 6, 11, 0.125, 1)
+
+    def answer(task: AgentTask, cancel: CancelSignal) -> AgentOutput:
+        return AgentOutput("out", {"k": [1, "é"]}, used)
+
+    def refuse(task: AgentTask, cancel: CancelSignal) -> str:
+        raise AgentError("no", code="NOPE")
+
+    engines.coordination.register_agent("answers", kind="function", capabilities=("a",), runtime=answer)
+    engines.coordination.register_agent("refuses", kind="function", capabilities=("r",), runtime=refuse)
+    engines.workflows.register_template(
+        Template(
+            name="two",
+            steps=(
+                StepSpec("s0", AgentTaskSpec("x", capabilities=("a",))),
+                StepSpec("s1", AgentTaskSpec("y", capabilities=("r",)), depends_on=("s0",)),
+            ),
+        )
+    )
+    e, _ = engines.workflows.start_execution("two")
+    s0, s1 = engines.finished(e.id).steps
+    assert (s0.status, s0.output, s0.structured_output, s0.usage, s0.error) == (
+        "completed",
+        "out",
+        {"k": [1, "é"]},
+        used,
+        None,
+    )
+    assert s1.status == "failed" and s1.error is not None and s1.error.code == "NOPE" and s1.usage is NO_USAGE
+    for made in (s0, s1):
+        rebuilt = StepExecution(**{f.name: getattr(made, f.name) for f in fields(made)})
+        assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())

@@ -119,7 +119,10 @@ def _unj(raw: str | None) -> Any:
 
 
 def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExecution:
-    return StepExecution(
+    """The step as the caller sees it: StepExecution(...) without the frozen dataclass's __init__ (an
+    object.__setattr__ per field), as the coordination's selection objects are made (every field, in order)."""
+    e = _new_object(StepExecution)
+    e.__dict__.update(
         step_id=s.step_id,
         name=s.name,
         status=s.status,
@@ -135,6 +138,10 @@ def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExec
         children=children,
         usage=s.usage,
     )
+    return e
+
+
+_new_object = object.__new__
 
 
 def nest(records: list[StepRecord]) -> tuple[StepExecution, ...]:

@@ -63,23 +63,24 @@ def _step_row(execution_id: str, s: StepRecord) -> tuple:
 
 
 def _step_record(r: Any) -> StepRecord:
+    structured, error, item, usage = r["structured"], r["error"], r["item"], r["usage"]
     return StepRecord(
-        step_id=r["step_id"],
-        position=r["position"],
-        name=r["name"],
-        parent_id=r["parent_id"],
-        status=r["status"],
-        attempts=r["attempts"],
-        output=r["output"],
-        structured=_unj(r["structured"]),
-        error=TaskError.from_dict(_unj(r["error"])),
-        agent_id=r["agent_id"],
-        coordination_id=r["coordination_id"],
-        item=_unj(r["item"]),
-        start_time=r["start_time"],
-        end_time=r["end_time"],
-        next_retry_time=r["next_retry_time"],
-        usage=TokenUsage.from_dict(_unj(r["usage"])),
+        r["step_id"],
+        r["position"],
+        r["name"],
+        r["parent_id"],
+        r["status"],
+        r["attempts"],
+        r["output"],
+        None if structured is None else json.loads(structured),
+        None if error is None else TaskError.from_dict(json.loads(error)),
+        r["agent_id"],
+        r["coordination_id"],
+        None if item is None else json.loads(item),
+        r["start_time"],
+        r["end_time"],
+        r["next_retry_time"],
+        NO_USAGE if usage is None else TokenUsage.from_dict(json.loads(usage)),  # NULL: none used
     )
 
 
