@@ -145,7 +145,11 @@ class Run:
         return text
 
     def snapshot(self, queue_position: int = 0) -> Coordination:
-        return Coordination(
+        """The coordination as callers see it, made as Coordination(...) makes it (every field, in order)
+        without the frozen dataclass's __init__ (an object.__setattr__ for each of 26 fields): a workflow
+        step takes one of every coordination it finishes."""
+        c = _new_object(Coordination)
+        c.__dict__.update(
             id=self.id,
             status=self.status,
             mode=self.mode,
@@ -173,6 +177,10 @@ class Run:
             execution_id=self.execution_id,
             step_id=self.step_id,
         )
+        return c
+
+
+_new_object = object.__new__
 
 
 @dataclass
@@ -259,24 +267,30 @@ def checked(outcome: Outcome) -> Outcome:
 
 
 def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> AgentResult:
-    common: dict[str, Any] = {
-        "agent_id": agent_id,
-        "position": unit.position,
-        "task_id": unit.task_id,
-        "attempts": unit.attempt,
-        "latency": latency,
-        "start_time": unit.start_time,
-        "end_time": time.time(),
-    }
+    """AgentResult(...) as its constructor makes it (every field, in order), without the frozen dataclass's
+    __init__."""
     if isinstance(outcome, AgentError):
-        return AgentResult(
-            **common,
-            error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable),
-            usage=outcome.usage,
-        )
-    return AgentResult(
-        **common, output=outcome.output, structured_output=outcome.structured_output, usage=outcome.usage
+        output, structured = "", None
+        error: TaskError | None = TaskError(outcome.code, outcome.message[:4096], outcome.retryable)
+    else:
+        output, structured, error = outcome.output, outcome.structured_output, None
+    r = _new_object(AgentResult)
+    r.__dict__.update(
+        agent_id=agent_id,
+        position=unit.position,
+        task_id=unit.task_id,
+        attempts=unit.attempt,
+        output=output,
+        structured_output=structured,
+        error=error,
+        latency=latency,
+        usage=outcome.usage,
+        skipped=False,
+        condition_result=None,
+        start_time=unit.start_time,
+        end_time=time.time(),
     )
+    return r
 
 
 def final_output(run: Run) -> tuple[str, Any]:
