@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 
 import pytest
-from engines import Engines, build
+from engines import WAIT, Engines, build
 from polling import until
 from voltorch_server.agents.base import (
     NO_USAGE,
@@ -21,6 +21,7 @@ from voltorch_server.agents.base import (
     Latch,
     TokenUsage,
 )
+from voltorch_server.components.coordination import CoordinationRequest
 from voltorch_server.components.coordination._model import Candidate
 from voltorch_server.components.coordination._selection import (
     W_LATENCY,
@@ -166,4 +167,21 @@ def test_a_read_steps_fields_are_what_was_checkpointed_in_the_constructors_objec
     assert s1.status == "failed" and s1.error is not None and s1.error.code == "NOPE" and s1.usage is NO_USAGE
     for made in (s0, s1):
         rebuilt = StepExecution(**{f.name: getattr(made, f.name) for f in fields(made)})
+        assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
+
+
+def test_a_finished_coordination_and_its_results_are_the_constructors_objects(engines: Engines) -> None:
+    def refuse(task: AgentTask, cancel: CancelSignal) -> str:
+        raise AgentError("no", code="NOPE")
+
+    engines.coordination.register_agent("refuses", kind="function", capabilities=("r",), runtime=refuse)
+    done = engines.coordination.wait(
+        engines.coordination.request(CoordinationRequest(task="t", required_capabilities=("upper",))).id, WAIT
+    )
+    failed = engines.coordination.wait(
+        engines.coordination.request(CoordinationRequest(task="t", required_capabilities=("r",))).id, WAIT
+    )
+    assert done.status == "completed" and failed.status == "failed" and failed.results[0].error is not None
+    for made in (done, failed, done.results[0], failed.results[0]):
+        rebuilt = type(made)(**{f.name: getattr(made, f.name) for f in fields(made)})
         assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
