@@ -470,7 +470,7 @@ def test_events_that_read_nothing_are_appended_as_the_log_stores_and_delivers_th
 
     from voltorch_server.components.events import prepare_own
     from voltorch_server.priority import Priority
-    from voltorch_server.telemetry import internal_span
+    from voltorch_server.telemetry import current_trace, internal_span
 
     log = EventLog(SqlEvents(db))
     log.emit("before.any")
@@ -478,6 +478,7 @@ def test_events_that_read_nothing_are_appended_as_the_log_stores_and_delivers_th
     log.add_listener(heard.append)
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with internal_span("test.ambient"), db.write() as tx:  # a trace for the events that carry none
+        ambient = current_trace()
         got = log.append(tx, [prepare_own("t.a", "s", {"n": 1}, correlation_id="c", traceparent=parent)])
         got += log.append(tx, [NewEvent("t.id", id="given")])
         got += log.append(
@@ -497,6 +498,6 @@ def test_events_that_read_nothing_are_appended_as_the_log_stores_and_delivers_th
 
     assert [fields(e) for e in got] == [fields(e) for e in stored] == [fields(e) for e in heard]
     assert [e.sequence for e in got] == [2, 3, 4, 5]
-    assert got[0].trace_id == "0af7651916cd43dd8448eb211c80319c" and got[2].trace_id  # the ambient span's
+    assert got[0].trace_id == "0af7651916cd43dd8448eb211c80319c" and got[2].trace_id == ambient.trace_id
     assert got[2].priority is Priority.HIGH and got[3].causation_id == "given"
     assert all(got[i].time <= got[i + 1].time for i in range(3))
