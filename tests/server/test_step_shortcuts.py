@@ -185,3 +185,45 @@ def test_a_finished_coordination_and_its_results_are_the_constructors_objects(en
     for made in (done, failed, done.results[0], failed.results[0]):
         rebuilt = type(made)(**{f.name: getattr(made, f.name) for f in fields(made)})
         assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
+
+
+def test_an_agents_view_is_kept_only_while_what_it_shows_is_unchanged() -> None:
+    """A dispatch views every agent: the last view is given again while nothing it is made of changed,
+    and any change (load, an outcome, a dispatch, an error state, the window refreshed) gives a new one
+    equal to a view made from scratch."""
+    from voltorch_server.agents.base import FunctionAgent
+    from voltorch_server.components.coordination import AgentState
+    from voltorch_server.components.coordination._agents import ERROR_AFTER_FAILURES
+    from voltorch_server.components.coordination._model import TaskError
+    from voltorch_server.components.coordination._selection import view_of
+
+    a = AgentState("a", "a", "function", ("x",), 2, None, {}, 0.0, runtime=FunctionAgent(lambda t, c: "ok"))
+
+    def fresh(now: float) -> AgentView:
+        return view_of(
+            a.id,
+            frozenset(a.capabilities),
+            a.status(now),
+            a.load,
+            a.max_concurrency,
+            a.success_rate,
+            a.avg_latency,
+            a.last_dispatch,
+        )
+
+    first = a.view(1.0)
+    assert a.view(2.0) is first and first == fresh(2.0)
+    changes = [
+        lambda: setattr(a, "load", 1),
+        lambda: a.record(True, 0.25, None),
+        lambda: setattr(a, "last_dispatch", 7),
+        lambda: [a.record(False, 0.1, TaskError("E", "e")) for _ in range(ERROR_AFTER_FAILURES)],
+        lambda: a.refresh(AgentState("a", "a", "function", ("x",), 2, None, {}, 0.0)),
+        lambda: setattr(a, "capabilities", ("x", "y")),
+    ]
+    for change in changes:
+        before = a.view(3.0)
+        change()
+        after = a.view(3.0)
+        assert after is not before and after == fresh(3.0)
+        assert a.view(3.0) is after
