@@ -73,20 +73,23 @@ def _reference_rank(views: list[AgentView], required: tuple[str, ...], exclude: 
 def test_rank_is_the_formula_for_any_agents() -> None:
     rnd = random.Random(7)
     caps = ["a", "b", "c"]
+
+    def view(i: int) -> AgentView:
+        return AgentView(
+            id=f"ag{i}",
+            capabilities=frozenset(rnd.sample(caps, rnd.randint(0, 3))),
+            status=rnd.choice(["idle", "busy", "offline", "error", "elsewhere"]),
+            load=rnd.randint(0, 3),
+            max_concurrency=rnd.randint(1, 3),
+            success_rate=rnd.choice([1.0, 0.5, rnd.random()]),
+            avg_latency=rnd.choice([0.0, 0.0005, rnd.random()]),
+            last_dispatch=float(rnd.randint(0, 5)),
+        )
+
+    kept = [view(i) for i in range(6)]  # views an agent keeps from one dispatch to the next (ranked again)
     for _ in range(300):
-        views = [
-            AgentView(
-                id=f"ag{i}",
-                capabilities=frozenset(rnd.sample(caps, rnd.randint(0, 3))),
-                status=rnd.choice(["idle", "busy", "offline", "error", "elsewhere"]),
-                load=rnd.randint(0, 3),
-                max_concurrency=rnd.randint(1, 3),
-                success_rate=rnd.choice([1.0, 0.5, rnd.random()]),
-                avg_latency=rnd.choice([0.0, 0.0005, rnd.random()]),
-                last_dispatch=float(rnd.randint(0, 5)),
-            )
-            for i in range(rnd.randint(0, 8))
-        ]
+        views = rnd.sample(kept, rnd.randint(0, 6)) + [view(i) for i in range(6, 6 + rnd.randint(0, 3))]
+        rnd.shuffle(views)
         required = tuple(rnd.sample(caps, rnd.randint(0, 2)))
         exclude = frozenset(rnd.sample([v.id for v in views], min(len(views), rnd.randint(0, 2))))
         got, want = rank(views, required, exclude), _reference_rank(views, required, exclude)

@@ -147,7 +147,14 @@ def rank(
         fastest = _FLOOR
     out: list[tuple[tuple, Candidate, AgentView]] = []
     for a, why in views:
-        lat, load, most, rate = a.avg_latency, a.load, a.max_concurrency, a.success_rate
+        lat = a.avg_latency
+        # A view is frozen and kept by its agent while nothing it shows changes (AgentState.view): its candidate
+        # (frozen too) is the same while its reason and, when its latency counts, the fastest are the same.
+        kept = a.__dict__.get("_ranked")
+        if kept is not None and kept[0] == why and (lat <= 0 or kept[1] == fastest):
+            out.append((kept[2], kept[3], a))
+            continue
+        load, most, rate = a.load, a.max_concurrency, a.success_rate
         lat_score = 1.0 if lat <= 0 else fastest / max(lat, _FLOOR)
         free = max(0.0, 1.0 - load / max(1, most))
         score = round(W_SUCCESS * rate + W_LATENCY * lat_score + W_LOAD * free, 4)
@@ -162,7 +169,9 @@ def rank(
             eligible=not why,
             reason=why or "eligible",
         )
-        out.append(((bool(why), -score, a.last_dispatch, a.id), cand, a))
+        order = (bool(why), -score, a.last_dispatch, a.id)
+        a.__dict__["_ranked"] = (why, fastest, order, cand)  # beside its fields: not one (eq, repr, replace)
+        out.append((order, cand, a))
     out.sort(key=_first)
     return [(c, a) for _, c, a in out]
 
