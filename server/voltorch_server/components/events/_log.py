@@ -36,6 +36,7 @@ DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
 _new_object = object.__new__
+_set_attr = object.__setattr__
 
 __all__ = [
     "Correlation",
@@ -469,21 +470,25 @@ class EventLog(Component):
                 )
             )
             e = _new_object(Event)
-            e.__dict__.update(
-                sequence=seq,
-                id=eid,
-                type=p.type,
-                source=p.source,
-                target=p.target,
-                _data_json=p.data_json,
-                correlation_id=p.correlation_id,
-                causation_id=p.causation_id,
-                priority=priority,
-                traceparent=ids.traceparent,
-                tracestate=ids.tracestate,
-                trace_id=ids.trace_id,
-                span_id=ids.span_id,
-                time=now,
+            _set_attr(  # its fields as the dataclass's __init__ would set them (an Event is frozen)
+                e,
+                "__dict__",
+                {
+                    "sequence": seq,
+                    "id": eid,
+                    "type": p.type,
+                    "source": p.source,
+                    "target": p.target,
+                    "_data_json": p.data_json,
+                    "correlation_id": p.correlation_id,
+                    "causation_id": p.causation_id,
+                    "priority": priority,
+                    "traceparent": ids.traceparent,
+                    "tracestate": ids.tracestate,
+                    "trace_id": ids.trace_id,
+                    "span_id": ids.span_id,
+                    "time": now,
+                },
             )
             new.append(e)
             by_id[eid] = e
