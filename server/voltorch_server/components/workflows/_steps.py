@@ -133,8 +133,10 @@ def _timed_out(ctx: AttemptContext, cid: str) -> AttemptResult:
 
 
 def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRequest:
-    """The coordination an attempt asks for."""
-    return CoordinationRequest(
+    """The coordination an attempt asks for: CoordinationRequest(...) as its constructor makes it (every
+    field, in order), without the frozen dataclass's __init__ (an object.__setattr__ per field)."""
+    req = _new_object(CoordinationRequest)
+    req.__dict__.update(
         task=call.task,
         mode=call.mode,
         source_agent_id=call.source_agent_id,
@@ -147,10 +149,15 @@ def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRe
         condition=call.condition,
         correlation_id=ctx.correlation_id,
         request_id=ctx.request_id,
+        max_agents=0,
         traceparent=ctx.traceparent,
         execution_id=ctx.execution_id,
         step_id=ctx.step_id,
     )
+    return req
+
+
+_new_object = object.__new__
 
 
 def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:
