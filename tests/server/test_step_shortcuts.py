@@ -230,3 +230,39 @@ def test_an_agents_view_is_kept_only_while_what_it_shows_is_unchanged() -> None:
         after = a.view(3.0)
         assert after is not before and after == fresh(3.0)
         assert a.view(3.0) is after
+
+
+def test_a_steps_coordination_request_is_the_constructors_object() -> None:
+    from voltorch_server.components.workflows._steps import AgentCall, AttemptContext, coordination_request
+    from voltorch_server.priority import Priority
+
+    call = AgentCall("t", capabilities=("a", "", "b"), context={"k": 1})
+    ctx = AttemptContext("wf/x/s/1", "corr", Priority.HIGH, 30.0, "", "x", "s")
+    made = coordination_request(call, ctx)
+    rebuilt = CoordinationRequest(**{f.name: getattr(made, f.name) for f in fields(made)})
+    assert rebuilt == made and list(vars(rebuilt).items()) == list(vars(made).items())
+    assert (
+        made.required_capabilities == ("a", "b") and made.max_agents == 0 and made.priority is Priority.HIGH
+    )
+
+
+def test_a_selections_text_is_its_json_with_candidates_texts_kept() -> None:
+    import json
+
+    from voltorch_server.components.coordination._model import Selection
+    from voltorch_server.components.coordination._runs import _encode, _selection_json
+
+    a = Candidate("a", 0.9, 1.0, 0.0008095333333333334, 0, 4, True, "selected: best score")
+    b = Candidate("b", 0.5, 0.5, 0.0, 1, 1, False, "missing capability: é")
+    for sel in (
+        Selection(("a",), (a, b), "selected a; ü"),
+        Selection((), (b, a, b), "waiting"),  # the same candidates again: their kept texts
+        Selection(),
+    ):
+        assert _selection_json(sel) == _encode(sel.to_dict())
+        assert json.loads(_selection_json(sel)) == sel.to_dict()
+    bad = Candidate("n", float("nan"), 1.0, 0.0, 0, 1, True, "")
+    with pytest.raises(ValueError):
+        _encode(Selection(("n",), (bad,), "").to_dict())
+    with pytest.raises(ValueError):
+        _selection_json(Selection(("n",), (bad,), ""))

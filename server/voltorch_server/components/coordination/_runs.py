@@ -18,6 +18,7 @@ from ._model import (
     MAX_OUTPUT_BYTES,
     TERMINAL,
     AgentResult,
+    Candidate,
     Coordination,
     CoordinationCondition,
     CoordinationRequest,
@@ -35,6 +36,30 @@ _dumps = encoder()  # json.dumps(value)
 _compact = encoder(separators=(",", ":"))  # one encoder for every row, not one per call
 _encode = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  # as events are
 _hashed = encoder(sort_keys=True, default=str)  # a request's digest (json.dumps' defaults)
+
+
+_candidate_texts: dict[int, tuple[Candidate, str]] = {}  # id -> (the candidate, kept alive; its JSON)
+
+
+def _candidate_text(c: Candidate) -> str:
+    kept = _candidate_texts.get(id(c))
+    if kept is not None and kept[0] is c:
+        return kept[1]
+    text = _encode(c.to_dict())
+    if len(_candidate_texts) >= 4096:  # a few new ones a step: forget them all now and then
+        _candidate_texts.clear()
+    _candidate_texts[id(c)] = (c, text)
+    return text
+
+
+def _selection_json(sel: Selection) -> str:
+    """What _encode(sel.to_dict()) writes, its candidates' parts kept: an agent's candidate is the same
+    (frozen) object from one dispatch to the next while nothing it shows changes (selection.rank)."""
+    candidates = ",".join([_candidate_text(c) for c in sel.candidates])
+    return (
+        f'{{"selected_agent_ids":{_encode(list(sel.selected_agent_ids))},"candidates":[{candidates}],'
+        f'"explanation":{_encode(sel.explanation)}}}'
+    )
 
 
 @dataclass(eq=False)
@@ -139,7 +164,7 @@ class Run:
         cached = self._selection_text
         if cached is not None and cached[0] is sel:
             return cached[1]
-        text = _encode(sel.to_dict())
+        text = _selection_json(sel)
         if sel is self.selection:
             self._selection_text = (sel, text)
         return text
