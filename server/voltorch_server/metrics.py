@@ -137,13 +137,20 @@ class Metrics:
         )
         self.workflows_cancelled = PlainCounter(m, "voltorch.workflows.cancelled", unit="{workflow}")
         self.workflow_duration = h["voltorch.workflow.duration"]
-        self.workflow_tokens = m.create_counter(
-            "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
+        self.workflow_tokens = PlainCounter(
+            m,
+            "voltorch.workflow.tokens",
+            unit="{token}",
+            description="Tokens used by executions, by template",
         )
-        self.workflow_cost = m.create_counter(
-            "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
+        self.workflow_cost = PlainCounter(
+            m,
+            "voltorch.workflow.cost",
+            unit="USD",
+            description="Cost of executions' model calls, by template",
         )
-        self.workflow_llm_calls = m.create_counter("voltorch.workflow.llm_calls", unit="{call}")
+        self.workflow_llm_calls = PlainCounter(m, "voltorch.workflow.llm_calls", unit="{call}")
+        self._usage_keys: dict[str, tuple[tuple, tuple, tuple]] = {}  # see record_usage
         self.step_duration = h["voltorch.workflow.step.duration"]
         # Coordination and agents
         self.coordinations = PlainCounter(m, "voltorch.coordinations", unit="{coordination}")
@@ -267,14 +274,23 @@ class Metrics:
             self.workflow_duration.record(duration, attrs)
 
     def record_usage(self, used: Any, *, template: str) -> None:
-        """Usage of one step attempt (a TokenUsage): tokens in and out, cost and model calls."""
-        for kind, n in (("input", used.prompt_tokens), ("output", used.completion_tokens)):
-            if n:
-                self.workflow_tokens.add(n, {"template": template, GEN_AI_TOKEN_TYPE: kind})
+        """Usage of one step attempt (a TokenUsage): tokens in and out, cost and model calls (every LLM
+        step records it: the counters' keys are kept per template)."""
+        keys = self._usage_keys.get(template)
+        if keys is None:
+            keys = self._usage_keys[template] = (
+                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "input"}),
+                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "output"}),
+                PlainCounter.key({"template": template}),
+            )
+        if used.prompt_tokens:
+            self.workflow_tokens.add_at(used.prompt_tokens, keys[0])
+        if used.completion_tokens:
+            self.workflow_tokens.add_at(used.completion_tokens, keys[1])
         if used.cost:
-            self.workflow_cost.add(used.cost, {"template": template})
+            self.workflow_cost.add_at(used.cost, keys[2])
         if used.llm_calls:
-            self.workflow_llm_calls.add(used.llm_calls, {"template": template})
+            self.workflow_llm_calls.add_at(used.llm_calls, keys[2])
 
     # A workflow step records a step, a coordination and an agent task: their series (and counter keys) are
     # kept by the values they are recorded with, so a record is a dict lookup and the additions, not an

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from voltorch_server import telemetry
+from voltorch_server.agents.base import TokenUsage
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.system import MetricCollector, Sample
 from voltorch_server.config import Config
@@ -229,6 +230,46 @@ def test_llm_calls_show_as_the_sdks_instruments_showed_them() -> None:
                 duration.record(seconds, {**base, "error.type": error} if error else base)
             got, expected = _shown(mine, names), _shown(theirs, names)
             assert len(expected) == 12 and got == expected
+    finally:
+        provider.shutdown()
+        ours.shutdown()
+
+
+def test_step_usage_shows_as_the_sdks_counters_showed_it() -> None:
+    """record_usage (every LLM step) adds to plain counters by kept keys: GetMetrics shows what the SDK's
+    counters it added to before showed."""
+    names = {"voltorch.workflow.tokens", "voltorch.workflow.cost", "voltorch.workflow.llm_calls"}
+    steps = [
+        ("complete", TokenUsage(120, 30, 150, cost=0.25, llm_calls=1)),
+        ("complete", TokenUsage(0, 0, 0)),
+        ("review", TokenUsage(7, 0, 7, cost=0.0, llm_calls=2)),
+        ("complete", TokenUsage(1, 2, 3, cost=0.125, llm_calls=1)),
+    ]
+    ours = Metrics.for_server()
+    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    provider = MeterProvider(metric_readers=[reader])
+    mine, theirs = MetricCollector(ours.reader), MetricCollector(reader)
+    try:
+        meter = provider.get_meter(SCOPE.name, SCOPE.version)
+        tokens = meter.create_counter(
+            "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
+        )
+        cost = meter.create_counter(
+            "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
+        )
+        calls = meter.create_counter("voltorch.workflow.llm_calls", unit="{call}")
+        for _ in range(2):
+            for template, used in steps:
+                ours.record_usage(used, template=template)
+                for kind, n in (("input", used.prompt_tokens), ("output", used.completion_tokens)):
+                    if n:
+                        tokens.add(n, {"template": template, "gen_ai.token.type": kind})
+                if used.cost:
+                    cost.add(used.cost, {"template": template})
+                if used.llm_calls:
+                    calls.add(used.llm_calls, {"template": template})
+            got, expected = _shown(mine, names), _shown(theirs, names)
+            assert len(expected) == 6 and got == expected
     finally:
         provider.shutdown()
         ours.shutdown()
