@@ -40,7 +40,7 @@ from .limiter import (
     Permit,
     estimate_tokens,
 )
-from .llm_clients import EndpointClients, new_client
+from .llm_clients import NOT_SENT, EndpointClients, new_client
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -319,7 +319,7 @@ class LlmAgent(Agent):
         # through its TypedDict transform first, a tenth of the server's CPU per call when hundreds of
         # calls run at once (bench suite llm). The request on the wire is the same. The URL is given whole
         # (the client's base URL + the path, as the client would join them): joining a relative path
-        # re-parses the base URL on every call.
+        # re-parses the base URL on every call. The client's X-Stainless-* headers are left out (NOT_SENT).
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -356,7 +356,11 @@ class LlmAgent(Agent):
                             f"{client.base_url}chat/completions",
                             cast_to=httpx2.Response,
                             body=body,
-                            options={"timeout": timeout, "idempotency_key": request_id},
+                            options={
+                                "timeout": timeout,
+                                "idempotency_key": request_id,
+                                "headers": NOT_SENT,
+                            },
                             stream=True,
                         )
                         chunks = _receive(raw, task, cancel, final)
