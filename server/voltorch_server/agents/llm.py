@@ -149,9 +149,12 @@ def _system_prompt(settings: LlmSettings, task: AgentTask) -> str:
 
 
 def _user_message(task: AgentTask) -> str:
+    """The task's text, then its context as JSON on one line: json's C encoder writes it (with `indent`
+    the json module falls back to its pure-Python encoder, ~8x the CPU, and the model reads the
+    indentation as tokens)."""
     if not task.context:
         return task.text
-    ctx = json.dumps(task.context, indent=1, default=str)
+    ctx = json.dumps(task.context, default=str)
     if len(ctx) > MAX_CONTEXT_CHARS:
         ctx = ctx[:MAX_CONTEXT_CHARS] + "\n... (truncated)"
     return f"{task.text}\n\nContext (JSON):\n{ctx}"
