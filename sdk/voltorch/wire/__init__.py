@@ -2,9 +2,9 @@
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
 errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
-waits and signals; agents and coordinations with their results and selections. The server reads requests
-with `request=True` (strict: a WireError names the offending field) and maps its own domain types to
-and from these; the SDK hands these types to its users.
+waits and signals; agents and coordinations with their results and selections; schedules; the remote
+worker stream's messages. The server reads requests with `request=True` (strict: a WireError names the
+offending field) and maps its own domain types to and from these; the SDK hands these types to its users.
 """
 
 from ._conditions import (
@@ -83,6 +83,7 @@ from ._executions import (
 )
 from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
+from ._schedules import Schedule, ScheduleLike, schedule_from_pb, schedule_pb
 from ._templates import (
     UNSET,
     AgentTask,
@@ -120,6 +121,10 @@ from ._values import (
 )
 
 __all__ = [
+    "Schedule",
+    "ScheduleLike",
+    "schedule_from_pb",
+    "schedule_pb",
     "LlmSettingsLike",
     "ToolSpecLike",
     "Agent",
