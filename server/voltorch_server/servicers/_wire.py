@@ -19,8 +19,9 @@ from typing import Any
 
 from voltorch import wire
 
-from ..agents.base import ToolSpec
+from ..agents.base import TokenUsage, ToolSpec
 from ..agents.llm import LlmSettings
+from ..agents.remote import HeartbeatMsg, ProgressMsg, WorkerHello
 from ..components.cluster import Member
 from ..components.coordination import CoordinationCondition
 from ..components.schedules import Schedule
@@ -58,6 +59,10 @@ _SERVER: dict[type, type] = {
     wire.ToolSpec: ToolSpec,
     wire.Member: Member,
     wire.Schedule: Schedule,
+    wire.TokenUsage: TokenUsage,
+    wire.WorkerHello: WorkerHello,
+    wire.WorkerHeartbeat: HeartbeatMsg,
+    wire.TaskProgress: ProgressMsg,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)
