@@ -1,12 +1,13 @@
 """The wire layer: proto <-> Python for the SDK and the server alike, written once.
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
-errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
+errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's options; executions with their steps,
 waits and signals; agents and coordinations with their results and selections; schedules; the remote
 worker stream's messages. The server reads requests with `request=True` (strict: a WireError names the
 offending field) and maps its own domain types to and from these; the SDK hands these types to its users.
 """
 
+from ._complete import CompleteOptions, complete_options_from_pb, complete_options_pb
 from ._conditions import (
     Condition,
     LlmSettings,
@@ -151,6 +152,9 @@ from ._workers import (
 )
 
 __all__ = [
+    "CompleteOptions",
+    "complete_options_from_pb",
+    "complete_options_pb",
     "CancelTask",
     "CancelTaskLike",
     "ServerMessage",

@@ -2,8 +2,8 @@
 
 Classes of the same concept share field names; the few that differ are renamed here. A transcription
 copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
-listed field by field a second time. Templates, conditions, LLM settings, a CreateSchedule request's
-schedule and the messages a worker sends go through here; hot paths (keys, events) use the value helpers
+listed field by field a second time. Templates, conditions, LLM settings, ExecuteCompleteWorkflow's options, a
+CreateSchedule request's schedule and the messages a worker sends go through here; hot paths (keys, events) use the value helpers
 of voltorch.wire directly, and executions, signals, agents, coordinations, schedules and the messages
 sent to a worker go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch
 seconds are times there too, to the nanosecond; what is named differently is passed apart).
@@ -25,6 +25,7 @@ from ..agents.remote import HeartbeatMsg, ProgressMsg, WorkerHello
 from ..components.cluster import Member
 from ..components.coordination import CoordinationCondition
 from ..components.schedules import Schedule
+from ..components.workflows import CompleteOptions
 from ..components.workflows.templates import (
     AgentTaskSpec,
     ApprovalSpec,
@@ -59,6 +60,7 @@ _SERVER: dict[type, type] = {
     wire.ToolSpec: ToolSpec,
     wire.Member: Member,
     wire.Schedule: Schedule,
+    wire.CompleteOptions: CompleteOptions,
     wire.TokenUsage: TokenUsage,
     wire.WorkerHello: WorkerHello,
     wire.WorkerHeartbeat: HeartbeatMsg,

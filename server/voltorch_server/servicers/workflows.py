@@ -59,18 +59,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
 
 def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
     with reading():
-        return CompleteOptions(
-            max_tasks=pb.max_tasks,
-            max_parallel=pb.max_parallel,
-            skip_review=pb.skip_review,
-            timeout=wire.seconds_from_pb(pb, "timeout", "options.timeout", request=True),
-            step_timeout=wire.seconds_from_pb(pb, "step_timeout", "options.step_timeout", request=True),
-            retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
-            if pb.HasField("retry")
-            else None,
-            budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
-            approve_tasks=pb.approve_tasks,
-        )
+        return to_server(wire.complete_options_from_pb(pb, "options", request=True))
 
 
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
