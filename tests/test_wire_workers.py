@@ -30,7 +30,7 @@ from voltorch_server.agents.remote import (
     WorkerHello,
 )
 from voltorch_server.priority import Priority
-from voltorch_server.servicers._coordination_pb import (
+from voltorch_server.servicers.coordination import (
     hello_from_pb,
     server_message_pb,
     welcome_pb,
