@@ -363,7 +363,7 @@ class internal_span:  # noqa: N801 - used as the function it was: `with internal
         self._name = name
         self._context = context
         self._attributes = attributes
-        self._token: object = None
+        self._token: contextvars.Token[otel_context.Context] | None = None
         self._recorded: Any = None
 
     def __enter__(self) -> trace.Span:
@@ -382,6 +382,7 @@ class internal_span:  # noqa: N801 - used as the function it was: `with internal
         recorded = self._recorded
         if recorded is not None:
             return recorded.__exit__(*exc)
+        assert self._token is not None  # entered
         otel_context.detach(self._token)
         return None
 
