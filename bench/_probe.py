@@ -78,10 +78,10 @@ def _stall_thread(rec: Records, name: str) -> None:
 
 def install(rec: Records) -> None:
     """Wrap the server's delivery path (before the server is built: the handlers bind the methods)."""
-    from voltorch_server.components.events import _log
-    from voltorch_server.components.shared import _follow
-    from voltorch_server.components.system import _watcher
-    from voltorch_server.servicers import _streams, _tracing
+    from voltorch_server import app
+    from voltorch_server.components.events import EventLog
+    from voltorch_server.components.shared import Follower
+    from voltorch_server.components.system import Watcher
     from voltorch_server.servicers import events as ev
     from voltorch_server.storage.sqlite import db as sqlite_db
 
@@ -97,20 +97,27 @@ def install(rec: Records) -> None:
 
     # The call's arrival: the outermost interceptor runs on grpc's serving thread when the call comes in,
     # before the call is handed to a pool thread.
-    intercept = _tracing.TelemetryInterceptor.intercept_service
+    telemetry_interceptor = app.telemetry_interceptor
 
-    def Intercept(self, continuation, details):
-        arrived = now()
-        handler = intercept(self, continuation, details)
-        if handler is None or not details.method.endswith("/Publish") or handler.unary_unary is None:
-            return handler
-        fn = handler.unary_unary
+    def make_interceptor(runtime):
+        interceptor = telemetry_interceptor(runtime)
+        intercept = interceptor.intercept_service
 
-        def unary(request, context):
-            tl.arrived = arrived
-            return fn(request, context)
+        def Intercept(continuation, details):
+            arrived = now()
+            handler = intercept(continuation, details)
+            if handler is None or not details.method.endswith("/Publish") or handler.unary_unary is None:
+                return handler
+            fn = handler.unary_unary
 
-        return handler._replace(unary_unary=unary)
+            def unary(request, context):
+                tl.arrived = arrived
+                return fn(request, context)
+
+            return handler._replace(unary_unary=unary)
+
+        interceptor.intercept_service = Intercept
+        return interceptor
 
     subscribe = ev.EventServicer.Subscribe
 
@@ -130,7 +137,7 @@ def install(rec: Records) -> None:
         finally:
             tl.sub = None
 
-    take = _follow.Follower.take
+    take = Follower.take
 
     def Take(self, timeout=None, limit=500):
         items = take(self, timeout, limit)
@@ -138,7 +145,7 @@ def install(rec: Records) -> None:
             tl.took = (now(), items[0].sequence, items[-1].sequence)
         return items
 
-    sent = _streams.Coalescing.sent
+    sent = ev.Coalescing.sent
 
     def Sent(self, token, at):
         wait = sent(self, token, at)
@@ -147,7 +154,7 @@ def install(rec: Records) -> None:
             rec.add("sleep", (tl.sub, t, t + int(wait * 1e9)))
         return wait
 
-    deliver = _log.EventLog._deliver
+    deliver = EventLog._deliver
 
     def Deliver(self, events, at):
         t = now()
@@ -165,11 +172,11 @@ def install(rec: Records) -> None:
         return wrapped
 
     ev.EventServicer.Publish = Publish
-    _tracing.TelemetryInterceptor.intercept_service = Intercept
+    app.telemetry_interceptor = make_interceptor
     ev.EventServicer.Subscribe = Subscribe
-    _follow.Follower.take = Take
-    _streams.Coalescing.sent = Sent
-    _log.EventLog._deliver = Deliver
+    Follower.take = Take
+    ev.Coalescing.sent = Sent
+    EventLog._deliver = Deliver
     checkpoint = sqlite_db._Checkpointer._checkpoint
 
     def Checkpoint(self):
@@ -189,8 +196,8 @@ def install(rec: Records) -> None:
     tl_ckpt = threading.local()
     sqlite_db._Checkpointer._checkpoint = Checkpoint
     sqlite_db._Checkpointer.run_once = RunOnce
-    _watcher.Watcher.check_now = interval("watcher", _watcher.Watcher.check_now)
-    _watcher.Watcher.collect_metrics = interval("metrics", _watcher.Watcher.collect_metrics)
+    Watcher.check_now = interval("watcher", Watcher.check_now)
+    Watcher.collect_metrics = interval("metrics", Watcher.collect_metrics)
     _gc_hook(rec)
     _stall_thread(rec, "bench-stall-probe")
 
