@@ -2,14 +2,17 @@
 
 The server side (`install`, called by `_serve` when BENCH_PROBE is set) wraps, in the server process and
 nowhere else, the methods an event passes through and notes monotonic times (one clock for both processes
-on Linux): the Publish call's entry, the commit's delivery to the broadcaster (`EventLog._deliver`), each
-stream's `Follower.take` (its wake-up), the message yielded to grpc and grpc asking for the next one (the
-send done), the coalescing sleeps; and, as intervals, what might stall everyone: collections, WAL
-checkpoints, the watcher's rounds, and late wake-ups of a thread that sleeps STALL_TICK (the GIL or the
-CPU was elsewhere). The driver side notes when each event was sent and received per subscriber, its own
-collections and its loop's lateness. `attribute` joins both into one table per latency row: every stage's
-median and p99 over all deliveries and over the slowest 1 %, and how often the slowest 1 % overlapped
-each kind of interval against all deliveries.
+on Linux): the Publish call reaching the outermost interceptor (grpc's serving thread), the servicer's
+Publish, the commit's delivery to the broadcaster (`EventLog._deliver`), each stream's `Follower.take` (its
+wake-up), the message yielded to grpc and grpc asking for the next one (the send done), the coalescing
+sleeps; and, as intervals, what might stall everyone: collections, the WAL checkpointer's passes (passive,
+and the one holding the writer lock), the watcher's and metrics' rounds, and late wake-ups of a thread that
+sleeps STALL_TICK (the GIL or the CPU was elsewhere). The driver side notes when each Publish was due and
+when its loop started the call, when each event reached each subscriber, its own collections and its
+loop's and a thread's lateness. `attribute` joins both into one table per latency run: every stage's p50
+and p99 over all deliveries and over the slowest 1 %, which stage was the largest for each of the slowest,
+how often the slowest overlapped each kind of interval against all deliveries, and the tail's episodes.
+BENCH_PROBE_KEEP=<folder> also writes each run's raw records there.
 
 Nothing of this runs unless asked: the wrappers cost the server a few µs per event and per message.
 """
