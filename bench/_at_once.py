@@ -7,7 +7,7 @@ process's context switches, and the database writer lock (`Database.writer_held`
 `writer_waited`): how long it was held (BEGIN to the callbacks after COMMIT), of that in COMMIT, and how
 long callers waited for it. Held time per step close to the wall time per step means the writer lock is
 the bound; well under it, something else is. `KEY=VALUE`: settings (e.g. `agent_threads=4`).
-With `--server`: the same workflows through the SDK against a server process, as the peers' row of the
+With `--server` (and `--profile=FILE`: cProfile of its threads): the same workflows through the SDK against a server process, as the peers' row of the
 workflows suite drives it (start, then wait), reading the counters from GetHealth; `KEY=VALUE` are then
 environment variables of the server (e.g. `VOLTORCH_DB_GROUP_COMMIT=1`; `BENCH_SERVER_SRC` applies).
 """
@@ -90,7 +90,9 @@ def measure(n: int, rounds: int, settings: dict[str, Any]) -> list[dict[str, flo
         rt.stop()
 
 
-def measure_server(n: int, rounds: int, env: dict[str, str]) -> list[dict[str, float]]:
+def measure_server(
+    n: int, rounds: int, env: dict[str, str], profile: str | None = None
+) -> list[dict[str, float]]:
     import voltorch
 
     from . import _peer_langgraph as lg
@@ -106,7 +108,7 @@ def measure_server(n: int, rounds: int, env: dict[str, str]) -> list[dict[str, f
                 return {k: float(c.details.get(k, "nan")) for k in keys}
         return dict.fromkeys(keys, float("nan"))
 
-    with ServerProcess("voltorch", env=env) as srv, voltorch.Client(srv.target) as client:
+    with ServerProcess("voltorch", env=env, profile=profile) as srv, voltorch.Client(srv.target) as client:
         _setup(srv.target)
 
         def run() -> None:
@@ -139,7 +141,8 @@ def measure_server(n: int, rounds: int, env: dict[str, str]) -> list[dict[str, f
 def main() -> None:
     args = sys.argv[1:]
     server = "--server" in args
-    args = [a for a in args if a != "--server"]
+    profile = next((a.split("=", 1)[1] for a in args if a.startswith("--profile=")), None)
+    args = [a for a in args if a != "--server" and not a.startswith("--profile=")]
     nums = [a for a in args if "=" not in a]
     n = int(nums[0]) if nums else 200
     rounds = int(nums[1]) if len(nums) > 1 else 3
@@ -149,7 +152,7 @@ def main() -> None:
             k, v = a.split("=", 1)
             settings[k] = v if server else int(v) if v.isdigit() else v
     print(f"load average {os.getloadavg()[0]:.2f}")
-    rows = measure_server(n, rounds, settings) if server else measure(n, rounds, settings)
+    rows = measure_server(n, rounds, settings, profile) if server else measure(n, rounds, settings)
     for row in rows:
         print("  ".join(f"{k} {v:,.1f}" for k, v in row.items()))
 

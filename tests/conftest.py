@@ -14,6 +14,16 @@ from voltorch_server.config import Config
 from voltorch_server.storage import Database, migrate, open_database
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_database_left_in_the_working_directory() -> Iterator[None]:
+    """Tests keep their databases under pytest's temporary directories: a file left in the working
+    directory (a replica's local database named for its port, say) would pile up in the checkout."""
+    before = set(Path().glob("*.db*"))
+    yield
+    left = sorted(str(p) for p in set(Path().glob("*.db*")) - before)
+    assert not left, f"the run left databases in {Path.cwd()}: {left}"
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[pg.PostgresServer]:
     """One throwaway PostgreSQL for the whole run (tests/pg.py). Without one the PostgreSQL tests skip

@@ -22,7 +22,6 @@ from ._orchestrator import (
     MetricSeries,
     Trace,
 )
-from ._schedules import Schedule
 from ._state import (
     Change,
     Exists,
@@ -68,6 +67,7 @@ from .wire import (
     ParameterSpec,
     Priority,
     RetryPolicy,
+    Schedule,
     SelectionCandidate,
     Signal,
     SleepStep,

@@ -17,19 +17,18 @@ from .errors import ResourceExhaustedError, UnavailableError
 from .wire import (
     EXECUTION_STATUSES,
     Budget,
+    CompleteOptions,
     Execution,
     Priority,
     RetryPolicy,
     Seconds,
     Signal,
     WorkflowTemplate,
-    budget_pb,
+    complete_options_pb,
     execution_from_pb,
-    retry_pb,
     signal_from_pb,
     template_from_pb,
     template_pb,
-    to_duration,
     to_struct,
     to_timestamp,
     to_value,
@@ -156,22 +155,20 @@ class WorkflowsClient:
         """The complete workflow: analyse -> tasks -> run each on an agent -> review -> summary. A budget
         (max_tokens, max_cost, max_llm_calls) fails it with BUDGET_EXCEEDED before a call beyond it. With
         approve_tasks the task list waits for approve / reject / edit (signal "approval") before the fan-out."""
-        opts = workflows_pb2.CompleteWorkflowOptions(
+        options = CompleteOptions(
             max_tasks=max_tasks,
             max_parallel=max_parallel,
             skip_review=skip_review,
+            timeout=timeout,
+            step_timeout=step_timeout,
+            retry=retry,
+            budget=budget,
             approve_tasks=approve_tasks,
-            timeout=to_duration(timeout) if timeout is not None else None,
-            step_timeout=to_duration(step_timeout) if step_timeout is not None else None,
         )
-        if retry is not None:
-            opts.retry.CopyFrom(retry_pb(retry))
-        if budget is not None:
-            opts.budget.CopyFrom(budget_pb(budget))
         req = workflows_pb2.ExecuteCompleteWorkflowRequest(
             requirement=requirement,
             request_id=new_request_id(request_id),
-            options=opts,
+            options=complete_options_pb(options),
             priority=Priority.of(priority).pb,
             labels=labels or {},
         )

@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -33,16 +33,17 @@ from ._tracing import continue_trace
 from ._version import __version__
 from .errors import VoltorchError, from_rpc_error
 from .wire import (
-    Priority,
+    CancelTask,
+    TaskAssignment,
+    TaskError,
+    TaskProgress,
+    TaskResult,
     ToolSpec,
-    from_duration,
-    from_struct,
-    to_datetime,
-    to_duration,
-    to_struct,
-    to_timestamp,
-    to_value,
-    tool_pb,
+    WorkerHeartbeat,
+    WorkerHello,
+    WorkerWelcome,
+    server_message_from_pb,
+    worker_message_pb,
 )
 
 log = logging.getLogger("voltorch.worker")
@@ -60,21 +61,10 @@ class TaskFailed(Exception):
         self.message, self.code, self.retryable = message, code, retryable
 
 
-@dataclass
-class WorkerTask:
-    """One assignment, as the handler sees it."""
+@dataclass(frozen=True)
+class WorkerTask(TaskAssignment):
+    """One assignment, as the handler sees it (text, context, deadline, traceparent… from the wire)."""
 
-    task_id: str
-    attempt: int
-    text: str
-    context: dict[str, Any]
-    coordination_id: str = ""
-    execution_id: str = ""
-    step_id: str = ""
-    deadline: datetime | None = None
-    priority: Priority = Priority.NORMAL
-    correlation_id: str = ""
-    traceparent: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)  # set on CancelTask or stop()
     _send: Callable[[pb.WorkerMessage], None] | None = field(default=None, repr=False)
 
@@ -82,39 +72,28 @@ class WorkerTask:
         self, message: str, fraction: float | None = None, details: dict[str, Any] | None = None
     ) -> None:
         """Report progress (published as a coordination.task.progress event)."""
-        if self._send is None:
-            return
-        p = pb.TaskProgress(
-            task_id=self.task_id, attempt=self.attempt, message=message, details=to_struct(details)
-        )
-        if fraction is not None:
-            p.fraction = fraction
-        self._send(pb.WorkerMessage(progress=p))
+        if self._send is not None:
+            progress = TaskProgress(self.task_id, self.attempt, message, fraction, dict(details or {}))
+            self._send(worker_message_pb(progress))  # written here: bad details fail the caller
 
 
 Handler = Callable[[WorkerTask], Any]
 
 
-def _result_message(task: WorkerTask, value: Any, started: float) -> pb.WorkerMessage:
-    r = pb.TaskResult(
-        task_id=task.task_id, attempt=task.attempt, duration=to_duration(time.monotonic() - started)
-    )
+def _result(task: WorkerTask, value: Any, duration: float) -> TaskResult:
+    """A handler's value (text, JSON, or an exception) as the task's result."""
     if isinstance(value, TaskFailed):
-        r.error.CopyFrom(
-            pb.TaskError(code=value.code, message=value.message[:4096], retryable=value.retryable)
-        )
-    elif isinstance(value, BaseException):
-        r.error.CopyFrom(
-            pb.TaskError(
-                code="HANDLER_ERROR", message=f"{type(value).__name__}: {value}"[:4096], retryable=False
-            )
-        )
-    elif value is None or isinstance(value, str):
-        r.output = value or ""
-    else:
-        r.output = json.dumps(value, indent=2, default=str)
-        r.structured_output.CopyFrom(to_value(json.loads(r.output)))
-    return pb.WorkerMessage(result=r)
+        error = TaskError(value.code, value.message[:4096], value.retryable)
+        return TaskResult(task.task_id, task.attempt, error=error, duration=duration)
+    if isinstance(value, BaseException):
+        error = TaskError("HANDLER_ERROR", f"{type(value).__name__}: {value}"[:4096], False)
+        return TaskResult(task.task_id, task.attempt, error=error, duration=duration)
+    if value is None or isinstance(value, str):
+        return TaskResult(task.task_id, task.attempt, output=value or "", duration=duration)
+    output = json.dumps(value, indent=2, default=str)
+    return TaskResult(
+        task.task_id, task.attempt, output=output, structured_output=json.loads(output), duration=duration
+    )
 
 
 class Worker:
@@ -219,19 +198,18 @@ class Worker:
 
     def _session(self) -> None:
         outbox: queue.Queue[pb.WorkerMessage | None] = queue.Queue()
-        outbox.put(
-            pb.WorkerMessage(
-                hello=pb.WorkerHello(
-                    agent_id=self.agent_id,
-                    name=self.name,
-                    capabilities=self.capabilities,
-                    max_concurrency=self.max_concurrency,
-                    labels=self.labels,
-                    sdk_version=SDK_VERSION,
-                    tools=[tool_pb(t) for t in self.tools],
-                )
+        hello = worker_message_pb(
+            WorkerHello(
+                agent_id=self.agent_id,
+                name=self.name,
+                capabilities=tuple(self.capabilities),
+                max_concurrency=self.max_concurrency,
+                labels=self.labels,
+                sdk_version=SDK_VERSION,
+                tools=tuple(self.tools),
             )
         )
+        outbox.put(hello)
 
         def requests() -> Iterator[pb.WorkerMessage]:
             while True:
@@ -246,12 +224,12 @@ class Worker:
             outbox.put(None)
         beat = threading.Event()
         try:
-            for msg in call_:
-                kind = msg.WhichOneof("message")
-                if kind == "welcome":
-                    self.agent_id = msg.welcome.agent_id or self.agent_id
-                    self.session_id = msg.welcome.session_id
-                    interval = from_duration(msg.welcome.heartbeat_interval) or 5.0
+            for m in call_:
+                msg = server_message_from_pb(m)
+                if isinstance(msg, WorkerWelcome):
+                    self.agent_id = msg.agent_id or self.agent_id
+                    self.session_id = msg.session_id
+                    interval = msg.heartbeat_interval or 5.0
                     threading.Thread(
                         target=self._heartbeats,
                         args=(outbox, interval, beat),
@@ -259,12 +237,12 @@ class Worker:
                         daemon=True,
                     ).start()
                     self.connected.set()
-                elif kind == "assignment":
-                    self._assign(msg.assignment, outbox)
-                elif kind == "cancel":
+                elif isinstance(msg, TaskAssignment):
+                    self._assign(msg, outbox)
+                elif isinstance(msg, CancelTask):
                     with self._lock:
-                        t = self._running.get(msg.cancel.task_id)
-                    if t is not None and (msg.cancel.attempt in (0, t.attempt)):
+                        t = self._running.get(msg.task_id)
+                    if t is not None and (msg.attempt in (0, t.attempt)):
                         t.cancelled.set()
         finally:
             self.connected.clear()
@@ -279,27 +257,10 @@ class Worker:
         while not stop.wait(interval):
             with self._lock:
                 running = list(self._running)
-            outbox.put(
-                pb.WorkerMessage(
-                    heartbeat=pb.WorkerHeartbeat(running_task_ids=running, time=to_timestamp(time.time()))
-                )
-            )
+            outbox.put(worker_message_pb(WorkerHeartbeat(tuple(running), datetime.now(UTC))))
 
-    def _assign(self, a: pb.TaskAssignment, outbox: queue.Queue) -> None:
-        task = WorkerTask(
-            task_id=a.task_id,
-            attempt=a.attempt,
-            text=a.task,
-            context=from_struct(a.context),
-            coordination_id=a.coordination_id,
-            execution_id=a.execution_id,
-            step_id=a.step_id,
-            deadline=to_datetime(a.deadline, a.HasField("deadline")),
-            priority=Priority.of(a.priority),
-            correlation_id=a.correlation_id,
-            traceparent=a.trace_context.traceparent,
-            _send=outbox.put,
-        )
+    def _assign(self, a: TaskAssignment, outbox: queue.Queue) -> None:
+        task = WorkerTask(**{f.name: getattr(a, f.name) for f in fields(a)}, _send=outbox.put)
         with self._lock:
             self._running[task.task_id] = task
         self._pool.submit(self._run_task, task, outbox)
@@ -318,12 +279,12 @@ class Worker:
             if current:
                 del self._running[task.task_id]
         if current and not task.cancelled.is_set():
+            duration = time.monotonic() - started
             try:
-                msg = _result_message(task, value, started)
+                msg = worker_message_pb(_result(task, value, duration))
             except (TypeError, ValueError) as exc:
-                msg = _result_message(
-                    task,
-                    TaskFailed(f"handler returned a value that is not JSON: {exc}", code="INVALID_OUTPUT"),
-                    started,
+                not_json = TaskFailed(
+                    f"handler returned a value that is not JSON: {exc}", code="INVALID_OUTPUT"
                 )
+                msg = worker_message_pb(_result(task, not_json, duration))
             outbox.put(msg)

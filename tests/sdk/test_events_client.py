@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import voltorch
@@ -173,7 +174,7 @@ def _new(i: int):
     return ServerEvent("load.tick", data=i)
 
 
-def test_subscription_survives_a_server_restart(config: Config) -> None:
+def test_subscription_survives_a_server_restart(config: Config, tmp_path: Path) -> None:
     srv = VoltorchServer(config).start()
     port = srv.port
     client = voltorch.Client(srv.target, timeout=10)
@@ -186,7 +187,8 @@ def test_subscription_survives_a_server_restart(config: Config) -> None:
         got = Collector(sub)
         assert [e.data for e in got.take(3)] == [0, 1, 2]
         srv.stop(grace=1)  # ends the stream with UNAVAILABLE + resume point; the iterator retries
-        srv = VoltorchServer(replace(config, port=port)).start()  # same database, same address
+        local = str(tmp_path / "local.db")  # a fixed port beside PostgreSQL names a local file
+        srv = VoltorchServer(replace(config, port=port, local_db=local)).start()  # same address
         srv.runtime.events.publish_batch([_restart(i) for i in range(3, 6)])
         later = got.take(3)
         assert [e.data for e in later] == [3, 4, 5]  # nothing lost, nothing repeated

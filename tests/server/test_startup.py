@@ -11,13 +11,14 @@ from voltorch_server.app import VoltorchServer
 from voltorch_server.errors import DatabaseInUse, StartupError
 
 
-def test_a_server_that_cannot_bind_releases_the_database(config):
+def test_a_server_that_cannot_bind_releases_the_database(config, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(StartupError, match=f"port {port} on 127.0.0.1 is in use"):
-            VoltorchServer(replace(config, port=port))
+            # a fixed port beside PostgreSQL names a local file: keep it out of the working directory
+            VoltorchServer(replace(config, port=port, local_db=str(tmp_path / "local.db")))
     with VoltorchServer(config) as srv, voltorch.Client(srv.target, timeout=10) as c:
         assert c.state.set("after", 1).kv.version == 1
 

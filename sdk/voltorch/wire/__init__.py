@@ -1,12 +1,13 @@
 """The wire layer: proto <-> Python for the SDK and the server alike, written once.
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
-errors, LLM settings and token usage; workflow templates with their steps; executions with their steps,
-waits and signals; agents and coordinations with their results and selections. The server reads requests
-with `request=True` (strict: a WireError names the offending field) and maps its own domain types to
-and from these; the SDK hands these types to its users.
+errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's options; executions with their steps,
+waits and signals; agents and coordinations with their results and selections; schedules; the remote
+worker stream's messages. The server reads requests with `request=True` (strict: a WireError names the
+offending field) and maps its own domain types to and from these; the SDK hands these types to its users.
 """
 
+from ._complete import CompleteOptions, complete_options_from_pb, complete_options_pb
 from ._conditions import (
     Condition,
     LlmSettings,
@@ -83,6 +84,7 @@ from ._executions import (
 )
 from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
+from ._schedules import Schedule, ScheduleLike, schedule_from_pb, schedule_pb
 from ._templates import (
     UNSET,
     AgentTask,
@@ -118,8 +120,73 @@ from ._values import (
     to_timestamp,
     to_value,
 )
+from ._workers import (
+    CancelTask,
+    CancelTaskLike,
+    ServerMessage,
+    TaskAssignment,
+    TaskAssignmentLike,
+    TaskProgress,
+    TaskResult,
+    WorkerHeartbeat,
+    WorkerHello,
+    WorkerMessage,
+    WorkerWelcome,
+    assignment_from_pb,
+    assignment_pb,
+    cancel_from_pb,
+    cancel_pb,
+    heartbeat_from_pb,
+    heartbeat_pb,
+    hello_from_pb,
+    hello_pb,
+    progress_from_pb,
+    progress_pb,
+    result_from_pb,
+    result_pb,
+    server_message_from_pb,
+    welcome_from_pb,
+    welcome_pb,
+    worker_message_from_pb,
+    worker_message_pb,
+)
 
 __all__ = [
+    "CompleteOptions",
+    "complete_options_from_pb",
+    "complete_options_pb",
+    "CancelTask",
+    "CancelTaskLike",
+    "ServerMessage",
+    "TaskAssignment",
+    "TaskAssignmentLike",
+    "TaskProgress",
+    "TaskResult",
+    "WorkerHeartbeat",
+    "WorkerHello",
+    "WorkerMessage",
+    "WorkerWelcome",
+    "assignment_from_pb",
+    "assignment_pb",
+    "cancel_from_pb",
+    "cancel_pb",
+    "heartbeat_from_pb",
+    "heartbeat_pb",
+    "hello_from_pb",
+    "hello_pb",
+    "progress_from_pb",
+    "progress_pb",
+    "result_from_pb",
+    "result_pb",
+    "server_message_from_pb",
+    "welcome_from_pb",
+    "welcome_pb",
+    "worker_message_from_pb",
+    "worker_message_pb",
+    "Schedule",
+    "ScheduleLike",
+    "schedule_from_pb",
+    "schedule_pb",
     "LlmSettingsLike",
     "ToolSpecLike",
     "Agent",

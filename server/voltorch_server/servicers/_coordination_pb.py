@@ -1,15 +1,15 @@
-"""Proto <-> Python for the CoordinationService: requests and worker stream messages read here; agents and
-coordinations are written by voltorch.wire."""
+"""Proto <-> Python for the CoordinationService: requests read here; agents, coordinations and the worker
+stream's messages are mapped by voltorch.wire (what a worker sends transcribed to the session's types)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from voltorch import wire
-from voltorch.v1 import common_pb2
 from voltorch.v1 import coordination_pb2 as pb
 
-from ..agents.base import AgentTask, TokenUsage, ToolSpec
+from .. import __version__
+from ..agents.base import TokenUsage, ToolSpec
 from ..agents.llm import LlmSettings
 from ..agents.remote import (
     Assignment,
@@ -27,7 +27,7 @@ from ..components.coordination import (
 )
 from ..errors import InvalidArgument
 from ..priority import parse_priority
-from ._convert import duration_to_seconds, py_to_struct, struct_to_py, ts, value_to_py
+from ._convert import duration_to_seconds, struct_to_py
 from ._wire import reading, to_server, to_wire
 
 
@@ -88,79 +88,47 @@ def coordination_pb(c: Coordination) -> pb.Coordination:
     return wire.coordination_pb(c, to_wire(c.condition) if c.condition is not None else None)
 
 
-# -- worker stream ---------------------------------------------------------------------------------
+# -- worker stream: voltorch.wire's mapping; what a worker sends transcribed to the session's messages --
 
 
 def hello_from_pb(h: pb.WorkerHello) -> WorkerHello:
-    return WorkerHello(
-        agent_id=h.agent_id,
-        name=h.name,
-        capabilities=tuple(h.capabilities),
-        max_concurrency=h.max_concurrency,
-        labels=dict(h.labels),
-        sdk_version=h.sdk_version,
-        tools=tools_from_pb(h.tools),
-    )
+    return to_server(wire.hello_from_pb(h))
 
 
-def worker_message_from_pb(m: pb.WorkerMessage) -> Any:
+def worker_message_from_pb(m: pb.WorkerMessage) -> HeartbeatMsg | TaskResultMsg | ProgressMsg | None:
     """The session message for a worker message (None for one to ignore, e.g. a second hello)."""
-    kind = m.WhichOneof("message")
-    if kind == "heartbeat":
-        return HeartbeatMsg(tuple(m.heartbeat.running_task_ids))
-    if kind == "result":
-        r = m.result
-        failed = r.HasField("error")
-        return TaskResultMsg(
-            task_id=r.task_id,
-            attempt=r.attempt,
-            output=r.output,
-            structured_output=value_to_py(r.structured_output) if r.HasField("structured_output") else None,
-            error_code=r.error.code if failed else "",
-            error_message=r.error.message if failed else "",
-            error_retryable=r.error.retryable if failed else False,
-            failed=failed,
-            usage=TokenUsage(
-                r.usage.prompt_tokens,
-                r.usage.completion_tokens,
-                r.usage.total_tokens,
-                r.usage.cost,
-                r.usage.llm_calls,
-            ),
-        )
-    if kind == "progress":
-        p = m.progress
-        return ProgressMsg(
-            task_id=p.task_id,
-            attempt=p.attempt,
-            message=p.message,
-            fraction=p.fraction if p.HasField("fraction") else None,
-            details=struct_to_py(p.details),
-        )
+    msg = wire.worker_message_from_pb(m)
+    if isinstance(msg, wire.TaskResult):
+        return _result(msg)
+    if isinstance(msg, wire.WorkerHeartbeat | wire.TaskProgress):
+        return to_server(msg)
     return None
 
 
-def _assignment_pb(t: AgentTask) -> pb.TaskAssignment:
-    return pb.TaskAssignment(
-        task_id=t.task_id,
-        attempt=t.attempt,
-        coordination_id=t.coordination_id,
-        execution_id=t.execution_id,
-        step_id=t.step_id,
-        task=t.text,
-        context=py_to_struct(t.context),
-        trace_context=common_pb2.TraceContext(traceparent=t.traceparent),
-        deadline=ts(t.deadline),
-        priority=t.priority.pb,
-        correlation_id=t.correlation_id,
+def _result(r: wire.TaskResult) -> TaskResultMsg:
+    """The session keeps a result's error flat (code, message, retryable, failed)."""
+    e = r.error
+    return TaskResultMsg(
+        task_id=r.task_id,
+        attempt=r.attempt,
+        output=r.output,
+        structured_output=r.structured_output,
+        error_code=e.code if e else "",
+        error_message=e.message if e else "",
+        error_retryable=e.retryable if e else False,
+        failed=e is not None,
+        usage=TokenUsage() if r.usage is None else to_server(r.usage),
     )
 
 
-def server_message_pb(msg: Any) -> pb.ServerMessage:
+def server_message_pb(msg: Assignment | CancelTaskMsg) -> pb.ServerMessage:
     if isinstance(msg, Assignment):
-        return pb.ServerMessage(assignment=_assignment_pb(msg.task))
+        return pb.ServerMessage(assignment=wire.assignment_pb(msg.task))
     if isinstance(msg, CancelTaskMsg):
-        return pb.ServerMessage(
-            cancel=pb.CancelTask(task_id=msg.task_id, attempt=msg.attempt, reason=msg.reason)
-        )
+        return pb.ServerMessage(cancel=wire.cancel_pb(msg))
     raise TypeError(f"not a server message: {msg!r}")
+
+
+def welcome_pb(agent_id: str, session_id: str, interval: float, timeout: float) -> pb.ServerMessage:
+    w = wire.WorkerWelcome(agent_id, session_id, interval, timeout, f"voltorch/{__version__}")
+    return pb.ServerMessage(welcome=wire.welcome_pb(w))

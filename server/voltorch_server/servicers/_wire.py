@@ -2,10 +2,11 @@
 
 Classes of the same concept share field names; the few that differ are renamed here. A transcription
 copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
-listed field by field a second time. Templates, conditions and LLM settings go through here; hot paths
-(keys, events) use the value helpers of voltorch.wire directly, and executions, signals, agents and
-coordinations go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch seconds
-are times there too, to the nanosecond; what is named differently is passed apart).
+listed field by field a second time. Templates, conditions, LLM settings, ExecuteCompleteWorkflow's options, a
+CreateSchedule request's schedule and the messages a worker sends go through here; hot paths (keys, events) use the value helpers
+of voltorch.wire directly, and executions, signals, agents, coordinations, schedules and the messages
+sent to a worker go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch
+seconds are times there too, to the nanosecond; what is named differently is passed apart).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typing import Any
 
 from voltorch import wire
 
-from ..agents.base import ToolSpec
+from ..agents.base import TokenUsage, ToolSpec
 from ..agents.llm import LlmSettings
+from ..agents.remote import HeartbeatMsg, ProgressMsg, WorkerHello
 from ..components.cluster import Member
 from ..components.coordination import CoordinationCondition
+from ..components.schedules import Schedule
+from ..components.workflows import CompleteOptions
 from ..components.workflows.templates import (
     AgentTaskSpec,
     ApprovalSpec,
@@ -55,13 +59,21 @@ _SERVER: dict[type, type] = {
     wire.Budget: Budget,
     wire.ToolSpec: ToolSpec,
     wire.Member: Member,
+    wire.Schedule: Schedule,
+    wire.CompleteOptions: CompleteOptions,
+    wire.TokenUsage: TokenUsage,
+    wire.WorkerHello: WorkerHello,
+    wire.WorkerHeartbeat: HeartbeatMsg,
+    wire.TaskProgress: ProgressMsg,
 }
 _WIRE = {server: w for w, server in _SERVER.items()}
 # wire name -> server name (the server's names are also its storage keys)
 _TO_SERVER_NAMES = {"contains_text": "contains", "regex_pattern": "regex"}
 _TO_WIRE_NAMES = {server: w for w, server in _TO_SERVER_NAMES.items()}
 _OPAQUE = frozenset({"json_value", "context", "default", "enum", "labels"})  # values, copied as they are
-_SERVER_ONLY = frozenset({"builtin", "create_time"})  # the server sets these, never a request
+# the server sets these, never a request (a schedule's next_tick_time and last_tick_time have no server
+# field of that name)
+_SERVER_ONLY = frozenset({"builtin", "create_time", "last_execution_id", "ticks_started", "ticks_skipped"})
 
 
 def _copy(obj: Any, classes: dict[type, type], names: dict[str, str]) -> Any:
@@ -83,6 +95,8 @@ def _copy(obj: Any, classes: dict[type, type], names: dict[str, str]) -> Any:
             values["until"] = until.timestamp()
         elif until is not None:
             values["until"] = datetime.fromtimestamp(until, UTC)
+    if isinstance(obj, wire.Schedule) and values["start_time"] is not None:  # to the microsecond
+        values["start_time"] = values["start_time"].timestamp()
     if isinstance(obj, Member):  # times: epoch seconds here, datetimes on the wire
         for name in ("start_time", "last_heartbeat"):
             values[name] = datetime.fromtimestamp(values[name], UTC)

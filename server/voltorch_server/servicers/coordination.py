@@ -11,11 +11,10 @@ from voltorch import wire
 from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
-from .. import __version__
 from ..agents.remote import WorkerSession
 from ..components.coordination import CoordinationEngine
 from ..errors import Aborted, InvalidArgument, Unavailable, VoltorchError
-from ._convert import duration, duration_to_seconds
+from ._convert import duration_to_seconds
 from ._coordination_pb import (
     agent_pb,
     coordination_pb,
@@ -25,6 +24,7 @@ from ._coordination_pb import (
     request_from_pb,
     server_message_pb,
     tools_from_pb,
+    welcome_pb,
     worker_message_from_pb,
 )
 
@@ -155,16 +155,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             name=f"worker-{session.agent_id}",
             daemon=True,
         ).start()
-        interval, timeout = self.engine.heartbeat_settings()
-        yield pb.ServerMessage(
-            welcome=pb.WorkerWelcome(
-                agent_id=session.agent_id,
-                session_id=session.id,
-                heartbeat_interval=duration(interval),
-                heartbeat_timeout=duration(timeout),
-                server_version=f"voltorch/{__version__}",
-            )
-        )
+        yield welcome_pb(session.agent_id, session.id, *self.engine.heartbeat_settings())
         while True:
             msg = session.next_message(POLL_SECONDS)
             if msg is not None:

@@ -16,7 +16,7 @@ from ..components.workflows.templates import Template
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._auth import caller_role
-from ._convert import py_to_struct, struct_to_py, ts, ts_to_float, value_to_py
+from ._convert import struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import Batching, batch_limit, pump
 from ._wire import reading, to_server, to_wire
 from .events import event_pb
@@ -44,51 +44,12 @@ def signal_pb(s: Signal) -> workflows_pb2.Signal:
 def schedule_from_pb(pb: workflows_pb2.Schedule) -> Schedule:
     """A CreateSchedule request's schedule (output-only fields ignored)."""
     with reading():
-        return Schedule(
-            id=pb.id,
-            template_name=pb.template_name,
-            template_version=pb.template_version,
-            parameters=struct_to_py(pb.parameters),
-            cron=pb.cron,
-            interval=wire.seconds_from_pb(pb, "interval", "schedule.interval", request=True),
-            time_zone=pb.time_zone,
-            overlap=wire.enum_name(
-                wire.OVERLAP_POLICIES.names, pb.overlap, "schedule.overlap", unspecified="skip", request=True
-            ),
-            catchup=wire.enum_name(
-                wire.CATCHUP_POLICIES.names,
-                pb.catchup,
-                "schedule.catchup",
-                unspecified="latest",
-                request=True,
-            ),
-            paused=pb.paused,
-            description=pb.description,
-            start_time=ts_to_float(pb.start_time) if pb.HasField("start_time") else None,
-        )
+        return to_server(wire.schedule_from_pb(pb, "schedule", request=True))
 
 
 def schedule_pb(s: Schedule) -> workflows_pb2.Schedule:
-    return workflows_pb2.Schedule(
-        id=s.id,
-        template_name=s.template_name,
-        template_version=s.template_version,
-        parameters=py_to_struct(s.parameters),
-        cron=s.cron,
-        interval=wire.to_duration(s.interval),
-        time_zone=s.time_zone,
-        overlap=wire.OVERLAP_POLICIES.numbers[s.overlap],
-        catchup=wire.CATCHUP_POLICIES.numbers[s.catchup],
-        paused=s.paused,
-        description=s.description,
-        next_tick_time=ts(s.next_tick),
-        last_tick_time=ts(s.last_tick),
-        last_execution_id=s.last_execution_id,
-        create_time=ts(s.create_time),
-        ticks_started=s.ticks_started,
-        ticks_skipped=s.ticks_skipped,
-        start_time=ts(s.start_time),
-    )
+    """voltorch.wire's mapping, given the server's schedule as it is and its ticks under the wire's names."""
+    return wire.schedule_pb(s, next_tick_time=s.next_tick, last_tick_time=s.last_tick)
 
 
 def execution_pb(e: Execution) -> workflows_pb2.Execution:
@@ -98,18 +59,7 @@ def execution_pb(e: Execution) -> workflows_pb2.Execution:
 
 def _options(pb: workflows_pb2.CompleteWorkflowOptions) -> CompleteOptions:
     with reading():
-        return CompleteOptions(
-            max_tasks=pb.max_tasks,
-            max_parallel=pb.max_parallel,
-            skip_review=pb.skip_review,
-            timeout=wire.seconds_from_pb(pb, "timeout", "options.timeout", request=True),
-            step_timeout=wire.seconds_from_pb(pb, "step_timeout", "options.step_timeout", request=True),
-            retry=to_server(wire.retry_from_pb(pb.retry, "options.retry", request=True))
-            if pb.HasField("retry")
-            else None,
-            budget=to_server(wire.budget_from_pb(pb.budget)) if pb.HasField("budget") else None,
-            approve_tasks=pb.approve_tasks,
-        )
+        return to_server(wire.complete_options_from_pb(pb, "options", request=True))
 
 
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
