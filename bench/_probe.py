@@ -30,6 +30,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import grpc
+
 STALL_TICK = 0.005  # the stall detectors' sleep
 STALL_MIN = 0.003  # lateness past the tick noted as a stall
 SUB_KEY = "bench-sub"  # Subscribe metadata naming the driver's subscriber
@@ -117,7 +119,11 @@ def install(rec: Records) -> None:
                 tl.arrived = arrived
                 return fn(request, context)
 
-            return handler._replace(unary_unary=unary)
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
 
         interceptor.intercept_service = Intercept
         return interceptor
