@@ -48,8 +48,9 @@ CHECKPOINT_IDLE = 5.0  # seconds: also checkpoint what a quiet period left in th
 # never starts over: past this many frames the checkpointer pauses writers (takes the writer lock)
 # for a short final pass. Most of the copying has been done by then, beside the writers; the pass's
 # syncs still hold every commit for 2-13 ms. An event commit writes ~6 frames: at 2,000 frames that
-# pause came 3 times a second at 1,000 publishes/s and alone set the 1-subscriber publish->deliver p99
-# (bench/README.md, "Where the p99 went, second look"); at 8,000 (a WAL of ~32 MB) it comes every ~1.3 s.
+# pause came 3 times a second at 1,000 publishes/s and 2-13 % of the events waited in one, more than the
+# 1 % that sets a p99 (bench/README.md, "Where the p99 went, second look"); at 8,000 (a WAL of ~32 MB)
+# it comes every ~1.3 s.
 WAL_RESTART_FRAMES = 8000
 # The writer still checkpoints by itself past this many WAL pages (only if the background one is stuck).
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
