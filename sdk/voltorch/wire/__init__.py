@@ -1,10 +1,11 @@
 """The wire layer: proto <-> Python for the SDK and the server alike, written once.
 
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
-errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's options; executions with their steps,
-waits and signals; agents and coordinations with their results and selections; schedules; the remote
-worker stream's messages. The server reads requests with `request=True` (strict: a WireError names the
-offending field) and maps its own domain types to and from these; the SDK hands these types to its users.
+errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's
+options; executions with their steps, waits and signals; agents and coordinations with their results and
+selections; schedules; the remote worker stream's messages; a failed call's error details. The server
+reads requests with `request=True` (strict: a WireError names the offending field) and maps its own domain
+types to and from these; the SDK hands these types to its users.
 """
 
 from ._complete import CompleteOptions, complete_options_from_pb, complete_options_pb
@@ -48,6 +49,16 @@ from ._coordinations import (
     coordination_pb,
     selection_from_pb,
     selection_pb,
+)
+from ._details import (
+    DOMAIN,
+    ErrorDetails,
+    FieldViolation,
+    FieldViolationLike,
+    PreconditionViolation,
+    PreconditionViolationLike,
+    error_details_from_pb,
+    error_details_pb,
 )
 from ._enums import (
     AGENT_KINDS,
@@ -152,6 +163,14 @@ from ._workers import (
 )
 
 __all__ = [
+    "DOMAIN",
+    "ErrorDetails",
+    "FieldViolation",
+    "FieldViolationLike",
+    "PreconditionViolation",
+    "PreconditionViolationLike",
+    "error_details_from_pb",
+    "error_details_pb",
     "CompleteOptions",
     "complete_options_from_pb",
     "complete_options_pb",
