@@ -3,7 +3,8 @@
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
 errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's
 options; executions with their steps, waits and signals; agents and coordinations with their results and
-selections; schedules; the remote worker stream's messages; a failed call's error details. The server
+selections; schedules; keys, their changes and snapshots, and a transaction's conditions and
+operations; the remote worker stream's messages; a failed call's error details. The server
 reads requests with `request=True` (strict: a WireError names the offending field) and maps its own domain
 types to and from these; the SDK hands these types to its users.
 """
@@ -96,6 +97,37 @@ from ._executions import (
 from ._members import Member, member_from_pb, member_pb
 from ._priority import Priority
 from ._schedules import Schedule, ScheduleLike, schedule_from_pb, schedule_pb
+from ._state import (
+    WATCH_EVENT_TYPES,
+    Change,
+    ChangeLike,
+    Exists,
+    KeyValue,
+    KeyValueLike,
+    Put,
+    Remove,
+    SnapshotInfo,
+    SnapshotInfoLike,
+    StateCondition,
+    StateOperation,
+    ValueIs,
+    VersionIs,
+    change_from_pb,
+    history_entry_pb,
+    key_value_from_pb,
+    key_value_pb,
+    put_from_pb,
+    put_pb,
+    remove_from_pb,
+    remove_pb,
+    snapshot_from_pb,
+    snapshot_pb,
+    state_condition_from_pb,
+    state_condition_pb,
+    state_operation_from_pb,
+    state_operation_pb,
+    watch_response_pb,
+)
 from ._templates import (
     UNSET,
     AgentTask,
@@ -163,6 +195,35 @@ from ._workers import (
 )
 
 __all__ = [
+    "WATCH_EVENT_TYPES",
+    "Change",
+    "ChangeLike",
+    "Exists",
+    "KeyValue",
+    "KeyValueLike",
+    "Put",
+    "Remove",
+    "SnapshotInfo",
+    "SnapshotInfoLike",
+    "StateCondition",
+    "StateOperation",
+    "ValueIs",
+    "VersionIs",
+    "change_from_pb",
+    "history_entry_pb",
+    "key_value_from_pb",
+    "key_value_pb",
+    "put_from_pb",
+    "put_pb",
+    "remove_from_pb",
+    "remove_pb",
+    "snapshot_from_pb",
+    "snapshot_pb",
+    "state_condition_from_pb",
+    "state_condition_pb",
+    "state_operation_from_pb",
+    "state_operation_pb",
+    "watch_response_pb",
     "DOMAIN",
     "ErrorDetails",
     "FieldViolation",
