@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent import futures
+from typing import cast
 
 import grpc
 import pytest
@@ -14,9 +15,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from voltorch import errors as sdk_errors
 from voltorch import wire
 from voltorch_server import errors as e
-from voltorch_server.servicers._status import ErrorInterceptor, to_status
+from voltorch_server.servicers import ErrorInterceptor
 
 _DETAILS_KEY = "grpc-status-details-bin"
+Failing = tuple[int, list[BaseException]]  # the port of a server whose one method raises the first error
 
 
 def _any(msg) -> any_pb2.Any:
@@ -25,10 +27,36 @@ def _any(msg) -> any_pb2.Any:
     return a
 
 
-def _sent(exc: BaseException) -> status_pb2.Status:
-    status = to_status(exc)
-    raw = dict(status.trailing_metadata)[_DETAILS_KEY]
-    return status_pb2.Status.FromString(raw)
+@pytest.fixture
+def failing() -> Iterator[Failing]:
+    """A server (its port) whose one method raises the first error in the list, through the server's
+    ErrorInterceptor."""
+    raising: list[BaseException] = []
+
+    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise raising[0]
+
+    handler = grpc.unary_unary_rpc_method_handler(fail)
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[ErrorInterceptor()])
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Fail": handler}),))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    yield port, raising
+    srv.stop(None)
+
+
+def _failed_call(failing: Failing, exc: BaseException) -> grpc.RpcError:
+    port, raising = failing
+    raising[:] = [exc]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary("/t.T/Fail")(b"", timeout=10)
+    return err.value
+
+
+def _sent(failing: Failing, exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status the server sent for exc, as the client received it."""
+    call = cast(grpc.Call, _failed_call(failing, exc))
+    return status_pb2.Status.FromString(dict(call.trailing_metadata() or ())[_DETAILS_KEY])
 
 
 def _same_bytes(got: status_pb2.Status, expected: status_pb2.Status) -> bool:
@@ -92,18 +120,18 @@ def _expected_conflict() -> status_pb2.Status:
     )
 
 
-def test_the_server_writes_field_violations_as_before() -> None:
-    got = _sent(_invalid())
+def test_the_server_writes_field_violations_as_before(failing: Failing) -> None:
+    got = _sent(failing, _invalid())
     assert got == _expected_invalid() and _same_bytes(got, _expected_invalid())
 
 
-def test_the_server_writes_precondition_violations_as_before() -> None:
-    got = _sent(_conflict())
+def test_the_server_writes_precondition_violations_as_before(failing: Failing) -> None:
+    got = _sent(failing, _conflict())
     assert got == _expected_conflict() and _same_bytes(got, _expected_conflict())
 
 
-def test_the_server_writes_error_info_alone_when_there_are_no_violations() -> None:
-    got = _sent(e.NotFound("execution", "x1"))
+def test_the_server_writes_error_info_alone_when_there_are_no_violations(failing: Failing) -> None:
+    got = _sent(failing, e.NotFound("execution", "x1"))
     expected = status_pb2.Status(
         code=code_pb2.NOT_FOUND,
         message="execution 'x1' not found",
@@ -118,12 +146,14 @@ def test_the_server_writes_error_info_alone_when_there_are_no_violations() -> No
         ],
     )
     assert got == expected and _same_bytes(got, expected)
-    bare = _sent(e.FailedPrecondition("not now", reason="EXECUTION_TERMINAL"))  # no violations: no detail
+    bare = _sent(
+        failing, e.FailedPrecondition("not now", reason="EXECUTION_TERMINAL")
+    )  # no violations: no detail
     assert [d.type_url.rsplit("/", 1)[1] for d in bare.details] == ["google.rpc.ErrorInfo"]
 
 
-def test_an_internal_error_names_only_its_id() -> None:
-    got = _sent(RuntimeError("secret stack"))
+def test_an_internal_error_names_only_its_id(failing: Failing) -> None:
+    got = _sent(failing, RuntimeError("secret stack"))
     (detail,) = got.details
     info = error_details_pb2.ErrorInfo()
     assert detail.Unpack(info) and info.reason == "INTERNAL" and info.domain == "voltorch.dev"
@@ -156,45 +186,15 @@ def test_the_details_survive_a_round_trip() -> None:
     assert wire.error_details_from_pb([]) == wire.ErrorDetails()
 
 
-# -- the SDK reads them through a real call ----------------------------------------------------------------
-
-
-@pytest.fixture
-def failing() -> Iterator[tuple[int, list[BaseException]]]:
-    """A server (its port) whose one method raises the first error in the list, through the server's
-    ErrorInterceptor."""
-    raising: list[BaseException] = []
-
-    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
-        raise raising[0]
-
-    handler = grpc.unary_unary_rpc_method_handler(fail)
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[ErrorInterceptor()])
-    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Fail": handler}),))
-    port = srv.add_insecure_port("127.0.0.1:0")
-    srv.start()
-    yield port, raising
-    srv.stop(None)
-
-
-def _call(port: int) -> sdk_errors.VoltorchError:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as err:
-        channel.unary_unary("/t.T/Fail")(b"", timeout=10)
-    return sdk_errors.from_rpc_error(err.value)
-
-
-def test_the_sdk_reads_what_the_server_sent(failing: tuple[int, list[BaseException]]) -> None:
-    port, raising = failing
-    raising.append(_invalid())
-    invalid = _call(port)
+def test_the_sdk_reads_what_the_server_sent(failing: Failing) -> None:
+    invalid = sdk_errors.from_rpc_error(_failed_call(failing, _invalid()))
     assert type(invalid) is sdk_errors.InvalidArgumentError
     assert (invalid.reason, invalid.metadata) == ("FIELD_REQUIRED", {})
     assert invalid.field_violations == [
         sdk_errors.FieldViolation("key", "must not be empty"),
         sdk_errors.FieldViolation("ttl", "negative"),
     ]
-    raising[0] = _conflict()
-    conflict = _call(port)
+    conflict = sdk_errors.from_rpc_error(_failed_call(failing, _conflict()))
     assert type(conflict) is sdk_errors.ConflictError and conflict.message == "version conflict on 'cas'"
     assert (conflict.reason, conflict.metadata) == ("VERSION_CONFLICT", {"key": "cas"})
     assert conflict.precondition_violations == [
