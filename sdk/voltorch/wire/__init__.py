@@ -4,7 +4,7 @@ JSON values, times and durations; the API's enums by lower-case name; priorities
 errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's
 options; executions with their steps, waits and signals; agents and coordinations with their results and
 selections; schedules; keys, their changes and snapshots, and a transaction's conditions and
-operations; the remote worker stream's messages; a failed call's error details. The server
+operations; the remote worker stream's messages; a failed call's error details; health, recorded errors, metrics and trace entries. The server
 reads requests with `request=True` (strict: a WireError names the offending field) and maps its own domain
 types to and from these; the SDK hands these types to its users.
 """
@@ -95,6 +95,42 @@ from ._executions import (
     waiting_pb,
 )
 from ._members import Member, member_from_pb, member_pb
+from ._orchestrator import (
+    HEALTH_STATUSES,
+    METRIC_KINDS,
+    ComponentHealth,
+    ComponentHealthLike,
+    ErrorRecord,
+    ErrorRecordLike,
+    Health,
+    HealthLike,
+    HistogramSummary,
+    HistogramSummaryLike,
+    Metric,
+    MetricLike,
+    Metrics,
+    MetricSample,
+    MetricSampleLike,
+    MetricSeries,
+    MetricSeriesLike,
+    MetricsLike,
+    component_health_from_pb,
+    component_health_pb,
+    error_record_from_pb,
+    error_record_pb,
+    health_from_pb,
+    health_pb,
+    histogram_from_pb,
+    histogram_pb,
+    metric_from_pb,
+    metric_pb,
+    metric_series_from_pb,
+    metric_series_pb,
+    metrics_from_pb,
+    metrics_pb,
+    trace_entry_from_pb,
+    trace_entry_pb,
+)
 from ._priority import Priority
 from ._schedules import Schedule, ScheduleLike, schedule_from_pb, schedule_pb
 from ._state import (
@@ -195,6 +231,40 @@ from ._workers import (
 )
 
 __all__ = [
+    "HEALTH_STATUSES",
+    "METRIC_KINDS",
+    "ComponentHealth",
+    "ComponentHealthLike",
+    "ErrorRecord",
+    "ErrorRecordLike",
+    "Health",
+    "HealthLike",
+    "HistogramSummary",
+    "HistogramSummaryLike",
+    "Metric",
+    "MetricLike",
+    "MetricSample",
+    "MetricSampleLike",
+    "MetricSeries",
+    "MetricSeriesLike",
+    "Metrics",
+    "MetricsLike",
+    "component_health_from_pb",
+    "component_health_pb",
+    "error_record_from_pb",
+    "error_record_pb",
+    "health_from_pb",
+    "health_pb",
+    "histogram_from_pb",
+    "histogram_pb",
+    "metric_from_pb",
+    "metric_pb",
+    "metric_series_from_pb",
+    "metric_series_pb",
+    "metrics_from_pb",
+    "metrics_pb",
+    "trace_entry_from_pb",
+    "trace_entry_pb",
     "WATCH_EVENT_TYPES",
     "Change",
     "ChangeLike",

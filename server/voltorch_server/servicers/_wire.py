@@ -2,11 +2,12 @@
 
 Classes of the same concept share field names; the few that differ are renamed here. A transcription
 copies fields by name (nested dataclasses transcribed, their sequences as tuples), so no mapping is
-listed field by field a second time. Templates, conditions, LLM settings, ExecuteCompleteWorkflow's options, a
-CreateSchedule request's schedule and the messages a worker sends go through here; hot paths (keys, events) use the value helpers
-of voltorch.wire directly, and executions, signals, agents, coordinations, schedules and the messages
-sent to a worker go to voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch
-seconds are times there too, to the nanosecond; what is named differently is passed apart).
+listed field by field a second time. Templates, conditions, LLM settings, ExecuteCompleteWorkflow's
+options, a CreateSchedule request's schedule and the messages a worker sends go through here; events use
+the value helpers of voltorch.wire directly, and executions, signals, agents, coordinations, schedules,
+the messages sent to a worker, keys with their changes and snapshots, health, errors and metrics go to
+voltorch.wire's writers as they are, uncopied (its `...Like` protocols: epoch seconds are times there
+too, to the nanosecond; what is named differently is passed apart).
 """
 
 from __future__ import annotations
