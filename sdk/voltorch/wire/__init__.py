@@ -3,10 +3,10 @@
 JSON values, times and durations; the API's enums by lower-case name; priorities; conditions, task
 errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's
 options; executions with their steps, waits and signals; agents and coordinations with their results and
-selections; schedules; keys, their changes and snapshots, and a transaction's conditions and
-operations; the remote worker stream's messages; a failed call's error details; health, recorded errors, metrics and trace entries. The server
-reads requests with `request=True` (strict: a WireError names the offending field) and maps its own domain
-types to and from these; the SDK hands these types to its users.
+selections; schedules; keys, their changes and snapshots, and a transaction's conditions and operations;
+the remote worker stream's messages; a failed call's error details; health, recorded errors, metrics and
+trace entries. The server reads requests with `request=True` (strict: a WireError names the offending
+field) and maps its own domain types to and from these; the SDK hands these types to its users.
 """
 
 from ._complete import CompleteOptions, complete_options_from_pb, complete_options_pb
