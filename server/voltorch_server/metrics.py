@@ -81,6 +81,9 @@ _DOMAINS = frozenset(
 
 
 def _views() -> list[View]:
+    """The buckets of the histograms (the plain ones below use the same; an SDK histogram of these names
+    would get them from these views)."""
+
     def buckets(name: str, bounds: tuple[float, ...]) -> View:
         return View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(bounds))
 
@@ -134,13 +137,20 @@ class Metrics:
         )
         self.workflows_cancelled = PlainCounter(m, "voltorch.workflows.cancelled", unit="{workflow}")
         self.workflow_duration = h["voltorch.workflow.duration"]
-        self.workflow_tokens = m.create_counter(
-            "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
+        self.workflow_tokens = PlainCounter(
+            m,
+            "voltorch.workflow.tokens",
+            unit="{token}",
+            description="Tokens used by executions, by template",
         )
-        self.workflow_cost = m.create_counter(
-            "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
+        self.workflow_cost = PlainCounter(
+            m,
+            "voltorch.workflow.cost",
+            unit="USD",
+            description="Cost of executions' model calls, by template",
         )
-        self.workflow_llm_calls = m.create_counter("voltorch.workflow.llm_calls", unit="{call}")
+        self.workflow_llm_calls = PlainCounter(m, "voltorch.workflow.llm_calls", unit="{call}")
+        self._usage_keys: dict[str, tuple[tuple, tuple, tuple]] = {}  # see record_usage
         self.step_duration = h["voltorch.workflow.step.duration"]
         # Coordination and agents
         self.coordinations = PlainCounter(m, "voltorch.coordinations", unit="{coordination}")
@@ -153,12 +163,14 @@ class Metrics:
         self._steps: dict[tuple[str, str], Series] = {}  # see record_step
         self._coordinations: dict[tuple[str, str], tuple[tuple, Series]] = {}
         self._agent_tasks: dict[tuple[str, bool], tuple[tuple, Series]] = {}
-        # LLM (GenAI semantic conventions + a plain token counter)
-        self.llm_tokens = m.create_counter(
-            "voltorch.llm.tokens", unit="{token}", description="LLM tokens used"
+        # LLM (GenAI semantic conventions + a plain token counter), recorded on every LLM call: aggregated in
+        # plain Python as the step's are, their keys and series kept per model, operation and error type.
+        self.llm_tokens = PlainCounter(
+            m, "voltorch.llm.tokens", unit="{token}", description="LLM tokens used"
         )
-        self.llm_token_usage = m.create_histogram("gen_ai.client.token.usage", unit="{token}")
-        self.llm_duration = m.create_histogram("gen_ai.client.operation.duration", unit="s")
+        self.llm_token_usage = h["gen_ai.client.token.usage"]
+        self.llm_duration = h["gen_ai.client.operation.duration"]
+        self._llm_calls: dict[tuple[str, str, str], _LlmCallSeries] = {}
         # LLM endpoints (their limiters), pulled at collection from observe_llm_endpoints' source.
         self._llm_source: Callable[[], list[Any]] | None = None
         for name, unit, attr, desc in (
@@ -262,14 +274,23 @@ class Metrics:
             self.workflow_duration.record(duration, attrs)
 
     def record_usage(self, used: Any, *, template: str) -> None:
-        """Usage of one step attempt (a TokenUsage): tokens in and out, cost and model calls."""
-        for kind, n in (("input", used.prompt_tokens), ("output", used.completion_tokens)):
-            if n:
-                self.workflow_tokens.add(n, {"template": template, GEN_AI_TOKEN_TYPE: kind})
+        """Usage of one step attempt (a TokenUsage): tokens in and out, cost and model calls (every LLM
+        step records it: the counters' keys are kept per template)."""
+        keys = self._usage_keys.get(template)
+        if keys is None:
+            keys = self._usage_keys[template] = (
+                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "input"}),
+                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "output"}),
+                PlainCounter.key({"template": template}),
+            )
+        if used.prompt_tokens:
+            self.workflow_tokens.add_at(used.prompt_tokens, keys[0])
+        if used.completion_tokens:
+            self.workflow_tokens.add_at(used.completion_tokens, keys[1])
         if used.cost:
-            self.workflow_cost.add(used.cost, {"template": template})
+            self.workflow_cost.add_at(used.cost, keys[2])
         if used.llm_calls:
-            self.workflow_llm_calls.add(used.llm_calls, {"template": template})
+            self.workflow_llm_calls.add_at(used.llm_calls, keys[2])
 
     # A workflow step records a step, a coordination and an agent task: their series (and counter keys) are
     # kept by the values they are recorded with, so a record is a dict lookup and the additions, not an
@@ -313,14 +334,19 @@ class Metrics:
         operation: str = "chat",
     ) -> None:
         """Token counts and latency of one LLM call; also sets gen_ai.usage.* on the current span."""
-        base = {GEN_AI_REQUEST_MODEL: model, GEN_AI_OPERATION: operation}
-        for kind, n in (("input", input_tokens), ("output", output_tokens)):
-            if n:
-                attrs = {**base, GEN_AI_TOKEN_TYPE: kind}
-                self.llm_tokens.add(n, attrs)
-                self.llm_token_usage.record(n, attrs)
+        kept = self._llm_calls.get((model, operation, error_type))
+        if kept is None:
+            kept = self._llm_calls[(model, operation, error_type)] = _LlmCallSeries(
+                self, model, operation, error_type
+            )
+        if input_tokens:
+            self.llm_tokens.add_at(input_tokens, kept.input_key)
+            kept.input.add(input_tokens)
+        if output_tokens:
+            self.llm_tokens.add_at(output_tokens, kept.output_key)
+            kept.output.add(output_tokens)
         if duration is not None:
-            self.llm_duration.record(duration, {**base, "error.type": error_type} if error_type else base)
+            kept.duration.add(duration)
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute(GEN_AI_REQUEST_MODEL, model)
@@ -544,6 +570,8 @@ def plain_histograms() -> dict[str, PlainHistogram]:
             ),
             PlainHistogram("voltorch.coordination.duration", "s", "", _S_BUCKETS),
             PlainHistogram("voltorch.agent.task.duration", "s", "", _S_BUCKETS),
+            PlainHistogram("gen_ai.client.token.usage", "{token}", "", _TOKEN_BUCKETS),
+            PlainHistogram("gen_ai.client.operation.duration", "s", "", _S_BUCKETS),
         )
     }
 
@@ -573,6 +601,22 @@ class PlainCounter:
         with self._lock:
             totals = list(self._totals.items())
         return [Observation(n, dict(key)) for key, n in totals]
+
+
+class _LlmCallSeries:
+    """What one model, operation and error type record into (see Metrics.record_llm_call)."""
+
+    __slots__ = ("input_key", "output_key", "input", "output", "duration")
+
+    def __init__(self, metrics: Metrics, model: str, operation: str, error_type: str):
+        base = {GEN_AI_REQUEST_MODEL: model, GEN_AI_OPERATION: operation}
+        tokens_in, tokens_out = {**base, GEN_AI_TOKEN_TYPE: "input"}, {**base, GEN_AI_TOKEN_TYPE: "output"}
+        self.input_key, self.output_key = PlainCounter.key(tokens_in), PlainCounter.key(tokens_out)
+        self.input = metrics.llm_token_usage.series(tokens_in)
+        self.output = metrics.llm_token_usage.series(tokens_out)
+        self.duration = metrics.llm_duration.series(
+            {**base, "error.type": error_type} if error_type else base
+        )
 
 
 class PlainGauge:

@@ -86,6 +86,7 @@ class StubLLM:
         self.script: list[Response] = []
         self.requests: list[dict] = []
         self.prompts: list[str] = []
+        self.headers: list[dict[str, str]] = []  # each request's, names in lower case
         self.times: list[float] = []
         self.in_flight = self.peak_in_flight = self.rejected = self.served = 0
         self.lock = threading.Lock()
@@ -118,6 +119,7 @@ class StubLLM:
                         {"path": self.path, "auth": self.headers.get("authorization"), **body}
                     )
                     stub.prompts.append(prompt)
+                    stub.headers.append({k.lower(): v for k, v in self.headers.items()})
                     stub.times.append(time.monotonic())
                     full = stub.capacity and stub.in_flight >= stub.capacity
                     if full:

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
-from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, _events, parse_json_output
+from voltorch_server.agents.llm import (
+    MAX_CONTEXT_CHARS,
+    LlmAgent,
+    LlmDefaults,
+    LlmSettings,
+    _events,
+    parse_json_output,
+)
 from voltorch_server.agents.llm_clients import CALLS_PER_CLIENT
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
@@ -54,6 +61,29 @@ def test_success_records_usage_and_sends_model_settings(stub):
     assert "Say hi" in req["messages"][1]["content"] and '"k": "v"' in req["messages"][1]["content"]
 
 
+def test_the_clients_x_stainless_headers_are_not_sent(stub):
+    """The openai client's telemetry headers (platform, retry count, read timeout) are left out: every one
+    costs CPU on every call and no endpoint needs them. What an endpoint needs is sent."""
+    stub.script.append((200, {}, completion("ok")))
+    agent(stub).run(task(), CancelSignal())
+    (sent,) = stub.headers
+    assert [h for h in sent if h.startswith("x-stainless-")] == []
+    assert sent["authorization"] == "Bearer sk-test-123" and sent["content-type"] == "application/json"
+    assert sent["accept"] == "application/json" and sent["user-agent"].startswith("OpenAI/Python")
+
+
+def test_the_context_goes_as_json_and_a_huge_one_is_cut(stub):
+    stub.script += [(200, {}, completion("ok")), (200, {}, completion("ok"))]
+    context = {"plan": {"tasks": [{"id": "task-1", "title": "Café ☕", "depends_on": []}]}, "n": 3}
+    a = agent(stub)
+    a.run(task(context=context), CancelSignal())
+    text, _, ctx = stub.requests[0]["messages"][1]["content"].partition("\n\nContext (JSON):\n")
+    assert text == "Say hi" and json.loads(ctx) == context
+    a.run(task(context={"big": "x" * (MAX_CONTEXT_CHARS + 10)}), CancelSignal())
+    _, _, cut = stub.requests[1]["messages"][1]["content"].partition("\n\nContext (JSON):\n")
+    assert cut.endswith("\n... (truncated)") and len(cut) == MAX_CONTEXT_CHARS + len("\n... (truncated)")
+
+
 def test_json_answers_become_structured_output_and_capabilities_ask_for_a_shape(stub):
     stub.script.append((200, {}, completion('```json\n{"tasks": [{"id": "task-1"}]}\n```')))
     out = agent(stub).run(task(capabilities=("planning",), agent_capabilities=("planning",)), CancelSignal())
@@ -70,6 +100,7 @@ def test_429_is_retried_after_retry_after_then_succeeds(stub):
     out = agent(stub).run(task(), CancelSignal())
     assert out.output == "after the wait"
     assert len(stub.requests) == 2
+    assert not [h for sent in stub.headers for h in sent if h.startswith("x-stainless-")]  # retries too
     assert stub.times[1] - stub.times[0] >= 0.3  # honoured Retry-After
 
 

@@ -283,12 +283,16 @@ def test_no_shortcut_while_spans_are_recorded(spans) -> None:
     assert telemetry.unsampled_span(otel_context.Context()) is None  # the tracer and its sampler decide
 
 
-def test_a_seconds_histogram_on_prometheus_reads_as_the_exporter_writes_the_sdks() -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["voltorch.coordination.duration", "gen_ai.client.operation.duration", "gen_ai.client.token.usage"],
+)
+def test_a_plain_histogram_on_prometheus_reads_as_the_exporter_writes_the_sdks(name: str) -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, generate_latest
 
     ours, theirs = CollectorRegistry(), CollectorRegistry()
-    plain = plain_histograms()["voltorch.coordination.duration"]
+    plain = plain_histograms()[name]
     ours.register(PrometheusHistogram(plain))
     reader = PrometheusMetricReader(registry=theirs)
     provider = MeterProvider(metric_readers=[reader], views=_views())
@@ -296,13 +300,14 @@ def test_a_seconds_histogram_on_prometheus_reads_as_the_exporter_writes_the_sdks
         sdk = provider.get_meter(SCOPE.name, SCOPE.version).create_histogram(
             plain.name, unit=plain.unit, description=plain.description
         )
-        for v, mode in ((0.004, "sequential"), (0.2, "sequential"), (42.0, "parallel")):
+        for v, mode in ((0.004, "sequential"), (0.2, "sequential"), (42.0, "parallel"), (900.0, "parallel")):
             plain.record(v, {"status": "completed", "mode": mode})
             sdk.record(v, {"status": "completed", "mode": mode})
+        family = name.replace(".", "_")
 
         def lines(registry: CollectorRegistry) -> list[str]:
             text = generate_latest(registry).decode()
-            return [ln for ln in text.splitlines() if "coordination_duration" in ln and "_created" not in ln]
+            return [ln for ln in text.splitlines() if family in ln and "_created" not in ln]
 
         assert lines(theirs) and lines(ours) == lines(theirs)
     finally:

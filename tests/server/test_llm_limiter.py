@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx2
 import pytest
 from fake_clock import FakeClock
 from voltorch_server.agents.limiter import (
@@ -100,6 +101,14 @@ def test_exhausted_rate_limit_headers_hold_until_their_reset(clock):
         take(lim, 1)
     clock.now += 1.5
     take(lim, 1)[0].release(Outcome.OK, headers={**headers, "x-ratelimit-remaining-requests": "3"})
+    assert lim.snapshot().held_for == 0
+    # As the agent passes them: the response's headers (case-insensitive); the tokens quota holds too.
+    tokens = httpx2.Headers({"X-RateLimit-Remaining-Tokens": "0", "X-RateLimit-Reset-Tokens": "250ms"})
+    take(lim, 1)[0].release(Outcome.OK, headers=tokens)
+    assert lim.snapshot().held_for == 0.25
+    clock.now += 0.25
+    no_reset = {"x-ratelimit-remaining-requests": "0"}  # exhausted, no reset given: nothing to wait for
+    take(lim, 1)[0].release(Outcome.OK, headers=no_reset)
     assert lim.snapshot().held_for == 0
     assert (
         parse_duration("6m0s") == 360

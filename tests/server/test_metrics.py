@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 import voltorch
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from voltorch_server import telemetry
+from voltorch_server.agents.base import TokenUsage
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.system import MetricCollector, Sample
 from voltorch_server.config import Config
-from voltorch_server.metrics import Metrics
+from voltorch_server.metrics import SCOPE, Metrics, _views
 
 
 def test_rpc_and_event_metrics_move_with_work(client: voltorch.Client) -> None:
@@ -179,3 +182,94 @@ def test_prometheus_endpoint(config: Config) -> None:
             text = resp.read().decode()
     assert "rpc_server_duration" in text and 'rpc_method="SetKey"' in text
     assert "process_memory_usage" in text
+
+
+# What an LLM call records: the SDK instruments record_llm_call recorded into before it kept plain series.
+_LLM_CALLS = [
+    ("gpt-a", 100, 20, 0.4, ""),
+    ("gpt-a", 7, 0, 1.5, ""),
+    ("gpt-b", 0, 0, 0.02, "RateLimitError"),
+    ("gpt-a", 3000, 5, 12.0, ""),
+    ("gpt-b", 0, 0, 0.3, "APITimeoutError"),
+    ("gpt-b", 40, 2, 0.7, ""),
+]
+
+
+def _shown(collector: MetricCollector, names: set[str]) -> dict[tuple[str, frozenset], tuple]:
+    """What GetMetrics shows of `names`: per name and attributes, the point without its time."""
+    return {
+        (p.name, frozenset(p.attributes.items())): (p.description, p.unit, p.kind, p.value, p.histogram)
+        for p in collector.collect()
+        if p.name in names
+    }
+
+
+def test_llm_calls_show_as_the_sdks_instruments_showed_them() -> None:
+    """record_llm_call keeps plain series (no OpenTelemetry SDK record per call): GetMetrics shows what the
+    SDK's counter and histograms it recorded into before showed, collection after collection."""
+    names = {"voltorch.llm.tokens", "gen_ai.client.token.usage", "gen_ai.client.operation.duration"}
+    ours = Metrics.for_server()
+    reader = InMemoryMetricReader(
+        preferred_temporality={Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
+    )
+    provider = MeterProvider(metric_readers=[reader], views=_views())
+    mine, theirs = MetricCollector(ours.reader), MetricCollector(reader)
+    try:
+        meter = provider.get_meter(SCOPE.name, SCOPE.version)
+        tokens = meter.create_counter("voltorch.llm.tokens", unit="{token}", description="LLM tokens used")
+        usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+        duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+        for _ in range(2):  # twice: the second collection adds to the first
+            for model, tokens_in, tokens_out, seconds, error in _LLM_CALLS:
+                ours.record_llm_call(model, tokens_in, tokens_out, seconds, error_type=error)
+                base = {"gen_ai.request.model": model, "gen_ai.operation.name": "chat"}
+                for kind, n in (("input", tokens_in), ("output", tokens_out)):
+                    if n:
+                        tokens.add(n, {**base, "gen_ai.token.type": kind})
+                        usage.record(n, {**base, "gen_ai.token.type": kind})
+                duration.record(seconds, {**base, "error.type": error} if error else base)
+            got, expected = _shown(mine, names), _shown(theirs, names)
+            assert len(expected) == 12 and got == expected
+    finally:
+        provider.shutdown()
+        ours.shutdown()
+
+
+def test_step_usage_shows_as_the_sdks_counters_showed_it() -> None:
+    """record_usage (every LLM step) adds to plain counters by kept keys: GetMetrics shows what the SDK's
+    counters it added to before showed."""
+    names = {"voltorch.workflow.tokens", "voltorch.workflow.cost", "voltorch.workflow.llm_calls"}
+    steps = [
+        ("complete", TokenUsage(120, 30, 150, cost=0.25, llm_calls=1)),
+        ("complete", TokenUsage(0, 0, 0)),
+        ("review", TokenUsage(7, 0, 7, cost=0.0, llm_calls=2)),
+        ("complete", TokenUsage(1, 2, 3, cost=0.125, llm_calls=1)),
+    ]
+    ours = Metrics.for_server()
+    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    provider = MeterProvider(metric_readers=[reader])
+    mine, theirs = MetricCollector(ours.reader), MetricCollector(reader)
+    try:
+        meter = provider.get_meter(SCOPE.name, SCOPE.version)
+        tokens = meter.create_counter(
+            "voltorch.workflow.tokens", unit="{token}", description="Tokens used by executions, by template"
+        )
+        cost = meter.create_counter(
+            "voltorch.workflow.cost", unit="USD", description="Cost of executions' model calls, by template"
+        )
+        calls = meter.create_counter("voltorch.workflow.llm_calls", unit="{call}")
+        for _ in range(2):
+            for template, used in steps:
+                ours.record_usage(used, template=template)
+                for kind, n in (("input", used.prompt_tokens), ("output", used.completion_tokens)):
+                    if n:
+                        tokens.add(n, {"template": template, "gen_ai.token.type": kind})
+                if used.cost:
+                    cost.add(used.cost, {"template": template})
+                if used.llm_calls:
+                    calls.add(used.llm_calls, {"template": template})
+            got, expected = _shown(mine, names), _shown(theirs, names)
+            assert len(expected) == 6 and got == expected
+    finally:
+        provider.shutdown()
+        ours.shutdown()

@@ -519,21 +519,28 @@ def parse_duration(text: str) -> float | None:
 
 
 def _ratelimit_holds(headers: Mapping[str, str]) -> list[float]:
-    """Seconds to hold for each exhausted quota (x-ratelimit-remaining-X: 0 with x-ratelimit-reset-X)."""
+    """Seconds to hold for each exhausted quota (x-ratelimit-remaining-X: 0 with x-ratelimit-reset-X).
+    Read on every call's release: a reset is looked up only for an exhausted quota (a lookup in httpx's
+    headers walks them all)."""
     out = []
-    for kind in ("requests", "tokens"):
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
-        if remaining is None or reset is None:
+    for remaining_header, reset_header in _RATELIMIT_HEADERS:
+        remaining = headers.get(remaining_header)
+        if remaining is None:
             continue
         try:
             exhausted = float(remaining) <= 0
         except ValueError:
             continue
-        seconds = parse_duration(reset) if exhausted else None
+        reset = headers.get(reset_header) if exhausted else None
+        seconds = None if reset is None else parse_duration(reset)
         if seconds is not None:
             out.append(seconds)
     return out
+
+
+_RATELIMIT_HEADERS = tuple(
+    (f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")
+)
 
 
 def estimate_tokens(messages: list[dict[str, Any]], max_tokens: int | None) -> int:
