@@ -125,7 +125,7 @@ def install(rec: Records) -> None:
                 response_serializer=handler.response_serializer,
             )
 
-        interceptor.intercept_service = Intercept
+        interceptor.intercept_service = Intercept  # type: ignore[method-assign]
         return interceptor
 
     subscribe = ev.EventServicer.Subscribe
@@ -180,12 +180,15 @@ def install(rec: Records) -> None:
 
         return wrapped
 
-    ev.EventServicer.Publish = Publish
-    app.telemetry_interceptor = make_interceptor
-    ev.EventServicer.Subscribe = Subscribe
-    Follower.take = Take
-    ev.Coalescing.sent = Sent
-    EventLog._deliver = Deliver
+    for owner, name, fn in (
+        (ev.EventServicer, "Publish", Publish),
+        (app, "telemetry_interceptor", make_interceptor),
+        (ev.EventServicer, "Subscribe", Subscribe),
+        (Follower, "take", Take),
+        (ev.Coalescing, "sent", Sent),
+        (EventLog, "_deliver", Deliver),
+    ):
+        setattr(owner, name, fn)  # bench-only: installed when BENCH_PROBE is set
     checkpoint = sqlite_db._Checkpointer._checkpoint
 
     def Checkpoint(self):
@@ -203,10 +206,10 @@ def install(rec: Records) -> None:
         return run_once(self)
 
     tl_ckpt = threading.local()
-    sqlite_db._Checkpointer._checkpoint = Checkpoint
-    sqlite_db._Checkpointer.run_once = RunOnce
-    Watcher.check_now = interval("watcher", Watcher.check_now)
-    Watcher.collect_metrics = interval("metrics", Watcher.collect_metrics)
+    sqlite_db._Checkpointer._checkpoint = Checkpoint  # type: ignore[method-assign]
+    sqlite_db._Checkpointer.run_once = RunOnce  # type: ignore[method-assign]
+    Watcher.check_now = interval("watcher", Watcher.check_now)  # type: ignore[method-assign]
+    Watcher.collect_metrics = interval("metrics", Watcher.collect_metrics)  # type: ignore[method-assign]
     _gc_hook(rec)
     _stall_thread(rec, "bench-stall-probe")
 
@@ -375,19 +378,19 @@ def attribute(server: dict[str, list], driver: dict[str, list], sent: dict[int, 
         )
     out.append(f"  {'overlapping':<20} {'all':>8} {'tail':>8}   (intervals in the window: count, longest ms)")
     for label, k in INTERVALS:
-        a = sum(r[2][k] for r in rows) / len(rows)
-        t = sum(r[2][k] for r in tail) / len(tail)
+        share_all = sum(r[2][k] for r in rows) / len(rows)
+        share_tail = sum(r[2][k] for r in tail) / len(tail)
         inside = [(x, y) for x, y in kinds[k] if y >= t0]
         longest = max(((y - x) / 1e6 for x, y in inside), default=0.0)
-        out.append(f"  {label:<20} {a:8.1%} {t:8.1%}   {len(inside)}, {longest:.1f}")
+        out.append(f"  {label:<20} {share_all:8.1%} {share_tail:8.1%}   {len(inside)}, {longest:.1f}")
     # A stall delays every event published during it on every subscriber: episodes of the tail, by send time.
     episodes: list[list[int]] = []
-    for t in sorted(r[3] for r in tail):
-        if episodes and t - episodes[-1][1] <= 20_000_000:
-            episodes[-1][1] = t
+    for sent_at in sorted(r[3] for r in tail):
+        if episodes and sent_at - episodes[-1][1] <= 20_000_000:
+            episodes[-1][1] = sent_at
             episodes[-1][2] += 1
         else:
-            episodes.append([t, t, 1])
+            episodes.append([sent_at, sent_at, 1])
     out.append(
         "  tail episodes (sent within 20 ms of each other): "
         + ", ".join(f"+{(a - t0) / 1e9:.2f}s x{n} over {(b - a) / 1e6:.0f} ms" for a, b, n in episodes[:12])

@@ -448,7 +448,8 @@ def _latency(
         cli = time.process_time() - cli0
         gc_max = gc_pauses().get("max_ms", float("nan"))
         if probe is not None:
-            server_rec, driver_rec = getattr(srv, "probe_records", dict)(), probe.rec.take()
+            server_rec: dict[str, Any] = getattr(srv, "probe_records", dict)()
+            driver_rec = probe.rec.take()
             table = _probe.attribute(server_rec, driver_rec, sent, marks["t0"])
             keep = os.environ.get("BENCH_PROBE_KEEP")  # a folder: the raw records, one file per run
             if keep:
