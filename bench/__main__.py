@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " Profiling slows the server: its numbers are then not comparable",
     )
     p.add_argument(
+        "--probe",
+        action="store_true",
+        help="events latency rows: time every delivery's stages in server and driver and print where the"
+        " slowest 1 %% went (bench/_probe.py; the probes cost the server a few µs per event)",
+    )
+    p.add_argument(
         "-k", dest="select", metavar="TEXT", help="only cases whose name contains TEXT (and their baselines)"
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
@@ -84,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.profile = tempfile.mkdtemp(prefix="voltorch-profile-")
     elif args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
+    if args.probe:
+        os.environ["BENCH_PROBE"] = "1"  # the servers started from now on install bench._probe
     return args
 
 

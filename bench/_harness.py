@@ -100,7 +100,14 @@ class ServerProcess:
 
     def context_switches(self) -> int:
         """Voluntary + involuntary switches of all the server's threads (a thread handing over the GIL
-        or waiting on a lock shows up here; on a small VM each costs several µs of CPU)."""
+        or waiting on a lock shows up here; on a small VM each costs several µs of CPU). Asked of the
+        process itself (`_serve`: one getrusage), else counted thread by thread."""
+        try:
+            self.proc.stdin.write("usage\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            return int(json.loads(_readline(self.proc, 10.0))["switches"])
+        except (OSError, ValueError, KeyError):
+            pass
         total = 0
         for t in self._ps.threads():
             with contextlib.suppress(psutil.Error):
@@ -120,6 +127,24 @@ class ServerProcess:
             return dict(json.loads(line))
         except ValueError:
             return {}
+
+    def probe_records(self) -> dict[str, list]:
+        """The server's stage records since the previous call (`--probe`, see `_probe`); {} without."""
+        try:
+            self.proc.stdin.write("probe\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            return {}
+        try:
+            path = json.loads(_readline(self.proc, 30.0))["path"]
+        except (ValueError, KeyError):
+            return {}
+        if not path:
+            return {}
+        with open(path) as f:
+            records = json.load(f)
+        os.unlink(path)
+        return records
 
     def stop(self, timeout: float = 30.0) -> None:
         """Close stdin (the child's signal to shut down) and wait; kill it if it hangs."""

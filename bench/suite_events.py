@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
+import os
 import statistics
 import threading
 import time
@@ -38,6 +40,7 @@ from typing import Any
 import grpc
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
+from . import _probe
 from ._harness import (
     _CHANNEL_OPTIONS,
     Case,
@@ -192,7 +195,10 @@ class _Subscribers:
         self._stop = asyncio.Event()
         channels = [grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) for _ in range(n)]
         req = pb.SubscribeRequest(filter=pb.EventFilter(types=[type_]), max_batch=max_batch)
-        calls = [events_pb2_grpc.EventServiceStub(ch).Subscribe(req) for ch in channels]
+        calls = [
+            events_pb2_grpc.EventServiceStub(ch).Subscribe(req, metadata=((_probe.SUB_KEY, str(i)),))
+            for i, ch in enumerate(channels)
+        ]
         await asyncio.gather(*(c.read() for c in calls))  # the first heartbeats: all in place
 
         async def read(i: int, call) -> None:
@@ -289,11 +295,16 @@ async def _paced_publish(
     duration: float,
     sent: dict[int, int],
     measure: Callable[[], None],
+    begin: Callable[[int], None],
+    started: Callable[[int], None] | None = None,
 ) -> tuple[int, float]:
     """Publish reqs[i] at start + i / rate (open loop: on schedule however long a call takes, at most
     MAX_IN_FLIGHT unanswered), on the subscribers' event loop: one driver thread in all, so the driver
     spends its CPU on calls, not on handing its GIL between a publisher and the subscribers' loop.
-    Calls measure() when the warm-up ends; returns (events published since, their rate)."""
+    Calls measure() on another thread when the warm-up ends (its readings, the server's threads one by
+    one, took the loop 10-30 ms: the events sent meanwhile left as a burst and set the p99 of a 1- or
+    10-subscriber window); the window starts when it returns: begin(i) names the first event in it.
+    Returns (events published since, their rate)."""
     interval = 1.0 / rate
     loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as ch:
@@ -302,14 +313,18 @@ async def _paced_publish(
         start = loop.time()
         end_warm, end = start + warmup, start + warmup + duration
         first_measured, t_measured = None, 0.0
+        readings: asyncio.Future | None = None
         i = 0
         while i < len(reqs):
             now = loop.time()
             if now >= end:
                 break
-            if first_measured is None and now >= end_warm:
-                measure()
+            if readings is None and now >= end_warm:
+                readings = loop.run_in_executor(None, measure)
+            if first_measured is None and readings is not None and readings.done():
+                readings.result()
                 first_measured, t_measured = i, now
+                begin(i)
             due = start + i * interval
             if due > now:
                 await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
@@ -318,13 +333,31 @@ async def _paced_publish(
             if len(pending) >= MAX_IN_FLIGHT:
                 await pending.popleft()  # the server fell far behind: wait (the rate shows it)
             sent[i] = time.perf_counter_ns()
-            pending.append(asyncio.ensure_future(publish(reqs[i], timeout=30)))
+            if started is None:
+                pending.append(asyncio.ensure_future(publish(reqs[i], timeout=30)))
+            else:  # --probe: note when the loop gets to the call (the wrapper runs just before it)
+
+                async def call(i: int = i) -> Any:
+                    started(i)
+                    return await publish(reqs[i], timeout=30)
+
+                pending.append(asyncio.ensure_future(call()))
             i += 1
         published = i - (first_measured or 0)
         achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
         for f in pending:
             await f
     return published, achieved
+
+
+_DRIVER_PROBE: list[_probe.Driver] = []
+
+
+def _driver_probe() -> _probe.Driver:
+    """The driver's probe (one per process: its collector hook and stall thread stay)."""
+    if not _DRIVER_PROBE:
+        _DRIVER_PROBE.append(_probe.Driver())
+    return _DRIVER_PROBE[0]
 
 
 @dataclass
@@ -348,20 +381,28 @@ def _latency(
     sent: dict[int, int] = {}
     lat: list[list[int]] = [[] for _ in range(n_subs)]
     type_ = f"bench.lat{n_subs}"
-    measuring = threading.Event()
+    probe = _driver_probe() if getattr(args, "probe", False) else None
 
     def on_event(i: int, e) -> None:
         now = time.perf_counter_ns()
-        t0 = sent.get(int(e.data.struct_value["i"]))
-        if t0 is not None and measuring.is_set():
+        index = int(e.data.struct_value["i"])
+        t0 = sent.get(index)
+        if t0 is not None and index >= first[0]:
             lat[i].append(now - t0)
+            if probe is not None:
+                probe.received(i, e.sequence, index, now)
 
     max_batch = getattr(args, "max_batch", MAX_BATCH)
     subs = _Subscribers(sub_target or srv.target, n_subs, type_, on_event, max_batch)
+    if probe is not None:
+        probe.start_loop_probe(subs.loop)
+        probe.rec.take()
+        getattr(srv, "probe_records", dict)()  # from now on
     n_reqs = min(int(rate * (args.warmup + args.duration)) + MAX_IN_FLIGHT, 200_000)
     # Requests pre-serialized, answers left undecoded (no serializers: bytes in, bytes out).
     reqs = [pb.PublishRequest(event=_event(payload, type_, i)).SerializeToString() for i in range(n_reqs)]
     marks: dict[str, Any] = {}
+    first = [1 << 62]  # the first event measured (set when the window begins)
     # The driver's own full collections (its heap: grpc, protobuf, the earlier rows) paused its one loop
     # for 20-70 ms every few seconds, which showed as delivery latency: frozen for the row, as the server.
     gc.collect()
@@ -376,11 +417,24 @@ def _latency(
         marks.update(
             cpu0=srv.cpu_seconds(), sw0=srv.context_switches(), msgs0=subs.messages, cli0=time.process_time()
         )
-        measuring.set()  # after the readings: events that arrive while they block the loop don't count
+
+    def begin(i: int) -> None:
+        marks["t0"] = time.perf_counter_ns()
+        first[0] = i  # events from i on are measured
 
     try:
         published, achieved = asyncio.run_coroutine_threadsafe(
-            _paced_publish(srv.target, reqs, rate, args.warmup, args.duration, sent, measure),
+            _paced_publish(
+                srv.target,
+                reqs,
+                rate,
+                args.warmup,
+                args.duration,
+                sent,
+                measure,
+                begin,
+                probe.started if probe is not None else None,
+            ),
             subs.loop,
         ).result(args.warmup + args.duration + 120)
         # let the last events arrive
@@ -393,6 +447,18 @@ def _latency(
         msgs = subs.messages - msgs0
         cli = time.process_time() - cli0
         gc_max = gc_pauses().get("max_ms", float("nan"))
+        if probe is not None:
+            server_rec: dict[str, Any] = getattr(srv, "probe_records", dict)()
+            driver_rec = probe.rec.take()
+            table = _probe.attribute(server_rec, driver_rec, sent, marks["t0"])
+            keep = os.environ.get("BENCH_PROBE_KEEP")  # a folder: the raw records, one file per run
+            if keep:
+                path = os.path.join(keep, f"probe-{n_subs}-{time.time_ns()}.json")
+                with open(path, "w") as f:
+                    json.dump(
+                        {"server": server_rec, "driver": driver_rec, "sent": sent, "t0": marks["t0"]}, f
+                    )
+            print(f"{n_subs} subscriber(s):", *table, sep="\n", flush=True)
     finally:
         subs.close()
         gc.unfreeze()

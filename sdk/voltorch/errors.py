@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import grpc
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-
-@dataclass(frozen=True)
-class FieldViolation:
-    field: str
-    description: str
-
-
-@dataclass(frozen=True)
-class PreconditionViolation:
-    type: str
-    subject: str
-    description: str
+from .wire import ErrorDetails, FieldViolation, PreconditionViolation, error_details_from_pb
 
 
 class VoltorchError(Exception):
@@ -139,35 +125,21 @@ def from_rpc_error(err: grpc.RpcError) -> VoltorchError:
     """Translate a grpc.RpcError (with its rich status details) into a typed exception."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else "") or str(err)
-    reason, metadata, fvs, pvs = "", {}, [], []
     try:
         status = rpc_status.from_call(err)
     except Exception:
         status = None
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason, metadata = info.reason, dict(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                br = error_details_pb2.BadRequest()
-                detail.Unpack(br)
-                fvs = [FieldViolation(v.field, v.description) for v in br.field_violations]
-            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
-                pf = error_details_pb2.PreconditionFailure()
-                detail.Unpack(pf)
-                pvs = [PreconditionViolation(v.type, v.subject, v.description) for v in pf.violations]
+    details = error_details_from_pb(status.details) if status is not None else ErrorDetails()
     cls = _BY_CODE.get(code, VoltorchError)
-    if cls is FailedPreconditionError and reason == "VERSION_CONFLICT":
+    if cls is FailedPreconditionError and details.reason == "VERSION_CONFLICT":
         cls = ConflictError
     return cls(
         message,
         code=code,
-        reason=reason,
-        metadata=metadata,
-        field_violations=fvs,
-        precondition_violations=pvs,
+        reason=details.reason,
+        metadata=details.metadata,
+        field_violations=details.field_violations,
+        precondition_violations=details.precondition_violations,
     )
 
 

@@ -1,8 +1,8 @@
 """The one place where errors become gRPC status.
 
 A server interceptor wraps every handler (unary and streaming): a domain error becomes its status code
-with `google.rpc.Status` details (ErrorInfo always; BadRequest field violations; PreconditionFailure);
-anything else becomes INTERNAL with an error id — never a stack trace to the client.
+with `google.rpc.Status` details written by voltorch.wire (ErrorInfo always; BadRequest field violations;
+PreconditionFailure); anything else becomes INTERNAL with an error id — never a stack trace to the client.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
+from voltorch import wire
 
 from .. import errors as e
 from .._ids import new_id
@@ -24,7 +24,6 @@ from ._requests import RequestDecoding
 Decode = Callable[[bytes], Message]
 
 log = logging.getLogger("voltorch.errors")
-DOMAIN = "voltorch.dev"
 
 _CODES: list[tuple[type[e.VoltorchError], grpc.StatusCode]] = [
     (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -53,12 +52,6 @@ def code_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _pack(msg: Message) -> any_pb2.Any:
-    a = any_pb2.Any()
-    a.Pack(msg)
-    return a
-
-
 def to_status(exc: BaseException) -> grpc.Status:
     """A grpc.Status carrying google.rpc.Status details for exc."""
     code = code_for(exc)
@@ -69,31 +62,12 @@ def to_status(exc: BaseException) -> grpc.Status:
         log.error("internal error %s", error_id, exc_info=exc)
         message = f"internal error (id {error_id}); the server log has the details"
         reason, metadata = "INTERNAL", {"error_id": error_id}
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
-    if isinstance(exc, e.InvalidArgument):
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in exc.violations
-                    ]
-                )
-            )
-        )
-    if isinstance(exc, e.FailedPrecondition) and exc.violations:
-        details.append(
-            _pack(
-                error_details_pb2.PreconditionFailure(
-                    violations=[
-                        error_details_pb2.PreconditionFailure.Violation(
-                            type=v.type, subject=v.subject, description=v.description
-                        )
-                        for v in exc.violations
-                    ]
-                )
-            )
-        )
+    details = wire.error_details_pb(
+        reason,
+        metadata,
+        field_violations=exc.violations if isinstance(exc, e.InvalidArgument) else (),
+        precondition_violations=exc.violations if isinstance(exc, e.FailedPrecondition) else (),
+    )
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     if reason in NO_CLIENT_RETRY:
         return _no_retry(rpc_status.to_status(status))

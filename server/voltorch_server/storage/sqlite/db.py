@@ -46,8 +46,12 @@ CHECKPOINT_EVERY = 100  # commits between background checkpoints (~ SQLite's def
 CHECKPOINT_IDLE = 5.0  # seconds: also checkpoint what a quiet period left in the WAL
 # Under a steady stream of commits a checkpoint never catches up with the last frames, so the WAL
 # never starts over: past this many frames the checkpointer pauses writers (takes the writer lock)
-# for a short final pass. Most of the copying and syncing has been done by then, beside the writers.
-WAL_RESTART_FRAMES = 2000
+# for a short final pass. Most of the copying has been done by then, beside the writers; the pass's
+# syncs still hold every commit for 2-13 ms. An event commit writes ~6 frames: at 2,000 frames that
+# pause came 3 times a second at 1,000 publishes/s and 2-13 % of the events waited in one, more than the
+# 1 % that sets a p99 (bench/README.md, "Where the p99 went, second look"); at 8,000 (a WAL of ~32 MB)
+# it comes every ~1.3 s.
+WAL_RESTART_FRAMES = 8000
 # The writer still checkpoints by itself past this many WAL pages (only if the background one is stuck).
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
@@ -470,6 +474,7 @@ class _Checkpointer:
         self.every = every
         self.restart_frames = restart_frames
         self._commits = 0  # since the last pass (a plain counter: the writer lock guards it)
+        self.pauses = 0  # passes that paused the writers (took the writer lock)
         self._due = threading.Event()
         self._running = threading.Lock()
         self._stopping = False
@@ -500,6 +505,7 @@ class _Checkpointer:
             self._commits = 0
             if self._checkpoint() >= self.restart_frames:
                 with self._writer_lock:
+                    self.pauses += 1
                     self._checkpoint()  # no commit can slip in: the WAL starts over at the next one
 
     def _checkpoint(self) -> int:
