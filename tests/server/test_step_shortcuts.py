@@ -239,7 +239,7 @@ def test_a_steps_coordination_request_is_the_constructors_object(engines: Engine
         seen.append(req)
         return prepare(req)
 
-    coordination.prepare = spy  # type: ignore[method-assign]  # the instance's, on the real engine
+    coordination.prepare = spy  # the instance's attribute, on the real engine
     engines.workflows.register_template(
         Template(name="one", steps=(StepSpec("s", AgentTaskSpec("x", capabilities=("upper",))),))
     )
