@@ -148,3 +148,16 @@ def test_a_requirement_that_names_its_core_plans_it_once():
     assert len(titles) == len(set(titles)) >= 3, titles
     analysis = run("analysis", "Implement CLI calculator core").structured_output
     assert not any("core_core" in c["name"] for c in analysis["components"]), analysis["components"]
+
+
+def test_the_live_text_is_the_output_given_once_as_the_last_piece():
+    """The offline agent has its whole answer at once: it gives it to the live text in one piece, marked
+    as the last (written with the outcome), and the text is the output's."""
+    live: list[str] = []
+    last: list[str] = []
+    t = AgentTask("t:0", "t", REQUIREMENT, {}, ("planning",), on_delta=live.append, on_last_delta=last.append)
+    out = OfflineAgent().run(t, CancelSignal())
+    assert live == [] and last == [out.output]
+    # without a listener for the last piece, the live text gets it
+    t = AgentTask("t:0", "t", REQUIREMENT, {}, ("planning",), on_delta=live.append)
+    assert OfflineAgent().run(t, CancelSignal()).output == "".join(live)

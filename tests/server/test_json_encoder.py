@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from voltorch_server.json_encoders import encoder
+from voltorch_server.json_encoders import encoder, indented
 
 VALUES: list[Any] = [
     None,
@@ -65,3 +65,26 @@ def test_a_circular_structure_is_a_value_error_and_the_encoder_still_works() -> 
         made(loop)
     shared = {"a": 1}
     assert made([shared, shared]) == '[{"a":1},{"a":1}]'  # the same object twice is not a cycle
+
+
+class _Str(str):
+    pass
+
+
+INDENTED: list[Any] = [
+    *VALUES,
+    -float("inf"),
+    {"a": {}, "b": [], "c": [{}], "d": [[1, [2, {"e": "é\n"}]]]},
+    {"sub": _Str("x")},  # a subclass: left to json.dumps
+    [{"k": (1, 2)}],  # a tuple inside: left to json.dumps
+    {"t": 1, 2: "non-str key"},
+]
+
+
+def test_indented_is_json_dumps_with_indent_2_text_and_errors() -> None:
+    for value in INDENTED:
+        assert _outcome(indented, value) == _outcome(lambda v: json.dumps(v, indent=2), value), value
+    cycle: list[Any] = []
+    cycle.append({"c": cycle})
+    with pytest.raises(ValueError, match="Circular"):
+        indented(cycle)

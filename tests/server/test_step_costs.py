@@ -460,3 +460,44 @@ def test_a_correlation_id_the_log_refuses_is_still_refused_for_own_events(engine
         engines.workflows.start_execution("one", correlation_id="line\nbreak")
     assert control.value.violations[0].field == "correlation_id"
     assert engines.workflows.list()[0] == []  # nothing half-written
+
+
+def test_events_that_read_nothing_are_appended_as_the_log_stores_and_delivers_them(db) -> None:
+    """The engines' own events (no id, no cause to look up) are made in one pass: each field of what the
+    caller gets back is what the log stores and what listeners hear, sequences and times in order, also
+    when an event that reads the log (an id) comes between them in the same transaction."""
+    import dataclasses
+
+    from voltorch_server.components.events import prepare_own
+    from voltorch_server.priority import Priority
+    from voltorch_server.telemetry import current_trace, internal_span
+
+    log = EventLog(SqlEvents(db))
+    log.emit("before.any")
+    heard: list = []
+    log.add_listener(heard.append)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with internal_span("test.ambient"), db.write() as tx:  # a trace for the events that carry none
+        ambient = current_trace()
+        got = log.append(tx, [prepare_own("t.a", "s", {"n": 1}, correlation_id="c", traceparent=parent)])
+        got += log.append(tx, [NewEvent("t.id", id="given")])
+        got += log.append(
+            tx,
+            [
+                prepare_own("t.b", "s", {"x": "é"}, priority=Priority.HIGH),
+                NewEvent(
+                    "t.c", source="me", target="you", data=[1], causation_id="given", correlation_id="k"
+                ),
+            ],
+        )
+    stored = log.read_after(1, 10)
+    names = [f.name for f in dataclasses.fields(stored[0])]
+
+    def fields(e: Any) -> list:
+        return [getattr(e, n) for n in names]
+
+    assert [fields(e) for e in got] == [fields(e) for e in stored] == [fields(e) for e in heard]
+    assert [e.sequence for e in got] == [2, 3, 4, 5]
+    assert got[0].trace_id == "0af7651916cd43dd8448eb211c80319c" and got[2].trace_id == ambient.trace_id
+    assert got[2].priority is Priority.HIGH and got[3].causation_id == "given"
+    assert all(got[i].time <= got[i + 1].time for i in range(3))

@@ -8,13 +8,14 @@ Cancellation is one `CancelSignal` per task: agents poll it, wait on it, or hang
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import copysign
 from typing import TYPE_CHECKING, Any
 
+from ..json_encoders import indented
 from ..priority import Priority
 
 if TYPE_CHECKING:
@@ -45,15 +46,23 @@ class TokenUsage:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TokenUsage:
         d = d or {}
-        return cls(
+        usage = (
             int(d.get("prompt_tokens", 0)),
             int(d.get("completion_tokens", 0)),
             int(d.get("total_tokens", 0)),
             float(d.get("cost", 0.0)),
             int(d.get("llm_calls", 0)),
         )
+        if usage == _ZERO and copysign(1.0, usage[3]) > 0 and cls is TokenUsage:  # none used (not -0.0)
+            return NO_USAGE
+        return cls(*usage)
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
+        # Adding nothing gives an equal value: the same (frozen) object. Most steps use no tokens.
+        if other is NO_USAGE and type(self) is TokenUsage:
+            return self
+        if self is NO_USAGE and type(other) is TokenUsage:
+            return other
         return TokenUsage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -61,6 +70,10 @@ class TokenUsage:
             self.cost + other.cost,
             self.llm_calls + other.llm_calls,
         )
+
+
+NO_USAGE = TokenUsage()  # the usage of what used nothing: one shared value (TokenUsage is frozen)
+_ZERO = (0, 0, 0, 0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ class ToolResult:
     coordination_id: str = ""
     agent_id: str = ""
     error: str = ""
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
 
 class Toolbox(ABC):
@@ -158,7 +171,7 @@ class AgentTask:
 class AgentOutput:
     output: str
     structured_output: Any = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
 
 class AgentError(Exception):
@@ -169,27 +182,61 @@ class AgentError(Exception):
         self.message = message
         self.retryable = retryable
         self.code = code
-        self.usage = TokenUsage()  # what the task used before failing (a tool loop's model calls)
+        self.usage = NO_USAGE  # what the task used before failing (a tool loop's model calls)
+
+
+class Latch:
+    """`threading.Event`'s set / is_set / wait, the Event (a Condition and its lock, ~2 µs to make) made
+    only once a thread waits: a workflow step makes a few (a task's cancel signal, its coordination's
+    `done`) and almost none is ever waited for."""
+
+    __slots__ = ("_flag", "_event", "_lock")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        with self._lock:
+            if self._flag:
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        return event.wait(timeout)
 
 
 class CancelSignal:
     """Set once when the engine gives up on a task (cancel, timeout, re-dispatch, shutdown)."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._event = Latch()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[str], None]] = []
         self.reason = ""
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._event._flag
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
 
     def set(self, reason: str) -> None:
         with self._lock:
-            if self._event.is_set():
+            if self._event._flag:
                 return
             self.reason = reason
             self._event.set()
@@ -266,7 +313,7 @@ def as_output(value: Any) -> AgentOutput:
     if isinstance(value, str):
         return AgentOutput(value)
     try:
-        text = json.dumps(value, indent=2, sort_keys=False)
+        text = indented(value)  # json.dumps(value, indent=2)
     except (TypeError, ValueError) as exc:
         raise AgentError(f"agent returned a value that is not JSON: {exc}", code="INVALID_OUTPUT") from None
     return AgentOutput(text, value)

@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..json_encoders import indented
 from . import _offline_code as code
 from ._offline_text import analyze, slug, title, untitle
 from .base import OFFLINE_LABEL, Agent, AgentOutput, AgentTask, CancelSignal
@@ -312,15 +313,16 @@ def offline_output(task: AgentTask, note: str = "") -> AgentOutput:
     structured = {"generated_by": OFFLINE_LABEL, "capability": cap or "general", **body}
     if note:
         structured["note"] = note
-    rendered = body["summary"] if cap in SUMMARY else json.dumps(structured, indent=2)
+    rendered = body["summary"] if cap in SUMMARY else indented(structured)  # json.dumps(..., indent=2)
     header = f"[{OFFLINE_LABEL}]" + (f" {note}" if note else "")
     return AgentOutput(f"{header}\n{rendered}", structured)
 
 
 def streamed(task: AgentTask, out: AgentOutput) -> AgentOutput:
-    """Hand the output to the task's live text line by line, as a streaming model would, then return it."""
-    for line in out.output.splitlines(keepends=True):
-        task.delta(line)
+    """Hand the output to the task's live text, then return it: the whole text at once, as the last piece
+    (the agent has it all at once: a write per line only cost each one a pass through the stream's lock,
+    and an inline step's live text is one event either way)."""
+    task.delta(out.output, last=True)
     return out
 
 

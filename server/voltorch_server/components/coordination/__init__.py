@@ -12,6 +12,7 @@ from ._model import (
     AgentKind,
     AgentResult,
     AgentStatus,
+    Candidate,
     Coordination,
     CoordinationCondition,
     CoordinationMode,
@@ -23,6 +24,7 @@ from ._model import (
     evaluate,
 )
 from ._runs import InlineTask, Placed, Prepared
+from ._selection import AgentView, rank
 from ._store_port import CoordinationPort
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "AgentInfo",
     "AgentResult",
     "AgentState",
+    "AgentView",
+    "Candidate",
     "AgingQueue",
     "Coordination",
     "CoordinationCondition",
@@ -51,4 +55,5 @@ __all__ = [
     "TaskError",
     "check_condition",
     "evaluate",
+    "rank",
 ]

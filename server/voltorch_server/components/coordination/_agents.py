@@ -82,6 +82,8 @@ class AgentState:
     stats_time: float = field(default=0.0, repr=False, compare=False)
     # the window's entries as JSON text, kept beside it: its row is written with every outcome
     _window_text: deque = field(default_factory=lambda: deque(maxlen=WINDOW), repr=False, compare=False)
+    _caps_set: tuple[tuple[str, ...], frozenset[str]] | None = field(default=None, repr=False, compare=False)
+    _last_view: tuple[tuple, AgentView] | None = field(default=None, repr=False, compare=False)
 
     # -- live state ---------------------------------------------------------------------------------
 
@@ -147,16 +149,35 @@ class AgentState:
                 self.error_until = time.monotonic() + ERROR_COOLDOWN
 
     def view(self, now_mono: float) -> AgentView:
-        return view_of(
-            self.id,
-            frozenset(self.capabilities),
+        """What selection reads (every agent on every dispatch scan): the window's sums read once, the
+        capabilities' set made once per tuple of them, and the last view again (it is frozen) while what it
+        is made of has not changed: an agent that is not dispatched keeps its view from step to step."""
+        n = len(self.window)
+        sums = self._sums() if n else None
+        key = (
+            self.capabilities,
             self.status(now_mono),
             self.load,
             self.max_concurrency,
-            self.success_rate,
-            self.avg_latency,
+            n,
+            sums,
             self.last_dispatch,
         )
+        last = self._last_view
+        if last is not None and last[0] == key:
+            return last[1]
+        caps = self._caps_set
+        if caps is None or caps[0] is not self.capabilities:
+            caps = self._caps_set = (self.capabilities, frozenset(self.capabilities))
+        if sums is not None:
+            rate, latency = sums[0] / n, sums[1] / n
+        else:
+            rate, latency = 1.0, 0.0
+        view = view_of(
+            self.id, caps[1], key[1], self.load, self.max_concurrency, rate, latency, self.last_dispatch
+        )
+        self._last_view = (key, view)
+        return view
 
     def info(self) -> AgentInfo:
         rate = self.success_rate

@@ -310,7 +310,8 @@ class Dispatcher:
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
             self.journal.emit(tx, "coordination.task.started", data, run, raw=raw)
         self.journal.save(tx, run)
-        task = AgentTask(
+        task = _new_object(AgentTask)  # AgentTask(...) without its frozen __init__: every field, in order
+        task.__dict__.update(
             task_id=unit.task_id,
             coordination_id=run.id,
             text=run.task,
@@ -325,6 +326,9 @@ class Dispatcher:
             step_id=run.step_id,
             agent_id=state.id,
             agent_capabilities=state.capabilities,
+            on_delta=None,
+            on_last_delta=None,
+            toolbox=None,
         )
         assert state.runtime is not None
         unit.launch = partial(self._launch, unit, unit.attempt, state.runtime, task)

@@ -504,9 +504,8 @@ class CoordinationEngine(Component):
                 raise agent_not_found(a, f"agent_ids[{i}]")
         if "" in plan:
             named = {a for a in (src, *plan) if a}
-            if not any(
-                a.id not in named and all(c in a.capabilities for c in caps) for a in self.agents.values()
-            ):
+            wanted = frozenset(caps)
+            if not any(a.id not in named and wanted.issubset(a.capabilities) for a in self.agents.values()):
                 needs = f"capabilities {', '.join(caps)}" if caps else "any capability"
                 raise FailedPrecondition(
                     f"no registered agent (other than those named) has {needs}",

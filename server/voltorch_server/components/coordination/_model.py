@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ...agents.base import TokenUsage, ToolSpec
+from ...agents.base import NO_USAGE, TokenUsage, ToolSpec
 from ...agents.llm import LlmSettings
 from ...errors import InvalidArgument, NotFound
 from ...json_encoders import encoder
@@ -141,7 +141,7 @@ class AgentResult:
     structured_output: Any = None
     error: TaskError | None = None
     latency: float = 0.0
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
     skipped: bool = False
     condition_result: bool | None = None
     start_time: float | None = None

@@ -4,13 +4,12 @@ that turn agent outcomes into results and results into a coordination's output."
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...agents.base import Agent, AgentError, AgentTask, CancelSignal, Outcome, TokenUsage
+from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -19,6 +18,7 @@ from ._model import (
     MAX_OUTPUT_BYTES,
     TERMINAL,
     AgentResult,
+    Candidate,
     Coordination,
     CoordinationCondition,
     CoordinationRequest,
@@ -36,6 +36,30 @@ _dumps = encoder()  # json.dumps(value)
 _compact = encoder(separators=(",", ":"))  # one encoder for every row, not one per call
 _encode = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  # as events are
 _hashed = encoder(sort_keys=True, default=str)  # a request's digest (json.dumps' defaults)
+
+
+_candidate_texts: dict[int, tuple[Candidate, str]] = {}  # id -> (the candidate, kept alive; its JSON)
+
+
+def _candidate_text(c: Candidate) -> str:
+    kept = _candidate_texts.get(id(c))
+    if kept is not None and kept[0] is c:
+        return kept[1]
+    text = _encode(c.to_dict())
+    if len(_candidate_texts) >= 4096:  # a few new ones a step: forget them all now and then
+        _candidate_texts.clear()
+    _candidate_texts[id(c)] = (c, text)
+    return text
+
+
+def _selection_json(sel: Selection) -> str:
+    """What _encode(sel.to_dict()) writes, its candidates' parts kept: an agent's candidate is the same
+    (frozen) object from one dispatch to the next while nothing it shows changes (selection.rank)."""
+    candidates = ",".join([_candidate_text(c) for c in sel.candidates])
+    return (
+        f'{{"selected_agent_ids":{_encode(list(sel.selected_agent_ids))},"candidates":[{candidates}],'
+        f'"explanation":{_encode(sel.explanation)}}}'
+    )
 
 
 @dataclass(eq=False)
@@ -88,7 +112,7 @@ class Run:
     start_time: float | None = None
     end_time: float | None = None
     units: dict[int, Unit] = field(default_factory=dict)
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Latch = field(default_factory=Latch)  # set once it is terminal (threading.Event's calls)
     final: Coordination | None = None
     # A new coordination's fixed columns until its row is inserted, at the end of the transaction that
     # requested it (`Journal.write_new`): one INSERT with the state dispatch gave it, no UPDATE after it.
@@ -140,13 +164,17 @@ class Run:
         cached = self._selection_text
         if cached is not None and cached[0] is sel:
             return cached[1]
-        text = _encode(sel.to_dict())
+        text = _selection_json(sel)
         if sel is self.selection:
             self._selection_text = (sel, text)
         return text
 
     def snapshot(self, queue_position: int = 0) -> Coordination:
-        return Coordination(
+        """The coordination as callers see it, made as Coordination(...) makes it (every field, in order)
+        without the frozen dataclass's __init__ (an object.__setattr__ for each of 26 fields): a workflow
+        step takes one of every coordination it finishes."""
+        c = _new_object(Coordination)
+        c.__dict__.update(
             id=self.id,
             status=self.status,
             mode=self.mode,
@@ -174,6 +202,10 @@ class Run:
             execution_id=self.execution_id,
             step_id=self.step_id,
         )
+        return c
+
+
+_new_object = object.__new__
 
 
 @dataclass
@@ -260,24 +292,30 @@ def checked(outcome: Outcome) -> Outcome:
 
 
 def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> AgentResult:
-    common: dict[str, Any] = {
-        "agent_id": agent_id,
-        "position": unit.position,
-        "task_id": unit.task_id,
-        "attempts": unit.attempt,
-        "latency": latency,
-        "start_time": unit.start_time,
-        "end_time": time.time(),
-    }
+    """AgentResult(...) as its constructor makes it (every field, in order), without the frozen dataclass's
+    __init__."""
     if isinstance(outcome, AgentError):
-        return AgentResult(
-            **common,
-            error=TaskError(outcome.code, outcome.message[:4096], outcome.retryable),
-            usage=outcome.usage,
-        )
-    return AgentResult(
-        **common, output=outcome.output, structured_output=outcome.structured_output, usage=outcome.usage
+        output, structured = "", None
+        error: TaskError | None = TaskError(outcome.code, outcome.message[:4096], outcome.retryable)
+    else:
+        output, structured, error = outcome.output, outcome.structured_output, None
+    r = _new_object(AgentResult)
+    r.__dict__.update(
+        agent_id=agent_id,
+        position=unit.position,
+        task_id=unit.task_id,
+        attempts=unit.attempt,
+        output=output,
+        structured_output=structured,
+        error=error,
+        latency=latency,
+        usage=outcome.usage,
+        skipped=False,
+        condition_result=None,
+        start_time=unit.start_time,
+        end_time=time.time(),
     )
+    return r
 
 
 def final_output(run: Run) -> tuple[str, Any]:
@@ -296,4 +334,4 @@ def final_output(run: Run) -> tuple[str, Any]:
 
 
 def total_usage(run: Run) -> TokenUsage:
-    return sum((r.usage for r in run.results.values()), TokenUsage())
+    return sum((r.usage for r in run.results.values()), NO_USAGE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import itemgetter
 
 from ._model import Candidate, Selection
@@ -35,6 +36,7 @@ class AgentView:
 
 _new_object = object.__new__
 _first = itemgetter(0)
+_TAKING = ("idle", "busy")  # the statuses _ineligible_reason lets through
 
 
 def view_of(
@@ -88,12 +90,20 @@ def _candidate(
     return c
 
 
+@lru_cache(maxsize=1024)
+def _missing(capabilities: frozenset[str], required: tuple[str, ...]) -> str:
+    """What an agent with `capabilities` lacks of `required`, as its reason ("" for nothing): the same
+    agents are told the same on every dispatch."""
+    missing = [c for c in required if c not in capabilities]
+    return "missing capability: " + ", ".join(missing) if missing else ""
+
+
 def _ineligible_reason(
     a: AgentView, required: tuple[str, ...], exclude: Iterable[str], why_excluded: str
 ) -> str:
-    missing = [c for c in required if c not in a.capabilities]
+    missing = _missing(a.capabilities, required)
     if missing:
-        return "missing capability: " + ", ".join(missing)
+        return missing
     if a.id in exclude:
         return why_excluded
     if a.status == "offline":
@@ -114,25 +124,54 @@ def rank(
     why_excluded: str = "already takes part in this coordination",
 ) -> list[tuple[Candidate, AgentView]]:
     """Every agent as a candidate, eligible ones first, best score first."""
-    views = list(agents)
-    reasons = [_ineligible_reason(a, required, exclude, why_excluded) for a in views]
-    fastest = min(
-        (
-            max(a.avg_latency, _FLOOR)
-            for a, why in zip(views, reasons, strict=True)
-            if not why and a.avg_latency > 0
-        ),
-        default=_FLOOR,
-    )
+    needs = frozenset(required)
+    views: list[tuple[AgentView, str]] = []
+    fastest: float | None = None  # the lowest average latency (at least _FLOOR) among the eligible
+    for a in agents:
+        # An agent that can take it is told apart without _ineligible_reason's checks one by one.
+        if (
+            a.status in _TAKING
+            and a.load < a.max_concurrency
+            and needs <= a.capabilities
+            and a.id not in exclude
+        ):
+            views.append((a, ""))
+            lat = a.avg_latency
+            if lat > 0:
+                lat = max(lat, _FLOOR)
+                if fastest is None or lat < fastest:
+                    fastest = lat
+        else:
+            views.append((a, _ineligible_reason(a, required, exclude, why_excluded)))
+    if fastest is None:
+        fastest = _FLOOR
     out: list[tuple[tuple, Candidate, AgentView]] = []
-    for a, why in zip(views, reasons, strict=True):
-        lat_score = 1.0 if a.avg_latency <= 0 else fastest / max(a.avg_latency, _FLOOR)
-        free = max(0.0, 1.0 - a.load / max(1, a.max_concurrency))
-        score = round(W_SUCCESS * a.success_rate + W_LATENCY * lat_score + W_LOAD * free, 4)
-        cand = _candidate(
-            a.id, score, a.success_rate, a.avg_latency, a.load, a.max_concurrency, not why, why or "eligible"
+    for a, why in views:
+        lat = a.avg_latency
+        # A view is frozen and kept by its agent while nothing it shows changes (AgentState.view): its candidate
+        # (frozen too) is the same while its reason and, when its latency counts, the fastest are the same.
+        kept = a.__dict__.get("_ranked")
+        if kept is not None and kept[0] == why and (lat <= 0 or kept[1] == fastest):
+            out.append((kept[2], kept[3], a))
+            continue
+        load, most, rate = a.load, a.max_concurrency, a.success_rate
+        lat_score = 1.0 if lat <= 0 else fastest / max(lat, _FLOOR)
+        free = max(0.0, 1.0 - load / max(1, most))
+        score = round(W_SUCCESS * rate + W_LATENCY * lat_score + W_LOAD * free, 4)
+        cand = _new_object(Candidate)  # as _candidate() makes it, without the call
+        cand.__dict__.update(
+            agent_id=a.id,
+            score=score,
+            success_rate=rate,
+            avg_latency=lat,
+            current_load=load,
+            max_concurrency=most,
+            eligible=not why,
+            reason=why or "eligible",
         )
-        out.append(((bool(why), -score, a.last_dispatch, a.id), cand, a))
+        order = (bool(why), -score, a.last_dispatch, a.id)
+        a.__dict__["_ranked"] = (why, fastest, order, cand)  # beside its fields: not one (eq, repr, replace)
+        out.append((order, cand, a))
     out.sort(key=_first)
     return [(c, a) for _, c, a in out]
 

@@ -8,7 +8,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...agents.base import AgentError, AgentTask, TokenUsage, Toolbox, ToolResult, ToolSpec
+from ...agents.base import NO_USAGE, AgentError, AgentTask, TokenUsage, Toolbox, ToolResult, ToolSpec
 from ...errors import VoltorchError
 from ...telemetry import current_trace
 from ..events import NewEvent
@@ -94,7 +94,7 @@ class EngineToolbox(Toolbox):
             done = self.engine.wait(child.id, timeout + 1.0)
         except VoltorchError as exc:
             return ToolResult("", agent_id=agent_id, error=exc.message)
-        usage = sum((r.usage for r in done.results), TokenUsage())
+        usage = sum((r.usage for r in done.results), NO_USAGE)
         if done.status != "completed":
             why = done.error.message if done.error else f"the tool's coordination ended {done.status}"
             return ToolResult("", done.id, agent_id, why, usage)

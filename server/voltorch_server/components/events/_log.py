@@ -36,6 +36,7 @@ DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
 _new_object = object.__new__
+_set_attr = object.__setattr__
 
 __all__ = [
     "Correlation",
@@ -279,6 +280,13 @@ class EventLog(Component):
         concurrent transaction fails this one at COMMIT (the unique index), rather than yield the original.
         """
         prepared = [ev if isinstance(ev, Prepared) else prepare(ev) for ev in events]
+        if (
+            not self.store.explicit_ids
+            and prepared
+            and self.db.owns(tx)
+            and not any(map(_reads_log, prepared))
+        ):
+            return self._append_new(tx.unwritten or self._unwritten(tx), prepared)  # SQLite, nothing to read
         if not self.db.owns(tx):
             # A transaction on another database: a component still on its replica's own SQLite file
             # while the log is on PostgreSQL (coordination and workflows, until they move there too).
@@ -395,11 +403,7 @@ class EventLog(Component):
         # in five calls: one statement instead of seven). SQLite numbers them now (its writer lock keeps the
         # head ours); PostgreSQL in that statement, which locks the head from there to COMMIT only.
         if pending is None:
-            pending = tx.unwritten = _Unwritten(0 if explicit else store.lock_head(tx))
-            tx.before_commit(partial(self._write_unwritten, tx, pending))
-            tx.after_commit(partial(self._deliver_unwritten, pending))
-        if not explicit and self._last_time is None:
-            self._last_time = store.last_time_in(tx)
+            pending = self._unwritten(tx)
         slots, rows, priorities = self._rows(tx, prepared, pending)
         if explicit:
             now = self.clock()  # the events' time, and their sequences, are the append's at COMMIT
@@ -419,6 +423,78 @@ class EventLog(Component):
             pending.events.extend(new)
             pending.by_id.update((e.id, e) for e in new)
         return slots, new
+
+    def _unwritten(self, tx: Tx) -> _Unwritten:
+        """The transaction's first append: its events are written just before its COMMIT, delivered after."""
+        store = self.store
+        pending = tx.unwritten = _Unwritten(0 if store.explicit_ids else store.lock_head(tx))
+        tx.before_commit(partial(self._write_unwritten, tx, pending))
+        tx.after_commit(partial(self._deliver_unwritten, pending))
+        if not store.explicit_ids and self._last_time is None:
+            self._last_time = store.last_time_in(tx)
+        return pending
+
+    def _append_new(self, pending: _Unwritten, prepared: list[Prepared]) -> list[Event]:
+        """SQLite: events that read nothing from the log (no id, no cause to inherit a correlation from:
+        the engines' own, `_reads_log`), as `_append_slots` appends them, their rows and events made in one
+        pass. A workflow step appends ~5 times."""
+        assert self._last_time is not None  # read by the transaction's first append (`_unwritten`)
+        now = max(self.clock(), self._last_time, pending.now)
+        seq = pending.head
+        rows, events, by_id = pending.rows, pending.events, pending.by_id
+        ambient: TraceIds | None = None
+        new = []
+        for p in prepared:
+            ids = p.trace
+            if ids is None:
+                ids = ambient = ambient or current_trace()
+            seq += 1
+            eid = new_id("evt")
+            priority = p.priority
+            rows.append(
+                (
+                    seq,
+                    eid,
+                    p.type,
+                    p.source,
+                    p.target,
+                    p.data_json,
+                    p.correlation_id,
+                    p.causation_id,
+                    int(priority),
+                    ids.traceparent,
+                    ids.tracestate,
+                    ids.trace_id,
+                    ids.span_id,
+                    now,
+                )
+            )
+            e = _new_object(Event)
+            _set_attr(  # its fields as the dataclass's __init__ would set them (an Event is frozen)
+                e,
+                "__dict__",
+                {
+                    "sequence": seq,
+                    "id": eid,
+                    "type": p.type,
+                    "source": p.source,
+                    "target": p.target,
+                    "_data_json": p.data_json,
+                    "correlation_id": p.correlation_id,
+                    "causation_id": p.causation_id,
+                    "priority": priority,
+                    "traceparent": ids.traceparent,
+                    "tracestate": ids.tracestate,
+                    "trace_id": ids.trace_id,
+                    "span_id": ids.span_id,
+                    "time": now,
+                },
+            )
+            new.append(e)
+            by_id[eid] = e
+        pending.head, pending.now = seq, now
+        events.extend(new)
+        return new
 
     def _append_locked(
         self, tx: Tx, prepared: list[Prepared]

@@ -128,7 +128,12 @@ def prepare_own(
     and a traceparent must parse, as in prepare(), which raises the same errors when they do not hold.
     `raw`: more members of the data (a dict), as JSON text the component made with the same encoding
     (e.g. kept for a row of its own)."""
-    _text(correlation_id, "correlation_id", MAX_ID_LEN)
+    if (
+        type(correlation_id) is not str
+        or len(correlation_id) > MAX_ID_LEN
+        or not correlation_id.isprintable()
+    ):
+        _text(correlation_id, "correlation_id", MAX_ID_LEN)  # raises what is wrong
     try:
         data_json = _ENCODE(data)
     except (TypeError, ValueError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
 from ..coordination import TaskError
@@ -63,7 +63,7 @@ class StepRecord:
     start_time: float | None = None
     end_time: float | None = None
     next_retry_time: float | None = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class StepExecution:
     end_time: float | None
     next_retry_time: float | None
     children: tuple[StepExecution, ...] = ()
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Execution:
     end_time: float | None
     update_time: float
     steps: tuple[StepExecution, ...] = field(default=())
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
     budget: Budget | None = None
     waiting: tuple[WaitingFor, ...] = ()
     replica_id: str = ""  # the owner of its lease ("" while queued unclaimed)
@@ -119,7 +119,10 @@ def _unj(raw: str | None) -> Any:
 
 
 def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExecution:
-    return StepExecution(
+    """The step as the caller sees it: StepExecution(...) without the frozen dataclass's __init__ (an
+    object.__setattr__ per field), as the coordination's selection objects are made (every field, in order)."""
+    e = _new_object(StepExecution)
+    e.__dict__.update(
         step_id=s.step_id,
         name=s.name,
         status=s.status,
@@ -135,6 +138,10 @@ def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExec
         children=children,
         usage=s.usage,
     )
+    return e
+
+
+_new_object = object.__new__
 
 
 def nest(records: list[StepRecord]) -> tuple[StepExecution, ...]:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import ResourceExhausted, VoltorchError
 from ...handoffs import handed_off
 from ...metrics import Metrics
@@ -274,17 +274,17 @@ class ExecutionRun:
 
     def _total_usage(self) -> TokenUsage:
         """The sum over the steps that ran attempts (fan-out parents hold their children's sum)."""
-        return sum((r.usage for r in self.records.values() if r.step_id not in self.children), TokenUsage())
+        return sum((r.usage for r in self.records.values() if r.step_id not in self.children), NO_USAGE)
 
     def _add_usage(self, rec: StepRecord, used: TokenUsage) -> list[StepRecord]:
         """Count an attempt's usage on its step (and fan-out parent) and the execution; the changed steps."""
-        if used == TokenUsage():
+        if used is NO_USAGE or used == NO_USAGE:
             return []
         rec.usage = rec.usage + used
         changed = [rec]
         if rec.parent_id:
             parent = self.records[rec.parent_id]
-            parent.usage = sum((self.records[k].usage for k in self.children[rec.parent_id]), TokenUsage())
+            parent.usage = sum((self.records[k].usage for k in self.children[rec.parent_id]), NO_USAGE)
             changed.append(parent)
         self.usage = self.usage + used
         self.host.metrics.record_usage(used, template=self.template_name)

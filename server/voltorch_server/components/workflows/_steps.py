@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -53,7 +53,7 @@ class AttemptResult:
     error: TaskError | None = None
     agent_id: str = ""
     coordination_id: str = ""
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
 
     @property
     def ok(self) -> bool:
@@ -133,8 +133,10 @@ def _timed_out(ctx: AttemptContext, cid: str) -> AttemptResult:
 
 
 def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRequest:
-    """The coordination an attempt asks for."""
-    return CoordinationRequest(
+    """The coordination an attempt asks for: CoordinationRequest(...) as its constructor makes it (every
+    field, in order), without the frozen dataclass's __init__ (an object.__setattr__ per field)."""
+    req = _new_object(CoordinationRequest)
+    req.__dict__.update(
         task=call.task,
         mode=call.mode,
         source_agent_id=call.source_agent_id,
@@ -147,10 +149,15 @@ def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRe
         condition=call.condition,
         correlation_id=ctx.correlation_id,
         request_id=ctx.request_id,
+        max_agents=0,
         traceparent=ctx.traceparent,
         execution_id=ctx.execution_id,
         step_id=ctx.step_id,
     )
+    return req
+
+
+_new_object = object.__new__
 
 
 def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:
@@ -206,7 +213,7 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
     status = _status(c)
     results = list(getattr(c, "results", ()) or ())
     agent_id = next((r.agent_id for r in reversed(results) if getattr(r, "agent_id", "")), "")
-    usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), TokenUsage())
+    usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), NO_USAGE)
     if status == "completed":
         structured = c.structured_output
         if call.json_output and structured is None:

@@ -68,6 +68,13 @@ def _placeholders(rows: int, width: int) -> str:
     return ",".join([one] * rows)
 
 
+@lru_cache(maxsize=256)
+def _rows_sql(head: str, rows: int, width: int, tail: str) -> str:
+    """The statement of `Tx.insert_rows`, one object per shape: sqlite3 finds its prepared statement by the
+    text, whose hash a string keeps once computed (a step's statements are ~600 characters each)."""
+    return f"{head} VALUES {_placeholders(rows, width)}{tail}"
+
+
 class Listening(Protocol):
     """What `listen()` returns on a database other processes write (PostgreSQL)."""
 
@@ -111,7 +118,7 @@ class Tx:
         per = max(1, _MAX_PARAMETERS // width)
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
-            self.conn.execute(f"{head} VALUES {_placeholders(len(chunk), width)}{tail}", list(chain(*chunk)))
+            self.conn.execute(_rows_sql(head, len(chunk), width, tail), list(chain(*chunk)))
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """Run fn inside the transaction just before its COMMIT (if fn raises, it rolls back): the event

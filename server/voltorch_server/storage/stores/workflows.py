@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ...agents.base import TokenUsage
+from ...agents.base import NO_USAGE, TokenUsage
 from ...components.coordination import TaskError
 from ...components.workflows import Signal, StepRecord, TimerRow
 from ...json_encoders import encoder
@@ -37,7 +37,6 @@ _STEP_TAIL = (
     " coordination_id=excluded.coordination_id, start_time=excluded.start_time,"
     " end_time=excluded.end_time, next_retry_time=excluded.next_retry_time, usage=excluded.usage"
 )
-_NO_USAGE = TokenUsage()
 _LIVE = "('pending','queued','running','paused')"  # not terminal: what an owner runs (partial index)
 
 
@@ -59,28 +58,29 @@ def _step_row(execution_id: str, s: StepRecord) -> tuple:
         s.start_time,
         s.end_time,
         s.next_retry_time,
-        _j(s.usage.to_dict()) if s.usage != _NO_USAGE else None,
+        _j(s.usage.to_dict()) if s.usage is not NO_USAGE and s.usage != NO_USAGE else None,
     )
 
 
 def _step_record(r: Any) -> StepRecord:
+    structured, error, item, usage = r["structured"], r["error"], r["item"], r["usage"]
     return StepRecord(
-        step_id=r["step_id"],
-        position=r["position"],
-        name=r["name"],
-        parent_id=r["parent_id"],
-        status=r["status"],
-        attempts=r["attempts"],
-        output=r["output"],
-        structured=_unj(r["structured"]),
-        error=TaskError.from_dict(_unj(r["error"])),
-        agent_id=r["agent_id"],
-        coordination_id=r["coordination_id"],
-        item=_unj(r["item"]),
-        start_time=r["start_time"],
-        end_time=r["end_time"],
-        next_retry_time=r["next_retry_time"],
-        usage=TokenUsage.from_dict(_unj(r["usage"])),
+        r["step_id"],
+        r["position"],
+        r["name"],
+        r["parent_id"],
+        r["status"],
+        r["attempts"],
+        r["output"],
+        None if structured is None else json.loads(structured),
+        None if error is None else TaskError.from_dict(json.loads(error)),
+        r["agent_id"],
+        r["coordination_id"],
+        None if item is None else json.loads(item),
+        r["start_time"],
+        r["end_time"],
+        r["next_retry_time"],
+        NO_USAGE if usage is None else TokenUsage.from_dict(json.loads(usage)),  # NULL: none used
     )
 
 
