@@ -50,6 +50,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import TraceFlags, TraceState
 
+from ._frozen import made
+
 log = logging.getLogger("voltorch.telemetry")
 
 tracer = trace.get_tracer("voltorch_server")
@@ -73,7 +75,6 @@ class TraceIds:
 
 
 _NO_TRACE = TraceIds()  # frozen: one shared value for "no span"
-_new_object = object.__new__
 
 
 def current_trace() -> TraceIds:
@@ -83,8 +84,8 @@ def current_trace() -> TraceIds:
     if not span_ctx.is_valid:
         return _NO_TRACE
     trace_id, span_id = format(span_ctx.trace_id, "032x"), format(span_ctx.span_id, "016x")
-    ids = _new_object(TraceIds)
-    ids.__dict__.update(
+    ids = made(
+        TraceIds,
         traceparent=f"00-{trace_id}-{span_id}-{span_ctx.trace_flags:02x}",
         tracestate=span_ctx.trace_state.to_header() if span_ctx.trace_state else "",
         trace_id=trace_id,

@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
+from ..._frozen import made, replaced
 from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome, Toolbox
 from ...config import Config
 from ...errors import Unavailable
@@ -48,17 +49,6 @@ from ._selection import AgentView, choose, rank
 log = logging.getLogger("voltorch.coordination")
 
 STATS_EVERY = 1.0  # seconds between writes of an agent's statistics after successes
-
-
-def _task_with(task: AgentTask, **changes: Any) -> AgentTask:
-    """`dataclasses.replace(task, **changes)` for AgentTask (frozen, no __post_init__, every field set by
-    __init__ as given): its fields copied, without __init__'s object.__setattr__ for each of its 17 fields."""
-    new = _new_object(AgentTask)
-    new.__dict__.update(task.__dict__, **changes)
-    return new
-
-
-_new_object = object.__new__
 
 
 def _here_first(view: AgentView, state: AgentState) -> AgentView:
@@ -310,8 +300,9 @@ class Dispatcher:
         if len(run.plan) > 1 or unit.attempt > 1:  # a single first task: coordination.started says it all
             self.journal.emit(tx, "coordination.task.started", data, run, raw=raw)
         self.journal.save(tx, run)
-        task = _new_object(AgentTask)  # AgentTask(...) without its frozen __init__: every field, in order
-        task.__dict__.update(
+        # AgentTask(...) without its frozen __init__: every field, in order
+        task = made(
+            AgentTask,
             task_id=unit.task_id,
             coordination_id=run.id,
             text=run.task,
@@ -471,7 +462,7 @@ class Dispatcher:
             span.set_attribute("voltorch.agent_id", task.agent_id)
             span.set_attribute("voltorch.task_id", task.task_id)
             span.set_attribute("voltorch.attempt", task.attempt)
-            task = _task_with(
+            task = replaced(
                 task,
                 on_delta=deltas.write,
                 on_last_delta=deltas.write_last,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._frozen import made
 from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
 from ...errors import InvalidArgument
 from ...json_encoders import encoder
@@ -173,8 +174,8 @@ class Run:
         """The coordination as callers see it, made as Coordination(...) makes it (every field, in order)
         without the frozen dataclass's __init__ (an object.__setattr__ for each of 26 fields): a workflow
         step takes one of every coordination it finishes."""
-        c = _new_object(Coordination)
-        c.__dict__.update(
+        c = made(
+            Coordination,
             id=self.id,
             status=self.status,
             mode=self.mode,
@@ -203,9 +204,6 @@ class Run:
             step_id=self.step_id,
         )
         return c
-
-
-_new_object = object.__new__
 
 
 @dataclass
@@ -299,8 +297,8 @@ def make_result(unit: Unit, agent_id: str, outcome: Outcome, latency: float) -> 
         error: TaskError | None = TaskError(outcome.code, outcome.message[:4096], outcome.retryable)
     else:
         output, structured, error = outcome.output, outcome.structured_output, None
-    r = _new_object(AgentResult)
-    r.__dict__.update(
+    r = made(
+        AgentResult,
         agent_id=agent_id,
         position=unit.position,
         task_id=unit.task_id,

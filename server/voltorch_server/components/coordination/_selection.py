@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 
+from ..._frozen import made, replaced
 from ._model import Candidate, Selection
 
 W_SUCCESS, W_LATENCY, W_LOAD = 0.5, 0.2, 0.3
@@ -34,7 +35,6 @@ class AgentView:
     last_dispatch: float
 
 
-_new_object = object.__new__
 _first = itemgetter(0)
 _TAKING = ("idle", "busy")  # the statuses _ineligible_reason lets through
 
@@ -51,8 +51,8 @@ def view_of(
 ) -> AgentView:
     """AgentView(...) without the frozen dataclass's __init__ (an object.__setattr__ per field): a dispatch
     views every registered agent, a step's dispatch ~7 of them. The same object the constructor makes."""
-    v = _new_object(AgentView)
-    v.__dict__.update(
+    v = made(
+        AgentView,
         id=id,
         capabilities=capabilities,
         status=status,
@@ -76,8 +76,8 @@ def _candidate(
     reason: str,
 ) -> Candidate:
     """Candidate(...) as view_of() builds an AgentView: every agent is one on every dispatch."""
-    c = _new_object(Candidate)
-    c.__dict__.update(
+    c = made(
+        Candidate,
         agent_id=agent_id,
         score=score,
         success_rate=success_rate,
@@ -158,8 +158,9 @@ def rank(
         lat_score = 1.0 if lat <= 0 else fastest / max(lat, _FLOOR)
         free = max(0.0, 1.0 - load / max(1, most))
         score = round(W_SUCCESS * rate + W_LATENCY * lat_score + W_LOAD * free, 4)
-        cand = _new_object(Candidate)  # as _candidate() makes it, without the call
-        cand.__dict__.update(
+        # as _candidate() makes it, without the call
+        cand = made(
+            Candidate,
             agent_id=a.id,
             score=score,
             success_rate=rate,
@@ -188,9 +189,7 @@ def choose(
             f"no eligible agent among {len(capable)} capable of {len(ranked)} registered; waiting in the queue",
         )
     best_c, best = ranked[0]
-    selected = _candidate(
-        **{**best_c.__dict__, "reason": "selected: best score"}
-    )  # replace(), without its detour
+    selected = replaced(best_c, reason="selected: best score")
     cands = [selected] + [c for c, _ in ranked[1:MAX_LISTED]]
     n_eligible = sum(1 for c, _ in ranked if c.eligible)
     n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))

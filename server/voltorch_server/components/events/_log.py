@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from ..._frozen import blank, made
 from ..._ids import new_id
 from ...errors import InvalidArgument, NotFound
 from ...priority import Priority
@@ -35,8 +36,6 @@ NOTIFY_CHANNEL = "voltorch_events"  # PostgreSQL: NOTIFYed once per transaction 
 DEFAULT_CORRELATION_EVENTS = 1000
 MAX_CORRELATION_EVENTS = 10000
 
-_new_object = object.__new__
-_set_attr = object.__setattr__
 
 __all__ = [
     "Correlation",
@@ -143,7 +142,7 @@ def _events(seqs: Iterable[int], rows: list[tuple], priorities: list[Priority], 
     a read one: the frozen dataclass's __init__ sets each field through object.__setattr__."""
     out = []
     for s, row, priority in zip(seqs, rows, priorities, strict=True):
-        e = _new_object(Event)
+        e = blank(Event)
         d = e.__dict__
         (
             d["id"],
@@ -469,26 +468,22 @@ class EventLog(Component):
                     now,
                 )
             )
-            e = _new_object(Event)
-            _set_attr(  # its fields as the dataclass's __init__ would set them (an Event is frozen)
-                e,
-                "__dict__",
-                {
-                    "sequence": seq,
-                    "id": eid,
-                    "type": p.type,
-                    "source": p.source,
-                    "target": p.target,
-                    "_data_json": p.data_json,
-                    "correlation_id": p.correlation_id,
-                    "causation_id": p.causation_id,
-                    "priority": priority,
-                    "traceparent": ids.traceparent,
-                    "tracestate": ids.tracestate,
-                    "trace_id": ids.trace_id,
-                    "span_id": ids.span_id,
-                    "time": now,
-                },
+            e = made(
+                Event,
+                sequence=seq,
+                id=eid,
+                type=p.type,
+                source=p.source,
+                target=p.target,
+                _data_json=p.data_json,
+                correlation_id=p.correlation_id,
+                causation_id=p.causation_id,
+                priority=priority,
+                traceparent=ids.traceparent,
+                tracestate=ids.tracestate,
+                trace_id=ids.trace_id,
+                span_id=ids.span_id,
+                time=now,
             )
             new.append(e)
             by_id[eid] = e

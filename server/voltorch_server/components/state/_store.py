@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from ..._frozen import made
 from ..._ids import new_id
 from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
 from ...json_encoders import encoder
@@ -165,9 +166,6 @@ def _validate_version(v: int | None, field_name: str) -> None:
         raise InvalidArgument(field_name, "expected_version must not be negative")
 
 
-_new = object.__new__
-
-
 def _key_value(
     key: str,
     value: Any,
@@ -179,8 +177,8 @@ def _key_value(
 ) -> KeyValue:
     """A KeyValue without the frozen dataclass __init__ (one object.__setattr__ per field): every read
     and write makes one or two."""
-    kv = _new(KeyValue)
-    kv.__dict__.update(
+    kv = made(
+        KeyValue,
         key=key,
         value=value,
         version=version,
@@ -379,8 +377,7 @@ class _Writer:
         kv = _key_value(
             key, _from_json(row.value) if put else None, version, create_revision, rev, expire_at, now
         )
-        change = _new(Change)
-        change.__dict__.update(id=history_id, revision=rev, type=type_, kv=kv, previous=previous)
+        change = made(Change, id=history_id, revision=rev, type=type_, kv=kv, previous=previous)
         self.changes.append(change)
         self.written[key] = row if put else None
         data = (

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ..._frozen import made
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import InvalidArgument
 from ...priority import Priority
@@ -121,8 +122,8 @@ def _unj(raw: str | None) -> Any:
 def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExecution:
     """The step as the caller sees it: StepExecution(...) without the frozen dataclass's __init__ (an
     object.__setattr__ per field), as the coordination's selection objects are made (every field, in order)."""
-    e = _new_object(StepExecution)
-    e.__dict__.update(
+    e = made(
+        StepExecution,
         step_id=s.step_id,
         name=s.name,
         status=s.status,
@@ -139,9 +140,6 @@ def _public(s: StepRecord, children: tuple[StepExecution, ...] = ()) -> StepExec
         usage=s.usage,
     )
     return e
-
-
-_new_object = object.__new__
 
 
 def nest(records: list[StepRecord]) -> tuple[StepExecution, ...]:

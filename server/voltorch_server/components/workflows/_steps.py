@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..._frozen import made
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import (
     DeadlineExceeded,
@@ -135,8 +136,8 @@ def _timed_out(ctx: AttemptContext, cid: str) -> AttemptResult:
 def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRequest:
     """The coordination an attempt asks for: CoordinationRequest(...) as its constructor makes it (every
     field, in order), without the frozen dataclass's __init__ (an object.__setattr__ per field)."""
-    req = _new_object(CoordinationRequest)
-    req.__dict__.update(
+    req = made(
+        CoordinationRequest,
         task=call.task,
         mode=call.mode,
         source_agent_id=call.source_agent_id,
@@ -155,9 +156,6 @@ def coordination_request(call: AgentCall, ctx: AttemptContext) -> CoordinationRe
         step_id=ctx.step_id,
     )
     return req
-
-
-_new_object = object.__new__
 
 
 def _request(engine: Any, call: AgentCall, ctx: AttemptContext) -> str | AttemptResult:

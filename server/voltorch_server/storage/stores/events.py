@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..._frozen import blank
 from ...components.events import Event, EventFilter, Floor
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -74,7 +75,6 @@ T = TypeVar("T")
 _json_loads = json.loads
 _json_dumps = encoder(ensure_ascii=False, separators=(",", ":"))
 _PRIORITIES = {int(p): p for p in Priority}
-_new_object = object.__new__
 
 
 # The correlation and trace indexes are partial (`WHERE column != ''`): SQLite uses one for `column = ?`
@@ -85,7 +85,7 @@ _INDEXED = {"correlation_id": " AND correlation_id != ''", "trace_id": " AND tra
 def row_to_event(row: Any) -> Event:
     """An Event from a row of COLUMNS. Replay builds one per delivered event, so this skips the frozen
     dataclass __init__ (one object.__setattr__ per field) and fills the instance dict directly."""
-    e = _new_object(Event)
+    e = blank(Event)
     d = e.__dict__
     (
         d["sequence"],
