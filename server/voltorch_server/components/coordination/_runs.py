@@ -30,6 +30,7 @@ from ._model import (
 from ._rows import resolved_target
 
 SOURCE = "coordination"  # the source of every event the engine publishes
+_NOBODY: frozenset[str] = frozenset()
 PREVIEW = 1000  # characters of task / output text copied into events
 
 
@@ -125,7 +126,11 @@ class Run:
         return self.status in TERMINAL
 
     def excluded(self, position: int) -> frozenset[str]:
-        """Agents a selected slot must not take: the named ones and those other slots got."""
+        """Agents a selected slot must not take: the named ones and those other slots got. Every dispatch
+        asks it of every queued unit (units waiting on a full LLM endpoint can be hundreds): a lone
+        slot that names nobody, the common case, excludes nobody without building a set."""
+        if len(self.plan) == 1 and not self.plan[0] and not self.source:
+            return _NOBODY
         named = {a for a in self.plan if a}
         if self.source:
             named.add(self.source)
