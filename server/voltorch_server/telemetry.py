@@ -50,7 +50,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import TraceFlags, TraceState
 
-from ._frozen import made
+from .frozen import made
 
 log = logging.getLogger("voltorch.telemetry")
 

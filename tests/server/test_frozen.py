@@ -1,11 +1,11 @@
-"""voltorch_server._frozen: the hot paths' frozen dataclasses equal the constructor's."""
+"""voltorch_server.frozen: the hot paths' frozen dataclasses equal the constructor's."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-from voltorch_server._frozen import blank, made, replaced
+from voltorch_server.frozen import blank, made, replaced
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,30 +271,3 @@ def test_a_selections_stored_text_is_its_json(engines: Engines, db) -> None:
             c.selection.to_dict(), separators=(",", ":"), allow_nan=False, ensure_ascii=False
         )
         assert row[0] == expected
-
-
-def test_a_lone_slot_naming_nobody_excludes_nobody_and_the_others_as_before() -> None:
-    from voltorch_server.components.coordination._runs import Run
-    from voltorch_server.priority import Priority
-
-    def run(mode: str, source: str, plan: list[str], participants: list[str]) -> Run:
-        return Run(
-            "c", "", mode, source, (), ("cap",), "t", {}, Priority.NORMAL, 1.0, 0.0, None, "", "", "", 0,
-            "", "", 0.0, plan, participants=participants,
-        )  # fmt: skip
-
-    def spelled_out(r: Run, position: int) -> frozenset[str]:
-        others = {a for i, a in enumerate(r.participants) if a and i != position}
-        return frozenset({a for a in r.plan if a} | ({r.source} if r.source else set()) | others)
-
-    cases = [
-        (run("single", "", [""], [""]), 0),
-        (run("single", "", [""], ["a1"]), 0),
-        (run("single", "a0", [""], [""]), 0),
-        (run("single", "", ["a2"], [""]), 0),
-        (run("parallel", "", ["", ""], ["a1", ""]), 1),
-        (run("sequential", "a0", ["", "a3"], ["a1", "a3"]), 0),
-    ]
-    for r, position in cases:
-        assert r.excluded(position) == spelled_out(r, position), (r.plan, r.source, r.participants)
-    assert run("single", "", [""], [""]).excluded(0) == frozenset()

@@ -19,10 +19,10 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from ..._frozen import made, replaced
 from ...agents.base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, Outcome, Toolbox
 from ...config import Config
 from ...errors import Unavailable
+from ...frozen import made, replaced
 from ...handoffs import handed_off
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, internal_span

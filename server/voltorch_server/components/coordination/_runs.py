@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._frozen import made
 from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
 from ...errors import InvalidArgument
+from ...frozen import made
 from ...json_encoders import encoder
 from ...priority import Priority
 from ._deltas import DeltaStream

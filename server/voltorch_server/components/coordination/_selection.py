@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 
-from ..._frozen import made, replaced
+from ...frozen import made, replaced
 from ._model import Candidate, Selection
 
 W_SUCCESS, W_LATENCY, W_LOAD = 0.5, 0.2, 0.3

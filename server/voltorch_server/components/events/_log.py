@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from ..._frozen import blank, made
 from ..._ids import new_id
 from ...errors import InvalidArgument, NotFound
+from ...frozen import blank, made
 from ...priority import Priority
 from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace

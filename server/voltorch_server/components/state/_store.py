@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from ..._frozen import made
 from ..._ids import new_id
 from ...errors import Aborted, Conflict, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from ...frozen import made
 from ...json_encoders import encoder
 from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..._frozen import made
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import InvalidArgument
+from ...frozen import made
 from ...priority import Priority
 from ..coordination import TaskError
 from ..shared import decode_token, encode_token, is_pair, page_size

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..._frozen import made
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import (
     DeadlineExceeded,
@@ -22,6 +21,7 @@ from ...errors import (
     Unavailable,
     VoltorchError,
 )
+from ...frozen import made
 from ...priority import Priority
 from ..coordination import TERMINAL, CoordinationCondition, CoordinationRequest, TaskError
 from ..shared import PathError, resolve

@@ -7,8 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..._frozen import blank
 from ...components.events import Event, EventFilter, Floor
+from ...frozen import blank
 from ...json_encoders import encoder
 from ...priority import Priority
 from ._ids import carrying_ids
