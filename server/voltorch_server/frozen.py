@@ -30,7 +30,9 @@ def blank(cls: type[T]) -> T:
 
 
 def replaced(obj: T, /, **changes: Any) -> T:
-    """`dataclasses.replace(obj, **changes)` without `__init__`: the fields copied, then the changes."""
+    """`dataclasses.replace(obj, **changes)` without `__init__`: the instance dict copied, then the
+    changes. Only for objects that keep nothing but their fields there (an `AgentView`, which keeps its
+    ranking beside them, is not one: `dataclasses.replace` copies fields only)."""
     new = _new(type(obj))
     _set(new, "__dict__", {**obj.__dict__, **changes})
     return new
