@@ -114,10 +114,11 @@ def _fresh_limiter(client: voltorch.Client) -> None:
 
 
 def _storage(client: voltorch.Client) -> dict[str, float]:
-    """The storage component's counters: commits, and the writer lock's held and COMMIT seconds (SQLite)."""
+    """The storage component's counters: commits, and the writer lock's held, COMMIT and holder's CPU seconds,
+    its holds and the sqlite3 calls in them (SQLite)."""
     for c in client.orchestrator.health(refresh=True).components:
         if c.name == "storage":
-            keys = ("commits", "writer_held", "commit_time")
+            keys = ("commits", "writer_held", "commit_time", "writer_cpu", "writer_holds", "writer_calls")
             return {k: float(v) for k, v in c.details.items() if k in keys}
     return {}
 
@@ -182,7 +183,10 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
         f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"
         f" call), stub CPU {stub_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
         f" writer lock held {store.get('writer_held', float('nan')) * 1e3 / calls:.2f} ms (COMMIT"
-        f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}); peak {stats['peak_in_flight']};"
+        f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}, holder's CPU"
+        f" {store.get('writer_cpu', float('nan')) * 1e3 / calls:.2f}; sqlite3 calls per hold"
+        f" {store.get('writer_calls', float('nan')) / max(1, store.get('writer_holds', 0)):.1f});"
+        f" peak {stats['peak_in_flight']};"
         f" 429s {stats['rejected']}; limiter: {endpoint}",
         flush=True,
     )

@@ -27,6 +27,7 @@ from typing import Any
 import httpx2
 import openai
 
+from ..gate import PriorityGate
 from ..telemetry import context_from, tracer
 from ._tools import Reply, ToolCall, offline_model, parse_arguments, run_tool_loop
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
@@ -94,6 +95,8 @@ class LlmDefaults:
     timeout: float = 60.0
     max_retries: int = 3
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
+    # The server's gate whose readers the calls' reading threads are (llm_transport.py); None: not gated.
+    read_gate: PriorityGate | None = None
 
     def cost(self, model: str, usage: TokenUsage) -> float:
         """USD of one call's tokens (0 for a model without a price)."""
@@ -271,7 +274,8 @@ class LlmAgent(Agent):
         with self._lock:
             clients = self._clients.get((key, base_url))
             if clients is None:
-                clients = EndpointClients(lambda: new_client(key, base_url))
+                gate = self.defaults.read_gate
+                clients = EndpointClients(lambda: new_client(key, base_url, gate))
                 self._clients[(key, base_url)] = clients
             return clients
 
