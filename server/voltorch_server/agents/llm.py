@@ -42,6 +42,7 @@ from .limiter import (
     estimate_tokens,
 )
 from .llm_clients import NOT_SENT, EndpointClients, new_client
+from .llm_transport import MAX_WAIT
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -345,6 +346,7 @@ class LlmAgent(Agent):
         retries = max(0, self.defaults.max_retries)
         since = self.limiters.clock() if self.limiters else 0.0
         tokens = estimate_tokens(messages, self.settings.max_tokens)
+        gate = self.defaults.read_gate
         for attempt in range(retries + 1):
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
@@ -358,6 +360,8 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
                 try:
+                    if gate is not None:  # building the request is Python: not while the gate is closed
+                        gate.wait(MAX_WAIT)
                     with clients.lease() as client:
                         raw = client.post(
                             f"{client.base_url}chat/completions",

@@ -66,7 +66,8 @@ def new_client(key: str, base_url: str, gate: PriorityGate | None = None) -> ope
         http = openai.DefaultHttpxClient(verify=shared_ssl_context())
     else:
         inner = httpx2.HTTPTransport(verify=shared_ssl_context(), limits=openai.DEFAULT_CONNECTION_LIMITS)
-        http = openai.DefaultHttpxClient(transport=GatedTransport(inner, gate))
+        # verify: the client's own, for any proxy transport it mounts from the environment
+        http = openai.DefaultHttpxClient(verify=shared_ssl_context(), transport=GatedTransport(inner, gate))
     return openai.OpenAI(api_key=key, base_url=base_url or None, max_retries=0, http_client=http)
 
 

@@ -8,7 +8,8 @@ head, then each piece of its body), it waits while the writer lock's holder runs
 
 Built from httpx's public transport API: any `httpx2.BaseTransport` inside (the default
 `httpx2.HTTPTransport`), its response's byte stream wrapped. The request's own sending (connect, write,
-the response's head) is the inner transport's, read before the gate is entered.
+the response's head) is the inner transport's; the transport waits at the gate before it and once the head
+has arrived (the agent waits once more before the `openai` client builds the request: llm.py).
 """
 
 from __future__ import annotations
