@@ -92,8 +92,8 @@ class Config:
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
     # SQLite: while a thread holds the writer lock, threads reading LLM answers wait before running their
     # Python (gate.py: the holder drops the GIL at every statement and would wait behind them), at most
-    # 50 ms each.
-    write_priority: bool = True
+    # 50 ms each. Off: it shortens the holds by 15-40 % but did not move `bench llm`'s wall (bench/README).
+    write_priority: bool = False
     # Live text of streaming agents: one agent.output.delta event per batch of this age or size.
     delta_interval: float = 0.1
     delta_chars: int = 200

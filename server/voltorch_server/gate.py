@@ -12,8 +12,9 @@ returns, before their Python: it returns at once while no writer is inside, else
 has left (or at its timeout: priority, not exclusion). A writer's own `wait()` passes (it is urgent
 work); writers nest and may overlap (each `close()` has its `open()`).
 
-What it buys (`python -m bench llm`, bench/README.md): the writer lock held 15-25 % less per LLM call;
-the wall time did not move beyond the shared machine's noise (the server's CPU per call bounds it).
+What it buys (`python -m bench llm`, bench/README.md): the writer lock held 15-40 % less per LLM call;
+the wall time did not move beyond the shared machine's noise (the server's CPU per call bounds it), so
+the server's `write_priority` setting that composes it is off by default.
 Not kept: writers also waiting (bounded) for the readers already running to reach their next blocking
 call (the writer's wait drops the GIL once more per hold and takes it back through the same race: 3.8-5.1x
 the ideal with a 2 ms wait against 2.0-3.2x without); a reader passing after one wake-up instead of
