@@ -90,10 +90,6 @@ class Config:
     coordination_aging_seconds: float = 30.0  # waiting this long raises a request one priority level
     coordination_max_attempts: int = 5  # dispatches of one task (re-dispatch after a lost worker)
     agent_threads: int = 256  # threads running in-process agents (offline, LLM, function)
-    # SQLite: while a thread holds the writer lock, threads reading LLM answers wait before running their
-    # Python (gate.py: the holder drops the GIL at every statement and would wait behind them), at most
-    # 50 ms each. Off: it shortens the holds by 15-40 % but did not move `bench llm`'s wall (bench/README).
-    write_priority: bool = False
     # Live text of streaming agents: one agent.output.delta event per batch of this age or size.
     delta_interval: float = 0.1
     delta_chars: int = 200

@@ -20,7 +20,6 @@ from .components.system import ErrorLog, Storage, Watcher
 from .components.workflows import Ownership, WorkflowEngine
 from .config import Config
 from .errors import StartupError
-from .gate import PriorityGate
 from .metrics import Metrics
 from .storage import Database, OwnerLock, is_postgres_url, migrate, open_database
 from .storage.stores import Stores
@@ -80,7 +79,6 @@ class Runtime:
             limiters=self.limiters,
             owner=self.replica_id,
             shared=shared is not None,
-            read_gate=self.local_db.gate if shared is None else None,
         )
         self.workflows = WorkflowEngine(
             stores.executions.db,
@@ -187,8 +185,7 @@ def _open_database(config: Config, path: str) -> Database:
         raise StartupError(f"cannot open database {config.db}: it is a directory; --db takes a file path")
     db: Database | None = None
     try:
-        gate = PriorityGate() if config.write_priority else None
-        db = Database(path, synchronous=config.db_synchronous, group_max=config.db_group_commit, gate=gate)
+        db = Database(path, synchronous=config.db_synchronous, group_max=config.db_group_commit)
         if config.db_quick_check:
             db.check_integrity().raise_if_damaged()
         migrate(db)

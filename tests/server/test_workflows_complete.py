@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import voltorch
 from openai_stub import StubLLM
-from polling import until
 from voltorch import RetryPolicy
 from voltorch.v1 import state_pb2
 from voltorch.wire import from_value
@@ -160,8 +159,7 @@ def llm_answer(prompt: str, *, broken_review: bool = False) -> str:
 def llm_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[tuple[VoltorchServer, StubLLM]]:
-    param = getattr(request, "param", False)
-    broken, gated = param is True, param == "gated"
+    broken = getattr(request, "param", False)
     stub = StubLLM(lambda p: llm_answer(p, broken_review=broken))
     monkeypatch.setenv("VOLTORCH_TEST_LLM_KEY", "sk-test")
     cfg = Config(
@@ -173,7 +171,6 @@ def llm_server(
         openai_base_url=stub.base_url,
         openai_model="stub-model",
         llm_prices="stub-model=1000/2000",  # USD per million tokens: 11 in + 7 out = $0.025 a call
-        write_priority=gated,
     )
     srv = VoltorchServer(cfg).start()
     yield srv, stub
@@ -201,21 +198,6 @@ def test_complete_workflow_with_openai_compatible_agents(llm_server):
     assert e.usage.cost == pytest.approx(6 * 0.025)
     assert e.step("analyse").usage.llm_calls == 1 and e.step("execute_tasks").usage.llm_calls == 2
     assert e.budget is None
-
-
-@pytest.mark.parametrize("llm_server", ["gated"], indirect=True)
-def test_complete_workflow_with_write_priority(llm_server):
-    """With `write_priority` the writer lock's holder closes the gate the LLM agents read their answers
-    through (gate.py): the same workflow completes, every call answered."""
-    srv, stub = llm_server
-    gate = srv.runtime.db.gate
-    assert gate is not None and srv.runtime.coordination.llm_defaults.read_gate is gate
-    with voltorch.Client(srv.target, timeout=10) as client:
-        e = client.workflows.execute_complete(REQUIREMENT).execution
-        e = client.workflows.wait(e.id, timeout=WAIT)
-    assert e.status == "completed", e.error
-    assert len(stub.prompts) == 6 and e.usage.llm_calls == 6
-    until(lambda: gate.writers == 0, WAIT)  # no hold left it closed (the server may be writing meanwhile)
 
 
 def test_complete_workflow_budget_stops_before_the_call_beyond_it(llm_server):

@@ -27,7 +27,6 @@ from typing import Any
 import httpx2
 import openai
 
-from ..gate import PriorityGate
 from ..telemetry import context_from, tracer
 from ._tools import Reply, ToolCall, offline_model, parse_arguments, run_tool_loop
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
@@ -42,7 +41,6 @@ from .limiter import (
     estimate_tokens,
 )
 from .llm_clients import NOT_SENT, EndpointClients, new_client
-from .llm_transport import MAX_WAIT
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -96,8 +94,6 @@ class LlmDefaults:
     timeout: float = 60.0
     max_retries: int = 3
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
-    # The server's gate whose readers the calls' reading threads are (llm_transport.py); None: not gated.
-    read_gate: PriorityGate | None = None
 
     def cost(self, model: str, usage: TokenUsage) -> float:
         """USD of one call's tokens (0 for a model without a price)."""
@@ -275,8 +271,7 @@ class LlmAgent(Agent):
         with self._lock:
             clients = self._clients.get((key, base_url))
             if clients is None:
-                gate = self.defaults.read_gate
-                clients = EndpointClients(lambda: new_client(key, base_url, gate))
+                clients = EndpointClients(lambda: new_client(key, base_url))
                 self._clients[(key, base_url)] = clients
             return clients
 
@@ -346,7 +341,6 @@ class LlmAgent(Agent):
         retries = max(0, self.defaults.max_retries)
         since = self.limiters.clock() if self.limiters else 0.0
         tokens = estimate_tokens(messages, self.settings.max_tokens)
-        gate = self.defaults.read_gate
         for attempt in range(retries + 1):
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
@@ -360,8 +354,6 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
                 try:
-                    if gate is not None:  # building the request is Python: not while the gate is closed
-                        gate.wait(MAX_WAIT)
                     with clients.lease() as client:
                         raw = client.post(
                             f"{client.base_url}chat/completions",

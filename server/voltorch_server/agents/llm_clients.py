@@ -24,9 +24,6 @@ from typing import Any
 import httpx2
 import openai
 
-from ..gate import PriorityGate
-from .llm_transport import GatedTransport
-
 CALLS_PER_CLIENT = 8
 
 # The X-Stainless-* headers, left out through each request's `headers` option (the client's own way to
@@ -59,16 +56,14 @@ def shared_ssl_context() -> ssl.SSLContext:
         return _ssl
 
 
-def new_client(key: str, base_url: str, gate: PriorityGate | None = None) -> openai.OpenAI:
-    """A client with no retries of its own (the agent's are visible) on the shared SSL context; with a
-    `gate`, its answers are read as the gate's readers (llm_transport.py)."""
-    if gate is None:
-        http = openai.DefaultHttpxClient(verify=shared_ssl_context())
-    else:
-        inner = httpx2.HTTPTransport(verify=shared_ssl_context(), limits=openai.DEFAULT_CONNECTION_LIMITS)
-        # verify: the client's own, for any proxy transport it mounts from the environment
-        http = openai.DefaultHttpxClient(verify=shared_ssl_context(), transport=GatedTransport(inner, gate))
-    return openai.OpenAI(api_key=key, base_url=base_url or None, max_retries=0, http_client=http)
+def new_client(key: str, base_url: str) -> openai.OpenAI:
+    """A client with no retries of its own (the agent's are visible) on the shared SSL context."""
+    return openai.OpenAI(
+        api_key=key,
+        base_url=base_url or None,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=shared_ssl_context()),
+    )
 
 
 class EndpointClients:

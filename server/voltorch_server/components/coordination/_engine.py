@@ -35,7 +35,6 @@ from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from ...gate import PriorityGate
 from ...handoffs import handed_off
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -118,12 +117,10 @@ class CoordinationEngine(Component):
         *,
         owner: str = "",
         shared: bool = False,
-        read_gate: PriorityGate | None = None,
     ):
         """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
         from the config). `owner`: this replica's id, written on the coordinations it runs; `shared`: other
-        replicas use the same database (coordinations of dead members are adopted, see _adopt_orphans).
-        `read_gate`: the LLM agents read their answers as its readers (agents/llm_transport.py)."""
+        replicas use the same database (coordinations of dead members are adopted, see _adopt_orphans)."""
         self.owner = owner or new_id("replica")
         self.shared = shared
         self.store = store
@@ -137,7 +134,6 @@ class CoordinationEngine(Component):
             timeout=self.config.openai_timeout,
             max_retries=self.config.llm_max_retries,
             prices=parse_prices(self.config.llm_prices),
-            read_gate=read_gate,
         )
         # check(execution_id, used): raises (BUDGET_EXCEEDED) when that execution's budget is crossed by
         # its usage plus `used`; set by the workflow engine, asked by tool loops before each model call.

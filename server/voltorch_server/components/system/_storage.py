@@ -83,16 +83,13 @@ class Storage(Component):
         out["handoffs"] = handoffs()
         # Where the writer lock's time goes (seconds; SQLite): held close to the wall time is the bound.
         # The holds' count, their holder's own CPU (held minus CPU: waiting, for the GIL or a core) and
-        # sqlite3 calls; how often a thread reading an LLM answer waited for a holder (gate.py).
+        # sqlite3 calls.
         for key in ("writer_waited", "writer_held", "commit_time", "writer_cpu"):
             if hasattr(self.db, key):
                 out[key] = round(getattr(self.db, key), 6)
         for key in ("writer_holds", "writer_calls"):
             if hasattr(self.db, key):
                 out[key] = getattr(self.db, key)
-        gate = getattr(self.db, "gate", None)
-        if gate is not None:
-            out["gate_waits"] = gate.waits
         if self.shared is not None:
             out["shared"] = "postgresql"  # not its DSN: that may hold a password
         return out

@@ -36,7 +36,6 @@ from pathlib import Path
 from time import perf_counter, thread_time
 from typing import Any, Protocol, TypeVar
 
-from ...gate import PriorityGate
 from ...handoffs import handed_off
 from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
@@ -180,18 +179,13 @@ class _WriterLock:
         finally:
             db._asking.pop()
         db._depth += 1
-        if db._depth == 1:
-            if db.gate is not None:
-                db.gate.close()
-            if db._group is not None:  # (deeper: inside a part, whose transaction it is)
-                db._commit_group(db._group)
+        if db._group is not None and db._depth == 1:  # (deeper: inside a part, whose transaction it is)
+            db._commit_group(db._group)
         return self
 
     def __exit__(self, *exc: object) -> None:
         db = self._db
         db._depth -= 1
-        if not db._depth and db.gate is not None:
-            db.gate.open()
         db._lock.release()
 
 
@@ -201,18 +195,8 @@ class Database:
     explicit_ids = False  # AUTOINCREMENT numbers rows (PostgreSQL's counters are explicit)
     SEQUENCE_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = ?"  # a table's newest number
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        synchronous: str = "NORMAL",
-        group_max: int = GROUP_MAX,
-        gate: PriorityGate | None = None,
-    ):
-        """`gate`: closed while the writer lock is held, so that its readers (threads reading LLM
-        answers) do not take the GIL from the holder at every statement (gate.py)."""
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", group_max: int = GROUP_MAX):
         self.path = str(path)
-        self.gate = gate
         self.group_max = group_max
         self.memory = self.path == ":memory:"
         if not self.memory:
@@ -267,9 +251,6 @@ class Database:
         finally:  # counted only while waiting: a part leaves its transaction open only for a real writer
             asking.pop()
         self._depth += 1
-        gate = self.gate if self._depth == 1 else None
-        if gate is not None:
-            gate.close()
         began, cpu = perf_counter(), thread_time()
         conn = self._writer
         tx: Tx | None = None
@@ -318,8 +299,6 @@ class Database:
                 self.writer_holds += 1
                 self.writer_cpu += thread_time() - cpu
             self._depth -= 1
-            if gate is not None:
-                gate.open()
             self._lock.release()
         assert mine is not None and tx is not None  # the other paths returned or raised
         if not mine.committed.is_set():
