@@ -430,16 +430,11 @@ class LlmAgent(Agent):
         relay = _Relay()
         future = self.defaults.loop.submit(_attempt(clients, body, options, relay, cancel, final))
         future.add_done_callback(relay.done)
-
         def stop(_reason: str) -> None:
             future.cancel()
 
         cancel.add_callback(stop)
-        try:
-            relay.pump(task)
-        except BaseException:  # the task's listener failed: the call stops reading, as it would have before
-            future.cancel()
-            raise
+        relay.pump(task)
         try:
             return future.result()
         except CancelledError:
