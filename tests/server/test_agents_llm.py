@@ -69,7 +69,7 @@ def test_the_clients_x_stainless_headers_are_not_sent(stub):
     (sent,) = stub.headers
     assert [h for h in sent if h.startswith("x-stainless-")] == []
     assert sent["authorization"] == "Bearer sk-test-123" and sent["content-type"] == "application/json"
-    assert sent["accept"] == "application/json" and sent["user-agent"].startswith("AsyncOpenAI/Python")
+    assert sent["accept"] == "application/json" and sent["user-agent"].startswith("OpenAI/Python")
 
 
 def test_the_context_goes_as_json_and_a_huge_one_is_cut(stub):

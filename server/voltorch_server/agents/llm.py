@@ -7,10 +7,6 @@ Retries are ours (the client's own `max_retries` is 0) so they are visible: 429,
 connection errors are retried with exponential backoff, honouring Retry-After. Every attempt first takes
 a permit from the endpoint's limiter (shared by all agents on that base URL + key + model, see
 limiter.py), which decides how many calls the endpoint gets at once and in which priority order.
-
-The HTTP of every call runs on one event loop (llm_loop.py, an `openai.AsyncOpenAI` client): the agent's
-thread waits for its attempt there and wakes only to hand the answer's text to the task as it arrives
-(`task.delta` may write to the database: never on the loop's thread).
 """
 
 from __future__ import annotations
@@ -20,15 +16,13 @@ import itertools
 import json
 import logging
 import os
-import queue
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 import openai
@@ -47,7 +41,6 @@ from .limiter import (
     estimate_tokens,
 )
 from .llm_clients import NOT_SENT, EndpointClients, new_client
-from .llm_loop import STOP_TIMEOUT, LlmLoop
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -101,8 +94,6 @@ class LlmDefaults:
     timeout: float = 60.0
     max_retries: int = 3
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
-    # The event loop every call's HTTP runs on: one per set of defaults (the server's: one per server).
-    loop: LlmLoop = field(default_factory=LlmLoop, compare=False, repr=False)
 
     def cost(self, model: str, usage: TokenUsage) -> float:
         """USD of one call's tokens (0 for a model without a price)."""
@@ -255,7 +246,6 @@ class LlmAgent(Agent):
         self._clients: dict[tuple[str, str], EndpointClients] = {}
         self._requests = itertools.count(1)
         self._lock = threading.Lock()
-        self._attached = False  # a user of defaults.loop (from its first clients to close())
 
     @property
     def key_env(self) -> str:
@@ -281,9 +271,6 @@ class LlmAgent(Agent):
         with self._lock:
             clients = self._clients.get((key, base_url))
             if clients is None:
-                if not self._attached:
-                    self.defaults.loop.attach()
-                    self._attached = True
                 clients = EndpointClients(lambda: new_client(key, base_url))
                 self._clients[(key, base_url)] = clients
             return clients
@@ -366,9 +353,20 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.model", self.model)
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
-                options = {"timeout": timeout, "idempotency_key": request_id, "headers": NOT_SENT}
                 try:
-                    chunks, headers = self._on_loop(clients, body, options, task, cancel, final)
+                    with clients.lease() as client:
+                        raw = client.post(
+                            f"{client.base_url}chat/completions",
+                            cast_to=httpx2.Response,
+                            body=body,
+                            options={
+                                "timeout": timeout,
+                                "idempotency_key": request_id,
+                                "headers": NOT_SENT,
+                            },
+                            stream=True,
+                        )
+                        chunks = _receive(raw, task, cancel, final)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
@@ -402,12 +400,12 @@ class LlmAgent(Agent):
                     reply = _parse(chunks)
                 except AgentError as exc:
                     if permit is not None:
-                        permit.release(Outcome.OK, headers=headers)  # the endpoint answered
+                        permit.release(Outcome.OK, headers=raw.headers)  # the endpoint answered
                     self._observe(0, 0, time.monotonic() - began, exc.code)
                     raise
                 if permit is not None:
                     used = reply.usage.total_tokens
-                    permit.release(Outcome.OK, headers=headers, tokens_used=used or None)
+                    permit.release(Outcome.OK, headers=raw.headers, tokens_used=used or None)
                 cost = self.defaults.cost(self.model, reply.usage)
                 reply = replace(reply, usage=replace(reply.usage, cost=cost, llm_calls=1))
                 self._observe(
@@ -415,30 +413,6 @@ class LlmAgent(Agent):
                 )
                 return reply
         raise AssertionError("unreachable")  # the last attempt raises in _retry_delay
-
-    def _on_loop(
-        self,
-        clients: EndpointClients,
-        body: dict[str, Any],
-        options: Any,
-        task: AgentTask,
-        cancel: CancelSignal,
-        final: bool,
-    ) -> tuple[list[dict[str, Any]], Mapping[str, str]]:
-        """One attempt's HTTP on the loop; this thread waits for it, handing its text to the task as it
-        comes. A cancel cancels the loop's task (it stops reading mid-stream)."""
-        relay = _Relay()
-        future = self.defaults.loop.submit(_attempt(clients, body, options, relay, cancel, final))
-        future.add_done_callback(relay.done)
-        def stop(_reason: str) -> None:
-            future.cancel()
-
-        cancel.add_callback(stop)
-        relay.pump(task)
-        try:
-            return future.result()
-        except CancelledError:
-            raise AgentError(f"cancelled: {cancel.reason or 'LLM loop stopped'}", code="CANCELLED") from None
 
     def _permit(
         self, key: str, task: AgentTask, cancel: CancelSignal, tokens: int, since: float
@@ -505,62 +479,13 @@ class LlmAgent(Agent):
         return delay
 
     def close(self) -> None:
-        """Close the clients on the loop, then leave it (the last agent to leave stops its thread)."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
-            attached, self._attached = self._attached, False
-        if not attached:
-            return
-        loop = self.defaults.loop
         for c in clients:
             try:
-                loop.submit(c.aclose()).result(STOP_TIMEOUT)
+                c.close()
             except Exception:
                 pass
-        loop.detach()
-
-
-class _Relay:
-    """An attempt's text, handed from the loop's thread to the agent's (`task.delta` may publish: a
-    database write the loop must not wait for). Pieces read together stay one delta, as before."""
-
-    __slots__ = ("_queue",)
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, bool] | None] = queue.SimpleQueue()
-
-    def delta(self, text: str, *, last: bool = False) -> None:
-        """The loop's side: text read (`last`: it ends the task's output)."""
-        self._queue.put((text, last))
-
-    def done(self, _future: Future[Any]) -> None:
-        self._queue.put(None)
-
-    def pump(self, task: AgentTask) -> None:
-        """The agent's side: hand the text to the task until the attempt is done (or cancelled)."""
-        get = self._queue.get
-        while (item := get()) is not None:
-            task.delta(item[0], last=item[1])
-
-
-async def _attempt(
-    clients: EndpointClients,
-    body: dict[str, Any],
-    options: Any,
-    relay: _Relay,
-    cancel: CancelSignal,
-    final: bool,
-) -> tuple[list[dict[str, Any]], Mapping[str, str]]:
-    """One request and its streamed answer, on the loop: the events read, and the response's headers."""
-    with clients.lease() as client:
-        raw = await client.post(
-            f"{client.base_url}chat/completions",
-            cast_to=httpx2.Response,
-            body=body,
-            options=options,
-            stream=True,
-        )
-        return await _receive(raw, relay, cancel, final), raw.headers
 
 
 def _describe(exc: Exception) -> str:
@@ -569,8 +494,8 @@ def _describe(exc: Exception) -> str:
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
 
 
-async def _receive(
-    response: Any, task: _Sink, cancel: CancelSignal, final: bool = False
+def _receive(
+    response: Any, task: AgentTask, cancel: CancelSignal, final: bool = False
 ) -> list[dict[str, Any]]:
     """Read a streamed answer to its end, handing the text to the task as it arrives. The server-sent
     events are read as plain JSON (building the client's typed chunk per event costs CPU for the few
@@ -583,10 +508,9 @@ async def _receive(
     kind = response.headers.get("content-type", "")
     try:
         if not kind.startswith("text/event-stream"):
-            await response.aread()
             return _whole(response, kind, task, final)
         rest = b""
-        async for piece in response.aiter_bytes():
+        for piece in response.iter_bytes():
             if cancel.is_set():
                 raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
             lines = (rest + piece).split(b"\n")
@@ -595,18 +519,12 @@ async def _receive(
                 return chunks
         _events([rest], chunks, task, final, end=True)
     finally:
-        await response.aclose()
+        response.close()
     return chunks
 
 
-class _Sink(Protocol):
-    """Where an answer's text goes as it is read: the task, or the relay to its thread."""
-
-    def delta(self, text: str, *, last: bool = False) -> None: ...
-
-
 def _events(
-    lines: list[bytes], chunks: list[dict[str, Any]], task: _Sink, final: bool = False, end: bool = False
+    lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask, final: bool = False, end: bool = False
 ) -> bool:
     """Add the events of these complete lines to `chunks` and their text to the task's live output; True
     at the end of the stream ([DONE]). `final`: text read with the end (`end`: the body ended) is the
@@ -653,8 +571,9 @@ def _event(data: bytes) -> Any:
         ) from None
 
 
-def _whole(response: Any, kind: str, task: _Sink, final: bool = False) -> list[dict[str, Any]]:
-    """A completion that came whole instead of streamed (its body read), as one chunk."""
+def _whole(response: Any, kind: str, task: AgentTask, final: bool = False) -> list[dict[str, Any]]:
+    """A completion that came whole instead of streamed, as one chunk."""
+    response.read()
     try:
         body = response.json()
     except ValueError:

@@ -5,8 +5,7 @@ Why not one client: its httpx connection pool re-assigns requests to connections
 connection each time a request comes or goes; with ~128 calls in flight in one pool that pass was ~9 %
 of the server's CPU (bench suite llm), 8 % of the agent's instructions per call (bench._callgrind_llm).
 Several small pools keep each pass short. The clients share one SSL context: loading the CA bundle is
-~35 ms of CPU per client otherwise. They are `openai.AsyncOpenAI` clients: every call runs on the server's
-one LLM event loop (llm_loop.py), where they are made, used and closed.
+~35 ms of CPU per client otherwise.
 
 The clients leave out the `X-Stainless-*` headers the `openai` client adds to every request: its language,
 version, OS, architecture and runtime (telemetry for OpenAI; some OpenAI-compatible gateways refuse them),
@@ -57,13 +56,13 @@ def shared_ssl_context() -> ssl.SSLContext:
         return _ssl
 
 
-def new_client(key: str, base_url: str) -> openai.AsyncOpenAI:
+def new_client(key: str, base_url: str) -> openai.OpenAI:
     """A client with no retries of its own (the agent's are visible) on the shared SSL context."""
-    return openai.AsyncOpenAI(
+    return openai.OpenAI(
         api_key=key,
         base_url=base_url or None,
         max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=shared_ssl_context()),
+        http_client=openai.DefaultHttpxClient(verify=shared_ssl_context()),
     )
 
 
@@ -71,11 +70,11 @@ class EndpointClients:
     """Clients of one endpoint; lease() lends the least busy one, a new one when every client already
     has `per_client` calls in flight."""
 
-    def __init__(self, make: Callable[[], openai.AsyncOpenAI], per_client: int = CALLS_PER_CLIENT):
+    def __init__(self, make: Callable[[], openai.OpenAI], per_client: int = CALLS_PER_CLIENT):
         self._make = make
         self.per_client = max(1, per_client)
         self._lock = threading.Lock()
-        self._clients: list[openai.AsyncOpenAI] = []
+        self._clients: list[openai.OpenAI] = []
         self._busy: list[int] = []  # calls in flight per client, by index
         self.peak_busy = 0  # the most calls one client had in flight
 
@@ -99,13 +98,12 @@ class EndpointClients:
     def __len__(self) -> int:
         return len(self._clients)
 
-    async def aclose(self) -> None:
-        """Close every client (on the loop they were used on)."""
+    def close(self) -> None:
         with self._lock:
             clients, self._clients, self._busy = self._clients, [], []
         for c in clients:
             try:
-                await c.close()
+                c.close()
             except Exception:
                 pass
 
@@ -115,10 +113,10 @@ class _Lease:
 
     __slots__ = ("_busy", "_clients", "_i", "client")
 
-    def __init__(self, clients: EndpointClients, busy: list[int], i: int, client: openai.AsyncOpenAI):
+    def __init__(self, clients: EndpointClients, busy: list[int], i: int, client: openai.OpenAI):
         self._clients, self._busy, self._i, self.client = clients, busy, i, client
 
-    def __enter__(self) -> openai.AsyncOpenAI:
+    def __enter__(self) -> openai.OpenAI:
         return self.client
 
     def __exit__(self, *exc: Any) -> None:
