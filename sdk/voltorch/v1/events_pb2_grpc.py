@@ -57,6 +57,11 @@ class EventServiceStub:
                 request_serializer=voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.SerializeToString,
                 response_deserializer=voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/voltorch.v1.EventService/PublishStream',
+                request_serializer=voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/voltorch.v1.EventService/Subscribe',
                 request_serializer=voltorch_dot_v1_dot_events__pb2.SubscribeRequest.SerializeToString,
@@ -108,6 +113,22 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishStream(self, request_iterator, context):
+        """A publisher's stream: one call for any number of events, each appended as Publish appends it (same rules,
+        idempotent by `event.id`, the stream's trace context when the event carries none). Every request is
+        answered, in request order, once its event is durable: the server commits what has arrived together in
+        one transaction and answers it in one PublishStreamResponse (results[i] answers the i-th request not
+        answered before). Events of one stream get increasing sequences in request order.
+        A bad event does not end the stream: its result is an `error` (INVALID_ARGUMENT naming the field, e.g.
+        "event.type"), nothing of it is appended, and the requests after it are appended as usual. The stream
+        ends with a status only for what is not one request's fault (the server stopping: UNAVAILABLE; the
+        storage failing); the requests not answered by then may or may not have been appended: republish them
+        with their ids to be sure. Half-closing the request stream ends the call once every request is answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Subscribe(self, request, context):
         """Server stream of events matching `filter`. With `from_sequence` or `from_time` it first replays matching
         events from the log, then follows live without a gap or duplicate; with neither it delivers only events
@@ -150,6 +171,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.PublishBatch,
                     request_deserializer=voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.FromString,
                     response_serializer=voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.SerializeToString,
+            ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -234,6 +260,33 @@ class EventService:
             '/voltorch.v1.EventService/PublishBatch',
             voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.SerializeToString,
             voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voltorch.v1.EventService/PublishStream',
+            voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.SerializeToString,
+            voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,16 +7,19 @@ import time
 from collections import OrderedDict
 
 import grpc
+from voltorch import wire
 from voltorch.v1 import events_pb2, events_pb2_grpc
 
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
-from ._streams import Batching, Coalescing, batch_limit, pump
+from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
+STREAM_COMMIT = 500  # most PublishStream requests committed (and answered) together
+STREAM_WAITING = 2000  # most PublishStream requests read ahead of the commits (then flow control holds)
 
 
 def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
@@ -75,6 +78,14 @@ def _receipt(r: Receipt) -> events_pb2.EventReceipt:
     return events_pb2.EventReceipt(
         sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
     )
+
+
+def publish_result(outcome: Receipt | InvalidArgument) -> events_pb2.PublishResult:
+    """One PublishStream request's answer: its receipt, or the error that refused it."""
+    if isinstance(outcome, Receipt):
+        return events_pb2.PublishResult(receipt=_receipt(outcome))
+    error = wire.publish_error_pb(outcome.reason, outcome.violations[0].field, outcome.message)
+    return events_pb2.PublishResult(error=error)
 
 
 def render_event(e: Event) -> bytes:
@@ -154,6 +165,23 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def PublishBatch(self, request, context):
         receipts = self.events.publish_batch([new_event(e) for e in request.events], field="events")
         return events_pb2.PublishBatchResponse(receipts=[_receipt(r) for r in receipts])
+
+    def PublishStream(self, request_iterator, context):
+        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream")
+        publish_each = self.events.publish_each
+        try:
+            while True:
+                requests = inbox.take(STREAM_COMMIT, POLL_SECONDS)
+                if requests is None:
+                    return  # the client half-closed and every request is answered
+                if not requests:
+                    if not context.is_active():
+                        return
+                    continue
+                outcomes = publish_each([new_event(r.event) for r in requests], field="event")
+                yield events_pb2.PublishStreamResponse(results=[publish_result(o) for o in outcomes])
+        finally:
+            inbox.close()
 
     def Subscribe(self, request, context):
         flt = event_filter(request.filter)
