@@ -163,3 +163,19 @@ def test_the_async_publisher(server: VoltorchServer) -> None:
     assert isinstance(error, InvalidArgumentError) and error.fields == ["event.type"]
     with voltorch.Client(server.target, timeout=10) as c:
         assert [e.data["i"] for e in c.events.list("pub.async")] == list(range(101))
+
+
+def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
+    good = events_pb2.PublishStreamRequest(event=events_pb2.Event(type="pub.unreadable"))
+    bad = events_pb2.PublishStreamRequest(event=events_pb2.Event(type="pub.unreadable"))
+    bad.event.data.SetInParent()  # a Value with no kind: the request checks refuse it
+    answers = []
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(iter([good, good, bad, good]), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            for resp in call:
+                answers += resp.results
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "event.data" in err.value.details()
+    assert [a.WhichOneof("result") for a in answers] == ["receipt", "receipt"]
+    with voltorch.Client(server.target, timeout=10) as c:
+        assert len(list(c.events.list("pub.unreadable"))) == 2

@@ -120,10 +120,12 @@ class EventServiceServicer:
         one transaction and answers it in one PublishStreamResponse (results[i] answers the i-th request not
         answered before). Events of one stream get increasing sequences in request order.
         A bad event does not end the stream: its result is an `error` (INVALID_ARGUMENT naming the field, e.g.
-        "event.type"), nothing of it is appended, and the requests after it are appended as usual. The stream
-        ends with a status only for what is not one request's fault (the server stopping: UNAVAILABLE; the
-        storage failing); the requests not answered by then may or may not have been appended: republish them
-        with their ids to be sure. Half-closing the request stream ends the call once every request is answered.
+        "event.type"), nothing of it is appended, and the requests after it are appended as usual. A request the
+        server cannot read at all (undecodable bytes, a Value with no kind, a bad Timestamp) ends the stream with
+        INVALID_ARGUMENT naming the field, once the requests before it are answered. The stream also ends with a
+        status for what is no request's fault (the server stopping: UNAVAILABLE; the storage failing); requests
+        not answered by then may or may not have been appended: republish them with their ids to be sure.
+        Half-closing the request stream ends the call once every request is answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
