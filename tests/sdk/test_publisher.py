@@ -120,9 +120,10 @@ def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> 
         stopped = threading.Thread(target=srv.stop, kwargs={"grace": 0.5})
         stopped.start()
         stopped.join(30)
-        with pytest.raises((UnavailableError, CancelledError)):
+        with pytest.raises(UnavailableError) as err:
             for _ in range(1000):  # until the ended stream refuses (bounded)
                 p.publish("pub.stop", {}).result(10)
+        assert err.value.reason == "SERVER_STOPPING"
         p.close(timeout=10)
 
 
@@ -183,3 +184,21 @@ def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server:
     assert [a.WhichOneof("result") for a in answers] == ["receipt", "receipt"]
     with voltorch.Client(server.target, timeout=10) as c:
         assert len(list(c.events.list("pub.unreadable"))) == 2
+
+
+def test_the_async_publisher_cancelled(server: VoltorchServer) -> None:
+    async def main() -> tuple[PublishResult, BaseException]:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            p = AsyncPublisher(ch)
+            first = await (await p.publish("pub.async.cancel", {"i": 0}))
+            await p.cancel()
+            try:
+                await p.publish("pub.async.cancel", {"i": 1})
+            except (CancelledError, ValueError) as exc:
+                return first, exc
+            raise AssertionError("a cancelled publisher took another event")
+
+    first, refused = asyncio.run(main())
+    assert isinstance(refused, (CancelledError, ValueError))
+    with voltorch.Client(server.target, timeout=10) as c:
+        assert [e.sequence for e in c.events.list("pub.async.cancel")] == [first.sequence]

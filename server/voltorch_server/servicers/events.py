@@ -11,7 +11,7 @@ from voltorch import wire
 from voltorch.v1 import events_pb2, events_pb2_grpc
 
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, Unavailable
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
 from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pump
@@ -168,12 +168,19 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 
     def PublishStream(self, request_iterator, context):
         inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream")
-        publish_each = self.events.publish_each
+        events = self.events
+        publish_each = events.publish_each
         try:
             while True:
                 requests = inbox.take(STREAM_COMMIT, POLL_SECONDS)
                 if requests is None:
                     return  # the client half-closed and every request is answered
+                if events.stopped:
+                    raise Unavailable(
+                        "the server is stopping: republish the unanswered events (with their ids) elsewhere"
+                        " or once it is back",
+                        reason="SERVER_STOPPING",
+                    )
                 if not requests:
                     if not context.is_active():
                         return

@@ -217,6 +217,7 @@ class EventLog(Component):
         self._deliver_lock = threading.Lock()
         self._listener: Any = None
         self._lease: Any = db.try_lock(retention.LEASE_KEY) if self._shared else None
+        self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -232,6 +233,7 @@ class EventLog(Component):
 
     def stop(self) -> None:
         """Stop compaction and end every open subscription with a resume point (Closed)."""
+        self._stopped = True
         self._compactor.stop()
         if self._listener is not None:
             self._listener.stop()
@@ -246,6 +248,11 @@ class EventLog(Component):
             raise RuntimeError("the event compaction thread is not running")
         if self._compactor.last_error is not None:
             raise RuntimeError(f"event compaction failed: {self._compactor.last_error}")
+
+    @property
+    def stopped(self) -> bool:
+        """The server is stopping: a publisher's stream ends rather than take more (`stop()`)."""
+        return self._stopped
 
     @property
     def subscriber_count(self) -> int:
