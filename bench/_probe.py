@@ -110,7 +110,7 @@ def install(rec: Records) -> None:
 
         def noted():
             for req in request_iterator:
-                arrivals.append(now())
+                arrivals.extend([now()] * len(req.events))
                 yield req
 
         tl.arrivals = arrivals

@@ -8,8 +8,9 @@ Rows (all against the same voltorch server process, the echo server in its own p
   message (a client that does not ask for batches). Target: >= 0.8x the echo's msgs/s.
 * `subscribe replay, batched (1 subscriber)`: the same replay asking for batches (max_batch=500, as the SDK
   does), in events/s. Target: >= REPLAY_TARGET events/s.
-* `echo unary` / `Publish` / `PublishBatch x100`: closed-loop publishing by `--clients` threads;
-  every publish is durable (committed) before it is answered.
+* `echo unary` / `Publish` / `PublishBatch x100` / `PublishStream x100 in flight`: closed-loop publishing
+  by `--clients` threads (the stream: each client's one PublishStream, 100 events written, then the last
+  answer awaited); every publish is durable (committed) before it is answered.
 * `live delivery, N subscribers`: one publisher sends PublishBatch(100) as fast as the subscribers
   keep up (at most LIVE_WINDOW events ahead of the slowest) while N batched subscribers follow live; the
   rate is events delivered per second over all subscribers (server µs/op includes publishing).
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import voltorch
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from . import _probe
@@ -154,6 +156,27 @@ def _publish_batch(payload: int, size: int = 100) -> MakeOp:
 
         def op() -> int:
             stub.PublishBatch(req, timeout=30)
+            return size
+
+        return op
+
+    return make
+
+
+def _publish_stream(payload: int, size: int = 100) -> MakeOp:
+    """One op: `size` events published over the client's one PublishStream (the SDK's Publisher, kept
+    open across ops), waiting for the last answer: each event durable, answered on its own."""
+
+    def make(ch: grpc.Channel):
+        publisher = voltorch.Publisher(events_pb2_grpc.EventServiceStub(ch), max_pending=size)
+        event = voltorch.NewEvent("bench.publish", {"data": "x" * payload}, source="bench")
+
+        def op() -> int:
+            last = None
+            for _ in range(size):
+                last = publisher.publish_event(event)
+            assert last is not None
+            last.result(30)
             return size
 
         return op
@@ -596,6 +619,13 @@ def run(args: Namespace) -> list[Result]:
                     "PublishBatch x100 (durable)",
                     "voltorch",
                     _publish_batch(payload),
+                    baseline=echo_u,
+                    unit="events",
+                ),
+                Case(
+                    "PublishStream x100 in flight (durable, each answered)",
+                    "voltorch",
+                    _publish_stream(payload),
                     baseline=echo_u,
                     unit="events",
                 ),

@@ -1,7 +1,8 @@
 """client.events.publisher(): many events over one PublishStream call, each answered once durable.
 
-A unary Publish costs a call (a new stream, its request, its status) per event; a publisher's stream costs
-one message each way per event, and the server commits what arrived together in one transaction. The
+A unary Publish costs a call (a new stream, its request, its status) per event; a publisher's stream sends
+what is queued in one message (one event when the publisher is caught up), and the server commits what
+arrived together in one transaction and answers it in one message. The
 sync Publisher sends from a grpc thread and reads answers on one of its own; AsyncPublisher does both on
 the caller's asyncio loop (grpc.aio).
 """
@@ -25,6 +26,8 @@ from .errors import CancelledError, InvalidArgumentError, UnavailableError, Volt
 from .wire import FieldViolation, PublishError, PublishResult, publish_outcome_from_pb
 
 DEFAULT_MAX_PENDING = 1000  # unanswered events a publisher allows before publish() waits
+REQUEST_EVENTS = 500  # most queued events sent in one request (the server takes up to 1000)
+REQUEST_BYTES = 1 << 20  # a request stops growing past this (a larger event goes alone)
 _END = object()
 
 
@@ -45,8 +48,8 @@ def _ended_early(unanswered: int) -> UnavailableError:
     )
 
 
-def _request(event: NewEvent) -> events_pb2.PublishStreamRequest:
-    return events_pb2.PublishStreamRequest(event=_event_pb(event))
+def _request(events: list[events_pb2.Event]) -> events_pb2.PublishStreamRequest:
+    return events_pb2.PublishStreamRequest(events=events)
 
 
 class Publisher:
@@ -79,8 +82,28 @@ class Publisher:
         self._reader.start()
 
     def _requests(self) -> Iterator[events_pb2.PublishStreamRequest]:
-        while (req := self._outbox.get()) is not _END:
-            yield req
+        """What was queued meanwhile goes in one request: one message, one hand-off in the server."""
+        outbox = self._outbox
+        more: Any = None  # taken but not sent yet
+        while True:
+            first = outbox.get() if more is None else more
+            if first is _END:
+                return
+            events, size, more = [first], first.ByteSize(), None
+            while len(events) < REQUEST_EVENTS:
+                try:
+                    more = outbox.get_nowait()
+                except queue.Empty:
+                    more = None
+                    break
+                if more is _END:
+                    break
+                size += more.ByteSize()
+                if size > REQUEST_BYTES:
+                    break  # `more` opens the next request
+                events.append(more)
+                more = None
+            yield _request(events)
 
     def publish(
         self,
@@ -113,7 +136,7 @@ class Publisher:
         )
 
     def publish_event(self, event: NewEvent) -> Future[PublishResult]:
-        req = _request(event)
+        req = _event_pb(event)
         self._room.acquire()
         fut: Future[PublishResult] = Future()
         with self._lock:
@@ -149,6 +172,7 @@ class Publisher:
             if failure is not None and self._closing and failure.code == grpc.StatusCode.CANCELLED:
                 failure = CancelledError("the publisher was cancelled before the event was answered")
             self._failure = failure or ValueError("the publisher is closed")
+        self._outbox.put(_END)  # grpc's thread sending the requests stops waiting for more
         for fut in left:
             fut.set_exception(self._failure)
             self._room.release()
@@ -217,15 +241,34 @@ class AsyncPublisher:
             self._reader = asyncio.ensure_future(self._read())
 
     async def _requests(self) -> AsyncIterator[events_pb2.PublishStreamRequest]:
-        while (req := await self._outbox.get()) is not _END:
-            yield req
+        outbox = self._outbox
+        more: Any = None  # taken but not sent yet
+        while True:
+            first = await outbox.get() if more is None else more
+            if first is _END:
+                return
+            events, size, more = [first], first.ByteSize(), None
+            while len(events) < REQUEST_EVENTS:
+                try:
+                    more = outbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    more = None
+                    break
+                if more is _END:
+                    break
+                size += more.ByteSize()
+                if size > REQUEST_BYTES:
+                    break  # `more` opens the next request
+                events.append(more)
+                more = None
+            yield _request(events)
 
     async def publish(self, type: str, data: Any = None, **fields: Any) -> asyncio.Future[PublishResult]:
         """Queue one event (the arguments of EventsClient.publish); waits only for room."""
         return await self.publish_event(NewEvent(type, data, **fields))
 
     async def publish_event(self, event: NewEvent) -> asyncio.Future[PublishResult]:
-        req = _request(event)
+        req = _event_pb(event)
         await self._room.acquire()
         if self._failure is not None or self._closing:
             self._room.release()

@@ -130,8 +130,9 @@ def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> 
 def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServer) -> None:
     """Without the SDK: each response answers the oldest unanswered requests, and a half-close ends the
     call once all are answered."""
-    reqs = [events_pb2.PublishStreamRequest(event=events_pb2.Event(type="pub.raw")) for _ in range(200)]
-    reqs[7].event.type = ""
+    reqs = [events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.raw")]) for _ in range(150)]
+    reqs[7].events[0].type = ""
+    reqs[9].events.extend(events_pb2.Event(type="pub.raw") for _ in range(50))  # 51 events in one request
     with grpc.insecure_channel(server.target) as ch:
         answers = [
             r
@@ -171,16 +172,16 @@ def test_the_async_publisher(server: VoltorchServer) -> None:
 
 
 def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
-    good = events_pb2.PublishStreamRequest(event=events_pb2.Event(type="pub.unreadable"))
-    bad = events_pb2.PublishStreamRequest(event=events_pb2.Event(type="pub.unreadable"))
-    bad.event.data.SetInParent()  # a Value with no kind: the request checks refuse it
+    good = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.unreadable")])
+    bad = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.unreadable")])
+    bad.events[0].data.SetInParent()  # a Value with no kind: the request checks refuse it
     answers = []
     with grpc.insecure_channel(server.target) as ch:
         call = events_pb2_grpc.EventServiceStub(ch).PublishStream(iter([good, good, bad, good]), timeout=30)
         with pytest.raises(grpc.RpcError) as err:
             for resp in call:
                 answers += resp.results
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "event.data" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].data" in err.value.details()
     assert [a.WhichOneof("result") for a in answers] == ["receipt", "receipt"]
     with voltorch.Client(server.target, timeout=10) as c:
         assert len(list(c.events.list("pub.unreadable"))) == 2
@@ -202,3 +203,27 @@ def test_the_async_publisher_cancelled(server: VoltorchServer) -> None:
     assert isinstance(refused, (CancelledError, ValueError))
     with voltorch.Client(server.target, timeout=10) as c:
         assert [e.sequence for e in c.events.list("pub.async.cancel")] == [first.sequence]
+
+
+def test_a_request_without_events_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
+    good = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.empty")] * 3)
+    answers = []
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(
+            iter([good, events_pb2.PublishStreamRequest(), good]), timeout=30
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            for resp in call:
+                answers += resp.results
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events" in err.value.details()
+    assert [a.WhichOneof("result") for a in answers] == ["receipt"] * 3
+
+
+def test_large_events_queued_together_go_in_requests_under_the_message_limit(client: voltorch.Client) -> None:
+    """12 events of ~600 kB queued at once are ~7 MB: more than the server's 4 MiB message limit, so the
+    publisher must split what it sends together."""
+    blob = "x" * 600_000
+    with client.events.publisher() as p:
+        futures = [p.publish("pub.large", {"i": i, "blob": blob}) for i in range(12)]
+    seqs = [f.result(30).sequence for f in futures]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 12

@@ -115,17 +115,20 @@ class EventServiceServicer:
 
     def PublishStream(self, request_iterator, context):
         """A publisher's stream: one call for any number of events, each appended as Publish appends it (same rules,
-        idempotent by `event.id`, the stream's trace context when the event carries none). Every request is
-        answered, in request order, once its event is durable: the server commits what has arrived together in
-        one transaction and answers it in one PublishStreamResponse (results[i] answers the i-th request not
-        answered before). Events of one stream get increasing sequences in request order.
-        A bad event does not end the stream: its result is an `error` (INVALID_ARGUMENT naming the field, e.g.
-        "event.type"), nothing of it is appended, and the requests after it are appended as usual. A request the
-        server cannot read at all (undecodable bytes, a Value with no kind, a bad Timestamp) ends the stream with
+        idempotent by its id, the stream's trace context when the event carries none). A request carries 1..1000
+        events: a publisher sends what it has queued in one request (not atomic, unlike PublishBatch: each event
+        is answered on its own). Every event is answered, in the order sent, once it is durable: the server
+        commits what has arrived together in one transaction and answers it in one PublishStreamResponse
+        (results[i] answers the i-th event not answered before). Events of one stream get increasing sequences in
+        the order sent.
+        A bad event does not end the stream: its result is an `error` (INVALID_ARGUMENT naming the field within the
+        event, e.g. "event.type": the result's position says which event), nothing of it is appended, and the
+        events after it are appended as usual. A request the server cannot read at all (undecodable bytes, a Value
+        with no kind, a bad Timestamp), or one with no event or more than 1000, ends the stream with
         INVALID_ARGUMENT naming the field, once the requests before it are answered. The stream also ends with a
-        status for what is no request's fault (the server stopping: UNAVAILABLE; the storage failing); requests
-        not answered by then may or may not have been appended: republish them with their ids to be sure.
-        Half-closing the request stream ends the call once every request is answered.
+        status for what is no request's fault (the server stopping: UNAVAILABLE, reason SERVER_STOPPING; the
+        storage failing); events not answered by then may or may not have been appended: republish them with their
+        ids to be sure. Half-closing the request stream ends the call once every event is answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -18,8 +18,9 @@ from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pu
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
-STREAM_COMMIT = 500  # most PublishStream requests committed (and answered) together
-STREAM_WAITING = 2000  # most PublishStream requests read ahead of the commits (then flow control holds)
+STREAM_COMMIT = 1000  # most PublishStream events committed (and answered) together (whole requests)
+STREAM_WAITING = 4000  # most PublishStream events read ahead of the commits (then flow control holds)
+STREAM_REQUEST_EVENTS = 1000  # most events in one PublishStreamRequest
 
 
 def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
@@ -78,6 +79,10 @@ def _receipt(r: Receipt) -> events_pb2.EventReceipt:
     return events_pb2.EventReceipt(
         sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
     )
+
+
+def _event_count(request: events_pb2.PublishStreamRequest) -> int:
+    return max(len(request.events), 1)
 
 
 def publish_result(outcome: Receipt | InvalidArgument) -> events_pb2.PublishResult:
@@ -167,7 +172,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         return events_pb2.PublishBatchResponse(receipts=[_receipt(r) for r in receipts])
 
     def PublishStream(self, request_iterator, context):
-        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream")
+        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream", weight=_event_count)
         events = self.events
         publish_each = events.publish_each
         try:
@@ -185,8 +190,20 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                     if not context.is_active():
                         return
                     continue
-                outcomes = publish_each([new_event(r.event) for r in requests], field="event")
-                yield events_pb2.PublishStreamResponse(results=[publish_result(o) for o in outcomes])
+                refused: InvalidArgument | None = None
+                for k, r in enumerate(requests):
+                    if not 1 <= len(r.events) <= STREAM_REQUEST_EVENTS:
+                        refused = InvalidArgument(
+                            "events",
+                            f"a request carries 1..{STREAM_REQUEST_EVENTS} events (got {len(r.events)})",
+                        )
+                        requests = requests[:k]  # those before it are answered first
+                        break
+                if requests:
+                    outcomes = publish_each([new_event(e) for r in requests for e in r.events], field="event")
+                    yield events_pb2.PublishStreamResponse(results=[publish_result(o) for o in outcomes])
+                if refused is not None:
+                    raise refused
         finally:
             inbox.close()
 
