@@ -18,8 +18,11 @@ from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pu
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
-STREAM_COMMIT = 1000  # most PublishStream events committed (and answered) together (whole requests)
-STREAM_WAITING = 4000  # most PublishStream events read ahead of the commits (then flow control holds)
+# PublishStream: a request weighs its events, or its size in STREAM_WEIGHT_BYTES if that is more, so both the
+# events and the bytes read ahead (<= ~16 MiB) and committed together (<= ~4 MiB) stay bounded.
+STREAM_COMMIT = 1000  # most weight committed (and answered) together (whole requests: at least one)
+STREAM_WAITING = 4000  # most weight read ahead of the commits (then HTTP/2 flow control holds the client)
+STREAM_WEIGHT_BYTES = 4096
 STREAM_REQUEST_EVENTS = 1000  # most events in one PublishStreamRequest
 
 
@@ -81,12 +84,12 @@ def _receipt(r: Receipt) -> events_pb2.EventReceipt:
     )
 
 
-def _event_count(request: events_pb2.PublishStreamRequest) -> int:
-    return max(len(request.events), 1)
+def _stream_weight(request: events_pb2.PublishStreamRequest) -> int:
+    return max(len(request.events), request.ByteSize() // STREAM_WEIGHT_BYTES, 1)
 
 
 def publish_result(outcome: Receipt | InvalidArgument) -> events_pb2.PublishResult:
-    """One PublishStream request's answer: its receipt, or the error that refused it."""
+    """One PublishStream event's answer: its receipt, or the error that refused it."""
     if isinstance(outcome, Receipt):
         return events_pb2.PublishResult(receipt=_receipt(outcome))
     error = wire.publish_error_pb(outcome.reason, outcome.violations[0].field, outcome.message)
@@ -172,7 +175,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         return events_pb2.PublishBatchResponse(receipts=[_receipt(r) for r in receipts])
 
     def PublishStream(self, request_iterator, context):
-        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream", weight=_event_count)
+        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream", weight=_stream_weight)
         events = self.events
         publish_each = events.publish_each
         try:
