@@ -3,7 +3,8 @@
 The server side (`install`, called by `_serve` when BENCH_PROBE is set) wraps, in the server process and
 nowhere else, the methods an event passes through and notes monotonic times (one clock for both processes
 on Linux): the Publish call reaching the outermost interceptor (grpc's serving thread), the servicer's
-Publish, the commit's delivery to the broadcaster (`EventLog._deliver`), each stream's `Follower.take` (its
+Publish (with `--publish stream`: the request taken by the stream's reader thread, and the commit of its
+group, `EventLog.publish_each`), the commit's delivery to the broadcaster (`EventLog._deliver`), each stream's `Follower.take` (its
 wake-up), the message yielded to grpc and grpc asking for the next one (the send done), the coalescing
 sleeps; and, as intervals, what might stall everyone: collections, the WAL checkpointer's passes (passive,
 and the one holding the writer lock), the watcher's and metrics' rounds, and late wake-ups of a thread that
