@@ -1,4 +1,4 @@
-"""servicers._streams.Inbox: a client stream's requests read ahead on their own thread, bounded by weight,
+"""servicers.Inbox: a client stream's requests read ahead on their own thread, bounded by weight,
 taken in groups."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 from polling import until
-from voltorch_server.servicers._streams import Inbox
+from voltorch_server.servicers import Inbox
 
 
 class Source:
