@@ -284,7 +284,7 @@ class Dispatcher:
             "position": unit.position,
         }
         # the selection's JSON as its row column has it (encoded once), not its candidates encoded again
-        raw = {"selection": run.selection_text(selection)} if selection is not None else None
+        raw = {"selection": run.selection_text(selection, self.runs.texts)} if selection is not None else None
         if selection is None:
             data["selection"] = None
         if run.status == "queued":
