@@ -604,9 +604,13 @@ class ExecutionRun:
     # -- scheduling ----------------------------------------------------------------------------------------
 
     def advance(self) -> None:
-        """Start every step whose dependencies allow it, skip what cannot run, finish when all are done."""
+        """Start every step whose dependencies allow it, skip what cannot run, finish when all are done.
+        In a graph whose order is topological one pass is enough: starting or skipping a step can only
+        make ready the steps after it, which the same pass comes to (a retry falling due meanwhile has
+        its own timer); otherwise passes repeat until one changes nothing."""
         with self._transaction():
             progress = True
+            again = not self.graph.topological
             while progress and self.status == RUNNING:
                 progress = False
                 now = time.time()
@@ -632,7 +636,12 @@ class ExecutionRun:
                         self._attempt(sid)
                     elif rec.status == RUNNING and sid in self.children:
                         progress = self._pump(sid) or progress
-            if self.status == RUNNING and all(self.records[s].status in STEP_DONE for s in self.graph.order):
+                progress = progress and again
+            # from the end: the last steps are the last to finish, the first one not done ends the look
+            records = self.records
+            if self.status == RUNNING and all(
+                records[s].status in STEP_DONE for s in reversed(self.graph.order)
+            ):
                 self._complete()
 
     def _readiness(self, sid: str) -> tuple[str, str]:
