@@ -140,6 +140,7 @@ class CoordinationEngine(Component):
         self.budget_check: Callable[[str, TokenUsage], None] | None = None
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
+        self._capable: dict[frozenset[str], str] = {}  # capabilities -> the agent _plan found with them
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(store, events, self._lock, self.runs, self.owner)
         self.dispatcher = Dispatcher(
@@ -434,7 +435,7 @@ class CoordinationEngine(Component):
         check_capabilities(tuple(req.required_capabilities), "required_capabilities")
         if not isinstance(req.context, dict):
             raise InvalidArgument("context", "must be a JSON object", reason="VALUE_INVALID")
-        context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES)
+        context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES) if req.context else "{}"
         try:
             priority = Priority.of(req.priority)
         except ValueError:
@@ -505,7 +506,19 @@ class CoordinationEngine(Component):
         if "" in plan:
             named = {a for a in (src, *plan) if a}
             wanted = frozenset(caps)
-            if not any(a.id not in named and wanted.issubset(a.capabilities) for a in self.agents.values()):
+            # the agent found capable last time is asked first (the others are the same agents each time)
+            hint = self.agents.get(self._capable.get(wanted, ""))
+            if hint is not None and hint.id not in named and wanted.issubset(hint.capabilities):
+                return plan
+            capable = next(
+                (a for a in self.agents.values() if a.id not in named and wanted.issubset(a.capabilities)),
+                None,
+            )
+            if capable is not None:
+                if len(self._capable) >= 256:
+                    self._capable.clear()
+                self._capable[wanted] = capable.id
+            else:
                 needs = f"capabilities {', '.join(caps)}" if caps else "any capability"
                 raise FailedPrecondition(
                     f"no registered agent (other than those named) has {needs}",
