@@ -29,12 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Outcome, TokenUsage, ToolSpec
+from ...agents.base import Latch, Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ...frozen import made
 from ...handoffs import handed_off
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -292,7 +293,7 @@ class CoordinationEngine(Component):
         agent, `Placed.inline` is that task, for the caller to run in its own thread after the commit
         (run_inline) and record with complete_in(): no hand-off to the agent pool. The caller runs
         run_after(placed.after) once `tx` has committed."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
             if not self.dispatcher.running:  # stopped since prepare(): the caller asks again later
                 return Placed(prepared.id, None, after, written=False)
@@ -311,7 +312,7 @@ class CoordinationEngine(Component):
         """Record an inline task's outcome inside the caller's transaction; the coordination as it stands
         then (terminal when that was its last task, or cancelled / timed out meanwhile), or None when the
         engine no longer knows it (restarted: it re-runs it). Run run_after() on the After once committed."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
             return self.dispatcher.complete(tx, after, task, outcome), after
 
@@ -339,7 +340,8 @@ class CoordinationEngine(Component):
         now = time.time()
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
         plan = p.plan
-        run = Run(
+        run = made(  # Run(...) without its dataclass __init__: every field, in order, defaults included
+            Run,
             id=cid,
             request_id=req.request_id,
             mode=req.mode,
@@ -360,8 +362,21 @@ class CoordinationEngine(Component):
             step_id=req.step_id,
             create_time=now,
             plan=list(plan),
+            status="queued",
             participants=list(plan),
             attempts=[0] * len(plan),
+            results={},
+            output="",
+            structured_output=None,
+            error=None,
+            selection=None,
+            start_time=None,
+            end_time=None,
+            units={},
+            done=Latch(),
+            final=None,
+            unwritten=None,
+            _selection_text=None,
         )
         run.unwritten = {  # inserted with its state once dispatched (Journal.write_new)
             "request_id": req.request_id,

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from ...frozen import made
 from ...storage import Tx
 from ..events import EventLog, prepare_own
 from ..shared import AgingQueue
@@ -79,7 +80,7 @@ class Journal:
     def txn(self, *, group: bool = False) -> Iterator[tuple[Tx, After]]:
         """A transaction with the engine lock held inside it; after-commit work runs unlocked. `group`: it
         may share its COMMIT with concurrent ones (SQLite's `write(group=True)`; the caller holds no lock)."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         try:
             with self.db.write(group=group) as tx, self.lock:
                 yield tx, after

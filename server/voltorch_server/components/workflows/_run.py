@@ -32,6 +32,7 @@ from opentelemetry import trace
 
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import ResourceExhausted, VoltorchError
+from ...frozen import made
 from ...handoffs import handed_off
 from ...metrics import Metrics
 from ...priority import Priority
@@ -385,7 +386,7 @@ class ExecutionRun:
                 assert not open_tx
                 yield None
                 return
-            b = self._batch = _Batch()
+            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
             if open_tx:
                 try:
                     with self.host.db.write(group=True) as tx:  # a COMMIT shared with other steps'
@@ -449,7 +450,7 @@ class ExecutionRun:
         """begin() inside the caller's transaction (the one that writes the new execution: its start and
         its first steps' commit with it); returns what to call once that transaction has committed."""
         with self.lock:
-            b = self._batch = _Batch()
+            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
             try:
                 self._begin(event, (), data)
             finally:
@@ -917,7 +918,8 @@ class ExecutionRun:
 
     def _submit(self, rec: StepRecord, call: AgentCall, known_cid: str) -> None:
         spec = self._spec_of(rec)
-        ctx = AttemptContext(
+        ctx = made(  # AttemptContext(...) without its frozen __init__: every field, in order
+            AttemptContext,
             request_id=f"wf/{self.id}/{rec.step_id}/{rec.attempts}",
             correlation_id=self.correlation_id,
             priority=self.priority,
@@ -1469,11 +1471,17 @@ class ExecutionRun:
                     **context,
                     "dependencies": {self._item_id(d): self._value(self.records[d]) for d in deps},
                 }
-            return AgentCall(
+            # AgentCall(...) without its frozen __init__: every field, in order
+            return made(
+                AgentCall,
                 task=render(kind.task, scope),
+                mode="sequential",
+                source_agent_id="",
                 target_agent_id=render(kind.agent_id, scope),
+                agent_ids=(),
                 capabilities=tuple(c for c in (render(c, scope).strip() for c in kind.capabilities) if c),
                 context=context,
+                condition=None,
                 json_output=kind.json_output,
                 fallback_to_any_agent=kind.fallback_to_any_agent,
             )

@@ -227,7 +227,16 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
                     coordination_id=c.id,
                     usage=usage,
                 )
-        return AttemptResult(c.output or "", structured, None, agent_id, c.id, usage)
+        # AttemptResult(...) without its frozen __init__: every field, in order
+        return made(
+            AttemptResult,
+            output=c.output or "",
+            structured=structured,
+            error=None,
+            agent_id=agent_id,
+            coordination_id=c.id,
+            usage=usage,
+        )
     err = getattr(c, "error", None)
     if status == "timed_out":
         error = TaskError("TIMEOUT", getattr(err, "message", "") or "coordination timed out", True)
