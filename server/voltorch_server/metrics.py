@@ -649,6 +649,14 @@ class PlainGauge:
     def set(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
         self._values[tuple(sorted(attributes.items())) if attributes else ()] = value
 
+    @staticmethod
+    def key(attributes: Mapping[str, Any] | None) -> tuple:
+        """The key of an attribute set (a caller on a hot path keeps it for set_at)."""
+        return tuple(sorted(attributes.items())) if attributes else ()
+
+    def set_at(self, value: float, key: tuple) -> None:
+        self._values[key] = value
+
     def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, dict(key)) for key, v in list(self._values.items())]
 

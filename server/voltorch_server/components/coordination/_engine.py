@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from ..._ids import new_id
@@ -77,6 +78,14 @@ from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 _dumps = encoder()  # json.dumps(value), its encoder made once
+
+
+@lru_cache(maxsize=1024)
+def _names_json(names: tuple[str, ...]) -> str:
+    """json.dumps(list(names)): a step's plan, capabilities and named agents are the same few lists."""
+    return _dumps(list(names))
+
+
 COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
 _TERMINAL_EVENTS = frozenset(
     ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
@@ -384,9 +393,9 @@ class CoordinationEngine(Component):
             "mode": run.mode,
             "source_agent_id": run.source,
             "target_agent_id": req.target_agent_id,
-            "requested_agent_ids": _dumps(list(req.agent_ids)),
-            "plan": _dumps(plan),
-            "required_capabilities": _dumps(list(run.caps)),
+            "requested_agent_ids": _names_json(tuple(req.agent_ids)),
+            "plan": _names_json(tuple(plan)),
+            "required_capabilities": _names_json(run.caps),
             "task": run.task,
             "context": p.context_raw,
             "priority": int(priority),
