@@ -624,6 +624,8 @@ class CoordinationEngine(Component):
     def _heard(self, e: Any) -> None:
         """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
         a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
+        if not self._waiters and not self.shared:  # nobody to wake, no other replica to follow
+            return
         # The type first: an event's data is decoded only when read (most events here are none of these).
         type_ = e.type
         handed = type_ == "coordination.handed_over"
