@@ -13,7 +13,15 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from rpc_catalog import WELL_KNOWN_CHECKED, all_rpcs, call_raw, field_paths, reach
-from voltorch.v1 import events_pb2, state_pb2, state_pb2_grpc, workflows_pb2, workflows_pb2_grpc
+from voltorch.v1 import (
+    coordination_pb2,
+    coordination_pb2_grpc,
+    events_pb2,
+    state_pb2,
+    state_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
 from voltorch_server.app import VoltorchServer
 from voltorch_server.servicers import check_request
 
@@ -115,6 +123,29 @@ def test_list_executions_with_a_bad_created_after_names_it(server):
     with pytest.raises(grpc.RpcError) as err:
         stub.ListExecutions(req)
     assert _violations(err.value) == ["created_before"]
+
+
+@pytest.mark.parametrize(
+    ("service", "rpc", "request_", "field"),
+    [
+        ("workflows", "ListExecutions", workflows_pb2.ListExecutionsRequest(status=99), "status"),  # type: ignore[arg-type]  # an unknown enum number on purpose (proto3 enums are open; the stubs are not)
+        ("coordination", "ListCoordinations", coordination_pb2.ListCoordinationsRequest(status=99), "status"),  # type: ignore[arg-type]  # an unknown enum number on purpose
+        ("coordination", "ListAgents", coordination_pb2.ListAgentsRequest(status=99), "status"),  # type: ignore[arg-type]  # an unknown enum number on purpose
+        ("coordination", "ListAgents", coordination_pb2.ListAgentsRequest(kind=99), "kind"),  # type: ignore[arg-type]  # an unknown enum number on purpose
+    ],
+)
+def test_a_list_filter_with_an_unknown_enum_number_names_the_field(server, service, rpc, request_, field):
+    channel = grpc.insecure_channel(server.target)
+    stubs = {
+        "workflows": workflows_pb2_grpc.WorkflowServiceStub(channel),
+        "coordination": coordination_pb2_grpc.CoordinationServiceStub(channel),
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stubs[service], rpc)(request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(err.value) == [field]
+    assert _reason(err.value) == "ENUM_VALUE_INVALID"
+    channel.close()
 
 
 def test_a_bad_duration_is_duration_invalid(client):

@@ -28,13 +28,7 @@ from ..components.coordination import (
 from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._convert import duration_to_seconds, struct_to_py
-from ._wire import reading, to_server, to_wire
-
-
-def enum_name(names: dict[int, str], value: int, field: str, *, unspecified: str = "") -> str:
-    with reading():
-        return wire.enum_name(names, value, field, unspecified=unspecified, request=True)
-
+from ._wire import enum_name, reading, to_server, to_wire
 
 # -- agents ----------------------------------------------------------------------------------------
 

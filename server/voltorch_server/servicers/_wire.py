@@ -138,3 +138,10 @@ _READING = _Reading()
 def reading() -> _Reading:
     """`with reading(): ...` around voltorch.wire's readers of a request."""
     return _READING
+
+
+def enum_name(names: dict[int, str], value: int, field: str, *, unspecified: str = "") -> str:
+    """The name a request's enum field gives (0 is `unspecified`); an unknown number is INVALID_ARGUMENT
+    naming `field`."""
+    with reading():
+        return wire.enum_name(names, value, field, unspecified=unspecified, request=True)

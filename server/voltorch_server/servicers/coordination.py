@@ -18,7 +18,6 @@ from ._convert import duration_to_seconds
 from ._coordination_pb import (
     agent_pb,
     coordination_pb,
-    enum_name,
     hello_from_pb,
     llm_from_pb,
     request_from_pb,
@@ -27,6 +26,7 @@ from ._coordination_pb import (
     welcome_pb,
     worker_message_from_pb,
 )
+from ._wire import enum_name
 
 MAX_WAIT = 60.0
 POLL_SECONDS = 0.25  # how soon a worker stream notices a cancelled client or a stopping server

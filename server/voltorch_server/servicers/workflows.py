@@ -18,7 +18,7 @@ from ..priority import parse_priority
 from ._auth import caller_role
 from ._convert import struct_to_py, ts, ts_to_float, value_to_py
 from ._streams import Batching, batch_limit, pump
-from ._wire import reading, to_server, to_wire
+from ._wire import enum_name, reading, to_server, to_wire
 from .events import event_pb
 
 # -- proto <-> component: the mapping is voltorch.wire's ---------------------------------------------------
@@ -131,10 +131,8 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def ListExecutions(
         self, request: workflows_pb2.ListExecutionsRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.ListExecutionsResponse:
-        if request.status not in wire.EXECUTION_STATUSES.names and request.status:
-            raise InvalidArgument("status", f"unknown status {request.status}", reason="ENUM_VALUE_INVALID")
         items, token = self.engine.list(
-            status=wire.EXECUTION_STATUSES.names.get(request.status, ""),
+            status=enum_name(wire.EXECUTION_STATUSES.names, request.status, "status"),
             template_name=request.template_name,
             created_after=ts_to_float(request.created_after) if request.HasField("created_after") else None,
             created_before=ts_to_float(request.created_before)
