@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any
 
 from ..._ids import new_id
@@ -72,18 +71,12 @@ from ._model import (
     check_name,
 )
 from ._registry import AgentRegistry
-from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash
+from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash, small_list_json
 from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 _dumps = encoder()  # json.dumps(value), its encoder made once
-
-
-@lru_cache(maxsize=1024)
-def _names_json(names: tuple[str, ...]) -> str:
-    """json.dumps(list(names)): a step's plan, capabilities and named agents are the same few lists."""
-    return _dumps(list(names))
 
 
 COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
@@ -393,9 +386,9 @@ class CoordinationEngine(Component):
             "mode": run.mode,
             "source_agent_id": run.source,
             "target_agent_id": req.target_agent_id,
-            "requested_agent_ids": _names_json(tuple(req.agent_ids)),
-            "plan": _names_json(tuple(plan)),
-            "required_capabilities": _names_json(run.caps),
+            "requested_agent_ids": small_list_json(tuple(req.agent_ids)),
+            "plan": small_list_json(tuple(plan)),
+            "required_capabilities": small_list_json(run.caps),
             "task": run.task,
             "context": p.context_raw,
             "priority": int(priority),

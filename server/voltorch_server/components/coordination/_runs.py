@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
@@ -38,6 +39,14 @@ _dumps = encoder()  # json.dumps(value)
 _compact = encoder(separators=(",", ":"))  # one encoder for every row, not one per call
 _encode = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  # as events are
 _hashed = encoder(sort_keys=True, default=str)  # a request's digest (json.dumps' defaults)
+
+
+@lru_cache(maxsize=1024)
+def small_list_json(items: tuple[Any, ...]) -> str:
+    """json.dumps(list(items)) for the few short lists a coordination's row repeats (its plan, capabilities,
+    participants, attempt counts): made once per distinct list. Only for str and int items (True == 1 and
+    1.0 == 1 would find each other's text)."""
+    return _dumps(list(items))
 
 
 class SelectionTexts:
@@ -158,8 +167,8 @@ class Run:
         return {
             "id": self.id,
             "status": self.status,
-            "agent_ids": _dumps(self.participants),
-            "attempts": _dumps(self.attempts),
+            "agent_ids": small_list_json(tuple(self.participants)),
+            "attempts": small_list_json(tuple(self.attempts)),
             "results": _compact([self.results[i].to_dict() for i in sorted(self.results)]),
             "output": self.output,
             "structured_output": None if self.structured_output is None else _compact(self.structured_output),
