@@ -184,10 +184,10 @@ class Dispatcher:
             else:
                 views = [a.view(now_mono) for a in self.agents.values()]
                 ranked = rank(views, run.caps, key[2])
-                if not any(
-                    not c.reason.startswith("missing capability") and c.agent_id not in key[2]
-                    for c, _ in ranked
-                ):
+                for c, _ in ranked:  # a loop: a generator left unfinished is closed by an exception
+                    if not c.reason.startswith("missing capability") and c.agent_id not in key[2]:
+                        break
+                else:
                     self._fail_unplaceable(
                         tx,
                         after,

@@ -638,12 +638,15 @@ class ExecutionRun:
                     elif rec.status == RUNNING and sid in self.children:
                         progress = self._pump(sid) or progress
                 progress = progress and again
-            # from the end: the last steps are the last to finish, the first one not done ends the look
-            records = self.records
-            if self.status == RUNNING and all(
-                records[s].status in STEP_DONE for s in reversed(self.graph.order)
-            ):
-                self._complete()
+            # From the end: the last steps are the last to finish, the first one not done ends the look. A
+            # loop, not all() over a generator: one left unfinished is closed by throwing GeneratorExit in.
+            if self.status == RUNNING:
+                records = self.records
+                for s in reversed(self.graph.order):
+                    if records[s].status not in STEP_DONE:
+                        break
+                else:
+                    self._complete()
 
     def _readiness(self, sid: str) -> tuple[str, str]:
         deps = self.graph.deps[sid]
@@ -659,8 +662,12 @@ class ExecutionRun:
             if bool(c.structured) != (branch == "then"):
                 other = "else" if branch == "then" else "then"
                 return SKIP, f"condition {cond_id} took the {other} branch"
-        if deps and all(self.records[d].status == SKIPPED for d in deps):
-            return SKIP, "every dependency was skipped"
+        if deps:
+            for d in deps:  # (a loop: see advance)
+                if self.records[d].status != SKIPPED:
+                    break
+            else:
+                return SKIP, "every dependency was skipped"
         return RUN, ""
 
     def _skip(self, rec: StepRecord, why: str) -> None:
