@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-_to_none = {}.get  # {}.get(value) is None for every value: called in C, no Python frame
+_NOTHING: dict[object, None] = {}
+_to_none = _NOTHING.get  # _NOTHING.get(value) is None for every value: called in C, no Python frame
 
 sqlite3.register_adapter(type(None), _to_none)
