@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " message, as a client that does not ask for batches)",
     )
     p.add_argument(
+        "--publish",
+        choices=("stream", "unary"),
+        default="stream",
+        help="how the events suite's latency rows publish: over one PublishStream call (default) or one"
+        " unary Publish call per event",
+    )
+    p.add_argument(
         "--profile",
         nargs="?",
         const="",

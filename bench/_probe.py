@@ -3,7 +3,8 @@
 The server side (`install`, called by `_serve` when BENCH_PROBE is set) wraps, in the server process and
 nowhere else, the methods an event passes through and notes monotonic times (one clock for both processes
 on Linux): the Publish call reaching the outermost interceptor (grpc's serving thread), the servicer's
-Publish, the commit's delivery to the broadcaster (`EventLog._deliver`), each stream's `Follower.take` (its
+Publish (with `--publish stream`: the request taken by the stream's reader thread, and the commit of its
+group, `EventLog.publish_each`), the commit's delivery to the broadcaster (`EventLog._deliver`), each stream's `Follower.take` (its
 wake-up), the message yielded to grpc and grpc asking for the next one (the send done), the coalescing
 sleeps; and, as intervals, what might stall everyone: collections, the WAL checkpointer's passes (passive,
 and the one holding the writer lock), the watcher's and metrics' rounds, and late wake-ups of a thread that
@@ -27,7 +28,7 @@ import os
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import grpc
@@ -99,6 +100,33 @@ def install(rec: Records) -> None:
         resp = publish(self, request, context)
         rec.add("pub", (resp.sequence, getattr(tl, "arrived", t0), t0, now()))
         return resp
+
+    # PublishStream: a request "arrives" when the stream's reader thread takes it from grpc, and its
+    # "Publish" is the commit of the group it is in (`EventLog.publish_each`, on the handler's thread).
+    publish_stream = ev.EventServicer.PublishStream
+    publish_each = EventLog.publish_each
+
+    def PublishStream(self, request_iterator, context):
+        arrivals: deque[int] = deque()
+
+        def noted():
+            for req in request_iterator:
+                arrivals.extend([now()] * len(req.events))
+                yield req
+
+        tl.arrivals = arrivals
+        return publish_stream(self, noted(), context)
+
+    def PublishEach(self, events, **kw):
+        t0 = now()
+        out = publish_each(self, events, **kw)
+        t1 = now()
+        arrivals = getattr(tl, "arrivals", None)
+        for r in out:
+            arrived = arrivals.popleft() if arrivals else t0
+            if not isinstance(r, Exception):
+                rec.add("pub", (r.sequence, arrived, t0, t1))
+        return out
 
     # The call's arrival: the outermost interceptor runs on grpc's serving thread when the call comes in,
     # before the call is handed to a pool thread.
@@ -182,6 +210,8 @@ def install(rec: Records) -> None:
 
     for owner, name, fn in (
         (ev.EventServicer, "Publish", Publish),
+        (ev.EventServicer, "PublishStream", PublishStream),
+        (EventLog, "publish_each", PublishEach),
         (app, "telemetry_interceptor", make_interceptor),
         (ev.EventServicer, "Subscribe", Subscribe),
         (Follower, "take", Take),

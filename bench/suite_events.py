@@ -8,8 +8,9 @@ Rows (all against the same voltorch server process, the echo server in its own p
   message (a client that does not ask for batches). Target: >= 0.8x the echo's msgs/s.
 * `subscribe replay, batched (1 subscriber)`: the same replay asking for batches (max_batch=500, as the SDK
   does), in events/s. Target: >= REPLAY_TARGET events/s.
-* `echo unary` / `Publish` / `PublishBatch x100`: closed-loop publishing by `--clients` threads;
-  every publish is durable (committed) before it is answered.
+* `echo unary` / `Publish` / `PublishBatch x100` / `PublishStream x100 in flight`: closed-loop publishing
+  by `--clients` threads (the stream: each client's one PublishStream, 100 events written, then the last
+  answer awaited); every publish is durable (committed) before it is answered.
 * `live delivery, N subscribers`: one publisher sends PublishBatch(100) as fast as the subscribers
   keep up (at most LIVE_WINDOW events ahead of the slowest) while N batched subscribers follow live; the
   rate is events delivered per second over all subscribers (server µs/op includes publishing).
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import voltorch
 from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from . import _probe
@@ -64,6 +66,7 @@ REPLAY_TARGET = 60_000.0  # events/s replayed to one batched subscriber
 MAX_IN_FLIGHT = 200  # unanswered Publish calls the latency rows' publisher allows
 MAX_BATCH = 500  # what the bench's batched subscribers ask for (the SDK's STREAM_BATCH)
 PUBLISH_METHOD = "/voltorch.v1.EventService/Publish"
+PUBLISH_STREAM_METHOD = "/voltorch.v1.EventService/PublishStream"
 pb = events_pb2
 
 
@@ -153,6 +156,27 @@ def _publish_batch(payload: int, size: int = 100) -> MakeOp:
 
         def op() -> int:
             stub.PublishBatch(req, timeout=30)
+            return size
+
+        return op
+
+    return make
+
+
+def _publish_stream(payload: int, size: int = 100) -> MakeOp:
+    """One op: `size` events published over the client's one PublishStream (the SDK's Publisher, kept
+    open across ops), waiting for the last answer: each event durable, answered on its own."""
+
+    def make(ch: grpc.Channel):
+        publisher = voltorch.Publisher(events_pb2_grpc.EventServiceStub(ch), max_pending=size)
+        event = voltorch.NewEvent("bench.publish", {"data": "x" * payload}, source="bench")
+
+        def op() -> int:
+            last = None
+            for _ in range(size):
+                last = publisher.publish_event(event)
+            assert last is not None
+            last.result(30)
             return size
 
         return op
@@ -297,6 +321,7 @@ async def _paced_publish(
     measure: Callable[[], None],
     begin: Callable[[int], None],
     started: Callable[[int], None] | None = None,
+    stream: bool = False,
 ) -> tuple[int, float]:
     """Publish reqs[i] at start + i / rate (open loop: on schedule however long a call takes, at most
     MAX_IN_FLIGHT unanswered), on the subscribers' event loop: one driver thread in all, so the driver
@@ -304,10 +329,13 @@ async def _paced_publish(
     Calls measure() on another thread when the warm-up ends (its readings, the server's threads one by
     one, took the loop 10-30 ms: the events sent meanwhile left as a burst and set the p99 of a 1- or
     10-subscriber window); the window starts when it returns: begin(i) names the first event in it.
-    Returns (events published since, their rate)."""
+    Returns (events published since, their rate). `stream`: over one PublishStream call instead
+    (`_paced_stream`)."""
     interval = 1.0 / rate
     loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as ch:
+        if stream:
+            return await _paced_stream(ch, reqs, rate, warmup, duration, sent, measure, begin, started)
         publish = ch.unary_unary(PUBLISH_METHOD)
         pending: deque[Any] = deque()
         start = loop.time()
@@ -347,6 +375,71 @@ async def _paced_publish(
         achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
         for f in pending:
             await f
+    return published, achieved
+
+
+async def _paced_stream(
+    ch: grpc.aio.Channel,
+    reqs: list[bytes],
+    rate: float,
+    warmup: float,
+    duration: float,
+    sent: dict[int, int],
+    measure: Callable[[], None],
+    begin: Callable[[int], None],
+    started: Callable[[int], None] | None,
+) -> tuple[int, float]:
+    """`_paced_publish` over one PublishStream call: reqs[i] written at start + i / rate (a PublishRequest's
+    bytes are a PublishStreamRequest's: field 1 both), at most MAX_IN_FLIGHT unanswered; a task reads the
+    answers."""
+    interval = 1.0 / rate
+    loop = asyncio.get_running_loop()
+    call = ch.stream_stream(
+        PUBLISH_STREAM_METHOD, response_deserializer=pb.PublishStreamResponse.FromString
+    )()
+    answered = 0
+    room = asyncio.Event()
+
+    async def read() -> None:
+        nonlocal answered
+        async for resp in call:
+            answered += len(resp.results)
+            for r in resp.results:
+                if r.WhichOneof("result") != "receipt":
+                    raise RuntimeError(f"publish refused: {r.error.message}")
+            room.set()
+
+    reader = asyncio.ensure_future(read())
+    start = loop.time()
+    end_warm, end = start + warmup, start + warmup + duration
+    first_measured, t_measured = None, 0.0
+    readings: asyncio.Future | None = None
+    i = 0
+    while i < len(reqs):
+        now = loop.time()
+        if now >= end:
+            break
+        if readings is None and now >= end_warm:
+            readings = loop.run_in_executor(None, measure)
+        if first_measured is None and readings is not None and readings.done():
+            readings.result()
+            first_measured, t_measured = i, now
+            begin(i)
+        due = start + i * interval
+        if due > now:
+            await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
+        while i - answered >= MAX_IN_FLIGHT and not reader.done():
+            room.clear()
+            await room.wait()  # the server fell far behind: wait (the rate shows it)
+        sent[i] = time.perf_counter_ns()
+        if started is not None:
+            started(i)
+        await call.write(reqs[i])
+        i += 1
+    published = i - (first_measured or 0)
+    achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
+    await call.done_writing()
+    await reader
     return published, achieved
 
 
@@ -434,6 +527,7 @@ def _latency(
                 measure,
                 begin,
                 probe.started if probe is not None else None,
+                getattr(args, "publish", "stream") == "stream",
             ),
             subs.loop,
         ).result(args.warmup + args.duration + 120)
@@ -528,6 +622,13 @@ def run(args: Namespace) -> list[Result]:
                     baseline=echo_u,
                     unit="events",
                 ),
+                Case(
+                    "PublishStream x100 in flight (durable, each answered)",
+                    "voltorch",
+                    _publish_stream(payload),
+                    baseline=echo_u,
+                    unit="events",
+                ),
             ],
             srv,
             args,
@@ -572,7 +673,8 @@ def run(args: Namespace) -> list[Result]:
             results.append(
                 Result(
                     suite="events",
-                    name=f"{name} ({statistics.median(r.msgs_per_event for r in runs):.2f} msgs/event,"
+                    name=f"{name} ({getattr(args, 'publish', 'stream')},"
+                    f" {statistics.median(r.msgs_per_event for r in runs):.2f} msgs/event,"
                     f" srv GC <= {max(r.gc_max_ms for r in runs):.1f} ms)",
                     rate=statistics.median(r.publish_rate for r in runs),
                     p50_ms=_percentile(lat, 0.50),

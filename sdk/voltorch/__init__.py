@@ -22,6 +22,7 @@ from ._orchestrator import (
     MetricSeries,
     Trace,
 )
+from ._publisher import AsyncPublisher, Publisher
 from ._state import (
     Change,
     Exists,
@@ -104,6 +105,8 @@ __all__ = [
     "OutOfRangeError",
     "Priority",
     "PublishResult",
+    "Publisher",
+    "AsyncPublisher",
     "Put",
     "Remove",
     "ResourceExhaustedError",

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -14,7 +14,19 @@ from voltorch.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from ._rpc import STREAM_BATCH, Reconnect, call, pages
 from .errors import VoltorchError, from_rpc_error
-from .wire import Priority, from_value, to_datetime, to_duration, to_timestamp, to_value
+from .wire import (
+    Priority,
+    PublishResult,
+    from_value,
+    receipt_from_pb,
+    to_datetime,
+    to_duration,
+    to_timestamp,
+    to_value,
+)
+
+if TYPE_CHECKING:
+    from ._publisher import Publisher
 
 # A stream that fails with one of these is reopened from where it stopped (nothing lost, nothing repeated).
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -54,14 +66,6 @@ class NewEvent:
     id: str = ""  # give one to make publishing idempotent
     traceparent: str = ""
     tracestate: str = ""
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    sequence: int
-    id: str
-    time: datetime | None
-    duplicate: bool  # the id was already in the log: nothing was appended, `sequence` is the original's
 
 
 @dataclass(frozen=True)
@@ -328,10 +332,15 @@ class EventsClient:
         """Append up to 1000 events atomically (all or none), with consecutive sequences in order."""
         req = events_pb2.PublishBatchRequest(events=[_event_pb(e) for e in events])
         resp = call(self.stub.PublishBatch, req, timeout=self.timeout)
-        return [
-            PublishResult(r.sequence, r.id, to_datetime(r.time, r.HasField("time")), r.duplicate)
-            for r in resp.receipts
-        ]
+        return [receipt_from_pb(r) for r in resp.receipts]
+
+    def publisher(self, *, max_pending: int = 1000) -> Publisher:
+        """A Publisher: many events over one stream, `publish(...)` returning a Future of each one's
+        PublishResult (set once durable). Cheaper per event than publish() for a steady flow; see
+        Publisher. Use it in a `with` block (leaving it waits for every answer)."""
+        from ._publisher import Publisher
+
+        return Publisher(self.stub, max_pending=max_pending)
 
     def subscribe(
         self,

@@ -20,6 +20,7 @@ _READ_VERBS = ("Get", "List", "Watch", "Subscribe")
 _AGENT_METHODS = {
     "Publish",
     "PublishBatch",
+    "PublishStream",
     "Connect",
     "RegisterAgent",
     "UnregisterAgent",

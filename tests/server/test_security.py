@@ -52,6 +52,13 @@ def test_roles_decide_what_may_be_called(secured):
         assert agent.state.set("a", 3).kv.version == 2
         with pytest.raises(PermissionDeniedError):
             agent.state.restore("snap_x")
+    with voltorch.Client(secured.target, token=AGENT) as agent, agent.events.publisher() as p:
+        assert p.publish("agent.streamed").result(10).sequence > 0  # a publisher's stream is an agent's
+    with voltorch.Client(secured.target, token=READER) as reader:
+        refused = reader.events.publisher()
+        with pytest.raises(PermissionDeniedError):
+            refused.publish("reader.streamed").result(10)
+        refused.close(timeout=10)
     with voltorch.Client(secured.target, token=READER) as reader:
         assert next(reader.state.watch("a", start_revision=1)).kv.value == 1  # Watch is a read
     with voltorch.Client(secured.target) as anonymous, pytest.raises(UnauthenticatedError):
@@ -68,6 +75,8 @@ def test_role_table():
     assert allowed("reader", "/voltorch.v1.StateService/GetKey")
     assert allowed("reader", "/voltorch.v1.EventService/Subscribe")
     assert not allowed("reader", "/voltorch.v1.EventService/Publish")
+    assert allowed("agent", "/voltorch.v1.EventService/PublishStream")
+    assert not allowed("reader", "/voltorch.v1.EventService/PublishStream")
     assert allowed("agent", "/voltorch.v1.CoordinationService/Connect")
     assert not allowed("agent", "/voltorch.v1.OrchestratorService/RestartComponent")
     assert allowed("admin", "/voltorch.v1.OrchestratorService/RestartComponent")

@@ -28,15 +28,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from voltorch.v1 import common_pb2 as voltorch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voltorch/v1/events.proto\x12\x0bvoltorch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18voltorch/v1/common.proto\"\xcf\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12$\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\x08 \x01(\t\x12\'\n\x08priority\x18\t \x01(\x0e\x32\x15.voltorch.v1.Priority\x12\x30\n\rtrace_context\x18\n \x01(\x0b\x32\x19.voltorch.v1.TraceContext\x12\x10\n\x08trace_id\x18\x0b \x01(\t\x12\x0f\n\x07span_id\x18\x0c \x01(\t\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12+\n\x0cmin_priority\x18\x05 \x01(\x0e\x32\x15.voltorch.v1.Priority\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"3\n\x0ePublishRequest\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.Event\"l\n\x0fPublishResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"9\n\x13PublishBatchRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\"i\n\x0c\x45ventReceipt\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"C\n\x14PublishBatchResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.voltorch.v1.EventReceipt\"\xd9\x01\n\x10SubscribeRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.voltorch.v1.EventFilter\x12\x17\n\rfrom_sequence\x18\x02 \x01(\x03H\x00\x12/\n\tfrom_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x42\x07\n\x05start\"W\n\x12SubscribeHeartbeat\x12\x17\n\x0fresume_sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\nEventBatch\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\"\xa3\x01\n\x11SubscribeResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.EventH\x00\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x1f.voltorch.v1.SubscribeHeartbeatH\x00\x12(\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x17.voltorch.v1.EventBatchH\x00\x42\t\n\x07payload\"\x98\x02\n\x11ListEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.voltorch.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12&\n\x05order\x18\x04 \x01(\x0e\x32\x17.voltorch.v1.EventOrder\x12\x16\n\x0estart_sequence\x18\x05 \x01(\x03\x12\x14\n\x0c\x65nd_sequence\x18\x06 \x01(\x03\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rhead_sequence\x18\x03 \x01(\x03\"C\n\x15GetCorrelationRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x12\n\nmax_events\x18\x02 \x01(\x05\"i\n\x0f\x43orrelationNode\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.Event\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x11\n\tchild_ids\x18\x03 \x03(\t\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\"j\n\x16GetCorrelationResponse\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.voltorch.v1.CorrelationNode\x12\x10\n\x08root_ids\x18\x02 \x03(\t\x12\x11\n\ttruncated\x18\x03 \x01(\x08*`\n\nEventOrder\x12\x1b\n\x17\x45VENT_ORDER_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_ORDER_ASCENDING\x10\x01\x12\x1a\n\x16\x45VENT_ORDER_DESCENDING\x10\x02\x32\xa1\x03\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.voltorch.v1.PublishRequest\x1a\x1c.voltorch.v1.PublishResponse\x12S\n\x0cPublishBatch\x12 .voltorch.v1.PublishBatchRequest\x1a!.voltorch.v1.PublishBatchResponse\x12L\n\tSubscribe\x12\x1d.voltorch.v1.SubscribeRequest\x1a\x1e.voltorch.v1.SubscribeResponse0\x01\x12M\n\nListEvents\x12\x1e.voltorch.v1.ListEventsRequest\x1a\x1f.voltorch.v1.ListEventsResponse\x12Y\n\x0eGetCorrelation\x12\".voltorch.v1.GetCorrelationRequest\x1a#.voltorch.v1.GetCorrelationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voltorch/v1/events.proto\x12\x0bvoltorch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18voltorch/v1/common.proto\"\xcf\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12$\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\x08 \x01(\t\x12\'\n\x08priority\x18\t \x01(\x0e\x32\x15.voltorch.v1.Priority\x12\x30\n\rtrace_context\x18\n \x01(\x0b\x32\x19.voltorch.v1.TraceContext\x12\x10\n\x08trace_id\x18\x0b \x01(\t\x12\x0f\n\x07span_id\x18\x0c \x01(\t\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12+\n\x0cmin_priority\x18\x05 \x01(\x0e\x32\x15.voltorch.v1.Priority\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"3\n\x0ePublishRequest\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.Event\"l\n\x0fPublishResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"9\n\x13PublishBatchRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\"i\n\x0c\x45ventReceipt\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"C\n\x14PublishBatchResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.voltorch.v1.EventReceipt\":\n\x14PublishStreamRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\"L\n\x0cPublishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"s\n\rPublishResult\x12,\n\x07receipt\x18\x01 \x01(\x0b\x32\x19.voltorch.v1.EventReceiptH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.voltorch.v1.PublishErrorH\x00\x42\x08\n\x06result\"D\n\x15PublishStreamResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.voltorch.v1.PublishResult\"\xd9\x01\n\x10SubscribeRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.voltorch.v1.EventFilter\x12\x17\n\rfrom_sequence\x18\x02 \x01(\x03H\x00\x12/\n\tfrom_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x42\x07\n\x05start\"W\n\x12SubscribeHeartbeat\x12\x17\n\x0fresume_sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\nEventBatch\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\"\xa3\x01\n\x11SubscribeResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.EventH\x00\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x1f.voltorch.v1.SubscribeHeartbeatH\x00\x12(\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x17.voltorch.v1.EventBatchH\x00\x42\t\n\x07payload\"\x98\x02\n\x11ListEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.voltorch.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12&\n\x05order\x18\x04 \x01(\x0e\x32\x17.voltorch.v1.EventOrder\x12\x16\n\x0estart_sequence\x18\x05 \x01(\x03\x12\x14\n\x0c\x65nd_sequence\x18\x06 \x01(\x03\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.voltorch.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rhead_sequence\x18\x03 \x01(\x03\"C\n\x15GetCorrelationRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x12\n\nmax_events\x18\x02 \x01(\x05\"i\n\x0f\x43orrelationNode\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.voltorch.v1.Event\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x11\n\tchild_ids\x18\x03 \x03(\t\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\"j\n\x16GetCorrelationResponse\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.voltorch.v1.CorrelationNode\x12\x10\n\x08root_ids\x18\x02 \x03(\t\x12\x11\n\ttruncated\x18\x03 \x01(\x08*`\n\nEventOrder\x12\x1b\n\x17\x45VENT_ORDER_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_ORDER_ASCENDING\x10\x01\x12\x1a\n\x16\x45VENT_ORDER_DESCENDING\x10\x02\x32\xfd\x03\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.voltorch.v1.PublishRequest\x1a\x1c.voltorch.v1.PublishResponse\x12S\n\x0cPublishBatch\x12 .voltorch.v1.PublishBatchRequest\x1a!.voltorch.v1.PublishBatchResponse\x12Z\n\rPublishStream\x12!.voltorch.v1.PublishStreamRequest\x1a\".voltorch.v1.PublishStreamResponse(\x01\x30\x01\x12L\n\tSubscribe\x12\x1d.voltorch.v1.SubscribeRequest\x1a\x1e.voltorch.v1.SubscribeResponse0\x01\x12M\n\nListEvents\x12\x1e.voltorch.v1.ListEventsRequest\x1a\x1f.voltorch.v1.ListEventsResponse\x12Y\n\x0eGetCorrelation\x12\".voltorch.v1.GetCorrelationRequest\x1a#.voltorch.v1.GetCorrelationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voltorch.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTORDER']._serialized_start=2246
-  _globals['_EVENTORDER']._serialized_end=2342
+  _globals['_EVENTORDER']._serialized_start=2571
+  _globals['_EVENTORDER']._serialized_end=2667
   _globals['_EVENT']._serialized_start=163
   _globals['_EVENT']._serialized_end=498
   _globals['_EVENTFILTER']._serialized_start=501
@@ -51,24 +51,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTRECEIPT']._serialized_end=977
   _globals['_PUBLISHBATCHRESPONSE']._serialized_start=979
   _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1046
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1049
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1266
-  _globals['_SUBSCRIBEHEARTBEAT']._serialized_start=1268
-  _globals['_SUBSCRIBEHEARTBEAT']._serialized_end=1355
-  _globals['_EVENTBATCH']._serialized_start=1357
-  _globals['_EVENTBATCH']._serialized_end=1405
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1408
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1571
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1574
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1854
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1856
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1960
-  _globals['_GETCORRELATIONREQUEST']._serialized_start=1962
-  _globals['_GETCORRELATIONREQUEST']._serialized_end=2029
-  _globals['_CORRELATIONNODE']._serialized_start=2031
-  _globals['_CORRELATIONNODE']._serialized_end=2136
-  _globals['_GETCORRELATIONRESPONSE']._serialized_start=2138
-  _globals['_GETCORRELATIONRESPONSE']._serialized_end=2244
-  _globals['_EVENTSERVICE']._serialized_start=2345
-  _globals['_EVENTSERVICE']._serialized_end=2762
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_start=1048
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_end=1106
+  _globals['_PUBLISHERROR']._serialized_start=1108
+  _globals['_PUBLISHERROR']._serialized_end=1184
+  _globals['_PUBLISHRESULT']._serialized_start=1186
+  _globals['_PUBLISHRESULT']._serialized_end=1301
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_start=1303
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_end=1371
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1374
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1591
+  _globals['_SUBSCRIBEHEARTBEAT']._serialized_start=1593
+  _globals['_SUBSCRIBEHEARTBEAT']._serialized_end=1680
+  _globals['_EVENTBATCH']._serialized_start=1682
+  _globals['_EVENTBATCH']._serialized_end=1730
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1733
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1896
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1899
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2179
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2181
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2285
+  _globals['_GETCORRELATIONREQUEST']._serialized_start=2287
+  _globals['_GETCORRELATIONREQUEST']._serialized_end=2354
+  _globals['_CORRELATIONNODE']._serialized_start=2356
+  _globals['_CORRELATIONNODE']._serialized_end=2461
+  _globals['_GETCORRELATIONRESPONSE']._serialized_start=2463
+  _globals['_GETCORRELATIONRESPONSE']._serialized_end=2569
+  _globals['_EVENTSERVICE']._serialized_start=2670
+  _globals['_EVENTSERVICE']._serialized_end=3179
 # @@protoc_insertion_point(module_scope)

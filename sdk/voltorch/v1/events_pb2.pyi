@@ -110,6 +110,38 @@ class PublishBatchResponse(_message.Message):
     receipts: _containers.RepeatedCompositeFieldContainer[EventReceipt]
     def __init__(self, receipts: _Optional[_Iterable[_Union[EventReceipt, _Mapping]]] = ...) -> None: ...
 
+class PublishStreamRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class PublishError(_message.Message):
+    __slots__ = ("code", "reason", "field", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    field: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PublishResult(_message.Message):
+    __slots__ = ("receipt", "error")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    receipt: EventReceipt
+    error: PublishError
+    def __init__(self, receipt: _Optional[_Union[EventReceipt, _Mapping]] = ..., error: _Optional[_Union[PublishError, _Mapping]] = ...) -> None: ...
+
+class PublishStreamResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PublishResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PublishResult, _Mapping]]] = ...) -> None: ...
+
 class SubscribeRequest(_message.Message):
     __slots__ = ("filter", "from_sequence", "from_time", "heartbeat_interval", "max_batch")
     FILTER_FIELD_NUMBER: _ClassVar[int]

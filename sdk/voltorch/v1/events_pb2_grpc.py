@@ -57,6 +57,11 @@ class EventServiceStub:
                 request_serializer=voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.SerializeToString,
                 response_deserializer=voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/voltorch.v1.EventService/PublishStream',
+                request_serializer=voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/voltorch.v1.EventService/Subscribe',
                 request_serializer=voltorch_dot_v1_dot_events__pb2.SubscribeRequest.SerializeToString,
@@ -108,6 +113,27 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishStream(self, request_iterator, context):
+        """A publisher's stream: one call for any number of events, each appended as Publish appends it (same rules,
+        idempotent by its id, the stream's trace context when the event carries none). A request carries 1..1000
+        events: a publisher sends what it has queued in one request (not atomic, unlike PublishBatch: each event
+        is answered on its own). Every event is answered, in the order sent, once it is durable: the server
+        commits what has arrived together in one transaction and answers it in one PublishStreamResponse
+        (results[i] answers the i-th event not answered before). Events of one stream get increasing sequences in
+        the order sent.
+        A bad event does not end the stream: its result is an `error` (INVALID_ARGUMENT naming the field within the
+        event, e.g. "event.type": the result's position says which event), nothing of it is appended, and the
+        events after it are appended as usual. A request the server cannot read at all (undecodable bytes, a Value
+        with no kind, a bad Timestamp), or one with no event or more than 1000, ends the stream with
+        INVALID_ARGUMENT naming the field, once the requests before it are answered. The stream also ends with a
+        status for what is no request's fault (the server stopping: UNAVAILABLE, reason SERVER_STOPPING; the
+        storage failing); events not answered by then may or may not have been appended: republish them with their
+        ids to be sure. Half-closing the request stream ends the call once every event is answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Subscribe(self, request, context):
         """Server stream of events matching `filter`. With `from_sequence` or `from_time` it first replays matching
         events from the log, then follows live without a gap or duplicate; with neither it delivers only events
@@ -150,6 +176,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.PublishBatch,
                     request_deserializer=voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.FromString,
                     response_serializer=voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.SerializeToString,
+            ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -234,6 +265,33 @@ class EventService:
             '/voltorch.v1.EventService/PublishBatch',
             voltorch_dot_v1_dot_events__pb2.PublishBatchRequest.SerializeToString,
             voltorch_dot_v1_dot_events__pb2.PublishBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voltorch.v1.EventService/PublishStream',
+            voltorch_dot_v1_dot_events__pb2.PublishStreamRequest.SerializeToString,
+            voltorch_dot_v1_dot_events__pb2.PublishStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

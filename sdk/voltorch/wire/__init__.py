@@ -4,8 +4,8 @@ JSON values, times and durations; the API's enums by lower-case name; priorities
 errors, LLM settings and token usage; workflow templates with their steps; ExecuteCompleteWorkflow's
 options; executions with their steps, waits and signals; agents and coordinations with their results and
 selections; schedules; keys, their changes and snapshots, and a transaction's conditions and operations;
-the remote worker stream's messages; a failed call's error details; health, recorded errors, metrics and
-trace entries. The server reads requests with `request=True` (strict: a WireError names the offending
+the remote worker stream's messages; what a publish answers (PublishStream's results); a failed call's
+error details; health, recorded errors, metrics and trace entries. The server reads requests with `request=True` (strict: a WireError names the offending
 field) and maps its own domain types to and from these; the SDK hands these types to its users.
 """
 
@@ -132,6 +132,13 @@ from ._orchestrator import (
     trace_entry_pb,
 )
 from ._priority import Priority
+from ._publish import (
+    PublishError,
+    PublishResult,
+    publish_error_pb,
+    publish_outcome_from_pb,
+    receipt_from_pb,
+)
 from ._schedules import Schedule, ScheduleLike, schedule_from_pb, schedule_pb
 from ._state import (
     WATCH_EVENT_TYPES,
@@ -396,6 +403,8 @@ __all__ = [
     "FanOut",
     "LlmSettings",
     "Member",
+    "PublishError",
+    "PublishResult",
     "ParameterSpec",
     "Priority",
     "RetryPolicy",
@@ -420,6 +429,9 @@ __all__ = [
     "llm_pb",
     "member_from_pb",
     "member_pb",
+    "publish_error_pb",
+    "publish_outcome_from_pb",
+    "receipt_from_pb",
     "budget_from_pb",
     "budget_pb",
     "retry_from_pb",

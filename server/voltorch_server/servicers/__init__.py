@@ -7,7 +7,7 @@ from ._health import HealthServicer
 from ._limits import StreamLimitInterceptor
 from ._requests import RequestDecoding, check_request
 from ._status import ErrorInterceptor
-from ._streams import Coalescing
+from ._streams import Coalescing, Inbox
 from ._tracing import telemetry_interceptor
 
 MODULES = [state, events, coordination, orchestrator, workflows]
@@ -18,6 +18,7 @@ __all__ = [
     "Coalescing",
     "ErrorInterceptor",
     "HealthServicer",
+    "Inbox",
     "RequestDecoding",
     "StreamLimitInterceptor",
     "allowed",

@@ -7,16 +7,23 @@ import time
 from collections import OrderedDict
 
 import grpc
+from voltorch import wire
 from voltorch.v1 import events_pb2, events_pb2_grpc
 
 from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, Unavailable
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
-from ._streams import Batching, Coalescing, batch_limit, pump
+from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
+# PublishStream: a request weighs its events, or its size in STREAM_WEIGHT_BYTES if that is more, so both the
+# events and the bytes read ahead (<= ~16 MiB) and committed together (<= ~4 MiB) stay bounded.
+STREAM_COMMIT = 1000  # most weight committed (and answered) together (whole requests: at least one)
+STREAM_WAITING = 4000  # most weight read ahead of the commits (then HTTP/2 flow control holds the client)
+STREAM_WEIGHT_BYTES = 4096
+STREAM_REQUEST_EVENTS = 1000  # most events in one PublishStreamRequest
 
 
 def fill_event(pb: events_pb2.Event, e: Event) -> events_pb2.Event:
@@ -75,6 +82,18 @@ def _receipt(r: Receipt) -> events_pb2.EventReceipt:
     return events_pb2.EventReceipt(
         sequence=r.event.sequence, id=r.event.id, time=ts(r.event.time), duplicate=r.duplicate
     )
+
+
+def _stream_weight(request: events_pb2.PublishStreamRequest) -> int:
+    return max(len(request.events), request.ByteSize() // STREAM_WEIGHT_BYTES, 1)
+
+
+def publish_result(outcome: Receipt | InvalidArgument) -> events_pb2.PublishResult:
+    """One PublishStream event's answer: its receipt, or the error that refused it."""
+    if isinstance(outcome, Receipt):
+        return events_pb2.PublishResult(receipt=_receipt(outcome))
+    error = wire.publish_error_pb(outcome.reason, outcome.violations[0].field, outcome.message)
+    return events_pb2.PublishResult(error=error)
 
 
 def render_event(e: Event) -> bytes:
@@ -154,6 +173,42 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def PublishBatch(self, request, context):
         receipts = self.events.publish_batch([new_event(e) for e in request.events], field="events")
         return events_pb2.PublishBatchResponse(receipts=[_receipt(r) for r in receipts])
+
+    def PublishStream(self, request_iterator, context):
+        inbox = Inbox(request_iterator, STREAM_WAITING, "publish-stream", weight=_stream_weight)
+        events = self.events
+        publish_each = events.publish_each
+        try:
+            while True:
+                requests = inbox.take(STREAM_COMMIT, POLL_SECONDS)
+                if requests is None:
+                    return  # the client half-closed and every request is answered
+                if events.stopped:
+                    raise Unavailable(
+                        "the server is stopping: republish the unanswered events (with their ids) elsewhere"
+                        " or once it is back",
+                        reason="SERVER_STOPPING",
+                    )
+                if not requests:
+                    if not context.is_active():
+                        return
+                    continue
+                refused: InvalidArgument | None = None
+                for k, r in enumerate(requests):
+                    if not 1 <= len(r.events) <= STREAM_REQUEST_EVENTS:
+                        refused = InvalidArgument(
+                            "events",
+                            f"a request carries 1..{STREAM_REQUEST_EVENTS} events (got {len(r.events)})",
+                        )
+                        requests = requests[:k]  # those before it are answered first
+                        break
+                if requests:
+                    outcomes = publish_each([new_event(e) for r in requests for e in r.events], field="event")
+                    yield events_pb2.PublishStreamResponse(results=[publish_result(o) for o in outcomes])
+                if refused is not None:
+                    raise refused
+        finally:
+            inbox.close()
 
     def Subscribe(self, request, context):
         flt = event_filter(request.filter)

@@ -217,6 +217,7 @@ class EventLog(Component):
         self._deliver_lock = threading.Lock()
         self._listener: Any = None
         self._lease: Any = db.try_lock(retention.LEASE_KEY) if self._shared else None
+        self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -232,6 +233,7 @@ class EventLog(Component):
 
     def stop(self) -> None:
         """Stop compaction and end every open subscription with a resume point (Closed)."""
+        self._stopped = True
         self._compactor.stop()
         if self._listener is not None:
             self._listener.stop()
@@ -246,6 +248,11 @@ class EventLog(Component):
             raise RuntimeError("the event compaction thread is not running")
         if self._compactor.last_error is not None:
             raise RuntimeError(f"event compaction failed: {self._compactor.last_error}")
+
+    @property
+    def stopped(self) -> bool:
+        """The server is stopping: a publisher's stream ends rather than take more (`stop()`)."""
+        return self._stopped
 
     @property
     def subscriber_count(self) -> int:
@@ -354,9 +361,13 @@ class EventLog(Component):
                 ops = take()
 
     def _insert_alone(self, ops: list[Pending]) -> None:
-        """SQLite: append the events of `ops` (none reads the log) in one INSERT that is its own
-        transaction, numbered by AUTOINCREMENT; delivered under the writer lock once committed."""
-        _, rows, priorities = self._rows(None, [p.op for p in ops], None)  # each a new row, in order
+        for p, receipt in zip(ops, self._insert_prepared([p.op for p in ops]), strict=True):
+            p.result = receipt
+
+    def _insert_prepared(self, prepared: list[Prepared]) -> list[Receipt]:
+        """SQLite, under the writer lock: append `prepared` (none reads the log) in one INSERT that is its
+        own transaction, numbered by AUTOINCREMENT; delivered under the writer lock once committed."""
+        _, rows, priorities = self._rows(None, prepared, None)  # each a new row, in order
         assert self._last_time is not None
         now = max(self.clock(), self._last_time)
 
@@ -365,8 +376,38 @@ class EventLog(Component):
             self._deliver(new, now)
             return new
 
-        for p, e in zip(ops, self.store.insert_alone(rows, now, committed), strict=True):
-            p.result = Receipt(e)
+        return [Receipt(e) for e in self.store.insert_alone(rows, now, committed)]
+
+    def publish_each(
+        self, events: Sequence[NewEvent], *, field: str = "event"
+    ) -> list[Receipt | InvalidArgument]:
+        """Publish events one by one as publish_one does, committed together: per event its receipt, or
+        the InvalidArgument that refused it (errors name fields under `field`; nothing of a refused event
+        is written, the others are). A publisher's stream hands in what arrived together: one COMMIT (one
+        INSERT on SQLite when no event reads the log) and one wake-up of subscribers for all of them."""
+        prefix = f"{field}." if field else ""
+        outcome: list[Receipt | InvalidArgument | int] = []
+        prepared: list[Prepared] = []
+        for ev in events:
+            try:
+                p = prepare(ev, prefix)
+            except InvalidArgument as exc:
+                outcome.append(exc)
+                continue
+            outcome.append(len(prepared))
+            prepared.append(p)
+        receipts: list[Receipt] = []
+        for i in range(0, len(prepared), MAX_BATCH):
+            receipts += self._commit_together(prepared[i : i + MAX_BATCH])
+        return [receipts[k] if isinstance(k, int) else k for k in outcome]
+
+    def _commit_together(self, prepared: list[Prepared]) -> list[Receipt]:
+        """Append `prepared` atomically in a transaction of their own, the cheapest way the log allows."""
+        if not self._shared and not any(map(_reads_log, prepared)):
+            with self.db.writer_lock:
+                if self._last_time is not None:
+                    return self._insert_prepared(prepared)
+        return self._append_own(prepared)
 
     def _append_ops(self, tx: Tx, ops: list[Pending]) -> None:
         for p, receipt in zip(ops, self._append_prepared(tx, [p.op for p in ops]), strict=True):

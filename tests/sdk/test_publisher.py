@@ -1,0 +1,229 @@
+"""client.events.publisher() / AsyncPublisher end to end over PublishStream: answers in order, durable
+before answered, refused events that leave the stream going, cancellation, many events."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+import voltorch
+from voltorch import AsyncPublisher, Event, NewEvent, PublishResult
+from voltorch.errors import CancelledError, InvalidArgumentError, UnavailableError
+from voltorch.v1 import events_pb2, events_pb2_grpc
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+BOTH_BACKENDS = True  # every test with a `server` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+
+def test_answers_come_in_order_with_increasing_sequences(client: voltorch.Client) -> None:
+    with client.events.publisher() as p:
+        futures = [p.publish("pub.order", {"i": i}, source="sdk") for i in range(300)]
+    results = [f.result(timeout=10) for f in futures]
+    assert all(isinstance(r, PublishResult) and not r.duplicate for r in results)
+    seqs = [r.sequence for r in results]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 300
+    logged = list(client.events.list("pub.order"))
+    assert [e.data["i"] for e in logged] == list(range(300))
+    assert [e.sequence for e in logged] == seqs and [e.id for e in logged] == [r.id for r in results]
+
+
+def test_a_refused_event_names_its_field_and_the_stream_goes_on(client: voltorch.Client) -> None:
+    with client.events.publisher() as p:
+        good = p.publish("pub.bad", {"n": 1})
+        bad_type = p.publish("Not A Type!", {"n": 2})
+        bad_source = p.publish("pub.bad", source="x" * 300)
+        after = p.publish("pub.bad", {"n": 3})
+    assert good.result(10).sequence < after.result(10).sequence
+    with pytest.raises(InvalidArgumentError) as err:
+        bad_type.result(10)
+    assert err.value.fields == ["event.type"] and err.value.reason
+    with pytest.raises(InvalidArgumentError) as err2:
+        bad_source.result(10)
+    assert err2.value.fields == ["event.source"]
+    assert [e.data for e in client.events.list("pub.bad")] == [{"n": 1}, {"n": 3}]  # nothing of the bad
+
+
+def test_ids_make_the_stream_idempotent(client: voltorch.Client) -> None:
+    first = client.events.publish("pub.idem", {"v": 1}, id="pub-idem-1")
+    with client.events.publisher() as p:
+        again = p.publish("pub.idem", {"v": 2}, id="pub-idem-1")
+        twice = [p.publish_event(NewEvent("pub.idem", {"v": 3}, id="pub-idem-2")) for _ in range(2)]
+    assert again.result(10).duplicate and again.result(10).sequence == first.sequence
+    a, b = (f.result(10) for f in twice)
+    assert not a.duplicate and b.duplicate and a.sequence == b.sequence
+    assert [e.id for e in client.events.list("pub.idem")] == ["pub-idem-1", "pub-idem-2"]
+
+
+def test_answered_means_durable_across_a_restart(tmp_path: Path) -> None:
+    config = Config(host="127.0.0.1", port=0, db=str(tmp_path / "v.db"), shutdown_grace=2.0)
+    srv = VoltorchServer(config).start()
+    try:
+        with voltorch.Client(srv.target, timeout=10) as c, c.events.publisher() as p:
+            results = [f.result(10) for f in [p.publish("pub.durable", {"i": i}) for i in range(50)]]
+    finally:
+        srv.stop(grace=1.0)
+    srv = VoltorchServer(config).start()
+    try:
+        with voltorch.Client(srv.target, timeout=10) as c:
+            logged = list(c.events.list("pub.durable"))
+    finally:
+        srv.stop(grace=1.0)
+    assert [(e.sequence, e.id) for e in logged] == [(r.sequence, r.id) for r in results]
+
+
+def test_subscribers_see_what_the_stream_published(client: voltorch.Client) -> None:
+    sub = client.events.subscribe("pub.live", heartbeats=True)
+    next(sub)  # the first heartbeat: the subscription is in place
+    with client.events.publisher() as p:
+        futures = [p.publish("pub.live", {"i": i}) for i in range(20)]
+    seen: list[Event] = []
+    while len(seen) < 20:
+        item = next(sub)
+        if isinstance(item, Event):  # (heartbeats are skipped)
+            seen.append(item)
+    sub.close()
+    assert [e.sequence for e in seen] == [f.result(10).sequence for f in futures]
+
+
+def test_many_events_through_a_small_window(client: voltorch.Client) -> None:
+    """More events than max_pending: publish() waits for room, nothing is lost or reordered."""
+    n = 3000
+    with client.events.publisher(max_pending=64) as p:
+        futures = [p.publish("pub.many", {"i": i}) for i in range(n)]
+        p.flush(timeout=60)
+        assert all(f.done() for f in futures)
+    seqs = [f.result(0).sequence for f in futures]
+    assert seqs == sorted(seqs) and len(set(seqs)) == n
+    assert sum(1 for _ in client.events.list("pub.many", page_size=1000)) == n
+
+
+def test_cancel_fails_the_unanswered_and_refuses_more(client: voltorch.Client) -> None:
+    p = client.events.publisher()
+    done = p.publish("pub.cancel", {"i": 0})
+    done.result(10)
+    p.cancel()
+    with pytest.raises((CancelledError, ValueError)):
+        p.publish("pub.cancel", {"i": 1})
+    assert [e.data for e in client.events.list("pub.cancel")] == [{"i": 0}]
+
+
+def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> None:
+    config = Config(host="127.0.0.1", port=0, db=str(tmp_path / "v.db"), shutdown_grace=0.5)
+    srv = VoltorchServer(config).start()
+    with voltorch.Client(srv.target, timeout=10) as c:
+        p = c.events.publisher()
+        p.publish("pub.stop", {}).result(10)
+        stopped = threading.Thread(target=srv.stop, kwargs={"grace": 0.5})
+        stopped.start()
+        stopped.join(30)
+        with pytest.raises(UnavailableError) as err:
+            for _ in range(1000):  # until the ended stream refuses (bounded)
+                p.publish("pub.stop", {}).result(10)
+        assert err.value.reason == "SERVER_STOPPING"
+        p.close(timeout=10)
+
+
+def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServer) -> None:
+    """Without the SDK: each response answers the oldest unanswered requests, and a half-close ends the
+    call once all are answered."""
+    reqs = [events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.raw")]) for _ in range(150)]
+    reqs[7].events[0].type = ""
+    reqs[9].events.extend(events_pb2.Event(type="pub.raw") for _ in range(50))  # 51 events in one request
+    with grpc.insecure_channel(server.target) as ch:
+        answers = [
+            r
+            for resp in events_pb2_grpc.EventServiceStub(ch).PublishStream(iter(reqs), timeout=30)
+            for r in resp.results
+        ]
+    assert len(answers) == 200
+    assert answers[7].WhichOneof("result") == "error"
+    assert (
+        answers[7].error.field == "event.type"
+        and answers[7].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    )
+    seqs = [a.receipt.sequence for i, a in enumerate(answers) if i != 7]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 199
+
+
+def test_the_async_publisher(server: VoltorchServer) -> None:
+    async def main() -> tuple[list[PublishResult], BaseException | None]:
+        async with grpc.aio.insecure_channel(server.target) as ch, AsyncPublisher(ch, max_pending=16) as p:
+            futures = [await p.publish("pub.async", {"i": i}) for i in range(100)]
+            bad = await p.publish("", {"i": -1})
+            last = await p.publish("pub.async", {"i": 100})
+            results = [await f for f in [*futures, last]]
+            try:
+                await bad
+                error = None
+            except InvalidArgumentError as exc:
+                error = exc
+        return results, error
+
+    results, error = asyncio.run(main())
+    seqs = [r.sequence for r in results]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 101
+    assert isinstance(error, InvalidArgumentError) and error.fields == ["event.type"]
+    with voltorch.Client(server.target, timeout=10) as c:
+        assert [e.data["i"] for e in c.events.list("pub.async")] == list(range(101))
+
+
+def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
+    good = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.unreadable")])
+    bad = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.unreadable")])
+    bad.events[0].data.SetInParent()  # a Value with no kind: the request checks refuse it
+    answers = []
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(iter([good, good, bad, good]), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            for resp in call:
+                answers += resp.results
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].data" in err.value.details()
+    assert [a.WhichOneof("result") for a in answers] == ["receipt", "receipt"]
+    with voltorch.Client(server.target, timeout=10) as c:
+        assert len(list(c.events.list("pub.unreadable"))) == 2
+
+
+def test_the_async_publisher_cancelled(server: VoltorchServer) -> None:
+    async def main() -> tuple[PublishResult, BaseException]:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            p = AsyncPublisher(ch)
+            first = await (await p.publish("pub.async.cancel", {"i": 0}))
+            await p.cancel()
+            try:
+                await p.publish("pub.async.cancel", {"i": 1})
+            except (CancelledError, ValueError) as exc:
+                return first, exc
+            raise AssertionError("a cancelled publisher took another event")
+
+    first, refused = asyncio.run(main())
+    assert isinstance(refused, (CancelledError, ValueError))
+    with voltorch.Client(server.target, timeout=10) as c:
+        assert [e.sequence for e in c.events.list("pub.async.cancel")] == [first.sequence]
+
+
+def test_a_request_without_events_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
+    good = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.empty")] * 3)
+    answers = []
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(
+            iter([good, events_pb2.PublishStreamRequest(), good]), timeout=30
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            for resp in call:
+                answers += resp.results
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events" in err.value.details()
+    assert [a.WhichOneof("result") for a in answers] == ["receipt"] * 3
+
+
+def test_large_events_queued_together_go_in_requests_under_the_message_limit(client: voltorch.Client) -> None:
+    """12 events of ~600 kB queued at once are ~7 MB: more than the server's 4 MiB message limit, so the
+    publisher must split what it sends together."""
+    blob = "x" * 600_000
+    with client.events.publisher() as p:
+        futures = [p.publish("pub.large", {"i": i, "blob": blob}) for i in range(12)]
+    seqs = [f.result(30).sequence for f in futures]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 12
