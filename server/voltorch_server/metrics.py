@@ -120,6 +120,7 @@ class Metrics:
         # Events
         # Counted in a plain dict on the publish path (under the database's writer lock), read at collection.
         self._published: dict[str, int] = {}
+        self._domain_of: dict[str, str] = {}  # event type -> its domain in voltorch.events.published
         m.create_observable_counter(
             "voltorch.events.published",
             [self._published_totals],
@@ -368,10 +369,29 @@ class Metrics:
         return observe
 
     def event_published(self, event_type: str) -> None:
-        """One event appended (called by the event log's listener, serialised by the writer lock)."""
+        """One event appended (serialised by the writer lock, as the event log's listeners are)."""
+        domain = self._domain_of.get(event_type)
+        if domain is None:
+            domain = self._domain(event_type)
+        self._published[domain] = self._published.get(domain, 0) + 1
+
+    def event_heard(self, event: Any) -> None:
+        """The event log's listener (called for every committed event): event_published(event.type),
+        without a call between them. The domain of each type is looked up once (a step's six events
+        are of a handful of types)."""
+        event_type = event.type
+        domain = self._domain_of.get(event_type)
+        if domain is None:
+            domain = self._domain(event_type)
+        self._published[domain] = self._published.get(domain, 0) + 1
+
+    def _domain(self, event_type: str) -> str:
         domain = event_type.split(".", 1)[0]
         domain = domain if domain in _DOMAINS else "custom"
-        self._published[domain] = self._published.get(domain, 0) + 1
+        if len(self._domain_of) >= 1024:  # custom types are the publishers' to name: bounded
+            self._domain_of.clear()
+        self._domain_of[event_type] = domain
+        return domain
 
     def _published_totals(self, _: CallbackOptions) -> Iterable[Observation]:
         for domain, n in list(self._published.items()):
@@ -628,6 +648,14 @@ class PlainGauge:
 
     def set(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
         self._values[tuple(sorted(attributes.items())) if attributes else ()] = value
+
+    @staticmethod
+    def key(attributes: Mapping[str, Any] | None) -> tuple:
+        """The key of an attribute set (a caller on a hot path keeps it for set_at)."""
+        return tuple(sorted(attributes.items())) if attributes else ()
+
+    def set_at(self, value: float, key: tuple) -> None:
+        self._values[key] = value
 
     def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, dict(key)) for key, v in list(self._values.items())]

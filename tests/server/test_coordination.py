@@ -558,6 +558,22 @@ def test_no_capable_agent_is_a_failed_precondition(engine):
         engine.request(CoordinationRequest(task="t", source_agent_id="a", required_capabilities=("x",)))
 
 
+def test_the_agent_found_capable_last_time_is_asked_again_not_trusted(engine):
+    """The plan asks first the agent it found capable last time: once that agent is gone or has lost the
+    capability, the request is still checked against every agent."""
+    engine.register_agent("a", kind="function", capabilities=["x"], runtime=echo("a"))
+    engine.request(CoordinationRequest(task="t", required_capabilities=("x",)))
+    engine.update_capabilities("a", ["y"])
+    with pytest.raises(FailedPrecondition) as exc:
+        engine.request(CoordinationRequest(task="t", required_capabilities=("x",)))
+    assert exc.value.reason == "NO_CAPABLE_AGENT"
+    engine.register_agent("b", kind="function", capabilities=["x"], runtime=echo("b"))
+    engine.request(CoordinationRequest(task="t", required_capabilities=("x",)))
+    engine.unregister_agent("b", force=True)
+    with pytest.raises(FailedPrecondition):
+        engine.request(CoordinationRequest(task="t", required_capabilities=("x",)))
+
+
 def test_request_id_makes_requests_idempotent(engine):
     engine.register_agent("a", kind="function", runtime=echo("a"))
     req = CoordinationRequest(task="t", source_agent_id="a", request_id="req-1")

@@ -85,6 +85,7 @@ def test_helpers_components_call_feed_getmetrics(client: voltorch.Client, server
     metrics.record_agent_task("a1", 0.3, success=True)
     metrics.record_agent_task("a1", 0.9, success=False)
     metrics.agent_load.set(2, {"agent.id": "a1"})
+    metrics.agent_load.set_at(3, metrics.agent_load.key({"agent.id": "a2"}))  # the dispatcher's way
     metrics.record_llm_call("gpt-test", 100, 20, 0.4)
     m = client.metrics(["voltorch.*", "gen_ai.*"])
     assert m.value("voltorch.workflows.started") >= 2
@@ -96,6 +97,7 @@ def test_helpers_components_call_feed_getmetrics(client: voltorch.Client, server
     assert m.value("voltorch.agent.tasks", {"agent.id": "a1", "outcome": "success"}) == 1
     assert m.value("voltorch.agent.tasks", {"agent.id": "a1", "outcome": "failure"}) == 1
     assert m.value("voltorch.agent.load", {"agent.id": "a1"}) == 2
+    assert m.value("voltorch.agent.load", {"agent.id": "a2"}) == 3
     assert m.value("voltorch.coordinations", {"mode": "parallel"}) == 1
     tokens = {"gen_ai.request.model": "gpt-test"}
     assert m.value("voltorch.llm.tokens", {**tokens, "gen_ai.token.type": "input"}) == 100

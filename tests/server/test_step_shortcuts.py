@@ -271,3 +271,29 @@ def test_a_selections_stored_text_is_its_json(engines: Engines, db) -> None:
             c.selection.to_dict(), separators=(",", ":"), allow_nan=False, ensure_ascii=False
         )
         assert row[0] == expected
+
+
+def test_a_new_coordinations_live_record_has_every_field_in_order(engines: Engines) -> None:
+    """A coordination's live record (the engine's Run) is made without its dataclass __init__: every field
+    is there, in the class's order, with the defaults the constructor gives."""
+    release = threading.Event()
+
+    def hold(task: AgentTask, cancel: CancelSignal) -> str:
+        release.wait(WAIT)
+        return "done"
+
+    coordination = engines.coordination
+    coordination.register_agent("holds", kind="function", capabilities=("hold",), runtime=hold)
+    c = coordination.request(CoordinationRequest(task="t", required_capabilities=("hold",)))
+    try:
+        run = coordination.runs.live[c.id]
+        names = [f.name for f in fields(run)]
+        assert list(vars(run)) == names
+        defaults = {f.name: f.default for f in fields(run) if f.default is not f.default_factory}
+        untouched = ("output", "structured_output", "error", "end_time", "final", "unwritten")
+        for name in untouched:
+            assert getattr(run, name) == defaults[name], name
+        assert run.results == {} and not run.done.is_set()
+    finally:
+        release.set()
+    assert coordination.wait(c.id, WAIT).output == "done"

@@ -63,6 +63,39 @@ def test_a_chain_with_a_fan_out_runs_and_reads_back_nested(engines: Engines) -> 
     assert existing and again.id == started.id
 
 
+def test_steps_declared_before_what_they_wait_for_still_run_in_dependency_order(engines: Engines) -> None:
+    """`advance` makes one pass over a graph whose template order is topological; a template that names a
+    step before its dependencies (or before the condition gating it) is walked again until nothing moves."""
+    from voltorch_server.components.coordination import CoordinationCondition
+    from voltorch_server.components.workflows import ConditionSpec
+
+    wf = engines.workflows
+    gate = ConditionSpec("first", CoordinationCondition(contains="FIRST"), then_steps=("gated",))
+    wf.register_template(
+        Template(
+            name="backwards",
+            steps=(  # a condition completes as it starts: what it makes ready comes before it here
+                StepSpec("last", task("last"), depends_on=("gated",)),
+                StepSpec("gated", task("gated")),
+                StepSpec("gate", gate, depends_on=("first",)),
+                StepSpec("first", task("first")),
+            ),
+        )
+    )
+    started, _ = wf.start_execution("backwards")
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert {s.step_id: s.output for s in done.steps} == {
+        "last": "LAST",
+        "gated": "GATED",
+        "gate": "true",
+        "first": "FIRST",
+    }
+    by_step = {s.step_id: s for s in done.steps}
+    assert by_step["gated"].start_time >= by_step["gate"].end_time
+    assert by_step["last"].start_time >= by_step["gated"].end_time
+
+
 def test_signals_and_durable_timers_are_kept_in_the_database(engines: Engines) -> None:
     wf = engines.workflows
     wf.register_template(

@@ -424,6 +424,8 @@ def test_graph_cycles_sinks_and_branch_edges():
     assert g.deps["b"] == ("c",) and g.branches["b"] == (("c", "then"),)
     assert g.sinks() == ["b"] and g.ancestors("b") == {"a", "c"}
     assert find_cycle(g) is None
+    assert g.topological  # every step listed after the steps it waits for
+    assert not build_graph((steps[0], steps[2], steps[1])).topological  # b before the condition c
     loop = (
         StepSpec("x", A("x", capabilities=("e",)), depends_on=("y",)),
         StepSpec("y", A("y", capabilities=("e",)), depends_on=("x",)),

@@ -63,9 +63,10 @@ class DeltaStream:
         self._timers = timers
         # The stream's lock, taken as a plain RLock (a Condition's `with` is two Python calls: an agent writes
         # its text piece by piece), and the condition on the same lock, notified when the sender is done
-        # (flush() waits for that).
+        # (flush() waits for that): made by the first flush() that has to wait (a step's stream, whose
+        # text is held for its outcome, never does).
         self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
+        self._idle: threading.Condition | None = None
         self._pending: list[str] = []
         self._size = 0
         self._offset = 0
@@ -122,7 +123,10 @@ class DeltaStream:
                 self._flush_locked()
         self._send()
         with self._lock:
-            self._idle.wait_for(self._idle_locked)
+            if not self._idle_locked():
+                if self._idle is None:
+                    self._idle = threading.Condition(self._lock)
+                self._idle.wait_for(self._idle_locked)
 
     def drain(self) -> list[dict[str, Any]]:
         """With `hold`: every batch not published yet, the rest of the text included (the caller writes
@@ -219,7 +223,8 @@ class DeltaStream:
                     batch, self._outbox = self._outbox, []
                     if not batch:
                         self._sending = False
-                        self._idle.notify_all()
+                        if self._idle is not None:
+                            self._idle.notify_all()
                         return
                 try:
                     for d in batch:
@@ -231,5 +236,6 @@ class DeltaStream:
         except BaseException:
             with self._lock:
                 self._sending = False
-                self._idle.notify_all()
+                if self._idle is not None:
+                    self._idle.notify_all()
             raise

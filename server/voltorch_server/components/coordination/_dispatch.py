@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -62,6 +62,12 @@ def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
     `pending`: tasks given to each endpoint in this scan, not yet asking its limiter."""
     limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
     return limiter is None or limiter.has_room(pending.get(id(limiter), 0))
+
+
+@lru_cache(maxsize=4096)
+def _load_key(agent_id: str) -> tuple:
+    """The agent-load gauge's key of an agent: PlainGauge.key({"agent.id": agent_id}), made once."""
+    return (("agent.id", agent_id),)
 
 
 class Dispatcher:
@@ -178,10 +184,10 @@ class Dispatcher:
             else:
                 views = [a.view(now_mono) for a in self.agents.values()]
                 ranked = rank(views, run.caps, key[2])
-                if not any(
-                    not c.reason.startswith("missing capability") and c.agent_id not in key[2]
-                    for c, _ in ranked
-                ):
+                for c, _ in ranked:  # a loop: a generator left unfinished is closed by an exception
+                    if not c.reason.startswith("missing capability") and c.agent_id not in key[2]:
+                        break
+                else:
                     self._fail_unplaceable(
                         tx,
                         after,
@@ -259,7 +265,7 @@ class Dispatcher:
         run = unit.run
         now = time.time()
         state.load += 1
-        self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
+        self.observed.metrics.agent_load.set_at(state.load, _load_key(state.id))
         state.last_dispatch = next(self._dispatch_seq)
         unit.attempt += 1
         unit.agent_id = state.id
@@ -284,7 +290,7 @@ class Dispatcher:
             "position": unit.position,
         }
         # the selection's JSON as its row column has it (encoded once), not its candidates encoded again
-        raw = {"selection": run.selection_text(selection)} if selection is not None else None
+        raw = {"selection": run.selection_text(selection, self.runs.texts)} if selection is not None else None
         if selection is None:
             data["selection"] = None
         if run.status == "queued":
@@ -545,7 +551,7 @@ class Dispatcher:
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:
             state.load = max(0, state.load - 1)
-            self.observed.metrics.agent_load.set(state.load, {"agent.id": state.id})
+            self.observed.metrics.agent_load.set_at(state.load, _load_key(state.id))
         unit.agent_id = None
 
     def requeue(

@@ -29,12 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Outcome, TokenUsage, ToolSpec
+from ...agents.base import Latch, Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ...frozen import made
 from ...handoffs import handed_off
 from ...json_encoders import encoder
 from ...priority import Priority
@@ -70,12 +71,14 @@ from ._model import (
     check_name,
 )
 from ._registry import AgentRegistry
-from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash
+from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash, small_list_json
 from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
 _dumps = encoder()  # json.dumps(value), its encoder made once
+
+
 COMMIT_WAIT = 5.0  # seconds get() waits for a finished coordination's COMMIT (it follows at once)
 _TERMINAL_EVENTS = frozenset(
     ("coordination.completed", "coordination.failed", "coordination.cancelled", "coordination.timed_out")
@@ -140,6 +143,7 @@ class CoordinationEngine(Component):
         self.budget_check: Callable[[str, TokenUsage], None] | None = None
         self._lock = threading.RLock()
         self.agents: dict[str, AgentState] = {}
+        self._capable: dict[frozenset[str], str] = {}  # capabilities -> the agent _plan found with them
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(store, events, self._lock, self.runs, self.owner)
         self.dispatcher = Dispatcher(
@@ -291,7 +295,7 @@ class CoordinationEngine(Component):
         agent, `Placed.inline` is that task, for the caller to run in its own thread after the commit
         (run_inline) and record with complete_in(): no hand-off to the agent pool. The caller runs
         run_after(placed.after) once `tx` has committed."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
             if not self.dispatcher.running:  # stopped since prepare(): the caller asks again later
                 return Placed(prepared.id, None, after, written=False)
@@ -310,7 +314,7 @@ class CoordinationEngine(Component):
         """Record an inline task's outcome inside the caller's transaction; the coordination as it stands
         then (terminal when that was its last task, or cancelled / timed out meanwhile), or None when the
         engine no longer knows it (restarted: it re-runs it). Run run_after() on the After once committed."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
             return self.dispatcher.complete(tx, after, task, outcome), after
 
@@ -338,7 +342,8 @@ class CoordinationEngine(Component):
         now = time.time()
         ids = trace_ids_from(req.traceparent) if req.traceparent else current_trace()
         plan = p.plan
-        run = Run(
+        run = made(  # Run(...) without its dataclass __init__: every field, in order, defaults included
+            Run,
             id=cid,
             request_id=req.request_id,
             mode=req.mode,
@@ -359,8 +364,21 @@ class CoordinationEngine(Component):
             step_id=req.step_id,
             create_time=now,
             plan=list(plan),
+            status="queued",
             participants=list(plan),
             attempts=[0] * len(plan),
+            results={},
+            output="",
+            structured_output=None,
+            error=None,
+            selection=None,
+            start_time=None,
+            end_time=None,
+            units={},
+            done=Latch(),
+            final=None,
+            unwritten=None,
+            _selection_text=None,
         )
         run.unwritten = {  # inserted with its state once dispatched (Journal.write_new)
             "request_id": req.request_id,
@@ -368,9 +386,9 @@ class CoordinationEngine(Component):
             "mode": run.mode,
             "source_agent_id": run.source,
             "target_agent_id": req.target_agent_id,
-            "requested_agent_ids": _dumps(list(req.agent_ids)),
-            "plan": _dumps(plan),
-            "required_capabilities": _dumps(list(run.caps)),
+            "requested_agent_ids": small_list_json(tuple(req.agent_ids)),
+            "plan": small_list_json(tuple(plan)),
+            "required_capabilities": small_list_json(run.caps),
             "task": run.task,
             "context": p.context_raw,
             "priority": int(priority),
@@ -434,7 +452,7 @@ class CoordinationEngine(Component):
         check_capabilities(tuple(req.required_capabilities), "required_capabilities")
         if not isinstance(req.context, dict):
             raise InvalidArgument("context", "must be a JSON object", reason="VALUE_INVALID")
-        context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES)
+        context_raw = check_json(req.context, "context", MAX_CONTEXT_BYTES) if req.context else "{}"
         try:
             priority = Priority.of(req.priority)
         except ValueError:
@@ -505,7 +523,19 @@ class CoordinationEngine(Component):
         if "" in plan:
             named = {a for a in (src, *plan) if a}
             wanted = frozenset(caps)
-            if not any(a.id not in named and wanted.issubset(a.capabilities) for a in self.agents.values()):
+            # the agent found capable last time is asked first (the others are the same agents each time)
+            hint = self.agents.get(self._capable.get(wanted, ""))
+            if hint is not None and hint.id not in named and wanted.issubset(hint.capabilities):
+                return plan
+            capable = next(
+                (a for a in self.agents.values() if a.id not in named and wanted.issubset(a.capabilities)),
+                None,
+            )
+            if capable is not None:
+                if len(self._capable) >= 256:
+                    self._capable.clear()
+                self._capable[wanted] = capable.id
+            else:
                 needs = f"capabilities {', '.join(caps)}" if caps else "any capability"
                 raise FailedPrecondition(
                     f"no registered agent (other than those named) has {needs}",
@@ -587,6 +617,8 @@ class CoordinationEngine(Component):
     def _heard(self, e: Any) -> None:
         """Every committed event (this replica's and, on a shared database, the others'): wakes waiters of
         a coordination that ended, and notes agent changes and hand-overs for the timer thread. Quick."""
+        if not self._waiters and not self.shared:  # nobody to wake, no other replica to follow
+            return
         # The type first: an event's data is decoded only when read (most events here are none of these).
         type_ = e.type
         handed = type_ == "coordination.handed_over"

@@ -9,10 +9,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from ...frozen import made
 from ...storage import Tx
 from ..events import EventLog, prepare_own
 from ..shared import AgingQueue
-from ._runs import SOURCE, After, Run, Unit
+from ._runs import SOURCE, After, Run, SelectionTexts, Unit
 from ._store_port import CoordinationPort
 
 log = logging.getLogger("voltorch.coordination")
@@ -34,6 +35,7 @@ class RunTable:
         self.live: dict[str, Run] = {}
         self.queue: AgingQueue[Unit] = AgingQueue(aging)
         self.deadlines: list[tuple[float, str]] = []
+        self.texts = SelectionTexts()  # the selections' JSON, their candidates' parts kept
 
     def position(self, run: Run) -> int:
         """1-based place of a queued coordination among the queued ones (0 when not queued)."""
@@ -78,7 +80,7 @@ class Journal:
     def txn(self, *, group: bool = False) -> Iterator[tuple[Tx, After]]:
         """A transaction with the engine lock held inside it; after-commit work runs unlocked. `group`: it
         may share its COMMIT with concurrent ones (SQLite's `write(group=True)`; the caller holds no lock)."""
-        after = After()
+        after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         try:
             with self.db.write(group=group) as tx, self.lock:
                 yield tx, after
@@ -93,7 +95,7 @@ class Journal:
         insert (write_new) carries them."""
         if run.unwritten is not None:
             return
-        if not self.store.update(tx, run.row(), self.owner):
+        if not self.store.update(tx, run.row(self.runs.texts), self.owner):
             raise Moved(run)
 
     def forget(self, run: Run) -> None:
@@ -139,7 +141,7 @@ class Journal:
         """Insert a new coordination's row as it stands now (its fixed columns and its current state)."""
         fixed, run.unwritten = run.unwritten, None
         if fixed is not None:
-            self.store.insert(tx, {**run.row(), **fixed})
+            self.store.insert(tx, {**run.row(self.runs.texts), **fixed})
 
     def emit(
         self,

@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from ...agents.base import NO_USAGE, Agent, AgentError, AgentTask, CancelSignal, Latch, Outcome, TokenUsage
@@ -40,28 +41,42 @@ _encode = encoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)  #
 _hashed = encoder(sort_keys=True, default=str)  # a request's digest (json.dumps' defaults)
 
 
-_candidate_texts: dict[int, tuple[Candidate, str]] = {}  # id -> (the candidate, kept alive; its JSON)
+@lru_cache(maxsize=1024)
+def small_list_json(items: tuple[Any, ...]) -> str:
+    """json.dumps(list(items)) for the few short lists a coordination's row repeats (its plan, capabilities,
+    participants, attempt counts): made once per distinct list. Only for str and int items (True == 1 and
+    1.0 == 1 would find each other's text)."""
+    return _dumps(list(items))
 
 
-def _candidate_text(c: Candidate) -> str:
-    kept = _candidate_texts.get(id(c))
-    if kept is not None and kept[0] is c:
-        return kept[1]
-    text = _encode(c.to_dict())
-    if len(_candidate_texts) >= 4096:  # a few new ones a step: forget them all now and then
-        _candidate_texts.clear()
-    _candidate_texts[id(c)] = (c, text)
-    return text
+class SelectionTexts:
+    """Selections as JSON, their candidates' parts kept: what `_encode(sel.to_dict())` writes. An agent's
+    candidate is the same (frozen) object from one dispatch to the next while nothing it shows changes
+    (selection.rank), and its floats (`repr` of each score, rate and latency) are the costliest part of
+    a selection's JSON. Owned by the engine's run table (guarded by the engine lock, as the runs are)."""
 
+    __slots__ = ("_kept",)
 
-def _selection_json(sel: Selection) -> str:
-    """What _encode(sel.to_dict()) writes, its candidates' parts kept: an agent's candidate is the same
-    (frozen) object from one dispatch to the next while nothing it shows changes (selection.rank)."""
-    candidates = ",".join([_candidate_text(c) for c in sel.candidates])
-    return (
-        f'{{"selected_agent_ids":{_encode(list(sel.selected_agent_ids))},"candidates":[{candidates}],'
-        f'"explanation":{_encode(sel.explanation)}}}'
-    )
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[Candidate, str]] = {}  # id -> (the candidate, kept alive; its JSON)
+
+    def candidate(self, c: Candidate) -> str:
+        kept = self._kept.get(id(c))
+        if kept is not None and kept[0] is c:
+            return kept[1]
+        text = _encode(c.to_dict())
+        if len(self._kept) >= 4096:  # a few new ones a step: forget them all now and then
+            self._kept.clear()
+        self._kept[id(c)] = (c, text)
+        return text
+
+    def of(self, sel: Selection) -> str:
+        candidate = self.candidate
+        candidates = ",".join([candidate(c) for c in sel.candidates])
+        return (
+            f'{{"selected_agent_ids":{_encode(list(sel.selected_agent_ids))},"candidates":[{candidates}],'
+            f'"explanation":{_encode(sel.explanation)}}}'
+        )
 
 
 @dataclass(eq=False)
@@ -148,29 +163,29 @@ class Run:
             ctx["previous_agent_id"] = prev.agent_id
         return ctx
 
-    def row(self) -> dict[str, Any]:
+    def row(self, texts: SelectionTexts) -> dict[str, Any]:
         return {
             "id": self.id,
             "status": self.status,
-            "agent_ids": _dumps(self.participants),
-            "attempts": _dumps(self.attempts),
+            "agent_ids": small_list_json(tuple(self.participants)),
+            "attempts": small_list_json(tuple(self.attempts)),
             "results": _compact([self.results[i].to_dict() for i in sorted(self.results)]),
             "output": self.output,
             "structured_output": None if self.structured_output is None else _compact(self.structured_output),
             "error": _dumps(self.error.to_dict()) if self.error else None,
-            "selection": None if self.selection is None else self.selection_text(self.selection),
+            "selection": None if self.selection is None else self.selection_text(self.selection, texts),
             "start_time": self.start_time,
             "end_time": self.end_time,
         }
 
-    def selection_text(self, sel: Selection) -> str:
+    def selection_text(self, sel: Selection, texts: SelectionTexts) -> str:
         """A selection as JSON, encoded once when it is the run's: its column and the event that announces
         it (coordination.started) carry the same text, and the row is written again with every change of
         the coordination (a selection lists every candidate)."""
         cached = self._selection_text
         if cached is not None and cached[0] is sel:
             return cached[1]
-        text = _selection_json(sel)
+        text = texts.of(sel)
         if sel is self.selection:
             self._selection_text = (sel, text)
         return text

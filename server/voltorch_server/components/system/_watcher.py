@@ -166,7 +166,7 @@ class Watcher(Component):
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._published: dict[str, HealthStatus] = {}
-        events.add_listener(lambda e: metrics.event_published(e.type))
+        events.add_listener(metrics.event_heard)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

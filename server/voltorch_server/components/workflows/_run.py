@@ -32,6 +32,7 @@ from opentelemetry import trace
 
 from ...agents.base import NO_USAGE, TokenUsage
 from ...errors import ResourceExhausted, VoltorchError
+from ...frozen import made
 from ...handoffs import handed_off
 from ...metrics import Metrics
 from ...priority import Priority
@@ -385,7 +386,7 @@ class ExecutionRun:
                 assert not open_tx
                 yield None
                 return
-            b = self._batch = _Batch()
+            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
             if open_tx:
                 try:
                     with self.host.db.write(group=True) as tx:  # a COMMIT shared with other steps'
@@ -449,7 +450,7 @@ class ExecutionRun:
         """begin() inside the caller's transaction (the one that writes the new execution: its start and
         its first steps' commit with it); returns what to call once that transaction has committed."""
         with self.lock:
-            b = self._batch = _Batch()
+            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
             try:
                 self._begin(event, (), data)
             finally:
@@ -604,9 +605,13 @@ class ExecutionRun:
     # -- scheduling ----------------------------------------------------------------------------------------
 
     def advance(self) -> None:
-        """Start every step whose dependencies allow it, skip what cannot run, finish when all are done."""
+        """Start every step whose dependencies allow it, skip what cannot run, finish when all are done.
+        In a graph whose order is topological one pass is enough: starting or skipping a step can only
+        make ready the steps after it, which the same pass comes to (a retry falling due meanwhile has
+        its own timer); otherwise passes repeat until one changes nothing."""
         with self._transaction():
             progress = True
+            again = not self.graph.topological
             while progress and self.status == RUNNING:
                 progress = False
                 now = time.time()
@@ -632,8 +637,16 @@ class ExecutionRun:
                         self._attempt(sid)
                     elif rec.status == RUNNING and sid in self.children:
                         progress = self._pump(sid) or progress
-            if self.status == RUNNING and all(self.records[s].status in STEP_DONE for s in self.graph.order):
-                self._complete()
+                progress = progress and again
+            # From the end: the last steps are the last to finish, the first one not done ends the look. A
+            # loop, not all() over a generator: one left unfinished is closed by throwing GeneratorExit in.
+            if self.status == RUNNING:
+                records = self.records
+                for s in reversed(self.graph.order):
+                    if records[s].status not in STEP_DONE:
+                        break
+                else:
+                    self._complete()
 
     def _readiness(self, sid: str) -> tuple[str, str]:
         deps = self.graph.deps[sid]
@@ -649,8 +662,12 @@ class ExecutionRun:
             if bool(c.structured) != (branch == "then"):
                 other = "else" if branch == "then" else "then"
                 return SKIP, f"condition {cond_id} took the {other} branch"
-        if deps and all(self.records[d].status == SKIPPED for d in deps):
-            return SKIP, "every dependency was skipped"
+        if deps:
+            for d in deps:  # (a loop: see advance)
+                if self.records[d].status != SKIPPED:
+                    break
+            else:
+                return SKIP, "every dependency was skipped"
         return RUN, ""
 
     def _skip(self, rec: StepRecord, why: str) -> None:
@@ -908,7 +925,8 @@ class ExecutionRun:
 
     def _submit(self, rec: StepRecord, call: AgentCall, known_cid: str) -> None:
         spec = self._spec_of(rec)
-        ctx = AttemptContext(
+        ctx = made(  # AttemptContext(...) without its frozen __init__: every field, in order
+            AttemptContext,
             request_id=f"wf/{self.id}/{rec.step_id}/{rec.attempts}",
             correlation_id=self.correlation_id,
             priority=self.priority,
@@ -1460,11 +1478,17 @@ class ExecutionRun:
                     **context,
                     "dependencies": {self._item_id(d): self._value(self.records[d]) for d in deps},
                 }
-            return AgentCall(
+            # AgentCall(...) without its frozen __init__: every field, in order
+            return made(
+                AgentCall,
                 task=render(kind.task, scope),
+                mode="sequential",
+                source_agent_id="",
                 target_agent_id=render(kind.agent_id, scope),
+                agent_ids=(),
                 capabilities=tuple(c for c in (render(c, scope).strip() for c in kind.capabilities) if c),
                 context=context,
+                condition=None,
                 json_output=kind.json_output,
                 fallback_to_any_agent=kind.fallback_to_any_agent,
             )

@@ -210,7 +210,11 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
     """Map a terminal coordination to the attempt's result."""
     status = _status(c)
     results = list(getattr(c, "results", ()) or ())
-    agent_id = next((r.agent_id for r in reversed(results) if getattr(r, "agent_id", "")), "")
+    agent_id = ""
+    for r in reversed(results):  # a loop: a generator left unfinished is closed by an exception thrown in
+        if getattr(r, "agent_id", ""):
+            agent_id = r.agent_id
+            break
     usage = sum((r.usage for r in results if isinstance(getattr(r, "usage", None), TokenUsage)), NO_USAGE)
     if status == "completed":
         structured = c.structured_output
@@ -227,7 +231,16 @@ def outcome(c: Any, call: AgentCall) -> AttemptResult:
                     coordination_id=c.id,
                     usage=usage,
                 )
-        return AttemptResult(c.output or "", structured, None, agent_id, c.id, usage)
+        # AttemptResult(...) without its frozen __init__: every field, in order
+        return made(
+            AttemptResult,
+            output=c.output or "",
+            structured=structured,
+            error=None,
+            agent_id=agent_id,
+            coordination_id=c.id,
+            usage=usage,
+        )
     err = getattr(c, "error", None)
     if status == "timed_out":
         error = TaskError("TIMEOUT", getattr(err, "message", "") or "coordination timed out", True)

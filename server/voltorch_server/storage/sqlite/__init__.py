@@ -2,6 +2,7 @@
 thread, background checkpoints), named migrations, integrity checks, read-only inspection and the
 owner lock that keeps a second server off the file."""
 
+from . import _params  # noqa: F401  (None bound without sqlite3's adapter search; see the module)
 from .db import Database, Tx
 from .integrity import IntegrityResult, check_connection, check_file, connect_read_only
 from .migrations import MIGRATIONS, migrate

@@ -18,6 +18,9 @@ from .._serial_writes import engine_writes
 _ENCODE = encoder(separators=(",", ":"), ensure_ascii=False)  # one encoder, not one per call
 
 
+_text = str.__str__  # a status (StrEnum) as the plain str it is: bound as such, not offered to adapters
+
+
 def _j(v: Any) -> str | None:
     return None if v is None else _ENCODE(v)
 
@@ -47,7 +50,7 @@ def _step_row(execution_id: str, s: StepRecord) -> tuple:
         s.parent_id,
         s.position,
         s.name,
-        s.status,
+        _text(s.status),
         s.attempts,
         s.output,
         _j(s.structured),
@@ -111,6 +114,8 @@ class SqlExecutions:
         for k in ("result", "error", "usage"):
             if k in values:
                 values[k] = _j(values[k])
+        if isinstance(values.get("status"), str):
+            values["status"] = _text(values["status"])
         sets = ", ".join(f"{k} = ?" for k in values)
         sql, args = f"UPDATE workflow_executions SET {sets} WHERE id = ?", (*values.values(), execution_id)
         if epoch is not None:  # fenced: only while the execution is still at the writer's epoch

@@ -15,6 +15,9 @@ class Graph:
     dependents: dict[str, tuple[str, ...]]
     # step -> [(condition step id, "then" | "else")] for steps listed in a condition's branches
     branches: dict[str, tuple[tuple[str, str], ...]]
+    # every step after all the steps it waits for in `order`: one pass in that order starts whatever the
+    # steps before it made ready (the workflow's `advance`)
+    topological: bool = False
 
     def sinks(self) -> list[str]:
         """Steps nobody depends on, in template order."""
@@ -49,11 +52,13 @@ def build(steps: tuple[StepSpec, ...]) -> Graph:
     for step_id, ds in deps.items():
         for d in ds:
             dependents[d].append(step_id)
+    at = {s: i for i, s in enumerate(ids)}
     return Graph(
         order=tuple(ids),
         deps={k: tuple(v) for k, v in deps.items()},
         dependents={k: tuple(v) for k, v in dependents.items()},
         branches={k: tuple(v) for k, v in branches.items()},
+        topological=all(at[d] < at[s] for s, ds in deps.items() for d in ds),
     )
 
 
