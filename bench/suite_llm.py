@@ -114,10 +114,11 @@ def _fresh_limiter(client: voltorch.Client) -> None:
 
 
 def _storage(client: voltorch.Client) -> dict[str, float]:
-    """The storage component's counters: commits, and the writer lock's held and COMMIT seconds (SQLite)."""
+    """The storage component's counters: commits, and the writer lock's held, COMMIT and holder's CPU seconds,
+    its holds and the sqlite3 calls in them (SQLite)."""
     for c in client.orchestrator.health(refresh=True).components:
         if c.name == "storage":
-            keys = ("commits", "writer_held", "commit_time")
+            keys = ("commits", "writer_held", "commit_time", "writer_cpu", "writer_holds", "writer_calls")
             return {k: float(v) for k, v in c.details.items() if k in keys}
     return {}
 
@@ -136,6 +137,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     stub.stats(reset=True)
     began, began_wall = time.monotonic(), time.time()
     cpu0, stub_cpu0, store0 = srv.cpu_seconds(), stub.cpu_seconds(), _storage(client)
+    switches0 = srv.context_switches()
     ended: set[str] = set()
     all_ended = threading.Event()
     ids: set[str] = set()
@@ -167,6 +169,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     starts = [e.create_time.timestamp() for e in done if e.create_time is not None]
     wall = max(ends) - min(starts) if ends and starts else time.monotonic() - began
     server_cpu = srv.cpu_seconds() - cpu0
+    switches = srv.context_switches() - switches0
     stub_cpu = stub.cpu_seconds() - stub_cpu0
     stats = stub.stats()
     calls = max(1, stats["served"] + stats["rejected"])
@@ -180,9 +183,12 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     print(
         f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
         f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"
-        f" call), stub CPU {stub_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
+        f" call, {switches / calls:.0f} context switches), stub CPU {stub_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
         f" writer lock held {store.get('writer_held', float('nan')) * 1e3 / calls:.2f} ms (COMMIT"
-        f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}); peak {stats['peak_in_flight']};"
+        f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}, holder's CPU"
+        f" {store.get('writer_cpu', float('nan')) * 1e3 / calls:.2f}; sqlite3 calls per hold"
+        f" {store.get('writer_calls', float('nan')) / max(1, store.get('writer_holds', 0)):.1f});"
+        f" peak {stats['peak_in_flight']};"
         f" 429s {stats['rejected']}; limiter: {endpoint}",
         flush=True,
     )

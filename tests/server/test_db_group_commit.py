@@ -289,6 +289,27 @@ def test_the_storage_details_say_how_long_the_writer_lock_was_held_and_in_commit
     assert after["commit_time"] > before["commit_time"]  # a COMMIT with synchronous=FULL: an fsync
     assert after["writer_held"] - before["writer_held"] >= after["commit_time"] - before["commit_time"]
     assert after["writer_waited"] >= before["writer_waited"]
+    # one hold (outermost), its holder's CPU, and its sqlite3 calls: BEGIN, the INSERT, COMMIT
+    assert after["writer_holds"] == before["writer_holds"] + 1
+    assert after["writer_calls"] == before["writer_calls"] + 3
+    assert 0 < after["writer_cpu"] - before["writer_cpu"] <= after["writer_held"] - before["writer_held"]
+
+
+def test_a_nested_write_is_counted_in_its_outer_hold(db: Database) -> None:
+    """Counters of holds: a write() inside a write() (an after-commit callback's) is the same hold."""
+    storage = Storage(db)
+    before = storage.details()
+
+    def again() -> None:
+        with db.write() as inner:
+            inner.execute("INSERT INTO t (v) VALUES ('b')")
+
+    with db.write() as tx:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+        tx.after_commit(again)
+    after = storage.details()
+    assert after["writer_holds"] == before["writer_holds"] + 1
+    assert after["writer_calls"] >= before["writer_calls"] + 5  # two INSERTs, BEGIN, COMMIT, and the inner's
 
 
 def test_an_insert_alone_commits_the_open_group_first_and_is_its_own_transaction(db: Database) -> None:

@@ -82,9 +82,14 @@ class Storage(Component):
         out["commits"] = self.db.commits + (self.shared.commits if self.shared is not None else 0)
         out["handoffs"] = handoffs()
         # Where the writer lock's time goes (seconds; SQLite): held close to the wall time is the bound.
-        for key in ("writer_waited", "writer_held", "commit_time"):
+        # The holds' count, their holder's own CPU (held minus CPU: waiting, for the GIL or a core) and
+        # sqlite3 calls.
+        for key in ("writer_waited", "writer_held", "commit_time", "writer_cpu"):
             if hasattr(self.db, key):
                 out[key] = round(getattr(self.db, key), 6)
+        for key in ("writer_holds", "writer_calls"):
+            if hasattr(self.db, key):
+                out[key] = getattr(self.db, key)
         if self.shared is not None:
             out["shared"] = "postgresql"  # not its DSN: that may hold a password
         return out

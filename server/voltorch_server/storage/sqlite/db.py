@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Any, Protocol, TypeVar
 
 from ...handoffs import handed_off
@@ -92,20 +92,23 @@ class Lease(Protocol):
 class Tx:
     """An open write transaction."""
 
-    __slots__ = ("conn", "_before", "_after", "unwritten", "error")
+    __slots__ = ("conn", "_before", "_after", "unwritten", "error", "calls")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.calls = 0  # sqlite3 calls made through it (each releases the GIL: a chance to lose it)
         self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
         self.error: BaseException | None = None  # its after-commit callbacks' failure (a shared COMMIT)
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
+        self.calls += 1
         return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[tuple | list | dict]) -> sqlite3.Cursor:
         """One prepared statement run for every row, without a Python round trip per row."""
+        self.calls += 1
         return self.conn.executemany(sql, rows)
 
     def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
@@ -118,6 +121,7 @@ class Tx:
         per = max(1, _MAX_PARAMETERS // width)
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
+            self.calls += 1
             self.conn.execute(_rows_sql(head, len(chunk), width, tail), list(chain(*chunk)))
 
     def before_commit(self, fn: Callable[[], None]) -> None:
@@ -135,6 +139,7 @@ class Tx:
 
     def counter(self, name: str) -> int:
         """The newest number AUTOINCREMENT gave table `name` (the writer lock keeps it ours)."""
+        self.calls += 1
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
@@ -208,6 +213,12 @@ class Database:
         self.writer_waited = 0.0
         self.writer_held = 0.0
         self.commit_time = 0.0
+        # Of the writer lock's holds (outermost `write()`s): how many, the holder's own CPU in them (far
+        # below writer_held: the holder waited, for the GIL or a CPU) and the sqlite3 calls made in them
+        # (each releases the GIL, so each is a chance to wait for it again).
+        self.writer_holds = 0
+        self.writer_cpu = 0.0
+        self.writer_calls = 0
         self._group: _Group | None = None  # parts done, their COMMIT not yet run (writer lock held to change)
         self._asking: list[None] = []  # one entry per thread waiting for the writer lock (append/pop: atomic)
         self._depth = 0  # the writer lock's re-entrant holds (changed only by its holder)
@@ -240,8 +251,9 @@ class Database:
         finally:  # counted only while waiting: a part leaves its transaction open only for a real writer
             asking.pop()
         self._depth += 1
-        began = perf_counter()
+        began, cpu = perf_counter(), thread_time()
         conn = self._writer
+        tx: Tx | None = None
         mine: _Group | None = None  # the group holding this part, once it is done
         try:
             if self._closed:
@@ -253,7 +265,7 @@ class Database:
                 shared = None
             tx = Tx(conn)
             if shared is None:
-                conn.execute("BEGIN IMMEDIATE")
+                tx.execute("BEGIN IMMEDIATE")
             else:
                 self._in_group(shared, "SAVEPOINT part")
             try:
@@ -262,7 +274,7 @@ class Database:
                     fn()
             except BaseException:
                 if shared is None:
-                    conn.execute("ROLLBACK")
+                    tx.execute("ROLLBACK")
                 else:  # this part only: the others' stay, to be committed
                     self._in_group(shared, "ROLLBACK TO part", "RELEASE part")
                 raise
@@ -281,9 +293,14 @@ class Database:
                 self._commit_group(open_group)  # nobody to take it on (or full): commit it now
             self.writer_waited += began - asked
             self.writer_held += perf_counter() - began
+            if tx is not None:
+                self.writer_calls += tx.calls
+            if self._depth == 1:  # the outermost hold (a nested one's CPU and calls are in it)
+                self.writer_holds += 1
+                self.writer_cpu += thread_time() - cpu
             self._depth -= 1
             self._lock.release()
-        assert mine is not None  # the other paths returned or raised
+        assert mine is not None and tx is not None  # the other paths returned or raised
         if not mine.committed.is_set():
             mine.committed.wait()  # a writer that was waiting took the transaction on; it commits
         if mine.error is not None:
@@ -294,6 +311,7 @@ class Database:
     def _commit(self, tx: Tx) -> None:
         """COMMIT a transaction of one part, then its callbacks (writer lock held)."""
         committing = perf_counter()
+        self.writer_calls += 1
         try:
             self._writer.execute("COMMIT")
         except BaseException:
@@ -315,6 +333,7 @@ class Database:
         fails (its state is not known any more), and so does this part."""
         try:
             for sql in statements:
+                self.writer_calls += 1
                 self._writer.execute(sql)
         except BaseException as exc:
             self._fail_group(group, exc)
@@ -333,6 +352,7 @@ class Database:
         a failed COMMIT is every part's error, a failing callback its part's."""
         self._group = None
         committing = perf_counter()
+        self.writer_calls += 1
         try:
             self._writer.execute("COMMIT")
         except BaseException as exc:
