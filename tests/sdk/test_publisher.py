@@ -227,3 +227,12 @@ def test_large_events_queued_together_go_in_requests_under_the_message_limit(cli
         futures = [p.publish("pub.large", {"i": i, "blob": blob}) for i in range(12)]
     seqs = [f.result(30).sequence for f in futures]
     assert seqs == sorted(seqs) and len(set(seqs)) == 12
+
+
+def test_a_publisher_publishes_after_the_events_component_restarted(client: voltorch.Client) -> None:
+    """stop() then start() (the watcher's restart) leaves the log taking publishers' streams again."""
+    client.restart_component("events", reason="test")
+    with client.events.publisher() as p:
+        fut = p.publish("pub.restarted", {"i": 1})
+    assert fut.result(10).sequence > 0
+    assert [e.data for e in client.events.list("pub.restarted")] == [{"i": 1}]
