@@ -101,14 +101,63 @@ def test_many_events_through_a_small_window(client: voltorch.Client) -> None:
     assert sum(1 for _ in client.events.list("pub.many", page_size=1000)) == n
 
 
-def test_cancel_fails_the_unanswered_and_refuses_more(client: voltorch.Client) -> None:
-    p = client.events.publisher()
-    done = p.publish("pub.cancel", {"i": 0})
-    done.result(10)
-    p.cancel()
-    with pytest.raises((CancelledError, ValueError)):
-        p.publish("pub.cancel", {"i": 1})
-    assert [e.data for e in client.events.list("pub.cancel")] == [{"i": 0}]
+class _Hold:
+    """Holds the server's publishing once an event of `type` is committed (in an EventLog listener, which
+    runs before the stream answers): what is published meanwhile waits unanswered until release()."""
+
+    def __init__(self, server: VoltorchServer, type: str):
+        self.events, self.type = server.runtime.events, type
+        self.holding, self.released = threading.Event(), threading.Event()
+
+    def _listener(self, e: Event) -> None:
+        if e.type == self.type:
+            self.holding.set()
+            self.released.wait(30)
+
+    def __enter__(self) -> _Hold:
+        self.events.add_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.released.set()
+        self.events.remove_listener(self._listener)
+
+
+def test_cancel_fails_the_unanswered_and_refuses_more(server: VoltorchServer) -> None:
+    with voltorch.Client(server.target, timeout=10) as client:
+        p = client.events.publisher()
+        done = p.publish("pub.cancel", {"i": 0})
+        done.result(10)
+        with _Hold(server, "pub.cancel.hold") as hold:
+            held = p.publish("pub.cancel.hold", {"i": 1})
+            assert hold.holding.wait(10)
+            unanswered = [p.publish("pub.cancel", {"i": i}) for i in range(2, 5)]
+            p.cancel()
+            for fut in [held, *unanswered]:
+                with pytest.raises(CancelledError):
+                    fut.result(10)
+        with pytest.raises((CancelledError, ValueError)):
+            p.publish("pub.cancel", {"i": 5})
+        assert {"i": 5} not in [e.data for e in client.events.list("pub.cancel")]
+
+
+def test_futures_cancelled_while_unanswered_leave_the_others_answered(server: VoltorchServer) -> None:
+    """A caller's Future.cancel() cannot stop the reader: the event is on its way, so cancel() refuses and
+    every future is answered; close() returns."""
+    with voltorch.Client(server.target, timeout=10) as client:
+        p = client.events.publisher(max_pending=8)
+        with _Hold(server, "pub.fcancel.hold") as hold:
+            futures = [p.publish("pub.fcancel.hold", {"i": 0})]
+            assert hold.holding.wait(10)
+            futures += [p.publish("pub.fcancel", {"i": i}) for i in range(1, 6)]
+            assert not any([f.cancel() for f in futures[1:4]])
+        futures += [p.publish("pub.fcancel", {"i": i}) for i in range(6, 30)]  # needs the released room
+        p.close(timeout=10)
+        seqs = [f.result(10).sequence for f in futures]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 30
 
 
 def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> None:
@@ -188,21 +237,71 @@ def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server:
 
 
 def test_the_async_publisher_cancelled(server: VoltorchServer) -> None:
-    async def main() -> tuple[PublishResult, BaseException]:
+    async def main() -> tuple[PublishResult, list[BaseException | PublishResult], BaseException]:
         async with grpc.aio.insecure_channel(server.target) as ch:
             p = AsyncPublisher(ch)
             first = await (await p.publish("pub.async.cancel", {"i": 0}))
-            await p.cancel()
+            with _Hold(server, "pub.async.cancel.hold") as hold:
+                unanswered = [await p.publish("pub.async.cancel.hold", {"i": 1})]
+                assert await asyncio.to_thread(hold.holding.wait, 10)
+                unanswered += [await p.publish("pub.async.cancel", {"i": i}) for i in range(2, 5)]
+                await p.cancel()
+                outcomes = await asyncio.gather(*unanswered, return_exceptions=True)
             try:
-                await p.publish("pub.async.cancel", {"i": 1})
+                await p.publish("pub.async.cancel", {"i": 5})
             except (CancelledError, ValueError) as exc:
-                return first, exc
+                return first, outcomes, exc
             raise AssertionError("a cancelled publisher took another event")
 
-    first, refused = asyncio.run(main())
+    first, outcomes, refused = asyncio.run(main())
+    assert all(isinstance(o, CancelledError) for o in outcomes) and len(outcomes) == 4
     assert isinstance(refused, (CancelledError, ValueError))
     with voltorch.Client(server.target, timeout=10) as c:
-        assert [e.sequence for e in c.events.list("pub.async.cancel")] == [first.sequence]
+        assert {"i": 5} not in [e.data for e in c.events.list("pub.async.cancel")]
+        assert [e.sequence for e in c.events.list("pub.async.cancel")][0] == first.sequence
+
+
+def test_async_futures_cancelled_while_unanswered_leave_the_others_answered(server: VoltorchServer) -> None:
+    async def main() -> list[PublishResult | BaseException]:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            p = AsyncPublisher(ch, max_pending=8)
+            with _Hold(server, "pub.afcancel.hold") as hold:
+                futures = [await p.publish("pub.afcancel.hold", {"i": 0})]
+                assert await asyncio.to_thread(hold.holding.wait, 10)
+                futures += [await p.publish("pub.afcancel", {"i": i}) for i in range(1, 6)]
+                for f in futures[1:4]:
+                    f.cancel()
+            futures += [await p.publish("pub.afcancel", {"i": i}) for i in range(6, 30)]  # needs the room
+            await asyncio.wait_for(p.close(), 10)
+            return await asyncio.gather(*futures, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert [type(o) for o in outcomes[1:4]] == [asyncio.CancelledError] * 3
+    answered = [o for i, o in enumerate(outcomes) if not 1 <= i < 4]
+    assert all(isinstance(o, PublishResult) for o in answered) and len(answered) == 27
+
+
+def test_the_async_publisher_stops_sending_when_the_server_ends_the_call(tmp_path: Path) -> None:
+    """The server ending the call also ends grpc.aio's task that waits for requests to send."""
+    config = Config(host="127.0.0.1", port=0, db=str(tmp_path / "v.db"), shutdown_grace=0.5)
+    srv = VoltorchServer(config).start()
+
+    async def main() -> int:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            p = AsyncPublisher(ch)
+            await (await p.publish("pub.async.end", {}))
+            await asyncio.to_thread(srv.stop, 0.5)
+            with pytest.raises(UnavailableError):
+                for _ in range(1000):  # until the ended stream refuses (bounded)
+                    await (await p.publish("pub.async.end", {}))
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            _, pending = await asyncio.wait(others, timeout=10) if others else (set(), set())
+            return len(pending)
+
+    try:
+        assert asyncio.run(main()) == 0
+    finally:
+        srv.stop()
 
 
 def test_a_request_without_events_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
