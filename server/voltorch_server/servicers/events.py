@@ -14,8 +14,9 @@ from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument, Unavailable
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
+from ._inbox import Inbox
 from ._status import error_parts
-from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pump
+from ._streams import POLL_SECONDS, Batching, Coalescing, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
