@@ -176,9 +176,9 @@ def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> 
         p.close(timeout=10)
 
 
-def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServer) -> None:
-    """Without the SDK: each response answers the oldest unanswered requests, and a half-close ends the
-    call once all are answered."""
+def test_the_raw_stream_answers_every_event_in_request_order(server: VoltorchServer) -> None:
+    """Without the SDK: the responses answer the requests' events in order, and a half-close ends the call
+    once all are answered."""
     reqs = [events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.raw")]) for _ in range(150)]
     reqs[7].events[0].type = ""
     reqs[9].events.extend(events_pb2.Event(type="pub.raw") for _ in range(50))  # 51 events in one request
@@ -196,6 +196,27 @@ def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServe
     )
     seqs = [a.receipt.sequence for i, a in enumerate(answers) if i != 7]
     assert seqs == sorted(seqs) and len(set(seqs)) == 199
+
+
+def test_an_event_without_trace_context_takes_the_streams(server: VoltorchServer) -> None:
+    """The proto's promise: an event carrying no trace context gets the stream's (the call's traceparent);
+    one carrying its own keeps it."""
+    call_trace, own_trace = "1" * 32, "2" * 32
+    untraced = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.traced")])
+    traced = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.traced")])
+    traced.events[0].trace_context.traceparent = f"00-{own_trace}-{'3' * 16}-01"
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(
+            iter([untraced, traced, untraced]),
+            metadata=(("traceparent", f"00-{call_trace}-{'4' * 16}-01"),),
+            timeout=30,
+        )
+        answers = [r for resp in call for r in resp.results]
+    assert [a.WhichOneof("result") for a in answers] == ["receipt"] * 3
+    with voltorch.Client(server.target, timeout=10) as c:
+        logged = list(c.events.list("pub.traced"))
+    assert [e.trace_id for e in logged] == [call_trace, own_trace, call_trace]
+    assert logged[1].span_id == "3" * 16
 
 
 def test_the_async_publisher(server: VoltorchServer) -> None:
