@@ -382,11 +382,11 @@ async def _paced_publish(
     Returns (events published since, their rate). `stream`: over one PublishStream call instead
     (`_paced_stream`)."""
     async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as ch:
+        schedule = _Schedule(rate, warmup, duration, measure, begin)
         if stream:
-            return await _paced_stream(ch, reqs, rate, warmup, duration, sent, measure, begin, started)
+            return await _paced_stream(ch, reqs, schedule, sent, started)
         publish = ch.unary_unary(PUBLISH_METHOD)
         pending: deque[Any] = deque()
-        schedule = _Schedule(rate, warmup, duration, measure, begin)
         async for i in schedule.due(len(reqs)):
             while pending and pending[0].done():
                 pending.popleft().result()
@@ -411,12 +411,8 @@ async def _paced_publish(
 async def _paced_stream(
     ch: grpc.aio.Channel,
     reqs: list[bytes],
-    rate: float,
-    warmup: float,
-    duration: float,
+    schedule: _Schedule,
     sent: dict[int, int],
-    measure: Callable[[], None],
-    begin: Callable[[int], None],
     started: Callable[[int], None] | None,
 ) -> tuple[int, float]:
     """`_paced_publish` over one PublishStream call: reqs[i] written at start + i / rate (a PublishRequest's
@@ -438,7 +434,6 @@ async def _paced_stream(
             room.set()
 
     reader = asyncio.ensure_future(read())
-    schedule = _Schedule(rate, warmup, duration, measure, begin)
     async for i in schedule.due(len(reqs)):
         while i - answered >= MAX_IN_FLIGHT and not reader.done():
             room.clear()
