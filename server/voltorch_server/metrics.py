@@ -280,9 +280,9 @@ class Metrics:
         keys = self._usage_keys.get(template)
         if keys is None:
             keys = self._usage_keys[template] = (
-                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "input"}),
-                PlainCounter.key({"template": template, GEN_AI_TOKEN_TYPE: "output"}),
-                PlainCounter.key({"template": template}),
+                series_key({"template": template, GEN_AI_TOKEN_TYPE: "input"}),
+                series_key({"template": template, GEN_AI_TOKEN_TYPE: "output"}),
+                series_key({"template": template}),
             )
         if used.prompt_tokens:
             self.workflow_tokens.add_at(used.prompt_tokens, keys[0])
@@ -309,7 +309,7 @@ class Metrics:
         kept = self._coordinations.get((status, mode))
         if kept is None:
             attrs = {"status": status, "mode": mode} if mode else {"status": status}
-            kept = (PlainCounter.key(attrs), self.coordination_duration.series(attrs))
+            kept = (series_key(attrs), self.coordination_duration.series(attrs))
             self._coordinations[(status, mode)] = kept
         self.coordinations.add_at(1, kept[0])
         kept[1].add(duration)
@@ -319,7 +319,7 @@ class Metrics:
         kept = self._agent_tasks.get((agent_id, success))
         if kept is None:
             attrs = {"agent.id": agent_id, "outcome": "success" if success else "failure"}
-            kept = (PlainCounter.key(attrs), self.agent_task_duration.series(attrs))
+            kept = (series_key(attrs), self.agent_task_duration.series(attrs))
             self._agent_tasks[(agent_id, success)] = kept
         self.agent_tasks.add_at(1, kept[0])
         kept[1].add(duration)
@@ -368,17 +368,10 @@ class Metrics:
 
         return observe
 
-    def event_published(self, event_type: str) -> None:
-        """One event appended (serialised by the writer lock, as the event log's listeners are)."""
-        domain = self._domain_of.get(event_type)
-        if domain is None:
-            domain = self._domain(event_type)
-        self._published[domain] = self._published.get(domain, 0) + 1
-
     def event_heard(self, event: Any) -> None:
-        """The event log's listener (called for every committed event): event_published(event.type),
-        without a call between them. The domain of each type is looked up once (a step's six events
-        are of a handful of types)."""
+        """The event log's listener (called for every committed event, serialised by the writer lock):
+        counts it by domain. The domain of each type is looked up once (a step's six events are of a
+        handful of types)."""
         event_type = event.type
         domain = self._domain_of.get(event_type)
         if domain is None:
@@ -596,6 +589,12 @@ def plain_histograms() -> dict[str, PlainHistogram]:
     }
 
 
+def series_key(attributes: Mapping[str, Any] | None) -> tuple:
+    """The key of an attribute set in the plain instruments (a caller on a hot path keeps it for
+    `add_at` / `set_at`)."""
+    return tuple(sorted(attributes.items())) if attributes else ()
+
+
 class PlainCounter:
     """A counter summed in a dict (a lock and an addition per `add`, against ~9 µs for the SDK's Counter.add)
     and reported by an observable counter at collection, as `voltorch.events.published` is."""
@@ -606,12 +605,7 @@ class PlainCounter:
         meter.create_observable_counter(name, [self._observe], unit=unit, description=description)
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
-        self.add_at(amount, self.key(attributes))
-
-    @staticmethod
-    def key(attributes: Mapping[str, Any] | None) -> tuple:
-        """The key of an attribute set (a caller on a hot path keeps it for add_at)."""
-        return tuple(sorted(attributes.items())) if attributes else ()
+        self.add_at(amount, series_key(attributes))
 
     def add_at(self, amount: float, key: tuple) -> None:
         with self._lock:
@@ -631,7 +625,7 @@ class _LlmCallSeries:
     def __init__(self, metrics: Metrics, model: str, operation: str, error_type: str):
         base = {GEN_AI_REQUEST_MODEL: model, GEN_AI_OPERATION: operation}
         tokens_in, tokens_out = {**base, GEN_AI_TOKEN_TYPE: "input"}, {**base, GEN_AI_TOKEN_TYPE: "output"}
-        self.input_key, self.output_key = PlainCounter.key(tokens_in), PlainCounter.key(tokens_out)
+        self.input_key, self.output_key = series_key(tokens_in), series_key(tokens_out)
         self.input = metrics.llm_token_usage.series(tokens_in)
         self.output = metrics.llm_token_usage.series(tokens_out)
         self.duration = metrics.llm_duration.series(
@@ -647,12 +641,7 @@ class PlainGauge:
         meter.create_observable_gauge(name, [self._observe], unit=unit, description=description)
 
     def set(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
-        self._values[tuple(sorted(attributes.items())) if attributes else ()] = value
-
-    @staticmethod
-    def key(attributes: Mapping[str, Any] | None) -> tuple:
-        """The key of an attribute set (a caller on a hot path keeps it for set_at)."""
-        return tuple(sorted(attributes.items())) if attributes else ()
+        self._values[series_key(attributes)] = value
 
     def set_at(self, value: float, key: tuple) -> None:
         self._values[key] = value

@@ -4,9 +4,11 @@ on both backends."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
+import voltorch_server.storage.sqlite  # noqa: F401  # registers the None adapter
 from engines import Engines, build
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template
 from voltorch_server.storage import Database
@@ -54,3 +56,12 @@ def test_none_is_null_and_a_status_is_its_text(engines: Engines, db: Database) -
             "SELECT typeof(status) AS k FROM workflow_steps WHERE execution_id = ? AND step_id = 'a'", (e.id,)
         )
         assert kind["k"] == "text"
+
+
+def test_the_sqlite_backend_registers_its_null_adapter() -> None:
+    """The point of storage/sqlite/_params.py: None is found in sqlite3's adapter registry (no failed
+    search per NULL parameter) and still binds as NULL."""
+    adapter = sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+    assert adapter(None) is None
+    with sqlite3.connect(":memory:") as conn:
+        assert conn.execute("SELECT ? IS NULL", (None,)).fetchone() == (1,)

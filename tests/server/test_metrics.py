@@ -18,7 +18,7 @@ from voltorch_server.agents.base import TokenUsage
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.system import MetricCollector, Sample
 from voltorch_server.config import Config
-from voltorch_server.metrics import SCOPE, Metrics, _views
+from voltorch_server.metrics import SCOPE, Metrics, _views, series_key
 
 
 def test_rpc_and_event_metrics_move_with_work(client: voltorch.Client) -> None:
@@ -85,7 +85,7 @@ def test_helpers_components_call_feed_getmetrics(client: voltorch.Client, server
     metrics.record_agent_task("a1", 0.3, success=True)
     metrics.record_agent_task("a1", 0.9, success=False)
     metrics.agent_load.set(2, {"agent.id": "a1"})
-    metrics.agent_load.set_at(3, metrics.agent_load.key({"agent.id": "a2"}))  # the dispatcher's way
+    metrics.agent_load.set_at(3, series_key({"agent.id": "a2"}))  # the dispatcher's way
     metrics.record_llm_call("gpt-test", 100, 20, 0.4)
     m = client.metrics(["voltorch.*", "gen_ai.*"])
     assert m.value("voltorch.workflows.started") >= 2

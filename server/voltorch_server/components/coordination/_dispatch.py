@@ -24,6 +24,7 @@ from ...config import Config
 from ...errors import Unavailable
 from ...frozen import made, replaced
 from ...handoffs import handed_off
+from ...metrics import series_key
 from ...storage import Tx
 from ...telemetry import context_from, current_trace, internal_span
 from ..events import NewEvent, Prepared, prepare_own
@@ -66,8 +67,8 @@ def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
 
 @lru_cache(maxsize=4096)
 def _load_key(agent_id: str) -> tuple:
-    """The agent-load gauge's key of an agent: PlainGauge.key({"agent.id": agent_id}), made once."""
-    return (("agent.id", agent_id),)
+    """The agent-load gauge's key of an agent, made once."""
+    return series_key({"agent.id": agent_id})
 
 
 class Dispatcher:
