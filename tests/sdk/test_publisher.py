@@ -14,6 +14,7 @@ from voltorch import AsyncPublisher, Event, NewEvent, PublishResult
 from voltorch.errors import CancelledError, InvalidArgumentError, UnavailableError
 from voltorch.v1 import events_pb2, events_pb2_grpc
 from voltorch_server.app import VoltorchServer
+from voltorch_server.components.events import Event as LoggedEvent
 from voltorch_server.config import Config
 
 BOTH_BACKENDS = True  # every test with a `server` runs on SQLite and on PostgreSQL (tests/conftest.py)
@@ -109,7 +110,7 @@ class _Hold:
         self.events, self.type = server.runtime.events, type
         self.holding, self.released = threading.Event(), threading.Event()
 
-    def _listener(self, e: Event) -> None:
+    def _listener(self, e: LoggedEvent) -> None:
         if e.type == self.type:
             self.holding.set()
             self.released.wait(30)
