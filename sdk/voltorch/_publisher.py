@@ -93,7 +93,8 @@ class Publisher:
     future raises InvalidArgumentError (naming the field) and the stream goes on. If the stream fails
     (server stopping, network), every unanswered future raises that error (they may or may not have been
     appended: give events ids to republish safely) and later publish() calls raise it at once.
-    At most `max_pending` events wait for their answer; publish() blocks for room beyond that.
+    At most `max_pending` events wait for their answer; publish() blocks for room beyond that. A future
+    cannot be cancelled (the event is already on its way; `cancel()` returns False): cancel the publisher.
     `close()` (or leaving the `with` block) waits for every answer and ends the call.
     """
 
