@@ -34,7 +34,7 @@ import threading
 import time
 from argparse import Namespace
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,6 +311,56 @@ def _live_delivery(srv: ServerProcess, n_subs: int, args: Any, payload: int) -> 
     return delivered / (w1 - w0), (cpu1 - cpu0) / delivered * 1e6 if delivered else float("nan")
 
 
+class _Schedule:
+    """The open loop both pacers keep: event i is due at start + i / rate, however long a call takes.
+    measure() runs on another thread when the warm-up ends; the measured window starts when it returns,
+    and begin(i) names the first event in it."""
+
+    def __init__(
+        self,
+        rate: float,
+        warmup: float,
+        duration: float,
+        measure: Callable[[], None],
+        begin: Callable[[int], None],
+    ):
+        self.loop = asyncio.get_running_loop()
+        self.interval = 1.0 / rate
+        self.start = self.loop.time()
+        self.end_warm, self.end = self.start + warmup, self.start + warmup + duration
+        self.measure, self.begin = measure, begin
+        self.readings: asyncio.Future | None = None
+        self.first_measured: int | None = None
+        self.t_measured = 0.0
+        self.count = 0  # events sent (the caller's body ran for each)
+
+    async def due(self, n: int) -> AsyncIterator[int]:
+        """0, 1, ... n - 1, each at its time, until the window ends."""
+        loop = self.loop
+        for i in range(n):
+            now = loop.time()
+            if now >= self.end:
+                return
+            if self.readings is None and now >= self.end_warm:
+                self.readings = loop.run_in_executor(None, self.measure)
+            if self.first_measured is None and self.readings is not None and self.readings.done():
+                self.readings.result()
+                self.first_measured, self.t_measured = i, now
+                self.begin(i)
+            due = self.start + i * self.interval
+            if due > now:
+                await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
+            yield i
+            self.count = i + 1
+
+    def achieved(self) -> tuple[int, float]:
+        """(events sent in the measured window, their rate)."""
+        published = self.count - (self.first_measured or 0)
+        if self.first_measured is None:
+            return published, 0.0
+        return published, published / (self.loop.time() - self.t_measured)
+
+
 async def _paced_publish(
     target: str,
     reqs: list[bytes],
@@ -331,31 +381,13 @@ async def _paced_publish(
     10-subscriber window); the window starts when it returns: begin(i) names the first event in it.
     Returns (events published since, their rate). `stream`: over one PublishStream call instead
     (`_paced_stream`)."""
-    interval = 1.0 / rate
-    loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as ch:
+        schedule = _Schedule(rate, warmup, duration, measure, begin)
         if stream:
-            return await _paced_stream(ch, reqs, rate, warmup, duration, sent, measure, begin, started)
+            return await _paced_stream(ch, reqs, schedule, sent, started)
         publish = ch.unary_unary(PUBLISH_METHOD)
         pending: deque[Any] = deque()
-        start = loop.time()
-        end_warm, end = start + warmup, start + warmup + duration
-        first_measured, t_measured = None, 0.0
-        readings: asyncio.Future | None = None
-        i = 0
-        while i < len(reqs):
-            now = loop.time()
-            if now >= end:
-                break
-            if readings is None and now >= end_warm:
-                readings = loop.run_in_executor(None, measure)
-            if first_measured is None and readings is not None and readings.done():
-                readings.result()
-                first_measured, t_measured = i, now
-                begin(i)
-            due = start + i * interval
-            if due > now:
-                await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
+        async for i in schedule.due(len(reqs)):
             while pending and pending[0].done():
                 pending.popleft().result()
             if len(pending) >= MAX_IN_FLIGHT:
@@ -370,9 +402,7 @@ async def _paced_publish(
                     return await publish(reqs[i], timeout=30)
 
                 pending.append(asyncio.ensure_future(call()))
-            i += 1
-        published = i - (first_measured or 0)
-        achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
+        published, achieved = schedule.achieved()
         for f in pending:
             await f
     return published, achieved
@@ -381,19 +411,13 @@ async def _paced_publish(
 async def _paced_stream(
     ch: grpc.aio.Channel,
     reqs: list[bytes],
-    rate: float,
-    warmup: float,
-    duration: float,
+    schedule: _Schedule,
     sent: dict[int, int],
-    measure: Callable[[], None],
-    begin: Callable[[int], None],
     started: Callable[[int], None] | None,
 ) -> tuple[int, float]:
     """`_paced_publish` over one PublishStream call: reqs[i] written at start + i / rate (a PublishRequest's
     bytes are a PublishStreamRequest's: field 1 both), at most MAX_IN_FLIGHT unanswered; a task reads the
     answers."""
-    interval = 1.0 / rate
-    loop = asyncio.get_running_loop()
     call = ch.stream_stream(
         PUBLISH_STREAM_METHOD, response_deserializer=pb.PublishStreamResponse.FromString
     )()
@@ -410,24 +434,7 @@ async def _paced_stream(
             room.set()
 
     reader = asyncio.ensure_future(read())
-    start = loop.time()
-    end_warm, end = start + warmup, start + warmup + duration
-    first_measured, t_measured = None, 0.0
-    readings: asyncio.Future | None = None
-    i = 0
-    while i < len(reqs):
-        now = loop.time()
-        if now >= end:
-            break
-        if readings is None and now >= end_warm:
-            readings = loop.run_in_executor(None, measure)
-        if first_measured is None and readings is not None and readings.done():
-            readings.result()
-            first_measured, t_measured = i, now
-            begin(i)
-        due = start + i * interval
-        if due > now:
-            await asyncio.sleep(due - now)  # pacing the publisher, not synchronisation
+    async for i in schedule.due(len(reqs)):
         while i - answered >= MAX_IN_FLIGHT and not reader.done():
             room.clear()
             await room.wait()  # the server fell far behind: wait (the rate shows it)
@@ -435,9 +442,7 @@ async def _paced_stream(
         if started is not None:
             started(i)
         await call.write(reqs[i])
-        i += 1
-    published = i - (first_measured or 0)
-    achieved = published / (loop.time() - t_measured) if first_measured is not None else 0.0
+    published, achieved = schedule.achieved()
     await call.done_writing()
     await reader
     return published, achieved

@@ -13,7 +13,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,8 +48,43 @@ def _ended_early(unanswered: int) -> UnavailableError:
     )
 
 
-def _request(events: list[events_pb2.Event]) -> events_pb2.PublishStreamRequest:
-    return events_pb2.PublishStreamRequest(events=events)
+def _pack(
+    first: events_pb2.Event, get_nowait: Callable[[], Any], empty: type[Exception]
+) -> tuple[events_pb2.PublishStreamRequest, Any]:
+    """`first` and what was queued meanwhile (`get_nowait` until `empty`) as one request: one message, one
+    hand-off in the server. Also returns what was taken but not sent (the next request's first, or _END)."""
+    events, size = [first], first.ByteSize()
+    more: Any = None
+    while len(events) < REQUEST_EVENTS:
+        try:
+            more = get_nowait()
+        except empty:
+            return events_pb2.PublishStreamRequest(events=events), None
+        if more is _END:
+            break
+        size += more.ByteSize()
+        if size > REQUEST_BYTES:
+            break  # `more` opens the next request
+        events.append(more)
+        more = None
+    return events_pb2.PublishStreamRequest(events=events), more
+
+
+def _resolve(
+    fut: Future[PublishResult] | asyncio.Future[PublishResult], answer: events_pb2.PublishResult
+) -> None:
+    """Settle an event's future from its answer (one its caller cancelled meanwhile stays cancelled)."""
+    if fut.done():
+        return
+    outcome = publish_outcome_from_pb(answer)
+    if isinstance(outcome, PublishError):
+        fut.set_exception(refused(outcome))
+    else:
+        fut.set_result(outcome)
+
+
+def _reader_failed(exc: BaseException) -> VoltorchError:
+    return VoltorchError(f"the publisher stopped reading answers: {exc!r}")
 
 
 class Publisher:
@@ -58,7 +93,8 @@ class Publisher:
     future raises InvalidArgumentError (naming the field) and the stream goes on. If the stream fails
     (server stopping, network), every unanswered future raises that error (they may or may not have been
     appended: give events ids to republish safely) and later publish() calls raise it at once.
-    At most `max_pending` events wait for their answer; publish() blocks for room beyond that.
+    At most `max_pending` events wait for their answer; publish() blocks for room beyond that. A future
+    cannot be cancelled (the event is already on its way; `cancel()` returns False): cancel the publisher.
     `close()` (or leaving the `with` block) waits for every answer and ends the call.
     """
 
@@ -82,28 +118,14 @@ class Publisher:
         self._reader.start()
 
     def _requests(self) -> Iterator[events_pb2.PublishStreamRequest]:
-        """What was queued meanwhile goes in one request: one message, one hand-off in the server."""
         outbox = self._outbox
         more: Any = None  # taken but not sent yet
         while True:
             first = outbox.get() if more is None else more
             if first is _END:
                 return
-            events, size, more = [first], first.ByteSize(), None
-            while len(events) < REQUEST_EVENTS:
-                try:
-                    more = outbox.get_nowait()
-                except queue.Empty:
-                    more = None
-                    break
-                if more is _END:
-                    break
-                size += more.ByteSize()
-                if size > REQUEST_BYTES:
-                    break  # `more` opens the next request
-                events.append(more)
-                more = None
-            yield _request(events)
+            request, more = _pack(first, outbox.get_nowait, queue.Empty)
+            yield request
 
     def publish(
         self,
@@ -139,6 +161,7 @@ class Publisher:
         req = _event_pb(event)
         self._room.acquire()
         fut: Future[PublishResult] = Future()
+        fut.set_running_or_notify_cancel()  # the event is on its way: cancel() returns False, it is answered
         with self._lock:
             if self._failure is not None or self._closing:
                 self._room.release()
@@ -155,15 +178,14 @@ class Publisher:
                     with self._lock:
                         fut = self._pending.popleft()
                     self._room.release()
-                    outcome = publish_outcome_from_pb(r)
-                    if isinstance(outcome, PublishError):
-                        fut.set_exception(refused(outcome))
-                    else:
-                        fut.set_result(outcome)
+                    _resolve(fut, r)
         except grpc.RpcError as err:
             failure = from_rpc_error(err)
         except IndexError:  # more answers than requests: a server bug, never silently
             failure = VoltorchError("the server answered more events than were published")
+        except Exception as exc:  # whatever stops the reader, no future is left hanging
+            failure = _reader_failed(exc)
+            self._call.cancel()
         with self._lock:
             left = list(self._pending)
             self._pending.clear()
@@ -174,7 +196,8 @@ class Publisher:
             self._failure = failure or ValueError("the publisher is closed")
         self._outbox.put(_END)  # grpc's thread sending the requests stops waiting for more
         for fut in left:
-            fut.set_exception(self._failure)
+            if not fut.done():
+                fut.set_exception(self._failure)
             self._room.release()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -247,21 +270,8 @@ class AsyncPublisher:
             first = await outbox.get() if more is None else more
             if first is _END:
                 return
-            events, size, more = [first], first.ByteSize(), None
-            while len(events) < REQUEST_EVENTS:
-                try:
-                    more = outbox.get_nowait()
-                except asyncio.QueueEmpty:
-                    more = None
-                    break
-                if more is _END:
-                    break
-                size += more.ByteSize()
-                if size > REQUEST_BYTES:
-                    break  # `more` opens the next request
-                events.append(more)
-                more = None
-            yield _request(events)
+            request, more = _pack(first, outbox.get_nowait, asyncio.QueueEmpty)
+            yield request
 
     async def publish(self, type: str, data: Any = None, **fields: Any) -> asyncio.Future[PublishResult]:
         """Queue one event (the arguments of EventsClient.publish); waits only for room."""
@@ -286,11 +296,7 @@ class AsyncPublisher:
                 for r in resp.results:
                     fut = self._pending.popleft()
                     self._room.release()
-                    outcome = publish_outcome_from_pb(r)
-                    if isinstance(outcome, PublishError):
-                        fut.set_exception(refused(outcome))
-                    else:
-                        fut.set_result(outcome)
+                    _resolve(fut, r)
         except grpc.RpcError as err:
             failure = from_rpc_error(err)
             if self._closing and failure.code == grpc.StatusCode.CANCELLED:
@@ -299,6 +305,9 @@ class AsyncPublisher:
             failure = CancelledError("the publisher was cancelled before the event was answered")
         except IndexError:
             failure = VoltorchError("the server answered more events than were published")
+        except Exception as exc:  # whatever stops the reader, no future is left hanging
+            failure = _reader_failed(exc)
+            self._call.cancel()
         left = list(self._pending)
         self._pending.clear()
         if failure is None and left:
@@ -308,6 +317,7 @@ class AsyncPublisher:
             if not fut.done():
                 fut.set_exception(self._failure)
             self._room.release()
+        self._outbox.put_nowait(_END)  # grpc.aio's task sending the requests stops waiting for more
 
     async def flush(self) -> None:
         """Wait until every event published so far is answered."""

@@ -14,6 +14,7 @@ from voltorch import AsyncPublisher, Event, NewEvent, PublishResult
 from voltorch.errors import CancelledError, InvalidArgumentError, UnavailableError
 from voltorch.v1 import events_pb2, events_pb2_grpc
 from voltorch_server.app import VoltorchServer
+from voltorch_server.components.events import Event as LoggedEvent
 from voltorch_server.config import Config
 
 BOTH_BACKENDS = True  # every test with a `server` runs on SQLite and on PostgreSQL (tests/conftest.py)
@@ -101,14 +102,63 @@ def test_many_events_through_a_small_window(client: voltorch.Client) -> None:
     assert sum(1 for _ in client.events.list("pub.many", page_size=1000)) == n
 
 
-def test_cancel_fails_the_unanswered_and_refuses_more(client: voltorch.Client) -> None:
-    p = client.events.publisher()
-    done = p.publish("pub.cancel", {"i": 0})
-    done.result(10)
-    p.cancel()
-    with pytest.raises((CancelledError, ValueError)):
-        p.publish("pub.cancel", {"i": 1})
-    assert [e.data for e in client.events.list("pub.cancel")] == [{"i": 0}]
+class _Hold:
+    """Holds the server's publishing once an event of `type` is committed (in an EventLog listener, which
+    runs before the stream answers): what is published meanwhile waits unanswered until release()."""
+
+    def __init__(self, server: VoltorchServer, type: str):
+        self.events, self.type = server.runtime.events, type
+        self.holding, self.released = threading.Event(), threading.Event()
+
+    def _listener(self, e: LoggedEvent) -> None:
+        if e.type == self.type:
+            self.holding.set()
+            self.released.wait(30)
+
+    def __enter__(self) -> _Hold:
+        self.events.add_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.released.set()
+        self.events.remove_listener(self._listener)
+
+
+def test_cancel_fails_the_unanswered_and_refuses_more(server: VoltorchServer) -> None:
+    with voltorch.Client(server.target, timeout=10) as client:
+        p = client.events.publisher()
+        done = p.publish("pub.cancel", {"i": 0})
+        done.result(10)
+        with _Hold(server, "pub.cancel.hold") as hold:
+            held = p.publish("pub.cancel.hold", {"i": 1})
+            assert hold.holding.wait(10)
+            unanswered = [p.publish("pub.cancel", {"i": i}) for i in range(2, 5)]
+            p.cancel()
+            for fut in [held, *unanswered]:
+                with pytest.raises(CancelledError):
+                    fut.result(10)
+        with pytest.raises((CancelledError, ValueError)):
+            p.publish("pub.cancel", {"i": 5})
+        assert {"i": 5} not in [e.data for e in client.events.list("pub.cancel")]
+
+
+def test_futures_cancelled_while_unanswered_leave_the_others_answered(server: VoltorchServer) -> None:
+    """A caller's Future.cancel() cannot stop the reader: the event is on its way, so cancel() refuses and
+    every future is answered; close() returns."""
+    with voltorch.Client(server.target, timeout=10) as client:
+        p = client.events.publisher(max_pending=8)
+        with _Hold(server, "pub.fcancel.hold") as hold:
+            futures = [p.publish("pub.fcancel.hold", {"i": 0})]
+            assert hold.holding.wait(10)
+            futures += [p.publish("pub.fcancel", {"i": i}) for i in range(1, 6)]
+            assert not any([f.cancel() for f in futures[1:4]])
+        futures += [p.publish("pub.fcancel", {"i": i}) for i in range(6, 30)]  # needs the released room
+        p.close(timeout=10)
+        seqs = [f.result(10).sequence for f in futures]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 30
 
 
 def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> None:
@@ -127,9 +177,9 @@ def test_a_stopping_server_fails_the_stream_with_unavailable(tmp_path: Path) -> 
         p.close(timeout=10)
 
 
-def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServer) -> None:
-    """Without the SDK: each response answers the oldest unanswered requests, and a half-close ends the
-    call once all are answered."""
+def test_the_raw_stream_answers_every_event_in_request_order(server: VoltorchServer) -> None:
+    """Without the SDK: the responses answer the requests' events in order, and a half-close ends the call
+    once all are answered."""
     reqs = [events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.raw")]) for _ in range(150)]
     reqs[7].events[0].type = ""
     reqs[9].events.extend(events_pb2.Event(type="pub.raw") for _ in range(50))  # 51 events in one request
@@ -147,6 +197,27 @@ def test_the_raw_stream_answers_in_groups_in_request_order(server: VoltorchServe
     )
     seqs = [a.receipt.sequence for i, a in enumerate(answers) if i != 7]
     assert seqs == sorted(seqs) and len(set(seqs)) == 199
+
+
+def test_an_event_without_trace_context_takes_the_streams(server: VoltorchServer) -> None:
+    """The proto's promise: an event carrying no trace context gets the stream's (the call's traceparent);
+    one carrying its own keeps it."""
+    call_trace, own_trace = "1" * 32, "2" * 32
+    untraced = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.traced")])
+    traced = events_pb2.PublishStreamRequest(events=[events_pb2.Event(type="pub.traced")])
+    traced.events[0].trace_context.traceparent = f"00-{own_trace}-{'3' * 16}-01"
+    with grpc.insecure_channel(server.target) as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).PublishStream(
+            iter([untraced, traced, untraced]),
+            metadata=(("traceparent", f"00-{call_trace}-{'4' * 16}-01"),),
+            timeout=30,
+        )
+        answers = [r for resp in call for r in resp.results]
+    assert [a.WhichOneof("result") for a in answers] == ["receipt"] * 3
+    with voltorch.Client(server.target, timeout=10) as c:
+        logged = list(c.events.list("pub.traced"))
+    assert [e.trace_id for e in logged] == [call_trace, own_trace, call_trace]
+    assert logged[1].span_id == "3" * 16
 
 
 def test_the_async_publisher(server: VoltorchServer) -> None:
@@ -188,21 +259,71 @@ def test_an_unreadable_request_ends_the_stream_after_the_earlier_answers(server:
 
 
 def test_the_async_publisher_cancelled(server: VoltorchServer) -> None:
-    async def main() -> tuple[PublishResult, BaseException]:
+    async def main() -> tuple[PublishResult, list[BaseException | PublishResult], BaseException]:
         async with grpc.aio.insecure_channel(server.target) as ch:
             p = AsyncPublisher(ch)
             first = await (await p.publish("pub.async.cancel", {"i": 0}))
-            await p.cancel()
+            with _Hold(server, "pub.async.cancel.hold") as hold:
+                unanswered = [await p.publish("pub.async.cancel.hold", {"i": 1})]
+                assert await asyncio.to_thread(hold.holding.wait, 10)
+                unanswered += [await p.publish("pub.async.cancel", {"i": i}) for i in range(2, 5)]
+                await p.cancel()
+                outcomes = await asyncio.gather(*unanswered, return_exceptions=True)
             try:
-                await p.publish("pub.async.cancel", {"i": 1})
+                await p.publish("pub.async.cancel", {"i": 5})
             except (CancelledError, ValueError) as exc:
-                return first, exc
+                return first, outcomes, exc
             raise AssertionError("a cancelled publisher took another event")
 
-    first, refused = asyncio.run(main())
+    first, outcomes, refused = asyncio.run(main())
+    assert all(isinstance(o, CancelledError) for o in outcomes) and len(outcomes) == 4
     assert isinstance(refused, (CancelledError, ValueError))
     with voltorch.Client(server.target, timeout=10) as c:
-        assert [e.sequence for e in c.events.list("pub.async.cancel")] == [first.sequence]
+        assert {"i": 5} not in [e.data for e in c.events.list("pub.async.cancel")]
+        assert [e.sequence for e in c.events.list("pub.async.cancel")][0] == first.sequence
+
+
+def test_async_futures_cancelled_while_unanswered_leave_the_others_answered(server: VoltorchServer) -> None:
+    async def main() -> list[PublishResult | BaseException]:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            p = AsyncPublisher(ch, max_pending=8)
+            with _Hold(server, "pub.afcancel.hold") as hold:
+                futures = [await p.publish("pub.afcancel.hold", {"i": 0})]
+                assert await asyncio.to_thread(hold.holding.wait, 10)
+                futures += [await p.publish("pub.afcancel", {"i": i}) for i in range(1, 6)]
+                for f in futures[1:4]:
+                    f.cancel()
+            futures += [await p.publish("pub.afcancel", {"i": i}) for i in range(6, 30)]  # needs the room
+            await asyncio.wait_for(p.close(), 10)
+            return await asyncio.gather(*futures, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert [type(o) for o in outcomes[1:4]] == [asyncio.CancelledError] * 3
+    answered = [o for i, o in enumerate(outcomes) if not 1 <= i < 4]
+    assert all(isinstance(o, PublishResult) for o in answered) and len(answered) == 27
+
+
+def test_the_async_publisher_stops_sending_when_the_server_ends_the_call(tmp_path: Path) -> None:
+    """The server ending the call also ends grpc.aio's task that waits for requests to send."""
+    config = Config(host="127.0.0.1", port=0, db=str(tmp_path / "v.db"), shutdown_grace=0.5)
+    srv = VoltorchServer(config).start()
+
+    async def main() -> int:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            p = AsyncPublisher(ch)
+            await (await p.publish("pub.async.end", {}))
+            await asyncio.to_thread(srv.stop, 0.5)
+            with pytest.raises(UnavailableError):
+                for _ in range(1000):  # until the ended stream refuses (bounded)
+                    await (await p.publish("pub.async.end", {}))
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            _, pending = await asyncio.wait(others, timeout=10) if others else (set(), set())
+            return len(pending)
+
+    try:
+        assert asyncio.run(main()) == 0
+    finally:
+        srv.stop()
 
 
 def test_a_request_without_events_ends_the_stream_after_the_earlier_answers(server: VoltorchServer) -> None:
@@ -227,3 +348,12 @@ def test_large_events_queued_together_go_in_requests_under_the_message_limit(cli
         futures = [p.publish("pub.large", {"i": i, "blob": blob}) for i in range(12)]
     seqs = [f.result(30).sequence for f in futures]
     assert seqs == sorted(seqs) and len(set(seqs)) == 12
+
+
+def test_a_publisher_publishes_after_the_events_component_restarted(client: voltorch.Client) -> None:
+    """stop() then start() (the watcher's restart) leaves the log taking publishers' streams again."""
+    client.restart_component("events", reason="test")
+    with client.events.publisher() as p:
+        fut = p.publish("pub.restarted", {"i": 1})
+    assert fut.result(10).sequence > 0
+    assert [e.data for e in client.events.list("pub.restarted")] == [{"i": 1}]

@@ -10,8 +10,6 @@ from voltorch.v1 import events_pb2 as pb
 
 from ._values import to_datetime
 
-INVALID_ARGUMENT = 3  # google.rpc.Code: the one code a PublishError carries
-
 
 @dataclass(frozen=True)
 class PublishResult:
@@ -28,15 +26,15 @@ class PublishError:
     reason: str  # an ErrorReason name, e.g. "FIELD_INVALID"
     field: str  # e.g. "event.type"
     message: str  # e.g. "event.type: required"
-    code: int = INVALID_ARGUMENT  # a google.rpc.Code
+    code: int  # a google.rpc.Code (the server's status mapping decides it: INVALID_ARGUMENT)
 
 
 def receipt_from_pb(r: pb.EventReceipt) -> PublishResult:
     return PublishResult(r.sequence, r.id, to_datetime(r.time, r.HasField("time")), r.duplicate)
 
 
-def publish_error_pb(reason: str, field: str, message: str) -> pb.PublishError:
-    return pb.PublishError(code=INVALID_ARGUMENT, reason=reason, field=field, message=message)
+def publish_error_pb(code: int, reason: str, field: str, message: str) -> pb.PublishError:
+    return pb.PublishError(code=code, reason=reason, field=field, message=message)
 
 
 def publish_outcome_from_pb(r: pb.PublishResult) -> PublishResult | PublishError:

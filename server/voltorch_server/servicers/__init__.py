@@ -4,10 +4,11 @@
 from . import coordination, events, orchestrator, state, workflows
 from ._auth import AuthInterceptor, allowed, anonymous_calls, parse_tokens
 from ._health import HealthServicer
+from ._inbox import Inbox
 from ._limits import StreamLimitInterceptor
 from ._requests import RequestDecoding, check_request
 from ._status import ErrorInterceptor
-from ._streams import Coalescing, Inbox
+from ._streams import Coalescing
 from ._tracing import telemetry_interceptor
 
 MODULES = [state, events, coordination, orchestrator, workflows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import Message
@@ -50,6 +51,23 @@ def code_for(exc: BaseException) -> grpc.StatusCode:
         if isinstance(exc, cls):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+@dataclass(frozen=True)
+class ErrorParts:
+    """A domain error as a message carries it when it answers one item of a stream (PublishStream's
+    PublishError), mapped here like the call's status would be."""
+
+    code: int  # a google.rpc.Code
+    reason: str
+    field: str  # the first field violation's ("" when the error names none)
+    message: str
+
+
+def error_parts(exc: e.VoltorchError) -> ErrorParts:
+    code = getattr(code_pb2, code_for(exc).name)
+    field = exc.violations[0].field if isinstance(exc, e.InvalidArgument) else ""
+    return ErrorParts(code, exc.reason, field, exc.message)
 
 
 def to_status(exc: BaseException) -> grpc.Status:

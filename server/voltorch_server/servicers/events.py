@@ -14,7 +14,9 @@ from ..components.events import Event, EventFilter, EventLog, NewEvent, Receipt
 from ..errors import InvalidArgument, Unavailable
 from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_to_py
 from ._handlers import rebuild
-from ._streams import POLL_SECONDS, Batching, Coalescing, Inbox, batch_limit, pump
+from ._inbox import Inbox
+from ._status import error_parts
+from ._streams import POLL_SECONDS, Batching, Coalescing, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
@@ -92,7 +94,8 @@ def publish_result(outcome: Receipt | InvalidArgument) -> events_pb2.PublishResu
     """One PublishStream event's answer: its receipt, or the error that refused it."""
     if isinstance(outcome, Receipt):
         return events_pb2.PublishResult(receipt=_receipt(outcome))
-    error = wire.publish_error_pb(outcome.reason, outcome.violations[0].field, outcome.message)
+    parts = error_parts(outcome)
+    error = wire.publish_error_pb(parts.code, parts.reason, parts.field, parts.message)
     return events_pb2.PublishResult(error=error)
 
 

@@ -226,6 +226,7 @@ class EventLog(Component):
         return self.retention_seconds <= 0 and self.retention_count <= 0
 
     def start(self) -> None:
+        self._stopped = False  # a restart (the watcher's stop() then start()) takes publishers' streams again
         if not self.retains_all:
             self._compactor.start()
         if self._shared and self._listener is None:
@@ -251,7 +252,8 @@ class EventLog(Component):
 
     @property
     def stopped(self) -> bool:
-        """The server is stopping: a publisher's stream ends rather than take more (`stop()`)."""
+        """Stopped (the server is stopping, or the component restarting): a publisher's stream ends rather
+        than take more (`stop()`; `start()` clears it)."""
         return self._stopped
 
     @property
