@@ -308,7 +308,7 @@ class Database:
             if self._depth == 1:  # the outermost hold (a nested one's CPU and calls are in it)
                 self.writer_holds += 1
                 self.writer_cpu += thread_time() - cpu
-            if mine is not None and not mine.committed:
+            if mine is not None and not mine.committed and mine.waited is None:  # (one for all its parts)
                 mine.waited = threading.Event()  # a writer that was waiting takes the transaction on
             self._depth -= 1
             self._lock.release()
