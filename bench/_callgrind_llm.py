@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -126,12 +127,43 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
     return total_instructions(tmp) / (threads * calls)
 
 
+# The server's activities in a cProfile of `--server --profile`: inclusive CPU of these functions (file
+# suffix, name); an indented one is part of the one above it.
+SPLIT = (
+    ("ExecuteCompleteWorkflow (gRPC handler)", "servicers/workflows.py", "ExecuteCompleteWorkflow"),
+    ("  the start (validate, insert, begin)", "workflows/_engine.py", "_start"),
+    ("workflow runner threads", "workflows/_run.py", "_run_jobs"),
+    ("  LLM agent (openai, httpx, limiter)", "agents/llm.py", "run"),
+    ("  live text", "coordination/_deltas.py", "write_last"),
+    ("  the task submitted (dispatch)", "coordination/_engine.py", "submit_in"),
+    ("  the outcome recorded (step records)", "workflows/_run.py", "_record_inline"),
+    ("events Subscribe stream", "servicers/events.py", "Subscribe"),
+)
+
+
+def split(path: str) -> str:
+    """The share of the server's CPU each activity of SPLIT took, from a --profile run's stats."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    lines = [f"{'activity':44} {'share of server CPU':>20}"]
+    for label, suffix, name in SPLIT:
+        cum = sum(
+            v[3]
+            for (f, _l, n), v in stats.stats.items()
+            if n == name and f.endswith(suffix)  # type: ignore[attr-defined]
+        )
+        lines.append(f"{label:44} {cum / total * 100:19.1f}%")
+    return "\n".join(lines)
+
+
 def server_run(checkout: str, workflows: int = 30, profile: str = "") -> float:
     """Instructions per LLM call of the whole server (or, with `profile`, its cProfile to that path)."""
     sys.path[:0] = [f"{_ROOT}/sdk", str(_ROOT)]
     import voltorch
 
-    from .suite_llm import REQUIREMENT
+    from .suite_llm import REQUIREMENT, TERMINAL
 
     tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-server-"))
     stub = subprocess.Popen(
@@ -174,10 +206,16 @@ def server_run(checkout: str, workflows: int = 30, profile: str = "") -> float:
             urllib.request.urlopen(urllib.request.Request(stats + "/reset", method="POST"), timeout=10).read()
             if not profile:
                 instrument(proc.pid, True)
+            ended: list[str] = []
+            stream = client.events.subscribe(TERMINAL, from_time=time.time())  # as the suite follows them
             ids = [client.workflows.execute_complete(REQUIREMENT).execution.id for _ in range(workflows)]
-            for i in ids:
-                if client.workflows.wait(i, timeout=600).status != "completed":
-                    raise RuntimeError(f"{i} did not complete")
+            for ev in stream:
+                if isinstance(ev, voltorch.Event):  # not a heartbeat
+                    if ev.type != TERMINAL[0]:
+                        raise RuntimeError(f"{ev.data.get('execution_id')} did not complete: {ev.type}")
+                    ended.append(ev.data.get("execution_id", ""))
+                    if set(ids) <= set(ended):
+                        break
             if not profile:
                 instrument(proc.pid, False)
             with urllib.request.urlopen(stats, timeout=10) as r:
@@ -200,7 +238,9 @@ if __name__ == "__main__":
         prof = next((a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--profile=")), "")
         n = int(args[1]) if len(args) > 1 else 30
         per_call = server_run(args[0], n, prof)
-        if not prof:
+        if prof:
+            print(split(prof))
+        else:
             print(
                 f"{args[0]}: {per_call / 1e6:.2f} M instructions per LLM call, whole server ({n} workflows)"
             )
