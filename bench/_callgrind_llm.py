@@ -128,14 +128,15 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
 
 
 # The server's activities in a cProfile of `--server --profile`: inclusive CPU of these functions (file
-# suffix, name); an indented one is part of the one above it.
+# suffix, name); an indented one is part of the one above it, except the dispatch: a step's task is
+# submitted in the start (the first step) and in the previous step's outcome (the next ones).
 SPLIT = (
     ("ExecuteCompleteWorkflow (gRPC handler)", "servicers/workflows.py", "ExecuteCompleteWorkflow"),
     ("  the start (validate, insert, begin)", "workflows/_engine.py", "_start"),
     ("workflow runner threads", "workflows/_run.py", "_run_jobs"),
     ("  LLM agent (openai, httpx, limiter)", "agents/llm.py", "run"),
     ("  live text", "coordination/_deltas.py", "write_last"),
-    ("  the task submitted (dispatch)", "coordination/_engine.py", "submit_in"),
+    ("  (a task submitted: in start and outcome)", "coordination/_engine.py", "submit_in"),
     ("  the outcome recorded (step records)", "workflows/_run.py", "_record_inline"),
     ("events Subscribe stream", "servicers/events.py", "Subscribe"),
 )
