@@ -148,13 +148,10 @@ def split(path: str) -> str:
 
     stats = pstats.Stats(path)
     total = stats.total_tt  # type: ignore[attr-defined]
+    functions: dict = stats.stats  # type: ignore[attr-defined]
     lines = [f"{'activity':44} {'share of server CPU':>20}"]
     for label, suffix, name in SPLIT:
-        cum = sum(
-            v[3]
-            for (f, _l, n), v in stats.stats.items()
-            if n == name and f.endswith(suffix)  # type: ignore[attr-defined]
-        )
+        cum = sum(v[3] for (f, _l, n), v in functions.items() if n == name and f.endswith(suffix))
         lines.append(f"{label:44} {cum / total * 100:19.1f}%")
     return "\n".join(lines)
 

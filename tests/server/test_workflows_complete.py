@@ -235,24 +235,18 @@ def test_unparseable_llm_output_fails_the_step_clearly(llm_server):
     assert record["status"] == "failed" and record["error"]["code"] == "INVALID_OUTPUT"
 
 
-def test_complete_variants_are_validated_and_serialised_once_per_options():
-    from dataclasses import replace
-
-    from voltorch_server.components.workflows import _complete as complete
-    from voltorch_server.errors import InvalidArgument
-
-    base, defs = complete.template(), complete.Definitions()
-    short = complete.Options(max_tasks=2, skip_review=True)
-    t, _ = complete.variant(base, REQUIREMENT, short)
-    first = defs.of(base, short, t)
-    assert defs.of(base, short, complete.variant(base, "another", short)[0]) is first  # not made again
-    assert '"review"' not in first and '"max_items":2' in first.replace(" ", "")
-    default = defs.of(base, complete.Options(), complete.variant(base, REQUIREMENT, complete.Options())[0])
-    assert '"review"' in default  # each options' own variant
-    rebuilt = complete.template()  # the built-in registered afresh: its variants made afresh
-    assert defs.of(rebuilt, short, complete.variant(rebuilt, REQUIREMENT, short)[0]) is not first
-    broken = complete.Options(max_tasks=3)
-    with pytest.raises(InvalidArgument):  # an invalid variant is refused on every call, never kept
-        defs.of(base, broken, replace(t, name="Not a name!"))
-    with pytest.raises(InvalidArgument):
-        defs.of(base, broken, replace(t, name="Not a name!"))
+def test_complete_variants_are_validated_and_serialised_once_per_options(server, client):
+    engine = server.runtime.workflows
+    short = [
+        client.workflows.execute_complete(f"{REQUIREMENT} {i}", max_tasks=2, skip_review=True).execution
+        for i in range(3)
+    ]
+    default = client.workflows.execute_complete(REQUIREMENT).execution
+    assert len(engine.complete_definitions) == 2  # one variant per options, not one per call
+    stored = {engine.store.row(e.id)["definition"] for e in short}
+    assert len(stored) == 1
+    (definition,) = stored
+    assert '"review"' not in definition  # each options' own variant
+    assert '"review"' in engine.store.row(default.id)["definition"]
+    for e in (*short, default):
+        assert client.workflows.wait(e.id, timeout=WAIT).status == "completed"

@@ -300,6 +300,9 @@ class Definitions:
     def __init__(self) -> None:
         self._by_options: dict[Options, tuple[Template, str]] = {}
 
+    def __len__(self) -> int:
+        return len(self._by_options)
+
     def of(self, base: Template, opts: Options, t: Template) -> str:
         """t (the variant of base for opts) as stored; INVALID_ARGUMENT if it is not a valid template."""
         hit = self._by_options.get(opts)
