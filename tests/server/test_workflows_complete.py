@@ -233,3 +233,20 @@ def test_unparseable_llm_output_fails_the_step_clearly(llm_server):
     assert e.error is not None
     assert e.error.code == "INVALID_OUTPUT"
     assert record["status"] == "failed" and record["error"]["code"] == "INVALID_OUTPUT"
+
+
+def test_complete_variants_are_validated_and_serialised_once_per_options(server, client):
+    engine = server.runtime.workflows
+    short = [
+        client.workflows.execute_complete(f"{REQUIREMENT} {i}", max_tasks=2, skip_review=True).execution
+        for i in range(3)
+    ]
+    default = client.workflows.execute_complete(REQUIREMENT).execution
+    assert len(engine.complete_definitions) == 2  # one variant per options, not one per call
+    stored = {engine.store.row(e.id)["definition"] for e in short}
+    assert len(stored) == 1
+    (definition,) = stored
+    assert '"review"' not in definition  # each options' own variant
+    assert '"review"' in engine.store.row(default.id)["definition"]
+    for e in (*short, default):
+        assert client.workflows.wait(e.id, timeout=WAIT).status == "completed"

@@ -117,6 +117,7 @@ class WorkflowEngine(Component):
         self.templates = TemplateStore(templates)
         self.templates.reserved.add(complete.NAME)
         self.requirements = complete.RequirementState(state)
+        self.complete_definitions = complete.Definitions()
         self.timers = TimerQueue("workflow-timers")
         self.pool: ThreadPoolExecutor = ThreadPoolExecutor(1)
         self.stopping = threading.Event()
@@ -321,7 +322,10 @@ class WorkflowEngine(Component):
         base = self.templates.get(complete.NAME)
         t, params = complete.variant(base, requirement, opts)
         digest = _digest("complete", requirement, repr(opts), Priority.of(priority), labels)
-        execution, existing = self._start(t, params, digest, request_id, priority, labels or {}, "")
+        definition = self.complete_definitions.of(base, opts, t)
+        execution, existing = self._start(
+            t, params, digest, request_id, priority, labels or {}, "", definition
+        )
         if not existing:
             self.requirements.started(execution.id, requirement, execution.status)
         return execution, existing
