@@ -103,6 +103,24 @@ def test_two_concurrent_steps_share_one_commit_and_each_returns_once_it_is_durab
     assert heard == ["a", "b"]  # callbacks after the COMMIT, in the order of the parts
 
 
+def test_three_parts_of_one_group_each_return_once_their_shared_commit_is_done(db: Database) -> None:
+    """The second part too finds the group open (a third writer waits): both wait for the one COMMIT."""
+
+    def insert(v: str) -> Callable[[Any], None]:
+        return lambda tx: tx.execute("INSERT INTO t (v) VALUES (?)", (v,))
+
+    commits = db.commits
+    third = _Writer(db, insert("c"))
+    second = _first_waits_for(db, insert("b"), third)
+    first = _first_waits_for(db, insert("a"), second)
+    first.start()
+    for w in (first, second, third):
+        w.join(WAIT)
+        assert not w.is_alive() and w.error is None
+    assert db.commits == commits + 1
+    assert first.seen_at_return == second.seen_at_return == third.seen_at_return == ["a", "b", "c"]
+
+
 def test_a_part_that_fails_is_rolled_back_alone_and_only_its_caller_hears(db: Database) -> None:
     def second_body(tx: Any) -> None:
         tx.execute("INSERT INTO t (v) VALUES ('b')")

@@ -297,3 +297,35 @@ def test_a_new_coordinations_live_record_has_every_field_in_order(engines: Engin
     finally:
         release.set()
     assert coordination.wait(c.id, WAIT).output == "done"
+
+
+def test_rank_step_after_step_as_agents_gain_lose_and_change_capabilities() -> None:
+    """The agents lacking what a task asks for are ranked once and their entries kept while their views
+    are the same objects: a capability gained or lost, an agent gone or new, a changed fastest eligible
+    agent (which scores one with a latency) each ranks them again, as the formula says."""
+    rnd = random.Random(11)
+
+    def view(i: int, caps: frozenset[str], latency: float = 0.0, load: int = 0) -> AgentView:
+        return AgentView(f"ag{i}", caps, "idle", load, 4, 1.0, latency, float(i))
+
+    need = frozenset({"bench"})
+    views = [view(0, need)] + [view(i, frozenset({f"c{i}"}), latency=0.5 * (i % 2)) for i in range(1, 8)]
+    for step in range(200):
+        i = rnd.randrange(len(views))
+        change = rnd.choice(["none", "none", "gain", "lose", "latency", "gone", "new"])
+        v = views[i]
+        if change == "gain":
+            views[i] = view(int(v.id[2:]), v.capabilities | need, v.avg_latency, v.load)
+        elif change == "lose":
+            views[i] = view(int(v.id[2:]), v.capabilities - need, v.avg_latency, v.load)
+        elif change == "latency":  # the fastest eligible agent, when it is this one, changes with it
+            views[i] = view(int(v.id[2:]), v.capabilities, rnd.choice([0.0, 0.01, 0.2]), rnd.randint(0, 4))
+        elif change == "gone" and len(views) > 1:
+            views.pop(i)
+        elif change == "new":
+            views.append(view(100 + step, frozenset(rnd.sample(["bench", "x", "y"], rnd.randint(0, 2)))))
+        for required in (("bench",), ("bench", "x")):
+            got, want = rank(views, required), _reference_rank(views, required, frozenset())
+            assert got == want
+            assert [list(vars(c).items()) for c, _ in got] == [list(vars(c).items()) for c, _ in want]
+            assert all(a is b for (_, a), (_, b) in zip(got, want, strict=True))

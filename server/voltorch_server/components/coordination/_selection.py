@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter, is_, itemgetter
 
 from ...frozen import made, replaced
 from ._model import Candidate, Selection
@@ -36,6 +37,10 @@ class AgentView:
 
 
 _first = itemgetter(0)
+_entry = itemgetter(1, 2)  # (candidate, view) of a (sort key, candidate, view)
+_reason = attrgetter("reason")
+_eligible = attrgetter("eligible")
+_MISSING = "missing capability"
 _TAKING = ("idle", "busy")  # the statuses _ineligible_reason lets through
 
 
@@ -126,15 +131,13 @@ def rank(
     """Every agent as a candidate, eligible ones first, best score first."""
     needs = frozenset(required)
     views: list[tuple[AgentView, str]] = []
+    lacking: list[AgentView] = []  # the agents without `required`: most of them, the same from step to step
     fastest: float | None = None  # the lowest average latency (at least _FLOOR) among the eligible
     for a in agents:
+        if not needs <= a.capabilities:
+            lacking.append(a)
         # An agent that can take it is told apart without _ineligible_reason's checks one by one.
-        if (
-            a.status in _TAKING
-            and a.load < a.max_concurrency
-            and needs <= a.capabilities
-            and a.id not in exclude
-        ):
+        elif a.status in _TAKING and a.load < a.max_concurrency and a.id not in exclude:
             views.append((a, ""))
             lat = a.avg_latency
             if lat > 0:
@@ -145,36 +148,71 @@ def rank(
             views.append((a, _ineligible_reason(a, required, exclude, why_excluded)))
     if fastest is None:
         fastest = _FLOOR
-    out: list[tuple[tuple, Candidate, AgentView]] = []
-    for a, why in views:
-        lat = a.avg_latency
-        # A view is frozen and kept by its agent while nothing it shows changes (AgentState.view): its candidate
-        # (frozen too) is the same while its reason and, when its latency counts, the fastest are the same.
-        kept = a.__dict__.get("_ranked")
-        if kept is not None and kept[0] == why and (lat <= 0 or kept[1] == fastest):
-            out.append((kept[2], kept[3], a))
-            continue
-        load, most, rate = a.load, a.max_concurrency, a.success_rate
-        lat_score = 1.0 if lat <= 0 else fastest / max(lat, _FLOOR)
-        free = max(0.0, 1.0 - load / max(1, most))
-        score = round(W_SUCCESS * rate + W_LATENCY * lat_score + W_LOAD * free, 4)
-        # as _candidate() makes it, without the call
-        cand = made(
-            Candidate,
-            agent_id=a.id,
-            score=score,
-            success_rate=rate,
-            avg_latency=lat,
-            current_load=load,
-            max_concurrency=most,
-            eligible=not why,
-            reason=why or "eligible",
-        )
-        order = (bool(why), -score, a.last_dispatch, a.id)
-        a.__dict__["_ranked"] = (why, fastest, order, cand)  # beside its fields: not one (eq, repr, replace)
-        out.append((order, cand, a))
+    out = [_ranked(a, why, fastest) for a, why in views]
+    if lacking:
+        out += _lacking(lacking, required, fastest)
     out.sort(key=_first)
-    return [(c, a) for _, c, a in out]
+    return list(map(_entry, out))
+
+
+def _ranked(a: AgentView, why: str, fastest: float) -> tuple[tuple, Candidate, AgentView]:
+    """(sort key, candidate, view) of one agent."""
+    lat = a.avg_latency
+    # A view is frozen and kept by its agent while nothing it shows changes (AgentState.view): its candidate
+    # (frozen too) is the same while its reason and, when its latency counts, the fastest are the same.
+    kept = a.__dict__.get("_ranked")
+    if kept is not None and kept[0] == why and (lat <= 0 or kept[1] == fastest):
+        return kept[2], kept[3], a
+    load, most, rate = a.load, a.max_concurrency, a.success_rate
+    lat_score = 1.0 if lat <= 0 else fastest / max(lat, _FLOOR)
+    free = max(0.0, 1.0 - load / max(1, most))
+    score = round(W_SUCCESS * rate + W_LATENCY * lat_score + W_LOAD * free, 4)
+    # as _candidate() makes it, without the call
+    cand = made(
+        Candidate,
+        agent_id=a.id,
+        score=score,
+        success_rate=rate,
+        avg_latency=lat,
+        current_load=load,
+        max_concurrency=most,
+        eligible=not why,
+        reason=why or "eligible",
+    )
+    order = (bool(why), -score, a.last_dispatch, a.id)
+    a.__dict__["_ranked"] = (why, fastest, order, cand)  # beside its fields: not one (eq, repr, replace)
+    return order, cand, a
+
+
+# Per capabilities asked for: the views of the agents without them last ranked (the very objects), the
+# fastest their scores were made with (None: none has a latency, it did not count) and their entries.
+_LACKING: dict[tuple[str, ...], tuple[list[AgentView], float | None, list[tuple]]] = {}
+_LACKING_MAX = 256  # sets of capabilities remembered (then forgotten all at once)
+
+
+def _lacking(lacking: list[AgentView], required: tuple[str, ...], fastest: float) -> list[tuple]:
+    """The entries of agents that lack `required` (their reason says which ones, whatever else is true of
+    them), made again only when one of their views is new (an agent changed, came or went) or, for one
+    with a latency, the fastest eligible agent's changed. The same entries `_ranked` makes, by the same
+    objects: a step's dispatch ranks every registered agent, and most lack what the step asks for."""
+    last = _LACKING.get(required)
+    if (
+        last is not None
+        and (last[1] is None or last[1] == fastest)
+        and len(last[0]) == len(lacking)
+        and all(map(is_, last[0], lacking))
+    ):
+        return last[2]
+    entries = [_ranked(a, _missing(a.capabilities, required), fastest) for a in lacking]
+    timed = False
+    for a in lacking:  # a loop: a generator left unfinished is closed by an exception
+        if a.avg_latency > 0:
+            timed = True
+            break
+    if len(_LACKING) >= _LACKING_MAX:
+        _LACKING.clear()
+    _LACKING[required] = (lacking, fastest if timed else None, entries)
+    return entries
 
 
 def choose(
@@ -190,9 +228,10 @@ def choose(
         )
     best_c, best = ranked[0]
     selected = replaced(best_c, reason="selected: best score")
-    cands = [selected] + [c for c, _ in ranked[1:MAX_LISTED]]
-    n_eligible = sum(1 for c, _ in ranked if c.eligible)
-    n_capable = sum(1 for c, _ in ranked if not c.reason.startswith("missing capability"))
+    cands = [selected, *map(_first, ranked[1:MAX_LISTED])]
+    # counted by C loops (a step's dispatch chooses among every registered agent)
+    n_eligible = sum(map(_eligible, map(_first, ranked)))
+    n_capable = len(ranked) - sum(map(str.startswith, map(_reason, map(_first, ranked)), repeat(_MISSING)))
     needs = f"with {', '.join(required)}" if required else "(any capability)"
     runner = ""
     if n_eligible > 1:

@@ -153,12 +153,22 @@ class Tx:
 class _Group:
     """The open transaction of `write(group=True)` parts that are done and wait for their shared COMMIT."""
 
-    __slots__ = ("parts", "committed", "error")
+    __slots__ = ("parts", "committed", "waited", "error")
 
     def __init__(self) -> None:
         self.parts: list[Tx] = []
-        self.committed = threading.Event()
+        # Both changed only with the writer lock held. A part that finds its group still open when it lets
+        # the lock go makes `waited` and waits on it; almost always the group is committed by then (nobody
+        # asked for the lock), and no Event (a Condition and its lock, ~10k instructions) is made.
+        self.committed = False
+        self.waited: threading.Event | None = None
         self.error: BaseException | None = None  # the COMMIT failed: nothing of any part was written
+
+    def settle(self) -> None:
+        """Committed or failed (writer lock held): a part waiting for it goes on."""
+        self.committed = True
+        if self.waited is not None:
+            self.waited.set()
 
 
 class _WriterLock:
@@ -298,11 +308,13 @@ class Database:
             if self._depth == 1:  # the outermost hold (a nested one's CPU and calls are in it)
                 self.writer_holds += 1
                 self.writer_cpu += thread_time() - cpu
+            if mine is not None and not mine.committed and mine.waited is None:  # (one for all its parts)
+                mine.waited = threading.Event()  # a writer that was waiting takes the transaction on
             self._depth -= 1
             self._lock.release()
         assert mine is not None and tx is not None  # the other paths returned or raised
-        if not mine.committed.is_set():
-            mine.committed.wait()  # a writer that was waiting took the transaction on; it commits
+        if mine.waited is not None:
+            mine.waited.wait()  # until that writer commits it
         if mine.error is not None:
             raise mine.error
         if tx.error is not None:
@@ -344,7 +356,7 @@ class Database:
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
         group.error = exc
-        group.committed.set()
+        group.settle()
         handed_off(len(group.parts))
 
     def _commit_group(self, group: _Group) -> None:
@@ -360,7 +372,7 @@ class Database:
                 self._fail_group(group, exc)
             except BaseException:  # the ROLLBACK failed too: the parts hear of the COMMIT's failure
                 group.error = exc
-                group.committed.set()
+                group.settle()
             return
         self._committed(committing)
         for tx in group.parts:
@@ -369,7 +381,7 @@ class Database:
                     fn()
             except BaseException as exc:
                 tx.error = exc
-        group.committed.set()
+        group.settle()
         handed_off(len(group.parts) - 1)
 
     @property
