@@ -28,6 +28,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._callgrind import callgrind_command, instrument, total_instructions
@@ -90,16 +92,30 @@ def _worker(base_url: str, threads: int, calls: int) -> None:
     agent.close()
 
 
-def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> float:
-    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-"))
+@contextmanager
+def _stub(*options: str) -> Iterator[str]:
+    """The suite's OpenAI-compatible stub (0.3 s answers) in its own process; yields its base URL."""
     stub = subprocess.Popen(
-        [sys.executable, str(_STUB), "--latency", "0.3", "--keep-alive"],
+        [sys.executable, str(_STUB), "--latency", "0.3", *options, "--keep-alive"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert stub.stdout is not None and stub.stdin is not None
-    base_url = json.loads(stub.stdout.readline())["base_url"]
+    try:
+        yield json.loads(stub.stdout.readline())["base_url"]
+    finally:
+        stub.stdin.close()
+        stub.wait(timeout=30)
+
+
+def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-"))
+    with _stub() as base_url:
+        return _agent_instructions(checkout, tmp, base_url, threads, calls)
+
+
+def _agent_instructions(checkout: str, tmp: Path, base_url: str, threads: int, calls: int) -> float:
     env = {**os.environ, "PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}"}
     cmd = callgrind_command(
         tmp / "cg.out", "bench._callgrind_llm", "--worker", base_url, str(threads), str(calls)
@@ -122,8 +138,6 @@ def instructions_per_call(checkout: str, threads: int = 128, calls: int = 4) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-        stub.stdin.close()
-        stub.wait(timeout=30)
     return total_instructions(tmp) / (threads * calls)
 
 
@@ -159,19 +173,16 @@ def split(path: str) -> str:
 def server_run(checkout: str, workflows: int = 30, profile: str = "") -> float:
     """Instructions per LLM call of the whole server (or, with `profile`, its cProfile to that path)."""
     sys.path[:0] = [f"{_ROOT}/sdk", str(_ROOT)]
-    import voltorch
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-server-"))
+    with _stub("--capacity", "128") as base_url:
+        return _server_instructions(checkout, tmp, base_url, workflows, profile)
+
+
+def _server_instructions(checkout: str, tmp: Path, base_url: str, workflows: int, profile: str) -> float:
+    import voltorch  # on the path server_run gave
 
     from .suite_llm import REQUIREMENT, TERMINAL
 
-    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-llm-server-"))
-    stub = subprocess.Popen(
-        [sys.executable, str(_STUB), "--latency", "0.3", "--capacity", "128", "--keep-alive"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert stub.stdout is not None and stub.stdin is not None
-    base_url = json.loads(stub.stdout.readline())["base_url"]
     stats = base_url.removesuffix("/v1") + "/stats"
     env = {
         **os.environ,
@@ -223,8 +234,6 @@ def server_run(checkout: str, workflows: int = 30, profile: str = "") -> float:
     finally:
         if proc.poll() is None:
             proc.kill()
-        stub.stdin.close()
-        stub.wait(timeout=30)
     if profile:
         return 0.0
     return total_instructions(tmp) / calls
