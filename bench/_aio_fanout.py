@@ -12,7 +12,10 @@ Bare grpcio with generic handlers and bytes (no voltorch code), every part in it
   time / messages yielded in the window), delivered and published rates, p50/p99 publish -> receive.
 - **unary**: 8 client threads, closed loop, a small echo: `sync` server; `aio-mig` (aio server, the
   handler sync in the migration pool, as voltorch's blocking handlers would run); `aio` (async handler).
-  Reported: calls/s and server CPU per call.
+  Reported: calls/s and server CPU per call. **commit**: the same, but the handler hands the request to
+  one committer thread (as voltorch's group commit: it drains what is queued and completes each call's
+  future) and waits for it: blocking on a `concurrent.futures.Future` in `sync` and `aio-mig`, awaiting
+  it (`asyncio.wrap_future`: completed on the loop through `call_soon_threadsafe`) in `aio`.
 
 Each (case, shape) is run `--reps` times, the shapes interleaved within each repetition. Prints one
 table; exits 0 whatever the figures (a measurement, not a test).
@@ -31,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
@@ -39,6 +42,7 @@ SERVICE = "bench.Fan"
 PUBLISH = f"/{SERVICE}/Publish"
 SUBSCRIBE = f"/{SERVICE}/Subscribe"
 ECHO = f"/{SERVICE}/Echo"
+COMMIT = f"/{SERVICE}/Commit"
 PAYLOAD_BYTES = 200
 WARM_UP = bytes(8)  # the stamp of messages sent until every stream is open (not measured)
 POLL_SECONDS = 0.25  # as servicers/_streams.POLL_SECONDS: how soon a sync stream notices its client left
@@ -62,6 +66,31 @@ class Counters:
     def __init__(self) -> None:
         self.delivered = 0
         self.published = 0
+
+
+class Committer:
+    """One thread completing queued requests' futures, all that is ready per wake-up (a group commit with
+    nothing to write: the hand-off to it and back is what is measured)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True, name="committer").start()
+
+    def submit(self, request: bytes) -> Future:
+        fut: Future = Future()
+        self._queue.put((fut, request))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for fut, request in batch:
+                fut.set_result(request)
 
 
 def _answer_stdin(counters: Counters, port: int) -> None:
@@ -109,12 +138,18 @@ def serve_sync() -> None:
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
+    committer = Committer()
+
+    def commit(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return committer.submit(request).result()
+
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "Publish": grpc.unary_unary_rpc_method_handler(publish, _identity, _identity),
             "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe, _identity, _identity),
             "Echo": grpc.unary_unary_rpc_method_handler(echo, _identity, _identity),
+            "Commit": grpc.unary_unary_rpc_method_handler(commit, _identity, _identity),
         },
     )
     server = grpc.server(
@@ -170,6 +205,14 @@ def serve_aio(async_publish: bool) -> None:
         async def echo_async(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             return request
 
+        committer = Committer()
+
+        def commit_sync(request: bytes, context: grpc.ServicerContext) -> bytes:
+            return committer.submit(request).result()
+
+        async def commit_async(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await asyncio.wrap_future(committer.submit(request))
+
         handler = grpc.method_handlers_generic_handler(
             SERVICE,
             {
@@ -179,6 +222,9 @@ def serve_aio(async_publish: bool) -> None:
                 "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe, _identity, _identity),
                 "Echo": grpc.unary_unary_rpc_method_handler(
                     echo_async if async_publish else echo_sync, _identity, _identity
+                ),
+                "Commit": grpc.unary_unary_rpc_method_handler(
+                    commit_async if async_publish else commit_sync, _identity, _identity
                 ),
             },
         )
@@ -256,11 +302,11 @@ def publish_client(target: str, rate: float, seconds: float) -> None:
         print(json.dumps({"sent": sent, "seconds": time.monotonic() - start}), flush=True)
 
 
-def unary_client(target: str, threads: int, seconds: float) -> None:
-    """`threads` closed loops of Echo for `seconds`; one JSON line with the calls made."""
+def unary_client(target: str, method: str, threads: int, seconds: float) -> None:
+    """`threads` closed loops of `method` for `seconds`; one JSON line with the calls made."""
     payload = b"y" * 100
     with grpc.insecure_channel(target, options=OPTIONS) as ch:
-        call = ch.unary_unary(ECHO, _identity, _identity)
+        call = ch.unary_unary(method, _identity, _identity)
         call(payload)
         go = threading.Event()
         counts = [0] * threads
@@ -368,10 +414,10 @@ def run_fanout(shape: str, n: int, rate: float, seconds: float) -> dict:
     }
 
 
-def run_unary(shape: str, threads: int, seconds: float) -> dict:
+def run_unary(shape: str, method: str, threads: int, seconds: float) -> dict:
     srv = Server(shape)
     try:
-        cli = _spawn("unary", srv.target, str(threads), str(seconds))
+        cli = _spawn("unary", srv.target, method, str(threads), str(seconds))
         assert cli.stdout.readline().strip() == "ready"
         before = srv.sample()
         cli.stdin.write("\n")
@@ -401,21 +447,22 @@ def main(argv: list[str] | None = None) -> int:
         publish_client(argv[1], float(argv[2]), float(argv[3]))
         return 0
     if argv and argv[0] == "unary":
-        unary_client(argv[1], int(argv[2]), float(argv[3]))
+        unary_client(argv[1], argv[2], int(argv[3]), float(argv[4]))
         return 0
     p = argparse.ArgumentParser(prog="python -m bench._aio_fanout", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="measured window per run")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--rate", type=float, default=1000.0, help="publishes per second")
     p.add_argument("--subscribers", default="10,50")
-    p.add_argument("--only", choices=["fanout", "unary"], help="one case only")
+    p.add_argument("--only", choices=["fanout", "unary", "commit"], help="one case only")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"# grpcio {grpc.__version__}, load {load:.1f}, {args.seconds:g} s windows, {args.reps} reps")
     fan: dict[tuple[int, str], list[dict]] = {}
-    uni: dict[str, list[dict]] = {}
+    uni: dict[tuple[str, str], list[dict]] = {}
+    unary_cases = {"unary": ECHO, "commit": COMMIT}
     for rep in range(args.reps):
-        if args.only != "unary":
+        if args.only in (None, "fanout"):
             for n in (int(x) for x in args.subscribers.split(",")):
                 for shape in STREAM_SHAPES:
                     r = run_fanout(shape, n, args.rate, args.seconds)
@@ -427,12 +474,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"received {r['received']}/{r['expected']}",
                         flush=True,
                     )
-        if args.only != "fanout":
+        for case, method in unary_cases.items():
+            if args.only not in (None, case):
+                continue
             for shape in UNARY_SHAPES:
-                r = run_unary(shape, 8, args.seconds)
-                uni.setdefault(shape, []).append(r)
+                r = run_unary(shape, method, 8, args.seconds)
+                uni.setdefault((case, shape), []).append(r)
                 print(
-                    f"unary  rep {rep + 1} {shape:8} calls/s {r['per_s']:7.0f}  srv µs/call {r['cpu_us_per_call']:6.1f}",
+                    f"{case:6} rep {rep + 1} {shape:8} calls/s {r['per_s']:7.0f}  "
+                    f"srv µs/call {r['cpu_us_per_call']:6.1f}",
                     flush=True,
                 )
     print("\n# medians")
@@ -445,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             f"fanout N={n:<3} {shape:8} srv µs/msg {med['cpu_us_per_msg']:6.1f}  delivered/s "
             f"{med['delivered_per_s']:8.0f}  p50 {med['p50_ms']:7.2f} ms  p99 {med['p99_ms']:7.2f} ms"
         )
-    for shape, rs in uni.items():
+    for (case, shape), rs in uni.items():
         print(
-            f"unary  {shape:8} calls/s {statistics.median(r['per_s'] for r in rs):7.0f}  srv µs/call "
+            f"{case:6} {shape:8} calls/s {statistics.median(r['per_s'] for r in rs):7.0f}  srv µs/call "
             f"{statistics.median(r['cpu_us_per_call'] for r in rs):6.1f}"
         )
     return 0
