@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO
 
 import grpc
 
@@ -333,28 +334,47 @@ def unary_client(target: str, method: str, threads: int, seconds: float) -> None
 # --- the parent -------------------------------------------------------------------------------------------
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench._aio_fanout", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+class Child:
+    """One role of this module in its own process, talked to by lines on its stdin and stdout."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._aio_fanout", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in: IO[str] = self.proc.stdin
+        self._out: IO[str] = self.proc.stdout
+
+    def send(self, line: str = "") -> None:
+        self._in.write(line + "\n")
+        self._in.flush()
+
+    def read(self) -> str:
+        return self._out.readline()
+
+    def finish(self) -> None:
+        """Closes its stdin (the end of its input: it finishes and exits), leaving its stdout readable."""
+        self._in.close()
+
+    def wait(self) -> None:
+        self.proc.wait(timeout=30)
 
 
-class Server:
+class Server(Child):
     def __init__(self, shape: str):
-        self.proc = _spawn("serve", shape)
-        self.target = f"127.0.0.1:{json.loads(self.proc.stdout.readline())['port']}"
+        super().__init__("serve", shape)
+        self.target = f"127.0.0.1:{json.loads(self.read())['port']}"
 
     def sample(self) -> dict:
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        self.send()
+        return json.loads(self.read())
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
+        self.finish()
+        self.wait()
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -367,28 +387,27 @@ def _pct(xs: list[float], p: float) -> float:
 def run_fanout(shape: str, n: int, rate: float, seconds: float) -> dict:
     srv = Server(shape)
     try:
-        subs = _spawn("subscribe", srv.target, str(n))
-        assert subs.stdout.readline().strip() == "ready"
+        subs = Child("subscribe", srv.target, str(n))
+        assert subs.read().strip() == "ready"
         # Warm-up messages until every stream has had one (the streams are open on the server), bounded.
-        warm = _spawn("publish", srv.target, "0", "0")
+        warm = Child("publish", srv.target, "0", "0")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             s = srv.sample()
             if s["delivered"] >= n * s["published"] > 0:
                 break
-            warm.stdin.write("\n")
-            warm.stdin.flush()
-            warm.stdout.readline()
+            warm.send()
+            warm.read()
             time.sleep(0.05)  # polling the server's counter, bounded
         else:
             raise RuntimeError(f"{n} streams not open after 20 s")
-        warm.stdin.close()
+        warm.finish()
         warm.wait()
         time.sleep(0.3)
         before = srv.sample()
-        pub = _spawn("publish", srv.target, str(rate), str(seconds))
-        pub.stdin.close()
-        pub_out = json.loads(pub.stdout.readline())
+        pub = Child("publish", srv.target, str(rate), str(seconds))
+        pub.finish()
+        pub_out = json.loads(pub.read())
         pub.wait()
         after = srv.sample()
         # Let a backlog drain (bounded) so latencies of late messages are counted, not dropped.
@@ -396,9 +415,9 @@ def run_fanout(shape: str, n: int, rate: float, seconds: float) -> dict:
         drain_until = time.monotonic() + 5
         while srv.sample()["delivered"] < expected and time.monotonic() < drain_until:
             time.sleep(0.05)
-        subs.stdin.close()
-        sub_out = json.loads(subs.stdout.readline())
-        subs.wait(timeout=10)
+        subs.finish()
+        sub_out = json.loads(subs.read())
+        subs.wait()
     finally:
         srv.close()
     delivered = after["delivered"] - before["delivered"]
@@ -417,15 +436,14 @@ def run_fanout(shape: str, n: int, rate: float, seconds: float) -> dict:
 def run_unary(shape: str, method: str, threads: int, seconds: float) -> dict:
     srv = Server(shape)
     try:
-        cli = _spawn("unary", srv.target, method, str(threads), str(seconds))
-        assert cli.stdout.readline().strip() == "ready"
+        cli = Child("unary", srv.target, method, str(threads), str(seconds))
+        assert cli.read().strip() == "ready"
         before = srv.sample()
-        cli.stdin.write("\n")
-        cli.stdin.flush()
-        out = json.loads(cli.stdout.readline())
+        cli.send()
+        out = json.loads(cli.read())
         after = srv.sample()
-        cli.stdin.close()
-        cli.wait(timeout=10)
+        cli.finish()
+        cli.wait()
     finally:
         srv.close()
     calls = out["calls"]
