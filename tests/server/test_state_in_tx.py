@@ -109,7 +109,7 @@ def test_an_invalid_value_is_left_out_and_reported_or_raises_before_anything_is_
 class _Writer(threading.Thread):
     """A `write(group=True)` on its own thread: runs `body(tx)` inside, keeps what it raised."""
 
-    def __init__(self, db: Database, body: Callable[[Any], None]):
+    def __init__(self, db: Database, body: Callable[[Any], object]):
         super().__init__(daemon=True)
         self.db, self.body = db, body
         self.error: BaseException | None = None
@@ -122,7 +122,7 @@ class _Writer(threading.Thread):
             self.error = exc
 
 
-def _then(db: Database, body: Callable[[Any], None], second: threading.Thread) -> Callable[[Any], None]:
+def _then(db: Database, body: Callable[[Any], object], second: threading.Thread) -> Callable[[Any], object]:
     """body, then start `second` and wait until it asks for the writer lock: the part ends with a writer
     waiting, so its transaction is left open for that writer's part (one shared COMMIT)."""
 
@@ -140,7 +140,11 @@ def _sqlite_only(db: Database) -> None:
 
 
 def _both(
-    db: Database, first: Callable[[Any], None], second: Callable[[Any], None], *, first_fails: bool = False
+    db: Database,
+    first: Callable[[Any], object],
+    second: Callable[[Any], object],
+    *,
+    first_fails: bool = False,
 ) -> tuple[_Writer, _Writer]:
     """Two parts of one shared COMMIT (the first's transaction left open for the second); `first_fails`:
     the first part raises once the second waits (its whole transaction rolls back: the second then runs

@@ -76,6 +76,7 @@ TERMINAL_EVENTS = frozenset(
 _TERMINAL_TYPES = tuple(sorted(TERMINAL_EVENTS))
 _CLUSTER_EVENTS = ("workflow.execution.moved", "workflow.execution.queued", "workflow.signal.received")
 MAX_REQUEST_ID = 128
+_KeyValues = list[tuple[str, Any]]  # state keys and their values (the class's own `list` shadows the builtin)
 # the columns of a new execution row that the insert leaves to their defaults
 _FRESH: dict[str, Any] = {"result": None, "error": None, "usage": None, "end_time": None, "start_time": None}
 MAX_LABELS = 64
@@ -394,7 +395,8 @@ class WorkflowEngine(Component):
             "epoch": 1,
         }
         fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
-        run: ExecutionRun | None = ExecutionRun(self, fresh, steps, new=True)
+        run: ExecutionRun | None
+        run = ExecutionRun(self, fresh, steps, new=True)
         with self._lock:  # a slot held from here (counted busy), or none
             slot = self._busy_locked() < self.limit() and not self.stopping.is_set()
             if slot:
@@ -907,13 +909,13 @@ class WorkflowEngine(Component):
                 if token is not None:
                     otel_context.detach(token)
 
-    def step_state(self, run: ExecutionRun, rec: StepRecord) -> list[tuple[str, Any]]:
+    def step_state(self, run: ExecutionRun, rec: StepRecord) -> _KeyValues:
         return self.requirements.step_completed(run, rec)
 
-    def end_state(self, run: ExecutionRun) -> list[tuple[str, Any]]:
+    def end_state(self, run: ExecutionRun) -> _KeyValues:
         return self.requirements.finished(run)
 
-    def write_state(self, tx: Tx, values: list[tuple[str, Any]]) -> None:
+    def write_state(self, tx: Tx, values: _KeyValues) -> None:
         self.requirements.write_in(tx, values)
 
 
