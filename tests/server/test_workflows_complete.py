@@ -21,9 +21,8 @@ WAIT = 30.0
 
 
 def finished_record(client: voltorch.Client, execution_id: str) -> dict:
-    """requirement.<id> once the run's end is recorded in it. The record is written just after the
-    execution's terminal status commits, so a waiter that saw that status may read it a moment early:
-    follow the key's changes (from its first revision) until one holds a terminal status."""
+    """requirement.<id> once the run's end is recorded in it (it commits with the terminal status): follow
+    the key's changes (from its first revision) until one holds a terminal status."""
     key = f"requirement.{execution_id}"
     changes = client.stubs.state.Watch(state_pb2.WatchRequest(key=key, start_revision=1), timeout=WAIT)
     try:

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -227,17 +227,26 @@ class _Batch:
     ids itself so that its rows go in with one statement. The revision is advanced with a compare-and-set:
     if another process wrote the database, what memory holds is stale, and the batch is refused before
     anything else is written (Aborted; the callers retry afresh).
+
+    A batch may also run inside another component's transaction (`StateStore.set_in`: a workflow step's),
+    which on SQLite may share its COMMIT with later transactions (`write(group=True)`): its rows are then in
+    the database's open transaction, not yet committed, while the next part runs. Memory and the cache hold
+    committed rows only, so while a batch's rows are written but their COMMIT (or rollback) not yet seen
+    (`StateStore._staged`), the next batch reads the revision, the history head and every row from its
+    transaction instead (and fills no cache from it).
     """
 
     def __init__(self, state: StateStore, tx: Tx):
         self.state = state
         self.tx = tx
-        last = state._last_revision
+        # What memory holds is committed, and nothing of state's is written but uncommitted before this.
+        self.trusted = trusted = state._staged is None
+        last = state._last_revision if trusted else None
         # PostgreSQL: nothing is remembered (another replica may have written), and reading the revision
         # locks its row until COMMIT, so batches of all replicas take turns and commit in revision order.
         self.committed_revision = last if last is not None else state._revision_in(tx)
         self.revision = self._written_revision = self.committed_revision  # newest kept / put in
-        history_id = state._last_history_id
+        history_id = state._last_history_id if trusted else None
         self.history_id = history_id if history_id is not None else state.store.history_head_in(tx)
         if state._shared and state._delivered < self.history_id:
             # Other replicas committed: the cache takes their changes before writes read it. The
@@ -249,7 +258,9 @@ class _Batch:
         self._events: list[Prepared] = []
         self._changes: list[Change] = []
         self.changes: list[Change] = []  # everything kept, in order
-        tx.after_commit(self._committed)  # first: the cache is current before anyone hears of a change
+        # first (also in a transaction that appended events before): the cache is current before anyone
+        # hears of a change
+        tx.after_commit(self._committed, first=True)
 
     def writer(self, now: float, trace: TraceIds) -> _Writer:
         return _Writer(self, now, trace)
@@ -279,6 +290,8 @@ class _Batch:
             )
         self._written_revision = self.revision
         self.state.store.write_rows(tx, self._rows, self._history, self.history_id)
+        if not self.state._shared:
+            self.state._staged = self  # until its COMMIT is seen (a rollback leaves it: read afresh then)
         self.state.events.append(tx, self._events)  # same transaction: writes and events commit together
         changes = self._changes
         publish: Callable[[list[Change]], None]
@@ -295,6 +308,8 @@ class _Batch:
         state = self.state
         if state._shared:
             return  # nothing kept in memory (see StateStore.__init__)
+        if state._staged is self:
+            state._staged = None
         state._last_revision = self.revision
         if self.changes:
             state._last_history_id = self.history_id
@@ -326,6 +341,8 @@ class _Writer:
             row = self.written[key]
         elif key in self.batch.written:
             row = self.batch.written[key]
+        elif not self.batch.trusted:  # perhaps written uncommitted by an earlier batch: as the database says
+            row = self.batch.state.store.row_in(self.batch.tx, key)
         else:
             # Not written by this batch, so committed: the cache changes only after commit, under our lock,
             # and the database (seen through this transaction) holds nothing of ours for this key.
@@ -425,6 +442,8 @@ class StateStore(Component):
         self._lease: Any = db.try_lock(SWEEP_LEASE) if self._shared else None
         self._last_revision: int | None = None  # the committed revision, once a write has read it
         self._last_history_id: int | None = None  # the newest kv_history id, likewise
+        # SQLite: the last batch whose rows were written, until its COMMIT is seen (see _Batch)
+        self._staged: _Batch | None = None
         # Concurrent writes share transactions (see storage/_group_commit).
         self._group = GroupCommit(self._run_batch)
         self._stop = threading.Event()
@@ -615,6 +634,41 @@ class StateStore(Component):
 
         kv = self._write(put, now, len(raw))
         return kv, kv.mod_revision
+
+    def set_in(
+        self,
+        tx: Tx,
+        values: Iterable[tuple[str, Any]],
+        invalid: Callable[[str, InvalidArgument], None] | None = None,
+    ) -> builtins.list[KeyValue]:
+        """Set each (key, value) of `values` (no condition, no TTL; a key may come again) inside the caller's write transaction on this
+        store's database, as `set` would one after another: each its own revision and `state.changed`
+        event, after the events the transaction appended before. They commit or roll back with it; the
+        cache, then subscribers, then watchers hear once it has committed. On PostgreSQL this locks the
+        revision row until COMMIT: call it after the transaction's other row locks. `invalid(key, error)`:
+        a key or value that is not valid (e.g. too large) is left out and reported there instead of
+        raising before anything is written."""
+        encoded = []
+        for key, value in values:
+            try:
+                validate_key(key)
+                encoded.append((key, _encode_value(value, "value")))
+            except InvalidArgument as exc:
+                if invalid is None:
+                    raise
+                invalid(key, exc)
+        if not encoded:
+            return []
+        now = self.clock()
+        trace = current_trace()
+        b = _Batch(self, tx)
+        kvs = []
+        for key, raw in encoded:
+            w = b.writer(now, trace)
+            kvs.append(w.put(key, raw, w.row(key), None))
+            b.keep(w)
+        b.write()
+        return kvs
 
     def delete(self, key: str, *, expected_version: int | None = None) -> tuple[int, KeyValue]:
         validate_key(key)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...errors import InvalidArgument, VoltorchError
+from ...storage import Tx
 from ..coordination import CoordinationCondition
 from ..state import StateStore
 from ._executions import COMPLETED, StepRecord
@@ -321,7 +322,11 @@ class Definitions:
 
 class RequirementState:
     """Mirrors a complete-workflow execution into global state, as the seed's orchestrator does:
-    requirement.<id> (the record), requirement.<id>.analysis / .tasks / .results / .review / .summary."""
+    requirement.<id> (the record), requirement.<id>.analysis / .tasks / .results / .review / .summary.
+
+    Each key is written in the transaction of the checkpoint that produces it (the start, a step's
+    completion, the end): durable with it, its `state.changed` event after that checkpoint's events. The
+    methods below say which keys (key, value) a checkpoint writes; `write_in` writes them."""
 
     def __init__(self, state: StateStore):
         self.state = state
@@ -330,39 +335,41 @@ class RequirementState:
     def key(execution_id: str, part: str = "") -> str:
         return f"{STATE_PREFIX}{execution_id}" + (f".{part}" if part else "")
 
-    def _set(self, key: str, value: Any) -> None:
-        try:
-            self.state.set(key, value)
-        except VoltorchError as exc:  # e.g. too large: keep the workflow going, say why in the log
-            log.warning("could not write state key %s: %s", key, exc)
+    def write_in(self, tx: Tx, values: list[tuple[str, Any]]) -> None:
+        """Write the keys in the checkpoint's transaction; one that cannot be written (e.g. too large) is
+        left out, and the log says why: the workflow goes on."""
+        self.state.set_in(tx, values, invalid=_not_written)
 
-    def started(self, execution_id: str, requirement: str, status: str) -> None:
-        self._set(
-            self.key(execution_id),
-            {
-                "requirement": requirement,
-                "execution_id": execution_id,
-                "status": status,
-                "update_time": time.time(),
-            },
-        )
+    def started(self, execution_id: str, requirement: str, status: str) -> list[tuple[str, Any]]:
+        return [
+            (
+                self.key(execution_id),
+                {
+                    "requirement": requirement,
+                    "execution_id": execution_id,
+                    "status": status,
+                    "update_time": time.time(),
+                },
+            )
+        ]
 
-    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
+    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> list[tuple[str, Any]]:
         if run.template_name != NAME or rec.parent_id:
-            return
+            return []
         value = rec.structured if rec.structured is not None else rec.output
         if rec.step_id == "analyse":
-            self._set(self.key(run.id, "analysis"), value)
-        elif rec.step_id == "generate_tasks":
+            return [(self.key(run.id, "analysis"), value)]
+        if rec.step_id == "generate_tasks":
             tasks = value.get("tasks") if isinstance(value, dict) else value
-            self._set(self.key(run.id, "tasks"), tasks)
-        elif rec.step_id == "execute_tasks":
-            self._set(self.key(run.id, "results"), self._results(run, rec))
-        elif rec.step_id == "review":
-            self._set(self.key(run.id, "review"), value)
-        elif rec.step_id == "summary":
+            return [(self.key(run.id, "tasks"), tasks)]
+        if rec.step_id == "execute_tasks":
+            return [(self.key(run.id, "results"), self._results(run, rec))]
+        if rec.step_id == "review":
+            return [(self.key(run.id, "review"), value)]
+        if rec.step_id == "summary":
             text = value.get("summary") if isinstance(value, dict) else None
-            self._set(self.key(run.id, "summary"), text if isinstance(text, str) else rec.output)
+            return [(self.key(run.id, "summary"), text if isinstance(text, str) else rec.output)]
+        return []
 
     @staticmethod
     def _results(run: ExecutionRun, rec: StepRecord) -> list[dict[str, Any]]:
@@ -385,9 +392,11 @@ class RequirementState:
             )
         return out
 
-    def finished(self, run: ExecutionRun) -> None:
+    def finished(self, run: ExecutionRun) -> list[tuple[str, Any]]:
+        """The record at the run's end (its status set); after a restart also the keys of its finished
+        steps again (an execution started before its keys were written with its steps may lack some)."""
         if run.template_name != NAME:
-            return
+            return []
         recs = run.records
         review = recs.get("review")
         rv = review.structured if review is not None and isinstance(review.structured, dict) else {}
@@ -406,8 +415,13 @@ class RequirementState:
         if run.status != COMPLETED:
             failed = [r.error for r in recs.values() if r.error and r.status == "failed" and not r.parent_id]
             record["error"] = failed[0].to_dict() if failed else None
-        self._set(self.key(run.id), record)
+        out: list[tuple[str, Any]] = [(self.key(run.id), record)]
         if run.recovered:  # catch up on keys a crash may have missed
             for rec in recs.values():
                 if rec.status == COMPLETED and not rec.parent_id:
-                    self.step_completed(run, rec)
+                    out += self.step_completed(run, rec)
+        return out
+
+
+def _not_written(key: str, exc: VoltorchError) -> None:
+    log.warning("could not write state key %s: %s", key, exc)

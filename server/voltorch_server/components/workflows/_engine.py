@@ -29,7 +29,7 @@ from ..._ids import new_id
 from ...agents.base import TokenUsage
 from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ...priority import Priority
-from ...storage import Database
+from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, internal_span
 from ..events import Event, EventFilter, EventLog, NewEvent
 from ..shared import Component, Follower, TimerQueue
@@ -76,6 +76,9 @@ TERMINAL_EVENTS = frozenset(
 _TERMINAL_TYPES = tuple(sorted(TERMINAL_EVENTS))
 _CLUSTER_EVENTS = ("workflow.execution.moved", "workflow.execution.queued", "workflow.signal.received")
 MAX_REQUEST_ID = 128
+_KeyValues = list[tuple[str, Any]]  # state keys and their values (the class's own `list` shadows the builtin)
+# the columns of a new execution row that the insert leaves to their defaults
+_FRESH: dict[str, Any] = {"result": None, "error": None, "usage": None, "end_time": None, "start_time": None}
 MAX_LABELS = 64
 
 __all__ = ["TERMINAL_EVENTS", "Execution", "WorkflowEngine", "complete"]
@@ -316,19 +319,26 @@ class WorkflowEngine(Component):
         priority: int = 0,
         labels: dict[str, str] | None = None,
     ) -> tuple[Execution, bool]:
-        """ExecuteCompleteWorkflow: the built-in template with per-call options."""
+        """ExecuteCompleteWorkflow: the built-in template with per-call options; its requirement.<id>
+        record is written in the transaction that starts it."""
         opts = options or complete.Options()
         _check_common(request_id, labels or {}, "")
         base = self.templates.get(complete.NAME)
         t, params = complete.variant(base, requirement, opts)
         digest = _digest("complete", requirement, repr(opts), Priority.of(priority), labels)
         definition = self.complete_definitions.of(base, opts, t)
-        execution, existing = self._start(
-            t, params, digest, request_id, priority, labels or {}, "", definition
+        requirements = self.requirements
+        return self._start(
+            t,
+            params,
+            digest,
+            request_id,
+            priority,
+            labels or {},
+            "",
+            definition,
+            state=lambda eid, status: requirements.started(eid, requirement, status),
         )
-        if not existing:
-            self.requirements.started(execution.id, requirement, execution.status)
-        return execution, existing
 
     def _start(
         self,
@@ -340,9 +350,17 @@ class WorkflowEngine(Component):
         labels: dict[str, str],
         correlation_id: str,
         definition: str = "",
+        state: Callable[[str, str], list[tuple[str, Any]]] | None = None,
     ) -> tuple[Execution, bool]:
         """Persist and admit an execution of t. `definition` is t as stored (already validated); without
-        it t is a per-call variant, validated and serialised here."""
+        it t is a per-call variant, validated and serialised here. `state(id, status)`: state keys written
+        in the same transaction.
+
+        The engine lock is not held across the transaction (its COMMIT may be shared with other steps'
+        and starts', which would then wait for each other): a start that may run at once holds its slot
+        (`_running`) and its run (`_runs`, so no one loads a second run of it) from before the
+        transaction, both given back if it does not commit or does not run now. The reply is what the
+        transaction wrote, not read back."""
         if not definition:
             validate_template(t)
             definition = dumps(t)
@@ -355,6 +373,7 @@ class WorkflowEngine(Component):
             trace = current_trace()
         now = round(time.time(), 6)  # microseconds: what a client's datetime can express, for created_after
         steps = [StepRecord(step_id=s.id, position=i, name=s.display_name) for i, s in enumerate(t.steps)]
+        shared = self.ownership.shared
         row: dict[str, Any] = {
             "id": eid,
             "request_id": request_id or None,
@@ -371,16 +390,30 @@ class WorkflowEngine(Component):
             "trace_id": trace.trace_id,
             "create_time": now,
             "update_time": now,
+            # on a shared database decided in the transaction (fair share); else this replica's, epoch 1
+            "owner": self.me,
+            "epoch": 1,
         }
+        fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
+        run: ExecutionRun | None
+        run = ExecutionRun(self, fresh, steps, new=True)
+        with self._lock:  # a slot held from here (counted busy), or none
+            slot = self._busy_locked() < self.limit() and not self.stopping.is_set()
+            if slot:
+                self._running.add(eid)
+                self._runs[eid] = run
+            else:
+                run = None
         existing_id = None
-        run = None
         committed: Callable[[], None] | None = None
         claimed: list[Any] = []
-        with self._lock:
-            run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
-            with self.db.write(group=True) as tx:  # may share its COMMIT with steps'
-                mine = True  # on a shared database: claimed here only within this replica's fair share,
-                if self.ownership.shared:  # and only when none waits before it (claims go in queue order)
+        reply: Execution | None = None
+        mine = True
+        try:
+            with self.db.write(group=True) as tx:  # may share its COMMIT with steps' and other starts'
+                # on a shared database: claimed here only within this replica's fair share, and only when
+                # none waits before it (claims go in queue order)
+                if shared:
                     members, running, waiting = self.store.load(tx, self.ownership.alive_since())
                     mine = not waiting and fair_share(members, running, self.me, 1) > 0
                 prev = self.store.by_request(tx, request_id) if request_id else None
@@ -393,14 +426,13 @@ class WorkflowEngine(Component):
                         )
                     existing_id = prev["id"]
                 else:
-                    slot, run_now = run_now, run_now and mine
+                    run_now = run is not None and mine
                     row["status"] = PENDING if run_now else QUEUED
                     row["owner"], row["epoch"] = (self.me, 1) if mine else ("", 0)
                     self.store.insert(tx, row, steps)
-                    if run_now:  # started in the same commit, its first steps too
-                        fresh = {**row, "start_time": None, "run_elapsed": 0.0, "run_since": None}
-                        run = ExecutionRun(self, fresh, steps)
+                    if run is not None and run_now:  # started in the same commit, its first steps too
                         committed = run.begin_in(tx, "workflow.execution.started", parameters=sorted(params))
+                        reply = self._started(row, run)
                     else:
                         queued = NewEvent(
                             type="workflow.execution.queued",
@@ -413,13 +445,23 @@ class WorkflowEngine(Component):
                         if not mine and slot and fair_share(members, running, self.me, waiting + 1) > 0:
                             # its share of the queue, in queue order (this one, or one waiting before it)
                             claimed = self.store.claim_queued(tx, self.me, 1)
+                        reply = execution_of(self.store, {**row, **_FRESH}, steps=steps)
+                    if state is not None:  # last: on PostgreSQL it locks the state's revision row
+                        self.write_state(tx, state(eid, reply.status))
+        except BaseException:
+            if run is not None:
+                run.abandon()
+                with self._lock:
+                    self._give_back(eid, run)
+            raise
+        with self._lock:
+            if run is not None and committed is None:  # not run now (an existing request, or queued)
+                run.abandon()
+                self._give_back(eid, run)
             for r in claimed:
                 self._enqueue_locked(r["id"], r["priority"], r["create_time"])
-            if existing_id is None:
-                if run is not None:
-                    self._running.add(eid)
-                    self._runs[eid] = run
-                elif mine:
+            if existing_id is None and committed is None:
+                if mine:
                     self._enqueue_locked(eid, int(prio), now)
                 else:
                     self._wake_admission()  # unowned: claimed by whichever replica has its share free
@@ -430,7 +472,28 @@ class WorkflowEngine(Component):
             committed()
         if claimed:  # begun here, not left to the admission thread (the RPCs may keep it from the lock)
             self._admit()
-        return self.get(eid), False
+        assert reply is not None
+        return reply, False
+
+    def _give_back(self, eid: str, run: ExecutionRun) -> None:
+        """A start's slot and run, held before its transaction, when it does not run now (engine lock held)."""
+        if self._runs.get(eid) is run:
+            self._runs.pop(eid, None)
+            self._running.discard(eid)
+            self._wake_admission()  # the slot was counted busy meanwhile
+
+    def _started(self, row: dict[str, Any], run: ExecutionRun) -> Execution:
+        """The reply of a start that runs at once: the execution as its transaction writes it."""
+        with run.lock:
+            steps = list(run.records.values())
+            fields = {
+                "status": run.status,
+                "start_time": run.start_time,
+                "update_time": run.update_time,
+            }
+            waiting = run.waiting()
+        out = execution_of(self.store, {**row, **_FRESH, **fields}, steps=steps)
+        return replace(out, waiting=waiting) if waiting else out
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -832,7 +895,6 @@ class WorkflowEngine(Component):
             wanted = bool(self._queued) or self.ownership.shared
         if wanted:
             self._wake_admission()
-        self.requirements.finished(run)
         self.metrics.workflow_finished(run.status, run.run_elapsed, template=run.template_name)
         if run.status in ("failed", "timed_out"):
             token = otel_context.attach(context_from(run.traceparent)) if run.traceparent else None
@@ -847,8 +909,14 @@ class WorkflowEngine(Component):
                 if token is not None:
                     otel_context.detach(token)
 
-    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None:
-        self.requirements.step_completed(run, rec)
+    def step_state(self, run: ExecutionRun, rec: StepRecord) -> _KeyValues:
+        return self.requirements.step_completed(run, rec)
+
+    def end_state(self, run: ExecutionRun) -> _KeyValues:
+        return self.requirements.finished(run)
+
+    def write_state(self, tx: Tx, values: _KeyValues) -> None:
+        self.requirements.write_in(tx, values)
 
 
 class _Only:

@@ -123,6 +123,7 @@ class _Batch:
     jobs: list[tuple] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
     ops: list[Callable[[Tx], None]] = field(default_factory=list)  # more writes of the same checkpoint
+    state: list[tuple[str, Any]] = field(default_factory=list)  # state keys written with it (last)
 
 
 _jobs = threading.local()  # .pending: attempts made ready by the attempt running on this pool thread
@@ -224,11 +225,22 @@ class RunHost(Protocol):
 
     def wake_admission(self) -> None: ...
 
-    def step_completed(self, run: ExecutionRun, rec: StepRecord) -> None: ...
+    def step_state(self, run: ExecutionRun, rec: StepRecord) -> list[tuple[str, Any]]:
+        """The state keys (key, value) a finished top-level step writes with its checkpoint."""
+        ...
+
+    def end_state(self, run: ExecutionRun) -> list[tuple[str, Any]]:
+        """The state keys the run's end (its status set) writes with its checkpoint."""
+        ...
+
+    def write_state(self, tx: Tx, values: list[tuple[str, Any]]) -> None:
+        """Write state keys in a checkpoint's transaction (after its other writes)."""
+        ...
 
 
 class ExecutionRun:
-    def __init__(self, host: RunHost, row: Any, records: list[StepRecord]):
+    def __init__(self, host: RunHost, row: Any, records: list[StepRecord], *, new: bool = False):
+        """`new`: an execution being inserted (it has no durable timers to read)."""
         self.host = host
         self.id: str = row["id"]
         self.template_name: str = row["template_name"]
@@ -246,6 +258,7 @@ class ExecutionRun:
         self.start_time: float | None = row["start_time"]
         self.run_elapsed: float = row["run_elapsed"]
         self.run_since: float | None = row["run_since"]
+        self.update_time: float = row["update_time"]  # as the last checkpoint wrote it
         if self.run_since is not None:  # recovered after a crash: running time ends at the last checkpoint
             self.run_elapsed += max(row["update_time"] - self.run_since, 0.0)
             self.run_since = None
@@ -266,7 +279,9 @@ class ExecutionRun:
         self._deadline: Timer | None = None
         self._batch: _Batch | None = None
         # durable timers of this run's steps (sleep, start_after, wait timeouts) and their armed callbacks
-        self.timer_rows = {(t.step_id, t.kind): t for t in host.timer_store.of_execution(self.id)}
+        self.timer_rows = (
+            {} if new else {(t.step_id, t.kind): t for t in host.timer_store.of_execution(self.id)}
+        )
         self._wait_timers: dict[tuple[str, str], Timer] = {}
         self._consumed: set[str] = set()  # signal ids consumed by this run (some perhaps not yet written)
         self.fenced = False  # another replica claimed the execution: this run writes and starts nothing
@@ -324,18 +339,20 @@ class ExecutionRun:
         steps: Sequence[StepRecord] = (),
         events: Sequence[PreparedEvent] = (),
         ops: Sequence[Callable[[Tx], None]] = (),
+        state: Sequence[tuple[str, Any]] = (),
         **execution: Any,
     ) -> None:
         """Checkpoint: at once, or at the end of the enclosing _transaction() (one write for all)."""
         b = self._batch
         if b is None:
-            self._write(steps, events, execution, ops)
+            self._write(steps, events, execution, ops, state=state)
             return
         for st in steps:
             b.steps[st.step_id] = st
         b.events.extend(events)
         b.execution.update(execution)
         b.ops.extend(ops)
+        b.state.extend(state)
 
     def _write(
         self,
@@ -344,13 +361,17 @@ class ExecutionRun:
         execution: dict[str, Any],
         ops: Sequence[Callable[[Tx], None]] = (),
         tx: Tx | None = None,
+        *,
+        state: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """One checkpoint, fenced: the execution row is updated last and only at this run's epoch, so the
-        whole transaction rolls back (Fenced) when another replica has claimed the execution since."""
+        whole transaction rolls back (Fenced) when another replica has claimed the execution since. The
+        state keys it writes come after that (on PostgreSQL they lock the state's revision row: the last
+        lock before the event log's head, as state's own writes take them)."""
         if tx is None:
             try:  # may share its COMMIT with other steps' (storage/sqlite/db.py); returns once committed
                 with self.host.db.write(group=True) as tx:
-                    self._write(steps, events, execution, ops, tx)
+                    self._write(steps, events, execution, ops, tx, state=state)
             except Fenced as fenced:
                 self.drop(fenced)
             return
@@ -361,8 +382,16 @@ class ExecutionRun:
             host.events.append(tx, list(events))
         for op in ops:
             op(tx)
-        if not host.store.update(tx, self.id, epoch=self.epoch, update_time=time.time(), **execution):
+        self.update_time = now = time.time()
+        if not host.store.update(tx, self.id, epoch=self.epoch, update_time=now, **execution):
             raise Fenced(self.id, self.epoch)
+        if state:
+            host.write_state(tx, list(state))
+
+    def abandon(self) -> None:
+        """A run whose start was not committed (or runs later, loaded afresh): its timers go."""
+        with self.lock:
+            self._cancel_timers()
 
     def drop(self, fenced: Fenced) -> None:
         """Another replica owns the execution now: stop everything of this run (its timers, what it would
@@ -386,14 +415,18 @@ class ExecutionRun:
                 assert not open_tx
                 yield None
                 return
-            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
+            b = self._batch = made(
+                _Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[], state=[]
+            )
             if open_tx:
                 try:
                     with self.host.db.write(group=True) as tx:  # a COMMIT shared with other steps'
                         yield tx
                         self._batch = None
-                        if b.steps or b.events or b.execution or b.ops:
-                            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+                        if b.steps or b.events or b.execution or b.ops or b.state:
+                            self._write(
+                                list(b.steps.values()), b.events, b.execution, b.ops, tx, state=b.state
+                            )
                 except Fenced as fenced:
                     self.drop(fenced)
                     return
@@ -404,8 +437,8 @@ class ExecutionRun:
                     yield None
                 finally:
                     self._batch = None
-                    if b.steps or b.events or b.execution or b.ops:
-                        self._write(list(b.steps.values()), b.events, b.execution, b.ops)
+                    if b.steps or b.events or b.execution or b.ops or b.state:
+                        self._write(list(b.steps.values()), b.events, b.execution, b.ops, state=b.state)
                     for job in b.jobs if not self.fenced else ():
                         self._dispatch(job)
             if open_tx:
@@ -450,12 +483,14 @@ class ExecutionRun:
         """begin() inside the caller's transaction (the one that writes the new execution: its start and
         its first steps' commit with it); returns what to call once that transaction has committed."""
         with self.lock:
-            b = self._batch = made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[])
+            b = self._batch = made(
+                _Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[], state=[]
+            )
             try:
                 self._begin(event, (), data)
             finally:
                 self._batch = None
-            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx)
+            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx, state=b.state)
 
         def committed() -> None:
             with self.lock:
@@ -553,6 +588,7 @@ class ExecutionRun:
             self._commit(
                 changed,
                 [self._event(event, status=status, error=error.to_dict(), **data)],
+                state=self.host.end_state(self),
                 status=status,
                 error=error.to_dict(),
                 end_time=now,
@@ -817,8 +853,8 @@ class ExecutionRun:
                     duration=round(prec.end_time - (prec.start_time or prec.end_time), 3),
                 )
             ],
+            state=self.host.step_state(self, prec),
         )
-        self._after(lambda: self.host.step_completed(self, prec))
 
     def _fail_now(self, rec: StepRecord, error: TaskError) -> None:
         """A step failed without an attempt (bad items, unrenderable task)."""
@@ -845,6 +881,7 @@ class ExecutionRun:
         self._stop_clock()
         self.status = COMPLETED
         self._commit(
+            state=self.host.end_state(self),
             events=[
                 self._event(
                     "workflow.execution.completed",
@@ -1129,8 +1166,8 @@ class ExecutionRun:
                         usage=rec.usage.to_dict(),
                     )
                 ],
+                state=self.host.step_state(self, rec) if not rec.parent_id else (),
             )
-            self._after(lambda: self.host.step_completed(self, rec))
             if self._over_budget():
                 return
             if rec.parent_id:
@@ -1407,8 +1444,8 @@ class ExecutionRun:
                     **data,
                 )
             ],
+            state=self.host.step_state(self, rec),
         )
-        self._after(lambda: self.host.step_completed(self, rec))
         self.advance()
 
     def parked(self) -> bool:

@@ -179,8 +179,11 @@ class PgTx:
         one statement that locks the head, held from there to COMMIT only. fn takes no Python lock."""
         self._before.append(fn)
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self._after.append(fn)
+    def after_commit(self, fn: Callable[[], None], *, first: bool = False) -> None:
+        if first:
+            self._after.insert(0, fn)
+        else:
+            self._after.append(fn)
 
     def holds(self, name: str) -> bool:
         """Whether this transaction has locked the counter `name` (`counter`, or `write(lock=name)`)."""

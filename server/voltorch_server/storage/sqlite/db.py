@@ -129,9 +129,13 @@ class Tx:
         log writes all of a transaction's events there, in one statement."""
         self._before.append(fn)
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        """Run fn once the transaction has committed (never if it rolls back)."""
-        self._after.append(fn)
+    def after_commit(self, fn: Callable[[], None], *, first: bool = False) -> None:
+        """Run fn once the transaction has committed (never if it rolls back); `first`: before the
+        callbacks registered so far (a cache that must be current before anyone hears of the commit)."""
+        if first:
+            self._after.insert(0, fn)
+        else:
+            self._after.append(fn)
 
     def holds(self, name: str) -> bool:
         """Always: the writer lock, taken with BEGIN, keeps every number ours."""

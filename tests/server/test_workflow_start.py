@@ -1,0 +1,183 @@
+"""Starting executions: concurrent starts keep the concurrency limit without the engine lock held across
+their (shared) COMMIT, the reply is what the start's transaction wrote (no read-back), a start that fails
+leaves nothing written and nothing held; and the complete workflow's requirement.<id> keys are written in
+the transaction of the checkpoint that produces them. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import voltorch
+from engines import WAIT, Engines, build
+from polling import until
+from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.app import VoltorchServer
+from voltorch_server.components.workflows import (
+    TERMINAL_EVENTS,
+    AgentTaskSpec,
+    ParameterSpec,
+    StepSpec,
+    Template,
+)
+from voltorch_server.components.workflows.templates import INTEGER
+from voltorch_server.errors import AlreadyExists
+
+BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    e = build(db)
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def held(engines: Engines) -> Iterator[threading.Event]:
+    """An agent ("held") whose tasks wait for the returned event: their executions keep running."""
+    gate = threading.Event()
+
+    def hold(t: AgentTask, cancel: CancelSignal) -> str:
+        gate.wait(WAIT)
+        return "done"
+
+    engines.coordination.register_agent(
+        "held", kind="function", capabilities=("held",), max_concurrency=64, runtime=hold
+    )
+    engines.workflows.register_template(
+        Template(
+            name="held",
+            parameters=(ParameterSpec("n", INTEGER, default=0, has_default=True),),
+            steps=(
+                StepSpec("a", AgentTaskSpec("a {{n}}", capabilities=("held",))),
+                StepSpec("b", AgentTaskSpec("b", capabilities=("upper",)), depends_on=("a",)),
+            ),
+        )
+    )
+    yield gate
+    gate.set()
+
+
+def _rows(engines: Engines) -> list[Any]:
+    return engines.stores.executions.page(
+        status="", template_name="", created_after=None, created_before=None, before=None, limit=1000
+    )
+
+
+def test_concurrent_starts_run_up_to_the_limit_and_queue_the_rest(engines: Engines, held) -> None:
+    wf = engines.workflows
+    wf.concurrency = 3
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda i: wf.start_execution("held", parameters={"n": i})[0], range(12)))
+    assert len({r.id for r in replies}) == 12
+    assert sorted(r.status for r in replies) == ["queued"] * 9 + ["running"] * 3
+    assert wf.details()["active_workflows"] == 3 and wf.details()["queued_workflows"] == 9
+    for r in replies:  # the reply is what the start committed: the same as reading it now
+        if r.status == "running":
+            assert r == wf.get(r.id)
+            assert [s.status for s in r.steps] == ["running", "pending"] and r.start_time is not None
+        else:
+            assert [s.status for s in r.steps] == ["pending", "pending"]
+            assert r.status == wf.get(r.id).status == "queued"
+    held.set()
+    for r in replies:
+        assert engines.finished(r.id).status == "completed"
+    assert wf.details()["active_workflows"] == 0
+
+
+def test_concurrent_starts_with_one_request_id_make_one_execution_and_hold_no_slot(
+    engines: Engines, held
+) -> None:
+    wf = engines.workflows
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: wf.start_execution("held", request_id="same"), range(8)))
+    (new,) = [e for e, existing in replies if not existing]
+    assert {e.id for e, _ in replies} == {new.id}
+    assert len(_rows(engines)) == 1
+    assert wf.details()["active_workflows"] == 1  # the repeats gave their slots back
+    with pytest.raises(AlreadyExists):  # the same id for another request: nothing written, nothing held
+        wf.start_execution("held", request_id="same", parameters={"n": 2})
+    assert len(_rows(engines)) == 1 and wf.details()["active_workflows"] == 1
+
+
+def test_a_start_whose_transaction_fails_leaves_nothing_written_or_held(
+    engines: Engines, held, monkeypatch
+) -> None:
+    """The failure comes after the execution's insert and its first step's begin (with the first step's
+    coordination): all of it rolls back, and its slot, run and timers go."""
+    wf = engines.workflows
+    events_before = engines.events.last_sequence()
+
+    def fails(tx: Any, values: Any) -> None:
+        raise RuntimeError("the state write failed")
+
+    monkeypatch.setattr(wf, "write_state", fails)
+    with pytest.raises(RuntimeError, match="the state write failed"):
+        wf._start(
+            wf.get_template("held"),
+            {"n": 1},
+            "digest",
+            "req-1",
+            0,
+            {},
+            "",
+            state=lambda eid, status: [(f"k.{eid}", status)],
+        )
+    assert _rows(engines) == []
+    assert engines.events.last_sequence() == events_before
+    assert engines.coordination.list()[0] == []
+    details = wf.details()
+    assert details["active_workflows"] == 0 and details["timers"] == 0 and not wf._runs
+    monkeypatch.undo()
+    e, existing = wf.start_execution("held", request_id="req-1", parameters={"n": 1})  # the id is free
+    assert not existing and e.status == "running"
+
+
+# -- the complete workflow's requirement.<id> keys ------------------------------------------------------
+
+KEYS = {"analyse": "analysis", "generate_tasks": "tasks", "execute_tasks": "results", "review": "review"}
+
+
+def test_each_requirement_key_is_committed_with_the_checkpoint_that_writes_it(
+    server: VoltorchServer, client: voltorch.Client
+) -> None:
+    """When a checkpoint's events are delivered (right after its COMMIT), the key it writes is already in
+    the database: the start's record, each step's key, the end's record."""
+    runtime = server.runtime
+    seen: list[tuple[str, str, Any]] = []
+
+    def stored(key: str) -> Any:
+        row = runtime.state.store.row(key)  # the database itself, not the cache
+        return None if row is None else row.value
+
+    def on_event(e: Any) -> None:
+        data = e.data if isinstance(e.data, dict) else {}
+        eid = data.get("execution_id", "")
+        if not eid or data.get("template") != "complete-workflow":
+            return
+        if e.type == "workflow.execution.started" or e.type in TERMINAL_EVENTS:
+            seen.append((e.type, "", stored(f"requirement.{eid}")))
+        elif e.type == "workflow.step.completed" and data.get("step_id") in (*KEYS, "summary"):
+            part = KEYS.get(data["step_id"], "summary")
+            seen.append((e.type, data["step_id"], stored(f"requirement.{eid}.{part}")))
+
+    runtime.events.add_listener(on_event)
+    try:
+        e = client.workflows.execute_complete("A todo list with due dates").execution
+        done = client.workflows.wait(e.id, timeout=WAIT)
+        until(lambda: len(seen) == 7, WAIT, lambda: seen)
+    finally:
+        runtime.events.remove_listener(on_event)
+    assert done.status == "completed"
+    assert [(t, s) for t, s, _ in seen] == [
+        ("workflow.execution.started", ""),
+        *(("workflow.step.completed", s) for s in (*KEYS, "summary")),
+        ("workflow.execution.completed", ""),
+    ]
+    assert all(v is not None for _, _, v in seen), seen
+    assert '"status":"running"' in seen[0][2] and '"status":"completed"' in seen[-1][2]
+    assert client.state.get(f"requirement.{e.id}.summary").value == done.result["summary"]
