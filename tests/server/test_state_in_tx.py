@@ -134,11 +134,6 @@ def _then(db: Database, body: Callable[[Any], object], second: threading.Thread)
     return run
 
 
-def _sqlite_only(db: Database) -> None:
-    if db.kind != "sqlite":
-        pytest.skip("shared COMMITs are SQLite's (PostgreSQL commits every transaction alone)")
-
-
 def _both(
     db: Database,
     first: Callable[[Any], object],
@@ -166,10 +161,10 @@ def _both(
     return w1, w2
 
 
+@pytest.mark.backends("sqlite")  # shared COMMITs are SQLite's (PostgreSQL commits each alone)
 def test_two_parts_of_one_commit_each_write_keys(store: StateStore, events: EventLog, db: Database) -> None:
     """The second part's keys are computed against the first's, written but not committed when it runs
     (memory and the cache hold only committed rows: it reads them from its transaction)."""
-    _sqlite_only(db)
     store.set("k", 0)
     store.get("k")  # cached, at version 1
     commits = db.commits
@@ -185,10 +180,10 @@ def test_two_parts_of_one_commit_each_write_keys(store: StateStore, events: Even
     assert (kv.version, revision) == (4, 5)
 
 
+@pytest.mark.backends("sqlite")  # shared COMMITs are SQLite's (PostgreSQL commits each alone)
 def test_a_part_rolled_back_after_writing_keys_leaves_the_others_and_the_next_writes_right(
     store: StateStore, events: EventLog, db: Database
 ) -> None:
-    _sqlite_only(db)
     store.set("k", 0)
 
     def fails(tx: Any) -> None:
@@ -205,10 +200,10 @@ def test_a_part_rolled_back_after_writing_keys_leaves_the_others_and_the_next_wr
     assert _changed(events) == [("k", 1), ("k", 2), ("c", 3)]
 
 
+@pytest.mark.backends("sqlite")  # shared COMMITs are SQLite's (PostgreSQL commits each alone)
 def test_a_first_part_rolled_back_after_writing_keys_leaves_the_next_part_right(
     store: StateStore, events: EventLog, db: Database
 ) -> None:
-    _sqlite_only(db)
     store.set("k", 0)
 
     w1, w2 = _both(
@@ -219,3 +214,26 @@ def test_a_first_part_rolled_back_after_writing_keys_leaves_the_next_part_right(
     assert (k.value, k.version, k.mod_revision) == (2, 2, 2)
     assert _changed(events) == [("k", 1), ("k", 2)]
     assert store.set("k", 3)[1] == 3
+
+
+@pytest.mark.backends("sqlite")
+def test_two_parts_of_one_transaction_leave_memory_at_the_later(store: StateStore, db: Database) -> None:
+    """Each part's cache update comes first (before subscribers), and the parts keep their order: the
+    remembered revision is the later part's, so the next write is not refused as another writer's."""
+    store.set("before", 0)
+    with db.write() as tx:
+        store.set_in(tx, [("k.a", 1)])
+        store.set_in(tx, [("k.b", 2)])
+    assert store.revision == 3
+    kv, revision = store.set("after", 1)
+    assert revision == 4 and kv.key == "after"
+
+
+@pytest.mark.backends("sqlite")
+def test_one_key_twice_in_one_transaction_reads_the_later(store: StateStore, db: Database) -> None:
+    store.set("k", 0)
+    assert store.get("k").value == 0  # cached
+    with db.write() as tx:
+        store.set_in(tx, [("k", 1)])
+        store.set_in(tx, [("k", 2)])
+    assert store.get("k").value == 2

@@ -1,7 +1,7 @@
-"""Starting executions: concurrent starts keep the concurrency limit without the engine lock held across
-their (shared) COMMIT, the reply is what the start's transaction wrote (no read-back), a start that fails
-leaves nothing written and nothing held; and the complete workflow's requirement.<id> keys are written in
-the transaction of the checkpoint that produces them. SQLite and PostgreSQL."""
+"""Starting executions: concurrent starts keep the concurrency limit, the reply is the execution as its
+start left it, a start that fails leaves nothing written and nothing held (its deadline cancelled too);
+and the complete workflow's requirement.<id> keys are written in the transaction of the checkpoint that
+produces them. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

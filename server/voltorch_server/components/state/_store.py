@@ -641,13 +641,13 @@ class StateStore(Component):
         values: Iterable[tuple[str, Any]],
         invalid: Callable[[str, InvalidArgument], None] | None = None,
     ) -> builtins.list[KeyValue]:
-        """Set each (key, value) of `values` (no condition, no TTL; a key may come again) inside the caller's write transaction on this
-        store's database, as `set` would one after another: each its own revision and `state.changed`
-        event, after the events the transaction appended before. They commit or roll back with it; the
-        cache, then subscribers, then watchers hear once it has committed. On PostgreSQL this locks the
-        revision row until COMMIT: call it after the transaction's other row locks. `invalid(key, error)`:
-        a key or value that is not valid (e.g. too large) is left out and reported there instead of
-        raising before anything is written."""
+        """Set each (key, value) of `values` (no condition, no TTL; a key may come again) inside the
+        caller's write transaction on this store's database, as `set` would one after another: each its
+        own revision and `state.changed` event, after the events the transaction appended before. They
+        commit or roll back with it; the cache, then subscribers, then watchers hear once it has
+        committed. On PostgreSQL this locks the revision row until COMMIT: call it after the
+        transaction's other row locks. `invalid(key, error)`: a key or value that is not valid (e.g. too
+        large) is left out and reported there instead of raising before anything is written."""
         encoded = []
         for key, value in values:
             try:

@@ -211,14 +211,8 @@ class ExecutionStore(Protocol):
         ...
 
 
-def execution(
-    store: ExecutionStore,
-    row: Any,
-    *,
-    with_steps: bool = True,
-    steps: Sequence[StepRecord] | None = None,
-) -> Execution:
-    """A stored execution row (and its steps: `steps`, else read from `store`) as the caller sees it."""
+def execution(store: ExecutionStore, row: Any, *, with_steps: bool = True) -> Execution:
+    """A stored execution row (and its steps, read from `store`) as the caller sees it."""
     return Execution(
         id=row["id"],
         request_id=row["request_id"] or "",
@@ -236,7 +230,7 @@ def execution(
         start_time=row["start_time"],
         end_time=row["end_time"],
         update_time=row["update_time"],
-        steps=nest(list(steps) if steps is not None else store.steps(row["id"])) if with_steps else (),
+        steps=nest(store.steps(row["id"])) if with_steps else (),
         usage=TokenUsage.from_dict(_unj(row["usage"])),
         budget=loads(row["definition"]).budget,
         replica_id=row["owner"],

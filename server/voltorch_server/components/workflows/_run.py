@@ -125,6 +125,11 @@ class _Batch:
     ops: list[Callable[[Tx], None]] = field(default_factory=list)  # more writes of the same checkpoint
     state: list[tuple[str, Any]] = field(default_factory=list)  # state keys written with it (last)
 
+    @staticmethod
+    def new() -> _Batch:
+        """An empty batch (one per reaction: made without the default factories' calls)."""
+        return made(_Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[], state=[])
+
 
 _jobs = threading.local()  # .pending: attempts made ready by the attempt running on this pool thread
 
@@ -258,7 +263,6 @@ class ExecutionRun:
         self.start_time: float | None = row["start_time"]
         self.run_elapsed: float = row["run_elapsed"]
         self.run_since: float | None = row["run_since"]
-        self.update_time: float = row["update_time"]  # as the last checkpoint wrote it
         if self.run_since is not None:  # recovered after a crash: running time ends at the last checkpoint
             self.run_elapsed += max(row["update_time"] - self.run_since, 0.0)
             self.run_since = None
@@ -382,11 +386,15 @@ class ExecutionRun:
             host.events.append(tx, list(events))
         for op in ops:
             op(tx)
-        self.update_time = now = time.time()
-        if not host.store.update(tx, self.id, epoch=self.epoch, update_time=now, **execution):
+        if not host.store.update(tx, self.id, epoch=self.epoch, update_time=time.time(), **execution):
             raise Fenced(self.id, self.epoch)
         if state:
             host.write_state(tx, list(state))
+
+    def _write_batch(self, b: _Batch, tx: Tx | None = None) -> None:
+        """The checkpoint a batch gathered, if it gathered any."""
+        if b.steps or b.events or b.execution or b.ops or b.state:
+            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx, state=b.state)
 
     def abandon(self) -> None:
         """A run whose start was not committed (or runs later, loaded afresh): its timers go."""
@@ -415,18 +423,13 @@ class ExecutionRun:
                 assert not open_tx
                 yield None
                 return
-            b = self._batch = made(
-                _Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[], state=[]
-            )
+            b = self._batch = _Batch.new()
             if open_tx:
                 try:
                     with self.host.db.write(group=True) as tx:  # a COMMIT shared with other steps'
                         yield tx
                         self._batch = None
-                        if b.steps or b.events or b.execution or b.ops or b.state:
-                            self._write(
-                                list(b.steps.values()), b.events, b.execution, b.ops, tx, state=b.state
-                            )
+                        self._write_batch(b, tx)
                 except Fenced as fenced:
                     self.drop(fenced)
                     return
@@ -437,8 +440,7 @@ class ExecutionRun:
                     yield None
                 finally:
                     self._batch = None
-                    if b.steps or b.events or b.execution or b.ops or b.state:
-                        self._write(list(b.steps.values()), b.events, b.execution, b.ops, state=b.state)
+                    self._write_batch(b)
                     for job in b.jobs if not self.fenced else ():
                         self._dispatch(job)
             if open_tx:
@@ -483,14 +485,12 @@ class ExecutionRun:
         """begin() inside the caller's transaction (the one that writes the new execution: its start and
         its first steps' commit with it); returns what to call once that transaction has committed."""
         with self.lock:
-            b = self._batch = made(
-                _Batch, steps={}, events=[], execution={}, jobs=[], after=[], ops=[], state=[]
-            )
+            b = self._batch = _Batch.new()
             try:
                 self._begin(event, (), data)
             finally:
                 self._batch = None
-            self._write(list(b.steps.values()), b.events, b.execution, b.ops, tx, state=b.state)
+            self._write_batch(b, tx)
 
         def committed() -> None:
             with self.lock:

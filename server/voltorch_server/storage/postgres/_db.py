@@ -55,6 +55,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import Unavailable
+from .._after_commit import AfterCommit
 from .._dialect import POSTGRES
 from .._retry import TransactionConflict
 from ._probe import Probe
@@ -149,7 +150,7 @@ class PgTx:
     def __init__(self, conn: _Conn):
         self.conn = conn
         self._before: list[Callable[[], None]] = []
-        self._after: list[Callable[[], None]] = []
+        self._after = AfterCommit()
         self._notify: dict[str, str] = {}
         self._counters: dict[str, int] = {}  # the counters this transaction has locked, as it left them
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
@@ -180,10 +181,7 @@ class PgTx:
         self._before.append(fn)
 
     def after_commit(self, fn: Callable[[], None], *, first: bool = False) -> None:
-        if first:
-            self._after.insert(0, fn)
-        else:
-            self._after.append(fn)
+        self._after.add(fn, first)
 
     def holds(self, name: str) -> bool:
         """Whether this transaction has locked the counter `name` (`counter`, or `write(lock=name)`)."""

@@ -37,6 +37,7 @@ from time import perf_counter, thread_time
 from typing import Any, Protocol, TypeVar
 
 from ...handoffs import handed_off
+from .._after_commit import AfterCommit
 from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
 
@@ -98,7 +99,7 @@ class Tx:
         self.conn = conn
         self.calls = 0  # sqlite3 calls made through it (each releases the GIL: a chance to lose it)
         self._before: list[Callable[[], None]] = []
-        self._after: list[Callable[[], None]] = []
+        self._after = AfterCommit()
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
         self.error: BaseException | None = None  # its after-commit callbacks' failure (a shared COMMIT)
 
@@ -131,11 +132,8 @@ class Tx:
 
     def after_commit(self, fn: Callable[[], None], *, first: bool = False) -> None:
         """Run fn once the transaction has committed (never if it rolls back); `first`: before the
-        callbacks registered so far (a cache that must be current before anyone hears of the commit)."""
-        if first:
-            self._after.insert(0, fn)
-        else:
-            self._after.append(fn)
+        others (a cache that must be current before anyone hears of the commit; see AfterCommit)."""
+        self._after.add(fn, first)
 
     def holds(self, name: str) -> bool:
         """Always: the writer lock, taken with BEGIN, keeps every number ours."""
