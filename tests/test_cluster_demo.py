@@ -88,7 +88,10 @@ def test_an_interrupt_stops_everything_it_started(postgres: pg.PostgresServer, t
         polling.until(lambda: any("started through the cluster client" in line for line in lines), timeout=150,
                       why=lambda: "".join(lines))  # fmt: skip
         proc.send_signal(signal.SIGINT)  # as Ctrl-C does
-        assert proc.wait(timeout=90) == 130
+        # 130 from its own handler, or its death by SIGINT (which a shell reports as 130 too): in ~5 % of
+        # runs CPython 3.11 exits by SIGINT although the handler ran (it had printed, no second SIGINT came,
+        # the clean-up was done), most likely its unhandled-interrupt flag left set by a nested evaluation
+        assert proc.wait(timeout=90) in (130, -signal.SIGINT)
     finally:
         if proc.poll() is None:
             proc.kill()
