@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from engines import Engines, build
 from fake_clock import FakeClock
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,3 +25,11 @@ def spans() -> Iterator[InMemorySpanExporter]:
     telemetry.add_span_processor(processor)
     yield exporter
     telemetry.remove_span_processor(processor)
+
+
+@pytest.fixture
+def engines(db) -> Iterator[Engines]:
+    """Every component, built on the test's database (`db`: SQLite, or both backends where a module asks)."""
+    e = build(db)
+    yield e
+    e.stop()

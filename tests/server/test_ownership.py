@@ -5,21 +5,12 @@ fenced once its execution was claimed elsewhere (it writes nothing and is droppe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-from engines import Engines, build
+from engines import Engines
 from polling import until
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template, WaitSpec, fair_share
 
 BOTH_BACKENDS = True
-
-
-@pytest.fixture
-def engines(db) -> Iterator[Engines]:
-    e = build(db)
-    yield e
-    e.stop()
 
 
 def _waiting(engines: Engines, name: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engines import WAIT, Engines, build
+from engines import WAIT, Engines
 from opentelemetry.sdk.metrics.export import AggregationTemporality
 from polling import until
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
@@ -76,13 +76,6 @@ def test_a_coordination_wakes_the_deadline_timer_only_when_its_deadline_comes_fi
         assert done.status == "timed_out" and done.error is not None and done.error.code == "TIMEOUT"
     finally:
         release.set()
-
-
-@pytest.fixture
-def engines(db) -> Iterator[Engines]:
-    e = build(db)
-    yield e
-    e.stop()
 
 
 def test_a_finished_execution_wakes_admission_only_when_one_is_queued(engines: Engines) -> None:

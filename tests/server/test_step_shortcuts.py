@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
 import pytest
-from engines import WAIT, Engines, build
+from engines import WAIT, Engines
 from polling import until
 from voltorch_server.agents.base import (
     NO_USAGE,
@@ -127,13 +126,6 @@ def test_a_latch_wakes_its_waiters_once_set_as_an_event_does() -> None:
     signal.set("stop")
     signal.set("again")
     assert signal.is_set() and signal.wait(0) and signal.reason == "stop" and heard == ["stop"]
-
-
-@pytest.fixture
-def engines(db) -> Iterator[Engines]:
-    e = build(db)
-    yield e
-    e.stop()
 
 
 def test_a_read_steps_fields_are_what_was_checkpointed_in_the_constructors_objects(engines: Engines) -> None:

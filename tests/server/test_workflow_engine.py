@@ -7,7 +7,6 @@ restart, plus the execution store's own contract (a step checkpoint overwrites i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from engines import WAIT, Engines, build
@@ -25,13 +24,6 @@ from voltorch_server.errors import InvalidArgument
 from voltorch_server.storage.stores import Stores
 
 BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
-
-
-@pytest.fixture
-def engines(db) -> Iterator[Engines]:
-    e = build(db)
-    yield e
-    e.stop()
 
 
 def task(text: str) -> AgentTaskSpec:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import voltorch
-from engines import WAIT, Engines, build
+from engines import WAIT, Engines
 from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.app import VoltorchServer
@@ -27,13 +27,6 @@ from voltorch_server.components.workflows.templates import INTEGER
 from voltorch_server.errors import AlreadyExists
 
 BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
-
-
-@pytest.fixture
-def engines(db) -> Iterator[Engines]:
-    e = build(db)
-    yield e
-    e.stop()
 
 
 @pytest.fixture
