@@ -173,6 +173,7 @@ class Runtime:
 
     def close_unstarted(self) -> None:
         """Give back the database and its owner lock when the server failed before it started."""
+        self.llm_calls.close()
         self.metrics.shutdown()
         if self.local_db is not self.db:
             self.local_db.close()
