@@ -52,6 +52,14 @@ REQUIREMENT = "Build a CLI calculator with add and subtract"
 _STUB = Path(__file__).resolve().parent.parent / "tests" / "server" / "openai_stub.py"
 
 
+def _machine_busy() -> float:
+    """Seconds of CPU the whole machine spent busy (all cores, /proc/stat), for the -v timeline."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class StubProcess:
     """The OpenAI-compatible stub in a child process; `stats()` reads its counters."""
 
@@ -152,11 +160,24 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
                 break
 
     threading.Thread(target=follow, daemon=True).start()
-    samples: list[tuple[float, int, int]] = []
+    samples: list[tuple[float, int, int, float, float]] = []
 
-    def sample() -> None:  # calls in flight at the stub, workflows ended
+    def sample() -> None:  # calls in flight at the stub, workflows ended, server and machine CPU busy
+        last, busy0 = srv.cpu_seconds(), _machine_busy()
+        t0 = time.monotonic()
         while not all_ended.wait(0.25):
-            samples.append((time.monotonic() - began, stub.stats()["in_flight"], len(ended & ids)))
+            now, cpu, busy = time.monotonic(), srv.cpu_seconds(), _machine_busy()
+            dt = max(1e-6, now - t0)
+            samples.append(
+                (
+                    now - began,
+                    stub.stats()["in_flight"],
+                    len(ended & ids),
+                    (cpu - last) / dt,
+                    (busy - busy0) / dt,
+                )
+            )
+            last, busy0, t0 = cpu, busy, now
 
     threading.Thread(target=sample, daemon=True).start()
     with ThreadPoolExecutor(64) as pool:  # started at once, as 64 clients would
@@ -181,7 +202,11 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     endpoint = next((v for k, v in health.items() if k.startswith("endpoint ")), "")
     ideal = critical * math.ceil(WORKFLOWS / CAPACITY)
     if verbose:
-        print("llm: t / in flight / done: " + " ".join(f"{t:.2f}/{n}/{d}" for t, n, d in samples), flush=True)
+        print(
+            "llm: t / in flight / done / server cores / machine cores busy: "
+            + " ".join(f"{t:.2f}/{n}/{d}/{c:.1f}/{m:.1f}" for t, n, d, c, m in samples),
+            flush=True,
+        )
     print(
         f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
         f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"

@@ -4,6 +4,9 @@ behaves through it (answers, errors, retries, live text) is test_agents_llm.py's
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 import voltorch
 from openai_stub import StubLLM, complete_workflow_answer
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
 from voltorch_server.agents.llm_process import LlmProcessError, ProcessCalls, describe_error, rebuild_error
@@ -44,8 +48,8 @@ def task(**kw) -> AgentTask:
     return AgentTask(task_id="c:0", coordination_id="c", text="Say hi", **kw)
 
 
-def request(stub: StubLLM) -> CallRequest:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+def request(stub: StubLLM, size: int = 2) -> CallRequest:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * size}], "stream": True}
     return CallRequest("sk-test-123", stub.base_url, body, 10.0, "req-1", final=True)
 
 
@@ -80,8 +84,8 @@ def test_a_child_that_dies_mid_call_fails_the_call_and_the_retry_runs_in_a_new_o
         runner = threading.Thread(target=lambda: outs.append(a.run(task(), CancelSignal()).output))
         runner.start()
         assert stub.wait_for(lambda s: s.in_flight == 1)
-        gate.set()  # the retry is answered at once; the first call's answer goes to a dead child
         first.proc.kill()
+        gate.set()  # the retry is answered at once
         runner.join(WAIT)
         assert outs == ["default"]
         assert first.gone and calls.started == 2 and child(calls) is not first
@@ -90,7 +94,9 @@ def test_a_child_that_dies_mid_call_fails_the_call_and_the_retry_runs_in_a_new_o
         stub.close()
 
 
-def test_cancel_stops_the_wait_at_once_and_the_child_drops_the_call(calls):
+def test_a_cancel_reaches_the_call_in_the_child_which_keeps_it_until_the_endpoint_lets_go(calls):
+    """As on the agent's own thread: the call stops at the answer's first piece, and until then it is in
+    flight (it holds its permit: test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go)."""
     gate = threading.Event()
     stub = StubLLM(gate=gate)
     try:
@@ -108,15 +114,157 @@ def test_cancel_stops_the_wait_at_once_and_the_child_drops_the_call(calls):
         runner.start()
         assert stub.wait_for(lambda s: s.in_flight == 1)
         cancel.set("stopped by the test")
-        runner.join(WAIT)  # the stub still holds the call: only the cancel could end the wait
-        assert [e.code for e in errors] == ["CANCELLED"] and "stopped by the test" in errors[0].message
-        assert stub.in_flight == 1 and child(calls)._waiting == {}
+        assert child(calls).in_flight() == 1 and errors == []  # the endpoint still has the call
         gate.set()
-        assert stub.wait_for(lambda s: s.in_flight == 0)
+        runner.join(WAIT)
+        assert [e.code for e in errors] == ["CANCELLED"] and "stopped by the test" in errors[0].message
+        assert child(calls).in_flight() == 0 and stub.served == 1  # not retried
         assert a.run(task(), CancelSignal()).output == "default"  # the child still serves
     finally:
         gate.set()
         stub.close()
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go(calls, where):
+    """llm_max_in_flight = 1: the endpoint never has two calls at once, cancelled ones included."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    limiters = Limiters(LimitSettings(max_in_flight=1, initial_window=1))
+    used = InProcessCalls() if where == "in-process" else calls
+    a = LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+        env={KEY_ENV: "sk-test-123"},
+        limiters=limiters,
+        calls=used,
+    )
+    threads: list[threading.Thread] = []
+    try:
+        cancel = CancelSignal()
+        for signal_ in (cancel, CancelSignal()):
+            threads.append(threading.Thread(target=_quietly, args=(a.run, task(), signal_)))
+        threads[0].start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        cancel.set("the task's deadline")
+        threads[1].start()
+        # bounded: what must not happen is given a second to happen
+        assert not stub.wait_for(lambda s: s.in_flight == 2, timeout=1.0)
+        gate.set()
+        for t in threads:
+            t.join(WAIT)
+        assert stub.peak_in_flight == 1 and stub.served == 2
+    finally:
+        gate.set()
+        stub.close()
+        if where == "in-process":
+            used.close()
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except AgentError:
+        pass
+
+
+def test_a_stuck_child_blocks_neither_a_canceller_nor_the_servers_stop(calls):
+    """A child that stops reading its stdin (stopped here by SIGSTOP) with a request larger than the pipe
+    holds: cancelling never blocks the canceller's thread, and close() kills the child after its timeout;
+    the calls waiting on it then fail as connection errors."""
+    stub = StubLLM()
+    try:
+        calls.warm()
+        stuck = child(calls)
+        os.kill(stuck.proc.pid, signal.SIGSTOP)
+        cancel = CancelSignal()
+        failures: list[BaseException] = []
+
+        def big_call() -> None:
+            try:
+                calls.call(request(stub, size=300_000), task(), cancel)
+            except BaseException as exc:
+                failures.append(exc)
+
+        caller = threading.Thread(target=big_call)
+        caller.start()
+        canceller = threading.Thread(target=cancel.set, args=("deadline",))
+        canceller.start()
+        canceller.join(WAIT)
+        assert not canceller.is_alive()
+        calls.close(timeout=0.5)
+        caller.join(WAIT)
+        assert not caller.is_alive() and stuck.proc.returncode == -signal.SIGKILL
+        assert [type(f) for f in failures] == [openai.APIConnectionError] and "exited" in str(failures[0])
+    finally:
+        stub.close()
+
+
+def test_a_child_that_cannot_start_is_held_back_not_started_by_every_call():
+    calls = ProcessCalls([sys.executable, "-c", "import sys; sys.exit(3)"])
+    stub = StubLLM()
+    try:
+        errors = []
+        for _ in range(20):
+            with pytest.raises(openai.APIConnectionError) as exc:
+                calls.call(request(stub), task(), CancelSignal())
+            errors.append(str(exc.value))
+        assert calls.started == 2  # a second start at once, then a hold
+        assert "exit code 3" in errors[0] and "the next start in" in errors[-1]
+        assert calls.describe().startswith("LLM call process not running: 2 starts in a row failed")
+    finally:
+        calls.close()
+        stub.close()
+
+
+def test_the_child_has_its_own_process_group_so_a_ctrl_c_is_the_servers(calls):
+    calls.warm()
+    pid = child(calls).proc.pid
+    assert os.getpgid(pid) == pid != os.getpgid(0)
+
+
+def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
+    """The stream ends before its promised length: the agent reports it, and the call's error type, as
+    when the call ran on its own thread."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:  # one event, then the end of the connection before the promised length
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\n"
+                    b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
+                )
+                conn.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=serve, daemon=True).start()
+    seen: list[tuple[str, str, str]] = []
+    own = InProcessCalls()
+    try:
+        for where in (own, calls):
+            types: list[str] = []
+            a = LlmAgent(
+                LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
+                LlmDefaults(model="stub-model", max_retries=0, timeout=5),
+                env={KEY_ENV: "sk-test-123"},
+                calls=where,
+                on_call=lambda *_, error_type="", types=types: types.append(error_type),
+            )
+            with pytest.raises(AgentError) as exc:
+                a.run(task(), CancelSignal())
+            seen.append((exc.value.code, exc.value.message, types[-1]))
+        assert seen[1] == seen[0] and seen[0][2] == "RemoteProtocolError"
+    finally:
+        own.close()
+        srv.close()
 
 
 def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_errors(calls):
@@ -155,7 +303,10 @@ def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_er
 def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     rebuilt = rebuild_error(describe_error(error))
     if isinstance(error, KeyError):  # not one a call is known to raise: its type is named
-        assert isinstance(rebuilt, LlmProcessError) and str(rebuilt) == "KeyError: 'odd'"
+        assert isinstance(rebuilt, LlmProcessError) and (rebuilt.type_name, str(rebuilt)) == (
+            "KeyError",
+            "'odd'",
+        )
         return
     assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
     if isinstance(error, openai.APIStatusError):

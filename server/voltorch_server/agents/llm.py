@@ -355,7 +355,7 @@ class LlmAgent(Agent):
                         permit.release(
                             outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
                         )
-                    self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
+                    self._observe(0, 0, time.monotonic() - began, _error_type(exc))
                     span.record_exception(exc)
                     delay = self._retry_delay(exc, attempt, retries, task)
                     if permit is not None and outcome in (Outcome.THROTTLED, Outcome.OVERLOADED):
@@ -460,7 +460,12 @@ class LlmAgent(Agent):
             self.calls.close()
 
 
+def _error_type(exc: Exception) -> str:
+    """The failure's type, as raised where the call ran (LlmProcessError carries the child's)."""
+    return getattr(exc, "type_name", None) or type(exc).__name__
+
+
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
-    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
+    msg = getattr(exc, "message", None) or str(exc) or _error_type(exc)
+    return f"HTTP {status}: {msg}" if status else f"{_error_type(exc)}: {msg}"

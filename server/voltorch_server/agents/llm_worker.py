@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +80,6 @@ class Worker:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it closes our stdin
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     inp = os.fdopen(sys.stdin.fileno(), "rb", buffering=1 << 16)
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
