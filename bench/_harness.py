@@ -95,8 +95,18 @@ class ServerProcess:
         self._ps = psutil.Process(self.proc.pid)
 
     def cpu_seconds(self) -> float:
+        """The server's CPU with its children's (the LLM call process): the cost of its work wherever it ran."""
         t = self._ps.cpu_times()
-        return t.user + t.system
+        return t.user + t.system + self.children_cpu_seconds()
+
+    def children_cpu_seconds(self) -> float:
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            for child in self._ps.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    t = child.cpu_times()
+                    total += t.user + t.system
+        return total
 
     def context_switches(self) -> int:
         """Voluntary + involuntary switches of all the server's threads (a thread handing over the GIL

@@ -84,6 +84,9 @@ class Config:
     llm_requests_per_minute: float = 0.0
     llm_tokens_per_minute: float = 0.0
     llm_degraded_after: int = 5
+    # The LLM agents' HTTP calls (the `openai` client) run in a child process, off the server's GIL; true
+    # runs them on the agents' threads in the server's process.
+    llm_in_process: bool = False
     worker_heartbeat_interval: float = 5.0
     worker_heartbeat_timeout: float = 15.0
     coordination_timeout: float = 300.0  # default per-request deadline, queueing included

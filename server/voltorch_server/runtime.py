@@ -9,6 +9,8 @@ from typing import Any
 
 from .agents.limiter import Limiters
 from .agents.llm import limit_settings
+from .agents.llm_clients import InProcessCalls
+from .agents.llm_process import ProcessCalls
 from .components import Component
 from .components.cluster import Cluster, new_replica_id
 from .components.coordination import CoordinationEngine
@@ -71,12 +73,15 @@ class Runtime:
         # One limiter per LLM endpoint, shared by every LLM agent; growing windows admit more workflows.
         self.limiters = Limiters(limit_settings(config), on_grow=lambda: self.workflows.wake_admission())
         self.metrics.observe_llm_endpoints(self.limiters.snapshots)
-        self.llm = LlmEndpoints(self.limiters)
+        # The LLM agents' HTTP calls: in a child process by default, off this process's GIL.
+        self.llm_calls = InProcessCalls() if config.llm_in_process else ProcessCalls()
+        self.llm = LlmEndpoints(self.limiters, self.llm_calls)
         self.coordination = CoordinationEngine(
             stores.coordination,
             self.events,
             config,
             limiters=self.limiters,
+            llm_calls=self.llm_calls,
             owner=self.replica_id,
             shared=shared is not None,
         )
@@ -157,6 +162,7 @@ class Runtime:
 
     def stop(self) -> None:
         self.stop_components()
+        self.llm_calls.close()
         self.cluster.leave()
         self.tracing.stop()
         self.metrics.shutdown()
@@ -167,6 +173,7 @@ class Runtime:
 
     def close_unstarted(self) -> None:
         """Give back the database and its owner lock when the server failed before it started."""
+        self.llm_calls.close()
         self.metrics.shutdown()
         if self.local_db is not self.db:
             self.local_db.close()

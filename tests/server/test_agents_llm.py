@@ -15,10 +15,11 @@ from voltorch_server.agents.llm import (
     LlmAgent,
     LlmDefaults,
     LlmSettings,
-    _events,
     parse_json_output,
 )
-from voltorch_server.agents.llm_clients import CALLS_PER_CLIENT
+from voltorch_server.agents.llm_clients import CALLS_PER_CLIENT, InProcessCalls, LlmCalls
+from voltorch_server.agents.llm_process import ProcessCalls
+from voltorch_server.agents.llm_stream import read_events
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
 from voltorch_server.config import Config
@@ -35,11 +36,31 @@ def stub() -> Iterator[StubLLM]:
     s.close()
 
 
-def agent(stub: StubLLM, retries: int = 2, **settings) -> LlmAgent:
+@pytest.fixture(scope="module")
+def child_process() -> Iterator[ProcessCalls]:
+    calls = ProcessCalls()
+    yield calls
+    calls.close()
+
+
+_CALLS: list[LlmCalls | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["in-process", "child-process"])
+def calls_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test of the agent twice: its HTTP calls on its own thread, then in the LLM call process (the
+    server's default), which must behave the same."""
+    _CALLS[0] = request.getfixturevalue("child_process") if request.param == "child-process" else None
+    yield
+    _CALLS[0] = None
+
+
+def agent(stub: StubLLM, retries: int = 2, calls: LlmCalls | None = None, **settings) -> LlmAgent:
     return LlmAgent(
         LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV, **settings),
         LlmDefaults(model="stub-model", max_retries=retries, timeout=5),
         env={KEY_ENV: "sk-test-123"},
+        calls=calls or _CALLS[0],
     )
 
 
@@ -174,7 +195,7 @@ def test_events_read_together_are_one_delta_and_the_stream_ends_at_done(stub):
     lines = _sse(_piece("a"), _piece("b"), _piece("c")).split(b"\n")
     chunks: list[dict] = []
     deltas: list[str] = []
-    assert not _events(lines, chunks, task(on_delta=deltas.append))
+    assert not read_events(lines, chunks, task(on_delta=deltas.append))
     assert deltas == ["abc"] and len(chunks) == 3
 
 
@@ -213,8 +234,8 @@ def test_a_tool_loops_turns_are_never_the_last_text():
     lines = _sse(_piece("a"), b"[DONE]").split(b"\n")
     live: list[str] = []
     last: list[str] = []
-    assert _events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=False)
-    assert _events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=True)
+    assert read_events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=False)
+    assert read_events(lines, [], task(on_delta=live.append, on_last_delta=last.append), final=True)
     assert (live, last) == (["a"], ["a"])
 
 
@@ -296,7 +317,7 @@ def test_calls_in_flight_are_spread_over_small_client_pools_and_all_answered():
     gate = threading.Event()
     stub = StubLLM(gate=gate)
     try:
-        a = agent(stub)
+        a = agent(stub, calls=InProcessCalls())
         n = 2 * CALLS_PER_CLIENT + 1
         outs: list[str] = []
         threads = [
@@ -306,7 +327,8 @@ def test_calls_in_flight_are_spread_over_small_client_pools_and_all_answered():
         for t in threads:
             t.start()
         assert stub.wait_for(lambda s: s.in_flight == n)
-        clients = a.clients("sk-test-123")
+        assert isinstance(a.calls, InProcessCalls)  # the child process's are the same InProcessCalls
+        clients = a.calls.clients("sk-test-123", a.base_url)
         assert len(clients) == 3 and clients.peak_busy == CALLS_PER_CLIENT
         gate.set()
         for t in threads:

@@ -255,6 +255,14 @@ class CancelSignal:
                 return
         fn(self.reason)
 
+    def remove_callback(self, fn: Callable[[str], None]) -> None:
+        """Forget fn (added by add_callback for something that is over); nothing if it is not there."""
+        with self._lock:
+            try:
+                self._callbacks.remove(fn)
+            except ValueError:
+                pass
+
 
 Outcome = AgentOutput | AgentError
 DoneCallback = Callable[[Outcome], None]

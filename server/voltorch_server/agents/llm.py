@@ -6,7 +6,9 @@ and is never stored or returned; without it the agent answers as the offline age
 Retries are ours (the client's own `max_retries` is 0) so they are visible: 429, 5xx, timeouts and
 connection errors are retried with exponential backoff, honouring Retry-After. Every attempt first takes
 a permit from the endpoint's limiter (shared by all agents on that base URL + key + model, see
-limiter.py), which decides how many calls the endpoint gets at once and in which priority order.
+limiter.py), which decides how many calls the endpoint gets at once and in which priority order. The
+attempt's HTTP exchange runs where the agent's `calls` run it (llm_clients.py): in a server, in its LLM
+call process (llm_process.py), off the server's GIL.
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx2
 import openai
 
 from ..telemetry import context_from, tracer
-from ._tools import Reply, ToolCall, offline_model, parse_arguments, run_tool_loop
+from ._tools import Reply, offline_model, run_tool_loop
 from .base import Agent, AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage
 from .limiter import (
     EndpointLimiter,
@@ -40,7 +40,7 @@ from .limiter import (
     Permit,
     estimate_tokens,
 )
-from .llm_clients import NOT_SENT, EndpointClients, new_client
+from .llm_clients import CallRequest, InProcessCalls, LlmCalls
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -234,18 +234,22 @@ class LlmAgent(Agent):
         env: Mapping[str, str] | None = None,
         on_call: Callable[..., None] | None = None,
         limiters: Limiters | None = None,
+        calls: LlmCalls | None = None,
     ):
         """on_call(model, input_tokens, output_tokens, duration, error_type=...) observes every HTTP call
         (the server passes Metrics.record_llm_call); `limiters` are the server's endpoint limiters
-        (None: calls are not limited, e.g. an agent built alone in a test)."""
+        (None: calls are not limited, e.g. an agent built alone in a test); `calls` is where the HTTP
+        calls run, shared by the server's LLM agents (None: this agent's own, on its threads)."""
         self.settings = settings
         self.defaults = defaults or LlmDefaults()
         self.env = os.environ if env is None else env
         self.on_call = on_call
         self.limiters = limiters
-        self._clients: dict[tuple[str, str], EndpointClients] = {}
+        self._own_calls = calls is None
+        self.calls: LlmCalls = InProcessCalls() if calls is None else calls
         self._requests = itertools.count(1)
-        self._lock = threading.Lock()
+        if self.env.get(self.key_env):
+            self.calls.warm()
 
     @property
     def key_env(self) -> str:
@@ -264,16 +268,6 @@ class LlmAgent(Agent):
         if self.limiters is None or not key:
             return None
         return self.limiters.for_endpoint(self.base_url, key, self.model)
-
-    def clients(self, key: str) -> EndpointClients:
-        """The openai clients this agent calls its endpoint with (made on first use)."""
-        base_url = self.base_url
-        with self._lock:
-            clients = self._clients.get((key, base_url))
-            if clients is None:
-                clients = EndpointClients(lambda: new_client(key, base_url))
-                self._clients[(key, base_url)] = clients
-            return clients
 
     def run(self, task: AgentTask, cancel: CancelSignal) -> AgentOutput:
         key = self.env.get(self.key_env, "")
@@ -315,14 +309,7 @@ class LlmAgent(Agent):
         """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
         from the endpoint's limiter. `final`: this turn's answer is the agent's output (no tool loop goes
         on), so the text read with the end of the stream is the task's last (AgentTask.delta last=True)."""
-        clients = self.clients(key)
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
-        # Sent with the client's documented request method (`client.post`, "undocumented endpoints") with
-        # the body as the plain JSON it already is: `chat.completions.create` walks every parameter
-        # through its TypedDict transform first, a tenth of the server's CPU per call when hundreds of
-        # calls run at once (bench suite llm). The request on the wire is the same. The URL is given whole
-        # (the client's base URL + the path, as the client would join them): joining a relative path
-        # re-parses the base URL on every call. The client's X-Stainless-* headers are left out (NOT_SENT).
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -353,20 +340,9 @@ class LlmAgent(Agent):
                 span.set_attribute("llm.model", self.model)
                 span.set_attribute("llm.attempt", attempt + 1)
                 began = time.monotonic()
+                request = CallRequest(key, self.base_url, body, timeout, request_id, final)
                 try:
-                    with clients.lease() as client:
-                        raw = client.post(
-                            f"{client.base_url}chat/completions",
-                            cast_to=httpx2.Response,
-                            body=body,
-                            options={
-                                "timeout": timeout,
-                                "idempotency_key": request_id,
-                                "headers": NOT_SENT,
-                            },
-                            stream=True,
-                        )
-                        chunks = _receive(raw, task, cancel, final)
+                    answer = self.calls.call(request, task, cancel)
                 except Exception as exc:
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
@@ -379,7 +355,7 @@ class LlmAgent(Agent):
                         permit.release(
                             outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
                         )
-                    self._observe(0, 0, time.monotonic() - began, type(exc).__name__)
+                    self._observe(0, 0, time.monotonic() - began, _error_type(exc))
                     span.record_exception(exc)
                     delay = self._retry_delay(exc, attempt, retries, task)
                     if permit is not None and outcome in (Outcome.THROTTLED, Outcome.OVERLOADED):
@@ -396,16 +372,17 @@ class LlmAgent(Agent):
                     if cancel.wait(delay):
                         raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED") from None
                     continue
-                try:
-                    reply = _parse(chunks)
-                except AgentError as exc:
+                error = answer.error
+                if error is not None:
                     if permit is not None:
-                        permit.release(Outcome.OK, headers=raw.headers)  # the endpoint answered
-                    self._observe(0, 0, time.monotonic() - began, exc.code)
-                    raise
+                        permit.release(Outcome.OK, headers=answer.headers)  # the endpoint answered
+                    self._observe(0, 0, time.monotonic() - began, error.code)
+                    raise error
+                reply = answer.reply
+                assert reply is not None  # an answer has a reply or an error
                 if permit is not None:
                     used = reply.usage.total_tokens
-                    permit.release(Outcome.OK, headers=raw.headers, tokens_used=used or None)
+                    permit.release(Outcome.OK, headers=answer.headers, tokens_used=used or None)
                 cost = self.defaults.cost(self.model, reply.usage)
                 reply = replace(reply, usage=replace(reply.usage, cost=cost, llm_calls=1))
                 self._observe(
@@ -479,176 +456,16 @@ class LlmAgent(Agent):
         return delay
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
-            try:
-                c.close()
-            except Exception:
-                pass
+        if self._own_calls:
+            self.calls.close()
+
+
+def _error_type(exc: Exception) -> str:
+    """The failure's type, as raised where the call ran (LlmProcessError carries the child's)."""
+    return getattr(exc, "type_name", None) or type(exc).__name__
 
 
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
-    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
-
-
-def _receive(
-    response: Any, task: AgentTask, cancel: CancelSignal, final: bool = False
-) -> list[dict[str, Any]]:
-    """Read a streamed answer to its end, handing the text to the task as it arrives. The server-sent
-    events are read as plain JSON (building the client's typed chunk per event costs CPU for the few
-    fields used here), and per piece the socket gave, not per event: the complete `data:` lines of a piece
-    are decoded in one json.loads and their text handed over as one delta. An endpoint that answers a
-    stream request with one JSON completion is read as a single chunk. `final`: the text read with the
-    stream's end is handed over as the task's last (written with the outcome, not published alone: an
-    answer that arrives in one read, as most short ones do, costs no write of its own)."""
-    chunks: list[dict[str, Any]] = []
-    kind = response.headers.get("content-type", "")
-    try:
-        if not kind.startswith("text/event-stream"):
-            return _whole(response, kind, task, final)
-        rest = b""
-        for piece in response.iter_bytes():
-            if cancel.is_set():
-                raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
-            lines = (rest + piece).split(b"\n")
-            rest = lines.pop()  # an unfinished line waits for the next piece
-            if _events(lines, chunks, task, final):
-                return chunks
-        _events([rest], chunks, task, final, end=True)
-    finally:
-        response.close()
-    return chunks
-
-
-def _events(
-    lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask, final: bool = False, end: bool = False
-) -> bool:
-    """Add the events of these complete lines to `chunks` and their text to the task's live output; True
-    at the end of the stream ([DONE]). `final`: text read with the end (`end`: the body ended) is the
-    task's last."""
-    data: list[bytes] = []
-    done = False
-    for line in lines:
-        if line.startswith(b"data:"):
-            value = line[5:].strip()
-            if value == b"[DONE]":
-                done = True
-                break
-            data.append(value)
-    if not data:
-        return done
-    try:
-        decoded = json.loads(b"[" + b",".join(data) + b"]")
-    except ValueError:
-        decoded = [_event(d) for d in data]  # names the event that is not JSON
-    text: list[str] = []
-    for chunk in decoded:
-        if not isinstance(chunk, dict):
-            continue
-        if isinstance(chunk.get("error"), dict):
-            message = chunk["error"].get("message") or "error"
-            raise AgentError(f"LLM endpoint failed mid-stream: {message}", code="LLM_ERROR", retryable=True)
-        chunks.append(chunk)
-        for choice in chunk.get("choices") or ():
-            piece = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
-            if isinstance(piece, str):
-                text.append(piece)
-    if text:
-        task.delta("".join(text), last=final and (done or end))
-    return done
-
-
-def _event(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise AgentError(
-            f"LLM endpoint returned a malformed response: an event is not JSON: {data[:200]!r}",
-            code="INVALID_OUTPUT",
-        ) from None
-
-
-def _whole(response: Any, kind: str, task: AgentTask, final: bool = False) -> list[dict[str, Any]]:
-    """A completion that came whole instead of streamed, as one chunk."""
-    response.read()
-    try:
-        body = response.json()
-    except ValueError:
-        raise AgentError(
-            f"LLM endpoint returned a malformed response: the body is not JSON server-sent events "
-            f"(content-type {kind or 'missing'})",
-            code="INVALID_OUTPUT",
-        ) from None
-    if not isinstance(body, dict):
-        return []
-    choices = [
-        {**c, "delta": c.get("message") or {}} for c in body.get("choices") or () if isinstance(c, dict)
-    ]
-    for c in choices:
-        if isinstance(c["delta"].get("content"), str):
-            task.delta(c["delta"]["content"], last=final)
-    return [{**body, "choices": choices}] if "choices" in body else [body]
-
-
-def _count(value: Any) -> int:
-    """A count from the JSON (0 when absent or not a positive number)."""
-    return int(value) if isinstance(value, int | float) and value > 0 else 0
-
-
-def _parse(chunks: list[dict[str, Any]]) -> Reply:
-    """The answer assembled from its chunks: text, tool calls (their pieces joined by index), usage."""
-    parts: list[str] = []
-    refusal: list[str] = []
-    calls: dict[int, dict[str, str]] = {}
-    seen_choice = False
-    usage = TokenUsage()
-    for chunk in chunks:
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            seen_choice = True
-            raw_delta = choice.get("delta")
-            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
-            piece = delta.get("content")
-            if isinstance(piece, str):
-                parts.append(piece)
-            said_no = delta.get("refusal")
-            if isinstance(said_no, str):
-                refusal.append(said_no)
-            for tc in delta.get("tool_calls") or ():
-                if not isinstance(tc, dict):
-                    continue
-                call = calls.setdefault(_count(tc.get("index")), {"id": "", "name": "", "arguments": ""})
-                raw_fn = tc.get("function")
-                fn: dict[str, Any] = raw_fn if isinstance(raw_fn, dict) else {}
-                call["id"] = tc.get("id") or call["id"]
-                call["name"] += fn.get("name") or ""
-                call["arguments"] += fn.get("arguments") or ""
-        u = chunk.get("usage")
-        if isinstance(u, dict):
-            usage = TokenUsage(
-                _count(u.get("prompt_tokens")),
-                _count(u.get("completion_tokens")),
-                _count(u.get("total_tokens")),
-            )
-    if not seen_choice:
-        raise AgentError(
-            "LLM endpoint returned a malformed response: no choices (is base_url an OpenAI-compatible "
-            "/v1 endpoint?)",
-            code="INVALID_OUTPUT",
-        )
-    tool_calls = tuple(
-        ToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(c["arguments"], c["name"]))
-        for i, c in sorted(calls.items())
-    )
-    if not parts and not tool_calls:
-        if refusal:
-            raise AgentError(f"the model refused: {''.join(refusal)}", code="LLM_REFUSED")
-        raise AgentError(
-            "LLM endpoint returned a malformed response: choices[0].message.content is missing",
-            code="INVALID_OUTPUT",
-        )
-    return Reply("".join(parts), tool_calls, usage)
+    msg = getattr(exc, "message", None) or str(exc) or _error_type(exc)
+    return f"HTTP {status}: {msg}" if status else f"{_error_type(exc)}: {msg}"

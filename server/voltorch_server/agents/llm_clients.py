@@ -1,5 +1,7 @@
-"""The `openai` clients an LLM agent calls one endpoint (API key + base URL) with: as many as its calls in
-flight need, each taking at most `per_client` calls at once.
+"""Where an LLM agent's calls run (`LlmCalls`: one attempt's HTTP exchange, a `CallRequest` in, an `Answer`
+out) and the `openai` clients that make them. `InProcessCalls` makes them on the calling thread, through the
+clients of each endpoint (API key + base URL): as many as its calls in flight need, each taking at most
+`per_client` calls at once. The server's LLM call process (llm_process.py) runs an InProcessCalls too.
 
 Why not one client: its httpx connection pool re-assigns requests to connections with a pass over every
 connection each time a request comes or goes; with ~128 calls in flight in one pool that pass was ~9 %
@@ -18,11 +20,16 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx2
 import openai
+
+from ._tools import Reply
+from .base import AgentError, AgentTask, CancelSignal
+from .llm_stream import parse, receive
 
 CALLS_PER_CLIENT = 8
 
@@ -121,3 +128,98 @@ class _Lease:
 
     def __exit__(self, *exc: Any) -> None:
         self._clients._give_back(self._busy, self._i)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One attempt of a Chat Completion call: what goes on the wire and how long it may take. `final`: the
+    answer is the agent's output, so the text read with the stream's end is the task's last."""
+
+    key: str
+    base_url: str
+    body: dict[str, Any]
+    timeout: float
+    request_id: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the endpoint answered: its headers (the limiter reads the rate-limit ones), and the reply, or
+    the error that says why the answer is not one (malformed, refused)."""
+
+    headers: Mapping[str, str]
+    reply: Reply | None
+    error: AgentError | None = None
+
+
+class LlmCalls(Protocol):
+    """Where an LLM agent's HTTP calls run. `call` raises what the `openai` client raises (status errors,
+    timeouts, connection errors), AgentError for a stream that failed or was cancelled mid-way, ValueError
+    for a body that is not JSON."""
+
+    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer: ...
+
+    def warm(self) -> None:
+        """Get ready for calls (an agent with an API key was made)."""
+
+    def describe(self) -> str:
+        """Where the calls run, for GetHealth."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InProcessCalls:
+    """The calls on the calling thread, through the `openai` clients of each endpoint (API key + base URL)."""
+
+    def __init__(self, per_client: int = CALLS_PER_CLIENT) -> None:
+        self.per_client = per_client
+        self._lock = threading.Lock()
+        self._endpoints: dict[tuple[str, str], EndpointClients] = {}
+
+    def clients(self, key: str, base_url: str) -> EndpointClients:
+        """The clients of one endpoint (made on first use)."""
+        with self._lock:
+            clients = self._endpoints.get((key, base_url))
+            if clients is None:
+                clients = EndpointClients(lambda: new_client(key, base_url), self.per_client)
+                self._endpoints[(key, base_url)] = clients
+            return clients
+
+    def warm(self) -> None:
+        pass  # a client is made on its endpoint's first call
+
+    def describe(self) -> str:
+        return "in the server's process (llm_in_process)"
+
+    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer:
+        # The client's documented request method (`client.post`, "undocumented endpoints") with the body as
+        # the plain JSON it already is: `chat.completions.create` walks every parameter through its
+        # TypedDict transform first, a tenth of the server's CPU per call when hundreds of calls run at
+        # once (bench suite llm). The request on the wire is the same. The URL is given whole (the client's
+        # base URL + the path, as the client would join them): joining a relative path re-parses the base
+        # URL on every call.
+        with self.clients(request.key, request.base_url).lease() as client:
+            raw = client.post(
+                f"{client.base_url}chat/completions",
+                cast_to=httpx2.Response,
+                body=request.body,
+                options={
+                    "timeout": request.timeout,
+                    "idempotency_key": request.request_id,
+                    "headers": NOT_SENT,
+                },
+                stream=True,
+            )
+            chunks = receive(raw, task, cancel, request.final)
+        try:
+            return Answer(raw.headers, parse(chunks))
+        except AgentError as exc:
+            return Answer(raw.headers, None, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for clients in endpoints:
+            clients.close()

@@ -17,6 +17,7 @@ from typing import Any
 from ...agents.base import Agent, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from ...agents.llm_clients import LlmCalls
 from ...agents.offline import OfflineAgent
 from ...agents.remote import RemoteAgent
 from ...errors import InvalidArgument
@@ -270,6 +271,7 @@ def make_runtime(
     defaults: LlmDefaults,
     metrics: Any = None,
     limiters: Limiters | None = None,
+    llm_calls: LlmCalls | None = None,
 ) -> Agent | None:
     """A fresh runtime for an agent kind (function agents get theirs from whoever registers them)."""
     if kind == "offline":
@@ -280,6 +282,7 @@ def make_runtime(
             defaults,
             on_call=getattr(metrics, "record_llm_call", None),
             limiters=limiters,
+            calls=llm_calls,
         )
     if kind == "remote":
         return RemoteAgent()

@@ -32,6 +32,7 @@ from ..._ids import new_id
 from ...agents.base import Latch, Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
+from ...agents.llm_clients import LlmCalls
 from ...agents.remote import RemoteAgent
 from ...config import Config, parse_prices
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -118,11 +119,12 @@ class CoordinationEngine(Component):
         config: Config | None = None,
         limiters: Limiters | None = None,
         *,
+        llm_calls: LlmCalls | None = None,
         owner: str = "",
         shared: bool = False,
     ):
         """`limiters`: the server's LLM endpoint limiters, shared by its LLM agents (None: a private set
-        from the config). `owner`: this replica's id, written on the coordinations it runs; `shared`: other
+        from the config); `llm_calls`: where those agents' HTTP calls run (None: on their own threads). `owner`: this replica's id, written on the coordinations it runs; `shared`: other
         replicas use the same database (coordinations of dead members are adopted, see _adopt_orphans)."""
         self.owner = owner or new_id("replica")
         self.shared = shared
@@ -160,6 +162,7 @@ class CoordinationEngine(Component):
             self.llm_defaults,
             self.limiters,
             observed=self,
+            llm_calls=llm_calls,
             shared=shared,
         )
         # The agent API is the registry's, handed out as is (one signature, written once).

@@ -14,6 +14,7 @@ from ..._ids import new_id
 from ...agents.base import Agent, AgentTask, CancelSignal, FunctionAgent, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings
+from ...agents.llm_clients import LlmCalls
 from ...agents.remote import ProgressMsg, RemoteAgent, WorkerHello, WorkerSession
 from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -67,9 +68,11 @@ class AgentRegistry:
         limiters: Limiters,
         observed: Component,
         *,
+        llm_calls: LlmCalls | None = None,
         shared: bool = False,
     ):
-        """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from.
+        """`limiters`: the LLM endpoint limiters every LLM agent's runtime takes its permits from;
+        `llm_calls`: where their HTTP calls run (None: each agent's own threads).
         `shared`: other replicas use the same database; their agent changes are followed (follow())."""
         self.store = store
         self.events = events
@@ -80,6 +83,7 @@ class AgentRegistry:
         self.config = config
         self.llm_defaults = llm_defaults
         self.limiters = limiters
+        self.llm_calls = llm_calls
         self.observed = observed
         self.attached: dict[str, Agent] = {}  # function-agent runtimes, kept across stop()/start()
         self.loaded = False
@@ -144,9 +148,7 @@ class AgentRegistry:
                     state.runtime = (
                         self.attached.get(agent_id)
                         if stored.kind == "function"
-                        else make_runtime(
-                            stored.kind, stored.llm, self.llm_defaults, self.observed.metrics, self.limiters
-                        )
+                        else self._runtime(stored.kind, stored.llm)
                     )
                 else:
                     state.refresh(stored)
@@ -170,13 +172,14 @@ class AgentRegistry:
         if state.runtime is not None:
             after.calls.append(state.runtime.close)
 
+    def _runtime(self, kind: str, llm: LlmSettings | None) -> Agent | None:
+        return make_runtime(
+            kind, llm, self.llm_defaults, self.observed.metrics, self.limiters, self.llm_calls
+        )
+
     def _add(self, a: AgentState) -> AgentState:
         """Put a stored agent in the registry with its runtime. Engine lock held."""
-        a.runtime = (
-            self.attached.get(a.id)
-            if a.kind == "function"
-            else make_runtime(a.kind, a.llm, self.llm_defaults, self.observed.metrics, self.limiters)
-        )
+        a.runtime = self.attached.get(a.id) if a.kind == "function" else self._runtime(a.kind, a.llm)
         self.agents[a.id] = a
         return a
 
@@ -273,9 +276,7 @@ class AgentRegistry:
             if old is None:
                 state = AgentState(agent_id, name or agent_id, kind, caps, max_c, llm, labels, time.time())
                 state.tools = tools
-                state.runtime = rt or make_runtime(
-                    kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
-                )
+                state.runtime = rt or self._runtime(kind, llm)
                 if not self.store.insert_agent(tx, state):
                     raise _registered_meanwhile(agent_id)
                 self.agents[agent_id] = state
@@ -285,9 +286,7 @@ class AgentRegistry:
                 kind_changed = old.kind != kind
                 if rt is not None or kind_changed or kind == "llm":
                     previous = old.runtime
-                    state.runtime = rt or make_runtime(
-                        kind, llm, self.llm_defaults, self.observed.metrics, self.limiters
-                    )
+                    state.runtime = rt or self._runtime(kind, llm)
                     if previous is not None and previous is not state.runtime:
                         after.calls.append(previous.close)
                 state.name, state.kind, state.capabilities = name or agent_id, kind, caps

@@ -2,7 +2,8 @@
 
 The limiters themselves live with the agents (agents/limiter.py); this component lets the watcher report
 them: DEGRADED with the reason when an endpoint's recent calls keep failing, and per endpoint the calls
-in flight, the window, the queue, 429s and the waits they caused. Restarting it (RestartComponent "llm")
+in flight, the window, the queue, 429s and the waits they caused, and where the calls run (the LLM call
+process, its pid and calls in flight). Restarting it (RestartComponent "llm")
 starts every endpoint afresh: a new window, no stale permits.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...agents.limiter import EndpointSnapshot, Limiters
+from ...agents.llm_clients import LlmCalls
 from ..shared import Component
 
 __all__ = ["EndpointSnapshot", "LlmEndpoints"]
@@ -19,8 +21,10 @@ __all__ = ["EndpointSnapshot", "LlmEndpoints"]
 class LlmEndpoints(Component):
     name = "llm"
 
-    def __init__(self, limiters: Limiters):
+    def __init__(self, limiters: Limiters, calls: LlmCalls | None = None):
+        """`calls`: where the LLM calls run (its state is one line of the details)."""
         self.limiters = limiters
+        self.calls = calls
 
     def stop(self) -> None:
         self.limiters.reset()
@@ -42,6 +46,8 @@ class LlmEndpoints(Component):
             "llm_queue_depth": sum(s.queue_depth for s in snaps),
             "llm_throttled": sum(s.throttled for s in snaps),
         }
+        if self.calls is not None:
+            out["calls"] = self.calls.describe()
         for s in snaps:
             out[f"endpoint {s.endpoint}"] = (
                 f"in_flight={s.in_flight} window={s.window:g}/{s.max_in_flight} queue={s.queue_depth}"

@@ -1,0 +1,97 @@
+"""The LLM call process (see llm_process.py): reads call and cancel frames on stdin, runs each call on a
+thread of its own through InProcessCalls, writes its live text and its answer as frames on stdout.
+Exits when stdin closes.
+
+Run by the server as `python -m voltorch_server.agents.llm_worker`; not a command for users.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from .base import AgentTask, CancelSignal
+from .llm_clients import CallRequest, InProcessCalls
+from .llm_process import describe_error, kept_headers, read_frame, write_frame
+
+# Calls in flight are bounded by the server's limiters (llm_max_in_flight per endpoint); this only bounds
+# the threads a misbehaving server could make the child start.
+MAX_THREADS = 1024
+
+
+class Worker:
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.calls = InProcessCalls()
+        self.pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="llm-call")
+        self._write = threading.Lock()
+        self._lock = threading.Lock()
+        self._cancels: dict[int, CancelSignal] = {}
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._write:
+            write_frame(self.out, message)
+
+    def serve(self, inp: IO[bytes]) -> None:
+        while (message := read_frame(inp)) is not None:
+            kind, call_id = message[0], message[1]
+            if kind == "call":
+                cancel = CancelSignal()
+                with self._lock:
+                    self._cancels[call_id] = cancel
+                self.pool.submit(self.run, call_id, message[2], cancel)
+            elif kind == "cancel":
+                with self._lock:
+                    signal = self._cancels.get(call_id)
+                if signal is not None:
+                    signal.set(message[2])
+        with self._lock:  # the server is gone: stop reading what nobody waits for
+            for signal in self._cancels.values():
+                signal.set("the server stopped")
+
+    def run(self, call_id: int, request: CallRequest, cancel: CancelSignal) -> None:
+        last: list[str] = []
+        task = AgentTask(
+            task_id=request.request_id,
+            coordination_id="",
+            text="",
+            on_delta=lambda text: self.send(("text", call_id, text)),
+            on_last_delta=last.append,
+        )
+        try:
+            answer = self.calls.call(request, task, cancel)
+            error = None if answer.error is None else describe_error(answer.error)
+            reply = ("done", call_id, kept_headers(answer.headers), answer.reply, error, "".join(last))
+        except BaseException as exc:  # every failure goes back to the waiting call
+            reply = ("error", call_id, *describe_error(exc))
+        finally:
+            with self._lock:
+                self._cancels.pop(call_id, None)
+        try:
+            self.send(reply)
+        except (OSError, ValueError):
+            pass  # the server is gone
+        except Exception as exc:  # not picklable (a reply with odd values): say so instead
+            self.send(("error", call_id, "other", f"the answer could not be sent back: {exc}"))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    inp = os.fdopen(sys.stdin.fileno(), "rb", buffering=1 << 16)
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
+    sys.stdout = sys.stderr  # nothing else may write to the frames' pipe
+    worker = Worker(out)
+    try:
+        worker.serve(inp)
+    finally:
+        worker.pool.shutdown(wait=False, cancel_futures=True)
+        worker.calls.close()
+        os._exit(0)  # call threads still reading a stream must not keep the process
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""The LLM call process (agents/llm_process.py): what only a child process can do to a call. How a call
+behaves through it (answers, errors, retries, live text) is test_agents_llm.py's, run both ways."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+import voltorch
+from openai_stub import StubLLM, complete_workflow_answer
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
+from voltorch_server.agents.llm_process import LlmProcessError, ProcessCalls, describe_error, rebuild_error
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
+WAIT = 60.0
+
+
+@pytest.fixture
+def calls() -> Iterator[ProcessCalls]:
+    c = ProcessCalls()
+    yield c
+    c.close()
+
+
+def agent(stub: StubLLM, calls: ProcessCalls, retries: int = 2) -> LlmAgent:
+    return LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=retries, timeout=10),
+        env={KEY_ENV: "sk-test-123"},
+        calls=calls,
+    )
+
+
+def task(**kw) -> AgentTask:
+    return AgentTask(task_id="c:0", coordination_id="c", text="Say hi", **kw)
+
+
+def request(stub: StubLLM, size: int = 2) -> CallRequest:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * size}], "stream": True}
+    return CallRequest("sk-test-123", stub.base_url, body, 10.0, "req-1", final=True)
+
+
+def child(calls: ProcessCalls):
+    running = calls._child
+    assert running is not None
+    return running
+
+
+def test_an_agent_with_a_key_starts_the_child_before_its_first_call(calls):
+    stub = StubLLM()
+    try:
+        a = agent(stub, calls)
+        assert (
+            calls.started == 1 and child(calls).proc.poll() is None and child(calls).proc.pid != os.getpid()
+        )
+        assert a.run(task(), CancelSignal()).output == "default"
+        assert calls.started == 1  # the same child serves every call
+        LlmAgent(LlmSettings(api_key_env="VOLTORCH_UNSET_KEY"), env={}, calls=calls)
+        assert calls.started == 1
+    finally:
+        stub.close()
+
+
+def test_a_child_that_dies_mid_call_fails_the_call_and_the_retry_runs_in_a_new_one(calls):
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    try:
+        a = agent(stub, calls)
+        first = child(calls)
+        outs: list[str] = []
+        runner = threading.Thread(target=lambda: outs.append(a.run(task(), CancelSignal()).output))
+        runner.start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        first.proc.kill()
+        gate.set()  # the retry is answered at once
+        runner.join(WAIT)
+        assert outs == ["default"]
+        assert first.gone and calls.started == 2 and child(calls) is not first
+    finally:
+        gate.set()
+        stub.close()
+
+
+def test_a_cancel_reaches_the_call_in_the_child_which_keeps_it_until_the_endpoint_lets_go(calls):
+    """As on the agent's own thread: the call stops at the answer's first piece, and until then it is in
+    flight (it holds its permit: test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go)."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    try:
+        a = agent(stub, calls)
+        cancel = CancelSignal()
+        errors: list[AgentError] = []
+
+        def run() -> None:
+            try:
+                a.run(task(), cancel)
+            except AgentError as exc:
+                errors.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        cancel.set("stopped by the test")
+        assert child(calls).in_flight() == 1 and errors == []  # the endpoint still has the call
+        gate.set()
+        runner.join(WAIT)
+        assert [e.code for e in errors] == ["CANCELLED"] and "stopped by the test" in errors[0].message
+        assert child(calls).in_flight() == 0 and stub.served == 1  # not retried
+        assert a.run(task(), CancelSignal()).output == "default"  # the child still serves
+    finally:
+        gate.set()
+        stub.close()
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go(calls, where):
+    """llm_max_in_flight = 1: the endpoint never has two calls at once, cancelled ones included."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    limiters = Limiters(LimitSettings(max_in_flight=1, initial_window=1))
+    used = InProcessCalls() if where == "in-process" else calls
+    a = LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+        env={KEY_ENV: "sk-test-123"},
+        limiters=limiters,
+        calls=used,
+    )
+    threads: list[threading.Thread] = []
+    try:
+        cancel = CancelSignal()
+        for signal_ in (cancel, CancelSignal()):
+            threads.append(threading.Thread(target=_quietly, args=(a.run, task(), signal_)))
+        threads[0].start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        cancel.set("the task's deadline")
+        threads[1].start()
+        # bounded: what must not happen is given a second to happen
+        assert not stub.wait_for(lambda s: s.in_flight == 2, timeout=1.0)
+        gate.set()
+        for t in threads:
+            t.join(WAIT)
+        assert stub.peak_in_flight == 1 and stub.served == 2
+    finally:
+        gate.set()
+        stub.close()
+        if where == "in-process":
+            used.close()
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except AgentError:
+        pass
+
+
+def test_a_stuck_child_blocks_neither_a_canceller_nor_the_servers_stop(calls):
+    """A child that stops reading its stdin (stopped here by SIGSTOP) with a request larger than the pipe
+    holds: cancelling never blocks the canceller's thread, and close() kills the child after its timeout;
+    the calls waiting on it then fail as connection errors."""
+    stub = StubLLM()
+    try:
+        calls.warm()
+        stuck = child(calls)
+        os.kill(stuck.proc.pid, signal.SIGSTOP)
+        cancel = CancelSignal()
+        failures: list[BaseException] = []
+
+        def big_call() -> None:
+            try:
+                calls.call(request(stub, size=300_000), task(), cancel)
+            except BaseException as exc:
+                failures.append(exc)
+
+        caller = threading.Thread(target=big_call)
+        caller.start()
+        canceller = threading.Thread(target=cancel.set, args=("deadline",))
+        canceller.start()
+        canceller.join(WAIT)
+        assert not canceller.is_alive()
+        calls.close(timeout=0.5)
+        caller.join(WAIT)
+        assert not caller.is_alive() and stuck.proc.returncode == -signal.SIGKILL
+        assert [type(f) for f in failures] == [openai.APIConnectionError] and "exited" in str(failures[0])
+    finally:
+        stub.close()
+
+
+def test_a_child_that_cannot_start_is_held_back_not_started_by_every_call():
+    calls = ProcessCalls([sys.executable, "-c", "import sys; sys.exit(3)"])
+    stub = StubLLM()
+    try:
+        errors = []
+        for _ in range(20):
+            with pytest.raises(openai.APIConnectionError) as exc:
+                calls.call(request(stub), task(), CancelSignal())
+            errors.append(str(exc.value))
+        assert calls.started == 2  # a second start at once, then a hold
+        assert "exit code 3" in errors[0] and "the next start in" in errors[-1]
+        assert calls.describe().startswith("LLM call process not running: 2 starts in a row failed")
+    finally:
+        calls.close()
+        stub.close()
+
+
+def test_the_child_has_its_own_process_group_so_a_ctrl_c_is_the_servers(calls):
+    calls.warm()
+    pid = child(calls).proc.pid
+    assert os.getpgid(pid) == pid != os.getpgid(0)
+
+
+def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
+    """The stream ends before its promised length: the agent reports it, and the call's error type, as
+    when the call ran on its own thread."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:  # one event, then the end of the connection before the promised length
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\n"
+                    b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
+                )
+                conn.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=serve, daemon=True).start()
+    seen: list[tuple[str, str, str]] = []
+    own = InProcessCalls()
+    try:
+        for where in (own, calls):
+            types: list[str] = []
+            a = LlmAgent(
+                LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
+                LlmDefaults(model="stub-model", max_retries=0, timeout=5),
+                env={KEY_ENV: "sk-test-123"},
+                calls=where,
+                on_call=lambda *_, error_type="", types=types: types.append(error_type),
+            )
+            with pytest.raises(AgentError) as exc:
+                a.run(task(), CancelSignal())
+            seen.append((exc.value.code, exc.value.message, types[-1]))
+        assert seen[1] == seen[0] and seen[0][2] == "RemoteProtocolError"
+    finally:
+        own.close()
+        srv.close()
+
+
+def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_errors(calls):
+    stub = StubLLM()
+    try:
+        agent(stub, calls)
+        proc = child(calls).proc
+        calls.close()
+        assert proc.wait(WAIT) == 0
+        with pytest.raises(openai.APIConnectionError, match="stopping"):
+            calls.call(request(stub), task(), CancelSignal())
+    finally:
+        stub.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        openai.RateLimitError(
+            "slow down",
+            response=httpx2.Response(
+                429,
+                headers={"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0", "server": "stub"},
+                request=httpx2.Request("POST", "http://x/v1/chat/completions"),
+            ),
+            body={"message": "slow down"},
+        ),
+        openai.APITimeoutError(request=httpx2.Request("POST", "http://x")),
+        openai.APIConnectionError(message="refused", request=httpx2.Request("POST", "http://x")),
+        AgentError("the model refused: no", code="LLM_REFUSED", retryable=False),
+        ValueError("Expecting value: line 1 column 1"),
+        KeyError("odd"),
+    ],
+    ids=["status", "timeout", "connection", "agent", "value", "other"],
+)
+def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
+    rebuilt = rebuild_error(describe_error(error))
+    if isinstance(error, KeyError):  # not one a call is known to raise: its type is named
+        assert isinstance(rebuilt, LlmProcessError) and (rebuilt.type_name, str(rebuilt)) == (
+            "KeyError",
+            "'odd'",
+        )
+        return
+    assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
+    if isinstance(error, openai.APIStatusError):
+        assert isinstance(rebuilt, openai.APIStatusError)
+        assert rebuilt.status_code == 429 and rebuilt.message == "slow down" and rebuilt.body == error.body
+        # what the agent and the limiter read: Retry-After and the rate-limit headers, no others
+        assert dict(rebuilt.response.headers) == {
+            "retry-after-ms": "250",
+            "x-ratelimit-remaining-requests": "0",
+        }
+    if isinstance(error, AgentError):
+        assert isinstance(rebuilt, AgentError)
+        assert (rebuilt.message, rebuilt.code, rebuilt.retryable) == (
+            "the model refused: no",
+            "LLM_REFUSED",
+            False,
+        )
+
+
+def test_a_malformed_answer_keeps_its_code_and_the_endpoints_headers(calls):
+    stub = StubLLM()
+    try:
+        sse = {"content-type": "text/event-stream"}
+        stub.script.append((200, sse, b"data: {not json}\n\n"))
+        with pytest.raises(AgentError) as exc:
+            calls.call(request(stub), task(), CancelSignal())
+        assert exc.value.code == "INVALID_OUTPUT" and "not JSON" in exc.value.message
+        stub.script.append((200, {"x-ratelimit-remaining-requests": "7"}, b'{"object": "no choices"}'))
+        answer = calls.call(request(stub), task(), CancelSignal())
+        assert answer.reply is None and answer.error is not None and answer.error.code == "INVALID_OUTPUT"
+        assert "no choices" in answer.error.message
+        assert answer.headers == {"x-ratelimit-remaining-requests": "7"}
+    finally:
+        stub.close()
+
+
+def _server(tmp_path: Path, stub: StubLLM, **config) -> VoltorchServer:
+    cfg = Config(
+        host="127.0.0.1",
+        port=0,
+        db=str(tmp_path / "llm.db"),
+        shutdown_grace=1.0,
+        openai_api_key_env=KEY_ENV,
+        openai_base_url=stub.base_url,
+        openai_model="stub-model",
+        **config,
+    )
+    return VoltorchServer(cfg).start()
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["child-process", "in-process"])
+def test_a_server_runs_its_llm_calls_where_llm_in_process_says(tmp_path, monkeypatch, in_process):
+    stub = StubLLM(complete_workflow_answer)
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    srv = _server(tmp_path, stub, llm_in_process=in_process)
+    try:
+        calls = srv.runtime.llm_calls
+        with voltorch.Client(srv.target, timeout=10) as client:
+            e = client.workflows.execute_complete("Build a CLI calculator").execution
+            e = client.workflows.wait(e.id, timeout=WAIT)
+            llm = next(c for c in client.orchestrator.health(refresh=True).components if c.name == "llm")
+        assert e.status == "completed", e.error
+        assert e.usage.llm_calls == len(stub.prompts) == 6
+        where = llm.details["calls"]
+        assert where.startswith("in the server's process" if in_process else "LLM call process pid"), where
+        if in_process:
+            assert isinstance(calls, InProcessCalls)
+        else:
+            assert isinstance(calls, ProcessCalls) and calls.started == 1
+            proc = child(calls).proc
+    finally:
+        srv.stop(grace=1.0)
+        stub.close()
+    if not in_process:
+        assert proc.wait(WAIT) == 0  # the server's stop ends its child
