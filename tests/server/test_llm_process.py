@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
 
 import httpx2
 import openai
@@ -22,7 +22,6 @@ from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
 from voltorch_server.agents.llm_process import LlmProcessError, ProcessCalls, describe_error, rebuild_error
 from voltorch_server.app import VoltorchServer
-from voltorch_server.config import Config
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 WAIT = 60.0
@@ -343,25 +342,12 @@ def test_a_malformed_answer_keeps_its_code_and_the_endpoints_headers(calls):
         stub.close()
 
 
-def _server(tmp_path: Path, stub: StubLLM, **config) -> VoltorchServer:
-    cfg = Config(
-        host="127.0.0.1",
-        port=0,
-        db=str(tmp_path / "llm.db"),
-        shutdown_grace=1.0,
-        openai_api_key_env=KEY_ENV,
-        openai_base_url=stub.base_url,
-        openai_model="stub-model",
-        **config,
-    )
-    return VoltorchServer(cfg).start()
-
-
 @pytest.mark.parametrize("in_process", [False, True], ids=["child-process", "in-process"])
-def test_a_server_runs_its_llm_calls_where_llm_in_process_says(tmp_path, monkeypatch, in_process):
+def test_a_server_runs_its_llm_calls_where_llm_in_process_says(config, monkeypatch, in_process):
     stub = StubLLM(complete_workflow_answer)
     monkeypatch.setenv(KEY_ENV, "sk-test")
-    srv = _server(tmp_path, stub, llm_in_process=in_process)
+    endpoint = {"openai_api_key_env": KEY_ENV, "openai_base_url": stub.base_url, "openai_model": "stub-model"}
+    srv = VoltorchServer(replace(config, llm_in_process=in_process, **endpoint)).start()
     try:
         calls = srv.runtime.llm_calls
         with voltorch.Client(srv.target, timeout=10) as client:
