@@ -3,6 +3,8 @@ behaves through it (answers, errors, retries, live text) is test_agents_llm.py's
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import socket
@@ -16,11 +18,19 @@ import openai
 import pytest
 import voltorch
 from openai_stub import StubLLM, complete_workflow_answer
+from voltorch_server.agents._tools import Reply, ToolCall
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
-from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
-from voltorch_server.agents.llm_process import LlmProcessError, ProcessCalls, describe_error, rebuild_error
+from voltorch_server.agents.llm_clients import Answer, CallRequest, InProcessCalls
+from voltorch_server.agents.llm_process import (
+    LlmProcessError,
+    ProcessCalls,
+    describe_error,
+    read_frame,
+    rebuild_error,
+)
+from voltorch_server.agents.llm_worker import LogToServer, Worker
 from voltorch_server.app import VoltorchServer
 
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
@@ -368,3 +378,60 @@ def test_a_server_runs_its_llm_calls_where_llm_in_process_says(config, monkeypat
         stub.close()
     if not in_process:
         assert proc.wait(WAIT) == 0  # the server's stop ends its child
+
+
+def test_the_childs_log_records_reach_the_servers_logging(caplog):
+    """A warning in the child is logged by the server (its file, format and level), naming the child."""
+    out = io.BytesIO()
+    handler = LogToServer(Worker(out))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("openai").addHandler(handler)
+    try:
+        logging.getLogger("openai").warning("retrying soon")
+    finally:
+        logging.getLogger("openai").removeHandler(handler)
+    out.seek(0)
+    record = read_frame(out)
+    assert record == ("log", 0, logging.WARNING, "openai", "retrying soon")
+    # the server's side, with a child that sends that frame and waits for its stdin to close
+    script = (
+        "import sys; from voltorch_server.agents.llm_process import write_frame; "
+        f"write_frame(sys.stdout.buffer, {record!r}); sys.stdin.read()"
+    )
+    heard = threading.Event()
+    seen: list[logging.LogRecord] = []
+
+    class Listener(logging.Handler):
+        def emit(self, r: logging.LogRecord) -> None:
+            seen.append(r)
+            heard.set()
+
+    listener = Listener()
+    logging.getLogger("openai").addHandler(listener)
+    calls = ProcessCalls([sys.executable, "-c", script])
+    try:
+        calls.warm()
+        assert heard.wait(WAIT)
+        assert seen[0].levelno == logging.WARNING
+        assert seen[0].getMessage() == f"retrying soon (LLM call process pid {child(calls).proc.pid})"
+    finally:
+        logging.getLogger("openai").removeHandler(listener)
+        calls.close()
+
+
+def test_an_answer_that_cannot_be_sent_back_fails_its_call_with_a_clear_error():
+    out = io.BytesIO()
+    worker = Worker(out)
+
+    class Odd(InProcessCalls):
+        def call(self, request, task, cancel):  # an answer pickle refuses (a reply holding a lambda)
+            return Answer({}, Reply(content="x", tool_calls=(ToolCall("c", "f", {"f": lambda: 0}),)))
+
+    worker.calls = Odd()
+    worker.run(7, CallRequest("k", "http://x", {}, 1.0, "r", True), CancelSignal())
+    out.seek(0)
+    frame = read_frame(out)
+    assert frame is not None and frame[:2] == ("error", 7)
+    error = rebuild_error(frame[2:])
+    assert isinstance(error, LlmProcessError) and error.type_name == "RuntimeError"
+    assert str(error).startswith("the answer could not be sent back:")

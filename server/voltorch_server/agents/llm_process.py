@@ -44,9 +44,10 @@ _LENGTH = struct.Struct("<I")
 _REQUEST = httpx2.Request("POST", "http://llm-call-process/chat/completions")
 
 # Server -> child: ("call", id, CallRequest), ("cancel", id, reason).
-# Child -> server: ("text", id, text), ("done", id, headers, reply, error, last_text), ("error", id, *what);
+# Child -> server: ("text", id, text), ("done", id, headers, reply, error, last_text), ("error", id, *what),
+# ("log", 0, level, logger name, formatted record);
 # errors travel as describe_error's plain values (an exception's pickle keeps only its message).
-# Server-side only: ("cancelled", id) and ("gone", id, why) wake a waiting call.
+# Server-side only: ("gone", id, why) wakes a call waiting on a child that is gone.
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
@@ -326,6 +327,10 @@ class _Child:
         try:
             while (message := read_frame(stdout)) is not None:
                 self.answered = True
+                if message[0] == "log":  # a record of the child's, where the server's own records go
+                    _, _, level, name, text = message
+                    logging.getLogger(name).log(level, "%s (LLM call process pid %d)", text, self.proc.pid)
+                    continue
                 with self._lock:
                     replies = self._waiting.get(message[1])
                 if replies is not None:  # else a call given up since (its waiter is gone)

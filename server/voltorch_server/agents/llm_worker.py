@@ -1,6 +1,6 @@
 """The LLM call process (see llm_process.py): reads call and cancel frames on stdin, runs each call on a
-thread of its own through InProcessCalls, writes its live text and its answer as frames on stdout.
-Exits when stdin closes.
+thread of its own through InProcessCalls, writes its live text, its answer and its log records (warnings
+and worse) as frames on stdout. Exits when stdin closes.
 
 Run by the server as `python -m voltorch_server.agents.llm_worker`; not a command for users.
 """
@@ -76,15 +76,32 @@ class Worker:
         except (OSError, ValueError):
             pass  # the server is gone
         except Exception as exc:  # not picklable (a reply with odd values): say so instead
-            self.send(("error", call_id, "other", f"the answer could not be sent back: {exc}"))
+            failure = RuntimeError(f"the answer could not be sent back: {type(exc).__name__}: {exc}")
+            self.send(("error", call_id, *describe_error(failure)))
+
+
+class LogToServer(logging.Handler):
+    """The child's log records as frames: the server logs them where its own go (its file, format and
+    level), naming the child."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(logging.WARNING)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.worker.send(("log", 0, record.levelno, record.name, self.format(record)))
+        except Exception:
+            self.handleError(record)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     inp = os.fdopen(sys.stdin.fileno(), "rb", buffering=1 << 16)
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
     sys.stdout = sys.stderr  # nothing else may write to the frames' pipe
     worker = Worker(out)
+    logging.root.addHandler(LogToServer(worker))
+    logging.root.setLevel(logging.WARNING)
     try:
         worker.serve(inp)
     finally:
