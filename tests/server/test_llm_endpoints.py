@@ -19,6 +19,8 @@ from openai_stub import StubLLM
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings, limit_settings
+from voltorch_server.agents.llm_clients import InProcessCalls
+from voltorch_server.agents.llm_process import ProcessCalls
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.coordination import CoordinationEngine, CoordinationRequest
 from voltorch_server.components.events import EventLog
@@ -35,13 +37,17 @@ def _llm_config(config: Config, monkeypatch: pytest.MonkeyPatch, **settings: Any
     return replace(config, shutdown_grace=1.0, openai_api_key_env=KEY_ENV, **settings)
 
 
-def test_the_window_converges_near_the_endpoint_capacity_with_few_429s():
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_the_window_converges_near_the_endpoint_capacity_with_few_429s(where):
+    """On the agents' threads and through the LLM call process (the server's default: a 429 reaches the
+    limiter a pipe later)."""
     stub = StubLLM(latency=0.05, capacity=8, retry_after_ms=20)
     limiters = Limiters(LimitSettings(initial_window=2, max_in_flight=64))
     settings = LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV)
+    calls = ProcessCalls() if where == "child-process" else InProcessCalls()
     # Several agents on one endpoint share one limiter.
     agents = [
-        LlmAgent(settings, LlmDefaults(max_retries=5), env={KEY_ENV: "sk-1"}, limiters=limiters)
+        LlmAgent(settings, LlmDefaults(max_retries=5), env={KEY_ENV: "sk-1"}, limiters=limiters, calls=calls)
         for _ in range(4)
     ]
     errors: list[Exception] = []
@@ -62,6 +68,7 @@ def test_the_window_converges_near_the_endpoint_capacity_with_few_429s():
         (snap,) = limiters.snapshots()
     finally:
         stub.close()
+        calls.close()
     assert not errors
     assert stub.served == 256
     assert stub.peak_in_flight >= 6  # found (about) the capacity ...
