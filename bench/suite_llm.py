@@ -154,6 +154,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     stub.stats(reset=True)
     began, began_wall = time.monotonic(), time.time()
     cpu0, stub_cpu0, store0 = srv.cpu_seconds(), stub.cpu_seconds(), _storage(client)
+    driver_cpu0 = time.process_time()
     child_cpu0 = srv.children_cpu_seconds()
     switches0 = srv.context_switches()
     ended: set[str] = set()
@@ -215,6 +216,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
     child_cpu = srv.children_cpu_seconds() - child_cpu0
     switches = srv.context_switches() - switches0
     stub_cpu = stub.cpu_seconds() - stub_cpu0
+    driver_cpu = time.process_time() - driver_cpu0
     stats = stub.stats()
     calls = max(1, stats["served"] + stats["rejected"])
     store = {k: v - store0.get(k, float("nan")) for k, v in _storage(client).items()}
@@ -232,7 +234,7 @@ def _round(client: voltorch.Client, stub: StubProcess, srv: ServerProcess, verbo
         f"llm: one workflow {critical:.2f}s ({calls_alone} calls); {WORKFLOWS} in {wall:.2f}s vs ideal"
         f" {ideal:.2f}s = {wall / ideal:.2f}x; server CPU {server_cpu:.1f}s ({server_cpu / calls * 1000:.2f} ms per LLM"
         f" call, of which its LLM call process {child_cpu / calls * 1000:.2f};"
-        f" {switches / calls:.0f} context switches), stub CPU {stub_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
+        f" {switches / calls:.0f} context switches), stub CPU {stub_cpu:.1f}s, this driver's {driver_cpu:.1f}s; per call: {store.get('commits', float('nan')) / calls:.2f} commits,"
         f" writer lock held {store.get('writer_held', float('nan')) * 1e3 / calls:.2f} ms (COMMIT"
         f" {store.get('commit_time', float('nan')) * 1e3 / calls:.2f}, holder's CPU"
         f" {store.get('writer_cpu', float('nan')) * 1e3 / calls:.2f}; sqlite3 calls per hold"
