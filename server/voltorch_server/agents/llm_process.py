@@ -326,11 +326,11 @@ class _Child:
         assert stdout is not None
         try:
             while (message := read_frame(stdout)) is not None:
-                self.answered = True
                 if message[0] == "log":  # a record of the child's, where the server's own records go
                     _, _, level, name, text = message
                     logging.getLogger(name).log(level, "%s (LLM call process pid %d)", text, self.proc.pid)
                     continue
+                self.answered = True  # a call's frame: it serves (a restart after it dies is not held)
                 with self._lock:
                     replies = self._waiting.get(message[1])
                 if replies is not None:  # else a call given up since (its waiter is gone)
