@@ -210,7 +210,12 @@ def test_a_stuck_child_blocks_neither_a_canceller_nor_the_servers_stop(calls):
 
 
 def test_a_child_that_cannot_start_is_held_back_not_started_by_every_call():
-    calls = ProcessCalls([sys.executable, "-c", "import sys; sys.exit(3)"])
+    """Each child logs a warning (a log frame is no answer to a call) and exits."""
+    script = (
+        "import sys; from voltorch_server.agents.llm_process import write_frame; "
+        "write_frame(sys.stdout.buffer, ('log', 0, 30, 'voltorch.test', 'cannot go on')); sys.exit(3)"
+    )
+    calls = ProcessCalls([sys.executable, "-c", script])
     stub = StubLLM()
     try:
         errors = []
