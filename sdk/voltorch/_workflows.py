@@ -308,8 +308,14 @@ class WorkflowsClient:
         Asks for the terminal event alone, which carries the final execution: one stream message, no
         GetExecution. A server without that option sends every event and no execution: then it is fetched."""
         final = None
-        for ev in self._follow(execution_id, 0, False, True, timeout, False, True):
-            final = ev.execution
+        events = self._follow(execution_id, 0, False, True, timeout, False, True)
+        try:
+            for ev in events:
+                final = ev.execution
+                if final is not None and final.done:  # the result: the stream's end would add nothing
+                    return final
+        finally:
+            events.close()
         return final if final is not None else self.get(execution_id)
 
     def _follow(

@@ -125,21 +125,20 @@ class _Methods(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
 
 
 class _Counted:
-    """A stream call that records its message count once it ends; everything else is the call's."""
+    """A stream call that records its messages as they come (a caller may stop reading at its result and
+    cancel the rest); everything else is the call's."""
 
     def __init__(self, call: Any, name: str, calls: list[tuple[str, int]]) -> None:
-        self._call, self._name, self._calls, self._n = call, name, calls, 0
+        self._call, self._name, self._calls = call, name, calls
+        self._at = len(calls)
+        calls.append((name, 0))
 
     def __iter__(self) -> _Counted:
         return self
 
     def __next__(self) -> Any:
-        try:
-            msg = next(self._call)
-        except StopIteration:
-            self._calls.append((self._name, self._n))
-            raise
-        self._n += 1
+        msg = next(self._call)
+        self._calls[self._at] = (self._name, self._calls[self._at][1] + 1)
         return msg
 
     def __getattr__(self, name: str) -> Any:

@@ -174,3 +174,29 @@ def test_each_requirement_key_is_committed_with_the_checkpoint_that_writes_it(
     assert all(v is not None for _, _, v in seen), seen
     assert '"status":"running"' in seen[0][2] and '"status":"completed"' in seen[-1][2]
     assert client.state.get(f"requirement.{e.id}.summary").value == done.result["summary"]
+
+
+def test_the_reply_is_read_before_the_first_step_goes_to_its_agent(engines: Engines) -> None:
+    """The reply is read, then the first step handed to the agent pool: the RPC's response is not kept
+    waiting behind the step, which runs while the client turns to wait for it (bench/README.md)."""
+    wf = engines.workflows
+    wf.register_template(
+        Template(name="one", steps=(StepSpec("a", AgentTaskSpec("a", capabilities=("upper",))),))
+    )
+    order: list[str] = []
+    spawn, get = engines.coordination.spawn, wf.get
+
+    def spawning(*args: Any) -> None:
+        order.append("spawn")
+        spawn(*args)
+
+    def getting(execution_id: str) -> Any:
+        order.append("get")
+        return get(execution_id)
+
+    engines.coordination.spawn = spawning  # type: ignore[method-assign]
+    wf.get = getting  # type: ignore[method-assign]
+    e, _ = wf.start_execution("one")
+    assert order[:2] == ["get", "spawn"]
+    assert e.status == "running" and [s.status for s in e.steps] == ["running"]
+    assert engines.finished(e.id).status == "completed"

@@ -450,11 +450,14 @@ class WorkflowEngine(Component):
         if existing_id is not None:
             return self.get(existing_id), True
         self.metrics.workflows_started.add(1, {"template": t.name})
+        # The reply is read before the first steps go to their pool: a step handed off first took the GIL
+        # from this thread and held the response back until it was done (bench/README.md, 1-step row).
+        started = self.get(eid)
         if committed is not None:
             committed()
         if claimed:  # begun here, not left to the admission thread (the RPCs may keep it from the lock)
             self._admit()
-        return self.get(eid), False
+        return started, False
 
     # -- reading -----------------------------------------------------------------------------------------------
 
