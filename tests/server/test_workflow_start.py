@@ -200,3 +200,25 @@ def test_the_reply_is_read_before_the_first_step_goes_to_its_agent(engines: Engi
     assert order[:2] == ["get", "spawn"]
     assert e.status == "running" and [s.status for s in e.steps] == ["running"]
     assert engines.finished(e.id).status == "completed"
+
+
+def test_a_start_whose_reply_cannot_be_read_still_runs_its_first_step(engines: Engines) -> None:
+    """The reply is read before the first step is handed off; if that read fails (a lost connection to
+    PostgreSQL, say), the committed execution still runs: the caller gets the error, not a stuck run."""
+    wf = engines.workflows
+    wf.register_template(
+        Template(name="one", steps=(StepSpec("a", AgentTaskSpec("a", capabilities=("upper",))),))
+    )
+    get = wf.get
+    failed: list[str] = []
+
+    def failing_once(execution_id: str) -> Any:
+        if not failed:
+            failed.append(execution_id)
+            raise RuntimeError("the read failed")
+        return get(execution_id)
+
+    wf.get = failing_once  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the read failed"):
+        wf.start_execution("one")
+    assert engines.finished(failed[0]).status == "completed"

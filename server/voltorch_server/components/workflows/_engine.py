@@ -452,11 +452,14 @@ class WorkflowEngine(Component):
         self.metrics.workflows_started.add(1, {"template": t.name})
         # The reply is read before the first steps go to their pool: a step handed off first took the GIL
         # from this thread and held the response back until it was done (bench/README.md, 1-step row).
-        started = self.get(eid)
-        if committed is not None:
-            committed()
-        if claimed:  # begun here, not left to the admission thread (the RPCs may keep it from the lock)
-            self._admit()
+        # The steps go even when the read fails (the execution is committed: it must run).
+        try:
+            started = self.get(eid)
+        finally:
+            if committed is not None:
+                committed()
+            if claimed:  # begun here, not left to the admission thread (the RPCs may keep it from the lock)
+                self._admit()
         return started, False
 
     # -- reading -----------------------------------------------------------------------------------------------
