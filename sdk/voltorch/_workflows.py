@@ -4,7 +4,7 @@ headline `execute_complete(requirement)`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -327,7 +327,7 @@ class WorkflowsClient:
         timeout: float | None,
         deltas: bool,
         terminal_only: bool,
-    ) -> Iterator[WorkflowEvent]:
+    ) -> Generator[WorkflowEvent, None, None]:
         position = from_sequence
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Reconnect(RECONNECT_TIMEOUT)

@@ -194,8 +194,8 @@ def test_the_reply_is_read_before_the_first_step_goes_to_its_agent(engines: Engi
         order.append("get")
         return get(execution_id)
 
-    engines.coordination.spawn = spawning  # type: ignore[method-assign]
-    wf.get = getting  # type: ignore[method-assign]
+    engines.coordination.spawn = spawning
+    wf.get = getting
     e, _ = wf.start_execution("one")
     assert order[:2] == ["get", "spawn"]
     assert e.status == "running" and [s.status for s in e.steps] == ["running"]
@@ -218,7 +218,7 @@ def test_a_start_whose_reply_cannot_be_read_still_runs_its_first_step(engines: E
             raise RuntimeError("the read failed")
         return get(execution_id)
 
-    wf.get = failing_once  # type: ignore[method-assign]
+    wf.get = failing_once
     with pytest.raises(RuntimeError, match="the read failed"):
         wf.start_execution("one")
     assert engines.finished(failed[0]).status == "completed"
