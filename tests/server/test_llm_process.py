@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import socket
+import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -440,3 +442,61 @@ def test_an_answer_that_cannot_be_sent_back_fails_its_call_with_a_clear_error():
     error = rebuild_error(frame[2:])
     assert isinstance(error, LlmProcessError) and error.type_name == "RuntimeError"
     assert str(error).startswith("the answer could not be sent back:")
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_call_cancelled_before_it_is_sent_stops_at_its_first_piece(calls, where):
+    """A cancel set between the agent's permit and its call: the child gets it after the call's frame and
+    stops at the answer's first piece, as the agent's own thread does (the stub holds the rest of the
+    answer until the test lets it go, so a call that reads on cannot end before)."""
+    release = threading.Event()
+
+    class Held:  # the stub's pace: the answer's next piece waits for the test
+        def acquire(self, timeout: float | None = None) -> bool:
+            return release.wait()
+
+    stub = StubLLM(lambda prompt: "y" * 200, chunk_chars=8, pace=Held())
+    used = calls if where == "child-process" else InProcessCalls()
+    cancel = CancelSignal()
+    cancel.set("cancelled just before the call")
+    codes: list[str] = []
+
+    def run() -> None:
+        try:
+            used.call(request(stub), task(), cancel)
+            codes.append("answered")
+        except AgentError as exc:
+            codes.append(exc.code)
+
+    runner = threading.Thread(target=run)
+    try:
+        runner.start()
+        runner.join(WAIT)
+        ended_while_held = not runner.is_alive()
+    finally:
+        release.set()
+        runner.join(WAIT)
+        stub.close()
+        if where == "in-process":
+            used.close()
+    assert ended_while_held and codes == ["CANCELLED"]
+
+
+def test_a_child_that_cannot_read_its_frames_says_why_and_exits_nonzero():
+    garbage = b"\x80\x05not a pickle"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "voltorch_server.agents.llm_worker"],
+        input=struct.pack("<I", len(garbage)) + garbage,
+        capture_output=True,
+        env=env,
+        timeout=WAIT,
+    )
+    out = io.BytesIO(proc.stdout)
+    frames = []
+    while (f := read_frame(out)) is not None:
+        frames.append(f)
+    assert proc.returncode == 1
+    ((kind, _, level, name, text),) = frames
+    assert (kind, level, name) == ("log", logging.ERROR, "voltorch.agents.llm_worker")
+    assert "the LLM call process failed" in text and "UnpicklingError" in text

@@ -184,9 +184,9 @@ class ProcessCalls:
         def cancelled(reason: str) -> None:
             child.send(("cancel", call_id, reason))
 
-        cancel.add_callback(cancelled)
         try:
             child.send(("call", call_id, request))
+            cancel.add_callback(cancelled)  # after the call's frame: a cancel set already follows it
             while True:
                 message = replies.get()
                 kind = message[0]

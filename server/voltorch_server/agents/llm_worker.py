@@ -102,12 +102,16 @@ def main() -> None:
     worker = Worker(out)
     logging.root.addHandler(LogToServer(worker))
     logging.root.setLevel(logging.WARNING)
+    code = 0
     try:
         worker.serve(inp)
+    except BaseException:  # said to the server's log (while the pipe works), and by the exit code
+        logging.getLogger("voltorch.agents.llm_worker").exception("the LLM call process failed")
+        code = 1
     finally:
         worker.pool.shutdown(wait=False, cancel_futures=True)
         worker.calls.close()
-        os._exit(0)  # call threads still reading a stream must not keep the process
+        os._exit(code)  # call threads still reading a stream must not keep the process
 
 
 if __name__ == "__main__":
