@@ -14,13 +14,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any, cast
 
 import httpx2
 import openai
 import pytest
 import voltorch
 from openai_stub import StubLLM, complete_workflow_answer
-from voltorch_server.agents._tools import Reply, ToolCall
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
@@ -431,8 +431,8 @@ def test_an_answer_that_cannot_be_sent_back_fails_its_call_with_a_clear_error():
     worker = Worker(out)
 
     class Odd(InProcessCalls):
-        def call(self, request, task, cancel):  # an answer pickle refuses (a reply holding a lambda)
-            return Answer({}, Reply(content="x", tool_calls=(ToolCall("c", "f", {"f": lambda: 0}),)))
+        def call(self, request, task, cancel):
+            return Answer(cast(Any, {"x-ratelimit-odd": lambda: 0}), None)  # a header pickle refuses
 
     worker.calls = Odd()
     worker.run(7, CallRequest("k", "http://x", {}, 1.0, "r", True), CancelSignal())
