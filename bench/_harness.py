@@ -100,8 +100,12 @@ class ServerProcess:
         return t.user + t.system + self.children_cpu_seconds()
 
     def children_cpu_seconds(self) -> float:
+        """Live children's CPU, and that of the children the server reaped (a call process that died and
+        was started again, say): a round's figures keep what a dead child spent."""
         total = 0.0
         with contextlib.suppress(psutil.Error):
+            t = self._ps.cpu_times()
+            total += t.children_user + t.children_system
             for child in self._ps.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     t = child.cpu_times()
