@@ -190,10 +190,22 @@ class Answer:
     error: AgentError | None = None
 
 
+class AnswerStopped(AgentError):
+    """The endpoint answered, and reading its answer stopped: the call was cancelled, or the stream failed
+    mid-way (the AgentError it stopped with). `headers` are the answer's: the endpoint's limiter reads
+    their rate-limit ones as it would a whole answer's."""
+
+    def __init__(
+        self, message: str, headers: Mapping[str, str], *, code: str, retryable: bool = False
+    ) -> None:
+        super().__init__(message, code=code, retryable=retryable)
+        self.headers = headers
+
+
 class LlmCalls(Protocol):
     """Where an LLM agent's HTTP calls run. `call` raises what the `openai` client raises (status errors,
-    timeouts, connection errors), AgentError for a stream that failed or was cancelled mid-way, ValueError
-    for a body that is not JSON."""
+    timeouts, connection errors), AnswerStopped (an AgentError) for a stream that failed or was cancelled
+    mid-way, ValueError for a body that is not JSON."""
 
     def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer: ...
 
@@ -285,7 +297,10 @@ class InProcessCalls:
                 },
                 stream=True,
             )
-            chunks = receive(raw, task, cancel, request.final)
+            try:
+                chunks = receive(raw, task, cancel, request.final)
+            except AgentError as exc:  # the endpoint answered: its headers go with the error
+                raise AnswerStopped(exc.message, raw.headers, code=exc.code, retryable=exc.retryable) from exc
         try:
             return Answer(raw.headers, parse(chunks))
         except AgentError as exc:
