@@ -227,8 +227,10 @@ def test_a_call_cancelled_after_the_endpoint_answered_tells_the_limiter_the_answ
 
 
 def test_an_answer_read_whole_before_its_cancel_reached_the_child_keeps_its_headers(calls):
-    """The child read the whole answer (one piece) before the cancel, set by its first text, reached it:
-    the call raises CANCELLED with the answer's rate-limit headers."""
+    """The cancel is set by the answer's first text: the child has read the whole answer (it comes in one
+    piece) before the cancel reaches it, and its 'done' frame finds the cancel set (were the answer in two
+    pieces, the child would stop at the second: the same error). The call raises CANCELLED with the
+    answer's rate-limit headers."""
     stub = StubLLM()
     stub.script.append((200, {**EXHAUSTED, "server": "stub"}, STREAM))
     cancel = CancelSignal()
