@@ -20,11 +20,12 @@ import httpx2
 import openai
 import pytest
 import voltorch
+from fake_clock import FakeClock
 from openai_stub import StubLLM, complete_workflow_answer
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
-from voltorch_server.agents.llm_clients import Answer, CallRequest, InProcessCalls
+from voltorch_server.agents.llm_clients import Answer, AnswerStopped, CallRequest, InProcessCalls
 from voltorch_server.agents.llm_process import (
     LlmProcessError,
     ProcessCalls,
@@ -172,6 +173,81 @@ def test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go(calls, whe
             used.close()
 
 
+# An answer whose rate-limit headers say the endpoint takes no more calls for 30 s.
+EXHAUSTED = {
+    "content-type": "text/event-stream",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "30s",
+}
+STREAM = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n'
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_call_cancelled_after_the_endpoint_answered_tells_the_limiter_the_answers_rate_limits(calls, where):
+    """The call is cancelled while the endpoint holds its answer: it ends CANCELLED (its permit released
+    as abandoned), and the endpoint's limiter still holds new calls for the answer's x-ratelimit reset."""
+    gate = threading.Event()
+    stub = StubLLM(gate=gate)
+    stub.script.append((200, EXHAUSTED, STREAM))
+    clock = FakeClock()
+    limiters = Limiters(LimitSettings(), clock=clock)
+    used = InProcessCalls() if where == "in-process" else calls
+    a = LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+        env={KEY_ENV: "sk-test-123"},
+        limiters=limiters,
+        calls=used,
+    )
+    cancel = CancelSignal()
+    errors: list[AgentError] = []
+
+    def run() -> None:
+        try:
+            a.run(task(), cancel)
+        except AgentError as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=run)
+    try:
+        runner.start()
+        assert stub.wait_for(lambda s: s.in_flight == 1)
+        cancel.set("stopped by the test")
+        gate.set()
+        runner.join(WAIT)
+        assert [e.code for e in errors] == ["CANCELLED"]
+        (endpoint,) = limiters.snapshots()
+        assert (endpoint.calls, endpoint.in_flight, endpoint.held_for) == (1, 0, 30.0)
+    finally:
+        gate.set()
+        runner.join(WAIT)
+        stub.close()
+        if where == "in-process":
+            used.close()
+
+
+def test_an_answer_read_whole_before_its_cancel_reached_the_child_keeps_its_headers(calls):
+    """The cancel is set by the answer's first text: the child has read the whole answer (it comes in one
+    piece) before the cancel reaches it, and its 'done' frame finds the cancel set (were the answer in two
+    pieces, the child would stop at the second: the same error). The call raises CANCELLED with the
+    answer's rate-limit headers."""
+    stub = StubLLM()
+    stub.script.append((200, {**EXHAUSTED, "server": "stub"}, STREAM))
+    cancel = CancelSignal()
+    try:
+        with pytest.raises(AgentError) as exc:
+            calls.call(
+                replace(request(stub), final=False),
+                task(on_delta=lambda _text: cancel.set("cancelled by its text")),
+                cancel,
+            )
+    finally:
+        stub.close()
+    assert exc.value.code == "CANCELLED" and "cancelled by its text" in exc.value.message
+    assert isinstance(exc.value, AnswerStopped)
+    assert dict(exc.value.headers) == {k: v for k, v in EXHAUSTED.items() if k.startswith("x-ratelimit-")}
+
+
 def _quietly(fn, *args) -> None:
     try:
         fn(*args)
@@ -311,10 +387,17 @@ def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_er
         openai.APITimeoutError(request=httpx2.Request("POST", "http://x")),
         openai.APIConnectionError(message="refused", request=httpx2.Request("POST", "http://x")),
         AgentError("the model refused: no", code="LLM_REFUSED", retryable=False),
+        AnswerStopped(
+            "the model refused: no",
+            httpx2.Headers(
+                {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s", "server": "s"}
+            ),
+            code="LLM_REFUSED",
+        ),
         ValueError("Expecting value: line 1 column 1"),
         KeyError("odd"),
     ],
-    ids=["status", "timeout", "connection", "agent", "value", "other"],
+    ids=["status", "timeout", "connection", "agent", "answer-stopped", "value", "other"],
 )
 def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     rebuilt = rebuild_error(describe_error(error))
@@ -340,6 +423,11 @@ def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
             "LLM_REFUSED",
             False,
         )
+    if isinstance(error, AnswerStopped):  # the rate-limit headers only, as a status error's
+        assert isinstance(rebuilt, AnswerStopped) and dict(rebuilt.headers) == {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "1s",
+        }
 
 
 def test_a_malformed_answer_keeps_its_code_and_the_endpoints_headers(calls):

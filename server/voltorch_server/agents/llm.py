@@ -40,7 +40,7 @@ from .limiter import (
     Permit,
     estimate_tokens,
 )
-from .llm_clients import CallRequest, InProcessCalls, LlmCalls
+from .llm_clients import AnswerStopped, CallRequest, InProcessCalls, LlmCalls
 from .offline import (
     ANALYSIS,
     DELIVERY,
@@ -216,6 +216,10 @@ def _outcome(exc: Exception) -> Outcome:
 
 
 def _headers(obj: Any) -> Mapping[str, str]:
+    """The headers of the answer a failed call had: a status error's, or those of an answer whose reading
+    stopped (cancelled, failed mid-stream); {} when the endpoint did not answer."""
+    if isinstance(obj, AnswerStopped):
+        return obj.headers
     headers = getattr(getattr(obj, "response", None), "headers", None)
     return headers if headers is not None else {}
 
@@ -348,9 +352,9 @@ class LlmAgent(Agent):
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
                         outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
                     if isinstance(exc, AgentError) and exc.code == "CANCELLED":
-                        outcome = (
-                            Outcome.ABANDONED
-                        )  # stopped reading mid-stream: says nothing of the endpoint
+                        # Stopped reading: says nothing of the endpoint's load, but an answer's
+                        # rate-limit headers (AnswerStopped's, see _headers) still hold its calls.
+                        outcome = Outcome.ABANDONED
                     if permit is not None:
                         permit.release(
                             outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)

@@ -9,6 +9,12 @@ of the server's CPU (bench suite llm), 8 % of the agent's instructions per call 
 Several small pools keep each pass short. The clients share one SSL context: loading the CA bundle is
 ~35 ms of CPU per client otherwise.
 
+An endpoint's clients are closed (their keep-alive connections with them) once it has had no call in
+flight for IDLE_CLOSE seconds, and made afresh on its next call: agents re-registered with another base
+URL or key, or a key rotated in the environment, leave no pools behind. The look for idle endpoints is
+made by a call, at most once per SWEEP_EVERY seconds (an InProcessCalls that gets no call keeps its
+clients until it does, or closes). It knows nothing of agents, so the LLM call process's works the same.
+
 The clients leave out the `X-Stainless-*` headers the `openai` client adds to every request: its language,
 version, OS, architecture and runtime (telemetry for OpenAI; some OpenAI-compatible gateways refuse them),
 its retry count (always 0: the retries are the agent's) and its read timeout. No endpoint needs them, and
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +39,8 @@ from .base import AgentError, AgentTask, CancelSignal
 from .llm_stream import parse, receive
 
 CALLS_PER_CLIENT = 8
+IDLE_CLOSE = 300.0  # seconds without a call in flight after which an endpoint's clients are closed
+SWEEP_EVERY = 30.0  # at most one look for idle endpoints per this many seconds
 
 # The X-Stainless-* headers, left out through each request's `headers` option (the client's own way to
 # omit a header it would send: merged last, over its defaults and per-request headers).
@@ -75,19 +84,31 @@ def new_client(key: str, base_url: str) -> openai.OpenAI:
 
 class EndpointClients:
     """Clients of one endpoint; lease() lends the least busy one, a new one when every client already
-    has `per_client` calls in flight."""
+    has `per_client` calls in flight. Once closed (retired idle, or at close()) it lends none."""
 
-    def __init__(self, make: Callable[[], openai.OpenAI], per_client: int = CALLS_PER_CLIENT):
+    def __init__(
+        self,
+        make: Callable[[], openai.OpenAI],
+        per_client: int = CALLS_PER_CLIENT,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._make = make
         self.per_client = max(1, per_client)
+        self.clock = clock
         self._lock = threading.Lock()
         self._clients: list[openai.OpenAI] = []
         self._busy: list[int] = []  # calls in flight per client, by index
         self.peak_busy = 0  # the most calls one client had in flight
+        self.in_flight = 0  # calls in flight on all its clients
+        self.idle_since = clock()  # when in_flight last fell to 0
+        self.closed = False
 
-    def lease(self) -> _Lease:
-        """`with clients.lease() as client:` one call on the least busy client."""
+    def lease(self) -> _Lease | None:
+        """`with clients.lease() as client:` one call on the least busy client; None once closed (its
+        InProcessCalls has dropped it: ask that for the endpoint's clients again)."""
         with self._lock:
+            if self.closed:
+                return None
             busy = self._busy
             i = min(range(len(busy)), key=busy.__getitem__, default=-1)
             if i < 0 or busy[i] >= self.per_client:
@@ -95,18 +116,34 @@ class EndpointClients:
                 busy.append(0)
                 i = len(busy) - 1
             busy[i] += 1
+            self.in_flight += 1
             self.peak_busy = max(self.peak_busy, busy[i])
             return _Lease(self, busy, i, self._clients[i])
 
     def _give_back(self, busy: list[int], i: int) -> None:
+        now = self.clock()
         with self._lock:
             busy[i] -= 1  # the list the lease came from (close() may have replaced it since)
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle_since = now
+
+    def retire(self, now: float, idle: float) -> bool:
+        """Close to leases if no call has been in flight for `idle` seconds; True if so (then close() it).
+        Under the same lock as lease(): a call either has its lease first (and keeps the clients) or
+        finds them closed and asks again."""
+        with self._lock:
+            if self.closed or self.in_flight or now - self.idle_since < idle:
+                return False
+            self.closed = True
+            return True
 
     def __len__(self) -> int:
         return len(self._clients)
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             clients, self._clients, self._busy = self._clients, [], []
         for c in clients:
             try:
@@ -153,10 +190,22 @@ class Answer:
     error: AgentError | None = None
 
 
+class AnswerStopped(AgentError):
+    """The endpoint answered, and reading its answer stopped: the call was cancelled, or the stream failed
+    mid-way (the AgentError it stopped with). `headers` are the answer's: the endpoint's limiter reads
+    their rate-limit ones as it would a whole answer's."""
+
+    def __init__(
+        self, message: str, headers: Mapping[str, str], *, code: str, retryable: bool = False
+    ) -> None:
+        super().__init__(message, code=code, retryable=retryable)
+        self.headers = headers
+
+
 class LlmCalls(Protocol):
     """Where an LLM agent's HTTP calls run. `call` raises what the `openai` client raises (status errors,
-    timeouts, connection errors), AgentError for a stream that failed or was cancelled mid-way, ValueError
-    for a body that is not JSON."""
+    timeouts, connection errors), AnswerStopped (an AgentError) for a stream that failed or was cancelled
+    mid-way, ValueError for a body that is not JSON."""
 
     def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer: ...
 
@@ -171,27 +220,63 @@ class LlmCalls(Protocol):
 
 
 class InProcessCalls:
-    """The calls on the calling thread, through the `openai` clients of each endpoint (API key + base URL)."""
+    """The calls on the calling thread, through the `openai` clients of each endpoint (API key + base URL),
+    closed once the endpoint has been idle for `idle` seconds (see the module's docstring)."""
 
-    def __init__(self, per_client: int = CALLS_PER_CLIENT) -> None:
+    def __init__(
+        self,
+        per_client: int = CALLS_PER_CLIENT,
+        clock: Callable[[], float] = time.monotonic,
+        idle: float = IDLE_CLOSE,
+    ) -> None:
         self.per_client = per_client
+        self.clock = clock
+        self.idle = idle
         self._lock = threading.Lock()
         self._endpoints: dict[tuple[str, str], EndpointClients] = {}
+        self._next_sweep = clock() + SWEEP_EVERY
 
     def clients(self, key: str, base_url: str) -> EndpointClients:
-        """The clients of one endpoint (made on first use)."""
+        """The clients of one endpoint (made on first use, and again after they were closed idle)."""
         with self._lock:
             clients = self._endpoints.get((key, base_url))
             if clients is None:
-                clients = EndpointClients(lambda: new_client(key, base_url), self.per_client)
+                clients = EndpointClients(lambda: new_client(key, base_url), self.per_client, self.clock)
                 self._endpoints[(key, base_url)] = clients
             return clients
+
+    def lease(self, key: str, base_url: str) -> _Lease:
+        """A client of the endpoint for one call; then, at most once per SWEEP_EVERY seconds, the endpoints
+        idle for `idle` seconds are closed (this one, now in flight, is not)."""
+        while (lease := self.clients(key, base_url).lease()) is None:
+            pass  # closed idle between the look-up and the lease: its clients are made afresh
+        now = self.clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return lease
+
+    def _sweep(self, now: float) -> None:
+        with self._lock:
+            if now < self._next_sweep:  # another call swept meanwhile
+                return
+            self._next_sweep = now + SWEEP_EVERY
+            idle = [k for k, clients in self._endpoints.items() if clients.retire(now, self.idle)]
+            retired = [self._endpoints.pop(k) for k in idle]
+        for clients in retired:
+            clients.close()
+
+    def open_endpoints(self) -> int:
+        """Endpoints with clients open."""
+        with self._lock:
+            return sum(1 for clients in self._endpoints.values() if len(clients))
 
     def warm(self) -> None:
         pass  # a client is made on its endpoint's first call
 
     def describe(self) -> str:
-        return "in the server's process (llm_in_process)"
+        return (
+            f"in the server's process (llm_in_process), {self.open_endpoints()} endpoints with clients open"
+        )
 
     def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer:
         # The client's documented request method (`client.post`, "undocumented endpoints") with the body as
@@ -200,7 +285,7 @@ class InProcessCalls:
         # once (bench suite llm). The request on the wire is the same. The URL is given whole (the client's
         # base URL + the path, as the client would join them): joining a relative path re-parses the base
         # URL on every call.
-        with self.clients(request.key, request.base_url).lease() as client:
+        with self.lease(request.key, request.base_url) as client:
             raw = client.post(
                 f"{client.base_url}chat/completions",
                 cast_to=httpx2.Response,
@@ -212,7 +297,10 @@ class InProcessCalls:
                 },
                 stream=True,
             )
-            chunks = receive(raw, task, cancel, request.final)
+            try:
+                chunks = receive(raw, task, cancel, request.final)
+            except AgentError as exc:  # the endpoint answered: its headers go with the error
+                raise AnswerStopped(exc.message, raw.headers, code=exc.code, retryable=exc.retryable) from exc
         try:
             return Answer(raw.headers, parse(chunks))
         except AgentError as exc:

@@ -35,7 +35,7 @@ import httpx2
 import openai
 
 from .base import AgentError, AgentTask, CancelSignal
-from .llm_clients import Answer, CallRequest
+from .llm_clients import Answer, AnswerStopped, CallRequest
 
 log = logging.getLogger("voltorch.agents.llm")
 
@@ -104,6 +104,8 @@ def describe_error(exc: BaseException) -> tuple[Any, ...]:
         return ("timeout",)
     if isinstance(exc, openai.APIConnectionError):
         return ("connection", exc.message)
+    if isinstance(exc, AnswerStopped):  # before AgentError: it is one
+        return ("stopped", exc.message, exc.code, exc.retryable, kept_headers(exc.headers))
     if isinstance(exc, AgentError):
         return ("agent", exc.message, exc.code, exc.retryable)
     if isinstance(exc, ValueError):
@@ -125,6 +127,8 @@ def rebuild_error(what: tuple[Any, ...]) -> Exception:
         return openai.APITimeoutError(request=_REQUEST)
     if kind == "connection":
         return openai.APIConnectionError(message=what[1], request=_REQUEST)
+    if kind == "stopped":
+        return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3])
     if kind == "agent":
         return AgentError(what[1], code=what[2], retryable=what[3])
     if kind == "value":
@@ -194,9 +198,9 @@ class ProcessCalls:
                     if not cancel.is_set():
                         task.delta(message[2])
                 elif kind == "done":
-                    if cancel.is_set():  # the child read the answer before the cancel reached it
-                        raise AgentError(f"cancelled: {cancel.reason}", code="CANCELLED")
                     _, _, headers, reply, error, last = message
+                    if cancel.is_set():  # the child read the answer before the cancel reached it
+                        raise AnswerStopped(f"cancelled: {cancel.reason}", headers, code="CANCELLED")
                     if last:
                         task.delta(last, last=True)
                     return Answer(headers, reply, None if error is None else _agent_error(error))
