@@ -34,8 +34,9 @@ from typing import IO, Any
 import httpx2
 import openai
 
-from .base import AgentError, AgentTask, CancelSignal
+from ._values import AgentError, CancelSignal
 from .llm_clients import Answer, CallRequest
+from .llm_stream import LiveText
 
 log = logging.getLogger("voltorch.agents.llm")
 
@@ -172,7 +173,7 @@ class ProcessCalls:
         self._hold_until = 0.0
         self._last_exit = ""
 
-    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer:
+    def call(self, request: CallRequest, task: LiveText, cancel: CancelSignal) -> Answer:
         """As InProcessCalls.call. A cancel reaches the call in the child, which stops reading the answer at
         its next piece, as on the agent's own thread; until the child says the call is over it counts
         against the endpoint's limit, so the wait here ends with the child's answer, error or death."""
