@@ -521,6 +521,6 @@ def test_the_child_imports_the_openai_client_and_not_grpc_protobuf_the_sdk_or_op
     }
     assert {"openai", "httpx2", "voltorch_server.agents.llm_clients"} <= imported
     # The SDK package is the whole client (its import alone brings grpc and the generated stubs).
-    unwanted = ("grpc", "google.protobuf", "voltorch", "opentelemetry", "sqlite3", "psycopg")
-    unwanted += tuple(f"voltorch_server.{p}" for p in ("components", "storage", "servicers", "telemetry"))
+    unwanted = ["grpc", "google.protobuf", "voltorch", "opentelemetry", "sqlite3", "psycopg"]
+    unwanted += [f"voltorch_server.{p}" for p in ("components", "storage", "servicers", "telemetry")]
     assert sorted(m for m in imported if any(m == p or m.startswith(p + ".") for p in unwanted)) == []
