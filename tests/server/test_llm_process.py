@@ -588,3 +588,27 @@ def test_a_child_that_cannot_read_its_frames_says_why_and_exits_nonzero():
     ((kind, _, level, name, text),) = frames
     assert (kind, level, name) == ("log", logging.ERROR, "voltorch.agents.llm_worker")
     assert "the LLM call process failed" in text and "UnpicklingError" in text
+
+
+def test_the_child_imports_the_openai_client_and_not_grpc_protobuf_the_sdk_or_opentelemetry():
+    """The child's imports are its start-up time and most of its memory: it needs the `openai` client and
+    the agents' plain parts, not the server's gRPC, storage and tracing (nor the SDK they come with)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(  # the child's own command; stdin at its end, so it exits after starting
+        [sys.executable, "-X", "importtime", "-m", "voltorch_server.agents.llm_worker"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        timeout=WAIT,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert {"openai", "httpx2", "voltorch_server.agents.llm_clients"} <= imported
+    # The SDK package is the whole client (its import alone brings grpc and the generated stubs).
+    unwanted = ["grpc", "google.protobuf", "voltorch", "opentelemetry", "sqlite3", "psycopg"]
+    unwanted += [f"voltorch_server.{p}" for p in ("components", "storage", "servicers", "telemetry")]
+    assert sorted(m for m in imported if any(m == p or m.startswith(p + ".") for p in unwanted)) == []

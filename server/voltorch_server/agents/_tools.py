@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..telemetry import tracer
+from ._values import Reply, ToolCall
 from .base import AgentError, AgentOutput, AgentTask, CancelSignal, TokenUsage, ToolSpec
 
 DEFAULT_TOOL_ITERATIONS = 8
@@ -21,39 +21,7 @@ MAX_TOOL_ITERATIONS = 50
 MAX_RESULT_CHARS = 20_000  # of one tool result fed back to the model
 
 
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One model turn: text, or tool calls (or both), and what the turn used."""
-
-    content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    usage: TokenUsage = field(default_factory=TokenUsage)
-
-
 Model = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Reply]
-
-
-def parse_arguments(raw: str | None, name: str) -> dict[str, Any]:
-    """A tool call's JSON arguments (an object); a model that sent something else gets a clear error."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise AgentError(
-            f"the model called tool {name!r} with arguments that are not JSON: {raw[:200]!r}",
-            code="INVALID_OUTPUT",
-        ) from None
-    if not isinstance(value, dict):
-        raise AgentError(f"the model called tool {name!r} with non-object arguments", code="INVALID_OUTPUT")
-    return value
 
 
 def run_tool_loop(

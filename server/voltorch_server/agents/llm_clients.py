@@ -34,9 +34,8 @@ from typing import Any, Protocol
 import httpx2
 import openai
 
-from ._tools import Reply
-from .base import AgentError, AgentTask, CancelSignal
-from .llm_stream import parse, receive
+from ._values import AgentError, CancelSignal, Reply
+from .llm_stream import LiveText, parse, receive
 
 CALLS_PER_CLIENT = 8
 IDLE_CLOSE = 300.0  # seconds without a call in flight after which an endpoint's clients are closed
@@ -207,7 +206,7 @@ class LlmCalls(Protocol):
     timeouts, connection errors), AnswerStopped (an AgentError) for a stream that failed or was cancelled
     mid-way, ValueError for a body that is not JSON."""
 
-    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer: ...
+    def call(self, request: CallRequest, task: LiveText, cancel: CancelSignal) -> Answer: ...
 
     def warm(self) -> None:
         """Get ready for calls (an agent with an API key was made)."""
@@ -278,7 +277,7 @@ class InProcessCalls:
             f"in the server's process (llm_in_process), {self.open_endpoints()} endpoints with clients open"
         )
 
-    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer:
+    def call(self, request: CallRequest, task: LiveText, cancel: CancelSignal) -> Answer:
         # The client's documented request method (`client.post`, "undocumented endpoints") with the body as
         # the plain JSON it already is: `chat.completions.create` walks every parameter through its
         # TypedDict transform first, a tenth of the server's CPU per call when hundreds of calls run at

@@ -34,8 +34,9 @@ from typing import IO, Any
 import httpx2
 import openai
 
-from .base import AgentError, AgentTask, CancelSignal
+from ._values import AgentError, CancelSignal
 from .llm_clients import Answer, AnswerStopped, CallRequest
+from .llm_stream import LiveText
 
 log = logging.getLogger("voltorch.agents.llm")
 
@@ -176,7 +177,7 @@ class ProcessCalls:
         self._hold_until = 0.0
         self._last_exit = ""
 
-    def call(self, request: CallRequest, task: AgentTask, cancel: CancelSignal) -> Answer:
+    def call(self, request: CallRequest, task: LiveText, cancel: CancelSignal) -> Answer:
         """As InProcessCalls.call. A cancel reaches the call in the child, which stops reading the answer at
         its next piece, as on the agent's own thread; until the child says the call is over it counts
         against the endpoint's limit, so the wait here ends with the child's answer, error or death."""
@@ -213,7 +214,8 @@ class ProcessCalls:
             child.unregister(call_id)
 
     def warm(self) -> None:
-        """Start the child now, so the first call does not wait for it (its imports take ~1 s of CPU)."""
+        """Start the child now, so the first call does not wait for it (its imports, the `openai` client's
+        mostly, take ~0.5 s of CPU)."""
         try:
             self._running()
         except Exception:  # closed, held after failed starts, or no process could be started

@@ -7,15 +7,19 @@ threads, or the LLM call process, llm_process.py)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from ._tools import Reply, ToolCall, parse_arguments
-from .base import AgentError, AgentTask, CancelSignal, TokenUsage
+from ._values import AgentError, CancelSignal, Reply, TokenUsage, ToolCall
 
 
-def receive(
-    response: Any, task: AgentTask, cancel: CancelSignal, final: bool = False
-) -> list[dict[str, Any]]:
+class LiveText(Protocol):
+    """Where an answer's text goes as it is read: the task's (AgentTask.delta), or in the LLM call process
+    the frames that carry it to the server."""
+
+    def delta(self, text: str, *, last: bool = False) -> None: ...
+
+
+def receive(response: Any, task: LiveText, cancel: CancelSignal, final: bool = False) -> list[dict[str, Any]]:
     """Read a streamed answer to its end, handing the text to the task as it arrives. The server-sent
     events are read as plain JSON (building the client's typed chunk per event costs CPU for the few
     fields used here), and per piece the socket gave, not per event: the complete `data:` lines of a piece
@@ -43,7 +47,7 @@ def receive(
 
 
 def read_events(
-    lines: list[bytes], chunks: list[dict[str, Any]], task: AgentTask, final: bool = False, end: bool = False
+    lines: list[bytes], chunks: list[dict[str, Any]], task: LiveText, final: bool = False, end: bool = False
 ) -> bool:
     """Add the events of these complete lines to `chunks` and their text to the task's live output; True
     at the end of the stream ([DONE]). `final`: text read with the end (`end`: the body ended) is the
@@ -90,7 +94,7 @@ def _event(data: bytes) -> Any:
         ) from None
 
 
-def _whole(response: Any, kind: str, task: AgentTask, final: bool = False) -> list[dict[str, Any]]:
+def _whole(response: Any, kind: str, task: LiveText, final: bool = False) -> list[dict[str, Any]]:
     """A completion that came whole instead of streamed, as one chunk."""
     response.read()
     try:
@@ -171,3 +175,19 @@ def parse(chunks: list[dict[str, Any]]) -> Reply:
             code="INVALID_OUTPUT",
         )
     return Reply("".join(parts), tool_calls, usage)
+
+
+def parse_arguments(raw: str | None, name: str) -> dict[str, Any]:
+    """A tool call's JSON arguments (an object); a model that sent something else gets a clear error."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise AgentError(
+            f"the model called tool {name!r} with arguments that are not JSON: {raw[:200]!r}",
+            code="INVALID_OUTPUT",
+        ) from None
+    if not isinstance(value, dict):
+        raise AgentError(f"the model called tool {name!r} with non-object arguments", code="INVALID_OUTPUT")
+    return value

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-from .base import AgentTask, CancelSignal
+from ._values import CancelSignal
 from .llm_clients import CallRequest, InProcessCalls
 from .llm_process import describe_error, kept_headers, read_frame, write_frame
 
@@ -54,18 +54,11 @@ class Worker:
                 signal.set("the server stopped")
 
     def run(self, call_id: int, request: CallRequest, cancel: CancelSignal) -> None:
-        last: list[str] = []
-        task = AgentTask(
-            task_id=request.request_id,
-            coordination_id="",
-            text="",
-            on_delta=lambda text: self.send(("text", call_id, text)),
-            on_last_delta=last.append,
-        )
+        text = CallText(self, call_id)
         try:
-            answer = self.calls.call(request, task, cancel)
+            answer = self.calls.call(request, text, cancel)
             error = None if answer.error is None else describe_error(answer.error)
-            reply = ("done", call_id, kept_headers(answer.headers), answer.reply, error, "".join(last))
+            reply = ("done", call_id, kept_headers(answer.headers), answer.reply, error, "".join(text.last))
         except BaseException as exc:  # every failure goes back to the waiting call
             reply = ("error", call_id, *describe_error(exc))
         finally:
@@ -78,6 +71,25 @@ class Worker:
         except Exception as exc:  # not picklable (a reply with odd values): say so instead
             failure = RuntimeError(f"the answer could not be sent back: {type(exc).__name__}: {exc}")
             self.send(("error", call_id, *describe_error(failure)))
+
+
+class CallText:
+    """A call's live text in the child (llm_stream.LiveText), as the server's AgentTask.delta takes it: each
+    piece a frame at once, the last kept for the answer's frame."""
+
+    __slots__ = ("worker", "call_id", "last")
+
+    def __init__(self, worker: Worker, call_id: int) -> None:
+        self.worker, self.call_id = worker, call_id
+        self.last: list[str] = []
+
+    def delta(self, text: str, *, last: bool = False) -> None:
+        if not text:
+            return
+        if last:
+            self.last.append(text)
+        else:
+            self.worker.send(("text", self.call_id, text))
 
 
 class LogToServer(logging.Handler):
