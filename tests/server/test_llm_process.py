@@ -612,3 +612,43 @@ def test_the_child_imports_the_openai_client_and_not_grpc_protobuf_the_sdk_or_op
     unwanted = ["grpc", "google.protobuf", "voltorch", "opentelemetry", "sqlite3", "psycopg"]
     unwanted += [f"voltorch_server.{p}" for p in ("components", "storage", "servicers", "telemetry")]
     assert sorted(m for m in imported if any(m == p or m.startswith(p + ".") for p in unwanted)) == []
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_stream_failing_mid_way_keeps_its_error_type_and_holds_on_its_rate_limits(calls, where):
+    """The endpoint answers, then sends an error event mid-stream: the agent fails with LLM_ERROR, the
+    metrics' and the endpoint's error type stay the AgentError it was before AnswerStopped carried the
+    headers (an internal wrapper's class name is no error type), and the answer's exhausted quota holds
+    the endpoint's next calls."""
+    stub = StubLLM()
+    stub.script.append(
+        (
+            200,
+            EXHAUSTED,
+            b'data: {"choices": [{"index": 0, "delta": {"content": "he"}}]}\n\n'
+            b'data: {"error": {"message": "the model is overloaded"}}\n\n',
+        )
+    )
+    limiters = Limiters(LimitSettings(), clock=FakeClock())
+    used = InProcessCalls() if where == "in-process" else calls
+    types: list[str] = []
+    a = LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+        env={KEY_ENV: "sk-test-123"},
+        limiters=limiters,
+        calls=used,
+        on_call=lambda *_, error_type="": types.append(error_type),
+    )
+    try:
+        with pytest.raises(AgentError) as exc:
+            a.run(task(), CancelSignal())
+    finally:
+        stub.close()
+        if where == "in-process":
+            used.close()
+    assert (exc.value.code, exc.value.retryable) == ("LLM_ERROR", True)
+    assert types == ["AgentError"]
+    (endpoint,) = limiters.snapshots()
+    assert endpoint.last_error.startswith("AgentError: LLM endpoint failed mid-stream")
+    assert (endpoint.in_flight, endpoint.held_for) == (0, 30.0)

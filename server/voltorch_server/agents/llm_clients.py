@@ -192,7 +192,10 @@ class Answer:
 class AnswerStopped(AgentError):
     """The endpoint answered, and reading its answer stopped: the call was cancelled, or the stream failed
     mid-way (the AgentError it stopped with). `headers` are the answer's: the endpoint's limiter reads
-    their rate-limit ones as it would a whole answer's."""
+    their rate-limit ones as it would a whole answer's. Reported (metrics' error type, the endpoint's last
+    error) as the AgentError it carries: the wrapper is not a kind of failure."""
+
+    type_name = "AgentError"
 
     def __init__(
         self, message: str, headers: Mapping[str, str], *, code: str, retryable: bool = False
