@@ -3,9 +3,11 @@ behaves through it (answers, errors, retries, live text) is test_agents_llm.py's
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -22,7 +24,7 @@ import pytest
 import voltorch
 from fake_clock import FakeClock
 from openai_stub import StubLLM, complete_workflow_answer
-from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, TokenUsage
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
 from voltorch_server.agents.llm_clients import Answer, AnswerStopped, CallRequest, InProcessCalls
@@ -652,3 +654,19 @@ def test_a_stream_failing_mid_way_keeps_its_error_type_and_holds_on_its_rate_lim
     (endpoint,) = limiters.snapshots()
     assert endpoint.last_error.startswith("AgentError: LLM endpoint failed mid-stream")
     assert (endpoint.in_flight, endpoint.held_for) == (0, 30.0)
+
+
+def test_answer_stopped_pickles_and_copies_as_an_agent_error_does():
+    """An exception is pickled and copied as cls(*args) plus its state: AnswerStopped's headers and code are
+    not in its args, so it could be neither (an AgentError can)."""
+    error = AnswerStopped("cancelled: stop", {"x-ratelimit-remaining-requests": "0"}, code="CANCELLED")
+    error.usage = TokenUsage(1, 2, 3)
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(again) is AnswerStopped
+        assert (again.message, again.code, again.retryable, again.usage) == (
+            "cancelled: stop",
+            "CANCELLED",
+            False,
+            error.usage,
+        )
+        assert dict(again.headers) == {"x-ratelimit-remaining-requests": "0"}

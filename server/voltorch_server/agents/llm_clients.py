@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import httpx2
@@ -202,6 +203,10 @@ class AnswerStopped(AgentError):
     ) -> None:
         super().__init__(message, code=code, retryable=retryable)
         self.headers = headers
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An exception pickles and copies as cls(*args) and its state; this one's args lack the headers.
+        return (partial(AnswerStopped, code=self.code), (self.message, self.headers), self.__dict__)
 
 
 class LlmCalls(Protocol):
