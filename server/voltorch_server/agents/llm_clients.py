@@ -22,10 +22,13 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx2
-import openai
+
+if TYPE_CHECKING:
+    import openai  # imported where it is used (see llm.py's docstring)
 
 from ._tools import Reply
 from .base import AgentError, AgentTask, CancelSignal
@@ -33,22 +36,28 @@ from .llm_stream import parse, receive
 
 CALLS_PER_CLIENT = 8
 
-# The X-Stainless-* headers, left out through each request's `headers` option (the client's own way to
-# omit a header it would send: merged last, over its defaults and per-request headers).
-NOT_SENT = {
-    name: openai.omit
-    for name in (
-        "X-Stainless-Lang",
-        "X-Stainless-Package-Version",
-        "X-Stainless-OS",
-        "X-Stainless-Arch",
-        "X-Stainless-Runtime",
-        "X-Stainless-Runtime-Version",
-        "X-Stainless-Async",
-        "X-Stainless-Retry-Count",
-        "X-Stainless-Read-Timeout",
-    )
-}
+
+@cache
+def not_sent() -> dict[str, Any]:
+    """The X-Stainless-* headers, left out through each request's `headers` option (the client's own way
+    to omit a header it would send: merged last, over its defaults and per-request headers)."""
+    import openai
+
+    return {
+        name: openai.omit
+        for name in (
+            "X-Stainless-Lang",
+            "X-Stainless-Package-Version",
+            "X-Stainless-OS",
+            "X-Stainless-Arch",
+            "X-Stainless-Runtime",
+            "X-Stainless-Runtime-Version",
+            "X-Stainless-Async",
+            "X-Stainless-Retry-Count",
+            "X-Stainless-Read-Timeout",
+        )
+    }
+
 
 _ssl_lock = threading.Lock()
 _ssl: ssl.SSLContext | None = None
@@ -65,6 +74,8 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 def new_client(key: str, base_url: str) -> openai.OpenAI:
     """A client with no retries of its own (the agent's are visible) on the shared SSL context."""
+    import openai
+
     return openai.OpenAI(
         api_key=key,
         base_url=base_url or None,
@@ -208,7 +219,7 @@ class InProcessCalls:
                 options={
                     "timeout": request.timeout,
                     "idempotency_key": request.request_id,
-                    "headers": NOT_SENT,
+                    "headers": not_sent(),
                 },
                 stream=True,
             )
