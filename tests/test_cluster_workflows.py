@@ -10,8 +10,10 @@ import json
 import signal
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pg
 import polling
 import psycopg
 import pytest
@@ -158,57 +160,68 @@ def test_a_replica_paused_past_its_lease_writes_nothing_for_executions_that_move
             c.close()
 
 
-def test_new_executions_spread_over_the_replicas(pg_dsn: str, tmp_path: Path) -> None:
-    with replicas.replicas(pg_dsn, tmp_path, 3, STEADY) as reps:
-        # Starts on one replica queue behind each other for the event head row (see README, "One lock
-        # order"): under a burst of 300 a start may wait long, and this test is about where they run.
-        a = voltorch.Client(reps[0].target, timeout=WAIT)
-        a.workflows.register_template(_template("spread", 1.0))  # the naps, not CPU, set the pace
-        ids = _start_many(a, "spread", 300, threads=20)  # all through one replica
-        _all_completed(a, ids)
-        share = Counter(_owners(pg_dsn, ids).values())
-        assert set(share) == {"replica-0", "replica-1", "replica-2"}, share
-        assert min(share.values()) >= 0.2 * len(ids), share
-        a.close()
+@pytest.fixture(scope="module")
+def steady(
+    postgres: pg.PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[replicas.Replica]]]:
+    """Three STEADY replicas on a database of their own, shared by the tests where no replica dies: each
+    looks only at the executions it started (by id) under templates of its own names, so neither sees the
+    other's; starting three replicas is a third of such a test's time."""
+    dsn = postgres.new_database()
+    with replicas.replicas(dsn, tmp_path_factory.mktemp("steady"), 3, STEADY) as reps:
+        yield dsn, reps
+    postgres.drop_database(dsn)
 
 
-def test_pause_resume_and_cancel_from_different_replicas(pg_dsn: str, tmp_path: Path) -> None:
-    with replicas.replicas(pg_dsn, tmp_path, 3, STEADY) as reps:
-        a, b, c = (voltorch.Client(r.target, timeout=30) for r in reps)
-        a.workflows.register_template(_template("controlled", 1.0))
+def test_new_executions_spread_over_the_replicas(steady: tuple[str, list[replicas.Replica]]) -> None:
+    pg_dsn, reps = steady
+    # Starts on one replica queue behind each other for the event head row (see README, "One lock
+    # order"): under a burst of 300 a start may wait long, and this test is about where they run.
+    a = voltorch.Client(reps[0].target, timeout=WAIT)
+    a.workflows.register_template(_template("spread", 1.0))  # the naps, not CPU, set the pace
+    ids = _start_many(a, "spread", 300, threads=20)  # all through one replica
+    _all_completed(a, ids)
+    share = Counter(_owners(pg_dsn, ids).values())
+    assert set(share) == {"replica-0", "replica-1", "replica-2"}, share
+    assert min(share.values()) >= 0.2 * len(ids), share
+    a.close()
 
-        one = a.workflows.start("controlled", parameters={"n": "1"}).execution.id
-        assert a.workflows.pause(one).status == "paused"
-        assert c.workflows.get(one).status == "paused"  # seen from any replica
-        assert b.workflows.resume(one).status in ("running", "queued")
-        assert c.workflows.wait(one, timeout=WAIT).status == "completed"
 
-        two = b.workflows.start("controlled", parameters={"n": "2"}).execution.id
-        assert a.workflows.pause(two).status == "paused"
-        assert b.workflows.resume(two).status in ("running", "queued")
-        cancelled = c.workflows.cancel(two, reason="changed my mind")
-        assert cancelled.status == "cancelled"
-        assert a.workflows.get(two).status == "cancelled"
-        steps = _completed_steps(pg_dsn, [one, two])
-        assert set(steps.values()) == {1}
+def test_pause_resume_and_cancel_from_different_replicas(steady: tuple[str, list[replicas.Replica]]) -> None:
+    pg_dsn, reps = steady
+    a, b, c = (voltorch.Client(r.target, timeout=30) for r in reps)
+    a.workflows.register_template(_template("controlled", 1.0))
 
-        # A signal sent through any replica reaches the step waiting on the replica that runs it.
-        a.workflows.register_template(
-            WorkflowTemplate(
-                name="gated",
-                steps=[
-                    Step("gate", WaitStep("go")),
-                    Step(
-                        "after", AgentTask("after {{ steps.gate.output }}", ["review"]), depends_on=["gate"]
-                    ),
-                ],
-            )
+    one = a.workflows.start("controlled", parameters={"n": "1"}).execution.id
+    assert a.workflows.pause(one).status == "paused"
+    assert c.workflows.get(one).status == "paused"  # seen from any replica
+    assert b.workflows.resume(one).status in ("running", "queued")
+    assert c.workflows.wait(one, timeout=WAIT).status == "completed"
+
+    two = b.workflows.start("controlled", parameters={"n": "2"}).execution.id
+    assert a.workflows.pause(two).status == "paused"
+    assert b.workflows.resume(two).status in ("running", "queued")
+    cancelled = c.workflows.cancel(two, reason="changed my mind")
+    assert cancelled.status == "cancelled"
+    assert a.workflows.get(two).status == "cancelled"
+    steps = _completed_steps(pg_dsn, [one, two])
+    assert set(steps.values()) == {1}
+
+    # A signal sent through any replica reaches the step waiting on the replica that runs it.
+    a.workflows.register_template(
+        WorkflowTemplate(
+            name="gated",
+            steps=[
+                Step("gate", WaitStep("go")),
+                Step("after", AgentTask("after {{ steps.gate.output }}", ["review"]), depends_on=["gate"]),
+            ],
         )
-        gated = [a.workflows.start("gated").execution.id for _ in range(6)]  # spread over the replicas
-        polling.until(lambda: all(b.workflows.get(g).waiting for g in gated))
-        for g in gated:
-            c.workflows.signal(g, "go", {"by": "c"})
-        for g in gated:
-            assert b.workflows.wait(g, timeout=WAIT).status == "completed"
-        for client in (a, b, c):
-            client.close()
+    )
+    gated = [a.workflows.start("gated").execution.id for _ in range(6)]  # spread over the replicas
+    polling.until(lambda: all(b.workflows.get(g).waiting for g in gated))
+    for g in gated:
+        c.workflows.signal(g, "go", {"by": "c"})
+    for g in gated:
+        assert b.workflows.wait(g, timeout=WAIT).status == "completed"
+    for client in (a, b, c):
+        client.close()

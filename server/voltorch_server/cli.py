@@ -37,8 +37,6 @@ _EXTRA_OF = {"serve": "server", "db": "server"}
 
 def _serve(args: argparse.Namespace) -> int:
     from . import heap, logs
-    from .app import VoltorchServer
-    from .storage import shown
 
     try:
         cfg = config_mod.load(
@@ -56,6 +54,10 @@ def _serve(args: argparse.Namespace) -> int:
         logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad logging configuration: {exc}") from None
+    # The server's modules only now: a configuration error is reported without their ~1 s of imports.
+    from .app import VoltorchServer
+    from .storage import shown
+
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

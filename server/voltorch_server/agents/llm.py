@@ -9,6 +9,10 @@ a permit from the endpoint's limiter (shared by all agents on that base URL + ke
 limiter.py), which decides how many calls the endpoint gets at once and in which priority order. The
 attempt's HTTP exchange runs where the agent's `calls` run it (llm_clients.py): in a server, in its LLM
 call process (llm_process.py), off the server's GIL.
+
+`openai` is imported in the functions that use it (here, in llm_clients.py and llm_process.py), not at
+the top: loading it is ~0.6 s of CPU, nearly half of a server's start-up, and a server that makes no LLM
+call never needs it.
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import openai
 
 from ..telemetry import context_from, tracer
 from ._tools import Reply, offline_model, run_tool_loop
@@ -197,6 +199,8 @@ def retry_after(exc: Exception) -> float | None:
 
 
 def _retryable(exc: Exception) -> bool:
+    import openai
+
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
         return True
     return isinstance(exc, openai.APIStatusError) and (
@@ -206,6 +210,8 @@ def _retryable(exc: Exception) -> bool:
 
 def _outcome(exc: Exception) -> Outcome:
     """What a failed call tells the endpoint's limiter."""
+    import openai
+
     if isinstance(exc, openai.RateLimitError):
         return Outcome.THROTTLED
     if isinstance(exc, openai.APITimeoutError):
@@ -348,6 +354,8 @@ class LlmAgent(Agent):
                 try:
                     answer = self.calls.call(request, task, cancel)
                 except Exception as exc:
+                    import openai
+
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
                         outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
@@ -426,6 +434,8 @@ class LlmAgent(Agent):
 
     def _retry_delay(self, exc: Exception, attempt: int, retries: int, task: AgentTask) -> float:
         """How long to wait before the next attempt; raises AgentError when there is none."""
+        import openai
+
         if isinstance(exc, AgentError):
             raise exc
         if not isinstance(exc, openai.OpenAIError):

@@ -29,11 +29,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Protocol
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx2
-import openai
+
+if TYPE_CHECKING:
+    import openai  # imported where it is used (see llm.py's docstring)
 
 from ._values import AgentError, CancelSignal, Reply
 from .llm_stream import LiveText, parse, receive
@@ -42,22 +44,28 @@ CALLS_PER_CLIENT = 8
 IDLE_CLOSE = 300.0  # seconds without a call in flight after which an endpoint's clients are closed
 SWEEP_EVERY = 30.0  # at most one look for idle endpoints per this many seconds
 
-# The X-Stainless-* headers, left out through each request's `headers` option (the client's own way to
-# omit a header it would send: merged last, over its defaults and per-request headers).
-NOT_SENT = {
-    name: openai.omit
-    for name in (
-        "X-Stainless-Lang",
-        "X-Stainless-Package-Version",
-        "X-Stainless-OS",
-        "X-Stainless-Arch",
-        "X-Stainless-Runtime",
-        "X-Stainless-Runtime-Version",
-        "X-Stainless-Async",
-        "X-Stainless-Retry-Count",
-        "X-Stainless-Read-Timeout",
-    )
-}
+
+@cache
+def not_sent() -> dict[str, Any]:
+    """The X-Stainless-* headers, left out through each request's `headers` option (the client's own way
+    to omit a header it would send: merged last, over its defaults and per-request headers)."""
+    import openai
+
+    return {
+        name: openai.omit
+        for name in (
+            "X-Stainless-Lang",
+            "X-Stainless-Package-Version",
+            "X-Stainless-OS",
+            "X-Stainless-Arch",
+            "X-Stainless-Runtime",
+            "X-Stainless-Runtime-Version",
+            "X-Stainless-Async",
+            "X-Stainless-Retry-Count",
+            "X-Stainless-Read-Timeout",
+        )
+    }
+
 
 _ssl_lock = threading.Lock()
 _ssl: ssl.SSLContext | None = None
@@ -74,6 +82,8 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 def new_client(key: str, base_url: str) -> openai.OpenAI:
     """A client with no retries of its own (the agent's are visible) on the shared SSL context."""
+    import openai
+
     return openai.OpenAI(
         api_key=key,
         base_url=base_url or None,
@@ -300,7 +310,7 @@ class InProcessCalls:
                 options={
                     "timeout": request.timeout,
                     "idempotency_key": request.request_id,
-                    "headers": NOT_SENT,
+                    "headers": not_sent(),
                 },
                 stream=True,
             )

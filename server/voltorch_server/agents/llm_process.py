@@ -28,11 +28,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from queue import SimpleQueue
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx2
-import openai
+
+if TYPE_CHECKING:
+    import openai  # imported where it is used (see llm.py's docstring)
 
 from ._values import AgentError, CancelSignal
 from .llm_clients import Answer, AnswerStopped, CallRequest
@@ -76,16 +79,29 @@ def read_frame(inp: IO[bytes]) -> tuple[Any, ...] | None:
 
 # -- errors across the pipe -----------------------------------------------------------------------------
 
-# What `openai` raises for a status, as its client maps them (the table is openai's `_make_status_error`).
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-}
+
+@cache
+def _status_errors() -> dict[int, type[openai.APIStatusError]]:
+    """What `openai` raises for a status, as its client maps them (the table is openai's
+    `_make_status_error`)."""
+    import openai
+
+    return {
+        400: openai.BadRequestError,
+        401: openai.AuthenticationError,
+        403: openai.PermissionDeniedError,
+        404: openai.NotFoundError,
+        409: openai.ConflictError,
+        422: openai.UnprocessableEntityError,
+        429: openai.RateLimitError,
+    }
+
+
+def _connection_error(message: str) -> Exception:
+    """The error the `openai` client raises when it gets no answer: a call that is retried."""
+    import openai
+
+    return openai.APIConnectionError(message=message, request=_REQUEST)
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -99,6 +115,8 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def describe_error(exc: BaseException) -> tuple[Any, ...]:
     """An exception of a call as plain values (rebuilt by `rebuild_error`)."""
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         return ("status", exc.status_code, kept_headers(exc.response.headers), exc.message, exc.body)
     if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it is one
@@ -116,18 +134,20 @@ def describe_error(exc: BaseException) -> tuple[Any, ...]:
 
 def rebuild_error(what: tuple[Any, ...]) -> Exception:
     """The exception `describe_error` described, as the `openai` client would have raised it."""
+    import openai
+
     kind = what[0]
     if kind == "status":
         status, headers, message, body = what[1:]
         response = httpx2.Response(status, headers=headers, request=_REQUEST)
-        cls = _STATUS_ERRORS.get(
+        cls = _status_errors().get(
             status, openai.InternalServerError if status >= 500 else openai.APIStatusError
         )
         return cls(message, response=response, body=body)
     if kind == "timeout":
         return openai.APITimeoutError(request=_REQUEST)
     if kind == "connection":
-        return openai.APIConnectionError(message=what[1], request=_REQUEST)
+        return _connection_error(what[1])
     if kind == "stopped":
         return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3])
     if kind == "agent":
@@ -208,7 +228,7 @@ class ProcessCalls:
                 elif kind == "error":
                     raise rebuild_error(message[2:])
                 else:  # "gone"
-                    raise openai.APIConnectionError(message=message[2], request=_REQUEST)
+                    raise _connection_error(message[2])
         finally:
             cancel.remove_callback(cancelled)
             child.unregister(call_id)
@@ -236,7 +256,7 @@ class ProcessCalls:
     def _running(self) -> _Child:
         with self._lock:
             if self._closed:
-                raise openai.APIConnectionError(message="the server is stopping", request=_REQUEST)
+                raise _connection_error("the server is stopping")
             child = self._child
             if child is not None and child.gone:
                 self._child = None
@@ -251,10 +271,9 @@ class ProcessCalls:
             if self._child is None:
                 wait = self._hold_until - self.clock()
                 if wait > 0:
-                    raise openai.APIConnectionError(
-                        message=f"{self._last_exit} before answering a call, {self._failed_starts} times in a"
-                        f" row; the next start in {wait:.1f}s",
-                        request=_REQUEST,
+                    raise _connection_error(
+                        f"{self._last_exit} before answering a call, {self._failed_starts} times in a"
+                        f" row; the next start in {wait:.1f}s"
                     )
                 self._child = _Child(self.command)
                 self.started += 1
@@ -296,7 +315,7 @@ class _Child:
     def register(self, call_id: int, replies: SimpleQueue[tuple[Any, ...]]) -> None:
         with self._lock:
             if self.gone:
-                raise openai.APIConnectionError(message=self.exit, request=_REQUEST)
+                raise _connection_error(self.exit)
             self._waiting[call_id] = replies
 
     def unregister(self, call_id: int) -> None:
