@@ -14,6 +14,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+# Loaded as the process starts, not by its first call: the server starts this process ahead of its calls
+# (ProcessCalls.warm) so that none waits for these imports, the `openai` client's most of all (the server's
+# own modules import it lazily, see llm.py).
+import openai  # noqa: F401
+
 from ._values import CancelSignal
 from .llm_clients import CallRequest, InProcessCalls
 from .llm_process import describe_error, kept_headers, read_frame, write_frame
