@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from queue import SimpleQueue
 from typing import Any, cast
 
 import httpx2
@@ -707,3 +708,15 @@ print(sorted(m for m in sys.modules if m == "openai" or m.startswith("openai."))
     where, imported = proc.stdout.decode().splitlines()[-2:]
     assert where == ("ProcessCalls 1" if key else "ProcessCalls 0"), where
     assert imported == "[]"
+
+
+def test_a_call_registering_with_a_child_that_died_meanwhile_fails_as_a_connection_error(calls):
+    """The race between `_running` handing out a child and the call registering with it: the child is
+    gone by then, and the call fails as the retried connection error, naming how the child ended."""
+    calls.warm()
+    dead = child(calls)
+    dead.proc.kill()
+    dead._reader.join(WAIT)  # the reader saw the end and marked the child gone
+    assert dead.gone
+    with pytest.raises(openai.APIConnectionError, match=r"exited \(exit code -9\)"):
+        dead.register(1, SimpleQueue())
