@@ -76,9 +76,12 @@ def _completed_steps(dsn: str, ids: list[str]) -> Counter:
 
 def _start_many(client: voltorch.Client, template: str, n: int, threads: int = 10) -> list[str]:
     ids: list[str] = [""] * n
+    stop = threading.Event()
 
     def run(k: int) -> None:
         for i in range(k, n, threads):
+            if stop.is_set():
+                return
             ids[i] = client.workflows.start(
                 template, parameters={"n": str(i)}, request_id=f"{template}-{i}"
             ).execution.id
@@ -86,8 +89,13 @@ def _start_many(client: voltorch.Client, template: str, n: int, threads: int = 1
     workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
     for w in workers:
         w.start()
-    for w in workers:
-        w.join(WAIT)
+    try:
+        for w in workers:
+            w.join(WAIT)
+    finally:  # interrupted (pytest-timeout): no start goes on behind the next test's back
+        stop.set()
+        for w in workers:
+            w.join(WAIT)
     assert all(ids)
     return ids
 
@@ -161,7 +169,7 @@ def test_a_replica_paused_past_its_lease_writes_nothing_for_executions_that_move
 
 
 @pytest.fixture(scope="module")
-def steady(
+def steady_replicas(
     postgres: pg.PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[replicas.Replica]]]:
     """Three STEADY replicas on a database of their own, shared by the tests where no replica dies: each
@@ -171,6 +179,31 @@ def steady(
     with replicas.replicas(dsn, tmp_path_factory.mktemp("steady"), 3, STEADY) as reps:
         yield dsn, reps
     postgres.drop_database(dsn)
+
+
+_UNFINISHED = (
+    "SELECT id FROM workflow_executions WHERE status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')"
+)
+
+
+@pytest.fixture
+def steady(
+    steady_replicas: tuple[str, list[replicas.Replica]],
+) -> Iterator[tuple[str, list[replicas.Replica]]]:
+    """The shared replicas, idle for each test: what one left running (failed or timed out mid-way: up to
+    300 executions, or gated ones waiting for a signal) is cancelled before the next one starts, so that
+    neither's assertions or time limit depend on the other's leftovers, whatever their order."""
+    dsn, reps = steady_replicas
+    yield dsn, reps
+    left = [eid for (eid,) in _rows(dsn, _UNFINISHED)]
+    if left:
+        with voltorch.Client(reps[0].target, timeout=30) as c:
+            for eid in left:
+                try:
+                    c.workflows.cancel(eid, reason="left by a failed test")
+                except voltorch.errors.FailedPreconditionError:
+                    pass  # it ended meanwhile
+        polling.until(lambda: not _rows(dsn, _UNFINISHED), timeout=WAIT)
 
 
 def test_new_executions_spread_over_the_replicas(steady: tuple[str, list[replicas.Replica]]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from openai_stub import StubLLM, completion
 from voltorch_server.agents.base import OFFLINE_LABEL, AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import (
     MAX_CONTEXT_CHARS,
     LlmAgent,
@@ -132,6 +133,41 @@ def test_5xx_exhausting_retries_is_a_clear_retryable_error(stub):
     assert exc.value.code == "LLM_UNAVAILABLE" and exc.value.retryable
     assert "3 attempts" in exc.value.message and "503" in exc.value.message
     assert len(stub.requests) == 3
+
+
+@pytest.mark.parametrize("cut", ["per-call-timeout", "task-deadline"])
+def test_a_call_that_times_out_is_an_overload_unless_the_tasks_deadline_cut_it_then_a_clear_error(cut):
+    """The endpoint never answers in time: each attempt ends as the client's APITimeoutError (metrics'
+    error type). Its per-call timeout is the endpoint's overload, retried, then LLM_UNAVAILABLE; the task's
+    deadline cutting it says nothing of the endpoint, and no retry fits before that deadline."""
+    gate = threading.Event()  # holds every answer: each attempt times out
+    stub = StubLLM(gate=gate)
+    limiters = Limiters(LimitSettings())
+    seen: list[str] = []
+    a = LlmAgent(
+        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=1, timeout=0.3 if cut == "per-call-timeout" else 30),
+        env={KEY_ENV: "sk-test-123"},
+        on_call=lambda *_, error_type: seen.append(error_type),
+        limiters=limiters,
+        calls=_CALLS[0],
+    )
+    try:
+        with pytest.raises(AgentError) as exc:
+            a.run(task(deadline=None if cut == "per-call-timeout" else time.time() + 0.3), CancelSignal())
+    finally:
+        gate.set()
+        stub.close()
+        a.close()
+    assert exc.value.code == "LLM_UNAVAILABLE" and exc.value.retryable
+    assert "APITimeoutError" in exc.value.message
+    (endpoint,) = limiters.snapshots()
+    if cut == "per-call-timeout":
+        assert "2 attempts" in exc.value.message and seen == ["APITimeoutError", "APITimeoutError"]
+        assert (endpoint.calls, endpoint.overloaded, endpoint.failures) == (2, 2, 0), endpoint
+    else:
+        assert "beyond the task deadline" in exc.value.message and seen == ["APITimeoutError"]
+        assert (endpoint.calls, endpoint.overloaded, endpoint.failures) == (1, 0, 0), endpoint
 
 
 def test_client_errors_are_not_retried(stub):

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from queue import SimpleQueue
 from typing import Any, cast
 
 import httpx2
@@ -670,3 +671,52 @@ def test_answer_stopped_pickles_and_copies_as_an_agent_error_does():
             error.usage,
         )
         assert dict(again.headers) == {"x-ratelimit-remaining-requests": "0"}
+
+
+@pytest.mark.parametrize("key", ["", "sk-test"], ids=["offline", "with-a-key"])
+def test_a_server_that_makes_no_llm_call_never_imports_the_openai_client(tmp_path, key):
+    """The server's modules import `openai` where a call uses it (llm.py's docstring): ~0.6 s of every
+    start. A server with a key starts its LLM call process (which imports it) but not in its own process."""
+    script = """
+import sys
+import voltorch
+from voltorch_server.app import VoltorchServer
+from voltorch_server.config import Config
+
+srv = VoltorchServer(Config(host="127.0.0.1", port=0, db=sys.argv[1], openai_api_key_env=sys.argv[2])).start()
+try:
+    with voltorch.Client(srv.target, timeout=10) as c:
+        c.state.set("k", 1)
+        assert c.orchestrator.health(refresh=True).status
+        calls = srv.runtime.llm_calls
+        print(type(calls).__name__, getattr(calls, "started", "-"))
+finally:
+    srv.stop(grace=1.0)
+print(sorted(m for m in sys.modules if m == "openai" or m.startswith("openai.")))
+"""
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    if key:
+        env[KEY_ENV] = key
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "v.db"), KEY_ENV],
+        capture_output=True,
+        env=env,
+        timeout=WAIT,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    where, imported = proc.stdout.decode().splitlines()[-2:]
+    assert where == ("ProcessCalls 1" if key else "ProcessCalls 0"), where
+    assert imported == "[]"
+
+
+def test_a_call_registering_with_a_child_that_died_meanwhile_fails_as_a_connection_error(calls):
+    """The race between `_running` handing out a child and the call registering with it: the child is
+    gone by then, and the call fails as the retried connection error, naming how the child ended."""
+    calls.warm()
+    dead = child(calls)
+    dead.proc.kill()
+    dead._reader.join(WAIT)  # the reader saw the end and marked the child gone
+    assert dead.gone
+    with pytest.raises(openai.APIConnectionError, match=r"exited \(exit code -9\)"):
+        dead.register(1, SimpleQueue())
