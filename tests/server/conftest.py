@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from engines import Engines, build
 from fake_clock import FakeClock
+from openai_stub import StubLLM
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from voltorch_server import telemetry
@@ -15,6 +16,14 @@ from voltorch_server import telemetry
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubLLM]:
+    """A local OpenAI-compatible endpoint (answers at once, no capacity limit)."""
+    s = StubLLM()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ from voltorch_server.telemetry import TraceIds, current_trace
 KEY_ENV = "VOLTORCH_TEST_LLM_KEY"
 
 
-@pytest.fixture
-def stub() -> Iterator[StubLLM]:
-    s = StubLLM()
-    yield s
-    s.close()
-
-
 @pytest.fixture(scope="module")
 def child_process() -> Iterator[ProcessCalls]:
     calls = ProcessCalls()

@@ -15,18 +15,6 @@ from voltorch_server.agents.llm_clients import IDLE_CLOSE, SWEEP_EVERY, Answer, 
 
 
 @pytest.fixture
-def stub() -> Iterator[StubLLM]:
-    s = StubLLM()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def calls(clock: FakeClock) -> Iterator[InProcessCalls]:
     c = InProcessCalls(clock=clock)
     yield c

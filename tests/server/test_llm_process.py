@@ -74,6 +74,19 @@ def child(calls: ProcessCalls):
     return running
 
 
+def agent_thread(a: LlmAgent, cancel: CancelSignal) -> tuple[threading.Thread, list[AgentError]]:
+    """A thread (not started) that runs the agent on a task, and the AgentError it ends with, if any."""
+    errors: list[AgentError] = []
+
+    def run() -> None:
+        try:
+            a.run(task(), cancel)
+        except AgentError as exc:
+            errors.append(exc)
+
+    return threading.Thread(target=run), errors
+
+
 def test_an_agent_with_a_key_starts_the_child_before_its_first_call(calls):
     stub = StubLLM()
     try:
@@ -117,15 +130,7 @@ def test_a_cancel_reaches_the_call_in_the_child_which_keeps_it_until_the_endpoin
     try:
         a = agent(stub, calls)
         cancel = CancelSignal()
-        errors: list[AgentError] = []
-
-        def run() -> None:
-            try:
-                a.run(task(), cancel)
-            except AgentError as exc:
-                errors.append(exc)
-
-        runner = threading.Thread(target=run)
+        runner, errors = agent_thread(a, cancel)
         runner.start()
         assert stub.wait_for(lambda s: s.in_flight == 1)
         cancel.set("stopped by the test")
@@ -203,15 +208,7 @@ def test_a_call_cancelled_after_the_endpoint_answered_tells_the_limiter_the_answ
         calls=used,
     )
     cancel = CancelSignal()
-    errors: list[AgentError] = []
-
-    def run() -> None:
-        try:
-            a.run(task(), cancel)
-        except AgentError as exc:
-            errors.append(exc)
-
-    runner = threading.Thread(target=run)
+    runner, errors = agent_thread(a, cancel)
     try:
         runner.start()
         assert stub.wait_for(lambda s: s.in_flight == 1)

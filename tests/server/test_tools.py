@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import voltorch
-from openai_stub import StubLLM, completion
+from openai_stub import completion
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
@@ -32,13 +32,6 @@ NOTE = voltorch.ToolSpec(
 
 def add(task: voltorch.WorkerTask) -> str:
     return str(task.context["arguments"]["a"] + task.context["arguments"]["b"])
-
-
-@pytest.fixture
-def stub() -> Iterator[StubLLM]:
-    s = StubLLM()
-    yield s
-    s.close()
 
 
 @pytest.fixture
