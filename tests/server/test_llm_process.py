@@ -28,7 +28,7 @@ from openai_stub import StubLLM, complete_workflow_answer
 from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, TokenUsage
 from voltorch_server.agents.limiter import Limiters, LimitSettings
 from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
-from voltorch_server.agents.llm_clients import Answer, AnswerStopped, CallRequest, InProcessCalls
+from voltorch_server.agents.llm_clients import Answer, AnswerStopped, CallRequest, InProcessCalls, LlmCalls
 from voltorch_server.agents.llm_process import (
     LlmProcessError,
     ProcessCalls,
@@ -50,12 +50,14 @@ def calls() -> Iterator[ProcessCalls]:
     c.close()
 
 
-def agent(stub: StubLLM, calls: ProcessCalls, retries: int = 2) -> LlmAgent:
+def agent(stub: StubLLM, calls: LlmCalls, retries: int = 2, **kw: Any) -> LlmAgent:
+    """An LLM agent on the stub whose calls run in `calls`; `kw`: LlmAgent's others (limiters, on_call)."""
     return LlmAgent(
         LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
         LlmDefaults(model="stub-model", max_retries=retries, timeout=10),
         env={KEY_ENV: "sk-test-123"},
         calls=calls,
+        **kw,
     )
 
 
@@ -152,13 +154,7 @@ def test_a_cancelled_call_keeps_its_permit_until_the_endpoint_lets_go(calls, whe
     stub = StubLLM(gate=gate)
     limiters = Limiters(LimitSettings(max_in_flight=1, initial_window=1))
     used = InProcessCalls() if where == "in-process" else calls
-    a = LlmAgent(
-        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
-        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
-        env={KEY_ENV: "sk-test-123"},
-        limiters=limiters,
-        calls=used,
-    )
+    a = agent(stub, used, retries=0, limiters=limiters)
     threads: list[threading.Thread] = []
     try:
         cancel = CancelSignal()
@@ -200,13 +196,7 @@ def test_a_call_cancelled_after_the_endpoint_answered_tells_the_limiter_the_answ
     clock = FakeClock()
     limiters = Limiters(LimitSettings(), clock=clock)
     used = InProcessCalls() if where == "in-process" else calls
-    a = LlmAgent(
-        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
-        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
-        env={KEY_ENV: "sk-test-123"},
-        limiters=limiters,
-        calls=used,
-    )
+    a = agent(stub, used, retries=0, limiters=limiters)
     cancel = CancelSignal()
     runner, errors = agent_thread(a, cancel)
     try:
@@ -632,13 +622,8 @@ def test_a_stream_failing_mid_way_keeps_its_error_type_and_holds_on_its_rate_lim
     limiters = Limiters(LimitSettings(), clock=FakeClock())
     used = InProcessCalls() if where == "in-process" else calls
     types: list[str] = []
-    a = LlmAgent(
-        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
-        LlmDefaults(model="stub-model", max_retries=0, timeout=10),
-        env={KEY_ENV: "sk-test-123"},
-        limiters=limiters,
-        calls=used,
-        on_call=lambda *_, error_type="": types.append(error_type),
+    a = agent(
+        stub, used, retries=0, limiters=limiters, on_call=lambda *_, error_type="": types.append(error_type)
     )
     try:
         with pytest.raises(AgentError) as exc:
