@@ -1,0 +1,96 @@
+"""The SDK's run() when RunExecution cannot finish the job: a server without it (start, then wait) and a
+stream cut after the start (wait). A proxy in front of a real server makes each case; the execution is
+started exactly once either way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+import voltorch
+from voltorch import AgentTask, Step, WorkflowTemplate
+from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
+from voltorch_server.agents.base import AgentTask as ServerTask
+from voltorch_server.agents.base import CancelSignal
+from voltorch_server.app import VoltorchServer
+
+WAIT = 20.0
+ONE = WorkflowTemplate(name="one", steps=[Step("a", AgentTask("hello", ["echo"]))])
+
+
+def echo(task: ServerTask, cancel: CancelSignal) -> dict[str, Any]:
+    return {"text": task.text}
+
+
+class _Proxy(workflows_pb2_grpc.WorkflowServiceServicer):
+    """Forwards what run()'s fallbacks use to the real server. RunExecution: UNIMPLEMENTED (the generated
+    default) unless `cut`, then the real call's first message (the start) and UNAVAILABLE."""
+
+    def __init__(self, real: workflows_pb2_grpc.WorkflowServiceStub, cut: bool):
+        self.real = real
+        self.cut = cut
+        self.starts: list[str] = []  # request ids of the StartExecution calls forwarded
+
+    def StartExecution(self, request, context):
+        self.starts.append(request.request_id)
+        return self.real.StartExecution(request)
+
+    def GetExecution(self, request, context):
+        return self.real.GetExecution(request)
+
+    def WatchExecution(self, request, context):
+        yield from self.real.WatchExecution(request)
+
+    def RunExecution(self, request, context):
+        if not self.cut:
+            return super().RunExecution(request, context)
+        return self._cut_after_start(request, context)
+
+    def _cut_after_start(self, request, context) -> Iterator[workflows_pb2.RunExecutionResponse]:
+        call = self.real.RunExecution(request)
+        yield next(call)
+        call.cancel()
+        context.abort(grpc.StatusCode.UNAVAILABLE, "connection lost (the test's proxy)")
+
+
+@pytest.fixture
+def proxy(request: pytest.FixtureRequest, server: VoltorchServer) -> Iterator[tuple[voltorch.Client, _Proxy]]:
+    server.runtime.coordination.register_agent(
+        "echo", kind="function", capabilities=("echo",), runtime=echo, max_concurrency=4
+    )
+    with voltorch.Client(server.target, timeout=WAIT) as direct:
+        direct.workflows.register_template(ONE)
+    with grpc.insecure_channel(server.target) as ch:
+        servicer = _Proxy(workflows_pb2_grpc.WorkflowServiceStub(ch), cut=request.param)
+        front = grpc.server(ThreadPoolExecutor(4))
+        workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, front)
+        port = front.add_insecure_port("127.0.0.1:0")
+        front.start()
+        try:
+            with voltorch.Client(f"127.0.0.1:{port}", timeout=WAIT) as client:
+                yield client, servicer
+        finally:
+            front.stop(None)
+
+
+@pytest.mark.parametrize("proxy", [False], indirect=True)
+def test_a_server_without_run_execution_gets_a_start_then_a_wait(proxy, client) -> None:
+    via, servicer = proxy
+    done = via.workflows.run("one", request_id="run-old-server", timeout=WAIT)
+    assert done.status == "completed"
+    assert servicer.starts == ["run-old-server"]
+    [only] = client.workflows.list(template_name="one")
+    assert only.id == done.id
+
+
+@pytest.mark.parametrize("proxy", [True], indirect=True)
+def test_a_stream_cut_after_the_start_is_followed_to_the_end(proxy, client) -> None:
+    via, servicer = proxy
+    done = via.workflows.run("one", timeout=WAIT)
+    assert done.status == "completed"
+    assert servicer.starts == []  # started once, by RunExecution
+    [only] = client.workflows.list(template_name="one")
+    assert only.id == done.id
