@@ -97,10 +97,11 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def StartExecution(
         self, request: workflows_pb2.StartExecutionRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.StartExecutionResponse:
-        return self._start(request)
+        execution, existing = self._start(request)
+        return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
 
-    def _start(self, request: workflows_pb2.StartExecutionRequest) -> workflows_pb2.StartExecutionResponse:
-        execution, existing = self.engine.start_execution(
+    def _start(self, request: workflows_pb2.StartExecutionRequest) -> tuple[Execution, bool]:
+        return self.engine.start_execution(
             request.template_name,
             template_version=request.template_version,
             parameters=struct_to_py(request.parameters),
@@ -109,7 +110,6 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             labels=dict(request.labels),
             correlation_id=request.correlation_id,
         )
-        return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
 
     def ExecuteCompleteWorkflow(
         self, request: workflows_pb2.ExecuteCompleteWorkflowRequest, context: grpc.ServicerContext
@@ -250,20 +250,24 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument("start", "the execution to start is required")
         max_batch = batch_limit(request.max_batch) or MAX_BATCH_ITEMS
         try:
-            started = self._start(request.start)
+            execution, existing = self._start(request.start)
         except InvalidArgument as exc:
             raise exc.within("start") from None
         # Followed before the start's message is sent: the first step is already running, and an end that
         # comes meanwhile is then taken as it is published instead of read back from the log.
         follower, messages = self._watch(
             context,
-            started.execution.id,
+            execution.id,
             0,
             request.include_execution,
             request.terminal_only,
             Batching(max_batch, _run_batch),
+            known=execution,
         )
         try:
+            started = workflows_pb2.StartExecutionResponse(
+                execution=execution_pb(execution), existing=existing
+            )
             yield workflows_pb2.RunExecutionResponse(start=started)
             yield from messages
         finally:
@@ -277,9 +281,12 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         include_execution: bool,
         terminal_only: bool,
         batching: Batching | None,
+        known: Execution | None = None,
     ) -> tuple[Any, Iterator[Any]]:
         """The execution's follower (subscribed now) and the stream of its messages."""
-        follower, is_last = self.engine.watch(execution_id, from_sequence, terminal_only=terminal_only)
+        follower, is_last = self.engine.watch(
+            execution_id, from_sequence, terminal_only=terminal_only, known=known
+        )
         # terminal_only: the one message is the result, so it carries the final execution (no GetExecution).
         attach = include_execution or terminal_only
 
