@@ -57,6 +57,11 @@ def _start_request(
     )
 
 
+def _left(deadline: float | None) -> float | None:
+    """The seconds left before a time.monotonic() deadline (None: no deadline); a little past it, not 0."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+
 # -- executions (their types and proto mapping: voltorch.wire) ---------------------------------------------
 
 
@@ -182,14 +187,15 @@ class WorkflowsClient:
                         if final.done:
                             return final
         except UnimplementedError:
-            execution_id = call(self.stub.StartExecution, start, timeout=self.timeout).execution.id
+            # run()'s timeout bounds this start too, not only the wait: the sooner of it and the client's.
+            limit = min((t for t in (_left(deadline), self.timeout) if t is not None), default=None)
+            execution_id = call(self.stub.StartExecution, start, timeout=limit).execution.id
         except (ResourceExhaustedError, UnavailableError):
             if not execution_id:  # before the start's answer: the channel has already retried it
                 raise
         finally:
             messages.close()
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        return self.wait(execution_id, timeout=left)
+        return self.wait(execution_id, timeout=_left(deadline))
 
     def execute_complete(
         self,

@@ -33,15 +33,18 @@ class _Proxy(workflows_pb2_grpc.WorkflowServiceServicer):
         self.real = real
         self.cut = cut
         self.starts: list[str] = []  # request ids of the StartExecution calls forwarded
+        self.deadlines: dict[str, float | None] = {}  # method -> the seconds its last call had left
 
     def StartExecution(self, request, context):
         self.starts.append(request.request_id)
+        self.deadlines["StartExecution"] = context.time_remaining()
         return self.real.StartExecution(request)
 
     def GetExecution(self, request, context):
         return self.real.GetExecution(request)
 
     def WatchExecution(self, request, context):
+        self.deadlines["WatchExecution"] = context.time_remaining()
         yield from self.real.WatchExecution(request)
 
     def RunExecution(self, request, context):
@@ -94,3 +97,16 @@ def test_a_stream_cut_after_the_start_is_followed_to_the_end(proxy, client) -> N
     assert servicer.starts == []  # started once, by RunExecution
     [only] = client.workflows.list(template_name="one")
     assert only.id == done.id
+
+
+@pytest.mark.parametrize("proxy", [False, True], indirect=True)
+def test_the_fallback_calls_keep_within_runs_timeout(proxy) -> None:
+    """run(timeout=) bounds the whole call: the start and the wait of a fallback get what is left of it,
+    not the client's default deadline (WAIT here)."""
+    via, servicer = proxy
+    assert via.workflows.run("one", timeout=WAIT / 4).status == "completed"
+    assert servicer.deadlines  # a fallback was taken
+    # (a deadline crosses the wire as an absolute time: the server may see a few ms more than was sent)
+    assert all(left is not None and left < WAIT / 2 for left in servicer.deadlines.values()), (
+        servicer.deadlines
+    )
