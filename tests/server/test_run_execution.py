@@ -14,7 +14,13 @@ import voltorch
 from google.protobuf import struct_pb2
 from polling import until
 from voltorch import AgentTask, ParameterSpec, RetryPolicy, Step, WaitStep, WorkflowTemplate
-from voltorch.errors import InvalidArgumentError, NotFoundError, from_rpc_error
+from voltorch.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    from_rpc_error,
+)
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 from voltorch_server.agents.base import AgentTask as ServerTask
 from voltorch_server.agents.base import CancelSignal
@@ -202,3 +208,22 @@ def test_run_names_its_bad_field_under_start(wf) -> None:
         wf.workflows.run("one", {"n": "x"})
     assert err.value.fields == ["start.parameters.n"]
     assert list(wf.workflows.list()) == []
+
+
+def test_run_raises_deadline_exceeded_when_its_timeout_passes(wf) -> None:
+    with pytest.raises(DeadlineExceededError):
+        wf.workflows.run("held", timeout=0.5)  # w waits for a signal that never comes
+    [left] = wf.workflows.list(template_name="held")
+    assert not left.done  # the execution goes on: only the caller stopped waiting
+    wf.workflows.cancel(left.id)
+
+
+def test_run_again_with_its_request_id_returns_the_first_result(wf) -> None:
+    first = wf.workflows.run("one", {"n": 3}, request_id="run-twice", timeout=WAIT)
+    again = wf.workflows.run("one", {"n": 3}, request_id="run-twice", timeout=WAIT)
+    assert again.id == first.id and again.status == "completed"
+    assert again.steps[0].output == first.steps[0].output
+    with pytest.raises(AlreadyExistsError) as err:  # the same key for another request
+        wf.workflows.run("one", {"n": 4}, request_id="run-twice", timeout=WAIT)
+    assert err.value.reason == "REQUEST_ID_REUSED"
+    assert len(list(wf.workflows.list(template_name="one"))) == 1
