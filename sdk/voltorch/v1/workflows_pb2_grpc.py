@@ -276,8 +276,10 @@ class WorkflowServiceServicer:
         StartExecution returns it: its id, `existing`); every later one carries `updates`, the execution's
         events as WatchExecution sends them with max_batch. The stream ends with OK right after the terminal
         event. The start is idempotent by request_id as StartExecution's, so a client whose stream broke before
-        the first message repeats the call; after it, it follows the execution with WatchExecution from the
-        sequence after its last event. StartExecution's errors, before any message; then WatchExecution's.
+        the first message repeats the call with the same request_id (without one, a repeat starts another
+        execution); after it, it follows the execution with WatchExecution from the sequence after its last
+        event. StartExecution's errors, before any message (its INVALID_ARGUMENT fields named under "start.",
+        e.g. "start.parameters.<name>"); then WatchExecution's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
