@@ -18,7 +18,8 @@ Rows:
   one call; BENCH_PEER_START_WAIT=1 for start() then wait()): 200 5-step and 200 1-step workflows one after another (p50/p99 = ms per workflow; rate = steps/s, workflows/s), the marginal ms of a
   step ((p50 5-step - p50 1-step) / 4), and 200 5-step workflows at once (steps/s). voltorch's rows carry
   issue 16's targets against LangGraph's (1-step <= 2x its time, marginal step and 200 at once >= 1.0x).
-  One more voltorch row, without a target: the 1-step workflow through start() then wait(), two RPCs.
+  One more voltorch row, without a target: the 1-step workflow driven the other way (start() then wait(),
+  two RPCs; run() with BENCH_PEER_START_WAIT=1).
 * `1000 concurrent workflows x 5 steps`: 1,000 executions started at once on a server process whose
   concurrency limit admits them all; the row passes when all complete and the server's peak RSS stays
   under 500 MB (`vs baseline` = 500 MB / peak RSS).
@@ -341,6 +342,7 @@ PEER_RUNS = 200  # workflows per window: one after another, and all at once
 # with BENCH_PEER_START_WAIT=1 start() then wait() (two RPCs; what the rows measured before run() existed,
 # and what a server without RunExecution gets). The 1-step row in the other shape is reported either way.
 START_WAIT = os.environ.get("BENCH_PEER_START_WAIT") == "1"
+OTHER_WAY = "run()" if START_WAIT else "start() then wait()"  # how the extra 1-step row drives it
 ONE = "bench-one"  # a 1-step template: 5-step minus 1-step, over 4, is the marginal cost of a step
 
 
@@ -395,9 +397,9 @@ def _peer_rows(
         "seq1": row("seq1", f"1-step workflow, {n} one after another", 1, "workflows"),
         "conc5": row("conc5", f"{STEPS}-step workflow, {n} at once", STEPS, "steps"),
     }
-    if "seq1sw" in samples:
-        rows["seq1sw"] = row(
-            "seq1sw", f"1-step workflow, {n} one after another, start() then wait()", 1, "workflows"
+    if "seq1other" in samples:
+        rows["seq1other"] = row(
+            "seq1other", f"1-step workflow, {n} one after another, {OTHER_WAY}", 1, "workflows"
         )
     marginal = (rows["seq5"].p50_ms - rows["seq1"].p50_ms) / (STEPS - 1)
 
@@ -454,9 +456,9 @@ def _peers(args: Any) -> list[Result]:
     env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL"}
     samples: dict[str, dict[str, list[tuple[float, list[int]]]]] = {
         "langgraph": {"seq5": [], "seq1": [], "conc5": []},
-        "voltorch": {"seq5": [], "seq1": [], "conc5": [], "seq1sw": []},
+        "voltorch": {"seq5": [], "seq1": [], "conc5": [], "seq1other": []},
     }
-    costs: Costs = {"seq5": [], "seq1": [], "conc5": [], "seq1sw": []}
+    costs: Costs = {"seq5": [], "seq1": [], "conc5": [], "seq1other": []}
     with (
         tempfile.TemporaryDirectory(prefix="voltorch-bench-peers-") as tmp,
         ServerProcess("voltorch", env=env, profile=_profile_path(args, "peers")) as srv,
@@ -493,7 +495,8 @@ def _peers(args: Any) -> list[Result]:
                         ("conc5", partial(lg.concurrent, five, n)),
                     ]
                     if name == "voltorch":
-                        shapes.append(("seq1sw", partial(lg.sequential, partial(voltorch_run, ONE, True), n)))
+                        other = partial(voltorch_run, ONE, not START_WAIT)
+                        shapes.append(("seq1other", partial(lg.sequential, other, n)))
                     for shape, window in shapes:
                         before = _counters(srv, client) if name == "voltorch" else None
                         samples[name][shape].append(window())
@@ -510,7 +513,7 @@ def _peers(args: Any) -> list[Result]:
     for key, target in (("seq5", None), ("seq1", 0.5), ("conc5", 1.0)):
         ours[key].baseline, ours[key].target = "langgraph", target
         ours[key].ratio = ours[key].rate / peer[key].rate if peer[key].rate else None
-    sw = ours["seq1sw"]
+    sw = ours["seq1other"]
     sw.baseline, sw.ratio = "langgraph", sw.rate / peer["seq1"].rate if peer["seq1"].rate else None
     m = ours["marginal"]
     m.baseline, m.target = "langgraph", 1.0
