@@ -213,6 +213,8 @@ def test_run_names_its_bad_field_under_start(wf) -> None:
 def test_run_raises_deadline_exceeded_when_its_timeout_passes(wf) -> None:
     with pytest.raises(DeadlineExceededError):
         wf.workflows.run("held", timeout=0.5)  # w waits for a signal that never comes
+    # (on a loaded machine the deadline may pass while the start is still being written)
+    until(lambda: len(list(wf.workflows.list(template_name="held"))) == 1)
     [left] = wf.workflows.list(template_name="held")
     assert not left.done  # the execution goes on: only the caller stopped waiting
     wf.workflows.cancel(left.id)
