@@ -115,6 +115,17 @@ def test_a_client_that_leaves_leaves_no_follower_behind(wf, stub, server, after)
     wf.workflows.cancel(messages[0].start.execution.id)
 
 
+def test_a_stopping_server_ends_a_run_with_where_to_resume(wf, stub, server) -> None:
+    call = stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
+    assert next(call).HasField("start")  # its follower registered, nothing more to come until the end
+    server.stop(grace=5.0)
+    with pytest.raises(grpc.RpcError) as raised:
+        next(call)
+    err = from_rpc_error(raised.value)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and err.reason == "STREAM_CLOSED"
+    assert err.metadata["from_sequence"].isdigit()  # as WatchExecution: follow on with it from there
+
+
 def test_terminal_only_sends_the_start_and_the_result_alone(wf, stub) -> None:
     messages = list(stub.RunExecution(_run("one", terminal_only=True), timeout=WAIT))
     assert len(messages) == 2
