@@ -126,6 +126,39 @@ def test_a_stopping_server_ends_a_run_with_where_to_resume(wf, stub, server) -> 
     assert err.metadata["from_sequence"].isdigit()  # as WatchExecution: follow on with it from there
 
 
+def test_a_client_that_leaves_during_the_start_leaves_no_follower_behind(
+    wf, stub, server, monkeypatch
+) -> None:
+    """Cancelled while the server is still writing the start: the handler goes on (the start commits),
+    subscribes and finds nobody to send to; its follower goes with it."""
+    engine = server.runtime.workflows
+    entered, release, followed = threading.Event(), threading.Event(), threading.Event()
+    real_start, real_watch = engine.start_execution, engine.watch
+
+    def held_start(*args: Any, **kwargs: Any) -> Any:  # the real start, once the client has gone
+        entered.set()
+        assert release.wait(WAIT)
+        return real_start(*args, **kwargs)
+
+    def watch(*args: Any, **kwargs: Any) -> Any:  # the real watch, noted once it has subscribed
+        try:
+            return real_watch(*args, **kwargs)
+        finally:
+            followed.set()
+
+    monkeypatch.setattr(engine, "start_execution", held_start)
+    monkeypatch.setattr(engine, "watch", watch)
+    before = server.runtime.events.subscriber_count
+    call = stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
+    assert entered.wait(WAIT)
+    call.cancel()
+    release.set()
+    assert followed.wait(WAIT)  # the handler went on past the cancel and subscribed
+    until(lambda: server.runtime.events.subscriber_count == before)
+    [started] = wf.workflows.list(template_name="held")
+    wf.workflows.cancel(started.id)
+
+
 def test_terminal_only_sends_the_start_and_the_result_alone(wf, stub) -> None:
     messages = list(stub.RunExecution(_run("one", terminal_only=True), timeout=WAIT))
     assert len(messages) == 2
