@@ -103,8 +103,9 @@ def test_a_run_sends_its_start_then_the_executions_events_as_watch_execution_doe
 
 @pytest.mark.parametrize("after", [0, 1])
 def test_a_client_that_leaves_leaves_no_follower_behind(wf, stub, server, after) -> None:
-    """Cancelled after the start's message (the follower subscribed, its stream not begun) or after an
-    event (the stream begun): either way the server unsubscribes it."""
+    """Cancelled after the start's message or after an event: either way the server unsubscribes it (by
+    then grpc has asked the handler for its next message, so its stream has begun; a client that leaves
+    before the start's message: test_a_client_that_leaves_during_the_start_...)."""
     before = server.runtime.events.subscriber_count
     call = stub.RunExecution(_run("held"), timeout=WAIT)
     messages = [next(call) for _ in range(1 + after)]
