@@ -219,6 +219,17 @@ def test_a_bad_request_names_its_field_and_starts_nothing(wf, stub, request_, fi
     assert list(wf.workflows.list()) == []
 
 
+def test_a_run_without_its_start_is_a_missing_field(wf, stub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.RunExecution(workflows_pb2.RunExecutionRequest(terminal_only=True), timeout=WAIT))
+    err = from_rpc_error(raised.value)
+    assert (err.fields, err.reason) == (["start"], "FIELD_REQUIRED")  # as any required field left empty
+    with pytest.raises(grpc.RpcError) as raised:  # an empty start is there: its own fields are missing
+        list(stub.RunExecution(_run(""), timeout=WAIT))
+    err = from_rpc_error(raised.value)
+    assert (err.fields, err.reason) == (["start.template_name"], "FIELD_REQUIRED")
+
+
 def test_an_unknown_template_is_not_found_and_starts_nothing(wf, stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         list(stub.RunExecution(_run("nope"), timeout=WAIT))

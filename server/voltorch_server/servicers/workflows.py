@@ -247,7 +247,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> Iterator[workflows_pb2.RunExecutionResponse]:
         # Everything the request can get wrong is found before the start writes anything.
         if not request.HasField("start"):
-            raise InvalidArgument("start", "the execution to start is required")
+            raise InvalidArgument("start", "the execution to start is required", reason="FIELD_REQUIRED")
         max_batch = batch_limit(request.max_batch) or MAX_BATCH_ITEMS
         try:
             execution, existing = self._start(request.start)
