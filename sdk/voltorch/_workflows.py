@@ -168,8 +168,10 @@ class WorkflowsClient:
         """Start an execution and wait for its end: start() then wait(), in one call (one round trip less).
 
         Returns the final execution, whatever its status (at most `timeout` s, else DeadlineExceededError).
-        Its start errors are start()'s. A stream that breaks after the start is followed with wait(); a
-        server without RunExecution gets start() and wait(), with the same request id."""
+        Its start errors are start()'s, an InvalidArgumentError's fields named under "start." (e.g.
+        "start.parameters.n"; a server without RunExecution names them as for start()). A stream that
+        breaks after the start is followed with wait(); a server without RunExecution gets start() and
+        wait(), with the same request id."""
         start = _start_request(
             template_name, parameters, version, request_id, priority, labels, correlation_id
         )
