@@ -223,10 +223,12 @@ def test_a_run_without_its_start_is_a_missing_field(wf, stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         list(stub.RunExecution(workflows_pb2.RunExecutionRequest(terminal_only=True), timeout=WAIT))
     err = from_rpc_error(raised.value)
+    assert isinstance(err, InvalidArgumentError)
     assert (err.fields, err.reason) == (["start"], "FIELD_REQUIRED")  # as any required field left empty
     with pytest.raises(grpc.RpcError) as raised:  # an empty start is there: its own fields are missing
         list(stub.RunExecution(_run(""), timeout=WAIT))
     err = from_rpc_error(raised.value)
+    assert isinstance(err, InvalidArgumentError)
     assert (err.fields, err.reason) == (["start.template_name"], "FIELD_REQUIRED")
 
 
