@@ -14,10 +14,12 @@ Rows:
   its agent call (checkpoints, events, scheduling).
 * peers, `langgraph ...` beside `voltorch ...`: the same no-op linear workflow on LangGraph (SqliteSaver,
   durability="sync", in the driver process; the `bench` extra) and on a voltorch server process with
-  db_synchronous=FULL driven through the SDK (start, then watch until completed): 200 5-step and 200 1-step
-  workflows one after another (p50/p99 = ms per workflow; rate = steps/s, workflows/s), the marginal ms of a
+  db_synchronous=FULL driven through the SDK (`run()`: RunExecution, started and followed to its result in
+  one call; BENCH_PEER_START_WAIT=1 for start() then wait()): 200 5-step and 200 1-step workflows one after another (p50/p99 = ms per workflow; rate = steps/s, workflows/s), the marginal ms of a
   step ((p50 5-step - p50 1-step) / 4), and 200 5-step workflows at once (steps/s). voltorch's rows carry
   issue 16's targets against LangGraph's (1-step <= 2x its time, marginal step and 200 at once >= 1.0x).
+  One more voltorch row, without a target: the 1-step workflow driven the other way (start() then wait(),
+  two RPCs; run() with BENCH_PEER_START_WAIT=1).
 * `1000 concurrent workflows x 5 steps`: 1,000 executions started at once on a server process whose
   concurrency limit admits them all; the row passes when all complete and the server's peak RSS stays
   under 500 MB (`vs baseline` = 500 MB / peak RSS).
@@ -336,6 +338,11 @@ def _all_finished(stub: Any) -> list[wpb.Execution]:
 # -- peers: the same linear workflow on LangGraph and on voltorch -----------------------------------------
 
 PEER_RUNS = 200  # workflows per window: one after another, and all at once
+# How the driver runs a voltorch workflow: the SDK's run() (RunExecution: start and result in one call), or
+# with BENCH_PEER_START_WAIT=1 start() then wait() (two RPCs; what the rows measured before run() existed,
+# and what a server without RunExecution gets). The 1-step row in the other shape is reported either way.
+START_WAIT = os.environ.get("BENCH_PEER_START_WAIT") == "1"
+OTHER_WAY = "run()" if START_WAIT else "start() then wait()"  # how the extra 1-step row drives it
 ONE = "bench-one"  # a 1-step template: 5-step minus 1-step, over 4, is the marginal cost of a step
 
 
@@ -390,6 +397,10 @@ def _peer_rows(
         "seq1": row("seq1", f"1-step workflow, {n} one after another", 1, "workflows"),
         "conc5": row("conc5", f"{STEPS}-step workflow, {n} at once", STEPS, "steps"),
     }
+    if "seq1other" in samples:
+        rows["seq1other"] = row(
+            "seq1other", f"1-step workflow, {n} one after another, {OTHER_WAY}", 1, "workflows"
+        )
     marginal = (rows["seq5"].p50_ms - rows["seq1"].p50_ms) / (STEPS - 1)
 
     def more(field: str) -> float | None:  # what a step adds: per workflow, 5-step minus 1-step, over 4
@@ -433,7 +444,7 @@ def _profile_path(args: Any, name: str) -> str | None:
 
 def _peers(args: Any) -> list[Result]:
     """LangGraph (SqliteSaver, sync durability, in this process) beside voltorch (a server process with
-    db_synchronous=FULL, driven through the SDK: start, then watch until completed) on the same no-op linear
+    db_synchronous=FULL, driven through the SDK: run(), or start() then wait()) on the same no-op linear
     workflow; interleaved rounds of: 1-step and 5-step workflows one after another, 5-step all at once."""
     n = 50 if args.quick else PEER_RUNS
     try:
@@ -445,9 +456,9 @@ def _peers(args: Any) -> list[Result]:
     env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL"}
     samples: dict[str, dict[str, list[tuple[float, list[int]]]]] = {
         "langgraph": {"seq5": [], "seq1": [], "conc5": []},
-        "voltorch": {"seq5": [], "seq1": [], "conc5": []},
+        "voltorch": {"seq5": [], "seq1": [], "conc5": [], "seq1other": []},
     }
-    costs: Costs = {"seq5": [], "seq1": [], "conc5": []}
+    costs: Costs = {"seq5": [], "seq1": [], "conc5": [], "seq1other": []}
     with (
         tempfile.TemporaryDirectory(prefix="voltorch-bench-peers-") as tmp,
         ServerProcess("voltorch", env=env, profile=_profile_path(args, "peers")) as srv,
@@ -459,11 +470,13 @@ def _peers(args: Any) -> list[Result]:
                 wpb.RegisterTemplateRequest(template=_one_pb()), timeout=30
             )
 
-        def voltorch_run(template: str) -> None:
-            eid = client.workflows.start(template).execution.id
-            status = client.workflows.wait(eid, timeout=120).status
-            if status != "completed":
-                raise RuntimeError(f"voltorch execution {eid} ended {status}")
+        def voltorch_run(template: str, start_wait: bool = START_WAIT) -> None:
+            if start_wait:  # two RPCs
+                done = client.workflows.wait(client.workflows.start(template).execution.id, timeout=120)
+            else:
+                done = client.workflows.run(template, timeout=120)
+            if done.status != "completed":
+                raise RuntimeError(f"voltorch execution {done.id} ended {done.status}")
 
         chains = {1: lg.Chain(1, tmp), STEPS: lg.Chain(STEPS, tmp)}
         runs = {
@@ -476,11 +489,15 @@ def _peers(args: Any) -> list[Result]:
                 lg.sequential(one, 5)
             for _ in range(args.rounds):
                 for name, (five, one) in runs.items():
-                    for shape, window in (
+                    shapes = [
                         ("seq5", partial(lg.sequential, five, n)),
                         ("seq1", partial(lg.sequential, one, n)),
                         ("conc5", partial(lg.concurrent, five, n)),
-                    ):
+                    ]
+                    if name == "voltorch":
+                        other = partial(voltorch_run, ONE, not START_WAIT)
+                        shapes.append(("seq1other", partial(lg.sequential, other, n)))
+                    for shape, window in shapes:
                         before = _counters(srv, client) if name == "voltorch" else None
                         samples[name][shape].append(window())
                         if before is not None:
@@ -496,10 +513,13 @@ def _peers(args: Any) -> list[Result]:
     for key, target in (("seq5", None), ("seq1", 0.5), ("conc5", 1.0)):
         ours[key].baseline, ours[key].target = "langgraph", target
         ours[key].ratio = ours[key].rate / peer[key].rate if peer[key].rate else None
+    sw = ours["seq1other"]
+    sw.baseline, sw.ratio = "langgraph", sw.rate / peer["seq1"].rate if peer["seq1"].rate else None
     m = ours["marginal"]
     m.baseline, m.target = "langgraph", 1.0
     m.ratio = peer["marginal"].p50_ms / m.p50_ms if m.p50_ms > 0 else None
-    return [r for key in ("seq5", "seq1", "marginal", "conc5") for r in (peer[key], ours[key])]
+    rows = [r for key in ("seq5", "seq1", "marginal", "conc5") for r in (peer[key], ours[key])]
+    return [*rows, sw]
 
 
 def run(args: Any) -> list[Result]:

@@ -8,7 +8,7 @@ import subprocess
 
 from cli_process import CLI, clean_env, cli
 from polling import until
-from voltorch import ApprovalStep, Step, WaitStep, WorkflowTemplate
+from voltorch import ApprovalStep, SleepStep, Step, WaitStep, WorkflowTemplate
 
 
 def ok(result) -> str:
@@ -127,3 +127,18 @@ def test_run_with_approve_tasks_shows_the_wait_and_finishes_once_approved(server
     assert (
         client.workflows.get(waiting[0].id).step("approve_tasks").structured_output["decided_by"] == "tester"
     )
+
+
+def test_workflows_start_wait_shows_the_end_and_exits_by_it(server, client):
+    client.workflows.register_template(WorkflowTemplate(name="cli-nap", steps=[Step("nap", SleepStep(0.01))]))
+    client.workflows.register_template(
+        WorkflowTemplate(name="cli-late", steps=[Step("never", WaitStep("never"))], timeout=0.05)
+    )
+    t = ("--target", server.target, "-o", "json")
+    ended = json.loads(ok(cli("workflows", "start", "cli-nap", "--wait", *t)))
+    assert ended["status"] == "completed" and ended["template_name"] == "cli-nap"
+    [only] = client.workflows.list(template_name="cli-nap")
+    assert only.id == ended["id"]
+    late = cli("workflows", "start", "cli-late", "--wait", *t)
+    assert late.returncode == 1, (late.stdout, late.stderr)
+    assert json.loads(late.stdout)["status"] == "timed_out"

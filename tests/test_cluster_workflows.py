@@ -11,6 +11,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pg
@@ -20,6 +21,8 @@ import pytest
 import replicas
 import voltorch
 from voltorch import AgentTask, ParameterSpec, SleepStep, Step, WaitStep, WorkflowTemplate
+from voltorch.v1 import workflows_pb2 as wpb
+from voltorch.wire import to_struct
 
 pytestmark = pytest.mark.timeout(300)
 SETTINGS = {"VOLTORCH_MEMBER_TIMEOUT": "2", "VOLTORCH_BUILTIN_AGENTS": "true"}  # deaths seen quickly
@@ -258,3 +261,29 @@ def test_pause_resume_and_cancel_from_different_replicas(steady: tuple[str, list
         assert b.workflows.wait(g, timeout=WAIT).status == "completed"
     for client in (a, b, c):
         client.close()
+
+
+def test_run_execution_follows_executions_that_other_replicas_run(
+    steady: tuple[str, list[replicas.Replica]],
+) -> None:
+    """RunExecution on one replica: the executions it starts spread over the replicas, and each call's
+    stream follows its execution to the result wherever it runs (the events come through PostgreSQL)."""
+    pg_dsn, reps = steady
+
+    def run(client: voltorch.Client, i: int) -> list[wpb.RunExecutionResponse]:
+        start = wpb.StartExecutionRequest(
+            template_name="ran", parameters=to_struct({"n": str(i)}), request_id=f"ran-{i}"
+        )
+        req = wpb.RunExecutionRequest(start=start, terminal_only=True)
+        return list(client.stubs.workflows.RunExecution(req, timeout=WAIT))
+
+    with voltorch.Client(reps[0].target, timeout=WAIT) as a:
+        a.workflows.register_template(_template("ran", 0.5))
+        with ThreadPoolExecutor(9) as pool:
+            runs = list(pool.map(lambda i: run(a, i), range(9)))
+    ids = [messages[0].start.execution.id for messages in runs]
+    ends = [u.execution for messages in runs for m in messages[1:] for u in m.updates]
+    assert [e.id for e in ends] == ids  # one terminal event each, with the final execution
+    assert all(e.status == wpb.EXECUTION_STATUS_COMPLETED for e in ends), ends
+    owners = _owners(pg_dsn, ids)
+    assert set(owners.values()) - {"replica-0"}, owners  # some ran elsewhere: followed across replicas

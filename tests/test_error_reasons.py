@@ -32,6 +32,7 @@ PASS_THROUGH = {
     ("components/workflows/templates/_check.py", "self.reason"),
     ("servicers/_wire.py", "exc.reason"),
     ("servicers/_requests.py", "exc.reason"),  # _Bad(..., reason="...") at its raises
+    ("errors.py", "self.reason"),  # InvalidArgument.within: the same error, its fields nested
 }
 
 

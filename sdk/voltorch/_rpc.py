@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ def stream(
     *,
     timeout: float | None = None,
     metadata: Metadata | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Iterate a server stream, raising typed errors; closing the iterator cancels the call."""
     call_ = method(request, timeout=timeout, metadata=metadata)
     try:

@@ -29,7 +29,7 @@ IDEMPOTENT: dict[str, tuple[str, ...]] = {
     "voltorch.v1.WorkflowService": (
         "GetTemplate", "ListTemplates", "GetExecution", "ListExecutions", "GetSchedule", "ListSchedules",
         "StartExecution", "ExecuteCompleteWorkflow", "SignalExecution", "TriggerSchedule",
-        "WatchExecution",
+        "WatchExecution", "RunExecution",
     ),
     "voltorch.v1.OrchestratorService": (
         "GetHealth", "ListComponents", "GetMetrics", "ListErrors", "GetTrace",

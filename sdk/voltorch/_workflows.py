@@ -1,4 +1,4 @@
-"""client.workflows: templates, durable executions (start, get, list, cancel, pause, resume, watch) and the
+"""client.workflows: templates, durable executions (start, run, get, list, cancel, pause, resume, watch) and the
 headline `execute_complete(requirement)`."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
 
 from ._events import Event, event_from_pb
 from ._rpc import RECONNECT_TIMEOUT, STREAM_BATCH, Reconnect, call, new_request_id, pages, stream
-from .errors import ResourceExhaustedError, UnavailableError
+from .errors import ResourceExhaustedError, UnavailableError, UnimplementedError
 from .wire import (
     EXECUTION_STATUSES,
     Budget,
@@ -35,6 +35,31 @@ from .wire import (
 )
 
 DELTA_EVENT = "agent.output.delta"  # live text of a streaming agent, batched by the server
+
+
+def _start_request(
+    template_name: str,
+    parameters: dict[str, Any] | None,
+    version: int,
+    request_id: str,
+    priority: Priority | int | str | None,
+    labels: dict[str, str] | None,
+    correlation_id: str,
+) -> workflows_pb2.StartExecutionRequest:
+    return workflows_pb2.StartExecutionRequest(
+        request_id=new_request_id(request_id),
+        template_name=template_name,
+        template_version=version,
+        parameters=to_struct(parameters),
+        priority=Priority.of(priority).pb,
+        labels=labels or {},
+        correlation_id=correlation_id,
+    )
+
+
+def _left(deadline: float | None) -> float | None:
+    """The seconds left before a time.monotonic() deadline (None: no deadline); a little past it, not 0."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
 
 
 # -- executions (their types and proto mapping: voltorch.wire) ---------------------------------------------
@@ -124,17 +149,55 @@ class WorkflowsClient:
         correlation_id: str = "",
     ) -> StartResult:
         """Start an execution; returns at once (running, or queued beyond the server's concurrency limit)."""
-        req = workflows_pb2.StartExecutionRequest(
-            request_id=new_request_id(request_id),
-            template_name=template_name,
-            template_version=version,
-            parameters=to_struct(parameters),
-            priority=Priority.of(priority).pb,
-            labels=labels or {},
-            correlation_id=correlation_id,
-        )
+        req = _start_request(template_name, parameters, version, request_id, priority, labels, correlation_id)
         resp = call(self.stub.StartExecution, req, timeout=self.timeout)
         return StartResult(execution_from_pb(resp.execution), resp.existing)
+
+    def run(
+        self,
+        template_name: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        version: int = 0,
+        request_id: str = "",
+        priority: Priority | int | str | None = None,
+        labels: dict[str, str] | None = None,
+        correlation_id: str = "",
+        timeout: float | None = None,
+    ) -> Execution:
+        """Start an execution and wait for its end: start() then wait(), in one call (one round trip less).
+
+        Returns the final execution, whatever its status (at most `timeout` s, else DeadlineExceededError).
+        Its start errors are start()'s, an InvalidArgumentError's fields named under "start." (e.g.
+        "start.parameters.n"; a server without RunExecution names them as for start()). A stream that
+        breaks after the start is followed with wait(); a server without RunExecution gets start() and
+        wait(), with the same request id."""
+        start = _start_request(
+            template_name, parameters, version, request_id, priority, labels, correlation_id
+        )
+        req = workflows_pb2.RunExecutionRequest(start=start, terminal_only=True, max_batch=STREAM_BATCH)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        execution_id = ""
+        messages = stream(self.stub.RunExecution, req, timeout=timeout)
+        try:
+            for msg in messages:
+                if msg.HasField("start"):
+                    execution_id = msg.start.execution.id
+                for update in msg.updates:
+                    if update.HasField("execution"):
+                        final = execution_from_pb(update.execution)
+                        if final.done:
+                            return final
+        except UnimplementedError:
+            # run()'s timeout bounds this start too, not only the wait: the sooner of it and the client's.
+            limit = min((t for t in (_left(deadline), self.timeout) if t is not None), default=None)
+            execution_id = call(self.stub.StartExecution, start, timeout=limit).execution.id
+        except (ResourceExhaustedError, UnavailableError):
+            if not execution_id:  # before the start's answer: the channel has already retried it
+                raise
+        finally:
+            messages.close()
+        return self.wait(execution_id, timeout=_left(deadline))
 
     def execute_complete(
         self,

@@ -137,6 +137,10 @@ def _workflows(args: argparse.Namespace) -> int:
                 return 0
             e = follow(client, args.id, console)
             console.print(f"[bold]{e.id}[/]: {e.status}")
+        elif action == "start" and args.wait:
+            e = wf.run(args.id, _parse_params(args.param), request_id=args.request_id or "")
+            out.record(e, lambda con: _draw_execution(con, e))
+            return 0 if e.status == "completed" else 1
         elif action == "start":
             r = wf.start(args.id, _parse_params(args.param), request_id=args.request_id or "")
             out.write(dumps(r.execution) if out.json else r.execution.id)
@@ -263,6 +267,11 @@ def add_parsers(sub: Any) -> None:
         "--param", "-p", action="append", default=[], help="start: name=value (JSON or text; repeatable)"
     )
     w.add_argument("--request-id", help="start/signal/approve/reject: idempotency key")
+    w.add_argument(
+        "--wait",
+        action="store_true",
+        help="start: wait for the end and show the execution (exit 1 unless it completed)",
+    )
     w.add_argument("--json", action="store_true", help="get: the whole execution as JSON (same as -o json)")
     w.add_argument("--all", action="store_true", help="templates: every version (default: the latest)")
     w.set_defaults(fn=_workflows, parser=w)

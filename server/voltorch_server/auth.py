@@ -32,6 +32,7 @@ _AGENT_METHODS = {
     "CancelCoordination",
     # Workflow control: agents start and steer the work they orchestrate (the console's buttons too).
     "StartExecution",
+    "RunExecution",
     "ExecuteCompleteWorkflow",
     "PauseExecution",
     "ResumeExecution",

@@ -56,6 +56,11 @@ class InvalidArgument(VoltorchError):
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations), reason=reason)
         self.violations = violations
 
+    def within(self, prefix: str) -> InvalidArgument:
+        """The same error about a request nested in another's field `prefix` (its fields' paths start there)."""
+        first, *rest = (FieldViolation(f"{prefix}.{v.field}", v.description) for v in self.violations)
+        return InvalidArgument(first.field, first.description, more=rest, reason=self.reason)
+
 
 class NotFound(VoltorchError):
     """Reason <KIND>_NOT_FOUND, e.g. NotFound("execution", id) is EXECUTION_NOT_FOUND."""

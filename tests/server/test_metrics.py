@@ -13,6 +13,8 @@ import voltorch
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from voltorch import SleepStep, Step, WorkflowTemplate
+from voltorch.v1 import workflows_pb2
 from voltorch_server import telemetry
 from voltorch_server.agents.base import TokenUsage
 from voltorch_server.app import VoltorchServer
@@ -72,6 +74,22 @@ def test_events_delivered_to_subscribers_are_counted(client: voltorch.Client) ->
     m = client.metrics(["voltorch.events.delivered"])
     # Events, not messages: the SDK asks for batches, and heartbeats carry none.
     assert m.value("voltorch.events.delivered", {"rpc.method": "Subscribe"}) == 3
+
+
+def test_events_a_run_execution_streams_are_counted_and_its_start_is_not(client: voltorch.Client) -> None:
+    client.workflows.register_template(WorkflowTemplate(name="nap", steps=[Step("s", SleepStep(0.01))]))
+    ended = EndedSpans("voltorch.v1.WorkflowService/RunExecution")
+    telemetry.add_span_processor(ended)
+    try:
+        start = workflows_pb2.StartExecutionRequest(template_name="nap")
+        req = workflows_pb2.RunExecutionRequest(start=start, terminal_only=True)
+        messages = list(client.stubs.workflows.RunExecution(req, timeout=10))
+        assert ended.done.wait(10)
+    finally:
+        telemetry.remove_span_processor(ended)
+    assert [len(m.updates) for m in messages] == [0, 1]  # the start, then the terminal event
+    m = client.metrics(["voltorch.events.delivered"])
+    assert m.value("voltorch.events.delivered", {"rpc.method": "RunExecution"}) == 1
 
 
 def test_helpers_components_call_feed_getmetrics(client: voltorch.Client, server: VoltorchServer) -> None:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 import voltorch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from voltorch import SleepStep, Step, WorkflowTemplate
 from voltorch.errors import PermissionDeniedError, UnauthenticatedError, UnavailableError
 from voltorch_server.app import VoltorchServer
 from voltorch_server.servicers import allowed, parse_tokens
@@ -63,6 +64,19 @@ def test_roles_decide_what_may_be_called(secured):
         assert next(reader.state.watch("a", start_revision=1)).kv.value == 1  # Watch is a read
     with voltorch.Client(secured.target) as anonymous, pytest.raises(UnauthenticatedError):
         next(anonymous.state.watch("a", start_revision=1))  # streams are checked too
+
+
+def test_an_agent_may_run_an_execution_and_a_reader_may_not(secured):
+    """RunExecution starts an execution: the agent role's, as StartExecution (a reader is refused before
+    anything is started, and run() does not fall back to start()+wait() on that refusal)."""
+    with voltorch.Client(secured.target, token=ADMIN) as admin:
+        admin.workflows.register_template(WorkflowTemplate(name="nap", steps=[Step("s", SleepStep(0.01))]))
+    with voltorch.Client(secured.target, token=AGENT, timeout=10) as agent:
+        assert agent.workflows.run("nap", timeout=10).status == "completed"
+    with voltorch.Client(secured.target, token=READER, timeout=10) as reader:
+        with pytest.raises(PermissionDeniedError):
+            reader.workflows.run("nap", timeout=10)
+        assert len(list(reader.workflows.list(template_name="nap"))) == 1
 
 
 def test_health_stays_open_for_probes(secured):

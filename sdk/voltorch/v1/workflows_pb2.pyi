@@ -596,6 +596,26 @@ class WatchExecutionResponse(_message.Message):
     updates: _containers.RepeatedCompositeFieldContainer[WatchExecutionResponse]
     def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., execution: _Optional[_Union[Execution, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[WatchExecutionResponse, _Mapping]]] = ...) -> None: ...
 
+class RunExecutionRequest(_message.Message):
+    __slots__ = ("start", "include_execution", "max_batch", "terminal_only")
+    START_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    start: StartExecutionRequest
+    include_execution: bool
+    max_batch: int
+    terminal_only: bool
+    def __init__(self, start: _Optional[_Union[StartExecutionRequest, _Mapping]] = ..., include_execution: _Optional[bool] = ..., max_batch: _Optional[int] = ..., terminal_only: _Optional[bool] = ...) -> None: ...
+
+class RunExecutionResponse(_message.Message):
+    __slots__ = ("start", "updates")
+    START_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    start: StartExecutionResponse
+    updates: _containers.RepeatedCompositeFieldContainer[WatchExecutionResponse]
+    def __init__(self, start: _Optional[_Union[StartExecutionResponse, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[WatchExecutionResponse, _Mapping]]] = ...) -> None: ...
+
 class CompleteWorkflowOptions(_message.Message):
     __slots__ = ("max_tasks", "max_parallel", "skip_review", "timeout", "step_timeout", "retry", "budget", "approve_tasks")
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]

@@ -107,6 +107,11 @@ class WorkflowServiceStub:
                 request_serializer=voltorch_dot_v1_dot_workflows__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=voltorch_dot_v1_dot_workflows__pb2.WatchExecutionResponse.FromString,
                 _registered_method=True)
+        self.RunExecution = channel.unary_stream(
+                '/voltorch.v1.WorkflowService/RunExecution',
+                request_serializer=voltorch_dot_v1_dot_workflows__pb2.RunExecutionRequest.SerializeToString,
+                response_deserializer=voltorch_dot_v1_dot_workflows__pb2.RunExecutionResponse.FromString,
+                _registered_method=True)
         self.ExecuteCompleteWorkflow = channel.unary_unary(
                 '/voltorch.v1.WorkflowService/ExecuteCompleteWorkflow',
                 request_serializer=voltorch_dot_v1_dot_workflows__pb2.ExecuteCompleteWorkflowRequest.SerializeToString,
@@ -265,6 +270,21 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunExecution(self, request, context):
+        """StartExecution and WatchExecution in one call, for a caller that starts an execution to follow it or
+        wait for its result (one round trip less). The first message carries `start` (the execution as
+        StartExecution returns it: its id, `existing`); every later one carries `updates`, the execution's
+        events as WatchExecution sends them with max_batch. The stream ends with OK right after the terminal
+        event. The start is idempotent by request_id as StartExecution's, so a client whose stream broke before
+        the first message repeats the call with the same request_id (without one, a repeat starts another
+        execution); after it, it follows the execution with WatchExecution from the sequence after its last
+        event. StartExecution's errors, before any message (its INVALID_ARGUMENT fields named under "start.",
+        e.g. "start.parameters.<name>"); then WatchExecution's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExecuteCompleteWorkflow(self, request, context):
         """The headline pipeline, as an execution of the built-in template "complete-workflow":
         analyse (capability "analysis") -> generate_tasks (capability "planning"; a JSON object
@@ -394,6 +414,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=voltorch_dot_v1_dot_workflows__pb2.WatchExecutionRequest.FromString,
                     response_serializer=voltorch_dot_v1_dot_workflows__pb2.WatchExecutionResponse.SerializeToString,
+            ),
+            'RunExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunExecution,
+                    request_deserializer=voltorch_dot_v1_dot_workflows__pb2.RunExecutionRequest.FromString,
+                    response_serializer=voltorch_dot_v1_dot_workflows__pb2.RunExecutionResponse.SerializeToString,
             ),
             'ExecuteCompleteWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteCompleteWorkflow,
@@ -734,6 +759,33 @@ class WorkflowService:
             '/voltorch.v1.WorkflowService/WatchExecution',
             voltorch_dot_v1_dot_workflows__pb2.WatchExecutionRequest.SerializeToString,
             voltorch_dot_v1_dot_workflows__pb2.WatchExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voltorch.v1.WorkflowService/RunExecution',
+            voltorch_dot_v1_dot_workflows__pb2.RunExecutionRequest.SerializeToString,
+            voltorch_dot_v1_dot_workflows__pb2.RunExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

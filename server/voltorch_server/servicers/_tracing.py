@@ -77,7 +77,11 @@ COMPONENT_OF_SERVICE = {
 }
 # Streams whose messages are events delivered to a subscriber.
 EVENT_STREAMS = frozenset(
-    {"/voltorch.v1.EventService/Subscribe", "/voltorch.v1.WorkflowService/WatchExecution"}
+    {
+        "/voltorch.v1.EventService/Subscribe",
+        "/voltorch.v1.WorkflowService/WatchExecution",
+        "/voltorch.v1.WorkflowService/RunExecution",
+    }
 )
 # Stream messages are counted locally and added to the counters every 64 messages or 0.5 s.
 _FLUSH_EVERY = 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from voltorch import wire
@@ -17,7 +18,7 @@ from ..errors import InvalidArgument
 from ..priority import parse_priority
 from ._auth import caller_role
 from ._convert import struct_to_py, ts, ts_to_float, value_to_py
-from ._streams import Batching, batch_limit, pump
+from ._streams import MAX_BATCH_ITEMS, Batching, batch_limit, pump
 from ._wire import enum_name, reading, to_server, to_wire
 from .events import event_pb
 
@@ -96,7 +97,11 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     def StartExecution(
         self, request: workflows_pb2.StartExecutionRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.StartExecutionResponse:
-        execution, existing = self.engine.start_execution(
+        execution, existing = self._start(request)
+        return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
+
+    def _start(self, request: workflows_pb2.StartExecutionRequest) -> tuple[Execution, bool]:
+        return self.engine.start_execution(
             request.template_name,
             template_version=request.template_version,
             parameters=struct_to_py(request.parameters),
@@ -105,7 +110,6 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             labels=dict(request.labels),
             correlation_id=request.correlation_id,
         )
-        return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
 
     def ExecuteCompleteWorkflow(
         self, request: workflows_pb2.ExecuteCompleteWorkflowRequest, context: grpc.ServicerContext
@@ -228,30 +232,86 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
         max_batch = batch_limit(request.max_batch)
+        _, messages = self._watch(
+            context,
+            request.execution_id,
+            request.from_sequence,
+            request.include_execution,
+            request.terminal_only,
+            Batching(max_batch, _watch_batch) if max_batch else None,
+        )
+        yield from messages
+
+    def RunExecution(
+        self, request: workflows_pb2.RunExecutionRequest, context: grpc.ServicerContext
+    ) -> Iterator[workflows_pb2.RunExecutionResponse]:
+        # Everything the request can get wrong is found before the start writes anything.
+        if not request.HasField("start"):
+            raise InvalidArgument("start", "the execution to start is required", reason="FIELD_REQUIRED")
+        max_batch = batch_limit(request.max_batch) or MAX_BATCH_ITEMS
+        try:
+            execution, existing = self._start(request.start)
+        except InvalidArgument as exc:
+            raise exc.within("start") from None
+        # Followed before the start's message is sent: the first step is already running, and an end that
+        # comes meanwhile is then taken as it is published instead of read back from the log.
+        follower, messages = self._watch(
+            context,
+            execution.id,
+            0,
+            request.include_execution,
+            request.terminal_only,
+            Batching(max_batch, _run_batch),
+            known=execution,
+        )
+        try:
+            started = workflows_pb2.StartExecutionResponse(
+                execution=execution_pb(execution), existing=existing
+            )
+            yield workflows_pb2.RunExecutionResponse(start=started)
+            yield from messages
+        finally:
+            follower.close()  # pump() closes it too, but only once it has begun
+
+    def _watch(
+        self,
+        context: grpc.ServicerContext,
+        execution_id: str,
+        from_sequence: int,
+        include_execution: bool,
+        terminal_only: bool,
+        batching: Batching | None,
+        known: Execution | None = None,
+    ) -> tuple[Any, Iterator[Any]]:
+        """The execution's follower (subscribed now) and the stream of its messages."""
         follower, is_last = self.engine.watch(
-            request.execution_id, request.from_sequence, terminal_only=request.terminal_only
+            execution_id, from_sequence, terminal_only=terminal_only, known=known
         )
         # terminal_only: the one message is the result, so it carries the final execution (no GetExecution).
-        attach = request.include_execution or request.terminal_only
+        attach = include_execution or terminal_only
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
             resp = workflows_pb2.WatchExecutionResponse(event=event_pb(e))
             if attach:
-                resp.execution.CopyFrom(execution_pb(self.engine.get(request.execution_id)))
+                resp.execution.CopyFrom(execution_pb(self.engine.get(execution_id)))
             return resp
 
-        yield from pump(
+        return follower, pump(
             follower,
             context,
             render,
             resume_point=lambda pos: ("from_sequence", pos),
             stop=is_last,
-            batching=Batching(max_batch, _watch_batch) if max_batch else None,
+            batching=batching,
         )
 
 
 def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:
     return workflows_pb2.WatchExecutionResponse(updates=updates)
+
+
+def _run_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.RunExecutionResponse:
+    return workflows_pb2.RunExecutionResponse(updates=updates)
 
 
 def register(server: grpc.Server, runtime) -> list[str]:

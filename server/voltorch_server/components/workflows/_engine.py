@@ -558,20 +558,30 @@ class WorkflowEngine(Component):
         return list_executions(self.store, **filters)
 
     def watch(
-        self, execution_id: str, from_sequence: int = 0, terminal_only: bool = False
+        self,
+        execution_id: str,
+        from_sequence: int = 0,
+        terminal_only: bool = False,
+        *,
+        known: Execution | None = None,
     ) -> tuple[Any, Any]:
         """A follower of the execution's events (replay first) and the predicate of its last event.
 
         terminal_only: follow only the terminal events, so a caller waiting for the result is not woken
-        (nor sent anything) for each step."""
+        (nor sent anything) for each step. known: the execution as its caller has just read it (a start's
+        answer), so its row is not read again."""
         if from_sequence < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
-        row = self._row(execution_id)  # the row alone: a watch needs no steps
+        if known is not None:
+            correlation_id, status = known.correlation_id, known.status
+        else:
+            row = self._row(execution_id)  # the row alone: a watch needs no steps
+            correlation_id, status = row["correlation_id"], row["status"]
         types = _TERMINAL_TYPES if terminal_only else ()
-        flt = EventFilter(types=types, correlation_id=row["correlation_id"])
+        flt = EventFilter(types=types, correlation_id=correlation_id)
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
-        elif terminal_only and row["status"] not in TERMINAL:
+        elif terminal_only and status not in TERMINAL:
             follower = self._follow_end(execution_id, flt)
         else:
             follower = self.events.subscribe(flt, after=0)
