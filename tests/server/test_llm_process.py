@@ -305,15 +305,15 @@ def test_the_child_has_its_own_process_group_so_a_ctrl_c_is_the_servers(calls):
     assert os.getpgid(pid) == pid != os.getpgid(0)
 
 
-def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
-    """The stream ends before its promised length: the agent reports it, and the call's error type, as
-    when the call ran on its own thread."""
+def cut_stream(headers: bytes = b"") -> tuple[socket.socket, int]:
+    """An endpoint (its socket, to close, and port) that answers every call with a 200 event stream (these
+    extra header lines) promising 1000 bytes, and ends the connection after one event: httpx raises
+    RemoteProtocolError mid-stream."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
-    port = srv.getsockname()[1]
 
-    def serve() -> None:  # one event, then the end of the connection before the promised length
+    def serve() -> None:
         while True:
             try:
                 conn, _ = srv.accept()
@@ -322,12 +322,20 @@ def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(c
             with conn:
                 conn.recv(65536)
                 conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\n"
-                    b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n"
+                    + headers
+                    + b'\r\ndata: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
                 )
                 conn.shutdown(socket.SHUT_WR)
 
     threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
+    """The stream ends before its promised length: the agent reports it, and the call's error type, as
+    when the call ran on its own thread."""
+    srv, port = cut_stream()
     seen: list[tuple[str, str, str]] = []
     own = InProcessCalls()
     try:
@@ -384,10 +392,14 @@ def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_er
             ),
             code="LLM_REFUSED",
         ),
+        AnswerStopped.reading(
+            httpx2.RemoteProtocolError("peer closed connection"),
+            httpx2.Headers({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s"}),
+        ),
         ValueError("Expecting value: line 1 column 1"),
         KeyError("odd"),
     ],
-    ids=["status", "timeout", "connection", "agent", "answer-stopped", "value", "other"],
+    ids=["status", "timeout", "connection", "agent", "answer-stopped", "answer-cut", "value", "other"],
 )
 def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     rebuilt = rebuild_error(describe_error(error))
@@ -409,15 +421,23 @@ def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     if isinstance(error, AgentError):
         assert isinstance(rebuilt, AgentError)
         assert (rebuilt.message, rebuilt.code, rebuilt.retryable) == (
-            "the model refused: no",
-            "LLM_REFUSED",
-            False,
+            error.message,
+            error.code,
+            error.retryable,
         )
     if isinstance(error, AnswerStopped):  # the rate-limit headers only, as a status error's
         assert isinstance(rebuilt, AnswerStopped) and dict(rebuilt.headers) == {
             "x-ratelimit-remaining-tokens": "0",
             "x-ratelimit-reset-tokens": "1s",
         }
+        if error.error is None:
+            assert rebuilt.error is None
+        else:  # the connection's error it stopped with, named as any other the child's
+            assert isinstance(rebuilt.error, LlmProcessError)
+            assert (rebuilt.error.type_name, str(rebuilt.error)) == (
+                "RemoteProtocolError",
+                "peer closed connection",
+            )
 
 
 def test_a_malformed_answer_keeps_its_code_and_the_endpoints_headers(calls):
@@ -646,13 +666,22 @@ def test_answer_stopped_pickles_and_copies_as_an_agent_error_does():
     error.usage = TokenUsage(1, 2, 3)
     for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
         assert type(again) is AnswerStopped
-        assert (again.message, again.code, again.retryable, again.usage) == (
+        assert (again.message, again.code, again.retryable, again.usage, again.error) == (
             "cancelled: stop",
             "CANCELLED",
             False,
             error.usage,
+            None,
         )
         assert dict(again.headers) == {"x-ratelimit-remaining-requests": "0"}
+    cut = AnswerStopped.reading(ValueError("cut"), {})
+    for again in (pickle.loads(pickle.dumps(cut)), copy.copy(cut)):
+        assert (again.code, again.retryable, type(again.error), str(again.error)) == (
+            "LLM_ERROR",
+            True,
+            ValueError,
+            "cut",
+        )
 
 
 @pytest.mark.parametrize("key", ["", "sk-test"], ids=["offline", "with-a-key"])
@@ -704,52 +733,33 @@ def test_a_call_registering_with_a_child_that_died_meanwhile_fails_as_a_connecti
         dead.register(1, SimpleQueue())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a transport failure mid-stream (httpx's, not an AgentError) is not wrapped in AnswerStopped,"
-    " so its answer's rate-limit headers never reach the limiter (CHANGELOG: 'so does a stream that fails"
-    " mid-way')",
-)
 @pytest.mark.parametrize("where", ["in-process", "child-process"])
 def test_a_stream_cut_mid_way_holds_the_endpoint_on_its_answers_rate_limits(calls, where):
     """The endpoint answers with an exhausted quota, sends one event and closes the connection before the
-    promised length: the answer's x-ratelimit headers hold the endpoint as a whole answer's would."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    port = srv.getsockname()[1]
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n"
-                    b"x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 30s\r\n\r\n"
-                    b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
-                )
-                conn.shutdown(socket.SHUT_WR)
-
-    threading.Thread(target=serve, daemon=True).start()
+    promised length: the answer's x-ratelimit headers hold the endpoint as a whole answer's would, and the
+    failure is reported as the connection's (its error type, code and message) as before it carried them."""
+    srv, port = cut_stream(b"x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 30s\r\n")
     limiters = Limiters(LimitSettings(), clock=FakeClock())
     used = InProcessCalls() if where == "in-process" else calls
+    types: list[str] = []
     a = LlmAgent(
         LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
         LlmDefaults(model="stub-model", max_retries=0, timeout=5),
         env={KEY_ENV: "sk-test-123"},
         limiters=limiters,
         calls=used,
+        on_call=lambda *_, error_type="": types.append(error_type),
     )
     try:
-        with pytest.raises(AgentError):
+        with pytest.raises(AgentError) as exc:
             a.run(task(), CancelSignal())
     finally:
         srv.close()
         if where == "in-process":
             used.close()
+    assert (exc.value.code, exc.value.retryable) == ("LLM_ERROR", True)
+    assert exc.value.message.startswith("LLM call failed: RemoteProtocolError: peer closed connection")
+    assert types == ["RemoteProtocolError"]
     (endpoint,) = limiters.snapshots()
+    assert endpoint.last_error.startswith("RemoteProtocolError: peer closed connection")
     assert (endpoint.in_flight, endpoint.held_for) == (0, 30.0)

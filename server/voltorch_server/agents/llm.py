@@ -221,13 +221,14 @@ def _outcome(exc: Exception) -> Outcome:
     return Outcome.FAILED
 
 
-def _headers(obj: Any) -> Mapping[str, str]:
-    """The headers of the answer a failed call had: a status error's, or those of an answer whose reading
-    stopped (cancelled, failed mid-stream); {} when the endpoint did not answer."""
-    if isinstance(obj, AnswerStopped):
-        return obj.headers
-    headers = getattr(getattr(obj, "response", None), "headers", None)
-    return headers if headers is not None else {}
+def _failure(exc: Exception) -> tuple[Exception, Mapping[str, str]]:
+    """A failed call's error as the agent handles it, and the headers of the answer the call had: a status
+    error's, or those of an answer whose reading stopped (cancelled, failed mid-stream; a connection that
+    failed mid-way is handled as its own error, AnswerStopped.error); {} when the endpoint did not answer."""
+    if isinstance(exc, AnswerStopped):
+        return exc.error or exc, exc.headers
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return exc, headers if headers is not None else {}
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
@@ -353,19 +354,20 @@ class LlmAgent(Agent):
                 request = CallRequest(key, self.base_url, body, timeout, request_id, final)
                 try:
                     answer = self.calls.call(request, task, cancel)
-                except Exception as exc:
+                except Exception as failed:
                     import openai
 
+                    exc, headers = _failure(failed)
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
                         outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
                     if isinstance(exc, AgentError) and exc.code == "CANCELLED":
                         # Stopped reading: says nothing of the endpoint's load, but an answer's
-                        # rate-limit headers (AnswerStopped's, see _headers) still hold its calls.
+                        # rate-limit headers (AnswerStopped's, see _failure) still hold its calls.
                         outcome = Outcome.ABANDONED
                     if permit is not None:
                         permit.release(
-                            outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
+                            outcome, retry_after=retry_after(exc), headers=headers, error=_describe(exc)
                         )
                     self._observe(0, 0, time.monotonic() - began, _error_type(exc))
                     span.record_exception(exc)

@@ -124,7 +124,8 @@ def describe_error(exc: BaseException) -> tuple[Any, ...]:
     if isinstance(exc, openai.APIConnectionError):
         return ("connection", exc.message)
     if isinstance(exc, AnswerStopped):  # before AgentError: it is one
-        return ("stopped", exc.message, exc.code, exc.retryable, kept_headers(exc.headers))
+        error = None if exc.error is None else describe_error(exc.error)
+        return ("stopped", exc.message, exc.code, exc.retryable, kept_headers(exc.headers), error)
     if isinstance(exc, AgentError):
         return ("agent", exc.message, exc.code, exc.retryable)
     if isinstance(exc, ValueError):
@@ -149,7 +150,8 @@ def rebuild_error(what: tuple[Any, ...]) -> Exception:
     if kind == "connection":
         return _connection_error(what[1])
     if kind == "stopped":
-        return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3])
+        error = None if what[5] is None else rebuild_error(what[5])
+        return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3], error=error)
     if kind == "agent":
         return AgentError(what[1], code=what[2], retryable=what[3])
     if kind == "value":
