@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import pickle
@@ -763,3 +764,102 @@ def test_a_stream_cut_mid_way_holds_the_endpoint_on_its_answers_rate_limits(call
     (endpoint,) = limiters.snapshots()
     assert endpoint.last_error.startswith("RemoteProtocolError: peer closed connection")
     assert (endpoint.in_flight, endpoint.held_for) == (0, 30.0)
+
+
+# Run in a fresh interpreter (this one has `openai` loaded): notes, as `openai` starts loading, which locks
+# of the calls (ProcessCalls' and its child's, or InProcessCalls' and its endpoints' clients') and how many
+# endpoint permits are held, then plays a scenario.
+FIRST_IMPORT = """
+import importlib.abc
+import json
+import sys
+from queue import SimpleQueue
+
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
+from voltorch_server.agents.llm_process import ProcessCalls
+
+scenario, base_url = sys.argv[1:]
+calls = InProcessCalls() if scenario == "a failed call (llm_in_process)" else ProcessCalls()
+limiters = Limiters(LimitSettings())
+seen = []
+
+
+def locks():
+    if isinstance(calls, ProcessCalls):
+        return {"ProcessCalls._lock": calls._lock, "_Child._lock": calls._child and calls._child._lock}
+    return {"InProcessCalls._lock": calls._lock} | {
+        f"EndpointClients._lock {n}": c._lock for n, c in enumerate(calls._endpoints.values())
+    }
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "openai" and not seen:
+            held = sorted(k for k, lock in locks().items() if lock and lock.locked())
+            seen.append({"locks held": held, "permits": sum(e.in_flight for e in limiters.snapshots())})
+        return None  # the import goes on as usual
+
+
+assert "openai" not in sys.modules
+sys.meta_path.insert(0, Watch())
+task = AgentTask(task_id="c:0", coordination_id="c", text="hi")
+try:
+    if scenario.startswith("a failed call"):
+        agent = LlmAgent(
+            LlmSettings(base_url=base_url, api_key_env="KEY"),
+            LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+            env={"KEY": "sk-test-123"},
+            limiters=limiters,
+            calls=calls,
+        )
+        agent.run(task, CancelSignal())
+    elif scenario == "a call process stopping":
+        calls.close()
+        calls.call(CallRequest("sk-test-123", base_url, {}, 10.0, "r", True), task, CancelSignal())
+    else:  # a call registering with a child gone meanwhile
+        calls.warm()
+        dead = calls._child
+        dead.proc.kill()
+        dead._reader.join(60)
+        dead.register(1, SimpleQueue())
+except Exception as exc:
+    print(type(exc).__name__)
+finally:
+    calls.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "a failed call",
+        "a failed call (llm_in_process)",
+        "a call process stopping",
+        "a call registering with a child gone meanwhile",
+    ],
+)
+def test_the_servers_first_import_of_the_openai_client_holds_no_lock_nor_permit_of_the_calls(scenario):
+    """A call's failure is, in a server whose calls run in the LLM call process, its first need of `openai`'s
+    types (~0.6 s to load): the agent loads them before it takes the endpoint's permit (so does it with
+    llm_in_process, whose clients need them), and ProcessCalls makes its refusals once its locks are
+    released, so no other call waits behind the import."""
+    stub = StubLLM()
+    stub.script.append((500, {"content-type": "application/json"}, b'{"error": {"message": "down"}}'))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", FIRST_IMPORT, scenario, stub.base_url],
+            capture_output=True,
+            env=env,
+            timeout=WAIT,
+        )
+    finally:
+        stub.close()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    error, seen = proc.stdout.decode().splitlines()[-2:]
+    assert error == ("AgentError" if scenario.startswith("a failed call") else "APIConnectionError")
+    assert json.loads(seen) == [{"locks held": [], "permits": 0}]

@@ -12,7 +12,7 @@ call process (llm_process.py), off the server's GIL.
 
 `openai` is imported in the functions that use it (here, in llm_clients.py and llm_process.py), not at
 the top: loading it is ~0.6 s of CPU, nearly half of a server's start-up, and a server that makes no LLM
-call never needs it.
+call never needs it. An agent's call loads it before it takes the endpoint's permit (see `_ask`).
 """
 
 from __future__ import annotations
@@ -320,6 +320,11 @@ class LlmAgent(Agent):
         """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
         from the endpoint's limiter. `final`: this turn's answer is the agent's output (no tool loop goes
         on), so the text read with the end of the stream is the task's last (AgentTask.delta last=True)."""
+        # The server's first import of `openai` (~0.6 s), at its first call, before the endpoint's permit:
+        # a failed attempt needs its types (the LLM call process's errors are rebuilt as them), and loading
+        # them then would hold the permit, and the call process's locks, that much longer.
+        import openai
+
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
         body: dict[str, Any] = {
             "model": self.model,
@@ -355,8 +360,6 @@ class LlmAgent(Agent):
                 try:
                     answer = self.calls.call(request, task, cancel)
                 except Exception as failed:
-                    import openai
-
                     exc, headers = _failure(failed)
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
