@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import pickle
@@ -305,15 +306,15 @@ def test_the_child_has_its_own_process_group_so_a_ctrl_c_is_the_servers(calls):
     assert os.getpgid(pid) == pid != os.getpgid(0)
 
 
-def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
-    """The stream ends before its promised length: the agent reports it, and the call's error type, as
-    when the call ran on its own thread."""
+def cut_stream(headers: bytes = b"") -> tuple[socket.socket, int]:
+    """An endpoint (its socket, to close, and port) that answers every call with a 200 event stream (these
+    extra header lines) promising 1000 bytes, and ends the connection after one event: httpx raises
+    RemoteProtocolError mid-stream."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
-    port = srv.getsockname()[1]
 
-    def serve() -> None:  # one event, then the end of the connection before the promised length
+    def serve() -> None:
         while True:
             try:
                 conn, _ = srv.accept()
@@ -322,12 +323,20 @@ def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(c
             with conn:
                 conn.recv(65536)
                 conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\n"
-                    b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n"
+                    + headers
+                    + b'\r\ndata: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
                 )
                 conn.shutdown(socket.SHUT_WR)
 
     threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(calls):
+    """The stream ends before its promised length: the agent reports it, and the call's error type, as
+    when the call ran on its own thread."""
+    srv, port = cut_stream()
     seen: list[tuple[str, str, str]] = []
     own = InProcessCalls()
     try:
@@ -384,10 +393,14 @@ def test_after_close_the_child_has_exited_and_calls_are_refused_as_connection_er
             ),
             code="LLM_REFUSED",
         ),
+        AnswerStopped.reading(
+            httpx2.RemoteProtocolError("peer closed connection"),
+            httpx2.Headers({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s"}),
+        ),
         ValueError("Expecting value: line 1 column 1"),
         KeyError("odd"),
     ],
-    ids=["status", "timeout", "connection", "agent", "answer-stopped", "value", "other"],
+    ids=["status", "timeout", "connection", "agent", "answer-stopped", "answer-cut", "value", "other"],
 )
 def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     rebuilt = rebuild_error(describe_error(error))
@@ -409,15 +422,23 @@ def test_errors_cross_the_pipe_as_the_openai_client_raised_them(error):
     if isinstance(error, AgentError):
         assert isinstance(rebuilt, AgentError)
         assert (rebuilt.message, rebuilt.code, rebuilt.retryable) == (
-            "the model refused: no",
-            "LLM_REFUSED",
-            False,
+            error.message,
+            error.code,
+            error.retryable,
         )
     if isinstance(error, AnswerStopped):  # the rate-limit headers only, as a status error's
         assert isinstance(rebuilt, AnswerStopped) and dict(rebuilt.headers) == {
             "x-ratelimit-remaining-tokens": "0",
             "x-ratelimit-reset-tokens": "1s",
         }
+        if error.error is None:
+            assert rebuilt.error is None
+        else:  # the connection's error it stopped with, named as any other the child's
+            assert isinstance(rebuilt.error, LlmProcessError)
+            assert (rebuilt.error.type_name, str(rebuilt.error)) == (
+                "RemoteProtocolError",
+                "peer closed connection",
+            )
 
 
 def test_a_malformed_answer_keeps_its_code_and_the_endpoints_headers(calls):
@@ -646,13 +667,22 @@ def test_answer_stopped_pickles_and_copies_as_an_agent_error_does():
     error.usage = TokenUsage(1, 2, 3)
     for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
         assert type(again) is AnswerStopped
-        assert (again.message, again.code, again.retryable, again.usage) == (
+        assert (again.message, again.code, again.retryable, again.usage, again.error) == (
             "cancelled: stop",
             "CANCELLED",
             False,
             error.usage,
+            None,
         )
         assert dict(again.headers) == {"x-ratelimit-remaining-requests": "0"}
+    cut = AnswerStopped.reading(ValueError("cut"), {})
+    for again in (pickle.loads(pickle.dumps(cut)), copy.copy(cut)):
+        assert (again.code, again.retryable, type(again.error), str(again.error)) == (
+            "LLM_ERROR",
+            True,
+            ValueError,
+            "cut",
+        )
 
 
 @pytest.mark.parametrize("key", ["", "sk-test"], ids=["offline", "with-a-key"])
@@ -702,3 +732,134 @@ def test_a_call_registering_with_a_child_that_died_meanwhile_fails_as_a_connecti
     assert dead.gone
     with pytest.raises(openai.APIConnectionError, match=r"exited \(exit code -9\)"):
         dead.register(1, SimpleQueue())
+
+
+@pytest.mark.parametrize("where", ["in-process", "child-process"])
+def test_a_stream_cut_mid_way_holds_the_endpoint_on_its_answers_rate_limits(calls, where):
+    """The endpoint answers with an exhausted quota, sends one event and closes the connection before the
+    promised length: the answer's x-ratelimit headers hold the endpoint as a whole answer's would, and the
+    failure is reported as the connection's (its error type, code and message) as before it carried them."""
+    srv, port = cut_stream(b"x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 30s\r\n")
+    limiters = Limiters(LimitSettings(), clock=FakeClock())
+    used = InProcessCalls() if where == "in-process" else calls
+    types: list[str] = []
+    a = LlmAgent(
+        LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
+        LlmDefaults(model="stub-model", max_retries=0, timeout=5),
+        env={KEY_ENV: "sk-test-123"},
+        limiters=limiters,
+        calls=used,
+        on_call=lambda *_, error_type="": types.append(error_type),
+    )
+    try:
+        with pytest.raises(AgentError) as exc:
+            a.run(task(), CancelSignal())
+    finally:
+        srv.close()
+        if where == "in-process":
+            used.close()
+    assert (exc.value.code, exc.value.retryable) == ("LLM_ERROR", True)
+    assert exc.value.message.startswith("LLM call failed: RemoteProtocolError: peer closed connection")
+    assert types == ["RemoteProtocolError"]
+    (endpoint,) = limiters.snapshots()
+    assert endpoint.last_error.startswith("RemoteProtocolError: peer closed connection")
+    assert (endpoint.in_flight, endpoint.held_for) == (0, 30.0)
+
+
+# Run in a fresh interpreter (this one has `openai` loaded): notes, as `openai` starts loading, which locks
+# of the calls (ProcessCalls' and its child's, or InProcessCalls' and its endpoints' clients') and how many
+# endpoint permits are held, then plays a scenario.
+FIRST_IMPORT = """
+import importlib.abc
+import json
+import sys
+from queue import SimpleQueue
+
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.limiter import Limiters, LimitSettings
+from voltorch_server.agents.llm import LlmAgent, LlmDefaults, LlmSettings
+from voltorch_server.agents.llm_clients import CallRequest, InProcessCalls
+from voltorch_server.agents.llm_process import ProcessCalls
+
+scenario, base_url = sys.argv[1:]
+calls = InProcessCalls() if scenario == "a failed call (llm_in_process)" else ProcessCalls()
+limiters = Limiters(LimitSettings())
+seen = []
+
+
+def locks():
+    if isinstance(calls, ProcessCalls):
+        return {"ProcessCalls._lock": calls._lock, "_Child._lock": calls._child and calls._child._lock}
+    return {"InProcessCalls._lock": calls._lock} | {
+        f"EndpointClients._lock {n}": c._lock for n, c in enumerate(calls._endpoints.values())
+    }
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "openai" and not seen:
+            held = sorted(k for k, lock in locks().items() if lock and lock.locked())
+            seen.append({"locks held": held, "permits": sum(e.in_flight for e in limiters.snapshots())})
+        return None  # the import goes on as usual
+
+
+assert "openai" not in sys.modules
+sys.meta_path.insert(0, Watch())
+task = AgentTask(task_id="c:0", coordination_id="c", text="hi")
+try:
+    if scenario.startswith("a failed call"):
+        agent = LlmAgent(
+            LlmSettings(base_url=base_url, api_key_env="KEY"),
+            LlmDefaults(model="stub-model", max_retries=0, timeout=10),
+            env={"KEY": "sk-test-123"},
+            limiters=limiters,
+            calls=calls,
+        )
+        agent.run(task, CancelSignal())
+    elif scenario == "a call process stopping":
+        calls.close()
+        calls.call(CallRequest("sk-test-123", base_url, {}, 10.0, "r", True), task, CancelSignal())
+    else:  # a call registering with a child gone meanwhile
+        calls.warm()
+        dead = calls._child
+        dead.proc.kill()
+        dead._reader.join(60)
+        dead.register(1, SimpleQueue())
+except Exception as exc:
+    print(type(exc).__name__)
+finally:
+    calls.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "a failed call",
+        "a failed call (llm_in_process)",
+        "a call process stopping",
+        "a call registering with a child gone meanwhile",
+    ],
+)
+def test_the_servers_first_import_of_the_openai_client_holds_no_lock_nor_permit_of_the_calls(scenario):
+    """A call's failure is, in a server whose calls run in the LLM call process, its first need of `openai`'s
+    types (~0.6 s to load): the agent loads them before it takes the endpoint's permit (so does it with
+    llm_in_process, whose clients need them), and ProcessCalls makes its refusals once its locks are
+    released, so no other call waits behind the import."""
+    stub = StubLLM()
+    stub.script.append((500, {"content-type": "application/json"}, b'{"error": {"message": "down"}}'))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", FIRST_IMPORT, scenario, stub.base_url],
+            capture_output=True,
+            env=env,
+            timeout=WAIT,
+        )
+    finally:
+        stub.close()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    error, seen = proc.stdout.decode().splitlines()[-2:]
+    assert error == ("AgentError" if scenario.startswith("a failed call") else "APIConnectionError")
+    assert json.loads(seen) == [{"locks held": [], "permits": 0}]

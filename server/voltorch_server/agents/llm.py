@@ -12,7 +12,7 @@ call process (llm_process.py), off the server's GIL.
 
 `openai` is imported in the functions that use it (here, in llm_clients.py and llm_process.py), not at
 the top: loading it is ~0.6 s of CPU, nearly half of a server's start-up, and a server that makes no LLM
-call never needs it.
+call never needs it. An agent's call loads it before it takes the endpoint's permit (see `_ask`).
 """
 
 from __future__ import annotations
@@ -221,13 +221,14 @@ def _outcome(exc: Exception) -> Outcome:
     return Outcome.FAILED
 
 
-def _headers(obj: Any) -> Mapping[str, str]:
-    """The headers of the answer a failed call had: a status error's, or those of an answer whose reading
-    stopped (cancelled, failed mid-stream); {} when the endpoint did not answer."""
-    if isinstance(obj, AnswerStopped):
-        return obj.headers
-    headers = getattr(getattr(obj, "response", None), "headers", None)
-    return headers if headers is not None else {}
+def _failure(exc: Exception) -> tuple[Exception, Mapping[str, str]]:
+    """A failed call's error as the agent handles it, and the headers of the answer the call had: a status
+    error's, or those of an answer whose reading stopped (cancelled, failed mid-stream; a connection that
+    failed mid-way is handled as its own error, AnswerStopped.error); {} when the endpoint did not answer."""
+    if isinstance(exc, AnswerStopped):
+        return exc.error or exc, exc.headers
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return exc, headers if headers is not None else {}
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
@@ -319,6 +320,11 @@ class LlmAgent(Agent):
         """One model turn, retried on 429 / 5xx / timeouts / connection errors, each attempt after a permit
         from the endpoint's limiter. `final`: this turn's answer is the agent's output (no tool loop goes
         on), so the text read with the end of the stream is the task's last (AgentTask.delta last=True)."""
+        # The server's first import of `openai` (~0.6 s), at its first call, before the endpoint's permit:
+        # a failed attempt needs its types (the LLM call process's errors are rebuilt as them), and loading
+        # them then would hold the permit, and the call process's locks, that much longer.
+        import openai
+
         # Streamed, so the text is published as it grows (AgentTask.delta); usage comes in the last chunk.
         body: dict[str, Any] = {
             "model": self.model,
@@ -353,19 +359,18 @@ class LlmAgent(Agent):
                 request = CallRequest(key, self.base_url, body, timeout, request_id, final)
                 try:
                     answer = self.calls.call(request, task, cancel)
-                except Exception as exc:
-                    import openai
-
+                except Exception as failed:
+                    exc, headers = _failure(failed)
                     outcome = _outcome(exc)
                     if isinstance(exc, openai.APITimeoutError) and timeout < per_call:
                         outcome = Outcome.ABANDONED  # cut short by the task's deadline, not the endpoint's
                     if isinstance(exc, AgentError) and exc.code == "CANCELLED":
                         # Stopped reading: says nothing of the endpoint's load, but an answer's
-                        # rate-limit headers (AnswerStopped's, see _headers) still hold its calls.
+                        # rate-limit headers (AnswerStopped's, see _failure) still hold its calls.
                         outcome = Outcome.ABANDONED
                     if permit is not None:
                         permit.release(
-                            outcome, retry_after=retry_after(exc), headers=_headers(exc), error=_describe(exc)
+                            outcome, retry_after=retry_after(exc), headers=headers, error=_describe(exc)
                         )
                     self._observe(0, 0, time.monotonic() - began, _error_type(exc))
                     span.record_exception(exc)

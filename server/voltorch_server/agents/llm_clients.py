@@ -202,17 +202,32 @@ class Answer:
 
 class AnswerStopped(AgentError):
     """The endpoint answered, and reading its answer stopped: the call was cancelled, or the stream failed
-    mid-way (the AgentError it stopped with). `headers` are the answer's: the endpoint's limiter reads
-    their rate-limit ones as it would a whole answer's. Reported (metrics' error type, the endpoint's last
-    error) as the AgentError it carries: the wrapper is not a kind of failure."""
+    mid-way (the AgentError it stopped with), or the connection did (`error`: httpx's, say, closed early or
+    timed out; the agent handles the call's failure as that error). `headers` are the answer's: the
+    endpoint's limiter reads their rate-limit ones as it would a whole answer's. Reported (metrics' error
+    type, the endpoint's last error) as the AgentError it carries: the wrapper is not a kind of failure."""
 
     type_name = "AgentError"
 
     def __init__(
-        self, message: str, headers: Mapping[str, str], *, code: str, retryable: bool = False
+        self,
+        message: str,
+        headers: Mapping[str, str],
+        *,
+        code: str,
+        retryable: bool = False,
+        error: Exception | None = None,
     ) -> None:
         super().__init__(message, code=code, retryable=retryable)
         self.headers = headers
+        self.error = error
+
+    @classmethod
+    def reading(cls, exc: Exception, headers: Mapping[str, str]) -> AnswerStopped:
+        """What stopped the reading of an answer with these headers, carrying them."""
+        if isinstance(exc, AgentError):
+            return cls(exc.message, headers, code=exc.code, retryable=exc.retryable)
+        return cls(f"{type(exc).__name__}: {exc}", headers, code="LLM_ERROR", retryable=True, error=exc)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # An exception pickles and copies as cls(*args) and its state; this one's args lack the headers.
@@ -221,8 +236,8 @@ class AnswerStopped(AgentError):
 
 class LlmCalls(Protocol):
     """Where an LLM agent's HTTP calls run. `call` raises what the `openai` client raises (status errors,
-    timeouts, connection errors), AnswerStopped (an AgentError) for a stream that failed or was cancelled
-    mid-way, ValueError for a body that is not JSON."""
+    timeouts, connection errors), AnswerStopped (an AgentError) for a stream that failed (its connection
+    included) or was cancelled mid-way, ValueError for a body that is not JSON."""
 
     def call(self, request: CallRequest, task: LiveText, cancel: CancelSignal) -> Answer: ...
 
@@ -316,8 +331,8 @@ class InProcessCalls:
             )
             try:
                 chunks = receive(raw, task, cancel, request.final)
-            except AgentError as exc:  # the endpoint answered: its headers go with the error
-                raise AnswerStopped(exc.message, raw.headers, code=exc.code, retryable=exc.retryable) from exc
+            except Exception as exc:  # the endpoint answered: its headers go with the error
+                raise AnswerStopped.reading(exc, raw.headers) from exc
         try:
             return Answer(raw.headers, parse(chunks))
         except AgentError as exc:

@@ -124,7 +124,8 @@ def describe_error(exc: BaseException) -> tuple[Any, ...]:
     if isinstance(exc, openai.APIConnectionError):
         return ("connection", exc.message)
     if isinstance(exc, AnswerStopped):  # before AgentError: it is one
-        return ("stopped", exc.message, exc.code, exc.retryable, kept_headers(exc.headers))
+        error = None if exc.error is None else describe_error(exc.error)
+        return ("stopped", exc.message, exc.code, exc.retryable, kept_headers(exc.headers), error)
     if isinstance(exc, AgentError):
         return ("agent", exc.message, exc.code, exc.retryable)
     if isinstance(exc, ValueError):
@@ -149,7 +150,8 @@ def rebuild_error(what: tuple[Any, ...]) -> Exception:
     if kind == "connection":
         return _connection_error(what[1])
     if kind == "stopped":
-        return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3])
+        error = None if what[5] is None else rebuild_error(what[5])
+        return AnswerStopped(what[1], what[4], code=what[2], retryable=what[3], error=error)
     if kind == "agent":
         return AgentError(what[1], code=what[2], retryable=what[3])
     if kind == "value":
@@ -202,6 +204,8 @@ class ProcessCalls:
         its next piece, as on the agent's own thread; until the child says the call is over it counts
         against the endpoint's limit, so the wait here ends with the child's answer, error or death."""
         child = self._running()
+        if isinstance(child, str):
+            raise _connection_error(child)
         call_id = next(self._ids)
         replies: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         child.register(call_id, replies)
@@ -237,9 +241,12 @@ class ProcessCalls:
         """Start the child now, so the first call does not wait for it (its imports, the `openai` client's
         mostly, take ~0.5 s of CPU)."""
         try:
-            self._running()
-        except Exception:  # closed, held after failed starts, or no process could be started
+            refused = self._running()
+        except Exception:  # no process could be started
             log.warning("the LLM call process did not start; the first call tries again", exc_info=True)
+            return
+        if isinstance(refused, str):  # closed, or held after failed starts
+            log.warning("the LLM call process did not start (%s); the first call tries again", refused)
 
     def describe(self) -> str:
         with self._lock:
@@ -253,10 +260,12 @@ class ProcessCalls:
             return f"LLM call process not running: {failed} starts in a row failed, last: {last}"
         return "LLM call process not running (starts with the first LLM agent or call)"
 
-    def _running(self) -> _Child:
+    def _running(self) -> _Child | str:
+        """The child, started if none runs; or why none may start now, for the caller to raise once the lock
+        is released (its error is `openai`'s, which may be the server's first import of it)."""
         with self._lock:
             if self._closed:
-                raise _connection_error("the server is stopping")
+                return "the server is stopping"
             child = self._child
             if child is not None and child.gone:
                 self._child = None
@@ -271,7 +280,7 @@ class ProcessCalls:
             if self._child is None:
                 wait = self._hold_until - self.clock()
                 if wait > 0:
-                    raise _connection_error(
+                    return (
                         f"{self._last_exit} before answering a call, {self._failed_starts} times in a"
                         f" row; the next start in {wait:.1f}s"
                     )
@@ -314,9 +323,11 @@ class _Child:
 
     def register(self, call_id: int, replies: SimpleQueue[tuple[Any, ...]]) -> None:
         with self._lock:
-            if self.gone:
-                raise _connection_error(self.exit)
-            self._waiting[call_id] = replies
+            gone = self.gone
+            if not gone:
+                self._waiting[call_id] = replies
+        if gone:  # raised once the lock is released, as _running's refusals
+            raise _connection_error(self.exit)
 
     def unregister(self, call_id: int) -> None:
         with self._lock:
