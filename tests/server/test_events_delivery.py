@@ -179,6 +179,37 @@ def test_keyed_subscribers_only_see_their_keys() -> None:
     assert b.subscriber_count == 0
 
 
+def test_subscribers_come_and_go_in_any_order_and_a_second_close_changes_nothing() -> None:
+    """Routes change by the one subscriber that comes or goes: the others keep getting what they asked for,
+    whatever the order, and closing a follower again leaves the rest subscribed."""
+    b: Broadcaster[tuple[str, int]] = Broadcaster(key=lambda item: item[0])
+
+    def follow(keys: tuple[str, ...] | None) -> Follower[tuple[str, int]]:
+        return Follower(
+            b, match=lambda _: True, replay=None, position=lambda x: x[1], after=None, capacity=50, keys=keys
+        )
+
+    a1, a2, ab, everyone = follow(("a",)), follow(("a",)), follow(("a", "b")), follow(None)
+    a1.close()
+    a1.close()  # again: nothing else is unsubscribed
+    assert b.subscriber_count == 3
+    b.publish([("a", 1), ("b", 2), ("c", 3)])
+    assert _drain(a2, 1) == [("a", 1)]
+    assert _drain(ab, 2) == [("a", 1), ("b", 2)]
+    assert _drain(everyone, 3) == [("a", 1), ("b", 2), ("c", 3)]
+    ab.close()
+    b.publish([("a", 4), ("b", 5)])
+    assert _drain(a2, 1) == [("a", 4)]
+    assert _drain(everyone, 2) == [("a", 4), ("b", 5)]
+    everyone.close()
+    a2.close()
+    late = follow(("b",))
+    b.publish([("a", 6), ("b", 7)])
+    assert _drain(late, 1) == [("b", 7)]
+    late.close()
+    assert b.subscriber_count == 0
+
+
 def test_exact_and_glob_type_filters_agree_live(log: EventLog) -> None:
     exact = log.subscribe(EventFilter(types=("k.one", "k.two")))
     glob = log.subscribe(EventFilter(types=("k.*",)))

@@ -8,6 +8,7 @@ both paths agree.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ def validate_glob(glob: str, field_name: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # a filter is built per stream and per watch, from a few globs
 def _glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob) + r"\Z")
 

@@ -74,22 +74,34 @@ class Broadcaster(Generic[T]):
         None: every record offered matches (e.g. `keys` say all the subscriber wants)."""
         sub: _Sub[T] = _Sub(match, capacity, frozenset(keys) if keys is not None and self._key else None)
         with self._lock:
-            self._set_subs((*self._subs, sub))
+            if sub.keys is None:
+                self._all = (*self._all, sub)
+            else:
+                by_key = dict(self._by_key)
+                for k in sub.keys:
+                    by_key[k] = (*by_key.get(k, ()), sub)
+                self._by_key = by_key
+            self._subs = (*self._subs, sub)
         return sub
 
     def unregister(self, sub: _Sub[T]) -> None:
+        """Idempotent. The routes change by the one subscriber (copies made in C, not rebuilt from every
+        subscriber): streams come and go by the hundred when as many workflows are followed at once."""
         with self._lock:
-            self._set_subs(tuple(s for s in self._subs if s is not sub))
-
-    def _set_subs(self, subs: tuple[_Sub[T], ...]) -> None:
-        by_key: dict[Hashable, tuple[_Sub[T], ...]] = {}
-        for s in subs:
-            for k in s.keys or ():
-                by_key[k] = (*by_key.get(k, ()), s)
-        # Readers (publish) take the three attributes without the lock: publish the routes first.
-        self._all = tuple(s for s in subs if s.keys is None)
-        self._by_key = by_key
-        self._subs = subs
+            if sub not in self._subs:
+                return
+            if sub.keys is None:
+                self._all = _without(self._all, sub)
+            else:
+                by_key = dict(self._by_key)
+                for k in sub.keys:
+                    rest = _without(by_key[k], sub)
+                    if rest:
+                        by_key[k] = rest
+                    else:
+                        del by_key[k]
+                self._by_key = by_key
+            self._subs = _without(self._subs, sub)
 
     @property
     def subscriber_count(self) -> int:
@@ -125,7 +137,8 @@ class Broadcaster(Generic[T]):
         """Wake every subscriber with a 'closed' signal (they resume elsewhere or reconnect)."""
         with self._lock:
             subs = self._subs
-            self._set_subs(())
+            # Readers (publish) take the routes without the lock: they go before the list of subscribers.
+            self._all, self._by_key, self._subs = (), {}, ()
         for sub in subs:
             sub.closed = True
             sub.ready.set()
@@ -261,3 +274,9 @@ class Follower(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _without(subs: tuple[_Sub[T], ...], sub: _Sub[T]) -> tuple[_Sub[T], ...]:
+    rest = list(subs)
+    rest.remove(sub)  # by identity: a _Sub has no __eq__
+    return tuple(rest)

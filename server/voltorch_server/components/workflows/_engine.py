@@ -392,7 +392,7 @@ class WorkflowEngine(Component):
         committed: Callable[[], None] | None = None
         claimed: list[Any] = []
         with self._lock:
-            run_now = self._busy_locked() < self.limit() and not self.stopping.is_set()
+            run_now = self._slot_free_locked() and not self.stopping.is_set()
             try:
                 with self.db.write(group=True) as tx:  # may share its COMMIT with steps'
                     mine = True  # on a shared database: claimed here only within this replica's fair share,
@@ -630,7 +630,7 @@ class WorkflowEngine(Component):
         run = self._run_for(execution_id)
         if run is not None and run.status == PAUSED:
             with self._lock:
-                slot = self._busy_locked() < self.limit()
+                slot = self._slot_free_locked()
                 if slot:
                     self._running.add(execution_id)
             if slot:
@@ -738,6 +738,12 @@ class WorkflowEngine(Component):
         a timer) holds no thread and no slot."""
         return sum(1 for eid in self._running if not ((run := self._runs.get(eid)) and run.parked()))
 
+    def _slot_free_locked(self) -> bool:
+        """Whether one more execution may run now. Fewer running than the limit needs no look at each
+        (that look, per start, made a burst of N starts cost N² checks)."""
+        limit = self.limit()
+        return len(self._running) < limit or self._busy_locked() < limit
+
     def wake_admission(self) -> None:
         """Admit queued executions now if the limit allows (an LLM endpoint's window grew, or a run began
         waiting and so freed its slot)."""
@@ -763,7 +769,7 @@ class WorkflowEngine(Component):
         """Start queued executions while slots are free, highest priority (then oldest) first."""
         while not self.stopping.is_set():
             with self._lock:
-                if self._busy_locked() >= self.limit():
+                if not self._slot_free_locked():
                     return
                 eid = None
                 while self._queue:
