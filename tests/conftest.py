@@ -1,4 +1,4 @@
-"""Shared fixtures: `db`, `server` (in-process, 127.0.0.1:0), `client`."""
+"""Shared fixtures: `db`, `server` (in-process, 127.0.0.1:0), `client`, `echo_agent`, `workflows_stub`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pg
 import pytest
 import voltorch
+from voltorch.v1 import workflows_pb2_grpc
+from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 from voltorch_server.storage import Database, migrate, open_database
@@ -98,3 +101,26 @@ def server(config: Config) -> Iterator[VoltorchServer]:
 def client(server: VoltorchServer) -> Iterator[voltorch.Client]:
     with voltorch.Client(server.target, timeout=10) as c:
         yield c
+
+
+def _echo(task: AgentTask, cancel: CancelSignal) -> dict[str, str]:
+    if "fail" in task.text:
+        raise RuntimeError("asked to fail")
+    return {"text": task.text}
+
+
+@pytest.fixture
+def echo_agent(server: VoltorchServer) -> VoltorchServer:
+    """The server with a function agent "echo" (capability "echo"): it answers {"text": its task}, and
+    fails a task whose text says "fail"."""
+    server.runtime.coordination.register_agent(
+        "echo", kind="function", capabilities=("echo",), runtime=_echo, max_concurrency=4
+    )
+    return server
+
+
+@pytest.fixture
+def workflows_stub(server: VoltorchServer) -> Iterator[workflows_pb2_grpc.WorkflowServiceStub]:
+    """The server's WorkflowService through the generated stub: the wire, without the SDK."""
+    with grpc.insecure_channel(server.target) as ch:
+        yield workflows_pb2_grpc.WorkflowServiceStub(ch)

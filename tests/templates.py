@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voltorch import AgentTask, ApprovalStep, Condition, ConditionStep, Step, WorkflowTemplate
+from voltorch import AgentTask, ApprovalStep, Condition, ConditionStep, Step, WaitStep, WorkflowTemplate
 
 # A draft reviewed by a person: announced only when approved (the condition skips it otherwise).
 APPROVAL = WorkflowTemplate(
@@ -20,5 +20,16 @@ APPROVAL = WorkflowTemplate(
             depends_on=["review"],
         ),
         Step("announce", AgentTask("Announce: {{steps.review.result.data}}", ["documentation"])),
+    ],
+)
+
+# Two steps of the echo agent (conftest's `echo_agent`) around a wait for the signal "go", so the test
+# decides when the execution ends.
+HELD = WorkflowTemplate(
+    name="held",
+    steps=[
+        Step("a", AgentTask("first", ["echo"])),
+        Step("w", WaitStep("go"), depends_on=["a"]),
+        Step("b", AgentTask("last", ["echo"]), depends_on=["w"]),
     ],
 )

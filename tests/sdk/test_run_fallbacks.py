@@ -6,23 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import grpc
 import pytest
 import voltorch
 from voltorch import AgentTask, Step, WorkflowTemplate
 from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
-from voltorch_server.agents.base import AgentTask as ServerTask
-from voltorch_server.agents.base import CancelSignal
 from voltorch_server.app import VoltorchServer
 
 WAIT = 20.0
 ONE = WorkflowTemplate(name="one", steps=[Step("a", AgentTask("hello", ["echo"]))])
-
-
-def echo(task: ServerTask, cancel: CancelSignal) -> dict[str, Any]:
-    return {"text": task.text}
 
 
 class _Proxy(workflows_pb2_grpc.WorkflowServiceServicer):
@@ -68,10 +61,10 @@ class _Proxy(workflows_pb2_grpc.WorkflowServiceServicer):
 
 
 @pytest.fixture
-def proxy(request: pytest.FixtureRequest, server: VoltorchServer) -> Iterator[tuple[voltorch.Client, _Proxy]]:
-    server.runtime.coordination.register_agent(
-        "echo", kind="function", capabilities=("echo",), runtime=echo, max_concurrency=4
-    )
+def proxy(
+    request: pytest.FixtureRequest, echo_agent: VoltorchServer
+) -> Iterator[tuple[voltorch.Client, _Proxy]]:
+    server = echo_agent
     with voltorch.Client(server.target, timeout=WAIT) as direct:
         direct.workflows.register_template(ONE)
     with grpc.insecure_channel(server.target) as ch:

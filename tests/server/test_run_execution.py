@@ -5,7 +5,6 @@ anything is started."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -13,7 +12,8 @@ import pytest
 import voltorch
 from google.protobuf import struct_pb2
 from polling import until
-from voltorch import AgentTask, ParameterSpec, RetryPolicy, Step, WaitStep, WorkflowTemplate
+from templates import HELD
+from voltorch import AgentTask, ParameterSpec, RetryPolicy, Step, WorkflowTemplate
 from voltorch.errors import (
     AlreadyExistsError,
     DeadlineExceededError,
@@ -21,21 +21,10 @@ from voltorch.errors import (
     NotFoundError,
     from_rpc_error,
 )
-from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
-from voltorch_server.agents.base import AgentTask as ServerTask
-from voltorch_server.agents.base import CancelSignal
+from voltorch.v1 import workflows_pb2
 from voltorch_server.app import VoltorchServer
 
 WAIT = 20.0
-# Two agent steps around a wait for a signal, so the test decides when the execution ends.
-HELD = WorkflowTemplate(
-    name="held",
-    steps=[
-        Step("a", AgentTask("first", ["echo"])),
-        Step("w", WaitStep("go"), depends_on=["a"]),
-        Step("b", AgentTask("last", ["echo"]), depends_on=["w"]),
-    ],
-)
 ONE = WorkflowTemplate(
     name="one",
     parameters=[ParameterSpec("n", "integer", default=1)],
@@ -43,26 +32,11 @@ ONE = WorkflowTemplate(
 )
 
 
-def echo(task: ServerTask, cancel: CancelSignal) -> dict[str, Any]:
-    if "fail" in task.text:
-        raise RuntimeError("asked to fail")
-    return {"text": task.text}
-
-
 @pytest.fixture
-def wf(client: voltorch.Client, server: VoltorchServer) -> voltorch.Client:
-    server.runtime.coordination.register_agent(
-        "echo", kind="function", capabilities=("echo",), runtime=echo, max_concurrency=4
-    )
+def wf(client: voltorch.Client, echo_agent: VoltorchServer) -> voltorch.Client:
     client.workflows.register_template(HELD)
     client.workflows.register_template(ONE)
     return client
-
-
-@pytest.fixture
-def stub(server: VoltorchServer) -> Iterator[workflows_pb2_grpc.WorkflowServiceStub]:
-    with grpc.insecure_channel(server.target) as ch:
-        yield workflows_pb2_grpc.WorkflowServiceStub(ch)
 
 
 def _run(name: str, **fields: Any) -> workflows_pb2.RunExecutionRequest:
@@ -75,8 +49,8 @@ def _events(messages: list[workflows_pb2.RunExecutionResponse]) -> list[tuple[in
     return [(u.event.sequence, u.event.type) for m in messages for u in m.updates]
 
 
-def test_a_run_sends_its_start_then_the_executions_events_as_watch_execution_does(wf, stub) -> None:
-    call = stub.RunExecution(_run("held"), timeout=WAIT)
+def test_a_run_sends_its_start_then_the_executions_events_as_watch_execution_does(wf, workflows_stub) -> None:
+    call = workflows_stub.RunExecution(_run("held"), timeout=WAIT)
     first = next(call)
     assert first.HasField("start") and not first.updates
     eid = first.start.execution.id
@@ -94,7 +68,9 @@ def test_a_run_sends_its_start_then_the_executions_events_as_watch_execution_doe
     assert all(not m.HasField("start") and m.updates for m in got)
     watched = [
         (u.event.sequence, u.event.type)
-        for m in stub.WatchExecution(workflows_pb2.WatchExecutionRequest(execution_id=eid, max_batch=500))
+        for m in workflows_stub.WatchExecution(
+            workflows_pb2.WatchExecutionRequest(execution_id=eid, max_batch=500)
+        )
         for u in m.updates
     ]
     assert _events(got) == watched
@@ -102,12 +78,12 @@ def test_a_run_sends_its_start_then_the_executions_events_as_watch_execution_doe
 
 
 @pytest.mark.parametrize("after", [0, 1])
-def test_a_client_that_leaves_leaves_no_follower_behind(wf, stub, server, after) -> None:
+def test_a_client_that_leaves_leaves_no_follower_behind(wf, workflows_stub, server, after) -> None:
     """Cancelled after the start's message or after an event: either way the server unsubscribes it (by
     then grpc has asked the handler for its next message, so its stream has begun; a client that leaves
     before the start's message: test_a_client_that_leaves_during_the_start_...)."""
     before = server.runtime.events.subscriber_count
-    call = stub.RunExecution(_run("held"), timeout=WAIT)
+    call = workflows_stub.RunExecution(_run("held"), timeout=WAIT)
     messages = [next(call) for _ in range(1 + after)]
     assert messages[0].HasField("start")
     assert server.runtime.events.subscriber_count == before + 1
@@ -116,8 +92,8 @@ def test_a_client_that_leaves_leaves_no_follower_behind(wf, stub, server, after)
     wf.workflows.cancel(messages[0].start.execution.id)
 
 
-def test_a_stopping_server_ends_a_run_with_where_to_resume(wf, stub, server) -> None:
-    call = stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
+def test_a_stopping_server_ends_a_run_with_where_to_resume(wf, workflows_stub, server) -> None:
+    call = workflows_stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
     assert next(call).HasField("start")  # its follower registered, nothing more to come until the end
     server.stop(grace=5.0)
     with pytest.raises(grpc.RpcError) as raised:
@@ -128,7 +104,7 @@ def test_a_stopping_server_ends_a_run_with_where_to_resume(wf, stub, server) -> 
 
 
 def test_a_client_that_leaves_during_the_start_leaves_no_follower_behind(
-    wf, stub, server, monkeypatch
+    wf, workflows_stub, server, monkeypatch
 ) -> None:
     """Cancelled while the server is still writing the start: the handler goes on (the start commits),
     subscribes and finds nobody to send to; its follower goes with it."""
@@ -150,7 +126,7 @@ def test_a_client_that_leaves_during_the_start_leaves_no_follower_behind(
     monkeypatch.setattr(engine, "start_execution", held_start)
     monkeypatch.setattr(engine, "watch", watch)
     before = server.runtime.events.subscriber_count
-    call = stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
+    call = workflows_stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
     assert entered.wait(WAIT)
     call.cancel()
     release.set()
@@ -160,8 +136,8 @@ def test_a_client_that_leaves_during_the_start_leaves_no_follower_behind(
     wf.workflows.cancel(started.id)
 
 
-def test_terminal_only_sends_the_start_and_the_result_alone(wf, stub) -> None:
-    messages = list(stub.RunExecution(_run("one", terminal_only=True), timeout=WAIT))
+def test_terminal_only_sends_the_start_and_the_result_alone(wf, workflows_stub) -> None:
+    messages = list(workflows_stub.RunExecution(_run("one", terminal_only=True), timeout=WAIT))
     assert len(messages) == 2
     start, [end] = messages[0].start, messages[1].updates
     assert end.event.type == "workflow.execution.completed"
@@ -170,18 +146,18 @@ def test_terminal_only_sends_the_start_and_the_result_alone(wf, stub) -> None:
     assert "say 1" in end.execution.steps[0].output
 
 
-def test_include_execution_attaches_the_state_to_every_event(wf, stub) -> None:
-    messages = list(stub.RunExecution(_run("one", include_execution=True), timeout=WAIT))
+def test_include_execution_attaches_the_state_to_every_event(wf, workflows_stub) -> None:
+    messages = list(workflows_stub.RunExecution(_run("one", include_execution=True), timeout=WAIT))
     updates = [u for m in messages[1:] for u in m.updates]
     assert len(updates) > 2
     assert all(u.execution.id == messages[0].start.execution.id for u in updates)
 
 
-def test_a_repeated_request_id_starts_nothing_and_replays_the_first_run(wf, stub) -> None:
+def test_a_repeated_request_id_starts_nothing_and_replays_the_first_run(wf, workflows_stub) -> None:
     req = _run("one")
     req.start.request_id = "run-once"
-    first = list(stub.RunExecution(req, timeout=WAIT))
-    again = list(stub.RunExecution(req, timeout=WAIT))
+    first = list(workflows_stub.RunExecution(req, timeout=WAIT))
+    again = list(workflows_stub.RunExecution(req, timeout=WAIT))
     assert again[0].start.existing and again[0].start.execution.id == first[0].start.execution.id
     assert again[0].start.execution.status == workflows_pb2.EXECUTION_STATUS_COMPLETED
     assert _events(again) == _events(first)
@@ -210,31 +186,31 @@ def test_a_repeated_request_id_starts_nothing_and_replays_the_first_run(wf, stub
         ),
     ],
 )
-def test_a_bad_request_names_its_field_and_starts_nothing(wf, stub, request_, field) -> None:
+def test_a_bad_request_names_its_field_and_starts_nothing(wf, workflows_stub, request_, field) -> None:
     with pytest.raises(grpc.RpcError) as raised:
-        list(stub.RunExecution(request_, timeout=WAIT))
+        list(workflows_stub.RunExecution(request_, timeout=WAIT))
     err = from_rpc_error(raised.value)
     assert isinstance(err, InvalidArgumentError)
     assert err.fields[0] == field
     assert list(wf.workflows.list()) == []
 
 
-def test_a_run_without_its_start_is_a_missing_field(wf, stub) -> None:
+def test_a_run_without_its_start_is_a_missing_field(wf, workflows_stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
-        list(stub.RunExecution(workflows_pb2.RunExecutionRequest(terminal_only=True), timeout=WAIT))
+        list(workflows_stub.RunExecution(workflows_pb2.RunExecutionRequest(terminal_only=True), timeout=WAIT))
     err = from_rpc_error(raised.value)
     assert isinstance(err, InvalidArgumentError)
     assert (err.fields, err.reason) == (["start"], "FIELD_REQUIRED")  # as any required field left empty
     with pytest.raises(grpc.RpcError) as raised:  # an empty start is there: its own fields are missing
-        list(stub.RunExecution(_run(""), timeout=WAIT))
+        list(workflows_stub.RunExecution(_run(""), timeout=WAIT))
     err = from_rpc_error(raised.value)
     assert isinstance(err, InvalidArgumentError)
     assert (err.fields, err.reason) == (["start.template_name"], "FIELD_REQUIRED")
 
 
-def test_an_unknown_template_is_not_found_and_starts_nothing(wf, stub) -> None:
+def test_an_unknown_template_is_not_found_and_starts_nothing(wf, workflows_stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
-        list(stub.RunExecution(_run("nope"), timeout=WAIT))
+        list(workflows_stub.RunExecution(_run("nope"), timeout=WAIT))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(NotFoundError):
         wf.workflows.run("nope")

@@ -5,47 +5,23 @@ GetExecution; clients that do not ask still get every event."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 import voltorch
-from voltorch import AgentTask, Step, WaitStep, WorkflowTemplate
-from voltorch.v1 import workflows_pb2, workflows_pb2_grpc
-from voltorch_server.agents.base import AgentTask as ServerTask
-from voltorch_server.agents.base import CancelSignal
+from templates import HELD
+from voltorch.v1 import workflows_pb2
 from voltorch_server.app import VoltorchServer
 
 WAIT = 20.0
-# Two agent steps around a wait for a signal, so the test decides when the execution ends.
-HELD = WorkflowTemplate(
-    name="held",
-    steps=[
-        Step("a", AgentTask("first", ["echo"])),
-        Step("w", WaitStep("go"), depends_on=["a"]),
-        Step("b", AgentTask("last", ["echo"]), depends_on=["w"]),
-    ],
-)
-
-
-def echo(task: ServerTask, cancel: CancelSignal) -> dict[str, Any]:
-    return {"text": task.text}
 
 
 @pytest.fixture
-def held(client: voltorch.Client, server: VoltorchServer) -> voltorch.Client:
-    server.runtime.coordination.register_agent(
-        "echo", kind="function", capabilities=("echo",), runtime=echo, max_concurrency=4
-    )
+def held(client: voltorch.Client, echo_agent: VoltorchServer) -> voltorch.Client:
     client.workflows.register_template(HELD)
     return client
-
-
-@pytest.fixture
-def stub(server: VoltorchServer) -> Iterator[workflows_pb2_grpc.WorkflowServiceStub]:
-    with grpc.insecure_channel(server.target) as ch:
-        yield workflows_pb2_grpc.WorkflowServiceStub(ch)
 
 
 def _waiting(client: voltorch.Client, eid: str) -> None:
@@ -64,11 +40,11 @@ def _read_in_thread(call: Any) -> tuple[list[Any], threading.Thread]:
 
 
 @pytest.mark.parametrize("max_batch", [0, 500])
-def test_terminal_only_sends_the_end_alone_with_the_final_execution(held, stub, max_batch):
+def test_terminal_only_sends_the_end_alone_with_the_final_execution(held, workflows_stub, max_batch):
     eid = held.workflows.start("held").execution.id
     _waiting(held, eid)
     req = workflows_pb2.WatchExecutionRequest(execution_id=eid, terminal_only=True, max_batch=max_batch)
-    got, reader = _read_in_thread(stub.WatchExecution(req, timeout=WAIT))
+    got, reader = _read_in_thread(workflows_stub.WatchExecution(req, timeout=WAIT))
     held.workflows.signal(eid, "go")
     reader.join(WAIT)
     assert not reader.is_alive()
@@ -82,28 +58,32 @@ def test_terminal_only_sends_the_end_alone_with_the_final_execution(held, stub, 
         s: workflows_pb2.STEP_STATUS_COMPLETED for s in ("a", "w", "b")
     }
     # The same answer replayed for a finished execution, and equal to GetExecution's.
-    [again] = list(stub.WatchExecution(req, timeout=WAIT))
+    [again] = list(workflows_stub.WatchExecution(req, timeout=WAIT))
     [again_end] = again.updates if max_batch else [again]
     assert again_end.event.sequence == end.event.sequence
-    got_exec = stub.GetExecution(workflows_pb2.GetExecutionRequest(execution_id=eid), timeout=WAIT).execution
+    got_exec = workflows_stub.GetExecution(
+        workflows_pb2.GetExecutionRequest(execution_id=eid), timeout=WAIT
+    ).execution
     assert again_end.execution == got_exec == end.execution
 
 
-def test_a_watcher_without_terminal_only_still_gets_every_event(held, stub):
+def test_a_watcher_without_terminal_only_still_gets_every_event(held, workflows_stub):
     eid = held.workflows.start("held").execution.id
     held.workflows.signal(eid, "go")
-    single = list(stub.WatchExecution(workflows_pb2.WatchExecutionRequest(execution_id=eid), timeout=WAIT))
+    single = list(
+        workflows_stub.WatchExecution(workflows_pb2.WatchExecutionRequest(execution_id=eid), timeout=WAIT)
+    )
     types = [m.event.type for m in single]
     assert types[0] == "workflow.execution.started" and types[-1] == "workflow.execution.completed"
     assert types.count("workflow.step.completed") == 3
     assert not any(m.HasField("execution") for m in single)  # include_execution not asked
 
 
-def test_terminal_only_ends_with_failures_and_cancellation_too(held, stub):
+def test_terminal_only_ends_with_failures_and_cancellation_too(held, workflows_stub):
     eid = held.workflows.start("held").execution.id
     _waiting(held, eid)
     req = workflows_pb2.WatchExecutionRequest(execution_id=eid, terminal_only=True)
-    got, reader = _read_in_thread(stub.WatchExecution(req, timeout=WAIT))
+    got, reader = _read_in_thread(workflows_stub.WatchExecution(req, timeout=WAIT))
     held.workflows.cancel(eid, "enough")
     reader.join(WAIT)
     assert [m.event.type for m in got] == ["workflow.execution.cancelled"]
