@@ -51,10 +51,11 @@ def calls() -> Iterator[ProcessCalls]:
     c.close()
 
 
-def agent(stub: StubLLM, calls: LlmCalls, retries: int = 2, **kw: Any) -> LlmAgent:
-    """An LLM agent on the stub whose calls run in `calls`; `kw`: LlmAgent's others (limiters, on_call)."""
+def agent(stub: StubLLM | str, calls: LlmCalls, retries: int = 2, **kw: Any) -> LlmAgent:
+    """An LLM agent on the stub (or an endpoint's base URL) whose calls run in `calls`; `kw`: LlmAgent's
+    others (limiters, on_call)."""
     return LlmAgent(
-        LlmSettings(base_url=stub.base_url, api_key_env=KEY_ENV),
+        LlmSettings(base_url=stub if isinstance(stub, str) else stub.base_url, api_key_env=KEY_ENV),
         LlmDefaults(model="stub-model", max_retries=retries, timeout=10),
         env={KEY_ENV: "sk-test-123"},
         calls=calls,
@@ -342,11 +343,10 @@ def test_an_httpx_error_mid_stream_reads_the_same_from_the_child_as_in_process(c
     try:
         for where in (own, calls):
             types: list[str] = []
-            a = LlmAgent(
-                LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
-                LlmDefaults(model="stub-model", max_retries=0, timeout=5),
-                env={KEY_ENV: "sk-test-123"},
-                calls=where,
+            a = agent(
+                f"http://127.0.0.1:{port}/v1/",
+                where,
+                retries=0,
                 on_call=lambda *_, error_type="", types=types: types.append(error_type),
             )
             with pytest.raises(AgentError) as exc:
@@ -743,12 +743,11 @@ def test_a_stream_cut_mid_way_holds_the_endpoint_on_its_answers_rate_limits(call
     limiters = Limiters(LimitSettings(), clock=FakeClock())
     used = InProcessCalls() if where == "in-process" else calls
     types: list[str] = []
-    a = LlmAgent(
-        LlmSettings(base_url=f"http://127.0.0.1:{port}/v1/", api_key_env=KEY_ENV),
-        LlmDefaults(model="stub-model", max_retries=0, timeout=5),
-        env={KEY_ENV: "sk-test-123"},
+    a = agent(
+        f"http://127.0.0.1:{port}/v1/",
+        used,
+        retries=0,
         limiters=limiters,
-        calls=used,
         on_call=lambda *_, error_type="": types.append(error_type),
     )
     try:
