@@ -210,6 +210,38 @@ def test_subscribers_come_and_go_in_any_order_and_a_second_close_changes_nothing
     assert b.subscriber_count == 0
 
 
+@pytest.mark.parametrize("closed_during_replay", [False, True])
+def test_a_follower_closed_while_it_replays_past_an_overflow_ends_with_closed(
+    closed_during_replay: bool,
+) -> None:
+    """close_all (the server stopping) reaches a follower whose live buffer overflowed while it replayed: it
+    returns what the log has, then ends with Closed; it does not subscribe again and follow forever."""
+    b: Broadcaster[tuple[str, int]] = Broadcaster(key=lambda item: item[0])
+    table: list[tuple[str, int]] = []
+    stops = [True] if closed_during_replay else []
+
+    def replay(after: int, limit: int) -> list[tuple[str, int]]:
+        batch = [x for x in table if x[1] > after][:limit]
+        if not batch and stops:
+            b.close_all()  # the stop lands (once) while the follower looks at the log
+            stops.pop()
+        return batch
+
+    f = Follower(b, match=None, replay=replay, position=lambda x: x[1], after=0, capacity=1, batch=1)
+    for i in (1, 2, 3):
+        table.append(("a", i))
+        b.publish([("a", i)])  # a buffer of 1: overflowed at the second
+    if not closed_during_replay:
+        b.close_all()
+    assert _drain(f, 3) == table
+    with pytest.raises(Closed) as raised:
+        f.get(timeout=0)
+    assert raised.value.resume_from == 4
+    assert b.subscriber_count == 0
+    f.close()
+    assert b.subscriber_count == 0
+
+
 def test_exact_and_glob_type_filters_agree_live(log: EventLog) -> None:
     exact = log.subscribe(EventFilter(types=("k.one", "k.two")))
     glob = log.subscribe(EventFilter(types=("k.*",)))

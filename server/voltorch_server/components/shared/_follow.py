@@ -74,34 +74,54 @@ class Broadcaster(Generic[T]):
         None: every record offered matches (e.g. `keys` say all the subscriber wants)."""
         sub: _Sub[T] = _Sub(match, capacity, frozenset(keys) if keys is not None and self._key else None)
         with self._lock:
-            if sub.keys is None:
-                self._all = (*self._all, sub)
-            else:
-                by_key = dict(self._by_key)
-                for k in sub.keys:
-                    by_key[k] = (*by_key.get(k, ()), sub)
-                self._by_key = by_key
-            self._subs = (*self._subs, sub)
+            self._add_locked(sub)
         return sub
 
     def unregister(self, sub: _Sub[T]) -> None:
         """Idempotent. The routes change by the one subscriber (copies made in C, not rebuilt from every
         subscriber): streams come and go by the hundred when as many workflows are followed at once."""
         with self._lock:
+            if sub in self._subs:
+                self._remove_locked(sub)
+
+    def renew(self, sub: _Sub[T]) -> _Sub[T]:
+        """A fresh buffer in place of `sub` (which overflowed), asking for the same records; `sub` itself
+        when it is no longer subscribed: close_all took it (it is, or is about to be, marked closed), and
+        a subscriber that close_all missed would follow a stopped source forever."""
+        with self._lock:
             if sub not in self._subs:
-                return
-            if sub.keys is None:
-                self._all = _without(self._all, sub)
-            else:
-                by_key = dict(self._by_key)
-                for k in sub.keys:
-                    rest = _without(by_key[k], sub)
-                    if rest:
-                        by_key[k] = rest
-                    else:
-                        del by_key[k]
-                self._by_key = by_key
-            self._subs = _without(self._subs, sub)
+                return sub
+            self._remove_locked(sub)
+            fresh: _Sub[T] = _Sub(sub.match, sub.capacity, sub.keys)
+            self._add_locked(fresh)
+        return fresh
+
+    # Readers (publish) take the routes without the lock: a subscriber joins the routes before the list of
+    # subscribers (publish skips an empty list), and leaves them before it, each route a new copy.
+
+    def _add_locked(self, sub: _Sub[T]) -> None:
+        if sub.keys is None:
+            self._all = (*self._all, sub)
+        else:
+            by_key = dict(self._by_key)
+            for k in sub.keys:
+                by_key[k] = (*by_key.get(k, ()), sub)
+            self._by_key = by_key
+        self._subs = (*self._subs, sub)
+
+    def _remove_locked(self, sub: _Sub[T]) -> None:
+        if sub.keys is None:
+            self._all = _without(self._all, sub)
+        else:
+            by_key = dict(self._by_key)
+            for k in sub.keys:
+                rest = _without(by_key[k], sub)
+                if rest:
+                    by_key[k] = rest
+                else:
+                    del by_key[k]
+            self._by_key = by_key
+        self._subs = _without(self._subs, sub)
 
     @property
     def subscriber_count(self) -> int:
@@ -166,13 +186,10 @@ class Follower(Generic[T]):
         keys: Iterable[Hashable] | None = None,
     ):
         self._b = broadcaster
-        self._match = match
         self._replay = replay
         self._position = position
-        self._capacity = capacity
         self._batch = batch
-        self._keys = None if keys is None else frozenset(keys)
-        self._sub = broadcaster.register(match, capacity, self._keys)
+        self._sub = broadcaster.register(match, capacity, keys)
         self._pending: deque[T] = deque()
         self._replaying = after is not None and replay is not None
         self.last = after if after is not None else -1
@@ -186,10 +203,11 @@ class Follower(Generic[T]):
                 return
             if self._sub.overflowed:
                 # The live buffer overflowed while we replayed a long backlog: start live again and
-                # replay what we missed; the log has it.
-                self._b.unregister(self._sub)
-                self._sub = self._b.register(self._match, self._capacity, self._keys)
-                continue
+                # replay what we missed; the log has it. Not after close_all: get() ends with Closed.
+                fresh = self._b.renew(self._sub)
+                if fresh is not self._sub:
+                    self._sub = fresh
+                    continue
             self._replaying = False
             return
 
@@ -209,10 +227,10 @@ class Follower(Generic[T]):
                 item = sub.items.popleft()
             except IndexError:
                 # Empty: everything offered before an overflow or a close has been returned.
+                if sub.closed:  # first: an overflowed buffer closed by a stop is the stop's
+                    raise Closed(self.last + 1) from None
                 if sub.overflowed:
                     raise Overflow(self.last + 1) from None
-                if sub.closed:
-                    raise Closed(self.last + 1) from None
                 if waited:
                     return None
                 sub.ready.clear()

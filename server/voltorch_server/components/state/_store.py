@@ -482,8 +482,10 @@ class StateStore(Component):
             if mine and rows is not None and mine[0].id == self._delivered + 1:
                 self._cache.apply(rows)
                 self._applied_revision = mine[-1].revision
-                self._broadcaster.publish(mine)
+                # Delivered before it is offered: a Watch that registers too late to be offered it replays
+                # it (upto `_delivered`); one offered it too drops the replayed copy by position.
                 self._delivered = mine[-1].id
+                self._broadcaster.publish(mine)
                 self._heard = time.monotonic()
                 return
             while True:
@@ -495,8 +497,8 @@ class StateStore(Component):
                 # A revision's rows commit together: all are here, unless the limit cut the last one.
                 last = changes[-1].revision
                 self._applied_revision = last if len(changes) < _CATCH_UP else last - 1
+                self._delivered = changes[-1].id  # before it is offered, as above
                 self._broadcaster.publish(changes)
-                self._delivered = changes[-1].id
 
     def check(self) -> None:
         self.store.revision()
