@@ -24,6 +24,7 @@ from voltorch.errors import (
 from voltorch.v1 import workflows_pb2
 from voltorch_server.app import VoltorchServer
 
+BOTH_BACKENDS = True  # the followers are the event log's, whose delivery differs on PostgreSQL
 WAIT = 20.0
 ONE = WorkflowTemplate(
     name="one",

@@ -731,14 +731,13 @@ class EventLog(Component):
         """
         if from_sequence is not None and from_time is not None:
             raise InvalidArgument("from_time", "give from_sequence or from_time, not both")
-        floor = self.store.floor()
         if from_sequence is not None:
             if from_sequence < 1:
                 raise InvalidArgument("from_sequence", f"must be >= 1 (got {from_sequence})")
-            floor.check_sequence(from_sequence, "from_sequence")
+            self.store.floor().check_sequence(from_sequence, "from_sequence")
             return from_sequence - 1
         if from_time is not None:
-            floor.check_time(from_time, "from_time")
+            self.store.floor().check_time(from_time, "from_time")
             seq = self.store.first_at(from_time)
             return seq - 1 if seq is not None else self.last_sequence()
         return self.last_sequence()

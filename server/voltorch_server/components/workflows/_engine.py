@@ -642,8 +642,9 @@ class WorkflowEngine(Component):
         """The terminal event of a running execution: followed live, without replaying the log for it.
 
         The status and the terminal event commit together, so an execution still not terminal once the
-        follower is registered has its terminal event still to come; one that ended meanwhile is replayed."""
-        follower = self.events.subscribe(flt)
+        follower is registered has its terminal event still to come (it is taken live); one that ended
+        meanwhile is replayed."""
+        follower = self.events.follow_new(flt)
         row = self.store.row(execution_id)
         if row is None or row["status"] not in TERMINAL:
             return follower
