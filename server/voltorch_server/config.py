@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from . import cpus
+
 ENV_PREFIX = "VOLTORCH_"
 
 
@@ -49,6 +51,9 @@ class Config:
     stream_message_budget: float = 3000.0
     stream_max_coalesce: float = 0.015
     shutdown_grace: float = 10.0
+    # `voltorch serve`'s CPUs: auto = one of those it may use (its threads pass the GIL to each other far
+    # more cheaply on one core: voltorch_server/cpus.py), all = wherever the OS puts them, or a list "0,2-3".
+    cpu_affinity: str = "auto"
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one object per line, with the trace id)
     log_destination: str = "stderr"  # "stderr", "file" or "both"
@@ -192,6 +197,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
         if key == "llm_prices":
             parse_prices(out[key])  # refused at start-up, naming the entry
+        if key == "cpu_affinity":
+            cpus.parse(out[key])
         if key == "replica_id" and not _REPLICA_ID.fullmatch(out[key]):
             raise ValueError(
                 f"setting 'replica_id' must be up to 128 letters, digits or . _ : - (no spaces), got {out[key]!r}"
