@@ -23,6 +23,7 @@ AUTO = "auto"
 ALL = "all"
 MAX_CPUS = 4096  # the highest CPU number a list may name, + 1
 _CHILD_ENV = "_VOLTORCH_CHILD_CPUS"  # the CPUs the server had before it confined itself, for its children
+_before: frozenset[int] | None = None  # those CPUs, once confine() ran: handed to the LLM call process only
 
 
 def parse(text: str) -> str | frozenset[int]:
@@ -81,13 +82,20 @@ def plan(setting: str) -> frozenset[int] | None:
 
 def confine(cpus: Iterable[int]) -> None:
     """Confine every thread of this process (those running now and, by inheritance, those it starts) to
-    `cpus`; the CPUs it had are kept for its children (free_child)."""
+    `cpus`; the CPUs it had are kept for the LLM call process (child_env, free_child), not put in
+    os.environ where every child would inherit them."""
+    global _before
     before = allowed()
-    os.environ.setdefault(_CHILD_ENV, ",".join(map(str, sorted(before))))
     target = set(cpus)
+    os.sched_setaffinity(0, target)  # this thread first: the threads it starts inherit it
+    if _before is None:
+        _before = before
     done: set[int] = set()
     while True:  # a thread started during the pass inherits from its (maybe not yet confined) parent
-        tids = {int(t) for t in os.listdir("/proc/self/task")} - done
+        try:
+            tids = {int(t) for t in os.listdir("/proc/self/task")} - done
+        except OSError:
+            return  # no /proc (a sandbox, not Linux): this thread and those it starts are confined
         if not tids:
             return
         for tid in tids:
@@ -96,6 +104,11 @@ def confine(cpus: Iterable[int]) -> None:
             except ProcessLookupError:
                 pass  # it has ended
         done |= tids
+
+
+def child_env() -> dict[str, str]:
+    """For the LLM call process's environment: the CPUs this process had before confine() (none: {})."""
+    return {} if _before is None else {_CHILD_ENV: ",".join(map(str, sorted(_before)))}
 
 
 def free_child() -> None:
