@@ -1,4 +1,4 @@
-"""Review (branch review7): cpu_affinity edge cases."""
+"""cpu_affinity where the process cannot see its threads (no /proc), and the CPUs its children get."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from voltorch_server import cpus
 
 MINE = sorted(os.sched_getaffinity(0))
 needs_two = pytest.mark.skipif(len(MINE) < 2, reason="this process may use one CPU")
@@ -56,7 +55,11 @@ def test_the_servers_cpus_are_not_handed_to_every_child() -> None:
     subprocess, a nested `voltorch serve` with cpu_affinity=all whose LLM process would then move to the
     outer server's CPUs) inherited _VOLTORCH_CHILD_CPUS through os.environ."""
     done = subprocess.run(
-        [sys.executable, "-c", _LEAK, str(MINE[0])], capture_output=True, text=True, timeout=60, env=os.environ
+        [sys.executable, "-c", _LEAK, str(MINE[0])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None"

@@ -1,4 +1,4 @@
-"""Review (branch review7): RunExecution's early follower on error and repeat paths."""
+"""RunExecution's early follower on error and repeat paths, and for a run that waits in the queue."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def wf(client: voltorch.Client, echo_agent: VoltorchServer) -> voltorch.Client:
     return client
 
 
-def _run(name: str, request_id: str = "", n: int | None = None, **fields) -> workflows_pb2.RunExecutionRequest:
+def _run(
+    name: str, request_id: str = "", n: int | None = None, **fields
+) -> workflows_pb2.RunExecutionRequest:
     start = workflows_pb2.StartExecutionRequest(template_name=name, request_id=request_id)
     if n is not None:
         start.parameters.update({"n": n})
@@ -34,11 +36,17 @@ def _run(name: str, request_id: str = "", n: int | None = None, **fields) -> wor
 
 
 @pytest.mark.parametrize("terminal_only", [False, True])
-def test_repeat_and_reuse_of_a_request_id_leave_no_follower(wf, workflows_stub, server, terminal_only) -> None:
+def test_repeat_and_reuse_of_a_request_id_leave_no_follower(
+    wf, workflows_stub, server, terminal_only
+) -> None:
     events = server.runtime.events
     before = events.subscriber_count
-    first = list(workflows_stub.RunExecution(_run("one", "rid", 1, terminal_only=terminal_only), timeout=WAIT))
-    again = list(workflows_stub.RunExecution(_run("one", "rid", 1, terminal_only=terminal_only), timeout=WAIT))
+    first = list(
+        workflows_stub.RunExecution(_run("one", "rid", 1, terminal_only=terminal_only), timeout=WAIT)
+    )
+    again = list(
+        workflows_stub.RunExecution(_run("one", "rid", 1, terminal_only=terminal_only), timeout=WAIT)
+    )
     assert again[0].start.existing and again[0].start.execution.id == first[0].start.execution.id
     assert [u.event.sequence for m in again for u in m.updates] == [
         u.event.sequence for m in first for u in m.updates
