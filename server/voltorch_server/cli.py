@@ -56,7 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad logging configuration: {exc}") from None
     try:
-        where = cpus.apply(cfg.cpu_affinity)  # before the server's threads: they inherit it
+        where = cpus.apply(
+            cfg.cpu_affinity, cfg.cpu_affinity_recheck
+        )  # before the server's threads: they inherit it
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad configuration: {exc}") from None
     # The server's modules only now: a configuration error is reported without their ~1 s of imports.

@@ -54,6 +54,8 @@ class Config:
     # `voltorch serve`'s CPUs: auto = one of those it may use (its threads pass the GIL to each other far
     # more cheaply on one core: voltorch_server/cpus.py), all = wherever the OS puts them, or a list "0,2-3".
     cpu_affinity: str = "auto"
+    # With auto: how often (seconds) it looks whether other work keeps its CPU busy, to move to an idler one.
+    cpu_affinity_recheck: float = 5.0
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one object per line, with the trace id)
     log_destination: str = "stderr"  # "stderr", "file" or "both"
@@ -150,6 +152,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "stream_max_coalesce": (0, 1),
     "member_retention": (0, 10**9),
     "db_group_commit": (1, 1000),
+    "cpu_affinity_recheck": (0, 86400),
 }
 
 # Settings that must be above zero (a zero timeout would declare every member dead at once).

@@ -16,7 +16,10 @@ on Linux; its LLM call process frees itself again (free_child).
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Iterable
 
 AUTO = "auto"
@@ -121,14 +124,92 @@ def free_child() -> None:
             pass  # the CPUs it may use changed meanwhile: stay where it is
 
 
-def apply(setting: str) -> str:
-    """Confine this process as `setting` says (see plan); returns where it now runs, for the log."""
+def apply(setting: str, recheck: float = 0.0) -> str:
+    """Confine this process as `setting` says (see plan); returns where it now runs, for the log. With
+    `auto` and `recheck` > 0, a thread looks every `recheck` seconds whether other work keeps the chosen
+    CPU busy and moves the process to an idler one (Mover): the kernel cannot move a confined process."""
     before = allowed()
     cpus = plan(setting)
     if cpus is None:
         return f"on CPUs {cpu_list(before)} (cpu_affinity={setting})" if before else "on any CPU"
     confine(cpus)
+    if parse(setting) == AUTO and recheck > 0 and os.path.exists("/proc/stat"):
+        Mover(next(iter(cpus)), before, recheck).start()
     return f"on CPU {cpu_list(cpus)} of {cpu_list(before)} (cpu_affinity={setting})"
+
+
+BUSY_OTHERS = 0.5  # others' share of the process's CPU above which it looks for an idler one
+MARGIN = 0.25  # ... which must be idler than that by this much (so two processes do not chase each other)
+
+
+def choose(current: int, others_busy: float, busy: dict[int, float]) -> int | None:
+    """The CPU to move to, or None to stay: `others_busy` is the share of `current` that other work took
+    in the last interval; `busy[c]` the share of each other CPU that was busy (anything's work)."""
+    if others_busy <= BUSY_OTHERS or not busy:
+        return None
+    best = min(busy, key=lambda c: (busy[c], c))
+    return best if busy[best] < others_busy - MARGIN else None
+
+
+class Mover(threading.Thread):
+    """Moves an `auto`-confined process off a CPU that other work keeps busy (two looks in a row), to the
+    idlest of those it may use."""
+
+    def __init__(self, cpu: int, choices: frozenset[int], interval: float) -> None:
+        super().__init__(name="cpu-mover", daemon=True)
+        self.cpu, self.choices, self.interval = cpu, choices, interval
+        self._log = logging.getLogger("voltorch")
+
+    def run(self) -> None:
+        last, wanted = _sample(), None
+        while True:
+            time.sleep(self.interval)  # the interval between looks; nothing waits on this thread
+            now = _sample()
+            if last is None or now is None:
+                return  # /proc went away: stay where we are
+            target = self._look(last, now)
+            last = now
+            if target is None or target != wanted:
+                wanted = target  # the same answer twice in a row before moving
+                continue
+            confine({target})
+            self._log.info("moved to CPU %d: other work kept CPU %d busy", target, self.cpu)
+            self.cpu, wanted = target, None
+
+    def _look(self, last: _Sample, now: _Sample) -> int | None:
+        ours = now.ours - last.ours
+        spent = {
+            c: (now.busy[c] - last.busy.get(c, 0), now.total[c] - last.total.get(c, 0)) for c in now.busy
+        }
+        mine, total = spent.get(self.cpu, (0, 0))
+        if total <= 0:
+            return None
+        others = max(mine - ours, 0) / total
+        busy = {c: b / t for c, (b, t) in spent.items() if c in self.choices and c != self.cpu and t > 0}
+        return choose(self.cpu, others, busy)
+
+
+class _Sample:
+    def __init__(self, busy: dict[int, int], total: dict[int, int], ours: int) -> None:
+        self.busy, self.total, self.ours = busy, total, ours
+
+
+def _sample() -> _Sample | None:
+    """Per-CPU busy and total time, and this process's CPU time, in clock ticks (from /proc)."""
+    try:
+        busy, total = {}, {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    busy[int(name[3:])] = sum(ticks) - ticks[3] - ticks[4]
+                    total[int(name[3:])] = sum(ticks)
+        with open("/proc/self/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        return _Sample(busy, total, int(stat[11]) + int(stat[12]))  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _current_cpu(mine: frozenset[int]) -> int:

@@ -111,3 +111,42 @@ def test_the_llm_call_process_runs_on_the_cpus_the_server_had() -> None:
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("others_busy", "busy", "moved_to"),
+    [
+        (0.9, {1: 0.1}, 1),  # its CPU taken by other work, another idle: move
+        (0.9, {1: 0.7}, None),  # the other as busy: stay (no chasing)
+        (0.4, {1: 0.0}, None),  # others took less than half of it: stay
+        (0.95, {1: 0.5, 2: 0.2, 3: 0.2}, 2),  # the idlest, the lowest number on a tie
+        (0.9, {}, None),  # nowhere to go
+    ],
+)
+def test_auto_moves_only_to_a_cpu_idler_by_a_margin(others_busy, busy, moved_to) -> None:
+    assert cpus.choose(0, others_busy, busy) == moved_to
+
+
+_HOG = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+end = time.monotonic() + 60  # bounded: the test kills it sooner
+while time.monotonic() < end:
+    pass
+"""
+
+
+@needs_two
+def test_auto_moves_off_a_cpu_that_other_work_keeps_busy(tmp_path: Path) -> None:
+    env = {"VOLTORCH_CPU_AFFINITY": "auto", "VOLTORCH_CPU_AFFINITY_RECHECK": "0.2"}
+    with serve(tmp_path, env=env) as s:
+        [first] = set(_threads_cpus(s.proc.pid).values())
+        hog = subprocess.Popen([sys.executable, "-c", _HOG, first])
+        try:
+            moved = until(lambda: set(_threads_cpus(s.proc.pid).values()) - {first}, why=lambda: first)
+        finally:
+            hog.kill()
+            hog.wait()
+        assert len(moved) == 1 and moved.pop() in map(str, MINE)
+        assert stop(s) == 0
+    assert f"other work kept CPU {first} busy" in s.stderr.read_text()
