@@ -8,7 +8,7 @@ process's context switches, and the database writer lock (`Database.writer_held`
 long callers waited for it. Held time per step close to the wall time per step means the writer lock is
 the bound; well under it, something else is. `KEY=VALUE`: settings (e.g. `agent_threads=4`).
 With `--server` (and `--profile=FILE`: cProfile of its threads): the same workflows through the SDK against a server process, as the peers' row of the
-workflows suite drives it (start, then wait), reading the counters from GetHealth; `KEY=VALUE` are then
+workflows suite drives it (`run()`, or start then wait with BENCH_PEER_START_WAIT=1), reading the counters from GetHealth; `KEY=VALUE` are then
 environment variables of the server (e.g. `VOLTORCH_DB_GROUP_COMMIT=1`; `BENCH_SERVER_SRC` applies).
 """
 
@@ -97,7 +97,7 @@ def measure_server(
 
     from . import _peer_langgraph as lg
     from ._harness import ServerProcess
-    from .suite_workflows import TEMPLATE, _setup
+    from .suite_workflows import START_WAIT, TEMPLATE, _setup
 
     env = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL", **env}
     keys = ("commits", "writer_held", "commit_time", "writer_waited")
@@ -112,9 +112,13 @@ def measure_server(
         _setup(srv.target)
 
         def run() -> None:
-            eid = client.workflows.start(TEMPLATE).execution.id
-            if client.workflows.wait(eid, timeout=120).status != "completed":
-                raise RuntimeError(f"execution {eid} did not complete")
+            if START_WAIT:
+                eid = client.workflows.start(TEMPLATE).execution.id
+                done = client.workflows.wait(eid, timeout=120)
+            else:
+                done = client.workflows.run(TEMPLATE, timeout=120)
+            if done.status != "completed":
+                raise RuntimeError(f"execution {done.id} did not complete")
 
         lg.sequential(run, 5)
         out = []

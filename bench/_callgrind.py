@@ -3,6 +3,7 @@ under callgrind: repeatable to ~0.2 %, unlike seconds on a shared machine, so a 
 percent can be settled.
 
     .venv/bin/python -m bench._callgrind CHECKOUT set|get|publish|echo [N]
+    .venv/bin/python -m bench._callgrind CHECKOUT at-once [N]    # per step of N 5-step run()s at once
 
 CHECKOUT is the tree whose server serves (e.g. a worktree of an older commit); the driver and
 bench._serve are this tree's. Instrumentation is on only around the N measured calls (after a warm-up).
@@ -108,7 +109,55 @@ def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
     return total_instructions(tmp) / n
 
 
+def instructions_per_step_at_once(checkout: str, n: int = 200) -> float:
+    """Instructions per step of n 5-step workflows started at once through the SDK's run(), as the
+    workflows suite's peer row drives them (db_synchronous=FULL), after 20 run one by one."""
+    import voltorch
+
+    from . import _peer_langgraph as lg
+    from .suite_workflows import STEPS, TEMPLATE, _setup
+
+    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
+    env = {
+        "PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}",
+        "VOLTORCH_TRACING": "true",
+        "VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)),
+        "VOLTORCH_DB_SYNCHRONOUS": "FULL",
+    }
+    cmd = callgrind_command(tmp / "cg.out", "bench._serve", "voltorch", "--db", str(tmp / "bench.db"))
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=_ROOT,
+        env={**os.environ, **env},
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    target = f"127.0.0.1:{json.loads(proc.stdout.readline())['port']}"
+    _setup(target)
+    with voltorch.Client(target) as client:
+
+        def run() -> None:
+            client.workflows.run(TEMPLATE, timeout=600)
+
+        for _ in range(20):
+            run()
+        instrument(proc.pid, True)
+        lg.concurrent(run, n)
+        instrument(proc.pid, False)
+    proc.stdin.close()
+    proc.wait(timeout=600)
+    return total_instructions(tmp) / (n * STEPS)
+
+
 if __name__ == "__main__":
     checkout, op = sys.argv[1], sys.argv[2]
+    if op == "at-once":
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+        per = instructions_per_step_at_once(checkout, n)
+        print(f"{checkout} {n} workflows at once: {per / 1000:.0f}k instructions per step")
+        raise SystemExit
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 300
     print(f"{checkout} {op}: {instructions_per_call(checkout, op, n) / 1000:.1f}k instructions per call")

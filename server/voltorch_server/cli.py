@@ -7,13 +7,14 @@ exits 2 (like a usage error), an error answered by the server exits 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
 from typing import Any
 
-from . import _cli_args, _cli_db, _cli_ops, _cli_schedules, _cli_state, _cli_workflows
+from . import _cli_args, _cli_db, _cli_ops, _cli_schedules, _cli_state, _cli_workflows, cpus
 from . import config as config_mod
 from .errors import StartupError
 
@@ -54,6 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
         logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad logging configuration: {exc}") from None
+    try:
+        where = cpus.apply(
+            cfg.cpu_affinity, cfg.cpu_affinity_recheck
+        )  # before the server's threads: they inherit it
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"bad configuration: {exc}") from None
     # The server's modules only now: a configuration error is reported without their ~1 s of imports.
     from .app import VoltorchServer
     from .storage import shown
@@ -68,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     server = VoltorchServer(cfg).start()  # StartupError: a port, a database or a setting it cannot use
     heap.settle()  # start-up's objects out of full collections (their pauses were the latency's tail)
+    logging.getLogger("voltorch").info("serving %s", where)
     print(f"voltorch listening on {server.target} (db {shown(cfg.db)})", flush=True)
     if server.console is not None:
         print(f"voltorch console on {server.console.url}", flush=True)

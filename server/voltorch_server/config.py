@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from . import cpus
+
 ENV_PREFIX = "VOLTORCH_"
 
 
@@ -45,10 +47,16 @@ class Config:
     subscriber_buffer: int = 10000  # events buffered per subscriber before its stream is ended
     # Batched event streams of a busy log gather what arrives for up to active streams / budget seconds
     # (at most stream_max_coalesce) into one message, so fan-out stays near this many messages per second
-    # (each costs ~100 µs of server CPU); a quiet stream sends at once. 0 = every message at once.
-    stream_message_budget: float = 3000.0
+    # (each costs ~65-80 µs of server CPU on one core, ~100 spread over two); a quiet stream sends at once.
+    # 0 = every message at once.
+    stream_message_budget: float = 5000.0
     stream_max_coalesce: float = 0.015
     shutdown_grace: float = 10.0
+    # `voltorch serve`'s CPUs: auto = one of those it may use (its threads pass the GIL to each other far
+    # more cheaply on one core: voltorch_server/cpus.py), all = wherever the OS puts them, or a list "0,2-3".
+    cpu_affinity: str = "auto"
+    # With auto: how often (seconds) it looks whether other work keeps its CPU busy, to move to an idler one.
+    cpu_affinity_recheck: float = 5.0
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one object per line, with the trace id)
     log_destination: str = "stderr"  # "stderr", "file" or "both"
@@ -145,6 +153,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "stream_max_coalesce": (0, 1),
     "member_retention": (0, 10**9),
     "db_group_commit": (1, 1000),
+    "cpu_affinity_recheck": (0, 86400),
 }
 
 # Settings that must be above zero (a zero timeout would declare every member dead at once).
@@ -192,6 +201,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"setting {key!r} must be {kind}, got {raw!r}") from None
         if key == "llm_prices":
             parse_prices(out[key])  # refused at start-up, naming the entry
+        if key == "cpu_affinity":
+            cpus.parse(out[key])
         if key == "replica_id" and not _REPLICA_ID.fullmatch(out[key]):
             raise ValueError(
                 f"setting 'replica_id' must be up to 128 letters, digits or . _ : - (no spaces), got {out[key]!r}"

@@ -24,6 +24,7 @@ from voltorch.errors import (
 from voltorch.v1 import workflows_pb2
 from voltorch_server.app import VoltorchServer
 
+BOTH_BACKENDS = True  # the followers are the event log's, whose delivery differs on PostgreSQL
 WAIT = 20.0
 ONE = WorkflowTemplate(
     name="one",
@@ -110,21 +111,21 @@ def test_a_client_that_leaves_during_the_start_leaves_no_follower_behind(
     subscribes and finds nobody to send to; its follower goes with it."""
     engine = server.runtime.workflows
     entered, release, followed = threading.Event(), threading.Event(), threading.Event()
-    real_start, real_watch = engine.start_execution, engine.watch
+    real_start, real_run = engine.start_execution, engine.run_execution
 
     def held_start(*args: Any, **kwargs: Any) -> Any:  # the real start, once the client has gone
         entered.set()
         assert release.wait(WAIT)
         return real_start(*args, **kwargs)
 
-    def watch(*args: Any, **kwargs: Any) -> Any:  # the real watch, noted once it has subscribed
+    def run(*args: Any, **kwargs: Any) -> Any:  # the real start and follow, noted once it has subscribed
         try:
-            return real_watch(*args, **kwargs)
+            return real_run(*args, **kwargs)
         finally:
             followed.set()
 
     monkeypatch.setattr(engine, "start_execution", held_start)
-    monkeypatch.setattr(engine, "watch", watch)
+    monkeypatch.setattr(engine, "run_execution", run)
     before = server.runtime.events.subscriber_count
     call = workflows_stub.RunExecution(_run("held", terminal_only=True), timeout=WAIT)
     assert entered.wait(WAIT)
@@ -144,6 +145,26 @@ def test_terminal_only_sends_the_start_and_the_result_alone(wf, workflows_stub) 
     assert end.execution.id == start.execution.id
     assert end.execution.status == workflows_pb2.EXECUTION_STATUS_COMPLETED
     assert "say 1" in end.execution.steps[0].output
+
+
+@pytest.mark.parametrize("terminal_only", [True, False])
+def test_a_run_reads_none_of_its_events_back_from_the_log(
+    wf, workflows_stub, server, monkeypatch, terminal_only
+):
+    """Its follower is subscribed before the start commits: every event of the run is taken as it is
+    published, and nothing is read to learn where the log stands."""
+    events = server.runtime.events
+    reads: list[str] = []
+    for name in ("read_after", "start_position", "last_sequence"):
+        real = getattr(events, name)
+        monkeypatch.setattr(
+            events, name, lambda *a, _n=name, _r=real, **k: (reads.append(_n), _r(*a, **k))[1]
+        )
+    messages = list(workflows_stub.RunExecution(_run("one", terminal_only=terminal_only), timeout=WAIT))
+    assert messages[-1].updates[-1].event.type == "workflow.execution.completed"
+    seqs = [seq for seq, _ in _events(messages)]
+    assert seqs == sorted(set(seqs)) and (len(seqs) == 1) == terminal_only  # in order, none twice
+    assert reads == []
 
 
 def test_include_execution_attaches_the_state_to_every_event(wf, workflows_stub) -> None:

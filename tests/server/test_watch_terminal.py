@@ -11,10 +11,12 @@ from typing import Any
 import grpc
 import pytest
 import voltorch
+from polling import until
 from templates import HELD
 from voltorch.v1 import workflows_pb2
 from voltorch_server.app import VoltorchServer
 
+BOTH_BACKENDS = True  # the followers are the event log's, whose delivery differs on PostgreSQL
 WAIT = 20.0
 
 
@@ -172,3 +174,28 @@ def test_an_end_committed_while_the_watch_subscribes_is_replayed(held, server: V
     finally:
         follower.close()
     assert [(e.type, e.data["execution_id"]) for e in got] == [("workflow.execution.completed", eid)]
+
+
+def test_a_running_executions_end_is_taken_live_without_reading_the_log(
+    held, workflows_stub, server, monkeypatch
+):
+    """terminal_only on a running execution: the watch subscribes live and reads its status once; the end
+    comes to it as it is published, with nothing read from the log for it or for where the log stands."""
+    events = server.runtime.events
+    base = events.subscriber_count
+    eid = held.workflows.start("held").execution.id
+    _waiting(held, eid)
+    until(lambda: events.subscriber_count == base)  # _waiting's own watch has gone
+    reads: list[str] = []
+    for name in ("read_after", "start_position", "last_sequence"):
+        real = getattr(events, name)
+        monkeypatch.setattr(
+            events, name, lambda *a, _n=name, _r=real, **k: (reads.append(_n), _r(*a, **k))[1]
+        )
+    req = workflows_pb2.WatchExecutionRequest(execution_id=eid, terminal_only=True)
+    got, reader = _read_in_thread(workflows_stub.WatchExecution(req, timeout=WAIT))
+    until(lambda: events.subscriber_count == base + 1)
+    held.workflows.signal(eid, "go")
+    reader.join(WAIT)
+    assert [m.event.type for m in got] == ["workflow.execution.completed"]
+    assert reads == []

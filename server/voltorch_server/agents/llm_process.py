@@ -37,6 +37,7 @@ import httpx2
 if TYPE_CHECKING:
     import openai  # imported where it is used (see llm.py's docstring)
 
+from .. import cpus
 from ._values import AgentError, CancelSignal
 from .llm_clients import Answer, AnswerStopped, CallRequest
 from .llm_stream import LiveText
@@ -304,7 +305,7 @@ class _Child:
 
     def __init__(self, command: list[str]) -> None:
         # The child imports what this process imports, from where it does (a test's or a checkout's path).
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **cpus.child_env()}
         # In a process group of its own: a Ctrl-C or a group's SIGTERM is the server's to handle; the child
         # exits when the server closes its stdin, or dies.
         self.proc = subprocess.Popen(

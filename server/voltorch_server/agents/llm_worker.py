@@ -14,6 +14,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+from .. import cpus
+
+if __name__ == "__main__":
+    cpus.free_child()  # first: the server's own CPU (cpu_affinity) is not for its calls, nor these imports
+
 # Loaded as the process starts, not by its first call: the server starts this process ahead of its calls
 # (ProcessCalls.warm) so that none waits for these imports, the `openai` client's most of all (the server's
 # own modules import it lazily, see llm.py).

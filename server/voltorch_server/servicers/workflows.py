@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -101,15 +101,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflows_pb2.StartExecutionResponse(execution=execution_pb(execution), existing=existing)
 
     def _start(self, request: workflows_pb2.StartExecutionRequest) -> tuple[Execution, bool]:
-        return self.engine.start_execution(
-            request.template_name,
-            template_version=request.template_version,
-            parameters=struct_to_py(request.parameters),
-            request_id=request.request_id,
-            priority=parse_priority(request.priority),
-            labels=dict(request.labels),
-            correlation_id=request.correlation_id,
-        )
+        return self.engine.start_execution(request.template_name, **_start_args(request))
 
     def ExecuteCompleteWorkflow(
         self, request: workflows_pb2.ExecuteCompleteWorkflowRequest, context: grpc.ServicerContext
@@ -232,15 +224,18 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[workflows_pb2.WatchExecutionResponse]:
         max_batch = batch_limit(request.max_batch)
-        _, messages = self._watch(
+        follower, is_last = self.engine.watch(
+            request.execution_id, request.from_sequence, terminal_only=request.terminal_only
+        )
+        yield from self._pump(
             context,
             request.execution_id,
-            request.from_sequence,
-            request.include_execution,
-            request.terminal_only,
+            follower,
+            is_last,
+            # terminal_only: the one message is the result, so it carries the final execution.
+            request.include_execution or request.terminal_only,
             Batching(max_batch, _watch_batch) if max_batch else None,
         )
-        yield from messages
 
     def RunExecution(
         self, request: workflows_pb2.RunExecutionRequest, context: grpc.ServicerContext
@@ -250,19 +245,21 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument("start", "the execution to start is required", reason="FIELD_REQUIRED")
         max_batch = batch_limit(request.max_batch) or MAX_BATCH_ITEMS
         try:
-            execution, existing = self._start(request.start)
+            # Followed from before its start commits: none of its events is read back from the log.
+            execution, existing, follower, is_last = self.engine.run_execution(
+                request.start.template_name,
+                terminal_only=request.terminal_only,
+                **_start_args(request.start),
+            )
         except InvalidArgument as exc:
             raise exc.within("start") from None
-        # Followed before the start's message is sent: the first step is already running, and an end that
-        # comes meanwhile is then taken as it is published instead of read back from the log.
-        follower, messages = self._watch(
+        messages = self._pump(
             context,
             execution.id,
-            0,
-            request.include_execution,
-            request.terminal_only,
+            follower,
+            is_last,
+            request.include_execution or request.terminal_only,
             Batching(max_batch, _run_batch),
-            known=execution,
         )
         try:
             started = workflows_pb2.StartExecutionResponse(
@@ -273,22 +270,16 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         finally:
             follower.close()  # pump() closes it too, but only once it has begun
 
-    def _watch(
+    def _pump(
         self,
         context: grpc.ServicerContext,
         execution_id: str,
-        from_sequence: int,
-        include_execution: bool,
-        terminal_only: bool,
+        follower: Any,
+        is_last: Callable[[Event], bool],
+        attach: bool,
         batching: Batching | None,
-        known: Execution | None = None,
-    ) -> tuple[Any, Iterator[Any]]:
-        """The execution's follower (subscribed now) and the stream of its messages."""
-        follower, is_last = self.engine.watch(
-            execution_id, from_sequence, terminal_only=terminal_only, known=known
-        )
-        # terminal_only: the one message is the result, so it carries the final execution (no GetExecution).
-        attach = include_execution or terminal_only
+    ) -> Iterator[Any]:
+        """The messages of an execution's followed events; `attach`: each carries the execution."""
 
         def render(e: Event) -> workflows_pb2.WatchExecutionResponse:
             resp = workflows_pb2.WatchExecutionResponse(event=event_pb(e))
@@ -296,7 +287,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
                 resp.execution.CopyFrom(execution_pb(self.engine.get(execution_id)))
             return resp
 
-        return follower, pump(
+        return pump(
             follower,
             context,
             render,
@@ -304,6 +295,18 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             stop=is_last,
             batching=batching,
         )
+
+
+def _start_args(request: workflows_pb2.StartExecutionRequest) -> dict[str, Any]:
+    """A StartExecutionRequest's fields but the template's name, as start_execution's keywords."""
+    return {
+        "template_version": request.template_version,
+        "parameters": struct_to_py(request.parameters),
+        "request_id": request.request_id,
+        "priority": parse_priority(request.priority),
+        "labels": dict(request.labels),
+        "correlation_id": request.correlation_id,
+    }
 
 
 def _watch_batch(updates: list[workflows_pb2.WatchExecutionResponse]) -> workflows_pb2.WatchExecutionResponse:

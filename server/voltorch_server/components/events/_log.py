@@ -731,14 +731,13 @@ class EventLog(Component):
         """
         if from_sequence is not None and from_time is not None:
             raise InvalidArgument("from_time", "give from_sequence or from_time, not both")
-        floor = self.store.floor()
         if from_sequence is not None:
             if from_sequence < 1:
                 raise InvalidArgument("from_sequence", f"must be >= 1 (got {from_sequence})")
-            floor.check_sequence(from_sequence, "from_sequence")
+            self.store.floor().check_sequence(from_sequence, "from_sequence")
             return from_sequence - 1
         if from_time is not None:
-            floor.check_time(from_time, "from_time")
+            self.store.floor().check_time(from_time, "from_time")
             seq = self.store.first_at(from_time)
             return seq - 1 if seq is not None else self.last_sequence()
         return self.last_sequence()
@@ -757,11 +756,18 @@ class EventLog(Component):
         Start after sequence `after` (exclusive), at `from_sequence` (inclusive), at the first event
         with time >= `from_time`, or (none given) with the next event published.
         """
-        flt = flt or EventFilter()
         if after is None:
             after = self.start_position(from_sequence=from_sequence, from_time=from_time)
         elif after < 0:
             raise InvalidArgument("after", f"must not be negative (got {after})")
+        return self._follower(flt or EventFilter(), after, capacity)
+
+    def follow_new(self, flt: EventFilter) -> Follower[Event]:
+        """Follow matching events offered from now on, reading nothing from the log: for a caller that
+        subscribes before the events it wants are written (a run's own events, its start still to commit)."""
+        return self._follower(flt, None, None)
+
+    def _follower(self, flt: EventFilter, after: int | None, capacity: int | None) -> Follower[Event]:
         keys = _exact_types(flt)
         # Offered only events of its exact types (the broadcaster routes them by type), a follower is asked
         # about the rest of its filter only: no type patterns per event (a WatchExecution waiting for the

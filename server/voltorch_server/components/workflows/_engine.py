@@ -290,8 +290,11 @@ class WorkflowEngine(Component):
         priority: int = 0,
         labels: dict[str, str] | None = None,
         correlation_id: str = "",
+        follow: Callable[[str, str], None] | None = None,
     ) -> tuple[Execution, bool]:
-        """Start an execution (RUNNING, or QUEUED beyond the concurrency limit); (execution, existing)."""
+        """Start an execution (RUNNING, or QUEUED beyond the concurrency limit); (execution, existing).
+        follow(id, correlation_id) is called once the new execution's id is drawn, before anything of it
+        is written (run_execution subscribes to its events there)."""
         _check_common(request_id, labels or {}, correlation_id)
         if template_version < 0:
             raise InvalidArgument("template_version", "must not be negative")
@@ -306,7 +309,9 @@ class WorkflowEngine(Component):
             labels,
             correlation_id,
         )
-        return self._start(t, params, digest, request_id, priority, labels or {}, correlation_id, raw)
+        return self._start(
+            t, params, digest, request_id, priority, labels or {}, correlation_id, raw, follow=follow
+        )
 
     def execute_complete(
         self,
@@ -349,10 +354,11 @@ class WorkflowEngine(Component):
         correlation_id: str,
         definition: str = "",
         state: Callable[[str, str], _KeyValues] | None = None,
+        follow: Callable[[str, str], None] | None = None,
     ) -> tuple[Execution, bool]:
         """Persist and admit an execution of t. `definition` is t as stored (already validated); without
         it t is a per-call variant, validated and serialised here. `state(id, status)`: state keys written
-        in the same transaction.
+        in the same transaction; `follow`: see start_execution.
 
         The engine lock is held across the transaction: the slot decision, the insert and the run's
         registration are one step for every other start, stop() and the admission thread (a start that
@@ -368,6 +374,8 @@ class WorkflowEngine(Component):
             attributes={"voltorch.execution_id": eid, "voltorch.template": t.name},
         ):
             trace = current_trace()
+        if follow is not None:
+            follow(eid, correlation_id or eid)
         now = round(time.time(), 6)  # microseconds: what a client's datetime can express, for created_after
         steps = [StepRecord(step_id=s.id, position=i, name=s.display_name) for i, s in enumerate(t.steps)]
         row: dict[str, Any] = {
@@ -577,30 +585,66 @@ class WorkflowEngine(Component):
         else:
             row = self._row(execution_id)  # the row alone: a watch needs no steps
             correlation_id, status = row["correlation_id"], row["status"]
-        types = _TERMINAL_TYPES if terminal_only else ()
-        flt = EventFilter(types=types, correlation_id=correlation_id)
+        flt = _watch_filter(correlation_id, terminal_only)
         if from_sequence:
             follower = self.events.subscribe(flt, from_sequence=from_sequence)
         elif terminal_only and status not in TERMINAL:
             follower = self._follow_end(execution_id, flt)
         else:
             follower = self.events.subscribe(flt, after=0)
+        return _own(follower, execution_id)
 
-        def mine(e: Event) -> bool:  # a correlation id given at start may be shared with other work
-            other = e.data.get("execution_id") if isinstance(e.data, dict) else None
-            return not other or other == execution_id
+    def run_execution(
+        self,
+        template_name: str,
+        *,
+        terminal_only: bool = False,
+        template_version: int = 0,
+        parameters: dict[str, Any] | None = None,
+        request_id: str = "",
+        priority: int = 0,
+        labels: dict[str, str] | None = None,
+        correlation_id: str = "",
+    ) -> tuple[Execution, bool, Any, Callable[[Event], bool]]:
+        """start_execution, and its events followed as watch() follows them: (execution, existing, follower,
+        is_last). A new execution's follower is subscribed before its start commits, so none of its events
+        is read back from the log, and nothing is read to know where to begin; an existing one (request_id)
+        is watched from its first event."""
+        new: list[Any] = []
 
-        def is_last(e: Event) -> bool:
-            return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
+        def follow(eid: str, correlation: str) -> None:
+            new.append(self.events.follow_new(_watch_filter(correlation, terminal_only)))
 
-        return _Only(follower, mine), is_last
+        try:
+            execution, existing = self.start_execution(
+                template_name,
+                template_version=template_version,
+                parameters=parameters,
+                request_id=request_id,
+                priority=priority,
+                labels=labels,
+                correlation_id=correlation_id,
+                follow=follow,
+            )
+        except BaseException:
+            for f in new:
+                f.close()
+            raise
+        if existing or not new:
+            for f in new:
+                f.close()  # subscribed for the id this start would have given
+            follower, is_last = self.watch(execution.id, terminal_only=terminal_only, known=execution)
+        else:
+            follower, is_last = _own(new[0], execution.id)
+        return execution, existing, follower, is_last
 
     def _follow_end(self, execution_id: str, flt: EventFilter) -> Any:
         """The terminal event of a running execution: followed live, without replaying the log for it.
 
         The status and the terminal event commit together, so an execution still not terminal once the
-        follower is registered has its terminal event still to come; one that ended meanwhile is replayed."""
-        follower = self.events.subscribe(flt)
+        follower is registered has its terminal event still to come (it is taken live); one that ended
+        meanwhile is replayed."""
+        follower = self.events.follow_new(flt)
         row = self.store.row(execution_id)
         if row is None or row["status"] not in TERMINAL:
             return follower
@@ -900,6 +944,24 @@ class WorkflowEngine(Component):
 
     def write_state(self, tx: Tx, values: _KeyValues) -> None:
         self.requirements.write_in(tx, values)
+
+
+def _watch_filter(correlation_id: str, terminal_only: bool) -> EventFilter:
+    return EventFilter(types=_TERMINAL_TYPES if terminal_only else (), correlation_id=correlation_id)
+
+
+def _own(follower: Follower[Event], execution_id: str) -> tuple[_Only, Callable[[Event], bool]]:
+    """The follower of an execution's correlation id, keeping only its own events, and the predicate of
+    its last one."""
+
+    def mine(e: Event) -> bool:  # a correlation id given at start may be shared with other work
+        other = e.data.get("execution_id") if isinstance(e.data, dict) else None
+        return not other or other == execution_id
+
+    def is_last(e: Event) -> bool:
+        return e.type in TERMINAL_EVENTS and e.data.get("execution_id") == execution_id
+
+    return _Only(follower, mine), is_last
 
 
 class _Only:
