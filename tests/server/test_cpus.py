@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import voltorch
 from cli_process import clean_env, cli, serve, stop
 from polling import until
 from voltorch_server import cpus
@@ -67,6 +68,8 @@ def test_serve_runs_every_thread_where_the_setting_says(tmp_path: Path, setting:
     value = str(MINE[-1]) if setting == "named" else setting
     with serve(tmp_path, env={"VOLTORCH_CPU_AFFINITY": value}) as s:
         threads = _threads_cpus(s.proc.pid)
+        with voltorch.Client(s.target, timeout=10) as client:
+            [watcher] = [c for c in client.health().components if c.name == "watcher"]
         assert stop(s) == 0
     assert len(threads) > 5  # grpc's, the pool's, the components' own
     where = set(threads.values())
@@ -77,6 +80,7 @@ def test_serve_runs_every_thread_where_the_setting_says(tmp_path: Path, setting:
     else:
         assert where == {cpus.cpu_list(MINE)}
     assert f"cpu_affinity={value}" in s.stderr.read_text()  # said in the log
+    assert watcher.details["cpus"] == next(iter(set(threads.values())))  # and in GetHealth
 
 
 _CHILD = """

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ... import __version__
+from ... import __version__, cpus
 from ...errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ...metrics import LEVELS, Metrics
 from ...priority import Priority
@@ -204,6 +204,8 @@ class Watcher(Component):
         }
         if self.metrics.prometheus_port:
             out["prometheus_port"] = self.metrics.prometheus_port
+        if cpus.supported():  # where the process runs now (cpu_affinity, and its moves)
+            out["cpus"] = cpus.cpu_list(cpus.allowed())
         return out
 
     def _loop(self) -> None:
