@@ -31,6 +31,7 @@ import psutil
 import voltorch
 from voltorch.v1 import state_pb2, state_pb2_grpc
 from voltorch.wire import to_value as py_to_value
+from voltorch_server import cpus
 from voltorch_server import throwaway_postgres as pg
 
 from . import _cluster_workflows as workflows
@@ -50,7 +51,11 @@ class Cluster:
         self.replicas: list[ServerProcess] = []
         try:
             for i in range(n):
-                own = {**(env or {}), "VOLTORCH_REPLICA_ID": f"replica-{i}"}
+                own = {
+                    "VOLTORCH_CPU_AFFINITY": cpus.spread(i),
+                    **(env or {}),
+                    "VOLTORCH_REPLICA_ID": f"replica-{i}",
+                }
                 self.replicas.append(ServerProcess("voltorch", db=dsn, env=own))
         except BaseException:
             self.stop()

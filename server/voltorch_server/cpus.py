@@ -83,6 +83,14 @@ def plan(setting: str) -> frozenset[int] | None:
     return wanted
 
 
+def spread(i: int) -> str:
+    """The cpu_affinity of the i-th of several servers one launcher starts on this host: one CPU each in
+    turn among those this process may use (`auto` would leave where they land, maybe all on one, to the
+    kernel's placement at their start); `all` where this process cannot confine one."""
+    mine = sorted(allowed())
+    return str(mine[i % len(mine)]) if mine else ALL
+
+
 def confine(cpus: Iterable[int]) -> None:
     """Confine every thread of this process (those running now and, by inheritance, those it starts) to
     `cpus`; the CPUs it had are kept for the LLM call process (child_env, free_child), not put in

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import cpus
+
 LISTENING = re.compile(r"voltorch listening on (\S+):(\d+)")
 START_TIMEOUT = 60.0
 
@@ -78,7 +80,11 @@ def replicas(
 
     def one(i: int) -> None:
         try:
-            own = {"VOLTORCH_REPLICA_ID": f"replica-{i}", **(settings or {})}
+            own = {
+                "VOLTORCH_REPLICA_ID": f"replica-{i}",
+                "VOLTORCH_CPU_AFFINITY": cpus.spread(i),
+                **(settings or {}),
+            }
             results[i] = start(dsn, folder / f"replica-{i}", own)
         except BaseException as exc:
             results[i] = exc

@@ -154,3 +154,7 @@ def test_auto_moves_off_a_cpu_that_other_work_keeps_busy(tmp_path: Path) -> None
         assert len(moved) == 1 and moved.pop() in map(str, MINE)
         assert stop(s) == 0
     assert f"other work kept CPU {first} busy" in s.stderr.read_text()
+
+
+def test_servers_started_together_get_one_cpu_each_in_turn() -> None:
+    assert [cpus.spread(i) for i in range(2 * len(MINE))] == [str(c) for c in MINE] * 2
