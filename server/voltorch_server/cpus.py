@@ -166,6 +166,7 @@ class Mover(threading.Thread):
     def __init__(self, cpu: int, choices: frozenset[int], interval: float) -> None:
         super().__init__(name="cpu-mover", daemon=True)
         self.cpu, self.choices, self.interval = cpu, choices, interval
+        self.moved = False
         self._log = logging.getLogger("voltorch")
 
     def run(self) -> None:
@@ -179,10 +180,12 @@ class Mover(threading.Thread):
             last = now
             if target is None or target != wanted:
                 wanted = target  # the same answer twice in a row before moving
+                if self.moved:
+                    confine({self.cpu})  # a thread started meanwhile by one not yet moved joins the rest
                 continue
             confine({target})
             self._log.info("moved to CPU %d: other work kept CPU %d busy", target, self.cpu)
-            self.cpu, wanted = target, None
+            self.cpu, wanted, self.moved = target, None, True
 
     def _look(self, last: _Sample, now: _Sample) -> int | None:
         ours = now.ours - last.ours
