@@ -59,10 +59,11 @@ def total_instructions(folder: Path) -> int:
     return sum(dump_total(out.read_text(errors="replace")) for out in folder.glob("cg.out*"))
 
 
-def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
+def _server(checkout: str, kind: str, **env: str) -> tuple[subprocess.Popen, Path, int]:
+    """`checkout`'s server (bench._serve `kind`) under callgrind, instrumentation off: (process, the
+    folder its dumps go to, its port). `env`: VOLTORCH_* settings."""
     tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
-    env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true"}
-    kind = "echo" if op == "echo" else "voltorch"
+    env = {"PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}", "VOLTORCH_TRACING": "true", **env}
     cmd = callgrind_command(tmp / "cg.out", "bench._serve", kind, "--db", str(tmp / "bench.db"))
     proc = subprocess.Popen(
         cmd,
@@ -74,7 +75,12 @@ def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
         text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
-    port = json.loads(proc.stdout.readline())["port"]
+    return proc, tmp, json.loads(proc.stdout.readline())["port"]
+
+
+def instructions_per_call(checkout: str, op: str, n: int = 300) -> float:
+    proc, tmp, port = _server(checkout, "echo" if op == "echo" else "voltorch")
+    assert proc.stdin is not None
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = state_pb2_grpc.StateServiceStub(channel)
     events = events_pb2_grpc.EventServiceStub(channel)
@@ -117,25 +123,10 @@ def instructions_per_step_at_once(checkout: str, n: int = 200) -> float:
     from . import _peer_langgraph as lg
     from .suite_workflows import STEPS, TEMPLATE, _setup
 
-    tmp = Path(tempfile.mkdtemp(prefix="voltorch-callgrind-"))
-    env = {
-        "PYTHONPATH": f"{checkout}/sdk:{checkout}/server:{_ROOT}",
-        "VOLTORCH_TRACING": "true",
-        "VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)),
-        "VOLTORCH_DB_SYNCHRONOUS": "FULL",
-    }
-    cmd = callgrind_command(tmp / "cg.out", "bench._serve", "voltorch", "--db", str(tmp / "bench.db"))
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=_ROOT,
-        env={**os.environ, **env},
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    target = f"127.0.0.1:{json.loads(proc.stdout.readline())['port']}"
+    settings = {"VOLTORCH_WORKFLOW_CONCURRENCY": str(max(n, 100)), "VOLTORCH_DB_SYNCHRONOUS": "FULL"}
+    proc, tmp, port = _server(checkout, "voltorch", **settings)
+    assert proc.stdin is not None
+    target = f"127.0.0.1:{port}"
     _setup(target)
     with voltorch.Client(target) as client:
 

@@ -599,15 +599,10 @@ class WorkflowEngine(Component):
         template_name: str,
         *,
         terminal_only: bool = False,
-        template_version: int = 0,
-        parameters: dict[str, Any] | None = None,
-        request_id: str = "",
-        priority: int = 0,
-        labels: dict[str, str] | None = None,
-        correlation_id: str = "",
+        **start: Any,
     ) -> tuple[Execution, bool, Any, Callable[[Event], bool]]:
-        """start_execution, and its events followed as watch() follows them: (execution, existing, follower,
-        is_last). A new execution's follower is subscribed before its start commits, so none of its events
+        """start_execution (`start`: its keywords), and its events followed as watch() follows them:
+        (execution, existing, follower, is_last). A new execution's follower is subscribed before its start commits, so none of its events
         is read back from the log, and nothing is read to know where to begin; an existing one (request_id)
         is watched from its first event."""
         new: list[Any] = []
@@ -616,16 +611,7 @@ class WorkflowEngine(Component):
             new.append(self.events.follow_new(_watch_filter(correlation, terminal_only)))
 
         try:
-            execution, existing = self.start_execution(
-                template_name,
-                template_version=template_version,
-                parameters=parameters,
-                request_id=request_id,
-                priority=priority,
-                labels=labels,
-                correlation_id=correlation_id,
-                follow=follow,
-            )
+            execution, existing = self.start_execution(template_name, follow=follow, **start)
         except BaseException:
             for f in new:
                 f.close()
