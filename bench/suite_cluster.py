@@ -51,8 +51,8 @@ class Cluster:
         self.replicas: list[ServerProcess] = []
         try:
             for i in range(n):
-                own = {
-                    "VOLTORCH_CPU_AFFINITY": cpus.spread(i),
+                own = {  # one core each in turn, unless the user exported a cpu_affinity of their own
+                    "VOLTORCH_CPU_AFFINITY": os.environ.get("VOLTORCH_CPU_AFFINITY") or cpus.spread(i),
                     **(env or {}),
                     "VOLTORCH_REPLICA_ID": f"replica-{i}",
                 }

@@ -175,17 +175,30 @@ class Mover(threading.Thread):
             time.sleep(self.interval)  # the interval between looks; nothing waits on this thread
             now = _sample()
             if last is None or now is None:
-                return  # /proc went away: stay where we are
+                last, wanted = now, None  # /proc unreadable this time (EMFILE, say): look again next time
+                continue
             target = self._look(last, now)
             last = now
             if target is None or target != wanted:
                 wanted = target  # the same answer twice in a row before moving
-                if self.moved:
-                    confine({self.cpu})  # a thread started meanwhile by one not yet moved joins the rest
+                if self.moved and not self._confine(self.cpu):
+                    self.moved = False  # its CPU was taken away: where the kernel put it stands
                 continue
-            confine({target})
+            wanted = None
+            if not self._confine(target):
+                self.choices -= {target}  # not one it may use now (offline, the cpuset shrank)
+                continue
             self._log.info("moved to CPU %d: other work kept CPU %d busy", target, self.cpu)
-            self.cpu, wanted, self.moved = target, None, True
+            self.cpu, self.moved = target, True
+
+    def _confine(self, cpu: int) -> bool:
+        """confine() to `cpu`; False (logged) when the kernel refuses it: the thread must not end."""
+        try:
+            confine({cpu})
+        except OSError as exc:
+            self._log.warning("cpu_affinity: cannot move to CPU %d (%s); staying", cpu, exc)
+            return False
+        return True
 
     def _look(self, last: _Sample, now: _Sample) -> int | None:
         ours = now.ours - last.ours
