@@ -1,4 +1,4 @@
-"""review8: the cpu_affinity=auto mover (cpus.Mover) keeps looking after a failed move or a failed look,
+"""The cpu_affinity=auto mover (cpus.Mover) keeps looking after a failed move or a failed look,
 driven with made-up /proc samples (no real CPUs, no sleeping)."""
 
 from __future__ import annotations
