@@ -125,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     # VOLTORCH_* variables apply (e.g. VOLTORCH_DB_SYNCHRONOUS=FULL); the address and database do not.
     probe = None
     config = load(None, host="127.0.0.1", port=0, db=args.db or ":memory:", shutdown_grace=1.0)
-    if args.kind == "voltorch" and hasattr(config, "cpu_affinity"):  # as `voltorch serve` does (an older
-        from voltorch_server import cpus  # BENCH_SERVER_SRC tree has no such setting)
+    # Confined as `voltorch serve` confines itself (an older BENCH_SERVER_SRC tree has no such setting), and
+    # so is the echo baseline: a bare grpcio server pays the same GIL hand-offs between cores.
+    if hasattr(config, "cpu_affinity"):
+        from voltorch_server import cpus
 
         cpus.apply(config.cpu_affinity, getattr(config, "cpu_affinity_recheck", 0.0))
     if args.kind == "echo":
