@@ -10,8 +10,10 @@ core"): a third less server CPU per workflow step and per published event, conte
 
 `auto` (the default) confines the server to one of the CPUs it may use (the one it is running on as it
 starts, so the kernel's choice of an idle one stands); `all` leaves it where the operating system puts
-it; a list ("3", "0,2", "4-7") confines it to those. Processes the server starts inherit the confinement
-on Linux; its LLM call process frees itself again (free_child).
+it; a list ("3", "0,2", "4-7") confines it to those. A confined process is one the kernel cannot move, so
+with `auto` a Mover thread moves it off a CPU that other work keeps busy. Servers one launcher starts
+together get one CPU each in turn (spread). Processes the server starts inherit the confinement on Linux;
+its LLM call process frees itself again (child_env, free_child).
 """
 
 from __future__ import annotations
