@@ -267,3 +267,22 @@ def test_a_zero_capacity_still_bounds_the_buffer() -> None:
         assert f.get(timeout=1) == 1
         with pytest.raises(Overflow):
             f.get(timeout=1)
+
+
+@pytest.mark.parametrize("pending", [False, True])
+def test_wake_ends_a_wait_at_once_and_loses_nothing(pending: bool) -> None:
+    """A stream whose client leaves is woken (grpc's add_callback) instead of polling: a take() waiting an
+    hour returns empty-handed, and what comes after is still taken in order."""
+    b: Broadcaster[int] = Broadcaster()
+    f = _follower(b)
+    if pending:
+        f.wake()  # before the wait: the next wait ends at once too
+    got: list[list[int]] = []
+    waiting = threading.Thread(target=lambda: got.append(f.take(3600)), daemon=True)
+    waiting.start()
+    if not pending:
+        f.wake()
+    waiting.join(20)
+    assert not waiting.is_alive() and got == [[]]  # nothing was ready: empty-handed
+    b.publish([1, 2])
+    assert _drain(f, 2) == [1, 2]

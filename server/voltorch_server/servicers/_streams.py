@@ -17,7 +17,10 @@ from ._tracing import count_events
 
 T = TypeVar("T")
 
-POLL_SECONDS = 0.25  # how soon a stream notices a cancelled client or a stopping server
+POLL_SECONDS = 0.25  # how soon a client stream's reader notices a cancelled client or a stopping server
+# How long a quiet server stream sleeps between looks at its client: one that leaves wakes it at once
+# (context.add_callback), a stopping server too (Closed); this only bounds a wake-up that never came.
+IDLE_SECONDS = 5.0
 MAX_BATCH_ITEMS = 500  # most items in one batched message, whatever the client asks for
 MAX_BATCH_BYTES = 1 << 20  # a batched message stops growing past this (a larger item goes alone)
 DRAIN = MAX_BATCH_ITEMS  # items taken per wake-up, batched or not: one wake-up per burst
@@ -112,6 +115,7 @@ def pump(
     idle: Callable[[], Any | None] | None = None,
     batching: Batching | None = None,
     coalescing: Coalescing | None = None,
+    wait: float = IDLE_SECONDS,
 ) -> Iterator[Any]:
     """Yield messages for the followed items until the client goes away.
 
@@ -122,14 +126,17 @@ def pump(
     meanwhile shares one message. `stop(item)` ends the stream after that item.
     resume_point(position) names where a client should resume, as (field name, value), for the
     status that ends an overflowed or server-closed stream. idle() is called whenever no item came
-    for POLL_SECONDS; a message it returns (e.g. a heartbeat) is sent.
+    for `wait` seconds; a message it returns (e.g. a heartbeat) is sent. The follower is woken when the
+    RPC ends (a client that leaves), so a quiet stream does not poll for it.
     """
     take = follower.take
     coalesce = coalescing if batching is not None else None
     token = coalesce.join() if coalesce is not None else 0
     try:
+        if not context.add_callback(follower.wake):
+            return  # the RPC has already ended
         while True:
-            items = take(POLL_SECONDS, DRAIN)
+            items = take(wait, DRAIN)
             if not items:
                 # Only a quiet stream needs to look: grpc stops pulling items from a cancelled one.
                 if not context.is_active():
@@ -156,9 +163,9 @@ def pump(
             if last:
                 return
             if coalesce is not None and len(items) < DRAIN:
-                wait = coalesce.sent(token, time.monotonic())
-                if wait > 0:
-                    time.sleep(wait)  # coalescing until the tick (<= max_window), not synchronisation
+                pause = coalesce.sent(token, time.monotonic())
+                if pause > 0:
+                    time.sleep(pause)  # coalescing until the tick (<= max_window), not synchronisation
     except Overflow as exc:
         name, value = resume_point(exc.resume_from)
         raise ResourceExhausted(

@@ -16,7 +16,7 @@ from ._convert import duration_to_seconds, py_to_value, ts, ts_to_float, value_t
 from ._handlers import rebuild
 from ._inbox import Inbox
 from ._status import error_parts
-from ._streams import POLL_SECONDS, Batching, Coalescing, batch_limit, pump
+from ._streams import IDLE_SECONDS, POLL_SECONDS, Batching, Coalescing, batch_limit, pump
 
 DEFAULT_HEARTBEAT = 30.0
 MIN_HEARTBEAT = 1.0
@@ -263,6 +263,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 idle=idle,
                 batching=Batching(max_batch, combine_events, len) if max_batch else None,
                 coalescing=self._coalescing,
+                wait=min(interval, IDLE_SECONDS) if interval else IDLE_SECONDS,  # heartbeats come on time
             )
         finally:
             follower.close()

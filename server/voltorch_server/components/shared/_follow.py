@@ -193,6 +193,7 @@ class Follower(Generic[T]):
         self._pending: deque[T] = deque()
         self._replaying = after is not None and replay is not None
         self.last = after if after is not None else -1
+        self._woken = False  # wake() was called: the wait it ended returns empty-handed
 
     def _refill_from_log(self) -> None:
         assert self._replay is not None
@@ -231,11 +232,12 @@ class Follower(Generic[T]):
                     raise Closed(self.last + 1) from None
                 if sub.overflowed:
                     raise Overflow(self.last + 1) from None
-                if waited:
+                if waited or self._woken:
+                    self._woken = False
                     return None
                 sub.ready.clear()
-                if sub.items or sub.overflowed or sub.closed:
-                    continue  # arrived between the popleft and the clear
+                if sub.items or sub.overflowed or sub.closed or self._woken:
+                    continue  # arrived (or woken) between the popleft and the clear
                 waited = not sub.ready.wait(timeout)
                 continue
             pos = self._position(item)
@@ -278,6 +280,12 @@ class Follower(Generic[T]):
                 items.append(item)
         self.last = last
         return items
+
+    def wake(self) -> None:
+        """End a wait in get() or take() now: it returns None / [] if nothing is ready, so its caller looks
+        again at why it waits (a stream whose client has gone). Any thread may call it."""
+        self._woken = True  # before the event: a get() that clears it then sees the flag
+        self._sub.ready.set()
 
     def caught_up(self) -> bool:
         """True when nothing matched is waiting: every live record offered so far has been returned."""

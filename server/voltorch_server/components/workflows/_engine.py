@@ -969,6 +969,9 @@ class _Only:
             if kept:
                 return kept
 
+    def wake(self) -> None:
+        self.follower.wake()
+
     def close(self) -> None:
         self.follower.close()
 
