@@ -55,10 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         logs.configure(cfg.log_level, cfg.log_format, cfg.log_file, cfg.log_destination)
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad logging configuration: {exc}") from None
-    try:
-        where = cpus.apply(
-            cfg.cpu_affinity, cfg.cpu_affinity_recheck
-        )  # before the server's threads: they inherit it
+    try:  # before the server's threads start: they inherit where this one runs
+        where = cpus.apply(cfg.cpu_affinity, cfg.cpu_affinity_recheck)
     except (OSError, ValueError) as exc:
         raise StartupError(f"bad configuration: {exc}") from None
     # The server's modules only now: a configuration error is reported without their ~1 s of imports.
