@@ -344,6 +344,7 @@ class Dispatcher:
         if not runtime.threaded:
             return None
         after.launches.remove(launch)
+        unit.launch = None  # it holds the unit: no cycle left for the collector
         return InlineTask(unit, attempt, runtime, task)
 
     def run_inline(self, it: InlineTask, traceparent: str = "") -> Outcome | None:
@@ -371,6 +372,7 @@ class Dispatcher:
         return run.final or run.snapshot(self.runs.position(run))
 
     def _launch(self, unit: Unit, attempt: int, runtime: Agent, task: AgentTask) -> None:
+        unit.launch = None  # it holds the unit: no cycle left for the collector
         cancel = unit.cancel
         assert cancel is not None
 

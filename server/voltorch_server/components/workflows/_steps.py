@@ -314,16 +314,17 @@ def item_order(items: list[Any]) -> tuple[dict[int, list[int]] | None, str]:
         wanted = raw if isinstance(raw, list) else []
         deps[i] = sorted({ids[str(d)] for d in wanted if str(d) in ids and ids[str(d)] != i})
     state: dict[int, int] = {}
-
-    def visit(n: int) -> bool:
-        state[n] = 1
-        for d in deps[n]:
-            if state.get(d) == 1 or (state.get(d) is None and not visit(d)):
-                return False
-        state[n] = 2
-        return True
-
     for n in deps:
-        if state.get(n) is None and not visit(n):
+        if state.get(n) is None and not _acyclic(n, deps, state):
             return None, "the elements' depends_on form a cycle"
     return deps, ""
+
+
+def _acyclic(n: int, deps: dict[int, list[int]], state: dict[int, int]) -> bool:
+    """Depth-first from n: False if it meets a node on its own path (1 = on the path, 2 = done)."""
+    state[n] = 1
+    for d in deps[n]:
+        if state.get(d) == 1 or (state.get(d) is None and not _acyclic(d, deps, state)):
+            return False
+    state[n] = 2
+    return True

@@ -305,8 +305,7 @@ class PgDatabase:
             else:
                 yield from self._locked_first(raw, tx, lock)
         self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
-        for fn in tx._after:
-            fn()
+        tx._after.run()
 
     def write_one(self, sql: str, params: tuple | list = ()) -> Any:
         """One statement that is a whole write transaction (autocommit: BEGIN and COMMIT travel with it,
@@ -329,6 +328,7 @@ class PgDatabase:
             raw.execute(f"SELECT {calls}", [v for item in tx._notify.items() for v in item])
         for fn in tx._before:
             fn()
+        tx._before.clear()  # they hold the transaction: no cycle left for the collector
 
     @staticmethod
     def _locked_first(raw: psycopg.Connection, tx: PgTx, name: str) -> Iterator[PgTx]:

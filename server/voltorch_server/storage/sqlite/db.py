@@ -284,6 +284,7 @@ class Database:
                 yield tx
                 for fn in tx._before:
                     fn()
+                tx._before.clear()  # they hold the transaction: no cycle left for the collector
             except BaseException:
                 if shared is None:
                     tx.execute("ROLLBACK")
@@ -333,8 +334,7 @@ class Database:
                 self._writer.execute("ROLLBACK")
             raise
         self._committed(committing)
-        for fn in tx._after:
-            fn()
+        tx._after.run()
 
     def _committed(self, since: float) -> None:
         self.commits += 1
@@ -379,8 +379,7 @@ class Database:
         self._committed(committing)
         for tx in group.parts:
             try:
-                for fn in tx._after:
-                    fn()
+                tx._after.run()
             except BaseException as exc:
                 tx.error = exc
         group.settle()
