@@ -83,6 +83,80 @@ def test_concurrent_starts_run_up_to_the_limit_and_queue_the_rest(engines: Engin
     until(lambda: wf.details()["active_workflows"] == 0, why=wf.details)
 
 
+def _queue_behind_one(engines: Engines, n: int) -> list[Any]:
+    """n executions of "held" queued behind one that holds the only slot."""
+    wf = engines.workflows
+    wf.concurrency = 1
+    wf.start_execution("held")
+    queued = [wf.start_execution("held", parameters={"n": i})[0] for i in range(n)]
+    assert {e.status for e in queued} == {"queued"}
+    return queued
+
+
+def test_queued_executions_are_admitted_together_in_one_transaction(engines: Engines, held) -> None:
+    """When the limit rises, admission begins the queued executions (and their first steps) in one write:
+    one transaction each made its one thread wait for the writer lock once per execution behind a busy
+    server's steps, and executions queued in the first second of a burst began seconds later."""
+    wf = engines.workflows
+    queued = _queue_behind_one(engines, 12)
+    db = engines.stores.executions.db
+    before = db.commits
+    wf.concurrency = 20
+    wf.wake_admission()
+    until(lambda: all(wf.get(e.id).status == "running" for e in queued), why=wf.details)
+    assert db.commits - before == 1  # (one commit each before)
+    for e in queued:
+        assert [s.status for s in wf.get(e.id).steps] == ["running", "pending"]
+    held.set()
+    for e in queued:
+        assert engines.finished(e.id).status == "completed"
+
+
+_FAIL_BEGIN = {
+    "sqlite": [
+        "CREATE TRIGGER fail_begin BEFORE UPDATE OF status ON workflow_executions"
+        " WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'no begin today'); END"
+    ],
+    "postgres": [
+        "CREATE FUNCTION fail_begin() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'no begin today'; END $$"
+        " LANGUAGE plpgsql",
+        "CREATE TRIGGER fail_begin BEFORE UPDATE ON workflow_executions FOR EACH ROW"
+        " WHEN (NEW.status = 'running') EXECUTE FUNCTION fail_begin()",
+    ],
+}
+_ALLOW_BEGIN = {
+    "sqlite": ["DROP TRIGGER fail_begin"],
+    "postgres": ["DROP TRIGGER fail_begin ON workflow_executions", "DROP FUNCTION fail_begin()"],
+}
+
+
+def test_an_admission_that_fails_to_commit_begins_none_and_admits_them_later(
+    engines: Engines, held, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = engines.workflows
+    queued = _queue_behind_one(engines, 5)
+    db = engines.stores.executions.db
+    with db.write() as tx:  # the database refuses to make an execution running (a real failed write)
+        for sql in _FAIL_BEGIN[db.kind]:
+            tx.execute(sql)
+    wf.concurrency = 20
+    wf.wake_admission()
+    until(lambda: any("workflow admission failed" in r.getMessage() for r in caplog.records))
+    assert wf.details()["queued_workflows"] == 5 and wf.details()["active_workflows"] == 1
+    for e in queued:
+        got = wf.get(e.id)
+        assert got.status == "queued" and [s.status for s in got.steps] == ["pending", "pending"]
+    assert engines.coordination.list(correlation_id=queued[0].id)[0] == []  # no first step was requested
+    with db.write() as tx:
+        for sql in _ALLOW_BEGIN[db.kind]:
+            tx.execute(sql)
+    wf.wake_admission()
+    until(lambda: all(wf.get(e.id).status == "running" for e in queued), why=wf.details)
+    held.set()
+    for e in queued:
+        assert engines.finished(e.id).status == "completed"
+
+
 def test_concurrent_starts_with_one_request_id_make_one_execution_and_hold_no_slot(
     engines: Engines, held
 ) -> None:

@@ -481,13 +481,17 @@ class ExecutionRun:
         with self._transaction():
             return self._begin(event, expect, data)
 
-    def begin_in(self, tx: Tx, event: str, **data: Any) -> Callable[[], None]:
-        """begin() inside the caller's transaction (the one that writes the new execution: its start and
-        its first steps' commit with it); returns what to call once that transaction has committed."""
+    def begin_in(
+        self, tx: Tx, event: str | None, *, expect: tuple[str, ...] = (), **data: Any
+    ) -> Callable[[], None] | None:
+        """begin() inside the caller's transaction (the one that writes the new execution, or admits a
+        batch of queued ones: its start and its first steps' commit with it); returns what to call once
+        that transaction has committed, or None when it did not begin (see begin's `expect`)."""
         with self.lock:
             b = self._batch = _Batch.new()
             try:
-                self._begin(event, (), data)
+                if not self._begin(event, expect, data):
+                    return None
             finally:
                 self._batch = None
             self._write_batch(b, tx)
