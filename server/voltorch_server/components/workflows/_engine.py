@@ -819,7 +819,8 @@ class WorkflowEngine(Component):
 
     def _begin_admitted(self, batch: _Admitted) -> None:
         """Begin admitted executions in one transaction. If it fails, none has begun: each is forgotten (to
-        be read afresh) and queued again, for the next round of admission.
+        be read afresh) and queued again, for the next round of admission (at once when the failure was
+        one run's execution moved to another replica: that run is dropped).
 
         Every run's lock is taken before the writer lock, the order of every checkpoint (a cancel or a
         signal holds its run's lock while it waits to write): the writer lock first, then each run's, and
@@ -844,15 +845,23 @@ class WorkflowEngine(Component):
                     for _, r in runs:
                         r.abandon()  # not committed: its deadline goes (under its lock, not the engine's)
                     raise
-        except BaseException:
+        except BaseException as exc:
+            # One run's execution claimed by another replica (Fenced) rolled back the batch: that run is
+            # dropped (never queued here again), the others go back to the queue and are admitted at once.
+            moved = next((r for eid, r in runs if isinstance(exc, Fenced) and eid == exc.execution_id), None)
             with self._lock:
                 for eid, run in batch:
                     self._running.discard(eid)
                     if run is not None:
                         if self._runs.get(eid) is run:
                             del self._runs[eid]
-                        self._enqueue_locked(eid, int(run.priority), run.create_time)
-            raise
+                        if run is not moved:
+                            self._enqueue_locked(eid, int(run.priority), run.create_time)
+            if moved is None:
+                raise
+            assert isinstance(exc, Fenced)
+            moved.drop(exc)
+            return
         if idle:
             with self._lock:
                 self._running.difference_update(idle)
