@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from engines import Engines
 from polling import until
 from voltorch_server.components.workflows import AgentTaskSpec, StepSpec, Template, WaitSpec, fair_share
@@ -79,3 +80,33 @@ def test_the_fair_share_is_an_equal_part_of_what_runs_and_waits() -> None:
     assert fair_share(["a", "b"], {"gone": 50}, "a", 1) == 1  # dead members' counts are not shares
     assert fair_share([], {}, "me", 1) == 1  # alone (its own heartbeat not yet written): takes it
     assert fair_share(["me"], {"me": 40}, "me", 0) == 0
+
+
+def test_admission_drops_a_queued_execution_claimed_elsewhere_and_begins_the_others(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued executions begin together in one transaction: one of them claimed by another replica since
+    its run was loaded fences that write. The others begin at once without it (not after a failed round of
+    admission), and it is dropped here, not begun at the next round."""
+    wf, executions = engines.workflows, engines.stores.executions
+    wf.register_template(
+        Template(name="one", steps=(StepSpec("a", AgentTaskSpec("a", capabilities=("upper",))),))
+    )
+    wf.concurrency = 0
+    first, claimed, last = (wf.start_execution("one", parameters={})[0].id for _ in range(3))
+    assert {wf.get(e).status for e in (first, claimed, last)} == {"queued"}
+    with wf._lock:
+        run = wf._load_locked(claimed)  # loaded here (a control request, say) at its epoch
+    assert run is not None
+    with executions.db.write() as tx:
+        assert executions.own(tx, claimed, "another-replica") is not None
+    wf.concurrency = 10
+    wf.wake_admission()
+    for eid in (first, last):
+        assert engines.finished(eid).status == "completed"
+    until(lambda: run.fenced and claimed not in wf._runs, why=wf.details)
+    assert wf.get(claimed).status == "queued"
+    row = executions.row(claimed)
+    assert (row["owner"], row["epoch"]) == ("another-replica", 2)
+    assert wf.details()["queued_workflows"] == 0
+    assert not [r for r in caplog.records if "workflow admission failed" in r.getMessage()]

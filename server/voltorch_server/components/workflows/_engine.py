@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -819,28 +819,49 @@ class WorkflowEngine(Component):
 
     def _begin_admitted(self, batch: _Admitted) -> None:
         """Begin admitted executions in one transaction. If it fails, none has begun: each is forgotten (to
-        be read afresh) and queued again, for the next round of admission."""
+        be read afresh) and queued again, for the next round of admission (at once when the failure was
+        one run's execution moved to another replica: that run is dropped).
+
+        Every run's lock is taken before the writer lock, the order of every checkpoint (a cancel or a
+        signal holds its run's lock while it waits to write): the writer lock first, then each run's, and
+        admission and a cancel of a queued execution waited for each other, every write of the server
+        behind them (SQLite). No other thread holds two runs' locks, so taking them in turn cannot."""
         begun: _Callbacks = []
         idle = [eid for eid, run in batch if run is None]
+        runs = [(eid, run) for eid, run in batch if run is not None]
         try:
-            with self.db.write(group=True) as tx:
-                for eid, run in batch:
-                    if run is not None:
-                        committed = run.begin_in(tx, None, expect=(QUEUED, PENDING))
-                        if committed is None:
-                            idle.append(eid)
-                        else:
-                            begun.append(committed)
-        except BaseException:
+            with ExitStack() as locked:
+                for _, r in runs:
+                    locked.enter_context(r.lock)
+                try:
+                    with self.db.write(group=True) as tx:
+                        for eid, r in runs:
+                            committed = r.begin_in(tx, None, expect=(QUEUED, PENDING))
+                            if committed is None:
+                                idle.append(eid)
+                            else:
+                                begun.append(committed)
+                except BaseException:
+                    for _, r in runs:
+                        r.abandon()  # not committed: its deadline goes (under its lock, not the engine's)
+                    raise
+        except BaseException as exc:
+            # One run's execution claimed by another replica (Fenced) rolled back the batch: that run is
+            # dropped (never queued here again), the others go back to the queue and are admitted at once.
+            moved = next((r for eid, r in runs if isinstance(exc, Fenced) and eid == exc.execution_id), None)
             with self._lock:
                 for eid, run in batch:
                     self._running.discard(eid)
                     if run is not None:
-                        run.abandon()
                         if self._runs.get(eid) is run:
                             del self._runs[eid]
-                        self._enqueue_locked(eid, int(run.priority), run.create_time)
-            raise
+                        if run is not moved:
+                            self._enqueue_locked(eid, int(run.priority), run.create_time)
+            if moved is None:
+                raise
+            assert isinstance(exc, Fenced)
+            moved.drop(exc)
+            return
         if idle:
             with self._lock:
                 self._running.difference_update(idle)
