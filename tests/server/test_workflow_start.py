@@ -191,7 +191,7 @@ def test_admission_does_not_deadlock_with_a_queued_execution_being_cancelled(
     with wf._lock:
         run = wf._load_locked(second.id)
     assert run is not None
-    run.lock = _Watched(asked)  # type: ignore[assignment]
+    run.lock = _Watched(asked)
     end_state = wf.end_state
 
     def cancelling(r: Any) -> Any:  # in the cancel's checkpoint, its run's lock held, before its write
