@@ -621,6 +621,10 @@ class Dispatcher:
         """Agents whose statistics have changed since they were last written (engine lock held)."""
         return [a for a in self.agents.values() if a.stats_unwritten]
 
+    def release(self, unit: Unit) -> None:
+        """Free the agent slot a unit holds (engine lock held), its run being withdrawn."""
+        self._release(unit, self.agents.get(unit.agent_id) if unit.agent_id is not None else None)
+
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:
             state.load = max(0, state.load - 1)

@@ -338,6 +338,10 @@ class CoordinationEngine(Component):
             for a in reversed(assigned):
                 self.dispatcher.give_back(a)
             assigned.clear()
+            if run is not None:  # a unit of it a later dispatch of the same transaction (or group) gave out
+                for unit in run.units.values():
+                    if unit.agent_id is not None:
+                        self.dispatcher.release(unit)
         if run is not None:
             run.done.set()  # a waiter reads what the database has: nothing
 
