@@ -673,3 +673,69 @@ def test_list_filters_and_pages(engine):
         engine.list(page_size=3, page_token=token, status="failed")
     with pytest.raises(InvalidArgument):
         engine.list(status="weird")
+
+
+# -- a caller's transaction that rolls back (prepare / submit_in) ------------------------------------
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_a_placement_whose_transaction_rolls_back_leaves_no_coordination_and_no_load(db, engine, events):
+    """A caller places a coordination in its own transaction (a workflow step's), which then rolls back:
+    the coordination its agent took in memory is withdrawn (the agent is free, nothing is queued, nobody
+    knows the coordination), and the agent takes the next one."""
+    engine.register_agent(
+        "one", kind="function", capabilities=["one"], max_concurrency=1, runtime=echo("one")
+    )
+    prepared = engine.prepare(CoordinationRequest(task="never", required_capabilities=("one",)))
+    with pytest.raises(_RolledBack), db.write() as tx:
+        placed = engine.submit_in(tx, prepared)
+        assert placed.written and engine.get_agent("one").current_load == 1  # given to the agent in memory
+        raise _RolledBack
+    assert engine.get_agent("one").current_load == 0
+    assert engine.queue_depth == 0 and engine.active_count == 0
+    with pytest.raises(NotFound):
+        engine.get(prepared.id)
+    assert engine.list()[0] == []
+    assert all(e.data["coordination_id"] != prepared.id for e in events_of(events, "coordination.requested"))
+    assert run(engine, task="next", required_capabilities=("one",)).output == "one(next)"
+
+
+def test_a_rolled_back_placement_gives_back_an_older_coordination_its_dispatch_took(db, engine):
+    """The placement's dispatch also gave the agent an older queued coordination: rolled back, that one is
+    queued again as it was (not started, its place in the queue kept), the agent's load is as before, and
+    it runs once the agent is free."""
+    gate = Gate()
+    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=gate)
+    first = engine.request(CoordinationRequest(task="first", required_capabilities=("one",)))
+    gate.wait_entered()
+    older = engine.request(CoordinationRequest(task="older", required_capabilities=("one",)))
+    assert engine.get(older.id).status == "queued" and engine.queue_depth == 1
+    prepared = engine.prepare(CoordinationRequest(task="new", required_capabilities=("one",)))
+    agent = engine.agents["one"]
+    # The engine lock held throughout (after the database's writer lock, in the engine's order): no
+    # dispatch of the engine's own gives the room made here to the older coordination first.
+    with pytest.raises(_RolledBack), db.write() as tx, engine.journal.lock:
+        agent.max_concurrency = 2  # room for one more task, given by the placement's dispatch
+        try:
+            engine.submit_in(tx, prepared)
+            taken = engine.get(older.id)
+            assert taken.status == "running" and taken.agent_ids == ("one",)  # the older one went first
+            assert engine.get(prepared.id).status == "queued" and agent.load == 2
+            raise _RolledBack
+        finally:
+            agent.max_concurrency = 1
+    assert engine.get_agent("one").current_load == 1  # the first coordination's task only
+    assert engine.queue_depth == 1 and engine.active_count == 2
+    again = engine.get(older.id)
+    assert again.status == "queued" and again.queue_position == 1 and again.start_time is None
+    assert again.agent_ids == ("",) and not again.results
+    with pytest.raises(NotFound):
+        engine.get(prepared.id)
+    gate.release.set()
+    assert engine.wait(first.id, WAIT).status == "completed"
+    done = engine.wait(older.id, WAIT)
+    assert done.status == "completed" and done.output == "done:older"
+    assert gate.seen == ["first", "older"]

@@ -154,6 +154,58 @@ def test_a_commit_that_fails_fails_every_part_and_writes_nothing(db: Database) -
     assert _committed(db) == ["c"]
 
 
+def test_a_part_rolled_back_alone_runs_its_rollback_callbacks_and_the_others_commit(db: Database) -> None:
+    heard: list[str] = []
+
+    def second_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('b')")
+        tx.after_rollback(lambda: heard.append(f"b rolled back, the group still open: {_committed(db)}"))
+        tx.after_commit(lambda: heard.append("b committed"))
+        raise ValueError("the second step's own failure")
+
+    def first_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+        tx.after_rollback(lambda: heard.append("a rolled back"))
+        tx.after_commit(lambda: heard.append("a committed"))
+
+    second = _Writer(db, second_body)
+    first = _first_waits_for(db, first_body, second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert first.error is None and isinstance(second.error, ValueError)
+    assert heard == ["b rolled back, the group still open: []", "a committed"]
+    assert _committed(db) == ["a"]
+
+
+def test_a_commit_that_fails_runs_every_parts_rollback_callbacks_and_no_after_commit_one(
+    db: Database,
+) -> None:
+    """The second part breaks a deferred foreign key: the shared COMMIT is refused; both parts' rollback
+    callbacks run (the newest part's first), once it is rolled back, and neither part's after-commit ones."""
+    heard: list[str] = []
+
+    def second_body(tx: Any) -> None:
+        tx.execute("INSERT INTO child (parent) VALUES (42)")
+        tx.after_rollback(lambda: heard.append(f"b rolled back: {db._writer.in_transaction}"))
+        tx.after_commit(lambda: heard.append("b committed"))
+
+    def first_body(tx: Any) -> None:
+        tx.execute("INSERT INTO t (v) VALUES ('a')")
+        tx.after_rollback(lambda: heard.append(f"a rolled back: {db._writer.in_transaction}"))
+        tx.after_commit(lambda: heard.append("a committed"))
+
+    second = _Writer(db, second_body)
+    first = _first_waits_for(db, first_body, second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert isinstance(first.error, sqlite3.IntegrityError)
+    assert isinstance(second.error, sqlite3.IntegrityError)
+    assert heard == ["b rolled back: False", "a rolled back: False"]
+    assert _committed(db) == []
+
+
 def test_a_failing_callback_is_its_own_parts_error_after_the_commit(db: Database) -> None:
     def first_body(tx: Any) -> None:
         tx.execute("INSERT INTO t (v) VALUES ('a')")

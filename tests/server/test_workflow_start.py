@@ -213,11 +213,6 @@ def test_admission_does_not_deadlock_with_a_queued_execution_being_cancelled(
     until(lambda: wf.details()["active_workflows"] == 0 and wf.details()["queued_workflows"] == 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rolled-back transaction's submit_in() leaves its coordination in the coordination engine's"
-    " memory, given to its agent and never launched (no way yet to withdraw it)",
-)
 def test_an_admission_that_fails_to_commit_holds_no_agent(
     engines: Engines, caplog: pytest.LogCaptureFixture
 ) -> None:

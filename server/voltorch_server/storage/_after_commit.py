@@ -1,9 +1,13 @@
-"""What a transaction runs once it has committed, shared by both backends' transactions."""
+"""What a transaction runs once it has committed, or once it has rolled back, shared by both backends'
+transactions."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from itertools import chain
+
+log = logging.getLogger("voltorch.db")
 
 
 class AfterCommit:
@@ -33,3 +37,26 @@ class AfterCommit:
         finally:
             self._first.clear()
             self._rest.clear()
+
+    def clear(self) -> None:
+        """Forget the callbacks without running them (the transaction rolled back)."""
+        self._first.clear()
+        self._rest.clear()
+
+
+def rolled_back(undo: list[Callable[[], None]], after: AfterCommit) -> None:
+    """A transaction has rolled back: run its rollback callbacks, the last registered first (each undoes
+    in memory what its caller did inside the transaction, and a later change may rest on an earlier one),
+    then forget them and its after-commit callbacks (they hold the transaction: no cycle left). A failing
+    callback is logged, never raised: the caller hears of the transaction's own error, and the others
+    still run."""
+    try:
+        while undo:
+            fn = undo.pop()
+            try:
+                fn()
+            except Exception:
+                log.exception("a rollback callback failed")
+    finally:
+        undo.clear()
+        after.clear()

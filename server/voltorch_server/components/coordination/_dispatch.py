@@ -65,6 +65,41 @@ def _has_room(state: AgentState, pending: dict[int, int]) -> bool:
     return limiter is None or limiter.has_room(pending.get(id(limiter), 0))
 
 
+class Assigned:
+    """One unit given to an agent by a dispatch that may have to be withdrawn (`Dispatcher.recording`):
+    the unit, its agent, its place in the queue, and what `_assign` changed, as it was before."""
+
+    __slots__ = (
+        "unit",
+        "state",
+        "place",
+        "attempt",
+        "cancel",
+        "start_time",
+        "start_mono",
+        "launch",
+        "status",
+        "run_start_time",
+        "participant",
+        "run_attempt",
+        "selection",
+        "selection_text",
+        "last_dispatch",
+        "dispatched",
+    )
+
+    def __init__(self, unit: Unit, state: AgentState, place: tuple[float, int] | None):
+        run, position = unit.run, unit.position
+        self.unit, self.state, self.place = unit, state, place
+        self.attempt, self.cancel, self.launch = unit.attempt, unit.cancel, unit.launch
+        self.start_time, self.start_mono = unit.start_time, unit.start_mono
+        self.status, self.run_start_time = run.status, run.start_time
+        self.participant, self.run_attempt = run.participants[position], run.attempts[position]
+        self.selection, self.selection_text = run.selection, run._selection_text
+        self.last_dispatch = state.last_dispatch
+        self.dispatched = 0.0  # the sequence number `_assign` gave the agent
+
+
 @lru_cache(maxsize=4096)
 def _load_key(agent_id: str) -> tuple:
     """The agent-load gauge's key of an agent, made once."""
@@ -98,6 +133,9 @@ class Dispatcher:
         self.pool: ThreadPoolExecutor | None = None
         self.delta_timers = TimerQueue("live-text")  # publishes live text kept too long (DeltaStream)
         self._dispatch_seq = itertools.count(1)
+        # Set (engine lock held) while a dispatch may have to be withdrawn: every assignment's pre-image is
+        # appended to it (CoordinationEngine.submit_in, whose transaction may roll back).
+        self.recording: list[Assigned] | None = None
 
     def start(self) -> bool:
         """Under the engine lock: a new generation with a fresh pool (False when already running)."""
@@ -212,8 +250,14 @@ class Dispatcher:
                     blocked.add(key)
                     continue
                 state = self.agents[best.id]
-            self.runs.queue.remove(unit)
-            self._assign(tx, after, unit, state, selection)
+            place = self.runs.queue.take(unit)
+            if self.recording is None:
+                self._assign(tx, after, unit, state, selection)
+            else:
+                assigned = Assigned(unit, state, place)
+                self.recording.append(assigned)
+                self._assign(tx, after, unit, state, selection)
+                assigned.dispatched = state.last_dispatch
             free -= 1
             limiter = state.runtime.endpoint_limiter() if state.runtime is not None else None
             if limiter is not None:
@@ -331,6 +375,32 @@ class Dispatcher:
         assert state.runtime is not None
         unit.launch = partial(self._launch, unit, unit.attempt, state.runtime, task)
         after.launches.append(unit.launch)
+
+    def give_back(self, a: Assigned) -> None:
+        """Undo one `_assign` of a transaction that rolled back (engine lock held; the newest first): the
+        agent's slot freed, the unit and its run as they were, the unit queued again in its place (unless
+        its run is gone from the run table). Left as it is when the same transaction changed it since
+        (finished its run, re-queued it): that is not this assignment's to undo."""
+        unit, state, run = a.unit, a.state, a.unit.run
+        if unit.agent_id != state.id or unit.attempt != a.attempt + 1:
+            return
+        state.load = max(0, state.load - 1)
+        self.observed.metrics.agent_load.set_at(state.load, _load_key(state.id))
+        if state.last_dispatch == a.dispatched:
+            state.last_dispatch = a.last_dispatch
+        position = unit.position
+        unit.attempt, unit.agent_id, unit.cancel, unit.launch = a.attempt, None, a.cancel, a.launch
+        unit.start_time, unit.start_mono = a.start_time, a.start_mono
+        run.status, run.start_time = a.status, a.run_start_time
+        run.participants[position], run.attempts[position] = a.participant, a.run_attempt
+        run.selection, run._selection_text = a.selection, a.selection_text
+        if (
+            a.place is not None
+            and self.runs.live.get(run.id) is run
+            and not run.terminal
+            and run.units.get(position) is unit
+        ):
+            self.runs.queue.put_back(unit, a.place)
 
     def take_inline(self, run: Run, after: After) -> InlineTask | None:
         """The task of a one-task coordination just given to an in-process agent in this transaction,
@@ -550,6 +620,10 @@ class Dispatcher:
     def stats_unwritten(self) -> list[AgentState]:
         """Agents whose statistics have changed since they were last written (engine lock held)."""
         return [a for a in self.agents.values() if a.stats_unwritten]
+
+    def release(self, unit: Unit) -> None:
+        """Free the agent slot a unit holds (engine lock held), its run being withdrawn."""
+        self._release(unit, self.agents.get(unit.agent_id) if unit.agent_id is not None else None)
 
     def _release(self, unit: Unit, state: AgentState | None) -> None:
         if state is not None and unit.agent_id == state.id:

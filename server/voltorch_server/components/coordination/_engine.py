@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from ..._ids import new_id
@@ -47,7 +48,7 @@ from ..shared import Component, decode_token, encode_token
 from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
-from ._dispatch import Dispatcher
+from ._dispatch import Assigned, Dispatcher
 from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
@@ -297,16 +298,52 @@ class CoordinationEngine(Component):
         checkpoint: one commit for both) and dispatch. When its only task went at once to an in-process
         agent, `Placed.inline` is that task, for the caller to run in its own thread after the commit
         (run_inline) and record with complete_in(): no hand-off to the agent pool. The caller runs
-        run_after(placed.after) once `tx` has committed."""
+        run_after(placed.after) once `tx` has committed. Should `tx` roll back instead, what this did in
+        the engine's memory is withdrawn (`_withdraw`)."""
         after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
             if not self.dispatcher.running:  # stopped since prepare(): the caller asks again later
                 return Placed(prepared.id, None, after, written=False)
-            run = self._insert(tx, after, prepared)
-            self.dispatcher.dispatch(tx, after)
+            assigned: list[Assigned] = []
+            tx.after_rollback(partial(self._withdraw, prepared.id, self.dispatcher.generation, assigned))
+            self.dispatcher.recording = assigned
+            try:
+                run = self._insert(tx, after, prepared)
+                self.dispatcher.dispatch(tx, after)
+            finally:
+                self.dispatcher.recording = None
             self.journal.write_new(tx, run)
             inline = self.dispatcher.take_inline(run, after)
         return Placed(prepared.id, inline, after)
+
+    def _withdraw(self, coordination_id: str, generation: int, assigned: list[Assigned]) -> None:
+        """The transaction of a submit_in() rolled back: undo what it did in memory. Its coordination leaves
+        the run table and the queue (its deadline stays in the heap: the timer finds it gone), and every
+        unit its dispatch gave to an agent is given back, the newest first: the agent's slot freed, an
+        older coordination's unit queued again in its place, as it was (`Dispatcher.give_back`); the
+        engine's periodic dispatch gives it out again. A coordination this dispatch handed over to another
+        replica (`_hand_over`) needs nothing: it changes memory only after the commit (`journal.drop`).
+        Not undone: an older coordination that this dispatch failed (`_fail_unplaceable` -> `finish`): it
+        stays terminal in memory (and in the run table: its removal was after-commit work) while the
+        database still has it queued. Rare (its agent was unregistered, or no agent has its capabilities,
+        which that change's own dispatch normally finds first), and undoing `finish` is not simple. Not after
+        a stop either: the run table and the agents it withdraws from are gone (a start reloads them)."""
+        with self._lock:
+            if self.dispatcher.generation != generation:
+                return
+            run = self.runs.live.pop(coordination_id, None)
+            if run is not None:
+                for unit in run.units.values():
+                    self.runs.queue.remove(unit)
+            for a in reversed(assigned):
+                self.dispatcher.give_back(a)
+            assigned.clear()
+            if run is not None:  # a unit of it a later dispatch of the same transaction (or group) gave out
+                for unit in run.units.values():
+                    if unit.agent_id is not None:
+                        self.dispatcher.release(unit)
+        if run is not None:
+            run.done.set()  # a waiter reads what the database has: nothing
 
     def run_inline(self, task: InlineTask, traceparent: str = "") -> Outcome | None:
         """Run an inline task's agent in this thread; None when it must not run (cancelled, engine

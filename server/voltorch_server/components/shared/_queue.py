@@ -38,13 +38,23 @@ class AgingQueue(Generic[T]):
         self._where[id(item)] = k
 
     def remove(self, item: T) -> bool:
+        return self.take(item) is not None
+
+    def take(self, item: T) -> tuple[float, int] | None:
+        """Remove an item; its place in the order (for `put_back`), or None when it was not queued."""
         k = self._where.pop(id(item), None)
         if k is None:
-            return False
+            return None
         del self._items[k]
         i = bisect.bisect_left(self._keys, k)
         del self._keys[i]
-        return True
+        return k
+
+    def put_back(self, item: T, place: tuple[float, int]) -> None:
+        """Queue an item again where `take` found it (its priority and its turn among equals)."""
+        bisect.insort(self._keys, place)
+        self._items[place] = item
+        self._where[id(item)] = place
 
     def __contains__(self, item: T) -> bool:
         return id(item) in self._where

@@ -55,7 +55,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import Unavailable
-from .._after_commit import AfterCommit
+from .._after_commit import AfterCommit, rolled_back
 from .._dialect import POSTGRES
 from .._retry import TransactionConflict
 from ._probe import Probe
@@ -145,12 +145,13 @@ def _unnest_sql(raw: psycopg.Connection, head: str, tail: str) -> str:
 class PgTx:
     """An open write transaction (see storage.Tx)."""
 
-    __slots__ = ("conn", "_before", "_after", "_notify", "_counters", "unwritten")
+    __slots__ = ("conn", "_before", "_after", "_undo", "_notify", "_counters", "unwritten")
 
     def __init__(self, conn: _Conn):
         self.conn = conn
         self._before: list[Callable[[], None]] = []
         self._after = AfterCommit()
+        self._undo: list[Callable[[], None]] = []  # its rollback callbacks (`after_rollback`)
         self._notify: dict[str, str] = {}
         self._counters: dict[str, int] = {}  # the counters this transaction has locked, as it left them
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
@@ -182,6 +183,12 @@ class PgTx:
 
     def after_commit(self, fn: Callable[[], None], *, first: bool = False) -> None:
         self._after.add(fn, first)
+
+    def after_rollback(self, fn: Callable[[], None]) -> None:
+        """Run fn once the transaction has rolled back (or failed to commit), never after a commit: to undo
+        in memory what was done inside it. The last registered runs first, in this thread; one that fails
+        is logged, and the caller hears of the transaction's own error."""
+        self._undo.append(fn)
 
     def holds(self, name: str) -> bool:
         """Whether this transaction has locked the counter `name` (`counter`, or `write(lock=name)`)."""
@@ -296,15 +303,25 @@ class PgDatabase:
         every round trip in the lock's hold is one more wait for the next batch, on every replica."""
         if self._closed:
             raise RuntimeError("database is closed")
-        with self._connection() as raw:
-            tx = PgTx(_Conn(raw))
-            if lock is None:
-                with raw.transaction():
-                    yield tx
-                    self._finish(raw, tx)
-            else:
-                yield from self._locked_first(raw, tx, lock)
+        tx: PgTx | None = None
+        try:
+            with self._connection() as raw:
+                tx = PgTx(_Conn(raw))
+                if lock is None:
+                    with raw.transaction():
+                        yield tx
+                        self._finish(raw, tx)
+                else:
+                    yield from self._locked_first(raw, tx, lock)
+        except BaseException:
+            # Rolled back (psycopg's transaction() or _locked_first did it), or its COMMIT failed. (A
+            # connection lost during COMMIT leaves its outcome unknown: taken as rolled back here.)
+            if tx is not None:
+                rolled_back(tx._undo, tx._after)
+            raise
+        assert tx is not None
         self.commits += 1  # not exact: transactions commit concurrently here (a bench figure)
+        tx._undo.clear()  # they may hold the transaction: no cycle left for the collector
         tx._after.run()
 
     def write_one(self, sql: str, params: tuple | list = ()) -> Any:

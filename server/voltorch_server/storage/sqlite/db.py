@@ -3,7 +3,9 @@
 One writer connection guarded by a lock (SQLite allows one writer at a time anyway) and one read
 connection per thread (WAL lets readers run beside the writer and see the last committed state).
 `write()` runs a transaction and, while still holding the writer lock, runs the callbacks registered
-with `Tx.after_commit` — so subscribers see committed records in commit order.
+with `Tx.after_commit` — so subscribers see committed records in commit order. If it rolls back instead
+(its block raised, or its COMMIT failed), the callbacks registered with `Tx.after_rollback` run, the last
+first, once the rollback is done: they undo in memory what was done inside it.
 
 WAL checkpoints (copying committed pages from the WAL into the database file, with an fsync) run on a
 background thread instead of inside whichever COMMIT crossed SQLite's auto-checkpoint threshold: that
@@ -19,7 +21,8 @@ hears of it), and whoever finds nobody waiting (or the group full) commits once 
 returns only after the COMMIT that holds its part (nothing is acknowledged before it is durable; a
 crash before it loses the parts of callers that have not returned, as it would one transaction), and
 each gets its own outcome. The after-commit callbacks of every part run after that COMMIT, in the order
-of the parts, under the writer lock, on the committing thread. A writer that may not share (the default)
+of the parts, under the writer lock, on the committing thread; if that COMMIT fails, every part's rollback
+callbacks run there instead (the newest part's first), and a part rolled back alone runs its own at once. A writer that may not share (the default)
 commits what others left open first, then runs alone; so do re-entrant writes (from a callback).
 """
 
@@ -37,7 +40,7 @@ from time import perf_counter, thread_time
 from typing import Any, Protocol, TypeVar
 
 from ...handoffs import handed_off
-from .._after_commit import AfterCommit
+from .._after_commit import AfterCommit, rolled_back
 from .._dialect import SQLITE
 from .integrity import IntegrityResult, check_connection
 
@@ -93,13 +96,14 @@ class Lease(Protocol):
 class Tx:
     """An open write transaction."""
 
-    __slots__ = ("conn", "_before", "_after", "unwritten", "error", "calls")
+    __slots__ = ("conn", "_before", "_after", "_undo", "unwritten", "error", "calls")
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self.calls = 0  # sqlite3 calls made through it (each releases the GIL: a chance to lose it)
         self._before: list[Callable[[], None]] = []
         self._after = AfterCommit()
+        self._undo: list[Callable[[], None]] = []  # its rollback callbacks (`after_rollback`)
         self.unwritten: Any = None  # the event log's events of this transaction, written at COMMIT
         self.error: BaseException | None = None  # its after-commit callbacks' failure (a shared COMMIT)
 
@@ -134,6 +138,22 @@ class Tx:
         """Run fn once the transaction has committed (never if it rolls back); `first`: before the
         others (a cache that must be current before anyone hears of the commit; see AfterCommit)."""
         self._after.add(fn, first)
+
+    def after_rollback(self, fn: Callable[[], None]) -> None:
+        """Run fn once the transaction has rolled back (never if it commits): to undo in memory what was
+        done inside it. Callbacks run the last registered first, under the writer lock, on the thread that
+        rolled it back (a shared COMMIT that failed: the committing one); one that fails is logged, and the
+        caller hears of the transaction's own error. A part of a shared COMMIT that is rolled back alone
+        runs its own at once; a shared COMMIT that fails runs every part's (and none's after-commit ones)."""
+        self._undo.append(fn)
+
+    def _rolled_back(self) -> None:
+        rolled_back(self._undo, self._after)
+
+    def _committed(self) -> None:
+        """Committed: its rollback callbacks are forgotten (they may hold it), its after-commit ones run."""
+        self._undo.clear()
+        self._after.run()
 
     def holds(self, name: str) -> bool:
         """Always: the writer lock, taken with BEGIN, keeps every number ours."""
@@ -279,20 +299,23 @@ class Database:
             if shared is None:
                 tx.execute("BEGIN IMMEDIATE")
             else:
-                self._in_group(shared, "SAVEPOINT part")
+                self._in_group(shared, "SAVEPOINT part", part=tx)
             try:
                 yield tx
                 for fn in tx._before:
                     fn()
                 tx._before.clear()  # they hold the transaction: no cycle left for the collector
             except BaseException:
-                if shared is None:
-                    tx.execute("ROLLBACK")
-                else:  # this part only: the others' stay, to be committed
-                    self._in_group(shared, "ROLLBACK TO part", "RELEASE part")
+                try:
+                    if shared is None:
+                        tx.execute("ROLLBACK")
+                    else:  # this part only: the others' stay, to be committed
+                        self._in_group(shared, "ROLLBACK TO part", "RELEASE part", part=tx)
+                finally:  # (if the group failed, its rollback ran this part's callbacks first)
+                    tx._rolled_back()
                 raise
             if shared is not None:
-                self._in_group(shared, "RELEASE part")
+                self._in_group(shared, "RELEASE part", part=tx)  # failed: the group rolled back, tx first
             elif alone:
                 self._commit(tx)
                 return
@@ -330,11 +353,14 @@ class Database:
         try:
             self._writer.execute("COMMIT")
         except BaseException:
-            if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
-                self._writer.execute("ROLLBACK")
+            try:
+                if self._writer.in_transaction:  # e.g. SQLITE_BUSY: never leave it open for the next writer
+                    self._writer.execute("ROLLBACK")
+            finally:
+                tx._rolled_back()
             raise
         self._committed(committing)
-        tx._after.run()
+        tx._committed()
 
     def _committed(self, since: float) -> None:
         self.commits += 1
@@ -342,21 +368,30 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
-    def _in_group(self, group: _Group, *statements: str) -> None:
-        """Statements of a part in a shared transaction; if one fails, the whole group is rolled back and
-        fails (its state is not known any more), and so does this part."""
+    def _in_group(self, group: _Group, *statements: str, part: Tx) -> None:
+        """Statements of a `part` in a shared transaction; if one fails, the whole group is rolled back and
+        fails (its state is not known any more), and so does this part (its rollback callbacks run first:
+        it is the newest)."""
         try:
             for sql in statements:
                 self.writer_calls += 1
                 self._writer.execute(sql)
         except BaseException as exc:
-            self._fail_group(group, exc)
+            self._fail_group(group, exc, part)
             raise
 
-    def _fail_group(self, group: _Group, exc: BaseException) -> None:
+    def _fail_group(self, group: _Group, exc: BaseException, part: Tx | None = None) -> None:
+        """Roll the whole group back (writer lock held): every part's rollback callbacks run, the newest
+        part's first (`part`, one not yet in the group, before all), and it is settled with `exc`."""
         self._group = None
-        if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK")
+        try:
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+        finally:
+            if part is not None:
+                part._rolled_back()
+            for tx in reversed(group.parts):
+                tx._rolled_back()
         group.error = exc
         group.settle()
         handed_off(len(group.parts))
@@ -379,7 +414,7 @@ class Database:
         self._committed(committing)
         for tx in group.parts:
             try:
-                tx._after.run()
+                tx._committed()
             except BaseException as exc:
                 tx.error = exc
         group.settle()
