@@ -79,6 +79,15 @@ def _first_waits_for(db: Database, first_body: Callable[[Any], None], second: th
     return _Writer(db, body)
 
 
+def _shared(db: Database, first_body: Callable[[Any], None], second: _Writer) -> _Writer:
+    """Run `first_body`'s part, then `second`'s in the transaction it leaves open; both finished."""
+    first = _first_waits_for(db, first_body, second)
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    return first
+
+
 def test_two_concurrent_steps_share_one_commit_and_each_returns_once_it_is_durable(db: Database) -> None:
     heard: list[str] = []
 
@@ -92,10 +101,7 @@ def test_two_concurrent_steps_share_one_commit_and_each_returns_once_it_is_durab
 
     commits = db.commits
     second = _Writer(db, second_body)
-    first = _first_waits_for(db, first_body, second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, first_body, second)
     assert first.error is None and second.error is None
     assert db.commits == commits + 1  # one COMMIT for both
     assert first.seen_at_return == ["a", "b"]  # the first returned only once the shared COMMIT was done
@@ -127,10 +133,7 @@ def test_a_part_that_fails_is_rolled_back_alone_and_only_its_caller_hears(db: Da
         raise ValueError("the second step's own failure")
 
     second = _Writer(db, second_body)
-    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
     assert first.error is None
     assert isinstance(second.error, ValueError)
     assert _committed(db) == ["a"]
@@ -142,10 +145,7 @@ def test_a_part_that_fails_is_rolled_back_alone_and_only_its_caller_hears(db: Da
 def test_a_commit_that_fails_fails_every_part_and_writes_nothing(db: Database) -> None:
     """The second part breaks a deferred foreign key: the shared COMMIT is refused, for both parts."""
     second = _Writer(db, lambda tx: tx.execute("INSERT INTO child (parent) VALUES (42)"))
-    first = _first_waits_for(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('a')"), second)
     assert isinstance(first.error, sqlite3.IntegrityError)
     assert isinstance(second.error, sqlite3.IntegrityError)
     assert _committed(db) == [] and _committed(db, "SELECT parent FROM child") == []
@@ -169,10 +169,7 @@ def test_a_part_rolled_back_alone_runs_its_rollback_callbacks_and_the_others_com
         tx.after_commit(lambda: heard.append("a committed"))
 
     second = _Writer(db, second_body)
-    first = _first_waits_for(db, first_body, second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, first_body, second)
     assert first.error is None and isinstance(second.error, ValueError)
     assert heard == ["b rolled back, the group still open: []", "a committed"]
     assert _committed(db) == ["a"]
@@ -196,10 +193,7 @@ def test_a_commit_that_fails_runs_every_parts_rollback_callbacks_and_no_after_co
         tx.after_commit(lambda: heard.append("a committed"))
 
     second = _Writer(db, second_body)
-    first = _first_waits_for(db, first_body, second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, first_body, second)
     assert isinstance(first.error, sqlite3.IntegrityError)
     assert isinstance(second.error, sqlite3.IntegrityError)
     assert heard == ["b rolled back: False", "a rolled back: False"]
@@ -212,10 +206,7 @@ def test_a_failing_callback_is_its_own_parts_error_after_the_commit(db: Database
         tx.after_commit(lambda: (_ for _ in ()).throw(RuntimeError("a's callback")))
 
     second = _Writer(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('b')"))
-    first = _first_waits_for(db, first_body, second)
-    first.start()
-    first.join(WAIT)
-    second.join(WAIT)
+    first = _shared(db, first_body, second)
     assert isinstance(first.error, RuntimeError)
     assert second.error is None
     assert _committed(db) == ["a", "b"]
@@ -253,10 +244,7 @@ def test_with_group_commit_off_every_transaction_commits_alone(tmp_path: Path) -
             tx.after_commit(lambda: at_first_commit.extend(_committed(db)))
 
         second = _Writer(db, lambda tx: tx.execute("INSERT INTO t (v) VALUES ('b')"))
-        first = _first_waits_for(db, first_body, second)
-        first.start()
-        first.join(WAIT)
-        second.join(WAIT)
+        first = _shared(db, first_body, second)
         assert first.error is None and second.error is None
         assert at_first_commit == ["a"]  # committed on its own, before the second ran
         assert db.commits == commits + 2
