@@ -802,9 +802,8 @@ class WorkflowEngine(Component):
 
     def _admit(self) -> None:
         """Start queued executions while slots are free, highest priority (then oldest) first, up to
-        ADMIT_BATCH of them in one transaction. One transaction each made this one thread win the writer
-        lock once per execution against every step of a busy server: ~25 ms a start, so that executions
-        queued at the first second of a burst began seconds later and ended it late (bench/README.md)."""
+        ADMIT_BATCH of them in one transaction: this one thread waits for the writer lock once per batch,
+        not once per execution behind every step of a busy server (~27 ms each there; bench/README.md)."""
         while not self.stopping.is_set():
             with self._lock:
                 batch: _Admitted = []
@@ -824,10 +823,9 @@ class WorkflowEngine(Component):
         be read afresh) and queued again, for the next round of admission (at once when the failure was
         one run's execution moved to another replica: that run is dropped).
 
-        Every run's lock is taken before the writer lock, the order of every checkpoint (a cancel or a
-        signal holds its run's lock while it waits to write): the writer lock first, then each run's, and
-        admission and a cancel of a queued execution waited for each other, every write of the server
-        behind them (SQLite). No other thread holds two runs' locks, so taking them in turn cannot."""
+        Every run's lock is taken before the writer lock, in the order every checkpoint takes them (a cancel
+        or a signal holds its run's lock while it waits to write): the other order deadlocks with them. No
+        other thread holds two runs' locks, so taking them in turn is safe."""
         begun: _Callbacks = []
         idle = [eid for eid, run in batch if run is None]
         runs = [(eid, run) for eid, run in batch if run is not None]
