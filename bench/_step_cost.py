@@ -3,7 +3,9 @@
 Builds the server's own `Runtime` (tracing, metrics, the offline no-op agent of the workflows suite,
 db_synchronous=FULL) in this process, runs N sequential 5-step and N sequential 1-step workflows of the
 suite's chain, and prints per marginal step ((5-step - 1-step) / 4 per workflow): CPU, wall time, SQL
-statements, commits, events and the process's context switches. Under `valgrind --tool=callgrind
+statements, commits, events, the process's context switches, and of the CPU what the writer's
+transactions held (`writer_cpu`) and what their COMMITs took (`commit_cpu`; `commit_ms` their wall
+time): with `--synchronous NORMAL` beside the default FULL, what a per-commit fsync costs. Under `valgrind --tool=callgrind
 --instr-atstart=no` with `--callgrind` it switches instrumentation on around the measured runs only, so
 instructions per step can be read from the callgrind output (repeatable where seconds are not); there the
 statements are not counted (the counter's expanded SQL would be counted as the step's instructions).
@@ -41,7 +43,9 @@ def _chain(steps: int) -> Any:
     )
 
 
-def measure(n: int, callgrind: bool = False, profile: str = "") -> dict[str, float]:
+def measure(
+    n: int, callgrind: bool = False, profile: str = "", synchronous: str = "FULL"
+) -> dict[str, float]:
     from voltorch_server.components.workflows import TERMINAL_EVENTS
     from voltorch_server.config import load
     from voltorch_server.runtime import Runtime
@@ -50,7 +54,7 @@ def measure(n: int, callgrind: bool = False, profile: str = "") -> dict[str, flo
     # Under callgrind a run takes minutes: the watcher's periodic rounds would be counted as steps.
     quiet: dict[str, Any] = {"watch_interval": 3600.0, "metrics_interval": 3600.0} if callgrind else {}
     config = load(
-        None, host="127.0.0.1", port=0, db=os.path.join(tmp, "s.db"), db_synchronous="FULL", **quiet
+        None, host="127.0.0.1", port=0, db=os.path.join(tmp, "s.db"), db_synchronous=synchronous, **quiet
     )
     rt = Runtime(config)
     rt.start()
@@ -93,18 +97,25 @@ def measure(n: int, callgrind: bool = False, profile: str = "") -> dict[str, flo
             if warm:
                 run(name, 5)
             s0, e0 = statements[0], counts["events"]
-            c0 = rt.storage.details().get("commits", 0)
+            d0 = rt.storage.details()
             cpu0, sw0, t0 = proc.cpu_times(), proc.num_ctx_switches(), time.perf_counter()
             run(name, n)
             t1, cpu1, sw1 = time.perf_counter(), proc.cpu_times(), proc.num_ctx_switches()
-            c1 = rt.storage.details().get("commits", 0)
+            d1 = rt.storage.details()
+
+            def per(key: str, scale: float = 1.0) -> float:
+                return (float(d1.get(key, 0)) - float(d0.get(key, 0))) * scale / n
+
             return {
                 "wall_ms": (t1 - t0) * 1e3 / n,
                 "cpu_ms": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e3 / n,
                 "switches": (sw1.voluntary + sw1.involuntary - sw0.voluntary - sw0.involuntary) / n,
                 "statements": (statements[0] - s0) / n,
                 "events": (counts["events"] - e0) / n,
-                "commits": (float(c1) - float(c0)) / n,
+                "commits": per("commits"),
+                "writer_cpu_ms": per("writer_cpu", 1e3),
+                "commit_cpu_ms": per("commit_cpu", 1e3),
+                "commit_ms": per("commit_time", 1e3),
             }
 
         def callgrind_control(*opts: str) -> None:
@@ -172,12 +183,13 @@ def main() -> None:
     p.add_argument("--callgrind", action="store_true", help="(run by --instructions under callgrind)")
     p.add_argument("--instructions", action="store_true", help="run N of each under callgrind; count")
     p.add_argument("--profile", default="", help="cProfile of every thread to this file")
+    p.add_argument("--synchronous", default="FULL", help="db_synchronous (FULL, as the bench; NORMAL)")
     args = p.parse_args()
     if args.instructions:
         for k, v in under_callgrind(args.n).items():
             print(f"{k:24} {v / 1e6:10.3f} M")
         return
-    for k, v in measure(args.n, args.callgrind, args.profile).items():
+    for k, v in measure(args.n, args.callgrind, args.profile, args.synchronous).items():
         print(f"{k:24} {v:10.3f}")
 
 

@@ -351,6 +351,8 @@ def test_the_storage_details_say_how_long_the_writer_lock_was_held_and_in_commit
     assert after["writer_holds"] == before["writer_holds"] + 1
     assert after["writer_calls"] == before["writer_calls"] + 3
     assert 0 < after["writer_cpu"] - before["writer_cpu"] <= after["writer_held"] - before["writer_held"]
+    # of the holder's CPU, what its COMMIT took (the fsync's share of a workflow step, for the bench)
+    assert 0 < after["commit_cpu"] - before["commit_cpu"] <= after["writer_cpu"] - before["writer_cpu"]
 
 
 def test_a_nested_write_is_counted_in_its_outer_hold(db: Database) -> None:

@@ -81,10 +81,11 @@ class Storage(Component):
         # What a workflow step costs, for the bench: transactions committed, cross-thread hand-offs.
         out["commits"] = self.db.commits + (self.shared.commits if self.shared is not None else 0)
         out["handoffs"] = handoffs()
-        # Where the writer lock's time goes (seconds; SQLite): held close to the wall time is the bound.
+        # Where the writer lock's time goes (seconds; SQLite): held close to the wall time is the bound;
+        # of it, COMMIT's wall time and its thread's CPU (what a per-commit fsync costs).
         # The holds' count, their holder's own CPU (held minus CPU: waiting, for the GIL or a core) and
         # sqlite3 calls.
-        for key in ("writer_waited", "writer_held", "commit_time", "writer_cpu"):
+        for key in ("writer_waited", "writer_held", "commit_time", "commit_cpu", "writer_cpu"):
             if hasattr(self.db, key):
                 out[key] = round(getattr(self.db, key), 6)
         for key in ("writer_holds", "writer_calls"):

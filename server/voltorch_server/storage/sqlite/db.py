@@ -245,6 +245,7 @@ class Database:
         self.writer_waited = 0.0
         self.writer_held = 0.0
         self.commit_time = 0.0
+        self.commit_cpu = 0.0  # the committing thread's CPU in COMMIT: its fsync's share of a step (bench)
         # Of the writer lock's holds (outermost `write()`s): how many, the holder's own CPU in them (far
         # below writer_held: the holder waited, for the GIL or a CPU) and the sqlite3 calls made in them
         # (each releases the GIL, so each is a chance to wait for it again).
@@ -348,7 +349,7 @@ class Database:
 
     def _commit(self, tx: Tx) -> None:
         """COMMIT a transaction of one part, then its callbacks (writer lock held)."""
-        committing = perf_counter()
+        committing, cpu = perf_counter(), thread_time()
         self.writer_calls += 1
         try:
             self._writer.execute("COMMIT")
@@ -359,12 +360,13 @@ class Database:
             finally:
                 tx._rolled_back()
             raise
-        self._committed(committing)
+        self._committed(committing, cpu)
         tx._committed()
 
-    def _committed(self, since: float) -> None:
+    def _committed(self, since: float, cpu: float) -> None:
         self.commits += 1
         self.commit_time += perf_counter() - since
+        self.commit_cpu += thread_time() - cpu
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -400,7 +402,7 @@ class Database:
         """COMMIT the parts of a group, then each part's callbacks in order (writer lock held). Never raises:
         a failed COMMIT is every part's error, a failing callback its part's."""
         self._group = None
-        committing = perf_counter()
+        committing, cpu = perf_counter(), thread_time()
         self.writer_calls += 1
         try:
             self._writer.execute("COMMIT")
@@ -411,7 +413,7 @@ class Database:
                 group.error = exc
                 group.settle()
             return
-        self._committed(committing)
+        self._committed(committing, cpu)
         for tx in group.parts:
             try:
                 tx._committed()
