@@ -739,3 +739,66 @@ def test_a_rolled_back_placement_gives_back_an_older_coordination_its_dispatch_t
     done = engine.wait(older.id, WAIT)
     assert done.status == "completed" and done.output == "done:older"
     assert gate.seen == ["first", "older"]
+
+
+def _place_inline(db, engine: CoordinationEngine, task: str) -> tuple[str, Any]:
+    """A coordination placed in its caller's transaction and given at once to an in-process agent, as a
+    workflow step's is: (its id, the inline task the caller runs in its own thread)."""
+    prepared = engine.prepare(CoordinationRequest(task=task, required_capabilities=("one",)))
+    with db.write() as tx:
+        placed = engine.submit_in(tx, prepared)
+    engine.run_after(placed.after)
+    assert placed.inline is not None
+    return prepared.id, placed.inline
+
+
+def test_an_inline_outcome_whose_transaction_rolls_back_runs_again(db, engine):
+    """An in-process agent's outcome recorded in its caller's transaction (`complete_in`: a workflow step's
+    checkpoint) that then rolls back (the checkpoint failed, or was fenced): the coordination is not left
+    finished in memory while the database has it running. It runs again, its outcome is written, and the
+    agent's slot is free."""
+    seen: list[str] = []
+
+    def body(task: AgentTask, cancel: CancelSignal) -> str:
+        seen.append(task.text)
+        return f"done:{task.text}"
+
+    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    cid, inline = _place_inline(db, engine, "first")
+    outcome = engine.run_inline(inline)
+    assert outcome is not None
+    with pytest.raises(_RolledBack), db.write() as tx:
+        c, _after = engine.complete_in(tx, inline, outcome)
+        assert c is not None and c.status == "completed"  # in memory, not yet committed
+        raise _RolledBack
+    done = engine.wait(cid, WAIT)
+    assert done.status == "completed" and done.output == "done:first"
+    assert seen == ["first", "first"]
+    assert engine.store.row(cid)["status"] == "completed"
+    assert engine.get_agent("one").current_load == 0
+    assert run(engine, task="next", required_capabilities=("one",)).output == "done:next"
+
+
+def test_a_rolled_back_inline_outcome_gives_back_the_coordination_its_dispatch_took(db, engine):
+    """The outcome's dispatch gave the freed agent an older queued coordination: rolled back, that one is
+    given back (it was never launched) and runs once the agent is free, as the first one runs again."""
+    seen: list[str] = []
+
+    def body(task: AgentTask, cancel: CancelSignal) -> str:
+        seen.append(task.text)
+        return f"done:{task.text}"
+
+    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    first, inline = _place_inline(db, engine, "first")
+    queued = engine.request(CoordinationRequest(task="queued", required_capabilities=("one",)))
+    assert engine.get(queued.id).status == "queued"  # the agent's one slot is the inline task's
+    outcome = engine.run_inline(inline)
+    assert outcome is not None
+    with pytest.raises(_RolledBack), db.write() as tx:
+        engine.complete_in(tx, inline, outcome)
+        assert engine.get(queued.id).status == "running"  # the freed slot went to it, in memory
+        raise _RolledBack
+    assert engine.wait(queued.id, WAIT).output == "done:queued"
+    assert engine.wait(first, WAIT).output == "done:first"
+    assert sorted(seen) == ["first", "first", "queued"]
+    assert engine.get_agent("one").current_load == 0

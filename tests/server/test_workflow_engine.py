@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from engines import WAIT, Engines, build
+from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
 from voltorch_server.components.workflows import (
     AgentTaskSpec,
@@ -210,3 +211,81 @@ def test_a_step_checkpoint_overwrites_its_row(db) -> None:
 
     assert page(None) == ["e1"]
     assert page((1.5, "e1")) == []
+
+
+# The checkpoint of step "a" done (its first attempt) is refused by the database: a real failed write.
+_REFUSE_FIRST_CHECKPOINT = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_a BEFORE INSERT ON workflow_steps WHEN NEW.step_id = 'a'"
+        " AND NEW.status = 'completed' AND NEW.attempts = 1 BEGIN SELECT RAISE(ABORT, 'not today'); END"
+    ],
+    "postgres": [
+        "CREATE FUNCTION refuse_a() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'not today'; END $$"
+        " LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_a BEFORE INSERT ON workflow_steps FOR EACH ROW WHEN (NEW.step_id = 'a'"
+        " AND NEW.status = 'completed' AND NEW.attempts = 1) EXECUTE FUNCTION refuse_a()",
+    ],
+}
+_ALLOW_CHECKPOINT = {
+    "sqlite": ["DROP TRIGGER refuse_a"],
+    "postgres": ["DROP TRIGGER refuse_a ON workflow_steps", "DROP FUNCTION refuse_a()"],
+}
+
+
+def test_a_step_whose_checkpoint_fails_goes_on_from_the_last_committed_one(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An in-process agent's step records its coordination's outcome in the step's checkpoint. When that
+    checkpoint fails to commit (here the database refuses it), the run does not go on from a memory that
+    is ahead of the database (step "a" done, "b" started, neither written): it stops, and the execution is
+    loaded again from its last committed checkpoint, as after a restart, and goes on once the database
+    takes the checkpoint. The coordination whose outcome was lost runs again and is written completed."""
+    db = engines.stores.executions.db
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    wf = engines.workflows
+    wf.register_template(
+        Template(
+            name="refused", steps=(StepSpec("a", task("a")), StepSpec("b", task("b"), depends_on=("a",)))
+        )
+    )
+    started, _ = wf.start_execution("refused")
+    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+    with db.write() as tx:  # the database takes checkpoints again
+        for sql in _ALLOW_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [(s.step_id, s.status, s.attempts, s.output) for s in done.steps] == [
+        ("a", "completed", 1, "A"),
+        ("b", "completed", 1, "B"),
+    ]
+    coordinations = engines.coordination.list(correlation_id=started.id)[0]
+    assert len(coordinations) == 2
+    for c in coordinations:
+        assert engines.coordination.wait(c.id, WAIT).status == "completed"
+    assert engines.coordination.active_count == 0
+    resumed = [e for e in engines.events.read_after(0, 1000) if e.type == "workflow.execution.resumed"]
+    assert resumed and all("a checkpoint failed to commit" in e.data["reason"] for e in resumed)
+
+
+def test_a_checkpoint_the_database_always_refuses_fails_the_execution_naming_why(engines: Engines) -> None:
+    """A checkpoint refused every time (not an outage: the database answers, and refuses this write) does
+    not have the execution loaded and its step re-attached forever: after `reload_attempts` failures in a
+    row it fails, CHECKPOINT_FAILED, with the database's error in its message."""
+    db = engines.stores.executions.db
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    wf = engines.workflows
+    wf.reload_first, wf.reload_attempts = 0.001, 3
+    wf.register_template(Template(name="always", steps=(StepSpec("a", task("a")),)))
+    started, _ = wf.start_execution("always")
+    done = engines.finished(started.id)
+    assert done.status == "failed"
+    assert done.error is not None and done.error.code == "CHECKPOINT_FAILED"
+    assert "4 checkpoints in a row failed to commit" in done.error.message
+    assert "not today" in done.error.message
+    assert [(s.step_id, s.status) for s in done.steps] == [("a", "cancelled")]
+    assert engines.coordination.active_count == 0

@@ -331,19 +331,28 @@ class CoordinationEngine(Component):
         with self._lock:
             if self.dispatcher.generation != generation:
                 return
-            run = self.runs.live.pop(coordination_id, None)
-            if run is not None:
-                for unit in run.units.values():
-                    self.runs.queue.remove(unit)
-            for a in reversed(assigned):
-                self.dispatcher.give_back(a)
-            assigned.clear()
-            if run is not None:  # a unit of it a later dispatch of the same transaction (or group) gave out
-                for unit in run.units.values():
-                    if unit.agent_id is not None:
-                        self.dispatcher.release(unit)
+            run = self._unlive(self.runs.live.get(coordination_id), assigned)
         if run is not None:
             run.done.set()  # a waiter reads what the database has: nothing
+
+    def _unlive(self, run: Run | None, assigned: list[Assigned]) -> Run | None:
+        """What a rolled-back transaction did in memory, undone (engine lock held): every unit its dispatch
+        gave to an agent given back, the newest first (`Dispatcher.give_back`), and `run` (when it is still
+        the live one) out of the run table and the queue, its agents' slots freed. Returns `run` then."""
+        live = run is not None and self.runs.live.get(run.id) is run
+        if run is not None and live:
+            del self.runs.live[run.id]
+            for unit in run.units.values():
+                self.runs.queue.remove(unit)
+        for a in reversed(assigned):
+            self.dispatcher.give_back(a)
+        assigned.clear()
+        if run is None or not live:
+            return None
+        for unit in run.units.values():  # a unit a later dispatch of the same transaction (or group) gave out
+            if unit.agent_id is not None:
+                self.dispatcher.release(unit)
+        return run
 
     def run_inline(self, task: InlineTask, traceparent: str = "") -> Outcome | None:
         """Run an inline task's agent in this thread; None when it must not run (cancelled, engine
@@ -356,7 +365,35 @@ class CoordinationEngine(Component):
         engine no longer knows it (restarted: it re-runs it). Run run_after() on the After once committed."""
         after = made(After, launches=[], cancels=[], finished=[], calls=[])  # After() without __init__
         with self._lock:
-            return self.dispatcher.complete(tx, after, task, outcome), after
+            assigned: list[Assigned] = []
+            run, generation = task.unit.run, self.dispatcher.generation
+            tx.after_rollback(partial(self._unrecord, run, generation, assigned))
+            self.dispatcher.recording = assigned
+            try:
+                return self.dispatcher.complete(tx, after, task, outcome), after
+            finally:
+                self.dispatcher.recording = None
+
+    def _unrecord(self, run: Run, generation: int, assigned: list[Assigned]) -> None:
+        """The transaction of a complete_in() rolled back (the step's checkpoint failed, or was fenced: the
+        execution moved to another replica): the outcome it recorded is not in the database, where the
+        coordination still runs. What the transaction did in memory is undone (`_unlive`: the coordination,
+        terminal here perhaps, leaves the run table; what its dispatch gave out is given back), and the
+        coordination is loaded again as the database has it, if this replica still owns it: it runs again
+        (its step's attempt failed with the checkpoint; a retry asks anew). Another replica's by now, that
+        replica runs it. A waiter on it follows it from the database meanwhile."""
+        with self._lock:
+            if self.dispatcher.generation != generation:
+                return  # restarted since: the start reloaded it
+            gone = self._unlive(run, assigned)
+            if gone is None:
+                return
+            gone.final = None  # never committed: no waiter may take it for the outcome
+        gone.done.set()
+        try:
+            self.spawn(self._adopt_one, gone.id, self.owner)
+        except RuntimeError:  # stopped: a start reloads it
+            pass
 
     def forget(self, moved: Moved) -> None:
         """A complete_in() in the caller's transaction raised Moved (that transaction rolled back): the
@@ -888,9 +925,12 @@ class CoordinationEngine(Component):
             rows = self.store.adopt(tx, self.owner, previous=previous, execution_id=execution_id)
             self._load(tx, after, rows)
 
-    def _adopt_one(self, coordination_id: str) -> None:
+    def _adopt_one(self, coordination_id: str, previous: str | None = None) -> None:
+        """Load one coordination from the database and run it here (`previous`: only if that replica
+        still owns it)."""
         with self.journal.txn() as (tx, after):
-            self._load(tx, after, self.store.adopt(tx, self.owner, coordination_id=coordination_id))
+            rows = self.store.adopt(tx, self.owner, previous=previous, coordination_id=coordination_id)
+            self._load(tx, after, rows)
 
     def _adopt_orphans(self) -> None:
         """Shared database: adopt the coordinations of members that stopped heartbeating."""

@@ -31,6 +31,7 @@ from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, Invalid
 from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, internal_span
+from ..coordination import TaskError
 from ..events import Event, EventFilter, EventLog, NewEvent
 from ..shared import Component, Follower, TimerQueue
 from ..state import StateStore
@@ -38,6 +39,7 @@ from . import _complete as complete
 from ._budget import enforce as enforce_budget
 from ._executions import (
     CANCELLED,
+    FAILED,
     PAUSED,
     PENDING,
     QUEUED,
@@ -79,6 +81,13 @@ MAX_REQUEST_ID = 128
 # Queued executions begun in one transaction by admission. Each is read (its row, its steps) under the
 # engine lock, which starts and reads wait for: on PostgreSQL ~1 ms an execution.
 ADMIT_BATCH = 16
+# An execution whose checkpoint failed to commit is loaded again this soon (s), twice as late after each
+# failure in a row (within RELOAD_RESET s of the last), at most RELOAD_MAX; after more than
+# RELOAD_ATTEMPTS in a row it fails (CHECKPOINT_FAILED).
+RELOAD_FIRST = 0.05
+RELOAD_MAX = 30.0
+RELOAD_RESET = 60.0
+RELOAD_ATTEMPTS = 8
 _Callbacks = list[Callable[[], None]]
 _Admitted = list[tuple[str, ExecutionRun | None]]  # (execution id, its run; None: nothing to begin)
 _KeyValues = list[tuple[str, Any]]  # state keys and their values (the class's own `list` shadows the builtin)
@@ -144,6 +153,9 @@ class WorkflowEngine(Component):
         self._admitter: threading.Thread | None = None
         self._cluster_follower: Any = None
         self._next_takeover = 0.0
+        self.reload_first, self.reload_attempts = RELOAD_FIRST, RELOAD_ATTEMPTS  # (see reload())
+        # execution id -> (its checkpoints that failed in a row, when the last did, why)
+        self._reloads: dict[str, tuple[int, float, str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -269,6 +281,84 @@ class WorkflowEngine(Component):
                 self._running.discard(run.id)
                 self._queued.discard(run.id)
         self._wake_admission()
+
+    def reload(self, run: ExecutionRun, exc: BaseException) -> None:
+        """A checkpoint of `run` failed to commit and the run stopped (its memory was ahead of the database):
+        the execution is loaded again from its last checkpoint, as after a restart, RELOAD_FIRST s later,
+        twice as late after each failure that follows within RELOAD_RESET s. After more than
+        RELOAD_ATTEMPTS in a row (a checkpoint the database always refuses) it fails instead, naming the
+        error, rather than have its agents run again and again."""
+        now = time.monotonic()
+        with self._lock:
+            if self._runs.get(run.id) is not run:
+                return
+            del self._runs[run.id]
+            n, last, _ = self._reloads.get(run.id, (0, now, ""))
+            n = n + 1 if now - last < RELOAD_RESET else 1
+            if len(self._reloads) >= 1024:  # forget the executions whose failures are old
+                self._reloads = {k: v for k, v in self._reloads.items() if now - v[1] < RELOAD_RESET}
+            why = f"{type(exc).__name__}: {exc}"
+            self._reloads[run.id] = (n, now, why)
+        if n > self.reload_attempts:
+            log.error("workflow %s: %d checkpoints in a row failed to commit (%s); it fails", run.id, n, why)
+            self._reload_later(
+                run.id, 0.0, give_up=f"{n} checkpoints in a row failed to commit; the last: {why}"
+            )
+            return
+        delay = min(self.reload_first * 2 ** (n - 1), RELOAD_MAX)
+        log.error(
+            "workflow %s: a checkpoint failed to commit (%s); continuing from the last one in %.2g s",
+            run.id,
+            why,
+            delay,
+        )
+        self._reload_later(run.id, delay)
+
+    def _reload_later(self, execution_id: str, delay: float, retry: int = 0, give_up: str = "") -> None:
+        """`_reload` on the workflow pool, `delay` seconds from now (by the timer thread)."""
+
+        def due() -> None:
+            try:
+                self.pool.submit(self._reload, execution_id, retry, give_up)
+            except RuntimeError:  # the pool is shut down: the engine is stopping; the next start recovers it
+                pass
+
+        self.timers.at(time.time() + delay, due)
+
+    def _reload(self, execution_id: str, retry: int = 0, give_up: str = "") -> None:
+        """Load an execution whose run stopped on a failed checkpoint again, at its next epoch (a write the
+        stopped run still makes is fenced), if this replica still owns it and it is not finished; and
+        continue it, or (`give_up`: why) fail it. While the database does not answer, try again later."""
+        if self.stopping.is_set():
+            return  # the next start recovers it
+        try:
+            with self.db.write() as tx:
+                row = self.store.row(execution_id, tx)
+                if row is not None and row["owner"] == self.me:
+                    row = self.store.own(tx, execution_id, self.me)
+                else:
+                    row = None
+        except Exception as exc:
+            delay = min(self.reload_first * 2**retry, RELOAD_MAX)
+            log.warning(
+                "workflow %s: loading it again failed (%s); trying in %.2g s", execution_id, exc, delay
+            )
+            self._reload_later(execution_id, delay, retry + 1, give_up)
+            return
+        if row is None or row["status"] != RUNNING or give_up:
+            with self._lock:
+                self._running.discard(execution_id)
+            self._wake_admission()
+        if row is None:
+            return
+        if not give_up:
+            self._continue([row], "a checkpoint failed to commit (continuing from the last one committed)")
+            return
+        with self._lock:
+            self._runs.pop(execution_id, None)
+            run = self._load_locked(execution_id)
+        if run is not None:
+            run.terminate(FAILED, TaskError("CHECKPOINT_FAILED", give_up[:4096]), "workflow.execution.failed")
 
     # -- templates ---------------------------------------------------------------------------------------------
 

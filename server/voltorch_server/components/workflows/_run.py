@@ -225,6 +225,7 @@ class RunHost(Protocol):
 
     def finished(self, run: ExecutionRun) -> None: ...
     def lost(self, run: ExecutionRun, fenced: Fenced) -> None: ...
+    def reload(self, run: ExecutionRun, exc: BaseException) -> None: ...
 
     def recording(self, run: ExecutionRun) -> AbstractContextManager[bool]: ...
 
@@ -288,7 +289,9 @@ class ExecutionRun:
         )
         self._wait_timers: dict[tuple[str, str], Timer] = {}
         self._consumed: set[str] = set()  # signal ids consumed by this run (some perhaps not yet written)
-        self.fenced = False  # another replica claimed the execution: this run writes and starts nothing
+        # Stopped here: another replica claimed the execution, or a checkpoint failed (the engine loads the
+        # execution again): this run starts nothing more, and its writes are fenced.
+        self.fenced = False
 
     # -- usage and budget --------------------------------------------------------------------------------
 
@@ -378,6 +381,11 @@ class ExecutionRun:
                     self._write(steps, events, execution, ops, tx, state=state)
             except Fenced as fenced:
                 self.drop(fenced)
+            except Exception as exc:
+                if isinstance(exc, Moved):  # a coordination its dispatch saved is another replica's now
+                    self.host.coordination.forget(exc)
+                self.broken(exc)
+                raise
             return
         host = self.host
         if steps:
@@ -404,13 +412,25 @@ class ExecutionRun:
     def drop(self, fenced: Fenced) -> None:
         """Another replica owns the execution now: stop everything of this run (its timers, what it would
         start next); attempts in flight finish and their checkpoints are fenced in turn."""
+        if self._stop_here():
+            self.host.lost(self, fenced)
+
+    def broken(self, exc: BaseException) -> None:
+        """A checkpoint of this run failed to commit (the database refused or lost it): what the run holds
+        in memory is ahead of the database now. It stops here as a fenced run does, and the engine loads
+        the execution again from its last checkpoint (`WorkflowEngine.reload`)."""
+        if self._stop_here():
+            self.host.reload(self, exc)
+
+    def _stop_here(self) -> bool:
+        """Stop everything of this run (once: False if it had stopped already)."""
         with self.lock:
             if self.fenced:
-                return
+                return False
             self.fenced = True
             self.status = MOVED
             self._cancel_timers()
-        self.host.lost(self, fenced)
+        return True
 
     @contextmanager
     def _transaction(self, *, open_tx: bool = False) -> Iterator[Tx | None]:
@@ -433,6 +453,11 @@ class ExecutionRun:
                 except Fenced as fenced:
                     self.drop(fenced)
                     return
+                except Moved:  # its caller drops the run (the coordination moved with the execution)
+                    raise
+                except Exception as exc:
+                    self.broken(exc)
+                    raise
                 finally:
                     self._batch = None
             else:
