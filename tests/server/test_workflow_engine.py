@@ -289,3 +289,38 @@ def test_a_checkpoint_the_database_always_refuses_fails_the_execution_naming_why
     assert "not today" in done.error.message
     assert [(s.step_id, s.status) for s in done.steps] == [("a", "cancelled")]
     assert engines.coordination.active_count == 0
+
+
+def test_a_failed_checkpoint_after_a_restart_goes_on_from_the_last_committed_one(
+    db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On one database (no other replica) a restarted server runs what an earlier process started, whose
+    rows still name that process's replica: a checkpoint of such an execution that fails to commit is
+    loaded again all the same (it is not left running in the database with no run in memory)."""
+    first = build(db)
+    first.workflows.register_template(
+        Template(
+            name="later",
+            steps=(StepSpec("go", WaitSpec("go")), StepSpec("a", task("a"), depends_on=("go",))),
+        )
+    )
+    e, _ = first.workflows.start_execution("later")
+    first.stop()
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    second = build(db)
+    try:
+        second.workflows.signal(e.id, "go", {})
+        until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+        with db.write() as tx:  # the database takes checkpoints again
+            for sql in _ALLOW_CHECKPOINT[db.kind]:
+                tx.execute(sql)
+        done = second.finished(e.id)
+        assert done.status == "completed"
+        assert [(s.step_id, s.status, s.output) for s in done.steps] == [
+            ("go", "completed", "{}"),
+            ("a", "completed", "A"),
+        ]
+    finally:
+        second.stop()
