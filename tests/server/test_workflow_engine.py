@@ -324,3 +324,35 @@ def test_a_failed_checkpoint_after_a_restart_goes_on_from_the_last_committed_one
         ]
     finally:
         second.stop()
+
+
+def test_an_execution_paused_while_it_waits_to_be_loaded_again_resumes(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An execution whose checkpoint failed waits (its backoff) to be loaded again at its next epoch; paused
+    meanwhile (a run loaded for the request, at the old epoch), it is paused, and its resume once it has
+    been loaded again is not lost to a run of the old epoch, fenced."""
+    db = engines.stores.executions.db
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    wf = engines.workflows
+    wf.reload_first = 1.0  # the pause below comes well within it
+    wf.register_template(
+        Template(name="paused", steps=(StepSpec("a", task("a")), StepSpec("b", task("b"), depends_on=("a",))))
+    )
+    started, _ = wf.start_execution("paused")
+    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+    epoch = engines.stores.executions.row(started.id)["epoch"]
+    assert wf.pause(started.id).status == "paused"
+    with db.write() as tx:  # the database takes checkpoints again
+        for sql in _ALLOW_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    until(lambda: engines.stores.executions.row(started.id)["epoch"] > epoch)  # loaded again
+    assert wf.resume(started.id).status == "running"
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [(s.step_id, s.status, s.output) for s in done.steps] == [
+        ("a", "completed", "A"),
+        ("b", "completed", "B"),
+    ]
