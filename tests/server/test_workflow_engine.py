@@ -12,6 +12,7 @@ import pytest
 from engines import WAIT, Engines, build
 from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.coordination import CoordinationRequest
 from voltorch_server.components.workflows import (
     AgentTaskSpec,
     FanOutSpec,
@@ -356,3 +357,37 @@ def test_an_execution_paused_while_it_waits_to_be_loaded_again_resumes(
         ("a", "completed", "A"),
         ("b", "completed", "B"),
     ]
+
+
+def test_an_unrelated_coordination_moved_away_does_not_strand_the_step_that_met_it(engines: Engines) -> None:
+    """A step's checkpoint that records its in-process agent's outcome also gives the freed agent the next
+    queued coordination; when that one (not the execution's) turns out to be another replica's now (Moved),
+    the checkpoint rolls back. The execution did not move: it is loaded again and goes on here, rather
+    than being dropped as if it had (left running in the database with no run anywhere)."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def solo(t: AgentTask, cancel: CancelSignal) -> str:
+        if t.text == "a":
+            entered.set()
+            gate.wait(WAIT)
+        return t.text.upper()
+
+    engines.coordination.register_agent(
+        "solo", kind="function", capabilities=("solo",), max_concurrency=1, runtime=solo
+    )
+    wf = engines.workflows
+    wf.register_template(
+        Template(name="solo", steps=(StepSpec("a", AgentTaskSpec("a", capabilities=("solo",))),))
+    )
+    started, _ = wf.start_execution("solo")
+    assert entered.wait(WAIT)
+    other = engines.coordination.request(CoordinationRequest(task="other", required_capabilities=("solo",)))
+    assert other.status == "queued"  # the agent's one slot is the step's
+    db = engines.stores.executions.db
+    with db.write() as tx:  # adopted by another replica meanwhile
+        tx.execute("UPDATE coordinations SET owner = 'elsewhere' WHERE id = ?", (other.id,))
+    gate.set()
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [(s.step_id, s.status, s.output) for s in done.steps] == [("a", "completed", "A")]
