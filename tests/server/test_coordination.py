@@ -802,3 +802,35 @@ def test_a_rolled_back_inline_outcome_gives_back_the_coordination_its_dispatch_t
     assert engine.wait(first, WAIT).output == "done:first"
     assert sorted(seen) == ["first", "first", "queued"]
     assert engine.get_agent("one").current_load == 0
+
+
+def test_a_rolled_back_inline_outcome_runs_again_when_loading_it_again_fails_at_first(
+    db, engine, monkeypatch
+):
+    """The database that lost the outcome's transaction may still not answer when the coordination is loaded
+    again (an outage): the load is tried again, and the coordination still runs (it is not left running
+    in the database with nothing here to run it, its waiters and its step waiting for its timeout)."""
+
+    def body(task: AgentTask, cancel: CancelSignal) -> str:
+        return f"done:{task.text}"
+
+    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    cid, inline = _place_inline(db, engine, "first")
+    outcome = engine.run_inline(inline)
+    assert outcome is not None
+    refused = threading.Event()
+    adopt = engine.store.adopt
+
+    def down_once(tx: Any, owner: str, **kw: Any) -> Any:
+        if kw.get("coordination_id") == cid and not refused.is_set():
+            refused.set()
+            raise _RolledBack("the database does not answer")
+        return adopt(tx, owner, **kw)
+
+    monkeypatch.setattr(engine.store, "adopt", down_once)
+    with pytest.raises(_RolledBack), db.write() as tx:
+        engine.complete_in(tx, inline, outcome)
+        raise _RolledBack
+    assert refused.wait(WAIT)
+    done = engine.wait(cid, WAIT)
+    assert done.status == "completed" and done.output == "done:first"

@@ -12,6 +12,7 @@ import pytest
 from engines import WAIT, Engines, build
 from polling import until
 from voltorch_server.agents.base import AgentTask, CancelSignal
+from voltorch_server.components.coordination import CoordinationRequest
 from voltorch_server.components.workflows import (
     AgentTaskSpec,
     FanOutSpec,
@@ -289,3 +290,104 @@ def test_a_checkpoint_the_database_always_refuses_fails_the_execution_naming_why
     assert "not today" in done.error.message
     assert [(s.step_id, s.status) for s in done.steps] == [("a", "cancelled")]
     assert engines.coordination.active_count == 0
+
+
+def test_a_failed_checkpoint_after_a_restart_goes_on_from_the_last_committed_one(
+    db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On one database (no other replica) a restarted server runs what an earlier process started, whose
+    rows still name that process's replica: a checkpoint of such an execution that fails to commit is
+    loaded again all the same (it is not left running in the database with no run in memory)."""
+    first = build(db)
+    first.workflows.register_template(
+        Template(
+            name="later",
+            steps=(StepSpec("go", WaitSpec("go")), StepSpec("a", task("a"), depends_on=("go",))),
+        )
+    )
+    e, _ = first.workflows.start_execution("later")
+    first.stop()
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    second = build(db)
+    try:
+        second.workflows.signal(e.id, "go", {})
+        until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+        with db.write() as tx:  # the database takes checkpoints again
+            for sql in _ALLOW_CHECKPOINT[db.kind]:
+                tx.execute(sql)
+        done = second.finished(e.id)
+        assert done.status == "completed"
+        assert [(s.step_id, s.status, s.output) for s in done.steps] == [
+            ("go", "completed", "{}"),
+            ("a", "completed", "A"),
+        ]
+    finally:
+        second.stop()
+
+
+def test_an_execution_paused_while_it_waits_to_be_loaded_again_resumes(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An execution whose checkpoint failed waits (its backoff) to be loaded again at its next epoch; paused
+    meanwhile (a run loaded for the request, at the old epoch), it is paused, and its resume once it has
+    been loaded again is not lost to a run of the old epoch, fenced."""
+    db = engines.stores.executions.db
+    with db.write() as tx:
+        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    wf = engines.workflows
+    wf.reload_first = 1.0  # the pause below comes well within it
+    wf.register_template(
+        Template(name="paused", steps=(StepSpec("a", task("a")), StepSpec("b", task("b"), depends_on=("a",))))
+    )
+    started, _ = wf.start_execution("paused")
+    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+    epoch = engines.stores.executions.row(started.id)["epoch"]
+    assert wf.pause(started.id).status == "paused"
+    with db.write() as tx:  # the database takes checkpoints again
+        for sql in _ALLOW_CHECKPOINT[db.kind]:
+            tx.execute(sql)
+    until(lambda: engines.stores.executions.row(started.id)["epoch"] > epoch)  # loaded again
+    assert wf.resume(started.id).status == "running"
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [(s.step_id, s.status, s.output) for s in done.steps] == [
+        ("a", "completed", "A"),
+        ("b", "completed", "B"),
+    ]
+
+
+def test_an_unrelated_coordination_moved_away_does_not_strand_the_step_that_met_it(engines: Engines) -> None:
+    """A step's checkpoint that records its in-process agent's outcome also gives the freed agent the next
+    queued coordination; when that one (not the execution's) turns out to be another replica's now (Moved),
+    the checkpoint rolls back. The execution did not move: it is loaded again and goes on here, rather
+    than being dropped as if it had (left running in the database with no run anywhere)."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def solo(t: AgentTask, cancel: CancelSignal) -> str:
+        if t.text == "a":
+            entered.set()
+            gate.wait(WAIT)
+        return t.text.upper()
+
+    engines.coordination.register_agent(
+        "solo", kind="function", capabilities=("solo",), max_concurrency=1, runtime=solo
+    )
+    wf = engines.workflows
+    wf.register_template(
+        Template(name="solo", steps=(StepSpec("a", AgentTaskSpec("a", capabilities=("solo",))),))
+    )
+    started, _ = wf.start_execution("solo")
+    assert entered.wait(WAIT)
+    other = engines.coordination.request(CoordinationRequest(task="other", required_capabilities=("solo",)))
+    assert other.status == "queued"  # the agent's one slot is the step's
+    db = engines.stores.executions.db
+    with db.write() as tx:  # adopted by another replica meanwhile
+        tx.execute("UPDATE coordinations SET owner = 'elsewhere' WHERE id = ?", (other.id,))
+    gate.set()
+    done = engines.finished(started.id)
+    assert done.status == "completed"
+    assert [(s.step_id, s.status, s.output) for s in done.steps] == [("a", "completed", "A")]

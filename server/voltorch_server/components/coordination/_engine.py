@@ -78,6 +78,10 @@ from ._store_port import CoordinationPort
 from ._tools import EngineToolbox
 
 log = logging.getLogger("voltorch.coordination")
+# A coordination whose recorded outcome rolled back is loaded again at once; while the database does not
+# answer, again RELOAD_FIRST s later, twice as late each time, at most RELOAD_MAX s.
+RELOAD_FIRST = 0.05
+RELOAD_MAX = 30.0
 _dumps = encoder()  # json.dumps(value), its encoder made once
 
 
@@ -391,9 +395,33 @@ class CoordinationEngine(Component):
             gone.final = None  # never committed: no waiter may take it for the outcome
         gone.done.set()
         try:
-            self.spawn(self._adopt_one, gone.id, self.owner)
+            self.spawn(self._readopt, gone.id, generation)
         except RuntimeError:  # stopped: a start reloads it
             pass
+
+    def _readopt(self, coordination_id: str, generation: int, retry: int = 0) -> None:
+        """`_adopt_one` for `_unrecord` (if this replica still owns the coordination), on the agent pool;
+        while the database does not answer (the outage that rolled the outcome back may last), tried again
+        later, twice as late each time (at most RELOAD_MAX s), unless the engine stopped or restarted since
+        (its start reloads it)."""
+        with self._lock:
+            if self.dispatcher.generation != generation or not self.dispatcher.running:
+                return
+        try:
+            self._adopt_one(coordination_id, self.owner)
+        except Exception as exc:
+            delay = min(RELOAD_FIRST * 2**retry, RELOAD_MAX)
+            log.warning(
+                "coordination %s: loading it again failed (%s); trying in %.2g s", coordination_id, exc, delay
+            )
+
+            def due() -> None:
+                try:
+                    self.spawn(self._readopt, coordination_id, generation, retry + 1)
+                except RuntimeError:  # stopped: a start reloads it
+                    pass
+
+            self.dispatcher.delta_timers.after(delay, due)
 
     def forget(self, moved: Moved) -> None:
         """A complete_in() in the caller's transaction raised Moved (that transaction rolled back): the

@@ -327,14 +327,17 @@ class WorkflowEngine(Component):
 
     def _reload(self, execution_id: str, retry: int = 0, give_up: str = "") -> None:
         """Load an execution whose run stopped on a failed checkpoint again, at its next epoch (a write the
-        stopped run still makes is fenced), if this replica still owns it and it is not finished; and
-        continue it, or (`give_up`: why) fail it. While the database does not answer, try again later."""
+        stopped run still makes is fenced), if this replica still owns it (on one database: always) and it
+        is not finished; and continue it, or (`give_up`: why) fail it. While the database does not answer,
+        try again later."""
         if self.stopping.is_set():
             return  # the next start recovers it
         try:
             with self.db.write() as tx:
                 row = self.store.row(execution_id, tx)
-                if row is not None and row["owner"] == self.me:
+                # on one database this server owns every execution, also those whose rows still name
+                # the replica id of an earlier process (recovery does not claim them again)
+                if row is not None and (row["owner"] == self.me or not self.ownership.shared):
                     row = self.store.own(tx, execution_id, self.me)
                 else:
                     row = None
@@ -345,6 +348,12 @@ class WorkflowEngine(Component):
             )
             self._reload_later(execution_id, delay, retry + 1, give_up)
             return
+        with self._lock:  # a run a request loaded meanwhile (a pause, a signal) is of the old epoch
+            stale = self._runs.get(execution_id)
+        if stale is not None and (row is None or stale.epoch != row["epoch"]):
+            stale.drop(
+                Fenced(execution_id, stale.epoch, "loaded again at its next epoch (a checkpoint failed)")
+            )
         if row is None or row["status"] != RUNNING or give_up:
             with self._lock:
                 self._running.discard(execution_id)

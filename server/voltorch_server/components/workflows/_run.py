@@ -1135,9 +1135,12 @@ class ExecutionRun:
                 return c is not None
             try:
                 recorded = self._record_inline(sid, attempt, call, inline, outcome, span)
-            except Moved as moved:  # its coordination was adopted elsewhere: so was the execution
+            except Moved as moved:
                 coordination.forget(moved)
-                self.drop(Fenced(self.id, self.epoch, "its coordination was adopted by another replica"))
+                if moved.run.execution_id == self.id:  # its coordination was adopted elsewhere: so was it
+                    self.drop(Fenced(self.id, self.epoch, "its coordination was adopted by another replica"))
+                else:  # another one the outcome's dispatch gave out: only the checkpoint failed
+                    self.broken(moved)
                 return True
             return recorded
 
