@@ -27,7 +27,15 @@ from opentelemetry import context as otel_context
 
 from ..._ids import new_id
 from ...agents.base import TokenUsage
-from ...errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from ...errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from ...priority import Priority
 from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, internal_span
@@ -83,7 +91,8 @@ MAX_REQUEST_ID = 128
 ADMIT_BATCH = 16
 # An execution whose checkpoint failed to commit is loaded again this soon (s), twice as late after each
 # failure in a row (within RELOAD_RESET s of the last), at most RELOAD_MAX; after more than
-# RELOAD_ATTEMPTS in a row it fails (CHECKPOINT_FAILED).
+# RELOAD_ATTEMPTS in a row that the database refused (not an outage, not a conflict) it fails
+# (CHECKPOINT_FAILED).
 RELOAD_FIRST = 0.05
 RELOAD_MAX = 30.0
 RELOAD_RESET = 60.0
@@ -154,8 +163,9 @@ class WorkflowEngine(Component):
         self._cluster_follower: Any = None
         self._next_takeover = 0.0
         self.reload_first, self.reload_attempts = RELOAD_FIRST, RELOAD_ATTEMPTS  # (see reload())
-        # execution id -> (its checkpoints that failed in a row, when the last did, why)
-        self._reloads: dict[str, tuple[int, float, str]] = {}
+        # execution id -> (its checkpoints that failed in a row, when the last did, of them those the
+        # database refused (not an outage), why the last did)
+        self._reloads: dict[str, tuple[int, float, int, str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -286,26 +296,32 @@ class WorkflowEngine(Component):
         """A checkpoint of `run` failed to commit and the run stopped (its memory was ahead of the database):
         the execution is loaded again from its last checkpoint, as after a restart, RELOAD_FIRST s later,
         twice as late after each failure that follows within RELOAD_RESET s. After more than
-        RELOAD_ATTEMPTS in a row (a checkpoint the database always refuses) it fails instead, naming the
-        error, rather than have its agents run again and again."""
+        RELOAD_ATTEMPTS refused in a row (a checkpoint the database answers and always refuses; an outage or
+        a conflict with another writer is waited out) it fails instead, naming the error, rather than have
+        its agents run again and again."""
         now = time.monotonic()
+        # An outage (the database does not answer) or a conflict with another writer is waited out; a
+        # checkpoint the database answers and refuses counts towards giving up.
+        outage = isinstance(exc, (Unavailable, Aborted))
         with self._lock:
             if self._runs.get(run.id) is not run:
                 return
             del self._runs[run.id]
-            n, last, _ = self._reloads.get(run.id, (0, now, ""))
-            n = n + 1 if now - last < RELOAD_RESET else 1
+            n, last, refused, _ = self._reloads.get(run.id, (0, now, 0, ""))
+            if now - last >= RELOAD_RESET:
+                n, refused = 0, 0
+            n, refused = n + 1, refused + (not outage)
             if len(self._reloads) >= 1024:  # forget the executions whose failures are old
                 self._reloads = {k: v for k, v in self._reloads.items() if now - v[1] < RELOAD_RESET}
             why = f"{type(exc).__name__}: {exc}"
-            self._reloads[run.id] = (n, now, why)
-        if n > self.reload_attempts:
-            log.error("workflow %s: %d checkpoints in a row failed to commit (%s); it fails", run.id, n, why)
+            self._reloads[run.id] = (n, now, refused, why)
+        delay = min(self.reload_first * 2 ** (n - 1), RELOAD_MAX)
+        if refused > self.reload_attempts:
+            log.error("workflow %s: %d checkpoints refused in a row (%s); it fails", run.id, refused, why)
             self._reload_later(
-                run.id, 0.0, give_up=f"{n} checkpoints in a row failed to commit; the last: {why}"
+                run.id, delay, give_up=f"{refused} checkpoints in a row failed to commit; the last: {why}"
             )
             return
-        delay = min(self.reload_first * 2 ** (n - 1), RELOAD_MAX)
         log.error(
             "workflow %s: a checkpoint failed to commit (%s); continuing from the last one in %.2g s",
             run.id,
