@@ -741,6 +741,18 @@ def test_a_rolled_back_placement_gives_back_an_older_coordination_its_dispatch_t
     assert gate.seen == ["first", "older"]
 
 
+def _one_agent(engine: CoordinationEngine) -> list[str]:
+    """Agent "one" (capability "one", one task at a time) answering 'done:<task>'; the tasks it was given."""
+    seen: list[str] = []
+
+    def body(task: AgentTask, cancel: CancelSignal) -> str:
+        seen.append(task.text)
+        return f"done:{task.text}"
+
+    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    return seen
+
+
 def _place_inline(db, engine: CoordinationEngine, task: str) -> tuple[str, Any]:
     """A coordination placed in its caller's transaction and given at once to an in-process agent, as a
     workflow step's is: (its id, the inline task the caller runs in its own thread)."""
@@ -757,13 +769,7 @@ def test_an_inline_outcome_whose_transaction_rolls_back_runs_again(db, engine):
     checkpoint) that then rolls back (the checkpoint failed, or was fenced): the coordination is not left
     finished in memory while the database has it running. It runs again, its outcome is written, and the
     agent's slot is free."""
-    seen: list[str] = []
-
-    def body(task: AgentTask, cancel: CancelSignal) -> str:
-        seen.append(task.text)
-        return f"done:{task.text}"
-
-    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    seen = _one_agent(engine)
     cid, inline = _place_inline(db, engine, "first")
     outcome = engine.run_inline(inline)
     assert outcome is not None
@@ -782,13 +788,7 @@ def test_an_inline_outcome_whose_transaction_rolls_back_runs_again(db, engine):
 def test_a_rolled_back_inline_outcome_gives_back_the_coordination_its_dispatch_took(db, engine):
     """The outcome's dispatch gave the freed agent an older queued coordination: rolled back, that one is
     given back (it was never launched) and runs once the agent is free, as the first one runs again."""
-    seen: list[str] = []
-
-    def body(task: AgentTask, cancel: CancelSignal) -> str:
-        seen.append(task.text)
-        return f"done:{task.text}"
-
-    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    seen = _one_agent(engine)
     first, inline = _place_inline(db, engine, "first")
     queued = engine.request(CoordinationRequest(task="queued", required_capabilities=("one",)))
     assert engine.get(queued.id).status == "queued"  # the agent's one slot is the inline task's
@@ -810,11 +810,7 @@ def test_a_rolled_back_inline_outcome_runs_again_when_loading_it_again_fails_at_
     """The database that lost the outcome's transaction may still not answer when the coordination is loaded
     again (an outage): the load is tried again, and the coordination still runs (it is not left running
     in the database with nothing here to run it, its waiters and its step waiting for its timeout)."""
-
-    def body(task: AgentTask, cancel: CancelSignal) -> str:
-        return f"done:{task.text}"
-
-    engine.register_agent("one", kind="function", capabilities=["one"], max_concurrency=1, runtime=body)
+    _one_agent(engine)
     cid, inline = _place_inline(db, engine, "first")
     outcome = engine.run_inline(inline)
     assert outcome is not None

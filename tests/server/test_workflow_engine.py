@@ -7,6 +7,7 @@ restart, plus the execution store's own contract (a step checkpoint overwrites i
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from engines import WAIT, Engines, build
@@ -233,6 +234,18 @@ _ALLOW_CHECKPOINT = {
 }
 
 
+def _sql(db: Any, statements: dict[str, list[str]]) -> None:
+    """The statements of the database's dialect, in one transaction."""
+    with db.write() as tx:
+        for sql in statements[db.kind]:
+            tx.execute(sql)
+
+
+def _refusal_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Until a checkpoint refused by _REFUSE_FIRST_CHECKPOINT's trigger has been logged."""
+    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+
+
 def test_a_step_whose_checkpoint_fails_goes_on_from_the_last_committed_one(
     engines: Engines, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -242,9 +255,7 @@ def test_a_step_whose_checkpoint_fails_goes_on_from_the_last_committed_one(
     loaded again from its last committed checkpoint, as after a restart, and goes on once the database
     takes the checkpoint. The coordination whose outcome was lost runs again and is written completed."""
     db = engines.stores.executions.db
-    with db.write() as tx:
-        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _sql(db, _REFUSE_FIRST_CHECKPOINT)
     wf = engines.workflows
     wf.register_template(
         Template(
@@ -252,10 +263,8 @@ def test_a_step_whose_checkpoint_fails_goes_on_from_the_last_committed_one(
         )
     )
     started, _ = wf.start_execution("refused")
-    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
-    with db.write() as tx:  # the database takes checkpoints again
-        for sql in _ALLOW_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _refusal_logged(caplog)
+    _sql(db, _ALLOW_CHECKPOINT)  # the database takes checkpoints again
     done = engines.finished(started.id)
     assert done.status == "completed"
     assert [(s.step_id, s.status, s.attempts, s.output) for s in done.steps] == [
@@ -276,9 +285,7 @@ def test_a_checkpoint_the_database_always_refuses_fails_the_execution_naming_why
     not have the execution loaded and its step re-attached forever: after `reload_attempts` failures in a
     row it fails, CHECKPOINT_FAILED, with the database's error in its message."""
     db = engines.stores.executions.db
-    with db.write() as tx:
-        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _sql(db, _REFUSE_FIRST_CHECKPOINT)
     wf = engines.workflows
     wf.reload_first, wf.reload_attempts = 0.001, 3
     wf.register_template(Template(name="always", steps=(StepSpec("a", task("a")),)))
@@ -307,16 +314,12 @@ def test_a_failed_checkpoint_after_a_restart_goes_on_from_the_last_committed_one
     )
     e, _ = first.workflows.start_execution("later")
     first.stop()
-    with db.write() as tx:
-        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _sql(db, _REFUSE_FIRST_CHECKPOINT)
     second = build(db)
     try:
         second.workflows.signal(e.id, "go", {})
-        until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
-        with db.write() as tx:  # the database takes checkpoints again
-            for sql in _ALLOW_CHECKPOINT[db.kind]:
-                tx.execute(sql)
+        _refusal_logged(caplog)
+        _sql(db, _ALLOW_CHECKPOINT)  # the database takes checkpoints again
         done = second.finished(e.id)
         assert done.status == "completed"
         assert [(s.step_id, s.status, s.output) for s in done.steps] == [
@@ -334,21 +337,17 @@ def test_an_execution_paused_while_it_waits_to_be_loaded_again_resumes(
     meanwhile (a run loaded for the request, at the old epoch), it is paused, and its resume once it has
     been loaded again is not lost to a run of the old epoch, fenced."""
     db = engines.stores.executions.db
-    with db.write() as tx:
-        for sql in _REFUSE_FIRST_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _sql(db, _REFUSE_FIRST_CHECKPOINT)
     wf = engines.workflows
     wf.reload_first = 1.0  # the pause below comes well within it
     wf.register_template(
         Template(name="paused", steps=(StepSpec("a", task("a")), StepSpec("b", task("b"), depends_on=("a",))))
     )
     started, _ = wf.start_execution("paused")
-    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+    _refusal_logged(caplog)
     epoch = engines.stores.executions.row(started.id)["epoch"]
     assert wf.pause(started.id).status == "paused"
-    with db.write() as tx:  # the database takes checkpoints again
-        for sql in _ALLOW_CHECKPOINT[db.kind]:
-            tx.execute(sql)
+    _sql(db, _ALLOW_CHECKPOINT)  # the database takes checkpoints again
     until(lambda: engines.stores.executions.row(started.id)["epoch"] > epoch)  # loaded again
     assert wf.resume(started.id).status == "running"
     done = engines.finished(started.id)
