@@ -23,7 +23,7 @@ from voltorch_server.components.workflows import (
     Template,
     WaitSpec,
 )
-from voltorch_server.errors import InvalidArgument
+from voltorch_server.errors import InvalidArgument, Unavailable
 from voltorch_server.storage.stores import Stores
 
 BOTH_BACKENDS = True  # every test using `db` runs on SQLite and on PostgreSQL (tests/conftest.py)
@@ -242,8 +242,14 @@ def _sql(db: Any, statements: dict[str, list[str]]) -> None:
 
 
 def _refusal_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """Until a checkpoint refused by _REFUSE_FIRST_CHECKPOINT's trigger has been logged."""
-    until(lambda: any(r.exc_info and "not today" in str(r.exc_info[1]) for r in caplog.records))
+    """Until a checkpoint refused by _REFUSE_FIRST_CHECKPOINT's trigger has been logged (by the engine that
+    loads the execution again, or by the step attempt that met it)."""
+    until(
+        lambda: any(
+            "not today" in r.getMessage() or (r.exc_info and "not today" in str(r.exc_info[1]))
+            for r in caplog.records
+        )
+    )
 
 
 def test_a_step_whose_checkpoint_fails_goes_on_from_the_last_committed_one(
@@ -390,3 +396,29 @@ def test_an_unrelated_coordination_moved_away_does_not_strand_the_step_that_met_
     done = engines.finished(started.id)
     assert done.status == "completed"
     assert [(s.step_id, s.status, s.output) for s in done.steps] == [("a", "completed", "A")]
+
+
+def test_checkpoints_lost_to_an_outage_are_waited_out_not_counted_towards_failing(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint lost because the database does not answer (Unavailable) is an outage: the execution is
+    loaded again, with backoff, as many times as it takes, and never failed for it (only checkpoints the
+    database answers and refuses count towards CHECKPOINT_FAILED)."""
+    wf = engines.workflows
+    wf.reload_first, wf.reload_attempts = 0.001, 1
+    store = engines.stores.executions
+    save = store.save_steps
+    lost: list[str] = []
+
+    def down_for_a_while(tx: Any, execution_id: str, steps: Any) -> None:
+        if len(lost) < 4 and any(s.step_id == "a" and s.status == "completed" for s in steps):
+            lost.append(execution_id)
+            raise Unavailable("the database does not answer")
+        save(tx, execution_id, steps)
+
+    monkeypatch.setattr(store, "save_steps", down_for_a_while)
+    wf.register_template(Template(name="outage", steps=(StepSpec("a", task("a")),)))
+    started, _ = wf.start_execution("outage")
+    done = engines.finished(started.id)
+    assert done.status == "completed" and done.steps[0].output == "A"
+    assert lost == [started.id] * 4

@@ -364,12 +364,14 @@ class WorkflowEngine(Component):
             )
             self._reload_later(execution_id, delay, retry + 1, give_up)
             return
-        with self._lock:  # a run a request loaded meanwhile (a pause, a signal) is of the old epoch
+        with self._lock:  # a run a request loaded meanwhile (a pause, a signal, a read) is of the old epoch
             stale = self._runs.get(execution_id)
-        if stale is not None and (row is None or stale.epoch != row["epoch"]):
-            stale.drop(
-                Fenced(execution_id, stale.epoch, "loaded again at its next epoch (a checkpoint failed)")
-            )
+            if stale is not None and (row is None or stale.epoch != row["epoch"]):
+                del self._runs[execution_id]
+            else:
+                stale = None
+        if stale is not None:
+            stale.superseded()
         if row is None or row["status"] != RUNNING or give_up:
             with self._lock:
                 self._running.discard(execution_id)

@@ -422,6 +422,11 @@ class ExecutionRun:
         if self._stop_here():
             self.host.reload(self, exc)
 
+    def superseded(self) -> None:
+        """A run of this execution loaded at a newer epoch replaces this one (the engine has dropped it):
+        it stops here, as a fenced run does, its writes fenced by the epoch."""
+        self._stop_here()
+
     def _stop_here(self) -> bool:
         """Stop everything of this run (once: False if it had stopped already)."""
         with self.lock:
@@ -1106,6 +1111,8 @@ class ExecutionRun:
                 if result is not None and result.error is not None:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, result.error.message[:200]))
         except Exception as exc:
+            if self._stopped_by(exc, sid, attempt):
+                return
             log.exception("workflow %s step %s attempt %d crashed", self.id, sid, attempt)
             result = AttemptResult(error=TaskError("INTERNAL", f"step attempt crashed: {exc!r}", True))
         try:
@@ -1114,8 +1121,24 @@ class ExecutionRun:
                 if result is None or self.host.stopping.is_set():
                     return
                 self._attempt_done(sid, attempt, result)
-        except Exception:
-            log.exception("workflow %s: recording step %s failed", self.id, sid)
+        except Exception as exc:
+            if not self._stopped_by(exc, sid, attempt):
+                log.exception("workflow %s: recording step %s failed", self.id, sid)
+
+    def _stopped_by(self, exc: Exception, sid: str, attempt: int) -> bool:
+        """Whether `exc` is the checkpoint failure that stopped this run (the engine logged why and goes on
+        from the last committed checkpoint): then said in one line, not as a crash of the attempt."""
+        if not self.fenced:
+            return False
+        log.warning(
+            "workflow %s step %s attempt %d: not recorded by this run, which stopped (%s: %s)",
+            self.id,
+            sid,
+            attempt,
+            type(exc).__name__,
+            exc,
+        )
+        return True
 
     def _run_inline(
         self, sid: str, attempt: int, call: AgentCall, inline: InlineTask, tp: str, span: Any
