@@ -830,3 +830,36 @@ def test_a_rolled_back_inline_outcome_runs_again_when_loading_it_again_fails_at_
     assert refused.wait(WAIT)
     done = engine.wait(cid, WAIT)
     assert done.status == "completed" and done.output == "done:first"
+
+
+def test_a_rolled_back_placement_loads_again_an_older_coordination_its_dispatch_failed(db, engine):
+    """The placement's dispatch failed an older queued coordination (the agent it names was gone from the
+    engine then): rolled back, that one is not left failed in memory while the database has it queued. It
+    is loaded again as the database has it and runs once its agent is free."""
+    gate = Gate()
+    engine.register_agent("two", kind="function", capabilities=["two"], max_concurrency=1, runtime=gate)
+    _one_agent(engine)
+    first = engine.request(CoordinationRequest(task="first", target_agent_id="two"))
+    gate.wait_entered()
+    older = engine.request(CoordinationRequest(task="older", target_agent_id="two"))
+    assert engine.get(older.id).status == "queued"
+    prepared = engine.prepare(CoordinationRequest(task="new", required_capabilities=("one",)))
+    # The engine lock held throughout: nothing of the engine's own dispatches or reloads the older one
+    # while its agent is away.
+    with pytest.raises(_RolledBack), db.write() as tx, engine.journal.lock:
+        two = engine.agents.pop("two")  # gone from the engine, as if unregistered, without a dispatch
+        try:
+            engine.submit_in(tx, prepared)
+            failed = engine.runs.live[older.id]  # in memory (a read answers what was committed)
+            assert failed.status == "failed" and failed.error is not None
+            assert failed.error.code == "AGENT_UNREGISTERED"
+        finally:
+            engine.agents["two"] = two
+        raise _RolledBack
+    gate.release.set()
+    assert engine.wait(first.id, WAIT).status == "completed"
+    done = engine.wait(older.id, WAIT)
+    assert done.status == "completed" and done.output == "done:older"
+    assert gate.seen == ["first", "older"]
+    with pytest.raises(NotFound):
+        engine.get(prepared.id)

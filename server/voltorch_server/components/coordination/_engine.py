@@ -309,7 +309,9 @@ class CoordinationEngine(Component):
             if not self.dispatcher.running:  # stopped since prepare(): the caller asks again later
                 return Placed(prepared.id, None, after, written=False)
             assigned: list[Assigned] = []
-            tx.after_rollback(partial(self._withdraw, prepared.id, self.dispatcher.generation, assigned))
+            tx.after_rollback(
+                partial(self._withdraw, prepared.id, self.dispatcher.generation, assigned, after)
+            )
             self.dispatcher.recording = assigned
             try:
                 run = self._insert(tx, after, prepared)
@@ -320,43 +322,58 @@ class CoordinationEngine(Component):
             inline = self.dispatcher.take_inline(run, after)
         return Placed(prepared.id, inline, after)
 
-    def _withdraw(self, coordination_id: str, generation: int, assigned: list[Assigned]) -> None:
+    def _withdraw(
+        self, coordination_id: str, generation: int, assigned: list[Assigned], after: After
+    ) -> None:
         """The transaction of a submit_in() rolled back: undo what it did in memory. Its coordination leaves
         the run table and the queue (its deadline stays in the heap: the timer finds it gone), and every
         unit its dispatch gave to an agent is given back, the newest first: the agent's slot freed, an
         older coordination's unit queued again in its place, as it was (`Dispatcher.give_back`); the
-        engine's periodic dispatch gives it out again. A coordination this dispatch handed over to another
-        replica (`_hand_over`) needs nothing: it changes memory only after the commit (`journal.drop`).
-        Not undone: an older coordination that this dispatch failed (`_fail_unplaceable` -> `finish`): it
-        stays terminal in memory (and in the run table: its removal was after-commit work) while the
-        database still has it queued. Rare (its agent was unregistered, or no agent has its capabilities,
-        which that change's own dispatch normally finds first), and undoing `finish` is not simple. Not after
-        a stop either: the run table and the agents it withdraws from are gone (a start reloads them)."""
+        engine's periodic dispatch gives it out again. An older coordination this dispatch failed
+        (`_fail_unplaceable`: terminal in memory, still queued in the database) is loaded again as the
+        database has it (`_roll_back`). A coordination this dispatch handed over to another replica
+        (`_hand_over`) needs nothing: it changes memory only after the commit (`journal.drop`). Not after a
+        stop: the run table and the agents it withdraws from are gone (a start reloads them)."""
+        self._roll_back(generation, assigned, after.finished, withdrawn=coordination_id)
+
+    def _roll_back(
+        self, generation: int, assigned: list[Assigned], finished: list[Run], withdrawn: str = ""
+    ) -> None:
+        """Undo in memory what a rolled-back transaction did (unless the engine restarted since): the
+        `withdrawn` coordination (new in it) leaves memory; the runs it `finished` (terminal here, not in
+        the database) leave it too and are loaded again as the database has them (`_readopt`); what its
+        dispatch gave to agents (`assigned`) is given back. A waiter on any of them follows it from the
+        database meanwhile."""
         with self._lock:
             if self.dispatcher.generation != generation:
-                return
-            run = self._unlive(self.runs.live.get(coordination_id), assigned)
-        if run is not None:
-            run.done.set()  # a waiter reads what the database has: nothing
-
-    def _unlive(self, run: Run | None, assigned: list[Assigned]) -> Run | None:
-        """What a rolled-back transaction did in memory, undone (engine lock held): every unit its dispatch
-        gave to an agent given back, the newest first (`Dispatcher.give_back`), and `run` (when it is still
-        the live one) out of the run table and the queue, its agents' slots freed. Returns `run` then."""
-        live = run is not None and self.runs.live.get(run.id) is run
-        if run is not None and live:
-            del self.runs.live[run.id]
-            for unit in run.units.values():
-                self.runs.queue.remove(unit)
-        for a in reversed(assigned):
-            self.dispatcher.give_back(a)
-        assigned.clear()
-        if run is None or not live:
-            return None
-        for unit in run.units.values():  # a unit a later dispatch of the same transaction (or group) gave out
-            if unit.agent_id is not None:
-                self.dispatcher.release(unit)
-        return run
+                return  # restarted since: the start reloaded them
+            live = self.runs.live
+            new = live.get(withdrawn) if withdrawn else None
+            runs: list[Run] = []  # each once (the live one of its id), in order
+            for r in (new, *finished):
+                if r is not None and live.get(r.id) is r:
+                    del live[r.id]
+                    runs.append(r)
+                    for unit in r.units.values():
+                        self.runs.queue.remove(unit)
+            for a in reversed(assigned):
+                self.dispatcher.give_back(a)
+            assigned.clear()
+            for r in runs:  # a unit of it a later dispatch of the same transaction (or group) gave out
+                for unit in r.units.values():
+                    if unit.agent_id is not None:
+                        self.dispatcher.release(unit)
+            gone = [r for r in runs if r is not new]
+            for g in gone:
+                g.final = None  # never committed: no waiter may take it for the outcome
+        if new is not None and runs and runs[0] is new:
+            new.done.set()  # a waiter reads what the database has: nothing
+        for g in gone:
+            g.done.set()
+            try:
+                self.spawn(self._readopt, g.id, generation)
+            except RuntimeError:  # stopped: a start reloads it
+                pass
 
     def run_inline(self, task: InlineTask, traceparent: str = "") -> Outcome | None:
         """Run an inline task's agent in this thread; None when it must not run (cancelled, engine
@@ -371,36 +388,25 @@ class CoordinationEngine(Component):
         with self._lock:
             assigned: list[Assigned] = []
             run, generation = task.unit.run, self.dispatcher.generation
-            tx.after_rollback(partial(self._unrecord, run, generation, assigned))
+            tx.after_rollback(partial(self._unrecord, run, generation, assigned, after))
             self.dispatcher.recording = assigned
             try:
                 return self.dispatcher.complete(tx, after, task, outcome), after
             finally:
                 self.dispatcher.recording = None
 
-    def _unrecord(self, run: Run, generation: int, assigned: list[Assigned]) -> None:
+    def _unrecord(self, run: Run, generation: int, assigned: list[Assigned], after: After) -> None:
         """The transaction of a complete_in() rolled back (the step's checkpoint failed, or was fenced: the
         execution moved to another replica): the outcome it recorded is not in the database, where the
-        coordination still runs. What the transaction did in memory is undone (`_unlive`: the coordination,
-        terminal here perhaps, leaves the run table; what its dispatch gave out is given back), and the
-        coordination is loaded again as the database has it, if this replica still owns it: it runs again
-        (its step's attempt failed with the checkpoint; a retry asks anew). Another replica's by now, that
-        replica runs it. A waiter on it follows it from the database meanwhile."""
-        with self._lock:
-            if self.dispatcher.generation != generation:
-                return  # restarted since: the start reloaded it
-            gone = self._unlive(run, assigned)
-            if gone is None:
-                return
-            gone.final = None  # never committed: no waiter may take it for the outcome
-        gone.done.set()
-        try:
-            self.spawn(self._readopt, gone.id, generation)
-        except RuntimeError:  # stopped: a start reloads it
-            pass
+        coordination still runs. What the transaction did in memory is undone (`_roll_back`: the
+        coordination, terminal here perhaps, and any its dispatch failed leave the run table; what that
+        dispatch gave out is given back), and the coordination is loaded again as the database has it, if
+        this replica still owns it: it runs again (its step goes on from its last committed checkpoint and
+        waits for it). Another replica's by now, that replica runs it."""
+        self._roll_back(generation, assigned, [run, *after.finished])
 
     def _readopt(self, coordination_id: str, generation: int, retry: int = 0) -> None:
-        """`_adopt_one` for `_unrecord` (if this replica still owns the coordination), on the agent pool;
+        """`_adopt_one` for `_roll_back` (if this replica still owns the coordination), on the agent pool;
         while the database does not answer (the outage that rolled the outcome back may last), tried again
         later, twice as late each time (at most RELOAD_MAX s), unless the engine stopped or restarted since
         (its start reloads it)."""
