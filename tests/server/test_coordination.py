@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, Latch
 from voltorch_server.components.coordination import (
     Coordination,
     CoordinationCondition,
@@ -863,3 +863,77 @@ def test_a_rolled_back_placement_loads_again_an_older_coordination_its_dispatch_
     assert gate.seen == ["first", "older"]
     with pytest.raises(NotFound):
         engine.get(prepared.id)
+
+
+def test_a_rolled_back_dispatch_that_failed_a_running_coordination_stops_its_task_before_it_runs_again(
+    db, engine
+):
+    """The placement's dispatch failed an older parallel coordination (one of its agents was gone from the
+    engine then) while its other task ran on an agent: `finish` freed that agent's slot and meant to cancel
+    the task after the commit. Rolled back, the coordination is loaded again and its task given out again:
+    the first attempt is told to stop then, not left running beside the new one on the same agent."""
+    two, three = Gate(), Gate()
+    engine.register_agent("two", kind="function", capabilities=["two"], max_concurrency=1, runtime=two)
+    engine.register_agent("three", kind="function", capabilities=["three"], max_concurrency=1, runtime=three)
+    _one_agent(engine)
+    blocker = engine.request(CoordinationRequest(task="blocker", target_agent_id="three"))
+    three.wait_entered()
+    par = engine.request(CoordinationRequest(task="par", mode="parallel", agent_ids=("two", "three")))
+    two.wait_entered()  # its task on "two" runs; the one for "three" is queued
+    prepared = engine.prepare(CoordinationRequest(task="new", required_capabilities=("one",)))
+    with pytest.raises(_RolledBack), db.write() as tx, engine.journal.lock:
+        gone = engine.agents.pop("three")  # gone from the engine, as if unregistered, without a dispatch
+        try:
+            engine.submit_in(tx, prepared)
+            assert engine.runs.live[par.id].status == "failed"  # in memory only
+        finally:
+            engine.agents["three"] = gone
+        raise _RolledBack
+    assert two.saw_cancel.wait(WAIT), "the first attempt on 'two' was never told to stop"
+    assert two.cancelled == ["par"]
+    three.release.set()
+    two.release.set()
+    assert engine.wait(blocker.id, WAIT).status == "completed"
+    done = engine.wait(par.id, WAIT)
+    assert done.status == "completed" and done.output
+    assert engine.get_agent("two").current_load == 0
+
+
+def test_a_rolled_back_placement_its_own_dispatch_failed_is_never_answered_to_a_waiter_as_failed(db, engine):
+    """The placement's dispatch failed the new coordination itself (its agent was gone from the engine
+    then), and the transaction rolled back: a waiter that found it in memory meanwhile is not answered with
+    that failure, which was never committed; it reads what the database has (nothing)."""
+    engine.register_agent("two", kind="function", capabilities=["two"], runtime=echo("two"))
+    _one_agent(engine)  # room for a dispatch to look at the queue
+    prepared = engine.prepare(CoordinationRequest(task="new", target_agent_id="two"))
+    waiting = threading.Event()
+
+    class Watched(Latch):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()
+            return super().wait(timeout)
+
+    answers: list[Any] = []
+
+    def waiter() -> None:
+        try:
+            answers.append(engine.wait(prepared.id, WAIT))
+        except NotFound as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    with pytest.raises(_RolledBack), db.write() as tx:
+        with engine.journal.lock:
+            two = engine.agents.pop("two")  # gone from the engine, as if unregistered, without a dispatch
+            try:
+                engine.submit_in(tx, prepared)
+            finally:
+                engine.agents["two"] = two
+            new = engine.runs.live[prepared.id]
+            assert new.status == "failed"  # in memory only
+            new.done = Watched()
+        thread.start()
+        assert waiting.wait(WAIT)  # the waiter waits for the commit
+        raise _RolledBack
+    thread.join(WAIT)
+    assert len(answers) == 1 and isinstance(answers[0], NotFound), answers

@@ -334,23 +334,32 @@ class CoordinationEngine(Component):
         database has it (`_roll_back`). A coordination this dispatch handed over to another replica
         (`_hand_over`) needs nothing: it changes memory only after the commit (`journal.drop`). Not after a
         stop: the run table and the agents it withdraws from are gone (a start reloads them)."""
-        self._roll_back(generation, assigned, after.finished, withdrawn=coordination_id)
+        self._roll_back(generation, assigned, after, withdrawn=coordination_id)
 
     def _roll_back(
-        self, generation: int, assigned: list[Assigned], finished: list[Run], withdrawn: str = ""
+        self,
+        generation: int,
+        assigned: list[Assigned],
+        after: After,
+        also: Run | None = None,
+        withdrawn: str = "",
     ) -> None:
         """Undo in memory what a rolled-back transaction did (unless the engine restarted since): the
-        `withdrawn` coordination (new in it) leaves memory; the runs it `finished` (terminal here, not in
-        the database) leave it too and are loaded again as the database has them (`_readopt`); what its
-        dispatch gave to agents (`assigned`) is given back. A waiter on any of them follows it from the
-        database meanwhile."""
+        `withdrawn` coordination (new in it) leaves memory; `also` and the runs it finished (`after.finished`:
+        terminal here, not in the database) leave it too and are loaded again as the database has them
+        (`_readopt`); what its dispatch gave to agents (`assigned`) is given back. The agent tasks it ended
+        (`after.cancels`: `finish` freed their slots) are told to stop now: the coordination loaded again
+        gives them out anew, and the old attempt, whose outcome nobody records any more, must not run on
+        beside the new one. A waiter on any of them follows it from the database meanwhile."""
+        for signal, reason in after.cancels:  # the attempts the transaction ended, ended all the same
+            signal.set(f"{reason} (its transaction rolled back: loaded again)")
         with self._lock:
             if self.dispatcher.generation != generation:
                 return  # restarted since: the start reloaded them
             live = self.runs.live
             new = live.get(withdrawn) if withdrawn else None
             runs: list[Run] = []  # each once (the live one of its id), in order
-            for r in (new, *finished):
+            for r in (new, also, *after.finished):
                 if r is not None and live.get(r.id) is r:
                     del live[r.id]
                     runs.append(r)
@@ -363,9 +372,9 @@ class CoordinationEngine(Component):
                 for unit in r.units.values():
                     if unit.agent_id is not None:
                         self.dispatcher.release(unit)
+            for r in runs:  # never committed (the new one too, its own dispatch may have failed it):
+                r.final = None  # no waiter may take it for the outcome
             gone = [r for r in runs if r is not new]
-            for g in gone:
-                g.final = None  # never committed: no waiter may take it for the outcome
         if new is not None and runs and runs[0] is new:
             new.done.set()  # a waiter reads what the database has: nothing
         for g in gone:
@@ -403,7 +412,7 @@ class CoordinationEngine(Component):
         dispatch gave out is given back), and the coordination is loaded again as the database has it, if
         this replica still owns it: it runs again (its step goes on from its last committed checkpoint and
         waits for it). Another replica's by now, that replica runs it."""
-        self._roll_back(generation, assigned, [run, *after.finished])
+        self._roll_back(generation, assigned, after, also=run)
 
     def _readopt(self, coordination_id: str, generation: int, retry: int = 0) -> None:
         """`_adopt_one` for `_roll_back` (if this replica still owns the coordination), on the agent pool;
