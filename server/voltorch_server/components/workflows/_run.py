@@ -292,6 +292,7 @@ class ExecutionRun:
         # Stopped here: another replica claimed the execution, or a checkpoint failed (the engine loads the
         # execution again): this run starts nothing more, and its writes are fenced.
         self.fenced = False
+        self._stop_cause: BaseException | None = None  # the failed checkpoint's exception (broken())
 
     # -- usage and budget --------------------------------------------------------------------------------
 
@@ -420,6 +421,7 @@ class ExecutionRun:
         in memory is ahead of the database now. It stops here as a fenced run does, and the engine loads
         the execution again from its last checkpoint (`WorkflowEngine.reload`)."""
         if self._stop_here():
+            self._stop_cause = exc
             self.host.reload(self, exc)
 
     def superseded(self) -> None:
@@ -1127,8 +1129,9 @@ class ExecutionRun:
 
     def _stopped_by(self, exc: Exception, sid: str, attempt: int) -> bool:
         """Whether `exc` is the checkpoint failure that stopped this run (the engine logged why and goes on
-        from the last committed checkpoint): then said in one line, not as a crash of the attempt."""
-        if not self.fenced:
+        from the last committed checkpoint): then said in one line, not as a crash of the attempt. Any
+        other exception keeps its traceback."""
+        if exc is not self._stop_cause:
             return False
         log.warning(
             "workflow %s step %s attempt %d: not recorded by this run, which stopped (%s: %s)",
