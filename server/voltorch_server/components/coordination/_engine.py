@@ -44,7 +44,7 @@ from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
 from ..events import EventLog
-from ..shared import Component, decode_token, encode_token
+from ..shared import Component, decode_token, doubling, encode_token
 from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
@@ -425,7 +425,7 @@ class CoordinationEngine(Component):
         try:
             self._adopt_one(coordination_id, self.owner)
         except Exception as exc:
-            delay = min(RELOAD_FIRST * 2**retry, RELOAD_MAX)
+            delay = doubling(RELOAD_FIRST, retry, RELOAD_MAX)
             log.warning(
                 "coordination %s: loading it again failed (%s); trying in %.2g s", coordination_id, exc, delay
             )

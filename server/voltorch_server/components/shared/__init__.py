@@ -1,13 +1,14 @@
 """What the component packages share: the lifecycle base (Component), replay-then-follow (Broadcaster,
-Follower), JSON paths, page tokens and sizes, the aging priority queue, the timer thread (TimerQueue). Not
-a concept of its own: a package imports these from here, never from the modules."""
+Follower), JSON paths, page tokens and sizes, the aging priority queue, the timer thread (TimerQueue) and
+retry delays (doubling). Not a concept of its own: a package imports these from here, never from the
+modules."""
 
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
 from ._paging import decode_token, encode_token, is_count, is_pair, page_size
 from ._queue import AgingQueue
-from ._timers import Timer, TimerQueue
+from ._timers import Timer, TimerQueue, doubling
 
 __all__ = [
     "AgingQueue",
@@ -20,6 +21,7 @@ __all__ = [
     "Timer",
     "TimerQueue",
     "decode_token",
+    "doubling",
     "encode_token",
     "is_count",
     "is_pair",

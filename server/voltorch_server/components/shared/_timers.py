@@ -94,3 +94,8 @@ class TimerQueue:
                 fn()
             except Exception:
                 log.exception("timer callback failed")
+
+
+def doubling(first: float, times: int, cap: float) -> float:
+    """A retry's delay: `first` seconds, doubled `times` times, at most `cap`."""
+    return min(first * 2**times, cap)

@@ -41,7 +41,7 @@ from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, internal_span
 from ..coordination import TaskError
 from ..events import Event, EventFilter, EventLog, NewEvent
-from ..shared import Component, Follower, TimerQueue
+from ..shared import Component, Follower, TimerQueue, doubling
 from ..state import StateStore
 from . import _complete as complete
 from ._budget import enforce as enforce_budget
@@ -300,8 +300,6 @@ class WorkflowEngine(Component):
         a conflict with another writer is waited out) it fails instead, naming the error, rather than have
         its agents run again and again."""
         now = time.monotonic()
-        # An outage (the database does not answer) or a conflict with another writer is waited out; a
-        # checkpoint the database answers and refuses counts towards giving up.
         outage = isinstance(exc, (Unavailable, Aborted))
         with self._lock:
             if self._runs.get(run.id) is not run:
@@ -315,7 +313,7 @@ class WorkflowEngine(Component):
                 self._reloads = {k: v for k, v in self._reloads.items() if now - v[1] < RELOAD_RESET}
             why = f"{type(exc).__name__}: {exc}"
             self._reloads[run.id] = (n, now, refused, why)
-        delay = min(self.reload_first * 2 ** (n - 1), RELOAD_MAX)
+        delay = doubling(self.reload_first, n - 1, RELOAD_MAX)
         if refused > self.reload_attempts:
             log.error("workflow %s: %d checkpoints refused in a row (%s); it fails", run.id, refused, why)
             self._reload_later(
@@ -358,7 +356,7 @@ class WorkflowEngine(Component):
                 else:
                     row = None
         except Exception as exc:
-            delay = min(self.reload_first * 2**retry, RELOAD_MAX)
+            delay = doubling(self.reload_first, retry, RELOAD_MAX)
             log.warning(
                 "workflow %s: loading it again failed (%s); trying in %.2g s", execution_id, exc, delay
             )
