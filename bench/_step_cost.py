@@ -9,6 +9,7 @@ time): with `--synchronous NORMAL` beside the default FULL, what a per-commit fs
 --instr-atstart=no` with `--callgrind` it switches instrumentation on around the measured runs only, so
 instructions per step can be read from the callgrind output (repeatable where seconds are not); there the
 statements are not counted (the counter's expanded SQL would be counted as the step's instructions).
+With `--bare` the steps keep no coordination record (`_bare_step`): a bound, to read what that record costs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _chain(steps: int) -> Any:
 
 
 def measure(
-    n: int, callgrind: bool = False, profile: str = "", synchronous: str = "FULL"
+    n: int, callgrind: bool = False, profile: str = "", synchronous: str = "FULL", bare: bool = False
 ) -> dict[str, float]:
     from voltorch_server.components.workflows import TERMINAL_EVENTS
     from voltorch_server.config import load
@@ -62,6 +63,10 @@ def measure(
         rt.coordination.register_agent(
             "bench-noop", kind="offline", capabilities=("bench",), max_concurrency=1000
         )
+        if bare:
+            from ._bare_step import BareCoordination
+
+            rt.workflows.coordination = BareCoordination(rt.coordination, "bench-noop")
         for s in (1, 5):
             rt.workflows.register_template(_chain(s))
         done = threading.Event()
@@ -184,12 +189,13 @@ def main() -> None:
     p.add_argument("--instructions", action="store_true", help="run N of each under callgrind; count")
     p.add_argument("--profile", default="", help="cProfile of every thread to this file")
     p.add_argument("--synchronous", default="FULL", help="db_synchronous (FULL, as the bench; NORMAL)")
+    p.add_argument("--bare", action="store_true", help="steps without a coordination record (a bound)")
     args = p.parse_args()
     if args.instructions:
         for k, v in under_callgrind(args.n).items():
             print(f"{k:24} {v / 1e6:10.3f} M")
         return
-    for k, v in measure(args.n, args.callgrind, args.profile, args.synchronous).items():
+    for k, v in measure(args.n, args.callgrind, args.profile, args.synchronous, args.bare).items():
         print(f"{k:24} {v:10.3f}")
 
 
