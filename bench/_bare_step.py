@@ -7,6 +7,7 @@ measurement only, never a server's shape: nothing it ran could be found again af
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,9 +24,7 @@ class BareCoordination:
         return getattr(self._real, name)
 
     def prepare(self, req: Any) -> Any:
-        from voltorch_server._ids import new_id
-
-        return SimpleNamespace(id=new_id("coord"), req=req)
+        return SimpleNamespace(id=f"coord_{uuid.uuid4().hex[:24]}", req=req)
 
     def submit_in(self, tx: Any, prepared: Any) -> Any:
         return SimpleNamespace(id=prepared.id, inline=prepared, after=None, written=True)
