@@ -154,3 +154,11 @@ def test_prices_and_limits_in_the_small():
     with pytest.raises(ResourceExhausted) as exc:
         enforce_budget(Budget(max_cost=0.5), TokenUsage(cost=0.5))
     assert exc.value.reason == "BUDGET_EXCEEDED" and exc.value.metadata["limit"] == "max_cost"
+
+
+def test_a_run_whose_last_call_reaches_the_limit_completes(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = run(client, stub, voltorch.Budget(max_llm_calls=7))  # exactly the 7 calls it makes
+    assert e.status == "completed", e.error
+    assert e.usage.llm_calls == 7 and e.step("report").status == "completed"

@@ -329,6 +329,17 @@ class ExecutionRun:
             return True
         return False
 
+    def _work_left(self) -> bool:
+        """Whether any step is still to finish (a fan-out whose elements all completed is finished): a
+        run whose last step used up its budget completes, since no further call would be made."""
+        for sid in self.graph.order:
+            if self.records[sid].status in STEP_DONE:
+                continue
+            kids = self.children.get(sid)
+            if kids is None or any(self.records[k].status != COMPLETED for k in kids):
+                return True
+        return False
+
     # -- persistence -------------------------------------------------------------------------------------
 
     def _event(self, type_: str, **data: Any) -> PreparedEvent:
@@ -1226,7 +1237,7 @@ class ExecutionRun:
                 ],
                 state=self.host.step_state(self, rec) if not rec.parent_id else (),
             )
-            if self._over_budget():
+            if self._work_left() and self._over_budget():
                 return
             if rec.parent_id:
                 self._pump(rec.parent_id)
