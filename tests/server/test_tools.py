@@ -192,7 +192,11 @@ def test_a_budget_is_held_between_the_model_calls_of_one_tool_loop(srv, stub):
             )
         )
         e = client.workflows.wait(client.workflows.start("tools-budget").execution.id, timeout=WAIT)
+        failed = [u for u in client.workflows.watch(e.id, timeout=WAIT) if u.type == "workflow.step.failed"]
     assert e.status == "failed" and e.error is not None
     assert e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=1" in e.error.message
     assert len(stub.requests) == 1  # the tool ran; the second model call was never made
     assert e.usage.llm_calls == 1 and e.step("ask").usage.llm_calls == 1  # a failed loop's calls count too
+    ask = e.step("ask")  # the step the budget stopped says so: failed, not cancelled without a reason
+    assert ask.status == "failed" and ask.error is not None and ask.error.code == "BUDGET_EXCEEDED"
+    assert [u.step_id for u in failed] == ["ask"]
