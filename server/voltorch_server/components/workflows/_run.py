@@ -1244,7 +1244,7 @@ class ExecutionRun:
                 ],
                 state=self.host.step_state(self, rec) if not rec.parent_id else (),
             )
-            if self._work_left() and self._over_budget():
+            if self._budget_reached() and self._work_left() and self._over_budget():
                 return
             if rec.parent_id:
                 self._pump(rec.parent_id)
