@@ -4,13 +4,14 @@ a budget reached mid-fan-out fails the run (BUDGET_EXCEEDED) before the next mod
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import voltorch
 from openai_stub import StubLLM
-from voltorch_server.agents.base import TokenUsage
+from voltorch_server.agents.base import AgentTask, CancelSignal, TokenUsage
 from voltorch_server.app import VoltorchServer
 from voltorch_server.components.workflows.templates import Budget
 from voltorch_server.config import Config, parse_prices
@@ -154,3 +155,47 @@ def test_prices_and_limits_in_the_small():
     with pytest.raises(ResourceExhausted) as exc:
         enforce_budget(Budget(max_cost=0.5), TokenUsage(cost=0.5))
     assert exc.value.reason == "BUDGET_EXCEEDED" and exc.value.metadata["limit"] == "max_cost"
+
+
+def test_a_run_whose_last_call_reaches_the_limit_completes(llm_server):
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        e = run(client, stub, voltorch.Budget(max_llm_calls=7))  # exactly the 7 calls it makes
+    assert e.status == "completed", e.error
+    assert e.usage.llm_calls == 7 and e.step("report").status == "completed"
+
+
+def test_a_step_still_running_when_the_budget_is_reached_is_cancelled(llm_server):
+    """The README's word: nothing further starts and the steps still running are cancelled, their agent
+    tasks too (the execution has ended: no result of theirs would be kept)."""
+    srv, stub = llm_server
+    told = threading.Event()
+
+    def slow(task: AgentTask, cancel: CancelSignal) -> dict[str, str]:
+        if cancel.wait(30):
+            told.set()
+        return {"text": "late"}
+
+    srv.runtime.coordination.register_agent("slow", kind="function", capabilities=("slow",), runtime=slow)
+    with voltorch.Client(srv.target, timeout=10) as client:
+        client.coordination.register_agent(
+            "gpt",
+            kind="llm",
+            capabilities=["general"],
+            llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
+        )
+        client.workflows.register_template(
+            voltorch.WorkflowTemplate(
+                name="budget-parallel",
+                budget=voltorch.Budget(max_llm_calls=1),
+                steps=[
+                    voltorch.Step("slow", voltorch.AgentTask("wait", agent_id="slow")),
+                    voltorch.Step("fast", voltorch.AgentTask("Answer", agent_id="gpt")),
+                    voltorch.Step("after", voltorch.AgentTask("Report", agent_id="gpt"), depends_on=["fast"]),
+                ],
+            )
+        )
+        e = client.workflows.wait(client.workflows.start("budget-parallel").execution.id, timeout=30)
+    assert e.status == "failed" and e.error is not None and e.error.code == "BUDGET_EXCEEDED"
+    assert [e.step(s).status for s in ("slow", "fast", "after")] == ["cancelled", "completed", "cancelled"]
+    assert told.wait(10)  # the running step's agent task was cancelled

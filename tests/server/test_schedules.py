@@ -136,6 +136,23 @@ def test_overlap_policies(client, scheduler, overlap, running_after):
         assert tick_request_id(s.id, T0 + 120) in {e.request_id for e in later}
 
 
+def test_a_buffered_tick_that_cannot_start_is_dropped_once(client, scheduler):
+    """A buffered tick whose template no longer accepts the schedule's parameters is skipped once, not
+    retried (and counted skipped) on every pass of the loop while the schedule waits for its next tick."""
+    s = scheduler.create(Schedule(id="b", template_name="hold", interval=60.0, overlap="buffer_one"))
+    scheduler.tick(T0 + 60)
+    scheduler.tick(T0 + 120)  # buffered behind the first execution
+    (run,) = runs_of(client, s.id)
+    client.workflows.register_template(replace(HOLD, parameters=[ParameterSpec("topic", required=True)]))
+    client.workflows.signal(run.id, "go")
+    until(lambda: client.workflows.get(run.id).done)
+    for now in (T0 + 130, T0 + 131, T0 + 132):
+        scheduler.tick(now)
+    got = scheduler.get(s.id)
+    assert (got.buffered_tick, got.ticks_skipped, got.next_tick) == (None, 1, T0 + 180)
+    assert len(runs_of(client, s.id)) == 1
+
+
 @pytest.mark.parametrize(("catchup", "started"), [("all", 10), ("latest", 1), ("skip", 0)])
 def test_catch_up_after_downtime(client, scheduler, catchup, started):
     s = scheduler.create(

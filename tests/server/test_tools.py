@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import voltorch
 from openai_stub import completion
+from polling import until
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
 
@@ -192,7 +194,52 @@ def test_a_budget_is_held_between_the_model_calls_of_one_tool_loop(srv, stub):
             )
         )
         e = client.workflows.wait(client.workflows.start("tools-budget").execution.id, timeout=WAIT)
+        failed = [u for u in client.workflows.watch(e.id, timeout=WAIT) if u.type == "workflow.step.failed"]
     assert e.status == "failed" and e.error is not None
     assert e.error.code == "BUDGET_EXCEEDED" and "max_llm_calls=1" in e.error.message
     assert len(stub.requests) == 1  # the tool ran; the second model call was never made
     assert e.usage.llm_calls == 1 and e.step("ask").usage.llm_calls == 1  # a failed loop's calls count too
+    ask = e.step("ask")  # the step the budget stopped says so: failed, not cancelled without a reason
+    assert ask.status == "failed" and ask.error is not None and ask.error.code == "BUDGET_EXCEEDED"
+    assert [u.step_id for u in failed] == ["ask"]
+
+
+def test_cancelling_the_execution_cancels_the_tool_call_in_flight(srv, stub):
+    """The step's agent is cancelled with its execution; the tool call it waits on is a task of its own
+    and must not run on (and hold the worker) after the run it served has ended."""
+    stub.script += [(200, {}, completion(None, tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]))]
+    started, release = threading.Event(), threading.Event()
+
+    def slow_add(task: voltorch.WorkerTask) -> str:
+        started.set()
+        release.wait(WAIT)
+        return add(task)
+
+    with (
+        voltorch.Client(srv.target, timeout=10) as client,
+        voltorch.Worker(client, "calculator", ["math"], slow_add, tools=[ADD]) as worker,
+    ):
+        try:
+            assert worker.connected.wait(WAIT)
+            llm = voltorch.LlmSettings(
+                model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
+            )
+            client.coordination.register_agent("assistant", kind="llm", capabilities=["assistant"], llm=llm)
+            client.workflows.register_template(
+                voltorch.WorkflowTemplate(
+                    name="tools-cancel",
+                    steps=[voltorch.Step("ask", voltorch.AgentTask("Sum", agent_id="assistant"))],
+                )
+            )
+            eid = client.workflows.start("tools-cancel").execution.id
+            assert started.wait(WAIT)
+            (called,) = until(lambda: list(client.events.list(types="agent.tool.called")))
+            assert client.workflows.cancel(eid).status == "cancelled"
+            tool_call = called.data["coordination_id"]
+            until(
+                lambda: client.coordination.get(tool_call).status == "cancelled",
+                timeout=10,
+                why=lambda: client.coordination.get(tool_call).status,
+            )
+        finally:
+            release.set()

@@ -226,6 +226,21 @@ def test_invalid_wait_steps_are_refused_naming_the_field(client):
     assert err.value.field_violations[0].field == "template.steps[0].start_after"
 
 
+def test_a_steps_attempt_timeout_on_a_wait_is_refused_not_ignored(client):
+    """Step.timeout bounds an agent's attempt; a wait has none, so it never applied: a run meant to stop
+    waiting after it waited on. The wait's own timeout is the one to set."""
+    for kind, own in (
+        (WaitStep("go"), "wait.timeout"),
+        (ApprovalStep(prompt="ok?"), "approval.timeout"),
+        (SleepStep(duration=5), "sleep.duration"),
+    ):
+        t = WorkflowTemplate(name="bounded-wait", steps=[Step("w", kind, timeout=0.3)])
+        with pytest.raises(voltorch.InvalidArgumentError) as err:
+            client.workflows.register_template(t)
+        (v,) = err.value.field_violations
+        assert v.field == "template.steps[0].timeout" and own in v.description
+
+
 def test_a_waiting_run_holds_no_concurrency_slot(tmp_path: Path):
     cfg = Config(host="127.0.0.1", port=0, db=str(tmp_path / "c.db"), workflow_concurrency=1)
     srv = VoltorchServer(cfg).start()

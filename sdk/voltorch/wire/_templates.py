@@ -144,7 +144,7 @@ class Step:
     name: str = ""
     depends_on: Sequence[str] = ()
     retry: RetryPolicy | None = None
-    timeout: Seconds | None = None  # per attempt; None = 10 min
+    timeout: Seconds | None = None  # per attempt; None = 10 min; not for waits (their own timeout)
     allow_failure: bool = False
     start_after: Seconds | None = None  # once ready, wait this long (a durable timer) before starting
 

@@ -96,7 +96,7 @@ def _loop(
             else:
                 with tracer.start_as_current_span("agent.tool") as span:
                     span.set_attribute("voltorch.tool", call.name)
-                    result = task.toolbox.call(task, call.name, call.arguments)
+                    result = task.toolbox.call(task, call.name, call.arguments, cancel)
                     span.set_attribute("voltorch.coordination_id", result.coordination_id)
                 usage = usage + result.usage
                 used.append(result.usage)

@@ -69,8 +69,11 @@ class Toolbox(ABC):
         """The tools by name; AgentError TOOL_NOT_FOUND for a name no agent offers."""
 
     @abstractmethod
-    def call(self, task: AgentTask, name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Run one call as a child coordination of the task and wait for it."""
+    def call(
+        self, task: AgentTask, name: str, arguments: dict[str, Any], cancel: CancelSignal | None = None
+    ) -> ToolResult:
+        """Run one call as a child coordination of the task and wait for it; `cancel` (the task's) set
+        meanwhile cancels the call too."""
 
     def check_budget(self, task: AgentTask, used: TokenUsage) -> None:  # noqa: B027 - optional hook
         """Before another model call of a task that has already used `used`: AgentError BUDGET_EXCEEDED

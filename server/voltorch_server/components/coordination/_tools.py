@@ -8,7 +8,16 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...agents.base import NO_USAGE, AgentError, AgentTask, TokenUsage, Toolbox, ToolResult, ToolSpec
+from ...agents.base import (
+    NO_USAGE,
+    AgentError,
+    AgentTask,
+    CancelSignal,
+    TokenUsage,
+    Toolbox,
+    ToolResult,
+    ToolSpec,
+)
 from ...errors import VoltorchError
 from ...telemetry import current_trace
 from ..events import NewEvent
@@ -47,7 +56,9 @@ class EngineToolbox(Toolbox):
             found.append(offer[1])
         return found
 
-    def call(self, task: AgentTask, name: str, arguments: dict[str, Any]) -> ToolResult:
+    def call(
+        self, task: AgentTask, name: str, arguments: dict[str, Any], cancel: CancelSignal | None = None
+    ) -> ToolResult:
         offer = self._find(name)
         if offer is None:
             return ToolResult("", error=f"no registered agent offers the tool {name!r}")
@@ -91,7 +102,7 @@ class EngineToolbox(Toolbox):
                     traceparent=req.traceparent,
                 )
             )
-            done = self.engine.wait(child.id, timeout + 1.0)
+            done = self._wait(child.id, timeout + 1.0, cancel)
         except VoltorchError as exc:
             return ToolResult("", agent_id=agent_id, error=exc.message)
         usage = sum((r.usage for r in done.results), NO_USAGE)
@@ -99,3 +110,21 @@ class EngineToolbox(Toolbox):
             why = done.error.message if done.error else f"the tool's coordination ended {done.status}"
             return ToolResult("", done.id, agent_id, why, usage)
         return ToolResult(done.output, done.id, agent_id, usage=usage)
+
+    def _wait(self, child_id: str, timeout: float, cancel: CancelSignal | None) -> Any:
+        """The call's coordination once it ended; cancelled with the calling task (an execution cancelled
+        or timed out), so the tool does not run on, holding its agent, for a caller that is gone."""
+
+        def stop(reason: str) -> None:
+            try:
+                self.engine.cancel(child_id, f"the calling task stopped: {reason}")
+            except VoltorchError:  # ended meanwhile
+                pass
+
+        if cancel is not None:
+            cancel.add_callback(stop)
+        try:
+            return self.engine.wait(child_id, timeout)
+        finally:
+            if cancel is not None:
+                cancel.remove_callback(stop)

@@ -176,11 +176,24 @@ class Scheduler(Component):
             for s in self.store.due(now):
                 try:
                     self._run_due(s, now)
-                except VoltorchError as exc:  # e.g. the template was deleted: record, try again later
+                except VoltorchError as exc:  # e.g. the template changed: record, try again at the next tick
                     self.record_error(
                         "SCHEDULE_TICK_FAILED", f"schedule {s.id}: {exc}", details={"schedule_id": s.id}
                     )
-                    self._save(replace(s, next_tick=s.next_after(now), ticks_skipped=s.ticks_skipped + 1))
+                    # the failed ticks are dropped, a buffered one too: else every pass would try it again
+                    skipped = max(
+                        int(s.buffered_tick is not None)
+                        + int(s.next_tick is not None and s.next_tick <= now),
+                        1,
+                    )
+                    self._save(
+                        replace(
+                            s,
+                            next_tick=s.next_after(now),
+                            buffered_tick=None,
+                            ticks_skipped=s.ticks_skipped + skipped,
+                        )
+                    )
 
     def _run_due(self, s: Schedule, now: float) -> None:
         if s.buffered_tick is not None and not self._overlaps(s):

@@ -314,6 +314,13 @@ class ExecutionRun:
         self.host.metrics.record_usage(used, template=self.template_name)
         return changed
 
+    def _budget_reached(self) -> bool:
+        try:
+            enforce(self.template.budget, self.usage)
+        except ResourceExhausted:
+            return True
+        return False
+
     def _over_budget(self) -> bool:
         """Fail the execution when its usage has reached a limit of its budget (True: it did)."""
         try:
@@ -327,6 +334,17 @@ class ExecutionRun:
                 usage=self.usage.to_dict(),
             )
             return True
+        return False
+
+    def _work_left(self) -> bool:
+        """Whether any step is still to finish (a fan-out whose elements all completed is finished): a
+        run whose last step used up its budget completes, since no further call would be made."""
+        for sid in self.graph.order:
+            if self.records[sid].status in STEP_DONE:
+                continue
+            kids = self.children.get(sid)
+            if kids is None or any(self.records[k].status != COMPLETED for k in kids):
+                return True
         return False
 
     # -- persistence -------------------------------------------------------------------------------------
@@ -1226,7 +1244,7 @@ class ExecutionRun:
                 ],
                 state=self.host.step_state(self, rec) if not rec.parent_id else (),
             )
-            if self._over_budget():
+            if self._budget_reached() and self._work_left() and self._over_budget():
                 return
             if rec.parent_id:
                 self._pump(rec.parent_id)
@@ -1234,11 +1252,15 @@ class ExecutionRun:
             return
         err = result.error
         assert err is not None
-        if self._over_budget():
-            return
+        over = self._budget_reached()
         policy = self.template.retry_for(self._spec_of(rec))
         rec.error = err
-        if err.retryable and err.code not in policy.non_retryable_errors and rec.attempts < policy.attempts:
+        if (
+            not over
+            and err.retryable
+            and err.code not in policy.non_retryable_errors
+            and rec.attempts < policy.attempts
+        ):
             delay = policy.delay(rec.attempts)
             rec.status, rec.next_retry_time = RETRYING, now + delay
             self._commit(
@@ -1260,6 +1282,8 @@ class ExecutionRun:
         self._commit(
             [rec], [self._step_event("workflow.step.failed", rec, error=err.to_dict(), agent_id=rec.agent_id)]
         )
+        if over and self._over_budget():  # the step keeps its own error; the run fails on the budget
+            return
         self._after_failure(rec, err)
         self.advance()
 

@@ -195,6 +195,9 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
     for i, s in enumerate(t.steps):
         ctx = _StepCtx(p, f"steps[{i}]", params, graph.ancestors(s.id), ids)
         kind = s.kind
+        own = _OWN_LIMIT.get(type(kind))
+        if own and s.timeout is not None:  # never applied: the run would wait on past it
+            ctx.add("timeout", f"bounds an agent's attempt; a wait has none: set its {own}")
         if kind is None:
             p.add(
                 f"steps[{i}]",
@@ -219,6 +222,9 @@ def _steps(p: Problems, t: Template, params: set[str]) -> None:
             ctx.text(kind.data, "approval.data", item=False)
         elif isinstance(kind, SleepSpec):
             ctx.sleep(kind)
+
+
+_OWN_LIMIT = {WaitSpec: "wait.timeout", ApprovalSpec: "approval.timeout", SleepSpec: "sleep.duration"}
 
 
 def _branches(p: Problems, c: ConditionSpec, own: str, ids: dict[str, int], i: int) -> None:
