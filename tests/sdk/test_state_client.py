@@ -7,10 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import grpc
 import pytest
 import voltorch
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.struct_pb2 import Value
 from voltorch import Change, Exists, Put, Remove, ValueIs, VersionIs
 from voltorch.errors import ConflictError, InvalidArgumentError, NotFoundError, from_rpc_error
 from voltorch.v1 import state_pb2
@@ -541,6 +544,13 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
     "oversized value": (lambda c: c.state.set("big", "x" * (1 << 20)), "value"),
     "missing value": (_raw("SetKey", state_pb2.SetKeyRequest(key="k")), "value"),
     "negative ttl": (lambda c: c.state.set("k", 1, ttl=-1), "ttl"),
+    "ttl past year 9999": (  # its expire_time would be no Timestamp: every later get/list of it fails
+        _raw(
+            "SetKey",
+            state_pb2.SetKeyRequest(key="k", value=Value(number_value=1), ttl=Duration(seconds=315576000000)),
+        ),
+        "ttl",
+    ),
     "negative expected_version": (lambda c: c.state.set("k", 1, expected_version=-1), "expected_version"),
     "delete negative expected_version": (
         lambda c: c.state.delete("k", expected_version=-2),
@@ -582,6 +592,10 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
         "on_success[1].set.value",
     ),
     "txn op ttl": (lambda c: c.state.transaction([], [], [Put("k", 1, ttl=-5)]), "on_failure[0].set.ttl"),
+    "txn op ttl past year 9999": (
+        lambda c: c.state.transaction([], [Put("k", 1, ttl=timedelta(days=3_000_000))]),
+        "on_success[0].set.ttl",
+    ),
     "txn missing op value": (
         _raw(
             "Transaction",
