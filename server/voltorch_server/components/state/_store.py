@@ -31,6 +31,8 @@ from ._store_port import StatePort
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
+# A key's expire_time must stay a valid Timestamp (year <= 9999), or every read of the key fails.
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 _KEY_RE = re.compile(r"[\x21-\x7e]+")
 PUT, DELETE = "PUT", "DELETE"
 T = TypeVar("T")
@@ -159,6 +161,8 @@ def _encode_value(value: Any, field_name: str) -> str:
 def _validate_ttl(ttl: float | None, field_name: str) -> None:
     if ttl is not None and ttl < 0:
         raise InvalidArgument(field_name, "ttl must not be negative", reason="DURATION_INVALID")
+    if ttl is not None and ttl > MAX_TTL_SECONDS:
+        raise InvalidArgument(field_name, "ttl must be at most 100 years", reason="DURATION_INVALID")
 
 
 def _validate_version(v: int | None, field_name: str) -> None:
