@@ -125,3 +125,22 @@ def test_a_nul_inside_a_json_value_is_kept(server: VoltorchServer) -> None:
         )
         got = stub.GetKey(state_pb2.GetKeyRequest(key="k"), timeout=10)
     assert got.kv.value.string_value == "a\x00b"
+
+
+def test_a_nul_in_a_parameter_rendered_into_a_task_is_invalid_argument(echo_agent: VoltorchServer) -> None:
+    template = wf.WorkflowTemplate(
+        name="greet",
+        parameters=[wf.ParameterSpec(name="who")],
+        steps=[wf.StepSpec(id="s1", agent_task=wf.AgentTaskStep(agent_id="echo", task="hi {{who}}"))],
+    )
+    with grpc.insecure_channel(echo_agent.target) as channel:
+        stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        stub.RegisterTemplate(wf.RegisterTemplateRequest(template=template), timeout=10)
+        events_before = echo_agent.runtime.events.last_sequence()
+        request = wf.StartExecutionRequest(template_name="greet", parameters={"who": "a\x00b"})
+        with pytest.raises(grpc.RpcError) as err:
+            stub.StartExecution(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert [v.field for v in sdk_errors.from_rpc_error(err.value).field_violations] == ["parameters.who"]
+        assert not stub.ListExecutions(wf.ListExecutionsRequest(), timeout=10).executions
+    assert echo_agent.runtime.events.last_sequence() == events_before
