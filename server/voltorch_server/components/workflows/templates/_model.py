@@ -368,6 +368,8 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     }[t]
     if not ok:
         return f"must be {'an' if t in (INTEGER, OBJECT) else 'a'} {t}, got {_json_type(value)}"
+    if _holds_nul(value):  # rendered into a task, it would reach a text column PostgreSQL refuses
+        return "must not contain a NUL character"
     size = None
     if t in (NUMBER, INTEGER):
         size, what = value, "value"
@@ -383,6 +385,16 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     if spec.enum and not any(_json_equal(value, e) for e in spec.enum):
         return f"must be one of {json.dumps(list(spec.enum))}"
     return None
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any("\x00" in k or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 def _num(x: float) -> str:
