@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -101,8 +102,9 @@ def check_budget(p: Problems, b: Budget, path: str) -> None:
 def check_retry(p: Problems, r: RetryPolicy, field: str) -> None:
     if not 0 <= r.max_attempts <= 100:
         p.add(f"{field}.max_attempts", "must be 0..100 (0 = inherit)")
-    if r.backoff_multiplier and r.backoff_multiplier < 1:
-        p.add(f"{field}.backoff_multiplier", "must be >= 1 (0 = 2.0)")
+    m = r.backoff_multiplier
+    if m and (not math.isfinite(m) or m < 1):
+        p.add(f"{field}.backoff_multiplier", "must be >= 1 and finite (0 = 2.0)")
     for name in ("initial_backoff", "max_backoff"):
         v = getattr(r, name)
         if v is not None and v < 0:
@@ -128,6 +130,9 @@ def _parameters(p: Problems, specs: tuple[ParameterSpec, ...]) -> set[str]:
             p.add(f"{f}.default_value", "a required parameter must not have a default")
         if (s.min is not None or s.max is not None) and s.type not in (NUMBER, INTEGER, STRING, LIST):
             p.add(f"{f}.min", f"min/max do not apply to {s.type} parameters")
+        for bound in ("min", "max"):
+            if getattr(s, bound) is not None and not math.isfinite(getattr(s, bound)):
+                p.add(f"{f}.{bound}", "must be finite")
         if s.min is not None and s.max is not None and s.min > s.max:
             p.add(f"{f}.max", "max must be >= min")
         if s.pattern:
@@ -273,6 +278,10 @@ class _StepCtx:
         self._refs(refs, field, item)
 
     def value(self, value: Any, field: str, *, item: bool) -> None:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError as exc:
+            self.add(field, f"not JSON: {exc}")
         try:
             refs = list(refs_in_value(value))
         except ValueError as exc:

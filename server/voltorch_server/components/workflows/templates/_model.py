@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -368,8 +369,9 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     }[t]
     if not ok:
         return f"must be {'an' if t in (INTEGER, OBJECT) else 'a'} {t}, got {_json_type(value)}"
-    if _holds_nul(value):  # rendered into a task, it would reach a text column PostgreSQL refuses
-        return "must not contain a NUL character"
+    unstorable = _unstorable(value)
+    if unstorable:
+        return unstorable
     size = None
     if t in (NUMBER, INTEGER):
         size, what = value, "value"
@@ -387,14 +389,19 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     return None
 
 
-def _holds_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
+    """Why a JSON value cannot be kept as it is: a NUL (rendered into a task, it would reach a text column
+    PostgreSQL refuses) or a NaN/Infinity (not JSON), at any depth."""
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any("\x00" in k or _holds_nul(v) for k, v in value.items())
-    return False
+        return "must not contain a NUL character" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be finite (JSON has no NaN or Infinity)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        why = _unstorable(k) or _unstorable(v)
+        if why:
+            return why
+    return None
 
 
 def _num(x: float) -> str:
