@@ -266,6 +266,11 @@ def test_built_in_template_cannot_be_replaced(client):
             "template.steps[0].retry.backoff_multiplier",
             "finite",
         ),
+        (  # its next_retry_time was past year 9999: no client could read the execution
+            [Step("a", AgentTask("x", ["e"]), retry=RetryPolicy(initial_backoff=10**11, max_backoff=10**11))],
+            "template.steps[0].retry.initial_backoff",
+            "a year",
+        ),
         (  # stored, then every execution failed at the step
             [Step("a", AgentTask("x", ["e"], context={"n": math.inf}))],
             "template.steps[0].agent_task.context",
