@@ -107,8 +107,8 @@ def check_retry(p: Problems, r: RetryPolicy, field: str) -> None:
         p.add(f"{field}.backoff_multiplier", "must be >= 1 and finite (0 = 2.0)")
     for name in ("initial_backoff", "max_backoff"):
         v = getattr(r, name)
-        if v is not None and v < 0:
-            p.add(f"{field}.{name}", "must not be negative")
+        if v is not None and not 0 <= v <= MAX_WAIT:  # a retry's time is a Timestamp: year <= 9999
+            p.add(f"{field}.{name}", "must not be negative (and at most a year)")
     for i, code in enumerate(r.non_retryable_errors):
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", code):
             p.add(f"{field}.non_retryable_errors[{i}]", f"{code!r} is not an UPPER_SNAKE error code")
