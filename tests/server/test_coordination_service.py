@@ -139,6 +139,15 @@ def test_errors_name_the_field(client):
         client.coordination.get("coord_missing")
 
 
+def test_agent_ids_are_bounded(client):
+    """A pipeline may repeat agents: 100 000 ids were queued as one coordination, whose row and results then
+    outgrew what GetCoordination and ListCoordinations can answer."""
+    with pytest.raises(voltorch.InvalidArgumentError) as exc:
+        client.coordination.request("t", mode="pipeline", agent_ids=["analyst"] * 65)
+    assert exc.value.fields == ["agent_ids"]
+    assert list(client.coordination.list()) == []  # nothing queued
+
+
 def test_cancel_and_long_poll_over_grpc(client):
     client.coordination.register_agent("parked", kind="remote", capabilities=["p"])
     c = client.coordination.request("t", source_agent_id="parked", request_id="rq-1")
