@@ -52,6 +52,7 @@ from ._dispatch import Assigned, Dispatcher
 from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
+    MAX_AGENT_IDS,
     MAX_AGENTS_PARALLEL,
     MAX_CONTEXT_BYTES,
     MAX_TASK_CHARS,
@@ -567,6 +568,8 @@ class CoordinationEngine(Component):
                 check_name(value, fname)
         if isinstance(req.agent_ids, str):
             raise InvalidArgument("agent_ids", "a list of agent ids, not one string", reason="NAME_INVALID")
+        if len(req.agent_ids) > MAX_AGENT_IDS:
+            raise InvalidArgument("agent_ids", f"at most {MAX_AGENT_IDS} agents (got {len(req.agent_ids)})")
         for i, a in enumerate(req.agent_ids):
             check_name(a, f"agent_ids[{i}]")
         check_capabilities(tuple(req.required_capabilities), "required_capabilities")

@@ -68,6 +68,7 @@ MAX_LABELS = 64
 MAX_CONCURRENCY = 1000
 MAX_TIMEOUT = 24 * 3600.0
 MAX_AGENTS_PARALLEL = 32
+MAX_AGENT_IDS = 64  # named participants; a pipeline may repeat them, so the registry does not bound it
 DEFAULT_PARALLEL_AGENTS = 3
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 

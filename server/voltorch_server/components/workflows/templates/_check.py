@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from ....errors import FieldViolation, InvalidArgument
-from ...coordination import MODES, CoordinationCondition, check_condition
+from ...coordination import MAX_AGENT_IDS, MODES, CoordinationCondition, check_condition
 from ...shared import PathError, parse_path
 from . import _dag
 from ._model import (
@@ -335,6 +335,8 @@ class _StepCtx:
         self.text(c.task, f"{f}.task", item=False, required=True)
         for name in ("source_agent_id", "target_agent_id"):
             self.agent_id(getattr(c, name), f"{f}.{name}", item=False)
+        if len(c.agent_ids) > MAX_AGENT_IDS:
+            self.add(f"{f}.agent_ids", f"at most {MAX_AGENT_IDS} agents")
         for j, a in enumerate(c.agent_ids):
             self.agent_id(a, f"{f}.agent_ids[{j}]", item=False)
         for j, cap in enumerate(c.capabilities):
