@@ -637,3 +637,17 @@ def test_watch_needs_exactly_one_target(client: voltorch.Client) -> None:
         client.state.watch()
     with pytest.raises(ValueError):
         client.state.watch("k", prefix="p")
+
+
+def test_pages_of_large_values_stay_within_a_message(client: voltorch.Client) -> None:
+    """Six values of 900 kB (each within the 1 MiB limit) made one page of 5.4 MB: ListKeys, GetHistory
+    and the SDK's list() answered RESOURCE_EXHAUSTED 'Sent message larger than max'. A page now ends
+    early (with a next_page_token) when its values grow large."""
+    big = "x" * 900_000
+    for i in range(6):
+        client.state.set(f"big/{i}", big)
+        client.state.set("big/history", big)
+    assert [kv.key for kv in client.state.list("big/")] == [f"big/{i}" for i in range(6)] + ["big/history"]
+    page = client.stubs.state.ListKeys(state_pb2.ListKeysRequest(prefix="big/"), timeout=10)
+    assert 0 < len(page.kvs) < 7 and page.next_page_token
+    assert len(list(client.state.history("big/history"))) == 6
