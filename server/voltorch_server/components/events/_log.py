@@ -24,7 +24,16 @@ from ...frozen import blank, made
 from ...priority import Priority
 from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
-from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
+from ..shared import (
+    Broadcaster,
+    Component,
+    Follower,
+    decode_token,
+    encode_token,
+    fitting,
+    is_count,
+    page_size,
+)
 from . import _retention as retention
 from ._causal import CausalNode, causal_order
 from ._filter import EventFilter, validate_glob, validate_type
@@ -66,6 +75,9 @@ class Event:
     trace_id: str
     span_id: str
     time: float
+
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # a page's data, measured as the log stores it
 
 
 class _LazyData:
@@ -829,8 +841,8 @@ class EventLog(Component):
                 descending=descending,
                 limit=size + 1,
             )
-        events = rows[:size]
-        token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
+        events = rows[: fitting(len(_compact(e.data)) for e in rows[:size])]
+        token = encode_token(query, events[-1].sequence) if len(rows) > len(events) else ""
         return EventPage(events, token, head)
 
     def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> builtins.list[Event]:
