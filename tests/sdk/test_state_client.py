@@ -596,6 +596,15 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
         lambda c: c.state.transaction([], [Put("k", 1, ttl=timedelta(days=3_000_000))]),
         "on_success[0].set.ttl",
     ),
+    # 150 000 sets were committed, then the answer outgrew 4 MiB: the caller saw RESOURCE_EXHAUSTED
+    "txn too many operations": (
+        lambda c: c.state.transaction([], [Put(f"t{i}", 1) for i in range(1001)]),
+        "on_success",
+    ),
+    "txn too many conditions": (
+        lambda c: c.state.transaction([Exists(f"t{i}") for i in range(1001)]),
+        "conditions",
+    ),
     "txn missing op value": (
         _raw(
             "Transaction",
