@@ -40,6 +40,9 @@ from ._store_port import StatePort
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
+# Conditions, and operations per branch, of one transaction: the answer echoes every set applied, and one
+# that outgrew a gRPC message would reach the caller as a failure after the commit.
+MAX_TXN_ITEMS = 1000
 # A key's expire_time must stay a valid Timestamp (year <= 9999), or every read of the key fails.
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 _KEY_RE = re.compile(r"[\x21-\x7e]+")
@@ -707,6 +710,13 @@ class StateStore(Component):
         on_success: Sequence[SetOp | DeleteOp],
         on_failure: Sequence[SetOp | DeleteOp] = (),
     ) -> TransactionResult:
+        for name, items in (
+            ("conditions", conditions),
+            ("on_success", on_success),
+            ("on_failure", on_failure),
+        ):
+            if len(items) > MAX_TXN_ITEMS:
+                raise InvalidArgument(name, f"at most {MAX_TXN_ITEMS} per transaction (got {len(items)})")
         for i, c in enumerate(conditions):
             validate_key(c.key, f"conditions[{i}].key")
             if c.version_equals is None and c.exists is None and not c.has_value_equals:
