@@ -16,7 +16,7 @@ from voltorch_server.app import VoltorchServer
 BIG = "x" * 900_000
 
 
-def _all(call: Callable[[Any], Any], request: Any, field: str) -> tuple[int, int]:
+def _all(call: Callable[..., Any], request: Any, field: str) -> tuple[int, int]:
     """(items on the first page, items over all pages)."""
     page = call(request, timeout=10)
     first = total = len(getattr(page, field))
