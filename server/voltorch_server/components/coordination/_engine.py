@@ -44,7 +44,7 @@ from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
 from ..events import EventLog
-from ..shared import Component, decode_token, doubling, encode_token
+from ..shared import Component, decode_token, doubling, encode_token, fitting, row_bytes
 from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
@@ -815,12 +815,13 @@ class CoordinationEngine(Component):
             before=before,
             limit=size + 1,
         )
+        n = fitting(row_bytes(r) for r in rows[:size])
         out = []
         with self._lock:
-            for r in rows[:size]:
+            for r in rows[:n]:
                 run = self.runs.live.get(r["id"])
                 out.append(run.snapshot(self.runs.position(run)) if run else _rows.from_row(r))
-        token = encode_token(query, rows[size - 1]["id"]) if len(rows) > size else ""
+        token = encode_token(query, rows[n - 1]["id"]) if len(rows) > n else ""
         return out, token
 
     def details(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ modules."""
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
-from ._paging import decode_token, encode_token, fitting, is_count, is_pair, page_size
+from ._paging import decode_token, encode_token, fitting, is_count, is_pair, page_size, row_bytes
 from ._queue import AgingQueue
 from ._timers import Timer, TimerQueue, doubling
 
@@ -27,6 +27,7 @@ __all__ = [
     "is_pair",
     "fitting",
     "page_size",
+    "row_bytes",
     "parse_path",
     "resolve",
 ]

@@ -35,6 +35,12 @@ def fitting(sizes: Iterable[int], budget: int = PAGE_BYTES) -> int:
     return count
 
 
+def row_bytes(row: Any, skip: tuple[str, ...] = ()) -> int:
+    """A stored row's text, in characters (its JSON columns included): what a page of it weighs."""
+    names = row.keys()  # a sqlite3.Row iterates over its values, not its names
+    return sum(len(v) for k in names if k not in skip and isinstance(v := row[k], str))
+
+
 def encode_token(query: dict[str, Any], position: Any) -> str:
     raw = json.dumps({"q": query, "p": position}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
