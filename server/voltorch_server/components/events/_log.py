@@ -25,6 +25,7 @@ from ...priority import Priority
 from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from ..shared import (
+    PAGE_BYTES,
     Broadcaster,
     Component,
     Follower,
@@ -861,8 +862,10 @@ class EventLog(Component):
         rows = self.store.of_correlation(correlation_id, limit + 1)
         if not rows:
             raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
-        nodes = causal_order(rows[:limit])
-        return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
+        # No pages here: what fits one answer (3 MiB of data and per-event overhead), then truncated.
+        kept = fitting((len(_compact(e.data)) + 256 for e in rows[:limit]), budget=3 * PAGE_BYTES)
+        nodes = causal_order(rows[:kept])
+        return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > kept)
 
     # -- retention --------------------------------------------------------------------------------
 
