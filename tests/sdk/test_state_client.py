@@ -587,6 +587,10 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
         lambda c: c.state.transaction([VersionIs("k", -1)]),
         "conditions[0].version_equals",
     ),
+    "txn condition value not JSON": (  # NaN equals nothing: the condition failed, silently
+        lambda c: c.state.transaction([ValueIs("k", float("nan"))], [Put("k", 1)]),
+        "conditions[0].value_equals",
+    ),
     "txn op value": (
         lambda c: c.state.transaction([], [Put("k", 1), Put("j", "x" * (1 << 20))]),
         "on_success[1].set.value",
