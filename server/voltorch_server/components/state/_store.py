@@ -726,6 +726,8 @@ class StateStore(Component):
                     reason="FIELD_REQUIRED",
                 )
             _validate_version(c.version_equals, f"conditions[{i}].version_equals")
+            if c.has_value_equals:
+                _encode_value(c.value_equals, f"conditions[{i}].value_equals")
         encoded = {
             "on_success": _validate_ops(on_success, "on_success"),
             "on_failure": _validate_ops(on_failure, "on_failure"),
