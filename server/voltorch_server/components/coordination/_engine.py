@@ -72,6 +72,7 @@ from ._model import (
     check_condition,
     check_json,
     check_name,
+    require_id,
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash, small_list_json
@@ -679,6 +680,7 @@ class CoordinationEngine(Component):
         return max(1, min(want, len(online) or len(capable)))
 
     def get(self, coordination_id: str) -> Coordination:
+        require_id(coordination_id, "coordination_id")
         with self._lock:
             run = self.runs.live.get(coordination_id)
             if run is not None and run.final is None:
@@ -701,6 +703,7 @@ class CoordinationEngine(Component):
         """Block until the coordination is terminal or `timeout` passes; return its state either way. One
         live here is waited for in memory; one another replica runs (handed over to a worker's replica,
         or adopted) is followed through its terminal event in the event log, its row read again then."""
+        require_id(coordination_id, "coordination_id")
         end = None if timeout is None else time.monotonic() + timeout
         woken = threading.Event()
         with self._waiters_lock:
@@ -846,6 +849,7 @@ class CoordinationEngine(Component):
     def cancel(self, coordination_id: str, reason: str = "") -> Coordination:
         """Cancel a queued or running coordination (in-flight agent tasks are told to stop). Cancelling
         a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
+        require_id(coordination_id, "coordination_id")
         self.dispatcher.require_running()
         reason = (reason or "cancelled by request")[:1024]
         if self.shared and coordination_id not in self.runs.live:

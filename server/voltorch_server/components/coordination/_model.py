@@ -317,6 +317,12 @@ def check_json(obj: Any, field_name: str, limit: int) -> str:
     return raw
 
 
+def require_id(value: str, field_name: str) -> None:
+    """An unset id is the caller's mistake (INVALID_ARGUMENT), not a missing agent or coordination."""
+    if not value:
+        raise InvalidArgument(field_name, "required", reason="FIELD_REQUIRED")
+
+
 def agent_not_found(agent_id: str, field_name: str) -> NotFound:
     err = NotFound("agent", agent_id, f"{field_name}: agent {agent_id!r} is not registered")
     err.metadata["field"] = field_name
