@@ -106,12 +106,14 @@ def to_status(exc: BaseException) -> grpc.Status:
 
 # The status travels in trailers, which grpc caps (16 KiB hard, 8 KiB soft): an error echoing an over-long
 # input (an id, a key) would otherwise reach the client as RESOURCE_EXHAUSTED "metadata size exceeds".
-# Limits are UTF-8 bytes, far below those caps; a whole state key (<= 512 bytes) still fits a subject.
-MAX_MESSAGE = 512
+# Limits are UTF-8 bytes: at most ~1 KiB of message and ~3.5 KiB of violations (~4.7 KiB once base64'd),
+# below the soft cap; a template's several problems still read whole, a whole state key (<= 512 bytes)
+# still fits a subject.
+MAX_MESSAGE = 1024
 MAX_NAME = 128  # a violation's field or type
 MAX_VALUE = 512  # a precondition violation's subject; an ErrorInfo metadata value
 MAX_DESCRIPTION = 200
-MAX_VIOLATIONS = 8
+MAX_VIOLATIONS = 10
 
 
 def _clip(text: str, limit: int) -> str:
