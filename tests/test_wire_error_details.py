@@ -14,6 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from voltorch import errors as sdk_errors
 from voltorch import wire
+from voltorch.v1 import coordination_pb2, coordination_pb2_grpc
 from voltorch_server import errors as e
 from voltorch_server.servicers import ErrorInterceptor
 
@@ -201,3 +202,35 @@ def test_the_sdk_reads_what_the_server_sent(failing: Failing) -> None:
         sdk_errors.PreconditionViolation("VERSION", "cas", "expected version 1, current 2")
     ]
     assert conflict.field_violations == []
+
+
+def test_an_error_echoing_a_huge_value_still_arrives_as_itself(failing: Failing) -> None:
+    """A message and details that echo an over-long input are bounded: the client gets the error's own
+    code and field, not RESOURCE_EXHAUSTED for trailers over grpc's metadata limit."""
+    huge = "x" * 20_000
+    many = [e.FieldViolation(f"f{i}", f"bad {huge}") for i in range(50)]
+    exc = e.InvalidArgument("agent_id", f"got {huge!r}", more=many)
+    call = cast(grpc.Call, _failed_call(failing, exc))
+    assert call.code() == grpc.StatusCode.INVALID_ARGUMENT and len(call.details() or "") < 2_000
+    read = sdk_errors.from_rpc_error(cast(grpc.RpcError, call))
+    assert read.field_violations[0].field == "agent_id" and len(read.field_violations) <= 10
+    missing = sdk_errors.from_rpc_error(_failed_call(failing, e.NotFound("agent", huge)))
+    assert type(missing) is sdk_errors.NotFoundError and missing.reason == "AGENT_NOT_FOUND"
+
+
+def test_an_over_long_agent_id_is_invalid_argument_over_the_wire(server) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        stub = coordination_pb2_grpc.CoordinationServiceStub(channel)
+        request = coordination_pb2.RegisterAgentRequest(
+            agent_id="a" * 10_000, kind=coordination_pb2.AGENT_KIND_OFFLINE
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            stub.RegisterAgent(request, timeout=10)
+        invalid = sdk_errors.from_rpc_error(err.value)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert invalid.field_violations[0].field == "agent_id"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetAgent(coordination_pb2.GetAgentRequest(agent_id="b" * 10_000), timeout=10)
+        assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+        listed = stub.ListAgents(coordination_pb2.ListAgentsRequest(), timeout=10).agents
+        assert all(len(a.id) < 10_000 for a in listed)  # nothing half-registered

@@ -85,3 +85,12 @@ def test_metrics_errors_and_trace(client: voltorch.Client, server: VoltorchServe
         and [e.message for e in story.errors][0] == "problem 0"
     )
     assert story.trace_ids == [tid] and story.components == ["state"]
+
+
+def test_a_trace_of_large_events_is_truncated_not_refused(client: voltorch.Client) -> None:
+    """GetTrace has no pages: six events of 900 kB under one correlation id answered RESOURCE_EXHAUSTED.
+    It now answers what fits, with truncated set."""
+    for _ in range(6):
+        client.events.publish("big.blob", {"blob": "x" * 900_000}, correlation_id="heavy")
+    got = client.orchestrator.trace(correlation_id="heavy")
+    assert 0 < len(got.entries) < 6 and got.truncated

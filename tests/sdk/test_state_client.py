@@ -7,10 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import grpc
 import pytest
 import voltorch
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.struct_pb2 import Value
 from voltorch import Change, Exists, Put, Remove, ValueIs, VersionIs
 from voltorch.errors import ConflictError, InvalidArgumentError, NotFoundError, from_rpc_error
 from voltorch.v1 import state_pb2
@@ -541,6 +544,13 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
     "oversized value": (lambda c: c.state.set("big", "x" * (1 << 20)), "value"),
     "missing value": (_raw("SetKey", state_pb2.SetKeyRequest(key="k")), "value"),
     "negative ttl": (lambda c: c.state.set("k", 1, ttl=-1), "ttl"),
+    "ttl past year 9999": (  # its expire_time would be no Timestamp: every later get/list of it fails
+        _raw(
+            "SetKey",
+            state_pb2.SetKeyRequest(key="k", value=Value(number_value=1), ttl=Duration(seconds=315576000000)),
+        ),
+        "ttl",
+    ),
     "negative expected_version": (lambda c: c.state.set("k", 1, expected_version=-1), "expected_version"),
     "delete negative expected_version": (
         lambda c: c.state.delete("k", expected_version=-2),
@@ -577,11 +587,28 @@ BAD_REQUESTS: dict[str, tuple[Callable[[voltorch.Client], object], str]] = {
         lambda c: c.state.transaction([VersionIs("k", -1)]),
         "conditions[0].version_equals",
     ),
+    "txn condition value not JSON": (  # NaN equals nothing: the condition failed, silently
+        lambda c: c.state.transaction([ValueIs("k", float("nan"))], [Put("k", 1)]),
+        "conditions[0].value_equals",
+    ),
     "txn op value": (
         lambda c: c.state.transaction([], [Put("k", 1), Put("j", "x" * (1 << 20))]),
         "on_success[1].set.value",
     ),
     "txn op ttl": (lambda c: c.state.transaction([], [], [Put("k", 1, ttl=-5)]), "on_failure[0].set.ttl"),
+    "txn op ttl past year 9999": (
+        lambda c: c.state.transaction([], [Put("k", 1, ttl=timedelta(days=3_000_000))]),
+        "on_success[0].set.ttl",
+    ),
+    # 150 000 sets were committed, then the answer outgrew 4 MiB: the caller saw RESOURCE_EXHAUSTED
+    "txn too many operations": (
+        lambda c: c.state.transaction([], [Put(f"t{i}", 1) for i in range(1001)]),
+        "on_success",
+    ),
+    "txn too many conditions": (
+        lambda c: c.state.transaction([Exists(f"t{i}") for i in range(1001)]),
+        "conditions",
+    ),
     "txn missing op value": (
         _raw(
             "Transaction",
@@ -623,3 +650,17 @@ def test_watch_needs_exactly_one_target(client: voltorch.Client) -> None:
         client.state.watch()
     with pytest.raises(ValueError):
         client.state.watch("k", prefix="p")
+
+
+def test_pages_of_large_values_stay_within_a_message(client: voltorch.Client) -> None:
+    """Six values of 900 kB (each within the 1 MiB limit) made one page of 5.4 MB: ListKeys, GetHistory
+    and the SDK's list() answered RESOURCE_EXHAUSTED 'Sent message larger than max'. A page now ends
+    early (with a next_page_token) when its values grow large."""
+    big = "x" * 900_000
+    for i in range(6):
+        client.state.set(f"big/{i}", big)
+        client.state.set("big/history", big)
+    assert [kv.key for kv in client.state.list("big/")] == [f"big/{i}" for i in range(6)] + ["big/history"]
+    page = client.stubs.state.ListKeys(state_pb2.ListKeysRequest(prefix="big/"), timeout=10)
+    assert 0 < len(page.kvs) < 7 and page.next_page_token
+    assert len(list(client.state.history("big/history"))) == 6

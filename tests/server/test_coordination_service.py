@@ -139,6 +139,33 @@ def test_errors_name_the_field(client):
         client.coordination.get("coord_missing")
 
 
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c: c.coordination.get_agent(""), "agent_id"),
+        (lambda c: c.coordination.unregister_agent(""), "agent_id"),
+        (lambda c: c.coordination.update_capabilities("", ["x"]), "agent_id"),
+        (lambda c: c.coordination.get(""), "coordination_id"),
+        (lambda c: c.coordination.get("", wait=1), "coordination_id"),
+        (lambda c: c.coordination.cancel(""), "coordination_id"),
+    ],
+)
+def test_an_empty_id_is_invalid_argument_not_a_missing_thing(client, call, field):
+    """An unset id answered NOT_FOUND ("agent '' is not registered"), unlike every other service's ids."""
+    with pytest.raises(voltorch.InvalidArgumentError) as exc:
+        call(client)
+    assert exc.value.fields == [field] and exc.value.reason == "FIELD_REQUIRED"
+
+
+def test_agent_ids_are_bounded(client):
+    """A pipeline may repeat agents: 100 000 ids were queued as one coordination, whose row and results then
+    outgrew what GetCoordination and ListCoordinations can answer."""
+    with pytest.raises(voltorch.InvalidArgumentError) as exc:
+        client.coordination.request("t", mode="pipeline", agent_ids=["analyst"] * 65)
+    assert exc.value.fields == ["agent_ids"]
+    assert list(client.coordination.list()) == []  # nothing queued
+
+
 def test_cancel_and_long_poll_over_grpc(client):
     client.coordination.register_agent("parked", kind="remote", capabilities=["p"])
     c = client.coordination.request("t", source_agent_id="parked", request_id="rq-1")

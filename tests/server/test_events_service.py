@@ -125,6 +125,32 @@ def test_publish_list_roundtrip(stub) -> None:
     assert [e.sequence for e in desc.events] == [first + 2, first + 1] and desc.next_page_token
 
 
+def test_a_page_of_large_events_stays_within_a_message(stub) -> None:
+    """Six events of 900 kB data (each within the 1 MiB limit) made a 5.4 MB page: ListEvents answered
+    RESOURCE_EXHAUSTED 'Sent message larger than max'. The page now ends early, with a token."""
+    big = struct_pb2.Value(string_value="x" * 900_000)
+    for _ in range(6):
+        stub.Publish(pb.PublishRequest(event=pb.Event(type="big.blob", data=big)))
+    flt = pb.EventFilter(types=["big.blob"])
+    page = stub.ListEvents(pb.ListEventsRequest(filter=flt))
+    assert 0 < len(page.events) < 6 and page.next_page_token
+    seen = len(page.events)
+    while page.next_page_token:
+        page = stub.ListEvents(pb.ListEventsRequest(filter=flt, page_token=page.next_page_token))
+        seen += len(page.events)
+    assert seen == 6
+
+
+def test_a_large_correlation_is_truncated_not_refused(stub) -> None:
+    """GetCorrelation has no pages: six events of 900 kB under one correlation id answered
+    RESOURCE_EXHAUSTED. It now answers what fits, with truncated set."""
+    big = struct_pb2.Value(string_value="x" * 900_000)
+    for _ in range(6):
+        stub.Publish(pb.PublishRequest(event=pb.Event(type="big.blob", correlation_id="heavy", data=big)))
+    resp = stub.GetCorrelation(pb.GetCorrelationRequest(correlation_id="heavy"))
+    assert 0 < len(resp.nodes) < 6 and resp.truncated
+
+
 def test_state_writes_are_published_as_state_changed(server: VoltorchServer, stub) -> None:
     server.runtime.state.set("project.config", {"retries": 3})
     [e] = [

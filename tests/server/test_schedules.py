@@ -62,6 +62,9 @@ def test_an_interval_schedule_starts_one_execution_per_tick(client):
         ({"cron": "0 9 * * *", "interval": 60}, "schedule.cron", "FIELD_INVALID"),
         ({}, "schedule.cron", "FIELD_INVALID"),
         ({"interval": 0.5}, "schedule.interval", "DURATION_INVALID"),
+        ({"cron": "0 0 30 2 *"}, "schedule.cron", "CRON_INVALID"),  # February 30th: was INTERNAL
+        # its next_tick_time was past year 9999: no client could list the schedules any more
+        ({"interval": 10**11}, "schedule.interval", "DURATION_INVALID"),
         ({"cron": "0 9 * * *", "time_zone": "Mars/Olympus"}, "schedule.time_zone", "FIELD_INVALID"),
         ({"cron": "0 9 * * *", "schedule_id": "Bad Id"}, "schedule.id", "FIELD_INVALID"),
         ({"cron": "0 9 * * *", "parameters": {"topic": 3}}, "parameters.topic", "PARAMETERS_INVALID"),

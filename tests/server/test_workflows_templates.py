@@ -3,6 +3,8 @@ INVALID_ARGUMENT naming the field. Plus the pure helpers (placeholders, graph, b
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import voltorch
 from voltorch import (
@@ -259,6 +261,21 @@ def test_built_in_template_cannot_be_replaced(client):
             "template.steps[0].retry.backoff_multiplier",
             ">= 1",
         ),
+        (  # NaN passed the ">= 1" check; every backoff was then NaN
+            [Step("a", AgentTask("x", ["e"]), retry=RetryPolicy(backoff_multiplier=math.nan))],
+            "template.steps[0].retry.backoff_multiplier",
+            "finite",
+        ),
+        (  # its next_retry_time was past year 9999: no client could read the execution
+            [Step("a", AgentTask("x", ["e"]), retry=RetryPolicy(initial_backoff=10**11, max_backoff=10**11))],
+            "template.steps[0].retry.initial_backoff",
+            "a year",
+        ),
+        (  # stored, then every execution failed at the step
+            [Step("a", AgentTask("x", ["e"], context={"n": math.inf}))],
+            "template.steps[0].agent_task.context",
+            "JSON",
+        ),
         (
             [Step("a", AgentTask("x", ["e"]), retry=RetryPolicy(non_retryable_errors=["lower"]))],
             "template.steps[0].retry.non_retryable_errors[0]",
@@ -288,6 +305,10 @@ def test_bad_templates_name_the_field(client, steps, field, words):
         (ParameterSpec("x", "integer", enum=["a"]), "template.parameters[0].enum_values[0]"),
         (ParameterSpec("9x"), "template.parameters[0].name"),
         (ParameterSpec("x", "string", default="abcdef", max=3), "template.parameters[0].default_value"),
+        (ParameterSpec("x", "number", min=math.nan), "template.parameters[0].min"),
+        (ParameterSpec("x", "number", max=math.inf), "template.parameters[0].max"),
+        (ParameterSpec("x", "number", enum=[math.nan]), "template.parameters[0].enum_values[0]"),
+        (ParameterSpec("x", "number", default=math.inf), "template.parameters[0].default_value"),
     ],
 )
 def test_bad_parameter_specs(client, param, field):
@@ -338,6 +359,8 @@ def test_parameters_are_validated_at_start(client):
         ({"name": "ok", "color": "green"}, "parameters.color", "one of"),
         ({"name": "ok", "tags": [1, 2, 3]}, "parameters.tags", "maximum 2"),
         ({"name": "ok", "meta": []}, "parameters.meta", "object"),
+        ({"name": "ok", "ratio": math.nan}, "parameters.ratio", "finite"),
+        ({"name": "ok", "tags": [math.inf]}, "parameters.tags", "finite"),
         ({"name": "ok", "zzz": 1}, "parameters.zzz", "unknown parameter"),
     ]
     for params, field, words in cases:

@@ -87,6 +87,22 @@ def test_bad_signals_are_refused_naming_the_field(client):
     assert missing.value.reason == "EXECUTION_NOT_FOUND"
 
 
+def test_a_signal_payload_that_is_not_json_is_refused(client):
+    """An Infinity payload was delivered: the waiting step completed with the output 'Infinity' (not JSON)."""
+    client.workflows.register_template(WorkflowTemplate(name="gate", steps=[Step("gate", WaitStep("go"))]))
+    eid = client.workflows.start("gate").execution.id
+    waiting_on(client, eid, "gate")
+    with pytest.raises(voltorch.InvalidArgumentError) as err:
+        client.workflows.signal(eid, "go", {"n": float("inf")})
+    assert err.value.field_violations[0].field == "payload"
+    assert client.workflows.get(eid).status == "running"
+    assert events_of_now(client, eid, "workflow.signal.received") == []
+
+
+def events_of_now(client: voltorch.Client, eid: str, type_: str) -> list:
+    return [ev for ev in client.events.list(type_) if ev.correlation_id == eid]
+
+
 def test_a_wait_that_times_out_says_so_and_a_condition_branches_on_it(client):
     client.workflows.register_template(
         WorkflowTemplate(

@@ -10,7 +10,10 @@ every request, found from the message descriptors (a new field is covered withou
 - google.protobuf.Timestamp: seconds within 0001-01-01..9999-12-31, nanos within 0..999,999,999;
 - google.protobuf.Duration: within ±10,000 years, nanos within ±999,999,999 with the seconds' sign;
 - google.protobuf.Value: one kind set (a misspelt `structValue` from a JSON client arrives as none),
-  nested inside Structs and lists too.
+  nested inside Structs and lists too;
+- text fields: no NUL character (PostgreSQL cannot store one in a text column). JSON values may hold one
+  (they are stored escaped); events check their own text (PublishStream answers each one apart), and a
+  worker's results and progress are its session's to judge.
 Each problem is INVALID_ARGUMENT naming the field (`events[2].data["user"]`); nothing is written.
 """
 
@@ -224,6 +227,58 @@ class _MessageCheck:
                         raise
 
 
+# -- NUL in text fields ------------------------------------------------------------------------------------
+
+# JSON holds any text; events, and a worker's results and progress, are answered one by one downstream.
+_NUL_FREE_SKIPPED = frozenset(
+    {_VALUE, _STRUCT, _LIST, "voltorch.v1.Event", "voltorch.v1.TaskResult", "voltorch.v1.TaskProgress"}
+)
+
+
+def check_text(msg: Any) -> None:
+    """_Bad for the first string field (at any depth, map keys and values too) holding a NUL."""
+    for fd, value in msg.ListFields():
+        if fd.type == fd.TYPE_STRING:
+            if not fd.is_repeated:
+                _nul_free(value, f".{fd.name}")
+            for i, text in enumerate(value if fd.is_repeated else ()):
+                _nul_free(text, f".{fd.name}[{i}]")
+            continue
+        sub = fd.message_type
+        if sub is None or sub.full_name in _NUL_FREE_SKIPPED:
+            continue
+        if sub.GetOptions().map_entry:
+            kind = sub.fields_by_name["value"].message_type
+            for key, item in value.items():
+                at = f".{fd.name}[{_quote(str(key))}]"
+                _nul_free(str(key), at)
+                if kind is None:
+                    _nul_free(str(item), at)
+                elif kind.full_name not in _NUL_FREE_SKIPPED:
+                    _within(check_text, item, at)
+            continue
+        if fd.is_repeated:
+            for i, item in enumerate(value):
+                _within(check_text, item, f".{fd.name}[{i}]")
+        else:
+            _within(check_text, value, f".{fd.name}")
+
+
+def _nul_free(text: str, path: str) -> None:
+    if "\x00" in text:
+        exc = _Bad("must not contain a NUL character", reason="FIELD_INVALID")
+        exc.path.append(path)
+        raise exc
+
+
+def _within(check: Check, msg: Any, path: str) -> None:
+    try:
+        check(msg)
+    except _Bad as exc:
+        exc.path.append(path)
+        raise
+
+
 def check_request(msg: Message) -> None:
     """INVALID_ARGUMENT naming the first field of msg whose Timestamp, Duration or Value has no meaning."""
     check = checker(cast(Descriptor, msg.DESCRIPTOR))
@@ -274,11 +329,13 @@ def decoder(
             raise InvalidArgument(
                 "request", f"the request bytes are not a valid {type_name}", reason="REQUEST_UNDECODABLE"
             ) from None
-        if check is not None:
-            try:
+        try:
+            if check is not None:
                 check(msg)
-            except _Bad as exc:
-                raise InvalidArgument(exc.field(), exc.description, reason=exc.reason) from None
+            if b"\x00" in data:  # no zero byte, no NUL: most requests skip the walk
+                check_text(msg)
+        except _Bad as exc:
+            raise InvalidArgument(exc.field(), exc.description, reason=exc.reason) from None
         return msg
 
     return decode

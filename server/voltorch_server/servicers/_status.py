@@ -80,16 +80,47 @@ def to_status(exc: BaseException) -> grpc.Status:
         log.error("internal error %s", error_id, exc_info=exc)
         message = f"internal error (id {error_id}); the server log has the details"
         reason, metadata = "INTERNAL", {"error_id": error_id}
+    fields = exc.violations if isinstance(exc, e.InvalidArgument) else ()
+    preconditions = exc.violations if isinstance(exc, e.FailedPrecondition) else ()
     details = wire.error_details_pb(
         reason,
-        metadata,
-        field_violations=exc.violations if isinstance(exc, e.InvalidArgument) else (),
-        precondition_violations=exc.violations if isinstance(exc, e.FailedPrecondition) else (),
+        {k: _clip(v, MAX_VALUE) for k, v in metadata.items()},
+        field_violations=[
+            e.FieldViolation(_clip(v.field, MAX_NAME), _clip(v.description, MAX_DESCRIPTION))
+            for v in fields[:MAX_VIOLATIONS]
+        ],
+        precondition_violations=[
+            e.PreconditionViolation(
+                _clip(v.type, MAX_NAME), _clip(v.subject, MAX_VALUE), _clip(v.description, MAX_DESCRIPTION)
+            )
+            for v in preconditions[:MAX_VIOLATIONS]
+        ],
     )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=_clip(message, MAX_MESSAGE), details=details
+    )
     if reason in NO_CLIENT_RETRY:
         return _no_retry(rpc_status.to_status(status))
     return rpc_status.to_status(status)
+
+
+# The status travels in trailers, which grpc caps (16 KiB hard, 8 KiB soft): an error echoing an over-long
+# input (an id, a key) would otherwise reach the client as RESOURCE_EXHAUSTED "metadata size exceeds".
+# Limits are UTF-8 bytes: at most ~1 KiB of message and ~3.5 KiB of violations (~4.7 KiB once base64'd),
+# below the soft cap; a template's several problems still read whole, a whole state key (<= 512 bytes)
+# still fits a subject.
+MAX_MESSAGE = 1024
+MAX_NAME = 128  # a violation's field or type
+MAX_VALUE = 512  # a precondition violation's subject; an ErrorInfo metadata value
+MAX_DESCRIPTION = 200
+MAX_VIOLATIONS = 10
+
+
+def _clip(text: str, limit: int) -> str:
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "…"  # "…" is 3 bytes
 
 
 # UNAVAILABLE that another replica cannot cure (they all share the database): a negative retry pushback

@@ -6,6 +6,7 @@ from ._deltas import DELTA_EVENT, DeltaStream
 from ._engine import CoordinationEngine
 from ._journal import Moved
 from ._model import (
+    MAX_AGENT_IDS,
     MODES,
     TERMINAL,
     AgentInfo,
@@ -29,6 +30,7 @@ from ._store_port import CoordinationPort
 
 __all__ = [
     "DELTA_EVENT",
+    "MAX_AGENT_IDS",
     "MODES",
     "TERMINAL",
     "AgentKind",

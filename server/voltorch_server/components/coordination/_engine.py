@@ -44,7 +44,7 @@ from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
 from ..events import EventLog
-from ..shared import Component, decode_token, doubling, encode_token
+from ..shared import Component, decode_token, doubling, encode_token, fitting, row_bytes
 from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
@@ -52,6 +52,7 @@ from ._dispatch import Assigned, Dispatcher
 from ._journal import Journal, Moved, RunTable
 from ._model import (
     DEFAULT_PARALLEL_AGENTS,
+    MAX_AGENT_IDS,
     MAX_AGENTS_PARALLEL,
     MAX_CONTEXT_BYTES,
     MAX_TASK_CHARS,
@@ -71,6 +72,7 @@ from ._model import (
     check_condition,
     check_json,
     check_name,
+    require_id,
 )
 from ._registry import AgentRegistry
 from ._runs import PREVIEW, After, InlineTask, Placed, Prepared, Run, request_hash, small_list_json
@@ -567,6 +569,8 @@ class CoordinationEngine(Component):
                 check_name(value, fname)
         if isinstance(req.agent_ids, str):
             raise InvalidArgument("agent_ids", "a list of agent ids, not one string", reason="NAME_INVALID")
+        if len(req.agent_ids) > MAX_AGENT_IDS:
+            raise InvalidArgument("agent_ids", f"at most {MAX_AGENT_IDS} agents (got {len(req.agent_ids)})")
         for i, a in enumerate(req.agent_ids):
             check_name(a, f"agent_ids[{i}]")
         check_capabilities(tuple(req.required_capabilities), "required_capabilities")
@@ -676,6 +680,7 @@ class CoordinationEngine(Component):
         return max(1, min(want, len(online) or len(capable)))
 
     def get(self, coordination_id: str) -> Coordination:
+        require_id(coordination_id, "coordination_id")
         with self._lock:
             run = self.runs.live.get(coordination_id)
             if run is not None and run.final is None:
@@ -698,6 +703,7 @@ class CoordinationEngine(Component):
         """Block until the coordination is terminal or `timeout` passes; return its state either way. One
         live here is waited for in memory; one another replica runs (handed over to a worker's replica,
         or adopted) is followed through its terminal event in the event log, its row read again then."""
+        require_id(coordination_id, "coordination_id")
         end = None if timeout is None else time.monotonic() + timeout
         woken = threading.Event()
         with self._waiters_lock:
@@ -812,12 +818,13 @@ class CoordinationEngine(Component):
             before=before,
             limit=size + 1,
         )
+        n = fitting(row_bytes(r) for r in rows[:size])
         out = []
         with self._lock:
-            for r in rows[:size]:
+            for r in rows[:n]:
                 run = self.runs.live.get(r["id"])
                 out.append(run.snapshot(self.runs.position(run)) if run else _rows.from_row(r))
-        token = encode_token(query, rows[size - 1]["id"]) if len(rows) > size else ""
+        token = encode_token(query, rows[n - 1]["id"]) if len(rows) > n else ""
         return out, token
 
     def details(self) -> dict[str, Any]:
@@ -842,6 +849,7 @@ class CoordinationEngine(Component):
     def cancel(self, coordination_id: str, reason: str = "") -> Coordination:
         """Cancel a queued or running coordination (in-flight agent tasks are told to stop). Cancelling
         a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
+        require_id(coordination_id, "coordination_id")
         self.dispatcher.require_running()
         reason = (reason or "cancelled by request")[:1024]
         if self.shared and coordination_id not in self.runs.live:

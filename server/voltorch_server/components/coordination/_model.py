@@ -68,6 +68,7 @@ MAX_LABELS = 64
 MAX_CONCURRENCY = 1000
 MAX_TIMEOUT = 24 * 3600.0
 MAX_AGENTS_PARALLEL = 32
+MAX_AGENT_IDS = 64  # named participants; a pipeline may repeat them, so the registry does not bound it
 DEFAULT_PARALLEL_AGENTS = 3
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
@@ -314,6 +315,12 @@ def check_json(obj: Any, field_name: str, limit: int) -> str:
             field_name, f"{len(raw)} bytes encoded; the limit is {limit}", reason="VALUE_TOO_LARGE"
         )
     return raw
+
+
+def require_id(value: str, field_name: str) -> None:
+    """An unset id is the caller's mistake (INVALID_ARGUMENT), not a missing agent or coordination."""
+    if not value:
+        raise InvalidArgument(field_name, "required", reason="FIELD_REQUIRED")
 
 
 def agent_not_found(agent_id: str, field_name: str) -> NotFound:

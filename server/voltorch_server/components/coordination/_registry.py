@@ -35,7 +35,15 @@ from ._agents import (
 )
 from ._dispatch import Dispatcher
 from ._journal import Journal, RunTable
-from ._model import AGENT_KINDS, AGENT_STATUSES, MAX_CONCURRENCY, AgentInfo, agent_not_found, check_name
+from ._model import (
+    AGENT_KINDS,
+    AGENT_STATUSES,
+    MAX_CONCURRENCY,
+    AgentInfo,
+    agent_not_found,
+    check_name,
+    require_id,
+)
 from ._runs import SOURCE
 from ._store_port import CoordinationPort
 
@@ -313,6 +321,7 @@ class AgentRegistry:
         """Remove an agent. While it runs tasks: FailedPrecondition, or with force its tasks are
         cancelled and re-dispatched (to another agent when they were selected; a task that named this
         agent fails)."""
+        require_id(agent_id, "agent_id")
         self.dispatcher.require_running()
         with self.journal.txn() as (tx, after):
             state = self.agents.get(agent_id)
@@ -336,6 +345,7 @@ class AgentRegistry:
         self, agent_id: str, capabilities: tuple[str, ...] | list[str], mode: str = "replace"
     ) -> AgentInfo:
         """mode: "replace" | "add" | "remove". Applies to the next selection."""
+        require_id(agent_id, "agent_id")
         self.dispatcher.require_running()
         caps = check_capabilities(tuple(capabilities), "capabilities")
         if mode not in ("replace", "add", "remove"):
@@ -364,6 +374,7 @@ class AgentRegistry:
             return state.info()
 
     def get_agent(self, agent_id: str) -> AgentInfo:
+        require_id(agent_id, "agent_id")
         with self.journal.lock:
             state = self.agents.get(agent_id)
             if state is None:

@@ -24,7 +24,17 @@ from ...frozen import blank, made
 from ...priority import Priority
 from ...storage import GroupCommit, Pending, Take, Tx
 from ...telemetry import TraceIds, current_trace
-from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
+from ..shared import (
+    PAGE_BYTES,
+    Broadcaster,
+    Component,
+    Follower,
+    decode_token,
+    encode_token,
+    fitting,
+    is_count,
+    page_size,
+)
 from . import _retention as retention
 from ._causal import CausalNode, causal_order
 from ._filter import EventFilter, validate_glob, validate_type
@@ -66,6 +76,9 @@ class Event:
     trace_id: str
     span_id: str
     time: float
+
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # a page's data, measured as the log stores it
 
 
 class _LazyData:
@@ -829,8 +842,8 @@ class EventLog(Component):
                 descending=descending,
                 limit=size + 1,
             )
-        events = rows[:size]
-        token = encode_token(query, events[-1].sequence) if len(rows) > size else ""
+        events = rows[: fitting(len(_compact(e.data)) for e in rows[:size])]
+        token = encode_token(query, events[-1].sequence) if len(rows) > len(events) else ""
         return EventPage(events, token, head)
 
     def carrying(self, trace_ids: set[str], correlation_ids: set[str], limit: int) -> builtins.list[Event]:
@@ -849,8 +862,10 @@ class EventLog(Component):
         rows = self.store.of_correlation(correlation_id, limit + 1)
         if not rows:
             raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
-        nodes = causal_order(rows[:limit])
-        return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > limit)
+        # No pages here: what fits one answer (3 MiB of data and per-event overhead), then truncated.
+        kept = fitting((len(_compact(e.data)) + 256 for e in rows[:limit]), budget=3 * PAGE_BYTES)
+        nodes = causal_order(rows[:kept])
+        return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > kept)
 
     # -- retention --------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from ...errors import InvalidArgument
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 MIN_INTERVAL = 1.0
+MAX_INTERVAL = 366 * 24 * 3600.0  # like waits and timers: a tick time must stay a Timestamp (year <= 9999)
+LAST_TICK = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 MAX_CATCHUP = 100  # most missed ticks CatchupPolicy.ALL starts
 
 
@@ -71,6 +73,20 @@ class Schedule:
         return it.get_next(datetime).timestamp()
 
 
+def first_tick(s: Schedule, now: float) -> float:
+    """The first tick after now; INVALID_ARGUMENT when there is none before year 10000 (a cron that never
+    matches, February 30th, say: croniter gives up)."""
+    try:
+        tick = s.next_after(now)
+    except (ValueError, OverflowError):
+        tick = math.inf
+    if tick > LAST_TICK:
+        if s.cron:
+            raise InvalidArgument("schedule.cron", f"{s.cron!r} never fires", reason="CRON_INVALID")
+        raise InvalidArgument("schedule.start_time", "no tick before year 10000", reason="TIMESTAMP_INVALID")
+    return tick
+
+
 def tick_request_id(schedule_id: str, tick: float) -> str:
     """The deterministic request id of one tick: a restarted server that starts it again gets the same
     execution back."""
@@ -91,8 +107,10 @@ def validate(s: Schedule) -> None:
         raise InvalidArgument(f + "template_version", "must not be negative")
     if bool(s.cron) == bool(s.interval):
         raise InvalidArgument(f + "cron", "set exactly one of cron or interval")
-    if s.interval is not None and s.interval < MIN_INTERVAL:
-        raise InvalidArgument(f + "interval", f"at least {MIN_INTERVAL:g} s", reason="DURATION_INVALID")
+    if s.interval is not None and not MIN_INTERVAL <= s.interval <= MAX_INTERVAL:
+        raise InvalidArgument(
+            f + "interval", f"at least {MIN_INTERVAL:g} s and at most a year", reason="DURATION_INVALID"
+        )
     if s.cron and not croniter.is_valid(s.cron):
         raise InvalidArgument(f + "cron", f"{s.cron!r} is not a cron expression", reason="CRON_INVALID")
     if s.time_zone:

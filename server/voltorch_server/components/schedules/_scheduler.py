@@ -20,7 +20,7 @@ from ...errors import AlreadyExists, NotFound, VoltorchError
 from ..shared import Component, decode_token, encode_token, page_size
 from ..workflows import Execution, WorkflowEngine
 from ..workflows.templates import apply_parameters
-from ._model import MAX_CATCHUP, Catchup, Overlap, Schedule, tick_request_id, validate
+from ._model import MAX_CATCHUP, Catchup, Overlap, Schedule, first_tick, tick_request_id, validate
 from ._store_port import SchedulesPort
 
 log = logging.getLogger("voltorch.schedules")
@@ -113,7 +113,7 @@ class Scheduler(Component):
         s = replace(
             s, id=s.id or new_id("sch"), parameters=params, create_time=now, ticks_started=0, ticks_skipped=0
         )
-        s = replace(s, next_tick=s.next_after(now), last_tick=None, last_execution_id="", buffered_tick=None)
+        s = replace(s, next_tick=first_tick(s, now), last_tick=None, last_execution_id="", buffered_tick=None)
         with self.db.write() as tx:
             if self.store.get(s.id, tx) is not None:
                 raise AlreadyExists(

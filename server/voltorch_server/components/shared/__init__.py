@@ -6,11 +6,12 @@ modules."""
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
-from ._paging import decode_token, encode_token, is_count, is_pair, page_size
+from ._paging import PAGE_BYTES, decode_token, encode_token, fitting, is_count, is_pair, page_size, row_bytes
 from ._queue import AgingQueue
 from ._timers import Timer, TimerQueue, doubling
 
 __all__ = [
+    "PAGE_BYTES",
     "AgingQueue",
     "Broadcaster",
     "Closed",
@@ -25,7 +26,9 @@ __all__ = [
     "encode_token",
     "is_count",
     "is_pair",
+    "fitting",
     "page_size",
+    "row_bytes",
     "parse_path",
     "resolve",
 ]

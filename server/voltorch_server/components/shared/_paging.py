@@ -5,19 +5,40 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# The JSON a page carries, at most (beyond its first item): items of up to 1 MiB each would otherwise make a
+# page larger than the 4 MiB a gRPC message may be. A page then ends early, with a token (AIP-158 allows it).
+PAGE_BYTES = 1 << 20
 
 
 def page_size(value: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE) -> int:
     if value < 0:
         raise InvalidArgument(field, f"must not be negative (got {value})", reason="PAGE_SIZE_INVALID")
     return min(value or default, MAX_PAGE_SIZE)
+
+
+def fitting(sizes: Iterable[int], budget: int = PAGE_BYTES) -> int:
+    """How many leading items (of these sizes in bytes) a page takes: all while their total stays within
+    budget, and always the first."""
+    total = count = 0
+    for size in sizes:
+        total += size
+        if count and total > budget:
+            break
+        count += 1
+    return count
+
+
+def row_bytes(row: Any, skip: tuple[str, ...] = ()) -> int:
+    """A stored row's text, in characters (its JSON columns included): what a page of it weighs."""
+    names = row.keys()  # a sqlite3.Row iterates over its values, not its names
+    return sum(len(v) for k in names if k not in skip and isinstance(v := row[k], str))
 
 
 def encode_token(query: dict[str, Any], position: Any) -> str:

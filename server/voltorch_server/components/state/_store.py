@@ -24,13 +24,27 @@ from ...priority import Priority
 from ...storage import GroupCommit, Take, Tx
 from ...telemetry import TraceIds, current_trace
 from ..events import EventLog, Prepared
-from ..shared import Broadcaster, Component, Follower, decode_token, encode_token, is_count, page_size
+from ..shared import (
+    Broadcaster,
+    Component,
+    Follower,
+    decode_token,
+    encode_token,
+    fitting,
+    is_count,
+    page_size,
+)
 from ._followed import from_staged
 from ._kv_cache import KVCache, Row
 from ._store_port import StatePort
 
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1 << 20
+# Conditions, and operations per branch, of one transaction: the answer echoes every set applied, and one
+# that outgrew a gRPC message would reach the caller as a failure after the commit.
+MAX_TXN_ITEMS = 1000
+# A key's expire_time must stay a valid Timestamp (year <= 9999), or every read of the key fails.
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 _KEY_RE = re.compile(r"[\x21-\x7e]+")
 PUT, DELETE = "PUT", "DELETE"
 T = TypeVar("T")
@@ -159,6 +173,8 @@ def _encode_value(value: Any, field_name: str) -> str:
 def _validate_ttl(ttl: float | None, field_name: str) -> None:
     if ttl is not None and ttl < 0:
         raise InvalidArgument(field_name, "ttl must not be negative", reason="DURATION_INVALID")
+    if ttl is not None and ttl > MAX_TTL_SECONDS:
+        raise InvalidArgument(field_name, "ttl must be at most 100 years", reason="DURATION_INVALID")
 
 
 def _validate_version(v: int | None, field_name: str) -> None:
@@ -578,8 +594,8 @@ class StateStore(Component):
         size = page_size(page_size_)
         after = decode_token(page_token, {"prefix": prefix}, shape=lambda p: isinstance(p, str))
         rows, revision = self.store.live_page(prefix, after or "", self.clock(), size + 1)
-        kvs = [_kv(r) for r in rows[:size]]
-        token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > size else ""
+        kvs = [_kv(r) for r in rows[: fitting(len(r.value) for r in rows[:size])]]
+        token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > len(kvs) else ""
         return kvs, token, revision
 
     def history(
@@ -591,8 +607,8 @@ class StateStore(Component):
         found = self.store.key_history(key, before if before is not None else 1 << 62, size + 1)
         if not found and before is None:
             raise NotFound("key", key, f"key {key!r} has no history")
-        changes = found[:size]
-        token = encode_token({"key": key}, changes[-1].id) if len(found) > size else ""
+        changes = found[: fitting(len(_to_json(c.kv.value)) for c in found[:size])]
+        token = encode_token({"key": key}, changes[-1].id) if len(found) > len(changes) else ""
         return changes, token
 
     # -- writes ----------------------------------------------------------------------------------
@@ -694,6 +710,13 @@ class StateStore(Component):
         on_success: Sequence[SetOp | DeleteOp],
         on_failure: Sequence[SetOp | DeleteOp] = (),
     ) -> TransactionResult:
+        for name, items in (
+            ("conditions", conditions),
+            ("on_success", on_success),
+            ("on_failure", on_failure),
+        ):
+            if len(items) > MAX_TXN_ITEMS:
+                raise InvalidArgument(name, f"at most {MAX_TXN_ITEMS} per transaction (got {len(items)})")
         for i, c in enumerate(conditions):
             validate_key(c.key, f"conditions[{i}].key")
             if c.version_equals is None and c.exists is None and not c.has_value_equals:
@@ -703,6 +726,8 @@ class StateStore(Component):
                     reason="FIELD_REQUIRED",
                 )
             _validate_version(c.version_equals, f"conditions[{i}].version_equals")
+            if c.has_value_equals:
+                _encode_value(c.value_equals, f"conditions[{i}].value_equals")
         encoded = {
             "on_success": _validate_ops(on_success, "on_success"),
             "on_failure": _validate_ops(on_failure, "on_failure"),

@@ -11,11 +11,13 @@ precedes it in time.
 from __future__ import annotations
 
 import bisect
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import InvalidArgument, NotFound
 from ..events import Event, EventLog, causal_order
+from ..shared import PAGE_BYTES, fitting
 from ._errors_log import ErrorLog, ErrorRecord, validate_trace_id
 
 DEFAULT_ENTRIES = 1000
@@ -69,6 +71,9 @@ def timeline(
     entries = _merge(events[:limit], errs[:limit])
     if len(entries) > limit:
         entries, truncated = entries[:limit], True
+    fit = fitting((_weight(e) for e in entries), budget=3 * PAGE_BYTES)  # no pages: what one answer holds
+    if fit < len(entries):
+        entries, truncated = entries[:fit], True
     all_t, all_c = _ids(entries)
     components = {e.component if isinstance(e, ErrorRecord) else e.source for e in entries}
     return Timeline(
@@ -78,6 +83,14 @@ def timeline(
         components=sorted(c for c in components if c),
         truncated=truncated,
     )
+
+
+def _weight(entry: Event | ErrorRecord) -> int:
+    """Roughly an entry's size on the wire: its data or message, and its other fields."""
+    return 256 + (len(entry.message) if isinstance(entry, ErrorRecord) else len(_compact(entry.data)))
+
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _merge(events: list[Event], errs: list[ErrorRecord]) -> list[Event | ErrorRecord]:

@@ -628,6 +628,10 @@ class WorkflowEngine(Component):
             raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID} characters")
         if len(sender) > 256:
             raise InvalidArgument("sender", "at most 256 characters")
+        try:  # the waiting step's output: NaN or Infinity would make it no JSON
+            json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument("payload", f"not JSON: {exc}", reason="VALUE_INVALID") from None
         row = self.store.row(execution_id)
         if row is None:
             raise NotFound("execution", execution_id)

@@ -16,7 +16,7 @@ from ...errors import InvalidArgument
 from ...frozen import made
 from ...priority import Priority
 from ..coordination import TaskError
-from ..shared import decode_token, encode_token, is_pair, page_size
+from ..shared import decode_token, encode_token, fitting, is_pair, page_size, row_bytes
 from ._waits import WaitingFor
 from .templates import Budget, loads
 
@@ -263,7 +263,16 @@ def list_executions(
         limit=size + 1,
     )
     out = [execution(store, r, with_steps=include_steps) for r in rows[:size]]
-    token = (
-        encode_token(query, [rows[size - 1]["create_time"], rows[size - 1]["id"]]) if len(rows) > size else ""
+    weights = (
+        row_bytes(r, skip=("definition",)) + _steps_bytes(e.steps) for r, e in zip(rows, out, strict=False)
     )
+    out = out[: fitting(weights)]
+    n = len(out)
+    token = encode_token(query, [rows[n - 1]["create_time"], rows[n - 1]["id"]]) if len(rows) > n else ""
     return out, token
+
+
+def _steps_bytes(steps: tuple[StepExecution, ...]) -> int:
+    """Roughly what steps weigh on the wire: their outputs, a fan-out's children twice (their outputs are
+    its structured_output too)."""
+    return sum(len(s.output) + 2 * _steps_bytes(s.children) for s in steps)

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
 
 from ....errors import FieldViolation, InvalidArgument
-from ...coordination import MODES, CoordinationCondition, check_condition
+from ...coordination import MAX_AGENT_IDS, MODES, CoordinationCondition, check_condition
 from ...shared import PathError, parse_path
 from . import _dag
 from ._model import (
@@ -101,12 +102,13 @@ def check_budget(p: Problems, b: Budget, path: str) -> None:
 def check_retry(p: Problems, r: RetryPolicy, field: str) -> None:
     if not 0 <= r.max_attempts <= 100:
         p.add(f"{field}.max_attempts", "must be 0..100 (0 = inherit)")
-    if r.backoff_multiplier and r.backoff_multiplier < 1:
-        p.add(f"{field}.backoff_multiplier", "must be >= 1 (0 = 2.0)")
+    m = r.backoff_multiplier
+    if m and (not math.isfinite(m) or m < 1):
+        p.add(f"{field}.backoff_multiplier", "must be >= 1 and finite (0 = 2.0)")
     for name in ("initial_backoff", "max_backoff"):
         v = getattr(r, name)
-        if v is not None and v < 0:
-            p.add(f"{field}.{name}", "must not be negative")
+        if v is not None and not 0 <= v <= MAX_WAIT:  # a retry's time is a Timestamp: year <= 9999
+            p.add(f"{field}.{name}", "must not be negative (and at most a year)")
     for i, code in enumerate(r.non_retryable_errors):
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", code):
             p.add(f"{field}.non_retryable_errors[{i}]", f"{code!r} is not an UPPER_SNAKE error code")
@@ -128,6 +130,9 @@ def _parameters(p: Problems, specs: tuple[ParameterSpec, ...]) -> set[str]:
             p.add(f"{f}.default_value", "a required parameter must not have a default")
         if (s.min is not None or s.max is not None) and s.type not in (NUMBER, INTEGER, STRING, LIST):
             p.add(f"{f}.min", f"min/max do not apply to {s.type} parameters")
+        for bound in ("min", "max"):
+            if getattr(s, bound) is not None and not math.isfinite(getattr(s, bound)):
+                p.add(f"{f}.{bound}", "must be finite")
         if s.min is not None and s.max is not None and s.min > s.max:
             p.add(f"{f}.max", "max must be >= min")
         if s.pattern:
@@ -280,6 +285,10 @@ class _StepCtx:
 
     def value(self, value: Any, field: str, *, item: bool) -> None:
         try:
+            json.dumps(value, allow_nan=False)
+        except ValueError as exc:
+            self.add(field, f"not JSON: {exc}")
+        try:
             refs = list(refs_in_value(value))
         except ValueError as exc:
             self.add(field, str(exc))
@@ -332,6 +341,8 @@ class _StepCtx:
         self.text(c.task, f"{f}.task", item=False, required=True)
         for name in ("source_agent_id", "target_agent_id"):
             self.agent_id(getattr(c, name), f"{f}.{name}", item=False)
+        if len(c.agent_ids) > MAX_AGENT_IDS:
+            self.add(f"{f}.agent_ids", f"at most {MAX_AGENT_IDS} agents")
         for j, a in enumerate(c.agent_ids):
             self.agent_id(a, f"{f}.agent_ids[{j}]", item=False)
         for j, cap in enumerate(c.capabilities):

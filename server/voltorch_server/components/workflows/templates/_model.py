@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -368,6 +369,9 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     }[t]
     if not ok:
         return f"must be {'an' if t in (INTEGER, OBJECT) else 'a'} {t}, got {_json_type(value)}"
+    unstorable = _unstorable(value)
+    if unstorable:
+        return unstorable
     size = None
     if t in (NUMBER, INTEGER):
         size, what = value, "value"
@@ -382,6 +386,21 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
         return f"does not match the pattern {spec.pattern!r}"
     if spec.enum and not any(_json_equal(value, e) for e in spec.enum):
         return f"must be one of {json.dumps(list(spec.enum))}"
+    return None
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a JSON value cannot be kept as it is: a NUL (rendered into a task, it would reach a text column
+    PostgreSQL refuses) or a NaN/Infinity (not JSON), at any depth."""
+    if isinstance(value, str):
+        return "must not contain a NUL character" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be finite (JSON has no NaN or Infinity)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        why = _unstorable(k) or _unstorable(v)
+        if why:
+            return why
     return None
 
 

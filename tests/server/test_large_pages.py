@@ -1,0 +1,60 @@
+"""Pages of large items: coordinations, executions and templates each within their own limits, but a page
+of them larger than the 4 MiB a gRPC message may carry, answered RESOURCE_EXHAUSTED 'Sent message larger
+than max'. A page now ends early, with a next_page_token, and paging through finds every item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from voltorch.v1 import coordination_pb2 as co
+from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
+from voltorch.v1 import workflows_pb2 as wf
+from voltorch_server.app import VoltorchServer
+
+BIG = "x" * 900_000
+
+
+def _all(call: Callable[..., Any], request: Any, field: str) -> tuple[int, int]:
+    """(items on the first page, items over all pages)."""
+    page = call(request, timeout=10)
+    first = total = len(getattr(page, field))
+    while page.next_page_token:
+        request.page_token = page.next_page_token
+        page = call(request, timeout=10)
+        total += len(getattr(page, field))
+    return first, total
+
+
+def test_large_coordinations_executions_and_templates_page(echo_agent: VoltorchServer) -> None:
+    with grpc.insecure_channel(echo_agent.target) as channel:
+        coordination = coordination_pb2_grpc.CoordinationServiceStub(channel)
+        workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        for _ in range(6):
+            coordination.RequestCoordination(
+                co.RequestCoordinationRequest(source_agent_id="echo", task="t", context={"blob": BIG}),
+                timeout=10,
+            )
+        first, total = _all(coordination.ListCoordinations, co.ListCoordinationsRequest(), "coordinations")
+        assert first < 6 and total == 6
+
+        step = wf.StepSpec(id="s1", agent_task=wf.AgentTaskStep(agent_id="echo", task="{{p}}"))
+        template = wf.WorkflowTemplate(name="blob", parameters=[wf.ParameterSpec(name="p")], steps=[step])
+        workflows.RegisterTemplate(wf.RegisterTemplateRequest(template=template), timeout=10)
+        for _ in range(6):
+            workflows.StartExecution(
+                wf.StartExecutionRequest(template_name="blob", parameters={"p": BIG}), timeout=10
+            )
+        first, total = _all(workflows.ListExecutions, wf.ListExecutionsRequest(), "executions")
+        assert first < 6 and total == 6
+
+        tasks = [
+            wf.StepSpec(id=f"s{j}", agent_task=wf.AgentTaskStep(agent_id="echo", task="y" * 90_000))
+            for j in range(35)
+        ]
+        for i in range(3):
+            big = wf.WorkflowTemplate(name=f"big{i}", steps=tasks)
+            workflows.RegisterTemplate(wf.RegisterTemplateRequest(template=big), timeout=10)
+        first, total = _all(workflows.ListTemplates, wf.ListTemplatesRequest(), "templates")
+        assert first < total and total >= 4  # the three big ones, "blob" and the built-in ones
