@@ -91,6 +91,13 @@ def allowed(role: str, method: str) -> bool:
     return role == "agent" and name in _AGENT_METHODS
 
 
+def may_direct_llm_calls(role: str) -> bool:
+    """May `role` say where an LLM agent's calls go (`llm.base_url`) and which variable of the server's
+    environment is their key (`llm.api_key_env`)? Together they send a value of that environment to a URL:
+    an admin's to decide. An agent's token may register LLM agents on the server's own endpoint and key."""
+    return role == "admin"
+
+
 def role_of(tokens: dict[str, str], authorization: str) -> str | None:
     """The role of an `authorization: Bearer <token>` value, None when it names no known token."""
     if not authorization.startswith("Bearer "):

@@ -79,6 +79,27 @@ def test_an_agent_may_run_an_execution_and_a_reader_may_not(secured):
         assert len(list(reader.workflows.list(template_name="nap"))) == 1
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"base_url": "http://127.0.0.1:9/v1"}, {"api_key_env": "VOLTORCH_TEST_SERVER_SECRET"}],
+    ids=["base_url", "api_key_env"],
+)
+def test_only_an_admin_directs_an_llm_agents_calls(secured, settings):
+    """An agent token must not send a variable of the server's environment to a URL of its choosing (an LLM
+    agent's base_url, its api_key_env): refused, nothing registered. An admin may; an agent token may
+    register LLM agents on the server's own endpoint and key."""
+    llm = voltorch.LlmSettings(model="m", **settings)
+    with voltorch.Client(secured.target, token=AGENT) as agent:
+        with pytest.raises(PermissionDeniedError) as err:
+            agent.coordination.register_agent("leaky", kind="llm", llm=llm)
+        assert f"llm.{next(iter(settings))}" in str(err.value) and "admin" in str(err.value)
+        assert "leaky" not in [a.id for a in agent.coordination.list_agents()]
+        assert agent.coordination.register_agent("plain", kind="llm", llm=voltorch.LlmSettings(model="m")).id
+    with voltorch.Client(secured.target, token=ADMIN) as admin:
+        directed = admin.coordination.register_agent("directed", kind="llm", llm=llm).llm
+        assert directed is not None and directed.model == "m"
+
+
 def test_health_stays_open_for_probes(secured):
     with grpc.insecure_channel(secured.target) as ch:
         resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)

@@ -12,8 +12,10 @@ from voltorch.v1 import coordination_pb2 as pb
 from voltorch.v1 import coordination_pb2_grpc
 
 from ..agents.remote import WorkerSession
+from ..auth import may_direct_llm_calls, parse_tokens
 from ..components.coordination import CoordinationEngine
-from ..errors import Aborted, InvalidArgument, Unavailable, VoltorchError
+from ..errors import Aborted, InvalidArgument, PermissionDenied, Unavailable, VoltorchError
+from ._auth import caller_role
 from ._convert import duration_to_seconds
 from ._coordination_pb import (
     agent_pb,
@@ -33,8 +35,9 @@ POLL_SECONDS = 0.25  # how soon a worker stream notices a cancelled client or a 
 
 
 class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
-    def __init__(self, engine: CoordinationEngine):
+    def __init__(self, engine: CoordinationEngine, tokens: dict[str, str] | None = None):
         self.engine = engine
+        self.tokens = tokens or {}
 
     # -- agents ---------------------------------------------------------------------------------
 
@@ -50,6 +53,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             raise InvalidArgument(
                 "kind", "function agents are registered in-process only", reason="ENUM_VALUE_INVALID"
             )
+        if self.tokens and (request.llm.base_url or request.llm.api_key_env):
+            role = caller_role(self.tokens, context)
+            if not may_direct_llm_calls(role):
+                field = "llm.base_url" if request.llm.base_url else "llm.api_key_env"
+                raise PermissionDenied(
+                    f"role {role!r} may not set {field}: only an admin chooses where an LLM agent's calls go"
+                    " and which server variable is their key (the server's defaults need neither)"
+                )
         info = self.engine.register_agent(
             request.agent_id,
             kind=kind,
@@ -204,6 +215,9 @@ def _read_worker(request_iterator: Any, session: WorkerSession, failure: list[Vo
 
 def register(server: grpc.Server, runtime) -> list[str]:
     coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(
-        CoordinationServicer(runtime.coordination), server
+        CoordinationServicer(
+            runtime.coordination, parse_tokens(runtime.config.auth_tokens, runtime.config.auth_tokens_file)
+        ),
+        server,
     )
     return ["voltorch.v1.CoordinationService"]
