@@ -543,6 +543,28 @@ def test_cancel_stops_running_steps_and_their_agents(client, agents):
         client.workflows.cancel("wfx_nope")
 
 
+def test_a_reason_is_kept_to_its_first_1024_characters(client, agents):
+    """A pause's, a cancel's or a restart's reason goes into an event, a row and the console: an over-long
+    one (100,000 characters) is kept to its first 1,024, as a coordination's cancel keeps it."""
+    gate = Gate()
+    add_agent(agents, "gate", ("gate",), gate)
+    client.workflows.register_template(
+        WorkflowTemplate(name="why", steps=[Step("a", AgentTask("x", ["gate"]))])
+    )
+    eid = client.workflows.start("why").execution.id
+    assert gate.entered.wait(WAIT)
+    long = "why" * 33_334
+    client.workflows.pause(eid, long)
+    cancelled = client.workflows.cancel(eid, long)
+    assert cancelled.status == "cancelled" and long[:1024] in cancelled.error.message
+    reasons = [e.data["reason"] for e in events_of(client, eid) if "reason" in e.data]
+    assert reasons and all(r == long[:1024] for r in reasons)
+    restarted = client.orchestrator.restart_component("events", long)
+    assert restarted.name == "events"
+    last = list(client.events.list(types=["component.restarted"]))[-1]
+    assert last.data["reason"] == long[:1024]
+
+
 def test_pause_keeps_running_results_and_resume_never_reruns_them(client, agents):
     gate = Gate()
     add_agent(agents, "gate", ("gate",), gate)

@@ -44,7 +44,7 @@ from ...priority import Priority
 from ...storage import Tx
 from ...telemetry import current_trace, trace_ids_from
 from ..events import EventLog
-from ..shared import Component, decode_token, doubling, encode_token, fitting, row_bytes
+from ..shared import Component, decode_token, doubling, encode_token, fitting, reason_text, row_bytes
 from ..shared import page_size as checked_page_size
 from . import _rows
 from ._agents import AgentState, check_capabilities
@@ -851,7 +851,7 @@ class CoordinationEngine(Component):
         a cancelled coordination returns it unchanged; FailedPrecondition for other terminal states."""
         require_id(coordination_id, "coordination_id")
         self.dispatcher.require_running()
-        reason = (reason or "cancelled by request")[:1024]
+        reason = reason_text(reason, "cancelled by request")
         if self.shared and coordination_id not in self.runs.live:
             self._adopt_one(coordination_id)  # another replica's: cancelled here, fenced there
         with self.journal.txn() as (tx, after):

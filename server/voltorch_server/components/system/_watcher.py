@@ -42,7 +42,7 @@ from ...metrics import LEVELS, Metrics
 from ...priority import Priority
 from ...telemetry import tracer
 from ..events import validate_glob
-from ..shared import Component
+from ..shared import Component, reason_text
 from ._errors_log import ErrorLog, ErrorRecord
 from ._metric_history import MetricHistory, Series
 from ._metrics import MetricCollector, MetricPoint
@@ -382,6 +382,7 @@ class Watcher(Component):
         if not getattr(comp, "enabled", True):
             raise FailedPrecondition(f"component {name!r} is disabled in config", reason="COMPONENT_DISABLED")
         st = self._state(name)
+        reason = reason_text(reason)
         if comp is self:
             return self._restart_self(st, reason)
         with self._lock:

@@ -41,7 +41,7 @@ from ...storage import Database, Tx
 from ...telemetry import context_from, current_trace, internal_span
 from ..coordination import TaskError
 from ..events import Event, EventFilter, EventLog, NewEvent
-from ..shared import Component, Follower, TimerQueue, doubling
+from ..shared import Component, Follower, TimerQueue, doubling, reason_text
 from ..state import StateStore
 from . import _complete as complete
 from ._budget import enforce as enforce_budget
@@ -766,13 +766,13 @@ class WorkflowEngine(Component):
     def cancel(self, execution_id: str, reason: str = "") -> Execution:
         run = self._run_for(execution_id, allow_terminal=(CANCELLED,), begin=False)
         if run is not None:
-            run.cancel(reason or "cancelled by request")
+            run.cancel(reason_text(reason, "cancelled by request"))
         return self.get(execution_id)
 
     def pause(self, execution_id: str, reason: str = "") -> Execution:
         run = self._run_for(execution_id, begin=False)
         if run is not None:
-            was = run.pause(reason)
+            was = run.pause(reason_text(reason))
             if was in (RUNNING, QUEUED, PENDING):
                 with self._lock:
                     self._running.discard(execution_id)
