@@ -832,6 +832,31 @@ def test_a_rolled_back_inline_outcome_runs_again_when_loading_it_again_fails_at_
     assert done.status == "completed" and done.output == "done:first"
 
 
+def test_an_agents_outcome_whose_write_fails_runs_again(db, engine, monkeypatch):
+    """An agent's outcome recorded on its own (the agent ran on the pool) whose transaction fails (the database
+    refused the write, or lost it): the coordination is not left finished in memory, answered to a waiter,
+    while the database has it running with nothing here to run it. It is loaded again, runs again, and its
+    outcome is written."""
+    seen = _one_agent(engine)
+    refused = threading.Event()
+    update = engine.store.update
+
+    def refuse_once(tx: Any, row: dict[str, Any], owner: str) -> bool:
+        if row["status"] == "completed" and not refused.is_set():
+            refused.set()
+            raise _RolledBack("the database refused the write")
+        return update(tx, row, owner)
+
+    monkeypatch.setattr(engine.store, "update", refuse_once)
+    cid = engine.request(CoordinationRequest(task="first", required_capabilities=("one",))).id
+    assert refused.wait(WAIT)
+    done = engine.wait(cid, WAIT)
+    assert done.status == "completed" and done.output == "done:first"
+    assert seen == ["first", "first"]
+    assert engine.store.row(cid)["status"] == "completed"
+    assert engine.get_agent("one").current_load == 0
+
+
 def test_a_rolled_back_placement_loads_again_an_older_coordination_its_dispatch_failed(db, engine):
     """The placement's dispatch failed an older queued coordination (the agent it names was gone from the
     engine then): rolled back, that one is not left failed in memory while the database has it queued. It

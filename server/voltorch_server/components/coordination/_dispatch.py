@@ -121,9 +121,13 @@ class Dispatcher:
         config: Config,
         observed: Component,
         toolbox: Toolbox | None = None,
+        unrecord: Callable[[Run, int, list[Assigned], After], None] | None = None,
     ):
         self.journal = journal
         self.toolbox = toolbox  # how tool-calling agents call the tools other agents offer
+        # Undoes in memory what an agent outcome's transaction did when it rolls back (the engine's
+        # `_unrecord`, as for complete_in): else the run stays finished here while the database runs it.
+        self.unrecord = unrecord
         self.runs = runs
         self.agents = agents
         self.config = config
@@ -574,7 +578,14 @@ class Dispatcher:
         try:
             # an agent's outcome: its COMMIT may be shared with other outcomes' and steps'
             with self.journal.txn(group=True) as (tx, after):
-                self.record(tx, after, unit, attempt, outcome)
+                assigned: list[Assigned] = []
+                if self.unrecord is not None:
+                    tx.after_rollback(partial(self.unrecord, unit.run, self.generation, assigned, after))
+                self.recording = assigned
+                try:
+                    self.record(tx, after, unit, attempt, outcome)
+                finally:
+                    self.recording = None
         except Exception:
             log.exception("recording the outcome of %s failed", unit.task_id)
 

@@ -156,7 +156,13 @@ class CoordinationEngine(Component):
         self.runs = RunTable(max(self.config.coordination_aging_seconds, 1e-6))
         self.journal = Journal(store, events, self._lock, self.runs, self.owner)
         self.dispatcher = Dispatcher(
-            self.journal, self.runs, self.agents, self.config, observed=self, toolbox=EngineToolbox(self)
+            self.journal,
+            self.runs,
+            self.agents,
+            self.config,
+            observed=self,
+            toolbox=EngineToolbox(self),
+            unrecord=self._unrecord,
         )
         self.registry = AgentRegistry(
             store,
@@ -408,7 +414,8 @@ class CoordinationEngine(Component):
 
     def _unrecord(self, run: Run, generation: int, assigned: list[Assigned], after: After) -> None:
         """The transaction of a complete_in() rolled back (the step's checkpoint failed, or was fenced: the
-        execution moved to another replica): the outcome it recorded is not in the database, where the
+        execution moved to another replica), or that of an agent's outcome recorded on its own (a write the
+        database refused, an outage): the outcome it recorded is not in the database, where the
         coordination still runs. What the transaction did in memory is undone (`_roll_back`: the
         coordination, terminal here perhaps, and any its dispatch failed leave the run table; what that
         dispatch gave out is given back), and the coordination is loaded again as the database has it, if
