@@ -144,3 +144,18 @@ def test_a_nul_in_a_parameter_rendered_into_a_task_is_invalid_argument(echo_agen
         assert [v.field for v in sdk_errors.from_rpc_error(err.value).field_violations] == ["parameters.who"]
         assert not stub.ListExecutions(wf.ListExecutionsRequest(), timeout=10).executions
     assert echo_agent.runtime.events.last_sequence() == events_before
+
+
+def test_an_agent_output_holding_a_nul_fails_its_task_with_invalid_output(server: VoltorchServer) -> None:
+    """An agent's output is a text column: one holding a NUL (a worker in another language, a model's
+    stray byte) fails the task INVALID_OUTPUT on either backend, as an over-long output does, instead of
+    a checkpoint PostgreSQL refuses."""
+    import voltorch
+
+    server.runtime.coordination.register_agent(
+        "nul", kind="function", capabilities=("nul",), runtime=lambda task, cancel: "a\x00b"
+    )
+    with voltorch.Client(server.target, timeout=10) as client:
+        done = client.coordination.run("say it", required_capabilities=["nul"], wait_timeout=30)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.code == "INVALID_OUTPUT" and "NUL" in done.error.message

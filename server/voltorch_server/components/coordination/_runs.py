@@ -301,6 +301,10 @@ def checked(outcome: Outcome) -> Outcome:
             f"output is {len(outcome.output.encode())} bytes; the limit is {MAX_OUTPUT_BYTES}",
             code="INVALID_OUTPUT",
         )
+    if "\x00" in outcome.output:  # a text column on PostgreSQL cannot hold one (JSON escapes its own)
+        return AgentError(
+            "output holds a NUL character (U+0000), which text cannot store", code="INVALID_OUTPUT"
+        )
     if outcome.structured_output is not None:
         try:
             check_json(outcome.structured_output, "structured_output", MAX_OUTPUT_BYTES)
