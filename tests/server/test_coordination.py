@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, Latch
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, Latch, ToolResult, ToolSpec
 from voltorch_server.components.coordination import (
     Coordination,
     CoordinationCondition,
@@ -1003,3 +1003,35 @@ def test_a_rolled_back_placement_its_own_dispatch_failed_is_never_answered_to_a_
         raise _RolledBack
     thread.join(WAIT)
     assert len(answers) == 1 and isinstance(answers[0], NotFound), answers
+
+
+def test_a_task_already_cancelled_starts_no_tool_call(engine):
+    """A tool-calling agent whose task was cancelled (its execution cancelled, its step timed out) and that
+    calls a tool still (the next of a model turn's calls): no child coordination is started for it, whose
+    tool (an email sent, a file written) would begin for a caller that is gone before the cancel reaches it."""
+    tooled: list[str] = []
+    engine.register_agent(
+        "tooler",
+        kind="function",
+        capabilities=["tools"],
+        runtime=lambda task, cancel: tooled.append(task.text) or "done",
+        tools=(ToolSpec("note", "Write a note"),),
+    )
+    results: list[ToolResult] = []
+    entered, called = threading.Event(), threading.Event()
+
+    def caller(task: AgentTask, cancel: CancelSignal) -> str:
+        entered.set()
+        assert cancel.wait(WAIT)
+        assert task.toolbox is not None
+        results.append(task.toolbox.call(task, "note", {}, cancel))
+        called.set()
+        return "never recorded"
+
+    engine.register_agent("caller", kind="function", capabilities=["calls"], runtime=caller)
+    cid = engine.request(CoordinationRequest(task="t", target_agent_id="caller")).id
+    assert entered.wait(WAIT)
+    engine.cancel(cid, "stop")
+    assert called.wait(WAIT)
+    assert results[0].coordination_id == "" and "cancelled" in results[0].error
+    assert [c.id for c in engine.list()[0]] == [cid]  # no child coordination
