@@ -199,3 +199,40 @@ def test_a_step_still_running_when_the_budget_is_reached_is_cancelled(llm_server
     assert e.status == "failed" and e.error is not None and e.error.code == "BUDGET_EXCEEDED"
     assert [e.step(s).status for s in ("slow", "fast", "after")] == ["cancelled", "completed", "cancelled"]
     assert told.wait(10)  # the running step's agent task was cancelled
+
+
+def test_a_run_whose_last_call_reaches_the_limit_completes_past_a_branch_not_taken(llm_server):
+    """The run's last model call reaches the limit; what follows only decides a branch that is not taken (a
+    condition, the step it skips): no further call would be made, so the run completes, as it does when the
+    call is the last step."""
+    srv, stub = llm_server
+    with voltorch.Client(srv.target, timeout=10) as client:
+        client.coordination.register_agent(
+            "gpt",
+            kind="llm",
+            capabilities=["general"],
+            llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
+            replace=True,
+        )
+        client.workflows.register_template(
+            voltorch.WorkflowTemplate(
+                name="branching",
+                budget=voltorch.Budget(max_llm_calls=1),
+                steps=[
+                    voltorch.Step("ask", voltorch.AgentTask("Answer", agent_id="gpt")),
+                    voltorch.Step(
+                        "check",
+                        voltorch.ConditionStep(
+                            "ask", voltorch.Condition.contains("escalate"), then_steps=["escalate"]
+                        ),
+                        depends_on=["ask"],
+                    ),
+                    voltorch.Step(
+                        "escalate", voltorch.AgentTask("Escalate", agent_id="gpt"), depends_on=["check"]
+                    ),
+                ],
+            )
+        )
+        e = client.workflows.wait(client.workflows.start("branching").execution.id, timeout=30)
+    assert e.status == "completed", e.error
+    assert e.usage.llm_calls == 1 and e.step("escalate").status == "skipped"

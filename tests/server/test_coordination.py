@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, Latch
+from voltorch_server.agents.base import AgentError, AgentTask, CancelSignal, Latch, ToolResult, ToolSpec
 from voltorch_server.components.coordination import (
     Coordination,
     CoordinationCondition,
@@ -857,6 +857,47 @@ def test_an_agents_outcome_whose_write_fails_runs_again(db, engine, monkeypatch)
     assert engine.get_agent("one").current_load == 0
 
 
+def test_a_parallel_outcome_whose_write_fails_stops_the_other_branch_it_gives_out_again(
+    db, engine, monkeypatch
+):
+    """One branch's outcome of a parallel coordination fails to be written: the coordination is loaded again
+    and runs again, every branch anew. The attempt another branch's agent is still running is told to stop
+    (its slot is freed for the new attempt): not left running unseen beside the new one, past the agent's
+    max_concurrency, its outcome recorded by nobody."""
+    started, arm, refused, first_ended = (threading.Event() for _ in range(4))
+    stopped: list[bool] = []
+
+    def slow(task: AgentTask, cancel: CancelSignal) -> str:
+        if not started.is_set():
+            started.set()
+            stopped.append(cancel.wait(WAIT))
+            first_ended.set()
+        return "slow"
+
+    def fast(task: AgentTask, cancel: CancelSignal) -> str:
+        started.wait(WAIT)
+        arm.set()
+        return "fast"
+
+    engine.register_agent("slow", kind="function", capabilities=["x"], max_concurrency=1, runtime=slow)
+    engine.register_agent("fast", kind="function", capabilities=["x"], max_concurrency=1, runtime=fast)
+    update = engine.store.update
+
+    def refuse_once(tx: Any, row: dict[str, Any], owner: str) -> bool:
+        if arm.is_set() and not refused.is_set():
+            refused.set()
+            raise _RolledBack("the database refused the write")
+        return update(tx, row, owner)
+
+    monkeypatch.setattr(engine.store, "update", refuse_once)
+    cid = engine.request(CoordinationRequest(task="t", mode="parallel", agent_ids=("slow", "fast"))).id
+    assert refused.wait(WAIT)
+    done = engine.wait(cid, WAIT)
+    assert done.status == "completed"
+    assert first_ended.wait(WAIT + 1)
+    assert stopped == [True]  # the first attempt was told to stop, not left running beside the new one
+
+
 def test_a_rolled_back_placement_loads_again_an_older_coordination_its_dispatch_failed(db, engine):
     """The placement's dispatch failed an older queued coordination (the agent it names was gone from the
     engine then): rolled back, that one is not left failed in memory while the database has it queued. It
@@ -962,3 +1003,35 @@ def test_a_rolled_back_placement_its_own_dispatch_failed_is_never_answered_to_a_
         raise _RolledBack
     thread.join(WAIT)
     assert len(answers) == 1 and isinstance(answers[0], NotFound), answers
+
+
+def test_a_task_already_cancelled_starts_no_tool_call(engine):
+    """A tool-calling agent whose task was cancelled (its execution cancelled, its step timed out) and that
+    calls a tool still (the next of a model turn's calls): no child coordination is started for it, whose
+    tool (an email sent, a file written) would begin for a caller that is gone before the cancel reaches it."""
+    tooled: list[str] = []
+    engine.register_agent(
+        "tooler",
+        kind="function",
+        capabilities=["tools"],
+        runtime=lambda task, cancel: tooled.append(task.text) or "done",
+        tools=(ToolSpec("note", "Write a note"),),
+    )
+    results: list[ToolResult] = []
+    entered, called = threading.Event(), threading.Event()
+
+    def caller(task: AgentTask, cancel: CancelSignal) -> str:
+        entered.set()
+        assert cancel.wait(WAIT)
+        assert task.toolbox is not None
+        results.append(task.toolbox.call(task, "note", {}, cancel))
+        called.set()
+        return "never recorded"
+
+    engine.register_agent("caller", kind="function", capabilities=["calls"], runtime=caller)
+    cid = engine.request(CoordinationRequest(task="t", target_agent_id="caller")).id
+    assert entered.wait(WAIT)
+    engine.cancel(cid, "stop")
+    assert called.wait(WAIT)
+    assert results[0].coordination_id == "" and "cancelled" in results[0].error
+    assert [c.id for c in engine.list()[0]] == [cid]  # no child coordination

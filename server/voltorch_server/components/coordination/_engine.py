@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any
 
 from ..._ids import new_id
-from ...agents.base import Latch, Outcome, TokenUsage, ToolSpec
+from ...agents.base import CancelSignal, Latch, Outcome, TokenUsage, ToolSpec
 from ...agents.limiter import Limiters
 from ...agents.llm import LlmDefaults, LlmSettings, limit_settings
 from ...agents.llm_clients import LlmCalls
@@ -376,13 +376,18 @@ class CoordinationEngine(Component):
             for a in reversed(assigned):
                 self.dispatcher.give_back(a)
             assigned.clear()
-            for r in runs:  # a unit of it a later dispatch of the same transaction (or group) gave out
-                for unit in r.units.values():
+            running: list[CancelSignal] = []
+            for r in runs:  # a unit of it a later dispatch of the same transaction (or group) gave out,
+                for unit in r.units.values():  # or another task of it an agent still runs (parallel)
                     if unit.agent_id is not None:
                         self.dispatcher.release(unit)
+                        if unit.cancel is not None:
+                            running.append(unit.cancel)
             for r in runs:  # never committed (the new one too, its own dispatch may have failed it):
                 r.final = None  # no waiter may take it for the outcome
             gone = [r for r in runs if r is not new]
+        for signal in running:  # loaded again, it is given out anew: the old attempt must not run on
+            signal.set("coordination loaded again (a transaction of it rolled back)")
         if new is not None and runs and runs[0] is new:
             new.done.set()  # a waiter reads what the database has: nothing
         for g in gone:

@@ -59,6 +59,8 @@ class EngineToolbox(Toolbox):
     def call(
         self, task: AgentTask, name: str, arguments: dict[str, Any], cancel: CancelSignal | None = None
     ) -> ToolResult:
+        if cancel is not None and cancel.is_set():  # the caller is gone: its tool must not even begin
+            return ToolResult("", error=f"cancelled: {cancel.reason}")
         offer = self._find(name)
         if offer is None:
             return ToolResult("", error=f"no registered agent offers the tool {name!r}")

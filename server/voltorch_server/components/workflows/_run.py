@@ -337,14 +337,15 @@ class ExecutionRun:
         return False
 
     def _work_left(self) -> bool:
-        """Whether any step is still to finish (a fan-out whose elements all completed is finished): a
-        run whose last step used up its budget completes, since no further call would be made."""
-        for sid in self.graph.order:
-            if self.records[sid].status in STEP_DONE:
+        """Whether a step is under way (running, waiting, due for a retry; a fan-out by its elements), whose
+        calls the budget reached must stop now. Steps yet to start are not: advance() skips those on a branch
+        not taken and evaluates conditions, which make no call, and `_attempt` fails the run on the budget
+        before any further call. So a run whose last call used up its budget completes."""
+        children = self.children
+        for rec in self.records.values():
+            if rec.status in STEP_DONE or rec.status == PENDING or rec.step_id in children:
                 continue
-            kids = self.children.get(sid)
-            if kids is None or any(self.records[k].status != COMPLETED for k in kids):
-                return True
+            return True
         return False
 
     # -- persistence -------------------------------------------------------------------------------------
