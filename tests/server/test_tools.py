@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import voltorch
-from openai_stub import completion
+from openai_stub import StubLLM, completion
 from polling import until
 from voltorch_server.app import VoltorchServer
 from voltorch_server.config import Config
@@ -44,6 +44,17 @@ def srv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[VoltorchSer
     ).start()
     yield s
     s.stop(grace=1.0)
+
+
+def _adding(stub: StubLLM) -> voltorch.LlmSettings:
+    """Settings of an LLM agent on the stub that may call the worker's `add` tool."""
+    return voltorch.LlmSettings(
+        model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
+    )
+
+
+def _register_assistant(client: voltorch.Client, stub: StubLLM) -> None:
+    client.coordination.register_agent("assistant", kind="llm", capabilities=["assistant"], llm=_adding(stub))
 
 
 def one_step(
@@ -111,10 +122,7 @@ def test_llm_agent_runs_the_function_calling_loop_against_the_stub(srv, stub):
         voltorch.Worker(client, "calculator", ["math"], add, tools=[ADD]) as worker,
     ):
         assert worker.connected.wait(WAIT)
-        llm = voltorch.LlmSettings(
-            model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
-        )
-        e = one_step(client, llm)
+        e = one_step(client, _adding(stub))
     assert e.status == "completed", e.error
     step = e.step("ask")
     assert step.output == "The sum is 3."
@@ -182,10 +190,7 @@ def test_a_budget_is_held_between_the_model_calls_of_one_tool_loop(srv, stub):
         voltorch.Worker(client, "calculator", ["math"], add, tools=[ADD]) as worker,
     ):
         assert worker.connected.wait(WAIT)
-        llm = voltorch.LlmSettings(
-            model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
-        )
-        client.coordination.register_agent("assistant", kind="llm", capabilities=["assistant"], llm=llm)
+        _register_assistant(client, stub)
         client.workflows.register_template(
             voltorch.WorkflowTemplate(
                 name="tools-budget",
@@ -221,10 +226,7 @@ def test_cancelling_the_execution_cancels_the_tool_call_in_flight(srv, stub):
     ):
         try:
             assert worker.connected.wait(WAIT)
-            llm = voltorch.LlmSettings(
-                model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV, tools=["add"]
-            )
-            client.coordination.register_agent("assistant", kind="llm", capabilities=["assistant"], llm=llm)
+            _register_assistant(client, stub)
             client.workflows.register_template(
                 voltorch.WorkflowTemplate(
                     name="tools-cancel",
