@@ -64,7 +64,8 @@ def template(budget: voltorch.Budget | None) -> voltorch.WorkflowTemplate:
     )
 
 
-def run(client: voltorch.Client, stub: StubLLM, budget: voltorch.Budget | None) -> voltorch.Execution:
+def register_gpt(client: voltorch.Client, stub: StubLLM) -> None:
+    """The LLM agent "gpt" (capability "general") on the stub, (re)defined."""
     client.coordination.register_agent(
         "gpt",
         kind="llm",
@@ -72,6 +73,10 @@ def run(client: voltorch.Client, stub: StubLLM, budget: voltorch.Budget | None) 
         llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
         replace=True,
     )
+
+
+def run(client: voltorch.Client, stub: StubLLM, budget: voltorch.Budget | None) -> voltorch.Execution:
+    register_gpt(client, stub)
     client.workflows.register_template(template(budget))
     started = client.workflows.start("budgeted")
     return client.workflows.wait(started.execution.id, timeout=30)
@@ -178,12 +183,7 @@ def test_a_step_still_running_when_the_budget_is_reached_is_cancelled(llm_server
 
     srv.runtime.coordination.register_agent("slow", kind="function", capabilities=("slow",), runtime=slow)
     with voltorch.Client(srv.target, timeout=10) as client:
-        client.coordination.register_agent(
-            "gpt",
-            kind="llm",
-            capabilities=["general"],
-            llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
-        )
+        register_gpt(client, stub)
         client.workflows.register_template(
             voltorch.WorkflowTemplate(
                 name="budget-parallel",
@@ -207,13 +207,7 @@ def test_a_run_whose_last_call_reaches_the_limit_completes_past_a_branch_not_tak
     call is the last step."""
     srv, stub = llm_server
     with voltorch.Client(srv.target, timeout=10) as client:
-        client.coordination.register_agent(
-            "gpt",
-            kind="llm",
-            capabilities=["general"],
-            llm=voltorch.LlmSettings(model="stub-model", base_url=stub.base_url, api_key_env=KEY_ENV),
-            replace=True,
-        )
+        register_gpt(client, stub)
         client.workflows.register_template(
             voltorch.WorkflowTemplate(
                 name="branching",
