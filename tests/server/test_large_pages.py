@@ -8,8 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import voltorch
+from google.protobuf import struct_pb2
 from voltorch.v1 import coordination_pb2 as co
 from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
+from voltorch.v1 import events_pb2 as ev
+from voltorch.v1 import state_pb2 as st
 from voltorch.v1 import workflows_pb2 as wf
 from voltorch_server.app import VoltorchServer
 
@@ -58,3 +62,30 @@ def test_large_coordinations_executions_and_templates_page(echo_agent: VoltorchS
             workflows.RegisterTemplate(wf.RegisterTemplateRequest(template=big), timeout=10)
         first, total = _all(workflows.ListTemplates, wf.ListTemplatesRequest(), "templates")
         assert first < total and total >= 4  # the three big ones, "blob" and the built-in ones
+
+
+def test_pages_of_number_lists_stay_within_a_message(client: voltorch.Client) -> None:
+    """A list of numbers is short as JSON and six times longer as a protobuf Value (`0,` is an 11-byte
+    double): three values of 340 kB JSON (1.9 MB each on the wire) made a page the 1 MiB budget let through
+    and the 4 MiB message limit did not. ListKeys, GetHistory and ListEvents answered RESOURCE_EXHAUSTED."""
+    zeros = [0] * 170_000
+    for i in range(3):
+        client.state.set(f"zeros/{i}", zeros)
+        client.state.set("zeros/history", zeros)
+    stubs = client.stubs
+    first, total = _all(stubs.state.ListKeys, st.ListKeysRequest(prefix="zeros/"), "kvs")
+    assert first < 4 and total == 4
+    first, total = _all(stubs.state.GetHistory, st.GetHistoryRequest(key="zeros/history"), "entries")
+    assert first < 3 and total == 3
+    data = struct_pb2.Value()
+    data.list_value.values.extend([struct_pb2.Value(number_value=0)] * 170_000)
+    for _ in range(3):
+        stubs.events.Publish(
+            ev.PublishRequest(event=ev.Event(type="zeros", correlation_id="zeros", data=data))
+        )
+    first, total = _all(
+        stubs.events.ListEvents, ev.ListEventsRequest(filter=ev.EventFilter(types=["zeros"])), "events"
+    )
+    assert first < 3 and total == 3
+    correlation = stubs.events.GetCorrelation(ev.GetCorrelationRequest(correlation_id="zeros"), timeout=10)
+    assert 0 < len(correlation.nodes) < 3 and correlation.truncated
