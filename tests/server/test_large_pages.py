@@ -89,3 +89,17 @@ def test_pages_of_number_lists_stay_within_a_message(client: voltorch.Client) ->
     assert first < 3 and total == 3
     correlation = stubs.events.GetCorrelation(ev.GetCorrelationRequest(correlation_id="zeros"), timeout=10)
     assert 0 < len(correlation.nodes) < 3 and correlation.truncated
+
+
+def test_a_page_of_agents_with_many_labels_stays_within_a_message(client: voltorch.Client) -> None:
+    """An agent may carry 64 labels of 1024 characters (66 kB): a page of 100 such agents (6.6 MB) made
+    ListAgents answer RESOURCE_EXHAUSTED 'Sent message larger than max'."""
+    labels = {f"l{j}": "v" * 1024 for j in range(64)}
+    for i in range(100):
+        client.stubs.coordination.RegisterAgent(
+            co.RegisterAgentRequest(agent_id=f"labelled-{i:03}", kind=co.AGENT_KIND_OFFLINE, labels=labels),
+            timeout=10,
+        )
+    first, total = _all(client.stubs.coordination.ListAgents, co.ListAgentsRequest(), "agents")
+    assert first < 100 and total >= 100
+    assert sum(1 for a in client.coordination.list_agents() if a.id.startswith("labelled-")) == 100
