@@ -230,3 +230,16 @@ def test_the_template_filter_lists_every_template(console_server: VoltorchServer
     page = tab(console_server).open("#/workflows")
     page.wait_for_selector('#f-template option[value="zz-small"]', state="attached")
     assert page.locator('#f-template option[value="big0"]').count() == 1
+
+
+def test_the_agents_page_lists_every_agent(console_server: VoltorchServer, tab) -> None:
+    """The page showed the first page of agents only: one that ends early (agents with many labels) hid the
+    rest."""
+    labels = {f"l{j}": "v" * 1024 for j in range(64)}
+    with voltorch.Client(console_server.target) as client:
+        for i in range(30):
+            client.coordination.register_agent(f"labelled-{i:02}", kind="offline", labels=labels)
+        client.coordination.register_agent("zz-last", kind="offline")
+    page = tab(console_server).open("#/agents")
+    page.wait_for_selector('tr[data-agent="zz-last"]')
+    assert page.locator('tr[data-agent^="labelled-"]').count() == 30
