@@ -103,3 +103,19 @@ def test_a_page_of_agents_with_many_labels_stays_within_a_message(client: voltor
     first, total = _all(client.stubs.coordination.ListAgents, co.ListAgentsRequest(), "agents")
     assert first < 100 and total >= 100
     assert sum(1 for a in client.coordination.list_agents() if a.id.startswith("labelled-")) == 100
+
+
+def test_a_page_of_schedules_with_large_parameters_stays_within_a_message(echo_agent: VoltorchServer) -> None:
+    """Six schedules whose parameters hold 900 kB made a 5.4 MB page: ListSchedules answered
+    RESOURCE_EXHAUSTED 'Sent message larger than max'."""
+    with grpc.insecure_channel(echo_agent.target) as channel:
+        workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        step = wf.StepSpec(id="s1", agent_task=wf.AgentTaskStep(agent_id="echo", task="{{p}}"))
+        template = wf.WorkflowTemplate(name="ticking", parameters=[wf.ParameterSpec(name="p")], steps=[step])
+        workflows.RegisterTemplate(wf.RegisterTemplateRequest(template=template), timeout=10)
+        for i in range(6):
+            schedule = wf.Schedule(id=f"big-{i}", template_name="ticking", cron="0 0 1 1 *", paused=True)
+            schedule.parameters.update({"p": BIG})
+            workflows.CreateSchedule(wf.CreateScheduleRequest(schedule=schedule), timeout=10)
+        first, total = _all(workflows.ListSchedules, wf.ListSchedulesRequest(), "schedules")
+        assert first < 6 and total == 6
