@@ -13,6 +13,7 @@ from google.protobuf import struct_pb2
 from voltorch.v1 import coordination_pb2 as co
 from voltorch.v1 import coordination_pb2_grpc, workflows_pb2_grpc
 from voltorch.v1 import events_pb2 as ev
+from voltorch.v1 import orchestrator_pb2 as orc
 from voltorch.v1 import state_pb2 as st
 from voltorch.v1 import workflows_pb2 as wf
 from voltorch_server.app import VoltorchServer
@@ -119,3 +120,15 @@ def test_a_page_of_schedules_with_large_parameters_stays_within_a_message(echo_a
             workflows.CreateSchedule(wf.CreateScheduleRequest(schedule=schedule), timeout=10)
         first, total = _all(workflows.ListSchedules, wf.ListSchedulesRequest(), "schedules")
         assert first < 6 and total == 6
+
+
+def test_a_full_page_of_long_errors_stays_within_a_message(
+    server: VoltorchServer, client: voltorch.Client
+) -> None:
+    """Errors keep 4 KiB of message (an agent's error may be that long): a page of 1000 made 4.4 MB and
+    ListErrors answered RESOURCE_EXHAUSTED 'Sent message larger than max'."""
+    for _ in range(1000):
+        server.runtime.errors.record("workflows", "STEP_FAILED", "m" * 4096, details={"output": "x" * 200})
+    request = orc.ListErrorsRequest(page_size=1000)
+    first, total = _all(client.stubs.orchestrator.ListErrors, request, "errors")
+    assert first < 1000 and total == 1000
