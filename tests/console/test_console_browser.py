@@ -10,6 +10,7 @@ import urllib.request
 import voltorch
 from console_kit import ADMIN, AGENT, READER, Http
 from templates import APPROVAL
+from voltorch import AgentTask, Step, WorkflowTemplate
 from voltorch_server.app import VoltorchServer
 
 STEP = '[data-step="{}"][data-s="{}"]'
@@ -215,3 +216,30 @@ def test_reader_logs_in_and_the_cancel_button_is_refused(
     # The token lives in this tab's session storage only.
     assert page.evaluate("sessionStorage.getItem('voltorch.token')") == READER
     assert urllib.request.urlopen(secured_server.console.url + "app.js", timeout=10).status == 200
+
+
+def test_the_template_filter_lists_every_template(console_server: VoltorchServer, tab) -> None:
+    """The filter took the first page of templates only: one that ends early (large templates) hid the rest."""
+    with voltorch.Client(console_server.target) as client:
+        steps = [Step(f"s{j}", AgentTask("analyst", "y" * 90_000)) for j in range(10)]
+        for i in range(3):
+            client.workflows.register_template(WorkflowTemplate(name=f"big{i}", steps=steps))
+        client.workflows.register_template(
+            WorkflowTemplate(name="zz-small", steps=[Step("s", AgentTask("analyst", "t"))])
+        )
+    page = tab(console_server).open("#/workflows")
+    page.wait_for_selector('#f-template option[value="zz-small"]', state="attached")
+    assert page.locator('#f-template option[value="big0"]').count() == 1
+
+
+def test_the_agents_page_lists_every_agent(console_server: VoltorchServer, tab) -> None:
+    """The page showed the first page of agents only: one that ends early (agents with many labels) hid the
+    rest."""
+    labels = {f"l{j}": "v" * 1024 for j in range(64)}
+    with voltorch.Client(console_server.target) as client:
+        for i in range(30):
+            client.coordination.register_agent(f"labelled-{i:02}", kind="offline", labels=labels)
+        client.coordination.register_agent("zz-last", kind="offline")
+    page = tab(console_server).open("#/agents")
+    page.wait_for_selector('tr[data-agent="zz-last"]')
+    assert page.locator('tr[data-agent^="labelled-"]').count() == 30

@@ -99,6 +99,21 @@ def test_a_signal_payload_that_is_not_json_is_refused(client):
     assert events_of_now(client, eid, "workflow.signal.received") == []
 
 
+def test_a_signal_payload_holding_a_nul_is_refused(client):
+    """A string payload with a NUL became the waiting step's output: PostgreSQL refused the write (INTERNAL,
+    the execution left running) and SQLite stored it. Nested, it would reach a later step's task."""
+    client.workflows.register_template(WorkflowTemplate(name="gate", steps=[Step("gate", WaitStep("go"))]))
+    eid = client.workflows.start("gate").execution.id
+    waiting_on(client, eid, "gate")
+    for payload, field in (("a\x00b", "payload"), ({"notes": ["x\x00"]}, "payload")):
+        with pytest.raises(voltorch.InvalidArgumentError) as err:
+            client.workflows.signal(eid, "go", payload)
+        assert err.value.field_violations[0].field == field
+        assert "NUL" in err.value.field_violations[0].description
+    assert client.workflows.get(eid).status == "running"
+    assert events_of_now(client, eid, "workflow.signal.received") == []
+
+
 def events_of_now(client: voltorch.Client, eid: str, type_: str) -> list:
     return [ev for ev in client.events.list(type_) if ev.correlation_id == eid]
 

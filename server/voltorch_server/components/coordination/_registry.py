@@ -3,6 +3,7 @@ their live status and statistics, the built-in team, and remote worker sessions 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from ...config import Config
 from ...errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from ...storage import Tx
 from ..events import EventLog, NewEvent
-from ..shared import Component, decode_token, encode_token
+from ..shared import Component, decode_token, encode_token, fitting, wire_bytes
 from ..shared import page_size as checked_page_size
 from ._agents import (
     BUILTIN_LABEL,
@@ -407,8 +408,8 @@ class AgentRegistry:
             ]
         if status:
             infos = [i for i in infos if i.status == status]
-        page = infos[:size]
-        token = encode_token(query, page[-1].id) if len(infos) > size else ""
+        page = infos[: fitting(_weight(i) for i in infos[:size])]  # ends early once its agents pass ~1 MiB
+        token = encode_token(query, page[-1].id) if len(infos) > len(page) else ""
         return page, token
 
     def connect_worker(self, hello: WorkerHello) -> WorkerSession:
@@ -547,3 +548,15 @@ class AgentRegistry:
                 s.close(
                     f"no message for {now - s.last_seen:.1f}s (heartbeat timeout {timeout:g}s)", "timeout"
                 )
+
+
+def _weight(a: AgentInfo) -> int:
+    """Roughly what an agent weighs in a ListAgents answer: its free-form parts (64 labels of 1 KiB, its
+    tools' schemas, an LLM prompt) can make one 100 kB and more."""
+    text = [a.name, *a.capabilities, *a.labels.keys(), *a.labels.values()]
+    text += [f"{t.name}{t.description}{json.dumps(t.parameters)}" for t in a.tools]
+    if a.llm is not None:
+        text.append(a.llm.system_prompt)
+    if a.last_error is not None:
+        text.append(a.last_error.message)
+    return 256 + sum(wire_bytes(t) + 4 for t in text)

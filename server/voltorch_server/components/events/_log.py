@@ -34,6 +34,7 @@ from ..shared import (
     fitting,
     is_count,
     page_size,
+    wire_bytes,
 )
 from . import _retention as retention
 from ._causal import CausalNode, causal_order
@@ -842,7 +843,7 @@ class EventLog(Component):
                 descending=descending,
                 limit=size + 1,
             )
-        events = rows[: fitting(len(_compact(e.data)) for e in rows[:size])]
+        events = rows[: fitting(wire_bytes(_compact(e.data)) for e in rows[:size])]
         token = encode_token(query, events[-1].sequence) if len(rows) > len(events) else ""
         return EventPage(events, token, head)
 
@@ -863,7 +864,7 @@ class EventLog(Component):
         if not rows:
             raise NotFound("correlation", correlation_id, f"no event has correlation id {correlation_id!r}")
         # No pages here: what fits one answer (3 MiB of data and per-event overhead), then truncated.
-        kept = fitting((len(_compact(e.data)) + 256 for e in rows[:limit]), budget=3 * PAGE_BYTES)
+        kept = fitting((wire_bytes(_compact(e.data)) + 256 for e in rows[:limit]), budget=3 * PAGE_BYTES)
         nodes = causal_order(rows[:kept])
         return Correlation(nodes, [n.event.id for n in nodes if not n.parent_id], len(rows) > kept)
 

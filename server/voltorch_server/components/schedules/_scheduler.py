@@ -7,6 +7,7 @@ again after a restart and gets the execution it already started back — never a
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ...errors import AlreadyExists, NotFound, VoltorchError
-from ..shared import Component, decode_token, encode_token, page_size
+from ..shared import Component, decode_token, encode_token, fitting, page_size, wire_bytes
 from ..workflows import Execution, WorkflowEngine
 from ..workflows.templates import apply_parameters
 from ._model import MAX_CATCHUP, Catchup, Overlap, Schedule, first_tick, tick_request_id, validate
@@ -133,8 +134,8 @@ class Scheduler(Component):
         n = page_size(size)
         after = decode_token(token, {}) or ""
         items = self.store.page(str(after), n + 1)
-        more = len(items) > n
-        return items[:n], encode_token({}, items[n - 1].id) if more else ""
+        page = items[: fitting(_weight(s) for s in items[:n])]  # ends early once its schedules pass ~1 MiB
+        return page, encode_token({}, page[-1].id) if len(items) > len(page) else ""
 
     def delete(self, schedule_id: str) -> None:
         with self._lock, self.db.write() as tx:
@@ -256,3 +257,9 @@ class Scheduler(Component):
             if current is None or current.paused:
                 return
             self.store.save(tx, s)
+
+
+def _weight(s: Schedule) -> int:
+    """Roughly what a schedule weighs in a ListSchedules answer: its parameters (any size the template
+    takes) and its description."""
+    return 256 + wire_bytes(json.dumps(s.parameters, separators=(",", ":"))) + wire_bytes(s.description)

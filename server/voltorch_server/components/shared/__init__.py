@@ -6,7 +6,17 @@ modules."""
 from ._base import Component
 from ._follow import Broadcaster, Closed, Follower, Overflow
 from ._jsonpath import PathError, parse_path, resolve
-from ._paging import PAGE_BYTES, decode_token, encode_token, fitting, is_count, is_pair, page_size, row_bytes
+from ._paging import (
+    PAGE_BYTES,
+    decode_token,
+    encode_token,
+    fitting,
+    is_count,
+    is_pair,
+    page_size,
+    row_bytes,
+    wire_bytes,
+)
 from ._queue import AgingQueue
 from ._reason import MAX_REASON, reason_text
 from ._timers import Timer, TimerQueue, doubling
@@ -31,6 +41,7 @@ __all__ = [
     "fitting",
     "page_size",
     "row_bytes",
+    "wire_bytes",
     "parse_path",
     "reason_text",
     "resolve",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,10 +36,21 @@ def fitting(sizes: Iterable[int], budget: int = PAGE_BYTES) -> int:
     return count
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def wire_bytes(text: str) -> int:
+    """At least what a stored text (JSON or not) weighs in an answer. JSON goes out as a
+    google.protobuf.Value: a number `0,` of two characters is a 9-byte double plus the tag and length of its
+    Value (11 bytes), and each item (per `,`) a few bytes more; other text goes out as UTF-8."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size + 10 * len(_DIGITS.findall(text)) + 4 * text.count(",")
+
+
 def row_bytes(row: Any, skip: tuple[str, ...] = ()) -> int:
-    """A stored row's text, in characters (its JSON columns included): what a page of it weighs."""
+    """A stored row's text (its JSON columns included) as an answer carries it: what a page of it weighs."""
     names = row.keys()  # a sqlite3.Row iterates over its values, not its names
-    return sum(len(v) for k in names if k not in skip and isinstance(v := row[k], str))
+    return sum(wire_bytes(v) for k in names if k not in skip and isinstance(v := row[k], str))
 
 
 def encode_token(query: dict[str, Any], position: Any) -> str:

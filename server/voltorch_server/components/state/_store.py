@@ -33,6 +33,7 @@ from ..shared import (
     fitting,
     is_count,
     page_size,
+    wire_bytes,
 )
 from ._followed import from_staged
 from ._kv_cache import KVCache, Row
@@ -594,7 +595,7 @@ class StateStore(Component):
         size = page_size(page_size_)
         after = decode_token(page_token, {"prefix": prefix}, shape=lambda p: isinstance(p, str))
         rows, revision = self.store.live_page(prefix, after or "", self.clock(), size + 1)
-        kvs = [_kv(r) for r in rows[: fitting(len(r.value) for r in rows[:size])]]
+        kvs = [_kv(r) for r in rows[: fitting(wire_bytes(r.value) for r in rows[:size])]]
         token = encode_token({"prefix": prefix}, kvs[-1].key) if len(rows) > len(kvs) else ""
         return kvs, token, revision
 
@@ -607,7 +608,7 @@ class StateStore(Component):
         found = self.store.key_history(key, before if before is not None else 1 << 62, size + 1)
         if not found and before is None:
             raise NotFound("key", key, f"key {key!r} has no history")
-        changes = found[: fitting(len(_to_json(c.kv.value)) for c in found[:size])]
+        changes = found[: fitting(wire_bytes(_to_json(c.kv.value)) for c in found[:size])]
         token = encode_token({"key": key}, changes[-1].id) if len(found) > len(changes) else ""
         return changes, token
 

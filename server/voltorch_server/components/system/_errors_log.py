@@ -25,7 +25,7 @@ from ...metrics import NOOP, Metrics
 from ...priority import Priority
 from ...telemetry import current_correlation, current_trace
 from ..events import NewEvent
-from ..shared import decode_token, encode_token, page_size
+from ..shared import decode_token, encode_token, fitting, page_size, wire_bytes
 from ._store_port import SystemPort
 
 log = logging.getLogger("voltorch.errors")
@@ -150,8 +150,9 @@ class ErrorLog:
         after = decode_token(token, query)
         equal = {"trace_id": trace_id, "correlation_id": correlation_id, "component": component, "code": code}
         rows = self.store.errors(equal, since, int(after) if after is not None else None, limit + 1)
-        token_out = encode_token(query, rows[limit - 1][1]) if len(rows) > limit else ""
-        return [rec for rec, _ in rows[:limit]], token_out
+        n = fitting(_weight(rec) for rec, _ in rows[:limit])  # ends early once its errors pass ~1 MiB
+        token_out = encode_token(query, rows[n - 1][1]) if len(rows) > n else ""
+        return [rec for rec, _ in rows[:n]], token_out
 
     def matching(
         self, trace_ids: set[str], correlation_ids: set[str], limit: int
@@ -161,3 +162,8 @@ class ErrorLog:
 
     def prune(self, older_than: float) -> int:
         return self.store.prune_errors(older_than)
+
+
+def _weight(rec: ErrorRecord) -> int:
+    """Roughly what an error weighs in a ListErrors answer: its message (up to 4 KiB) and details."""
+    return 256 + wire_bytes(rec.message) + wire_bytes(json.dumps(rec.details, separators=(",", ":")))

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import InvalidArgument, NotFound
 from ..events import Event, EventLog, causal_order
-from ..shared import PAGE_BYTES, fitting
+from ..shared import PAGE_BYTES, fitting, wire_bytes
 from ._errors_log import ErrorLog, ErrorRecord, validate_trace_id
 
 DEFAULT_ENTRIES = 1000
@@ -87,7 +87,7 @@ def timeline(
 
 def _weight(entry: Event | ErrorRecord) -> int:
     """Roughly an entry's size on the wire: its data or message, and its other fields."""
-    return 256 + (len(entry.message) if isinstance(entry, ErrorRecord) else len(_compact(entry.data)))
+    return 256 + (len(entry.message) if isinstance(entry, ErrorRecord) else wire_bytes(_compact(entry.data)))
 
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode

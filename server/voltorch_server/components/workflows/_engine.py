@@ -70,6 +70,7 @@ from .templates import (
     TemplateStore,
     apply_parameters,
     dumps,
+    unstorable,
     validate_template,
 )
 
@@ -632,6 +633,9 @@ class WorkflowEngine(Component):
             json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidArgument("payload", f"not JSON: {exc}", reason="VALUE_INVALID") from None
+        why = unstorable(payload)  # a NUL: the step's output, or a later step's task, is a text column
+        if why:
+            raise InvalidArgument("payload", why, reason="VALUE_INVALID")
         row = self.store.row(execution_id)
         if row is None:
             raise NotFound("execution", execution_id)

@@ -16,7 +16,7 @@ from ...errors import InvalidArgument
 from ...frozen import made
 from ...priority import Priority
 from ..coordination import TaskError
-from ..shared import decode_token, encode_token, fitting, is_pair, page_size, row_bytes
+from ..shared import decode_token, encode_token, fitting, is_pair, page_size, row_bytes, wire_bytes
 from ._waits import WaitingFor
 from .templates import Budget, loads
 
@@ -275,4 +275,4 @@ def list_executions(
 def _steps_bytes(steps: tuple[StepExecution, ...]) -> int:
     """Roughly what steps weigh on the wire: their outputs, a fan-out's children twice (their outputs are
     its structured_output too)."""
-    return sum(len(s.output) + 2 * _steps_bytes(s.children) for s in steps)
+    return sum(wire_bytes(s.output) + 2 * _steps_bytes(s.children) for s in steps)

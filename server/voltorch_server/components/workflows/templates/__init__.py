@@ -24,6 +24,7 @@ from ._model import (
     apply_parameters,
     dumps,
     loads,
+    unstorable,
 )
 from ._placeholders import Scope, StepView, parse_ref, render, render_value
 from ._store import TemplateStore
@@ -66,5 +67,6 @@ __all__ = [
     "parse_ref",
     "render",
     "render_value",
+    "unstorable",
     "validate_template",
 ]

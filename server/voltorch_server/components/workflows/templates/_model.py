@@ -369,9 +369,9 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     }[t]
     if not ok:
         return f"must be {'an' if t in (INTEGER, OBJECT) else 'a'} {t}, got {_json_type(value)}"
-    unstorable = _unstorable(value)
-    if unstorable:
-        return unstorable
+    why = unstorable(value)
+    if why:
+        return why
     size = None
     if t in (NUMBER, INTEGER):
         size, what = value, "value"
@@ -389,7 +389,7 @@ def type_error(spec: ParameterSpec, value: Any) -> str | None:
     return None
 
 
-def _unstorable(value: Any) -> str | None:
+def unstorable(value: Any) -> str | None:
     """Why a JSON value cannot be kept as it is: a NUL (rendered into a task, it would reach a text column
     PostgreSQL refuses) or a NaN/Infinity (not JSON), at any depth."""
     if isinstance(value, str):
@@ -398,7 +398,7 @@ def _unstorable(value: Any) -> str | None:
         return None if math.isfinite(value) else "must be finite (JSON has no NaN or Infinity)"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
-        why = _unstorable(k) or _unstorable(v)
+        why = unstorable(k) or unstorable(v)
         if why:
             return why
     return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ....errors import AlreadyExists, InvalidArgument, NotFound
-from ...shared import decode_token, encode_token, fitting, is_pair, page_size
+from ...shared import decode_token, encode_token, fitting, is_pair, page_size, wire_bytes
 from ._check import validate_template
 from ._model import Template, dumps, loads, with_version
 from ._store_port import TemplatesPort
@@ -73,6 +73,6 @@ class TemplateStore:
         pos = decode_token(page_token, query, shape=is_pair)
         name, version = pos if pos else ("", 0)
         rows = self.rows.page(category, all_versions, name, version, size + 1)
-        out = [loads(raw) for raw in rows[: fitting(len(raw) for raw in rows[:size])]]
+        out = [loads(raw) for raw in rows[: fitting(wire_bytes(raw) for raw in rows[:size])]]
         token = encode_token(query, [out[-1].name, out[-1].version]) if len(rows) > len(out) else ""
         return out, token

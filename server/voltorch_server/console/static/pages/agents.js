@@ -1,6 +1,6 @@
 // Agents: kind, capabilities, status, load against max concurrency, success rate, latency, and small
 // charts over time (tasks and latency from the metric history, load sampled while the page is open).
-import { get } from "../api.js";
+import { get, query } from "../api.js";
 import { badge, h, notice, num, sparkline } from "../ui.js";
 
 const POLL_MS = 2000;
@@ -21,12 +21,24 @@ export function mount(main) {
 
   async function load() {
     try {
-      const [r, hist] = await Promise.all([get("/api/agents"), get("/api/agents/history")]);
+      const [agents, hist] = await Promise.all([allAgents(), get("/api/agents/history")]);
       history = hist;
-      render(r.items);
+      render(agents);
     } catch (err) {
       notice(err.message, "error");
     }
+  }
+
+  // Every page: a page of agents with many labels ends early, with a token.
+  async function allAgents() {
+    const items = [];
+    let token = "";
+    do {
+      const r = await get("/api/agents" + query({ page_token: token }));
+      items.push(...r.items);
+      token = r.next_page_token;
+    } while (token);
+    return items;
   }
 
   function render(agents) {

@@ -118,9 +118,13 @@ export function mount(main, { session }) {
     if (!items.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No executions match.")));
   }
 
-  get("/api/templates").then((r) => {
-    for (const t of r.items) templateSelect.append(h("option", { value: t.name }, t.name));
-  }).catch(() => {});
+  // Every page: a page of large templates ends early, with a token.
+  const templates = (token) =>
+    get("/api/templates" + query({ page_token: token })).then((r) => {
+      for (const t of r.items) templateSelect.append(h("option", { value: t.name }, t.name));
+      if (r.next_page_token) return templates(r.next_page_token);
+    });
+  templates("").catch(() => {});
 
   load();
   const refresh = coalesce(load, 250);
